@@ -1,0 +1,109 @@
+//! The requests a client can make, one type per command family, owned so they
+//! can cross to the backend worker thread and, later, to peers.
+
+/// A key as the client sent it (at most [`super::Limits::MAX_KEY_LEN`] bytes).
+pub type Key = Vec<u8>;
+
+/// `get`, `gets`, `gat`, `gats` (and memcached's `bget` alias).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Get {
+    pub keys: Vec<Key>,
+    /// `gets`/`gats`: include the cas unique in each `VALUE` line.
+    pub with_cas: bool,
+    /// `gat`/`gats`: the new exptime, exactly as the client sent it.
+    pub touch: Option<i32>,
+}
+
+/// Which storage command a [`Store`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreMode {
+    Set,
+    Add,
+    Replace,
+    Append,
+    Prepend,
+    /// `cas` with the unique the client last saw.
+    Cas(u64),
+}
+
+/// `set add replace append prepend cas`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Store {
+    pub mode: StoreMode,
+    pub key: Key,
+    pub flags: u32,
+    /// Relative seconds, absolute unix time, or negative, as memcached reads it.
+    pub exptime: i32,
+    pub value: Vec<u8>,
+}
+
+/// `incr`/`decr`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Arith {
+    pub key: Key,
+    pub incr: bool,
+    pub delta: u64,
+}
+
+/// Which `stats` report was asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatsGroup {
+    General,
+    Settings,
+    Reset,
+}
+
+/// One parsed client request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    Get(Get),
+    Store(Store),
+    /// A storage command whose value exceeds the size limit. memcached answers
+    /// `SERVER_ERROR object too large for cache` and, for `set`, also drops the
+    /// key's old value so no stale data survives the failed write.
+    TooLarge {
+        key: Key,
+        is_set: bool,
+    },
+    Delete {
+        key: Key,
+    },
+    Arith(Arith),
+    Touch {
+        key: Key,
+        exptime: i32,
+    },
+    /// `flush_all [delay]`; a delay of 0 (or less) means now.
+    FlushAll {
+        delay: i32,
+    },
+    Version,
+    Verbosity,
+    Stats(StatsGroup),
+    /// mckv's cluster status report.
+    Show,
+    Quit,
+}
+
+impl Command {
+    /// Commands that read or change stored data and so go to the store.
+    pub fn touches_store(&self) -> bool {
+        matches!(
+            self,
+            Command::Get(_)
+                | Command::Store(_)
+                | Command::TooLarge { .. }
+                | Command::Delete { .. }
+                | Command::Arith(_)
+                | Command::Touch { .. }
+                | Command::FlushAll { .. }
+        )
+    }
+}
+
+/// A command with memcached's `noreply` flag.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    pub command: Command,
+    pub noreply: bool,
+}

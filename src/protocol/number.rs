@@ -1,0 +1,137 @@
+//! Number parsing with the exact semantics of memcached's `safe_strto*`
+//! helpers (`util.c`), which wrap C's `strtol` family.
+//!
+//! memcached accepts what `strtol` accepts — leading white space, an optional
+//! sign, decimal digits — and then only requires that the character after the
+//! digits is white space or the end of the token. Matching this byte for byte
+//! is what makes `set k 0 0 5\t` or `incr k +1` behave as they do on memcached.
+
+/// C's `isspace` in the "C" locale.
+pub fn is_c_space(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r')
+}
+
+/// What `strtoul`/`strtol` read from a token: sign, magnitude (saturated),
+/// and whether the text after the digits is acceptable to `safe_strto*`.
+struct Scanned {
+    negative: bool,
+    /// `None` when the magnitude does not fit in a `u64` (C's `ERANGE`).
+    magnitude: Option<u64>,
+}
+
+fn scan(token: &[u8]) -> Option<Scanned> {
+    let mut i = token.iter().take_while(|&&b| is_c_space(b)).count();
+    let mut negative = false;
+    if let Some(&sign) = token.get(i) {
+        if sign == b'+' || sign == b'-' {
+            negative = sign == b'-';
+            i += 1;
+        }
+    }
+    let digits = token[i.min(token.len())..]
+        .iter()
+        .take_while(|b| b.is_ascii_digit())
+        .count();
+    if digits == 0 {
+        return None; // str == endptr
+    }
+    let end = i + digits;
+    if let Some(&next) = token.get(end) {
+        if !is_c_space(next) {
+            return None;
+        }
+    }
+    let magnitude = token[i..end].iter().try_fold(0u64, |acc, &d| {
+        acc.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+    });
+    Some(Scanned {
+        negative,
+        magnitude,
+    })
+}
+
+/// `safe_strtoull`: a 64-bit unsigned number; a negative number is refused
+/// only when its wrapped value looks negative as a signed number (so `-0`
+/// passes and `-1` does not), as in memcached.
+pub fn parse_u64(token: &[u8]) -> Option<u64> {
+    let s = scan(token)?;
+    let magnitude = s.magnitude?;
+    let value = if s.negative {
+        magnitude.wrapping_neg()
+    } else {
+        magnitude
+    };
+    if (value as i64) < 0 && s.negative {
+        return None;
+    }
+    Some(value)
+}
+
+/// `safe_strtoul` on a 64-bit platform, truncated to the 32-bit flags field
+/// exactly as memcached's cast does.
+pub fn parse_u32_truncating(token: &[u8]) -> Option<u32> {
+    parse_u64(token).map(|v| v as u32)
+}
+
+/// `safe_strtol`: a signed number that must fit in an `i32`.
+pub fn parse_i32(token: &[u8]) -> Option<i32> {
+    let s = scan(token)?;
+    let magnitude = s.magnitude?;
+    let value = if s.negative {
+        -i128::from(magnitude)
+    } else {
+        i128::from(magnitude)
+    };
+    // strtol saturates (ERANGE) outside the 64-bit range and memcached
+    // rejects anything outside the 32-bit range it stores into.
+    i32::try_from(value).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unsigned_follows_strtoull() {
+        let table: &[(&[u8], Option<u64>)] = &[
+            (b"0", Some(0)),
+            (b"42", Some(42)),
+            (b"+7", Some(7)),
+            (b"-0", Some(0)),
+            (b"-1", None),
+            (b"18446744073709551615", Some(u64::MAX)),
+            (b"18446744073709551616", None),
+            (b"12abc", None),
+            (b"12 abc", Some(12)),
+            (b"12\r\n", Some(12)),
+            (b"  12", Some(12)),
+            (b"", None),
+            (b"-", None),
+            (b"abc", None),
+        ];
+        for (input, want) in table {
+            assert_eq!(
+                parse_u64(input),
+                *want,
+                "{:?}",
+                String::from_utf8_lossy(input)
+            );
+        }
+    }
+
+    #[test]
+    fn signed_fits_in_32_bits() {
+        assert_eq!(parse_i32(b"-1"), Some(-1));
+        assert_eq!(parse_i32(b"2147483647"), Some(i32::MAX));
+        assert_eq!(parse_i32(b"2147483648"), None);
+        assert_eq!(parse_i32(b"5\t"), Some(5));
+        assert_eq!(parse_i32(b"5x"), None);
+    }
+
+    #[test]
+    fn flags_truncate_like_a_c_cast() {
+        assert_eq!(parse_u32_truncating(b"4294967295"), Some(u32::MAX));
+        assert_eq!(parse_u32_truncating(b"4294967296"), Some(0));
+        assert_eq!(parse_u32_truncating(b"-1"), None);
+    }
+}

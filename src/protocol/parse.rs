@@ -1,0 +1,395 @@
+//! The incremental request parser: bytes in, one request (plus how many bytes
+//! it used) out, or [`Incomplete`] when more bytes are needed. It never reads a
+//! socket and never allocates for a request it rejects.
+//!
+//! The rules are memcached 1.6's `proto_text.c`, in its order: a line ends at
+//! `\n` (one `\r` before it is dropped), is cut at the first NUL, and is split
+//! on spaces only. Commands are dispatched on their first letter, so an unknown
+//! `s...` command is `ERROR` while an unknown `X... HTTP/1.1` line closes the
+//! connection. Protocol errors that memcached answers with a reply are
+//! [`Action::Reply`]; `noreply` silences them exactly where memcached does.
+//! After a storage error on the command line the value is *not* skipped: its
+//! bytes are read as the next command, as memcached does. Only a value that is
+//! too large is swallowed ([`Parsed::swallow`]).
+
+use super::command::{Arith, Command, Get, Request, StatsGroup, Store, StoreMode};
+use super::number::{parse_i32, parse_u32_truncating, parse_u64};
+use super::reply;
+
+/// The size limits the parser enforces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest value a storage command may carry.
+    pub max_value_size: usize,
+    /// Longest multi-get line accepted before the connection is closed.
+    pub max_get_line: usize,
+}
+
+impl Limits {
+    /// memcached's `KEY_MAX_LENGTH`.
+    pub const MAX_KEY_LEN: usize = 250;
+    /// Without a newline in this many bytes, only a multi-get may go on.
+    pub const LINE_SCAN_LIMIT: usize = 2048;
+    /// memcached's `MAX_TOKENS` (including its terminating empty token).
+    const MAX_TOKENS: usize = 24;
+    pub const DEFAULT_MAX_VALUE_SIZE: usize = 1024 * 1024;
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_value_size: Limits::DEFAULT_MAX_VALUE_SIZE,
+            max_get_line: Limits::DEFAULT_MAX_VALUE_SIZE,
+        }
+    }
+}
+
+/// More bytes are needed before anything can be decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Incomplete;
+
+/// What to do with one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    Execute(Request),
+    /// Answer with `text` (a whole reply line) unless `silent`.
+    Reply {
+        text: &'static [u8],
+        silent: bool,
+    },
+    /// Send what is queued, then close the connection.
+    Close,
+}
+
+/// One parsed request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Parsed {
+    pub action: Action,
+    /// Bytes of the input this request used.
+    pub consumed: usize,
+    /// Bytes *after* `consumed` to discard as they arrive (an oversized value).
+    pub swallow: usize,
+}
+
+/// Parses the first request in `buf`.
+pub fn parse(buf: &[u8], limits: &Limits) -> Result<Parsed, Incomplete> {
+    let Some(newline) = buf.iter().position(|&b| b == b'\n') else {
+        return if buf.len() > Limits::LINE_SCAN_LIMIT && !may_grow(buf, limits) {
+            Ok(Parsed::new(Action::Close, buf.len()))
+        } else {
+            Err(Incomplete)
+        };
+    };
+    let mut line = &buf[..newline];
+    if line.len() > 1 && line.ends_with(b"\r") {
+        line = &line[..line.len() - 1];
+    }
+    if let Some(nul) = line.iter().position(|&b| b == 0) {
+        line = &line[..nul];
+    }
+    let tokens = Tokens::split(line);
+    Line {
+        tokens: &tokens,
+        line,
+        rest: &buf[newline + 1..],
+        line_len: newline + 1,
+        limits,
+    }
+    .dispatch()
+}
+
+/// memcached lets only a `get`/`gets` line grow past the scan limit.
+fn may_grow(buf: &[u8], limits: &Limits) -> bool {
+    let spaces = buf.iter().take_while(|&&b| b == b' ').count();
+    let start = &buf[spaces..];
+    spaces <= 100
+        && (start.starts_with(b"get ") || start.starts_with(b"gets "))
+        && buf.len() <= limits.max_get_line
+}
+
+impl Parsed {
+    fn new(action: Action, consumed: usize) -> Parsed {
+        Parsed {
+            action,
+            consumed,
+            swallow: 0,
+        }
+    }
+}
+
+/// The first tokens of a line, split on spaces, without allocating.
+struct Tokens<'a> {
+    items: [&'a [u8]; Limits::MAX_TOKENS],
+    len: usize,
+}
+
+impl<'a> Tokens<'a> {
+    fn split(line: &'a [u8]) -> Tokens<'a> {
+        let mut tokens = Tokens {
+            items: [&[]; Limits::MAX_TOKENS],
+            len: 0,
+        };
+        for token in line.split(|&b| b == b' ').filter(|t| !t.is_empty()) {
+            if tokens.len == Limits::MAX_TOKENS {
+                break;
+            }
+            tokens.items[tokens.len] = token;
+            tokens.len += 1;
+        }
+        tokens
+    }
+
+    fn get(&self, i: usize) -> &'a [u8] {
+        self.items[i]
+    }
+
+    /// memcached's `ntokens`: the real tokens plus its terminating one.
+    fn ntokens(&self) -> usize {
+        self.len + 1
+    }
+
+    /// memcached's `set_noreply_maybe`: the last token is `noreply`.
+    fn noreply(&self) -> bool {
+        self.len > 0 && self.items[self.len - 1] == b"noreply"
+    }
+}
+
+/// One request line being dispatched.
+struct Line<'a, 'b> {
+    tokens: &'b Tokens<'a>,
+    line: &'a [u8],
+    /// Everything after the request line (a storage command's value).
+    rest: &'a [u8],
+    line_len: usize,
+    limits: &'b Limits,
+}
+
+impl<'a> Line<'a, '_> {
+    fn dispatch(&self) -> Result<Parsed, Incomplete> {
+        let t = self.tokens;
+        if t.len == 0 || t.get(0).len() < 2 {
+            return Ok(self.error());
+        }
+        let name = t.get(0);
+        let n = t.ntokens();
+        let parsed = match (name[0], name) {
+            (b'm', _) if name.len() == 2 => self.error(),
+            (b'g', _) if n < 3 => self.error(),
+            (b'g', b"get") => self.get(false, false),
+            (b'g', b"gets") => self.get(true, false),
+            (b'g', b"gat") => self.get(false, true),
+            (b'g', b"gats") => self.get(true, true),
+            (b's', b"set") if matches!(n, 6 | 7) => return self.store(StoreMode::Set),
+            (b's', b"stats") => self.stats(),
+            (b's', b"show") => self.execute(Command::Show, false),
+            (b's', b"shutdown") => self.reply(reply::SHUTDOWN_DISABLED, false),
+            (b'a', b"add") if matches!(n, 6 | 7) => return self.store(StoreMode::Add),
+            (b'a', b"append") if matches!(n, 6 | 7) => return self.store(StoreMode::Append),
+            (b'c', b"cas") if matches!(n, 7 | 8) => return self.store(StoreMode::Cas(0)),
+            (b'i', b"incr") if matches!(n, 4 | 5) => self.arith(true),
+            (b'd', b"delete") if (3..=5).contains(&n) => self.delete(),
+            (b'd', b"decr") if matches!(n, 4 | 5) => self.arith(false),
+            (b't', b"touch") if matches!(n, 4 | 5) => self.touch(),
+            (b'g' | b's' | b'a' | b'c' | b'i' | b'd' | b't', _) => self.error(),
+            _ if t.get(t.len - 1).starts_with(b"HTTP/") => {
+                Parsed::new(Action::Close, self.line_len)
+            }
+            (_, b"prepend") if matches!(n, 6 | 7) => return self.store(StoreMode::Prepend),
+            (_, b"replace") if matches!(n, 6 | 7) => return self.store(StoreMode::Replace),
+            (_, b"bget") => self.get(false, false),
+            (_, b"flush_all") if (2..=4).contains(&n) => self.flush_all(),
+            (_, b"version") => self.execute(Command::Version, false),
+            (_, b"quit") => self.execute(Command::Quit, false),
+            (_, b"verbosity") if matches!(n, 3 | 4) => self.verbosity(),
+            _ => self.error(),
+        };
+        Ok(parsed)
+    }
+
+    fn execute(&self, command: Command, noreply: bool) -> Parsed {
+        Parsed::new(Action::Execute(Request { command, noreply }), self.line_len)
+    }
+
+    fn reply(&self, text: &'static [u8], silent: bool) -> Parsed {
+        Parsed::new(Action::Reply { text, silent }, self.line_len)
+    }
+
+    fn error(&self) -> Parsed {
+        self.reply(reply::ERROR, false)
+    }
+
+    fn key_too_long(&self) -> bool {
+        self.tokens.get(1).len() > Limits::MAX_KEY_LEN
+    }
+
+    fn get(&self, with_cas: bool, touches: bool) -> Parsed {
+        let mut skip = 1;
+        let touch = if touches {
+            match parse_i32(self.tokens.get(1)) {
+                Some(exptime) => {
+                    skip = 2;
+                    Some(exptime)
+                }
+                None => return self.reply(reply::INVALID_EXPTIME, false),
+            }
+        } else {
+            None
+        };
+        // Keys past memcached's token limit are read on from the line itself.
+        let keys = self
+            .line
+            .split(|&b| b == b' ')
+            .filter(|t| !t.is_empty())
+            .skip(skip);
+        if keys.clone().any(|key| key.len() > Limits::MAX_KEY_LEN) {
+            return self.reply(reply::BAD_FORMAT, false);
+        }
+        let keys = keys.map(<[u8]>::to_vec).collect();
+        self.execute(
+            Command::Get(Get {
+                keys,
+                with_cas,
+                touch,
+            }),
+            false,
+        )
+    }
+
+    /// Flags, exptime and length of a storage command.
+    fn storage_numbers(&self) -> Option<(u32, i32, i32)> {
+        let t = self.tokens;
+        Some((
+            parse_u32_truncating(t.get(2))?,
+            parse_i32(t.get(3))?,
+            parse_i32(t.get(4))?,
+        ))
+    }
+
+    /// A storage command; for `cas`, `mode` is a placeholder whose unique is
+    /// read from the line after the other numbers, in memcached's order.
+    fn store(&self, mut mode: StoreMode) -> Result<Parsed, Incomplete> {
+        let noreply = self.tokens.noreply();
+        if self.key_too_long() {
+            return Ok(self.reply(reply::BAD_FORMAT, noreply));
+        }
+        let Some((flags, exptime, length)) = self.storage_numbers() else {
+            return Ok(self.reply(reply::BAD_FORMAT, noreply));
+        };
+        if let StoreMode::Cas(_) = mode {
+            match parse_u64(self.tokens.get(5)) {
+                Some(unique) => mode = StoreMode::Cas(unique),
+                None => return Ok(self.reply(reply::BAD_FORMAT, noreply)),
+            }
+        }
+        let Ok(length) = usize::try_from(length) else {
+            return Ok(self.reply(reply::BAD_FORMAT, noreply));
+        };
+        let key = self.tokens.get(1).to_vec();
+        if length > self.limits.max_value_size {
+            let command = Command::TooLarge {
+                key,
+                is_set: mode == StoreMode::Set,
+            };
+            let mut parsed = self.execute(command, noreply);
+            parsed.swallow = length + 2;
+            return Ok(parsed);
+        }
+        let block = self.rest.get(..length + 2).ok_or(Incomplete)?;
+        let consumed = self.line_len + length + 2;
+        if !block.ends_with(b"\r\n") {
+            let action = Action::Reply {
+                text: reply::BAD_DATA_CHUNK,
+                silent: noreply,
+            };
+            return Ok(Parsed::new(action, consumed));
+        }
+        let command = Command::Store(Store {
+            mode,
+            key,
+            flags,
+            exptime,
+            value: block[..length].to_vec(),
+        });
+        let mut parsed = self.execute(command, noreply);
+        parsed.consumed = consumed;
+        Ok(parsed)
+    }
+
+    fn arith(&self, incr: bool) -> Parsed {
+        let noreply = self.tokens.noreply();
+        if self.key_too_long() {
+            return self.reply(reply::BAD_FORMAT, noreply);
+        }
+        let Some(delta) = parse_u64(self.tokens.get(2)) else {
+            return self.reply(reply::INVALID_DELTA, noreply);
+        };
+        let key = self.tokens.get(1).to_vec();
+        self.execute(Command::Arith(Arith { key, incr, delta }), noreply)
+    }
+
+    fn delete(&self) -> Parsed {
+        let t = self.tokens;
+        let n = t.ntokens();
+        let mut noreply = false;
+        if n > 3 {
+            let hold_is_zero = t.get(2) == b"0";
+            noreply = t.noreply();
+            let valid =
+                (n == 4 && (hold_is_zero || noreply)) || (n == 5 && hold_is_zero && noreply);
+            if !valid {
+                return self.reply(reply::DELETE_USAGE, noreply);
+            }
+        }
+        if self.key_too_long() {
+            return self.reply(reply::BAD_FORMAT, noreply);
+        }
+        let key = t.get(1).to_vec();
+        self.execute(Command::Delete { key }, noreply)
+    }
+
+    fn touch(&self) -> Parsed {
+        let noreply = self.tokens.noreply();
+        if self.key_too_long() {
+            return self.reply(reply::BAD_FORMAT, noreply);
+        }
+        let Some(exptime) = parse_i32(self.tokens.get(2)) else {
+            return self.reply(reply::INVALID_EXPTIME, noreply);
+        };
+        let key = self.tokens.get(1).to_vec();
+        self.execute(Command::Touch { key, exptime }, noreply)
+    }
+
+    fn flush_all(&self) -> Parsed {
+        let noreply = self.tokens.noreply();
+        let bare = if noreply { 3 } else { 2 };
+        let delay = if self.tokens.ntokens() == bare {
+            0
+        } else {
+            match parse_i32(self.tokens.get(1)) {
+                Some(delay) => delay,
+                None => return self.reply(reply::BAD_FORMAT, noreply),
+            }
+        };
+        self.execute(Command::FlushAll { delay }, noreply)
+    }
+
+    fn verbosity(&self) -> Parsed {
+        let noreply = self.tokens.noreply();
+        if noreply && self.tokens.ntokens() == 3 {
+            return self.error();
+        }
+        self.execute(Command::Verbosity, noreply)
+    }
+
+    fn stats(&self) -> Parsed {
+        let group = match self.tokens.len {
+            1 => StatsGroup::General,
+            _ => match self.tokens.get(1) {
+                b"reset" => StatsGroup::Reset,
+                b"settings" => StatsGroup::Settings,
+                _ => return self.error(),
+            },
+        };
+        self.execute(Command::Stats(group), false)
+    }
+}

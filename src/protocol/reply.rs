@@ -1,0 +1,74 @@
+//! Reply composition: memcached's reply strings and the writers that append a
+//! reply to a connection's output buffer (no allocation beyond its growth).
+
+use std::io::Write;
+
+pub const ERROR: &[u8] = b"ERROR\r\n";
+pub const STORED: &[u8] = b"STORED\r\n";
+pub const NOT_STORED: &[u8] = b"NOT_STORED\r\n";
+pub const EXISTS: &[u8] = b"EXISTS\r\n";
+pub const NOT_FOUND: &[u8] = b"NOT_FOUND\r\n";
+pub const DELETED: &[u8] = b"DELETED\r\n";
+pub const TOUCHED: &[u8] = b"TOUCHED\r\n";
+pub const OK: &[u8] = b"OK\r\n";
+pub const RESET: &[u8] = b"RESET\r\n";
+pub const END: &[u8] = b"END\r\n";
+pub const BAD_FORMAT: &[u8] = b"CLIENT_ERROR bad command line format\r\n";
+pub const BAD_DATA_CHUNK: &[u8] = b"CLIENT_ERROR bad data chunk\r\n";
+pub const INVALID_EXPTIME: &[u8] = b"CLIENT_ERROR invalid exptime argument\r\n";
+pub const INVALID_DELTA: &[u8] = b"CLIENT_ERROR invalid numeric delta argument\r\n";
+pub const NON_NUMERIC: &[u8] = b"CLIENT_ERROR cannot increment or decrement non-numeric value\r\n";
+pub const DELETE_USAGE: &[u8] =
+    b"CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]\r\n";
+pub const TOO_LARGE: &[u8] = b"SERVER_ERROR object too large for cache\r\n";
+pub const OUT_OF_MEMORY: &[u8] = b"SERVER_ERROR out of memory storing object\r\n";
+pub const SHUTDOWN_DISABLED: &[u8] = b"ERROR: shutdown not enabled\r\n";
+
+/// The version mckv reports: memcached's protocol level, then mckv's own.
+pub const VERSION: &str = concat!("1.6.0-mckv-", env!("CARGO_PKG_VERSION"));
+
+/// Appends `VALUE <key> <flags> <bytes>[ <cas>]\r\n<data>\r\n`.
+pub fn value(out: &mut Vec<u8>, key: &[u8], flags: u32, data: &[u8], cas: Option<u64>) {
+    out.extend_from_slice(b"VALUE ");
+    out.extend_from_slice(key);
+    // Writing integers into a Vec cannot fail.
+    let _ = match cas {
+        Some(cas) => write!(out, " {} {} {}\r\n", flags, data.len(), cas),
+        None => write!(out, " {} {}\r\n", flags, data.len()),
+    };
+    out.extend_from_slice(data);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends the new value of an `incr`/`decr`.
+pub fn number(out: &mut Vec<u8>, n: u64) {
+    let _ = write!(out, "{n}\r\n");
+}
+
+/// Appends `STAT <name> <value>\r\n`.
+pub fn stat(out: &mut Vec<u8>, name: &str, value: impl std::fmt::Display) {
+    let _ = write!(out, "STAT {name} {value}\r\n");
+}
+
+/// Appends `SERVER_ERROR <why>\r\n`.
+pub fn server_error(out: &mut Vec<u8>, why: &str) {
+    let _ = write!(out, "SERVER_ERROR {why}\r\n");
+}
+
+/// Appends `VERSION <version>\r\n`.
+pub fn version(out: &mut Vec<u8>) {
+    let _ = write!(out, "VERSION {VERSION}\r\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn value_lines_match_memcached() {
+        let mut out = Vec::new();
+        value(&mut out, b"k", 5, b"abc", None);
+        value(&mut out, b"k", 0, b"", Some(9));
+        assert_eq!(out, b"VALUE k 5 3\r\nabc\r\nVALUE k 0 0 9\r\n\r\n");
+    }
+}

@@ -1,0 +1,428 @@
+//! Table tests for the parser: every command, every error reply, the
+//! equivalences memcached allows, and the prefix property.
+
+use super::reply;
+use super::*;
+
+fn limits() -> Limits {
+    Limits {
+        max_value_size: 1024,
+        max_get_line: 8192,
+    }
+}
+
+fn parse_one(input: &[u8]) -> Result<Parsed, Incomplete> {
+    parse(input, &limits())
+}
+
+fn command(input: &[u8]) -> (Command, bool) {
+    match parse_one(input) {
+        Ok(Parsed {
+            action: Action::Execute(Request { command, noreply }),
+            consumed,
+            ..
+        }) => {
+            assert_eq!(
+                consumed,
+                input.len(),
+                "{:?}",
+                String::from_utf8_lossy(input)
+            );
+            (command, noreply)
+        }
+        other => panic!("{:?} -> {other:?}", String::from_utf8_lossy(input)),
+    }
+}
+
+fn key(k: &str) -> Vec<u8> {
+    k.as_bytes().to_vec()
+}
+
+fn store(mode: StoreMode, k: &str, flags: u32, exptime: i32, value: &str) -> Command {
+    Command::Store(Store {
+        mode,
+        key: key(k),
+        flags,
+        exptime,
+        value: value.as_bytes().to_vec(),
+    })
+}
+
+fn get(keys: &[&str], with_cas: bool, touch: Option<i32>) -> Command {
+    Command::Get(Get {
+        keys: keys.iter().map(|k| key(k)).collect(),
+        with_cas,
+        touch,
+    })
+}
+
+/// Every valid request of the protocol, with what it parses to.
+fn valid_requests() -> Vec<(&'static [u8], Command, bool)> {
+    vec![
+        (b"get a\r\n", get(&["a"], false, None), false),
+        (b"get a b c\r\n", get(&["a", "b", "c"], false, None), false),
+        (b"gets a b\r\n", get(&["a", "b"], true, None), false),
+        (b"gat 10 a b\r\n", get(&["a", "b"], false, Some(10)), false),
+        (b"gats -1 a\r\n", get(&["a"], true, Some(-1)), false),
+        (b"gat 10\r\n", get(&[], false, Some(10)), false),
+        (b"bget a\r\n", get(&["a"], false, None), false),
+        (
+            b"set k 1 2 3\r\nabc\r\n",
+            store(StoreMode::Set, "k", 1, 2, "abc"),
+            false,
+        ),
+        (
+            b"set k 0 0 3 noreply\r\nabc\r\n",
+            store(StoreMode::Set, "k", 0, 0, "abc"),
+            true,
+        ),
+        (
+            b"set k 0 0 3 anything\r\nabc\r\n",
+            store(StoreMode::Set, "k", 0, 0, "abc"),
+            false,
+        ),
+        (
+            b"set k 0 0 0\r\n\r\n",
+            store(StoreMode::Set, "k", 0, 0, ""),
+            false,
+        ),
+        (
+            b"set k 0 0 4\r\na\r\nb\r\n",
+            store(StoreMode::Set, "k", 0, 0, "a\r\nb"),
+            false,
+        ),
+        (
+            b"add k 0 0 1\r\nx\r\n",
+            store(StoreMode::Add, "k", 0, 0, "x"),
+            false,
+        ),
+        (
+            b"replace k 0 0 1\r\nx\r\n",
+            store(StoreMode::Replace, "k", 0, 0, "x"),
+            false,
+        ),
+        (
+            b"append k 0 0 1\r\nx\r\n",
+            store(StoreMode::Append, "k", 0, 0, "x"),
+            false,
+        ),
+        (
+            b"prepend k 0 0 1\r\nx\r\n",
+            store(StoreMode::Prepend, "k", 0, 0, "x"),
+            false,
+        ),
+        (
+            b"cas k 0 0 1 99\r\nx\r\n",
+            store(StoreMode::Cas(99), "k", 0, 0, "x"),
+            false,
+        ),
+        (
+            b"cas k 0 0 1 99 noreply\r\nx\r\n",
+            store(StoreMode::Cas(99), "k", 0, 0, "x"),
+            true,
+        ),
+        (b"delete k\r\n", Command::Delete { key: key("k") }, false),
+        (b"delete k 0\r\n", Command::Delete { key: key("k") }, false),
+        (
+            b"delete k noreply\r\n",
+            Command::Delete { key: key("k") },
+            true,
+        ),
+        (
+            b"delete k 0 noreply\r\n",
+            Command::Delete { key: key("k") },
+            true,
+        ),
+        (
+            b"incr k 5\r\n",
+            Command::Arith(Arith {
+                key: key("k"),
+                incr: true,
+                delta: 5,
+            }),
+            false,
+        ),
+        (
+            b"decr k 18446744073709551615 noreply\r\n",
+            Command::Arith(Arith {
+                key: key("k"),
+                incr: false,
+                delta: u64::MAX,
+            }),
+            true,
+        ),
+        (
+            b"touch k 10\r\n",
+            Command::Touch {
+                key: key("k"),
+                exptime: 10,
+            },
+            false,
+        ),
+        (
+            b"touch k 10 noreply\r\n",
+            Command::Touch {
+                key: key("k"),
+                exptime: 10,
+            },
+            true,
+        ),
+        (b"flush_all\r\n", Command::FlushAll { delay: 0 }, false),
+        (b"flush_all 5\r\n", Command::FlushAll { delay: 5 }, false),
+        (
+            b"flush_all noreply\r\n",
+            Command::FlushAll { delay: 0 },
+            true,
+        ),
+        (
+            b"flush_all 5 noreply\r\n",
+            Command::FlushAll { delay: 5 },
+            true,
+        ),
+        (b"version\r\n", Command::Version, false),
+        (b"verbosity 1\r\n", Command::Verbosity, false),
+        (b"verbosity 1 noreply\r\n", Command::Verbosity, true),
+        (b"verbosity abc\r\n", Command::Verbosity, false),
+        (b"stats\r\n", Command::Stats(StatsGroup::General), false),
+        (b"stats reset\r\n", Command::Stats(StatsGroup::Reset), false),
+        (
+            b"stats settings\r\n",
+            Command::Stats(StatsGroup::Settings),
+            false,
+        ),
+        (b"show\r\n", Command::Show, false),
+        (b"quit\r\n", Command::Quit, false),
+    ]
+}
+
+#[test]
+fn every_command_parses() {
+    for (input, want, noreply) in valid_requests() {
+        assert_eq!(
+            command(input),
+            (want, noreply),
+            "{:?}",
+            String::from_utf8_lossy(input)
+        );
+    }
+}
+
+#[test]
+fn every_strict_prefix_is_incomplete() {
+    for (input, ..) in valid_requests() {
+        for end in 0..input.len() {
+            assert_eq!(
+                parse_one(&input[..end]),
+                Err(Incomplete),
+                "{:?}",
+                String::from_utf8_lossy(&input[..end])
+            );
+        }
+    }
+}
+
+#[test]
+fn equivalent_spellings_parse_alike() {
+    let pairs: &[(&[u8], &[u8])] = &[
+        (b"get a\n", b"get a\r\n"),
+        (b"get   a    b  \r\n", b"get a b\r\n"),
+        (b"  get a\r\n", b"get a\r\n"),
+        (b"set k 0 0 1\t\r\nx\r\n", b"set k 0 0 1\r\nx\r\n"),
+        (b"set k +0 00 1\r\nx\r\n", b"set k 0 0 1\r\nx\r\n"),
+        (b"set k 4294967296 0 1\r\nx\r\n", b"set k 0 0 1\r\nx\r\n"),
+        (b"get a\0garbage\r\n", b"get a\r\n"),
+        (b"incr k +5\r\n", b"incr k 5\r\n"),
+        (b"delete k 0 \r\n", b"delete k 0\r\n"),
+    ];
+    for (a, b) in pairs {
+        assert_eq!(
+            command(a).0,
+            command(b).0,
+            "{:?}",
+            String::from_utf8_lossy(a)
+        );
+    }
+}
+
+#[test]
+fn binary_values_pass_through() {
+    let mut input = b"set k 0 0 256\r\n".to_vec();
+    let value: Vec<u8> = (0..=255u8).collect();
+    input.extend_from_slice(&value);
+    input.extend_from_slice(b"\r\n");
+    match command(&input).0 {
+        Command::Store(s) => assert_eq!(s.value, value),
+        other => panic!("{other:?}"),
+    }
+}
+
+fn reply_of(input: &[u8]) -> (&'static [u8], bool, usize) {
+    match parse_one(input) {
+        Ok(Parsed {
+            action: Action::Reply { text, silent },
+            consumed,
+            ..
+        }) => (text, silent, consumed),
+        other => panic!("{:?} -> {other:?}", String::from_utf8_lossy(input)),
+    }
+}
+
+#[test]
+fn every_error_reply() {
+    let long_key = "k".repeat(251);
+    let owned: Vec<(Vec<u8>, &[u8], bool)> = vec![
+        (b"\r\n".to_vec(), reply::ERROR, false),
+        (b"   \r\n".to_vec(), reply::ERROR, false),
+        (b"x\r\n".to_vec(), reply::ERROR, false),
+        (b"GET a\r\n".to_vec(), reply::ERROR, false),
+        (b"get\r\n".to_vec(), reply::ERROR, false),
+        (b"gex a\r\n".to_vec(), reply::ERROR, false),
+        (b"mg a v\r\n".to_vec(), reply::ERROR, false),
+        (b"set k 0 0\r\n".to_vec(), reply::ERROR, false),
+        (
+            b"set k 0 0 1 noreply extra\r\n".to_vec(),
+            reply::ERROR,
+            false,
+        ),
+        (b"cas k 0 0 1\r\n".to_vec(), reply::ERROR, false),
+        (b"incr k\r\n".to_vec(), reply::ERROR, false),
+        (b"delete\r\n".to_vec(), reply::ERROR, false),
+        (b"touch k\r\n".to_vec(), reply::ERROR, false),
+        (b"verbosity\r\n".to_vec(), reply::ERROR, false),
+        (b"verbosity noreply\r\n".to_vec(), reply::ERROR, false),
+        (b"stats nonsense\r\n".to_vec(), reply::ERROR, false),
+        (b"shutdown\r\n".to_vec(), reply::SHUTDOWN_DISABLED, false),
+        (b"set k 0 0 -1\r\n".to_vec(), reply::BAD_FORMAT, false),
+        (b"set k abc 0 1\r\n".to_vec(), reply::BAD_FORMAT, false),
+        (b"set k 0 abc 1\r\n".to_vec(), reply::BAD_FORMAT, false),
+        (b"set k -1 0 1\r\n".to_vec(), reply::BAD_FORMAT, false),
+        (b"set k 0 0 1x\r\n".to_vec(), reply::BAD_FORMAT, false),
+        (b"set k 0 0 x noreply\r\n".to_vec(), reply::BAD_FORMAT, true),
+        (b"cas k 0 0 1 abc\r\n".to_vec(), reply::BAD_FORMAT, false),
+        (
+            format!("set {long_key} 0 0 1\r\n").into_bytes(),
+            reply::BAD_FORMAT,
+            false,
+        ),
+        (
+            format!("get a {long_key}\r\n").into_bytes(),
+            reply::BAD_FORMAT,
+            false,
+        ),
+        (
+            format!("delete {long_key}\r\n").into_bytes(),
+            reply::BAD_FORMAT,
+            false,
+        ),
+        (
+            format!("incr {long_key} 1\r\n").into_bytes(),
+            reply::BAD_FORMAT,
+            false,
+        ),
+        (
+            format!("touch {long_key} 1\r\n").into_bytes(),
+            reply::BAD_FORMAT,
+            false,
+        ),
+        (b"incr k abc\r\n".to_vec(), reply::INVALID_DELTA, false),
+        (b"incr k -1\r\n".to_vec(), reply::INVALID_DELTA, false),
+        (
+            b"decr k abc noreply\r\n".to_vec(),
+            reply::INVALID_DELTA,
+            true,
+        ),
+        (b"touch k abc\r\n".to_vec(), reply::INVALID_EXPTIME, false),
+        (b"gat abc k\r\n".to_vec(), reply::INVALID_EXPTIME, false),
+        (b"delete k 5\r\n".to_vec(), reply::DELETE_USAGE, false),
+        (
+            b"delete k 5 noreply\r\n".to_vec(),
+            reply::DELETE_USAGE,
+            true,
+        ),
+        (b"delete k 0 extra\r\n".to_vec(), reply::DELETE_USAGE, false),
+        (b"flush_all abc\r\n".to_vec(), reply::BAD_FORMAT, false),
+    ];
+    for (input, want, silent) in owned {
+        let (text, got_silent, _) = reply_of(&input);
+        assert_eq!(
+            (text, got_silent),
+            (want, silent),
+            "{:?}",
+            String::from_utf8_lossy(&input)
+        );
+    }
+}
+
+#[test]
+fn a_bad_command_line_leaves_the_value_to_be_read_as_a_command() {
+    let input = b"set k 0 0 -1\r\nabc\r\n";
+    let (_, _, consumed) = reply_of(input);
+    assert_eq!(&input[consumed..], b"abc\r\n");
+}
+
+#[test]
+fn bad_data_chunk_consumes_exactly_the_declared_length() {
+    let input = b"set k 0 0 3\r\nabcde\r\n";
+    let (text, silent, consumed) = reply_of(input);
+    assert_eq!((text, silent), (reply::BAD_DATA_CHUNK, false));
+    assert_eq!(&input[consumed..], b"\r\n");
+}
+
+#[test]
+fn oversized_values_are_swallowed() {
+    let parsed = parse_one(b"set k 0 0 2000\r\n").unwrap();
+    assert_eq!(parsed.swallow, 2002);
+    assert_eq!(parsed.consumed, 16);
+    assert_eq!(
+        parsed.action,
+        Action::Execute(Request {
+            command: Command::TooLarge {
+                key: key("k"),
+                is_set: true
+            },
+            noreply: false
+        })
+    );
+}
+
+#[test]
+fn long_lines_close_unless_multiget() {
+    let junk = vec![b'x'; Limits::LINE_SCAN_LIMIT + 1];
+    assert_eq!(parse_one(&junk).map(|p| p.action), Ok(Action::Close));
+    let mut multiget = b"get ".to_vec();
+    multiget.extend(std::iter::repeat_n(b'k', Limits::LINE_SCAN_LIMIT));
+    assert_eq!(parse_one(&multiget), Err(Incomplete));
+    multiget.extend(std::iter::repeat_n(b'k', limits().max_get_line));
+    assert_eq!(parse_one(&multiget).map(|p| p.action), Ok(Action::Close));
+}
+
+#[test]
+fn http_requests_close_the_connection() {
+    assert_eq!(
+        parse_one(b"GET / HTTP/1.1\r\n").map(|p| p.action),
+        Ok(Action::Close)
+    );
+}
+
+#[test]
+fn pipelined_requests_parse_one_at_a_time() {
+    let input = b"set k 0 0 1\r\nx\r\nget k\r\ndelete k\r\n";
+    let mut at = 0;
+    let mut seen = 0;
+    while at < input.len() {
+        let parsed = parse_one(&input[at..]).expect("complete");
+        at += parsed.consumed;
+        seen += 1;
+    }
+    assert_eq!(seen, 3);
+}
+
+#[test]
+fn multiget_past_the_token_limit_keeps_every_key() {
+    let keys: Vec<String> = (0..40).map(|i| format!("k{i}")).collect();
+    let line = format!("get {}\r\n", keys.join(" "));
+    match command(line.as_bytes()).0 {
+        Command::Get(g) => assert_eq!(g.keys.len(), 40),
+        other => panic!("{other:?}"),
+    }
+}

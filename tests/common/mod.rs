@@ -1,0 +1,177 @@
+//! Shared harness for integration tests: free loopback ports, and guards that
+//! start a real `memcached` or a real `mckv` node and kill it when dropped.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A port that was free on 127.0.0.1 a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind an ephemeral port")
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Waits until something accepts on `port`, or panics after `limit`.
+pub fn wait_for_port(port: u16, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("nothing listens on 127.0.0.1:{port} after {limit:?}");
+}
+
+/// A child process killed (SIGKILL) and reaped when the guard drops.
+pub struct ProcessGuard {
+    pub child: Child,
+    pub port: u16,
+}
+
+impl ProcessGuard {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{sig} {} failed", self.pid());
+    }
+}
+
+impl Drop for ProcessGuard {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The memcached binary the tests use as the reference server.
+pub fn memcached_bin() -> String {
+    std::env::var("MEMCACHED").unwrap_or_else(|_| "memcached".to_string())
+}
+
+/// Starts `memcached -t 1` on a free port of 127.0.0.1.
+pub fn start_memcached() -> ProcessGuard {
+    let port = free_port();
+    let child = Command::new(memcached_bin())
+        .args(["-l", "127.0.0.1", "-p", &port.to_string(), "-U", "0", "-t", "1", "-u", "root"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start memcached (apt-get install memcached)");
+    let guard = ProcessGuard { child, port };
+    wait_for_port(port, Duration::from_secs(10));
+    guard
+}
+
+/// A scratch directory removed when dropped.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!(
+            "mckv-test-{tag}-{}-{}",
+            std::process::id(),
+            free_port()
+        ));
+        std::fs::create_dir_all(&dir).expect("create temp dir");
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A running one-node mckv server and the scratch directory holding its config and log.
+pub struct MckvNode {
+    pub process: ProcessGuard,
+    pub dir: TempDir,
+}
+
+impl MckvNode {
+    pub fn port(&self) -> u16 {
+        self.process.port
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.0.join("node.log")).unwrap_or_default()
+    }
+}
+
+/// Starts a one-node mckv cluster with the embedded store. `extra_node_keys` are
+/// added to the `[node.0]` section (e.g. `"kv_type = memcache\nkv_addr = 127.0.0.1:1234"`),
+/// `extra_args` to the command line.
+pub fn start_mckv(extra_node_keys: &str, extra_args: &[&str]) -> MckvNode {
+    let dir = TempDir::new("node");
+    let port = free_port();
+    let peer = free_port();
+    let config = format!(
+        "[cluster]\nname = test\nconsistency = linearizable\nsecret = test-secret\n\n\
+         [node.0]\nclient = 127.0.0.1:{port}\npeer = 127.0.0.1:{peer}\n{extra_node_keys}\n"
+    );
+    let config_path = dir.0.join("config.ini");
+    std::fs::write(&config_path, config).expect("write config");
+    let child = Command::new(env!("CARGO_BIN_EXE_mckv"))
+        .arg("server")
+        .arg("--config")
+        .arg(&config_path)
+        .args(["--node", "0", "--log-file"])
+        .arg(dir.0.join("node.log"))
+        .args(extra_args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start mckv");
+    let process = ProcessGuard { child, port };
+    wait_for_port(port, Duration::from_secs(10));
+    MckvNode { process, dir }
+}
+
+/// Connects to 127.0.0.1:`port` with read and write timeouts.
+pub fn connect(port: u16) -> TcpStream {
+    let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    stream.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
+    stream.set_nodelay(true).unwrap();
+    stream
+}
+
+/// Reads from `stream` until `done(&bytes)` holds or `limit` passes; returns what came.
+pub fn read_until(stream: &mut TcpStream, limit: Duration, done: impl Fn(&[u8]) -> bool) -> Vec<u8> {
+    let deadline = Instant::now() + limit;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 65536];
+    stream
+        .set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    while !done(&got) && Instant::now() < deadline {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(_) => break,
+        }
+    }
+    got
+}
+
+/// Sends `request` and reads until the reply ends with `suffix` (or 5 s pass).
+pub fn roundtrip(stream: &mut TcpStream, request: &[u8], suffix: &[u8]) -> Vec<u8> {
+    stream.write_all(request).expect("write request");
+    read_until(stream, Duration::from_secs(5), |got| got.ends_with(suffix))
+}
