@@ -6,3 +6,4 @@
 //! `../shared/DESIGN.md` for the design.
 
 pub mod protocol;
+pub mod store;

@@ -1,0 +1,111 @@
+//! Runs one protocol request against a [`Store`] and writes memcached's reply.
+
+use super::{ArithOutcome, Expiry, Item, Store, StoreError, StoreStatus, UnixTime, Write};
+use crate::protocol::{reply, Command, Get, Request};
+
+/// Executes a store command, appending its reply to `out` unless `noreply`.
+/// Commands that do not touch the store append nothing.
+pub fn execute(store: &mut dyn Store, request: &Request, now: UnixTime, out: &mut Vec<u8>) {
+    let start = out.len();
+    let result = run(store, &request.command, now, out);
+    if let Err(error) = result {
+        // A failure drops any partial reply (e.g. the hits of a multi-get).
+        out.truncate(start);
+        match error {
+            StoreError::OutOfMemory => out.extend_from_slice(reply::OUT_OF_MEMORY),
+            StoreError::Backend(why) => reply::server_error(out, &format!("backend error: {why}")),
+        }
+    }
+    if request.noreply {
+        out.truncate(start);
+    }
+}
+
+fn run(
+    store: &mut dyn Store,
+    command: &Command,
+    now: UnixTime,
+    out: &mut Vec<u8>,
+) -> Result<(), StoreError> {
+    let text = match command {
+        Command::Get(get) => return run_get(store, get, now, out),
+        Command::Store(s) => {
+            let write = Write {
+                mode: s.mode,
+                key: &s.key,
+                flags: s.flags,
+                expiry: Expiry::from_exptime(s.exptime, now),
+                value: &s.value,
+            };
+            match store.store(write, now)? {
+                StoreStatus::Stored => reply::STORED,
+                StoreStatus::NotStored => reply::NOT_STORED,
+                StoreStatus::Exists => reply::EXISTS,
+                StoreStatus::NotFound => reply::NOT_FOUND,
+            }
+        }
+        Command::TooLarge { key, is_set } => {
+            if *is_set {
+                store.delete(key, now)?;
+            }
+            reply::TOO_LARGE
+        }
+        Command::Delete { key } => found(store.delete(key, now)?, reply::DELETED),
+        Command::Touch { key, exptime } => found(
+            store.touch(key, Expiry::from_exptime(*exptime, now), now)?,
+            reply::TOUCHED,
+        ),
+        Command::Arith(a) => match store.arith(&a.key, a.incr, a.delta, now)? {
+            ArithOutcome::Value(n) => {
+                reply::number(out, n);
+                return Ok(());
+            }
+            ArithOutcome::NotFound => reply::NOT_FOUND,
+            ArithOutcome::NonNumeric => reply::NON_NUMERIC,
+        },
+        Command::FlushAll { delay } => {
+            let at = match Expiry::from_exptime(*delay, now) {
+                Expiry::At(at) if *delay > 0 => Some(at),
+                _ => None,
+            };
+            store.flush_all(at, now)?;
+            reply::OK
+        }
+        Command::Version
+        | Command::Verbosity
+        | Command::Stats(_)
+        | Command::Show
+        | Command::Quit => {
+            return Ok(());
+        }
+    };
+    out.extend_from_slice(text);
+    Ok(())
+}
+
+fn found(existed: bool, text: &'static [u8]) -> &'static [u8] {
+    if existed {
+        text
+    } else {
+        reply::NOT_FOUND
+    }
+}
+
+fn run_get(
+    store: &mut dyn Store,
+    get: &Get,
+    now: UnixTime,
+    out: &mut Vec<u8>,
+) -> Result<(), StoreError> {
+    let items = match get.touch {
+        Some(exptime) => store.get_and_touch(&get.keys, Expiry::from_exptime(exptime, now), now)?,
+        None => store.get_many(&get.keys, now)?,
+    };
+    for (key, item) in get.keys.iter().zip(items) {
+        if let Some(Item { flags, value, cas }) = item {
+            reply::value(out, key, flags, &value, get.with_cas.then_some(cas));
+        }
+    }
+    out.extend_from_slice(reply::END);
+    Ok(())
+}

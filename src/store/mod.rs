@@ -1,0 +1,182 @@
+//! Where a node keeps its data: the [`Store`] trait, one method per command,
+//! and its two implementations, [`memory::MemoryStore`] (embedded, default)
+//! and [`memcache::MemcacheStore`] (a real memcached server of the node's own).
+//!
+//! A store is owned by the backend worker thread ([`crate::backend`]); the
+//! reactor never calls it. [`execute`] turns a protocol request into store
+//! calls and composes memcached's reply bytes.
+
+pub mod execute;
+pub mod memcache;
+pub mod memory;
+
+pub use execute::execute;
+
+use crate::protocol::{Key, StoreMode};
+
+/// Seconds since the unix epoch: the one clock stores read.
+pub type UnixTime = u64;
+
+/// Seconds after which memcached reads an exptime as an absolute unix time.
+const REALTIME_MAXDELTA: i64 = 60 * 60 * 24 * 30;
+
+/// When an item stops being visible.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expiry {
+    Never,
+    At(UnixTime),
+}
+
+impl Expiry {
+    /// memcached's `realtime()`: 0 is never, negative is already expired,
+    /// up to 30 days is relative to `now`, beyond that an absolute unix time.
+    pub fn from_exptime(exptime: i32, now: UnixTime) -> Expiry {
+        let exptime = i64::from(exptime);
+        match exptime {
+            0 => Expiry::Never,
+            e if e < 0 => Expiry::At(0),
+            e if e > REALTIME_MAXDELTA => Expiry::At(e as u64),
+            e => Expiry::At(now + e as u64),
+        }
+    }
+
+    pub fn has_passed(self, now: UnixTime) -> bool {
+        matches!(self, Expiry::At(at) if at <= now)
+    }
+}
+
+/// A stored value as a `get` returns it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Item {
+    pub flags: u32,
+    pub value: Vec<u8>,
+    pub cas: u64,
+}
+
+/// A storage command with its expiry made absolute.
+#[derive(Debug, Clone, Copy)]
+pub struct Write<'a> {
+    pub mode: StoreMode,
+    pub key: &'a [u8],
+    pub flags: u32,
+    pub expiry: Expiry,
+    pub value: &'a [u8],
+}
+
+/// The outcome of a storage command, named after memcached's reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreStatus {
+    Stored,
+    NotStored,
+    Exists,
+    NotFound,
+}
+
+/// The outcome of `incr`/`decr`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArithOutcome {
+    Value(u64),
+    NotFound,
+    NonNumeric,
+}
+
+/// Why a store could not do what was asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreError {
+    /// The memory cap is reached (`SERVER_ERROR out of memory storing object`).
+    OutOfMemory,
+    /// The backing server failed; the text says how. The operation may or may
+    /// not have been applied.
+    Backend(String),
+}
+
+/// Item counts a store publishes for `stats`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    pub items: u64,
+    pub bytes: u64,
+    pub limit_bytes: u64,
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// A node's data, with memcached's semantics for each command.
+pub trait Store: Send {
+    /// Looks up each key in order; a missing or expired key gives `None`.
+    fn get_many(&mut self, keys: &[Key], now: UnixTime) -> StoreResult<Vec<Option<Item>>>;
+    /// `gat`: looks up each key and gives the hits a new expiry.
+    fn get_and_touch(
+        &mut self,
+        keys: &[Key],
+        expiry: Expiry,
+        now: UnixTime,
+    ) -> StoreResult<Vec<Option<Item>>>;
+    fn store(&mut self, write: Write<'_>, now: UnixTime) -> StoreResult<StoreStatus>;
+    /// Whether the key existed.
+    fn delete(&mut self, key: &[u8], now: UnixTime) -> StoreResult<bool>;
+    fn arith(
+        &mut self,
+        key: &[u8],
+        incr: bool,
+        delta: u64,
+        now: UnixTime,
+    ) -> StoreResult<ArithOutcome>;
+    /// Whether the key existed.
+    fn touch(&mut self, key: &[u8], expiry: Expiry, now: UnixTime) -> StoreResult<bool>;
+    /// Invalidates every item stored before `at` once `at` has come.
+    fn flush_all(&mut self, at: Option<UnixTime>, now: UnixTime) -> StoreResult<()>;
+    fn stats(&self) -> StoreStats;
+}
+
+/// The clock stores run on.
+pub fn unix_now() -> UnixTime {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// memcached's `incr`/`decr` on a stored value: the value must read as an
+/// unsigned number; `incr` wraps at 2^64, `decr` stops at 0. A result no
+/// longer than the old value is written in place, padded with spaces to the
+/// old length, as memcached does.
+pub fn apply_delta(old: &[u8], incr: bool, delta: u64) -> Option<(u64, Vec<u8>)> {
+    let current = crate::protocol::number::parse_u64(old)?;
+    let next = if incr {
+        current.wrapping_add(delta)
+    } else {
+        current.saturating_sub(delta)
+    };
+    let mut text = next.to_string().into_bytes();
+    if text.len() <= old.len() {
+        text.resize(old.len(), b' ');
+    }
+    Some((next, text))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exptime_follows_memcached_realtime() {
+        assert_eq!(Expiry::from_exptime(0, 1000), Expiry::Never);
+        assert!(Expiry::from_exptime(-1, 1000).has_passed(1000));
+        assert_eq!(Expiry::from_exptime(10, 1000), Expiry::At(1010));
+        assert_eq!(
+            Expiry::from_exptime(2_592_001, 5_000_000),
+            Expiry::At(2_592_001)
+        );
+        assert!(!Expiry::Never.has_passed(u64::MAX));
+    }
+
+    #[test]
+    fn delta_pads_in_place_and_wraps() {
+        assert_eq!(apply_delta(b"100", false, 1), Some((99, b"99 ".to_vec())));
+        assert_eq!(apply_delta(b"99", true, 1), Some((100, b"100".to_vec())));
+        assert_eq!(apply_delta(b"18446744073709551615", true, 1).unwrap().0, 0);
+        assert_eq!(apply_delta(b"5", false, 10).unwrap().0, 0);
+        assert_eq!(apply_delta(b"12abc", true, 1), None);
+        assert_eq!(apply_delta(b"", true, 1), None);
+        assert_eq!(apply_delta(b" 7", true, 1), Some((8, b"8 ".to_vec())));
+    }
+}
