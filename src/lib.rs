@@ -5,5 +5,10 @@
 //! ([`backend`]) owning a [`store::Store`]. See `README.md` for operation and
 //! `../shared/DESIGN.md` for the design.
 
+pub mod backend;
+pub mod client;
+pub mod config;
+pub mod logging;
 pub mod protocol;
+pub mod server;
 pub mod store;

@@ -1,1 +1,141 @@
-fn main() {}
+//! The `mckv` command line: `mckv server` runs a node, `mckv client` talks to one.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use mckv::config::{Config, Consistency, KvType};
+use mckv::server::{Server, Settings};
+use simplelog::LevelFilter;
+
+#[derive(Parser)]
+#[command(
+    name = "mckv",
+    version,
+    about = "A replicated key-value store that speaks the memcached protocol"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run one node. Without --config: a one-node cluster on 127.0.0.1:8000.
+    Server(ServerArgs),
+    /// An interactive line client (also reads commands from a pipe).
+    Client {
+        #[arg(long, default_value = "127.0.0.1")]
+        host: String,
+        #[arg(long, default_value_t = 8000)]
+        port: u16,
+    },
+}
+
+#[derive(clap::Args)]
+struct ServerArgs {
+    /// The cluster's config.ini.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Which [node.N] of the config this process is.
+    #[arg(long, default_value_t = 0)]
+    node: u32,
+    /// linearizable | sequential | eventual | causal
+    #[arg(long)]
+    consistency: Option<Consistency>,
+    /// memory | memcache
+    #[arg(long)]
+    kv_type: Option<KvType>,
+    /// Host of this node's memcached (kv_type = memcache).
+    #[arg(long)]
+    kv_host: Option<String>,
+    /// Port of this node's memcached (kv_type = memcache).
+    #[arg(long)]
+    kv_port: Option<u16>,
+    /// Client address host (overrides the node's `client`).
+    #[arg(long)]
+    host: Option<String>,
+    /// Client port (overrides the node's `client`).
+    #[arg(long)]
+    port: Option<u16>,
+    /// Log file (default: the node's `log_file`, logs/node<N>.log).
+    #[arg(long)]
+    log_file: Option<PathBuf>,
+    /// error | warn | info | debug | trace
+    #[arg(long, default_value = "info")]
+    log_level: LevelFilter,
+}
+
+fn main() -> ExitCode {
+    match Cli::parse().command {
+        Cmd::Server(args) => serve(args),
+        Cmd::Client { host, port } => match mckv::client::run(&host, port) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("mckv client: {host}:{port}: {e}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+fn serve(args: ServerArgs) -> ExitCode {
+    let settings = match settings(&args) {
+        Ok(settings) => settings,
+        Err(e) => {
+            eprintln!("mckv server: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let log_file = args
+        .log_file
+        .clone()
+        .unwrap_or_else(|| settings.node.log_file.clone());
+    if let Err(e) = mckv::logging::init(args.log_level, &log_file) {
+        eprintln!("mckv server: cannot log to {}: {e}", log_file.display());
+        return ExitCode::from(2);
+    }
+    let client = settings.node.client.clone();
+    match Server::bind(settings).and_then(Server::run) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            log::error!("cannot serve on {client}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The config file (or the one-node default) with the flags applied on top.
+fn settings(args: &ServerArgs) -> Result<Settings, String> {
+    let config = match &args.config {
+        Some(path) => Config::load(path).map_err(|e| e.to_string())?,
+        None => Config::single_node(),
+    };
+    if config.nodes.len() > 1 {
+        return Err(format!(
+            "the config names {} nodes, but this build of mckv runs one-node clusters only \
+             (replication between nodes is not implemented yet); use a config with a single [node.N]",
+            config.nodes.len()
+        ));
+    }
+    let mut cluster = config.cluster.clone();
+    let mut node = config.node(args.node).map_err(|e| e.to_string())?.clone();
+    if let Some(consistency) = args.consistency {
+        cluster.consistency = consistency;
+    }
+    if let Some(kv_type) = args.kv_type {
+        node.kv_type = kv_type;
+    }
+    node.client = override_addr(&node.client, args.host.as_deref(), args.port)?;
+    node.kv_addr = override_addr(&node.kv_addr, args.kv_host.as_deref(), args.kv_port)?;
+    Ok(Settings { cluster, node })
+}
+
+/// `host:port` with either part replaced.
+fn override_addr(addr: &str, host: Option<&str>, port: Option<u16>) -> Result<String, String> {
+    let (old_host, old_port) = addr
+        .rsplit_once(':')
+        .ok_or_else(|| format!("address {addr:?} is not host:port"))?;
+    let port = port.map_or_else(|| old_port.to_string(), |p| p.to_string());
+    Ok(format!("{}:{port}", host.unwrap_or(old_host)))
+}

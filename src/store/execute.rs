@@ -4,10 +4,12 @@ use super::{ArithOutcome, Expiry, Item, Store, StoreError, StoreStatus, UnixTime
 use crate::protocol::{reply, Command, Get, Request};
 
 /// Executes a store command, appending its reply to `out` unless `noreply`.
-/// Commands that do not touch the store append nothing.
-pub fn execute(store: &mut dyn Store, request: &Request, now: UnixTime, out: &mut Vec<u8>) {
+/// Commands that do not touch the store append nothing. Returns how many keys
+/// a retrieval found (0 for other commands), for the hit counters.
+pub fn execute(store: &mut dyn Store, request: &Request, now: UnixTime, out: &mut Vec<u8>) -> u64 {
     let start = out.len();
     let result = run(store, &request.command, now, out);
+    let hits = *result.as_ref().unwrap_or(&0);
     if let Err(error) = result {
         // A failure drops any partial reply (e.g. the hits of a multi-get).
         out.truncate(start);
@@ -19,6 +21,7 @@ pub fn execute(store: &mut dyn Store, request: &Request, now: UnixTime, out: &mu
     if request.noreply {
         out.truncate(start);
     }
+    hits
 }
 
 fn run(
@@ -26,7 +29,7 @@ fn run(
     command: &Command,
     now: UnixTime,
     out: &mut Vec<u8>,
-) -> Result<(), StoreError> {
+) -> Result<u64, StoreError> {
     let text = match command {
         Command::Get(get) => return run_get(store, get, now, out),
         Command::Store(s) => {
@@ -58,7 +61,7 @@ fn run(
         Command::Arith(a) => match store.arith(&a.key, a.incr, a.delta, now)? {
             ArithOutcome::Value(n) => {
                 reply::number(out, n);
-                return Ok(());
+                return Ok(0);
             }
             ArithOutcome::NotFound => reply::NOT_FOUND,
             ArithOutcome::NonNumeric => reply::NON_NUMERIC,
@@ -76,11 +79,11 @@ fn run(
         | Command::Stats(_)
         | Command::Show
         | Command::Quit => {
-            return Ok(());
+            return Ok(0);
         }
     };
     out.extend_from_slice(text);
-    Ok(())
+    Ok(0)
 }
 
 fn found(existed: bool, text: &'static [u8]) -> &'static [u8] {
@@ -96,16 +99,18 @@ fn run_get(
     get: &Get,
     now: UnixTime,
     out: &mut Vec<u8>,
-) -> Result<(), StoreError> {
+) -> Result<u64, StoreError> {
     let items = match get.touch {
         Some(exptime) => store.get_and_touch(&get.keys, Expiry::from_exptime(exptime, now), now)?,
         None => store.get_many(&get.keys, now)?,
     };
+    let mut hits = 0;
     for (key, item) in get.keys.iter().zip(items) {
         if let Some(Item { flags, value, cas }) = item {
             reply::value(out, key, flags, &value, get.with_cas.then_some(cas));
+            hits += 1;
         }
     }
     out.extend_from_slice(reply::END);
-    Ok(())
+    Ok(hits)
 }

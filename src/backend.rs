@@ -1,0 +1,187 @@
+//! The backend worker thread: it owns the node's [`Store`] so that no store
+//! call, however slow, runs on the reactor thread.
+//!
+//! ```text
+//!  reactor ── Job (bounded channel, try_send) ──► worker: execute on Store
+//!  reactor ◄── Done (channel) ── Waker::wake ◄──┘
+//! ```
+//!
+//! A job carries its deadline. The reactor answers a job that misses it with
+//! a timeout of its own; the worker then skips the job instead of applying a
+//! write whose client has already been told it timed out.
+
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use crossbeam_channel::{bounded, unbounded, Receiver, Sender, TrySendError};
+use mio::Waker;
+
+use crate::protocol::{Command, Request};
+use crate::store::{self, Store, StoreStats};
+
+/// Where a job's reply goes: a connection (slab token plus a unique id, since
+/// tokens are reused) and the reply slot reserved for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ReplyTo {
+    pub token: usize,
+    pub conn_id: u64,
+    pub slot: u64,
+}
+
+pub struct Job {
+    pub reply_to: ReplyTo,
+    pub request: Request,
+    pub deadline: Instant,
+}
+
+pub struct Done {
+    pub reply_to: ReplyTo,
+    /// The whole reply (empty for `noreply`).
+    pub reply: Vec<u8>,
+}
+
+/// Counters the worker keeps and the reactor reads for `stats` without waiting.
+#[derive(Debug, Default)]
+pub struct BackendCounters {
+    pub get_hits: AtomicU64,
+    pub get_misses: AtomicU64,
+    pub items: AtomicU64,
+    pub bytes: AtomicU64,
+    pub limit_bytes: AtomicU64,
+}
+
+impl BackendCounters {
+    pub fn store_stats(&self) -> StoreStats {
+        StoreStats {
+            items: self.items.load(Ordering::Relaxed),
+            bytes: self.bytes.load(Ordering::Relaxed),
+            limit_bytes: self.limit_bytes.load(Ordering::Relaxed),
+        }
+    }
+
+    pub fn reset(&self) {
+        self.get_hits.store(0, Ordering::Relaxed);
+        self.get_misses.store(0, Ordering::Relaxed);
+    }
+}
+
+/// Builds the store on the worker thread (a memcached store connects there).
+pub type StoreFactory = Box<dyn FnOnce() -> Box<dyn Store> + Send>;
+
+/// The reactor's handle on the worker.
+pub struct Backend {
+    jobs: Option<Sender<Job>>,
+    done: Receiver<Done>,
+    pub counters: Arc<BackendCounters>,
+    worker: Option<JoinHandle<()>>,
+}
+
+impl Backend {
+    pub fn spawn(factory: StoreFactory, waker: Arc<Waker>, capacity: usize) -> io::Result<Backend> {
+        let (jobs_tx, jobs_rx) = bounded(capacity);
+        let (done_tx, done_rx) = unbounded();
+        let counters = Arc::new(BackendCounters::default());
+        let worker = Worker {
+            jobs: jobs_rx,
+            done: done_tx,
+            waker,
+            counters: counters.clone(),
+        };
+        let handle = std::thread::Builder::new()
+            .name("mckv-backend".into())
+            .spawn(move || worker.run(factory()))?;
+        Ok(Backend {
+            jobs: Some(jobs_tx),
+            done: done_rx,
+            counters,
+            worker: Some(handle),
+        })
+    }
+
+    /// Queues a job without blocking; gives it back when the queue is full.
+    pub fn submit(&self, job: Job) -> Result<(), Job> {
+        let jobs = self.jobs.as_ref().expect("backend running");
+        jobs.try_send(job).map_err(|e| match e {
+            TrySendError::Full(job) | TrySendError::Disconnected(job) => job,
+        })
+    }
+
+    /// Completed jobs, without waiting.
+    pub fn completed(&self) -> impl Iterator<Item = Done> + '_ {
+        self.done.try_iter()
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        // Closing the channel ends the worker's loop once its queue is done.
+        self.jobs = None;
+        if let Some(worker) = self.worker.take() {
+            let _ = worker.join();
+        }
+    }
+}
+
+struct Worker {
+    jobs: Receiver<Job>,
+    done: Sender<Done>,
+    waker: Arc<Waker>,
+    counters: Arc<BackendCounters>,
+}
+
+/// Wake the reactor at least this often while a backlog is being worked off.
+const WAKE_EVERY: usize = 16;
+
+impl Worker {
+    fn run(self, mut store: Box<dyn Store>) {
+        let mut unannounced = 0;
+        while let Ok(job) = self.jobs.recv() {
+            let reply = self.handle(store.as_mut(), &job);
+            if self
+                .done
+                .send(Done {
+                    reply_to: job.reply_to,
+                    reply,
+                })
+                .is_err()
+            {
+                return;
+            }
+            unannounced += 1;
+            if self.jobs.is_empty() || unannounced >= WAKE_EVERY {
+                self.publish(store.stats());
+                if let Err(e) = self.waker.wake() {
+                    log::error!("cannot wake the reactor: {e}");
+                }
+                unannounced = 0;
+            }
+        }
+    }
+
+    fn handle(&self, store: &mut dyn Store, job: &Job) -> Vec<u8> {
+        if Instant::now() > job.deadline {
+            return Vec::new(); // already answered by the reactor's timeout
+        }
+        let mut reply = Vec::new();
+        let hits = store::execute(store, &job.request, store::unix_now(), &mut reply);
+        if let Command::Get(get) = &job.request.command {
+            self.counters.get_hits.fetch_add(hits, Ordering::Relaxed);
+            let misses = (get.keys.len() as u64).saturating_sub(hits);
+            self.counters
+                .get_misses
+                .fetch_add(misses, Ordering::Relaxed);
+        }
+        reply
+    }
+
+    fn publish(&self, stats: StoreStats) {
+        self.counters.items.store(stats.items, Ordering::Relaxed);
+        self.counters.bytes.store(stats.bytes, Ordering::Relaxed);
+        self.counters
+            .limit_bytes
+            .store(stats.limit_bytes, Ordering::Relaxed);
+    }
+}

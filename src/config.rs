@@ -1,0 +1,319 @@
+//! The node's configuration: `config.ini` (shared by all nodes, read with
+//! rust-ini), typed and validated once at start, with command-line overrides
+//! applied on top. Unknown keys are errors so that a typo cannot silently fall
+//! back to a default.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::protocol::Limits;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Consistency {
+    Linearizable,
+    Sequential,
+    Eventual,
+    Causal,
+}
+
+impl Consistency {
+    pub fn name(self) -> &'static str {
+        match self {
+            Consistency::Linearizable => "linearizable",
+            Consistency::Sequential => "sequential",
+            Consistency::Eventual => "eventual",
+            Consistency::Causal => "causal",
+        }
+    }
+}
+
+impl std::str::FromStr for Consistency {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Consistency, String> {
+        match s {
+            "linearizable" => Ok(Consistency::Linearizable),
+            "sequential" => Ok(Consistency::Sequential),
+            "eventual" => Ok(Consistency::Eventual),
+            "causal" => Ok(Consistency::Causal),
+            other => Err(format!(
+                "unknown consistency {other:?} (linearizable | sequential | eventual | causal)"
+            )),
+        }
+    }
+}
+
+/// Where a node keeps its data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KvType {
+    Memory,
+    Memcache,
+}
+
+impl std::str::FromStr for KvType {
+    type Err = String;
+    fn from_str(s: &str) -> Result<KvType, String> {
+        match s {
+            "memory" => Ok(KvType::Memory),
+            "memcache" => Ok(KvType::Memcache),
+            other => Err(format!("unknown kv_type {other:?} (memory | memcache)")),
+        }
+    }
+}
+
+/// The `[cluster]` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    pub name: String,
+    pub consistency: Consistency,
+    pub heartbeat: Duration,
+    pub peer_timeout: Duration,
+    pub sync_interval: Duration,
+    pub secret: String,
+    /// Largest value a client may store.
+    pub max_value_size: usize,
+    /// The memory store's cap.
+    pub memory_limit_bytes: u64,
+    /// How long a request may wait for the store before it fails.
+    pub backend_timeout: Duration,
+}
+
+impl ClusterConfig {
+    pub const DEFAULT_MEMORY_LIMIT_MB: u64 = 64;
+    pub const DEFAULT_BACKEND_TIMEOUT_MS: u64 = 1000;
+
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_value_size: self.max_value_size,
+            max_get_line: self.max_value_size.max(Limits::LINE_SCAN_LIMIT),
+        }
+    }
+}
+
+impl Default for ClusterConfig {
+    fn default() -> ClusterConfig {
+        ClusterConfig {
+            name: "mckv".into(),
+            consistency: Consistency::Linearizable,
+            heartbeat: Duration::from_millis(100),
+            peer_timeout: Duration::from_millis(500),
+            sync_interval: Duration::from_millis(1000),
+            secret: "change-me".into(),
+            max_value_size: Limits::DEFAULT_MAX_VALUE_SIZE,
+            memory_limit_bytes: ClusterConfig::DEFAULT_MEMORY_LIMIT_MB << 20,
+            backend_timeout: Duration::from_millis(ClusterConfig::DEFAULT_BACKEND_TIMEOUT_MS),
+        }
+    }
+}
+
+/// One `[node.N]` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeConfig {
+    pub id: u32,
+    /// `host:port` clients connect to.
+    pub client: String,
+    /// `host:port` peers connect to.
+    pub peer: String,
+    pub kv_type: KvType,
+    /// `host:port` of the node's memcached (kv_type = memcache).
+    pub kv_addr: String,
+    pub data_dir: Option<PathBuf>,
+    pub log_file: PathBuf,
+}
+
+impl NodeConfig {
+    fn with_id(id: u32) -> NodeConfig {
+        NodeConfig {
+            id,
+            client: format!("127.0.0.1:{}", 8000 + id),
+            peer: format!("127.0.0.1:{}", 9000 + id),
+            kv_type: KvType::Memory,
+            kv_addr: format!("127.0.0.1:{}", 11201 + id),
+            data_dir: None,
+            log_file: PathBuf::from(format!("logs/node{id}.log")),
+        }
+    }
+}
+
+/// The whole cluster as one config file describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub cluster: ClusterConfig,
+    /// Ordered by id.
+    pub nodes: Vec<NodeConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn invalid(section: &str, key: &str, why: impl fmt::Display) -> ConfigError {
+    ConfigError(format!("[{section}] {key}: {why}"))
+}
+
+fn number<T: std::str::FromStr>(section: &str, key: &str, value: &str) -> Result<T, ConfigError>
+where
+    T::Err: fmt::Display,
+{
+    value
+        .parse()
+        .map_err(|e| invalid(section, key, format!("{value:?}: {e}")))
+}
+
+impl Config {
+    /// The one-node cluster `mckv server` runs without a config file.
+    pub fn single_node() -> Config {
+        Config {
+            cluster: ClusterConfig::default(),
+            nodes: vec![NodeConfig::with_id(0)],
+        }
+    }
+
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(format!("cannot read {}: {e}", path.display())))?;
+        Config::parse(&text)
+    }
+
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let ini = ini::Ini::load_from_str(&strip_inline_comments(text))
+            .map_err(|e| ConfigError(format!("config.ini: {e}")))?;
+        let mut config = Config {
+            cluster: ClusterConfig::default(),
+            nodes: Vec::new(),
+        };
+        for (section, props) in ini.iter() {
+            let section = section.unwrap_or("");
+            if section == "cluster" {
+                for (key, value) in props.iter() {
+                    config.cluster.set(key, value)?;
+                }
+            } else if let Some(id) = section.strip_prefix("node.") {
+                let id: u32 = number(section, "node id", id)?;
+                let mut node = NodeConfig::with_id(id);
+                for (key, value) in props.iter() {
+                    node.set(section, key, value)?;
+                }
+                config.nodes.push(node);
+            } else if !props.is_empty() || !section.is_empty() {
+                return Err(ConfigError(format!(
+                    "unknown section [{section}] (expected [cluster] and [node.N])"
+                )));
+            }
+        }
+        config.nodes.sort_by_key(|n| n.id);
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.nodes.is_empty() {
+            return Err(ConfigError("no [node.N] section".into()));
+        }
+        for pair in self.nodes.windows(2) {
+            if pair[0].id == pair[1].id {
+                return Err(ConfigError(format!("[node.{}] appears twice", pair[0].id)));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn node(&self, id: u32) -> Result<&NodeConfig, ConfigError> {
+        self.nodes
+            .iter()
+            .find(|n| n.id == id)
+            .ok_or_else(|| ConfigError(format!("no [node.{id}] in the config")))
+    }
+}
+
+/// Cuts `value ; comment` (and `#`) after white space: rust-ini keeps them
+/// as part of the value.
+fn strip_inline_comments(text: &str) -> String {
+    text.lines()
+        .map(|line| {
+            let cut = line
+                .char_indices()
+                .find(|&(i, c)| (c == ';' || c == '#') && i > 0 && line[..i].ends_with([' ', '\t']))
+                .map_or(line.len(), |(i, _)| i);
+            format!("{}\n", line[..cut].trim_end())
+        })
+        .collect()
+}
+
+impl ClusterConfig {
+    fn set(&mut self, key: &str, value: &str) -> Result<(), ConfigError> {
+        let ms = |v: &str| number::<u64>("cluster", key, v).map(Duration::from_millis);
+        match key {
+            "name" => self.name = value.to_string(),
+            "consistency" => {
+                self.consistency = value.parse().map_err(|e| invalid("cluster", key, e))?
+            }
+            "heartbeat_ms" => self.heartbeat = ms(value)?,
+            "peer_timeout_ms" => self.peer_timeout = ms(value)?,
+            "sync_interval_ms" => self.sync_interval = ms(value)?,
+            "secret" => self.secret = value.to_string(),
+            "max_value_size" => self.max_value_size = number("cluster", key, value)?,
+            "memory_limit_mb" => {
+                self.memory_limit_bytes = number::<u64>("cluster", key, value)? << 20
+            }
+            "backend_timeout_ms" => self.backend_timeout = ms(value)?,
+            other => return Err(invalid("cluster", other, "unknown key")),
+        }
+        Ok(())
+    }
+}
+
+impl NodeConfig {
+    fn set(&mut self, section: &str, key: &str, value: &str) -> Result<(), ConfigError> {
+        match key {
+            "client" => self.client = value.to_string(),
+            "peer" => self.peer = value.to_string(),
+            "kv_type" => self.kv_type = value.parse().map_err(|e| invalid(section, key, e))?,
+            "kv_addr" => self.kv_addr = value.to_string(),
+            "data_dir" => self.data_dir = Some(PathBuf::from(value)),
+            "log_file" => self.log_file = PathBuf::from(value),
+            other => return Err(invalid(section, other, "unknown key")),
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SAMPLE: &str =
+        "[cluster]\nname = c\nconsistency = sequential ; comment\nheartbeat_ms = 50\n\
+        [node.1]\nclient = 127.0.0.1:8001\n[node.0]\nclient = 127.0.0.1:8000\nkv_type = memcache\n";
+
+    #[test]
+    fn parses_sections_in_id_order() {
+        let config = Config::parse(SAMPLE).unwrap();
+        assert_eq!(config.cluster.consistency, Consistency::Sequential);
+        assert_eq!(config.cluster.heartbeat, Duration::from_millis(50));
+        assert_eq!(config.nodes[0].id, 0);
+        assert_eq!(config.nodes[0].kv_type, KvType::Memcache);
+        assert_eq!(config.nodes[1].peer, "127.0.0.1:9001");
+    }
+
+    #[test]
+    fn rejects_what_it_does_not_know() {
+        for bad in [
+            "[cluster]\nconsistency = strong\n[node.0]\n",
+            "[cluster]\nheartbeat = 5\n[node.0]\n",
+            "[node.0]\nkv_type = redis\n",
+            "[node.x]\n",
+            "[nodes]\n",
+            "[cluster]\nname = c\n",
+        ] {
+            assert!(Config::parse(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,179 @@
+//! One client connection: its socket, the bytes read but not yet parsed, the
+//! replies not yet written, and the reply slots that keep replies in request
+//! order while some of them wait for the backend.
+//!
+//! ```text
+//!  socket ─► input ─► (parser) ─► slots: [ready][waiting][ready] ─► output ─► socket
+//!                                          ▲ Done from the backend fills a slot
+//! ```
+//!
+//! Back-pressure: a connection whose unsent output or unanswered requests
+//! pass a bound is not read (nor parsed) until the client catches up, so a
+//! slow reader costs bounded memory.
+
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+
+use mio::net::TcpStream;
+
+/// Bytes asked of the socket per read.
+const READ_CHUNK: usize = 16 * 1024;
+/// Stop reading a client with this much output it has not taken.
+const OUTPUT_HIGH_WATER: usize = 4 * 1024 * 1024;
+/// Stop reading a client with this many requests still unanswered.
+const MAX_IN_FLIGHT: usize = 1024;
+
+enum Slot {
+    Waiting,
+    Ready(Vec<u8>),
+}
+
+pub struct Connection {
+    pub stream: TcpStream,
+    /// Unique for the life of the process (slab tokens are reused).
+    pub id: u64,
+    pub addr: SocketAddr,
+    input: Vec<u8>,
+    /// Start of the unparsed bytes in `input`.
+    parsed_to: usize,
+    output: Vec<u8>,
+    written_to: usize,
+    /// Replies not yet in `output`, oldest first; `slots[0]` is `first_slot`.
+    slots: VecDeque<Slot>,
+    first_slot: u64,
+    /// Bytes of an oversized value still to be discarded.
+    pub swallow: usize,
+    /// The client sent EOF; no more input will come.
+    pub read_closed: bool,
+    /// Close once every reply has been written (`quit`, protocol close).
+    pub close_when_flushed: bool,
+    /// Whether the socket is registered for writability.
+    pub wants_write: bool,
+}
+
+impl Connection {
+    pub fn new(stream: TcpStream, id: u64, addr: SocketAddr) -> Connection {
+        Connection {
+            stream,
+            id,
+            addr,
+            input: Vec::with_capacity(READ_CHUNK),
+            parsed_to: 0,
+            output: Vec::new(),
+            written_to: 0,
+            slots: VecDeque::new(),
+            first_slot: 0,
+            swallow: 0,
+            read_closed: false,
+            close_when_flushed: false,
+            wants_write: false,
+        }
+    }
+
+    /// Reads once into the input buffer. `Ok(0)` is EOF.
+    pub fn read_chunk(&mut self) -> io::Result<usize> {
+        if self.parsed_to > 0 {
+            self.input.drain(..self.parsed_to);
+            self.parsed_to = 0;
+        }
+        let filled = self.input.len();
+        self.input.resize(filled + READ_CHUNK, 0);
+        let result = self.stream.read(&mut self.input[filled..]);
+        self.input.truncate(filled + *result.as_ref().unwrap_or(&0));
+        result
+    }
+
+    pub fn unparsed(&self) -> &[u8] {
+        &self.input[self.parsed_to..]
+    }
+
+    pub fn consume(&mut self, n: usize) {
+        self.parsed_to += n;
+    }
+
+    /// Discards as much of an oversized value as has arrived.
+    pub fn swallow_available(&mut self) {
+        let n = self.swallow.min(self.unparsed().len());
+        self.consume(n);
+        self.swallow -= n;
+    }
+
+    /// Whether input should wait until the client has taken some output.
+    pub fn backpressured(&self) -> bool {
+        self.output.len() - self.written_to > OUTPUT_HIGH_WATER || self.slots.len() >= MAX_IN_FLIGHT
+    }
+
+    /// Appends a reply that is ready now, behind any that are still waiting.
+    pub fn reply(&mut self, compose: impl FnOnce(&mut Vec<u8>)) {
+        if self.slots.is_empty() {
+            compose(&mut self.output);
+        } else {
+            let mut bytes = Vec::new();
+            compose(&mut bytes);
+            self.slots.push_back(Slot::Ready(bytes));
+        }
+    }
+
+    /// Reserves the place of a reply that will come later; returns its slot.
+    pub fn reserve_slot(&mut self) -> u64 {
+        self.slots.push_back(Slot::Waiting);
+        self.first_slot + self.slots.len() as u64 - 1
+    }
+
+    /// Fills a waiting slot; a slot already answered (timed out) is left alone.
+    /// Returns whether the reply was taken.
+    pub fn fill_slot(&mut self, slot: u64, reply: Vec<u8>) -> bool {
+        let Some(index) = slot.checked_sub(self.first_slot) else {
+            return false;
+        };
+        let Some(entry) = self.slots.get_mut(index as usize) else {
+            return false;
+        };
+        if !matches!(entry, Slot::Waiting) {
+            return false;
+        }
+        *entry = Slot::Ready(reply);
+        while let Some(Slot::Ready(_)) = self.slots.front() {
+            if let Some(Slot::Ready(bytes)) = self.slots.pop_front() {
+                self.output.extend_from_slice(&bytes);
+            }
+            self.first_slot += 1;
+        }
+        true
+    }
+
+    pub fn waiting_replies(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Writes queued output until done or the socket would block; returns
+    /// the bytes written.
+    pub fn flush(&mut self) -> io::Result<usize> {
+        let start = self.written_to;
+        while self.written_to < self.output.len() {
+            match self.stream.write(&self.output[self.written_to..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => self.written_to += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(e),
+            }
+        }
+        let written = self.written_to - start;
+        if self.written_to == self.output.len() {
+            self.output.clear();
+            self.written_to = 0;
+        }
+        Ok(written)
+    }
+
+    pub fn has_unsent_output(&self) -> bool {
+        self.written_to < self.output.len()
+    }
+
+    /// Nothing is owed to the client any more.
+    pub fn is_drained(&self) -> bool {
+        self.slots.is_empty() && !self.has_unsent_output()
+    }
+}

@@ -1,0 +1,472 @@
+//! One node's reactor: a single mio `Poll` loop that owns the listener, the
+//! client connections (a `Slab` keyed by token), the timers, the signal pipe
+//! and the waker the backend worker uses to hand back results.
+//!
+//! ```text
+//!   listener ─► accept ─► Connection ─► read ─► parse ─► reply now (version, stats, errors)
+//!                                                  └─► Job ─► backend worker ─► Done ─► slot
+//!   timers: per-job deadlines (answer SERVER_ERROR if the store is too slow)
+//!   SIGINT/SIGTERM: stop accepting and reading, drain what is owed, exit
+//! ```
+//!
+//! The loop never blocks except in `poll`, whose timeout is the nearest timer.
+
+mod connection;
+mod stats;
+mod timers;
+
+use std::io;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mio::net::TcpListener;
+use mio::{Events, Interest, Poll, Token, Waker};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook_mio::v1_0::Signals;
+use slab::Slab;
+
+use crate::backend::{Backend, Done, Job, ReplyTo, StoreFactory};
+use crate::config::{ClusterConfig, KvType, NodeConfig};
+use crate::protocol::{self, reply, Action, Command, Request, StatsGroup};
+use crate::store::memcache::MemcacheStore;
+use crate::store::memory::MemoryStore;
+use connection::Connection;
+use stats::{Counters, Report};
+use timers::Timers;
+
+const LISTENER: Token = Token(usize::MAX - 1);
+const WAKER: Token = Token(usize::MAX - 2);
+const SIGNALS: Token = Token(usize::MAX - 3);
+
+/// Jobs that may wait for the backend worker at once.
+const BACKEND_QUEUE: usize = 16 * 1024;
+/// How long a stopping node waits for owed replies before it exits anyway.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    /// A backend job's deadline.
+    Job(ReplyTo),
+    /// The end of the shutdown grace period.
+    Shutdown,
+}
+
+/// What the node runs with.
+pub struct Settings {
+    pub cluster: ClusterConfig,
+    pub node: NodeConfig,
+}
+
+pub struct Server {
+    settings: Settings,
+    poll: Poll,
+    listener: Option<TcpListener>,
+    signals: Signals,
+    conns: Slab<Connection>,
+    next_conn_id: u64,
+    backend: Backend,
+    timers: Timers<Timer>,
+    counters: Counters,
+    limits: protocol::Limits,
+    started: Instant,
+    stopping: bool,
+    stop_deadline_passed: bool,
+}
+
+impl Server {
+    /// Binds the client address and starts the backend worker.
+    pub fn bind(settings: Settings) -> io::Result<Server> {
+        let addr = resolve(&settings.node.client)?;
+        let poll = Poll::new()?;
+        let mut listener = TcpListener::bind(addr)?;
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let mut signals = Signals::new([SIGINT, SIGTERM])?;
+        poll.registry()
+            .register(&mut signals, SIGNALS, Interest::READABLE)?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let backend = Backend::spawn(store_factory(&settings), waker, BACKEND_QUEUE)?;
+        let limits = settings.cluster.limits();
+        Ok(Server {
+            settings,
+            poll,
+            listener: Some(listener),
+            signals,
+            conns: Slab::new(),
+            next_conn_id: 0,
+            backend,
+            timers: Timers::new(),
+            counters: Counters::default(),
+            limits,
+            started: Instant::now(),
+            stopping: false,
+            stop_deadline_passed: false,
+        })
+    }
+
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        match &self.listener {
+            Some(listener) => listener.local_addr(),
+            None => Err(io::ErrorKind::NotConnected.into()),
+        }
+    }
+
+    /// Serves until SIGINT/SIGTERM, then drains and returns.
+    pub fn run(mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        log::info!(
+            "node {} serving clients on {} ({} store, {} mode)",
+            self.settings.node.id,
+            self.local_addr()?,
+            match self.settings.node.kv_type {
+                KvType::Memory => "memory",
+                KvType::Memcache => "memcache",
+            },
+            self.settings.cluster.consistency.name()
+        );
+        while !self.finished() {
+            let timeout = self.timers.poll_timeout(Instant::now());
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => self.accept(),
+                    WAKER => self.complete_jobs(),
+                    SIGNALS => self.on_signal(),
+                    token => self.service(token.0),
+                }
+            }
+            self.fire_timers();
+        }
+        log::info!("node {} stopped", self.settings.node.id);
+        Ok(())
+    }
+
+    fn finished(&self) -> bool {
+        self.stopping && (self.conns.is_empty() || self.stop_deadline_passed)
+    }
+
+    fn accept(&mut self) {
+        loop {
+            let Some(listener) = &self.listener else {
+                return;
+            };
+            match listener.accept() {
+                Ok((mut stream, addr)) => {
+                    let _ = stream.set_nodelay(true);
+                    let entry = self.conns.vacant_entry();
+                    let token = Token(entry.key());
+                    if let Err(e) =
+                        self.poll
+                            .registry()
+                            .register(&mut stream, token, Interest::READABLE)
+                    {
+                        log::warn!("cannot register client {addr}: {e}");
+                        continue;
+                    }
+                    self.next_conn_id += 1;
+                    entry.insert(Connection::new(stream, self.next_conn_id, addr));
+                    self.counters.curr_connections += 1;
+                    self.counters.total_connections += 1;
+                    log::debug!("client {addr} connected");
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    // e.g. out of file descriptors: keep serving who is connected.
+                    log::warn!("accept failed: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Reads, parses, answers and writes for one connection until it would
+    /// block; closes it on error, EOF with nothing owed, or a finished `quit`.
+    fn service(&mut self, token: usize) {
+        match self.service_io(token) {
+            Ok(()) => {}
+            Err(e) => {
+                log::debug!("client connection {token}: {e}");
+                self.close(token);
+            }
+        }
+    }
+
+    fn service_io(&mut self, token: usize) -> io::Result<()> {
+        loop {
+            let Some(conn) = self.conns.get_mut(token) else {
+                return Ok(());
+            };
+            let mut would_block = true;
+            let may_read = !conn.read_closed
+                && !conn.close_when_flushed
+                && !self.stopping
+                && !conn.backpressured();
+            if may_read {
+                match conn.read_chunk() {
+                    Ok(0) => conn.read_closed = true,
+                    Ok(n) => {
+                        self.counters.bytes_read += n as u64;
+                        would_block = false;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => would_block = false,
+                    Err(e) => return Err(e),
+                }
+            }
+            self.process_input(token);
+            self.counters.bytes_written += self.conns[token].flush()? as u64;
+            if !may_read || would_block {
+                break;
+            }
+        }
+        self.settle(token)
+    }
+
+    /// After I/O: close a connection that is done, or register for
+    /// writability while output is stuck.
+    fn settle(&mut self, token: usize) -> io::Result<()> {
+        let stopping = self.stopping;
+        let Some(conn) = self.conns.get_mut(token) else {
+            return Ok(());
+        };
+        let done = conn.read_closed || conn.close_when_flushed || stopping;
+        if done && conn.is_drained() {
+            self.close(token);
+            return Ok(());
+        }
+        let wants_write = conn.has_unsent_output();
+        if wants_write != conn.wants_write {
+            let interest = if wants_write {
+                Interest::READABLE | Interest::WRITABLE
+            } else {
+                Interest::READABLE
+            };
+            self.poll
+                .registry()
+                .reregister(&mut conn.stream, Token(token), interest)?;
+            conn.wants_write = wants_write;
+        }
+        Ok(())
+    }
+
+    /// Parses and dispatches every complete request in the input buffer.
+    fn process_input(&mut self, token: usize) {
+        loop {
+            let conn = &mut self.conns[token];
+            if conn.backpressured() || conn.close_when_flushed {
+                return;
+            }
+            if conn.swallow > 0 {
+                conn.swallow_available();
+                if conn.swallow > 0 {
+                    return;
+                }
+            }
+            let parsed = match protocol::parse(conn.unparsed(), &self.limits) {
+                Ok(parsed) => parsed,
+                Err(protocol::Incomplete) => return,
+            };
+            conn.consume(parsed.consumed);
+            conn.swallow = parsed.swallow;
+            match parsed.action {
+                Action::Reply { text, silent } => {
+                    self.counters.ops += 1;
+                    if !silent {
+                        conn.reply(|out| out.extend_from_slice(text));
+                    }
+                }
+                Action::Close => conn.close_when_flushed = true,
+                Action::Execute(request) => self.execute(token, request),
+            }
+        }
+    }
+
+    fn execute(&mut self, token: usize, request: Request) {
+        self.counters.ops += 1;
+        self.count(&request.command);
+        if request.command.touches_store() {
+            return self.submit(token, request);
+        }
+        let report = Report {
+            cluster: &self.settings.cluster,
+            node: &self.settings.node,
+            started: self.started,
+            counters: &self.counters,
+            backend: &self.backend.counters,
+            pending: self
+                .conns
+                .iter()
+                .map(|(_, c)| c.waiting_replies() as u64)
+                .sum(),
+        };
+        let mut out = Vec::new();
+        match request.command {
+            Command::Version => reply::version(&mut out),
+            Command::Verbosity => out.extend_from_slice(reply::OK),
+            Command::Stats(StatsGroup::General) => report.general(&mut out),
+            Command::Stats(StatsGroup::Settings) => report.settings(&mut out),
+            Command::Stats(StatsGroup::Reset) => {
+                self.counters.reset();
+                self.backend.counters.reset();
+                out.extend_from_slice(reply::RESET);
+            }
+            Command::Show => report.show(&mut out),
+            Command::Quit => self.conns[token].close_when_flushed = true,
+            _ => unreachable!("store commands were submitted above"),
+        }
+        if !request.noreply {
+            self.conns[token].reply(|o| o.extend_from_slice(&out));
+        }
+    }
+
+    fn count(&mut self, command: &Command) {
+        let c = &mut self.counters;
+        match command {
+            Command::Get(get) => {
+                c.cmd_get += get.keys.len() as u64;
+                if get.touch.is_some() {
+                    c.cmd_touch += get.keys.len() as u64;
+                }
+            }
+            Command::Store(_) | Command::TooLarge { .. } => c.cmd_set += 1,
+            Command::Touch { .. } => c.cmd_touch += 1,
+            Command::FlushAll { .. } => c.cmd_flush += 1,
+            _ => {}
+        }
+    }
+
+    /// Hands a store command to the backend, holding its reply's place.
+    fn submit(&mut self, token: usize, request: Request) {
+        let conn = &mut self.conns[token];
+        let reply_to = ReplyTo {
+            token,
+            conn_id: conn.id,
+            slot: conn.reserve_slot(),
+        };
+        let deadline = Instant::now() + self.settings.cluster.backend_timeout;
+        let job = Job {
+            reply_to,
+            request,
+            deadline,
+        };
+        match self.backend.submit(job) {
+            Ok(()) => self.timers.schedule(deadline, Timer::Job(reply_to)),
+            Err(_) => {
+                let mut out = Vec::new();
+                reply::server_error(&mut out, "backend queue full; not applied");
+                conn.fill_slot(reply_to.slot, out);
+            }
+        }
+    }
+
+    /// Puts the backend's answers in their slots and services those clients.
+    fn complete_jobs(&mut self) {
+        let mut touched = Vec::new();
+        let done: Vec<Done> = self.backend.completed().collect();
+        for Done { reply_to, reply } in done {
+            if let Some(conn) = self.conns.get_mut(reply_to.token) {
+                if conn.id == reply_to.conn_id && conn.fill_slot(reply_to.slot, reply) {
+                    touched.push(reply_to.token);
+                }
+            }
+        }
+        touched.dedup();
+        for token in touched {
+            self.service(token);
+        }
+    }
+
+    fn fire_timers(&mut self) {
+        let now = Instant::now();
+        while let Some(timer) = self.timers.pop_due(now) {
+            match timer {
+                Timer::Job(reply_to) => self.time_out(reply_to),
+                Timer::Shutdown => self.stop_deadline_passed = true,
+            }
+        }
+    }
+
+    /// A job missed its deadline: answer it now; the store's late answer is dropped.
+    fn time_out(&mut self, reply_to: ReplyTo) {
+        let Some(conn) = self.conns.get_mut(reply_to.token) else {
+            return;
+        };
+        if conn.id != reply_to.conn_id {
+            return;
+        }
+        let mut out = Vec::new();
+        reply::server_error(
+            &mut out,
+            "timeout waiting for the store; the operation may have been applied",
+        );
+        if conn.fill_slot(reply_to.slot, out) {
+            self.counters.timeouts += 1;
+            log::warn!("request from {} timed out in the store", conn.addr);
+            self.service(reply_to.token);
+        }
+    }
+
+    fn on_signal(&mut self) {
+        let received: Vec<i32> = self.signals.pending().collect();
+        if received.is_empty() || self.stopping {
+            return;
+        }
+        log::info!(
+            "signal {received:?}: no longer accepting; draining {} connection(s)",
+            self.conns.len()
+        );
+        self.stopping = true;
+        if let Some(mut listener) = self.listener.take() {
+            let _ = self.poll.registry().deregister(&mut listener);
+        }
+        self.timers
+            .schedule(Instant::now() + SHUTDOWN_GRACE, Timer::Shutdown);
+        let tokens: Vec<usize> = self.conns.iter().map(|(t, _)| t).collect();
+        for token in tokens {
+            if let Err(e) = self.settle(token) {
+                log::debug!("client connection {token}: {e}");
+                self.close(token);
+            }
+        }
+    }
+
+    fn close(&mut self, token: usize) {
+        if let Some(mut conn) = self.conns.try_remove(token) {
+            let _ = self.poll.registry().deregister(&mut conn.stream);
+            self.counters.curr_connections -= 1;
+            log::debug!("client {} closed", conn.addr);
+        }
+    }
+}
+
+fn resolve(addr: &str) -> io::Result<SocketAddr> {
+    addr.to_socket_addrs()?.next().ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("cannot resolve {addr}"),
+        )
+    })
+}
+
+fn store_factory(settings: &Settings) -> StoreFactory {
+    let cluster = &settings.cluster;
+    match settings.node.kv_type {
+        KvType::Memory => {
+            let (limit, max_value) = (cluster.memory_limit_bytes, cluster.max_value_size);
+            Box::new(move || Box::new(MemoryStore::new(limit, max_value)))
+        }
+        KvType::Memcache => {
+            let (addr, timeout) = (settings.node.kv_addr.clone(), cluster.backend_timeout);
+            // The store's own socket timeout stays under the reactor's
+            // deadline, so a dead memcached is noticed by the store too.
+            Box::new(move || Box::new(MemcacheStore::new(&addr, timeout.mul_f32(0.8))))
+        }
+    }
+}

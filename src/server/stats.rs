@@ -1,0 +1,126 @@
+//! The counters a node reports through `stats` (memcached's names plus
+//! `mckv_*` fields) and `show` (the cluster status, one line per node).
+
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use crate::backend::BackendCounters;
+use crate::config::{ClusterConfig, KvType, NodeConfig};
+use crate::protocol::reply;
+use crate::store::unix_now;
+
+/// Counters kept on the reactor thread.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub curr_connections: u64,
+    pub total_connections: u64,
+    pub cmd_get: u64,
+    pub cmd_set: u64,
+    pub cmd_touch: u64,
+    pub cmd_flush: u64,
+    pub bytes_read: u64,
+    pub bytes_written: u64,
+    /// Requests answered, of every kind.
+    pub ops: u64,
+    /// Requests that missed their deadline in the backend.
+    pub timeouts: u64,
+}
+
+impl Counters {
+    /// `stats reset`: everything but what describes the present.
+    pub fn reset(&mut self) {
+        *self = Counters {
+            curr_connections: self.curr_connections,
+            ..Counters::default()
+        };
+    }
+}
+
+/// What a report needs to know about the node.
+pub struct Report<'a> {
+    pub cluster: &'a ClusterConfig,
+    pub node: &'a NodeConfig,
+    pub started: Instant,
+    pub counters: &'a Counters,
+    pub backend: &'a BackendCounters,
+    /// Requests waiting for the backend, over all connections.
+    pub pending: u64,
+}
+
+impl Report<'_> {
+    pub fn general(&self, out: &mut Vec<u8>) {
+        let c = self.counters;
+        let store = self.backend.store_stats();
+        reply::stat(out, "pid", std::process::id());
+        reply::stat(out, "uptime", self.started.elapsed().as_secs());
+        reply::stat(out, "time", unix_now());
+        reply::stat(out, "version", reply::VERSION);
+        reply::stat(out, "pointer_size", usize::BITS);
+        reply::stat(out, "curr_connections", c.curr_connections);
+        reply::stat(out, "total_connections", c.total_connections);
+        reply::stat(out, "cmd_get", c.cmd_get);
+        reply::stat(out, "cmd_set", c.cmd_set);
+        reply::stat(out, "cmd_flush", c.cmd_flush);
+        reply::stat(out, "cmd_touch", c.cmd_touch);
+        reply::stat(
+            out,
+            "get_hits",
+            self.backend.get_hits.load(Ordering::Relaxed),
+        );
+        reply::stat(
+            out,
+            "get_misses",
+            self.backend.get_misses.load(Ordering::Relaxed),
+        );
+        reply::stat(out, "bytes_read", c.bytes_read);
+        reply::stat(out, "bytes_written", c.bytes_written);
+        reply::stat(out, "limit_maxbytes", self.cluster.memory_limit_bytes);
+        reply::stat(out, "threads", 1);
+        reply::stat(out, "curr_items", store.items);
+        reply::stat(out, "bytes", store.bytes);
+        reply::stat(out, "mckv_node", self.node.id);
+        reply::stat(out, "mckv_mode", self.cluster.consistency.name());
+        reply::stat(out, "mckv_backend", kv_name(self.node.kv_type));
+        reply::stat(out, "mckv_ops", c.ops);
+        reply::stat(out, "mckv_pending", self.pending);
+        reply::stat(out, "mckv_timeouts", c.timeouts);
+        out.extend_from_slice(reply::END);
+    }
+
+    pub fn settings(&self, out: &mut Vec<u8>) {
+        reply::stat(out, "maxbytes", self.cluster.memory_limit_bytes);
+        reply::stat(out, "item_size_max", self.cluster.max_value_size);
+        reply::stat(out, "evictions", "off");
+        reply::stat(out, "cas_enabled", "yes");
+        reply::stat(out, "mckv_client", &self.node.client);
+        reply::stat(out, "mckv_peer", &self.node.peer);
+        reply::stat(
+            out,
+            "mckv_backend_timeout_ms",
+            self.cluster.backend_timeout.as_millis(),
+        );
+        out.extend_from_slice(reply::END);
+    }
+
+    /// `show`: `NODE <id> <client address> <state> ...` per node, then `END`.
+    pub fn show(&self, out: &mut Vec<u8>) {
+        let line = format!(
+            "NODE {} {} up self mode={} backend={} queue={} ops={}\r\n",
+            self.node.id,
+            self.node.client,
+            self.cluster.consistency.name(),
+            kv_name(self.node.kv_type),
+            self.pending,
+            self.counters.ops,
+        );
+        out.extend_from_slice(line.as_bytes());
+        out.extend_from_slice(reply::END);
+    }
+}
+
+fn kv_name(kv: KvType) -> &'static str {
+    match kv {
+        KvType::Memory => "memory",
+        KvType::Memcache => "memcache",
+    }
+}
