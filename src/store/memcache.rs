@@ -79,17 +79,24 @@ impl MemcacheStore {
     }
 
     fn connect(&self) -> Answer<Clients> {
-        let secs = self.timeout.as_secs_f64();
-        let url = |protocol: &str| {
-            format!(
-                "memcache://{}?timeout={secs}&connect_timeout={secs}&tcp_nodelay=true{protocol}",
-                self.addr
-            )
-        };
         Ok(Clients {
-            ascii: Client::with_pool_size(url("&protocol=ascii"), 1)?,
-            binary: Client::with_pool_size(url(""), 1)?,
+            ascii: self.client("&protocol=ascii")?,
+            binary: self.client("")?,
         })
+    }
+
+    /// One pooled connection, not re-validated on every use (a failure
+    /// drops the whole client instead).
+    fn client(&self, protocol: &str) -> Answer<Client> {
+        let secs = self.timeout.as_secs_f64();
+        let url = format!("memcache://{}?timeout={secs}&tcp_nodelay=true{protocol}", self.addr);
+        let url = memcache::Url::parse(&url).map_err(|e| MemcacheError::BadURL(e.to_string()))?;
+        let pool = r2d2::Pool::builder()
+            .max_size(1)
+            .test_on_check_out(false)
+            .connection_timeout(self.timeout)
+            .build(memcache::ConnectionManager::new(url))?;
+        Client::with_pool(pool)
     }
 
     /// Runs `op` on connected clients, turning transport failures into

@@ -66,7 +66,18 @@ pub fn memcached_bin() -> String {
 pub fn start_memcached() -> ProcessGuard {
     let port = free_port();
     let child = Command::new(memcached_bin())
-        .args(["-l", "127.0.0.1", "-p", &port.to_string(), "-U", "0", "-t", "1", "-u", "root"])
+        .args([
+            "-l",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-U",
+            "0",
+            "-t",
+            "1",
+            "-u",
+            "root",
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -117,11 +128,17 @@ impl MckvNode {
 /// added to the `[node.0]` section (e.g. `"kv_type = memcache\nkv_addr = 127.0.0.1:1234"`),
 /// `extra_args` to the command line.
 pub fn start_mckv(extra_node_keys: &str, extra_args: &[&str]) -> MckvNode {
+    start_mckv_with("", extra_node_keys, extra_args)
+}
+
+/// Like [`start_mckv`], with `extra_cluster_keys` added to `[cluster]`
+/// (e.g. `"max_value_size = 1000"`).
+pub fn start_mckv_with(extra_cluster_keys: &str, extra_node_keys: &str, extra_args: &[&str]) -> MckvNode {
     let dir = TempDir::new("node");
     let port = free_port();
     let peer = free_port();
     let config = format!(
-        "[cluster]\nname = test\nconsistency = linearizable\nsecret = test-secret\n\n\
+        "[cluster]\nname = test\nconsistency = linearizable\nsecret = test-secret\n{extra_cluster_keys}\n\n\
          [node.0]\nclient = 127.0.0.1:{port}\npeer = 127.0.0.1:{peer}\n{extra_node_keys}\n"
     );
     let config_path = dir.0.join("config.ini");
@@ -145,14 +162,22 @@ pub fn start_mckv(extra_node_keys: &str, extra_args: &[&str]) -> MckvNode {
 /// Connects to 127.0.0.1:`port` with read and write timeouts.
 pub fn connect(port: u16) -> TcpStream {
     let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    stream.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    stream
+        .set_write_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
     stream.set_nodelay(true).unwrap();
     stream
 }
 
 /// Reads from `stream` until `done(&bytes)` holds or `limit` passes; returns what came.
-pub fn read_until(stream: &mut TcpStream, limit: Duration, done: impl Fn(&[u8]) -> bool) -> Vec<u8> {
+pub fn read_until(
+    stream: &mut TcpStream,
+    limit: Duration,
+    done: impl Fn(&[u8]) -> bool,
+) -> Vec<u8> {
     let deadline = Instant::now() + limit;
     let mut got = Vec::new();
     let mut buf = [0u8; 65536];
@@ -163,7 +188,11 @@ pub fn read_until(stream: &mut TcpStream, limit: Duration, done: impl Fn(&[u8]) 
         match stream.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => got.extend_from_slice(&buf[..n]),
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
             Err(_) => break,
         }
     }
