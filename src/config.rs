@@ -304,6 +304,16 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_config_is_the_default_three_node_layout() {
+        let config = Config::parse(include_str!("../config.ini")).unwrap();
+        let clients: Vec<&str> = config.nodes.iter().map(|n| n.client.as_str()).collect();
+        assert_eq!(clients, ["127.0.0.1:8000", "127.0.0.1:8001", "127.0.0.1:8002"]);
+        assert_eq!(config.nodes[2].peer, "127.0.0.1:9002");
+        assert_eq!(config.nodes[1].kv_addr, "127.0.0.1:11202");
+        assert_eq!(config.cluster.max_value_size, Limits::DEFAULT_MAX_VALUE_SIZE);
+    }
+
+    #[test]
     fn rejects_what_it_does_not_know() {
         for bad in [
             "[cluster]\nconsistency = strong\n[node.0]\n",
