@@ -70,8 +70,8 @@ pub struct ClusterConfig {
     pub peer_timeout: Duration,
     pub sync_interval: Duration,
     pub secret: String,
-    /// Largest value a client may store.
-    pub max_value_size: usize,
+    /// memcached's `-I`: the largest item (value, key and 59 bytes of header).
+    pub item_size_max: usize,
     /// The memory store's cap.
     pub memory_limit_bytes: u64,
     /// How long a request may wait for the store before it fails.
@@ -84,8 +84,8 @@ impl ClusterConfig {
 
     pub fn limits(&self) -> Limits {
         Limits {
-            max_value_size: self.max_value_size,
-            max_get_line: self.max_value_size.max(Limits::LINE_SCAN_LIMIT),
+            item_size_max: self.item_size_max,
+            max_get_line: self.item_size_max.max(Limits::LINE_SCAN_LIMIT),
         }
     }
 }
@@ -99,7 +99,7 @@ impl Default for ClusterConfig {
             peer_timeout: Duration::from_millis(500),
             sync_interval: Duration::from_millis(1000),
             secret: "change-me".into(),
-            max_value_size: Limits::DEFAULT_MAX_VALUE_SIZE,
+            item_size_max: Limits::DEFAULT_ITEM_SIZE_MAX,
             memory_limit_bytes: ClusterConfig::DEFAULT_MEMORY_LIMIT_MB << 20,
             backend_timeout: Duration::from_millis(ClusterConfig::DEFAULT_BACKEND_TIMEOUT_MS),
         }
@@ -259,7 +259,7 @@ impl ClusterConfig {
             "peer_timeout_ms" => self.peer_timeout = ms(value)?,
             "sync_interval_ms" => self.sync_interval = ms(value)?,
             "secret" => self.secret = value.to_string(),
-            "max_value_size" => self.max_value_size = number("cluster", key, value)?,
+            "item_size_max" => self.item_size_max = number("cluster", key, value)?,
             "memory_limit_mb" => {
                 self.memory_limit_bytes = number::<u64>("cluster", key, value)? << 20
             }
@@ -307,10 +307,13 @@ mod tests {
     fn the_shipped_config_is_the_default_three_node_layout() {
         let config = Config::parse(include_str!("../config.ini")).unwrap();
         let clients: Vec<&str> = config.nodes.iter().map(|n| n.client.as_str()).collect();
-        assert_eq!(clients, ["127.0.0.1:8000", "127.0.0.1:8001", "127.0.0.1:8002"]);
+        assert_eq!(
+            clients,
+            ["127.0.0.1:8000", "127.0.0.1:8001", "127.0.0.1:8002"]
+        );
         assert_eq!(config.nodes[2].peer, "127.0.0.1:9002");
         assert_eq!(config.nodes[1].kv_addr, "127.0.0.1:11202");
-        assert_eq!(config.cluster.max_value_size, Limits::DEFAULT_MAX_VALUE_SIZE);
+        assert_eq!(config.cluster.item_size_max, Limits::DEFAULT_ITEM_SIZE_MAX);
     }
 
     #[test]

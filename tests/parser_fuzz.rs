@@ -26,7 +26,7 @@ impl Rng {
 }
 
 const LIMITS: Limits = Limits {
-    max_value_size: 512,
+    item_size_max: 512,
     max_get_line: 4096,
 };
 
@@ -50,8 +50,20 @@ const SEEDS: [&[u8]; 16] = [
 ];
 
 const PIECES: [&[u8]; 14] = [
-    b" ", b"\r", b"\n", b"\r\n", b"\0", b"\t", b"-1", b"noreply", b"999999999999999999999", b"get",
-    b"set", b"HTTP/1.1", b"0", b"\xff",
+    b" ",
+    b"\r",
+    b"\n",
+    b"\r\n",
+    b"\0",
+    b"\t",
+    b"-1",
+    b"noreply",
+    b"999999999999999999999",
+    b"get",
+    b"set",
+    b"HTTP/1.1",
+    b"0",
+    b"\xff",
 ];
 
 fn mutate(rng: &mut Rng, input: &[u8]) -> Vec<u8> {
@@ -152,7 +164,12 @@ fn mutated_requests_never_panic_and_always_progress() {
 fn every_strict_prefix_of_a_valid_stream_is_incomplete() {
     for seed in SEEDS.iter().filter(|s| !s.starts_with(b"set big")) {
         for end in 0..seed.len() {
-            assert_eq!(parse(&seed[..end], &LIMITS), Err(Incomplete), "{:?}", &seed[..end]);
+            assert_eq!(
+                parse(&seed[..end], &LIMITS),
+                Err(Incomplete),
+                "{:?}",
+                &seed[..end]
+            );
         }
         assert!(parse(seed, &LIMITS).is_ok());
     }
@@ -171,6 +188,10 @@ fn splitting_a_stream_does_not_change_how_it_parses() {
                 stream.extend_from_slice(seed);
             }
         }
-        assert_eq!(drain(&stream), drain_in_chunks(&mut rng, &stream), "{stream:?}");
+        assert_eq!(
+            drain(&stream),
+            drain_in_chunks(&mut rng, &stream),
+            "{stream:?}"
+        );
     }
 }

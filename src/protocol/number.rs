@@ -73,18 +73,14 @@ pub fn parse_u32_truncating(token: &[u8]) -> Option<u32> {
     parse_u64(token).map(|v| v as u32)
 }
 
-/// `safe_strtol`: a signed number that must fit in an `i32`.
-pub fn parse_i32(token: &[u8]) -> Option<i32> {
+/// `safe_strtol`: a signed 64-bit `strtol` result (refused outside that range,
+/// C's `ERANGE`), truncated into memcached's 32-bit field as its assignment
+/// does: `4294967297` reads as 1 and `2147483648` as a negative number.
+pub fn parse_i32_truncating(token: &[u8]) -> Option<i32> {
     let s = scan(token)?;
-    let magnitude = s.magnitude?;
-    let value = if s.negative {
-        -i128::from(magnitude)
-    } else {
-        i128::from(magnitude)
-    };
-    // strtol saturates (ERANGE) outside the 64-bit range and memcached
-    // rejects anything outside the 32-bit range it stores into.
-    i32::try_from(value).ok()
+    let magnitude = i128::from(s.magnitude?);
+    let value = i64::try_from(if s.negative { -magnitude } else { magnitude }).ok()?;
+    Some(value as i32)
 }
 
 #[cfg(test)]
@@ -120,12 +116,16 @@ mod tests {
     }
 
     #[test]
-    fn signed_fits_in_32_bits() {
-        assert_eq!(parse_i32(b"-1"), Some(-1));
-        assert_eq!(parse_i32(b"2147483647"), Some(i32::MAX));
-        assert_eq!(parse_i32(b"2147483648"), None);
-        assert_eq!(parse_i32(b"5\t"), Some(5));
-        assert_eq!(parse_i32(b"5x"), None);
+    fn signed_truncates_to_32_bits_like_memcached() {
+        assert_eq!(parse_i32_truncating(b"-1"), Some(-1));
+        assert_eq!(parse_i32_truncating(b"2147483647"), Some(i32::MAX));
+        assert_eq!(parse_i32_truncating(b"2147483648"), Some(i32::MIN));
+        assert_eq!(parse_i32_truncating(b"4294967297"), Some(1));
+        assert_eq!(parse_i32_truncating(b"4294967295"), Some(-1));
+        assert_eq!(parse_i32_truncating(b"9223372036854775808"), None);
+        assert_eq!(parse_i32_truncating(b"-9223372036854775808"), Some(0));
+        assert_eq!(parse_i32_truncating(b"5\t"), Some(5));
+        assert_eq!(parse_i32_truncating(b"5x"), None);
     }
 
     #[test]

@@ -13,14 +13,15 @@
 //! too large is swallowed ([`Parsed::swallow`]).
 
 use super::command::{Arith, Command, Get, Request, StatsGroup, Store, StoreMode};
-use super::number::{parse_i32, parse_u32_truncating, parse_u64};
+use super::number::{parse_i32_truncating, parse_u32_truncating, parse_u64};
 use super::reply;
 
 /// The size limits the parser enforces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// Largest value a storage command may carry.
-    pub max_value_size: usize,
+    /// memcached's `-I`: the largest item (header, key, flags, value) a
+    /// storage command may create; see [`Limits::item_fits`].
+    pub item_size_max: usize,
     /// Longest multi-get line accepted before the connection is closed.
     pub max_get_line: usize,
 }
@@ -32,14 +33,24 @@ impl Limits {
     pub const LINE_SCAN_LIMIT: usize = 2048;
     /// memcached's `MAX_TOKENS` (including its terminating empty token).
     const MAX_TOKENS: usize = 24;
-    pub const DEFAULT_MAX_VALUE_SIZE: usize = 1024 * 1024;
+    pub const DEFAULT_ITEM_SIZE_MAX: usize = 1024 * 1024;
+    /// memcached's item header with its cas field, the key's NUL and the
+    /// value's `\r\n`: what an item costs beyond its key and value.
+    const ITEM_OVERHEAD: usize = 59;
+
+    /// memcached's `item_size_ok`: whether an item with this key, flags and
+    /// value fits `item_size_max` (non-zero flags take 4 more bytes).
+    pub fn item_fits(&self, key_len: usize, flags: u32, value_len: usize) -> bool {
+        let flag_bytes = if flags == 0 { 0 } else { 4 };
+        Limits::ITEM_OVERHEAD + key_len + flag_bytes + value_len <= self.item_size_max
+    }
 }
 
 impl Default for Limits {
     fn default() -> Limits {
         Limits {
-            max_value_size: Limits::DEFAULT_MAX_VALUE_SIZE,
-            max_get_line: Limits::DEFAULT_MAX_VALUE_SIZE,
+            item_size_max: Limits::DEFAULT_ITEM_SIZE_MAX,
+            max_get_line: Limits::DEFAULT_ITEM_SIZE_MAX,
         }
     }
 }
@@ -52,12 +63,16 @@ pub struct Incomplete;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
     Execute(Request),
-    /// Answer with `text` (a whole reply line) unless `silent`.
+    /// Answer with `text` (a whole reply line) unless `silent`. When
+    /// `discards_unflushed`, memcached first drops every reply it has not yet
+    /// flushed (a retrieval naming an overlong key does this).
     Reply {
         text: &'static [u8],
         silent: bool,
+        discards_unflushed: bool,
     },
-    /// Send what is queued, then close the connection.
+    /// Close the connection at once; replies not yet sent are dropped, as
+    /// memcached drops them.
     Close,
 }
 
@@ -211,7 +226,12 @@ impl<'a> Line<'a, '_> {
     }
 
     fn reply(&self, text: &'static [u8], silent: bool) -> Parsed {
-        Parsed::new(Action::Reply { text, silent }, self.line_len)
+        let action = Action::Reply {
+            text,
+            silent,
+            discards_unflushed: false,
+        };
+        Parsed::new(action, self.line_len)
     }
 
     fn error(&self) -> Parsed {
@@ -225,7 +245,7 @@ impl<'a> Line<'a, '_> {
     fn get(&self, with_cas: bool, touches: bool) -> Parsed {
         let mut skip = 1;
         let touch = if touches {
-            match parse_i32(self.tokens.get(1)) {
+            match parse_i32_truncating(self.tokens.get(1)) {
                 Some(exptime) => {
                     skip = 2;
                     Some(exptime)
@@ -242,7 +262,12 @@ impl<'a> Line<'a, '_> {
             .filter(|t| !t.is_empty())
             .skip(skip);
         if keys.clone().any(|key| key.len() > Limits::MAX_KEY_LEN) {
-            return self.reply(reply::BAD_FORMAT, false);
+            let action = Action::Reply {
+                text: reply::BAD_FORMAT,
+                silent: false,
+                discards_unflushed: true,
+            };
+            return Parsed::new(action, self.line_len);
         }
         let keys = keys.map(<[u8]>::to_vec).collect();
         self.execute(
@@ -260,8 +285,8 @@ impl<'a> Line<'a, '_> {
         let t = self.tokens;
         Some((
             parse_u32_truncating(t.get(2))?,
-            parse_i32(t.get(3))?,
-            parse_i32(t.get(4))?,
+            parse_i32_truncating(t.get(3))?,
+            parse_i32_truncating(t.get(4))?,
         ))
     }
 
@@ -281,11 +306,18 @@ impl<'a> Line<'a, '_> {
                 None => return Ok(self.reply(reply::BAD_FORMAT, noreply)),
             }
         }
-        let Ok(length) = usize::try_from(length) else {
+        // memcached refuses negative lengths and any that overflow with the `\r\n`.
+        let Ok(length) = usize::try_from(length).map_err(|_| ()).and_then(|l| {
+            if l > i32::MAX as usize - 2 {
+                Err(())
+            } else {
+                Ok(l)
+            }
+        }) else {
             return Ok(self.reply(reply::BAD_FORMAT, noreply));
         };
         let key = self.tokens.get(1).to_vec();
-        if length > self.limits.max_value_size {
+        if !self.limits.item_fits(key.len(), flags, length) {
             let command = Command::TooLarge {
                 key,
                 is_set: mode == StoreMode::Set,
@@ -300,6 +332,7 @@ impl<'a> Line<'a, '_> {
             let action = Action::Reply {
                 text: reply::BAD_DATA_CHUNK,
                 silent: noreply,
+                discards_unflushed: false,
             };
             return Ok(Parsed::new(action, consumed));
         }
@@ -352,7 +385,7 @@ impl<'a> Line<'a, '_> {
         if self.key_too_long() {
             return self.reply(reply::BAD_FORMAT, noreply);
         }
-        let Some(exptime) = parse_i32(self.tokens.get(2)) else {
+        let Some(exptime) = parse_i32_truncating(self.tokens.get(2)) else {
             return self.reply(reply::INVALID_EXPTIME, noreply);
         };
         let key = self.tokens.get(1).to_vec();
@@ -365,9 +398,9 @@ impl<'a> Line<'a, '_> {
         let delay = if self.tokens.ntokens() == bare {
             0
         } else {
-            match parse_i32(self.tokens.get(1)) {
+            match parse_i32_truncating(self.tokens.get(1)) {
                 Some(delay) => delay,
-                None => return self.reply(reply::BAD_FORMAT, noreply),
+                None => return self.reply(reply::INVALID_EXPTIME, noreply),
             }
         };
         self.execute(Command::FlushAll { delay }, noreply)
@@ -375,8 +408,8 @@ impl<'a> Line<'a, '_> {
 
     fn verbosity(&self) -> Parsed {
         let noreply = self.tokens.noreply();
-        if noreply && self.tokens.ntokens() == 3 {
-            return self.error();
+        if parse_u32_truncating(self.tokens.get(1)).is_none() {
+            return self.reply(reply::BAD_FORMAT, noreply);
         }
         self.execute(Command::Verbosity, noreply)
     }

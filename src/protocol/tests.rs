@@ -6,7 +6,7 @@ use super::*;
 
 fn limits() -> Limits {
     Limits {
-        max_value_size: 1024,
+        item_size_max: 1024,
         max_get_line: 8192,
     }
 }
@@ -182,7 +182,6 @@ fn valid_requests() -> Vec<(&'static [u8], Command, bool)> {
         (b"version\r\n", Command::Version, false),
         (b"verbosity 1\r\n", Command::Verbosity, false),
         (b"verbosity 1 noreply\r\n", Command::Verbosity, true),
-        (b"verbosity abc\r\n", Command::Verbosity, false),
         (b"stats\r\n", Command::Stats(StatsGroup::General), false),
         (b"stats reset\r\n", Command::Stats(StatsGroup::Reset), false),
         (
@@ -230,6 +229,10 @@ fn equivalent_spellings_parse_alike() {
         (b"set k 0 0 1\t\r\nx\r\n", b"set k 0 0 1\r\nx\r\n"),
         (b"set k +0 00 1\r\nx\r\n", b"set k 0 0 1\r\nx\r\n"),
         (b"set k 4294967296 0 1\r\nx\r\n", b"set k 0 0 1\r\nx\r\n"),
+        (
+            b"set k 0 4294967296 4294967297\r\nx\r\n",
+            b"set k 0 0 1\r\nx\r\n",
+        ),
         (b"get a\0garbage\r\n", b"get a\r\n"),
         (b"incr k +5\r\n", b"incr k 5\r\n"),
         (b"delete k 0 \r\n", b"delete k 0\r\n"),
@@ -259,7 +262,7 @@ fn binary_values_pass_through() {
 fn reply_of(input: &[u8]) -> (&'static [u8], bool, usize) {
     match parse_one(input) {
         Ok(Parsed {
-            action: Action::Reply { text, silent },
+            action: Action::Reply { text, silent, .. },
             consumed,
             ..
         }) => (text, silent, consumed),
@@ -289,7 +292,8 @@ fn every_error_reply() {
         (b"delete\r\n".to_vec(), reply::ERROR, false),
         (b"touch k\r\n".to_vec(), reply::ERROR, false),
         (b"verbosity\r\n".to_vec(), reply::ERROR, false),
-        (b"verbosity noreply\r\n".to_vec(), reply::ERROR, false),
+        (b"verbosity noreply\r\n".to_vec(), reply::BAD_FORMAT, true),
+        (b"verbosity abc\r\n".to_vec(), reply::BAD_FORMAT, false),
         (b"stats nonsense\r\n".to_vec(), reply::ERROR, false),
         (b"shutdown\r\n".to_vec(), reply::SHUTDOWN_DISABLED, false),
         (b"set k 0 0 -1\r\n".to_vec(), reply::BAD_FORMAT, false),
@@ -340,7 +344,12 @@ fn every_error_reply() {
             true,
         ),
         (b"delete k 0 extra\r\n".to_vec(), reply::DELETE_USAGE, false),
-        (b"flush_all abc\r\n".to_vec(), reply::BAD_FORMAT, false),
+        (b"flush_all abc\r\n".to_vec(), reply::INVALID_EXPTIME, false),
+        (
+            b"set k 0 0 2147483648\r\n".to_vec(),
+            reply::BAD_FORMAT,
+            false,
+        ),
     ];
     for (input, want, silent) in owned {
         let (text, got_silent, _) = reply_of(&input);
@@ -351,6 +360,24 @@ fn every_error_reply() {
             String::from_utf8_lossy(&input)
         );
     }
+}
+
+#[test]
+fn only_an_overlong_retrieval_key_discards_unflushed_replies() {
+    let long_key = "k".repeat(251);
+    let discards = |line: String| match parse_one(line.as_bytes()) {
+        Ok(Parsed {
+            action: Action::Reply {
+                discards_unflushed, ..
+            },
+            ..
+        }) => discards_unflushed,
+        other => panic!("{other:?}"),
+    };
+    assert!(discards(format!("get a {long_key}\r\n")));
+    assert!(discards(format!("gats 1 {long_key}\r\n")));
+    assert!(!discards(format!("delete {long_key}\r\n")));
+    assert!(!discards("bogus\r\n".to_string()));
 }
 
 #[test]
@@ -370,6 +397,9 @@ fn bad_data_chunk_consumes_exactly_the_declared_length() {
 
 #[test]
 fn oversized_values_are_swallowed() {
+    // 59 bytes of item header + key 1 + value 964 = 1024: the largest that fits.
+    assert!(matches!(parse_one(b"set k 0 0 964\r\n"), Err(Incomplete)));
+    assert_eq!(parse_one(b"set k 1 0 964\r\n").unwrap().swallow, 966);
     let parsed = parse_one(b"set k 0 0 2000\r\n").unwrap();
     assert_eq!(parsed.swallow, 2002);
     assert_eq!(parsed.consumed, 16);

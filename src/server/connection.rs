@@ -10,6 +10,13 @@
 //! Back-pressure: a connection whose unsent output or unanswered requests
 //! pass a bound is not read (nor parsed) until the client catches up, so a
 //! slow reader costs bounded memory.
+//!
+//! Flush points: memcached writes a connection's replies only at certain
+//! points (after each retrieval command, and when it has parsed all input at
+//! hand), and a `get` with an overlong key or a protocol-level close discards
+//! every reply made since the last such point. The connection keeps that
+//! point ([`Connection::mark_flush_point`]) so [`Connection::discard_since_flush_point`]
+//! drops exactly what memcached would.
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
@@ -27,6 +34,17 @@ const MAX_IN_FLIGHT: usize = 1024;
 enum Slot {
     Waiting,
     Ready(Vec<u8>),
+    /// Discarded before its reply came; it will send nothing.
+    Dropped,
+}
+
+/// memcached's last flush point: what was owed before it is never discarded.
+#[derive(Clone, Copy)]
+struct FlushPoint {
+    /// The first slot made after the point.
+    slot: u64,
+    /// The output length at the point, while no slot was waiting.
+    output: usize,
 }
 
 pub struct Connection {
@@ -42,6 +60,7 @@ pub struct Connection {
     /// Replies not yet in `output`, oldest first; `slots[0]` is `first_slot`.
     slots: VecDeque<Slot>,
     first_slot: u64,
+    flush_point: FlushPoint,
     /// Bytes of an oversized value still to be discarded.
     pub swallow: usize,
     /// The client sent EOF; no more input will come.
@@ -64,6 +83,7 @@ impl Connection {
             written_to: 0,
             slots: VecDeque::new(),
             first_slot: 0,
+            flush_point: FlushPoint { slot: 0, output: 0 },
             swallow: 0,
             read_closed: false,
             close_when_flushed: false,
@@ -121,8 +141,8 @@ impl Connection {
         self.first_slot + self.slots.len() as u64 - 1
     }
 
-    /// Fills a waiting slot; a slot already answered (timed out) is left alone.
-    /// Returns whether the reply was taken.
+    /// Fills a waiting slot; a slot already answered (timed out) or dropped
+    /// is left alone. Returns whether the reply was taken.
     pub fn fill_slot(&mut self, slot: u64, reply: Vec<u8>) -> bool {
         let Some(index) = slot.checked_sub(self.first_slot) else {
             return false;
@@ -134,13 +154,45 @@ impl Connection {
             return false;
         }
         *entry = Slot::Ready(reply);
-        while let Some(Slot::Ready(_)) = self.slots.front() {
+        self.release_ready();
+        true
+    }
+
+    /// Moves the replies at the head of the queue that are no longer waiting to the output.
+    fn release_ready(&mut self) {
+        while self
+            .slots
+            .front()
+            .is_some_and(|s| !matches!(s, Slot::Waiting))
+        {
             if let Some(Slot::Ready(bytes)) = self.slots.pop_front() {
                 self.output.extend_from_slice(&bytes);
             }
             self.first_slot += 1;
         }
-        true
+    }
+
+    /// Records a memcached flush point: replies owed so far are kept.
+    pub fn mark_flush_point(&mut self) {
+        self.flush_point = FlushPoint {
+            slot: self.first_slot + self.slots.len() as u64,
+            output: self.output.len(),
+        };
+    }
+
+    /// Drops every reply made since the last flush point, as memcached does
+    /// when a `get` fails on a long key or the connection is closed.
+    pub fn discard_since_flush_point(&mut self) {
+        let point = self.flush_point;
+        if point.slot <= self.first_slot {
+            // Nothing was waiting at the point, so the output grew after it.
+            self.output.truncate(point.output.max(self.written_to));
+        }
+        let keep = point.slot.saturating_sub(self.first_slot) as usize;
+        for slot in self.slots.iter_mut().skip(keep) {
+            *slot = Slot::Dropped;
+        }
+        self.release_ready();
     }
 
     pub fn waiting_replies(&self) -> usize {

@@ -258,6 +258,8 @@ impl Server {
 
     /// Parses and dispatches every complete request in the input buffer.
     fn process_input(&mut self, token: usize) {
+        // memcached flushed everything owed when it last ran out of input.
+        self.conns[token].mark_flush_point();
         loop {
             let conn = &mut self.conns[token];
             if conn.backpressured() || conn.close_when_flushed {
@@ -276,13 +278,23 @@ impl Server {
             conn.consume(parsed.consumed);
             conn.swallow = parsed.swallow;
             match parsed.action {
-                Action::Reply { text, silent } => {
+                Action::Reply {
+                    text,
+                    silent,
+                    discards_unflushed,
+                } => {
                     self.counters.ops += 1;
+                    if discards_unflushed {
+                        conn.discard_since_flush_point();
+                    }
                     if !silent {
                         conn.reply(|out| out.extend_from_slice(text));
                     }
                 }
-                Action::Close => conn.close_when_flushed = true,
+                Action::Close => {
+                    conn.discard_since_flush_point();
+                    conn.close_when_flushed = true;
+                }
                 Action::Execute(request) => self.execute(token, request),
             }
         }
@@ -292,7 +304,13 @@ impl Server {
         self.counters.ops += 1;
         self.count(&request.command);
         if request.command.touches_store() {
-            return self.submit(token, request);
+            let retrieval = matches!(request.command, Command::Get(_));
+            self.submit(token, request);
+            if retrieval {
+                // memcached flushes after every retrieval.
+                self.conns[token].mark_flush_point();
+            }
+            return;
         }
         let report = Report {
             cluster: &self.settings.cluster,
@@ -459,8 +477,8 @@ fn store_factory(settings: &Settings) -> StoreFactory {
     let cluster = &settings.cluster;
     match settings.node.kv_type {
         KvType::Memory => {
-            let (limit, max_value) = (cluster.memory_limit_bytes, cluster.max_value_size);
-            Box::new(move || Box::new(MemoryStore::new(limit, max_value)))
+            let (limit, limits) = (cluster.memory_limit_bytes, cluster.limits());
+            Box::new(move || Box::new(MemoryStore::new(limit, limits)))
         }
         KvType::Memcache => {
             let (addr, timeout) = (settings.node.kv_addr.clone(), cluster.backend_timeout);

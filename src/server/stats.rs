@@ -89,7 +89,7 @@ impl Report<'_> {
 
     pub fn settings(&self, out: &mut Vec<u8>) {
         reply::stat(out, "maxbytes", self.cluster.memory_limit_bytes);
-        reply::stat(out, "item_size_max", self.cluster.max_value_size);
+        reply::stat(out, "item_size_max", self.cluster.item_size_max);
         reply::stat(out, "evictions", "off");
         reply::stat(out, "cas_enabled", "yes");
         reply::stat(out, "mckv_client", &self.node.client);

@@ -89,7 +89,10 @@ impl MemcacheStore {
     /// drops the whole client instead).
     fn client(&self, protocol: &str) -> Answer<Client> {
         let secs = self.timeout.as_secs_f64();
-        let url = format!("memcache://{}?timeout={secs}&tcp_nodelay=true{protocol}", self.addr);
+        let url = format!(
+            "memcache://{}?timeout={secs}&tcp_nodelay=true{protocol}",
+            self.addr
+        );
         let url = memcache::Url::parse(&url).map_err(|e| MemcacheError::BadURL(e.to_string()))?;
         let pool = r2d2::Pool::builder()
             .max_size(1)

@@ -9,7 +9,7 @@ use super::{
     apply_delta, ArithOutcome, Expiry, Item, Store, StoreError, StoreResult, StoreStats,
     StoreStatus, UnixTime, Write,
 };
-use crate::protocol::{Key, StoreMode};
+use crate::protocol::{Key, Limits, StoreMode};
 
 /// Bookkeeping bytes charged per item on top of key and value, roughly
 /// memcached's item header, so the cap means what an operator expects.
@@ -44,7 +44,7 @@ pub struct MemoryStore {
     entries: HashMap<Key, Entry>,
     used_bytes: u64,
     limit_bytes: u64,
-    max_value_size: usize,
+    limits: Limits,
     last_cas: u64,
     /// A pending `flush_all <delay>`: items stored before it die when it comes.
     flush_at: Option<UnixTime>,
@@ -52,12 +52,12 @@ pub struct MemoryStore {
 }
 
 impl MemoryStore {
-    pub fn new(limit_bytes: u64, max_value_size: usize) -> MemoryStore {
+    pub fn new(limit_bytes: u64, limits: Limits) -> MemoryStore {
         MemoryStore {
             entries: HashMap::new(),
             used_bytes: 0,
             limit_bytes,
-            max_value_size,
+            limits,
             last_cas: 0,
             flush_at: None,
             last_reclaim: 0,
@@ -142,7 +142,7 @@ impl MemoryStore {
         write: &Write<'_>,
         now: UnixTime,
     ) -> Result<(u32, Vec<u8>, Expiry), StoreStatus> {
-        let max_value_size = self.max_value_size;
+        let limits = self.limits;
         let existing = self
             .live(write.key, now)
             .map(|e| (e.flags, e.cas, e.expiry, &e.value));
@@ -153,7 +153,7 @@ impl MemoryStore {
             (StoreMode::Add, Some(_)) | (StoreMode::Replace, None) => Err(StoreStatus::NotStored),
             (StoreMode::Append | StoreMode::Prepend, None) => Err(StoreStatus::NotStored),
             (StoreMode::Append | StoreMode::Prepend, Some((flags, _, expiry, old))) => {
-                if old.len() + write.value.len() > max_value_size {
+                if !limits.item_fits(write.key.len(), flags, old.len() + write.value.len()) {
                     return Err(StoreStatus::NotStored);
                 }
                 let joined = if write.mode == StoreMode::Append {
@@ -270,7 +270,7 @@ mod tests {
     const NOW: UnixTime = 1_000_000;
 
     fn store() -> MemoryStore {
-        MemoryStore::new(1 << 20, 1024)
+        MemoryStore::new(1 << 20, Limits::default())
     }
 
     fn write<'a>(mode: StoreMode, key: &'a [u8], value: &'a [u8]) -> Write<'a> {
@@ -356,7 +356,7 @@ mod tests {
 
     #[test]
     fn the_cap_refuses_and_a_failed_set_drops_the_old_value() {
-        let mut s = MemoryStore::new(400, 1024);
+        let mut s = MemoryStore::new(400, Limits::default());
         s.store(write(StoreMode::Set, b"a", &[b'x'; 200]), NOW)
             .unwrap();
         assert_eq!(

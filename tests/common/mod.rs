@@ -132,8 +132,12 @@ pub fn start_mckv(extra_node_keys: &str, extra_args: &[&str]) -> MckvNode {
 }
 
 /// Like [`start_mckv`], with `extra_cluster_keys` added to `[cluster]`
-/// (e.g. `"max_value_size = 1000"`).
-pub fn start_mckv_with(extra_cluster_keys: &str, extra_node_keys: &str, extra_args: &[&str]) -> MckvNode {
+/// (e.g. `"item_size_max = 2048"`).
+pub fn start_mckv_with(
+    extra_cluster_keys: &str,
+    extra_node_keys: &str,
+    extra_args: &[&str],
+) -> MckvNode {
     let dir = TempDir::new("node");
     let port = free_port();
     let peer = free_port();
