@@ -101,7 +101,7 @@ fn cat(parts: &[&[u8]]) -> Vec<u8> {
 /// A key of exactly `len` bytes once `$` is substituted.
 fn key(len: usize) -> Vec<u8> {
     let mut k = b"$".to_vec();
-    k.extend(std::iter::repeat(b'k').take(len - PREFIX_LEN));
+    k.extend(std::iter::repeat_n(b'k', len - PREFIX_LEN));
     k
 }
 

@@ -6,7 +6,9 @@ mod common;
 use std::io::Write;
 use std::time::Duration;
 
-use common::{connect, read_until, roundtrip, start_memcached, start_mckv_with, MckvNode, ProcessGuard};
+use common::{
+    connect, read_until, roundtrip, start_mckv_with, start_memcached, MckvNode, ProcessGuard,
+};
 
 fn ends_with_line(got: &[u8]) -> bool {
     got.ends_with(b"\r\n")
@@ -43,7 +45,10 @@ fn every_command_goes_through_memcached() {
         (b"decr n 1\r\n", b"99\r\n"),
         (b"get n\r\n", b"VALUE n 0 3\r\n99 \r\nEND\r\n"),
         (b"incr n 18446744073709551615\r\n", b"98\r\n"),
-        (b"incr k 1\r\n", b"CLIENT_ERROR cannot increment or decrement non-numeric value\r\n"),
+        (
+            b"incr k 1\r\n",
+            b"CLIENT_ERROR cannot increment or decrement non-numeric value\r\n",
+        ),
         (b"incr nope 1\r\n", b"NOT_FOUND\r\n"),
         (b"touch k 100\r\n", b"TOUCHED\r\n"),
         (b"touch nope 100\r\n", b"NOT_FOUND\r\n"),
@@ -52,7 +57,10 @@ fn every_command_goes_through_memcached() {
         (b"get gone\r\n", b"END\r\n"),
         (b"delete k2\r\n", b"DELETED\r\n"),
         (b"delete k2\r\n", b"NOT_FOUND\r\n"),
-        (b"set quiet 0 0 1 noreply\r\nq\r\nget quiet\r\n", b"VALUE quiet 0 1\r\nq\r\nEND\r\n"),
+        (
+            b"set quiet 0 0 1 noreply\r\nq\r\nget quiet\r\n",
+            b"VALUE quiet 0 1\r\nq\r\nEND\r\n",
+        ),
         (b"flush_all\r\n", b"OK\r\n"),
         (b"get k n\r\n", b"END\r\n"),
     ];
@@ -68,7 +76,11 @@ fn every_command_goes_through_memcached() {
     // The unique a `gets` shows is memcached's, and `cas` with it succeeds.
     let got = roundtrip(&mut c, b"set c 0 0 1\r\nx\r\ngets c\r\n", b"END\r\n");
     let text = String::from_utf8_lossy(&got).into_owned();
-    let unique = text.lines().nth(1).and_then(|l| l.split(' ').nth(4)).expect("a gets line");
+    let unique = text
+        .lines()
+        .nth(1)
+        .and_then(|l| l.split(' ').nth(4))
+        .expect("a gets line");
     let cas = format!("cas c 0 0 1 {unique}\r\ny\r\n");
     assert_eq!(roundtrip(&mut c, cas.as_bytes(), b"\r\n"), b"STORED\r\n");
 }
@@ -78,7 +90,10 @@ fn a_stopped_memcached_turns_into_errors_while_the_node_stays_responsive() {
     let memcached = start_memcached();
     let node = start_in_front_of(&memcached, 1500);
     let mut setup = connect(node.port());
-    assert_eq!(roundtrip(&mut setup, b"set k 0 0 2\r\nok\r\n", b"\r\n"), b"STORED\r\n");
+    assert_eq!(
+        roundtrip(&mut setup, b"set k 0 0 2\r\nok\r\n", b"\r\n"),
+        b"STORED\r\n"
+    );
 
     memcached.signal("STOP");
     let mut stuck = connect(node.port());
@@ -100,7 +115,11 @@ fn a_stopped_memcached_turns_into_errors_while_the_node_stays_responsive() {
         String::from_utf8_lossy(&got)
     );
     let later = roundtrip(&mut other, b"set x 0 0 1\r\nx\r\n", b"\r\n");
-    assert!(later.starts_with(b"SERVER_ERROR "), "{:?}", String::from_utf8_lossy(&later));
+    assert!(
+        later.starts_with(b"SERVER_ERROR "),
+        "{:?}",
+        String::from_utf8_lossy(&later)
+    );
 
     // When memcached answers again, the node recovers by itself.
     memcached.signal("CONT");
