@@ -7,9 +7,10 @@
 //!                                          ▲ Done from the backend fills a slot
 //! ```
 //!
-//! Back-pressure: a connection whose unsent output or unanswered requests
+//! Back-pressure: a connection whose queued replies or unanswered requests
 //! pass a bound is not read (nor parsed) until the client catches up, so a
-//! slow reader costs bounded memory.
+//! slow reader costs bounded memory: at most [`OUTPUT_HIGH_WATER`] bytes plus
+//! the replies of [`MAX_IN_FLIGHT`] requests.
 //!
 //! Flush points: memcached writes a connection's replies only at certain
 //! points (after each retrieval command, and when it has parsed all input at
@@ -26,10 +27,11 @@ use mio::net::TcpStream;
 
 /// Bytes asked of the socket per read.
 const READ_CHUNK: usize = 16 * 1024;
-/// Stop reading a client with this much output it has not taken.
-const OUTPUT_HIGH_WATER: usize = 4 * 1024 * 1024;
-/// Stop reading a client with this many requests still unanswered.
-const MAX_IN_FLIGHT: usize = 1024;
+/// Stop reading a client with this many reply bytes queued for it.
+pub const OUTPUT_HIGH_WATER: usize = 1024 * 1024;
+/// Stop reading a client with this many requests still unanswered (their
+/// replies are not counted until they come, so this bounds them).
+pub const MAX_IN_FLIGHT: usize = 64;
 
 enum Slot {
     Waiting,
@@ -60,6 +62,8 @@ pub struct Connection {
     /// Replies not yet in `output`, oldest first; `slots[0]` is `first_slot`.
     slots: VecDeque<Slot>,
     first_slot: u64,
+    /// Bytes of the `Ready` replies in `slots`.
+    slot_bytes: usize,
     flush_point: FlushPoint,
     /// Bytes of an oversized value still to be discarded.
     pub swallow: usize,
@@ -83,6 +87,7 @@ impl Connection {
             written_to: 0,
             slots: VecDeque::new(),
             first_slot: 0,
+            slot_bytes: 0,
             flush_point: FlushPoint { slot: 0, output: 0 },
             swallow: 0,
             read_closed: false,
@@ -121,7 +126,8 @@ impl Connection {
 
     /// Whether input should wait until the client has taken some output.
     pub fn backpressured(&self) -> bool {
-        self.output.len() - self.written_to > OUTPUT_HIGH_WATER || self.slots.len() >= MAX_IN_FLIGHT
+        let queued = self.output.len() - self.written_to + self.slot_bytes;
+        queued > OUTPUT_HIGH_WATER || self.slots.len() >= MAX_IN_FLIGHT
     }
 
     /// Appends a reply that is ready now, behind any that are still waiting.
@@ -131,6 +137,7 @@ impl Connection {
         } else {
             let mut bytes = Vec::new();
             compose(&mut bytes);
+            self.slot_bytes += bytes.len();
             self.slots.push_back(Slot::Ready(bytes));
         }
     }
@@ -153,6 +160,7 @@ impl Connection {
         if !matches!(entry, Slot::Waiting) {
             return false;
         }
+        self.slot_bytes += reply.len();
         *entry = Slot::Ready(reply);
         self.release_ready();
         true
@@ -166,6 +174,7 @@ impl Connection {
             .is_some_and(|s| !matches!(s, Slot::Waiting))
         {
             if let Some(Slot::Ready(bytes)) = self.slots.pop_front() {
+                self.slot_bytes -= bytes.len();
                 self.output.extend_from_slice(&bytes);
             }
             self.first_slot += 1;
@@ -190,6 +199,9 @@ impl Connection {
         }
         let keep = point.slot.saturating_sub(self.first_slot) as usize;
         for slot in self.slots.iter_mut().skip(keep) {
+            if let Slot::Ready(bytes) = slot {
+                self.slot_bytes -= bytes.len();
+            }
             *slot = Slot::Dropped;
         }
         self.release_ready();

@@ -203,26 +203,27 @@ impl Server {
             let Some(conn) = self.conns.get_mut(token) else {
                 return Ok(());
             };
-            let mut would_block = true;
-            let may_read = !conn.read_closed
-                && !conn.close_when_flushed
-                && !self.stopping
-                && !conn.backpressured();
-            if may_read {
+            let held_back = conn.backpressured();
+            let mut got_input = false;
+            if !held_back && !conn.read_closed && !conn.close_when_flushed && !self.stopping {
                 match conn.read_chunk() {
                     Ok(0) => conn.read_closed = true,
                     Ok(n) => {
                         self.counters.bytes_read += n as u64;
-                        would_block = false;
+                        got_input = true;
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => would_block = false,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => got_input = true,
                     Err(e) => return Err(e),
                 }
             }
             self.process_input(token);
-            self.counters.bytes_written += self.conns[token].flush()? as u64;
-            if !may_read || would_block {
+            let conn = &mut self.conns[token];
+            self.counters.bytes_written += conn.flush()? as u64;
+            // Go round again while input comes, or when writing just lifted the
+            // back-pressure: edge-triggered readiness will not say so again.
+            let released = held_back && !conn.backpressured();
+            if !got_input && !released {
                 break;
             }
         }

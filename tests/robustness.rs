@@ -1,0 +1,824 @@
+//! Robustness tests against the real `mckv server` binary: many clients at
+//! once, a client that never reads, requests split over pauses, oversized
+//! values, garbage input, SIGTERM under load and the memory cap. Every check
+//! is on what a client sees (reply bytes, exit status) or on a memory bound;
+//! none is on timing. Every loop is bounded in count and time.
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::{ErrorKind, Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Barrier};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{
+    connect, free_port, memcached_bin, read_until, roundtrip, start_mckv_with, start_memcached,
+    wait_for_port, MckvNode, ProcessGuard,
+};
+
+const WAIT: Duration = Duration::from_secs(5);
+
+// ---------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------
+
+/// A node with `cluster_keys` added to its `[cluster]` section.
+fn start_with_cluster(cluster_keys: &str) -> MckvNode {
+    start_mckv_with(cluster_keys, "", &[])
+}
+
+/// `memcached -t 1` with extra arguments (like `common::start_memcached`).
+fn start_memcached_args(args: &[&str]) -> ProcessGuard {
+    let port = free_port();
+    let child = Command::new(memcached_bin())
+        .args([
+            "-l",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-U",
+            "0",
+            "-t",
+            "1",
+        ])
+        .args(["-u", "root"])
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start memcached (apt-get install memcached)");
+    let guard = ProcessGuard { child, port };
+    wait_for_port(port, Duration::from_secs(10));
+    guard
+}
+
+fn start() -> MckvNode {
+    start_with_cluster("")
+}
+
+/// `stats` over a fresh connection, as name → value.
+fn stats(port: u16) -> HashMap<String, String> {
+    let mut s = connect(port);
+    let reply = roundtrip(&mut s, b"stats\r\n", b"END\r\n");
+    let text = String::from_utf8_lossy(&reply);
+    assert!(text.ends_with("END\r\n"), "stats reply: {text:?}");
+    text.lines()
+        .filter_map(|l| l.strip_prefix("STAT "))
+        .filter_map(|l| l.split_once(' '))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn stat_u64(stats: &HashMap<String, String>, name: &str) -> u64 {
+    stats
+        .get(name)
+        .unwrap_or_else(|| panic!("no STAT {name} in {stats:?}"))
+        .parse()
+        .unwrap_or_else(|e| panic!("STAT {name} {:?}: {e}", stats[name]))
+}
+
+fn get_reply(key: &str, flags: u32, value: &[u8]) -> Vec<u8> {
+    let mut out = format!("VALUE {key} {flags} {}\r\n", value.len()).into_bytes();
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\nEND\r\n");
+    out
+}
+
+fn set_request(key: &str, value: &[u8]) -> Vec<u8> {
+    let mut out = format!("set {key} 0 0 {}\r\n", value.len()).into_bytes();
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
+/// A set then a get of `key` on `stream`, checking both replies exactly.
+fn check_set_get(stream: &mut TcpStream, key: &str, value: &[u8]) {
+    let got = roundtrip(stream, &set_request(key, value), b"\r\n");
+    assert_eq!(
+        String::from_utf8_lossy(&got),
+        "STORED\r\n",
+        "set {key} on a fresh connection"
+    );
+    let want = get_reply(key, 0, value);
+    let got = roundtrip(stream, format!("get {key}\r\n").as_bytes(), b"END\r\n");
+    assert_eq!(
+        String::from_utf8_lossy(&got),
+        String::from_utf8_lossy(&want),
+        "get {key}"
+    );
+}
+
+fn assert_alive(node: &mut MckvNode) {
+    let status = node.process.child.try_wait().expect("try_wait");
+    assert!(
+        status.is_none(),
+        "mckv exited ({status:?}); log:\n{}",
+        node.log()
+    );
+}
+
+/// Resident set size of a process in KiB, from /proc/<pid>/status.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no VmRSS in /proc/{pid}/status"))
+}
+
+/// xorshift64*: a small deterministic generator so failures replay.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+// ---------------------------------------------------------------------------
+// 1. Connection storm
+// ---------------------------------------------------------------------------
+
+#[test]
+fn connection_storm_of_300_clients() {
+    const THREADS: usize = 10;
+    const PER_THREAD: usize = 30;
+    let node = start();
+    let port = node.port();
+    // All sockets are opened at once and held until every one is connected,
+    // then each does its own set/get, then all are dropped.
+    let connected = Arc::new(Barrier::new(THREADS + 1));
+    let served = Arc::new(Barrier::new(THREADS + 1));
+    let release = Arc::new(Barrier::new(THREADS + 1));
+    let failures = Arc::new(AtomicUsize::new(0));
+    let handles: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let (connected, served, release, failures) = (
+                connected.clone(),
+                served.clone(),
+                release.clone(),
+                failures.clone(),
+            );
+            thread::spawn(move || {
+                let mut socks: Vec<(usize, TcpStream)> = (0..PER_THREAD)
+                    .map(|i| (t * PER_THREAD + i, connect(port)))
+                    .collect();
+                connected.wait();
+                for (n, sock) in socks.iter_mut() {
+                    let key = format!("storm{n}");
+                    let value = format!("value-of-client-{n}-{}", "x".repeat(*n % 50));
+                    let got = roundtrip(sock, &set_request(&key, value.as_bytes()), b"\r\n");
+                    let want = get_reply(&key, 0, value.as_bytes());
+                    let got2 = roundtrip(sock, format!("get {key}\r\n").as_bytes(), b"END\r\n");
+                    if got != b"STORED\r\n" || got2 != want {
+                        eprintln!(
+                            "client {n}: set -> {:?}, get -> {:?}",
+                            String::from_utf8_lossy(&got),
+                            String::from_utf8_lossy(&got2)
+                        );
+                        failures.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                served.wait();
+                release.wait();
+                drop(socks);
+            })
+        })
+        .collect();
+    connected.wait();
+    // Once every client was served, all 300 are accepted and still open.
+    served.wait();
+    let during = stats(port);
+    release.wait();
+    for h in handles {
+        h.join().expect("client thread");
+    }
+    assert_eq!(
+        failures.load(Ordering::Relaxed),
+        0,
+        "clients saw wrong replies"
+    );
+    assert!(
+        stat_u64(&during, "curr_connections") >= 300,
+        "while 300 clients were connected: {during:?}"
+    );
+    // Closes are noticed asynchronously: poll until the count drops.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut last;
+    loop {
+        last = stats(port);
+        if stat_u64(&last, "curr_connections") <= 5 || Instant::now() > deadline {
+            break;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        stat_u64(&last, "curr_connections") <= 5,
+        "connections not released: {last:?}"
+    );
+    assert!(stat_u64(&last, "total_connections") >= 300, "{last:?}");
+}
+
+// ---------------------------------------------------------------------------
+// 2. Slow reader
+// ---------------------------------------------------------------------------
+
+#[test]
+fn slow_reader_does_not_block_others_or_grow_memory() {
+    const GETS: usize = 2000;
+    const SIZE: usize = 100_000;
+    const RSS_LIMIT_KIB: u64 = 100 * 1024;
+    let node = start();
+    let port = node.port();
+    let pid = node.process.pid();
+    let mut rng = Rng(0x5eed_0002);
+    let value: Vec<u8> = (0..SIZE).map(|_| b'a' + rng.below(26) as u8).collect();
+    let mut slow = connect(port);
+    check_set_get(&mut slow, "slowbig", &value);
+    let one_reply = get_reply("slowbig", 0, &value);
+
+    // Pipeline every get without reading a byte of the ~200 MB of replies.
+    let requests = b"get slowbig\r\n".repeat(GETS);
+    slow.write_all(&requests).expect("pipeline gets");
+
+    // Let the server produce as much as it will.
+    let mut peak = 0;
+    for _ in 0..10 {
+        thread::sleep(Duration::from_millis(100));
+        peak = peak.max(rss_kib(pid));
+    }
+
+    // Another client is served meanwhile.
+    let mut other = connect(port);
+    check_set_get(&mut other, "other", b"still-served");
+    check_set_get(&mut other, "other2", &value[..1000]);
+    peak = peak.max(rss_kib(pid));
+
+    // Now drain the slow client, checking every byte against the expected stream.
+    let total = one_reply.len() * GETS;
+    let mut offset = 0usize;
+    let mut buf = vec![0u8; 256 * 1024];
+    let deadline = Instant::now() + Duration::from_secs(60);
+    slow.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut reads = 0u64;
+    while offset < total && Instant::now() < deadline {
+        let n = match slow.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) => panic!("slow client read after {offset} of {total} bytes: {e}"),
+        };
+        for (i, &b) in buf[..n].iter().enumerate() {
+            let pos = (offset + i) % one_reply.len();
+            if b != one_reply[pos] {
+                panic!(
+                    "reply byte {} (byte {pos} of reply {}) is {b:?}, expected {:?}",
+                    offset + i,
+                    (offset + i) / one_reply.len(),
+                    one_reply[pos]
+                );
+            }
+        }
+        offset += n;
+        reads += 1;
+        if reads.is_multiple_of(64) {
+            peak = peak.max(rss_kib(pid));
+        }
+    }
+    assert_eq!(offset, total, "slow client got {offset} of {total} bytes");
+    // Nothing more than the replies.
+    let extra = read_until(&mut slow, Duration::from_millis(200), |got| !got.is_empty());
+    assert!(extra.is_empty(), "extra bytes after the replies: {extra:?}");
+    assert!(
+        peak < RSS_LIMIT_KIB,
+        "server RSS peaked at {peak} KiB while a client had {} MB of replies unread",
+        total >> 20
+    );
+    check_set_get(&mut slow, "after-slow", b"ok");
+}
+
+// ---------------------------------------------------------------------------
+// 3. Requests split over pauses, and half requests then close
+// ---------------------------------------------------------------------------
+
+#[test]
+fn half_a_command_then_pause() {
+    let node = start();
+    let port = node.port();
+    let mut first = connect(port);
+    first.write_all(b"set half 0 0 10\r\nabc").unwrap();
+    // Another client is served while the first is stuck mid-value.
+    let mut second = connect(port);
+    check_set_get(&mut second, "meanwhile", b"served");
+    thread::sleep(Duration::from_millis(300));
+    // Nothing was answered to the half request yet.
+    let early = read_until(&mut first, Duration::from_millis(100), |g| !g.is_empty());
+    assert!(early.is_empty(), "reply to half a set: {early:?}");
+    let got = roundtrip(&mut first, b"defghij\r\n", b"\r\n");
+    assert_eq!(String::from_utf8_lossy(&got), "STORED\r\n");
+    let got = roundtrip(&mut first, b"get half\r\n", b"END\r\n");
+    assert_eq!(
+        String::from_utf8_lossy(&got),
+        "VALUE half 0 10\r\nabcdefghij\r\nEND\r\n"
+    );
+
+    // A command line split in the middle of its key.
+    first.write_all(b"get ha").unwrap();
+    thread::sleep(Duration::from_millis(300));
+    let got = roundtrip(&mut first, b"lf\r\n", b"END\r\n");
+    assert_eq!(
+        String::from_utf8_lossy(&got),
+        "VALUE half 0 10\r\nabcdefghij\r\nEND\r\n"
+    );
+
+    // Half a line, then the client goes away.
+    let mut quitter = connect(port);
+    quitter.write_all(b"get ").unwrap();
+    thread::sleep(Duration::from_millis(100));
+    drop(quitter);
+    // Half a value, then the client goes away: nothing is stored.
+    let mut quitter = connect(port);
+    quitter.write_all(b"set halfgone 0 0 100\r\nabc").unwrap();
+    thread::sleep(Duration::from_millis(100));
+    drop(quitter);
+    thread::sleep(Duration::from_millis(100));
+
+    let mut fresh = connect(port);
+    check_set_get(&mut fresh, "fresh", b"works");
+    let got = roundtrip(&mut fresh, b"get halfgone\r\n", b"END\r\n");
+    assert_eq!(String::from_utf8_lossy(&got), "END\r\n");
+    let got = roundtrip(&mut second, b"get half\r\n", b"END\r\n");
+    assert_eq!(
+        String::from_utf8_lossy(&got),
+        "VALUE half 0 10\r\nabcdefghij\r\nEND\r\n"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// 4. Values over the size limit
+// ---------------------------------------------------------------------------
+
+/// Sends a `set` of `len` bytes (optionally noreply), then `get`, returns all replies.
+fn oversized_set_then_get(port: u16, key: &str, len: usize, noreply: bool) -> Vec<u8> {
+    let mut s = connect(port);
+    let mut request = format!(
+        "set {key} 0 0 {len}{}\r\n",
+        if noreply { " noreply" } else { "" }
+    )
+    .into_bytes();
+    request.extend(std::iter::repeat_n(b'z', len));
+    request.extend_from_slice(b"\r\n");
+    request.extend_from_slice(format!("get {key}\r\n").as_bytes());
+    // Write from a thread: the server may answer before it has read it all.
+    let mut writer = s.try_clone().unwrap();
+    let sender = thread::spawn(move || writer.write_all(&request));
+    let got = read_until(&mut s, Duration::from_secs(10), |g| g.ends_with(b"END\r\n"));
+    sender.join().unwrap().expect("send the oversized set");
+    got
+}
+
+#[test]
+fn giant_value_is_swallowed_and_refused() {
+    const BIG: usize = 2_000_000;
+    let node = start();
+    let memcached = start_memcached();
+    for (name, port) in [("mckv", node.port()), ("memcached", memcached.port)] {
+        let got = oversized_set_then_get(port, "big", BIG, true);
+        assert_eq!(
+            String::from_utf8_lossy(&got),
+            "END\r\n",
+            "{name}: noreply set of {BIG} bytes, then get"
+        );
+        let got = oversized_set_then_get(port, "big2", BIG, false);
+        assert_eq!(
+            String::from_utf8_lossy(&got),
+            "SERVER_ERROR object too large for cache\r\nEND\r\n",
+            "{name}: set of {BIG} bytes, then get"
+        );
+    }
+    let mut s = connect(node.port());
+    check_set_get(&mut s, "small-after-big", b"fine");
+}
+
+/// Stores `key` with `flags` and `len` bytes; returns the reply line.
+fn store_len(s: &mut TcpStream, key: &str, flags: u32, len: usize) -> Vec<u8> {
+    let mut request = format!("set {key} {flags} 0 {len}\r\n").into_bytes();
+    request.extend(std::iter::repeat_n(b'v', len));
+    request.extend_from_slice(b"\r\n");
+    roundtrip(s, &request, b"\r\n")
+}
+
+#[test]
+fn value_exactly_at_a_configured_limit() {
+    // memcached's rule (-I): 59 bytes of item header + key + value (+ 4 bytes
+    // when flags are not 0) must fit item_size_max. The same probes run
+    // against memcached -I 1024 and mckv with item_size_max = 1024.
+    const ITEM_SIZE_MAX: usize = 1024;
+    let node = start_with_cluster("item_size_max = 1024");
+    let memcached = start_memcached_args(&["-I", "1024", "-o", "slab_chunk_max=512"]);
+    for (name, port) in [("mckv", node.port()), ("memcached", memcached.port)] {
+        let mut s = connect(port);
+        for (key, flags) in [("k", 0), ("at-limit", 0), ("k", 5), ("at-limit", 77)] {
+            let fits = ITEM_SIZE_MAX - 59 - key.len() - if flags == 0 { 0 } else { 4 };
+            let got = store_len(&mut s, key, flags, fits);
+            assert_eq!(
+                String::from_utf8_lossy(&got),
+                "STORED\r\n",
+                "{name}: set {key} flags {flags}, {fits} bytes"
+            );
+            let want = get_reply(key, flags, &vec![b'v'; fits]);
+            let got = roundtrip(&mut s, format!("get {key}\r\n").as_bytes(), b"END\r\n");
+            assert!(got == want, "{name}: get {key} after storing {fits} bytes");
+            // One byte more is refused, and (set) drops the stored item.
+            let got = store_len(&mut s, key, flags, fits + 1);
+            assert_eq!(
+                String::from_utf8_lossy(&got),
+                "SERVER_ERROR object too large for cache\r\n",
+                "{name}: set {key} flags {flags}, {} bytes",
+                fits + 1
+            );
+            let got = roundtrip(&mut s, format!("get {key}\r\n").as_bytes(), b"END\r\n");
+            assert_eq!(
+                String::from_utf8_lossy(&got),
+                "END\r\n",
+                "{name}: get {key} after a too-large set"
+            );
+        }
+        check_set_get(&mut s, "after", b"connection still in sync");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// 5. Garbage input
+// ---------------------------------------------------------------------------
+
+const TEMPLATES: &[&[u8]] = &[
+    b"get k1\r\n",
+    b"gets k1 k2 k3\r\n",
+    b"set k1 0 0 5\r\nhello\r\n",
+    b"add k2 7 100 3\r\nabc\r\n",
+    b"replace k1 0 0 2\r\nxy\r\n",
+    b"append k1 0 0 1\r\nz\r\n",
+    b"prepend k1 0 0 1\r\na\r\n",
+    b"cas k1 0 0 1 12345\r\nb\r\n",
+    b"incr n 5\r\n",
+    b"decr n 18446744073709551615\r\n",
+    b"touch k1 10\r\n",
+    b"gat 10 k1 k2\r\n",
+    b"gats 0 k1\r\n",
+    b"delete k1\r\n",
+    b"delete k1 noreply\r\n",
+    b"set k3 0 0 4 noreply\r\nnope\r\n",
+    b"stats\r\n",
+    b"stats settings\r\n",
+    b"version\r\n",
+    b"verbosity 1\r\n",
+    b"show\r\n",
+    b"quit\r\n",
+];
+
+/// One fragment of garbage: random bytes, or a mutated valid request.
+fn garbage(rng: &mut Rng) -> Vec<u8> {
+    match rng.below(6) {
+        0 => (0..rng.below(200) + 1).map(|_| rng.next() as u8).collect(),
+        1 => {
+            // A long line, sometimes without its end.
+            let mut v: Vec<u8> = (0..rng.below(5000) + 100)
+                .map(|_| b' ' + rng.below(95) as u8)
+                .collect();
+            if rng.below(2) == 0 {
+                v.extend_from_slice(b"\r\n");
+            }
+            v
+        }
+        2 => {
+            // Odd numbers in a storage command.
+            let numbers = [
+                "-1",
+                "0",
+                "4294967296",
+                "18446744073709551616",
+                "99999999999999999999999",
+                "abc",
+                "",
+                "1e3",
+                "+5",
+            ];
+            let cmd = ["set", "add", "cas", "incr", "touch", "gat", "get"][rng.below(7)];
+            let key_len = [1, 249, 250, 251, 300][rng.below(5)];
+            let mut line = format!("{cmd} {}", "k".repeat(key_len));
+            for _ in 0..rng.below(6) {
+                line.push(' ');
+                line.push_str(numbers[rng.below(numbers.len())]);
+            }
+            line.push_str(["\r\n", "\n", "\r", ""][rng.below(4)]);
+            line.into_bytes()
+        }
+        3 => {
+            // Many tokens.
+            let mut line = b"get".to_vec();
+            for i in 0..rng.below(40) {
+                line.extend_from_slice(format!(" t{i}").as_bytes());
+            }
+            line.extend_from_slice(b"\r\n");
+            line
+        }
+        _ => {
+            let mut v = TEMPLATES[rng.below(TEMPLATES.len())].to_vec();
+            for _ in 0..rng.below(4) {
+                if v.is_empty() {
+                    break;
+                }
+                let at = rng.below(v.len());
+                match rng.below(4) {
+                    0 => v[at] = rng.next() as u8,
+                    1 => {
+                        v.remove(at);
+                    }
+                    2 => v.insert(at, [b' ', b'\r', b'\n', 0, b'9'][rng.below(5)]),
+                    _ => v.truncate(at),
+                }
+            }
+            v
+        }
+    }
+}
+
+#[test]
+fn malformed_input_never_kills_the_node() {
+    const CONNECTIONS: u64 = 4;
+    const FRAGMENTS: usize = 400;
+    let mut node = start();
+    let port = node.port();
+    let handles: Vec<_> = (0..CONNECTIONS)
+        .map(|c| {
+            thread::spawn(move || {
+                let mut rng = Rng(0x9a7b_a9e0 + c * 7919);
+                let deadline = Instant::now() + Duration::from_secs(8);
+                let mut stream = connect(port);
+                stream
+                    .set_read_timeout(Some(Duration::from_millis(1)))
+                    .unwrap();
+                let mut reconnects = 0;
+                let mut sink = [0u8; 65536];
+                for _ in 0..FRAGMENTS {
+                    if Instant::now() > deadline {
+                        break;
+                    }
+                    let fragment = garbage(&mut rng);
+                    let mut closed = stream.write_all(&fragment).is_err();
+                    // Take whatever replies are there, so the server never
+                    // stops reading us for unread output.
+                    loop {
+                        match stream.read(&mut sink) {
+                            Ok(0) => {
+                                closed = true;
+                                break;
+                            }
+                            Ok(_) => {}
+                            Err(e)
+                                if matches!(
+                                    e.kind(),
+                                    ErrorKind::WouldBlock | ErrorKind::TimedOut
+                                ) =>
+                            {
+                                break
+                            }
+                            Err(_) => {
+                                closed = true;
+                                break;
+                            }
+                        }
+                    }
+                    if closed {
+                        reconnects += 1;
+                        stream = connect(port);
+                        stream
+                            .set_read_timeout(Some(Duration::from_millis(1)))
+                            .unwrap();
+                    }
+                }
+                reconnects
+            })
+        })
+        .collect();
+    let reconnects: usize = handles.into_iter().map(|h| h.join().unwrap()).sum();
+    eprintln!("garbage connections closed by the server or by quit: {reconnects}");
+    assert_alive(&mut node);
+    let mut fresh = connect(port);
+    check_set_get(&mut fresh, "after-garbage", b"still correct");
+    let got = roundtrip(&mut fresh, b"version\r\n", b"\r\n");
+    assert!(got.starts_with(b"VERSION "), "version: {got:?}");
+    assert_alive(&mut node);
+}
+
+// ---------------------------------------------------------------------------
+// 6. SIGTERM under load
+// ---------------------------------------------------------------------------
+
+#[derive(Default, Debug)]
+struct LoadOutcome {
+    completed: usize,
+    closed: usize,
+    bad: Vec<String>,
+}
+
+/// Reads until `want.len()` bytes came, or EOF/error, or `WAIT` passed.
+/// Returns the bytes and whether the connection ended.
+fn read_reply(stream: &mut TcpStream, want: &[u8]) -> (Vec<u8>, bool) {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    stream
+        .set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    while got.len() < want.len() && Instant::now() < deadline {
+        match stream.read(&mut buf) {
+            Ok(0) => return (got, true),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(_) => return (got, true),
+        }
+    }
+    (got, false)
+}
+
+fn load_client(port: u16, id: usize, done: Arc<AtomicUsize>, stop: Arc<AtomicBool>) -> LoadOutcome {
+    let mut out = LoadOutcome::default();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut stream = match TcpStream::connect(("127.0.0.1", port)) {
+        Ok(s) => s,
+        Err(_) => {
+            out.closed += 1;
+            return out;
+        }
+    };
+    let _ = stream.set_write_timeout(Some(WAIT));
+    for i in 0..20_000 {
+        if Instant::now() > deadline || stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let key = format!("load{id}_{i}");
+        let value = format!("v{id}-{i}-{}", "p".repeat(i % 64));
+        let exchanges = [
+            (set_request(&key, value.as_bytes()), b"STORED\r\n".to_vec()),
+            (
+                format!("get {key}\r\n").into_bytes(),
+                get_reply(&key, 0, value.as_bytes()),
+            ),
+        ];
+        for (request, want) in exchanges {
+            if stream.write_all(&request).is_err() {
+                out.closed += 1;
+                return out;
+            }
+            let (got, ended) = read_reply(&mut stream, &want);
+            if got == want {
+                out.completed += 1;
+                done.fetch_add(1, Ordering::Relaxed);
+            } else if got.is_empty() && ended {
+                // Refused or closed before any byte of a reply: acceptable.
+                out.closed += 1;
+                return out;
+            } else {
+                out.bad.push(format!(
+                    "client {id} sent {:?}, got {:?} (ended: {ended})",
+                    String::from_utf8_lossy(&request),
+                    String::from_utf8_lossy(&got)
+                ));
+                return out;
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn sigterm_mid_load_exits_cleanly() {
+    let mut node = start();
+    let port = node.port();
+    let done = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let handles: Vec<_> = (0..4)
+        .map(|id| {
+            let (done, stop) = (done.clone(), stop.clone());
+            thread::spawn(move || load_client(port, id, done, stop))
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while done.load(Ordering::Relaxed) < 400 && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(10));
+    }
+    let before = done.load(Ordering::Relaxed);
+    node.process.signal("TERM");
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = node.process.child.try_wait().expect("try_wait") {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            break None;
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
+    stop.store(true, Ordering::Relaxed);
+    let outcomes: Vec<LoadOutcome> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    let status = status.unwrap_or_else(|| panic!("mckv still runs 10 s after SIGTERM"));
+    assert!(
+        before >= 400,
+        "only {before} replies before SIGTERM: {outcomes:?}"
+    );
+    let bad: Vec<&String> = outcomes.iter().flat_map(|o| &o.bad).collect();
+    assert!(bad.is_empty(), "incomplete or wrong replies: {bad:#?}");
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "exit status after SIGTERM: {status}"
+    );
+    let log = node.log();
+    assert!(
+        log.to_lowercase().contains("signal") || log.contains("SIGTERM"),
+        "log does not mention the signal:\n{log}"
+    );
+    let completed: usize = outcomes.iter().map(|o| o.completed).sum();
+    let closed: usize = outcomes.iter().map(|o| o.closed).sum();
+    eprintln!(
+        "SIGTERM after {before} replies; {completed} complete replies, {closed} connections closed"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// 7. Memory cap
+// ---------------------------------------------------------------------------
+
+#[test]
+fn memory_cap_refuses_then_flush_recovers() {
+    const SIZE: usize = 10_000;
+    let node = start_with_cluster("memory_limit_mb = 1");
+    let mut s = connect(node.port());
+    let value = |i: usize| -> Vec<u8> {
+        let mut v = format!("{i:08}").into_bytes();
+        v.resize(SIZE, b'a' + (i % 26) as u8);
+        v
+    };
+    let mut stored = 0;
+    let mut refused = None;
+    // 1 MiB / 10 kB is about 100 values; 1000 bounds the loop.
+    for i in 0..1000 {
+        let got = roundtrip(
+            &mut s,
+            &set_request(&format!("fill{i}"), &value(i)),
+            b"\r\n",
+        );
+        match got.as_slice() {
+            b"STORED\r\n" => stored += 1,
+            b"SERVER_ERROR out of memory storing object\r\n" => {
+                refused = Some(i);
+                break;
+            }
+            other => panic!(
+                "set fill{i} after {stored} stored: {:?}",
+                String::from_utf8_lossy(other)
+            ),
+        }
+    }
+    let refused = refused.unwrap_or_else(|| panic!("1000 values of {SIZE} bytes all stored"));
+    assert!(
+        stored >= 50,
+        "only {stored} values of {SIZE} bytes fit in 1 MB"
+    );
+    for i in [0, stored / 2, stored - 1] {
+        let key = format!("fill{i}");
+        let got = roundtrip(&mut s, format!("get {key}\r\n").as_bytes(), b"END\r\n");
+        assert!(
+            got == get_reply(&key, 0, &value(i)),
+            "get {key} after the cap: {:?}",
+            String::from_utf8_lossy(&got[..got.len().min(80)])
+        );
+    }
+    let got = roundtrip(
+        &mut s,
+        format!("get fill{refused}\r\n").as_bytes(),
+        b"END\r\n",
+    );
+    assert_eq!(String::from_utf8_lossy(&got), "END\r\n");
+    let got = roundtrip(&mut s, b"flush_all\r\n", b"\r\n");
+    assert_eq!(String::from_utf8_lossy(&got), "OK\r\n");
+    for i in 0..stored.min(20) {
+        check_set_get(&mut s, &format!("again{i}"), &value(i));
+    }
+    let got = roundtrip(&mut s, b"get fill0\r\n", b"END\r\n");
+    assert_eq!(String::from_utf8_lossy(&got), "END\r\n");
+}
