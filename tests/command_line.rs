@@ -1,0 +1,133 @@
+//! The `mckv` binary as an operator uses it: the line client from a pipe,
+//! flags over the config file, and clear refusals of bad configs.
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use common::{connect, free_port, roundtrip, start_mckv, wait_for_port, ProcessGuard, TempDir};
+
+fn mckv(args: &[&str], stdin: &[u8]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mckv"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run mckv");
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    child.wait_with_output().expect("wait for mckv")
+}
+
+#[test]
+fn the_line_client_works_from_a_pipe() {
+    let node = start_mckv("", &[]);
+    let port = node.port().to_string();
+    let script =
+        b"set greeting 0 0 5\nhello\nget greeting missing\nincr n 1\nshow\nstats\nbogus\nquit\n";
+    let out = mckv(&["client", "--port", &port], script);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let want_start =
+        "STORED\r\nVALUE greeting 0 5\r\nhello\r\nEND\r\nNOT_FOUND\r\nNODE 0 127.0.0.1:";
+    assert!(text.starts_with(want_start), "{text}");
+    assert!(text.contains("STAT curr_connections 1\r\n"), "{text}");
+    assert!(text.ends_with("END\r\nERROR\r\n"), "{text}");
+}
+
+#[test]
+fn the_line_client_stops_at_end_of_input_and_on_a_dead_server() {
+    let node = start_mckv("", &[]);
+    let out = mckv(
+        &["client", "--port", &node.port().to_string()],
+        b"version\n",
+    );
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("VERSION 1.6.0-mckv-"));
+
+    let out = mckv(
+        &["client", "--port", &free_port().to_string()],
+        b"version\n",
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("mckv client: 127.0.0.1:"));
+}
+
+#[test]
+fn flags_override_the_config_file() {
+    let dir = TempDir::new("flags");
+    let config = dir.0.join("config.ini");
+    std::fs::write(
+        &config,
+        "[cluster]\nconsistency = eventual\n[node.3]\nclient = 127.0.0.1:1\n",
+    )
+    .unwrap();
+    let port = free_port();
+    let log = dir.0.join("custom.log");
+    let child = Command::new(env!("CARGO_BIN_EXE_mckv"))
+        .args([
+            "server",
+            "--config",
+            config.to_str().unwrap(),
+            "--node",
+            "3",
+        ])
+        .args(["--port", &port.to_string(), "--consistency", "sequential"])
+        .args(["--log-file", log.to_str().unwrap(), "--log-level", "debug"])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let node = ProcessGuard { child, port };
+    wait_for_port(port, Duration::from_secs(10));
+    let mut c = connect(port);
+    let stats = String::from_utf8(roundtrip(&mut c, b"stats\r\n", b"END\r\n")).unwrap();
+    assert!(stats.contains("STAT mckv_node 3\r\n"), "{stats}");
+    assert!(stats.contains("STAT mckv_mode sequential\r\n"), "{stats}");
+    node.signal("TERM");
+    let mut node = node;
+    let status = node.child.wait().unwrap();
+    assert!(status.success(), "exit after SIGTERM: {status}");
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        logged.contains(&format!("serving clients on 127.0.0.1:{port}")),
+        "{logged}"
+    );
+    assert!(
+        logged.contains("DEBUG"),
+        "debug level reaches the file: {logged}"
+    );
+}
+
+#[test]
+fn bad_configs_are_refused_with_the_reason() {
+    let dir = TempDir::new("bad");
+    let cases: [(&str, &str); 4] = [
+        (
+            "[cluster]\nconsistency = strong\n[node.0]\n",
+            "unknown consistency",
+        ),
+        (
+            "[cluster]\nheartbeat = 5\n[node.0]\n",
+            "[cluster] heartbeat: unknown key",
+        ),
+        ("[node.0]\nkv_type = redis\n", "unknown kv_type"),
+        ("[node.0]\n[node.1]\n", "one-node clusters only"),
+    ];
+    for (i, (text, why)) in cases.iter().enumerate() {
+        let path = dir.0.join(format!("bad{i}.ini"));
+        std::fs::write(&path, text).unwrap();
+        let out = mckv(&["server", "--config", path.to_str().unwrap()], b"");
+        assert_eq!(out.status.code(), Some(2), "{text}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(why), "{text}: {stderr}");
+    }
+    let out = mckv(&["server", "--config", "/nonexistent/config.ini"], b"");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read /nonexistent/config.ini"));
+}
