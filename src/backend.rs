@@ -6,20 +6,21 @@
 //!  reactor ◄── Done (channel) ── Waker::wake ◄──┘
 //! ```
 //!
-//! A job carries its deadline. The reactor answers a job that misses it with
-//! a timeout of its own; the worker then skips the job instead of applying a
-//! write whose client has already been told it timed out.
+//! Jobs are applied in the order they are queued, which is the order the
+//! engine delivered them, so every replica applies the same sequence. A job
+//! is always applied, even if its client already had a timeout from the
+//! reactor: skipping it would make this replica differ from the others.
 
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Instant;
 
 use crossbeam_channel::{bounded, unbounded, Receiver, Sender, TrySendError};
 use mio::Waker;
 
-use crate::protocol::{Command, Request};
+use crate::cluster::Op;
+use crate::protocol::Command;
 use crate::store::{self, Store, StoreStats};
 
 /// Where a job's reply goes: a connection (slab token plus a unique id, since
@@ -32,9 +33,11 @@ pub struct ReplyTo {
 }
 
 pub struct Job {
-    pub reply_to: ReplyTo,
-    pub request: Request,
-    pub deadline: Instant,
+    pub op: Arc<Op>,
+    /// The cas unique anything this op writes will carry.
+    pub cas: u64,
+    /// The client to answer; `None` for another node's write applied here.
+    pub reply_to: Option<ReplyTo>,
 }
 
 pub struct Done {
@@ -140,17 +143,15 @@ impl Worker {
         let mut unannounced = 0;
         while let Ok(job) = self.jobs.recv() {
             let reply = self.handle(store.as_mut(), &job);
-            if self
-                .done
-                .send(Done {
-                    reply_to: job.reply_to,
-                    reply,
-                })
-                .is_err()
-            {
-                return;
+            if let Some(reply_to) = job.reply_to {
+                if self.done.send(Done { reply_to, reply }).is_err() {
+                    return;
+                }
+                unannounced += 1;
             }
-            unannounced += 1;
+            // Replies are announced in batches, but never left waiting
+            // behind an empty queue: the reactor also needs the wake-up to
+            // move jobs it could not queue.
             if self.jobs.is_empty() || unannounced >= WAKE_EVERY {
                 self.publish(store.stats());
                 if let Err(e) = self.waker.wake() {
@@ -162,12 +163,10 @@ impl Worker {
     }
 
     fn handle(&self, store: &mut dyn Store, job: &Job) -> Vec<u8> {
-        if Instant::now() > job.deadline {
-            return Vec::new(); // already answered by the reactor's timeout
-        }
         let mut reply = Vec::new();
-        let hits = store::execute(store, &job.request, store::unix_now(), &mut reply);
-        if let Command::Get(get) = &job.request.command {
+        let request = &job.op.request;
+        let hits = store::execute(store, request, job.op.now, job.cas, &mut reply);
+        if let Command::Get(get) = &request.command {
             self.counters.get_hits.fetch_add(hits, Ordering::Relaxed);
             let misses = (get.keys.len() as u64).saturating_sub(hits);
             self.counters

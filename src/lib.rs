@@ -7,6 +7,7 @@
 
 pub mod backend;
 pub mod client;
+pub mod cluster;
 pub mod config;
 pub mod logging;
 pub mod protocol;

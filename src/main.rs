@@ -111,24 +111,32 @@ fn settings(args: &ServerArgs) -> Result<Settings, String> {
         Some(path) => Config::load(path).map_err(|e| e.to_string())?,
         None => Config::single_node(),
     };
-    if config.nodes.len() > 1 {
-        return Err(format!(
-            "the config names {} nodes, but this build of mckv runs one-node clusters only \
-             (replication between nodes is not implemented yet); use a config with a single [node.N]",
-            config.nodes.len()
-        ));
-    }
     let mut cluster = config.cluster.clone();
     let mut node = config.node(args.node).map_err(|e| e.to_string())?.clone();
     if let Some(consistency) = args.consistency {
         cluster.consistency = consistency;
+    }
+    let strong = matches!(
+        cluster.consistency,
+        Consistency::Linearizable | Consistency::Sequential
+    );
+    if config.nodes.len() > 1 && !strong {
+        return Err(format!(
+            "consistency = {} across several nodes is not implemented yet; \
+             use linearizable or sequential, or a one-node config",
+            cluster.consistency.name()
+        ));
     }
     if let Some(kv_type) = args.kv_type {
         node.kv_type = kv_type;
     }
     node.client = override_addr(&node.client, args.host.as_deref(), args.port)?;
     node.kv_addr = override_addr(&node.kv_addr, args.kv_host.as_deref(), args.kv_port)?;
-    Ok(Settings { cluster, node })
+    Ok(Settings {
+        cluster,
+        node,
+        members: config.nodes.clone(),
+    })
 }
 
 /// `host:port` with either part replaced.

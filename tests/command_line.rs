@@ -117,7 +117,10 @@ fn bad_configs_are_refused_with_the_reason() {
             "[cluster] heartbeat: unknown key",
         ),
         ("[node.0]\nkv_type = redis\n", "unknown kv_type"),
-        ("[node.0]\n[node.1]\n", "one-node clusters only"),
+        (
+            "[cluster]\nconsistency = eventual\n[node.0]\n[node.1]\n",
+            "consistency = eventual across several nodes is not implemented yet",
+        ),
     ];
     for (i, (text, why)) in cases.iter().enumerate() {
         let path = dir.0.join(format!("bad{i}.ini"));

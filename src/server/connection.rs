@@ -207,10 +207,6 @@ impl Connection {
         self.release_ready();
     }
 
-    pub fn waiting_replies(&self) -> usize {
-        self.slots.len()
-    }
-
     /// Writes queued output until done or the socket would block; returns
     /// the bytes written.
     pub fn flush(&mut self) -> io::Result<usize> {

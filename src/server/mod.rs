@@ -1,20 +1,24 @@
-//! One node's reactor: a single mio `Poll` loop that owns the listener, the
-//! client connections (a `Slab` keyed by token), the timers, the signal pipe
-//! and the waker the backend worker uses to hand back results.
+//! One node's reactor: a single mio `Poll` loop that owns the client
+//! listener, the client connections (a `Slab` keyed by token), the peer links
+//! ([`peers`]), the cluster [`Engine`], the timers, the signal pipe and the
+//! waker the backend worker uses to hand back results.
 //!
 //! ```text
-//!   listener ─► accept ─► Connection ─► read ─► parse ─► reply now (version, stats, errors)
-//!                                                  └─► Job ─► backend worker ─► Done ─► slot
-//!   timers: per-job deadlines (answer SERVER_ERROR if the store is too slow)
-//!   SIGINT/SIGTERM: stop accepting and reading, drain what is owed, exit
+//!   client ─► Connection ─► parse ─► reply now (version, stats, show, errors)
+//!                             └─► Engine::on_client ─► Effects ─► Job ─► backend ─► Done ─► slot
+//!   peer links ─► Engine::on_frame ─► Effects;  Engine::outgoing ─► one frame per peer per loop
+//!   timers: per-request deadlines, heartbeats, shutdown grace
+//!   SIGINT/SIGTERM: tell peers, stop accepting and reading, drain what is owed, exit
 //! ```
 //!
 //! The loop never blocks except in `poll`, whose timeout is the nearest timer.
 
 mod connection;
+mod peers;
 mod stats;
 mod timers;
 
+use std::collections::VecDeque;
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
@@ -27,11 +31,14 @@ use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
 use crate::backend::{Backend, Done, Job, ReplyTo, StoreFactory};
-use crate::config::{ClusterConfig, KvType, NodeConfig};
+use crate::cluster::{Effect, Engine, View};
+use crate::config::{ClusterConfig, Consistency, KvType, NodeConfig};
 use crate::protocol::{self, reply, Action, Command, Request, StatsGroup};
 use crate::store::memcache::MemcacheStore;
 use crate::store::memory::MemoryStore;
+use crate::store::unix_now;
 use connection::Connection;
+use peers::{Identity, PeerAddress, Peers};
 use stats::{Counters, Report};
 use timers::Timers;
 
@@ -46,8 +53,10 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Timer {
-    /// A backend job's deadline.
+    /// A request's deadline.
     Job(ReplyTo),
+    /// Send heartbeats, check peers, redial.
+    Heartbeat,
     /// The end of the shutdown grace period.
     Shutdown,
 }
@@ -56,6 +65,8 @@ enum Timer {
 pub struct Settings {
     pub cluster: ClusterConfig,
     pub node: NodeConfig,
+    /// Every node of the cluster, this one included.
+    pub members: Vec<NodeConfig>,
 }
 
 pub struct Server {
@@ -66,6 +77,12 @@ pub struct Server {
     conns: Slab<Connection>,
     next_conn_id: u64,
     backend: Backend,
+    /// Jobs the backend queue had no room for, in order, sent as it drains.
+    backlog: VecDeque<Job>,
+    engine: Engine,
+    /// The peer side; `None` in a one-node cluster.
+    peers: Option<Peers>,
+    effects: Vec<Effect>,
     timers: Timers<Timer>,
     counters: Counters,
     limits: protocol::Limits,
@@ -88,6 +105,25 @@ impl Server {
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let backend = Backend::spawn(store_factory(&settings), waker, BACKEND_QUEUE)?;
         let limits = settings.cluster.limits();
+        let me = settings.node.id;
+        let view = View::new(0, settings.members.iter().map(|n| n.id).collect());
+        // Alone, a node is every mode at once; the ordering engine serves it.
+        let mode = match settings.cluster.consistency {
+            Consistency::Eventual | Consistency::Causal if view.members.len() == 1 => {
+                Consistency::Linearizable
+            }
+            mode => mode,
+        };
+        let engine = Engine::new(me, view, mode);
+        let peers = if settings.members.len() > 1 {
+            Some(bind_peers(&settings, &poll)?)
+        } else {
+            None
+        };
+        let mut timers = Timers::new();
+        if peers.is_some() {
+            timers.schedule(Instant::now(), Timer::Heartbeat);
+        }
         Ok(Server {
             settings,
             poll,
@@ -96,7 +132,11 @@ impl Server {
             conns: Slab::new(),
             next_conn_id: 0,
             backend,
-            timers: Timers::new(),
+            backlog: VecDeque::new(),
+            engine,
+            peers,
+            effects: Vec::new(),
+            timers,
             counters: Counters::default(),
             limits,
             started: Instant::now(),
@@ -138,10 +178,12 @@ impl Server {
                     LISTENER => self.accept(),
                     WAKER => self.complete_jobs(),
                     SIGNALS => self.on_signal(),
+                    token if peers::owns(token) => self.on_peer_event(event),
                     token => self.service(token.0),
                 }
             }
             self.fire_timers();
+            self.flush_peers();
         }
         log::info!("node {} stopped", self.settings.node.id);
         Ok(())
@@ -319,11 +361,8 @@ impl Server {
             started: self.started,
             counters: &self.counters,
             backend: &self.backend.counters,
-            pending: self
-                .conns
-                .iter()
-                .map(|(_, c)| c.waiting_replies() as u64)
-                .sum(),
+            engine: &self.engine,
+            peers: self.peers.as_ref(),
         };
         let mut out = Vec::new();
         match request.command {
@@ -361,7 +400,8 @@ impl Server {
         }
     }
 
-    /// Hands a store command to the backend, holding its reply's place.
+    /// Hands a store command to the engine, holding its reply's place; the
+    /// client gets a timeout if no answer comes by the deadline.
     fn submit(&mut self, token: usize, request: Request) {
         let conn = &mut self.conns[token];
         let reply_to = ReplyTo {
@@ -369,24 +409,86 @@ impl Server {
             conn_id: conn.id,
             slot: conn.reserve_slot(),
         };
+        if let Some(fence) = self.peers.as_ref().and_then(|p| p.fenced.as_ref()) {
+            let mut out = Vec::new();
+            reply::server_error(&mut out, &format!("node unavailable: {fence}; not applied"));
+            conn.fill_slot(reply_to.slot, out);
+            return;
+        }
         let deadline = Instant::now() + self.settings.cluster.backend_timeout;
-        let job = Job {
-            reply_to,
-            request,
-            deadline,
-        };
-        match self.backend.submit(job) {
-            Ok(()) => self.timers.schedule(deadline, Timer::Job(reply_to)),
-            Err(_) => {
-                let mut out = Vec::new();
-                reply::server_error(&mut out, "backend queue full; not applied");
-                conn.fill_slot(reply_to.slot, out);
+        self.timers.schedule(deadline, Timer::Job(reply_to));
+        self.engine
+            .on_client(reply_to, request, unix_now(), &mut self.effects);
+        self.apply_effects();
+    }
+
+    /// Carries out what the engine asked: store jobs in order, refusals at once.
+    fn apply_effects(&mut self) {
+        let mut refused = Vec::new();
+        for effect in std::mem::take(&mut self.effects) {
+            match effect {
+                Effect::Apply { op, cas, reply_to } => self.enqueue(Job { op, cas, reply_to }),
+                Effect::Refuse { reply_to, reason } => {
+                    let Some(conn) = self.conns.get_mut(reply_to.token) else {
+                        continue;
+                    };
+                    let mut out = Vec::new();
+                    reply::server_error(&mut out, &reason);
+                    if conn.id == reply_to.conn_id && conn.fill_slot(reply_to.slot, out) {
+                        refused.push(reply_to.token);
+                    }
+                }
             }
+        }
+        for token in refused {
+            self.service(token);
+        }
+    }
+
+    /// Queues a job for the backend without blocking and without reordering:
+    /// once one had to wait, later ones wait behind it.
+    fn enqueue(&mut self, job: Job) {
+        if self.backlog.is_empty() {
+            if let Err(job) = self.backend.submit(job) {
+                self.backlog.push_back(job);
+            }
+        } else {
+            self.backlog.push_back(job);
+        }
+    }
+
+    fn drain_backlog(&mut self) {
+        while let Some(job) = self.backlog.pop_front() {
+            if let Err(job) = self.backend.submit(job) {
+                self.backlog.push_front(job);
+                return;
+            }
+        }
+    }
+
+    fn on_peer_event(&mut self, event: &mio::event::Event) {
+        if let Some(peers) = &mut self.peers {
+            peers.on_event(
+                self.poll.registry(),
+                event,
+                &mut self.engine,
+                &mut self.effects,
+            );
+        }
+        self.apply_effects();
+    }
+
+    /// Sends each peer one frame with everything this loop iteration produced.
+    fn flush_peers(&mut self) {
+        if let Some(peers) = &mut self.peers {
+            let load = (self.engine.pending() as u64, self.counters.ops);
+            peers.flush(self.poll.registry(), &mut self.engine, load);
         }
     }
 
     /// Puts the backend's answers in their slots and services those clients.
     fn complete_jobs(&mut self) {
+        self.drain_backlog();
         let mut touched = Vec::new();
         let done: Vec<Done> = self.backend.completed().collect();
         for Done { reply_to, reply } in done {
@@ -407,6 +509,13 @@ impl Server {
         while let Some(timer) = self.timers.pop_due(now) {
             match timer {
                 Timer::Job(reply_to) => self.time_out(reply_to),
+                Timer::Heartbeat => {
+                    if let Some(peers) = &mut self.peers {
+                        peers.tick(self.poll.registry(), &mut self.engine);
+                    }
+                    self.timers
+                        .schedule(now + self.settings.cluster.heartbeat, Timer::Heartbeat);
+                }
                 Timer::Shutdown => self.stop_deadline_passed = true,
             }
         }
@@ -421,10 +530,7 @@ impl Server {
             return;
         }
         let mut out = Vec::new();
-        reply::server_error(
-            &mut out,
-            "timeout waiting for the store; the operation may have been applied",
-        );
+        reply::server_error(&mut out, "timeout; the operation may have been applied");
         if conn.fill_slot(reply_to.slot, out) {
             self.counters.timeouts += 1;
             log::warn!("request from {} timed out in the store", conn.addr);
@@ -442,6 +548,9 @@ impl Server {
             self.conns.len()
         );
         self.stopping = true;
+        if let Some(peers) = &mut self.peers {
+            peers.leave(self.poll.registry());
+        }
         if let Some(mut listener) = self.listener.take() {
             let _ = self.poll.registry().deregister(&mut listener);
         }
@@ -472,6 +581,40 @@ fn resolve(addr: &str) -> io::Result<SocketAddr> {
             format!("cannot resolve {addr}"),
         )
     })
+}
+
+fn bind_peers(settings: &Settings, poll: &Poll) -> io::Result<Peers> {
+    let me = &settings.node;
+    let mut others = Vec::new();
+    for node in settings.members.iter().filter(|n| n.id != me.id) {
+        others.push(PeerAddress {
+            id: node.id,
+            client: node.client.clone(),
+            peer: resolve(&node.peer)?,
+        });
+    }
+    let identity = Identity {
+        me: me.id,
+        cluster: &settings.cluster.name,
+        secret: &settings.cluster.secret,
+        incarnation: incarnation(),
+    };
+    let listen = resolve(&me.peer)?;
+    Peers::bind(
+        poll.registry(),
+        listen,
+        identity,
+        others,
+        settings.cluster.peer_timeout,
+        Instant::now(),
+    )
+}
+
+/// This run's incarnation: the start time, so a restart is told apart.
+fn incarnation() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 fn store_factory(settings: &Settings) -> StoreFactory {

@@ -4,7 +4,9 @@
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
+use super::peers::Peers;
 use crate::backend::BackendCounters;
+use crate::cluster::Engine;
 use crate::config::{ClusterConfig, KvType, NodeConfig};
 use crate::protocol::reply;
 use crate::store::unix_now;
@@ -43,8 +45,8 @@ pub struct Report<'a> {
     pub started: Instant,
     pub counters: &'a Counters,
     pub backend: &'a BackendCounters,
-    /// Requests waiting for the backend, over all connections.
-    pub pending: u64,
+    pub engine: &'a Engine,
+    pub peers: Option<&'a Peers>,
 }
 
 impl Report<'_> {
@@ -82,7 +84,16 @@ impl Report<'_> {
         reply::stat(out, "mckv_mode", self.cluster.consistency.name());
         reply::stat(out, "mckv_backend", kv_name(self.node.kv_type));
         reply::stat(out, "mckv_ops", c.ops);
-        reply::stat(out, "mckv_pending", self.pending);
+        reply::stat(out, "mckv_clock", self.engine.clock());
+        reply::stat(out, "mckv_view_epoch", self.engine.view().epoch);
+        reply::stat(out, "mckv_members", self.engine.view().members.len());
+        reply::stat(
+            out,
+            "mckv_members_up",
+            1 + self.peers.map_or(0, Peers::up_count),
+        );
+        reply::stat(out, "mckv_delivered", self.engine.delivered());
+        reply::stat(out, "mckv_pending", self.engine.pending());
         reply::stat(out, "mckv_timeouts", c.timeouts);
         out.extend_from_slice(reply::END);
     }
@@ -102,18 +113,41 @@ impl Report<'_> {
         out.extend_from_slice(reply::END);
     }
 
-    /// `show`: `NODE <id> <client address> <state> ...` per node, then `END`.
+    /// `show`: one line per node, then `END`:
+    /// `NODE <id> <client address> <up|down|left|restarted> <self|peer>
+    /// last_heard_ms=<ms|-> clock=<lamport> view=<epoch> queue=<n> ops=<n>`.
+    /// A peer's queue and ops are what it last reported.
     pub fn show(&self, out: &mut Vec<u8>) {
-        let line = format!(
-            "NODE {} {} up self mode={} backend={} queue={} ops={}\r\n",
+        let epoch = self.engine.view().epoch;
+        let mut lines = vec![(
             self.node.id,
-            self.node.client,
-            self.cluster.consistency.name(),
-            kv_name(self.node.kv_type),
-            self.pending,
-            self.counters.ops,
-        );
-        out.extend_from_slice(line.as_bytes());
+            format!(
+                "NODE {} {} up self last_heard_ms=0 clock={} view={epoch} queue={} ops={}\r\n",
+                self.node.id,
+                self.node.client,
+                self.engine.clock(),
+                self.engine.pending(),
+                self.counters.ops,
+            ),
+        )];
+        for peer in self.peers.iter().flat_map(|p| p.states()) {
+            let heard = peer
+                .last_heard
+                .map_or("-".to_string(), |t| t.elapsed().as_millis().to_string());
+            let clock = self.engine.peer_clock(peer.id).unwrap_or(0);
+            let (queue, ops) = peer.reported;
+            let line = format!(
+                "NODE {} {} {} peer last_heard_ms={heard} clock={clock} view={epoch} queue={queue} ops={ops}\r\n",
+                peer.id,
+                peer.client,
+                peer.state(),
+            );
+            lines.push((peer.id, line));
+        }
+        lines.sort_by_key(|(id, _)| *id);
+        for (_, line) in lines {
+            out.extend_from_slice(line.as_bytes());
+        }
         out.extend_from_slice(reply::END);
     }
 }

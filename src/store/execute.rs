@@ -3,12 +3,19 @@
 use super::{ArithOutcome, Expiry, Item, Store, StoreError, StoreStatus, UnixTime, Write};
 use crate::protocol::{reply, Command, Get, Request};
 
-/// Executes a store command, appending its reply to `out` unless `noreply`.
-/// Commands that do not touch the store append nothing. Returns how many keys
-/// a retrieval found (0 for other commands), for the hit counters.
-pub fn execute(store: &mut dyn Store, request: &Request, now: UnixTime, out: &mut Vec<u8>) -> u64 {
+/// Executes a store command at time `now`, giving anything it writes the cas
+/// unique `cas`, and appends its reply to `out` unless `noreply`. Commands
+/// that do not touch the store append nothing. Returns how many keys a
+/// retrieval found (0 for other commands), for the hit counters.
+pub fn execute(
+    store: &mut dyn Store,
+    request: &Request,
+    now: UnixTime,
+    cas: u64,
+    out: &mut Vec<u8>,
+) -> u64 {
     let start = out.len();
-    let result = run(store, &request.command, now, out);
+    let result = run(store, &request.command, now, cas, out);
     let hits = *result.as_ref().unwrap_or(&0);
     if let Err(error) = result {
         // A failure drops any partial reply (e.g. the hits of a multi-get).
@@ -28,6 +35,7 @@ fn run(
     store: &mut dyn Store,
     command: &Command,
     now: UnixTime,
+    cas: u64,
     out: &mut Vec<u8>,
 ) -> Result<u64, StoreError> {
     let text = match command {
@@ -39,6 +47,7 @@ fn run(
                 flags: s.flags,
                 expiry: Expiry::from_exptime(s.exptime, now),
                 value: &s.value,
+                cas,
             };
             match store.store(write, now)? {
                 StoreStatus::Stored => reply::STORED,
@@ -58,7 +67,7 @@ fn run(
             store.touch(key, Expiry::from_exptime(*exptime, now), now)?,
             reply::TOUCHED,
         ),
-        Command::Arith(a) => match store.arith(&a.key, a.incr, a.delta, now)? {
+        Command::Arith(a) => match store.arith(&a.key, a.incr, a.delta, cas, now)? {
             ArithOutcome::Value(n) => {
                 reply::number(out, n);
                 return Ok(0);

@@ -247,11 +247,13 @@ impl Store for MemcacheStore {
         self.call(|c| c.ascii.delete(key))
     }
 
+    /// memcached assigns its own cas uniques, so `_cas` cannot be passed on.
     fn arith(
         &mut self,
         key: &[u8],
         incr: bool,
         delta: u64,
+        _cas: u64,
         _now: UnixTime,
     ) -> StoreResult<ArithOutcome> {
         let key = key_str(key)?;

@@ -45,7 +45,6 @@ pub struct MemoryStore {
     used_bytes: u64,
     limit_bytes: u64,
     limits: Limits,
-    last_cas: u64,
     /// A pending `flush_all <delay>`: items stored before it die when it comes.
     flush_at: Option<UnixTime>,
     last_reclaim: UnixTime,
@@ -58,15 +57,9 @@ impl MemoryStore {
             used_bytes: 0,
             limit_bytes,
             limits,
-            last_cas: 0,
             flush_at: None,
             last_reclaim: 0,
         }
-    }
-
-    fn next_cas(&mut self) -> u64 {
-        self.last_cas += 1;
-        self.last_cas
     }
 
     fn is_live(&self, entry: &Entry, now: UnixTime) -> bool {
@@ -122,10 +115,18 @@ impl MemoryStore {
         self.used_bytes - old(self) + new <= self.limit_bytes
     }
 
-    fn put(&mut self, key: &[u8], flags: u32, value: Vec<u8>, expiry: Expiry, now: UnixTime) {
+    #[allow(clippy::too_many_arguments)]
+    fn put(
+        &mut self,
+        key: &[u8],
+        flags: u32,
+        value: Vec<u8>,
+        expiry: Expiry,
+        cas: u64,
+        now: UnixTime,
+    ) {
         self.remove(key);
         self.used_bytes += Entry::cost(key, &value);
-        let cas = self.next_cas();
         let entry = Entry {
             flags,
             value,
@@ -209,7 +210,7 @@ impl Store for MemoryStore {
             }
             return Err(StoreError::OutOfMemory);
         }
-        self.put(write.key, flags, value, expiry, now);
+        self.put(write.key, flags, value, expiry, write.cas, now);
         Ok(StoreStatus::Stored)
     }
 
@@ -222,6 +223,7 @@ impl Store for MemoryStore {
         key: &[u8],
         incr: bool,
         delta: u64,
+        cas: u64,
         now: UnixTime,
     ) -> StoreResult<ArithOutcome> {
         let Some(entry) = self.live(key, now) else {
@@ -234,7 +236,7 @@ impl Store for MemoryStore {
         if !self.fits(key, text.len(), now) {
             return Err(StoreError::OutOfMemory);
         }
-        self.put(key, flags, text, expiry, now);
+        self.put(key, flags, text, expiry, cas, now);
         Ok(ArithOutcome::Value(number))
     }
 
@@ -274,14 +276,18 @@ mod tests {
     }
 
     fn write<'a>(mode: StoreMode, key: &'a [u8], value: &'a [u8]) -> Write<'a> {
+        let cas = NEXT_CAS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Write {
             mode,
             key,
             flags: 7,
             expiry: Expiry::Never,
             value,
+            cas,
         }
     }
+
+    static NEXT_CAS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
     fn get(s: &mut MemoryStore, key: &[u8], now: UnixTime) -> Option<Item> {
         s.get_many(&[key.to_vec()], now).unwrap().pop().unwrap()
@@ -375,11 +381,17 @@ mod tests {
     fn arith_keeps_flags_and_pads() {
         let mut s = store();
         s.store(write(StoreMode::Set, b"n", b"100"), NOW).unwrap();
-        assert_eq!(s.arith(b"n", false, 1, NOW), Ok(ArithOutcome::Value(99)));
-        let item = get(&mut s, b"n", NOW).unwrap();
-        assert_eq!((item.flags, item.value.as_slice()), (7, &b"99 "[..]));
         assert_eq!(
-            s.arith(b"missing", true, 1, NOW),
+            s.arith(b"n", false, 1, 77, NOW),
+            Ok(ArithOutcome::Value(99))
+        );
+        let item = get(&mut s, b"n", NOW).unwrap();
+        assert_eq!(
+            (item.flags, item.value.as_slice(), item.cas),
+            (7, &b"99 "[..], 77)
+        );
+        assert_eq!(
+            s.arith(b"missing", true, 1, 78, NOW),
             Ok(ArithOutcome::NotFound)
         );
     }

@@ -53,7 +53,8 @@ pub struct Item {
     pub cas: u64,
 }
 
-/// A storage command with its expiry made absolute.
+/// A storage command with its expiry made absolute and the cas unique the
+/// value it writes will carry.
 #[derive(Debug, Clone, Copy)]
 pub struct Write<'a> {
     pub mode: StoreMode,
@@ -61,6 +62,7 @@ pub struct Write<'a> {
     pub flags: u32,
     pub expiry: Expiry,
     pub value: &'a [u8],
+    pub cas: u64,
 }
 
 /// The outcome of a storage command, named after memcached's reply.
@@ -100,7 +102,9 @@ pub struct StoreStats {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
-/// A node's data, with memcached's semantics for each command.
+/// A node's data, with memcached's semantics for each command. Writes are
+/// given the cas unique to use (derived from the operation's stamp), so
+/// replicas that apply the same operations hold the same items.
 pub trait Store: Send {
     /// Looks up each key in order; a missing or expired key gives `None`.
     fn get_many(&mut self, keys: &[Key], now: UnixTime) -> StoreResult<Vec<Option<Item>>>;
@@ -114,11 +118,13 @@ pub trait Store: Send {
     fn store(&mut self, write: Write<'_>, now: UnixTime) -> StoreResult<StoreStatus>;
     /// Whether the key existed.
     fn delete(&mut self, key: &[u8], now: UnixTime) -> StoreResult<bool>;
+    /// `incr`/`decr`; the new value carries the cas unique `cas`.
     fn arith(
         &mut self,
         key: &[u8],
         incr: bool,
         delta: u64,
+        cas: u64,
         now: UnixTime,
     ) -> StoreResult<ArithOutcome>;
     /// Whether the key existed.

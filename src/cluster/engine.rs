@@ -1,0 +1,421 @@
+//! The strong modes' engine: total-order broadcast with Lamport clocks, as a
+//! pure state machine (no socket, no clock: inputs in, [`Effect`]s out).
+//!
+//! ```text
+//!  on_client ──► stamp (ts, me) ──► queue (BinaryHeap by stamp) ──► deliver head ──► Apply
+//!                     └─► outbox of every peer ──► Frame ──► on_frame at the peers
+//!  on_frame  ──► their proposals into the queue, their acks and clock noted ──► deliver
+//! ```
+//!
+//! Why delivery in stamp order is safe. Links are FIFO and a node stamps
+//! above every clock it has seen. A node delivers the head of its queue, a
+//! proposal `(ts, o)`, only when every member holds it: the origin does by
+//! definition, every other member `q` has said so in its cumulative ack. When
+//! `q` acked it, `q`'s clock was at least `ts`, so anything `q` proposes later
+//! is stamped above `ts`; anything `q` proposed earlier reached us before its
+//! ack (FIFO). So no proposal stamped below the head can still arrive, every
+//! node delivers the same sequence, and anything delivered anywhere is held
+//! by every member. A linearizable read is stamped locally and not shipped:
+//! it is delivered when every peer's reported clock has reached its stamp
+//! (nothing below it can still arrive), so it sees every write ordered before
+//! it. The origin replies when it delivers, which is after the client asked:
+//! that makes the order linearizable.
+//!
+//! Sequential mode orders writes the same way but serves reads from the local
+//! replica at once, except that a read waits behind the same connection's
+//! writes that are not yet applied, so a client always reads its own writes.
+//!
+//! Links may break and reconnect (same incarnation): acks are cumulative and
+//! every frame carries the whole ack vector, so only proposals can be lost,
+//! and those are kept until every peer acked them and resent on reconnect;
+//! duplicates are dropped by stamp. While a member is down, new operations
+//! are refused at once (this version has no view changes, so it cannot make
+//! progress without every member) and queued ones wait for it.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
+use std::sync::Arc;
+
+use super::message::{Frame, Op, Proposal};
+use super::{LamportClock, NodeId, Stamp, View};
+use crate::backend::ReplyTo;
+use crate::config::Consistency;
+use crate::protocol::{Command, Request};
+use crate::store::UnixTime;
+
+/// What the engine asks its host to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// Apply `op` to the local store, in the order given, with `cas` as the
+    /// unique of anything it writes; send the reply to `reply_to` if set.
+    Apply {
+        op: Arc<Op>,
+        cas: u64,
+        reply_to: Option<ReplyTo>,
+    },
+    /// Answer a client at once; nothing was applied.
+    Refuse { reply_to: ReplyTo, reason: String },
+}
+
+/// A queued operation, ordered by stamp alone (stamps are unique).
+#[derive(Debug)]
+struct Queued {
+    stamp: Stamp,
+    op: Arc<Op>,
+    reply_to: Option<ReplyTo>,
+    /// A local linearizable read: never shipped, applied only here.
+    read: bool,
+}
+
+impl PartialEq for Queued {
+    fn eq(&self, other: &Queued) -> bool {
+        self.stamp == other.stamp
+    }
+}
+
+impl Eq for Queued {}
+
+impl PartialOrd for Queued {
+    fn partial_cmp(&self, other: &Queued) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Queued {
+    fn cmp(&self, other: &Queued) -> std::cmp::Ordering {
+        self.stamp.cmp(&other.stamp)
+    }
+}
+
+/// What is waiting to be sent to one peer.
+#[derive(Debug, Default)]
+struct Outbox {
+    proposals: Vec<Proposal>,
+    sent_clock: u64,
+    sent_acks: u64,
+    /// A frame is owed even with nothing new in it (heartbeat, reconnect).
+    due: bool,
+}
+
+/// What this node knows of one peer.
+#[derive(Debug, Default)]
+struct Peer {
+    up: bool,
+    /// The highest stamp time of this peer's own proposals received here.
+    received: u64,
+    /// Per origin: the highest stamp time this peer says it holds.
+    holds: HashMap<NodeId, u64>,
+    /// The highest clock this peer reported.
+    clock: u64,
+    out: Outbox,
+}
+
+/// A connection's writes not yet applied here, and the reads waiting on them
+/// (sequential mode).
+#[derive(Debug, Default)]
+struct ConnOrder {
+    pending_writes: usize,
+    held_reads: VecDeque<(ReplyTo, Arc<Op>)>,
+}
+
+/// The engine of one node.
+#[derive(Debug)]
+pub struct Engine {
+    me: NodeId,
+    mode: Consistency,
+    view: View,
+    clock: LamportClock,
+    queue: BinaryHeap<Reverse<Queued>>,
+    peers: BTreeMap<NodeId, Peer>,
+    /// Bumped whenever this node comes to hold a new proposal.
+    ack_generation: u64,
+    /// Own proposals not yet held by every peer, oldest first.
+    unacked: VecDeque<Proposal>,
+    conns: HashMap<u64, ConnOrder>,
+    delivered: u64,
+}
+
+impl Engine {
+    /// An engine for node `me` of `view`, in a strong `mode`.
+    pub fn new(me: NodeId, view: View, mode: Consistency) -> Engine {
+        assert!(view.contains(me), "node {me} is not a member of {view:?}");
+        assert!(
+            matches!(mode, Consistency::Linearizable | Consistency::Sequential),
+            "the total-order engine runs the strong modes"
+        );
+        let peers = view.others(me).map(|id| (id, Peer::default())).collect();
+        Engine {
+            me,
+            mode,
+            view,
+            clock: LamportClock::default(),
+            queue: BinaryHeap::new(),
+            peers,
+            ack_generation: 0,
+            unacked: VecDeque::new(),
+            conns: HashMap::new(),
+            delivered: 0,
+        }
+    }
+
+    pub fn me(&self) -> NodeId {
+        self.me
+    }
+
+    pub fn view(&self) -> &View {
+        &self.view
+    }
+
+    pub fn clock(&self) -> u64 {
+        self.clock.now()
+    }
+
+    /// Operations waiting here: queued for delivery or held behind writes.
+    pub fn pending(&self) -> usize {
+        self.queue.len()
+            + self
+                .conns
+                .values()
+                .map(|c| c.held_reads.len())
+                .sum::<usize>()
+    }
+
+    pub fn delivered(&self) -> u64 {
+        self.delivered
+    }
+
+    pub fn is_up(&self, peer: NodeId) -> bool {
+        self.peers.get(&peer).is_some_and(|p| p.up)
+    }
+
+    /// The clock `peer` last reported.
+    pub fn peer_clock(&self, peer: NodeId) -> Option<u64> {
+        self.peers.get(&peer).map(|p| p.clock)
+    }
+
+    /// A client's store command arrives at this node.
+    pub fn on_client(
+        &mut self,
+        reply_to: ReplyTo,
+        request: Request,
+        now: UnixTime,
+        out: &mut Vec<Effect>,
+    ) {
+        let read = matches!(&request.command, Command::Get(g) if g.touch.is_none());
+        let op = Arc::new(Op { request, now });
+        if read && self.mode == Consistency::Sequential {
+            return self.read_locally(reply_to, op, out);
+        }
+        if let Some(down) = self.peers.iter().find(|(_, p)| !p.up).map(|(id, _)| *id) {
+            let reason = format!("cluster unavailable: node {down} is down; not applied");
+            out.push(Effect::Refuse { reply_to, reason });
+            return;
+        }
+        let stamp = Stamp {
+            ts: self.clock.tick(),
+            node: self.me,
+        };
+        if !read {
+            self.propose(Proposal {
+                stamp,
+                op: op.clone(),
+            });
+            if self.mode == Consistency::Sequential {
+                self.conns
+                    .entry(reply_to.conn_id)
+                    .or_default()
+                    .pending_writes += 1;
+            }
+        }
+        self.queue.push(Reverse(Queued {
+            stamp,
+            op,
+            reply_to: Some(reply_to),
+            read,
+        }));
+        self.deliver(out);
+    }
+
+    fn propose(&mut self, proposal: Proposal) {
+        if self.peers.is_empty() {
+            return;
+        }
+        for peer in self.peers.values_mut() {
+            peer.out.proposals.push(proposal.clone());
+        }
+        self.unacked.push_back(proposal);
+    }
+
+    fn read_locally(&mut self, reply_to: ReplyTo, op: Arc<Op>, out: &mut Vec<Effect>) {
+        match self.conns.get_mut(&reply_to.conn_id) {
+            Some(order) if order.pending_writes > 0 => order.held_reads.push_back((reply_to, op)),
+            _ => out.push(Effect::Apply {
+                op,
+                cas: 0,
+                reply_to: Some(reply_to),
+            }),
+        }
+    }
+
+    /// A frame from `from` arrives (over a FIFO link).
+    pub fn on_frame(&mut self, from: NodeId, frame: Frame, out: &mut Vec<Effect>) {
+        let Some(peer) = self.peers.get_mut(&from) else {
+            return;
+        };
+        peer.clock = peer.clock.max(frame.clock);
+        self.clock.observe(frame.clock);
+        for proposal in frame.proposals {
+            let stamp = proposal.stamp;
+            if stamp.node != from || stamp.ts <= peer.received {
+                continue; // not its own, or a resent duplicate
+            }
+            peer.received = stamp.ts;
+            self.clock.observe(stamp.ts);
+            self.ack_generation += 1;
+            self.queue.push(Reverse(Queued {
+                stamp,
+                op: proposal.op,
+                reply_to: None,
+                read: false,
+            }));
+        }
+        for (origin, ts) in frame.acks {
+            let held = peer.holds.entry(origin).or_insert(0);
+            *held = (*held).max(ts);
+        }
+        self.forget_acked();
+        self.deliver(out);
+    }
+
+    /// Drops own proposals every peer holds: they will never be resent.
+    fn forget_acked(&mut self) {
+        let me = self.me;
+        let everywhere = self
+            .peers
+            .values()
+            .map(|p| p.holds.get(&me).copied().unwrap_or(0))
+            .min()
+            .unwrap_or(u64::MAX);
+        while self
+            .unacked
+            .front()
+            .is_some_and(|p| p.stamp.ts <= everywhere)
+        {
+            self.unacked.pop_front();
+        }
+    }
+
+    fn deliverable(&self, head: &Queued) -> bool {
+        if head.read {
+            return self.peers.values().all(|p| p.clock >= head.stamp.ts);
+        }
+        let origin = head.stamp.node;
+        self.peers.iter().all(|(&id, p)| {
+            id == origin || p.holds.get(&origin).copied().unwrap_or(0) >= head.stamp.ts
+        })
+    }
+
+    fn deliver(&mut self, out: &mut Vec<Effect>) {
+        while let Some(Reverse(head)) = self.queue.peek() {
+            if !self.deliverable(head) {
+                break;
+            }
+            let Some(Reverse(entry)) = self.queue.pop() else {
+                break;
+            };
+            self.delivered += 1;
+            let mine = entry.stamp.node == self.me;
+            out.push(Effect::Apply {
+                op: entry.op,
+                cas: entry.stamp.cas_unique(),
+                reply_to: entry.reply_to.filter(|_| mine),
+            });
+            if let (true, false, Some(reply_to)) = (mine, entry.read, entry.reply_to) {
+                self.write_applied(reply_to.conn_id, out);
+            }
+        }
+    }
+
+    /// One of a connection's writes was applied: release the reads it held.
+    fn write_applied(&mut self, conn_id: u64, out: &mut Vec<Effect>) {
+        let Some(order) = self.conns.get_mut(&conn_id) else {
+            return;
+        };
+        order.pending_writes -= 1;
+        if order.pending_writes > 0 {
+            return;
+        }
+        if let Some(order) = self.conns.remove(&conn_id) {
+            for (reply_to, op) in order.held_reads {
+                out.push(Effect::Apply {
+                    op,
+                    cas: 0,
+                    reply_to: Some(reply_to),
+                });
+            }
+        }
+    }
+
+    /// The frame owed to `to`, if any: new proposals, new acks, a higher
+    /// clock, or a heartbeat. Everything since the last frame goes in one.
+    pub fn outgoing(&mut self, to: NodeId) -> Option<Frame> {
+        let clock = self.clock.now();
+        let generation = self.ack_generation;
+        let acks: Vec<(NodeId, u64)> = self.peers.iter().map(|(&id, p)| (id, p.received)).collect();
+        let peer = self.peers.get_mut(&to)?;
+        let out = &mut peer.out;
+        let owed = !out.proposals.is_empty()
+            || out.due
+            || out.sent_acks != generation
+            || out.sent_clock < clock;
+        if !owed {
+            return None;
+        }
+        out.sent_clock = clock;
+        out.sent_acks = generation;
+        out.due = false;
+        Some(Frame {
+            clock,
+            acks,
+            proposals: std::mem::take(&mut out.proposals),
+            ..Frame::default()
+        })
+    }
+
+    /// Every peer is owed a frame, even an empty one.
+    pub fn heartbeat(&mut self) {
+        for peer in self.peers.values_mut() {
+            peer.out.due = true;
+        }
+    }
+
+    /// Whether `peer` is taking part; while one is not, new operations are refused.
+    pub fn set_up(&mut self, peer: NodeId, up: bool) {
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.up = up;
+        }
+    }
+
+    /// The link to `peer` broke: what was waiting to go is resent on reconnect.
+    pub fn link_lost(&mut self, peer: NodeId) {
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.out.proposals.clear();
+        }
+    }
+
+    /// A new link to `peer`: queue every own proposal it may not hold yet.
+    pub fn link_opened(&mut self, peer: NodeId) {
+        let me = self.me;
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        let held = p.holds.get(&me).copied().unwrap_or(0);
+        p.out.proposals = self
+            .unacked
+            .iter()
+            .filter(|q| q.stamp.ts > held)
+            .cloned()
+            .collect();
+        p.out.due = true;
+    }
+}
