@@ -327,6 +327,8 @@ fn describe(o: &Outcome) -> String {
 enum Server {
     Memcached(common::ProcessGuard),
     Mckv(common::MckvNode),
+    /// A 3-node cluster, talked to through node 1.
+    Cluster(common::Cluster),
 }
 
 impl Server {
@@ -334,6 +336,7 @@ impl Server {
         match self {
             Server::Memcached(g) => g.port,
             Server::Mckv(n) => n.port(),
+            Server::Cluster(c) => c.port(1),
         }
     }
 
@@ -341,12 +344,18 @@ impl Server {
         match self {
             Server::Memcached(_) => "memcached #2",
             Server::Mckv(_) => "mckv",
+            Server::Cluster(_) => "mckv cluster",
         }
     }
 
     fn log_tail(&self) -> String {
         match self {
             Server::Memcached(_) => String::new(),
+            Server::Cluster(c) => {
+                let log = c.log(1);
+                let start = log.len().saturating_sub(3000);
+                log[start..].to_string()
+            }
             Server::Mckv(n) => {
                 let log = n.log();
                 let start = log.len().saturating_sub(3000);
@@ -386,6 +395,11 @@ fn run_both(reference: u16, candidate: u16, script: &Script, prefix: &[u8]) -> (
 /// Runs every script of a group against a fresh memcached and a fresh
 /// candidate, then fails once listing every mismatching script.
 fn run_group(group: char, title: &str, scripts: Vec<Script>) {
+    run_group_on(group, title, scripts, start_candidate());
+}
+
+/// Like [`run_group`], against a given candidate server.
+fn run_group_on(group: char, title: &str, scripts: Vec<Script>, candidate: Server) {
     let names: std::collections::HashSet<&str> = scripts.iter().map(|s| s.name).collect();
     assert_eq!(
         names.len(),
@@ -394,7 +408,6 @@ fn run_group(group: char, title: &str, scripts: Vec<Script>) {
     );
 
     let reference = common::start_memcached();
-    let candidate = start_candidate();
     let (rport, cport) = (reference.port, candidate.port());
 
     let mut results: Vec<Option<(Outcome, Outcome)>> = scripts.iter().map(|_| None).collect();
@@ -1046,6 +1059,33 @@ fn flush_point_scripts() -> Vec<Script> {
 // ---------------------------------------------------------------------------
 // Tests
 // ---------------------------------------------------------------------------
+
+/// Every script group against node 1 of a 3-node cluster in `mode`: the
+/// cluster must answer exactly as a single memcached does.
+fn every_group_on_a_cluster(mode: &str) {
+    let groups: [(char, &str, fn() -> Vec<Script>); 5] = [
+        ('a', "storage commands", storage_scripts),
+        ('b', "errors and swallowing", error_scripts),
+        ('c', "split and pipelined requests", split_scripts),
+        ('d', "flush_all", flush_scripts),
+        ('e', "reply flush points", flush_point_scripts),
+    ];
+    for (group, title, scripts) in groups {
+        let cluster = common::start_cluster(3, mode, "");
+        let title = format!("{title} ({mode} cluster)");
+        run_group_on(group, &title, scripts(), Server::Cluster(cluster));
+    }
+}
+
+#[test]
+fn a_linearizable_cluster_answers_like_memcached() {
+    every_group_on_a_cluster("linearizable");
+}
+
+#[test]
+fn a_sequential_cluster_answers_like_memcached() {
+    every_group_on_a_cluster("sequential");
+}
 
 #[test]
 fn storage_commands_match_memcached() {

@@ -110,12 +110,14 @@ struct Peer {
     out: Outbox,
 }
 
-/// A connection's writes not yet applied here, and the reads waiting on them
-/// (sequential mode).
+/// A connection's writes issued and applied here, and the reads waiting for
+/// the writes issued before them (sequential mode).
 #[derive(Debug, Default)]
 struct ConnOrder {
-    pending_writes: usize,
-    held_reads: VecDeque<(ReplyTo, Arc<Op>)>,
+    issued: u64,
+    applied: u64,
+    /// `(writes that must be applied first, reply_to, op)`, in arrival order.
+    held_reads: VecDeque<(u64, ReplyTo, Arc<Op>)>,
 }
 
 /// The engine of one node.
@@ -221,10 +223,7 @@ impl Engine {
                 op: op.clone(),
             });
             if self.mode == Consistency::Sequential {
-                self.conns
-                    .entry(reply_to.conn_id)
-                    .or_default()
-                    .pending_writes += 1;
+                self.conns.entry(reply_to.conn_id).or_default().issued += 1;
             }
         }
         self.queue.push(Reverse(Queued {
@@ -248,7 +247,9 @@ impl Engine {
 
     fn read_locally(&mut self, reply_to: ReplyTo, op: Arc<Op>, out: &mut Vec<Effect>) {
         match self.conns.get_mut(&reply_to.conn_id) {
-            Some(order) if order.pending_writes > 0 => order.held_reads.push_back((reply_to, op)),
+            Some(order) if order.applied < order.issued => {
+                order.held_reads.push_back((order.issued, reply_to, op));
+            }
             _ => out.push(Effect::Apply {
                 op,
                 cas: 0,
@@ -336,23 +337,28 @@ impl Engine {
         }
     }
 
-    /// One of a connection's writes was applied: release the reads it held.
+    /// One of a connection's writes was applied: release the reads that
+    /// waited for it (and for nothing issued later).
     fn write_applied(&mut self, conn_id: u64, out: &mut Vec<Effect>) {
         let Some(order) = self.conns.get_mut(&conn_id) else {
             return;
         };
-        order.pending_writes -= 1;
-        if order.pending_writes > 0 {
-            return;
-        }
-        if let Some(order) = self.conns.remove(&conn_id) {
-            for (reply_to, op) in order.held_reads {
+        order.applied += 1;
+        while order
+            .held_reads
+            .front()
+            .is_some_and(|(needed, ..)| *needed <= order.applied)
+        {
+            if let Some((_, reply_to, op)) = order.held_reads.pop_front() {
                 out.push(Effect::Apply {
                     op,
                     cas: 0,
                     reply_to: Some(reply_to),
                 });
             }
+        }
+        if order.applied == order.issued {
+            self.conns.remove(&conn_id);
         }
     }
 

@@ -6,15 +6,26 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-/// A port that was free on 127.0.0.1 a moment ago.
+/// A port that was free on 127.0.0.1 a moment ago. Ports come from below
+/// the kernel's ephemeral range (32768 and up), so an outgoing connection can
+/// never take one between this call and the server's bind, and from a
+/// per-process counter, so two tests of one binary never get the same one.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind an ephemeral port")
-        .local_addr()
-        .unwrap()
-        .port()
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let start = LOW + (std::process::id() % 600) * 20;
+    let _ = NEXT.compare_exchange(0, start, Ordering::SeqCst, Ordering::SeqCst);
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let port = (LOW + (n - LOW) % SPAN) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// Waits until something accepts on `port`, or panics after `limit`.
@@ -207,4 +218,111 @@ pub fn read_until(
 pub fn roundtrip(stream: &mut TcpStream, request: &[u8], suffix: &[u8]) -> Vec<u8> {
     stream.write_all(request).expect("write request");
     read_until(stream, Duration::from_secs(5), |got| got.ends_with(suffix))
+}
+
+/// A running cluster of real `mckv` processes on free loopback ports.
+pub struct Cluster {
+    pub nodes: Vec<ProcessGuard>,
+    pub dir: TempDir,
+    pub config: PathBuf,
+}
+
+impl Cluster {
+    pub fn port(&self, node: usize) -> u16 {
+        self.nodes[node].port
+    }
+
+    pub fn log(&self, node: usize) -> String {
+        std::fs::read_to_string(self.dir.0.join(format!("node{node}.log"))).unwrap_or_default()
+    }
+
+    /// `show` from `node`, as text.
+    pub fn show(&self, node: usize) -> String {
+        let mut c = connect(self.port(node));
+        String::from_utf8_lossy(&roundtrip(&mut c, b"show\r\n", b"END\r\n")).into_owned()
+    }
+
+    /// Waits (at most 10 s) until every node's `show` lists every node up.
+    pub fn wait_all_up(&self) {
+        let n = self.nodes.len();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for node in 0..n {
+            loop {
+                let show = self.show(node);
+                let up = show
+                    .lines()
+                    .filter(|l| l.split(' ').nth(3) == Some("up"))
+                    .count();
+                if up == n {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "node {node} never saw the cluster up:\n{show}"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+/// The config of an `n`-node cluster on free ports; returns it with the client ports.
+pub fn cluster_config(n: usize, consistency: &str, extra_cluster_keys: &str) -> (String, Vec<u16>) {
+    let mut config = format!(
+        "[cluster]\nname = test\nconsistency = {consistency}\nsecret = test-secret\n\
+         heartbeat_ms = 50\npeer_timeout_ms = 400\n{extra_cluster_keys}\n"
+    );
+    let mut ports = Vec::new();
+    for id in 0..n {
+        let (client, peer) = (free_port(), free_port());
+        config.push_str(&format!(
+            "\n[node.{id}]\nclient = 127.0.0.1:{client}\npeer = 127.0.0.1:{peer}\n"
+        ));
+        ports.push(client);
+    }
+    (config, ports)
+}
+
+/// Starts node `id` of the config at `config` (logging to `dir/node<id>.log`).
+pub fn start_cluster_node(
+    config: &std::path::Path,
+    dir: &std::path::Path,
+    id: usize,
+    port: u16,
+) -> ProcessGuard {
+    let child = Command::new(env!("CARGO_BIN_EXE_mckv"))
+        .arg("server")
+        .arg("--config")
+        .arg(config)
+        .args([
+            "--node",
+            &id.to_string(),
+            "--log-level",
+            "debug",
+            "--log-file",
+        ])
+        .arg(dir.join(format!("node{id}.log")))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start mckv");
+    let guard = ProcessGuard { child, port };
+    wait_for_port(port, Duration::from_secs(10));
+    guard
+}
+
+/// Starts an `n`-node cluster and waits until every node sees every other one.
+pub fn start_cluster(n: usize, consistency: &str, extra_cluster_keys: &str) -> Cluster {
+    let dir = TempDir::new("cluster");
+    let (text, ports) = cluster_config(n, consistency, extra_cluster_keys);
+    let config = dir.0.join("config.ini");
+    std::fs::write(&config, text).expect("write config");
+    let nodes = ports
+        .iter()
+        .enumerate()
+        .map(|(id, &port)| start_cluster_node(&config, &dir.0, id, port))
+        .collect();
+    let cluster = Cluster { nodes, dir, config };
+    cluster.wait_all_up();
+    cluster
 }
