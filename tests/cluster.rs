@@ -1,0 +1,306 @@
+//! Real `mckv` clusters on loopback: replication, agreement of
+//! read-modify-write commands, failure detection, the peer handshake, and the
+//! start/stop scripts.
+
+mod common;
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{
+    cluster_config, connect, read_until, roundtrip, start_cluster, start_cluster_node, Cluster,
+    TempDir,
+};
+
+fn request(c: &mut TcpStream, bytes: &[u8]) -> String {
+    let done = |got: &[u8]| {
+        got.ends_with(b"END\r\n") || (got.ends_with(b"\r\n") && !got.starts_with(b"VALUE"))
+    };
+    c.write_all(bytes).expect("send");
+    String::from_utf8_lossy(&read_until(c, Duration::from_secs(10), done)).into_owned()
+}
+
+/// Every key's `gets` reply on every node, which must all be identical.
+fn assert_replicas_identical(cluster: &Cluster, keys: &[String]) -> String {
+    let line = format!("gets {}\r\n", keys.join(" "));
+    let views: Vec<String> = (0..cluster.nodes.len())
+        .map(|n| request(&mut connect(cluster.port(n)), line.as_bytes()))
+        .collect();
+    for (n, view) in views.iter().enumerate() {
+        assert_eq!(view, &views[0], "node {n} differs from node 0");
+    }
+    views[0].clone()
+}
+
+#[test]
+fn a_write_acknowledged_anywhere_is_read_everywhere_in_linearizable_mode() {
+    let cluster = start_cluster(3, "linearizable", "");
+    let mut clients: Vec<TcpStream> = (0..3).map(|n| connect(cluster.port(n))).collect();
+    for i in 0..60 {
+        let writer = i % 3;
+        let set = format!(
+            "set key{} 0 0 {}\r\nvalue{i}\r\n",
+            i % 5,
+            format!("value{i}").len()
+        );
+        assert_eq!(request(&mut clients[writer], set.as_bytes()), "STORED\r\n");
+        for reader in (0..3).filter(|&r| r != writer) {
+            let got = request(
+                &mut clients[reader],
+                format!("get key{}\r\n", i % 5).as_bytes(),
+            );
+            let want = format!(
+                "VALUE key{} 0 {}\r\nvalue{i}\r\nEND\r\n",
+                i % 5,
+                format!("value{i}").len()
+            );
+            assert_eq!(
+                got, want,
+                "write {i} on node {writer}, read on node {reader}"
+            );
+        }
+    }
+}
+
+/// Concurrent incr, append and cas on the same keys from every node: each
+/// node applies them in the same order, so the replicas end identical (cas
+/// uniques included) and no increment is lost.
+fn read_modify_writes_agree(mode: &str) {
+    let cluster = start_cluster(3, mode, "");
+    let mut setup = connect(cluster.port(0));
+    for key in ["counter", "log", "token"] {
+        assert_eq!(
+            request(&mut setup, format!("set {key} 0 0 1\r\n0\r\n").as_bytes()),
+            "STORED\r\n"
+        );
+    }
+    const ROUNDS: usize = 40;
+    let cas_wins: usize = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..6)
+            .map(|client| {
+                let port = cluster.port(client % 3);
+                s.spawn(move || {
+                    let mut c = connect(port);
+                    let mut wins = 0;
+                    for round in 0..ROUNDS {
+                        let got = request(&mut c, b"incr counter 1\r\n");
+                        assert!(
+                            got.trim_end().parse::<u64>().is_ok(),
+                            "incr answered {got:?}"
+                        );
+                        let piece = format!("{client}.{round};");
+                        let append = format!("append log 0 0 {}\r\n{piece}\r\n", piece.len());
+                        assert_eq!(request(&mut c, append.as_bytes()), "STORED\r\n");
+                        let gets = request(&mut c, b"gets token\r\n");
+                        let unique = gets
+                            .lines()
+                            .next()
+                            .and_then(|l| l.split(' ').nth(4))
+                            .expect("gets line");
+                        let cas = format!("cas token 0 0 1 {unique}\r\n{}\r\n", client);
+                        match request(&mut c, cas.as_bytes()).as_str() {
+                            "STORED\r\n" => wins += 1,
+                            "EXISTS\r\n" => {}
+                            other => panic!("cas answered {other:?}"),
+                        }
+                    }
+                    wins
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).sum()
+    });
+    assert!(cas_wins >= 1, "some cas must succeed");
+    let keys: Vec<String> = ["counter", "log", "token"]
+        .iter()
+        .map(|k| k.to_string())
+        .collect();
+    // An origin replies once it has applied a write; the other replicas
+    // apply it about then, so wait (bounded) until all agree.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let state = loop {
+        let line = format!("gets {}\r\n", keys.join(" "));
+        let views: Vec<String> = (0..3)
+            .map(|n| request(&mut connect(cluster.port(n)), line.as_bytes()))
+            .collect();
+        if views.iter().all(|v| v == &views[0]) || Instant::now() > deadline {
+            break assert_replicas_identical(&cluster, &keys);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let total = (6 * ROUNDS).to_string();
+    let counter_line = format!("VALUE counter 0 {} ", total.len());
+    assert!(
+        state.contains(&counter_line) && state.contains(&format!("\r\n{total}\r\n")),
+        "{state}"
+    );
+    let log_len: usize = (0..6)
+        .flat_map(|c| (0..ROUNDS).map(move |r| format!("{c}.{r};").len()))
+        .sum();
+    assert!(
+        state.contains(&format!("VALUE log 0 {} ", log_len + 1)),
+        "{state}"
+    );
+}
+
+#[test]
+fn read_modify_writes_agree_on_every_replica_in_linearizable_mode() {
+    read_modify_writes_agree("linearizable");
+}
+
+#[test]
+fn read_modify_writes_agree_on_every_replica_in_sequential_mode() {
+    read_modify_writes_agree("sequential");
+}
+
+fn node_state(cluster: &Cluster, observer: usize, node: usize) -> String {
+    cluster
+        .show(observer)
+        .lines()
+        .find(|l| l.starts_with(&format!("NODE {node} ")))
+        .and_then(|l| l.split(' ').nth(3).map(str::to_string))
+        .unwrap_or_default()
+}
+
+fn wait_for_state(cluster: &Cluster, observer: usize, node: usize, state: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while node_state(cluster, observer, node) != state {
+        assert!(
+            Instant::now() < deadline,
+            "node {observer} never saw node {node} {state}:\n{}",
+            cluster.show(observer)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_silent_peer_is_shown_down_and_blocks_writes_until_it_answers_again() {
+    let cluster = start_cluster(3, "linearizable", "backend_timeout_ms = 3000");
+    let mut c = connect(cluster.port(0));
+    assert_eq!(request(&mut c, b"set k 0 0 1\r\na\r\n"), "STORED\r\n");
+
+    cluster.nodes[2].signal("STOP");
+    wait_for_state(&cluster, 0, 2, "down");
+    let refused = request(&mut c, b"set k 0 0 1\r\nb\r\n");
+    assert_eq!(
+        refused,
+        "SERVER_ERROR cluster unavailable: node 2 is down; not applied\r\n"
+    );
+    assert!(request(&mut c, b"get k\r\n").starts_with("SERVER_ERROR cluster unavailable"));
+    assert!(cluster.log(0).contains("node 2 is down"));
+
+    cluster.nodes[2].signal("CONT");
+    wait_for_state(&cluster, 0, 2, "up");
+    wait_for_state(&cluster, 1, 2, "up");
+    assert_eq!(request(&mut c, b"set k 0 0 1\r\nc\r\n"), "STORED\r\n");
+    assert_replicas_identical(&cluster, &["k".to_string()]);
+}
+
+#[test]
+fn a_peer_with_the_wrong_secret_is_refused() {
+    let dir = TempDir::new("secret");
+    let (text, ports) = cluster_config(2, "linearizable", "");
+    let good = dir.0.join("good.ini");
+    let bad = dir.0.join("bad.ini");
+    std::fs::write(&good, &text).unwrap();
+    std::fs::write(
+        &bad,
+        text.replace("secret = test-secret", "secret = guessed"),
+    )
+    .unwrap();
+    let node0 = start_cluster_node(&good, &dir.0, 0, ports[0]);
+    let _node1 = start_cluster_node(&bad, &dir.0, 1, ports[1]);
+    let log0 = dir.0.join("node0.log");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(&log0)
+        .unwrap_or_default()
+        .contains("wrong cluster secret")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "node 0 never refused the bad hello"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut c = connect(node0.port);
+    let show = request(&mut c, b"show\r\n");
+    assert!(
+        show.contains("\r\nNODE 1 ") && show.contains(" down peer "),
+        "{show}"
+    );
+    assert!(
+        request(&mut c, b"set k 0 0 1\r\nx\r\n").starts_with("SERVER_ERROR cluster unavailable")
+    );
+}
+
+#[test]
+fn a_stopping_node_tells_its_peers_it_is_leaving() {
+    let cluster = start_cluster(3, "sequential", "");
+    cluster.nodes[1].signal("TERM");
+    wait_for_state(&cluster, 0, 1, "left");
+    wait_for_state(&cluster, 2, 1, "left");
+    let mut node1 = cluster;
+    let status = node1.nodes[1].child.wait().unwrap();
+    assert!(status.success(), "SIGTERM exit: {status}");
+}
+
+#[test]
+fn startup_and_stop_scripts_run_a_cluster_and_leave_nothing_behind() {
+    let dir = TempDir::new("scripts");
+    let (text, ports) = cluster_config(3, "linearizable", "");
+    let config = dir.0.join("config.ini");
+    std::fs::write(&config, text).unwrap();
+    let root = env!("CARGO_MANIFEST_DIR");
+    let out = Command::new(format!("{root}/startup.sh"))
+        .arg(&config)
+        .env("MCKV_BIN", env!("CARGO_BIN_EXE_mckv"))
+        .output()
+        .expect("run startup.sh");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("cluster up: 3 nodes"));
+    let pids: Vec<String> = (0..3)
+        .map(|n| {
+            std::fs::read_to_string(dir.0.join(format!("run/node{n}.pid")))
+                .unwrap()
+                .trim()
+                .to_string()
+        })
+        .collect();
+    let mut c = connect(ports[0]);
+    assert_eq!(
+        roundtrip(&mut c, b"set k 0 0 1\r\nx\r\n", b"\r\n"),
+        b"STORED\r\n"
+    );
+    let mut c2 = connect(ports[2]);
+    assert_eq!(
+        roundtrip(&mut c2, b"get k\r\n", b"END\r\n"),
+        b"VALUE k 0 1\r\nx\r\nEND\r\n"
+    );
+
+    let out = Command::new(format!("{root}/stop.sh"))
+        .arg(&config)
+        .output()
+        .expect("run stop.sh");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for pid in pids {
+        let alive = Command::new("kill")
+            .args(["-0", &pid])
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap()
+            .success();
+        assert!(!alive, "pid {pid} still running after stop.sh");
+    }
+    assert!(!dir.0.join("run/node0.pid").exists());
+}
