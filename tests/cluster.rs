@@ -304,3 +304,68 @@ fn startup_and_stop_scripts_run_a_cluster_and_leave_nothing_behind() {
     }
     assert!(!dir.0.join("run/node0.pid").exists());
 }
+
+fn stat(cluster: &Cluster, node: usize, name: &str) -> u64 {
+    let stats = request(&mut connect(cluster.port(node)), b"stats\r\n");
+    stats
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("STAT {name} ")))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {stats}"))
+}
+
+#[test]
+fn proposals_and_acks_coalesce_under_load() {
+    let cluster = start_cluster(
+        3,
+        "linearizable",
+        "heartbeat_ms = 1000\npeer_timeout_ms = 5000",
+    );
+    const WRITES: usize = 2000;
+    let before = stat(&cluster, 0, "mckv_frames_sent");
+    let mut c = connect(cluster.port(0));
+    let batch: Vec<u8> = (0..WRITES)
+        .flat_map(|i| format!("set k{} 0 0 1 noreply\r\nx\r\n", i % 50).into_bytes())
+        .collect();
+    c.write_all(&batch).unwrap();
+    assert_eq!(
+        request(&mut c, b"get k0\r\n"),
+        "VALUE k0 0 1\r\nx\r\nEND\r\n"
+    );
+    let sent = stat(&cluster, 0, "mckv_frames_sent") - before;
+    // One frame per operation per peer would be 4000; coalescing sends many
+    // operations (and acks) per frame.
+    assert!(
+        sent < WRITES as u64,
+        "{sent} frames for {WRITES} writes to 2 peers"
+    );
+    assert_eq!(stat(&cluster, 1, "mckv_delivered"), WRITES as u64);
+}
+
+#[test]
+fn a_restarted_node_is_refused_and_says_so_to_its_clients() {
+    let mut cluster = start_cluster(3, "linearizable", "");
+    let mut c = connect(cluster.port(0));
+    assert_eq!(request(&mut c, b"set k 0 0 1\r\na\r\n"), "STORED\r\n");
+    let port = cluster.port(2);
+    cluster.nodes[2].signal("KILL");
+    let _ = cluster.nodes[2].child.wait();
+    cluster.nodes[2] = start_cluster_node(&cluster.config, &cluster.dir.0, 2, port);
+    let mut restarted = connect(port);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let answer = loop {
+        let answer = request(&mut restarted, b"get k\r\n");
+        if answer.contains("refused this node") || Instant::now() > deadline {
+            break answer;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        answer.starts_with("SERVER_ERROR node unavailable: node ")
+            && answer.contains("rejoining is not supported"),
+        "{answer}"
+    );
+    wait_for_state(&cluster, 0, 2, "restarted");
+    assert!(request(&mut c, b"get k\r\n")
+        .starts_with("SERVER_ERROR cluster unavailable: node 2 is down"));
+}

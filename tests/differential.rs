@@ -1063,7 +1063,8 @@ fn flush_point_scripts() -> Vec<Script> {
 /// Every script group against node 1 of a 3-node cluster in `mode`: the
 /// cluster must answer exactly as a single memcached does.
 fn every_group_on_a_cluster(mode: &str) {
-    let groups: [(char, &str, fn() -> Vec<Script>); 5] = [
+    type Group = (char, &'static str, fn() -> Vec<Script>);
+    let groups: [Group; 5] = [
         ('a', "storage commands", storage_scripts),
         ('b', "errors and swallowing", error_scripts),
         ('c', "split and pipelined requests", split_scripts),

@@ -425,3 +425,178 @@ impl Engine {
         p.out.due = true;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{Get, Store, StoreMode};
+
+    fn reply_to(conn: u64, slot: u64) -> ReplyTo {
+        ReplyTo {
+            token: conn as usize,
+            conn_id: conn,
+            slot,
+        }
+    }
+
+    fn set(key: &str) -> Request {
+        Request {
+            command: Command::Store(Store {
+                mode: StoreMode::Set,
+                key: key.as_bytes().to_vec(),
+                flags: 0,
+                exptime: 0,
+                value: b"v".to_vec(),
+            }),
+            noreply: false,
+        }
+    }
+
+    fn get(key: &str) -> Request {
+        Request {
+            command: Command::Get(Get {
+                keys: vec![key.as_bytes().to_vec()],
+                with_cas: false,
+                touch: None,
+            }),
+            noreply: false,
+        }
+    }
+
+    fn cluster(n: u32, mode: Consistency) -> Vec<Engine> {
+        let view = View::new(0, (0..n).collect());
+        (0..n)
+            .map(|id| {
+                let mut e = Engine::new(id, view.clone(), mode);
+                for peer in view.others(id) {
+                    e.set_up(peer, true);
+                }
+                e
+            })
+            .collect()
+    }
+
+    /// Delivers every owed frame, in node order, until nothing moves;
+    /// returns each node's applied ops as (key, cas, replied).
+    fn exchange(engines: &mut [Engine], applied: &mut [Vec<(Vec<u8>, u64, bool)>]) {
+        loop {
+            let mut moved = false;
+            for from in 0..engines.len() {
+                for to in 0..engines.len() {
+                    if from == to {
+                        continue;
+                    }
+                    if let Some(frame) = engines[from].outgoing(to as NodeId) {
+                        moved = true;
+                        let mut out = Vec::new();
+                        engines[to].on_frame(from as NodeId, frame, &mut out);
+                        record(&out, &mut applied[to]);
+                    }
+                }
+            }
+            if !moved {
+                return;
+            }
+        }
+    }
+
+    fn record(effects: &[Effect], into: &mut Vec<(Vec<u8>, u64, bool)>) {
+        for effect in effects {
+            if let Effect::Apply { op, cas, reply_to } = effect {
+                let key = match &op.request.command {
+                    Command::Store(s) => s.key.clone(),
+                    Command::Get(g) => g.keys[0].clone(),
+                    _ => Vec::new(),
+                };
+                into.push((key, *cas, reply_to.is_some()));
+            }
+        }
+    }
+
+    #[test]
+    fn a_single_node_applies_at_once_with_a_stamp_unique() {
+        let mut e = cluster(1, Consistency::Linearizable).remove(0);
+        let mut out = Vec::new();
+        e.on_client(reply_to(1, 0), set("k"), 0, &mut out);
+        let cas = Stamp { ts: 1, node: 0 }.cas_unique();
+        assert!(matches!(&out[..], [Effect::Apply { cas: c, reply_to: Some(_), .. }] if *c == cas));
+    }
+
+    #[test]
+    fn concurrent_writes_apply_in_the_same_order_everywhere() {
+        let mut engines = cluster(3, Consistency::Linearizable);
+        let mut applied = vec![Vec::new(); 3];
+        for (node, key) in [(0, "a"), (1, "b"), (2, "c"), (1, "d")] {
+            let mut out = Vec::new();
+            engines[node].on_client(reply_to(node as u64, 0), set(key), 0, &mut out);
+            assert!(
+                out.is_empty(),
+                "nothing is applied before every member holds it"
+            );
+        }
+        exchange(&mut engines, &mut applied);
+        let order = |a: &Vec<(Vec<u8>, u64, bool)>| {
+            a.iter()
+                .map(|(k, c, _)| (k.clone(), *c))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(applied[0].len(), 4);
+        assert_eq!(order(&applied[0]), order(&applied[1]));
+        assert_eq!(order(&applied[0]), order(&applied[2]));
+        // Only the origin answers its client.
+        let replied: usize = applied.iter().flatten().filter(|(_, _, r)| *r).count();
+        assert_eq!(replied, 4);
+        assert!(engines.iter().all(|e| e.pending() == 0));
+    }
+
+    #[test]
+    fn a_down_peer_makes_new_operations_refused() {
+        let mut engines = cluster(3, Consistency::Linearizable);
+        engines[0].set_up(2, false);
+        let mut out = Vec::new();
+        engines[0].on_client(reply_to(1, 0), set("k"), 0, &mut out);
+        assert!(
+            matches!(&out[..], [Effect::Refuse { reason, .. }] if reason.contains("node 2 is down"))
+        );
+        assert!(engines[0].outgoing(1).is_none(), "nothing was proposed");
+    }
+
+    #[test]
+    fn a_lost_link_resends_what_the_peer_does_not_hold() {
+        let mut engines = cluster(2, Consistency::Linearizable);
+        let mut out = Vec::new();
+        engines[0].on_client(reply_to(1, 0), set("k"), 0, &mut out);
+        let lost = engines[0].outgoing(1).expect("a frame");
+        assert_eq!(lost.proposals.len(), 1);
+        engines[0].link_lost(1);
+        engines[0].link_opened(1);
+        let mut applied = vec![Vec::new(); 2];
+        exchange(&mut engines, &mut applied);
+        assert_eq!(applied[0].len(), 1);
+        assert_eq!(applied[1].len(), 1);
+        // A duplicate of what was already received is ignored.
+        engines[1].on_frame(0, lost, &mut out);
+        assert_eq!(engines[1].pending(), 0);
+    }
+
+    #[test]
+    fn a_sequential_read_waits_only_for_its_own_earlier_writes() {
+        let mut engines = cluster(2, Consistency::Sequential);
+        let mut out = Vec::new();
+        engines[0].on_client(reply_to(7, 0), set("a"), 0, &mut out);
+        engines[0].on_client(reply_to(7, 1), get("a"), 0, &mut out);
+        engines[0].on_client(reply_to(7, 2), set("b"), 0, &mut out);
+        engines[0].on_client(reply_to(8, 0), get("a"), 0, &mut out);
+        // Another connection's read is served at once; ours waits.
+        let mut applied = vec![Vec::new(); 2];
+        record(&out, &mut applied[0]);
+        assert_eq!(applied[0], vec![(b"a".to_vec(), 0, true)]);
+        exchange(&mut engines, &mut applied);
+        let keys: Vec<&[u8]> = applied[0].iter().map(|(k, ..)| k.as_slice()).collect();
+        assert_eq!(
+            keys,
+            [&b"a"[..], b"a", b"a", b"b"],
+            "the read comes after `set a`, before `set b`"
+        );
+    }
+}

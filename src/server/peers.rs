@@ -108,6 +108,9 @@ pub struct Peers {
     nodes: BTreeMap<NodeId, PeerState>,
     /// Why this node must not serve: a peer knew an earlier run of it.
     pub fenced: Option<String>,
+    /// Frames sent and received since start, for `stats`.
+    pub frames_sent: u64,
+    pub frames_received: u64,
 }
 
 pub struct Identity<'a> {
@@ -159,6 +162,8 @@ impl Peers {
             links: Slab::new(),
             nodes,
             fenced: None,
+            frames_sent: 0,
+            frames_received: 0,
         })
     }
 
@@ -268,6 +273,7 @@ impl Peers {
                 self.on_hello(registry, key, hello, engine, now)
             }
             (Role::Accepted(Some(id)), PeerMessage::Frame(frame)) => {
+                self.frames_received += 1;
                 self.heard(id, engine, now);
                 if let Some(peer) = self.nodes.get_mut(&id) {
                     peer.reported = (frame.pending, frame.ops);
@@ -366,6 +372,7 @@ impl Peers {
             if let Some(mut frame) = engine.outgoing(id) {
                 (frame.pending, frame.ops) = load;
                 wire::encode(&PeerMessage::Frame(frame), &mut self.links[key].output);
+                self.frames_sent += 1;
             }
             if let Err(why) = self.write(registry, key) {
                 self.close(registry, key, engine, Instant::now(), &why);

@@ -94,6 +94,16 @@ impl Report<'_> {
         );
         reply::stat(out, "mckv_delivered", self.engine.delivered());
         reply::stat(out, "mckv_pending", self.engine.pending());
+        reply::stat(
+            out,
+            "mckv_frames_sent",
+            self.peers.map_or(0, |p| p.frames_sent),
+        );
+        reply::stat(
+            out,
+            "mckv_frames_received",
+            self.peers.map_or(0, |p| p.frames_received),
+        );
         reply::stat(out, "mckv_timeouts", c.timeouts);
         out.extend_from_slice(reply::END);
     }
