@@ -1,0 +1,1359 @@
+//! End-to-end load generator: mckv against a bare memcached, same load, same run.
+//!
+//! ```sh
+//! cargo build --release && cargo bench --bench load              # full run, ~2.5 min
+//! cargo build --release && cargo bench --bench load -- --quick   # ~1 min
+//! ```
+//!
+//! It starts `memcached -t 1` and `target/release/mckv server` (one node) on
+//! free 127.0.0.1 ports, stores the 10,000 keys in each, then runs every cell
+//! (connections x get/set mix x pipelining depth) against each server in turn
+//! and prints one table: ops/s, p50/p99/p99.9 latency, errors, server CPU and
+//! the ratios to memcached. Servers are killed at the end (drop guards).
+//!
+//! The load: a closed loop per connection keeping `depth` requests in flight
+//! (a reply that comes back is replaced at once, as memtier's `--pipeline`
+//! does); keys drawn uniformly among 10,000 keys of 32 bytes; `set` writes a
+//! 100-byte value (always the same one for a key, so every `get` reply is
+//! known exactly). Every reply is framed (`VALUE`/data/`END`, one-line
+//! replies) and compared with the one expected; anything else is an error,
+//! and so is a miss, a reply that does not come within the timeout, or a
+//! connection the server closed. Errors are counted over the whole cell,
+//! warm-up included; throughput and latency over the measured window.
+//! Latency runs from the write that carried a request to the read that
+//! completed its reply.
+//!
+//! The generator is a few threads (`--threads`), each driving its share of
+//! the connections with a small mio loop, so 50 connections do not cost 50
+//! threads' context switches on a small machine. Running
+//! `--servers memcached,memcached` shows how much two runs of the same
+//! server differ (the noise floor of a ratio).
+//!
+//! Knobs (argv after `--`, or environment):
+//!
+//! | argv | env | default |
+//! | --- | --- | --- |
+//! | `--quick` | `LOAD_QUICK=1` | off: 1 s measured, 0.3 s warm-up |
+//! | `--duration S` | `LOAD_DURATION` | 3 (seconds measured per cell) |
+//! | `--warmup S` | `LOAD_WARMUP` | 1 |
+//! | `--conns LIST` | `LOAD_CONNS` | 1,4,16,50 |
+//! | `--mix LIST` | `LOAD_MIX` | 90,50 (percent of gets) |
+//! | `--depth LIST` | `LOAD_DEPTH` | 1,16 |
+//! | `--threads N` | `LOAD_THREADS` | 1 generator thread |
+//! | `--servers LIST` | `LOAD_SERVERS` | memcached,mckv (also HOST:PORT: a server started by hand) |
+//! | `--timeout-ms N` | `LOAD_TIMEOUT_MS` | 1000 |
+//! | `--mckv PATH` | `MCKV_BIN` | `target/release/mckv` |
+//!
+//! Run without `--bench` (as `cargo test --benches` does) it only does a
+//! short smoke run, or nothing if the release binary is not built.
+
+use std::collections::VecDeque;
+use std::fmt::Write as _;
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream as StdStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use hdrhistogram::Histogram;
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token};
+
+const KEYS: usize = 10_000;
+const KEY_LEN: usize = 32;
+const VALUE_LEN: usize = 100;
+/// Linux's USER_HZ, the unit of /proc/<pid>/stat times.
+const CLOCK_TICKS: f64 = 100.0;
+
+// ---------------------------------------------------------------- options
+
+#[derive(Clone)]
+struct Opts {
+    duration: Duration,
+    warmup: Duration,
+    conns: Vec<usize>,
+    mixes: Vec<u32>,
+    depths: Vec<usize>,
+    threads: usize,
+    servers: Vec<Kind>,
+    timeout: Duration,
+    mckv: PathBuf,
+}
+
+fn parse_list<T: std::str::FromStr>(what: &str, text: &str) -> Result<Vec<T>, String> {
+    text.split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| {
+            s.trim()
+                .parse()
+                .map_err(|_| format!("bad {what} value {s:?}"))
+        })
+        .collect()
+}
+
+fn parse_secs(what: &str, text: &str) -> Result<Duration, String> {
+    text.parse::<f64>()
+        .ok()
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map(Duration::from_secs_f64)
+        .ok_or_else(|| format!("bad {what} {text:?} (seconds)"))
+}
+
+impl Opts {
+    /// Defaults, then environment, then argv.
+    fn from_env_and_args(args: &[String]) -> Result<Opts, String> {
+        let mut o = Opts {
+            duration: Duration::from_secs(3),
+            warmup: Duration::from_secs(1),
+            conns: vec![1, 4, 16, 50],
+            mixes: vec![90, 50],
+            depths: vec![1, 16],
+            threads: 1,
+            servers: vec![Kind::Memcached, Kind::Mckv],
+            timeout: Duration::from_millis(1000),
+            mckv: Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/mckv"),
+        };
+        let mut settings: Vec<(String, String)> = Vec::new();
+        for (env, key) in [
+            ("LOAD_DURATION", "duration"),
+            ("LOAD_WARMUP", "warmup"),
+            ("LOAD_CONNS", "conns"),
+            ("LOAD_MIX", "mix"),
+            ("LOAD_DEPTH", "depth"),
+            ("LOAD_THREADS", "threads"),
+            ("LOAD_SERVERS", "servers"),
+            ("LOAD_TIMEOUT_MS", "timeout-ms"),
+            ("MCKV_BIN", "mckv"),
+        ] {
+            if let Ok(v) = std::env::var(env) {
+                settings.push((key.into(), v));
+            }
+        }
+        let mut quick = std::env::var("LOAD_QUICK").is_ok_and(|v| !v.is_empty() && v != "0");
+        let mut it = args.iter();
+        while let Some(arg) = it.next() {
+            match arg.as_str() {
+                // cargo bench passes --bench; criterion-style filters are not used here.
+                "--bench" => {}
+                "--quick" => quick = true,
+                "--help" | "-h" => return Err(String::new()),
+                flag if flag.starts_with("--") => {
+                    let key = &flag[2..];
+                    let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
+                    settings.push((key.into(), value.clone()));
+                }
+                other => return Err(format!("unexpected argument {other:?}")),
+            }
+        }
+        if quick {
+            o.duration = Duration::from_secs(1);
+            o.warmup = Duration::from_millis(300);
+        }
+        for (key, v) in settings {
+            match key.as_str() {
+                "duration" => o.duration = parse_secs("duration", &v)?,
+                "warmup" => o.warmup = parse_secs("warmup", &v)?,
+                "conns" => o.conns = parse_list("conns", &v)?,
+                "mix" => o.mixes = parse_list("mix", &v)?,
+                "depth" => o.depths = parse_list("depth", &v)?,
+                "threads" => o.threads = v.parse().map_err(|_| format!("bad threads {v:?}"))?,
+                "servers" => o.servers = parse_list("servers", &v)?,
+                "timeout-ms" => {
+                    o.timeout = Duration::from_millis(
+                        v.parse().map_err(|_| format!("bad timeout-ms {v:?}"))?,
+                    )
+                }
+                "mckv" => o.mckv = PathBuf::from(v),
+                other => return Err(format!("unknown option --{other}")),
+            }
+        }
+        if o.conns.contains(&0) || o.depths.contains(&0) || o.threads == 0 {
+            return Err("conns, depth and threads must be at least 1".into());
+        }
+        if o.mixes.iter().any(|&m| m > 100) {
+            return Err("mix is a percentage of gets (0-100)".into());
+        }
+        if o.servers.is_empty() || o.conns.is_empty() || o.mixes.is_empty() || o.depths.is_empty() {
+            return Err("empty list".into());
+        }
+        Ok(o)
+    }
+}
+
+const USAGE: &str = "usage: cargo bench --bench load -- [--quick] [--duration S] [--warmup S] \
+[--conns 1,4,16,50] [--mix 90,50] [--depth 1,16] [--threads N] \
+[--servers memcached,mckv] [--timeout-ms N] [--mckv PATH]";
+
+// ---------------------------------------------------------------- servers
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Kind {
+    Memcached,
+    Mckv,
+    /// A server someone else started (e.g. under a profiler): driven and
+    /// populated, but neither started nor stopped, and its CPU not measured.
+    External(SocketAddr),
+}
+
+impl std::str::FromStr for Kind {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Kind, ()> {
+        match s {
+            "memcached" => Ok(Kind::Memcached),
+            "mckv" => Ok(Kind::Mckv),
+            addr => addr.parse().map(Kind::External).map_err(|_| ()),
+        }
+    }
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Memcached => "memcached",
+            Kind::Mckv => "mckv",
+            Kind::External(_) => "external",
+        }
+    }
+}
+
+/// A server process; killed (by pid) when dropped.
+struct Server {
+    label: String,
+    addr: SocketAddr,
+    /// None for an external server.
+    child: Option<Child>,
+    dead: Option<String>,
+    _tmp: Option<TempDir>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn free_port() -> io::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+impl Server {
+    fn start(kind: Kind, label: String, opts: &Opts, seq: usize) -> Result<Server, String> {
+        if let Kind::External(addr) = kind {
+            let mut server = Server {
+                label: format!("{label}({addr})"),
+                addr,
+                child: None,
+                dead: None,
+                _tmp: None,
+            };
+            server.wait_ready()?;
+            return Ok(server);
+        }
+        let mut last_err = String::new();
+        // A free port can be taken between the probe and the server's bind: retry.
+        for _ in 0..5 {
+            let port = free_port().map_err(|e| format!("no free port: {e}"))?;
+            let (mut cmd, tmp) = match kind {
+                Kind::Memcached => {
+                    let mut cmd = Command::new("memcached");
+                    cmd.args(["-l", "127.0.0.1", "-p", &port.to_string()]);
+                    cmd.args(["-U", "0", "-t", "1", "-u", "root"]);
+                    (cmd, None)
+                }
+                Kind::Mckv => {
+                    let dir = std::env::temp_dir()
+                        .join(format!("mckv-load-{}-{seq}-{port}", std::process::id()));
+                    std::fs::create_dir_all(&dir).map_err(|e| format!("{dir:?}: {e}"))?;
+                    let mut cmd = Command::new(&opts.mckv);
+                    cmd.args(["server", "--port", &port.to_string(), "--log-file"]);
+                    cmd.arg(dir.join("mckv.log"));
+                    cmd.args(["--log-level", "warn"]);
+                    (cmd, Some(TempDir(dir)))
+                }
+                Kind::External(_) => unreachable!("handled above"),
+            };
+            cmd.stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+            let child = cmd
+                .spawn()
+                .map_err(|e| format!("cannot start {}: {e}", kind.name()))?;
+            let mut server = Server {
+                label: label.clone(),
+                addr: SocketAddr::from(([127, 0, 0, 1], port)),
+                child: Some(child),
+                dead: None,
+                _tmp: tmp,
+            };
+            match server.wait_ready() {
+                Ok(()) => return Ok(server),
+                Err(e) => last_err = e,
+            }
+        }
+        Err(format!("{label} did not start: {last_err}"))
+    }
+
+    fn wait_ready(&mut self) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+                return Err(format!("exited with {status}"));
+            }
+            if let Ok(mut s) = StdStream::connect_timeout(&self.addr, Duration::from_millis(200)) {
+                let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+                let mut buf = [0u8; 256];
+                if s.write_all(b"version\r\n").is_ok() {
+                    if let Ok(n) = s.read(&mut buf) {
+                        if buf[..n].starts_with(b"VERSION ") {
+                            return Ok(());
+                        }
+                    }
+                }
+            }
+            if Instant::now() > deadline {
+                return Err("not answering `version` after 5 s".into());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    fn check_alive(&mut self) {
+        if self.dead.is_none() {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+                self.dead = Some(format!("exited with {status}"));
+            }
+        }
+    }
+}
+
+/// CPU seconds (user + system) a process has used, from /proc.
+fn cpu_seconds(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 1..];
+    let f: Vec<&str> = after.split_whitespace().collect();
+    // Fields 14 and 15 of the file (utime, stime); `after` starts at field 3.
+    let utime: f64 = f.get(11)?.parse().ok()?;
+    let stime: f64 = f.get(12)?.parse().ok()?;
+    Some((utime + stime) / CLOCK_TICKS)
+}
+
+/// CPU seconds the whole machine spent busy (steal included: a host taking
+/// the CPU away is noise too), from /proc/stat.
+fn machine_busy_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let f: Vec<f64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|v| v.parse().unwrap_or(0.0))
+        .collect();
+    // user nice system idle iowait irq softirq steal: all but idle and iowait.
+    let busy: f64 = [0, 1, 2, 5, 6, 7].iter().filter_map(|&i| f.get(i)).sum();
+    Some(busy / CLOCK_TICKS)
+}
+
+/// Busy CPU (in cores) of everything but the server and the generator above
+/// which a cell is flagged as disturbed.
+const OTHER_CPU_FLAG: f64 = 0.15;
+
+// ---------------------------------------------------------------- workload
+
+/// Every request and expected reply, built once.
+struct Workload {
+    get_req: Vec<Vec<u8>>,
+    set_req: Vec<Vec<u8>>,
+    get_reply: Vec<Vec<u8>>,
+}
+
+fn key(i: usize) -> String {
+    let k = format!("key:{i:028}");
+    debug_assert_eq!(k.len(), KEY_LEN);
+    k
+}
+
+/// A key's value: the same bytes every time the key is written.
+fn value(i: usize) -> Vec<u8> {
+    (0..VALUE_LEN)
+        .map(|j| b'a' + ((i + j) % 26) as u8)
+        .collect()
+}
+
+impl Workload {
+    fn new() -> Workload {
+        let mut w = Workload {
+            get_req: Vec::with_capacity(KEYS),
+            set_req: Vec::with_capacity(KEYS),
+            get_reply: Vec::with_capacity(KEYS),
+        };
+        for i in 0..KEYS {
+            let k = key(i);
+            let v = value(i);
+            w.get_req.push(format!("get {k}\r\n").into_bytes());
+            let mut set = format!("set {k} 0 0 {VALUE_LEN}\r\n").into_bytes();
+            set.extend_from_slice(&v);
+            set.extend_from_slice(b"\r\n");
+            w.set_req.push(set);
+            let mut reply = format!("VALUE {k} 0 {VALUE_LEN}\r\n").into_bytes();
+            reply.extend_from_slice(&v);
+            reply.extend_from_slice(b"\r\nEND\r\n");
+            w.get_reply.push(reply);
+        }
+        w
+    }
+}
+
+/// Stores every key (pipelined, 100 at a time) and checks one `get`.
+fn populate(addr: SocketAddr, w: &Workload) -> Result<(), String> {
+    let mut s = StdStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
+    let _ = s.set_nodelay(true);
+    let mut buf = vec![0u8; 4096];
+    for chunk in (0..KEYS).collect::<Vec<_>>().chunks(100) {
+        let mut out = Vec::new();
+        for &i in chunk {
+            out.extend_from_slice(&w.set_req[i]);
+        }
+        s.write_all(&out).map_err(|e| format!("write: {e}"))?;
+        let want = b"STORED\r\n".repeat(chunk.len());
+        let mut got = Vec::new();
+        while got.len() < want.len() {
+            let n = s.read(&mut buf).map_err(|e| format!("read: {e}"))?;
+            if n == 0 {
+                return Err("closed while populating".into());
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+        if got != want {
+            return Err(format!(
+                "unexpected reply while populating: {:?}",
+                String::from_utf8_lossy(&got[..got.len().min(200)])
+            ));
+        }
+    }
+    s.write_all(&w.get_req[KEYS - 1])
+        .map_err(|e| e.to_string())?;
+    let want = &w.get_reply[KEYS - 1];
+    let mut got = Vec::new();
+    while got.len() < want.len() {
+        let n = s.read(&mut buf).map_err(|e| format!("read: {e}"))?;
+        if n == 0 {
+            return Err("closed while checking".into());
+        }
+        got.extend_from_slice(&buf[..n]);
+    }
+    if &got != want {
+        return Err("a stored key does not read back".into());
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------- generator
+
+#[derive(Clone, Copy, Debug)]
+struct Cell {
+    conns: usize,
+    get_percent: u32,
+    depth: usize,
+}
+
+impl Cell {
+    fn name(&self) -> String {
+        format!(
+            "{:>3} conn  {:>2}/{:<2}  depth {:>2}",
+            self.conns,
+            self.get_percent,
+            100 - self.get_percent,
+            self.depth
+        )
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Times {
+    start: Instant,
+    measure: Instant,
+    end: Instant,
+}
+
+#[derive(Default, Clone, Copy)]
+struct Errors {
+    /// A reply other than the one expected (including `SERVER_ERROR`s).
+    wrong: u64,
+    /// A `get` of a stored key that found nothing.
+    miss: u64,
+    /// Requests whose reply did not come within the timeout.
+    timeout: u64,
+    /// Connect failures, closed connections, unparsable replies, and the
+    /// requests lost with them.
+    io: u64,
+}
+
+impl Errors {
+    fn total(&self) -> u64 {
+        self.wrong + self.miss + self.timeout + self.io
+    }
+
+    fn add(&mut self, o: &Errors) {
+        self.wrong += o.wrong;
+        self.miss += o.miss;
+        self.timeout += o.timeout;
+        self.io += o.io;
+    }
+}
+
+struct Stats {
+    hist: Histogram<u64>,
+    /// Replies completed in the measured window.
+    measured: u64,
+    /// Replies completed over the whole cell (warm-up included).
+    completed: u64,
+    errors: Errors,
+    bytes_out: u64,
+    bytes_in: u64,
+}
+
+impl Stats {
+    fn new() -> Stats {
+        Stats {
+            // Nanoseconds, 1 ns to 100 s, 3 significant digits.
+            hist: Histogram::new_with_bounds(1, 100_000_000_000, 3).expect("histogram bounds"),
+            measured: 0,
+            completed: 0,
+            errors: Errors::default(),
+            bytes_out: 0,
+            bytes_in: 0,
+        }
+    }
+
+    fn merge(&mut self, o: &Stats) {
+        self.hist.add(&o.hist).expect("same histogram bounds");
+        self.measured += o.measured;
+        self.completed += o.completed;
+        self.errors.add(&o.errors);
+        self.bytes_out += o.bytes_out;
+        self.bytes_in += o.bytes_in;
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Expect {
+    Get(u32),
+    Set,
+}
+
+struct Pending {
+    expect: Expect,
+    sent: Instant,
+}
+
+/// Input buffer: filled at `end`, parsed from `start`; never zeroed again.
+const IN_BUF: usize = 256 * 1024;
+
+struct Conn {
+    stream: Option<TcpStream>,
+    out: Vec<u8>,
+    out_at: usize,
+    input: Vec<u8>,
+    in_start: usize,
+    in_end: usize,
+    inflight: VecDeque<Pending>,
+    rng: u64,
+}
+
+enum Outcome {
+    Ok,
+    Miss,
+    Wrong,
+}
+
+enum Framing {
+    Done(Outcome, usize),
+    Incomplete,
+    /// The bytes cannot be a memcached reply: the connection is out of step.
+    Broken,
+}
+
+fn find_newline(buf: &[u8]) -> Option<usize> {
+    buf.iter().position(|&b| b == b'\n')
+}
+
+/// Frames the reply at the head of `buf` and checks it against `expect`.
+fn frame(buf: &[u8], expect: Expect, w: &Workload) -> Framing {
+    match expect {
+        Expect::Set => match find_newline(buf) {
+            Some(nl) if &buf[..=nl] == b"STORED\r\n" => Framing::Done(Outcome::Ok, nl + 1),
+            Some(nl) => Framing::Done(Outcome::Wrong, nl + 1),
+            None if buf.len() > 4096 => Framing::Broken,
+            None => Framing::Incomplete,
+        },
+        Expect::Get(k) => {
+            let want = &w.get_reply[k as usize];
+            if buf.len() >= want.len() && &buf[..want.len()] == want.as_slice() {
+                return Framing::Done(Outcome::Ok, want.len());
+            }
+            // Not the expected bytes (or not all here yet): frame it properly.
+            let mut at = 0;
+            let mut values = 0;
+            loop {
+                let Some(nl) = find_newline(&buf[at..]) else {
+                    return if buf.len() - at > 4096 {
+                        Framing::Broken
+                    } else {
+                        Framing::Incomplete
+                    };
+                };
+                let line = &buf[at..at + nl + 1];
+                if line == b"END\r\n" {
+                    let outcome = if values == 0 {
+                        Outcome::Miss
+                    } else {
+                        Outcome::Wrong
+                    };
+                    return Framing::Done(outcome, at + nl + 1);
+                }
+                if let Some(rest) = line.strip_prefix(b"VALUE ") {
+                    let text = String::from_utf8_lossy(rest);
+                    let Some(len) = text
+                        .split_whitespace()
+                        .nth(2)
+                        .and_then(|n| n.parse::<usize>().ok())
+                    else {
+                        return Framing::Broken;
+                    };
+                    let data_end = at + nl + 1 + len + 2;
+                    if buf.len() < data_end {
+                        return Framing::Incomplete;
+                    }
+                    if &buf[data_end - 2..data_end] != b"\r\n" {
+                        return Framing::Broken;
+                    }
+                    at = data_end;
+                    values += 1;
+                    continue;
+                }
+                if at == 0 {
+                    // A one-line reply instead of a value: ERROR, SERVER_ERROR, ...
+                    return Framing::Done(Outcome::Wrong, nl + 1);
+                }
+                return Framing::Broken;
+            }
+        }
+    }
+}
+
+impl Conn {
+    fn new(seed: u64) -> Conn {
+        Conn {
+            stream: None,
+            out: Vec::with_capacity(16 * 1024),
+            out_at: 0,
+            input: vec![0; IN_BUF],
+            in_start: 0,
+            in_end: 0,
+            inflight: VecDeque::new(),
+            rng: seed | 1,
+        }
+    }
+
+    fn next_random(&mut self) -> u64 {
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        self.rng
+    }
+
+    fn connect(&mut self, addr: SocketAddr, poll: &Poll, token: Token) -> io::Result<()> {
+        let s = StdStream::connect_timeout(&addr, Duration::from_secs(1))?;
+        s.set_nodelay(true)?;
+        s.set_nonblocking(true)?;
+        let mut s = TcpStream::from_std(s);
+        poll.registry()
+            .register(&mut s, token, Interest::READABLE | Interest::WRITABLE)?;
+        self.stream = Some(s);
+        Ok(())
+    }
+
+    /// Forgets the connection and what was in flight on it.
+    fn drop_connection(&mut self, poll: &Poll) -> u64 {
+        if let Some(mut s) = self.stream.take() {
+            let _ = poll.registry().deregister(&mut s);
+        }
+        self.out.clear();
+        self.out_at = 0;
+        self.in_start = 0;
+        self.in_end = 0;
+        let lost = self.inflight.len() as u64;
+        self.inflight.clear();
+        lost
+    }
+
+    /// Tops the pipeline up to `depth` requests and writes what it can.
+    fn fill_and_send(&mut self, cell: &Cell, w: &Workload, stats: &mut Stats) -> io::Result<()> {
+        if self.inflight.len() < cell.depth {
+            let now = Instant::now();
+            while self.inflight.len() < cell.depth {
+                let r = self.next_random();
+                let k = ((r >> 16) % KEYS as u64) as usize;
+                let expect = if ((r >> 48) % 100) < u64::from(cell.get_percent) {
+                    self.out.extend_from_slice(&w.get_req[k]);
+                    Expect::Get(k as u32)
+                } else {
+                    self.out.extend_from_slice(&w.set_req[k]);
+                    Expect::Set
+                };
+                self.inflight.push_back(Pending { expect, sent: now });
+            }
+        }
+        self.send(stats)
+    }
+
+    fn send(&mut self, stats: &mut Stats) -> io::Result<()> {
+        let Some(stream) = self.stream.as_mut() else {
+            return Ok(());
+        };
+        while self.out_at < self.out.len() {
+            match stream.write(&self.out[self.out_at..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    self.out_at += n;
+                    stats.bytes_out += n as u64;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.out.clear();
+        self.out_at = 0;
+        Ok(())
+    }
+
+    /// Reads until the socket is empty, then takes every complete reply.
+    fn receive(&mut self, w: &Workload, times: &Times, stats: &mut Stats) -> io::Result<()> {
+        let Some(stream) = self.stream.as_mut() else {
+            return Ok(());
+        };
+        loop {
+            if self.in_end == self.input.len() {
+                if self.in_start == 0 {
+                    return Err(io::Error::other("reply larger than the input buffer"));
+                }
+                self.input.copy_within(self.in_start..self.in_end, 0);
+                self.in_end -= self.in_start;
+                self.in_start = 0;
+            }
+            match stream.read(&mut self.input[self.in_end..]) {
+                Ok(0) => return Err(io::Error::other("server closed the connection")),
+                Ok(n) => {
+                    let room = self.input.len() - self.in_end;
+                    self.in_end += n;
+                    stats.bytes_in += n as u64;
+                    // A short read emptied the socket: with epoll's edge
+                    // triggering, new bytes bring a new event, so the read
+                    // that would only say WouldBlock is saved (as tokio does).
+                    if n < room {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let now = Instant::now();
+        let measuring = now >= times.measure;
+        while let Some(p) = self.inflight.front() {
+            match frame(&self.input[self.in_start..self.in_end], p.expect, w) {
+                Framing::Incomplete => break,
+                Framing::Broken => return Err(io::Error::other("unparsable reply")),
+                Framing::Done(outcome, used) => {
+                    self.in_start += used;
+                    stats.completed += 1;
+                    match outcome {
+                        Outcome::Ok => {
+                            if measuring {
+                                stats.measured += 1;
+                                let ns = now.duration_since(p.sent).as_nanos() as u64;
+                                stats.hist.saturating_record(ns.max(1));
+                            }
+                        }
+                        Outcome::Miss => stats.errors.miss += 1,
+                        Outcome::Wrong => stats.errors.wrong += 1,
+                    }
+                    self.inflight.pop_front();
+                }
+            }
+        }
+        if self.in_start == self.in_end {
+            self.in_start = 0;
+            self.in_end = 0;
+        } else if self.inflight.is_empty() {
+            // Bytes nobody asked for.
+            return Err(io::Error::other("unsolicited bytes from the server"));
+        }
+        Ok(())
+    }
+}
+
+/// One generator thread: drives `ids` connections until `times.end`.
+fn drive(
+    addr: SocketAddr,
+    ids: Vec<usize>,
+    cell: Cell,
+    w: Arc<Workload>,
+    times: Times,
+    timeout: Duration,
+) -> Stats {
+    let mut stats = Stats::new();
+    let mut poll = Poll::new().expect("mio poll");
+    let mut events = Events::with_capacity(256);
+    let mut conns: Vec<Conn> = ids
+        .iter()
+        .map(|&id| Conn::new(0x9e37_79b9_7f4a_7c15 ^ ((id as u64 + 1) * 0x2545_f491_4f6c_dd1d)))
+        .collect();
+    for (i, c) in conns.iter_mut().enumerate() {
+        if c.connect(addr, &poll, Token(i)).is_err() {
+            stats.errors.io += 1;
+        }
+    }
+    if let Some(wait) = times.start.checked_duration_since(Instant::now()) {
+        std::thread::sleep(wait);
+    }
+    for c in conns.iter_mut() {
+        if c.stream.is_some() {
+            if let Err(_e) = c.fill_and_send(&cell, &w, &mut stats) {
+                stats.errors.io += 1 + c.drop_connection(&poll);
+            }
+        }
+    }
+    let mut next_check = Instant::now() + Duration::from_millis(10);
+    loop {
+        let now = Instant::now();
+        if now >= times.end {
+            break;
+        }
+        let wait = (times.end - now).min(Duration::from_millis(10));
+        if let Err(e) = poll.poll(&mut events, Some(wait)) {
+            if e.kind() != io::ErrorKind::Interrupted {
+                panic!("poll: {e}");
+            }
+        }
+        for event in events.iter() {
+            let i = event.token().0;
+            let c = &mut conns[i];
+            let mut result = Ok(());
+            if event.is_readable() || event.is_read_closed() || event.is_error() {
+                result = c.receive(&w, &times, &mut stats);
+            }
+            if result.is_ok() && Instant::now() < times.end {
+                result = c.fill_and_send(&cell, &w, &mut stats);
+            }
+            if result.is_err() {
+                stats.errors.io += 1 + c.drop_connection(&poll);
+            }
+        }
+        let now = Instant::now();
+        if now >= next_check {
+            next_check = now + Duration::from_millis(10);
+            for (i, c) in conns.iter_mut().enumerate() {
+                let late = c
+                    .inflight
+                    .front()
+                    .is_some_and(|p| now.duration_since(p.sent) > timeout);
+                if late {
+                    stats.errors.timeout += c.drop_connection(&poll);
+                }
+                if c.stream.is_none() && now < times.end {
+                    match c.connect(addr, &poll, Token(i)) {
+                        Ok(()) => {
+                            if c.fill_and_send(&cell, &w, &mut stats).is_err() {
+                                stats.errors.io += 1 + c.drop_connection(&poll);
+                            }
+                        }
+                        Err(_) => stats.errors.io += 1,
+                    }
+                }
+            }
+        }
+    }
+    stats
+}
+
+struct CellResult {
+    stats: Stats,
+    window: Duration,
+    server_cpu: Option<f64>,
+    generator_cpu: Option<f64>,
+    /// CPU used by other processes (and the host's steal) meanwhile.
+    other_cpu: Option<f64>,
+}
+
+impl CellResult {
+    fn disturbed(&self) -> bool {
+        self.other_cpu.is_some_and(|c| c > OTHER_CPU_FLAG)
+    }
+}
+
+impl CellResult {
+    fn ops_per_sec(&self) -> f64 {
+        self.stats.measured as f64 / self.window.as_secs_f64()
+    }
+
+    fn percentile_us(&self, q: f64) -> f64 {
+        self.stats.hist.value_at_quantile(q) as f64 / 1000.0
+    }
+}
+
+fn run_cell(server: &Server, cell: Cell, opts: &Opts, w: &Arc<Workload>) -> CellResult {
+    let threads = opts.threads.min(cell.conns);
+    let start = Instant::now() + Duration::from_millis(100);
+    let times = Times {
+        start,
+        measure: start + opts.warmup,
+        end: start + opts.warmup + opts.duration,
+    };
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let ids: Vec<usize> = (t..cell.conns).step_by(threads).collect();
+            let (w, addr, timeout) = (w.clone(), server.addr, opts.timeout);
+            std::thread::Builder::new()
+                .name(format!("load-{t}"))
+                .spawn(move || drive(addr, ids, cell, w, times, timeout))
+                .expect("spawn a generator thread")
+        })
+        .collect();
+    let pid = server.pid().map(|p| p.to_string());
+    let server_cpu_now = || cpu_seconds(pid.as_deref()?);
+    if let Some(wait) = times.measure.checked_duration_since(Instant::now()) {
+        std::thread::sleep(wait);
+    }
+    let cpu0 = (
+        server_cpu_now(),
+        cpu_seconds("self"),
+        machine_busy_seconds(),
+    );
+    if let Some(wait) = times.end.checked_duration_since(Instant::now()) {
+        std::thread::sleep(wait);
+    }
+    let cpu1 = (
+        server_cpu_now(),
+        cpu_seconds("self"),
+        machine_busy_seconds(),
+    );
+    let mut stats = Stats::new();
+    for h in handles {
+        stats.merge(&h.join().expect("generator thread panicked"));
+    }
+    let window = times.end - times.measure;
+    let per_window = |a: Option<f64>, b: Option<f64>| Some((b? - a?) / window.as_secs_f64());
+    let server_cpu = per_window(cpu0.0, cpu1.0);
+    let generator_cpu = per_window(cpu0.1, cpu1.1);
+    let other_cpu =
+        (|| Some((per_window(cpu0.2, cpu1.2)? - server_cpu? - generator_cpu?).max(0.0)))();
+    CellResult {
+        stats,
+        window,
+        server_cpu,
+        generator_cpu,
+        other_cpu,
+    }
+}
+
+// ---------------------------------------------------------------- report
+
+fn command_output(cmd: &str, args: &[&str]) -> Option<String> {
+    let out = Command::new(cmd)
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+        .filter(|s| !s.is_empty())
+}
+
+fn machine_description(opts: &Opts) -> String {
+    let nproc = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown".into());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map_or_else(|_| "unknown".into(), |k| k.trim().to_string());
+    let memcached = command_output("memcached", &["-V"]).unwrap_or_else(|| "not found".into());
+    let commit = command_output("git", &["rev-parse", "--short", "HEAD"]).map(|c| {
+        let dirty = Command::new("git")
+            .args(["diff", "--quiet", "HEAD", "--", "src", "Cargo.toml"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .is_ok_and(|s| s.code() == Some(1));
+        if dirty {
+            format!("{c} + uncommitted changes in src/")
+        } else {
+            c
+        }
+    });
+    let mckv = command_output(opts.mckv.to_str().unwrap_or("mckv"), &["--version"])
+        .unwrap_or_else(|| "not found".into());
+    let mut s = String::new();
+    let _ = writeln!(s, "machine:   {nproc} CPUs, {model}, Linux {kernel}");
+    let _ = writeln!(s, "memcached: {memcached} (-t 1)");
+    let _ = writeln!(
+        s,
+        "mckv:      {mckv}, commit {} ({}), one node, memory store",
+        commit.as_deref().unwrap_or("unknown"),
+        opts.mckv.display()
+    );
+    let _ = writeln!(
+        s,
+        "load:      {KEYS} keys of {KEY_LEN} B, {VALUE_LEN} B values, uniform keys; \
+         {:.1} s measured after {:.1} s warm-up per cell; {} generator thread(s); \
+         timeout {} ms",
+        opts.duration.as_secs_f64(),
+        opts.warmup.as_secs_f64(),
+        opts.threads,
+        opts.timeout.as_millis()
+    );
+    s
+}
+
+fn fmt_us(us: f64) -> String {
+    if us < 100.0 {
+        format!("{us:.1}")
+    } else {
+        format!("{us:.0}")
+    }
+}
+
+fn fmt_cpu(c: Option<f64>) -> String {
+    c.map_or_else(|| "-".into(), |c| format!("{:.0}", c * 100.0))
+}
+
+fn print_table(
+    servers: &[String],
+    cells: &[Cell],
+    results: &[Vec<Option<CellResult>>],
+    baseline: Option<usize>,
+) {
+    let mut head1 = format!("{:<27}", "");
+    let mut head2 = format!("{:<27}", "workload");
+    for s in servers {
+        let _ = write!(head1, "| {:<48}", s);
+        let _ = write!(
+            head2,
+            "| {:>8} {:>7} {:>7} {:>7} {:>6} {:>6} ",
+            "ops/s", "p50", "p99", "p99.9", "errors", "cpu%"
+        );
+    }
+    let ratio_servers: Vec<usize> = match baseline {
+        Some(b) => (0..servers.len()).filter(|&i| i != b).collect(),
+        None => Vec::new(),
+    };
+    for &i in &ratio_servers {
+        let b = baseline.expect("baseline");
+        let _ = write!(head1, "| {:<16}", format!("{}/{}", servers[i], servers[b]));
+        let _ = write!(head2, "| {:>7} {:>7} ", "ops", "p99");
+    }
+    println!("{head1}");
+    println!("{head2}");
+    println!("{}", "-".repeat(head2.len()));
+    for (c, cell) in cells.iter().enumerate() {
+        let disturbed = results[c].iter().flatten().any(CellResult::disturbed);
+        let mark = if disturbed { " !" } else { "" };
+        let mut row = format!("{:<27}", format!("{}{mark}", cell.name()));
+        for result in &results[c] {
+            match result {
+                Some(r) => {
+                    let _ = write!(
+                        row,
+                        "| {:>8.0} {:>7} {:>7} {:>7} {:>6} {:>6} ",
+                        r.ops_per_sec(),
+                        fmt_us(r.percentile_us(0.50)),
+                        fmt_us(r.percentile_us(0.99)),
+                        fmt_us(r.percentile_us(0.999)),
+                        r.stats.errors.total(),
+                        fmt_cpu(r.server_cpu)
+                    );
+                }
+                None => {
+                    let _ = write!(row, "| {:<48}", "not run (server down)");
+                }
+            }
+        }
+        for &i in &ratio_servers {
+            let b = baseline.expect("baseline");
+            match (&results[c][i], &results[c][b]) {
+                (Some(r), Some(base)) if base.ops_per_sec() > 0.0 => {
+                    let p99 = base.percentile_us(0.99);
+                    let _ = write!(
+                        row,
+                        "| {:>7.2} {:>7} ",
+                        r.ops_per_sec() / base.ops_per_sec(),
+                        if p99 > 0.0 {
+                            format!("{:.2}", r.percentile_us(0.99) / p99)
+                        } else {
+                            "-".into()
+                        }
+                    );
+                }
+                _ => {
+                    let _ = write!(row, "| {:>7} {:>7} ", "-", "-");
+                }
+            }
+        }
+        println!("{row}");
+    }
+    println!(
+        "\nlatency in µs (write of the request to read of its whole reply); cpu% = server \
+         process CPU over the measured window (100 = one core); errors over the whole cell, \
+         warm-up included; ratios: throughput (higher is better) and p99 (lower is better)."
+    );
+    if results
+        .iter()
+        .flatten()
+        .flatten()
+        .any(CellResult::disturbed)
+    {
+        println!(
+            "! = other processes (or the host's steal) used more than {:.0}% of a CPU during \
+             that cell: its numbers are disturbed; rerun on a quiet machine.",
+            OTHER_CPU_FLAG * 100.0
+        );
+    }
+}
+
+fn print_details(servers: &[String], cells: &[Cell], results: &[Vec<Option<CellResult>>]) {
+    println!(
+        "\ndetails (bytes per completed request; CPU of the generator and of everything else, \
+         100 = one core; error kinds):"
+    );
+    for (c, cell) in cells.iter().enumerate() {
+        for (s, result) in results[c].iter().enumerate() {
+            let Some(r) = result else { continue };
+            let done = r.stats.completed.max(1) as f64;
+            let e = r.stats.errors;
+            let mut line = format!(
+                "  {:<27} {:<12} out {:>5.1} B/op  in {:>5.1} B/op  generator cpu {:>4}%  \
+                 other cpu {:>4}%",
+                cell.name(),
+                servers[s],
+                r.stats.bytes_out as f64 / done,
+                r.stats.bytes_in as f64 / done,
+                fmt_cpu(r.generator_cpu),
+                fmt_cpu(r.other_cpu),
+            );
+            if e.total() > 0 {
+                let _ = write!(
+                    line,
+                    "  ERRORS: wrong {} miss {} timeout {} io {}",
+                    e.wrong, e.miss, e.timeout, e.io
+                );
+            }
+            println!("{line}");
+        }
+    }
+}
+
+// ---------------------------------------------------------------- main
+
+fn newest_source_change() -> Option<SystemTime> {
+    let mut newest = None;
+    let mut dirs = vec![Path::new(env!("CARGO_MANIFEST_DIR")).join("src")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(dir).ok()?.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if let Ok(m) = entry.metadata().and_then(|m| m.modified()) {
+                newest = newest.max(Some(m));
+            }
+        }
+    }
+    newest
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    // `cargo bench` passes --bench; `cargo test --benches` does not: then
+    // only a smoke run, so tests do not take minutes.
+    let smoke = !args.iter().any(|a| a == "--bench");
+    let mut opts = match Opts::from_env_and_args(&args) {
+        Ok(o) => o,
+        Err(e) => {
+            if !e.is_empty() {
+                eprintln!("load: {e}");
+            }
+            eprintln!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let wants_mckv = opts.servers.contains(&Kind::Mckv);
+    if wants_mckv && !opts.mckv.is_file() {
+        if smoke {
+            println!(
+                "load: smoke run skipped: {} is not built",
+                opts.mckv.display()
+            );
+            return ExitCode::SUCCESS;
+        }
+        eprintln!(
+            "load: {} not found.\nBuild it first: cd {} && cargo build --release\n\
+             (or point MCKV_BIN / --mckv at an mckv binary)",
+            opts.mckv.display(),
+            env!("CARGO_MANIFEST_DIR")
+        );
+        return ExitCode::FAILURE;
+    }
+    if opts.servers.contains(&Kind::Memcached) && command_output("memcached", &["-V"]).is_none() {
+        eprintln!("load: `memcached` is not on PATH; install it: apt-get install -y memcached");
+        return ExitCode::FAILURE;
+    }
+    if smoke {
+        opts.duration = Duration::from_millis(300);
+        opts.warmup = Duration::from_millis(100);
+        opts.conns = vec![4];
+        opts.mixes = vec![90];
+        opts.depths = vec![4];
+    }
+    if wants_mckv {
+        let built = std::fs::metadata(&opts.mckv)
+            .and_then(|m| m.modified())
+            .ok();
+        if let (Some(built), Some(changed)) = (built, newest_source_change()) {
+            if changed > built {
+                eprintln!(
+                    "load: WARNING: src/ changed after {} was built; run `cargo build --release` \
+                     to measure the current code",
+                    opts.mckv.display()
+                );
+            }
+        }
+    }
+
+    print!("{}", machine_description(&opts));
+    let workload = Arc::new(Workload::new());
+
+    // Labels: memcached, mckv; a server named twice gets #2 (calibration runs).
+    let mut labels: Vec<String> = Vec::new();
+    for (i, kind) in opts.servers.iter().enumerate() {
+        let seen = opts.servers[..i].iter().filter(|k| *k == kind).count();
+        labels.push(if seen == 0 {
+            kind.name().to_string()
+        } else {
+            format!("{}#{}", kind.name(), seen + 1)
+        });
+    }
+    let mut servers = Vec::new();
+    for (i, kind) in opts.servers.iter().enumerate() {
+        let server = match Server::start(*kind, labels[i].clone(), &opts, i) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("load: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        if let Err(e) = populate(server.addr, &workload) {
+            eprintln!("load: populating {}: {e}", server.label);
+            return ExitCode::FAILURE;
+        }
+        servers.push(server);
+    }
+    let baseline = opts.servers.iter().position(|k| *k == Kind::Memcached);
+
+    let mut cells = Vec::new();
+    for &conns in &opts.conns {
+        for &get_percent in &opts.mixes {
+            for &depth in &opts.depths {
+                cells.push(Cell {
+                    conns,
+                    get_percent,
+                    depth,
+                });
+            }
+        }
+    }
+    let total = cells.len() * servers.len();
+    let mut results: Vec<Vec<Option<CellResult>>> = Vec::new();
+    let mut n = 0;
+    for cell in &cells {
+        let mut row = Vec::new();
+        // Servers take turns cell by cell, so a drift of the machine's speed
+        // during the run hits them alike.
+        for server in servers.iter_mut() {
+            n += 1;
+            server.check_alive();
+            if let Some(why) = &server.dead {
+                eprintln!(
+                    "[{n}/{total}] {} {}: skipped, server {why}",
+                    server.label,
+                    cell.name()
+                );
+                row.push(None);
+                continue;
+            }
+            let r = run_cell(server, *cell, &opts, &workload);
+            eprintln!(
+                "[{n}/{total}] {:<12} {}: {:>8.0} ops/s  p99 {:>6} µs  errors {}",
+                server.label,
+                cell.name(),
+                r.ops_per_sec(),
+                fmt_us(r.percentile_us(0.99)),
+                r.stats.errors.total()
+            );
+            server.check_alive();
+            row.push(Some(r));
+            // Let the server close the old connections before the next cell.
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        results.push(row);
+    }
+    println!();
+    print_table(&labels, &cells, &results, baseline);
+    print_details(&labels, &cells, &results);
+    let mut failed = false;
+    for s in &servers {
+        if let Some(why) = &s.dead {
+            println!("\n{}: the server {why} during the run", s.label);
+            failed = true;
+        }
+    }
+    drop(servers);
+    let errors: u64 = results
+        .iter()
+        .flatten()
+        .flatten()
+        .map(|r| r.stats.errors.total())
+        .sum();
+    if errors > 0 {
+        println!("\n{errors} errors in total (see details above)");
+    }
+    if failed || (smoke && errors > 0) {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
