@@ -6,6 +6,7 @@ pub mod engine;
 pub mod handshake;
 pub mod message;
 pub mod stamp;
+pub mod version;
 pub mod view;
 pub mod wire;
 

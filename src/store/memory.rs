@@ -9,6 +9,7 @@ use super::{
     apply_delta, ArithOutcome, Expiry, Item, Store, StoreError, StoreResult, StoreStats,
     StoreStatus, UnixTime, Write,
 };
+use crate::cluster::version;
 use crate::protocol::{Key, Limits, StoreMode};
 
 /// Bookkeeping bytes charged per item on top of key and value, roughly
@@ -251,6 +252,35 @@ impl Store for MemoryStore {
                 self.entries.clear();
                 self.used_bytes = 0;
                 self.flush_at = None;
+            }
+        }
+        Ok(())
+    }
+
+    fn export(&mut self, key: &[u8], now: UnixTime) -> StoreResult<Option<version::Item>> {
+        Ok(self.live(key, now).map(|e| version::Item {
+            flags: e.flags,
+            expiry: e.expiry,
+            value: e.value.clone(),
+        }))
+    }
+
+    fn import(
+        &mut self,
+        key: &[u8],
+        item: Option<&version::Item>,
+        cas: u64,
+        now: UnixTime,
+    ) -> StoreResult<()> {
+        match item {
+            None => {
+                self.remove(key);
+            }
+            Some(item) => {
+                if !self.fits(key, item.value.len(), now) {
+                    return Err(StoreError::OutOfMemory);
+                }
+                self.put(key, item.flags, item.value.clone(), item.expiry, cas, now);
             }
         }
         Ok(())

@@ -9,6 +9,7 @@
 pub mod execute;
 pub mod memcache;
 pub mod memory;
+pub mod versions;
 
 pub use execute::execute;
 
@@ -132,6 +133,30 @@ pub trait Store: Send {
     /// Invalidates every item stored before `at` once `at` has come.
     fn flush_all(&mut self, at: Option<UnixTime>, now: UnixTime) -> StoreResult<()>;
     fn stats(&self) -> StoreStats;
+
+    /// The key's live item with its expiry, for eventual mode's replication.
+    fn export(
+        &mut self,
+        _key: &[u8],
+        _now: UnixTime,
+    ) -> StoreResult<Option<crate::cluster::version::Item>> {
+        Err(StoreError::Backend(
+            "this store cannot replicate versions".into(),
+        ))
+    }
+
+    /// Sets `key` to exactly `item` (or removes it), with cas unique `cas`.
+    fn import(
+        &mut self,
+        _key: &[u8],
+        _item: Option<&crate::cluster::version::Item>,
+        _cas: u64,
+        _now: UnixTime,
+    ) -> StoreResult<()> {
+        Err(StoreError::Backend(
+            "this store cannot replicate versions".into(),
+        ))
+    }
 }
 
 /// The clock stores run on.
