@@ -1,9 +1,12 @@
-//! The backend worker thread: it owns the node's [`Store`] so that no store
-//! call, however slow, runs on the reactor thread.
+//! Where store work runs. A store that can block (the memcached backend) is
+//! owned by a worker thread, so no store call, however slow, runs on the
+//! reactor; the embedded memory store never blocks and runs inline on the
+//! reactor thread, which saves a thread hop and two wake-ups per request.
 //!
 //! ```text
-//!  reactor ── Job (bounded channel, try_send) ──► worker: execute on Store
-//!  reactor ◄── Done (channel) ── Waker::wake ◄──┘
+//!  inline:  reactor ── Job ──► Executor::handle ──► Done (queued, taken at once)
+//!  worker:  reactor ── Job (bounded channel, try_send) ──► worker: Executor::handle
+//!           reactor ◄── Done (channel) ── Waker::wake ◄──┘
 //! ```
 //!
 //! Jobs are applied in the order they are queued, which is the order the
@@ -71,18 +74,44 @@ impl BackendCounters {
     }
 }
 
-/// Builds the store on the worker thread (a memcached store connects there).
+/// Builds the store where it will run (a memcached store connects there).
 pub type StoreFactory = Box<dyn FnOnce() -> Box<dyn Store> + Send>;
 
-/// The reactor's handle on the worker.
+/// The reactor's handle on its store.
 pub struct Backend {
-    jobs: Option<Sender<Job>>,
-    done: Receiver<Done>,
+    kind: Kind,
     pub counters: Arc<BackendCounters>,
-    worker: Option<JoinHandle<()>>,
+}
+
+enum Kind {
+    Inline {
+        executor: Executor,
+        done: Vec<Done>,
+    },
+    Worker {
+        jobs: Option<Sender<Job>>,
+        done: Receiver<Done>,
+        worker: Option<JoinHandle<()>>,
+    },
 }
 
 impl Backend {
+    /// A store that never blocks, run on the calling (reactor) thread.
+    pub fn inline(factory: StoreFactory) -> Backend {
+        let counters = Arc::new(BackendCounters::default());
+        let executor = Executor {
+            store: factory(),
+            counters: counters.clone(),
+        };
+        let kind = Kind::Inline {
+            executor,
+            done: Vec::new(),
+        };
+        Backend { kind, counters }
+    }
+
+    /// A store on its own worker thread, fed through a channel of `capacity`
+    /// jobs; the worker wakes the reactor through `waker` when replies wait.
     pub fn spawn(factory: StoreFactory, waker: Arc<Waker>, capacity: usize) -> io::Result<Backend> {
         let (jobs_tx, jobs_rx) = bounded(capacity);
         let (done_tx, done_rx) = unbounded();
@@ -91,40 +120,101 @@ impl Backend {
             jobs: jobs_rx,
             done: done_tx,
             waker,
-            counters: counters.clone(),
         };
+        let executor_counters = counters.clone();
         let handle = std::thread::Builder::new()
             .name("mckv-backend".into())
-            .spawn(move || worker.run(factory()))?;
-        Ok(Backend {
+            .spawn(move || {
+                let executor = Executor {
+                    store: factory(),
+                    counters: executor_counters,
+                };
+                worker.run(executor)
+            })?;
+        let kind = Kind::Worker {
             jobs: Some(jobs_tx),
             done: done_rx,
-            counters,
             worker: Some(handle),
-        })
+        };
+        Ok(Backend { kind, counters })
     }
 
-    /// Queues a job without blocking; gives it back when the queue is full.
-    pub fn submit(&self, job: Job) -> Result<(), Job> {
-        let jobs = self.jobs.as_ref().expect("backend running");
-        jobs.try_send(job).map_err(|e| match e {
-            TrySendError::Full(job) | TrySendError::Disconnected(job) => job,
-        })
+    /// Runs or queues a job without blocking; gives it back when the
+    /// worker's queue is full.
+    pub fn submit(&mut self, job: Job) -> Result<(), Job> {
+        match &mut self.kind {
+            Kind::Inline { executor, done } => {
+                let reply = executor.handle(&job);
+                if let Some(reply_to) = job.reply_to {
+                    done.push(Done { reply_to, reply });
+                }
+                Ok(())
+            }
+            Kind::Worker { jobs, .. } => {
+                let jobs = jobs.as_ref().expect("backend running");
+                jobs.try_send(job).map_err(|e| match e {
+                    TrySendError::Full(job) | TrySendError::Disconnected(job) => job,
+                })
+            }
+        }
     }
 
-    /// Completed jobs, without waiting.
-    pub fn completed(&self) -> impl Iterator<Item = Done> + '_ {
-        self.done.try_iter()
+    /// Moves the completed jobs into `into`, without waiting.
+    pub fn completed(&mut self, into: &mut Vec<Done>) {
+        match &mut self.kind {
+            Kind::Inline { done, .. } => into.append(done),
+            Kind::Worker { done, .. } => into.extend(done.try_iter()),
+        }
     }
 }
 
 impl Drop for Backend {
     fn drop(&mut self) {
-        // Closing the channel ends the worker's loop once its queue is done.
-        self.jobs = None;
-        if let Some(worker) = self.worker.take() {
-            let _ = worker.join();
+        if let Kind::Worker { jobs, worker, .. } = &mut self.kind {
+            // Closing the channel ends the worker's loop once its queue is done.
+            *jobs = None;
+            if let Some(worker) = worker.take() {
+                let _ = worker.join();
+            }
         }
+    }
+}
+
+/// A store and the counters kept as it works.
+struct Executor {
+    store: Box<dyn Store>,
+    counters: Arc<BackendCounters>,
+}
+
+impl Executor {
+    fn handle(&mut self, job: &Job) -> Vec<u8> {
+        let mut reply = Vec::new();
+        let request = &job.op.request;
+        let hits = store::execute(
+            self.store.as_mut(),
+            request,
+            job.op.now,
+            job.cas,
+            &mut reply,
+        );
+        if let Command::Get(get) = &request.command {
+            self.counters.get_hits.fetch_add(hits, Ordering::Relaxed);
+            let misses = (get.keys.len() as u64).saturating_sub(hits);
+            self.counters
+                .get_misses
+                .fetch_add(misses, Ordering::Relaxed);
+        }
+        self.publish();
+        reply
+    }
+
+    fn publish(&self) {
+        let stats = self.store.stats();
+        self.counters.items.store(stats.items, Ordering::Relaxed);
+        self.counters.bytes.store(stats.bytes, Ordering::Relaxed);
+        self.counters
+            .limit_bytes
+            .store(stats.limit_bytes, Ordering::Relaxed);
     }
 }
 
@@ -132,17 +222,16 @@ struct Worker {
     jobs: Receiver<Job>,
     done: Sender<Done>,
     waker: Arc<Waker>,
-    counters: Arc<BackendCounters>,
 }
 
 /// Wake the reactor at least this often while a backlog is being worked off.
 const WAKE_EVERY: usize = 16;
 
 impl Worker {
-    fn run(self, mut store: Box<dyn Store>) {
+    fn run(self, mut executor: Executor) {
         let mut unannounced = 0;
         while let Ok(job) = self.jobs.recv() {
-            let reply = self.handle(store.as_mut(), &job);
+            let reply = executor.handle(&job);
             if let Some(reply_to) = job.reply_to {
                 if self.done.send(Done { reply_to, reply }).is_err() {
                     return;
@@ -153,34 +242,11 @@ impl Worker {
             // behind an empty queue: the reactor also needs the wake-up to
             // move jobs it could not queue.
             if self.jobs.is_empty() || unannounced >= WAKE_EVERY {
-                self.publish(store.stats());
                 if let Err(e) = self.waker.wake() {
                     log::error!("cannot wake the reactor: {e}");
                 }
                 unannounced = 0;
             }
         }
-    }
-
-    fn handle(&self, store: &mut dyn Store, job: &Job) -> Vec<u8> {
-        let mut reply = Vec::new();
-        let request = &job.op.request;
-        let hits = store::execute(store, request, job.op.now, job.cas, &mut reply);
-        if let Command::Get(get) = &request.command {
-            self.counters.get_hits.fetch_add(hits, Ordering::Relaxed);
-            let misses = (get.keys.len() as u64).saturating_sub(hits);
-            self.counters
-                .get_misses
-                .fetch_add(misses, Ordering::Relaxed);
-        }
-        reply
-    }
-
-    fn publish(&self, stats: StoreStats) {
-        self.counters.items.store(stats.items, Ordering::Relaxed);
-        self.counters.bytes.store(stats.bytes, Ordering::Relaxed);
-        self.counters
-            .limit_bytes
-            .store(stats.limit_bytes, Ordering::Relaxed);
     }
 }

@@ -54,9 +54,11 @@ pub struct Connection {
     /// Unique for the life of the process (slab tokens are reused).
     pub id: u64,
     pub addr: SocketAddr,
+    /// Read buffer: `input[parsed_to..filled]` is read and not yet parsed;
+    /// the rest is zeroed space kept between reads (never zeroed again).
     input: Vec<u8>,
-    /// Start of the unparsed bytes in `input`.
     parsed_to: usize,
+    filled: usize,
     output: Vec<u8>,
     written_to: usize,
     /// Replies not yet in `output`, oldest first; `slots[0]` is `first_slot`.
@@ -73,6 +75,10 @@ pub struct Connection {
     pub close_when_flushed: bool,
     /// Whether the socket is registered for writability.
     pub wants_write: bool,
+    /// Input was left unread or unparsed because of back-pressure: once the
+    /// pressure lifts, the connection must be serviced again (edge-triggered
+    /// readiness will not say so).
+    pub stalled: bool,
 }
 
 impl Connection {
@@ -81,8 +87,9 @@ impl Connection {
             stream,
             id,
             addr,
-            input: Vec::with_capacity(READ_CHUNK),
+            input: vec![0; READ_CHUNK],
             parsed_to: 0,
+            filled: 0,
             output: Vec::new(),
             written_to: 0,
             slots: VecDeque::new(),
@@ -93,24 +100,46 @@ impl Connection {
             read_closed: false,
             close_when_flushed: false,
             wants_write: false,
+            stalled: false,
         }
     }
 
-    /// Reads once into the input buffer. `Ok(0)` is EOF.
-    pub fn read_chunk(&mut self) -> io::Result<usize> {
+    /// Reads once into the input buffer: `Ok((read, asked))`; `read == 0`
+    /// is EOF, `read < asked` means the socket had no more.
+    pub fn read_chunk(&mut self) -> io::Result<(usize, usize)> {
+        self.make_room();
+        let asked = self.input.len() - self.filled;
+        let n = self.stream.read(&mut self.input[self.filled..])?;
+        self.filled += n;
+        Ok((n, asked))
+    }
+
+    /// Moves the unparsed bytes to the front, and grows the buffer only when
+    /// one request does not fit; an idle big buffer shrinks back.
+    fn make_room(&mut self) {
+        if self.parsed_to == self.filled {
+            self.parsed_to = 0;
+            self.filled = 0;
+            if self.input.len() > 4 * READ_CHUNK {
+                self.input = vec![0; READ_CHUNK];
+            }
+        }
+        if self.input.len() - self.filled >= READ_CHUNK / 2 {
+            return;
+        }
         if self.parsed_to > 0 {
-            self.input.drain(..self.parsed_to);
+            self.input.copy_within(self.parsed_to..self.filled, 0);
+            self.filled -= self.parsed_to;
             self.parsed_to = 0;
         }
-        let filled = self.input.len();
-        self.input.resize(filled + READ_CHUNK, 0);
-        let result = self.stream.read(&mut self.input[filled..]);
-        self.input.truncate(filled + *result.as_ref().unwrap_or(&0));
-        result
+        if self.input.len() - self.filled < READ_CHUNK / 2 {
+            let grown = self.input.len() * 2;
+            self.input.resize(grown, 0);
+        }
     }
 
     pub fn unparsed(&self) -> &[u8] {
-        &self.input[self.parsed_to..]
+        &self.input[self.parsed_to..self.filled]
     }
 
     pub fn consume(&mut self, n: usize) {
@@ -230,6 +259,11 @@ impl Connection {
 
     pub fn has_unsent_output(&self) -> bool {
         self.written_to < self.output.len()
+    }
+
+    /// Back-pressure held input back and has lifted since.
+    pub fn may_resume(&self) -> bool {
+        self.stalled && !self.backpressured()
     }
 
     /// Nothing is owed to the client any more.

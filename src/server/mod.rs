@@ -53,8 +53,6 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Timer {
-    /// A request's deadline.
-    Job(ReplyTo),
     /// Send heartbeats, check peers, redial.
     Heartbeat,
     /// The end of the shutdown grace period.
@@ -83,6 +81,13 @@ pub struct Server {
     /// The peer side; `None` in a one-node cluster.
     peers: Option<Peers>,
     effects: Vec<Effect>,
+    /// Completed jobs, reused between loop iterations.
+    done: Vec<Done>,
+    /// Connections with new replies to flush at the end of this iteration.
+    dirty: Vec<usize>,
+    /// Request deadlines in the order they were set (all are equally long,
+    /// so a FIFO keeps them sorted); answered requests are skipped when due.
+    deadlines: VecDeque<(Instant, ReplyTo)>,
     timers: Timers<Timer>,
     counters: Counters,
     limits: protocol::Limits,
@@ -103,7 +108,10 @@ impl Server {
         poll.registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-        let backend = Backend::spawn(store_factory(&settings), waker, BACKEND_QUEUE)?;
+        let backend = match settings.node.kv_type {
+            KvType::Memory => Backend::inline(store_factory(&settings)),
+            KvType::Memcache => Backend::spawn(store_factory(&settings), waker, BACKEND_QUEUE)?,
+        };
         let limits = settings.cluster.limits();
         let me = settings.node.id;
         let view = View::new(0, settings.members.iter().map(|n| n.id).collect());
@@ -136,6 +144,9 @@ impl Server {
             engine,
             peers,
             effects: Vec::new(),
+            done: Vec::new(),
+            dirty: Vec::new(),
+            deadlines: VecDeque::new(),
             timers,
             counters: Counters::default(),
             limits,
@@ -166,7 +177,15 @@ impl Server {
             self.settings.cluster.consistency.name()
         );
         while !self.finished() {
-            let timeout = self.timers.poll_timeout(Instant::now());
+            let now = Instant::now();
+            let next_deadline = self
+                .deadlines
+                .front()
+                .map(|(at, _)| at.saturating_duration_since(now));
+            let timeout = match (self.timers.poll_timeout(now), next_deadline) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -183,6 +202,9 @@ impl Server {
                 }
             }
             self.fire_timers();
+            // Clients first: a connection their replies un-stall may propose
+            // more, and those proposals should leave in this iteration's frames.
+            self.flush_dirty();
             self.flush_peers();
         }
         log::info!("node {} stopped", self.settings.node.id);
@@ -245,14 +267,18 @@ impl Server {
             let Some(conn) = self.conns.get_mut(token) else {
                 return Ok(());
             };
-            let held_back = conn.backpressured();
             let mut got_input = false;
-            if !held_back && !conn.read_closed && !conn.close_when_flushed && !self.stopping {
+            let may_read = !conn.read_closed && !conn.close_when_flushed && !self.stopping;
+            if may_read && conn.backpressured() {
+                conn.stalled = true;
+            } else if may_read {
                 match conn.read_chunk() {
-                    Ok(0) => conn.read_closed = true,
-                    Ok(n) => {
+                    Ok((0, _)) => conn.read_closed = true,
+                    Ok((n, asked)) => {
                         self.counters.bytes_read += n as u64;
-                        got_input = true;
+                        // A short read emptied the socket; edge-triggered
+                        // readiness will report the next bytes.
+                        got_input = n == asked;
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => got_input = true,
@@ -262,10 +288,9 @@ impl Server {
             self.process_input(token);
             let conn = &mut self.conns[token];
             self.counters.bytes_written += conn.flush()? as u64;
-            // Go round again while input comes, or when writing just lifted the
-            // back-pressure: edge-triggered readiness will not say so again.
-            let released = held_back && !conn.backpressured();
-            if !got_input && !released {
+            // Go round again while input comes, or when writing lifted the
+            // back-pressure that held input back.
+            if !got_input && !conn.may_resume() {
                 break;
             }
         }
@@ -305,9 +330,14 @@ impl Server {
         self.conns[token].mark_flush_point();
         loop {
             let conn = &mut self.conns[token];
-            if conn.backpressured() || conn.close_when_flushed {
+            if conn.close_when_flushed {
                 return;
             }
+            if conn.backpressured() {
+                conn.stalled = true;
+                return;
+            }
+            conn.stalled = false;
             if conn.swallow > 0 {
                 conn.swallow_available();
                 if conn.swallow > 0 {
@@ -416,32 +446,64 @@ impl Server {
             return;
         }
         let deadline = Instant::now() + self.settings.cluster.backend_timeout;
-        self.timers.schedule(deadline, Timer::Job(reply_to));
+        self.deadlines.push_back((deadline, reply_to));
         self.engine
             .on_client(reply_to, request, unix_now(), &mut self.effects);
         self.apply_effects();
     }
 
-    /// Carries out what the engine asked: store jobs in order, refusals at once.
+    /// Carries out what the engine asked: store jobs in order, refusals at
+    /// once; replies that are ready go to their connections.
     fn apply_effects(&mut self) {
-        let mut refused = Vec::new();
-        for effect in std::mem::take(&mut self.effects) {
+        let mut effects = std::mem::take(&mut self.effects);
+        for effect in effects.drain(..) {
             match effect {
                 Effect::Apply { op, cas, reply_to } => self.enqueue(Job { op, cas, reply_to }),
                 Effect::Refuse { reply_to, reason } => {
-                    let Some(conn) = self.conns.get_mut(reply_to.token) else {
-                        continue;
-                    };
                     let mut out = Vec::new();
                     reply::server_error(&mut out, &reason);
-                    if conn.id == reply_to.conn_id && conn.fill_slot(reply_to.slot, out) {
-                        refused.push(reply_to.token);
-                    }
+                    self.answer(reply_to, out);
                 }
             }
         }
-        for token in refused {
-            self.service(token);
+        self.effects = effects;
+        self.complete_jobs();
+    }
+
+    /// Puts a reply in its slot; the connection is flushed at the end of
+    /// this loop iteration. Returns whether the slot was still waiting.
+    fn answer(&mut self, reply_to: ReplyTo, reply: Vec<u8>) -> bool {
+        let Some(conn) = self.conns.get_mut(reply_to.token) else {
+            return false;
+        };
+        if conn.id != reply_to.conn_id || !conn.fill_slot(reply_to.slot, reply) {
+            return false;
+        }
+        self.dirty.push(reply_to.token);
+        true
+    }
+
+    /// Writes out the replies that came in this iteration; a connection
+    /// whose back-pressure this lifts is serviced again.
+    fn flush_dirty(&mut self) {
+        while let Some(token) = self.dirty.pop() {
+            let Some(conn) = self.conns.get_mut(token) else {
+                continue;
+            };
+            match conn.flush() {
+                Ok(n) => self.counters.bytes_written += n as u64,
+                Err(e) => {
+                    log::debug!("client connection {token}: {e}");
+                    self.close(token);
+                    continue;
+                }
+            }
+            if self.conns[token].may_resume() {
+                self.service(token);
+            } else if let Err(e) = self.settle(token) {
+                log::debug!("client connection {token}: {e}");
+                self.close(token);
+            }
         }
     }
 
@@ -486,29 +548,26 @@ impl Server {
         }
     }
 
-    /// Puts the backend's answers in their slots and services those clients.
+    /// Puts the backend's answers in their slots.
     fn complete_jobs(&mut self) {
         self.drain_backlog();
-        let mut touched = Vec::new();
-        let done: Vec<Done> = self.backend.completed().collect();
-        for Done { reply_to, reply } in done {
-            if let Some(conn) = self.conns.get_mut(reply_to.token) {
-                if conn.id == reply_to.conn_id && conn.fill_slot(reply_to.slot, reply) {
-                    touched.push(reply_to.token);
-                }
-            }
+        let mut done = std::mem::take(&mut self.done);
+        self.backend.completed(&mut done);
+        for Done { reply_to, reply } in done.drain(..) {
+            self.answer(reply_to, reply);
         }
-        touched.dedup();
-        for token in touched {
-            self.service(token);
-        }
+        self.done = done;
     }
 
     fn fire_timers(&mut self) {
         let now = Instant::now();
+        while self.deadlines.front().is_some_and(|(at, _)| *at <= now) {
+            if let Some((_, reply_to)) = self.deadlines.pop_front() {
+                self.time_out(reply_to);
+            }
+        }
         while let Some(timer) = self.timers.pop_due(now) {
             match timer {
-                Timer::Job(reply_to) => self.time_out(reply_to),
                 Timer::Heartbeat => {
                     if let Some(peers) = &mut self.peers {
                         peers.tick(self.poll.registry(), &mut self.engine);
@@ -521,20 +580,16 @@ impl Server {
         }
     }
 
-    /// A job missed its deadline: answer it now; the store's late answer is dropped.
+    /// A request missed its deadline: answer it now; a late answer is dropped.
     fn time_out(&mut self, reply_to: ReplyTo) {
-        let Some(conn) = self.conns.get_mut(reply_to.token) else {
-            return;
-        };
-        if conn.id != reply_to.conn_id {
-            return;
-        }
         let mut out = Vec::new();
         reply::server_error(&mut out, "timeout; the operation may have been applied");
-        if conn.fill_slot(reply_to.slot, out) {
+        if self.answer(reply_to, out) {
             self.counters.timeouts += 1;
-            log::warn!("request from {} timed out in the store", conn.addr);
-            self.service(reply_to.token);
+            log::warn!(
+                "a request on client connection {} timed out",
+                reply_to.token
+            );
         }
     }
 
