@@ -22,8 +22,10 @@ use std::thread::JoinHandle;
 use crossbeam_channel::{bounded, unbounded, Receiver, Sender, TrySendError};
 use mio::Waker;
 
-use crate::cluster::Op;
+use crate::cluster::version::Version;
+use crate::cluster::{NodeId, Op, Stamp};
 use crate::protocol::Command;
+use crate::store::versions::VersionLog;
 use crate::store::{self, Store, StoreStats};
 
 /// Where a job's reply goes: a connection (slab token plus a unique id, since
@@ -35,18 +37,42 @@ pub struct ReplyTo {
     pub slot: u64,
 }
 
-pub struct Job {
-    pub op: Arc<Op>,
-    /// The cas unique anything this op writes will carry.
-    pub cas: u64,
-    /// The client to answer; `None` for another node's write applied here.
-    pub reply_to: Option<ReplyTo>,
+/// Store work, in the order the engine asked for it.
+pub enum Work {
+    /// Apply an op with the given cas unique; reply to the client if any
+    /// (`None` for another node's write applied here).
+    Apply {
+        op: Arc<Op>,
+        cas: u64,
+        reply_to: Option<ReplyTo>,
+    },
+    /// Eventual mode: apply a client's write and publish the versions it left.
+    Publish {
+        op: Arc<Op>,
+        stamp: Stamp,
+        reply_to: ReplyTo,
+    },
+    /// Eventual mode: keep the newer of these and what is held.
+    ApplyVersions(Vec<Version>),
+    /// Eventual mode: every version changed after `since`, for `peer`.
+    Collect { peer: NodeId, since: u64 },
+    /// Eventual mode: tombstones every peer has synced past can go.
+    ForgetTombstones { synced: u64 },
 }
 
-pub struct Done {
-    pub reply_to: ReplyTo,
-    /// The whole reply (empty for `noreply`).
-    pub reply: Vec<u8>,
+/// What finished work gives back.
+pub enum Done {
+    /// A client's reply (empty for `noreply`).
+    Reply { reply_to: ReplyTo, reply: Vec<u8> },
+    /// Versions local writes left, to push to peers.
+    Published(Vec<Version>),
+    /// The answer to `peer`'s sync request: versions and the change number
+    /// they bring it up to.
+    Collected {
+        peer: NodeId,
+        versions: Vec<Version>,
+        upto: u64,
+    },
 }
 
 /// Counters the worker keeps and the reactor reads for `stats` without waiting.
@@ -89,7 +115,7 @@ enum Kind {
         done: Vec<Done>,
     },
     Worker {
-        jobs: Option<Sender<Job>>,
+        jobs: Option<Sender<Work>>,
         done: Receiver<Done>,
         worker: Option<JoinHandle<()>>,
     },
@@ -99,10 +125,7 @@ impl Backend {
     /// A store that never blocks, run on the calling (reactor) thread.
     pub fn inline(factory: StoreFactory) -> Backend {
         let counters = Arc::new(BackendCounters::default());
-        let executor = Executor {
-            store: factory(),
-            counters: counters.clone(),
-        };
+        let executor = Executor::new(factory(), counters.clone());
         let kind = Kind::Inline {
             executor,
             done: Vec::new(),
@@ -124,13 +147,7 @@ impl Backend {
         let executor_counters = counters.clone();
         let handle = std::thread::Builder::new()
             .name("mckv-backend".into())
-            .spawn(move || {
-                let executor = Executor {
-                    store: factory(),
-                    counters: executor_counters,
-                };
-                worker.run(executor)
-            })?;
+            .spawn(move || worker.run(Executor::new(factory(), executor_counters)))?;
         let kind = Kind::Worker {
             jobs: Some(jobs_tx),
             done: done_rx,
@@ -139,15 +156,12 @@ impl Backend {
         Ok(Backend { kind, counters })
     }
 
-    /// Runs or queues a job without blocking; gives it back when the
+    /// Runs or queues work without blocking; gives it back when the
     /// worker's queue is full.
-    pub fn submit(&mut self, job: Job) -> Result<(), Job> {
+    pub fn submit(&mut self, job: Work) -> Result<(), Work> {
         match &mut self.kind {
             Kind::Inline { executor, done } => {
-                let reply = executor.handle(&job);
-                if let Some(reply_to) = job.reply_to {
-                    done.push(Done { reply_to, reply });
-                }
+                executor.handle(job, &mut |d| done.push(d));
                 Ok(())
             }
             Kind::Worker { jobs, .. } => {
@@ -180,35 +194,123 @@ impl Drop for Backend {
     }
 }
 
-/// A store and the counters kept as it works.
+/// A store, eventual mode's version log beside it, and the counters kept
+/// as it works.
 struct Executor {
     store: Box<dyn Store>,
+    versions: VersionLog,
     counters: Arc<BackendCounters>,
+    /// Whether the last executed op changed the store.
+    last_changed: bool,
 }
 
 impl Executor {
-    fn handle(&mut self, job: &Job) -> Vec<u8> {
+    fn new(store: Box<dyn Store>, counters: Arc<BackendCounters>) -> Executor {
+        Executor {
+            store,
+            versions: VersionLog::new(),
+            counters,
+            last_changed: false,
+        }
+    }
+
+    /// Does one piece of work, giving what it produced to `emit`.
+    fn handle(&mut self, work: Work, emit: &mut impl FnMut(Done)) {
+        match work {
+            Work::Apply { op, cas, reply_to } => {
+                let reply = self.execute(&op, cas);
+                if let Some(reply_to) = reply_to {
+                    emit(Done::Reply { reply_to, reply });
+                }
+            }
+            Work::Publish {
+                op,
+                stamp,
+                reply_to,
+            } => {
+                let reply = self.execute(&op, stamp.cas_unique());
+                emit(Done::Reply { reply_to, reply });
+                let versions = self.publish(&op, stamp);
+                if !versions.is_empty() {
+                    emit(Done::Published(versions));
+                }
+            }
+            Work::ApplyVersions(versions) => {
+                let now = store::unix_now();
+                for version in &versions {
+                    self.versions
+                        .apply_remote(self.store.as_mut(), version, now);
+                }
+            }
+            Work::Collect { peer, since } => {
+                let (versions, upto) =
+                    self.versions
+                        .since(self.store.as_mut(), since, store::unix_now());
+                emit(Done::Collected {
+                    peer,
+                    versions,
+                    upto,
+                });
+            }
+            Work::ForgetTombstones { synced } => self.versions.forget_tombstones(synced),
+        }
+        self.publish_counters();
+    }
+
+    fn execute(&mut self, op: &Op, cas: u64) -> Vec<u8> {
         let mut reply = Vec::new();
-        let request = &job.op.request;
-        let hits = store::execute(
-            self.store.as_mut(),
-            request,
-            job.op.now,
-            job.cas,
-            &mut reply,
-        );
+        let request = &op.request;
+        let executed = store::execute(self.store.as_mut(), request, op.now, cas, &mut reply);
         if let Command::Get(get) = &request.command {
-            self.counters.get_hits.fetch_add(hits, Ordering::Relaxed);
-            let misses = (get.keys.len() as u64).saturating_sub(hits);
+            self.counters
+                .get_hits
+                .fetch_add(executed.hits, Ordering::Relaxed);
+            let misses = (get.keys.len() as u64).saturating_sub(executed.hits);
             self.counters
                 .get_misses
                 .fetch_add(misses, Ordering::Relaxed);
         }
-        self.publish();
+        self.last_changed = executed.changed;
         reply
     }
 
-    fn publish(&self) {
+    /// The versions a just-executed write left, if it changed anything.
+    fn publish(&mut self, op: &Op, stamp: Stamp) -> Vec<Version> {
+        if !self.last_changed {
+            return Vec::new();
+        }
+        let store = self.store.as_mut();
+        let now = op.now;
+        match &op.request.command {
+            Command::FlushAll { .. } => vec![self.versions.record_flush(stamp)],
+            Command::Get(get) => {
+                let mut keys: Vec<&Vec<u8>> = get.keys.iter().collect();
+                keys.sort();
+                keys.dedup();
+                let mut versions = Vec::new();
+                for key in keys {
+                    if matches!(store.export(key, now), Ok(Some(_))) {
+                        versions.push(self.versions.record_local(store, key, stamp, now));
+                    }
+                }
+                versions
+            }
+            Command::Store(s) => vec![self.versions.record_local(store, &s.key, stamp, now)],
+            Command::Arith(a) => vec![self.versions.record_local(store, &a.key, stamp, now)],
+            Command::TooLarge { key, .. }
+            | Command::Delete { key }
+            | Command::Touch { key, .. } => {
+                vec![self.versions.record_local(store, key, stamp, now)]
+            }
+            Command::Version
+            | Command::Verbosity
+            | Command::Stats(_)
+            | Command::Show
+            | Command::Quit => Vec::new(),
+        }
+    }
+
+    fn publish_counters(&self) {
         let stats = self.store.stats();
         self.counters.items.store(stats.items, Ordering::Relaxed);
         self.counters.bytes.store(stats.bytes, Ordering::Relaxed);
@@ -219,7 +321,7 @@ impl Executor {
 }
 
 struct Worker {
-    jobs: Receiver<Job>,
+    jobs: Receiver<Work>,
     done: Sender<Done>,
     waker: Arc<Waker>,
 }
@@ -230,14 +332,12 @@ const WAKE_EVERY: usize = 16;
 impl Worker {
     fn run(self, mut executor: Executor) {
         let mut unannounced = 0;
-        while let Ok(job) = self.jobs.recv() {
-            let reply = executor.handle(&job);
-            if let Some(reply_to) = job.reply_to {
-                if self.done.send(Done { reply_to, reply }).is_err() {
-                    return;
-                }
+        while let Ok(work) = self.jobs.recv() {
+            executor.handle(work, &mut |done| {
+                // The reactor is gone only at shutdown: nothing left to tell.
+                let _ = self.done.send(done);
                 unannounced += 1;
-            }
+            });
             // Replies are announced in batches, but never left waiting
             // behind an empty queue: the reactor also needs the wake-up to
             // move jobs it could not queue.

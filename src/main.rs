@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use mckv::config::{Config, Consistency, KvType};
+use mckv::config::{ClusterConfig, Config, Consistency, KvType};
 use mckv::server::{Server, Settings};
 use simplelog::LevelFilter;
 
@@ -116,19 +116,11 @@ fn settings(args: &ServerArgs) -> Result<Settings, String> {
     if let Some(consistency) = args.consistency {
         cluster.consistency = consistency;
     }
-    let strong = matches!(
-        cluster.consistency,
-        Consistency::Linearizable | Consistency::Sequential
-    );
-    if config.nodes.len() > 1 && !strong {
-        return Err(format!(
-            "consistency = {} across several nodes is not implemented yet; \
-             use linearizable or sequential, or a one-node config",
-            cluster.consistency.name()
-        ));
-    }
     if let Some(kv_type) = args.kv_type {
         node.kv_type = kv_type;
+    }
+    if config.nodes.len() > 1 {
+        check_mode(&cluster, &config, node.kv_type)?;
     }
     node.client = override_addr(&node.client, args.host.as_deref(), args.port)?;
     node.kv_addr = override_addr(&node.kv_addr, args.kv_host.as_deref(), args.kv_port)?;
@@ -137,6 +129,26 @@ fn settings(args: &ServerArgs) -> Result<Settings, String> {
         node,
         members: config.nodes.clone(),
     })
+}
+
+/// Which modes a multi-node cluster can run with this build.
+fn check_mode(cluster: &ClusterConfig, config: &Config, own_kv: KvType) -> Result<(), String> {
+    let memcache =
+        own_kv == KvType::Memcache || config.nodes.iter().any(|n| n.kv_type == KvType::Memcache);
+    match cluster.consistency {
+        Consistency::Linearizable | Consistency::Sequential => Ok(()),
+        Consistency::Eventual if memcache => Err(
+            "consistency = eventual needs kv_type = memory on every node (versions travel with the \
+             embedded store's items)"
+                .into(),
+        ),
+        Consistency::Eventual => Ok(()),
+        Consistency::Causal => Err(
+            "consistency = causal across several nodes is not implemented yet; \
+             use linearizable, sequential or eventual, or a one-node config"
+                .into(),
+        ),
+    }
 }
 
 /// `host:port` with either part replaced.

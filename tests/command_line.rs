@@ -118,8 +118,8 @@ fn bad_configs_are_refused_with_the_reason() {
         ),
         ("[node.0]\nkv_type = redis\n", "unknown kv_type"),
         (
-            "[cluster]\nconsistency = eventual\n[node.0]\n[node.1]\n",
-            "consistency = eventual across several nodes is not implemented yet",
+            "[cluster]\nconsistency = causal\n[node.0]\n[node.1]\n",
+            "consistency = causal across several nodes is not implemented yet",
         ),
     ];
     for (i, (text, why)) in cases.iter().enumerate() {

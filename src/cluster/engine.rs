@@ -37,6 +37,7 @@ use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
 use std::sync::Arc;
 
 use super::message::{Frame, Op, Proposal};
+use super::version::Version;
 use super::{LamportClock, NodeId, Stamp, View};
 use crate::backend::ReplyTo;
 use crate::config::Consistency;
@@ -55,6 +56,20 @@ pub enum Effect {
     },
     /// Answer a client at once; nothing was applied.
     Refuse { reply_to: ReplyTo, reason: String },
+    /// Eventual mode: apply a client's write here with the cas unique of
+    /// `stamp`, reply, and publish the versions it leaves.
+    Publish {
+        op: Arc<Op>,
+        stamp: Stamp,
+        reply_to: ReplyTo,
+    },
+    /// Eventual mode: keep each of these peer versions that is newer than
+    /// what is held (last writer wins).
+    ApplyVersions(Vec<Version>),
+    /// Eventual mode: collect every version changed after `since` for `peer`.
+    CollectForSync { peer: NodeId, since: u64 },
+    /// Eventual mode: every peer has synced past change `synced`.
+    ForgetTombstones { synced: u64 },
 }
 
 /// A queued operation, ordered by stamp alone (stamps are unique).

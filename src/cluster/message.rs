@@ -9,6 +9,7 @@
 
 use std::sync::Arc;
 
+use super::version::Version;
 use super::{NodeId, Stamp};
 use crate::protocol::Request;
 use crate::store::UnixTime;
@@ -41,6 +42,13 @@ pub struct Frame {
     /// The sender's queue depth and operations served, for `show`.
     pub pending: u64,
     pub ops: u64,
+    /// Eventual mode: versions pushed, or sent in answer to a sync request.
+    pub versions: Vec<Version>,
+    /// Eventual mode: "send me every version changed after this number".
+    pub sync_request: Option<u64>,
+    /// Eventual mode: the versions above complete the answer to the
+    /// receiver's sync request, up to this change number.
+    pub sync_complete: Option<u64>,
 }
 
 /// The first message on a link.

@@ -3,8 +3,11 @@
 //! live here; the sockets that carry them live in [`crate::server`].
 
 pub mod engine;
+pub mod eventual;
 pub mod handshake;
 pub mod message;
+pub mod replicator;
+pub mod sim;
 pub mod stamp;
 pub mod version;
 pub mod view;
@@ -12,6 +15,7 @@ pub mod wire;
 
 pub use engine::{Effect, Engine};
 pub use message::{Frame, Hello, Op, PeerMessage, Proposal};
+pub use replicator::Replicator;
 pub use stamp::{LamportClock, Stamp};
 pub use view::View;
 

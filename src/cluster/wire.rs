@@ -5,8 +5,10 @@
 use std::sync::Arc;
 
 use super::message::{Frame, Hello, Op, PeerMessage, Proposal};
+use super::version::{Item, State, Version};
 use super::Stamp;
 use crate::protocol::{Arith, Command, Get, Request, Store, StoreMode};
+use crate::store::Expiry;
 
 /// The largest message a peer may send (a frame of many large values).
 pub const MAX_MESSAGE: usize = 256 << 20;
@@ -61,6 +63,12 @@ pub fn encode(message: &PeerMessage, out: &mut Vec<u8>) {
             }
             put_u64(out, frame.pending);
             put_u64(out, frame.ops);
+            put_u32(out, frame.versions.len() as u32);
+            for version in &frame.versions {
+                put_version(out, version);
+            }
+            put_option_u64(out, frame.sync_request);
+            put_option_u64(out, frame.sync_complete);
         }
         PeerMessage::Leave => out.push(LEAVE),
         PeerMessage::Refused(why) => {
@@ -131,6 +139,15 @@ fn read_frame(r: &mut Reader<'_>) -> Result<Frame, WireError> {
         proposals,
         pending: r.u64()?,
         ops: r.u64()?,
+        versions: {
+            let mut versions = Vec::new();
+            for _ in 0..r.count(17)? {
+                versions.push(read_version(r)?);
+            }
+            versions
+        },
+        sync_request: r.option_u64()?,
+        sync_complete: r.option_u64()?,
     })
 }
 
@@ -261,6 +278,64 @@ fn read_command(r: &mut Reader<'_>) -> Result<Command, WireError> {
     })
 }
 
+const PRESENT: u8 = 0;
+const DELETED: u8 = 1;
+const FLUSHED: u8 = 2;
+
+fn put_version(out: &mut Vec<u8>, version: &Version) {
+    put_bytes(out, &version.key);
+    put_u64(out, version.stamp.ts);
+    put_u32(out, version.stamp.node);
+    match &version.state {
+        State::Present(item) => {
+            out.push(PRESENT);
+            put_u32(out, item.flags);
+            put_u64(
+                out,
+                match item.expiry {
+                    Expiry::Never => 0,
+                    Expiry::At(at) => at.max(1),
+                },
+            );
+            put_bytes(out, &item.value);
+        }
+        State::Deleted => out.push(DELETED),
+        State::Flushed => out.push(FLUSHED),
+    }
+}
+
+fn read_version(r: &mut Reader<'_>) -> Result<Version, WireError> {
+    let key = r.bytes()?.to_vec();
+    let stamp = Stamp {
+        ts: r.u64()?,
+        node: r.u32()?,
+    };
+    let state = match r.u8()? {
+        PRESENT => State::Present(Item {
+            flags: r.u32()?,
+            expiry: match r.u64()? {
+                0 => Expiry::Never,
+                at => Expiry::At(at),
+            },
+            value: r.bytes()?.to_vec(),
+        }),
+        DELETED => State::Deleted,
+        FLUSHED => State::Flushed,
+        _ => return Err(WireError::Malformed("version state")),
+    };
+    Ok(Version { key, stamp, state })
+}
+
+fn put_option_u64(out: &mut Vec<u8>, v: Option<u64>) {
+    match v {
+        Some(v) => {
+            out.push(1);
+            put_u64(out, v);
+        }
+        None => out.push(0),
+    }
+}
+
 fn put_u32(out: &mut Vec<u8>, v: u32) {
     out.extend_from_slice(&v.to_be_bytes());
 }
@@ -318,6 +393,13 @@ impl<'a> Reader<'a> {
     fn bytes(&mut self) -> Result<&'a [u8], WireError> {
         let n = self.u32()? as usize;
         self.take(n)
+    }
+
+    fn option_u64(&mut self) -> Result<Option<u64>, WireError> {
+        Ok(match self.u8()? {
+            0 => None,
+            _ => Some(self.u64()?),
+        })
     }
 
     fn option_i32(&mut self) -> Result<Option<i32>, WireError> {
@@ -413,6 +495,29 @@ mod tests {
                 proposals,
                 pending: 3,
                 ops: 1234,
+                versions: vec![
+                    Version {
+                        key: b"k".to_vec(),
+                        stamp: Stamp { ts: 9, node: 1 },
+                        state: State::Present(Item {
+                            flags: 3,
+                            expiry: Expiry::At(1_700_000_100),
+                            value: b"v".to_vec(),
+                        }),
+                    },
+                    Version {
+                        key: b"gone".to_vec(),
+                        stamp: Stamp { ts: 10, node: 1 },
+                        state: State::Deleted,
+                    },
+                    Version {
+                        key: Vec::new(),
+                        stamp: Stamp { ts: 11, node: 2 },
+                        state: State::Flushed,
+                    },
+                ],
+                sync_request: Some(77),
+                sync_complete: None,
             }),
             PeerMessage::Frame(Frame::default()),
             PeerMessage::Leave,

@@ -71,6 +71,8 @@ pub struct Connection {
     pub swallow: usize,
     /// The client sent EOF; no more input will come.
     pub read_closed: bool,
+    /// Readiness said the client closed its side: read until EOF.
+    pub eof_pending: bool,
     /// Close once every reply has been written (`quit`, protocol close).
     pub close_when_flushed: bool,
     /// Whether the socket is registered for writability.
@@ -98,6 +100,7 @@ impl Connection {
             flush_point: FlushPoint { slot: 0, output: 0 },
             swallow: 0,
             read_closed: false,
+            eof_pending: false,
             close_when_flushed: false,
             wants_write: false,
             stalled: false,

@@ -30,8 +30,9 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
-use crate::backend::{Backend, Done, Job, ReplyTo, StoreFactory};
-use crate::cluster::{Effect, Engine, View};
+use crate::backend::{Backend, Done, ReplyTo, StoreFactory, Work};
+use crate::cluster::eventual::EventualEngine;
+use crate::cluster::{Effect, Engine, Replicator, View};
 use crate::config::{ClusterConfig, Consistency, KvType, NodeConfig};
 use crate::protocol::{self, reply, Action, Command, Request, StatsGroup};
 use crate::store::memcache::MemcacheStore;
@@ -75,9 +76,9 @@ pub struct Server {
     conns: Slab<Connection>,
     next_conn_id: u64,
     backend: Backend,
-    /// Jobs the backend queue had no room for, in order, sent as it drains.
-    backlog: VecDeque<Job>,
-    engine: Engine,
+    /// Work the backend queue had no room for, in order, sent as it drains.
+    backlog: VecDeque<Work>,
+    engine: Replicator,
     /// The peer side; `None` in a one-node cluster.
     peers: Option<Peers>,
     effects: Vec<Effect>,
@@ -115,14 +116,20 @@ impl Server {
         let limits = settings.cluster.limits();
         let me = settings.node.id;
         let view = View::new(0, settings.members.iter().map(|n| n.id).collect());
-        // Alone, a node is every mode at once; the ordering engine serves it.
-        let mode = match settings.cluster.consistency {
-            Consistency::Eventual | Consistency::Causal if view.members.len() == 1 => {
-                Consistency::Linearizable
+        let engine = match settings.cluster.consistency {
+            // Alone, a node is every mode at once; the ordering engine serves it.
+            _ if view.members.len() == 1 => {
+                Replicator::Ordered(Engine::new(me, view, Consistency::Linearizable))
             }
-            mode => mode,
+            Consistency::Eventual => {
+                let cluster = &settings.cluster;
+                let beats =
+                    cluster.sync_interval.as_millis() / cluster.heartbeat.as_millis().max(1);
+                let start = incarnation() / 1000;
+                Replicator::Eventual(EventualEngine::new(me, view, start, beats.max(1) as u64))
+            }
+            mode => Replicator::Ordered(Engine::new(me, view, mode)),
         };
-        let engine = Engine::new(me, view, mode);
         let peers = if settings.members.len() > 1 {
             Some(bind_peers(&settings, &poll)?)
         } else {
@@ -198,7 +205,16 @@ impl Server {
                     WAKER => self.complete_jobs(),
                     SIGNALS => self.on_signal(),
                     token if peers::owns(token) => self.on_peer_event(event),
-                    token => self.service(token.0),
+                    token => {
+                        if event.is_read_closed() {
+                            // The client's EOF may sit behind data a short read
+                            // leaves; read on to it.
+                            if let Some(conn) = self.conns.get_mut(token.0) {
+                                conn.eof_pending = true;
+                            }
+                        }
+                        self.service(token.0)
+                    }
                 }
             }
             self.fire_timers();
@@ -277,8 +293,9 @@ impl Server {
                     Ok((n, asked)) => {
                         self.counters.bytes_read += n as u64;
                         // A short read emptied the socket; edge-triggered
-                        // readiness will report the next bytes.
-                        got_input = n == asked;
+                        // readiness will report the next bytes (but not an
+                        // EOF that had already arrived: read on to that).
+                        got_input = n == asked || conn.eof_pending;
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => got_input = true,
@@ -452,19 +469,33 @@ impl Server {
         self.apply_effects();
     }
 
-    /// Carries out what the engine asked: store jobs in order, refusals at
+    /// Carries out what the engine asked: store work in order, refusals at
     /// once; replies that are ready go to their connections.
     fn apply_effects(&mut self) {
         let mut effects = std::mem::take(&mut self.effects);
         for effect in effects.drain(..) {
-            match effect {
-                Effect::Apply { op, cas, reply_to } => self.enqueue(Job { op, cas, reply_to }),
+            let work = match effect {
+                Effect::Apply { op, cas, reply_to } => Work::Apply { op, cas, reply_to },
+                Effect::Publish {
+                    op,
+                    stamp,
+                    reply_to,
+                } => Work::Publish {
+                    op,
+                    stamp,
+                    reply_to,
+                },
+                Effect::ApplyVersions(versions) => Work::ApplyVersions(versions),
+                Effect::CollectForSync { peer, since } => Work::Collect { peer, since },
+                Effect::ForgetTombstones { synced } => Work::ForgetTombstones { synced },
                 Effect::Refuse { reply_to, reason } => {
                     let mut out = Vec::new();
                     reply::server_error(&mut out, &reason);
                     self.answer(reply_to, out);
+                    continue;
                 }
-            }
+            };
+            self.enqueue(work);
         }
         self.effects = effects;
         self.complete_jobs();
@@ -509,7 +540,7 @@ impl Server {
 
     /// Queues a job for the backend without blocking and without reordering:
     /// once one had to wait, later ones wait behind it.
-    fn enqueue(&mut self, job: Job) {
+    fn enqueue(&mut self, job: Work) {
         if self.backlog.is_empty() {
             if let Err(job) = self.backend.submit(job) {
                 self.backlog.push_back(job);
@@ -553,8 +584,18 @@ impl Server {
         self.drain_backlog();
         let mut done = std::mem::take(&mut self.done);
         self.backend.completed(&mut done);
-        for Done { reply_to, reply } in done.drain(..) {
-            self.answer(reply_to, reply);
+        for done in done.drain(..) {
+            match done {
+                Done::Reply { reply_to, reply } => {
+                    self.answer(reply_to, reply);
+                }
+                Done::Published(versions) => self.engine.on_published(versions),
+                Done::Collected {
+                    peer,
+                    versions,
+                    upto,
+                } => self.engine.on_collected(peer, versions, upto),
+            }
         }
         self.done = done;
     }
@@ -570,8 +611,9 @@ impl Server {
             match timer {
                 Timer::Heartbeat => {
                     if let Some(peers) = &mut self.peers {
-                        peers.tick(self.poll.registry(), &mut self.engine);
+                        peers.tick(self.poll.registry(), &mut self.engine, &mut self.effects);
                     }
+                    self.apply_effects();
                     self.timers
                         .schedule(now + self.settings.cluster.heartbeat, Timer::Heartbeat);
                 }

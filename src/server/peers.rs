@@ -12,8 +12,9 @@
 //! proof of the cluster secret is checked, never by its source address.
 //! Dialed links reconnect with backoff; a peer is up while it has been heard
 //! from within `peer_timeout`. A peer that comes back under a new
-//! incarnation has lost its state: it is refused (it cannot rejoin without
-//! view changes) and told so, and it then refuses clients (it is "fenced").
+//! incarnation has lost its state: in eventual mode anti-entropy refills it;
+//! in the strong modes it is refused (it cannot rejoin without view changes)
+//! and told so, and it then refuses clients (it is "fenced").
 
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
@@ -25,7 +26,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Registry, Token};
 use slab::Slab;
 
-use crate::cluster::{handshake, wire, Effect, Engine, NodeId, PeerMessage};
+use crate::cluster::{handshake, wire, Effect, NodeId, PeerMessage, Replicator};
 
 pub const PEER_LISTENER: Token = Token(usize::MAX - 4);
 /// Link tokens are `LINK_BASE + slab key`, far above client tokens.
@@ -180,7 +181,7 @@ impl Peers {
         &mut self,
         registry: &Registry,
         event: &Event,
-        engine: &mut Engine,
+        engine: &mut Replicator,
         effects: &mut Vec<Effect>,
     ) {
         let now = Instant::now();
@@ -223,7 +224,7 @@ impl Peers {
         &mut self,
         registry: &Registry,
         key: usize,
-        engine: &mut Engine,
+        engine: &mut Replicator,
         effects: &mut Vec<Effect>,
         now: Instant,
     ) -> Result<(), String> {
@@ -260,7 +261,7 @@ impl Peers {
         registry: &Registry,
         key: usize,
         message: PeerMessage,
-        engine: &mut Engine,
+        engine: &mut Replicator,
         effects: &mut Vec<Effect>,
         now: Instant,
     ) -> Result<(), String> {
@@ -308,7 +309,7 @@ impl Peers {
         registry: &Registry,
         key: usize,
         hello: crate::cluster::Hello,
-        engine: &mut Engine,
+        engine: &mut Replicator,
         now: Instant,
     ) -> Result<(), String> {
         handshake::check(&hello, &self.secret, &self.cluster)?;
@@ -316,11 +317,12 @@ impl Peers {
         let Some(peer) = self.nodes.get_mut(&id) else {
             return Err(format!("node {id} is not a member of this cluster"));
         };
-        if peer.restarted
-            || peer
-                .incarnation
-                .is_some_and(|known| known != hello.incarnation)
-        {
+        let new_run = peer
+            .incarnation
+            .is_some_and(|known| known != hello.incarnation);
+        if new_run && !peer.restarted && engine.peer_restarted(id) {
+            log::info!("node {}: node {id} restarted; it syncs from empty", self.me);
+        } else if peer.restarted || new_run {
             peer.restarted = true;
             peer.up = false;
             engine.set_up(id, false);
@@ -346,7 +348,7 @@ impl Peers {
         Ok(())
     }
 
-    fn heard(&mut self, id: NodeId, engine: &mut Engine, now: Instant) {
+    fn heard(&mut self, id: NodeId, engine: &mut Replicator, now: Instant) {
         let Some(peer) = self.nodes.get_mut(&id) else {
             return;
         };
@@ -361,7 +363,7 @@ impl Peers {
     /// Sends each peer, on its dialed link, the one frame the engine owes it.
     /// Called once per loop iteration, so everything since the last call is
     /// coalesced into that frame.
-    pub fn flush(&mut self, registry: &Registry, engine: &mut Engine, load: (u64, u64)) {
+    pub fn flush(&mut self, registry: &Registry, engine: &mut Replicator, load: (u64, u64)) {
         let ready: Vec<(NodeId, usize)> = self
             .nodes
             .values()
@@ -419,7 +421,7 @@ impl Peers {
         &mut self,
         registry: &Registry,
         key: usize,
-        engine: &mut Engine,
+        engine: &mut Replicator,
         now: Instant,
         why: &str,
     ) {
@@ -450,9 +452,14 @@ impl Peers {
     }
 
     /// Every heartbeat: owe every peer a frame, notice silent peers, redial.
-    pub fn tick(&mut self, registry: &Registry, engine: &mut Engine) {
+    pub fn tick(
+        &mut self,
+        registry: &Registry,
+        engine: &mut Replicator,
+        effects: &mut Vec<Effect>,
+    ) {
         let now = Instant::now();
-        engine.heartbeat();
+        engine.heartbeat(effects);
         let mut dial = Vec::new();
         for peer in self.nodes.values_mut() {
             let silent = peer

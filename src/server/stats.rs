@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use super::peers::Peers;
 use crate::backend::BackendCounters;
-use crate::cluster::Engine;
+use crate::cluster::Replicator;
 use crate::config::{ClusterConfig, KvType, NodeConfig};
 use crate::protocol::reply;
 use crate::store::unix_now;
@@ -45,7 +45,7 @@ pub struct Report<'a> {
     pub started: Instant,
     pub counters: &'a Counters,
     pub backend: &'a BackendCounters,
-    pub engine: &'a Engine,
+    pub engine: &'a Replicator,
     pub peers: Option<&'a Peers>,
 }
 

@@ -3,20 +3,28 @@
 use super::{ArithOutcome, Expiry, Item, Store, StoreError, StoreStatus, UnixTime, Write};
 use crate::protocol::{reply, Command, Get, Request};
 
+/// What executing a request did, beyond its reply.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Executed {
+    /// Keys a retrieval found, for the hit counters.
+    pub hits: u64,
+    /// Whether the store changed (a refused write, a miss or an error did not).
+    pub changed: bool,
+}
+
 /// Executes a store command at time `now`, giving anything it writes the cas
 /// unique `cas`, and appends its reply to `out` unless `noreply`. Commands
-/// that do not touch the store append nothing. Returns how many keys a
-/// retrieval found (0 for other commands), for the hit counters.
+/// that do not touch the store append nothing.
 pub fn execute(
     store: &mut dyn Store,
     request: &Request,
     now: UnixTime,
     cas: u64,
     out: &mut Vec<u8>,
-) -> u64 {
+) -> Executed {
     let start = out.len();
     let result = run(store, &request.command, now, cas, out);
-    let hits = *result.as_ref().unwrap_or(&0);
+    let executed = result.as_ref().copied().unwrap_or_default();
     if let Err(error) = result {
         // A failure drops any partial reply (e.g. the hits of a multi-get).
         out.truncate(start);
@@ -28,7 +36,14 @@ pub fn execute(
     if request.noreply {
         out.truncate(start);
     }
-    hits
+    executed
+}
+
+fn changed(yes: bool) -> Executed {
+    Executed {
+        hits: 0,
+        changed: yes,
+    }
 }
 
 fn run(
@@ -37,8 +52,8 @@ fn run(
     now: UnixTime,
     cas: u64,
     out: &mut Vec<u8>,
-) -> Result<u64, StoreError> {
-    let text = match command {
+) -> Result<Executed, StoreError> {
+    let (text, executed) = match command {
         Command::Get(get) => return run_get(store, get, now, out),
         Command::Store(s) => {
             let write = Write {
@@ -50,30 +65,28 @@ fn run(
                 cas,
             };
             match store.store(write, now)? {
-                StoreStatus::Stored => reply::STORED,
-                StoreStatus::NotStored => reply::NOT_STORED,
-                StoreStatus::Exists => reply::EXISTS,
-                StoreStatus::NotFound => reply::NOT_FOUND,
+                StoreStatus::Stored => (reply::STORED, changed(true)),
+                StoreStatus::NotStored => (reply::NOT_STORED, changed(false)),
+                StoreStatus::Exists => (reply::EXISTS, changed(false)),
+                StoreStatus::NotFound => (reply::NOT_FOUND, changed(false)),
             }
         }
         Command::TooLarge { key, is_set } => {
-            if *is_set {
-                store.delete(key, now)?;
-            }
-            reply::TOO_LARGE
+            let dropped = *is_set && store.delete(key, now)?;
+            (reply::TOO_LARGE, changed(dropped))
         }
         Command::Delete { key } => found(store.delete(key, now)?, reply::DELETED),
-        Command::Touch { key, exptime } => found(
-            store.touch(key, Expiry::from_exptime(*exptime, now), now)?,
-            reply::TOUCHED,
-        ),
+        Command::Touch { key, exptime } => {
+            let expiry = Expiry::from_exptime(*exptime, now);
+            found(store.touch(key, expiry, now)?, reply::TOUCHED)
+        }
         Command::Arith(a) => match store.arith(&a.key, a.incr, a.delta, cas, now)? {
             ArithOutcome::Value(n) => {
                 reply::number(out, n);
-                return Ok(0);
+                return Ok(changed(true));
             }
-            ArithOutcome::NotFound => reply::NOT_FOUND,
-            ArithOutcome::NonNumeric => reply::NON_NUMERIC,
+            ArithOutcome::NotFound => (reply::NOT_FOUND, changed(false)),
+            ArithOutcome::NonNumeric => (reply::NON_NUMERIC, changed(false)),
         },
         Command::FlushAll { delay } => {
             let at = match Expiry::from_exptime(*delay, now) {
@@ -81,25 +94,25 @@ fn run(
                 _ => None,
             };
             store.flush_all(at, now)?;
-            reply::OK
+            (reply::OK, changed(true))
         }
         Command::Version
         | Command::Verbosity
         | Command::Stats(_)
         | Command::Show
         | Command::Quit => {
-            return Ok(0);
+            return Ok(Executed::default());
         }
     };
     out.extend_from_slice(text);
-    Ok(0)
+    Ok(executed)
 }
 
-fn found(existed: bool, text: &'static [u8]) -> &'static [u8] {
+fn found(existed: bool, text: &'static [u8]) -> (&'static [u8], Executed) {
     if existed {
-        text
+        (text, changed(true))
     } else {
-        reply::NOT_FOUND
+        (reply::NOT_FOUND, changed(false))
     }
 }
 
@@ -108,7 +121,7 @@ fn run_get(
     get: &Get,
     now: UnixTime,
     out: &mut Vec<u8>,
-) -> Result<u64, StoreError> {
+) -> Result<Executed, StoreError> {
     let items = match get.touch {
         Some(exptime) => store.get_and_touch(&get.keys, Expiry::from_exptime(exptime, now), now)?,
         None => store.get_many(&get.keys, now)?,
@@ -121,5 +134,9 @@ fn run_get(
         }
     }
     out.extend_from_slice(reply::END);
-    Ok(hits)
+    Ok(Executed {
+        hits,
+        // `gat` changes the expiry of what it found.
+        changed: get.touch.is_some() && hits > 0,
+    })
 }

@@ -11,7 +11,7 @@ pub mod memcache;
 pub mod memory;
 pub mod versions;
 
-pub use execute::execute;
+pub use execute::{execute, Executed};
 
 use crate::protocol::{Key, StoreMode};
 

@@ -1,0 +1,295 @@
+//! Eventual mode's engine: every node answers from its own replica at once,
+//! and replicas converge by last-writer-wins on stamps. A pure state machine
+//! like the ordering engine: inputs in, [`Effect`]s out.
+//!
+//! ```text
+//!  on_client ──► stamp (clock, me) ──► Apply here, reply ──► on_local_versions
+//!                                                             └─► pushed to linked peers
+//!  heartbeat ──► every sync_every beats: `sync request <since>` to each peer
+//!  on_frame  ──► versions: ApplyVersions (newer stamp wins); a sync request:
+//!               CollectForSync ──► on_collected ──► versions + `complete <upto>`
+//! ```
+//!
+//! Why replicas converge. Each key's state is a version stamped by the write
+//! that made it; applying versions keeps the highest stamp, which is
+//! commutative, associative and idempotent, so any two replicas that have
+//! applied the same set of versions hold the same state, in whatever order
+//! the versions came. Pushes carry new versions at once but may be lost
+//! (a link breaks); anti-entropy makes up for that: a node asks each peer
+//! for every change after the last sequence number it completed from that
+//! peer, and only advances it on `complete`. One sync is in flight per peer.
+//! A restarted node asks from zero. Deletes and `flush_all` are versions too
+//! (tombstones), forgotten only once every peer has synced past them.
+//!
+//! The clock starts at the wall time in microseconds, so a restarted node's
+//! new writes are stamped above what it wrote before it crashed.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use super::message::{Frame, Op};
+use super::version::Version;
+use super::{Effect, LamportClock, NodeId, Stamp, View};
+use crate::backend::ReplyTo;
+use crate::protocol::{Command, Request};
+use crate::store::UnixTime;
+
+/// Counters for `stats` and `show`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SyncStats {
+    pub rounds: u64,
+    pub versions_sent: u64,
+    pub versions_received: u64,
+}
+
+#[derive(Debug, Default)]
+struct SyncPeer {
+    up: bool,
+    /// The link to it is open: pushes can go.
+    linked: bool,
+    clock: u64,
+    pushes: Vec<Version>,
+    /// A frame is owed even with nothing new in it.
+    due: bool,
+    sent_clock: u64,
+    /// Its change sequence number we hold every change up to.
+    synced_from: u64,
+    /// A sync request of ours is out.
+    in_flight: bool,
+    request_due: bool,
+    /// Our change sequence number it holds every change up to (from its requests).
+    synced_to: u64,
+    /// Our answer to its sync request, waiting to be sent.
+    answer: Option<(Vec<Version>, u64)>,
+    /// The heartbeat at which our last sync from it completed.
+    completed_at: u64,
+}
+
+/// The engine of one node in eventual mode.
+#[derive(Debug)]
+pub struct EventualEngine {
+    me: NodeId,
+    view: View,
+    clock: LamportClock,
+    peers: BTreeMap<NodeId, SyncPeer>,
+    /// Heartbeats per anti-entropy round.
+    sync_every: u64,
+    beats: u64,
+    stats: SyncStats,
+}
+
+impl EventualEngine {
+    /// An engine for node `me` of `view`; the clock starts at `start_clock`
+    /// (wall time in microseconds), and a sync round runs every `sync_every` heartbeats.
+    pub fn new(me: NodeId, view: View, start_clock: u64, sync_every: u64) -> EventualEngine {
+        let peers = view
+            .others(me)
+            .map(|id| (id, SyncPeer::default()))
+            .collect();
+        let mut clock = LamportClock::default();
+        clock.observe(start_clock);
+        EventualEngine {
+            me,
+            view,
+            clock,
+            peers,
+            sync_every: sync_every.max(1),
+            beats: 0,
+            stats: SyncStats::default(),
+        }
+    }
+
+    pub fn view(&self) -> &View {
+        &self.view
+    }
+
+    pub fn clock(&self) -> u64 {
+        self.clock.now()
+    }
+
+    pub fn stats(&self) -> SyncStats {
+        self.stats
+    }
+
+    pub fn peer_clock(&self, peer: NodeId) -> Option<u64> {
+        self.peers.get(&peer).map(|p| p.clock)
+    }
+
+    /// Heartbeats since the last completed sync from `peer`.
+    pub fn sync_lag(&self, peer: NodeId) -> Option<u64> {
+        self.peers.get(&peer).map(|p| self.beats - p.completed_at)
+    }
+
+    /// A client's store command: applied here at once (writes with a new stamp).
+    pub fn on_client(
+        &mut self,
+        reply_to: ReplyTo,
+        request: Request,
+        now: UnixTime,
+        out: &mut Vec<Effect>,
+    ) {
+        let op = Arc::new(Op { request, now });
+        match &op.request.command {
+            Command::Get(get) if get.touch.is_none() => out.push(Effect::Apply {
+                op,
+                cas: 0,
+                reply_to: Some(reply_to),
+            }),
+            Command::FlushAll { delay } if *delay > 0 => {
+                let reason =
+                    "flush_all with a delay is not supported in eventual mode; not applied";
+                out.push(Effect::Refuse {
+                    reply_to,
+                    reason: reason.into(),
+                });
+            }
+            _ => {
+                let stamp = Stamp {
+                    ts: self.clock.tick(),
+                    node: self.me,
+                };
+                out.push(Effect::Publish {
+                    op,
+                    stamp,
+                    reply_to,
+                });
+            }
+        }
+    }
+
+    /// Versions local writes produced: push them to every linked peer.
+    pub fn on_local_versions(&mut self, versions: Vec<Version>) {
+        for peer in self.peers.values_mut().filter(|p| p.linked) {
+            peer.pushes.extend(versions.iter().cloned());
+        }
+    }
+
+    /// The worker's answer to `peer`'s sync request.
+    pub fn on_collected(&mut self, peer: NodeId, versions: Vec<Version>, upto: u64) {
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.answer = Some((versions, upto));
+        }
+    }
+
+    pub fn on_frame(&mut self, from: NodeId, frame: Frame, out: &mut Vec<Effect>) {
+        let Some(peer) = self.peers.get_mut(&from) else {
+            return;
+        };
+        peer.clock = peer.clock.max(frame.clock);
+        self.clock.observe(frame.clock);
+        if !frame.versions.is_empty() {
+            self.stats.versions_received += frame.versions.len() as u64;
+            out.push(Effect::ApplyVersions(frame.versions));
+        }
+        if let Some(since) = frame.sync_request {
+            peer.synced_to = peer.synced_to.max(since);
+            out.push(Effect::CollectForSync { peer: from, since });
+        }
+        if let Some(upto) = frame.sync_complete {
+            peer.synced_from = upto;
+            peer.in_flight = false;
+            peer.completed_at = self.beats;
+        }
+    }
+
+    /// The frame owed to `to`: pushes, a sync answer, a sync request, or a heartbeat.
+    pub fn outgoing(&mut self, to: NodeId) -> Option<Frame> {
+        let clock = self.clock.now();
+        let peer = self.peers.get_mut(&to)?;
+        let owed = !peer.pushes.is_empty()
+            || peer.answer.is_some()
+            || peer.request_due
+            || peer.due
+            || peer.sent_clock < clock;
+        if !owed {
+            return None;
+        }
+        let mut versions = std::mem::take(&mut peer.pushes);
+        let sync_complete = peer.answer.take().map(|(answer, upto)| {
+            versions.extend(answer);
+            upto
+        });
+        self.stats.versions_sent += versions.len() as u64;
+        let sync_request = std::mem::take(&mut peer.request_due).then_some(peer.synced_from);
+        peer.due = false;
+        peer.sent_clock = clock;
+        Some(Frame {
+            clock,
+            versions,
+            sync_request,
+            sync_complete,
+            ..Frame::default()
+        })
+    }
+
+    /// Every heartbeat: owe each peer a frame; every `sync_every` beats start
+    /// a sync round with each linked peer that has none in flight; let the
+    /// store forget tombstones every peer has synced past.
+    pub fn heartbeat(&mut self, out: &mut Vec<Effect>) {
+        self.beats += 1;
+        let round = self.beats.is_multiple_of(self.sync_every);
+        let mut started = false;
+        for peer in self.peers.values_mut() {
+            peer.due = true;
+            if round && peer.linked && !peer.in_flight {
+                peer.request_due = true;
+                peer.in_flight = true;
+                started = true;
+            }
+        }
+        if started {
+            self.stats.rounds += 1;
+        }
+        if round {
+            let synced = self
+                .peers
+                .values()
+                .map(|p| p.synced_to)
+                .min()
+                .unwrap_or(u64::MAX);
+            out.push(Effect::ForgetTombstones { synced });
+        }
+    }
+
+    pub fn set_up(&mut self, peer: NodeId, up: bool) {
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.up = up;
+        }
+    }
+
+    pub fn is_up(&self, peer: NodeId) -> bool {
+        self.peers.get(&peer).is_some_and(|p| p.up)
+    }
+
+    /// The link to `peer` broke: pushes and a sync in flight are lost; the
+    /// next round repairs what they carried.
+    pub fn link_lost(&mut self, peer: NodeId) {
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.linked = false;
+            p.pushes.clear();
+            p.answer = None;
+            p.in_flight = false;
+            p.request_due = false;
+        }
+    }
+
+    /// A link to `peer` opened: pushes can go, and a sync starts at once.
+    pub fn link_opened(&mut self, peer: NodeId) {
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.linked = true;
+            p.due = true;
+            p.request_due = true;
+            p.in_flight = true;
+        }
+    }
+
+    /// `peer` restarted with an empty store: its change numbers start over,
+    /// and it holds none of ours.
+    pub fn peer_restarted(&mut self, peer: NodeId) {
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.synced_from = 0;
+            p.synced_to = 0;
+            p.in_flight = false;
+        }
+    }
+}
