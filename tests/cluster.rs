@@ -369,3 +369,76 @@ fn a_restarted_node_is_refused_and_says_so_to_its_clients() {
     assert!(request(&mut c, b"get k\r\n")
         .starts_with("SERVER_ERROR cluster unavailable: node 2 is down"));
 }
+
+/// Polls `get key` on `node` until it answers `want` (bounded).
+fn wait_for_value(cluster: &Cluster, node: usize, key: &str, want: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut c = connect(cluster.port(node));
+    loop {
+        let got = request(&mut c, format!("get {key}\r\n").as_bytes());
+        if got == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node {node} never answered {want:?} for {key}: {got:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn eventual_mode_replicates_and_a_killed_node_catches_up_after_restart() {
+    let mut cluster = start_cluster(3, "eventual", "sync_interval_ms = 200");
+    let mut c0 = connect(cluster.port(0));
+    assert_eq!(request(&mut c0, b"set a 0 0 3\r\nabc\r\n"), "STORED\r\n");
+    wait_for_value(&cluster, 2, "a", "VALUE a 0 3\r\nabc\r\nEND\r\n");
+
+    let port = cluster.port(2);
+    cluster.nodes[2].signal("KILL");
+    let _ = cluster.nodes[2].child.wait();
+    let mut c1 = connect(cluster.port(1));
+    assert_eq!(request(&mut c1, b"set b 0 0 2\r\nhi\r\n"), "STORED\r\n");
+    assert_eq!(request(&mut c1, b"delete a\r\n"), "DELETED\r\n");
+    assert_eq!(
+        request(&mut c0, b"set n 0 0 1\r\n5\r\nincr n 2\r\n"),
+        "STORED\r\n7\r\n"
+    );
+
+    // Node 2 comes back empty and syncs everything it missed, deletes included.
+    cluster.nodes[2] = start_cluster_node(&cluster.config, &cluster.dir.0, 2, port);
+    wait_for_value(&cluster, 2, "b", "VALUE b 0 2\r\nhi\r\nEND\r\n");
+    wait_for_value(&cluster, 2, "n", "VALUE n 0 1\r\n7\r\nEND\r\n");
+    wait_for_value(&cluster, 2, "a", "END\r\n");
+    let keys: Vec<String> = ["a", "b", "n"].iter().map(|k| k.to_string()).collect();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let line = format!("gets {}\r\n", keys.join(" "));
+        let views: Vec<String> = (0..3)
+            .map(|n| request(&mut connect(cluster.port(n)), line.as_bytes()))
+            .collect();
+        if views.iter().all(|v| v == &views[0]) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "replicas never converged: {views:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(stat(&cluster, 2, "mckv_sync_rounds") > 0);
+    assert!(stat(&cluster, 2, "mckv_versions_received") >= 3);
+    assert!(cluster.show(0).contains(" sync_lag_ms="));
+}
+
+#[test]
+fn eventual_mode_serves_every_node_while_a_peer_is_down() {
+    let cluster = start_cluster(3, "eventual", "sync_interval_ms = 200");
+    cluster.nodes[2].signal("STOP");
+    wait_for_state(&cluster, 0, 2, "down");
+    let mut c = connect(cluster.port(0));
+    assert_eq!(request(&mut c, b"set k 0 0 1\r\nx\r\n"), "STORED\r\n");
+    wait_for_value(&cluster, 1, "k", "VALUE k 0 1\r\nx\r\nEND\r\n");
+    cluster.nodes[2].signal("CONT");
+    wait_for_value(&cluster, 2, "k", "VALUE k 0 1\r\nx\r\nEND\r\n");
+}

@@ -37,6 +37,7 @@ use crate::store::UnixTime;
 /// Counters for `stats` and `show`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SyncStats {
+    /// Sync requests started (each round asks every linked peer).
     pub rounds: u64,
     pub versions_sent: u64,
     pub versions_received: u64,
@@ -280,6 +281,7 @@ impl EventualEngine {
             p.due = true;
             p.request_due = true;
             p.in_flight = true;
+            self.stats.rounds += 1;
         }
     }
 

@@ -94,6 +94,11 @@ impl Report<'_> {
         );
         reply::stat(out, "mckv_delivered", self.engine.delivered());
         reply::stat(out, "mckv_pending", self.engine.pending());
+        if let Some(sync) = self.engine.sync_stats() {
+            reply::stat(out, "mckv_sync_rounds", sync.rounds);
+            reply::stat(out, "mckv_versions_sent", sync.versions_sent);
+            reply::stat(out, "mckv_versions_received", sync.versions_received);
+        }
         reply::stat(
             out,
             "mckv_frames_sent",
@@ -146,8 +151,19 @@ impl Report<'_> {
                 .map_or("-".to_string(), |t| t.elapsed().as_millis().to_string());
             let clock = self.engine.peer_clock(peer.id).unwrap_or(0);
             let (queue, ops) = peer.reported;
+            // Eventual mode: how long since the last completed sync from it.
+            let lag = self
+                .engine
+                .sync_lag(peer.id)
+                .map(|beats| {
+                    format!(
+                        " sync_lag_ms={}",
+                        beats * self.cluster.heartbeat.as_millis() as u64
+                    )
+                })
+                .unwrap_or_default();
             let line = format!(
-                "NODE {} {} {} peer last_heard_ms={heard} clock={clock} view={epoch} queue={queue} ops={ops}\r\n",
+                "NODE {} {} {} peer last_heard_ms={heard} clock={clock} view={epoch} queue={queue} ops={ops}{lag}\r\n",
                 peer.id,
                 peer.client,
                 peer.state(),
