@@ -1,6 +1,7 @@
 //! Logging to stderr and to the node's log file, at one level set by flag.
 
 use std::fs::{self, OpenOptions};
+use std::io::LineWriter;
 use std::path::Path;
 
 use simplelog::{
@@ -21,7 +22,8 @@ pub fn init(level: LevelFilter, file: &Path) -> std::io::Result<()> {
             TerminalMode::Stderr,
             ColorChoice::Auto,
         ),
-        WriteLogger::new(level, config, log_file),
+        // simplelog writes a line in many pieces: one system call per line.
+        WriteLogger::new(level, config, LineWriter::new(log_file)),
     ])
     .map_err(std::io::Error::other)
 }
