@@ -9,15 +9,14 @@ mod common;
 use std::collections::HashMap;
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{
-    connect, free_port, memcached_bin, read_until, roundtrip, start_mckv_with, start_memcached,
-    wait_for_port, MckvNode, ProcessGuard,
+    connect, read_until, roundtrip, start_mckv_with, start_memcached, start_memcached_with,
+    MckvNode,
 };
 
 const WAIT: Duration = Duration::from_secs(5);
@@ -29,31 +28,6 @@ const WAIT: Duration = Duration::from_secs(5);
 /// A node with `cluster_keys` added to its `[cluster]` section.
 fn start_with_cluster(cluster_keys: &str) -> MckvNode {
     start_mckv_with(cluster_keys, "", &[])
-}
-
-/// `memcached -t 1` with extra arguments (like `common::start_memcached`).
-fn start_memcached_args(args: &[&str]) -> ProcessGuard {
-    let port = free_port();
-    let child = Command::new(memcached_bin())
-        .args([
-            "-l",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-U",
-            "0",
-            "-t",
-            "1",
-        ])
-        .args(["-u", "root"])
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start memcached (apt-get install memcached)");
-    let guard = ProcessGuard { child, port };
-    wait_for_port(port, Duration::from_secs(10));
-    guard
 }
 
 fn start() -> MckvNode {
@@ -426,7 +400,7 @@ fn value_exactly_at_a_configured_limit() {
     // against memcached -I 1024 and mckv with item_size_max = 1024.
     const ITEM_SIZE_MAX: usize = 1024;
     let node = start_with_cluster("item_size_max = 1024");
-    let memcached = start_memcached_args(&["-I", "1024", "-o", "slab_chunk_max=512"]);
+    let memcached = start_memcached_with(&["-I", "1024", "-o", "slab_chunk_max=512"]);
     for (name, port) in [("mckv", node.port()), ("memcached", memcached.port)] {
         let mut s = connect(port);
         for (key, flags) in [("k", 0), ("at-limit", 0), ("k", 5), ("at-limit", 77)] {

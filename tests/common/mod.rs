@@ -75,6 +75,11 @@ pub fn memcached_bin() -> String {
 
 /// Starts `memcached -t 1` on a free port of 127.0.0.1.
 pub fn start_memcached() -> ProcessGuard {
+    start_memcached_with(&[])
+}
+
+/// Starts `memcached -t 1` with `extra` arguments on a free port of 127.0.0.1.
+pub fn start_memcached_with(extra: &[&str]) -> ProcessGuard {
     let port = free_port();
     let child = Command::new(memcached_bin())
         .args([
@@ -89,6 +94,7 @@ pub fn start_memcached() -> ProcessGuard {
             "-u",
             "root",
         ])
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
