@@ -200,8 +200,6 @@ struct Executor {
     store: Box<dyn Store>,
     versions: VersionLog,
     counters: Arc<BackendCounters>,
-    /// Whether the last executed op changed the store.
-    last_changed: bool,
 }
 
 impl Executor {
@@ -210,7 +208,6 @@ impl Executor {
             store,
             versions: VersionLog::new(),
             counters,
-            last_changed: false,
         }
     }
 
@@ -218,7 +215,7 @@ impl Executor {
     fn handle(&mut self, work: Work, emit: &mut impl FnMut(Done)) {
         match work {
             Work::Apply { op, cas, reply_to } => {
-                let reply = self.execute(&op, cas);
+                let (reply, _) = self.execute(&op, cas);
                 if let Some(reply_to) = reply_to {
                     emit(Done::Reply { reply_to, reply });
                 }
@@ -228,11 +225,10 @@ impl Executor {
                 stamp,
                 reply_to,
             } => {
-                let reply = self.execute(&op, stamp.cas_unique());
+                let (reply, changed) = self.execute(&op, stamp.cas_unique());
                 emit(Done::Reply { reply_to, reply });
-                let versions = self.publish(&op, stamp);
-                if !versions.is_empty() {
-                    emit(Done::Published(versions));
+                if changed {
+                    emit(Done::Published(self.publish(&op, stamp)));
                 }
             }
             Work::ApplyVersions(versions) => {
@@ -257,7 +253,8 @@ impl Executor {
         self.publish_counters();
     }
 
-    fn execute(&mut self, op: &Op, cas: u64) -> Vec<u8> {
+    /// Executes `op`: its reply, and whether it changed the store.
+    fn execute(&mut self, op: &Op, cas: u64) -> (Vec<u8>, bool) {
         let mut reply = Vec::new();
         let request = &op.request;
         let executed = store::execute(self.store.as_mut(), request, op.now, cas, &mut reply);
@@ -270,15 +267,11 @@ impl Executor {
                 .get_misses
                 .fetch_add(misses, Ordering::Relaxed);
         }
-        self.last_changed = executed.changed;
-        reply
+        (reply, executed.changed)
     }
 
-    /// The versions a just-executed write left, if it changed anything.
+    /// The versions a write that changed the store left.
     fn publish(&mut self, op: &Op, stamp: Stamp) -> Vec<Version> {
-        if !self.last_changed {
-            return Vec::new();
-        }
         let store = self.store.as_mut();
         let now = op.now;
         match &op.request.command {
