@@ -21,6 +21,9 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use mckv::backend::ReplyTo;
+use mckv::cluster::{wire, Engine, PeerMessage, View};
+use mckv::config::Consistency;
 use mckv::protocol::{self, reply, Action, Command, Get, Limits, Request, StoreMode};
 use mckv::store::memory::MemoryStore;
 use mckv::store::{self, Store};
@@ -306,6 +309,97 @@ fn bench_store(c: &mut Criterion) {
     group.finish();
 }
 
+/// The ordering engine's delivery queue: one node with no peers delivers
+/// every operation as soon as it is stamped (push, check, pop).
+fn bench_delivery_queue(c: &mut Criterion) {
+    let mut group = c.benchmark_group("engine");
+    group.throughput(Throughput::Elements(1000));
+    let requests: Vec<Request> = (0..1000)
+        .map(|i| set_request(key(i), &[b'v'; 100]))
+        .collect();
+    group.bench_function("deliver_1000_single_node", |b| {
+        b.iter_batched(
+            || {
+                (
+                    Engine::new(0, View::new(0, vec![0]), Consistency::Linearizable),
+                    requests.clone(),
+                )
+            },
+            |(mut engine, requests)| {
+                let mut effects = Vec::with_capacity(1000);
+                for (i, request) in requests.into_iter().enumerate() {
+                    engine.on_client(reply_to(i), request, 0, &mut effects);
+                }
+                effects
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    group.finish();
+}
+
+fn reply_to(i: usize) -> ReplyTo {
+    ReplyTo {
+        token: 0,
+        conn_id: 1,
+        slot: i as u64,
+    }
+}
+
+/// One round of a simulated 3-node cluster: 64 writes at node 0, then every
+/// frame (proposals, acks) carried, wire-encoded, until nothing moves and
+/// every node has applied them.
+fn bench_cluster_round(c: &mut Criterion) {
+    let mut group = c.benchmark_group("engine");
+    group.throughput(Throughput::Elements(64));
+    let requests: Vec<Request> = (0..64).map(|i| set_request(key(i), &[b'v'; 100])).collect();
+    group.bench_function("three_node_round_64_writes", |b| {
+        b.iter_batched(
+            || requests.clone(),
+            |requests| {
+                let view = View::new(0, vec![0, 1, 2]);
+                let mut nodes: Vec<Engine> = (0..3)
+                    .map(|id| Engine::new(id, view.clone(), Consistency::Linearizable))
+                    .collect();
+                for (id, node) in nodes.iter_mut().enumerate() {
+                    for peer in view.others(id as u32) {
+                        node.set_up(peer, true);
+                    }
+                }
+                let mut effects = Vec::new();
+                for (i, request) in requests.into_iter().enumerate() {
+                    nodes[0].on_client(reply_to(i), request, 0, &mut effects);
+                }
+                let mut wire_buf = Vec::new();
+                loop {
+                    let mut moved = false;
+                    for from in 0..3u32 {
+                        for to in view.others(from) {
+                            if let Some(frame) = nodes[from as usize].outgoing(to) {
+                                moved = true;
+                                wire_buf.clear();
+                                wire::encode(&PeerMessage::Frame(frame), &mut wire_buf);
+                                if let Ok(Some((PeerMessage::Frame(frame), _))) =
+                                    wire::decode(&wire_buf)
+                                {
+                                    nodes[to as usize].on_frame(from, frame, &mut effects);
+                                }
+                            }
+                        }
+                    }
+                    if !moved {
+                        break;
+                    }
+                }
+                assert_eq!(effects.len(), 3 * 64, "every node applies every write");
+                effects
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    group.finish();
+}
+
 fn config() -> Criterion {
     Criterion::default()
         .warm_up_time(Duration::from_secs(1))
@@ -316,8 +410,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = bench_parse, bench_reply, bench_store
-    // Cluster replication benches go here once that code exists: the
-    // delivery queue between peers, and the simulated cluster engine.
+    targets = bench_parse, bench_reply, bench_store, bench_delivery_queue, bench_cluster_round
 }
 criterion_main!(benches);
