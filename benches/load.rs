@@ -40,7 +40,7 @@
 //! | `--mix LIST` | `LOAD_MIX` | 90,50 (percent of gets) |
 //! | `--depth LIST` | `LOAD_DEPTH` | 1,16 |
 //! | `--threads N` | `LOAD_THREADS` | 1 generator thread |
-//! | `--servers LIST` | `LOAD_SERVERS` | memcached,mckv (also HOST:PORT: a server started by hand) |
+//! | `--servers LIST` | `LOAD_SERVERS` | memcached,mckv (also `linearizable`, `sequential`, `eventual`: a 3-node cluster in that mode, driven through node 0; or HOST:PORT: a server started by hand) |
 //! | `--timeout-ms N` | `LOAD_TIMEOUT_MS` | 1000 |
 //! | `--mckv PATH` | `MCKV_BIN` | `target/release/mckv` |
 //!
@@ -183,7 +183,7 @@ impl Opts {
 
 const USAGE: &str = "usage: cargo bench --bench load -- [--quick] [--duration S] [--warmup S] \
 [--conns 1,4,16,50] [--mix 90,50] [--depth 1,16] [--threads N] \
-[--servers memcached,mckv] [--timeout-ms N] [--mckv PATH]";
+[--servers memcached,mckv,linearizable,sequential,eventual,HOST:PORT] [--timeout-ms N] [--mckv PATH]";
 
 // ---------------------------------------------------------------- servers
 
@@ -191,6 +191,8 @@ const USAGE: &str = "usage: cargo bench --bench load -- [--quick] [--duration S]
 enum Kind {
     Memcached,
     Mckv,
+    /// A 3-node mckv cluster in this consistency mode, driven through node 0.
+    Cluster(&'static str),
     /// A server someone else started (e.g. under a profiler): driven and
     /// populated, but neither started nor stopped, and its CPU not measured.
     External(SocketAddr),
@@ -202,6 +204,9 @@ impl std::str::FromStr for Kind {
         match s {
             "memcached" => Ok(Kind::Memcached),
             "mckv" => Ok(Kind::Mckv),
+            "linearizable" => Ok(Kind::Cluster("linearizable")),
+            "sequential" => Ok(Kind::Cluster("sequential")),
+            "eventual" => Ok(Kind::Cluster("eventual")),
             addr => addr.parse().map(Kind::External).map_err(|_| ()),
         }
     }
@@ -212,6 +217,7 @@ impl Kind {
         match self {
             Kind::Memcached => "memcached",
             Kind::Mckv => "mckv",
+            Kind::Cluster(mode) => mode,
             Kind::External(_) => "external",
         }
     }
@@ -221,15 +227,15 @@ impl Kind {
 struct Server {
     label: String,
     addr: SocketAddr,
-    /// None for an external server.
-    child: Option<Child>,
+    /// Empty for an external server; three for a cluster (node 0 first).
+    children: Vec<Child>,
     dead: Option<String>,
     _tmp: Option<TempDir>,
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
-        if let Some(child) = self.child.as_mut() {
+        for child in &mut self.children {
             let _ = child.kill();
             let _ = child.wait();
         }
@@ -248,13 +254,62 @@ fn free_port() -> io::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
+/// Starts a 3-node cluster in `mode` whose node 0 serves clients on `port`.
+fn start_cluster(mode: &str, port: u16, opts: &Opts, seq: usize) -> Result<Server, String> {
+    let dir = std::env::temp_dir().join(format!("mckv-load-{}-{seq}-{port}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{dir:?}: {e}"))?;
+    let mut config = format!("[cluster]\nname = load\nconsistency = {mode}\nsecret = load\n");
+    for id in 0..3 {
+        let client = if id == 0 {
+            port
+        } else {
+            free_port().map_err(|e| e.to_string())?
+        };
+        let peer = free_port().map_err(|e| e.to_string())?;
+        config.push_str(&format!(
+            "[node.{id}]\nclient = 127.0.0.1:{client}\npeer = 127.0.0.1:{peer}\n"
+        ));
+    }
+    let path = dir.join("config.ini");
+    std::fs::write(&path, config).map_err(|e| format!("{path:?}: {e}"))?;
+    let mut children = Vec::new();
+    for id in 0..3 {
+        let child = Command::new(&opts.mckv)
+            .args(["server", "--config"])
+            .arg(&path)
+            .args([
+                "--node",
+                &id.to_string(),
+                "--log-level",
+                "warn",
+                "--log-file",
+            ])
+            .arg(dir.join(format!("node{id}.log")))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot start a {mode} node: {e}"))?;
+        children.push(child);
+    }
+    let mut server = Server {
+        label: mode.to_string(),
+        addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        children,
+        dead: None,
+        _tmp: Some(TempDir(dir)),
+    };
+    server.wait_ready()?;
+    Ok(server)
+}
+
 impl Server {
     fn start(kind: Kind, label: String, opts: &Opts, seq: usize) -> Result<Server, String> {
         if let Kind::External(addr) = kind {
             let mut server = Server {
                 label: format!("{label}({addr})"),
                 addr,
-                child: None,
+                children: Vec::new(),
                 dead: None,
                 _tmp: None,
             };
@@ -282,6 +337,13 @@ impl Server {
                     cmd.args(["--log-level", "warn"]);
                     (cmd, Some(TempDir(dir)))
                 }
+                Kind::Cluster(mode) => match start_cluster(mode, port, opts, seq) {
+                    Ok(server) => return Ok(server),
+                    Err(e) => {
+                        last_err = e;
+                        continue;
+                    }
+                },
                 Kind::External(_) => unreachable!("handled above"),
             };
             cmd.stdin(Stdio::null())
@@ -293,7 +355,7 @@ impl Server {
             let mut server = Server {
                 label: label.clone(),
                 addr: SocketAddr::from(([127, 0, 0, 1], port)),
-                child: Some(child),
+                children: vec![child],
                 dead: None,
                 _tmp: tmp,
             };
@@ -308,16 +370,27 @@ impl Server {
     fn wait_ready(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
-            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
-                return Err(format!("exited with {status}"));
+            for child in &mut self.children {
+                if let Ok(Some(status)) = child.try_wait() {
+                    return Err(format!("exited with {status}"));
+                }
             }
             if let Ok(mut s) = StdStream::connect_timeout(&self.addr, Duration::from_millis(200)) {
                 let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
-                let mut buf = [0u8; 256];
-                if s.write_all(b"version\r\n").is_ok() {
+                let mut buf = [0u8; 4096];
+                // Ready when it answers and (a cluster) every node is up.
+                if s.write_all(b"show\r\n").is_ok() {
                     if let Ok(n) = s.read(&mut buf) {
-                        if buf[..n].starts_with(b"VERSION ") {
+                        let show = String::from_utf8_lossy(&buf[..n]);
+                        let up = show
+                            .lines()
+                            .filter(|l| l.split(' ').nth(3) == Some("up"))
+                            .count();
+                        if show.ends_with("END\r\n") && up == self.children.len().max(1) {
                             return Ok(());
+                        }
+                        if show.starts_with("ERROR") {
+                            return Ok(()); // memcached has no `show`
                         }
                     }
                 }
@@ -329,14 +402,18 @@ impl Server {
         }
     }
 
+    /// The process whose CPU is measured: the server, or a cluster's node 0
+    /// (the one the load goes through).
     fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
+        self.children.first().map(Child::id)
     }
 
     fn check_alive(&mut self) {
-        if self.dead.is_none() {
-            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
-                self.dead = Some(format!("exited with {status}"));
+        for child in &mut self.children {
+            if self.dead.is_none() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    self.dead = Some(format!("exited with {status}"));
+                }
             }
         }
     }
