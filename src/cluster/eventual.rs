@@ -57,6 +57,8 @@ struct SyncPeer {
     synced_from: u64,
     /// A sync request of ours is out.
     in_flight: bool,
+    /// The heartbeat our sync request went out at.
+    requested_at: u64,
     request_due: bool,
     /// Our change sequence number it holds every change up to (from its requests).
     synced_to: u64,
@@ -187,7 +189,8 @@ impl EventualEngine {
             out.push(Effect::CollectForSync { peer: from, since });
         }
         if let Some(upto) = frame.sync_complete {
-            peer.synced_from = upto;
+            // A repeated request may be answered twice; never step back.
+            peer.synced_from = peer.synced_from.max(upto);
             peer.in_flight = false;
             peer.completed_at = self.beats;
         }
@@ -230,11 +233,16 @@ impl EventualEngine {
         self.beats += 1;
         let round = self.beats.is_multiple_of(self.sync_every);
         let mut started = false;
+        let beats = self.beats;
+        let patience = 2 * self.sync_every;
         for peer in self.peers.values_mut() {
             peer.due = true;
-            if round && peer.linked && !peer.in_flight {
+            // An answer lost with a link of its peer's never comes: ask again.
+            let given_up = peer.in_flight && beats - peer.requested_at >= patience;
+            if round && peer.linked && (!peer.in_flight || given_up) {
                 peer.request_due = true;
                 peer.in_flight = true;
+                peer.requested_at = beats;
                 started = true;
             }
         }
@@ -281,6 +289,7 @@ impl EventualEngine {
             p.due = true;
             p.request_due = true;
             p.in_flight = true;
+            p.requested_at = self.beats;
             self.stats.rounds += 1;
         }
     }
