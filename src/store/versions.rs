@@ -136,6 +136,9 @@ impl VersionLog {
             return false;
         }
         if version.state == State::Flushed {
+            if self.flushed.is_some_and(|(held, _)| version.stamp <= held) {
+                return false; // the same flush again, or an older one
+            }
             for key in self.apply_flush(version.stamp) {
                 let _ = store.delete(&key, now);
             }
