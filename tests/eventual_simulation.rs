@@ -202,7 +202,6 @@ impl Node {
         let mut engine =
             EventualEngine::new(id, View::new(0, ids.to_vec()), start_clock, sync_every);
         for &peer in ids.iter().filter(|&&p| p != id) {
-            engine.set_up(peer, true);
             engine.link_opened(peer);
         }
         Node {

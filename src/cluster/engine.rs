@@ -175,10 +175,6 @@ impl Engine {
         }
     }
 
-    pub fn me(&self) -> NodeId {
-        self.me
-    }
-
     pub fn view(&self) -> &View {
         &self.view
     }

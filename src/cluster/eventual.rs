@@ -45,7 +45,6 @@ pub struct SyncStats {
 
 #[derive(Debug, Default)]
 struct SyncPeer {
-    up: bool,
     /// The link to it is open: pushes can go.
     linked: bool,
     clock: u64,
@@ -258,16 +257,6 @@ impl EventualEngine {
                 .unwrap_or(u64::MAX);
             out.push(Effect::ForgetTombstones { synced });
         }
-    }
-
-    pub fn set_up(&mut self, peer: NodeId, up: bool) {
-        if let Some(p) = self.peers.get_mut(&peer) {
-            p.up = up;
-        }
-    }
-
-    pub fn is_up(&self, peer: NodeId) -> bool {
-        self.peers.get(&peer).is_some_and(|p| p.up)
     }
 
     /// The link to `peer` broke: pushes and a sync in flight are lost; the

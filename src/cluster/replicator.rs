@@ -50,10 +50,11 @@ impl Replicator {
         }
     }
 
+    /// Whether `peer` is taking part (the strong modes refuse new
+    /// operations without it; eventual mode goes by its links instead).
     pub fn set_up(&mut self, peer: NodeId, up: bool) {
-        match self {
-            Replicator::Ordered(e) => e.set_up(peer, up),
-            Replicator::Eventual(e) => e.set_up(peer, up),
+        if let Replicator::Ordered(e) = self {
+            e.set_up(peer, up);
         }
     }
 

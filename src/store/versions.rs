@@ -40,11 +40,6 @@ impl VersionLog {
         VersionLog::default()
     }
 
-    /// The local sequence number of the newest change.
-    pub fn last_seq(&self) -> u64 {
-        self.last_seq
-    }
-
     fn next_seq(&mut self) -> u64 {
         self.last_seq += 1;
         self.last_seq
