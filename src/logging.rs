@@ -1,12 +1,21 @@
 //! Logging to stderr and to the node's log file, at one level set by flag.
 
 use std::fs::{self, OpenOptions};
-use std::io::LineWriter;
+use std::io::{IsTerminal, LineWriter};
 use std::path::Path;
 
 use simplelog::{
     ColorChoice, CombinedLogger, ConfigBuilder, LevelFilter, TermLogger, TerminalMode, WriteLogger,
 };
+
+/// Colours only for a person at a terminal, never in a redirected stderr.
+fn colors() -> ColorChoice {
+    if std::io::stderr().is_terminal() {
+        ColorChoice::Auto
+    } else {
+        ColorChoice::Never
+    }
+}
 
 /// Starts logging; the log file (and its directory) is created if missing and appended to.
 pub fn init(level: LevelFilter, file: &Path) -> std::io::Result<()> {
