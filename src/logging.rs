@@ -29,7 +29,7 @@ pub fn init(level: LevelFilter, file: &Path) -> std::io::Result<()> {
             level,
             config.clone(),
             TerminalMode::Stderr,
-            ColorChoice::Auto,
+            colors(),
         ),
         // simplelog writes a line in many pieces: one system call per line.
         WriteLogger::new(level, config, LineWriter::new(log_file)),
