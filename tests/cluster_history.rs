@@ -12,6 +12,7 @@ use std::io::Write;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
+use common::rng::Rng;
 use common::{connect, read_until, start_cluster, Cluster};
 use history::{check_linearizable, check_sequential, Event, History, KvOp, KvRet};
 
@@ -25,18 +26,6 @@ fn request(c: &mut TcpStream, bytes: &[u8]) -> String {
     };
     c.write_all(bytes).expect("send");
     String::from_utf8_lossy(&read_until(c, Duration::from_secs(10), done)).into_owned()
-}
-
-/// xorshift64*, seeded per client.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n
-    }
 }
 
 /// `(value, cas unique)` of a `gets` reply, or `None` for a miss.
@@ -69,7 +58,7 @@ fn client(port: u16, id: usize) -> Vec<(Instant, Event)> {
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ (id as u64 + 1));
     let mut log = Vec::new();
     for seq in 0..OPS_PER_CLIENT {
-        let key = format!("h{}", rng.below(KEYS as u64));
+        let key = format!("h{}", rng.below(KEYS));
         let fresh = format!("c{id}s{seq}");
         match rng.below(10) {
             0..=3 => {

@@ -3,27 +3,10 @@
 //! complete request, treat every strict prefix of a valid request as
 //! incomplete, and parse a byte stream the same however it is split.
 
+mod common;
+
+use common::rng::Rng;
 use mckv::protocol::{parse, Action, Incomplete, Limits, Parsed};
-
-/// xorshift64*: small, deterministic, good enough to drive a fuzzer.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    fn pick<'a>(&mut self, items: &[&'a [u8]]) -> &'a [u8] {
-        items[self.below(items.len())]
-    }
-}
 
 const LIMITS: Limits = Limits {
     item_size_max: 512,

@@ -2,6 +2,8 @@
 //! start a real `memcached` or a real `mckv` node and kill it when dropped.
 #![allow(dead_code)]
 
+pub mod rng;
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
