@@ -25,12 +25,7 @@ pub fn init(level: LevelFilter, file: &Path) -> std::io::Result<()> {
     let log_file = OpenOptions::new().create(true).append(true).open(file)?;
     let config = ConfigBuilder::new().set_time_format_rfc3339().build();
     CombinedLogger::init(vec![
-        TermLogger::new(
-            level,
-            config.clone(),
-            TerminalMode::Stderr,
-            colors(),
-        ),
+        TermLogger::new(level, config.clone(), TerminalMode::Stderr, colors()),
         // simplelog writes a line in many pieces: one system call per line.
         WriteLogger::new(level, config, LineWriter::new(log_file)),
     ])
