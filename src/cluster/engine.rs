@@ -378,9 +378,7 @@ impl Engine {
     pub fn outgoing(&mut self, to: NodeId) -> Option<Frame> {
         let clock = self.clock.now();
         let generation = self.ack_generation;
-        let acks: Vec<(NodeId, u64)> = self.peers.iter().map(|(&id, p)| (id, p.received)).collect();
-        let peer = self.peers.get_mut(&to)?;
-        let out = &mut peer.out;
+        let out = &self.peers.get(&to)?.out;
         let owed = !out.proposals.is_empty()
             || out.due
             || out.sent_acks != generation
@@ -388,6 +386,9 @@ impl Engine {
         if !owed {
             return None;
         }
+        // Built only for a frame that goes: this runs every loop iteration.
+        let acks: Vec<(NodeId, u64)> = self.peers.iter().map(|(&id, p)| (id, p.received)).collect();
+        let out = &mut self.peers.get_mut(&to)?.out;
         out.sent_clock = clock;
         out.sent_acks = generation;
         out.due = false;
