@@ -19,7 +19,7 @@
 //! partition breaks both directions until it heals; *push loss* strips the
 //! versions from pure push frames; a *restart* replaces a node's engine,
 //! store and log with empty ones (clock well above what it used) and tells
-//! the others (`peer_restarted`, `link_lost`, `link_opened`).
+//! the others (`peer_incarnation`, `link_lost`, `link_opened`).
 //!
 //! Every acknowledged write is recorded with its stamp and the version it
 //! left, so a run can be checked against last-writer-wins: once faults end
@@ -28,8 +28,7 @@
 //!
 //! Checks: convergence, last-writer-wins against the acknowledged writes,
 //! sync cost, catch-up after a restart, a negative control, and regression
-//! tests for what the simulation found; tests named `bug_*` are ignored:
-//! they fail on bugs not fixed yet (`cargo test -- --ignored` runs them).
+//! tests for the bugs the simulation found.
 //! A run depends on its seed alone: the `replay` test prints the trace of one.
 
 use std::collections::{BTreeMap, VecDeque};
@@ -194,21 +193,31 @@ struct Node {
     engine: EventualEngine,
     store: MemoryStore,
     log: VersionLog,
-    incarnation: u32,
+    incarnation: u64,
 }
 
 impl Node {
-    fn new(id: NodeId, ids: &[NodeId], start_clock: u64, sync_every: u64) -> Node {
+    /// Run `incarnation` of node `id`, linked to every peer and knowing the
+    /// peer's run from `incarnations` (as from its hello).
+    fn new(
+        id: NodeId,
+        incarnation: u64,
+        incarnations: &BTreeMap<NodeId, u64>,
+        start_clock: u64,
+        sync_every: u64,
+    ) -> Node {
+        let ids = incarnations.keys().copied().collect();
         let mut engine =
-            EventualEngine::new(id, View::new(0, ids.to_vec()), start_clock, sync_every);
-        for &peer in ids.iter().filter(|&&p| p != id) {
+            EventualEngine::new(id, incarnation, View::new(0, ids), start_clock, sync_every);
+        for (&peer, &run) in incarnations.iter().filter(|&(&p, _)| p != id) {
+            engine.peer_incarnation(peer, run);
             engine.link_opened(peer);
         }
         Node {
             engine,
             store: MemoryStore::new(256 << 20, Limits::default()),
             log: VersionLog::new(),
-            incarnation: 0,
+            incarnation,
         }
     }
 }
@@ -241,7 +250,7 @@ enum Event {
     PeerRestarted {
         at: NodeId,
         peer: NodeId,
-        incarnation: u32,
+        incarnation: u64,
     },
 }
 
@@ -297,10 +306,11 @@ impl Sim {
         let mut rng = Rng(cfg.seed ^ 0xE7E7_0A11_5EED);
         let mut nodes = BTreeMap::new();
         let mut links = BTreeMap::new();
+        let first_runs: BTreeMap<NodeId, u64> = ids.iter().map(|&id| (id, 1)).collect();
         for &id in &ids {
             // Wall clocks in microseconds, a little apart.
             let start = 1_000_000 + rng.below(1000);
-            nodes.insert(id, Node::new(id, &ids, start, cfg.sync_every));
+            nodes.insert(id, Node::new(id, 1, &first_runs, start, cfg.sync_every));
             for &peer in ids.iter().filter(|&&p| p != id) {
                 links.insert((id, peer), Link::default());
             }
@@ -630,7 +640,8 @@ impl Sim {
             } => {
                 if self.nodes[&peer].incarnation == incarnation {
                     self.log(|| format!("node {at} hears node {peer}'s new incarnation"));
-                    self.nodes.get_mut(&at).unwrap().engine.peer_restarted(peer);
+                    let e = &mut self.nodes.get_mut(&at).unwrap().engine;
+                    e.peer_incarnation(peer, incarnation);
                 }
             }
         }
@@ -658,8 +669,13 @@ impl Sim {
         let start = old.engine.clock() + 1_000_000;
         let incarnation = old.incarnation + 1;
         self.log(|| format!("RESTART node {id} (incarnation {incarnation}, clock {start})"));
-        let mut node = Node::new(id, &self.ids, start, self.cfg.sync_every);
-        node.incarnation = incarnation;
+        let mut runs: BTreeMap<NodeId, u64> = self
+            .nodes
+            .iter()
+            .map(|(&n, node)| (n, node.incarnation))
+            .collect();
+        runs.insert(id, incarnation);
+        let node = Node::new(id, incarnation, &runs, start, self.cfg.sync_every);
         self.nodes.insert(id, node);
         for (&(from, to), link) in self.links.iter_mut() {
             if from == id || to == id {
@@ -693,15 +709,15 @@ impl Sim {
                 0 => {
                     e.link_lost(id);
                     e.link_opened(id);
-                    e.peer_restarted(id);
+                    e.peer_incarnation(id, incarnation);
                 }
                 1 => {
                     e.link_lost(id);
-                    e.peer_restarted(id);
+                    e.peer_incarnation(id, incarnation);
                     e.link_opened(id);
                 }
                 _ => {
-                    e.peer_restarted(id);
+                    e.peer_incarnation(id, incarnation);
                     e.link_lost(id);
                     e.link_opened(id);
                 }
@@ -1389,7 +1405,7 @@ fn without_anti_entropy_lost_pushes_stay_lost() {
     on.assert_ok("anti-entropy on", started);
 }
 
-// ---- bugs found (ignored so the suite stays green; run with --ignored) ----
+// ---- bugs the simulation found, kept as regression tests ----
 
 /// A sync answer lost with its link. The requester marks its sync
 /// `in_flight` and clears it on the answer or on `link_lost` of *its own*
@@ -1436,10 +1452,11 @@ fn lost_sync_answer_is_asked_again() {
 }
 
 /// An idle cluster sends no versions once tombstones are collected (runs
-/// without `flush_all`; see BUG 1 for those). Tombstone collection is per
-/// node, so a node that forgot a tombstone can get it back as a new change
-/// from a peer that has not yet: in these runs tombstones still travel
-/// after 10 idle rounds in 2 of 150 runs, never after 40.
+/// without `flush_all`; `flush_markers_do_not_circulate` covers those).
+/// Tombstone collection is per node, so a node that forgot a tombstone can
+/// get it back as a new change from a peer that has not yet: in these runs
+/// tombstones still travel after 10 idle rounds in 2 of 150 runs, never
+/// after 40.
 #[test]
 fn idle_cluster_sends_nothing() {
     let started = Instant::now();
@@ -1491,17 +1508,18 @@ fn flush_markers_do_not_circulate() {
     sweep.assert_ok("idle after flush_all", started);
 }
 
-/// BUG 2. After a restart, a peer that reconnects before it hears the new
-/// incarnation (its dialed link may open before the restarted node's hello
-/// arrives on the other link) sends `sync request <since>` with a change
-/// number of the *old* incarnation. The restarted node takes it as
-/// `synced_to` (kept by `max`, never lowered), so `ForgetTombstones` lets it
-/// forget tombstones that peer never received: an acknowledged delete is
-/// lost, and the deleted value can come back. (The answer, `complete
-/// <new last_seq>`, may also land after `peer_restarted` and skip changes.)
+/// Regression (fixed). After a restart, a peer that reconnects before it
+/// hears the new incarnation (its dialed link may open before the restarted
+/// node's hello arrives on the other link) sends `sync request <since>` with
+/// a change number of the *old* incarnation. The engine of commit 5dd8b4b
+/// took it as `synced_to` (kept by `max`, never lowered), so
+/// `ForgetTombstones` let the restarted node forget tombstones that peer
+/// never received: an acknowledged delete was lost and the deleted value
+/// came back (3 of 150 late-hello runs). Requests and answers now carry the
+/// incarnation that counted their change number; a request naming another
+/// run is answered from zero and moves nothing.
 #[test]
-#[ignore = "BUG 2: a sync request from before a peer's restart makes it forget tombstones early"]
-fn bug_stale_sync_request_after_restart_loses_a_delete() {
+fn stale_sync_request_after_restart_keeps_the_delete() {
     let started = Instant::now();
     // Minimal: node 2 made 200 changes, restarts, and node 1's stale
     // `since 200` arrives before node 1 hears of the restart.

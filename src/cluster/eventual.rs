@@ -21,13 +21,21 @@
 //! A restarted node asks from zero. Deletes and `flush_all` are versions too
 //! (tombstones), forgotten only once every peer has synced past them.
 //!
+//! Change numbers start over when a node restarts, so requests and answers
+//! carry the incarnation that counted them ([`ChangeMark`]). A request that
+//! names an earlier run of the answering node (its sender had not yet heard
+//! the new hello) is answered from zero and says nothing about what the
+//! sender holds; an answer from an earlier run of the requested node is
+//! dropped. Taking either at its word would let a node forget tombstones a
+//! peer never received, or skip changes it never fetched.
+//!
 //! The clock starts at the wall time in microseconds, so a restarted node's
 //! new writes are stamped above what it wrote before it crashed.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::message::{Frame, Op};
+use super::message::{ChangeMark, Frame, Op};
 use super::version::Version;
 use super::{Effect, LamportClock, NodeId, Stamp, View};
 use crate::backend::ReplyTo;
@@ -47,6 +55,9 @@ pub struct SyncStats {
 struct SyncPeer {
     /// The link to it is open: pushes can go.
     linked: bool,
+    /// Its run we last heard a hello from (0: none yet); its change numbers
+    /// below count in that run.
+    incarnation: u64,
     clock: u64,
     pushes: Vec<Version>,
     /// A frame is owed even with nothing new in it.
@@ -71,6 +82,7 @@ struct SyncPeer {
 #[derive(Debug)]
 pub struct EventualEngine {
     me: NodeId,
+    incarnation: u64,
     view: View,
     clock: LamportClock,
     peers: BTreeMap<NodeId, SyncPeer>,
@@ -81,9 +93,16 @@ pub struct EventualEngine {
 }
 
 impl EventualEngine {
-    /// An engine for node `me` of `view`; the clock starts at `start_clock`
-    /// (wall time in microseconds), and a sync round runs every `sync_every` heartbeats.
-    pub fn new(me: NodeId, view: View, start_clock: u64, sync_every: u64) -> EventualEngine {
+    /// An engine for run `incarnation` of node `me` of `view`; the clock
+    /// starts at `start_clock` (wall time in microseconds), and a sync round
+    /// runs every `sync_every` heartbeats.
+    pub fn new(
+        me: NodeId,
+        incarnation: u64,
+        view: View,
+        start_clock: u64,
+        sync_every: u64,
+    ) -> EventualEngine {
         let peers = view
             .others(me)
             .map(|id| (id, SyncPeer::default()))
@@ -92,6 +111,7 @@ impl EventualEngine {
         clock.observe(start_clock);
         EventualEngine {
             me,
+            incarnation,
             view,
             clock,
             peers,
@@ -183,15 +203,22 @@ impl EventualEngine {
             self.stats.versions_received += frame.versions.len() as u64;
             out.push(Effect::ApplyVersions(frame.versions));
         }
-        if let Some(since) = frame.sync_request {
-            peer.synced_to = peer.synced_to.max(since);
+        if let Some(request) = frame.sync_request {
+            let since = if request.incarnation == self.incarnation {
+                peer.synced_to = peer.synced_to.max(request.seq);
+                request.seq
+            } else {
+                0
+            };
             out.push(Effect::CollectForSync { peer: from, since });
         }
-        if let Some(upto) = frame.sync_complete {
-            // A repeated request may be answered twice; never step back.
-            peer.synced_from = peer.synced_from.max(upto);
-            peer.in_flight = false;
-            peer.completed_at = self.beats;
+        if let Some(done) = frame.sync_complete {
+            if done.incarnation == peer.incarnation {
+                // A repeated request may be answered twice; never step back.
+                peer.synced_from = peer.synced_from.max(done.seq);
+                peer.in_flight = false;
+                peer.completed_at = self.beats;
+            }
         }
     }
 
@@ -210,10 +237,16 @@ impl EventualEngine {
         let mut versions = std::mem::take(&mut peer.pushes);
         let sync_complete = peer.answer.take().map(|(answer, upto)| {
             versions.extend(answer);
-            upto
+            ChangeMark {
+                incarnation: self.incarnation,
+                seq: upto,
+            }
         });
         self.stats.versions_sent += versions.len() as u64;
-        let sync_request = std::mem::take(&mut peer.request_due).then_some(peer.synced_from);
+        let sync_request = std::mem::take(&mut peer.request_due).then_some(ChangeMark {
+            incarnation: peer.incarnation,
+            seq: peer.synced_from,
+        });
         peer.due = false;
         peer.sent_clock = clock;
         Some(Frame {
@@ -283,13 +316,105 @@ impl EventualEngine {
         }
     }
 
-    /// `peer` restarted with an empty store: its change numbers start over,
+    /// A hello from run `incarnation` of `peer`. A run other than the one
+    /// we knew started with an empty store: its change numbers start over,
     /// and it holds none of ours.
-    pub fn peer_restarted(&mut self, peer: NodeId) {
+    pub fn peer_incarnation(&mut self, peer: NodeId, incarnation: u64) {
         if let Some(p) = self.peers.get_mut(&peer) {
-            p.synced_from = 0;
-            p.synced_to = 0;
-            p.in_flight = false;
+            if p.incarnation != incarnation {
+                p.incarnation = incarnation;
+                p.synced_from = 0;
+                p.synced_to = 0;
+                p.in_flight = false;
+            }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OLD_RUN: u64 = 10;
+    const NEW_RUN: u64 = 11;
+
+    /// Node 1, linked to node 2 (run `OLD_RUN`), a sync round every beat.
+    fn node_one() -> EventualEngine {
+        let mut engine = EventualEngine::new(1, 7, View::new(0, vec![1, 2]), 1_000, 1);
+        engine.peer_incarnation(2, OLD_RUN);
+        engine.link_opened(2);
+        engine
+    }
+
+    fn mark(incarnation: u64, seq: u64) -> Option<ChangeMark> {
+        Some(ChangeMark { incarnation, seq })
+    }
+
+    fn forget_horizon(effects: &[Effect]) -> Option<u64> {
+        effects.iter().find_map(|e| match e {
+            Effect::ForgetTombstones { synced } => Some(*synced),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn a_request_counted_in_an_earlier_run_of_ours_is_answered_from_zero() {
+        let mut engine = node_one();
+        let mut out = Vec::new();
+        let stale = Frame {
+            sync_request: mark(6, 200),
+            ..Frame::default()
+        };
+        engine.on_frame(2, stale, &mut out);
+        assert!(matches!(
+            out[..],
+            [Effect::CollectForSync { peer: 2, since: 0 }]
+        ));
+        out.clear();
+        engine.heartbeat(&mut out);
+        assert_eq!(forget_horizon(&out), Some(0), "no tombstone may go yet");
+
+        let current = Frame {
+            sync_request: mark(7, 200),
+            ..Frame::default()
+        };
+        out.clear();
+        engine.on_frame(2, current, &mut out);
+        assert!(matches!(
+            out[..],
+            [Effect::CollectForSync {
+                peer: 2,
+                since: 200
+            }]
+        ));
+        out.clear();
+        engine.heartbeat(&mut out);
+        assert_eq!(forget_horizon(&out), Some(200));
+    }
+
+    #[test]
+    fn an_answer_from_an_earlier_run_of_the_peer_is_dropped() {
+        let mut engine = node_one();
+        let request = engine.outgoing(2).unwrap().sync_request;
+        assert_eq!(request, mark(OLD_RUN, 0));
+        // Node 2 restarts; its old link's last frame is read after the new hello.
+        engine.peer_incarnation(2, NEW_RUN);
+        let late = Frame {
+            sync_complete: mark(OLD_RUN, 500),
+            ..Frame::default()
+        };
+        engine.on_frame(2, late, &mut Vec::new());
+        engine.heartbeat(&mut Vec::new());
+        let request = engine.outgoing(2).unwrap().sync_request;
+        assert_eq!(request, mark(NEW_RUN, 0), "the new run is asked from zero");
+
+        let answer = Frame {
+            sync_complete: mark(NEW_RUN, 3),
+            ..Frame::default()
+        };
+        engine.on_frame(2, answer, &mut Vec::new());
+        engine.heartbeat(&mut Vec::new());
+        let request = engine.outgoing(2).unwrap().sync_request;
+        assert_eq!(request, mark(NEW_RUN, 3));
     }
 }

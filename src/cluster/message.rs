@@ -44,11 +44,20 @@ pub struct Frame {
     pub ops: u64,
     /// Eventual mode: versions pushed, or sent in answer to a sync request.
     pub versions: Vec<Version>,
-    /// Eventual mode: "send me every version changed after this number".
-    pub sync_request: Option<u64>,
+    /// Eventual mode: "send me every version you changed after this mark".
+    pub sync_request: Option<ChangeMark>,
     /// Eventual mode: the versions above complete the answer to the
-    /// receiver's sync request, up to this change number.
-    pub sync_complete: Option<u64>,
+    /// receiver's sync request, up to this mark of the sender's.
+    pub sync_complete: Option<ChangeMark>,
+}
+
+/// Eventual mode: a position in one node's change log. Change numbers start
+/// over when a node restarts, so a number means something only together
+/// with the run (incarnation) of the node that counted it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChangeMark {
+    pub incarnation: u64,
+    pub seq: u64,
 }
 
 /// The first message on a link.

@@ -72,14 +72,15 @@ impl Replicator {
         }
     }
 
-    /// A peer came back under a new incarnation, with an empty store. Only
-    /// eventual mode can take it back (anti-entropy refills it); returns
-    /// whether it was taken back.
-    pub fn peer_restarted(&mut self, peer: NodeId) -> bool {
+    /// A hello from run `incarnation` of `peer`; `restarted`: an earlier
+    /// run was known, so the peer came back with an empty store. Only
+    /// eventual mode can take such a peer back (anti-entropy refills it);
+    /// returns whether the peer is taken.
+    pub fn peer_incarnation(&mut self, peer: NodeId, incarnation: u64, restarted: bool) -> bool {
         match self {
-            Replicator::Ordered(_) => false,
+            Replicator::Ordered(_) => !restarted,
             Replicator::Eventual(e) => {
-                e.peer_restarted(peer);
+                e.peer_incarnation(peer, incarnation);
                 true
             }
         }

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use super::message::{Frame, Hello, Op, PeerMessage, Proposal};
+use super::message::{ChangeMark, Frame, Hello, Op, PeerMessage, Proposal};
 use super::version::{Item, State, Version};
 use super::Stamp;
 use crate::protocol::{Arith, Command, Get, Request, Store, StoreMode};
@@ -67,8 +67,8 @@ pub fn encode(message: &PeerMessage, out: &mut Vec<u8>) {
             for version in &frame.versions {
                 put_version(out, version);
             }
-            put_option_u64(out, frame.sync_request);
-            put_option_u64(out, frame.sync_complete);
+            put_option_mark(out, frame.sync_request);
+            put_option_mark(out, frame.sync_complete);
         }
         PeerMessage::Leave => out.push(LEAVE),
         PeerMessage::Refused(why) => {
@@ -146,8 +146,8 @@ fn read_frame(r: &mut Reader<'_>) -> Result<Frame, WireError> {
             }
             versions
         },
-        sync_request: r.option_u64()?,
-        sync_complete: r.option_u64()?,
+        sync_request: r.option_mark()?,
+        sync_complete: r.option_mark()?,
     })
 }
 
@@ -326,11 +326,12 @@ fn read_version(r: &mut Reader<'_>) -> Result<Version, WireError> {
     Ok(Version { key, stamp, state })
 }
 
-fn put_option_u64(out: &mut Vec<u8>, v: Option<u64>) {
-    match v {
-        Some(v) => {
+fn put_option_mark(out: &mut Vec<u8>, mark: Option<ChangeMark>) {
+    match mark {
+        Some(mark) => {
             out.push(1);
-            put_u64(out, v);
+            put_u64(out, mark.incarnation);
+            put_u64(out, mark.seq);
         }
         None => out.push(0),
     }
@@ -395,10 +396,13 @@ impl<'a> Reader<'a> {
         self.take(n)
     }
 
-    fn option_u64(&mut self) -> Result<Option<u64>, WireError> {
+    fn option_mark(&mut self) -> Result<Option<ChangeMark>, WireError> {
         Ok(match self.u8()? {
             0 => None,
-            _ => Some(self.u64()?),
+            _ => Some(ChangeMark {
+                incarnation: self.u64()?,
+                seq: self.u64()?,
+            }),
         })
     }
 
@@ -516,8 +520,14 @@ mod tests {
                         state: State::Flushed,
                     },
                 ],
-                sync_request: Some(77),
-                sync_complete: None,
+                sync_request: Some(ChangeMark {
+                    incarnation: 5,
+                    seq: 77,
+                }),
+                sync_complete: Some(ChangeMark {
+                    incarnation: 6,
+                    seq: 78,
+                }),
             }),
             PeerMessage::Frame(Frame::default()),
             PeerMessage::Leave,

@@ -114,6 +114,7 @@ impl Server {
             KvType::Memcache => Backend::spawn(store_factory(&settings), waker, BACKEND_QUEUE)?,
         };
         let limits = settings.cluster.limits();
+        let incarnation = incarnation();
         let me = settings.node.id;
         let view = View::new(0, settings.members.iter().map(|n| n.id).collect());
         let engine = match settings.cluster.consistency {
@@ -125,13 +126,19 @@ impl Server {
                 let cluster = &settings.cluster;
                 let beats =
                     cluster.sync_interval.as_millis() / cluster.heartbeat.as_millis().max(1);
-                let start = incarnation() / 1000;
-                Replicator::Eventual(EventualEngine::new(me, view, start, beats.max(1) as u64))
+                let start = incarnation / 1000;
+                Replicator::Eventual(EventualEngine::new(
+                    me,
+                    incarnation,
+                    view,
+                    start,
+                    beats.max(1) as u64,
+                ))
             }
             mode => Replicator::Ordered(Engine::new(me, view, mode)),
         };
         let peers = if settings.members.len() > 1 {
-            Some(bind_peers(&settings, &poll)?)
+            Some(bind_peers(&settings, incarnation, &poll)?)
         } else {
             None
         };
@@ -680,7 +687,7 @@ fn resolve(addr: &str) -> io::Result<SocketAddr> {
     })
 }
 
-fn bind_peers(settings: &Settings, poll: &Poll) -> io::Result<Peers> {
+fn bind_peers(settings: &Settings, incarnation: u64, poll: &Poll) -> io::Result<Peers> {
     let me = &settings.node;
     let mut others = Vec::new();
     for node in settings.members.iter().filter(|n| n.id != me.id) {
@@ -694,7 +701,7 @@ fn bind_peers(settings: &Settings, poll: &Poll) -> io::Result<Peers> {
         me: me.id,
         cluster: &settings.cluster.name,
         secret: &settings.cluster.secret,
-        incarnation: incarnation(),
+        incarnation,
     };
     let listen = resolve(&me.peer)?;
     Peers::bind(

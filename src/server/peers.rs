@@ -320,9 +320,10 @@ impl Peers {
         let new_run = peer
             .incarnation
             .is_some_and(|known| known != hello.incarnation);
-        if new_run && !peer.restarted && engine.peer_restarted(id) {
+        let taken = !peer.restarted && engine.peer_incarnation(id, hello.incarnation, new_run);
+        if taken && new_run {
             log::info!("node {}: node {id} restarted; it syncs from empty", self.me);
-        } else if peer.restarted || new_run {
+        } else if !taken {
             peer.restarted = true;
             peer.up = false;
             engine.set_up(id, false);
