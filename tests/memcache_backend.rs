@@ -73,7 +73,7 @@ fn every_command_goes_through_memcached() {
             String::from_utf8_lossy(request)
         );
     }
-    // The unique a `gets` shows is memcached's, and `cas` with it succeeds.
+    // The unique a `gets` shows is mckv's (kept in the item's header), and `cas` with it succeeds.
     let got = roundtrip(&mut c, b"set c 0 0 1\r\nx\r\ngets c\r\n", b"END\r\n");
     let text = String::from_utf8_lossy(&got).into_owned();
     let unique = text
@@ -83,6 +83,39 @@ fn every_command_goes_through_memcached() {
         .expect("a gets line");
     let cas = format!("cas c 0 0 1 {unique}\r\ny\r\n");
     assert_eq!(roundtrip(&mut c, cas.as_bytes(), b"\r\n"), b"STORED\r\n");
+}
+
+/// What the memcache backend cannot hold gets a clear error, not a wrong
+/// answer: keys that are not UTF-8 (the `memcache` crate takes `&str`), and
+/// items some other client put into the node's memcached (no mckv header).
+#[test]
+fn foreign_items_and_non_utf8_keys_are_refused_clearly() {
+    let memcached = start_memcached();
+    let node = start_in_front_of(&memcached, 2000);
+    let mut c = connect(node.port());
+    let got = roundtrip(&mut c, b"set \x80k 0 0 1\r\nx\r\n", b"\r\n");
+    assert_eq!(
+        String::from_utf8_lossy(&got),
+        "SERVER_ERROR backend error: the memcache backend needs UTF-8 keys\r\n"
+    );
+    let mut direct = connect(memcached.port);
+    assert_eq!(
+        roundtrip(&mut direct, b"set foreign 0 0 2\r\nab\r\n", b"\r\n"),
+        b"STORED\r\n"
+    );
+    let got = roundtrip(&mut c, b"get foreign\r\n", b"\r\n");
+    assert_eq!(
+        String::from_utf8_lossy(&got),
+        "SERVER_ERROR backend error: item foreign in memcached was not stored by mckv\r\n"
+    );
+    assert_eq!(
+        roundtrip(
+            &mut c,
+            b"set foreign 0 0 1\r\nz\r\nget foreign\r\n",
+            b"END\r\n"
+        ),
+        b"STORED\r\nVALUE foreign 0 1\r\nz\r\nEND\r\n"
+    );
 }
 
 #[test]

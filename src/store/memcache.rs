@@ -3,12 +3,21 @@
 //! worker thread, because each call blocks until memcached answers or the
 //! timeout passes.
 //!
-//! The crate hides some replies (its ASCII `add`/`append` return `()` for both
-//! `STORED` and `NOT_STORED`, its binary `incr` creates missing keys, its `cas`
-//! folds `EXISTS` and `NOT_FOUND` together). So each command uses the protocol
-//! whose reply survives, and where neither does, the store asks memcached
-//! whether the key exists, which is exact because this worker is the only
-//! client of its memcached.
+//! Every value goes to memcached behind a [`HEADER`]: the cas unique the
+//! replicas agreed on (memcached would assign its own, different on every
+//! node) and the absolute expiry (memcached cannot say how long an item has
+//! left). So `gets` shows the cluster's unique, and the commands that change
+//! an item in place (`cas`, `append`, `prepend`, `incr`, `decr`, `touch`,
+//! `gat`) read the item, compute the new one here, and write it back with
+//! memcached's own `cas`, keeping the expiry from the header. This worker is
+//! the only client of its memcached, so the write-back finds the item as it
+//! was read unless it expired meanwhile, which then reads as a miss. The
+//! header makes each item 16 bytes longer than its value: the memcached
+//! behind a node needs an item size limit (`-I`) that leaves that room.
+//!
+//! The crate hides some replies (its ASCII `add` returns `()` for both
+//! `STORED` and `NOT_STORED`), so `add` and `replace` use its binary protocol,
+//! whose errors tell the refusal apart.
 //!
 //! Failure handling: after an I/O error or timeout the connections are
 //! dropped (a late reply must never be read as the answer to the next
@@ -18,11 +27,11 @@
 use std::io;
 use std::time::{Duration, Instant};
 
-use memcache::{Client, CommandError, MemcacheError, ToMemcacheValue};
+use memcache::{Client, ClientError, MemcacheError, ToMemcacheValue};
 
 use super::{
-    ArithOutcome, Expiry, Item, Store, StoreError, StoreResult, StoreStats, StoreStatus, UnixTime,
-    Write,
+    apply_delta, ArithOutcome, Expiry, Item, Store, StoreError, StoreResult, StoreStats,
+    StoreStatus, UnixTime, Write,
 };
 use crate::protocol::{Key, StoreMode};
 
@@ -32,23 +41,93 @@ pub const RETRY_INTERVAL: Duration = Duration::from_millis(500);
 /// An exptime memcached reads as an absolute time long past: "already expired".
 const EXPIRED: u32 = 2_592_001;
 
-/// A value with explicit flags (the crate otherwise derives flags from the type).
-struct Flagged<'a> {
+/// Bytes in front of every value: the cas unique, then the expiry (0:
+/// never, else a unix time), both big-endian `u64`s.
+pub const HEADER: usize = 16;
+
+/// An item as memcached holds it for mckv.
+struct Stored {
     flags: u32,
-    data: &'a [u8],
+    cas: u64,
+    expiry: Expiry,
+    data: Vec<u8>,
+    /// memcached's own cas unique, for a write-back that must find the item unchanged.
+    token: u64,
 }
 
-impl<W: io::Write> ToMemcacheValue<W> for Flagged<'_> {
+impl Stored {
+    fn decode(key: &str, raw: &[u8], flags: u32, token: Option<u64>) -> Answer<Stored> {
+        if raw.len() < HEADER {
+            let why = format!("item {key} in memcached was not stored by mckv");
+            return Err(MemcacheError::ClientError(ClientError::Error(why.into())));
+        }
+        let word = |at: usize| u64::from_be_bytes(raw[at..at + 8].try_into().expect("8 bytes"));
+        let (cas, expiry) = (word(0), word(8));
+        Ok(Stored {
+            flags,
+            cas,
+            expiry: match expiry {
+                0 => Expiry::Never,
+                at => Expiry::At(at),
+            },
+            data: raw[HEADER..].to_vec(),
+            token: token.unwrap_or(0),
+        })
+    }
+
+    fn item(self) -> Item {
+        Item {
+            flags: self.flags,
+            value: self.data,
+            cas: self.cas,
+        }
+    }
+}
+
+/// A value on its way to memcached: flags, header fields and the client's
+/// bytes, in up to two pieces so that `append` and `prepend` need no copy.
+struct Outgoing<'a> {
+    flags: u32,
+    cas: u64,
+    expiry: Expiry,
+    pieces: [&'a [u8]; 2],
+}
+
+impl<'a> Outgoing<'a> {
+    fn new(flags: u32, cas: u64, expiry: Expiry, data: &'a [u8]) -> Outgoing<'a> {
+        Outgoing {
+            flags,
+            cas,
+            expiry,
+            pieces: [data, &[]],
+        }
+    }
+
+    fn header(&self) -> [u8; HEADER] {
+        let at = match self.expiry {
+            Expiry::Never => 0,
+            // 0 reads as never: an item already expired is stored as expired at 1.
+            Expiry::At(at) => at.max(1),
+        };
+        let mut header = [0; HEADER];
+        header[..8].copy_from_slice(&self.cas.to_be_bytes());
+        header[8..].copy_from_slice(&at.to_be_bytes());
+        header
+    }
+}
+
+impl<W: io::Write> ToMemcacheValue<W> for Outgoing<'_> {
     fn get_flags(&self) -> u32 {
         self.flags
     }
 
     fn get_length(&self) -> usize {
-        self.data.len()
+        HEADER + self.pieces[0].len() + self.pieces[1].len()
     }
 
     fn write_to(&self, stream: &mut W) -> io::Result<()> {
-        stream.write_all(self.data)
+        stream.write_all(&self.header())?;
+        self.pieces.iter().try_for_each(|p| stream.write_all(p))
     }
 }
 
@@ -137,8 +216,26 @@ impl MemcacheStore {
         StoreError::Backend(one_line(&error))
     }
 
-    fn exists(clients: &Clients, key: &str) -> Answer<bool> {
-        Ok(clients.ascii.get::<Vec<u8>>(key)?.is_some())
+    /// The item at `key`, with memcached's cas unique for a write-back.
+    fn fetch(clients: &Clients, key: &str) -> Answer<Option<Stored>> {
+        let found = clients.ascii.gets::<(Vec<u8>, u32, Option<u64>)>(&[key])?;
+        found
+            .get(key)
+            .map(|(raw, flags, token)| Stored::decode(key, raw, *flags, *token))
+            .transpose()
+    }
+
+    /// Writes `value` over `old` unless memcached's item changed since it
+    /// was read; whether it was written.
+    fn write_back(
+        clients: &Clients,
+        key: &str,
+        old: &Stored,
+        value: Outgoing<'_>,
+        now: UnixTime,
+    ) -> Answer<bool> {
+        let exp = exptime(value.expiry, now);
+        clients.ascii.cas(key, value, exp, old.token)
     }
 }
 
@@ -186,17 +283,18 @@ impl Store for MemcacheStore {
             .iter()
             .map(|k| key_str(k))
             .collect::<StoreResult<_>>()?;
-        let found = self.call(|c| c.ascii.gets::<(Vec<u8>, u32, Option<u64>)>(&keys))?;
-        Ok(keys
-            .iter()
-            .map(|k| {
-                found.get(*k).map(|(value, flags, cas)| Item {
-                    flags: *flags,
-                    value: value.clone(),
-                    cas: cas.unwrap_or(0),
+        self.call(|c| {
+            // A key may be asked for more than once: each gets its item.
+            let found = c.ascii.gets::<(Vec<u8>, u32, Option<u64>)>(&keys)?;
+            keys.iter()
+                .map(|k| match found.get(*k) {
+                    Some((raw, flags, token)) => {
+                        Ok(Some(Stored::decode(k, raw, *flags, *token)?.item()))
+                    }
+                    None => Ok(None),
                 })
-            })
-            .collect())
+                .collect()
+        })
     }
 
     fn get_and_touch(
@@ -217,28 +315,45 @@ impl Store for MemcacheStore {
     fn store(&mut self, write: Write<'_>, now: UnixTime) -> StoreResult<StoreStatus> {
         let key = key_str(write.key)?;
         let exp = exptime(write.expiry, now);
-        let value = Flagged {
-            flags: write.flags,
-            data: write.value,
-        };
+        let value = Outgoing::new(write.flags, write.cas, write.expiry, write.value);
         self.call(|c| match write.mode {
             StoreMode::Set => c.ascii.set(key, value, exp).map(|()| StoreStatus::Stored),
             StoreMode::Add => stored_or(c.binary.add(key, value, exp), StoreStatus::NotStored),
             StoreMode::Replace => {
                 stored_or(c.binary.replace(key, value, exp), StoreStatus::NotStored)
             }
-            StoreMode::Append => stored_or(c.binary.append(key, value), StoreStatus::NotStored),
-            StoreMode::Prepend => {
-                if !MemcacheStore::exists(c, key)? {
+            StoreMode::Append | StoreMode::Prepend => {
+                let Some(old) = MemcacheStore::fetch(c, key)? else {
                     return Ok(StoreStatus::NotStored);
+                };
+                let pieces = match write.mode {
+                    StoreMode::Append => [&old.data[..], write.value],
+                    _ => [write.value, &old.data[..]],
+                };
+                // Like memcached: the item keeps its flags and expiry.
+                let joined = Outgoing {
+                    flags: old.flags,
+                    cas: write.cas,
+                    expiry: old.expiry,
+                    pieces,
+                };
+                match MemcacheStore::write_back(c, key, &old, joined, now)? {
+                    true => Ok(StoreStatus::Stored),
+                    false => Ok(StoreStatus::NotStored),
                 }
-                c.ascii.prepend(key, value).map(|()| StoreStatus::Stored)
             }
-            StoreMode::Cas(unique) => match c.ascii.cas(key, value, exp, unique)? {
-                true => Ok(StoreStatus::Stored),
-                false if MemcacheStore::exists(c, key)? => Ok(StoreStatus::Exists),
-                false => Ok(StoreStatus::NotFound),
-            },
+            StoreMode::Cas(unique) => {
+                let Some(old) = MemcacheStore::fetch(c, key)? else {
+                    return Ok(StoreStatus::NotFound);
+                };
+                if old.cas != unique {
+                    return Ok(StoreStatus::Exists);
+                }
+                match MemcacheStore::write_back(c, key, &old, value, now)? {
+                    true => Ok(StoreStatus::Stored),
+                    false => Ok(StoreStatus::NotFound),
+                }
+            }
         })
     }
 
@@ -247,37 +362,40 @@ impl Store for MemcacheStore {
         self.call(|c| c.ascii.delete(key))
     }
 
-    /// memcached assigns its own cas uniques, so `_cas` cannot be passed on.
     fn arith(
         &mut self,
         key: &[u8],
         incr: bool,
         delta: u64,
-        _cas: u64,
-        _now: UnixTime,
+        cas: u64,
+        now: UnixTime,
     ) -> StoreResult<ArithOutcome> {
         let key = key_str(key)?;
         self.call(|c| {
-            let answer = if incr {
-                c.ascii.increment(key, delta)
-            } else {
-                c.ascii.decrement(key, delta)
+            let Some(old) = MemcacheStore::fetch(c, key)? else {
+                return Ok(ArithOutcome::NotFound);
             };
-            match answer {
-                Ok(n) => Ok(ArithOutcome::Value(n)),
-                Err(MemcacheError::CommandError(CommandError::KeyNotFound)) => {
-                    Ok(ArithOutcome::NotFound)
-                }
-                Err(MemcacheError::ClientError(_)) => Ok(ArithOutcome::NonNumeric),
-                Err(e) => Err(e),
+            let Some((number, text)) = apply_delta(&old.data, incr, delta) else {
+                return Ok(ArithOutcome::NonNumeric);
+            };
+            let value = Outgoing::new(old.flags, cas, old.expiry, &text);
+            match MemcacheStore::write_back(c, key, &old, value, now)? {
+                true => Ok(ArithOutcome::Value(number)),
+                false => Ok(ArithOutcome::NotFound),
             }
         })
     }
 
+    /// Rewrites the item with the new expiry; its cas unique stays, as in memcached.
     fn touch(&mut self, key: &[u8], expiry: Expiry, now: UnixTime) -> StoreResult<bool> {
         let key = key_str(key)?;
-        let exp = exptime(expiry, now);
-        self.call(|c| c.ascii.touch(key, exp))
+        self.call(|c| {
+            let Some(old) = MemcacheStore::fetch(c, key)? else {
+                return Ok(false);
+            };
+            let value = Outgoing::new(old.flags, old.cas, expiry, &old.data);
+            MemcacheStore::write_back(c, key, &old, value, now)
+        })
     }
 
     fn flush_all(&mut self, at: Option<UnixTime>, now: UnixTime) -> StoreResult<()> {

@@ -231,6 +231,9 @@ pub fn roundtrip(stream: &mut TcpStream, request: &[u8], suffix: &[u8]) -> Vec<u
 /// A running cluster of real `mckv` processes on free loopback ports.
 pub struct Cluster {
     pub nodes: Vec<ProcessGuard>,
+    /// The memcached of each node, for clusters on the memcache backend
+    /// (dropped after the nodes).
+    pub backends: Vec<ProcessGuard>,
     pub dir: TempDir,
     pub config: PathBuf,
 }
@@ -276,6 +279,16 @@ impl Cluster {
 
 /// The config of an `n`-node cluster on free ports; returns it with the client ports.
 pub fn cluster_config(n: usize, consistency: &str, extra_cluster_keys: &str) -> (String, Vec<u16>) {
+    cluster_config_with(n, consistency, extra_cluster_keys, |_| String::new())
+}
+
+/// Like [`cluster_config`], with `node_keys(id)` added to each node's section.
+pub fn cluster_config_with(
+    n: usize,
+    consistency: &str,
+    extra_cluster_keys: &str,
+    node_keys: impl Fn(usize) -> String,
+) -> (String, Vec<u16>) {
     let mut config = format!(
         "[cluster]\nname = test\nconsistency = {consistency}\nsecret = test-secret\n\
          heartbeat_ms = 50\npeer_timeout_ms = 400\n{extra_cluster_keys}\n"
@@ -284,7 +297,8 @@ pub fn cluster_config(n: usize, consistency: &str, extra_cluster_keys: &str) -> 
     for id in 0..n {
         let (client, peer) = (free_port(), free_port());
         config.push_str(&format!(
-            "\n[node.{id}]\nclient = 127.0.0.1:{client}\npeer = 127.0.0.1:{peer}\n"
+            "\n[node.{id}]\nclient = 127.0.0.1:{client}\npeer = 127.0.0.1:{peer}\n{}\n",
+            node_keys(id)
         ));
         ports.push(client);
     }
@@ -321,8 +335,31 @@ pub fn start_cluster_node(
 
 /// Starts an `n`-node cluster and waits until every node sees every other one.
 pub fn start_cluster(n: usize, consistency: &str, extra_cluster_keys: &str) -> Cluster {
+    launch_cluster(
+        cluster_config(n, consistency, extra_cluster_keys),
+        Vec::new(),
+    )
+}
+
+/// Like [`start_cluster`], each node keeping its data in a memcached of its own.
+pub fn start_cluster_on_memcached(
+    n: usize,
+    consistency: &str,
+    extra_cluster_keys: &str,
+) -> Cluster {
+    let backends: Vec<ProcessGuard> = (0..n).map(|_| start_memcached()).collect();
+    let kv = |id: usize| {
+        format!(
+            "kv_type = memcache\nkv_addr = 127.0.0.1:{}",
+            backends[id].port
+        )
+    };
+    let config = cluster_config_with(n, consistency, extra_cluster_keys, kv);
+    launch_cluster(config, backends)
+}
+
+fn launch_cluster((text, ports): (String, Vec<u16>), backends: Vec<ProcessGuard>) -> Cluster {
     let dir = TempDir::new("cluster");
-    let (text, ports) = cluster_config(n, consistency, extra_cluster_keys);
     let config = dir.0.join("config.ini");
     std::fs::write(&config, text).expect("write config");
     let nodes = ports
@@ -330,7 +367,12 @@ pub fn start_cluster(n: usize, consistency: &str, extra_cluster_keys: &str) -> C
         .enumerate()
         .map(|(id, &port)| start_cluster_node(&config, &dir.0, id, port))
         .collect();
-    let cluster = Cluster { nodes, dir, config };
+    let cluster = Cluster {
+        nodes,
+        backends,
+        dir,
+        config,
+    };
     cluster.wait_all_up();
     cluster
 }
