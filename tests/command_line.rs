@@ -7,7 +7,7 @@ use std::io::Write;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use common::{connect, free_port, roundtrip, start_mckv, wait_for_port, ProcessGuard, TempDir};
+use common::{free_port, roundtrip, start_mckv, wait_for_port, ProcessGuard, TempDir};
 
 fn mckv(args: &[&str], stdin: &[u8]) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_mckv"))
@@ -81,17 +81,26 @@ fn flags_override_the_config_file() {
         ])
         .args(["--port", &port.to_string(), "--consistency", "sequential"])
         .args(["--log-file", log.to_str().unwrap(), "--log-level", "debug"])
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(dir.0.join("stderr")).unwrap())
         .spawn()
         .unwrap();
-    let node = ProcessGuard { child, port };
+    let mut node = ProcessGuard { child, port };
     wait_for_port(port, Duration::from_secs(10));
-    let mut c = connect(port);
+    // Once in a few hundred full runs this connect failed right after the
+    // one above succeeded; say what the node did if it happens again.
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap_or_else(|e| {
+        panic!(
+            "connect to {port}: {e}; node exited: {:?}\nlog:\n{}\nstderr:\n{}",
+            node.child.try_wait(),
+            std::fs::read_to_string(&log).unwrap_or_default(),
+            std::fs::read_to_string(dir.0.join("stderr")).unwrap_or_default()
+        )
+    });
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let stats = String::from_utf8(roundtrip(&mut c, b"stats\r\n", b"END\r\n")).unwrap();
     assert!(stats.contains("STAT mckv_node 3\r\n"), "{stats}");
     assert!(stats.contains("STAT mckv_mode sequential\r\n"), "{stats}");
     node.signal("TERM");
-    let mut node = node;
     let status = node.child.wait().unwrap();
     assert!(status.success(), "exit after SIGTERM: {status}");
     let logged = std::fs::read_to_string(&log).unwrap();
