@@ -1,4 +1,5 @@
-//! End-to-end load generator: mckv against a bare memcached, same load, same run.
+//! End-to-end load generator: mckv against a bare memcached (and, on request,
+//! against etcd), same load, same run.
 //!
 //! ```sh
 //! cargo build --release && cargo bench --bench load              # full run, ~2.5 min
@@ -29,6 +30,21 @@
 //! `--servers memcached,memcached` shows how much two runs of the same
 //! server differ (the noise floor of a ratio).
 //!
+//! `--servers etcd` adds a 3-member etcd cluster (`etcd` from PATH, e.g.
+//! `apt-get install etcd-server`; skipped with a note if it is not there) on
+//! free 127.0.0.1 ports with etcd's defaults (fsync on), data in a temporary
+//! directory. The same generator drives member 0 (whose CPU is measured)
+//! through etcd's v3 JSON gateway over HTTP/1.1 keep-alive connections:
+//! `set` is `POST /v3/kv/put`, `get` is `POST /v3/kv/range`, which by default
+//! is a linearizable read (a quorum round trip), so `etcd` compares with
+//! `linearizable`. Pipelining is HTTP/1.1 pipelining: Go's net/http answers a
+//! connection's requests in order, one after another, so depth saves round
+//! trips but brings no concurrency within a connection. A `put` is right if
+//! it is answered 200; a `range` if the 200 body holds the key's value, a
+//! miss if it has no `"kvs"`; a response etcd does not frame with a
+//! Content-Length (e.g. chunked) cannot be told from the next one and counts
+//! as a broken connection (an io error, its reason shown in the details).
+//!
 //! Knobs (argv after `--`, or environment):
 //!
 //! | argv | env | default |
@@ -40,7 +56,7 @@
 //! | `--mix LIST` | `LOAD_MIX` | 90,50 (percent of gets) |
 //! | `--depth LIST` | `LOAD_DEPTH` | 1,16 |
 //! | `--threads N` | `LOAD_THREADS` | 1 generator thread |
-//! | `--servers LIST` | `LOAD_SERVERS` | memcached,mckv (also `linearizable`, `sequential`, `eventual`: a 3-node cluster in that mode, driven through node 0; or HOST:PORT: a server started by hand) |
+//! | `--servers LIST` | `LOAD_SERVERS` | memcached,mckv (also `linearizable`, `sequential`, `eventual`: a 3-node cluster in that mode, driven through node 0; `etcd`: a 3-member etcd cluster, driven through member 0 over HTTP; or HOST:PORT: a memcached-protocol server started by hand) |
 //! | `--timeout-ms N` | `LOAD_TIMEOUT_MS` | 1000 |
 //! | `--mckv PATH` | `MCKV_BIN` | `target/release/mckv` |
 //!
@@ -51,6 +67,7 @@ use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream as StdStream};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::Arc;
@@ -183,7 +200,7 @@ impl Opts {
 
 const USAGE: &str = "usage: cargo bench --bench load -- [--quick] [--duration S] [--warmup S] \
 [--conns 1,4,16,50] [--mix 90,50] [--depth 1,16] [--threads N] \
-[--servers memcached,mckv,linearizable,sequential,eventual,HOST:PORT] [--timeout-ms N] [--mckv PATH]";
+[--servers memcached,mckv,linearizable,sequential,eventual,etcd,HOST:PORT] [--timeout-ms N] [--mckv PATH]";
 
 // ---------------------------------------------------------------- servers
 
@@ -193,6 +210,8 @@ enum Kind {
     Mckv,
     /// A 3-node mckv cluster in this consistency mode, driven through node 0.
     Cluster(&'static str),
+    /// A 3-member etcd cluster, driven through member 0.
+    Etcd,
     /// A server someone else started (e.g. under a profiler): driven and
     /// populated, but neither started nor stopped, and its CPU not measured.
     External(SocketAddr),
@@ -207,6 +226,7 @@ impl std::str::FromStr for Kind {
             "linearizable" => Ok(Kind::Cluster("linearizable")),
             "sequential" => Ok(Kind::Cluster("sequential")),
             "eventual" => Ok(Kind::Cluster("eventual")),
+            "etcd" => Ok(Kind::Etcd),
             addr => addr.parse().map(Kind::External).map_err(|_| ()),
         }
     }
@@ -218,14 +238,32 @@ impl Kind {
             Kind::Memcached => "memcached",
             Kind::Mckv => "mckv",
             Kind::Cluster(mode) => mode,
+            Kind::Etcd => "etcd",
             Kind::External(_) => "external",
         }
     }
+
+    fn protocol(self) -> Protocol {
+        match self {
+            Kind::Etcd => Protocol::EtcdHttp,
+            _ => Protocol::Memcached,
+        }
+    }
+}
+
+/// How a server is spoken to: the requests, the replies' framing, readiness.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Protocol {
+    /// The memcached text protocol (memcached, mckv, a server started by hand).
+    Memcached,
+    /// etcd's v3 JSON gateway over HTTP/1.1.
+    EtcdHttp,
 }
 
 /// A server process; killed (by pid) when dropped.
 struct Server {
     label: String,
+    protocol: Protocol,
     addr: SocketAddr,
     /// Empty for an external server; three for a cluster (node 0 first).
     children: Vec<Child>,
@@ -294,6 +332,7 @@ fn start_cluster(mode: &str, port: u16, opts: &Opts, seq: usize) -> Result<Serve
     }
     let mut server = Server {
         label: mode.to_string(),
+        protocol: Protocol::Memcached,
         addr: SocketAddr::from(([127, 0, 0, 1], port)),
         children,
         dead: None,
@@ -303,11 +342,66 @@ fn start_cluster(mode: &str, port: u16, opts: &Opts, seq: usize) -> Result<Serve
     Ok(server)
 }
 
+/// Starts a 3-member etcd cluster whose member 0 serves clients on `port`.
+fn start_etcd(label: &str, port: u16, seq: usize) -> Result<Server, String> {
+    let dir = std::env::temp_dir().join(format!("mckv-load-{}-{seq}-{port}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{dir:?}: {e}"))?;
+    let mut server = Server {
+        label: label.to_string(),
+        protocol: Protocol::EtcdHttp,
+        addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        children: Vec::new(),
+        dead: None,
+        _tmp: Some(TempDir(dir.clone())),
+    };
+    let ports = || free_port().map_err(|e| format!("no free port: {e}"));
+    let clients = [port, ports()?, ports()?];
+    let peers = [ports()?, ports()?, ports()?];
+    let url = |port: u16| format!("http://127.0.0.1:{port}");
+    let cluster: Vec<String> = (0..3).map(|i| format!("n{i}={}", url(peers[i]))).collect();
+    let token = format!("load-{}-{seq}", std::process::id());
+    for i in 0..3 {
+        let (client, peer) = (url(clients[i]), url(peers[i]));
+        // Spawned into `server` one by one, so a failure kills those already up.
+        let child = Command::new("etcd")
+            .args(["--name", &format!("n{i}"), "--data-dir"])
+            .arg(dir.join(format!("n{i}")))
+            .args([
+                "--listen-client-urls",
+                &client,
+                "--advertise-client-urls",
+                &client,
+            ])
+            .args([
+                "--listen-peer-urls",
+                &peer,
+                "--initial-advertise-peer-urls",
+                &peer,
+            ])
+            .args(["--initial-cluster", &cluster.join(",")])
+            .args([
+                "--initial-cluster-state",
+                "new",
+                "--initial-cluster-token",
+                &token,
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot start etcd: {e}"))?;
+        server.children.push(child);
+    }
+    server.wait_ready()?;
+    Ok(server)
+}
+
 impl Server {
     fn start(kind: Kind, label: String, opts: &Opts, seq: usize) -> Result<Server, String> {
         if let Kind::External(addr) = kind {
             let mut server = Server {
                 label: format!("{label}({addr})"),
+                protocol: Protocol::Memcached,
                 addr,
                 children: Vec::new(),
                 dead: None,
@@ -344,6 +438,13 @@ impl Server {
                         continue;
                     }
                 },
+                Kind::Etcd => match start_etcd(&label, port, seq) {
+                    Ok(server) => return Ok(server),
+                    Err(e) => {
+                        last_err = e;
+                        continue;
+                    }
+                },
                 Kind::External(_) => unreachable!("handled above"),
             };
             cmd.stdin(Stdio::null())
@@ -354,6 +455,7 @@ impl Server {
                 .map_err(|e| format!("cannot start {}: {e}", kind.name()))?;
             let mut server = Server {
                 label: label.clone(),
+                protocol: kind.protocol(),
                 addr: SocketAddr::from(([127, 0, 0, 1], port)),
                 children: vec![child],
                 dead: None,
@@ -367,36 +469,30 @@ impl Server {
         Err(format!("{label} did not start: {last_err}"))
     }
 
+    /// Waits until the server is ready for the load: answering, and (a
+    /// cluster) with every node up, or (etcd) with a leader committing puts.
     fn wait_ready(&mut self) -> Result<(), String> {
-        let deadline = Instant::now() + Duration::from_secs(5);
+        let (patience, unready) = match self.protocol {
+            Protocol::Memcached => (5, "not answering `show` (or a node not up)"),
+            // Electing etcd's first leader takes a few seconds.
+            Protocol::EtcdHttp => (15, "no put through member 0 succeeded (no leader?)"),
+        };
+        let deadline = Instant::now() + Duration::from_secs(patience);
         loop {
             for child in &mut self.children {
                 if let Ok(Some(status)) = child.try_wait() {
                     return Err(format!("exited with {status}"));
                 }
             }
-            if let Ok(mut s) = StdStream::connect_timeout(&self.addr, Duration::from_millis(200)) {
-                let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
-                let mut buf = [0u8; 4096];
-                // Ready when it answers and (a cluster) every node is up.
-                if s.write_all(b"show\r\n").is_ok() {
-                    if let Ok(n) = s.read(&mut buf) {
-                        let show = String::from_utf8_lossy(&buf[..n]);
-                        let up = show
-                            .lines()
-                            .filter(|l| l.split(' ').nth(3) == Some("up"))
-                            .count();
-                        if show.ends_with("END\r\n") && up == self.children.len().max(1) {
-                            return Ok(());
-                        }
-                        if show.starts_with("ERROR") {
-                            return Ok(()); // memcached has no `show`
-                        }
-                    }
-                }
+            let ready = match self.protocol {
+                Protocol::Memcached => memcached_ready(self.addr, self.children.len().max(1)),
+                Protocol::EtcdHttp => etcd_ready(self.addr),
+            };
+            if ready {
+                return Ok(());
             }
             if Instant::now() > deadline {
-                return Err("not answering `version` after 5 s".into());
+                return Err(format!("{unready} after {patience} s"));
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -415,6 +511,56 @@ impl Server {
                     self.dead = Some(format!("exited with {status}"));
                 }
             }
+        }
+    }
+}
+
+/// Whether a memcached-protocol server answers, with `nodes` nodes up.
+fn memcached_ready(addr: SocketAddr, nodes: usize) -> bool {
+    let Ok(mut s) = StdStream::connect_timeout(&addr, Duration::from_millis(200)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+    let mut buf = [0u8; 4096];
+    if s.write_all(b"show\r\n").is_err() {
+        return false;
+    }
+    let Ok(n) = s.read(&mut buf) else {
+        return false;
+    };
+    let show = String::from_utf8_lossy(&buf[..n]);
+    let up = show
+        .lines()
+        .filter(|l| l.split(' ').nth(3) == Some("up"))
+        .count();
+    // memcached has no `show`: its ERROR is an answer too.
+    (show.ends_with("END\r\n") && up == nodes) || show.starts_with("ERROR")
+}
+
+/// Whether etcd commits a put through `addr` (answered 200): a leader is
+/// elected. The put is key 0's, with its value, so it adds nothing.
+fn etcd_ready(addr: SocketAddr) -> bool {
+    let Ok(mut s) = StdStream::connect_timeout(&addr, Duration::from_millis(200)) else {
+        return false;
+    };
+    // A put waits for a leader; give up on this one and ask again.
+    let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+    if s.write_all(&etcd_put(key(0).as_bytes(), &value(0)))
+        .is_err()
+    {
+        return false;
+    }
+    let mut input = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match parse_http(&input) {
+            Ok(Some((status, _))) => return status == 200,
+            Ok(None) => {}
+            Err(_) => return false,
+        }
+        match s.read(&mut buf) {
+            Ok(n) if n > 0 => input.extend_from_slice(&buf[..n]),
+            _ => return false,
         }
     }
 }
@@ -451,11 +597,15 @@ const OTHER_CPU_FLAG: f64 = 0.15;
 
 // ---------------------------------------------------------------- workload
 
-/// Every request and expected reply, built once.
+/// Every request and what proves its reply right, built once per protocol.
 struct Workload {
+    protocol: Protocol,
     get_req: Vec<Vec<u8>>,
     set_req: Vec<Vec<u8>>,
-    get_reply: Vec<Vec<u8>>,
+    /// What a `get` of the key must answer: memcached's whole reply; for
+    /// etcd, the `"value":"<base64>"` its JSON body must contain (the rest
+    /// of the body carries revisions that change with every write).
+    get_expected: Vec<Vec<u8>>,
 }
 
 fn key(i: usize) -> String {
@@ -471,74 +621,166 @@ fn value(i: usize) -> Vec<u8> {
         .collect()
 }
 
+/// Standard base64 with padding: how etcd's JSON gateway carries bytes.
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let byte = |i: usize| u32::from(chunk.get(i).copied().unwrap_or(0));
+        let group = byte(0) << 16 | byte(1) << 8 | byte(2);
+        // n input bytes make n + 1 digits; `=` pads the group to 4.
+        for digit in 0..4 {
+            if digit <= chunk.len() {
+                out.push(char::from(
+                    ALPHABET[(group >> (18 - 6 * digit) & 63) as usize],
+                ));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// An HTTP/1.1 request to etcd's v3 JSON gateway, `POST /v3/kv/{method}`.
+fn etcd_request(method: &str, body: &str) -> Vec<u8> {
+    format!(
+        "POST /v3/kv/{method} HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+fn etcd_put(key: &[u8], value: &[u8]) -> Vec<u8> {
+    let body = format!(r#"{{"key":"{}","value":"{}"}}"#, base64(key), base64(value));
+    etcd_request("put", &body)
+}
+
+/// A range of one key, with etcd's default (linearizable) consistency.
+fn etcd_range(key: &[u8]) -> Vec<u8> {
+    etcd_request("range", &format!(r#"{{"key":"{}"}}"#, base64(key)))
+}
+
 impl Workload {
-    fn new() -> Workload {
+    fn new(protocol: Protocol) -> Workload {
         let mut w = Workload {
+            protocol,
             get_req: Vec::with_capacity(KEYS),
             set_req: Vec::with_capacity(KEYS),
-            get_reply: Vec::with_capacity(KEYS),
+            get_expected: Vec::with_capacity(KEYS),
         };
         for i in 0..KEYS {
             let k = key(i);
             let v = value(i);
-            w.get_req.push(format!("get {k}\r\n").into_bytes());
-            let mut set = format!("set {k} 0 0 {VALUE_LEN}\r\n").into_bytes();
-            set.extend_from_slice(&v);
-            set.extend_from_slice(b"\r\n");
-            w.set_req.push(set);
-            let mut reply = format!("VALUE {k} 0 {VALUE_LEN}\r\n").into_bytes();
-            reply.extend_from_slice(&v);
-            reply.extend_from_slice(b"\r\nEND\r\n");
-            w.get_reply.push(reply);
+            match protocol {
+                Protocol::Memcached => {
+                    w.get_req.push(format!("get {k}\r\n").into_bytes());
+                    let mut set = format!("set {k} 0 0 {VALUE_LEN}\r\n").into_bytes();
+                    set.extend_from_slice(&v);
+                    set.extend_from_slice(b"\r\n");
+                    w.set_req.push(set);
+                    let mut reply = format!("VALUE {k} 0 {VALUE_LEN}\r\n").into_bytes();
+                    reply.extend_from_slice(&v);
+                    reply.extend_from_slice(b"\r\nEND\r\n");
+                    w.get_expected.push(reply);
+                }
+                Protocol::EtcdHttp => {
+                    w.get_req.push(etcd_range(k.as_bytes()));
+                    w.set_req.push(etcd_put(k.as_bytes(), &v));
+                    let expected = format!(r#""value":"{}""#, base64(&v));
+                    w.get_expected.push(expected.into_bytes());
+                }
+            }
         }
         w
     }
 }
 
-/// Stores every key (pipelined, 100 at a time) and checks one `get`.
+/// Connections `populate` spreads the keys over: etcd answers a connection's
+/// requests one after another, each after its own commit (about 1,000 a
+/// second here), which would make one connection take 10 s.
+const POPULATE_CONNS: usize = 8;
+
+/// Stores every key (pipelined, 100 at a time per connection) and checks
+/// that one reads back.
 fn populate(addr: SocketAddr, w: &Workload) -> Result<(), String> {
-    let mut s = StdStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
+    std::thread::scope(|scope| {
+        let shares: Vec<_> = (0..POPULATE_CONNS)
+            .map(|share| scope.spawn(move || populate_share(addr, w, share)))
+            .collect();
+        shares
+            .into_iter()
+            .try_for_each(|h| h.join().expect("populate thread panicked"))
+    })?;
+    let mut s = populate_connect(addr)?;
+    let last = KEYS - 1;
+    s.write_all(&w.get_req[last])
+        .map_err(|e| format!("write: {e}"))?;
+    match read_reply(&mut s, &mut Vec::new(), Expect::Get(last as u32), w)? {
+        (Outcome::Ok, _) => Ok(()),
+        (_, reply) => Err(format!("a stored key does not read back: {reply:?}")),
+    }
+}
+
+/// Stores every `POPULATE_CONNS`-th key from `share` on one connection.
+fn populate_share(addr: SocketAddr, w: &Workload, share: usize) -> Result<(), String> {
+    let mut s = populate_connect(addr)?;
+    let keys: Vec<usize> = (share..KEYS).step_by(POPULATE_CONNS).collect();
+    let mut input = Vec::new();
+    for batch in keys.chunks(100) {
+        let out: Vec<u8> = batch
+            .iter()
+            .flat_map(|&i| w.set_req[i].iter().copied())
+            .collect();
+        s.write_all(&out).map_err(|e| format!("write: {e}"))?;
+        for _ in batch {
+            if let (Outcome::Miss | Outcome::Wrong, reply) =
+                read_reply(&mut s, &mut input, Expect::Set, w)?
+            {
+                return Err(format!("a set was answered {reply:?}"));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn populate_connect(addr: SocketAddr) -> Result<StdStream, String> {
+    let s = StdStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
     s.set_read_timeout(Some(Duration::from_secs(5)))
         .map_err(|e| e.to_string())?;
     let _ = s.set_nodelay(true);
-    let mut buf = vec![0u8; 4096];
-    for chunk in (0..KEYS).collect::<Vec<_>>().chunks(100) {
-        let mut out = Vec::new();
-        for &i in chunk {
-            out.extend_from_slice(&w.set_req[i]);
-        }
-        s.write_all(&out).map_err(|e| format!("write: {e}"))?;
-        let want = b"STORED\r\n".repeat(chunk.len());
-        let mut got = Vec::new();
-        while got.len() < want.len() {
-            let n = s.read(&mut buf).map_err(|e| format!("read: {e}"))?;
-            if n == 0 {
-                return Err("closed while populating".into());
+    Ok(s)
+}
+
+/// Reads (blocking) until the reply at the head of `input` is complete;
+/// takes it out of `input` and returns its outcome and its text.
+fn read_reply(
+    s: &mut StdStream,
+    input: &mut Vec<u8>,
+    expect: Expect,
+    w: &Workload,
+) -> Result<(Outcome, String), String> {
+    let mut buf = [0u8; 4096];
+    loop {
+        match frame(input, expect, w) {
+            Framing::Done(outcome, used) => {
+                let text = String::from_utf8_lossy(&input[..used]).into_owned();
+                input.drain(..used);
+                return Ok((outcome, text));
             }
-            got.extend_from_slice(&buf[..n]);
+            Framing::Incomplete => {}
+            Framing::Broken(why) => {
+                let head = String::from_utf8_lossy(&input[..input.len().min(300)]);
+                return Err(format!("unparsable reply ({why}): {head:?}"));
+            }
         }
-        if got != want {
-            return Err(format!(
-                "unexpected reply while populating: {:?}",
-                String::from_utf8_lossy(&got[..got.len().min(200)])
-            ));
-        }
-    }
-    s.write_all(&w.get_req[KEYS - 1])
-        .map_err(|e| e.to_string())?;
-    let want = &w.get_reply[KEYS - 1];
-    let mut got = Vec::new();
-    while got.len() < want.len() {
         let n = s.read(&mut buf).map_err(|e| format!("read: {e}"))?;
         if n == 0 {
-            return Err("closed while checking".into());
+            return Err("the server closed the connection".into());
         }
-        got.extend_from_slice(&buf[..n]);
+        input.extend_from_slice(&buf[..n]);
     }
-    if &got != want {
-        return Err("a stored key does not read back".into());
-    }
-    Ok(())
 }
 
 // ---------------------------------------------------------------- generator
@@ -604,6 +846,9 @@ struct Stats {
     errors: Errors,
     bytes_out: u64,
     bytes_in: u64,
+    /// What the first io error was (the details say it: a count alone would
+    /// hide, say, a server answering in a way that cannot be framed).
+    first_io_error: Option<String>,
 }
 
 impl Stats {
@@ -616,7 +861,15 @@ impl Stats {
             errors: Errors::default(),
             bytes_out: 0,
             bytes_in: 0,
+            first_io_error: None,
         }
+    }
+
+    /// Counts an io error: it cost the connection and the `lost` requests
+    /// that were in flight on it.
+    fn io_error(&mut self, e: &io::Error, lost: u64) {
+        self.errors.io += 1 + lost;
+        self.first_io_error.get_or_insert_with(|| e.to_string());
     }
 
     fn merge(&mut self, o: &Stats) {
@@ -626,6 +879,9 @@ impl Stats {
         self.errors.add(&o.errors);
         self.bytes_out += o.bytes_out;
         self.bytes_in += o.bytes_in;
+        if self.first_io_error.is_none() {
+            self.first_io_error.clone_from(&o.first_io_error);
+        }
     }
 }
 
@@ -663,8 +919,8 @@ enum Outcome {
 enum Framing {
     Done(Outcome, usize),
     Incomplete,
-    /// The bytes cannot be a memcached reply: the connection is out of step.
-    Broken,
+    /// The bytes cannot be framed as a reply (why): the connection is out of step.
+    Broken(&'static str),
 }
 
 fn find_newline(buf: &[u8]) -> Option<usize> {
@@ -673,15 +929,22 @@ fn find_newline(buf: &[u8]) -> Option<usize> {
 
 /// Frames the reply at the head of `buf` and checks it against `expect`.
 fn frame(buf: &[u8], expect: Expect, w: &Workload) -> Framing {
+    match w.protocol {
+        Protocol::Memcached => frame_memcached(buf, expect, w),
+        Protocol::EtcdHttp => frame_etcd(buf, expect, w),
+    }
+}
+
+fn frame_memcached(buf: &[u8], expect: Expect, w: &Workload) -> Framing {
     match expect {
         Expect::Set => match find_newline(buf) {
             Some(nl) if &buf[..=nl] == b"STORED\r\n" => Framing::Done(Outcome::Ok, nl + 1),
             Some(nl) => Framing::Done(Outcome::Wrong, nl + 1),
-            None if buf.len() > 4096 => Framing::Broken,
+            None if buf.len() > 4096 => Framing::Broken("no end of line in 4 KiB"),
             None => Framing::Incomplete,
         },
         Expect::Get(k) => {
-            let want = &w.get_reply[k as usize];
+            let want = &w.get_expected[k as usize];
             if buf.len() >= want.len() && &buf[..want.len()] == want.as_slice() {
                 return Framing::Done(Outcome::Ok, want.len());
             }
@@ -691,7 +954,7 @@ fn frame(buf: &[u8], expect: Expect, w: &Workload) -> Framing {
             loop {
                 let Some(nl) = find_newline(&buf[at..]) else {
                     return if buf.len() - at > 4096 {
-                        Framing::Broken
+                        Framing::Broken("no end of line in 4 KiB")
                     } else {
                         Framing::Incomplete
                     };
@@ -712,14 +975,14 @@ fn frame(buf: &[u8], expect: Expect, w: &Workload) -> Framing {
                         .nth(2)
                         .and_then(|n| n.parse::<usize>().ok())
                     else {
-                        return Framing::Broken;
+                        return Framing::Broken("VALUE line without a length");
                     };
                     let data_end = at + nl + 1 + len + 2;
                     if buf.len() < data_end {
                         return Framing::Incomplete;
                     }
                     if &buf[data_end - 2..data_end] != b"\r\n" {
-                        return Framing::Broken;
+                        return Framing::Broken("value data not followed by CRLF");
                     }
                     at = data_end;
                     values += 1;
@@ -729,10 +992,67 @@ fn frame(buf: &[u8], expect: Expect, w: &Workload) -> Framing {
                     // A one-line reply instead of a value: ERROR, SERVER_ERROR, ...
                     return Framing::Done(Outcome::Wrong, nl + 1);
                 }
-                return Framing::Broken;
+                return Framing::Broken("a line that is neither VALUE nor END");
             }
         }
     }
+}
+
+/// Longest response head (status line and headers) waited for.
+const MAX_HTTP_HEAD: usize = 8192;
+
+/// Frames the HTTP/1.1 response at the head of `buf`: its status and the
+/// byte range of its body (whose end is the response's length), or `None`
+/// while incomplete. Only a Content-Length can frame a response among
+/// pipelined ones here; a chunked one is refused, not skipped over.
+fn parse_http(buf: &[u8]) -> Result<Option<(u16, Range<usize>)>, &'static str> {
+    let Some(head_len) = buf.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4) else {
+        return if buf.len() > MAX_HTTP_HEAD {
+            Err("no end of the response head in 8 KiB")
+        } else {
+            Ok(None)
+        };
+    };
+    let head = std::str::from_utf8(&buf[..head_len]).map_err(|_| "response head not UTF-8")?;
+    let mut lines = head.split("\r\n").filter(|l| !l.is_empty());
+    let status = lines
+        .next()
+        .and_then(|l| l.strip_prefix("HTTP/1."))
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|code| code.parse().ok())
+        .ok_or("not an HTTP/1.x status line")?;
+    let mut length = None;
+    for line in lines {
+        let (name, value) = line.split_once(':').ok_or("header line without a colon")?;
+        if name.eq_ignore_ascii_case("content-length") {
+            length = Some(value.trim().parse().map_err(|_| "bad Content-Length")?);
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            return Err("Transfer-Encoding (chunked) response");
+        }
+    }
+    let length: usize = length.ok_or("response without Content-Length")?;
+    let end = head_len + length;
+    Ok((buf.len() >= end).then_some((status, head_len..end)))
+}
+
+fn frame_etcd(buf: &[u8], expect: Expect, w: &Workload) -> Framing {
+    let (status, body) = match parse_http(buf) {
+        Ok(Some(response)) => response,
+        Ok(None) => return Framing::Incomplete,
+        Err(why) => return Framing::Broken(why),
+    };
+    let used = body.end;
+    let body = &buf[body];
+    let contains = |needle: &[u8]| body.windows(needle.len()).any(|w| w == needle);
+    let outcome = match expect {
+        _ if status != 200 => Outcome::Wrong,
+        Expect::Set => Outcome::Ok,
+        Expect::Get(k) if contains(&w.get_expected[k as usize]) => Outcome::Ok,
+        // A range that found nothing has no `kvs` at all (and no `count`).
+        Expect::Get(_) if !contains(br#""kvs""#) => Outcome::Miss,
+        Expect::Get(_) => Outcome::Wrong,
+    };
+    Framing::Done(outcome, used)
 }
 
 impl Conn {
@@ -859,7 +1179,9 @@ impl Conn {
         while let Some(p) = self.inflight.front() {
             match frame(&self.input[self.in_start..self.in_end], p.expect, w) {
                 Framing::Incomplete => break,
-                Framing::Broken => return Err(io::Error::other("unparsable reply")),
+                Framing::Broken(why) => {
+                    return Err(io::Error::other(format!("unparsable reply: {why}")))
+                }
                 Framing::Done(outcome, used) => {
                     self.in_start += used;
                     stats.completed += 1;
@@ -906,8 +1228,8 @@ fn drive(
         .map(|&id| Conn::new(0x9e37_79b9_7f4a_7c15 ^ ((id as u64 + 1) * 0x2545_f491_4f6c_dd1d)))
         .collect();
     for (i, c) in conns.iter_mut().enumerate() {
-        if c.connect(addr, &poll, Token(i)).is_err() {
-            stats.errors.io += 1;
+        if let Err(e) = c.connect(addr, &poll, Token(i)) {
+            stats.io_error(&e, 0);
         }
     }
     if let Some(wait) = times.start.checked_duration_since(Instant::now()) {
@@ -915,8 +1237,8 @@ fn drive(
     }
     for c in conns.iter_mut() {
         if c.stream.is_some() {
-            if let Err(_e) = c.fill_and_send(&cell, &w, &mut stats) {
-                stats.errors.io += 1 + c.drop_connection(&poll);
+            if let Err(e) = c.fill_and_send(&cell, &w, &mut stats) {
+                stats.io_error(&e, c.drop_connection(&poll));
             }
         }
     }
@@ -942,8 +1264,8 @@ fn drive(
             if result.is_ok() && Instant::now() < times.end {
                 result = c.fill_and_send(&cell, &w, &mut stats);
             }
-            if result.is_err() {
-                stats.errors.io += 1 + c.drop_connection(&poll);
+            if let Err(e) = result {
+                stats.io_error(&e, c.drop_connection(&poll));
             }
         }
         let now = Instant::now();
@@ -960,11 +1282,11 @@ fn drive(
                 if c.stream.is_none() && now < times.end {
                     match c.connect(addr, &poll, Token(i)) {
                         Ok(()) => {
-                            if c.fill_and_send(&cell, &w, &mut stats).is_err() {
-                                stats.errors.io += 1 + c.drop_connection(&poll);
+                            if let Err(e) = c.fill_and_send(&cell, &w, &mut stats) {
+                                stats.io_error(&e, c.drop_connection(&poll));
                             }
                         }
-                        Err(_) => stats.errors.io += 1,
+                        Err(e) => stats.io_error(&e, 0),
                     }
                 }
             }
@@ -1068,6 +1390,13 @@ fn command_output(cmd: &str, args: &[&str]) -> Option<String> {
         .filter(|s| !s.is_empty())
 }
 
+/// `etcd --version`'s first line, e.g. `etcd Version: 3.4.23`; `None` if
+/// etcd is not on PATH.
+fn etcd_version() -> Option<String> {
+    let version = command_output("etcd", &["--version"])?;
+    version.lines().next().map(str::to_string)
+}
+
 fn machine_description(opts: &Opts) -> String {
     let nproc = std::thread::available_parallelism().map_or(0, |n| n.get());
     let model = std::fs::read_to_string("/proc/cpuinfo")
@@ -1099,6 +1428,13 @@ fn machine_description(opts: &Opts) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "machine:   {nproc} CPUs, {model}, Linux {kernel}");
     let _ = writeln!(s, "memcached: {memcached} (-t 1)");
+    if opts.servers.contains(&Kind::Etcd) {
+        let etcd = etcd_version().unwrap_or_else(|| "not found".into());
+        let _ = writeln!(
+            s,
+            "etcd:      {etcd}, 3 members, defaults (fsync on), v3 JSON gateway over HTTP/1.1"
+        );
+    }
     let _ = writeln!(
         s,
         "mckv:      {mckv}, commit {} ({}), one node, memory store",
@@ -1250,6 +1586,9 @@ fn print_details(servers: &[String], cells: &[Cell], results: &[Vec<Option<CellR
                     e.wrong, e.miss, e.timeout, e.io
                 );
             }
+            if let Some(first) = &r.stats.first_io_error {
+                let _ = write!(line, " (first io error: {first})");
+            }
             println!("{line}");
         }
     }
@@ -1288,6 +1627,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if opts.servers.contains(&Kind::Etcd) && etcd_version().is_none() {
+        println!("load: etcd not installed (apt-get install etcd-server); skipped");
+        opts.servers.retain(|k| *k != Kind::Etcd);
+        if opts.servers.is_empty() {
+            return ExitCode::SUCCESS;
+        }
+    }
     let wants_mckv = opts.servers.contains(&Kind::Mckv);
     if wants_mckv && !opts.mckv.is_file() {
         if smoke {
@@ -1332,7 +1678,6 @@ fn main() -> ExitCode {
     }
 
     print!("{}", machine_description(&opts));
-    let workload = Arc::new(Workload::new());
 
     // Labels: memcached, mckv; a server named twice gets #2 (calibration runs).
     let mut labels: Vec<String> = Vec::new();
@@ -1345,6 +1690,8 @@ fn main() -> ExitCode {
         });
     }
     let mut servers = Vec::new();
+    // One workload per protocol, shared by the servers that speak it.
+    let mut workloads: Vec<Arc<Workload>> = Vec::new();
     for (i, kind) in opts.servers.iter().enumerate() {
         let server = match Server::start(*kind, labels[i].clone(), &opts, i) {
             Ok(s) => s,
@@ -1353,11 +1700,17 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        let workload = workloads
+            .iter()
+            .find(|w| w.protocol == server.protocol)
+            .cloned()
+            .unwrap_or_else(|| Arc::new(Workload::new(server.protocol)));
         if let Err(e) = populate(server.addr, &workload) {
             eprintln!("load: populating {}: {e}", server.label);
             return ExitCode::FAILURE;
         }
         servers.push(server);
+        workloads.push(workload);
     }
     let baseline = opts.servers.iter().position(|k| *k == Kind::Memcached);
 
@@ -1380,7 +1733,7 @@ fn main() -> ExitCode {
         let mut row = Vec::new();
         // Servers take turns cell by cell, so a drift of the machine's speed
         // during the run hits them alike.
-        for server in servers.iter_mut() {
+        for (server, workload) in servers.iter_mut().zip(&workloads) {
             n += 1;
             server.check_alive();
             if let Some(why) = &server.dead {
@@ -1392,7 +1745,7 @@ fn main() -> ExitCode {
                 row.push(None);
                 continue;
             }
-            let r = run_cell(server, *cell, &opts, &workload);
+            let r = run_cell(server, *cell, &opts, workload);
             eprintln!(
                 "[{n}/{total}] {:<12} {}: {:>8.0} ops/s  p99 {:>6} µs  errors {}",
                 server.label,
