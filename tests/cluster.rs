@@ -266,11 +266,12 @@ fn startup_and_stop_scripts_run_a_cluster_and_leave_nothing_behind() {
     let config = dir.0.join("config.ini");
     std::fs::write(&config, text).unwrap();
     let root = env!("CARGO_MANIFEST_DIR");
-    let out = Command::new(format!("{root}/startup.sh"))
-        .arg(&config)
-        .env("MCKV_BIN", env!("CARGO_BIN_EXE_mckv"))
-        .output()
-        .expect("run startup.sh");
+    let out = common::output(
+        Command::new(format!("{root}/startup.sh"))
+            .arg(&config)
+            .env("MCKV_BIN", env!("CARGO_BIN_EXE_mckv")),
+    )
+    .expect("run startup.sh");
     assert!(
         out.status.success(),
         "{}",
@@ -296,22 +297,21 @@ fn startup_and_stop_scripts_run_a_cluster_and_leave_nothing_behind() {
         b"VALUE k 0 1\r\nx\r\nEND\r\n"
     );
 
-    let out = Command::new(format!("{root}/stop.sh"))
-        .arg(&config)
-        .output()
-        .expect("run stop.sh");
+    let out =
+        common::output(Command::new(format!("{root}/stop.sh")).arg(&config)).expect("run stop.sh");
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
     for pid in pids {
-        let alive = Command::new("kill")
-            .args(["-0", &pid])
-            .stderr(std::process::Stdio::null())
-            .status()
-            .unwrap()
-            .success();
+        let alive = common::status(
+            Command::new("kill")
+                .args(["-0", &pid])
+                .stderr(std::process::Stdio::null()),
+        )
+        .unwrap()
+        .success();
         assert!(!alive, "pid {pid} still running after stop.sh");
     }
     assert!(!dir.0.join("run/node0.pid").exists());

@@ -5,18 +5,18 @@ mod common;
 
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
-use std::time::Duration;
 
-use common::{free_port, roundtrip, start_mckv, wait_for_port, ProcessGuard, TempDir};
+use common::{connect, free_port, roundtrip, start_mckv, wait_for_server, ProcessGuard, TempDir};
 
 fn mckv(args: &[&str], stdin: &[u8]) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mckv"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run mckv");
+    let mut child = common::spawn(
+        Command::new(env!("CARGO_BIN_EXE_mckv"))
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    )
+    .expect("run mckv");
     // A client that gives up at once (no server) may close its stdin first.
     let _ = child.stdin.take().unwrap().write_all(stdin);
     child.wait_with_output().expect("wait for mckv")
@@ -49,7 +49,12 @@ fn the_line_client_stops_at_end_of_input_and_on_a_dead_server() {
         &["client", "--port", &node.port().to_string()],
         b"version\n",
     );
-    assert!(out.status.success());
+    assert!(
+        out.status.success(),
+        "{}\nnode log:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        node.log()
+    );
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("VERSION 1.6.0-mckv-"));
 
     let out = mckv(
@@ -71,32 +76,23 @@ fn flags_override_the_config_file() {
     .unwrap();
     let port = free_port();
     let log = dir.0.join("custom.log");
-    let child = Command::new(env!("CARGO_BIN_EXE_mckv"))
-        .args([
-            "server",
-            "--config",
-            config.to_str().unwrap(),
-            "--node",
-            "3",
-        ])
-        .args(["--port", &port.to_string(), "--consistency", "sequential"])
-        .args(["--log-file", log.to_str().unwrap(), "--log-level", "debug"])
-        .stderr(std::fs::File::create(dir.0.join("stderr")).unwrap())
-        .spawn()
-        .unwrap();
+    let child = common::spawn(
+        Command::new(env!("CARGO_BIN_EXE_mckv"))
+            .args([
+                "server",
+                "--config",
+                config.to_str().unwrap(),
+                "--node",
+                "3",
+            ])
+            .args(["--port", &port.to_string(), "--consistency", "sequential"])
+            .args(["--log-file", log.to_str().unwrap(), "--log-level", "debug"])
+            .stderr(Stdio::null()),
+    )
+    .unwrap();
     let mut node = ProcessGuard { child, port };
-    wait_for_port(port, Duration::from_secs(10));
-    // Once in a few hundred full runs this connect failed right after the
-    // one above succeeded; say what the node did if it happens again.
-    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap_or_else(|e| {
-        panic!(
-            "connect to {port}: {e}; node exited: {:?}\nlog:\n{}\nstderr:\n{}",
-            node.child.try_wait(),
-            std::fs::read_to_string(&log).unwrap_or_default(),
-            std::fs::read_to_string(dir.0.join("stderr")).unwrap_or_default()
-        )
-    });
-    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    wait_for_server(&mut node, &log);
+    let mut c = connect(port);
     let stats = String::from_utf8(roundtrip(&mut c, b"stats\r\n", b"END\r\n")).unwrap();
     assert!(stats.contains("STAT mckv_node 3\r\n"), "{stats}");
     assert!(stats.contains("STAT mckv_mode sequential\r\n"), "{stats}");
