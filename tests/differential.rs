@@ -382,9 +382,10 @@ fn start_candidate() -> Server {
     }
 }
 
-/// One node on a memcached of its own.
+/// One node on a memcached of its own, whose item size limit leaves room
+/// for mckv's header (as the README says to configure it).
 fn start_on_memcached() -> Server {
-    let backend = common::start_memcached();
+    let backend = common::start_memcached_with(&["-I", "2m"]);
     let kv = format!("kv_type = memcache\nkv_addr = 127.0.0.1:{}", backend.port);
     let node = common::start_mckv_with("", &kv, &[]);
     Server::OnMemcached {

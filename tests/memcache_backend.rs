@@ -86,8 +86,10 @@ fn every_command_goes_through_memcached() {
 }
 
 /// What the memcache backend cannot hold gets a clear error, not a wrong
-/// answer: keys that are not UTF-8 (the `memcache` crate takes `&str`), and
-/// items some other client put into the node's memcached (no mckv header).
+/// answer: keys that are not UTF-8 (the `memcache` crate takes `&str`),
+/// items some other client put into the node's memcached (no mckv header),
+/// and a value mckv takes but a memcached with the default `-I 1m` cannot
+/// (mckv's header makes it 16 bytes longer).
 #[test]
 fn foreign_items_and_non_utf8_keys_are_refused_clearly() {
     let memcached = start_memcached();
@@ -115,6 +117,15 @@ fn foreign_items_and_non_utf8_keys_are_refused_clearly() {
             b"END\r\n"
         ),
         b"STORED\r\nVALUE foreign 0 1\r\nz\r\nEND\r\n"
+    );
+    // The largest value mckv takes under key `k`: value + key + 59 bytes fill item_size_max.
+    let largest = 1_048_576 - 1 - 59;
+    let mut set = format!("set k 0 0 {largest}\r\n").into_bytes();
+    set.extend(std::iter::repeat_n(b'v', largest));
+    set.extend_from_slice(b"\r\n");
+    assert_eq!(
+        String::from_utf8_lossy(&roundtrip(&mut c, &set, b"\r\n")),
+        "SERVER_ERROR backend error: object too large for cache\r\n"
     );
 }
 

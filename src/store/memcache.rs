@@ -249,8 +249,13 @@ fn is_transport(error: &MemcacheError) -> bool {
     )
 }
 
+/// The error as one line, without memcached's own `SERVER_ERROR ` (the
+/// reply adds its prefix).
 fn one_line(error: &MemcacheError) -> String {
-    error.to_string().trim_end().replace(['\r', '\n'], " ")
+    let text = error.to_string();
+    let text = text.trim_end();
+    let text = text.strip_prefix("SERVER_ERROR ").unwrap_or(text);
+    text.replace(['\r', '\n'], " ")
 }
 
 /// The crate takes keys as `&str`; memcached's keys are bytes.
