@@ -85,8 +85,50 @@ fn value_length(line: &[u8]) -> Option<usize> {
     text.split(' ').nth(2)?.trim_end().parse().ok()
 }
 
-/// Runs the client until EOF on stdin, `quit`, or the server closing.
+/// Where replies are printed. A reader that went away (`mckv client | head`)
+/// ends the client quietly, as it ends `cat`; its `BrokenPipe` is told apart
+/// from one on the server's socket by [`ReaderGone`].
+struct Printer<W>(W);
+
+#[derive(Debug)]
+struct ReaderGone;
+
+impl std::fmt::Display for ReaderGone {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the reader of the output went away")
+    }
+}
+
+impl std::error::Error for ReaderGone {}
+
+fn reader_gone(e: io::Error) -> io::Error {
+    if e.kind() == io::ErrorKind::BrokenPipe {
+        io::Error::other(ReaderGone)
+    } else {
+        e
+    }
+}
+
+impl<W: Write> Write for Printer<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.write(buf).map_err(reader_gone)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush().map_err(reader_gone)
+    }
+}
+
+/// Runs the client until EOF on stdin, `quit`, the server closing, or the
+/// reader of its output going away.
 pub fn run(host: &str, port: u16) -> io::Result<()> {
+    match converse(host, port) {
+        Err(e) if e.get_ref().is_some_and(|inner| inner.is::<ReaderGone>()) => Ok(()),
+        result => result,
+    }
+}
+
+fn converse(host: &str, port: u16) -> io::Result<()> {
     let stream = TcpStream::connect((host, port))?;
     stream.set_read_timeout(Some(REPLY_TIMEOUT))?;
     let mut writer = stream.try_clone()?;
@@ -94,8 +136,7 @@ pub fn run(host: &str, port: u16) -> io::Result<()> {
     let stdin = io::stdin();
     let interactive = stdin.is_terminal();
     let mut input = stdin.lock().lines();
-    let stdout = io::stdout();
-    let mut out = stdout.lock();
+    let mut out = Printer(io::stdout().lock());
     loop {
         if interactive {
             write!(out, "mckv {host}:{port}> ")?;

@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::process::{Command, Output, Stdio};
 
 use common::{connect, free_port, roundtrip, start_mckv, wait_for_server, ProcessGuard, TempDir};
@@ -40,6 +40,35 @@ fn the_line_client_works_from_a_pipe() {
     assert!(text.starts_with(want_start), "{text}");
     assert!(text.contains("STAT curr_connections 1\r\n"), "{text}");
     assert!(text.ends_with("END\r\nERROR\r\n"), "{text}");
+}
+
+/// `mckv client ... | head -1`: the reader goes away; the client ends
+/// quietly, without a "Broken pipe" complaint.
+#[test]
+fn the_line_client_ends_quietly_when_its_reader_goes_away() {
+    let node = start_mckv("", &[]);
+    let mut child = common::spawn(
+        Command::new(env!("CARGO_BIN_EXE_mckv"))
+            .args(["client", "--port", &node.port().to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    )
+    .expect("run mckv client");
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"version\n").unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut first = [0u8; 8];
+    stdout.read_exact(&mut first).unwrap();
+    assert_eq!(&first, b"VERSION ");
+    drop(stdout);
+    // Replies keep coming until one finds the pipe closed.
+    let _ = stdin.write_all(&b"version\n".repeat(1000));
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{:?}: {stderr}", out.status);
+    assert_eq!(stderr, "");
 }
 
 #[test]
