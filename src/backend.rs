@@ -100,6 +100,11 @@ impl BackendCounters {
     }
 }
 
+/// Reply buffers kept for reuse, and the largest kept (a giant value's
+/// buffer is given back to the allocator).
+const SPARE_REPLIES: usize = 256;
+const SPARE_CAPACITY: usize = 16 * 1024;
+
 /// Builds the store where it will run (a memcached store connects there).
 pub type StoreFactory = Box<dyn FnOnce() -> Box<dyn Store> + Send>;
 
@@ -173,6 +178,17 @@ impl Backend {
         }
     }
 
+    /// Takes reply buffers whose bytes the reactor has copied out, so the
+    /// next replies need no allocation. Only the inline store reuses them: a
+    /// worker thread's would need a channel back, and it waits on memcached
+    /// anyway.
+    pub fn recycle(&mut self, spent: &mut Vec<Vec<u8>>) {
+        match &mut self.kind {
+            Kind::Inline { executor, .. } => executor.keep_spare(spent),
+            Kind::Worker { .. } => spent.clear(),
+        }
+    }
+
     /// Moves the completed jobs into `into`, without waiting.
     pub fn completed(&mut self, into: &mut Vec<Done>) {
         match &mut self.kind {
@@ -200,6 +216,8 @@ struct Executor {
     store: Box<dyn Store>,
     versions: VersionLog,
     counters: Arc<BackendCounters>,
+    /// Empty reply buffers to write the next replies into.
+    spare: Vec<Vec<u8>>,
 }
 
 impl Executor {
@@ -208,6 +226,16 @@ impl Executor {
             store,
             versions: VersionLog::new(),
             counters,
+            spare: Vec::new(),
+        }
+    }
+
+    fn keep_spare(&mut self, spent: &mut Vec<Vec<u8>>) {
+        for mut buffer in spent.drain(..) {
+            if self.spare.len() < SPARE_REPLIES && buffer.capacity() <= SPARE_CAPACITY {
+                buffer.clear();
+                self.spare.push(buffer);
+            }
         }
     }
 
@@ -255,7 +283,7 @@ impl Executor {
 
     /// Executes `op`: its reply, and whether it changed the store.
     fn execute(&mut self, op: &Op, cas: u64) -> (Vec<u8>, bool) {
-        let mut reply = Vec::new();
+        let mut reply = self.spare.pop().unwrap_or_default();
         let request = &op.request;
         let executed = store::execute(self.store.as_mut(), request, op.now, cas, &mut reply);
         if let Command::Get(get) = &request.command {
@@ -341,5 +369,63 @@ impl Worker {
                 unannounced = 0;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{parse, Action, Limits};
+    use crate::store::memory::MemoryStore;
+
+    fn apply(backend: &mut Backend, line: &[u8]) -> Vec<u8> {
+        let Ok(parsed) = parse(line, &Limits::default()) else {
+            panic!("incomplete request");
+        };
+        let Action::Execute(request) = parsed.action else {
+            panic!("not a store command");
+        };
+        let reply_to = ReplyTo {
+            token: 0,
+            conn_id: 1,
+            slot: 0,
+        };
+        let op = Arc::new(Op { request, now: 1 });
+        let job = Work::Apply {
+            op,
+            cas: 1,
+            reply_to: Some(reply_to),
+        };
+        assert!(backend.submit(job).is_ok());
+        let mut done = Vec::new();
+        backend.completed(&mut done);
+        match done.pop() {
+            Some(Done::Reply { reply, .. }) => reply,
+            _ => panic!("no reply"),
+        }
+    }
+
+    #[test]
+    fn the_inline_store_writes_replies_into_recycled_buffers() {
+        let factory: StoreFactory =
+            Box::new(|| Box::new(MemoryStore::new(1 << 20, Limits::default())));
+        let mut backend = Backend::inline(factory);
+        let first = apply(&mut backend, b"set k 0 0 1\r\nv\r\n");
+        assert_eq!(first, b"STORED\r\n");
+        let buffer = first.as_ptr();
+        backend.recycle(&mut vec![first]);
+        let second = apply(&mut backend, b"delete k\r\n");
+        assert_eq!(second, b"DELETED\r\n");
+        assert_eq!(second.as_ptr(), buffer, "the spent buffer was reused");
+
+        let mut giant = Vec::with_capacity(SPARE_CAPACITY + 1);
+        giant.push(0);
+        backend.recycle(&mut vec![giant]);
+        let third = apply(&mut backend, b"get k\r\n");
+        assert_eq!(third, b"END\r\n");
+        assert!(
+            third.capacity() <= SPARE_CAPACITY,
+            "a giant buffer is not kept"
+        );
     }
 }

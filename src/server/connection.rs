@@ -66,6 +66,8 @@ pub struct Connection {
     first_slot: u64,
     /// Bytes of the `Ready` replies in `slots`.
     slot_bytes: usize,
+    /// Reply buffers already copied to `output`, for the store to reuse.
+    pub spent: Vec<Vec<u8>>,
     flush_point: FlushPoint,
     /// Bytes of an oversized value still to be discarded.
     pub swallow: usize,
@@ -97,6 +99,7 @@ impl Connection {
             slots: VecDeque::new(),
             first_slot: 0,
             slot_bytes: 0,
+            spent: Vec::new(),
             flush_point: FlushPoint { slot: 0, output: 0 },
             swallow: 0,
             read_closed: false,
@@ -208,6 +211,7 @@ impl Connection {
             if let Some(Slot::Ready(bytes)) = self.slots.pop_front() {
                 self.slot_bytes -= bytes.len();
                 self.output.extend_from_slice(&bytes);
+                self.spent.push(bytes);
             }
             self.first_slot += 1;
         }

@@ -517,6 +517,7 @@ impl Server {
         if conn.id != reply_to.conn_id || !conn.fill_slot(reply_to.slot, reply) {
             return false;
         }
+        self.backend.recycle(&mut conn.spent);
         self.dirty.push(reply_to.token);
         true
     }
