@@ -504,6 +504,14 @@ impl Server {
         self.children.first().map(Child::id)
     }
 
+    /// CPU seconds of every process of the server (all of a cluster's nodes).
+    fn all_cpu_seconds(&self) -> Option<f64> {
+        self.children
+            .iter()
+            .map(|c| cpu_seconds(&c.id().to_string()))
+            .sum()
+    }
+
     fn check_alive(&mut self) {
         for child in &mut self.children {
             if self.dead.is_none() {
@@ -1347,6 +1355,7 @@ fn run_cell(server: &Server, cell: Cell, opts: &Opts, w: &Arc<Workload>) -> Cell
         server_cpu_now(),
         cpu_seconds("self"),
         machine_busy_seconds(),
+        server.all_cpu_seconds(),
     );
     if let Some(wait) = times.end.checked_duration_since(Instant::now()) {
         std::thread::sleep(wait);
@@ -1355,6 +1364,7 @@ fn run_cell(server: &Server, cell: Cell, opts: &Opts, w: &Arc<Workload>) -> Cell
         server_cpu_now(),
         cpu_seconds("self"),
         machine_busy_seconds(),
+        server.all_cpu_seconds(),
     );
     let mut stats = Stats::new();
     for h in handles {
@@ -1364,8 +1374,10 @@ fn run_cell(server: &Server, cell: Cell, opts: &Opts, w: &Arc<Workload>) -> Cell
     let per_window = |a: Option<f64>, b: Option<f64>| Some((b? - a?) / window.as_secs_f64());
     let server_cpu = per_window(cpu0.0, cpu1.0);
     let generator_cpu = per_window(cpu0.1, cpu1.1);
+    // A cluster's other nodes are the server too, not a disturbance.
+    let all_server_cpu = per_window(cpu0.3, cpu1.3);
     let other_cpu =
-        (|| Some((per_window(cpu0.2, cpu1.2)? - server_cpu? - generator_cpu?).max(0.0)))();
+        (|| Some((per_window(cpu0.2, cpu1.2)? - all_server_cpu? - generator_cpu?).max(0.0)))();
     CellResult {
         stats,
         window,
