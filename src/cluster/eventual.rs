@@ -60,9 +60,8 @@ struct SyncPeer {
     incarnation: u64,
     clock: u64,
     pushes: Vec<Version>,
-    /// A frame is owed even with nothing new in it.
+    /// A frame is owed even with nothing new in it (a heartbeat).
     due: bool,
-    sent_clock: u64,
     /// Its change sequence number we hold every change up to.
     synced_from: u64,
     /// A sync request of ours is out.
@@ -222,15 +221,15 @@ impl EventualEngine {
         }
     }
 
-    /// The frame owed to `to`: pushes, a sync answer, a sync request, or a heartbeat.
+    /// The frame owed to `to`: pushes, a sync answer, a sync request, or a
+    /// heartbeat. A clock that rose is not news enough for a frame of its
+    /// own (unlike in the ordering engine, no peer waits on it): echoing it
+    /// would make every push cost a frame from every node to every other.
     pub fn outgoing(&mut self, to: NodeId) -> Option<Frame> {
         let clock = self.clock.now();
         let peer = self.peers.get_mut(&to)?;
-        let owed = !peer.pushes.is_empty()
-            || peer.answer.is_some()
-            || peer.request_due
-            || peer.due
-            || peer.sent_clock < clock;
+        let owed =
+            !peer.pushes.is_empty() || peer.answer.is_some() || peer.request_due || peer.due;
         if !owed {
             return None;
         }
@@ -248,7 +247,6 @@ impl EventualEngine {
             seq: peer.synced_from,
         });
         peer.due = false;
-        peer.sent_clock = clock;
         Some(Frame {
             clock,
             versions,
