@@ -228,8 +228,7 @@ impl EventualEngine {
     pub fn outgoing(&mut self, to: NodeId) -> Option<Frame> {
         let clock = self.clock.now();
         let peer = self.peers.get_mut(&to)?;
-        let owed =
-            !peer.pushes.is_empty() || peer.answer.is_some() || peer.request_due || peer.due;
+        let owed = !peer.pushes.is_empty() || peer.answer.is_some() || peer.request_due || peer.due;
         if !owed {
             return None;
         }

@@ -13,6 +13,10 @@ use crate::store::Expiry;
 /// The largest message a peer may send (a frame of many large values).
 pub const MAX_MESSAGE: usize = 256 << 20;
 
+/// The largest first message of a link: its hello, before anything on the
+/// link is trusted.
+pub const MAX_HELLO: usize = 64 << 10;
+
 const HELLO: u8 = 1;
 const FRAME: u8 = 2;
 const LEAVE: u8 = 3;
@@ -82,11 +86,17 @@ pub fn encode(message: &PeerMessage, out: &mut Vec<u8>) {
 
 /// Decodes the first message of `buf`: `Ok(None)` while it is incomplete.
 pub fn decode(buf: &[u8]) -> Result<Option<(PeerMessage, usize)>, WireError> {
+    decode_within(buf, MAX_MESSAGE)
+}
+
+/// Like [`decode`], refusing a message declared longer than `limit` as soon
+/// as its length prefix is in.
+pub fn decode_within(buf: &[u8], limit: usize) -> Result<Option<(PeerMessage, usize)>, WireError> {
     let Some(header) = buf.get(..4) else {
         return Ok(None);
     };
     let length = u32::from_be_bytes(header.try_into().expect("4 bytes")) as usize;
-    if length > MAX_MESSAGE {
+    if length > limit {
         return Err(WireError::TooLarge(length));
     }
     let Some(body) = buf.get(4..4 + length) else {

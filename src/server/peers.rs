@@ -540,8 +540,12 @@ impl Link {
     }
 
     /// Reads until the socket would block and decodes every whole message;
-    /// also says whether the peer closed the link after them.
+    /// also says whether the peer closed the link after them. A link that
+    /// has not said hello yet is refused as soon as its first message
+    /// declares more than a hello needs, so a stranger cannot make the node
+    /// buffer a maximal message.
     fn read_messages(&mut self) -> Result<(Vec<PeerMessage>, bool), String> {
+        let stranger = matches!(self.role, Role::Accepted(None));
         let mut closed = false;
         while !closed {
             let filled = self.input.len();
@@ -554,6 +558,9 @@ impl Link {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e.to_string()),
+            }
+            if stranger {
+                wire::decode_within(&self.input, wire::MAX_HELLO).map_err(|e| e.to_string())?;
             }
         }
         let mut messages = Vec::new();

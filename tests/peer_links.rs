@@ -1,0 +1,169 @@
+//! What a node does with what arrives on its peer port from a peer that
+//! misbehaves: it vanishes mid-frame, sends bytes that are no message, or
+//! declares a huge first message before saying who it is. Each time the
+//! link is dropped, the node keeps serving its clients, and a well-formed
+//! peer is taken again afterwards.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use common::{cluster_config, connect, roundtrip, start_cluster_node, ProcessGuard, TempDir};
+use mckv::cluster::{handshake, wire, Frame, PeerMessage};
+
+/// Node 0 of a two-node cluster whose node 1 is played by the test.
+struct Lone {
+    node: ProcessGuard,
+    peer_port: u16,
+    dir: TempDir,
+}
+
+fn start_lone_node() -> Lone {
+    let dir = TempDir::new("peer-links");
+    let (text, ports) = cluster_config(2, "linearizable", "");
+    let config = dir.0.join("config.ini");
+    std::fs::write(&config, &text).unwrap();
+    let node = start_cluster_node(&config, &dir.0, 0, ports[0]);
+    let peer_port = text
+        .split("[node.0]")
+        .nth(1)
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("peer = 127.0.0.1:")))
+        .and_then(|p| p.trim().parse().ok())
+        .expect("node 0's peer port");
+    // The peer port is bound just after the client port.
+    common::wait_for_port(peer_port, Duration::from_secs(10));
+    Lone {
+        node,
+        peer_port,
+        dir,
+    }
+}
+
+impl Lone {
+    fn show(&self) -> String {
+        let mut c = connect(self.node.port);
+        String::from_utf8_lossy(&roundtrip(&mut c, b"show\r\n", b"END\r\n")).into_owned()
+    }
+
+    fn assert_serving(&self) {
+        let mut c = connect(self.node.port);
+        let version = roundtrip(&mut c, b"version\r\n", b"\r\n");
+        assert!(version.starts_with(b"VERSION "), "{version:?}");
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.0.join("node0.log")).unwrap_or_default()
+    }
+
+    /// Waits (at most 10 s) until node 0 shows node 1 in `state`.
+    fn wait_for_node1(&self, state: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let show = self.show();
+            let line = show.lines().find(|l| l.starts_with("NODE 1 "));
+            if line.and_then(|l| l.split(' ').nth(3)) == Some(state) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "node 1 never {state}:\n{show}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn dial(&self) -> TcpStream {
+        let stream = TcpStream::connect(("127.0.0.1", self.peer_port)).expect("peer port");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        stream
+    }
+}
+
+fn encoded(message: &PeerMessage) -> Vec<u8> {
+    let mut out = Vec::new();
+    wire::encode(message, &mut out);
+    out
+}
+
+fn hello() -> Vec<u8> {
+    encoded(&PeerMessage::Hello(handshake::hello(
+        "test-secret",
+        "test",
+        1,
+        7,
+    )))
+}
+
+fn heartbeat() -> Vec<u8> {
+    encoded(&PeerMessage::Frame(Frame {
+        clock: 3,
+        ..Frame::default()
+    }))
+}
+
+/// Whether the node closed the link (EOF or reset) before 5 s passed.
+fn closed_by_node(mut link: TcpStream) -> bool {
+    let mut buf = [0u8; 1024];
+    loop {
+        match link.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue, // a frame of the node's own
+            Err(e) => {
+                return !matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                )
+            }
+        }
+    }
+}
+
+#[test]
+fn a_peer_that_vanishes_mid_frame_is_dropped_and_taken_again() {
+    let lone = start_lone_node();
+    let mut link = lone.dial();
+    let frame = heartbeat();
+    let mut sent = hello();
+    sent.extend_from_slice(&frame[..frame.len() / 2]);
+    link.write_all(&sent).unwrap();
+    lone.wait_for_node1("up");
+    drop(link);
+    lone.wait_for_node1("down");
+    lone.assert_serving();
+
+    let mut again = lone.dial();
+    let mut sent = hello();
+    sent.extend_from_slice(&heartbeat());
+    again.write_all(&sent).unwrap();
+    lone.wait_for_node1("up");
+    lone.assert_serving();
+}
+
+#[test]
+fn bytes_that_are_no_message_close_the_link() {
+    let lone = start_lone_node();
+    let mut link = lone.dial();
+    // An HTTP request: its first four bytes read as a 1.2 GB length.
+    link.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    assert!(closed_by_node(link), "{}", lone.log());
+    let mut link = lone.dial();
+    // A hello-sized message that is no hello.
+    link.write_all(&[0, 0, 0, 3, 9, 9, 9]).unwrap();
+    assert!(closed_by_node(link), "{}", lone.log());
+    lone.assert_serving();
+    assert!(lone.log().contains("peer link refused"), "{}", lone.log());
+}
+
+#[test]
+fn a_stranger_cannot_announce_a_huge_first_message() {
+    let lone = start_lone_node();
+    let mut link = lone.dial();
+    // 200 MiB declared (under the 256 MiB a trusted peer may send), then a start.
+    let mut sent = (200u32 << 20).to_be_bytes().to_vec();
+    sent.extend_from_slice(&[0u8; 4096]);
+    link.write_all(&sent).unwrap();
+    assert!(closed_by_node(link), "{}", lone.log());
+    lone.assert_serving();
+}
