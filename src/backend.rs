@@ -52,8 +52,11 @@ pub enum Work {
         stamp: Stamp,
         reply_to: ReplyTo,
     },
-    /// Eventual mode: keep the newer of these and what is held.
-    ApplyVersions(Vec<Version>),
+    /// Eventual mode: keep the newer of these (from peer `from`) and what is held.
+    ApplyVersions {
+        from: NodeId,
+        versions: Vec<Version>,
+    },
     /// Eventual mode: every version changed after `since`, for `peer`.
     Collect { peer: NodeId, since: u64 },
     /// Eventual mode: tombstones every peer has synced past can go.
@@ -73,6 +76,8 @@ pub enum Done {
         versions: Vec<Version>,
         upto: u64,
     },
+    /// Versions from `from` the store could not keep: sync from it again.
+    ApplyFailed { from: NodeId },
 }
 
 /// Counters the worker keeps and the reactor reads for `stats` without waiting.
@@ -259,22 +264,30 @@ impl Executor {
                     emit(Done::Published(self.publish(&op, stamp)));
                 }
             }
-            Work::ApplyVersions(versions) => {
+            Work::ApplyVersions { from, versions } => {
                 let now = store::unix_now();
-                for version in &versions {
-                    self.versions
-                        .apply_remote(self.store.as_mut(), version, now);
+                let store = self.store.as_mut();
+                let failed = versions
+                    .iter()
+                    .map(|v| self.versions.apply_remote(store, v, now))
+                    .filter_map(Result::err)
+                    .last();
+                if let Some(e) = failed {
+                    log::warn!("cannot keep versions from node {from} ({e:?}); syncing again");
+                    emit(Done::ApplyFailed { from });
                 }
             }
             Work::Collect { peer, since } => {
-                let (versions, upto) =
-                    self.versions
-                        .since(self.store.as_mut(), since, store::unix_now());
-                emit(Done::Collected {
-                    peer,
-                    versions,
-                    upto,
-                });
+                let now = store::unix_now();
+                match self.versions.since(self.store.as_mut(), since, now) {
+                    Ok((versions, upto)) => emit(Done::Collected {
+                        peer,
+                        versions,
+                        upto,
+                    }),
+                    // Unanswered, node `peer` asks again.
+                    Err(e) => log::warn!("cannot answer node {peer}'s sync request: {e:?}"),
+                }
             }
             Work::ForgetTombstones { synced } => self.versions.forget_tombstones(synced),
         }
@@ -301,34 +314,8 @@ impl Executor {
     /// The versions a write that changed the store left.
     fn publish(&mut self, op: &Op, stamp: Stamp) -> Vec<Version> {
         let store = self.store.as_mut();
-        let now = op.now;
-        match &op.request.command {
-            Command::FlushAll { .. } => vec![self.versions.record_flush(stamp)],
-            Command::Get(get) => {
-                let mut keys: Vec<&Vec<u8>> = get.keys.iter().collect();
-                keys.sort();
-                keys.dedup();
-                let mut versions = Vec::new();
-                for key in keys {
-                    if matches!(store.export(key, now), Ok(Some(_))) {
-                        versions.push(self.versions.record_local(store, key, stamp, now));
-                    }
-                }
-                versions
-            }
-            Command::Store(s) => vec![self.versions.record_local(store, &s.key, stamp, now)],
-            Command::Arith(a) => vec![self.versions.record_local(store, &a.key, stamp, now)],
-            Command::TooLarge { key, .. }
-            | Command::Delete { key }
-            | Command::Touch { key, .. } => {
-                vec![self.versions.record_local(store, key, stamp, now)]
-            }
-            Command::Version
-            | Command::Verbosity
-            | Command::Stats(_)
-            | Command::Show
-            | Command::Quit => Vec::new(),
-        }
+        self.versions
+            .record_write(store, &op.request.command, stamp, op.now)
     }
 
     fn publish_counters(&self) {

@@ -37,7 +37,7 @@ use std::time::Instant;
 use mckv::backend::ReplyTo;
 use mckv::cluster::eventual::EventualEngine;
 use mckv::cluster::version::{State, Version};
-use mckv::cluster::{wire, Effect, NodeId, Op, PeerMessage, Stamp, View};
+use mckv::cluster::{wire, Effect, NodeId, PeerMessage, Stamp, View};
 use mckv::protocol::{Arith, Command, Get, Key, Limits, Request, StoreMode};
 use mckv::store::memory::MemoryStore;
 use mckv::store::versions::VersionLog;
@@ -733,7 +733,7 @@ impl Sim {
             if n == id {
                 continue;
             }
-            let (all, _) = node.log.since(&mut node.store, 0, NOW);
+            let (all, _) = node.log.since(&mut node.store, 0, NOW).unwrap();
             let flushed = all
                 .iter()
                 .filter(|v| v.state == State::Flushed)
@@ -978,7 +978,9 @@ fn carry_out(node: &mut Node, effects: &mut Vec<Effect>, acks: &mut Vec<Ack>) {
                 if !executed.changed {
                     continue;
                 }
-                let versions = publish(node, &op, stamp);
+                let versions =
+                    node.log
+                        .record_write(&mut node.store, &op.request.command, stamp, op.now);
                 acks.extend(versions.iter().map(|v| Ack {
                     version: v.clone(),
                     lost_in_crash: false,
@@ -987,47 +989,19 @@ fn carry_out(node: &mut Node, effects: &mut Vec<Effect>, acks: &mut Vec<Ack>) {
                     node.engine.on_local_versions(versions);
                 }
             }
-            Effect::ApplyVersions(versions) => {
+            Effect::ApplyVersions { versions, .. } => {
                 for version in &versions {
-                    node.log.apply_remote(&mut node.store, version, NOW);
+                    let applied = node.log.apply_remote(&mut node.store, version, NOW);
+                    applied.expect("the memory store keeps every version");
                 }
             }
             Effect::CollectForSync { peer, since } => {
-                let (versions, upto) = node.log.since(&mut node.store, since, NOW);
+                let answer = node.log.since(&mut node.store, since, NOW);
+                let (versions, upto) = answer.expect("the memory store is always readable");
                 node.engine.on_collected(peer, versions, upto);
             }
             Effect::ForgetTombstones { synced } => node.log.forget_tombstones(synced),
         }
-    }
-}
-
-/// The versions a just-executed write left (`Executor::publish`).
-fn publish(node: &mut Node, op: &Op, stamp: Stamp) -> Vec<Version> {
-    let (store, log, now) = (&mut node.store, &mut node.log, op.now);
-    match &op.request.command {
-        Command::FlushAll { .. } => vec![log.record_flush(stamp)],
-        Command::Get(get) => {
-            let mut keys: Vec<&Key> = get.keys.iter().collect();
-            keys.sort();
-            keys.dedup();
-            let mut versions = Vec::new();
-            for key in keys {
-                if matches!(store.export(key, now), Ok(Some(_))) {
-                    versions.push(log.record_local(store, key, stamp, now));
-                }
-            }
-            versions
-        }
-        Command::Store(s) => vec![log.record_local(store, &s.key, stamp, now)],
-        Command::Arith(a) => vec![log.record_local(store, &a.key, stamp, now)],
-        Command::TooLarge { key, .. } | Command::Delete { key } | Command::Touch { key, .. } => {
-            vec![log.record_local(store, key, stamp, now)]
-        }
-        Command::Version
-        | Command::Verbosity
-        | Command::Stats(_)
-        | Command::Show
-        | Command::Quit => Vec::new(),
     }
 }
 

@@ -65,7 +65,10 @@ pub enum Effect {
     },
     /// Eventual mode: keep each of these peer versions that is newer than
     /// what is held (last writer wins).
-    ApplyVersions(Vec<Version>),
+    ApplyVersions {
+        from: NodeId,
+        versions: Vec<Version>,
+    },
     /// Eventual mode: collect every version changed after `since` for `peer`.
     CollectForSync { peer: NodeId, since: u64 },
     /// Eventual mode: every peer has synced past change `synced`.

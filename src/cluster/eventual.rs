@@ -185,6 +185,14 @@ impl EventualEngine {
         }
     }
 
+    /// The store could not keep some of `peer`'s versions: everything of
+    /// its is asked for again (applying a version twice changes nothing).
+    pub fn on_apply_failed(&mut self, peer: NodeId) {
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.synced_from = 0;
+        }
+    }
+
     /// The worker's answer to `peer`'s sync request.
     pub fn on_collected(&mut self, peer: NodeId, versions: Vec<Version>, upto: u64) {
         if let Some(p) = self.peers.get_mut(&peer) {
@@ -200,7 +208,10 @@ impl EventualEngine {
         self.clock.observe(frame.clock);
         if !frame.versions.is_empty() {
             self.stats.versions_received += frame.versions.len() as u64;
-            out.push(Effect::ApplyVersions(frame.versions));
+            out.push(Effect::ApplyVersions {
+                from,
+                versions: frame.versions,
+            });
         }
         if let Some(request) = frame.sync_request {
             let since = if request.incarnation == self.incarnation {
@@ -413,5 +424,20 @@ mod tests {
         engine.heartbeat(&mut Vec::new());
         let request = engine.outgoing(2).unwrap().sync_request;
         assert_eq!(request, mark(NEW_RUN, 3));
+    }
+
+    #[test]
+    fn versions_the_store_could_not_keep_are_asked_for_again() {
+        let mut engine = node_one();
+        engine.outgoing(2);
+        let answer = Frame {
+            sync_complete: mark(OLD_RUN, 40),
+            ..Frame::default()
+        };
+        engine.on_frame(2, answer, &mut Vec::new());
+        engine.on_apply_failed(2);
+        engine.heartbeat(&mut Vec::new());
+        let request = engine.outgoing(2).unwrap().sync_request;
+        assert_eq!(request, mark(OLD_RUN, 0));
     }
 }

@@ -93,6 +93,13 @@ impl Replicator {
         }
     }
 
+    /// The store could not keep versions from `peer`.
+    pub fn on_apply_failed(&mut self, peer: NodeId) {
+        if let Replicator::Eventual(e) = self {
+            e.on_apply_failed(peer);
+        }
+    }
+
     /// The store's answer to `peer`'s sync request.
     pub fn on_collected(&mut self, peer: NodeId, versions: Vec<Version>, upto: u64) {
         if let Replicator::Eventual(e) = self {

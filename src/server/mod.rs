@@ -492,7 +492,7 @@ impl Server {
                     stamp,
                     reply_to,
                 },
-                Effect::ApplyVersions(versions) => Work::ApplyVersions(versions),
+                Effect::ApplyVersions { from, versions } => Work::ApplyVersions { from, versions },
                 Effect::CollectForSync { peer, since } => Work::Collect { peer, since },
                 Effect::ForgetTombstones { synced } => Work::ForgetTombstones { synced },
                 Effect::Refuse { reply_to, reason } => {
@@ -603,6 +603,7 @@ impl Server {
                     versions,
                     upto,
                 } => self.engine.on_collected(peer, versions, upto),
+                Done::ApplyFailed { from } => self.engine.on_apply_failed(from),
             }
         }
         self.done = done;

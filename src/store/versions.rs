@@ -12,10 +12,10 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use super::{Store, UnixTime};
+use super::{Store, StoreResult, UnixTime};
 use crate::cluster::version::{State, Version};
 use crate::cluster::Stamp;
-use crate::protocol::Key;
+use crate::protocol::{Command, Key};
 
 #[derive(Debug, Clone, Copy)]
 struct Known {
@@ -65,32 +65,75 @@ impl VersionLog {
     }
 
     /// Records what a local write stamped `stamp` left under `key`, and
-    /// returns it as the version to push.
-    pub fn record_local(
+    /// returns it as the version to push. If the store cannot say (a
+    /// memcached that stopped answering), the key is still recorded as
+    /// changed, so the next sync answer reads it again; nothing is pushed.
+    fn record_local(
         &mut self,
         store: &mut dyn Store,
         key: &[u8],
         stamp: Stamp,
         now: UnixTime,
-    ) -> Version {
+    ) -> Option<Version> {
         let state = match store.export(key, now) {
             Ok(Some(item)) => State::Present(item),
             Ok(None) => State::Deleted,
             Err(e) => {
-                log::error!("cannot read back a local write for replication: {e:?}");
-                State::Deleted
+                log::warn!("cannot read back a local write to push it: {e:?}");
+                self.note(key, stamp, false);
+                return None;
             }
         };
         self.note(key, stamp, state == State::Deleted);
-        Version {
+        Some(Version {
             key: key.to_vec(),
             stamp,
             state,
-        }
+        })
+    }
+
+    /// Records what a client's write stamped `stamp`, just executed and
+    /// found to have changed the store, left; returns the versions to push.
+    pub fn record_write(
+        &mut self,
+        store: &mut dyn Store,
+        command: &Command,
+        stamp: Stamp,
+        now: UnixTime,
+    ) -> Vec<Version> {
+        let key = match command {
+            Command::FlushAll { .. } => return vec![self.record_flush(stamp)],
+            Command::Get(get) => {
+                // `gat`: the hits got a new expiry.
+                let mut keys: Vec<&Key> = get.keys.iter().collect();
+                keys.sort();
+                keys.dedup();
+                let mut versions = Vec::new();
+                for key in keys {
+                    if matches!(store.export(key, now), Ok(Some(_))) {
+                        versions.extend(self.record_local(store, key, stamp, now));
+                    }
+                }
+                return versions;
+            }
+            Command::Store(s) => &s.key,
+            Command::Arith(a) => &a.key,
+            Command::TooLarge { key, .. }
+            | Command::Delete { key }
+            | Command::Touch { key, .. } => key,
+            Command::Version
+            | Command::Verbosity
+            | Command::Stats(_)
+            | Command::Show
+            | Command::Quit => return Vec::new(),
+        };
+        self.record_local(store, key, stamp, now)
+            .into_iter()
+            .collect()
     }
 
     /// Records a local `flush_all` stamped `stamp` (the store already did it).
-    pub fn record_flush(&mut self, stamp: Stamp) -> Version {
+    fn record_flush(&mut self, stamp: Stamp) -> Version {
         self.apply_flush(stamp);
         Version {
             key: Vec::new(),
@@ -99,68 +142,77 @@ impl VersionLog {
         }
     }
 
-    fn apply_flush(&mut self, stamp: Stamp) -> Vec<Key> {
+    /// Keys whose versions a flush stamped `stamp` removes.
+    fn older_than(&self, stamp: Stamp) -> Vec<Key> {
+        self.known
+            .iter()
+            .filter(|(_, k)| k.stamp < stamp)
+            .map(|(key, _)| key.clone())
+            .collect()
+    }
+
+    fn apply_flush(&mut self, stamp: Stamp) {
         let seq = self.next_seq();
         if let Some((_, old_seq)) = self.flushed.replace((stamp, seq)) {
             self.changes.remove(&old_seq);
         }
         self.changes.insert(seq, Vec::new());
-        let dead: Vec<Key> = self
-            .known
-            .iter()
-            .filter(|(_, k)| k.stamp < stamp)
-            .map(|(key, _)| key.clone())
-            .collect();
-        for key in &dead {
-            if let Some(old) = self.known.remove(key) {
+        for key in self.older_than(stamp) {
+            if let Some(old) = self.known.remove(&key) {
                 self.changes.remove(&old.seq);
             }
         }
-        dead
     }
 
     /// Applies a peer's version if it is newer than what this replica holds
-    /// (last writer wins). Returns whether it changed anything.
+    /// (last writer wins). Returns whether it changed anything; a store
+    /// error leaves the version unrecorded, to be applied when it comes again.
     pub fn apply_remote(
         &mut self,
         store: &mut dyn Store,
         version: &Version,
         now: UnixTime,
-    ) -> bool {
+    ) -> StoreResult<bool> {
         if self.is_flushed(version.stamp) {
-            return false;
+            return Ok(false);
         }
         if version.state == State::Flushed {
             if self.flushed.is_some_and(|(held, _)| version.stamp <= held) {
-                return false; // the same flush again, or an older one
+                return Ok(false); // the same flush again, or an older one
             }
-            for key in self.apply_flush(version.stamp) {
-                let _ = store.delete(&key, now);
+            // Removed from the store first: a failure leaves the flush
+            // unrecorded, so all of it is applied again.
+            for key in self.older_than(version.stamp) {
+                store.delete(&key, now)?;
             }
-            return true;
+            self.apply_flush(version.stamp);
+            return Ok(true);
         }
         if self
             .known
             .get(&version.key)
             .is_some_and(|k| k.stamp >= version.stamp)
         {
-            return false;
+            return Ok(false);
         }
         let item = match &version.state {
             State::Present(item) => Some(item),
             _ => None,
         };
-        if let Err(e) = store.import(&version.key, item, version.stamp.cas_unique(), now) {
-            log::warn!("cannot keep a replicated version: {e:?}");
-            return false;
-        }
+        store.import(&version.key, item, version.stamp.cas_unique(), now)?;
         self.note(&version.key, version.stamp, item.is_none());
-        true
+        Ok(true)
     }
 
     /// Every change after `since`, as current versions, and the sequence
-    /// number they bring the asker up to.
-    pub fn since(&self, store: &mut dyn Store, since: u64, now: UnixTime) -> (Vec<Version>, u64) {
+    /// number they bring the asker up to. Fails if the store cannot be read:
+    /// an answer must never turn an unreadable value into a tombstone.
+    pub fn since(
+        &self,
+        store: &mut dyn Store,
+        since: u64,
+        now: UnixTime,
+    ) -> StoreResult<(Vec<Version>, u64)> {
         let mut versions = Vec::new();
         for (_, key) in self.changes.range(since + 1..) {
             if key.is_empty() {
@@ -176,9 +228,12 @@ impl VersionLog {
             let Some(known) = self.known.get(key) else {
                 continue;
             };
-            let state = match (known.deleted, store.export(key, now)) {
-                (false, Ok(Some(item))) => State::Present(item),
-                _ => State::Deleted,
+            let state = match known.deleted {
+                true => State::Deleted,
+                // Expired since: gone, as a tombstone of the same stamp.
+                false => store
+                    .export(key, now)?
+                    .map_or(State::Deleted, State::Present),
             };
             versions.push(Version {
                 key: key.clone(),
@@ -186,7 +241,7 @@ impl VersionLog {
                 state,
             });
         }
-        (versions, self.last_seq)
+        Ok((versions, self.last_seq))
     }
 
     /// Forgets tombstones every peer has synced past (changed at or below `synced`).
@@ -262,7 +317,7 @@ mod tests {
         for order in [[0, 1, 2], [2, 1, 0], [1, 2, 0]] {
             let (mut s, mut log) = (store(), VersionLog::new());
             for i in order {
-                log.apply_remote(&mut s, &versions[i], NOW);
+                log.apply_remote(&mut s, &versions[i], NOW).unwrap();
             }
             assert_eq!(value(&mut s, "k"), Some(b"c".to_vec()));
             assert_eq!(log.stamp(b"k"), Some(stamp(5, 2)));
@@ -277,27 +332,33 @@ mod tests {
             stamp: stamp(4, 0),
             state: State::Deleted,
         };
-        assert!(log.apply_remote(&mut s, &delete, NOW));
-        assert!(!log.apply_remote(&mut s, &put("k", 3, 1, "old"), NOW));
+        assert!(log.apply_remote(&mut s, &delete, NOW).unwrap());
+        assert!(!log
+            .apply_remote(&mut s, &put("k", 3, 1, "old"), NOW)
+            .unwrap());
         assert_eq!(value(&mut s, "k"), None);
-        assert!(log.apply_remote(&mut s, &put("k", 6, 1, "new"), NOW));
+        assert!(log
+            .apply_remote(&mut s, &put("k", 6, 1, "new"), NOW)
+            .unwrap());
         assert_eq!(value(&mut s, "k"), Some(b"new".to_vec()));
     }
 
     #[test]
     fn flush_removes_what_is_older_and_refuses_late_old_writes() {
         let (mut s, mut log) = (store(), VersionLog::new());
-        log.apply_remote(&mut s, &put("a", 1, 0, "x"), NOW);
-        log.apply_remote(&mut s, &put("b", 9, 0, "y"), NOW);
+        log.apply_remote(&mut s, &put("a", 1, 0, "x"), NOW).unwrap();
+        log.apply_remote(&mut s, &put("b", 9, 0, "y"), NOW).unwrap();
         let flush = Version {
             key: Vec::new(),
             stamp: stamp(5, 1),
             state: State::Flushed,
         };
-        log.apply_remote(&mut s, &flush, NOW);
+        log.apply_remote(&mut s, &flush, NOW).unwrap();
         assert_eq!(value(&mut s, "a"), None);
         assert_eq!(value(&mut s, "b"), Some(b"y".to_vec()));
-        assert!(!log.apply_remote(&mut s, &put("c", 2, 2, "late"), NOW));
+        assert!(!log
+            .apply_remote(&mut s, &put("c", 2, 2, "late"), NOW)
+            .unwrap());
         assert_eq!(value(&mut s, "c"), None);
     }
 
@@ -305,26 +366,194 @@ mod tests {
     fn since_returns_only_what_changed() {
         let (mut s, mut log) = (store(), VersionLog::new());
         for i in 0..100 {
-            log.apply_remote(&mut s, &put(&format!("k{i}"), 1, 0, "v"), NOW);
+            log.apply_remote(&mut s, &put(&format!("k{i}"), 1, 0, "v"), NOW)
+                .unwrap();
         }
-        let (all, upto) = log.since(&mut s, 0, NOW);
+        let (all, upto) = log.since(&mut s, 0, NOW).unwrap();
         assert_eq!((all.len(), upto), (100, 100));
-        log.apply_remote(&mut s, &put("k7", 2, 0, "w"), NOW);
-        let (changed, upto) = log.since(&mut s, upto, NOW);
+        log.apply_remote(&mut s, &put("k7", 2, 0, "w"), NOW)
+            .unwrap();
+        let (changed, upto) = log.since(&mut s, upto, NOW).unwrap();
         assert_eq!(changed, vec![put("k7", 2, 0, "w")]);
         assert_eq!(upto, 101);
+    }
+
+    /// A memory store that fails every call while `broken` (a memcached
+    /// that stopped answering).
+    struct Flaky {
+        inner: MemoryStore,
+        broken: bool,
+    }
+
+    impl Flaky {
+        fn check(&self) -> StoreResult<()> {
+            match self.broken {
+                true => Err(crate::store::StoreError::Backend("down".into())),
+                false => Ok(()),
+            }
+        }
+    }
+
+    impl Store for Flaky {
+        fn get_many(
+            &mut self,
+            keys: &[Key],
+            now: UnixTime,
+        ) -> StoreResult<Vec<Option<crate::store::Item>>> {
+            self.check()?;
+            self.inner.get_many(keys, now)
+        }
+        fn get_and_touch(
+            &mut self,
+            keys: &[Key],
+            expiry: Expiry,
+            now: UnixTime,
+        ) -> StoreResult<Vec<Option<crate::store::Item>>> {
+            self.check()?;
+            self.inner.get_and_touch(keys, expiry, now)
+        }
+        fn store(
+            &mut self,
+            write: crate::store::Write<'_>,
+            now: UnixTime,
+        ) -> StoreResult<crate::store::StoreStatus> {
+            self.check()?;
+            self.inner.store(write, now)
+        }
+        fn delete(&mut self, key: &[u8], now: UnixTime) -> StoreResult<bool> {
+            self.check()?;
+            self.inner.delete(key, now)
+        }
+        fn arith(
+            &mut self,
+            key: &[u8],
+            incr: bool,
+            delta: u64,
+            cas: u64,
+            now: UnixTime,
+        ) -> StoreResult<crate::store::ArithOutcome> {
+            self.check()?;
+            self.inner.arith(key, incr, delta, cas, now)
+        }
+        fn touch(&mut self, key: &[u8], expiry: Expiry, now: UnixTime) -> StoreResult<bool> {
+            self.check()?;
+            self.inner.touch(key, expiry, now)
+        }
+        fn flush_all(&mut self, at: Option<UnixTime>, now: UnixTime) -> StoreResult<()> {
+            self.check()?;
+            self.inner.flush_all(at, now)
+        }
+        fn stats(&self) -> crate::store::StoreStats {
+            self.inner.stats()
+        }
+        fn export(&mut self, key: &[u8], now: UnixTime) -> StoreResult<Option<Item>> {
+            self.check()?;
+            self.inner.export(key, now)
+        }
+        fn import(
+            &mut self,
+            key: &[u8],
+            item: Option<&Item>,
+            cas: u64,
+            now: UnixTime,
+        ) -> StoreResult<()> {
+            self.check()?;
+            self.inner.import(key, item, cas, now)
+        }
+    }
+
+    fn flaky() -> Flaky {
+        Flaky {
+            inner: store(),
+            broken: false,
+        }
+    }
+
+    #[test]
+    fn a_version_the_store_cannot_keep_is_not_recorded() {
+        let (mut s, mut log) = (flaky(), VersionLog::new());
+        s.broken = true;
+        assert!(log.apply_remote(&mut s, &put("k", 1, 0, "v"), NOW).is_err());
+        assert_eq!(log.stamp(b"k"), None, "so it is taken when it comes again");
+        s.broken = false;
+        assert_eq!(
+            log.apply_remote(&mut s, &put("k", 1, 0, "v"), NOW),
+            Ok(true)
+        );
+        assert_eq!(value(&mut s.inner, "k"), Some(b"v".to_vec()));
+    }
+
+    #[test]
+    fn an_unreadable_store_gives_no_sync_answer_rather_than_tombstones() {
+        let (mut s, mut log) = (flaky(), VersionLog::new());
+        log.apply_remote(&mut s, &put("k", 1, 0, "v"), NOW).unwrap();
+        s.broken = true;
+        assert!(log.since(&mut s, 0, NOW).is_err());
+        s.broken = false;
+        let (versions, _) = log.since(&mut s, 0, NOW).unwrap();
+        assert_eq!(versions, vec![put("k", 1, 0, "v")]);
+    }
+
+    #[test]
+    fn a_local_write_that_cannot_be_read_back_is_synced_later() {
+        let (mut s, mut log) = (flaky(), VersionLog::new());
+        s.inner
+            .import(b"k", Some(&item("v")), stamp(3, 0).cas_unique(), NOW)
+            .unwrap();
+        s.broken = true;
+        let set = crate::protocol::Store {
+            mode: crate::protocol::StoreMode::Set,
+            key: b"k".to_vec(),
+            flags: 0,
+            exptime: 0,
+            value: b"v".to_vec(),
+        };
+        assert!(log
+            .record_write(&mut s, &Command::Store(set), stamp(3, 0), NOW)
+            .is_empty());
+        s.broken = false;
+        let (versions, _) = log.since(&mut s, 0, NOW).unwrap();
+        assert_eq!(
+            versions,
+            vec![put("k", 3, 0, "v")],
+            "read back at the next sync"
+        );
+    }
+
+    #[test]
+    fn a_flush_that_cannot_delete_everything_is_applied_again() {
+        let (mut s, mut log) = (flaky(), VersionLog::new());
+        log.apply_remote(&mut s, &put("a", 1, 0, "x"), NOW).unwrap();
+        let flush = Version {
+            key: Vec::new(),
+            stamp: stamp(5, 1),
+            state: State::Flushed,
+        };
+        s.broken = true;
+        assert!(log.apply_remote(&mut s, &flush, NOW).is_err());
+        s.broken = false;
+        assert_eq!(log.apply_remote(&mut s, &flush, NOW), Ok(true));
+        assert_eq!(value(&mut s.inner, "a"), None);
+    }
+
+    fn item(value: &str) -> Item {
+        Item {
+            flags: 0,
+            expiry: Expiry::Never,
+            value: value.as_bytes().to_vec(),
+        }
     }
 
     #[test]
     fn tombstones_are_forgotten_only_once_synced_past() {
         let (mut s, mut log) = (store(), VersionLog::new());
-        log.apply_remote(&mut s, &put("k", 1, 0, "v"), NOW);
+        log.apply_remote(&mut s, &put("k", 1, 0, "v"), NOW).unwrap();
         let delete = Version {
             key: b"k".to_vec(),
             stamp: stamp(2, 0),
             state: State::Deleted,
         };
-        log.apply_remote(&mut s, &delete, NOW);
+        log.apply_remote(&mut s, &delete, NOW).unwrap();
         log.forget_tombstones(1);
         assert_eq!(log.len(), 1, "the tombstone (seq 2) is not synced past yet");
         log.forget_tombstones(2);
