@@ -120,7 +120,7 @@ fn settings(args: &ServerArgs) -> Result<Settings, String> {
         node.kv_type = kv_type;
     }
     if config.nodes.len() > 1 {
-        check_mode(&cluster, &config, node.kv_type)?;
+        check_mode(&cluster)?;
     }
     node.client = override_addr(&node.client, args.host.as_deref(), args.port)?;
     node.kv_addr = override_addr(&node.kv_addr, args.kv_host.as_deref(), args.kv_port)?;
@@ -132,17 +132,9 @@ fn settings(args: &ServerArgs) -> Result<Settings, String> {
 }
 
 /// Which modes a multi-node cluster can run with this build.
-fn check_mode(cluster: &ClusterConfig, config: &Config, own_kv: KvType) -> Result<(), String> {
-    let memcache =
-        own_kv == KvType::Memcache || config.nodes.iter().any(|n| n.kv_type == KvType::Memcache);
+fn check_mode(cluster: &ClusterConfig) -> Result<(), String> {
     match cluster.consistency {
-        Consistency::Linearizable | Consistency::Sequential => Ok(()),
-        Consistency::Eventual if memcache => Err(
-            "consistency = eventual needs kv_type = memory on every node (versions travel with the \
-             embedded store's items)"
-                .into(),
-        ),
-        Consistency::Eventual => Ok(()),
+        Consistency::Linearizable | Consistency::Sequential | Consistency::Eventual => Ok(()),
         Consistency::Causal => Err(
             "consistency = causal across several nodes is not implemented yet; \
              use linearizable, sequential or eventual, or a one-node config"

@@ -33,6 +33,7 @@ use super::{
     apply_delta, ArithOutcome, Expiry, Item, Store, StoreError, StoreResult, StoreStats,
     StoreStatus, UnixTime, Write,
 };
+use crate::cluster::version;
 use crate::protocol::{Key, StoreMode};
 
 /// How long calls fail fast after memcached stopped answering.
@@ -142,6 +143,8 @@ pub struct MemcacheStore {
     timeout: Duration,
     clients: Option<Clients>,
     retry_at: Option<Instant>,
+    /// memcached is to be emptied before its first use (see [`MemcacheStore::starting_empty`]).
+    empty_first: bool,
 }
 
 type Answer<T> = Result<T, MemcacheError>;
@@ -154,7 +157,18 @@ impl MemcacheStore {
             timeout,
             clients: None,
             retry_at: None,
+            empty_first: false,
         }
+    }
+
+    /// A store that empties its memcached before anything else, so a node
+    /// restarts empty whatever its memcached kept. Eventual mode needs it:
+    /// what memcached held from an earlier run has no version in the new
+    /// run's log, so it would be served but never replicated; syncing from
+    /// the peers refills the store instead.
+    pub fn starting_empty(mut self) -> MemcacheStore {
+        self.empty_first = true;
+        self
     }
 
     fn connect(&self) -> Answer<Clients> {
@@ -196,6 +210,14 @@ impl MemcacheStore {
                 Ok(clients) => self.clients = Some(clients),
                 Err(e) => return Err(self.fail(e)),
             }
+        }
+        if self.empty_first {
+            let clients = self.clients.as_ref().expect("connected above");
+            if let Err(e) = clients.ascii.flush() {
+                return Err(self.fail(e));
+            }
+            log::info!("memcached at {}: emptied for a fresh start", self.addr);
+            self.empty_first = false;
         }
         let clients = self.clients.as_ref().expect("connected above");
         match op(clients) {
@@ -414,5 +436,34 @@ impl Store for MemcacheStore {
 
     fn stats(&self) -> StoreStats {
         StoreStats::default()
+    }
+
+    fn export(&mut self, key: &[u8], now: UnixTime) -> StoreResult<Option<version::Item>> {
+        let key = key_str(key)?;
+        let found = self.call(|c| MemcacheStore::fetch(c, key))?;
+        Ok(found
+            .filter(|item| !item.expiry.has_passed(now))
+            .map(|item| version::Item {
+                flags: item.flags,
+                expiry: item.expiry,
+                value: item.data,
+            }))
+    }
+
+    fn import(
+        &mut self,
+        key: &[u8],
+        item: Option<&version::Item>,
+        cas: u64,
+        now: UnixTime,
+    ) -> StoreResult<()> {
+        let key = key_str(key)?;
+        self.call(|c| match item {
+            Some(item) => {
+                let value = Outgoing::new(item.flags, cas, item.expiry, &item.value);
+                c.ascii.set(key, value, exptime(item.expiry, now))
+            }
+            None => c.ascii.delete(key).map(drop),
+        })
     }
 }

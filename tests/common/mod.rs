@@ -405,7 +405,9 @@ pub fn start_cluster_on_memcached(
     consistency: &str,
     extra_cluster_keys: &str,
 ) -> Cluster {
-    let backends: Vec<ProcessGuard> = (0..n).map(|_| start_memcached()).collect();
+    let backends: Vec<ProcessGuard> = (0..n)
+        .map(|_| start_memcached_with(&["-I", "2m"]))
+        .collect();
     let kv = |id: usize| {
         format!(
             "kv_type = memcache\nkv_addr = 127.0.0.1:{}",
