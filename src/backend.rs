@@ -23,7 +23,7 @@ use crossbeam_channel::{bounded, unbounded, Receiver, Sender, TrySendError};
 use mio::Waker;
 
 use crate::cluster::version::Version;
-use crate::cluster::{NodeId, Op, Stamp};
+use crate::cluster::{ChangeMark, NodeId, Op, Stamp};
 use crate::protocol::Command;
 use crate::store::versions::VersionLog;
 use crate::store::{self, Store, StoreStats};
@@ -52,10 +52,12 @@ pub enum Work {
         stamp: Stamp,
         reply_to: ReplyTo,
     },
-    /// Eventual mode: keep the newer of these (from peer `from`) and what is held.
+    /// Eventual mode: keep the newer of these (from peer `from`) and what
+    /// is held; they may complete a sync answer.
     ApplyVersions {
         from: NodeId,
         versions: Vec<Version>,
+        completes: Option<ChangeMark>,
     },
     /// Eventual mode: every version changed after `since`, for `peer`.
     Collect { peer: NodeId, since: u64 },
@@ -76,8 +78,13 @@ pub enum Done {
         versions: Vec<Version>,
         upto: u64,
     },
-    /// Versions from `from` the store could not keep: sync from it again.
-    ApplyFailed { from: NodeId },
+    /// A sync answer from `from` is applied up to `mark`; `all_kept`: the
+    /// store kept every version of it.
+    SyncApplied {
+        from: NodeId,
+        mark: ChangeMark,
+        all_kept: bool,
+    },
 }
 
 /// Counters the worker keeps and the reactor reads for `stats` without waiting.
@@ -264,7 +271,11 @@ impl Executor {
                     emit(Done::Published(self.publish(&op, stamp)));
                 }
             }
-            Work::ApplyVersions { from, versions } => {
+            Work::ApplyVersions {
+                from,
+                versions,
+                completes,
+            } => {
                 let now = store::unix_now();
                 let store = self.store.as_mut();
                 let failed = versions
@@ -272,9 +283,17 @@ impl Executor {
                     .map(|v| self.versions.apply_remote(store, v, now))
                     .filter_map(Result::err)
                     .last();
-                if let Some(e) = failed {
-                    log::warn!("cannot keep versions from node {from} ({e:?}); syncing again");
-                    emit(Done::ApplyFailed { from });
+                if let Some(e) = &failed {
+                    // The next sync from that peer carries them again.
+                    log::warn!("cannot keep versions from node {from}: {e:?}");
+                }
+                if let Some(mark) = completes {
+                    let all_kept = failed.is_none();
+                    emit(Done::SyncApplied {
+                        from,
+                        mark,
+                        all_kept,
+                    });
                 }
             }
             Work::Collect { peer, since } => {

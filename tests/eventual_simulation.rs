@@ -989,10 +989,17 @@ fn carry_out(node: &mut Node, effects: &mut Vec<Effect>, acks: &mut Vec<Ack>) {
                     node.engine.on_local_versions(versions);
                 }
             }
-            Effect::ApplyVersions { versions, .. } => {
+            Effect::ApplyVersions {
+                from,
+                versions,
+                completes,
+            } => {
                 for version in &versions {
                     let applied = node.log.apply_remote(&mut node.store, version, NOW);
                     applied.expect("the memory store keeps every version");
+                }
+                if let Some(mark) = completes {
+                    node.engine.on_sync_applied(from, mark, true);
                 }
             }
             Effect::CollectForSync { peer, since } => {

@@ -36,7 +36,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
 use std::sync::Arc;
 
-use super::message::{Frame, Op, Proposal};
+use super::message::{ChangeMark, Frame, Op, Proposal};
 use super::version::Version;
 use super::{LamportClock, NodeId, Stamp, View};
 use crate::backend::ReplyTo;
@@ -68,6 +68,8 @@ pub enum Effect {
     ApplyVersions {
         from: NodeId,
         versions: Vec<Version>,
+        /// The sync answer these versions complete, if they do.
+        completes: Option<ChangeMark>,
     },
     /// Eventual mode: collect every version changed after `since` for `peer`.
     CollectForSync { peer: NodeId, since: u64 },

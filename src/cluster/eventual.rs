@@ -185,11 +185,24 @@ impl EventualEngine {
         }
     }
 
-    /// The store could not keep some of `peer`'s versions: everything of
-    /// its is asked for again (applying a version twice changes nothing).
-    pub fn on_apply_failed(&mut self, peer: NodeId) {
-        if let Some(p) = self.peers.get_mut(&peer) {
-            p.synced_from = 0;
+    /// The store has applied the versions of `peer`'s answer that completes
+    /// at `mark`; `all_kept`: it kept every one. Only then has this node
+    /// synced up to `mark`: a version the store refused (a memcached that
+    /// stopped answering, a full memory store) is asked for again in the
+    /// next round, and the next request must not tell the peer otherwise.
+    pub fn on_sync_applied(&mut self, peer: NodeId, mark: ChangeMark, all_kept: bool) {
+        let beats = self.beats;
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        if mark.incarnation != p.incarnation {
+            return; // the peer restarted meanwhile; its new run is synced anew
+        }
+        p.in_flight = false;
+        if all_kept {
+            // A repeated request may be answered twice; never step back.
+            p.synced_from = p.synced_from.max(mark.seq);
+            p.completed_at = beats;
         }
     }
 
@@ -206,11 +219,16 @@ impl EventualEngine {
         };
         peer.clock = peer.clock.max(frame.clock);
         self.clock.observe(frame.clock);
-        if !frame.versions.is_empty() {
-            self.stats.versions_received += frame.versions.len() as u64;
+        self.stats.versions_received += frame.versions.len() as u64;
+        // An answer from an earlier run of the peer completes nothing.
+        let completes = frame
+            .sync_complete
+            .filter(|done| done.incarnation == peer.incarnation);
+        if !frame.versions.is_empty() || completes.is_some() {
             out.push(Effect::ApplyVersions {
                 from,
                 versions: frame.versions,
+                completes,
             });
         }
         if let Some(request) = frame.sync_request {
@@ -221,14 +239,6 @@ impl EventualEngine {
                 0
             };
             out.push(Effect::CollectForSync { peer: from, since });
-        }
-        if let Some(done) = frame.sync_complete {
-            if done.incarnation == peer.incarnation {
-                // A repeated request may be answered twice; never step back.
-                peer.synced_from = peer.synced_from.max(done.seq);
-                peer.in_flight = false;
-                peer.completed_at = self.beats;
-            }
         }
     }
 
@@ -400,6 +410,35 @@ mod tests {
         assert_eq!(forget_horizon(&out), Some(200));
     }
 
+    /// Delivers `frame` from node 2 and lets a store that keeps (or, with
+    /// `all_kept` false, refuses) versions apply what it carries.
+    fn receive(engine: &mut EventualEngine, frame: Frame, all_kept: bool) {
+        let mut out = Vec::new();
+        engine.on_frame(2, frame, &mut out);
+        for effect in out {
+            if let Effect::ApplyVersions {
+                completes: Some(mark),
+                ..
+            } = effect
+            {
+                engine.on_sync_applied(2, mark, all_kept);
+            }
+        }
+    }
+
+    fn answer(incarnation: u64, seq: u64) -> Frame {
+        Frame {
+            sync_complete: mark(incarnation, seq),
+            ..Frame::default()
+        }
+    }
+
+    /// The sync request node 1 sends node 2 at the next round, if any.
+    fn next_request(engine: &mut EventualEngine) -> Option<ChangeMark> {
+        engine.heartbeat(&mut Vec::new());
+        engine.outgoing(2).and_then(|f| f.sync_request)
+    }
+
     #[test]
     fn an_answer_from_an_earlier_run_of_the_peer_is_dropped() {
         let mut engine = node_one();
@@ -407,37 +446,53 @@ mod tests {
         assert_eq!(request, mark(OLD_RUN, 0));
         // Node 2 restarts; its old link's last frame is read after the new hello.
         engine.peer_incarnation(2, NEW_RUN);
-        let late = Frame {
-            sync_complete: mark(OLD_RUN, 500),
-            ..Frame::default()
-        };
-        engine.on_frame(2, late, &mut Vec::new());
-        engine.heartbeat(&mut Vec::new());
-        let request = engine.outgoing(2).unwrap().sync_request;
-        assert_eq!(request, mark(NEW_RUN, 0), "the new run is asked from zero");
-
-        let answer = Frame {
-            sync_complete: mark(NEW_RUN, 3),
-            ..Frame::default()
-        };
-        engine.on_frame(2, answer, &mut Vec::new());
-        engine.heartbeat(&mut Vec::new());
-        let request = engine.outgoing(2).unwrap().sync_request;
-        assert_eq!(request, mark(NEW_RUN, 3));
+        receive(&mut engine, answer(OLD_RUN, 500), true);
+        assert_eq!(
+            next_request(&mut engine),
+            mark(NEW_RUN, 0),
+            "the new run is asked from zero"
+        );
+        receive(&mut engine, answer(NEW_RUN, 3), true);
+        assert_eq!(next_request(&mut engine), mark(NEW_RUN, 3));
     }
 
     #[test]
-    fn versions_the_store_could_not_keep_are_asked_for_again() {
+    fn an_answer_counts_only_once_the_store_kept_it() {
         let mut engine = node_one();
         engine.outgoing(2);
-        let answer = Frame {
-            sync_complete: mark(OLD_RUN, 40),
-            ..Frame::default()
+        // The answer arrives; the store (a worker) has not applied it yet.
+        let mut out = Vec::new();
+        engine.on_frame(2, answer(OLD_RUN, 40), &mut out);
+        let [Effect::ApplyVersions {
+            completes: Some(completed),
+            ..
+        }] = out[..]
+        else {
+            panic!("the answer goes to the store: {out:?}");
         };
-        engine.on_frame(2, answer, &mut Vec::new());
-        engine.on_apply_failed(2);
-        engine.heartbeat(&mut Vec::new());
-        let request = engine.outgoing(2).unwrap().sync_request;
-        assert_eq!(request, mark(OLD_RUN, 0));
+        assert_eq!(next_request(&mut engine), None, "one sync in flight");
+        // The store could not keep a version of it: asked again from where we were.
+        engine.on_sync_applied(2, completed, false);
+        assert_eq!(
+            next_request(&mut engine),
+            Some(ChangeMark {
+                incarnation: OLD_RUN,
+                seq: 0
+            })
+        );
+        receive(&mut engine, answer(OLD_RUN, 55), true);
+        assert_eq!(next_request(&mut engine), mark(OLD_RUN, 55));
+        // Applied after the peer restarted: it says nothing of the new run.
+        engine.outgoing(2);
+        engine.peer_incarnation(2, NEW_RUN);
+        engine.on_sync_applied(
+            2,
+            ChangeMark {
+                incarnation: OLD_RUN,
+                seq: 90,
+            },
+            true,
+        );
+        assert_eq!(next_request(&mut engine), mark(NEW_RUN, 0));
     }
 }

@@ -4,7 +4,7 @@
 
 use super::eventual::{EventualEngine, SyncStats};
 use super::version::Version;
-use super::{Effect, Engine, Frame, NodeId, View};
+use super::{ChangeMark, Effect, Engine, Frame, NodeId, View};
 use crate::backend::ReplyTo;
 use crate::protocol::Request;
 use crate::store::UnixTime;
@@ -93,10 +93,10 @@ impl Replicator {
         }
     }
 
-    /// The store could not keep versions from `peer`.
-    pub fn on_apply_failed(&mut self, peer: NodeId) {
+    /// The store has applied `peer`'s sync answer up to `mark`.
+    pub fn on_sync_applied(&mut self, peer: NodeId, mark: ChangeMark, all_kept: bool) {
         if let Replicator::Eventual(e) = self {
-            e.on_apply_failed(peer);
+            e.on_sync_applied(peer, mark, all_kept);
         }
     }
 

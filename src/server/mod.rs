@@ -492,7 +492,15 @@ impl Server {
                     stamp,
                     reply_to,
                 },
-                Effect::ApplyVersions { from, versions } => Work::ApplyVersions { from, versions },
+                Effect::ApplyVersions {
+                    from,
+                    versions,
+                    completes,
+                } => Work::ApplyVersions {
+                    from,
+                    versions,
+                    completes,
+                },
                 Effect::CollectForSync { peer, since } => Work::Collect { peer, since },
                 Effect::ForgetTombstones { synced } => Work::ForgetTombstones { synced },
                 Effect::Refuse { reply_to, reason } => {
@@ -603,7 +611,11 @@ impl Server {
                     versions,
                     upto,
                 } => self.engine.on_collected(peer, versions, upto),
-                Done::ApplyFailed { from } => self.engine.on_apply_failed(from),
+                Done::SyncApplied {
+                    from,
+                    mark,
+                    all_kept,
+                } => self.engine.on_sync_applied(from, mark, all_kept),
             }
         }
         self.done = done;
