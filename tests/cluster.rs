@@ -443,7 +443,7 @@ fn eventual_mode_on_memcached_backends_catches_up_after_restart() {
     killed_node_catches_up(cluster, |cluster| {
         let mut direct = connect(cluster.backends[2].port);
         let mut set = b"set leftover 0 0 17\r\n".to_vec();
-        set.extend_from_slice(&[0u8; 16]); // mckv's header: cas 0, no expiry
+        set.extend_from_slice(b"mkv1\0\0\0\0\0\0\0\x07\0\0\0\0"); // mckv's header: cas 7, no expiry
         set.extend_from_slice(b"x\r\n");
         assert_eq!(roundtrip(&mut direct, &set, b"\r\n"), b"STORED\r\n");
     });

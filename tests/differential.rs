@@ -1071,6 +1071,18 @@ fn flush_point_scripts() -> Vec<Script> {
                 b"\r\nappend $f 0 0 1\r\ne\r\nappend $f 0 0 2\r\nee\r\n",
             ]),
         ),
+        // An item at the size limit takes no append or prepend, and keeps its value.
+        one(
+            "append_past_the_limit",
+            cat(&[
+                b"set $ 0 0 1048513\r\n",
+                &repeat(b'a', 1_048_513),
+                b"\r\nappend $ 0 0 1\r\nz\r\nprepend $ 0 0 1\r\nz\r\n",
+                b"set $s 0 0 1048512\r\n",
+                &repeat(b'b', 1_048_512),
+                b"\r\nappend $s 0 0 1\r\nz\r\nappend $s 0 0 1\r\nz\r\nget $\r\n",
+            ]),
+        ),
     ]
 }
 
@@ -1096,16 +1108,17 @@ fn every_group_on_a_cluster(mode: &str) {
     }
 }
 
-/// The script groups that store data, against a node whose data lives in
-/// a memcached of its own: the header mckv keeps in front of each value
-/// must never show. Keys that are not UTF-8 are a documented limit of that
+/// Every script group against a node whose data lives in a memcached of
+/// its own: the header mckv keeps in front of each value must never show. Keys that are not UTF-8 are a documented limit of that
 /// backend (tests/memcache_backend.rs checks their error), so the one
 /// script made of them is left out.
 #[test]
 fn a_node_on_memcached_answers_like_memcached() {
     type Group = (char, &'static str, fn() -> Vec<Script>);
-    let groups: [Group; 3] = [
+    let groups: [Group; 5] = [
         ('a', "storage commands", storage_scripts),
+        ('b', "errors and swallowing", error_scripts),
+        ('c', "split and pipelined requests", split_scripts),
         ('d', "flush_all", flush_scripts),
         ('e', "reply flush points", flush_point_scripts),
     ];

@@ -101,15 +101,18 @@ fn foreign_items_and_non_utf8_keys_are_refused_clearly() {
         "SERVER_ERROR backend error: the memcache backend needs UTF-8 keys\r\n"
     );
     let mut direct = connect(memcached.port);
-    assert_eq!(
-        roundtrip(&mut direct, b"set foreign 0 0 2\r\nab\r\n", b"\r\n"),
-        b"STORED\r\n"
-    );
-    let got = roundtrip(&mut c, b"get foreign\r\n", b"\r\n");
-    assert_eq!(
-        String::from_utf8_lossy(&got),
-        "SERVER_ERROR backend error: item foreign in memcached was not stored by mckv\r\n"
-    );
+    let foreign: &[u8] = b"set foreign 0 0 2\r\nab\r\nset long 0 0 20\r\n01234567890123456789\r\n";
+    let stored = roundtrip(&mut direct, foreign, b"STORED\r\nSTORED\r\n");
+    assert_eq!(stored, b"STORED\r\nSTORED\r\n");
+    for key in ["foreign", "long"] {
+        let got = roundtrip(&mut c, format!("get {key}\r\n").as_bytes(), b"\r\n");
+        assert_eq!(
+            String::from_utf8_lossy(&got),
+            format!(
+                "SERVER_ERROR backend error: item {key} in memcached was not stored by mckv\r\n"
+            )
+        );
+    }
     assert_eq!(
         roundtrip(
             &mut c,

@@ -744,12 +744,13 @@ fn store_factory(settings: &Settings) -> StoreFactory {
         }
         KvType::Memcache => {
             let (addr, timeout) = (settings.node.kv_addr.clone(), cluster.backend_timeout);
+            let limits = cluster.limits();
             let replicates_versions =
                 cluster.consistency == Consistency::Eventual && settings.members.len() > 1;
             Box::new(move || {
                 // The store's own socket timeout stays under the reactor's
                 // deadline, so a dead memcached is noticed by the store too.
-                let store = MemcacheStore::new(&addr, timeout.mul_f32(0.8));
+                let store = MemcacheStore::new(&addr, timeout.mul_f32(0.8), limits);
                 match replicates_versions {
                     true => Box::new(store.starting_empty()),
                     false => Box::new(store),

@@ -34,7 +34,7 @@ use super::{
     StoreStatus, UnixTime, Write,
 };
 use crate::cluster::version;
-use crate::protocol::{Key, StoreMode};
+use crate::protocol::{Key, Limits, StoreMode};
 
 /// How long calls fail fast after memcached stopped answering.
 pub const RETRY_INTERVAL: Duration = Duration::from_millis(500);
@@ -42,9 +42,13 @@ pub const RETRY_INTERVAL: Duration = Duration::from_millis(500);
 /// An exptime memcached reads as an absolute time long past: "already expired".
 const EXPIRED: u32 = 2_592_001;
 
-/// Bytes in front of every value: the cas unique, then the expiry (0:
-/// never, else a unix time), both big-endian `u64`s.
+/// Bytes in front of every value: [`MAGIC`], the cas unique (big-endian
+/// `u64`), the expiry (big-endian `u32` unix time; 0: never).
 pub const HEADER: usize = 16;
+
+/// Marks a value mckv stored (and the header's layout), so an item some
+/// other client put into the node's memcached is refused, not misread.
+const MAGIC: &[u8; 4] = b"mkv1";
 
 /// An item as memcached holds it for mckv.
 struct Stored {
@@ -58,18 +62,18 @@ struct Stored {
 
 impl Stored {
     fn decode(key: &str, raw: &[u8], flags: u32, token: Option<u64>) -> Answer<Stored> {
-        if raw.len() < HEADER {
+        if raw.len() < HEADER || &raw[..4] != MAGIC {
             let why = format!("item {key} in memcached was not stored by mckv");
             return Err(MemcacheError::ClientError(ClientError::Error(why.into())));
         }
-        let word = |at: usize| u64::from_be_bytes(raw[at..at + 8].try_into().expect("8 bytes"));
-        let (cas, expiry) = (word(0), word(8));
+        let cas = u64::from_be_bytes(raw[4..12].try_into().expect("8 bytes"));
+        let expiry = u32::from_be_bytes(raw[12..16].try_into().expect("4 bytes"));
         Ok(Stored {
             flags,
             cas,
             expiry: match expiry {
                 0 => Expiry::Never,
-                at => Expiry::At(at),
+                at => Expiry::At(u64::from(at)),
             },
             data: raw[HEADER..].to_vec(),
             token: token.unwrap_or(0),
@@ -108,11 +112,12 @@ impl<'a> Outgoing<'a> {
         let at = match self.expiry {
             Expiry::Never => 0,
             // 0 reads as never: an item already expired is stored as expired at 1.
-            Expiry::At(at) => at.max(1),
+            Expiry::At(at) => u32::try_from(at).unwrap_or(u32::MAX).max(1),
         };
         let mut header = [0; HEADER];
-        header[..8].copy_from_slice(&self.cas.to_be_bytes());
-        header[8..].copy_from_slice(&at.to_be_bytes());
+        header[..4].copy_from_slice(MAGIC);
+        header[4..12].copy_from_slice(&self.cas.to_be_bytes());
+        header[12..].copy_from_slice(&at.to_be_bytes());
         header
     }
 }
@@ -141,6 +146,8 @@ struct Clients {
 pub struct MemcacheStore {
     addr: String,
     timeout: Duration,
+    /// mckv's item size limit, which `append` and `prepend` enforce here.
+    limits: Limits,
     clients: Option<Clients>,
     retry_at: Option<Instant>,
     /// memcached is to be emptied before its first use (see [`MemcacheStore::starting_empty`]).
@@ -151,10 +158,11 @@ type Answer<T> = Result<T, MemcacheError>;
 
 impl MemcacheStore {
     /// A store for the memcached at `addr` (`host:port`); connects on first use.
-    pub fn new(addr: &str, timeout: Duration) -> MemcacheStore {
+    pub fn new(addr: &str, timeout: Duration, limits: Limits) -> MemcacheStore {
         MemcacheStore {
             addr: addr.to_string(),
             timeout,
+            limits,
             clients: None,
             retry_at: None,
             empty_first: false,
@@ -343,6 +351,7 @@ impl Store for MemcacheStore {
         let key = key_str(write.key)?;
         let exp = exptime(write.expiry, now);
         let value = Outgoing::new(write.flags, write.cas, write.expiry, write.value);
+        let limits = self.limits;
         self.call(|c| match write.mode {
             StoreMode::Set => c.ascii.set(key, value, exp).map(|()| StoreStatus::Stored),
             StoreMode::Add => stored_or(c.binary.add(key, value, exp), StoreStatus::NotStored),
@@ -353,6 +362,10 @@ impl Store for MemcacheStore {
                 let Some(old) = MemcacheStore::fetch(c, key)? else {
                     return Ok(StoreStatus::NotStored);
                 };
+                let joined_len = old.data.len() + write.value.len();
+                if !limits.item_fits(key.len(), old.flags, joined_len) {
+                    return Ok(StoreStatus::NotStored); // as memcached answers
+                }
                 let pieces = match write.mode {
                     StoreMode::Append => [&old.data[..], write.value],
                     _ => [write.value, &old.data[..]],
@@ -425,11 +438,15 @@ impl Store for MemcacheStore {
         })
     }
 
+    /// A delayed flush is sent as its absolute unix time (memcached reads a
+    /// delay above 30 days as one), so every replica flushes at the same
+    /// second; sent as a delay, one more than 30 days ahead would read as a
+    /// time in 1970, which memcached takes as "flush nothing".
     fn flush_all(&mut self, at: Option<UnixTime>, now: UnixTime) -> StoreResult<()> {
         self.call(|c| match at {
             Some(at) if at > now => c
                 .ascii
-                .flush_with_delay(u32::try_from(at - now).unwrap_or(u32::MAX)),
+                .flush_with_delay(u32::try_from(at).unwrap_or(u32::MAX)),
             _ => c.ascii.flush(),
         })
     }
