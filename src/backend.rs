@@ -243,11 +243,15 @@ impl Executor {
     }
 
     fn keep_spare(&mut self, spent: &mut Vec<Vec<u8>>) {
-        for mut buffer in spent.drain(..) {
-            if self.spare.len() < SPARE_REPLIES && buffer.capacity() <= SPARE_CAPACITY {
-                buffer.clear();
-                self.spare.push(buffer);
-            }
+        for buffer in spent.drain(..) {
+            self.keep(buffer);
+        }
+    }
+
+    fn keep(&mut self, mut buffer: Vec<u8>) {
+        if self.spare.len() < SPARE_REPLIES && buffer.capacity() <= SPARE_CAPACITY {
+            buffer.clear();
+            self.spare.push(buffer);
         }
     }
 
@@ -256,8 +260,10 @@ impl Executor {
         match work {
             Work::Apply { op, cas, reply_to } => {
                 let (reply, _) = self.execute(&op, cas);
-                if let Some(reply_to) = reply_to {
-                    emit(Done::Reply { reply_to, reply });
+                match reply_to {
+                    Some(reply_to) => emit(Done::Reply { reply_to, reply }),
+                    // Another node's write: its buffer serves the next reply.
+                    None => self.keep(reply),
                 }
             }
             Work::Publish {

@@ -131,6 +131,12 @@ fn a_peer_that_vanishes_mid_frame_is_dropped_and_taken_again() {
     drop(link);
     lone.wait_for_node1("down");
     lone.assert_serving();
+    assert!(
+        lone.log()
+            .contains("node 0: link from node 1 closed: closed by peer"),
+        "the half frame ends with its link: {}",
+        lone.log()
+    );
 
     let mut again = lone.dial();
     let mut sent = hello();
@@ -154,6 +160,19 @@ fn bytes_that_are_no_message_close_the_link() {
     assert!(closed_by_node(link), "{}", lone.log());
     lone.assert_serving();
     assert!(lone.log().contains("peer link refused"), "{}", lone.log());
+}
+
+#[test]
+fn a_stranger_that_says_nothing_is_dropped_after_peer_timeout() {
+    let lone = start_lone_node();
+    let link = lone.dial();
+    assert!(closed_by_node(link), "{}", lone.log());
+    assert!(
+        lone.log().contains("no hello within peer_timeout"),
+        "{}",
+        lone.log()
+    );
+    lone.assert_serving();
 }
 
 #[test]

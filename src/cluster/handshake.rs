@@ -1,6 +1,7 @@
 //! The proof in a peer's hello: HMAC-SHA256 under the cluster secret over
-//! the cluster name, node id and incarnation, so a node with another
-//! cluster's config or secret is refused.
+//! the wire version, cluster name, node id and incarnation, so a node with
+//! another cluster's config or secret, or another version of the peer wire
+//! format, is refused.
 
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
@@ -10,7 +11,8 @@ use super::NodeId;
 
 fn mac(secret: &str, cluster: &str, node: NodeId, incarnation: u64) -> Hmac<Sha256> {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key");
-    mac.update(b"mckv hello v1\0");
+    // v2: frames carry sync marks (incarnation, change number).
+    mac.update(b"mckv hello v2\0");
     mac.update(cluster.as_bytes());
     mac.update(b"\0");
     mac.update(&node.to_be_bytes());
@@ -38,7 +40,7 @@ pub fn check(hello: &Hello, secret: &str, cluster: &str) -> Result<(), String> {
     }
     mac(secret, cluster, hello.node, hello.incarnation)
         .verify_slice(&hello.proof)
-        .map_err(|_| "wrong cluster secret".to_string())
+        .map_err(|_| "wrong cluster secret (or another mckv version)".to_string())
 }
 
 #[cfg(test)]

@@ -466,7 +466,7 @@ impl Server {
         if let Some(fence) = self.peers.as_ref().and_then(|p| p.fenced.as_ref()) {
             let mut out = Vec::new();
             reply::server_error(&mut out, &format!("node unavailable: {fence}; not applied"));
-            conn.fill_slot(reply_to.slot, out);
+            self.answer(reply_to, out);
             return;
         }
         let deadline = Instant::now() + self.settings.cluster.backend_timeout;

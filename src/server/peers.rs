@@ -52,6 +52,8 @@ enum Role {
 struct Link {
     stream: TcpStream,
     role: Role,
+    /// When the link was accepted or dialed: a stranger gets `peer_timeout` to say hello.
+    opened: Instant,
     connected: bool,
     input: Vec<u8>,
     output: Vec<u8>,
@@ -246,12 +248,22 @@ impl Peers {
                 }
             }
         }
-        let (messages, closed) = link.read_messages()?;
-        for message in messages {
-            self.on_message(registry, key, message, engine, effects, now)?;
-        }
-        if closed {
-            return Err("closed by peer".into());
+        loop {
+            let link = &mut self.links[key];
+            let stranger = matches!(link.role, Role::Accepted(None));
+            let (messages, closed) = link.read_messages()?;
+            for message in messages {
+                self.on_message(registry, key, message, engine, effects, now)?;
+            }
+            if closed {
+                return Err("closed by peer".into());
+            }
+            // A stranger's link was read only up to its hello; now that the
+            // hello is taken, read on (readiness will not be reported again).
+            let greeted = !matches!(self.links[key].role, Role::Accepted(None));
+            if !(stranger && greeted) {
+                break;
+            }
         }
         self.write(registry, key)
     }
@@ -483,6 +495,17 @@ impl Peers {
         for id in dial {
             self.dial(registry, id, now);
         }
+        let mute: Vec<usize> = self
+            .links
+            .iter()
+            .filter(|(_, l)| {
+                matches!(l.role, Role::Accepted(None)) && now - l.opened > self.timeout
+            })
+            .map(|(key, _)| key)
+            .collect();
+        for key in mute {
+            self.close(registry, key, engine, now, "no hello within peer_timeout");
+        }
     }
 
     fn dial(&mut self, registry: &Registry, id: NodeId, now: Instant) {
@@ -531,6 +554,7 @@ impl Link {
         Link {
             stream,
             role,
+            opened: Instant::now(),
             connected,
             input: Vec::new(),
             output: Vec::new(),
@@ -541,9 +565,9 @@ impl Link {
 
     /// Reads until the socket would block and decodes every whole message;
     /// also says whether the peer closed the link after them. A link that
-    /// has not said hello yet is refused as soon as its first message
-    /// declares more than a hello needs, so a stranger cannot make the node
-    /// buffer a maximal message.
+    /// has not said hello yet is read only up to its first message, and
+    /// refused as soon as that declares more than a hello needs, so a
+    /// stranger cannot make the node buffer more than that.
     fn read_messages(&mut self) -> Result<(Vec<PeerMessage>, bool), String> {
         let stranger = matches!(self.role, Role::Accepted(None));
         let mut closed = false;
@@ -559,8 +583,12 @@ impl Link {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e.to_string()),
             }
-            if stranger {
-                wire::decode_within(&self.input, wire::MAX_HELLO).map_err(|e| e.to_string())?;
+            if stranger
+                && wire::decode_within(&self.input, wire::MAX_HELLO)
+                    .map_err(|e| e.to_string())?
+                    .is_some()
+            {
+                break;
             }
         }
         let mut messages = Vec::new();
