@@ -80,6 +80,12 @@ impl Stored {
         })
     }
 
+    /// Expiry is judged by the header's time and the operation's `now`, not
+    /// by memcached's own clock, so every replica agrees at the expiry second.
+    fn is_live(&self, now: UnixTime) -> bool {
+        !self.expiry.has_passed(now)
+    }
+
     fn item(self) -> Item {
         Item {
             flags: self.flags,
@@ -246,13 +252,14 @@ impl MemcacheStore {
         StoreError::Backend(one_line(&error))
     }
 
-    /// The item at `key`, with memcached's cas unique for a write-back.
-    fn fetch(clients: &Clients, key: &str) -> Answer<Option<Stored>> {
+    /// The live item at `key` at `now`, with memcached's cas unique for a write-back.
+    fn fetch(clients: &Clients, key: &str, now: UnixTime) -> Answer<Option<Stored>> {
         let found = clients.ascii.gets::<(Vec<u8>, u32, Option<u64>)>(&[key])?;
-        found
+        let item = found
             .get(key)
             .map(|(raw, flags, token)| Stored::decode(key, raw, *flags, *token))
-            .transpose()
+            .transpose()?;
+        Ok(item.filter(|item| item.is_live(now)))
     }
 
     /// Writes `value` over `old` unless memcached's item changed since it
@@ -313,7 +320,7 @@ fn stored_or(answer: Answer<()>, refused: StoreStatus) -> Answer<StoreStatus> {
 }
 
 impl Store for MemcacheStore {
-    fn get_many(&mut self, keys: &[Key], _now: UnixTime) -> StoreResult<Vec<Option<Item>>> {
+    fn get_many(&mut self, keys: &[Key], now: UnixTime) -> StoreResult<Vec<Option<Item>>> {
         let keys: Vec<&str> = keys
             .iter()
             .map(|k| key_str(k))
@@ -324,7 +331,8 @@ impl Store for MemcacheStore {
             keys.iter()
                 .map(|k| match found.get(*k) {
                     Some((raw, flags, token)) => {
-                        Ok(Some(Stored::decode(k, raw, *flags, *token)?.item()))
+                        let item = Stored::decode(k, raw, *flags, *token)?;
+                        Ok(item.is_live(now).then(|| item.item()))
                     }
                     None => Ok(None),
                 })
@@ -359,7 +367,7 @@ impl Store for MemcacheStore {
                 stored_or(c.binary.replace(key, value, exp), StoreStatus::NotStored)
             }
             StoreMode::Append | StoreMode::Prepend => {
-                let Some(old) = MemcacheStore::fetch(c, key)? else {
+                let Some(old) = MemcacheStore::fetch(c, key, now)? else {
                     return Ok(StoreStatus::NotStored);
                 };
                 let joined_len = old.data.len() + write.value.len();
@@ -383,7 +391,7 @@ impl Store for MemcacheStore {
                 }
             }
             StoreMode::Cas(unique) => {
-                let Some(old) = MemcacheStore::fetch(c, key)? else {
+                let Some(old) = MemcacheStore::fetch(c, key, now)? else {
                     return Ok(StoreStatus::NotFound);
                 };
                 if old.cas != unique {
@@ -412,7 +420,7 @@ impl Store for MemcacheStore {
     ) -> StoreResult<ArithOutcome> {
         let key = key_str(key)?;
         self.call(|c| {
-            let Some(old) = MemcacheStore::fetch(c, key)? else {
+            let Some(old) = MemcacheStore::fetch(c, key, now)? else {
                 return Ok(ArithOutcome::NotFound);
             };
             let Some((number, text)) = apply_delta(&old.data, incr, delta) else {
@@ -430,7 +438,7 @@ impl Store for MemcacheStore {
     fn touch(&mut self, key: &[u8], expiry: Expiry, now: UnixTime) -> StoreResult<bool> {
         let key = key_str(key)?;
         self.call(|c| {
-            let Some(old) = MemcacheStore::fetch(c, key)? else {
+            let Some(old) = MemcacheStore::fetch(c, key, now)? else {
                 return Ok(false);
             };
             let value = Outgoing::new(old.flags, old.cas, expiry, &old.data);
@@ -457,14 +465,12 @@ impl Store for MemcacheStore {
 
     fn export(&mut self, key: &[u8], now: UnixTime) -> StoreResult<Option<version::Item>> {
         let key = key_str(key)?;
-        let found = self.call(|c| MemcacheStore::fetch(c, key))?;
-        Ok(found
-            .filter(|item| !item.expiry.has_passed(now))
-            .map(|item| version::Item {
-                flags: item.flags,
-                expiry: item.expiry,
-                value: item.data,
-            }))
+        let found = self.call(|c| MemcacheStore::fetch(c, key, now))?;
+        Ok(found.map(|item| version::Item {
+            flags: item.flags,
+            expiry: item.expiry,
+            value: item.data,
+        }))
     }
 
     fn import(

@@ -12,7 +12,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use super::{Store, StoreResult, UnixTime};
+use super::{Expiry, Store, StoreResult, UnixTime};
 use crate::cluster::version::{State, Version};
 use crate::cluster::Stamp;
 use crate::protocol::{Command, Key};
@@ -21,7 +21,27 @@ use crate::protocol::{Command, Key};
 struct Known {
     stamp: Stamp,
     seq: u64,
-    deleted: bool,
+    held: Held,
+}
+
+/// What the store should hold for a key, as far as the log knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Held {
+    /// A tombstone.
+    Deleted,
+    /// A value, until its expiry: if the store misses it before then, the
+    /// store lost it (a memcached that evicted or restarted), which is no
+    /// delete.
+    Present(Expiry),
+    /// A local write whose result could not be read back.
+    Unknown,
+}
+
+fn held(state: &State) -> Held {
+    match state {
+        State::Present(item) => Held::Present(item.expiry),
+        State::Deleted | State::Flushed => Held::Deleted,
+    }
 }
 
 /// The versions a replica holds, and the order they changed in.
@@ -45,16 +65,9 @@ impl VersionLog {
         self.last_seq
     }
 
-    fn note(&mut self, key: &[u8], stamp: Stamp, deleted: bool) {
+    fn note(&mut self, key: &[u8], stamp: Stamp, held: Held) {
         let seq = self.next_seq();
-        if let Some(old) = self.known.insert(
-            key.to_vec(),
-            Known {
-                stamp,
-                seq,
-                deleted,
-            },
-        ) {
+        if let Some(old) = self.known.insert(key.to_vec(), Known { stamp, seq, held }) {
             self.changes.remove(&old.seq);
         }
         self.changes.insert(seq, key.to_vec());
@@ -80,11 +93,11 @@ impl VersionLog {
             Ok(None) => State::Deleted,
             Err(e) => {
                 log::warn!("cannot read back a local write to push it: {e:?}");
-                self.note(key, stamp, false);
+                self.note(key, stamp, Held::Unknown);
                 return None;
             }
         };
-        self.note(key, stamp, state == State::Deleted);
+        self.note(key, stamp, held(&state));
         Some(Version {
             key: key.to_vec(),
             stamp,
@@ -200,7 +213,7 @@ impl VersionLog {
             _ => None,
         };
         store.import(&version.key, item, version.stamp.cas_unique(), now)?;
-        self.note(&version.key, version.stamp, item.is_none());
+        self.note(&version.key, version.stamp, held(&version.state));
         Ok(true)
     }
 
@@ -228,12 +241,26 @@ impl VersionLog {
             let Some(known) = self.known.get(key) else {
                 continue;
             };
-            let state = match known.deleted {
-                true => State::Deleted,
-                // Expired since: gone, as a tombstone of the same stamp.
-                false => store
-                    .export(key, now)?
-                    .map_or(State::Deleted, State::Present),
+            let stored = match known.held {
+                Held::Deleted => None,
+                Held::Present(_) | Held::Unknown => store.export(key, now)?,
+            };
+            let state = match (known.held, stored) {
+                (Held::Deleted, _) => State::Deleted,
+                (_, Some(item)) => State::Present(item),
+                // Expired since (at the same second on every replica): gone,
+                // as a tombstone of the same stamp.
+                (Held::Present(expiry), None) if expiry.has_passed(now) => State::Deleted,
+                (Held::Unknown, None) => State::Deleted,
+                (Held::Present(_), None) => {
+                    // A tombstone would undo the value on every replica.
+                    log::warn!(
+                        "key {} is missing from the store before its expiry (evicted?); \
+                         not sent",
+                        String::from_utf8_lossy(key)
+                    );
+                    continue;
+                }
             };
             versions.push(Version {
                 key: key.clone(),
@@ -249,7 +276,11 @@ impl VersionLog {
         let dead: Vec<(u64, Key)> = self
             .changes
             .range(..=synced)
-            .filter(|(_, key)| self.known.get(*key).is_some_and(|k| k.deleted))
+            .filter(|(_, key)| {
+                self.known
+                    .get(*key)
+                    .is_some_and(|k| k.held == Held::Deleted)
+            })
             .map(|(seq, key)| (*seq, key.clone()))
             .collect();
         for (seq, key) in dead {
@@ -542,6 +573,26 @@ mod tests {
             expiry: Expiry::Never,
             value: value.as_bytes().to_vec(),
         }
+    }
+
+    #[test]
+    fn a_value_the_store_lost_is_not_sent_as_a_delete_but_an_expired_one_is() {
+        let (mut s, mut log) = (store(), VersionLog::new());
+        log.apply_remote(&mut s, &put("lost", 1, 0, "v"), NOW)
+            .unwrap();
+        let mut expiring = put("brief", 2, 0, "w");
+        if let State::Present(item) = &mut expiring.state {
+            item.expiry = Expiry::At(NOW + 10);
+        }
+        log.apply_remote(&mut s, &expiring, NOW).unwrap();
+        s.delete(b"lost", NOW).unwrap(); // as a memcached evicts
+        let (versions, _) = log.since(&mut s, 0, NOW + 20).unwrap();
+        let tombstone = Version {
+            key: b"brief".to_vec(),
+            stamp: stamp(2, 0),
+            state: State::Deleted,
+        };
+        assert_eq!(versions, vec![tombstone]);
     }
 
     #[test]
