@@ -1090,18 +1090,21 @@ fn flush_point_scripts() -> Vec<Script> {
 // Tests
 // ---------------------------------------------------------------------------
 
+type Group = (char, &'static str, fn() -> Vec<Script>);
+
+/// Every script group: its key prefix, title and scripts.
+const GROUPS: [Group; 5] = [
+    ('a', "storage commands", storage_scripts),
+    ('b', "errors and swallowing", error_scripts),
+    ('c', "split and pipelined requests", split_scripts),
+    ('d', "flush_all", flush_scripts),
+    ('e', "reply flush points", flush_point_scripts),
+];
+
 /// Every script group against node 1 of a 3-node cluster in `mode`: the
 /// cluster must answer exactly as a single memcached does.
 fn every_group_on_a_cluster(mode: &str) {
-    type Group = (char, &'static str, fn() -> Vec<Script>);
-    let groups: [Group; 5] = [
-        ('a', "storage commands", storage_scripts),
-        ('b', "errors and swallowing", error_scripts),
-        ('c', "split and pipelined requests", split_scripts),
-        ('d', "flush_all", flush_scripts),
-        ('e', "reply flush points", flush_point_scripts),
-    ];
-    for (group, title, scripts) in groups {
+    for (group, title, scripts) in GROUPS {
         let cluster = common::start_cluster(3, mode, "");
         let title = format!("{title} ({mode} cluster)");
         run_group_on(group, &title, scripts(), Server::Cluster(cluster));
@@ -1109,20 +1112,13 @@ fn every_group_on_a_cluster(mode: &str) {
 }
 
 /// Every script group against a node whose data lives in a memcached of
-/// its own: the header mckv keeps in front of each value must never show. Keys that are not UTF-8 are a documented limit of that
-/// backend (tests/memcache_backend.rs checks their error), so the one
-/// script made of them is left out.
+/// its own: the header mckv keeps in front of each value must never show.
+/// Keys that are not UTF-8 are a documented limit of that backend
+/// (tests/memcache_backend.rs checks their error), so the one script made
+/// of them is left out.
 #[test]
 fn a_node_on_memcached_answers_like_memcached() {
-    type Group = (char, &'static str, fn() -> Vec<Script>);
-    let groups: [Group; 5] = [
-        ('a', "storage commands", storage_scripts),
-        ('b', "errors and swallowing", error_scripts),
-        ('c', "split and pipelined requests", split_scripts),
-        ('d', "flush_all", flush_scripts),
-        ('e', "reply flush points", flush_point_scripts),
-    ];
-    for (group, title, scripts) in groups {
+    for (group, title, scripts) in GROUPS {
         let title = format!("{title} (memcache backend)");
         let utf8_keys = scripts()
             .into_iter()
