@@ -13,7 +13,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use super::{Expiry, Store, StoreResult, UnixTime};
-use crate::cluster::version::{State, Version};
+use crate::cluster::version::{Item, State, Version};
 use crate::cluster::Stamp;
 use crate::protocol::{Command, Key};
 
@@ -88,7 +88,17 @@ impl VersionLog {
         stamp: Stamp,
         now: UnixTime,
     ) -> Option<Version> {
-        let state = match store.export(key, now) {
+        let read_back = store.export(key, now);
+        self.record_read_back(key, stamp, read_back)
+    }
+
+    fn record_read_back(
+        &mut self,
+        key: &[u8],
+        stamp: Stamp,
+        read_back: StoreResult<Option<Item>>,
+    ) -> Option<Version> {
+        let state = match read_back {
             Ok(Some(item)) => State::Present(item),
             Ok(None) => State::Deleted,
             Err(e) => {
@@ -123,8 +133,9 @@ impl VersionLog {
                 keys.dedup();
                 let mut versions = Vec::new();
                 for key in keys {
-                    if matches!(store.export(key, now), Ok(Some(_))) {
-                        versions.extend(self.record_local(store, key, stamp, now));
+                    match store.export(key, now) {
+                        Ok(None) => {} // a miss: nothing changed
+                        read_back => versions.extend(self.record_read_back(key, stamp, read_back)),
                     }
                 }
                 return versions;
