@@ -437,22 +437,45 @@ fn eventual_mode_replicates_and_a_killed_node_catches_up_after_restart() {
 /// The same on memcached backends. Node 2's memcached outlives node 2, and
 /// an item no replica has a version of (planted while node 2 is down, as an
 /// earlier run could have left it) must not be served after the restart.
+/// 250 keys written meanwhile come back in sync answers read from memcached
+/// in batches.
 #[test]
 fn eventual_mode_on_memcached_backends_catches_up_after_restart() {
+    const MANY: usize = 250;
     let cluster = start_cluster_on_memcached(3, "eventual", "sync_interval_ms = 200");
-    killed_node_catches_up(cluster, |cluster| {
+    let cluster = killed_node_catches_up(cluster, |cluster| {
         let mut direct = connect(cluster.backends[2].port);
         let mut set = b"set leftover 0 0 17\r\n".to_vec();
         set.extend_from_slice(b"mkv1\0\0\0\0\0\0\0\x07\0\0\0\0"); // mckv's header: cas 7, no expiry
         set.extend_from_slice(b"x\r\n");
         assert_eq!(roundtrip(&mut direct, &set, b"\r\n"), b"STORED\r\n");
+        let mut c0 = connect(cluster.port(0));
+        let sets: String = (0..MANY)
+            .map(|i| format!("set many{i} 0 0 1\r\n{}\r\n", i % 10))
+            .collect();
+        let stored = roundtrip(&mut c0, sets.as_bytes(), &b"STORED\r\n".repeat(MANY));
+        assert_eq!(stored, b"STORED\r\n".repeat(MANY));
     });
+    let keys: Vec<String> = (0..MANY).map(|i| format!("many{i}")).collect();
+    let line = format!("get {}\r\n", keys.join(" "));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = request(&mut connect(cluster.port(2)), line.as_bytes());
+        if got.matches("VALUE many").count() == MANY {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node 2 never got all {MANY}: {got}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// Writes replicate; node 2 is killed with SIGKILL, the others write and
 /// delete (and `while_down` runs), node 2 restarts and converges with them,
 /// deletes included, holding nothing else.
-fn killed_node_catches_up(mut cluster: Cluster, while_down: impl FnOnce(&Cluster)) {
+fn killed_node_catches_up(mut cluster: Cluster, while_down: impl FnOnce(&Cluster)) -> Cluster {
     let mut c0 = connect(cluster.port(0));
     assert_eq!(request(&mut c0, b"set a 0 0 3\r\nabc\r\n"), "STORED\r\n");
     wait_for_value(&cluster, 2, "a", "VALUE a 0 3\r\nabc\r\nEND\r\n");
@@ -494,6 +517,7 @@ fn killed_node_catches_up(mut cluster: Cluster, while_down: impl FnOnce(&Cluster
     assert!(stat(&cluster, 2, "mckv_sync_rounds") > 0);
     assert!(stat(&cluster, 2, "mckv_versions_received") >= 3);
     assert!(cluster.show(0).contains(" sync_lag_ms="));
+    cluster
 }
 
 #[test]

@@ -42,6 +42,9 @@ pub const RETRY_INTERVAL: Duration = Duration::from_millis(500);
 /// An exptime memcached reads as an absolute time long past: "already expired".
 const EXPIRED: u32 = 2_592_001;
 
+/// Keys read with one request when a sync answer reads many.
+const EXPORT_BATCH: usize = 100;
+
 /// Bytes in front of every value: [`MAGIC`], the cas unique (big-endian
 /// `u64`), the expiry (big-endian `u32` unix time; 0: never).
 pub const HEADER: usize = 16;
@@ -84,6 +87,14 @@ impl Stored {
     /// by memcached's own clock, so every replica agrees at the expiry second.
     fn is_live(&self, now: UnixTime) -> bool {
         !self.expiry.has_passed(now)
+    }
+
+    fn version(self) -> version::Item {
+        version::Item {
+            flags: self.flags,
+            expiry: self.expiry,
+            value: self.data,
+        }
     }
 
     fn item(self) -> Item {
@@ -254,12 +265,24 @@ impl MemcacheStore {
 
     /// The live item at `key` at `now`, with memcached's cas unique for a write-back.
     fn fetch(clients: &Clients, key: &str, now: UnixTime) -> Answer<Option<Stored>> {
-        let found = clients.ascii.gets::<(Vec<u8>, u32, Option<u64>)>(&[key])?;
-        let item = found
-            .get(key)
-            .map(|(raw, flags, token)| Stored::decode(key, raw, *flags, *token))
-            .transpose()?;
-        Ok(item.filter(|item| item.is_live(now)))
+        Ok(MemcacheStore::fetch_many(clients, &[key], now)?
+            .pop()
+            .flatten())
+    }
+
+    /// The live items at `keys` at `now`, in order, in one request. A key
+    /// asked for more than once gets its item each time.
+    fn fetch_many(clients: &Clients, keys: &[&str], now: UnixTime) -> Answer<Vec<Option<Stored>>> {
+        let found = clients.ascii.gets::<(Vec<u8>, u32, Option<u64>)>(keys)?;
+        let mut items = Vec::with_capacity(keys.len());
+        for key in keys {
+            let item = match found.get(*key) {
+                Some((raw, flags, token)) => Some(Stored::decode(key, raw, *flags, *token)?),
+                None => None,
+            };
+            items.push(item.filter(|item| item.is_live(now)));
+        }
+        Ok(items)
     }
 
     /// Writes `value` over `old` unless memcached's item changed since it
@@ -325,19 +348,11 @@ impl Store for MemcacheStore {
             .iter()
             .map(|k| key_str(k))
             .collect::<StoreResult<_>>()?;
-        self.call(|c| {
-            // A key may be asked for more than once: each gets its item.
-            let found = c.ascii.gets::<(Vec<u8>, u32, Option<u64>)>(&keys)?;
-            keys.iter()
-                .map(|k| match found.get(*k) {
-                    Some((raw, flags, token)) => {
-                        let item = Stored::decode(k, raw, *flags, *token)?;
-                        Ok(item.is_live(now).then(|| item.item()))
-                    }
-                    None => Ok(None),
-                })
-                .collect()
-        })
+        let found = self.call(|c| MemcacheStore::fetch_many(c, &keys, now))?;
+        Ok(found
+            .into_iter()
+            .map(|item| item.map(Stored::item))
+            .collect())
     }
 
     fn get_and_touch(
@@ -463,14 +478,27 @@ impl Store for MemcacheStore {
         StoreStats::default()
     }
 
+    fn export_many(
+        &mut self,
+        keys: &[&[u8]],
+        now: UnixTime,
+    ) -> StoreResult<Vec<Option<version::Item>>> {
+        let keys: Vec<&str> = keys
+            .iter()
+            .map(|k| key_str(k))
+            .collect::<StoreResult<_>>()?;
+        let mut items = Vec::with_capacity(keys.len());
+        for batch in keys.chunks(EXPORT_BATCH) {
+            let found = self.call(|c| MemcacheStore::fetch_many(c, batch, now))?;
+            items.extend(found.into_iter().map(|item| item.map(Stored::version)));
+        }
+        Ok(items)
+    }
+
     fn export(&mut self, key: &[u8], now: UnixTime) -> StoreResult<Option<version::Item>> {
         let key = key_str(key)?;
         let found = self.call(|c| MemcacheStore::fetch(c, key, now))?;
-        Ok(found.map(|item| version::Item {
-            flags: item.flags,
-            expiry: item.expiry,
-            value: item.data,
-        }))
+        Ok(found.map(Stored::version))
     }
 
     fn import(

@@ -145,6 +145,16 @@ pub trait Store: Send {
         ))
     }
 
+    /// [`Store::export`] of each of `keys`, in order; a store with a round
+    /// trip per call reads them in batches.
+    fn export_many(
+        &mut self,
+        keys: &[&[u8]],
+        now: UnixTime,
+    ) -> StoreResult<Vec<Option<crate::cluster::version::Item>>> {
+        keys.iter().map(|key| self.export(key, now)).collect()
+    }
+
     /// Sets `key` to exactly `item` (or removes it), with cas unique `cas`.
     fn import(
         &mut self,

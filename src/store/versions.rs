@@ -238,6 +238,9 @@ impl VersionLog {
         now: UnixTime,
     ) -> StoreResult<(Vec<Version>, u64)> {
         let mut versions = Vec::new();
+        // Values are read from the store together: one round trip per batch
+        // on a memcached backend, not one per key.
+        let mut to_read: Vec<(&Key, Known)> = Vec::new();
         for (_, key) in self.changes.range(since + 1..) {
             if key.is_empty() {
                 if let Some((stamp, _)) = self.flushed {
@@ -249,20 +252,25 @@ impl VersionLog {
                 }
                 continue;
             }
-            let Some(known) = self.known.get(key) else {
-                continue;
-            };
-            let stored = match known.held {
-                Held::Deleted => None,
-                Held::Present(_) | Held::Unknown => store.export(key, now)?,
-            };
+            match self.known.get(key) {
+                Some(known) if known.held == Held::Deleted => versions.push(Version {
+                    key: key.clone(),
+                    stamp: known.stamp,
+                    state: State::Deleted,
+                }),
+                Some(known) => to_read.push((key, *known)),
+                None => {}
+            }
+        }
+        let keys: Vec<&[u8]> = to_read.iter().map(|(key, _)| key.as_slice()).collect();
+        let stored = store.export_many(&keys, now)?;
+        for ((key, known), stored) in to_read.into_iter().zip(stored) {
             let state = match (known.held, stored) {
-                (Held::Deleted, _) => State::Deleted,
                 (_, Some(item)) => State::Present(item),
                 // Expired since (at the same second on every replica): gone,
                 // as a tombstone of the same stamp.
                 (Held::Present(expiry), None) if expiry.has_passed(now) => State::Deleted,
-                (Held::Unknown, None) => State::Deleted,
+                (Held::Unknown | Held::Deleted, None) => State::Deleted,
                 (Held::Present(_), None) => {
                     // A tombstone would undo the value on every replica.
                     log::warn!(
