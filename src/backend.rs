@@ -76,6 +76,7 @@ pub enum Done {
     Collected {
         peer: NodeId,
         versions: Vec<Version>,
+        since: u64,
         upto: u64,
     },
     /// A sync answer from `from` is applied up to `mark`; `all_kept`: the
@@ -308,6 +309,7 @@ impl Executor {
                     Ok((versions, upto)) => emit(Done::Collected {
                         peer,
                         versions,
+                        since,
                         upto,
                     }),
                     // Unanswered, node `peer` asks again.

@@ -1005,7 +1005,7 @@ fn carry_out(node: &mut Node, effects: &mut Vec<Effect>, acks: &mut Vec<Ack>) {
             Effect::CollectForSync { peer, since } => {
                 let answer = node.log.since(&mut node.store, since, NOW);
                 let (versions, upto) = answer.expect("the memory store is always readable");
-                node.engine.on_collected(peer, versions, upto);
+                node.engine.on_collected(peer, versions, since, upto);
             }
             Effect::ForgetTombstones { synced } => node.log.forget_tombstones(synced),
         }

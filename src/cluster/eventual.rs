@@ -35,7 +35,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::message::{ChangeMark, Frame, Op};
+use super::message::{ChangeMark, Frame, Op, SyncDone};
 use super::version::Version;
 use super::{Effect, LamportClock, NodeId, Stamp, View};
 use crate::backend::ReplyTo;
@@ -71,8 +71,12 @@ struct SyncPeer {
     request_due: bool,
     /// Our change sequence number it holds every change up to (from its requests).
     synced_to: u64,
-    /// Our answer to its sync request, waiting to be sent.
-    answer: Option<(Vec<Version>, u64)>,
+    /// Our answer to its sync request, waiting to be sent: versions, and
+    /// the change numbers they run from and to.
+    answer: Option<(Vec<Version>, u64, u64)>,
+    /// Its answers handed to the store and not applied yet: while one is,
+    /// the sync is not given up on.
+    applying: u32,
     /// The heartbeat at which our last sync from it completed.
     completed_at: u64,
 }
@@ -195,6 +199,7 @@ impl EventualEngine {
         let Some(p) = self.peers.get_mut(&peer) else {
             return;
         };
+        p.applying = p.applying.saturating_sub(1);
         if mark.incarnation != p.incarnation {
             return; // the peer restarted meanwhile; its new run is synced anew
         }
@@ -206,10 +211,10 @@ impl EventualEngine {
         }
     }
 
-    /// The worker's answer to `peer`'s sync request.
-    pub fn on_collected(&mut self, peer: NodeId, versions: Vec<Version>, upto: u64) {
+    /// The worker's answer to `peer`'s sync request since `since`.
+    pub fn on_collected(&mut self, peer: NodeId, versions: Vec<Version>, since: u64, upto: u64) {
         if let Some(p) = self.peers.get_mut(&peer) {
-            p.answer = Some((versions, upto));
+            p.answer = Some((versions, since, upto));
         }
     }
 
@@ -220,10 +225,17 @@ impl EventualEngine {
         peer.clock = peer.clock.max(frame.clock);
         self.clock.observe(frame.clock);
         self.stats.versions_received += frame.versions.len() as u64;
-        // An answer from an earlier run of the peer completes nothing.
+        // An answer from an earlier run of the peer, or to an earlier run of
+        // ours (it starts above where we are), completes nothing.
         let completes = frame
             .sync_complete
-            .filter(|done| done.incarnation == peer.incarnation);
+            .filter(|done| {
+                done.upto.incarnation == peer.incarnation && done.since <= peer.synced_from
+            })
+            .map(|done| done.upto);
+        if completes.is_some() {
+            peer.applying += 1;
+        }
         if !frame.versions.is_empty() || completes.is_some() {
             out.push(Effect::ApplyVersions {
                 from,
@@ -254,11 +266,14 @@ impl EventualEngine {
             return None;
         }
         let mut versions = std::mem::take(&mut peer.pushes);
-        let sync_complete = peer.answer.take().map(|(answer, upto)| {
+        let sync_complete = peer.answer.take().map(|(answer, since, upto)| {
             versions.extend(answer);
-            ChangeMark {
-                incarnation: self.incarnation,
-                seq: upto,
+            SyncDone {
+                since,
+                upto: ChangeMark {
+                    incarnation: self.incarnation,
+                    seq: upto,
+                },
             }
         });
         self.stats.versions_sent += versions.len() as u64;
@@ -287,8 +302,10 @@ impl EventualEngine {
         let patience = 2 * self.sync_every;
         for peer in self.peers.values_mut() {
             peer.due = true;
-            // An answer lost with a link of its peer's never comes: ask again.
-            let given_up = peer.in_flight && beats - peer.requested_at >= patience;
+            // An answer lost with a link of its peer's never comes: ask again
+            // (not while one is being applied: it is here, just slow).
+            let given_up =
+                peer.in_flight && peer.applying == 0 && beats - peer.requested_at >= patience;
             if round && peer.linked && (!peer.in_flight || given_up) {
                 peer.request_due = true;
                 peer.in_flight = true;
@@ -344,6 +361,7 @@ impl EventualEngine {
                 p.synced_from = 0;
                 p.synced_to = 0;
                 p.in_flight = false;
+                p.answer = None; // it answered a request of the earlier run
             }
         }
     }
@@ -426,9 +444,13 @@ mod tests {
         }
     }
 
+    /// An answer of node 2's run `incarnation` to a request since 0.
     fn answer(incarnation: u64, seq: u64) -> Frame {
         Frame {
-            sync_complete: mark(incarnation, seq),
+            sync_complete: Some(SyncDone {
+                since: 0,
+                upto: ChangeMark { incarnation, seq },
+            }),
             ..Frame::default()
         }
     }
@@ -457,6 +479,29 @@ mod tests {
     }
 
     #[test]
+    fn an_answer_to_an_earlier_run_of_ours_completes_nothing() {
+        // Node 1 restarted (a fresh engine) and asks from zero; node 2's
+        // answer to node 1's earlier run, since 500, arrives first.
+        let mut engine = node_one();
+        engine.outgoing(2);
+        let stale = Frame {
+            sync_complete: Some(SyncDone {
+                since: 500,
+                upto: ChangeMark {
+                    incarnation: OLD_RUN,
+                    seq: 800,
+                },
+            }),
+            ..Frame::default()
+        };
+        let mut out = Vec::new();
+        engine.on_frame(2, stale, &mut out);
+        assert!(out.is_empty(), "{out:?}");
+        receive(&mut engine, answer(OLD_RUN, 810), true);
+        assert_eq!(next_request(&mut engine), mark(OLD_RUN, 810));
+    }
+
+    #[test]
     fn an_answer_counts_only_once_the_store_kept_it() {
         let mut engine = node_one();
         engine.outgoing(2);
@@ -470,7 +515,10 @@ mod tests {
         else {
             panic!("the answer goes to the store: {out:?}");
         };
-        assert_eq!(next_request(&mut engine), None, "one sync in flight");
+        for _ in 0..5 {
+            let request = next_request(&mut engine);
+            assert_eq!(request, None, "a sync being applied is not given up on");
+        }
         // The store could not keep a version of it: asked again from where we were.
         engine.on_sync_applied(2, completed, false);
         assert_eq!(

@@ -47,8 +47,18 @@ pub struct Frame {
     /// Eventual mode: "send me every version you changed after this mark".
     pub sync_request: Option<ChangeMark>,
     /// Eventual mode: the versions above complete the answer to the
-    /// receiver's sync request, up to this mark of the sender's.
-    pub sync_complete: Option<ChangeMark>,
+    /// receiver's sync request.
+    pub sync_complete: Option<SyncDone>,
+}
+
+/// Eventual mode: what an answer to a sync request carried: every change of
+/// the sender's run `upto.incarnation` after `since`, up to `upto.seq`.
+/// The asker takes it only if it starts at or below where the asker is, so
+/// an answer to an earlier run of the asker completes nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SyncDone {
+    pub since: u64,
+    pub upto: ChangeMark,
 }
 
 /// Eventual mode: a position in one node's change log. Change numbers start

@@ -14,7 +14,7 @@ pub mod view;
 pub mod wire;
 
 pub use engine::{Effect, Engine};
-pub use message::{ChangeMark, Frame, Hello, Op, PeerMessage, Proposal};
+pub use message::{ChangeMark, Frame, Hello, Op, PeerMessage, Proposal, SyncDone};
 pub use replicator::Replicator;
 pub use stamp::{LamportClock, Stamp};
 pub use view::View;

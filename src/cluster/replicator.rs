@@ -101,9 +101,9 @@ impl Replicator {
     }
 
     /// The store's answer to `peer`'s sync request.
-    pub fn on_collected(&mut self, peer: NodeId, versions: Vec<Version>, upto: u64) {
+    pub fn on_collected(&mut self, peer: NodeId, versions: Vec<Version>, since: u64, upto: u64) {
         if let Replicator::Eventual(e) = self {
-            e.on_collected(peer, versions, upto);
+            e.on_collected(peer, versions, since, upto);
         }
     }
 

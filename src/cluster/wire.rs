@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use super::message::{ChangeMark, Frame, Hello, Op, PeerMessage, Proposal};
+use super::message::{ChangeMark, Frame, Hello, Op, PeerMessage, Proposal, SyncDone};
 use super::version::{Item, State, Version};
 use super::Stamp;
 use crate::protocol::{Arith, Command, Get, Request, Store, StoreMode};
@@ -72,7 +72,15 @@ pub fn encode(message: &PeerMessage, out: &mut Vec<u8>) {
                 put_version(out, version);
             }
             put_option_mark(out, frame.sync_request);
-            put_option_mark(out, frame.sync_complete);
+            match frame.sync_complete {
+                Some(done) => {
+                    out.push(1);
+                    put_u64(out, done.since);
+                    put_u64(out, done.upto.incarnation);
+                    put_u64(out, done.upto.seq);
+                }
+                None => out.push(0),
+            }
         }
         PeerMessage::Leave => out.push(LEAVE),
         PeerMessage::Refused(why) => {
@@ -157,7 +165,16 @@ fn read_frame(r: &mut Reader<'_>) -> Result<Frame, WireError> {
             versions
         },
         sync_request: r.option_mark()?,
-        sync_complete: r.option_mark()?,
+        sync_complete: match r.u8()? {
+            0 => None,
+            _ => Some(SyncDone {
+                since: r.u64()?,
+                upto: ChangeMark {
+                    incarnation: r.u64()?,
+                    seq: r.u64()?,
+                },
+            }),
+        },
     })
 }
 
@@ -534,9 +551,12 @@ mod tests {
                     incarnation: 5,
                     seq: 77,
                 }),
-                sync_complete: Some(ChangeMark {
-                    incarnation: 6,
-                    seq: 78,
+                sync_complete: Some(SyncDone {
+                    since: 70,
+                    upto: ChangeMark {
+                        incarnation: 6,
+                        seq: 78,
+                    },
                 }),
             }),
             PeerMessage::Frame(Frame::default()),

@@ -609,8 +609,9 @@ impl Server {
                 Done::Collected {
                     peer,
                     versions,
+                    since,
                     upto,
-                } => self.engine.on_collected(peer, versions, upto),
+                } => self.engine.on_collected(peer, versions, since, upto),
                 Done::SyncApplied {
                     from,
                     mark,
