@@ -30,7 +30,9 @@ pub fn execute(
         out.truncate(start);
         match error {
             StoreError::OutOfMemory => out.extend_from_slice(reply::OUT_OF_MEMORY),
-            StoreError::Backend(why) => reply::server_error(out, &format!("backend error: {why}")),
+            StoreError::Backend(why) | StoreError::Refused(why) => {
+                reply::server_error(out, &format!("backend error: {why}"))
+            }
         }
     }
     if request.noreply {

@@ -260,7 +260,11 @@ impl MemcacheStore {
             self.clients = None;
             self.retry_at = Some(Instant::now() + RETRY_INTERVAL);
         }
-        StoreError::Backend(one_line(&error))
+        let why = one_line(&error);
+        if why.contains("object too large") {
+            return StoreError::Refused(why);
+        }
+        StoreError::Backend(why)
     }
 
     /// The live item at `key` at `now`, with memcached's cas unique for a write-back.
@@ -321,7 +325,7 @@ fn one_line(error: &MemcacheError) -> String {
 /// The crate takes keys as `&str`; memcached's keys are bytes.
 fn key_str(key: &[u8]) -> StoreResult<&str> {
     std::str::from_utf8(key)
-        .map_err(|_| StoreError::Backend("the memcache backend needs UTF-8 keys".into()))
+        .map_err(|_| StoreError::Refused("the memcache backend needs UTF-8 keys".into()))
 }
 
 /// An absolute expiry as memcached's `exptime` field.

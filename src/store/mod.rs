@@ -91,6 +91,9 @@ pub enum StoreError {
     /// The backing server failed; the text says how. The operation may or may
     /// not have been applied.
     Backend(String),
+    /// This store can never hold that (a key or value the backing server
+    /// cannot take); trying again changes nothing.
+    Refused(String),
 }
 
 /// Item counts a store publishes for `stats`.
