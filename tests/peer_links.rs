@@ -11,7 +11,9 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use common::{cluster_config, connect, roundtrip, start_cluster_node, ProcessGuard, TempDir};
-use mckv::cluster::{handshake, wire, Frame, PeerMessage};
+use mckv::cluster::version::{Item, State, Version};
+use mckv::cluster::{handshake, wire, Frame, PeerMessage, Stamp};
+use mckv::store::Expiry;
 
 /// Node 0 of a two-node cluster whose node 1 is played by the test.
 struct Lone {
@@ -20,9 +22,15 @@ struct Lone {
     dir: TempDir,
 }
 
-fn start_lone_node() -> Lone {
+/// The node notices a silent peer after 400 ms.
+const QUICK: &str = "peer_timeout_ms = 400";
+/// It would take a minute: what closes a link sooner is not the timeout.
+const PATIENT: &str = "peer_timeout_ms = 60000";
+
+fn start_lone_node(mode: &str, peer_timeout: &str) -> Lone {
     let dir = TempDir::new("peer-links");
-    let (text, ports) = cluster_config(2, "linearizable", "");
+    let (text, ports) = cluster_config(2, mode, "");
+    let text = text.replace("peer_timeout_ms = 400", peer_timeout);
     let config = dir.0.join("config.ini");
     std::fs::write(&config, &text).unwrap();
     let node = start_cluster_node(&config, &dir.0, 0, ports[0]);
@@ -121,7 +129,7 @@ fn closed_by_node(mut link: TcpStream) -> bool {
 
 #[test]
 fn a_peer_that_vanishes_mid_frame_is_dropped_and_taken_again() {
-    let lone = start_lone_node();
+    let lone = start_lone_node("linearizable", QUICK);
     let mut link = lone.dial();
     let frame = heartbeat();
     let mut sent = hello();
@@ -148,7 +156,7 @@ fn a_peer_that_vanishes_mid_frame_is_dropped_and_taken_again() {
 
 #[test]
 fn bytes_that_are_no_message_close_the_link() {
-    let lone = start_lone_node();
+    let lone = start_lone_node("linearizable", PATIENT);
     let mut link = lone.dial();
     // An HTTP request: its first four bytes read as a 1.2 GB length.
     link.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -164,7 +172,7 @@ fn bytes_that_are_no_message_close_the_link() {
 
 #[test]
 fn a_stranger_that_says_nothing_is_dropped_after_peer_timeout() {
-    let lone = start_lone_node();
+    let lone = start_lone_node("linearizable", QUICK);
     let link = lone.dial();
     assert!(closed_by_node(link), "{}", lone.log());
     assert!(
@@ -177,12 +185,57 @@ fn a_stranger_that_says_nothing_is_dropped_after_peer_timeout() {
 
 #[test]
 fn a_stranger_cannot_announce_a_huge_first_message() {
-    let lone = start_lone_node();
+    let lone = start_lone_node("linearizable", PATIENT);
     let mut link = lone.dial();
     // 200 MiB declared (under the 256 MiB a trusted peer may send), then a start.
     let mut sent = (200u32 << 20).to_be_bytes().to_vec();
     sent.extend_from_slice(&[0u8; 4096]);
     link.write_all(&sent).unwrap();
     assert!(closed_by_node(link), "{}", lone.log());
+    let log = lone.log();
+    assert!(log.contains("209715200 bytes exceeds the limit"), "{log}");
     lone.assert_serving();
+}
+
+/// A hello and, in the same write, a frame bigger than a hello: the node
+/// reads a stranger's link only up to its hello, so it must read on once
+/// the hello is taken (readiness is not reported again for bytes that
+/// already arrived).
+#[test]
+fn what_follows_a_hello_in_the_same_write_is_read() {
+    let lone = start_lone_node("eventual", PATIENT);
+    let value = vec![b'v'; 100 << 10];
+    let version = Version {
+        key: b"big".to_vec(),
+        stamp: Stamp { ts: 5, node: 1 },
+        state: State::Present(Item {
+            flags: 0,
+            expiry: Expiry::Never,
+            value: value.clone(),
+        }),
+    };
+    let mut sent = hello();
+    sent.extend(encoded(&PeerMessage::Frame(Frame {
+        clock: 5,
+        versions: vec![version],
+        ..Frame::default()
+    })));
+    let mut link = lone.dial();
+    link.write_all(&sent).unwrap();
+    let mut want = b"VALUE big 0 102400\r\n".to_vec();
+    want.extend_from_slice(&value);
+    want.extend_from_slice(b"\r\nEND\r\n");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut c = connect(lone.node.port);
+        if roundtrip(&mut c, b"get big\r\n", b"END\r\n") == want {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the frame after the hello was never read"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(link);
 }
