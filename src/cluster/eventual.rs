@@ -7,7 +7,8 @@
 //!                                                             └─► pushed to linked peers
 //!  heartbeat ──► every sync_every beats: `sync request <since>` to each peer
 //!  on_frame  ──► versions: ApplyVersions (newer stamp wins); a sync request:
-//!               CollectForSync ──► on_collected ──► versions + `complete <upto>`
+//!               CollectForSync ──► on_collected ──► versions + `complete <since..upto>`
+//!  on_frame  ──► a complete: ApplyVersions ──► on_sync_applied ──► synced up to `upto`
 //! ```
 //!
 //! Why replicas converge. Each key's state is a version stamped by the write
@@ -17,7 +18,8 @@
 //! the versions came. Pushes carry new versions at once but may be lost
 //! (a link breaks); anti-entropy makes up for that: a node asks each peer
 //! for every change after the last sequence number it completed from that
-//! peer, and only advances it on `complete`. One sync is in flight per peer.
+//! peer, and only advances it once the store has kept what the `complete`
+//! finished. One sync is in flight per peer.
 //! A restarted node asks from zero. Deletes and `flush_all` are versions too
 //! (tombstones), forgotten only once every peer has synced past them.
 //!
@@ -25,9 +27,10 @@
 //! carry the incarnation that counted them ([`ChangeMark`]). A request that
 //! names an earlier run of the answering node (its sender had not yet heard
 //! the new hello) is answered from zero and says nothing about what the
-//! sender holds; an answer from an earlier run of the requested node is
-//! dropped. Taking either at its word would let a node forget tombstones a
-//! peer never received, or skip changes it never fetched.
+//! sender holds; an answer from an earlier run of the requested node, or
+//! one that starts above where the asker is (it answered the asker's earlier
+//! run), completes nothing. Taking any of them at its word would let a node
+//! forget tombstones a peer never received, or skip changes it never fetched.
 //!
 //! The clock starts at the wall time in microseconds, so a restarted node's
 //! new writes are stamped above what it wrote before it crashed.
