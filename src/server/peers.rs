@@ -10,6 +10,8 @@
 //! on links it accepted, so each direction is one TCP stream: FIFO, as the
 //! engine needs. A link is tied to a node by the node id in its hello, whose
 //! proof of the cluster secret is checked, never by its source address.
+//! Until then a link is a stranger's: it is read only up to a hello-sized
+//! first message and closed if no hello comes within `peer_timeout`.
 //! Dialed links reconnect with backoff; a peer is up while it has been heard
 //! from within `peer_timeout`. A peer that comes back under a new
 //! incarnation has lost its state: in eventual mode anti-entropy refills it;

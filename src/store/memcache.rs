@@ -3,10 +3,11 @@
 //! worker thread, because each call blocks until memcached answers or the
 //! timeout passes.
 //!
-//! Every value goes to memcached behind a [`HEADER`]: the cas unique the
+//! Every value goes to memcached behind a [`HEADER`]: a magic (an item
+//! another client stored there is refused, not misread), the cas unique the
 //! replicas agreed on (memcached would assign its own, different on every
 //! node) and the absolute expiry (memcached cannot say how long an item has
-//! left). So `gets` shows the cluster's unique, and the commands that change
+//! left; expiry is judged by it and the operation's time, so replicas agree). So `gets` shows the cluster's unique, and the commands that change
 //! an item in place (`cas`, `append`, `prepend`, `incr`, `decr`, `touch`,
 //! `gat`) read the item, compute the new one here, and write it back with
 //! memcached's own `cas`, keeping the expiry from the header. This worker is
