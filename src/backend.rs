@@ -38,25 +38,29 @@ pub struct ReplyTo {
 }
 
 /// Store work, in the order the engine asked for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Work {
-    /// Apply an op with the given cas unique; reply to the client if any
+    /// Apply `op` to the local store, in the order given, with `cas` as the
+    /// unique of anything it writes; send the reply to `reply_to` if set
     /// (`None` for another node's write applied here).
     Apply {
         op: Arc<Op>,
         cas: u64,
         reply_to: Option<ReplyTo>,
     },
-    /// Eventual mode: apply a client's write and publish the versions it left.
+    /// Eventual mode: apply a client's write here with the cas unique of
+    /// `stamp`, reply, and publish the versions it leaves.
     Publish {
         op: Arc<Op>,
         stamp: Stamp,
         reply_to: ReplyTo,
     },
-    /// Eventual mode: keep the newer of these (from peer `from`) and what
-    /// is held; they may complete a sync answer.
+    /// Eventual mode: keep each of these versions from peer `from` that is
+    /// newer than what is held (last writer wins).
     ApplyVersions {
         from: NodeId,
         versions: Vec<Version>,
+        /// The sync answer these versions complete, if they do.
         completes: Option<ChangeMark>,
     },
     /// Eventual mode: every version changed after `since`, for `peer`.

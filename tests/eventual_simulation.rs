@@ -2,7 +2,7 @@
 //! each with its own [`MemoryStore`] and [`VersionLog`], over a seeded
 //! network of FIFO links with random delays. Effects are carried out as the
 //! backend's `Executor` does (`Publish` executes with the stamp's cas unique
-//! and records the versions the write left; `ApplyVersions`, `CollectForSync`
+//! and records the versions the write left; `ApplyVersions`, `Collect`
 //! and `ForgetTombstones` go to the version log), and every frame goes
 //! through the wire format.
 //!
@@ -34,7 +34,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Instant;
 
-use mckv::backend::ReplyTo;
+use mckv::backend::{ReplyTo, Work};
 use mckv::cluster::eventual::EventualEngine;
 use mckv::cluster::version::{State, Version};
 use mckv::cluster::{wire, Effect, NodeId, PeerMessage, Stamp, View};
@@ -961,12 +961,12 @@ impl Sim {
 fn carry_out(node: &mut Node, effects: &mut Vec<Effect>, acks: &mut Vec<Ack>) {
     for effect in effects.drain(..) {
         match effect {
-            Effect::Apply { op, cas, .. } => {
+            Effect::Store(Work::Apply { op, cas, .. }) => {
                 let mut reply = Vec::new();
                 execute(&mut node.store, &op.request, op.now, cas, &mut reply);
             }
             Effect::Refuse { reason, .. } => panic!("refused: {reason}"),
-            Effect::Publish { op, stamp, .. } => {
+            Effect::Store(Work::Publish { op, stamp, .. }) => {
                 let mut reply = Vec::new();
                 let executed = execute(
                     &mut node.store,
@@ -989,11 +989,11 @@ fn carry_out(node: &mut Node, effects: &mut Vec<Effect>, acks: &mut Vec<Ack>) {
                     node.engine.on_local_versions(versions);
                 }
             }
-            Effect::ApplyVersions {
+            Effect::Store(Work::ApplyVersions {
                 from,
                 versions,
                 completes,
-            } => {
+            }) => {
                 for version in &versions {
                     let applied = node.log.apply_remote(&mut node.store, version, NOW);
                     applied.expect("the memory store keeps every version");
@@ -1002,12 +1002,12 @@ fn carry_out(node: &mut Node, effects: &mut Vec<Effect>, acks: &mut Vec<Ack>) {
                     node.engine.on_sync_applied(from, mark, true);
                 }
             }
-            Effect::CollectForSync { peer, since } => {
+            Effect::Store(Work::Collect { peer, since }) => {
                 let answer = node.log.since(&mut node.store, since, NOW);
                 let (versions, upto) = answer.expect("the memory store is always readable");
                 node.engine.on_collected(peer, versions, since, upto);
             }
-            Effect::ForgetTombstones { synced } => node.log.forget_tombstones(synced),
+            Effect::Store(Work::ForgetTombstones { synced }) => node.log.forget_tombstones(synced),
         }
     }
 }

@@ -36,10 +36,9 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
 use std::sync::Arc;
 
-use super::message::{ChangeMark, Frame, Op, Proposal};
-use super::version::Version;
+use super::message::{Frame, Op, Proposal};
 use super::{LamportClock, NodeId, Stamp, View};
-use crate::backend::ReplyTo;
+use crate::backend::{ReplyTo, Work};
 use crate::config::Consistency;
 use crate::protocol::{Command, Request};
 use crate::store::UnixTime;
@@ -47,34 +46,10 @@ use crate::store::UnixTime;
 /// What the engine asks its host to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Effect {
-    /// Apply `op` to the local store, in the order given, with `cas` as the
-    /// unique of anything it writes; send the reply to `reply_to` if set.
-    Apply {
-        op: Arc<Op>,
-        cas: u64,
-        reply_to: Option<ReplyTo>,
-    },
+    /// Store work, done in the order given.
+    Store(Work),
     /// Answer a client at once; nothing was applied.
     Refuse { reply_to: ReplyTo, reason: String },
-    /// Eventual mode: apply a client's write here with the cas unique of
-    /// `stamp`, reply, and publish the versions it leaves.
-    Publish {
-        op: Arc<Op>,
-        stamp: Stamp,
-        reply_to: ReplyTo,
-    },
-    /// Eventual mode: keep each of these peer versions that is newer than
-    /// what is held (last writer wins).
-    ApplyVersions {
-        from: NodeId,
-        versions: Vec<Version>,
-        /// The sync answer these versions complete, if they do.
-        completes: Option<ChangeMark>,
-    },
-    /// Eventual mode: collect every version changed after `since` for `peer`.
-    CollectForSync { peer: NodeId, since: u64 },
-    /// Eventual mode: every peer has synced past change `synced`.
-    ForgetTombstones { synced: u64 },
 }
 
 /// A queued operation, ordered by stamp alone (stamps are unique).
@@ -266,11 +241,11 @@ impl Engine {
             Some(order) if order.applied < order.issued => {
                 order.held_reads.push_back((order.issued, reply_to, op));
             }
-            _ => out.push(Effect::Apply {
+            _ => out.push(Effect::Store(Work::Apply {
                 op,
                 cas: 0,
                 reply_to: Some(reply_to),
-            }),
+            })),
         }
     }
 
@@ -342,11 +317,11 @@ impl Engine {
             };
             self.delivered += 1;
             let mine = entry.stamp.node == self.me;
-            out.push(Effect::Apply {
+            out.push(Effect::Store(Work::Apply {
                 op: entry.op,
                 cas: entry.stamp.cas_unique(),
                 reply_to: entry.reply_to.filter(|_| mine),
-            });
+            }));
             if let (true, false, Some(reply_to)) = (mine, entry.read, entry.reply_to) {
                 self.write_applied(reply_to.conn_id, out);
             }
@@ -366,11 +341,11 @@ impl Engine {
             .is_some_and(|(needed, ..)| *needed <= order.applied)
         {
             if let Some((_, reply_to, op)) = order.held_reads.pop_front() {
-                out.push(Effect::Apply {
+                out.push(Effect::Store(Work::Apply {
                     op,
                     cas: 0,
                     reply_to: Some(reply_to),
-                });
+                }));
             }
         }
         if order.applied == order.issued {
@@ -519,7 +494,7 @@ mod tests {
 
     fn record(effects: &[Effect], into: &mut Vec<(Vec<u8>, u64, bool)>) {
         for effect in effects {
-            if let Effect::Apply { op, cas, reply_to } = effect {
+            if let Effect::Store(Work::Apply { op, cas, reply_to }) = effect {
                 let key = match &op.request.command {
                     Command::Store(s) => s.key.clone(),
                     Command::Get(g) => g.keys[0].clone(),
@@ -536,7 +511,9 @@ mod tests {
         let mut out = Vec::new();
         e.on_client(reply_to(1, 0), set("k"), 0, &mut out);
         let cas = Stamp { ts: 1, node: 0 }.cas_unique();
-        assert!(matches!(&out[..], [Effect::Apply { cas: c, reply_to: Some(_), .. }] if *c == cas));
+        assert!(
+            matches!(&out[..], [Effect::Store(Work::Apply { cas: c, reply_to: Some(_), .. })] if *c == cas)
+        );
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //!                                                             └─► pushed to linked peers
 //!  heartbeat ──► every sync_every beats: `sync request <since>` to each peer
 //!  on_frame  ──► versions: ApplyVersions (newer stamp wins); a sync request:
-//!               CollectForSync ──► on_collected ──► versions + `complete <since..upto>`
+//!               Collect ──► on_collected ──► versions + `complete <since..upto>`
 //!  on_frame  ──► a complete: ApplyVersions ──► on_sync_applied ──► synced up to `upto`
 //! ```
 //!
@@ -41,7 +41,7 @@ use std::sync::Arc;
 use super::message::{ChangeMark, Frame, Op, SyncDone};
 use super::version::Version;
 use super::{Effect, LamportClock, NodeId, Stamp, View};
-use crate::backend::ReplyTo;
+use crate::backend::{ReplyTo, Work};
 use crate::protocol::{Command, Request};
 use crate::store::UnixTime;
 
@@ -158,11 +158,11 @@ impl EventualEngine {
     ) {
         let op = Arc::new(Op { request, now });
         match &op.request.command {
-            Command::Get(get) if get.touch.is_none() => out.push(Effect::Apply {
+            Command::Get(get) if get.touch.is_none() => out.push(Effect::Store(Work::Apply {
                 op,
                 cas: 0,
                 reply_to: Some(reply_to),
-            }),
+            })),
             Command::FlushAll { delay } if *delay > 0 => {
                 let reason =
                     "flush_all with a delay is not supported in eventual mode; not applied";
@@ -176,11 +176,11 @@ impl EventualEngine {
                     ts: self.clock.tick(),
                     node: self.me,
                 };
-                out.push(Effect::Publish {
+                out.push(Effect::Store(Work::Publish {
                     op,
                     stamp,
                     reply_to,
-                });
+                }));
             }
         }
     }
@@ -240,11 +240,11 @@ impl EventualEngine {
             peer.applying += 1;
         }
         if !frame.versions.is_empty() || completes.is_some() {
-            out.push(Effect::ApplyVersions {
+            out.push(Effect::Store(Work::ApplyVersions {
                 from,
                 versions: frame.versions,
                 completes,
-            });
+            }));
         }
         if let Some(request) = frame.sync_request {
             let since = if request.incarnation == self.incarnation {
@@ -253,7 +253,7 @@ impl EventualEngine {
             } else {
                 0
             };
-            out.push(Effect::CollectForSync { peer: from, since });
+            out.push(Effect::Store(Work::Collect { peer: from, since }));
         }
     }
 
@@ -326,7 +326,7 @@ impl EventualEngine {
                 .map(|p| p.synced_to)
                 .min()
                 .unwrap_or(u64::MAX);
-            out.push(Effect::ForgetTombstones { synced });
+            out.push(Effect::Store(Work::ForgetTombstones { synced }));
         }
     }
 
@@ -391,7 +391,7 @@ mod tests {
 
     fn forget_horizon(effects: &[Effect]) -> Option<u64> {
         effects.iter().find_map(|e| match e {
-            Effect::ForgetTombstones { synced } => Some(*synced),
+            Effect::Store(Work::ForgetTombstones { synced }) => Some(*synced),
             _ => None,
         })
     }
@@ -407,7 +407,7 @@ mod tests {
         engine.on_frame(2, stale, &mut out);
         assert!(matches!(
             out[..],
-            [Effect::CollectForSync { peer: 2, since: 0 }]
+            [Effect::Store(Work::Collect { peer: 2, since: 0 })]
         ));
         out.clear();
         engine.heartbeat(&mut out);
@@ -421,10 +421,10 @@ mod tests {
         engine.on_frame(2, current, &mut out);
         assert!(matches!(
             out[..],
-            [Effect::CollectForSync {
+            [Effect::Store(Work::Collect {
                 peer: 2,
                 since: 200
-            }]
+            })]
         ));
         out.clear();
         engine.heartbeat(&mut out);
@@ -437,10 +437,10 @@ mod tests {
         let mut out = Vec::new();
         engine.on_frame(2, frame, &mut out);
         for effect in out {
-            if let Effect::ApplyVersions {
+            if let Effect::Store(Work::ApplyVersions {
                 completes: Some(mark),
                 ..
-            } = effect
+            }) = effect
             {
                 engine.on_sync_applied(2, mark, all_kept);
             }
@@ -511,10 +511,10 @@ mod tests {
         // The answer arrives; the store (a worker) has not applied it yet.
         let mut out = Vec::new();
         engine.on_frame(2, answer(OLD_RUN, 40), &mut out);
-        let [Effect::ApplyVersions {
+        let [Effect::Store(Work::ApplyVersions {
             completes: Some(completed),
             ..
-        }] = out[..]
+        })] = out[..]
         else {
             panic!("the answer goes to the store: {out:?}");
         };

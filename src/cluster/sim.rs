@@ -42,7 +42,7 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use super::{wire, Effect, Engine, Frame, NodeId, PeerMessage, View};
-use crate::backend::ReplyTo;
+use crate::backend::{ReplyTo, Work};
 use crate::config::Consistency;
 use crate::protocol::{Command, Get, Key, Limits, Request};
 use crate::store::memory::MemoryStore;
@@ -605,7 +605,7 @@ impl Sim {
     fn apply_effects(&mut self, at: NodeId, effects: Vec<Effect>, driver: &mut dyn Driver) {
         for effect in effects {
             match effect {
-                Effect::Apply { op, cas, reply_to } => {
+                Effect::Store(Work::Apply { op, cas, reply_to }) => {
                     let node = self.node_mut(at);
                     let mut reply = Vec::new();
                     execute(&mut node.store, &op.request, op.now, cas, &mut reply);

@@ -482,27 +482,7 @@ impl Server {
         let mut effects = std::mem::take(&mut self.effects);
         for effect in effects.drain(..) {
             let work = match effect {
-                Effect::Apply { op, cas, reply_to } => Work::Apply { op, cas, reply_to },
-                Effect::Publish {
-                    op,
-                    stamp,
-                    reply_to,
-                } => Work::Publish {
-                    op,
-                    stamp,
-                    reply_to,
-                },
-                Effect::ApplyVersions {
-                    from,
-                    versions,
-                    completes,
-                } => Work::ApplyVersions {
-                    from,
-                    versions,
-                    completes,
-                },
-                Effect::CollectForSync { peer, since } => Work::Collect { peer, since },
-                Effect::ForgetTombstones { synced } => Work::ForgetTombstones { synced },
+                Effect::Store(work) => work,
                 Effect::Refuse { reply_to, reason } => {
                     let mut out = Vec::new();
                     reply::server_error(&mut out, &reason);
