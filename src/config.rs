@@ -50,6 +50,15 @@ pub enum KvType {
     Memcache,
 }
 
+impl KvType {
+    pub fn name(self) -> &'static str {
+        match self {
+            KvType::Memory => "memory",
+            KvType::Memcache => "memcache",
+        }
+    }
+}
+
 impl std::str::FromStr for KvType {
     type Err = String;
     fn from_str(s: &str) -> Result<KvType, String> {

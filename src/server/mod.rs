@@ -184,10 +184,7 @@ impl Server {
             "node {} serving clients on {} ({} store, {} mode)",
             self.settings.node.id,
             self.local_addr()?,
-            match self.settings.node.kv_type {
-                KvType::Memory => "memory",
-                KvType::Memcache => "memcache",
-            },
+            self.settings.node.kv_type.name(),
             self.settings.cluster.consistency.name()
         );
         while !self.finished() {

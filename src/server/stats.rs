@@ -7,7 +7,7 @@ use std::time::Instant;
 use super::peers::Peers;
 use crate::backend::BackendCounters;
 use crate::cluster::Replicator;
-use crate::config::{ClusterConfig, KvType, NodeConfig};
+use crate::config::{ClusterConfig, NodeConfig};
 use crate::protocol::reply;
 use crate::store::unix_now;
 
@@ -82,7 +82,7 @@ impl Report<'_> {
         reply::stat(out, "bytes", store.bytes);
         reply::stat(out, "mckv_node", self.node.id);
         reply::stat(out, "mckv_mode", self.cluster.consistency.name());
-        reply::stat(out, "mckv_backend", kv_name(self.node.kv_type));
+        reply::stat(out, "mckv_backend", self.node.kv_type.name());
         reply::stat(out, "mckv_ops", c.ops);
         reply::stat(out, "mckv_clock", self.engine.clock());
         reply::stat(out, "mckv_view_epoch", self.engine.view().epoch);
@@ -175,12 +175,5 @@ impl Report<'_> {
             out.extend_from_slice(line.as_bytes());
         }
         out.extend_from_slice(reply::END);
-    }
-}
-
-fn kv_name(kv: KvType) -> &'static str {
-    match kv {
-        KvType::Memory => "memory",
-        KvType::Memcache => "memcache",
     }
 }
