@@ -290,6 +290,18 @@ impl MemcacheStore {
         Ok(items)
     }
 
+    /// Gives `old` a new expiry; its cas unique stays, as in memcached.
+    fn retouch(
+        clients: &Clients,
+        key: &str,
+        old: &Stored,
+        expiry: Expiry,
+        now: UnixTime,
+    ) -> Answer<bool> {
+        let value = Outgoing::new(old.flags, old.cas, expiry, &old.data);
+        MemcacheStore::write_back(clients, key, old, value, now)
+    }
+
     /// Writes `value` over `old` unless memcached's item changed since it
     /// was read; whether it was written.
     fn write_back(
@@ -366,13 +378,22 @@ impl Store for MemcacheStore {
         expiry: Expiry,
         now: UnixTime,
     ) -> StoreResult<Vec<Option<Item>>> {
-        let items = self.get_many(keys, now)?;
-        for (key, item) in keys.iter().zip(&items) {
-            if item.is_some() {
-                self.touch(key, expiry, now)?;
+        let keys: Vec<&str> = keys
+            .iter()
+            .map(|k| key_str(k))
+            .collect::<StoreResult<_>>()?;
+        self.call(|c| {
+            let found = MemcacheStore::fetch_many(c, &keys, now)?;
+            for (key, old) in keys.iter().zip(&found) {
+                if let Some(old) = old {
+                    MemcacheStore::retouch(c, key, old, expiry, now)?;
+                }
             }
-        }
-        Ok(items)
+            Ok(found
+                .into_iter()
+                .map(|item| item.map(Stored::item))
+                .collect())
+        })
     }
 
     fn store(&mut self, write: Write<'_>, now: UnixTime) -> StoreResult<StoreStatus> {
@@ -457,12 +478,9 @@ impl Store for MemcacheStore {
     /// Rewrites the item with the new expiry; its cas unique stays, as in memcached.
     fn touch(&mut self, key: &[u8], expiry: Expiry, now: UnixTime) -> StoreResult<bool> {
         let key = key_str(key)?;
-        self.call(|c| {
-            let Some(old) = MemcacheStore::fetch(c, key, now)? else {
-                return Ok(false);
-            };
-            let value = Outgoing::new(old.flags, old.cas, expiry, &old.data);
-            MemcacheStore::write_back(c, key, &old, value, now)
+        self.call(|c| match MemcacheStore::fetch(c, key, now)? {
+            Some(old) => MemcacheStore::retouch(c, key, &old, expiry, now),
+            None => Ok(false),
         })
     }
 
