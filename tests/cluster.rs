@@ -34,6 +34,25 @@ fn assert_replicas_identical(cluster: &Cluster, keys: &[String]) -> String {
     views[0].clone()
 }
 
+/// Waits (at most 10 s) until every node's `gets` of `keys` reads the same,
+/// and returns it; fails with the difference if they never do.
+fn converged_state(cluster: &Cluster, keys: &[String]) -> String {
+    let line = format!("gets {}\r\n", keys.join(" "));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let views: Vec<String> = (0..cluster.nodes.len())
+            .map(|n| request(&mut connect(cluster.port(n)), line.as_bytes()))
+            .collect();
+        if views.iter().all(|v| v == &views[0]) {
+            return views[0].clone();
+        }
+        if Instant::now() > deadline {
+            return assert_replicas_identical(cluster, keys);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 #[test]
 fn a_write_acknowledged_anywhere_is_read_everywhere_in_linearizable_mode() {
     let cluster = start_cluster(3, "linearizable", "");
@@ -117,18 +136,8 @@ fn read_modify_writes_agree(cluster: Cluster) {
         .map(|k| k.to_string())
         .collect();
     // An origin replies once it has applied a write; the other replicas
-    // apply it about then, so wait (bounded) until all agree.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let state = loop {
-        let line = format!("gets {}\r\n", keys.join(" "));
-        let views: Vec<String> = (0..3)
-            .map(|n| request(&mut connect(cluster.port(n)), line.as_bytes()))
-            .collect();
-        if views.iter().all(|v| v == &views[0]) || Instant::now() > deadline {
-            break assert_replicas_identical(&cluster, &keys);
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    // apply it about then.
+    let state = converged_state(&cluster, &keys);
     let total = (6 * ROUNDS).to_string();
     let counter_line = format!("VALUE counter 0 {} ", total.len());
     assert!(
@@ -498,21 +507,7 @@ fn killed_node_catches_up(mut cluster: Cluster, while_down: impl FnOnce(&Cluster
     wait_for_value(&cluster, 2, "n", "VALUE n 0 1\r\n7\r\nEND\r\n");
     wait_for_value(&cluster, 2, "a", "END\r\n");
     let keys: Vec<String> = ["a", "b", "n"].iter().map(|k| k.to_string()).collect();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let line = format!("gets {}\r\n", keys.join(" "));
-        let views: Vec<String> = (0..3)
-            .map(|n| request(&mut connect(cluster.port(n)), line.as_bytes()))
-            .collect();
-        if views.iter().all(|v| v == &views[0]) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "replicas never converged: {views:?}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    converged_state(&cluster, &keys);
     wait_for_value(&cluster, 2, "leftover", "END\r\n");
     assert!(stat(&cluster, 2, "mckv_sync_rounds") > 0);
     assert!(stat(&cluster, 2, "mckv_versions_received") >= 3);
