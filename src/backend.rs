@@ -4,8 +4,8 @@
 //! reactor thread, which saves a thread hop and two wake-ups per request.
 //!
 //! ```text
-//!  inline:  reactor ── Job ──► Executor::handle ──► Done (queued, taken at once)
-//!  worker:  reactor ── Job (bounded channel, try_send) ──► worker: Executor::handle
+//!  inline:  reactor ── Work ──► Executor::handle ──► Done (queued, taken at once)
+//!  worker:  reactor ── Work (bounded channel, try_send) ──► worker: Executor::handle
 //!           reactor ◄── Done (channel) ── Waker::wake ◄──┘
 //! ```
 //!
@@ -75,8 +75,8 @@ pub enum Done {
     Reply { reply_to: ReplyTo, reply: Vec<u8> },
     /// Versions local writes left, to push to peers.
     Published(Vec<Version>),
-    /// The answer to `peer`'s sync request: versions and the change number
-    /// they bring it up to.
+    /// The answer to `peer`'s sync request since change `since`: versions,
+    /// and the change number they bring it up to.
     Collected {
         peer: NodeId,
         versions: Vec<Version>,
