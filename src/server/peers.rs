@@ -57,7 +57,10 @@ struct Link {
     /// When the link was accepted or dialed: a stranger gets `peer_timeout` to say hello.
     opened: Instant,
     connected: bool,
+    /// Bytes read, `input[..filled]`; the rest is room, zeroed once, so a
+    /// read costs no memset.
     input: Vec<u8>,
+    filled: usize,
     output: Vec<u8>,
     written: usize,
     wants_write: bool,
@@ -559,6 +562,7 @@ impl Link {
             opened: Instant::now(),
             connected,
             input: Vec::new(),
+            filled: 0,
             output: Vec::new(),
             written: 0,
             wants_write: false,
@@ -574,19 +578,18 @@ impl Link {
         let stranger = matches!(self.role, Role::Accepted(None));
         let mut closed = false;
         while !closed {
-            let filled = self.input.len();
-            self.input.resize(filled + READ_CHUNK, 0);
-            let result = self.stream.read(&mut self.input[filled..]);
-            self.input.truncate(filled + *result.as_ref().unwrap_or(&0));
-            match result {
+            if self.input.len() - self.filled < READ_CHUNK {
+                self.input.resize(self.filled + READ_CHUNK, 0);
+            }
+            match self.stream.read(&mut self.input[self.filled..]) {
                 Ok(0) => closed = true,
-                Ok(_) => {}
+                Ok(n) => self.filled += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e.to_string()),
             }
             if stranger
-                && wire::decode_within(&self.input, wire::MAX_HELLO)
+                && wire::decode_within(&self.input[..self.filled], wire::MAX_HELLO)
                     .map_err(|e| e.to_string())?
                     .is_some()
             {
@@ -596,12 +599,19 @@ impl Link {
         let mut messages = Vec::new();
         let mut at = 0;
         while let Some((message, used)) =
-            wire::decode(&self.input[at..]).map_err(|e| e.to_string())?
+            wire::decode(&self.input[at..self.filled]).map_err(|e| e.to_string())?
         {
             messages.push(message);
             at += used;
         }
-        self.input.drain(..at);
+        if at > 0 {
+            self.input.copy_within(at..self.filled, 0);
+            self.filled -= at;
+        }
+        // A buffer grown for a big frame goes once it is empty.
+        if self.filled == 0 && self.input.len() > 4 * READ_CHUNK {
+            self.input = vec![0; READ_CHUNK];
+        }
         Ok((messages, closed))
     }
 }
