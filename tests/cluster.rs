@@ -221,6 +221,29 @@ fn a_silent_peer_is_shown_down_and_blocks_writes_until_it_answers_again() {
 }
 
 #[test]
+fn a_request_past_its_deadline_is_answered_with_a_timeout() {
+    // The peer is silent far longer than the request may wait, but not long
+    // enough to count as down: only the request's deadline can answer.
+    let keys = "backend_timeout_ms = 300\npeer_timeout_ms = 20000";
+    let cluster = start_cluster(3, "linearizable", keys);
+    let mut c = connect(cluster.port(0));
+    assert_eq!(request(&mut c, b"set k 0 0 1\r\na\r\n"), "STORED\r\n");
+    assert_eq!(stat(&cluster, 0, "mckv_timeouts"), 0);
+
+    cluster.nodes[2].signal("STOP");
+    assert_eq!(
+        request(&mut c, b"set k 0 0 1\r\nb\r\n"),
+        "SERVER_ERROR timeout; the operation may have been applied\r\n"
+    );
+    assert_eq!(stat(&cluster, 0, "mckv_timeouts"), 1);
+
+    cluster.nodes[2].signal("CONT");
+    assert_eq!(request(&mut c, b"set k 0 0 1\r\nc\r\n"), "STORED\r\n");
+    assert_replicas_identical(&cluster, &["k".to_string()]);
+    assert_eq!(stat(&cluster, 0, "mckv_timeouts"), 1);
+}
+
+#[test]
 fn a_peer_with_the_wrong_secret_is_refused() {
     let dir = TempDir::new("secret");
     let (text, ports) = cluster_config(2, "linearizable", "");

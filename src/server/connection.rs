@@ -183,20 +183,21 @@ impl Connection {
         self.first_slot + self.slots.len() as u64 - 1
     }
 
+    /// Whether `slot` still waits for its reply.
+    pub fn is_waiting(&self, slot: u64) -> bool {
+        slot.checked_sub(self.first_slot)
+            .and_then(|index| self.slots.get(index as usize))
+            .is_some_and(|entry| matches!(entry, Slot::Waiting))
+    }
+
     /// Fills a waiting slot; a slot already answered (timed out) or dropped
     /// is left alone. Returns whether the reply was taken.
     pub fn fill_slot(&mut self, slot: u64, reply: Vec<u8>) -> bool {
-        let Some(index) = slot.checked_sub(self.first_slot) else {
-            return false;
-        };
-        let Some(entry) = self.slots.get_mut(index as usize) else {
-            return false;
-        };
-        if !matches!(entry, Slot::Waiting) {
+        if !self.is_waiting(slot) {
             return false;
         }
         self.slot_bytes += reply.len();
-        *entry = Slot::Ready(reply);
+        self.slots[(slot - self.first_slot) as usize] = Slot::Ready(reply);
         self.release_ready();
         true
     }

@@ -467,10 +467,21 @@ impl Server {
             return;
         }
         let deadline = Instant::now() + self.settings.cluster.backend_timeout;
-        self.deadlines.push_back((deadline, reply_to));
         self.engine
             .on_client(reply_to, request, unix_now(), &mut self.effects);
         self.apply_effects();
+        // The inline store has answered by now: only a reply still owed
+        // needs a deadline (and the queue stays short).
+        if self.is_waiting(reply_to) {
+            self.deadlines.push_back((deadline, reply_to));
+        }
+    }
+
+    /// Whether the reply for `reply_to` has yet to come.
+    fn is_waiting(&self, reply_to: ReplyTo) -> bool {
+        self.conns
+            .get(reply_to.token)
+            .is_some_and(|c| c.id == reply_to.conn_id && c.is_waiting(reply_to.slot))
     }
 
     /// Carries out what the engine asked: store work in order, refusals at
@@ -623,6 +634,9 @@ impl Server {
 
     /// A request missed its deadline: answer it now; a late answer is dropped.
     fn time_out(&mut self, reply_to: ReplyTo) {
+        if !self.is_waiting(reply_to) {
+            return;
+        }
         let mut out = Vec::new();
         reply::server_error(&mut out, "timeout; the operation may have been applied");
         if self.answer(reply_to, out) {

@@ -348,8 +348,16 @@ pub fn cluster_config_with(
 ) -> (String, Vec<u16>) {
     let mut config = format!(
         "[cluster]\nname = test\nconsistency = {consistency}\nsecret = test-secret\n\
-         heartbeat_ms = 50\npeer_timeout_ms = 400\n{extra_cluster_keys}\n"
+         {extra_cluster_keys}\n"
     );
+    // Quick failure detection, unless the test sets its own.
+    for default in ["heartbeat_ms = 50", "peer_timeout_ms = 400"] {
+        let key = &default[..default.find(' ').unwrap_or(default.len())];
+        if !extra_cluster_keys.contains(key) {
+            config.push_str(default);
+            config.push('\n');
+        }
+    }
     let mut ports = Vec::new();
     for id in 0..n {
         let (client, peer) = (free_port(), free_port());
