@@ -29,20 +29,44 @@ pub const VERSION: &str = concat!("1.6.0-mckv-", env!("CARGO_PKG_VERSION"));
 
 /// Appends `VALUE <key> <flags> <bytes>[ <cas>]\r\n<data>\r\n`.
 pub fn value(out: &mut Vec<u8>, key: &[u8], flags: u32, data: &[u8], cas: Option<u64>) {
+    // One reservation for the whole reply: the header's numbers take at
+    // most 10 + 20 + 20 digits.
+    out.reserve(key.len() + data.len() + 64);
     out.extend_from_slice(b"VALUE ");
     out.extend_from_slice(key);
-    // Writing integers into a Vec cannot fail.
-    let _ = match cas {
-        Some(cas) => write!(out, " {} {} {}\r\n", flags, data.len(), cas),
-        None => write!(out, " {} {}\r\n", flags, data.len()),
-    };
+    out.push(b' ');
+    decimal(out, u64::from(flags));
+    out.push(b' ');
+    decimal(out, data.len() as u64);
+    if let Some(cas) = cas {
+        out.push(b' ');
+        decimal(out, cas);
+    }
+    out.extend_from_slice(b"\r\n");
     out.extend_from_slice(data);
     out.extend_from_slice(b"\r\n");
 }
 
 /// Appends the new value of an `incr`/`decr`.
 pub fn number(out: &mut Vec<u8>, n: u64) {
-    let _ = write!(out, "{n}\r\n");
+    decimal(out, n);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends `n` in decimal. The replies on the hot path use this rather than
+/// `write!`, whose formatting machinery cost more than the rest of a `get`.
+fn decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[start..]);
 }
 
 /// Appends `STAT <name> <value>\r\n`.
@@ -70,5 +94,18 @@ mod tests {
         value(&mut out, b"k", 5, b"abc", None);
         value(&mut out, b"k", 0, b"", Some(9));
         assert_eq!(out, b"VALUE k 5 3\r\nabc\r\nVALUE k 0 0 9\r\n\r\n");
+    }
+
+    #[test]
+    fn numbers_are_written_in_decimal() {
+        for n in [0, 7, 10, 99, 100, 4_294_967_295, u64::MAX] {
+            let mut out = Vec::new();
+            number(&mut out, n);
+            assert_eq!(out, format!("{n}\r\n").as_bytes());
+        }
+        let mut out = Vec::new();
+        value(&mut out, b"key", u32::MAX, &[b'x'; 12], Some(u64::MAX));
+        let header = format!("VALUE key {} 12 {}\r\n", u32::MAX, u64::MAX);
+        assert!(out.starts_with(header.as_bytes()));
     }
 }
