@@ -873,11 +873,11 @@ impl Sim {
         }
         for (&id, node) in self.nodes.iter_mut() {
             for (key, winner) in &expected {
-                let item = node
-                    .store
-                    .get_many(std::slice::from_ref(key), NOW)
-                    .unwrap()
-                    .pop()
+                let mut item = None;
+                node.store
+                    .retrieve(std::slice::from_ref(key), None, NOW, &mut |_, hit| {
+                        item = Some(hit.clone())
+                    })
                     .unwrap();
                 let stamp = node.log.stamp(key);
                 let name = String::from_utf8_lossy(key);

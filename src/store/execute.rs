@@ -1,6 +1,6 @@
 //! Runs one protocol request against a [`Store`] and writes memcached's reply.
 
-use super::{ArithOutcome, Expiry, Item, Store, StoreError, StoreStatus, UnixTime, Write};
+use super::{ArithOutcome, Expiry, Store, StoreError, StoreStatus, UnixTime, Write};
 use crate::protocol::{reply, Command, Get, Request};
 
 /// What executing a request did, beyond its reply.
@@ -124,17 +124,13 @@ fn run_get(
     now: UnixTime,
     out: &mut Vec<u8>,
 ) -> Result<Executed, StoreError> {
-    let items = match get.touch {
-        Some(exptime) => store.get_and_touch(&get.keys, Expiry::from_exptime(exptime, now), now)?,
-        None => store.get_many(&get.keys, now)?,
-    };
+    let touch = get.touch.map(|exptime| Expiry::from_exptime(exptime, now));
     let mut hits = 0;
-    for (key, item) in get.keys.iter().zip(items) {
-        if let Some(Item { flags, value, cas }) = item {
-            reply::value(out, key, flags, &value, get.with_cas.then_some(cas));
-            hits += 1;
-        }
-    }
+    store.retrieve(&get.keys, touch, now, &mut |index, item| {
+        let cas = get.with_cas.then_some(item.cas);
+        reply::value(out, &get.keys[index], item.flags, &item.value, cas);
+        hits += 1;
+    })?;
     out.extend_from_slice(reply::END);
     Ok(Executed {
         hits,

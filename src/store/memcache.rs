@@ -360,40 +360,34 @@ fn stored_or(answer: Answer<()>, refused: StoreStatus) -> Answer<StoreStatus> {
 }
 
 impl Store for MemcacheStore {
-    fn get_many(&mut self, keys: &[Key], now: UnixTime) -> StoreResult<Vec<Option<Item>>> {
-        let keys: Vec<&str> = keys
-            .iter()
-            .map(|k| key_str(k))
-            .collect::<StoreResult<_>>()?;
-        let found = self.call(|c| MemcacheStore::fetch_many(c, &keys, now))?;
-        Ok(found
-            .into_iter()
-            .map(|item| item.map(Stored::item))
-            .collect())
-    }
-
-    fn get_and_touch(
+    fn retrieve(
         &mut self,
         keys: &[Key],
-        expiry: Expiry,
+        touch: Option<Expiry>,
         now: UnixTime,
-    ) -> StoreResult<Vec<Option<Item>>> {
+        found: &mut dyn FnMut(usize, &Item),
+    ) -> StoreResult<()> {
         let keys: Vec<&str> = keys
             .iter()
             .map(|k| key_str(k))
             .collect::<StoreResult<_>>()?;
-        self.call(|c| {
-            let found = MemcacheStore::fetch_many(c, &keys, now)?;
-            for (key, old) in keys.iter().zip(&found) {
-                if let Some(old) = old {
-                    MemcacheStore::retouch(c, key, old, expiry, now)?;
+        let hits = self.call(|c| {
+            let hits = MemcacheStore::fetch_many(c, &keys, now)?;
+            if let Some(expiry) = touch {
+                for (key, old) in keys.iter().zip(&hits) {
+                    if let Some(old) = old {
+                        MemcacheStore::retouch(c, key, old, expiry, now)?;
+                    }
                 }
             }
-            Ok(found
-                .into_iter()
-                .map(|item| item.map(Stored::item))
-                .collect())
-        })
+            Ok(hits)
+        })?;
+        for (index, hit) in hits.into_iter().enumerate() {
+            if let Some(hit) = hit {
+                found(index, &hit.item());
+            }
+        }
+        Ok(())
     }
 
     fn store(&mut self, write: Write<'_>, now: UnixTime) -> StoreResult<StoreStatus> {

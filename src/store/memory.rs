@@ -2,6 +2,10 @@
 //! uniques, delayed `flush_all`) and a memory cap. Like memcached started with
 //! `-M`, it refuses a write past the cap with `SERVER_ERROR out of memory
 //! storing object` instead of evicting, after first reclaiming expired items.
+//!
+//! It runs on the reactor thread for every request, so the common paths look
+//! a key up once (a `get`) or twice (a `set`: read, then write), and a value
+//! overwritten by one of similar size reuses the old value's buffer.
 
 use std::collections::HashMap;
 
@@ -18,23 +22,66 @@ const ITEM_OVERHEAD: u64 = 56;
 
 #[derive(Debug, Clone)]
 struct Entry {
-    flags: u32,
-    value: Vec<u8>,
-    cas: u64,
+    item: Item,
     expiry: Expiry,
     stored_at: UnixTime,
 }
 
 impl Entry {
-    fn cost(key: &[u8], value: &[u8]) -> u64 {
-        ITEM_OVERHEAD + key.len() as u64 + value.len() as u64
+    fn cost(key: &[u8], value_len: usize) -> u64 {
+        ITEM_OVERHEAD + key.len() as u64 + value_len as u64
     }
 
-    fn item(&self) -> Item {
-        Item {
-            flags: self.flags,
-            value: self.value.clone(),
-            cas: self.cas,
+    fn is_live(&self, flush_at: Option<UnixTime>, now: UnixTime) -> bool {
+        let flushed = matches!(flush_at, Some(at) if at <= now && self.stored_at < at);
+        !flushed && !self.expiry.has_passed(now)
+    }
+
+    /// Takes a new value, keeping the old buffer unless it is far too big.
+    fn overwrite(&mut self, item: Fresh<'_>, now: UnixTime) {
+        let value = &mut self.item.value;
+        if value.capacity() > 2 * item.value.len().max(64) {
+            *value = item.value.to_vec();
+        } else {
+            value.clear();
+            value.extend_from_slice(item.value);
+        }
+        self.item.flags = item.flags;
+        self.item.cas = item.cas;
+        self.expiry = item.expiry;
+        self.stored_at = now;
+    }
+}
+
+/// A value about to be stored.
+struct Fresh<'a> {
+    flags: u32,
+    value: &'a [u8],
+    expiry: Expiry,
+    cas: u64,
+}
+
+/// What a storage command will write, worked out from the live entry.
+struct Resolved<'a> {
+    flags: u32,
+    expiry: Expiry,
+    value: NewValue<'a>,
+    /// Length of the live value it replaces, if any.
+    old_len: Option<usize>,
+}
+
+enum NewValue<'a> {
+    /// The client's bytes as they are (`set`, `add`, `replace`, `cas`).
+    Given(&'a [u8]),
+    /// `append`/`prepend`: the old value joined with the client's bytes.
+    Joined(Vec<u8>),
+}
+
+impl NewValue<'_> {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            NewValue::Given(bytes) => bytes,
+            NewValue::Joined(bytes) => bytes,
         }
     }
 }
@@ -63,25 +110,30 @@ impl MemoryStore {
         }
     }
 
-    fn is_live(&self, entry: &Entry, now: UnixTime) -> bool {
-        let flushed = matches!(self.flush_at, Some(at) if at <= now && entry.stored_at < at);
-        !flushed && !entry.expiry.has_passed(now)
-    }
-
-    /// The live entry for `key`; a dead one is removed on the way.
-    fn live(&mut self, key: &[u8], now: UnixTime) -> Option<&mut Entry> {
-        let alive = self.entries.get(key).map(|e| self.is_live(e, now))?;
-        if !alive {
+    /// Runs `f` on the live entry for `key` (one lookup); a dead one is
+    /// removed on the way and gives `None`.
+    fn with_live<R>(
+        &mut self,
+        key: &[u8],
+        now: UnixTime,
+        f: impl FnOnce(&mut Entry) -> R,
+    ) -> Option<R> {
+        let flush_at = self.flush_at;
+        let dead = match self.entries.get_mut(key) {
+            Some(entry) if entry.is_live(flush_at, now) => return Some(f(entry)),
+            Some(_) => true,
+            None => false,
+        };
+        if dead {
             self.remove(key);
-            return None;
         }
-        self.entries.get_mut(key)
+        None
     }
 
     fn remove(&mut self, key: &[u8]) -> bool {
         match self.entries.remove(key) {
             Some(entry) => {
-                self.used_bytes -= Entry::cost(key, &entry.value);
+                self.used_bytes -= Entry::cost(key, entry.item.value.len());
                 true
             }
             None => false,
@@ -94,10 +146,11 @@ impl MemoryStore {
             return;
         }
         self.last_reclaim = now;
+        let flush_at = self.flush_at;
         let dead: Vec<Key> = self
             .entries
             .iter()
-            .filter(|(_, e)| !self.is_live(e, now))
+            .filter(|(_, e)| !e.is_live(flush_at, now))
             .map(|(k, _)| k.clone())
             .collect();
         for key in dead {
@@ -105,118 +158,137 @@ impl MemoryStore {
         }
     }
 
-    /// Whether replacing `key`'s value by one of `new_len` bytes fits the cap.
-    fn fits(&mut self, key: &[u8], new_len: usize, now: UnixTime) -> bool {
-        let old = |s: &MemoryStore| s.entries.get(key).map_or(0, |e| Entry::cost(key, &e.value));
-        let new = Entry::cost(key, &[]) + new_len as u64;
-        if self.used_bytes - old(self) + new <= self.limit_bytes {
+    /// Whether replacing the live value of `old_len` bytes under `key` (if
+    /// any) by one of `new_len` bytes fits the cap.
+    fn fits(&mut self, key: &[u8], old_len: Option<usize>, new_len: usize, now: UnixTime) -> bool {
+        let old = old_len.map_or(0, |len| Entry::cost(key, len));
+        let new = Entry::cost(key, new_len);
+        if self.used_bytes - old + new <= self.limit_bytes {
             return true;
         }
+        // Reclaiming leaves a live entry where it is, so `old` still holds.
         self.reclaim(now);
-        self.used_bytes - old(self) + new <= self.limit_bytes
+        self.used_bytes - old + new <= self.limit_bytes
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn put(
-        &mut self,
-        key: &[u8],
-        flags: u32,
-        value: Vec<u8>,
-        expiry: Expiry,
-        cas: u64,
-        now: UnixTime,
-    ) {
-        self.remove(key);
-        self.used_bytes += Entry::cost(key, &value);
-        let entry = Entry {
-            flags,
-            value,
-            cas,
-            expiry,
-            stored_at: now,
-        };
-        self.entries.insert(key.to_vec(), entry);
-    }
-
-    /// The value a write would leave, or the status that refuses it.
-    fn resolve(
-        &mut self,
-        write: &Write<'_>,
-        now: UnixTime,
-    ) -> Result<(u32, Vec<u8>, Expiry), StoreStatus> {
-        let limits = self.limits;
-        let existing = self
-            .live(write.key, now)
-            .map(|e| (e.flags, e.cas, e.expiry, &e.value));
-        let fresh = || (write.flags, write.value.to_vec(), write.expiry);
-        match (write.mode, existing) {
-            (StoreMode::Set, _) => Ok(fresh()),
-            (StoreMode::Add, None) | (StoreMode::Replace, Some(_)) => Ok(fresh()),
-            (StoreMode::Add, Some(_)) | (StoreMode::Replace, None) => Err(StoreStatus::NotStored),
-            (StoreMode::Append | StoreMode::Prepend, None) => Err(StoreStatus::NotStored),
-            (StoreMode::Append | StoreMode::Prepend, Some((flags, _, expiry, old))) => {
-                if !limits.item_fits(write.key.len(), flags, old.len() + write.value.len()) {
-                    return Err(StoreStatus::NotStored);
-                }
-                let joined = if write.mode == StoreMode::Append {
-                    [old.as_slice(), write.value].concat()
-                } else {
-                    [write.value, old.as_slice()].concat()
+    /// Stores `item` under `key`, in the entry already there if any.
+    fn put(&mut self, key: &[u8], item: Fresh<'_>, now: UnixTime) {
+        let cost = Entry::cost(key, item.value.len());
+        match self.entries.get_mut(key) {
+            Some(entry) => {
+                self.used_bytes -= Entry::cost(key, entry.item.value.len());
+                self.used_bytes += cost;
+                entry.overwrite(item, now);
+            }
+            None => {
+                self.used_bytes += cost;
+                let entry = Entry {
+                    item: Item {
+                        flags: item.flags,
+                        value: item.value.to_vec(),
+                        cas: item.cas,
+                    },
+                    expiry: item.expiry,
+                    stored_at: now,
                 };
-                Ok((flags, joined, expiry))
+                self.entries.insert(key.to_vec(), entry);
             }
-            (StoreMode::Cas(_), None) => Err(StoreStatus::NotFound),
-            (StoreMode::Cas(unique), Some((_, cas, ..))) if unique != cas => {
-                Err(StoreStatus::Exists)
+        }
+    }
+
+    /// What a write would leave, or the status that refuses it.
+    fn resolve<'w>(
+        &mut self,
+        write: &Write<'w>,
+        now: UnixTime,
+    ) -> Result<Resolved<'w>, StoreStatus> {
+        let limits = self.limits;
+        let fresh = |old_len| Resolved {
+            flags: write.flags,
+            expiry: write.expiry,
+            value: NewValue::Given(write.value),
+            old_len,
+        };
+        let live = self.with_live(write.key, now, |e| {
+            let old = &e.item;
+            let old_len = Some(old.value.len());
+            match write.mode {
+                StoreMode::Set | StoreMode::Replace => Ok(fresh(old_len)),
+                StoreMode::Add => Err(StoreStatus::NotStored),
+                StoreMode::Cas(unique) if unique != old.cas => Err(StoreStatus::Exists),
+                StoreMode::Cas(_) => Ok(fresh(old_len)),
+                StoreMode::Append | StoreMode::Prepend => {
+                    let joined_len = old.value.len() + write.value.len();
+                    if !limits.item_fits(write.key.len(), old.flags, joined_len) {
+                        return Err(StoreStatus::NotStored);
+                    }
+                    let joined = if write.mode == StoreMode::Append {
+                        [old.value.as_slice(), write.value].concat()
+                    } else {
+                        [write.value, old.value.as_slice()].concat()
+                    };
+                    Ok(Resolved {
+                        flags: old.flags,
+                        expiry: e.expiry,
+                        value: NewValue::Joined(joined),
+                        old_len,
+                    })
+                }
             }
-            (StoreMode::Cas(_), Some(_)) => Ok(fresh()),
+        });
+        match (live, write.mode) {
+            (Some(resolved), _) => resolved,
+            (None, StoreMode::Set | StoreMode::Add) => Ok(fresh(None)),
+            (None, StoreMode::Cas(_)) => Err(StoreStatus::NotFound),
+            (None, _) => Err(StoreStatus::NotStored),
         }
     }
 }
 
 impl Store for MemoryStore {
-    fn get_many(&mut self, keys: &[Key], now: UnixTime) -> StoreResult<Vec<Option<Item>>> {
-        Ok(keys
-            .iter()
-            .map(|key| self.live(key, now).map(|e| e.item()))
-            .collect())
-    }
-
-    fn get_and_touch(
+    fn retrieve(
         &mut self,
         keys: &[Key],
-        expiry: Expiry,
+        touch: Option<Expiry>,
         now: UnixTime,
-    ) -> StoreResult<Vec<Option<Item>>> {
-        Ok(keys
-            .iter()
-            .map(|key| {
-                self.live(key, now).map(|e| {
-                    e.expiry = expiry;
-                    e.item()
-                })
-            })
-            .collect())
+        found: &mut dyn FnMut(usize, &Item),
+    ) -> StoreResult<()> {
+        for (index, key) in keys.iter().enumerate() {
+            self.with_live(key, now, |entry| {
+                if let Some(expiry) = touch {
+                    entry.expiry = expiry;
+                }
+                found(index, &entry.item);
+            });
+        }
+        Ok(())
     }
 
     fn store(&mut self, write: Write<'_>, now: UnixTime) -> StoreResult<StoreStatus> {
-        let (flags, value, expiry) = match self.resolve(&write, now) {
-            Ok(next) => next,
+        let resolved = match self.resolve(&write, now) {
+            Ok(resolved) => resolved,
             Err(status) => return Ok(status),
         };
-        if !self.fits(write.key, value.len(), now) {
+        let value = resolved.value.bytes();
+        if !self.fits(write.key, resolved.old_len, value.len(), now) {
             // memcached drops the old value of a failed `set` so it cannot go stale.
             if write.mode == StoreMode::Set {
                 self.remove(write.key);
             }
             return Err(StoreError::OutOfMemory);
         }
-        self.put(write.key, flags, value, expiry, write.cas, now);
+        let item = Fresh {
+            flags: resolved.flags,
+            value,
+            expiry: resolved.expiry,
+            cas: write.cas,
+        };
+        self.put(write.key, item, now);
         Ok(StoreStatus::Stored)
     }
 
     fn delete(&mut self, key: &[u8], now: UnixTime) -> StoreResult<bool> {
-        Ok(self.live(key, now).is_some() && self.remove(key))
+        Ok(self.with_live(key, now, |_| ()).is_some() && self.remove(key))
     }
 
     fn arith(
@@ -227,22 +299,31 @@ impl Store for MemoryStore {
         cas: u64,
         now: UnixTime,
     ) -> StoreResult<ArithOutcome> {
-        let Some(entry) = self.live(key, now) else {
+        let computed = self.with_live(key, now, |e| {
+            let (flags, expiry, old_len) = (e.item.flags, e.expiry, Some(e.item.value.len()));
+            apply_delta(&e.item.value, incr, delta).map(|next| (next, flags, expiry, old_len))
+        });
+        let Some(computed) = computed else {
             return Ok(ArithOutcome::NotFound);
         };
-        let Some((number, text)) = apply_delta(&entry.value, incr, delta) else {
+        let Some(((number, text), flags, expiry, old_len)) = computed else {
             return Ok(ArithOutcome::NonNumeric);
         };
-        let (flags, expiry) = (entry.flags, entry.expiry);
-        if !self.fits(key, text.len(), now) {
+        if !self.fits(key, old_len, text.len(), now) {
             return Err(StoreError::OutOfMemory);
         }
-        self.put(key, flags, text, expiry, cas, now);
+        let item = Fresh {
+            flags,
+            value: &text,
+            expiry,
+            cas,
+        };
+        self.put(key, item, now);
         Ok(ArithOutcome::Value(number))
     }
 
     fn touch(&mut self, key: &[u8], expiry: Expiry, now: UnixTime) -> StoreResult<bool> {
-        Ok(self.live(key, now).map(|e| e.expiry = expiry).is_some())
+        Ok(self.with_live(key, now, |e| e.expiry = expiry).is_some())
     }
 
     fn flush_all(&mut self, at: Option<UnixTime>, now: UnixTime) -> StoreResult<()> {
@@ -258,10 +339,10 @@ impl Store for MemoryStore {
     }
 
     fn export(&mut self, key: &[u8], now: UnixTime) -> StoreResult<Option<version::Item>> {
-        Ok(self.live(key, now).map(|e| version::Item {
-            flags: e.flags,
+        Ok(self.with_live(key, now, |e| version::Item {
+            flags: e.item.flags,
             expiry: e.expiry,
-            value: e.value.clone(),
+            value: e.item.value.clone(),
         }))
     }
 
@@ -272,17 +353,21 @@ impl Store for MemoryStore {
         cas: u64,
         now: UnixTime,
     ) -> StoreResult<()> {
-        match item {
-            None => {
-                self.remove(key);
-            }
-            Some(item) => {
-                if !self.fits(key, item.value.len(), now) {
-                    return Err(StoreError::OutOfMemory);
-                }
-                self.put(key, item.flags, item.value.clone(), item.expiry, cas, now);
-            }
+        let Some(item) = item else {
+            self.remove(key);
+            return Ok(());
+        };
+        let old_len = self.with_live(key, now, |e| e.item.value.len());
+        if !self.fits(key, old_len, item.value.len(), now) {
+            return Err(StoreError::OutOfMemory);
         }
+        let fresh = Fresh {
+            flags: item.flags,
+            value: &item.value,
+            expiry: item.expiry,
+            cas,
+        };
+        self.put(key, fresh, now);
         Ok(())
     }
 
@@ -320,7 +405,12 @@ mod tests {
     static NEXT_CAS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
     fn get(s: &mut MemoryStore, key: &[u8], now: UnixTime) -> Option<Item> {
-        s.get_many(&[key.to_vec()], now).unwrap().pop().unwrap()
+        let mut hit = None;
+        s.retrieve(&[key.to_vec()], None, now, &mut |_, item| {
+            hit = Some(item.clone())
+        })
+        .unwrap();
+        hit
     }
 
     #[test]
@@ -405,6 +495,29 @@ mod tests {
         );
         assert!(get(&mut s, b"a", NOW).is_none());
         assert_eq!(s.stats().bytes, 0);
+    }
+
+    #[test]
+    fn overwrites_keep_the_byte_count_exact() {
+        let mut s = store();
+        let cost = |key: &[u8], len: usize| ITEM_OVERHEAD + (key.len() + len) as u64;
+        for len in [10_000, 3, 0, 200, 199] {
+            s.store(write(StoreMode::Set, b"k", &vec![b'v'; len]), NOW)
+                .unwrap();
+            assert_eq!(s.stats().bytes, cost(b"k", len));
+            assert_eq!(get(&mut s, b"k", NOW).unwrap().value.len(), len);
+        }
+        s.store(write(StoreMode::Append, b"k", b"xy"), NOW).unwrap();
+        s.arith(b"k", true, 1, 5, NOW).unwrap();
+        s.store(write(StoreMode::Set, b"n", b"9"), NOW).unwrap();
+        s.arith(b"n", true, 1, 6, NOW).unwrap();
+        assert_eq!(get(&mut s, b"n", NOW).unwrap().value, b"10");
+        assert_eq!(s.stats().bytes, cost(b"k", 201) + cost(b"n", 2));
+        s.touch(b"k", Expiry::At(NOW + 1), NOW).unwrap();
+        s.store(write(StoreMode::Set, b"n", b"1"), NOW + 1).unwrap();
+        assert!(get(&mut s, b"k", NOW + 1).is_none());
+        assert_eq!(s.stats().bytes, cost(b"n", 1));
+        assert_eq!(s.stats().items, 1);
     }
 
     #[test]

@@ -110,15 +110,17 @@ pub type StoreResult<T> = Result<T, StoreError>;
 /// given the cas unique to use (derived from the operation's stamp), so
 /// replicas that apply the same operations hold the same items.
 pub trait Store: Send {
-    /// Looks up each key in order; a missing or expired key gives `None`.
-    fn get_many(&mut self, keys: &[Key], now: UnixTime) -> StoreResult<Vec<Option<Item>>>;
-    /// `gat`: looks up each key and gives the hits a new expiry.
-    fn get_and_touch(
+    /// Looks up each key in order and lends every live item to `found`,
+    /// with the index of its key (a missing or expired key is skipped), so
+    /// a reply is composed from the stored bytes without copying them.
+    /// With `touch` (`gat`), each hit takes that expiry first.
+    fn retrieve(
         &mut self,
         keys: &[Key],
-        expiry: Expiry,
+        touch: Option<Expiry>,
         now: UnixTime,
-    ) -> StoreResult<Vec<Option<Item>>>;
+        found: &mut dyn FnMut(usize, &Item),
+    ) -> StoreResult<()>;
     fn store(&mut self, write: Write<'_>, now: UnixTime) -> StoreResult<StoreStatus>;
     /// Whether the key existed.
     fn delete(&mut self, key: &[u8], now: UnixTime) -> StoreResult<bool>;

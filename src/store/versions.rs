@@ -460,22 +460,15 @@ mod tests {
     }
 
     impl Store for Flaky {
-        fn get_many(
+        fn retrieve(
             &mut self,
             keys: &[Key],
+            touch: Option<Expiry>,
             now: UnixTime,
-        ) -> StoreResult<Vec<Option<crate::store::Item>>> {
+            found: &mut dyn FnMut(usize, &crate::store::Item),
+        ) -> StoreResult<()> {
             self.check()?;
-            self.inner.get_many(keys, now)
-        }
-        fn get_and_touch(
-            &mut self,
-            keys: &[Key],
-            expiry: Expiry,
-            now: UnixTime,
-        ) -> StoreResult<Vec<Option<crate::store::Item>>> {
-            self.check()?;
-            self.inner.get_and_touch(keys, expiry, now)
+            self.inner.retrieve(keys, touch, now, found)
         }
         fn store(
             &mut self,
