@@ -88,7 +88,7 @@ pub struct Parsed {
 
 /// Parses the first request in `buf`.
 pub fn parse(buf: &[u8], limits: &Limits) -> Result<Parsed, Incomplete> {
-    let Some(newline) = buf.iter().position(|&b| b == b'\n') else {
+    let Some(newline) = memchr::memchr(b'\n', buf) else {
         return if buf.len() > Limits::LINE_SCAN_LIMIT && !may_grow(buf, limits) {
             Ok(Parsed::new(Action::Close, buf.len()))
         } else {
@@ -99,13 +99,12 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Result<Parsed, Incomplete> {
     if line.len() > 1 && line.ends_with(b"\r") {
         line = &line[..line.len() - 1];
     }
-    if let Some(nul) = line.iter().position(|&b| b == 0) {
+    if let Some(nul) = memchr::memchr(0, line) {
         line = &line[..nul];
     }
     let tokens = Tokens::split(line);
     Line {
         tokens: &tokens,
-        line,
         rest: &buf[newline + 1..],
         line_len: newline + 1,
         limits,
@@ -136,6 +135,8 @@ impl Parsed {
 struct Tokens<'a> {
     items: [&'a [u8]; Limits::MAX_TOKENS],
     len: usize,
+    /// The line after the last token kept, when there were too many.
+    rest: &'a [u8],
 }
 
 impl<'a> Tokens<'a> {
@@ -143,15 +144,29 @@ impl<'a> Tokens<'a> {
         let mut tokens = Tokens {
             items: [&[]; Limits::MAX_TOKENS],
             len: 0,
+            rest: &[],
         };
-        for token in line.split(|&b| b == b' ').filter(|t| !t.is_empty()) {
-            if tokens.len == Limits::MAX_TOKENS {
-                break;
+        let mut start = 0;
+        let ends = memchr::memchr_iter(b' ', line).chain(std::iter::once(line.len()));
+        for end in ends {
+            if end > start {
+                if tokens.len == Limits::MAX_TOKENS {
+                    tokens.rest = &line[start..];
+                    break;
+                }
+                tokens.items[tokens.len] = &line[start..end];
+                tokens.len += 1;
             }
-            tokens.items[tokens.len] = token;
-            tokens.len += 1;
+            start = end + 1;
         }
         tokens
+    }
+
+    /// Every token from the `first`, including those past the limit (a
+    /// multi-get may name more keys than memcached keeps tokens).
+    fn from(&self, first: usize) -> impl Iterator<Item = &'a [u8]> + Clone + '_ {
+        let rest = self.rest.split(|&b| b == b' ').filter(|t| !t.is_empty());
+        self.items[first..self.len].iter().copied().chain(rest)
     }
 
     fn get(&self, i: usize) -> &'a [u8] {
@@ -172,7 +187,6 @@ impl<'a> Tokens<'a> {
 /// One request line being dispatched.
 struct Line<'a, 'b> {
     tokens: &'b Tokens<'a>,
-    line: &'a [u8],
     /// Everything after the request line (a storage command's value).
     rest: &'a [u8],
     line_len: usize,
@@ -255,12 +269,7 @@ impl<'a> Line<'a, '_> {
         } else {
             None
         };
-        // Keys past memcached's token limit are read on from the line itself.
-        let keys = self
-            .line
-            .split(|&b| b == b' ')
-            .filter(|t| !t.is_empty())
-            .skip(skip);
+        let keys = self.tokens.from(skip);
         if keys.clone().any(|key| key.len() > Limits::MAX_KEY_LEN) {
             let action = Action::Reply {
                 text: reply::BAD_FORMAT,

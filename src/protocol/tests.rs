@@ -452,7 +452,20 @@ fn multiget_past_the_token_limit_keeps_every_key() {
     let keys: Vec<String> = (0..40).map(|i| format!("k{i}")).collect();
     let line = format!("get {}\r\n", keys.join(" "));
     match command(line.as_bytes()).0 {
-        Command::Get(g) => assert_eq!(g.keys.len(), 40),
+        Command::Get(g) => assert_eq!(g.keys, keys.iter().map(|k| key(k)).collect::<Vec<_>>()),
         other => panic!("{other:?}"),
     }
+    // Spaces, and an overlong key, past the limit count as well.
+    let line = format!("gat 5  {}  {}  \r\n", keys.join("  "), "k".repeat(251));
+    assert!(matches!(
+        parse_one(line.as_bytes()),
+        Ok(Parsed {
+            action: Action::Reply {
+                text: reply::BAD_FORMAT,
+                discards_unflushed: true,
+                ..
+            },
+            ..
+        })
+    ));
 }
