@@ -485,7 +485,10 @@ impl Server {
                 }
             }
             let ready = match self.protocol {
-                Protocol::Memcached => memcached_ready(self.addr, self.children.len().max(1)),
+                // A server started by hand may be a cluster of any size.
+                Protocol::Memcached => {
+                    memcached_ready(self.addr, Some(self.children.len()).filter(|&n| n > 0))
+                }
                 Protocol::EtcdHttp => etcd_ready(self.addr),
             };
             if ready {
@@ -523,8 +526,9 @@ impl Server {
     }
 }
 
-/// Whether a memcached-protocol server answers, with `nodes` nodes up.
-fn memcached_ready(addr: SocketAddr, nodes: usize) -> bool {
+/// Whether the server at `addr` answers, and, if it is mckv, shows every
+/// node up (`nodes` of them, when known).
+fn memcached_ready(addr: SocketAddr, nodes: Option<usize>) -> bool {
     let Ok(mut s) = StdStream::connect_timeout(&addr, Duration::from_millis(200)) else {
         return false;
     };
@@ -537,12 +541,14 @@ fn memcached_ready(addr: SocketAddr, nodes: usize) -> bool {
         return false;
     };
     let show = String::from_utf8_lossy(&buf[..n]);
-    let up = show
-        .lines()
+    let listed: Vec<&str> = show.lines().filter(|l| l.starts_with("NODE ")).collect();
+    let up = listed
+        .iter()
         .filter(|l| l.split(' ').nth(3) == Some("up"))
         .count();
+    let all_up = up == nodes.unwrap_or(listed.len()) && up == listed.len();
     // memcached has no `show`: its ERROR is an answer too.
-    (show.ends_with("END\r\n") && up == nodes) || show.starts_with("ERROR")
+    (show.ends_with("END\r\n") && all_up) || show.starts_with("ERROR")
 }
 
 /// Whether etcd commits a put through `addr` (answered 200): a leader is
