@@ -187,7 +187,13 @@ impl EventualEngine {
 
     /// Versions local writes produced: push them to every linked peer.
     pub fn on_local_versions(&mut self, versions: Vec<Version>) {
-        for peer in self.peers.values_mut().filter(|p| p.linked) {
+        let mut linked = self.peers.values_mut().filter(|p| p.linked).peekable();
+        while let Some(peer) = linked.next() {
+            if linked.peek().is_none() {
+                // The last peer takes the versions themselves: one copy fewer.
+                peer.pushes.extend(versions);
+                break;
+            }
             peer.pushes.extend(versions.iter().cloned());
         }
     }

@@ -10,7 +10,7 @@
 //!  sync request since s ──► changes after s ──► current Versions + complete(seq)
 //! ```
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{HashMap, VecDeque};
 
 use super::{Expiry, Store, StoreError, StoreResult, UnixTime};
 use crate::cluster::version::{Item, State, Version};
@@ -48,8 +48,13 @@ fn held(state: &State) -> Held {
 #[derive(Debug, Default)]
 pub struct VersionLog {
     known: HashMap<Key, Known>,
-    /// Local sequence number of each key's latest change.
-    changes: BTreeMap<u64, Key>,
+    /// Each change as `(sequence number, key)` in local order, the empty key
+    /// standing for a flush. Only a key's latest change is current (its
+    /// `Known::seq`); older ones are stale, skipped, and dropped once they
+    /// outnumber the current ones, so a change costs an append rather than
+    /// a tree update.
+    changes: VecDeque<(u64, Key)>,
+    stale: usize,
     last_seq: u64,
     /// The newest `flush_all`: versions stamped below it are gone.
     flushed: Option<(Stamp, u64)>,
@@ -67,10 +72,46 @@ impl VersionLog {
 
     fn note(&mut self, key: &[u8], stamp: Stamp, held: Held) {
         let seq = self.next_seq();
-        if let Some(old) = self.known.insert(key.to_vec(), Known { stamp, seq, held }) {
-            self.changes.remove(&old.seq);
+        let fresh = Known { stamp, seq, held };
+        match self.known.get_mut(key) {
+            Some(known) => {
+                *known = fresh;
+                self.stale += 1;
+            }
+            None => {
+                self.known.insert(key.to_vec(), fresh);
+            }
         }
-        self.changes.insert(seq, key.to_vec());
+        self.changes.push_back((seq, key.to_vec()));
+        self.compact();
+    }
+
+    /// Whether change `seq` of `key` is still the key's latest.
+    fn is_current(&self, seq: u64, key: &[u8]) -> bool {
+        if key.is_empty() {
+            self.flushed.is_some_and(|(_, flush_seq)| flush_seq == seq)
+        } else {
+            self.known.get(key).is_some_and(|k| k.seq == seq)
+        }
+    }
+
+    /// Drops the stale changes once they are the majority (amortized: each
+    /// change is dropped at most once).
+    fn compact(&mut self) {
+        if self.stale <= self.changes.len() / 2 {
+            return;
+        }
+        let changes = std::mem::take(&mut self.changes);
+        self.changes = changes
+            .into_iter()
+            .filter(|(seq, key)| self.is_current(*seq, key))
+            .collect();
+        self.stale = 0;
+    }
+
+    /// Where the changes after `seq` start.
+    fn after(&self, seq: u64) -> usize {
+        self.changes.partition_point(|(s, _)| *s <= seq)
     }
 
     fn is_flushed(&self, stamp: Stamp) -> bool {
@@ -182,15 +223,15 @@ impl VersionLog {
 
     fn apply_flush(&mut self, stamp: Stamp) {
         let seq = self.next_seq();
-        if let Some((_, old_seq)) = self.flushed.replace((stamp, seq)) {
-            self.changes.remove(&old_seq);
+        if self.flushed.replace((stamp, seq)).is_some() {
+            self.stale += 1;
         }
-        self.changes.insert(seq, Vec::new());
+        self.changes.push_back((seq, Vec::new()));
         for key in self.older_than(stamp) {
-            if let Some(old) = self.known.remove(&key) {
-                self.changes.remove(&old.seq);
-            }
+            self.known.remove(&key);
+            self.stale += 1;
         }
+        self.compact();
     }
 
     /// Applies a peer's version if it is newer than what this replica holds
@@ -254,18 +295,21 @@ impl VersionLog {
         // Values are read from the store together: one round trip per batch
         // on a memcached backend, not one per key.
         let mut to_read: Vec<(&Key, Known)> = Vec::new();
-        for (_, key) in self.changes.range(since + 1..) {
+        for (seq, key) in self.changes.range(self.after(since)..) {
             if key.is_empty() {
-                if let Some((stamp, _)) = self.flushed {
-                    versions.push(Version {
-                        key: Vec::new(),
-                        stamp,
-                        state: State::Flushed,
-                    });
+                if let Some((stamp, flush_seq)) = self.flushed {
+                    if flush_seq == *seq {
+                        versions.push(Version {
+                            key: Vec::new(),
+                            stamp,
+                            state: State::Flushed,
+                        });
+                    }
                 }
                 continue;
             }
             match self.known.get(key) {
+                Some(known) if known.seq != *seq => {} // changed again later
                 Some(known) if known.held == Held::Deleted => versions.push(Version {
                     key: key.clone(),
                     stamp: known.stamp,
@@ -305,20 +349,21 @@ impl VersionLog {
 
     /// Forgets tombstones every peer has synced past (changed at or below `synced`).
     pub fn forget_tombstones(&mut self, synced: u64) {
-        let dead: Vec<(u64, Key)> = self
+        let dead: Vec<Key> = self
             .changes
-            .range(..=synced)
-            .filter(|(_, key)| {
+            .range(..self.after(synced))
+            .filter(|(seq, key)| {
                 self.known
-                    .get(*key)
-                    .is_some_and(|k| k.held == Held::Deleted)
+                    .get(key)
+                    .is_some_and(|k| k.seq == *seq && k.held == Held::Deleted)
             })
-            .map(|(seq, key)| (*seq, key.clone()))
+            .map(|(_, key)| key.clone())
             .collect();
-        for (seq, key) in dead {
-            self.changes.remove(&seq);
+        for key in dead {
             self.known.remove(&key);
+            self.stale += 1;
         }
+        self.compact();
     }
 
     /// Keys with a version (tombstones included), for tests and stats.
@@ -651,5 +696,43 @@ mod tests {
         assert_eq!(log.len(), 1, "the tombstone (seq 2) is not synced past yet");
         log.forget_tombstones(2);
         assert!(log.is_empty());
+    }
+
+    #[test]
+    fn a_key_changed_again_is_judged_by_its_latest_change() {
+        let (mut s, mut log) = (store(), VersionLog::new());
+        let delete = |ts| Version {
+            key: b"k".to_vec(),
+            stamp: stamp(ts, 0),
+            state: State::Deleted,
+        };
+        for i in 0..10 {
+            // seq 1..=10: enough current changes that k's stale ones stay.
+            log.apply_remote(&mut s, &put(&format!("a{i}"), 1, 0, "v"), NOW)
+                .unwrap();
+        }
+        log.apply_remote(&mut s, &delete(1), NOW).unwrap(); // seq 11
+        log.apply_remote(&mut s, &put("k", 2, 0, "v"), NOW).unwrap(); // seq 12
+        log.apply_remote(&mut s, &delete(3), NOW).unwrap(); // seq 13
+                                                            // The tombstone of seq 11 was synced past, but k's current one was not.
+        log.forget_tombstones(12);
+        assert_eq!(log.stamp(b"k"), Some(stamp(3, 0)));
+        let (changed, _) = log.since(&mut s, 10, NOW).unwrap();
+        assert_eq!(changed, vec![delete(3)], "one current version per key");
+
+        // Many rewrites of a few keys: the log keeps what is current, in order.
+        for ts in 10..1_000 {
+            log.apply_remote(&mut s, &put(&format!("r{}", ts % 3), ts, 0, "x"), NOW)
+                .unwrap();
+        }
+        assert!(
+            log.changes.len() <= 2 * log.len() + 2,
+            "stale changes are dropped"
+        );
+        let (recent, _) = log.since(&mut s, 0, NOW).unwrap();
+        let stamps: Vec<u64> = recent.iter().map(|v| v.stamp.ts).collect();
+        // Tombstones first, then values read from the store in log order.
+        let want: Vec<u64> = [3].into_iter().chain([1; 10]).chain(997..1_000).collect();
+        assert_eq!(stamps, want);
     }
 }
