@@ -89,7 +89,7 @@ impl NewValue<'_> {
 /// The embedded in-memory store.
 #[derive(Debug)]
 pub struct MemoryStore {
-    entries: HashMap<Key, Entry>,
+    entries: HashMap<Key, Entry, ahash::RandomState>,
     used_bytes: u64,
     limit_bytes: u64,
     limits: Limits,
@@ -101,7 +101,7 @@ pub struct MemoryStore {
 impl MemoryStore {
     pub fn new(limit_bytes: u64, limits: Limits) -> MemoryStore {
         MemoryStore {
-            entries: HashMap::new(),
+            entries: HashMap::default(),
             used_bytes: 0,
             limit_bytes,
             limits,

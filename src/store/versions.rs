@@ -47,7 +47,7 @@ fn held(state: &State) -> Held {
 /// The versions a replica holds, and the order they changed in.
 #[derive(Debug, Default)]
 pub struct VersionLog {
-    known: HashMap<Key, Known>,
+    known: HashMap<Key, Known, ahash::RandomState>,
     /// Each change as `(sequence number, key)` in local order, the empty key
     /// standing for a flush. Only a key's latest change is current (its
     /// `Known::seq`); older ones are stale, skipped, and dropped once they
