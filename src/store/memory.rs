@@ -37,14 +37,16 @@ impl Entry {
         !flushed && !self.expiry.has_passed(now)
     }
 
-    /// Takes a new value, keeping the old buffer unless it is far too big.
+    /// Takes a new value, in the old buffer when the value fits it snugly
+    /// (within a quarter, as memcached's slab classes do), so the memory
+    /// cap, which counts value bytes, stays close to what is allocated.
     fn overwrite(&mut self, item: Fresh<'_>, now: UnixTime) {
-        let value = &mut self.item.value;
-        if value.capacity() > 2 * item.value.len().max(64) {
-            *value = item.value.to_vec();
-        } else {
+        let (value, len) = (&mut self.item.value, item.value.len());
+        if (len..=len + len / 4).contains(&value.capacity()) {
             value.clear();
             value.extend_from_slice(item.value);
+        } else {
+            *value = item.value.to_vec();
         }
         self.item.flags = item.flags;
         self.item.cas = item.cas;
@@ -506,6 +508,8 @@ mod tests {
                 .unwrap();
             assert_eq!(s.stats().bytes, cost(b"k", len));
             assert_eq!(get(&mut s, b"k", NOW).unwrap().value.len(), len);
+            let held = s.entries[&b"k"[..]].item.value.capacity();
+            assert!(held <= len + len / 4, "{held} bytes held for {len}");
         }
         s.store(write(StoreMode::Append, b"k", b"xy"), NOW).unwrap();
         s.arith(b"k", true, 1, 5, NOW).unwrap();
