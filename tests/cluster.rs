@@ -224,7 +224,7 @@ fn a_silent_peer_is_shown_down_and_blocks_writes_until_it_answers_again() {
 fn a_request_past_its_deadline_is_answered_with_a_timeout() {
     // The peer is silent far longer than the request may wait, but not long
     // enough to count as down: only the request's deadline can answer.
-    let keys = "backend_timeout_ms = 300\npeer_timeout_ms = 20000";
+    let keys = "backend_timeout_ms = 1000\npeer_timeout_ms = 20000";
     let cluster = start_cluster(3, "linearizable", keys);
     let mut c = connect(cluster.port(0));
     assert_eq!(request(&mut c, b"set k 0 0 1\r\na\r\n"), "STORED\r\n");

@@ -164,7 +164,7 @@ impl<'a> Tokens<'a> {
 
     /// Every token from the `first`, including those past the limit (a
     /// multi-get may name more keys than memcached keeps tokens).
-    fn from(&self, first: usize) -> impl Iterator<Item = &'a [u8]> + Clone + '_ {
+    fn starting_at(&self, first: usize) -> impl Iterator<Item = &'a [u8]> + Clone + '_ {
         let rest = self.rest.split(|&b| b == b' ').filter(|t| !t.is_empty());
         self.items[first..self.len].iter().copied().chain(rest)
     }
@@ -269,7 +269,7 @@ impl<'a> Line<'a, '_> {
         } else {
             None
         };
-        let keys = self.tokens.from(skip);
+        let keys = self.tokens.starting_at(skip);
         if keys.clone().any(|key| key.len() > Limits::MAX_KEY_LEN) {
             let action = Action::Reply {
                 text: reply::BAD_FORMAT,

@@ -185,19 +185,23 @@ impl Connection {
 
     /// Whether `slot` still waits for its reply.
     pub fn is_waiting(&self, slot: u64) -> bool {
-        slot.checked_sub(self.first_slot)
-            .and_then(|index| self.slots.get(index as usize))
-            .is_some_and(|entry| matches!(entry, Slot::Waiting))
+        self.waiting_index(slot).is_some()
+    }
+
+    /// Where `slot` is in the queue, if it still waits for its reply.
+    fn waiting_index(&self, slot: u64) -> Option<usize> {
+        let index = slot.checked_sub(self.first_slot)? as usize;
+        matches!(self.slots.get(index), Some(Slot::Waiting)).then_some(index)
     }
 
     /// Fills a waiting slot; a slot already answered (timed out) or dropped
     /// is left alone. Returns whether the reply was taken.
     pub fn fill_slot(&mut self, slot: u64, reply: Vec<u8>) -> bool {
-        if !self.is_waiting(slot) {
+        let Some(index) = self.waiting_index(slot) else {
             return false;
-        }
+        };
         self.slot_bytes += reply.len();
-        self.slots[(slot - self.first_slot) as usize] = Slot::Ready(reply);
+        self.slots[index] = Slot::Ready(reply);
         self.release_ready();
         true
     }

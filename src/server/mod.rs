@@ -634,6 +634,8 @@ impl Server {
 
     /// A request missed its deadline: answer it now; a late answer is dropped.
     fn time_out(&mut self, reply_to: ReplyTo) {
+        // Most deadlines outlive their request (every write in a cluster
+        // keeps one): no reply is composed for those.
         if !self.is_waiting(reply_to) {
             return;
         }

@@ -4,8 +4,9 @@
 //! storing object` instead of evicting, after first reclaiming expired items.
 //!
 //! It runs on the reactor thread for every request, so the common paths look
-//! a key up once (a `get`) or twice (a `set`: read, then write), and a value
-//! overwritten by one of similar size reuses the old value's buffer.
+//! a key up once (a `get`) or twice (a `set` of a key that exists: read, then
+//! write in place), and a value overwritten by one of similar size reuses the
+//! old value's buffer.
 
 use std::collections::HashMap;
 

@@ -246,6 +246,12 @@ impl VersionLog {
         if self.is_flushed(version.stamp) {
             return Ok(false);
         }
+        if version.key.is_empty() && version.state != State::Flushed {
+            // The empty key names the flush in the change log; no client
+            // can write it, so no peer can have a version of it.
+            log::warn!("a peer sent a version of the empty key; ignored");
+            return Ok(false);
+        }
         if version.state == State::Flushed {
             if self.flushed.is_some_and(|(held, _)| version.stamp <= held) {
                 return Ok(false); // the same flush again, or an older one
@@ -699,6 +705,14 @@ mod tests {
     }
 
     #[test]
+    fn a_version_of_the_empty_key_is_ignored() {
+        let (mut s, mut log) = (store(), VersionLog::new());
+        assert!(!log.apply_remote(&mut s, &put("", 1, 0, "v"), NOW).unwrap());
+        assert!(log.is_empty());
+        assert_eq!(log.since(&mut s, 0, NOW).unwrap().0, vec![]);
+    }
+
+    #[test]
     fn a_key_changed_again_is_judged_by_its_latest_change() {
         let (mut s, mut log) = (store(), VersionLog::new());
         let delete = |ts| Version {
@@ -714,7 +728,8 @@ mod tests {
         log.apply_remote(&mut s, &delete(1), NOW).unwrap(); // seq 11
         log.apply_remote(&mut s, &put("k", 2, 0, "v"), NOW).unwrap(); // seq 12
         log.apply_remote(&mut s, &delete(3), NOW).unwrap(); // seq 13
-                                                            // The tombstone of seq 11 was synced past, but k's current one was not.
+
+        // The tombstone of seq 11 was synced past, but k's current one was not.
         log.forget_tombstones(12);
         assert_eq!(log.stamp(b"k"), Some(stamp(3, 0)));
         let (changed, _) = log.since(&mut s, 10, NOW).unwrap();

@@ -353,7 +353,10 @@ pub fn cluster_config_with(
     // Quick failure detection, unless the test sets its own.
     for default in ["heartbeat_ms = 50", "peer_timeout_ms = 400"] {
         let key = &default[..default.find(' ').unwrap_or(default.len())];
-        if !extra_cluster_keys.contains(key) {
+        let set_by_test = extra_cluster_keys
+            .lines()
+            .any(|line| line.split('=').next().map(str::trim) == Some(key));
+        if !set_by_test {
             config.push_str(default);
             config.push('\n');
         }
