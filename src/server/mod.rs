@@ -470,8 +470,8 @@ impl Server {
         self.engine
             .on_client(reply_to, request, unix_now(), &mut self.effects);
         self.apply_effects();
-        // The inline store has answered by now: only a reply still owed
-        // needs a deadline (and the queue stays short).
+        // A reply that came at once (the inline store on one node) needs no
+        // deadline: only one still owed takes a place in the queue.
         if self.is_waiting(reply_to) {
             self.deadlines.push_back((deadline, reply_to));
         }
