@@ -174,8 +174,19 @@ impl MemoryStore {
         self.used_bytes - old + new <= self.limit_bytes
     }
 
-    /// Stores `item` under `key`, in the entry already there if any.
-    fn put(&mut self, key: &[u8], item: Fresh<'_>, now: UnixTime) {
+    /// Stores `item` under `key` in place of the live value of `old_len`
+    /// bytes (if any), in the entry already there; refused if it would pass
+    /// the cap.
+    fn put(
+        &mut self,
+        key: &[u8],
+        old_len: Option<usize>,
+        item: Fresh<'_>,
+        now: UnixTime,
+    ) -> StoreResult<()> {
+        if !self.fits(key, old_len, item.value.len(), now) {
+            return Err(StoreError::OutOfMemory);
+        }
         let cost = Entry::cost(key, item.value.len());
         match self.entries.get_mut(key) {
             Some(entry) => {
@@ -197,6 +208,7 @@ impl MemoryStore {
                 self.entries.insert(key.to_vec(), entry);
             }
         }
+        Ok(())
     }
 
     /// What a write would leave, or the status that refuses it.
@@ -272,21 +284,19 @@ impl Store for MemoryStore {
             Ok(resolved) => resolved,
             Err(status) => return Ok(status),
         };
-        let value = resolved.value.bytes();
-        if !self.fits(write.key, resolved.old_len, value.len(), now) {
+        let item = Fresh {
+            flags: resolved.flags,
+            value: resolved.value.bytes(),
+            expiry: resolved.expiry,
+            cas: write.cas,
+        };
+        if let Err(e) = self.put(write.key, resolved.old_len, item, now) {
             // memcached drops the old value of a failed `set` so it cannot go stale.
             if write.mode == StoreMode::Set {
                 self.remove(write.key);
             }
-            return Err(StoreError::OutOfMemory);
+            return Err(e);
         }
-        let item = Fresh {
-            flags: resolved.flags,
-            value,
-            expiry: resolved.expiry,
-            cas: write.cas,
-        };
-        self.put(write.key, item, now);
         Ok(StoreStatus::Stored)
     }
 
@@ -312,16 +322,13 @@ impl Store for MemoryStore {
         let Some(((number, text), flags, expiry, old_len)) = computed else {
             return Ok(ArithOutcome::NonNumeric);
         };
-        if !self.fits(key, old_len, text.len(), now) {
-            return Err(StoreError::OutOfMemory);
-        }
         let item = Fresh {
             flags,
             value: &text,
             expiry,
             cas,
         };
-        self.put(key, item, now);
+        self.put(key, old_len, item, now)?;
         Ok(ArithOutcome::Value(number))
     }
 
@@ -361,17 +368,13 @@ impl Store for MemoryStore {
             return Ok(());
         };
         let old_len = self.with_live(key, now, |e| e.item.value.len());
-        if !self.fits(key, old_len, item.value.len(), now) {
-            return Err(StoreError::OutOfMemory);
-        }
         let fresh = Fresh {
             flags: item.flags,
             value: &item.value,
             expiry: item.expiry,
             cas,
         };
-        self.put(key, fresh, now);
-        Ok(())
+        self.put(key, old_len, fresh, now)
     }
 
     fn stats(&self) -> StoreStats {
