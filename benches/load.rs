@@ -546,7 +546,7 @@ fn memcached_ready(addr: SocketAddr, nodes: Option<usize>) -> bool {
         .iter()
         .filter(|l| l.split(' ').nth(3) == Some("up"))
         .count();
-    let all_up = up == nodes.unwrap_or(listed.len()) && up == listed.len();
+    let all_up = up == listed.len() && nodes.is_none_or(|n| n == up);
     // memcached has no `show`: its ERROR is an answer too.
     (show.ends_with("END\r\n") && all_up) || show.starts_with("ERROR")
 }
