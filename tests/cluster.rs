@@ -10,46 +10,15 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{
-    cluster_config, connect, read_until, roundtrip, start_cluster, start_cluster_node,
+    cluster_config, connect, poll, request, roundtrip, start_cluster, start_cluster_node,
     start_cluster_on_memcached, Cluster, TempDir,
 };
 
-fn request(c: &mut TcpStream, bytes: &[u8]) -> String {
-    let done = |got: &[u8]| {
-        got.ends_with(b"END\r\n") || (got.ends_with(b"\r\n") && !got.starts_with(b"VALUE"))
-    };
-    c.write_all(bytes).expect("send");
-    String::from_utf8_lossy(&read_until(c, Duration::from_secs(10), done)).into_owned()
-}
-
-/// Every key's `gets` reply on every node, which must all be identical.
-fn assert_replicas_identical(cluster: &Cluster, keys: &[String]) -> String {
-    let line = format!("gets {}\r\n", keys.join(" "));
-    let views: Vec<String> = (0..cluster.nodes.len())
-        .map(|n| request(&mut connect(cluster.port(n)), line.as_bytes()))
-        .collect();
+/// Every key's `gets` reply on every node, which must all be identical now.
+fn assert_replicas_identical(cluster: &Cluster, keys: &[String]) {
+    let views = cluster.gets_everywhere(keys);
     for (n, view) in views.iter().enumerate() {
         assert_eq!(view, &views[0], "node {n} differs from node 0");
-    }
-    views[0].clone()
-}
-
-/// Waits (at most 10 s) until every node's `gets` of `keys` reads the same,
-/// and returns it; fails with the difference if they never do.
-fn converged_state(cluster: &Cluster, keys: &[String]) -> String {
-    let line = format!("gets {}\r\n", keys.join(" "));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let views: Vec<String> = (0..cluster.nodes.len())
-            .map(|n| request(&mut connect(cluster.port(n)), line.as_bytes()))
-            .collect();
-        if views.iter().all(|v| v == &views[0]) {
-            return views[0].clone();
-        }
-        if Instant::now() > deadline {
-            return assert_replicas_identical(cluster, keys);
-        }
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -137,7 +106,7 @@ fn read_modify_writes_agree(cluster: Cluster) {
         .collect();
     // An origin replies once it has applied a write; the other replicas
     // apply it about then.
-    let state = converged_state(&cluster, &keys);
+    let state = cluster.converged(&keys);
     let total = (6 * ROUNDS).to_string();
     let counter_line = format!("VALUE counter 0 {} ", total.len());
     assert!(
@@ -186,15 +155,17 @@ fn node_state(cluster: &Cluster, observer: usize, node: usize) -> String {
 }
 
 fn wait_for_state(cluster: &Cluster, observer: usize, node: usize, state: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while node_state(cluster, observer, node) != state {
-        assert!(
-            Instant::now() < deadline,
-            "node {observer} never saw node {node} {state}:\n{}",
-            cluster.show(observer)
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    poll(
+        Duration::from_secs(10),
+        Duration::from_millis(20),
+        || match node_state(cluster, observer, node) == state {
+            true => Ok(()),
+            false => Err(format!(
+                "node {observer} never saw node {node} {state}:\n{}",
+                cluster.show(observer)
+            )),
+        },
+    )
 }
 
 #[test]
@@ -258,17 +229,13 @@ fn a_peer_with_the_wrong_secret_is_refused() {
     let node0 = start_cluster_node(&good, &dir.0, 0, ports[0]);
     let _node1 = start_cluster_node(&bad, &dir.0, 1, ports[1]);
     let log0 = dir.0.join("node0.log");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !std::fs::read_to_string(&log0)
-        .unwrap_or_default()
-        .contains("wrong cluster secret")
-    {
-        assert!(
-            Instant::now() < deadline,
-            "node 0 never refused the bad hello"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    poll(Duration::from_secs(10), Duration::from_millis(20), || {
+        let log = std::fs::read_to_string(&log0).unwrap_or_default();
+        match log.contains("wrong cluster secret") {
+            true => Ok(()),
+            false => Err("node 0 never refused the bad hello".to_string()),
+        }
+    });
     let mut c = connect(node0.port);
     let show = request(&mut c, b"show\r\n");
     assert!(
@@ -443,19 +410,16 @@ fn a_restarted_node_is_refused_and_says_so_to_its_clients() {
 
 /// Polls `get key` on `node` until it answers `want` (bounded).
 fn wait_for_value(cluster: &Cluster, node: usize, key: &str, want: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
     let mut c = connect(cluster.port(node));
-    loop {
+    poll(Duration::from_secs(10), Duration::from_millis(20), || {
         let got = request(&mut c, format!("get {key}\r\n").as_bytes());
-        if got == want {
-            return;
+        match got == want {
+            true => Ok(()),
+            false => Err(format!(
+                "node {node} never answered {want:?} for {key}: {got:?}"
+            )),
         }
-        assert!(
-            Instant::now() < deadline,
-            "node {node} never answered {want:?} for {key}: {got:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    })
 }
 
 #[test]
@@ -490,18 +454,13 @@ fn eventual_mode_on_memcached_backends_catches_up_after_restart() {
     });
     let keys: Vec<String> = (0..MANY).map(|i| format!("many{i}")).collect();
     let line = format!("get {}\r\n", keys.join(" "));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    poll(Duration::from_secs(10), Duration::from_millis(50), || {
         let got = request(&mut connect(cluster.port(2)), line.as_bytes());
-        if got.matches("VALUE many").count() == MANY {
-            break;
+        match got.matches("VALUE many").count() == MANY {
+            true => Ok(()),
+            false => Err(format!("node 2 never got all {MANY}: {got}")),
         }
-        assert!(
-            Instant::now() < deadline,
-            "node 2 never got all {MANY}: {got}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    });
 }
 
 /// Writes replicate; node 2 is killed with SIGKILL, the others write and
@@ -530,7 +489,7 @@ fn killed_node_catches_up(mut cluster: Cluster, while_down: impl FnOnce(&Cluster
     wait_for_value(&cluster, 2, "n", "VALUE n 0 1\r\n7\r\nEND\r\n");
     wait_for_value(&cluster, 2, "a", "END\r\n");
     let keys: Vec<String> = ["a", "b", "n"].iter().map(|k| k.to_string()).collect();
-    converged_state(&cluster, &keys);
+    cluster.converged(&keys);
     wait_for_value(&cluster, 2, "leftover", "END\r\n");
     assert!(stat(&cluster, 2, "mckv_sync_rounds") > 0);
     assert!(stat(&cluster, 2, "mckv_versions_received") >= 3);

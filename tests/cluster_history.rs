@@ -8,25 +8,15 @@ mod common;
 #[path = "common/history.rs"]
 mod history;
 
-use std::io::Write;
-use std::net::TcpStream;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use common::rng::Rng;
-use common::{connect, read_until, start_cluster, Cluster};
+use common::{connect, request, start_cluster, Cluster};
 use history::{check_linearizable, check_sequential, Event, History, KvOp, KvRet};
 
 const KEYS: usize = 3;
 const CLIENTS: usize = 6;
 const OPS_PER_CLIENT: usize = 40;
-
-fn request(c: &mut TcpStream, bytes: &[u8]) -> String {
-    let done = |got: &[u8]| {
-        got.ends_with(b"END\r\n") || (got.ends_with(b"\r\n") && !got.starts_with(b"VALUE"))
-    };
-    c.write_all(bytes).expect("send");
-    String::from_utf8_lossy(&read_until(c, Duration::from_secs(10), done)).into_owned()
-}
 
 /// `(value, cas unique)` of a `gets` reply, or `None` for a miss.
 fn parse_gets(reply: &str) -> Result<Option<(String, String)>, ()> {
@@ -119,24 +109,8 @@ fn run_history(cluster: &Cluster) -> History {
 }
 
 fn assert_replicas_converge(cluster: &Cluster) {
-    let line = format!(
-        "gets {}\r\n",
-        (0..KEYS)
-            .map(|k| format!("h{k}"))
-            .collect::<Vec<_>>()
-            .join(" ")
-    );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let views: Vec<String> = (0..3)
-            .map(|n| request(&mut connect(cluster.port(n)), line.as_bytes()))
-            .collect();
-        if views.iter().all(|v| v == &views[0]) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "replicas differ: {views:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let keys: Vec<String> = (0..KEYS).map(|k| format!("h{k}")).collect();
+    cluster.converged(&keys);
 }
 
 #[test]

@@ -8,9 +8,9 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{cluster_config, connect, roundtrip, start_cluster_node, ProcessGuard, TempDir};
+use common::{cluster_config, connect, poll, roundtrip, start_cluster_node, ProcessGuard, TempDir};
 use mckv::cluster::version::{Item, State, Version};
 use mckv::cluster::{handshake, wire, Frame, PeerMessage, Stamp};
 use mckv::store::Expiry;
@@ -67,16 +67,14 @@ impl Lone {
 
     /// Waits (at most 10 s) until node 0 shows node 1 in `state`.
     fn wait_for_node1(&self, state: &str) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
+        poll(Duration::from_secs(10), Duration::from_millis(20), || {
             let show = self.show();
             let line = show.lines().find(|l| l.starts_with("NODE 1 "));
-            if line.and_then(|l| l.split(' ').nth(3)) == Some(state) {
-                return;
+            match line.and_then(|l| l.split(' ').nth(3)) == Some(state) {
+                true => Ok(()),
+                false => Err(format!("node 1 never {state}:\n{show}")),
             }
-            assert!(Instant::now() < deadline, "node 1 never {state}:\n{show}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        })
     }
 
     fn dial(&self) -> TcpStream {
@@ -225,17 +223,12 @@ fn what_follows_a_hello_in_the_same_write_is_read() {
     let mut want = b"VALUE big 0 102400\r\n".to_vec();
     want.extend_from_slice(&value);
     want.extend_from_slice(b"\r\nEND\r\n");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
+    poll(Duration::from_secs(5), Duration::from_millis(20), || {
         let mut c = connect(lone.node.port);
-        if roundtrip(&mut c, b"get big\r\n", b"END\r\n") == want {
-            break;
+        match roundtrip(&mut c, b"get big\r\n", b"END\r\n") == want {
+            true => Ok(()),
+            false => Err("the frame after the hello was never read".to_string()),
         }
-        assert!(
-            Instant::now() < deadline,
-            "the frame after the hello was never read"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    });
     drop(link);
 }

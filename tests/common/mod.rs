@@ -60,16 +60,30 @@ pub fn free_port() -> u16 {
     }
 }
 
+/// Calls `check` every `every` until it gives `Ok`, for at most `limit`;
+/// panics with its last `Err` if it never does.
+pub fn poll<T>(
+    limit: Duration,
+    every: Duration,
+    mut check: impl FnMut() -> Result<T, String>,
+) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        match check() {
+            Ok(done) => return done,
+            Err(why) if Instant::now() >= deadline => panic!("{why}"),
+            Err(_) => std::thread::sleep(every),
+        }
+    }
+}
+
 /// Waits until something accepts on `port`, or panics after `limit`.
 pub fn wait_for_port(port: u16, limit: Duration) {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("nothing listens on 127.0.0.1:{port} after {limit:?}");
+    poll(limit, Duration::from_millis(20), || {
+        TcpStream::connect(("127.0.0.1", port))
+            .map(drop)
+            .map_err(|_| format!("nothing listens on 127.0.0.1:{port} after {limit:?}"))
+    })
 }
 
 /// Waits (at most 10 s) until the server `process` accepts on its port;
@@ -248,6 +262,16 @@ pub fn connect(port: u16) -> TcpStream {
     stream
 }
 
+/// Sends one request and reads its reply (up to `END`, or one line that is
+/// not a `VALUE`), as text.
+pub fn request(c: &mut TcpStream, bytes: &[u8]) -> String {
+    let done = |got: &[u8]| {
+        got.ends_with(b"END\r\n") || (got.ends_with(b"\r\n") && !got.starts_with(b"VALUE"))
+    };
+    c.write_all(bytes).expect("send");
+    String::from_utf8_lossy(&read_until(c, Duration::from_secs(10), done)).into_owned()
+}
+
 /// Reads from `stream` until `done(&bytes)` holds or `limit` passes; returns what came.
 pub fn read_until(
     stream: &mut TcpStream,
@@ -313,24 +337,39 @@ impl Cluster {
     /// Waits (at most 10 s) until every node's `show` lists every node up.
     pub fn wait_all_up(&self) {
         let n = self.nodes.len();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        for node in 0..n {
-            loop {
+        poll(Duration::from_secs(10), Duration::from_millis(20), || {
+            for node in 0..n {
                 let show = self.show(node);
                 let up = show
                     .lines()
                     .filter(|l| l.split(' ').nth(3) == Some("up"))
                     .count();
-                if up == n {
-                    break;
+                if up != n {
+                    return Err(format!("node {node} never saw the cluster up:\n{show}"));
                 }
-                assert!(
-                    Instant::now() < deadline,
-                    "node {node} never saw the cluster up:\n{show}"
-                );
-                std::thread::sleep(Duration::from_millis(20));
             }
-        }
+            Ok(())
+        })
+    }
+
+    /// Every node's reply to `gets` of `keys`, in node order.
+    pub fn gets_everywhere(&self, keys: &[String]) -> Vec<String> {
+        let line = format!("gets {}\r\n", keys.join(" "));
+        (0..self.nodes.len())
+            .map(|n| request(&mut connect(self.port(n)), line.as_bytes()))
+            .collect()
+    }
+
+    /// Waits (at most 10 s) until every node's `gets` of `keys` reads the
+    /// same, and returns it; fails with every node's reply if they never do.
+    pub fn converged(&self, keys: &[String]) -> String {
+        poll(Duration::from_secs(10), Duration::from_millis(50), || {
+            let views = self.gets_everywhere(keys);
+            match views.iter().all(|v| v == &views[0]) {
+                true => Ok(views[0].clone()),
+                false => Err(format!("replicas differ: {views:?}")),
+            }
+        })
     }
 }
 
