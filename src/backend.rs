@@ -22,11 +22,11 @@ use std::thread::JoinHandle;
 use crossbeam_channel::{bounded, unbounded, Receiver, Sender, TrySendError};
 use mio::Waker;
 
-use crate::cluster::version::Version;
+use crate::cluster::eventual::version::Version;
+use crate::cluster::eventual::version_log::VersionLog;
 use crate::cluster::{ChangeMark, NodeId, Op, Stamp};
 use crate::protocol::Command;
-use crate::store::versions::VersionLog;
-use crate::store::{self, Store, StoreStats};
+use crate::store::{self, StoreStats, VersionedStore};
 
 /// Where a job's reply goes: a connection (slab token plus a unique id, since
 /// tokens are reused) and the reply slot reserved for it.
@@ -123,7 +123,7 @@ const SPARE_REPLIES: usize = 256;
 const SPARE_CAPACITY: usize = 16 * 1024;
 
 /// Builds the store where it will run (a memcached store connects there).
-pub type StoreFactory = Box<dyn FnOnce() -> Box<dyn Store> + Send>;
+pub type StoreFactory = Box<dyn FnOnce() -> Box<dyn VersionedStore> + Send>;
 
 /// The reactor's handle on its store.
 pub struct Backend {
@@ -230,7 +230,7 @@ impl Drop for Backend {
 /// A store, eventual mode's version log beside it, and the counters kept
 /// as it works.
 struct Executor {
-    store: Box<dyn Store>,
+    store: Box<dyn VersionedStore>,
     versions: VersionLog,
     counters: Arc<BackendCounters>,
     /// Empty reply buffers to write the next replies into.
@@ -238,7 +238,7 @@ struct Executor {
 }
 
 impl Executor {
-    fn new(store: Box<dyn Store>, counters: Arc<BackendCounters>) -> Executor {
+    fn new(store: Box<dyn VersionedStore>, counters: Arc<BackendCounters>) -> Executor {
         Executor {
             store,
             versions: VersionLog::new(),

@@ -35,12 +35,12 @@ use std::collections::{BTreeMap, VecDeque};
 use std::time::Instant;
 
 use mckv::backend::{ReplyTo, Work};
+use mckv::cluster::eventual::version::{State, Version};
+use mckv::cluster::eventual::version_log::VersionLog;
 use mckv::cluster::eventual::EventualEngine;
-use mckv::cluster::version::{State, Version};
 use mckv::cluster::{wire, Effect, NodeId, PeerMessage, Stamp, View};
 use mckv::protocol::{Arith, Command, Get, Key, Limits, Request, StoreMode};
 use mckv::store::memory::MemoryStore;
-use mckv::store::versions::VersionLog;
 use mckv::store::{execute, Store, UnixTime};
 
 /// `sync_every` that turns anti-entropy rounds off.

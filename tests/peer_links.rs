@@ -11,9 +11,9 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use common::{cluster_config, connect, poll, roundtrip, start_cluster_node, ProcessGuard, TempDir};
-use mckv::cluster::version::{Item, State, Version};
+use mckv::cluster::eventual::version::{State, Version};
 use mckv::cluster::{handshake, wire, Frame, PeerMessage, Stamp};
-use mckv::store::Expiry;
+use mckv::store::{Entry, Expiry};
 
 /// Node 0 of a two-node cluster whose node 1 is played by the test.
 struct Lone {
@@ -206,7 +206,7 @@ fn what_follows_a_hello_in_the_same_write_is_read() {
     let version = Version {
         key: b"big".to_vec(),
         stamp: Stamp { ts: 5, node: 1 },
-        state: State::Present(Item {
+        state: State::Present(Entry {
             flags: 0,
             expiry: Expiry::Never,
             value: value.clone(),

@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use super::version::Version;
+use super::eventual::version::Version;
 use super::{NodeId, Stamp};
 use crate::protocol::Request;
 use crate::store::UnixTime;

@@ -9,7 +9,6 @@ pub mod message;
 pub mod replicator;
 pub mod sim;
 pub mod stamp;
-pub mod version;
 pub mod view;
 pub mod wire;
 

@@ -2,8 +2,8 @@
 //! ordering engine for the strong modes, the last-writer-wins engine for
 //! eventual mode. The reactor and the peer links talk to this one type.
 
+use super::eventual::version::Version;
 use super::eventual::{EventualEngine, SyncStats};
-use super::version::Version;
 use super::{ChangeMark, Effect, Engine, Frame, NodeId, View};
 use crate::backend::ReplyTo;
 use crate::protocol::Request;

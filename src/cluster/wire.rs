@@ -4,11 +4,11 @@
 
 use std::sync::Arc;
 
+use super::eventual::version::{State, Version};
 use super::message::{ChangeMark, Frame, Hello, Op, PeerMessage, Proposal, SyncDone};
-use super::version::{Item, State, Version};
 use super::Stamp;
 use crate::protocol::{Arith, Command, Get, Request, Store, StoreMode};
-use crate::store::Expiry;
+use crate::store::{Entry, Expiry};
 
 /// The largest message a peer may send (a frame of many large values).
 pub const MAX_MESSAGE: usize = 256 << 20;
@@ -338,7 +338,7 @@ fn read_version(r: &mut Reader<'_>) -> Result<Version, WireError> {
         node: r.u32()?,
     };
     let state = match r.u8()? {
-        PRESENT => State::Present(Item {
+        PRESENT => State::Present(Entry {
             flags: r.u32()?,
             expiry: match r.u64()? {
                 0 => Expiry::Never,
@@ -530,7 +530,7 @@ mod tests {
                     Version {
                         key: b"k".to_vec(),
                         stamp: Stamp { ts: 9, node: 1 },
-                        state: State::Present(Item {
+                        state: State::Present(Entry {
                             flags: 3,
                             expiry: Expiry::At(1_700_000_100),
                             value: b"v".to_vec(),

@@ -31,10 +31,9 @@ use std::time::{Duration, Instant};
 use memcache::{Client, ClientError, MemcacheError, ToMemcacheValue};
 
 use super::{
-    apply_delta, ArithOutcome, Expiry, Item, Store, StoreError, StoreResult, StoreStats,
-    StoreStatus, UnixTime, Write,
+    apply_delta, ArithOutcome, Entry, Expiry, Item, Store, StoreError, StoreResult, StoreStats,
+    StoreStatus, UnixTime, VersionedStore, Write,
 };
-use crate::cluster::version;
 use crate::protocol::{Key, Limits, StoreMode};
 
 /// How long calls fail fast after memcached stopped answering.
@@ -90,8 +89,8 @@ impl Stored {
         !self.expiry.has_passed(now)
     }
 
-    fn version(self) -> version::Item {
-        version::Item {
+    fn version(self) -> Entry {
+        Entry {
             flags: self.flags,
             expiry: self.expiry,
             value: self.data,
@@ -494,12 +493,10 @@ impl Store for MemcacheStore {
     fn stats(&self) -> StoreStats {
         StoreStats::default()
     }
+}
 
-    fn export_many(
-        &mut self,
-        keys: &[&[u8]],
-        now: UnixTime,
-    ) -> StoreResult<Vec<Option<version::Item>>> {
+impl VersionedStore for MemcacheStore {
+    fn export_many(&mut self, keys: &[&[u8]], now: UnixTime) -> StoreResult<Vec<Option<Entry>>> {
         let keys: Vec<&str> = keys
             .iter()
             .map(|k| key_str(k))
@@ -512,7 +509,7 @@ impl Store for MemcacheStore {
         Ok(items)
     }
 
-    fn export(&mut self, key: &[u8], now: UnixTime) -> StoreResult<Option<version::Item>> {
+    fn export(&mut self, key: &[u8], now: UnixTime) -> StoreResult<Option<Entry>> {
         let key = key_str(key)?;
         let found = self.call(|c| MemcacheStore::fetch(c, key, now))?;
         Ok(found.map(Stored::version))
@@ -521,15 +518,15 @@ impl Store for MemcacheStore {
     fn import(
         &mut self,
         key: &[u8],
-        item: Option<&version::Item>,
+        entry: Option<&Entry>,
         cas: u64,
         now: UnixTime,
     ) -> StoreResult<()> {
         let key = key_str(key)?;
-        self.call(|c| match item {
-            Some(item) => {
-                let value = Outgoing::new(item.flags, cas, item.expiry, &item.value);
-                c.ascii.set(key, value, exptime(item.expiry, now))
+        self.call(|c| match entry {
+            Some(entry) => {
+                let value = Outgoing::new(entry.flags, cas, entry.expiry, &entry.value);
+                c.ascii.set(key, value, exptime(entry.expiry, now))
             }
             None => c.ascii.delete(key).map(drop),
         })

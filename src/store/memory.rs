@@ -12,9 +12,8 @@ use std::collections::HashMap;
 
 use super::{
     apply_delta, ArithOutcome, Expiry, Item, Store, StoreError, StoreResult, StoreStats,
-    StoreStatus, UnixTime, Write,
+    StoreStatus, UnixTime, VersionedStore, Write,
 };
-use crate::cluster::version;
 use crate::protocol::{Key, Limits, StoreMode};
 
 /// Bookkeeping bytes charged per item on top of key and value, roughly
@@ -348,8 +347,20 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    fn export(&mut self, key: &[u8], now: UnixTime) -> StoreResult<Option<version::Item>> {
-        Ok(self.with_live(key, now, |e| version::Item {
+    fn stats(&self) -> StoreStats {
+        StoreStats {
+            items: self.entries.len() as u64,
+            bytes: self.used_bytes,
+            limit_bytes: self.limit_bytes,
+        }
+    }
+}
+
+/// Entries leave and arrive as [`super::Entry`]; this file's own `Entry` is
+/// how the map holds an item.
+impl VersionedStore for MemoryStore {
+    fn export(&mut self, key: &[u8], now: UnixTime) -> StoreResult<Option<super::Entry>> {
+        Ok(self.with_live(key, now, |e| super::Entry {
             flags: e.item.flags,
             expiry: e.expiry,
             value: e.item.value.clone(),
@@ -359,30 +370,22 @@ impl Store for MemoryStore {
     fn import(
         &mut self,
         key: &[u8],
-        item: Option<&version::Item>,
+        entry: Option<&super::Entry>,
         cas: u64,
         now: UnixTime,
     ) -> StoreResult<()> {
-        let Some(item) = item else {
+        let Some(entry) = entry else {
             self.remove(key);
             return Ok(());
         };
         let old_len = self.with_live(key, now, |e| e.item.value.len());
         let fresh = Fresh {
-            flags: item.flags,
-            value: &item.value,
-            expiry: item.expiry,
+            flags: entry.flags,
+            value: &entry.value,
+            expiry: entry.expiry,
             cas,
         };
         self.put(key, old_len, fresh, now)
-    }
-
-    fn stats(&self) -> StoreStats {
-        StoreStats {
-            items: self.entries.len() as u64,
-            bytes: self.used_bytes,
-            limit_bytes: self.limit_bytes,
-        }
     }
 }
 

@@ -2,14 +2,20 @@
 //! and its two implementations, [`memory::MemoryStore`] (embedded, default)
 //! and [`memcache::MemcacheStore`] (a real memcached server of the node's own).
 //!
-//! A store is owned by the backend worker thread ([`crate::backend`]); the
-//! reactor never calls it. [`execute`] turns a protocol request into store
-//! calls and composes memcached's reply bytes.
+//! [`crate::backend`] decides where a store runs: the memory store never
+//! blocks and runs inline on the reactor thread; the memcached store blocks
+//! on every call and runs on the backend worker thread. [`execute`] turns a
+//! protocol request into store calls and composes memcached's reply bytes.
+//!
+//! Eventual mode replicates versions by value: a [`VersionedStore`] (both
+//! stores are one) exports a key's [`Entry`] and imports a peer's exactly.
+//! The version log that decides which entries to import and push lives with
+//! the rest of eventual mode, in `cluster/eventual/`: the cluster depends
+//! on the store, never the other way.
 
 pub mod execute;
 pub mod memcache;
 pub mod memory;
-pub mod versions;
 
 pub use execute::{execute, Executed};
 
@@ -52,6 +58,15 @@ pub struct Item {
     pub flags: u32,
     pub value: Vec<u8>,
     pub cas: u64,
+}
+
+/// A key's stored entry as a replica exports or imports it: flags, absolute
+/// expiry, value bytes; no cas unique.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub flags: u32,
+    pub expiry: Expiry,
+    pub value: Vec<u8>,
 }
 
 /// A storage command with its expiry made absolute and the cas unique the
@@ -138,40 +153,28 @@ pub trait Store: Send {
     /// Invalidates every item stored before `at` once `at` has come.
     fn flush_all(&mut self, at: Option<UnixTime>, now: UnixTime) -> StoreResult<()>;
     fn stats(&self) -> StoreStats;
+}
 
-    /// The key's live item with its expiry, for eventual mode's replication.
-    fn export(
-        &mut self,
-        _key: &[u8],
-        _now: UnixTime,
-    ) -> StoreResult<Option<crate::cluster::version::Item>> {
-        Err(StoreError::Backend(
-            "this store cannot replicate versions".into(),
-        ))
-    }
+/// Stores whose entries eventual mode can read and set exactly, so versions
+/// can be replicated by value.
+pub trait VersionedStore: Store {
+    /// The key's live entry with its expiry, for eventual mode's replication.
+    fn export(&mut self, key: &[u8], now: UnixTime) -> StoreResult<Option<Entry>>;
 
-    /// [`Store::export`] of each of `keys`, in order; a store with a round
-    /// trip per call reads them in batches.
-    fn export_many(
-        &mut self,
-        keys: &[&[u8]],
-        now: UnixTime,
-    ) -> StoreResult<Vec<Option<crate::cluster::version::Item>>> {
+    /// [`VersionedStore::export`] of each of `keys`, in order; a store with a
+    /// round trip per call reads them in batches.
+    fn export_many(&mut self, keys: &[&[u8]], now: UnixTime) -> StoreResult<Vec<Option<Entry>>> {
         keys.iter().map(|key| self.export(key, now)).collect()
     }
 
-    /// Sets `key` to exactly `item` (or removes it), with cas unique `cas`.
+    /// Sets `key` to exactly `entry` (or removes it), with cas unique `cas`.
     fn import(
         &mut self,
-        _key: &[u8],
-        _item: Option<&crate::cluster::version::Item>,
-        _cas: u64,
-        _now: UnixTime,
-    ) -> StoreResult<()> {
-        Err(StoreError::Backend(
-            "this store cannot replicate versions".into(),
-        ))
-    }
+        key: &[u8],
+        entry: Option<&Entry>,
+        cas: u64,
+        now: UnixTime,
+    ) -> StoreResult<()>;
 }
 
 /// The clock stores run on.

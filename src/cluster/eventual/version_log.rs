@@ -1,8 +1,13 @@
-//! Eventual mode's bookkeeping beside the store, on the backend worker: the
-//! stamp of every key's current version, tombstones, and a change log in
-//! local order, so a peer's `sync request <since>` is answered with only the
-//! keys that changed since `since` (the cost follows the changes, not the
-//! store's size).
+//! Eventual mode's bookkeeping beside the store: the stamp of every key's
+//! current version, tombstones, and a change log in local order, so a peer's
+//! `sync request <since>` is answered with only the keys that changed since
+//! `since` (the cost follows the changes, not the store's size).
+//!
+//! It lives with the rest of eventual mode in `cluster/eventual/`, but runs
+//! in the backend's executor, beside the store and on the store's thread
+//! (see [`crate::backend`]), which lends it the store as a
+//! [`VersionedStore`]: local writes are read back as [`Entry`]s, and peers'
+//! versions are imported exactly.
 //!
 //! ```text
 //!  local write ──► store ──► record (stamp, seq) ──► Version pushed to peers
@@ -12,10 +17,10 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use super::{Expiry, Store, StoreError, StoreResult, UnixTime};
-use crate::cluster::version::{Item, State, Version};
+use super::version::{State, Version};
 use crate::cluster::Stamp;
 use crate::protocol::{Command, Key};
+use crate::store::{Entry, Expiry, StoreError, StoreResult, UnixTime, VersionedStore};
 
 #[derive(Debug, Clone, Copy)]
 struct Known {
@@ -124,7 +129,7 @@ impl VersionLog {
     /// changed, so the next sync answer reads it again; nothing is pushed.
     fn record_local(
         &mut self,
-        store: &mut dyn Store,
+        store: &mut dyn VersionedStore,
         key: &[u8],
         stamp: Stamp,
         now: UnixTime,
@@ -137,7 +142,7 @@ impl VersionLog {
         &mut self,
         key: &[u8],
         stamp: Stamp,
-        read_back: StoreResult<Option<Item>>,
+        read_back: StoreResult<Option<Entry>>,
     ) -> Option<Version> {
         let state = match read_back {
             Ok(Some(item)) => State::Present(item),
@@ -160,7 +165,7 @@ impl VersionLog {
     /// found to have changed the store, left; returns the versions to push.
     pub fn record_write(
         &mut self,
-        store: &mut dyn Store,
+        store: &mut dyn VersionedStore,
         command: &Command,
         stamp: Stamp,
         now: UnixTime,
@@ -239,7 +244,7 @@ impl VersionLog {
     /// error leaves the version unrecorded, to be applied when it comes again.
     pub fn apply_remote(
         &mut self,
-        store: &mut dyn Store,
+        store: &mut dyn VersionedStore,
         version: &Version,
         now: UnixTime,
     ) -> StoreResult<bool> {
@@ -293,7 +298,7 @@ impl VersionLog {
     /// an answer must never turn an unreadable value into a tombstone.
     pub fn since(
         &self,
-        store: &mut dyn Store,
+        store: &mut dyn VersionedStore,
         since: u64,
         now: UnixTime,
     ) -> StoreResult<(Vec<Version>, u64)> {
@@ -390,10 +395,9 @@ impl VersionLog {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::version::Item;
     use crate::protocol::Limits;
     use crate::store::memory::MemoryStore;
-    use crate::store::Expiry;
+    use crate::store::{Expiry, Store};
 
     const NOW: UnixTime = 1_700_000_000;
 
@@ -405,7 +409,7 @@ mod tests {
         Version {
             key: key.as_bytes().to_vec(),
             stamp: stamp(ts, node),
-            state: State::Present(Item {
+            state: State::Present(Entry {
                 flags: 0,
                 expiry: Expiry::Never,
                 value: value.as_bytes().to_vec(),
@@ -555,14 +559,17 @@ mod tests {
         fn stats(&self) -> crate::store::StoreStats {
             self.inner.stats()
         }
-        fn export(&mut self, key: &[u8], now: UnixTime) -> StoreResult<Option<Item>> {
+    }
+
+    impl VersionedStore for Flaky {
+        fn export(&mut self, key: &[u8], now: UnixTime) -> StoreResult<Option<Entry>> {
             self.check()?;
             self.inner.export(key, now)
         }
         fn import(
             &mut self,
             key: &[u8],
-            item: Option<&Item>,
+            entry: Option<&Entry>,
             cas: u64,
             now: UnixTime,
         ) -> StoreResult<()> {
@@ -570,7 +577,7 @@ mod tests {
             if self.refusing {
                 return Err(StoreError::Refused("cannot take it".into()));
             }
-            self.inner.import(key, item, cas, now)
+            self.inner.import(key, entry, cas, now)
         }
     }
 
@@ -660,8 +667,8 @@ mod tests {
         assert_eq!(value(&mut s.inner, "a"), None);
     }
 
-    fn item(value: &str) -> Item {
-        Item {
+    fn item(value: &str) -> Entry {
+        Entry {
             flags: 0,
             expiry: Expiry::Never,
             value: value.as_bytes().to_vec(),

@@ -1,23 +1,20 @@
 //! Eventual mode's unit of replication: a key's latest state and the stamp
 //! of the write that made it. Replicas keep, per key, the version with the
 //! highest stamp (last writer wins; stamps are unique, so there are no ties).
+//!
+//! Part of eventual mode (`cluster/eventual/`): the engine sends versions to
+//! peers, the [`super::version_log::VersionLog`] records and applies them, and
+//! a present version carries the store's [`Entry`], exactly as the store
+//! exports and imports it.
 
-use super::Stamp;
+use crate::cluster::Stamp;
 use crate::protocol::Key;
-use crate::store::Expiry;
-
-/// A stored value as replicas exchange it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Item {
-    pub flags: u32,
-    pub expiry: Expiry,
-    pub value: Vec<u8>,
-}
+use crate::store::Entry;
 
 /// What a version says about its key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum State {
-    Present(Item),
+    Present(Entry),
     /// Deleted: a tombstone, kept until every peer has synced past it.
     Deleted,
     /// `flush_all`: every version of every key stamped below this one is gone.

@@ -11,6 +11,13 @@
 //!  on_frame  ──► a complete: ApplyVersions ──► on_sync_applied ──► synced up to `upto`
 //! ```
 //!
+//! All of eventual mode lives in this folder: this engine; [`version`], the
+//! [`Version`] of a key that peers exchange and its [`version::State`]; and
+//! [`version_log`], the [`version_log::VersionLog`] the backend's executor
+//! keeps beside its store, which applies versions (last writer wins) and
+//! answers sync requests. The store knows none of it: it reads and sets
+//! entries exactly as a [`crate::store::VersionedStore`].
+//!
 //! Why replicas converge. Each key's state is a version stamped by the write
 //! that made it; applying versions keeps the highest stamp, which is
 //! commutative, associative and idempotent, so any two replicas that have
@@ -35,15 +42,18 @@
 //! The clock starts at the wall time in microseconds, so a restarted node's
 //! new writes are stamped above what it wrote before it crashed.
 
+pub mod version;
+pub mod version_log;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::message::{ChangeMark, Frame, Op, SyncDone};
-use super::version::Version;
 use super::{Effect, LamportClock, NodeId, Stamp, View};
 use crate::backend::{ReplyTo, Work};
 use crate::protocol::{Command, Request};
 use crate::store::UnixTime;
+use version::Version;
 
 /// Counters for `stats` and `show`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
