@@ -24,7 +24,7 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughpu
 use mckv::backend::ReplyTo;
 use mckv::cluster::{wire, Engine, PeerMessage, View};
 use mckv::config::Consistency;
-use mckv::protocol::{self, reply, Action, Command, Get, Limits, Request, StoreMode};
+use mckv::protocol::{self, reply, Action, Command, Get, Limits, Request, StorageMode};
 use mckv::store::memory::MemoryStore;
 use mckv::store::{self, Store};
 
@@ -203,8 +203,8 @@ fn get_request(k: Vec<u8>) -> Request {
 
 fn set_request(k: Vec<u8>, v: &[u8]) -> Request {
     Request {
-        command: Command::Store(protocol::Store {
-            mode: StoreMode::Set,
+        command: Command::Storage(protocol::Storage {
+            mode: StorageMode::Set,
             key: k,
             flags: 0,
             exptime: 0,

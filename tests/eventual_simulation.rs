@@ -39,7 +39,7 @@ use mckv::cluster::eventual::version::{State, Version};
 use mckv::cluster::eventual::version_log::VersionLog;
 use mckv::cluster::eventual::EventualEngine;
 use mckv::cluster::{wire, Effect, NodeId, PeerMessage, Stamp, View};
-use mckv::protocol::{Arith, Command, Get, Key, Limits, Request, StoreMode};
+use mckv::protocol::{Arith, Command, Get, Key, Limits, Request, StorageMode};
 use mckv::store::memory::MemoryStore;
 use mckv::store::{execute, Store, UnixTime};
 
@@ -436,9 +436,9 @@ impl Sim {
             let key = text_key(k);
             let value = format!("n{id}c{client}s{seq}");
             match roll {
-                0..=34 => store_request(StoreMode::Set, key, &value, flags),
-                35..=49 => store_request(StoreMode::Add, key, &value, flags),
-                50..=79 => store_request(StoreMode::Append, key, &value, flags),
+                0..=34 => store_request(StorageMode::Set, key, &value, flags),
+                35..=49 => store_request(StorageMode::Add, key, &value, flags),
+                50..=79 => store_request(StorageMode::Append, key, &value, flags),
                 _ => request(Command::Delete { key }),
             }
         } else {
@@ -447,8 +447,8 @@ impl Sim {
             let value = (u64::from(id) * 1_000_000_000 + client * 100_000_000 + seq).to_string();
             let delta = self.rng.range(1, 1000);
             match roll {
-                0..=29 => store_request(StoreMode::Set, key, &value, flags),
-                30..=39 => store_request(StoreMode::Add, key, &value, flags),
+                0..=29 => store_request(StorageMode::Set, key, &value, flags),
+                30..=39 => store_request(StorageMode::Add, key, &value, flags),
                 40..=74 => arith(key, true, delta),
                 75..=84 => arith(key, false, delta),
                 _ => request(Command::Delete { key }),
@@ -1019,8 +1019,8 @@ fn request(command: Command) -> Request {
     }
 }
 
-fn store_request(mode: StoreMode, key: Key, value: &str, flags: u32) -> Request {
-    request(Command::Store(mckv::protocol::Store {
+fn store_request(mode: StorageMode, key: Key, value: &str, flags: u32) -> Request {
+    request(Command::Storage(mckv::protocol::Storage {
         mode,
         key,
         flags,
@@ -1234,7 +1234,7 @@ fn sync_cost_follows_changes() {
                 sim.client_write(
                     node,
                     0,
-                    store_request(StoreMode::Set, extra_key(i), &value, 0),
+                    store_request(StorageMode::Set, extra_key(i), &value, 0),
                 );
             }
             sim.settle(3);
@@ -1256,7 +1256,11 @@ fn sync_cost_follows_changes() {
                 let i = sim.rng.below(KEYS as u64) as usize;
                 if written.insert(i) {
                     let value = format!("new{seed}.{i}");
-                    sim.client_write(1, 0, store_request(StoreMode::Set, extra_key(i), &value, 7));
+                    sim.client_write(
+                        1,
+                        0,
+                        store_request(StorageMode::Set, extra_key(i), &value, 7),
+                    );
                 }
             }
             sim.settle(4);
@@ -1309,7 +1313,7 @@ fn restarted_empty_node_catches_up() {
                 sim.client_write(
                     node,
                     0,
-                    store_request(StoreMode::Set, extra_key(i), &value, 1),
+                    store_request(StorageMode::Set, extra_key(i), &value, 1),
                 );
             }
             for i in (0..200).step_by(4) {
@@ -1403,14 +1407,14 @@ fn lost_sync_answer_is_asked_again() {
     let started = Instant::now();
     let cfg = quiet(2, 0);
     let mut sim = Sim::new(cfg.clone());
-    sim.client_write(1, 0, store_request(StoreMode::Set, text_key(0), "a", 0));
+    sim.client_write(1, 0, store_request(StorageMode::Set, text_key(0), "a", 0));
     sim.settle(2);
     sim.check_converged(true).unwrap();
     while !sim.answer_in_flight(1, 2) {
         sim.step();
     }
     sim.break_link(1, 2, 3); // node 1's answer to node 2 is lost
-    sim.client_write(1, 0, store_request(StoreMode::Set, text_key(0), "b", 0)); // not pushed: link down
+    sim.client_write(1, 0, store_request(StorageMode::Set, text_key(0), "b", 0)); // not pushed: link down
     sim.settle(4);
     let lag = sim.nodes[&2].engine.sync_lag(1).unwrap();
     assert!(
@@ -1478,7 +1482,7 @@ fn flush_markers_do_not_circulate() {
     let started = Instant::now();
     // Minimal: two nodes, one write, one flush_all.
     let mut sim = Sim::new(quiet(2, 0));
-    sim.client_write(1, 0, store_request(StoreMode::Set, text_key(0), "a", 0));
+    sim.client_write(1, 0, store_request(StorageMode::Set, text_key(0), "a", 0));
     sim.client_write(1, 0, request(Command::FlushAll { delay: 0 }));
     sim.settle(10);
     sim.check_last_writer_wins().unwrap();
@@ -1509,9 +1513,13 @@ fn stale_sync_request_after_restart_keeps_the_delete() {
     let mut sim = Sim::new(cfg);
     for i in 0..200 {
         let value = format!("v{i}");
-        sim.client_write(2, 0, store_request(StoreMode::Set, extra_key(0), &value, 0));
+        sim.client_write(
+            2,
+            0,
+            store_request(StorageMode::Set, extra_key(0), &value, 0),
+        );
     }
-    sim.client_write(1, 0, store_request(StoreMode::Set, text_key(0), "a", 0));
+    sim.client_write(1, 0, store_request(StorageMode::Set, text_key(0), "a", 0));
     sim.settle(2);
     sim.check_converged(true).unwrap();
     sim.restart_with(2, Some(5));

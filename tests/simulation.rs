@@ -19,7 +19,7 @@ use std::time::Instant;
 use history::{check_linearizable, check_sequential, History, KvOp, KvRet};
 use mckv::cluster::sim::{Driver, Fault, Outcome, Rng, Sim, SimConfig, SimStats};
 use mckv::config::Consistency;
-use mckv::protocol::{Command, Get, Key, Request, Store, StoreMode};
+use mckv::protocol::{Command, Get, Key, Request, Storage, StorageMode};
 
 const KEYS: [&str; 3] = ["k0", "k1", "k2"];
 
@@ -38,9 +38,9 @@ fn gets(key: &str) -> Request {
     }
 }
 
-fn store(mode: StoreMode, key: &str, value: &str, flags: u32) -> Request {
+fn store(mode: StorageMode, key: &str, value: &str, flags: u32) -> Request {
     Request {
-        command: Command::Store(Store {
+        command: Command::Storage(Storage {
             mode,
             key: key.as_bytes().to_vec(),
             flags,
@@ -141,7 +141,7 @@ impl Driver for KvWorkload {
     fn next_request(&mut self, _step: u64, client: usize) -> Option<Request> {
         if let Some((key, expected, unique)) = self.clients[client].cas_next.take() {
             let (new, flags) = self.fresh_value(client);
-            let request = store(StoreMode::Cas(unique), &key, &new, flags);
+            let request = store(StorageMode::Cas(unique), &key, &new, flags);
             self.history
                 .invoke(client, KvOp::Cas { key, expected, new });
             self.clients[client].pending = Some(Pending::Write);
@@ -155,7 +155,7 @@ impl Driver for KvWorkload {
         let roll = self.rng.below(100);
         if roll < 35 {
             let (value, flags) = self.fresh_value(client);
-            let request = store(StoreMode::Set, &key, &value, flags);
+            let request = store(StorageMode::Set, &key, &value, flags);
             self.history.invoke(client, KvOp::Set(key, value));
             self.clients[client].pending = Some(Pending::Write);
             Some(request)
@@ -729,7 +729,7 @@ impl Script {
     fn set(&mut self, client: usize, key: &str, value: &str) {
         self.push(
             client,
-            store(StoreMode::Set, key, value, 1),
+            store(StorageMode::Set, key, value, 1),
             set(key, value),
         );
     }

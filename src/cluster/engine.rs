@@ -421,7 +421,7 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::{Get, Store, StoreMode};
+    use crate::protocol::{Get, Storage, StorageMode};
 
     fn reply_to(conn: u64, slot: u64) -> ReplyTo {
         ReplyTo {
@@ -433,8 +433,8 @@ mod tests {
 
     fn set(key: &str) -> Request {
         Request {
-            command: Command::Store(Store {
-                mode: StoreMode::Set,
+            command: Command::Storage(Storage {
+                mode: StorageMode::Set,
                 key: key.as_bytes().to_vec(),
                 flags: 0,
                 exptime: 0,
@@ -496,7 +496,7 @@ mod tests {
         for effect in effects {
             if let Effect::Store(Work::Apply { op, cas, reply_to }) = effect {
                 let key = match &op.request.command {
-                    Command::Store(s) => s.key.clone(),
+                    Command::Storage(s) => s.key.clone(),
                     Command::Get(g) => g.keys[0].clone(),
                     _ => Vec::new(),
                 };

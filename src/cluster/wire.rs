@@ -7,7 +7,7 @@ use std::sync::Arc;
 use super::eventual::version::{State, Version};
 use super::message::{ChangeMark, Frame, Hello, Op, PeerMessage, Proposal, SyncDone};
 use super::Stamp;
-use crate::protocol::{Arith, Command, Get, Request, Store, StoreMode};
+use crate::protocol::{Arith, Command, Get, Request, Storage, StorageMode};
 use crate::store::{Entry, Expiry};
 
 /// The largest message a peer may send (a frame of many large values).
@@ -179,7 +179,7 @@ fn read_frame(r: &mut Reader<'_>) -> Result<Frame, WireError> {
 }
 
 const GET: u8 = 1;
-const STORE: u8 = 2;
+const STORAGE: u8 = 2;
 const TOO_LARGE: u8 = 3;
 const DELETE: u8 = 4;
 const ARITH: u8 = 5;
@@ -197,23 +197,23 @@ fn put_command(out: &mut Vec<u8>, command: &Command) {
                 put_bytes(out, key);
             }
         }
-        Command::Store(store) => {
-            out.push(STORE);
-            match store.mode {
-                StoreMode::Set => out.push(0),
-                StoreMode::Add => out.push(1),
-                StoreMode::Replace => out.push(2),
-                StoreMode::Append => out.push(3),
-                StoreMode::Prepend => out.push(4),
-                StoreMode::Cas(unique) => {
+        Command::Storage(storage) => {
+            out.push(STORAGE);
+            match storage.mode {
+                StorageMode::Set => out.push(0),
+                StorageMode::Add => out.push(1),
+                StorageMode::Replace => out.push(2),
+                StorageMode::Append => out.push(3),
+                StorageMode::Prepend => out.push(4),
+                StorageMode::Cas(unique) => {
                     out.push(5);
                     put_u64(out, unique);
                 }
             }
-            put_bytes(out, &store.key);
-            put_u32(out, store.flags);
-            put_u32(out, store.exptime as u32);
-            put_bytes(out, &store.value);
+            put_bytes(out, &storage.key);
+            put_u32(out, storage.flags);
+            put_u32(out, storage.exptime as u32);
+            put_bytes(out, &storage.value);
         }
         Command::TooLarge { key, is_set } => {
             out.push(TOO_LARGE);
@@ -264,17 +264,17 @@ fn read_command(r: &mut Reader<'_>) -> Result<Command, WireError> {
                 touch,
             })
         }
-        STORE => {
+        STORAGE => {
             let mode = match r.u8()? {
-                0 => StoreMode::Set,
-                1 => StoreMode::Add,
-                2 => StoreMode::Replace,
-                3 => StoreMode::Append,
-                4 => StoreMode::Prepend,
-                5 => StoreMode::Cas(r.u64()?),
+                0 => StorageMode::Set,
+                1 => StorageMode::Add,
+                2 => StorageMode::Replace,
+                3 => StorageMode::Append,
+                4 => StorageMode::Prepend,
+                5 => StorageMode::Cas(r.u64()?),
                 _ => return Err(WireError::Malformed("store mode")),
             };
-            Command::Store(Store {
+            Command::Storage(Storage {
                 mode,
                 key: r.bytes()?.to_vec(),
                 flags: r.u32()?,
@@ -472,15 +472,15 @@ mod tests {
                 with_cas: true,
                 touch: Some(-1),
             }),
-            Command::Store(Store {
-                mode: StoreMode::Cas(u64::MAX),
+            Command::Storage(Storage {
+                mode: StorageMode::Cas(u64::MAX),
                 key: b"k".to_vec(),
                 flags: 7,
                 exptime: -5,
                 value: vec![0, 13, 10, 255],
             }),
-            Command::Store(Store {
-                mode: StoreMode::Prepend,
+            Command::Storage(Storage {
+                mode: StorageMode::Prepend,
                 key: b"k".to_vec(),
                 flags: 0,
                 exptime: 0,

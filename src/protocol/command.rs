@@ -14,9 +14,9 @@ pub struct Get {
     pub touch: Option<i32>,
 }
 
-/// Which storage command a [`Store`] is.
+/// Which storage command a [`Storage`] is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StoreMode {
+pub enum StorageMode {
     Set,
     Add,
     Replace,
@@ -26,10 +26,10 @@ pub enum StoreMode {
     Cas(u64),
 }
 
-/// `set add replace append prepend cas`.
+/// `set add replace append prepend cas`, memcached's storage commands.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Store {
-    pub mode: StoreMode,
+pub struct Storage {
+    pub mode: StorageMode,
     pub key: Key,
     pub flags: u32,
     /// Relative seconds, absolute unix time, or negative, as memcached reads it.
@@ -57,7 +57,7 @@ pub enum StatsGroup {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     Get(Get),
-    Store(Store),
+    Storage(Storage),
     /// A storage command whose value exceeds the size limit. memcached answers
     /// `SERVER_ERROR object too large for cache` and, for `set`, also drops the
     /// key's old value so no stale data survives the failed write.
@@ -91,7 +91,7 @@ impl Command {
         matches!(
             self,
             Command::Get(_)
-                | Command::Store(_)
+                | Command::Storage(_)
                 | Command::TooLarge { .. }
                 | Command::Delete { .. }
                 | Command::Arith(_)

@@ -14,7 +14,7 @@ pub mod number;
 pub mod parse;
 pub mod reply;
 
-pub use command::{Arith, Command, Get, Key, Request, StatsGroup, Store, StoreMode};
+pub use command::{Arith, Command, Get, Key, Request, StatsGroup, Storage, StorageMode};
 pub use parse::{parse, Action, Incomplete, Limits, Parsed};
 
 #[cfg(test)]

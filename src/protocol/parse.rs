@@ -12,7 +12,7 @@
 //! bytes are read as the next command, as memcached does. Only a value that is
 //! too large is swallowed ([`Parsed::swallow`]).
 
-use super::command::{Arith, Command, Get, Request, StatsGroup, Store, StoreMode};
+use super::command::{Arith, Command, Get, Request, StatsGroup, Storage, StorageMode};
 use super::number::{parse_i32_truncating, parse_u32_truncating, parse_u64};
 use super::reply;
 
@@ -208,13 +208,13 @@ impl<'a> Line<'a, '_> {
             (b'g', b"gets") => self.get(true, false),
             (b'g', b"gat") => self.get(false, true),
             (b'g', b"gats") => self.get(true, true),
-            (b's', b"set") if matches!(n, 6 | 7) => return self.store(StoreMode::Set),
+            (b's', b"set") if matches!(n, 6 | 7) => return self.storage(StorageMode::Set),
             (b's', b"stats") => self.stats(),
             (b's', b"show") => self.execute(Command::Show, false),
             (b's', b"shutdown") => self.reply(reply::SHUTDOWN_DISABLED, false),
-            (b'a', b"add") if matches!(n, 6 | 7) => return self.store(StoreMode::Add),
-            (b'a', b"append") if matches!(n, 6 | 7) => return self.store(StoreMode::Append),
-            (b'c', b"cas") if matches!(n, 7 | 8) => return self.store(StoreMode::Cas(0)),
+            (b'a', b"add") if matches!(n, 6 | 7) => return self.storage(StorageMode::Add),
+            (b'a', b"append") if matches!(n, 6 | 7) => return self.storage(StorageMode::Append),
+            (b'c', b"cas") if matches!(n, 7 | 8) => return self.storage(StorageMode::Cas(0)),
             (b'i', b"incr") if matches!(n, 4 | 5) => self.arith(true),
             (b'd', b"delete") if (3..=5).contains(&n) => self.delete(),
             (b'd', b"decr") if matches!(n, 4 | 5) => self.arith(false),
@@ -223,8 +223,8 @@ impl<'a> Line<'a, '_> {
             _ if t.get(t.len - 1).starts_with(b"HTTP/") => {
                 Parsed::new(Action::Close, self.line_len)
             }
-            (_, b"prepend") if matches!(n, 6 | 7) => return self.store(StoreMode::Prepend),
-            (_, b"replace") if matches!(n, 6 | 7) => return self.store(StoreMode::Replace),
+            (_, b"prepend") if matches!(n, 6 | 7) => return self.storage(StorageMode::Prepend),
+            (_, b"replace") if matches!(n, 6 | 7) => return self.storage(StorageMode::Replace),
             (_, b"bget") => self.get(false, false),
             (_, b"flush_all") if (2..=4).contains(&n) => self.flush_all(),
             (_, b"version") => self.execute(Command::Version, false),
@@ -301,7 +301,7 @@ impl<'a> Line<'a, '_> {
 
     /// A storage command; for `cas`, `mode` is a placeholder whose unique is
     /// read from the line after the other numbers, in memcached's order.
-    fn store(&self, mut mode: StoreMode) -> Result<Parsed, Incomplete> {
+    fn storage(&self, mut mode: StorageMode) -> Result<Parsed, Incomplete> {
         let noreply = self.tokens.noreply();
         if self.key_too_long() {
             return Ok(self.reply(reply::BAD_FORMAT, noreply));
@@ -309,9 +309,9 @@ impl<'a> Line<'a, '_> {
         let Some((flags, exptime, length)) = self.storage_numbers() else {
             return Ok(self.reply(reply::BAD_FORMAT, noreply));
         };
-        if let StoreMode::Cas(_) = mode {
+        if let StorageMode::Cas(_) = mode {
             match parse_u64(self.tokens.get(5)) {
-                Some(unique) => mode = StoreMode::Cas(unique),
+                Some(unique) => mode = StorageMode::Cas(unique),
                 None => return Ok(self.reply(reply::BAD_FORMAT, noreply)),
             }
         }
@@ -329,7 +329,7 @@ impl<'a> Line<'a, '_> {
         if !self.limits.item_fits(key.len(), flags, length) {
             let command = Command::TooLarge {
                 key,
-                is_set: mode == StoreMode::Set,
+                is_set: mode == StorageMode::Set,
             };
             let mut parsed = self.execute(command, noreply);
             parsed.swallow = length + 2;
@@ -345,7 +345,7 @@ impl<'a> Line<'a, '_> {
             };
             return Ok(Parsed::new(action, consumed));
         }
-        let command = Command::Store(Store {
+        let command = Command::Storage(Storage {
             mode,
             key,
             flags,

@@ -38,8 +38,8 @@ fn key(k: &str) -> Vec<u8> {
     k.as_bytes().to_vec()
 }
 
-fn store(mode: StoreMode, k: &str, flags: u32, exptime: i32, value: &str) -> Command {
-    Command::Store(Store {
+fn storage(mode: StorageMode, k: &str, flags: u32, exptime: i32, value: &str) -> Command {
+    Command::Storage(Storage {
         mode,
         key: key(k),
         flags,
@@ -68,57 +68,57 @@ fn valid_requests() -> Vec<(&'static [u8], Command, bool)> {
         (b"bget a\r\n", get(&["a"], false, None), false),
         (
             b"set k 1 2 3\r\nabc\r\n",
-            store(StoreMode::Set, "k", 1, 2, "abc"),
+            storage(StorageMode::Set, "k", 1, 2, "abc"),
             false,
         ),
         (
             b"set k 0 0 3 noreply\r\nabc\r\n",
-            store(StoreMode::Set, "k", 0, 0, "abc"),
+            storage(StorageMode::Set, "k", 0, 0, "abc"),
             true,
         ),
         (
             b"set k 0 0 3 anything\r\nabc\r\n",
-            store(StoreMode::Set, "k", 0, 0, "abc"),
+            storage(StorageMode::Set, "k", 0, 0, "abc"),
             false,
         ),
         (
             b"set k 0 0 0\r\n\r\n",
-            store(StoreMode::Set, "k", 0, 0, ""),
+            storage(StorageMode::Set, "k", 0, 0, ""),
             false,
         ),
         (
             b"set k 0 0 4\r\na\r\nb\r\n",
-            store(StoreMode::Set, "k", 0, 0, "a\r\nb"),
+            storage(StorageMode::Set, "k", 0, 0, "a\r\nb"),
             false,
         ),
         (
             b"add k 0 0 1\r\nx\r\n",
-            store(StoreMode::Add, "k", 0, 0, "x"),
+            storage(StorageMode::Add, "k", 0, 0, "x"),
             false,
         ),
         (
             b"replace k 0 0 1\r\nx\r\n",
-            store(StoreMode::Replace, "k", 0, 0, "x"),
+            storage(StorageMode::Replace, "k", 0, 0, "x"),
             false,
         ),
         (
             b"append k 0 0 1\r\nx\r\n",
-            store(StoreMode::Append, "k", 0, 0, "x"),
+            storage(StorageMode::Append, "k", 0, 0, "x"),
             false,
         ),
         (
             b"prepend k 0 0 1\r\nx\r\n",
-            store(StoreMode::Prepend, "k", 0, 0, "x"),
+            storage(StorageMode::Prepend, "k", 0, 0, "x"),
             false,
         ),
         (
             b"cas k 0 0 1 99\r\nx\r\n",
-            store(StoreMode::Cas(99), "k", 0, 0, "x"),
+            storage(StorageMode::Cas(99), "k", 0, 0, "x"),
             false,
         ),
         (
             b"cas k 0 0 1 99 noreply\r\nx\r\n",
-            store(StoreMode::Cas(99), "k", 0, 0, "x"),
+            storage(StorageMode::Cas(99), "k", 0, 0, "x"),
             true,
         ),
         (b"delete k\r\n", Command::Delete { key: key("k") }, false),
@@ -254,7 +254,7 @@ fn binary_values_pass_through() {
     input.extend_from_slice(&value);
     input.extend_from_slice(b"\r\n");
     match command(&input).0 {
-        Command::Store(s) => assert_eq!(s.value, value),
+        Command::Storage(s) => assert_eq!(s.value, value),
         other => panic!("{other:?}"),
     }
 }

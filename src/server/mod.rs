@@ -444,7 +444,7 @@ impl Server {
                     c.cmd_touch += get.keys.len() as u64;
                 }
             }
-            Command::Store(_) | Command::TooLarge { .. } => c.cmd_set += 1,
+            Command::Storage(_) | Command::TooLarge { .. } => c.cmd_set += 1,
             Command::Touch { .. } => c.cmd_touch += 1,
             Command::FlushAll { .. } => c.cmd_flush += 1,
             _ => {}

@@ -57,7 +57,7 @@ fn run(
 ) -> Result<Executed, StoreError> {
     let (text, executed) = match command {
         Command::Get(get) => return run_get(store, get, now, out),
-        Command::Store(s) => {
+        Command::Storage(s) => {
             let write = Write {
                 mode: s.mode,
                 key: &s.key,

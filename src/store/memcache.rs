@@ -34,7 +34,7 @@ use super::{
     apply_delta, ArithOutcome, Entry, Expiry, Item, Store, StoreError, StoreResult, StoreStats,
     StoreStatus, UnixTime, VersionedStore, Write,
 };
-use crate::protocol::{Key, Limits, StoreMode};
+use crate::protocol::{Key, Limits, StorageMode};
 
 /// How long calls fail fast after memcached stopped answering.
 pub const RETRY_INTERVAL: Duration = Duration::from_millis(500);
@@ -395,12 +395,12 @@ impl Store for MemcacheStore {
         let value = Outgoing::new(write.flags, write.cas, write.expiry, write.value);
         let limits = self.limits;
         self.call(|c| match write.mode {
-            StoreMode::Set => c.ascii.set(key, value, exp).map(|()| StoreStatus::Stored),
-            StoreMode::Add => stored_or(c.binary.add(key, value, exp), StoreStatus::NotStored),
-            StoreMode::Replace => {
+            StorageMode::Set => c.ascii.set(key, value, exp).map(|()| StoreStatus::Stored),
+            StorageMode::Add => stored_or(c.binary.add(key, value, exp), StoreStatus::NotStored),
+            StorageMode::Replace => {
                 stored_or(c.binary.replace(key, value, exp), StoreStatus::NotStored)
             }
-            StoreMode::Append | StoreMode::Prepend => {
+            StorageMode::Append | StorageMode::Prepend => {
                 let Some(old) = MemcacheStore::fetch(c, key, now)? else {
                     return Ok(StoreStatus::NotStored);
                 };
@@ -409,7 +409,7 @@ impl Store for MemcacheStore {
                     return Ok(StoreStatus::NotStored); // as memcached answers
                 }
                 let pieces = match write.mode {
-                    StoreMode::Append => [&old.data[..], write.value],
+                    StorageMode::Append => [&old.data[..], write.value],
                     _ => [write.value, &old.data[..]],
                 };
                 // Like memcached: the item keeps its flags and expiry.
@@ -424,7 +424,7 @@ impl Store for MemcacheStore {
                     false => Ok(StoreStatus::NotStored),
                 }
             }
-            StoreMode::Cas(unique) => {
+            StorageMode::Cas(unique) => {
                 let Some(old) = MemcacheStore::fetch(c, key, now)? else {
                     return Ok(StoreStatus::NotFound);
                 };

@@ -14,7 +14,7 @@ use super::{
     apply_delta, ArithOutcome, Expiry, Item, Store, StoreError, StoreResult, StoreStats,
     StoreStatus, UnixTime, VersionedStore, Write,
 };
-use crate::protocol::{Key, Limits, StoreMode};
+use crate::protocol::{Key, Limits, StorageMode};
 
 /// Bookkeeping bytes charged per item on top of key and value, roughly
 /// memcached's item header, so the cap means what an operator expects.
@@ -227,16 +227,16 @@ impl MemoryStore {
             let old = &e.item;
             let old_len = Some(old.value.len());
             match write.mode {
-                StoreMode::Set | StoreMode::Replace => Ok(fresh(old_len)),
-                StoreMode::Add => Err(StoreStatus::NotStored),
-                StoreMode::Cas(unique) if unique != old.cas => Err(StoreStatus::Exists),
-                StoreMode::Cas(_) => Ok(fresh(old_len)),
-                StoreMode::Append | StoreMode::Prepend => {
+                StorageMode::Set | StorageMode::Replace => Ok(fresh(old_len)),
+                StorageMode::Add => Err(StoreStatus::NotStored),
+                StorageMode::Cas(unique) if unique != old.cas => Err(StoreStatus::Exists),
+                StorageMode::Cas(_) => Ok(fresh(old_len)),
+                StorageMode::Append | StorageMode::Prepend => {
                     let joined_len = old.value.len() + write.value.len();
                     if !limits.item_fits(write.key.len(), old.flags, joined_len) {
                         return Err(StoreStatus::NotStored);
                     }
-                    let joined = if write.mode == StoreMode::Append {
+                    let joined = if write.mode == StorageMode::Append {
                         [old.value.as_slice(), write.value].concat()
                     } else {
                         [write.value, old.value.as_slice()].concat()
@@ -252,8 +252,8 @@ impl MemoryStore {
         });
         match (live, write.mode) {
             (Some(resolved), _) => resolved,
-            (None, StoreMode::Set | StoreMode::Add) => Ok(fresh(None)),
-            (None, StoreMode::Cas(_)) => Err(StoreStatus::NotFound),
+            (None, StorageMode::Set | StorageMode::Add) => Ok(fresh(None)),
+            (None, StorageMode::Cas(_)) => Err(StoreStatus::NotFound),
             (None, _) => Err(StoreStatus::NotStored),
         }
     }
@@ -291,7 +291,7 @@ impl Store for MemoryStore {
         };
         if let Err(e) = self.put(write.key, resolved.old_len, item, now) {
             // memcached drops the old value of a failed `set` so it cannot go stale.
-            if write.mode == StoreMode::Set {
+            if write.mode == StorageMode::Set {
                 self.remove(write.key);
             }
             return Err(e);
@@ -399,7 +399,7 @@ mod tests {
         MemoryStore::new(1 << 20, Limits::default())
     }
 
-    fn write<'a>(mode: StoreMode, key: &'a [u8], value: &'a [u8]) -> Write<'a> {
+    fn write<'a>(mode: StorageMode, key: &'a [u8], value: &'a [u8]) -> Write<'a> {
         let cas = NEXT_CAS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Write {
             mode,
@@ -426,41 +426,41 @@ mod tests {
     fn conditional_writes_follow_memcached() {
         let mut s = store();
         assert_eq!(
-            s.store(write(StoreMode::Replace, b"k", b"a"), NOW),
+            s.store(write(StorageMode::Replace, b"k", b"a"), NOW),
             Ok(StoreStatus::NotStored)
         );
         assert_eq!(
-            s.store(write(StoreMode::Append, b"k", b"a"), NOW),
+            s.store(write(StorageMode::Append, b"k", b"a"), NOW),
             Ok(StoreStatus::NotStored)
         );
         assert_eq!(
-            s.store(write(StoreMode::Cas(1), b"k", b"a"), NOW),
+            s.store(write(StorageMode::Cas(1), b"k", b"a"), NOW),
             Ok(StoreStatus::NotFound)
         );
         assert_eq!(
-            s.store(write(StoreMode::Add, b"k", b"a"), NOW),
+            s.store(write(StorageMode::Add, b"k", b"a"), NOW),
             Ok(StoreStatus::Stored)
         );
         assert_eq!(
-            s.store(write(StoreMode::Add, b"k", b"b"), NOW),
+            s.store(write(StorageMode::Add, b"k", b"b"), NOW),
             Ok(StoreStatus::NotStored)
         );
         assert_eq!(
-            s.store(write(StoreMode::Append, b"k", b"z"), NOW),
+            s.store(write(StorageMode::Append, b"k", b"z"), NOW),
             Ok(StoreStatus::Stored)
         );
         assert_eq!(
-            s.store(write(StoreMode::Prepend, b"k", b"<"), NOW),
+            s.store(write(StorageMode::Prepend, b"k", b"<"), NOW),
             Ok(StoreStatus::Stored)
         );
         let item = get(&mut s, b"k", NOW).unwrap();
         assert_eq!(item.value, b"<az");
         assert_eq!(
-            s.store(write(StoreMode::Cas(item.cas + 1), b"k", b"c"), NOW),
+            s.store(write(StorageMode::Cas(item.cas + 1), b"k", b"c"), NOW),
             Ok(StoreStatus::Exists)
         );
         assert_eq!(
-            s.store(write(StoreMode::Cas(item.cas), b"k", b"c"), NOW),
+            s.store(write(StorageMode::Cas(item.cas), b"k", b"c"), NOW),
             Ok(StoreStatus::Stored)
         );
         assert_ne!(get(&mut s, b"k", NOW).unwrap().cas, item.cas);
@@ -469,7 +469,7 @@ mod tests {
     #[test]
     fn expired_items_vanish() {
         let mut s = store();
-        let mut w = write(StoreMode::Set, b"k", b"v");
+        let mut w = write(StorageMode::Set, b"k", b"v");
         w.expiry = Expiry::At(NOW + 2);
         s.store(w, NOW).unwrap();
         assert!(get(&mut s, b"k", NOW + 1).is_some());
@@ -480,10 +480,10 @@ mod tests {
     #[test]
     fn delayed_flush_spares_later_writes() {
         let mut s = store();
-        s.store(write(StoreMode::Set, b"old", b"v"), NOW).unwrap();
+        s.store(write(StorageMode::Set, b"old", b"v"), NOW).unwrap();
         s.flush_all(Some(NOW + 5), NOW).unwrap();
         assert!(get(&mut s, b"old", NOW + 4).is_some());
-        s.store(write(StoreMode::Set, b"new", b"v"), NOW + 6)
+        s.store(write(StorageMode::Set, b"new", b"v"), NOW + 6)
             .unwrap();
         assert!(get(&mut s, b"old", NOW + 6).is_none());
         assert!(get(&mut s, b"new", NOW + 6).is_some());
@@ -492,14 +492,14 @@ mod tests {
     #[test]
     fn the_cap_refuses_and_a_failed_set_drops_the_old_value() {
         let mut s = MemoryStore::new(400, Limits::default());
-        s.store(write(StoreMode::Set, b"a", &[b'x'; 200]), NOW)
+        s.store(write(StorageMode::Set, b"a", &[b'x'; 200]), NOW)
             .unwrap();
         assert_eq!(
-            s.store(write(StoreMode::Set, b"b", &[b'x'; 200]), NOW),
+            s.store(write(StorageMode::Set, b"b", &[b'x'; 200]), NOW),
             Err(StoreError::OutOfMemory)
         );
         assert_eq!(
-            s.store(write(StoreMode::Set, b"a", &[b'x'; 500]), NOW),
+            s.store(write(StorageMode::Set, b"a", &[b'x'; 500]), NOW),
             Err(StoreError::OutOfMemory)
         );
         assert!(get(&mut s, b"a", NOW).is_none());
@@ -511,21 +511,23 @@ mod tests {
         let mut s = store();
         let cost = |key: &[u8], len: usize| ITEM_OVERHEAD + (key.len() + len) as u64;
         for len in [10_000, 3, 0, 200, 199] {
-            s.store(write(StoreMode::Set, b"k", &vec![b'v'; len]), NOW)
+            s.store(write(StorageMode::Set, b"k", &vec![b'v'; len]), NOW)
                 .unwrap();
             assert_eq!(s.stats().bytes, cost(b"k", len));
             assert_eq!(get(&mut s, b"k", NOW).unwrap().value.len(), len);
             let held = s.entries[&b"k"[..]].item.value.capacity();
             assert!(held <= len + len / 4, "{held} bytes held for {len}");
         }
-        s.store(write(StoreMode::Append, b"k", b"xy"), NOW).unwrap();
+        s.store(write(StorageMode::Append, b"k", b"xy"), NOW)
+            .unwrap();
         s.arith(b"k", true, 1, 5, NOW).unwrap();
-        s.store(write(StoreMode::Set, b"n", b"9"), NOW).unwrap();
+        s.store(write(StorageMode::Set, b"n", b"9"), NOW).unwrap();
         s.arith(b"n", true, 1, 6, NOW).unwrap();
         assert_eq!(get(&mut s, b"n", NOW).unwrap().value, b"10");
         assert_eq!(s.stats().bytes, cost(b"k", 201) + cost(b"n", 2));
         s.touch(b"k", Expiry::At(NOW + 1), NOW).unwrap();
-        s.store(write(StoreMode::Set, b"n", b"1"), NOW + 1).unwrap();
+        s.store(write(StorageMode::Set, b"n", b"1"), NOW + 1)
+            .unwrap();
         assert!(get(&mut s, b"k", NOW + 1).is_none());
         assert_eq!(s.stats().bytes, cost(b"n", 1));
         assert_eq!(s.stats().items, 1);
@@ -534,7 +536,7 @@ mod tests {
     #[test]
     fn arith_keeps_flags_and_pads() {
         let mut s = store();
-        s.store(write(StoreMode::Set, b"n", b"100"), NOW).unwrap();
+        s.store(write(StorageMode::Set, b"n", b"100"), NOW).unwrap();
         assert_eq!(
             s.arith(b"n", false, 1, 77, NOW),
             Ok(ArithOutcome::Value(99))

@@ -19,7 +19,7 @@ pub mod memory;
 
 pub use execute::{execute, Executed};
 
-use crate::protocol::{Key, StoreMode};
+use crate::protocol::{Key, StorageMode};
 
 /// Seconds since the unix epoch: the one clock stores read.
 pub type UnixTime = u64;
@@ -73,7 +73,7 @@ pub struct Entry {
 /// value it writes will carry.
 #[derive(Debug, Clone, Copy)]
 pub struct Write<'a> {
-    pub mode: StoreMode,
+    pub mode: StorageMode,
     pub key: &'a [u8],
     pub flags: u32,
     pub expiry: Expiry,

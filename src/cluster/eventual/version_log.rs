@@ -191,7 +191,7 @@ impl VersionLog {
                 }
                 return versions;
             }
-            Command::Store(s) => &s.key,
+            Command::Storage(s) => &s.key,
             Command::Arith(a) => &a.key,
             Command::TooLarge { key, .. }
             | Command::Delete { key }
@@ -632,15 +632,15 @@ mod tests {
             .import(b"k", Some(&item("v")), stamp(3, 0).cas_unique(), NOW)
             .unwrap();
         s.broken = true;
-        let set = crate::protocol::Store {
-            mode: crate::protocol::StoreMode::Set,
+        let set = crate::protocol::Storage {
+            mode: crate::protocol::StorageMode::Set,
             key: b"k".to_vec(),
             flags: 0,
             exptime: 0,
             value: b"v".to_vec(),
         };
         assert!(log
-            .record_write(&mut s, &Command::Store(set), stamp(3, 0), NOW)
+            .record_write(&mut s, &Command::Storage(set), stamp(3, 0), NOW)
             .is_empty());
         s.broken = false;
         let (versions, _) = log.since(&mut s, 0, NOW).unwrap();
