@@ -1,7 +1,8 @@
 //! The parser against a seeded random corpus: random bytes, mutated valid
 //! requests and random splits. It must never panic, always make progress on a
 //! complete request, treat every strict prefix of a valid request as
-//! incomplete, and parse a byte stream the same however it is split.
+//! incomplete, never swallow a value after an admin command, and parse a byte
+//! stream the same however it is split.
 
 mod common;
 
@@ -94,6 +95,9 @@ fn drain(stream: &[u8]) -> Vec<(Action, usize)> {
             }) => {
                 assert!(consumed > 0, "no progress at {at}");
                 assert!(at + consumed <= stream.len(), "consumed past the end");
+                if let Action::Admin { .. } = action {
+                    assert_eq!(more, 0, "an admin command swallowed bytes at {at}");
+                }
                 at += consumed;
                 swallow = more;
                 let close = action == Action::Close;

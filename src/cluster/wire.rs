@@ -239,13 +239,6 @@ fn put_command(out: &mut Vec<u8>, command: &Command) {
             out.push(FLUSH_ALL);
             put_u32(out, *delay as u32);
         }
-        Command::Version
-        | Command::Verbosity
-        | Command::Stats(_)
-        | Command::Show
-        | Command::Quit => {
-            unreachable!("only store commands are replicated")
-        }
     }
 }
 

@@ -1,5 +1,10 @@
 //! The requests a client can make, one type per command family, owned so they
-//! can cross to the backend worker thread and, later, to peers.
+//! can cross to the backend worker thread and to peers.
+//!
+//! They come in two kinds. A [`Command`] reads or changes stored data: it goes
+//! to the store, through the cluster engine, and may be replicated. An
+//! [`Admin`] command (`version`, `verbosity`, `stats`, `show`, `quit`) is
+//! answered by the node itself and never leaves it.
 
 /// A key as the client sent it (at most [`super::Limits::MAX_KEY_LEN`] bytes).
 pub type Key = Vec<u8>;
@@ -53,7 +58,7 @@ pub enum StatsGroup {
     Reset,
 }
 
-/// One parsed client request.
+/// A request for the store: every variant reads or changes stored data.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     Get(Get),
@@ -77,6 +82,11 @@ pub enum Command {
     FlushAll {
         delay: i32,
     },
+}
+
+/// A request the node answers itself, without the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admin {
     Version,
     Verbosity,
     Stats(StatsGroup),
@@ -85,23 +95,7 @@ pub enum Command {
     Quit,
 }
 
-impl Command {
-    /// Commands that read or change stored data and so go to the store.
-    pub fn touches_store(&self) -> bool {
-        matches!(
-            self,
-            Command::Get(_)
-                | Command::Storage(_)
-                | Command::TooLarge { .. }
-                | Command::Delete { .. }
-                | Command::Arith(_)
-                | Command::Touch { .. }
-                | Command::FlushAll { .. }
-        )
-    }
-}
-
-/// A command with memcached's `noreply` flag.
+/// A store command with memcached's `noreply` flag.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Request {
     pub command: Command,

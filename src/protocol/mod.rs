@@ -3,8 +3,14 @@
 //! ```text
 //!  client bytes ──► parse::parse ──► Parsed { Action, consumed, swallow }
 //!                                        │ Execute(Request) ──► store / engine
+//!                                        │ Admin            ──► answered by the node
 //!  reply bytes  ◄── reply::*  ◄──────────┘ Reply(text) / Close
 //! ```
+//!
+//! A request is either a data [`Command`] (get, the storage commands, delete,
+//! incr/decr, touch, flush_all), which goes to the store and may be
+//! replicated, or an [`Admin`] command (version, verbosity, stats, show,
+//! quit), which the node answers itself.
 //!
 //! Nothing here touches a socket, a clock or a store, so every rule can be
 //! checked by table tests and by the fuzz test in `tests/`.
@@ -14,7 +20,7 @@ pub mod number;
 pub mod parse;
 pub mod reply;
 
-pub use command::{Arith, Command, Get, Key, Request, StatsGroup, Storage, StorageMode};
+pub use command::{Admin, Arith, Command, Get, Key, Request, StatsGroup, Storage, StorageMode};
 pub use parse::{parse, Action, Incomplete, Limits, Parsed};
 
 #[cfg(test)]

@@ -11,8 +11,12 @@
 //! After a storage error on the command line the value is *not* skipped: its
 //! bytes are read as the next command, as memcached does. Only a value that is
 //! too large is swallowed ([`Parsed::swallow`]).
+//!
+//! A request for the store comes out as [`Action::Execute`] with a data
+//! [`Command`]; one the node answers itself (`version`, `verbosity`, `stats`,
+//! `show`, `quit`) as [`Action::Admin`].
 
-use super::command::{Arith, Command, Get, Request, StatsGroup, Storage, StorageMode};
+use super::command::{Admin, Arith, Command, Get, Request, StatsGroup, Storage, StorageMode};
 use super::number::{parse_i32_truncating, parse_u32_truncating, parse_u64};
 use super::reply;
 
@@ -62,7 +66,10 @@ pub struct Incomplete;
 /// What to do with one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
+    /// Send a data command to the store (through the cluster engine).
     Execute(Request),
+    /// Answer an admin command at the node; `noreply` silences its reply.
+    Admin { command: Admin, noreply: bool },
     /// Answer with `text` (a whole reply line) unless `silent`. When
     /// `discards_unflushed`, memcached first drops every reply it has not yet
     /// flushed (a retrieval naming an overlong key does this).
@@ -210,7 +217,7 @@ impl<'a> Line<'a, '_> {
             (b'g', b"gats") => self.get(true, true),
             (b's', b"set") if matches!(n, 6 | 7) => return self.storage(StorageMode::Set),
             (b's', b"stats") => self.stats(),
-            (b's', b"show") => self.execute(Command::Show, false),
+            (b's', b"show") => self.admin(Admin::Show, false),
             (b's', b"shutdown") => self.reply(reply::SHUTDOWN_DISABLED, false),
             (b'a', b"add") if matches!(n, 6 | 7) => return self.storage(StorageMode::Add),
             (b'a', b"append") if matches!(n, 6 | 7) => return self.storage(StorageMode::Append),
@@ -227,8 +234,8 @@ impl<'a> Line<'a, '_> {
             (_, b"replace") if matches!(n, 6 | 7) => return self.storage(StorageMode::Replace),
             (_, b"bget") => self.get(false, false),
             (_, b"flush_all") if (2..=4).contains(&n) => self.flush_all(),
-            (_, b"version") => self.execute(Command::Version, false),
-            (_, b"quit") => self.execute(Command::Quit, false),
+            (_, b"version") => self.admin(Admin::Version, false),
+            (_, b"quit") => self.admin(Admin::Quit, false),
             (_, b"verbosity") if matches!(n, 3 | 4) => self.verbosity(),
             _ => self.error(),
         };
@@ -237,6 +244,10 @@ impl<'a> Line<'a, '_> {
 
     fn execute(&self, command: Command, noreply: bool) -> Parsed {
         Parsed::new(Action::Execute(Request { command, noreply }), self.line_len)
+    }
+
+    fn admin(&self, command: Admin, noreply: bool) -> Parsed {
+        Parsed::new(Action::Admin { command, noreply }, self.line_len)
     }
 
     fn reply(&self, text: &'static [u8], silent: bool) -> Parsed {
@@ -420,7 +431,7 @@ impl<'a> Line<'a, '_> {
         if parse_u32_truncating(self.tokens.get(1)).is_none() {
             return self.reply(reply::BAD_FORMAT, noreply);
         }
-        self.execute(Command::Verbosity, noreply)
+        self.admin(Admin::Verbosity, noreply)
     }
 
     fn stats(&self) -> Parsed {
@@ -432,6 +443,6 @@ impl<'a> Line<'a, '_> {
                 _ => return self.error(),
             },
         };
-        self.execute(Command::Stats(group), false)
+        self.admin(Admin::Stats(group), false)
     }
 }

@@ -34,6 +34,25 @@ fn command(input: &[u8]) -> (Command, bool) {
     }
 }
 
+fn admin(input: &[u8]) -> (Admin, bool) {
+    match parse_one(input) {
+        Ok(Parsed {
+            action: Action::Admin { command, noreply },
+            consumed,
+            ..
+        }) => {
+            assert_eq!(
+                consumed,
+                input.len(),
+                "{:?}",
+                String::from_utf8_lossy(input)
+            );
+            (command, noreply)
+        }
+        other => panic!("{:?} -> {other:?}", String::from_utf8_lossy(input)),
+    }
+}
+
 fn key(k: &str) -> Vec<u8> {
     k.as_bytes().to_vec()
 }
@@ -56,7 +75,7 @@ fn get(keys: &[&str], with_cas: bool, touch: Option<i32>) -> Command {
     })
 }
 
-/// Every valid request of the protocol, with what it parses to.
+/// Every valid request for the store, with what it parses to.
 fn valid_requests() -> Vec<(&'static [u8], Command, bool)> {
     vec![
         (b"get a\r\n", get(&["a"], false, None), false),
@@ -179,18 +198,24 @@ fn valid_requests() -> Vec<(&'static [u8], Command, bool)> {
             Command::FlushAll { delay: 5 },
             true,
         ),
-        (b"version\r\n", Command::Version, false),
-        (b"verbosity 1\r\n", Command::Verbosity, false),
-        (b"verbosity 1 noreply\r\n", Command::Verbosity, true),
-        (b"stats\r\n", Command::Stats(StatsGroup::General), false),
-        (b"stats reset\r\n", Command::Stats(StatsGroup::Reset), false),
+    ]
+}
+
+/// Every valid request the node answers itself, with what it parses to.
+fn admin_requests() -> Vec<(&'static [u8], Admin, bool)> {
+    vec![
+        (b"version\r\n", Admin::Version, false),
+        (b"verbosity 1\r\n", Admin::Verbosity, false),
+        (b"verbosity 1 noreply\r\n", Admin::Verbosity, true),
+        (b"stats\r\n", Admin::Stats(StatsGroup::General), false),
+        (b"stats reset\r\n", Admin::Stats(StatsGroup::Reset), false),
         (
             b"stats settings\r\n",
-            Command::Stats(StatsGroup::Settings),
+            Admin::Stats(StatsGroup::Settings),
             false,
         ),
-        (b"show\r\n", Command::Show, false),
-        (b"quit\r\n", Command::Quit, false),
+        (b"show\r\n", Admin::Show, false),
+        (b"quit\r\n", Admin::Quit, false),
     ]
 }
 
@@ -207,8 +232,22 @@ fn every_command_parses() {
 }
 
 #[test]
+fn every_admin_command_parses() {
+    for (input, want, noreply) in admin_requests() {
+        assert_eq!(
+            admin(input),
+            (want, noreply),
+            "{:?}",
+            String::from_utf8_lossy(input)
+        );
+    }
+}
+
+#[test]
 fn every_strict_prefix_is_incomplete() {
-    for (input, ..) in valid_requests() {
+    let data = valid_requests().into_iter().map(|(input, ..)| input);
+    let admin = admin_requests().into_iter().map(|(input, ..)| input);
+    for input in data.chain(admin) {
         for end in 0..input.len() {
             assert_eq!(
                 parse_one(&input[..end]),

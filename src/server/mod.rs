@@ -34,7 +34,7 @@ use crate::backend::{Backend, Done, ReplyTo, StoreFactory, Work};
 use crate::cluster::eventual::EventualEngine;
 use crate::cluster::{Effect, Engine, Replicator, View};
 use crate::config::{ClusterConfig, Consistency, KvType, NodeConfig};
-use crate::protocol::{self, reply, Action, Command, Request, StatsGroup};
+use crate::protocol::{self, reply, Action, Admin, Command, Request, StatsGroup};
 use crate::store::memcache::MemcacheStore;
 use crate::store::memory::MemoryStore;
 use crate::store::unix_now;
@@ -389,23 +389,28 @@ impl Server {
                     conn.discard_since_flush_point();
                     conn.close_when_flushed = true;
                 }
+                Action::Admin { command, noreply } => self.answer_admin(token, command, noreply),
                 Action::Execute(request) => self.execute(token, request),
             }
         }
     }
 
+    /// Sends a data command to the store.
     fn execute(&mut self, token: usize, request: Request) {
         self.counters.ops += 1;
         self.count(&request.command);
-        if request.command.touches_store() {
-            let retrieval = matches!(request.command, Command::Get(_));
-            self.submit(token, request);
-            if retrieval {
-                // memcached flushes after every retrieval.
-                self.conns[token].mark_flush_point();
-            }
-            return;
+        let retrieval = matches!(request.command, Command::Get(_));
+        self.submit(token, request);
+        if retrieval {
+            // memcached flushes after every retrieval.
+            self.conns[token].mark_flush_point();
         }
+    }
+
+    /// Answers a command the node handles itself, in its place among the
+    /// connection's replies.
+    fn answer_admin(&mut self, token: usize, command: Admin, noreply: bool) {
+        self.counters.ops += 1;
         let report = Report {
             cluster: &self.settings.cluster,
             node: &self.settings.node,
@@ -416,21 +421,20 @@ impl Server {
             peers: self.peers.as_ref(),
         };
         let mut out = Vec::new();
-        match request.command {
-            Command::Version => reply::version(&mut out),
-            Command::Verbosity => out.extend_from_slice(reply::OK),
-            Command::Stats(StatsGroup::General) => report.general(&mut out),
-            Command::Stats(StatsGroup::Settings) => report.settings(&mut out),
-            Command::Stats(StatsGroup::Reset) => {
+        match command {
+            Admin::Version => reply::version(&mut out),
+            Admin::Verbosity => out.extend_from_slice(reply::OK),
+            Admin::Stats(StatsGroup::General) => report.general(&mut out),
+            Admin::Stats(StatsGroup::Settings) => report.settings(&mut out),
+            Admin::Stats(StatsGroup::Reset) => {
                 self.counters.reset();
                 self.backend.counters.reset();
                 out.extend_from_slice(reply::RESET);
             }
-            Command::Show => report.show(&mut out),
-            Command::Quit => self.conns[token].close_when_flushed = true,
-            _ => unreachable!("store commands were submitted above"),
+            Admin::Show => report.show(&mut out),
+            Admin::Quit => self.conns[token].close_when_flushed = true,
         }
-        if !request.noreply {
+        if !noreply {
             self.conns[token].reply(|o| o.extend_from_slice(&out));
         }
     }
@@ -447,7 +451,7 @@ impl Server {
             Command::Storage(_) | Command::TooLarge { .. } => c.cmd_set += 1,
             Command::Touch { .. } => c.cmd_touch += 1,
             Command::FlushAll { .. } => c.cmd_flush += 1,
-            _ => {}
+            Command::Delete { .. } | Command::Arith(_) => {}
         }
     }
 

@@ -13,8 +13,7 @@ pub struct Executed {
 }
 
 /// Executes a store command at time `now`, giving anything it writes the cas
-/// unique `cas`, and appends its reply to `out` unless `noreply`. Commands
-/// that do not touch the store append nothing.
+/// unique `cas`, and appends its reply to `out` unless `noreply`.
 pub fn execute(
     store: &mut dyn Store,
     request: &Request,
@@ -97,13 +96,6 @@ fn run(
             };
             store.flush_all(at, now)?;
             (reply::OK, changed(true))
-        }
-        Command::Version
-        | Command::Verbosity
-        | Command::Stats(_)
-        | Command::Show
-        | Command::Quit => {
-            return Ok(Executed::default());
         }
     };
     out.extend_from_slice(text);

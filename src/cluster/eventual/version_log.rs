@@ -196,11 +196,6 @@ impl VersionLog {
             Command::TooLarge { key, .. }
             | Command::Delete { key }
             | Command::Touch { key, .. } => key,
-            Command::Version
-            | Command::Verbosity
-            | Command::Stats(_)
-            | Command::Show
-            | Command::Quit => return Vec::new(),
         };
         self.record_local(store, key, stamp, now)
             .into_iter()
