@@ -21,8 +21,9 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use mckv::backend::ReplyTo;
-use mckv::cluster::{wire, Engine, PeerMessage, View};
+use mckv::cluster::membership::Load;
+use mckv::cluster::total_order::TotalOrder;
+use mckv::cluster::{wire, Engine, Frame, PeerEvent, PeerMessage, ReplyTo, View};
 use mckv::config::Consistency;
 use mckv::protocol::{self, reply, Action, Command, Get, Limits, Request, StorageMode};
 use mckv::store::memory::MemoryStore;
@@ -309,7 +310,7 @@ fn bench_store(c: &mut Criterion) {
     group.finish();
 }
 
-/// The ordering engine's delivery queue: one node with no peers delivers
+/// The total-order engine's delivery queue: one node with no peers delivers
 /// every operation as soon as it is stamped (push, check, pop).
 fn bench_delivery_queue(c: &mut Criterion) {
     let mut group = c.benchmark_group("engine");
@@ -321,7 +322,7 @@ fn bench_delivery_queue(c: &mut Criterion) {
         b.iter_batched(
             || {
                 (
-                    Engine::new(0, View::new(0, vec![0]), Consistency::Linearizable),
+                    TotalOrder::new(0, View::new(0, vec![0]), Consistency::Linearizable),
                     requests.clone(),
                 )
             },
@@ -340,8 +341,7 @@ fn bench_delivery_queue(c: &mut Criterion) {
 
 fn reply_to(i: usize) -> ReplyTo {
     ReplyTo {
-        token: 0,
-        conn_id: 1,
+        session: 1,
         slot: i as u64,
     }
 }
@@ -358,12 +358,12 @@ fn bench_cluster_round(c: &mut Criterion) {
             || requests.clone(),
             |requests| {
                 let view = View::new(0, vec![0, 1, 2]);
-                let mut nodes: Vec<Engine> = (0..3)
-                    .map(|id| Engine::new(id, view.clone(), Consistency::Linearizable))
+                let mut nodes: Vec<TotalOrder> = (0..3)
+                    .map(|id| TotalOrder::new(id, view.clone(), Consistency::Linearizable))
                     .collect();
                 for (id, node) in nodes.iter_mut().enumerate() {
                     for peer in view.others(id as u32) {
-                        node.set_up(peer, true);
+                        node.on_peer(peer, PeerEvent::Up);
                     }
                 }
                 let mut effects = Vec::new();
@@ -375,14 +375,18 @@ fn bench_cluster_round(c: &mut Criterion) {
                     let mut moved = false;
                     for from in 0..3u32 {
                         for to in view.others(from) {
-                            if let Some(frame) = nodes[from as usize].outgoing(to) {
+                            if let Some(body) = nodes[from as usize].outgoing(to) {
                                 moved = true;
                                 wire_buf.clear();
-                                wire::encode(&PeerMessage::Frame(frame), &mut wire_buf);
+                                let load = Load::default();
+                                wire::encode(
+                                    &PeerMessage::Frame(Frame { load, body }),
+                                    &mut wire_buf,
+                                );
                                 if let Ok(Some((PeerMessage::Frame(frame), _))) =
                                     wire::decode(&wire_buf)
                                 {
-                                    nodes[to as usize].on_frame(from, frame, &mut effects);
+                                    nodes[to as usize].on_message(from, frame.body, &mut effects);
                                 }
                             }
                         }

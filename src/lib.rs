@@ -1,9 +1,13 @@
 //! mckv: a replicated key-value store that speaks the memcached text protocol.
 //!
 //! A node is one reactor thread ([`server`]) that parses client requests
-//! ([`protocol`]) and hands store work to a backend worker thread
-//! ([`backend`]) owning a [`store::Store`]. See `README.md` for operation and
-//! `../shared/DESIGN.md` for the design.
+//! ([`protocol`]), hands them to its cluster core ([`cluster::Node`]: the
+//! failure detector and the consistency mode's [`cluster::Engine`], pure
+//! state machines), and carries out the store work the core asks for where
+//! the store lives ([`backend`]: inline for the embedded memory store, on a
+//! worker thread for a memcached one; [`store`]). Dependencies point one
+//! way: server -> backend -> cluster -> (store, protocol). See `README.md`
+//! for operation and `../shared/DESIGN.md` for the design.
 
 pub mod backend;
 pub mod client;

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use mckv::config::{ClusterConfig, Config, Consistency, KvType};
-use mckv::server::{Server, Settings};
+use mckv::server::{self, Settings};
 use simplelog::LevelFilter;
 
 #[derive(Parser)]
@@ -96,7 +96,7 @@ fn serve(args: ServerArgs) -> ExitCode {
         return ExitCode::from(2);
     }
     let client = settings.node.client.clone();
-    match Server::bind(settings).and_then(Server::run) {
+    match server::serve(settings) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             log::error!("cannot serve on {client}: {e}");

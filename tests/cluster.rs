@@ -408,6 +408,44 @@ fn a_restarted_node_is_refused_and_says_so_to_its_clients() {
         .starts_with("SERVER_ERROR cluster unavailable: node 2 is down"));
 }
 
+/// A node restarted after SIGKILL has an empty store; in sequential mode it
+/// serves reads locally, so until its peers have taken it back it must
+/// serve none: a `get` of a key the cluster holds answers an error, never a
+/// miss (`END`). Its peers are paused while it starts, so it hears nothing
+/// from them for a while; once they resume, they refuse it.
+#[test]
+fn a_restarted_node_answers_no_read_from_its_empty_store() {
+    let mut cluster = start_cluster(3, "sequential", "");
+    let mut c = connect(cluster.port(0));
+    assert_eq!(request(&mut c, b"set k 0 0 1\r\na\r\n"), "STORED\r\n");
+    wait_for_value(&cluster, 2, "k", "VALUE k 0 1\r\na\r\nEND\r\n");
+    let port = cluster.port(2);
+    cluster.nodes[2].signal("KILL");
+    let _ = cluster.nodes[2].child.wait();
+    cluster.nodes[0].signal("STOP");
+    cluster.nodes[1].signal("STOP");
+    cluster.nodes[2] = start_cluster_node(&cluster.config, &cluster.dir.0, 2, port);
+    let mut restarted = connect(port);
+    let answer = request(&mut restarted, b"get k\r\n");
+    cluster.nodes[0].signal("CONT");
+    cluster.nodes[1].signal("CONT");
+    assert!(
+        answer.starts_with("SERVER_ERROR "),
+        "while its peers were paused: {answer:?}"
+    );
+    poll(Duration::from_secs(10), Duration::from_millis(20), || {
+        let answer = request(&mut restarted, b"get k\r\n");
+        assert!(
+            answer.starts_with("SERVER_ERROR "),
+            "after they resumed: {answer:?}"
+        );
+        match answer.contains("refused this node") {
+            true => Ok(()),
+            false => Err(format!("its peers never refused it: {answer:?}")),
+        }
+    });
+}
+
 /// Polls `get key` on `node` until it answers `want` (bounded).
 fn wait_for_value(cluster: &Cluster, node: usize, key: &str, want: &str) {
     let mut c = connect(cluster.port(node));

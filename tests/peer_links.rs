@@ -7,11 +7,15 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::net::{TcpListener, TcpStream};
 use std::time::Duration;
 
 use common::{cluster_config, connect, poll, roundtrip, start_cluster_node, ProcessGuard, TempDir};
 use mckv::cluster::eventual::version::{State, Version};
+use mckv::cluster::eventual::Gossip;
+use mckv::cluster::membership::Load;
+use mckv::cluster::total_order::Broadcast;
+use mckv::cluster::wire::Message;
 use mckv::cluster::{handshake, wire, Frame, PeerMessage, Stamp};
 use mckv::store::{Entry, Expiry};
 
@@ -20,6 +24,9 @@ struct Lone {
     node: ProcessGuard,
     peer_port: u16,
     dir: TempDir,
+    /// Node 0's link to the test's node 1, whose hello the test welcomed:
+    /// node 0 counts node 1 as up only once it has.
+    _welcomed: TcpStream,
 }
 
 /// The node notices a silent peer after 400 ms.
@@ -27,25 +34,62 @@ const QUICK: &str = "peer_timeout_ms = 400";
 /// It would take a minute: what closes a link sooner is not the timeout.
 const PATIENT: &str = "peer_timeout_ms = 60000";
 
+/// The peer port of node `id` in config `text`.
+fn peer_port_of(text: &str, id: usize) -> u16 {
+    text.split(&format!("[node.{id}]"))
+        .nth(1)
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("peer = 127.0.0.1:")))
+        .and_then(|p| p.trim().parse().ok())
+        .expect("the node's peer port")
+}
+
+/// The run of node 1 the test plays (in its hello and its welcome).
+const NODE1_RUN: u64 = 7;
+
+fn welcome() -> Vec<u8> {
+    encoded::<Broadcast>(&PeerMessage::Welcome {
+        incarnation: NODE1_RUN,
+    })
+}
+
+/// Plays node 1's listener: takes node 0's link (within 10 s) and welcomes
+/// its hello.
+fn welcome_dialer(listener: &TcpListener) -> TcpStream {
+    listener.set_nonblocking(true).unwrap();
+    let mut accepted = None;
+    poll(
+        Duration::from_secs(10),
+        Duration::from_millis(10),
+        || match listener.accept() {
+            Ok((link, _)) => {
+                accepted = Some(link);
+                Ok(())
+            }
+            Err(e) => Err(format!("node 0 never dialed node 1: {e}")),
+        },
+    );
+    let mut link = accepted.expect("accepted");
+    link.set_nonblocking(false).unwrap();
+    link.write_all(&welcome()).unwrap();
+    link
+}
+
 fn start_lone_node(mode: &str, peer_timeout: &str) -> Lone {
     let dir = TempDir::new("peer-links");
     let (text, ports) = cluster_config(2, mode, "");
     let text = text.replace("peer_timeout_ms = 400", peer_timeout);
     let config = dir.0.join("config.ini");
     std::fs::write(&config, &text).unwrap();
+    let node1 = TcpListener::bind(("127.0.0.1", peer_port_of(&text, 1))).unwrap();
     let node = start_cluster_node(&config, &dir.0, 0, ports[0]);
-    let peer_port = text
-        .split("[node.0]")
-        .nth(1)
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("peer = 127.0.0.1:")))
-        .and_then(|p| p.trim().parse().ok())
-        .expect("node 0's peer port");
+    let peer_port = peer_port_of(&text, 0);
     // The peer port is bound just after the client port.
     common::wait_for_port(peer_port, Duration::from_secs(10));
     Lone {
         node,
         peer_port,
         dir,
+        _welcomed: welcome_dialer(&node1),
     }
 }
 
@@ -86,25 +130,29 @@ impl Lone {
     }
 }
 
-fn encoded(message: &PeerMessage) -> Vec<u8> {
+fn encoded<M: Message>(message: &PeerMessage<M>) -> Vec<u8> {
     let mut out = Vec::new();
     wire::encode(message, &mut out);
     out
 }
 
-fn hello() -> Vec<u8> {
-    encoded(&PeerMessage::Hello(handshake::hello(
+/// Node 1's hello, to a node whose mode speaks `M`.
+fn hello<M: Message>() -> Vec<u8> {
+    encoded::<M>(&PeerMessage::Hello(handshake::hello::<M>(
         "test-secret",
         "test",
         1,
-        7,
+        NODE1_RUN,
     )))
 }
 
 fn heartbeat() -> Vec<u8> {
     encoded(&PeerMessage::Frame(Frame {
-        clock: 3,
-        ..Frame::default()
+        load: Load::default(),
+        body: Broadcast {
+            clock: 3,
+            ..Broadcast::default()
+        },
     }))
 }
 
@@ -130,10 +178,21 @@ fn a_peer_that_vanishes_mid_frame_is_dropped_and_taken_again() {
     let lone = start_lone_node("linearizable", QUICK);
     let mut link = lone.dial();
     let frame = heartbeat();
-    let mut sent = hello();
+    let mut sent = hello::<Broadcast>();
     sent.extend_from_slice(&frame[..frame.len() / 2]);
     link.write_all(&sent).unwrap();
     lone.wait_for_node1("up");
+    // Read the welcome, so the close below is a FIN, not a reset for unread data.
+    // (a welcome is 4 bytes of length, its kind and node 0's run)
+    let mut welcomed = [0u8; 13];
+    link.read_exact(&mut welcomed).unwrap();
+    assert!(
+        matches!(
+            wire::decode::<Broadcast>(&welcomed),
+            Ok(Some((PeerMessage::Welcome { .. }, 13)))
+        ),
+        "node 0 answered the hello with {welcomed:?}"
+    );
     drop(link);
     lone.wait_for_node1("down");
     lone.assert_serving();
@@ -145,7 +204,7 @@ fn a_peer_that_vanishes_mid_frame_is_dropped_and_taken_again() {
     );
 
     let mut again = lone.dial();
-    let mut sent = hello();
+    let mut sent = hello::<Broadcast>();
     sent.extend_from_slice(&heartbeat());
     again.write_all(&sent).unwrap();
     lone.wait_for_node1("up");
@@ -212,11 +271,14 @@ fn what_follows_a_hello_in_the_same_write_is_read() {
             value: value.clone(),
         }),
     };
-    let mut sent = hello();
+    let mut sent = hello::<Gossip>();
     sent.extend(encoded(&PeerMessage::Frame(Frame {
-        clock: 5,
-        versions: vec![version],
-        ..Frame::default()
+        load: Load::default(),
+        body: Gossip {
+            clock: 5,
+            versions: vec![version],
+            ..Gossip::default()
+        },
     })));
     let mut link = lone.dial();
     link.write_all(&sent).unwrap();

@@ -1,596 +1,166 @@
-//! The strong modes' engine: total-order broadcast with Lamport clocks, as a
-//! pure state machine (no socket, no clock: inputs in, [`Effect`]s out).
+//! The interface every consistency mode implements, in raft-rs's shape: the
+//! host feeds inputs and carries out the effects it collects. An engine is
+//! a pure state machine: it reads no clock and touches no socket or store,
+//! so the same code runs in the node's reactor and in the simulator.
 //!
 //! ```text
-//!  on_client ──► stamp (ts, me) ──► queue (BinaryHeap by stamp) ──► deliver head ──► Apply
-//!                     └─► outbox of every peer ──► Frame ──► on_frame at the peers
-//!  on_frame  ──► their proposals into the queue, their acks and clock noted ──► deliver
+//!  inputs                                    outputs
+//!  on_client (request, reply slot) ──┐   ┌──► Effect::Work: store work, carried out in order
+//!  on_message (from node, message) ──┤   ├──► Effect::Refuse: answer a client now, not applied
+//!  on_tick (a heartbeat) ────────────┼───┤
+//!  on_peer (up, down, link opened, lost)  └──► outgoing(to): the one message owed to a peer,
+//!  on_hello (a peer's run)           │        everything since the last, coalesced
+//!  on_store (what store work found) ─┘
 //! ```
 //!
-//! Why delivery in stamp order is safe. Links are FIFO and a node stamps
-//! above every clock it has seen. A node delivers the head of its queue, a
-//! proposal `(ts, o)`, only when every member holds it: the origin does by
-//! definition, every other member `q` has said so in its cumulative ack. When
-//! `q` acked it, `q`'s clock was at least `ts`, so anything `q` proposes later
-//! is stamped above `ts`; anything `q` proposed earlier reached us before its
-//! ack (FIFO). So no proposal stamped below the head can still arrive, every
-//! node delivers the same sequence, and anything delivered anywhere is held
-//! by every member. A linearizable read is stamped locally and not shipped:
-//! it is delivered when every peer's reported clock has reached its stamp
-//! (nothing below it can still arrive), so it sees every write ordered before
-//! it. The origin replies when it delivers, which is after the client asked:
-//! that makes the order linearizable.
-//!
-//! Sequential mode orders writes the same way but serves reads from the local
-//! replica at once, except that a read waits behind the same connection's
-//! writes that are not yet applied, so a client always reads its own writes.
-//!
-//! Links may break and reconnect (same incarnation): acks are cumulative and
-//! every frame carries the whole ack vector, so only proposals can be lost,
-//! and those are kept until every peer acked them and resent on reconnect;
-//! duplicates are dropped by stamp. While a member is down, new operations
-//! are refused at once (this version has no view changes, so it cannot make
-//! progress without every member) and queued ones wait for it.
+//! Store work runs where the store lives (inline, or on the backend worker
+//! thread), in the engine's own vocabulary: each engine names a
+//! [`Replica`], its store side, which takes the engine's work and gives
+//! back client replies and the engine's own [`Done`] reports. Adding a mode
+//! means one new [`Engine`], its [`Replica`] and its wire message.
 
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
-use std::sync::Arc;
+use std::fmt::Debug;
 
-use super::message::{Frame, Op, Proposal};
-use super::{LamportClock, NodeId, Stamp, View};
-use crate::backend::{ReplyTo, Work};
-use crate::config::Consistency;
-use crate::protocol::{Command, Request};
-use crate::store::UnixTime;
+use super::wire;
+use super::NodeId;
+use crate::protocol::Request;
+use crate::store::{Executor, UnixTime};
 
-/// What the engine asks its host to do.
+/// Where a client's reply goes: the host's name for the client session
+/// (unique over the node's life; engines only compare it, to keep one
+/// session's reads behind its writes) and the reply slot reserved for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ReplyTo {
+    pub session: u64,
+    pub slot: u64,
+}
+
+/// What an engine asks its host to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Effect {
-    /// Store work, done in the order given.
-    Store(Work),
-    /// Answer a client at once; nothing was applied.
-    Refuse { reply_to: ReplyTo, reason: String },
+pub enum Effect<W> {
+    /// Store work, carried out in the order given.
+    Work(W),
+    /// Answer a client at once; nothing was applied and nothing will be.
+    Refuse { to: ReplyTo, reason: String },
 }
 
-/// A queued operation, ordered by stamp alone (stamps are unique).
-#[derive(Debug)]
-struct Queued {
-    stamp: Stamp,
-    op: Arc<Op>,
-    reply_to: Option<ReplyTo>,
-    /// A local linearizable read: never shipped, applied only here.
-    read: bool,
+/// What the host learned about a peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerEvent {
+    /// The failure detector holds it up (heard from within the timeout).
+    Up,
+    /// Silent past the timeout, left, or refused.
+    Down,
+    /// This node's link to it opened: messages can go.
+    LinkOpened,
+    /// This node's link to it broke: what was in flight may be lost.
+    LinkLost,
 }
 
-impl PartialEq for Queued {
-    fn eq(&self, other: &Queued) -> bool {
-        self.stamp == other.stamp
-    }
+/// An engine's state for `stats` and `show`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Status {
+    pub clock: u64,
+    pub epoch: u64,
+    pub members: usize,
+    /// Operations waiting here.
+    pub pending: usize,
+    /// Operations delivered in order (strong modes).
+    pub delivered: u64,
+    /// Anti-entropy counters (eventual mode).
+    pub sync: Option<SyncStats>,
 }
 
-impl Eq for Queued {}
-
-impl PartialOrd for Queued {
-    fn partial_cmp(&self, other: &Queued) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
+/// Anti-entropy counters, for `stats`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SyncStats {
+    /// Sync requests started (each round asks every linked peer).
+    pub rounds: u64,
+    pub versions_sent: u64,
+    pub versions_received: u64,
 }
 
-impl Ord for Queued {
-    fn cmp(&self, other: &Queued) -> std::cmp::Ordering {
-        self.stamp.cmp(&other.stamp)
-    }
+/// What an engine knows of one peer, for `show`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PeerStatus {
+    /// The clock it last reported.
+    pub clock: u64,
+    /// Heartbeats since the last completed sync from it (eventual mode).
+    pub sync_lag: Option<u64>,
 }
 
-/// What is waiting to be sent to one peer.
-#[derive(Debug, Default)]
-struct Outbox {
-    proposals: Vec<Proposal>,
-    sent_clock: u64,
-    sent_acks: u64,
-    /// A frame is owed even with nothing new in it (heartbeat, reconnect).
-    due: bool,
-}
+/// One consistency mode's protocol.
+pub trait Engine {
+    /// What this mode's nodes say to each other.
+    type Message: wire::Message + Debug;
+    /// This mode's store side.
+    type Replica: Replica;
 
-/// What this node knows of one peer.
-#[derive(Debug, Default)]
-struct Peer {
-    up: bool,
-    /// The highest stamp time of this peer's own proposals received here.
-    received: u64,
-    /// Per origin: the highest stamp time this peer says it holds.
-    holds: HashMap<NodeId, u64>,
-    /// The highest clock this peer reported.
-    clock: u64,
-    out: Outbox,
-}
-
-/// A connection's writes issued and applied here, and the reads waiting for
-/// the writes issued before them (sequential mode).
-#[derive(Debug, Default)]
-struct ConnOrder {
-    issued: u64,
-    applied: u64,
-    /// `(writes that must be applied first, reply_to, op)`, in arrival order.
-    held_reads: VecDeque<(u64, ReplyTo, Arc<Op>)>,
-}
-
-/// The engine of one node.
-#[derive(Debug)]
-pub struct Engine {
-    me: NodeId,
-    mode: Consistency,
-    view: View,
-    clock: LamportClock,
-    queue: BinaryHeap<Reverse<Queued>>,
-    peers: BTreeMap<NodeId, Peer>,
-    /// Bumped whenever this node comes to hold a new proposal.
-    ack_generation: u64,
-    /// Own proposals not yet held by every peer, oldest first.
-    unacked: VecDeque<Proposal>,
-    conns: HashMap<u64, ConnOrder>,
-    delivered: u64,
-}
-
-impl Engine {
-    /// An engine for node `me` of `view`, in a strong `mode`.
-    pub fn new(me: NodeId, view: View, mode: Consistency) -> Engine {
-        assert!(view.contains(me), "node {me} is not a member of {view:?}");
-        assert!(
-            matches!(mode, Consistency::Linearizable | Consistency::Sequential),
-            "the total-order engine runs the strong modes"
-        );
-        let peers = view.others(me).map(|id| (id, Peer::default())).collect();
-        Engine {
-            me,
-            mode,
-            view,
-            clock: LamportClock::default(),
-            queue: BinaryHeap::new(),
-            peers,
-            ack_generation: 0,
-            unacked: VecDeque::new(),
-            conns: HashMap::new(),
-            delivered: 0,
-        }
-    }
-
-    pub fn view(&self) -> &View {
-        &self.view
-    }
-
-    pub fn clock(&self) -> u64 {
-        self.clock.now()
-    }
-
-    /// Operations waiting here: queued for delivery or held behind writes.
-    pub fn pending(&self) -> usize {
-        self.queue.len()
-            + self
-                .conns
-                .values()
-                .map(|c| c.held_reads.len())
-                .sum::<usize>()
-    }
-
-    pub fn delivered(&self) -> u64 {
-        self.delivered
-    }
-
-    pub fn is_up(&self, peer: NodeId) -> bool {
-        self.peers.get(&peer).is_some_and(|p| p.up)
-    }
-
-    /// The clock `peer` last reported.
-    pub fn peer_clock(&self, peer: NodeId) -> Option<u64> {
-        self.peers.get(&peer).map(|p| p.clock)
-    }
-
-    /// A client's store command arrives at this node.
-    pub fn on_client(
+    /// A client's data command arrives at this node; `now` is the wall time
+    /// relative expiry times are read against.
+    fn on_client(
         &mut self,
-        reply_to: ReplyTo,
+        to: ReplyTo,
         request: Request,
         now: UnixTime,
-        out: &mut Vec<Effect>,
-    ) {
-        let read = matches!(&request.command, Command::Get(g) if g.touch.is_none());
-        let op = Arc::new(Op { request, now });
-        if read && self.mode == Consistency::Sequential {
-            return self.read_locally(reply_to, op, out);
-        }
-        if let Some(down) = self.peers.iter().find(|(_, p)| !p.up).map(|(id, _)| *id) {
-            let reason = format!("cluster unavailable: node {down} is down; not applied");
-            out.push(Effect::Refuse { reply_to, reason });
-            return;
-        }
-        let stamp = Stamp {
-            ts: self.clock.tick(),
-            node: self.me,
-        };
-        if !read {
-            self.propose(Proposal {
-                stamp,
-                op: op.clone(),
-            });
-            if self.mode == Consistency::Sequential {
-                self.conns.entry(reply_to.conn_id).or_default().issued += 1;
-            }
-        }
-        self.queue.push(Reverse(Queued {
-            stamp,
-            op,
-            reply_to: Some(reply_to),
-            read,
-        }));
-        self.deliver(out);
-    }
+        out: &mut Vec<Effect<StoreWork<Self>>>,
+    );
 
-    fn propose(&mut self, proposal: Proposal) {
-        if self.peers.is_empty() {
-            return;
-        }
-        for peer in self.peers.values_mut() {
-            peer.out.proposals.push(proposal.clone());
-        }
-        self.unacked.push_back(proposal);
-    }
+    /// A message from `from`, over a FIFO link.
+    fn on_message(
+        &mut self,
+        from: NodeId,
+        message: Self::Message,
+        out: &mut Vec<Effect<StoreWork<Self>>>,
+    );
 
-    fn read_locally(&mut self, reply_to: ReplyTo, op: Arc<Op>, out: &mut Vec<Effect>) {
-        match self.conns.get_mut(&reply_to.conn_id) {
-            Some(order) if order.applied < order.issued => {
-                order.held_reads.push_back((order.issued, reply_to, op));
-            }
-            _ => out.push(Effect::Store(Work::Apply {
-                op,
-                cas: 0,
-                reply_to: Some(reply_to),
-            })),
-        }
-    }
+    /// A heartbeat: every peer is owed a message, even an empty one.
+    fn on_tick(&mut self, out: &mut Vec<Effect<StoreWork<Self>>>);
 
-    /// A frame from `from` arrives (over a FIFO link).
-    pub fn on_frame(&mut self, from: NodeId, frame: Frame, out: &mut Vec<Effect>) {
-        let Some(peer) = self.peers.get_mut(&from) else {
-            return;
-        };
-        peer.clock = peer.clock.max(frame.clock);
-        self.clock.observe(frame.clock);
-        for proposal in frame.proposals {
-            let stamp = proposal.stamp;
-            if stamp.node != from || stamp.ts <= peer.received {
-                continue; // not its own, or a resent duplicate
-            }
-            peer.received = stamp.ts;
-            self.clock.observe(stamp.ts);
-            self.ack_generation += 1;
-            self.queue.push(Reverse(Queued {
-                stamp,
-                op: proposal.op,
-                reply_to: None,
-                read: false,
-            }));
-        }
-        for (origin, ts) in frame.acks {
-            let held = peer.holds.entry(origin).or_insert(0);
-            *held = (*held).max(ts);
-        }
-        self.forget_acked();
-        self.deliver(out);
-    }
+    fn on_peer(&mut self, peer: NodeId, event: PeerEvent);
 
-    /// Drops own proposals every peer holds: they will never be resent.
-    fn forget_acked(&mut self) {
-        let me = self.me;
-        let everywhere = self
-            .peers
-            .values()
-            .map(|p| p.holds.get(&me).copied().unwrap_or(0))
-            .min()
-            .unwrap_or(u64::MAX);
-        while self
-            .unacked
-            .front()
-            .is_some_and(|p| p.stamp.ts <= everywhere)
-        {
-            self.unacked.pop_front();
-        }
-    }
+    /// A hello from run `incarnation` of `peer`; `restarted`: an earlier run
+    /// was known, so the peer came back with an empty store. Returns whether
+    /// the peer is taken; one that is not is refused for good.
+    fn on_hello(&mut self, peer: NodeId, incarnation: u64, restarted: bool) -> bool;
 
-    fn deliverable(&self, head: &Queued) -> bool {
-        if head.read {
-            return self.peers.values().all(|p| p.clock >= head.stamp.ts);
-        }
-        let origin = head.stamp.node;
-        self.peers.iter().all(|(&id, p)| {
-            id == origin || p.holds.get(&origin).copied().unwrap_or(0) >= head.stamp.ts
-        })
-    }
+    /// A report from the store side.
+    fn on_store(
+        &mut self,
+        done: <Self::Replica as Replica>::Done,
+        out: &mut Vec<Effect<StoreWork<Self>>>,
+    );
 
-    fn deliver(&mut self, out: &mut Vec<Effect>) {
-        while let Some(Reverse(head)) = self.queue.peek() {
-            if !self.deliverable(head) {
-                break;
-            }
-            let Some(Reverse(entry)) = self.queue.pop() else {
-                break;
-            };
-            self.delivered += 1;
-            let mine = entry.stamp.node == self.me;
-            out.push(Effect::Store(Work::Apply {
-                op: entry.op,
-                cas: entry.stamp.cas_unique(),
-                reply_to: entry.reply_to.filter(|_| mine),
-            }));
-            if let (true, false, Some(reply_to)) = (mine, entry.read, entry.reply_to) {
-                self.write_applied(reply_to.conn_id, out);
-            }
-        }
-    }
+    /// The message owed to `to`, if any: everything since the last one.
+    fn outgoing(&mut self, to: NodeId) -> Option<Self::Message>;
 
-    /// One of a connection's writes was applied: release the reads that
-    /// waited for it (and for nothing issued later).
-    fn write_applied(&mut self, conn_id: u64, out: &mut Vec<Effect>) {
-        let Some(order) = self.conns.get_mut(&conn_id) else {
-            return;
-        };
-        order.applied += 1;
-        while order
-            .held_reads
-            .front()
-            .is_some_and(|(needed, ..)| *needed <= order.applied)
-        {
-            if let Some((_, reply_to, op)) = order.held_reads.pop_front() {
-                out.push(Effect::Store(Work::Apply {
-                    op,
-                    cas: 0,
-                    reply_to: Some(reply_to),
-                }));
-            }
-        }
-        if order.applied == order.issued {
-            self.conns.remove(&conn_id);
-        }
-    }
+    fn status(&self) -> Status;
 
-    /// The frame owed to `to`, if any: new proposals, new acks, a higher
-    /// clock, or a heartbeat. Everything since the last frame goes in one.
-    pub fn outgoing(&mut self, to: NodeId) -> Option<Frame> {
-        let clock = self.clock.now();
-        let generation = self.ack_generation;
-        let out = &self.peers.get(&to)?.out;
-        let owed = !out.proposals.is_empty()
-            || out.due
-            || out.sent_acks != generation
-            || out.sent_clock < clock;
-        if !owed {
-            return None;
-        }
-        // Built only for a frame that goes: this runs every loop iteration.
-        let acks: Vec<(NodeId, u64)> = self.peers.iter().map(|(&id, p)| (id, p.received)).collect();
-        let out = &mut self.peers.get_mut(&to)?.out;
-        out.sent_clock = clock;
-        out.sent_acks = generation;
-        out.due = false;
-        Some(Frame {
-            clock,
-            acks,
-            proposals: std::mem::take(&mut out.proposals),
-            ..Frame::default()
-        })
-    }
-
-    /// Every peer is owed a frame, even an empty one.
-    pub fn heartbeat(&mut self) {
-        for peer in self.peers.values_mut() {
-            peer.out.due = true;
-        }
-    }
-
-    /// Whether `peer` is taking part; while one is not, new operations are refused.
-    pub fn set_up(&mut self, peer: NodeId, up: bool) {
-        if let Some(p) = self.peers.get_mut(&peer) {
-            p.up = up;
-        }
-    }
-
-    /// The link to `peer` broke: what was waiting to go is resent on reconnect.
-    pub fn link_lost(&mut self, peer: NodeId) {
-        if let Some(p) = self.peers.get_mut(&peer) {
-            p.out.proposals.clear();
-        }
-    }
-
-    /// A new link to `peer`: queue every own proposal it may not hold yet.
-    pub fn link_opened(&mut self, peer: NodeId) {
-        let me = self.me;
-        let Some(p) = self.peers.get_mut(&peer) else {
-            return;
-        };
-        let held = p.holds.get(&me).copied().unwrap_or(0);
-        p.out.proposals = self
-            .unacked
-            .iter()
-            .filter(|q| q.stamp.ts > held)
-            .cloned()
-            .collect();
-        p.out.due = true;
-    }
+    fn peer_status(&self, peer: NodeId) -> Option<PeerStatus>;
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::protocol::{Get, Storage, StorageMode};
+/// The store work an engine asks for.
+pub type StoreWork<E> = <<E as Engine>::Replica as Replica>::Work;
 
-    fn reply_to(conn: u64, slot: u64) -> ReplyTo {
-        ReplyTo {
-            token: conn as usize,
-            conn_id: conn,
-            slot,
-        }
-    }
+/// What carried-out store work gives back.
+#[derive(Debug)]
+pub enum Done<D> {
+    /// A client's reply (empty for `noreply`).
+    Reply { to: ReplyTo, reply: Vec<u8> },
+    /// A report for the engine.
+    Engine(D),
+}
 
-    fn set(key: &str) -> Request {
-        Request {
-            command: Command::Storage(Storage {
-                mode: StorageMode::Set,
-                key: key.as_bytes().to_vec(),
-                flags: 0,
-                exptime: 0,
-                value: b"v".to_vec(),
-            }),
-            noreply: false,
-        }
-    }
+/// An engine's store side: carries out its work on the node's store, in
+/// the order given, where the store lives.
+pub trait Replica: Default + Send + 'static {
+    type Work: Send + Debug + 'static;
+    type Done: Send + Debug + 'static;
 
-    fn get(key: &str) -> Request {
-        Request {
-            command: Command::Get(Get {
-                keys: vec![key.as_bytes().to_vec()],
-                with_cas: false,
-                touch: None,
-            }),
-            noreply: false,
-        }
-    }
-
-    fn cluster(n: u32, mode: Consistency) -> Vec<Engine> {
-        let view = View::new(0, (0..n).collect());
-        (0..n)
-            .map(|id| {
-                let mut e = Engine::new(id, view.clone(), mode);
-                for peer in view.others(id) {
-                    e.set_up(peer, true);
-                }
-                e
-            })
-            .collect()
-    }
-
-    /// Delivers every owed frame, in node order, until nothing moves;
-    /// returns each node's applied ops as (key, cas, replied).
-    fn exchange(engines: &mut [Engine], applied: &mut [Vec<(Vec<u8>, u64, bool)>]) {
-        loop {
-            let mut moved = false;
-            for from in 0..engines.len() {
-                for to in 0..engines.len() {
-                    if from == to {
-                        continue;
-                    }
-                    if let Some(frame) = engines[from].outgoing(to as NodeId) {
-                        moved = true;
-                        let mut out = Vec::new();
-                        engines[to].on_frame(from as NodeId, frame, &mut out);
-                        record(&out, &mut applied[to]);
-                    }
-                }
-            }
-            if !moved {
-                return;
-            }
-        }
-    }
-
-    fn record(effects: &[Effect], into: &mut Vec<(Vec<u8>, u64, bool)>) {
-        for effect in effects {
-            if let Effect::Store(Work::Apply { op, cas, reply_to }) = effect {
-                let key = match &op.request.command {
-                    Command::Storage(s) => s.key.clone(),
-                    Command::Get(g) => g.keys[0].clone(),
-                    _ => Vec::new(),
-                };
-                into.push((key, *cas, reply_to.is_some()));
-            }
-        }
-    }
-
-    #[test]
-    fn a_single_node_applies_at_once_with_a_stamp_unique() {
-        let mut e = cluster(1, Consistency::Linearizable).remove(0);
-        let mut out = Vec::new();
-        e.on_client(reply_to(1, 0), set("k"), 0, &mut out);
-        let cas = Stamp { ts: 1, node: 0 }.cas_unique();
-        assert!(
-            matches!(&out[..], [Effect::Store(Work::Apply { cas: c, reply_to: Some(_), .. })] if *c == cas)
-        );
-    }
-
-    #[test]
-    fn concurrent_writes_apply_in_the_same_order_everywhere() {
-        let mut engines = cluster(3, Consistency::Linearizable);
-        let mut applied = vec![Vec::new(); 3];
-        for (node, key) in [(0, "a"), (1, "b"), (2, "c"), (1, "d")] {
-            let mut out = Vec::new();
-            engines[node].on_client(reply_to(node as u64, 0), set(key), 0, &mut out);
-            assert!(
-                out.is_empty(),
-                "nothing is applied before every member holds it"
-            );
-        }
-        exchange(&mut engines, &mut applied);
-        let order = |a: &Vec<(Vec<u8>, u64, bool)>| {
-            a.iter()
-                .map(|(k, c, _)| (k.clone(), *c))
-                .collect::<Vec<_>>()
-        };
-        assert_eq!(applied[0].len(), 4);
-        assert_eq!(order(&applied[0]), order(&applied[1]));
-        assert_eq!(order(&applied[0]), order(&applied[2]));
-        // Only the origin answers its client.
-        let replied: usize = applied.iter().flatten().filter(|(_, _, r)| *r).count();
-        assert_eq!(replied, 4);
-        assert!(engines.iter().all(|e| e.pending() == 0));
-    }
-
-    #[test]
-    fn a_down_peer_makes_new_operations_refused() {
-        let mut engines = cluster(3, Consistency::Linearizable);
-        engines[0].set_up(2, false);
-        let mut out = Vec::new();
-        engines[0].on_client(reply_to(1, 0), set("k"), 0, &mut out);
-        assert!(
-            matches!(&out[..], [Effect::Refuse { reason, .. }] if reason.contains("node 2 is down"))
-        );
-        assert!(engines[0].outgoing(1).is_none(), "nothing was proposed");
-    }
-
-    #[test]
-    fn a_lost_link_resends_what_the_peer_does_not_hold() {
-        let mut engines = cluster(2, Consistency::Linearizable);
-        let mut out = Vec::new();
-        engines[0].on_client(reply_to(1, 0), set("k"), 0, &mut out);
-        let lost = engines[0].outgoing(1).expect("a frame");
-        assert_eq!(lost.proposals.len(), 1);
-        engines[0].link_lost(1);
-        engines[0].link_opened(1);
-        let mut applied = vec![Vec::new(); 2];
-        exchange(&mut engines, &mut applied);
-        assert_eq!(applied[0].len(), 1);
-        assert_eq!(applied[1].len(), 1);
-        // A duplicate of what was already received is ignored.
-        engines[1].on_frame(0, lost, &mut out);
-        assert_eq!(engines[1].pending(), 0);
-    }
-
-    #[test]
-    fn a_sequential_read_waits_only_for_its_own_earlier_writes() {
-        let mut engines = cluster(2, Consistency::Sequential);
-        let mut out = Vec::new();
-        engines[0].on_client(reply_to(7, 0), set("a"), 0, &mut out);
-        engines[0].on_client(reply_to(7, 1), get("a"), 0, &mut out);
-        engines[0].on_client(reply_to(7, 2), set("b"), 0, &mut out);
-        engines[0].on_client(reply_to(8, 0), get("a"), 0, &mut out);
-        // Another connection's read is served at once; ours waits.
-        let mut applied = vec![Vec::new(); 2];
-        record(&out, &mut applied[0]);
-        assert_eq!(applied[0], vec![(b"a".to_vec(), 0, true)]);
-        exchange(&mut engines, &mut applied);
-        let keys: Vec<&[u8]> = applied[0].iter().map(|(k, ..)| k.as_slice()).collect();
-        assert_eq!(
-            keys,
-            [&b"a"[..], b"a", b"a", b"b"],
-            "the read comes after `set a`, before `set b`"
-        );
-    }
+    fn perform(
+        &mut self,
+        work: Self::Work,
+        executor: &mut Executor,
+        emit: &mut impl FnMut(Done<Self::Done>),
+    );
 }

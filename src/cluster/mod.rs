@@ -1,20 +1,38 @@
-//! The cluster: how nodes agree on the order of operations and talk to each
-//! other. Pure parts (stamps, views, messages, the wire format, the engine)
-//! live here; the sockets that carry them live in [`crate::server`].
+//! The cluster core: how nodes agree on what to apply and talk to each
+//! other, as pure state machines (no socket, no clock, no store).
+//!
+//! ```text
+//!  node.rs        Node: membership + the mode's engine, the one interface the host drives
+//!  membership.rs  failure detection: heartbeats, up/down after a timeout, runs, fencing
+//!  engine.rs      the Engine trait every mode implements, and its store side (Replica)
+//!  total_order/   linearizable and sequential: total-order broadcast (Broadcast messages)
+//!  eventual/      eventual: last writer wins, anti-entropy, the version log (Gossip messages)
+//!  message.rs     the link-level envelope: hello, welcome, refusal, frame, leave
+//!  wire.rs        the byte format of the envelope and of replicated operations
+//!  handshake.rs   the hello's proof of the cluster secret
+//!  stamp.rs view.rs  Lamport stamps and views
+//! ```
+//!
+//! The sockets that carry messages live in [`crate::server`]; where store
+//! work runs lives in [`crate::backend`]. Dependencies point one way:
+//! server -> backend -> cluster -> (store, protocol).
 
 pub mod engine;
 pub mod eventual;
 pub mod handshake;
+pub mod membership;
 pub mod message;
-pub mod replicator;
-pub mod sim;
+pub mod node;
 pub mod stamp;
+pub mod total_order;
 pub mod view;
 pub mod wire;
 
-pub use engine::{Effect, Engine};
-pub use message::{ChangeMark, Frame, Hello, Op, PeerMessage, Proposal, SyncDone};
-pub use replicator::Replicator;
+pub use engine::{
+    Done, Effect, Engine, PeerEvent, PeerStatus, Replica, ReplyTo, Status, StoreWork, SyncStats,
+};
+pub use message::{Frame, Hello, Op, PeerMessage};
+pub use node::Node;
 pub use stamp::{LamportClock, Stamp};
 pub use view::View;
 

@@ -1,14 +1,17 @@
 //! The peer wire format: each message is a big-endian `u32` length and a
 //! body whose first byte says which message it is. Decoding never panics and
 //! never allocates more than the declared length, which is capped.
+//!
+//! This module owns the envelope ([`PeerMessage`]: hello, welcome, refusal,
+//! frame, leave) and the pieces every mode's message is built from (numbers,
+//! byte strings, replicated operations); each mode encodes its own message
+//! through [`Message`], beside the message's definition.
 
 use std::sync::Arc;
 
-use super::eventual::version::{State, Version};
-use super::message::{ChangeMark, Frame, Hello, Op, PeerMessage, Proposal, SyncDone};
-use super::Stamp;
+use super::membership::Load;
+use super::message::{Frame, Hello, Op, PeerMessage};
 use crate::protocol::{Arith, Command, Get, Request, Storage, StorageMode};
-use crate::store::{Entry, Expiry};
 
 /// The largest message a peer may send (a frame of many large values).
 pub const MAX_MESSAGE: usize = 256 << 20;
@@ -21,6 +24,18 @@ const HELLO: u8 = 1;
 const FRAME: u8 = 2;
 const LEAVE: u8 = 3;
 const REFUSED: u8 = 4;
+const WELCOME: u8 = 5;
+
+/// A mode's message, as it travels inside a [`Frame`].
+pub trait Message: Sized {
+    /// Names the mode's protocol in the hello's proof, so nodes started in
+    /// different modes refuse each other instead of misreading frames.
+    const PROTOCOL: &'static str;
+
+    fn encode(&self, out: &mut Vec<u8>);
+
+    fn decode(r: &mut Reader<'_>) -> Result<Self, WireError>;
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WireError {
@@ -38,7 +53,7 @@ impl std::fmt::Display for WireError {
 }
 
 /// Appends `message`, length prefix included, to `out`.
-pub fn encode(message: &PeerMessage, out: &mut Vec<u8>) {
+pub fn encode<M: Message>(message: &PeerMessage<M>, out: &mut Vec<u8>) {
     let start = out.len();
     out.extend_from_slice(&[0; 4]);
     match message {
@@ -51,36 +66,13 @@ pub fn encode(message: &PeerMessage, out: &mut Vec<u8>) {
         }
         PeerMessage::Frame(frame) => {
             out.push(FRAME);
-            put_u64(out, frame.clock);
-            put_u32(out, frame.acks.len() as u32);
-            for &(origin, ts) in &frame.acks {
-                put_u32(out, origin);
-                put_u64(out, ts);
-            }
-            put_u32(out, frame.proposals.len() as u32);
-            for proposal in &frame.proposals {
-                put_u64(out, proposal.stamp.ts);
-                put_u32(out, proposal.stamp.node);
-                put_u64(out, proposal.op.now);
-                out.push(u8::from(proposal.op.request.noreply));
-                put_command(out, &proposal.op.request.command);
-            }
-            put_u64(out, frame.pending);
-            put_u64(out, frame.ops);
-            put_u32(out, frame.versions.len() as u32);
-            for version in &frame.versions {
-                put_version(out, version);
-            }
-            put_option_mark(out, frame.sync_request);
-            match frame.sync_complete {
-                Some(done) => {
-                    out.push(1);
-                    put_u64(out, done.since);
-                    put_u64(out, done.upto.incarnation);
-                    put_u64(out, done.upto.seq);
-                }
-                None => out.push(0),
-            }
+            put_u64(out, frame.load.pending);
+            put_u64(out, frame.load.ops);
+            frame.body.encode(out);
+        }
+        PeerMessage::Welcome { incarnation } => {
+            out.push(WELCOME);
+            put_u64(out, *incarnation);
         }
         PeerMessage::Leave => out.push(LEAVE),
         PeerMessage::Refused(why) => {
@@ -93,13 +85,16 @@ pub fn encode(message: &PeerMessage, out: &mut Vec<u8>) {
 }
 
 /// Decodes the first message of `buf`: `Ok(None)` while it is incomplete.
-pub fn decode(buf: &[u8]) -> Result<Option<(PeerMessage, usize)>, WireError> {
+pub fn decode<M: Message>(buf: &[u8]) -> Result<Option<(PeerMessage<M>, usize)>, WireError> {
     decode_within(buf, MAX_MESSAGE)
 }
 
 /// Like [`decode`], refusing a message declared longer than `limit` as soon
 /// as its length prefix is in.
-pub fn decode_within(buf: &[u8], limit: usize) -> Result<Option<(PeerMessage, usize)>, WireError> {
+pub fn decode_within<M: Message>(
+    buf: &[u8],
+    limit: usize,
+) -> Result<Option<(PeerMessage<M>, usize)>, WireError> {
     let Some(header) = buf.get(..4) else {
         return Ok(None);
     };
@@ -119,7 +114,16 @@ pub fn decode_within(buf: &[u8], limit: usize) -> Result<Option<(PeerMessage, us
             incarnation: r.u64()?,
             proof: r.bytes()?.to_vec(),
         }),
-        FRAME => PeerMessage::Frame(read_frame(&mut r)?),
+        FRAME => PeerMessage::Frame(Frame {
+            load: Load {
+                pending: r.u64()?,
+                ops: r.u64()?,
+            },
+            body: M::decode(&mut r)?,
+        }),
+        WELCOME => PeerMessage::Welcome {
+            incarnation: r.u64()?,
+        },
         LEAVE => PeerMessage::Leave,
         REFUSED => PeerMessage::Refused(String::from_utf8_lossy(r.bytes()?).into_owned()),
         _ => return Err(WireError::Malformed("unknown message kind")),
@@ -130,52 +134,11 @@ pub fn decode_within(buf: &[u8], limit: usize) -> Result<Option<(PeerMessage, us
     Ok(Some((message, 4 + length)))
 }
 
-fn read_frame(r: &mut Reader<'_>) -> Result<Frame, WireError> {
-    let clock = r.u64()?;
-    let mut acks = Vec::new();
-    for _ in 0..r.count(12)? {
-        acks.push((r.u32()?, r.u64()?));
-    }
-    let mut proposals = Vec::new();
-    for _ in 0..r.count(21)? {
-        let stamp = Stamp {
-            ts: r.u64()?,
-            node: r.u32()?,
-        };
-        let now = r.u64()?;
-        let noreply = r.u8()? != 0;
-        let command = read_command(r)?;
-        let request = Request { command, noreply };
-        proposals.push(Proposal {
-            stamp,
-            op: Arc::new(Op { request, now }),
-        });
-    }
-    Ok(Frame {
-        clock,
-        acks,
-        proposals,
-        pending: r.u64()?,
-        ops: r.u64()?,
-        versions: {
-            let mut versions = Vec::new();
-            for _ in 0..r.count(17)? {
-                versions.push(read_version(r)?);
-            }
-            versions
-        },
-        sync_request: r.option_mark()?,
-        sync_complete: match r.u8()? {
-            0 => None,
-            _ => Some(SyncDone {
-                since: r.u64()?,
-                upto: ChangeMark {
-                    incarnation: r.u64()?,
-                    seq: r.u64()?,
-                },
-            }),
-        },
-    })
+/// Appends a replicated operation: the origin's wall time and the request.
+pub fn put_op(out: &mut Vec<u8>, op: &Op) {
+    put_u64(out, op.now);
+    out.push(u8::from(op.request.noreply));
+    put_command(out, &op.request.command);
 }
 
 const GET: u8 = 1;
@@ -298,74 +261,15 @@ fn read_command(r: &mut Reader<'_>) -> Result<Command, WireError> {
     })
 }
 
-const PRESENT: u8 = 0;
-const DELETED: u8 = 1;
-const FLUSHED: u8 = 2;
-
-fn put_version(out: &mut Vec<u8>, version: &Version) {
-    put_bytes(out, &version.key);
-    put_u64(out, version.stamp.ts);
-    put_u32(out, version.stamp.node);
-    match &version.state {
-        State::Present(item) => {
-            out.push(PRESENT);
-            put_u32(out, item.flags);
-            put_u64(
-                out,
-                match item.expiry {
-                    Expiry::Never => 0,
-                    Expiry::At(at) => at.max(1),
-                },
-            );
-            put_bytes(out, &item.value);
-        }
-        State::Deleted => out.push(DELETED),
-        State::Flushed => out.push(FLUSHED),
-    }
-}
-
-fn read_version(r: &mut Reader<'_>) -> Result<Version, WireError> {
-    let key = r.bytes()?.to_vec();
-    let stamp = Stamp {
-        ts: r.u64()?,
-        node: r.u32()?,
-    };
-    let state = match r.u8()? {
-        PRESENT => State::Present(Entry {
-            flags: r.u32()?,
-            expiry: match r.u64()? {
-                0 => Expiry::Never,
-                at => Expiry::At(at),
-            },
-            value: r.bytes()?.to_vec(),
-        }),
-        DELETED => State::Deleted,
-        FLUSHED => State::Flushed,
-        _ => return Err(WireError::Malformed("version state")),
-    };
-    Ok(Version { key, stamp, state })
-}
-
-fn put_option_mark(out: &mut Vec<u8>, mark: Option<ChangeMark>) {
-    match mark {
-        Some(mark) => {
-            out.push(1);
-            put_u64(out, mark.incarnation);
-            put_u64(out, mark.seq);
-        }
-        None => out.push(0),
-    }
-}
-
-fn put_u32(out: &mut Vec<u8>, v: u32) {
+pub fn put_u32(out: &mut Vec<u8>, v: u32) {
     out.extend_from_slice(&v.to_be_bytes());
 }
 
-fn put_u64(out: &mut Vec<u8>, v: u64) {
+pub fn put_u64(out: &mut Vec<u8>, v: u64) {
     out.extend_from_slice(&v.to_be_bytes());
 }
 
-fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+pub fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
     put_u32(out, bytes.len() as u32);
     out.extend_from_slice(bytes);
 }
@@ -381,7 +285,7 @@ fn put_option_i32(out: &mut Vec<u8>, v: Option<i32>) {
 }
 
 /// A cursor over a message body; every read checks the bounds.
-struct Reader<'a> {
+pub struct Reader<'a> {
     buf: &'a [u8],
     at: usize,
 }
@@ -395,35 +299,34 @@ impl<'a> Reader<'a> {
         Ok(bytes)
     }
 
-    fn u8(&mut self) -> Result<u8, WireError> {
+    pub fn u8(&mut self) -> Result<u8, WireError> {
         Ok(self.take(1)?[0])
     }
 
-    fn u32(&mut self) -> Result<u32, WireError> {
+    pub fn u32(&mut self) -> Result<u32, WireError> {
         Ok(u32::from_be_bytes(
             self.take(4)?.try_into().expect("4 bytes"),
         ))
     }
 
-    fn u64(&mut self) -> Result<u64, WireError> {
+    pub fn u64(&mut self) -> Result<u64, WireError> {
         Ok(u64::from_be_bytes(
             self.take(8)?.try_into().expect("8 bytes"),
         ))
     }
 
-    fn bytes(&mut self) -> Result<&'a [u8], WireError> {
+    pub fn bytes(&mut self) -> Result<&'a [u8], WireError> {
         let n = self.u32()? as usize;
         self.take(n)
     }
 
-    fn option_mark(&mut self) -> Result<Option<ChangeMark>, WireError> {
-        Ok(match self.u8()? {
-            0 => None,
-            _ => Some(ChangeMark {
-                incarnation: self.u64()?,
-                seq: self.u64()?,
-            }),
-        })
+    /// An operation written by [`put_op`].
+    pub fn op(&mut self) -> Result<Arc<Op>, WireError> {
+        let now = self.u64()?;
+        let noreply = self.u8()? != 0;
+        let command = read_command(self)?;
+        let request = Request { command, noreply };
+        Ok(Arc::new(Op { request, now }))
     }
 
     fn option_i32(&mut self) -> Result<Option<i32>, WireError> {
@@ -435,7 +338,7 @@ impl<'a> Reader<'a> {
 
     /// A count of items of at least `min_size` bytes each, checked against
     /// what is left so a bad count cannot make us allocate.
-    fn count(&mut self, min_size: usize) -> Result<usize, WireError> {
+    pub fn count(&mut self, min_size: usize) -> Result<usize, WireError> {
         let n = self.u32()? as usize;
         if n.saturating_mul(min_size) > self.buf.len() - self.at {
             return Err(WireError::Malformed("count exceeds the message"));
@@ -447,6 +350,11 @@ impl<'a> Reader<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cluster::eventual::version::{State, Version};
+    use crate::cluster::eventual::{ChangeMark, Gossip, SyncDone};
+    use crate::cluster::total_order::{Broadcast, Proposal};
+    use crate::cluster::Stamp;
+    use crate::store::{Entry, Expiry};
 
     fn op(command: Command) -> Arc<Op> {
         Arc::new(Op {
@@ -458,7 +366,7 @@ mod tests {
         })
     }
 
-    fn sample() -> Vec<PeerMessage> {
+    fn broadcasts() -> Vec<PeerMessage<Broadcast>> {
         let commands = vec![
             Command::Get(Get {
                 keys: vec![b"a".to_vec(), b"b".to_vec()],
@@ -514,59 +422,87 @@ mod tests {
                 proof: vec![1, 2, 3],
             }),
             PeerMessage::Frame(Frame {
-                clock: 42,
-                acks: vec![(0, 5), (1, 6)],
-                proposals,
-                pending: 3,
-                ops: 1234,
-                versions: vec![
-                    Version {
-                        key: b"k".to_vec(),
-                        stamp: Stamp { ts: 9, node: 1 },
-                        state: State::Present(Entry {
-                            flags: 3,
-                            expiry: Expiry::At(1_700_000_100),
-                            value: b"v".to_vec(),
-                        }),
-                    },
-                    Version {
-                        key: b"gone".to_vec(),
-                        stamp: Stamp { ts: 10, node: 1 },
-                        state: State::Deleted,
-                    },
-                    Version {
-                        key: Vec::new(),
-                        stamp: Stamp { ts: 11, node: 2 },
-                        state: State::Flushed,
-                    },
-                ],
-                sync_request: Some(ChangeMark {
-                    incarnation: 5,
-                    seq: 77,
-                }),
-                sync_complete: Some(SyncDone {
-                    since: 70,
-                    upto: ChangeMark {
-                        incarnation: 6,
-                        seq: 78,
-                    },
-                }),
+                load: Load {
+                    pending: 3,
+                    ops: 1234,
+                },
+                body: Broadcast {
+                    clock: 42,
+                    acks: vec![(0, 5), (1, 6)],
+                    proposals,
+                },
             }),
-            PeerMessage::Frame(Frame::default()),
+            PeerMessage::Frame(Frame {
+                load: Load::default(),
+                body: Broadcast::default(),
+            }),
+            PeerMessage::Welcome { incarnation: 98 },
             PeerMessage::Leave,
             PeerMessage::Refused("why".into()),
         ]
     }
 
+    fn gossips() -> Vec<PeerMessage<Gossip>> {
+        vec![
+            PeerMessage::Frame(Frame {
+                load: Load::default(),
+                body: Gossip {
+                    clock: 42,
+                    versions: vec![
+                        Version {
+                            key: b"k".to_vec(),
+                            stamp: Stamp { ts: 9, node: 1 },
+                            state: State::Present(Entry {
+                                flags: 3,
+                                expiry: Expiry::At(1_700_000_100),
+                                value: b"v".to_vec(),
+                            }),
+                        },
+                        Version {
+                            key: b"gone".to_vec(),
+                            stamp: Stamp { ts: 10, node: 1 },
+                            state: State::Deleted,
+                        },
+                        Version {
+                            key: Vec::new(),
+                            stamp: Stamp { ts: 11, node: 2 },
+                            state: State::Flushed,
+                        },
+                    ],
+                    sync_request: Some(ChangeMark {
+                        incarnation: 5,
+                        seq: 77,
+                    }),
+                    sync_complete: Some(SyncDone {
+                        since: 70,
+                        upto: ChangeMark {
+                            incarnation: 6,
+                            seq: 78,
+                        },
+                    }),
+                },
+            }),
+            PeerMessage::Frame(Frame {
+                load: Load::default(),
+                body: Gossip::default(),
+            }),
+        ]
+    }
+
     #[test]
     fn every_message_round_trips() {
+        round_trips(broadcasts());
+        round_trips(gossips());
+    }
+
+    fn round_trips<M: Message + PartialEq + std::fmt::Debug>(messages: Vec<PeerMessage<M>>) {
         let mut buf = Vec::new();
-        for message in sample() {
-            encode(&message, &mut buf);
+        for message in &messages {
+            encode(message, &mut buf);
         }
         let mut at = 0;
-        for message in sample() {
-            let (decoded, used) = decode(&buf[at..]).unwrap().unwrap();
+        for message in messages {
+            let (decoded, used) = decode::<M>(&buf[at..]).unwrap().unwrap();
             assert_eq!(decoded, message);
             at += used;
         }
@@ -575,10 +511,15 @@ mod tests {
 
     #[test]
     fn prefixes_are_incomplete_and_garbage_is_refused() {
+        refused_when_broken(&broadcasts()[1]);
+        refused_when_broken(&gossips()[0]);
+    }
+
+    fn refused_when_broken<M: Message + PartialEq + std::fmt::Debug>(message: &PeerMessage<M>) {
         let mut buf = Vec::new();
-        encode(&sample()[1], &mut buf);
+        encode(message, &mut buf);
         for end in 0..buf.len() {
-            assert_eq!(decode(&buf[..end]), Ok(None));
+            assert_eq!(decode::<M>(&buf[..end]), Ok(None));
         }
         let mut rng = 0x9e37_79b9_7f4a_7c15u64;
         for _ in 0..20_000 {
@@ -590,10 +531,10 @@ mod tests {
                 let i = (rng % bytes.len() as u64) as usize;
                 bytes[i] = (rng >> 32) as u8;
             }
-            let _ = decode(&bytes); // must not panic
+            let _ = decode::<M>(&bytes); // must not panic
         }
         assert_eq!(
-            decode(&[0xff, 0xff, 0xff, 0xff]),
+            decode::<M>(&[0xff, 0xff, 0xff, 0xff]),
             Err(WireError::TooLarge(u32::MAX as usize))
         );
     }

@@ -15,12 +15,11 @@ fn parse_one(input: &[u8]) -> Result<Parsed, Incomplete> {
     parse(input, &limits())
 }
 
-fn command(input: &[u8]) -> (Command, bool) {
+/// The action of a whole, single request.
+fn action(input: &[u8]) -> Action {
     match parse_one(input) {
         Ok(Parsed {
-            action: Action::Execute(Request { command, noreply }),
-            consumed,
-            ..
+            action, consumed, ..
         }) => {
             assert_eq!(
                 consumed,
@@ -28,27 +27,22 @@ fn command(input: &[u8]) -> (Command, bool) {
                 "{:?}",
                 String::from_utf8_lossy(input)
             );
-            (command, noreply)
+            action
         }
         other => panic!("{:?} -> {other:?}", String::from_utf8_lossy(input)),
     }
 }
 
+fn command(input: &[u8]) -> (Command, bool) {
+    match action(input) {
+        Action::Execute(Request { command, noreply }) => (command, noreply),
+        other => panic!("{:?} -> {other:?}", String::from_utf8_lossy(input)),
+    }
+}
+
 fn admin(input: &[u8]) -> (Admin, bool) {
-    match parse_one(input) {
-        Ok(Parsed {
-            action: Action::Admin { command, noreply },
-            consumed,
-            ..
-        }) => {
-            assert_eq!(
-                consumed,
-                input.len(),
-                "{:?}",
-                String::from_utf8_lossy(input)
-            );
-            (command, noreply)
-        }
+    match action(input) {
+        Action::Admin { command, noreply } => (command, noreply),
         other => panic!("{:?} -> {other:?}", String::from_utf8_lossy(input)),
     }
 }

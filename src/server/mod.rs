@@ -1,22 +1,32 @@
 //! One node's reactor: a single mio `Poll` loop that owns the client
-//! listener, the client connections (a `Slab` keyed by token), the peer links
-//! ([`peers`]), the cluster [`Engine`], the timers, the signal pipe and the
-//! waker the backend worker uses to hand back results.
+//! listener and connections ([`clients`]), the peer links ([`peers`]), the
+//! cluster core ([`Node`]), the backend that runs store work
+//! ([`crate::backend`]), the timers, the signal pipe and the waker the
+//! backend worker uses to hand back results. It is generic over the mode's
+//! [`Engine`]; [`build`] is the one place that picks it.
 //!
 //! ```text
-//!   client ─► Connection ─► parse ─► reply now (version, stats, show, errors)
-//!                             └─► Engine::on_client ─► Effects ─► Job ─► backend ─► Done ─► slot
-//!   peer links ─► Engine::on_frame ─► Effects;  Engine::outgoing ─► one frame per peer per loop
-//!   timers: per-request deadlines, heartbeats, shutdown grace
+//!   client ─► clients.rs ─► parse ─► admin.rs answers (version, stats, show, ...)
+//!                              └─► Node::on_client ─► effects ─► backlog ─► backend ─► Done ─► slot
+//!   peers.rs ─► LinkEvent ─► Node (hello, welcome, refusal, frame, leave, link up/down) ─► effects
+//!            ◄── admit (welcome) / refuse: what the core said of a hello
+//!   Node::outgoing ─► peers.rs: one frame per peer per loop iteration
+//!   timers: per-request deadlines, heartbeats (Node::tick with the time), shutdown grace
 //!   SIGINT/SIGTERM: tell peers, stop accepting and reading, drain what is owed, exit
 //! ```
 //!
 //! The loop never blocks except in `poll`, whose timeout is the nearest timer.
 
+mod admin;
+mod backlog;
+mod build;
+mod clients;
 mod connection;
 mod peers;
 mod stats;
 mod timers;
+
+pub use build::serve;
 
 use std::collections::VecDeque;
 use std::io;
@@ -30,17 +40,15 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
-use crate::backend::{Backend, Done, ReplyTo, StoreFactory, Work};
-use crate::cluster::eventual::EventualEngine;
-use crate::cluster::{Effect, Engine, Replicator, View};
-use crate::config::{ClusterConfig, Consistency, KvType, NodeConfig};
-use crate::protocol::{self, reply, Action, Admin, Command, Request, StatsGroup};
-use crate::store::memcache::MemcacheStore;
-use crate::store::memory::MemoryStore;
-use crate::store::unix_now;
+use crate::backend::{Backend, StoreFactory};
+use crate::cluster::membership::{Load, Millis};
+use crate::cluster::{Done, Effect, Engine, Node, PeerEvent, Replica, ReplyTo, StoreWork};
+use crate::config::{ClusterConfig, KvType, NodeConfig};
+use crate::protocol::{self, reply};
+use backlog::Backlog;
 use connection::Connection;
-use peers::{Identity, PeerAddress, Peers};
-use stats::{Counters, Report};
+use peers::{Identity, LinkEvent, PeerAddress, Peers};
+use stats::Counters;
 use timers::Timers;
 
 const LISTENER: Token = Token(usize::MAX - 1);
@@ -68,22 +76,26 @@ pub struct Settings {
     pub members: Vec<NodeConfig>,
 }
 
-pub struct Server {
+pub struct Server<E: Engine> {
     settings: Settings,
     poll: Poll,
     listener: Option<TcpListener>,
     signals: Signals,
     conns: Slab<Connection>,
-    next_conn_id: u64,
-    backend: Backend,
-    /// Work the backend queue had no room for, in order, sent as it drains.
-    backlog: VecDeque<Work>,
-    engine: Replicator,
+    /// Client sessions opened so far (part of each session's name).
+    sessions: u64,
+    backend: Backend<E::Replica>,
+    backlog: Backlog<E::Replica>,
+    node: Node<E>,
     /// The peer side; `None` in a one-node cluster.
-    peers: Option<Peers>,
-    effects: Vec<Effect>,
+    peers: Option<Peers<E::Message>>,
+    effects: Vec<Effect<StoreWork<E>>>,
     /// Completed jobs, reused between loop iterations.
-    done: Vec<Done>,
+    done: Vec<Done<<E::Replica as Replica>::Done>>,
+    /// What the peer links reported, and the batch being handled (both
+    /// reused between loop iterations).
+    link_events: Vec<LinkEvent<E::Message>>,
+    link_batch: Vec<LinkEvent<E::Message>>,
     /// Connections with new replies to flush at the end of this iteration.
     dirty: Vec<usize>,
     /// Request deadlines in the order they were set (all are equally long,
@@ -97,9 +109,15 @@ pub struct Server {
     stop_deadline_passed: bool,
 }
 
-impl Server {
-    /// Binds the client address and starts the backend worker.
-    pub fn bind(settings: Settings) -> io::Result<Server> {
+impl<E: Engine> Server<E> {
+    /// Binds the client and peer addresses and starts the backend, for run
+    /// `incarnation` of the node, with `engine` as its mode.
+    pub fn bind(
+        settings: Settings,
+        incarnation: u64,
+        engine: E,
+        factory: StoreFactory,
+    ) -> io::Result<Server<E>> {
         let addr = resolve(&settings.node.client)?;
         let poll = Poll::new()?;
         let mut listener = TcpListener::bind(addr)?;
@@ -110,60 +128,41 @@ impl Server {
             .register(&mut signals, SIGNALS, Interest::READABLE)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let backend = match settings.node.kv_type {
-            KvType::Memory => Backend::inline(store_factory(&settings)),
-            KvType::Memcache => Backend::spawn(store_factory(&settings), waker, BACKEND_QUEUE)?,
+            KvType::Memory => Backend::inline(factory),
+            KvType::Memcache => Backend::spawn(factory, waker, BACKEND_QUEUE)?,
         };
-        let limits = settings.cluster.limits();
-        let incarnation = incarnation();
         let me = settings.node.id;
-        let view = View::new(0, settings.members.iter().map(|n| n.id).collect());
-        let engine = match settings.cluster.consistency {
-            // Alone, a node is every mode at once; the ordering engine serves it.
-            _ if view.members.len() == 1 => {
-                Replicator::Ordered(Engine::new(me, view, Consistency::Linearizable))
-            }
-            Consistency::Eventual => {
-                let cluster = &settings.cluster;
-                let beats =
-                    cluster.sync_interval.as_millis() / cluster.heartbeat.as_millis().max(1);
-                let start = incarnation / 1000;
-                Replicator::Eventual(EventualEngine::new(
-                    me,
-                    incarnation,
-                    view,
-                    start,
-                    beats.max(1) as u64,
-                ))
-            }
-            mode => Replicator::Ordered(Engine::new(me, view, mode)),
-        };
-        let peers = if settings.members.len() > 1 {
-            Some(bind_peers(&settings, incarnation, &poll)?)
-        } else {
-            None
+        let others: Vec<_> = settings.members.iter().filter(|n| n.id != me).collect();
+        let timeout = settings.cluster.peer_timeout.as_millis() as Millis;
+        let node = Node::new(me, others.iter().map(|n| n.id), timeout, engine);
+        let peers = match others.is_empty() {
+            true => None,
+            false => Some(bind_peers(&settings, incarnation, &poll)?),
         };
         let mut timers = Timers::new();
         if peers.is_some() {
             timers.schedule(Instant::now(), Timer::Heartbeat);
         }
         Ok(Server {
+            limits: settings.cluster.limits(),
             settings,
             poll,
             listener: Some(listener),
             signals,
             conns: Slab::new(),
-            next_conn_id: 0,
+            sessions: 0,
             backend,
-            backlog: VecDeque::new(),
-            engine,
+            backlog: Backlog::new(),
+            node,
             peers,
             effects: Vec::new(),
             done: Vec::new(),
+            link_events: Vec::new(),
+            link_batch: Vec::new(),
             dirty: Vec::new(),
             deadlines: VecDeque::new(),
             timers,
             counters: Counters::default(),
-            limits,
             started: Instant::now(),
             stopping: false,
             stop_deadline_passed: false,
@@ -235,257 +234,9 @@ impl Server {
         self.stopping && (self.conns.is_empty() || self.stop_deadline_passed)
     }
 
-    fn accept(&mut self) {
-        loop {
-            let Some(listener) = &self.listener else {
-                return;
-            };
-            match listener.accept() {
-                Ok((mut stream, addr)) => {
-                    let _ = stream.set_nodelay(true);
-                    let entry = self.conns.vacant_entry();
-                    let token = Token(entry.key());
-                    if let Err(e) =
-                        self.poll
-                            .registry()
-                            .register(&mut stream, token, Interest::READABLE)
-                    {
-                        log::warn!("cannot register client {addr}: {e}");
-                        continue;
-                    }
-                    self.next_conn_id += 1;
-                    entry.insert(Connection::new(stream, self.next_conn_id, addr));
-                    self.counters.curr_connections += 1;
-                    self.counters.total_connections += 1;
-                    log::debug!("client {addr} connected");
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    // e.g. out of file descriptors: keep serving who is connected.
-                    log::warn!("accept failed: {e}");
-                    return;
-                }
-            }
-        }
-    }
-
-    /// Reads, parses, answers and writes for one connection until it would
-    /// block; closes it on error, EOF with nothing owed, or a finished `quit`.
-    fn service(&mut self, token: usize) {
-        match self.service_io(token) {
-            Ok(()) => {}
-            Err(e) => {
-                log::debug!("client connection {token}: {e}");
-                self.close(token);
-            }
-        }
-    }
-
-    fn service_io(&mut self, token: usize) -> io::Result<()> {
-        loop {
-            let Some(conn) = self.conns.get_mut(token) else {
-                return Ok(());
-            };
-            let mut got_input = false;
-            let may_read = !conn.read_closed && !conn.close_when_flushed && !self.stopping;
-            if may_read && conn.backpressured() {
-                conn.stalled = true;
-            } else if may_read {
-                match conn.read_chunk() {
-                    Ok((0, _)) => conn.read_closed = true,
-                    Ok((n, asked)) => {
-                        self.counters.bytes_read += n as u64;
-                        // A short read emptied the socket; edge-triggered
-                        // readiness will report the next bytes (but not an
-                        // EOF that had already arrived: read on to that).
-                        got_input = n == asked || conn.eof_pending;
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => got_input = true,
-                    Err(e) => return Err(e),
-                }
-            }
-            self.process_input(token);
-            let conn = &mut self.conns[token];
-            self.counters.bytes_written += conn.flush()? as u64;
-            // Go round again while input comes, or when writing lifted the
-            // back-pressure that held input back.
-            if !got_input && !conn.may_resume() {
-                break;
-            }
-        }
-        self.settle(token)
-    }
-
-    /// After I/O: close a connection that is done, or register for
-    /// writability while output is stuck.
-    fn settle(&mut self, token: usize) -> io::Result<()> {
-        let stopping = self.stopping;
-        let Some(conn) = self.conns.get_mut(token) else {
-            return Ok(());
-        };
-        let done = conn.read_closed || conn.close_when_flushed || stopping;
-        if done && conn.is_drained() {
-            self.close(token);
-            return Ok(());
-        }
-        let wants_write = conn.has_unsent_output();
-        if wants_write != conn.wants_write {
-            let interest = if wants_write {
-                Interest::READABLE | Interest::WRITABLE
-            } else {
-                Interest::READABLE
-            };
-            self.poll
-                .registry()
-                .reregister(&mut conn.stream, Token(token), interest)?;
-            conn.wants_write = wants_write;
-        }
-        Ok(())
-    }
-
-    /// Parses and dispatches every complete request in the input buffer.
-    fn process_input(&mut self, token: usize) {
-        // memcached flushed everything owed when it last ran out of input.
-        self.conns[token].mark_flush_point();
-        loop {
-            let conn = &mut self.conns[token];
-            if conn.close_when_flushed {
-                return;
-            }
-            if conn.backpressured() {
-                conn.stalled = true;
-                return;
-            }
-            conn.stalled = false;
-            if conn.swallow > 0 {
-                conn.swallow_available();
-                if conn.swallow > 0 {
-                    return;
-                }
-            }
-            let parsed = match protocol::parse(conn.unparsed(), &self.limits) {
-                Ok(parsed) => parsed,
-                Err(protocol::Incomplete) => return,
-            };
-            conn.consume(parsed.consumed);
-            conn.swallow = parsed.swallow;
-            match parsed.action {
-                Action::Reply {
-                    text,
-                    silent,
-                    discards_unflushed,
-                } => {
-                    self.counters.ops += 1;
-                    if discards_unflushed {
-                        conn.discard_since_flush_point();
-                    }
-                    if !silent {
-                        conn.reply(|out| out.extend_from_slice(text));
-                    }
-                }
-                Action::Close => {
-                    conn.discard_since_flush_point();
-                    conn.close_when_flushed = true;
-                }
-                Action::Admin { command, noreply } => self.answer_admin(token, command, noreply),
-                Action::Execute(request) => self.execute(token, request),
-            }
-        }
-    }
-
-    /// Sends a data command to the store.
-    fn execute(&mut self, token: usize, request: Request) {
-        self.counters.ops += 1;
-        self.count(&request.command);
-        let retrieval = matches!(request.command, Command::Get(_));
-        self.submit(token, request);
-        if retrieval {
-            // memcached flushes after every retrieval.
-            self.conns[token].mark_flush_point();
-        }
-    }
-
-    /// Answers a command the node handles itself, in its place among the
-    /// connection's replies.
-    fn answer_admin(&mut self, token: usize, command: Admin, noreply: bool) {
-        self.counters.ops += 1;
-        let report = Report {
-            cluster: &self.settings.cluster,
-            node: &self.settings.node,
-            started: self.started,
-            counters: &self.counters,
-            backend: &self.backend.counters,
-            engine: &self.engine,
-            peers: self.peers.as_ref(),
-        };
-        let mut out = Vec::new();
-        match command {
-            Admin::Version => reply::version(&mut out),
-            Admin::Verbosity => out.extend_from_slice(reply::OK),
-            Admin::Stats(StatsGroup::General) => report.general(&mut out),
-            Admin::Stats(StatsGroup::Settings) => report.settings(&mut out),
-            Admin::Stats(StatsGroup::Reset) => {
-                self.counters.reset();
-                self.backend.counters.reset();
-                out.extend_from_slice(reply::RESET);
-            }
-            Admin::Show => report.show(&mut out),
-            Admin::Quit => self.conns[token].close_when_flushed = true,
-        }
-        if !noreply {
-            self.conns[token].reply(|o| o.extend_from_slice(&out));
-        }
-    }
-
-    fn count(&mut self, command: &Command) {
-        let c = &mut self.counters;
-        match command {
-            Command::Get(get) => {
-                c.cmd_get += get.keys.len() as u64;
-                if get.touch.is_some() {
-                    c.cmd_touch += get.keys.len() as u64;
-                }
-            }
-            Command::Storage(_) | Command::TooLarge { .. } => c.cmd_set += 1,
-            Command::Touch { .. } => c.cmd_touch += 1,
-            Command::FlushAll { .. } => c.cmd_flush += 1,
-            Command::Delete { .. } | Command::Arith(_) => {}
-        }
-    }
-
-    /// Hands a store command to the engine, holding its reply's place; the
-    /// client gets a timeout if no answer comes by the deadline.
-    fn submit(&mut self, token: usize, request: Request) {
-        let conn = &mut self.conns[token];
-        let reply_to = ReplyTo {
-            token,
-            conn_id: conn.id,
-            slot: conn.reserve_slot(),
-        };
-        if let Some(fence) = self.peers.as_ref().and_then(|p| p.fenced.as_ref()) {
-            let mut out = Vec::new();
-            reply::server_error(&mut out, &format!("node unavailable: {fence}; not applied"));
-            self.answer(reply_to, out);
-            return;
-        }
-        let deadline = Instant::now() + self.settings.cluster.backend_timeout;
-        self.engine
-            .on_client(reply_to, request, unix_now(), &mut self.effects);
-        self.apply_effects();
-        // A reply that came at once (the inline store on one node) needs no
-        // deadline: only one still owed takes a place in the queue.
-        if self.is_waiting(reply_to) {
-            self.deadlines.push_back((deadline, reply_to));
-        }
-    }
-
-    /// Whether the reply for `reply_to` has yet to come.
-    fn is_waiting(&self, reply_to: ReplyTo) -> bool {
-        self.conns
-            .get(reply_to.token)
-            .is_some_and(|c| c.id == reply_to.conn_id && c.is_waiting(reply_to.slot))
+    /// The time the cluster core runs on: milliseconds since start.
+    pub(super) fn millis(&self) -> Millis {
+        self.started.elapsed().as_millis() as Millis
     }
 
     /// Carries out what the engine asked: store work in order, refusals at
@@ -493,125 +244,111 @@ impl Server {
     fn apply_effects(&mut self) {
         let mut effects = std::mem::take(&mut self.effects);
         for effect in effects.drain(..) {
-            let work = match effect {
-                Effect::Store(work) => work,
-                Effect::Refuse { reply_to, reason } => {
+            match effect {
+                Effect::Work(work) => self.backlog.enqueue(&mut self.backend, work),
+                Effect::Refuse { to, reason } => {
                     let mut out = Vec::new();
                     reply::server_error(&mut out, &reason);
-                    self.answer(reply_to, out);
-                    continue;
+                    self.answer(to, out);
                 }
-            };
-            self.enqueue(work);
+            }
         }
         self.effects = effects;
         self.complete_jobs();
     }
 
-    /// Puts a reply in its slot; the connection is flushed at the end of
-    /// this loop iteration. Returns whether the slot was still waiting.
-    fn answer(&mut self, reply_to: ReplyTo, reply: Vec<u8>) -> bool {
-        let Some(conn) = self.conns.get_mut(reply_to.token) else {
-            return false;
-        };
-        if conn.id != reply_to.conn_id || !conn.fill_slot(reply_to.slot, reply) {
-            return false;
-        }
-        self.backend.recycle(&mut conn.spent);
-        self.dirty.push(reply_to.token);
-        true
-    }
-
-    /// Writes out the replies that came in this iteration; a connection
-    /// whose back-pressure this lifts is serviced again.
-    fn flush_dirty(&mut self) {
-        while let Some(token) = self.dirty.pop() {
-            let Some(conn) = self.conns.get_mut(token) else {
-                continue;
-            };
-            match conn.flush() {
-                Ok(n) => self.counters.bytes_written += n as u64,
-                Err(e) => {
-                    log::debug!("client connection {token}: {e}");
-                    self.close(token);
-                    continue;
+    /// Puts the backend's replies in their slots and hands its reports to
+    /// the engine.
+    fn complete_jobs(&mut self) {
+        self.backlog.drain(&mut self.backend);
+        let mut done = std::mem::take(&mut self.done);
+        self.backend.completed(&mut done);
+        let mut reported = false;
+        for done in done.drain(..) {
+            match done {
+                Done::Reply { to, reply } => {
+                    self.answer(to, reply);
+                }
+                Done::Engine(report) => {
+                    self.node.on_store(report, &mut self.effects);
+                    reported = true;
                 }
             }
-            if self.conns[token].may_resume() {
-                self.service(token);
-            } else if let Err(e) = self.settle(token) {
-                log::debug!("client connection {token}: {e}");
-                self.close(token);
-            }
         }
-    }
-
-    /// Queues a job for the backend without blocking and without reordering:
-    /// once one had to wait, later ones wait behind it.
-    fn enqueue(&mut self, job: Work) {
-        if self.backlog.is_empty() {
-            if let Err(job) = self.backend.submit(job) {
-                self.backlog.push_back(job);
-            }
-        } else {
-            self.backlog.push_back(job);
-        }
-    }
-
-    fn drain_backlog(&mut self) {
-        while let Some(job) = self.backlog.pop_front() {
-            if let Err(job) = self.backend.submit(job) {
-                self.backlog.push_front(job);
-                return;
-            }
+        self.done = done;
+        if reported && !self.effects.is_empty() {
+            self.apply_effects();
         }
     }
 
     fn on_peer_event(&mut self, event: &mio::event::Event) {
-        if let Some(peers) = &mut self.peers {
-            peers.on_event(
-                self.poll.registry(),
-                event,
-                &mut self.engine,
-                &mut self.effects,
-            );
+        let Some(peers) = &mut self.peers else {
+            return;
+        };
+        let mut link_events = std::mem::take(&mut self.link_events);
+        peers.on_event(self.poll.registry(), event, &mut link_events);
+        self.on_link_events(&mut link_events);
+        self.link_events = link_events;
+    }
+
+    /// Hands what the peer links reported to the cluster core, and tells
+    /// the links what the core decided about hellos. Taking a hello reads
+    /// on, which may report more: handled in the same pass. Nothing to do
+    /// (the common case, once per loop iteration) costs nothing.
+    fn on_link_events(&mut self, events: &mut Vec<LinkEvent<E::Message>>) {
+        if events.is_empty() {
+            return;
         }
+        let mut batch = std::mem::take(&mut self.link_batch);
+        while !events.is_empty() {
+            std::mem::swap(events, &mut batch);
+            let now = self.millis();
+            for event in batch.drain(..) {
+                match event {
+                    LinkEvent::Opened(peer) => self.node.on_link(peer, PeerEvent::LinkOpened),
+                    LinkEvent::Lost(peer) => self.node.on_link(peer, PeerEvent::LinkLost),
+                    LinkEvent::Hello { link, hello } => {
+                        let verdict = self.node.on_hello(hello.node, hello.incarnation, now);
+                        let (registry, peers) = (self.poll.registry(), self.peers.as_mut());
+                        let Some(peers) = peers else { continue };
+                        match verdict {
+                            Ok(()) => peers.admit(registry, link, hello.node, events),
+                            Err(why) => peers.refuse(registry, link, &why, events),
+                        }
+                    }
+                    LinkEvent::Frame { from, frame } => {
+                        self.node.on_frame(from, frame, now, &mut self.effects)
+                    }
+                    LinkEvent::Leave(peer) => self.node.on_leave(peer),
+                    LinkEvent::Welcomed { by, incarnation } => {
+                        self.node.on_welcome(by, incarnation, now)
+                    }
+                    LinkEvent::Refused { by, why } => self.node.on_refused(by, &why),
+                }
+            }
+        }
+        self.link_batch = batch;
         self.apply_effects();
     }
 
     /// Sends each peer one frame with everything this loop iteration produced.
     fn flush_peers(&mut self) {
-        if let Some(peers) = &mut self.peers {
-            let load = (self.engine.pending() as u64, self.counters.ops);
-            peers.flush(self.poll.registry(), &mut self.engine, load);
-        }
-    }
-
-    /// Puts the backend's answers in their slots.
-    fn complete_jobs(&mut self) {
-        self.drain_backlog();
-        let mut done = std::mem::take(&mut self.done);
-        self.backend.completed(&mut done);
-        for done in done.drain(..) {
-            match done {
-                Done::Reply { reply_to, reply } => {
-                    self.answer(reply_to, reply);
-                }
-                Done::Published(versions) => self.engine.on_published(versions),
-                Done::Collected {
-                    peer,
-                    versions,
-                    since,
-                    upto,
-                } => self.engine.on_collected(peer, versions, since, upto),
-                Done::SyncApplied {
-                    from,
-                    mark,
-                    all_kept,
-                } => self.engine.on_sync_applied(from, mark, all_kept),
-            }
-        }
-        self.done = done;
+        let Some(peers) = &mut self.peers else {
+            return;
+        };
+        let load = Load {
+            pending: self.node.engine().status().pending as u64,
+            ops: self.counters.ops,
+        };
+        let node = &mut self.node;
+        let mut link_events = std::mem::take(&mut self.link_events);
+        peers.flush(
+            self.poll.registry(),
+            &mut |to| node.outgoing(to, load),
+            &mut link_events,
+        );
+        self.on_link_events(&mut link_events);
+        self.link_events = link_events;
     }
 
     fn fire_timers(&mut self) {
@@ -623,35 +360,26 @@ impl Server {
         }
         while let Some(timer) = self.timers.pop_due(now) {
             match timer {
-                Timer::Heartbeat => {
-                    if let Some(peers) = &mut self.peers {
-                        peers.tick(self.poll.registry(), &mut self.engine, &mut self.effects);
-                    }
-                    self.apply_effects();
-                    self.timers
-                        .schedule(now + self.settings.cluster.heartbeat, Timer::Heartbeat);
-                }
+                Timer::Heartbeat => self.heartbeat(now),
                 Timer::Shutdown => self.stop_deadline_passed = true,
             }
         }
     }
 
-    /// A request missed its deadline: answer it now; a late answer is dropped.
-    fn time_out(&mut self, reply_to: ReplyTo) {
-        // Most deadlines outlive their request (every write in a cluster
-        // keeps one): no reply is composed for those.
-        if !self.is_waiting(reply_to) {
-            return;
+    /// Every heartbeat: the core notices silent peers and owes every peer a
+    /// frame; the links redial and drop strangers that said nothing.
+    fn heartbeat(&mut self, now: Instant) {
+        let millis = self.millis();
+        self.node.tick(millis, &mut self.effects);
+        self.apply_effects();
+        let mut link_events = std::mem::take(&mut self.link_events);
+        if let Some(peers) = &mut self.peers {
+            peers.tick(self.poll.registry(), &mut link_events);
         }
-        let mut out = Vec::new();
-        reply::server_error(&mut out, "timeout; the operation may have been applied");
-        if self.answer(reply_to, out) {
-            self.counters.timeouts += 1;
-            log::warn!(
-                "a request on client connection {} timed out",
-                reply_to.token
-            );
-        }
+        self.on_link_events(&mut link_events);
+        self.link_events = link_events;
+        self.timers
+            .schedule(now + self.settings.cluster.heartbeat, Timer::Heartbeat);
     }
 
     fn on_signal(&mut self) {
@@ -680,14 +408,6 @@ impl Server {
             }
         }
     }
-
-    fn close(&mut self, token: usize) {
-        if let Some(mut conn) = self.conns.try_remove(token) {
-            let _ = self.poll.registry().deregister(&mut conn.stream);
-            self.counters.curr_connections -= 1;
-            log::debug!("client {} closed", conn.addr);
-        }
-    }
 }
 
 fn resolve(addr: &str) -> io::Result<SocketAddr> {
@@ -699,13 +419,16 @@ fn resolve(addr: &str) -> io::Result<SocketAddr> {
     })
 }
 
-fn bind_peers(settings: &Settings, incarnation: u64, poll: &Poll) -> io::Result<Peers> {
+fn bind_peers<M: crate::cluster::wire::Message>(
+    settings: &Settings,
+    incarnation: u64,
+    poll: &Poll,
+) -> io::Result<Peers<M>> {
     let me = &settings.node;
     let mut others = Vec::new();
     for node in settings.members.iter().filter(|n| n.id != me.id) {
         others.push(PeerAddress {
             id: node.id,
-            client: node.client.clone(),
             peer: resolve(&node.peer)?,
         });
     }
@@ -724,36 +447,4 @@ fn bind_peers(settings: &Settings, incarnation: u64, poll: &Poll) -> io::Result<
         settings.cluster.peer_timeout,
         Instant::now(),
     )
-}
-
-/// This run's incarnation: the start time, so a restart is told apart.
-fn incarnation() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
-}
-
-fn store_factory(settings: &Settings) -> StoreFactory {
-    let cluster = &settings.cluster;
-    match settings.node.kv_type {
-        KvType::Memory => {
-            let (limit, limits) = (cluster.memory_limit_bytes, cluster.limits());
-            Box::new(move || Box::new(MemoryStore::new(limit, limits)))
-        }
-        KvType::Memcache => {
-            let (addr, timeout) = (settings.node.kv_addr.clone(), cluster.backend_timeout);
-            let limits = cluster.limits();
-            let replicates_versions =
-                cluster.consistency == Consistency::Eventual && settings.members.len() > 1;
-            Box::new(move || {
-                // The store's own socket timeout stays under the reactor's
-                // deadline, so a dead memcached is noticed by the store too.
-                let store = MemcacheStore::new(&addr, timeout.mul_f32(0.8), limits);
-                match replicates_versions {
-                    true => Box::new(store.starting_empty()),
-                    false => Box::new(store),
-                }
-            })
-        }
-    }
 }

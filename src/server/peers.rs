@@ -1,4 +1,8 @@
-//! Peer links: the sockets between nodes, on the reactor thread.
+//! Peer links: the sockets between nodes, on the reactor thread. This
+//! module only moves bytes: it hands the reactor what arrived as
+//! [`LinkEvent`]s and sends the frames the cluster core gives it; whether a
+//! peer is up, and whether a hello is taken, is the core's to say
+//! ([`crate::cluster::Node`]).
 //!
 //! ```text
 //!  this node ── dialed link (hello, then frames) ──────────► peer's listener
@@ -8,18 +12,15 @@
 //! Each node sends only on the link it dialed (to the `peer` address its own
 //! config names, so a proxy or NAT may sit between nodes) and receives only
 //! on links it accepted, so each direction is one TCP stream: FIFO, as the
-//! engine needs. A link is tied to a node by the node id in its hello, whose
-//! proof of the cluster secret is checked, never by its source address.
-//! Until then a link is a stranger's: it is read only up to a hello-sized
-//! first message and closed if no hello comes within `peer_timeout`.
-//! Dialed links reconnect with backoff; a peer is up while it has been heard
-//! from within `peer_timeout`. A peer that comes back under a new
-//! incarnation has lost its state: in eventual mode anti-entropy refills it;
-//! in the strong modes it is refused (it cannot rejoin without view changes)
-//! and told so, and it then refuses clients (it is "fenced").
+//! engines need. A link is tied to a node by the node id in its hello, whose
+//! proof of the cluster secret (and of the mode's protocol) is checked here,
+//! never by its source address. Until then a link is a stranger's: it is
+//! read only up to a hello-sized first message and closed if no hello comes
+//! within `peer_timeout`. Dialed links reconnect with backoff.
 
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
+use std::marker::PhantomData;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -28,7 +29,8 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Registry, Token};
 use slab::Slab;
 
-use crate::cluster::{handshake, wire, Effect, NodeId, PeerMessage, Replicator};
+use crate::cluster::wire::{self, Message};
+use crate::cluster::{handshake, Frame, Hello, NodeId, PeerMessage};
 
 pub const PEER_LISTENER: Token = Token(usize::MAX - 4);
 /// Link tokens are `LINK_BASE + slab key`, far above client tokens.
@@ -45,9 +47,39 @@ pub fn owns(token: Token) -> bool {
     token == PEER_LISTENER || (LINK_BASE..LINK_BASE + (1 << 32)).contains(&token.0)
 }
 
+/// What happened on the peer links, for the reactor to hand to the core.
+#[derive(Debug)]
+pub enum LinkEvent<M> {
+    /// This node's link to the peer opened: frames can go.
+    Opened(NodeId),
+    /// This node's link to the peer broke: what was in flight may be lost.
+    Lost(NodeId),
+    /// A hello with a valid proof arrived on accepted link `link`: answer
+    /// with [`Peers::admit`] or [`Peers::refuse`].
+    Hello {
+        link: usize,
+        hello: Hello,
+    },
+    Frame {
+        from: NodeId,
+        frame: Frame<M>,
+    },
+    Leave(NodeId),
+    /// Run `incarnation` of the peer took this node's hello.
+    Welcomed {
+        by: NodeId,
+        incarnation: u64,
+    },
+    /// The peer refused this node's hello.
+    Refused {
+        by: NodeId,
+        why: String,
+    },
+}
+
 enum Role {
     Dialed(NodeId),
-    /// Its node is known once its hello has been checked.
+    /// Its node is known once its hello has been taken.
     Accepted(Option<NodeId>),
 }
 
@@ -66,59 +98,19 @@ struct Link {
     wants_write: bool,
 }
 
-/// What this node knows of one peer.
-pub struct PeerState {
-    pub id: NodeId,
-    /// The peer's client address, for `show`.
-    pub client: String,
+/// How to reach one peer.
+struct Dialing {
     addr: SocketAddr,
-    pub last_heard: Option<Instant>,
-    pub up: bool,
-    /// What the peer last said about itself: queue depth and ops served.
-    pub reported: (u64, u64),
     dialed: Option<usize>,
     accepted: Option<usize>,
     backoff: Duration,
     retry_at: Instant,
-    incarnation: Option<u64>,
-    /// Came back under a new incarnation: refused from then on.
-    restarted: bool,
-    left: bool,
-}
-
-impl PeerState {
-    pub fn state(&self) -> &'static str {
-        match (self.up, self.left, self.restarted) {
-            (true, ..) => "up",
-            (false, true, _) => "left",
-            (false, _, true) => "restarted",
-            _ => "down",
-        }
-    }
 }
 
 /// A peer this node will talk to.
 pub struct PeerAddress {
     pub id: NodeId,
-    pub client: String,
     pub peer: SocketAddr,
-}
-
-/// The peer side of one node.
-pub struct Peers {
-    me: NodeId,
-    cluster: String,
-    secret: String,
-    incarnation: u64,
-    timeout: Duration,
-    listener: TcpListener,
-    links: Slab<Link>,
-    nodes: BTreeMap<NodeId, PeerState>,
-    /// Why this node must not serve: a peer knew an earlier run of it.
-    pub fenced: Option<String>,
-    /// Frames sent and received since start, for `stats`.
-    pub frames_sent: u64,
-    pub frames_received: u64,
 }
 
 pub struct Identity<'a> {
@@ -128,7 +120,23 @@ pub struct Identity<'a> {
     pub incarnation: u64,
 }
 
-impl Peers {
+/// The peer side of one node, whose peers speak messages `M`.
+pub struct Peers<M> {
+    me: NodeId,
+    cluster: String,
+    secret: String,
+    incarnation: u64,
+    timeout: Duration,
+    listener: TcpListener,
+    links: Slab<Link>,
+    nodes: BTreeMap<NodeId, Dialing>,
+    /// Frames sent and received since start, for `stats`.
+    pub frames_sent: u64,
+    pub frames_received: u64,
+    messages: PhantomData<M>,
+}
+
+impl<M: Message> Peers<M> {
     pub fn bind(
         registry: &Registry,
         listen: SocketAddr,
@@ -136,28 +144,20 @@ impl Peers {
         others: Vec<PeerAddress>,
         timeout: Duration,
         now: Instant,
-    ) -> io::Result<Peers> {
+    ) -> io::Result<Peers<M>> {
         let mut listener = TcpListener::bind(listen)?;
         registry.register(&mut listener, PEER_LISTENER, Interest::READABLE)?;
         let nodes = others
             .into_iter()
             .map(|p| {
-                let state = PeerState {
-                    id: p.id,
-                    client: p.client,
+                let dialing = Dialing {
                     addr: p.peer,
-                    last_heard: None,
-                    up: false,
-                    reported: (0, 0),
                     dialed: None,
                     accepted: None,
                     backoff: BACKOFF_MIN,
                     retry_at: now,
-                    incarnation: None,
-                    restarted: false,
-                    left: false,
                 };
-                (p.id, state)
+                (p.id, dialing)
             })
             .collect();
         Ok(Peers {
@@ -169,38 +169,27 @@ impl Peers {
             listener,
             links: Slab::new(),
             nodes,
-            fenced: None,
             frames_sent: 0,
             frames_received: 0,
+            messages: PhantomData,
         })
     }
 
-    pub fn states(&self) -> impl Iterator<Item = &PeerState> {
-        self.nodes.values()
-    }
-
-    pub fn up_count(&self) -> usize {
-        self.nodes.values().filter(|p| p.up).count()
-    }
-
     /// Handles readiness of the listener or of a link.
-    pub fn on_event(
-        &mut self,
-        registry: &Registry,
-        event: &Event,
-        engine: &mut Replicator,
-        effects: &mut Vec<Effect>,
-    ) {
-        let now = Instant::now();
+    pub fn on_event(&mut self, registry: &Registry, event: &Event, events: &mut Vec<LinkEvent<M>>) {
         if event.token() == PEER_LISTENER {
             return self.accept(registry);
         }
         let key = event.token().0 - LINK_BASE;
+        self.service(registry, key, events);
+    }
+
+    fn service(&mut self, registry: &Registry, key: usize, events: &mut Vec<LinkEvent<M>>) {
         if !self.links.contains(key) {
             return; // a spurious event for a link already closed
         }
-        if let Err(why) = self.service(registry, key, engine, effects, now) {
-            self.close(registry, key, engine, now, &why);
+        if let Err(why) = self.service_io(registry, key, events) {
+            self.close(registry, key, &why, events);
         }
     }
 
@@ -227,13 +216,11 @@ impl Peers {
         }
     }
 
-    fn service(
+    fn service_io(
         &mut self,
         registry: &Registry,
         key: usize,
-        engine: &mut Replicator,
-        effects: &mut Vec<Effect>,
-        now: Instant,
+        events: &mut Vec<LinkEvent<M>>,
     ) -> Result<(), String> {
         let link = &mut self.links[key];
         if !link.connected {
@@ -247,40 +234,27 @@ impl Peers {
             }
             if let Role::Dialed(id) = link.role {
                 log::info!("node {}: link to node {id} open", self.me);
-                engine.link_opened(id);
+                events.push(LinkEvent::Opened(id));
                 if let Some(peer) = self.nodes.get_mut(&id) {
                     peer.backoff = BACKOFF_MIN;
                 }
             }
         }
-        loop {
-            let link = &mut self.links[key];
-            let stranger = matches!(link.role, Role::Accepted(None));
-            let (messages, closed) = link.read_messages()?;
-            for message in messages {
-                self.on_message(registry, key, message, engine, effects, now)?;
-            }
-            if closed {
-                return Err("closed by peer".into());
-            }
-            // A stranger's link was read only up to its hello; now that the
-            // hello is taken, read on (readiness will not be reported again).
-            let greeted = !matches!(self.links[key].role, Role::Accepted(None));
-            if !(stranger && greeted) {
-                break;
-            }
+        let (messages, closed) = self.links[key].read_messages::<M>()?;
+        for message in messages {
+            self.on_message(key, message, events)?;
+        }
+        if closed {
+            return Err("closed by peer".into());
         }
         self.write(registry, key)
     }
 
     fn on_message(
         &mut self,
-        registry: &Registry,
         key: usize,
-        message: PeerMessage,
-        engine: &mut Replicator,
-        effects: &mut Vec<Effect>,
-        now: Instant,
+        message: PeerMessage<M>,
+        events: &mut Vec<LinkEvent<M>>,
     ) -> Result<(), String> {
         let role = match &self.links[key].role {
             Role::Dialed(id) => Role::Dialed(*id),
@@ -288,114 +262,98 @@ impl Peers {
         };
         match (role, message) {
             (Role::Accepted(None), PeerMessage::Hello(hello)) => {
-                self.on_hello(registry, key, hello, engine, now)
+                handshake::check::<M>(&hello, &self.secret, &self.cluster)?;
+                events.push(LinkEvent::Hello { link: key, hello });
             }
-            (Role::Accepted(Some(id)), PeerMessage::Frame(frame)) => {
+            (Role::Accepted(Some(from)), PeerMessage::Frame(frame)) => {
                 self.frames_received += 1;
-                self.heard(id, engine, now);
-                if let Some(peer) = self.nodes.get_mut(&id) {
-                    peer.reported = (frame.pending, frame.ops);
-                }
-                engine.on_frame(id, frame, effects);
-                Ok(())
+                events.push(LinkEvent::Frame { from, frame });
             }
-            (Role::Accepted(Some(id)), PeerMessage::Leave) => {
-                log::info!("node {}: node {id} is leaving", self.me);
-                if let Some(peer) = self.nodes.get_mut(&id) {
-                    peer.left = true;
-                    peer.up = false;
-                }
-                engine.set_up(id, false);
-                Ok(())
+            (Role::Accepted(Some(id)), PeerMessage::Leave) => events.push(LinkEvent::Leave(id)),
+            (Role::Dialed(by), PeerMessage::Welcome { incarnation }) => {
+                events.push(LinkEvent::Welcomed { by, incarnation })
             }
-            (Role::Dialed(id), PeerMessage::Refused(why)) => {
-                let fence = format!("node {id} refused this node: {why}");
-                log::error!(
-                    "node {}: {fence}; restart the whole cluster to rejoin",
-                    self.me
-                );
-                self.fenced = Some(fence);
-                Err(why)
+            (Role::Dialed(by), PeerMessage::Refused(why)) => {
+                events.push(LinkEvent::Refused {
+                    by,
+                    why: why.clone(),
+                });
+                return Err(why);
             }
-            (_, message) => Err(format!("unexpected {}", kind(&message))),
+            (_, message) => return Err(format!("unexpected {}", message.kind())),
         }
-    }
-
-    fn on_hello(
-        &mut self,
-        registry: &Registry,
-        key: usize,
-        hello: crate::cluster::Hello,
-        engine: &mut Replicator,
-        now: Instant,
-    ) -> Result<(), String> {
-        handshake::check(&hello, &self.secret, &self.cluster)?;
-        let id = hello.node;
-        let Some(peer) = self.nodes.get_mut(&id) else {
-            return Err(format!("node {id} is not a member of this cluster"));
-        };
-        let new_run = peer
-            .incarnation
-            .is_some_and(|known| known != hello.incarnation);
-        let taken = !peer.restarted && engine.peer_incarnation(id, hello.incarnation, new_run);
-        if taken && new_run {
-            log::info!("node {}: node {id} restarted; it syncs from empty", self.me);
-        } else if !taken {
-            peer.restarted = true;
-            peer.up = false;
-            engine.set_up(id, false);
-            let why =
-                "this cluster knew an earlier run of this node, and rejoining is not supported yet";
-            log::error!(
-                "node {}: refusing node {id}: it restarted and lost its state",
-                self.me
-            );
-            let link = &mut self.links[key];
-            wire::encode(&PeerMessage::Refused(why.into()), &mut link.output);
-            let _ = self.write(registry, key);
-            return Err("restarted peer refused".into());
-        }
-        peer.incarnation = Some(hello.incarnation);
-        if let Some(old) = peer.accepted.replace(key) {
-            if old != key && self.links.contains(old) {
-                self.close(registry, old, engine, now, "replaced by a new link");
-            }
-        }
-        self.links[key].role = Role::Accepted(Some(id));
-        self.heard(id, engine, now);
         Ok(())
     }
 
-    fn heard(&mut self, id: NodeId, engine: &mut Replicator, now: Instant) {
-        let Some(peer) = self.nodes.get_mut(&id) else {
+    /// The hello on `link` is taken: the peer is welcomed, the link is
+    /// `peer`'s from now on (a link it had before is closed), and what
+    /// followed the hello is read (and the welcome written).
+    pub fn admit(
+        &mut self,
+        registry: &Registry,
+        link: usize,
+        peer: NodeId,
+        events: &mut Vec<LinkEvent<M>>,
+    ) {
+        if !self.links.contains(link) {
             return;
-        };
-        peer.last_heard = Some(now);
-        if !peer.up && !peer.restarted && !peer.left {
-            peer.up = true;
-            engine.set_up(id, true);
-            log::info!("node {}: node {id} is up", self.me);
         }
+        let welcome: PeerMessage<M> = PeerMessage::Welcome {
+            incarnation: self.incarnation,
+        };
+        wire::encode(&welcome, &mut self.links[link].output);
+        self.links[link].role = Role::Accepted(Some(peer));
+        let old = self
+            .nodes
+            .get_mut(&peer)
+            .and_then(|p| p.accepted.replace(link));
+        if let Some(old) = old.filter(|&old| old != link) {
+            self.close(registry, old, "replaced by a new link", events);
+        }
+        // A stranger's link was read only up to its hello; readiness will
+        // not be reported again for what followed it.
+        self.service(registry, link, events);
     }
 
-    /// Sends each peer, on its dialed link, the one frame the engine owes it.
+    /// The hello on `link` is refused: the peer is told why, and the link closes.
+    pub fn refuse(
+        &mut self,
+        registry: &Registry,
+        link: usize,
+        why: &str,
+        events: &mut Vec<LinkEvent<M>>,
+    ) {
+        if !self.links.contains(link) {
+            return;
+        }
+        let refusal: PeerMessage<M> = PeerMessage::Refused(why.to_string());
+        wire::encode(&refusal, &mut self.links[link].output);
+        let _ = self.write(registry, link);
+        self.close(registry, link, why, events);
+    }
+
+    /// Sends each peer, on its dialed link, the frame `owed` gives for it.
     /// Called once per loop iteration, so everything since the last call is
     /// coalesced into that frame.
-    pub fn flush(&mut self, registry: &Registry, engine: &mut Replicator, load: (u64, u64)) {
+    pub fn flush(
+        &mut self,
+        registry: &Registry,
+        owed: &mut dyn FnMut(NodeId) -> Option<Frame<M>>,
+        events: &mut Vec<LinkEvent<M>>,
+    ) {
         let ready: Vec<(NodeId, usize)> = self
             .nodes
-            .values()
-            .filter_map(|p| p.dialed.map(|key| (p.id, key)))
+            .iter()
+            .filter_map(|(&id, p)| p.dialed.map(|key| (id, key)))
             .filter(|&(_, key)| self.links[key].connected)
             .collect();
         for (id, key) in ready {
-            if let Some(mut frame) = engine.outgoing(id) {
-                (frame.pending, frame.ops) = load;
+            if let Some(frame) = owed(id) {
                 wire::encode(&PeerMessage::Frame(frame), &mut self.links[key].output);
                 self.frames_sent += 1;
             }
             if let Err(why) = self.write(registry, key) {
-                self.close(registry, key, engine, Instant::now(), &why);
+                self.close(registry, key, &why, events);
             }
         }
     }
@@ -439,9 +397,8 @@ impl Peers {
         &mut self,
         registry: &Registry,
         key: usize,
-        engine: &mut Replicator,
-        now: Instant,
         why: &str,
+        events: &mut Vec<LinkEvent<M>>,
     ) {
         let Some(mut link) = self.links.try_remove(key) else {
             return;
@@ -449,10 +406,10 @@ impl Peers {
         let _ = registry.deregister(&mut link.stream);
         match link.role {
             Role::Dialed(id) => {
-                engine.link_lost(id);
+                events.push(LinkEvent::Lost(id));
                 if let Some(peer) = self.nodes.get_mut(&id) {
                     peer.dialed = None;
-                    peer.retry_at = now + peer.backoff;
+                    peer.retry_at = Instant::now() + peer.backoff;
                     peer.backoff = (peer.backoff * 2).min(BACKOFF_MAX);
                 }
                 log::debug!("node {}: link to node {id} closed: {why}", self.me);
@@ -469,34 +426,15 @@ impl Peers {
         }
     }
 
-    /// Every heartbeat: owe every peer a frame, notice silent peers, redial.
-    pub fn tick(
-        &mut self,
-        registry: &Registry,
-        engine: &mut Replicator,
-        effects: &mut Vec<Effect>,
-    ) {
+    /// Every heartbeat: redial lost links, drop strangers that said nothing.
+    pub fn tick(&mut self, registry: &Registry, events: &mut Vec<LinkEvent<M>>) {
         let now = Instant::now();
-        engine.heartbeat(effects);
-        let mut dial = Vec::new();
-        for peer in self.nodes.values_mut() {
-            let silent = peer
-                .last_heard
-                .is_none_or(|t| now.duration_since(t) > self.timeout);
-            if peer.up && silent {
-                peer.up = false;
-                engine.set_up(peer.id, false);
-                log::warn!(
-                    "node {}: node {} is down (silent for over {:?})",
-                    self.me,
-                    peer.id,
-                    self.timeout
-                );
-            }
-            if peer.dialed.is_none() && now >= peer.retry_at {
-                dial.push(peer.id);
-            }
-        }
+        let dial: Vec<NodeId> = self
+            .nodes
+            .iter()
+            .filter(|(_, p)| p.dialed.is_none() && now >= p.retry_at)
+            .map(|(&id, _)| id)
+            .collect();
         for id in dial {
             self.dial(registry, id, now);
         }
@@ -509,12 +447,12 @@ impl Peers {
             .map(|(key, _)| key)
             .collect();
         for key in mute {
-            self.close(registry, key, engine, now, "no hello within peer_timeout");
+            self.close(registry, key, "no hello within peer_timeout", events);
         }
     }
 
     fn dial(&mut self, registry: &Registry, id: NodeId, now: Instant) {
-        let hello = handshake::hello(&self.secret, &self.cluster, self.me, self.incarnation);
+        let hello = handshake::hello::<M>(&self.secret, &self.cluster, self.me, self.incarnation);
         let peer = self.nodes.get_mut(&id).expect("dialing a known peer");
         let mut stream = match TcpStream::connect(peer.addr) {
             Ok(stream) => stream,
@@ -539,7 +477,8 @@ impl Peers {
         }
         let mut link = Link::new(stream, Role::Dialed(id), false);
         link.wants_write = true;
-        wire::encode(&PeerMessage::Hello(hello), &mut link.output);
+        let hello: PeerMessage<M> = PeerMessage::Hello(hello);
+        wire::encode(&hello, &mut link.output);
         entry.insert(link);
         peer.dialed = Some(key);
     }
@@ -548,7 +487,8 @@ impl Peers {
     pub fn leave(&mut self, registry: &Registry) {
         let keys: Vec<usize> = self.nodes.values().filter_map(|p| p.dialed).collect();
         for key in keys {
-            wire::encode(&PeerMessage::Leave, &mut self.links[key].output);
+            let leave: PeerMessage<M> = PeerMessage::Leave;
+            wire::encode(&leave, &mut self.links[key].output);
             let _ = self.write(registry, key);
         }
     }
@@ -573,8 +513,9 @@ impl Link {
     /// also says whether the peer closed the link after them. A link that
     /// has not said hello yet is read only up to its first message, and
     /// refused as soon as that declares more than a hello needs, so a
-    /// stranger cannot make the node buffer more than that.
-    fn read_messages(&mut self) -> Result<(Vec<PeerMessage>, bool), String> {
+    /// stranger cannot make the node buffer more than that; what follows
+    /// the hello is decoded only once the link is admitted.
+    fn read_messages<M: Message>(&mut self) -> Result<(Vec<PeerMessage<M>>, bool), String> {
         let stranger = matches!(self.role, Role::Accepted(None));
         let mut closed = false;
         while !closed {
@@ -589,7 +530,7 @@ impl Link {
                 Err(e) => return Err(e.to_string()),
             }
             if stranger
-                && wire::decode_within(&self.input[..self.filled], wire::MAX_HELLO)
+                && wire::decode_within::<M>(&self.input[..self.filled], wire::MAX_HELLO)
                     .map_err(|e| e.to_string())?
                     .is_some()
             {
@@ -603,6 +544,9 @@ impl Link {
         {
             messages.push(message);
             at += used;
+            if stranger {
+                break; // what follows a hello is read once the hello is taken
+            }
         }
         if at > 0 {
             self.input.copy_within(at..self.filled, 0);
@@ -613,14 +557,5 @@ impl Link {
             self.input = vec![0; READ_CHUNK];
         }
         Ok((messages, closed))
-    }
-}
-
-fn kind(message: &PeerMessage) -> &'static str {
-    match message {
-        PeerMessage::Hello(_) => "hello",
-        PeerMessage::Frame(_) => "frame",
-        PeerMessage::Leave => "leave",
-        PeerMessage::Refused(_) => "refusal",
     }
 }

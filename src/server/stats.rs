@@ -5,11 +5,12 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use super::peers::Peers;
-use crate::backend::BackendCounters;
-use crate::cluster::Replicator;
+use crate::cluster::membership::Millis;
+use crate::cluster::{Engine, Node};
 use crate::config::{ClusterConfig, NodeConfig};
 use crate::protocol::reply;
 use crate::store::unix_now;
+use crate::store::StoreCounters;
 
 /// Counters kept on the reactor thread.
 #[derive(Debug, Default)]
@@ -39,17 +40,21 @@ impl Counters {
 }
 
 /// What a report needs to know about the node.
-pub struct Report<'a> {
+pub struct Report<'a, E: Engine> {
     pub cluster: &'a ClusterConfig,
-    pub node: &'a NodeConfig,
+    pub config: &'a NodeConfig,
+    /// Every node of the cluster, this one included.
+    pub members: &'a [NodeConfig],
     pub started: Instant,
+    /// The cluster core's time (see [`super::Server`]), to age `last_heard`.
+    pub now: Millis,
     pub counters: &'a Counters,
-    pub backend: &'a BackendCounters,
-    pub engine: &'a Replicator,
-    pub peers: Option<&'a Peers>,
+    pub backend: &'a StoreCounters,
+    pub node: &'a Node<E>,
+    pub peers: Option<&'a Peers<E::Message>>,
 }
 
-impl Report<'_> {
+impl<E: Engine> Report<'_, E> {
     pub fn general(&self, out: &mut Vec<u8>) {
         let c = self.counters;
         let store = self.backend.store_stats();
@@ -80,21 +85,22 @@ impl Report<'_> {
         reply::stat(out, "threads", 1);
         reply::stat(out, "curr_items", store.items);
         reply::stat(out, "bytes", store.bytes);
-        reply::stat(out, "mckv_node", self.node.id);
+        let status = self.node.engine().status();
+        reply::stat(out, "mckv_node", self.config.id);
         reply::stat(out, "mckv_mode", self.cluster.consistency.name());
-        reply::stat(out, "mckv_backend", self.node.kv_type.name());
+        reply::stat(out, "mckv_backend", self.config.kv_type.name());
         reply::stat(out, "mckv_ops", c.ops);
-        reply::stat(out, "mckv_clock", self.engine.clock());
-        reply::stat(out, "mckv_view_epoch", self.engine.view().epoch);
-        reply::stat(out, "mckv_members", self.engine.view().members.len());
+        reply::stat(out, "mckv_clock", status.clock);
+        reply::stat(out, "mckv_view_epoch", status.epoch);
+        reply::stat(out, "mckv_members", status.members);
         reply::stat(
             out,
             "mckv_members_up",
-            1 + self.peers.map_or(0, Peers::up_count),
+            1 + self.node.membership().up_count(),
         );
-        reply::stat(out, "mckv_delivered", self.engine.delivered());
-        reply::stat(out, "mckv_pending", self.engine.pending());
-        if let Some(sync) = self.engine.sync_stats() {
+        reply::stat(out, "mckv_delivered", status.delivered);
+        reply::stat(out, "mckv_pending", status.pending);
+        if let Some(sync) = status.sync {
             reply::stat(out, "mckv_sync_rounds", sync.rounds);
             reply::stat(out, "mckv_versions_sent", sync.versions_sent);
             reply::stat(out, "mckv_versions_received", sync.versions_received);
@@ -118,8 +124,8 @@ impl Report<'_> {
         reply::stat(out, "item_size_max", self.cluster.item_size_max);
         reply::stat(out, "evictions", "off");
         reply::stat(out, "cas_enabled", "yes");
-        reply::stat(out, "mckv_client", &self.node.client);
-        reply::stat(out, "mckv_peer", &self.node.peer);
+        reply::stat(out, "mckv_client", &self.config.client);
+        reply::stat(out, "mckv_peer", &self.config.peer);
         reply::stat(
             out,
             "mckv_backend_timeout_ms",
@@ -133,28 +139,32 @@ impl Report<'_> {
     /// last_heard_ms=<ms|-> clock=<lamport> view=<epoch> queue=<n> ops=<n>`.
     /// A peer's queue and ops are what it last reported.
     pub fn show(&self, out: &mut Vec<u8>) {
-        let epoch = self.engine.view().epoch;
-        let mut lines = vec![(
-            self.node.id,
-            format!(
-                "NODE {} {} up self last_heard_ms=0 clock={} view={epoch} queue={} ops={}\r\n",
-                self.node.id,
-                self.node.client,
-                self.engine.clock(),
-                self.engine.pending(),
-                self.counters.ops,
-            ),
-        )];
-        for peer in self.peers.iter().flat_map(|p| p.states()) {
-            let heard = peer
+        let status = self.node.engine().status();
+        let epoch = status.epoch;
+        let now = self.now;
+        let mut members: Vec<&NodeConfig> = self.members.iter().collect();
+        members.sort_by_key(|n| n.id);
+        for config in members {
+            let id = config.id;
+            if id == self.config.id {
+                let line = format!(
+                    "NODE {id} {} up self last_heard_ms=0 clock={} view={epoch} queue={} ops={}\r\n",
+                    config.client, status.clock, status.pending, self.counters.ops,
+                );
+                out.extend_from_slice(line.as_bytes());
+                continue;
+            }
+            let Some(member) = self.node.membership().member(id) else {
+                continue;
+            };
+            let heard = member
                 .last_heard
-                .map_or("-".to_string(), |t| t.elapsed().as_millis().to_string());
-            let clock = self.engine.peer_clock(peer.id).unwrap_or(0);
-            let (queue, ops) = peer.reported;
+                .map_or("-".to_string(), |t| now.saturating_sub(t).to_string());
+            let peer = self.node.engine().peer_status(id).unwrap_or_default();
+            let load = member.load;
             // Eventual mode: how long since the last completed sync from it.
-            let lag = self
-                .engine
-                .sync_lag(peer.id)
+            let lag = peer
+                .sync_lag
                 .map(|beats| {
                     format!(
                         " sync_lag_ms={}",
@@ -163,15 +173,13 @@ impl Report<'_> {
                 })
                 .unwrap_or_default();
             let line = format!(
-                "NODE {} {} {} peer last_heard_ms={heard} clock={clock} view={epoch} queue={queue} ops={ops}{lag}\r\n",
-                peer.id,
-                peer.client,
-                peer.state(),
+                "NODE {id} {} {} peer last_heard_ms={heard} clock={} view={epoch} queue={} ops={}{lag}\r\n",
+                config.client,
+                member.state(),
+                peer.clock,
+                load.pending,
+                load.ops,
             );
-            lines.push((peer.id, line));
-        }
-        lines.sort_by_key(|(id, _)| *id);
-        for (_, line) in lines {
             out.extend_from_slice(line.as_bytes());
         }
         out.extend_from_slice(reply::END);

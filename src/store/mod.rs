@@ -14,10 +14,12 @@
 //! on the store, never the other way.
 
 pub mod execute;
+pub mod executor;
 pub mod memcache;
 pub mod memory;
 
 pub use execute::{execute, Executed};
+pub use executor::{Executor, StoreCounters};
 
 use crate::protocol::{Key, StorageMode};
 

@@ -1,22 +1,26 @@
 //! Eventual mode's engine: every node answers from its own replica at once,
 //! and replicas converge by last-writer-wins on stamps. A pure state machine
-//! like the ordering engine: inputs in, [`Effect`]s out.
+//! like the total-order engine: inputs in, [`Effect`]s out (an [`Engine`]).
 //!
 //! ```text
-//!  on_client ──► stamp (clock, me) ──► Apply here, reply ──► on_local_versions
-//!                                                             └─► pushed to linked peers
-//!  heartbeat ──► every sync_every beats: `sync request <since>` to each peer
-//!  on_frame  ──► versions: ApplyVersions (newer stamp wins); a sync request:
-//!               Collect ──► on_collected ──► versions + `complete <since..upto>`
-//!  on_frame  ──► a complete: ApplyVersions ──► on_sync_applied ──► synced up to `upto`
+//!  on_client  ──► stamp (clock, me) ──► Publish: apply here, reply ──► Report::Published
+//!                                        └─► on_store: pushed to linked peers
+//!  on_tick    ──► every sync_every beats: `sync request <since>` to each peer
+//!  on_message ──► versions: ApplyVersions (newer stamp wins); a sync request:
+//!                 Collect ──► Report::Collected ──► versions + `complete <since..upto>`
+//!  on_message ──► a complete: ApplyVersions ──► Report::SyncApplied ──► synced up to `upto`
 //! ```
 //!
-//! All of eventual mode lives in this folder: this engine; [`version`], the
-//! [`Version`] of a key that peers exchange and its [`version::State`]; and
-//! [`version_log`], the [`version_log::VersionLog`] the backend's executor
-//! keeps beside its store, which applies versions (last writer wins) and
-//! answers sync requests. The store knows none of it: it reads and sets
-//! entries exactly as a [`crate::store::VersionedStore`].
+//! All of eventual mode lives in this folder: this engine; its wire message
+//! [`Gossip`] (`message.rs`); [`version`], the [`Version`] of a key that
+//! peers exchange and its [`version::State`]; [`version_log`], the
+//! [`version_log::VersionLog`] kept beside the store, which applies versions
+//! (last writer wins) and answers sync requests; and its store side
+//! [`EventualReplica`] (`replica.rs`), which runs the engine's [`Work`]
+//! where the store lives and reports back. The store knows none of it: it
+//! reads and sets entries exactly as a [`crate::store::VersionedStore`].
+//! Eventual mode goes by its links, not by the failure detector: it serves
+//! whoever is down, and a restarted peer is taken back and refilled.
 //!
 //! Why replicas converge. Each key's state is a version stamped by the write
 //! that made it; applying versions keeps the highest stamp, which is
@@ -42,27 +46,23 @@
 //! The clock starts at the wall time in microseconds, so a restarted node's
 //! new writes are stamped above what it wrote before it crashed.
 
+mod message;
+mod replica;
 pub mod version;
 pub mod version_log;
+
+pub use message::{ChangeMark, Gossip, SyncDone};
+pub use replica::{EventualReplica, Report, Work};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::message::{ChangeMark, Frame, Op, SyncDone};
-use super::{Effect, LamportClock, NodeId, Stamp, View};
-use crate::backend::{ReplyTo, Work};
+use super::engine::{Effect, Engine, PeerEvent, PeerStatus, ReplyTo, Status, SyncStats};
+use super::message::Op;
+use super::{LamportClock, NodeId, Stamp, View};
 use crate::protocol::{Command, Request};
 use crate::store::UnixTime;
 use version::Version;
-
-/// Counters for `stats` and `show`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct SyncStats {
-    /// Sync requests started (each round asks every linked peer).
-    pub rounds: u64,
-    pub versions_sent: u64,
-    pub versions_received: u64,
-}
 
 #[derive(Debug, Default)]
 struct SyncPeer {
@@ -137,66 +137,8 @@ impl EventualEngine {
         }
     }
 
-    pub fn view(&self) -> &View {
-        &self.view
-    }
-
-    pub fn clock(&self) -> u64 {
-        self.clock.now()
-    }
-
-    pub fn stats(&self) -> SyncStats {
-        self.stats
-    }
-
-    pub fn peer_clock(&self, peer: NodeId) -> Option<u64> {
-        self.peers.get(&peer).map(|p| p.clock)
-    }
-
-    /// Heartbeats since the last completed sync from `peer`.
-    pub fn sync_lag(&self, peer: NodeId) -> Option<u64> {
-        self.peers.get(&peer).map(|p| self.beats - p.completed_at)
-    }
-
-    /// A client's store command: applied here at once (writes with a new stamp).
-    pub fn on_client(
-        &mut self,
-        reply_to: ReplyTo,
-        request: Request,
-        now: UnixTime,
-        out: &mut Vec<Effect>,
-    ) {
-        let op = Arc::new(Op { request, now });
-        match &op.request.command {
-            Command::Get(get) if get.touch.is_none() => out.push(Effect::Store(Work::Apply {
-                op,
-                cas: 0,
-                reply_to: Some(reply_to),
-            })),
-            Command::FlushAll { delay } if *delay > 0 => {
-                let reason =
-                    "flush_all with a delay is not supported in eventual mode; not applied";
-                out.push(Effect::Refuse {
-                    reply_to,
-                    reason: reason.into(),
-                });
-            }
-            _ => {
-                let stamp = Stamp {
-                    ts: self.clock.tick(),
-                    node: self.me,
-                };
-                out.push(Effect::Store(Work::Publish {
-                    op,
-                    stamp,
-                    reply_to,
-                }));
-            }
-        }
-    }
-
     /// Versions local writes produced: push them to every linked peer.
-    pub fn on_local_versions(&mut self, versions: Vec<Version>) {
+    fn on_local_versions(&mut self, versions: Vec<Version>) {
         let mut linked = self.peers.values_mut().filter(|p| p.linked).peekable();
         while let Some(peer) = linked.next() {
             if linked.peek().is_none() {
@@ -213,7 +155,7 @@ impl EventualEngine {
     /// synced up to `mark`: a version the store refused (a memcached that
     /// stopped answering, a full memory store) is asked for again in the
     /// next round, and the next request must not tell the peer otherwise.
-    pub fn on_sync_applied(&mut self, peer: NodeId, mark: ChangeMark, all_kept: bool) {
+    fn on_sync_applied(&mut self, peer: NodeId, mark: ChangeMark, all_kept: bool) {
         let beats = self.beats;
         let Some(p) = self.peers.get_mut(&peer) else {
             return;
@@ -231,13 +173,76 @@ impl EventualEngine {
     }
 
     /// The worker's answer to `peer`'s sync request since `since`.
-    pub fn on_collected(&mut self, peer: NodeId, versions: Vec<Version>, since: u64, upto: u64) {
+    fn on_collected(&mut self, peer: NodeId, versions: Vec<Version>, since: u64, upto: u64) {
         if let Some(p) = self.peers.get_mut(&peer) {
             p.answer = Some((versions, since, upto));
         }
     }
 
-    pub fn on_frame(&mut self, from: NodeId, frame: Frame, out: &mut Vec<Effect>) {
+    /// The link to `peer` broke: pushes and a sync in flight are lost; the
+    /// next round repairs what they carried.
+    fn link_lost(&mut self, peer: NodeId) {
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.linked = false;
+            p.pushes.clear();
+            p.answer = None;
+            p.in_flight = false;
+            p.request_due = false;
+        }
+    }
+
+    /// A link to `peer` opened: pushes can go, and a sync starts at once.
+    fn link_opened(&mut self, peer: NodeId) {
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.linked = true;
+            p.due = true;
+            p.request_due = true;
+            p.in_flight = true;
+            p.requested_at = self.beats;
+            self.stats.rounds += 1;
+        }
+    }
+}
+
+impl Engine for EventualEngine {
+    type Message = Gossip;
+    type Replica = EventualReplica;
+
+    fn on_client(
+        &mut self,
+        to: ReplyTo,
+        request: Request,
+        now: UnixTime,
+        out: &mut Vec<Effect<Work>>,
+    ) {
+        let op = Arc::new(Op { request, now });
+        match &op.request.command {
+            Command::Get(get) if get.touch.is_none() => {
+                out.push(Effect::Work(Work::Read { op, reply_to: to }))
+            }
+            Command::FlushAll { delay } if *delay > 0 => {
+                let reason =
+                    "flush_all with a delay is not supported in eventual mode; not applied";
+                out.push(Effect::Refuse {
+                    to,
+                    reason: reason.into(),
+                });
+            }
+            _ => {
+                let stamp = Stamp {
+                    ts: self.clock.tick(),
+                    node: self.me,
+                };
+                out.push(Effect::Work(Work::Publish {
+                    op,
+                    stamp,
+                    reply_to: to,
+                }));
+            }
+        }
+    }
+
+    fn on_message(&mut self, from: NodeId, frame: Gossip, out: &mut Vec<Effect<Work>>) {
         let Some(peer) = self.peers.get_mut(&from) else {
             return;
         };
@@ -256,7 +261,7 @@ impl EventualEngine {
             peer.applying += 1;
         }
         if !frame.versions.is_empty() || completes.is_some() {
-            out.push(Effect::Store(Work::ApplyVersions {
+            out.push(Effect::Work(Work::ApplyVersions {
                 from,
                 versions: frame.versions,
                 completes,
@@ -269,51 +274,14 @@ impl EventualEngine {
             } else {
                 0
             };
-            out.push(Effect::Store(Work::Collect { peer: from, since }));
+            out.push(Effect::Work(Work::Collect { peer: from, since }));
         }
-    }
-
-    /// The frame owed to `to`: pushes, a sync answer, a sync request, or a
-    /// heartbeat. A clock that rose is not news enough for a frame of its
-    /// own (unlike in the ordering engine, no peer waits on it): echoing it
-    /// would make every push cost a frame from every node to every other.
-    pub fn outgoing(&mut self, to: NodeId) -> Option<Frame> {
-        let clock = self.clock.now();
-        let peer = self.peers.get_mut(&to)?;
-        let owed = !peer.pushes.is_empty() || peer.answer.is_some() || peer.request_due || peer.due;
-        if !owed {
-            return None;
-        }
-        let mut versions = std::mem::take(&mut peer.pushes);
-        let sync_complete = peer.answer.take().map(|(answer, since, upto)| {
-            versions.extend(answer);
-            SyncDone {
-                since,
-                upto: ChangeMark {
-                    incarnation: self.incarnation,
-                    seq: upto,
-                },
-            }
-        });
-        self.stats.versions_sent += versions.len() as u64;
-        let sync_request = std::mem::take(&mut peer.request_due).then_some(ChangeMark {
-            incarnation: peer.incarnation,
-            seq: peer.synced_from,
-        });
-        peer.due = false;
-        Some(Frame {
-            clock,
-            versions,
-            sync_request,
-            sync_complete,
-            ..Frame::default()
-        })
     }
 
     /// Every heartbeat: owe each peer a frame; every `sync_every` beats start
     /// a sync round with each linked peer that has none in flight; let the
     /// store forget tombstones every peer has synced past.
-    pub fn heartbeat(&mut self, out: &mut Vec<Effect>) {
+    fn on_tick(&mut self, out: &mut Vec<Effect<Work>>) {
         self.beats += 1;
         let round = self.beats.is_multiple_of(self.sync_every);
         let mut started = false;
@@ -342,38 +310,25 @@ impl EventualEngine {
                 .map(|p| p.synced_to)
                 .min()
                 .unwrap_or(u64::MAX);
-            out.push(Effect::Store(Work::ForgetTombstones { synced }));
+            out.push(Effect::Work(Work::ForgetTombstones { synced }));
         }
     }
 
-    /// The link to `peer` broke: pushes and a sync in flight are lost; the
-    /// next round repairs what they carried.
-    pub fn link_lost(&mut self, peer: NodeId) {
-        if let Some(p) = self.peers.get_mut(&peer) {
-            p.linked = false;
-            p.pushes.clear();
-            p.answer = None;
-            p.in_flight = false;
-            p.request_due = false;
-        }
-    }
-
-    /// A link to `peer` opened: pushes can go, and a sync starts at once.
-    pub fn link_opened(&mut self, peer: NodeId) {
-        if let Some(p) = self.peers.get_mut(&peer) {
-            p.linked = true;
-            p.due = true;
-            p.request_due = true;
-            p.in_flight = true;
-            p.requested_at = self.beats;
-            self.stats.rounds += 1;
+    /// Eventual mode goes by its links, not by the failure detector: a
+    /// node serves whoever is down, and pushes to whoever it has a link to.
+    fn on_peer(&mut self, peer: NodeId, event: PeerEvent) {
+        match event {
+            PeerEvent::Up | PeerEvent::Down => {}
+            PeerEvent::LinkLost => self.link_lost(peer),
+            PeerEvent::LinkOpened => self.link_opened(peer),
         }
     }
 
     /// A hello from run `incarnation` of `peer`. A run other than the one
     /// we knew started with an empty store: its change numbers start over,
-    /// and it holds none of ours.
-    pub fn peer_incarnation(&mut self, peer: NodeId, incarnation: u64) {
+    /// and it holds none of ours. Anti-entropy refills it, so every run is
+    /// taken.
+    fn on_hello(&mut self, peer: NodeId, incarnation: u64, _restarted: bool) -> bool {
         if let Some(p) = self.peers.get_mut(&peer) {
             if p.incarnation != incarnation {
                 p.incarnation = incarnation;
@@ -383,6 +338,78 @@ impl EventualEngine {
                 p.answer = None; // it answered a request of the earlier run
             }
         }
+        true
+    }
+
+    fn on_store(&mut self, report: Report, _out: &mut Vec<Effect<Work>>) {
+        match report {
+            Report::Published(versions) => self.on_local_versions(versions),
+            Report::Collected {
+                peer,
+                versions,
+                since,
+                upto,
+            } => self.on_collected(peer, versions, since, upto),
+            Report::SyncApplied {
+                from,
+                mark,
+                all_kept,
+            } => self.on_sync_applied(from, mark, all_kept),
+        }
+    }
+
+    /// The frame owed to `to`: pushes, a sync answer, a sync request, or a
+    /// heartbeat. A clock that rose is not news enough for a frame of its
+    /// own (unlike in the total-order engine, no peer waits on it): echoing it
+    /// would make every push cost a frame from every node to every other.
+    fn outgoing(&mut self, to: NodeId) -> Option<Gossip> {
+        let clock = self.clock.now();
+        let peer = self.peers.get_mut(&to)?;
+        let owed = !peer.pushes.is_empty() || peer.answer.is_some() || peer.request_due || peer.due;
+        if !owed {
+            return None;
+        }
+        let mut versions = std::mem::take(&mut peer.pushes);
+        let sync_complete = peer.answer.take().map(|(answer, since, upto)| {
+            versions.extend(answer);
+            SyncDone {
+                since,
+                upto: ChangeMark {
+                    incarnation: self.incarnation,
+                    seq: upto,
+                },
+            }
+        });
+        self.stats.versions_sent += versions.len() as u64;
+        let sync_request = std::mem::take(&mut peer.request_due).then_some(ChangeMark {
+            incarnation: peer.incarnation,
+            seq: peer.synced_from,
+        });
+        peer.due = false;
+        Some(Gossip {
+            clock,
+            versions,
+            sync_request,
+            sync_complete,
+        })
+    }
+
+    fn status(&self) -> Status {
+        Status {
+            clock: self.clock.now(),
+            epoch: self.view.epoch,
+            members: self.view.members.len(),
+            pending: 0,
+            delivered: 0,
+            sync: Some(self.stats),
+        }
+    }
+
+    fn peer_status(&self, peer: NodeId) -> Option<PeerStatus> {
+        self.peers.get(&peer).map(|p| PeerStatus {
+            clock: p.clock,
+            sync_lag: Some(self.beats - p.completed_at),
+        })
     }
 }
 
@@ -396,8 +423,8 @@ mod tests {
     /// Node 1, linked to node 2 (run `OLD_RUN`), a sync round every beat.
     fn node_one() -> EventualEngine {
         let mut engine = EventualEngine::new(1, 7, View::new(0, vec![1, 2]), 1_000, 1);
-        engine.peer_incarnation(2, OLD_RUN);
-        engine.link_opened(2);
+        engine.on_hello(2, OLD_RUN, false);
+        engine.on_peer(2, PeerEvent::LinkOpened);
         engine
     }
 
@@ -405,9 +432,9 @@ mod tests {
         Some(ChangeMark { incarnation, seq })
     }
 
-    fn forget_horizon(effects: &[Effect]) -> Option<u64> {
+    fn forget_horizon(effects: &[Effect<Work>]) -> Option<u64> {
         effects.iter().find_map(|e| match e {
-            Effect::Store(Work::ForgetTombstones { synced }) => Some(*synced),
+            Effect::Work(Work::ForgetTombstones { synced }) => Some(*synced),
             _ => None,
         })
     }
@@ -416,44 +443,44 @@ mod tests {
     fn a_request_counted_in_an_earlier_run_of_ours_is_answered_from_zero() {
         let mut engine = node_one();
         let mut out = Vec::new();
-        let stale = Frame {
+        let stale = Gossip {
             sync_request: mark(6, 200),
-            ..Frame::default()
+            ..Gossip::default()
         };
-        engine.on_frame(2, stale, &mut out);
+        engine.on_message(2, stale, &mut out);
         assert!(matches!(
             out[..],
-            [Effect::Store(Work::Collect { peer: 2, since: 0 })]
+            [Effect::Work(Work::Collect { peer: 2, since: 0 })]
         ));
         out.clear();
-        engine.heartbeat(&mut out);
+        engine.on_tick(&mut out);
         assert_eq!(forget_horizon(&out), Some(0), "no tombstone may go yet");
 
-        let current = Frame {
+        let current = Gossip {
             sync_request: mark(7, 200),
-            ..Frame::default()
+            ..Gossip::default()
         };
         out.clear();
-        engine.on_frame(2, current, &mut out);
+        engine.on_message(2, current, &mut out);
         assert!(matches!(
             out[..],
-            [Effect::Store(Work::Collect {
+            [Effect::Work(Work::Collect {
                 peer: 2,
                 since: 200
             })]
         ));
         out.clear();
-        engine.heartbeat(&mut out);
+        engine.on_tick(&mut out);
         assert_eq!(forget_horizon(&out), Some(200));
     }
 
     /// Delivers `frame` from node 2 and lets a store that keeps (or, with
     /// `all_kept` false, refuses) versions apply what it carries.
-    fn receive(engine: &mut EventualEngine, frame: Frame, all_kept: bool) {
+    fn receive(engine: &mut EventualEngine, frame: Gossip, all_kept: bool) {
         let mut out = Vec::new();
-        engine.on_frame(2, frame, &mut out);
+        engine.on_message(2, frame, &mut out);
         for effect in out {
-            if let Effect::Store(Work::ApplyVersions {
+            if let Effect::Work(Work::ApplyVersions {
                 completes: Some(mark),
                 ..
             }) = effect
@@ -464,19 +491,19 @@ mod tests {
     }
 
     /// An answer of node 2's run `incarnation` to a request since 0.
-    fn answer(incarnation: u64, seq: u64) -> Frame {
-        Frame {
+    fn answer(incarnation: u64, seq: u64) -> Gossip {
+        Gossip {
             sync_complete: Some(SyncDone {
                 since: 0,
                 upto: ChangeMark { incarnation, seq },
             }),
-            ..Frame::default()
+            ..Gossip::default()
         }
     }
 
     /// The sync request node 1 sends node 2 at the next round, if any.
     fn next_request(engine: &mut EventualEngine) -> Option<ChangeMark> {
-        engine.heartbeat(&mut Vec::new());
+        engine.on_tick(&mut Vec::new());
         engine.outgoing(2).and_then(|f| f.sync_request)
     }
 
@@ -486,7 +513,7 @@ mod tests {
         let request = engine.outgoing(2).unwrap().sync_request;
         assert_eq!(request, mark(OLD_RUN, 0));
         // Node 2 restarts; its old link's last frame is read after the new hello.
-        engine.peer_incarnation(2, NEW_RUN);
+        engine.on_hello(2, NEW_RUN, true);
         receive(&mut engine, answer(OLD_RUN, 500), true);
         assert_eq!(
             next_request(&mut engine),
@@ -503,7 +530,7 @@ mod tests {
         // answer to node 1's earlier run, since 500, arrives first.
         let mut engine = node_one();
         engine.outgoing(2);
-        let stale = Frame {
+        let stale = Gossip {
             sync_complete: Some(SyncDone {
                 since: 500,
                 upto: ChangeMark {
@@ -511,10 +538,10 @@ mod tests {
                     seq: 800,
                 },
             }),
-            ..Frame::default()
+            ..Gossip::default()
         };
         let mut out = Vec::new();
-        engine.on_frame(2, stale, &mut out);
+        engine.on_message(2, stale, &mut out);
         assert!(out.is_empty(), "{out:?}");
         receive(&mut engine, answer(OLD_RUN, 810), true);
         assert_eq!(next_request(&mut engine), mark(OLD_RUN, 810));
@@ -526,8 +553,8 @@ mod tests {
         engine.outgoing(2);
         // The answer arrives; the store (a worker) has not applied it yet.
         let mut out = Vec::new();
-        engine.on_frame(2, answer(OLD_RUN, 40), &mut out);
-        let [Effect::Store(Work::ApplyVersions {
+        engine.on_message(2, answer(OLD_RUN, 40), &mut out);
+        let [Effect::Work(Work::ApplyVersions {
             completes: Some(completed),
             ..
         })] = out[..]
@@ -551,7 +578,7 @@ mod tests {
         assert_eq!(next_request(&mut engine), mark(OLD_RUN, 55));
         // Applied after the peer restarted: it says nothing of the new run.
         engine.outgoing(2);
-        engine.peer_incarnation(2, NEW_RUN);
+        engine.on_hello(2, NEW_RUN, true);
         engine.on_sync_applied(
             2,
             ChangeMark {

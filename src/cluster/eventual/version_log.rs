@@ -3,9 +3,10 @@
 //! `sync request <since>` is answered with only the keys that changed since
 //! `since` (the cost follows the changes, not the store's size).
 //!
-//! It lives with the rest of eventual mode in `cluster/eventual/`, but runs
-//! in the backend's executor, beside the store and on the store's thread
-//! (see [`crate::backend`]), which lends it the store as a
+//! It lives with the rest of eventual mode in `cluster/eventual/`, owned by
+//! eventual mode's store side ([`super::EventualReplica`]), which runs
+//! beside the store, on the store's thread (see [`crate::backend`]), and
+//! lends it the store as a
 //! [`VersionedStore`]: local writes are read back as [`Entry`]s, and peers'
 //! versions are imported exactly.
 //!

@@ -1,0 +1,157 @@
+//! What eventual mode's nodes say to each other: one [`Gossip`] per frame,
+//! carrying pushed versions, a sync request, or the versions of a sync
+//! answer and the mark that completes it (see the module doc of
+//! [`super`] for what each means).
+
+use super::version::{State, Version};
+use crate::cluster::wire::{self, Reader, WireError};
+use crate::cluster::Stamp;
+use crate::store::{Entry, Expiry};
+
+/// Everything new a node has for one peer.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Gossip {
+    /// The sender's Lamport clock.
+    pub clock: u64,
+    /// Versions pushed, or sent in answer to a sync request.
+    pub versions: Vec<Version>,
+    /// "Send me every version you changed after this mark".
+    pub sync_request: Option<ChangeMark>,
+    /// The versions above complete the answer to the receiver's sync request.
+    pub sync_complete: Option<SyncDone>,
+}
+
+/// What an answer to a sync request carried: every change of the sender's
+/// run `upto.incarnation` after `since`, up to `upto.seq`. The asker takes
+/// it only if it starts at or below where the asker is, so an answer to an
+/// earlier run of the asker completes nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SyncDone {
+    pub since: u64,
+    pub upto: ChangeMark,
+}
+
+/// A position in one node's change log. Change numbers start over when a
+/// node restarts, so a number means something only together with the run
+/// (incarnation) of the node that counted it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChangeMark {
+    pub incarnation: u64,
+    pub seq: u64,
+}
+
+impl wire::Message for Gossip {
+    const PROTOCOL: &'static str = "eventual gossip";
+
+    fn encode(&self, out: &mut Vec<u8>) {
+        wire::put_u64(out, self.clock);
+        wire::put_u32(out, self.versions.len() as u32);
+        for version in &self.versions {
+            put_version(out, version);
+        }
+        put_option_mark(out, self.sync_request);
+        match self.sync_complete {
+            Some(done) => {
+                out.push(1);
+                wire::put_u64(out, done.since);
+                put_mark(out, done.upto);
+            }
+            None => out.push(0),
+        }
+    }
+
+    fn decode(r: &mut Reader<'_>) -> Result<Gossip, WireError> {
+        let clock = r.u64()?;
+        let mut versions = Vec::new();
+        for _ in 0..r.count(17)? {
+            versions.push(read_version(r)?);
+        }
+        let sync_request = match r.u8()? {
+            0 => None,
+            _ => Some(read_mark(r)?),
+        };
+        let sync_complete = match r.u8()? {
+            0 => None,
+            _ => Some(SyncDone {
+                since: r.u64()?,
+                upto: read_mark(r)?,
+            }),
+        };
+        Ok(Gossip {
+            clock,
+            versions,
+            sync_request,
+            sync_complete,
+        })
+    }
+}
+
+const PRESENT: u8 = 0;
+const DELETED: u8 = 1;
+const FLUSHED: u8 = 2;
+
+fn put_version(out: &mut Vec<u8>, version: &Version) {
+    wire::put_bytes(out, &version.key);
+    wire::put_u64(out, version.stamp.ts);
+    wire::put_u32(out, version.stamp.node);
+    match &version.state {
+        State::Present(item) => {
+            out.push(PRESENT);
+            wire::put_u32(out, item.flags);
+            wire::put_u64(
+                out,
+                match item.expiry {
+                    Expiry::Never => 0,
+                    Expiry::At(at) => at.max(1),
+                },
+            );
+            wire::put_bytes(out, &item.value);
+        }
+        State::Deleted => out.push(DELETED),
+        State::Flushed => out.push(FLUSHED),
+    }
+}
+
+fn read_version(r: &mut Reader<'_>) -> Result<Version, WireError> {
+    let key = r.bytes()?.to_vec();
+    let stamp = Stamp {
+        ts: r.u64()?,
+        node: r.u32()?,
+    };
+    let state = match r.u8()? {
+        PRESENT => State::Present(Entry {
+            flags: r.u32()?,
+            expiry: match r.u64()? {
+                0 => Expiry::Never,
+                at => Expiry::At(at),
+            },
+            value: r.bytes()?.to_vec(),
+        }),
+        DELETED => State::Deleted,
+        FLUSHED => State::Flushed,
+        _ => return Err(WireError::Malformed("version state")),
+    };
+    Ok(Version { key, stamp, state })
+}
+
+fn put_mark(out: &mut Vec<u8>, mark: ChangeMark) {
+    wire::put_u64(out, mark.incarnation);
+    wire::put_u64(out, mark.seq);
+}
+
+fn put_option_mark(out: &mut Vec<u8>, mark: Option<ChangeMark>) {
+    match mark {
+        Some(mark) => {
+            out.push(1);
+            put_mark(out, mark);
+        }
+        None => out.push(0),
+    }
+}
+
+fn read_mark(r: &mut Reader<'_>) -> Result<ChangeMark, WireError> {
+    Ok(ChangeMark {
+        incarnation: r.u64()?,
+        seq: r.u64()?,
+    })
+}

@@ -1,0 +1,151 @@
+//! Eventual mode's store side: applies a client's write and records the
+//! versions it leaves, keeps a peer's versions that are newer than what is
+//! held, and collects the changes a peer's sync request asks for, through
+//! the [`VersionLog`] beside the store.
+
+use std::sync::Arc;
+
+use super::message::ChangeMark;
+use super::version::Version;
+use super::version_log::VersionLog;
+use crate::cluster::engine::{Done, Replica, ReplyTo};
+use crate::cluster::message::Op;
+use crate::cluster::{NodeId, Stamp};
+use crate::store::Executor;
+
+/// Store work eventual mode asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Work {
+    /// Serve a read from the local replica.
+    Read { op: Arc<Op>, reply_to: ReplyTo },
+    /// Apply a client's write here with the cas unique of `stamp`, reply,
+    /// and publish the versions it leaves.
+    Publish {
+        op: Arc<Op>,
+        stamp: Stamp,
+        reply_to: ReplyTo,
+    },
+    /// Keep each of these versions from peer `from` that is newer than
+    /// what is held (last writer wins).
+    ApplyVersions {
+        from: NodeId,
+        versions: Vec<Version>,
+        /// The sync answer these versions complete, if they do.
+        completes: Option<ChangeMark>,
+    },
+    /// Every version changed after `since`, for `peer`.
+    Collect { peer: NodeId, since: u64 },
+    /// Tombstones every peer has synced past can go.
+    ForgetTombstones { synced: u64 },
+}
+
+/// What eventual mode's store work reports back to the engine.
+#[derive(Debug)]
+pub enum Report {
+    /// Versions local writes left, to push to peers.
+    Published(Vec<Version>),
+    /// The answer to `peer`'s sync request since change `since`: versions,
+    /// and the change number they bring it up to.
+    Collected {
+        peer: NodeId,
+        versions: Vec<Version>,
+        since: u64,
+        upto: u64,
+    },
+    /// A sync answer from `from` is applied up to `mark`; `all_kept`: the
+    /// store kept every version of it.
+    SyncApplied {
+        from: NodeId,
+        mark: ChangeMark,
+        all_kept: bool,
+    },
+}
+
+#[derive(Debug, Default)]
+pub struct EventualReplica {
+    log: VersionLog,
+}
+
+impl EventualReplica {
+    pub fn log(&self) -> &VersionLog {
+        &self.log
+    }
+}
+
+impl Replica for EventualReplica {
+    type Work = Work;
+    type Done = Report;
+
+    fn perform(
+        &mut self,
+        work: Work,
+        executor: &mut Executor,
+        emit: &mut impl FnMut(Done<Report>),
+    ) {
+        match work {
+            Work::Read { op, reply_to } => {
+                let (reply, _) = executor.execute(&op.request, op.now, 0);
+                emit(Done::Reply {
+                    to: reply_to,
+                    reply,
+                });
+            }
+            Work::Publish {
+                op,
+                stamp,
+                reply_to,
+            } => {
+                let (reply, changed) = executor.execute(&op.request, op.now, stamp.cas_unique());
+                emit(Done::Reply {
+                    to: reply_to,
+                    reply,
+                });
+                if changed {
+                    let versions =
+                        self.log
+                            .record_write(executor.store(), &op.request.command, stamp, op.now);
+                    emit(Done::Engine(Report::Published(versions)));
+                }
+            }
+            Work::ApplyVersions {
+                from,
+                versions,
+                completes,
+            } => {
+                let now = executor.now();
+                let store = executor.store();
+                let failed = versions
+                    .iter()
+                    .map(|v| self.log.apply_remote(store, v, now))
+                    .filter_map(Result::err)
+                    .last();
+                if let Some(e) = &failed {
+                    // The next sync from that peer carries them again.
+                    log::warn!("cannot keep versions from node {from}: {e:?}");
+                }
+                if let Some(mark) = completes {
+                    let all_kept = failed.is_none();
+                    emit(Done::Engine(Report::SyncApplied {
+                        from,
+                        mark,
+                        all_kept,
+                    }));
+                }
+            }
+            Work::Collect { peer, since } => {
+                let now = executor.now();
+                match self.log.since(executor.store(), since, now) {
+                    Ok((versions, upto)) => emit(Done::Engine(Report::Collected {
+                        peer,
+                        versions,
+                        since,
+                        upto,
+                    })),
+                    // Unanswered, node `peer` asks again.
+                    Err(e) => log::warn!("cannot answer node {peer}'s sync request: {e:?}"),
+                }
+            }
+            Work::ForgetTombstones { synced } => self.log.forget_tombstones(synced),
+        }
+    }
+}

@@ -1,0 +1,77 @@
+//! Builds a node for its consistency mode: the one place the server looks
+//! at the mode. Everything after it is generic over the mode's [`Engine`].
+//!
+//! ```text
+//!  one member ─────────► TotalOrder (linearizable: alone, every mode is)
+//!  linearizable/sequential ► TotalOrder ─┐
+//!  eventual ────────────► EventualEngine ┴─► Node<E> ─► Server<E>::run
+//! ```
+
+use std::io;
+
+use super::{Server, Settings};
+use crate::backend::StoreFactory;
+use crate::cluster::eventual::EventualEngine;
+use crate::cluster::total_order::TotalOrder;
+use crate::cluster::View;
+use crate::config::{Consistency, KvType};
+use crate::store::memcache::MemcacheStore;
+use crate::store::memory::MemoryStore;
+
+/// Serves as node `settings.node` until SIGINT/SIGTERM, then drains and returns.
+pub fn serve(settings: Settings) -> io::Result<()> {
+    let incarnation = incarnation();
+    let me = settings.node.id;
+    let view = View::new(0, settings.members.iter().map(|n| n.id).collect());
+    let factory = store_factory(&settings);
+    match settings.cluster.consistency {
+        _ if view.members.len() == 1 => {
+            let engine = TotalOrder::new(me, view, Consistency::Linearizable);
+            Server::bind(settings, incarnation, engine, factory)?.run()
+        }
+        Consistency::Eventual => {
+            let cluster = &settings.cluster;
+            let beats = cluster.sync_interval.as_millis() / cluster.heartbeat.as_millis().max(1);
+            // The clock starts at the wall time in microseconds.
+            let start = incarnation / 1000;
+            let engine = EventualEngine::new(me, incarnation, view, start, beats.max(1) as u64);
+            Server::bind(settings, incarnation, engine, factory)?.run()
+        }
+        mode => {
+            let engine = TotalOrder::new(me, view, mode);
+            Server::bind(settings, incarnation, engine, factory)?.run()
+        }
+    }
+}
+
+/// This run's incarnation: the start time, so a restart is told apart.
+fn incarnation() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+fn store_factory(settings: &Settings) -> StoreFactory {
+    let cluster = &settings.cluster;
+    match settings.node.kv_type {
+        KvType::Memory => {
+            let (limit, limits) = (cluster.memory_limit_bytes, cluster.limits());
+            Box::new(move || Box::new(MemoryStore::new(limit, limits)))
+        }
+        KvType::Memcache => {
+            let (addr, timeout) = (settings.node.kv_addr.clone(), cluster.backend_timeout);
+            let limits = cluster.limits();
+            let replicates_versions =
+                cluster.consistency == Consistency::Eventual && settings.members.len() > 1;
+            Box::new(move || {
+                // The store's own socket timeout stays under the reactor's
+                // deadline, so a dead memcached is noticed by the store too.
+                let store = MemcacheStore::new(&addr, timeout.mul_f32(0.8), limits);
+                match replicates_versions {
+                    true => Box::new(store.starting_empty()),
+                    false => Box::new(store),
+                }
+            })
+        }
+    }
+}

@@ -1,0 +1,317 @@
+//! The client side of the reactor: accepting connections, reading and
+//! parsing requests, handing data commands to the cluster core, and putting
+//! replies in their slots, so they leave each connection in request order
+//! (see [`super::connection`] for the slots and memcached's flush points).
+//!
+//! ```text
+//!  accept ─► Connection ─► read ─► parse ─► Admin: answered here (admin.rs)
+//!                                    └────► data command ─► Node::on_client ─► effects
+//!  answer(reply_to) ◄── store replies, refusals, timeouts ─► slot ─► flush at loop end
+//! ```
+//!
+//! A client session is named by its slab token and a serial number
+//! ([`session_id`]), so a reply for a connection that closed is never
+//! written to the one that took its token.
+
+use std::io;
+use std::time::Instant;
+
+use mio::{Interest, Token};
+
+use super::connection::Connection;
+use super::Server;
+use crate::cluster::{Engine, ReplyTo};
+use crate::protocol::{self, reply, Action, Command, Request};
+use crate::store::unix_now;
+
+/// The name of the `serial`th session, on slab token `token`.
+pub(super) fn session_id(token: usize, serial: u64) -> u64 {
+    (serial << 32) | (token as u64 & 0xffff_ffff)
+}
+
+/// The slab token of a session.
+pub(super) fn token_of(session: u64) -> usize {
+    (session & 0xffff_ffff) as usize
+}
+
+impl<E: Engine> Server<E> {
+    pub(super) fn accept(&mut self) {
+        loop {
+            let Some(listener) = &self.listener else {
+                return;
+            };
+            match listener.accept() {
+                Ok((mut stream, addr)) => {
+                    let _ = stream.set_nodelay(true);
+                    let entry = self.conns.vacant_entry();
+                    let token = Token(entry.key());
+                    if let Err(e) =
+                        self.poll
+                            .registry()
+                            .register(&mut stream, token, Interest::READABLE)
+                    {
+                        log::warn!("cannot register client {addr}: {e}");
+                        continue;
+                    }
+                    self.sessions += 1;
+                    let session = session_id(token.0, self.sessions);
+                    entry.insert(Connection::new(stream, session, addr));
+                    self.counters.curr_connections += 1;
+                    self.counters.total_connections += 1;
+                    log::debug!("client {addr} connected");
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    // e.g. out of file descriptors: keep serving who is connected.
+                    log::warn!("accept failed: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Reads, parses, answers and writes for one connection until it would
+    /// block; closes it on error, EOF with nothing owed, or a finished `quit`.
+    pub(super) fn service(&mut self, token: usize) {
+        match self.service_io(token) {
+            Ok(()) => {}
+            Err(e) => {
+                log::debug!("client connection {token}: {e}");
+                self.close(token);
+            }
+        }
+    }
+
+    fn service_io(&mut self, token: usize) -> io::Result<()> {
+        loop {
+            let Some(conn) = self.conns.get_mut(token) else {
+                return Ok(());
+            };
+            let mut got_input = false;
+            let may_read = !conn.read_closed && !conn.close_when_flushed && !self.stopping;
+            if may_read && conn.backpressured() {
+                conn.stalled = true;
+            } else if may_read {
+                match conn.read_chunk() {
+                    Ok((0, _)) => conn.read_closed = true,
+                    Ok((n, asked)) => {
+                        self.counters.bytes_read += n as u64;
+                        // A short read emptied the socket; edge-triggered
+                        // readiness will report the next bytes (but not an
+                        // EOF that had already arrived: read on to that).
+                        got_input = n == asked || conn.eof_pending;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => got_input = true,
+                    Err(e) => return Err(e),
+                }
+            }
+            self.process_input(token);
+            let conn = &mut self.conns[token];
+            self.counters.bytes_written += conn.flush()? as u64;
+            // Go round again while input comes, or when writing lifted the
+            // back-pressure that held input back.
+            if !got_input && !conn.may_resume() {
+                break;
+            }
+        }
+        self.settle(token)
+    }
+
+    /// After I/O: close a connection that is done, or register for
+    /// writability while output is stuck.
+    pub(super) fn settle(&mut self, token: usize) -> io::Result<()> {
+        let stopping = self.stopping;
+        let Some(conn) = self.conns.get_mut(token) else {
+            return Ok(());
+        };
+        let done = conn.read_closed || conn.close_when_flushed || stopping;
+        if done && conn.is_drained() {
+            self.close(token);
+            return Ok(());
+        }
+        let wants_write = conn.has_unsent_output();
+        if wants_write != conn.wants_write {
+            let interest = if wants_write {
+                Interest::READABLE | Interest::WRITABLE
+            } else {
+                Interest::READABLE
+            };
+            self.poll
+                .registry()
+                .reregister(&mut conn.stream, Token(token), interest)?;
+            conn.wants_write = wants_write;
+        }
+        Ok(())
+    }
+
+    /// Parses and dispatches every complete request in the input buffer.
+    fn process_input(&mut self, token: usize) {
+        // memcached flushed everything owed when it last ran out of input.
+        self.conns[token].mark_flush_point();
+        loop {
+            let conn = &mut self.conns[token];
+            if conn.close_when_flushed {
+                return;
+            }
+            if conn.backpressured() {
+                conn.stalled = true;
+                return;
+            }
+            conn.stalled = false;
+            if conn.swallow > 0 {
+                conn.swallow_available();
+                if conn.swallow > 0 {
+                    return;
+                }
+            }
+            let parsed = match protocol::parse(conn.unparsed(), &self.limits) {
+                Ok(parsed) => parsed,
+                Err(protocol::Incomplete) => return,
+            };
+            conn.consume(parsed.consumed);
+            conn.swallow = parsed.swallow;
+            match parsed.action {
+                Action::Reply {
+                    text,
+                    silent,
+                    discards_unflushed,
+                } => {
+                    self.counters.ops += 1;
+                    if discards_unflushed {
+                        conn.discard_since_flush_point();
+                    }
+                    if !silent {
+                        conn.reply(|out| out.extend_from_slice(text));
+                    }
+                }
+                Action::Close => {
+                    conn.discard_since_flush_point();
+                    conn.close_when_flushed = true;
+                }
+                Action::Admin { command, noreply } => self.answer_admin(token, command, noreply),
+                Action::Execute(request) => self.execute(token, request),
+            }
+        }
+    }
+
+    /// Sends a data command to the store.
+    fn execute(&mut self, token: usize, request: Request) {
+        self.counters.ops += 1;
+        self.count(&request.command);
+        let retrieval = matches!(request.command, Command::Get(_));
+        self.submit(token, request);
+        if retrieval {
+            // memcached flushes after every retrieval.
+            self.conns[token].mark_flush_point();
+        }
+    }
+
+    fn count(&mut self, command: &Command) {
+        let c = &mut self.counters;
+        match command {
+            Command::Get(get) => {
+                c.cmd_get += get.keys.len() as u64;
+                if get.touch.is_some() {
+                    c.cmd_touch += get.keys.len() as u64;
+                }
+            }
+            Command::Storage(_) | Command::TooLarge { .. } => c.cmd_set += 1,
+            Command::Touch { .. } => c.cmd_touch += 1,
+            Command::FlushAll { .. } => c.cmd_flush += 1,
+            Command::Delete { .. } | Command::Arith(_) => {}
+        }
+    }
+
+    /// Hands a data command to the cluster core, holding its reply's place;
+    /// the client gets a timeout if no answer comes by the deadline.
+    fn submit(&mut self, token: usize, request: Request) {
+        let conn = &mut self.conns[token];
+        let reply_to = ReplyTo {
+            session: conn.id,
+            slot: conn.reserve_slot(),
+        };
+        let deadline = Instant::now() + self.settings.cluster.backend_timeout;
+        self.node
+            .on_client(reply_to, request, unix_now(), &mut self.effects);
+        self.apply_effects();
+        // A reply that came at once (the inline store on one node) needs no
+        // deadline: only one still owed takes a place in the queue.
+        if self.is_waiting(reply_to) {
+            self.deadlines.push_back((deadline, reply_to));
+        }
+    }
+
+    /// Whether the reply for `reply_to` has yet to come.
+    pub(super) fn is_waiting(&self, reply_to: ReplyTo) -> bool {
+        self.conns
+            .get(token_of(reply_to.session))
+            .is_some_and(|c| c.id == reply_to.session && c.is_waiting(reply_to.slot))
+    }
+
+    /// Puts a reply in its slot; the connection is flushed at the end of
+    /// this loop iteration. Returns whether the slot was still waiting.
+    pub(super) fn answer(&mut self, reply_to: ReplyTo, reply: Vec<u8>) -> bool {
+        let token = token_of(reply_to.session);
+        let Some(conn) = self.conns.get_mut(token) else {
+            return false;
+        };
+        if conn.id != reply_to.session || !conn.fill_slot(reply_to.slot, reply) {
+            return false;
+        }
+        self.backend.recycle(&mut conn.spent);
+        self.dirty.push(token);
+        true
+    }
+
+    /// Writes out the replies that came in this iteration; a connection
+    /// whose back-pressure this lifts is serviced again.
+    pub(super) fn flush_dirty(&mut self) {
+        while let Some(token) = self.dirty.pop() {
+            let Some(conn) = self.conns.get_mut(token) else {
+                continue;
+            };
+            match conn.flush() {
+                Ok(n) => self.counters.bytes_written += n as u64,
+                Err(e) => {
+                    log::debug!("client connection {token}: {e}");
+                    self.close(token);
+                    continue;
+                }
+            }
+            if self.conns[token].may_resume() {
+                self.service(token);
+            } else if let Err(e) = self.settle(token) {
+                log::debug!("client connection {token}: {e}");
+                self.close(token);
+            }
+        }
+    }
+
+    /// A request missed its deadline: answer it now; a late answer is dropped.
+    pub(super) fn time_out(&mut self, reply_to: ReplyTo) {
+        // Most deadlines outlive their request (every write in a cluster
+        // keeps one): no reply is composed for those.
+        if !self.is_waiting(reply_to) {
+            return;
+        }
+        let mut out = Vec::new();
+        reply::server_error(&mut out, "timeout; the operation may have been applied");
+        if self.answer(reply_to, out) {
+            self.counters.timeouts += 1;
+            log::warn!(
+                "a request on client connection {} timed out",
+                token_of(reply_to.session)
+            );
+        }
+    }
+
+    pub(super) fn close(&mut self, token: usize) {
+        if let Some(mut conn) = self.conns.try_remove(token) {
+            let _ = self.poll.registry().deregister(&mut conn.stream);
+            self.counters.curr_connections -= 1;
+            log::debug!("client {} closed", conn.addr);
+        }
+    }
+}

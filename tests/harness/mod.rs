@@ -1,0 +1,1035 @@
+//! One deterministic simulation harness for every consistency mode, in the
+//! manner of raft-rs's `harness/`: N cluster cores ([`Node`]) in one
+//! process, each with the real store side of its mode (its [`Replica`]
+//! running on a [`MemoryStore`] through the real [`Executor`]) and the real
+//! failure detector on simulated time, over a seeded simulated network.
+//! Scenario files (`tests/simulation.rs`, `tests/eventual_simulation.rs`)
+//! drive it; it is not part of the library.
+//!
+//! ```text
+//!  Driver ─ next_request ─► client ─► Node::on_client ─┐          ┌─► Work: Replica::perform on
+//!        ◄─ on_complete ─── reply ◄─────────────────────┼ effects ─┤   that node's store ─► Done
+//!                                                      │          └─► Refuse: the client's op fails
+//!  Node::outgoing(to) ─► encode ─► link (from, to): FIFO, random delay ─► decode ─► Node::on_frame
+//!  every heartbeat: Node::tick(now) (silent peers go down), links reconnect, hellos
+//! ```
+//!
+//! Time is a step counter, and the cluster core's clock reads it as
+//! milliseconds, so `peer_timeout` is in steps. One [`Sim::step`]:
+//! 1. applies the faults scheduled for this step (and reconnects, hellos);
+//! 2. delivers every frame that is due, link by link in a random order (so
+//!    frames are reordered *across* links, never within one: engines rely
+//!    on FIFO links);
+//! 3. every `heartbeat_every` steps, ticks every running node;
+//! 4. lets every idle client whose think time is over issue its next request;
+//! 5. takes from every running node the frame it owes each peer it has a
+//!    link to, encodes it and puts it on the link with a random delay.
+//!
+//! A link from `a` to `b` is `a`'s dialed TCP connection: it opens with a
+//! hello that `b`'s core takes or refuses ([`Node::on_hello`]; a refusal
+//! fences `a`), after which `a` is told the link opened. Faults ([`Fault`]):
+//! - *partition* (two-way) and *one-way* cuts hold frames (TCP retries;
+//!   nothing is lost) and deliver them in order after the heal, unless the
+//!   silence lasts past `peer_timeout` (the detector then marks the peer
+//!   down, as it would a black-holed link);
+//! - *break*: a TCP reset of one direction: the frames in flight (or a
+//!   random suffix of them) are lost, the sender is told, and the link
+//!   reopens with a hello some steps later;
+//! - *pause* / *resume*: a SIGSTOPped node takes no input and sends
+//!   nothing; what arrives for it waits, and it resumes with the backlog;
+//! - *crash*: the node's memory is gone; frames to and from it are lost,
+//!   its peers' links to it break, its clients' outstanding requests end
+//!   with an unknown outcome ([`Outcome::Lost`]);
+//! - *restart*: a crashed node comes back as a new run (new incarnation,
+//!   empty store), built by the scenario's engine factory; its links open
+//!   with hellos, the hello it sends each peer arriving
+//!   `late_hello_min..=late_hello` steps late.
+//!
+//! A run depends on its seed alone: every decision iterates in sorted
+//! order (`BTreeMap`) or draws from the seeded [`Rng`]; [`Sim::enable_trace`]
+//! logs every event for explaining a failing seed.
+#![allow(dead_code)]
+
+pub mod rng;
+
+use std::collections::{BTreeMap, VecDeque};
+
+use mckv::cluster::membership::Load;
+use mckv::cluster::wire;
+use mckv::cluster::{
+    Done, Effect, Engine, Frame, Node, NodeId, PeerEvent, PeerMessage, Replica, ReplyTo, StoreWork,
+};
+use mckv::protocol::{Command, Get, Key, Limits, Request};
+use mckv::store::memory::MemoryStore;
+use mckv::store::{Executor, StoreCounters, UnixTime};
+pub use rng::Rng;
+
+/// The wall time every simulated operation and store call runs at (so
+/// nothing expires).
+pub const SIM_NOW: UnixTime = 1_700_000_000;
+
+fn sim_now() -> UnixTime {
+    SIM_NOW
+}
+
+/// The shape of a simulated cluster and its network.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    /// Nodes `1..=nodes`.
+    pub nodes: u32,
+    pub seed: u64,
+    /// A frame takes `1..=max_delay` steps to arrive...
+    pub max_delay: u64,
+    /// ...except this percentage of frames, which take up to
+    /// `spike_factor` times longer (a slow link for a while).
+    pub spike_percent: u64,
+    pub spike_factor: u64,
+    /// Steps between heartbeats.
+    pub heartbeat_every: u64,
+    /// Steps of silence after which a peer is down (the real detector's
+    /// `peer_timeout_ms`, a step being a millisecond).
+    pub peer_timeout: u64,
+    /// After a reply, a client waits `0..=max_think` steps before its next request.
+    pub max_think: u64,
+    /// A restarted node's hello reaches each peer up to this many steps
+    /// after the peer's own link to it opened.
+    pub late_hello: u64,
+    /// ...and at least this many (up to `late_hello`).
+    pub late_hello_min: u64,
+    /// Links keep frames in order (true, as TCP does). `false` lets frames
+    /// overtake each other on a link, which breaks what the engines rely
+    /// on: only for checking that tests notice.
+    pub fifo: bool,
+    /// The memory store's cap on each node.
+    pub memory_limit: u64,
+}
+
+impl SimConfig {
+    pub fn new(nodes: u32, seed: u64) -> SimConfig {
+        SimConfig {
+            nodes,
+            seed,
+            max_delay: 8,
+            spike_percent: 5,
+            spike_factor: 6,
+            heartbeat_every: 5,
+            // Long enough that delays and spikes alone never make a peer down.
+            peer_timeout: 1_000,
+            max_think: 3,
+            late_hello: 0,
+            late_hello_min: 0,
+            fifo: true,
+            memory_limit: 256 << 20,
+        }
+    }
+
+    /// The longest a frame can take.
+    pub fn max_latency(&self) -> u64 {
+        self.max_delay * self.spike_factor.max(2)
+    }
+}
+
+/// How a client's request ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The reply bytes, exactly as a client would read them.
+    Reply(Vec<u8>),
+    /// The node refused the request at once; nothing was applied.
+    Refused(String),
+    /// The node crashed with the request outstanding: it may or may not
+    /// have been applied.
+    Lost,
+}
+
+/// What the clients do: asked for a request whenever a client is idle, told
+/// of every completion. Calls come in simulated real-time order, so a driver
+/// can record a history directly.
+pub trait Driver {
+    /// `client` is idle at `step`: its next request, or `None` (asked again next step).
+    fn next_request(&mut self, step: u64, client: usize) -> Option<Request>;
+    /// `client`'s outstanding request ended at `step`.
+    fn on_complete(&mut self, step: u64, client: usize, outcome: Outcome);
+}
+
+/// A driver that issues nothing, for runs driven by [`Sim::submit`].
+pub struct Idle;
+
+impl Driver for Idle {
+    fn next_request(&mut self, _: u64, _: usize) -> Option<Request> {
+        None
+    }
+
+    fn on_complete(&mut self, _: u64, _: usize, _: Outcome) {}
+}
+
+/// A fault, applied at once ([`Sim::fault`]) or at a step ([`Sim::schedule`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fault {
+    /// Hold every frame between `a` and `b`, both ways, until healed.
+    Partition(NodeId, NodeId),
+    /// Hold every frame from `from` to `to` until healed.
+    OneWay {
+        from: NodeId,
+        to: NodeId,
+    },
+    /// Ends the cuts between `a` and `b`, both ways.
+    Heal(NodeId, NodeId),
+    HealAll,
+    /// The TCP link `from → to` breaks: its frames in flight are lost (all
+    /// of them, or with `keep_some` a random suffix: what had reached the
+    /// peer's socket is still read), `from` is told, and the link reopens
+    /// with a hello `reconnect_after` steps later.
+    Break {
+        from: NodeId,
+        to: NodeId,
+        reconnect_after: u64,
+        keep_some: bool,
+    },
+    /// The node stops taking input and sending (SIGSTOP) ...
+    Pause(NodeId),
+    /// ... and goes on with what waited for it (SIGCONT).
+    Resume(NodeId),
+    /// The node's process dies: its memory is gone.
+    Crash(NodeId),
+    /// A crashed node starts again as a new run, with an empty store.
+    Restart(NodeId),
+}
+
+/// What a scheduled step does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Event {
+    Fault(Fault),
+    /// Link `from → to` opens: `to` takes (or refuses) `from`'s hello.
+    Open {
+        from: NodeId,
+        to: NodeId,
+        run: u64,
+    },
+}
+
+/// Counters of one run.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SimStats {
+    pub frames_sent: u64,
+    pub frames_delivered: u64,
+    pub frames_dropped: u64,
+    /// Frames the scenario's filter changed.
+    pub frames_filtered: u64,
+    pub requests: u64,
+    pub replies: u64,
+    pub refusals: u64,
+    pub lost: u64,
+    pub crashes: u64,
+    pub restarts: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Run {
+    Running,
+    Paused,
+    Crashed,
+}
+
+/// One simulated node: its cluster core and its store side.
+pub struct SimNode<E: Engine> {
+    pub node: Node<E>,
+    pub replica: E::Replica,
+    /// The node's store, as its store side works on it (checks read items
+    /// and the store side's answers through it).
+    pub executor: Executor,
+    pub incarnation: u64,
+    run: Run,
+}
+
+impl<E: Engine> SimNode<E> {
+    fn new(node: Node<E>, incarnation: u64, memory_limit: u64) -> SimNode<E> {
+        let store = MemoryStore::new(memory_limit, Limits::default());
+        let counters = std::sync::Arc::new(StoreCounters::default());
+        SimNode {
+            node,
+            replica: E::Replica::default(),
+            executor: Executor::new(Box::new(store), counters).with_clock(sim_now),
+            incarnation,
+            run: Run::Running,
+        }
+    }
+
+    /// `gets` of `keys` straight from the store: the reply bytes (values,
+    /// flags and cas uniques).
+    pub fn dump(&mut self, keys: &[Key]) -> Vec<u8> {
+        let request = Request {
+            command: Command::Get(Get {
+                keys: keys.to_vec(),
+                with_cas: true,
+                touch: None,
+            }),
+            noreply: false,
+        };
+        self.executor.execute(&request, SIM_NOW, 0).0
+    }
+}
+
+#[derive(Default)]
+struct Link {
+    /// `(due step, encoded frame)`, due steps non-decreasing when FIFO.
+    in_flight: VecDeque<(u64, Vec<u8>)>,
+    last_due: u64,
+    /// Cut by a partition: frames wait.
+    cut: bool,
+    /// Not open: nothing is sent (broken, refused, or its end crashed).
+    down: bool,
+    /// The hello was refused: the link stays down.
+    refused: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ClientState {
+    /// Not yet asked since its think time ended, or asked and declined.
+    Ready {
+        after: u64,
+        declined: bool,
+    },
+    Waiting(ReplyTo),
+}
+
+struct Client {
+    node: NodeId,
+    next_slot: u64,
+    state: ClientState,
+}
+
+/// Builds the engine of run `incarnation` of a node.
+pub type EngineFactory<E> = Box<dyn FnMut(NodeId, u64, &[NodeId]) -> E>;
+/// Sees each piece of store work a node carries out, in order.
+pub type WorkWatch<E> = Box<dyn FnMut(NodeId, &StoreWork<E>)>;
+/// Sees each report the store side gives a node's engine.
+pub type ReportWatch<E> = Box<dyn FnMut(NodeId, &<<E as Engine>::Replica as Replica>::Done)>;
+/// May change a message on its way (e.g. lose what it carries); returns
+/// whether it did.
+pub type Filter<E> = Box<dyn FnMut(&mut <E as Engine>::Message, &mut Rng) -> bool>;
+
+/// The simulated cluster.
+pub struct Sim<E: Engine> {
+    pub config: SimConfig,
+    now: u64,
+    rng: Rng,
+    make: EngineFactory<E>,
+    ids: Vec<NodeId>,
+    nodes: BTreeMap<NodeId, SimNode<E>>,
+    links: BTreeMap<(NodeId, NodeId), Link>,
+    clients: Vec<Client>,
+    schedule: BTreeMap<u64, Vec<Event>>,
+    stats: SimStats,
+    trace: Option<Vec<String>>,
+    watch_work: Option<WorkWatch<E>>,
+    watch_report: Option<ReportWatch<E>>,
+    filter: Option<Filter<E>>,
+    /// Runs started so far (each run's incarnation is unique).
+    runs: u64,
+    /// Clients whose node crashed under their request, to be told.
+    lost: Vec<usize>,
+}
+
+impl<E: Engine> Sim<E>
+where
+    E::Message: Clone + std::fmt::Debug,
+{
+    /// A cluster of `config.nodes` nodes, built by `make(id, incarnation,
+    /// members)`, whose links open with hellos in the first steps.
+    pub fn new(config: SimConfig, make: EngineFactory<E>) -> Sim<E> {
+        assert!(config.nodes >= 1 && config.max_delay >= 1 && config.heartbeat_every >= 1);
+        let ids: Vec<NodeId> = (1..=config.nodes).collect();
+        let mut sim = Sim {
+            rng: Rng::new(config.seed ^ 0x5EED_5EED_5EED),
+            config,
+            now: 0,
+            make,
+            ids: ids.clone(),
+            nodes: BTreeMap::new(),
+            links: BTreeMap::new(),
+            clients: Vec::new(),
+            schedule: BTreeMap::new(),
+            stats: SimStats::default(),
+            trace: None,
+            watch_work: None,
+            watch_report: None,
+            filter: None,
+            runs: 0,
+            lost: Vec::new(),
+        };
+        for &id in &ids {
+            sim.start(id);
+            for &peer in ids.iter().filter(|&&p| p != id) {
+                sim.links.insert(
+                    (id, peer),
+                    Link {
+                        down: true,
+                        ..Link::default()
+                    },
+                );
+            }
+        }
+        for &from in &ids {
+            for &to in ids.iter().filter(|&&p| p != from) {
+                let run = sim.nodes[&from].incarnation;
+                sim.open(from, to, run);
+            }
+        }
+        sim
+    }
+
+    /// Starts a new run of node `id` with an empty store.
+    fn start(&mut self, id: NodeId) {
+        self.runs += 1;
+        let incarnation = self.runs;
+        let peers: Vec<NodeId> = self.ids.iter().copied().filter(|&p| p != id).collect();
+        let engine = (self.make)(id, incarnation, &self.ids);
+        let node = Node::new(id, peers, self.config.peer_timeout, engine);
+        let sim_node = SimNode::new(node, incarnation, self.config.memory_limit);
+        self.nodes.insert(id, sim_node);
+    }
+
+    pub fn watch_work(&mut self, watch: WorkWatch<E>) {
+        self.watch_work = Some(watch);
+    }
+
+    pub fn watch_reports(&mut self, watch: ReportWatch<E>) {
+        self.watch_report = Some(watch);
+    }
+
+    pub fn set_filter(&mut self, filter: Filter<E>) {
+        self.filter = Some(filter);
+    }
+
+    /// Records a line per event (frames, effects, replies, faults), for
+    /// explaining a failing seed. Off by default.
+    pub fn enable_trace(&mut self) {
+        self.trace.get_or_insert_with(Vec::new);
+    }
+
+    pub fn trace(&self) -> &[String] {
+        self.trace.as_deref().unwrap_or(&[])
+    }
+
+    fn log(&mut self, line: impl FnOnce() -> String) {
+        if let Some(trace) = &mut self.trace {
+            trace.push(format!("[{:>5}] {}", self.now, line()));
+        }
+    }
+
+    /// Attaches a new client to `node`; returns its index.
+    pub fn add_client(&mut self, node: NodeId) -> usize {
+        assert!(self.ids.contains(&node), "no node {node}");
+        let index = self.clients.len();
+        self.clients.push(Client {
+            node,
+            next_slot: 0,
+            state: ClientState::Ready {
+                after: 0,
+                declined: false,
+            },
+        });
+        index
+    }
+
+    pub fn node_ids(&self) -> Vec<NodeId> {
+        self.ids.clone()
+    }
+
+    pub fn client_node(&self, client: usize) -> NodeId {
+        self.clients[client].node
+    }
+
+    /// The current step.
+    pub fn now(&self) -> u64 {
+        self.now
+    }
+
+    pub fn stats(&self) -> &SimStats {
+        &self.stats
+    }
+
+    pub fn rng(&mut self) -> &mut Rng {
+        &mut self.rng
+    }
+
+    /// Node `id`'s current run (also while it is crashed: its last one).
+    pub fn node(&self, id: NodeId) -> &SimNode<E> {
+        &self.nodes[&id]
+    }
+
+    pub fn node_mut(&mut self, id: NodeId) -> &mut SimNode<E> {
+        self.nodes
+            .get_mut(&id)
+            .unwrap_or_else(|| panic!("no node {id}"))
+    }
+
+    pub fn is_running(&self, id: NodeId) -> bool {
+        self.nodes[&id].run == Run::Running
+    }
+
+    pub fn is_crashed(&self, id: NodeId) -> bool {
+        self.nodes[&id].run == Run::Crashed
+    }
+
+    /// Applies `fault` at `step` (at the start of that step).
+    pub fn schedule(&mut self, step: u64, fault: Fault) {
+        assert!(step > self.now, "step {step} is not in the future");
+        self.at(step, Event::Fault(fault));
+    }
+
+    fn at(&mut self, step: u64, event: Event) {
+        self.schedule.entry(step).or_default().push(event);
+    }
+
+    /// Applies `fault` now.
+    pub fn fault(&mut self, fault: Fault) {
+        let line = format!("fault {fault:?}");
+        self.log(|| line);
+        match fault {
+            Fault::Partition(a, b) => self.set_cut(a, b, true),
+            Fault::OneWay { from, to } => {
+                if let Some(link) = self.links.get_mut(&(from, to)) {
+                    link.cut = true;
+                }
+            }
+            Fault::Heal(a, b) => self.set_cut(a, b, false),
+            Fault::HealAll => self.links.values_mut().for_each(|l| l.cut = false),
+            Fault::Break {
+                from,
+                to,
+                reconnect_after,
+                keep_some,
+            } => {
+                if self.break_link(from, to, keep_some) {
+                    let run = self.nodes[&from].incarnation;
+                    let at = self.now + reconnect_after.max(1);
+                    self.at(at, Event::Open { from, to, run });
+                }
+            }
+            Fault::Pause(id) => {
+                let node = self.node_mut(id);
+                if node.run == Run::Running {
+                    node.run = Run::Paused;
+                }
+            }
+            Fault::Resume(id) => {
+                let node = self.node_mut(id);
+                if node.run == Run::Paused {
+                    node.run = Run::Running;
+                }
+            }
+            Fault::Crash(id) => self.crash(id),
+            Fault::Restart(id) => self.restart(id),
+        }
+    }
+
+    fn set_cut(&mut self, a: NodeId, b: NodeId, cut: bool) {
+        for key in [(a, b), (b, a)] {
+            if let Some(link) = self.links.get_mut(&key) {
+                link.cut = cut;
+            }
+        }
+    }
+
+    /// Link `from → to` goes down, losing its frames in flight (or only a
+    /// random suffix of them: the oldest had reached the peer's socket and
+    /// are still read, as TCP keeps them in order); the sender is told.
+    /// Returns whether it was up.
+    fn break_link(&mut self, from: NodeId, to: NodeId, keep_some: bool) -> bool {
+        let Some(link) = self.links.get_mut(&(from, to)) else {
+            return false;
+        };
+        if link.down {
+            return false; // already down; its reopening is scheduled
+        }
+        link.down = true;
+        let keep = match keep_some {
+            true => self.rng.below(link.in_flight.len() as u64 + 1) as usize,
+            false => 0,
+        };
+        let dropped = link.in_flight.len() - keep;
+        link.in_flight.truncate(keep);
+        self.stats.frames_dropped += dropped as u64;
+        self.log(|| format!("link {from}->{to}: {dropped} frame(s) lost"));
+        if self.nodes[&from].run != Run::Crashed {
+            self.node_mut(from).node.on_link(to, PeerEvent::LinkLost);
+        }
+        true
+    }
+
+    /// Link `from → to` opens if run `run` of `from` is still the current
+    /// one: `to` takes its hello (or refuses it, fencing `from`).
+    fn open(&mut self, from: NodeId, to: NodeId, run: u64) {
+        let (sender, receiver) = (&self.nodes[&from], &self.nodes[&to]);
+        let link = &self.links[&(from, to)];
+        if sender.incarnation != run
+            || sender.run == Run::Crashed
+            || receiver.run == Run::Crashed
+            || !link.down
+            || link.refused
+        {
+            return;
+        }
+        let reverse_cut = self.links[&(to, from)].cut;
+        if receiver.run == Run::Paused || sender.run == Run::Paused || link.cut || reverse_cut {
+            // A paused process neither dials nor accepts, and a cut link
+            // carries neither the hello nor its answer: try again later.
+            let at = self.now + self.config.heartbeat_every;
+            self.at(at, Event::Open { from, to, run });
+            return;
+        }
+        let now = self.now;
+        let verdict = self.node_mut(to).node.on_hello(from, run, now);
+        self.log(|| format!("hello {from}->{to} (run {run}): {verdict:?}"));
+        match verdict {
+            Ok(()) => {
+                let link = self.links.get_mut(&(from, to)).expect("link");
+                link.down = false;
+                let receiver_run = self.nodes[&to].incarnation;
+                let sender = &mut self.node_mut(from).node;
+                sender.on_link(to, PeerEvent::LinkOpened);
+                sender.on_welcome(to, receiver_run, now);
+            }
+            Err(why) => {
+                self.links.get_mut(&(from, to)).expect("link").refused = true;
+                self.node_mut(from).node.on_refused(to, &why);
+            }
+        }
+    }
+
+    fn crash(&mut self, id: NodeId) {
+        if self.nodes[&id].run == Run::Crashed {
+            return;
+        }
+        self.stats.crashes += 1;
+        self.node_mut(id).run = Run::Crashed;
+        for &peer in &self.ids.clone() {
+            if peer == id {
+                continue;
+            }
+            // Its own links die with it; its peers' links to it reset.
+            for key in [(id, peer), (peer, id)] {
+                let link = self.links.get_mut(&key).expect("link");
+                self.stats.frames_dropped += link.in_flight.len() as u64;
+                link.in_flight.clear();
+            }
+            self.links.get_mut(&(id, peer)).expect("link").down = true;
+            self.break_link(peer, id, false);
+        }
+        // Their clients learn it at the start of the next step.
+        for (index, client) in self.clients.iter_mut().enumerate() {
+            if client.node == id && matches!(client.state, ClientState::Waiting(_)) {
+                self.stats.lost += 1;
+                client.state = ClientState::Ready {
+                    after: self.now,
+                    declined: false,
+                };
+                self.lost.push(index);
+            }
+        }
+    }
+
+    fn restart(&mut self, id: NodeId) {
+        if self.nodes[&id].run != Run::Crashed {
+            return;
+        }
+        self.stats.restarts += 1;
+        self.start(id);
+        let run = self.nodes[&id].incarnation;
+        for &peer in &self.ids.clone() {
+            if peer == id {
+                continue;
+            }
+            for key in [(id, peer), (peer, id)] {
+                let link = self.links.get_mut(&key).expect("link");
+                link.refused = false;
+                link.down = true;
+            }
+            let earliest = self.config.late_hello_min.min(self.config.late_hello);
+            let late = self.rng.range(earliest, self.config.late_hello);
+            self.at(
+                self.now + 1 + late,
+                Event::Open {
+                    from: id,
+                    to: peer,
+                    run,
+                },
+            );
+            let peer_run = self.nodes[&peer].incarnation;
+            self.at(
+                self.now + 1,
+                Event::Open {
+                    from: peer,
+                    to: id,
+                    run: peer_run,
+                },
+            );
+        }
+    }
+
+    /// Runs `steps` steps.
+    pub fn run(&mut self, steps: u64, driver: &mut dyn Driver) {
+        for _ in 0..steps {
+            self.step(driver);
+        }
+    }
+
+    /// Runs until [`Sim::is_quiet`]; returns the step it got quiet at, or a
+    /// description of what is stuck after `max_steps` more steps.
+    pub fn run_until_quiet(
+        &mut self,
+        max_steps: u64,
+        driver: &mut dyn Driver,
+    ) -> Result<u64, String> {
+        for _ in 0..max_steps {
+            self.step(driver);
+            if self.is_quiet() {
+                return Ok(self.now);
+            }
+        }
+        Err(format!(
+            "not quiet after {max_steps} steps (step {}):\n{}",
+            self.now,
+            self.describe()
+        ))
+    }
+
+    /// Nothing left to happen but heartbeats: every client declined to go
+    /// on and has no request out, no live node has anything pending, no
+    /// link between live nodes is cut or down, and nothing is scheduled. In
+    /// the strong modes an operation in flight is pending at its origin, so
+    /// quiet means settled; eventual mode's pushes and sync answers may
+    /// still be travelling, so its scenarios run sync rounds after.
+    pub fn is_quiet(&self) -> bool {
+        self.schedule.is_empty()
+            && self
+                .clients
+                .iter()
+                .all(|c| matches!(c.state, ClientState::Ready { declined: true, .. }))
+            && self
+                .nodes
+                .values()
+                .filter(|n| n.run != Run::Crashed)
+                .all(|n| n.node.engine().status().pending == 0)
+            && self.links.iter().all(|(&(from, to), l)| {
+                let ends_alive = !self.is_crashed(from) && !self.is_crashed(to);
+                !(ends_alive && (l.cut || (l.down && !l.refused)))
+            })
+    }
+
+    /// The state of every node, link and client, for a failure message.
+    pub fn describe(&self) -> String {
+        let mut s = String::new();
+        for (id, n) in &self.nodes {
+            let status = n.node.engine().status();
+            let peers: Vec<String> = n
+                .node
+                .membership()
+                .members()
+                .map(|(p, m)| {
+                    let clock = n.node.engine().peer_status(p).map_or(0, |s| s.clock);
+                    format!("{p}:{clock}{}", if m.up { "" } else { "(down)" })
+                })
+                .collect();
+            s += &format!(
+                "  node {id} ({:?}, run {}): clock {} pending {} delivered {} fenced {:?} peer clocks [{}]\n",
+                n.run,
+                n.incarnation,
+                status.clock,
+                status.pending,
+                status.delivered,
+                n.node.membership().fenced(),
+                peers.join(" ")
+            );
+        }
+        for ((from, to), link) in &self.links {
+            if link.cut || link.down || !link.in_flight.is_empty() {
+                s += &format!(
+                    "  link {from}->{to}: {} in flight{}{}{}\n",
+                    link.in_flight.len(),
+                    if link.cut { ", cut" } else { "" },
+                    if link.down { ", down" } else { "" },
+                    if link.refused { ", refused" } else { "" }
+                );
+            }
+        }
+        for (i, c) in self.clients.iter().enumerate() {
+            if let ClientState::Waiting(r) = c.state {
+                s += &format!(
+                    "  client {i} on node {} waiting (slot {})\n",
+                    c.node, r.slot
+                );
+            }
+        }
+        if !self.schedule.is_empty() {
+            s += &format!("  scheduled: {:?}\n", self.schedule);
+        }
+        s
+    }
+
+    /// One step of simulated time (see the module doc).
+    pub fn step(&mut self, driver: &mut dyn Driver) {
+        self.now += 1;
+        if let Some(events) = self.schedule.remove(&self.now) {
+            for event in events {
+                match event {
+                    Event::Fault(fault) => self.fault(fault),
+                    Event::Open { from, to, run } => self.open(from, to, run),
+                }
+            }
+        }
+        for client in std::mem::take(&mut self.lost) {
+            driver.on_complete(self.now, client, Outcome::Lost);
+        }
+        self.deliver(driver);
+        if self.now.is_multiple_of(self.config.heartbeat_every) {
+            self.tick(driver);
+        }
+        self.issue(driver);
+        self.flush();
+    }
+
+    fn tick(&mut self, driver: &mut dyn Driver) {
+        let now = self.now;
+        for id in self.ids.clone() {
+            if self.nodes[&id].run != Run::Running {
+                continue;
+            }
+            let mut effects = Vec::new();
+            self.node_mut(id).node.tick(now, &mut effects);
+            self.apply_effects(id, effects, driver);
+        }
+    }
+
+    fn deliver(&mut self, driver: &mut dyn Driver) {
+        let now = self.now;
+        let mut due: Vec<(NodeId, NodeId)> = self
+            .links
+            .iter()
+            .filter(|(&(_, to), l)| {
+                !l.cut
+                    && self.nodes[&to].run == Run::Running
+                    && l.in_flight.front().is_some_and(|(at, _)| *at <= now)
+            })
+            .map(|(&key, _)| key)
+            .collect();
+        self.rng.shuffle(&mut due);
+        for (from, to) in due {
+            loop {
+                let link = self.links.get_mut(&(from, to)).expect("link");
+                if link.in_flight.front().is_none_or(|(at, _)| *at > now) {
+                    break;
+                }
+                let Some((_, bytes)) = link.in_flight.pop_front() else {
+                    break;
+                };
+                self.stats.frames_delivered += 1;
+                let frame = decode::<E::Message>(&bytes);
+                self.log(|| format!("deliver {from}->{to}: {:?}", frame.body));
+                let mut effects = Vec::new();
+                self.node_mut(to)
+                    .node
+                    .on_frame(from, frame, now, &mut effects);
+                self.apply_effects(to, effects, driver);
+            }
+        }
+    }
+
+    fn issue(&mut self, driver: &mut dyn Driver) {
+        for client in 0..self.clients.len() {
+            let ClientState::Ready { after, .. } = self.clients[client].state else {
+                continue;
+            };
+            if after > self.now || self.nodes[&self.clients[client].node].run != Run::Running {
+                continue;
+            }
+            match driver.next_request(self.now, client) {
+                Some(request) => self.submit(client, request, driver),
+                None => {
+                    self.clients[client].state = ClientState::Ready {
+                        after,
+                        declined: true,
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends `request` from idle `client` to its node now.
+    pub fn submit(&mut self, client: usize, request: Request, driver: &mut dyn Driver) {
+        let c = &mut self.clients[client];
+        assert!(
+            matches!(c.state, ClientState::Ready { .. }),
+            "client {client} already has a request out"
+        );
+        let reply_to = ReplyTo {
+            session: client as u64,
+            slot: c.next_slot,
+        };
+        c.next_slot += 1;
+        c.state = ClientState::Waiting(reply_to);
+        let node = c.node;
+        self.stats.requests += 1;
+        self.log(|| format!("client {client} -> node {node}: {:?}", request.command));
+        if self.nodes[&node].run == Run::Crashed {
+            self.stats.lost += 1;
+            self.finish(client, Outcome::Lost, driver);
+            return;
+        }
+        let mut effects = Vec::new();
+        self.node_mut(node)
+            .node
+            .on_client(reply_to, request, SIM_NOW, &mut effects);
+        self.apply_effects(node, effects, driver);
+    }
+
+    /// Carries out a node's effects as the reactor does: store work through
+    /// the mode's real store side, in order; refusals at once.
+    fn apply_effects(
+        &mut self,
+        at: NodeId,
+        mut effects: Vec<Effect<StoreWork<E>>>,
+        driver: &mut dyn Driver,
+    ) {
+        while !effects.is_empty() {
+            for effect in std::mem::take(&mut effects) {
+                match effect {
+                    Effect::Work(work) => {
+                        if let Some(watch) = &mut self.watch_work {
+                            watch(at, &work);
+                        }
+                        self.log(|| format!("node {at} performs {work:?}"));
+                        let mut done = Vec::new();
+                        let n = self.node_mut(at);
+                        n.replica
+                            .perform(work, &mut n.executor, &mut |d| done.push(d));
+                        for d in done {
+                            match d {
+                                Done::Reply { to, reply } => {
+                                    self.complete(at, to, Outcome::Reply(reply), driver)
+                                }
+                                Done::Engine(report) => {
+                                    if let Some(watch) = &mut self.watch_report {
+                                        watch(at, &report);
+                                    }
+                                    self.node_mut(at).node.on_store(report, &mut effects);
+                                }
+                            }
+                        }
+                    }
+                    Effect::Refuse { to, reason } => {
+                        self.stats.refusals += 1;
+                        self.complete(at, to, Outcome::Refused(reason), driver);
+                    }
+                }
+            }
+        }
+    }
+
+    fn complete(
+        &mut self,
+        at: NodeId,
+        reply_to: ReplyTo,
+        outcome: Outcome,
+        driver: &mut dyn Driver,
+    ) {
+        let client = reply_to.session as usize;
+        let c = self
+            .clients
+            .get(client)
+            .unwrap_or_else(|| panic!("node {at} replied to unknown client {reply_to:?}"));
+        assert_eq!(
+            c.node, at,
+            "node {at} replied to client {client}, which is attached to node {}",
+            c.node
+        );
+        assert_eq!(
+            c.state,
+            ClientState::Waiting(reply_to),
+            "node {at} replied to {reply_to:?}, which is not client {client}'s outstanding request"
+        );
+        self.stats.replies += 1;
+        let line = format!("client {client} <- node {at}: {outcome:?}");
+        self.log(|| line);
+        self.finish(client, outcome, driver);
+    }
+
+    fn finish(&mut self, client: usize, outcome: Outcome, driver: &mut dyn Driver) {
+        let think = self.rng.below(self.config.max_think + 1);
+        self.clients[client].state = ClientState::Ready {
+            after: self.now + think,
+            declined: false,
+        };
+        driver.on_complete(self.now, client, outcome);
+    }
+
+    fn flush(&mut self) {
+        let now = self.now;
+        for (&(from, to), link) in self.links.iter_mut() {
+            let sender = self.nodes.get_mut(&from).expect("node");
+            if link.down || sender.run != Run::Running {
+                continue;
+            }
+            let Some(mut frame) = sender.node.outgoing(to, Load::default()) else {
+                continue;
+            };
+            if let Some(filter) = &mut self.filter {
+                if filter(&mut frame.body, &mut self.rng) {
+                    self.stats.frames_filtered += 1;
+                }
+            }
+            let mut bytes = Vec::new();
+            wire::encode(&PeerMessage::Frame(frame), &mut bytes);
+            let mut delay = self.rng.range(1, self.config.max_delay);
+            if self.rng.chance(self.config.spike_percent) {
+                delay *= self.rng.range(2, self.config.spike_factor.max(2));
+            }
+            if self.config.fifo {
+                let due = (now + delay).max(link.last_due);
+                link.last_due = due;
+                link.in_flight.push_back((due, bytes));
+            } else {
+                let due = now + delay;
+                let at = link.in_flight.partition_point(|(d, _)| *d <= due);
+                link.in_flight.insert(at, (due, bytes));
+            }
+            self.stats.frames_sent += 1;
+        }
+    }
+
+    /// The frames in flight on link `from → to`, oldest first, as `to` will
+    /// decode them.
+    pub fn in_flight(&self, from: NodeId, to: NodeId) -> Vec<Frame<E::Message>> {
+        self.links.get(&(from, to)).map_or(Vec::new(), |link| {
+            link.in_flight
+                .iter()
+                .map(|(_, bytes)| decode(bytes))
+                .collect()
+        })
+    }
+
+    /// `gets` of `keys` on `node`'s store (see [`SimNode::dump`]).
+    pub fn dump(&mut self, node: NodeId, keys: &[Key]) -> Vec<u8> {
+        self.node_mut(node).dump(keys)
+    }
+}
+
+/// A frame as the peer decodes it from the wire.
+fn decode<M: wire::Message>(bytes: &[u8]) -> Frame<M> {
+    match wire::decode::<M>(bytes) {
+        Ok(Some((PeerMessage::Frame(frame), used))) if used == bytes.len() => frame,
+        other => panic!(
+            "the wire format does not round-trip a frame: {}",
+            describe(&other)
+        ),
+    }
+}
+
+fn describe<M>(decoded: &Result<Option<(PeerMessage<M>, usize)>, wire::WireError>) -> String {
+    match decoded {
+        Ok(Some((message, used))) => format!("a {} of {used} bytes", message.kind()),
+        Ok(None) => "incomplete".into(),
+        Err(e) => e.to_string(),
+    }
+}
