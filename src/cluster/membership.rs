@@ -113,6 +113,11 @@ impl Membership {
         self.peers.get(&peer)
     }
 
+    /// Milliseconds of silence after which a peer is down.
+    pub fn timeout(&self) -> Millis {
+        self.timeout
+    }
+
     pub fn up_count(&self) -> usize {
         self.peers.values().filter(|m| m.up).count()
     }

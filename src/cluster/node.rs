@@ -146,6 +146,12 @@ impl<E: Engine> Node<E> {
         let mut changes = std::mem::take(&mut self.changes);
         self.membership.tick(now, &mut changes);
         for change in changes.drain(..) {
+            log::warn!(
+                "node {}: node {} is silent for over {} ms",
+                self.me,
+                change.peer,
+                self.membership.timeout()
+            );
             self.apply(Some(change));
         }
         self.changes = changes;

@@ -98,8 +98,9 @@ struct Link {
     wants_write: bool,
 }
 
-/// How to reach one peer.
-struct Dialing {
+/// How to reach one peer: its address, this node's dialed link to it and
+/// the link it dialed to this node, and when to redial.
+struct PeerSockets {
     addr: SocketAddr,
     dialed: Option<usize>,
     accepted: Option<usize>,
@@ -129,7 +130,7 @@ pub struct Peers<M> {
     timeout: Duration,
     listener: TcpListener,
     links: Slab<Link>,
-    nodes: BTreeMap<NodeId, Dialing>,
+    nodes: BTreeMap<NodeId, PeerSockets>,
     /// Frames sent and received since start, for `stats`.
     pub frames_sent: u64,
     pub frames_received: u64,
@@ -150,7 +151,7 @@ impl<M: Message> Peers<M> {
         let nodes = others
             .into_iter()
             .map(|p| {
-                let dialing = Dialing {
+                let dialing = PeerSockets {
                     addr: p.peer,
                     dialed: None,
                     accepted: None,
