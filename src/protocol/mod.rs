@@ -15,6 +15,7 @@
 //! Nothing here touches a socket, a clock or a store, so every rule can be
 //! checked by table tests and by the fuzz test in `tests/`.
 
+pub mod binary;
 pub mod command;
 pub mod number;
 pub mod parse;

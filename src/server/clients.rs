@@ -9,6 +9,9 @@
 //!  answer(reply_to) ◄── store replies, refusals, timeouts ─► slot ─► flush at loop end
 //! ```
 //!
+//! A connection that opens with a binary-protocol request is answered
+//! memcached's "unknown command" and closed ([`protocol::binary`]).
+//!
 //! A client session is named by its slab token and a serial number
 //! ([`session_id`]), so a reply for a connection that closed is never
 //! written to the one that took its token.
@@ -166,6 +169,9 @@ impl<E: Engine> Server<E> {
                     return;
                 }
             }
+            if conn.opens_binary() {
+                return Self::refuse_binary(conn);
+            }
             let parsed = match protocol::parse(conn.unparsed(), &self.limits) {
                 Ok(parsed) => parsed,
                 Err(protocol::Incomplete) => return,
@@ -193,6 +199,18 @@ impl<E: Engine> Server<E> {
                 Action::Admin { command, noreply } => self.answer_admin(token, command, noreply),
                 Action::Execute(request) => self.execute(token, request),
             }
+        }
+    }
+
+    /// A binary-protocol client gets memcached's "unknown command" for its
+    /// first request at once, and the connection closes once that is sent.
+    fn refuse_binary(conn: &mut Connection) {
+        let mut out = Vec::new();
+        if protocol::binary::unknown_command(conn.unparsed(), &mut out).is_ok() {
+            log::debug!("client {}: binary protocol refused", conn.addr);
+            conn.consume(conn.unparsed().len());
+            conn.reply(|o| o.extend_from_slice(&out));
+            conn.close_when_flushed = true;
         }
     }
 

@@ -25,6 +25,8 @@ use std::net::SocketAddr;
 
 use mio::net::TcpStream;
 
+use crate::protocol;
+
 /// Bytes asked of the socket per read.
 const READ_CHUNK: usize = 16 * 1024;
 /// Stop reading a client with this many reply bytes queued for it.
@@ -59,6 +61,8 @@ pub struct Connection {
     input: Vec<u8>,
     parsed_to: usize,
     filled: usize,
+    /// Some request was parsed: the connection's protocol is decided.
+    started: bool,
     output: Vec<u8>,
     written_to: usize,
     /// Replies not yet in `output`, oldest first; `slots[0]` is `first_slot`.
@@ -94,6 +98,7 @@ impl Connection {
             input: vec![0; READ_CHUNK],
             parsed_to: 0,
             filled: 0,
+            started: false,
             output: Vec::new(),
             written_to: 0,
             slots: VecDeque::new(),
@@ -150,6 +155,13 @@ impl Connection {
 
     pub fn consume(&mut self, n: usize) {
         self.parsed_to += n;
+        self.started |= n > 0;
+    }
+
+    /// Whether the connection opened with a binary-protocol request (which
+    /// memcached decides by the connection's first byte).
+    pub fn opens_binary(&self) -> bool {
+        !self.started && self.unparsed().first() == Some(&protocol::binary::REQUEST_MAGIC)
     }
 
     /// Discards as much of an oversized value as has arrived.
