@@ -180,7 +180,7 @@ impl<R: Replica> Worker<R> {
 mod tests {
     use super::*;
     use crate::cluster::message::Op;
-    use crate::cluster::total_order::{Apply, TotalOrderReplica};
+    use crate::cluster::total_order::{Apply, TotalOrderReplica, Work};
     use crate::cluster::ReplyTo;
     use crate::protocol::{parse, Action, Limits};
     use crate::store::executor::SPARE_CAPACITY;
@@ -198,11 +198,11 @@ mod tests {
             slot: 0,
         };
         let op = Arc::new(Op { request, now: 1 });
-        let job = Apply {
+        let job = Work::Apply(Apply {
             op,
             cas: 1,
             reply_to: Some(to),
-        };
+        });
         assert!(backend.submit(job).is_ok());
         let mut done = Vec::new();
         backend.completed(&mut done);

@@ -58,11 +58,20 @@ pub enum PeerEvent {
 }
 
 /// An engine's state for `stats` and `show`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Status {
     pub clock: u64,
     pub epoch: u64,
     pub members: usize,
+    /// The view's members.
+    pub view_members: Vec<NodeId>,
+    /// This node's part in it: `member`, `joining` (a view change is under
+    /// way), `catching-up` (a member waiting for the state), `no-quorum`.
+    pub role: &'static str,
+    pub views_installed: u64,
+    pub refused_no_quorum: u64,
+    pub snapshots_sent: u64,
+    pub snapshots_received: u64,
     /// Operations waiting here.
     pub pending: usize,
     /// Operations delivered in order (strong modes).
@@ -120,9 +129,8 @@ pub trait Engine {
     fn on_peer(&mut self, peer: NodeId, event: PeerEvent);
 
     /// A hello from run `incarnation` of `peer`; `restarted`: an earlier run
-    /// was known, so the peer came back with an empty store. Returns whether
-    /// the peer is taken; one that is not is refused for good.
-    fn on_hello(&mut self, peer: NodeId, incarnation: u64, restarted: bool) -> bool;
+    /// was known, so the peer came back with an empty store.
+    fn on_hello(&mut self, peer: NodeId, incarnation: u64, restarted: bool);
 
     /// A report from the store side.
     fn on_store(

@@ -1,10 +1,9 @@
 //! Membership and failure detection, as a pure state machine: what this
-//! node knows of each peer (heard from when, which run, up, left, refused)
-//! and whether this node itself was refused by a peer (fenced).
+//! node knows of each peer (heard from when, which run, up, left) and
+//! whether this node itself was refused by a peer (fenced).
 //!
 //! ```text
-//!  hello (peer, incarnation) ──► same run / first run: taken ──► heard
-//!                                new run: the engine decides (taken, or refused for good)
+//!  hello (peer, incarnation) ──► taken (a new run: it restarted empty) ──► heard
 //!  welcome from peer ──────────► it took this node's hello: this run is its member
 //!  frame from peer at `now` ───► heard: a down peer that welcomed us comes up
 //!  tick at `now` ──────────────► silent for over `timeout`: down
@@ -41,8 +40,6 @@ pub struct Member {
     pub incarnation: Option<u64>,
     /// Its run that took this node's hello, if one did.
     pub welcomed_by: Option<u64>,
-    /// It came back under a new run that the engine would not take.
-    pub refused: bool,
     /// It said it was leaving.
     pub left: bool,
     /// What it last said of itself: operations waiting, operations served.
@@ -52,11 +49,10 @@ pub struct Member {
 impl Member {
     /// Its state as `show` prints it.
     pub fn state(&self) -> &'static str {
-        match (self.up, self.left, self.refused) {
-            (true, ..) => "up",
-            (false, true, _) => "left",
-            (false, _, true) => "restarted",
-            _ => "down",
+        match (self.up, self.left) {
+            (true, _) => "up",
+            (false, true) => "left",
+            (false, false) => "down",
         }
     }
 }
@@ -82,8 +78,6 @@ pub enum Run {
     Known,
     /// A run other than the one known: the peer restarted and lost its memory.
     New,
-    /// A restarted run was refused before: it stays refused.
-    Refused,
 }
 
 /// What one node knows of its peers.
@@ -131,7 +125,6 @@ impl Membership {
     pub fn run_of(&self, peer: NodeId, incarnation: u64) -> Option<Run> {
         let member = self.peers.get(&peer)?;
         Some(match member.incarnation {
-            _ if member.refused => Run::Refused,
             Some(known) if known != incarnation => Run::New,
             _ => Run::Known,
         })
@@ -148,21 +141,14 @@ impl Membership {
         self.heard(peer, now)
     }
 
-    /// A restarted run of `peer` is refused for good.
-    pub fn refuse(&mut self, peer: NodeId) -> Option<Change> {
-        let member = self.peers.get_mut(&peer)?;
-        member.refused = true;
-        Self::set_up(peer, member, false)
-    }
-
     /// `peer` was heard from at `now`: a peer that was down comes up
-    /// (unless it left or was refused, for which a new run's hello is
-    /// needed, or the run we know of it has not welcomed this node).
+    /// (unless it left, for which a new run's hello is needed, or the run
+    /// we know of it has not welcomed this node).
     pub fn heard(&mut self, peer: NodeId, now: Millis) -> Option<Change> {
         let member = self.peers.get_mut(&peer)?;
         member.last_heard = Some(now);
         let welcomed = member.welcomed_by.is_some() && member.welcomed_by == member.incarnation;
-        if member.refused || member.left || !welcomed {
+        if member.left || !welcomed {
             return None;
         }
         Self::set_up(peer, member, true)
@@ -250,17 +236,13 @@ mod tests {
     }
 
     #[test]
-    fn a_new_run_is_told_apart_and_a_refused_one_stays_refused() {
+    fn a_new_run_is_told_apart() {
         let mut m = two_peers();
         assert_eq!(m.run_of(1, 7), Some(Run::Known), "the first run heard of");
         m.welcome(1, 7, 0);
         m.take_hello(1, 7, 0);
         assert_eq!(m.run_of(1, 7), Some(Run::Known));
         assert_eq!(m.run_of(1, 8), Some(Run::New));
-        assert_eq!(m.refuse(1), Some(Change { peer: 1, up: false }));
-        assert_eq!(m.heard(1, 10), None, "a refused peer does not come up");
-        assert_eq!(m.run_of(1, 9), Some(Run::Refused));
-        assert_eq!(m.member(1).unwrap().state(), "restarted");
         assert_eq!(m.run_of(5, 1), None, "not a peer of this cluster");
     }
 

@@ -20,10 +20,6 @@ use super::{NodeId, Replica};
 use crate::protocol::Request;
 use crate::store::UnixTime;
 
-/// Why a restarted peer is refused, as it is told.
-const CANNOT_REJOIN: &str =
-    "this cluster knew an earlier run of this node, and rejoining is not supported yet";
-
 pub struct Node<E: Engine> {
     me: NodeId,
     membership: Membership,
@@ -79,16 +75,11 @@ impl<E: Engine> Node<E> {
             .membership
             .run_of(peer, incarnation)
             .ok_or_else(|| format!("node {peer} is not a member of this cluster"))?;
-        let taken = run != Run::Refused && self.engine.on_hello(peer, incarnation, run == Run::New);
-        if !taken {
-            log::error!("node {me}: refusing node {peer}: it restarted and lost its state");
-            let change = self.membership.refuse(peer);
-            self.apply(change);
-            return Err(CANNOT_REJOIN.into());
+        let restarted = run == Run::New;
+        if restarted {
+            log::info!("node {me}: node {peer} restarted with an empty store");
         }
-        if run == Run::New {
-            log::info!("node {me}: node {peer} restarted; it syncs from empty");
-        }
+        self.engine.on_hello(peer, incarnation, restarted);
         let change = self.membership.take_hello(peer, incarnation, now);
         self.apply(change);
         Ok(())
@@ -129,7 +120,7 @@ impl<E: Engine> Node<E> {
     pub fn on_refused(&mut self, by: NodeId, why: &str) {
         self.membership.fence(by, why);
         log::error!(
-            "node {}: node {by} refused this node: {why}; restart the whole cluster to rejoin",
+            "node {}: node {by} refused this node: {why}; check the cluster's config",
             self.me
         );
     }

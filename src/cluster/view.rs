@@ -1,11 +1,21 @@
-//! Membership: a [`View`] is an epoch and the members that take part in it.
-//! This version has one view, epoch 0 with every configured node; the
-//! epoch is there so views can change under crashes without a new format.
+//! Membership of a strong-mode view: a [`View`] is a ballot and the members
+//! that take part in it. Ballots order views: at most one view forms per
+//! ballot, because only its coordinator proposes it (see
+//! [`crate::cluster::total_order`] for how a view forms).
 
 use super::NodeId;
 
+/// A view's number: the round, then the coordinator that proposed it, so
+/// two nodes proposing in the same round never propose the same ballot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Ballot {
+    pub round: u64,
+    pub coordinator: NodeId,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct View {
+    /// The ballot's round: what `show` and `stats` call the epoch.
     pub epoch: u64,
     /// Sorted, without duplicates.
     pub members: Vec<NodeId>,

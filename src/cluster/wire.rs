@@ -352,9 +352,10 @@ mod tests {
     use super::*;
     use crate::cluster::eventual::version::{State, Version};
     use crate::cluster::eventual::{ChangeMark, Gossip, SyncDone};
-    use crate::cluster::total_order::{Broadcast, Proposal};
+    use crate::cluster::total_order::{Broadcast, Control, Flush, Proposal};
+    use crate::cluster::view::Ballot;
     use crate::cluster::Stamp;
-    use crate::store::{Entry, Expiry};
+    use crate::store::{Entry, Expiry, Record};
 
     fn op(command: Command) -> Arc<Op> {
         Arc::new(Op {
@@ -403,7 +404,7 @@ mod tests {
             },
             Command::FlushAll { delay: 9 },
         ];
-        let proposals = commands
+        let proposals: Vec<Proposal> = commands
             .into_iter()
             .enumerate()
             .map(|(i, c)| Proposal {
@@ -427,9 +428,16 @@ mod tests {
                     ops: 1234,
                 },
                 body: Broadcast {
+                    ballot: Ballot {
+                        round: 7,
+                        coordinator: 2,
+                    },
                     clock: 42,
+                    echo: 41,
+                    sees: vec![0, 1],
                     acks: vec![(0, 5), (1, 6)],
-                    proposals,
+                    proposals: proposals.clone(),
+                    control: controls(proposals),
                 },
             }),
             PeerMessage::Frame(Frame {
@@ -439,6 +447,83 @@ mod tests {
             PeerMessage::Welcome { incarnation: 98 },
             PeerMessage::Leave,
             PeerMessage::Refused("why".into()),
+        ]
+    }
+
+    /// One of every view-change message.
+    fn controls(proposals: Vec<Proposal>) -> Vec<Control> {
+        let ballot = Ballot {
+            round: 3,
+            coordinator: 1,
+        };
+        let record = Record {
+            key: b"k".to_vec(),
+            entry: Entry {
+                flags: 9,
+                expiry: Expiry::At(1_700_000_100),
+                value: b"value".to_vec(),
+            },
+            cas: 77,
+        };
+        vec![
+            Control::Prepare {
+                ballot,
+                members: vec![0, 1, 2],
+            },
+            Control::Flush {
+                ballot,
+                flush: Flush {
+                    normal: Ballot::default(),
+                    normal_members: vec![0, 1],
+                    base: Ballot {
+                        round: 2,
+                        coordinator: 0,
+                    },
+                    has_state: true,
+                    intact: false,
+                    remembers: true,
+                    amnesiacs: vec![2],
+                    delivered_upto: Stamp { ts: 5, node: 2 },
+                    held: proposals.clone(),
+                },
+            },
+            Control::Caught { ballot },
+            Control::Nack {
+                ballot,
+                promised: Ballot {
+                    round: 4,
+                    coordinator: 0,
+                },
+            },
+            Control::StartView {
+                ballot,
+                base: Ballot::default(),
+                members: vec![0, 2],
+                sources: vec![0],
+                start: proposals,
+            },
+            Control::Started { ballot },
+            Control::State {
+                ballot,
+                upto: Stamp { ts: 6, node: 1 },
+                first: Some(Some(1_700_000_200)),
+                records: vec![record.clone(), record],
+                last: false,
+            },
+            Control::State {
+                ballot,
+                upto: Stamp { ts: 6, node: 1 },
+                first: Some(None),
+                records: Vec::new(),
+                last: true,
+            },
+            Control::State {
+                ballot,
+                upto: Stamp { ts: 6, node: 1 },
+                first: None,
+                records: Vec::new(),
+                last: true,
+            },
         ]
     }
 

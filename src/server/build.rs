@@ -38,7 +38,11 @@ pub fn serve(settings: Settings) -> io::Result<()> {
             Server::bind(settings, incarnation, engine, factory)?.run()
         }
         mode => {
-            let engine = TotalOrder::new(me, view, mode);
+            // A view change not done within about a failure-detector
+            // timeout is started over.
+            let cluster = &settings.cluster;
+            let patience = cluster.peer_timeout.as_millis() / cluster.heartbeat.as_millis().max(1);
+            let engine = TotalOrder::new(me, view, mode).with_patience(patience as u64);
             Server::bind(settings, incarnation, engine, factory)?.run()
         }
     }

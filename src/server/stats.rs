@@ -98,6 +98,13 @@ impl<E: Engine> Report<'_, E> {
             "mckv_members_up",
             1 + self.node.membership().up_count(),
         );
+        reply::stat(out, "mckv_role", status.role);
+        let members: Vec<String> = status.view_members.iter().map(|m| m.to_string()).collect();
+        reply::stat(out, "mckv_view_members", members.join(","));
+        reply::stat(out, "mckv_views_installed", status.views_installed);
+        reply::stat(out, "mckv_refused_no_quorum", status.refused_no_quorum);
+        reply::stat(out, "mckv_snapshots_sent", status.snapshots_sent);
+        reply::stat(out, "mckv_snapshots_received", status.snapshots_received);
         reply::stat(out, "mckv_delivered", status.delivered);
         reply::stat(out, "mckv_pending", status.pending);
         if let Some(sync) = status.sync {
@@ -135,9 +142,10 @@ impl<E: Engine> Report<'_, E> {
     }
 
     /// `show`: one line per node, then `END`:
-    /// `NODE <id> <client address> <up|down|left|restarted> <self|peer>
-    /// last_heard_ms=<ms|-> clock=<lamport> view=<epoch> queue=<n> ops=<n>`.
-    /// A peer's queue and ops are what it last reported.
+    /// `NODE <id> <client address> <state> <self|peer> last_heard_ms=<ms|->
+    /// clock=<lamport> view=<epoch> queue=<n> ops=<n>`; this node's state is
+    /// its role (`up` as a serving member), and its line ends with the
+    /// view's `members=`. A peer's queue and ops are what it last reported.
     pub fn show(&self, out: &mut Vec<u8>) {
         let status = self.node.engine().status();
         let epoch = status.epoch;
@@ -147,9 +155,16 @@ impl<E: Engine> Report<'_, E> {
         for config in members {
             let id = config.id;
             if id == self.config.id {
+                // This node is `up` once it serves as a member of its view.
+                let state = match status.role {
+                    "member" => "up",
+                    role => role,
+                };
+                let members: Vec<String> =
+                    status.view_members.iter().map(|m| m.to_string()).collect();
                 let line = format!(
-                    "NODE {id} {} up self last_heard_ms=0 clock={} view={epoch} queue={} ops={}\r\n",
-                    config.client, status.clock, status.pending, self.counters.ops,
+                    "NODE {id} {} {state} self last_heard_ms=0 clock={} view={epoch} queue={} ops={} members={}\r\n",
+                    config.client, status.clock, status.pending, self.counters.ops, members.join(","),
                 );
                 out.extend_from_slice(line.as_bytes());
                 continue;

@@ -31,8 +31,8 @@ use std::time::{Duration, Instant};
 use memcache::{Client, ClientError, MemcacheError, ToMemcacheValue};
 
 use super::{
-    apply_delta, ArithOutcome, Entry, Expiry, Item, Store, StoreError, StoreResult, StoreStats,
-    StoreStatus, UnixTime, VersionedStore, Write,
+    apply_delta, ArithOutcome, Entry, Expiry, Item, Record, Store, StoreError, StoreResult,
+    StoreStats, StoreStatus, UnixTime, VersionedStore, Write,
 };
 use crate::protocol::{Key, Limits, StorageMode};
 
@@ -531,4 +531,22 @@ impl VersionedStore for MemcacheStore {
             None => c.ascii.delete(key).map(drop),
         })
     }
+
+    /// memcached cannot list its keys (only a sample, through `stats
+    /// cachedump`), so a node on it cannot hand its state to a rejoining
+    /// peer, nor take one.
+    fn snapshot_keys(&mut self) -> StoreResult<(Vec<Key>, Option<UnixTime>)> {
+        Err(StoreError::Refused(NO_SNAPSHOT.into()))
+    }
+
+    fn export_record(&mut self, _key: &[u8], _now: UnixTime) -> StoreResult<Option<Record>> {
+        Err(StoreError::Refused(NO_SNAPSHOT.into()))
+    }
+
+    fn reset(&mut self, _flush_at: Option<UnixTime>, _now: UnixTime) -> StoreResult<()> {
+        Err(StoreError::Refused(NO_SNAPSHOT.into()))
+    }
 }
+
+const NO_SNAPSHOT: &str =
+    "a memcached backend cannot list its keys, so it cannot hand over or take a snapshot";

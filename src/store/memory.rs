@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 
 use super::{
-    apply_delta, ArithOutcome, Expiry, Item, Store, StoreError, StoreResult, StoreStats,
+    apply_delta, ArithOutcome, Expiry, Item, Record, Store, StoreError, StoreResult, StoreStats,
     StoreStatus, UnixTime, VersionedStore, Write,
 };
 use crate::protocol::{Key, Limits, StorageMode};
@@ -386,6 +386,28 @@ impl VersionedStore for MemoryStore {
             cas,
         };
         self.put(key, old_len, fresh, now)
+    }
+
+    fn snapshot_keys(&mut self) -> StoreResult<(Vec<Key>, Option<UnixTime>)> {
+        Ok((self.entries.keys().cloned().collect(), self.flush_at))
+    }
+
+    fn export_record(&mut self, key: &[u8], now: UnixTime) -> StoreResult<Option<Record>> {
+        Ok(self.with_live(key, now, |e| Record {
+            key: key.to_vec(),
+            entry: super::Entry {
+                flags: e.item.flags,
+                expiry: e.expiry,
+                value: e.item.value.clone(),
+            },
+            cas: e.item.cas,
+        }))
+    }
+
+    fn reset(&mut self, flush_at: Option<UnixTime>, now: UnixTime) -> StoreResult<()> {
+        self.flush_all(None, now)?;
+        self.flush_at = flush_at.filter(|&at| at > now);
+        Ok(())
     }
 }
 

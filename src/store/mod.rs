@@ -177,6 +177,26 @@ pub trait VersionedStore: Store {
         cas: u64,
         now: UnixTime,
     ) -> StoreResult<()>;
+
+    /// What a node rejoining a strong-mode cluster is handed: every key
+    /// the store holds and its pending delayed `flush_all`, as of now. A
+    /// store that cannot list its keys refuses.
+    fn snapshot_keys(&mut self) -> StoreResult<(Vec<Key>, Option<UnixTime>)>;
+
+    /// The key's live entry and its cas unique, for a snapshot.
+    fn export_record(&mut self, key: &[u8], now: UnixTime) -> StoreResult<Option<Record>>;
+
+    /// Empties the store and sets its pending delayed `flush_all`, before a
+    /// snapshot's records are imported.
+    fn reset(&mut self, flush_at: Option<UnixTime>, now: UnixTime) -> StoreResult<()>;
+}
+
+/// One key's entry and cas unique, as a snapshot carries it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub key: Key,
+    pub entry: Entry,
+    pub cas: u64,
 }
 
 /// The clock stores run on.

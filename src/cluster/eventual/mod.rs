@@ -326,9 +326,8 @@ impl Engine for EventualEngine {
 
     /// A hello from run `incarnation` of `peer`. A run other than the one
     /// we knew started with an empty store: its change numbers start over,
-    /// and it holds none of ours. Anti-entropy refills it, so every run is
-    /// taken.
-    fn on_hello(&mut self, peer: NodeId, incarnation: u64, _restarted: bool) -> bool {
+    /// and it holds none of ours. Anti-entropy refills it.
+    fn on_hello(&mut self, peer: NodeId, incarnation: u64, _restarted: bool) {
         if let Some(p) = self.peers.get_mut(&peer) {
             if p.incarnation != incarnation {
                 p.incarnation = incarnation;
@@ -338,7 +337,6 @@ impl Engine for EventualEngine {
                 p.answer = None; // it answered a request of the earlier run
             }
         }
-        true
     }
 
     fn on_store(&mut self, report: Report, _out: &mut Vec<Effect<Work>>) {
@@ -402,6 +400,10 @@ impl Engine for EventualEngine {
             pending: 0,
             delivered: 0,
             sync: Some(self.stats),
+            view_members: self.view.members.clone(),
+            // Eventual mode serves whoever is up: every node is a member.
+            role: "member",
+            ..Status::default()
         }
     }
 

@@ -575,6 +575,19 @@ mod tests {
             }
             self.inner.import(key, entry, cas, now)
         }
+        fn snapshot_keys(&mut self) -> StoreResult<(Vec<Key>, Option<UnixTime>)> {
+            self.inner.snapshot_keys()
+        }
+        fn export_record(
+            &mut self,
+            key: &[u8],
+            now: UnixTime,
+        ) -> StoreResult<Option<crate::store::Record>> {
+            self.inner.export_record(key, now)
+        }
+        fn reset(&mut self, flush_at: Option<UnixTime>, now: UnixTime) -> StoreResult<()> {
+            self.inner.reset(flush_at, now)
+        }
     }
 
     fn flaky() -> Flaky {

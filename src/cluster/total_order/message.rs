@@ -1,13 +1,17 @@
 //! What the strong modes' nodes say to each other: one [`Broadcast`] per
 //! frame, carrying, coalesced, everything the sender has for that peer
-//! since its last frame: its clock, its cumulative acknowledgements and its
-//! new proposals. A broadcast with nothing new is a heartbeat.
+//! since its last frame: the ballot of the view it is in, its clock, its
+//! cumulative acknowledgements, its new proposals, and the view-change
+//! messages ([`Control`]) it owes that peer. A broadcast with nothing new
+//! is a heartbeat.
 
 use std::sync::Arc;
 
 use crate::cluster::message::Op;
+use crate::cluster::view::Ballot;
 use crate::cluster::wire::{self, Reader, WireError};
 use crate::cluster::{NodeId, Stamp};
+use crate::store::{Entry, Expiry, Record};
 
 /// An operation stamped by its origin (`stamp.node`). The op is shared:
 /// one proposal goes to every peer and into the local queue.
@@ -20,50 +24,356 @@ pub struct Proposal {
 /// Everything new a node has for one peer.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Broadcast {
+    /// The view the sender is in: its clock, acks and proposals count only
+    /// for a receiver in the same view.
+    pub ballot: Ballot,
     /// The sender's Lamport clock: it will never stamp at or below this.
     pub clock: u64,
+    /// The highest clock the sender has seen from the receiver in this view.
+    pub echo: u64,
+    /// The peers the sender's failure detector holds up.
+    pub sees: Vec<NodeId>,
     /// `(origin, ts)`: the sender holds every proposal of `origin` up to `ts`.
     pub acks: Vec<(NodeId, u64)>,
     /// The sender's own new proposals, in stamp order.
     pub proposals: Vec<Proposal>,
+    pub control: Vec<Control>,
+}
+
+/// What a member holds, as it flushes it to a view change's coordinator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Flush {
+    /// The view it last installed, and that view's members.
+    pub normal: Ballot,
+    pub normal_members: Vec<NodeId>,
+    /// The latest view that had started whose state `normal` was formed
+    /// from (`normal` itself once `normal` started).
+    pub base: Ballot,
+    /// It holds the state of `normal` (it is no member waiting for a snapshot).
+    pub has_state: bool,
+    /// Its store holds the effect of exactly the writes up to
+    /// `delivered_upto` (no snapshot is half installed).
+    pub intact: bool,
+    /// This run of the node installed a view: it did not restart since.
+    pub remembers: bool,
+    /// Nodes it saw come back as a new run (their memory lost) that have
+    /// not been members of a view it started since.
+    pub amnesiacs: Vec<NodeId>,
+    pub delivered_upto: Stamp,
+    /// The proposals it holds and has not delivered, in stamp order.
+    pub held: Vec<Proposal>,
+}
+
+/// A view change's messages (see the module doc of [`super`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Control {
+    /// The coordinator of `ballot` asks `members` to leave their view for it.
+    Prepare {
+        ballot: Ballot,
+        members: Vec<NodeId>,
+    },
+    /// A member promised `ballot`, and says what it holds.
+    Flush { ballot: Ballot, flush: Flush },
+    /// The receiver of `State` holds the state of the view of `ballot`.
+    Caught { ballot: Ballot },
+    /// The promise of `ballot` was refused: `promised` is higher, or the
+    /// sender keeps a serving view that `ballot` would drop a live member of.
+    Nack { ballot: Ballot, promised: Ballot },
+    /// The view of `ballot` forms: its members, those that hold the state
+    /// (the others are handed it), and what they deliver first.
+    StartView {
+        ballot: Ballot,
+        /// The latest started view the flushes came from.
+        base: Ballot,
+        members: Vec<NodeId>,
+        sources: Vec<NodeId>,
+        start: Vec<Proposal>,
+    },
+    /// The sender installed the view of `ballot`.
+    Started { ballot: Ballot },
+    /// Part of the snapshot of the view of `ballot`, for a member without
+    /// the state: the store as the writes up to `upto` left it; `first`
+    /// carries the pending delayed `flush_all`.
+    State {
+        ballot: Ballot,
+        upto: Stamp,
+        first: Option<Option<u64>>,
+        records: Vec<Record>,
+        last: bool,
+    },
 }
 
 impl wire::Message for Broadcast {
-    const PROTOCOL: &'static str = "total-order broadcast";
+    const PROTOCOL: &'static str = "total-order broadcast v2";
 
     fn encode(&self, out: &mut Vec<u8>) {
+        put_ballot(out, self.ballot);
         wire::put_u64(out, self.clock);
+        wire::put_u64(out, self.echo);
+        put_nodes(out, &self.sees);
         wire::put_u32(out, self.acks.len() as u32);
         for &(origin, ts) in &self.acks {
             wire::put_u32(out, origin);
             wire::put_u64(out, ts);
         }
-        wire::put_u32(out, self.proposals.len() as u32);
-        for proposal in &self.proposals {
-            wire::put_u64(out, proposal.stamp.ts);
-            wire::put_u32(out, proposal.stamp.node);
-            wire::put_op(out, &proposal.op);
+        put_proposals(out, &self.proposals);
+        wire::put_u32(out, self.control.len() as u32);
+        for control in &self.control {
+            put_control(out, control);
         }
     }
 
     fn decode(r: &mut Reader<'_>) -> Result<Broadcast, WireError> {
+        let ballot = read_ballot(r)?;
         let clock = r.u64()?;
+        let echo = r.u64()?;
+        let sees = read_nodes(r)?;
         let mut acks = Vec::new();
         for _ in 0..r.count(12)? {
             acks.push((r.u32()?, r.u64()?));
         }
-        let mut proposals = Vec::new();
-        for _ in 0..r.count(21)? {
-            let stamp = Stamp {
-                ts: r.u64()?,
-                node: r.u32()?,
-            };
-            proposals.push(Proposal { stamp, op: r.op()? });
+        let proposals = read_proposals(r)?;
+        let mut control = Vec::new();
+        for _ in 0..r.count(13)? {
+            control.push(read_control(r)?);
         }
         Ok(Broadcast {
+            ballot,
             clock,
+            echo,
+            sees,
             acks,
             proposals,
+            control,
         })
     }
+}
+
+const PREPARE: u8 = 1;
+const FLUSH: u8 = 2;
+const NACK: u8 = 3;
+const START_VIEW: u8 = 4;
+const STARTED: u8 = 5;
+const STATE: u8 = 6;
+const CAUGHT: u8 = 7;
+
+fn put_control(out: &mut Vec<u8>, control: &Control) {
+    match control {
+        Control::Prepare { ballot, members } => {
+            out.push(PREPARE);
+            put_ballot(out, *ballot);
+            put_nodes(out, members);
+        }
+        Control::Flush { ballot, flush } => {
+            out.push(FLUSH);
+            put_ballot(out, *ballot);
+            put_ballot(out, flush.normal);
+            put_nodes(out, &flush.normal_members);
+            put_ballot(out, flush.base);
+            out.push(u8::from(flush.has_state));
+            out.push(u8::from(flush.intact));
+            out.push(u8::from(flush.remembers));
+            put_nodes(out, &flush.amnesiacs);
+            put_stamp(out, flush.delivered_upto);
+            put_proposals(out, &flush.held);
+        }
+        Control::Caught { ballot } => {
+            out.push(CAUGHT);
+            put_ballot(out, *ballot);
+        }
+        Control::Nack { ballot, promised } => {
+            out.push(NACK);
+            put_ballot(out, *ballot);
+            put_ballot(out, *promised);
+        }
+        Control::StartView {
+            ballot,
+            base,
+            members,
+            sources,
+            start,
+        } => {
+            out.push(START_VIEW);
+            put_ballot(out, *ballot);
+            put_ballot(out, *base);
+            put_nodes(out, members);
+            put_nodes(out, sources);
+            put_proposals(out, start);
+        }
+        Control::Started { ballot } => {
+            out.push(STARTED);
+            put_ballot(out, *ballot);
+        }
+        Control::State {
+            ballot,
+            upto,
+            first,
+            records,
+            last,
+        } => {
+            out.push(STATE);
+            put_ballot(out, *ballot);
+            put_stamp(out, *upto);
+            match first {
+                None => out.push(0),
+                Some(None) => out.push(1),
+                Some(Some(at)) => {
+                    out.push(2);
+                    wire::put_u64(out, *at);
+                }
+            }
+            wire::put_u32(out, records.len() as u32);
+            for record in records {
+                wire::put_bytes(out, &record.key);
+                wire::put_u32(out, record.entry.flags);
+                wire::put_u64(out, expiry_code(record.entry.expiry));
+                wire::put_bytes(out, &record.entry.value);
+                wire::put_u64(out, record.cas);
+            }
+            out.push(u8::from(*last));
+        }
+    }
+}
+
+fn read_control(r: &mut Reader<'_>) -> Result<Control, WireError> {
+    Ok(match r.u8()? {
+        PREPARE => Control::Prepare {
+            ballot: read_ballot(r)?,
+            members: read_nodes(r)?,
+        },
+        FLUSH => Control::Flush {
+            ballot: read_ballot(r)?,
+            flush: Flush {
+                normal: read_ballot(r)?,
+                normal_members: read_nodes(r)?,
+                base: read_ballot(r)?,
+                has_state: r.u8()? != 0,
+                intact: r.u8()? != 0,
+                remembers: r.u8()? != 0,
+                amnesiacs: read_nodes(r)?,
+                delivered_upto: read_stamp(r)?,
+                held: read_proposals(r)?,
+            },
+        },
+        CAUGHT => Control::Caught {
+            ballot: read_ballot(r)?,
+        },
+        NACK => Control::Nack {
+            ballot: read_ballot(r)?,
+            promised: read_ballot(r)?,
+        },
+        START_VIEW => Control::StartView {
+            ballot: read_ballot(r)?,
+            base: read_ballot(r)?,
+            members: read_nodes(r)?,
+            sources: read_nodes(r)?,
+            start: read_proposals(r)?,
+        },
+        STARTED => Control::Started {
+            ballot: read_ballot(r)?,
+        },
+        STATE => {
+            let ballot = read_ballot(r)?;
+            let upto = read_stamp(r)?;
+            let first = match r.u8()? {
+                0 => None,
+                1 => Some(None),
+                2 => Some(Some(r.u64()?)),
+                _ => return Err(WireError::Malformed("snapshot flush")),
+            };
+            let mut records = Vec::new();
+            for _ in 0..r.count(28)? {
+                let key = r.bytes()?.to_vec();
+                let flags = r.u32()?;
+                let expiry = match r.u64()? {
+                    0 => Expiry::Never,
+                    at => Expiry::At(at),
+                };
+                let value = r.bytes()?.to_vec();
+                let cas = r.u64()?;
+                records.push(Record {
+                    key,
+                    entry: Entry {
+                        flags,
+                        expiry,
+                        value,
+                    },
+                    cas,
+                });
+            }
+            Control::State {
+                ballot,
+                upto,
+                first,
+                records,
+                last: r.u8()? != 0,
+            }
+        }
+        _ => return Err(WireError::Malformed("view change message")),
+    })
+}
+
+/// An expiry as the wire carries it: 0 for never (an absolute time of 0
+/// has passed anyway, so it is sent as 1).
+fn expiry_code(expiry: Expiry) -> u64 {
+    match expiry {
+        Expiry::Never => 0,
+        Expiry::At(at) => at.max(1),
+    }
+}
+
+fn put_ballot(out: &mut Vec<u8>, ballot: Ballot) {
+    wire::put_u64(out, ballot.round);
+    wire::put_u32(out, ballot.coordinator);
+}
+
+fn read_ballot(r: &mut Reader<'_>) -> Result<Ballot, WireError> {
+    Ok(Ballot {
+        round: r.u64()?,
+        coordinator: r.u32()?,
+    })
+}
+
+fn put_stamp(out: &mut Vec<u8>, stamp: Stamp) {
+    wire::put_u64(out, stamp.ts);
+    wire::put_u32(out, stamp.node);
+}
+
+fn read_stamp(r: &mut Reader<'_>) -> Result<Stamp, WireError> {
+    Ok(Stamp {
+        ts: r.u64()?,
+        node: r.u32()?,
+    })
+}
+
+fn put_nodes(out: &mut Vec<u8>, nodes: &[NodeId]) {
+    wire::put_u32(out, nodes.len() as u32);
+    for &node in nodes {
+        wire::put_u32(out, node);
+    }
+}
+
+fn read_nodes(r: &mut Reader<'_>) -> Result<Vec<NodeId>, WireError> {
+    let mut nodes = Vec::new();
+    for _ in 0..r.count(4)? {
+        nodes.push(r.u32()?);
+    }
+    Ok(nodes)
+}
+
+fn put_proposals(out: &mut Vec<u8>, proposals: &[Proposal]) {
+    wire::put_u32(out, proposals.len() as u32);
+    for proposal in proposals {
+        put_stamp(out, proposal.stamp);
+        wire::put_op(out, &proposal.op);
+    }
+}
+
+fn read_proposals(r: &mut Reader<'_>) -> Result<Vec<Proposal>, WireError> {
+    let mut proposals = Vec::new();
+    for _ in 0..r.count(21)? {
+        let stamp = read_stamp(r)?;
+        proposals.push(Proposal { stamp, op: r.op()? });
+    }
+    Ok(proposals)
 }

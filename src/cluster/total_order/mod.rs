@@ -1,59 +1,107 @@
-//! The strong modes' engine: total-order broadcast with Lamport clocks, as a
-//! pure state machine (no socket, no clock: inputs in, [`Effect`]s out).
-//! Its message is [`Broadcast`]; its store side, [`TotalOrderReplica`], applies
-//! what it delivers.
+//! The strong modes' engine: total-order broadcast with Lamport clocks
+//! inside a view, and view changes agreed by a majority of the configured
+//! nodes, as a pure state machine (no socket, no clock: inputs in,
+//! [`Effect`]s out). Its message is [`Broadcast`]; its store side,
+//! [`TotalOrderReplica`], applies what it delivers and moves snapshots.
 //!
 //! ```text
 //!  on_client ──► stamp (ts, me) ──► queue (BinaryHeap by stamp) ──► deliver head ──► Apply
-//!                     └─► outbox of every peer ──► Broadcast ──► on_message at the peers
+//!                     └─► outbox of every member ──► Broadcast ──► on_message at the members
 //!  on_message ─► their proposals into the queue, their acks and clock noted ──► deliver
+//!  on_tick ────► a member down, a node back, a member in another view: change the view
 //! ```
 //!
-//! Why delivery in stamp order is safe. Links are FIFO and a node stamps
-//! above every clock it has seen. A node delivers the head of its queue, a
-//! proposal `(ts, o)`, only when every member holds it: the origin does by
-//! definition, every other member `q` has said so in its cumulative ack. When
-//! `q` acked it, `q`'s clock was at least `ts`, so anything `q` proposes later
-//! is stamped above `ts`; anything `q` proposed earlier reached us before its
-//! ack (FIFO). So no proposal stamped below the head can still arrive, every
-//! node delivers the same sequence, and anything delivered anywhere is held
-//! by every member. A linearizable read is stamped locally and not shipped:
-//! it is delivered when every peer's reported clock has reached its stamp
-//! (nothing below it can still arrive), so it sees every write ordered before
-//! it. The origin replies when it delivers, which is after the client asked:
-//! that makes the order linearizable.
+//! **Delivery inside a view.** Links are FIFO and a node stamps above every
+//! clock it has seen. A node delivers the head of its queue, a proposal
+//! `(ts, o)`, only when every member of the view holds it: the origin does
+//! by definition, every other member `q` has said so in its cumulative ack.
+//! When `q` acked it, `q`'s clock was at least `ts`, so anything `q`
+//! proposes later is stamped above `ts`; anything `q` proposed earlier
+//! reached us before its ack (FIFO). So no proposal stamped below the head
+//! can still arrive, every member delivers the same sequence, and anything
+//! delivered anywhere is held by every member. A linearizable read is
+//! stamped locally and not shipped: it is delivered when every member has
+//! echoed, in this view, a clock of ours at least its stamp, i.e. answered
+//! a frame sent after the read was stamped. Then nothing stamped below it
+//! can still arrive (it sees every write ordered before it), and no member
+//! had left the view for a newer one when the read began (one that has
+//! promised a newer ballot answers nothing in this view), so no write of a
+//! newer view completed before the read. The origin replies when it
+//! delivers, which is after the client asked: that makes the order
+//! linearizable. Sequential mode orders writes the same way but serves
+//! reads from the local replica at once, except that a read waits behind
+//! the same session's writes that are not yet applied. Every frame carries
+//! the ballot of its sender's view; a clock, an ack or a proposal of
+//! another view is never counted.
 //!
-//! Sequential mode orders writes the same way but serves reads from the local
-//! replica at once, except that a read waits behind the same connection's
-//! writes that are not yet applied, so a client always reads its own writes.
+//! **View changes** (Viewstamped Replication's, with Paxos-style ballots).
+//! A view is a [`Ballot`] `(round, coordinator)` and its members, always a
+//! majority of the configured nodes. When the failure detector says a
+//! member is down, a node outside the view is up again, or a member left
+//! the view (it restarted), the lowest-id node that is up coordinates a
+//! higher ballot with the nodes it sees up (others take over after
+//! `patience` ticks):
+//! 1. `Prepare(b)`: a node promises the highest ballot it has seen and
+//!    refuses lower ones (`Nack`), so one coordinator per ballot means at
+//!    most one view per ballot. From its promise on it counts nothing of
+//!    its old view, so it acks nothing more there.
+//! 2. `Flush`: each member sends the coordinator the ballot of the view it
+//!    last installed (`normal`), whether it holds that view's whole state,
+//!    and every proposal it holds that it has not delivered.
+//! 3. With every member's flush, the coordinator takes the flushes of the
+//!    highest `normal`; those that hold the state are the *sources*. None:
+//!    no view forms (safe, not live: someone with the state must come
+//!    back). Otherwise `StartView(b, members, sources, start)`, `start`
+//!    being the union of what those flushes hold, in stamp order.
+//! 4. Every member installs it and tells every other (`Started`); a source
+//!    delivers the start entries it has not delivered, and anything after
+//!    them, only once every member started. A member without the state
+//!    (restarted empty, or behind) is handed a snapshot of the store as of
+//!    the end of the start sequence, in chunks, by the lowest source, which
+//!    delivers nothing more until the snapshot is out; the member holds
+//!    and acks new proposals meanwhile and delivers them once the snapshot
+//!    is in. Nobody serves a client before it holds the state of its view.
 //!
-//! Links may break and reconnect (same incarnation): acks are cumulative and
-//! every frame carries the whole ack vector, so only proposals can be lost,
-//! and those are kept until every peer acked them and resent on reconnect;
-//! duplicates are dropped by stamp. While a member is down (the failure
-//! detector in [`crate::cluster::membership`] says so through
-//! [`PeerEvent::Down`]), new operations are refused at once (this version
-//! has no view changes, so it cannot make progress without every member)
-//! and queued ones wait for it. A member that restarted lost what it held
-//! and cannot be handed the state again, so its new run is refused.
+//! Why nothing delivered is lost or reordered. Claim: anything delivered
+//! in view `V` is held (as a proposal, or in the state) by every member of
+//! `V`, all of which installed `V`. Start entries are delivered only after
+//! every member started, new proposals only with every member's ack, and
+//! each member installed `V` before starting. A later view's flush comes
+//! from all of its members, a majority, so it includes a member of `V`
+//! (two majorities meet), whose `normal` is `V` or later; by induction the
+//! flushes with the highest `normal` hold everything delivered in `V`, so
+//! it is in `start` (or in the sources' state, if delivered earlier). Order:
+//! the members of a view deliver prefixes of one stamp-ordered sequence;
+//! any held proposal stamped below a delivered one was itself delivered
+//! (its origin proposed it before acking the later one, and the FIFO link
+//! delivered it first), so each source delivers exactly the start entries
+//! above its own last delivered stamp, and all sources end identical. A
+//! node outside every view with a majority refuses clients (`no quorum`);
+//! one that may have sent a write it cannot resolve leaves it to the
+//! reactor's deadline (`timeout; the operation may have been applied`).
 
 mod message;
 mod replica;
 
-pub use message::{Broadcast, Proposal};
-pub use replica::{Apply, TotalOrderReplica};
+pub use message::{Broadcast, Control, Flush, Proposal};
+pub use replica::{Apply, Report, TotalOrderReplica, Work};
+use view_change::Handing;
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
-use std::convert::Infallible;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, VecDeque};
 use std::sync::Arc;
 
 use super::engine::{Effect, Engine, PeerEvent, PeerStatus, ReplyTo, Status};
 use super::message::Op;
+use super::view::Ballot;
 use super::{LamportClock, NodeId, Stamp, View};
 use crate::config::Consistency;
 use crate::protocol::{Command, Request};
 use crate::store::UnixTime;
+
+/// Ticks a node waits for a view change to finish (or for the lowest node
+/// to start one) before it starts one of its own.
+const DEFAULT_PATIENCE: u64 = 10;
 
 /// A queued operation, ordered by stamp alone (stamps are unique).
 #[derive(Debug)]
@@ -63,6 +111,8 @@ struct Queued {
     reply_to: Option<ReplyTo>,
     /// A local linearizable read: never shipped, applied only here.
     read: bool,
+    /// Part of the view's start sequence: delivered without acks.
+    start: bool,
 }
 
 impl PartialEq for Queued {
@@ -89,8 +139,10 @@ impl Ord for Queued {
 #[derive(Debug, Default)]
 struct Outbox {
     proposals: Vec<Proposal>,
+    control: Vec<Control>,
     sent_clock: u64,
     sent_acks: u64,
+    sent_echo: u64,
     /// A frame is owed even with nothing new in it (heartbeat, reconnect).
     due: bool,
 }
@@ -98,13 +150,23 @@ struct Outbox {
 /// What this node knows of one peer.
 #[derive(Debug, Default)]
 struct Peer {
+    /// The failure detector holds it up.
     up: bool,
-    /// The highest stamp time of this peer's own proposals received here.
+    /// The ballot of the view it last said it is in.
+    ballot: Ballot,
+    /// In this view: the highest stamp time of its own proposals received here.
     received: u64,
-    /// Per origin: the highest stamp time this peer says it holds.
+    /// In this view: per origin, the highest stamp time it says it holds.
     holds: HashMap<NodeId, u64>,
-    /// The highest clock this peer reported.
+    /// In this view: the highest clock it reported.
     clock: u64,
+    /// In this view: the highest clock of ours it said it has seen, so it
+    /// answered a frame we sent once our clock was there.
+    echo: u64,
+    /// This node's link to it is open.
+    linked: bool,
+    /// The peers it last said its failure detector holds up.
+    sees: Vec<NodeId>,
     out: Outbox,
 }
 
@@ -118,36 +180,142 @@ struct SessionOrder {
     held_reads: VecDeque<(u64, ReplyTo, Arc<Op>)>,
 }
 
+/// Where this node is in forming and serving views.
+#[derive(Debug)]
+enum Phase {
+    /// In no view that serves: at start, without a majority up, or left
+    /// out of one.
+    Idle,
+    /// Coordinating the promised ballot: the flushes of `members` so far.
+    Collecting {
+        members: Vec<NodeId>,
+        flushes: BTreeMap<NodeId, Flush>,
+        since: u64,
+    },
+    /// Flushed to the promised ballot's coordinator; waiting for its view.
+    Flushed { since: u64 },
+    /// Installed the view; waiting for every member to have installed it.
+    Starting {
+        started: BTreeSet<NodeId>,
+        since: u64,
+    },
+    /// Serving in the view.
+    Normal,
+}
+
 /// The engine of one node.
 #[derive(Debug)]
 pub struct TotalOrder {
     me: NodeId,
     mode: Consistency,
+    /// Every configured node, this one included.
+    configured: Vec<NodeId>,
     view: View,
+    ballot: Ballot,
+    /// The highest ballot this node promised.
+    promised: Ballot,
+    /// The latest started view this node's state descends from: `ballot`
+    /// once that view started, before that the view it was formed from.
+    base: Ballot,
+    /// This node holds the whole state of `view` (else it waits for a snapshot).
+    has_state: bool,
+    /// The store holds the effect of exactly the writes up to
+    /// `delivered_upto`: no snapshot is half installed.
+    intact: bool,
+    /// This run installed a view (a restarted node has not, and its empty
+    /// store says nothing of what the cluster delivered).
+    remembers: bool,
+    phase: Phase,
+    /// Members that said they installed the promised ballot's view before
+    /// this node did (its `StartView` can come after another member's
+    /// `Started`: they travel on different links).
+    started_early: BTreeSet<NodeId>,
+    /// Nodes left out of view changes: up by the detector, yet they did not
+    /// flush when asked (until they are members again, or ask themselves).
+    unresponsive: BTreeSet<NodeId>,
+    /// Since when a view change has seemed needed, if it has.
+    unsettled_since: Option<u64>,
+    /// A member restarted: it is in the view but holds nothing of it.
+    member_restarted: bool,
+    /// Peers seen to come back as a new run, until a view this node
+    /// started counts them as members again.
+    amnesiacs: BTreeSet<NodeId>,
+    patience: u64,
+    ticks: u64,
     clock: LamportClock,
     queue: BinaryHeap<Reverse<Queued>>,
     peers: BTreeMap<NodeId, Peer>,
     /// Bumped whenever this node comes to hold a new proposal.
     ack_generation: u64,
-    /// Own proposals not yet held by every peer, oldest first.
+    /// Own proposals not yet held by every member, oldest first.
     unacked: VecDeque<Proposal>,
     sessions: HashMap<u64, SessionOrder>,
     delivered: u64,
+    /// The stamp of the last write delivered here.
+    delivered_upto: Stamp,
+    /// Members this node is handing a snapshot to. Nothing but the start
+    /// sequence is delivered meanwhile, so the snapshot is of the store as
+    /// the start sequence left it.
+    handing: BTreeMap<NodeId, Handing>,
+    counters: ViewCounters,
+}
+
+/// What `stats` counts of views.
+#[derive(Debug, Default, Clone, Copy)]
+struct ViewCounters {
+    views_installed: u64,
+    refused_no_quorum: u64,
+    snapshots_sent: u64,
+    snapshots_received: u64,
 }
 
 impl TotalOrder {
-    /// An engine for node `me` of `view`, in a strong `mode`.
-    pub fn new(me: NodeId, view: View, mode: Consistency) -> TotalOrder {
-        assert!(view.contains(me), "node {me} is not a member of {view:?}");
+    /// An engine for node `me` of the configured nodes `configured.members`,
+    /// in a strong `mode`. Alone, it is its own view at once; otherwise it
+    /// serves once a view with a majority forms.
+    pub fn new(me: NodeId, configured: View, mode: Consistency) -> TotalOrder {
+        assert!(
+            configured.contains(me),
+            "node {me} is not one of {configured:?}"
+        );
         assert!(
             matches!(mode, Consistency::Linearizable | Consistency::Sequential),
             "the total-order engine runs the strong modes"
         );
-        let peers = view.others(me).map(|id| (id, Peer::default())).collect();
+        let peers = configured
+            .others(me)
+            .map(|id| (id, Peer::default()))
+            .collect();
+        let alone = configured.members.len() == 1;
+        let ballot = match alone {
+            true => Ballot {
+                round: 1,
+                coordinator: me,
+            },
+            false => Ballot::default(),
+        };
         TotalOrder {
             me,
             mode,
-            view,
+            view: View::new(ballot.round, if alone { vec![me] } else { Vec::new() }),
+            configured: configured.members,
+            ballot,
+            promised: ballot,
+            base: ballot,
+            has_state: true,
+            intact: true,
+            remembers: alone,
+            phase: match alone {
+                true => Phase::Normal,
+                false => Phase::Idle,
+            },
+            started_early: BTreeSet::new(),
+            unresponsive: BTreeSet::new(),
+            unsettled_since: None,
+            member_restarted: false,
+            amnesiacs: BTreeSet::new(),
+            patience: DEFAULT_PATIENCE,
+            ticks: 0,
             clock: LamportClock::default(),
             queue: BinaryHeap::new(),
             peers,
@@ -155,6 +323,33 @@ impl TotalOrder {
             unacked: VecDeque::new(),
             sessions: HashMap::new(),
             delivered: 0,
+            delivered_upto: Stamp::default(),
+            handing: BTreeMap::new(),
+            counters: ViewCounters::default(),
+        }
+    }
+
+    /// Ticks to wait for a view change before starting one.
+    pub fn with_patience(mut self, ticks: u64) -> TotalOrder {
+        self.patience = ticks.max(2);
+        self
+    }
+
+    fn majority(&self) -> usize {
+        self.configured.len() / 2 + 1
+    }
+
+    fn serving(&self) -> bool {
+        matches!(self.phase, Phase::Normal) && self.has_state
+    }
+
+    /// This node's role, for `show` and `stats`.
+    fn role(&self) -> &'static str {
+        match self.phase {
+            Phase::Normal if !self.has_state => "catching-up",
+            Phase::Normal => "member",
+            Phase::Idle => "no-quorum",
+            _ => "joining",
         }
     }
 
@@ -168,36 +363,54 @@ impl TotalOrder {
                 .sum::<usize>()
     }
 
+    /// The members of the view other than this node.
+    fn others(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.view.others(self.me)
+    }
+
+    fn member_peers(&self) -> impl Iterator<Item = (NodeId, &Peer)> + '_ {
+        self.others()
+            .filter_map(|id| self.peers.get(&id).map(|p| (id, p)))
+    }
+
+    fn send(&mut self, to: NodeId, control: Control) {
+        if let Some(peer) = self.peers.get_mut(&to) {
+            peer.out.control.push(control);
+        }
+    }
+
     fn propose(&mut self, proposal: Proposal) {
-        if self.peers.is_empty() {
+        let others: Vec<NodeId> = self.others().collect();
+        if others.is_empty() {
             return;
         }
-        for peer in self.peers.values_mut() {
-            peer.out.proposals.push(proposal.clone());
+        for id in others {
+            if let Some(peer) = self.peers.get_mut(&id) {
+                peer.out.proposals.push(proposal.clone());
+            }
         }
         self.unacked.push_back(proposal);
     }
 
-    fn read_locally(&mut self, reply_to: ReplyTo, op: Arc<Op>, out: &mut Vec<Effect<Apply>>) {
+    fn read_locally(&mut self, reply_to: ReplyTo, op: Arc<Op>, out: &mut Vec<Effect<Work>>) {
         match self.sessions.get_mut(&reply_to.session) {
             Some(order) if order.applied < order.issued => {
                 order.held_reads.push_back((order.issued, reply_to, op));
             }
-            _ => out.push(Effect::Work(Apply {
+            _ => out.push(Effect::Work(Work::Apply(Apply {
                 op,
                 cas: 0,
                 reply_to: Some(reply_to),
-            })),
+            }))),
         }
     }
 
-    /// Drops own proposals every peer holds: they will never be resent.
+    /// Drops own proposals every member holds: they will never be resent.
     fn forget_acked(&mut self) {
         let me = self.me;
         let everywhere = self
-            .peers
-            .values()
-            .map(|p| p.holds.get(&me).copied().unwrap_or(0))
+            .member_peers()
+            .map(|(_, p)| p.holds.get(&me).copied().unwrap_or(0))
             .min()
             .unwrap_or(u64::MAX);
         while self
@@ -210,16 +423,27 @@ impl TotalOrder {
     }
 
     fn deliverable(&self, head: &Queued) -> bool {
+        if head.start {
+            return true;
+        }
+        if !self.handing.is_empty() {
+            return false; // a snapshot is being read from the store
+        }
         if head.read {
-            return self.peers.values().all(|p| p.clock >= head.stamp.ts);
+            // Every member answered, in this view, a frame sent after the
+            // read was stamped: none had left the view when the read began.
+            return self.member_peers().all(|(_, p)| p.echo >= head.stamp.ts);
         }
         let origin = head.stamp.node;
-        self.peers.iter().all(|(&id, p)| {
+        self.member_peers().all(|(id, p)| {
             id == origin || p.holds.get(&origin).copied().unwrap_or(0) >= head.stamp.ts
         })
     }
 
-    fn deliver(&mut self, out: &mut Vec<Effect<Apply>>) {
+    fn deliver(&mut self, out: &mut Vec<Effect<Work>>) {
+        if !self.serving() {
+            return;
+        }
         while let Some(Reverse(head)) = self.queue.peek() {
             if !self.deliverable(head) {
                 break;
@@ -228,12 +452,15 @@ impl TotalOrder {
                 break;
             };
             self.delivered += 1;
+            if !entry.read {
+                self.delivered_upto = entry.stamp;
+            }
             let mine = entry.stamp.node == self.me;
-            out.push(Effect::Work(Apply {
+            out.push(Effect::Work(Work::Apply(Apply {
                 op: entry.op,
                 cas: entry.stamp.cas_unique(),
                 reply_to: entry.reply_to.filter(|_| mine),
-            }));
+            })));
             if let (true, false, Some(reply_to)) = (mine, entry.read, entry.reply_to) {
                 self.write_applied(reply_to.session, out);
             }
@@ -242,7 +469,7 @@ impl TotalOrder {
 
     /// One of a session's writes was applied: release the reads that
     /// waited for it (and for nothing issued later).
-    fn write_applied(&mut self, session: u64, out: &mut Vec<Effect<Apply>>) {
+    fn write_applied(&mut self, session: u64, out: &mut Vec<Effect<Work>>) {
         let Some(order) = self.sessions.get_mut(&session) else {
             return;
         };
@@ -253,11 +480,11 @@ impl TotalOrder {
             .is_some_and(|(needed, ..)| *needed <= order.applied)
         {
             if let Some((_, reply_to, op)) = order.held_reads.pop_front() {
-                out.push(Effect::Work(Apply {
+                out.push(Effect::Work(Work::Apply(Apply {
                     op,
                     cas: 0,
                     reply_to: Some(reply_to),
-                }));
+                })));
             }
         }
         if order.applied == order.issued {
@@ -280,7 +507,28 @@ impl TotalOrder {
             .collect();
         p.out.due = true;
     }
+
+    /// Why a client's operation is refused now, if it is.
+    fn refusal(&mut self) -> Option<String> {
+        if self.serving() {
+            // A member the detector holds down: a new view is coming.
+            let down = self.member_peers().find(|(_, p)| !p.up).map(|(id, _)| id);
+            return down.map(|d| format!("cluster unavailable: node {d} is down; not applied"));
+        }
+        Some(match self.phase {
+            Phase::Idle => {
+                self.counters.refused_no_quorum += 1;
+                "no quorum; not applied".to_string()
+            }
+            Phase::Normal if !self.has_state => {
+                "this node is catching up with the cluster; not applied".to_string()
+            }
+            _ => "the cluster is changing its view; not applied".to_string(),
+        })
+    }
 }
+
+mod view_change;
 
 impl Engine for TotalOrder {
     type Message = Broadcast;
@@ -291,12 +539,11 @@ impl Engine for TotalOrder {
         to: ReplyTo,
         request: Request,
         now: UnixTime,
-        out: &mut Vec<Effect<Apply>>,
+        out: &mut Vec<Effect<Work>>,
     ) {
-        // Reads too: a node that cannot reach every member may be behind
-        // (or restarted empty) and must not answer from its replica.
-        if let Some(down) = self.peers.iter().find(|(_, p)| !p.up).map(|(id, _)| *id) {
-            let reason = format!("cluster unavailable: node {down} is down; not applied");
+        // Reads too: a node that is not serving a view with every member up
+        // may be behind (or restarted empty) and must not answer from its replica.
+        if let Some(reason) = self.refusal() {
             out.push(Effect::Refuse { to, reason });
             return;
         }
@@ -323,16 +570,30 @@ impl Engine for TotalOrder {
             op,
             reply_to: Some(to),
             read,
+            start: false,
         }));
         self.deliver(out);
     }
 
-    fn on_message(&mut self, from: NodeId, frame: Broadcast, out: &mut Vec<Effect<Apply>>) {
+    fn on_message(&mut self, from: NodeId, frame: Broadcast, out: &mut Vec<Effect<Work>>) {
+        if !self.peers.contains_key(&from) {
+            return;
+        }
+        self.clock.observe(frame.clock);
+        for control in frame.control {
+            self.on_control(from, control, out);
+        }
         let Some(peer) = self.peers.get_mut(&from) else {
             return;
         };
+        peer.ballot = frame.ballot;
+        peer.sees = frame.sees;
+        let installed = matches!(self.phase, Phase::Normal | Phase::Starting { .. });
+        if frame.ballot != self.ballot || !installed || !self.view.contains(from) {
+            return; // another view's clock, acks and proposals count for nothing here
+        }
         peer.clock = peer.clock.max(frame.clock);
-        self.clock.observe(frame.clock);
+        peer.echo = peer.echo.max(frame.echo);
         for proposal in frame.proposals {
             let stamp = proposal.stamp;
             if stamp.node != from || stamp.ts <= peer.received {
@@ -346,6 +607,7 @@ impl Engine for TotalOrder {
                 op: proposal.op,
                 reply_to: None,
                 read: false,
+                start: false,
             }));
         }
         for (origin, ts) in frame.acks {
@@ -356,15 +618,18 @@ impl Engine for TotalOrder {
         self.deliver(out);
     }
 
-    fn on_tick(&mut self, _out: &mut Vec<Effect<Apply>>) {
+    fn on_tick(&mut self, out: &mut Vec<Effect<Work>>) {
+        self.ticks += 1;
         for peer in self.peers.values_mut() {
             peer.out.due = true;
         }
+        self.reconsider(out);
+        self.hand_snapshots(out);
     }
 
-    /// A member that is down makes new operations refused; a lost link's
-    /// unsent proposals are resent, with every own proposal the peer may
-    /// not hold, when a new link opens.
+    /// The detector's word on a peer is noted (a view change follows on the
+    /// next tick); a lost link's unsent proposals are resent, with every own
+    /// proposal the peer may not hold, when a new link opens.
     fn on_peer(&mut self, peer: NodeId, event: PeerEvent) {
         match event {
             PeerEvent::Up | PeerEvent::Down => {
@@ -374,46 +639,82 @@ impl Engine for TotalOrder {
             }
             PeerEvent::LinkLost => {
                 if let Some(p) = self.peers.get_mut(&peer) {
+                    p.linked = false;
                     p.out.proposals.clear();
+                    p.out.control.clear();
+                }
+                // A snapshot in flight to it is lost: hand it again from the start.
+                if let Some(handing) = self.handing.get_mut(&peer) {
+                    *handing = Handing::Due { start: true };
                 }
             }
-            PeerEvent::LinkOpened => self.resend_to(peer),
+            PeerEvent::LinkOpened => {
+                if let Some(p) = self.peers.get_mut(&peer) {
+                    p.linked = true;
+                }
+                self.resend_to(peer);
+            }
         }
     }
 
-    /// A restarted peer lost what it held, and this version cannot hand it
-    /// the state again (no view changes): it is refused.
-    fn on_hello(&mut self, _peer: NodeId, _incarnation: u64, restarted: bool) -> bool {
-        !restarted
+    /// A restarted member rejoins through a view change that hands it the state.
+    fn on_hello(&mut self, peer: NodeId, _incarnation: u64, restarted: bool) {
+        if restarted {
+            self.amnesiacs.insert(peer);
+            if self.view.contains(peer) {
+                self.member_restarted = true;
+            }
+        }
     }
 
-    fn on_store(&mut self, done: Infallible, _out: &mut Vec<Effect<Apply>>) {
-        match done {}
+    fn on_store(&mut self, report: Report, out: &mut Vec<Effect<Work>>) {
+        self.on_snapshot_report(report, out);
     }
 
     /// The frame owed to `to`, if any: new proposals, new acks, a higher
-    /// clock, or a heartbeat. Everything since the last frame goes in one.
+    /// clock, view-change messages, or a heartbeat. Everything since the
+    /// last frame goes in one.
     fn outgoing(&mut self, to: NodeId) -> Option<Broadcast> {
         let clock = self.clock.now();
         let generation = self.ack_generation;
-        let out = &self.peers.get(&to)?.out;
+        let peer = self.peers.get(&to)?;
+        let (out, echo) = (&peer.out, peer.clock);
         let owed = !out.proposals.is_empty()
+            || !out.control.is_empty()
             || out.due
             || out.sent_acks != generation
-            || out.sent_clock < clock;
+            || out.sent_clock < clock
+            || out.sent_echo < echo;
         if !owed {
             return None;
         }
         // Built only for a frame that goes: this runs every loop iteration.
         let acks: Vec<(NodeId, u64)> = self.peers.iter().map(|(&id, p)| (id, p.received)).collect();
+        let sees: Vec<NodeId> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.up)
+            .map(|(&id, _)| id)
+            .collect();
+        // A node outside a view says so, so its members change the view
+        // rather than wait for its acks.
+        let ballot = match self.phase {
+            Phase::Normal | Phase::Starting { .. } => self.ballot,
+            _ => Ballot::default(),
+        };
         let out = &mut self.peers.get_mut(&to)?.out;
         out.sent_clock = clock;
         out.sent_acks = generation;
+        out.sent_echo = echo;
         out.due = false;
         Some(Broadcast {
+            ballot,
             clock,
+            echo,
+            sees,
             acks,
             proposals: std::mem::take(&mut out.proposals),
+            control: std::mem::take(&mut out.control),
         })
     }
 
@@ -425,6 +726,12 @@ impl Engine for TotalOrder {
             pending: self.pending(),
             delivered: self.delivered,
             sync: None,
+            role: self.role(),
+            view_members: self.view.members.clone(),
+            views_installed: self.counters.views_installed,
+            refused_no_quorum: self.counters.refused_no_quorum,
+            snapshots_sent: self.counters.snapshots_sent,
+            snapshots_received: self.counters.snapshots_received,
         }
     }
 
@@ -469,22 +776,52 @@ mod tests {
         }
     }
 
+    /// `n` engines that see each other up, through their first view change.
     fn cluster(n: u32, mode: Consistency) -> Vec<TotalOrder> {
         let view = View::new(0, (0..n).collect());
-        (0..n)
+        let mut engines: Vec<TotalOrder> = (0..n)
             .map(|id| {
                 let mut e = TotalOrder::new(id, view.clone(), mode);
                 for peer in view.others(id) {
+                    e.on_peer(peer, PeerEvent::LinkOpened);
                     e.on_peer(peer, PeerEvent::Up);
                 }
                 e
             })
-            .collect()
+            .collect();
+        // The first heartbeats tell each node whom the others see; then a view forms.
+        for _ in 0..3 {
+            tick_all(&mut engines);
+        }
+        for e in &engines {
+            assert_eq!(e.status().role, "member", "{e:?}");
+            assert_eq!(e.status().view_members, view.members);
+        }
+        engines
+    }
+
+    /// A tick everywhere, then every frame it causes, delivered.
+    fn tick_all(engines: &mut [TotalOrder]) {
+        for e in engines.iter_mut() {
+            let mut out = Vec::new();
+            e.on_tick(&mut out);
+            assert!(out.is_empty(), "no store work from a tick here: {out:?}");
+        }
+        exchange(engines, &mut vec![Vec::new(); engines.len()]);
     }
 
     /// Delivers every owed frame, in node order, until nothing moves;
     /// returns each node's applied ops as (key, cas, replied).
     fn exchange(engines: &mut [TotalOrder], applied: &mut [Vec<(Vec<u8>, u64, bool)>]) {
+        for (to, effects) in exchange_all(engines).iter().enumerate() {
+            record(effects, &mut applied[to]);
+        }
+    }
+
+    /// Delivers every owed frame, in node order, until nothing moves;
+    /// returns each node's effects.
+    fn exchange_all(engines: &mut [TotalOrder]) -> Vec<Vec<Effect<Work>>> {
+        let mut effects = vec![Vec::new(); engines.len()];
         loop {
             let mut moved = false;
             for from in 0..engines.len() {
@@ -494,21 +831,19 @@ mod tests {
                     }
                     if let Some(frame) = engines[from].outgoing(to as NodeId) {
                         moved = true;
-                        let mut out = Vec::new();
-                        engines[to].on_message(from as NodeId, frame, &mut out);
-                        record(&out, &mut applied[to]);
+                        engines[to].on_message(from as NodeId, frame, &mut effects[to]);
                     }
                 }
             }
             if !moved {
-                return;
+                return effects;
             }
         }
     }
 
-    fn record(effects: &[Effect<Apply>], into: &mut Vec<(Vec<u8>, u64, bool)>) {
+    fn record(effects: &[Effect<Work>], into: &mut Vec<(Vec<u8>, u64, bool)>) {
         for effect in effects {
-            if let Effect::Work(Apply { op, cas, reply_to }) = effect {
+            if let Effect::Work(Work::Apply(Apply { op, cas, reply_to })) = effect {
                 let key = match &op.request.command {
                     Command::Storage(s) => s.key.clone(),
                     Command::Get(g) => g.keys[0].clone(),
@@ -526,7 +861,7 @@ mod tests {
         e.on_client(reply_to(1, 0), set("k"), 0, &mut out);
         let cas = Stamp { ts: 1, node: 0 }.cas_unique();
         assert!(
-            matches!(&out[..], [Effect::Work(Apply { cas: c, reply_to: Some(_), .. })] if *c == cas)
+            matches!(&out[..], [Effect::Work(Work::Apply(Apply { cas: c, reply_to: Some(_), .. }))] if *c == cas)
         );
     }
 
@@ -606,5 +941,104 @@ mod tests {
             [&b"a"[..], b"a", b"a", b"b"],
             "the read comes after `set a`, before `set b`"
         );
+    }
+
+    #[test]
+    fn a_node_that_cannot_reach_a_majority_refuses_with_no_quorum() {
+        let view = View::new(0, vec![0, 1, 2]);
+        let mut alone = TotalOrder::new(2, view, Consistency::Sequential);
+        alone.on_tick(&mut Vec::new());
+        let mut out = Vec::new();
+        alone.on_client(reply_to(1, 0), get("k"), 0, &mut out);
+        assert!(
+            matches!(&out[..], [Effect::Refuse { reason, .. }] if reason == "no quorum; not applied"),
+            "{out:?}"
+        );
+    }
+
+    #[test]
+    fn a_majority_forms_a_view_without_a_down_member_and_serves() {
+        let mut engines = cluster(3, Consistency::Linearizable);
+        for e in engines.iter_mut().take(2) {
+            e.on_peer(2, PeerEvent::Down);
+        }
+        let (first, rest) = engines.split_at_mut(2);
+        let _ = rest;
+        for _ in 0..2 {
+            tick_all(first);
+        }
+        for e in first.iter() {
+            assert_eq!(e.status().view_members, vec![0, 1]);
+            assert_eq!(e.status().role, "member");
+        }
+        let mut out = Vec::new();
+        first[1].on_client(reply_to(1, 0), set("k"), 0, &mut out);
+        let mut applied = vec![Vec::new(); 2];
+        record(&out, &mut applied[1]);
+        exchange(first, &mut applied);
+        assert_eq!(applied[0].len(), 1, "applied at node 0 too");
+        assert_eq!(applied[1].len(), 1);
+        assert!(applied[1][0].2, "node 1 answers its client");
+    }
+
+    #[test]
+    fn a_restarted_node_that_missed_no_write_needs_no_snapshot() {
+        let mut engines = cluster(3, Consistency::Linearizable);
+        engines[2] = TotalOrder::new(2, View::new(0, vec![0, 1, 2]), Consistency::Linearizable);
+        for peer in [0, 1] {
+            engines[2].on_peer(peer, PeerEvent::LinkOpened);
+            engines[2].on_peer(peer, PeerEvent::Up);
+        }
+        for e in engines.iter_mut().take(2) {
+            e.on_hello(2, 99, true);
+        }
+        for e in engines.iter_mut() {
+            e.on_tick(&mut Vec::new());
+        }
+        let effects = exchange_all(&mut engines);
+        assert!(
+            !effects
+                .iter()
+                .flatten()
+                .any(|e| matches!(e, Effect::Work(Work::Dump { .. }))),
+            "the same (empty) sequence is the same store"
+        );
+        assert_eq!(engines[2].status().role, "member");
+    }
+
+    #[test]
+    fn a_member_without_the_state_is_handed_a_snapshot_before_it_serves() {
+        let mut engines = cluster(3, Consistency::Linearizable);
+        // A write everywhere, so the restarted node's empty store is behind.
+        engines[0].on_client(reply_to(1, 0), set("k"), 0, &mut Vec::new());
+        exchange(&mut engines, &mut vec![Vec::new(); 3]);
+        // Node 2 restarts: a fresh engine, known to the others as a new run.
+        engines[2] = TotalOrder::new(2, View::new(0, vec![0, 1, 2]), Consistency::Linearizable);
+        for peer in [0, 1] {
+            engines[2].on_peer(peer, PeerEvent::LinkOpened);
+            engines[2].on_peer(peer, PeerEvent::Up);
+        }
+        for e in engines.iter_mut().take(2) {
+            e.on_hello(2, 99, true);
+        }
+        for e in engines.iter_mut() {
+            e.on_tick(&mut Vec::new());
+        }
+        let effects = exchange_all(&mut engines);
+        let mut out = Vec::new();
+        engines[2].on_client(reply_to(5, 0), get("k"), 0, &mut out);
+        assert!(
+            matches!(&out[..], [Effect::Refuse { reason, .. }] if reason.contains("catching up")),
+            "{out:?}"
+        );
+        // The lowest source reads the store for it once the view started.
+        assert!(
+            effects[0]
+                .iter()
+                .any(|e| matches!(e, Effect::Work(Work::Dump { to: 2, start: true }))),
+            "{effects:?}"
+        );
+        engines[2].on_store(Report::Installed, &mut Vec::new());
+        assert_eq!(engines[2].status().role, "member");
     }
 }

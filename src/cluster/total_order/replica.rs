@@ -1,13 +1,20 @@
-//! The strong modes' store side: apply each delivered operation, in
-//! delivery order, with the cas unique its stamp gives, and reply to the
-//! client if the operation was this node's.
+//! The strong modes' store side: applies each delivered operation, in
+//! delivery order, with the cas unique its stamp gives, replying to the
+//! client if the operation was this node's; and hands a rejoining member
+//! the store's state as of a view's start (a snapshot, in chunks), or takes
+//! one.
 
-use std::convert::Infallible;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::cluster::engine::{Done, Replica, ReplyTo};
 use crate::cluster::message::Op;
-use crate::store::Executor;
+use crate::cluster::NodeId;
+use crate::protocol::Key;
+use crate::store::{Executor, Record, UnixTime};
+
+/// A snapshot chunk holds at most about this many bytes of values.
+const CHUNK_BYTES: usize = 1 << 20;
 
 /// Apply `op` to the local store with `cas` as the unique of anything it
 /// writes; reply to `reply_to` if set (`None` for another node's write).
@@ -18,25 +25,130 @@ pub struct Apply {
     pub reply_to: Option<ReplyTo>,
 }
 
+/// Store work the strong modes ask for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Work {
+    Apply(Apply),
+    /// The next chunk of this store's snapshot for member `to` (`start`:
+    /// the first, taken of the store as it is now).
+    Dump {
+        to: NodeId,
+        start: bool,
+    },
+    /// Part of a snapshot from a peer: with `reset`, empty the store first
+    /// and take that pending delayed `flush_all`; then import `records`.
+    Install {
+        reset: Option<Option<UnixTime>>,
+        records: Vec<Record>,
+        last: bool,
+    },
+}
+
+/// What the strong modes' store work reports back to the engine.
+#[derive(Debug)]
+pub enum Report {
+    /// A chunk of the snapshot for `to`; `flush_at` with the first.
+    Chunk {
+        to: NodeId,
+        records: Vec<Record>,
+        first: Option<Option<UnixTime>>,
+        last: bool,
+    },
+    /// The last chunk of a snapshot is installed.
+    Installed,
+    /// The store cannot take or give a snapshot, and why.
+    SnapshotFailed(String),
+}
+
 #[derive(Debug, Default)]
-pub struct TotalOrderReplica;
+pub struct TotalOrderReplica {
+    /// Per member being handed a snapshot: its keys, and how many were sent.
+    dumps: HashMap<NodeId, (Vec<Key>, usize)>,
+}
 
 impl Replica for TotalOrderReplica {
-    type Work = Apply;
-    /// The engine needs no report back: delivery order is decided before.
-    type Done = Infallible;
+    type Work = Work;
+    type Done = Report;
 
     fn perform(
         &mut self,
-        work: Apply,
+        work: Work,
         executor: &mut Executor,
-        emit: &mut impl FnMut(Done<Infallible>),
+        emit: &mut impl FnMut(Done<Report>),
     ) {
-        let (reply, _) = executor.execute(&work.op.request, work.op.now, work.cas);
-        match work.reply_to {
-            Some(to) => emit(Done::Reply { to, reply }),
-            // Another node's write: its buffer serves the next reply.
-            None => executor.keep(reply),
+        match work {
+            Work::Apply(apply) => {
+                let (reply, _) = executor.execute(&apply.op.request, apply.op.now, apply.cas);
+                match apply.reply_to {
+                    Some(to) => emit(Done::Reply { to, reply }),
+                    // Another node's write: its buffer serves the next reply.
+                    None => executor.keep(reply),
+                }
+            }
+            Work::Dump { to, start } => emit(Done::Engine(self.dump(to, start, executor))),
+            Work::Install {
+                reset,
+                records,
+                last,
+            } => {
+                let now = executor.now();
+                let store = executor.store();
+                let installed = reset
+                    .map_or(Ok(()), |flush_at| store.reset(flush_at, now))
+                    .and_then(|()| {
+                        records
+                            .iter()
+                            .try_for_each(|r| store.import(&r.key, Some(&r.entry), r.cas, now))
+                    });
+                match installed {
+                    Err(e) => emit(Done::Engine(Report::SnapshotFailed(format!("{e:?}")))),
+                    Ok(()) if last => emit(Done::Engine(Report::Installed)),
+                    Ok(()) => {}
+                }
+            }
+        }
+    }
+}
+
+impl TotalOrderReplica {
+    /// The next chunk of the snapshot for `to`: live records up to about
+    /// [`CHUNK_BYTES`] of values.
+    fn dump(&mut self, to: NodeId, start: bool, executor: &mut Executor) -> Report {
+        let now = executor.now();
+        let mut first = None;
+        if start {
+            match executor.store().snapshot_keys() {
+                Ok((keys, flush_at)) => {
+                    self.dumps.insert(to, (keys, 0));
+                    first = Some(flush_at);
+                }
+                Err(e) => return Report::SnapshotFailed(format!("{e:?}")),
+            }
+        }
+        let Some((keys, sent)) = self.dumps.get_mut(&to) else {
+            return Report::SnapshotFailed("no snapshot under way".into());
+        };
+        let (mut records, mut bytes) = (Vec::new(), 0);
+        while *sent < keys.len() && bytes < CHUNK_BYTES {
+            match executor.store().export_record(&keys[*sent], now) {
+                Ok(Some(record)) => {
+                    bytes += record.key.len() + record.entry.value.len();
+                    records.push(record);
+                }
+                Ok(None) => {} // expired or reclaimed since the keys were listed
+                Err(e) => return Report::SnapshotFailed(format!("{e:?}")),
+            }
+            *sent += 1;
+        }
+        let last = *sent == keys.len();
+        if last {
+            self.dumps.remove(&to);
+        }
+        Report::Chunk {
+            to,
+            records,
+            first,
+            last,
         }
     }
 }

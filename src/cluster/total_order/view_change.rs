@@ -1,0 +1,640 @@
+//! How a view forms and how a member without the state is handed it (the
+//! protocol and its safety argument are in the module doc of [`super`]).
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::{Control, Flush, Phase, Proposal, Queued, Report, TotalOrder, Work};
+
+/// Where a snapshot for one member is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Handing {
+    /// Its next chunk is to be read (`start`: the first, from a fresh
+    /// listing of the store).
+    Due { start: bool },
+    /// A chunk is being read from the store.
+    Reading,
+    /// The last chunk is sent; waiting for the member's `Caught`.
+    Sent,
+}
+use crate::cluster::engine::Effect;
+use crate::cluster::view::Ballot;
+use crate::cluster::{NodeId, View};
+
+impl TotalOrder {
+    /// Every tick: start a view change when one is needed and this node is
+    /// the one to coordinate it (or the one expected has not for too long);
+    /// give up on one that is not finishing.
+    pub(super) fn reconsider(&mut self, out: &mut Vec<Effect<Work>>) {
+        let ticks = self.ticks;
+        let stuck = match self.phase {
+            Phase::Collecting { since, .. }
+            | Phase::Flushed { since }
+            | Phase::Starting { since, .. } => ticks.saturating_sub(since) > self.patience,
+            Phase::Idle | Phase::Normal => false,
+        };
+        if stuck {
+            log::warn!(
+                "node {}: the view change to {:?} is not finishing; starting over",
+                self.me,
+                self.promised
+            );
+            // Members that never flushed are left out of the next attempt
+            // (a link that delivers nothing looks up, yet never answers).
+            match &self.phase {
+                Phase::Collecting {
+                    members, flushes, ..
+                } => {
+                    let silent = members.iter().filter(|m| !flushes.contains_key(m));
+                    self.unresponsive.extend(silent);
+                }
+                // A member gives its coordinator another round of patience
+                // to try again without the silent ones before it competes.
+                _ => self.unsettled_since = Some(ticks),
+            }
+            self.go_idle(out);
+        }
+        if !matches!(self.phase, Phase::Idle | Phase::Normal) {
+            return;
+        }
+        let want = self.wanted_members();
+        let settled = matches!(self.phase, Phase::Normal)
+            && want == self.view.members
+            && !self.member_restarted
+            && !self.member_elsewhere();
+        if settled {
+            self.unsettled_since = None;
+            return;
+        }
+        if want.len() < self.majority() {
+            if matches!(self.phase, Phase::Normal) {
+                log::warn!(
+                    "node {}: only {} of {} nodes up: no quorum",
+                    self.me,
+                    want.len(),
+                    self.configured.len()
+                );
+                self.go_idle(out);
+            }
+            return;
+        }
+        let since = *self.unsettled_since.get_or_insert(ticks);
+        let waited = ticks.saturating_sub(since);
+        if want.first() == Some(&self.me) || waited > self.patience {
+            self.unsettled_since = Some(ticks);
+            self.coordinate(want, out);
+        }
+    }
+
+    /// The members a view should have: this node and the peers the
+    /// detector holds up, as long as each pair of them sees each other up
+    /// (by each one's own detector, gossiped in frames): two nodes that
+    /// cannot hear each other cannot be in one view. Members of the current
+    /// view are taken first, so a serving view is not traded for another
+    /// of the same size.
+    fn wanted_members(&self) -> Vec<NodeId> {
+        let up = |id: &NodeId| {
+            self.peers
+                .get(id)
+                .is_some_and(|p| p.up && !self.unresponsive.contains(id))
+        };
+        let mut candidates: Vec<NodeId> = self.others().filter(|id| up(id)).collect();
+        candidates.extend(
+            self.peers
+                .keys()
+                .filter(|id| up(id) && !self.view.contains(**id)),
+        );
+        let mut want = vec![self.me];
+        for candidate in candidates {
+            if want.iter().all(|&m| self.see_each_other(m, candidate)) {
+                want.push(candidate);
+            }
+        }
+        want.sort_unstable();
+        want
+    }
+
+    /// `a` and `b` each hold the other up (this node's detector for
+    /// itself, a peer's last report for it).
+    fn see_each_other(&self, a: NodeId, b: NodeId) -> bool {
+        self.sees(a, b) && self.sees(b, a)
+    }
+
+    fn sees(&self, who: NodeId, whom: NodeId) -> bool {
+        if who == self.me {
+            return self.peers.get(&whom).is_some_and(|p| p.up);
+        }
+        self.peers.get(&who).is_some_and(|p| p.sees.contains(&whom))
+    }
+
+    /// A member that is up says it is in another view (it left this one
+    /// without our knowing, e.g. it restarted within the detector's timeout).
+    fn member_elsewhere(&self) -> bool {
+        self.member_peers()
+            .any(|(_, p)| p.up && p.ballot != self.ballot)
+    }
+
+    /// Stops serving: pending local reads are refused (a read has no
+    /// effect, so "not applied" is true); held proposals stay held for a
+    /// later flush.
+    fn go_idle(&mut self, out: &mut Vec<Effect<Work>>) {
+        self.drop_local_reads(out, "no quorum; not applied");
+        self.handing.clear();
+        self.phase = Phase::Idle;
+    }
+
+    fn drop_local_reads(&mut self, out: &mut Vec<Effect<Work>>, reason: &str) {
+        let queue = std::mem::take(&mut self.queue);
+        for Reverse(entry) in queue {
+            match (entry.read, entry.reply_to) {
+                (true, Some(to)) => out.push(Effect::Refuse {
+                    to,
+                    reason: reason.to_string(),
+                }),
+                _ => self.queue.push(Reverse(entry)),
+            }
+        }
+    }
+
+    /// What this node flushes: the view it last installed, what it holds of
+    /// it, and the proposals it holds undelivered.
+    fn flush(&self) -> Flush {
+        let mut held: Vec<Proposal> = self
+            .queue
+            .iter()
+            .filter(|Reverse(q)| !q.read)
+            .map(|Reverse(q)| Proposal {
+                stamp: q.stamp,
+                op: q.op.clone(),
+            })
+            .collect();
+        held.sort_by_key(|p| p.stamp);
+        Flush {
+            normal: self.ballot,
+            normal_members: self.view.members.clone(),
+            base: self.base,
+            has_state: self.has_state,
+            intact: self.intact,
+            remembers: self.remembers,
+            amnesiacs: self.amnesiacs.iter().copied().collect(),
+            delivered_upto: self.delivered_upto,
+            held,
+        }
+    }
+
+    /// Coordinates a higher ballot with `members`.
+    fn coordinate(&mut self, members: Vec<NodeId>, out: &mut Vec<Effect<Work>>) {
+        let round = self.promised.round.max(self.ballot.round) + 1;
+        let ballot = Ballot {
+            round,
+            coordinator: self.me,
+        };
+        log::info!(
+            "node {}: proposing view {round} with nodes {members:?}",
+            self.me
+        );
+        self.promise(ballot, out);
+        let me = self.me;
+        for &member in members.iter().filter(|&&m| m != me) {
+            let prepare = Control::Prepare {
+                ballot,
+                members: members.clone(),
+            };
+            self.send(member, prepare);
+        }
+        let mut flushes = BTreeMap::new();
+        flushes.insert(self.me, self.flush());
+        self.phase = Phase::Collecting {
+            members,
+            flushes,
+            since: self.ticks,
+        };
+        self.check_flushes(out);
+    }
+
+    /// Promises `ballot`: nothing of an older view counts from now on.
+    fn promise(&mut self, ballot: Ballot, out: &mut Vec<Effect<Work>>) {
+        self.promised = ballot;
+        self.started_early.clear();
+        self.drop_local_reads(out, "the cluster is changing its view; not applied");
+        self.handing.clear();
+    }
+
+    pub(super) fn on_control(
+        &mut self,
+        from: NodeId,
+        control: Control,
+        out: &mut Vec<Effect<Work>>,
+    ) {
+        match control {
+            Control::Prepare { ballot, members } => self.on_prepare(from, ballot, members, out),
+            Control::Flush { ballot, flush } => {
+                if let Phase::Collecting {
+                    flushes, members, ..
+                } = &mut self.phase
+                {
+                    if ballot == self.promised && members.contains(&from) {
+                        flushes.insert(from, flush);
+                        self.check_flushes(out);
+                    }
+                }
+            }
+            Control::Caught { ballot } => {
+                if ballot == self.ballot && self.handing.remove(&from).is_some() {
+                    self.counters.snapshots_sent += 1;
+                    log::info!(
+                        "node {}: node {from} holds the state of view {}",
+                        self.me,
+                        ballot.round
+                    );
+                    self.deliver(out);
+                }
+            }
+            Control::Nack { ballot, promised } => {
+                // Refused: a higher promise there, or a member that keeps
+                // its view. Try again later (with a higher round).
+                if ballot == self.promised && matches!(self.phase, Phase::Collecting { .. }) {
+                    self.promised = self.promised.max(promised);
+                    self.go_idle(out);
+                }
+            }
+            Control::StartView {
+                ballot,
+                base,
+                members,
+                sources,
+                start,
+            } => {
+                // Only the view this node flushed to (not one it has since
+                // promised away).
+                let flushed = matches!(self.phase, Phase::Flushed { .. });
+                if flushed && ballot == self.promised && members.contains(&self.me) {
+                    self.install(ballot, base, members, &sources, start, out);
+                }
+            }
+            Control::Started { ballot } => match &mut self.phase {
+                Phase::Starting { started, .. } if ballot == self.ballot => {
+                    started.insert(from);
+                    self.maybe_start(out);
+                }
+                _ if ballot == self.promised && ballot != self.ballot => {
+                    self.started_early.insert(from);
+                }
+                _ => {}
+            },
+            Control::State {
+                ballot,
+                upto,
+                first,
+                records,
+                last,
+            } => {
+                if ballot != self.ballot {
+                    return;
+                }
+                if self.has_state {
+                    // A snapshot sent again (our `Caught` may have been lost).
+                    self.send(from, Control::Caught { ballot });
+                    return;
+                }
+                if first.is_some() {
+                    // The store is reset: it holds a prefix again only once
+                    // the last chunk is in.
+                    self.intact = false;
+                    self.delivered_upto = upto;
+                }
+                out.push(Effect::Work(Work::Install {
+                    reset: first,
+                    records,
+                    last,
+                }));
+            }
+        }
+    }
+
+    fn on_prepare(
+        &mut self,
+        from: NodeId,
+        ballot: Ballot,
+        members: Vec<NodeId>,
+        out: &mut Vec<Effect<Work>>,
+    ) {
+        self.unresponsive.remove(&from);
+        // A serving member does not leave its view for one that drops a
+        // member it still sees, and that still sees it: the coordinator
+        // merely cannot hear that member (two nodes suspecting each other
+        // would otherwise take turns forming views without the other).
+        let serving = matches!(self.phase, Phase::Normal) && self.has_state;
+        let drops_a_live_member = self
+            .others()
+            .any(|m| !members.contains(&m) && self.see_each_other(self.me, m));
+        if ballot < self.promised || (ballot > self.promised && serving && drops_a_live_member) {
+            let promised = self.promised;
+            self.send(from, Control::Nack { ballot, promised });
+            return;
+        }
+        if ballot == self.promised {
+            return;
+        }
+        self.promise(ballot, out);
+        // Someone is coordinating: give it the full patience before
+        // starting a competing change (two coordinators preempting each
+        // other in turn would never finish).
+        self.unsettled_since = Some(self.ticks);
+        if !members.contains(&self.me) {
+            // A view is forming without this node: the old one is over here.
+            self.phase = Phase::Idle;
+            return;
+        }
+        let flush = Control::Flush {
+            ballot,
+            flush: self.flush(),
+        };
+        self.send(from, flush);
+        self.phase = Phase::Flushed { since: self.ticks };
+    }
+
+    /// With every member's flush, forms the view: its sources are the
+    /// members that hold the state of the latest view any of them installed.
+    fn check_flushes(&mut self, out: &mut Vec<Effect<Work>>) {
+        let Phase::Collecting {
+            members, flushes, ..
+        } = &self.phase
+        else {
+            return;
+        };
+        if flushes.len() < members.len() {
+            return;
+        }
+        // A node that restarted remembers nothing of what was delivered:
+        // the flushers not known to have lost their memory (seen by some
+        // flusher to come back as a new run, and in no view since) must be
+        // a majority, so they meet every view that delivered anything. At
+        // the cluster's first start nobody knows of an earlier run.
+        let amnesiacs: BTreeSet<NodeId> = flushes
+            .values()
+            .flat_map(|f| f.amnesiacs.iter().copied())
+            .collect();
+        let remembering = flushes
+            .iter()
+            .filter(|(id, f)| f.remembers || !amnesiacs.contains(id))
+            .count();
+        if remembering < self.majority() {
+            log::warn!(
+                "node {}: only {remembering} of the nodes up remember the cluster's views; waiting for more",
+                self.me
+            );
+            self.go_idle(out);
+            return;
+        }
+        // A view some member of which flushed an older one never started
+        // (that member never installed it), so nothing was delivered in it:
+        // its members hold the state of the view it was formed from. A
+        // member that restarted since says nothing either way.
+        let started = |f: &Flush| {
+            f.normal_members.iter().all(|m| {
+                flushes
+                    .get(m)
+                    .is_none_or(|g| !g.remembers || g.normal >= f.normal)
+            })
+        };
+        let effective = |f: &Flush| if started(f) { f.normal } else { f.base };
+        let latest = flushes.values().map(effective).max().unwrap_or_default();
+        // Every write delivered anywhere above `floor` is in the start
+        // sequence (the latest flusher that delivered least holds them), so
+        // a member whose store is some prefix reaching `floor` is a source
+        // too: the order is one sequence, so the same last write means the
+        // same store. That is every node when nothing was delivered yet.
+        let floor = flushes
+            .values()
+            .filter(|f| effective(f) == latest && f.has_state)
+            .map(|f| f.delivered_upto)
+            .min();
+        let sources: Vec<NodeId> = flushes
+            .iter()
+            .filter(|(_, f)| f.intact && floor.is_some_and(|fl| f.delivered_upto >= fl))
+            .map(|(&id, _)| id)
+            .collect();
+        if sources.is_empty() {
+            log::warn!(
+                "node {}: no node up holds the state of view {}; waiting for one",
+                self.me,
+                latest.round
+            );
+            self.go_idle(out);
+            return;
+        }
+        let mut start: Vec<Proposal> = flushes
+            .values()
+            .filter(|f| effective(f) == latest)
+            .flat_map(|f| f.held.iter().cloned())
+            .collect();
+        start.sort_by_key(|p| p.stamp);
+        start.dedup_by_key(|p| p.stamp);
+        let (ballot, members) = (self.promised, members.clone());
+        let me = self.me;
+        for &member in members.iter().filter(|&&m| m != me) {
+            let start_view = Control::StartView {
+                ballot,
+                base: latest,
+                members: members.clone(),
+                sources: sources.clone(),
+                start: start.clone(),
+            };
+            self.send(member, start_view);
+        }
+        self.install(ballot, latest, members, &sources, start, out);
+    }
+
+    /// Installs the view of `ballot`: a source queues the start entries it
+    /// has not delivered (keeping its own clients' reply slots), a member
+    /// without the state drops what it held and waits for a snapshot;
+    /// every member says it started.
+    fn install(
+        &mut self,
+        ballot: Ballot,
+        base: Ballot,
+        members: Vec<NodeId>,
+        sources: &[NodeId],
+        start: Vec<Proposal>,
+        out: &mut Vec<Effect<Work>>,
+    ) {
+        let source = sources.contains(&self.me);
+        let mut slots: BTreeMap<_, _> = std::mem::take(&mut self.queue)
+            .into_iter()
+            .filter_map(|Reverse(q)| q.reply_to.filter(|_| !q.read).map(|r| (q.stamp, r)))
+            .collect();
+        if let Some(last) = start.last() {
+            self.clock.observe(last.stamp.ts);
+        }
+        if source {
+            for proposal in start {
+                if proposal.stamp <= self.delivered_upto {
+                    continue; // delivered here in an earlier view
+                }
+                self.queue.push(Reverse(Queued {
+                    stamp: proposal.stamp,
+                    op: proposal.op,
+                    reply_to: slots.remove(&proposal.stamp),
+                    read: false,
+                    start: true,
+                }));
+            }
+        } else {
+            // The snapshot will hold the effect of everything before it.
+            self.has_state = false;
+        }
+        // Reads held behind a session's writes: those writes may have been
+        // dropped here, so the reads are answered now (a read has no effect).
+        for (_, order) in self.sessions.drain() {
+            for (_, to, _) in order.held_reads {
+                out.push(Effect::Refuse {
+                    to,
+                    reason: "the cluster is changing its view; not applied".to_string(),
+                });
+            }
+        }
+        self.remembers = true;
+        // Own writes in no start sequence were never delivered anywhere:
+        // their clients get the reactor's timeout (the write is lost, but
+        // "may have been applied" is all this node can know).
+        drop(slots);
+        log::info!(
+            "node {}: installed view {} with nodes {members:?} (state from {sources:?}){}",
+            self.me,
+            ballot.round,
+            if source {
+                ""
+            } else {
+                "; waiting for a snapshot"
+            }
+        );
+        self.ballot = ballot;
+        self.base = base;
+        self.view = View::new(ballot.round, members);
+        let view = &self.view;
+        self.unresponsive.retain(|n| !view.contains(*n));
+        self.counters.views_installed += 1;
+        self.member_restarted = false;
+        self.unacked.clear();
+        self.ack_generation += 1;
+        for peer in self.peers.values_mut() {
+            peer.received = 0;
+            peer.holds.clear();
+            peer.clock = 0;
+            peer.echo = 0;
+            peer.out.sent_echo = 0;
+            peer.out.proposals.clear();
+        }
+        let mut started = std::mem::take(&mut self.started_early);
+        started.insert(self.me);
+        for member in self.view.members.clone() {
+            if member != self.me {
+                self.send(member, Control::Started { ballot });
+            }
+        }
+        self.phase = Phase::Starting {
+            started,
+            since: self.ticks,
+        };
+        if source && sources.first() == Some(&self.me) {
+            for &member in self.view.members.iter() {
+                if !sources.contains(&member) {
+                    self.handing.insert(member, Handing::Due { start: true });
+                }
+            }
+        }
+        self.maybe_start(out);
+    }
+
+    /// Once every member installed the view, serve it: deliver the start
+    /// sequence (a source), then begin handing snapshots.
+    fn maybe_start(&mut self, out: &mut Vec<Effect<Work>>) {
+        let Phase::Starting { started, .. } = &self.phase else {
+            return;
+        };
+        if self.view.members.iter().any(|m| !started.contains(m)) {
+            return;
+        }
+        self.phase = Phase::Normal;
+        self.base = self.ballot;
+        // Every member installed this view in its current run.
+        let view = &self.view;
+        self.amnesiacs.retain(|n| !view.contains(*n));
+        self.unsettled_since = None;
+        // The start sequence, then the first chunk of each snapshot: the
+        // store work runs in that order.
+        self.deliver(out);
+        self.hand_snapshots(out);
+    }
+
+    /// The lowest source reads the next chunk of each snapshot it owes, one
+    /// chunk per member per tick, so neither side stalls.
+    pub(super) fn hand_snapshots(&mut self, out: &mut Vec<Effect<Work>>) {
+        if !matches!(self.phase, Phase::Normal) {
+            return;
+        }
+        for (&to, handing) in self.handing.iter_mut() {
+            let linked = self.peers.get(&to).is_some_and(|p| p.linked);
+            if let (Handing::Due { start }, true) = (*handing, linked) {
+                *handing = Handing::Reading;
+                out.push(Effect::Work(Work::Dump { to, start }));
+            }
+        }
+    }
+
+    pub(super) fn on_snapshot_report(&mut self, report: Report, out: &mut Vec<Effect<Work>>) {
+        match report {
+            Report::Chunk {
+                to,
+                records,
+                first,
+                last,
+            } => {
+                if self.handing.get(&to) != Some(&Handing::Reading) {
+                    return; // a view change ended that snapshot, or a lost link restarted it
+                }
+                // Nothing but the start sequence was delivered since the
+                // snapshot began, so this is the write it ends at.
+                let (ballot, upto) = (self.ballot, self.delivered_upto);
+                let state = Control::State {
+                    ballot,
+                    upto,
+                    first,
+                    records,
+                    last,
+                };
+                self.send(to, state);
+                // After the last chunk, the member's `Caught` ends the
+                // handing; until then it starts over if the link breaks.
+                let next = match last {
+                    true => Handing::Sent,
+                    false => Handing::Due { start: false },
+                };
+                self.handing.insert(to, next);
+            }
+            Report::Installed => {
+                self.has_state = true;
+                self.intact = true;
+                self.counters.snapshots_received += 1;
+                log::info!(
+                    "node {}: holds the state of view {}",
+                    self.me,
+                    self.ballot.round
+                );
+                let ballot = self.ballot;
+                for member in self.view.members.clone() {
+                    if member != self.me {
+                        self.send(member, Control::Caught { ballot });
+                    }
+                }
+                self.deliver(out);
+            }
+            Report::SnapshotFailed(why) => {
+                log::error!("node {}: snapshot failed: {why}", self.me);
+                self.handing.clear();
+                self.deliver(out);
+            }
+        }
+    }
+}
