@@ -24,8 +24,14 @@ pub const TOO_LARGE: &[u8] = b"SERVER_ERROR object too large for cache\r\n";
 pub const OUT_OF_MEMORY: &[u8] = b"SERVER_ERROR out of memory storing object\r\n";
 pub const SHUTDOWN_DISABLED: &[u8] = b"ERROR: shutdown not enabled\r\n";
 
-/// The version mckv reports: memcached's protocol level, then mckv's own.
-pub const VERSION: &str = concat!("1.6.0-mckv-", env!("CARGO_PKG_VERSION"));
+/// The version `version` and `stats` report: the memcached protocol level
+/// mckv implements, so clients that parse it (node's `memcached` reads
+/// `major.minor.patch` from the front) see a memcached 1.6. mckv's own
+/// version is `stats`' `mckv_version`.
+pub const VERSION: &str = "1.6.0";
+
+/// mckv's own version, reported as `stats`' `mckv_version`.
+pub const MCKV_VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// Appends `VALUE <key> <flags> <bytes>[ <cas>]\r\n<data>\r\n`.
 pub fn value(out: &mut Vec<u8>, key: &[u8], flags: u32, data: &[u8], cas: Option<u64>) {

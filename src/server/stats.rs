@@ -123,6 +123,7 @@ impl<E: Engine> Report<'_, E> {
             self.peers.map_or(0, |p| p.frames_received),
         );
         reply::stat(out, "mckv_timeouts", c.timeouts);
+        reply::stat(out, "mckv_version", reply::MCKV_VERSION);
         out.extend_from_slice(reply::END);
     }
 
