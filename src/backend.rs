@@ -52,9 +52,11 @@ impl<R: Replica> Backend<R> {
     /// A store that never blocks, run on the calling (reactor) thread.
     pub fn inline(factory: StoreFactory) -> Backend<R> {
         let counters = Arc::new(StoreCounters::default());
+        let mut executor = Executor::new(factory(), counters.clone());
+        executor.publish_counters();
         let kind = Kind::Inline {
             replica: R::default(),
-            executor: Executor::new(factory(), counters.clone()),
+            executor,
             done: Vec::new(),
         };
         Backend { kind, counters }
@@ -79,7 +81,8 @@ impl<R: Replica> Backend<R> {
         let handle = std::thread::Builder::new()
             .name("mckv-backend".into())
             .spawn(move || {
-                let executor = Executor::new(factory(), executor_counters);
+                let mut executor = Executor::new(factory(), executor_counters);
+                executor.publish_counters();
                 worker.run(R::default(), executor)
             })?;
         let kind = Kind::Worker {
@@ -109,6 +112,16 @@ impl<R: Replica> Backend<R> {
                     TrySendError::Full(job) | TrySendError::Disconnected(job) => job,
                 })
             }
+        }
+    }
+
+    /// `cache_memlimit`: gives the store a new memory limit; whether it
+    /// took it. Only the embedded store has a limit of the node's: a
+    /// memcached backend's is its own, and is not asked.
+    pub fn set_memory_limit(&mut self, limit_bytes: u64) -> bool {
+        match &mut self.kind {
+            Kind::Inline { executor, .. } => executor.set_memory_limit(limit_bytes),
+            Kind::Worker { .. } => false,
         }
     }
 

@@ -80,6 +80,14 @@ pub fn stat(out: &mut Vec<u8>, name: &str, value: impl std::fmt::Display) {
     let _ = write!(out, "STAT {name} {value}\r\n");
 }
 
+/// Appends memcached's `stats detail dump` line for one key prefix:
+/// `PREFIX <prefix> get <n> hit <n> set <n> del <n>\r\n`.
+pub fn prefix_counts(out: &mut Vec<u8>, prefix: &[u8], [gets, hits, sets, deletes]: [u64; 4]) {
+    out.extend_from_slice(b"PREFIX ");
+    out.extend_from_slice(prefix);
+    let _ = write!(out, " get {gets} hit {hits} set {sets} del {deletes}\r\n");
+}
+
 /// Appends `SERVER_ERROR <why>\r\n`.
 pub fn server_error(out: &mut Vec<u8>, why: &str) {
     let _ = write!(out, "SERVER_ERROR {why}\r\n");

@@ -217,28 +217,11 @@ impl<E: Engine> Server<E> {
     /// Sends a data command to the store.
     fn execute(&mut self, token: usize, request: Request) {
         self.counters.ops += 1;
-        self.count(&request.command);
         let retrieval = matches!(request.command, Command::Get(_));
         self.submit(token, request);
         if retrieval {
             // memcached flushes after every retrieval.
             self.conns[token].mark_flush_point();
-        }
-    }
-
-    fn count(&mut self, command: &Command) {
-        let c = &mut self.counters;
-        match command {
-            Command::Get(get) => {
-                c.cmd_get += get.keys.len() as u64;
-                if get.touch.is_some() {
-                    c.cmd_touch += get.keys.len() as u64;
-                }
-            }
-            Command::Storage(_) | Command::TooLarge { .. } => c.cmd_set += 1,
-            Command::Touch { .. } => c.cmd_touch += 1,
-            Command::FlushAll { .. } => c.cmd_flush += 1,
-            Command::Delete { .. } | Command::Arith(_) => {}
         }
     }
 

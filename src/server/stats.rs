@@ -1,7 +1,6 @@
 //! The counters a node reports through `stats` (memcached's names plus
 //! `mckv_*` fields) and `show` (the cluster status, one line per node).
 
-use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use super::peers::Peers;
@@ -10,17 +9,13 @@ use crate::cluster::{Engine, Node};
 use crate::config::{ClusterConfig, NodeConfig};
 use crate::protocol::reply;
 use crate::store::unix_now;
-use crate::store::StoreCounters;
+use crate::store::{Counter, StoreCounters};
 
 /// Counters kept on the reactor thread.
 #[derive(Debug, Default)]
 pub struct Counters {
     pub curr_connections: u64,
     pub total_connections: u64,
-    pub cmd_get: u64,
-    pub cmd_set: u64,
-    pub cmd_touch: u64,
-    pub cmd_flush: u64,
     pub bytes_read: u64,
     pub bytes_written: u64,
     /// Requests answered, of every kind.
@@ -65,20 +60,16 @@ impl<E: Engine> Report<'_, E> {
         reply::stat(out, "pointer_size", usize::BITS);
         reply::stat(out, "curr_connections", c.curr_connections);
         reply::stat(out, "total_connections", c.total_connections);
-        reply::stat(out, "cmd_get", c.cmd_get);
-        reply::stat(out, "cmd_set", c.cmd_set);
-        reply::stat(out, "cmd_flush", c.cmd_flush);
-        reply::stat(out, "cmd_touch", c.cmd_touch);
-        reply::stat(
-            out,
-            "get_hits",
-            self.backend.get_hits.load(Ordering::Relaxed),
-        );
-        reply::stat(
-            out,
-            "get_misses",
-            self.backend.get_misses.load(Ordering::Relaxed),
-        );
+        for counter in [
+            Counter::CmdGet,
+            Counter::CmdSet,
+            Counter::CmdFlush,
+            Counter::CmdTouch,
+            Counter::GetHits,
+            Counter::GetMisses,
+        ] {
+            reply::stat(out, counter.name(), self.backend.get(counter));
+        }
         reply::stat(out, "bytes_read", c.bytes_read);
         reply::stat(out, "bytes_written", c.bytes_written);
         reply::stat(out, "limit_maxbytes", self.cluster.memory_limit_bytes);

@@ -4,12 +4,31 @@ use super::{ArithOutcome, Expiry, Store, StoreError, StoreStatus, UnixTime, Writ
 use crate::protocol::{reply, Command, Get, Request};
 
 /// What executing a request did, beyond its reply.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Executed {
-    /// Keys a retrieval found, for the hit counters.
-    pub hits: u64,
+    /// What the command found, for memcached's hit and miss counters.
+    pub outcome: Outcome,
     /// Whether the store changed (a refused write, a miss or an error did not).
     pub changed: bool,
+}
+
+/// What a command found in the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// A retrieval: how many of its keys were found.
+    Retrieved { hits: u64 },
+    /// A storage command, and what it answered.
+    Stored(StoreStatus),
+    /// `delete`, `touch`, `incr`/`decr`: whether the key held a live item.
+    Found(bool),
+    /// `incr`/`decr` of a value that is not a number: neither hit nor miss.
+    NonNumeric,
+    /// Nothing was looked for (`flush_all`; the drop of a too-large `set`).
+    Done,
+    /// The memory cap refused the write.
+    OutOfMemory,
+    /// The backend failed; what happened there is unknown.
+    Failed,
 }
 
 /// Executes a store command at time `now`, giving anything it writes the cas
@@ -21,30 +40,50 @@ pub fn execute(
     cas: u64,
     out: &mut Vec<u8>,
 ) -> Executed {
+    execute_noting_hits(store, request, now, cas, out, None)
+}
+
+/// [`execute`], also pushing to `found_keys` (when given) the index of every
+/// key a retrieval found, for the counters that need to know which.
+pub fn execute_noting_hits(
+    store: &mut dyn Store,
+    request: &Request,
+    now: UnixTime,
+    cas: u64,
+    out: &mut Vec<u8>,
+    found_keys: Option<&mut Vec<usize>>,
+) -> Executed {
     let start = out.len();
-    let result = run(store, &request.command, now, cas, out);
-    let executed = result.as_ref().copied().unwrap_or_default();
-    if let Err(error) = result {
-        // A failure drops any partial reply (e.g. the hits of a multi-get).
-        out.truncate(start);
-        match error {
-            StoreError::OutOfMemory => out.extend_from_slice(reply::OUT_OF_MEMORY),
-            StoreError::Backend(why) | StoreError::Refused(why) => {
-                reply::server_error(out, &format!("backend error: {why}"))
+    let result = run(store, &request.command, now, cas, out, found_keys);
+    let executed = match result {
+        Ok(executed) => executed,
+        Err(error) => {
+            // A failure drops any partial reply (e.g. the hits of a multi-get).
+            out.truncate(start);
+            let outcome = match error {
+                StoreError::OutOfMemory => {
+                    out.extend_from_slice(reply::OUT_OF_MEMORY);
+                    Outcome::OutOfMemory
+                }
+                StoreError::Backend(why) | StoreError::Refused(why) => {
+                    reply::server_error(out, &format!("backend error: {why}"));
+                    Outcome::Failed
+                }
+            };
+            Executed {
+                outcome,
+                changed: false,
             }
         }
-    }
+    };
     if request.noreply {
         out.truncate(start);
     }
     executed
 }
 
-fn changed(yes: bool) -> Executed {
-    Executed {
-        hits: 0,
-        changed: yes,
-    }
+fn done(outcome: Outcome, changed: bool) -> Executed {
+    Executed { outcome, changed }
 }
 
 fn run(
@@ -53,9 +92,10 @@ fn run(
     now: UnixTime,
     cas: u64,
     out: &mut Vec<u8>,
+    found_keys: Option<&mut Vec<usize>>,
 ) -> Result<Executed, StoreError> {
     let (text, executed) = match command {
-        Command::Get(get) => return run_get(store, get, now, out),
+        Command::Get(get) => return run_get(store, get, now, out, found_keys),
         Command::Storage(s) => {
             let write = Write {
                 mode: s.mode,
@@ -65,16 +105,19 @@ fn run(
                 value: &s.value,
                 cas,
             };
-            match store.store(write, now)? {
-                StoreStatus::Stored => (reply::STORED, changed(true)),
-                StoreStatus::NotStored => (reply::NOT_STORED, changed(false)),
-                StoreStatus::Exists => (reply::EXISTS, changed(false)),
-                StoreStatus::NotFound => (reply::NOT_FOUND, changed(false)),
-            }
+            let status = store.store(write, now)?;
+            let text = match status {
+                StoreStatus::Stored => reply::STORED,
+                StoreStatus::NotStored => reply::NOT_STORED,
+                StoreStatus::Exists => reply::EXISTS,
+                StoreStatus::NotFound => reply::NOT_FOUND,
+            };
+            let stored = status == StoreStatus::Stored;
+            (text, done(Outcome::Stored(status), stored))
         }
         Command::TooLarge { key, is_set } => {
             let dropped = *is_set && store.delete(key, now)?;
-            (reply::TOO_LARGE, changed(dropped))
+            (reply::TOO_LARGE, done(Outcome::Done, dropped))
         }
         Command::Delete { key } => found(store.delete(key, now)?, reply::DELETED),
         Command::Touch { key, exptime } => {
@@ -84,10 +127,10 @@ fn run(
         Command::Arith(a) => match store.arith(&a.key, a.incr, a.delta, cas, now)? {
             ArithOutcome::Value(n) => {
                 reply::number(out, n);
-                return Ok(changed(true));
+                return Ok(done(Outcome::Found(true), true));
             }
-            ArithOutcome::NotFound => (reply::NOT_FOUND, changed(false)),
-            ArithOutcome::NonNumeric => (reply::NON_NUMERIC, changed(false)),
+            ArithOutcome::NotFound => (reply::NOT_FOUND, done(Outcome::Found(false), false)),
+            ArithOutcome::NonNumeric => (reply::NON_NUMERIC, done(Outcome::NonNumeric, false)),
         },
         Command::FlushAll { delay } => {
             let at = match Expiry::from_exptime(*delay, now) {
@@ -95,7 +138,7 @@ fn run(
                 _ => None,
             };
             store.flush_all(at, now)?;
-            (reply::OK, changed(true))
+            (reply::OK, done(Outcome::Done, true))
         }
     };
     out.extend_from_slice(text);
@@ -103,10 +146,11 @@ fn run(
 }
 
 fn found(existed: bool, text: &'static [u8]) -> (&'static [u8], Executed) {
+    let outcome = Outcome::Found(existed);
     if existed {
-        (text, changed(true))
+        (text, done(outcome, true))
     } else {
-        (reply::NOT_FOUND, changed(false))
+        (reply::NOT_FOUND, done(outcome, false))
     }
 }
 
@@ -115,6 +159,7 @@ fn run_get(
     get: &Get,
     now: UnixTime,
     out: &mut Vec<u8>,
+    mut found_keys: Option<&mut Vec<usize>>,
 ) -> Result<Executed, StoreError> {
     let touch = get.touch.map(|exptime| Expiry::from_exptime(exptime, now));
     let mut hits = 0;
@@ -122,11 +167,12 @@ fn run_get(
         let cas = get.with_cas.then_some(item.cas);
         reply::value(out, &get.keys[index], item.flags, &item.value, cas);
         hits += 1;
+        if let Some(found) = found_keys.as_deref_mut() {
+            found.push(index);
+        }
     })?;
     out.extend_from_slice(reply::END);
-    Ok(Executed {
-        hits,
-        // `gat` changes the expiry of what it found.
-        changed: get.touch.is_some() && hits > 0,
-    })
+    // `gat` changes the expiry of what it found.
+    let changed = get.touch.is_some() && hits > 0;
+    Ok(done(Outcome::Retrieved { hits }, changed))
 }

@@ -490,6 +490,16 @@ impl Store for MemcacheStore {
         })
     }
 
+    /// The memcached's memory is its own (`-m`, or `cache_memlimit` sent to
+    /// it): the node does not change it.
+    fn set_memory_limit(&mut self, _limit_bytes: u64) -> StoreResult<()> {
+        Err(StoreError::Refused(
+            "a memcached backend's memory limit is its own".into(),
+        ))
+    }
+
+    /// Items, bytes and what memcached met while serving are in the
+    /// memcached's own `stats`: the node counts none of them.
     fn stats(&self) -> StoreStats {
         StoreStats::default()
     }

@@ -3,6 +3,10 @@
 //! `-M`, it refuses a write past the cap with `SERVER_ERROR out of memory
 //! storing object` instead of evicting, after first reclaiming expired items.
 //!
+//! It counts what memcached counts of the same events ([`StoreEvents`]):
+//! lookups that find an item expired or flushed, and the dead items a full
+//! store drops to make room.
+//!
 //! It runs on the reactor thread for every request, so the common paths look
 //! a key up once (a `get`) or twice (a `set` of a key that exists: read, then
 //! write in place), and a value overwritten by one of similar size reuses the
@@ -11,8 +15,8 @@
 use std::collections::HashMap;
 
 use super::{
-    apply_delta, ArithOutcome, Expiry, Item, Record, Store, StoreError, StoreResult, StoreStats,
-    StoreStatus, UnixTime, VersionedStore, Write,
+    apply_delta, ArithOutcome, Expiry, Item, Record, Store, StoreError, StoreEvents,
+    StoreResult, StoreStats, StoreStatus, UnixTime, VersionedStore, Write,
 };
 use crate::protocol::{Key, Limits, StorageMode};
 
@@ -25,6 +29,16 @@ struct Entry {
     item: Item,
     expiry: Expiry,
     stored_at: UnixTime,
+    /// A `get`, `gat` or `touch` found it (memcached's `ITEM_FETCHED`).
+    fetched: bool,
+}
+
+/// Why an entry is no longer visible.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Death {
+    /// A delayed `flush_all` came after it was stored.
+    Flushed,
+    Expired,
 }
 
 impl Entry {
@@ -32,9 +46,20 @@ impl Entry {
         ITEM_OVERHEAD + key.len() as u64 + value_len as u64
     }
 
+    /// Why the entry is dead at `now`, if it is; flushed first, as memcached
+    /// checks.
+    fn death(&self, flush_at: Option<UnixTime>, now: UnixTime) -> Option<Death> {
+        if matches!(flush_at, Some(at) if at <= now && self.stored_at < at) {
+            Some(Death::Flushed)
+        } else if self.expiry.has_passed(now) {
+            Some(Death::Expired)
+        } else {
+            None
+        }
+    }
+
     fn is_live(&self, flush_at: Option<UnixTime>, now: UnixTime) -> bool {
-        let flushed = matches!(flush_at, Some(at) if at <= now && self.stored_at < at);
-        !flushed && !self.expiry.has_passed(now)
+        self.death(flush_at, now).is_none()
     }
 
     /// Takes a new value, in the old buffer when the value fits it snugly
@@ -52,6 +77,7 @@ impl Entry {
         self.item.cas = item.cas;
         self.expiry = item.expiry;
         self.stored_at = now;
+        self.fetched = false;
     }
 }
 
@@ -98,6 +124,7 @@ pub struct MemoryStore {
     /// A pending `flush_all <delay>`: items stored before it die when it comes.
     flush_at: Option<UnixTime>,
     last_reclaim: UnixTime,
+    events: StoreEvents,
 }
 
 impl MemoryStore {
@@ -109,6 +136,7 @@ impl MemoryStore {
             limits,
             flush_at: None,
             last_reclaim: 0,
+            events: StoreEvents::default(),
         }
     }
 
@@ -121,12 +149,18 @@ impl MemoryStore {
         f: impl FnOnce(&mut Entry) -> R,
     ) -> Option<R> {
         let flush_at = self.flush_at;
-        let dead = match self.entries.get_mut(key) {
-            Some(entry) if entry.is_live(flush_at, now) => return Some(f(entry)),
-            Some(_) => true,
-            None => false,
+        let death = match self.entries.get_mut(key) {
+            Some(entry) => match entry.death(flush_at, now) {
+                None => return Some(f(entry)),
+                death => death,
+            },
+            None => None,
         };
-        if dead {
+        if let Some(death) = death {
+            match death {
+                Death::Flushed => self.events.flushed_found += 1,
+                Death::Expired => self.events.expired_found += 1,
+            }
             self.remove(key);
         }
         None
@@ -148,15 +182,18 @@ impl MemoryStore {
             return;
         }
         self.last_reclaim = now;
+        self.events.reclaim_walks += 1;
         let flush_at = self.flush_at;
-        let dead: Vec<Key> = self
+        let dead: Vec<(Key, bool)> = self
             .entries
             .iter()
             .filter(|(_, e)| !e.is_live(flush_at, now))
-            .map(|(k, _)| k.clone())
+            .map(|(k, e)| (k.clone(), e.fetched))
             .collect();
-        for key in dead {
+        for (key, fetched) in dead {
             self.remove(&key);
+            self.events.reclaimed += 1;
+            self.events.reclaimed_unfetched += u64::from(!fetched);
         }
     }
 
@@ -203,6 +240,7 @@ impl MemoryStore {
                     },
                     expiry: item.expiry,
                     stored_at: now,
+                    fetched: false,
                 };
                 self.entries.insert(key.to_vec(), entry);
             }
@@ -272,6 +310,7 @@ impl Store for MemoryStore {
                 if let Some(expiry) = touch {
                     entry.expiry = expiry;
                 }
+                entry.fetched = true;
                 found(index, &entry.item);
             });
         }
@@ -332,7 +371,11 @@ impl Store for MemoryStore {
     }
 
     fn touch(&mut self, key: &[u8], expiry: Expiry, now: UnixTime) -> StoreResult<bool> {
-        Ok(self.with_live(key, now, |e| e.expiry = expiry).is_some())
+        let touched = self.with_live(key, now, |e| {
+            e.expiry = expiry;
+            e.fetched = true;
+        });
+        Ok(touched.is_some())
     }
 
     fn flush_all(&mut self, at: Option<UnixTime>, now: UnixTime) -> StoreResult<()> {
@@ -347,12 +390,30 @@ impl Store for MemoryStore {
         Ok(())
     }
 
+    fn set_memory_limit(&mut self, limit_bytes: u64) -> StoreResult<()> {
+        self.limit_bytes = limit_bytes;
+        Ok(())
+    }
+
     fn stats(&self) -> StoreStats {
         StoreStats {
             items: self.entries.len() as u64,
             bytes: self.used_bytes,
             limit_bytes: self.limit_bytes,
+            table_slots: table_slots(self.entries.capacity()),
+            events: self.events,
         }
+    }
+}
+
+/// The slots of a hash table that holds `capacity` entries: hashbrown
+/// (std's map) keeps a power of two of them, at most 7/8 full (below 8
+/// slots, one is kept free).
+fn table_slots(capacity: usize) -> u64 {
+    match capacity {
+        0 => 0,
+        c if c < 7 => (c as u64 + 1).next_power_of_two(),
+        c => (c as u64 * 8 / 7).next_power_of_two(),
     }
 }
 
@@ -553,6 +614,74 @@ mod tests {
         assert!(get(&mut s, b"k", NOW + 1).is_none());
         assert_eq!(s.stats().bytes, cost(b"n", 1));
         assert_eq!(s.stats().items, 1);
+    }
+
+    #[test]
+    fn lookups_count_what_they_find_dead_like_memcached() {
+        let mut s = store();
+        let mut w = write(StorageMode::Set, b"e", b"v");
+        w.expiry = Expiry::At(NOW);
+        s.store(w, NOW).unwrap();
+        // A write over an expired item finds it too, as memcached's does.
+        s.store(write(StorageMode::Add, b"e", b"v"), NOW).unwrap();
+        s.store(write(StorageMode::Set, b"f", b"v"), NOW).unwrap();
+        s.flush_all(Some(NOW + 1), NOW).unwrap();
+        assert!(get(&mut s, b"f", NOW + 1).is_none());
+        assert!(!s.delete(b"missing", NOW).unwrap());
+        let events = s.stats().events;
+        assert_eq!((events.expired_found, events.flushed_found), (1, 1));
+    }
+
+    #[test]
+    fn a_full_store_reclaims_dead_items_and_counts_the_unfetched() {
+        let mut s = MemoryStore::new(600, Limits::default());
+        for (key, expiry) in [(&b"a"[..], NOW + 1), (b"b", NOW + 1), (b"c", NOW + 100)] {
+            let mut w = write(StorageMode::Set, key, &[b'x'; 100]);
+            w.expiry = Expiry::At(expiry);
+            s.store(w, NOW).unwrap();
+        }
+        assert!(get(&mut s, b"a", NOW).is_some());
+        // At NOW + 1 "a" and "b" are dead; the big write takes their room.
+        s.store(write(StorageMode::Set, b"d", &[b'x'; 250]), NOW + 1)
+            .unwrap();
+        let events = s.stats().events;
+        assert_eq!(
+            (
+                events.reclaim_walks,
+                events.reclaimed,
+                events.reclaimed_unfetched
+            ),
+            (1, 2, 1)
+        );
+        assert_eq!(events.expired_found, 0, "a walk is not a lookup");
+    }
+
+    #[test]
+    fn a_new_memory_limit_refuses_writes_past_it_and_keeps_what_is_stored() {
+        let mut s = store();
+        s.store(write(StorageMode::Set, b"a", &[b'x'; 500]), NOW)
+            .unwrap();
+        s.set_memory_limit(300).unwrap();
+        assert_eq!(s.stats().limit_bytes, 300);
+        assert!(get(&mut s, b"a", NOW).is_some());
+        assert_eq!(
+            s.store(write(StorageMode::Set, b"b", b"v"), NOW),
+            Err(StoreError::OutOfMemory)
+        );
+        s.set_memory_limit(1 << 20).unwrap();
+        assert_eq!(
+            s.store(write(StorageMode::Set, b"b", b"v"), NOW),
+            Ok(StoreStatus::Stored)
+        );
+    }
+
+    #[test]
+    fn table_slots_are_what_the_map_allocates() {
+        assert_eq!(table_slots(0), 0);
+        assert_eq!(table_slots(3), 4);
+        assert_eq!(table_slots(7), 8);
+        assert_eq!(table_slots(14), 16);
+        assert_eq!(table_slots(896), 1024);
     }
 
     #[test]

@@ -13,13 +13,15 @@
 //! the rest of eventual mode, in `cluster/eventual/`: the cluster depends
 //! on the store, never the other way.
 
+pub mod counters;
 pub mod execute;
 pub mod executor;
 pub mod memcache;
 pub mod memory;
 
-pub use execute::{execute, Executed};
-pub use executor::{Executor, StoreCounters};
+pub use counters::{Counter, KeyPrefixes, StoreCounters};
+pub use execute::{execute, Executed, Outcome};
+pub use executor::Executor;
 
 use crate::protocol::{Key, StorageMode};
 
@@ -113,12 +115,36 @@ pub enum StoreError {
     Refused(String),
 }
 
-/// Item counts a store publishes for `stats`.
+/// What a store says of itself for `stats`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct StoreStats {
     pub items: u64,
     pub bytes: u64,
     pub limit_bytes: u64,
+    /// Slots of the key table (memcached's hash buckets); 0 for a store
+    /// whose table is elsewhere (a memcached backend).
+    pub table_slots: u64,
+    /// What the store has met since it started.
+    pub events: StoreEvents,
+}
+
+/// Running totals of what a store met while working, for memcached's
+/// counters of the same name; a store that cannot tell keeps them at 0.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreEvents {
+    /// Lookups that found their item expired (`get_expired`).
+    pub expired_found: u64,
+    /// Lookups that found their item invalidated by a delayed `flush_all`
+    /// (`get_flushed`).
+    pub flushed_found: u64,
+    /// Dead items dropped to make room for a write (`reclaimed`).
+    pub reclaimed: u64,
+    /// Of those, the ones never found by a `get`, `gat` or `touch`
+    /// (`expired_unfetched`).
+    pub reclaimed_unfetched: u64,
+    /// Walks over the store for dead items made by a write that found it
+    /// full (`direct_reclaims`).
+    pub reclaim_walks: u64,
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -154,6 +180,9 @@ pub trait Store: Send {
     fn touch(&mut self, key: &[u8], expiry: Expiry, now: UnixTime) -> StoreResult<bool>;
     /// Invalidates every item stored before `at` once `at` has come.
     fn flush_all(&mut self, at: Option<UnixTime>, now: UnixTime) -> StoreResult<()>;
+    /// `cache_memlimit`: the memory cap from now on. Items already stored
+    /// stay even when they pass it; writes are refused until they fit.
+    fn set_memory_limit(&mut self, limit_bytes: u64) -> StoreResult<()>;
     fn stats(&self) -> StoreStats;
 }
 

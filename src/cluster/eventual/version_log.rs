@@ -552,6 +552,9 @@ mod tests {
             self.check()?;
             self.inner.flush_all(at, now)
         }
+        fn set_memory_limit(&mut self, limit_bytes: u64) -> StoreResult<()> {
+            self.inner.set_memory_limit(limit_bytes)
+        }
         fn stats(&self) -> crate::store::StoreStats {
             self.inner.stats()
         }

@@ -78,11 +78,14 @@ impl Replica for TotalOrderReplica {
     ) {
         match work {
             Work::Apply(apply) => {
-                let (reply, _) = executor.execute(&apply.op.request, apply.op.now, apply.cas);
+                let (request, now) = (&apply.op.request, apply.op.now);
                 match apply.reply_to {
-                    Some(to) => emit(Done::Reply { to, reply }),
-                    // Another node's write: its buffer serves the next reply.
-                    None => executor.keep(reply),
+                    Some(to) => {
+                        let (reply, _) = executor.execute(request, now, apply.cas);
+                        emit(Done::Reply { to, reply })
+                    }
+                    // Another node's write: applied, counted where it was taken.
+                    None => executor.apply_replicated(request, now, apply.cas),
                 }
             }
             Work::Dump { to, start } => emit(Done::Engine(self.dump(to, start, executor))),
