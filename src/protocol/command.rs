@@ -3,8 +3,9 @@
 //!
 //! They come in two kinds. A [`Command`] reads or changes stored data: it goes
 //! to the store, through the cluster engine, and may be replicated. An
-//! [`Admin`] command (`version`, `verbosity`, `stats`, `show`, `quit`) is
-//! answered by the node itself and never leaves it.
+//! [`Admin`] command (`version`, `verbosity`, `stats` and its groups,
+//! `cache_memlimit`, `slabs`, `show`, `quit`) is answered by the node itself
+//! and never leaves it.
 
 /// A key as the client sent it (at most [`super::Limits::MAX_KEY_LEN`] bytes).
 pub type Key = Vec<u8>;
@@ -56,6 +57,27 @@ pub enum StatsGroup {
     General,
     Settings,
     Reset,
+    Items,
+    Slabs,
+    Sizes,
+    Conns,
+    /// memcached's report on its flash storage (extstore).
+    Extstore,
+    Detail(Detail),
+    /// `stats cachedump <class> <limit>`: up to `limit` keys (0: all) of
+    /// slab class `class`.
+    CacheDump {
+        class: u32,
+        limit: u32,
+    },
+}
+
+/// `stats detail on|off|dump`: per-key-prefix counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Detail {
+    On,
+    Off,
+    Dump,
 }
 
 /// A request for the store: every variant reads or changes stored data.
@@ -93,6 +115,19 @@ pub enum Admin {
     /// mckv's cluster status report.
     Show,
     Quit,
+    /// `cache_memlimit <megabytes>`: the store's memory limit from now on.
+    CacheMemlimit {
+        megabytes: u32,
+    },
+    /// `slabs automove <0|1|2>` or `slabs automove ratio <x>`: how memcached
+    /// moves slab pages between size classes.
+    SlabsAutomove,
+    /// `slabs reassign <source> <destination>`: move one slab page between
+    /// size classes.
+    SlabsReassign {
+        source: i32,
+        destination: i32,
+    },
 }
 
 /// A store command with memcached's `noreply` flag.

@@ -9,8 +9,8 @@
 //!
 //! A request is either a data [`Command`] (get, the storage commands, delete,
 //! incr/decr, touch, flush_all), which goes to the store and may be
-//! replicated, or an [`Admin`] command (version, verbosity, stats, show,
-//! quit), which the node answers itself.
+//! replicated, or an [`Admin`] command (version, verbosity, stats and its
+//! groups, cache_memlimit, slabs, show, quit), which the node answers itself.
 //!
 //! Nothing here touches a socket, a clock or a store, so every rule can be
 //! checked by table tests and by the fuzz test in `tests/`.
@@ -21,7 +21,9 @@ pub mod number;
 pub mod parse;
 pub mod reply;
 
-pub use command::{Admin, Arith, Command, Get, Key, Request, StatsGroup, Storage, StorageMode};
+pub use command::{
+    Admin, Arith, Command, Detail, Get, Key, Request, StatsGroup, Storage, StorageMode,
+};
 pub use parse::{parse, Action, Incomplete, Limits, Parsed};
 
 #[cfg(test)]

@@ -83,6 +83,22 @@ pub fn parse_i32_truncating(token: &[u8]) -> Option<i32> {
     Some(value as i32)
 }
 
+/// `safe_strtod`: a decimal floating-point number, with the same tail rule.
+/// C's `strtod` also reads hexadecimal floats (`0x1p3`), which this does
+/// not; a number too large for a double (C's `ERANGE`) is refused.
+pub fn parse_f64(token: &[u8]) -> Option<f64> {
+    let start = token.iter().take_while(|&&b| is_c_space(b)).count();
+    let body = &token[start..];
+    let end = body
+        .iter()
+        .position(|&b| is_c_space(b))
+        .unwrap_or(body.len());
+    let text = std::str::from_utf8(&body[..end]).ok()?;
+    let value: f64 = text.parse().ok()?;
+    let overflowed = value.is_infinite() && !text.to_ascii_lowercase().contains("inf");
+    (!overflowed).then_some(value)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -126,6 +142,18 @@ mod tests {
         assert_eq!(parse_i32_truncating(b"-9223372036854775808"), Some(0));
         assert_eq!(parse_i32_truncating(b"5\t"), Some(5));
         assert_eq!(parse_i32_truncating(b"5x"), None);
+    }
+
+    #[test]
+    fn doubles_follow_strtod() {
+        assert_eq!(parse_f64(b"0.5"), Some(0.5));
+        assert_eq!(parse_f64(b"+1e2"), Some(100.0));
+        assert_eq!(parse_f64(b".5 "), Some(0.5));
+        assert_eq!(parse_f64(b"inf"), Some(f64::INFINITY));
+        assert_eq!(parse_f64(b"1e999"), None);
+        assert_eq!(parse_f64(b"0.5x"), None);
+        assert_eq!(parse_f64(b"x"), None);
+        assert_eq!(parse_f64(b""), None);
     }
 
     #[test]

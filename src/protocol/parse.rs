@@ -13,11 +13,14 @@
 //! too large is swallowed ([`Parsed::swallow`]).
 //!
 //! A request for the store comes out as [`Action::Execute`] with a data
-//! [`Command`]; one the node answers itself (`version`, `verbosity`, `stats`,
-//! `show`, `quit`) as [`Action::Admin`].
+//! [`Command`]; one the node answers itself (`version`, `verbosity`, `stats`
+//! and its groups, `cache_memlimit`, `slabs`, `show`, `quit`) as
+//! [`Action::Admin`], once its arguments pass memcached's checks.
 
-use super::command::{Admin, Arith, Command, Get, Request, StatsGroup, Storage, StorageMode};
-use super::number::{parse_i32_truncating, parse_u32_truncating, parse_u64};
+use super::command::{
+    Admin, Arith, Command, Detail, Get, Request, StatsGroup, Storage, StorageMode,
+};
+use super::number::{parse_f64, parse_i32_truncating, parse_u32_truncating, parse_u64};
 use super::reply;
 
 /// The size limits the parser enforces.
@@ -41,6 +44,13 @@ impl Limits {
     /// memcached's item header with its cas field, the key's NUL and the
     /// value's `\r\n`: what an item costs beyond its key and value.
     const ITEM_OVERHEAD: usize = 59;
+    /// memcached's `MAX_NUMBER_OF_SLAB_CLASSES`: `stats cachedump` refuses a
+    /// class id from here on.
+    pub const SLAB_CLASS_IDS: u32 = 64;
+    /// `cache_memlimit`'s bounds, in megabytes: memcached refuses less than
+    /// 8 and reads more than a billion as a value given in bytes.
+    pub const MEMLIMIT_MIN_MB: u32 = 8;
+    pub const MEMLIMIT_MAX_MB: u32 = 1_000_000_000;
 
     /// memcached's `item_size_ok`: whether an item with this key, flags and
     /// value fits `item_size_max` (non-zero flags take 4 more bytes).
@@ -222,6 +232,8 @@ impl<'a> Line<'a, '_> {
             (b'a', b"add") if matches!(n, 6 | 7) => return self.storage(StorageMode::Add),
             (b'a', b"append") if matches!(n, 6 | 7) => return self.storage(StorageMode::Append),
             (b'c', b"cas") if matches!(n, 7 | 8) => return self.storage(StorageMode::Cas(0)),
+            (b'c', b"cache_memlimit") if matches!(n, 3 | 4) => self.cache_memlimit(),
+            (b's', b"slabs") => self.slabs(),
             (b'i', b"incr") if matches!(n, 4 | 5) => self.arith(true),
             (b'd', b"delete") if (3..=5).contains(&n) => self.delete(),
             (b'd', b"decr") if matches!(n, 4 | 5) => self.arith(false),
@@ -434,15 +446,101 @@ impl<'a> Line<'a, '_> {
         self.admin(Admin::Verbosity, noreply)
     }
 
+    /// memcached's `process_stat`: words after the group's own are
+    /// ignored, and there is no `noreply`.
     fn stats(&self) -> Parsed {
-        let group = match self.tokens.len {
+        let t = self.tokens;
+        let group = match t.len {
             1 => StatsGroup::General,
-            _ => match self.tokens.get(1) {
+            _ => match t.get(1) {
                 b"reset" => StatsGroup::Reset,
                 b"settings" => StatsGroup::Settings,
+                b"items" => StatsGroup::Items,
+                b"slabs" => StatsGroup::Slabs,
+                b"sizes" => StatsGroup::Sizes,
+                b"conns" => StatsGroup::Conns,
+                b"extstore" => StatsGroup::Extstore,
+                b"detail" => match (t.len > 2).then(|| t.get(2)) {
+                    Some(b"on") => StatsGroup::Detail(Detail::On),
+                    Some(b"off") => StatsGroup::Detail(Detail::Off),
+                    Some(b"dump") => StatsGroup::Detail(Detail::Dump),
+                    _ => return self.reply(reply::DETAIL_USAGE, false),
+                },
+                b"cachedump" => return self.cachedump(),
                 _ => return self.error(),
             },
         };
         self.admin(Admin::Stats(group), false)
+    }
+
+    fn cachedump(&self) -> Parsed {
+        let t = self.tokens;
+        if t.ntokens() < 5 {
+            return self.reply(reply::BAD_COMMAND_LINE, false);
+        }
+        let (Some(class), Some(limit)) = (
+            parse_u32_truncating(t.get(2)),
+            parse_u32_truncating(t.get(3)),
+        ) else {
+            return self.reply(reply::BAD_FORMAT, false);
+        };
+        if class >= Limits::SLAB_CLASS_IDS {
+            return self.reply(reply::ILLEGAL_SLAB_ID, false);
+        }
+        self.admin(Admin::Stats(StatsGroup::CacheDump { class, limit }), false)
+    }
+
+    /// memcached's `process_memlimit_command`; `noreply` silences its errors too.
+    fn cache_memlimit(&self) -> Parsed {
+        let noreply = self.tokens.noreply();
+        match parse_u32_truncating(self.tokens.get(1)) {
+            None => self.reply(reply::ERROR, noreply),
+            Some(mb) if mb < Limits::MEMLIMIT_MIN_MB => {
+                self.reply(reply::MEMLIMIT_TOO_SMALL, noreply)
+            }
+            Some(mb) if mb > Limits::MEMLIMIT_MAX_MB => {
+                self.reply(reply::MEMLIMIT_NOT_BYTES, noreply)
+            }
+            Some(megabytes) => self.admin(Admin::CacheMemlimit { megabytes }, noreply),
+        }
+    }
+
+    /// memcached's `process_slabs_command`: `reassign` takes exactly two
+    /// class ids (and no `noreply`); `automove` takes a level of 0, 1 or 2,
+    /// or `ratio` and a number, and `noreply` silences its errors too.
+    fn slabs(&self) -> Parsed {
+        let t = self.tokens;
+        let n = t.ntokens();
+        if n == 5 && t.get(1) == b"reassign" {
+            let ids = (
+                parse_i32_truncating(t.get(2)),
+                parse_i32_truncating(t.get(3)),
+            );
+            let (Some(source), Some(destination)) = ids else {
+                return self.reply(reply::BAD_FORMAT, false);
+            };
+            return self.admin(
+                Admin::SlabsReassign {
+                    source,
+                    destination,
+                },
+                false,
+            );
+        }
+        if n < 4 || t.get(1) != b"automove" {
+            return self.error();
+        }
+        let noreply = t.noreply();
+        if t.get(2) == b"ratio" {
+            return match n >= 5 && parse_f64(t.get(3)).is_some() {
+                true => self.admin(Admin::SlabsAutomove, noreply),
+                false => self.reply(reply::ERROR, noreply),
+            };
+        }
+        match parse_u32_truncating(t.get(2)) {
+            None => self.reply(reply::BAD_FORMAT, noreply),
+            Some(0..=2) => self.admin(Admin::SlabsAutomove, noreply),
+            Some(_) => self.reply(reply::ERROR, noreply),
+        }
     }
 }

@@ -23,6 +23,17 @@ pub const DELETE_USAGE: &[u8] =
 pub const TOO_LARGE: &[u8] = b"SERVER_ERROR object too large for cache\r\n";
 pub const OUT_OF_MEMORY: &[u8] = b"SERVER_ERROR out of memory storing object\r\n";
 pub const SHUTDOWN_DISABLED: &[u8] = b"ERROR: shutdown not enabled\r\n";
+pub const BAD_COMMAND_LINE: &[u8] = b"CLIENT_ERROR bad command line\r\n";
+pub const ILLEGAL_SLAB_ID: &[u8] = b"CLIENT_ERROR Illegal slab id\r\n";
+pub const DETAIL_USAGE: &[u8] = b"CLIENT_ERROR usage: stats detail on|off|dump\r\n";
+pub const MEMLIMIT_TOO_SMALL: &[u8] = b"MEMLIMIT_TOO_SMALL cannot set maxbytes to less than 8m\r\n";
+pub const MEMLIMIT_NOT_BYTES: &[u8] =
+    b"MEMLIMIT_ADJUST_FAILED input value is megabytes not bytes\r\n";
+pub const MEMLIMIT_ADJUST_FAILED: &[u8] =
+    b"MEMLIMIT_ADJUST_FAILED out of bounds or unable to adjust\r\n";
+pub const REASSIGN_SAME: &[u8] = b"SAME src and dst class are identical\r\n";
+pub const REASSIGN_BAD_CLASS: &[u8] = b"BADCLASS invalid src or dst class id\r\n";
+pub const REASSIGN_NO_SPARE: &[u8] = b"NOSPARE source class has no spare pages\r\n";
 
 /// The version `version` and `stats` report: the memcached protocol level
 /// mckv implements, so clients that parse it (node's `memcached` reads

@@ -208,6 +208,75 @@ fn admin_requests() -> Vec<(&'static [u8], Admin, bool)> {
             Admin::Stats(StatsGroup::Settings),
             false,
         ),
+        (b"stats items\r\n", Admin::Stats(StatsGroup::Items), false),
+        (b"stats slabs\r\n", Admin::Stats(StatsGroup::Slabs), false),
+        (b"stats sizes\r\n", Admin::Stats(StatsGroup::Sizes), false),
+        (b"stats conns\r\n", Admin::Stats(StatsGroup::Conns), false),
+        (
+            b"stats extstore\r\n",
+            Admin::Stats(StatsGroup::Extstore),
+            false,
+        ),
+        (
+            b"stats detail on\r\n",
+            Admin::Stats(StatsGroup::Detail(Detail::On)),
+            false,
+        ),
+        (
+            b"stats detail off\r\n",
+            Admin::Stats(StatsGroup::Detail(Detail::Off)),
+            false,
+        ),
+        (
+            b"stats detail dump\r\n",
+            Admin::Stats(StatsGroup::Detail(Detail::Dump)),
+            false,
+        ),
+        (
+            b"stats cachedump 1 0\r\n",
+            Admin::Stats(StatsGroup::CacheDump { class: 1, limit: 0 }),
+            false,
+        ),
+        (
+            b"stats cachedump 63 4294967297\r\n",
+            Admin::Stats(StatsGroup::CacheDump {
+                class: 63,
+                limit: 1,
+            }),
+            false,
+        ),
+        (
+            b"cache_memlimit 8\r\n",
+            Admin::CacheMemlimit { megabytes: 8 },
+            false,
+        ),
+        (
+            b"cache_memlimit 1000000000 noreply\r\n",
+            Admin::CacheMemlimit {
+                megabytes: 1_000_000_000,
+            },
+            true,
+        ),
+        (b"slabs automove 0\r\n", Admin::SlabsAutomove, false),
+        (b"slabs automove 2\r\n", Admin::SlabsAutomove, false),
+        (b"slabs automove 1 noreply\r\n", Admin::SlabsAutomove, true),
+        (b"slabs automove ratio 0.5\r\n", Admin::SlabsAutomove, false),
+        (
+            b"slabs reassign 1 2\r\n",
+            Admin::SlabsReassign {
+                source: 1,
+                destination: 2,
+            },
+            false,
+        ),
+        (
+            b"slabs reassign -1 4294967297\r\n",
+            Admin::SlabsReassign {
+                source: -1,
+                destination: 1,
+            },
+            false,
+        ),
         (b"show\r\n", Admin::Show, false),
         (b"quit\r\n", Admin::Quit, false),
     ]
@@ -281,6 +350,22 @@ fn equivalent_spellings_parse_alike() {
 }
 
 #[test]
+fn admin_spellings_memcached_takes_alike_parse_alike() {
+    let pairs: &[(&[u8], &[u8])] = &[
+        (b"stats  detail  on extra\r\n", b"stats detail on\r\n"),
+        (b"stats settings x\r\n", b"stats settings\r\n"),
+        (b"stats cachedump 1 2 3\r\n", b"stats cachedump 1 2\r\n"),
+        (b"cache_memlimit +064\r\n", b"cache_memlimit 64\r\n"),
+        (b"cache_memlimit 64 x\r\n", b"cache_memlimit 64\r\n"),
+        (b"slabs  automove  1 \r\n", b"slabs automove 1\r\n"),
+        (b"slabs automove 1 2\r\n", b"slabs automove 1\r\n"),
+    ];
+    for (a, b) in pairs {
+        assert_eq!(admin(a), admin(b), "{:?}", String::from_utf8_lossy(a));
+    }
+}
+
+#[test]
 fn binary_values_pass_through() {
     let mut input = b"set k 0 0 256\r\n".to_vec();
     let value: Vec<u8> = (0..=255u8).collect();
@@ -328,6 +413,83 @@ fn every_error_reply() {
         (b"verbosity noreply\r\n".to_vec(), reply::BAD_FORMAT, true),
         (b"verbosity abc\r\n".to_vec(), reply::BAD_FORMAT, false),
         (b"stats nonsense\r\n".to_vec(), reply::ERROR, false),
+        (b"stats noreply\r\n".to_vec(), reply::ERROR, false),
+        (b"stats SLABS\r\n".to_vec(), reply::ERROR, false),
+        (b"stats detail\r\n".to_vec(), reply::DETAIL_USAGE, false),
+        (b"stats detail x\r\n".to_vec(), reply::DETAIL_USAGE, false),
+        (
+            b"stats cachedump\r\n".to_vec(),
+            reply::BAD_COMMAND_LINE,
+            false,
+        ),
+        (
+            b"stats cachedump 1\r\n".to_vec(),
+            reply::BAD_COMMAND_LINE,
+            false,
+        ),
+        (
+            b"stats cachedump x 1\r\n".to_vec(),
+            reply::BAD_FORMAT,
+            false,
+        ),
+        (
+            b"stats cachedump 1 -1\r\n".to_vec(),
+            reply::BAD_FORMAT,
+            false,
+        ),
+        (
+            b"stats cachedump 64 0\r\n".to_vec(),
+            reply::ILLEGAL_SLAB_ID,
+            false,
+        ),
+        (b"cache_memlimit\r\n".to_vec(), reply::ERROR, false),
+        (b"cache_memlimit x\r\n".to_vec(), reply::ERROR, false),
+        (b"cache_memlimit -1\r\n".to_vec(), reply::ERROR, false),
+        (b"cache_memlimit 1 2 3\r\n".to_vec(), reply::ERROR, false),
+        (
+            b"cache_memlimit 7\r\n".to_vec(),
+            reply::MEMLIMIT_TOO_SMALL,
+            false,
+        ),
+        (
+            b"cache_memlimit 4294967296\r\n".to_vec(),
+            reply::MEMLIMIT_TOO_SMALL,
+            false,
+        ),
+        (
+            b"cache_memlimit 1 noreply\r\n".to_vec(),
+            reply::MEMLIMIT_TOO_SMALL,
+            true,
+        ),
+        (
+            b"cache_memlimit 1000000001\r\n".to_vec(),
+            reply::MEMLIMIT_NOT_BYTES,
+            false,
+        ),
+        (b"slabs\r\n".to_vec(), reply::ERROR, false),
+        (b"slabs automove\r\n".to_vec(), reply::ERROR, false),
+        (b"slabs automove x\r\n".to_vec(), reply::BAD_FORMAT, false),
+        (b"slabs automove -1\r\n".to_vec(), reply::BAD_FORMAT, false),
+        (
+            b"slabs automove x noreply\r\n".to_vec(),
+            reply::BAD_FORMAT,
+            true,
+        ),
+        (b"slabs automove 3\r\n".to_vec(), reply::ERROR, false),
+        (b"slabs automove ratio\r\n".to_vec(), reply::ERROR, false),
+        (
+            b"slabs automove ratio x 1\r\n".to_vec(),
+            reply::ERROR,
+            false,
+        ),
+        (b"slabs reassign 1\r\n".to_vec(), reply::ERROR, false),
+        (
+            b"slabs reassign 1 2 noreply\r\n".to_vec(),
+            reply::ERROR,
+            false,
+        ),
+        (b"slabs reassign x 1\r\n".to_vec(), reply::BAD_FORMAT, false),
+        (b"slabs Automove 1\r\n".to_vec(), reply::ERROR, false),
         (b"shutdown\r\n".to_vec(), reply::SHUTDOWN_DISABLED, false),
         (b"set k 0 0 -1\r\n".to_vec(), reply::BAD_FORMAT, false),
         (b"set k abc 0 1\r\n".to_vec(), reply::BAD_FORMAT, false),

@@ -1,17 +1,70 @@
 //! Commands the node answers itself, in their place among a connection's
-//! replies: `version`, `verbosity`, `stats` (and its groups), `show`, `quit`.
+//! replies: `version`, `verbosity`, `stats` (and its groups),
+//! `cache_memlimit`, `slabs`, `show`, `quit`.
 
 use super::stats::Report;
 use super::Server;
 use crate::cluster::Engine;
-use crate::protocol::{reply, Admin, StatsGroup};
+use crate::protocol::{reply, Admin, Detail, StatsGroup};
+
+/// The largest slab class id of a memcached started with its default sizes
+/// (`-n 48 -f 1.25 -I 1m`): `slabs reassign` names classes up to it.
+const LARGEST_SLAB_CLASS: i32 = 39;
 
 impl<E: Engine> Server<E> {
     /// Answers a command the node handles itself, in its place among the
     /// connection's replies.
     pub(super) fn answer_admin(&mut self, token: usize, command: Admin, noreply: bool) {
         self.counters.ops += 1;
-        let report = Report {
+        let mut out = Vec::new();
+        match command {
+            Admin::Version => reply::version(&mut out),
+            // Logging is set with `--log-level`; memcached's levels change nothing here.
+            Admin::Verbosity => out.extend_from_slice(reply::OK),
+            Admin::Stats(group) => self.answer_stats(token, group, &mut out),
+            Admin::CacheMemlimit { megabytes } => {
+                let taken = self.backend.set_memory_limit(u64::from(megabytes) << 20);
+                // A memcached backend's limit is its own: send it there.
+                let text = if taken {
+                    reply::OK
+                } else {
+                    reply::MEMLIMIT_ADJUST_FAILED
+                };
+                out.extend_from_slice(text);
+            }
+            // The store has no slab pages for memcached's automover to move:
+            // the setting is taken and changes nothing, like `verbosity`.
+            Admin::SlabsAutomove => out.extend_from_slice(reply::OK),
+            Admin::SlabsReassign {
+                source,
+                destination,
+            } => out.extend_from_slice(reassign(source, destination)),
+            Admin::Show => self.report(token).show(&mut out),
+            Admin::Quit => self.conns[token].close_when_flushed = true,
+        }
+        if !noreply {
+            self.conns[token].reply(|o| o.extend_from_slice(&out));
+        }
+    }
+
+    fn answer_stats(&mut self, token: usize, group: StatsGroup, out: &mut Vec<u8>) {
+        match group {
+            StatsGroup::Reset => {
+                self.counters.reset();
+                self.backend.counters.reset();
+                out.extend_from_slice(reply::RESET);
+            }
+            StatsGroup::Detail(on @ (Detail::On | Detail::Off)) => {
+                self.backend.counters.set_detail(on == Detail::On);
+                out.extend_from_slice(reply::OK);
+            }
+            group => self.report(token).group(group, out),
+        }
+    }
+
+    /// What `stats` and `show` read, for a request on connection `token`.
+    fn report(&self, token: usize) -> Report<'_, E> {
+        Report {
             cluster: &self.settings.cluster,
             config: &self.settings.node,
             members: &self.settings.members,
@@ -21,23 +74,39 @@ impl<E: Engine> Server<E> {
             backend: &self.backend.counters,
             node: &self.node,
             peers: self.peers.as_ref(),
-        };
-        let mut out = Vec::new();
-        match command {
-            Admin::Version => reply::version(&mut out),
-            Admin::Verbosity => out.extend_from_slice(reply::OK),
-            Admin::Stats(StatsGroup::General) => report.general(&mut out),
-            Admin::Stats(StatsGroup::Settings) => report.settings(&mut out),
-            Admin::Stats(StatsGroup::Reset) => {
-                self.counters.reset();
-                self.backend.counters.reset();
-                out.extend_from_slice(reply::RESET);
-            }
-            Admin::Show => report.show(&mut out),
-            Admin::Quit => self.conns[token].close_when_flushed = true,
+            listener: self.listener.as_ref(),
+            conns: &self.conns,
+            asking: token,
         }
-        if !noreply {
-            self.conns[token].reply(|o| o.extend_from_slice(&out));
-        }
+    }
+}
+
+/// memcached's `slabs reassign` where no class has a page to spare, which
+/// is mckv's store (it has no slab pages): the same class twice, a class
+/// out of range (`-1`, "any class", finds none), or no spare page.
+fn reassign(source: i32, destination: i32) -> &'static [u8] {
+    let classes = 0..=LARGEST_SLAB_CLASS;
+    if source == destination {
+        reply::REASSIGN_SAME
+    } else if !classes.contains(&source) || !classes.contains(&destination) {
+        reply::REASSIGN_BAD_CLASS
+    } else {
+        reply::REASSIGN_NO_SPARE
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reassign_answers_as_memcached_with_no_spare_pages() {
+        assert_eq!(reassign(3, 3), reply::REASSIGN_SAME);
+        assert_eq!(reassign(-1, -1), reply::REASSIGN_SAME);
+        assert_eq!(reassign(-1, 2), reply::REASSIGN_BAD_CLASS);
+        assert_eq!(reassign(1, 40), reply::REASSIGN_BAD_CLASS);
+        assert_eq!(reassign(i32::MIN, 1), reply::REASSIGN_BAD_CLASS);
+        assert_eq!(reassign(0, 39), reply::REASSIGN_NO_SPARE);
+        assert_eq!(reassign(1, 2), reply::REASSIGN_NO_SPARE);
     }
 }

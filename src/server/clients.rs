@@ -59,8 +59,10 @@ impl<E: Engine> Server<E> {
                     self.sessions += 1;
                     let session = session_id(token.0, self.sessions);
                     entry.insert(Connection::new(stream, session, addr));
-                    self.counters.curr_connections += 1;
-                    self.counters.total_connections += 1;
+                    let c = &mut self.counters;
+                    c.curr_connections += 1;
+                    c.total_connections += 1;
+                    c.connection_structures = c.connection_structures.max(c.curr_connections);
                     log::debug!("client {addr} connected");
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -100,6 +102,7 @@ impl<E: Engine> Server<E> {
                     Ok((0, _)) => conn.read_closed = true,
                     Ok((n, asked)) => {
                         self.counters.bytes_read += n as u64;
+                        conn.last_command = Instant::now();
                         // A short read emptied the socket; edge-triggered
                         // readiness will report the next bytes (but not an
                         // EOF that had already arrived: read on to that).

@@ -22,6 +22,7 @@
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
+use std::time::Instant;
 
 use mio::net::TcpStream;
 
@@ -83,6 +84,8 @@ pub struct Connection {
     pub close_when_flushed: bool,
     /// Whether the socket is registered for writability.
     pub wants_write: bool,
+    /// When the last batch of requests arrived (or the connection opened).
+    pub last_command: Instant,
     /// Input was left unread or unparsed because of back-pressure: once the
     /// pressure lifts, the connection must be serviced again (edge-triggered
     /// readiness will not say so).
@@ -111,6 +114,7 @@ impl Connection {
             eof_pending: false,
             close_when_flushed: false,
             wants_write: false,
+            last_command: Instant::now(),
             stalled: false,
         }
     }
@@ -293,5 +297,10 @@ impl Connection {
     /// Nothing is owed to the client any more.
     pub fn is_drained(&self) -> bool {
         self.slots.is_empty() && !self.has_unsent_output()
+    }
+
+    /// Bytes the read and the write buffer hold allocated.
+    pub fn buffer_bytes(&self) -> (usize, usize) {
+        (self.input.len(), self.output.capacity())
     }
 }

@@ -23,6 +23,7 @@ mod build;
 mod clients;
 mod connection;
 mod peers;
+mod process;
 mod stats;
 mod timers;
 

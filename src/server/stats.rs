@@ -1,21 +1,44 @@
-//! The counters a node reports through `stats` (memcached's names plus
-//! `mckv_*` fields) and `show` (the cluster status, one line per node).
+//! What a node reports: `stats` and its groups in memcached's format
+//! (memcached's fields, names and order, then mckv's `mckv_*` fields) and
+//! `show` (the cluster status, one line per node).
+//!
+//! Every field of memcached 1.6's `stats` is here but `libevent` (the
+//! version of an event library mckv does not use; no tool reads it). A
+//! field counts what it counts on memcached where mckv does the same thing;
+//! where mckv has no such thing (slab pages, an LRU, a crawler, log
+//! watchers, SASL) it shows what memcached shows while it has done none of
+//! it: 0, "no", or an empty group. Each such field says why below.
+//!
+//! The store work counters (`cmd_*`, hits, misses, `total_items`, ...) are
+//! counted where a client's command executes with a reply, on the node that
+//! took the request (see [`crate::store::counters`]); connections and bytes
+//! are the node's own.
 
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::time::Instant;
 
+use mio::net::TcpListener;
+use slab::Slab;
+
+use super::connection::Connection;
 use super::peers::Peers;
+use super::process;
 use crate::cluster::membership::Millis;
 use crate::cluster::{Engine, Node};
-use crate::config::{ClusterConfig, NodeConfig};
-use crate::protocol::reply;
+use crate::config::{ClusterConfig, KvType, NodeConfig};
+use crate::protocol::{reply, Detail, StatsGroup};
 use crate::store::unix_now;
-use crate::store::{Counter, StoreCounters};
+use crate::store::{Counter, KeyPrefixes, StoreCounters, StoreStats};
 
 /// Counters kept on the reactor thread.
 #[derive(Debug, Default)]
 pub struct Counters {
     pub curr_connections: u64,
     pub total_connections: u64,
+    /// The most client connections open at once: connection slots the node
+    /// holds (memcached's `connection_structures`).
+    pub connection_structures: u64,
     pub bytes_read: u64,
     pub bytes_written: u64,
     /// Requests answered, of every kind.
@@ -29,10 +52,56 @@ impl Counters {
     pub fn reset(&mut self) {
         *self = Counters {
             curr_connections: self.curr_connections,
+            connection_structures: self.connection_structures,
             ..Counters::default()
         };
     }
 }
+
+/// memcached's connection limit (`-c`) by default; mckv has no limit of its
+/// own yet, so it reports the number memcached's tools expect.
+const MAX_CONNECTIONS: u64 = 1024;
+
+/// memcached counts meta commands; mckv has none yet (`mg`, `ms`, ...
+/// answer `ERROR`), and memcached shows 0 until one comes.
+const NO_META_COMMANDS: &[&str] = &["cmd_meta"];
+
+/// memcached counts SASL and ASCII authentication; mckv has neither, and
+/// memcached shows 0 while it is off.
+const NO_AUTHENTICATION: &[&str] = &["auth_cmds", "auth_errors"];
+
+/// memcached's listener and event-loop fields: mckv never stops accepting
+/// for a connection limit (it has none), and one reactor thread serves
+/// every client without yielding a connection to others.
+const LISTENER_NEVER_DISABLED: &[&str] = &["listen_disabled_num", "time_in_listen_disabled_us"];
+
+/// memcached's slab allocator, LRU maintainer and crawler, and log
+/// watchers: mckv's store has no slab pages to move, no LRU to maintain or
+/// crawl, and no `watch` command, so none of these ever happen.
+const NO_SLABS_LRU_OR_WATCHERS: &[&str] = &[
+    "hash_is_expanding",
+    "slab_reassign_rescues",
+    "slab_reassign_chunk_rescues",
+    "slab_reassign_evictions_nomem",
+    "slab_reassign_inline_reclaim",
+    "slab_reassign_busy_items",
+    "slab_reassign_busy_deletes",
+    "slab_reassign_running",
+    "slabs_moved",
+    "lru_crawler_running",
+    "lru_crawler_starts",
+    "lru_maintainer_juggles",
+    // Rust aborts the process when an allocation fails: none is counted.
+    "malloc_fails",
+    "log_worker_dropped",
+    "log_worker_written",
+    "log_watcher_skipped",
+    "log_watcher_sent",
+    "log_watchers",
+    // No NAPI-id thread placement.
+    "unexpected_napi_ids",
+    "round_robin_fallback",
+];
 
 /// What a report needs to know about the node.
 pub struct Report<'a, E: Engine> {
@@ -47,35 +116,176 @@ pub struct Report<'a, E: Engine> {
     pub backend: &'a StoreCounters,
     pub node: &'a Node<E>,
     pub peers: Option<&'a Peers<E::Message>>,
+    /// The client listener; `None` once the node stops accepting.
+    pub listener: Option<&'a TcpListener>,
+    pub conns: &'a Slab<Connection>,
+    /// The connection that asked.
+    pub asking: usize,
 }
 
 impl<E: Engine> Report<'_, E> {
+    /// The groups that only read; `stats reset` and `stats detail on|off`
+    /// change what is counted and are answered by the node.
+    pub fn group(&self, group: StatsGroup, out: &mut Vec<u8>) {
+        match group {
+            StatsGroup::General => self.general(out),
+            StatsGroup::Settings => self.settings(out),
+            StatsGroup::Conns => self.conns(out),
+            StatsGroup::Items | StatsGroup::CacheDump { .. } => Report::<E>::no_slab_classes(out),
+            StatsGroup::Slabs => Report::<E>::no_slab_pages(out),
+            StatsGroup::Sizes => Report::<E>::sizes_not_tracked(out),
+            StatsGroup::Extstore => Report::<E>::no_extstore(out),
+            StatsGroup::Detail(Detail::Dump) => self.backend.prefixes().dump(out),
+            StatsGroup::Reset | StatsGroup::Detail(Detail::On | Detail::Off) => {
+                unreachable!("answered by the node: {group:?}")
+            }
+        }
+    }
+
+    /// The memory limit: the embedded store's, as `cache_memlimit` left it;
+    /// a memcached backend's own limit is unknown to the node, so the
+    /// configured one is shown, as before the store could change it.
+    fn limit_bytes(&self, store: &StoreStats) -> u64 {
+        match self.config.kv_type {
+            KvType::Memory => store.limit_bytes,
+            KvType::Memcache => self.cluster.memory_limit_bytes,
+        }
+    }
+
+    /// `stats`: memcached 1.6's fields in its order, then mckv's.
     pub fn general(&self, out: &mut Vec<u8>) {
         let c = self.counters;
         let store = self.backend.store_stats();
+        let count = |out: &mut Vec<u8>, counter: Counter| {
+            reply::stat(out, counter.name(), self.backend.get(counter))
+        };
+        let zeros = |out: &mut Vec<u8>, names: &[&str]| {
+            for name in names {
+                reply::stat(out, name, 0);
+            }
+        };
         reply::stat(out, "pid", std::process::id());
         reply::stat(out, "uptime", self.started.elapsed().as_secs());
         reply::stat(out, "time", unix_now());
         reply::stat(out, "version", reply::VERSION);
         reply::stat(out, "pointer_size", usize::BITS);
+        let cpu = process::cpu_times();
+        reply::stat(out, "rusage_user", process::seconds_micros(cpu.user));
+        reply::stat(out, "rusage_system", process::seconds_micros(cpu.system));
+        reply::stat(out, "max_connections", MAX_CONNECTIONS);
         reply::stat(out, "curr_connections", c.curr_connections);
         reply::stat(out, "total_connections", c.total_connections);
+        // Only a connection limit rejects a connection; mckv has none yet.
+        reply::stat(out, "rejected_connections", 0);
+        reply::stat(out, "connection_structures", c.connection_structures);
+        self.buffers(out);
+        reply::stat(out, "reserved_fds", self.reserved_descriptors());
         for counter in [
             Counter::CmdGet,
             Counter::CmdSet,
             Counter::CmdFlush,
             Counter::CmdTouch,
+        ] {
+            count(out, counter);
+        }
+        zeros(out, NO_META_COMMANDS);
+        for counter in [
             Counter::GetHits,
             Counter::GetMisses,
+            Counter::GetExpired,
+            Counter::GetFlushed,
+            Counter::DeleteMisses,
+            Counter::DeleteHits,
+            Counter::IncrMisses,
+            Counter::IncrHits,
+            Counter::DecrMisses,
+            Counter::DecrHits,
+            Counter::CasMisses,
+            Counter::CasHits,
+            Counter::CasBadval,
+            Counter::TouchHits,
+            Counter::TouchMisses,
+            Counter::StoreTooLarge,
+            Counter::StoreNoMemory,
         ] {
-            reply::stat(out, counter.name(), self.backend.get(counter));
+            count(out, counter);
         }
+        zeros(out, NO_AUTHENTICATION);
         reply::stat(out, "bytes_read", c.bytes_read);
         reply::stat(out, "bytes_written", c.bytes_written);
-        reply::stat(out, "limit_maxbytes", self.cluster.memory_limit_bytes);
+        reply::stat(out, "limit_maxbytes", self.limit_bytes(&store));
+        reply::stat(out, "accepting_conns", u8::from(self.listener.is_some()));
+        zeros(out, LISTENER_NEVER_DISABLED);
+        // One reactor thread serves every client.
         reply::stat(out, "threads", 1);
-        reply::stat(out, "curr_items", store.items);
+        // memcached yields a connection after 20 requests so others get a
+        // turn; mckv's loop serves a connection's whole read at once.
+        reply::stat(out, "conn_yields", 0);
+        let slots = store.table_slots;
+        let power = if slots == 0 {
+            0
+        } else {
+            slots.trailing_zeros()
+        };
+        reply::stat(out, "hash_power_level", power);
+        reply::stat(out, "hash_bytes", store.table_bytes);
+        zeros(out, NO_SLABS_LRU_OR_WATCHERS);
         reply::stat(out, "bytes", store.bytes);
+        reply::stat(out, "curr_items", store.items);
+        count(out, Counter::TotalItems);
+        // No slab pages, so none wait in a global pool.
+        reply::stat(out, "slab_global_page_pool", 0);
+        count(out, Counter::ExpiredUnfetched);
+        // The store never evicts: a full store refuses writes instead.
+        zeros(out, &["evicted_unfetched", "evicted_active", "evictions"]);
+        count(out, Counter::Reclaimed);
+        // No background crawler, no LRU: dead items go when a command meets
+        // them or a full store reclaims them (`reclaimed` above).
+        zeros(
+            out,
+            &[
+                "crawler_reclaimed",
+                "crawler_items_checked",
+                "lrutail_reflocked",
+                "moves_to_cold",
+                "moves_to_warm",
+                "moves_within_lru",
+            ],
+        );
+        count(out, Counter::DirectReclaims);
+        zeros(out, &["lru_bumps_dropped"]);
+        self.mckv_fields(out);
+        out.extend_from_slice(reply::END);
+    }
+
+    /// memcached's read buffers and response objects are the connections'
+    /// read and write buffers here; none is pooled, none failed to allocate.
+    fn buffers(&self, out: &mut Vec<u8>) {
+        let (mut reads, mut read_bytes, mut writes, mut write_bytes) = (0, 0, 0, 0);
+        for (_, conn) in self.conns.iter() {
+            let (read, write) = conn.buffer_bytes();
+            reads += u64::from(read > 0);
+            read_bytes += read as u64;
+            writes += u64::from(write > 0);
+            write_bytes += write as u64;
+        }
+        reply::stat(out, "response_obj_oom", 0);
+        reply::stat(out, "response_obj_count", writes);
+        reply::stat(out, "response_obj_bytes", write_bytes);
+        reply::stat(out, "read_buf_count", reads);
+        reply::stat(out, "read_buf_bytes", read_bytes);
+        reply::stat(out, "read_buf_bytes_free", 0);
+        reply::stat(out, "read_buf_oom", 0);
+    }
+
+    /// Descriptors the node keeps for itself (listeners, peer links, the
+    /// event loop, its log): all it holds open but client connections.
+    fn reserved_descriptors(&self) -> u64 {
+        process::open_descriptors().map_or(0, |open| open.saturating_sub(self.conns.len() as u64))
+    }
+
+    fn mckv_fields(&self, out: &mut Vec<u8>) {
+        let c = self.counters;
         let status = self.node.engine().status();
         reply::stat(out, "mckv_node", self.config.id);
         reply::stat(out, "mckv_mode", self.cluster.consistency.name());
@@ -115,14 +325,51 @@ impl<E: Engine> Report<'_, E> {
         );
         reply::stat(out, "mckv_timeouts", c.timeouts);
         reply::stat(out, "mckv_version", reply::MCKV_VERSION);
-        out.extend_from_slice(reply::END);
     }
 
+    /// `stats settings`: the memcached settings that mean something for
+    /// mckv, in memcached's order, then mckv's. Slab, LRU, extstore and TLS
+    /// settings are left out: mckv has none of those.
     pub fn settings(&self, out: &mut Vec<u8>) {
-        reply::stat(out, "maxbytes", self.cluster.memory_limit_bytes);
-        reply::stat(out, "item_size_max", self.cluster.item_size_max);
+        let store = self.backend.store_stats();
+        let client = self.listener.and_then(|l| l.local_addr().ok());
+        reply::stat(out, "maxbytes", self.limit_bytes(&store));
+        reply::stat(out, "maxconns", MAX_CONNECTIONS);
+        reply::stat(out, "tcpport", client.map_or(0, |a| a.port()));
+        reply::stat(out, "udpport", 0);
+        match client {
+            Some(addr) => reply::stat(out, "inter", addr.ip()),
+            None => reply::stat(out, "inter", "NULL"),
+        }
+        // Like `memcached -M`: a full store refuses writes.
         reply::stat(out, "evictions", "off");
+        reply::stat(out, "domain_socket", "NULL");
+        reply::stat(out, "shutdown_command", "no");
+        reply::stat(out, "num_threads", 1);
+        reply::stat(out, "stat_key_prefix", char::from(KeyPrefixes::DELIMITER));
+        let detail = if self.backend.detail_enabled() {
+            "yes"
+        } else {
+            "no"
+        };
+        reply::stat(out, "detail_enabled", detail);
         reply::stat(out, "cas_enabled", "yes");
+        // mio listens with std's backlog.
+        reply::stat(out, "tcp_backlog", 128);
+        reply::stat(out, "binding_protocol", "ascii");
+        reply::stat(out, "auth_enabled_sasl", "no");
+        reply::stat(out, "auth_enabled_ascii", "no");
+        reply::stat(out, "item_size_max", self.cluster.item_size_max);
+        reply::stat(out, "lru_crawler", "no");
+        reply::stat(out, "flush_enabled", "yes");
+        reply::stat(out, "dump_enabled", "yes");
+        reply::stat(out, "lru_maintainer_thread", "no");
+        reply::stat(out, "lru_segmented", "no");
+        // Idle connections are never closed; read buffers have no cap.
+        reply::stat(out, "idle_timeout", 0);
+        reply::stat(out, "read_buf_mem_limit", 0);
+        reply::stat(out, "track_sizes", "no");
+        reply::stat(out, "ssl_enabled", "no");
         reply::stat(out, "mckv_client", &self.config.client);
         reply::stat(out, "mckv_peer", &self.config.peer);
         reply::stat(
@@ -130,6 +377,71 @@ impl<E: Engine> Report<'_, E> {
             "mckv_backend_timeout_ms",
             self.cluster.backend_timeout.as_millis(),
         );
+        out.extend_from_slice(reply::END);
+    }
+
+    /// `stats conns`: the client listener and every client connection, by
+    /// descriptor, as memcached lists its own.
+    pub fn conns(&self, out: &mut Vec<u8>) {
+        let mut lines: Vec<(i32, String)> = Vec::new();
+        if let Some(listener) = self.listener {
+            let fd = listener.as_raw_fd();
+            let addr = listener.local_addr().map(conn_text).unwrap_or_default();
+            let since = self.started.elapsed().as_secs();
+            lines.push((
+                fd,
+                format!(
+                    "STAT {fd}:addr {addr}\r\nSTAT {fd}:state conn_listening\r\n\
+                     STAT {fd}:secs_since_last_cmd {since}\r\n"
+                ),
+            ));
+        }
+        for (token, conn) in self.conns.iter() {
+            let fd = conn.stream.as_raw_fd();
+            let local = conn.stream.local_addr().map(conn_text).unwrap_or_default();
+            let state = memcached_state(conn, token == self.asking);
+            let since = conn.last_command.elapsed().as_secs();
+            lines.push((
+                fd,
+                format!(
+                    "STAT {fd}:addr {}\r\nSTAT {fd}:listen_addr {local}\r\n\
+                     STAT {fd}:state {state}\r\nSTAT {fd}:secs_since_last_cmd {since}\r\n",
+                    conn_text(conn.addr)
+                ),
+            ));
+        }
+        lines.sort_by_key(|(fd, _)| *fd);
+        for (_, text) in lines {
+            out.extend_from_slice(text.as_bytes());
+        }
+        out.extend_from_slice(reply::END);
+    }
+
+    /// `stats items` and `stats cachedump`: mckv's store keeps no slab
+    /// classes, so it answers as memcached does for classes that hold no
+    /// item: `stats items` lists none, a class dumps no key.
+    fn no_slab_classes(out: &mut Vec<u8>) {
+        out.extend_from_slice(reply::END);
+    }
+
+    /// `stats slabs`: memcached's reply before it allocated any slab page,
+    /// which mckv's store never does.
+    fn no_slab_pages(out: &mut Vec<u8>) {
+        reply::stat(out, "active_slabs", 0);
+        reply::stat(out, "total_malloced", 0);
+        out.extend_from_slice(reply::END);
+    }
+
+    /// `stats sizes`: memcached's reply while it does not track item sizes
+    /// (`track_sizes no`), which mckv does not.
+    fn sizes_not_tracked(out: &mut Vec<u8>) {
+        reply::stat(out, "sizes_status", "disabled");
+        out.extend_from_slice(reply::END);
+    }
+
+    /// `stats extstore`: memcached's reply when it has no flash storage
+    /// configured; mckv keeps everything in memory.
+    fn no_extstore(out: &mut Vec<u8>) {
         out.extend_from_slice(reply::END);
     }
 
@@ -190,5 +502,32 @@ impl<E: Engine> Report<'_, E> {
             out.extend_from_slice(line.as_bytes());
         }
         out.extend_from_slice(reply::END);
+    }
+}
+
+/// memcached's text for a socket address: `tcp:<ip>:<port>`, or
+/// `tcp6:[<ip>]:<port>`.
+fn conn_text(addr: SocketAddr) -> String {
+    match addr {
+        SocketAddr::V4(v4) => format!("tcp:{v4}"),
+        SocketAddr::V6(v6) => format!("tcp6:{v6}"),
+    }
+}
+
+/// The memcached connection state closest to what `conn` is doing.
+fn memcached_state(conn: &Connection, asking: bool) -> &'static str {
+    if asking {
+        "conn_parse_cmd"
+    } else if conn.close_when_flushed {
+        "conn_closing"
+    } else if conn.swallow > 0 {
+        "conn_swallow"
+    } else if !conn.is_drained() {
+        "conn_mwrite"
+    } else if memchr::memchr(b'\n', conn.unparsed()).is_some() {
+        // A command line whose value is still arriving.
+        "conn_nread"
+    } else {
+        "conn_read"
     }
 }

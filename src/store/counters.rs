@@ -109,6 +109,7 @@ pub struct StoreCounters {
     bytes: AtomicU64,
     limit_bytes: AtomicU64,
     table_slots: AtomicU64,
+    table_bytes: AtomicU64,
     /// `stats detail on`: count gets, sets and deletes per key prefix.
     detail: AtomicBool,
     prefixes: Mutex<KeyPrefixes>,
@@ -132,6 +133,7 @@ impl StoreCounters {
             bytes: self.bytes.load(Ordering::Relaxed),
             limit_bytes: self.limit_bytes.load(Ordering::Relaxed),
             table_slots: self.table_slots.load(Ordering::Relaxed),
+            table_bytes: self.table_bytes.load(Ordering::Relaxed),
             ..StoreStats::default()
         }
     }
@@ -142,6 +144,7 @@ impl StoreCounters {
         self.bytes.store(stats.bytes, Ordering::Relaxed);
         self.limit_bytes.store(stats.limit_bytes, Ordering::Relaxed);
         self.table_slots.store(stats.table_slots, Ordering::Relaxed);
+        self.table_bytes.store(stats.table_bytes, Ordering::Relaxed);
     }
 
     /// `stats reset`: every counter and the prefix counts start again; what

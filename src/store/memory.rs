@@ -396,11 +396,14 @@ impl Store for MemoryStore {
     }
 
     fn stats(&self) -> StoreStats {
+        let slots = table_slots(self.entries.capacity());
         StoreStats {
             items: self.entries.len() as u64,
             bytes: self.used_bytes,
             limit_bytes: self.limit_bytes,
-            table_slots: table_slots(self.entries.capacity()),
+            table_slots: slots,
+            // Each slot holds a key and an entry, and one control byte.
+            table_bytes: slots * (std::mem::size_of::<(Key, Entry)>() as u64 + 1),
             events: self.events,
         }
     }

@@ -121,9 +121,11 @@ pub struct StoreStats {
     pub items: u64,
     pub bytes: u64,
     pub limit_bytes: u64,
-    /// Slots of the key table (memcached's hash buckets); 0 for a store
-    /// whose table is elsewhere (a memcached backend).
+    /// Slots of the key table (memcached's hash buckets), and the bytes
+    /// they take; 0 for a store whose table is elsewhere (a memcached
+    /// backend).
     pub table_slots: u64,
+    pub table_bytes: u64,
     /// What the store has met since it started.
     pub events: StoreEvents,
 }
