@@ -12,6 +12,10 @@
 //! A connection that opens with a binary-protocol request is answered
 //! memcached's "unknown command" and closed ([`protocol::binary`]).
 //!
+//! An admin command whose answer depends on what the requests before it
+//! did (`stats` counts them) waits, unparsed, until they are answered, as it
+//! would on memcached, which serves a connection's requests in turn.
+//!
 //! A client session is named by its slab token and a serial number
 //! ([`session_id`]), so a reply for a connection that closed is never
 //! written to the one that took its token.
@@ -24,7 +28,7 @@ use mio::{Interest, Token};
 use super::connection::Connection;
 use super::Server;
 use crate::cluster::{Engine, ReplyTo};
-use crate::protocol::{self, reply, Action, Command, Request};
+use crate::protocol::{self, reply, Action, Admin, Command, Request};
 use crate::store::unix_now;
 
 /// The name of the `serial`th session, on slab token `token`.
@@ -154,8 +158,12 @@ impl<E: Engine> Server<E> {
 
     /// Parses and dispatches every complete request in the input buffer.
     fn process_input(&mut self, token: usize) {
-        // memcached flushed everything owed when it last ran out of input.
-        self.conns[token].mark_flush_point();
+        // memcached flushed everything owed when it last ran out of input
+        // (an admin command that waited did not run out of it).
+        let conn = &mut self.conns[token];
+        if !conn.admin_waits {
+            conn.mark_flush_point();
+        }
         loop {
             let conn = &mut self.conns[token];
             if conn.close_when_flushed {
@@ -166,6 +174,7 @@ impl<E: Engine> Server<E> {
                 return;
             }
             conn.stalled = false;
+            conn.admin_waits = false;
             if conn.swallow > 0 {
                 conn.swallow_available();
                 if conn.swallow > 0 {
@@ -179,6 +188,18 @@ impl<E: Engine> Server<E> {
                 Ok(parsed) => parsed,
                 Err(protocol::Incomplete) => return,
             };
+            let observes = match &parsed.action {
+                Action::Admin { command, .. } => observes_earlier_requests(command),
+                _ => false,
+            };
+            if observes && conn.owes_replies() {
+                // memcached serves a connection's requests one after the
+                // other, so `stats` counts what the requests before it did:
+                // the node reads this one again once they are answered.
+                conn.stalled = true;
+                conn.admin_waits = true;
+                return;
+            }
             conn.consume(parsed.consumed);
             conn.swallow = parsed.swallow;
             match parsed.action {
@@ -276,6 +297,12 @@ impl<E: Engine> Server<E> {
             let Some(conn) = self.conns.get_mut(token) else {
                 continue;
             };
+            if conn.admin_waits && conn.may_resume() {
+                // The admin command's turn has come: answer it, and what
+                // follows it, before writing, as memcached writes a batch.
+                self.service(token);
+                continue;
+            }
             match conn.flush() {
                 Ok(n) => self.counters.bytes_written += n as u64,
                 Err(e) => {
@@ -317,5 +344,20 @@ impl<E: Engine> Server<E> {
             self.counters.curr_connections -= 1;
             log::debug!("client {} closed", conn.addr);
         }
+    }
+}
+
+/// Whether memcached's answer to `command` depends on what the requests
+/// before it on the connection did (or changes what they do), so it must
+/// wait for their replies: `stats` and its groups count them, `show` shows
+/// them, `cache_memlimit` must not refuse a write sent before it.
+fn observes_earlier_requests(command: &Admin) -> bool {
+    match command {
+        Admin::Stats(_) | Admin::Show | Admin::CacheMemlimit { .. } => true,
+        Admin::Version
+        | Admin::Verbosity
+        | Admin::Quit
+        | Admin::SlabsAutomove
+        | Admin::SlabsReassign { .. } => false,
     }
 }

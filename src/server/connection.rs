@@ -86,10 +86,14 @@ pub struct Connection {
     pub wants_write: bool,
     /// When the last batch of requests arrived (or the connection opened).
     pub last_command: Instant,
-    /// Input was left unread or unparsed because of back-pressure: once the
-    /// pressure lifts, the connection must be serviced again (edge-triggered
+    /// Input was left unread or unparsed because of back-pressure, or
+    /// because an admin command waits for the replies before it: once that
+    /// lifts, the connection must be serviced again (edge-triggered
     /// readiness will not say so).
     pub stalled: bool,
+    /// An admin command waits, unparsed, for the replies of the requests
+    /// before it (see `process_input`).
+    pub admin_waits: bool,
 }
 
 impl Connection {
@@ -116,6 +120,7 @@ impl Connection {
             wants_write: false,
             last_command: Instant::now(),
             stalled: false,
+            admin_waits: false,
         }
     }
 
@@ -289,14 +294,21 @@ impl Connection {
         self.written_to < self.output.len()
     }
 
-    /// Back-pressure held input back and has lifted since.
+    /// Input was held back and what held it has lifted since.
     pub fn may_resume(&self) -> bool {
-        self.stalled && !self.backpressured()
+        let admin_still_waits = self.admin_waits && self.owes_replies();
+        self.stalled && !self.backpressured() && !admin_still_waits
     }
 
     /// Nothing is owed to the client any more.
     pub fn is_drained(&self) -> bool {
         self.slots.is_empty() && !self.has_unsent_output()
+    }
+
+    /// Some request still waits for its reply (the queue's head waits:
+    /// ready replies at the head have moved to the output).
+    pub fn owes_replies(&self) -> bool {
+        !self.slots.is_empty()
     }
 
     /// Bytes the read and the write buffer hold allocated.
