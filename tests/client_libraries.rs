@@ -350,6 +350,26 @@ fn libmemcached_memccp_memccat_and_friends() {
         "memcstat: {}",
         r.describe()
     );
+    // Each stats group, as memcstat asks for it.
+    for (group, shows) in [
+        ("slabs", "active_slabs: 0"),
+        ("settings", "maxconns: 1024"),
+        ("sizes", "sizes_status: disabled"),
+        ("conns", ":state: conn_parse_cmd"),
+    ] {
+        let args = format!("--args={group}");
+        let r = run(&memcstat, &[&srv, &args], TOOL_LIMIT);
+        assert!(
+            r.code == Some(0) && r.stdout.contains(shows),
+            "memcstat {args}: {}",
+            r.describe()
+        );
+    }
+    // memcdump walks every slab class with `stats cachedump`: mckv's
+    // store has none, so it lists nothing, and ends.
+    let memcdump = tool(&["memcdump", "memdump"]);
+    let r = run(&memcdump, &[&srv], TOOL_LIMIT);
+    assert_eq!(r.code, Some(0), "memcdump: {}", r.describe());
 }
 
 /// memcslap exits 0 even when the server fails; its errors go to stderr.
@@ -532,9 +552,15 @@ assert c.append("py_missing", b"x", noreply=False) is False
 assert c.prepend("py_missing", b"x", noreply=False) is False
 assert c.get("py_missing") is None
 
-# stats
+# stats, its groups, version, cache_memlimit, as monitoring code reads them
 stats = c.stats()
 assert b"curr_connections" in stats, stats
+assert stats[b"cmd_set"] >= 1 and stats[b"version"] == b"1.6.0", stats
+assert c.version() == b"1.6.0"
+assert c.stats("slabs") == {b"active_slabs": 0, b"total_malloced": 0}
+assert c.stats("items") == {}
+assert c.stats("settings")[b"maxconns"] == 1024
+assert c.cache_memlimit(64) is True
 
 # flush_all
 assert c.flush_all(noreply=False) is True

@@ -7,6 +7,12 @@
 //! (unless marked serial), so they use key names made unique by the `$`
 //! placeholder, which is replaced by a 4-byte per-script prefix.
 //!
+//! Replies that must differ in their values (`stats`: the pid, uptime and
+//! counters; `stats conns`: descriptors and ports) are compared by their
+//! shape instead ([`shape`]): the same lines, `STAT` lines by name only, in
+//! the same order; mckv's own `mckv_*` fields and the memcached fields a
+//! script names as left out by mckv are set aside.
+//!
 //! Set `DIFF_AGAINST_MEMCACHED=1` to compare memcached with a second
 //! memcached instead of mckv (validates that the scripts are deterministic),
 //! and `DIFF_DUMP=1` (with `--nocapture`) to print memcached's reply to
@@ -42,6 +48,16 @@ struct Script {
     steps: Vec<Step>,
     /// Run alone, after the parallel scripts of the group (global effects).
     serial: bool,
+    compare: Compare,
+}
+
+/// How a script's replies from the two servers are compared.
+#[derive(Clone, Copy)]
+enum Compare {
+    /// Byte for byte, after [`normalize`].
+    Exact,
+    /// By [`shape`]; memcached's `STAT` lines of these names are set aside.
+    Shape { left_out: &'static [&'static str] },
 }
 
 impl Script {
@@ -50,7 +66,14 @@ impl Script {
             name,
             steps: Vec::new(),
             serial: false,
+            compare: Compare::Exact,
         }
+    }
+
+    /// Compares by shape, setting aside memcached's fields `left_out`.
+    fn shape(mut self, left_out: &'static [&'static str]) -> Script {
+        self.compare = Compare::Shape { left_out };
+        self
     }
 
     fn send(mut self, bytes: impl AsRef<[u8]>) -> Script {
@@ -280,6 +303,60 @@ fn normalize(raw: &[u8]) -> Vec<u8> {
     out
 }
 
+/// A reply's shape: its lines, a `STAT` line by its name alone, with a
+/// number before a `:` in the name (a slab class, a descriptor) written
+/// `N`. `left_out` names are dropped, and so are mckv's own `mckv_*` fields.
+fn shape(raw: &[u8], left_out: &[&str]) -> Vec<String> {
+    let text = String::from_utf8_lossy(&normalize(raw)).into_owned();
+    text.split_terminator("\r\n")
+        .filter_map(|line| {
+            let Some(stat) = line.strip_prefix("STAT ") else {
+                return Some(line.to_string());
+            };
+            let name = stat.split(' ').next().unwrap_or_default();
+            if name.starts_with("mckv_") || left_out.contains(&name) {
+                return None;
+            }
+            let parts: Vec<&str> = name
+                .split(':')
+                .map(|part| match part.bytes().all(|b| b.is_ascii_digit()) {
+                    true => "N",
+                    false => part,
+                })
+                .collect();
+            Some(format!("STAT {}", parts.join(":")))
+        })
+        .collect()
+}
+
+/// Whether the two outcomes of `script` agree as it asks.
+fn agree(script: &Script, reference: &Outcome, candidate: &Outcome) -> bool {
+    let same_bytes = match script.compare {
+        Compare::Exact => normalize(&reference.bytes) == normalize(&candidate.bytes),
+        Compare::Shape { left_out } => {
+            shape(&reference.bytes, left_out) == shape(&candidate.bytes, &[])
+        }
+    };
+    same_bytes && reference.ending == candidate.ending
+}
+
+/// For a script compared by shape, the first line where the shapes part.
+fn shape_difference(script: &Script, reference: &Outcome, candidate: &Outcome) -> String {
+    let Compare::Shape { left_out } = script.compare else {
+        return String::new();
+    };
+    let (r, c) = (
+        shape(&reference.bytes, left_out),
+        shape(&candidate.bytes, &[]),
+    );
+    let at = r.iter().zip(&c).take_while(|(a, b)| a == b).count();
+    format!(
+        "\n  shapes part at line {at}: memcached `{}`, candidate `{}`",
+        r.get(at).map_or("(end)", String::as_str),
+        c.get(at).map_or("(end)", String::as_str)
+    )
+}
+
 fn escape(bytes: &[u8]) -> String {
     let mut s = String::new();
     for &b in bytes {
@@ -461,16 +538,16 @@ fn run_group_on(group: char, title: &str, scripts: Vec<Script>, candidate: Serve
                 describe(&r)
             );
         }
-        let same = normalize(&r.bytes) == normalize(&c.bytes) && r.ending == c.ending;
-        if !same {
+        if !agree(script, &r, &c) {
             let sent = substitute(&script.sent_bytes(), &prefix_for(group, i));
             failures.push(format!(
-                "script `{}`\n  sent:      `{}`\n  memcached: {}\n  {}: {}",
+                "script `{}`\n  sent:      `{}`\n  memcached: {}\n  {}: {}{}",
                 script.name,
                 show(&sent),
                 describe(&r),
                 candidate.label(),
-                describe(&c)
+                describe(&c),
+                shape_difference(script, &r, &c),
             ));
         }
     }
@@ -1086,6 +1163,127 @@ fn flush_point_scripts() -> Vec<Script> {
     ]
 }
 
+/// memcached's `stats` fields mckv does not report: the version of
+/// libevent, which mckv does not use.
+const STATS_LEFT_OUT: &[&str] = &["libevent"];
+
+/// memcached's `stats settings` mckv does not report: its slab allocator,
+/// LRU, crawler, extstore, TLS, UDP and log settings, none of which mckv
+/// has, and `verbosity`, which mckv takes and ignores.
+const SETTINGS_LEFT_OUT: &[&str] = &[
+    "verbosity",
+    "oldest",
+    "umask",
+    "growth_factor",
+    "chunk_size",
+    "num_threads_per_udp",
+    "reqs_per_event",
+    "maxconns_fast",
+    "hashpower_init",
+    "slab_reassign",
+    "slab_automove",
+    "slab_automove_ratio",
+    "slab_automove_window",
+    "slab_chunk_max",
+    "lru_crawler_sleep",
+    "lru_crawler_tocrawl",
+    "tail_repair_time",
+    "hash_algorithm",
+    "hot_lru_pct",
+    "warm_lru_pct",
+    "hot_max_factor",
+    "warm_max_factor",
+    "temp_lru",
+    "temporary_ttl",
+    "watcher_logbuf_size",
+    "worker_logbuf_size",
+    "inline_ascii_response",
+    "ext_item_size",
+    "ext_item_age",
+    "ext_low_ttl",
+    "ext_recache_rate",
+    "ext_wbuf_size",
+    "ext_compact_under",
+    "ext_drop_under",
+    "ext_max_sleep",
+    "ext_max_frag",
+    "slab_automove_freeratio",
+    "ext_drop_unread",
+    "ssl_chain_cert",
+    "ssl_key",
+    "ssl_verify_mode",
+    "ssl_keyformat",
+    "ssl_ciphers",
+    "ssl_ca_cert",
+    "ssl_wbuf_size",
+    "ssl_session_cache",
+    "ssl_kernel_tls",
+    "ssl_min_version",
+    "num_napi_ids",
+    "memory_file",
+];
+
+/// `stats` and its groups, `cache_memlimit` and `slabs`. Only the serial
+/// scripts at the end store items: the groups about slab classes are
+/// compared on a store memcached has no slab page for yet, which is how
+/// mckv's store (it has none) always answers.
+fn stats_scripts() -> Vec<Script> {
+    vec![
+        one("stats_general_fields", b"stats\r\n").shape(STATS_LEFT_OUT),
+        one("stats_settings_fields", b"stats settings\r\n").shape(SETTINGS_LEFT_OUT),
+        one(
+            "stats_groups_with_no_slab_page",
+            b"stats slabs\r\nstats items\r\nstats sizes\r\nstats cachedump 1 0\r\n\
+              stats cachedump 0 5\r\nstats cachedump 63 4294967297\r\nstats cachedump 1 2 3\r\n\
+              stats extstore\r\nstats  items  x\r\n",
+        ),
+        one(
+            "malformed_stats_groups",
+            b"stats detail\r\nstats detail x\r\nstats detail onx\r\nstats cachedump\r\n\
+              stats cachedump 1\r\nstats cachedump x 1\r\nstats cachedump 1 x\r\n\
+              stats cachedump 1 -1\r\nstats cachedump -1 0\r\nstats cachedump 64 0\r\n\
+              stats foo\r\nstats noreply\r\nstats SLABS\r\nSTATS\r\nstats proxy\r\nversion\r\n",
+        ),
+        one(
+            "slabs_automove_and_reassign",
+            b"slabs\r\nslabs automove\r\nslabs automove 0\r\nslabs automove 2\r\n\
+              slabs automove 3\r\nslabs automove x\r\nslabs automove -1\r\nslabs automove 1 2\r\n\
+              slabs automove x noreply\r\nslabs automove 3 noreply\r\nslabs automove ratio\r\n\
+              slabs automove ratio 0.5\r\nslabs automove ratio x 1\r\nslabs  automove  1 \r\n\
+              slabs reassign\r\nslabs reassign 1\r\nslabs reassign 1 2\r\nslabs reassign 1 1\r\n\
+              slabs reassign -1 2\r\nslabs reassign 1 40\r\nslabs reassign 0 39\r\n\
+              slabs reassign x y\r\nslabs reassign 1 2 3\r\nslabs reassign 1 2 noreply\r\n\
+              slabs reassign 4294967297 1\r\nslabs reassign 2147483648 1\r\nslabs foo bar\r\n\
+              SLABS automove 1\r\nslabs Automove 1\r\nversion\r\n",
+        ),
+        // Nothing but the script's own connection and the listener is open.
+        Script::new("stats_conns")
+            .pause(300)
+            .send(b"stats conns\r\n")
+            .shape(&[])
+            .serial(),
+        // memcached keeps the limit at 8 MB or more; `noreply` silences its errors.
+        Script::new("cache_memlimit_rules")
+            .send(
+                b"cache_memlimit\r\ncache_memlimit x\r\ncache_memlimit 0\r\ncache_memlimit 7\r\n\
+                  cache_memlimit 8\r\ncache_memlimit 1 noreply\r\ncache_memlimit 64 noreply\r\n\
+                  cache_memlimit -1\r\ncache_memlimit 1 2\r\ncache_memlimit 1 2 3\r\n\
+                  cache_memlimit 1000000001\r\ncache_memlimit 4294967295\r\n\
+                  cache_memlimit 4294967296\r\ncache_memlimit 1x\r\ncache_memlimit +064\r\n\
+                  cache_memlimit 64 x\r\nversion\r\n",
+            )
+            .serial(),
+        Script::new("stats_detail_counts_by_prefix")
+            .send(
+                b"stats reset\r\nstats detail dump\r\nstats detail on extra\r\n\
+                  set $p:a 0 0 1\r\n1\r\nget $p:a $p:b $nodelim\r\ndelete $p:z\r\nincr $p:a 1\r\n\
+                  touch $p:a 0\r\nstats detail dump\r\nstats detail off\r\nget $p:a\r\n\
+                  stats detail dump\r\nstats reset\r\nstats detail dump\r\n",
+            )
+            .serial(),
+    ]
+}
+
 // ---------------------------------------------------------------------------
 // Tests
 // ---------------------------------------------------------------------------
@@ -1093,12 +1291,13 @@ fn flush_point_scripts() -> Vec<Script> {
 type Group = (char, &'static str, fn() -> Vec<Script>);
 
 /// Every script group: its key prefix, title and scripts.
-const GROUPS: [Group; 5] = [
+const GROUPS: [Group; 6] = [
     ('a', "storage commands", storage_scripts),
     ('b', "errors and swallowing", error_scripts),
     ('c', "split and pipelined requests", split_scripts),
     ('d', "flush_all", flush_scripts),
     ('e', "reply flush points", flush_point_scripts),
+    ('f', "stats, cache_memlimit and slabs", stats_scripts),
 ];
 
 /// Every script group against node 1 of a 3-node cluster in `mode`: the
@@ -1115,14 +1314,16 @@ fn every_group_on_a_cluster(mode: &str) {
 /// its own: the header mckv keeps in front of each value must never show.
 /// Keys that are not UTF-8 are a documented limit of that backend
 /// (tests/memcache_backend.rs checks their error), so the one script made
-/// of them is left out.
+/// of them is left out; so is `cache_memlimit`, which the node does not
+/// pass to a memcached whose memory is its own (tests/memcached_tools.rs
+/// checks its answer there).
 #[test]
 fn a_node_on_memcached_answers_like_memcached() {
     for (group, title, scripts) in GROUPS {
         let title = format!("{title} (memcache backend)");
         let utf8_keys = scripts()
             .into_iter()
-            .filter(|s| s.name != "keys_with_odd_bytes");
+            .filter(|s| !matches!(s.name, "keys_with_odd_bytes" | "cache_memlimit_rules"));
         run_group_on(group, &title, utf8_keys.collect(), start_on_memcached());
     }
 }
@@ -1150,6 +1351,135 @@ fn errors_and_swallowing_match_memcached() {
 #[test]
 fn split_and_pipelined_match_memcached() {
     run_group('c', "split and pipelined requests", split_scripts());
+}
+
+#[test]
+fn stats_groups_cache_memlimit_and_slabs_match_memcached() {
+    run_group('f', "stats, cache_memlimit and slabs", stats_scripts());
+}
+
+/// The commands whose counts [`counters_after`] compares, and the counts
+/// memcached's `stats` keeps of them.
+const COUNTED: &[&[u8]] = &[
+    b"set a 0 0 1\r\n1\r\n",
+    b"get a b c\r\n",
+    b"gets a\r\n",
+    b"gat 0 a b\r\n",
+    b"gats 0 a\r\n",
+    b"touch a 0\r\n",
+    b"touch zz 0\r\n",
+    b"incr a 5\r\n",
+    b"incr zz 1\r\n",
+    b"decr a 1\r\n",
+    b"decr zz 1\r\n",
+    b"set s 0 0 1\r\nx\r\n",
+    b"incr s 1\r\n",
+    b"decr s 1\r\n",
+    b"cas a 0 0 1 999\r\nx\r\n",
+    b"cas zz 0 0 1 1\r\nx\r\n",
+    b"add a 0 0 1\r\nx\r\n",
+    b"replace zz 0 0 1\r\nx\r\n",
+    b"append a 0 0 1\r\nx\r\n",
+    b"prepend zz 0 0 1\r\nx\r\n",
+    b"delete a\r\n",
+    b"delete a\r\n",
+    b"set e 0 -1 1\r\nx\r\n",
+    b"get e\r\n",
+    // A write finds the expired item too, as memcached's lookups do.
+    b"set e2 0 -1 1\r\nx\r\n",
+    b"set e2 0 0 1\r\nx\r\n",
+    b"verbosity 1\r\n",
+    b"flush_all\r\n",
+    b"flush_all 0 noreply\r\n",
+];
+
+/// The counters that must read the same on both servers after [`COUNTED`]:
+/// all that count commands and their outcomes. Times, connection totals
+/// (memcached counts its listener), bytes written (cas uniques differ in
+/// length) and what memcached's background threads change are left out.
+const COUNTERS_COMPARED: &[&str] = &[
+    "curr_connections",
+    "cmd_get",
+    "cmd_set",
+    "cmd_flush",
+    "cmd_touch",
+    "cmd_meta",
+    "get_hits",
+    "get_misses",
+    "get_expired",
+    "get_flushed",
+    "delete_misses",
+    "delete_hits",
+    "incr_misses",
+    "incr_hits",
+    "decr_misses",
+    "decr_hits",
+    "cas_misses",
+    "cas_hits",
+    "cas_badval",
+    "touch_hits",
+    "touch_misses",
+    "store_too_large",
+    "store_no_memory",
+    "auth_cmds",
+    "auth_errors",
+    "bytes_read",
+    "limit_maxbytes",
+    "threads",
+    "total_items",
+    "evictions",
+];
+
+/// Sends [`COUNTED`] (and a value too large to store) on one connection to
+/// `port`, after `stats reset` (a cluster's start-up asked its nodes for
+/// `show`), then reads `stats`: the [`COUNTERS_COMPARED`] by name.
+fn counters_after(port: u16) -> Vec<(String, String)> {
+    let mut c = common::connect(port);
+    assert_eq!(common::request(&mut c, b"stats reset\r\n"), "RESET\r\n");
+    let too_large = cat(&[
+        b"set big 0 0 2000000\r\n",
+        &repeat(b'x', 2_000_000),
+        b"\r\n",
+    ]);
+    let commands = COUNTED.iter().copied().chain([too_large.as_slice()]);
+    for command in commands {
+        if command.ends_with(b"noreply\r\n") {
+            c.write_all(command).unwrap();
+        } else {
+            common::request(&mut c, command);
+        }
+    }
+    let stats = common::request(&mut c, b"stats\r\n");
+    let values: std::collections::HashMap<&str, &str> = stats
+        .lines()
+        .filter_map(|l| l.strip_prefix("STAT ")?.split_once(' '))
+        .collect();
+    COUNTERS_COMPARED
+        .iter()
+        .map(|name| {
+            (
+                name.to_string(),
+                values.get(name).unwrap_or(&"-").to_string(),
+            )
+        })
+        .collect()
+}
+
+/// After the same commands, a node counts what memcached counts: the
+/// same numbers in `cmd_*`, every hit and miss counter, `total_items`.
+/// On a cluster, node 1 took every request and counts all of them.
+/// memcached runs here without its LRU maintainer and crawler threads,
+/// which in the background may drop an expired item before a command finds
+/// it (`get_expired`), or hold an item a moment so that `incr` copies it
+/// instead of changing it in place (`total_items`).
+#[test]
+fn command_counters_match_memcached() {
+    let memcached = common::start_memcached_with(&["-o", "no_lru_maintainer,no_lru_crawler"]);
+    let want = counters_after(memcached.port);
+    let node = common::start_mckv("", &[]);
+    assert_eq!(counters_after(node.port()), want, "one node");
+    let cluster = common::start_cluster(3, "linearizable", "");
+    assert_eq!(counters_after(cluster.port(1)), want, "node 1 of a cluster");
 }
 
 #[test]

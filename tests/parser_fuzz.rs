@@ -14,7 +14,7 @@ const LIMITS: Limits = Limits {
     max_get_line: 4096,
 };
 
-const SEEDS: [&[u8]; 16] = [
+const SEEDS: [&[u8]; 21] = [
     b"get a b c\r\n",
     b"gets k\r\n",
     b"gat 10 k\r\n",
@@ -29,6 +29,11 @@ const SEEDS: [&[u8]; 16] = [
     b"flush_all 5\r\n",
     b"verbosity 1\r\n",
     b"stats\r\n",
+    b"stats detail on\r\n",
+    b"stats cachedump 1 100\r\n",
+    b"cache_memlimit 64 noreply\r\n",
+    b"slabs automove ratio 0.5\r\n",
+    b"slabs reassign -1 2\r\n",
     b"version\r\n",
     b"set big 0 0 600\r\n",
 ];
