@@ -2,7 +2,7 @@
 //! replies: `version`, `verbosity`, `stats` (and its groups),
 //! `cache_memlimit`, `slabs`, `show`, `quit`.
 
-use super::stats::Report;
+use super::stats::{self, Report};
 use super::Server;
 use crate::cluster::Engine;
 use crate::protocol::{reply, Admin, Detail, StatsGroup};
@@ -49,6 +49,14 @@ impl<E: Engine> Server<E> {
 
     fn answer_stats(&mut self, token: usize, group: StatsGroup, out: &mut Vec<u8>) {
         match group {
+            StatsGroup::General => self.report(token).general(out),
+            StatsGroup::Settings => self.report(token).settings(out),
+            StatsGroup::Conns => self.report(token).conns(out),
+            StatsGroup::Detail(Detail::Dump) => self.report(token).detail_dump(out),
+            StatsGroup::Items | StatsGroup::CacheDump { .. } => stats::no_slab_classes(out),
+            StatsGroup::Slabs => stats::no_slab_pages(out),
+            StatsGroup::Sizes => stats::sizes_not_tracked(out),
+            StatsGroup::Extstore => stats::no_extstore(out),
             StatsGroup::Reset => {
                 self.counters.reset();
                 self.backend.counters.reset();
@@ -58,7 +66,6 @@ impl<E: Engine> Server<E> {
                 self.backend.counters.set_detail(on == Detail::On);
                 out.extend_from_slice(reply::OK);
             }
-            group => self.report(token).group(group, out),
         }
     }
 

@@ -27,7 +27,7 @@ use super::process;
 use crate::cluster::membership::Millis;
 use crate::cluster::{Engine, Node};
 use crate::config::{ClusterConfig, KvType, NodeConfig};
-use crate::protocol::{reply, Detail, StatsGroup};
+use crate::protocol::reply;
 use crate::store::unix_now;
 use crate::store::{Counter, KeyPrefixes, StoreCounters, StoreStats};
 
@@ -124,24 +124,6 @@ pub struct Report<'a, E: Engine> {
 }
 
 impl<E: Engine> Report<'_, E> {
-    /// The groups that only read; `stats reset` and `stats detail on|off`
-    /// change what is counted and are answered by the node.
-    pub fn group(&self, group: StatsGroup, out: &mut Vec<u8>) {
-        match group {
-            StatsGroup::General => self.general(out),
-            StatsGroup::Settings => self.settings(out),
-            StatsGroup::Conns => self.conns(out),
-            StatsGroup::Items | StatsGroup::CacheDump { .. } => Report::<E>::no_slab_classes(out),
-            StatsGroup::Slabs => Report::<E>::no_slab_pages(out),
-            StatsGroup::Sizes => Report::<E>::sizes_not_tracked(out),
-            StatsGroup::Extstore => Report::<E>::no_extstore(out),
-            StatsGroup::Detail(Detail::Dump) => self.backend.prefixes().dump(out),
-            StatsGroup::Reset | StatsGroup::Detail(Detail::On | Detail::Off) => {
-                unreachable!("answered by the node: {group:?}")
-            }
-        }
-    }
-
     /// The memory limit: the embedded store's, as `cache_memlimit` left it;
     /// a memcached backend's own limit is unknown to the node, so the
     /// configured one is shown, as before the store could change it.
@@ -417,34 +399,41 @@ impl<E: Engine> Report<'_, E> {
         out.extend_from_slice(reply::END);
     }
 
-    /// `stats items` and `stats cachedump`: mckv's store keeps no slab
-    /// classes, so it answers as memcached does for classes that hold no
-    /// item: `stats items` lists none, a class dumps no key.
-    fn no_slab_classes(out: &mut Vec<u8>) {
-        out.extend_from_slice(reply::END);
+    /// `stats detail dump`: the per-prefix counts.
+    pub fn detail_dump(&self, out: &mut Vec<u8>) {
+        self.backend.prefixes().dump(out);
     }
+}
 
-    /// `stats slabs`: memcached's reply before it allocated any slab page,
-    /// which mckv's store never does.
-    fn no_slab_pages(out: &mut Vec<u8>) {
-        reply::stat(out, "active_slabs", 0);
-        reply::stat(out, "total_malloced", 0);
-        out.extend_from_slice(reply::END);
-    }
+/// `stats items` and `stats cachedump`: mckv's store keeps no slab classes,
+/// so it answers as memcached does for classes that hold no item: `stats
+/// items` lists none, a class dumps no key.
+pub fn no_slab_classes(out: &mut Vec<u8>) {
+    out.extend_from_slice(reply::END);
+}
 
-    /// `stats sizes`: memcached's reply while it does not track item sizes
-    /// (`track_sizes no`), which mckv does not.
-    fn sizes_not_tracked(out: &mut Vec<u8>) {
-        reply::stat(out, "sizes_status", "disabled");
-        out.extend_from_slice(reply::END);
-    }
+/// `stats slabs`: memcached's reply before it allocated any slab page, which
+/// mckv's store never does.
+pub fn no_slab_pages(out: &mut Vec<u8>) {
+    reply::stat(out, "active_slabs", 0);
+    reply::stat(out, "total_malloced", 0);
+    out.extend_from_slice(reply::END);
+}
 
-    /// `stats extstore`: memcached's reply when it has no flash storage
-    /// configured; mckv keeps everything in memory.
-    fn no_extstore(out: &mut Vec<u8>) {
-        out.extend_from_slice(reply::END);
-    }
+/// `stats sizes`: memcached's reply while it does not track item sizes
+/// (`track_sizes no`), which mckv does not.
+pub fn sizes_not_tracked(out: &mut Vec<u8>) {
+    reply::stat(out, "sizes_status", "disabled");
+    out.extend_from_slice(reply::END);
+}
 
+/// `stats extstore`: memcached's reply when it has no flash storage
+/// configured; mckv keeps everything in memory.
+pub fn no_extstore(out: &mut Vec<u8>) {
+    out.extend_from_slice(reply::END);
+}
+
+impl<E: Engine> Report<'_, E> {
     /// `show`: one line per node, then `END`:
     /// `NODE <id> <client address> <state> <self|peer> last_heard_ms=<ms|->
     /// clock=<lamport> view=<epoch> queue=<n> ops=<n>`; this node's state is

@@ -67,7 +67,7 @@ impl Executor {
     pub fn execute(&mut self, request: &Request, now: UnixTime, cas: u64) -> (Vec<u8>, bool) {
         // What other work met since (a sync, another node's write) is not
         // this command's.
-        self.absorb_events(false);
+        self.absorb_events(self.store.stats().events, false);
         let mut reply = self.spare.pop().unwrap_or_default();
         let detail = self.counters.detail_enabled();
         self.found_keys.clear();
@@ -84,7 +84,7 @@ impl Executor {
         if detail {
             self.record_prefixes(&request.command);
         }
-        self.absorb_events(true);
+        self.absorb_events(self.store.stats().events, true);
         (reply, executed.changed)
     }
 
@@ -168,11 +168,11 @@ impl Executor {
         }
     }
 
-    /// Adds what the store met since last asked to the counters. Lookups
-    /// that found items dead count only for a client's command (`client`);
-    /// the store's upkeep counts whoever caused it.
-    fn absorb_events(&mut self, client: bool) {
-        let now = self.store.stats().events;
+    /// Adds what the store met since last asked (its totals are `now`) to
+    /// the counters. Lookups that found items dead count only for a
+    /// client's command (`client`); the store's upkeep counts whoever
+    /// caused it.
+    fn absorb_events(&mut self, now: StoreEvents, client: bool) {
         let seen = std::mem::replace(&mut self.seen, now);
         let c = &self.counters;
         if client {
@@ -207,8 +207,9 @@ impl Executor {
 
     /// Publishes the store's size and upkeep for `stats`.
     pub fn publish_counters(&mut self) {
-        self.absorb_events(false);
-        self.counters.publish(&self.store.stats());
+        let stats = self.store.stats();
+        self.absorb_events(stats.events, false);
+        self.counters.publish(&stats);
     }
 }
 
