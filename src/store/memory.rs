@@ -15,8 +15,8 @@
 use std::collections::HashMap;
 
 use super::{
-    apply_delta, ArithOutcome, Expiry, Item, Record, Store, StoreError, StoreEvents,
-    StoreResult, StoreStats, StoreStatus, UnixTime, VersionedStore, Write,
+    apply_delta, ArithOutcome, Expiry, Item, Record, Store, StoreError, StoreEvents, StoreResult,
+    StoreStats, StoreStatus, UnixTime, VersionedStore, Write,
 };
 use crate::protocol::{Key, Limits, StorageMode};
 
