@@ -260,10 +260,25 @@ fn a_peer_with_the_wrong_secret_is_refused() {
 
 #[test]
 fn a_stopping_node_tells_its_peers_it_is_leaving() {
-    let cluster = start_cluster(3, "sequential", "");
+    // The failure detector would take a minute: only the leave can make
+    // the others form a view without node 1 before the test's 10 s.
+    let cluster = start_cluster(3, "sequential", "peer_timeout_ms = 60000");
+    let mut c0 = connect(cluster.port(0));
+    assert_eq!(request(&mut c0, b"set k 0 0 1\r\na\r\n"), "STORED\r\n");
     cluster.nodes[1].signal("TERM");
     wait_for_state(&cluster, 0, 1, "left");
     wait_for_state(&cluster, 2, 1, "left");
+    poll(
+        Duration::from_secs(10),
+        Duration::from_millis(20),
+        || match request(&mut c0, b"set k 0 0 1\r\nb\r\n").as_str() {
+            "STORED\r\n" => Ok(()),
+            refused if refused.ends_with("; not applied\r\n") => Err(format!(
+                "the others never served without node 1: {refused:?}"
+            )),
+            other => panic!("{other:?}"),
+        },
+    );
     let mut node1 = cluster;
     let status = node1.nodes[1].child.wait().unwrap();
     assert!(status.success(), "SIGTERM exit: {status}");
