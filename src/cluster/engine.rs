@@ -57,14 +57,15 @@ pub enum PeerEvent {
     LinkLost,
 }
 
-/// An engine's state for `stats` and `show`.
+/// An engine's state for `stats` and `show` (and its queue depth, which
+/// the reactor reads every loop iteration: nothing here allocates).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Status {
+pub struct Status<'a> {
     pub clock: u64,
     pub epoch: u64,
     pub members: usize,
     /// The view's members.
-    pub view_members: Vec<NodeId>,
+    pub view_members: &'a [NodeId],
     /// This node's part in it: `member`, `joining` (a view change is under
     /// way), `catching-up` (a member waiting for the state), `no-quorum`.
     pub role: &'static str,
@@ -142,7 +143,7 @@ pub trait Engine {
     /// The message owed to `to`, if any: everything since the last one.
     fn outgoing(&mut self, to: NodeId) -> Option<Self::Message>;
 
-    fn status(&self) -> Status;
+    fn status(&self) -> Status<'_>;
 
     fn peer_status(&self, peer: NodeId) -> Option<PeerStatus>;
 }

@@ -25,7 +25,7 @@ use super::connection::Connection;
 use super::peers::Peers;
 use super::process;
 use crate::cluster::membership::Millis;
-use crate::cluster::{Engine, Node};
+use crate::cluster::{Engine, Node, NodeId};
 use crate::config::{ClusterConfig, KvType, NodeConfig};
 use crate::protocol::reply;
 use crate::store::unix_now;
@@ -283,8 +283,7 @@ impl<E: Engine> Report<'_, E> {
             1 + self.node.membership().up_count(),
         );
         reply::stat(out, "mckv_role", status.role);
-        let members: Vec<String> = status.view_members.iter().map(|m| m.to_string()).collect();
-        reply::stat(out, "mckv_view_members", members.join(","));
+        reply::stat(out, "mckv_view_members", node_list(status.view_members));
         reply::stat(out, "mckv_views_installed", status.views_installed);
         reply::stat(out, "mckv_refused_no_quorum", status.refused_no_quorum);
         reply::stat(out, "mckv_snapshots_sent", status.snapshots_sent);
@@ -454,11 +453,9 @@ impl<E: Engine> Report<'_, E> {
                     "member" => "up",
                     role => role,
                 };
-                let members: Vec<String> =
-                    status.view_members.iter().map(|m| m.to_string()).collect();
                 let line = format!(
                     "NODE {id} {} {state} self last_heard_ms=0 clock={} view={epoch} queue={} ops={} members={}\r\n",
-                    config.client, status.clock, status.pending, self.counters.ops, members.join(","),
+                    config.client, status.clock, status.pending, self.counters.ops, node_list(status.view_members),
                 );
                 out.extend_from_slice(line.as_bytes());
                 continue;
@@ -520,4 +517,10 @@ fn memcached_state(conn: &Connection, asking: bool) -> &'static str {
     } else {
         "conn_read"
     }
+}
+
+/// Node ids as `stats` and `show` print them: `0,1,2`.
+fn node_list(nodes: &[NodeId]) -> String {
+    let ids: Vec<String> = nodes.iter().map(NodeId::to_string).collect();
+    ids.join(",")
 }

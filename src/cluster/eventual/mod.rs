@@ -392,7 +392,7 @@ impl Engine for EventualEngine {
         })
     }
 
-    fn status(&self) -> Status {
+    fn status(&self) -> Status<'_> {
         Status {
             clock: self.clock.now(),
             epoch: self.view.epoch,
@@ -400,7 +400,7 @@ impl Engine for EventualEngine {
             pending: 0,
             delivered: 0,
             sync: Some(self.stats),
-            view_members: self.view.members.clone(),
+            view_members: &self.view.members,
             // Eventual mode serves whoever is up: every node is a member.
             role: "member",
             ..Status::default()

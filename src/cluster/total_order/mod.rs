@@ -718,7 +718,7 @@ impl Engine for TotalOrder {
         })
     }
 
-    fn status(&self) -> Status {
+    fn status(&self) -> Status<'_> {
         Status {
             clock: self.clock.now(),
             epoch: self.view.epoch,
@@ -727,7 +727,7 @@ impl Engine for TotalOrder {
             delivered: self.delivered,
             sync: None,
             role: self.role(),
-            view_members: self.view.members.clone(),
+            view_members: &self.view.members,
             views_installed: self.counters.views_installed,
             refused_no_quorum: self.counters.refused_no_quorum,
             snapshots_sent: self.counters.snapshots_sent,
@@ -968,7 +968,7 @@ mod tests {
             tick_all(first);
         }
         for e in first.iter() {
-            assert_eq!(e.status().view_members, vec![0, 1]);
+            assert_eq!(e.status().view_members, [0, 1]);
             assert_eq!(e.status().role, "member");
         }
         let mut out = Vec::new();
@@ -981,9 +981,9 @@ mod tests {
         assert!(applied[1][0].2, "node 1 answers its client");
     }
 
-    #[test]
-    fn a_restarted_node_that_missed_no_write_needs_no_snapshot() {
-        let mut engines = cluster(3, Consistency::Linearizable);
+    /// Node 2 restarts: a fresh engine, known to the others as a new run;
+    /// a tick everywhere and every frame it causes. Each node's effects.
+    fn restart_node_2(engines: &mut [TotalOrder]) -> Vec<Vec<Effect<Work>>> {
         engines[2] = TotalOrder::new(2, View::new(0, vec![0, 1, 2]), Consistency::Linearizable);
         for peer in [0, 1] {
             engines[2].on_peer(peer, PeerEvent::LinkOpened);
@@ -995,7 +995,13 @@ mod tests {
         for e in engines.iter_mut() {
             e.on_tick(&mut Vec::new());
         }
-        let effects = exchange_all(&mut engines);
+        exchange_all(engines)
+    }
+
+    #[test]
+    fn a_restarted_node_that_missed_no_write_needs_no_snapshot() {
+        let mut engines = cluster(3, Consistency::Linearizable);
+        let effects = restart_node_2(&mut engines);
         assert!(
             !effects
                 .iter()
@@ -1012,19 +1018,7 @@ mod tests {
         // A write everywhere, so the restarted node's empty store is behind.
         engines[0].on_client(reply_to(1, 0), set("k"), 0, &mut Vec::new());
         exchange(&mut engines, &mut vec![Vec::new(); 3]);
-        // Node 2 restarts: a fresh engine, known to the others as a new run.
-        engines[2] = TotalOrder::new(2, View::new(0, vec![0, 1, 2]), Consistency::Linearizable);
-        for peer in [0, 1] {
-            engines[2].on_peer(peer, PeerEvent::LinkOpened);
-            engines[2].on_peer(peer, PeerEvent::Up);
-        }
-        for e in engines.iter_mut().take(2) {
-            e.on_hello(2, 99, true);
-        }
-        for e in engines.iter_mut() {
-            e.on_tick(&mut Vec::new());
-        }
-        let effects = exchange_all(&mut engines);
+        let effects = restart_node_2(&mut engines);
         let mut out = Vec::new();
         engines[2].on_client(reply_to(5, 0), get("k"), 0, &mut out);
         assert!(
