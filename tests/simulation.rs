@@ -888,6 +888,21 @@ impl Plan {
         self.faults.entry(step).or_default().push(fault);
     }
 
+    /// Cuts what `node` sends to `peers` (not what it hears) from `from`
+    /// until `until`.
+    fn cut_one_way(&mut self, node: NodeId, peers: &[NodeId], from: u64, until: u64) {
+        for &peer in peers.iter().filter(|&&p| p != node) {
+            self.at(
+                from,
+                Fault::OneWay {
+                    from: node,
+                    to: peer,
+                },
+            );
+            self.at(until, Fault::Heal(node, peer));
+        }
+    }
+
     /// Cuts `node` off from `peers` both ways from `from` until `until`.
     fn isolate(&mut self, node: NodeId, peers: &[NodeId], from: u64, until: u64) {
         for &peer in peers.iter().filter(|&&p| p != node) {
@@ -936,16 +951,7 @@ fn plan_faults(s: &Scenario, config: &SimConfig, ids: &[NodeId], base: u64) -> P
                 // Each of the three ways a live node falls silent.
                 match rng.below(3) {
                     0 => {
-                        for peer in others(&[node]) {
-                            plan.at(
-                                from,
-                                Fault::OneWay {
-                                    from: node,
-                                    to: peer,
-                                },
-                            );
-                            plan.at(until, Fault::Heal(node, peer));
-                        }
+                        plan.cut_one_way(node, ids, from, until);
                     }
                     1 => plan.isolate(node, ids, from, until),
                     _ => {
@@ -970,16 +976,7 @@ fn plan_faults(s: &Scenario, config: &SimConfig, ids: &[NodeId], base: u64) -> P
             plan.window(others(&[node]), from, until, config);
         }
         Faults::OneWay => {
-            for peer in others(&[node]) {
-                plan.at(
-                    from,
-                    Fault::OneWay {
-                        from: node,
-                        to: peer,
-                    },
-                );
-                plan.at(until, Fault::Heal(node, peer));
-            }
+            plan.cut_one_way(node, ids, from, until);
             plan.window(others(&[node]), from, until, config);
         }
         Faults::Split => {
@@ -1009,16 +1006,7 @@ fn plan_faults(s: &Scenario, config: &SimConfig, ids: &[NodeId], base: u64) -> P
                 match rng.chance(50) {
                     true => plan.isolate(node, ids, at, at + cut),
                     false => {
-                        for peer in others(&[node]) {
-                            plan.at(
-                                at,
-                                Fault::OneWay {
-                                    from: node,
-                                    to: peer,
-                                },
-                            );
-                            plan.at(at + cut, Fault::Heal(node, peer));
-                        }
+                        plan.cut_one_way(node, ids, at, at + cut);
                     }
                 }
                 at += cut + rng.range(1, 20);
