@@ -148,7 +148,8 @@ fn known_refusal(reason: &str) -> bool {
 struct Cluster {
     sim: Sim<TotalOrder>,
     log: Rc<RefCell<StoreLog>>,
-    /// Per crashed node, the steps at which its clients learned it.
+    /// Per crashed (or departed) node, the steps at which its clients
+    /// learned it.
     crashes: BTreeMap<NodeId, Vec<u64>>,
 }
 
@@ -312,7 +313,7 @@ impl Cluster {
     /// Applies `fault` now, keeping the store log's account of restarts.
     fn fault(&mut self, fault: Fault) {
         match fault {
-            Fault::Crash(id) if !self.sim.is_crashed(id) => {
+            Fault::Crash(id) | Fault::Leave(id) if !self.sim.is_crashed(id) => {
                 let learned = self.sim.now() + 1;
                 self.crashes.entry(id).or_default().push(learned);
             }
@@ -780,6 +781,9 @@ enum Faults {
     /// A node is cut off; once the view change it causes is under way,
     /// another node pauses (for less or more than the timeout).
     PauseDuringViewChange,
+    /// A minority shuts down cleanly (SIGTERM: a leave on every link) and
+    /// later restarts with empty memory.
+    Leave,
 }
 
 /// One seeded run.
@@ -912,10 +916,23 @@ impl Plan {
     }
 
     fn window(&mut self, serving: Vec<NodeId>, from: u64, until: u64, config: &SimConfig) {
+        let serve_from = from + detected(config) + view_change_bound(config);
+        self.window_serving_from(serving, from, serve_from, until, config);
+    }
+
+    /// A window whose majority must serve from `serve_from` on.
+    fn window_serving_from(
+        &mut self,
+        serving: Vec<NodeId>,
+        from: u64,
+        serve_from: u64,
+        until: u64,
+        config: &SimConfig,
+    ) {
         self.windows.push(Window {
             serving,
             from,
-            serve_from: from + detected(config) + view_change_bound(config),
+            serve_from,
             until: until.saturating_sub(read_margin(config)),
             installed_before: Vec::new(),
             served_at: None,
@@ -1018,6 +1035,18 @@ fn plan_faults(s: &Scenario, config: &SimConfig, ids: &[NodeId], base: u64) -> P
             plan.at(until, Fault::Heal(a, b));
             plan.window(others(&[a, b]), from, until, config);
         }
+        Faults::Leave => {
+            let group = &shuffled[..minority];
+            for &node in group {
+                plan.at(from, Fault::Leave(node));
+                plan.at(until, Fault::Restart(node));
+            }
+            // No detector: the leave arrives (perhaps held by a noise
+            // cut), then the view change.
+            let told = config.max_latency() + LONGEST_CUT;
+            let serve_from = from + told + view_change_bound(config);
+            plan.window_serving_from(others(group), from, serve_from, until, config);
+        }
         Faults::PauseDuringViewChange => {
             plan.isolate(node, ids, from, until);
             plan.pause_in_change = Some(PauseInChange {
@@ -1041,7 +1070,7 @@ fn plan_faults(s: &Scenario, config: &SimConfig, ids: &[NodeId], base: u64) -> P
         // heal would end its cut early.
         let cuts = matches!(
             s.faults,
-            Faults::Noise | Faults::Crash | Faults::CrashRestart | Faults::Pause
+            Faults::Noise | Faults::Crash | Faults::CrashRestart | Faults::Pause | Faults::Leave
         );
         for _ in 0..if cuts { rng.range(1, 3) } else { 0 } {
             let (a, b) = pair(&mut rng);
@@ -1499,6 +1528,8 @@ struct Totals {
     serve_again: u64,
     /// The most steps from a minority's cut until the majority served.
     window_serve: u64,
+    /// Every window's steps from the cut until the majority served.
+    window_serves: Vec<u64>,
     windows: usize,
     window_served: usize,
     paused_in_change: u64,
@@ -1520,6 +1551,7 @@ impl Totals {
         self.serve_again = self.serve_again.max(r.serve_again);
         let window_serve = r.window_serve.iter().copied().max().unwrap_or(0);
         self.window_serve = self.window_serve.max(window_serve);
+        self.window_serves.extend(&r.window_serve);
         self.windows += r.window_serve.len();
         self.window_served += r.window_served;
         self.paused_in_change += u64::from(r.paused_in_change);
@@ -1702,6 +1734,25 @@ fn a_node_that_pauses_during_a_view_change_leaves_the_cluster_consistent_and_ser
             "a node paused during a view change in only {} of {} seeds",
             t.paused_in_change,
             t.seeds
+        );
+    });
+}
+
+#[test]
+fn a_node_that_leaves_is_dropped_at_once_and_rejoins_after_its_restart() {
+    let timeout = Scenario::new(3, Consistency::Linearizable, 0, Faults::Leave)
+        .config()
+        .peer_timeout;
+    sweep_all(Faults::Leave, SEEDS, |t| {
+        assert!(t.window_served > 0, "nothing was served after a leave");
+        assert!(t.snapshots > 0, "no restarted node was handed the state");
+        // A detector would take `peer_timeout` to notice the silence; the
+        // noise's cuts and breaks slow some view changes down.
+        let told = t.window_serves.iter().filter(|&&s| s < timeout).count();
+        assert!(
+            told * 4 >= t.windows * 3,
+            "the majority waited for the detector after a leave: {:?} (timeout {timeout})",
+            t.window_serves
         );
     });
 }
@@ -2322,6 +2373,7 @@ fn replay() {
         Faults::Flapping,
         Faults::MutualSuspicion,
         Faults::PauseDuringViewChange,
+        Faults::Leave,
     ];
     let name = var("FAULTS", "Noise");
     let faults = faults

@@ -49,8 +49,11 @@ pub enum Effect<W> {
 pub enum PeerEvent {
     /// The failure detector holds it up (heard from within the timeout).
     Up,
-    /// Silent past the timeout, left, or refused.
+    /// Silent past the timeout, or refused.
     Down,
+    /// It said it is leaving (a clean shutdown): down, and certain to
+    /// answer nothing more until it says hello again.
+    Left,
     /// This node's link to it opened: messages can go.
     LinkOpened,
     /// This node's link to it broke: what was in flight may be lost.

@@ -112,8 +112,10 @@ impl<E: Engine> Node<E> {
     /// `from` said it is leaving.
     pub fn on_leave(&mut self, from: NodeId) {
         log::info!("node {}: node {from} is leaving", self.me);
-        let change = self.membership.left(from);
-        self.apply(change);
+        if self.membership.left(from).is_some() {
+            log::warn!("node {}: node {from} is down", self.me);
+        }
+        self.engine.on_peer(from, PeerEvent::Left);
     }
 
     /// `by` refused this node: it serves nothing from now on.

@@ -40,7 +40,10 @@
 //! - *crash*: the node's memory is gone; frames to and from it are lost,
 //!   its peers' links to it break, its clients' outstanding requests end
 //!   with an unknown outcome ([`Outcome::Lost`]);
-//! - *restart*: a crashed node comes back as a new run (new incarnation,
+//! - *leave*: a clean shutdown (SIGTERM): what the node sent is still
+//!   delivered, followed by a leave on each link; then it is down as after
+//!   a crash;
+//! - *restart*: a crashed (or departed) node comes back as a new run (new incarnation,
 //!   empty store), built by the scenario's engine factory; its links open
 //!   with hellos, the hello it sends each peer arriving
 //!   `late_hello_min..=late_hello` steps late.
@@ -191,6 +194,11 @@ pub enum Fault {
     Resume(NodeId),
     /// The node's process dies: its memory is gone.
     Crash(NodeId),
+    /// The node shuts down cleanly (SIGTERM): what it sent is still
+    /// delivered, then a leave on each link; its clients' outstanding
+    /// requests end with an unknown outcome, and it is down as after a
+    /// crash (a [`Fault::Restart`] brings it back).
+    Leave(NodeId),
     /// A crashed node starts again as a new run, with an empty store.
     Restart(NodeId),
 }
@@ -220,6 +228,7 @@ pub struct SimStats {
     pub refusals: u64,
     pub lost: u64,
     pub crashes: u64,
+    pub leaves: u64,
     pub restarts: u64,
 }
 
@@ -520,6 +529,7 @@ where
                 }
             }
             Fault::Crash(id) => self.crash(id),
+            Fault::Leave(id) => self.leave(id),
             Fault::Restart(id) => self.restart(id),
         }
     }
@@ -599,17 +609,50 @@ where
     }
 
     fn crash(&mut self, id: NodeId) {
+        self.stop(id, false);
+    }
+
+    /// A clean shutdown: the node's open links carry what it sent, then a
+    /// leave, as its kernel delivers them after it exits.
+    fn leave(&mut self, id: NodeId) {
+        if self.nodes[&id].run != Run::Running {
+            return;
+        }
+        for &peer in &self.ids.clone() {
+            let Some(link) = self.links.get_mut(&(id, peer)) else {
+                continue;
+            };
+            if !link.down {
+                let mut bytes = Vec::new();
+                wire::encode(&PeerMessage::<E::Message>::Leave, &mut bytes);
+                let due = (self.now + 1).max(link.last_due);
+                link.in_flight.push_back((due, bytes));
+            }
+        }
+        self.stop(id, true);
+    }
+
+    /// The process of node `id` ends; with `clean`, what its links carry
+    /// is still delivered.
+    fn stop(&mut self, id: NodeId, clean: bool) {
         if self.nodes[&id].run == Run::Crashed {
             return;
         }
-        self.stats.crashes += 1;
+        match clean {
+            true => self.stats.leaves += 1,
+            false => self.stats.crashes += 1,
+        }
         self.node_mut(id).run = Run::Crashed;
         for &peer in &self.ids.clone() {
             if peer == id {
                 continue;
             }
-            // Its own links die with it; its peers' links to it reset.
+            // Its peers' links to it reset; its own die with it, unless a
+            // clean exit left their contents to the kernel.
             for key in [(id, peer), (peer, id)] {
+                if clean && key.0 == id {
+                    continue;
+                }
                 let link = self.links.get_mut(&key).expect("link");
                 self.stats.frames_dropped += link.in_flight.len() as u64;
                 link.in_flight.clear();
@@ -825,7 +868,11 @@ where
                     break;
                 };
                 self.stats.frames_delivered += 1;
-                let frame = decode::<E::Message>(&bytes);
+                let Some(frame) = decode::<E::Message>(&bytes) else {
+                    self.log(|| format!("deliver {from}->{to}: leave"));
+                    self.node_mut(to).node.on_leave(from);
+                    continue;
+                };
                 self.log(|| format!("deliver {from}->{to}: {:?}", frame.body));
                 let mut effects = Vec::new();
                 self.node_mut(to)
@@ -1004,7 +1051,7 @@ where
         self.links.get(&(from, to)).map_or(Vec::new(), |link| {
             link.in_flight
                 .iter()
-                .map(|(_, bytes)| decode(bytes))
+                .filter_map(|(_, bytes)| decode(bytes))
                 .collect()
         })
     }
@@ -1015,10 +1062,11 @@ where
     }
 }
 
-/// A frame as the peer decodes it from the wire.
-fn decode<M: wire::Message>(bytes: &[u8]) -> Frame<M> {
+/// A frame as the peer decodes it from the wire (`None`: a leave).
+fn decode<M: wire::Message>(bytes: &[u8]) -> Option<Frame<M>> {
     match wire::decode::<M>(bytes) {
-        Ok(Some((PeerMessage::Frame(frame), used))) if used == bytes.len() => frame,
+        Ok(Some((PeerMessage::Frame(frame), used))) if used == bytes.len() => Some(frame),
+        Ok(Some((PeerMessage::Leave, used))) if used == bytes.len() => None,
         other => panic!(
             "the wire format does not round-trip a frame: {}",
             describe(&other)

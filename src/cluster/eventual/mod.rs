@@ -318,7 +318,7 @@ impl Engine for EventualEngine {
     /// node serves whoever is down, and pushes to whoever it has a link to.
     fn on_peer(&mut self, peer: NodeId, event: PeerEvent) {
         match event {
-            PeerEvent::Up | PeerEvent::Down => {}
+            PeerEvent::Up | PeerEvent::Down | PeerEvent::Left => {}
             PeerEvent::LinkLost => self.link_lost(peer),
             PeerEvent::LinkOpened => self.link_opened(peer),
         }

@@ -40,7 +40,9 @@
 //! member is down, a node outside the view is up again, or a member left
 //! the view (it restarted), the lowest-id node that is up coordinates a
 //! higher ballot with the nodes it sees up (others take over after
-//! `patience` ticks):
+//! `patience` ticks; a change that is not finishing is given up after
+//! `patience`, and at once when its coordinator or, for the coordinator, a
+//! member it waits for says it is leaving):
 //! 1. `Prepare(b)`: a node promises the highest ballot it has seen and
 //!    refuses lower ones (`Nack`), so one coordinator per ballot means at
 //!    most one view per ballot. From its promise on it counts nothing of
@@ -152,6 +154,8 @@ struct Outbox {
 struct Peer {
     /// The failure detector holds it up.
     up: bool,
+    /// It said it is leaving, and has not been up since.
+    left: bool,
     /// The ballot of the view it last said it is in.
     ballot: Ballot,
     /// In this view: the highest stamp time of its own proposals received here.
@@ -632,9 +636,10 @@ impl Engine for TotalOrder {
     /// proposal the peer may not hold, when a new link opens.
     fn on_peer(&mut self, peer: NodeId, event: PeerEvent) {
         match event {
-            PeerEvent::Up | PeerEvent::Down => {
+            PeerEvent::Up | PeerEvent::Down | PeerEvent::Left => {
                 if let Some(p) = self.peers.get_mut(&peer) {
                     p.up = event == PeerEvent::Up;
+                    p.left = event == PeerEvent::Left;
                 }
             }
             PeerEvent::LinkLost => {

@@ -33,7 +33,14 @@ impl TotalOrder {
             | Phase::Starting { since, .. } => ticks.saturating_sub(since) > self.patience,
             Phase::Idle | Phase::Normal => false,
         };
-        if stuck {
+        if !stuck && self.change_lost_a_node() {
+            log::info!(
+                "node {}: a node of the view change to {:?} went down; starting over",
+                self.me,
+                self.promised
+            );
+            self.go_idle(out);
+        } else if stuck {
             log::warn!(
                 "node {}: the view change to {:?} is not finishing; starting over",
                 self.me,
@@ -83,6 +90,23 @@ impl TotalOrder {
         if want.first() == Some(&self.me) || waited > self.patience {
             self.unsettled_since = Some(ticks);
             self.coordinate(want, out);
+        }
+    }
+
+    /// The view change under way cannot finish, because its coordinator
+    /// or, for the coordinator, one of the members it waits for said it is
+    /// leaving: waiting out the patience would only delay the next attempt.
+    /// (Not on the detector's word: a peer it holds down for a moment may
+    /// still answer, and giving up on every such moment could go on for
+    /// ever on a slow network.)
+    fn change_lost_a_node(&self) -> bool {
+        let down = |id: &NodeId| self.peers.get(id).is_some_and(|p| p.left);
+        let coordinating = self.promised.coordinator == self.me;
+        match &self.phase {
+            Phase::Collecting { members, .. } => members.iter().any(down),
+            Phase::Starting { .. } if coordinating => self.view.members.iter().any(down),
+            Phase::Flushed { .. } | Phase::Starting { .. } => down(&self.promised.coordinator),
+            Phase::Idle | Phase::Normal => false,
         }
     }
 
