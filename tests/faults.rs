@@ -7,147 +7,13 @@
 //! drops packets makes TCP hold them, then forwards them again.
 
 mod common;
+#[path = "common/proxy.rs"]
+mod proxy;
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use common::{cluster_config, connect, poll, request, start_cluster_node, Cluster, TempDir};
-
-/// A TCP proxy to `target` that forwards while `forwarding` holds and
-/// otherwise reads nothing (so what is sent waits in the kernel, as on a
-/// black-holed path); it stops when dropped.
-struct Proxy {
-    port: u16,
-    forwarding: Arc<AtomicBool>,
-    stop: Arc<AtomicBool>,
-    threads: Vec<JoinHandle<()>>,
-}
-
-impl Proxy {
-    fn start(target: u16) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("proxy port");
-        listener.set_nonblocking(true).unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let forwarding = Arc::new(AtomicBool::new(true));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (fwd, halt) = (forwarding.clone(), stop.clone());
-        let acceptor = std::thread::spawn(move || {
-            let mut pumps = Vec::new();
-            while !halt.load(Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((client, _)) => {
-                        let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else {
-                            continue;
-                        };
-                        for (from, to) in [
-                            (client.try_clone().unwrap(), server.try_clone().unwrap()),
-                            (server, client),
-                        ] {
-                            let (fwd, halt) = (fwd.clone(), halt.clone());
-                            pumps.push(std::thread::spawn(move || pump(from, to, &fwd, &halt)));
-                        }
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
-                }
-            }
-            for pump in pumps {
-                let _ = pump.join();
-            }
-        });
-        Proxy {
-            port,
-            forwarding,
-            stop,
-            threads: vec![acceptor],
-        }
-    }
-
-    fn black_hole(&self, on: bool) {
-        self.forwarding.store(!on, Ordering::Relaxed);
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        for thread in self.threads.drain(..) {
-            let _ = thread.join();
-        }
-    }
-}
-
-/// Copies `from` to `to` while `forwarding`; ends on EOF, an error or `stop`.
-fn pump(mut from: TcpStream, mut to: TcpStream, forwarding: &AtomicBool, stop: &AtomicBool) {
-    from.set_read_timeout(Some(Duration::from_millis(20)))
-        .unwrap();
-    let mut buf = [0u8; 16 * 1024];
-    while !stop.load(Ordering::Relaxed) {
-        if !forwarding.load(Ordering::Relaxed) {
-            std::thread::sleep(Duration::from_millis(5));
-            continue;
-        }
-        match from.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => {
-                if to.write_all(&buf[..n]).is_err() {
-                    break;
-                }
-            }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
-            Err(_) => break,
-        }
-    }
-    let _ = to.shutdown(std::net::Shutdown::Both);
-}
-
-/// The port after `peer = 127.0.0.1:` in node `id`'s section of `text`.
-fn peer_port(text: &str, id: usize) -> u16 {
-    text.split(&format!("[node.{id}]"))
-        .nth(1)
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("peer = 127.0.0.1:")))
-        .and_then(|p| p.trim().parse().ok())
-        .expect("a peer port")
-}
-
-/// A 3-node linearizable cluster whose links into node 1 pass through a
-/// proxy, and that proxy.
-fn cluster_behind_proxy() -> (Cluster, Proxy) {
-    let extra = "backend_timeout_ms = 1000";
-    let (direct, ports) = cluster_config(3, "linearizable", extra);
-    let node1 = peer_port(&direct, 1);
-    let proxy = Proxy::start(node1);
-    let proxied = direct.replacen(
-        &format!("peer = 127.0.0.1:{node1}"),
-        &format!("peer = 127.0.0.1:{}", proxy.port),
-        1,
-    );
-    let dir = TempDir::new("faults");
-    let (config, config1) = (dir.0.join("config.ini"), dir.0.join("config-node1.ini"));
-    std::fs::write(&config, proxied).unwrap();
-    std::fs::write(&config1, direct).unwrap();
-    let nodes = (0..3)
-        .map(|id| {
-            let file = if id == 1 { &config1 } else { &config };
-            start_cluster_node(file, &dir.0, id, ports[id])
-        })
-        .collect();
-    let cluster = Cluster {
-        nodes,
-        backends: Vec::new(),
-        dir,
-        config,
-    };
-    cluster.wait_all_up();
-    (cluster, proxy)
-}
+use common::{connect, poll, request};
+use proxy::cluster_behind_proxy;
 
 /// While the links into node 1 deliver nothing, node 1 notices its peers'
 /// silence within `peer_timeout_ms` and refuses its clients with `no
@@ -158,7 +24,7 @@ fn cluster_behind_proxy() -> (Cluster, Proxy) {
 /// again, node 1 rejoins, is handed the state, and every node agrees.
 #[test]
 fn a_black_holed_link_leaves_the_majority_serving_and_the_node_rejoins_after() {
-    let (cluster, proxy) = cluster_behind_proxy();
+    let (cluster, proxy) = cluster_behind_proxy("linearizable", "backend_timeout_ms = 1000");
     let mut c0 = connect(cluster.port(0));
     assert_eq!(request(&mut c0, b"set k 0 0 1\r\na\r\n"), "STORED\r\n");
 

@@ -1,0 +1,147 @@
+//! A test-owned TCP proxy for the links into one node of a real cluster,
+//! which can stop forwarding without closing (a black hole: no RST, no FIN),
+//! and a 3-node cluster whose links into node 1 pass through it (nodes 0 and
+//! 2 dial node 1 through the proxy, as their config says; node 1's own
+//! config names its real address). Shared by `tests/faults.rs` and
+//! `tests/fault_histories.rs`.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crate::common::{cluster_config, start_cluster_node, Cluster, TempDir};
+
+/// A TCP proxy to `target` that forwards while `forwarding` holds and
+/// otherwise reads nothing (so what is sent waits in the kernel, as on a
+/// black-holed path); it stops when dropped.
+pub struct Proxy {
+    pub port: u16,
+    forwarding: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Proxy {
+    pub fn start(target: u16) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("proxy port");
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let forwarding = Arc::new(AtomicBool::new(true));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (fwd, halt) = (forwarding.clone(), stop.clone());
+        let acceptor = std::thread::spawn(move || {
+            let mut pumps = Vec::new();
+            while !halt.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((client, _)) => {
+                        let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else {
+                            continue;
+                        };
+                        for (from, to) in [
+                            (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                            (server, client),
+                        ] {
+                            let (fwd, halt) = (fwd.clone(), halt.clone());
+                            pumps.push(std::thread::spawn(move || pump(from, to, &fwd, &halt)));
+                        }
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+            for pump in pumps {
+                let _ = pump.join();
+            }
+        });
+        Proxy {
+            port,
+            forwarding,
+            stop,
+            threads: vec![acceptor],
+        }
+    }
+
+    pub fn black_hole(&self, on: bool) {
+        self.forwarding.store(!on, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Copies `from` to `to` while `forwarding`; ends on EOF, an error or `stop`.
+fn pump(mut from: TcpStream, mut to: TcpStream, forwarding: &AtomicBool, stop: &AtomicBool) {
+    from.set_read_timeout(Some(Duration::from_millis(20)))
+        .unwrap();
+    let mut buf = [0u8; 16 * 1024];
+    while !stop.load(Ordering::Relaxed) {
+        if !forwarding.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(5));
+            continue;
+        }
+        match from.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                if to.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => break,
+        }
+    }
+    let _ = to.shutdown(std::net::Shutdown::Both);
+}
+
+/// The port after `peer = 127.0.0.1:` in node `id`'s section of `text`.
+fn peer_port(text: &str, id: usize) -> u16 {
+    text.split(&format!("[node.{id}]"))
+        .nth(1)
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("peer = 127.0.0.1:")))
+        .and_then(|p| p.trim().parse().ok())
+        .expect("a peer port")
+}
+
+/// A 3-node cluster of `consistency` (`extra` added to `[cluster]`) whose
+/// links into node 1 pass through a proxy, and that proxy.
+pub fn cluster_behind_proxy(consistency: &str, extra: &str) -> (Cluster, Proxy) {
+    let (direct, ports) = cluster_config(3, consistency, extra);
+    let node1 = peer_port(&direct, 1);
+    let proxy = Proxy::start(node1);
+    let proxied = direct.replacen(
+        &format!("peer = 127.0.0.1:{node1}"),
+        &format!("peer = 127.0.0.1:{}", proxy.port),
+        1,
+    );
+    let dir = TempDir::new("faults");
+    let (config, config1) = (dir.0.join("config.ini"), dir.0.join("config-node1.ini"));
+    std::fs::write(&config, proxied).unwrap();
+    std::fs::write(&config1, direct).unwrap();
+    let nodes = (0..3)
+        .map(|id| {
+            let file = if id == 1 { &config1 } else { &config };
+            start_cluster_node(file, &dir.0, id, ports[id])
+        })
+        .collect();
+    let cluster = Cluster {
+        nodes,
+        backends: Vec::new(),
+        dir,
+        config,
+    };
+    cluster.wait_all_up();
+    (cluster, proxy)
+}
