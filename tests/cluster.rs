@@ -446,6 +446,52 @@ fn a_killed_node_leaves_a_majority_serving_and_rejoins_with_the_state() {
     cluster.converged(&["k".to_string(), "k2".to_string()]);
 }
 
+/// A restarted node handed a snapshot of many chunks (one per heartbeat)
+/// shows how far it has come in `show` (`catch_up_bytes=<done>/<total>`)
+/// and `stats`, and once it serves, shows nothing of it any more.
+#[test]
+fn a_restarted_node_shows_how_far_its_catch_up_has_come() {
+    const VALUES: usize = 40;
+    const SIZE: usize = 100_000;
+    let extra = "heartbeat_ms = 250\npeer_timeout_ms = 2000\nbackend_timeout_ms = 5000";
+    let mut cluster = start_cluster(3, "linearizable", extra);
+    let mut c = connect(cluster.port(0));
+    let value = "v".repeat(SIZE);
+    for i in 0..VALUES {
+        let set = format!("set big{i:02} 0 0 {SIZE}\r\n{value}\r\n");
+        assert_eq!(request(&mut c, set.as_bytes()), "STORED\r\n");
+    }
+    let port = cluster.port(2);
+    cluster.nodes[2].signal("KILL");
+    let _ = cluster.nodes[2].child.wait();
+    cluster.nodes[2] = start_cluster_node(&cluster.config, &cluster.dir.0, 2, port);
+    let mut seen = Vec::new();
+    poll(Duration::from_secs(20), Duration::from_millis(20), || {
+        let show = cluster.show(2);
+        let me = show.lines().find(|l| l.contains(" self ")).unwrap_or("");
+        if let Some(progress) = me.split(" catch_up_bytes=").nth(1) {
+            let (done, total) = progress.split_once('/').expect("done/total");
+            seen.push((done.parse::<u64>().unwrap(), total.parse::<u64>().unwrap()));
+            assert!(me.contains(" catching-up self "), "{me}");
+        }
+        match me.contains(" up self ") {
+            true => Ok(()),
+            false => Err(format!("node 2 never caught up: {show}")),
+        }
+    });
+    let whole = (VALUES * (SIZE + "bigNN".len())) as u64;
+    assert!(
+        seen.iter()
+            .any(|&(done, total)| done < total && total == whole),
+        "never seen part way through {whole} bytes: {seen:?}"
+    );
+    assert!(seen.windows(2).all(|w| w[0].0 <= w[1].0), "{seen:?}");
+    assert_eq!(stat(&cluster, 2, "mckv_catch_up_bytes_total"), 0);
+    assert_eq!(stat(&cluster, 2, "mckv_snapshots_received"), 1);
+    let keys: Vec<String> = (0..VALUES).map(|i| format!("big{i:02}")).collect();
+    cluster.converged(&keys);
+}
+
 /// A node restarted after SIGKILL has an empty store; in sequential mode it
 /// serves reads locally, so until it holds the cluster's state it must
 /// serve none: a `get` of a key the cluster holds answers an error or the

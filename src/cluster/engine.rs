@@ -76,12 +76,22 @@ pub struct Status<'a> {
     pub refused_no_quorum: u64,
     pub snapshots_sent: u64,
     pub snapshots_received: u64,
+    /// The snapshot a member catching up is being handed, so far.
+    pub receiving: Option<Transfer>,
     /// Operations waiting here.
     pub pending: usize,
     /// Operations delivered in order (strong modes).
     pub delivered: u64,
     /// Anti-entropy counters (eventual mode).
     pub sync: Option<SyncStats>,
+}
+
+/// How far a snapshot has come, in bytes of keys and values.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Transfer {
+    pub done: u64,
+    /// About how many the whole snapshot carries.
+    pub total: u64,
 }
 
 /// Anti-entropy counters, for `stats`.

@@ -509,6 +509,7 @@ mod tests {
                 first: Some(Some(1_700_000_200)),
                 records: vec![record.clone(), record],
                 last: false,
+                total: 1 << 33,
             },
             Control::State {
                 ballot,
@@ -516,6 +517,7 @@ mod tests {
                 first: Some(None),
                 records: Vec::new(),
                 last: true,
+                total: 0,
             },
             Control::State {
                 ballot,
@@ -523,6 +525,7 @@ mod tests {
                 first: None,
                 records: Vec::new(),
                 last: true,
+                total: 0,
             },
         ]
     }

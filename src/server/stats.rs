@@ -288,6 +288,9 @@ impl<E: Engine> Report<'_, E> {
         reply::stat(out, "mckv_refused_no_quorum", status.refused_no_quorum);
         reply::stat(out, "mckv_snapshots_sent", status.snapshots_sent);
         reply::stat(out, "mckv_snapshots_received", status.snapshots_received);
+        let receiving = status.receiving.unwrap_or_default();
+        reply::stat(out, "mckv_catch_up_bytes_done", receiving.done);
+        reply::stat(out, "mckv_catch_up_bytes_total", receiving.total);
         reply::stat(out, "mckv_delivered", status.delivered);
         reply::stat(out, "mckv_pending", status.pending);
         if let Some(sync) = status.sync {
@@ -438,7 +441,9 @@ impl<E: Engine> Report<'_, E> {
     /// `NODE <id> <client address> <state> <self|peer> last_heard_ms=<ms|->
     /// clock=<lamport> view=<epoch> queue=<n> ops=<n>`; this node's state is
     /// its role (`up` as a serving member), and its line ends with the
-    /// view's `members=`. A peer's queue and ops are what it last reported.
+    /// view's `members=` (and, while it is handed a snapshot,
+    /// `catch_up_bytes=<done>/<total>`). A peer's queue and ops are what it
+    /// last reported.
     pub fn show(&self, out: &mut Vec<u8>) {
         let status = self.node.engine().status();
         let epoch = status.epoch;
@@ -453,8 +458,12 @@ impl<E: Engine> Report<'_, E> {
                     "member" => "up",
                     role => role,
                 };
+                let progress = status
+                    .receiving
+                    .map(|t| format!(" catch_up_bytes={}/{}", t.done, t.total))
+                    .unwrap_or_default();
                 let line = format!(
-                    "NODE {id} {} {state} self last_heard_ms=0 clock={} view={epoch} queue={} ops={} members={}\r\n",
+                    "NODE {id} {} {state} self last_heard_ms=0 clock={} view={epoch} queue={} ops={} members={}{progress}\r\n",
                     config.client, status.clock, status.pending, self.counters.ops, node_list(status.view_members),
                 );
                 out.extend_from_slice(line.as_bytes());

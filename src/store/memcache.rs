@@ -31,8 +31,8 @@ use std::time::{Duration, Instant};
 use memcache::{Client, ClientError, MemcacheError, ToMemcacheValue};
 
 use super::{
-    apply_delta, ArithOutcome, Entry, Expiry, Item, Record, Store, StoreError, StoreResult,
-    StoreStats, StoreStatus, UnixTime, VersionedStore, Write,
+    apply_delta, ArithOutcome, Entry, Expiry, Item, Listing, Record, Store, StoreError,
+    StoreResult, StoreStats, StoreStatus, UnixTime, VersionedStore, Write,
 };
 use crate::protocol::{Key, Limits, StorageMode};
 
@@ -545,7 +545,7 @@ impl VersionedStore for MemcacheStore {
     /// memcached cannot list its keys (only a sample, through `stats
     /// cachedump`), so a node on it cannot hand its state to a rejoining
     /// peer, nor take one.
-    fn snapshot_keys(&mut self) -> StoreResult<(Vec<Key>, Option<UnixTime>)> {
+    fn snapshot_keys(&mut self) -> StoreResult<Listing> {
         Err(StoreError::Refused(NO_SNAPSHOT.into()))
     }
 

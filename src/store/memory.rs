@@ -15,8 +15,8 @@
 use std::collections::HashMap;
 
 use super::{
-    apply_delta, ArithOutcome, Expiry, Item, Record, Store, StoreError, StoreEvents, StoreResult,
-    StoreStats, StoreStatus, UnixTime, VersionedStore, Write,
+    apply_delta, ArithOutcome, Expiry, Item, Listing, Record, Store, StoreError, StoreEvents,
+    StoreResult, StoreStats, StoreStatus, UnixTime, VersionedStore, Write,
 };
 use crate::protocol::{Key, Limits, StorageMode};
 
@@ -452,8 +452,14 @@ impl VersionedStore for MemoryStore {
         self.put(key, old_len, fresh, now)
     }
 
-    fn snapshot_keys(&mut self) -> StoreResult<(Vec<Key>, Option<UnixTime>)> {
-        Ok((self.entries.keys().cloned().collect(), self.flush_at))
+    fn snapshot_keys(&mut self) -> StoreResult<Listing> {
+        let bytes = self.entries.iter();
+        let bytes = bytes.map(|(key, e)| (key.len() + e.item.value.len()) as u64);
+        Ok(Listing {
+            keys: self.entries.keys().cloned().collect(),
+            bytes: bytes.sum(),
+            flush_at: self.flush_at,
+        })
     }
 
     fn export_record(&mut self, key: &[u8], now: UnixTime) -> StoreResult<Option<Record>> {

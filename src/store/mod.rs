@@ -212,7 +212,7 @@ pub trait VersionedStore: Store {
     /// What a node rejoining a strong-mode cluster is handed: every key
     /// the store holds and its pending delayed `flush_all`, as of now. A
     /// store that cannot list its keys refuses.
-    fn snapshot_keys(&mut self) -> StoreResult<(Vec<Key>, Option<UnixTime>)>;
+    fn snapshot_keys(&mut self) -> StoreResult<Listing>;
 
     /// The key's live entry and its cas unique, for a snapshot.
     fn export_record(&mut self, key: &[u8], now: UnixTime) -> StoreResult<Option<Record>>;
@@ -222,12 +222,30 @@ pub trait VersionedStore: Store {
     fn reset(&mut self, flush_at: Option<UnixTime>, now: UnixTime) -> StoreResult<()>;
 }
 
+/// The keys a snapshot will carry, listed at its start.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Listing {
+    pub keys: Vec<Key>,
+    /// About how many bytes of keys and values they hold (items that
+    /// expire before they are read are counted, then skipped).
+    pub bytes: u64,
+    /// The pending delayed `flush_all`.
+    pub flush_at: Option<UnixTime>,
+}
+
 /// One key's entry and cas unique, as a snapshot carries it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
     pub key: Key,
     pub entry: Entry,
     pub cas: u64,
+}
+
+impl Record {
+    /// The bytes a snapshot's progress counts for it: key and value.
+    pub fn size(&self) -> u64 {
+        (self.key.len() + self.entry.value.len()) as u64
+    }
 }
 
 /// The clock stores run on.

@@ -578,7 +578,7 @@ mod tests {
             }
             self.inner.import(key, entry, cas, now)
         }
-        fn snapshot_keys(&mut self) -> StoreResult<(Vec<Key>, Option<UnixTime>)> {
+        fn snapshot_keys(&mut self) -> StoreResult<crate::store::Listing> {
             self.inner.snapshot_keys()
         }
         fn export_record(

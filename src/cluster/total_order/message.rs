@@ -100,11 +100,13 @@ pub enum Control {
         first: Option<Option<u64>>,
         records: Vec<Record>,
         last: bool,
+        /// About how many bytes of keys and values the whole snapshot carries.
+        total: u64,
     },
 }
 
 impl wire::Message for Broadcast {
-    const PROTOCOL: &'static str = "total-order broadcast v2";
+    const PROTOCOL: &'static str = "total-order broadcast v3";
 
     fn encode(&self, out: &mut Vec<u8>) {
         put_ballot(out, self.ballot);
@@ -210,6 +212,7 @@ fn put_control(out: &mut Vec<u8>, control: &Control) {
             first,
             records,
             last,
+            total,
         } => {
             out.push(STATE);
             put_ballot(out, *ballot);
@@ -231,6 +234,7 @@ fn put_control(out: &mut Vec<u8>, control: &Control) {
                 wire::put_u64(out, record.cas);
             }
             out.push(u8::from(*last));
+            wire::put_u64(out, *total);
         }
     }
 }
@@ -307,6 +311,7 @@ fn read_control(r: &mut Reader<'_>) -> Result<Control, WireError> {
                 first,
                 records,
                 last: r.u8()? != 0,
+                total: r.u64()?,
             }
         }
         _ => return Err(WireError::Malformed("view change message")),

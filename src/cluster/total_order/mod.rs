@@ -93,7 +93,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, VecDeque};
 use std::sync::Arc;
 
-use super::engine::{Effect, Engine, PeerEvent, PeerStatus, ReplyTo, Status};
+use super::engine::{Effect, Engine, PeerEvent, PeerStatus, ReplyTo, Status, Transfer};
 use super::message::Op;
 use super::view::Ballot;
 use super::{LamportClock, NodeId, Stamp, View};
@@ -261,6 +261,8 @@ pub struct TotalOrder {
     /// sequence is delivered meanwhile, so the snapshot is of the store as
     /// the start sequence left it.
     handing: BTreeMap<NodeId, Handing>,
+    /// The snapshot this node is being handed, so far.
+    receiving: Option<Transfer>,
     counters: ViewCounters,
 }
 
@@ -329,6 +331,7 @@ impl TotalOrder {
             delivered: 0,
             delivered_upto: Stamp::default(),
             handing: BTreeMap::new(),
+            receiving: None,
             counters: ViewCounters::default(),
         }
     }
@@ -737,6 +740,7 @@ impl Engine for TotalOrder {
             refused_no_quorum: self.counters.refused_no_quorum,
             snapshots_sent: self.counters.snapshots_sent,
             snapshots_received: self.counters.snapshots_received,
+            receiving: self.receiving.filter(|_| !self.has_state),
         }
     }
 

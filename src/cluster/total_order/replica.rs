@@ -53,6 +53,8 @@ pub enum Report {
         records: Vec<Record>,
         first: Option<Option<UnixTime>>,
         last: bool,
+        /// About how many bytes the whole snapshot carries.
+        total: u64,
     },
     /// The last chunk of a snapshot is installed.
     Installed,
@@ -62,8 +64,15 @@ pub enum Report {
 
 #[derive(Debug, Default)]
 pub struct TotalOrderReplica {
-    /// Per member being handed a snapshot: its keys, and how many were sent.
-    dumps: HashMap<NodeId, (Vec<Key>, usize)>,
+    /// Per member being handed a snapshot: its keys and how many were sent.
+    dumps: HashMap<NodeId, Dump>,
+}
+
+#[derive(Debug)]
+struct Dump {
+    keys: Vec<Key>,
+    sent: usize,
+    bytes: u64,
 }
 
 impl Replica for TotalOrderReplica {
@@ -121,29 +130,34 @@ impl TotalOrderReplica {
         let mut first = None;
         if start {
             match executor.store().snapshot_keys() {
-                Ok((keys, flush_at)) => {
-                    self.dumps.insert(to, (keys, 0));
-                    first = Some(flush_at);
+                Ok(listing) => {
+                    let dump = Dump {
+                        keys: listing.keys,
+                        sent: 0,
+                        bytes: listing.bytes,
+                    };
+                    self.dumps.insert(to, dump);
+                    first = Some(listing.flush_at);
                 }
                 Err(e) => return Report::SnapshotFailed(format!("{e:?}")),
             }
         }
-        let Some((keys, sent)) = self.dumps.get_mut(&to) else {
+        let Some(dump) = self.dumps.get_mut(&to) else {
             return Report::SnapshotFailed("no snapshot under way".into());
         };
         let (mut records, mut bytes) = (Vec::new(), 0);
-        while *sent < keys.len() && bytes < CHUNK_BYTES {
-            match executor.store().export_record(&keys[*sent], now) {
+        while dump.sent < dump.keys.len() && bytes < CHUNK_BYTES {
+            match executor.store().export_record(&dump.keys[dump.sent], now) {
                 Ok(Some(record)) => {
-                    bytes += record.key.len() + record.entry.value.len();
+                    bytes += record.size() as usize;
                     records.push(record);
                 }
                 Ok(None) => {} // expired or reclaimed since the keys were listed
                 Err(e) => return Report::SnapshotFailed(format!("{e:?}")),
             }
-            *sent += 1;
+            dump.sent += 1;
         }
-        let last = *sent == keys.len();
+        let (last, total) = (dump.sent == dump.keys.len(), dump.bytes);
         if last {
             self.dumps.remove(&to);
         }
@@ -152,6 +166,7 @@ impl TotalOrderReplica {
             records,
             first,
             last,
+            total,
         }
     }
 }

@@ -4,7 +4,7 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::{Control, Flush, Phase, Proposal, Queued, Report, TotalOrder, Work};
+use super::{Control, Flush, Phase, Proposal, Queued, Report, TotalOrder, Transfer, Work};
 
 /// Where a snapshot for one member is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,6 +20,7 @@ pub(super) enum Handing {
 use crate::cluster::engine::Effect;
 use crate::cluster::view::Ballot;
 use crate::cluster::{NodeId, View};
+use crate::store::Record;
 
 impl TotalOrder {
     /// Every tick: start a view change when one is needed and this node is
@@ -312,6 +313,7 @@ impl TotalOrder {
                 first,
                 records,
                 last,
+                total,
             } => {
                 if ballot != self.ballot {
                     return;
@@ -326,6 +328,10 @@ impl TotalOrder {
                     // the last chunk is in.
                     self.intact = false;
                     self.delivered_upto = upto;
+                    self.receiving = Some(Transfer { done: 0, total });
+                }
+                if let Some(transfer) = &mut self.receiving {
+                    transfer.done += records.iter().map(Record::size).sum::<u64>();
                 }
                 out.push(Effect::Work(Work::Install {
                     reset: first,
@@ -614,6 +620,7 @@ impl TotalOrder {
                 records,
                 first,
                 last,
+                total,
             } => {
                 if self.handing.get(&to) != Some(&Handing::Reading) {
                     return; // a view change ended that snapshot, or a lost link restarted it
@@ -627,6 +634,7 @@ impl TotalOrder {
                     first,
                     records,
                     last,
+                    total,
                 };
                 self.send(to, state);
                 // After the last chunk, the member's `Caught` ends the
@@ -640,6 +648,7 @@ impl TotalOrder {
             Report::Installed => {
                 self.has_state = true;
                 self.intact = true;
+                self.receiving = None;
                 self.counters.snapshots_received += 1;
                 log::info!(
                     "node {}: holds the state of view {}",
