@@ -399,13 +399,14 @@ fn serving_view(sim: &Sim<TotalOrder>, nodes: &[NodeId]) -> bool {
 }
 
 /// Every running node serves one view of all of them, and nothing is
-/// pending anywhere.
+/// pending anywhere, in an engine or for a store.
 fn settled(cluster: &Cluster) -> bool {
     let running = cluster.running();
     serving_view(&cluster.sim, &running)
-        && running
-            .iter()
-            .all(|&id| cluster.sim.node(id).node.engine().status().pending == 0)
+        && running.iter().all(|&id| {
+            let node = cluster.sim.node(id);
+            node.node.engine().status().pending == 0 && node.store_idle()
+        })
 }
 
 /// Whether `node`'s failure detector holds `peer` up.
@@ -812,6 +813,8 @@ struct Scenario {
     /// Negative control: every `StartView` reaches the members without its
     /// start sequence (a view change without the flush).
     flushless: bool,
+    /// Store work is done late, on a worker (a memcached backend).
+    slow_store: bool,
 }
 
 impl Scenario {
@@ -829,6 +832,7 @@ impl Scenario {
             refused_as_failed: false,
             fifo: true,
             flushless: false,
+            slow_store: false,
         }
     }
 
@@ -840,6 +844,9 @@ impl Scenario {
             config.spike_percent = 15;
             config.spike_factor = 10;
             config.heartbeat_every = 11;
+        }
+        if self.slow_store {
+            config.store_delay = 3 * config.heartbeat_every;
         }
         config.peer_timeout = short_timeout(&config);
         // Every other seed, a restarted node's own hello reaches its peers
@@ -1758,6 +1765,31 @@ fn a_node_that_leaves_is_dropped_at_once_and_rejoins_after_its_restart() {
 }
 
 #[test]
+fn a_store_that_answers_late_keeps_histories_consistent_through_faults() {
+    let mut failures = Vec::new();
+    for faults in [
+        Faults::CrashRestart,
+        Faults::Pause,
+        Faults::Split,
+        Faults::Leave,
+    ] {
+        for mode in MODES {
+            let scenario = |seed| Scenario {
+                slow_store: true,
+                ..Scenario::new(3, mode, seed, faults)
+            };
+            let (totals, failed) = sweep_runs(0..SEEDS, scenario);
+            failures.extend(failed);
+            assert!(
+                totals.snapshots > 0 || faults == Faults::Split,
+                "no snapshot"
+            );
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+#[test]
 fn harsh_network_and_silent_peers_keep_histories_consistent_and_replicas_identical() {
     for mode in MODES {
         let totals = sweep(1000..1000 + SEEDS, |seed| Scenario {
@@ -2351,7 +2383,8 @@ fn checkers_agree_with_stateright_testers_on_small_simulated_histories() {
 }
 
 /// Replays one seed with its trace (`NODES`, `SEED`, `MODE`: `lin` or
-/// `seq`, `FAULTS`: the [`Faults`] variant's name, `HARSH=1`, `FLUSHLESS=1`).
+/// `seq`, `FAULTS`: the [`Faults`] variant's name, `HARSH=1`, `FLUSHLESS=1`,
+/// `SLOW_STORE=1`).
 #[test]
 #[ignore = "a debugging aid"]
 fn replay() {
@@ -2383,6 +2416,7 @@ fn replay() {
     let s = Scenario {
         harsh: number("HARSH", 0) == 1,
         flushless: number("FLUSHLESS", 0) == 1,
+        slow_store: number("SLOW_STORE", 0) == 1,
         clients_per_node: number("CLIENTS", 2) as usize,
         ..Scenario::new(number("NODES", 3) as u32, mode, number("SEED", 0), faults)
     };

@@ -105,6 +105,12 @@ pub struct SimConfig {
     pub fifo: bool,
     /// The memory store's cap on each node.
     pub memory_limit: u64,
+    /// 0: store work is done at once, as the embedded store does it on
+    /// the reactor. Otherwise each node's store work waits in a FIFO
+    /// queue, each item done `0..=store_delay` steps after the one before
+    /// it at the earliest, as a memcached backend's worker thread does it:
+    /// replies and reports reach the engine late, while it goes on.
+    pub store_delay: u64,
 }
 
 impl SimConfig {
@@ -123,6 +129,7 @@ impl SimConfig {
             late_hello_min: 0,
             fifo: true,
             memory_limit: 256 << 20,
+            store_delay: 0,
         }
     }
 
@@ -248,9 +255,17 @@ pub struct SimNode<E: Engine> {
     pub executor: Executor,
     pub incarnation: u64,
     run: Run,
+    /// Store work waiting for the worker (with `store_delay`): the step it
+    /// is done at, in order.
+    worker: VecDeque<(u64, StoreWork<E>)>,
 }
 
 impl<E: Engine> SimNode<E> {
+    /// No store work waits for the worker.
+    pub fn store_idle(&self) -> bool {
+        self.worker.is_empty()
+    }
+
     fn new(node: Node<E>, incarnation: u64, memory_limit: u64) -> SimNode<E> {
         let store = MemoryStore::new(memory_limit, Limits::default());
         let counters = std::sync::Arc::new(StoreCounters::default());
@@ -260,6 +275,7 @@ impl<E: Engine> SimNode<E> {
             executor: Executor::new(Box::new(store), counters).with_clock(sim_now),
             incarnation,
             run: Run::Running,
+            worker: VecDeque::new(),
         }
     }
 
@@ -754,7 +770,7 @@ where
                 .nodes
                 .values()
                 .filter(|n| n.run != Run::Crashed)
-                .all(|n| n.node.engine().status().pending == 0)
+                .all(|n| n.node.engine().status().pending == 0 && n.worker.is_empty())
             && self.links.iter().all(|(&(from, to), l)| {
                 let ends_alive = !self.is_crashed(from) && !self.is_crashed(to);
                 !(ends_alive && (l.cut || (l.down && !l.refused)))
@@ -826,6 +842,7 @@ where
             driver.on_complete(self.now, client, Outcome::Lost);
         }
         self.deliver(driver);
+        self.work(driver);
         if self.now.is_multiple_of(self.config.heartbeat_every) {
             self.tick(driver);
         }
@@ -942,33 +959,66 @@ where
         while !effects.is_empty() {
             for effect in std::mem::take(&mut effects) {
                 match effect {
-                    Effect::Work(work) => {
-                        if let Some(watch) = &mut self.watch_work {
-                            watch(at, &work);
-                        }
-                        self.log(|| format!("node {at} performs {work:?}"));
-                        let mut done = Vec::new();
-                        let n = self.node_mut(at);
-                        n.replica
-                            .perform(work, &mut n.executor, &mut |d| done.push(d));
-                        for d in done {
-                            match d {
-                                Done::Reply { to, reply } => {
-                                    self.complete(at, to, Outcome::Reply(reply), driver)
-                                }
-                                Done::Engine(report) => {
-                                    if let Some(watch) = &mut self.watch_report {
-                                        watch(at, &report);
-                                    }
-                                    self.node_mut(at).node.on_store(report, &mut effects);
-                                }
-                            }
-                        }
+                    Effect::Work(work) if self.config.store_delay > 0 => {
+                        let delay = self.rng.range(0, self.config.store_delay);
+                        let now = self.now;
+                        let worker = &mut self.node_mut(at).worker;
+                        let due = worker.back().map_or(now, |&(last, _)| last).max(now) + delay;
+                        worker.push_back((due, work));
                     }
+                    Effect::Work(work) => self.perform(at, work, &mut effects, driver),
                     Effect::Refuse { to, reason } => {
                         self.stats.refusals += 1;
                         self.complete(at, to, Outcome::Refused(reason), driver);
                     }
+                }
+            }
+        }
+    }
+
+    /// Every running node's worker does the store work that is due, in order.
+    fn work(&mut self, driver: &mut dyn Driver) {
+        let now = self.now;
+        for id in self.ids.clone() {
+            loop {
+                let node = self.node_mut(id);
+                let due = node.worker.front().is_some_and(|&(at, _)| at <= now);
+                if node.run != Run::Running || !due {
+                    break;
+                }
+                let (_, work) = node.worker.pop_front().expect("due work");
+                let mut effects = Vec::new();
+                self.perform(id, work, &mut effects, driver);
+                self.apply_effects(id, effects, driver);
+            }
+        }
+    }
+
+    /// Node `at`'s store side does `work`; what it reports to the engine
+    /// adds to `effects`.
+    fn perform(
+        &mut self,
+        at: NodeId,
+        work: StoreWork<E>,
+        effects: &mut Vec<Effect<StoreWork<E>>>,
+        driver: &mut dyn Driver,
+    ) {
+        if let Some(watch) = &mut self.watch_work {
+            watch(at, &work);
+        }
+        self.log(|| format!("node {at} performs {work:?}"));
+        let mut done = Vec::new();
+        let n = self.node_mut(at);
+        n.replica
+            .perform(work, &mut n.executor, &mut |d| done.push(d));
+        for d in done {
+            match d {
+                Done::Reply { to, reply } => self.complete(at, to, Outcome::Reply(reply), driver),
+                Done::Engine(report) => {
+                    if let Some(watch) = &mut self.watch_report {
+                        watch(at, &report);
+                    }
+                    self.node_mut(at).node.on_store(report, effects);
                 }
             }
         }
