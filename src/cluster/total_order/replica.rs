@@ -34,6 +34,8 @@ pub enum Work {
     Dump {
         to: NodeId,
         start: bool,
+        /// Tags the report, which may come back after the engine moved on.
+        tag: u64,
     },
     /// Part of a snapshot from a peer: with `reset`, empty the store first
     /// and take that pending delayed `flush_all`; then import `records`.
@@ -41,14 +43,19 @@ pub enum Work {
         reset: Option<Option<UnixTime>>,
         records: Vec<Record>,
         last: bool,
+        /// One per snapshot taken: tags its report.
+        tag: u64,
     },
 }
 
-/// What the strong modes' store work reports back to the engine.
+/// What the strong modes' store work reports back to the engine, with the
+/// tag of the work it answers: a store on a worker thread answers late, so
+/// a report may be for a snapshot a view change has since ended.
 #[derive(Debug)]
 pub enum Report {
     /// A chunk of the snapshot for `to`; `flush_at` with the first.
     Chunk {
+        tag: u64,
         to: NodeId,
         records: Vec<Record>,
         first: Option<Option<UnixTime>>,
@@ -57,9 +64,9 @@ pub enum Report {
         total: u64,
     },
     /// The last chunk of a snapshot is installed.
-    Installed,
+    Installed { tag: u64 },
     /// The store cannot take or give a snapshot, and why.
-    SnapshotFailed(String),
+    SnapshotFailed { tag: u64, why: String },
 }
 
 #[derive(Debug, Default)]
@@ -97,11 +104,18 @@ impl Replica for TotalOrderReplica {
                     None => executor.apply_replicated(request, now, apply.cas),
                 }
             }
-            Work::Dump { to, start } => emit(Done::Engine(self.dump(to, start, executor))),
+            Work::Dump { to, start, tag } => {
+                let report = self.dump(to, start, tag, executor).unwrap_or_else(|why| {
+                    self.dumps.remove(&to);
+                    Report::SnapshotFailed { tag, why }
+                });
+                emit(Done::Engine(report))
+            }
             Work::Install {
                 reset,
                 records,
                 last,
+                tag,
             } => {
                 let now = executor.now();
                 let store = executor.store();
@@ -113,8 +127,11 @@ impl Replica for TotalOrderReplica {
                             .try_for_each(|r| store.import(&r.key, Some(&r.entry), r.cas, now))
                     });
                 match installed {
-                    Err(e) => emit(Done::Engine(Report::SnapshotFailed(format!("{e:?}")))),
-                    Ok(()) if last => emit(Done::Engine(Report::Installed)),
+                    Err(e) => emit(Done::Engine(Report::SnapshotFailed {
+                        tag,
+                        why: format!("{e:?}"),
+                    })),
+                    Ok(()) if last => emit(Done::Engine(Report::Installed { tag })),
                     Ok(()) => {}
                 }
             }
@@ -125,35 +142,38 @@ impl Replica for TotalOrderReplica {
 impl TotalOrderReplica {
     /// The next chunk of the snapshot for `to`: live records up to about
     /// [`CHUNK_BYTES`] of values.
-    fn dump(&mut self, to: NodeId, start: bool, executor: &mut Executor) -> Report {
+    fn dump(
+        &mut self,
+        to: NodeId,
+        start: bool,
+        tag: u64,
+        executor: &mut Executor,
+    ) -> Result<Report, String> {
         let now = executor.now();
         let mut first = None;
         if start {
-            match executor.store().snapshot_keys() {
-                Ok(listing) => {
-                    let dump = Dump {
-                        keys: listing.keys,
-                        sent: 0,
-                        bytes: listing.bytes,
-                    };
-                    self.dumps.insert(to, dump);
-                    first = Some(listing.flush_at);
-                }
-                Err(e) => return Report::SnapshotFailed(format!("{e:?}")),
-            }
+            let listing = executor
+                .store()
+                .snapshot_keys()
+                .map_err(|e| format!("{e:?}"))?;
+            let dump = Dump {
+                keys: listing.keys,
+                sent: 0,
+                bytes: listing.bytes,
+            };
+            self.dumps.insert(to, dump);
+            first = Some(listing.flush_at);
         }
         let Some(dump) = self.dumps.get_mut(&to) else {
-            return Report::SnapshotFailed("no snapshot under way".into());
+            return Err("no snapshot under way".into());
         };
         let (mut records, mut bytes) = (Vec::new(), 0);
         while dump.sent < dump.keys.len() && bytes < CHUNK_BYTES {
-            match executor.store().export_record(&dump.keys[dump.sent], now) {
-                Ok(Some(record)) => {
-                    bytes += record.size() as usize;
-                    records.push(record);
-                }
-                Ok(None) => {} // expired or reclaimed since the keys were listed
-                Err(e) => return Report::SnapshotFailed(format!("{e:?}")),
+            let record = executor.store().export_record(&dump.keys[dump.sent], now);
+            // None: expired or reclaimed since the keys were listed.
+            if let Some(record) = record.map_err(|e| format!("{e:?}"))? {
+                bytes += record.size() as usize;
+                records.push(record);
             }
             dump.sent += 1;
         }
@@ -161,12 +181,13 @@ impl TotalOrderReplica {
         if last {
             self.dumps.remove(&to);
         }
-        Report::Chunk {
+        Ok(Report::Chunk {
+            tag,
             to,
             records,
             first,
             last,
             total,
-        }
+        })
     }
 }

@@ -12,8 +12,8 @@ pub(super) enum Handing {
     /// Its next chunk is to be read (`start`: the first, from a fresh
     /// listing of the store).
     Due { start: bool },
-    /// A chunk is being read from the store.
-    Reading,
+    /// A chunk is being read from the store, by the work of this tag.
+    Reading { tag: u64 },
     /// The last chunk is sent; waiting for the member's `Caught`.
     Sent,
 }
@@ -329,6 +329,8 @@ impl TotalOrder {
                     self.intact = false;
                     self.delivered_upto = upto;
                     self.receiving = Some(Transfer { done: 0, total });
+                    self.tags += 1;
+                    self.installing = self.tags;
                 }
                 if let Some(transfer) = &mut self.receiving {
                     transfer.done += records.iter().map(Record::size).sum::<u64>();
@@ -337,6 +339,7 @@ impl TotalOrder {
                     reset: first,
                     records,
                     last,
+                    tag: self.installing,
                 }));
             }
         }
@@ -607,8 +610,10 @@ impl TotalOrder {
         for (&to, handing) in self.handing.iter_mut() {
             let linked = self.peers.get(&to).is_some_and(|p| p.linked);
             if let (Handing::Due { start }, true) = (*handing, linked) {
-                *handing = Handing::Reading;
-                out.push(Effect::Work(Work::Dump { to, start }));
+                self.tags += 1;
+                let tag = self.tags;
+                *handing = Handing::Reading { tag };
+                out.push(Effect::Work(Work::Dump { to, start, tag }));
             }
         }
     }
@@ -616,13 +621,14 @@ impl TotalOrder {
     pub(super) fn on_snapshot_report(&mut self, report: Report, out: &mut Vec<Effect<Work>>) {
         match report {
             Report::Chunk {
+                tag,
                 to,
                 records,
                 first,
                 last,
                 total,
             } => {
-                if self.handing.get(&to) != Some(&Handing::Reading) {
+                if self.handing.get(&to) != Some(&Handing::Reading { tag }) {
                     return; // a view change ended that snapshot, or a lost link restarted it
                 }
                 // Nothing but the start sequence was delivered since the
@@ -645,7 +651,10 @@ impl TotalOrder {
                 };
                 self.handing.insert(to, next);
             }
-            Report::Installed => {
+            Report::Installed { tag } => {
+                if self.has_state || tag != self.installing {
+                    return; // a snapshot of a view a view change ended
+                }
                 self.has_state = true;
                 self.intact = true;
                 self.receiving = None;
@@ -663,9 +672,10 @@ impl TotalOrder {
                 }
                 self.deliver(out);
             }
-            Report::SnapshotFailed(why) => {
+            Report::SnapshotFailed { tag, why } => {
                 log::error!("node {}: snapshot failed: {why}", self.me);
-                self.handing.clear();
+                // The member it was for waits for the next view change.
+                self.handing.retain(|_, h| *h != Handing::Reading { tag });
                 self.deliver(out);
             }
         }
