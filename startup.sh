@@ -6,7 +6,8 @@
 # data_dir paths are relative to it) and write their pids to run/node<N>.pid
 # there, which ./stop.sh reads. The binary is target/release/mckv (built if
 # missing) or $MCKV_BIN. With kv_type = memcache, start the memcached
-# backends first: docker compose up -d (see docker-compose.yml).
+# backends first: docker compose --profile memcache up -d memcached0 memcached1
+# memcached2 (see docker-compose.yml).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)

@@ -169,3 +169,38 @@ fn bad_configs_are_refused_with_the_reason() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read /nonexistent/config.ini"));
 }
+
+/// `docker-compose.yml` is valid for compose (v2's `docker compose` or
+/// v1's `docker-compose`, whichever is installed; CI installs v1) and runs
+/// one mckv service per node of `config.ini`, and the memcached backends
+/// only under the `memcache` profile.
+#[test]
+fn the_compose_file_is_valid_and_runs_every_node_of_the_config() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let compose = |args: &[&str]| -> Option<Output> {
+        let v2 = Command::new("docker")
+            .arg("compose")
+            .args(args)
+            .current_dir(root)
+            .output()
+            .ok()
+            .filter(|o| o.status.success());
+        let v1 = || Command::new("docker-compose").args(args).current_dir(root).output();
+        v2.or_else(|| v1().ok())
+    };
+    let Some(plain) = compose(&["config", "--services"]) else {
+        eprintln!("neither docker compose nor docker-compose is installed: not checked");
+        return;
+    };
+    assert!(plain.status.success(), "{plain:?}");
+    let services = String::from_utf8_lossy(&plain.stdout).into_owned();
+    let config = std::fs::read_to_string(format!("{root}/config.ini")).unwrap();
+    let nodes = config.lines().filter(|l| l.starts_with("[node.")).count();
+    for n in 0..nodes {
+        assert!(services.lines().any(|s| s == format!("mckv{n}")), "{services}");
+    }
+    let text = std::fs::read_to_string(format!("{root}/docker-compose.yml")).unwrap();
+    let memcacheds = text.matches("image: memcached:").count();
+    let profiled = text.matches("profiles: [\"memcache\"]").count();
+    assert_eq!((memcacheds, profiled), (nodes, nodes), "{text}");
+}
