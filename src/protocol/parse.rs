@@ -43,7 +43,7 @@ impl Limits {
     pub const DEFAULT_ITEM_SIZE_MAX: usize = 1024 * 1024;
     /// memcached's item header with its cas field, the key's NUL and the
     /// value's `\r\n`: what an item costs beyond its key and value.
-    const ITEM_OVERHEAD: usize = 59;
+    pub const ITEM_OVERHEAD: usize = 59;
     /// memcached's `MAX_NUMBER_OF_SLAB_CLASSES`: `stats cachedump` refuses a
     /// class id from here on.
     pub const SLAB_CLASS_IDS: u32 = 64;

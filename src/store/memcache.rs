@@ -7,7 +7,8 @@
 //! another client stored there is refused, not misread), the cas unique the
 //! replicas agreed on (memcached would assign its own, different on every
 //! node) and the absolute expiry (memcached cannot say how long an item has
-//! left; expiry is judged by it and the operation's time, so replicas agree). So `gets` shows the cluster's unique, and the commands that change
+//! left; expiry is judged by it and the operation's time, so replicas
+//! agree). So `gets` shows the cluster's unique, and the commands that change
 //! an item in place (`cas`, `append`, `prepend`, `incr`, `decr`, `touch`,
 //! `gat`) read the item, compute the new one here, and write it back with
 //! memcached's own `cas`, keeping the expiry from the header. This worker is
@@ -20,6 +21,15 @@
 //! `STORED` and `NOT_STORED`), so `add` and `replace` use its binary protocol,
 //! whose errors tell the refusal apart.
 //!
+//! A strong mode's snapshot needs what the crate cannot say at all: every
+//! key memcached holds, and a reset that leaves nothing behind. Those go
+//! over a plain text-protocol connection ([`super::text_connection`]):
+//! `lru_crawler metadump hash` lists the keys (memcached 1.6.9 or later),
+//! each record is then read like any item, and a reset lists and deletes
+//! every item (see [`MemcacheStore::reset`] on why `flush_all` cannot do
+//! it). memcached cannot report a pending delayed `flush_all`, so the store
+//! remembers the last one it sent.
+//!
 //! Failure handling: after an I/O error or timeout the connections are
 //! dropped (a late reply must never be read as the answer to the next
 //! request), calls fail fast for [`RETRY_INTERVAL`], and the next call after
@@ -30,6 +40,7 @@ use std::time::{Duration, Instant};
 
 use memcache::{Client, ClientError, MemcacheError, ToMemcacheValue};
 
+use super::text_connection::{DumpedItem, TextConnection};
 use super::{
     apply_delta, ArithOutcome, Entry, Expiry, Item, Listing, Record, Store, StoreError,
     StoreResult, StoreStats, StoreStatus, UnixTime, VersionedStore, Write,
@@ -44,6 +55,11 @@ const EXPIRED: u32 = 2_592_001;
 
 /// Keys read with one request when a sync answer reads many.
 const EXPORT_BATCH: usize = 100;
+
+/// A `flush_all` delay that unhides, while a reset lists and deletes them,
+/// the items an earlier flush hid (memcached reads a delay up to 30 days as
+/// relative; this one never comes: the reset replaces it).
+const UNHIDE_DELAY: u32 = 60 * 60 * 24 * 30;
 
 /// Bytes in front of every value: [`MAGIC`], the cas unique (big-endian
 /// `u64`), the expiry (big-endian `u32` unix time; 0: never).
@@ -157,6 +173,16 @@ impl<W: io::Write> ToMemcacheValue<W> for Outgoing<'_> {
 struct Clients {
     ascii: Client,
     binary: Client,
+    /// Where and how long to wait for a [`TextConnection`], for what the
+    /// crate cannot say.
+    addr: String,
+    timeout: Duration,
+}
+
+impl Clients {
+    fn text(&self) -> Answer<TextConnection> {
+        TextConnection::open(&self.addr, self.timeout)
+    }
 }
 
 /// A store kept in a real memcached server.
@@ -169,6 +195,9 @@ pub struct MemcacheStore {
     retry_at: Option<Instant>,
     /// memcached is to be emptied before its first use (see [`MemcacheStore::starting_empty`]).
     empty_first: bool,
+    /// The last delayed `flush_all` sent, which memcached cannot report;
+    /// lost when the node restarts, as all of the embedded store is.
+    pending_flush: Option<UnixTime>,
 }
 
 type Answer<T> = Result<T, MemcacheError>;
@@ -183,6 +212,7 @@ impl MemcacheStore {
             clients: None,
             retry_at: None,
             empty_first: false,
+            pending_flush: None,
         }
     }
 
@@ -200,6 +230,8 @@ impl MemcacheStore {
         Ok(Clients {
             ascii: self.client("&protocol=ascii")?,
             binary: self.client("")?,
+            addr: self.addr.clone(),
+            timeout: self.timeout,
         })
     }
 
@@ -482,12 +514,15 @@ impl Store for MemcacheStore {
     /// second; sent as a delay, one more than 30 days ahead would read as a
     /// time in 1970, which memcached takes as "flush nothing".
     fn flush_all(&mut self, at: Option<UnixTime>, now: UnixTime) -> StoreResult<()> {
+        let at = at.filter(|&at| at > now);
         self.call(|c| match at {
-            Some(at) if at > now => c
+            Some(at) => c
                 .ascii
                 .flush_with_delay(u32::try_from(at).unwrap_or(u32::MAX)),
-            _ => c.ascii.flush(),
-        })
+            None => c.ascii.flush(),
+        })?;
+        self.pending_flush = at;
+        Ok(())
     }
 
     /// The memcached's memory is its own (`-m`, or `cache_memlimit` sent to
@@ -542,21 +577,72 @@ impl VersionedStore for MemcacheStore {
         })
     }
 
-    /// memcached cannot list its keys (only a sample, through `stats
-    /// cachedump`), so a node on it cannot hand its state to a rejoining
-    /// peer, nor take one.
+    /// memcached's live items as `lru_crawler metadump hash` lists them
+    /// (see [`super::text_connection`]). `bytes` is worked out from each
+    /// item's size as memcached counts it, less its overhead and mckv's
+    /// header: exact for a memcached with cas uniques on (its default), but
+    /// 4 bytes more per item with flags where memcached (before 1.6.24)
+    /// does not list them. `flush_at` is the last delayed flush this store
+    /// sent, even one that has come (the receiver drops it, as it drops the
+    /// embedded store's).
     fn snapshot_keys(&mut self) -> StoreResult<Listing> {
-        Err(StoreError::Refused(NO_SNAPSHOT.into()))
+        let items = self.call(|c| c.text()?.list_items())?;
+        Ok(Listing {
+            bytes: items.iter().map(payload_bytes).sum(),
+            keys: items.into_iter().map(|item| item.key).collect(),
+            flush_at: self.pending_flush,
+        })
     }
 
-    fn export_record(&mut self, _key: &[u8], _now: UnixTime) -> StoreResult<Option<Record>> {
-        Err(StoreError::Refused(NO_SNAPSHOT.into()))
+    fn export_record(&mut self, key: &[u8], now: UnixTime) -> StoreResult<Option<Record>> {
+        let name = key_str(key)?;
+        let found = self.call(|c| MemcacheStore::fetch(c, name, now))?;
+        Ok(found.map(|item| Record {
+            key: key.to_vec(),
+            cas: item.cas,
+            entry: item.version(),
+        }))
     }
 
-    fn reset(&mut self, _flush_at: Option<UnixTime>, _now: UnixTime) -> StoreResult<()> {
-        Err(StoreError::Refused(NO_SNAPSHOT.into()))
+    /// Deletes every item, then sends the snapshot's pending flush, if any.
+    ///
+    /// memcached's `flush_all` does not remove items: it only hides those
+    /// stored before a time, and a later delayed `flush_all` replaces that
+    /// time, so what an immediate flush hid would come back once the
+    /// snapshot's delayed flush is sent. The reset so first unhides them
+    /// with a delayed flush that never comes, lists every item
+    /// ([`super::text_connection`]; expired ones cannot come back and are
+    /// not listed) and deletes each, which this worker, memcached's only
+    /// client, can do with nothing stored in between. Last, it replaces the
+    /// unhiding flush: with the snapshot's delayed flush, which then hides
+    /// the records imported next when it comes, as on the peer; or with an
+    /// immediate one, which hides nothing (there is nothing left) and
+    /// cancels any pending flush. A reset cut short may leave hidden items
+    /// shown, but a node serves nothing from a snapshot before it has
+    /// installed all of it, and each one starts with a reset.
+    fn reset(&mut self, flush_at: Option<UnixTime>, now: UnixTime) -> StoreResult<()> {
+        let flush_at = flush_at.filter(|&at| at > now);
+        self.call(|c| {
+            let mut text = c.text()?;
+            text.expect_ok(&format!("flush_all {UNHIDE_DELAY}"))?;
+            let keys: Vec<Key> = text.list_items()?.into_iter().map(|i| i.key).collect();
+            text.delete_each(&keys)?;
+            match flush_at {
+                Some(at) => text.expect_ok(&format!("flush_all {at}")),
+                None => text.expect_ok("flush_all"),
+            }
+        })?;
+        self.pending_flush = flush_at;
+        Ok(())
     }
 }
 
-const NO_SNAPSHOT: &str =
-    "a memcached backend cannot list its keys, so it cannot hand over or take a snapshot";
+/// About the bytes of key and value an item listed by metadump holds.
+fn payload_bytes(item: &DumpedItem) -> u64 {
+    let flag_bytes = match item.flags {
+        Some(flags) if flags != 0 => 4,
+        _ => 0,
+    };
+    let overhead = (Limits::ITEM_OVERHEAD + HEADER + flag_bytes) as u64;
+    item.size.saturating_sub(overhead)
+}

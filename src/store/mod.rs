@@ -11,13 +11,16 @@
 //! stores are one) exports a key's [`Entry`] and imports a peer's exactly.
 //! The version log that decides which entries to import and push lives with
 //! the rest of eventual mode, in `cluster/eventual/`: the cluster depends
-//! on the store, never the other way.
+//! on the store, never the other way. The strong modes hand a node that
+//! fell behind a snapshot through the same trait: the keys listed, then a
+//! [`Record`] each; the receiver resets its store and imports them.
 
 pub mod counters;
 pub mod execute;
 pub mod executor;
 pub mod memcache;
 pub mod memory;
+mod text_connection;
 
 pub use counters::{Counter, KeyPrefixes, StoreCounters};
 pub use execute::{execute, Executed, Outcome};
@@ -211,7 +214,7 @@ pub trait VersionedStore: Store {
 
     /// What a node rejoining a strong-mode cluster is handed: every key
     /// the store holds and its pending delayed `flush_all`, as of now. A
-    /// store that cannot list its keys refuses.
+    /// store that cannot list its keys fails.
     fn snapshot_keys(&mut self) -> StoreResult<Listing>;
 
     /// The key's live entry and its cas unique, for a snapshot.
