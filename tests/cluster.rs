@@ -446,6 +446,106 @@ fn a_killed_node_leaves_a_majority_serving_and_rejoins_with_the_state() {
     cluster.converged(&["k".to_string(), "k2".to_string()]);
 }
 
+/// A node on a memcached backend killed with SIGKILL while its memcached
+/// keeps running with what it held; the others change, delete and add keys
+/// (large ones too) and an item appears in its memcached that the cluster
+/// never had. Restarted, it answers only errors until a peer (on memcached
+/// as well) has handed it the state, then every key reads the same on every
+/// node: nothing of what its memcached held before is left.
+fn a_node_on_memcached_rejoins_with_the_state(consistency: &str, killed: usize) {
+    const KEYS: usize = 300;
+    const LARGE: usize = 200_000;
+    let extra = "backend_timeout_ms = 5000";
+    let mut cluster = start_cluster_on_memcached(3, consistency, extra);
+    let writer = (killed + 1) % 3;
+    let mut c = connect(cluster.port(writer));
+    let value = |i: usize, round: &str| match i % 30 {
+        0 => format!("{round}{i}-").repeat(LARGE / 8),
+        _ => format!("{round}{i}"),
+    };
+    let mut keys: Vec<String> = (0..KEYS).map(|i| format!("key{i}")).collect();
+    keys.extend(["100%", "a+b", "ключ", "counter", "stale"].map(String::from));
+    let sets: String = keys[..KEYS + 3]
+        .iter()
+        .enumerate()
+        .map(|(i, key)| {
+            let v = value(i, "first");
+            format!("set {key} {i} 0 {}\r\n{v}\r\n", v.len())
+        })
+        .chain(["set counter 0 0 1\r\n5\r\n".to_string()])
+        .collect();
+    let stored = "STORED\r\n".repeat(KEYS + 4);
+    let got = roundtrip(&mut c, sets.as_bytes(), stored.as_bytes());
+    assert_eq!(String::from_utf8_lossy(&got), stored);
+    wait_for_value(
+        &cluster,
+        killed,
+        "counter",
+        "VALUE counter 0 1\r\n5\r\nEND\r\n",
+    );
+
+    let port = cluster.port(killed);
+    cluster.nodes[killed].signal("KILL");
+    let _ = cluster.nodes[killed].child.wait();
+    poll(
+        Duration::from_secs(10),
+        Duration::from_millis(20),
+        || match request(&mut c, b"set counter 0 0 1\r\n7\r\n").as_str() {
+            "STORED\r\n" => Ok(()),
+            other => Err(format!("the majority never served again: {other:?}")),
+        },
+    );
+    let mut changes = String::new();
+    for (i, key) in keys[..100].iter().enumerate() {
+        match i < 50 {
+            true => {
+                let v = value(i, "second");
+                changes += &format!("set {key} 0 0 {}\r\n{v}\r\n", v.len());
+            }
+            false => changes += &format!("delete {key}\r\n"),
+        }
+    }
+    changes += "delete ключ\r\n";
+    let want = "STORED\r\n".repeat(50) + &"DELETED\r\n".repeat(51);
+    let got = roundtrip(&mut c, changes.as_bytes(), want.as_bytes());
+    assert_eq!(String::from_utf8_lossy(&got), want);
+    let mut direct = connect(cluster.backends[killed].port);
+    let mut stale = b"set stale 0 0 17\r\n".to_vec();
+    stale.extend_from_slice(b"mkv1\0\0\0\0\0\0\0\x07\0\0\0\0x\r\n"); // mckv's header, then "x"
+    assert_eq!(roundtrip(&mut direct, &stale, b"\r\n"), b"STORED\r\n");
+
+    cluster.nodes[killed] = start_cluster_node(&cluster.config, &cluster.dir.0, killed, port);
+    let mut restarted = connect(port);
+    let first = value(0, "second");
+    let want = format!(
+        "VALUE key0 0 {}\r\n{first}\r\nVALUE key1 0 7\r\nsecond1\r\nEND\r\n",
+        first.len()
+    );
+    poll(Duration::from_secs(20), Duration::from_millis(20), || {
+        let answer = request(&mut restarted, b"get key0 key1 key60 stale\r\n");
+        match answer {
+            a if a == want => Ok(()),
+            a if a.starts_with("SERVER_ERROR ") => Err(format!("not back yet: {a:?}")),
+            a => panic!("the restarted node answered from a store it does not hold: {a:.200}"),
+        }
+    });
+    assert_eq!(stat(&cluster, killed, "mckv_snapshots_received"), 1);
+    let held = cluster.converged(&keys);
+    assert_eq!(held.matches("VALUE ").count(), KEYS - 50 + 3, "{held:.300}");
+    assert!(held.contains("VALUE counter 0 1 "), "{held:.300}");
+}
+
+#[test]
+fn a_node_on_memcached_rejoins_with_the_state_in_linearizable_mode() {
+    a_node_on_memcached_rejoins_with_the_state("linearizable", 2);
+}
+
+/// Node 0 this time: the state comes from node 1 or 2.
+#[test]
+fn a_node_on_memcached_rejoins_with_the_state_in_sequential_mode() {
+    a_node_on_memcached_rejoins_with_the_state("sequential", 0);
+}
+
 /// A restarted node handed a snapshot of many chunks (one per heartbeat)
 /// shows how far it has come in `show` (`catch_up_bytes=<done>/<total>`)
 /// and `stats`, and once it serves, shows nothing of it any more.
