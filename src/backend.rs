@@ -125,6 +125,17 @@ impl<R: Replica> Backend<R> {
         }
     }
 
+    /// The store's periodic housekeeping (see `VersionedStore::maintain`);
+    /// a store on a worker does its own.
+    pub fn maintain(&mut self) {
+        if let Kind::Inline { executor, .. } = &mut self.kind {
+            let now = executor.now();
+            if let Err(e) = executor.store().maintain(now) {
+                log::error!("store housekeeping failed: {e:?}");
+            }
+        }
+    }
+
     /// Takes reply buffers whose bytes the reactor has copied out, so the
     /// next replies need no allocation. Only the inline store reuses them: a
     /// worker thread's would need a channel back, and it waits on memcached

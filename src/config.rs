@@ -70,6 +70,41 @@ impl std::str::FromStr for KvType {
     }
 }
 
+/// When the write-ahead log of a node with a `data_dir` is fsynced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fsync {
+    /// Before a write is acknowledged (group commit: one fsync per batch).
+    Always,
+    /// About once a second.
+    EverySec,
+    /// Never by mckv: the kernel writes the log back in its own time.
+    No,
+}
+
+impl Fsync {
+    pub fn name(self) -> &'static str {
+        match self {
+            Fsync::Always => "always",
+            Fsync::EverySec => "everysec",
+            Fsync::No => "no",
+        }
+    }
+}
+
+impl std::str::FromStr for Fsync {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Fsync, String> {
+        match s {
+            "always" => Ok(Fsync::Always),
+            "everysec" => Ok(Fsync::EverySec),
+            "no" => Ok(Fsync::No),
+            other => Err(format!(
+                "unknown fsync policy {other:?} (always | everysec | no)"
+            )),
+        }
+    }
+}
+
 /// The `[cluster]` section.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterConfig {
@@ -85,11 +120,16 @@ pub struct ClusterConfig {
     pub memory_limit_bytes: u64,
     /// How long a request may wait for the store before it fails.
     pub backend_timeout: Duration,
+    /// When a node with a `data_dir` fsyncs its log.
+    pub fsync: Fsync,
+    /// Log bytes after which a node with a `data_dir` writes a snapshot.
+    pub snapshot_every: u64,
 }
 
 impl ClusterConfig {
     pub const DEFAULT_MEMORY_LIMIT_MB: u64 = 64;
     pub const DEFAULT_BACKEND_TIMEOUT_MS: u64 = 1000;
+    pub const DEFAULT_SNAPSHOT_EVERY: u64 = 64 << 20;
 
     pub fn limits(&self) -> Limits {
         Limits {
@@ -111,6 +151,8 @@ impl Default for ClusterConfig {
             item_size_max: Limits::DEFAULT_ITEM_SIZE_MAX,
             memory_limit_bytes: ClusterConfig::DEFAULT_MEMORY_LIMIT_MB << 20,
             backend_timeout: Duration::from_millis(ClusterConfig::DEFAULT_BACKEND_TIMEOUT_MS),
+            fsync: Fsync::EverySec,
+            snapshot_every: ClusterConfig::DEFAULT_SNAPSHOT_EVERY,
         }
     }
 }
@@ -273,6 +315,8 @@ impl ClusterConfig {
                 self.memory_limit_bytes = number::<u64>("cluster", key, value)? << 20
             }
             "backend_timeout_ms" => self.backend_timeout = ms(value)?,
+            "fsync" => self.fsync = value.parse().map_err(|e| invalid("cluster", key, e))?,
+            "snapshot_every" => self.snapshot_every = number("cluster", key, value)?,
             other => return Err(invalid("cluster", other, "unknown key")),
         }
         Ok(())

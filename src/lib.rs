@@ -5,14 +5,17 @@
 //! failure detector and the consistency mode's [`cluster::Engine`], pure
 //! state machines), and carries out the store work the core asks for where
 //! the store lives ([`backend`]: inline for the embedded memory store, on a
-//! worker thread for a memcached one; [`store`]). Dependencies point one
-//! way: server -> backend -> cluster -> (store, protocol). See `README.md`
-//! for operation and `../shared/DESIGN.md` for the design.
+//! worker thread for a memcached one; [`store`]). A node with a data
+//! directory logs its store's changes and recovers them ([`durability`]).
+//! Dependencies point one way: server -> (backend -> cluster, durability)
+//! -> (store, protocol). See `README.md` for operation and
+//! `../shared/DESIGN.md` for the design.
 
 pub mod backend;
 pub mod client;
 pub mod cluster;
 pub mod config;
+pub mod durability;
 pub mod logging;
 pub mod protocol;
 pub mod server;

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use mckv::config::{ClusterConfig, Config, Consistency, KvType};
+use mckv::config::{ClusterConfig, Config, Consistency, KvType, NodeConfig};
 use mckv::server::{self, Settings};
 use simplelog::LevelFilter;
 
@@ -122,6 +122,9 @@ fn settings(args: &ServerArgs) -> Result<Settings, String> {
     if config.nodes.len() > 1 {
         check_mode(&cluster)?;
     }
+    if node.data_dir.is_some() {
+        check_durable(&node, config.nodes.len())?;
+    }
     node.client = override_addr(&node.client, args.host.as_deref(), args.port)?;
     node.kv_addr = override_addr(&node.kv_addr, args.kv_host.as_deref(), args.kv_port)?;
     Ok(Settings {
@@ -141,6 +144,26 @@ fn check_mode(cluster: &ClusterConfig) -> Result<(), String> {
                 .into(),
         ),
     }
+}
+
+/// Where a `data_dir` can be kept with this build.
+fn check_durable(node: &NodeConfig, nodes: usize) -> Result<(), String> {
+    if node.kv_type == KvType::Memcache {
+        return Err(format!(
+            "[node.{}] data_dir: a memcached backend keeps nothing across its own restarts, \
+             so mckv keeps no log for it; use kv_type = memory, or drop data_dir",
+            node.id
+        ));
+    }
+    if nodes > 1 {
+        return Err(format!(
+            "[node.{}] data_dir: durability is built for one-node clusters so far (a node \
+             of a larger cluster is handed its state by its peers when it restarts); \
+             drop data_dir",
+            node.id
+        ));
+    }
+    Ok(())
 }
 
 /// `host:port` with either part replaced.

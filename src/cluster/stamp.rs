@@ -16,6 +16,11 @@ impl Stamp {
     pub fn cas_unique(self) -> u64 {
         (self.ts << 16) | u64::from(self.node & 0xffff)
     }
+
+    /// The stamp time a cas unique was derived from.
+    pub fn ts_of_unique(cas: u64) -> u64 {
+        cas >> 16
+    }
 }
 
 /// A Lamport clock. Receiving only raises it to what was seen; stamping

@@ -81,6 +81,7 @@ impl<E: Engine> Server<E> {
             backend: &self.backend.counters,
             node: &self.node,
             peers: self.peers.as_ref(),
+            durable: self.durable.as_ref(),
             listener: self.listener.as_ref(),
             conns: &self.conns,
             asking: token,

@@ -15,8 +15,10 @@ use crate::cluster::eventual::EventualEngine;
 use crate::cluster::total_order::TotalOrder;
 use crate::cluster::View;
 use crate::config::{Consistency, KvType};
+use crate::durability::Recovering;
 use crate::store::memcache::MemcacheStore;
 use crate::store::memory::MemoryStore;
+use crate::store::VersionedStore;
 
 /// Serves as node `settings.node` until SIGINT/SIGTERM, then drains and returns.
 pub fn serve(settings: Settings) -> io::Result<()> {
@@ -26,8 +28,16 @@ pub fn serve(settings: Settings) -> io::Result<()> {
     let factory = store_factory(&settings);
     match settings.cluster.consistency {
         _ if view.members.len() == 1 => {
-            let engine = TotalOrder::new(me, view, Consistency::Linearizable);
-            Server::bind(settings, incarnation, engine, factory)?.run()
+            let mut engine = TotalOrder::new(me, view, Consistency::Linearizable);
+            let durable = match &settings.node.data_dir {
+                Some(dir) => {
+                    let recovering = Recovering::open(dir, &settings.cluster, memory(&settings))?;
+                    engine.stamp_above(recovering.highest_cas());
+                    Some(recovering)
+                }
+                None => None,
+            };
+            Server::bind(settings, incarnation, engine, factory, durable)?.run()
         }
         Consistency::Eventual => {
             let cluster = &settings.cluster;
@@ -35,7 +45,7 @@ pub fn serve(settings: Settings) -> io::Result<()> {
             // The clock starts at the wall time in microseconds.
             let start = incarnation / 1000;
             let engine = EventualEngine::new(me, incarnation, view, start, beats.max(1) as u64);
-            Server::bind(settings, incarnation, engine, factory)?.run()
+            Server::bind(settings, incarnation, engine, factory, None)?.run()
         }
         mode => {
             // A view change not done within about a failure-detector
@@ -43,7 +53,7 @@ pub fn serve(settings: Settings) -> io::Result<()> {
             let cluster = &settings.cluster;
             let patience = cluster.peer_timeout.as_millis() / cluster.heartbeat.as_millis().max(1);
             let engine = TotalOrder::new(me, view, mode).with_patience(patience as u64);
-            Server::bind(settings, incarnation, engine, factory)?.run()
+            Server::bind(settings, incarnation, engine, factory, None)?.run()
         }
     }
 }
@@ -55,12 +65,21 @@ fn incarnation() -> u64 {
         .map_or(0, |d| d.as_nanos() as u64)
 }
 
+/// The embedded store, empty, with the cluster's limits.
+fn memory(settings: &Settings) -> Box<dyn VersionedStore> {
+    let cluster = &settings.cluster;
+    Box::new(MemoryStore::new(
+        cluster.memory_limit_bytes,
+        cluster.limits(),
+    ))
+}
+
 fn store_factory(settings: &Settings) -> StoreFactory {
     let cluster = &settings.cluster;
     match settings.node.kv_type {
         KvType::Memory => {
-            let (limit, limits) = (cluster.memory_limit_bytes, cluster.limits());
-            Box::new(move || Box::new(MemoryStore::new(limit, limits)))
+            let store = memory(settings);
+            Box::new(move || store)
         }
         KvType::Memcache => {
             let (addr, timeout) = (settings.node.kv_addr.clone(), cluster.backend_timeout);

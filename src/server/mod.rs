@@ -45,6 +45,7 @@ use crate::backend::{Backend, StoreFactory};
 use crate::cluster::membership::{Load, Millis};
 use crate::cluster::{Done, Effect, Engine, Node, PeerEvent, Replica, ReplyTo, StoreWork};
 use crate::config::{ClusterConfig, KvType, NodeConfig};
+use crate::durability::{Durable, Recovering};
 use crate::protocol::{self, reply};
 use backlog::Backlog;
 use connection::Connection;
@@ -58,6 +59,8 @@ const SIGNALS: Token = Token(usize::MAX - 3);
 
 /// Jobs that may wait for the backend worker at once.
 const BACKEND_QUEUE: usize = 16 * 1024;
+/// How often the store's housekeeping runs.
+const MAINTAIN_EVERY: Duration = Duration::from_millis(100);
 /// How long a stopping node waits for owed replies before it exits anyway.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -65,6 +68,8 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 enum Timer {
     /// Send heartbeats, check peers, redial.
     Heartbeat,
+    /// The store's housekeeping (a durable store's snapshot slices).
+    Maintain,
     /// The end of the shutdown grace period.
     Shutdown,
 }
@@ -86,6 +91,11 @@ pub struct Server<E: Engine> {
     /// Client sessions opened so far (part of each session's name).
     sessions: u64,
     backend: Backend<E::Replica>,
+    /// The log of a node with a data directory (dropped after the backend,
+    /// whose store feeds it, so its last commit is waited for).
+    durable: Option<Durable>,
+    /// Replies waiting for the log to be durable up to a position.
+    held: VecDeque<(u64, ReplyTo, Vec<u8>)>,
     backlog: Backlog<E::Replica>,
     node: Node<E>,
     /// The peer side; `None` in a one-node cluster.
@@ -113,11 +123,13 @@ pub struct Server<E: Engine> {
 impl<E: Engine> Server<E> {
     /// Binds the client and peer addresses and starts the backend, for run
     /// `incarnation` of the node, with `engine` as its mode.
+    /// With `durable`, the store is that recovered data directory's.
     pub fn bind(
         settings: Settings,
         incarnation: u64,
         engine: E,
         factory: StoreFactory,
+        durable: Option<Recovering>,
     ) -> io::Result<Server<E>> {
         let addr = resolve(&settings.node.client)?;
         let poll = Poll::new()?;
@@ -128,9 +140,14 @@ impl<E: Engine> Server<E> {
         poll.registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-        let backend = match settings.node.kv_type {
-            KvType::Memory => Backend::inline(factory),
-            KvType::Memcache => Backend::spawn(factory, waker, BACKEND_QUEUE)?,
+        let (backend, durable) = match (settings.node.kv_type, durable) {
+            (_, Some(recovering)) => {
+                let (durable, store) = recovering.start(waker)?;
+                let factory: StoreFactory = Box::new(move || Box::new(store));
+                (Backend::inline(factory), Some(durable))
+            }
+            (KvType::Memory, None) => (Backend::inline(factory), None),
+            (KvType::Memcache, None) => (Backend::spawn(factory, waker, BACKEND_QUEUE)?, None),
         };
         let me = settings.node.id;
         let others: Vec<_> = settings.members.iter().filter(|n| n.id != me).collect();
@@ -144,6 +161,9 @@ impl<E: Engine> Server<E> {
         if peers.is_some() {
             timers.schedule(Instant::now(), Timer::Heartbeat);
         }
+        if durable.is_some() {
+            timers.schedule(Instant::now(), Timer::Maintain);
+        }
         Ok(Server {
             limits: settings.cluster.limits(),
             settings,
@@ -153,6 +173,8 @@ impl<E: Engine> Server<E> {
             conns: Slab::new(),
             sessions: 0,
             backend,
+            durable,
+            held: VecDeque::new(),
             backlog: Backlog::new(),
             node,
             peers,
@@ -261,6 +283,7 @@ impl<E: Engine> Server<E> {
     /// Puts the backend's replies in their slots and hands its reports to
     /// the engine.
     fn complete_jobs(&mut self) {
+        self.release_held();
         self.backlog.drain(&mut self.backend);
         let mut done = std::mem::take(&mut self.done);
         self.backend.completed(&mut done);
@@ -268,7 +291,12 @@ impl<E: Engine> Server<E> {
         for done in done.drain(..) {
             match done {
                 Done::Reply { to, reply } => {
-                    self.answer(to, reply);
+                    match self.durable.as_ref().and_then(Durable::wait_for) {
+                        Some(upto) => self.held.push_back((upto, to, reply)),
+                        None => {
+                            self.answer(to, reply);
+                        }
+                    }
                 }
                 Done::Engine(report) => {
                     self.node.on_store(report, &mut self.effects);
@@ -279,6 +307,19 @@ impl<E: Engine> Server<E> {
         self.done = done;
         if reported && !self.effects.is_empty() {
             self.apply_effects();
+        }
+    }
+
+    /// Answers the held replies the log is now durable for.
+    fn release_held(&mut self) {
+        let Some(durable) = &self.durable else {
+            return;
+        };
+        let upto = durable.durable();
+        while self.held.front().is_some_and(|&(at, _, _)| at <= upto) {
+            if let Some((_, to, reply)) = self.held.pop_front() {
+                self.answer(to, reply);
+            }
         }
     }
 
@@ -362,6 +403,10 @@ impl<E: Engine> Server<E> {
         while let Some(timer) = self.timers.pop_due(now) {
             match timer {
                 Timer::Heartbeat => self.heartbeat(now),
+                Timer::Maintain => {
+                    self.backend.maintain();
+                    self.timers.schedule(now + MAINTAIN_EVERY, Timer::Maintain);
+                }
                 Timer::Shutdown => self.stop_deadline_passed = true,
             }
         }

@@ -16,6 +16,7 @@
 
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use mio::net::TcpListener;
@@ -27,6 +28,7 @@ use super::process;
 use crate::cluster::membership::Millis;
 use crate::cluster::{Engine, Node, NodeId};
 use crate::config::{ClusterConfig, KvType, NodeConfig};
+use crate::durability::Durable;
 use crate::protocol::reply;
 use crate::store::unix_now;
 use crate::store::{Counter, KeyPrefixes, StoreCounters, StoreStats};
@@ -114,6 +116,8 @@ pub struct Report<'a, E: Engine> {
     pub backend: &'a StoreCounters,
     pub node: &'a Node<E>,
     pub peers: Option<&'a Peers<E::Message>>,
+    /// The log of a node with a data directory.
+    pub durable: Option<&'a Durable>,
     /// The client listener; `None` once the node stops accepting.
     pub listener: Option<&'a TcpListener>,
     pub conns: &'a Slab<Connection>,
@@ -309,6 +313,9 @@ impl<E: Engine> Report<'_, E> {
             self.peers.map_or(0, |p| p.frames_received),
         );
         reply::stat(out, "mckv_timeouts", c.timeouts);
+        if let Some(durable) = self.durable {
+            durability_fields(out, durable);
+        }
         reply::stat(out, "mckv_version", reply::MCKV_VERSION);
     }
 
@@ -428,6 +435,25 @@ pub fn no_slab_pages(out: &mut Vec<u8>) {
 pub fn sizes_not_tracked(out: &mut Vec<u8>) {
     reply::stat(out, "sizes_status", "disabled");
     out.extend_from_slice(reply::END);
+}
+
+/// The log's numbers, for a node with a data directory.
+fn durability_fields(out: &mut Vec<u8>, durable: &Durable) {
+    let shared = &durable.shared;
+    let load = |n: &std::sync::atomic::AtomicU64| n.load(Ordering::Relaxed);
+    reply::stat(out, "mckv_fsync", durable.fsync.name());
+    reply::stat(out, "mckv_log_bytes", load(&shared.log_bytes));
+    reply::stat(out, "mckv_log_fsyncs", load(&shared.fsyncs));
+    reply::stat(out, "mckv_log_failed", u8::from(shared.failure().is_some()));
+    reply::stat(out, "mckv_snapshots_written", load(&shared.snapshots));
+    reply::stat(out, "mckv_snapshot_bytes", load(&shared.snapshot_bytes));
+    reply::stat(out, "mckv_snapshot_time", load(&shared.snapshot_at));
+    reply::stat(out, "mckv_recovered_bytes", durable.recovered.replayed);
+    reply::stat(
+        out,
+        "mckv_recovered_dropped_bytes",
+        durable.recovered.dropped,
+    );
 }
 
 /// `stats extstore`: memcached's reply when it has no flash storage

@@ -69,6 +69,10 @@ pub fn execute_noting_hits(
                     reply::server_error(out, &format!("backend error: {why}"));
                     Outcome::Failed
                 }
+                StoreError::Disk(why) => {
+                    reply::server_error(out, &format!("data directory: {why}; not applied"));
+                    Outcome::Failed
+                }
             };
             Executed {
                 outcome,

@@ -116,6 +116,9 @@ pub enum StoreError {
     /// This store can never hold that (a key or value the backing server
     /// cannot take); trying again changes nothing.
     Refused(String),
+    /// The data directory refuses the log (a full disk): the write was
+    /// refused before it changed anything.
+    Disk(String),
 }
 
 /// What a store says of itself for `stats`.
@@ -223,6 +226,12 @@ pub trait VersionedStore: Store {
     /// Empties the store and sets its pending delayed `flush_all`, before a
     /// snapshot's records are imported.
     fn reset(&mut self, flush_at: Option<UnixTime>, now: UnixTime) -> StoreResult<()>;
+
+    /// Housekeeping the reactor asks for every heartbeat (a durable store
+    /// writes a snapshot a slice at a time); nothing for most stores.
+    fn maintain(&mut self, _now: UnixTime) -> StoreResult<()> {
+        Ok(())
+    }
 }
 
 /// The keys a snapshot will carry, listed at its start.

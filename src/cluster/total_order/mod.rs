@@ -349,6 +349,12 @@ impl TotalOrder {
     }
 
     /// Ticks to wait for a view change before starting one.
+    /// Stamps from now on above the one `cas` was derived from (a node
+    /// that recovered its store must not hand out a unique twice).
+    pub fn stamp_above(&mut self, cas: u64) {
+        self.clock.observe(Stamp::ts_of_unique(cas));
+    }
+
     pub fn with_patience(mut self, ticks: u64) -> TotalOrder {
         self.patience = ticks.max(2);
         self

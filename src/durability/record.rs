@@ -1,0 +1,332 @@
+//! The on-disk record format of the log and the snapshot.
+//!
+//! A file is a sequence of records, each `[length u32][crc32 u32][payload]`
+//! (big-endian; the checksum covers the payload). A record states a key's
+//! whole state after a write (never the command that made it), so replaying
+//! a record twice, or over a snapshot taken while writes went on, ends in
+//! the same state: recovery needs no re-execution and no ordering beyond
+//! the files' own.
+//!
+//! Reading stops at the first record that is incomplete or whose checksum
+//! fails: everything before it is trusted, nothing after it is applied (a
+//! torn write at a crash leaves such a tail; a flipped byte anywhere ends
+//! the trusted prefix there). [`read`] says how many bytes it dropped.
+
+use crate::store::{Entry, Expiry, UnixTime};
+
+/// Bytes in front of every payload: its length and its checksum.
+const HEADER: usize = 8;
+
+/// A payload longer than this is not a record (a corrupt length).
+const MAX_PAYLOAD: usize = 1 << 30;
+
+const PUT: u8 = 1;
+const REMOVE: u8 = 2;
+const FLUSH: u8 = 3;
+const CLOCK: u8 = 4;
+const SNAPSHOT_END: u8 = 5;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Record {
+    /// `key` holds `entry` with unique `cas`, written at `now` (replayed at
+    /// that time, so a delayed `flush_all` judges it as it would have).
+    Put {
+        now: UnixTime,
+        key: Vec<u8>,
+        entry: Entry,
+        cas: u64,
+    },
+    /// `key` holds nothing.
+    Remove { key: Vec<u8> },
+    /// `flush_all` at `now`: at once (`at` none or past), or pending until `at`.
+    Flush { now: UnixTime, at: Option<UnixTime> },
+    /// No cas unique above this stamp time was handed out before this
+    /// record is on disk: a restarted node stamps above it.
+    Clock { reserved: u64 },
+    /// The end of a complete snapshot taken at `now`, with the store's
+    /// pending `flush_all`.
+    SnapshotEnd {
+        now: UnixTime,
+        flush_at: Option<UnixTime>,
+    },
+}
+
+impl Record {
+    /// Appends the record, framed, to `out`.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        let start = out.len();
+        out.extend_from_slice(&[0; HEADER]);
+        match self {
+            Record::Put {
+                now,
+                key,
+                entry,
+                cas,
+            } => {
+                out.push(PUT);
+                put_u64(out, *now);
+                put_bytes(out, key);
+                out.extend_from_slice(&entry.flags.to_be_bytes());
+                put_u64(out, expiry_code(entry.expiry));
+                put_u64(out, *cas);
+                put_bytes(out, &entry.value);
+            }
+            Record::Remove { key } => {
+                out.push(REMOVE);
+                put_bytes(out, key);
+            }
+            Record::Flush { now, at } => {
+                out.push(FLUSH);
+                put_u64(out, *now);
+                put_u64(out, at.unwrap_or(0));
+            }
+            Record::Clock { reserved } => {
+                out.push(CLOCK);
+                put_u64(out, *reserved);
+            }
+            Record::SnapshotEnd { now, flush_at } => {
+                out.push(SNAPSHOT_END);
+                put_u64(out, *now);
+                put_u64(out, flush_at.unwrap_or(0));
+            }
+        }
+        let payload = &out[start + HEADER..];
+        let (length, crc) = (payload.len() as u32, crc32fast::hash(payload));
+        out[start..start + 4].copy_from_slice(&length.to_be_bytes());
+        out[start + 4..start + HEADER].copy_from_slice(&crc.to_be_bytes());
+    }
+}
+
+/// What [`read`] found in a file's bytes.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Read {
+    pub records: Vec<Record>,
+    /// Bytes of the trusted prefix.
+    pub valid: usize,
+    /// Bytes after it, dropped.
+    pub dropped: usize,
+}
+
+/// The records of `bytes` up to the first incomplete or corrupt one.
+pub fn read(bytes: &[u8]) -> Read {
+    let mut records = Vec::new();
+    let mut at = 0;
+    while let Some((record, used)) = next(&bytes[at..]) {
+        records.push(record);
+        at += used;
+    }
+    Read {
+        records,
+        valid: at,
+        dropped: bytes.len() - at,
+    }
+}
+
+/// The first record of `bytes` and the bytes it took, if whole and intact.
+fn next(bytes: &[u8]) -> Option<(Record, usize)> {
+    let length = u32::from_be_bytes(bytes.get(..4)?.try_into().ok()?) as usize;
+    let crc = u32::from_be_bytes(bytes.get(4..HEADER)?.try_into().ok()?);
+    if length > MAX_PAYLOAD {
+        return None;
+    }
+    let payload = bytes.get(HEADER..HEADER + length)?;
+    if crc32fast::hash(payload) != crc {
+        return None;
+    }
+    let mut r = Reader(payload);
+    let record = match r.u8()? {
+        PUT => {
+            let now = r.u64()?;
+            let key = r.bytes()?.to_vec();
+            let flags = u32::from_be_bytes(r.take(4)?.try_into().ok()?);
+            let expiry = match r.u64()? {
+                0 => Expiry::Never,
+                at => Expiry::At(at),
+            };
+            let cas = r.u64()?;
+            let value = r.bytes()?.to_vec();
+            let entry = Entry {
+                flags,
+                expiry,
+                value,
+            };
+            Record::Put {
+                now,
+                key,
+                entry,
+                cas,
+            }
+        }
+        REMOVE => Record::Remove {
+            key: r.bytes()?.to_vec(),
+        },
+        FLUSH => Record::Flush {
+            now: r.u64()?,
+            at: Some(r.u64()?).filter(|&at| at != 0),
+        },
+        CLOCK => Record::Clock { reserved: r.u64()? },
+        SNAPSHOT_END => Record::SnapshotEnd {
+            now: r.u64()?,
+            flush_at: Some(r.u64()?).filter(|&at| at != 0),
+        },
+        _ => return None,
+    };
+    // A payload with bytes left over is not a record this version wrote.
+    r.0.is_empty().then_some((record, HEADER + length))
+}
+
+/// An expiry on disk: 0 for never (an absolute time of 0 has passed
+/// anyway, so it is written as 1).
+fn expiry_code(expiry: Expiry) -> u64 {
+    match expiry {
+        Expiry::Never => 0,
+        Expiry::At(at) => at.max(1),
+    }
+}
+
+fn put_u64(out: &mut Vec<u8>, v: u64) {
+    out.extend_from_slice(&v.to_be_bytes());
+}
+
+fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
+    out.extend_from_slice(bytes);
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let (head, rest) = (self.0.get(..n)?, &self.0[n..]);
+        self.0 = rest;
+        Some(head)
+    }
+
+    fn u8(&mut self) -> Option<u8> {
+        Some(self.take(1)?[0])
+    }
+
+    fn u64(&mut self) -> Option<u64> {
+        Some(u64::from_be_bytes(self.take(8)?.try_into().ok()?))
+    }
+
+    fn bytes(&mut self) -> Option<&'a [u8]> {
+        let n = u32::from_be_bytes(self.take(4)?.try_into().ok()?) as usize;
+        self.take(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn samples() -> Vec<Record> {
+        vec![
+            Record::Put {
+                now: 1_700_000_000,
+                key: b"k".to_vec(),
+                entry: Entry {
+                    flags: 7,
+                    expiry: Expiry::At(1_700_000_100),
+                    value: b"value".to_vec(),
+                },
+                cas: 42 << 16,
+            },
+            Record::Put {
+                now: 1_700_000_001,
+                key: vec![0xff; 250],
+                entry: Entry {
+                    flags: u32::MAX,
+                    expiry: Expiry::Never,
+                    value: Vec::new(),
+                },
+                cas: 1,
+            },
+            Record::Remove { key: b"k".to_vec() },
+            Record::Flush {
+                now: 1_700_000_002,
+                at: None,
+            },
+            Record::Flush {
+                now: 1_700_000_003,
+                at: Some(1_700_000_900),
+            },
+            Record::Clock { reserved: 1 << 20 },
+            Record::SnapshotEnd {
+                now: 1_700_000_004,
+                flush_at: None,
+            },
+            Record::SnapshotEnd {
+                now: 1_700_000_005,
+                flush_at: Some(1_700_000_900),
+            },
+        ]
+    }
+
+    fn encode_all(records: &[Record]) -> Vec<u8> {
+        let mut out = Vec::new();
+        records.iter().for_each(|r| r.encode(&mut out));
+        out
+    }
+
+    fn encoded_len(record: &Record) -> usize {
+        encode_all(std::slice::from_ref(record)).len()
+    }
+
+    #[test]
+    fn records_round_trip() {
+        let records = samples();
+        let bytes = encode_all(&records);
+        let read = read(&bytes);
+        assert_eq!(read.records, records);
+        assert_eq!((read.valid, read.dropped), (bytes.len(), 0));
+        let lens: usize = records.iter().map(encoded_len).sum();
+        assert_eq!(lens, bytes.len());
+    }
+
+    /// A crash may cut the file anywhere: every cut reads as the records
+    /// wholly before it, and drops the rest.
+    #[test]
+    fn every_truncation_reads_as_a_prefix() {
+        let records = samples();
+        let bytes = encode_all(&records);
+        let mut ends = vec![0];
+        for r in &records {
+            ends.push(ends.last().unwrap() + encoded_len(r));
+        }
+        for cut in 0..=bytes.len() {
+            let read = read(&bytes[..cut]);
+            let whole = ends.iter().filter(|&&end| end <= cut).count() - 1;
+            assert_eq!(read.records, records[..whole], "cut at {cut}");
+            assert_eq!(read.valid, ends[whole]);
+            assert_eq!(read.dropped, cut - ends[whole]);
+        }
+    }
+
+    /// A flipped bit anywhere ends the trusted prefix at its record.
+    #[test]
+    fn a_flipped_bit_is_detected() {
+        let records = samples();
+        let bytes = encode_all(&records);
+        let mut start = 0;
+        for (i, r) in records.iter().enumerate() {
+            for at in start..start + encoded_len(r) {
+                for bit in [0x01, 0x80] {
+                    let mut bad = bytes.clone();
+                    bad[at] ^= bit;
+                    let read = read(&bad);
+                    assert_eq!(read.records, records[..i], "bit {bit:#x} of byte {at}");
+                    assert_eq!(read.valid, start);
+                }
+            }
+            start += encoded_len(r);
+        }
+    }
+
+    #[test]
+    fn a_huge_declared_length_is_not_believed() {
+        let mut bytes = vec![0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0];
+        bytes.extend_from_slice(&[0; 64]);
+        assert_eq!(read(&bytes).records, Vec::new());
+    }
+}

@@ -1,0 +1,343 @@
+//! The log's own thread: it appends what the store side queued, commits in
+//! groups (one fsync covers every record queued since the last), writes
+//! snapshots, and says how far the log is on disk. Nothing here runs on the
+//! reactor.
+//!
+//! ```text
+//!  reactor (DurableStore) ── Job::Append / Snapshot* / Sync ──► writer
+//!  reactor ◄── Waker::wake ◄── LogShared.durable advanced, or the disk failed
+//! ```
+//!
+//! Positions count the bytes appended to the log since the node started.
+//! `durable` is the position up to which the log is fsynced; with `fsync =
+//! always` every batch is, with `everysec` once a second, with `no` never
+//! (the kernel writes it back in its own time), except that a [`Job::Sync`]
+//! (a clock reservation) is fsynced at once under every policy.
+//!
+//! Files in the data directory: `snapshot` (the last whole snapshot),
+//! `log` (what came after it), and while a snapshot is being written,
+//! `log.old` (the log it replaces) and `snapshot.tmp`. Recovery reads
+//! `snapshot`, `log.old`, `log` in that order (see `recover.rs` for why
+//! that order is right at every crash point).
+//!
+//! A failed write or fsync (a full disk) marks the log failed: the store
+//! side refuses writes until it recovers, the unwritten bytes are kept,
+//! the file is cut back to its last whole write, and the writer tries
+//! again every second.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use mio::Waker;
+
+use crate::config::Fsync;
+
+/// How long a failed log waits before it tries the disk again.
+const RETRY: Duration = Duration::from_secs(1);
+
+/// What the store side asks of the writer.
+#[derive(Debug)]
+pub enum Job {
+    /// Encoded records for the log.
+    Append(Vec<u8>),
+    /// Make everything appended so far durable now, whatever the policy.
+    Sync,
+    /// A snapshot begins: the log so far becomes `log.old`, a new `log`
+    /// starts, and records for `snapshot.tmp` follow.
+    BeginSnapshot,
+    /// Encoded records of the snapshot being written.
+    Snapshot(Vec<u8>),
+    /// The snapshot's last record: it is made durable and replaces the
+    /// last one, and `log.old` goes.
+    EndSnapshot(Vec<u8>),
+}
+
+/// What the writer tells the reactor and `stats`.
+#[derive(Debug, Default)]
+pub struct LogShared {
+    /// Log position appended by the store side (it counts; the writer reads).
+    pub appended: AtomicU64,
+    /// Log position fsynced.
+    pub durable: AtomicU64,
+    /// Log position a reply that hands out a new clock reservation waits for.
+    pub must_sync: AtomicU64,
+    /// Snapshot bytes handed to the writer, and written by it.
+    pub snapshot_queued: AtomicU64,
+    pub snapshot_written: AtomicU64,
+    /// The disk refused the last write or fsync.
+    pub failed: AtomicBool,
+    pub failure: Mutex<Option<String>>,
+    pub fsyncs: AtomicU64,
+    /// Bytes in the current `log` file.
+    pub log_bytes: AtomicU64,
+    /// The last whole snapshot: its size and when it was done (unix time).
+    pub snapshot_bytes: AtomicU64,
+    pub snapshot_at: AtomicU64,
+    pub snapshots: AtomicU64,
+}
+
+impl LogShared {
+    pub fn failure(&self) -> Option<String> {
+        if !self.failed.load(Ordering::Acquire) {
+            return None;
+        }
+        self.failure.lock().ok().and_then(|f| f.clone())
+    }
+}
+
+pub struct Writer {
+    dir: PathBuf,
+    policy: Fsync,
+    shared: Arc<LogShared>,
+    waker: Arc<Waker>,
+    log: File,
+    /// Bytes of `log` known whole on disk (or in the kernel).
+    log_len: u64,
+    /// Bytes queued for the log, not yet written.
+    pending: Vec<u8>,
+    /// Log position written (pending is after it).
+    written: u64,
+    snapshot: Option<File>,
+    snapshot_len: u64,
+    sync_asked: bool,
+    last_fsync: Instant,
+}
+
+impl Writer {
+    /// Starts the writer on the (recovered and compacted) files of `dir`,
+    /// appending to `log`.
+    pub fn spawn(
+        dir: &Path,
+        policy: Fsync,
+        shared: Arc<LogShared>,
+        waker: Arc<Waker>,
+        jobs: Receiver<Job>,
+    ) -> io::Result<JoinHandle<()>> {
+        let log = open_append(&dir.join("log"))?;
+        let log_len = log.metadata()?.len();
+        shared.log_bytes.store(log_len, Ordering::Relaxed);
+        let writer = Writer {
+            dir: dir.to_path_buf(),
+            policy,
+            shared,
+            waker,
+            log,
+            log_len,
+            pending: Vec::new(),
+            written: 0,
+            snapshot: None,
+            snapshot_len: 0,
+            sync_asked: false,
+            last_fsync: Instant::now(),
+        };
+        std::thread::Builder::new()
+            .name("mckv-log".into())
+            .spawn(move || writer.run(jobs))
+    }
+
+    fn run(mut self, jobs: Receiver<Job>) {
+        loop {
+            let wait = match (self.policy, self.failed()) {
+                (_, true) => RETRY,
+                (Fsync::EverySec, false) => Duration::from_secs(1)
+                    .saturating_sub(self.last_fsync.elapsed())
+                    .max(Duration::from_millis(1)),
+                _ => Duration::from_secs(3600),
+            };
+            match jobs.recv_timeout(wait) {
+                Ok(job) => self.take(job),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => {
+                    self.sync_asked = true;
+                    self.commit();
+                    return;
+                }
+            }
+            // Group commit: everything queued meanwhile goes in this write.
+            while let Ok(job) = jobs.try_recv() {
+                self.take(job);
+            }
+            self.commit();
+        }
+    }
+
+    fn failed(&self) -> bool {
+        self.shared.failed.load(Ordering::Acquire)
+    }
+
+    fn take(&mut self, job: Job) {
+        match job {
+            Job::Append(bytes) => self.pending.extend_from_slice(&bytes),
+            Job::Sync => self.sync_asked = true,
+            Job::BeginSnapshot => {
+                let begun = self.flush_log().and_then(|()| self.begin_snapshot());
+                self.note(begun);
+            }
+            Job::Snapshot(bytes) => {
+                let written = self.write_snapshot(&bytes);
+                self.note(written);
+            }
+            Job::EndSnapshot(bytes) => {
+                let ended = self
+                    .write_snapshot(&bytes)
+                    .and_then(|()| self.end_snapshot());
+                self.note(ended);
+            }
+        }
+    }
+
+    /// Writes what is pending and fsyncs as the policy says; publishes how
+    /// far the log is.
+    fn commit(&mut self) {
+        let fsync_due = match self.policy {
+            Fsync::Always => true,
+            Fsync::EverySec => self.last_fsync.elapsed() >= Duration::from_secs(1),
+            Fsync::No => false,
+        };
+        let mut result = self.flush_log();
+        let behind = self.shared.durable.load(Ordering::Acquire) < self.written;
+        if result.is_ok() && (fsync_due || self.sync_asked) && behind {
+            result = self.log.sync_data();
+            if result.is_ok() {
+                self.shared.fsyncs.fetch_add(1, Ordering::Relaxed);
+                self.shared.durable.store(self.written, Ordering::Release);
+            }
+        }
+        if result.is_ok() && (fsync_due || self.sync_asked) {
+            self.sync_asked = false;
+            self.last_fsync = Instant::now();
+        }
+        self.note(result);
+        if let Err(e) = self.waker.wake() {
+            log::error!("log writer cannot wake the reactor: {e}");
+        }
+    }
+
+    /// Writes the pending bytes to `log`. On an error the file is cut back
+    /// to its last whole write, so no torn record stays in the middle.
+    fn flush_log(&mut self) -> io::Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        match self.log.write_all(&self.pending) {
+            Ok(()) => {
+                self.log_len += self.pending.len() as u64;
+                self.written += self.pending.len() as u64;
+                self.shared.log_bytes.store(self.log_len, Ordering::Relaxed);
+                self.pending.clear();
+                Ok(())
+            }
+            Err(e) => {
+                let _ = self.log.set_len(self.log_len);
+                Err(e)
+            }
+        }
+    }
+
+    /// `log` becomes `log.old` (appended to one an aborted snapshot left),
+    /// and a new `log` starts.
+    fn begin_snapshot(&mut self) -> io::Result<()> {
+        self.log.sync_data()?;
+        let (log, old) = (self.dir.join("log"), self.dir.join("log.old"));
+        if old.exists() {
+            let mut kept = open_append(&old)?;
+            io::copy(&mut File::open(&log)?, &mut kept)?;
+            kept.sync_data()?;
+        } else {
+            std::fs::rename(&log, &old)?;
+        }
+        self.log = OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .open(&log)?;
+        self.log_len = 0;
+        self.shared.log_bytes.store(0, Ordering::Relaxed);
+        sync_dir(&self.dir)?;
+        self.snapshot = Some(File::create(self.dir.join("snapshot.tmp"))?);
+        self.snapshot_len = 0;
+        Ok(())
+    }
+
+    fn write_snapshot(&mut self, bytes: &[u8]) -> io::Result<()> {
+        let written = match &mut self.snapshot {
+            Some(file) => file.write_all(bytes),
+            // An earlier failure ended this snapshot: its rest is dropped.
+            None => Ok(()),
+        };
+        self.snapshot_len += bytes.len() as u64;
+        self.shared
+            .snapshot_written
+            .fetch_add(bytes.len() as u64, Ordering::Release);
+        written
+    }
+
+    /// The snapshot is whole: on disk, in place of the last, and the log it
+    /// replaces goes.
+    fn end_snapshot(&mut self) -> io::Result<()> {
+        let Some(file) = self.snapshot.take() else {
+            return Ok(());
+        };
+        file.sync_all()?;
+        std::fs::rename(self.dir.join("snapshot.tmp"), self.dir.join("snapshot"))?;
+        sync_dir(&self.dir)?;
+        std::fs::remove_file(self.dir.join("log.old"))?;
+        let shared = &self.shared;
+        shared
+            .snapshot_bytes
+            .store(self.snapshot_len, Ordering::Relaxed);
+        shared.snapshot_at.store(unix_now(), Ordering::Relaxed);
+        shared.snapshots.fetch_add(1, Ordering::Relaxed);
+        log::info!("snapshot of {} bytes written", self.snapshot_len);
+        Ok(())
+    }
+
+    /// Publishes whether the disk took the last attempt; logs a failure
+    /// once, and the recovery.
+    fn note(&mut self, result: io::Result<()>) {
+        let was_failed = self.failed();
+        match result {
+            Ok(()) if was_failed => {
+                log::warn!("data directory writable again: writes are taken again");
+                self.shared.failed.store(false, Ordering::Release);
+            }
+            Ok(()) => {}
+            Err(e) => {
+                if self.snapshot.take().is_some() {
+                    let _ = std::fs::remove_file(self.dir.join("snapshot.tmp"));
+                }
+                if !was_failed {
+                    log::error!(
+                        "data directory {}: {e}; writes are refused",
+                        self.dir.display()
+                    );
+                }
+                if let Ok(mut failure) = self.shared.failure.lock() {
+                    *failure = Some(e.to_string());
+                }
+                self.shared.failed.store(true, Ordering::Release);
+            }
+        }
+    }
+}
+
+fn open_append(path: &Path) -> io::Result<File> {
+    OpenOptions::new().create(true).append(true).open(path)
+}
+
+/// Makes a rename or a new file in `dir` durable.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
