@@ -11,7 +11,10 @@ use std::sync::Arc;
 
 use super::membership::Load;
 use super::message::{Frame, Hello, Op, PeerMessage};
-use crate::protocol::{Arith, Command, Get, Request, Storage, StorageMode};
+use crate::protocol::{
+    Arith, Command, Get, Meta, MetaArith, MetaFlag, MetaOp, MetaReply, MetaSet, Request, Storage,
+    StorageMode,
+};
 
 /// The largest message a peer may send (a frame of many large values).
 pub const MAX_MESSAGE: usize = 256 << 20;
@@ -148,6 +151,7 @@ const DELETE: u8 = 4;
 const ARITH: u8 = 5;
 const TOUCH: u8 = 6;
 const FLUSH_ALL: u8 = 7;
+const META: u8 = 8;
 
 fn put_command(out: &mut Vec<u8>, command: &Command) {
     match command {
@@ -162,17 +166,7 @@ fn put_command(out: &mut Vec<u8>, command: &Command) {
         }
         Command::Storage(storage) => {
             out.push(STORAGE);
-            match storage.mode {
-                StorageMode::Set => out.push(0),
-                StorageMode::Add => out.push(1),
-                StorageMode::Replace => out.push(2),
-                StorageMode::Append => out.push(3),
-                StorageMode::Prepend => out.push(4),
-                StorageMode::Cas(unique) => {
-                    out.push(5);
-                    put_u64(out, unique);
-                }
-            }
+            put_mode(out, storage.mode);
             put_bytes(out, &storage.key);
             put_u32(out, storage.flags);
             put_u32(out, storage.exptime as u32);
@@ -202,7 +196,136 @@ fn put_command(out: &mut Vec<u8>, command: &Command) {
             out.push(FLUSH_ALL);
             put_u32(out, *delay as u32);
         }
+        Command::Meta(meta) => {
+            out.push(META);
+            put_meta(out, meta);
+        }
     }
+}
+
+fn put_mode(out: &mut Vec<u8>, mode: StorageMode) {
+    match mode {
+        StorageMode::Set => out.push(0),
+        StorageMode::Add => out.push(1),
+        StorageMode::Replace => out.push(2),
+        StorageMode::Append => out.push(3),
+        StorageMode::Prepend => out.push(4),
+        StorageMode::Cas(unique) => {
+            out.push(5);
+            put_u64(out, unique);
+        }
+    }
+}
+
+fn read_mode(r: &mut Reader<'_>) -> Result<StorageMode, WireError> {
+    Ok(match r.u8()? {
+        0 => StorageMode::Set,
+        1 => StorageMode::Add,
+        2 => StorageMode::Replace,
+        3 => StorageMode::Append,
+        4 => StorageMode::Prepend,
+        5 => StorageMode::Cas(r.u64()?),
+        _ => return Err(WireError::Malformed("store mode")),
+    })
+}
+
+/// A meta command: key, operation, then its reply flags (the origin
+/// replies, but the flags `T` and `N` change the item everywhere).
+fn put_meta(out: &mut Vec<u8>, meta: &Meta) {
+    put_bytes(out, &meta.key);
+    match &meta.op {
+        MetaOp::Get => out.push(0),
+        MetaOp::Set(set) => {
+            out.push(1);
+            put_mode(out, set.mode);
+            put_option_u64(out, set.compare);
+            put_u32(out, set.flags);
+            put_u32(out, set.exptime as u32);
+            put_bytes(out, &set.value);
+        }
+        MetaOp::Delete { compare } => {
+            out.push(2);
+            put_option_u64(out, *compare);
+        }
+        MetaOp::Arith(arith) => {
+            out.push(3);
+            out.push(u8::from(arith.incr));
+            put_u64(out, arith.delta);
+            put_option_u64(out, arith.initial);
+            put_option_u64(out, arith.compare);
+        }
+        MetaOp::Debug => out.push(4),
+    }
+    let reply = &meta.reply;
+    put_u32(out, reply.flags.len() as u32);
+    for flag in &reply.flags {
+        match flag {
+            MetaFlag::Opaque(token) => {
+                out.push(0);
+                put_bytes(out, token);
+            }
+            MetaFlag::Key => out.push(1),
+            MetaFlag::Cas => out.push(2),
+            MetaFlag::ClientFlags => out.push(3),
+            MetaFlag::Size => out.push(4),
+            MetaFlag::Ttl => out.push(5),
+            MetaFlag::Touch(exptime) => {
+                out.push(6);
+                put_u32(out, *exptime as u32);
+            }
+            MetaFlag::Vivify(exptime) => {
+                out.push(7);
+                put_u32(out, *exptime as u32);
+            }
+        }
+    }
+    out.extend([reply.quiet, reply.base64, reply.value].map(u8::from));
+}
+
+fn read_meta(r: &mut Reader<'_>) -> Result<Meta, WireError> {
+    let key = r.bytes()?.to_vec();
+    let op = match r.u8()? {
+        0 => MetaOp::Get,
+        1 => MetaOp::Set(MetaSet {
+            mode: read_mode(r)?,
+            compare: r.option_u64()?,
+            flags: r.u32()?,
+            exptime: r.u32()? as i32,
+            value: r.bytes()?.to_vec(),
+        }),
+        2 => MetaOp::Delete {
+            compare: r.option_u64()?,
+        },
+        3 => MetaOp::Arith(MetaArith {
+            incr: r.u8()? != 0,
+            delta: r.u64()?,
+            initial: r.option_u64()?,
+            compare: r.option_u64()?,
+        }),
+        4 => MetaOp::Debug,
+        _ => return Err(WireError::Malformed("meta operation")),
+    };
+    let mut flags = Vec::new();
+    for _ in 0..r.count(1)? {
+        flags.push(match r.u8()? {
+            0 => MetaFlag::Opaque(r.bytes()?.to_vec()),
+            1 => MetaFlag::Key,
+            2 => MetaFlag::Cas,
+            3 => MetaFlag::ClientFlags,
+            4 => MetaFlag::Size,
+            5 => MetaFlag::Ttl,
+            6 => MetaFlag::Touch(r.u32()? as i32),
+            7 => MetaFlag::Vivify(r.u32()? as i32),
+            _ => return Err(WireError::Malformed("meta flag")),
+        });
+    }
+    let reply = MetaReply {
+        flags,
+        quiet: r.u8()? != 0,
+        base64: r.u8()? != 0,
+        value: r.u8()? != 0,
+    };
+    Ok(Meta { key, op, reply })
 }
 
 fn read_command(r: &mut Reader<'_>) -> Result<Command, WireError> {
@@ -221,15 +344,7 @@ fn read_command(r: &mut Reader<'_>) -> Result<Command, WireError> {
             })
         }
         STORAGE => {
-            let mode = match r.u8()? {
-                0 => StorageMode::Set,
-                1 => StorageMode::Add,
-                2 => StorageMode::Replace,
-                3 => StorageMode::Append,
-                4 => StorageMode::Prepend,
-                5 => StorageMode::Cas(r.u64()?),
-                _ => return Err(WireError::Malformed("store mode")),
-            };
+            let mode = read_mode(r)?;
             Command::Storage(Storage {
                 mode,
                 key: r.bytes()?.to_vec(),
@@ -257,6 +372,7 @@ fn read_command(r: &mut Reader<'_>) -> Result<Command, WireError> {
         FLUSH_ALL => Command::FlushAll {
             delay: r.u32()? as i32,
         },
+        META => Command::Meta(read_meta(r)?),
         _ => return Err(WireError::Malformed("command")),
     })
 }
@@ -272,6 +388,16 @@ pub fn put_u64(out: &mut Vec<u8>, v: u64) {
 pub fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
     put_u32(out, bytes.len() as u32);
     out.extend_from_slice(bytes);
+}
+
+fn put_option_u64(out: &mut Vec<u8>, v: Option<u64>) {
+    match v {
+        Some(v) => {
+            out.push(1);
+            put_u64(out, v);
+        }
+        None => out.push(0),
+    }
 }
 
 fn put_option_i32(out: &mut Vec<u8>, v: Option<i32>) {
@@ -327,6 +453,13 @@ impl<'a> Reader<'a> {
         let command = read_command(self)?;
         let request = Request { command, noreply };
         Ok(Arc::new(Op { request, now }))
+    }
+
+    fn option_u64(&mut self) -> Result<Option<u64>, WireError> {
+        Ok(match self.u8()? {
+            0 => None,
+            _ => Some(self.u64()?),
+        })
     }
 
     fn option_i32(&mut self) -> Result<Option<i32>, WireError> {
@@ -403,6 +536,53 @@ mod tests {
                 exptime: 100,
             },
             Command::FlushAll { delay: 9 },
+            Command::Meta(Meta {
+                key: b"m".to_vec(),
+                op: MetaOp::Set(MetaSet {
+                    mode: StorageMode::Append,
+                    compare: Some(7),
+                    flags: 3,
+                    exptime: -1,
+                    value: b"v".to_vec(),
+                }),
+                reply: MetaReply {
+                    flags: vec![
+                        MetaFlag::Opaque(b"O1".to_vec()),
+                        MetaFlag::Key,
+                        MetaFlag::Cas,
+                    ],
+                    quiet: true,
+                    base64: false,
+                    value: true,
+                },
+            }),
+            Command::Meta(Meta {
+                key: b"n".to_vec(),
+                op: MetaOp::Arith(MetaArith {
+                    incr: false,
+                    delta: 2,
+                    initial: Some(5),
+                    compare: None,
+                }),
+                reply: MetaReply {
+                    flags: vec![MetaFlag::Ttl, MetaFlag::Touch(-3), MetaFlag::Vivify(9)],
+                    ..MetaReply::default()
+                },
+            }),
+            Command::Meta(Meta {
+                key: b"g".to_vec(),
+                op: MetaOp::Get,
+                reply: MetaReply {
+                    flags: vec![MetaFlag::Size, MetaFlag::ClientFlags],
+                    base64: true,
+                    ..MetaReply::default()
+                },
+            }),
+            Command::Meta(Meta {
+                key: b"d".to_vec(),
+                op: MetaOp::Delete { compare: Some(0) },
+                reply: MetaReply::default(),
+            }),
         ];
         let proposals: Vec<Proposal> = commands
             .into_iter()

@@ -15,14 +15,17 @@
 //! Nothing here touches a socket, a clock or a store, so every rule can be
 //! checked by table tests and by the fuzz test in `tests/`.
 
+pub mod base64;
 pub mod binary;
 pub mod command;
+mod meta;
 pub mod number;
 pub mod parse;
 pub mod reply;
 
 pub use command::{
-    Admin, Arith, Command, Detail, Get, Key, Request, StatsGroup, Storage, StorageMode,
+    Admin, Arith, Command, Detail, Get, Key, Meta, MetaArith, MetaFlag, MetaOp, MetaReply, MetaSet,
+    Request, StatsGroup, Storage, StorageMode,
 };
 pub use parse::{parse, Action, Incomplete, Limits, Parsed};
 

@@ -15,7 +15,8 @@
 //! A request for the store comes out as [`Action::Execute`] with a data
 //! [`Command`]; one the node answers itself (`version`, `verbosity`, `stats`
 //! and its groups, `cache_memlimit`, `slabs`, `show`, `quit`) as
-//! [`Action::Admin`], once its arguments pass memcached's checks.
+//! [`Action::Admin`], once its arguments pass memcached's checks. The meta
+//! commands (`mg ms md ma mn me`) are read in [`super::meta`].
 
 use super::command::{
     Admin, Arith, Command, Detail, Get, Request, StatsGroup, Storage, StorageMode,
@@ -91,6 +92,8 @@ pub enum Action {
     /// Close the connection at once; replies not yet sent are dropped, as
     /// memcached drops them.
     Close,
+    /// `mn`: answer `MN`; memcached writes out every reply owed before it.
+    MetaNoop,
 }
 
 /// One parsed request.
@@ -139,7 +142,7 @@ fn may_grow(buf: &[u8], limits: &Limits) -> bool {
 }
 
 impl Parsed {
-    fn new(action: Action, consumed: usize) -> Parsed {
+    pub(super) fn new(action: Action, consumed: usize) -> Parsed {
         Parsed {
             action,
             consumed,
@@ -149,7 +152,7 @@ impl Parsed {
 }
 
 /// The first tokens of a line, split on spaces, without allocating.
-struct Tokens<'a> {
+pub(super) struct Tokens<'a> {
     items: [&'a [u8]; Limits::MAX_TOKENS],
     len: usize,
     /// The line after the last token kept, when there were too many.
@@ -186,12 +189,17 @@ impl<'a> Tokens<'a> {
         self.items[first..self.len].iter().copied().chain(rest)
     }
 
-    fn get(&self, i: usize) -> &'a [u8] {
+    pub(super) fn get(&self, i: usize) -> &'a [u8] {
         self.items[i]
     }
 
+    /// The tokens from the `first` on, up to memcached's token limit.
+    pub(super) fn from(&self, first: usize) -> &[&'a [u8]] {
+        &self.items[first.min(self.len)..self.len]
+    }
+
     /// memcached's `ntokens`: the real tokens plus its terminating one.
-    fn ntokens(&self) -> usize {
+    pub(super) fn ntokens(&self) -> usize {
         self.len + 1
     }
 
@@ -202,12 +210,12 @@ impl<'a> Tokens<'a> {
 }
 
 /// One request line being dispatched.
-struct Line<'a, 'b> {
-    tokens: &'b Tokens<'a>,
+pub(super) struct Line<'a, 'b> {
+    pub(super) tokens: &'b Tokens<'a>,
     /// Everything after the request line (a storage command's value).
-    rest: &'a [u8],
-    line_len: usize,
-    limits: &'b Limits,
+    pub(super) rest: &'a [u8],
+    pub(super) line_len: usize,
+    pub(super) limits: &'b Limits,
 }
 
 impl<'a> Line<'a, '_> {
@@ -219,7 +227,7 @@ impl<'a> Line<'a, '_> {
         let name = t.get(0);
         let n = t.ntokens();
         let parsed = match (name[0], name) {
-            (b'm', _) if name.len() == 2 => self.error(),
+            (b'm', _) if name.len() == 2 => return self.meta(name[1]),
             (b'g', _) if n < 3 => self.error(),
             (b'g', b"get") => self.get(false, false),
             (b'g', b"gets") => self.get(true, false),
@@ -254,7 +262,7 @@ impl<'a> Line<'a, '_> {
         Ok(parsed)
     }
 
-    fn execute(&self, command: Command, noreply: bool) -> Parsed {
+    pub(super) fn execute(&self, command: Command, noreply: bool) -> Parsed {
         Parsed::new(Action::Execute(Request { command, noreply }), self.line_len)
     }
 
@@ -262,7 +270,7 @@ impl<'a> Line<'a, '_> {
         Parsed::new(Action::Admin { command, noreply }, self.line_len)
     }
 
-    fn reply(&self, text: &'static [u8], silent: bool) -> Parsed {
+    pub(super) fn reply(&self, text: &'static [u8], silent: bool) -> Parsed {
         let action = Action::Reply {
             text,
             silent,
@@ -271,11 +279,11 @@ impl<'a> Line<'a, '_> {
         Parsed::new(action, self.line_len)
     }
 
-    fn error(&self) -> Parsed {
+    pub(super) fn error(&self) -> Parsed {
         self.reply(reply::ERROR, false)
     }
 
-    fn key_too_long(&self) -> bool {
+    pub(super) fn key_too_long(&self) -> bool {
         self.tokens.get(1).len() > Limits::MAX_KEY_LEN
     }
 

@@ -33,6 +33,20 @@ pub const MEMLIMIT_ADJUST_FAILED: &[u8] =
     b"MEMLIMIT_ADJUST_FAILED out of bounds or unable to adjust\r\n";
 pub const REASSIGN_SAME: &[u8] = b"SAME src and dst class are identical\r\n";
 pub const REASSIGN_BAD_CLASS: &[u8] = b"BADCLASS invalid src or dst class id\r\n";
+pub const MN: &[u8] = b"MN\r\n";
+pub const META_TOO_MANY_FLAGS_MG: &[u8] = b"CLIENT_ERROR options flags are too long\r\n";
+pub const META_TOO_MANY_FLAGS: &[u8] = b"CLIENT_ERROR options flags too long\r\n";
+pub const META_DUPLICATE_FLAG: &[u8] = b"CLIENT_ERROR duplicate flag\r\n";
+pub const META_INVALID_FLAG: &[u8] = b"CLIENT_ERROR invalid flag\r\n";
+pub const META_INVALID_OR_DUPLICATE_FLAG: &[u8] = b"CLIENT_ERROR invalid or duplicate flag\r\n";
+pub const META_BAD_KEY_ENCODING: &[u8] = b"CLIENT_ERROR error decoding key\r\n";
+pub const META_BAD_TOKEN: &[u8] = b"CLIENT_ERROR bad token in command line format\r\n";
+pub const META_BAD_MODE_LENGTH: &[u8] = b"CLIENT_ERROR incorrect length for M token\r\n";
+pub const META_BAD_INITIAL: &[u8] = b"CLIENT_ERROR invalid numeric initial value\r\n";
+pub const META_BAD_DELTA: &[u8] = b"CLIENT_ERROR invalid numeric delta value\r\n";
+pub const META_OPAQUE_TOO_LONG: &[u8] = b"CLIENT_ERROR opaque token too long\r\n";
+pub const META_BAD_SET_MODE: &[u8] = b"CLIENT_ERROR invalid mode for ms M token\r\n";
+pub const META_BAD_ARITH_MODE: &[u8] = b"CLIENT_ERROR invalid mode for ma M token\r\n";
 pub const REASSIGN_NO_SPARE: &[u8] = b"NOSPARE source class has no spare pages\r\n";
 
 /// The version `version` and `stats` report: the memcached protocol level
@@ -72,7 +86,7 @@ pub fn number(out: &mut Vec<u8>, n: u64) {
 
 /// Appends `n` in decimal. The replies on the hot path use this rather than
 /// `write!`, whose formatting machinery cost more than the rest of a `get`.
-fn decimal(out: &mut Vec<u8>, mut n: u64) {
+pub fn decimal(out: &mut Vec<u8>, mut n: u64) {
     let mut digits = [0u8; 20];
     let mut start = digits.len();
     loop {

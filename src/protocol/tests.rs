@@ -398,7 +398,7 @@ fn every_error_reply() {
         (b"GET a\r\n".to_vec(), reply::ERROR, false),
         (b"get\r\n".to_vec(), reply::ERROR, false),
         (b"gex a\r\n".to_vec(), reply::ERROR, false),
-        (b"mg a v\r\n".to_vec(), reply::ERROR, false),
+        (b"mx a v\r\n".to_vec(), reply::ERROR, false),
         (b"set k 0 0\r\n".to_vec(), reply::ERROR, false),
         (
             b"set k 0 0 1 noreply extra\r\n".to_vec(),
@@ -663,4 +663,210 @@ fn multiget_past_the_token_limit_keeps_every_key() {
             ..
         })
     ));
+}
+
+// ---------------------------------------------------------------------------
+// Meta commands
+// ---------------------------------------------------------------------------
+
+fn meta(k: &str, op: MetaOp, flags: Vec<MetaFlag>) -> Command {
+    Command::Meta(Meta {
+        key: key(k),
+        op,
+        reply: MetaReply {
+            flags,
+            ..MetaReply::default()
+        },
+    })
+}
+
+fn meta_with(command: Command, edit: impl FnOnce(&mut MetaReply)) -> Command {
+    let Command::Meta(mut m) = command else {
+        unreachable!()
+    };
+    edit(&mut m.reply);
+    Command::Meta(m)
+}
+
+#[test]
+fn meta_commands_parse_with_their_flags_in_order() {
+    let set = |mode, compare, flags, exptime, value: &str| {
+        MetaOp::Set(MetaSet {
+            mode,
+            compare,
+            flags,
+            exptime,
+            value: value.as_bytes().to_vec(),
+        })
+    };
+    let cases: Vec<(&[u8], Command)> = vec![
+        (b"mg k\r\n", meta("k", MetaOp::Get, vec![])),
+        (
+            b"mg k s v t T30 c f k O12\r\n",
+            meta_with(
+                meta(
+                    "k",
+                    MetaOp::Get,
+                    vec![
+                        MetaFlag::Size,
+                        MetaFlag::Ttl,
+                        MetaFlag::Touch(30),
+                        MetaFlag::Cas,
+                        MetaFlag::ClientFlags,
+                        MetaFlag::Key,
+                        MetaFlag::Opaque(b"O12".to_vec()),
+                    ],
+                ),
+                |r| r.value = true,
+            ),
+        ),
+        (
+            b"mg a2V5 b q k\r\n",
+            meta_with(meta("key", MetaOp::Get, vec![MetaFlag::Key]), |r| {
+                r.base64 = true;
+                r.quiet = true;
+            }),
+        ),
+        (
+            b"ms k 2 T9 F3 c\r\nhi\r\n",
+            meta(
+                "k",
+                set(StorageMode::Set, None, 3, 9, "hi"),
+                vec![MetaFlag::Cas],
+            ),
+        ),
+        (
+            b"ms k 2 MR C7\r\nhi\r\n",
+            meta("k", set(StorageMode::Cas(7), None, 0, 0, "hi"), vec![]),
+        ),
+        (
+            b"ms k 2 MA C7\r\nhi\r\n",
+            meta("k", set(StorageMode::Append, Some(7), 0, 0, "hi"), vec![]),
+        ),
+        (
+            b"ms k 2 ME C7 I\r\nhi\r\n",
+            meta("k", set(StorageMode::Add, None, 0, 0, "hi"), vec![]),
+        ),
+        (
+            b"md k C0 k T5\r\n",
+            meta(
+                "k",
+                MetaOp::Delete { compare: Some(0) },
+                vec![MetaFlag::Key],
+            ),
+        ),
+        (
+            b"ma k N60 J5 D2 MD C0 t\r\n",
+            meta(
+                "k",
+                MetaOp::Arith(MetaArith {
+                    incr: false,
+                    delta: 2,
+                    initial: Some(5),
+                    compare: None,
+                }),
+                vec![MetaFlag::Vivify(60), MetaFlag::Ttl],
+            ),
+        ),
+        (b"me k\r\n", meta("k", MetaOp::Debug, vec![])),
+    ];
+    for (input, want) in cases {
+        assert_eq!(
+            command(input),
+            (want, false),
+            "{:?}",
+            String::from_utf8_lossy(input)
+        );
+    }
+    assert_eq!(action(b"mn\r\n"), Action::MetaNoop);
+}
+
+#[test]
+fn every_meta_error_reply() {
+    let long_key = "k".repeat(251);
+    let cases: Vec<(Vec<u8>, &[u8])> = vec![
+        (b"mg\r\n".to_vec(), reply::ERROR),
+        (b"mz k\r\n".to_vec(), reply::ERROR),
+        (format!("mg {long_key}\r\n").into_bytes(), reply::BAD_FORMAT),
+        (b"me\r\n".to_vec(), reply::BAD_FORMAT),
+        (b"me !!!! b\r\n".to_vec(), reply::BAD_FORMAT),
+        (
+            b"mg k 1 2 3 4 5 6 7 8 9 a b c d e f g h i\r\n".to_vec(),
+            reply::META_TOO_MANY_FLAGS_MG,
+        ),
+        (
+            b"md k 1 2 3 4 5 6 7 8 9 a b c d e f g h i\r\n".to_vec(),
+            reply::META_TOO_MANY_FLAGS,
+        ),
+        (b"mg k v v\r\n".to_vec(), reply::META_DUPLICATE_FLAG),
+        (b"mg k x\r\n".to_vec(), reply::META_INVALID_FLAG),
+        (b"mg k h\r\n".to_vec(), reply::META_INVALID_FLAG),
+        (b"mg k Tx\r\n".to_vec(), reply::META_BAD_TOKEN),
+        (b"mg k Fx\r\n".to_vec(), reply::BAD_FORMAT),
+        (b"mg !!!! b\r\n".to_vec(), reply::META_BAD_KEY_ENCODING),
+        (b"mg k Ox Tx b\r\n".to_vec(), reply::META_BAD_KEY_ENCODING),
+        (
+            format!("mg k O{}\r\n", "o".repeat(32)).into_bytes(),
+            reply::META_OPAQUE_TOO_LONG,
+        ),
+        (
+            b"md k x\r\n".to_vec(),
+            reply::META_INVALID_OR_DUPLICATE_FLAG,
+        ),
+        (
+            b"md k I\r\n".to_vec(),
+            reply::META_INVALID_OR_DUPLICATE_FLAG,
+        ),
+        (
+            b"ma k Dx\r\n".to_vec(),
+            reply::META_INVALID_OR_DUPLICATE_FLAG,
+        ),
+        (b"ma k MX\r\n".to_vec(), reply::META_BAD_ARITH_MODE),
+        (b"ms k\r\n".to_vec(), reply::BAD_FORMAT),
+        (b"ms k x\r\n".to_vec(), reply::BAD_FORMAT),
+    ];
+    for (input, want) in cases {
+        let (text, silent, consumed) = reply_of(&input);
+        assert_eq!(
+            (text, silent),
+            (want, false),
+            "{:?}",
+            String::from_utf8_lossy(&input)
+        );
+        assert_eq!(consumed, input.len());
+    }
+}
+
+#[test]
+fn a_meta_set_error_after_the_length_swallows_the_value() {
+    for (line, want) in [
+        (&b"ms k 3 MX\r\n"[..], reply::META_BAD_SET_MODE),
+        (b"ms k 3 MEE\r\n", reply::META_BAD_MODE_LENGTH),
+        (b"ms k 3 z\r\n", reply::META_INVALID_FLAG),
+        (b"ms k 3 I C1\r\n", reply::META_INVALID_FLAG),
+    ] {
+        let parsed = parse_one(line).unwrap();
+        assert_eq!(parsed.swallow, 5, "{:?}", String::from_utf8_lossy(line));
+        assert!(matches!(parsed.action, Action::Reply { text, .. } if text == want));
+    }
+    // A bad length swallows nothing.
+    assert_eq!(parse_one(b"ms k -1\r\n").unwrap().swallow, 0);
+    let big = parse_one(b"ms k 2000 T1\r\n").unwrap();
+    assert_eq!(big.swallow, 2002);
+    assert!(matches!(
+        big.action,
+        Action::Execute(Request {
+            command: Command::TooLarge { is_set: true, .. },
+            ..
+        })
+    ));
+}
+
+#[test]
+fn every_strict_prefix_of_a_meta_set_is_incomplete() {
+    let input = b"ms k 5 T0 c\r\nab\r\nc\r\n";
+    for end in 0..input.len() {
+        assert_eq!(parse_one(&input[..end]), Err(Incomplete), "{end}");
+    }
+    assert!(parse_one(input).is_ok());
 }

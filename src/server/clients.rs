@@ -216,6 +216,11 @@ impl<E: Engine> Server<E> {
                         conn.reply(|out| out.extend_from_slice(text));
                     }
                 }
+                Action::MetaNoop => {
+                    self.counters.ops += 1;
+                    conn.reply(|out| out.extend_from_slice(reply::MN));
+                    conn.mark_flush_point();
+                }
                 Action::Close => {
                     conn.discard_since_flush_point();
                     conn.close_when_flushed = true;

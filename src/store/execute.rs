@@ -100,6 +100,7 @@ fn run(
 ) -> Result<Executed, StoreError> {
     let (text, executed) = match command {
         Command::Get(get) => return run_get(store, get, now, out, found_keys),
+        Command::Meta(meta) => return super::meta::run(store, meta, now, cas, out),
         Command::Storage(s) => {
             let write = Write {
                 mode: s.mode,

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use super::execute::{execute_noting_hits, Outcome};
 use super::{unix_now, Counter, StoreCounters, StoreEvents, StoreStatus, UnixTime, VersionedStore};
-use crate::protocol::{Command, Request, StorageMode};
+use crate::protocol::{Command, Meta, MetaOp, Request, StorageMode};
 
 /// Reply buffers kept for reuse, and the largest kept (a giant value's
 /// buffer is given back to the allocator).
@@ -148,6 +148,56 @@ impl Executor {
                 hit_or_miss(Counter::TouchHits, Counter::TouchMisses);
             }
             Command::FlushAll { .. } => c.add(Counter::CmdFlush, 1),
+            Command::Meta(meta) => self.count_meta(meta, outcome),
+        }
+    }
+
+    /// Counts a meta command as memcached counts the classic command it
+    /// stands for (`mg` with `T` as a touch).
+    fn count_meta(&self, meta: &Meta, outcome: Outcome) {
+        let c = &self.counters;
+        match (&meta.op, outcome) {
+            (MetaOp::Get, Outcome::Retrieved { hits }) => {
+                let (cmd, hit, miss) = match meta.touches() {
+                    true => (Counter::CmdTouch, Counter::TouchHits, Counter::TouchMisses),
+                    false => (Counter::CmdGet, Counter::GetHits, Counter::GetMisses),
+                };
+                c.add(cmd, 1);
+                c.add(if hits > 0 { hit } else { miss }, 1);
+            }
+            (MetaOp::Set(set), Outcome::Stored(status)) => {
+                c.add(Counter::CmdSet, 1);
+                if status == StoreStatus::Stored {
+                    c.add(Counter::TotalItems, 1);
+                }
+                if let StorageMode::Cas(_) = set.mode {
+                    let counter = match status {
+                        StoreStatus::Stored => Counter::CasHits,
+                        StoreStatus::Exists => Counter::CasBadval,
+                        StoreStatus::NotFound | StoreStatus::NotStored => Counter::CasMisses,
+                    };
+                    c.add(counter, 1);
+                }
+            }
+            (MetaOp::Set(_), Outcome::OutOfMemory) => c.add(Counter::StoreNoMemory, 1),
+            (MetaOp::Delete { .. }, Outcome::Found(found)) => c.add(
+                if found {
+                    Counter::DeleteHits
+                } else {
+                    Counter::DeleteMisses
+                },
+                1,
+            ),
+            (MetaOp::Arith(arith), Outcome::Found(found)) => {
+                let counter = match (arith.incr, found) {
+                    (true, true) => Counter::IncrHits,
+                    (true, false) => Counter::IncrMisses,
+                    (false, true) => Counter::DecrHits,
+                    (false, false) => Counter::DecrMisses,
+                };
+                c.add(counter, 1);
+            }
+            _ => {}
         }
     }
 
@@ -164,7 +214,11 @@ impl Executor {
             Command::Storage(storage) => prefixes.record_set(&storage.key),
             Command::TooLarge { key, .. } => prefixes.record_set(key),
             Command::Delete { key } => prefixes.record_delete(key),
-            Command::Arith(_) | Command::Touch { .. } | Command::FlushAll { .. } => {}
+            // memcached 1.6.18 counts no meta command by prefix.
+            Command::Meta(_)
+            | Command::Arith(_)
+            | Command::Touch { .. }
+            | Command::FlushAll { .. } => {}
         }
     }
 

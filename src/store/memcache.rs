@@ -118,6 +118,7 @@ impl Stored {
             flags: self.flags,
             value: self.data,
             cas: self.cas,
+            expiry: self.expiry,
         }
     }
 }

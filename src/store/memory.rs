@@ -26,8 +26,8 @@ const ITEM_OVERHEAD: u64 = 56;
 
 #[derive(Debug, Clone)]
 struct Entry {
+    /// The value, flags, cas unique and expiry.
     item: Item,
-    expiry: Expiry,
     stored_at: UnixTime,
     /// A `get`, `gat` or `touch` found it (memcached's `ITEM_FETCHED`).
     fetched: bool,
@@ -51,7 +51,7 @@ impl Entry {
     fn death(&self, flush_at: Option<UnixTime>, now: UnixTime) -> Option<Death> {
         if matches!(flush_at, Some(at) if at <= now && self.stored_at < at) {
             Some(Death::Flushed)
-        } else if self.expiry.has_passed(now) {
+        } else if self.item.expiry.has_passed(now) {
             Some(Death::Expired)
         } else {
             None
@@ -75,7 +75,7 @@ impl Entry {
         }
         self.item.flags = item.flags;
         self.item.cas = item.cas;
-        self.expiry = item.expiry;
+        self.item.expiry = item.expiry;
         self.stored_at = now;
         self.fetched = false;
     }
@@ -237,8 +237,8 @@ impl MemoryStore {
                         flags: item.flags,
                         value: item.value.to_vec(),
                         cas: item.cas,
+                        expiry: item.expiry,
                     },
-                    expiry: item.expiry,
                     stored_at: now,
                     fetched: false,
                 };
@@ -281,7 +281,7 @@ impl MemoryStore {
                     };
                     Ok(Resolved {
                         flags: old.flags,
-                        expiry: e.expiry,
+                        expiry: e.item.expiry,
                         value: NewValue::Joined(joined),
                         old_len,
                     })
@@ -308,7 +308,7 @@ impl Store for MemoryStore {
         for (index, key) in keys.iter().enumerate() {
             self.with_live(key, now, |entry| {
                 if let Some(expiry) = touch {
-                    entry.expiry = expiry;
+                    entry.item.expiry = expiry;
                 }
                 entry.fetched = true;
                 found(index, &entry.item);
@@ -351,7 +351,7 @@ impl Store for MemoryStore {
         now: UnixTime,
     ) -> StoreResult<ArithOutcome> {
         let computed = self.with_live(key, now, |e| {
-            let (flags, expiry, old_len) = (e.item.flags, e.expiry, Some(e.item.value.len()));
+            let (flags, expiry, old_len) = (e.item.flags, e.item.expiry, Some(e.item.value.len()));
             apply_delta(&e.item.value, incr, delta).map(|next| (next, flags, expiry, old_len))
         });
         let Some(computed) = computed else {
@@ -372,7 +372,7 @@ impl Store for MemoryStore {
 
     fn touch(&mut self, key: &[u8], expiry: Expiry, now: UnixTime) -> StoreResult<bool> {
         let touched = self.with_live(key, now, |e| {
-            e.expiry = expiry;
+            e.item.expiry = expiry;
             e.fetched = true;
         });
         Ok(touched.is_some())
@@ -426,7 +426,7 @@ impl VersionedStore for MemoryStore {
     fn export(&mut self, key: &[u8], now: UnixTime) -> StoreResult<Option<super::Entry>> {
         Ok(self.with_live(key, now, |e| super::Entry {
             flags: e.item.flags,
-            expiry: e.expiry,
+            expiry: e.item.expiry,
             value: e.item.value.clone(),
         }))
     }
@@ -467,7 +467,7 @@ impl VersionedStore for MemoryStore {
             key: key.to_vec(),
             entry: super::Entry {
                 flags: e.item.flags,
-                expiry: e.expiry,
+                expiry: e.item.expiry,
                 value: e.item.value.clone(),
             },
             cas: e.item.cas,

@@ -20,6 +20,7 @@ pub mod execute;
 pub mod executor;
 pub mod memcache;
 pub mod memory;
+pub mod meta;
 mod text_connection;
 
 pub use counters::{Counter, KeyPrefixes, StoreCounters};
@@ -65,6 +66,8 @@ pub struct Item {
     pub flags: u32,
     pub value: Vec<u8>,
     pub cas: u64,
+    /// When it stops being visible (meta commands report its time to live).
+    pub expiry: Expiry,
 }
 
 /// A key's stored entry as a replica exports or imports it: flags, absolute

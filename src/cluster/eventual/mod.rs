@@ -217,9 +217,7 @@ impl Engine for EventualEngine {
     ) {
         let op = Arc::new(Op { request, now });
         match &op.request.command {
-            Command::Get(get) if get.touch.is_none() => {
-                out.push(Effect::Work(Work::Read { op, reply_to: to }))
-            }
+            command if command.is_read() => out.push(Effect::Work(Work::Read { op, reply_to: to })),
             Command::FlushAll { delay } if *delay > 0 => {
                 let reason =
                     "flush_all with a delay is not supported in eventual mode; not applied";

@@ -194,6 +194,7 @@ impl VersionLog {
             }
             Command::Storage(s) => &s.key,
             Command::Arith(a) => &a.key,
+            Command::Meta(m) => &m.key,
             Command::TooLarge { key, .. }
             | Command::Delete { key }
             | Command::Touch { key, .. } => key,

@@ -103,7 +103,7 @@ use super::message::Op;
 use super::view::Ballot;
 use super::{LamportClock, NodeId, Stamp, View};
 use crate::config::Consistency;
-use crate::protocol::{Command, Request};
+use crate::protocol::Request;
 use crate::store::UnixTime;
 
 /// Ticks a node waits for a view change to finish (or for the lowest node
@@ -572,7 +572,7 @@ impl Engine for TotalOrder {
             out.push(Effect::Refuse { to, reason });
             return;
         }
-        let read = matches!(&request.command, Command::Get(g) if g.touch.is_none());
+        let read = request.command.is_read();
         let op = Arc::new(Op { request, now });
         if read && self.mode == Consistency::Sequential {
             return self.read_locally(to, op, out);
@@ -773,7 +773,7 @@ impl Engine for TotalOrder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::{Get, Storage, StorageMode};
+    use crate::protocol::{Command, Get, Storage, StorageMode};
 
     fn reply_to(session: u64, slot: u64) -> ReplyTo {
         ReplyTo { session, slot }
