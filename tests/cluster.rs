@@ -122,6 +122,85 @@ fn read_modify_writes_agree(cluster: Cluster) {
     );
 }
 
+/// A meta command's reply, read up to the `mn` sent after it.
+fn meta(client: &mut TcpStream, line: &str) -> String {
+    let sent = format!("{line}mn\r\n");
+    let reply = roundtrip(client, sent.as_bytes(), b"MN\r\n");
+    let reply = String::from_utf8_lossy(&reply).into_owned();
+    reply.strip_suffix("MN\r\n").unwrap_or(&reply).to_string()
+}
+
+/// `ms` on node 0 is read by `mg` on node 2, and `ma` from every node
+/// leaves every replica the same number and cas unique (in the strong
+/// modes, with no increment lost).
+fn meta_commands_replicate(cluster: Cluster, strong: bool) {
+    let mut first = connect(cluster.port(0));
+    let mut last = connect(cluster.port(2));
+    assert_eq!(meta(&mut first, "ms mk 5 F3 T0\r\nhello\r\n"), "HD\r\n");
+    poll(
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        || match meta(&mut last, "mg mk v f k\r\n").as_str() {
+            "VA 5 f3 kmk\r\nhello\r\n" => Ok(()),
+            other => Err(format!("node 2 read {other:?}")),
+        },
+    );
+    const ROUNDS: usize = 10;
+    std::thread::scope(|s| {
+        for node in 0..3 {
+            let port = cluster.port(node);
+            s.spawn(move || {
+                let mut c = connect(port);
+                for _ in 0..ROUNDS {
+                    let got = meta(&mut c, "ma mcount N0 J0 v\r\n");
+                    assert!(got.starts_with("VA "), "ma answered {got:?}");
+                }
+            });
+        }
+    });
+    let views = poll(Duration::from_secs(10), Duration::from_millis(50), || {
+        let views: Vec<String> = (0..3)
+            .map(|n| meta(&mut connect(cluster.port(n)), "mg mcount v c\r\n"))
+            .collect();
+        match views.iter().all(|v| v == &views[0]) {
+            true => Ok(views),
+            false => Err(format!("replicas differ: {views:?}")),
+        }
+    });
+    if strong {
+        // The first `ma` made the item with 0; every other one added 1.
+        let total = (3 * ROUNDS - 1).to_string();
+        assert!(views[0].ends_with(&format!("\r\n{total}\r\n")), "{views:?}");
+    }
+    assert_eq!(meta(&mut last, "md mk q\r\n"), "");
+    poll(
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        || match meta(&mut first, "mg mk v\r\n").as_str() {
+            "EN\r\n" => Ok(()),
+            other => Err(format!("node 0 read {other:?} after md on node 2")),
+        },
+    );
+}
+
+#[test]
+fn meta_commands_replicate_in_linearizable_mode() {
+    meta_commands_replicate(start_cluster(3, "linearizable", ""), true);
+}
+
+#[test]
+fn meta_commands_replicate_in_sequential_mode() {
+    meta_commands_replicate(start_cluster(3, "sequential", ""), true);
+}
+
+#[test]
+fn meta_commands_replicate_in_eventual_mode() {
+    meta_commands_replicate(
+        start_cluster(3, "eventual", "sync_interval_ms = 200"),
+        false,
+    );
+}
+
 #[test]
 fn read_modify_writes_agree_on_every_replica_in_linearizable_mode() {
     read_modify_writes_agree(start_cluster(3, "linearizable", ""));

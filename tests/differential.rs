@@ -293,6 +293,19 @@ fn normalize(raw: &[u8]) -> Vec<u8> {
                     i += take;
                 }
             }
+        } else if line.starts_with(b"VA ") {
+            // A meta value: its flags, then a data block copied verbatim.
+            out.extend_from_slice(&normalize_meta_line(line));
+            out.extend_from_slice(b"\r\n");
+            let size = line[3..].split(|&b| b == b' ').next().and_then(parse_usize);
+            if let Some(n) = size {
+                let take = (n + 2).min(raw.len() - i);
+                out.extend_from_slice(&raw[i..i + take]);
+                i += take;
+            }
+        } else if META_STATUS.iter().any(|code| line.starts_with(code)) {
+            out.extend_from_slice(&normalize_meta_line(line));
+            out.extend_from_slice(b"\r\n");
         } else if line.starts_with(b"VERSION ") {
             out.extend_from_slice(b"VERSION x\r\n");
         } else {
@@ -301,6 +314,27 @@ fn normalize(raw: &[u8]) -> Vec<u8> {
         }
     }
     out
+}
+
+/// The status lines of meta replies whose flags may carry a cas unique.
+const META_STATUS: [&[u8]; 6] = [b"HD", b"EN", b"NF", b"NS", b"EX", b"ME "];
+
+/// A meta status line with every cas unique (a `c<n>` flag but `c0`, or
+/// `me`'s `cas=<n>`) replaced by `CAS`.
+fn normalize_meta_line(line: &[u8]) -> Vec<u8> {
+    let fields: Vec<Vec<u8>> = line
+        .split(|&b| b == b' ')
+        .enumerate()
+        .map(|(i, field)| {
+            let digits = |d: &[u8]| !d.is_empty() && d.iter().all(u8::is_ascii_digit);
+            match field {
+                [b'c', n @ ..] if i > 0 && digits(n) && n != b"0" => b"cCAS".to_vec(),
+                [b'c', b'a', b's', b'=', n @ ..] if digits(n) => b"cas=CAS".to_vec(),
+                _ => field.to_vec(),
+            }
+        })
+        .collect();
+    fields.join(&b' ')
 }
 
 /// A reply's shape: its lines, a `STAT` line by its name alone, with a
@@ -1284,6 +1318,137 @@ fn stats_scripts() -> Vec<Script> {
     ]
 }
 
+/// The meta commands: every flag mckv implements, quiet mode with
+/// pipelining, opaques, base64 keys, malformed lines, and the classic
+/// commands reading what meta commands wrote (and the reverse).
+fn meta_scripts() -> Vec<Script> {
+    let long_opaque = format!("O{}", "o".repeat(32));
+    vec![
+        one("mn_answers_and_ignores_arguments", "mn\r\nmn extra words\r\nmx $k\r\n"),
+        one(
+            "mg_hit_returns_flags_in_order",
+            "set $a 5 0 3\r\nabc\r\nmg $a\r\nmg $a v\r\nmg $a v f t c s k Oabc\r\n\
+             mg $a s k f O1 t\r\nmg $a q\r\nmg $a u P L\r\n",
+        ),
+        one(
+            "mg_miss_returns_only_opaque_and_key",
+            "mg $x\r\nmg $x k Oq v c s f t\r\nmg $x T30 k\r\n",
+        ),
+        one(
+            "quiet_mode_holds_back_nominal_replies_until_mn",
+            "mg $x q\r\nmg $y q k O1\r\nms $a 1 q\r\n1\r\nmg $a q v\r\nmd $x q\r\n\
+             md $a q\r\nma $a q\r\nma $x q\r\nmn\r\n",
+        ),
+        one(
+            "mg_touch_changes_the_ttl_from_its_flag_on",
+            "set $t 0 0 1\r\nx\r\nmg $t t T1000 t c\r\nmg $t t\r\nmg $t T0 t\r\n\
+             mg $t T-1\r\nmg $t v\r\n",
+        ),
+        one(
+            "mg_errors",
+            cat(&[
+                b"mg\r\nmg $k x\r\nmg $k v v\r\nmg $k Tx\r\nmg $k Fx\r\nmg $k T\r\n",
+                b"mg $k ",
+                long_opaque.as_bytes(),
+                b"\r\nmg $k O1 ",
+                long_opaque.as_bytes(),
+                b" k\r\nmg ",
+                &key(251),
+                b" v\r\nmg $k 1 2 3 4 5 6 7 8 9 a b c d e f g h i\r\n",
+                b"mg $k 1 2 3 4 5 6 7 8 9 a b c d e f g\r\nmg $k \xff\r\n",
+            ]),
+        ),
+        one(
+            "base64_keys",
+            "ms bWV0YTE= 2 b k\r\nhi\r\nme bWV0YTE= b\r\nmg bWV0YTE= b k v\r\n\
+             md bWV0YTE= b k q\r\nmg bWV0YTE= b k\r\nmg a2V5= b\r\nmg !!!! b\r\n\
+             md !!!! b\r\nms !!!! 2 b\r\nhi\r\nmg bWV0YTI= b b\r\nma bWV0YTM= b N0 k v\r\n",
+        ),
+        one(
+            "ms_sets_with_flags_ttl_and_returns",
+            "ms $k 2\r\nhi\r\nms $k 2 c k O123 T0 F7\r\nhi\r\nmg $k v f c t\r\n\
+             ms $k 3 T1000 F4294967295\r\nabc\r\nmg $k f t s\r\nms $k 0\r\n\r\nmg $k v s\r\n",
+        ),
+        one(
+            "ms_modes",
+            "ms $k 2 ME c k\r\nhi\r\nms $k 2 ME c\r\nhi\r\nms $k 2 MA\r\n!!\r\n\
+             ms $k 2 MP\r\n<<\r\nms $k 2 MR F9\r\nyo\r\nms $n 2 MR c\r\nhi\r\n\
+             ms $n 2 MA c\r\nhi\r\nms $n 2 MP\r\nhi\r\nms $k 2 MS\r\nhi\r\nmg $k v f\r\n\
+             ms $k 2 I\r\nhi\r\nms $k 2 ME C1 I\r\nhi\r\n",
+        ),
+        one(
+            "ms_cas_compare",
+            "ms $k 2\r\nhi\r\nms $k 2 C1 c\r\nhi\r\nms $n 2 C1 c\r\nhi\r\nms $k 2 MA C1\r\nhi\r\n\
+             ms $k 2 MA C0\r\nhi\r\nms $k 2 ME C1\r\nhi\r\nms $k 2 MR C1 q\r\nhi\r\nmg $k v\r\n",
+        ),
+        one(
+            "ms_errors_and_what_they_swallow",
+            cat(&[
+                b"ms\r\nms $k\r\nms $k abc\r\nhi\r\nms $k -1\r\nhi\r\nms $k 2 MX\r\nhi\r\n",
+                b"ms $k 2 MEE\r\nhi\r\nms $k 2 q Z\r\nhi\r\nms $k 2 ",
+                long_opaque.as_bytes(),
+                b"\r\nhi\r\nms $k 3\r\nabcde\r\nms $k 2 q\r\nabcd\r\nms $k 2 Fx Ty\r\nhi\r\n",
+                b"ms $k 2 Ty Fx\r\nhi\r\nms $k 2 F1 F2\r\nhi\r\nms $k 2 MS MS\r\nhi\r\n",
+                b"ms ",
+                &key(251),
+                b" 2\r\nhi\r\nmg $k\r\n",
+            ]),
+        ),
+        one(
+            "ms_too_large_drops_the_old_value",
+            cat(&[
+                b"set $k 0 0 1\r\n1\r\nms $k 1048600 MA\r\n",
+                &repeat(b'v', 1_048_600),
+                b"\r\nmg $k v\r\n",
+            ]),
+        ),
+        one(
+            "md_deletes_with_cas_compare_and_quiet",
+            "md $nk q O1 k\r\nmd $nk C1 x\r\nset $d 0 0 1\r\nx\r\nmd $d C5 O9 k q\r\n\
+             md $d C0\r\nmd $d T5\r\nmg $d\r\nmd $d\r\nset $e 0 0 1\r\nx\r\nmd $e q\r\n\
+             md $e q\r\nmd $e x\r\nmd\r\nmn\r\n",
+        ),
+        one(
+            "ma_counts_with_modes_deltas_and_returns",
+            "set $n 3 0 2\r\n10\r\nma $n\r\nma $n v\r\nma $n MI D5 v t c k Oo\r\n\
+             ma $n M- D100 v\r\nma $n M+\r\nma $n MD v\r\nma $n Md\r\nma $n D18446744073709551615 v\r\n\
+             ma $n q v\r\nmn\r\nget $n\r\n",
+        ),
+        one(
+            "ma_vivifies_with_initial_value_and_ttl",
+            "ma $v N0 J5 v\r\nma $v v t c\r\nma $v MD D10 v\r\nma $w N100 J7 t v T5\r\n\
+             ma $w t\r\nma $w T0 t N9\r\nma $x N0 q\r\nma $y N0\r\nmg $y v f t\r\nmn\r\n",
+        ),
+        one(
+            "ma_misses_errors_and_cas_compare",
+            "ma $n\r\nma $n k Oz v\r\nset $s 0 0 2\r\nab\r\nma $s\r\nma $s q\r\n\
+             set $c 0 0 2\r\n10\r\nma $c C1 q\r\nma $c C0 v\r\nma $c MX\r\nma $c Mx\r\n\
+             ma $c Dx\r\nma $c Jx\r\nma $c z\r\nma $c v v\r\nma\r\n",
+        ),
+        one(
+            "me_shows_memcacheds_debug_line",
+            "me\r\nme $k\r\nset $k 5 0 3\r\nabc\r\nme $k\r\nme $k x y\r\nset $l 0 0 300\r\n\
+             0123456789012345678901234567890123456789012345678901234567890123456789012345678901234567890123456789\
+             0123456789012345678901234567890123456789012345678901234567890123456789012345678901234567890123456789\
+             0123456789012345678901234567890123456789012345678901234567890123456789012345678901234567890123456789\
+             \r\nme $l\r\n",
+        ),
+        one(
+            "classic_and_meta_commands_share_items",
+            "set $k 9 0 2\r\nhi\r\nmg $k v f c\r\nms $k 3 F5\r\nabc\r\ngets $k\r\n\
+             ms $n 2\r\n10\r\nincr $n 5\r\nma $n v\r\ndelete $k\r\nmg $k\r\nappend $n 0 0 1\r\n0\r\n\
+             mg $n v\r\n",
+        ),
+        Script::new("split_meta_set")
+            .send("ms $k 5 T0 c\r\nab")
+            .pause(PAUSE_MS)
+            .send("cde\r")
+            .pause(PAUSE_MS)
+            .send("\nmg $k v\r\n"),
+        Script::new("a_bytewise_meta_get").send("set $k 0 0 1\r\nx\r\n").bytewise("mg $k v k\r\n"),
+    ]
+}
+
 // ---------------------------------------------------------------------------
 // Tests
 // ---------------------------------------------------------------------------
@@ -1291,13 +1456,14 @@ fn stats_scripts() -> Vec<Script> {
 type Group = (char, &'static str, fn() -> Vec<Script>);
 
 /// Every script group: its key prefix, title and scripts.
-const GROUPS: [Group; 6] = [
+const GROUPS: [Group; 7] = [
     ('a', "storage commands", storage_scripts),
     ('b', "errors and swallowing", error_scripts),
     ('c', "split and pipelined requests", split_scripts),
     ('d', "flush_all", flush_scripts),
     ('e', "reply flush points", flush_point_scripts),
     ('f', "stats, cache_memlimit and slabs", stats_scripts),
+    ('g', "meta commands", meta_scripts),
 ];
 
 /// Every script group against node 1 of a 3-node cluster in `mode`: the
@@ -1351,6 +1517,11 @@ fn errors_and_swallowing_match_memcached() {
 #[test]
 fn split_and_pipelined_match_memcached() {
     run_group('c', "split and pipelined requests", split_scripts());
+}
+
+#[test]
+fn meta_commands_match_memcached() {
+    run_group('g', "meta commands", meta_scripts());
 }
 
 #[test]
@@ -1653,7 +1824,54 @@ fn cas_dialogue(port: u16) -> Vec<String> {
         "multi-key gets shows each key's unique",
         text.contains(&format!(" {c3}\r\n")),
     );
+    meta_cas_dialogue(&mut d);
     d.transcript
+}
+
+/// The `c<n>` flag of a meta reply's first line (0 if it has none).
+fn meta_unique(reply: &[u8]) -> u64 {
+    let line_end = find_crlf(reply, 0).unwrap_or(reply.len());
+    reply[..line_end]
+        .split(|&b| b == b' ')
+        .skip(1)
+        .find_map(|f| f.strip_prefix(b"c"))
+        .and_then(|n| std::str::from_utf8(n).ok()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Meta commands and classic ones agree on uniques: `ms ... c` returns
+/// what `gets` shows, `mg c` what a `set` gave, and the `C` compares of
+/// `ms md ma` pass with the current unique and fail with an old one.
+fn meta_cas_dialogue(d: &mut Dialogue) {
+    let m1 = meta_unique(&d.ask("ms ma 2 c\r\nhi\r\n", "\r\n"));
+    let shown = d.unique("ma");
+    d.note("ms returns the unique gets shows", m1 != 0 && m1 == shown);
+    d.ask("set mb 0 0 1\r\nx\r\n", "\r\n");
+    let b1 = d.unique("mb");
+    let b1m = meta_unique(&d.ask("mg mb c\r\n", "\r\n"));
+    d.note("mg c shows the unique set gave", b1 == b1m);
+    let ask = |d: &mut Dialogue, request: String, shown: &str| {
+        d.ask_shown(&request, shown, "\r\n");
+    };
+    ask(d, format!("ms ma 2 C{m1} c\r\nyo\r\n"), "ms ma 2 C<m1> c");
+    let m2 = d.unique("ma");
+    d.note("ms with C changed the unique", m2 != m1);
+    ask(d, format!("ms ma 2 C{m1}\r\nno\r\n"), "ms ma 2 C<m1>");
+    ask(d, format!("ms ma 1 MA C{m1}\r\n!\r\n"), "ms ma 1 MA C<m1>");
+    ask(d, format!("ms ma 1 MA C{m2}\r\n!\r\n"), "ms ma 1 MA C<m2>");
+    d.ask("mg ma v\r\n", "\r\n");
+    ask(d, format!("md mb C{} q\r\n", b1 + 1), "md mb C<b1+1> q");
+    ask(d, format!("md mb C{b1}\r\n"), "md mb C<b1>");
+    d.ask("set mc 0 0 1\r\n5\r\n", "\r\n");
+    let c1 = d.unique("mc");
+    ask(d, format!("ma mc C{} v\r\n", c1 + 1), "ma mc C<c1+1> v");
+    let reply = d.ask_shown(&format!("ma mc C{c1} v c\r\n"), "ma mc C<c1> v c", "\r\n");
+    let c2 = meta_unique(&reply);
+    let shown = d.unique("mc");
+    d.note("ma returns the new unique", c2 != c1 && c2 == shown);
+    d.ask("mg mc T100 c\r\n", "\r\n");
+    let shown = d.unique("mc");
+    d.note("mg T keeps the unique", shown == c2);
 }
 
 #[test]

@@ -8,7 +8,8 @@
 //! ```
 //!
 //! A request is either a data [`Command`] (get, the storage commands, delete,
-//! incr/decr, touch, flush_all), which goes to the store and may be
+//! incr/decr, touch, flush_all, the meta commands `mg ms md ma me` read in
+//! `meta.rs`), which goes to the store and may be
 //! replicated, or an [`Admin`] command (version, verbosity, stats and its
 //! groups, cache_memlimit, slabs, show, quit), which the node answers itself.
 //!

@@ -64,8 +64,9 @@ impl Counters {
 /// own yet, so it reports the number memcached's tools expect.
 const MAX_CONNECTIONS: u64 = 1024;
 
-/// memcached counts meta commands; mckv has none yet (`mg`, `ms`, ...
-/// answer `ERROR`), and memcached shows 0 until one comes.
+/// memcached 1.6.18 counts only `me` as `cmd_meta` (a debug command);
+/// mckv does not count it, and counts `mg ms md ma` as the classic
+/// commands they stand for, as memcached does.
 const NO_META_COMMANDS: &[&str] = &["cmd_meta"];
 
 /// memcached counts SASL and ASCII authentication; mckv has neither, and
