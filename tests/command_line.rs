@@ -185,7 +185,12 @@ fn the_compose_file_is_valid_and_runs_every_node_of_the_config() {
             .output()
             .ok()
             .filter(|o| o.status.success());
-        let v1 = || Command::new("docker-compose").args(args).current_dir(root).output();
+        let v1 = || {
+            Command::new("docker-compose")
+                .args(args)
+                .current_dir(root)
+                .output()
+        };
         v2.or_else(|| v1().ok())
     };
     let Some(plain) = compose(&["config", "--services"]) else {
@@ -197,7 +202,10 @@ fn the_compose_file_is_valid_and_runs_every_node_of_the_config() {
     let config = std::fs::read_to_string(format!("{root}/config.ini")).unwrap();
     let nodes = config.lines().filter(|l| l.starts_with("[node.")).count();
     for n in 0..nodes {
-        assert!(services.lines().any(|s| s == format!("mckv{n}")), "{services}");
+        assert!(
+            services.lines().any(|s| s == format!("mckv{n}")),
+            "{services}"
+        );
     }
     let text = std::fs::read_to_string(format!("{root}/docker-compose.yml")).unwrap();
     let memcacheds = text.matches("image: memcached:").count();
