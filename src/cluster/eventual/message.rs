@@ -41,7 +41,7 @@ pub struct ChangeMark {
 }
 
 impl wire::Message for Gossip {
-    const PROTOCOL: &'static str = "eventual gossip";
+    const PROTOCOL: &'static str = "eventual gossip v2";
 
     fn encode(&self, out: &mut Vec<u8>) {
         wire::put_u64(out, self.clock);
