@@ -126,13 +126,22 @@ impl<R: Replica> Backend<R> {
     }
 
     /// The store's periodic housekeeping (see `VersionedStore::maintain`);
-    /// a store on a worker does its own.
-    pub fn maintain(&mut self) {
+    /// whether more is waiting. A store on a worker does its own.
+    pub fn maintain(&mut self) -> bool {
+        let Kind::Inline { executor, .. } = &mut self.kind else {
+            return false;
+        };
+        let now = executor.now();
+        executor.store().maintain(now).unwrap_or_else(|e| {
+            log::error!("store housekeeping failed: {e:?}");
+            false
+        })
+    }
+
+    /// The reactor's loop iteration ends (see `VersionedStore::end_batch`).
+    pub fn end_batch(&mut self) {
         if let Kind::Inline { executor, .. } = &mut self.kind {
-            let now = executor.now();
-            if let Err(e) = executor.store().maintain(now) {
-                log::error!("store housekeeping failed: {e:?}");
-            }
+            executor.store().end_batch();
         }
     }
 

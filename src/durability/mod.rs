@@ -15,12 +15,12 @@
 //! - `recover.rs`: replay at start, and why its order is right.
 //!
 //! What each `fsync` policy promises is what the reactor holds replies
-//! for ([`Durable::wait_for`]): with `always`, no reply leaves before the
-//! log holds every change made before it (reads included, so nobody sees
-//! a value a crash could take back); with `everysec` and `no`, replies go
-//! at once, and a crash of the machine (not of the process: the kernel
-//! has the bytes) loses up to a second of writes, or what the kernel had
-//! not written back.
+//! for ([`Durable::wait_for`]): no reply leaves before every change made
+//! before it (reads included, so nobody sees a value a crash could take
+//! back) is on disk with `always`, or handed to the kernel with `everysec`
+//! and `no` (so a crash of the process loses nothing acknowledged; one of
+//! the machine loses up to about a second of writes with `everysec`, or
+//! what the kernel had not written back with `no`).
 
 pub mod record;
 mod recover;
@@ -125,6 +125,13 @@ impl Recovering {
     }
 }
 
+/// Log positions a reply waits for: handed to the kernel, and fsynced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Wait {
+    pub written: u64,
+    pub durable: u64,
+}
+
 /// The reactor's handle on the log: how far it is durable, what it holds
 /// replies for, and its numbers for `stats`.
 pub struct Durable {
@@ -138,21 +145,35 @@ pub struct Durable {
 }
 
 impl Durable {
-    /// The log position a reply made now must wait for, if it is not yet
-    /// durable.
-    pub fn wait_for(&self) -> Option<u64> {
+    /// What a reply made now must wait for, if the log is not there yet.
+    /// While the disk fails, only a clock reservation is waited for (it
+    /// never comes, and the request times out), so reads go on.
+    pub fn wait_for(&self) -> Option<Wait> {
         let shared = &self.shared;
-        let upto = match self.fsync {
-            Fsync::Always if !shared.failed.load(Ordering::Acquire) => {
-                shared.appended.load(Ordering::Acquire)
-            }
-            _ => shared.must_sync.load(Ordering::Acquire),
+        let appended = shared.appended.load(Ordering::Acquire);
+        let reserved = shared.must_sync.load(Ordering::Acquire);
+        let wait = match (self.fsync, shared.failed.load(Ordering::Acquire)) {
+            (_, true) => Wait {
+                written: 0,
+                durable: reserved,
+            },
+            (Fsync::Always, false) => Wait {
+                written: appended,
+                durable: appended,
+            },
+            (Fsync::EverySec | Fsync::No, false) => Wait {
+                written: appended,
+                durable: reserved,
+            },
         };
-        (upto > self.durable()).then_some(upto)
+        (!self.reached(wait)).then_some(wait)
     }
 
-    pub fn durable(&self) -> u64 {
-        self.shared.durable.load(Ordering::Acquire)
+    /// Whether the log is where `wait` asks.
+    pub fn reached(&self, wait: Wait) -> bool {
+        let shared = &self.shared;
+        shared.written.load(Ordering::Acquire) >= wait.written
+            && shared.durable.load(Ordering::Acquire) >= wait.durable
     }
 }
 

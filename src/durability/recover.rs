@@ -134,7 +134,7 @@ fn compact(
         reserved: highest_cas,
     }
     .encode(&mut out);
-    for key in &listing.keys {
+    for key in listing.keys.iter() {
         let record = store
             .export_record(key, now)
             .map_err(|e| io::Error::other(format!("reading the store: {e:?}")))?;

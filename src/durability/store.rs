@@ -28,7 +28,7 @@ use super::record::Record;
 use super::writer::{Job, LogShared};
 use crate::protocol::Key;
 use crate::store::{
-    ArithOutcome, Entry, Expiry, Item, Listing, Record as StoreRecord, Store, StoreError,
+    ArithOutcome, Entry, Expiry, Item, Keys, Listing, Record as StoreRecord, Store, StoreError,
     StoreResult, StoreStats, StoreStatus, UnixTime, VersionedStore, Write,
 };
 
@@ -36,8 +36,10 @@ use crate::store::{
 /// time is the unique's upper bits: 2^20 writes of one node).
 pub const RESERVE: u64 = 1 << 36;
 
-/// A snapshot slice holds about this many bytes of records.
-const SLICE_BYTES: usize = 4 << 20;
+/// A snapshot slice holds about this many bytes of records, or keys (a
+/// millisecond or two of the event loop).
+const SLICE_BYTES: usize = 1 << 20;
+const SLICE_KEYS: usize = 4_096;
 
 /// The writer may fall this many snapshot bytes behind before the next
 /// slice waits.
@@ -46,6 +48,8 @@ const SNAPSHOT_AHEAD: u64 = 16 << 20;
 pub struct DurableStore {
     inner: Box<dyn VersionedStore>,
     jobs: Sender<Job>,
+    /// Records of this loop iteration, handed to the writer at its end.
+    batch: Vec<u8>,
     shared: Arc<LogShared>,
     /// Uniques up to this are reserved on disk (or being made so).
     reserved: u64,
@@ -57,7 +61,7 @@ pub struct DurableStore {
 
 /// A snapshot being written: the keys listed at its start, how many went.
 struct Snapshotting {
-    keys: Vec<Key>,
+    keys: Keys,
     next: usize,
     flush_at: Option<UnixTime>,
 }
@@ -75,6 +79,7 @@ impl DurableStore {
         DurableStore {
             inner,
             jobs,
+            batch: Vec::new(),
             shared,
             reserved,
             snapshot_every,
@@ -102,16 +107,24 @@ impl DurableStore {
         });
         let upto = self.shared.appended.load(Ordering::Relaxed);
         self.shared.must_sync.store(upto, Ordering::Release);
+        self.hand_over();
         let _ = self.jobs.send(Job::Sync);
     }
 
     fn append(&mut self, record: &Record) {
-        let mut bytes = Vec::new();
-        record.encode(&mut bytes);
-        let len = bytes.len() as u64;
+        let start = self.batch.len();
+        record.encode(&mut self.batch);
+        let len = (self.batch.len() - start) as u64;
         self.shared.appended.fetch_add(len, Ordering::AcqRel);
-        // The writer ends only after the store is dropped.
-        let _ = self.jobs.send(Job::Append(bytes));
+    }
+
+    /// Hands the records gathered so far to the writer, in one job.
+    fn hand_over(&mut self) {
+        if !self.batch.is_empty() {
+            let bytes = std::mem::take(&mut self.batch);
+            // The writer ends only after the store is dropped.
+            let _ = self.jobs.send(Job::Append(bytes));
+        }
     }
 
     /// Logs the state `key` is in after a change made at `now`.
@@ -135,8 +148,16 @@ impl DurableStore {
         if self.snapshot.is_some() || appended - self.snapshot_from < self.snapshot_every {
             return Ok(());
         }
+        let started = std::time::Instant::now();
         let listing = self.inner.snapshot_keys()?;
+        log::info!(
+            "snapshot begins: {} keys listed in {:?}",
+            listing.keys.len(),
+            started.elapsed()
+        );
         self.snapshot_from = appended;
+        // The records before the snapshot began go to the log it replaces.
+        self.hand_over();
         let _ = self.jobs.send(Job::BeginSnapshot);
         self.snapshot = Some(Snapshotting {
             keys: listing.keys,
@@ -158,8 +179,9 @@ impl DurableStore {
             return Ok(());
         }
         let mut out = Vec::new();
-        while snapshot.next < snapshot.keys.len() && out.len() < SLICE_BYTES {
-            let key = &snapshot.keys[snapshot.next];
+        let end = (snapshot.next + SLICE_KEYS).min(snapshot.keys.len());
+        while snapshot.next < end && out.len() < SLICE_BYTES {
+            let key = snapshot.keys.get(snapshot.next);
             snapshot.next += 1;
             if let Some(r) = self.inner.export_record(key, now)? {
                 let put = Record::Put {
@@ -311,8 +333,20 @@ impl VersionedStore for DurableStore {
         Ok(())
     }
 
-    fn maintain(&mut self, now: UnixTime) -> StoreResult<()> {
+    fn maintain(&mut self, now: UnixTime) -> StoreResult<bool> {
         self.maybe_begin_snapshot()?;
-        self.snapshot_slice(now)
+        self.snapshot_slice(now)?;
+        Ok(self.snapshot.is_some())
+    }
+
+    fn end_batch(&mut self) {
+        self.hand_over();
+    }
+}
+
+impl Drop for DurableStore {
+    /// The last records go to the writer, which ends once they are in.
+    fn drop(&mut self) {
+        self.hand_over();
     }
 }

@@ -9,10 +9,11 @@
 //! ```
 //!
 //! Positions count the bytes appended to the log since the node started.
-//! `durable` is the position up to which the log is fsynced; with `fsync =
-//! always` every batch is, with `everysec` once a second, with `no` never
-//! (the kernel writes it back in its own time), except that a [`Job::Sync`]
-//! (a clock reservation) is fsynced at once under every policy.
+//! `written` is the position handed to the kernel (every batch, at once);
+//! `durable` the position fsynced: with `fsync = always` every batch is,
+//! with `everysec` once a second, with `no` never (the kernel writes it
+//! back in its own time), except that a [`Job::Sync`] (a clock
+//! reservation) is fsynced at once under every policy.
 //!
 //! Files in the data directory: `snapshot` (the last whole snapshot),
 //! `log` (what came after it), and while a snapshot is being written,
@@ -63,6 +64,9 @@ pub enum Job {
 pub struct LogShared {
     /// Log position appended by the store side (it counts; the writer reads).
     pub appended: AtomicU64,
+    /// Log position handed to the kernel (a crash of the process loses
+    /// nothing before it).
+    pub written: AtomicU64,
     /// Log position fsynced.
     pub durable: AtomicU64,
     /// Log position a reply that hands out a new clock reservation waits for.
@@ -229,6 +233,7 @@ impl Writer {
             Ok(()) => {
                 self.log_len += self.pending.len() as u64;
                 self.written += self.pending.len() as u64;
+                self.shared.written.store(self.written, Ordering::Release);
                 self.shared.log_bytes.store(self.log_len, Ordering::Relaxed);
                 self.pending.clear();
                 Ok(())

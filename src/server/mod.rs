@@ -45,7 +45,7 @@ use crate::backend::{Backend, StoreFactory};
 use crate::cluster::membership::{Load, Millis};
 use crate::cluster::{Done, Effect, Engine, Node, PeerEvent, Replica, ReplyTo, StoreWork};
 use crate::config::{ClusterConfig, KvType, NodeConfig};
-use crate::durability::{Durable, Recovering};
+use crate::durability::{Durable, Recovering, Wait};
 use crate::protocol::{self, reply};
 use backlog::Backlog;
 use connection::Connection;
@@ -59,8 +59,10 @@ const SIGNALS: Token = Token(usize::MAX - 3);
 
 /// Jobs that may wait for the backend worker at once.
 const BACKEND_QUEUE: usize = 16 * 1024;
-/// How often the store's housekeeping runs.
+/// How often the store's housekeeping runs, and while it has more to do
+/// (a snapshot a slice at a time: each slice a few milliseconds of work).
 const MAINTAIN_EVERY: Duration = Duration::from_millis(100);
+const MAINTAIN_BUSY: Duration = Duration::from_millis(5);
 /// How long a stopping node waits for owed replies before it exits anyway.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -94,8 +96,8 @@ pub struct Server<E: Engine> {
     /// The log of a node with a data directory (dropped after the backend,
     /// whose store feeds it, so its last commit is waited for).
     durable: Option<Durable>,
-    /// Replies waiting for the log to be durable up to a position.
-    held: VecDeque<(u64, ReplyTo, Vec<u8>)>,
+    /// Replies waiting for the log to be written or durable far enough.
+    held: VecDeque<(Wait, ReplyTo, Vec<u8>)>,
     backlog: Backlog<E::Replica>,
     node: Node<E>,
     /// The peer side; `None` in a one-node cluster.
@@ -247,6 +249,7 @@ impl<E: Engine> Server<E> {
             // Clients first: a connection their replies un-stall may propose
             // more, and those proposals should leave in this iteration's frames.
             self.flush_dirty();
+            self.backend.end_batch();
             self.flush_peers();
         }
         log::info!("node {} stopped", self.settings.node.id);
@@ -292,7 +295,7 @@ impl<E: Engine> Server<E> {
             match done {
                 Done::Reply { to, reply } => {
                     match self.durable.as_ref().and_then(Durable::wait_for) {
-                        Some(upto) => self.held.push_back((upto, to, reply)),
+                        Some(wait) => self.held.push_back((wait, to, reply)),
                         None => {
                             self.answer(to, reply);
                         }
@@ -312,15 +315,20 @@ impl<E: Engine> Server<E> {
 
     /// Answers the held replies the log is now durable for.
     fn release_held(&mut self) {
-        let Some(durable) = &self.durable else {
+        // Taken out while answering, which needs all of `self`.
+        let Some(durable) = self.durable.take() else {
             return;
         };
-        let upto = durable.durable();
-        while self.held.front().is_some_and(|&(at, _, _)| at <= upto) {
+        while self
+            .held
+            .front()
+            .is_some_and(|&(wait, _, _)| durable.reached(wait))
+        {
             if let Some((_, to, reply)) = self.held.pop_front() {
                 self.answer(to, reply);
             }
         }
+        self.durable = Some(durable);
     }
 
     fn on_peer_event(&mut self, event: &mio::event::Event) {
@@ -404,8 +412,9 @@ impl<E: Engine> Server<E> {
             match timer {
                 Timer::Heartbeat => self.heartbeat(now),
                 Timer::Maintain => {
-                    self.backend.maintain();
-                    self.timers.schedule(now + MAINTAIN_EVERY, Timer::Maintain);
+                    let busy = self.backend.maintain();
+                    let next = if busy { MAINTAIN_BUSY } else { MAINTAIN_EVERY };
+                    self.timers.schedule(now + next, Timer::Maintain);
                 }
                 Timer::Shutdown => self.stop_deadline_passed = true,
             }

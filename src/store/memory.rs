@@ -15,7 +15,7 @@
 use std::collections::HashMap;
 
 use super::{
-    apply_delta, ArithOutcome, Expiry, Item, Listing, Record, Store, StoreError, StoreEvents,
+    apply_delta, ArithOutcome, Expiry, Item, Keys, Listing, Record, Store, StoreError, StoreEvents,
     StoreResult, StoreStats, StoreStatus, UnixTime, VersionedStore, Write,
 };
 use crate::protocol::{Key, Limits, StorageMode};
@@ -456,7 +456,11 @@ impl VersionedStore for MemoryStore {
         let bytes = self.entries.iter();
         let bytes = bytes.map(|(key, e)| (key.len() + e.item.value.len()) as u64);
         Ok(Listing {
-            keys: self.entries.keys().cloned().collect(),
+            keys: {
+                let mut keys = Keys::with_capacity(self.entries.len());
+                self.entries.keys().for_each(|k| keys.push(k));
+                keys
+            },
             bytes: bytes.sum(),
             flush_at: self.flush_at,
         })

@@ -230,22 +230,76 @@ pub trait VersionedStore: Store {
     /// snapshot's records are imported.
     fn reset(&mut self, flush_at: Option<UnixTime>, now: UnixTime) -> StoreResult<()>;
 
-    /// Housekeeping the reactor asks for every heartbeat (a durable store
-    /// writes a snapshot a slice at a time); nothing for most stores.
-    fn maintain(&mut self, _now: UnixTime) -> StoreResult<()> {
-        Ok(())
+    /// Housekeeping the reactor asks for from time to time (a durable
+    /// store writes a snapshot a slice at a time); whether more is waiting,
+    /// to be asked again soon. Nothing for most stores.
+    fn maintain(&mut self, _now: UnixTime) -> StoreResult<bool> {
+        Ok(false)
     }
+
+    /// The reactor's loop iteration ends: a store that gathers work for
+    /// another thread (a durable store's log records) hands it over.
+    fn end_batch(&mut self) {}
 }
 
 /// The keys a snapshot will carry, listed at its start.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Listing {
-    pub keys: Vec<Key>,
+    pub keys: Keys,
     /// About how many bytes of keys and values they hold (items that
     /// expire before they are read are counted, then skipped).
     pub bytes: u64,
     /// The pending delayed `flush_all`.
     pub flush_at: Option<UnixTime>,
+}
+
+/// Keys, packed end to end in one buffer: listing a million keys is then
+/// two allocations and a copy, not a million allocations (a snapshot lists
+/// every key on the event loop).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Keys {
+    bytes: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl Keys {
+    pub fn with_capacity(keys: usize) -> Keys {
+        Keys {
+            bytes: Vec::with_capacity(keys * 16),
+            ends: Vec::with_capacity(keys),
+        }
+    }
+
+    pub fn push(&mut self, key: &[u8]) {
+        self.bytes.extend_from_slice(key);
+        self.ends.push(self.bytes.len());
+    }
+
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// The `i`th key.
+    pub fn get(&self, i: usize) -> &[u8] {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        &self.bytes[start..self.ends[i]]
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &[u8]> {
+        (0..self.len()).map(|i| self.get(i))
+    }
+}
+
+impl<K: AsRef<[u8]>> FromIterator<K> for Keys {
+    fn from_iter<I: IntoIterator<Item = K>>(keys: I) -> Keys {
+        let mut list = Keys::default();
+        keys.into_iter().for_each(|k| list.push(k.as_ref()));
+        list
+    }
 }
 
 /// One key's entry and cas unique, as a snapshot carries it.

@@ -10,8 +10,7 @@ use std::sync::Arc;
 use crate::cluster::engine::{Done, Replica, ReplyTo};
 use crate::cluster::message::Op;
 use crate::cluster::NodeId;
-use crate::protocol::Key;
-use crate::store::{Executor, Record, UnixTime};
+use crate::store::{Executor, Keys, Record, UnixTime};
 
 /// A snapshot chunk holds at most about this many bytes of values.
 const CHUNK_BYTES: usize = 1 << 20;
@@ -77,7 +76,7 @@ pub struct TotalOrderReplica {
 
 #[derive(Debug)]
 struct Dump {
-    keys: Vec<Key>,
+    keys: Keys,
     sent: usize,
     bytes: u64,
 }
@@ -169,7 +168,9 @@ impl TotalOrderReplica {
         };
         let (mut records, mut bytes) = (Vec::new(), 0);
         while dump.sent < dump.keys.len() && bytes < CHUNK_BYTES {
-            let record = executor.store().export_record(&dump.keys[dump.sent], now);
+            let record = executor
+                .store()
+                .export_record(dump.keys.get(dump.sent), now);
             // None: expired or reclaimed since the keys were listed.
             if let Some(record) = record.map_err(|e| format!("{e:?}"))? {
                 bytes += record.size() as usize;
