@@ -56,7 +56,7 @@
 //! | `--mix LIST` | `LOAD_MIX` | 90,50 (percent of gets) |
 //! | `--depth LIST` | `LOAD_DEPTH` | 1,16 |
 //! | `--threads N` | `LOAD_THREADS` | 1 generator thread |
-//! | `--servers LIST` | `LOAD_SERVERS` | memcached,mckv (also `linearizable`, `sequential`, `eventual`: a 3-node cluster in that mode, driven through node 0; `etcd`: a 3-member etcd cluster, driven through member 0 over HTTP; or HOST:PORT: a memcached-protocol server started by hand) |
+//! | `--servers LIST` | `LOAD_SERVERS` | memcached,mckv (also `linearizable`, `sequential`, `eventual`: a 3-node cluster in that mode, driven through node 0; `durable-always`, `durable-everysec`, `durable-no`: one node with a data directory and that fsync policy; `etcd`: a 3-member etcd cluster, driven through member 0 over HTTP; or HOST:PORT: a memcached-protocol server started by hand) |
 //! | `--timeout-ms N` | `LOAD_TIMEOUT_MS` | 1000 |
 //! | `--mckv PATH` | `MCKV_BIN` | `target/release/mckv` |
 //!
@@ -200,7 +200,7 @@ impl Opts {
 
 const USAGE: &str = "usage: cargo bench --bench load -- [--quick] [--duration S] [--warmup S] \
 [--conns 1,4,16,50] [--mix 90,50] [--depth 1,16] [--threads N] \
-[--servers memcached,mckv,linearizable,sequential,eventual,etcd,HOST:PORT] [--timeout-ms N] [--mckv PATH]";
+[--servers memcached,mckv,linearizable,sequential,eventual,durable-always,durable-everysec,durable-no,etcd,HOST:PORT] [--timeout-ms N] [--mckv PATH]";
 
 // ---------------------------------------------------------------- servers
 
@@ -210,6 +210,8 @@ enum Kind {
     Mckv,
     /// A 3-node mckv cluster in this consistency mode, driven through node 0.
     Cluster(&'static str),
+    /// One mckv node with a data directory and this fsync policy.
+    Durable(&'static str),
     /// A 3-member etcd cluster, driven through member 0.
     Etcd,
     /// A server someone else started (e.g. under a profiler): driven and
@@ -226,6 +228,9 @@ impl std::str::FromStr for Kind {
             "linearizable" => Ok(Kind::Cluster("linearizable")),
             "sequential" => Ok(Kind::Cluster("sequential")),
             "eventual" => Ok(Kind::Cluster("eventual")),
+            "durable-always" => Ok(Kind::Durable("always")),
+            "durable-everysec" => Ok(Kind::Durable("everysec")),
+            "durable-no" => Ok(Kind::Durable("no")),
             "etcd" => Ok(Kind::Etcd),
             addr => addr.parse().map(Kind::External).map_err(|_| ()),
         }
@@ -238,6 +243,9 @@ impl Kind {
             Kind::Memcached => "memcached",
             Kind::Mckv => "mckv",
             Kind::Cluster(mode) => mode,
+            Kind::Durable("always") => "durable-always",
+            Kind::Durable("everysec") => "durable-everysec",
+            Kind::Durable(_) => "durable-no",
             Kind::Etcd => "etcd",
             Kind::External(_) => "external",
         }
@@ -427,6 +435,27 @@ impl Server {
                     std::fs::create_dir_all(&dir).map_err(|e| format!("{dir:?}: {e}"))?;
                     let mut cmd = Command::new(&opts.mckv);
                     cmd.args(["server", "--port", &port.to_string(), "--log-file"]);
+                    cmd.arg(dir.join("mckv.log"));
+                    cmd.args(["--log-level", "warn"]);
+                    (cmd, Some(TempDir(dir)))
+                }
+                Kind::Durable(fsync) => {
+                    let dir = std::env::temp_dir()
+                        .join(format!("mckv-load-{}-{seq}-{port}", std::process::id()));
+                    std::fs::create_dir_all(&dir).map_err(|e| format!("{dir:?}: {e}"))?;
+                    let peer = free_port().map_err(|e| format!("no free port: {e}"))?;
+                    let config = format!(
+                        "[cluster]\nfsync = {fsync}\n[node.0]\nclient = 127.0.0.1:{port}\n\
+                         peer = 127.0.0.1:{peer}\ndata_dir = {}\n",
+                        dir.join("data").display()
+                    );
+                    let path = dir.join("config.ini");
+                    std::fs::write(&path, config).map_err(|e| format!("{path:?}: {e}"))?;
+                    let mut cmd = Command::new(&opts.mckv);
+                    cmd.arg("server")
+                        .arg("--config")
+                        .arg(&path)
+                        .arg("--log-file");
                     cmd.arg(dir.join("mckv.log"));
                     cmd.args(["--log-level", "warn"]);
                     (cmd, Some(TempDir(dir)))

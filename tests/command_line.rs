@@ -142,7 +142,7 @@ fn flags_override_the_config_file() {
 #[test]
 fn bad_configs_are_refused_with_the_reason() {
     let dir = TempDir::new("bad");
-    let cases: [(&str, &str); 4] = [
+    let cases: [(&str, &str); 7] = [
         (
             "[cluster]\nconsistency = strong\n[node.0]\n",
             "unknown consistency",
@@ -155,6 +155,18 @@ fn bad_configs_are_refused_with_the_reason() {
         (
             "[cluster]\nconsistency = causal\n[node.0]\n[node.1]\n",
             "consistency = causal across several nodes is not implemented yet",
+        ),
+        (
+            "[cluster]\nfsync = sometimes\n[node.0]\n",
+            "unknown fsync policy",
+        ),
+        (
+            "[node.0]\ndata_dir = d0\n[node.1]\n",
+            "durability is built for one-node clusters so far",
+        ),
+        (
+            "[node.0]\ndata_dir = d0\nkv_type = memcache\n",
+            "a memcached backend keeps nothing across its own restarts",
         ),
     ];
     for (i, (text, why)) in cases.iter().enumerate() {
