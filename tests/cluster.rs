@@ -449,12 +449,7 @@ fn run_scripts(text: &str, ports: &[u16]) {
 }
 
 fn stat(cluster: &Cluster, node: usize, name: &str) -> u64 {
-    let stats = request(&mut connect(cluster.port(node)), b"stats\r\n");
-    stats
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("STAT {name} ")))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in {stats}"))
+    common::stat(cluster.port(node), name)
 }
 
 #[test]

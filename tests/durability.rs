@@ -16,7 +16,9 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use common::{connect, free_port, poll, request, spawn, wait_for_server, ProcessGuard, TempDir};
+use common::{
+    connect, free_port, poll, request, spawn, stat, wait_for_server, ProcessGuard, TempDir,
+};
 
 /// A node's config, data directory and log, kept across its restarts.
 struct Durable {
@@ -93,15 +95,6 @@ fn terminate(mut process: ProcessGuard) {
     process.signal("TERM");
     let status = process.child.wait().unwrap();
     assert!(status.success(), "{status}");
-}
-
-fn stat(port: u16, name: &str) -> u64 {
-    let stats = request(&mut connect(port), b"stats\r\n");
-    stats
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("STAT {name} ")))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in {stats}"))
 }
 
 /// The cas unique of `key` (`gets`), if it is there.

@@ -11,7 +11,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::{connect, request, start_cluster, start_mckv, start_mckv_with, start_memcached};
+use common::{connect, request, start_cluster, start_mckv, start_mckv_with, start_memcached, stat};
 
 /// The exporter's default `--memcached.timeout`: every reply must be whole by then.
 const SCRAPE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -276,15 +276,6 @@ fn cache_memlimit_on_a_memcache_backend_is_refused() {
         request(&mut c, b"cache_memlimit 8\r\n"),
         "MEMLIMIT_ADJUST_FAILED out of bounds or unable to adjust\r\n"
     );
-}
-
-fn stat(port: u16, name: &str) -> u64 {
-    let stats = request(&mut connect(port), b"stats\r\n");
-    stats
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("STAT {name} ")))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in {stats}"))
 }
 
 /// Commands count on the node that took them; the others hold the items

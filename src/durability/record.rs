@@ -52,6 +52,16 @@ pub enum Record {
 }
 
 impl Record {
+    /// The record of a key's state as the store exports it, at `now`.
+    pub fn put(now: UnixTime, record: crate::store::Record) -> Record {
+        Record::Put {
+            now,
+            key: record.key,
+            entry: record.entry,
+            cas: record.cas,
+        }
+    }
+
     /// Appends the record, framed, to `out`.
     pub fn encode(&self, out: &mut Vec<u8>) {
         let start = out.len();

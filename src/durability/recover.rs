@@ -139,13 +139,7 @@ fn compact(
             .export_record(key, now)
             .map_err(|e| io::Error::other(format!("reading the store: {e:?}")))?;
         if let Some(r) = record {
-            let put = Record::Put {
-                now,
-                key: r.key,
-                entry: r.entry,
-                cas: r.cas,
-            };
-            put.encode(&mut out);
+            Record::put(now, r).encode(&mut out);
         }
     }
     let end = Record::SnapshotEnd {

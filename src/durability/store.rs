@@ -130,12 +130,7 @@ impl DurableStore {
     /// Logs the state `key` is in after a change made at `now`.
     fn log_key(&mut self, key: &[u8], now: UnixTime) -> StoreResult<()> {
         let record = match self.inner.export_record(key, now)? {
-            Some(r) => Record::Put {
-                now,
-                key: r.key,
-                entry: r.entry,
-                cas: r.cas,
-            },
+            Some(r) => Record::put(now, r),
             None => Record::Remove { key: key.to_vec() },
         };
         self.append(&record);
@@ -184,13 +179,7 @@ impl DurableStore {
             let key = snapshot.keys.get(snapshot.next);
             snapshot.next += 1;
             if let Some(r) = self.inner.export_record(key, now)? {
-                let put = Record::Put {
-                    now,
-                    key: r.key,
-                    entry: r.entry,
-                    cas: r.cas,
-                };
-                put.encode(&mut out);
+                Record::put(now, r).encode(&mut out);
             }
         }
         let done = snapshot.next == snapshot.keys.len();

@@ -262,6 +262,16 @@ pub fn connect(port: u16) -> TcpStream {
     stream
 }
 
+/// The number `stats` on the node at `port` gives for `name`.
+pub fn stat(port: u16, name: &str) -> u64 {
+    let stats = request(&mut connect(port), b"stats\r\n");
+    stats
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("STAT {name} ")))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {stats}"))
+}
+
 /// Sends one request and reads its reply (up to `END`, or one line that is
 /// not a `VALUE`), as text.
 pub fn request(c: &mut TcpStream, bytes: &[u8]) -> String {
