@@ -25,6 +25,7 @@ const REMOVE: u8 = 2;
 const FLUSH: u8 = 3;
 const CLOCK: u8 = 4;
 const SNAPSHOT_END: u8 = 5;
+const SNAPSHOT_BEGIN: u8 = 6;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Record {
@@ -43,12 +44,12 @@ pub enum Record {
     /// No cas unique above this stamp time was handed out before this
     /// record is on disk: a restarted node stamps above it.
     Clock { reserved: u64 },
-    /// The end of a complete snapshot taken at `now`, with the store's
-    /// pending `flush_all`.
-    SnapshotEnd {
-        now: UnixTime,
-        flush_at: Option<UnixTime>,
-    },
+    /// The start of a snapshot: the store's delayed `flush_all` as it was
+    /// then, exactly (even one whose time has passed: the items after it
+    /// were stored before it or after it, and their `now` says which).
+    SnapshotBegin { flush_at: Option<UnixTime> },
+    /// The end of a complete snapshot.
+    SnapshotEnd,
 }
 
 impl Record {
@@ -94,11 +95,11 @@ impl Record {
                 out.push(CLOCK);
                 put_u64(out, *reserved);
             }
-            Record::SnapshotEnd { now, flush_at } => {
-                out.push(SNAPSHOT_END);
-                put_u64(out, *now);
+            Record::SnapshotBegin { flush_at } => {
+                out.push(SNAPSHOT_BEGIN);
                 put_u64(out, flush_at.unwrap_or(0));
             }
+            Record::SnapshotEnd => out.push(SNAPSHOT_END),
         }
         let payload = &out[start + HEADER..];
         let (length, crc) = (payload.len() as u32, crc32fast::hash(payload));
@@ -175,10 +176,10 @@ fn next(bytes: &[u8]) -> Option<(Record, usize)> {
             at: Some(r.u64()?).filter(|&at| at != 0),
         },
         CLOCK => Record::Clock { reserved: r.u64()? },
-        SNAPSHOT_END => Record::SnapshotEnd {
-            now: r.u64()?,
+        SNAPSHOT_BEGIN => Record::SnapshotBegin {
             flush_at: Some(r.u64()?).filter(|&at| at != 0),
         },
+        SNAPSHOT_END => Record::SnapshotEnd,
         _ => return None,
     };
     // A payload with bytes left over is not a record this version wrote.
@@ -262,14 +263,11 @@ mod tests {
                 at: Some(1_700_000_900),
             },
             Record::Clock { reserved: 1 << 20 },
-            Record::SnapshotEnd {
-                now: 1_700_000_004,
-                flush_at: None,
-            },
-            Record::SnapshotEnd {
-                now: 1_700_000_005,
+            Record::SnapshotBegin { flush_at: None },
+            Record::SnapshotBegin {
                 flush_at: Some(1_700_000_900),
             },
+            Record::SnapshotEnd,
         ]
     }
 

@@ -42,7 +42,7 @@ pub fn recover(dir: &Path, store: &mut dyn VersionedStore, now: UnixTime) -> io:
     let mut recovered = Recovered::default();
     if let Some(bytes) = read_file(&dir.join("snapshot"))? {
         let read = record::read(&bytes);
-        let whole = matches!(read.records.last(), Some(Record::SnapshotEnd { .. }));
+        let whole = matches!(read.records.last(), Some(Record::SnapshotEnd));
         if read.dropped > 0 || !whole {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
@@ -108,10 +108,9 @@ fn replay(
                 recovered.highest_cas = recovered.highest_cas.max(*reserved);
                 Ok(())
             }
-            Record::SnapshotEnd { now, flush_at } => match flush_at {
-                Some(at) => store.flush_all(Some(*at), *now),
-                None => Ok(()),
-            },
+            // The store is empty here: this sets its delayed flush exactly.
+            Record::SnapshotBegin { flush_at } => store.reset(*flush_at, 0),
+            Record::SnapshotEnd => Ok(()),
         };
         applied.map_err(|e| io::Error::other(format!("replaying the log: {e:?}")))?;
     }
@@ -134,6 +133,8 @@ fn compact(
         reserved: highest_cas,
     }
     .encode(&mut out);
+    let flush_at = listing.flush_at;
+    Record::SnapshotBegin { flush_at }.encode(&mut out);
     for key in listing.keys.iter() {
         let record = store
             .export_record(key, now)
@@ -142,15 +143,13 @@ fn compact(
             Record::put(now, r).encode(&mut out);
         }
     }
-    let end = Record::SnapshotEnd {
-        now,
-        flush_at: listing.flush_at,
-    };
-    end.encode(&mut out);
+    Record::SnapshotEnd.encode(&mut out);
     let tmp = dir.join("snapshot.tmp");
     std::fs::write(&tmp, &out)?;
     std::fs::File::open(&tmp)?.sync_all()?;
     std::fs::rename(&tmp, dir.join("snapshot"))?;
+    // The new snapshot is in place before the logs it holds go.
+    sync_dir(dir)?;
     for name in ["log.old", "log"] {
         match std::fs::remove_file(dir.join(name)) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
@@ -189,10 +188,7 @@ mod tests {
     }
 
     fn end() -> Record {
-        Record::SnapshotEnd {
-            now: NOW,
-            flush_at: None,
-        }
+        Record::SnapshotEnd
     }
 
     fn recovered(dir: &Path) -> Vec<(String, String)> {

@@ -88,9 +88,10 @@ impl DurableStore {
         }
     }
 
-    /// Refuses a write while the disk refuses the log.
+    /// Refuses a write while the disk refuses the log (as the writer said
+    /// at the end of the last loop iteration: see `LogShared::refusing`).
     fn writable(&self) -> StoreResult<()> {
-        match self.shared.failure() {
+        match self.shared.refusal() {
             None => Ok(()),
             Some(why) => Err(StoreError::Disk(why)),
         }
@@ -174,6 +175,13 @@ impl DurableStore {
             return Ok(());
         }
         let mut out = Vec::new();
+        if snapshot.next == 0 {
+            // A snapshot replaces the log, and the reservation with it.
+            let reserved = self.reserved;
+            Record::Clock { reserved }.encode(&mut out);
+            let flush_at = snapshot.flush_at;
+            Record::SnapshotBegin { flush_at }.encode(&mut out);
+        }
         let end = (snapshot.next + SLICE_KEYS).min(snapshot.keys.len());
         while snapshot.next < end && out.len() < SLICE_BYTES {
             let key = snapshot.keys.get(snapshot.next);
@@ -184,8 +192,7 @@ impl DurableStore {
         }
         let done = snapshot.next == snapshot.keys.len();
         if done {
-            let flush_at = snapshot.flush_at.filter(|&at| at > now);
-            Record::SnapshotEnd { now, flush_at }.encode(&mut out);
+            Record::SnapshotEnd.encode(&mut out);
         }
         shared
             .snapshot_queued
@@ -330,6 +337,8 @@ impl VersionedStore for DurableStore {
 
     fn end_batch(&mut self) {
         self.hand_over();
+        let failed = self.shared.failed.load(Ordering::Acquire);
+        self.shared.refusing.store(failed, Ordering::Release);
     }
 }
 

@@ -21,10 +21,12 @@
 //! `snapshot`, `log.old`, `log` in that order (see `recover.rs` for why
 //! that order is right at every crash point).
 //!
-//! A failed write or fsync (a full disk) marks the log failed: the store
-//! side refuses writes until it recovers, the unwritten bytes are kept,
-//! the file is cut back to its last whole write, and the writer tries
-//! again every second.
+//! A failed write (a full disk) marks the log failed: the store side
+//! refuses writes until it recovers, the unwritten bytes are kept, the file
+//! is cut back to its last whole write, and the writer tries again every
+//! second; the log counts as recovered once nothing is left pending. A
+//! failed fsync is not retried: the kernel may have dropped what it could
+//! not write, so the log stays failed until a restart replays the disk.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
@@ -74,8 +76,12 @@ pub struct LogShared {
     /// Snapshot bytes handed to the writer, and written by it.
     pub snapshot_queued: AtomicU64,
     pub snapshot_written: AtomicU64,
-    /// The disk refused the last write or fsync.
+    /// The disk refused the last write or fsync (the writer's view).
     pub failed: AtomicBool,
+    /// The store side refuses writes: `failed` as it was at the end of the
+    /// reactor's last loop iteration, so that the writes a loop iteration
+    /// takes and the replies it holds agree on it.
+    pub refusing: AtomicBool,
     pub failure: Mutex<Option<String>>,
     pub fsyncs: AtomicU64,
     /// Bytes in the current `log` file.
@@ -92,6 +98,15 @@ impl LogShared {
             return None;
         }
         self.failure.lock().ok().and_then(|f| f.clone())
+    }
+
+    /// Why the store side refuses writes, if it does.
+    pub fn refusal(&self) -> Option<String> {
+        if !self.refusing.load(Ordering::Acquire) {
+            return None;
+        }
+        let why = self.failure.lock().ok().and_then(|f| f.clone());
+        Some(why.unwrap_or_else(|| "the disk refused the log".into()))
     }
 }
 
@@ -111,6 +126,8 @@ pub struct Writer {
     snapshot_len: u64,
     sync_asked: bool,
     last_fsync: Instant,
+    /// An fsync failed: nothing counts as durable until a restart.
+    fsync_failed: bool,
 }
 
 impl Writer {
@@ -139,6 +156,7 @@ impl Writer {
             snapshot_len: 0,
             sync_asked: false,
             last_fsync: Instant::now(),
+            fsync_failed: false,
         };
         std::thread::Builder::new()
             .name("mckv-log".into())
@@ -181,17 +199,17 @@ impl Writer {
             Job::Sync => self.sync_asked = true,
             Job::BeginSnapshot => {
                 let begun = self.flush_log().and_then(|()| self.begin_snapshot());
-                self.note(begun);
+                self.note_failure(begun);
             }
             Job::Snapshot(bytes) => {
                 let written = self.write_snapshot(&bytes);
-                self.note(written);
+                self.note_failure(written);
             }
             Job::EndSnapshot(bytes) => {
                 let ended = self
                     .write_snapshot(&bytes)
                     .and_then(|()| self.end_snapshot());
-                self.note(ended);
+                self.note_failure(ended);
             }
         }
     }
@@ -206,18 +224,31 @@ impl Writer {
         };
         let mut result = self.flush_log();
         let behind = self.shared.durable.load(Ordering::Acquire) < self.written;
-        if result.is_ok() && (fsync_due || self.sync_asked) && behind {
+        if result.is_ok() && (fsync_due || self.sync_asked) && behind && !self.fsync_failed {
             result = self.log.sync_data();
-            if result.is_ok() {
-                self.shared.fsyncs.fetch_add(1, Ordering::Relaxed);
-                self.shared.durable.store(self.written, Ordering::Release);
+            match &result {
+                Ok(()) => {
+                    self.shared.fsyncs.fetch_add(1, Ordering::Relaxed);
+                    self.shared.durable.store(self.written, Ordering::Release);
+                }
+                // The kernel may have dropped the pages it could not write:
+                // a later fsync could succeed without them. Nothing is
+                // durable from here until a restart replays what is on disk.
+                Err(e) => {
+                    self.fsync_failed = true;
+                    log::error!("fsync failed ({e}): restart the node to recover");
+                }
             }
         }
         if result.is_ok() && (fsync_due || self.sync_asked) {
             self.sync_asked = false;
             self.last_fsync = Instant::now();
         }
-        self.note(result);
+        match result {
+            Ok(()) if self.pending.is_empty() && !self.fsync_failed => self.note_recovered(),
+            Ok(()) => {}
+            Err(e) => self.note_failure(Err(e)),
+        }
         if let Err(e) = self.waker.wake() {
             log::error!("log writer cannot wake the reactor: {e}");
         }
@@ -303,15 +334,20 @@ impl Writer {
         Ok(())
     }
 
-    /// Publishes whether the disk took the last attempt; logs a failure
-    /// once, and the recovery.
-    fn note(&mut self, result: io::Result<()>) {
+    /// The log is whole on disk again (nothing pending, no fsync lost):
+    /// writes are taken again.
+    fn note_recovered(&mut self) {
+        if self.failed() {
+            log::warn!("data directory writable again: writes are taken again");
+            self.shared.failed.store(false, Ordering::Release);
+        }
+    }
+
+    /// Publishes a failed attempt (a snapshot's ends that snapshot); logs
+    /// it once.
+    fn note_failure(&mut self, result: io::Result<()>) {
         let was_failed = self.failed();
         match result {
-            Ok(()) if was_failed => {
-                log::warn!("data directory writable again: writes are taken again");
-                self.shared.failed.store(false, Ordering::Release);
-            }
             Ok(()) => {}
             Err(e) => {
                 if self.snapshot.take().is_some() {

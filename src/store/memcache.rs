@@ -373,6 +373,20 @@ fn key_str(key: &[u8]) -> StoreResult<&str> {
         .map_err(|_| StoreError::Refused("the memcache backend needs UTF-8 keys".into()))
 }
 
+/// A key a write may store: one memcached's text protocol can carry, with
+/// no space, line end or NUL, which split or end its lines. A meta
+/// command's base64 key may decode to any bytes; stored through the binary
+/// protocol, such a key would make every later listing of the keys fail.
+fn storable_key(key: &[u8]) -> StoreResult<&str> {
+    let text = key_str(key)?;
+    match text.bytes().any(|b| matches!(b, b' ' | b'\r' | b'\n' | 0)) {
+        true => Err(StoreError::Refused(
+            "the memcache backend cannot hold a key with a space, line end or NUL".into(),
+        )),
+        false => Ok(text),
+    }
+}
+
 /// An absolute expiry as memcached's `exptime` field.
 fn exptime(expiry: Expiry, now: UnixTime) -> u32 {
     match expiry {
@@ -423,7 +437,7 @@ impl Store for MemcacheStore {
     }
 
     fn store(&mut self, write: Write<'_>, now: UnixTime) -> StoreResult<StoreStatus> {
-        let key = key_str(write.key)?;
+        let key = storable_key(write.key)?;
         let exp = exptime(write.expiry, now);
         let value = Outgoing::new(write.flags, write.cas, write.expiry, write.value);
         let limits = self.limits;
@@ -568,7 +582,7 @@ impl VersionedStore for MemcacheStore {
         cas: u64,
         now: UnixTime,
     ) -> StoreResult<()> {
-        let key = key_str(key)?;
+        let key = storable_key(key)?;
         self.call(|c| match entry {
             Some(entry) => {
                 let value = Outgoing::new(entry.flags, cas, entry.expiry, &entry.value);

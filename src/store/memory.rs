@@ -480,7 +480,9 @@ impl VersionedStore for MemoryStore {
 
     fn reset(&mut self, flush_at: Option<UnixTime>, now: UnixTime) -> StoreResult<()> {
         self.flush_all(None, now)?;
-        self.flush_at = flush_at.filter(|&at| at > now);
+        // Exactly, even passed: whether an imported item outlived it is up
+        // to the time it is imported with.
+        self.flush_at = flush_at;
         Ok(())
     }
 }

@@ -271,8 +271,13 @@ pub struct TotalOrder {
     /// The tag of the last store work that reads or installs a snapshot
     /// (so a late report of work a view change ended is known).
     tags: u64,
-    /// The tag of the snapshot being installed here.
+    /// The tag of the snapshot being installed here (`NO_SNAPSHOT`: none).
     installing: u64,
+    /// The tick a member without the state last heard of its snapshot (or
+    /// took its view).
+    awaited_since: u64,
+    /// Reads of the snapshot being handed that failed in a row.
+    snapshot_failures: u32,
     counters: ViewCounters,
 }
 
@@ -343,7 +348,9 @@ impl TotalOrder {
             handing: BTreeMap::new(),
             receiving: None,
             tags: 0,
-            installing: 0,
+            installing: view_change::NO_SNAPSHOT,
+            awaited_since: 0,
+            snapshot_failures: 0,
             counters: ViewCounters::default(),
         }
     }
@@ -1064,6 +1071,75 @@ mod tests {
         assert_eq!(engines[2].status().role, "catching-up");
         engines[2].on_store(Report::Installed { tag }, &mut Vec::new());
         assert_eq!(engines[2].status().role, "member");
+    }
+
+    /// A store on a worker thread reports the install of view V1's snapshot
+    /// only after view V2 is installed (node 2 again without the state, V2's
+    /// snapshot not begun): node 2 must not serve V1's store in V2.
+    #[test]
+    fn an_install_of_an_earlier_view_does_not_make_the_node_serve() {
+        let mut engines = cluster(3, Consistency::Linearizable);
+        engines[0].on_client(reply_to(1, 0), set("k"), 0, &mut Vec::new());
+        exchange(&mut engines, &mut vec![Vec::new(); 3]);
+        let effects = restart_node_2(&mut engines);
+        let [tag] = dump_tags(&effects[0])[..] else {
+            panic!("{effects:?}")
+        };
+        engines[0].on_store(chunk(tag, "k"), &mut Vec::new());
+        let received = exchange_all(&mut engines);
+        let [old] = install_tags(&received[2])[..] else {
+            panic!("{received:?}")
+        };
+        // A write proposed while node 2 catches up: held, undelivered.
+        engines[1].on_client(reply_to(7, 0), set("k2"), 0, &mut Vec::new());
+        exchange_all(&mut engines);
+        // A new view (node 1 seen to restart) before node 2's store says Installed.
+        engines[0].on_hello(1, 99, true);
+        for e in engines.iter_mut() {
+            e.on_tick(&mut Vec::new());
+        }
+        let v2 = exchange_all(&mut engines);
+        assert_eq!(dump_tags(&v2[0]).len(), 1, "{v2:?}");
+        assert_eq!(engines[2].status().role, "catching-up");
+        engines[2].on_store(Report::Installed { tag: old }, &mut Vec::new());
+        exchange_all(&mut engines);
+        assert_eq!(
+            engines[2].status().role,
+            "catching-up",
+            "V1's install made node 2 serve in V2"
+        );
+    }
+
+    /// A chunk whose install failed (a reset or import error) leaves the
+    /// store incomplete: the later `Installed` must not make the node serve.
+    #[test]
+    fn a_failed_install_chunk_keeps_the_node_from_serving() {
+        let mut engines = cluster(3, Consistency::Linearizable);
+        engines[0].on_client(reply_to(1, 0), set("k"), 0, &mut Vec::new());
+        exchange(&mut engines, &mut vec![Vec::new(); 3]);
+        let effects = restart_node_2(&mut engines);
+        let [tag] = dump_tags(&effects[0])[..] else {
+            panic!("{effects:?}")
+        };
+        engines[0].on_store(chunk(tag, "k"), &mut Vec::new());
+        let received = exchange_all(&mut engines);
+        let [tag] = install_tags(&received[2])[..] else {
+            panic!("{received:?}")
+        };
+        engines[2].on_store(
+            Report::SnapshotFailed {
+                tag,
+                why: "reset failed".into(),
+            },
+            &mut Vec::new(),
+        );
+        engines[2].on_store(Report::Installed { tag }, &mut Vec::new());
+        // It asks for a new view (and a new snapshot) instead.
+        assert_ne!(
+            engines[2].status().role,
+            "member",
+            "serves a store whose install failed"
+        );
     }
 
     /// The tags of the reads of a snapshot for node 2 from its start.

@@ -20,6 +20,16 @@ pub(super) enum Handing {
 use crate::cluster::engine::Effect;
 use crate::cluster::view::Ballot;
 use crate::cluster::{NodeId, View};
+
+/// No snapshot is being installed here (tags start at 1).
+pub(super) const NO_SNAPSHOT: u64 = 0;
+
+/// Reads of a snapshot that fail in a row before its source gives up.
+const SNAPSHOT_RETRIES: u32 = 3;
+
+/// A member without the state that has heard nothing of its snapshot for
+/// this many times the patience asks for a new view.
+const SNAPSHOT_PATIENCE: u64 = 4;
 use crate::store::Record;
 
 impl TotalOrder {
@@ -28,6 +38,16 @@ impl TotalOrder {
     /// give up on one that is not finishing.
     pub(super) fn reconsider(&mut self, out: &mut Vec<Effect<Work>>) {
         let ticks = self.ticks;
+        let starved = matches!(self.phase, Phase::Normal) && !self.has_state;
+        if starved && ticks.saturating_sub(self.awaited_since) > SNAPSHOT_PATIENCE * self.patience {
+            // No chunk of a snapshot for long: its source gave up, or it
+            // was lost. A new view hands a new one.
+            log::warn!(
+                "node {}: no snapshot is coming; asking for a new view",
+                self.me
+            );
+            self.go_idle(out);
+        }
         let stuck = match self.phase {
             Phase::Collecting { since, .. }
             | Phase::Flushed { since }
@@ -243,6 +263,9 @@ impl TotalOrder {
         self.started_early.clear();
         self.drop_local_reads(out, "the cluster is changing its view; not applied");
         self.handing.clear();
+        // An install of the old view's snapshot still under way in the
+        // store must not count in the new one.
+        self.installing = NO_SNAPSHOT;
     }
 
     pub(super) fn on_control(
@@ -331,7 +354,10 @@ impl TotalOrder {
                     self.receiving = Some(Transfer { done: 0, total });
                     self.tags += 1;
                     self.installing = self.tags;
+                } else if self.installing == NO_SNAPSHOT {
+                    return; // the rest of a snapshot whose install failed
                 }
+                self.awaited_since = self.ticks;
                 if let Some(transfer) = &mut self.receiving {
                     transfer.done += records.iter().map(Record::size).sum::<u64>();
                 }
@@ -517,6 +543,8 @@ impl TotalOrder {
             // The snapshot will hold the effect of everything before it.
             self.has_state = false;
         }
+        // A member without the state waits for its snapshot from now.
+        self.awaited_since = self.ticks;
         // Reads held behind a session's writes: those writes may have been
         // dropped here, so the reads are answered now (a read has no effect).
         for (_, order) in self.sessions.drain() {
@@ -631,6 +659,7 @@ impl TotalOrder {
                 if self.handing.get(&to) != Some(&Handing::Reading { tag }) {
                     return; // a view change ended that snapshot, or a lost link restarted it
                 }
+                self.snapshot_failures = 0;
                 // Nothing but the start sequence was delivered since the
                 // snapshot began, so this is the write it ends at.
                 let (ballot, upto) = (self.ballot, self.delivered_upto);
@@ -652,8 +681,8 @@ impl TotalOrder {
                 self.handing.insert(to, next);
             }
             Report::Installed { tag } => {
-                if self.has_state || tag != self.installing {
-                    return; // a snapshot of a view a view change ended
+                if self.has_state || tag == NO_SNAPSHOT || tag != self.installing {
+                    return; // a snapshot a view change ended, or one that failed
                 }
                 self.has_state = true;
                 self.intact = true;
@@ -672,11 +701,44 @@ impl TotalOrder {
                 }
                 self.deliver(out);
             }
+            Report::SnapshotFailed { tag, why } if tag == self.installing => {
+                // Part of the store is missing or stale: never serve it. A
+                // view change hands a new snapshot.
+                log::error!(
+                    "node {}: installing a snapshot failed: {why}; asking for a new view",
+                    self.me
+                );
+                self.installing = NO_SNAPSHOT;
+                self.go_idle(out);
+            }
             Report::SnapshotFailed { tag, why } => {
-                log::error!("node {}: snapshot failed: {why}", self.me);
-                // The member it was for waits for the next view change.
-                self.handing.retain(|_, h| *h != Handing::Reading { tag });
-                self.deliver(out);
+                let Some((&to, _)) = self
+                    .handing
+                    .iter()
+                    .find(|(_, h)| **h == Handing::Reading { tag })
+                else {
+                    return; // a snapshot a view change ended
+                };
+                self.snapshot_failures += 1;
+                if self.snapshot_failures <= SNAPSHOT_RETRIES {
+                    log::warn!(
+                        "node {}: reading a snapshot for node {to} failed: {why}; again",
+                        self.me
+                    );
+                    self.handing.insert(to, Handing::Due { start: true });
+                } else {
+                    // Delivery waits while a snapshot is read: give up so
+                    // the others serve; node `to` asks for a new view later.
+                    log::error!(
+                        "node {}: reading a snapshot for node {to} failed {} times: {why}; \
+                         it waits for a new view",
+                        self.me,
+                        self.snapshot_failures
+                    );
+                    self.handing.remove(&to);
+                    self.snapshot_failures = 0;
+                    self.deliver(out);
+                }
             }
         }
     }
