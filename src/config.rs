@@ -124,12 +124,20 @@ pub struct ClusterConfig {
     pub fsync: Fsync,
     /// Log bytes after which a node with a `data_dir` writes a snapshot.
     pub snapshot_every: u64,
+    /// memcached's `-c`: client connections open at once; one more is
+    /// refused.
+    pub max_connections: usize,
+    /// memcached's `-o idle_timeout`: a client connection that sent nothing
+    /// and is owed nothing this long is closed; `None` never closes one.
+    pub idle_timeout: Option<Duration>,
 }
 
 impl ClusterConfig {
     pub const DEFAULT_MEMORY_LIMIT_MB: u64 = 64;
     pub const DEFAULT_BACKEND_TIMEOUT_MS: u64 = 1000;
     pub const DEFAULT_SNAPSHOT_EVERY: u64 = 64 << 20;
+    /// memcached's default `-c`.
+    pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 
     pub fn limits(&self) -> Limits {
         Limits {
@@ -153,6 +161,8 @@ impl Default for ClusterConfig {
             backend_timeout: Duration::from_millis(ClusterConfig::DEFAULT_BACKEND_TIMEOUT_MS),
             fsync: Fsync::EverySec,
             snapshot_every: ClusterConfig::DEFAULT_SNAPSHOT_EVERY,
+            max_connections: ClusterConfig::DEFAULT_MAX_CONNECTIONS,
+            idle_timeout: None,
         }
     }
 }
@@ -317,6 +327,16 @@ impl ClusterConfig {
             "backend_timeout_ms" => self.backend_timeout = ms(value)?,
             "fsync" => self.fsync = value.parse().map_err(|e| invalid("cluster", key, e))?,
             "snapshot_every" => self.snapshot_every = number("cluster", key, value)?,
+            "max_connections" => {
+                self.max_connections = number("cluster", key, value)?;
+                if self.max_connections == 0 {
+                    return Err(invalid("cluster", key, "must be at least 1"));
+                }
+            }
+            "idle_timeout_s" => {
+                let seconds: u64 = number("cluster", key, value)?;
+                self.idle_timeout = (seconds > 0).then(|| Duration::from_secs(seconds));
+            }
             other => return Err(invalid("cluster", other, "unknown key")),
         }
         Ok(())
@@ -370,6 +390,19 @@ mod tests {
     }
 
     #[test]
+    fn client_limits_default_to_memcacheds() {
+        let config = Config::parse("[node.0]\n").unwrap();
+        assert_eq!(config.cluster.max_connections, 1024);
+        assert_eq!(config.cluster.idle_timeout, None);
+        let text = "[cluster]\nmax_connections = 5\nidle_timeout_s = 2\n[node.0]\n";
+        let config = Config::parse(text).unwrap();
+        assert_eq!(config.cluster.max_connections, 5);
+        assert_eq!(config.cluster.idle_timeout, Some(Duration::from_secs(2)));
+        let off = Config::parse("[cluster]\nidle_timeout_s = 0\n[node.0]\n").unwrap();
+        assert_eq!(off.cluster.idle_timeout, None);
+    }
+
+    #[test]
     fn rejects_what_it_does_not_know() {
         for bad in [
             "[cluster]\nconsistency = strong\n[node.0]\n",
@@ -378,6 +411,8 @@ mod tests {
             "[node.x]\n",
             "[nodes]\n",
             "[cluster]\nname = c\n",
+            "[cluster]\nmax_connections = 0\n[node.0]\n",
+            "[cluster]\nidle_timeout_s = -1\n[node.0]\n",
         ] {
             assert!(Config::parse(bad).is_err(), "{bad}");
         }

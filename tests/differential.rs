@@ -1212,7 +1212,6 @@ const SETTINGS_LEFT_OUT: &[&str] = &[
     "chunk_size",
     "num_threads_per_udp",
     "reqs_per_event",
-    "maxconns_fast",
     "hashpower_init",
     "slab_reassign",
     "slab_automove",

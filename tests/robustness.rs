@@ -1,6 +1,7 @@
 //! Robustness tests against the real `mckv server` binary: many clients at
 //! once, a client that never reads, requests split over pauses, oversized
-//! values, garbage input, SIGTERM under load and the memory cap. Every check
+//! values, garbage input, SIGTERM under load, the memory cap, and the
+//! client limits (`max_connections`, `idle_timeout_s`). Every check
 //! is on what a client sees (reply bytes, exit status) or on a memory bound;
 //! none is on timing. Every loop is bounded in count and time.
 
@@ -37,8 +38,12 @@ fn start() -> MckvNode {
 
 /// `stats` over a fresh connection, as name → value.
 fn stats(port: u16) -> HashMap<String, String> {
-    let mut s = connect(port);
-    let reply = roundtrip(&mut s, b"stats\r\n", b"END\r\n");
+    stats_on(&mut connect(port), "stats")
+}
+
+/// `stats` (or a group, `stats settings`) on `stream`, as name → value.
+fn stats_on(s: &mut TcpStream, command: &str) -> HashMap<String, String> {
+    let reply = roundtrip(s, format!("{command}\r\n").as_bytes(), b"END\r\n");
     let text = String::from_utf8_lossy(&reply);
     assert!(text.ends_with("END\r\n"), "stats reply: {text:?}");
     text.lines()
@@ -853,4 +858,294 @@ fn a_binary_protocol_client_is_answered_at_once_and_the_connection_closes() {
         roundtrip(&mut c, b"version\r\n", b"\r\n")[..8],
         *b"VERSION "
     );
+}
+
+// ---------------------------------------------------------------------------
+// Client limits: max_connections and idle_timeout_s
+// ---------------------------------------------------------------------------
+
+/// What memcached writes to a connection over its `-c` limit, then closes.
+const TOO_MANY: &[u8] = b"ERROR Too many open connections\r\n";
+
+/// Everything `stream` receives until the peer closes it or `limit`
+/// passes, and whether it closed.
+fn read_to_eof(stream: &mut TcpStream, limit: Duration) -> (Vec<u8>, bool) {
+    stream
+        .set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    let deadline = Instant::now() + limit;
+    let (mut got, mut buf) = (Vec::new(), [0u8; 256]);
+    while Instant::now() < deadline {
+        match stream.read(&mut buf) {
+            Ok(0) => return (got, true),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+                ) => {}
+            Err(_) => return (got, true),
+        }
+    }
+    (got, false)
+}
+
+/// Waits (at most 10 s) until `stats` on `stream` counts `n` client
+/// connections: the node notices closes (the start-up probe's too) as
+/// they come.
+fn wait_for_connections(stream: &mut TcpStream, n: u64) -> HashMap<String, String> {
+    common::poll(Duration::from_secs(10), Duration::from_millis(20), || {
+        let now = stats_on(stream, "stats");
+        match stat_u64(&now, "curr_connections") == n {
+            true => Ok(now),
+            false => Err(format!("never {n} connections: {now:?}")),
+        }
+    })
+}
+
+fn assert_serves(stream: &mut TcpStream, what: &str) {
+    let got = roundtrip(stream, b"version\r\n", b"\r\n");
+    assert!(
+        got.starts_with(b"VERSION "),
+        "{what}: version -> {:?}",
+        String::from_utf8_lossy(&got)
+    );
+}
+
+/// mckv counts only client connections against `max_connections`: with 5,
+/// five are served and the sixth reads memcached's refusal and is closed.
+/// The served ones go on being served, the refused one counts in
+/// `rejected_connections` and not in `total_connections`, and once a
+/// client leaves, a new one is taken.
+#[test]
+fn the_connection_over_max_connections_is_refused_as_memcached_refuses_it() {
+    let node = start_with_cluster("max_connections = 5");
+    let port = node.port();
+    let mut first = connect(port);
+    let before = wait_for_connections(&mut first, 1);
+    let mut others: Vec<TcpStream> = (0..4).map(|_| connect(port)).collect();
+    for (i, c) in others.iter_mut().enumerate() {
+        assert_serves(c, &format!("connection {}", i + 2));
+    }
+    let mut sixth = connect(port);
+    let (got, closed) = read_to_eof(&mut sixth, WAIT);
+    assert_eq!(
+        String::from_utf8_lossy(&got),
+        "ERROR Too many open connections\r\n"
+    );
+    assert!(closed, "the refused connection is closed");
+
+    check_set_get(&mut first, "limited", b"still served");
+    check_set_get(&mut others[3], "limited2", b"also served");
+    let after = stats_on(&mut first, "stats");
+    assert_eq!(stat_u64(&after, "max_connections"), 5);
+    assert_eq!(stat_u64(&after, "curr_connections"), 5, "{after:?}");
+    assert_eq!(stat_u64(&after, "rejected_connections"), 1, "{after:?}");
+    assert_eq!(
+        stat_u64(&after, "total_connections") - stat_u64(&before, "total_connections"),
+        4,
+        "a refused connection is not counted as opened: {after:?}"
+    );
+    let settings = stats_on(&mut first, "stats settings");
+    assert_eq!(settings["maxconns"], "5");
+    assert_eq!(settings["maxconns_fast"], "yes");
+
+    // One leaves: the next is served.
+    drop(others.pop());
+    wait_for_connections(&mut first, 4);
+    let mut again = connect(port);
+    assert_serves(&mut again, "a connection after one closed");
+    check_set_get(&mut again, "limited3", b"room again");
+    let last = stats_on(&mut first, "stats");
+    assert_eq!(stat_u64(&last, "rejected_connections"), 1, "{last:?}");
+}
+
+/// 2,000 connections opened at once against `max_connections = 100`: each
+/// of the 1,901 over the limit reads the refusal and is closed, the 99
+/// taken are served, a client connected before keeps being served, and the
+/// node's memory stays small.
+#[test]
+fn a_storm_of_2000_connections_past_the_limit_is_refused_without_harm() {
+    const STORM: usize = 2000;
+    const LIMIT: usize = 100;
+    const THREADS: usize = 4;
+    // About 6 MiB in practice.
+    const RSS_LIMIT_KIB: u64 = 32 * 1024;
+    let node = start_with_cluster(&format!("max_connections = {LIMIT}"));
+    let (port, pid) = (node.port(), node.process.pid());
+    let mut good = connect(port);
+    wait_for_connections(&mut good, 1);
+    check_set_get(&mut good, "before-storm", b"calm");
+
+    let socks: Vec<TcpStream> = thread::scope(|scope| {
+        let handles: Vec<_> = (0..THREADS)
+            .map(|_| {
+                scope.spawn(move || {
+                    (0..STORM / THREADS)
+                        .map(|_| TcpStream::connect(("127.0.0.1", port)).expect("connect"))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("connecting thread"))
+            .collect()
+    });
+    let mut peak = rss_kib(pid);
+    check_set_get(&mut good, "during-storm", b"still answered");
+
+    // Collect the refusals: every socket the node refused gets the whole
+    // text and EOF; the others get nothing.
+    let refused_want = STORM - (LIMIT - 1);
+    let mut outcome: Vec<(Vec<u8>, bool)> = vec![(Vec::new(), false); STORM];
+    for s in &socks {
+        s.set_nonblocking(true).unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let refused = |outcome: &[(Vec<u8>, bool)]| outcome.iter().filter(|(_, eof)| *eof).count();
+    let mut buf = [0u8; 256];
+    while refused(&outcome) < refused_want && Instant::now() < deadline {
+        for (s, (got, eof)) in socks.iter().zip(outcome.iter_mut()) {
+            while !*eof {
+                match (&*s).read(&mut buf) {
+                    Ok(0) => *eof = true,
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(e) => panic!("a storm connection failed: {e}"),
+                }
+            }
+        }
+        peak = peak.max(rss_kib(pid));
+        thread::sleep(Duration::from_millis(20));
+    }
+    let mut taken = Vec::new();
+    for (i, (got, eof)) in outcome.iter().enumerate() {
+        if *eof {
+            assert_eq!(got.as_slice(), TOO_MANY, "connection {i}");
+        } else {
+            assert!(got.is_empty(), "connection {i} got {got:?} and stayed open");
+            taken.push(i);
+        }
+    }
+    assert_eq!(
+        taken.len(),
+        LIMIT - 1,
+        "connections taken besides the first"
+    );
+    // The ones taken are served.
+    for &i in &taken {
+        let mut s = &socks[i];
+        s.set_nonblocking(false).unwrap();
+        s.set_read_timeout(Some(WAIT)).unwrap();
+        s.write_all(b"version\r\n").unwrap();
+        let mut got = Vec::new();
+        while !got.ends_with(b"\r\n") {
+            let n = s.read(&mut buf).expect("a taken connection answers");
+            assert!(n > 0, "a taken connection closed");
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert!(got.starts_with(b"VERSION "), "{got:?}");
+    }
+    peak = peak.max(rss_kib(pid));
+    check_set_get(&mut good, "after-storm", b"fine");
+    let after = stats_on(&mut good, "stats");
+    assert_eq!(
+        stat_u64(&after, "rejected_connections"),
+        refused_want as u64,
+        "{after:?}"
+    );
+    assert_eq!(stat_u64(&after, "curr_connections"), LIMIT as u64);
+    assert!(
+        peak < RSS_LIMIT_KIB,
+        "server RSS peaked at {peak} KiB through a storm of {STORM} connections"
+    );
+    drop(socks);
+    wait_for_connections(&mut good, 1);
+}
+
+/// With `idle_timeout_s = 1`, a connection that sends nothing is closed
+/// silently (as memcached closes it), one that keeps sending is not, and
+/// one owed replies it has not read is not idle however long it waits.
+#[test]
+fn an_idle_connection_is_closed_and_a_busy_or_owed_one_is_not() {
+    const SIZE: usize = 100_000;
+    const GETS: usize = 200;
+    let node = start_with_cluster("idle_timeout_s = 1");
+    let port = node.port();
+    let mut busy = connect(port);
+    let value = vec![b'i'; SIZE];
+    check_set_get(&mut busy, "big", &value);
+    // 20 MB of replies: more than the socket buffers and the node's own
+    // back-pressure bound hold, so the node keeps some unsent.
+    let mut owed = connect(port);
+    owed.write_all(&b"get big\r\n".repeat(GETS)).unwrap();
+    let mut idle = connect(port);
+    idle.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut buf = [0u8; 64];
+    let closed = loop {
+        assert_serves(&mut busy, "a connection that keeps sending");
+        match idle.read(&mut buf) {
+            Ok(0) => break true,
+            Ok(n) => panic!("the idle connection got {:?}", &buf[..n]),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(e) => panic!("the idle connection: {e}"),
+        }
+        if Instant::now() > deadline {
+            break false;
+        }
+    };
+    assert!(closed, "the idle connection was not closed within 15 s");
+    let now = stats_on(&mut busy, "stats");
+    assert_eq!(stat_u64(&now, "idle_kicks"), 1, "{now:?}");
+    let settings = stats_on(&mut busy, "stats settings");
+    assert_eq!(settings["idle_timeout"], "1");
+
+    // The owed connection outlived the idle one (it waited as long, and
+    // sent nothing since): every reply is still delivered.
+    let one = get_reply("big", 0, &value);
+    let total = one.len() * GETS;
+    let got = read_until(&mut owed, Duration::from_secs(60), |got| got.len() >= total);
+    assert_eq!(got.len(), total, "the owed connection got all its replies");
+    assert!(got.chunks(one.len()).all(|c| c == one.as_slice()));
+    assert_serves(&mut owed, "the owed connection after reading");
+    let end = stats_on(&mut busy, "stats");
+    assert_eq!(stat_u64(&end, "idle_kicks"), 1, "{end:?}");
+}
+
+/// The bytes of a refusal are memcached's: a `memcached -c 16` (it counts
+/// its own descriptors, so it takes fewer clients) and an mckv with
+/// `max_connections = 1` refuse with the same text, then close.
+#[test]
+fn a_refused_connection_reads_what_memcached_sends() {
+    let memcached = start_memcached_with(&["-c", "16"]);
+    let mut held = Vec::new();
+    let theirs = loop {
+        assert!(held.len() < 20, "memcached -c 16 took 20 connections");
+        let mut c = connect(memcached.port);
+        // A connection it took sends nothing; a refused one gets the text.
+        let (got, closed) = read_to_eof(&mut c, Duration::from_millis(500));
+        if !got.is_empty() || closed {
+            break (got, closed);
+        }
+        held.push(c);
+    };
+    let node = start_with_cluster("max_connections = 1");
+    // Until the node has seen the start-up probe close, it refuses this one.
+    let _first = common::poll(Duration::from_secs(10), Duration::from_millis(50), || {
+        let mut c = connect(node.port());
+        match roundtrip(&mut c, b"version\r\n", b"\r\n").starts_with(b"VERSION ") {
+            true => Ok(c),
+            false => Err("the node never took a first connection".to_string()),
+        }
+    });
+    let ours = read_to_eof(&mut connect(node.port()), WAIT);
+    assert_eq!(
+        (String::from_utf8_lossy(&ours.0), ours.1),
+        (String::from_utf8_lossy(&theirs.0), theirs.1)
+    );
+    assert_eq!(theirs.0, TOO_MANY);
 }

@@ -12,6 +12,12 @@
 //! A connection that opens with a binary-protocol request is answered
 //! memcached's "unknown command" and closed ([`protocol::binary`]).
 //!
+//! Limits, with memcached's names: a connection past `max_connections` is
+//! written memcached's `ERROR Too many open connections` and closed at
+//! accept, never registered; with `idle_timeout_s`, a sweep once a second
+//! closes, silently, every connection that has sent nothing for that long
+//! and is owed nothing (the read that a request costs already stamps it).
+//!
 //! An admin command whose answer depends on what the requests before it
 //! did (`stats` counts them) waits, unparsed, until they are answered, as it
 //! would on memcached, which serves a connection's requests in turn.
@@ -20,8 +26,8 @@
 //! ([`session_id`]), so a reply for a connection that closed is never
 //! written to the one that took its token.
 
-use std::io;
-use std::time::Instant;
+use std::io::{self, Write};
+use std::time::{Duration, Instant};
 
 use mio::{Interest, Token};
 
@@ -48,6 +54,9 @@ impl<E: Engine> Server<E> {
                 return;
             };
             match listener.accept() {
+                Ok((stream, addr)) if self.conns.len() >= self.settings.cluster.max_connections => {
+                    self.refuse_connection(stream, addr)
+                }
                 Ok((mut stream, addr)) => {
                     let _ = stream.set_nodelay(true);
                     let entry = self.conns.vacant_entry();
@@ -77,6 +86,35 @@ impl<E: Engine> Server<E> {
                     return;
                 }
             }
+        }
+    }
+
+    /// A connection over `max_connections` gets memcached's refusal and is
+    /// closed at once, never registered: the write goes to a fresh socket's
+    /// empty send buffer, so it cannot block, and a failed one is let go.
+    fn refuse_connection(&mut self, stream: mio::net::TcpStream, addr: std::net::SocketAddr) {
+        let _ = (&stream).write(reply::TOO_MANY_CONNECTIONS);
+        drop(stream);
+        self.counters.rejected_connections += 1;
+        log::debug!(
+            "client {addr} refused: {} connections open (max_connections)",
+            self.conns.len()
+        );
+    }
+
+    /// Closes every connection that sent nothing and was owed nothing for
+    /// `idle_timeout` (memcached's idle kicker: silently).
+    pub(super) fn kick_idle(&mut self, now: Instant, idle_timeout: Duration) {
+        let idle: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, conn)| conn.idle_for(now).is_some_and(|idle| idle >= idle_timeout))
+            .map(|(token, _)| token)
+            .collect();
+        for token in idle {
+            log::debug!("client connection {token}: idle for {idle_timeout:?}, closed");
+            self.close(token);
+            self.counters.idle_kicks += 1;
         }
     }
 

@@ -300,6 +300,15 @@ impl Connection {
         self.stalled && !self.backpressured() && !admin_still_waits
     }
 
+    /// How long the client has sent nothing while owed nothing; `None`
+    /// while a reply is owed or unsent (waiting for one is not idling).
+    pub fn idle_for(&self, now: Instant) -> Option<std::time::Duration> {
+        match self.is_drained() {
+            true => Some(now.saturating_duration_since(self.last_command)),
+            false => None,
+        }
+    }
+
     /// Nothing is owed to the client any more.
     pub fn is_drained(&self) -> bool {
         self.slots.is_empty() && !self.has_unsent_output()

@@ -65,6 +65,10 @@ const MAINTAIN_EVERY: Duration = Duration::from_millis(100);
 const MAINTAIN_BUSY: Duration = Duration::from_millis(5);
 /// How long a stopping node waits for owed replies before it exits anyway.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// How often idle client connections are looked for (memcached's idle
+/// kicker also wakes about once a second): one pass over the connections,
+/// so a request costs nothing but the time its read already takes.
+const IDLE_SWEEP_EVERY: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Timer {
@@ -74,6 +78,8 @@ enum Timer {
     Maintain,
     /// The end of the shutdown grace period.
     Shutdown,
+    /// Close client connections idle past `idle_timeout_s`.
+    IdleSweep,
 }
 
 /// What the node runs with.
@@ -166,6 +172,9 @@ impl<E: Engine> Server<E> {
         if durable.is_some() {
             timers.schedule(Instant::now(), Timer::Maintain);
         }
+        if settings.cluster.idle_timeout.is_some() {
+            timers.schedule(Instant::now() + IDLE_SWEEP_EVERY, Timer::IdleSweep);
+        }
         Ok(Server {
             limits: settings.cluster.limits(),
             settings,
@@ -211,6 +220,7 @@ impl<E: Engine> Server<E> {
             self.settings.node.kv_type.name(),
             self.settings.cluster.consistency.name()
         );
+        self.check_descriptor_limit();
         while !self.finished() {
             let now = Instant::now();
             let next_deadline = self
@@ -254,6 +264,26 @@ impl<E: Engine> Server<E> {
         }
         log::info!("node {} stopped", self.settings.node.id);
         Ok(())
+    }
+
+    /// memcached raises its descriptor limit to `-c`; mckv only says when
+    /// the limit is too low for `max_connections` (then connections past it
+    /// wait in the listen backlog, since `accept` fails, instead of being
+    /// refused with memcached's error).
+    fn check_descriptor_limit(&self) {
+        let max = self.settings.cluster.max_connections as u64;
+        // What it holds now, and a link each way to every other node.
+        let held =
+            process::open_descriptors().unwrap_or(0) + 2 * self.settings.members.len() as u64;
+        if let Some(limit) = process::open_files_limit() {
+            if limit < max + held {
+                log::warn!(
+                    "max_connections is {max} but the process may open {limit} descriptors \
+                     and holds {held}: raise `ulimit -n` to at least {}",
+                    max + held
+                );
+            }
+        }
     }
 
     fn finished(&self) -> bool {
@@ -417,6 +447,13 @@ impl<E: Engine> Server<E> {
                     self.timers.schedule(now + next, Timer::Maintain);
                 }
                 Timer::Shutdown => self.stop_deadline_passed = true,
+                Timer::IdleSweep => {
+                    if let Some(idle_timeout) = self.settings.cluster.idle_timeout {
+                        self.kick_idle(now, idle_timeout);
+                    }
+                    self.timers
+                        .schedule(now + IDLE_SWEEP_EVERY, Timer::IdleSweep);
+                }
             }
         }
     }

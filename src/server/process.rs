@@ -1,6 +1,6 @@
 //! What Linux says about this process, for `stats`: the CPU time it used
 //! (memcached's `rusage_user`, `rusage_system`, which it takes from
-//! `getrusage`) and the descriptors it holds open.
+//! `getrusage`) and the descriptors it holds open, and how many it may.
 //!
 //! Both are read from `/proc/self`, which gives the same numbers as
 //! `getrusage(RUSAGE_SELF)` for the whole process, every thread included,
@@ -57,6 +57,23 @@ pub fn open_descriptors() -> Option<u64> {
     Some((listing.count() as u64).saturating_sub(1))
 }
 
+/// How many descriptors the process may hold open (`RLIMIT_NOFILE`'s soft
+/// limit), if `/proc` says; `None` also when it is unlimited.
+pub fn open_files_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    parse_open_files_limit(&limits)
+}
+
+/// The soft limit on the `Max open files` line of `/proc/<pid>/limits`.
+fn parse_open_files_limit(limits: &str) -> Option<u64> {
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line["Max open files".len()..]
+        .split_ascii_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -82,8 +99,19 @@ mod tests {
     }
 
     #[test]
+    fn the_open_files_limit_is_the_soft_one() {
+        let limits = "Limit                     Soft Limit           Hard Limit           Units     \n\
+                      Max processes             unlimited            unlimited            processes \n\
+                      Max open files            1024                 524288               files     \n";
+        assert_eq!(parse_open_files_limit(limits), Some(1024));
+        let unlimited = limits.replace("1024 ", "unlimited");
+        assert_eq!(parse_open_files_limit(&unlimited), None);
+    }
+
+    #[test]
     fn this_process_is_seen() {
         assert!(open_descriptors().is_some_and(|n| n >= 1));
+        assert!(open_files_limit().is_some_and(|n| n >= 1));
         let _ = cpu_times();
     }
 }

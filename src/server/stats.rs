@@ -47,6 +47,10 @@ pub struct Counters {
     pub ops: u64,
     /// Requests that missed their deadline in the backend.
     pub timeouts: u64,
+    /// Connections refused over `max_connections`.
+    pub rejected_connections: u64,
+    /// Connections closed for idling past `idle_timeout_s`.
+    pub idle_kicks: u64,
 }
 
 impl Counters {
@@ -60,10 +64,6 @@ impl Counters {
     }
 }
 
-/// memcached's connection limit (`-c`) by default; mckv has no limit of its
-/// own yet, so it reports the number memcached's tools expect.
-const MAX_CONNECTIONS: u64 = 1024;
-
 /// memcached 1.6.18 counts only `me` as `cmd_meta` (a debug command);
 /// mckv does not count it, and counts `mg ms md ma` as the classic
 /// commands they stand for, as memcached does.
@@ -73,8 +73,9 @@ const NO_META_COMMANDS: &[&str] = &["cmd_meta"];
 /// memcached shows 0 while it is off.
 const NO_AUTHENTICATION: &[&str] = &["auth_cmds", "auth_errors"];
 
-/// memcached stops accepting while it is at its connection limit; mckv has
-/// no limit, so it never does.
+/// memcached stops accepting at its connection limit only with
+/// `maxconns_fast` off; mckv refuses the connections over its limit one by
+/// one, as memcached does with it on (its default), so it never stops.
 const LISTENER_NEVER_DISABLED: &[&str] = &["listen_disabled_num", "time_in_listen_disabled_us"];
 
 /// memcached's slab allocator, LRU maintainer and crawler, and log
@@ -157,11 +158,10 @@ impl<E: Engine> Report<'_, E> {
         let cpu = process::cpu_times();
         reply::stat(out, "rusage_user", process::seconds_micros(cpu.user));
         reply::stat(out, "rusage_system", process::seconds_micros(cpu.system));
-        reply::stat(out, "max_connections", MAX_CONNECTIONS);
+        reply::stat(out, "max_connections", self.cluster.max_connections);
         reply::stat(out, "curr_connections", c.curr_connections);
         reply::stat(out, "total_connections", c.total_connections);
-        // Only a connection limit rejects a connection; mckv has none yet.
-        reply::stat(out, "rejected_connections", 0);
+        reply::stat(out, "rejected_connections", c.rejected_connections);
         reply::stat(out, "connection_structures", c.connection_structures);
         self.buffers(out);
         reply::stat(out, "reserved_fds", self.reserved_descriptors());
@@ -196,6 +196,10 @@ impl<E: Engine> Report<'_, E> {
             count(out, counter);
         }
         zeros(out, NO_AUTHENTICATION);
+        // Shown while idle connections are closed, as memcached shows it.
+        if self.cluster.idle_timeout.is_some() {
+            reply::stat(out, "idle_kicks", c.idle_kicks);
+        }
         reply::stat(out, "bytes_read", c.bytes_read);
         reply::stat(out, "bytes_written", c.bytes_written);
         reply::stat(out, "limit_maxbytes", self.limit_bytes(&store));
@@ -327,7 +331,7 @@ impl<E: Engine> Report<'_, E> {
         let store = self.backend.store_stats();
         let client = self.listener.and_then(|l| l.local_addr().ok());
         reply::stat(out, "maxbytes", self.limit_bytes(&store));
-        reply::stat(out, "maxconns", MAX_CONNECTIONS);
+        reply::stat(out, "maxconns", self.cluster.max_connections);
         reply::stat(out, "tcpport", client.map_or(0, |a| a.port()));
         reply::stat(out, "udpport", 0);
         match client {
@@ -353,13 +357,16 @@ impl<E: Engine> Report<'_, E> {
         reply::stat(out, "auth_enabled_sasl", "no");
         reply::stat(out, "auth_enabled_ascii", "no");
         reply::stat(out, "item_size_max", self.cluster.item_size_max);
+        // A connection over the limit is refused at once, not left waiting.
+        reply::stat(out, "maxconns_fast", "yes");
         reply::stat(out, "lru_crawler", "no");
         reply::stat(out, "flush_enabled", "yes");
         reply::stat(out, "dump_enabled", "yes");
         reply::stat(out, "lru_maintainer_thread", "no");
         reply::stat(out, "lru_segmented", "no");
-        // Idle connections are never closed; read buffers have no cap.
-        reply::stat(out, "idle_timeout", 0);
+        let idle_timeout = self.cluster.idle_timeout.map_or(0, |t| t.as_secs());
+        reply::stat(out, "idle_timeout", idle_timeout);
+        // Read buffers have no cap of their own (back-pressure bounds them).
         reply::stat(out, "read_buf_mem_limit", 0);
         reply::stat(out, "track_sizes", "no");
         reply::stat(out, "ssl_enabled", "no");
