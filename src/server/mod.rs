@@ -273,13 +273,13 @@ impl<E: Engine> Server<E> {
     fn check_descriptor_limit(&self) {
         let max = self.settings.cluster.max_connections as u64;
         // What it holds now, and a link each way to every other node.
-        let held =
-            process::open_descriptors().unwrap_or(0) + 2 * self.settings.members.len() as u64;
+        let others = self.settings.members.len().saturating_sub(1) as u64;
+        let held = process::open_descriptors().unwrap_or(0) + 2 * others;
         if let Some(limit) = process::open_files_limit() {
             if limit < max + held {
                 log::warn!(
                     "max_connections is {max} but the process may open {limit} descriptors \
-                     and holds {held}: raise `ulimit -n` to at least {}",
+                     and needs {held} besides clients: raise `ulimit -n` to at least {}",
                     max + held
                 );
             }
