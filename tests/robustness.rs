@@ -1071,7 +1071,10 @@ fn a_storm_of_2000_connections_past_the_limit_is_refused_without_harm() {
 fn an_idle_connection_is_closed_and_a_busy_or_owed_one_is_not() {
     const SIZE: usize = 100_000;
     const GETS: usize = 200;
-    let node = start_with_cluster("idle_timeout_s = 1");
+    // The busy connection sends every 100 ms or so: thirty times inside
+    // the timeout, so only a test thread stalled for seconds could see it
+    // kicked.
+    let node = start_with_cluster("idle_timeout_s = 3");
     let port = node.port();
     let mut busy = connect(port);
     let value = vec![b'i'; SIZE];
@@ -1102,7 +1105,7 @@ fn an_idle_connection_is_closed_and_a_busy_or_owed_one_is_not() {
     let now = stats_on(&mut busy, "stats");
     assert_eq!(stat_u64(&now, "idle_kicks"), 1, "{now:?}");
     let settings = stats_on(&mut busy, "stats settings");
-    assert_eq!(settings["idle_timeout"], "1");
+    assert_eq!(settings["idle_timeout"], "3");
 
     // The owed connection outlived the idle one (it waited as long, and
     // sent nothing since): every reply is still delivered.
