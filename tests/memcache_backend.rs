@@ -372,6 +372,33 @@ fn a_memcached_that_cannot_list_its_keys_fails_the_snapshot_clearly() {
     }
 }
 
+/// A key the text protocol cannot carry (a space, a line end: a meta
+/// command's base64 key can spell one) is refused before it reaches
+/// memcached, where it would make every later listing of the keys fail;
+/// the listing still works after the attempt.
+#[test]
+fn a_key_the_text_protocol_cannot_carry_is_refused_and_listings_still_work() {
+    let memcached = start_memcached_with(&["-I", "2m"]);
+    let mut store = store_on(memcached.port);
+    let now = unix_now();
+    for key in ["a b", "line\nend", "cr\r", "nul\0"] {
+        let r = record(key, 0, Expiry::Never, b"v", 1);
+        match store.import(&r.key, Some(&r.entry), r.cas, now) {
+            Err(StoreError::Refused(why)) => assert!(why.contains("cannot hold a key"), "{why}"),
+            other => panic!("{key:?}: {other:?}"),
+        }
+    }
+    import(&mut store, &record("fine", 0, Expiry::Never, b"v", 2), now);
+    let listed: Vec<Vec<u8>> = store
+        .snapshot_keys()
+        .unwrap()
+        .keys
+        .iter()
+        .map(<[u8]>::to_vec)
+        .collect();
+    assert_eq!(listed, vec![b"fine".to_vec()]);
+}
+
 /// A server on a free port that answers every line it reads with `reply`
 /// (the store's pooled clients connect too, and stay connected).
 struct FakeMemcached {

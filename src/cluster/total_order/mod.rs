@@ -67,7 +67,12 @@
 //!    store work that reads or installs a snapshot carries a tag, and a
 //!    report for a snapshot a view change has since ended is dropped: a
 //!    chunk read before the new view's start sequence was applied must not
-//!    be handed over in it, nor an old install make the node serve.
+//!    be handed over in it, nor an old install make the node serve. A
+//!    member whose install fails asks for a new view (and a new snapshot)
+//!    rather than serve a store missing part of it, as does one that hears
+//!    nothing of its snapshot for a while; a source retries a failed read
+//!    a few times, then gives up so that delivery, which waits while it
+//!    reads, goes on.
 //!
 //! Why nothing delivered is lost or reordered. Claim: anything delivered
 //! in view `V` is held (as a proposal, or in the state) by every member of
