@@ -157,6 +157,7 @@ fn broadcasts() -> Vec<Broadcast> {
             upto: Stamp { ts: 9, node: 1 },
             first: Some(Some(1_700_000_200)),
             records: vec![record("a", b"1"), record("b", &[0xff; 300])],
+            read_at: 1_700_000_150,
             last: true,
             total: 1 << 20,
         },

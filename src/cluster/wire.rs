@@ -686,6 +686,7 @@ mod tests {
             Control::State {
                 ballot,
                 upto: Stamp { ts: 6, node: 1 },
+                read_at: 1_700_000_100,
                 first: Some(Some(1_700_000_200)),
                 records: vec![record.clone(), record],
                 last: false,
@@ -694,6 +695,7 @@ mod tests {
             Control::State {
                 ballot,
                 upto: Stamp { ts: 6, node: 1 },
+                read_at: 0,
                 first: Some(None),
                 records: Vec::new(),
                 last: true,
@@ -702,6 +704,7 @@ mod tests {
             Control::State {
                 ballot,
                 upto: Stamp { ts: 6, node: 1 },
+                read_at: u64::MAX,
                 first: None,
                 records: Vec::new(),
                 last: true,

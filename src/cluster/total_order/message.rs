@@ -99,6 +99,8 @@ pub enum Control {
         upto: Stamp,
         first: Option<Option<u64>>,
         records: Vec<Record>,
+        /// When the source read `records` (see `Work::Install`).
+        read_at: u64,
         last: bool,
         /// About how many bytes of keys and values the whole snapshot carries.
         total: u64,
@@ -211,6 +213,7 @@ fn put_control(out: &mut Vec<u8>, control: &Control) {
             upto,
             first,
             records,
+            read_at,
             last,
             total,
         } => {
@@ -233,6 +236,7 @@ fn put_control(out: &mut Vec<u8>, control: &Control) {
                 wire::put_bytes(out, &record.entry.value);
                 wire::put_u64(out, record.cas);
             }
+            wire::put_u64(out, *read_at);
             out.push(u8::from(*last));
             wire::put_u64(out, *total);
         }
@@ -310,6 +314,7 @@ fn read_control(r: &mut Reader<'_>) -> Result<Control, WireError> {
                 upto,
                 first,
                 records,
+                read_at: r.u64()?,
                 last: r.u8()? != 0,
                 total: r.u64()?,
             }

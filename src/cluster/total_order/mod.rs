@@ -1174,6 +1174,7 @@ mod tests {
             tag,
             to: 2,
             records: vec![chunk_record(key)],
+            read_at: 1_700_000_000,
             first: Some(None),
             last: true,
             total: key.len() as u64 + 1,

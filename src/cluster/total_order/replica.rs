@@ -41,6 +41,9 @@ pub enum Work {
     Install {
         reset: Option<Option<UnixTime>>,
         records: Vec<Record>,
+        /// When the source read them: imported as of then, so a delayed
+        /// `flush_all` judges them here as it does there.
+        read_at: UnixTime,
         last: bool,
         /// One per snapshot taken: tags its report.
         tag: u64,
@@ -57,6 +60,8 @@ pub enum Report {
         tag: u64,
         to: NodeId,
         records: Vec<Record>,
+        /// When they were read.
+        read_at: UnixTime,
         first: Option<Option<UnixTime>>,
         last: bool,
         /// About how many bytes the whole snapshot carries.
@@ -113,10 +118,11 @@ impl Replica for TotalOrderReplica {
             Work::Install {
                 reset,
                 records,
+                read_at,
                 last,
                 tag,
             } => {
-                let now = executor.now();
+                let now = read_at;
                 let store = executor.store();
                 let installed = reset
                     .map_or(Ok(()), |flush_at| store.reset(flush_at, now))
@@ -186,9 +192,85 @@ impl TotalOrderReplica {
             tag,
             to,
             records,
+            read_at: now,
             first,
             last,
             total,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{Limits, StorageMode};
+    use crate::store::memory::MemoryStore;
+    use crate::store::{Expiry, StoreCounters, Write};
+
+    const T: UnixTime = 1_700_000_000;
+
+    fn executor(clock: fn() -> UnixTime) -> Executor {
+        let store = Box::new(MemoryStore::new(1 << 20, Limits::default()));
+        Executor::new(store, Arc::new(StoreCounters::default())).with_clock(clock)
+    }
+
+    fn perform(
+        replica: &mut TotalOrderReplica,
+        work: Work,
+        executor: &mut Executor,
+    ) -> Vec<Report> {
+        let mut reports = Vec::new();
+        replica.perform(work, executor, &mut |done| {
+            if let Done::Engine(report) = done {
+                reports.push(report);
+            }
+        });
+        reports
+    }
+
+    /// A delayed `flush_all` comes due while a snapshot is on its way: a
+    /// record read before it must die here at its time, as it does at the
+    /// source, however late it is installed.
+    #[test]
+    fn a_record_read_before_a_delayed_flush_dies_with_it_wherever_installed() {
+        let mut source = executor(|| T + 5);
+        let store = source.store();
+        let write = Write {
+            mode: StorageMode::Set,
+            key: b"k",
+            flags: 0,
+            expiry: Expiry::Never,
+            value: b"v",
+            cas: 1,
+        };
+        store.store(write, T).unwrap();
+        store.flush_all(Some(T + 10), T).unwrap();
+        let dump = Work::Dump {
+            to: 2,
+            start: true,
+            tag: 1,
+        };
+        let [Report::Chunk {
+            records,
+            read_at,
+            first,
+            last: true,
+            ..
+        }] = &perform(&mut TotalOrderReplica::default(), dump, &mut source)[..]
+        else {
+            panic!("one chunk");
+        };
+        assert_eq!(records.len(), 1, "live when read");
+        let mut late = executor(|| T + 20);
+        let install = Work::Install {
+            reset: *first,
+            records: records.clone(),
+            read_at: *read_at,
+            last: true,
+            tag: 2,
+        };
+        perform(&mut TotalOrderReplica::default(), install, &mut late);
+        assert_eq!(source.store().export_record(b"k", T + 20).unwrap(), None);
+        assert_eq!(late.store().export_record(b"k", T + 20).unwrap(), None);
     }
 }

@@ -335,6 +335,7 @@ impl TotalOrder {
                 upto,
                 first,
                 records,
+                read_at,
                 last,
                 total,
             } => {
@@ -364,6 +365,7 @@ impl TotalOrder {
                 out.push(Effect::Work(Work::Install {
                     reset: first,
                     records,
+                    read_at,
                     last,
                     tag: self.installing,
                 }));
@@ -652,6 +654,7 @@ impl TotalOrder {
                 tag,
                 to,
                 records,
+                read_at,
                 first,
                 last,
                 total,
@@ -668,6 +671,7 @@ impl TotalOrder {
                     upto,
                     first,
                     records,
+                    read_at,
                     last,
                     total,
                 };
