@@ -21,7 +21,7 @@
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
 use std::marker::PhantomData;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use mio::event::Event;
@@ -41,6 +41,10 @@ const READ_CHUNK: usize = 64 * 1024;
 /// A peer that leaves this much unread is dropped; the link is redialed and
 /// what it had not acknowledged is resent.
 const MAX_UNSENT: usize = 256 << 20;
+/// A refused link is logged once per remote address in this time...
+const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(60);
+/// ...for up to this many addresses at once (older ones are forgotten).
+const REFUSAL_LOG_ADDRESSES: usize = 1024;
 
 /// Whether `token` belongs to the peer side.
 pub fn owns(token: Token) -> bool {
@@ -86,6 +90,8 @@ enum Role {
 struct Link {
     stream: TcpStream,
     role: Role,
+    /// Where an accepted link comes from (for the log of a refusal).
+    from: Option<SocketAddr>,
     /// When the link was accepted or dialed: a stranger gets `peer_timeout` to say hello.
     opened: Instant,
     connected: bool,
@@ -134,6 +140,13 @@ pub struct Peers<M> {
     /// Frames sent and received since start, for `stats`.
     pub frames_sent: u64,
     pub frames_received: u64,
+    /// Accepted links closed before a hello was taken (a wrong secret or
+    /// cluster, an unknown node, silence, garbage), for `stats`.
+    pub hellos_refused: u64,
+    /// When a refusal from each address was last logged: at most one a
+    /// minute each, so a peer redialing with a wrong secret cannot flood
+    /// the log.
+    refusals_logged: BTreeMap<IpAddr, Instant>,
     messages: PhantomData<M>,
 }
 
@@ -172,6 +185,8 @@ impl<M: Message> Peers<M> {
             nodes,
             frames_sent: 0,
             frames_received: 0,
+            hellos_refused: 0,
+            refusals_logged: BTreeMap::new(),
             messages: PhantomData,
         })
     }
@@ -205,7 +220,9 @@ impl<M: Message> Peers<M> {
                         log::warn!("cannot register peer link from {addr}: {e}");
                         continue;
                     }
-                    entry.insert(Link::new(stream, Role::Accepted(None), true));
+                    let mut link = Link::new(stream, Role::Accepted(None), true);
+                    link.from = Some(addr);
+                    entry.insert(link);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -423,8 +440,32 @@ impl<M: Message> Peers<M> {
                 }
                 log::debug!("node {}: link from node {id} closed: {why}", self.me);
             }
-            Role::Accepted(None) => log::warn!("node {}: peer link refused: {why}", self.me),
+            Role::Accepted(None) => self.log_refusal(link.from, why),
         }
+    }
+
+    /// Logs a refused link, at most once a minute per remote address.
+    fn log_refusal(&mut self, from: Option<SocketAddr>, why: &str) {
+        self.hellos_refused += 1;
+        let now = Instant::now();
+        let ip = from.map(|a| a.ip());
+        if let Some(ip) = ip {
+            let last = self.refusals_logged.get(&ip);
+            if last.is_some_and(|&at| now - at < REFUSAL_LOG_EVERY) {
+                return;
+            }
+            if self.refusals_logged.len() >= REFUSAL_LOG_ADDRESSES {
+                self.refusals_logged
+                    .retain(|_, &mut at| now - at < REFUSAL_LOG_EVERY);
+            }
+            self.refusals_logged.insert(ip, now);
+        }
+        let from = from.map_or("?".to_string(), |a| a.to_string());
+        log::warn!(
+            "node {}: peer link from {from} refused: {why} (more refusals from it are not \
+             logged for a minute)",
+            self.me
+        );
     }
 
     /// Every heartbeat: redial lost links, drop strangers that said nothing.
@@ -500,6 +541,7 @@ impl Link {
         Link {
             stream,
             role,
+            from: None,
             opened: Instant::now(),
             connected,
             input: Vec::new(),

@@ -317,6 +317,11 @@ impl<E: Engine> Report<'_, E> {
             "mckv_frames_received",
             self.peers.map_or(0, |p| p.frames_received),
         );
+        reply::stat(
+            out,
+            "mckv_peer_links_refused",
+            self.peers.map_or(0, |p| p.hellos_refused),
+        );
         reply::stat(out, "mckv_timeouts", c.timeouts);
         if let Some(durable) = self.durable {
             durability_fields(out, durable);
