@@ -276,7 +276,10 @@ fn a_silent_peer_is_shown_down_the_others_serve_and_it_rejoins_when_it_answers()
     wait_for_state(&cluster, 0, 2, "up");
     cluster.wait_all_up();
     assert_eq!(request(&mut c, b"set k 0 0 1\r\nc\r\n"), "STORED\r\n");
-    assert_replicas_identical(&cluster, &["k".to_string()]);
+    // Node 2 may still be rejoining (a view change, a snapshot) or
+    // applying: every node reads the same once it serves.
+    let agreed = cluster.converged(&["k".to_string()]);
+    assert!(agreed.ends_with("\r\nc\r\nEND\r\n"), "{agreed}");
 }
 
 #[test]

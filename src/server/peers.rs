@@ -143,10 +143,10 @@ pub struct Peers<M> {
     /// Accepted links closed before a hello was taken (a wrong secret or
     /// cluster, an unknown node, silence, garbage), for `stats`.
     pub hellos_refused: u64,
-    /// When a refusal from each address was last logged: at most one a
-    /// minute each, so a peer redialing with a wrong secret cannot flood
-    /// the log.
-    refusals_logged: BTreeMap<IpAddr, Instant>,
+    /// When each reason of refusal from each address was last logged: at
+    /// most once a minute each, so a peer redialing with a wrong secret
+    /// cannot flood the log (and a port probe hides no other reason).
+    refusals_logged: BTreeMap<(IpAddr, String), Instant>,
     messages: PhantomData<M>,
 }
 
@@ -444,13 +444,14 @@ impl<M: Message> Peers<M> {
         }
     }
 
-    /// Logs a refused link, at most once a minute per remote address.
+    /// Logs a refused link, at most once a minute per remote address and
+    /// reason.
     fn log_refusal(&mut self, from: Option<SocketAddr>, why: &str) {
         self.hellos_refused += 1;
         let now = Instant::now();
-        let ip = from.map(|a| a.ip());
-        if let Some(ip) = ip {
-            let last = self.refusals_logged.get(&ip);
+        if let Some(ip) = from.map(|a| a.ip()) {
+            let seen = (ip, why.to_string());
+            let last = self.refusals_logged.get(&seen);
             if last.is_some_and(|&at| now - at < REFUSAL_LOG_EVERY) {
                 return;
             }
@@ -458,12 +459,12 @@ impl<M: Message> Peers<M> {
                 self.refusals_logged
                     .retain(|_, &mut at| now - at < REFUSAL_LOG_EVERY);
             }
-            self.refusals_logged.insert(ip, now);
+            self.refusals_logged.insert(seen, now);
         }
         let from = from.map_or("?".to_string(), |a| a.to_string());
         log::warn!(
-            "node {}: peer link from {from} refused: {why} (more refusals from it are not \
-             logged for a minute)",
+            "node {}: peer link from {from} refused: {why} (the same from that address is \
+             not logged again for a minute)",
             self.me
         );
     }
