@@ -299,7 +299,7 @@ mod tests {
         for seed in 1..=6u64 {
             let dir = temp_dir(&format!("replay-{seed}"));
             let mut reference = memory();
-            let mut rng = Rng(seed * 0x9e37_79b9_7f4a_7c15);
+            let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
             let (mut now, mut cas) = (NOW, 1u64 << 16);
             for run in 0..2 {
                 let cluster = ClusterConfig {
