@@ -180,6 +180,8 @@ pub struct NodeConfig {
     pub kv_addr: String,
     pub data_dir: Option<PathBuf>,
     pub log_file: PathBuf,
+    /// `host:port` of the Prometheus endpoint (`GET /metrics`); `None`: off.
+    pub metrics_addr: Option<String>,
 }
 
 impl NodeConfig {
@@ -192,6 +194,7 @@ impl NodeConfig {
             kv_addr: format!("127.0.0.1:{}", 11201 + id),
             data_dir: None,
             log_file: PathBuf::from(format!("logs/node{id}.log")),
+            metrics_addr: None,
         }
     }
 }
@@ -352,6 +355,7 @@ impl NodeConfig {
             "kv_addr" => self.kv_addr = value.to_string(),
             "data_dir" => self.data_dir = Some(PathBuf::from(value)),
             "log_file" => self.log_file = PathBuf::from(value),
+            "metrics_addr" => self.metrics_addr = Some(value.to_string()),
             other => return Err(invalid(section, other, "unknown key")),
         }
         Ok(())
@@ -400,6 +404,17 @@ mod tests {
         assert_eq!(config.cluster.idle_timeout, Some(Duration::from_secs(2)));
         let off = Config::parse("[cluster]\nidle_timeout_s = 0\n[node.0]\n").unwrap();
         assert_eq!(off.cluster.idle_timeout, None);
+    }
+
+    #[test]
+    fn the_metrics_endpoint_is_off_unless_a_node_names_its_address() {
+        let text = "[node.0]\nmetrics_addr = 127.0.0.1:9100\n[node.1]\n";
+        let config = Config::parse(text).unwrap();
+        assert_eq!(
+            config.nodes[0].metrics_addr.as_deref(),
+            Some("127.0.0.1:9100")
+        );
+        assert_eq!(config.nodes[1].metrics_addr, None);
     }
 
     #[test]

@@ -11,7 +11,9 @@
 //!   peers.rs ─► LinkEvent ─► Node (hello, welcome, refusal, frame, leave, link up/down) ─► effects
 //!            ◄── admit (welcome) / refuse: what the core said of a hello
 //!   Node::outgoing ─► peers.rs: one frame per peer per loop iteration
-//!   timers: per-request deadlines, heartbeats (Node::tick with the time), shutdown grace
+//!   metrics.rs: GET /metrics ─► a snapshot of the above, in Prometheus's text format
+//!   timers: per-request deadlines, heartbeats (Node::tick with the time), shutdown grace,
+//!           scrape deadlines
 //!   SIGINT/SIGTERM: tell peers, stop accepting and reading, drain what is owed, exit
 //! ```
 //!
@@ -22,6 +24,7 @@ mod backlog;
 mod build;
 mod clients;
 mod connection;
+mod metrics;
 mod peers;
 mod process;
 mod stats;
@@ -49,6 +52,7 @@ use crate::durability::{Durable, Recovering, Wait};
 use crate::protocol::{self, reply};
 use backlog::Backlog;
 use connection::Connection;
+use metrics::MetricsEndpoint;
 use peers::{Identity, LinkEvent, PeerAddress, Peers};
 use stats::Counters;
 use timers::Timers;
@@ -80,6 +84,8 @@ enum Timer {
     Shutdown,
     /// Close client connections idle past `idle_timeout_s`.
     IdleSweep,
+    /// Close metrics connections past their deadline.
+    ScrapeDeadline,
 }
 
 /// What the node runs with.
@@ -122,6 +128,8 @@ pub struct Server<E: Engine> {
     deadlines: VecDeque<(Instant, ReplyTo)>,
     timers: Timers<Timer>,
     counters: Counters,
+    /// The Prometheus endpoint, with `metrics_addr`.
+    metrics: Option<MetricsEndpoint>,
     limits: protocol::Limits,
     started: Instant,
     stopping: bool,
@@ -148,6 +156,10 @@ impl<E: Engine> Server<E> {
         poll.registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let metrics = match &settings.node.metrics_addr {
+            Some(addr) => Some(MetricsEndpoint::bind(poll.registry(), resolve(addr)?)?),
+            None => None,
+        };
         let (backend, durable) = match (settings.node.kv_type, durable) {
             (_, Some(recovering)) => {
                 let (durable, store) = recovering.start(waker)?;
@@ -197,6 +209,7 @@ impl<E: Engine> Server<E> {
             deadlines: VecDeque::new(),
             timers,
             counters: Counters::default(),
+            metrics,
             started: Instant::now(),
             stopping: false,
             stop_deadline_passed: false,
@@ -220,6 +233,9 @@ impl<E: Engine> Server<E> {
             self.settings.node.kv_type.name(),
             self.settings.cluster.consistency.name()
         );
+        if let Some(metrics) = &self.metrics {
+            log::info!("metrics at http://{}/metrics", metrics.local_addr()?);
+        }
         self.check_descriptor_limit();
         while !self.finished() {
             let now = Instant::now();
@@ -243,6 +259,7 @@ impl<E: Engine> Server<E> {
                     WAKER => self.complete_jobs(),
                     SIGNALS => self.on_signal(),
                     token if peers::owns(token) => self.on_peer_event(event),
+                    token if metrics::owns(token) => self.on_metrics_event(event),
                     token => {
                         if event.is_read_closed() {
                             // The client's EOF may sit behind data a short read
@@ -454,6 +471,7 @@ impl<E: Engine> Server<E> {
                     self.timers
                         .schedule(now + IDLE_SWEEP_EVERY, Timer::IdleSweep);
                 }
+                Timer::ScrapeDeadline => self.expire_scrapes(now),
             }
         }
     }
