@@ -32,6 +32,7 @@ use std::time::{Duration, Instant};
 use mio::{Interest, Token};
 
 use super::connection::Connection;
+use super::latency::{Asked, CommandKind};
 use super::Server;
 use crate::cluster::{Engine, ReplyTo};
 use crate::protocol::{self, reply, Action, Admin, Command, Request};
@@ -246,6 +247,7 @@ impl<E: Engine> Server<E> {
                     silent,
                     discards_unflushed,
                 } => {
+                    let asked = asked_now(CommandKind::Other);
                     self.counters.ops += 1;
                     if discards_unflushed {
                         conn.discard_since_flush_point();
@@ -253,17 +255,24 @@ impl<E: Engine> Server<E> {
                     if !silent {
                         conn.reply(|out| out.extend_from_slice(text));
                     }
+                    self.latencies.observe(asked);
                 }
                 Action::MetaNoop => {
+                    let asked = asked_now(CommandKind::Meta);
                     self.counters.ops += 1;
                     conn.reply(|out| out.extend_from_slice(reply::MN));
                     conn.mark_flush_point();
+                    self.latencies.observe(asked);
                 }
                 Action::Close => {
                     conn.discard_since_flush_point();
                     conn.close_when_flushed = true;
                 }
-                Action::Admin { command, noreply } => self.answer_admin(token, command, noreply),
+                Action::Admin { command, noreply } => {
+                    let asked = asked_now(CommandKind::Other);
+                    self.answer_admin(token, command, noreply);
+                    self.latencies.observe(asked);
+                }
                 Action::Execute(request) => self.execute(token, request),
             }
         }
@@ -296,11 +305,12 @@ impl<E: Engine> Server<E> {
     /// the client gets a timeout if no answer comes by the deadline.
     fn submit(&mut self, token: usize, request: Request) {
         let conn = &mut self.conns[token];
+        let asked = asked_now(CommandKind::of(&request.command));
         let reply_to = ReplyTo {
             session: conn.id,
-            slot: conn.reserve_slot(),
+            slot: conn.reserve_slot(asked),
         };
-        let deadline = Instant::now() + self.settings.cluster.backend_timeout;
+        let deadline = asked.at + self.settings.cluster.backend_timeout;
         self.node
             .on_client(reply_to, request, unix_now(), &mut self.effects);
         self.apply_effects();
@@ -325,9 +335,13 @@ impl<E: Engine> Server<E> {
         let Some(conn) = self.conns.get_mut(token) else {
             return false;
         };
-        if conn.id != reply_to.session || !conn.fill_slot(reply_to.slot, reply) {
+        if conn.id != reply_to.session {
             return false;
         }
+        let Some(asked) = conn.fill_slot(reply_to.slot, reply) else {
+            return false;
+        };
+        self.latencies.observe(asked);
         self.backend.recycle(&mut conn.spent);
         self.dirty.push(token);
         true
@@ -387,6 +401,14 @@ impl<E: Engine> Server<E> {
             self.counters.curr_connections -= 1;
             log::debug!("client {} closed", conn.addr);
         }
+    }
+}
+
+/// A request of `kind` parsed now.
+fn asked_now(kind: CommandKind) -> Asked {
+    Asked {
+        kind,
+        at: Instant::now(),
     }
 }
 

@@ -7,6 +7,9 @@
 //!                                          ▲ Done from the backend fills a slot
 //! ```
 //!
+//! A waiting slot holds what was asked and when it was parsed; filling it
+//! hands that back, for the request's latency ([`super::latency`]).
+//!
 //! Back-pressure: a connection whose queued replies or unanswered requests
 //! pass a bound is not read (nor parsed) until the client catches up, so a
 //! slow reader costs bounded memory: at most [`OUTPUT_HIGH_WATER`] bytes plus
@@ -26,6 +29,7 @@ use std::time::Instant;
 
 use mio::net::TcpStream;
 
+use super::latency::Asked;
 use crate::protocol;
 
 /// Bytes asked of the socket per read.
@@ -37,7 +41,8 @@ pub const OUTPUT_HIGH_WATER: usize = 1024 * 1024;
 pub const MAX_IN_FLIGHT: usize = 64;
 
 enum Slot {
-    Waiting,
+    /// Owed: what was asked and when, for its latency.
+    Waiting(Asked),
     Ready(Vec<u8>),
     /// Discarded before its reply came; it will send nothing.
     Dropped,
@@ -198,9 +203,10 @@ impl Connection {
         }
     }
 
-    /// Reserves the place of a reply that will come later; returns its slot.
-    pub fn reserve_slot(&mut self) -> u64 {
-        self.slots.push_back(Slot::Waiting);
+    /// Reserves the place of the reply to `asked`, which will come later;
+    /// returns its slot.
+    pub fn reserve_slot(&mut self, asked: Asked) -> u64 {
+        self.slots.push_back(Slot::Waiting(asked));
         self.first_slot + self.slots.len() as u64 - 1
     }
 
@@ -212,19 +218,20 @@ impl Connection {
     /// Where `slot` is in the queue, if it still waits for its reply.
     fn waiting_index(&self, slot: u64) -> Option<usize> {
         let index = slot.checked_sub(self.first_slot)? as usize;
-        matches!(self.slots.get(index), Some(Slot::Waiting)).then_some(index)
+        matches!(self.slots.get(index), Some(Slot::Waiting(_))).then_some(index)
     }
 
     /// Fills a waiting slot; a slot already answered (timed out) or dropped
-    /// is left alone. Returns whether the reply was taken.
-    pub fn fill_slot(&mut self, slot: u64, reply: Vec<u8>) -> bool {
-        let Some(index) = self.waiting_index(slot) else {
-            return false;
+    /// is left alone. Returns what was asked, if the reply was taken.
+    pub fn fill_slot(&mut self, slot: u64, reply: Vec<u8>) -> Option<Asked> {
+        let index = self.waiting_index(slot)?;
+        let Slot::Waiting(asked) = self.slots[index] else {
+            return None;
         };
         self.slot_bytes += reply.len();
         self.slots[index] = Slot::Ready(reply);
         self.release_ready();
-        true
+        Some(asked)
     }
 
     /// Moves the replies at the head of the queue that are no longer waiting to the output.
@@ -232,7 +239,7 @@ impl Connection {
         while self
             .slots
             .front()
-            .is_some_and(|s| !matches!(s, Slot::Waiting))
+            .is_some_and(|s| !matches!(s, Slot::Waiting(_)))
         {
             if let Some(Slot::Ready(bytes)) = self.slots.pop_front() {
                 self.slot_bytes -= bytes.len();

@@ -14,7 +14,8 @@
 //! reads slowly, holds only its own connection until its deadline, and at
 //! most [`MAX_SCRAPES`] connections are open at once (one more is answered
 //! `503` and closed). The metrics are read from the reactor's state at each
-//! scrape ([`Snapshot`]).
+//! scrape ([`Snapshot`]); only the latency histograms are kept between
+//! scrapes, by [`super::latency`].
 
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
@@ -24,7 +25,7 @@ use mio::event::Event;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Registry, Token};
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{prometheus_text, DescriptorEncoder, EncodeMetric};
+use prometheus_client::encoding::{prometheus_text, DescriptorEncoder, EncodeMetric, NoLabelSet};
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::info::Info;
@@ -32,6 +33,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry as MetricRegistry;
 use slab::Slab;
 
+use super::latency::{CommandKind, Latencies, BOUNDS_NS};
 use super::Server;
 use crate::cluster::engine::{SyncStats, Transfer};
 use crate::cluster::{Engine, NodeId};
@@ -336,6 +338,7 @@ impl<E: Engine> Server<E> {
             frames_received: self.peers.as_ref().map_or(0, |p| p.frames_received),
             timeouts: self.counters.timeouts,
             connections: self.counters.curr_connections,
+            latencies: self.latencies.clone(),
         }
     }
 }
@@ -376,6 +379,7 @@ pub struct Snapshot {
     pub frames_received: u64,
     pub timeouts: u64,
     pub connections: u64,
+    pub latencies: Latencies,
 }
 
 /// The roles a node may have in its view (`mckv_role` has a series for each).
@@ -526,7 +530,8 @@ impl Collector for Snapshot {
             value.encode(roles.encode_family(&[("role", role)])?)?;
         }
 
-        self.encode_peers(&mut encoder)
+        self.encode_peers(&mut encoder)?;
+        self.encode_latencies(&mut encoder)
     }
 }
 
@@ -568,11 +573,41 @@ impl Snapshot {
             &|p| p.sync_lag_seconds,
         )
     }
+
+    fn encode_latencies(&self, encoder: &mut DescriptorEncoder) -> std::fmt::Result {
+        let mut family = encoder.encode_descriptor(
+            "request_duration_seconds",
+            "Seconds from parsing a request to its reply taking its place on the connection.",
+            None,
+            MetricType::Histogram,
+        )?;
+        for kind in CommandKind::ALL {
+            let histogram = self.latencies.of(kind);
+            let mut buckets = [(0.0, 0); BOUNDS_NS.len() + 1];
+            for (i, bucket) in buckets.iter_mut().enumerate() {
+                let bound = BOUNDS_NS
+                    .get(i)
+                    .map_or(f64::INFINITY, |&ns| ns as f64 / 1e9);
+                *bucket = (bound, histogram.buckets[i]);
+            }
+            let labels = [("command", kind.label())];
+            family
+                .encode_family(&labels)?
+                .encode_histogram::<NoLabelSet>(
+                    histogram.sum_nanos as f64 / 1e9,
+                    histogram.count(),
+                    &buckets,
+                    None,
+                )?;
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::server::latency::Asked;
 
     fn status_line(response: &[u8]) -> String {
         let text = String::from_utf8_lossy(response);
@@ -618,6 +653,13 @@ mod tests {
 
     #[test]
     fn a_snapshot_encodes_every_family_with_its_labels() {
+        let mut latencies = Latencies::default();
+        for kind in [CommandKind::Get, CommandKind::Get, CommandKind::Set] {
+            latencies.observe(Asked {
+                kind,
+                at: Instant::now(),
+            });
+        }
         let snapshot = Snapshot {
             node: 0,
             mode: "linearizable",
@@ -642,6 +684,7 @@ mod tests {
             ],
             ops: 7,
             refused_no_quorum: 4,
+            latencies,
             ..Snapshot::default()
         };
         let text = encode(snapshot);
@@ -657,6 +700,11 @@ mod tests {
             "mckv_peer_up{peer=\"1\"} 1.0",
             "mckv_peer_up{peer=\"2\"} 0.0",
             "mckv_peer_last_heard_seconds{peer=\"1\"} 0.05",
+            "# TYPE mckv_request_duration_seconds histogram",
+            "mckv_request_duration_seconds_count{command=\"get\"} 2",
+            "mckv_request_duration_seconds_count{command=\"set\"} 1",
+            "mckv_request_duration_seconds_bucket{command=\"get\",le=\"+Inf\"} 2",
+            "mckv_request_duration_seconds_count{command=\"incr_decr\"} 0",
         ] {
             assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
         }

@@ -24,6 +24,7 @@ mod backlog;
 mod build;
 mod clients;
 mod connection;
+mod latency;
 mod metrics;
 mod peers;
 mod process;
@@ -52,6 +53,7 @@ use crate::durability::{Durable, Recovering, Wait};
 use crate::protocol::{self, reply};
 use backlog::Backlog;
 use connection::Connection;
+use latency::Latencies;
 use metrics::MetricsEndpoint;
 use peers::{Identity, LinkEvent, PeerAddress, Peers};
 use stats::Counters;
@@ -128,6 +130,8 @@ pub struct Server<E: Engine> {
     deadlines: VecDeque<(Instant, ReplyTo)>,
     timers: Timers<Timer>,
     counters: Counters,
+    /// Request latencies per command kind, for the metrics endpoint.
+    latencies: Latencies,
     /// The Prometheus endpoint, with `metrics_addr`.
     metrics: Option<MetricsEndpoint>,
     limits: protocol::Limits,
@@ -209,6 +213,7 @@ impl<E: Engine> Server<E> {
             deadlines: VecDeque::new(),
             timers,
             counters: Counters::default(),
+            latencies: Latencies::default(),
             metrics,
             started: Instant::now(),
             stopping: false,
