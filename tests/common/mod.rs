@@ -459,6 +459,19 @@ pub fn start_cluster(n: usize, consistency: &str, extra_cluster_keys: &str) -> C
     )
 }
 
+/// Like [`start_cluster`], with `node_keys(id)` added to each node's section.
+pub fn start_cluster_with(
+    n: usize,
+    consistency: &str,
+    extra_cluster_keys: &str,
+    node_keys: impl Fn(usize) -> String,
+) -> Cluster {
+    launch_cluster(
+        cluster_config_with(n, consistency, extra_cluster_keys, node_keys),
+        Vec::new(),
+    )
+}
+
 /// Like [`start_cluster`], each node keeping its data in a memcached of its own.
 pub fn start_cluster_on_memcached(
     n: usize,
