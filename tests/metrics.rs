@@ -280,6 +280,11 @@ fn another_path_is_not_found_and_another_method_not_allowed() {
     }
     // A query string is not part of the path.
     assert_eq!(get(port, "/metrics?debug=1").status, "HTTP/1.1 200 OK");
+    // A client that closes its side after its request still gets the response.
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+    stream.shutdown(std::net::Shutdown::Write).unwrap();
+    assert_eq!(read_response(&mut stream).status, "HTTP/1.1 200 OK");
 }
 
 /// Waits (at most 20 s) until the server closes `stream`: a read gives EOF

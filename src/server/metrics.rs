@@ -173,30 +173,34 @@ impl MetricsEndpoint {
 impl Scrape {
     fn advance(&mut self, metrics: impl FnOnce() -> String) -> io::Result<Progress> {
         if self.response.is_none() {
-            if self.read_head()? == Progress::Done {
-                return Ok(Progress::Done);
-            }
+            let closed = self.read_head()?;
             let Some(end) = head_end(&self.head) else {
-                return Ok(Progress::Wait);
+                // A client that closed before its head ended is owed nothing.
+                return Ok(if closed {
+                    Progress::Done
+                } else {
+                    Progress::Wait
+                });
             };
             self.response = Some(respond(&self.head[..end], metrics));
         }
         self.write_response()
     }
 
-    /// Reads what has come; `Done` when the client closed first.
-    fn read_head(&mut self) -> io::Result<Progress> {
+    /// Reads what has come; `true` when the client has closed its side
+    /// (it may still read the response).
+    fn read_head(&mut self) -> io::Result<bool> {
         let mut buf = [0u8; 4096];
         loop {
             match self.stream.read(&mut buf) {
-                Ok(0) => return Ok(Progress::Done),
+                Ok(0) => return Ok(true),
                 Ok(n) => {
                     self.head.extend_from_slice(&buf[..n]);
                     if self.head.len() > MAX_HEAD && head_end(&self.head).is_none() {
                         return Err(io::Error::other("request head over 8 KiB"));
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Progress::Wait),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
