@@ -1053,10 +1053,7 @@ mod tests {
 
     #[test]
     fn a_member_without_the_state_is_handed_a_snapshot_before_it_serves() {
-        let mut engines = cluster(3, Consistency::Linearizable);
-        // A write everywhere, so the restarted node's empty store is behind.
-        engines[0].on_client(reply_to(1, 0), set("k"), 0, &mut Vec::new());
-        exchange(&mut engines, &mut vec![Vec::new(); 3]);
+        let mut engines = cluster_with_a_write();
         let effects = restart_node_2(&mut engines);
         let mut out = Vec::new();
         engines[2].on_client(reply_to(5, 0), get("k"), 0, &mut out);
@@ -1065,14 +1062,7 @@ mod tests {
             "{out:?}"
         );
         // The lowest source reads the store for it once the view started.
-        let [tag] = dump_tags(&effects[0])[..] else {
-            panic!("one read of the store for node 2: {effects:?}");
-        };
-        engines[0].on_store(chunk(tag, "k"), &mut Vec::new());
-        let received = exchange_all(&mut engines);
-        let [tag] = install_tags(&received[2])[..] else {
-            panic!("one install on node 2: {received:?}");
-        };
+        let tag = the_install_tag(&mut engines, &effects);
         assert_eq!(engines[2].status().role, "catching-up");
         engines[2].on_store(Report::Installed { tag }, &mut Vec::new());
         assert_eq!(engines[2].status().role, "member");
@@ -1083,18 +1073,9 @@ mod tests {
     /// snapshot not begun): node 2 must not serve V1's store in V2.
     #[test]
     fn an_install_of_an_earlier_view_does_not_make_the_node_serve() {
-        let mut engines = cluster(3, Consistency::Linearizable);
-        engines[0].on_client(reply_to(1, 0), set("k"), 0, &mut Vec::new());
-        exchange(&mut engines, &mut vec![Vec::new(); 3]);
+        let mut engines = cluster_with_a_write();
         let effects = restart_node_2(&mut engines);
-        let [tag] = dump_tags(&effects[0])[..] else {
-            panic!("{effects:?}")
-        };
-        engines[0].on_store(chunk(tag, "k"), &mut Vec::new());
-        let received = exchange_all(&mut engines);
-        let [old] = install_tags(&received[2])[..] else {
-            panic!("{received:?}")
-        };
+        let old = the_install_tag(&mut engines, &effects);
         // A write proposed while node 2 catches up: held, undelivered.
         engines[1].on_client(reply_to(7, 0), set("k2"), 0, &mut Vec::new());
         exchange_all(&mut engines);
@@ -1119,18 +1100,9 @@ mod tests {
     /// store incomplete: the later `Installed` must not make the node serve.
     #[test]
     fn a_failed_install_chunk_keeps_the_node_from_serving() {
-        let mut engines = cluster(3, Consistency::Linearizable);
-        engines[0].on_client(reply_to(1, 0), set("k"), 0, &mut Vec::new());
-        exchange(&mut engines, &mut vec![Vec::new(); 3]);
+        let mut engines = cluster_with_a_write();
         let effects = restart_node_2(&mut engines);
-        let [tag] = dump_tags(&effects[0])[..] else {
-            panic!("{effects:?}")
-        };
-        engines[0].on_store(chunk(tag, "k"), &mut Vec::new());
-        let received = exchange_all(&mut engines);
-        let [tag] = install_tags(&received[2])[..] else {
-            panic!("{received:?}")
-        };
+        let tag = the_install_tag(&mut engines, &effects);
         engines[2].on_store(
             Report::SnapshotFailed {
                 tag,
@@ -1145,6 +1117,36 @@ mod tests {
             "member",
             "serves a store whose install failed"
         );
+    }
+
+    /// Three engines that all applied a write of `k`: a restarted node's
+    /// empty store is behind.
+    fn cluster_with_a_write() -> Vec<TotalOrder> {
+        let mut engines = cluster(3, Consistency::Linearizable);
+        engines[0].on_client(reply_to(1, 0), set("k"), 0, &mut Vec::new());
+        exchange(&mut engines, &mut vec![Vec::new(); 3]);
+        engines
+    }
+
+    /// The tag of the one read of a snapshot for node 2 among node 0's
+    /// effects (`effects[0]`).
+    fn the_dump_tag(effects: &[Vec<Effect<Work>>]) -> u64 {
+        match dump_tags(&effects[0])[..] {
+            [tag] => tag,
+            _ => panic!("one read of the store for node 2: {effects:?}"),
+        }
+    }
+
+    /// Node 0 reads node 2's whole snapshot (asked for in `effects`) and
+    /// hands it over: the tag of node 2's one install.
+    fn the_install_tag(engines: &mut [TotalOrder], effects: &[Vec<Effect<Work>>]) -> u64 {
+        let tag = the_dump_tag(effects);
+        engines[0].on_store(chunk(tag, "k"), &mut Vec::new());
+        let received = exchange_all(engines);
+        match install_tags(&received[2])[..] {
+            [tag] => tag,
+            _ => panic!("one install on node 2: {received:?}"),
+        }
     }
 
     /// The tags of the reads of a snapshot for node 2 from its start.
@@ -1209,18 +1211,10 @@ mod tests {
     /// new view's start sequence wrote).
     #[test]
     fn a_chunk_read_for_an_earlier_view_is_not_handed_over_in_a_later_one() {
-        let mut engines = cluster(3, Consistency::Linearizable);
-        engines[0].on_client(reply_to(1, 0), set("k"), 0, &mut Vec::new());
-        exchange(&mut engines, &mut vec![Vec::new(); 3]);
-        let first = restart_node_2(&mut engines);
-        let [stale] = dump_tags(&first[0])[..] else {
-            panic!("one read for node 2: {first:?}");
-        };
+        let mut engines = cluster_with_a_write();
+        let stale = the_dump_tag(&restart_node_2(&mut engines));
         // Node 2 restarts again before the first chunk is read: a new view.
-        let second = restart_node_2(&mut engines);
-        let [fresh] = dump_tags(&second[0])[..] else {
-            panic!("one read for node 2: {second:?}");
-        };
+        let fresh = the_dump_tag(&restart_node_2(&mut engines));
         let mut out = Vec::new();
         engines[0].on_store(chunk(stale, "old"), &mut out);
         engines[0].on_store(chunk(fresh, "k"), &mut out);
