@@ -8,9 +8,9 @@ mod common;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{connect, free_port, poll, request, start_cluster_with, start_mckv};
+use common::{connect, free_port, poll, read_to_eof, request, start_cluster_with, start_mckv};
 
 const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
@@ -290,30 +290,9 @@ fn another_path_is_not_found_and_another_method_not_allowed() {
 /// Waits (at most 20 s) until the server closes `stream`: a read gives EOF
 /// or an error other than a timeout. Returns what was read before.
 fn wait_closed(stream: &mut TcpStream) -> Vec<u8> {
-    stream
-        .set_read_timeout(Some(Duration::from_millis(100)))
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        match stream.read(&mut buf) {
-            Ok(0) => return got,
-            Ok(n) => got.extend_from_slice(&buf[..n]),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock
-                        | std::io::ErrorKind::TimedOut
-                        | std::io::ErrorKind::Interrupted
-                ) => {}
-            Err(_) => return got,
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the metrics connection was never closed"
-        );
-    }
+    let (got, closed) = read_to_eof(stream, Duration::from_secs(20));
+    assert!(closed, "the metrics connection was never closed");
+    got
 }
 
 #[test]

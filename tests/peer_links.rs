@@ -10,7 +10,10 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::Duration;
 
-use common::{cluster_config, connect, poll, roundtrip, start_cluster_node, ProcessGuard, TempDir};
+use common::{
+    cluster_config, connect, peer_port_of, poll, roundtrip, start_cluster_node, ProcessGuard,
+    TempDir,
+};
 use mckv::cluster::eventual::version::{State, Version};
 use mckv::cluster::eventual::Gossip;
 use mckv::cluster::membership::Load;
@@ -33,15 +36,6 @@ struct Lone {
 const QUICK: &str = "peer_timeout_ms = 400";
 /// It would take a minute: what closes a link sooner is not the timeout.
 const PATIENT: &str = "peer_timeout_ms = 60000";
-
-/// The peer port of node `id` in config `text`.
-fn peer_port_of(text: &str, id: usize) -> u16 {
-    text.split(&format!("[node.{id}]"))
-        .nth(1)
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("peer = 127.0.0.1:")))
-        .and_then(|p| p.trim().parse().ok())
-        .expect("the node's peer port")
-}
 
 /// The run of node 1 the test plays (in its hello and its welcome).
 const NODE1_RUN: u64 = 7;

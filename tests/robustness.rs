@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 
 use common::rng::Rng;
 use common::{
-    connect, read_until, roundtrip, start_mckv_with, start_memcached, start_memcached_with,
-    MckvNode,
+    connect, read_to_eof, read_until, roundtrip, start_mckv_with, start_memcached,
+    start_memcached_with, MckvNode,
 };
 
 const WAIT: Duration = Duration::from_secs(5);
@@ -866,29 +866,6 @@ fn a_binary_protocol_client_is_answered_at_once_and_the_connection_closes() {
 
 /// What memcached writes to a connection over its `-c` limit, then closes.
 const TOO_MANY: &[u8] = b"ERROR Too many open connections\r\n";
-
-/// Everything `stream` receives until the peer closes it or `limit`
-/// passes, and whether it closed.
-fn read_to_eof(stream: &mut TcpStream, limit: Duration) -> (Vec<u8>, bool) {
-    stream
-        .set_read_timeout(Some(Duration::from_millis(50)))
-        .unwrap();
-    let deadline = Instant::now() + limit;
-    let (mut got, mut buf) = (Vec::new(), [0u8; 256]);
-    while Instant::now() < deadline {
-        match stream.read(&mut buf) {
-            Ok(0) => return (got, true),
-            Ok(n) => got.extend_from_slice(&buf[..n]),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
-                ) => {}
-            Err(_) => return (got, true),
-        }
-    }
-    (got, false)
-}
 
 /// Waits (at most 10 s) until `stats` on `stream` counts `n` client
 /// connections: the node notices closes (the start-up probe's too) as

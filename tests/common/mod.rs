@@ -288,6 +288,23 @@ pub fn read_until(
     limit: Duration,
     done: impl Fn(&[u8]) -> bool,
 ) -> Vec<u8> {
+    read_while(stream, limit, done).0
+}
+
+/// Reads from `stream` until the server closes it (EOF, or an error other
+/// than a timeout) or `limit` passes; returns what came, and whether it
+/// was closed.
+pub fn read_to_eof(stream: &mut TcpStream, limit: Duration) -> (Vec<u8>, bool) {
+    read_while(stream, limit, |_| false)
+}
+
+/// Reads until `done(&bytes)`, the stream's end or `limit`; what came, and
+/// whether the stream ended.
+fn read_while(
+    stream: &mut TcpStream,
+    limit: Duration,
+    done: impl Fn(&[u8]) -> bool,
+) -> (Vec<u8>, bool) {
     let deadline = Instant::now() + limit;
     let mut got = Vec::new();
     let mut buf = [0u8; 65536];
@@ -296,7 +313,7 @@ pub fn read_until(
         .unwrap();
     while !done(&got) && Instant::now() < deadline {
         match stream.read(&mut buf) {
-            Ok(0) => break,
+            Ok(0) => return (got, true),
             Ok(n) => got.extend_from_slice(&buf[..n]),
             // A read with a timeout is never restarted after a signal
             // handler ran (signal(7)); seen here about once in 200 runs.
@@ -307,10 +324,19 @@ pub fn read_until(
                         | std::io::ErrorKind::TimedOut
                         | std::io::ErrorKind::Interrupted
                 ) => {}
-            Err(_) => break,
+            Err(_) => return (got, true),
         }
     }
-    got
+    (got, false)
+}
+
+/// The port after `peer = 127.0.0.1:` in node `id`'s section of config `text`.
+pub fn peer_port_of(text: &str, id: usize) -> u16 {
+    text.split(&format!("[node.{id}]"))
+        .nth(1)
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("peer = 127.0.0.1:")))
+        .and_then(|p| p.trim().parse().ok())
+        .expect("the node's peer port")
 }
 
 /// Sends `request` and reads until the reply ends with `suffix` (or 5 s pass).

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::common::{cluster_config, start_cluster_node, Cluster, TempDir};
+use crate::common::{cluster_config, peer_port_of, start_cluster_node, Cluster, TempDir};
 
 /// A TCP proxy to `target` that forwards while `forwarding` holds and
 /// otherwise reads nothing (so what is sent waits in the kernel, as on a
@@ -106,20 +106,11 @@ fn pump(mut from: TcpStream, mut to: TcpStream, forwarding: &AtomicBool, stop: &
     let _ = to.shutdown(std::net::Shutdown::Both);
 }
 
-/// The port after `peer = 127.0.0.1:` in node `id`'s section of `text`.
-fn peer_port(text: &str, id: usize) -> u16 {
-    text.split(&format!("[node.{id}]"))
-        .nth(1)
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("peer = 127.0.0.1:")))
-        .and_then(|p| p.trim().parse().ok())
-        .expect("a peer port")
-}
-
 /// A 3-node cluster of `consistency` (`extra` added to `[cluster]`) whose
 /// links into node 1 pass through a proxy, and that proxy.
 pub fn cluster_behind_proxy(consistency: &str, extra: &str) -> (Cluster, Proxy) {
     let (direct, ports) = cluster_config(3, consistency, extra);
-    let node1 = peer_port(&direct, 1);
+    let node1 = peer_port_of(&direct, 1);
     let proxy = Proxy::start(node1);
     let proxied = direct.replacen(
         &format!("peer = 127.0.0.1:{node1}"),
