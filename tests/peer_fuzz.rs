@@ -219,13 +219,18 @@ fn gossips() -> Vec<Gossip> {
 /// Every message of the link envelope around `bodies`, encoded.
 fn corpus<M: Message>(bodies: Vec<M>) -> Vec<Vec<u8>> {
     let mut messages: Vec<PeerMessage<M>> = vec![
+        PeerMessage::Challenge([3; 32]),
         PeerMessage::Hello(Hello {
             cluster: "test".into(),
             node: 1,
             incarnation: 99,
+            nonce: [5; 32],
             proof: vec![7; 32],
         }),
-        PeerMessage::Welcome { incarnation: 98 },
+        PeerMessage::Welcome {
+            incarnation: 98,
+            proof: vec![9; 32],
+        },
         PeerMessage::Refused("wrong secret".into()),
         PeerMessage::Leave,
     ];

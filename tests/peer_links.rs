@@ -1,8 +1,10 @@
 //! What a node does with what arrives on its peer port from a peer that
-//! misbehaves: it vanishes mid-frame, sends bytes that are no message, or
-//! declares a huge first message before saying who it is. Each time the
-//! link is dropped, the node keeps serving its clients, and a well-formed
-//! peer is taken again afterwards.
+//! misbehaves: it vanishes mid-frame, sends bytes that are no message,
+//! declares a huge first message before saying who it is, replays a
+//! recorded hello, proves a wrong secret, claims another node's id, or
+//! alters or injects a frame after a valid hello. Each time the link is
+//! dropped, the node keeps serving its clients, and a well-formed peer is
+//! taken again afterwards.
 
 mod common;
 
@@ -16,10 +18,11 @@ use common::{
 };
 use mckv::cluster::eventual::version::{State, Version};
 use mckv::cluster::eventual::Gossip;
+use mckv::cluster::handshake::{self, ClusterKey, Exchange, Session};
 use mckv::cluster::membership::Load;
 use mckv::cluster::total_order::Broadcast;
 use mckv::cluster::wire::Message;
-use mckv::cluster::{handshake, wire, Frame, PeerMessage, Stamp};
+use mckv::cluster::{wire, Frame, Hello, NodeId, PeerMessage, Stamp};
 use mckv::store::{Entry, Expiry};
 
 /// Node 0 of a two-node cluster whose node 1 is played by the test.
@@ -40,15 +43,39 @@ const PATIENT: &str = "peer_timeout_ms = 60000";
 /// The run of node 1 the test plays (in its hello and its welcome).
 const NODE1_RUN: u64 = 7;
 
-fn welcome() -> Vec<u8> {
-    encoded::<Broadcast>(&PeerMessage::Welcome {
-        incarnation: NODE1_RUN,
-    })
+fn key<M: Message>() -> ClusterKey {
+    ClusterKey::new::<M>("test", "test-secret")
 }
 
-/// Plays node 1's listener: takes node 0's link (within 10 s) and welcomes
-/// its hello.
-fn welcome_dialer(listener: &TcpListener) -> TcpStream {
+/// The key of a node started in `mode`.
+fn key_of(mode: &str) -> ClusterKey {
+    match mode {
+        "eventual" => key::<Gossip>(),
+        _ => key::<Broadcast>(),
+    }
+}
+
+/// Reads one whole message (within 5 s).
+fn read_message(link: &mut TcpStream) -> Vec<u8> {
+    link.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut message = vec![0u8; 4];
+    link.read_exact(&mut message).unwrap();
+    let length = u32::from_be_bytes(message[..4].try_into().unwrap()) as usize;
+    message.resize(4 + length, 0);
+    link.read_exact(&mut message[4..]).unwrap();
+    message
+}
+
+fn decoded<M: Message>(message: &[u8]) -> PeerMessage<M> {
+    match wire::decode::<M>(message) {
+        Ok(Some((decoded, _))) => decoded,
+        _ => panic!("not one message: {message:?}"),
+    }
+}
+
+/// Plays node 1's listener: takes node 0's link (within 10 s), challenges
+/// it, checks its hello and welcomes it.
+fn welcome_dialer(listener: &TcpListener, key: &ClusterKey) -> TcpStream {
     listener.set_nonblocking(true).unwrap();
     let mut accepted = None;
     poll(
@@ -64,7 +91,19 @@ fn welcome_dialer(listener: &TcpListener) -> TcpStream {
     );
     let mut link = accepted.expect("accepted");
     link.set_nonblocking(false).unwrap();
-    link.write_all(&welcome()).unwrap();
+    let challenge = handshake::fresh_nonce().unwrap();
+    link.write_all(&encoded::<Broadcast>(&PeerMessage::Challenge(challenge)))
+        .unwrap();
+    let PeerMessage::Hello(hello) = decoded::<Broadcast>(&read_message(&mut link)) else {
+        panic!("node 0 did not answer the challenge with a hello");
+    };
+    let exchange =
+        Exchange::check_hello(key, 1, challenge, &hello).expect("node 0's hello proves the secret");
+    let welcome = PeerMessage::<Broadcast>::Welcome {
+        incarnation: NODE1_RUN,
+        proof: exchange.welcome_proof(key, NODE1_RUN),
+    };
+    link.write_all(&encoded(&welcome)).unwrap();
     link
 }
 
@@ -83,7 +122,7 @@ fn start_lone_node(mode: &str, peer_timeout: &str) -> Lone {
         node,
         peer_port,
         dir,
-        _welcomed: welcome_dialer(&node1),
+        _welcomed: welcome_dialer(&node1, &key_of(mode)),
     }
 }
 
@@ -130,24 +169,54 @@ fn encoded<M: Message>(message: &PeerMessage<M>) -> Vec<u8> {
     out
 }
 
-/// Node 1's hello, to a node whose mode speaks `M`.
-fn hello<M: Message>() -> Vec<u8> {
-    encoded::<M>(&PeerMessage::Hello(handshake::hello::<M>(
-        "test-secret",
-        "test",
-        1,
-        NODE1_RUN,
-    )))
+/// Reads node 0's challenge on `link` and makes node `node`'s hello
+/// answering it (not yet sent), with the session that seals what follows.
+fn hello_as<M: Message>(link: &mut TcpStream, node: NodeId) -> (Hello, Session) {
+    let PeerMessage::Challenge(challenge) = decoded::<M>(&read_message(link)) else {
+        panic!("node 0 did not open the link with a challenge");
+    };
+    let exchange = Exchange {
+        dialer: node,
+        acceptor: 0,
+        challenge,
+        answer: handshake::fresh_nonce().unwrap(),
+    };
+    (
+        exchange.hello(&key::<M>(), NODE1_RUN),
+        exchange.session(&key::<M>()),
+    )
 }
 
-fn heartbeat() -> Vec<u8> {
-    encoded(&PeerMessage::Frame(Frame {
+/// Node 1's hello on `link`, as bytes to send, and the session after it.
+fn hello<M: Message>(link: &mut TcpStream) -> (Vec<u8>, Session) {
+    let (hello, session) = hello_as::<M>(link, 1);
+    (encoded::<M>(&PeerMessage::Hello(hello)), session)
+}
+
+fn sealed<M: Message>(session: &mut Session, message: &PeerMessage<M>) -> Vec<u8> {
+    let mut out = encoded(message);
+    session.seal(&mut out, 0);
+    out
+}
+
+fn heartbeat() -> PeerMessage<Broadcast> {
+    PeerMessage::Frame(Frame {
         load: Load::default(),
         body: Broadcast {
             clock: 3,
             ..Broadcast::default()
         },
-    }))
+    })
+}
+
+/// The node's reply to a hello on `link`: whether it was a welcome, and
+/// the text of a refusal.
+fn verdict(link: &mut TcpStream) -> Result<(), String> {
+    match decoded::<Broadcast>(&read_message(link)) {
+        PeerMessage::Welcome { .. } => Ok(()),
+        PeerMessage::Refused(why) => Err(why),
+        other => panic!("a hello answered with {other:?}"),
+    }
 }
 
 /// Whether the node closed the link (EOF or reset) before 5 s passed.
@@ -171,22 +240,13 @@ fn closed_by_node(mut link: TcpStream) -> bool {
 fn a_peer_that_vanishes_mid_frame_is_dropped_and_taken_again() {
     let lone = start_lone_node("linearizable", QUICK);
     let mut link = lone.dial();
-    let frame = heartbeat();
-    let mut sent = hello::<Broadcast>();
+    let (mut sent, mut session) = hello::<Broadcast>(&mut link);
+    let frame = sealed(&mut session, &heartbeat());
     sent.extend_from_slice(&frame[..frame.len() / 2]);
     link.write_all(&sent).unwrap();
     lone.wait_for_node1("up");
     // Read the welcome, so the close below is a FIN, not a reset for unread data.
-    // (a welcome is 4 bytes of length, its kind and node 0's run)
-    let mut welcomed = [0u8; 13];
-    link.read_exact(&mut welcomed).unwrap();
-    assert!(
-        matches!(
-            wire::decode::<Broadcast>(&welcomed),
-            Ok(Some((PeerMessage::Welcome { .. }, 13)))
-        ),
-        "node 0 answered the hello with {welcomed:?}"
-    );
+    assert_eq!(verdict(&mut link), Ok(()));
     drop(link);
     lone.wait_for_node1("down");
     lone.assert_serving();
@@ -198,8 +258,8 @@ fn a_peer_that_vanishes_mid_frame_is_dropped_and_taken_again() {
     );
 
     let mut again = lone.dial();
-    let mut sent = hello::<Broadcast>();
-    sent.extend_from_slice(&heartbeat());
+    let (mut sent, mut session) = hello::<Broadcast>(&mut again);
+    sent.extend_from_slice(&sealed(&mut session, &heartbeat()));
     again.write_all(&sent).unwrap();
     lone.wait_for_node1("up");
     lone.assert_serving();
@@ -265,16 +325,17 @@ fn what_follows_a_hello_in_the_same_write_is_read() {
             value: value.clone(),
         }),
     };
-    let mut sent = hello::<Gossip>();
-    sent.extend(encoded(&PeerMessage::Frame(Frame {
+    let mut link = lone.dial();
+    let (mut sent, mut session) = hello::<Gossip>(&mut link);
+    let frame = PeerMessage::Frame(Frame {
         load: Load::default(),
         body: Gossip {
             clock: 5,
             versions: vec![version],
             ..Gossip::default()
         },
-    })));
-    let mut link = lone.dial();
+    });
+    sent.extend(sealed(&mut session, &frame));
     link.write_all(&sent).unwrap();
     let mut want = b"VALUE big 0 102400\r\n".to_vec();
     want.extend_from_slice(&value);
@@ -287,4 +348,97 @@ fn what_follows_a_hello_in_the_same_write_is_read() {
         }
     });
     drop(link);
+}
+
+/// A hello recorded from a link that was welcomed answers no other link's
+/// challenge: replayed on a new link, it is refused.
+#[test]
+fn a_recorded_hello_is_refused_on_another_link() {
+    let lone = start_lone_node("linearizable", PATIENT);
+    let mut link = lone.dial();
+    let (recorded, _) = hello::<Broadcast>(&mut link);
+    link.write_all(&recorded).unwrap();
+    assert_eq!(verdict(&mut link), Ok(()));
+
+    let mut replay = lone.dial();
+    let _challenge = read_message(&mut replay);
+    replay.write_all(&recorded).unwrap();
+    // A hello without a valid proof is closed unanswered (and logged).
+    assert!(closed_by_node(replay), "{}", lone.log());
+    assert!(
+        lone.log().contains("wrong cluster secret"),
+        "{}",
+        lone.log()
+    );
+    lone.assert_serving();
+}
+
+/// A hello proving a guessed secret is closed unanswered; with the secret
+/// but the wrong node id (the node's own, or one the config does not name)
+/// it is refused.
+#[test]
+fn a_hello_claiming_the_nodes_own_id_or_an_unknown_one_is_refused() {
+    let lone = start_lone_node("linearizable", PATIENT);
+    for (claimed, why) in [(0, "not a member"), (5, "not a member")] {
+        let mut link = lone.dial();
+        let (hello, _) = hello_as::<Broadcast>(&mut link, claimed);
+        link.write_all(&encoded::<Broadcast>(&PeerMessage::Hello(hello)))
+            .unwrap();
+        let refused = verdict(&mut link).expect_err("refused");
+        assert!(refused.contains(why), "node {claimed}: {refused}");
+    }
+    let mut wrong = lone.dial();
+    let (hello, _) = hello_as::<Broadcast>(&mut wrong, 1);
+    let mut forged = hello.clone();
+    forged.proof = Exchange {
+        dialer: 1,
+        acceptor: 0,
+        challenge: [0; handshake::NONCE_LEN],
+        answer: hello.nonce,
+    }
+    .hello(&ClusterKey::new::<Broadcast>("test", "guessed"), NODE1_RUN)
+    .proof;
+    wrong
+        .write_all(&encoded::<Broadcast>(&PeerMessage::Hello(forged)))
+        .unwrap();
+    assert!(closed_by_node(wrong), "{}", lone.log());
+    assert!(
+        lone.log().contains("wrong cluster secret"),
+        "{}",
+        lone.log()
+    );
+    lone.assert_serving();
+}
+
+/// What a tampering test sends after a valid hello, sealing with its session.
+type Tamper = fn(&mut Session) -> Vec<u8>;
+
+/// After a valid hello, a frame altered on the way, a frame injected
+/// without a tag, and a sealed frame replayed each close the link.
+#[test]
+fn an_altered_injected_or_replayed_frame_closes_the_link() {
+    let lone = start_lone_node("linearizable", PATIENT);
+    let tamper: [(&str, Tamper); 3] = [
+        ("altered", |session| {
+            let mut frame = sealed(session, &heartbeat());
+            frame[6] ^= 1;
+            frame
+        }),
+        ("injected", |_| encoded(&heartbeat())),
+        ("replayed", |session| {
+            let frame = sealed(session, &heartbeat());
+            [frame.clone(), frame].concat()
+        }),
+    ];
+    for (what, tampered) in tamper {
+        let mut link = lone.dial();
+        let (mut sent, mut session) = hello::<Broadcast>(&mut link);
+        sent.extend(tampered(&mut session));
+        link.write_all(&sent).unwrap();
+        assert!(closed_by_node(link), "{what}: {}", lone.log());
+        lone.assert_serving();
+    }
+    let log = lone.log();
+    let bad_tag = "link from node 1 closed: a message with a bad tag";
+    assert_eq!(log.matches(bad_tag).count(), 3, "{log}");
 }

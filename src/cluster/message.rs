@@ -1,7 +1,9 @@
 //! What peers say to each other, whatever the mode: the link-level envelope
 //! around each mode's own message.
 //!
-//! A link opens with a [`Hello`]; after it, every message is a [`Frame`]:
+//! A link opens with the acceptor's [`PeerMessage::Challenge`] and the
+//! dialer's [`Hello`] answering it ([`super::handshake`]); after it, every
+//! message is a [`Frame`]:
 //! the sender's load (for `show`) and its mode's message, which carries,
 //! coalesced, everything the sender has for that peer since its last frame
 //! ([`crate::cluster::total_order::Broadcast`],
@@ -9,6 +11,7 @@
 //! [`PeerMessage::Refused`] answer a hello, taken or not;
 //! [`PeerMessage::Leave`] says the sender is shutting down.
 
+use super::handshake::Nonce;
 use super::membership::Load;
 use super::NodeId;
 use crate::protocol::Request;
@@ -29,8 +32,10 @@ pub struct Hello {
     pub node: NodeId,
     /// Changes every time the node process starts.
     pub incarnation: u64,
-    /// HMAC-SHA256 of the fields above (and of the wire version and the
-    /// mode's protocol) under the cluster secret.
+    /// The dialer's fresh nonce for this link.
+    pub nonce: Nonce,
+    /// HMAC-SHA256 under the cluster secret of the fields above, the
+    /// acceptor's challenge and id, the wire version and the mode's protocol.
     pub proof: Vec<u8>,
 }
 
@@ -43,12 +48,16 @@ pub struct Frame<M> {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PeerMessage<M> {
+    /// The acceptor's first message on a link: the nonce the hello must prove.
+    Challenge(Nonce),
     Hello(Hello),
     Frame(Frame<M>),
     /// Answers a hello that was taken, naming the run that took it: the
     /// receiver's run counts as a member for that run of the sender.
     Welcome {
         incarnation: u64,
+        /// The acceptor's proof of the cluster secret for this link.
+        proof: Vec<u8>,
     },
     /// The sender is shutting down.
     Leave,
@@ -60,6 +69,7 @@ impl<M> PeerMessage<M> {
     /// What kind of message it is, for logs.
     pub fn kind(&self) -> &'static str {
         match self {
+            PeerMessage::Challenge(_) => "challenge",
             PeerMessage::Hello(_) => "hello",
             PeerMessage::Frame(_) => "frame",
             PeerMessage::Welcome { .. } => "welcome",

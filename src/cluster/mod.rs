@@ -7,9 +7,9 @@
 //!  engine.rs      the Engine trait every mode implements, and its store side (Replica)
 //!  total_order/   linearizable and sequential: total-order broadcast (Broadcast messages)
 //!  eventual/      eventual: last writer wins, anti-entropy, the version log (Gossip messages)
-//!  message.rs     the link-level envelope: hello, welcome, refusal, frame, leave
+//!  message.rs     the link-level envelope: challenge, hello, welcome, refusal, frame, leave
 //!  wire.rs        the byte format of the envelope and of replicated operations
-//!  handshake.rs   the hello's proof of the cluster secret
+//!  handshake.rs   challenge-response between peers, and the tag on every message after it
 //!  stamp.rs view.rs  Lamport stamps and views
 //! ```
 //!

@@ -2,13 +2,14 @@
 //! body whose first byte says which message it is. Decoding never panics and
 //! never allocates more than the declared length, which is capped.
 //!
-//! This module owns the envelope ([`PeerMessage`]: hello, welcome, refusal,
-//! frame, leave) and the pieces every mode's message is built from (numbers,
+//! This module owns the envelope ([`PeerMessage`]: challenge, hello,
+//! welcome, refusal, frame, leave) and the pieces every mode's message is built from (numbers,
 //! byte strings, replicated operations); each mode encodes its own message
 //! through [`Message`], beside the message's definition.
 
 use std::sync::Arc;
 
+use super::handshake::{Nonce, NONCE_LEN};
 use super::membership::Load;
 use super::message::{Frame, Hello, Op, PeerMessage};
 use crate::protocol::{
@@ -28,6 +29,7 @@ const FRAME: u8 = 2;
 const LEAVE: u8 = 3;
 const REFUSED: u8 = 4;
 const WELCOME: u8 = 5;
+const CHALLENGE: u8 = 6;
 
 /// A mode's message, as it travels inside a [`Frame`].
 pub trait Message: Sized {
@@ -60,11 +62,16 @@ pub fn encode<M: Message>(message: &PeerMessage<M>, out: &mut Vec<u8>) {
     let start = out.len();
     out.extend_from_slice(&[0; 4]);
     match message {
+        PeerMessage::Challenge(nonce) => {
+            out.push(CHALLENGE);
+            out.extend_from_slice(nonce);
+        }
         PeerMessage::Hello(hello) => {
             out.push(HELLO);
             put_bytes(out, hello.cluster.as_bytes());
             put_u32(out, hello.node);
             put_u64(out, hello.incarnation);
+            out.extend_from_slice(&hello.nonce);
             put_bytes(out, &hello.proof);
         }
         PeerMessage::Frame(frame) => {
@@ -73,9 +80,10 @@ pub fn encode<M: Message>(message: &PeerMessage<M>, out: &mut Vec<u8>) {
             put_u64(out, frame.load.ops);
             frame.body.encode(out);
         }
-        PeerMessage::Welcome { incarnation } => {
+        PeerMessage::Welcome { incarnation, proof } => {
             out.push(WELCOME);
             put_u64(out, *incarnation);
+            put_bytes(out, proof);
         }
         PeerMessage::Leave => out.push(LEAVE),
         PeerMessage::Refused(why) => {
@@ -98,6 +106,16 @@ pub fn decode_within<M: Message>(
     buf: &[u8],
     limit: usize,
 ) -> Result<Option<(PeerMessage<M>, usize)>, WireError> {
+    let Some(length) = next_message(buf, limit)? else {
+        return Ok(None);
+    };
+    Ok(Some((decode_body(&buf[4..length])?, length)))
+}
+
+/// The length of the first message of `buf`, prefix included, once all of
+/// it is in; a message declared longer than `limit` is refused as soon as
+/// its prefix is.
+pub fn next_message(buf: &[u8], limit: usize) -> Result<Option<usize>, WireError> {
     let Some(header) = buf.get(..4) else {
         return Ok(None);
     };
@@ -105,16 +123,20 @@ pub fn decode_within<M: Message>(
     if length > limit {
         return Err(WireError::TooLarge(length));
     }
-    let Some(body) = buf.get(4..4 + length) else {
-        return Ok(None);
-    };
+    Ok((buf.len() >= 4 + length).then_some(4 + length))
+}
+
+/// Decodes a message's body (what follows its length prefix).
+pub fn decode_body<M: Message>(body: &[u8]) -> Result<PeerMessage<M>, WireError> {
     let mut r = Reader { buf: body, at: 0 };
     let message = match r.u8()? {
+        CHALLENGE => PeerMessage::Challenge(r.nonce()?),
         HELLO => PeerMessage::Hello(Hello {
             cluster: String::from_utf8(r.bytes()?.to_vec())
                 .map_err(|_| WireError::Malformed("cluster name"))?,
             node: r.u32()?,
             incarnation: r.u64()?,
+            nonce: r.nonce()?,
             proof: r.bytes()?.to_vec(),
         }),
         FRAME => PeerMessage::Frame(Frame {
@@ -126,6 +148,7 @@ pub fn decode_within<M: Message>(
         }),
         WELCOME => PeerMessage::Welcome {
             incarnation: r.u64()?,
+            proof: r.bytes()?.to_vec(),
         },
         LEAVE => PeerMessage::Leave,
         REFUSED => PeerMessage::Refused(String::from_utf8_lossy(r.bytes()?).into_owned()),
@@ -134,7 +157,7 @@ pub fn decode_within<M: Message>(
     if r.at != body.len() {
         return Err(WireError::Malformed("trailing bytes"));
     }
-    Ok(Some((message, 4 + length)))
+    Ok(message)
 }
 
 /// Appends a replicated operation: the origin's wall time and the request.
@@ -446,6 +469,10 @@ impl<'a> Reader<'a> {
         self.take(n)
     }
 
+    fn nonce(&mut self) -> Result<Nonce, WireError> {
+        Ok(self.take(NONCE_LEN)?.try_into().expect("a nonce's length"))
+    }
+
     /// An operation written by [`put_op`].
     pub fn op(&mut self) -> Result<Arc<Op>, WireError> {
         let now = self.u64()?;
@@ -596,10 +623,12 @@ mod tests {
             })
             .collect();
         vec![
+            PeerMessage::Challenge([5; NONCE_LEN]),
             PeerMessage::Hello(Hello {
                 cluster: "c".into(),
                 node: 4,
                 incarnation: 99,
+                nonce: [6; NONCE_LEN],
                 proof: vec![1, 2, 3],
             }),
             PeerMessage::Frame(Frame {
@@ -624,7 +653,10 @@ mod tests {
                 load: Load::default(),
                 body: Broadcast::default(),
             }),
-            PeerMessage::Welcome { incarnation: 98 },
+            PeerMessage::Welcome {
+                incarnation: 98,
+                proof: vec![4, 5],
+            },
             PeerMessage::Leave,
             PeerMessage::Refused("why".into()),
         ]

@@ -5,18 +5,22 @@
 //! ([`crate::cluster::Node`]).
 //!
 //! ```text
-//!  this node ── dialed link (hello, then frames) ──────────► peer's listener
-//!  this node ◄── accepted link (its hello, then its frames) ── peer dials us
+//!  this node ── dialed link (hello, then sealed frames) ─────► peer's listener
+//!  this node ◄── accepted link (its hello, then its sealed frames) ── peer dials us
 //! ```
 //!
 //! Each node sends only on the link it dialed (to the `peer` address its own
 //! config names, so a proxy or NAT may sit between nodes) and receives only
 //! on links it accepted, so each direction is one TCP stream: FIFO, as the
 //! engines need. A link is tied to a node by the node id in its hello, whose
-//! proof of the cluster secret (and of the mode's protocol) is checked here,
-//! never by its source address. Until then a link is a stranger's: it is
-//! read only up to a hello-sized first message and closed if no hello comes
-//! within `peer_timeout`. Dialed links reconnect with backoff.
+//! proof of the cluster secret (and of the mode's protocol) answers the
+//! challenge this node sent first on the link, and is checked here, never
+//! by its source address ([`crate::cluster::handshake`] says why a recorded
+//! hello or a forged message fails). Until then a link is a stranger's: it
+//! is read only up to a hello-sized first message and closed if no hello
+//! comes within `peer_timeout`. Every message after the hello is sealed by
+//! its sender and opened here before it is decoded. Dialed links reconnect
+//! with backoff.
 
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
@@ -29,8 +33,9 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Registry, Token};
 use slab::Slab;
 
+use crate::cluster::handshake::{self, ClusterKey, Exchange, Nonce, Session};
 use crate::cluster::wire::{self, Message};
-use crate::cluster::{handshake, Frame, Hello, NodeId, PeerMessage};
+use crate::cluster::{Frame, Hello, NodeId, PeerMessage};
 
 pub const PEER_LISTENER: Token = Token(usize::MAX - 4);
 /// Link tokens are `LINK_BASE + slab key`, far above client tokens.
@@ -54,11 +59,12 @@ pub fn owns(token: Token) -> bool {
 /// What happened on the peer links, for the reactor to hand to the core.
 #[derive(Debug)]
 pub enum LinkEvent<M> {
-    /// This node's link to the peer opened: frames can go.
+    /// This node's link to the peer opened and its hello went: frames can go.
     Opened(NodeId),
     /// This node's link to the peer broke: what was in flight may be lost.
     Lost(NodeId),
-    /// A hello with a valid proof arrived on accepted link `link`: answer
+    /// A hello answering this link's challenge with a valid proof arrived
+    /// on accepted link `link`: answer
     /// with [`Peers::admit`] or [`Peers::refuse`].
     Hello {
         link: usize,
@@ -69,7 +75,8 @@ pub enum LinkEvent<M> {
         frame: Frame<M>,
     },
     Leave(NodeId),
-    /// Run `incarnation` of the peer took this node's hello.
+    /// Run `incarnation` of the peer took this node's hello (and proved
+    /// the secret for this link).
     Welcomed {
         by: NodeId,
         incarnation: u64,
@@ -95,6 +102,10 @@ struct Link {
     /// When the link was accepted or dialed: a stranger gets `peer_timeout` to say hello.
     opened: Instant,
     connected: bool,
+    handshake: Handshake,
+    /// Seals what this node sends after its hello (dialed links) or opens
+    /// what the peer sends after its hello (accepted links, once taken).
+    session: Option<Session>,
     /// Bytes read, `input[..filled]`; the rest is room, zeroed once, so a
     /// read costs no memset.
     input: Vec<u8>,
@@ -102,6 +113,16 @@ struct Link {
     output: Vec<u8>,
     written: usize,
     wants_write: bool,
+}
+
+/// Where a link's handshake stands.
+enum Handshake {
+    /// Dialed: the peer's challenge has not come yet.
+    AwaitingChallenge,
+    /// Accepted: this challenge went, no hello has answered it yet.
+    Challenged(Nonce),
+    /// The hello went (dialed) or was checked (accepted).
+    Exchanged(Exchange),
 }
 
 /// How to reach one peer: its address, this node's dialed link to it and
@@ -130,8 +151,7 @@ pub struct Identity<'a> {
 /// The peer side of one node, whose peers speak messages `M`.
 pub struct Peers<M> {
     me: NodeId,
-    cluster: String,
-    secret: String,
+    key: ClusterKey,
     incarnation: u64,
     timeout: Duration,
     listener: TcpListener,
@@ -176,8 +196,7 @@ impl<M: Message> Peers<M> {
             .collect();
         Ok(Peers {
             me: identity.me,
-            cluster: identity.cluster.to_string(),
-            secret: identity.secret.to_string(),
+            key: ClusterKey::new::<M>(identity.cluster, identity.secret),
             incarnation: identity.incarnation,
             timeout,
             listener,
@@ -212,18 +231,7 @@ impl<M: Message> Peers<M> {
     fn accept(&mut self, registry: &Registry) {
         loop {
             match self.listener.accept() {
-                Ok((mut stream, addr)) => {
-                    let _ = stream.set_nodelay(true);
-                    let entry = self.links.vacant_entry();
-                    let token = Token(LINK_BASE + entry.key());
-                    if let Err(e) = registry.register(&mut stream, token, Interest::READABLE) {
-                        log::warn!("cannot register peer link from {addr}: {e}");
-                        continue;
-                    }
-                    let mut link = Link::new(stream, Role::Accepted(None), true);
-                    link.from = Some(addr);
-                    entry.insert(link);
-                }
+                Ok((stream, addr)) => self.challenge(registry, stream, addr),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
@@ -231,6 +239,29 @@ impl<M: Message> Peers<M> {
                     return;
                 }
             }
+        }
+    }
+
+    /// Takes a link a peer (or a stranger) dialed, and sends it this
+    /// link's challenge.
+    fn challenge(&mut self, registry: &Registry, mut stream: TcpStream, addr: SocketAddr) {
+        let nonce = match handshake::fresh_nonce() {
+            Ok(nonce) => nonce,
+            Err(why) => return log::warn!("peer link from {addr} dropped: {why}"),
+        };
+        let _ = stream.set_nodelay(true);
+        let entry = self.links.vacant_entry();
+        let key = entry.key();
+        if let Err(e) = registry.register(&mut stream, Token(LINK_BASE + key), Interest::READABLE) {
+            return log::warn!("cannot register peer link from {addr}: {e}");
+        }
+        let mut link = Link::new(stream, Role::Accepted(None), true);
+        link.from = Some(addr);
+        link.handshake = Handshake::Challenged(nonce);
+        wire::encode(&PeerMessage::<M>::Challenge(nonce), &mut link.output);
+        entry.insert(link);
+        if let Err(why) = self.write(registry, key) {
+            self.close(registry, key, &why, &mut Vec::new());
         }
     }
 
@@ -249,13 +280,6 @@ impl<M: Message> Peers<M> {
                 Ok(_) => link.connected = true,
                 Err(e) if e.kind() == io::ErrorKind::NotConnected => return Ok(()),
                 Err(e) => return Err(format!("connect failed: {e}")),
-            }
-            if let Role::Dialed(id) = link.role {
-                log::info!("node {}: link to node {id} open", self.me);
-                events.push(LinkEvent::Opened(id));
-                if let Some(peer) = self.nodes.get_mut(&id) {
-                    peer.backoff = BACKOFF_MIN;
-                }
             }
         }
         let (messages, closed) = self.links[key].read_messages::<M>()?;
@@ -279,8 +303,17 @@ impl<M: Message> Peers<M> {
             Role::Accepted(id) => Role::Accepted(*id),
         };
         match (role, message) {
+            (Role::Dialed(id), PeerMessage::Challenge(challenge)) => {
+                self.answer(key, id, challenge)?;
+                events.push(LinkEvent::Opened(id));
+            }
             (Role::Accepted(None), PeerMessage::Hello(hello)) => {
-                handshake::check::<M>(&hello, &self.secret, &self.cluster)?;
+                let link = &mut self.links[key];
+                let Handshake::Challenged(challenge) = link.handshake else {
+                    return Err("a second hello".into());
+                };
+                let exchange = Exchange::check_hello(&self.key, self.me, challenge, &hello)?;
+                link.handshake = Handshake::Exchanged(exchange);
                 events.push(LinkEvent::Hello { link: key, hello });
             }
             (Role::Accepted(Some(from)), PeerMessage::Frame(frame)) => {
@@ -288,7 +321,11 @@ impl<M: Message> Peers<M> {
                 events.push(LinkEvent::Frame { from, frame });
             }
             (Role::Accepted(Some(id)), PeerMessage::Leave) => events.push(LinkEvent::Leave(id)),
-            (Role::Dialed(by), PeerMessage::Welcome { incarnation }) => {
+            (Role::Dialed(by), PeerMessage::Welcome { incarnation, proof }) => {
+                let Handshake::Exchanged(exchange) = &self.links[key].handshake else {
+                    return Err("a welcome before a hello".into());
+                };
+                exchange.check_welcome(&self.key, incarnation, &proof)?;
                 events.push(LinkEvent::Welcomed { by, incarnation })
             }
             (Role::Dialed(by), PeerMessage::Refused(why)) => {
@@ -303,6 +340,30 @@ impl<M: Message> Peers<M> {
         Ok(())
     }
 
+    /// Answers the challenge on dialed link `key` to node `id` with this
+    /// node's hello; from then on, what this node sends on it is sealed.
+    fn answer(&mut self, key: usize, id: NodeId, challenge: Nonce) -> Result<(), String> {
+        let link = &mut self.links[key];
+        if !matches!(link.handshake, Handshake::AwaitingChallenge) {
+            return Err("a second challenge".into());
+        }
+        let exchange = Exchange {
+            dialer: self.me,
+            acceptor: id,
+            challenge,
+            answer: handshake::fresh_nonce()?,
+        };
+        let hello = exchange.hello(&self.key, self.incarnation);
+        wire::encode(&PeerMessage::<M>::Hello(hello), &mut link.output);
+        link.session = Some(exchange.session(&self.key));
+        link.handshake = Handshake::Exchanged(exchange);
+        log::info!("node {}: link to node {id} open", self.me);
+        if let Some(peer) = self.nodes.get_mut(&id) {
+            peer.backoff = BACKOFF_MIN;
+        }
+        Ok(())
+    }
+
     /// The hello on `link` is taken: the peer is welcomed, the link is
     /// `peer`'s from now on (a link it had before is closed), and what
     /// followed the hello is read (and the welcome written).
@@ -313,14 +374,19 @@ impl<M: Message> Peers<M> {
         peer: NodeId,
         events: &mut Vec<LinkEvent<M>>,
     ) {
-        if !self.links.contains(link) {
+        let Some(Handshake::Exchanged(exchange)) = self.links.get(link).map(|l| &l.handshake)
+        else {
             return;
-        }
+        };
         let welcome: PeerMessage<M> = PeerMessage::Welcome {
             incarnation: self.incarnation,
+            proof: exchange.welcome_proof(&self.key, self.incarnation),
         };
-        wire::encode(&welcome, &mut self.links[link].output);
-        self.links[link].role = Role::Accepted(Some(peer));
+        let session = exchange.session(&self.key);
+        let accepted = &mut self.links[link];
+        wire::encode(&welcome, &mut accepted.output);
+        accepted.session = Some(session);
+        accepted.role = Role::Accepted(Some(peer));
         let old = self
             .nodes
             .get_mut(&peer)
@@ -363,11 +429,11 @@ impl<M: Message> Peers<M> {
             .nodes
             .iter()
             .filter_map(|(&id, p)| p.dialed.map(|key| (id, key)))
-            .filter(|&(_, key)| self.links[key].connected)
+            .filter(|&(_, key)| self.links[key].session.is_some())
             .collect();
         for (id, key) in ready {
             if let Some(frame) = owed(id) {
-                wire::encode(&PeerMessage::Frame(frame), &mut self.links[key].output);
+                self.links[key].send(&PeerMessage::Frame(frame));
                 self.frames_sent += 1;
             }
             if let Err(why) = self.write(registry, key) {
@@ -495,7 +561,6 @@ impl<M: Message> Peers<M> {
     }
 
     fn dial(&mut self, registry: &Registry, id: NodeId, now: Instant) {
-        let hello = handshake::hello::<M>(&self.secret, &self.cluster, self.me, self.incarnation);
         let peer = self.nodes.get_mut(&id).expect("dialing a known peer");
         let mut stream = match TcpStream::connect(peer.addr) {
             Ok(stream) => stream,
@@ -520,18 +585,18 @@ impl<M: Message> Peers<M> {
         }
         let mut link = Link::new(stream, Role::Dialed(id), false);
         link.wants_write = true;
-        let hello: PeerMessage<M> = PeerMessage::Hello(hello);
-        wire::encode(&hello, &mut link.output);
         entry.insert(link);
         peer.dialed = Some(key);
     }
 
     /// Tells every peer this node is leaving (best effort, without waiting).
     pub fn leave(&mut self, registry: &Registry) {
-        let keys: Vec<usize> = self.nodes.values().filter_map(|p| p.dialed).collect();
+        let keys: Vec<usize> = (self.nodes.values())
+            .filter_map(|p| p.dialed)
+            .filter(|&key| self.links[key].session.is_some())
+            .collect();
         for key in keys {
-            let leave: PeerMessage<M> = PeerMessage::Leave;
-            wire::encode(&leave, &mut self.links[key].output);
+            self.links[key].send(&PeerMessage::<M>::Leave);
             let _ = self.write(registry, key);
         }
     }
@@ -545,6 +610,8 @@ impl Link {
             from: None,
             opened: Instant::now(),
             connected,
+            handshake: Handshake::AwaitingChallenge,
+            session: None,
             input: Vec::new(),
             filled: 0,
             output: Vec::new(),
@@ -553,14 +620,36 @@ impl Link {
         }
     }
 
-    /// Reads until the socket would block and decodes every whole message;
-    /// also says whether the peer closed the link after them. A link that
-    /// has not said hello yet is read only up to its first message, and
-    /// refused as soon as that declares more than a hello needs, so a
-    /// stranger cannot make the node buffer more than that; what follows
-    /// the hello is decoded only once the link is admitted.
+    /// Queues a message after this node's hello, sealed.
+    fn send<M: Message>(&mut self, message: &PeerMessage<M>) {
+        let start = self.output.len();
+        wire::encode(message, &mut self.output);
+        self.session
+            .as_mut()
+            .expect("a link sends only once its hello went")
+            .seal(&mut self.output, start);
+    }
+
+    /// The largest message this link may carry: a stranger says at most a
+    /// hello, and a peer this node dialed answers with at most a challenge,
+    /// a welcome or a refusal; only a peer's accepted link carries frames.
+    fn message_limit(&self) -> usize {
+        match self.role {
+            Role::Accepted(Some(_)) => wire::MAX_MESSAGE,
+            _ => wire::MAX_HELLO,
+        }
+    }
+
+    /// Reads until the socket would block and decodes every whole message,
+    /// opening sealed ones; also says whether the peer closed the link
+    /// after them. A link that has not said hello yet is read only up to
+    /// its first message, and refused as soon as that declares more than a
+    /// hello needs, so a stranger cannot make the node buffer more than
+    /// that; what follows the hello is opened and decoded only once the
+    /// link is admitted.
     fn read_messages<M: Message>(&mut self) -> Result<(Vec<PeerMessage<M>>, bool), String> {
         let stranger = matches!(self.role, Role::Accepted(None));
+        let limit = self.message_limit();
         let mut closed = false;
         while !closed {
             if self.input.len() - self.filled < READ_CHUNK {
@@ -573,8 +662,9 @@ impl Link {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e.to_string()),
             }
+            let input = &self.input[..self.filled];
             if stranger
-                && wire::decode_within::<M>(&self.input[..self.filled], wire::MAX_HELLO)
+                && wire::next_message(input, limit)
                     .map_err(|e| e.to_string())?
                     .is_some()
             {
@@ -583,11 +673,18 @@ impl Link {
         }
         let mut messages = Vec::new();
         let mut at = 0;
-        while let Some((message, used)) =
-            wire::decode(&self.input[at..self.filled]).map_err(|e| e.to_string())?
+        while let Some(length) =
+            wire::next_message(&self.input[at..self.filled], limit).map_err(|e| e.to_string())?
         {
-            messages.push(message);
-            at += used;
+            let message = &self.input[at..at + length];
+            // Only a peer's accepted link carries sealed messages: a dialed
+            // link's session seals what this node sends.
+            let body = match (&self.role, self.session.as_mut()) {
+                (Role::Accepted(Some(_)), Some(session)) => session.open(message)?,
+                _ => &message[4..],
+            };
+            messages.push(wire::decode_body(body).map_err(|e| e.to_string())?);
+            at += length;
             if stranger {
                 break; // what follows a hello is read once the hello is taken
             }
