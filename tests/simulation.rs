@@ -285,12 +285,20 @@ fn show_logs(logs: &BTreeMap<NodeId, Vec<Vec<u64>>>) -> String {
 impl Cluster {
     /// Engines as the server builds them: a view change is given up after
     /// `peer_timeout` (in heartbeats).
+    /// Every third seed, a frame carries one proposal at most, so a
+    /// backlog goes in parts (the engine's "frames have a budget").
     fn new(config: SimConfig, mode: Consistency) -> Cluster {
         let patience = config.peer_timeout / config.heartbeat_every;
+        let frame_budget = match config.seed % 3 {
+            0 => 1,
+            _ => usize::MAX,
+        };
         let mut sim = Sim::new(
             config,
             Box::new(move |id, _run, members: &[NodeId]| {
-                TotalOrder::new(id, View::new(0, members.to_vec()), mode).with_patience(patience)
+                TotalOrder::new(id, View::new(0, members.to_vec()), mode)
+                    .with_patience(patience)
+                    .with_frame_budget(frame_budget)
             }),
         );
         let log = Rc::new(RefCell::new(StoreLog::default()));

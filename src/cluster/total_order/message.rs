@@ -11,6 +11,7 @@ use crate::cluster::message::Op;
 use crate::cluster::view::Ballot;
 use crate::cluster::wire::{self, Reader, WireError};
 use crate::cluster::{NodeId, Stamp};
+use crate::protocol::{Command, MetaOp};
 use crate::store::{Entry, Expiry, Record};
 
 /// An operation stamped by its origin (`stamp.node`). The op is shared:
@@ -19,6 +20,27 @@ use crate::store::{Entry, Expiry, Record};
 pub struct Proposal {
     pub stamp: Stamp,
     pub op: Arc<Op>,
+}
+
+impl Proposal {
+    /// About how many bytes the proposal takes in a frame: its key and
+    /// value, and a little for the rest.
+    pub fn approximate_len(&self) -> usize {
+        const REST: usize = 48;
+        REST + match &self.op.request.command {
+            Command::Get(get) => get.keys.iter().map(Vec::len).sum(),
+            Command::Storage(storage) => storage.key.len() + storage.value.len(),
+            Command::Meta(meta) => match &meta.op {
+                MetaOp::Set(set) => meta.key.len() + set.value.len(),
+                _ => meta.key.len(),
+            },
+            Command::TooLarge { key, .. }
+            | Command::Delete { key }
+            | Command::Touch { key, .. } => key.len(),
+            Command::Arith(arith) => arith.key.len(),
+            Command::FlushAll { .. } => 0,
+        }
+    }
 }
 
 /// Everything new a node has for one peer.

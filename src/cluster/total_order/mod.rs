@@ -34,6 +34,20 @@
 //! the ballot of its sender's view; a clock, an ack or a proposal of
 //! another view is never counted.
 //!
+//! **Frames have a budget.** A frame carries at most about
+//! `frame_budget` bytes of proposals (at least one), so a backlog for a
+//! slow or returning peer goes in frames its link and the receiver's
+//! message cap take. A frame that leaves proposals behind is a *part*: it
+//! carries only proposals, with the clock, echo and no acks of the last
+//! whole frame, so it tells the receiver nothing new but proposals. The
+//! argument above needs exactly that: an ack or an echo is sent only after
+//! every proposal its sender made before it (the part's proposals are the
+//! oldest queued, in stamp order, and the news waits for the last part),
+//! and a clock is never claimed before the proposals stamped below it are
+//! on the link. View-change messages wait for the last part too; they were
+//! queued after the proposals ahead of them, which could as well have gone
+//! in an earlier frame.
+//!
 //! **View changes** (Viewstamped Replication's, with Paxos-style ballots).
 //! A view is a [`Ballot`] `(round, coordinator)` and its members, always a
 //! majority of the configured nodes. When the failure detector says a
@@ -114,6 +128,8 @@ use crate::store::UnixTime;
 /// Ticks a node waits for a view change to finish (or for the lowest node
 /// to start one) before it starts one of its own.
 const DEFAULT_PATIENCE: u64 = 10;
+/// About how many bytes of proposals one frame carries (module doc).
+const DEFAULT_FRAME_BUDGET: usize = 4 << 20;
 
 /// A queued operation, ordered by stamp alone (stamps are unique).
 #[derive(Debug)]
@@ -255,6 +271,7 @@ pub struct TotalOrder {
     /// started counts them as members again.
     amnesiacs: BTreeSet<NodeId>,
     patience: u64,
+    frame_budget: usize,
     ticks: u64,
     clock: LamportClock,
     queue: BinaryHeap<Reverse<Queued>>,
@@ -341,6 +358,7 @@ impl TotalOrder {
             member_restarted: false,
             amnesiacs: BTreeSet::new(),
             patience: DEFAULT_PATIENCE,
+            frame_budget: DEFAULT_FRAME_BUDGET,
             ticks: 0,
             clock: LamportClock::default(),
             queue: BinaryHeap::new(),
@@ -369,6 +387,13 @@ impl TotalOrder {
 
     pub fn with_patience(mut self, ticks: u64) -> TotalOrder {
         self.patience = ticks.max(2);
+        self
+    }
+
+    /// About how many bytes of proposals a frame carries (at least one
+    /// proposal, whatever its size).
+    pub fn with_frame_budget(mut self, bytes: usize) -> TotalOrder {
+        self.frame_budget = bytes;
         self
     }
 
@@ -741,6 +766,19 @@ impl Engine for TotalOrder {
             _ => Ballot::default(),
         };
         let out = &mut self.peers.get_mut(&to)?.out;
+        let fits = proposals_within(&out.proposals, self.frame_budget);
+        if fits < out.proposals.len() {
+            // A part: the oldest proposals and nothing new (module doc).
+            return Some(Broadcast {
+                ballot,
+                clock: out.sent_clock,
+                echo: out.sent_echo,
+                sees,
+                acks: Vec::new(),
+                proposals: out.proposals.drain(..fits).collect(),
+                control: Vec::new(),
+            });
+        }
         out.sent_clock = clock;
         out.sent_acks = generation;
         out.sent_echo = echo;
@@ -780,6 +818,17 @@ impl Engine for TotalOrder {
             sync_lag: None,
         })
     }
+}
+
+/// How many of `proposals`, from the first, fit in `budget` bytes (at
+/// least one).
+fn proposals_within(proposals: &[Proposal], budget: usize) -> usize {
+    let mut used = 0;
+    let over = proposals.iter().position(|p| {
+        used += p.approximate_len();
+        used > budget
+    });
+    over.map_or(proposals.len(), |at| at.max(1))
 }
 
 #[cfg(test)]
