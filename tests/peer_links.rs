@@ -13,8 +13,8 @@ use std::net::{TcpListener, TcpStream};
 use std::time::Duration;
 
 use common::{
-    cluster_config, connect, peer_port_of, poll, roundtrip, start_cluster_node, ProcessGuard,
-    TempDir,
+    cluster_config, connect, peer_port_of, poll, roundtrip, rss_kib, start_cluster_node,
+    ProcessGuard, TempDir,
 };
 use mckv::cluster::eventual::version::{State, Version};
 use mckv::cluster::eventual::Gossip;
@@ -441,4 +441,32 @@ fn an_altered_injected_or_replayed_frame_closes_the_link() {
     let log = lone.log();
     let bad_tag = "link from node 1 closed: a message with a bad tag";
     assert_eq!(log.matches(bad_tag).count(), 3, "{log}");
+}
+
+/// A peer that takes the link and then never reads costs the node a
+/// bounded amount of memory, however much it has to push: here 300 writes
+/// of 1 MB to one key (the store holds 1 MB), pushed to a node 1 that
+/// reads nothing. The node keeps serving meanwhile.
+#[test]
+fn a_peer_that_stops_reading_costs_bounded_memory() {
+    const RSS_LIMIT_KIB: u64 = 64 * 1024;
+    let lone = start_lone_node("eventual", PATIENT);
+    let pid = lone.node.child.id();
+    let value = vec![b'v'; 1_000_000];
+    let mut set = format!("set k 0 0 {}\r\n", value.len()).into_bytes();
+    set.extend_from_slice(&value);
+    set.extend_from_slice(b"\r\n");
+    let mut client = connect(lone.node.port);
+    let mut peak = 0;
+    for _ in 0..300 {
+        assert_eq!(roundtrip(&mut client, &set, b"\r\n"), b"STORED\r\n");
+        peak = peak.max(rss_kib(pid));
+    }
+    lone.assert_serving();
+    println!("node 0's RSS peaked at {peak} KiB");
+    assert!(common::stat(lone.node.port, "mckv_pushes_dropped") > 0);
+    assert!(
+        peak < RSS_LIMIT_KIB,
+        "node 0's RSS peaked at {peak} KiB with 300 MB pushed to a peer that reads nothing"
+    );
 }

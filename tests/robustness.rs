@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use common::rng::Rng;
 use common::{
-    connect, read_to_eof, read_until, roundtrip, start_mckv_with, start_memcached,
+    connect, read_to_eof, read_until, roundtrip, rss_kib, start_mckv_with, start_memcached,
     start_memcached_with, MckvNode,
 };
 
@@ -99,16 +99,6 @@ fn assert_alive(node: &mut MckvNode) {
         "mckv exited ({status:?}); log:\n{}",
         node.log()
     );
-}
-
-/// Resident set size of a process in KiB, from /proc/<pid>/status.
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or_else(|| panic!("no VmRSS in /proc/{pid}/status"))
 }
 
 // ---------------------------------------------------------------------------

@@ -101,6 +101,9 @@ pub struct SyncStats {
     pub rounds: u64,
     pub versions_sent: u64,
     pub versions_received: u64,
+    /// Pushes dropped because the peer's link was backed up (anti-entropy
+    /// brings what they carried).
+    pub pushes_dropped: u64,
 }
 
 /// What an engine knows of one peer, for `show`.

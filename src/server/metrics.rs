@@ -507,6 +507,12 @@ impl Collector for Snapshot {
                 "Versions received from peers by anti-entropy (eventual mode).",
                 sync.versions_received,
             )?;
+            counter(
+                "pushes_dropped",
+                "Pushes dropped because a peer's link was backed up; anti-entropy brings \
+                 them (eventual mode).",
+                sync.pushes_dropped,
+            )?;
         }
 
         let info = Info::new(vec![

@@ -43,8 +43,13 @@ const LINK_BASE: usize = 1 << 40;
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
 const READ_CHUNK: usize = 64 * 1024;
-/// A peer that leaves this much unread is dropped; the link is redialed and
-/// what it had not acknowledged is resent.
+/// While a link holds this much unsent, its peer is owed no new frame: the
+/// engine keeps what it has for the peer (and coalesces it) until the link
+/// drains, so a slow peer's link holds at most this plus one frame.
+const UNSENT_LOW_WATER: usize = 8 << 20;
+/// A peer that leaves this much unread (only a view-change message bigger
+/// than frames are can take a link past the low water by this much) is
+/// dropped; the link is redialed and what it had not acknowledged resent.
 const MAX_UNSENT: usize = 256 << 20;
 /// A refused link is logged once per remote address in this time...
 const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(60);
@@ -416,9 +421,10 @@ impl<M: Message> Peers<M> {
         self.close(registry, link, why, events);
     }
 
-    /// Sends each peer, on its dialed link, the frame `owed` gives for it.
-    /// Called once per loop iteration, so everything since the last call is
-    /// coalesced into that frame.
+    /// Sends each peer, on its dialed link, the frame `owed` gives for it,
+    /// unless the link still holds [`UNSENT_LOW_WATER`] unsent. Called once
+    /// per loop iteration, so everything since the last call is coalesced
+    /// into that frame.
     pub fn flush(
         &mut self,
         registry: &Registry,
@@ -432,9 +438,12 @@ impl<M: Message> Peers<M> {
             .filter(|&(_, key)| self.links[key].session.is_some())
             .collect();
         for (id, key) in ready {
-            if let Some(frame) = owed(id) {
-                self.links[key].send(&PeerMessage::Frame(frame));
-                self.frames_sent += 1;
+            let link = &mut self.links[key];
+            if link.output.len() - link.written < UNSENT_LOW_WATER {
+                if let Some(frame) = owed(id) {
+                    link.send(&PeerMessage::Frame(frame));
+                    self.frames_sent += 1;
+                }
             }
             if let Err(why) = self.write(registry, key) {
                 self.close(registry, key, &why, events);

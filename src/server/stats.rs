@@ -306,6 +306,7 @@ impl<E: Engine> Report<'_, E> {
             reply::stat(out, "mckv_sync_rounds", sync.rounds);
             reply::stat(out, "mckv_versions_sent", sync.versions_sent);
             reply::stat(out, "mckv_versions_received", sync.versions_received);
+            reply::stat(out, "mckv_pushes_dropped", sync.pushes_dropped);
         }
         reply::stat(
             out,

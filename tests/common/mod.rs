@@ -263,6 +263,16 @@ pub fn connect(port: u16) -> TcpStream {
 }
 
 /// The number `stats` on the node at `port` gives for `name`.
+/// Resident set size of a process in KiB, from /proc/<pid>/status.
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no VmRSS in /proc/{pid}/status"))
+}
+
 pub fn stat(port: u16, name: &str) -> u64 {
     let stats = request(&mut connect(port), b"stats\r\n");
     stats

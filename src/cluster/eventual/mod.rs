@@ -64,6 +64,11 @@ use crate::protocol::{Command, Request};
 use crate::store::UnixTime;
 use version::Version;
 
+/// Pushes waiting for one peer beyond about this many bytes are dropped:
+/// its link is not taking them (the reactor asks for no frame while a link
+/// is backed up), and anti-entropy brings what they carried.
+const PUSH_BACKLOG: usize = 8 << 20;
+
 #[derive(Debug, Default)]
 struct SyncPeer {
     /// The link to it is open: pushes can go.
@@ -73,6 +78,8 @@ struct SyncPeer {
     incarnation: u64,
     clock: u64,
     pushes: Vec<Version>,
+    /// About how many bytes `pushes` holds.
+    pushed_bytes: usize,
     /// A frame is owed even with nothing new in it (a heartbeat).
     due: bool,
     /// Its change sequence number we hold every change up to.
@@ -108,6 +115,19 @@ pub struct EventualEngine {
     stats: SyncStats,
 }
 
+impl SyncPeer {
+    /// Whether `version` may wait among the pushes (counting it), or is
+    /// dropped (counted in `dropped`).
+    fn room_for(&mut self, version: &Version, dropped: &mut u64) -> bool {
+        if self.pushed_bytes >= PUSH_BACKLOG {
+            *dropped += 1;
+            return false;
+        }
+        self.pushed_bytes += version.approximate_len();
+        true
+    }
+}
+
 impl EventualEngine {
     /// An engine for run `incarnation` of node `me` of `view`; the clock
     /// starts at `start_clock` (wall time in microseconds), and a sync round
@@ -139,14 +159,23 @@ impl EventualEngine {
 
     /// Versions local writes produced: push them to every linked peer.
     fn on_local_versions(&mut self, versions: Vec<Version>) {
-        let mut linked = self.peers.values_mut().filter(|p| p.linked).peekable();
-        while let Some(peer) = linked.next() {
-            if linked.peek().is_none() {
-                // The last peer takes the versions themselves: one copy fewer.
-                peer.pushes.extend(versions);
-                break;
+        let dropped = &mut self.stats.pushes_dropped;
+        let mut linked: Vec<&mut SyncPeer> = self.peers.values_mut().filter(|p| p.linked).collect();
+        // The last peer takes the versions themselves: one copy fewer.
+        let Some(last) = linked.pop() else {
+            return;
+        };
+        for peer in linked {
+            for version in &versions {
+                if peer.room_for(version, dropped) {
+                    peer.pushes.push(version.clone());
+                }
             }
-            peer.pushes.extend(versions.iter().cloned());
+        }
+        for version in versions {
+            if last.room_for(&version, dropped) {
+                last.pushes.push(version);
+            }
         }
     }
 
@@ -185,6 +214,7 @@ impl EventualEngine {
         if let Some(p) = self.peers.get_mut(&peer) {
             p.linked = false;
             p.pushes.clear();
+            p.pushed_bytes = 0;
             p.answer = None;
             p.in_flight = false;
             p.request_due = false;
@@ -366,6 +396,7 @@ impl Engine for EventualEngine {
             return None;
         }
         let mut versions = std::mem::take(&mut peer.pushes);
+        peer.pushed_bytes = 0;
         let sync_complete = peer.answer.take().map(|(answer, since, upto)| {
             versions.extend(answer);
             SyncDone {

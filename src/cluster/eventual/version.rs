@@ -28,3 +28,16 @@ pub struct Version {
     pub stamp: Stamp,
     pub state: State,
 }
+
+impl Version {
+    /// About how many bytes the version takes in a frame: its key and
+    /// value, and a little for the rest.
+    pub fn approximate_len(&self) -> usize {
+        const REST: usize = 32;
+        let value = match &self.state {
+            State::Present(entry) => entry.value.len(),
+            State::Deleted | State::Flushed => 0,
+        };
+        REST + self.key.len() + value
+    }
+}
