@@ -95,6 +95,7 @@ fn serve(args: ServerArgs) -> ExitCode {
         eprintln!("mckv server: cannot log to {}: {e}", log_file.display());
         return ExitCode::from(2);
     }
+    mckv::logging::exit_on_panic();
     let client = settings.node.client.clone();
     match server::serve(settings) {
         Ok(()) => ExitCode::SUCCESS,
