@@ -130,6 +130,13 @@ pub struct ClusterConfig {
     /// memcached's `-o idle_timeout`: a client connection that sent nothing
     /// and is owed nothing this long is closed; `None` never closes one.
     pub idle_timeout: Option<Duration>,
+    /// Peer links run over TLS, each side presenting its node's
+    /// certificate, checked against `tls_ca`.
+    pub peer_tls: bool,
+    /// memcached's `-Z`: client connections are TLS only.
+    pub client_tls: bool,
+    /// The certificate authority every node's certificate chains to.
+    pub tls_ca: Option<PathBuf>,
 }
 
 impl ClusterConfig {
@@ -138,6 +145,27 @@ impl ClusterConfig {
     pub const DEFAULT_SNAPSHOT_EVERY: u64 = 64 << 20;
     /// memcached's default `-c`.
     pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+
+    /// The TLS files of `node`, if the cluster runs TLS anywhere; an error
+    /// names what is missing.
+    pub fn tls_files(&self, node: &NodeConfig) -> Result<Option<TlsFiles>, ConfigError> {
+        if !self.peer_tls && !self.client_tls {
+            return Ok(None);
+        }
+        if self.peer_tls && self.tls_ca.is_none() {
+            return Err(invalid("cluster", "peer_tls", "needs tls_ca (the CA file)"));
+        }
+        let section = format!("node.{}", node.id);
+        let needed = |file: &Option<PathBuf>, key: &str| {
+            file.clone()
+                .ok_or_else(|| invalid(&section, key, "needed with peer_tls or client_tls = on"))
+        };
+        Ok(Some(TlsFiles {
+            cert: needed(&node.tls_cert, "tls_cert")?,
+            key: needed(&node.tls_key, "tls_key")?,
+            ca: self.tls_ca.clone(),
+        }))
+    }
 
     pub fn limits(&self) -> Limits {
         Limits {
@@ -163,6 +191,9 @@ impl Default for ClusterConfig {
             snapshot_every: ClusterConfig::DEFAULT_SNAPSHOT_EVERY,
             max_connections: ClusterConfig::DEFAULT_MAX_CONNECTIONS,
             idle_timeout: None,
+            peer_tls: false,
+            client_tls: false,
+            tls_ca: None,
         }
     }
 }
@@ -182,6 +213,18 @@ pub struct NodeConfig {
     pub log_file: PathBuf,
     /// `host:port` of the Prometheus endpoint (`GET /metrics`); `None`: off.
     pub metrics_addr: Option<String>,
+    /// The node's certificate chain and private key (PEM), for TLS.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+}
+
+/// The files a node's TLS needs, once the config says TLS is on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// Required for peer TLS.
+    pub ca: Option<PathBuf>,
 }
 
 impl NodeConfig {
@@ -195,6 +238,8 @@ impl NodeConfig {
             data_dir: None,
             log_file: PathBuf::from(format!("logs/node{id}.log")),
             metrics_addr: None,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -286,6 +331,9 @@ impl Config {
                 return Err(ConfigError(format!("[node.{}] appears twice", pair[0].id)));
             }
         }
+        for node in &self.nodes {
+            self.cluster.tls_files(node)?;
+        }
         Ok(())
     }
 
@@ -294,6 +342,15 @@ impl Config {
             .iter()
             .find(|n| n.id == id)
             .ok_or_else(|| ConfigError(format!("no [node.{id}] in the config")))
+    }
+}
+
+/// `on` or `off`.
+fn switch(section: &str, key: &str, value: &str) -> Result<bool, ConfigError> {
+    match value {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        other => Err(invalid(section, key, format!("{other:?} is not on or off"))),
     }
 }
 
@@ -340,6 +397,9 @@ impl ClusterConfig {
                 let seconds: u64 = number("cluster", key, value)?;
                 self.idle_timeout = (seconds > 0).then(|| Duration::from_secs(seconds));
             }
+            "peer_tls" => self.peer_tls = switch("cluster", key, value)?,
+            "client_tls" => self.client_tls = switch("cluster", key, value)?,
+            "tls_ca" => self.tls_ca = Some(PathBuf::from(value)),
             other => return Err(invalid("cluster", other, "unknown key")),
         }
         Ok(())
@@ -356,6 +416,8 @@ impl NodeConfig {
             "data_dir" => self.data_dir = Some(PathBuf::from(value)),
             "log_file" => self.log_file = PathBuf::from(value),
             "metrics_addr" => self.metrics_addr = Some(value.to_string()),
+            "tls_cert" => self.tls_cert = Some(PathBuf::from(value)),
+            "tls_key" => self.tls_key = Some(PathBuf::from(value)),
             other => return Err(invalid(section, other, "unknown key")),
         }
         Ok(())
@@ -428,6 +490,9 @@ mod tests {
             "[cluster]\nname = c\n",
             "[cluster]\nmax_connections = 0\n[node.0]\n",
             "[cluster]\nidle_timeout_s = -1\n[node.0]\n",
+            "[cluster]\npeer_tls = yes\n[node.0]\n",
+            "[cluster]\npeer_tls = on\n[node.0]\ntls_cert = c\ntls_key = k\n",
+            "[cluster]\nclient_tls = on\n[node.0]\ntls_cert = c\n",
         ] {
             assert!(Config::parse(bad).is_err(), "{bad}");
         }

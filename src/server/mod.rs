@@ -11,6 +11,7 @@
 //!   peers.rs ─► LinkEvent ─► Node (hello, welcome, refusal, frame, leave, link up/down) ─► effects
 //!            ◄── admit (welcome) / refuse: what the core said of a hello
 //!   Node::outgoing ─► peers.rs: one frame per peer per loop iteration
+//!   tls.rs: a socket's TLS session (peer_tls), under peers.rs
 //!   metrics.rs: GET /metrics ─► a snapshot of the above, in Prometheus's text format
 //!   timers: per-request deadlines, heartbeats (Node::tick with the time), shutdown grace,
 //!           scrape deadlines
@@ -30,6 +31,7 @@ mod peers;
 mod process;
 mod stats;
 mod timers;
+pub mod tls;
 
 pub use build::serve;
 
@@ -547,11 +549,19 @@ fn bind_peers<M: crate::cluster::wire::Message>(
             peer: resolve(&node.peer)?,
         });
     }
+    let tls = match settings.cluster.tls_files(me) {
+        Ok(Some(files)) if settings.cluster.peer_tls => {
+            Some(tls::peer_facing(&files).map_err(io::Error::other)?)
+        }
+        Ok(_) => None,
+        Err(e) => return Err(io::Error::other(e)),
+    };
     let identity = Identity {
         me: me.id,
         cluster: &settings.cluster.name,
         secret: &settings.cluster.secret,
         incarnation,
+        tls,
     };
     let listen = resolve(&me.peer)?;
     Peers::bind(

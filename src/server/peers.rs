@@ -36,6 +36,7 @@ use slab::Slab;
 use crate::cluster::handshake::{self, ClusterKey, Exchange, Nonce, Session};
 use crate::cluster::wire::{self, Message};
 use crate::cluster::{Frame, Hello, NodeId, PeerMessage};
+use crate::server::tls::{PeerTls, Stream};
 
 pub const PEER_LISTENER: Token = Token(usize::MAX - 4);
 /// Link tokens are `LINK_BASE + slab key`, far above client tokens.
@@ -100,7 +101,7 @@ enum Role {
 }
 
 struct Link {
-    stream: TcpStream,
+    stream: Stream,
     role: Role,
     /// Where an accepted link comes from (for the log of a refusal).
     from: Option<SocketAddr>,
@@ -151,6 +152,8 @@ pub struct Identity<'a> {
     pub cluster: &'a str,
     pub secret: &'a str,
     pub incarnation: u64,
+    /// Links run over TLS with these configs (`peer_tls = on`).
+    pub tls: Option<PeerTls>,
 }
 
 /// The peer side of one node, whose peers speak messages `M`.
@@ -158,6 +161,7 @@ pub struct Peers<M> {
     me: NodeId,
     key: ClusterKey,
     incarnation: u64,
+    tls: Option<PeerTls>,
     timeout: Duration,
     listener: TcpListener,
     links: Slab<Link>,
@@ -202,6 +206,7 @@ impl<M: Message> Peers<M> {
         Ok(Peers {
             me: identity.me,
             key: ClusterKey::new::<M>(identity.cluster, identity.secret),
+            tls: identity.tls,
             incarnation: identity.incarnation,
             timeout,
             listener,
@@ -249,12 +254,19 @@ impl<M: Message> Peers<M> {
 
     /// Takes a link a peer (or a stranger) dialed, and sends it this
     /// link's challenge.
-    fn challenge(&mut self, registry: &Registry, mut stream: TcpStream, addr: SocketAddr) {
-        let nonce = match handshake::fresh_nonce() {
-            Ok(nonce) => nonce,
+    fn challenge(&mut self, registry: &Registry, socket: TcpStream, addr: SocketAddr) {
+        let _ = socket.set_nodelay(true);
+        let stream = match &self.tls {
+            Some(tls) => Stream::accepted(socket, &tls.acceptor),
+            None => Ok(Stream::Plain(socket)),
+        };
+        let (mut stream, nonce) = match stream
+            .map_err(|e| e.to_string())
+            .and_then(|stream| handshake::fresh_nonce().map(|nonce| (stream, nonce)))
+        {
+            Ok(taken) => taken,
             Err(why) => return log::warn!("peer link from {addr} dropped: {why}"),
         };
-        let _ = stream.set_nodelay(true);
         let entry = self.links.vacant_entry();
         let key = entry.key();
         if let Err(e) = registry.register(&mut stream, Token(LINK_BASE + key), Interest::READABLE) {
@@ -278,10 +290,11 @@ impl<M: Message> Peers<M> {
     ) -> Result<(), String> {
         let link = &mut self.links[key];
         if !link.connected {
-            if let Some(e) = link.stream.take_error().map_err(|e| e.to_string())? {
+            let socket = link.stream.socket();
+            if let Some(e) = socket.take_error().map_err(|e| e.to_string())? {
                 return Err(format!("connect failed: {e}"));
             }
-            match link.stream.peer_addr() {
+            match socket.peer_addr() {
                 Ok(_) => link.connected = true,
                 Err(e) if e.kind() == io::ErrorKind::NotConnected => return Ok(()),
                 Err(e) => return Err(format!("connect failed: {e}")),
@@ -456,6 +469,8 @@ impl<M: Message> Peers<M> {
         if !link.connected {
             return Ok(());
         }
+        // TLS records (a handshake's, or what a full socket held back) first.
+        link.stream.flush().map_err(|e| e.to_string())?;
         while link.written < link.output.len() {
             match link.stream.write(&link.output[link.written..]) {
                 Ok(0) => return Err("peer link closed".into()),
@@ -471,7 +486,7 @@ impl<M: Message> Peers<M> {
         } else if link.output.len() - link.written > MAX_UNSENT {
             return Err("peer is not reading".into());
         }
-        let wants_write = link.written < link.output.len();
+        let wants_write = link.written < link.output.len() || link.stream.wants_write();
         if wants_write != link.wants_write {
             let interest = if wants_write {
                 Interest::READABLE | Interest::WRITABLE
@@ -571,7 +586,14 @@ impl<M: Message> Peers<M> {
 
     fn dial(&mut self, registry: &Registry, id: NodeId, now: Instant) {
         let peer = self.nodes.get_mut(&id).expect("dialing a known peer");
-        let mut stream = match TcpStream::connect(peer.addr) {
+        let connected = TcpStream::connect(peer.addr).and_then(|socket| {
+            let _ = socket.set_nodelay(true);
+            match &self.tls {
+                Some(tls) => Stream::dialed(socket, peer.addr, &tls.dialer),
+                None => Ok(Stream::Plain(socket)),
+            }
+        });
+        let mut stream = match connected {
             Ok(stream) => stream,
             Err(e) => {
                 log::debug!(
@@ -584,7 +606,6 @@ impl<M: Message> Peers<M> {
                 return;
             }
         };
-        let _ = stream.set_nodelay(true);
         let entry = self.links.vacant_entry();
         let key = entry.key();
         let interest = Interest::READABLE | Interest::WRITABLE;
@@ -612,7 +633,7 @@ impl<M: Message> Peers<M> {
 }
 
 impl Link {
-    fn new(stream: TcpStream, role: Role, connected: bool) -> Link {
+    fn new(stream: Stream, role: Role, connected: bool) -> Link {
         Link {
             stream,
             role,

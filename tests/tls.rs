@@ -1,0 +1,208 @@
+//! TLS through the real binary: a cluster whose peer links run over TLS
+//! with mutual certificates, and a node with a certificate from another CA
+//! or without TLS at all kept out. Certificates are made with the `openssl`
+//! command for each test.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::{
+    cluster_config_with, connect, poll, request, start_cluster_node, start_cluster_with, Cluster,
+    TempDir,
+};
+
+/// A CA, and a certificate it signed for 127.0.0.1 (server and client use).
+struct Certs {
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = common::output(Command::new("openssl").current_dir(dir).args(args))
+        .expect("the openssl command (apt-get install openssl)");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Certs {
+    /// A new CA called `name` in `dir`, and a node certificate it signed.
+    fn new(dir: &Path, name: &str) -> Certs {
+        let file = |what: &str| format!("{name}-{what}");
+        let (ca_key, ca, key, csr, cert, ext) = (
+            file("ca.key"),
+            file("ca.pem"),
+            file("node.key"),
+            file("node.csr"),
+            file("node.pem"),
+            file("node.ext"),
+        );
+        let ec = "ec_paramgen_curve:prime256v1";
+        let ca_subject = format!("/CN={name} test CA");
+        openssl(
+            dir,
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                ec,
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                &ca_subject,
+                "-keyout",
+                &ca_key,
+                "-out",
+                &ca,
+            ],
+        );
+        openssl(
+            dir,
+            &[
+                "req",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                ec,
+                "-nodes",
+                "-subj",
+                "/CN=mckv node",
+                "-keyout",
+                &key,
+                "-out",
+                &csr,
+            ],
+        );
+        std::fs::write(
+            dir.join(&ext),
+            "subjectAltName = IP:127.0.0.1\nbasicConstraints = CA:FALSE\n\
+             extendedKeyUsage = serverAuth, clientAuth\n",
+        )
+        .unwrap();
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                &ca,
+                "-CAkey",
+                &ca_key,
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-extfile",
+                &ext,
+                "-out",
+                &cert,
+            ],
+        );
+        Certs {
+            ca: dir.join(ca),
+            cert: dir.join(cert),
+            key: dir.join(key),
+        }
+    }
+
+    fn node_keys(&self) -> String {
+        format!(
+            "tls_cert = {}\ntls_key = {}",
+            self.cert.display(),
+            self.key.display()
+        )
+    }
+}
+
+fn peer_tls(ca: &Path) -> String {
+    format!("peer_tls = on\ntls_ca = {}", ca.display())
+}
+
+fn replicates(cluster: &Cluster, key: &str) {
+    let mut c = connect(cluster.port(0));
+    let set = format!("set {key} 0 0 5\r\nhello\r\n");
+    assert_eq!(request(&mut c, set.as_bytes()), "STORED\r\n");
+    let want = format!("VALUE {key} 0 5\r\nhello\r\nEND\r\n");
+    for node in 1..cluster.nodes.len() {
+        poll(Duration::from_secs(10), Duration::from_millis(20), || {
+            let got = request(
+                &mut connect(cluster.port(node)),
+                format!("get {key}\r\n").as_bytes(),
+            );
+            match got == want {
+                true => Ok(()),
+                false => Err(format!("node {node} answered {got:?}")),
+            }
+        });
+    }
+}
+
+#[test]
+fn a_cluster_over_peer_tls_replicates_in_every_mode() {
+    let dir = TempDir::new("peer-tls");
+    let certs = Certs::new(&dir.0, "good");
+    for mode in ["linearizable", "sequential", "eventual"] {
+        let cluster = start_cluster_with(3, mode, &peer_tls(&certs.ca), |_| certs.node_keys());
+        replicates(&cluster, mode);
+    }
+}
+
+/// Node 1 of a two-node TLS cluster runs with `node1_keys` in its section
+/// and `node1_cluster_keys` for the TLS keys of `[cluster]` in its own copy
+/// of the config; returns node 0's log once it has refused node 1's links.
+fn node1_kept_out(node1_keys: &str, node1_cluster_keys: &str, good: &Certs) -> String {
+    let dir = TempDir::new("peer-tls-out");
+    let (text, ports) =
+        cluster_config_with(2, "linearizable", &peer_tls(&good.ca), |_| good.node_keys());
+    let config = dir.0.join("config.ini");
+    std::fs::write(&config, &text).unwrap();
+    let (shared, node1_section) = text.split_at(text.rfind("[node.1]").unwrap());
+    let node1_text = shared.replace(&peer_tls(&good.ca), node1_cluster_keys)
+        + &node1_section.replace(&good.node_keys(), node1_keys);
+    let node1_config = dir.0.join("node1.ini");
+    std::fs::write(&node1_config, node1_text).unwrap();
+    let node0 = start_cluster_node(&config, &dir.0, 0, ports[0]);
+    let _node1 = start_cluster_node(&node1_config, &dir.0, 1, ports[1]);
+    poll(
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        || match common::stat(node0.port, "mckv_peer_links_refused") >= 2 {
+            true => Ok(()),
+            false => Err("node 0 refused no link of node 1".to_string()),
+        },
+    );
+    let show = request(&mut connect(node0.port), b"show\r\n");
+    assert!(
+        show.contains("\r\nNODE 1 ") && show.contains(" down peer "),
+        "{show}"
+    );
+    std::fs::read_to_string(dir.0.join("node0.log")).unwrap_or_default()
+}
+
+#[test]
+fn a_node_whose_certificate_another_ca_signed_is_kept_out() {
+    let dir = TempDir::new("peer-tls-ca");
+    let good = Certs::new(&dir.0, "good");
+    let rogue = Certs::new(&dir.0, "rogue");
+    let log = node1_kept_out(&rogue.node_keys(), &peer_tls(&rogue.ca), &good);
+    assert!(log.contains("UnknownIssuer"), "{log}");
+}
+
+#[test]
+fn a_node_without_peer_tls_is_kept_out_of_a_tls_cluster() {
+    let dir = TempDir::new("peer-tls-plain");
+    let good = Certs::new(&dir.0, "good");
+    // It waits for a plain challenge, node 0 for its TLS hello: neither comes.
+    let log = node1_kept_out("", "", &good);
+    assert!(log.contains("no hello within peer_timeout"), "{log}");
+}
