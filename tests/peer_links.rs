@@ -470,3 +470,31 @@ fn a_peer_that_stops_reading_costs_bounded_memory() {
         "node 0's RSS peaked at {peak} KiB with 300 MB pushed to a peer that reads nothing"
     );
 }
+
+/// A stranger holding many links open to the peer port keeps neither the
+/// node's clients nor a peer's new link out: past 256 waiting for a hello,
+/// each new link closes the oldest.
+#[test]
+fn strangers_holding_links_open_do_not_keep_a_peer_out() {
+    let lone = start_lone_node("linearizable", PATIENT);
+    let strangers: Vec<TcpStream> = (0..300).map(|_| lone.dial()).collect();
+    poll(
+        Duration::from_secs(10),
+        Duration::from_millis(20),
+        || match common::stat(lone.node.port, "mckv_peer_links_refused") >= 44 {
+            true => Ok(()),
+            false => Err(format!("strangers not closed: {}", lone.log())),
+        },
+    );
+    lone.assert_serving();
+    let mut link = lone.dial();
+    let (hello, _) = hello::<Broadcast>(&mut link);
+    link.write_all(&hello).unwrap();
+    assert_eq!(verdict(&mut link), Ok(()));
+    assert!(
+        lone.log().contains("too many links waiting to say hello"),
+        "{}",
+        lone.log()
+    );
+    drop(strangers);
+}

@@ -52,6 +52,10 @@ const UNSENT_LOW_WATER: usize = 8 << 20;
 /// than frames are can take a link past the low water by this much) is
 /// dropped; the link is redialed and what it had not acknowledged resent.
 const MAX_UNSENT: usize = 256 << 20;
+/// Accepted links that have not said hello yet, at most: one more closes
+/// the oldest of them, so strangers cannot hold the node's descriptors,
+/// and a peer's new link still gets in however many a stranger opens.
+const MAX_STRANGERS: usize = 256;
 /// A refused link is logged once per remote address in this time...
 const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(60);
 /// ...for up to this many addresses at once (older ones are forgotten).
@@ -241,7 +245,10 @@ impl<M: Message> Peers<M> {
     fn accept(&mut self, registry: &Registry) {
         loop {
             match self.listener.accept() {
-                Ok((stream, addr)) => self.challenge(registry, stream, addr),
+                Ok((stream, addr)) => {
+                    self.make_room_for_a_stranger(registry);
+                    self.challenge(registry, stream, addr)
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
@@ -249,6 +256,26 @@ impl<M: Message> Peers<M> {
                     return;
                 }
             }
+        }
+    }
+
+    /// Closes the oldest stranger if [`MAX_STRANGERS`] are waiting.
+    fn make_room_for_a_stranger(&mut self, registry: &Registry) {
+        let strangers = self.links.iter().filter(|(_, l)| l.is_stranger());
+        let (count, oldest) = strangers.fold((0, None), |(n, oldest), (key, link)| {
+            let older = oldest.is_none_or(|(_, at)| link.opened < at);
+            (
+                n + 1,
+                if older {
+                    Some((key, link.opened))
+                } else {
+                    oldest
+                },
+            )
+        });
+        if let Some((key, _)) = oldest.filter(|_| count >= MAX_STRANGERS) {
+            let why = "too many links waiting to say hello (the oldest goes)";
+            self.close(registry, key, why, &mut Vec::new());
         }
     }
 
@@ -574,9 +601,7 @@ impl<M: Message> Peers<M> {
         let mute: Vec<usize> = self
             .links
             .iter()
-            .filter(|(_, l)| {
-                matches!(l.role, Role::Accepted(None)) && now - l.opened > self.timeout
-            })
+            .filter(|(_, l)| l.is_stranger() && now - l.opened > self.timeout)
             .map(|(key, _)| key)
             .collect();
         for key in mute {
@@ -650,6 +675,11 @@ impl Link {
         }
     }
 
+    /// An accepted link that has not said hello yet.
+    fn is_stranger(&self) -> bool {
+        matches!(self.role, Role::Accepted(None))
+    }
+
     /// Queues a message after this node's hello, sealed.
     fn send<M: Message>(&mut self, message: &PeerMessage<M>) {
         let start = self.output.len();
@@ -678,7 +708,7 @@ impl Link {
     /// that; what follows the hello is opened and decoded only once the
     /// link is admitted.
     fn read_messages<M: Message>(&mut self) -> Result<(Vec<PeerMessage<M>>, bool), String> {
-        let stranger = matches!(self.role, Role::Accepted(None));
+        let stranger = self.is_stranger();
         let limit = self.message_limit();
         let mut closed = false;
         while !closed {
