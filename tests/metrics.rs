@@ -217,6 +217,7 @@ fn a_scrape_shows_the_view_the_peers_up_and_down_and_every_requests_latency() {
         "mckv_timeouts_total",
         "mckv_current_connections",
         "mckv_delivered_total",
+        "mckv_delivery_lag_seconds",
     ] {
         first.must(family, &[]);
     }

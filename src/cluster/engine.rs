@@ -82,6 +82,9 @@ pub struct Status<'a> {
     pub pending: usize,
     /// Operations delivered in order (strong modes).
     pub delivered: u64,
+    /// Strong modes: heartbeats the oldest operation waiting here for
+    /// delivery had waited at the last heartbeat (0 when none waits).
+    pub delivery_lag: Option<u64>,
     /// Anti-entropy counters (eventual mode).
     pub sync: Option<SyncStats>,
 }

@@ -330,6 +330,7 @@ impl<E: Engine> Server<E> {
             role: status.role,
             peers,
             pending: status.pending as u64,
+            delivery_lag_seconds: status.delivery_lag.map(|beats| beats as f64 * heartbeat),
             delivered: status.delivered,
             ops: self.counters.ops,
             views_installed: status.views_installed,
@@ -371,6 +372,9 @@ pub struct Snapshot {
     pub role: &'static str,
     pub peers: Vec<PeerMetrics>,
     pub pending: u64,
+    /// Strong modes: seconds the oldest operation waiting for delivery has
+    /// waited, in whole heartbeats.
+    pub delivery_lag_seconds: Option<f64>,
     pub delivered: u64,
     pub ops: u64,
     pub views_installed: u64,
@@ -445,6 +449,16 @@ impl Collector for Snapshot {
             "Seconds since the node started.",
             self.uptime_seconds,
         )?;
+
+        if let Some(lag) = self.delivery_lag_seconds {
+            let metric = ConstGauge::new(lag);
+            metric.encode(encoder.encode_descriptor(
+                "delivery_lag_seconds",
+                "Strong modes: seconds the oldest operation waiting here for delivery has waited (whole heartbeats).",
+                None,
+                metric.metric_type(),
+            )?)?;
+        }
 
         let mut counter = |name: &str, help: &str, value: u64| -> std::fmt::Result {
             let metric = ConstCounter::new(value);
@@ -693,6 +707,7 @@ mod tests {
                 },
             ],
             ops: 7,
+            delivery_lag_seconds: Some(0.2),
             refused_no_quorum: 4,
             latencies,
             ..Snapshot::default()
@@ -702,6 +717,8 @@ mod tests {
             "# TYPE mckv_view_epoch gauge",
             "mckv_view_epoch 2",
             "mckv_view_members 3",
+            "# TYPE mckv_delivery_lag_seconds gauge",
+            "mckv_delivery_lag_seconds 0.2",
             "# TYPE mckv_ops_total counter",
             "mckv_ops_total 7",
             "mckv_refused_no_quorum_total 4",

@@ -302,6 +302,9 @@ impl<E: Engine> Report<'_, E> {
         reply::stat(out, "mckv_catch_up_bytes_total", receiving.total);
         reply::stat(out, "mckv_delivered", status.delivered);
         reply::stat(out, "mckv_pending", status.pending);
+        if let Some(lag) = status.delivery_lag {
+            reply::stat(out, "mckv_delivery_lag_ms", self.heartbeats_ms(lag));
+        }
         if let Some(sync) = status.sync {
             reply::stat(out, "mckv_sync_rounds", sync.rounds);
             reply::stat(out, "mckv_versions_sent", sync.versions_sent);
@@ -328,6 +331,11 @@ impl<E: Engine> Report<'_, E> {
             durability_fields(out, durable);
         }
         reply::stat(out, "mckv_version", reply::MCKV_VERSION);
+    }
+
+    /// `beats` heartbeat periods in milliseconds.
+    fn heartbeats_ms(&self, beats: u64) -> u64 {
+        beats * self.cluster.heartbeat.as_millis() as u64
     }
 
     /// `stats settings`: the memcached settings that mean something for
@@ -481,9 +489,9 @@ impl<E: Engine> Report<'_, E> {
     /// `NODE <id> <client address> <state> <self|peer> last_heard_ms=<ms|->
     /// clock=<lamport> view=<epoch> queue=<n> ops=<n>`; this node's state is
     /// its role (`up` as a serving member), and its line ends with the
-    /// view's `members=` (and, while it is handed a snapshot,
-    /// `catch_up_bytes=<done>/<total>`). A peer's queue and ops are what it
-    /// last reported.
+    /// view's `members=` (in the strong modes, then `delivery_lag_ms=`;
+    /// while it is handed a snapshot, then `catch_up_bytes=<done>/<total>`).
+    /// A peer's queue and ops are what it last reported.
     pub fn show(&self, out: &mut Vec<u8>) {
         let status = self.node.engine().status();
         let epoch = status.epoch;
@@ -498,12 +506,16 @@ impl<E: Engine> Report<'_, E> {
                     "member" => "up",
                     role => role,
                 };
+                let lag = status
+                    .delivery_lag
+                    .map(|beats| format!(" delivery_lag_ms={}", self.heartbeats_ms(beats)))
+                    .unwrap_or_default();
                 let progress = status
                     .receiving
                     .map(|t| format!(" catch_up_bytes={}/{}", t.done, t.total))
                     .unwrap_or_default();
                 let line = format!(
-                    "NODE {id} {} {state} self last_heard_ms=0 clock={} view={epoch} queue={} ops={} members={}{progress}\r\n",
+                    "NODE {id} {} {state} self last_heard_ms=0 clock={} view={epoch} queue={} ops={} members={}{lag}{progress}\r\n",
                     config.client, status.clock, status.pending, self.counters.ops, node_list(status.view_members),
                 );
                 out.extend_from_slice(line.as_bytes());
@@ -520,12 +532,7 @@ impl<E: Engine> Report<'_, E> {
             // Eventual mode: how long since the last completed sync from it.
             let lag = peer
                 .sync_lag
-                .map(|beats| {
-                    format!(
-                        " sync_lag_ms={}",
-                        beats * self.cluster.heartbeat.as_millis() as u64
-                    )
-                })
+                .map(|beats| format!(" sync_lag_ms={}", self.heartbeats_ms(beats)))
                 .unwrap_or_default();
             let line = format!(
                 "NODE {id} {} {} peer last_heard_ms={heard} clock={} view={epoch} queue={} ops={}{lag}\r\n",

@@ -141,6 +141,8 @@ struct Queued {
     read: bool,
     /// Part of the view's start sequence: delivered without acks.
     start: bool,
+    /// The tick this node queued it at, to tell how long it has waited.
+    queued_at: u64,
 }
 
 impl PartialEq for Queued {
@@ -284,6 +286,11 @@ pub struct TotalOrder {
     delivered: u64,
     /// The stamp of the last write delivered here.
     delivered_upto: Stamp,
+    /// Whole ticks the oldest operation in `queue` had waited through at
+    /// the last tick: how far this node's store trails what it already
+    /// holds. Measured once a tick, as the reactor reads `status` every
+    /// loop iteration.
+    delivery_lag: u64,
     /// Members this node is handing a snapshot to. Nothing but the start
     /// sequence is delivered meanwhile, so the snapshot is of the store as
     /// the start sequence left it.
@@ -368,6 +375,7 @@ impl TotalOrder {
             sessions: HashMap::new(),
             delivered: 0,
             delivered_upto: Stamp::default(),
+            delivery_lag: 0,
             handing: BTreeMap::new(),
             receiving: None,
             tags: 0,
@@ -423,6 +431,15 @@ impl TotalOrder {
                 .values()
                 .map(|c| c.held_reads.len())
                 .sum::<usize>()
+    }
+
+    /// Whole ticks the longest-waiting operation in the queue has waited
+    /// through: one queued since the last tick has waited through none (a
+    /// lower bound, so steady traffic that is delivered within a tick
+    /// shows 0).
+    fn oldest_wait(&self) -> u64 {
+        let oldest = self.queue.iter().map(|Reverse(q)| q.queued_at).min();
+        oldest.map_or(0, |at| self.ticks.saturating_sub(at + 1))
     }
 
     /// The members of the view other than this node.
@@ -633,6 +650,7 @@ impl Engine for TotalOrder {
             reply_to: Some(to),
             read,
             start: false,
+            queued_at: self.ticks,
         }));
         self.deliver(out);
     }
@@ -670,6 +688,7 @@ impl Engine for TotalOrder {
                 reply_to: None,
                 read: false,
                 start: false,
+                queued_at: self.ticks,
             }));
         }
         for (origin, ts) in frame.acks {
@@ -682,6 +701,7 @@ impl Engine for TotalOrder {
 
     fn on_tick(&mut self, out: &mut Vec<Effect<Work>>) {
         self.ticks += 1;
+        self.delivery_lag = self.oldest_wait();
         for peer in self.peers.values_mut() {
             peer.out.due = true;
         }
@@ -801,6 +821,7 @@ impl Engine for TotalOrder {
             members: self.view.members.len(),
             pending: self.pending(),
             delivered: self.delivered,
+            delivery_lag: Some(self.delivery_lag),
             sync: None,
             role: self.role(),
             view_members: &self.view.members,
@@ -978,6 +999,23 @@ mod tests {
         let replied: usize = applied.iter().flatten().filter(|(_, _, r)| *r).count();
         assert_eq!(replied, 4);
         assert!(engines.iter().all(|e| e.pending() == 0));
+    }
+
+    #[test]
+    fn the_delivery_lag_counts_whole_ticks_the_oldest_waiting_operation_waited() {
+        let mut engines = cluster(3, Consistency::Linearizable);
+        let lag = |e: &TotalOrder| e.status().delivery_lag;
+        engines[0].on_client(reply_to(1, 0), set("k"), 0, &mut Vec::new());
+        engines[0].on_tick(&mut Vec::new());
+        assert_eq!(lag(&engines[0]), Some(0), "queued since the last tick");
+        for _ in 0..3 {
+            engines[0].on_tick(&mut Vec::new());
+        }
+        assert_eq!(lag(&engines[0]), Some(3), "no ack came for three ticks");
+        exchange(&mut engines, &mut vec![Vec::new(); 3]);
+        assert!(engines.iter().all(|e| e.pending() == 0));
+        engines[0].on_tick(&mut Vec::new());
+        assert_eq!(lag(&engines[0]), Some(0), "nothing waits");
     }
 
     #[test]

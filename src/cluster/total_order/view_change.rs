@@ -539,6 +539,8 @@ impl TotalOrder {
                     reply_to: slots.remove(&proposal.stamp),
                     read: false,
                     start: true,
+                    // Its wait before this view is not known here.
+                    queued_at: self.ticks,
                 }));
             }
         } else {
