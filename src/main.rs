@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use mckv::client::Target;
 use mckv::config::{ClusterConfig, Config, Consistency, KvType, NodeConfig};
 use mckv::server::{self, Settings};
 use simplelog::LevelFilter;
@@ -25,10 +26,13 @@ enum Cmd {
     Server(ServerArgs),
     /// An interactive line client (also reads commands from a pipe).
     Client {
-        #[arg(long, default_value = "127.0.0.1")]
+        #[arg(long, default_value = "127.0.0.1", conflicts_with = "config")]
         host: String,
-        #[arg(long, default_value_t = 8000)]
+        #[arg(long, default_value_t = 8000, conflicts_with = "config")]
         port: u16,
+        /// Talk to the first node of this config that answers (`\node N` switches).
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
 }
 
@@ -69,13 +73,20 @@ struct ServerArgs {
 fn main() -> ExitCode {
     match Cli::parse().command {
         Cmd::Server(args) => serve(args),
-        Cmd::Client { host, port } => match mckv::client::run(&host, port) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("mckv client: {host}:{port}: {e}");
-                ExitCode::FAILURE
-            }
-        },
+        Cmd::Client { host, port, config } => {
+            let target = config.map_or(Target::Address { host, port }, Target::Config);
+            client(&target)
+        }
+    }
+}
+
+fn client(target: &Target) -> ExitCode {
+    match mckv::client::run(target) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mckv client: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -23,8 +23,14 @@ static STARTING: RwLock<()> = RwLock::new(());
 
 /// `cmd.spawn()`, never during a port probe.
 pub fn spawn(cmd: &mut Command) -> std::io::Result<Child> {
+    starting(|| cmd.spawn())
+}
+
+/// Runs `start`, which starts a child process some other way (on a
+/// pseudo-terminal, say), never during a port probe.
+pub fn starting<T>(start: impl FnOnce() -> T) -> T {
     let _starting = STARTING.read().unwrap_or_else(|e| e.into_inner());
-    cmd.spawn()
+    start()
 }
 
 /// `cmd.output()`, never starting during a port probe.
