@@ -8,7 +8,9 @@
 //! worker thread for a memcached one; [`store`]). A node with a data
 //! directory logs its store's changes and recovers them ([`durability`]).
 //! Dependencies point one way: server -> (backend -> cluster, durability)
-//! -> (store, protocol). See `README.md` for operation and
+//! -> (store, protocol). The operator's tools talk to nodes over the
+//! protocol like any client: [`client`] (`mckv client`) and [`status`]
+//! (`mckv status`). See `README.md` for operation and
 //! `../shared/DESIGN.md` for the design.
 
 pub mod backend;
@@ -19,4 +21,5 @@ pub mod durability;
 pub mod logging;
 pub mod protocol;
 pub mod server;
+pub mod status;
 pub mod store;

@@ -1,4 +1,5 @@
-//! The `mckv` command line: `mckv server` runs a node, `mckv client` talks to one.
+//! The `mckv` command line: `mckv server` runs a node, `mckv client` talks to one,
+//! `mckv status` asks every node of a cluster how it is.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -33,6 +34,12 @@ enum Cmd {
         /// Talk to the first node of this config that answers (`\node N` switches).
         #[arg(long)]
         config: Option<PathBuf>,
+    },
+    /// Every node of a config in one table; exits 1 if a node does not answer.
+    Status {
+        /// The cluster's config.ini.
+        #[arg(long)]
+        config: PathBuf,
     },
 }
 
@@ -76,6 +83,18 @@ fn main() -> ExitCode {
         Cmd::Client { host, port, config } => {
             let target = config.map_or(Target::Address { host, port }, Target::Config);
             client(&target)
+        }
+        Cmd::Status { config } => status(&config),
+    }
+}
+
+fn status(config: &std::path::Path) -> ExitCode {
+    match mckv::status::run(config, &mut std::io::stdout().lock()) {
+        Ok(mckv::status::Health::AllAnswered) => ExitCode::SUCCESS,
+        Ok(mckv::status::Health::SomeSilent) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("mckv status: {e}");
+            ExitCode::from(2)
         }
     }
 }

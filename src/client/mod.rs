@@ -20,7 +20,7 @@ mod help;
 mod nodes;
 mod reply;
 
-pub use nodes::Target;
+pub use nodes::{connect, Target};
 
 use std::io::{self, BufRead, IsTerminal, Lines, StdinLock, Write};
 
