@@ -7,6 +7,8 @@
 //! the store lives ([`backend`]: inline for the embedded memory store, on a
 //! worker thread for a memcached one; [`store`]). A node with a data
 //! directory logs its store's changes and recovers them ([`durability`]).
+//! [`bench`] is `mckv bench`, the load generator: a client of any server,
+//! it uses nothing of the node but [`protocol::base64`].
 //! Dependencies point one way: server -> (backend -> cluster, durability)
 //! -> (store, protocol). The operator's tools talk to nodes over the
 //! protocol like any client: [`client`] (`mckv client`) and [`status`]
@@ -14,6 +16,7 @@
 //! `../shared/DESIGN.md` for the design.
 
 pub mod backend;
+pub mod bench;
 pub mod client;
 pub mod cluster;
 pub mod config;

@@ -1,5 +1,6 @@
-//! The `mckv` command line: `mckv server` runs a node, `mckv client` talks to one,
-//! `mckv status` asks every node of a cluster how it is.
+//! The `mckv` command line: `mckv server` runs a node, `mckv client` talks to
+//! one, `mckv status` asks every node of a cluster how it is, `mckv bench`
+//! measures any memcached-protocol servers.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -41,6 +42,9 @@ enum Cmd {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Load generator: drives any memcached-protocol servers and prints
+    /// throughput, latency percentiles and errors (optionally a CSV and an SVG plot).
+    Bench(mckv::bench::Args),
 }
 
 #[derive(clap::Args)]
@@ -85,6 +89,7 @@ fn main() -> ExitCode {
             client(&target)
         }
         Cmd::Status { config } => status(&config),
+        Cmd::Bench(args) => mckv::bench::run(&args),
     }
 }
 

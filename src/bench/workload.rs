@@ -1,0 +1,170 @@
+//! The requests of a run and what proves each reply right: `keys` keys of
+//! [`KEY_LEN`] bytes, each with a value of its own that never changes, as
+//! memcached text or as etcd JSON-over-HTTP requests. [`populate`] stores
+//! them all before the load starts, so every `get` has exactly one right
+//! answer and a miss is an error.
+
+use std::io::Write;
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use super::framing::{read_reply, Expect, Outcome};
+use super::target::Protocol;
+use crate::protocol::base64;
+
+pub const KEY_LEN: usize = 32;
+
+/// Every request and its expected reply, built once per protocol.
+pub struct Workload {
+    pub(crate) protocol: Protocol,
+    pub(crate) get_req: Vec<Vec<u8>>,
+    pub(crate) set_req: Vec<Vec<u8>>,
+    /// What a `get` of the key must answer: memcached's whole reply; for
+    /// etcd, the `"value":"<base64>"` its JSON body must contain (the rest
+    /// of the body carries revisions that change with every write).
+    pub(crate) get_expected: Vec<Vec<u8>>,
+}
+
+/// Key `i`: `key:` and `i` in 28 digits.
+pub fn key(i: usize) -> String {
+    format!("key:{i:028}")
+}
+
+/// Key `i`'s value: the same `len` bytes every time the key is written.
+pub fn value(i: usize, len: usize) -> Vec<u8> {
+    (0..len).map(|j| b'a' + ((i + j) % 26) as u8).collect()
+}
+
+fn base64_text(bytes: &[u8]) -> String {
+    let mut out = Vec::with_capacity(bytes.len().div_ceil(3) * 4);
+    base64::encode(bytes, &mut out);
+    String::from_utf8(out).expect("base64 is ASCII")
+}
+
+/// An HTTP/1.1 request to etcd's v3 JSON gateway, `POST /v3/kv/{method}`.
+fn etcd_request(method: &str, body: &str) -> Vec<u8> {
+    format!(
+        "POST /v3/kv/{method} HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+pub fn etcd_put(key: &[u8], value: &[u8]) -> Vec<u8> {
+    let body = format!(
+        r#"{{"key":"{}","value":"{}"}}"#,
+        base64_text(key),
+        base64_text(value)
+    );
+    etcd_request("put", &body)
+}
+
+/// A range of one key, with etcd's default (linearizable) consistency.
+fn etcd_range(key: &[u8]) -> Vec<u8> {
+    etcd_request("range", &format!(r#"{{"key":"{}"}}"#, base64_text(key)))
+}
+
+impl Workload {
+    pub fn new(protocol: Protocol, keys: usize, value_len: usize) -> Workload {
+        let mut w = Workload {
+            protocol,
+            get_req: Vec::with_capacity(keys),
+            set_req: Vec::with_capacity(keys),
+            get_expected: Vec::with_capacity(keys),
+        };
+        for i in 0..keys {
+            let (k, v) = (key(i), value(i, value_len));
+            match protocol {
+                Protocol::Memcached => {
+                    w.get_req.push(format!("get {k}\r\n").into_bytes());
+                    let mut set = format!("set {k} 0 0 {value_len}\r\n").into_bytes();
+                    set.extend_from_slice(&v);
+                    set.extend_from_slice(b"\r\n");
+                    w.set_req.push(set);
+                    let mut reply = format!("VALUE {k} 0 {value_len}\r\n").into_bytes();
+                    reply.extend_from_slice(&v);
+                    reply.extend_from_slice(b"\r\nEND\r\n");
+                    w.get_expected.push(reply);
+                }
+                Protocol::EtcdHttp => {
+                    w.get_req.push(etcd_range(k.as_bytes()));
+                    w.set_req.push(etcd_put(k.as_bytes(), &v));
+                    let expected = format!(r#""value":"{}""#, base64_text(&v));
+                    w.get_expected.push(expected.into_bytes());
+                }
+            }
+        }
+        w
+    }
+
+    pub fn keys(&self) -> usize {
+        self.get_req.len()
+    }
+}
+
+/// Connections [`populate`] spreads the keys over: etcd answers a
+/// connection's requests one after another, each after its own commit
+/// (about 1,000 a second here), which would make one connection take 10 s
+/// for 10,000 keys.
+const POPULATE_CONNS: usize = 8;
+
+/// Stores every key (pipelined, 100 at a time per connection) and checks
+/// that the last one reads back. Every connect, read and write gives up
+/// after `timeout`.
+pub fn populate(addr: SocketAddr, w: &Workload, timeout: Duration) -> Result<(), String> {
+    std::thread::scope(|scope| {
+        let shares: Vec<_> = (0..POPULATE_CONNS)
+            .map(|share| scope.spawn(move || populate_share(addr, w, share, timeout)))
+            .collect();
+        shares
+            .into_iter()
+            .try_for_each(|h| h.join().expect("populate thread panicked"))
+    })?;
+    let mut s = blocking_connect(addr, timeout)?;
+    let last = w.keys() - 1;
+    s.write_all(&w.get_req[last])
+        .map_err(|e| format!("write: {e}"))?;
+    match read_reply(&mut s, &mut Vec::new(), Expect::Get(last as u32), w)? {
+        (Outcome::Ok, _) => Ok(()),
+        (_, reply) => Err(format!("a stored key does not read back: {reply:?}")),
+    }
+}
+
+/// Stores every `POPULATE_CONNS`-th key from `share` on one connection.
+fn populate_share(
+    addr: SocketAddr,
+    w: &Workload,
+    share: usize,
+    timeout: Duration,
+) -> Result<(), String> {
+    let mut s = blocking_connect(addr, timeout)?;
+    let keys: Vec<usize> = (share..w.keys()).step_by(POPULATE_CONNS).collect();
+    let mut input = Vec::new();
+    for batch in keys.chunks(100) {
+        let out: Vec<u8> = batch
+            .iter()
+            .flat_map(|&i| w.set_req[i].iter().copied())
+            .collect();
+        s.write_all(&out).map_err(|e| format!("write: {e}"))?;
+        for _ in batch {
+            if let (Outcome::Miss | Outcome::Wrong, reply) =
+                read_reply(&mut s, &mut input, Expect::Set, w)?
+            {
+                return Err(format!("a set was answered {reply:?}"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A blocking connection whose connect, reads and writes each give up
+/// after `timeout`, so a dead or silent server cannot hang the caller.
+pub fn blocking_connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, String> {
+    let s = TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("connect: {e}"))?;
+    s.set_read_timeout(Some(timeout))
+        .and_then(|()| s.set_write_timeout(Some(timeout)))
+        .map_err(|e| e.to_string())?;
+    let _ = s.set_nodelay(true);
+    Ok(s)
+}
