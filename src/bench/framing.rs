@@ -1,10 +1,8 @@
 //! Where each reply ends and whether it is the one expected, for both
 //! protocols, as pure functions over the bytes received (the driver and
-//! [`read_reply`] own the sockets). A reply that cannot be framed puts the
+//! `populate` own the sockets). A reply that cannot be framed puts the
 //! connection out of step: the caller drops the connection.
 
-use std::io::Read;
-use std::net::TcpStream;
 use std::ops::Range;
 
 use memchr::memchr;
@@ -176,37 +174,6 @@ fn frame_etcd(buf: &[u8], expect: Expect, w: &Workload) -> Framing {
         Expect::Get(_) => Outcome::Wrong,
     };
     Framing::Done(outcome, used)
-}
-
-/// Reads (blocking, within the stream's timeouts) until the reply at the
-/// head of `input` is complete; takes it out of `input` and returns its
-/// outcome and its text.
-pub(crate) fn read_reply(
-    s: &mut TcpStream,
-    input: &mut Vec<u8>,
-    expect: Expect,
-    w: &Workload,
-) -> Result<(Outcome, String), String> {
-    let mut buf = [0u8; 4096];
-    loop {
-        match frame(input, expect, w) {
-            Framing::Done(outcome, used) => {
-                let text = String::from_utf8_lossy(&input[..used]).into_owned();
-                input.drain(..used);
-                return Ok((outcome, text));
-            }
-            Framing::Incomplete => {}
-            Framing::Broken(why) => {
-                let head = String::from_utf8_lossy(&input[..input.len().min(300)]);
-                return Err(format!("unparsable reply ({why}): {head:?}"));
-            }
-        }
-        let n = s.read(&mut buf).map_err(|e| format!("read: {e}"))?;
-        if n == 0 {
-            return Err("the server closed the connection".into());
-        }
-        input.extend_from_slice(&buf[..n]);
-    }
 }
 
 #[cfg(test)]

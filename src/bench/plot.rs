@@ -12,6 +12,21 @@ use super::report::fmt_us;
 use super::run::{CellResult, Run};
 
 const SIZE: (u32, u32) = (1000, 800);
+
+/// matplotlib's "tab10": ten colors told apart on white, also by most
+/// colour-blind readers; series past ten reuse them.
+const COLORS: [RGBColor; 10] = [
+    RGBColor(0x1f, 0x77, 0xb4),
+    RGBColor(0xff, 0x7f, 0x0e),
+    RGBColor(0x2c, 0xa0, 0x2c),
+    RGBColor(0xd6, 0x27, 0x28),
+    RGBColor(0x94, 0x67, 0xbd),
+    RGBColor(0x8c, 0x56, 0x4b),
+    RGBColor(0xe3, 0x77, 0xc2),
+    RGBColor(0x7f, 0x7f, 0x7f),
+    RGBColor(0xbc, 0xbd, 0x22),
+    RGBColor(0x17, 0xbe, 0xcf),
+];
 const LABELS: (&str, u32) = ("sans-serif", 15);
 
 /// The latency plot's points per nine.
@@ -31,7 +46,7 @@ pub fn write_svg(run: &Run, path: &Path) -> Result<(), String> {
 /// One line in each chart: a server in a cell.
 struct Series<'a> {
     label: String,
-    color: RGBAColor,
+    color: RGBColor,
     result: &'a CellResult,
 }
 
@@ -47,7 +62,7 @@ fn series(run: &Run) -> Vec<Series<'_>> {
             };
             Series {
                 label,
-                color: Palette99::pick(i).to_rgba(),
+                color: COLORS[i % COLORS.len()],
                 result,
             }
         })
@@ -80,7 +95,9 @@ fn throughput(area: &Area, series: &[Series]) -> DrawResult {
         .iter()
         .map(|s| s.result.window.as_secs_f64())
         .fold(0.1, f64::max);
-    let y_max = points.iter().flatten().map(|p| p.1).fold(1.0, f64::max) * 1.1;
+    // Headroom above the highest point for the legend, a line per series.
+    let headroom = 1.1 + 0.07 * series.len() as f64;
+    let y_max = points.iter().flatten().map(|p| p.1).fold(1.0, f64::max) * headroom;
     let mut chart = ChartBuilder::on(area)
         .caption("throughput over the measured window", ("sans-serif", 20))
         .margin(12)
@@ -103,7 +120,7 @@ fn throughput(area: &Area, series: &[Series]) -> DrawResult {
             .label(&s.label)
             .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], color.stroke_width(2)));
     }
-    legend(&mut chart)
+    legend(&mut chart, SeriesLabelPosition::UpperLeft)
 }
 
 /// `(nines, µs)`: x = -log10(1 - q), so 1 is the 90th percentile, 2 the
@@ -171,15 +188,17 @@ fn latency(area: &Area, series: &[Series]) -> DrawResult {
             .label(&s.label)
             .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], color.stroke_width(2)));
     }
-    legend(&mut chart)
+    // Latency rises to the right: the lower right is where no line is.
+    legend(&mut chart, SeriesLabelPosition::LowerRight)
 }
 
 fn legend<'a, X: Ranged, Y: Ranged>(
     chart: &mut ChartContext<'a, SVGBackend<'a>, Cartesian2d<X, Y>>,
+    position: SeriesLabelPosition,
 ) -> DrawResult {
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
+        .position(position)
         .label_font(LABELS)
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)

@@ -4,11 +4,11 @@
 //! them all before the load starts, so every `get` has exactly one right
 //! answer and a miss is an error.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-use super::framing::{read_reply, Expect, Outcome};
+use super::framing::{frame, Expect, Framing, Outcome};
 use super::target::Protocol;
 use crate::protocol::base64;
 
@@ -158,9 +158,40 @@ fn populate_share(
     Ok(())
 }
 
+/// Reads (blocking, within the stream's timeouts) until the reply at the
+/// head of `input` is complete; takes it out of `input` and returns its
+/// outcome and its text.
+fn read_reply(
+    s: &mut TcpStream,
+    input: &mut Vec<u8>,
+    expect: Expect,
+    w: &Workload,
+) -> Result<(Outcome, String), String> {
+    let mut buf = [0u8; 4096];
+    loop {
+        match frame(input, expect, w) {
+            Framing::Done(outcome, used) => {
+                let text = String::from_utf8_lossy(&input[..used]).into_owned();
+                input.drain(..used);
+                return Ok((outcome, text));
+            }
+            Framing::Incomplete => {}
+            Framing::Broken(why) => {
+                let head = String::from_utf8_lossy(&input[..input.len().min(300)]);
+                return Err(format!("unparsable reply ({why}): {head:?}"));
+            }
+        }
+        let n = s.read(&mut buf).map_err(|e| format!("read: {e}"))?;
+        if n == 0 {
+            return Err("the server closed the connection".into());
+        }
+        input.extend_from_slice(&buf[..n]);
+    }
+}
+
 /// A blocking connection whose connect, reads and writes each give up
 /// after `timeout`, so a dead or silent server cannot hang the caller.
-pub fn blocking_connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, String> {
+fn blocking_connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, String> {
     let s = TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("connect: {e}"))?;
     s.set_read_timeout(Some(timeout))
         .and_then(|()| s.set_write_timeout(Some(timeout)))
