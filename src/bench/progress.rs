@@ -13,8 +13,8 @@ pub(crate) struct Progress {
     enabled: bool,
     terminal: bool,
     drawn: bool,
+    /// When the last line was written, and the replies completed then.
     last: Option<(Instant, u64)>,
-    last_logged: Option<Instant>,
 }
 
 impl Progress {
@@ -24,7 +24,6 @@ impl Progress {
             terminal: std::io::stderr().is_terminal(),
             drawn: false,
             last: None,
-            last_logged: None,
         }
     }
 
@@ -38,19 +37,22 @@ impl Progress {
         completed: u64,
         errors: u64,
     ) {
-        if !self.enabled {
+        let now = Instant::now();
+        let logged_lately = self.last.is_some_and(|(then, _)| now - then < LOG_EVERY);
+        if !self.enabled || (!self.terminal && logged_lately) {
             return;
         }
-        let now = Instant::now();
+        // Throughput since the last line: the first line of a cell has none yet.
         let rate = match self.last {
-            Some((then, before)) if now > then => {
+            Some((then, before)) if now > then => format!(
+                "{:.0} ops/s",
                 completed.saturating_sub(before) as f64 / (now - then).as_secs_f64()
-            }
-            _ => 0.0,
+            ),
+            _ => "- ops/s".into(),
         };
         self.last = Some((now, completed));
         let line = format!(
-            "{what}: {:.1}/{:.1} s  {rate:>9.0} ops/s  errors {errors}",
+            "{what}: {:.1}/{:.1} s  {rate:>12}  errors {errors}",
             elapsed.as_secs_f64(),
             total.as_secs_f64()
         );
@@ -58,8 +60,7 @@ impl Progress {
         if self.terminal {
             let _ = write!(err, "\r\x1b[K{line}");
             self.drawn = true;
-        } else if self.last_logged.is_none_or(|t| now - t >= LOG_EVERY) {
-            self.last_logged = Some(now);
+        } else {
             let _ = writeln!(err, "{line}");
         }
         let _ = err.flush();
@@ -73,7 +74,6 @@ impl Progress {
             self.drawn = false;
         }
         self.last = None;
-        self.last_logged = None;
         let _ = writeln!(err, "{line}");
     }
 }
