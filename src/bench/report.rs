@@ -108,7 +108,8 @@ impl Run {
                 let _ = write!(head2, "| {:>7} {:>7} ", "ops", "p99");
             }
         }
-        let mut out = format!("{head1}\n{head2}\n{}\n", "-".repeat(head2.len()));
+        let rule = "-".repeat(head2.len());
+        let mut out = format!("{}\n{}\n{rule}\n", head1.trim_end(), head2.trim_end());
         for (cell, row) in self.cells.iter().zip(&self.results) {
             let disturbed = row.iter().flatten().any(CellResult::disturbed);
             let mark = if disturbed { " !" } else { "" };
