@@ -650,11 +650,12 @@ impl Cluster {
                 continue;
             }
             let node = self.sim.node_mut(id);
-            let (all, _) = node
+            let all = node
                 .replica
                 .log()
-                .since(node.executor.store(), 0, SIM_NOW)
-                .expect("the memory store is always readable");
+                .since(node.executor.store(), 0, usize::MAX, SIM_NOW)
+                .expect("the memory store is always readable")
+                .versions;
             let flushed = all
                 .iter()
                 .filter(|v| v.state == State::Flushed)

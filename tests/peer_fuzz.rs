@@ -212,6 +212,7 @@ fn gossips() -> Vec<Gossip> {
                 incarnation: 9,
                 seq: 8,
             },
+            last: 12,
         }),
     }]
 }

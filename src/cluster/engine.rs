@@ -100,7 +100,8 @@ pub struct Transfer {
 /// Anti-entropy counters, for `stats`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SyncStats {
-    /// Sync requests started (each round asks every linked peer).
+    /// Sync rounds started: each asks every linked peer, and the rest of
+    /// an answer that came in parts is asked for in a round of its own.
     pub rounds: u64,
     pub versions_sent: u64,
     pub versions_received: u64,

@@ -782,6 +782,7 @@ mod tests {
                             incarnation: 6,
                             seq: 78,
                         },
+                        last: 80,
                     }),
                 },
             }),

@@ -29,6 +29,17 @@ pub struct Gossip {
 pub struct SyncDone {
     pub since: u64,
     pub upto: ChangeMark,
+    /// The sender's last change number when it answered: an answer that
+    /// stops below it is a part, and the asker asks at once for the rest.
+    pub last: u64,
+}
+
+impl SyncDone {
+    /// Changes after `upto` were left for the next request (the answer
+    /// reached its budget).
+    pub fn is_part(&self) -> bool {
+        self.upto.seq < self.last
+    }
 }
 
 /// A position in one node's change log. Change numbers start over when a
@@ -41,7 +52,7 @@ pub struct ChangeMark {
 }
 
 impl wire::Message for Gossip {
-    const PROTOCOL: &'static str = "eventual gossip v2";
+    const PROTOCOL: &'static str = "eventual gossip v3";
 
     fn encode(&self, out: &mut Vec<u8>) {
         wire::put_u64(out, self.clock);
@@ -55,6 +66,7 @@ impl wire::Message for Gossip {
                 out.push(1);
                 wire::put_u64(out, done.since);
                 put_mark(out, done.upto);
+                wire::put_u64(out, done.last);
             }
             None => out.push(0),
         }
@@ -75,6 +87,7 @@ impl wire::Message for Gossip {
             _ => Some(SyncDone {
                 since: r.u64()?,
                 upto: read_mark(r)?,
+                last: r.u64()?,
             }),
         };
         Ok(Gossip {

@@ -7,8 +7,10 @@
 //!                                        └─► on_store: pushed to linked peers
 //!  on_tick    ──► every sync_every beats: `sync request <since>` to each peer
 //!  on_message ──► versions: ApplyVersions (newer stamp wins); a sync request:
-//!                 Collect ──► Report::Collected ──► versions + `complete <since..upto>`
-//!  on_message ──► a complete: ApplyVersions ──► Report::SyncApplied ──► synced up to `upto`
+//!                 Collect ──► Report::Collected ──► versions within the budget
+//!                                                   + `complete <since..upto> of <last>`
+//!  on_message ──► a complete: ApplyVersions ──► Report::SyncApplied ──► synced up to `upto`;
+//!                 a part (`upto < last`): `sync request <upto>` at once
 //! ```
 //!
 //! All of eventual mode lives in this folder: this engine; its wire message
@@ -43,6 +45,35 @@
 //! run), completes nothing. Taking any of them at its word would let a node
 //! forget tombstones a peer never received, or skip changes it never fetched.
 //!
+//! **Answers and pushes have a budget.** A store can be far bigger than the
+//! 256 MiB a receiver takes in one message, so a sync answer carries the
+//! changes after `since` in change order only up to about `frame_budget`
+//! bytes of keys and values (at least one change): a *part*. It completes
+//! up to the change before the first one it left out (`upto`) and says
+//! where the sender's log ended (`last`, above `upto` for a part); once its
+//! store kept the part, the asker asks at once for the changes after
+//! `upto`, not at the next round. For what `upto` claims a part is as good
+//! as a whole answer, because it is a prefix in change order: every change
+//! numbered up to `upto` that was current when the part was collected is in
+//! it, and a change made later gets a number above `last`. So the asker
+//! holds every change up to `upto`, as after a whole answer, and the rest
+//! of the argument stands: its next request asks from `upto` and skips
+//! nothing; the answering node learns from that request that the asker
+//! synced past `upto`, so it forgets only tombstones numbered at or below
+//! it, which the part carried and the asker's store kept (a tombstone
+//! written over before the part was collected is no tombstone any more:
+//! forgetting only drops a key's current change). A part that claimed
+//! `last` would skip the changes between, and let the answering node forget
+//! tombstones among them the asker never got.
+//!
+//! Pushes go the same way: a frame carries at most about `frame_budget`
+//! bytes of pushed versions, the oldest first, and the rest go in the next
+//! frames. Convergence needs no order among versions (the highest stamp
+//! wins whatever came first), and a push moves no sync mark, so holding one
+//! back, or losing it with a broken link, changes nothing above: the next
+//! sync carries what it carried. A frame with an answer and pushes stays
+//! under about twice the budget.
+//!
 //! The clock starts at the wall time in microseconds, so a restarted node's
 //! new writes are stamped above what it wrote before it crashed.
 
@@ -54,7 +85,7 @@ pub mod version_log;
 pub use message::{ChangeMark, Gossip, SyncDone};
 pub use replica::{EventualReplica, Report, Work};
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 use super::engine::{Effect, Engine, PeerEvent, PeerStatus, ReplyTo, Status, SyncStats};
@@ -63,6 +94,11 @@ use super::{LamportClock, NodeId, Stamp, View};
 use crate::protocol::{Command, Request};
 use crate::store::UnixTime;
 use version::Version;
+use version_log::Changes;
+
+/// About how many bytes of versions a sync answer carries, and a frame of
+/// pushes (module doc).
+const DEFAULT_FRAME_BUDGET: usize = 4 << 20;
 
 /// Pushes waiting for one peer beyond about this many bytes are dropped:
 /// its link is not taking them (the reactor asks for no frame while a link
@@ -77,7 +113,8 @@ struct SyncPeer {
     /// below count in that run.
     incarnation: u64,
     clock: u64,
-    pushes: Vec<Version>,
+    /// Versions of local writes not pushed yet, oldest first.
+    pushes: VecDeque<Version>,
     /// About how many bytes `pushes` holds.
     pushed_bytes: usize,
     /// A frame is owed even with nothing new in it (a heartbeat).
@@ -92,13 +129,23 @@ struct SyncPeer {
     /// Our change sequence number it holds every change up to (from its requests).
     synced_to: u64,
     /// Our answer to its sync request, waiting to be sent: versions, and
-    /// the change numbers they run from and to.
-    answer: Option<(Vec<Version>, u64, u64)>,
+    /// what they complete.
+    answer: Option<(Vec<Version>, SyncDone)>,
     /// Its answers handed to the store and not applied yet: while one is,
     /// the sync is not given up on.
     applying: u32,
-    /// The heartbeat at which our last sync from it completed.
+    /// The heartbeat at which our last sync from it completed (with an
+    /// answer that was no part: we were up to date with it then).
     completed_at: u64,
+}
+
+impl SyncPeer {
+    /// Our next frame to it asks for every change after where we are.
+    fn ask(&mut self, beats: u64) {
+        self.request_due = true;
+        self.in_flight = true;
+        self.requested_at = beats;
+    }
 }
 
 /// The engine of one node in eventual mode.
@@ -111,6 +158,9 @@ pub struct EventualEngine {
     peers: BTreeMap<NodeId, SyncPeer>,
     /// Heartbeats per anti-entropy round.
     sync_every: u64,
+    /// About how many bytes of versions a sync answer carries, and a frame
+    /// of pushes.
+    frame_budget: usize,
     beats: u64,
     stats: SyncStats,
 }
@@ -152,9 +202,17 @@ impl EventualEngine {
             clock,
             peers,
             sync_every: sync_every.max(1),
+            frame_budget: DEFAULT_FRAME_BUDGET,
             beats: 0,
             stats: SyncStats::default(),
         }
+    }
+
+    /// About how many bytes of versions a sync answer carries, and a frame
+    /// of pushes (at least one version, whatever its size).
+    pub fn with_frame_budget(mut self, bytes: usize) -> EventualEngine {
+        self.frame_budget = bytes;
+        self
     }
 
     /// Versions local writes produced: push them to every linked peer.
@@ -168,43 +226,62 @@ impl EventualEngine {
         for peer in linked {
             for version in &versions {
                 if peer.room_for(version, dropped) {
-                    peer.pushes.push(version.clone());
+                    peer.pushes.push_back(version.clone());
                 }
             }
         }
         for version in versions {
             if last.room_for(&version, dropped) {
-                last.pushes.push(version);
+                last.pushes.push_back(version);
             }
         }
     }
 
-    /// The store has applied the versions of `peer`'s answer that completes
-    /// at `mark`; `all_kept`: it kept every one. Only then has this node
-    /// synced up to `mark`: a version the store refused (a memcached that
-    /// stopped answering, a full memory store) is asked for again in the
-    /// next round, and the next request must not tell the peer otherwise.
-    fn on_sync_applied(&mut self, peer: NodeId, mark: ChangeMark, all_kept: bool) {
+    /// The store has applied the versions of `peer`'s answer that `done`
+    /// completes; `all_kept`: it kept every one. Only then has this node
+    /// synced up to `done.upto`: a version the store refused (a memcached
+    /// that stopped answering, a full memory store) is asked for again in
+    /// the next round, and the next request must not tell the peer
+    /// otherwise. After a part that moved it on, the rest is asked for at
+    /// once.
+    fn on_sync_applied(&mut self, peer: NodeId, done: SyncDone, all_kept: bool) {
         let beats = self.beats;
         let Some(p) = self.peers.get_mut(&peer) else {
             return;
         };
         p.applying = p.applying.saturating_sub(1);
-        if mark.incarnation != p.incarnation {
+        if done.upto.incarnation != p.incarnation {
             return; // the peer restarted meanwhile; its new run is synced anew
         }
         p.in_flight = false;
-        if all_kept {
-            // A repeated request may be answered twice; never step back.
-            p.synced_from = p.synced_from.max(mark.seq);
+        if !all_kept {
+            return;
+        }
+        // A repeated request may be answered twice; never step back, and
+        // follow only the part that moved us on (a duplicate one would
+        // double every request after it).
+        let moved_on = done.upto.seq > p.synced_from;
+        p.synced_from = p.synced_from.max(done.upto.seq);
+        if !done.is_part() {
             p.completed_at = beats;
+        } else if moved_on && p.linked {
+            p.ask(beats);
+            self.stats.rounds += 1;
         }
     }
 
     /// The worker's answer to `peer`'s sync request since `since`.
-    fn on_collected(&mut self, peer: NodeId, versions: Vec<Version>, since: u64, upto: u64) {
+    fn on_collected(&mut self, peer: NodeId, since: u64, changes: Changes) {
         if let Some(p) = self.peers.get_mut(&peer) {
-            p.answer = Some((versions, since, upto));
+            let done = SyncDone {
+                since,
+                upto: ChangeMark {
+                    incarnation: self.incarnation,
+                    seq: changes.upto,
+                },
+                last: changes.last,
+            };
+            p.answer = Some((changes.versions, done));
         }
     }
 
@@ -226,9 +303,7 @@ impl EventualEngine {
         if let Some(p) = self.peers.get_mut(&peer) {
             p.linked = true;
             p.due = true;
-            p.request_due = true;
-            p.in_flight = true;
-            p.requested_at = self.beats;
+            p.ask(self.beats);
             self.stats.rounds += 1;
         }
     }
@@ -279,12 +354,9 @@ impl Engine for EventualEngine {
         self.stats.versions_received += frame.versions.len() as u64;
         // An answer from an earlier run of the peer, or to an earlier run of
         // ours (it starts above where we are), completes nothing.
-        let completes = frame
-            .sync_complete
-            .filter(|done| {
-                done.upto.incarnation == peer.incarnation && done.since <= peer.synced_from
-            })
-            .map(|done| done.upto);
+        let completes = frame.sync_complete.filter(|done| {
+            done.upto.incarnation == peer.incarnation && done.since <= peer.synced_from
+        });
         if completes.is_some() {
             peer.applying += 1;
         }
@@ -302,7 +374,11 @@ impl Engine for EventualEngine {
             } else {
                 0
             };
-            out.push(Effect::Work(Work::Collect { peer: from, since }));
+            out.push(Effect::Work(Work::Collect {
+                peer: from,
+                since,
+                budget: self.frame_budget,
+            }));
         }
     }
 
@@ -322,9 +398,7 @@ impl Engine for EventualEngine {
             let given_up =
                 peer.in_flight && peer.applying == 0 && beats - peer.requested_at >= patience;
             if round && peer.linked && (!peer.in_flight || given_up) {
-                peer.request_due = true;
-                peer.in_flight = true;
-                peer.requested_at = beats;
+                peer.ask(beats);
                 started = true;
             }
         }
@@ -372,22 +446,22 @@ impl Engine for EventualEngine {
             Report::Published(versions) => self.on_local_versions(versions),
             Report::Collected {
                 peer,
-                versions,
                 since,
-                upto,
-            } => self.on_collected(peer, versions, since, upto),
+                changes,
+            } => self.on_collected(peer, since, changes),
             Report::SyncApplied {
                 from,
-                mark,
+                done,
                 all_kept,
-            } => self.on_sync_applied(from, mark, all_kept),
+            } => self.on_sync_applied(from, done, all_kept),
         }
     }
 
-    /// The frame owed to `to`: pushes, a sync answer, a sync request, or a
-    /// heartbeat. A clock that rose is not news enough for a frame of its
-    /// own (unlike in the total-order engine, no peer waits on it): echoing it
-    /// would make every push cost a frame from every node to every other.
+    /// The frame owed to `to`: pushes (the oldest, within the budget), a
+    /// sync answer, a sync request, or a heartbeat. A clock that rose is not
+    /// news enough for a frame of its own (unlike in the total-order engine,
+    /// no peer waits on it): echoing it would make every push cost a frame
+    /// from every node to every other.
     fn outgoing(&mut self, to: NodeId) -> Option<Gossip> {
         let clock = self.clock.now();
         let peer = self.peers.get_mut(&to)?;
@@ -395,17 +469,13 @@ impl Engine for EventualEngine {
         if !owed {
             return None;
         }
-        let mut versions = std::mem::take(&mut peer.pushes);
-        peer.pushed_bytes = 0;
-        let sync_complete = peer.answer.take().map(|(answer, since, upto)| {
+        let fits = versions_within(&peer.pushes, self.frame_budget);
+        let mut versions: Vec<Version> = peer.pushes.drain(..fits).collect();
+        let pushed: usize = versions.iter().map(Version::approximate_len).sum();
+        peer.pushed_bytes = peer.pushed_bytes.saturating_sub(pushed);
+        let sync_complete = peer.answer.take().map(|(answer, done)| {
             versions.extend(answer);
-            SyncDone {
-                since,
-                upto: ChangeMark {
-                    incarnation: self.incarnation,
-                    seq: upto,
-                },
-            }
+            done
         });
         self.stats.versions_sent += versions.len() as u64;
         let sync_request = std::mem::take(&mut peer.request_due).then_some(ChangeMark {
@@ -442,6 +512,17 @@ impl Engine for EventualEngine {
             sync_lag: Some(self.beats - p.completed_at),
         })
     }
+}
+
+/// How many of `versions`, from the first, fit in `budget` bytes (at least
+/// one).
+fn versions_within(versions: &VecDeque<Version>, budget: usize) -> usize {
+    let mut used = 0;
+    let over = versions.iter().position(|v| {
+        used += v.approximate_len();
+        used > budget
+    });
+    over.map_or(versions.len(), |at| at.max(1))
 }
 
 #[cfg(test)]
@@ -481,7 +562,11 @@ mod tests {
         engine.on_message(2, stale, &mut out);
         assert!(matches!(
             out[..],
-            [Effect::Work(Work::Collect { peer: 2, since: 0 })]
+            [Effect::Work(Work::Collect {
+                peer: 2,
+                since: 0,
+                budget: DEFAULT_FRAME_BUDGET
+            })]
         ));
         out.clear();
         engine.on_tick(&mut out);
@@ -497,7 +582,8 @@ mod tests {
             out[..],
             [Effect::Work(Work::Collect {
                 peer: 2,
-                since: 200
+                since: 200,
+                budget: DEFAULT_FRAME_BUDGET
             })]
         ));
         out.clear();
@@ -512,23 +598,37 @@ mod tests {
         engine.on_message(2, frame, &mut out);
         for effect in out {
             if let Effect::Work(Work::ApplyVersions {
-                completes: Some(mark),
+                completes: Some(done),
                 ..
             }) = effect
             {
-                engine.on_sync_applied(2, mark, all_kept);
+                engine.on_sync_applied(2, done, all_kept);
             }
         }
     }
 
-    /// An answer of node 2's run `incarnation` to a request since 0.
+    /// A whole answer of node 2's run `incarnation` to a request since 0.
     fn answer(incarnation: u64, seq: u64) -> Gossip {
+        part(incarnation, 0, seq, seq)
+    }
+
+    /// An answer of node 2's run `incarnation` to a request since `since`
+    /// that stops at `upto` of its changes up to `last`.
+    fn part(incarnation: u64, since: u64, upto: u64, last: u64) -> Gossip {
         Gossip {
-            sync_complete: Some(SyncDone {
-                since: 0,
-                upto: ChangeMark { incarnation, seq },
-            }),
+            sync_complete: Some(done(incarnation, since, upto, last)),
             ..Gossip::default()
+        }
+    }
+
+    fn done(incarnation: u64, since: u64, upto: u64, last: u64) -> SyncDone {
+        SyncDone {
+            since,
+            upto: ChangeMark {
+                incarnation,
+                seq: upto,
+            },
+            last,
         }
     }
 
@@ -561,16 +661,7 @@ mod tests {
         // answer to node 1's earlier run, since 500, arrives first.
         let mut engine = node_one();
         engine.outgoing(2);
-        let stale = Gossip {
-            sync_complete: Some(SyncDone {
-                since: 500,
-                upto: ChangeMark {
-                    incarnation: OLD_RUN,
-                    seq: 800,
-                },
-            }),
-            ..Gossip::default()
-        };
+        let stale = part(OLD_RUN, 500, 800, 800);
         let mut out = Vec::new();
         engine.on_message(2, stale, &mut out);
         assert!(out.is_empty(), "{out:?}");
@@ -610,14 +701,73 @@ mod tests {
         // Applied after the peer restarted: it says nothing of the new run.
         engine.outgoing(2);
         engine.on_hello(2, NEW_RUN, true);
-        engine.on_sync_applied(
-            2,
-            ChangeMark {
-                incarnation: OLD_RUN,
-                seq: 90,
-            },
-            true,
-        );
+        engine.on_sync_applied(2, done(OLD_RUN, 0, 90, 90), true);
         assert_eq!(next_request(&mut engine), mark(NEW_RUN, 0));
+    }
+
+    /// The sync request in the frame node 1 owes node 2 now, if any.
+    fn request_now(engine: &mut EventualEngine) -> Option<ChangeMark> {
+        engine.outgoing(2).and_then(|f| f.sync_request)
+    }
+
+    fn sync_lag(engine: &EventualEngine) -> Option<u64> {
+        engine.peer_status(2).and_then(|p| p.sync_lag)
+    }
+
+    #[test]
+    fn after_a_part_the_rest_is_asked_for_at_once() {
+        let mut engine = node_one();
+        assert_eq!(request_now(&mut engine), mark(OLD_RUN, 0));
+        engine.on_tick(&mut Vec::new());
+        receive(&mut engine, part(OLD_RUN, 0, 3, 10), true);
+        assert_eq!(
+            request_now(&mut engine),
+            mark(OLD_RUN, 3),
+            "not at the next round"
+        );
+        assert_eq!(sync_lag(&engine), Some(1), "a part is no completed sync");
+        // The same part again (a repeated request's answer) asks nothing more.
+        receive(&mut engine, part(OLD_RUN, 0, 3, 10), true);
+        assert_eq!(request_now(&mut engine), None);
+        receive(&mut engine, part(OLD_RUN, 3, 10, 10), true);
+        assert_eq!(sync_lag(&engine), Some(0));
+        assert_eq!(request_now(&mut engine), None, "whole: the next round asks");
+        assert_eq!(next_request(&mut engine), mark(OLD_RUN, 10));
+    }
+
+    #[test]
+    fn a_part_the_store_could_not_keep_is_asked_again_at_the_next_round() {
+        let mut engine = node_one();
+        engine.outgoing(2);
+        receive(&mut engine, part(OLD_RUN, 0, 3, 10), false);
+        assert_eq!(
+            request_now(&mut engine),
+            None,
+            "no tight loop on a failing store"
+        );
+        assert_eq!(next_request(&mut engine), mark(OLD_RUN, 0));
+    }
+
+    #[test]
+    fn pushes_go_in_frames_within_the_budget_oldest_first() {
+        let versions: Vec<Version> = (0..3)
+            .map(|i| Version {
+                key: format!("k{i}").into_bytes(),
+                stamp: Stamp { ts: 5 + i, node: 1 },
+                state: version::State::Deleted,
+            })
+            .collect();
+        let two = 2 * versions[0].approximate_len();
+        for (budget, frames) in [(1, vec![1, 1, 1]), (two, vec![2, 1])] {
+            let mut engine = node_one().with_frame_budget(budget);
+            engine.outgoing(2);
+            engine.on_store(Report::Published(versions.clone()), &mut Vec::new());
+            let sent: Vec<Vec<Version>> = std::iter::from_fn(|| engine.outgoing(2))
+                .map(|frame| frame.versions)
+                .collect();
+            let sizes: Vec<usize> = sent.iter().map(Vec::len).collect();
+            assert_eq!(sizes, frames, "budget {budget}");
+            assert_eq!(sent.concat(), versions, "in the order they were made");
+        }
     }
 }

@@ -1,13 +1,13 @@
 //! Eventual mode's store side: applies a client's write and records the
 //! versions it leaves, keeps a peer's versions that are newer than what is
-//! held, and collects the changes a peer's sync request asks for, through
-//! the [`VersionLog`] beside the store.
+//! held, and collects the changes a peer's sync request asks for (as many
+//! as fit the engine's budget), through the [`VersionLog`] beside the store.
 
 use std::sync::Arc;
 
-use super::message::ChangeMark;
+use super::message::SyncDone;
 use super::version::Version;
-use super::version_log::VersionLog;
+use super::version_log::{Changes, VersionLog};
 use crate::cluster::engine::{Done, Replica, ReplyTo};
 use crate::cluster::message::Op;
 use crate::cluster::{NodeId, Stamp};
@@ -31,10 +31,15 @@ pub enum Work {
         from: NodeId,
         versions: Vec<Version>,
         /// The sync answer these versions complete, if they do.
-        completes: Option<ChangeMark>,
+        completes: Option<SyncDone>,
     },
-    /// Every version changed after `since`, for `peer`.
-    Collect { peer: NodeId, since: u64 },
+    /// The versions changed after `since`, for `peer`: as many, in change
+    /// order, as fit in about `budget` bytes.
+    Collect {
+        peer: NodeId,
+        since: u64,
+        budget: usize,
+    },
     /// Tombstones every peer has synced past can go.
     ForgetTombstones { synced: u64 },
 }
@@ -44,19 +49,17 @@ pub enum Work {
 pub enum Report {
     /// Versions local writes left, to push to peers.
     Published(Vec<Version>),
-    /// The answer to `peer`'s sync request since change `since`: versions,
-    /// and the change number they bring it up to.
+    /// The answer to `peer`'s sync request since change `since`.
     Collected {
         peer: NodeId,
-        versions: Vec<Version>,
         since: u64,
-        upto: u64,
+        changes: Changes,
     },
-    /// A sync answer from `from` is applied up to `mark`; `all_kept`: the
-    /// store kept every version of it.
+    /// The sync answer from `from` that `done` completes is applied;
+    /// `all_kept`: the store kept every version of it.
     SyncApplied {
         from: NodeId,
-        mark: ChangeMark,
+        done: SyncDone,
         all_kept: bool,
     },
 }
@@ -123,23 +126,26 @@ impl Replica for EventualReplica {
                     // The next sync from that peer carries them again.
                     log::warn!("cannot keep versions from node {from}: {e:?}");
                 }
-                if let Some(mark) = completes {
+                if let Some(done) = completes {
                     let all_kept = failed.is_none();
                     emit(Done::Engine(Report::SyncApplied {
                         from,
-                        mark,
+                        done,
                         all_kept,
                     }));
                 }
             }
-            Work::Collect { peer, since } => {
+            Work::Collect {
+                peer,
+                since,
+                budget,
+            } => {
                 let now = executor.now();
-                match self.log.since(executor.store(), since, now) {
-                    Ok((versions, upto)) => emit(Done::Engine(Report::Collected {
+                match self.log.since(executor.store(), since, budget, now) {
+                    Ok(changes) => emit(Done::Engine(Report::Collected {
                         peer,
-                        versions,
                         since,
-                        upto,
+                        changes,
                     })),
                     // Unanswered, node `peer` asks again.
                     Err(e) => log::warn!("cannot answer node {peer}'s sync request: {e:?}"),

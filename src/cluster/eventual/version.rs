@@ -30,14 +30,20 @@ pub struct Version {
 }
 
 impl Version {
-    /// About how many bytes the version takes in a frame: its key and
-    /// value, and a little for the rest.
+    /// About how many bytes the version takes in a frame.
     pub fn approximate_len(&self) -> usize {
-        const REST: usize = 32;
         let value = match &self.state {
-            State::Present(entry) => entry.value.len(),
+            State::Present(item) => item.value.len(),
             State::Deleted | State::Flushed => 0,
         };
-        REST + self.key.len() + value
+        approximate_len(self.key.len(), value)
     }
+}
+
+/// About how many bytes a version with a `key_len`-byte key and a
+/// `value_len`-byte value takes in a frame: its key and value, and a little
+/// for the stamp, state, flags, expiry and lengths.
+pub fn approximate_len(key_len: usize, value_len: usize) -> usize {
+    const REST: usize = 40;
+    REST + key_len + value_len
 }

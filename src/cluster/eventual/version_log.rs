@@ -1,7 +1,8 @@
 //! Eventual mode's bookkeeping beside the store: the stamp of every key's
 //! current version, tombstones, and a change log in local order, so a peer's
 //! `sync request <since>` is answered with only the keys that changed since
-//! `since` (the cost follows the changes, not the store's size).
+//! `since` (the cost follows the changes, not the store's size), in parts
+//! of about a byte budget: a prefix of those changes in change order.
 //!
 //! It lives with the rest of eventual mode in `cluster/eventual/`, owned by
 //! eventual mode's store side ([`super::EventualReplica`]), which runs
@@ -13,12 +14,13 @@
 //! ```text
 //!  local write ──► store ──► record (stamp, seq) ──► Version pushed to peers
 //!  remote Version ──► newer than what we hold? ──► import into store, record
-//!  sync request since s ──► changes after s ──► current Versions + complete(seq)
+//!  sync request since s ──► changes after s, a prefix within the budget
+//!                       ──► current Versions + complete(upto, last)
 //! ```
 
 use std::collections::{HashMap, VecDeque};
 
-use super::version::{State, Version};
+use super::version::{approximate_len, State, Version};
 use crate::cluster::Stamp;
 use crate::protocol::{Command, Key};
 use crate::store::{Entry, Expiry, StoreError, StoreResult, UnixTime, VersionedStore};
@@ -28,6 +30,10 @@ struct Known {
     stamp: Stamp,
     seq: u64,
     held: Held,
+    /// The length of the value it recorded (0 for a tombstone or a value
+    /// it could not read back), so a sync answer is cut to its budget
+    /// before anything is read from the store.
+    value_len: u32,
 }
 
 /// What the store should hold for a key, as far as the log knows.
@@ -48,6 +54,26 @@ fn held(state: &State) -> Held {
         State::Present(item) => Held::Present(item.expiry),
         State::Deleted | State::Flushed => Held::Deleted,
     }
+}
+
+fn value_len(state: &State) -> u32 {
+    match state {
+        State::Present(item) => u32::try_from(item.value.len()).unwrap_or(u32::MAX),
+        State::Deleted | State::Flushed => 0,
+    }
+}
+
+/// A prefix of the changes after some change number, as current versions:
+/// a sync answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Changes {
+    pub versions: Vec<Version>,
+    /// The change number they bring the asker up to: every change at or
+    /// below it is in `versions` (or superseded by a later change).
+    pub upto: u64,
+    /// The last change number when they were collected; `upto` is below it
+    /// when the budget left changes for the next answer.
+    pub last: u64,
 }
 
 /// The versions a replica holds, and the order they changed in.
@@ -76,9 +102,18 @@ impl VersionLog {
         self.last_seq
     }
 
-    fn note(&mut self, key: &[u8], stamp: Stamp, held: Held) {
+    fn note(&mut self, key: &[u8], stamp: Stamp, state: &State) {
+        self.note_held(key, stamp, held(state), value_len(state));
+    }
+
+    fn note_held(&mut self, key: &[u8], stamp: Stamp, held: Held, value_len: u32) {
         let seq = self.next_seq();
-        let fresh = Known { stamp, seq, held };
+        let fresh = Known {
+            stamp,
+            seq,
+            held,
+            value_len,
+        };
         match self.known.get_mut(key) {
             Some(known) => {
                 *known = fresh;
@@ -150,11 +185,11 @@ impl VersionLog {
             Ok(None) => State::Deleted,
             Err(e) => {
                 log::warn!("cannot read back a local write to push it: {e:?}");
-                self.note(key, stamp, Held::Unknown);
+                self.note_held(key, stamp, Held::Unknown, 0);
                 return None;
             }
         };
-        self.note(key, stamp, held(&state));
+        self.note(key, stamp, &state);
         Some(Version {
             key: key.to_vec(),
             stamp,
@@ -286,24 +321,63 @@ impl VersionLog {
             }
             Err(e) => return Err(e),
         }
-        self.note(&version.key, version.stamp, held(&version.state));
+        self.note(&version.key, version.stamp, &version.state);
         Ok(true)
     }
 
-    /// Every change after `since`, as current versions, and the sequence
-    /// number they bring the asker up to. Fails if the store cannot be read:
-    /// an answer must never turn an unreadable value into a tombstone.
+    /// About how many bytes change `seq` of `key` takes in an answer, if
+    /// it is still current (a stale one needs nothing: its key's later
+    /// change carries the key).
+    fn current_len(&self, seq: u64, key: &[u8]) -> Option<usize> {
+        if key.is_empty() {
+            return self.is_current(seq, key).then(|| approximate_len(0, 0));
+        }
+        let known = self.known.get(key).filter(|k| k.seq == seq)?;
+        Some(approximate_len(key.len(), known.value_len as usize))
+    }
+
+    /// Where an answer of the changes from index `start` on ends: the
+    /// index of the first current change past `budget` bytes (the first
+    /// one always fits), or the end of the log.
+    fn answer_end(&self, start: usize, budget: usize) -> usize {
+        let mut used = 0;
+        for (i, (seq, key)) in self.changes.range(start..).enumerate() {
+            let Some(len) = self.current_len(*seq, key) else {
+                continue;
+            };
+            if used > 0 && used + len > budget {
+                return start + i;
+            }
+            used += len;
+        }
+        self.changes.len()
+    }
+
+    /// The changes after `since`, as current versions: a prefix of them in
+    /// change order within about `budget` bytes of keys and values (at
+    /// least one), and the change number it brings the asker up to: the
+    /// one before the first change left out, or the last if none is. Only
+    /// a prefix lets `upto` say the asker holds every change up to it.
+    /// Fails if the store cannot be read: an answer must never turn an
+    /// unreadable value into a tombstone.
     pub fn since(
         &self,
         store: &mut dyn VersionedStore,
         since: u64,
+        budget: usize,
         now: UnixTime,
-    ) -> StoreResult<(Vec<Version>, u64)> {
+    ) -> StoreResult<Changes> {
+        let start = self.after(since);
+        let end = self.answer_end(start, budget);
+        let upto = match self.changes.get(end) {
+            Some((first_left_out, _)) => first_left_out - 1,
+            None => self.last_seq,
+        };
         let mut versions = Vec::new();
         // Values are read from the store together: one round trip per batch
         // on a memcached backend, not one per key.
         let mut to_read: Vec<(&Key, Known)> = Vec::new();
-        for (seq, key) in self.changes.range(self.after(since)..) {
+        for (seq, key) in self.changes.range(start..end) {
             if key.is_empty() {
                 if let Some((stamp, flush_seq)) = self.flushed {
                     if flush_seq == *seq {
@@ -352,7 +426,11 @@ impl VersionLog {
                 state,
             });
         }
-        Ok((versions, self.last_seq))
+        Ok(Changes {
+            versions,
+            upto,
+            last: self.last_seq,
+        })
     }
 
     /// Forgets tombstones every peer has synced past (changed at or below `synced`).
@@ -397,6 +475,8 @@ mod tests {
     use crate::store::{Expiry, Store};
 
     const NOW: UnixTime = 1_700_000_000;
+    /// A budget no answer here reaches.
+    const WHOLE: usize = usize::MAX;
 
     fn stamp(ts: u64, node: u32) -> Stamp {
         Stamp { ts, node }
@@ -484,13 +564,75 @@ mod tests {
             log.apply_remote(&mut s, &put(&format!("k{i}"), 1, 0, "v"), NOW)
                 .unwrap();
         }
-        let (all, upto) = log.since(&mut s, 0, NOW).unwrap();
-        assert_eq!((all.len(), upto), (100, 100));
+        let all = log.since(&mut s, 0, WHOLE, NOW).unwrap();
+        assert_eq!((all.versions.len(), all.upto, all.last), (100, 100, 100));
         log.apply_remote(&mut s, &put("k7", 2, 0, "w"), NOW)
             .unwrap();
-        let (changed, upto) = log.since(&mut s, upto, NOW).unwrap();
-        assert_eq!(changed, vec![put("k7", 2, 0, "w")]);
-        assert_eq!(upto, 101);
+        let changed = log.since(&mut s, all.upto, WHOLE, NOW).unwrap();
+        assert_eq!(changed.versions, vec![put("k7", 2, 0, "w")]);
+        assert_eq!(changed.upto, 101);
+    }
+
+    /// Answers within a budget, each asked from where the one before
+    /// stopped: each keeps to the budget, and together they carry exactly
+    /// what one whole answer carries.
+    #[test]
+    fn answers_within_a_budget_add_up_to_the_whole_answer() {
+        let (mut s, mut log) = (store(), VersionLog::new());
+        let value = "v".repeat(100);
+        for i in 0..20 {
+            log.apply_remote(&mut s, &put(&format!("k{i:02}"), 1, 0, &value), NOW)
+                .unwrap();
+        }
+        // Stale changes amid the range: a key written again, one deleted.
+        log.apply_remote(&mut s, &put("k03", 2, 0, "w"), NOW)
+            .unwrap();
+        let delete = Version {
+            key: b"k05".to_vec(),
+            stamp: stamp(2, 0),
+            state: State::Deleted,
+        };
+        log.apply_remote(&mut s, &delete, NOW).unwrap();
+        let whole = log.since(&mut s, 0, WHOLE, NOW).unwrap();
+        let budget = 3 * put("k00", 1, 0, &value).approximate_len();
+        let (mut parts, mut since) = (Vec::new(), 0);
+        while since < whole.last {
+            let part = log.since(&mut s, since, budget, NOW).unwrap();
+            let bytes: usize = part.versions.iter().map(Version::approximate_len).sum();
+            assert!(bytes <= budget && !part.versions.is_empty(), "{part:?}");
+            assert_eq!(part.last, whole.last);
+            since = part.upto;
+            parts.extend(part.versions);
+        }
+        let by_key = |mut versions: Vec<Version>| {
+            versions.sort_by(|a, b| a.key.cmp(&b.key));
+            versions
+        };
+        assert_eq!(by_key(parts), by_key(whole.versions));
+    }
+
+    #[test]
+    fn a_part_carries_one_change_at_least_and_completes_up_to_the_next() {
+        let (mut s, mut log) = (store(), VersionLog::new());
+        for key in ["a", "b", "c"] {
+            log.apply_remote(&mut s, &put(key, 1, 0, "value"), NOW)
+                .unwrap(); // seq 1, 2, 3
+        }
+        log.apply_remote(&mut s, &put("a", 2, 0, "again"), NOW)
+            .unwrap(); // seq 4: seq 1 is stale
+        let answers: Vec<Changes> = [0, 2, 3]
+            .into_iter()
+            .map(|since| log.since(&mut s, since, 1, NOW).unwrap())
+            .collect();
+        let want = [
+            (put("b", 1, 0, "value"), 2),
+            (put("c", 1, 0, "value"), 3),
+            (put("a", 2, 0, "again"), 4),
+        ];
+        for (answer, (version, upto)) in answers.into_iter().zip(want) {
+            assert_eq!(answer.versions, vec![version]);
+            assert_eq!((answer.upto, answer.last), (upto, 4));
+        }
     }
 
     /// A memory store that fails every call while `broken` (a memcached
@@ -632,9 +774,9 @@ mod tests {
         let (mut s, mut log) = (flaky(), VersionLog::new());
         log.apply_remote(&mut s, &put("k", 1, 0, "v"), NOW).unwrap();
         s.broken = true;
-        assert!(log.since(&mut s, 0, NOW).is_err());
+        assert!(log.since(&mut s, 0, WHOLE, NOW).is_err());
         s.broken = false;
-        let (versions, _) = log.since(&mut s, 0, NOW).unwrap();
+        let versions = log.since(&mut s, 0, WHOLE, NOW).unwrap().versions;
         assert_eq!(versions, vec![put("k", 1, 0, "v")]);
     }
 
@@ -656,7 +798,7 @@ mod tests {
             .record_write(&mut s, &Command::Storage(set), stamp(3, 0), NOW)
             .is_empty());
         s.broken = false;
-        let (versions, _) = log.since(&mut s, 0, NOW).unwrap();
+        let versions = log.since(&mut s, 0, WHOLE, NOW).unwrap().versions;
         assert_eq!(
             versions,
             vec![put("k", 3, 0, "v")],
@@ -699,7 +841,7 @@ mod tests {
         }
         log.apply_remote(&mut s, &expiring, NOW).unwrap();
         s.delete(b"lost", NOW).unwrap(); // as a memcached evicts
-        let (versions, _) = log.since(&mut s, 0, NOW + 20).unwrap();
+        let versions = log.since(&mut s, 0, WHOLE, NOW + 20).unwrap().versions;
         let tombstone = Version {
             key: b"brief".to_vec(),
             stamp: stamp(2, 0),
@@ -729,7 +871,7 @@ mod tests {
         let (mut s, mut log) = (store(), VersionLog::new());
         assert!(!log.apply_remote(&mut s, &put("", 1, 0, "v"), NOW).unwrap());
         assert!(log.is_empty());
-        assert_eq!(log.since(&mut s, 0, NOW).unwrap().0, vec![]);
+        assert_eq!(log.since(&mut s, 0, WHOLE, NOW).unwrap().versions, vec![]);
     }
 
     #[test]
@@ -752,7 +894,7 @@ mod tests {
         // The tombstone of seq 11 was synced past, but k's current one was not.
         log.forget_tombstones(12);
         assert_eq!(log.stamp(b"k"), Some(stamp(3, 0)));
-        let (changed, _) = log.since(&mut s, 10, NOW).unwrap();
+        let changed = log.since(&mut s, 10, WHOLE, NOW).unwrap().versions;
         assert_eq!(changed, vec![delete(3)], "one current version per key");
 
         // Many rewrites of a few keys: the log keeps what is current, in order.
@@ -764,7 +906,7 @@ mod tests {
             log.changes.len() <= 2 * log.len() + 2,
             "stale changes are dropped"
         );
-        let (recent, _) = log.since(&mut s, 0, NOW).unwrap();
+        let recent = log.since(&mut s, 0, WHOLE, NOW).unwrap().versions;
         let stamps: Vec<u64> = recent.iter().map(|v| v.stamp.ts).collect();
         // Tombstones first, then values read from the store in log order.
         let want: Vec<u64> = [3].into_iter().chain([1; 10]).chain(997..1_000).collect();
