@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use common::rng::Rng;
 use mckv::cluster::eventual::version::{State, Version};
-use mckv::cluster::eventual::{ChangeMark, Gossip, SyncDone};
+use mckv::cluster::eventual::{ChangeMark, Gossip, SyncDone, SyncRequest};
 use mckv::cluster::membership::Load;
 use mckv::cluster::total_order::{Broadcast, Control, Flush, Proposal};
 use mckv::cluster::view::Ballot;
@@ -202,9 +202,12 @@ fn gossips() -> Vec<Gossip> {
             version("d", State::Deleted),
             version("", State::Flushed),
         ],
-        sync_request: Some(ChangeMark {
-            incarnation: 9,
-            seq: 4,
+        sync_request: Some(SyncRequest {
+            since: ChangeMark {
+                incarnation: 9,
+                seq: 4,
+            },
+            last: 6,
         }),
         sync_complete: Some(SyncDone {
             since: 1,

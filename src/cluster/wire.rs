@@ -511,7 +511,7 @@ impl<'a> Reader<'a> {
 mod tests {
     use super::*;
     use crate::cluster::eventual::version::{State, Version};
-    use crate::cluster::eventual::{ChangeMark, Gossip, SyncDone};
+    use crate::cluster::eventual::{ChangeMark, Gossip, SyncDone, SyncRequest};
     use crate::cluster::total_order::{Broadcast, Control, Flush, Proposal};
     use crate::cluster::view::Ballot;
     use crate::cluster::Stamp;
@@ -772,9 +772,12 @@ mod tests {
                             state: State::Flushed,
                         },
                     ],
-                    sync_request: Some(ChangeMark {
-                        incarnation: 5,
-                        seq: 77,
+                    sync_request: Some(SyncRequest {
+                        since: ChangeMark {
+                            incarnation: 5,
+                            seq: 77,
+                        },
+                        last: 90,
                     }),
                     sync_complete: Some(SyncDone {
                         since: 70,

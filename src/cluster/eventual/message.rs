@@ -16,9 +16,20 @@ pub struct Gossip {
     /// Versions pushed, or sent in answer to a sync request.
     pub versions: Vec<Version>,
     /// "Send me every version you changed after this mark".
-    pub sync_request: Option<ChangeMark>,
+    pub sync_request: Option<SyncRequest>,
     /// The versions above complete the answer to the receiver's sync request.
     pub sync_complete: Option<SyncDone>,
+}
+
+/// A sync request: "send me every change of yours after `since`". It also
+/// says where the asker's own change log ended when it asked (`last`): the
+/// answering node counts the request as "it holds every change of mine up
+/// to `since`", which lets tombstones go, only once it has synced the
+/// asker's changes up to there (see the module doc of [`super`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SyncRequest {
+    pub since: ChangeMark,
+    pub last: u64,
 }
 
 /// What an answer to a sync request carried: every change of the sender's
@@ -60,7 +71,14 @@ impl wire::Message for Gossip {
         for version in &self.versions {
             put_version(out, version);
         }
-        put_option_mark(out, self.sync_request);
+        match self.sync_request {
+            Some(request) => {
+                out.push(1);
+                put_mark(out, request.since);
+                wire::put_u64(out, request.last);
+            }
+            None => out.push(0),
+        }
         match self.sync_complete {
             Some(done) => {
                 out.push(1);
@@ -80,7 +98,10 @@ impl wire::Message for Gossip {
         }
         let sync_request = match r.u8()? {
             0 => None,
-            _ => Some(read_mark(r)?),
+            _ => Some(SyncRequest {
+                since: read_mark(r)?,
+                last: r.u64()?,
+            }),
         };
         let sync_complete = match r.u8()? {
             0 => None,
@@ -150,16 +171,6 @@ fn read_version(r: &mut Reader<'_>) -> Result<Version, WireError> {
 fn put_mark(out: &mut Vec<u8>, mark: ChangeMark) {
     wire::put_u64(out, mark.incarnation);
     wire::put_u64(out, mark.seq);
-}
-
-fn put_option_mark(out: &mut Vec<u8>, mark: Option<ChangeMark>) {
-    match mark {
-        Some(mark) => {
-            out.push(1);
-            put_mark(out, mark);
-        }
-        None => out.push(0),
-    }
 }
 
 fn read_mark(r: &mut Reader<'_>) -> Result<ChangeMark, WireError> {

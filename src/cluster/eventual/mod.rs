@@ -34,7 +34,8 @@
 //! peer, and only advances it once the store has kept what the `complete`
 //! finished. One sync is in flight per peer.
 //! A restarted node asks from zero. Deletes and `flush_all` are versions too
-//! (tombstones), forgotten only once every peer has synced past them.
+//! (tombstones), forgotten only once every peer has synced past them (and
+//! its copies of them are fetched: below).
 //!
 //! Change numbers start over when a node restarts, so requests and answers
 //! carry the incarnation that counted them ([`ChangeMark`]). A request that
@@ -74,6 +75,28 @@
 //! sync carries what it carried. A frame with an answer and pushes stays
 //! under about twice the budget.
 //!
+//! **A forgotten tombstone stays forgotten.** A node that learns a
+//! tombstone from a peer records it as a change of its own, under a new
+//! number, which its peers fetch in turn. Had the peer forgotten its own
+//! tombstone by the time that copy reached it, the copy would be news
+//! there, be recorded again, and could go round for ever (in the
+//! simulation two nodes answering in one-version parts passed fifty
+//! tombstones back and forth for good). So a sync request also says where
+//! the asker's log ended (`last`, as its store side reported after the
+//! answer that moved it on: every copy it made of what it synced is at or
+//! below), and the answering node takes the request's word only once it has
+//! synced the asker's changes up to there: each such copy has then reached
+//! it while it still held the tombstone, and changed nothing. (Words not
+//! taken yet are kept two at most, a third merged into the second, which
+//! then waits for the later `last`.) A later copy would be made only by a
+//! node that held no tombstone when it heard one: one that had forgotten
+//! it. The first time that happened, its sender's copy was made after the
+//! sender's request that let the receiver forget, so the sender held the
+//! tombstone then (it had synced past it) and recorded nothing new unless
+//! it had forgotten and heard it again earlier still: it cannot happen a
+//! first time, and an idle cluster falls quiet. Taking a peer's word later
+//! only keeps tombstones longer, which the argument above allows.
+//!
 //! The clock starts at the wall time in microseconds, so a restarted node's
 //! new writes are stamped above what it wrote before it crashed.
 
@@ -82,7 +105,7 @@ mod replica;
 pub mod version;
 pub mod version_log;
 
-pub use message::{ChangeMark, Gossip, SyncDone};
+pub use message::{ChangeMark, Gossip, SyncDone, SyncRequest};
 pub use replica::{EventualReplica, Report, Work};
 
 use std::collections::{BTreeMap, VecDeque};
@@ -105,6 +128,14 @@ const DEFAULT_FRAME_BUDGET: usize = 4 << 20;
 /// is backed up), and anti-entropy brings what they carried.
 const PUSH_BACKLOG: usize = 8 << 20;
 
+/// A peer's word, in its sync request, that it holds every change of ours
+/// up to `seq`, given when its own change log ended at `their_last`.
+#[derive(Debug, Clone, Copy)]
+struct SyncedPast {
+    seq: u64,
+    their_last: u64,
+}
+
 #[derive(Debug, Default)]
 struct SyncPeer {
     /// The link to it is open: pushes can go.
@@ -126,8 +157,12 @@ struct SyncPeer {
     /// The heartbeat our sync request went out at.
     requested_at: u64,
     request_due: bool,
-    /// Our change sequence number it holds every change up to (from its requests).
+    /// Our change sequence number it holds every change up to, from its
+    /// requests, taken once we have fetched the copies it made (module doc).
     synced_to: u64,
+    /// Its word not taken yet, oldest first: at most two (a third is merged
+    /// into the second, which then waits for the later of the two).
+    untaken: VecDeque<SyncedPast>,
     /// Our answer to its sync request, waiting to be sent: versions, and
     /// what they complete.
     answer: Option<(Vec<Version>, SyncDone)>,
@@ -146,6 +181,31 @@ impl SyncPeer {
         self.in_flight = true;
         self.requested_at = beats;
     }
+
+    /// Its request says it holds our changes up to `word.seq`.
+    fn heard(&mut self, word: SyncedPast) {
+        let full = self.untaken.len() == 2;
+        match self.untaken.back_mut() {
+            Some(newest) if full => {
+                newest.seq = newest.seq.max(word.seq);
+                newest.their_last = newest.their_last.max(word.their_last);
+            }
+            _ => self.untaken.push_back(word),
+        }
+        self.take_its_word();
+    }
+
+    /// Takes its word that it holds our changes up to some number once we
+    /// hold its own changes up to where its log ended when it said so.
+    fn take_its_word(&mut self) {
+        while let Some(word) = self.untaken.front() {
+            if word.their_last > self.synced_from {
+                return;
+            }
+            self.synced_to = self.synced_to.max(word.seq);
+            self.untaken.pop_front();
+        }
+    }
 }
 
 /// The engine of one node in eventual mode.
@@ -161,6 +221,9 @@ pub struct EventualEngine {
     /// About how many bytes of versions a sync answer carries, and a frame
     /// of pushes.
     frame_budget: usize,
+    /// Our version log's last change number, as the store side last
+    /// reported it: what our sync requests say our log ended at.
+    log_last: u64,
     beats: u64,
     stats: SyncStats,
 }
@@ -203,6 +266,7 @@ impl EventualEngine {
             peers,
             sync_every: sync_every.max(1),
             frame_budget: DEFAULT_FRAME_BUDGET,
+            log_last: 0,
             beats: 0,
             stats: SyncStats::default(),
         }
@@ -238,13 +302,14 @@ impl EventualEngine {
     }
 
     /// The store has applied the versions of `peer`'s answer that `done`
-    /// completes; `all_kept`: it kept every one. Only then has this node
-    /// synced up to `done.upto`: a version the store refused (a memcached
-    /// that stopped answering, a full memory store) is asked for again in
-    /// the next round, and the next request must not tell the peer
-    /// otherwise. After a part that moved it on, the rest is asked for at
-    /// once.
-    fn on_sync_applied(&mut self, peer: NodeId, done: SyncDone, all_kept: bool) {
+    /// completes; `all_kept`: it kept every one; `last`: our log's last
+    /// change number after them. Only then has this node synced up to
+    /// `done.upto`: a version the store refused (a memcached that stopped
+    /// answering, a full memory store) is asked for again in the next
+    /// round, and the next request must not tell the peer otherwise. After
+    /// a part that moved it on, the rest is asked for at once.
+    fn on_sync_applied(&mut self, peer: NodeId, done: SyncDone, all_kept: bool, last: u64) {
+        self.log_last = self.log_last.max(last);
         let beats = self.beats;
         let Some(p) = self.peers.get_mut(&peer) else {
             return;
@@ -262,6 +327,7 @@ impl EventualEngine {
         // double every request after it).
         let moved_on = done.upto.seq > p.synced_from;
         p.synced_from = p.synced_from.max(done.upto.seq);
+        p.take_its_word();
         if !done.is_part() {
             p.completed_at = beats;
         } else if moved_on && p.linked {
@@ -368,9 +434,12 @@ impl Engine for EventualEngine {
             }));
         }
         if let Some(request) = frame.sync_request {
-            let since = if request.incarnation == self.incarnation {
-                peer.synced_to = peer.synced_to.max(request.seq);
-                request.seq
+            let since = if request.since.incarnation == self.incarnation {
+                peer.heard(SyncedPast {
+                    seq: request.since.seq,
+                    their_last: request.last,
+                });
+                request.since.seq
             } else {
                 0
             };
@@ -435,6 +504,7 @@ impl Engine for EventualEngine {
                 p.incarnation = incarnation;
                 p.synced_from = 0;
                 p.synced_to = 0;
+                p.untaken.clear();
                 p.in_flight = false;
                 p.answer = None; // it answered a request of the earlier run
             }
@@ -453,7 +523,8 @@ impl Engine for EventualEngine {
                 from,
                 done,
                 all_kept,
-            } => self.on_sync_applied(from, done, all_kept),
+                last,
+            } => self.on_sync_applied(from, done, all_kept, last),
         }
     }
 
@@ -478,9 +549,12 @@ impl Engine for EventualEngine {
             done
         });
         self.stats.versions_sent += versions.len() as u64;
-        let sync_request = std::mem::take(&mut peer.request_due).then_some(ChangeMark {
-            incarnation: peer.incarnation,
-            seq: peer.synced_from,
+        let sync_request = std::mem::take(&mut peer.request_due).then_some(SyncRequest {
+            since: ChangeMark {
+                incarnation: peer.incarnation,
+                seq: peer.synced_from,
+            },
+            last: self.log_last,
         });
         peer.due = false;
         Some(Gossip {
@@ -544,6 +618,15 @@ mod tests {
         Some(ChangeMark { incarnation, seq })
     }
 
+    /// A sync request for the changes of run `incarnation` after `seq`,
+    /// from a node whose own log ended at `last`.
+    fn request(incarnation: u64, seq: u64, last: u64) -> Option<SyncRequest> {
+        Some(SyncRequest {
+            since: ChangeMark { incarnation, seq },
+            last,
+        })
+    }
+
     fn forget_horizon(effects: &[Effect<Work>]) -> Option<u64> {
         effects.iter().find_map(|e| match e {
             Effect::Work(Work::ForgetTombstones { synced }) => Some(*synced),
@@ -556,7 +639,7 @@ mod tests {
         let mut engine = node_one();
         let mut out = Vec::new();
         let stale = Gossip {
-            sync_request: mark(6, 200),
+            sync_request: request(6, 200, 0),
             ..Gossip::default()
         };
         engine.on_message(2, stale, &mut out);
@@ -573,7 +656,7 @@ mod tests {
         assert_eq!(forget_horizon(&out), Some(0), "no tombstone may go yet");
 
         let current = Gossip {
-            sync_request: mark(7, 200),
+            sync_request: request(7, 200, 0),
             ..Gossip::default()
         };
         out.clear();
@@ -602,7 +685,7 @@ mod tests {
                 ..
             }) = effect
             {
-                engine.on_sync_applied(2, done, all_kept);
+                engine.on_sync_applied(2, done, all_kept, 0);
             }
         }
     }
@@ -635,13 +718,16 @@ mod tests {
     /// The sync request node 1 sends node 2 at the next round, if any.
     fn next_request(engine: &mut EventualEngine) -> Option<ChangeMark> {
         engine.on_tick(&mut Vec::new());
-        engine.outgoing(2).and_then(|f| f.sync_request)
+        engine
+            .outgoing(2)
+            .and_then(|f| f.sync_request)
+            .map(|r| r.since)
     }
 
     #[test]
     fn an_answer_from_an_earlier_run_of_the_peer_is_dropped() {
         let mut engine = node_one();
-        let request = engine.outgoing(2).unwrap().sync_request;
+        let request = engine.outgoing(2).unwrap().sync_request.map(|r| r.since);
         assert_eq!(request, mark(OLD_RUN, 0));
         // Node 2 restarts; its old link's last frame is read after the new hello.
         engine.on_hello(2, NEW_RUN, true);
@@ -688,7 +774,7 @@ mod tests {
             assert_eq!(request, None, "a sync being applied is not given up on");
         }
         // The store could not keep a version of it: asked again from where we were.
-        engine.on_sync_applied(2, completed, false);
+        engine.on_sync_applied(2, completed, false, 0);
         assert_eq!(
             next_request(&mut engine),
             Some(ChangeMark {
@@ -701,13 +787,16 @@ mod tests {
         // Applied after the peer restarted: it says nothing of the new run.
         engine.outgoing(2);
         engine.on_hello(2, NEW_RUN, true);
-        engine.on_sync_applied(2, done(OLD_RUN, 0, 90, 90), true);
+        engine.on_sync_applied(2, done(OLD_RUN, 0, 90, 90), true, 0);
         assert_eq!(next_request(&mut engine), mark(NEW_RUN, 0));
     }
 
     /// The sync request in the frame node 1 owes node 2 now, if any.
     fn request_now(engine: &mut EventualEngine) -> Option<ChangeMark> {
-        engine.outgoing(2).and_then(|f| f.sync_request)
+        engine
+            .outgoing(2)
+            .and_then(|f| f.sync_request)
+            .map(|r| r.since)
     }
 
     fn sync_lag(engine: &EventualEngine) -> Option<u64> {
@@ -769,5 +858,47 @@ mod tests {
             assert_eq!(sizes, frames, "budget {budget}");
             assert_eq!(sent.concat(), versions, "in the order they were made");
         }
+    }
+
+    /// The tombstones node 1 may forget at the next round: those at or
+    /// below this change number.
+    fn forgettable(engine: &mut EventualEngine) -> Option<u64> {
+        let mut out = Vec::new();
+        engine.on_tick(&mut out);
+        forget_horizon(&out)
+    }
+
+    #[test]
+    fn a_peer_that_synced_past_our_changes_counts_once_we_hold_its_copies() {
+        let mut engine = node_one();
+        engine.outgoing(2);
+        // Node 2 holds our changes up to 100 since its log ended at 10, up
+        // to 150 since 20, and up to 200 since 30 (merged with the one before).
+        for (seq, last) in [(100, 10), (150, 20), (200, 30)] {
+            let frame = Gossip {
+                sync_request: request(7, seq, last),
+                ..Gossip::default()
+            };
+            engine.on_message(2, frame, &mut Vec::new());
+        }
+        assert_eq!(
+            forgettable(&mut engine),
+            Some(0),
+            "none of its copies fetched"
+        );
+        for (upto, horizon) in [(10, 100), (25, 100), (30, 200)] {
+            engine.on_sync_applied(2, done(OLD_RUN, 0, upto, 30), true, 0);
+            assert_eq!(forgettable(&mut engine), Some(horizon), "synced to {upto}");
+        }
+    }
+
+    #[test]
+    fn a_request_says_where_our_log_ended_as_the_store_last_reported() {
+        let mut engine = node_one();
+        engine.outgoing(2);
+        engine.on_sync_applied(2, done(OLD_RUN, 0, 5, 5), true, 42);
+        engine.on_tick(&mut Vec::new());
+        let sent = engine.outgoing(2).and_then(|f| f.sync_request);
+        assert_eq!(sent, request(OLD_RUN, 5, 42));
     }
 }

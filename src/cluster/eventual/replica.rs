@@ -56,11 +56,13 @@ pub enum Report {
         changes: Changes,
     },
     /// The sync answer from `from` that `done` completes is applied;
-    /// `all_kept`: the store kept every version of it.
+    /// `all_kept`: the store kept every version of it. `last`: the version
+    /// log's last change number after it.
     SyncApplied {
         from: NodeId,
         done: SyncDone,
         all_kept: bool,
+        last: u64,
     },
 }
 
@@ -132,6 +134,7 @@ impl Replica for EventualReplica {
                         from,
                         done,
                         all_kept,
+                        last: self.log.last_seq(),
                     }));
                 }
             }

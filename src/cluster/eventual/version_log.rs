@@ -452,6 +452,11 @@ impl VersionLog {
         self.compact();
     }
 
+    /// The number of the last change recorded.
+    pub fn last_seq(&self) -> u64 {
+        self.last_seq
+    }
+
     /// Keys with a version (tombstones included), for tests and stats.
     pub fn len(&self) -> usize {
         self.known.len()
