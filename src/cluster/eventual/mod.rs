@@ -65,7 +65,8 @@
 //! written over before the part was collected is no tombstone any more:
 //! forgetting only drops a key's current change). A part that claimed
 //! `last` would skip the changes between, and let the answering node forget
-//! tombstones among them the asker never got.
+//! tombstones among them the asker never got; the eventual simulation's
+//! negative control shows its checks catch that.
 //!
 //! Pushes go the same way: a frame carries at most about `frame_budget`
 //! bytes of pushed versions, the oldest first, and the rest go in the next
