@@ -43,7 +43,7 @@
 //! | `--mix LIST` | `LOAD_MIX` | 90,50 (percent of gets) |
 //! | `--depth LIST` | `LOAD_DEPTH` | 1,16 |
 //! | `--threads N` | `LOAD_THREADS` | 1 generator thread |
-//! | `--servers LIST` | `LOAD_SERVERS` | memcached,mckv (also `linearizable`, `sequential`, `eventual`: a 3-node cluster in that mode, driven through node 0; `durable-always`, `durable-everysec`, `durable-no`: one node with a data directory and that fsync policy; `etcd`: a 3-member etcd cluster, driven through member 0 over HTTP; or HOST:PORT: a memcached-protocol server started by hand) |
+//! | `--servers LIST` | `LOAD_SERVERS` | memcached,mckv (also `linearizable`, `sequential`, `eventual`: a 3-node cluster in that mode, driven through node 0; `linearizable-tls`: the same with `peer_tls = on`; `durable-always`, `durable-everysec`, `durable-no`: one node with a data directory and that fsync policy; `etcd`: a 3-member etcd cluster, driven through member 0 over HTTP; or HOST:PORT: a memcached-protocol server started by hand) |
 //! | `--timeout-ms N` | `LOAD_TIMEOUT_MS` | 1000 |
 //! | `--mckv PATH` | `MCKV_BIN` | `target/release/mckv` |
 //!
@@ -69,7 +69,7 @@ use mckv::bench::{
     about = "mckv against memcached (and clusters, durable nodes, etcd) on servers it starts"
 )]
 struct Args {
-    /// memcached, mckv, linearizable, sequential, eventual, durable-always,
+    /// memcached, mckv, linearizable, sequential, eventual, linearizable-tls, durable-always,
     /// durable-everysec, durable-no, etcd, or HOST:PORT of a server started by hand.
     #[arg(long, value_delimiter = ',', default_value = "memcached,mckv")]
     servers: Vec<Kind>,
@@ -147,6 +147,8 @@ enum Kind {
     Mckv,
     /// A 3-node mckv cluster in this consistency mode, driven through node 0.
     Cluster(&'static str),
+    /// The same with `peer_tls = on` (certificates made with `openssl`).
+    ClusterTls(&'static str),
     /// One mckv node with a data directory and this fsync policy.
     Durable(&'static str),
     /// A 3-member etcd cluster, driven through member 0.
@@ -165,6 +167,7 @@ impl std::str::FromStr for Kind {
             "linearizable" => Ok(Kind::Cluster("linearizable")),
             "sequential" => Ok(Kind::Cluster("sequential")),
             "eventual" => Ok(Kind::Cluster("eventual")),
+            "linearizable-tls" => Ok(Kind::ClusterTls("linearizable")),
             "durable-always" => Ok(Kind::Durable("always")),
             "durable-everysec" => Ok(Kind::Durable("everysec")),
             "durable-no" => Ok(Kind::Durable("no")),
@@ -183,6 +186,7 @@ impl Kind {
             Kind::Memcached => "memcached",
             Kind::Mckv => "mckv",
             Kind::Cluster(mode) => mode,
+            Kind::ClusterTls(_) => "linearizable-tls",
             Kind::Durable("always") => "durable-always",
             Kind::Durable("everysec") => "durable-everysec",
             Kind::Durable(_) => "durable-no",
@@ -231,11 +235,61 @@ fn free_port() -> io::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-/// Starts a 3-node cluster in `mode` whose node 0 serves clients on `port`.
-fn start_cluster(mode: &str, port: u16, mckv: &Path, seq: usize) -> Result<Server, String> {
+/// Makes a CA and a certificate for 127.0.0.1 it signed in `dir`, with
+/// the commands README's "Peer TLS" gives; returns the config lines.
+fn make_certs(dir: &Path) -> Result<(String, String), String> {
+    let ec = "ec_paramgen_curve:prime256v1";
+    let steps: [&[&str]; 3] = [
+        &["req", "-x509", "-newkey", "ec", "-pkeyopt", ec, "-nodes", "-days", "2"],
+        &["req", "-newkey", "ec", "-pkeyopt", ec, "-nodes", "-subj", "/CN=mckv node"],
+        &["x509", "-req", "-in", "node.csr", "-CA", "ca.pem", "-CAkey", "ca.key"],
+    ];
+    let tails: [&[&str]; 3] = [
+        &["-subj", "/CN=mckv CA", "-keyout", "ca.key", "-out", "ca.pem"],
+        &["-keyout", "node.key", "-out", "node.csr"],
+        &["-CAcreateserial", "-days", "2", "-extfile", "node.ext", "-out", "node.pem"],
+    ];
+    let ext = "subjectAltName = IP:127.0.0.1\nextendedKeyUsage = serverAuth, clientAuth\n";
+    std::fs::write(dir.join("node.ext"), ext).map_err(|e| e.to_string())?;
+    for (step, tail) in steps.iter().zip(tails) {
+        let ok = Command::new("openssl")
+            .current_dir(dir)
+            .args(*step)
+            .args(tail)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map_err(|e| format!("openssl: {e}"))?;
+        if !ok.success() {
+            return Err(format!("openssl {step:?} failed"));
+        }
+    }
+    let cluster = format!("peer_tls = on\ntls_ca = {}\n", dir.join("ca.pem").display());
+    let node = format!(
+        "tls_cert = {}\ntls_key = {}\n",
+        dir.join("node.pem").display(),
+        dir.join("node.key").display()
+    );
+    Ok((cluster, node))
+}
+
+/// Starts a 3-node cluster in `mode` (its peer links over TLS if `tls`)
+/// whose node 0 serves clients on `port`.
+fn start_cluster(
+    mode: &str,
+    tls: bool,
+    port: u16,
+    mckv: &Path,
+    seq: usize,
+) -> Result<Server, String> {
     let dir = std::env::temp_dir().join(format!("mckv-load-{}-{seq}-{port}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| format!("{dir:?}: {e}"))?;
-    let mut config = format!("[cluster]\nname = load\nconsistency = {mode}\nsecret = load\n");
+    let (tls_cluster, tls_node) = match tls {
+        true => make_certs(&dir)?,
+        false => (String::new(), String::new()),
+    };
+    let mut config =
+        format!("[cluster]\nname = load\nconsistency = {mode}\nsecret = load\n{tls_cluster}");
     for id in 0..3 {
         let client = if id == 0 {
             port
@@ -244,7 +298,7 @@ fn start_cluster(mode: &str, port: u16, mckv: &Path, seq: usize) -> Result<Serve
         };
         let peer = free_port().map_err(|e| e.to_string())?;
         config.push_str(&format!(
-            "[node.{id}]\nclient = 127.0.0.1:{client}\npeer = 127.0.0.1:{peer}\n"
+            "[node.{id}]\nclient = 127.0.0.1:{client}\npeer = 127.0.0.1:{peer}\n{tls_node}"
         ));
     }
     let path = dir.join("config.ini");
@@ -270,7 +324,7 @@ fn start_cluster(mode: &str, port: u16, mckv: &Path, seq: usize) -> Result<Serve
         children.push(child);
     }
     let mut server = Server {
-        label: mode.to_string(),
+        label: if tls { format!("{mode}-tls") } else { mode.to_string() },
         protocol: Protocol::Memcached,
         addr: SocketAddr::from(([127, 0, 0, 1], port)),
         children,
@@ -391,13 +445,16 @@ impl Server {
                     cmd.args(["--log-level", "warn"]);
                     (cmd, Some(TempDir(dir)))
                 }
-                Kind::Cluster(mode) => match start_cluster(mode, port, mckv, seq) {
-                    Ok(server) => return Ok(server),
-                    Err(e) => {
-                        last_err = e;
-                        continue;
+                Kind::Cluster(mode) | Kind::ClusterTls(mode) => {
+                    let tls = matches!(kind, Kind::ClusterTls(_));
+                    match start_cluster(mode, tls, port, mckv, seq) {
+                        Ok(server) => return Ok(server),
+                        Err(e) => {
+                            last_err = e;
+                            continue;
+                        }
                     }
-                },
+                }
                 Kind::Etcd => match start_etcd(&label, port, seq) {
                     Ok(server) => return Ok(server),
                     Err(e) => {
