@@ -240,14 +240,42 @@ fn free_port() -> io::Result<u16> {
 fn make_certs(dir: &Path) -> Result<(String, String), String> {
     let ec = "ec_paramgen_curve:prime256v1";
     let steps: [&[&str]; 3] = [
-        &["req", "-x509", "-newkey", "ec", "-pkeyopt", ec, "-nodes", "-days", "2"],
-        &["req", "-newkey", "ec", "-pkeyopt", ec, "-nodes", "-subj", "/CN=mckv node"],
-        &["x509", "-req", "-in", "node.csr", "-CA", "ca.pem", "-CAkey", "ca.key"],
+        &[
+            "req", "-x509", "-newkey", "ec", "-pkeyopt", ec, "-nodes", "-days", "2",
+        ],
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            ec,
+            "-nodes",
+            "-subj",
+            "/CN=mckv node",
+        ],
+        &[
+            "x509", "-req", "-in", "node.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+        ],
     ];
     let tails: [&[&str]; 3] = [
-        &["-subj", "/CN=mckv CA", "-keyout", "ca.key", "-out", "ca.pem"],
+        &[
+            "-subj",
+            "/CN=mckv CA",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+        ],
         &["-keyout", "node.key", "-out", "node.csr"],
-        &["-CAcreateserial", "-days", "2", "-extfile", "node.ext", "-out", "node.pem"],
+        &[
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "node.ext",
+            "-out",
+            "node.pem",
+        ],
     ];
     let ext = "subjectAltName = IP:127.0.0.1\nextendedKeyUsage = serverAuth, clientAuth\n";
     std::fs::write(dir.join("node.ext"), ext).map_err(|e| e.to_string())?;
@@ -324,7 +352,11 @@ fn start_cluster(
         children.push(child);
     }
     let mut server = Server {
-        label: if tls { format!("{mode}-tls") } else { mode.to_string() },
+        label: if tls {
+            format!("{mode}-tls")
+        } else {
+            mode.to_string()
+        },
         protocol: Protocol::Memcached,
         addr: SocketAddr::from(([127, 0, 0, 1], port)),
         children,

@@ -235,7 +235,10 @@ fn corpus<M: Message>(bodies: Vec<M>) -> Vec<Vec<u8>> {
             incarnation: 98,
             proof: vec![9; 32],
         },
-        PeerMessage::Refused("wrong secret".into()),
+        PeerMessage::Refused {
+            why: "wrong secret".into(),
+            proof: vec![8; 32],
+        },
         PeerMessage::Leave,
     ];
     for body in bodies {

@@ -30,8 +30,9 @@ struct Lone {
     node: ProcessGuard,
     peer_port: u16,
     dir: TempDir,
-    /// Node 0's link to the test's node 1, whose hello the test welcomed:
-    /// node 0 counts node 1 as up only once it has.
+    /// Node 0's link to the test's node 1, whose hello the test answered
+    /// (welcomed, unless a test says otherwise): node 0 counts node 1 as
+    /// up only once it has.
     _welcomed: TcpStream,
 }
 
@@ -74,8 +75,8 @@ fn decoded<M: Message>(message: &[u8]) -> PeerMessage<M> {
 }
 
 /// Plays node 1's listener: takes node 0's link (within 10 s), challenges
-/// it, checks its hello and welcomes it.
-fn welcome_dialer(listener: &TcpListener, key: &ClusterKey) -> TcpStream {
+/// it and checks its hello.
+fn take_dialer(listener: &TcpListener, key: &ClusterKey) -> (TcpStream, Exchange) {
     listener.set_nonblocking(true).unwrap();
     let mut accepted = None;
     poll(
@@ -99,6 +100,12 @@ fn welcome_dialer(listener: &TcpListener, key: &ClusterKey) -> TcpStream {
     };
     let exchange =
         Exchange::check_hello(key, 1, challenge, &hello).expect("node 0's hello proves the secret");
+    (link, exchange)
+}
+
+/// Plays node 1's listener and welcomes node 0's link.
+fn welcome_dialer(listener: &TcpListener, key: &ClusterKey) -> TcpStream {
+    let (mut link, exchange) = take_dialer(listener, key);
     let welcome = PeerMessage::<Broadcast>::Welcome {
         incarnation: NODE1_RUN,
         proof: exchange.welcome_proof(key, NODE1_RUN),
@@ -107,7 +114,34 @@ fn welcome_dialer(listener: &TcpListener, key: &ClusterKey) -> TcpStream {
     link
 }
 
+/// Plays node 1's listener and refuses node 0's link, with the acceptor's
+/// proof or a forged one.
+fn refuse_dialer(listener: &TcpListener, key: &ClusterKey, proven: bool) -> TcpStream {
+    let (mut link, exchange) = take_dialer(listener, key);
+    let why = "you are not welcome";
+    let proof = match proven {
+        true => exchange.refusal_proof(key, why),
+        false => vec![0; 32],
+    };
+    let refusal = PeerMessage::<Broadcast>::Refused {
+        why: why.into(),
+        proof,
+    };
+    link.write_all(&encoded(&refusal)).unwrap();
+    link
+}
+
 fn start_lone_node(mode: &str, peer_timeout: &str) -> Lone {
+    start_lone_node_answering(mode, peer_timeout, welcome_dialer)
+}
+
+/// Like [`start_lone_node`], node 1's listener answering node 0's first
+/// link with `answer`.
+fn start_lone_node_answering(
+    mode: &str,
+    peer_timeout: &str,
+    answer: impl FnOnce(&TcpListener, &ClusterKey) -> TcpStream,
+) -> Lone {
     let dir = TempDir::new("peer-links");
     let (text, ports) = cluster_config(2, mode, "");
     let text = text.replace("peer_timeout_ms = 400", peer_timeout);
@@ -122,7 +156,7 @@ fn start_lone_node(mode: &str, peer_timeout: &str) -> Lone {
         node,
         peer_port,
         dir,
-        _welcomed: welcome_dialer(&node1, &key_of(mode)),
+        _welcomed: answer(&node1, &key_of(mode)),
     }
 }
 
@@ -214,7 +248,7 @@ fn heartbeat() -> PeerMessage<Broadcast> {
 fn verdict(link: &mut TcpStream) -> Result<(), String> {
     match decoded::<Broadcast>(&read_message(link)) {
         PeerMessage::Welcome { .. } => Ok(()),
-        PeerMessage::Refused(why) => Err(why),
+        PeerMessage::Refused { why, .. } => Err(why),
         other => panic!("a hello answered with {other:?}"),
     }
 }
@@ -497,4 +531,68 @@ fn strangers_holding_links_open_do_not_keep_a_peer_out() {
         lone.log()
     );
     drop(strangers);
+}
+
+/// A refusal fences the refused node (it stops serving), so only the
+/// acceptor's, proven for the link, counts: a forged one (a stranger on a
+/// peer's address, or injected on the path) only closes the link.
+#[test]
+fn only_a_proven_refusal_fences_the_node() {
+    let set = b"set k 0 0 1\r\nv\r\n";
+    let forged = start_lone_node_answering("eventual", PATIENT, |listener, key| {
+        refuse_dialer(listener, key, false)
+    });
+    poll(
+        Duration::from_secs(5),
+        Duration::from_millis(20),
+        || match forged.log().contains("a refusal without a valid proof") {
+            true => Ok(()),
+            false => Err(format!("the forged refusal was not seen: {}", forged.log())),
+        },
+    );
+    let mut c = connect(forged.node.port);
+    assert_eq!(roundtrip(&mut c, set, b"\r\n"), b"STORED\r\n");
+
+    let proven = start_lone_node_answering("eventual", PATIENT, |listener, key| {
+        refuse_dialer(listener, key, true)
+    });
+    poll(Duration::from_secs(5), Duration::from_millis(20), || {
+        let mut c = connect(proven.node.port);
+        let reply = roundtrip(&mut c, set, b"\r\n");
+        match reply.starts_with(b"SERVER_ERROR node unavailable: node 1 refused this node") {
+            true => Ok(()),
+            false => Err(format!("not fenced: {}", String::from_utf8_lossy(&reply))),
+        }
+    });
+}
+
+/// A listener on a peer's address that never challenges (a half-open
+/// link, or no mckv at all) is left after peer_timeout and redialed.
+#[test]
+fn a_dialed_link_never_welcomed_is_redialed_after_peer_timeout() {
+    let lone = start_lone_node_answering("linearizable", QUICK, |listener, _| {
+        listener.set_nonblocking(true).unwrap();
+        let mut silent = None;
+        poll(
+            Duration::from_secs(10),
+            Duration::from_millis(10),
+            || match listener.accept() {
+                Ok((link, _)) => {
+                    silent = Some(link);
+                    Ok(())
+                }
+                Err(e) => Err(format!("node 0 never dialed: {e}")),
+            },
+        );
+        silent.unwrap()
+    });
+    poll(
+        Duration::from_secs(10),
+        Duration::from_millis(20),
+        || match lone.log().contains("no welcome within peer_timeout") {
+            true => Ok(()),
+            false => Err(format!("the silent link was kept: {}", lone.log())),
+        },
+    );
+    lone.assert_serving();
 }

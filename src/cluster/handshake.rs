@@ -31,10 +31,16 @@
 //!   the link at the first bad one. A sends nothing after the welcome, so
 //!   only that direction is sealed; a node's messages to A travel on the
 //!   link A dialed, sealed the same way.
+//! - A refusal fences the refused node (it stops serving: its config is
+//!   not the cluster's), so it carries the acceptor's proof over its reason
+//!   and both nonces; one without a valid proof only closes the link.
+//! - A dialer sends nothing but its hello until the acceptor's welcome
+//!   proved the secret, so a stranger listening on a peer's address gets
+//!   no frame.
 //! - Not protected: confidentiality (frames are readable on the path; keep
-//!   peer ports on a private network, or use TLS in front), and a refusal,
-//!   which is not authenticated: a forged one only closes a link, as any
-//!   on-path attacker could by resetting the TCP connection.
+//!   peer ports on a private network, or turn `peer_tls` on), and the links
+//!   themselves: an on-path attacker can cut one (resetting the TCP
+//!   connection), which the cluster sees as a network fault.
 
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
@@ -141,11 +147,9 @@ impl Exchange {
         challenge: Nonce,
         hello: &Hello,
     ) -> Result<Exchange, String> {
+        // The peer's name is not echoed: a stranger chooses it.
         if hello.cluster != key.cluster {
-            return Err(format!(
-                "cluster {:?} is not {:?}",
-                hello.cluster, key.cluster
-            ));
+            return Err("a hello of another cluster (its name differs)".into());
         }
         let exchange = Exchange {
             dialer: hello.node,
@@ -177,6 +181,21 @@ impl Exchange {
         mac.update(&incarnation.to_be_bytes());
         mac.verify_slice(proof)
             .map_err(|_| "a welcome without a valid proof of the cluster secret".to_string())
+    }
+
+    /// The acceptor's proof in its refusal, over the reason it gives.
+    pub fn refusal_proof(&self, key: &ClusterKey, why: &str) -> Vec<u8> {
+        let mut mac = self.mac(key, "refused");
+        mac.update(why.as_bytes());
+        mac.finalize().into_bytes().to_vec()
+    }
+
+    /// Whether a refusal's proof is the acceptor's for this exchange.
+    pub fn check_refusal(&self, key: &ClusterKey, why: &str, proof: &[u8]) -> Result<(), String> {
+        let mut mac = self.mac(key, "refused");
+        mac.update(why.as_bytes());
+        mac.verify_slice(proof)
+            .map_err(|_| "a refusal without a valid proof of the cluster secret".to_string())
     }
 
     /// The session that seals (at the dialer) and opens (at the acceptor)
@@ -258,6 +277,9 @@ mod tests {
         let check = |key: &ClusterKey, acceptor, challenge, hello: &Hello| {
             Exchange::check_hello(key, acceptor, challenge, hello)
         };
+        let mut renamed = good.clone();
+        renamed.cluster = "d".into();
+        assert!(check(&key(), 0, [7; NONCE_LEN], &renamed).is_err());
         assert_eq!(check(&key(), 0, [7; NONCE_LEN], &good), Ok(exchange()));
         let other_secret = ClusterKey::new::<Broadcast>("c", "other");
         assert!(check(&other_secret, 0, [7; NONCE_LEN], &good).is_err());
@@ -299,6 +321,25 @@ mod tests {
             exchange().check_welcome(&key(), 3, &hello.proof).is_err(),
             "a hello's proof is no welcome"
         );
+    }
+
+    #[test]
+    fn a_refusal_is_proven_for_its_reason_and_link() {
+        let proof = exchange().refusal_proof(&key(), "not a member");
+        assert_eq!(
+            exchange().check_refusal(&key(), "not a member", &proof),
+            Ok(())
+        );
+        assert!(exchange().check_refusal(&key(), "other", &proof).is_err());
+        let other_link = Exchange {
+            answer: [1; NONCE_LEN],
+            ..exchange()
+        };
+        assert!(other_link
+            .check_refusal(&key(), "not a member", &proof)
+            .is_err());
+        let welcome = exchange().welcome_proof(&key(), 3);
+        assert!(exchange().check_refusal(&key(), "", &welcome).is_err());
     }
 
     fn sealed(session: &mut Session, body: &[u8]) -> Vec<u8> {

@@ -61,8 +61,13 @@ pub enum PeerMessage<M> {
     },
     /// The sender is shutting down.
     Leave,
-    /// The receiver's hello was refused, and why; the link then closes.
-    Refused(String),
+    /// The receiver's hello was refused, and why, with the acceptor's proof
+    /// for this link (a refusal fences the receiver: it must be the
+    /// acceptor's); the link then closes.
+    Refused {
+        why: String,
+        proof: Vec<u8>,
+    },
 }
 
 impl<M> PeerMessage<M> {
@@ -74,7 +79,7 @@ impl<M> PeerMessage<M> {
             PeerMessage::Frame(_) => "frame",
             PeerMessage::Welcome { .. } => "welcome",
             PeerMessage::Leave => "leave",
-            PeerMessage::Refused(_) => "refusal",
+            PeerMessage::Refused { .. } => "refusal",
         }
     }
 }

@@ -86,9 +86,10 @@ pub fn encode<M: Message>(message: &PeerMessage<M>, out: &mut Vec<u8>) {
             put_bytes(out, proof);
         }
         PeerMessage::Leave => out.push(LEAVE),
-        PeerMessage::Refused(why) => {
+        PeerMessage::Refused { why, proof } => {
             out.push(REFUSED);
             put_bytes(out, why.as_bytes());
+            put_bytes(out, proof);
         }
     }
     let length = (out.len() - start - 4) as u32;
@@ -151,7 +152,10 @@ pub fn decode_body<M: Message>(body: &[u8]) -> Result<PeerMessage<M>, WireError>
             proof: r.bytes()?.to_vec(),
         },
         LEAVE => PeerMessage::Leave,
-        REFUSED => PeerMessage::Refused(String::from_utf8_lossy(r.bytes()?).into_owned()),
+        REFUSED => PeerMessage::Refused {
+            why: String::from_utf8_lossy(r.bytes()?).into_owned(),
+            proof: r.bytes()?.to_vec(),
+        },
         _ => return Err(WireError::Malformed("unknown message kind")),
     };
     if r.at != body.len() {
@@ -658,7 +662,10 @@ mod tests {
                 proof: vec![4, 5],
             },
             PeerMessage::Leave,
-            PeerMessage::Refused("why".into()),
+            PeerMessage::Refused {
+                why: "why".into(),
+                proof: vec![6],
+            },
         ]
     }
 

@@ -56,9 +56,12 @@ const MAX_UNSENT: usize = 256 << 20;
 /// the oldest of them, so strangers cannot hold the node's descriptors,
 /// and a peer's new link still gets in however many a stranger opens.
 const MAX_STRANGERS: usize = 256;
+/// The longest reason a refusal carries or logs.
+const MAX_REASON: usize = 160;
 /// A refused link is logged once per remote address in this time...
 const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(60);
-/// ...for up to this many addresses at once (older ones are forgotten).
+/// ...for up to this many addresses and reasons at once (those past it in
+/// one minute are counted, not logged).
 const REFUSAL_LOG_ADDRESSES: usize = 1024;
 
 /// Whether `token` belongs to the peer side.
@@ -69,7 +72,8 @@ pub fn owns(token: Token) -> bool {
 /// What happened on the peer links, for the reactor to hand to the core.
 #[derive(Debug)]
 pub enum LinkEvent<M> {
-    /// This node's link to the peer opened and its hello went: frames can go.
+    /// This node's link to the peer opened and the peer's welcome proved the
+    /// secret: frames can go.
     Opened(NodeId),
     /// This node's link to the peer broke: what was in flight may be lost.
     Lost(NodeId),
@@ -133,6 +137,8 @@ enum Handshake {
     Challenged(Nonce),
     /// The hello went (dialed) or was checked (accepted).
     Exchanged(Exchange),
+    /// Dialed: the welcome proved the secret; frames go.
+    Welcomed,
 }
 
 /// How to reach one peer: its address, this node's dialed link to it and
@@ -350,7 +356,6 @@ impl<M: Message> Peers<M> {
         match (role, message) {
             (Role::Dialed(id), PeerMessage::Challenge(challenge)) => {
                 self.answer(key, id, challenge)?;
-                events.push(LinkEvent::Opened(id));
             }
             (Role::Accepted(None), PeerMessage::Hello(hello)) => {
                 let link = &mut self.links[key];
@@ -367,13 +372,27 @@ impl<M: Message> Peers<M> {
             }
             (Role::Accepted(Some(id)), PeerMessage::Leave) => events.push(LinkEvent::Leave(id)),
             (Role::Dialed(by), PeerMessage::Welcome { incarnation, proof }) => {
-                let Handshake::Exchanged(exchange) = &self.links[key].handshake else {
-                    return Err("a welcome before a hello".into());
+                let link = &mut self.links[key];
+                let Handshake::Exchanged(exchange) = &link.handshake else {
+                    return Err("a welcome out of turn".into());
                 };
                 exchange.check_welcome(&self.key, incarnation, &proof)?;
+                link.handshake = Handshake::Welcomed;
+                log::info!("node {}: link to node {by} open", self.me);
+                if let Some(peer) = self.nodes.get_mut(&by) {
+                    peer.backoff = BACKOFF_MIN;
+                }
+                events.push(LinkEvent::Opened(by));
                 events.push(LinkEvent::Welcomed { by, incarnation })
             }
-            (Role::Dialed(by), PeerMessage::Refused(why)) => {
+            (Role::Dialed(by), PeerMessage::Refused { why, proof }) => {
+                let why: String = why.chars().take(MAX_REASON).collect();
+                let Handshake::Exchanged(exchange) = &self.links[key].handshake else {
+                    return Err(format!("a refusal out of turn ({why})"));
+                };
+                // Only the acceptor's refusal fences this node; a forged
+                // one just closes the link.
+                exchange.check_refusal(&self.key, &why, &proof)?;
                 events.push(LinkEvent::Refused {
                     by,
                     why: why.clone(),
@@ -386,7 +405,7 @@ impl<M: Message> Peers<M> {
     }
 
     /// Answers the challenge on dialed link `key` to node `id` with this
-    /// node's hello; from then on, what this node sends on it is sealed.
+    /// node's hello; what this node sends on it once welcomed is sealed.
     fn answer(&mut self, key: usize, id: NodeId, challenge: Nonce) -> Result<(), String> {
         let link = &mut self.links[key];
         if !matches!(link.handshake, Handshake::AwaitingChallenge) {
@@ -402,10 +421,6 @@ impl<M: Message> Peers<M> {
         wire::encode(&PeerMessage::<M>::Hello(hello), &mut link.output);
         link.session = Some(exchange.session(&self.key));
         link.handshake = Handshake::Exchanged(exchange);
-        log::info!("node {}: link to node {id} open", self.me);
-        if let Some(peer) = self.nodes.get_mut(&id) {
-            peer.backoff = BACKOFF_MIN;
-        }
         Ok(())
     }
 
@@ -452,10 +467,13 @@ impl<M: Message> Peers<M> {
         why: &str,
         events: &mut Vec<LinkEvent<M>>,
     ) {
-        if !self.links.contains(link) {
+        let Some(Handshake::Exchanged(exchange)) = self.links.get(link).map(|l| &l.handshake)
+        else {
             return;
-        }
-        let refusal: PeerMessage<M> = PeerMessage::Refused(why.to_string());
+        };
+        let told: String = why.chars().take(MAX_REASON).collect();
+        let proof = exchange.refusal_proof(&self.key, &told);
+        let refusal: PeerMessage<M> = PeerMessage::Refused { why: told, proof };
         wire::encode(&refusal, &mut self.links[link].output);
         let _ = self.write(registry, link);
         self.close(registry, link, why, events);
@@ -475,7 +493,7 @@ impl<M: Message> Peers<M> {
             .nodes
             .iter()
             .filter_map(|(&id, p)| p.dialed.map(|key| (id, key)))
-            .filter(|&(_, key)| self.links[key].session.is_some())
+            .filter(|&(_, key)| self.links[key].is_welcomed())
             .collect();
         for (id, key) in ready {
             let link = &mut self.links[key];
@@ -566,8 +584,9 @@ impl<M: Message> Peers<M> {
     fn log_refusal(&mut self, from: Option<SocketAddr>, why: &str) {
         self.hellos_refused += 1;
         let now = Instant::now();
+        let why: String = why.chars().take(MAX_REASON).collect();
         if let Some(ip) = from.map(|a| a.ip()) {
-            let seen = (ip, why.to_string());
+            let seen = (ip, why.clone());
             let last = self.refusals_logged.get(&seen);
             if last.is_some_and(|&at| now - at < REFUSAL_LOG_EVERY) {
                 return;
@@ -575,6 +594,9 @@ impl<M: Message> Peers<M> {
             if self.refusals_logged.len() >= REFUSAL_LOG_ADDRESSES {
                 self.refusals_logged
                     .retain(|_, &mut at| now - at < REFUSAL_LOG_EVERY);
+            }
+            if self.refusals_logged.len() >= REFUSAL_LOG_ADDRESSES {
+                return; // as many logged this minute as are remembered: counted only
             }
             self.refusals_logged.insert(seen, now);
         }
@@ -598,14 +620,19 @@ impl<M: Message> Peers<M> {
         for id in dial {
             self.dial(registry, id, now);
         }
-        let mute: Vec<usize> = self
-            .links
-            .iter()
-            .filter(|(_, l)| l.is_stranger() && now - l.opened > self.timeout)
-            .map(|(key, _)| key)
+        let late = |l: &Link| now - l.opened > self.timeout;
+        let mute: Vec<(usize, &str)> = (self.links.iter())
+            .filter_map(|(key, l)| match &l.role {
+                Role::Accepted(None) if late(l) => Some((key, "no hello within peer_timeout")),
+                // Half-open, or a listener that is no peer: redial.
+                Role::Dialed(_) if !l.is_welcomed() && late(l) => {
+                    Some((key, "no welcome within peer_timeout"))
+                }
+                _ => None,
+            })
             .collect();
-        for key in mute {
-            self.close(registry, key, "no hello within peer_timeout", events);
+        for (key, why) in mute {
+            self.close(registry, key, why, events);
         }
     }
 
@@ -648,7 +675,7 @@ impl<M: Message> Peers<M> {
     pub fn leave(&mut self, registry: &Registry) {
         let keys: Vec<usize> = (self.nodes.values())
             .filter_map(|p| p.dialed)
-            .filter(|&key| self.links[key].session.is_some())
+            .filter(|&key| self.links[key].is_welcomed())
             .collect();
         for key in keys {
             self.links[key].send(&PeerMessage::<M>::Leave);
@@ -680,7 +707,12 @@ impl Link {
         matches!(self.role, Role::Accepted(None))
     }
 
-    /// Queues a message after this node's hello, sealed.
+    /// A dialed link whose peer proved the secret: frames go on it.
+    fn is_welcomed(&self) -> bool {
+        matches!(self.handshake, Handshake::Welcomed)
+    }
+
+    /// Queues a message after this node's welcome, sealed.
     fn send<M: Message>(&mut self, message: &PeerMessage<M>) {
         let start = self.output.len();
         wire::encode(message, &mut self.output);
