@@ -1,4 +1,6 @@
-//! The memcached text protocol, as pure functions over bytes.
+//! The memcached protocols, as pure functions over bytes: the text protocol
+//! here, and the binary one in [`binary`], which decodes into the same
+//! [`Command`]s.
 //!
 //! ```text
 //!  client bytes ──► parse::parse ──► Parsed { Action, consumed, swallow }

@@ -15,6 +15,15 @@ impl<E: Engine> Server<E> {
     /// Answers a command the node handles itself, in its place among the
     /// connection's replies.
     pub(super) fn answer_admin(&mut self, token: usize, command: Admin, noreply: bool) {
+        let out = self.admin_reply(token, command);
+        if !noreply {
+            self.conns[token].reply(|o| o.extend_from_slice(&out));
+        }
+    }
+
+    /// Does what a command the node handles itself asks, and returns its
+    /// text reply (which a binary request's response is made from).
+    pub(super) fn admin_reply(&mut self, token: usize, command: Admin) -> Vec<u8> {
         self.counters.ops += 1;
         let mut out = Vec::new();
         match command {
@@ -42,9 +51,7 @@ impl<E: Engine> Server<E> {
             Admin::Show => self.report(token).show(&mut out),
             Admin::Quit => self.conns[token].close_when_flushed = true,
         }
-        if !noreply {
-            self.conns[token].reply(|o| o.extend_from_slice(&out));
-        }
+        out
     }
 
     fn answer_stats(&mut self, token: usize, group: StatsGroup, out: &mut Vec<u8>) {

@@ -9,8 +9,10 @@
 //!  answer(reply_to) ◄── store replies, refusals, timeouts ─► slot ─► flush at loop end
 //! ```
 //!
-//! A connection that opens with a binary-protocol request is answered
-//! memcached's "unknown command" and closed ([`protocol::binary`]).
+//! A connection whose first byte is the binary protocol's request magic
+//! speaks that protocol for good, as on memcached; its requests are
+//! dispatched in [`super::binary`], into the same store commands, slots and
+//! flush points.
 //!
 //! Limits, with memcached's names: a connection past `max_connections` is
 //! written memcached's `ERROR Too many open connections` and closed at
@@ -35,6 +37,7 @@ use super::connection::Connection;
 use super::latency::{Asked, CommandKind};
 use super::Server;
 use crate::cluster::{Engine, ReplyTo};
+use crate::protocol::binary::Responder;
 use crate::protocol::{self, reply, Action, Admin, Command, Request};
 use crate::store::unix_now;
 
@@ -220,8 +223,11 @@ impl<E: Engine> Server<E> {
                     return;
                 }
             }
-            if conn.opens_binary() {
-                return Self::refuse_binary(conn);
+            if conn.speaks_binary() {
+                match self.next_binary(token) {
+                    true => continue,
+                    false => return,
+                }
             }
             let parsed = match protocol::parse(conn.unparsed(), &self.limits) {
                 Ok(parsed) => parsed,
@@ -278,18 +284,6 @@ impl<E: Engine> Server<E> {
         }
     }
 
-    /// A binary-protocol client gets memcached's "unknown command" for its
-    /// first request at once, and the connection closes once that is sent.
-    fn refuse_binary(conn: &mut Connection) {
-        let mut out = Vec::new();
-        if protocol::binary::unknown_command(conn.unparsed(), &mut out).is_ok() {
-            log::debug!("client {}: binary protocol refused", conn.addr);
-            conn.consume(conn.unparsed().len());
-            conn.reply(|o| o.extend_from_slice(&out));
-            conn.close_when_flushed = true;
-        }
-    }
-
     /// Sends a data command to the store.
     fn execute(&mut self, token: usize, request: Request) {
         self.counters.ops += 1;
@@ -301,14 +295,27 @@ impl<E: Engine> Server<E> {
         }
     }
 
-    /// Hands a data command to the cluster core, holding its reply's place;
-    /// the client gets a timeout if no answer comes by the deadline.
+    /// Hands a data command to the cluster core, holding its reply's place.
     fn submit(&mut self, token: usize, request: Request) {
-        let conn = &mut self.conns[token];
         let asked = asked_now(CommandKind::of(&request.command));
+        self.submit_asked(token, request, asked, None);
+    }
+
+    /// Hands a data command asked as `asked` to the cluster core, holding
+    /// its reply's place (`binary`: and how that reply becomes a binary
+    /// response); the client gets a timeout if no answer comes by the
+    /// deadline.
+    pub(super) fn submit_asked(
+        &mut self,
+        token: usize,
+        request: Request,
+        asked: Asked,
+        binary: Option<Box<Responder>>,
+    ) {
+        let conn = &mut self.conns[token];
         let reply_to = ReplyTo {
             session: conn.id,
-            slot: conn.reserve_slot(asked),
+            slot: conn.reserve_slot(asked, binary),
         };
         let deadline = asked.at + self.settings.cluster.backend_timeout;
         self.node
@@ -405,7 +412,7 @@ impl<E: Engine> Server<E> {
 }
 
 /// A request of `kind` parsed now.
-fn asked_now(kind: CommandKind) -> Asked {
+pub(super) fn asked_now(kind: CommandKind) -> Asked {
     Asked {
         kind,
         at: Instant::now(),
@@ -416,7 +423,7 @@ fn asked_now(kind: CommandKind) -> Asked {
 /// before it on the connection did (or changes what they do), so it must
 /// wait for their replies: `stats` and its groups count them, `show` shows
 /// them, `cache_memlimit` must not refuse a write sent before it.
-fn observes_earlier_requests(command: &Admin) -> bool {
+pub(super) fn observes_earlier_requests(command: &Admin) -> bool {
     match command {
         Admin::Stats(_) | Admin::Show | Admin::CacheMemlimit { .. } => true,
         Admin::Version

@@ -8,7 +8,9 @@
 //! ```
 //!
 //! A waiting slot holds what was asked and when it was parsed; filling it
-//! hands that back, for the request's latency ([`super::latency`]).
+//! hands that back, for the request's latency ([`super::latency`]). A
+//! binary request's slot also holds how its text reply becomes its binary
+//! response, which is made as the reply fills the slot.
 //!
 //! Back-pressure: a connection whose queued replies or unanswered requests
 //! pass a bound is not read (nor parsed) until the client catches up, so a
@@ -30,7 +32,7 @@ use std::time::Instant;
 use mio::net::TcpStream;
 
 use super::latency::Asked;
-use crate::protocol;
+use crate::protocol::binary::{Responder, REQUEST_MAGIC};
 
 /// Bytes asked of the socket per read.
 const READ_CHUNK: usize = 16 * 1024;
@@ -41,8 +43,12 @@ pub const OUTPUT_HIGH_WATER: usize = 1024 * 1024;
 pub const MAX_IN_FLIGHT: usize = 64;
 
 enum Slot {
-    /// Owed: what was asked and when, for its latency.
-    Waiting(Asked),
+    /// Owed: what was asked and when, for its latency, and for a binary
+    /// request how its (text) reply becomes its response.
+    Waiting {
+        asked: Asked,
+        binary: Option<Box<Responder>>,
+    },
     Ready(Vec<u8>),
     /// Discarded before its reply came; it will send nothing.
     Dropped,
@@ -53,7 +59,8 @@ enum Slot {
 struct FlushPoint {
     /// The first slot made after the point.
     slot: u64,
-    /// The output length at the point, while no slot was waiting.
+    /// The output length at the point, once every slot before it has moved
+    /// to the output.
     output: usize,
 }
 
@@ -67,8 +74,10 @@ pub struct Connection {
     input: Vec<u8>,
     parsed_to: usize,
     filled: usize,
-    /// Some request was parsed: the connection's protocol is decided.
+    /// Some request was parsed.
     started: bool,
+    /// The connection speaks the binary protocol (see [`Connection::speaks_binary`]).
+    binary: bool,
     output: Vec<u8>,
     written_to: usize,
     /// Replies not yet in `output`, oldest first; `slots[0]` is `first_slot`.
@@ -111,6 +120,7 @@ impl Connection {
             parsed_to: 0,
             filled: 0,
             started: false,
+            binary: false,
             output: Vec::new(),
             written_to: 0,
             slots: VecDeque::new(),
@@ -172,10 +182,13 @@ impl Connection {
         self.started |= n > 0;
     }
 
-    /// Whether the connection opened with a binary-protocol request (which
-    /// memcached decides by the connection's first byte).
-    pub fn opens_binary(&self) -> bool {
-        !self.started && self.unparsed().first() == Some(&protocol::binary::REQUEST_MAGIC)
+    /// Whether the connection speaks the binary protocol: memcached decides
+    /// by the first byte a connection sends, once and for good.
+    pub fn speaks_binary(&mut self) -> bool {
+        if !self.started && !self.binary {
+            self.binary = self.unparsed().first() == Some(&REQUEST_MAGIC);
+        }
+        self.binary
     }
 
     /// Discards as much of an oversized value as has arrived.
@@ -203,10 +216,10 @@ impl Connection {
         }
     }
 
-    /// Reserves the place of the reply to `asked`, which will come later;
-    /// returns its slot.
-    pub fn reserve_slot(&mut self, asked: Asked) -> u64 {
-        self.slots.push_back(Slot::Waiting(asked));
+    /// Reserves the place of the reply to `asked`, which will come later
+    /// (as text: `binary` turns it into a binary response); returns its slot.
+    pub fn reserve_slot(&mut self, asked: Asked, binary: Option<Box<Responder>>) -> u64 {
+        self.slots.push_back(Slot::Waiting { asked, binary });
         self.first_slot + self.slots.len() as u64 - 1
     }
 
@@ -218,15 +231,28 @@ impl Connection {
     /// Where `slot` is in the queue, if it still waits for its reply.
     fn waiting_index(&self, slot: u64) -> Option<usize> {
         let index = slot.checked_sub(self.first_slot)? as usize;
-        matches!(self.slots.get(index), Some(Slot::Waiting(_))).then_some(index)
+        matches!(self.slots.get(index), Some(Slot::Waiting { .. })).then_some(index)
     }
 
     /// Fills a waiting slot; a slot already answered (timed out) or dropped
     /// is left alone. Returns what was asked, if the reply was taken.
     pub fn fill_slot(&mut self, slot: u64, reply: Vec<u8>) -> Option<Asked> {
         let index = self.waiting_index(slot)?;
-        let Slot::Waiting(asked) = self.slots[index] else {
+        let Slot::Waiting { asked, binary } =
+            std::mem::replace(&mut self.slots[index], Slot::Dropped)
+        else {
             return None;
+        };
+        let reply = match binary {
+            Some(responder) => {
+                let mut response = Vec::new();
+                if responder.respond(&reply, &mut response) {
+                    self.mark_flush_point_after(slot);
+                }
+                self.spent.push(reply);
+                response
+            }
+            None => reply,
         };
         self.slot_bytes += reply.len();
         self.slots[index] = Slot::Ready(reply);
@@ -239,7 +265,7 @@ impl Connection {
         while self
             .slots
             .front()
-            .is_some_and(|s| !matches!(s, Slot::Waiting(_)))
+            .is_some_and(|s| !matches!(s, Slot::Waiting { .. }))
         {
             if let Some(Slot::Ready(bytes)) = self.slots.pop_front() {
                 self.slot_bytes -= bytes.len();
@@ -247,6 +273,9 @@ impl Connection {
                 self.spent.push(bytes);
             }
             self.first_slot += 1;
+            if self.first_slot == self.flush_point.slot {
+                self.flush_point.output = self.output.len();
+            }
         }
     }
 
@@ -256,6 +285,18 @@ impl Connection {
             slot: self.first_slot + self.slots.len() as u64,
             output: self.output.len(),
         };
+    }
+
+    /// Records a flush point right after `slot` (memcached wrote out once
+    /// it had answered that request), unless a later one is recorded.
+    fn mark_flush_point_after(&mut self, slot: u64) {
+        if slot + 1 > self.flush_point.slot {
+            // The output length is taken when the slot moves to the output.
+            self.flush_point = FlushPoint {
+                slot: slot + 1,
+                output: self.output.len(),
+            };
+        }
     }
 
     /// Drops every reply made since the last flush point, as memcached does

@@ -13,6 +13,7 @@
 
 use std::time::{Duration, Instant};
 
+use crate::protocol::binary::Reply;
 use crate::protocol::Command;
 
 /// What kind of request a latency is counted under.
@@ -65,6 +66,21 @@ impl CommandKind {
             Command::Touch { .. } => CommandKind::Touch,
             Command::Meta(_) => CommandKind::Meta,
             Command::FlushAll { .. } => CommandKind::Other,
+        }
+    }
+
+    /// A binary request counts as the text command it stands for (`gat`
+    /// as a `get`, as in the text protocol).
+    pub fn of_binary(reply: Reply) -> CommandKind {
+        match reply {
+            Reply::Item { value: true } => CommandKind::Get,
+            Reply::Item { value: false } => CommandKind::Touch,
+            Reply::Stored { .. } => CommandKind::Set,
+            Reply::Deleted => CommandKind::Delete,
+            Reply::Counter => CommandKind::IncrDecr,
+            Reply::Flushed | Reply::Version | Reply::Stats { .. } | Reply::Empty => {
+                CommandKind::Other
+            }
         }
     }
 }

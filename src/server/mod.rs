@@ -22,6 +22,7 @@
 
 mod admin;
 mod backlog;
+mod binary;
 mod build;
 mod clients;
 mod connection;
