@@ -2,6 +2,7 @@
 //! start a real `memcached` or a real `mckv` node and kill it when dropped.
 #![allow(dead_code)]
 
+pub mod alloc;
 pub mod rng;
 
 use std::io::{Read, Write};
