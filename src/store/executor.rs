@@ -188,6 +188,9 @@ impl Executor {
                 },
                 1,
             ),
+            (MetaOp::Arith(_), Outcome::Stored(StoreStatus::Stored)) => {
+                c.add(Counter::TotalItems, 1)
+            }
             (MetaOp::Arith(arith), Outcome::Found(found)) => {
                 let counter = match (arith.incr, found) {
                     (true, true) => Counter::IncrHits,
@@ -362,6 +365,18 @@ mod tests {
             ("total_items", 3),
         ];
         assert_eq!(got, want);
+    }
+
+    #[test]
+    fn an_item_ma_creates_counts_as_an_item_and_not_as_a_miss() {
+        let (mut e, c) = executor();
+        run(&mut e, b"ma n N0 J5 v\r\n");
+        run(&mut e, b"ma n v\r\n");
+        run(&mut e, b"ma z v\r\n");
+        // memcached 1.6.18 after the same commands.
+        assert_eq!(c.get(Counter::TotalItems), 1);
+        assert_eq!(c.get(Counter::IncrHits), 1);
+        assert_eq!(c.get(Counter::IncrMisses), 1);
     }
 
     #[test]

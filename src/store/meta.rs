@@ -292,8 +292,10 @@ fn arithmetic(
         };
         write_arith_reply(out, meta, now, found);
     }
+    // An item `N` created was stored (memcached counts it in `total_items`),
+    // and is no hit.
     let outcome = if created {
-        Outcome::Done
+        Outcome::Stored(StoreStatus::Stored)
     } else {
         Outcome::Found(true)
     };
