@@ -13,12 +13,17 @@
 //! the same order; mckv's own `mckv_*` fields and the memcached fields a
 //! script names as left out by mckv are set aside.
 //!
+//! Binary-protocol scripts ([`binary`]) are built as packets and compared
+//! response by response ([`binary::normalize`]).
+//!
 //! Set `DIFF_AGAINST_MEMCACHED=1` to compare memcached with a second
 //! memcached instead of mckv (validates that the scripts are deterministic),
 //! and `DIFF_DUMP=1` (with `--nocapture`) to print memcached's reply to
 //! every script.
 //! See tests/memcached_rules.md for the behaviour these scripts pin down.
 
+#[path = "differential/binary.rs"]
+mod binary;
 mod common;
 
 use std::io::{ErrorKind, Read, Write};
@@ -58,6 +63,11 @@ enum Compare {
     Exact,
     /// By [`shape`]; memcached's `STAT` lines of these names are set aside.
     Shape { left_out: &'static [&'static str] },
+    /// Binary responses, after [`binary::normalize`]; with `stats`, `stat`
+    /// responses by name, memcached's of these names set aside.
+    Binary {
+        stats: Option<&'static [&'static str]>,
+    },
 }
 
 impl Script {
@@ -217,7 +227,11 @@ fn run_script(port: u16, script: &Script, prefix: &[u8]) -> Outcome {
         }
         match step {
             Step::Send(bytes) => {
-                let bytes = substitute(bytes, prefix);
+                // A binary script's keys were prefixed as it was built.
+                let bytes = match script.compare {
+                    Compare::Binary { .. } => bytes.clone(),
+                    _ => substitute(bytes, prefix),
+                };
                 if let Err(e) = stream.write_all(&bytes) {
                     if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) {
                         ending = Ending::WriteStalled;
@@ -370,19 +384,28 @@ fn agree(script: &Script, reference: &Outcome, candidate: &Outcome) -> bool {
         Compare::Shape { left_out } => {
             shape(&reference.bytes, left_out) == shape(&candidate.bytes, &[])
         }
+        Compare::Binary { stats } => {
+            binary::normalize(&reference.bytes, stats)
+                == binary::normalize(&candidate.bytes, stats.map(|_| &[][..]))
+        }
     };
     same_bytes && reference.ending == candidate.ending
 }
 
-/// For a script compared by shape, the first line where the shapes part.
+/// For a script compared by shape or a binary one, the first line where
+/// the two part.
 fn shape_difference(script: &Script, reference: &Outcome, candidate: &Outcome) -> String {
-    let Compare::Shape { left_out } = script.compare else {
-        return String::new();
+    let (r, c) = match script.compare {
+        Compare::Exact => return String::new(),
+        Compare::Shape { left_out } => (
+            shape(&reference.bytes, left_out),
+            shape(&candidate.bytes, &[]),
+        ),
+        Compare::Binary { stats } => (
+            binary::normalize(&reference.bytes, stats),
+            binary::normalize(&candidate.bytes, stats.map(|_| &[][..])),
+        ),
     };
-    let (r, c) = (
-        shape(&reference.bytes, left_out),
-        shape(&candidate.bytes, &[]),
-    );
     let at = r.iter().zip(&c).take_while(|(a, b)| a == b).count();
     format!(
         "\n  shapes part at line {at}: memcached `{}`, candidate `{}`",
@@ -422,13 +445,21 @@ fn show(bytes: &[u8]) -> String {
     }
 }
 
-fn describe(o: &Outcome) -> String {
+/// What a server answered to `script`: its bytes escaped, or for a binary
+/// script its responses one per line.
+fn describe(script: &Script, o: &Outcome) -> String {
     let end = match o.ending {
         Ending::Open => "",
         Ending::Closed => " [connection closed]",
         Ending::WriteStalled => " [write stalled: server stopped reading]",
     };
-    format!("`{}`{}", show(&o.bytes), end)
+    match script.compare {
+        Compare::Binary { .. } => {
+            let responses = binary::normalize(&o.bytes, None);
+            format!("\n    {}{end}", responses.join("\n    "))
+        }
+        _ => format!("`{}`{}", show(&o.bytes), end),
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -569,7 +600,7 @@ fn run_group_on(group: char, title: &str, scripts: Vec<Script>, candidate: Serve
                 title,
                 script.name,
                 show(&sent),
-                describe(&r)
+                describe(script, &r)
             );
         }
         if !agree(script, &r, &c) {
@@ -578,9 +609,9 @@ fn run_group_on(group: char, title: &str, scripts: Vec<Script>, candidate: Serve
                 "script `{}`\n  sent:      `{}`\n  memcached: {}\n  {}: {}{}",
                 script.name,
                 show(&sent),
-                describe(&r),
+                describe(script, &r),
                 candidate.label(),
-                describe(&c),
+                describe(script, &c),
                 shape_difference(script, &r, &c),
             ));
         }
@@ -1455,7 +1486,7 @@ fn meta_scripts() -> Vec<Script> {
 type Group = (char, &'static str, fn() -> Vec<Script>);
 
 /// Every script group: its key prefix, title and scripts.
-const GROUPS: [Group; 7] = [
+const GROUPS: [Group; 9] = [
     ('a', "storage commands", storage_scripts),
     ('b', "errors and swallowing", error_scripts),
     ('c', "split and pipelined requests", split_scripts),
@@ -1463,6 +1494,8 @@ const GROUPS: [Group; 7] = [
     ('e', "reply flush points", flush_point_scripts),
     ('f', "stats, cache_memlimit and slabs", stats_scripts),
     ('g', "meta commands", meta_scripts),
+    ('h', "binary protocol", binary::scripts),
+    ('i', "binary stat groups", binary::stats_scripts),
 ];
 
 /// Every script group against node 1 of a 3-node cluster in `mode`: the
@@ -1478,17 +1511,20 @@ fn every_group_on_a_cluster(mode: &str) {
 /// Every script group against a node whose data lives in a memcached of
 /// its own: the header mckv keeps in front of each value must never show.
 /// Keys that are not UTF-8 are a documented limit of that backend
-/// (tests/memcache_backend.rs checks their error), so the one script made
-/// of them is left out; so is `cache_memlimit`, which the node does not
+/// (tests/memcache_backend.rs checks their error), so the scripts made of
+/// them are left out; so is `cache_memlimit`, which the node does not
 /// pass to a memcached whose memory is its own (tests/memcached_tools.rs
 /// checks its answer there).
 #[test]
 fn a_node_on_memcached_answers_like_memcached() {
     for (group, title, scripts) in GROUPS {
         let title = format!("{title} (memcache backend)");
-        let utf8_keys = scripts()
-            .into_iter()
-            .filter(|s| !matches!(s.name, "keys_with_odd_bytes" | "cache_memlimit_rules"));
+        let utf8_keys = scripts().into_iter().filter(|s| {
+            !matches!(
+                s.name,
+                "keys_with_odd_bytes" | "cache_memlimit_rules" | "keys_of_any_bytes"
+            )
+        });
         run_group_on(group, &title, utf8_keys.collect(), start_on_memcached());
     }
 }
@@ -1521,6 +1557,76 @@ fn split_and_pipelined_match_memcached() {
 #[test]
 fn meta_commands_match_memcached() {
     run_group('g', "meta commands", meta_scripts());
+}
+
+#[test]
+fn binary_protocol_matches_memcached() {
+    run_group('h', "binary protocol", binary::scripts());
+}
+
+#[test]
+fn binary_stat_groups_match_memcached() {
+    run_group('i', "binary stat groups", binary::stats_scripts());
+}
+
+/// A store's error response (a miss) is a flush point for memcached, and
+/// on one node, whose store answers at once, for mckv too.
+#[test]
+fn binary_flush_points_of_one_node_match_memcached() {
+    run_group('j', "binary flush points", binary::one_node_scripts());
+}
+
+/// Eventual mode applies a binary write as it applies any other: node 1
+/// of a 3-node eventual cluster answers the binary scripts as memcached.
+#[test]
+fn an_eventual_cluster_answers_binary_requests_like_memcached() {
+    let cluster = common::start_cluster(3, "eventual", "");
+    let title = "binary protocol (eventual cluster)";
+    run_group_on('h', title, binary::scripts(), Server::Cluster(cluster));
+}
+
+/// Binary commands count as memcached counts them, on one node and on the
+/// node of a cluster that took them, but in two counters: a binary request
+/// is the meta command that does its work, and counts as that one does, so
+/// a `delete` refused for its cas is a `delete_misses` (as `md`'s is) and
+/// a value too large a `store_too_large` (as a text one is), where
+/// memcached 1.6.18's binary handlers count neither.
+#[test]
+fn binary_command_counters_match_memcached() {
+    let memcached = common::start_memcached_with(&["-o", "no_lru_maintainer,no_lru_crawler"]);
+    let mut want = binary::counters_after(memcached.port, COUNTERS_COMPARED);
+    for (name, value) in &mut want {
+        if matches!(name.as_str(), "delete_misses" | "store_too_large") {
+            *value = (value.parse::<u64>().unwrap() + 1).to_string();
+        }
+    }
+    let node = common::start_mckv("", &[]);
+    assert_eq!(
+        binary::counters_after(node.port(), COUNTERS_COMPARED),
+        want,
+        "one node"
+    );
+    let cluster = common::start_cluster(3, "linearizable", "");
+    let got = binary::counters_after(cluster.port(1), COUNTERS_COMPARED);
+    assert_eq!(got, want, "node 1 of a cluster");
+}
+
+/// Binary requests' cas uniques relate as memcached's do (a cas on set,
+/// add, replace, append, incr and delete; what touch, gat and a create
+/// give), and are the ones text commands show, on one node and on a
+/// linearizable cluster.
+#[test]
+fn binary_cas_uniques_behave_like_memcached() {
+    let memcached = common::start_memcached();
+    let want = binary::cas_dialogue(memcached.port);
+    let node = common::start_mckv("", &[]);
+    assert_eq!(binary::cas_dialogue(node.port()), want, "one node");
+    let cluster = common::start_cluster(3, "linearizable", "");
+    assert_eq!(
+        binary::cas_dialogue(cluster.port(1)),
+        want,
+        "node 1 of a cluster"
+    );
 }
 
 #[test]
