@@ -1,8 +1,7 @@
 //! Real memcached clients against the real `mckv server` binary: the Rust
 //! `memcache` crate (text protocol), libmemcached's command-line tools
-//! (Debian package libmemcached-tools) and Python's pymemcache
-//! (`pip install pymemcache`). mckv speaks the text protocol only, so every
-//! client is used in its ASCII mode.
+//! (Debian package libmemcached-tools) in their ASCII and binary modes, and
+//! Python's pymemcache (`pip install pymemcache`).
 
 mod common;
 
@@ -12,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{connect, roundtrip, start_mckv, MckvNode, TempDir};
+use common::{connect, roundtrip, start_cluster, start_mckv, MckvNode, TempDir};
 
 fn start() -> MckvNode {
     start_mckv("", &[])
@@ -83,15 +82,17 @@ fn run(program: &str, args: &[&str], limit: Duration) -> Run {
 
 /// The first of `names` found on PATH.
 fn tool(names: &[&str]) -> String {
+    installed(names)
+        .unwrap_or_else(|| panic!("none of {names:?} on PATH: apt-get install libmemcached-tools"))
+}
+
+/// The first of `names` on `PATH`, if any is.
+fn installed(names: &[&str]) -> Option<String> {
     let path = std::env::var_os("PATH").unwrap_or_default();
-    for name in names {
-        for dir in std::env::split_paths(&path) {
-            if dir.join(name).is_file() {
-                return name.to_string();
-            }
-        }
-    }
-    panic!("none of {names:?} on PATH: apt-get install libmemcached-tools");
+    names
+        .iter()
+        .find(|name| std::env::split_paths(&path).any(|dir| dir.join(name).is_file()))
+        .map(|name| name.to_string())
 }
 
 fn servers(node: &MckvNode) -> String {
@@ -475,6 +476,92 @@ fn libmemcached_memccapable_ascii() {
     assert!(
         r.code == Some(0) && r.stdout.contains("All tests passed"),
         "memccapable -a (ASCII conformance): {}",
+        r.describe()
+    );
+}
+
+/// libmemcached's conformance test of the binary protocol: every opcode
+/// and its quiet form, as a binary client library uses them. Skipped, with
+/// the reason printed, where libmemcached-tools is not installed (.ci/run
+/// installs it).
+#[test]
+fn libmemcached_memccapable_binary() {
+    let Some(memccapable) = installed(&["memccapable", "memcapable"]) else {
+        println!("skipped: memccapable not on PATH (apt-get install libmemcached-tools)");
+        return;
+    };
+    let node = start();
+    let port = node.port().to_string();
+    let r = run(
+        &memccapable,
+        &["-h", "127.0.0.1", "-p", &port, "-b", "-t", "5"],
+        TOOL_LIMIT,
+    );
+    assert!(
+        r.code == Some(0) && r.stdout.contains("All tests passed"),
+        "memccapable -b (binary conformance): {}",
+        r.describe()
+    );
+}
+
+/// libmemcached's tools in binary mode against a 3-node linearizable
+/// cluster, each talking to another node: what one stores, the others
+/// read (in either protocol), remove and count.
+#[test]
+fn libmemcached_binary_mode_on_a_cluster() {
+    let Some(memccp) = installed(&["memccp", "memcp"]) else {
+        println!("skipped: memccp not on PATH (apt-get install libmemcached-tools)");
+        return;
+    };
+    let memccat = tool(&["memccat", "memcat"]);
+    let memcrm = tool(&["memcrm", "memrm"]);
+    let memcstat = tool(&["memcstat", "memstat"]);
+    let cluster = start_cluster(3, "linearizable", "");
+    let srv = |node: usize| format!("--servers=127.0.0.1:{}", cluster.port(node));
+    let dir = TempDir::new("binary-tools");
+    let content = pseudo_random_bytes(100_000, 5);
+    let file = write_file(&dir.0, "bin.payload", &content);
+
+    let r = run(
+        &memccp,
+        &[&srv(0), "--binary", "--flags=3", file.to_str().unwrap()],
+        TOOL_LIMIT,
+    );
+    assert_eq!(r.code, Some(0), "memccp --binary: {}", r.describe());
+    let mut text = connect(cluster.port(2));
+    let got = roundtrip(&mut text, b"get bin.payload\r\n", b"END\r\n");
+    assert!(
+        got == get_reply("bin.payload", 3, &content),
+        "node 2 reads what node 0 took in binary"
+    );
+
+    let out = dir.0.join("out.bin");
+    let out_arg = format!("--file={}", out.display());
+    let r = run(
+        &memccat,
+        &[&srv(1), "--binary", &out_arg, "bin.payload"],
+        TOOL_LIMIT,
+    );
+    assert_eq!(r.code, Some(0), "memccat --binary: {}", r.describe());
+    assert!(
+        std::fs::read(&out).unwrap() == content,
+        "memccat --binary on node 1"
+    );
+
+    let r = run(&memcrm, &[&srv(2), "--binary", "bin.payload"], TOOL_LIMIT);
+    assert_eq!(r.code, Some(0), "memcrm --binary: {}", r.describe());
+    let mut text = connect(cluster.port(0));
+    let got = roundtrip(&mut text, b"get bin.payload\r\n", b"END\r\n");
+    assert_eq!(
+        String::from_utf8_lossy(&got),
+        "END\r\n",
+        "removed everywhere"
+    );
+
+    let r = run(&memcstat, &[&srv(1), "--binary"], TOOL_LIMIT);
+    assert!(
+        r.code == Some(0) && r.stdout.contains("curr_connections:"),
+        "memcstat --binary: {}",
         r.describe()
     );
 }
