@@ -261,6 +261,96 @@ fn rust_memcache_crate_ascii() {
     );
 }
 
+/// What the `memcache` crate, in its binary protocol (its default), gets
+/// back from `port` for one session of every command: each result as it
+/// reports it (uniques by how they relate, as their numbers differ).
+fn memcache_crate_binary_session(port: u16) -> Vec<String> {
+    let client = memcache::Client::builder()
+        .add_server(format!("memcache://127.0.0.1:{port}"))
+        .unwrap()
+        .with_read_timeout(Duration::from_secs(5))
+        .with_write_timeout(Duration::from_secs(5))
+        .with_connection_timeout(Duration::from_secs(5))
+        .build()
+        .expect("connect with the memcache crate");
+    let mut seen = Vec::new();
+    let mut note = |what: &str, result: String| seen.push(format!("{what}: {result}"));
+    note("set", format!("{:?}", client.set("rb_a", "alpha", 0)));
+    note("get", format!("{:?}", client.get::<String>("rb_a")));
+    note(
+        "get missing",
+        format!("{:?}", client.get::<String>("rb_missing")),
+    );
+    let blob = pseudo_random_bytes(300_000, 9);
+    note(
+        "set blob",
+        format!("{:?}", client.set("rb_blob", blob.as_slice(), 0)),
+    );
+    note(
+        "blob back",
+        format!(
+            "{}",
+            client.get::<Vec<u8>>("rb_blob").unwrap() == Some(blob)
+        ),
+    );
+    note("add existing", format!("{:?}", client.add("rb_a", "x", 0)));
+    note("add", format!("{:?}", client.add("rb_b", "bee", 0)));
+    note(
+        "replace missing",
+        format!("{:?}", client.replace("rb_missing", "x", 0)),
+    );
+    note("append", format!("{:?}", client.append("rb_a", "-tail")));
+    note("prepend", format!("{:?}", client.prepend("rb_a", "head-")));
+    note(
+        "prepend missing",
+        format!("{:?}", client.prepend("rb_missing", "x")),
+    );
+    note("after both", format!("{:?}", client.get::<String>("rb_a")));
+    note("delete", format!("{:?}", client.delete("rb_b")));
+    note("delete again", format!("{:?}", client.delete("rb_b")));
+    note("set counter", format!("{:?}", client.set("rb_n", 10u64, 0)));
+    note("incr", format!("{:?}", client.increment("rb_n", 5)));
+    note("decr", format!("{:?}", client.decrement("rb_n", 100)));
+    note(
+        "incr missing",
+        format!("{:?}", client.increment("rb_nocounter", 1)),
+    );
+    note("touch", format!("{:?}", client.touch("rb_a", 1000)));
+    note(
+        "touch missing",
+        format!("{:?}", client.touch("rb_missing", 1000)),
+    );
+    let (_, _, cas) = client
+        .get::<(String, u32, Option<u64>)>("rb_a")
+        .unwrap()
+        .expect("rb_a");
+    let cas = cas.expect("a cas unique");
+    note(
+        "cas",
+        format!("{:?}", client.cas("rb_a", "swapped", 0, cas)),
+    );
+    note(
+        "cas again",
+        format!("{:?}", client.cas("rb_a", "stale", 0, cas)),
+    );
+    let many: std::collections::HashMap<String, String> =
+        client.gets(&["rb_a", "rb_missing", "rb_n"]).unwrap();
+    let many: std::collections::BTreeMap<_, _> = many.into_iter().collect();
+    note("multi-get", format!("{many:?}"));
+    note("flush", format!("{:?}", client.flush()));
+    note("after flush", format!("{:?}", client.get::<String>("rb_a")));
+    seen
+}
+
+/// The crate in its binary protocol gets what it gets from memcached.
+#[test]
+fn rust_memcache_crate_binary() {
+    let memcached = common::start_memcached();
+    let want = memcache_crate_binary_session(memcached.port);
+    let node = start();
+    assert_eq!(memcache_crate_binary_session(node.port()), want);
+}
+
 // ---------------------------------------------------------------------------
 // 2. libmemcached's command-line tools
 // ---------------------------------------------------------------------------
