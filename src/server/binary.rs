@@ -2,7 +2,7 @@
 //! the path a text request of the same kind takes (a store command through
 //! the cluster core into a reply slot, an admin command answered here), and
 //! its reply is turned into its binary response where it enters the
-//! connection's queue ([`protocol::binary`] says how).
+//! connection's queue ([`crate::protocol::binary`] says how).
 //!
 //! ```text
 //!  decode ─► Execute(meta command) ─► submit_asked(.., Responder) ─► slot ─► respond(text) ─► queue

@@ -16,8 +16,8 @@
 //! an `incr` miss, the cas unique and flags returned), so a binary request
 //! becomes the `mg`, `ms`, `md` or `ma` that does the same store work, and
 //! is replicated, ordered and counted exactly as that meta command is in
-//! every mode. Only the request decoding ([`request`]) and the response
-//! encoding ([`response`]) are the binary protocol's own; the engines, the
+//! every mode. Only the request decoding ([`decode`]) and the response
+//! encoding ([`Responder`]) are the binary protocol's own; the engines, the
 //! stores and the peer protocol never see it.
 //!
 //! Nothing here touches a socket, a clock or a store, so every rule can be
