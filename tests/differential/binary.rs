@@ -18,6 +18,11 @@
 
 use super::{Compare, Script, Step, PAUSE_MS};
 
+/// A cas unique neither server hands out in a test: a compare with it
+/// fails wherever the item exists (a small one matches the item the
+/// parallel scripts happened to store first).
+const NEVER: u64 = 9_999_999_999;
+
 /// A request under construction; its opaque is set when its script is.
 #[derive(Clone)]
 pub struct Req {
@@ -331,12 +336,12 @@ pub fn scripts() -> Vec<Script> {
             "a_cas_that_differs_or_finds_nothing",
             parts![
                 set("a", "x"),
-                set("a", "y").cas(1),
-                store(0x02, "a", 0, "y").cas(1),
-                store(0x13, "a", 0, "y").cas(1),
-                set("zz", "y").cas(1),
-                store(0x02, "zz", 0, "y").cas(1),
-                store(0x13, "zz", 0, "y").cas(1),
+                set("a", "y").cas(NEVER),
+                store(0x02, "a", 0, "y").cas(NEVER),
+                store(0x13, "a", 0, "y").cas(NEVER),
+                set("zz", "y").cas(NEVER),
+                store(0x02, "zz", 0, "y").cas(NEVER),
+                store(0x13, "zz", 0, "y").cas(NEVER),
                 get("a"),
                 get("zz"),
             ],
@@ -352,8 +357,8 @@ pub fn scripts() -> Vec<Script> {
                 concat(0x19, "a", "]"),
                 concat(0x1a, "a", "["),
                 get("a"),
-                concat(0x0e, "a", "!").cas(1),
-                concat(0x0e, "zz", "!").cas(1),
+                concat(0x0e, "a", "!").cas(NEVER),
+                concat(0x0e, "zz", "!").cas(NEVER),
                 get("a"),
             ],
         ),
@@ -363,7 +368,7 @@ pub fn scripts() -> Vec<Script> {
                 delete("a"),
                 req(0x14).key("a"),
                 set("a", "x"),
-                delete("a").cas(1),
+                delete("a").cas(NEVER),
                 delete("a"),
                 set("a", "x"),
                 req(0x14).key("a"),
@@ -384,8 +389,8 @@ pub fn scripts() -> Vec<Script> {
                 arith(0x06, "m", 1, 7, 0),
                 get("n"),
                 get("m"),
-                arith(0x05, "m", 1, 0, 0).cas(1),
-                arith(0x05, "zz", 1, 3, 0).cas(1),
+                arith(0x05, "m", 1, 0, 0).cas(NEVER),
+                arith(0x05, "zz", 1, 3, 0).cas(NEVER),
                 noop(),
             ],
         ),
@@ -851,17 +856,17 @@ pub fn counted() -> Vec<Req> {
         arith(0x16, "zz", 1, 0, 0xffff_ffff),
         set("s", "x"),
         arith(0x05, "s", 1, 0, 0xffff_ffff),
-        set("a", "x").cas(999),
-        set("zz", "x").cas(1),
+        set("a", "x").cas(NEVER),
+        set("zz", "x").cas(NEVER),
         store(0x02, "a", 0, "x"),
         store(0x03, "zz", 0, "x"),
         concat(0x0e, "a", "x"),
         concat(0x0f, "zz", "x"),
-        concat(0x0e, "a", "x").cas(1),
+        concat(0x0e, "a", "x").cas(NEVER),
         delete("a"),
         delete("a"),
         set("d", "x"),
-        delete("d").cas(1),
+        delete("d").cas(NEVER),
         req(0x01).key("e").extras(set_extras(0, past)).value("x"),
         get("e"),
         set("big", vec![b'x'; 2_000_000]),
