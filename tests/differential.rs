@@ -1350,7 +1350,10 @@ fn stats_scripts() -> Vec<Script> {
 
 /// The meta commands: every flag mckv implements, quiet mode with
 /// pipelining, opaques, base64 keys, malformed lines, and the classic
-/// commands reading what meta commands wrote (and the reverse).
+/// commands reading what meta commands wrote (and the reverse). A compare
+/// meant to fail names a unique neither server hands out in a test
+/// (9999999999): a small one is the unique of whichever item the parallel
+/// scripts happened to store first or fifth.
 fn meta_scripts() -> Vec<Script> {
     let long_opaque = format!("O{}", "o".repeat(32));
     vec![
@@ -1409,8 +1412,9 @@ fn meta_scripts() -> Vec<Script> {
         ),
         one(
             "ms_cas_compare",
-            "ms $k 2\r\nhi\r\nms $k 2 C1 c\r\nhi\r\nms $n 2 C1 c\r\nhi\r\nms $k 2 MA C1\r\nhi\r\n\
-             ms $k 2 MA C0\r\nhi\r\nms $k 2 ME C1\r\nhi\r\nms $k 2 MR C1 q\r\nhi\r\nmg $k v\r\n",
+            "ms $k 2\r\nhi\r\nms $k 2 C9999999999 c\r\nhi\r\nms $n 2 C9999999999 c\r\nhi\r\n\
+             ms $k 2 MA C9999999999\r\nhi\r\nms $k 2 MA C0\r\nhi\r\nms $k 2 ME C9999999999\r\nhi\r\n\
+             ms $k 2 MR C9999999999 q\r\nhi\r\nmg $k v\r\n",
         ),
         one(
             "ms_errors_and_what_they_swallow",
@@ -1435,7 +1439,7 @@ fn meta_scripts() -> Vec<Script> {
         ),
         one(
             "md_deletes_with_cas_compare_and_quiet",
-            "md $nk q O1 k\r\nmd $nk C1 x\r\nset $d 0 0 1\r\nx\r\nmd $d C5 O9 k q\r\n\
+            "md $nk q O1 k\r\nmd $nk C1 x\r\nset $d 0 0 1\r\nx\r\nmd $d C9999999999 O9 k q\r\n\
              md $d C0\r\nmd $d T5\r\nmg $d\r\nmd $d\r\nset $e 0 0 1\r\nx\r\nmd $e q\r\n\
              md $e q\r\nmd $e x\r\nmd\r\nmn\r\n",
         ),
@@ -1453,7 +1457,7 @@ fn meta_scripts() -> Vec<Script> {
         one(
             "ma_misses_errors_and_cas_compare",
             "ma $n\r\nma $n k Oz v\r\nset $s 0 0 2\r\nab\r\nma $s\r\nma $s q\r\n\
-             set $c 0 0 2\r\n10\r\nma $c C1 q\r\nma $c C0 v\r\nma $c MX\r\nma $c Mx\r\n\
+             set $c 0 0 2\r\n10\r\nma $c C9999999999 q\r\nma $c C0 v\r\nma $c MX\r\nma $c Mx\r\n\
              ma $c Dx\r\nma $c Jx\r\nma $c z\r\nma $c v v\r\nma\r\n",
         ),
         one(
