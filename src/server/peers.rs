@@ -22,7 +22,7 @@
 //! its sender and opened here before it is decoded. Dialed links reconnect
 //! with backoff.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::{self, Read, Write};
 use std::marker::PhantomData;
 use std::net::{IpAddr, SocketAddr};
@@ -47,14 +47,15 @@ const READ_CHUNK: usize = 64 * 1024;
 /// While a link holds this much unsent, its peer is owed no new frame: the
 /// engine keeps what it has for the peer (and coalesces it) until the link
 /// drains, so a slow peer's link holds at most this plus one frame.
-const UNSENT_LOW_WATER: usize = 8 << 20;
+const UNSENT_LOW_WATER: usize = 2 << 20;
 /// A peer that leaves this much unread (only a view-change message bigger
 /// than frames are can take a link past the low water by this much) is
 /// dropped; the link is redialed and what it had not acknowledged resent.
 const MAX_UNSENT: usize = 256 << 20;
 /// Accepted links that have not said hello yet, at most: one more closes
-/// the oldest of them, so strangers cannot hold the node's descriptors,
-/// and a peer's new link still gets in however many a stranger opens.
+/// the oldest of the address holding the most, so strangers cannot hold
+/// the node's descriptors, and a peer's new link from an address of its
+/// own still gets in however many one stranger opens.
 const MAX_STRANGERS: usize = 256;
 /// The longest reason a refusal carries or logs.
 const MAX_REASON: usize = 160;
@@ -265,23 +266,28 @@ impl<M: Message> Peers<M> {
         }
     }
 
-    /// Closes the oldest stranger if [`MAX_STRANGERS`] are waiting.
+    /// If [`MAX_STRANGERS`] are waiting, closes the oldest stranger of the
+    /// address that holds the most, so one host filling the slots evicts
+    /// its own links, not a peer's.
     fn make_room_for_a_stranger(&mut self, registry: &Registry) {
-        let strangers = self.links.iter().filter(|(_, l)| l.is_stranger());
-        let (count, oldest) = strangers.fold((0, None), |(n, oldest), (key, link)| {
-            let older = oldest.is_none_or(|(_, at)| link.opened < at);
-            (
-                n + 1,
-                if older {
-                    Some((key, link.opened))
-                } else {
-                    oldest
-                },
-            )
-        });
-        if let Some((key, _)) = oldest.filter(|_| count >= MAX_STRANGERS) {
-            let why = "too many links waiting to say hello (the oldest goes)";
-            self.close(registry, key, why, &mut Vec::new());
+        let mut by_address: HashMap<Option<IpAddr>, (usize, usize, Instant)> = HashMap::new();
+        let mut count = 0;
+        for (key, link) in self.links.iter().filter(|(_, l)| l.is_stranger()) {
+            count += 1;
+            let ip = link.from.map(|a| a.ip());
+            let entry = by_address.entry(ip).or_insert((0, key, link.opened));
+            entry.0 += 1;
+            if link.opened < entry.2 {
+                (entry.1, entry.2) = (key, link.opened);
+            }
+        }
+        if count < MAX_STRANGERS {
+            return;
+        }
+        if let Some(&(_, oldest, _)) = by_address.values().max_by_key(|(n, _, _)| *n) {
+            let why =
+                "too many links waiting to say hello (the oldest of the busiest address goes)";
+            self.close(registry, oldest, why, &mut Vec::new());
         }
     }
 

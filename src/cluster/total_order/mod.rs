@@ -37,16 +37,25 @@
 //! **Frames have a budget.** A frame carries at most about
 //! `frame_budget` bytes of proposals (at least one), so a backlog for a
 //! slow or returning peer goes in frames its link and the receiver's
-//! message cap take. A frame that leaves proposals behind is a *part*: it
-//! carries only proposals, with the clock, echo and no acks of the last
-//! whole frame, so it tells the receiver nothing new but proposals. The
-//! argument above needs exactly that: an ack or an echo is sent only after
-//! every proposal its sender made before it (the part's proposals are the
-//! oldest queued, in stamp order, and the news waits for the last part),
-//! and a clock is never claimed before the proposals stamped below it are
-//! on the link. View-change messages wait for the last part too; they were
-//! queued after the proposals ahead of them, which could as well have gone
-//! in an earlier frame.
+//! message cap take. When the proposals queued for a peer pass the budget,
+//! the backlog is *cut*: what a whole frame would say now (clock, echo,
+//! acks, and the view-change messages queued so far) is held back, and the
+//! backlog goes in *parts*, oldest proposals first, each carrying the clock
+//! and echo of the last frame that had news and no acks; the backlog's last
+//! part carries the held-back news. The argument above needs exactly that:
+//! an ack or an echo is sent only after every proposal its sender made
+//! before it, and a clock only once every proposal stamped below it is on
+//! the link; the news of the cut was true when it was cut and stays true
+//! (acks, clocks and echoes only grow). Proposals queued after the cut wait
+//! for later frames, which the news does not cover, so news goes out once
+//! per backlog however fast proposals come: acks and view-change messages
+//! are delayed by at most one backlog, never starved. View-change messages
+//! keep their place: those queued before the cut go with its news, as they
+//! would have in the whole frame (and a receiver takes a frame's view-change
+//! messages before its proposals, as ever). A node outside a view drops
+//! what it had queued for its peers (nobody counts proposals outside a
+//! view; they are in its own queue, so in its flush), so they never hold up
+//! the view change's messages.
 //!
 //! **View changes** (Viewstamped Replication's, with Paxos-style ballots).
 //! A view is a [`Ballot`] `(round, coordinator)` and its members, always a
@@ -129,7 +138,7 @@ use crate::store::UnixTime;
 /// to start one) before it starts one of its own.
 const DEFAULT_PATIENCE: u64 = 10;
 /// About how many bytes of proposals one frame carries (module doc).
-const DEFAULT_FRAME_BUDGET: usize = 4 << 20;
+const DEFAULT_FRAME_BUDGET: usize = 1 << 20;
 
 /// A queued operation, ordered by stamp alone (stamps are unique).
 #[derive(Debug)]
@@ -175,6 +184,19 @@ struct Outbox {
     sent_echo: u64,
     /// A frame is owed even with nothing new in it (heartbeat, reconnect).
     due: bool,
+    /// While a backlog goes in parts: the news they hold back.
+    cut: Option<Cut>,
+}
+
+/// What a whole frame would have said when a backlog was cut into parts,
+/// sent with the backlog's last part (module doc).
+#[derive(Debug)]
+struct Cut {
+    /// Proposals of the backlog not sent yet (the first of `proposals`).
+    proposals: usize,
+    /// View-change messages queued before the cut (the first of `control`).
+    controls: usize,
+    news: News,
 }
 
 /// What this node knows of one peer.
@@ -584,6 +606,7 @@ impl TotalOrder {
             .filter(|q| q.stamp.ts > held)
             .cloned()
             .collect();
+        p.out.cut = None;
         p.out.due = true;
     }
 
@@ -725,6 +748,7 @@ impl Engine for TotalOrder {
                     p.linked = false;
                     p.out.proposals.clear();
                     p.out.control.clear();
+                    p.out.cut = None;
                 }
                 // A snapshot in flight to it is lost: hand it again from the start.
                 if let Some(handing) = self.handing.get_mut(&peer) {
@@ -756,7 +780,8 @@ impl Engine for TotalOrder {
 
     /// The frame owed to `to`, if any: new proposals, new acks, a higher
     /// clock, view-change messages, or a heartbeat. Everything since the
-    /// last frame goes in one.
+    /// last frame goes in one, within the frame budget: past it, in parts
+    /// (module doc).
     fn outgoing(&mut self, to: NodeId) -> Option<Broadcast> {
         let clock = self.clock.now();
         let generation = self.ack_generation;
@@ -785,32 +810,68 @@ impl Engine for TotalOrder {
             Phase::Normal | Phase::Starting { .. } => self.ballot,
             _ => Ballot::default(),
         };
+        let budget = self.frame_budget;
         let out = &mut self.peers.get_mut(&to)?.out;
-        let fits = proposals_within(&out.proposals, self.frame_budget);
-        if fits < out.proposals.len() {
-            // A part: the oldest proposals and nothing new (module doc).
-            return Some(Broadcast {
-                ballot,
-                clock: out.sent_clock,
-                echo: out.sent_echo,
-                sees,
-                acks: Vec::new(),
-                proposals: out.proposals.drain(..fits).collect(),
-                control: Vec::new(),
-            });
+        if ballot == Ballot::default() {
+            // Nobody counts proposals outside a view (they are in this
+            // node's queue, so in its flush): they must not hold up the
+            // view change's messages.
+            out.proposals.clear();
+            out.cut = None;
         }
-        out.sent_clock = clock;
-        out.sent_acks = generation;
-        out.sent_echo = echo;
-        out.due = false;
-        Some(Broadcast {
-            ballot,
+        let news = News {
             clock,
             echo,
-            sees,
+            generation,
             acks,
-            proposals: std::mem::take(&mut out.proposals),
-            control: std::mem::take(&mut out.control),
+        };
+        let (proposals, news, controls) = match out.cut.take() {
+            None if proposals_within(&out.proposals, budget) == out.proposals.len() => {
+                let controls = out.control.len();
+                (std::mem::take(&mut out.proposals), Some(news), controls)
+            }
+            cut => {
+                let mut cut = cut.unwrap_or(Cut {
+                    proposals: out.proposals.len(),
+                    controls: out.control.len(),
+                    news,
+                });
+                let fits = proposals_within(&out.proposals[..cut.proposals], budget);
+                let part: Vec<Proposal> = out.proposals.drain(..fits).collect();
+                cut.proposals -= fits;
+                match cut.proposals {
+                    0 => (part, Some(cut.news), cut.controls),
+                    _ => {
+                        out.cut = Some(cut);
+                        (part, None, 0)
+                    }
+                }
+            }
+        };
+        let news = match news {
+            Some(news) => {
+                out.sent_clock = news.clock;
+                out.sent_acks = news.generation;
+                out.sent_echo = news.echo;
+                out.due = false;
+                news
+            }
+            // A part: the oldest proposals and nothing new (module doc).
+            None => News {
+                clock: out.sent_clock,
+                echo: out.sent_echo,
+                generation: out.sent_acks,
+                acks: Vec::new(),
+            },
+        };
+        Some(Broadcast {
+            ballot,
+            clock: news.clock,
+            echo: news.echo,
+            sees,
+            acks: news.acks,
+            proposals,
+            control: out.control.drain(..controls).collect(),
         })
     }
 
@@ -839,6 +900,15 @@ impl Engine for TotalOrder {
             sync_lag: None,
         })
     }
+}
+
+/// What a frame tells a peer besides proposals and view-change messages.
+#[derive(Debug)]
+struct News {
+    clock: u64,
+    echo: u64,
+    generation: u64,
+    acks: Vec<(NodeId, u64)>,
 }
 
 /// How many of `proposals`, from the first, fit in `budget` bytes (at
@@ -999,6 +1069,68 @@ mod tests {
         let replied: usize = applied.iter().flatten().filter(|(_, _, r)| *r).count();
         assert_eq!(replied, 4);
         assert!(engines.iter().all(|e| e.pending() == 0));
+    }
+
+    /// The delivery argument needs an ack to follow every proposal its
+    /// sender made before it. Node 0 sends node 1 a backlog in parts; meanwhile
+    /// it makes a proposal of its own, then takes (and acks) node 2's
+    /// proposals stamped above it: that ack must not reach node 1 before the
+    /// proposal does, though the backlog's last part goes first.
+    #[test]
+    fn an_ack_never_overtakes_a_proposal_made_before_it_when_a_backlog_goes_in_parts() {
+        let mut engines = cluster(3, Consistency::Linearizable);
+        let node0 = engines.remove(0).with_frame_budget(1);
+        engines.insert(0, node0);
+        let none = &mut Vec::new();
+        for key in ["a", "b"] {
+            engines[0].on_client(reply_to(1, 0), set(key), 0, none);
+        }
+        let mut frames = vec![engines[0].outgoing(1).expect("the first part")];
+        engines[0].on_client(reply_to(1, 1), set("mine"), 0, none);
+        let mine = engines[0].unacked.back().expect("proposed").stamp;
+        for key in ["x", "y", "z", "w", "v", "u"] {
+            engines[2].on_client(reply_to(2, 0), set(key), 0, none);
+        }
+        let theirs = engines[2].outgoing(0).expect("node 2's proposals");
+        let above = theirs.proposals.last().expect("some").stamp.ts;
+        assert!(
+            above > mine.ts,
+            "node 2's proposals are stamped above node 0's"
+        );
+        engines[0].on_message(2, theirs, none);
+        frames.extend(std::iter::from_fn(|| engines[0].outgoing(1)).take(20));
+
+        let carries_mine = |f: &Broadcast| f.proposals.iter().any(|p| p.stamp == mine);
+        let acks_theirs = |f: &Broadcast| f.acks.iter().any(|&(o, ts)| o == 2 && ts >= above);
+        let mine_at = frames.iter().position(carries_mine).expect("sent");
+        let ack_at = frames.iter().position(acks_theirs).expect("acked");
+        assert!(
+            ack_at >= mine_at,
+            "node 2's ack went in frame {ack_at}, node 0's own earlier proposal in {mine_at}"
+        );
+    }
+
+    /// A backlog that never drains (a proposal queued for every frame that
+    /// goes) still lets acks through: once per backlog, not never.
+    #[test]
+    fn acks_go_out_under_a_backlog_that_never_drains() {
+        let mut engines = cluster(3, Consistency::Linearizable);
+        let node0 = engines.remove(0).with_frame_budget(1);
+        engines.insert(0, node0);
+        let none = &mut Vec::new();
+        engines[2].on_client(reply_to(2, 0), set("theirs"), 0, none);
+        let theirs = engines[2].outgoing(0).expect("node 2's proposal");
+        for key in ["a", "b", "c"] {
+            engines[0].on_client(reply_to(1, 0), set(key), 0, none);
+        }
+        engines[0].on_message(2, theirs, none);
+        let mut acked = false;
+        for i in 0..12 {
+            engines[0].on_client(reply_to(1, i), set("more"), 0, none);
+            let frame = engines[0].outgoing(1).expect("a frame");
+            acked |= frame.acks.iter().any(|&(origin, ts)| origin == 2 && ts > 0);
+        }
+        assert!(acked, "twelve frames and still no ack of node 2's proposal");
     }
 
     #[test]

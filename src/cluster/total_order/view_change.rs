@@ -590,6 +590,7 @@ impl TotalOrder {
             peer.echo = 0;
             peer.out.sent_echo = 0;
             peer.out.proposals.clear();
+            peer.out.cut = None;
         }
         let mut started = std::mem::take(&mut self.started_early);
         started.insert(self.me);
