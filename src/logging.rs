@@ -1,9 +1,11 @@
 //! Logging to stderr and to the node's log file, at one level set by flag,
 //! and what a panic does to the process.
 
-use std::fs::{self, OpenOptions};
-use std::io::{IsTerminal, LineWriter};
+use std::fs::{self, File, OpenOptions};
+use std::io::{IsTerminal, LineWriter, Write};
 use std::path::Path;
+use std::sync::OnceLock;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use simplelog::{
     ColorChoice, CombinedLogger, ConfigBuilder, LevelFilter, TermLogger, TerminalMode, WriteLogger,
@@ -24,6 +26,7 @@ pub fn init(level: LevelFilter, file: &Path) -> std::io::Result<()> {
         fs::create_dir_all(dir)?;
     }
     let log_file = OpenOptions::new().create(true).append(true).open(file)?;
+    let _ = PANIC_LOG.set(log_file.try_clone()?);
     let config = ConfigBuilder::new().set_time_format_rfc3339().build();
     CombinedLogger::init(vec![
         TermLogger::new(level, config.clone(), TerminalMode::Stderr, colors()),
@@ -37,16 +40,28 @@ pub fn init(level: LevelFilter, file: &Path) -> std::io::Result<()> {
 /// the main thread).
 pub const PANIC_EXIT_CODE: i32 = 101;
 
-/// Makes a panic on any thread end the process: it is logged (to stderr
-/// and the log file) and the process exits with [`PANIC_EXIT_CODE`]. A
-/// panic on a worker thread (the memcached backend's, the log writer's)
-/// would otherwise end only that thread and leave the node half-alive:
-/// serving, with nobody behind its channels.
+/// The log file, for a panic's message: written directly, not through
+/// the logger, whose lock the panicking thread may hold.
+static PANIC_LOG: OnceLock<File> = OnceLock::new();
+
+/// Makes a panic on any thread end the process: it is written to stderr
+/// and the log file, with a backtrace, and the process exits with
+/// [`PANIC_EXIT_CODE`]. A panic on a worker thread (the memcached
+/// backend's, the log writer's) would otherwise end only that thread and
+/// leave the node half-alive: serving, with nobody behind its channels.
+/// The message bypasses the `log` facade: a panic raised while formatting
+/// a log line holds the logger's lock, and logging again would deadlock.
 pub fn exit_on_panic() {
     std::panic::set_hook(Box::new(|info| {
-        let backtrace = std::backtrace::Backtrace::capture();
-        log::error!("{info}; the node stops\n{backtrace}");
-        log::logger().flush();
+        let at = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let backtrace = std::backtrace::Backtrace::force_capture();
+        let message = format!("[ERROR] at unix time {at}: {info}; the node stops\n{backtrace}\n");
+        let _ = std::io::stderr().write_all(message.as_bytes());
+        if let Some(mut file) = PANIC_LOG.get() {
+            let _ = file.write_all(message.as_bytes());
+        }
         std::process::exit(PANIC_EXIT_CODE);
     }));
 }
