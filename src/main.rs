@@ -161,6 +161,7 @@ fn settings(args: &ServerArgs) -> Result<Settings, String> {
     if node.data_dir.is_some() {
         check_durable(&node, config.nodes.len())?;
     }
+    check_tls(&cluster, &node)?;
     node.client = override_addr(&node.client, args.host.as_deref(), args.port)?;
     node.kv_addr = override_addr(&node.kv_addr, args.kv_host.as_deref(), args.kv_port)?;
     Ok(Settings {
@@ -198,6 +199,21 @@ fn check_durable(node: &NodeConfig, nodes: usize) -> Result<(), String> {
              drop data_dir",
             node.id
         ));
+    }
+    Ok(())
+}
+
+/// Reads the node's TLS files now, so a missing or bad one stops the node
+/// at start with the file named, before it recovers or binds anything.
+fn check_tls(cluster: &ClusterConfig, node: &NodeConfig) -> Result<(), String> {
+    let Some(files) = cluster.tls_files(node).map_err(|e| e.to_string())? else {
+        return Ok(());
+    };
+    if cluster.client_tls {
+        server::tls::client_facing(&files)?;
+    }
+    if cluster.peer_tls {
+        server::tls::peer_facing(&files)?;
     }
     Ok(())
 }

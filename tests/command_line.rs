@@ -142,7 +142,7 @@ fn flags_override_the_config_file() {
 #[test]
 fn bad_configs_are_refused_with_the_reason() {
     let dir = TempDir::new("bad");
-    let cases: [(&str, &str); 7] = [
+    let cases: [(&str, &str); 10] = [
         (
             "[cluster]\nconsistency = strong\n[node.0]\n",
             "unknown consistency",
@@ -167,6 +167,18 @@ fn bad_configs_are_refused_with_the_reason() {
         (
             "[node.0]\ndata_dir = d0\nkv_type = memcache\n",
             "a memcached backend keeps nothing across its own restarts",
+        ),
+        (
+            "[cluster]\nclient_tls = on\n[node.0]\ntls_key = k.pem\n",
+            "[node.0] tls_cert: needed with peer_tls or client_tls = on",
+        ),
+        (
+            "[cluster]\npeer_tls = on\n[node.0]\ntls_cert = c.pem\ntls_key = k.pem\n",
+            "[cluster] peer_tls: needs tls_ca",
+        ),
+        (
+            "[cluster]\nclient_tls = on\n[node.0]\ntls_cert = /none/c.pem\ntls_key = /none/k.pem\n",
+            "/none/c.pem: I/O error",
         ),
     ];
     for (i, (text, why)) in cases.iter().enumerate() {

@@ -1,17 +1,20 @@
 //! TLS through the real binary: a cluster whose peer links run over TLS
 //! with mutual certificates, and a node with a certificate from another CA
-//! or without TLS at all kept out. Certificates are made with the `openssl`
+//! or without TLS at all kept out; a node whose clients speak TLS
+//! (`client_tls`) serving real TLS clients (`openssl s_client`, pymemcache)
+//! and closing a plain-text one. Certificates are made with the `openssl`
 //! command for each test.
 
 mod common;
 
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::{
-    cluster_config_with, connect, poll, request, start_cluster_node, start_cluster_with, Cluster,
-    TempDir,
+    cluster_config_with, connect, poll, read_to_eof, request, start_cluster_node,
+    start_cluster_with, start_mckv_with, Cluster, MckvNode, TempDir,
 };
 
 /// A CA, and a certificate it signed for 127.0.0.1 (server and client use).
@@ -206,4 +209,99 @@ fn a_node_without_peer_tls_is_kept_out_of_a_tls_cluster() {
     // comes, and whichever gives up first closes the link.
     let log = node1_kept_out("", "", &good);
     assert!(log.contains("] node 0: peer link from 127.0.0.1"), "{log}");
+}
+
+/// A one-node server whose clients must speak TLS.
+fn tls_node(certs: &Certs) -> MckvNode {
+    start_mckv_with("client_tls = on", &certs.node_keys(), &[])
+}
+
+/// What `openssl s_client`, checking the node's certificate against the
+/// CA, prints of the node's replies to `script` (the script ends in `quit`,
+/// so the node closes and s_client ends).
+fn s_client(port: u16, ca: &Path, script: &[u8]) -> String {
+    let mut child = common::spawn(
+        Command::new("openssl")
+            .args(["s_client", "-quiet", "-verify_return_error", "-CAfile"])
+            .arg(ca)
+            .args(["-connect", &format!("127.0.0.1:{port}")])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null()),
+    )
+    .expect("openssl s_client");
+    child.stdin.take().unwrap().write_all(script).unwrap();
+    let mut out = String::new();
+    let mut stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let _ = stdout.read_to_string(&mut out);
+        out
+    });
+    poll(
+        Duration::from_secs(10),
+        Duration::from_millis(20),
+        || match child.try_wait().unwrap() {
+            Some(_) => Ok(()),
+            None => Err("s_client did not end after quit".to_string()),
+        },
+    );
+    reader.join().unwrap()
+}
+
+#[test]
+fn a_tls_client_is_served_and_a_plain_text_one_closed() {
+    let dir = TempDir::new("client-tls");
+    let certs = Certs::new(&dir.0, "good");
+    let node = tls_node(&certs);
+    let script = b"set greeting 0 0 5\r\nhello\r\nget greeting\r\nquit\r\n";
+    assert_eq!(
+        s_client(node.port(), &certs.ca, script),
+        "STORED\r\nVALUE greeting 0 5\r\nhello\r\nEND\r\n"
+    );
+
+    let mut plain = connect(node.port());
+    plain.write_all(b"version\r\n").unwrap();
+    let (got, closed) = read_to_eof(&mut plain, Duration::from_secs(5));
+    assert!(closed, "a plain-text client is closed, not left waiting");
+    assert!(
+        !String::from_utf8_lossy(&got).contains("VERSION"),
+        "{got:?}"
+    );
+
+    let again = s_client(node.port(), &certs.ca, b"get greeting\r\nquit\r\n");
+    assert_eq!(again, "VALUE greeting 0 5\r\nhello\r\nEND\r\n");
+}
+
+/// pymemcache, the Python client, over TLS with the CA: the same answers.
+#[test]
+fn pymemcache_talks_to_a_tls_node() {
+    let probe = common::output(Command::new("python3").args(["-c", "import pymemcache"]));
+    if !probe.is_ok_and(|o| o.status.success()) {
+        println!("skipped: pymemcache not installed (python3 -m pip install pymemcache)");
+        return;
+    }
+    let dir = TempDir::new("client-tls-py");
+    let certs = Certs::new(&dir.0, "good");
+    let node = tls_node(&certs);
+    let script = "
+import ssl, sys
+from pymemcache.client.base import Client
+context = ssl.create_default_context(cafile=sys.argv[2])
+c = Client(('127.0.0.1', int(sys.argv[1])), tls_context=context, connect_timeout=5, timeout=5)
+c.set('k', b'over tls', noreply=False)
+print(c.get('k').decode(), c.incr('n', 1), c.add('n', b'1', noreply=False))
+";
+    let out = common::output(
+        Command::new("python3")
+            .args(["-c", script])
+            .arg(node.port().to_string())
+            .arg(&certs.ca),
+    )
+    .expect("python3");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "over tls None True\n");
 }

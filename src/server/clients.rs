@@ -35,6 +35,7 @@ use mio::{Interest, Token};
 
 use super::connection::Connection;
 use super::latency::{Asked, CommandKind};
+use super::tls::Stream;
 use super::Server;
 use crate::cluster::{Engine, ReplyTo};
 use crate::protocol::binary::Responder;
@@ -61,8 +62,18 @@ impl<E: Engine> Server<E> {
                 Ok((stream, addr)) if self.conns.len() >= self.settings.cluster.max_connections => {
                     self.refuse_connection(stream, addr)
                 }
-                Ok((mut stream, addr)) => {
-                    let _ = stream.set_nodelay(true);
+                Ok((socket, addr)) => {
+                    let _ = socket.set_nodelay(true);
+                    let mut stream = match &self.client_tls {
+                        Some(config) => match Stream::accepted(socket, config) {
+                            Ok(stream) => stream,
+                            Err(e) => {
+                                log::warn!("cannot start TLS for client {addr}: {e}");
+                                continue;
+                            }
+                        },
+                        None => Stream::Plain(socket),
+                    };
                     let entry = self.conns.vacant_entry();
                     let token = Token(entry.key());
                     if let Err(e) =

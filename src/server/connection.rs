@@ -29,9 +29,8 @@ use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use mio::net::TcpStream;
-
 use super::latency::Asked;
+use super::tls::Stream;
 use crate::protocol::binary::{Responder, REQUEST_MAGIC};
 
 /// Bytes asked of the socket per read.
@@ -65,7 +64,7 @@ struct FlushPoint {
 }
 
 pub struct Connection {
-    pub stream: TcpStream,
+    pub stream: Stream,
     /// Unique for the life of the process (slab tokens are reused).
     pub id: u64,
     pub addr: SocketAddr,
@@ -111,7 +110,7 @@ pub struct Connection {
 }
 
 impl Connection {
-    pub fn new(stream: TcpStream, id: u64, addr: SocketAddr) -> Connection {
+    pub fn new(stream: Stream, id: u64, addr: SocketAddr) -> Connection {
         Connection {
             stream,
             id,
@@ -320,6 +319,8 @@ impl Connection {
     /// Writes queued output until done or the socket would block; returns
     /// the bytes written.
     pub fn flush(&mut self) -> io::Result<usize> {
+        // TLS records first (a handshake's, or what a full socket held back).
+        self.stream.flush()?;
         let start = self.written_to;
         while self.written_to < self.output.len() {
             match self.stream.write(&self.output[self.written_to..]) {
@@ -338,8 +339,9 @@ impl Connection {
         Ok(written)
     }
 
+    /// Replies, or TLS records, wait for the socket.
     pub fn has_unsent_output(&self) -> bool {
-        self.written_to < self.output.len()
+        self.written_to < self.output.len() || self.stream.wants_write()
     }
 
     /// Input was held back and what held it has lifted since.

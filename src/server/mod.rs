@@ -105,6 +105,8 @@ pub struct Server<E: Engine> {
     settings: Settings,
     poll: Poll,
     listener: Option<TcpListener>,
+    /// `client_tls = on`: every client connection is a TLS session.
+    client_tls: Option<Arc<rustls::ServerConfig>>,
     signals: Signals,
     conns: Slab<Connection>,
     /// Client sessions opened so far (part of each session's name).
@@ -155,6 +157,13 @@ impl<E: Engine> Server<E> {
         durable: Option<Recovering>,
     ) -> io::Result<Server<E>> {
         let addr = resolve(&settings.node.client)?;
+        let client_tls = match settings.cluster.tls_files(&settings.node) {
+            Ok(Some(files)) if settings.cluster.client_tls => {
+                Some(tls::client_facing(&files).map_err(io::Error::other)?)
+            }
+            Ok(_) => None,
+            Err(e) => return Err(io::Error::other(e)),
+        };
         let poll = Poll::new()?;
         let mut listener = TcpListener::bind(addr)?;
         poll.registry()
@@ -199,6 +208,7 @@ impl<E: Engine> Server<E> {
             settings,
             poll,
             listener: Some(listener),
+            client_tls,
             signals,
             conns: Slab::new(),
             sessions: 0,

@@ -339,8 +339,8 @@ impl<E: Engine> Report<'_, E> {
     }
 
     /// `stats settings`: the memcached settings that mean something for
-    /// mckv, in memcached's order, then mckv's. Slab, LRU, extstore and TLS
-    /// settings are left out: mckv has none of those.
+    /// mckv, in memcached's order, then mckv's. Slab, LRU and extstore
+    /// settings are left out: mckv has none of those; of TLS, whether it is on.
     pub fn settings(&self, out: &mut Vec<u8>) {
         let store = self.backend.store_stats();
         let client = self.listener.and_then(|l| l.local_addr().ok());
@@ -383,7 +383,8 @@ impl<E: Engine> Report<'_, E> {
         // Read buffers have no cap of their own (back-pressure bounds them).
         reply::stat(out, "read_buf_mem_limit", 0);
         reply::stat(out, "track_sizes", "no");
-        reply::stat(out, "ssl_enabled", "no");
+        let yes_no = |on: bool| if on { "yes" } else { "no" };
+        reply::stat(out, "ssl_enabled", yes_no(self.cluster.client_tls));
         reply::stat(out, "mckv_client", &self.config.client);
         reply::stat(out, "mckv_peer", &self.config.peer);
         reply::stat(
@@ -391,6 +392,7 @@ impl<E: Engine> Report<'_, E> {
             "mckv_backend_timeout_ms",
             self.cluster.backend_timeout.as_millis(),
         );
+        reply::stat(out, "mckv_peer_tls", yes_no(self.cluster.peer_tls));
         out.extend_from_slice(reply::END);
     }
 
@@ -411,8 +413,10 @@ impl<E: Engine> Report<'_, E> {
             ));
         }
         for (token, conn) in self.conns.iter() {
-            let fd = conn.stream.as_raw_fd();
-            let local = conn.stream.local_addr().map(conn_text).unwrap_or_default();
+            let fd = conn.stream.socket().as_raw_fd();
+            let local = (conn.stream.socket().local_addr())
+                .map(conn_text)
+                .unwrap_or_default();
             let state = memcached_state(conn, token == self.asking);
             let since = conn.last_command.elapsed().as_secs();
             lines.push((

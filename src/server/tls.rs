@@ -180,19 +180,32 @@ fn send_records(tls: &mut TlsSocket) -> io::Result<()> {
     Ok(())
 }
 
-/// Reads plaintext: what the session holds, else records from the socket
-/// (`WouldBlock` when none are there). `Ok(0)`: the peer closed.
+/// Reads plaintext into `buf` until it is full or the socket has no more
+/// records (`WouldBlock` only when nothing was read), as a plain socket's
+/// read would under edge-triggered readiness: a short read means the
+/// socket is drained. `Ok(0)`: the peer closed.
 fn read_plaintext(tls: &mut TlsSocket, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
     loop {
-        match tls.conn.reader().read(buf) {
-            Ok(n) => return Ok(n),
+        match tls.conn.reader().read(&mut buf[filled..]) {
+            Ok(0) => return Ok(filled),
+            Ok(n) => {
+                filled += n;
+                if filled == buf.len() {
+                    return Ok(filled);
+                }
+                continue;
+            }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
             // Closed without close_notify: as good as closed for us.
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(0),
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(filled),
             Err(e) => return Err(e),
         }
-        if tls.conn.read_tls(&mut tls.sock)? == 0 {
-            return Ok(0);
+        match tls.conn.read_tls(&mut tls.sock) {
+            Ok(0) => return Ok(filled),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock && filled > 0 => return Ok(filled),
+            Err(e) => return Err(e),
         }
         let processed = tls.conn.process_new_packets();
         // An alert for a broken peer, or the handshake's next flight.
