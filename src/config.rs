@@ -137,6 +137,11 @@ pub struct ClusterConfig {
     pub client_tls: bool,
     /// The certificate authority every node's certificate chains to.
     pub tls_ca: Option<PathBuf>,
+    /// A client with this many reply bytes queued for it is not read until
+    /// it takes some.
+    pub max_reply_buffer: usize,
+    /// A peer link with this many bytes unsent is owed no new frame.
+    pub peer_unsent_limit: usize,
 }
 
 impl ClusterConfig {
@@ -145,6 +150,8 @@ impl ClusterConfig {
     pub const DEFAULT_SNAPSHOT_EVERY: u64 = 64 << 20;
     /// memcached's default `-c`.
     pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+    pub const DEFAULT_MAX_REPLY_BUFFER: usize = 1 << 20;
+    pub const DEFAULT_PEER_UNSENT_LIMIT: usize = 2 << 20;
 
     /// The TLS files of `node`, if the cluster runs TLS anywhere; an error
     /// names what is missing.
@@ -194,6 +201,8 @@ impl Default for ClusterConfig {
             peer_tls: false,
             client_tls: false,
             tls_ca: None,
+            max_reply_buffer: ClusterConfig::DEFAULT_MAX_REPLY_BUFFER,
+            peer_unsent_limit: ClusterConfig::DEFAULT_PEER_UNSENT_LIMIT,
         }
     }
 }
@@ -345,6 +354,14 @@ impl Config {
     }
 }
 
+/// A count of at least 1.
+fn at_least_one(section: &str, key: &str, value: &str) -> Result<usize, ConfigError> {
+    match number(section, key, value)? {
+        0 => Err(invalid(section, key, "must be at least 1")),
+        n => Ok(n),
+    }
+}
+
 /// `on` or `off`.
 fn switch(section: &str, key: &str, value: &str) -> Result<bool, ConfigError> {
     match value {
@@ -400,6 +417,8 @@ impl ClusterConfig {
             "peer_tls" => self.peer_tls = switch("cluster", key, value)?,
             "client_tls" => self.client_tls = switch("cluster", key, value)?,
             "tls_ca" => self.tls_ca = Some(PathBuf::from(value)),
+            "max_reply_buffer" => self.max_reply_buffer = at_least_one("cluster", key, value)?,
+            "peer_unsent_limit" => self.peer_unsent_limit = at_least_one("cluster", key, value)?,
             other => return Err(invalid("cluster", other, "unknown key")),
         }
         Ok(())
@@ -466,6 +485,13 @@ mod tests {
         assert_eq!(config.cluster.idle_timeout, Some(Duration::from_secs(2)));
         let off = Config::parse("[cluster]\nidle_timeout_s = 0\n[node.0]\n").unwrap();
         assert_eq!(off.cluster.idle_timeout, None);
+        assert_eq!(config.cluster.max_reply_buffer, 1 << 20);
+        let text = "[cluster]\nmax_reply_buffer = 4096\npeer_unsent_limit = 65536\n[node.0]\n";
+        let caps = Config::parse(text).unwrap().cluster;
+        assert_eq!(
+            (caps.max_reply_buffer, caps.peer_unsent_limit),
+            (4096, 65536)
+        );
     }
 
     #[test]
@@ -491,6 +517,8 @@ mod tests {
             "[cluster]\nmax_connections = 0\n[node.0]\n",
             "[cluster]\nidle_timeout_s = -1\n[node.0]\n",
             "[cluster]\npeer_tls = yes\n[node.0]\n",
+            "[cluster]\nmax_reply_buffer = 0\n[node.0]\n",
+            "[cluster]\npeer_unsent_limit = lots\n[node.0]\n",
             "[cluster]\npeer_tls = on\n[node.0]\ntls_cert = c\ntls_key = k\n",
             "[cluster]\nclient_tls = on\n[node.0]\ntls_cert = c\n",
         ] {

@@ -191,10 +191,26 @@ fn connection_storm_of_300_clients() {
 
 #[test]
 fn slow_reader_does_not_block_others_or_grow_memory() {
+    slow_reader(start());
+}
+
+/// With a reply buffer of 8 KiB (smaller than one reply), the slow reader
+/// is read one request at a time and still gets every byte in order.
+#[test]
+fn a_small_max_reply_buffer_still_serves_a_slow_reader_in_order() {
+    let node = start_with_cluster("max_reply_buffer = 8192");
+    let settings = stats_on(&mut connect(node.port()), "stats settings");
+    assert_eq!(settings["mckv_max_reply_buffer"], "8192");
+    slow_reader(node);
+}
+
+/// A client pipelines 2,000 gets of a 100 kB value and reads nothing for a
+/// second: another client is served meanwhile, the node's memory stays
+/// bounded, and the slow client then gets every reply, in order.
+fn slow_reader(node: MckvNode) {
     const GETS: usize = 2000;
     const SIZE: usize = 100_000;
     const RSS_LIMIT_KIB: u64 = 100 * 1024;
-    let node = start();
     let port = node.port();
     let pid = node.process.pid();
     let mut rng = Rng(0x5eed_0002);

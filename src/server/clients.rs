@@ -86,7 +86,8 @@ impl<E: Engine> Server<E> {
                     }
                     self.sessions += 1;
                     let session = session_id(token.0, self.sessions);
-                    entry.insert(Connection::new(stream, session, addr));
+                    let reply_cap = self.settings.cluster.max_reply_buffer;
+                    entry.insert(Connection::new(stream, session, addr, reply_cap));
                     let c = &mut self.counters;
                     c.curr_connections += 1;
                     c.total_connections += 1;

@@ -14,8 +14,8 @@
 //!
 //! Back-pressure: a connection whose queued replies or unanswered requests
 //! pass a bound is not read (nor parsed) until the client catches up, so a
-//! slow reader costs bounded memory: at most [`OUTPUT_HIGH_WATER`] bytes plus
-//! the replies of [`MAX_IN_FLIGHT`] requests.
+//! slow reader costs bounded memory: at most `max_reply_buffer` bytes
+//! (1 MiB unless configured) plus the replies of [`MAX_IN_FLIGHT`] requests.
 //!
 //! Flush points: memcached writes a connection's replies only at certain
 //! points (after each retrieval command, and when it has parsed all input at
@@ -35,8 +35,6 @@ use crate::protocol::binary::{Responder, REQUEST_MAGIC};
 
 /// Bytes asked of the socket per read.
 const READ_CHUNK: usize = 16 * 1024;
-/// Stop reading a client with this many reply bytes queued for it.
-pub const OUTPUT_HIGH_WATER: usize = 1024 * 1024;
 /// Stop reading a client with this many requests still unanswered (their
 /// replies are not counted until they come, so this bounds them).
 pub const MAX_IN_FLIGHT: usize = 64;
@@ -65,6 +63,8 @@ struct FlushPoint {
 
 pub struct Connection {
     pub stream: Stream,
+    /// Input waits while this many reply bytes are queued (back-pressure).
+    max_reply_buffer: usize,
     /// Unique for the life of the process (slab tokens are reused).
     pub id: u64,
     pub addr: SocketAddr,
@@ -110,11 +110,13 @@ pub struct Connection {
 }
 
 impl Connection {
-    pub fn new(stream: Stream, id: u64, addr: SocketAddr) -> Connection {
+    /// A connection not read while `max_reply_buffer` reply bytes wait for it.
+    pub fn new(stream: Stream, id: u64, addr: SocketAddr, max_reply_buffer: usize) -> Connection {
         Connection {
             stream,
             id,
             addr,
+            max_reply_buffer,
             input: vec![0; READ_CHUNK],
             parsed_to: 0,
             filled: 0,
@@ -200,7 +202,7 @@ impl Connection {
     /// Whether input should wait until the client has taken some output.
     pub fn backpressured(&self) -> bool {
         let queued = self.output.len() - self.written_to + self.slot_bytes;
-        queued > OUTPUT_HIGH_WATER || self.slots.len() >= MAX_IN_FLIGHT
+        queued > self.max_reply_buffer || self.slots.len() >= MAX_IN_FLIGHT
     }
 
     /// Appends a reply that is ready now, behind any that are still waiting.

@@ -580,7 +580,10 @@ fn bind_peers<M: crate::cluster::wire::Message>(
         listen,
         identity,
         others,
-        settings.cluster.peer_timeout,
+        (
+            settings.cluster.peer_timeout,
+            settings.cluster.peer_unsent_limit,
+        ),
         Instant::now(),
     )
 }

@@ -44,10 +44,6 @@ const LINK_BASE: usize = 1 << 40;
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
 const READ_CHUNK: usize = 64 * 1024;
-/// While a link holds this much unsent, its peer is owed no new frame: the
-/// engine keeps what it has for the peer (and coalesces it) until the link
-/// drains, so a slow peer's link holds at most this plus one frame.
-const UNSENT_LOW_WATER: usize = 2 << 20;
 /// A peer that leaves this much unread (only a view-change message bigger
 /// than frames are can take a link past the low water by this much) is
 /// dropped; the link is redialed and what it had not acknowledged resent.
@@ -173,6 +169,7 @@ pub struct Peers<M> {
     key: ClusterKey,
     incarnation: u64,
     tls: Option<PeerTls>,
+    unsent_limit: usize,
     timeout: Duration,
     listener: TcpListener,
     links: Slab<Link>,
@@ -196,7 +193,7 @@ impl<M: Message> Peers<M> {
         listen: SocketAddr,
         identity: Identity<'_>,
         others: Vec<PeerAddress>,
-        timeout: Duration,
+        (timeout, unsent_limit): (Duration, usize),
         now: Instant,
     ) -> io::Result<Peers<M>> {
         let mut listener = TcpListener::bind(listen)?;
@@ -218,6 +215,7 @@ impl<M: Message> Peers<M> {
             me: identity.me,
             key: ClusterKey::new::<M>(identity.cluster, identity.secret),
             tls: identity.tls,
+            unsent_limit,
             incarnation: identity.incarnation,
             timeout,
             listener,
@@ -486,7 +484,9 @@ impl<M: Message> Peers<M> {
     }
 
     /// Sends each peer, on its dialed link, the frame `owed` gives for it,
-    /// unless the link still holds [`UNSENT_LOW_WATER`] unsent. Called once
+    /// unless the link still holds `unsent_limit` unsent: the engine keeps
+    /// what it has for the peer (and coalesces it) until the link drains,
+    /// so a slow peer's link holds at most that plus one frame. Called once
     /// per loop iteration, so everything since the last call is coalesced
     /// into that frame.
     pub fn flush(
@@ -503,7 +503,7 @@ impl<M: Message> Peers<M> {
             .collect();
         for (id, key) in ready {
             let link = &mut self.links[key];
-            if link.output.len() - link.written < UNSENT_LOW_WATER {
+            if link.output.len() - link.written < self.unsent_limit {
                 if let Some(frame) = owed(id) {
                     link.send(&PeerMessage::Frame(frame));
                     self.frames_sent += 1;

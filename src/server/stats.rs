@@ -393,6 +393,12 @@ impl<E: Engine> Report<'_, E> {
             self.cluster.backend_timeout.as_millis(),
         );
         reply::stat(out, "mckv_peer_tls", yes_no(self.cluster.peer_tls));
+        reply::stat(out, "mckv_max_reply_buffer", self.cluster.max_reply_buffer);
+        reply::stat(
+            out,
+            "mckv_peer_unsent_limit",
+            self.cluster.peer_unsent_limit,
+        );
         out.extend_from_slice(reply::END);
     }
 
