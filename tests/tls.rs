@@ -37,6 +37,12 @@ fn openssl(dir: &Path, args: &[&str]) {
 impl Certs {
     /// A new CA called `name` in `dir`, and a node certificate it signed.
     fn new(dir: &Path, name: &str) -> Certs {
+        Certs::naming(dir, name, "IP:127.0.0.1")
+    }
+
+    /// Like [`Certs::new`], the node certificate naming `names` (its
+    /// `subjectAltName`).
+    fn naming(dir: &Path, name: &str, names: &str) -> Certs {
         let file = |what: &str| format!("{name}-{what}");
         let (ca_key, ca, key, csr, cert, ext) = (
             file("ca.key"),
@@ -87,8 +93,10 @@ impl Certs {
         );
         std::fs::write(
             dir.join(&ext),
-            "subjectAltName = IP:127.0.0.1\nbasicConstraints = CA:FALSE\n\
-             extendedKeyUsage = serverAuth, clientAuth\n",
+            format!(
+                "subjectAltName = {names}\nbasicConstraints = CA:FALSE\n\
+                 extendedKeyUsage = serverAuth, clientAuth\n"
+            ),
         )
         .unwrap();
         openssl(
@@ -304,4 +312,18 @@ print(c.get('k').decode(), c.incr('n', 1), c.add('n', b'1', noreply=False))
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "over tls None True\n");
+}
+
+/// Peers named by host name in the config: each checks the other's
+/// certificate names that host (it names no address here).
+#[test]
+fn peers_named_by_host_name_check_the_name_in_the_certificate() {
+    let dir = TempDir::new("peer-tls-dns");
+    let certs = Certs::naming(&dir.0, "good", "DNS:localhost");
+    let (text, ports) = cluster_config_with(2, "linearizable", &peer_tls(&certs.ca), |_| {
+        certs.node_keys()
+    });
+    let text = text.replace("peer = 127.0.0.1:", "peer = localhost:");
+    let cluster = common::launch_cluster_text(text, ports);
+    replicates(&cluster, "by-name");
 }

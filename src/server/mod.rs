@@ -555,9 +555,14 @@ fn bind_peers<M: crate::cluster::wire::Message>(
     let me = &settings.node;
     let mut others = Vec::new();
     for node in settings.members.iter().filter(|n| n.id != me.id) {
+        let host = node.peer.rsplit_once(':').map_or("", |(host, _)| host);
         others.push(PeerAddress {
             id: node.id,
             peer: resolve(&node.peer)?,
+            host: host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string(),
         });
     }
     let tls = match settings.cluster.tls_files(me) {

@@ -142,6 +142,7 @@ enum Handshake {
 /// the link it dialed to this node, and when to redial.
 struct PeerSockets {
     addr: SocketAddr,
+    host: String,
     dialed: Option<usize>,
     accepted: Option<usize>,
     backoff: Duration,
@@ -152,6 +153,9 @@ struct PeerSockets {
 pub struct PeerAddress {
     pub id: NodeId,
     pub peer: SocketAddr,
+    /// The host its config names (a name or an address): with peer TLS,
+    /// its certificate must name it.
+    pub host: String,
 }
 
 pub struct Identity<'a> {
@@ -203,6 +207,7 @@ impl<M: Message> Peers<M> {
             .map(|p| {
                 let dialing = PeerSockets {
                     addr: p.peer,
+                    host: p.host,
                     dialed: None,
                     accepted: None,
                     backoff: BACKOFF_MIN,
@@ -647,7 +652,7 @@ impl<M: Message> Peers<M> {
         let connected = TcpStream::connect(peer.addr).and_then(|socket| {
             let _ = socket.set_nodelay(true);
             match &self.tls {
-                Some(tls) => Stream::dialed(socket, peer.addr, &tls.dialer),
+                Some(tls) => Stream::dialed(socket, &peer.host, &tls.dialer),
                 None => Ok(Stream::Plain(socket)),
             }
         });

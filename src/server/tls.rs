@@ -18,7 +18,6 @@
 //! read reports an error and the owner closes the socket.
 
 use std::io::{self, Read, Write};
-use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -131,14 +130,12 @@ impl Stream {
         Ok(Stream::tls(socket, session.into()))
     }
 
-    /// The dialing side of a TLS session to `addr`, whose certificate must
-    /// name its IP address.
-    pub fn dialed(
-        socket: TcpStream,
-        addr: SocketAddr,
-        config: &Arc<ClientConfig>,
-    ) -> io::Result<Stream> {
-        let name = ServerName::IpAddress(addr.ip().into());
+    /// The dialing side of a TLS session to `host` (a DNS name or an IP
+    /// address, as the config names the peer), whose certificate must name
+    /// it.
+    pub fn dialed(socket: TcpStream, host: &str, config: &Arc<ClientConfig>) -> io::Result<Stream> {
+        let name = ServerName::try_from(host.to_string())
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("{host:?}: {e}")))?;
         let session = ClientConnection::new(config.clone(), name).map_err(io::Error::other)?;
         Ok(Stream::tls(socket, session.into()))
     }

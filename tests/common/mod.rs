@@ -534,6 +534,12 @@ pub fn start_cluster_on_memcached(
     launch_cluster(config, backends)
 }
 
+/// Starts the cluster of config `text` (with its client ports), as
+/// [`start_cluster`] does, for a test that edits the config first.
+pub fn launch_cluster_text(text: String, ports: Vec<u16>) -> Cluster {
+    launch_cluster((text, ports), Vec::new())
+}
+
 fn launch_cluster((text, ports): (String, Vec<u16>), backends: Vec<ProcessGuard>) -> Cluster {
     let dir = TempDir::new("cluster");
     let config = dir.0.join("config.ini");
