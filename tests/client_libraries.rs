@@ -555,19 +555,7 @@ fn libmemcached_memcaslap_verified_run() {
 
 #[test]
 fn libmemcached_memccapable_ascii() {
-    let memccapable = tool(&["memccapable", "memcapable"]);
-    let node = start();
-    let port = node.port().to_string();
-    let r = run(
-        &memccapable,
-        &["-h", "127.0.0.1", "-p", &port, "-a", "-t", "5"],
-        TOOL_LIMIT,
-    );
-    assert!(
-        r.code == Some(0) && r.stdout.contains("All tests passed"),
-        "memccapable -a (ASCII conformance): {}",
-        r.describe()
-    );
+    memccapable(&tool(&["memccapable", "memcapable"]), "-a", "ASCII");
 }
 
 /// libmemcached's conformance test of the binary protocol: every opcode
@@ -576,20 +564,26 @@ fn libmemcached_memccapable_ascii() {
 /// installs it).
 #[test]
 fn libmemcached_memccapable_binary() {
-    let Some(memccapable) = installed(&["memccapable", "memcapable"]) else {
+    let Some(memccapable_bin) = installed(&["memccapable", "memcapable"]) else {
         println!("skipped: memccapable not on PATH (apt-get install libmemcached-tools)");
         return;
     };
+    memccapable(&memccapable_bin, "-b", "binary");
+}
+
+/// Runs libmemcached's conformance test in `mode` (`-a` or `-b`) against a
+/// node: every test must pass.
+fn memccapable(memccapable: &str, mode: &str, protocol: &str) {
     let node = start();
     let port = node.port().to_string();
     let r = run(
-        &memccapable,
-        &["-h", "127.0.0.1", "-p", &port, "-b", "-t", "5"],
+        memccapable,
+        &["-h", "127.0.0.1", "-p", &port, mode, "-t", "5"],
         TOOL_LIMIT,
     );
     assert!(
         r.code == Some(0) && r.stdout.contains("All tests passed"),
-        "memccapable -b (binary conformance): {}",
+        "memccapable {mode} ({protocol} conformance): {}",
         r.describe()
     );
 }

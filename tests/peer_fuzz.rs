@@ -2,17 +2,17 @@
 //! of both modes' protocols, encoded, then mutated (flipped bits, cut
 //! short, bytes inserted or overwritten, length fields set to huge values)
 //! and decoded. It must never panic, must encode what it took back to the
-//! same bytes (but a refusal's text, read lossily), and must never allocate more than the input could hold: a
-//! length field claims at most what follows it, so no single allocation
-//! while decoding may exceed a small multiple of the input's size (checked
-//! by counting the allocator's requests, in this test binary only).
+//! same bytes (but a refusal's text, read lossily), and must never allocate
+//! more than the input could hold: a length field claims at most what
+//! follows it, so no single allocation while decoding may exceed a small
+//! multiple of the input's size (checked by counting the allocator's
+//! requests, in this test binary only: `common::alloc`).
 
 mod common;
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::sync::Arc;
 
+use common::alloc::{largest_allocation, Counting};
 use common::rng::Rng;
 use mckv::cluster::eventual::version::{State, Version};
 use mckv::cluster::eventual::{ChangeMark, Gossip, SyncDone, SyncRequest};
@@ -23,37 +23,6 @@ use mckv::cluster::wire::{self, Message};
 use mckv::cluster::{Frame, Hello, Op, PeerMessage, Stamp};
 use mckv::protocol::{parse, Action, Limits, Request};
 use mckv::store::{Entry, Expiry, Record};
-
-/// Records, per thread (the tests run side by side), the largest
-/// allocation asked for while armed.
-struct Counting;
-
-thread_local! {
-    static ARMED: Cell<bool> = const { Cell::new(false) };
-    static LARGEST: Cell<usize> = const { Cell::new(0) };
-}
-
-fn note(size: usize) {
-    if ARMED.with(Cell::get) {
-        LARGEST.with(|l| l.set(l.get().max(size)));
-    }
-}
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        note(layout.size());
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        note(new_size);
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
 
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
@@ -281,11 +250,7 @@ fn mutate(rng: &mut Rng, input: &[u8]) -> Vec<u8> {
 /// Decodes `bytes` (armed: allocations counted); a message it takes must
 /// encode back to the bytes it took.
 fn decode_one<M: Message + std::fmt::Debug + PartialEq>(bytes: &[u8]) -> usize {
-    LARGEST.with(|l| l.set(0));
-    ARMED.with(|a| a.set(true));
-    let decoded = wire::decode::<M>(bytes);
-    ARMED.with(|a| a.set(false));
-    let largest = LARGEST.with(Cell::get);
+    let (decoded, largest) = largest_allocation(|| wire::decode::<M>(bytes));
     if let Ok(Some((message, _))) = decoded {
         // Taken bytes may be spelled loosely (any non-zero flag reads as
         // set, a refusal's text lossily); what was read must survive its
