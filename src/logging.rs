@@ -58,10 +58,11 @@ pub fn exit_on_panic() {
             .map_or(0, |d| d.as_secs());
         let backtrace = std::backtrace::Backtrace::force_capture();
         let message = format!("[ERROR] at unix time {at}: {info}; the node stops\n{backtrace}\n");
-        let _ = std::io::stderr().write_all(message.as_bytes());
+        // The file first: a stderr pipe nobody drains could block.
         if let Some(mut file) = PANIC_LOG.get() {
             let _ = file.write_all(message.as_bytes());
         }
+        let _ = std::io::stderr().write_all(message.as_bytes());
         std::process::exit(PANIC_EXIT_CODE);
     }));
 }

@@ -321,7 +321,7 @@ fn a_stranger_that_says_nothing_is_dropped_after_peer_timeout() {
     let link = lone.dial();
     assert!(closed_by_node(link), "{}", lone.log());
     assert!(
-        lone.log().contains("no hello within peer_timeout"),
+        lone.log().contains("no hello in the handshake time"),
         "{}",
         lone.log()
     );
@@ -589,7 +589,7 @@ fn a_dialed_link_never_welcomed_is_redialed_after_peer_timeout() {
     poll(
         Duration::from_secs(10),
         Duration::from_millis(20),
-        || match lone.log().contains("no welcome within peer_timeout") {
+        || match lone.log().contains("no welcome in the handshake time") {
             true => Ok(()),
             false => Err(format!("the silent link was kept: {}", lone.log())),
         },

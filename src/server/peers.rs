@@ -61,6 +61,14 @@ const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(60);
 /// one minute are counted, not logged).
 const REFUSAL_LOG_ADDRESSES: usize = 1024;
 
+/// How long a link may take from its TCP connect to its hello (accepted)
+/// or its welcome (dialed): a TCP connect, a TLS handshake and the
+/// challenge take several round trips, which `peer_timeout` (the failure
+/// detector's silence, one way) may not cover on a long link.
+pub fn handshake_timeout(peer_timeout: Duration) -> Duration {
+    (4 * peer_timeout).max(Duration::from_secs(2))
+}
+
 /// Whether `token` belongs to the peer side.
 pub fn owns(token: Token) -> bool {
     token == PEER_LISTENER || (LINK_BASE..LINK_BASE + (1 << 32)).contains(&token.0)
@@ -174,6 +182,8 @@ pub struct Peers<M> {
     incarnation: u64,
     tls: Option<PeerTls>,
     unsent_limit: usize,
+    /// How long a link may take to say hello (accepted) or be welcomed
+    /// (dialed): [`handshake_timeout`] of `peer_timeout`.
     timeout: Duration,
     listener: TcpListener,
     links: Slab<Link>,
@@ -222,7 +232,7 @@ impl<M: Message> Peers<M> {
             tls: identity.tls,
             unsent_limit,
             incarnation: identity.incarnation,
-            timeout,
+            timeout: handshake_timeout(timeout),
             listener,
             links: Slab::new(),
             nodes,
@@ -273,10 +283,12 @@ impl<M: Message> Peers<M> {
     /// address that holds the most, so one host filling the slots evicts
     /// its own links, not a peer's.
     fn make_room_for_a_stranger(&mut self, registry: &Registry) {
+        let strangers = self.links.iter().filter(|(_, l)| l.is_stranger());
+        if strangers.count() < MAX_STRANGERS {
+            return;
+        }
         let mut by_address: HashMap<Option<IpAddr>, (usize, usize, Instant)> = HashMap::new();
-        let mut count = 0;
         for (key, link) in self.links.iter().filter(|(_, l)| l.is_stranger()) {
-            count += 1;
             let ip = link.from.map(|a| a.ip());
             let entry = by_address.entry(ip).or_insert((0, key, link.opened));
             entry.0 += 1;
@@ -284,10 +296,12 @@ impl<M: Message> Peers<M> {
                 (entry.1, entry.2) = (key, link.opened);
             }
         }
-        if count < MAX_STRANGERS {
-            return;
-        }
-        if let Some(&(_, oldest, _)) = by_address.values().max_by_key(|(n, _, _)| *n) {
+        // The busiest address; of those as busy, the one whose stranger
+        // has waited longest (so a peer's fresh link is the last to go).
+        let busiest = by_address
+            .values()
+            .max_by_key(|&&(n, _, at)| (n, std::cmp::Reverse(at)));
+        if let Some(&(_, oldest, _)) = busiest {
             let why =
                 "too many links waiting to say hello (the oldest of the busiest address goes)";
             self.close(registry, oldest, why, &mut Vec::new());
@@ -597,7 +611,10 @@ impl<M: Message> Peers<M> {
         let now = Instant::now();
         let why: String = why.chars().take(MAX_REASON).collect();
         if let Some(ip) = from.map(|a| a.ip()) {
-            let seen = (ip, why.clone());
+            // Numbers a stranger chose (a declared length) do not make a
+            // reason new.
+            let kind = why.chars().filter(|c| !c.is_ascii_digit()).collect();
+            let seen = (ip, kind);
             let last = self.refusals_logged.get(&seen);
             if last.is_some_and(|&at| now - at < REFUSAL_LOG_EVERY) {
                 return;
@@ -634,10 +651,10 @@ impl<M: Message> Peers<M> {
         let late = |l: &Link| now - l.opened > self.timeout;
         let mute: Vec<(usize, &str)> = (self.links.iter())
             .filter_map(|(key, l)| match &l.role {
-                Role::Accepted(None) if late(l) => Some((key, "no hello within peer_timeout")),
+                Role::Accepted(None) if late(l) => Some((key, "no hello in the handshake time")),
                 // Half-open, or a listener that is no peer: redial.
                 Role::Dialed(_) if !l.is_welcomed() && late(l) => {
-                    Some((key, "no welcome within peer_timeout"))
+                    Some((key, "no welcome in the handshake time"))
                 }
                 _ => None,
             })

@@ -121,6 +121,9 @@ pub enum Stream {
 pub struct TlsSocket {
     conn: Connection,
     sock: TcpStream,
+    /// An error met after plaintext was read: reported by the next read,
+    /// so what came before it is not lost.
+    failed: Option<io::Error>,
 }
 
 impl Stream {
@@ -145,6 +148,7 @@ impl Stream {
         Stream::Tls(Box::new(TlsSocket {
             conn: session,
             sock: socket,
+            failed: None,
         }))
     }
 
@@ -171,6 +175,7 @@ fn send_records(tls: &mut TlsSocket) -> io::Result<()> {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
     }
@@ -182,7 +187,17 @@ fn send_records(tls: &mut TlsSocket) -> io::Result<()> {
 /// read would under edge-triggered readiness: a short read means the
 /// socket is drained. `Ok(0)`: the peer closed.
 fn read_plaintext(tls: &mut TlsSocket, buf: &mut [u8]) -> io::Result<usize> {
+    if let Some(failed) = tls.failed.take() {
+        return Err(failed);
+    }
     let mut filled = 0;
+    let keep = |tls: &mut TlsSocket, filled: usize, e: io::Error| match filled {
+        0 => Err(e),
+        _ => {
+            tls.failed = Some(e);
+            Ok(filled)
+        }
+    };
     loop {
         match tls.conn.reader().read(&mut buf[filled..]) {
             Ok(0) => return Ok(filled),
@@ -196,18 +211,23 @@ fn read_plaintext(tls: &mut TlsSocket, buf: &mut [u8]) -> io::Result<usize> {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
             // Closed without close_notify: as good as closed for us.
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(filled),
-            Err(e) => return Err(e),
+            Err(e) => return keep(tls, filled, e),
         }
         match tls.conn.read_tls(&mut tls.sock) {
             Ok(0) => return Ok(filled),
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::WouldBlock && filled > 0 => return Ok(filled),
-            Err(e) => return Err(e),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return keep(tls, filled, e),
         }
         let processed = tls.conn.process_new_packets();
         // An alert for a broken peer, or the handshake's next flight.
-        send_records(tls)?;
-        processed.map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        if let Err(e) = send_records(tls) {
+            return keep(tls, filled, e);
+        }
+        if let Err(e) = processed {
+            return keep(tls, filled, io::Error::new(io::ErrorKind::InvalidData, e));
+        }
     }
 }
 

@@ -177,7 +177,8 @@ impl Ord for Queued {
 /// What is waiting to be sent to one peer.
 #[derive(Debug, Default)]
 struct Outbox {
-    proposals: Vec<Proposal>,
+    /// Oldest first; a backlog leaves from the front in parts.
+    proposals: VecDeque<Proposal>,
     control: Vec<Control>,
     sent_clock: u64,
     sent_acks: u64,
@@ -487,7 +488,7 @@ impl TotalOrder {
         }
         for id in others {
             if let Some(peer) = self.peers.get_mut(&id) {
-                peer.out.proposals.push(proposal.clone());
+                peer.out.proposals.push_back(proposal.clone());
             }
         }
         self.unacked.push_back(proposal);
@@ -826,9 +827,9 @@ impl Engine for TotalOrder {
             acks,
         };
         let (proposals, news, controls) = match out.cut.take() {
-            None if proposals_within(&out.proposals, budget) == out.proposals.len() => {
+            None if proposals_within(out.proposals.iter(), budget) == out.proposals.len() => {
                 let controls = out.control.len();
-                (std::mem::take(&mut out.proposals), Some(news), controls)
+                (out.proposals.drain(..).collect(), Some(news), controls)
             }
             cut => {
                 let mut cut = cut.unwrap_or(Cut {
@@ -836,7 +837,8 @@ impl Engine for TotalOrder {
                     controls: out.control.len(),
                     news,
                 });
-                let fits = proposals_within(&out.proposals[..cut.proposals], budget);
+                let backlog = out.proposals.iter().take(cut.proposals);
+                let fits = proposals_within(backlog, budget);
                 let part: Vec<Proposal> = out.proposals.drain(..fits).collect();
                 cut.proposals -= fits;
                 match cut.proposals {
@@ -913,13 +915,17 @@ struct News {
 
 /// How many of `proposals`, from the first, fit in `budget` bytes (at
 /// least one).
-fn proposals_within(proposals: &[Proposal], budget: usize) -> usize {
+fn proposals_within<'a>(proposals: impl Iterator<Item = &'a Proposal>, budget: usize) -> usize {
     let mut used = 0;
-    let over = proposals.iter().position(|p| {
-        used += p.approximate_len();
-        used > budget
-    });
-    over.map_or(proposals.len(), |at| at.max(1))
+    let mut fits = 0;
+    for proposal in proposals {
+        used += proposal.approximate_len();
+        if used > budget && fits > 0 {
+            break;
+        }
+        fits += 1;
+    }
+    fits
 }
 
 #[cfg(test)]
