@@ -23,23 +23,28 @@ pub struct Proposal {
 }
 
 impl Proposal {
-    /// About how many bytes the proposal takes in a frame: its key and
-    /// value, and a little for the rest.
+    /// About how many bytes the proposal takes in a frame.
     pub fn approximate_len(&self) -> usize {
-        const REST: usize = 48;
-        REST + match &self.op.request.command {
-            Command::Get(get) => get.keys.iter().map(Vec::len).sum(),
-            Command::Storage(storage) => storage.key.len() + storage.value.len(),
-            Command::Meta(meta) => match &meta.op {
-                MetaOp::Set(set) => meta.key.len() + set.value.len(),
-                _ => meta.key.len(),
-            },
-            Command::TooLarge { key, .. }
-            | Command::Delete { key }
-            | Command::Touch { key, .. } => key.len(),
-            Command::Arith(arith) => arith.key.len(),
-            Command::FlushAll { .. } => 0,
+        op_len(&self.op)
+    }
+}
+
+/// About how many bytes an operation takes in a frame or a queue: its key
+/// and value, and a little for the rest.
+pub fn op_len(op: &Op) -> usize {
+    const REST: usize = 48;
+    REST + match &op.request.command {
+        Command::Get(get) => get.keys.iter().map(Vec::len).sum(),
+        Command::Storage(storage) => storage.key.len() + storage.value.len(),
+        Command::Meta(meta) => match &meta.op {
+            MetaOp::Set(set) => meta.key.len() + set.value.len(),
+            _ => meta.key.len(),
+        },
+        Command::TooLarge { key, .. } | Command::Delete { key } | Command::Touch { key, .. } => {
+            key.len()
         }
+        Command::Arith(arith) => arith.key.len(),
+        Command::FlushAll { .. } => 0,
     }
 }
 

@@ -57,6 +57,17 @@
 //! view; they are in its own queue, so in its flush), so they never hold up
 //! the view change's messages.
 //!
+//! **The queue has a limit.** An operation waits in a node's queue until
+//! every member holds it, so a member that is up (it sends frames) but
+//! slow to take what it is sent makes queues grow with every write. Once a
+//! tick finds more than `queue_limit` bytes of operations waiting (64 MiB
+//! unless set), the node refuses new writes ("the cluster is behind ...;
+//! not applied": refused before they are stamped, so nothing of them is
+//! anywhere) until a tick finds the queue under the limit. That bounds
+//! the memory a slow member costs, and the view-change messages that carry
+//! undelivered proposals (a flush holds at most a queue), to the limit plus
+//! what one tick admits. Reads are not refused for it.
+//!
 //! **View changes** (Viewstamped Replication's, with Paxos-style ballots).
 //! A view is a [`Ballot`] `(round, coordinator)` and its members, always a
 //! majority of the configured nodes. When the failure detector says a
@@ -118,6 +129,7 @@
 mod message;
 mod replica;
 
+use message::op_len;
 pub use message::{Broadcast, Control, Flush, Proposal};
 pub use replica::{Apply, Report, TotalOrderReplica, Work};
 use view_change::Handing;
@@ -139,6 +151,9 @@ use crate::store::UnixTime;
 const DEFAULT_PATIENCE: u64 = 10;
 /// About how many bytes of proposals one frame carries (module doc).
 const DEFAULT_FRAME_BUDGET: usize = 1 << 20;
+/// About how many bytes of operations may wait for delivery at a node
+/// before it refuses new writes (module doc).
+const DEFAULT_QUEUE_LIMIT: usize = 64 << 20;
 
 /// A queued operation, ordered by stamp alone (stamps are unique).
 #[derive(Debug)]
@@ -297,6 +312,11 @@ pub struct TotalOrder {
     amnesiacs: BTreeSet<NodeId>,
     patience: u64,
     frame_budget: usize,
+    /// Writes are refused while the queue held more than this at the last
+    /// tick (module doc).
+    queue_limit: usize,
+    /// About how many bytes of operations the queue held at the last tick.
+    queued_bytes: usize,
     ticks: u64,
     clock: LamportClock,
     queue: BinaryHeap<Reverse<Queued>>,
@@ -389,6 +409,8 @@ impl TotalOrder {
             amnesiacs: BTreeSet::new(),
             patience: DEFAULT_PATIENCE,
             frame_budget: DEFAULT_FRAME_BUDGET,
+            queue_limit: DEFAULT_QUEUE_LIMIT,
+            queued_bytes: 0,
             ticks: 0,
             clock: LamportClock::default(),
             queue: BinaryHeap::new(),
@@ -425,6 +447,13 @@ impl TotalOrder {
     /// proposal, whatever its size).
     pub fn with_frame_budget(mut self, bytes: usize) -> TotalOrder {
         self.frame_budget = bytes;
+        self
+    }
+
+    /// About how many bytes of operations may wait in the delivery queue
+    /// before new writes are refused.
+    pub fn with_queue_limit(mut self, bytes: usize) -> TotalOrder {
+        self.queue_limit = bytes;
         self
     }
 
@@ -651,6 +680,15 @@ impl Engine for TotalOrder {
             return;
         }
         let read = request.command.is_read();
+        if !read && self.queued_bytes > self.queue_limit {
+            let reason = format!(
+                "the cluster is behind ({} MiB of operations wait to be delivered here); \
+                 not applied",
+                self.queued_bytes >> 20
+            );
+            out.push(Effect::Refuse { to, reason });
+            return;
+        }
         let op = Arc::new(Op { request, now });
         if read && self.mode == Consistency::Sequential {
             return self.read_locally(to, op, out);
@@ -726,6 +764,7 @@ impl Engine for TotalOrder {
     fn on_tick(&mut self, out: &mut Vec<Effect<Work>>) {
         self.ticks += 1;
         self.delivery_lag = self.oldest_wait();
+        self.queued_bytes = self.queue.iter().map(|Reverse(q)| op_len(&q.op)).sum();
         for peer in self.peers.values_mut() {
             peer.out.due = true;
         }
@@ -1137,6 +1176,37 @@ mod tests {
             acked |= frame.acks.iter().any(|&(origin, ts)| origin == 2 && ts > 0);
         }
         assert!(acked, "twelve frames and still no ack of node 2's proposal");
+    }
+
+    /// Writes a member never acknowledges pile up in the queue; past the
+    /// queue limit (measured at each tick) new writes are refused, reads
+    /// still go, and writes are taken again once the queue has drained.
+    #[test]
+    fn writes_are_refused_while_the_queue_holds_more_than_its_limit() {
+        let mut engines = cluster(3, Consistency::Linearizable);
+        let node0 = engines.remove(0).with_queue_limit(1_000);
+        engines.insert(0, node0);
+        let mut out = Vec::new();
+        for i in 0..30 {
+            engines[0].on_client(reply_to(1, i), set("k"), 0, &mut out);
+        }
+        assert!(out.iter().all(|e| !matches!(e, Effect::Refuse { .. })));
+        engines[0].on_tick(&mut out);
+        let refused = |out: &[Effect<Work>]| {
+            matches!(out, [Effect::Refuse { reason, .. }] if reason.contains("the cluster is behind"))
+        };
+        let mut out = Vec::new();
+        engines[0].on_client(reply_to(1, 30), set("k"), 0, &mut out);
+        assert!(refused(&out), "{out:?}");
+        let mut out = Vec::new();
+        engines[0].on_client(reply_to(1, 31), get("k"), 0, &mut out);
+        assert!(!refused(&out), "reads still go: {out:?}");
+
+        exchange(&mut engines, &mut vec![Vec::new(); 3]);
+        engines[0].on_tick(&mut Vec::new());
+        let mut out = Vec::new();
+        engines[0].on_client(reply_to(1, 32), set("k"), 0, &mut out);
+        assert!(!refused(&out), "taken again once delivered: {out:?}");
     }
 
     #[test]
