@@ -1192,9 +1192,7 @@ mod tests {
         }
         assert!(out.iter().all(|e| !matches!(e, Effect::Refuse { .. })));
         engines[0].on_tick(&mut out);
-        let refused = |out: &[Effect<Work>]| {
-            matches!(out, [Effect::Refuse { reason, .. }] if reason.contains("the cluster is behind"))
-        };
+        let refused = |out: &[Effect<Work>]| matches!(out, [Effect::Refuse { reason, .. }] if reason.contains("the cluster is behind"));
         let mut out = Vec::new();
         engines[0].on_client(reply_to(1, 30), set("k"), 0, &mut out);
         assert!(refused(&out), "{out:?}");
