@@ -1162,3 +1162,91 @@ fn a_refused_connection_reads_what_memcached_sends() {
     );
     assert_eq!(theirs.0, TOO_MANY);
 }
+
+// ---------------------------------------------------------------------------
+// Hostile clients: a 2 GiB declared value, an HTTP request, a trickle
+// ---------------------------------------------------------------------------
+
+/// A value declared 2 GiB long gets memcached's answer at once (its length
+/// does not fit memcached's 32-bit signed one: `CLIENT_ERROR bad command
+/// line format`), and what follows, read as a command line with no end,
+/// closes the connection past the line limit, as memcached does: the node
+/// never holds it, serves a well-behaved client throughout, and its memory
+/// stays bounded.
+#[test]
+fn a_declared_2_gib_value_is_refused_as_memcached_refuses_it_in_bounded_memory() {
+    const RSS_LIMIT_KIB: u64 = 64 * 1024;
+    let node = start();
+    let memcached = start_memcached();
+    let declare = b"set huge 0 0 2147483648\r\n";
+    let first_reply = |port: u16| {
+        let mut c = connect(port);
+        c.write_all(declare).unwrap();
+        let reply = read_until(&mut c, Duration::from_secs(5), |g| g.ends_with(b"\r\n"));
+        (c, reply)
+    };
+    let (_, from_memcached) = first_reply(memcached.port);
+    let (mut giant, reply) = first_reply(node.port());
+    assert_eq!(reply, from_memcached);
+    assert_eq!(reply, b"CLIENT_ERROR bad command line format\r\n");
+
+    let pid = node.process.pid();
+    let chunk = vec![b'x'; 1 << 20];
+    let mut other = connect(node.port());
+    let mut peak = 0;
+    let mut closed = false;
+    for i in 0..32 {
+        if giant.write_all(&chunk).is_err() {
+            closed = true;
+            break;
+        }
+        check_set_get(&mut other, "meanwhile", i.to_string().as_bytes());
+        peak = peak.max(rss_kib(pid));
+    }
+    let (_, eof) = read_to_eof(&mut giant, Duration::from_secs(5));
+    assert!(closed || eof, "the endless line was not closed");
+    assert!(
+        peak < RSS_LIMIT_KIB,
+        "RSS peaked at {peak} KiB while a 2 GiB value was sent"
+    );
+    check_set_get(&mut other, "after", b"fine");
+}
+
+/// An HTTP request (a load balancer's health check, a browser) gets what
+/// memcached answers it, byte for byte, and the node serves on.
+#[test]
+fn an_http_request_is_answered_as_memcached_answers_it() {
+    let node = start();
+    let memcached = start_memcached();
+    let request = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: curl/8\r\n\r\n";
+    let answer = |port: u16| {
+        let mut c = connect(port);
+        c.write_all(request).unwrap();
+        read_until(&mut c, Duration::from_millis(500), |g| g.len() >= 28)
+    };
+    assert_eq!(
+        String::from_utf8_lossy(&answer(node.port())),
+        String::from_utf8_lossy(&answer(memcached.port))
+    );
+    check_set_get(&mut connect(node.port()), "after-http", b"fine");
+}
+
+/// A client that sends its request a byte at a time, pausing between
+/// bytes, is answered once the request is whole; others are served
+/// between its bytes.
+#[test]
+fn a_client_trickling_one_byte_at_a_time_is_answered_and_blocks_nobody() {
+    let node = start();
+    let mut trickle = connect(node.port());
+    let mut other = connect(node.port());
+    for (i, byte) in b"set slow 0 0 4\r\nslow\r\n".iter().enumerate() {
+        trickle.write_all(&[*byte]).unwrap();
+        check_set_get(&mut other, "between", i.to_string().as_bytes());
+        thread::sleep(Duration::from_millis(50));
+    }
+    let reply = read_until(&mut trickle, Duration::from_secs(5), |g| {
+        g.ends_with(b"\r\n")
+    });
+    assert_eq!(String::from_utf8_lossy(&reply), "STORED\r\n");
+    check_set_get(&mut trickle, "slow2", b"done");
+}
