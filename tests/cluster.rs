@@ -9,6 +9,7 @@ use std::net::TcpStream;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::tls::start_cluster_over_peer_tls;
 use common::{
     cluster_config, connect, poll, request, roundtrip, start_cluster, start_cluster_node,
     start_cluster_on_memcached, Cluster, TempDir,
@@ -207,6 +208,18 @@ fn read_modify_writes_agree_on_every_replica_in_linearizable_mode() {
 }
 
 #[test]
+fn over_peer_tls_read_modify_writes_agree_on_every_replica() {
+    let (cluster, _certs) = start_cluster_over_peer_tls(3, "linearizable", "");
+    read_modify_writes_agree(cluster);
+}
+
+#[test]
+fn over_peer_tls_meta_commands_replicate() {
+    let (cluster, _certs) = start_cluster_over_peer_tls(3, "sequential", "");
+    meta_commands_replicate(cluster, true);
+}
+
+#[test]
 fn read_modify_writes_agree_on_every_replica_in_sequential_mode() {
     read_modify_writes_agree(start_cluster(3, "sequential", ""));
 }
@@ -253,7 +266,23 @@ fn wait_for_state(cluster: &Cluster, observer: usize, node: usize, state: &str) 
 /// replica agrees.
 #[test]
 fn a_silent_peer_is_shown_down_the_others_serve_and_it_rejoins_when_it_answers() {
-    let cluster = start_cluster(3, "linearizable", "backend_timeout_ms = 3000");
+    silent_peer_rejoins(start_cluster(
+        3,
+        "linearizable",
+        "backend_timeout_ms = 3000",
+    ));
+}
+
+#[test]
+fn over_peer_tls_a_silent_peer_is_shown_down_the_others_serve_and_it_rejoins() {
+    let (cluster, _certs) =
+        start_cluster_over_peer_tls(3, "linearizable", "backend_timeout_ms = 3000");
+    silent_peer_rejoins(cluster);
+}
+
+/// Node 2 stops (SIGSTOP): the others show it down and serve without it;
+/// it continues and rejoins, and every node reads the same.
+fn silent_peer_rejoins(cluster: Cluster) {
     let mut c = connect(cluster.port(0));
     assert_eq!(request(&mut c, b"set k 0 0 1\r\na\r\n"), "STORED\r\n");
 
@@ -729,6 +758,12 @@ fn eventual_mode_replicates_and_a_killed_node_catches_up_after_restart() {
         start_cluster(3, "eventual", "sync_interval_ms = 200"),
         |_| {},
     );
+}
+
+#[test]
+fn over_peer_tls_eventual_mode_replicates_and_a_killed_node_catches_up() {
+    let (cluster, _certs) = start_cluster_over_peer_tls(3, "eventual", "sync_interval_ms = 200");
+    killed_node_catches_up(cluster, |_| {});
 }
 
 /// The same on memcached backends. Node 2's memcached outlives node 2, and

@@ -8,136 +8,16 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use common::tls::{peer_tls, start_cluster_over_peer_tls, Certs};
+
 use common::{
-    cluster_config_with, connect, poll, read_to_eof, request, start_cluster_node,
-    start_cluster_with, start_mckv_with, Cluster, MckvNode, TempDir,
+    cluster_config_with, connect, poll, read_to_eof, request, start_cluster_node, start_mckv_with,
+    Cluster, MckvNode, TempDir,
 };
-
-/// A CA, and a certificate it signed for 127.0.0.1 (server and client use).
-struct Certs {
-    ca: PathBuf,
-    cert: PathBuf,
-    key: PathBuf,
-}
-
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = common::output(Command::new("openssl").current_dir(dir).args(args))
-        .expect("the openssl command (apt-get install openssl)");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-impl Certs {
-    /// A new CA called `name` in `dir`, and a node certificate it signed.
-    fn new(dir: &Path, name: &str) -> Certs {
-        Certs::naming(dir, name, "IP:127.0.0.1")
-    }
-
-    /// Like [`Certs::new`], the node certificate naming `names` (its
-    /// `subjectAltName`).
-    fn naming(dir: &Path, name: &str, names: &str) -> Certs {
-        let file = |what: &str| format!("{name}-{what}");
-        let (ca_key, ca, key, csr, cert, ext) = (
-            file("ca.key"),
-            file("ca.pem"),
-            file("node.key"),
-            file("node.csr"),
-            file("node.pem"),
-            file("node.ext"),
-        );
-        let ec = "ec_paramgen_curve:prime256v1";
-        let ca_subject = format!("/CN={name} test CA");
-        openssl(
-            dir,
-            &[
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                ec,
-                "-nodes",
-                "-days",
-                "2",
-                "-subj",
-                &ca_subject,
-                "-keyout",
-                &ca_key,
-                "-out",
-                &ca,
-            ],
-        );
-        openssl(
-            dir,
-            &[
-                "req",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                ec,
-                "-nodes",
-                "-subj",
-                "/CN=mckv node",
-                "-keyout",
-                &key,
-                "-out",
-                &csr,
-            ],
-        );
-        std::fs::write(
-            dir.join(&ext),
-            format!(
-                "subjectAltName = {names}\nbasicConstraints = CA:FALSE\n\
-                 extendedKeyUsage = serverAuth, clientAuth\n"
-            ),
-        )
-        .unwrap();
-        openssl(
-            dir,
-            &[
-                "x509",
-                "-req",
-                "-in",
-                &csr,
-                "-CA",
-                &ca,
-                "-CAkey",
-                &ca_key,
-                "-CAcreateserial",
-                "-days",
-                "2",
-                "-extfile",
-                &ext,
-                "-out",
-                &cert,
-            ],
-        );
-        Certs {
-            ca: dir.join(ca),
-            cert: dir.join(cert),
-            key: dir.join(key),
-        }
-    }
-
-    fn node_keys(&self) -> String {
-        format!(
-            "tls_cert = {}\ntls_key = {}",
-            self.cert.display(),
-            self.key.display()
-        )
-    }
-}
-
-fn peer_tls(ca: &Path) -> String {
-    format!("peer_tls = on\ntls_ca = {}", ca.display())
-}
 
 fn replicates(cluster: &Cluster, key: &str) {
     let mut c = connect(cluster.port(0));
@@ -160,10 +40,8 @@ fn replicates(cluster: &Cluster, key: &str) {
 
 #[test]
 fn a_cluster_over_peer_tls_replicates_in_every_mode() {
-    let dir = TempDir::new("peer-tls");
-    let certs = Certs::new(&dir.0, "good");
     for mode in ["linearizable", "sequential", "eventual"] {
-        let cluster = start_cluster_with(3, mode, &peer_tls(&certs.ca), |_| certs.node_keys());
+        let (cluster, _certs) = start_cluster_over_peer_tls(3, mode, "");
         replicates(&cluster, mode);
     }
 }
@@ -333,11 +211,7 @@ fn peers_named_by_host_name_check_the_name_in_the_certificate() {
 /// answers a read.
 #[test]
 fn a_killed_node_rejoins_a_tls_cluster_with_the_state() {
-    let dir = TempDir::new("peer-tls-rejoin");
-    let certs = Certs::new(&dir.0, "good");
-    let mut cluster = start_cluster_with(3, "linearizable", &peer_tls(&certs.ca), |_| {
-        certs.node_keys()
-    });
+    let (mut cluster, _certs) = start_cluster_over_peer_tls(3, "linearizable", "");
     let mut c = connect(cluster.port(0));
     assert_eq!(request(&mut c, b"set k 0 0 1\r\na\r\n"), "STORED\r\n");
     let port = cluster.port(2);

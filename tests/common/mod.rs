@@ -4,6 +4,7 @@
 
 pub mod alloc;
 pub mod rng;
+pub mod tls;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
