@@ -313,6 +313,7 @@ fn bytes_that_are_no_message_close_the_link() {
     assert!(closed_by_node(link), "{}", lone.log());
     lone.assert_serving();
     assert!(lone.log().contains("refused: "), "{}", lone.log());
+    common::assert_rss_bounded(lone.node.child.id(), "bytes that are no message");
 }
 
 #[test]
@@ -405,6 +406,7 @@ fn a_recorded_hello_is_refused_on_another_link() {
         lone.log()
     );
     lone.assert_serving();
+    common::assert_rss_bounded(lone.node.child.id(), "a replayed hello");
 }
 
 /// A hello proving a guessed secret is closed unanswered; with the secret
@@ -442,6 +444,10 @@ fn a_hello_claiming_the_nodes_own_id_or_an_unknown_one_is_refused() {
         lone.log()
     );
     lone.assert_serving();
+    common::assert_rss_bounded(
+        lone.node.child.id(),
+        "hellos with wrong ids and a guessed secret",
+    );
 }
 
 /// What a tampering test sends after a valid hello, sealing with its session.
@@ -475,6 +481,7 @@ fn an_altered_injected_or_replayed_frame_closes_the_link() {
     let log = lone.log();
     let bad_tag = "link from node 1 closed: a message with a bad tag";
     assert_eq!(log.matches(bad_tag).count(), 3, "{log}");
+    common::assert_rss_bounded(lone.node.child.id(), "tampered frames");
 }
 
 /// A peer that takes the link and then never reads costs the node a
@@ -531,6 +538,7 @@ fn strangers_holding_links_open_do_not_keep_a_peer_out() {
         lone.log()
     );
     drop(strangers);
+    common::assert_rss_bounded(lone.node.child.id(), "300 strangers on the peer port");
 }
 
 /// A refusal fences the refused node (it stops serving), so only the

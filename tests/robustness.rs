@@ -591,6 +591,7 @@ fn malformed_input_never_kills_the_node() {
     let got = roundtrip(&mut fresh, b"version\r\n", b"\r\n");
     assert!(got.starts_with(b"VERSION "), "version: {got:?}");
     assert_alive(&mut node);
+    common::assert_rss_bounded(node.process.pid(), "garbage from four connections");
 }
 
 // ---------------------------------------------------------------------------
@@ -1127,6 +1128,7 @@ fn an_idle_connection_is_closed_and_a_busy_or_owed_one_is_not() {
     assert_serves(&mut owed, "the owed connection after reading");
     let end = stats_on(&mut busy, "stats");
     assert_eq!(stat_u64(&end, "idle_kicks"), 1, "{end:?}");
+    common::assert_rss_bounded(node.process.pid(), "idle and owed connections");
 }
 
 /// The bytes of a refusal are memcached's: a `memcached -c 16` (it counts
@@ -1229,6 +1231,7 @@ fn an_http_request_is_answered_as_memcached_answers_it() {
         String::from_utf8_lossy(&answer(memcached.port))
     );
     check_set_get(&mut connect(node.port()), "after-http", b"fine");
+    common::assert_rss_bounded(node.process.pid(), "an HTTP request");
 }
 
 /// A client that sends its request a byte at a time, pausing between
@@ -1249,4 +1252,5 @@ fn a_client_trickling_one_byte_at_a_time_is_answered_and_blocks_nobody() {
     });
     assert_eq!(String::from_utf8_lossy(&reply), "STORED\r\n");
     check_set_get(&mut trickle, "slow2", b"done");
+    common::assert_rss_bounded(node.process.pid(), "a trickling client");
 }

@@ -281,6 +281,19 @@ pub fn rss_kib(pid: u32) -> u64 {
         .unwrap_or_else(|| panic!("no VmRSS in /proc/{pid}/status"))
 }
 
+/// The bound the tests of hostile clients and peers hold a node's resident
+/// memory under, with every such client still connected or just gone.
+pub const HOSTILE_RSS_LIMIT_KIB: u64 = 64 * 1024;
+
+/// Fails if the process `pid` holds more than [`HOSTILE_RSS_LIMIT_KIB`].
+pub fn assert_rss_bounded(pid: u32, after: &str) {
+    let rss = rss_kib(pid);
+    assert!(
+        rss < HOSTILE_RSS_LIMIT_KIB,
+        "the node holds {rss} KiB after {after}"
+    );
+}
+
 pub fn stat(port: u16, name: &str) -> u64 {
     let stats = request(&mut connect(port), b"stats\r\n");
     stats
