@@ -52,15 +52,41 @@ pub(super) fn token_of(session: u64) -> usize {
     (session & 0xffff_ffff) as usize
 }
 
+/// With `client_tls`, connections accepted per loop pass at most: each
+/// costs a TLS handshake (a signature) on the reactor, so a storm of new
+/// clients is taken a batch per pass, between which peers' frames,
+/// heartbeats and the clients already connected are served.
+const TLS_ACCEPTS_PER_PASS: usize = 64;
+
 impl<E: Engine> Server<E> {
+    /// Takes new client connections until none wait, or (with client TLS)
+    /// a pass's batch is taken: then `accept_more` asks the loop to come
+    /// back at once (readiness, edge-triggered, is not reported again).
     pub(super) fn accept(&mut self) {
+        let batch = match self.client_tls {
+            Some(_) => TLS_ACCEPTS_PER_PASS,
+            None => usize::MAX,
+        };
+        self.accept_more = false;
+        for _ in 0..batch {
+            if !self.accept_one() {
+                return;
+            }
+        }
+        self.accept_more = true;
+    }
+
+    /// Takes one waiting connection; false when none waits (or accepting
+    /// failed).
+    fn accept_one(&mut self) -> bool {
         loop {
             let Some(listener) = &self.listener else {
-                return;
+                return false;
             };
             match listener.accept() {
                 Ok((stream, addr)) if self.conns.len() >= self.settings.cluster.max_connections => {
-                    self.refuse_connection(stream, addr)
+                    self.refuse_connection(stream, addr);
+                    return true;
                 }
                 Ok((socket, addr)) => {
                     let _ = socket.set_nodelay(true);
@@ -69,7 +95,7 @@ impl<E: Engine> Server<E> {
                             Ok(stream) => stream,
                             Err(e) => {
                                 log::warn!("cannot start TLS for client {addr}: {e}");
-                                continue;
+                                return true;
                             }
                         },
                         None => Stream::Plain(socket),
@@ -82,7 +108,7 @@ impl<E: Engine> Server<E> {
                             .register(&mut stream, token, Interest::READABLE)
                     {
                         log::warn!("cannot register client {addr}: {e}");
-                        continue;
+                        return true;
                     }
                     self.sessions += 1;
                     let session = session_id(token.0, self.sessions);
@@ -93,13 +119,14 @@ impl<E: Engine> Server<E> {
                     c.total_connections += 1;
                     c.connection_structures = c.connection_structures.max(c.curr_connections);
                     log::debug!("client {addr} connected");
+                    return true;
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     // e.g. out of file descriptors: keep serving who is connected.
                     log::warn!("accept failed: {e}");
-                    return;
+                    return false;
                 }
             }
         }

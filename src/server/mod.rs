@@ -107,6 +107,8 @@ pub struct Server<E: Engine> {
     listener: Option<TcpListener>,
     /// `client_tls = on`: every client connection is a TLS session.
     client_tls: Option<Arc<rustls::ServerConfig>>,
+    /// Connections still wait to be accepted after a pass's batch.
+    accept_more: bool,
     signals: Signals,
     conns: Slab<Connection>,
     /// Client sessions opened so far (part of each session's name).
@@ -209,6 +211,7 @@ impl<E: Engine> Server<E> {
             poll,
             listener: Some(listener),
             client_tls,
+            accept_more: false,
             signals,
             conns: Slab::new(),
             sessions: 0,
@@ -262,6 +265,7 @@ impl<E: Engine> Server<E> {
                 .front()
                 .map(|(at, _)| at.saturating_duration_since(now));
             let timeout = match (self.timers.poll_timeout(now), next_deadline) {
+                _ if self.accept_more => Some(Duration::ZERO),
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
@@ -270,6 +274,9 @@ impl<E: Engine> Server<E> {
                     continue;
                 }
                 return Err(e);
+            }
+            if self.accept_more {
+                self.accept();
             }
             for event in events.iter() {
                 match event.token() {
