@@ -4,15 +4,42 @@
 //! storing object` instead of evicting, after first reclaiming expired items.
 //!
 //! It counts what memcached counts of the same events ([`StoreEvents`]):
-//! lookups that find an item expired or flushed, and the dead items a full
-//! store drops to make room.
+//! lookups that find an item expired or flushed, the dead items a full
+//! store drops to make room, and what the expiry sweep checks and drops.
+//!
+//! The expiry sweep is mckv's LRU crawler: the reactor asks for one slice
+//! of it per timer tick ([`MemoryStore::sweep`], through
+//! `VersionedStore::maintain`), each slice visiting at most
+//! [`SWEEP_SLICE`] entries from where the last one stopped, so a store
+//! full of expired items frees their memory without a write having to find
+//! the store full, and no tick holds the loop for longer than a slice.
+//!
+//! ```text
+//!  entries: [ a | b | c | d | e | f | g ]   (dense, in an IndexMap)
+//!                       ^ cursor: a..c checked this pass
+//!  dead d: swap_remove(3) moves g to 3, checked next; the cursor stays
+//!  live d: cursor + 1        end of the vector: the pass is over
+//! ```
+//!
+//! Replicas: the sweep removes only items that are already dead (expired
+//! by their absolute time, or invalidated by a delayed `flush_all`), which
+//! no read, write or export can see any more: every command and
+//! `export`/`export_record` treat a dead item exactly as a missing one. So
+//! a swept key changes no reply in the strong modes, where every replica
+//! applies the same operations, no cas unique (it touches no live item and
+//! takes none), and in eventual mode the version log's `since()` sends the
+//! same thing for a swept key as for one that merely expired: a missing
+//! value whose recorded expiry has passed goes out as a tombstone with the
+//! value's own stamp, which can undo nothing newer; the log's stamps are
+//! not touched, so nothing is resurrected. The sweep runs outside the
+//! engines, so it is not replicated: each replica frees its own memory.
 //!
 //! It runs on the reactor thread for every request, so the common paths look
 //! a key up once (a `get`) or twice (a `set` of a key that exists: read, then
 //! write in place), and a value overwritten by one of similar size reuses the
 //! old value's buffer.
 
-use std::collections::HashMap;
+use indexmap::IndexMap;
 
 use super::{
     apply_delta, ArithOutcome, Expiry, Item, Keys, Listing, Record, Store, StoreError, StoreEvents,
@@ -23,6 +50,10 @@ use crate::protocol::{Key, Limits, StorageMode};
 /// Bookkeeping bytes charged per item on top of key and value, roughly
 /// memcached's item header, so the cap means what an operator expects.
 const ITEM_OVERHEAD: u64 = 56;
+
+/// Entries one sweep slice checks at most: a few tens of microseconds of
+/// the loop (each check reads one entry of a dense vector).
+pub const SWEEP_SLICE: usize = 4_096;
 
 #[derive(Debug, Clone)]
 struct Entry {
@@ -114,30 +145,64 @@ impl NewValue<'_> {
     }
 }
 
+/// Where the expiry sweep is.
+#[derive(Debug, Clone, Copy)]
+struct Sweep {
+    /// `expiry_sweep = off` (memcached's `-o no_lru_crawler`): never.
+    on: bool,
+    /// The next entry index to check, while a pass is under way.
+    cursor: Option<usize>,
+    /// When the last pass began: a pass begins at most once a second (dead
+    /// items appear at whole seconds).
+    began: UnixTime,
+}
+
 /// The embedded in-memory store.
+///
+/// The entries live in an [`IndexMap`]: a hash index over a dense vector,
+/// so the sweep keeps its place as a plain index into the vector and each
+/// slice costs what it checks, not the size of the map (std's `HashMap` has
+/// no position that survives an insert or remove: resuming would mean
+/// skipping the entries already seen, or copying every key at each pass).
+/// Removing is `swap_remove`, O(1): the last entry takes the removed one's
+/// place. An entry moved from the end to below the cursor by a command's
+/// removal is missed by this pass and checked by the next; entries added
+/// during a pass are checked by it.
 #[derive(Debug)]
 pub struct MemoryStore {
-    entries: HashMap<Key, Entry, ahash::RandomState>,
+    entries: IndexMap<Key, Entry, ahash::RandomState>,
     used_bytes: u64,
     limit_bytes: u64,
     limits: Limits,
     /// A pending `flush_all <delay>`: items stored before it die when it comes.
     flush_at: Option<UnixTime>,
     last_reclaim: UnixTime,
+    sweep: Sweep,
     events: StoreEvents,
 }
 
 impl MemoryStore {
     pub fn new(limit_bytes: u64, limits: Limits) -> MemoryStore {
         MemoryStore {
-            entries: HashMap::default(),
+            entries: IndexMap::default(),
             used_bytes: 0,
             limit_bytes,
             limits,
             flush_at: None,
             last_reclaim: 0,
+            sweep: Sweep {
+                on: true,
+                cursor: None,
+                began: 0,
+            },
             events: StoreEvents::default(),
         }
+    }
+
+    /// The same, with the expiry sweep on or off (on by default).
+    pub fn with_sweep(mut self, on: bool) -> MemoryStore {
+        self.sweep.on = on;
+        self
     }
 
     /// Runs `f` on the live entry for `key` (one lookup); a dead one is
@@ -167,7 +232,7 @@ impl MemoryStore {
     }
 
     fn remove(&mut self, key: &[u8]) -> bool {
-        match self.entries.remove(key) {
+        match self.entries.swap_remove(key) {
             Some(entry) => {
                 self.used_bytes -= Entry::cost(key, entry.item.value.len());
                 true
@@ -195,6 +260,50 @@ impl MemoryStore {
             self.events.reclaimed += 1;
             self.events.reclaimed_unfetched += u64::from(!fetched);
         }
+    }
+
+    /// One slice of the expiry sweep: checks at most `slice` entries from
+    /// where the last slice stopped and drops the dead ones, counting them
+    /// as memcached's crawler does (`crawler_items_checked`,
+    /// `crawler_reclaimed`, and `expired_unfetched` for an expired item no
+    /// command had found; a flushed one is not "expired"). A new pass
+    /// begins at most once a second. Whether the pass goes on: the caller
+    /// asks again soon if so.
+    pub fn sweep(&mut self, now: UnixTime, slice: usize) -> bool {
+        let mut cursor = match self.sweep.cursor {
+            Some(cursor) => cursor,
+            None if self.sweep.began == now => return false,
+            None => {
+                self.sweep.began = now;
+                self.events.sweep_passes += 1;
+                0
+            }
+        };
+        let flush_at = self.flush_at;
+        let mut checked = 0;
+        while checked < slice {
+            let Some((_, entry)) = self.entries.get_index(cursor) else {
+                break;
+            };
+            checked += 1;
+            let Some(death) = entry.death(flush_at, now) else {
+                cursor += 1;
+                continue;
+            };
+            // The last entry moves here: the cursor stays to check it.
+            let (key, entry) = self
+                .entries
+                .swap_remove_index(cursor)
+                .expect("checked above");
+            self.used_bytes -= Entry::cost(&key, entry.item.value.len());
+            self.events.swept += 1;
+            let unfetched = death == Death::Expired && !entry.fetched;
+            self.events.swept_unfetched += u64::from(unfetched);
+        }
+        self.events.sweep_checked += checked as u64;
+        let going_on = cursor < self.entries.len();
+        self.sweep.cursor = going_on.then_some(cursor);
+        going_on
     }
 
     /// Whether replacing the live value of `old_len` bytes under `key` (if
@@ -383,6 +492,7 @@ impl Store for MemoryStore {
             Some(at) if at > now => self.flush_at = Some(at),
             _ => {
                 self.entries.clear();
+                self.sweep.cursor = None;
                 self.used_bytes = 0;
                 self.flush_at = None;
             }
@@ -396,21 +506,26 @@ impl Store for MemoryStore {
     }
 
     fn stats(&self) -> StoreStats {
-        let slots = table_slots(self.entries.capacity());
+        let capacity = self.entries.capacity();
+        let slots = table_slots(capacity);
+        // Each slot of the hash index holds an entry's position and one
+        // control byte; each entry of the vector a hash, a key and an entry.
+        let index_bytes = slots * (std::mem::size_of::<usize>() as u64 + 1);
+        let entry_bytes = std::mem::size_of::<(u64, Key, Entry)>() as u64;
         StoreStats {
             items: self.entries.len() as u64,
             bytes: self.used_bytes,
             limit_bytes: self.limit_bytes,
             table_slots: slots,
-            // Each slot holds a key and an entry, and one control byte.
-            table_bytes: slots * (std::mem::size_of::<(Key, Entry)>() as u64 + 1),
+            table_bytes: index_bytes + capacity as u64 * entry_bytes,
+            sweeping: self.sweep.cursor.is_some(),
             events: self.events,
         }
     }
 }
 
 /// The slots of a hash table that holds `capacity` entries: hashbrown
-/// (std's map) keeps a power of two of them, at most 7/8 full (below 8
+/// (std's map, and indexmap's index) keeps a power of two of them, at most 7/8 full (below 8
 /// slots, one is kept free).
 fn table_slots(capacity: usize) -> u64 {
     match capacity {
@@ -484,6 +599,11 @@ impl VersionedStore for MemoryStore {
         // to the time it is imported with.
         self.flush_at = flush_at;
         Ok(())
+    }
+
+    /// One slice of the expiry sweep, if it is on.
+    fn maintain(&mut self, now: UnixTime) -> StoreResult<bool> {
+        Ok(self.sweep.on && self.sweep(now, SWEEP_SLICE))
     }
 }
 
@@ -669,6 +789,130 @@ mod tests {
             (1, 2, 1)
         );
         assert_eq!(events.expired_found, 0, "a walk is not a lookup");
+    }
+
+    /// Stores `key` with `expiry`, 10 value bytes.
+    fn put_expiring(s: &mut MemoryStore, key: &[u8], expiry: Expiry, now: UnixTime) {
+        let mut w = write(StorageMode::Set, key, &[b'x'; 10]);
+        w.expiry = expiry;
+        assert_eq!(s.store(w, now), Ok(StoreStatus::Stored));
+    }
+
+    #[test]
+    fn sweep_slices_check_at_most_their_size_and_reclaim_every_dead_item_and_no_live_one() {
+        let mut s = MemoryStore::new(64 << 20, Limits::default());
+        let key = |i: usize| format!("key:{i}").into_bytes();
+        let (mut dead, mut alive) = (Vec::new(), Vec::new());
+        for i in 0..10_000 {
+            let expiry = match i % 4 {
+                0 | 1 => Expiry::At(NOW + 1),
+                2 => Expiry::At(NOW + 100),
+                _ => Expiry::Never,
+            };
+            put_expiring(&mut s, &key(i), expiry, NOW);
+            match i % 4 {
+                0 | 1 => dead.push(key(i)),
+                _ => alive.push(key(i)),
+            }
+        }
+        // Half of the doomed ones were read while alive: not "unfetched".
+        for k in dead.iter().step_by(2) {
+            assert!(get(&mut s, k, NOW).is_some());
+        }
+        let cost = |k: &[u8]| ITEM_OVERHEAD + (k.len() + 10) as u64;
+        let alive_bytes: u64 = alive.iter().map(|k| cost(k)).sum();
+        assert!(s.stats().bytes > alive_bytes);
+
+        // Nothing is dead yet: a pass checks everything and drops nothing.
+        let mut slices = 0;
+        while s.sweep(NOW, 1000) {
+            slices += 1;
+        }
+        assert_eq!(slices + 1, 10, "10,000 entries in slices of 1,000");
+        assert_eq!(s.stats().events.swept, 0);
+        assert_eq!(s.stats().events.sweep_checked, 10_000);
+        assert!(!s.sweep(NOW, 1000), "one pass a second");
+
+        // At NOW + 1 half are dead. Between slices, commands delete live
+        // keys (the last entry moves into their place) and add new ones.
+        let mut checked = s.stats().events.sweep_checked;
+        let (mut deleted, mut added) = (0, Vec::new());
+        loop {
+            let going_on = s.sweep(NOW + 1, 1000);
+            let now_checked = s.stats().events.sweep_checked;
+            assert!(
+                now_checked - checked <= 1000,
+                "a slice checked {}",
+                now_checked - checked
+            );
+            checked = now_checked;
+            if !going_on {
+                break;
+            }
+            let victim = alive.remove(deleted * 7 % alive.len());
+            assert!(s.delete(&victim, NOW + 1).unwrap());
+            deleted += 1;
+            let fresh = format!("new:{deleted}").into_bytes();
+            put_expiring(&mut s, &fresh, Expiry::Never, NOW + 1);
+            added.push(fresh);
+        }
+        // Each delete moved at most one entry behind the cursor: only those
+        // can wait for the next pass.
+        let first_pass = s.stats().events.swept;
+        assert!(
+            first_pass + deleted as u64 >= dead.len() as u64,
+            "{first_pass} swept"
+        );
+        while s.sweep(NOW + 2, 1000) {}
+        let events = s.stats().events;
+        assert_eq!(events.swept, dead.len() as u64);
+        assert_eq!(events.swept_unfetched, dead.len() as u64 / 2);
+        assert_eq!(events.sweep_passes, 3);
+        assert_eq!(events.expired_found, 0, "a sweep is not a lookup");
+        alive.extend(added);
+        assert_eq!(s.stats().items, alive.len() as u64);
+        assert_eq!(s.stats().bytes, alive.iter().map(|k| cost(k)).sum::<u64>());
+        for k in &alive {
+            assert!(get(&mut s, k, NOW + 2).is_some());
+        }
+    }
+
+    #[test]
+    fn a_sweep_frees_the_memory_a_write_needs() {
+        let mut s = MemoryStore::new(1000, Limits::default());
+        for key in [&b"a"[..], b"b", b"c"] {
+            let mut w = write(StorageMode::Set, key, &[b'x'; 250]);
+            w.expiry = Expiry::At(NOW + 1);
+            s.store(w, NOW).unwrap();
+        }
+        while s.maintain(NOW + 1).unwrap() {}
+        assert_eq!((s.stats().items, s.stats().bytes), (0, 0));
+        s.store(write(StorageMode::Set, b"d", &[b'x'; 900]), NOW + 1)
+            .unwrap();
+        let events = s.stats().events;
+        assert_eq!((events.swept, events.swept_unfetched), (3, 3));
+        assert_eq!(events.reclaim_walks, 0, "the write found room");
+    }
+
+    #[test]
+    fn a_sweep_drops_flushed_items_without_counting_them_unfetched() {
+        let mut s = store();
+        put_expiring(&mut s, b"old", Expiry::Never, NOW);
+        s.flush_all(Some(NOW + 5), NOW).unwrap();
+        put_expiring(&mut s, b"new", Expiry::Never, NOW + 5);
+        while s.sweep(NOW + 5, SWEEP_SLICE) {}
+        let events = s.stats().events;
+        assert_eq!((events.swept, events.swept_unfetched), (1, 0));
+        assert!(get(&mut s, b"new", NOW + 5).is_some());
+    }
+
+    #[test]
+    fn a_store_with_the_sweep_off_keeps_dead_items_until_met() {
+        let mut s = store().with_sweep(false);
+        put_expiring(&mut s, b"k", Expiry::At(NOW + 1), NOW);
+        assert!(!s.maintain(NOW + 1).unwrap());
+        assert_eq!(s.stats().items, 1);
+        assert_eq!(s.stats().events.sweep_checked, 0);
     }
 
     #[test]

@@ -135,6 +135,8 @@ pub struct StoreStats {
     /// backend).
     pub table_slots: u64,
     pub table_bytes: u64,
+    /// An expiry sweep pass is under way (`lru_crawler_running`).
+    pub sweeping: bool,
     /// What the store has met since it started.
     pub events: StoreEvents,
 }
@@ -156,6 +158,16 @@ pub struct StoreEvents {
     /// Walks over the store for dead items made by a write that found it
     /// full (`direct_reclaims`).
     pub reclaim_walks: u64,
+    /// Entries the expiry sweep checked (`crawler_items_checked`).
+    pub sweep_checked: u64,
+    /// Dead items the expiry sweep dropped (`crawler_reclaimed`).
+    pub swept: u64,
+    /// Of those, the expired ones no `get`, `gat` or `touch` had found
+    /// (memcached adds them to `expired_unfetched`; flushed ones it does
+    /// not count there).
+    pub swept_unfetched: u64,
+    /// Passes of the expiry sweep begun (`lru_crawler_starts`).
+    pub sweep_passes: u64,
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
