@@ -125,17 +125,26 @@ impl<R: Replica> Backend<R> {
         }
     }
 
-    /// The store's periodic housekeeping (see `VersionedStore::maintain`);
-    /// whether more is waiting. A store on a worker does its own.
+    /// Whether the store runs on the reactor thread (and so needs the
+    /// reactor to drive its housekeeping).
+    pub fn is_inline(&self) -> bool {
+        matches!(self.kind, Kind::Inline { .. })
+    }
+
+    /// The store's periodic housekeeping (see `VersionedStore::maintain`),
+    /// published for `stats`; whether more is waiting. A store on a worker
+    /// does its own (a memcached backend has its own LRU crawler).
     pub fn maintain(&mut self) -> bool {
         let Kind::Inline { executor, .. } = &mut self.kind else {
             return false;
         };
         let now = executor.now();
-        executor.store().maintain(now).unwrap_or_else(|e| {
+        let busy = executor.store().maintain(now).unwrap_or_else(|e| {
             log::error!("store housekeeping failed: {e:?}");
             false
-        })
+        });
+        executor.publish_counters();
+        busy
     }
 
     /// The reactor's loop iteration ends (see `VersionedStore::end_batch`).

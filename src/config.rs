@@ -130,6 +130,10 @@ pub struct ClusterConfig {
     /// memcached's `-o idle_timeout`: a client connection that sent nothing
     /// and is owed nothing this long is closed; `None` never closes one.
     pub idle_timeout: Option<Duration>,
+    /// The embedded store drops expired items in the background, a slice
+    /// at a time (memcached's LRU crawler; `off` is its `-o
+    /// no_lru_crawler`).
+    pub expiry_sweep: bool,
     /// Peer links run over TLS, each side presenting its node's
     /// certificate, checked against `tls_ca`.
     pub peer_tls: bool,
@@ -198,6 +202,7 @@ impl Default for ClusterConfig {
             snapshot_every: ClusterConfig::DEFAULT_SNAPSHOT_EVERY,
             max_connections: ClusterConfig::DEFAULT_MAX_CONNECTIONS,
             idle_timeout: None,
+            expiry_sweep: true,
             peer_tls: false,
             client_tls: false,
             tls_ca: None,
@@ -414,6 +419,7 @@ impl ClusterConfig {
                 let seconds: u64 = number("cluster", key, value)?;
                 self.idle_timeout = (seconds > 0).then(|| Duration::from_secs(seconds));
             }
+            "expiry_sweep" => self.expiry_sweep = switch("cluster", key, value)?,
             "peer_tls" => self.peer_tls = switch("cluster", key, value)?,
             "client_tls" => self.client_tls = switch("cluster", key, value)?,
             "tls_ca" => self.tls_ca = Some(PathBuf::from(value)),

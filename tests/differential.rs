@@ -1589,6 +1589,10 @@ fn an_eventual_cluster_answers_binary_requests_like_memcached() {
     run_group_on('h', title, binary::scripts(), Server::Cluster(cluster));
 }
 
+/// mckv's `-o no_lru_crawler`: no background drop of the expired items
+/// the counter scripts look up.
+const NO_SWEEP: &str = "expiry_sweep = off";
+
 /// Binary commands count as memcached counts them, on one node and on the
 /// node of a cluster that took them, but in two counters: a binary request
 /// is the meta command that does its work, and counts as that one does, so
@@ -1604,13 +1608,13 @@ fn binary_command_counters_match_memcached() {
             *value = (value.parse::<u64>().unwrap() + 1).to_string();
         }
     }
-    let node = common::start_mckv("", &[]);
+    let node = common::start_mckv_with(NO_SWEEP, "", &[]);
     assert_eq!(
         binary::counters_after(node.port(), COUNTERS_COMPARED),
         want,
         "one node"
     );
-    let cluster = common::start_cluster(3, "linearizable", "");
+    let cluster = common::start_cluster(3, "linearizable", NO_SWEEP);
     let got = binary::counters_after(cluster.port(1), COUNTERS_COMPARED);
     assert_eq!(got, want, "node 1 of a cluster");
 }
@@ -1751,14 +1755,15 @@ fn counters_after(port: u16) -> Vec<(String, String)> {
 /// memcached runs here without its LRU maintainer and crawler threads,
 /// which in the background may drop an expired item before a command finds
 /// it (`get_expired`), or hold an item a moment so that `incr` copies it
-/// instead of changing it in place (`total_items`).
+/// instead of changing it in place (`total_items`); mckv without its
+/// expiry sweep, which may do the first.
 #[test]
 fn command_counters_match_memcached() {
     let memcached = common::start_memcached_with(&["-o", "no_lru_maintainer,no_lru_crawler"]);
     let want = counters_after(memcached.port);
-    let node = common::start_mckv("", &[]);
+    let node = common::start_mckv_with(NO_SWEEP, "", &[]);
     assert_eq!(counters_after(node.port()), want, "one node");
-    let cluster = common::start_cluster(3, "linearizable", "");
+    let cluster = common::start_cluster(3, "linearizable", NO_SWEEP);
     assert_eq!(counters_after(cluster.port(1)), want, "node 1 of a cluster");
 }
 

@@ -329,10 +329,15 @@ impl VersionedStore for DurableStore {
         Ok(())
     }
 
+    /// A snapshot slice, and the embedded store's expiry sweep slice. The
+    /// sweep is not logged: it drops only items already dead by their
+    /// absolute expiry (or a logged delayed `flush_all`), which a recovery
+    /// replays as just as dead.
     fn maintain(&mut self, now: UnixTime) -> StoreResult<bool> {
         self.maybe_begin_snapshot()?;
         self.snapshot_slice(now)?;
-        Ok(self.snapshot.is_some())
+        let sweeping = self.inner.maintain(now)?;
+        Ok(self.snapshot.is_some() || sweeping)
     }
 
     fn end_batch(&mut self) {

@@ -68,10 +68,8 @@ fn incarnation() -> u64 {
 /// The embedded store, empty, with the cluster's limits.
 fn memory(settings: &Settings) -> Box<dyn VersionedStore> {
     let cluster = &settings.cluster;
-    Box::new(MemoryStore::new(
-        cluster.memory_limit_bytes,
-        cluster.limits(),
-    ))
+    let store = MemoryStore::new(cluster.memory_limit_bytes, cluster.limits());
+    Box::new(store.with_sweep(cluster.expiry_sweep))
 }
 
 fn store_factory(settings: &Settings) -> StoreFactory {

@@ -69,7 +69,8 @@ const SIGNALS: Token = Token(usize::MAX - 3);
 /// Jobs that may wait for the backend worker at once.
 const BACKEND_QUEUE: usize = 16 * 1024;
 /// How often the store's housekeeping runs, and while it has more to do
-/// (a snapshot a slice at a time: each slice a few milliseconds of work).
+/// (a snapshot or an expiry sweep a slice at a time: each slice at most a
+/// few milliseconds of work, one slice per tick).
 const MAINTAIN_EVERY: Duration = Duration::from_millis(100);
 const MAINTAIN_BUSY: Duration = Duration::from_millis(5);
 /// How long a stopping node waits for owed replies before it exits anyway.
@@ -83,7 +84,8 @@ const IDLE_SWEEP_EVERY: Duration = Duration::from_secs(1);
 enum Timer {
     /// Send heartbeats, check peers, redial.
     Heartbeat,
-    /// The store's housekeeping (a durable store's snapshot slices).
+    /// The store's housekeeping (a durable store's snapshot slices, the
+    /// embedded store's expiry sweep).
     Maintain,
     /// The end of the shutdown grace period.
     Shutdown,
@@ -199,7 +201,9 @@ impl<E: Engine> Server<E> {
         if peers.is_some() {
             timers.schedule(Instant::now(), Timer::Heartbeat);
         }
-        if durable.is_some() {
+        // Only a store on the reactor thread (embedded, durable or not) is
+        // maintained from here; a memcached backend crawls its own items.
+        if backend.is_inline() {
             timers.schedule(Instant::now(), Timer::Maintain);
         }
         if settings.cluster.idle_timeout.is_some() {

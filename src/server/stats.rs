@@ -5,9 +5,10 @@
 //! Every field of memcached 1.6's `stats` is here but `libevent` (the
 //! version of an event library mckv does not use; no tool reads it). A
 //! field counts what it counts on memcached where mckv does the same thing;
-//! where mckv has no such thing (slab pages, an LRU, a crawler, log
-//! watchers, SASL) it shows what memcached shows while it has done none of
-//! it: 0, "no", or an empty group. Each such field says why below.
+//! where mckv has no such thing (slab pages, an LRU, log watchers, SASL)
+//! it shows what memcached shows while it has done none of it: 0, "no", or
+//! an empty group. Each such field says why below. memcached's LRU
+//! crawler's fields are the embedded store's expiry sweep's.
 //!
 //! The store work counters (`cmd_*`, hits, misses, `total_items`, ...) are
 //! counted where a client's command executes with a reply, on the node that
@@ -78,10 +79,8 @@ const NO_AUTHENTICATION: &[&str] = &["auth_cmds", "auth_errors"];
 /// one, as memcached does with it on (its default), so it never stops.
 const LISTENER_NEVER_DISABLED: &[&str] = &["listen_disabled_num", "time_in_listen_disabled_us"];
 
-/// memcached's slab allocator, LRU maintainer and crawler, and log
-/// watchers: mckv's store has no slab pages to move, no LRU to maintain or
-/// crawl, and no `watch` command, so none of these ever happen.
-const NO_SLABS_LRU_OR_WATCHERS: &[&str] = &[
+/// memcached's slab allocator: mckv's store has no slab pages to move.
+const NO_SLABS: &[&str] = &[
     "slab_reassign_rescues",
     "slab_reassign_chunk_rescues",
     "slab_reassign_evictions_nomem",
@@ -90,8 +89,13 @@ const NO_SLABS_LRU_OR_WATCHERS: &[&str] = &[
     "slab_reassign_busy_deletes",
     "slab_reassign_running",
     "slabs_moved",
-    "lru_crawler_running",
-    "lru_crawler_starts",
+];
+
+/// memcached's LRU maintainer and log watchers: mckv's store has no LRU to
+/// maintain and no `watch` command, so none of these ever happen. (The
+/// crawler's counters, between these and [`NO_SLABS`], are the expiry
+/// sweep's.)
+const NO_LRU_OR_WATCHERS: &[&str] = &[
     "lru_maintainer_juggles",
     // Rust aborts the process when an allocation fails: none is counted.
     "malloc_fails",
@@ -220,7 +224,12 @@ impl<E: Engine> Report<'_, E> {
         reply::stat(out, "hash_bytes", store.table_bytes);
         // The key table grows within one insert: never caught expanding.
         reply::stat(out, "hash_is_expanding", 0);
-        zeros(out, NO_SLABS_LRU_OR_WATCHERS);
+        zeros(out, NO_SLABS);
+        // The embedded store's expiry sweep is memcached's LRU crawler; a
+        // memcached backend's own crawler is not counted here.
+        reply::stat(out, "lru_crawler_running", u8::from(store.sweeping));
+        count(out, Counter::LruCrawlerStarts);
+        zeros(out, NO_LRU_OR_WATCHERS);
         reply::stat(out, "bytes", store.bytes);
         reply::stat(out, "curr_items", store.items);
         count(out, Counter::TotalItems);
@@ -230,13 +239,15 @@ impl<E: Engine> Report<'_, E> {
         // The store never evicts: a full store refuses writes instead.
         zeros(out, &["evicted_unfetched", "evicted_active", "evictions"]);
         count(out, Counter::Reclaimed);
-        // No background crawler, no LRU: dead items go when a command meets
-        // them or a full store reclaims them (`reclaimed` above).
+        // Dead items go when a command meets them, when a full store
+        // reclaims them (`reclaimed` above) or when the expiry sweep, the
+        // embedded store's crawler, finds them.
+        count(out, Counter::CrawlerReclaimed);
+        count(out, Counter::CrawlerItemsChecked);
+        // No LRU to move items within.
         zeros(
             out,
             &[
-                "crawler_reclaimed",
-                "crawler_items_checked",
                 "lrutail_reflocked",
                 "moves_to_cold",
                 "moves_to_warm",
@@ -373,7 +384,13 @@ impl<E: Engine> Report<'_, E> {
         reply::stat(out, "item_size_max", self.cluster.item_size_max);
         // A connection over the limit is refused at once, not left waiting.
         reply::stat(out, "maxconns_fast", "yes");
-        reply::stat(out, "lru_crawler", "no");
+        // The embedded store's expiry sweep (memcached's LRU crawler); a
+        // memcached backend's crawler is that server's setting.
+        let crawler = match self.config.kv_type {
+            KvType::Memory if self.cluster.expiry_sweep => "yes",
+            KvType::Memory | KvType::Memcache => "no",
+        };
+        reply::stat(out, "lru_crawler", crawler);
         reply::stat(out, "flush_enabled", "yes");
         reply::stat(out, "dump_enabled", "yes");
         reply::stat(out, "lru_maintainer_thread", "no");

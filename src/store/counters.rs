@@ -64,10 +64,18 @@ pub enum Counter {
     /// that found the store full (memcached's `direct_reclaims`: a worker
     /// thread reclaiming memory itself).
     DirectReclaims,
+    /// Entries the expiry sweep checked (memcached's LRU crawler's
+    /// `crawler_items_checked`).
+    CrawlerItemsChecked,
+    /// Dead items the expiry sweep dropped (`crawler_reclaimed`); their
+    /// unfetched expired ones count in `expired_unfetched` too.
+    CrawlerReclaimed,
+    /// Passes of the expiry sweep begun (`lru_crawler_starts`).
+    LruCrawlerStarts,
 }
 
 impl Counter {
-    const COUNT: usize = Counter::DirectReclaims as usize + 1;
+    const COUNT: usize = Counter::LruCrawlerStarts as usize + 1;
 
     /// memcached's name for it in `stats`.
     pub fn name(self) -> &'static str {
@@ -97,6 +105,9 @@ impl Counter {
             Counter::Reclaimed => "reclaimed",
             Counter::ExpiredUnfetched => "expired_unfetched",
             Counter::DirectReclaims => "direct_reclaims",
+            Counter::CrawlerItemsChecked => "crawler_items_checked",
+            Counter::CrawlerReclaimed => "crawler_reclaimed",
+            Counter::LruCrawlerStarts => "lru_crawler_starts",
         }
     }
 }
@@ -110,6 +121,7 @@ pub struct StoreCounters {
     limit_bytes: AtomicU64,
     table_slots: AtomicU64,
     table_bytes: AtomicU64,
+    sweeping: AtomicBool,
     /// `stats detail on`: count gets, sets and deletes per key prefix.
     detail: AtomicBool,
     prefixes: Mutex<KeyPrefixes>,
@@ -134,6 +146,7 @@ impl StoreCounters {
             limit_bytes: self.limit_bytes.load(Ordering::Relaxed),
             table_slots: self.table_slots.load(Ordering::Relaxed),
             table_bytes: self.table_bytes.load(Ordering::Relaxed),
+            sweeping: self.sweeping.load(Ordering::Relaxed),
             ..StoreStats::default()
         }
     }
@@ -145,6 +158,7 @@ impl StoreCounters {
         self.limit_bytes.store(stats.limit_bytes, Ordering::Relaxed);
         self.table_slots.store(stats.table_slots, Ordering::Relaxed);
         self.table_bytes.store(stats.table_bytes, Ordering::Relaxed);
+        self.sweeping.store(stats.sweeping, Ordering::Relaxed);
     }
 
     /// `stats reset`: every counter and the prefix counts start again; what

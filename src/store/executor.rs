@@ -239,11 +239,21 @@ impl Executor {
         c.add(Counter::Reclaimed, now.reclaimed - seen.reclaimed);
         c.add(
             Counter::ExpiredUnfetched,
-            now.reclaimed_unfetched - seen.reclaimed_unfetched,
+            (now.reclaimed_unfetched - seen.reclaimed_unfetched)
+                + (now.swept_unfetched - seen.swept_unfetched),
         );
         c.add(
             Counter::DirectReclaims,
             now.reclaim_walks - seen.reclaim_walks,
+        );
+        c.add(
+            Counter::CrawlerItemsChecked,
+            now.sweep_checked - seen.sweep_checked,
+        );
+        c.add(Counter::CrawlerReclaimed, now.swept - seen.swept);
+        c.add(
+            Counter::LruCrawlerStarts,
+            now.sweep_passes - seen.sweep_passes,
         );
     }
 
