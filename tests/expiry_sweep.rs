@@ -1,0 +1,82 @@
+//! The embedded store's expiry sweep (memcached's LRU crawler) through the
+//! real `mckv server` binary: a store filled to its cap with items that
+//! expire frees their memory by itself, with no command touching those
+//! keys, and counts it as memcached's crawler does. Every wait is a bounded
+//! poll; nothing is asserted on timing.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{connect, poll, request, start_mckv_with, stat};
+
+/// A `set` of `key` with `size` bytes that expires in `exptime` seconds.
+fn set(key: &str, size: usize, exptime: u32) -> Vec<u8> {
+    let mut bytes = format!("set {key} 0 {exptime} {size}\r\n").into_bytes();
+    bytes.resize(bytes.len() + size, b'v');
+    bytes.extend_from_slice(b"\r\n");
+    bytes
+}
+
+const OUT_OF_MEMORY: &str = "SERVER_ERROR out of memory storing object\r\n";
+
+#[test]
+fn a_store_full_of_expired_items_frees_their_memory_without_being_asked() {
+    const SIZE: usize = 10_000;
+    let node = start_mckv_with("memory_limit_mb = 1", "", &[]);
+    let mut c = connect(node.port());
+    let settings = request(&mut c, b"stats settings\r\n");
+    assert!(settings.contains("STAT lru_crawler yes\r\n"), "{settings}");
+
+    // Fill to the cap with items that live 2 s; 1 MiB / 10 kB is about 100.
+    let mut stored = 0;
+    for i in 0..1000 {
+        match request(&mut c, &set(&format!("brief{i}"), SIZE, 2)).as_str() {
+            "STORED\r\n" => stored += 1,
+            OUT_OF_MEMORY => break,
+            other => panic!("set brief{i} after {stored} stored: {other:?}"),
+        }
+    }
+    assert!(
+        stored >= 50,
+        "only {stored} values of {SIZE} bytes fit in 1 MB"
+    );
+    // While they live, a write that needs half the memory is refused.
+    let half = set("big", 512 * 1024, 0);
+    assert_eq!(request(&mut c, &half), OUT_OF_MEMORY);
+    let walks = stat(node.port(), "direct_reclaims");
+
+    // No command touches those keys: the sweep alone drops them.
+    poll(
+        Duration::from_secs(20),
+        Duration::from_millis(100),
+        || match (stat(node.port(), "curr_items"), stat(node.port(), "bytes")) {
+            (0, 0) => Ok(()),
+            (items, bytes) => Err(format!("{items} items of {bytes} bytes still held")),
+        },
+    );
+    let port = node.port();
+    assert!(stat(port, "crawler_reclaimed") >= stored);
+    assert!(stat(port, "crawler_items_checked") >= stored);
+    // None was ever fetched: each is an `expired_unfetched`, as memcached's
+    // crawler counts them.
+    assert!(stat(port, "expired_unfetched") >= stored);
+    assert!(stat(port, "lru_crawler_starts") >= 1);
+    // memcached's `reclaimed` counts memory a write took from a dead item;
+    // the sweep left the writes none to take.
+    assert_eq!(stat(port, "reclaimed"), 0);
+
+    // The memory is free: the write fits without a walk over the store.
+    assert_eq!(request(&mut c, &half), "STORED\r\n");
+    assert_eq!(stat(port, "direct_reclaims"), walks);
+    assert_eq!(stat(port, "curr_items"), 1);
+}
+
+#[test]
+fn with_the_sweep_off_stats_settings_says_there_is_no_crawler() {
+    let node = start_mckv_with("expiry_sweep = off", "", &[]);
+    let settings = request(&mut connect(node.port()), b"stats settings\r\n");
+    assert!(settings.contains("STAT lru_crawler no\r\n"), "{settings}");
+    let stats = request(&mut connect(node.port()), b"stats\r\n");
+    assert!(stats.contains("STAT lru_crawler_running 0\r\n"), "{stats}");
+}
