@@ -855,6 +855,40 @@ mod tests {
         assert_eq!(versions, vec![tombstone]);
     }
 
+    /// The embedded store's expiry sweep drops expired items behind the
+    /// log's back: anti-entropy must send for a swept key exactly what it
+    /// sends for one that merely expired, and take back nothing older.
+    #[test]
+    fn a_swept_expired_key_syncs_as_an_unswept_one_and_nothing_older_comes_back() {
+        let mut expiring = put("brief", 2, 0, "w");
+        if let State::Present(item) = &mut expiring.state {
+            item.expiry = Expiry::At(NOW + 10);
+        }
+        let mut twins = [(store(), VersionLog::new()), (store(), VersionLog::new())];
+        for (s, log) in &mut twins {
+            log.apply_remote(s, &put("kept", 1, 0, "v"), NOW).unwrap();
+            log.apply_remote(s, &expiring, NOW).unwrap();
+        }
+        let (swept, _) = &mut twins[0];
+        while swept.sweep(NOW + 10, 1) {}
+        assert_eq!(swept.stats().items, 1, "only the expired item is dropped");
+        let mut sent = Vec::new();
+        for (s, log) in &mut twins {
+            sent.push(log.since(s, 0, WHOLE, NOW + 10).unwrap().versions);
+            let older = put("brief", 1, 3, "stale");
+            assert!(!log.apply_remote(s, &older, NOW + 10).unwrap());
+            assert!(!log.apply_remote(s, &expiring, NOW + 10).unwrap());
+            assert_eq!(s.export(b"brief", NOW + 10).unwrap(), None);
+            assert_eq!(log.stamp(b"brief"), Some(stamp(2, 0)));
+        }
+        assert_eq!(sent[0], sent[1]);
+        assert!(sent[0].contains(&Version {
+            key: b"brief".to_vec(),
+            stamp: stamp(2, 0),
+            state: State::Deleted,
+        }));
+    }
+
     #[test]
     fn tombstones_are_forgotten_only_once_synced_past() {
         let (mut s, mut log) = (store(), VersionLog::new());
