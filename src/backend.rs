@@ -133,13 +133,12 @@ impl<R: Replica> Backend<R> {
 
     /// The store's periodic housekeeping (see `VersionedStore::maintain`),
     /// published for `stats`; whether more is waiting. A store on a worker
-    /// does its own (a memcached backend has its own LRU crawler). It runs
-    /// as of `lag` seconds ago: see [`crate::server`]'s `SWEEP_LAG`.
-    pub fn maintain(&mut self, lag: u64) -> bool {
+    /// does its own (a memcached backend has its own LRU crawler).
+    pub fn maintain(&mut self) -> bool {
         let Kind::Inline { executor, .. } = &mut self.kind else {
             return false;
         };
-        let now = executor.now().saturating_sub(lag);
+        let now = executor.now();
         let busy = executor.store().maintain(now).unwrap_or_else(|e| {
             log::error!("store housekeeping failed: {e:?}");
             false

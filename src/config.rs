@@ -156,6 +156,8 @@ impl ClusterConfig {
     pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
     pub const DEFAULT_MAX_REPLY_BUFFER: usize = 1 << 20;
     pub const DEFAULT_PEER_UNSENT_LIMIT: usize = 2 << 20;
+    /// Well under the 256 MiB a peer may leave unread before its link drops.
+    pub const MAX_PEER_UNSENT_LIMIT: usize = 64 << 20;
 
     /// The TLS files of `node`, if the cluster runs TLS anywhere; an error
     /// names what is missing.
@@ -424,7 +426,14 @@ impl ClusterConfig {
             "client_tls" => self.client_tls = switch("cluster", key, value)?,
             "tls_ca" => self.tls_ca = Some(PathBuf::from(value)),
             "max_reply_buffer" => self.max_reply_buffer = at_least_one("cluster", key, value)?,
-            "peer_unsent_limit" => self.peer_unsent_limit = at_least_one("cluster", key, value)?,
+            "peer_unsent_limit" => {
+                self.peer_unsent_limit = at_least_one("cluster", key, value)?;
+                // Past the hard bound a slow peer would be dropped and
+                // redialed, not held back.
+                if self.peer_unsent_limit >= ClusterConfig::MAX_PEER_UNSENT_LIMIT {
+                    return Err(invalid("cluster", key, "must be under 64 MiB"));
+                }
+            }
             other => return Err(invalid("cluster", other, "unknown key")),
         }
         Ok(())
@@ -525,6 +534,7 @@ mod tests {
             "[cluster]\npeer_tls = yes\n[node.0]\n",
             "[cluster]\nmax_reply_buffer = 0\n[node.0]\n",
             "[cluster]\npeer_unsent_limit = lots\n[node.0]\n",
+            "[cluster]\npeer_unsent_limit = 268435456\n[node.0]\n",
             "[cluster]\npeer_tls = on\n[node.0]\ntls_cert = c\ntls_key = k\n",
             "[cluster]\nclient_tls = on\n[node.0]\ntls_cert = c\n",
         ] {

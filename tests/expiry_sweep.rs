@@ -80,3 +80,23 @@ fn with_the_sweep_off_stats_settings_says_there_is_no_crawler() {
     let stats = request(&mut connect(node.port()), b"stats\r\n");
     assert!(stats.contains("STAT lru_crawler_running 0\r\n"), "{stats}");
 }
+
+/// Replicas of a strong mode apply each operation at the time of the node
+/// that took it, so a sweep by one node's clock could free an item an
+/// operation ordered later still finds elsewhere: in a linearizable or
+/// sequential cluster the sweep is off (and says so); in eventual mode on.
+#[test]
+fn the_sweep_is_off_in_a_strong_cluster_and_on_in_an_eventual_one() {
+    for (mode, crawler) in [
+        ("linearizable", "no"),
+        ("sequential", "no"),
+        ("eventual", "yes"),
+    ] {
+        let cluster = common::start_cluster(3, mode, "");
+        let settings = request(&mut connect(cluster.port(0)), b"stats settings\r\n");
+        let line = format!("STAT lru_crawler {crawler}\r\n");
+        assert!(settings.contains(&line), "{mode}: {settings}");
+        let said = cluster.log(0).contains("expiry sweep off");
+        assert_eq!(said, crawler == "no", "{mode}: {}", cluster.log(0));
+    }
+}

@@ -21,7 +21,20 @@ use crate::store::memory::MemoryStore;
 use crate::store::VersionedStore;
 
 /// Serves as node `settings.node` until SIGINT/SIGTERM, then drains and returns.
-pub fn serve(settings: Settings) -> io::Result<()> {
+pub fn serve(mut settings: Settings) -> io::Result<()> {
+    if strong_replica(&settings) && settings.cluster.expiry_sweep {
+        // Replicas apply each operation at the time of the node that took
+        // it, not at their own: an item a sweep freed by this node's clock
+        // could still be alive for an operation ordered later from a node
+        // whose clock is behind, found on one replica and not here. Until
+        // replicas share one apply clock, only commands free dead items.
+        log::info!(
+            "expiry sweep off: replicas of a {} cluster free dead items only when a \
+             command meets them",
+            settings.cluster.consistency.name()
+        );
+        settings.cluster.expiry_sweep = false;
+    }
     let incarnation = incarnation();
     let me = settings.node.id;
     let view = View::new(0, settings.members.iter().map(|n| n.id).collect());
@@ -56,6 +69,15 @@ pub fn serve(settings: Settings) -> io::Result<()> {
             Server::bind(settings, incarnation, engine, factory, None)?.run()
         }
     }
+}
+
+/// A replica of a linearizable or sequential cluster of several nodes.
+fn strong_replica(settings: &Settings) -> bool {
+    let strong = matches!(
+        settings.cluster.consistency,
+        Consistency::Linearizable | Consistency::Sequential
+    );
+    strong && settings.members.len() > 1
 }
 
 /// This run's incarnation: the start time, so a restart is told apart.

@@ -191,7 +191,7 @@ impl<E: Engine> Server<E> {
                         // A short read emptied the socket; edge-triggered
                         // readiness will report the next bytes (but not an
                         // EOF that had already arrived: read on to that).
-                        got_input = n == asked || conn.eof_pending;
+                        got_input = n == asked || conn.eof_pending || conn.stream.has_failed();
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => got_input = true,

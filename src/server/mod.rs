@@ -51,7 +51,7 @@ use slab::Slab;
 use crate::backend::{Backend, StoreFactory};
 use crate::cluster::membership::{Load, Millis};
 use crate::cluster::{Done, Effect, Engine, Node, PeerEvent, Replica, ReplyTo, StoreWork};
-use crate::config::{ClusterConfig, Consistency, KvType, NodeConfig};
+use crate::config::{ClusterConfig, KvType, NodeConfig};
 use crate::durability::{Durable, Recovering, Wait};
 use crate::protocol::{self, reply};
 use backlog::Backlog;
@@ -111,9 +111,6 @@ pub struct Server<E: Engine> {
     client_tls: Option<Arc<rustls::ServerConfig>>,
     /// Connections still wait to be accepted after a pass's batch.
     accept_more: bool,
-    /// Seconds the store's housekeeping runs behind the wall clock
-    /// ([`SWEEP_LAG`] in a multi-node strong mode, else 0).
-    sweep_lag: u64,
     signals: Signals,
     conns: Slab<Connection>,
     /// Client sessions opened so far (part of each session's name).
@@ -212,7 +209,6 @@ impl<E: Engine> Server<E> {
         if settings.cluster.idle_timeout.is_some() {
             timers.schedule(Instant::now() + IDLE_SWEEP_EVERY, Timer::IdleSweep);
         }
-        let sweep_lag = sweep_lag(&settings);
         Ok(Server {
             limits: settings.cluster.limits(),
             settings,
@@ -220,7 +216,6 @@ impl<E: Engine> Server<E> {
             listener: Some(listener),
             client_tls,
             accept_more: false,
-            sweep_lag,
             signals,
             conns: Slab::new(),
             sessions: 0,
@@ -493,7 +488,7 @@ impl<E: Engine> Server<E> {
             match timer {
                 Timer::Heartbeat => self.heartbeat(now),
                 Timer::Maintain => {
-                    let busy = self.backend.maintain(self.sweep_lag);
+                    let busy = self.backend.maintain();
                     let next = if busy { MAINTAIN_BUSY } else { MAINTAIN_EVERY };
                     self.timers.schedule(now + next, Timer::Maintain);
                 }
@@ -563,30 +558,6 @@ fn resolve(addr: &str) -> io::Result<SocketAddr> {
     })
 }
 
-/// How far behind its own clock a replica of a strong mode sweeps expired
-/// items. Its replicas apply each operation at the time of the node that
-/// took it (so a relative expiry means the same everywhere), not at their
-/// own: an item the sweep dropped by this node's clock could still be
-/// alive at the time of an operation a node whose clock is behind ordered
-/// later, and that operation would find it here and miss it elsewhere.
-/// Sweeping only what died more than this long ago keeps replicas equal
-/// while node clocks (NTP-kept) differ by less. Commands still see an item
-/// dead at its own time: only the freeing of memory waits. Eventual mode
-/// needs no lag (an expired item syncs as a tombstone of its own stamp),
-/// nor does a one-node cluster.
-const SWEEP_LAG: u64 = 600;
-
-fn sweep_lag(settings: &Settings) -> u64 {
-    let strong = matches!(
-        settings.cluster.consistency,
-        Consistency::Linearizable | Consistency::Sequential
-    );
-    match strong && settings.members.len() > 1 {
-        true => SWEEP_LAG,
-        false => 0,
-    }
-}
-
 fn bind_peers<M: crate::cluster::wire::Message>(
     settings: &Settings,
     incarnation: u64,
@@ -631,31 +602,4 @@ fn bind_peers<M: crate::cluster::wire::Message>(
         ),
         Instant::now(),
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::Config;
-
-    fn settings(consistency: &str, nodes: usize) -> Settings {
-        let sections: String = (0..nodes).map(|id| format!("[node.{id}]\n")).collect();
-        let config = Config::parse(&format!(
-            "[cluster]\nconsistency = {consistency}\n{sections}"
-        ))
-        .expect("a valid config");
-        Settings {
-            cluster: config.cluster.clone(),
-            node: config.nodes[0].clone(),
-            members: config.nodes,
-        }
-    }
-
-    #[test]
-    fn only_replicas_of_a_strong_mode_sweep_behind_their_clock() {
-        assert_eq!(sweep_lag(&settings("linearizable", 3)), SWEEP_LAG);
-        assert_eq!(sweep_lag(&settings("sequential", 2)), SWEEP_LAG);
-        assert_eq!(sweep_lag(&settings("eventual", 3)), 0);
-        assert_eq!(sweep_lag(&settings("linearizable", 1)), 0);
-    }
 }

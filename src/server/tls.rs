@@ -159,6 +159,12 @@ impl Stream {
         }
     }
 
+    /// A read met an error after plaintext it returned: the next read
+    /// reports it (the owner must read again, not wait for readiness).
+    pub fn has_failed(&self) -> bool {
+        matches!(self, Stream::Tls(tls) if tls.failed.is_some())
+    }
+
     /// TLS records wait for the socket: ask for writable readiness.
     pub fn wants_write(&self) -> bool {
         match self {

@@ -24,10 +24,13 @@
 //! Replicas: the sweep removes only items that are already dead (expired
 //! by their absolute time, or invalidated by a delayed `flush_all`), which
 //! no read, write or export can see any more: every command and
-//! `export`/`export_record` treat a dead item exactly as a missing one. So
-//! a swept key changes no reply in the strong modes, where every replica
-//! applies the same operations, no cas unique (it touches no live item and
-//! takes none), and in eventual mode the version log's `since()` sends the
+//! `export`/`export_record` treat a dead item exactly as a missing one, at
+//! the time they are given. The sweep judges death by this node's clock,
+//! so it changes no cas unique (it touches no live item and takes none),
+//! but in a strong mode of several nodes, whose replicas apply each
+//! operation at the time of the node that took it, an item dead by this
+//! clock may still be alive for an operation ordered later: there the
+//! server turns the sweep off (`server/build.rs`). In eventual mode the version log's `since()` sends the
 //! same thing for a swept key as for one that merely expired: a missing
 //! value whose recorded expiry has passed goes out as a tombstone with the
 //! value's own stamp, which can undo nothing newer; the log's stamps are
