@@ -522,7 +522,18 @@ fn proposals_and_acks_coalesce_under_load() {
 /// change and serves again, never answering from its empty store before.
 #[test]
 fn a_killed_node_leaves_a_majority_serving_and_rejoins_with_the_state() {
-    let mut cluster = start_cluster(3, "linearizable", "");
+    killed_node_rejoins_with_the_state(start_cluster(3, "linearizable", ""));
+}
+
+#[test]
+fn over_peer_tls_a_killed_node_leaves_a_majority_serving_and_rejoins_with_the_state() {
+    let (cluster, _certs) = start_cluster_over_peer_tls(3, "linearizable", "");
+    killed_node_rejoins_with_the_state(cluster);
+}
+
+/// Node 2 killed (SIGKILL): the majority serves again without it; restarted
+/// empty, it is handed the state and answers no read before it holds it.
+fn killed_node_rejoins_with_the_state(mut cluster: Cluster) {
     let mut c = connect(cluster.port(0));
     assert_eq!(request(&mut c, b"set k 0 0 1\r\na\r\n"), "STORED\r\n");
     let port = cluster.port(2);
@@ -588,12 +599,7 @@ fn a_node_on_memcached_rejoins_with_the_state(consistency: &str, killed: usize) 
     let stored = "STORED\r\n".repeat(KEYS + 4);
     let got = roundtrip(&mut c, sets.as_bytes(), stored.as_bytes());
     assert_eq!(String::from_utf8_lossy(&got), stored);
-    wait_for_value(
-        &cluster,
-        killed,
-        "counter",
-        "VALUE counter 0 1\r\n5\r\nEND\r\n",
-    );
+    cluster.wait_for_value(killed, "counter", "VALUE counter 0 1\r\n5\r\nEND\r\n");
 
     let port = cluster.port(killed);
     cluster.nodes[killed].signal("KILL");
@@ -713,7 +719,7 @@ fn a_restarted_node_answers_no_read_from_its_empty_store() {
     let mut cluster = start_cluster(3, "sequential", "");
     let mut c = connect(cluster.port(0));
     assert_eq!(request(&mut c, b"set k 0 0 1\r\na\r\n"), "STORED\r\n");
-    wait_for_value(&cluster, 2, "k", "VALUE k 0 1\r\na\r\nEND\r\n");
+    cluster.wait_for_value(2, "k", "VALUE k 0 1\r\na\r\nEND\r\n");
     let port = cluster.port(2);
     cluster.nodes[2].signal("KILL");
     let _ = cluster.nodes[2].child.wait();
@@ -739,18 +745,6 @@ fn a_restarted_node_answers_no_read_from_its_empty_store() {
 }
 
 /// Polls `get key` on `node` until it answers `want` (bounded).
-fn wait_for_value(cluster: &Cluster, node: usize, key: &str, want: &str) {
-    let mut c = connect(cluster.port(node));
-    poll(Duration::from_secs(10), Duration::from_millis(20), || {
-        let got = request(&mut c, format!("get {key}\r\n").as_bytes());
-        match got == want {
-            true => Ok(()),
-            false => Err(format!(
-                "node {node} never answered {want:?} for {key}: {got:?}"
-            )),
-        }
-    })
-}
 
 #[test]
 fn eventual_mode_replicates_and_a_killed_node_catches_up_after_restart() {
@@ -805,7 +799,7 @@ fn eventual_mode_on_memcached_backends_catches_up_after_restart() {
 fn killed_node_catches_up(mut cluster: Cluster, while_down: impl FnOnce(&Cluster)) -> Cluster {
     let mut c0 = connect(cluster.port(0));
     assert_eq!(request(&mut c0, b"set a 0 0 3\r\nabc\r\n"), "STORED\r\n");
-    wait_for_value(&cluster, 2, "a", "VALUE a 0 3\r\nabc\r\nEND\r\n");
+    cluster.wait_for_value(2, "a", "VALUE a 0 3\r\nabc\r\nEND\r\n");
 
     let port = cluster.port(2);
     cluster.nodes[2].signal("KILL");
@@ -821,12 +815,12 @@ fn killed_node_catches_up(mut cluster: Cluster, while_down: impl FnOnce(&Cluster
 
     // Node 2 comes back empty and syncs everything it missed, deletes included.
     cluster.nodes[2] = start_cluster_node(&cluster.config, &cluster.dir.0, 2, port);
-    wait_for_value(&cluster, 2, "b", "VALUE b 0 2\r\nhi\r\nEND\r\n");
-    wait_for_value(&cluster, 2, "n", "VALUE n 0 1\r\n7\r\nEND\r\n");
-    wait_for_value(&cluster, 2, "a", "END\r\n");
+    cluster.wait_for_value(2, "b", "VALUE b 0 2\r\nhi\r\nEND\r\n");
+    cluster.wait_for_value(2, "n", "VALUE n 0 1\r\n7\r\nEND\r\n");
+    cluster.wait_for_value(2, "a", "END\r\n");
     let keys: Vec<String> = ["a", "b", "n"].iter().map(|k| k.to_string()).collect();
     cluster.converged(&keys);
-    wait_for_value(&cluster, 2, "leftover", "END\r\n");
+    cluster.wait_for_value(2, "leftover", "END\r\n");
     assert!(stat(&cluster, 2, "mckv_sync_rounds") > 0);
     assert!(stat(&cluster, 2, "mckv_versions_received") >= 3);
     assert!(cluster.show(0).contains(" sync_lag_ms="));
@@ -840,7 +834,7 @@ fn eventual_mode_serves_every_node_while_a_peer_is_down() {
     wait_for_state(&cluster, 0, 2, "down");
     let mut c = connect(cluster.port(0));
     assert_eq!(request(&mut c, b"set k 0 0 1\r\nx\r\n"), "STORED\r\n");
-    wait_for_value(&cluster, 1, "k", "VALUE k 0 1\r\nx\r\nEND\r\n");
+    cluster.wait_for_value(1, "k", "VALUE k 0 1\r\nx\r\nEND\r\n");
     cluster.nodes[2].signal("CONT");
-    wait_for_value(&cluster, 2, "k", "VALUE k 0 1\r\nx\r\nEND\r\n");
+    cluster.wait_for_value(2, "k", "VALUE k 0 1\r\nx\r\nEND\r\n");
 }

@@ -25,16 +25,7 @@ fn replicates(cluster: &Cluster, key: &str) {
     assert_eq!(request(&mut c, set.as_bytes()), "STORED\r\n");
     let want = format!("VALUE {key} 0 5\r\nhello\r\nEND\r\n");
     for node in 1..cluster.nodes.len() {
-        poll(Duration::from_secs(10), Duration::from_millis(20), || {
-            let got = request(
-                &mut connect(cluster.port(node)),
-                format!("get {key}\r\n").as_bytes(),
-            );
-            match got == want {
-                true => Ok(()),
-                false => Err(format!("node {node} answered {got:?}")),
-            }
-        });
+        cluster.wait_for_value(node, key, &want);
     }
 }
 
@@ -204,39 +195,6 @@ fn peers_named_by_host_name_check_the_name_in_the_certificate() {
     let text = text.replace("peer = 127.0.0.1:", "peer = localhost:");
     let cluster = common::launch_cluster_text(text, ports);
     replicates(&cluster, "by-name");
-}
-
-/// The fault path over peer TLS: a node killed, the majority serving
-/// without it, the node restarted and handed the state over TLS before it
-/// answers a read.
-#[test]
-fn a_killed_node_rejoins_a_tls_cluster_with_the_state() {
-    let (mut cluster, _certs) = start_cluster_over_peer_tls(3, "linearizable", "");
-    let mut c = connect(cluster.port(0));
-    assert_eq!(request(&mut c, b"set k 0 0 1\r\na\r\n"), "STORED\r\n");
-    let port = cluster.port(2);
-    cluster.nodes[2].signal("KILL");
-    let _ = cluster.nodes[2].child.wait();
-    poll(
-        Duration::from_secs(10),
-        Duration::from_millis(20),
-        || match request(&mut c, b"set k2 0 0 1\r\nb\r\n").as_str() {
-            "STORED\r\n" => Ok(()),
-            other => Err(format!("the majority never served again: {other:?}")),
-        },
-    );
-    cluster.nodes[2] = start_cluster_node(&cluster.config, &cluster.dir.0, 2, port);
-    let mut restarted = connect(port);
-    poll(
-        Duration::from_secs(10),
-        Duration::from_millis(20),
-        || match request(&mut restarted, b"get k k2\r\n").as_str() {
-            "VALUE k 0 1\r\na\r\nVALUE k2 0 1\r\nb\r\nEND\r\n" => Ok(()),
-            a if a.starts_with("SERVER_ERROR ") => Err(format!("not back yet: {a:?}")),
-            a => panic!("the restarted node answered from a store it does not hold: {a:?}"),
-        },
-    );
-    cluster.converged(&["k".to_string(), "k2".to_string()]);
 }
 
 /// A TLS client config trusting the CA `ca`.

@@ -419,6 +419,20 @@ impl Cluster {
         })
     }
 
+    /// Waits (at most 10 s) until `node` answers `get key` with `want`.
+    pub fn wait_for_value(&self, node: usize, key: &str, want: &str) {
+        let mut c = connect(self.port(node));
+        poll(Duration::from_secs(10), Duration::from_millis(20), || {
+            let got = request(&mut c, format!("get {key}\r\n").as_bytes());
+            match got == want {
+                true => Ok(()),
+                false => Err(format!(
+                    "node {node} never answered {want:?} for {key}: {got:?}"
+                )),
+            }
+        })
+    }
+
     /// Every node's reply to `gets` of `keys`, in node order.
     pub fn gets_everywhere(&self, keys: &[String]) -> Vec<String> {
         let line = format!("gets {}\r\n", keys.join(" "));
