@@ -31,6 +31,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::server::WebPkiClientVerifier;
 use rustls::ServerConnection;
 use rustls::{ClientConfig, ClientConnection, Connection, RootCertStore, ServerConfig};
+use rustls::{ConfigBuilder, WantsVerifier};
 
 /// Plaintext a session buffers before a write would block: a slow reader
 /// holds no more than this in TLS records (the owner's own output queue
@@ -69,14 +70,42 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(ring::default_provider())
 }
 
+/// A server config's builder with rustls's safe protocol versions.
+fn server_builder() -> Result<ConfigBuilder<ServerConfig, WantsVerifier>, String> {
+    ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())
+}
+
+/// The node's certificate chain and private key, read once.
+struct NodeIdentity<'a> {
+    files: &'a TlsFiles,
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+}
+
+impl NodeIdentity<'_> {
+    fn read(files: &TlsFiles) -> Result<NodeIdentity<'_>, String> {
+        Ok(NodeIdentity {
+            files,
+            chain: certificates(&files.cert)?,
+            key: private_key(&files.key)?,
+        })
+    }
+
+    /// A rustls error about the pair, naming the certificate file.
+    fn refused(&self, e: rustls::Error) -> String {
+        format!("{}: {e}", self.files.cert.display())
+    }
+}
+
 /// What a node presents to clients: its certificate, no client certificate asked.
 pub fn client_facing(files: &TlsFiles) -> Result<Arc<ServerConfig>, String> {
-    let config = ServerConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
+    let node = NodeIdentity::read(files)?;
+    let config = server_builder()?
         .with_no_client_auth()
-        .with_single_cert(certificates(&files.cert)?, private_key(&files.key)?)
-        .map_err(|e| format!("{}: {e}", files.cert.display()))?;
+        .with_single_cert(node.chain.clone(), node.key.clone_key())
+        .map_err(|e| node.refused(e))?;
     Ok(Arc::new(config))
 }
 
@@ -89,22 +118,21 @@ pub struct PeerTls {
 }
 
 pub fn peer_facing(files: &TlsFiles) -> Result<PeerTls, String> {
+    let node = NodeIdentity::read(files)?;
     let roots = roots(files)?;
     let verifier = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider())
         .build()
         .map_err(|e| e.to_string())?;
-    let acceptor = ServerConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
+    let acceptor = server_builder()?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(certificates(&files.cert)?, private_key(&files.key)?)
-        .map_err(|e| format!("{}: {e}", files.cert.display()))?;
+        .with_single_cert(node.chain.clone(), node.key.clone_key())
+        .map_err(|e| node.refused(e))?;
     let dialer = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
         .with_root_certificates(roots)
-        .with_client_auth_cert(certificates(&files.cert)?, private_key(&files.key)?)
-        .map_err(|e| format!("{}: {e}", files.cert.display()))?;
+        .with_client_auth_cert(node.chain.clone(), node.key.clone_key())
+        .map_err(|e| node.refused(e))?;
     Ok(PeerTls {
         acceptor: Arc::new(acceptor),
         dialer: Arc::new(dialer),
