@@ -485,13 +485,19 @@ impl TotalOrder {
                 .sum::<usize>()
     }
 
-    /// Whole ticks the longest-waiting operation in the queue has waited
-    /// through: one queued since the last tick has waited through none (a
-    /// lower bound, so steady traffic that is delivered within a tick
-    /// shows 0).
-    fn oldest_wait(&self) -> u64 {
-        let oldest = self.queue.iter().map(|Reverse(q)| q.queued_at).min();
-        oldest.map_or(0, |at| self.ticks.saturating_sub(at + 1))
+    /// Measures the queue, once a tick, in one pass: `delivery_lag`, the
+    /// whole ticks the longest-waiting operation has waited through (one
+    /// queued since the last tick has waited through none: a lower bound,
+    /// so steady traffic delivered within a tick shows 0), and
+    /// `queued_bytes`, for the queue limit.
+    fn measure_queue(&mut self) {
+        let (mut oldest, mut bytes) = (None, 0);
+        for Reverse(queued) in &self.queue {
+            oldest = Some(oldest.map_or(queued.queued_at, |o: u64| o.min(queued.queued_at)));
+            bytes += op_len(&queued.op);
+        }
+        self.delivery_lag = oldest.map_or(0, |at| self.ticks.saturating_sub(at + 1));
+        self.queued_bytes = bytes;
     }
 
     /// The members of the view other than this node.
@@ -763,8 +769,7 @@ impl Engine for TotalOrder {
 
     fn on_tick(&mut self, out: &mut Vec<Effect<Work>>) {
         self.ticks += 1;
-        self.delivery_lag = self.oldest_wait();
-        self.queued_bytes = self.queue.iter().map(|Reverse(q)| op_len(&q.op)).sum();
+        self.measure_queue();
         for peer in self.peers.values_mut() {
             peer.out.due = true;
         }
