@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::protocol::Limits;
+use crate::store::Eviction;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Consistency {
@@ -134,6 +135,9 @@ pub struct ClusterConfig {
     /// at a time (memcached's LRU crawler; `off` is its `-o
     /// no_lru_crawler`).
     pub expiry_sweep: bool,
+    /// What a full embedded store does: evict (memcached's default) or
+    /// refuse the write (memcached's `-M`).
+    pub eviction: Eviction,
     /// Peer links run over TLS, each side presenting its node's
     /// certificate, checked against `tls_ca`.
     pub peer_tls: bool,
@@ -205,6 +209,7 @@ impl Default for ClusterConfig {
             max_connections: ClusterConfig::DEFAULT_MAX_CONNECTIONS,
             idle_timeout: None,
             expiry_sweep: true,
+            eviction: Eviction::Lru,
             peer_tls: false,
             client_tls: false,
             tls_ca: None,
@@ -422,6 +427,19 @@ impl ClusterConfig {
                 self.idle_timeout = (seconds > 0).then(|| Duration::from_secs(seconds));
             }
             "expiry_sweep" => self.expiry_sweep = switch("cluster", key, value)?,
+            "eviction" => {
+                self.eviction = match value {
+                    "lru" => Eviction::Lru,
+                    "none" => Eviction::None,
+                    other => {
+                        return Err(invalid(
+                            "cluster",
+                            key,
+                            format!("{other:?} is not lru or none"),
+                        ))
+                    }
+                }
+            }
             "peer_tls" => self.peer_tls = switch("cluster", key, value)?,
             "client_tls" => self.client_tls = switch("cluster", key, value)?,
             "tls_ca" => self.tls_ca = Some(PathBuf::from(value)),

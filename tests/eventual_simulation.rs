@@ -129,6 +129,11 @@ struct Config {
     /// answer claims on its way to complete the whole answer (`upto` set to
     /// the sender's last change), skipping the changes it left out.
     parts_claim_whole: bool,
+    /// Each store's memory cap.
+    memory_limit: u64,
+    /// An eviction is a delete on every replica (false: broken on purpose,
+    /// for the negative control: evictions stay where they happened).
+    evictions_replicated: bool,
     trace: bool,
 }
 
@@ -154,8 +159,18 @@ impl Config {
             crashes: Vec::new(),
             frame_budget: tiny_budget(seed),
             parts_claim_whole: false,
+            memory_limit: SimConfig::new(1, 0).memory_limit,
+            evictions_replicated: true,
             trace: false,
         }
+    }
+
+    /// The chaos workload, each store with room for about half the keys.
+    fn evicting(nodes: u32, seed: u64) -> Config {
+        let mut c = Config::chaos(nodes, seed);
+        // An item is 56 bytes of overhead, a 2-byte key and a short value.
+        c.memory_limit = 5 * 70;
+        c
     }
 
     fn chaos(nodes: u32, seed: u64) -> Config {
@@ -201,6 +216,8 @@ impl Config {
         sim.spike_factor = self.spike_factor;
         sim.peer_timeout = self.peer_timeout;
         sim.max_think = 0;
+        sim.memory_limit = self.memory_limit;
+        sim.keep_evicted = self.evictions_replicated;
         if self.faults.late_hello {
             sim.late_hello_min = 2;
             sim.late_hello = 2 * self.max_delay;
@@ -555,6 +572,21 @@ impl Cluster {
     fn lost_in_crash(&self) -> usize {
         let record = self.record.borrow();
         record.acks.iter().filter(|a| a.lost_in_crash).count()
+    }
+
+    /// Live items the stores evicted to make room, in all.
+    fn evictions(&mut self) -> u64 {
+        let ids = self.sim.node_ids();
+        let store = |id| {
+            self.sim
+                .node_mut(id)
+                .executor
+                .store()
+                .stats()
+                .events
+                .evicted
+        };
+        ids.into_iter().map(store).sum()
     }
 
     fn versions_sent(&self) -> u64 {
@@ -1330,6 +1362,48 @@ fn without_anti_entropy_lost_pushes_stay_lost() {
         c.check_last_writer_wins()
     });
     on.assert_ok("anti-entropy on", started);
+}
+
+/// Check 8. Stores with room for about half the keys evict through the
+/// chaos workload, and through crashes and restarts: each eviction is a
+/// delete stamped by the node that made it, so the replicas still converge
+/// (values and stamps). Acknowledged writes may be evicted, so last writer
+/// wins is not checked. The negative control: evictions that stay where
+/// they happened leave replicas apart.
+#[test]
+fn full_stores_evict_and_the_replicas_still_converge() {
+    let started = Instant::now();
+    let evicting = |replicated: bool, crashing: bool| {
+        move |n, seed| {
+            let mut cfg = match crashing {
+                true => Config::crashing(n, seed),
+                false => Config::chaos(n, seed),
+            };
+            cfg.memory_limit = Config::evicting(n, seed).memory_limit;
+            cfg.evictions_replicated = replicated;
+            cfg
+        }
+    };
+    let evictions = std::cell::Cell::new(0);
+    let converged = |c: &mut Cluster| {
+        evictions.set(evictions.get() + c.evictions());
+        c.check_converged(false)
+    };
+    for crashing in [false, true] {
+        let sweep = Sweep::new(seeds(&SIZES, SEEDS, evicting(true, crashing)), 2, converged);
+        sweep.assert_ok("evicting stores converge", started);
+    }
+    assert!(evictions.get() > 1000, "{} evictions", evictions.get());
+    let kept = Sweep::new(seeds(&SIZES, 10, evicting(false, false)), 2, |c| {
+        c.check_converged(false)
+    });
+    eprintln!("{}", kept.summary("evictions not replicated", started));
+    assert!(
+        kept.failures.len() * 2 >= kept.runs,
+        "only {} of {} runs with evictions kept local diverged",
+        kept.failures.len(),
+        kept.runs
+    );
 }
 
 /// Check 7, the negative control of answers in parts: a part must complete

@@ -235,10 +235,11 @@ fn big_set(key: &str) -> Vec<u8> {
 
 /// `cache_memlimit` changes the embedded store's limit at once. memcached
 /// refuses a limit under 8 MB (so `cache_memlimit 1` changes nothing); at
-/// 8 MB the ninth value of a megabyte no longer fits.
+/// 8 MB the ninth value of a megabyte no longer fits, and a store that
+/// does not evict (memcached's `-M`) refuses it.
 #[test]
 fn cache_memlimit_8_makes_a_set_past_it_fail_with_out_of_memory() {
-    let node = start_mckv("", &[]);
+    let node = start_mckv_with("eviction = none", "", &[]);
     let mut c = connect(node.port());
     assert_eq!(
         request(&mut c, b"cache_memlimit 1\r\n"),
@@ -262,6 +263,59 @@ fn cache_memlimit_8_makes_a_set_past_it_fail_with_out_of_memory() {
     assert!(stats.contains("STAT curr_items 8\r\n"), "{stats}");
     assert_eq!(request(&mut c, b"cache_memlimit 64\r\n"), "OK\r\n");
     assert_eq!(request(&mut c, &big_set("big8")), "STORED\r\n");
+}
+
+/// A store that evicts, as memcached does unless started with `-M`, makes
+/// room for the ninth value of a megabyte by evicting the least recently
+/// used one; a value read since is spared.
+#[test]
+fn a_full_store_evicts_the_least_recently_used_value() {
+    let node = start_mckv("", &[]);
+    let mut c = connect(node.port());
+    assert_eq!(request(&mut c, b"cache_memlimit 8\r\n"), "OK\r\n");
+    for i in 0..8 {
+        let key = format!("big{i}");
+        assert_eq!(request(&mut c, &big_set(&key)), "STORED\r\n", "{key}");
+    }
+    let hit = request(&mut c, b"get big0\r\n");
+    assert!(hit.starts_with("VALUE big0 0 1000000\r\n"), "{:.40}", hit);
+    assert_eq!(request(&mut c, &big_set("big8")), "STORED\r\n");
+    assert_eq!(
+        request(&mut c, b"get big1\r\n"),
+        "END\r\n",
+        "big1 was evicted"
+    );
+    let hit = request(&mut c, b"get big0\r\n");
+    assert!(hit.starts_with("VALUE big0 "), "big0 was read: spared");
+    let port = node.port();
+    assert_eq!(
+        (stat(port, "evictions"), stat(port, "evicted_unfetched")),
+        (1, 1)
+    );
+    assert_eq!(stat(port, "curr_items"), 8);
+    assert!(stat(port, "bytes") <= 8 << 20);
+    let settings = request(&mut c, b"stats settings\r\n");
+    assert!(settings.contains("STAT evictions on\r\n"), "{settings}");
+}
+
+/// In a strong mode every replica must evict (or refuse) the same writes,
+/// so its nodes share the cluster's `memory_limit_mb`: `cache_memlimit` on
+/// one of them is refused, and the log says why.
+#[test]
+fn cache_memlimit_on_a_strong_cluster_node_is_refused() {
+    let cluster = start_cluster(3, "sequential", "");
+    let mut c = connect(cluster.port(1));
+    assert_eq!(
+        request(&mut c, b"cache_memlimit 64\r\n"),
+        "MEMLIMIT_ADJUST_FAILED out of bounds or unable to adjust\r\n"
+    );
+    common::poll(Duration::from_secs(5), Duration::from_millis(50), || {
+        let log = cluster.log(1);
+        match log.contains("set memory_limit_mb in [cluster]") {
+            true => Ok(()),
+            false => Err(format!("the log does not say why:\n{log}")),
+        }
+    });
 }
 
 /// A node on a memcached backend does not change that memcached's memory,

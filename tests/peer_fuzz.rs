@@ -22,7 +22,7 @@ use mckv::cluster::view::Ballot;
 use mckv::cluster::wire::{self, Message};
 use mckv::cluster::{Frame, Hello, Op, PeerMessage, Stamp};
 use mckv::protocol::{parse, Action, Limits, Request};
-use mckv::store::{Entry, Expiry, Record};
+use mckv::store::{Entry, Expiry, Head, Record};
 
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
@@ -82,6 +82,8 @@ fn record(key: &str, value: &[u8]) -> Record {
             value: value.to_vec(),
         },
         cas: 42,
+        stored_at: 1_700_000_010,
+        referenced: true,
     }
 }
 
@@ -124,7 +126,10 @@ fn broadcasts() -> Vec<Broadcast> {
         Control::State {
             ballot,
             upto: Stamp { ts: 9, node: 1 },
-            first: Some(Some(1_700_000_200)),
+            first: Some(Head {
+                flush_at: Some(1_700_000_200),
+                ..Head::default()
+            }),
             records: vec![record("a", b"1"), record("b", &[0xff; 300])],
             read_at: 1_700_000_150,
             last: true,

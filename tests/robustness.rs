@@ -737,7 +737,7 @@ fn sigterm_mid_load_exits_cleanly() {
 #[test]
 fn memory_cap_refuses_then_flush_recovers() {
     const SIZE: usize = 10_000;
-    let node = start_with_cluster("memory_limit_mb = 1");
+    let node = start_with_cluster("memory_limit_mb = 1\neviction = none");
     let mut s = connect(node.port());
     let value = |i: usize| -> Vec<u8> {
         let mut v = format!("{i:08}").into_bytes();

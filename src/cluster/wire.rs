@@ -519,7 +519,7 @@ mod tests {
     use crate::cluster::total_order::{Broadcast, Control, Flush, Proposal};
     use crate::cluster::view::Ballot;
     use crate::cluster::Stamp;
-    use crate::store::{Entry, Expiry, Record};
+    use crate::store::{Entry, Expiry, Head, Housekeeping, Record};
 
     fn op(command: Command) -> Arc<Op> {
         Arc::new(Op {
@@ -683,6 +683,8 @@ mod tests {
                 value: b"value".to_vec(),
             },
             cas: 77,
+            stored_at: 1_700_000_050,
+            referenced: true,
         };
         vec![
             Control::Prepare {
@@ -726,7 +728,15 @@ mod tests {
                 ballot,
                 upto: Stamp { ts: 6, node: 1 },
                 read_at: 1_700_000_100,
-                first: Some(Some(1_700_000_200)),
+                first: Some(Head {
+                    flush_at: Some(1_700_000_200),
+                    housekeeping: Housekeeping {
+                        sweep_cursor: Some(12),
+                        sweep_began: 1_700_000_090,
+                        hand: 7,
+                        last_reclaim: 1_700_000_080,
+                    },
+                }),
                 records: vec![record.clone(), record],
                 last: false,
                 total: 1 << 33,
@@ -735,7 +745,7 @@ mod tests {
                 ballot,
                 upto: Stamp { ts: 6, node: 1 },
                 read_at: 0,
-                first: Some(None),
+                first: Some(Head::default()),
                 records: Vec::new(),
                 last: true,
                 total: 0,

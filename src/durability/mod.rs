@@ -200,7 +200,7 @@ mod tests {
     use super::*;
     use crate::protocol::{Limits, StorageMode};
     use crate::store::memory::MemoryStore;
-    use crate::store::{Expiry, Store, Write};
+    use crate::store::{Entry, Expiry, Store, Write};
 
     const NOW: UnixTime = 1_700_000_000;
     const KEYS: u64 = 40;
@@ -281,12 +281,15 @@ mod tests {
         };
     }
 
-    /// Every key's record in `store` at `now`, in key order.
-    fn contents(store: &mut dyn VersionedStore, now: UnixTime) -> Vec<crate::store::Record> {
+    /// Every key's item in `store` at `now` (entry and cas unique), in key
+    /// order. When each was stored and its eviction bit are left out: a
+    /// replay stores at its own time and uses nothing.
+    fn contents(store: &mut dyn VersionedStore, now: UnixTime) -> Vec<(Vec<u8>, Entry, u64)> {
         let mut keys: Vec<Vec<u8>> = (0..KEYS).map(|k| format!("k{k}").into_bytes()).collect();
         keys.sort();
         keys.iter()
             .filter_map(|k| store.export_record(k, now).unwrap())
+            .map(|r| (r.key, r.entry, r.cas))
             .collect()
     }
 

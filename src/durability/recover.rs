@@ -22,7 +22,7 @@ use std::path::Path;
 
 use super::record::{self, Record};
 use super::writer::sync_dir;
-use crate::store::{UnixTime, VersionedStore};
+use crate::store::{Head, UnixTime, VersionedStore};
 
 /// What recovery found.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -109,7 +109,13 @@ fn replay(
                 Ok(())
             }
             // The store is empty here: this sets its delayed flush exactly.
-            Record::SnapshotBegin { flush_at } => store.reset(*flush_at, 0),
+            Record::SnapshotBegin { flush_at } => {
+                let head = Head {
+                    flush_at: *flush_at,
+                    ..Head::default()
+                };
+                store.reset(&head, 0)
+            }
             Record::SnapshotEnd => Ok(()),
         };
         applied.map_err(|e| io::Error::other(format!("replaying the log: {e:?}")))?;
@@ -133,7 +139,7 @@ fn compact(
         reserved: highest_cas,
     }
     .encode(&mut out);
-    let flush_at = listing.flush_at;
+    let flush_at = listing.head.flush_at;
     Record::SnapshotBegin { flush_at }.encode(&mut out);
     for key in listing.keys.iter() {
         let record = store

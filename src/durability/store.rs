@@ -28,8 +28,8 @@ use super::record::Record;
 use super::writer::{Job, LogShared};
 use crate::protocol::Key;
 use crate::store::{
-    ArithOutcome, Entry, Expiry, Item, Keys, Listing, Record as StoreRecord, Store, StoreError,
-    StoreResult, StoreStats, StoreStatus, UnixTime, VersionedStore, Write,
+    ArithOutcome, Entry, Expiry, Head, Item, Keys, Listing, Record as StoreRecord, Store,
+    StoreError, StoreResult, StoreStats, StoreStatus, UnixTime, VersionedStore, Write,
 };
 
 /// How far ahead a clock reservation reaches, in cas uniques (a stamp's
@@ -158,7 +158,7 @@ impl DurableStore {
         self.snapshot = Some(Snapshotting {
             keys: listing.keys,
             next: 0,
-            flush_at: listing.flush_at,
+            flush_at: listing.head.flush_at,
         });
         Ok(())
     }
@@ -319,11 +319,11 @@ impl VersionedStore for DurableStore {
         self.inner.export_record(key, now)
     }
 
-    fn reset(&mut self, flush_at: Option<UnixTime>, now: UnixTime) -> StoreResult<()> {
+    fn reset(&mut self, head: &Head, now: UnixTime) -> StoreResult<()> {
         self.writable()?;
-        self.inner.reset(flush_at, now)?;
+        self.inner.reset(head, now)?;
         self.append(&Record::Flush { now, at: None });
-        if let Some(at) = flush_at.filter(|&at| at > now) {
+        if let Some(at) = head.flush_at.filter(|&at| at > now) {
             self.append(&Record::Flush { now, at: Some(at) });
         }
         Ok(())

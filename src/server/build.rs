@@ -21,20 +21,7 @@ use crate::store::memory::MemoryStore;
 use crate::store::VersionedStore;
 
 /// Serves as node `settings.node` until SIGINT/SIGTERM, then drains and returns.
-pub fn serve(mut settings: Settings) -> io::Result<()> {
-    if strong_replica(&settings) && settings.cluster.expiry_sweep {
-        // Replicas apply each operation at the time of the node that took
-        // it, not at their own: an item a sweep freed by this node's clock
-        // could still be alive for an operation ordered later from a node
-        // whose clock is behind, found on one replica and not here. Until
-        // replicas share one apply clock, only commands free dead items.
-        log::info!(
-            "expiry sweep off: replicas of a {} cluster free dead items only when a \
-             command meets them",
-            settings.cluster.consistency.name()
-        );
-        settings.cluster.expiry_sweep = false;
-    }
+pub fn serve(settings: Settings) -> io::Result<()> {
     let incarnation = incarnation();
     let me = settings.node.id;
     let view = View::new(0, settings.members.iter().map(|n| n.id).collect());
@@ -87,11 +74,23 @@ fn incarnation() -> u64 {
         .map_or(0, |d| d.as_nanos() as u64)
 }
 
-/// The embedded store, empty, with the cluster's limits.
+/// The embedded store, empty, with the cluster's limits. A strong mode's
+/// replicas keep theirs ordered: their sweep and evictions follow the
+/// writes they all apply, so they free and evict the same items. Eventual
+/// mode's nodes hand what they evict to the engine, which deletes it on
+/// every replica.
 fn memory(settings: &Settings) -> Box<dyn VersionedStore> {
     let cluster = &settings.cluster;
-    let store = MemoryStore::new(cluster.memory_limit_bytes, cluster.limits());
-    Box::new(store.with_sweep(cluster.expiry_sweep))
+    let store = MemoryStore::new(cluster.memory_limit_bytes, cluster.limits())
+        .with_sweep(cluster.expiry_sweep)
+        .with_eviction(cluster.eviction);
+    if strong_replica(settings) {
+        Box::new(store.ordered())
+    } else if cluster.consistency == Consistency::Eventual && settings.members.len() > 1 {
+        Box::new(store.keeping_evicted())
+    } else {
+        Box::new(store)
+    }
 }
 
 fn store_factory(settings: &Settings) -> StoreFactory {

@@ -32,7 +32,7 @@ use crate::config::{ClusterConfig, KvType, NodeConfig};
 use crate::durability::Durable;
 use crate::protocol::reply;
 use crate::store::unix_now;
-use crate::store::{Counter, KeyPrefixes, StoreCounters, StoreStats};
+use crate::store::{Counter, Eviction, KeyPrefixes, StoreCounters, StoreStats};
 
 /// Counters kept on the reactor thread.
 #[derive(Debug, Default)]
@@ -236,8 +236,10 @@ impl<E: Engine> Report<'_, E> {
         // No slab pages, so none wait in a global pool.
         reply::stat(out, "slab_global_page_pool", 0);
         count(out, Counter::ExpiredUnfetched);
-        // The store never evicts: a full store refuses writes instead.
-        zeros(out, &["evicted_unfetched", "evicted_active", "evictions"]);
+        count(out, Counter::EvictedUnfetched);
+        // No item is marked active: the eviction clock has one bit per item.
+        reply::stat(out, "evicted_active", 0);
+        count(out, Counter::Evictions);
         count(out, Counter::Reclaimed);
         // Dead items go when a command meets them, when a full store
         // reclaims them (`reclaimed` above) or when the expiry sweep, the
@@ -363,8 +365,12 @@ impl<E: Engine> Report<'_, E> {
             Some(addr) => reply::stat(out, "inter", addr.ip()),
             None => reply::stat(out, "inter", "NULL"),
         }
-        // Like `memcached -M`: a full store refuses writes.
-        reply::stat(out, "evictions", "off");
+        // A memcached backend evicts unless it was started with `-M`.
+        let evicts = match self.config.kv_type {
+            KvType::Memory => self.cluster.eviction == Eviction::Lru,
+            KvType::Memcache => true,
+        };
+        reply::stat(out, "evictions", if evicts { "on" } else { "off" });
         reply::stat(out, "domain_socket", "NULL");
         reply::stat(out, "shutdown_command", "no");
         reply::stat(out, "num_threads", 1);

@@ -72,10 +72,14 @@ pub enum Counter {
     CrawlerReclaimed,
     /// Passes of the expiry sweep begun (`lru_crawler_starts`).
     LruCrawlerStarts,
+    /// Live items dropped to make room for a write (`evictions`).
+    Evictions,
+    /// Of those, the ones no `get`, `gat` or `touch` had found.
+    EvictedUnfetched,
 }
 
 impl Counter {
-    const COUNT: usize = Counter::LruCrawlerStarts as usize + 1;
+    const COUNT: usize = Counter::EvictedUnfetched as usize + 1;
 
     /// memcached's name for it in `stats`.
     pub fn name(self) -> &'static str {
@@ -108,6 +112,8 @@ impl Counter {
             Counter::CrawlerItemsChecked => "crawler_items_checked",
             Counter::CrawlerReclaimed => "crawler_reclaimed",
             Counter::LruCrawlerStarts => "lru_crawler_starts",
+            Counter::Evictions => "evictions",
+            Counter::EvictedUnfetched => "evicted_unfetched",
         }
     }
 }

@@ -13,7 +13,10 @@
 use std::sync::Arc;
 
 use super::execute::{execute_noting_hits, Outcome};
-use super::{unix_now, Counter, StoreCounters, StoreEvents, StoreStatus, UnixTime, VersionedStore};
+use super::{
+    unix_now, Counter, StoreCounters, StoreError, StoreEvents, StoreStatus, UnixTime,
+    VersionedStore,
+};
 use crate::protocol::{Command, Meta, MetaOp, Request, StorageMode};
 
 /// Reply buffers kept for reuse, and the largest kept (a giant value's
@@ -255,6 +258,11 @@ impl Executor {
             Counter::LruCrawlerStarts,
             now.sweep_passes - seen.sweep_passes,
         );
+        c.add(Counter::Evictions, now.evicted - seen.evicted);
+        c.add(
+            Counter::EvictedUnfetched,
+            now.evicted_unfetched - seen.evicted_unfetched,
+        );
     }
 
     /// Takes a reply buffer back for the next reply.
@@ -267,9 +275,12 @@ impl Executor {
 
     /// `cache_memlimit`: whether the store took the new memory limit.
     pub fn set_memory_limit(&mut self, limit_bytes: u64) -> bool {
-        let taken = self.store.set_memory_limit(limit_bytes).is_ok();
+        let taken = self.store.set_memory_limit(limit_bytes);
+        if let Err(StoreError::Refused(why)) = &taken {
+            log::warn!("cache_memlimit refused: {why}");
+        }
         self.publish_counters();
-        taken
+        taken.is_ok()
     }
 
     /// Publishes the store's size and upkeep for `stats`.

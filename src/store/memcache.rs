@@ -42,7 +42,7 @@ use memcache::{Client, ClientError, MemcacheError, ToMemcacheValue};
 
 use super::text_connection::{DumpedItem, TextConnection};
 use super::{
-    apply_delta, ArithOutcome, Entry, Expiry, Item, Listing, Record, Store, StoreError,
+    apply_delta, ArithOutcome, Entry, Expiry, Head, Item, Listing, Record, Store, StoreError,
     StoreResult, StoreStats, StoreStatus, UnixTime, VersionedStore, Write,
 };
 use crate::protocol::{Key, Limits, StorageMode};
@@ -605,7 +605,10 @@ impl VersionedStore for MemcacheStore {
         Ok(Listing {
             bytes: items.iter().map(payload_bytes).sum(),
             keys: items.into_iter().map(|item| item.key).collect(),
-            flush_at: self.pending_flush,
+            head: Head {
+                flush_at: self.pending_flush,
+                ..Head::default()
+            },
         })
     }
 
@@ -616,6 +619,9 @@ impl VersionedStore for MemcacheStore {
             key: key.to_vec(),
             cas: item.cas,
             entry: item.version(),
+            // memcached keeps neither where an ordered replica could read it.
+            stored_at: now,
+            referenced: false,
         }))
     }
 
@@ -635,8 +641,8 @@ impl VersionedStore for MemcacheStore {
     /// cancels any pending flush. A reset cut short may leave hidden items
     /// shown, but a node serves nothing from a snapshot before it has
     /// installed all of it, and each one starts with a reset.
-    fn reset(&mut self, flush_at: Option<UnixTime>, now: UnixTime) -> StoreResult<()> {
-        let flush_at = flush_at.filter(|&at| at > now);
+    fn reset(&mut self, head: &Head, now: UnixTime) -> StoreResult<()> {
+        let flush_at = head.flush_at.filter(|&at| at > now);
         self.call(|c| {
             let mut text = c.text()?;
             text.expect_ok(&format!("flush_all {UNHIDE_DELAY}"))?;

@@ -1,11 +1,23 @@
 //! The embedded store: a hash map with memcached's semantics (expiry, cas
-//! uniques, delayed `flush_all`) and a memory cap. Like memcached started with
-//! `-M`, it refuses a write past the cap with `SERVER_ERROR out of memory
-//! storing object` instead of evicting, after first reclaiming expired items.
+//! uniques, delayed `flush_all`) and a memory cap. A write past the cap
+//! first takes the room of dead items, then, as memcached does by default,
+//! evicts live ones in about least-recently-used order
+//! ([`Eviction::Lru`]); with [`Eviction::None`], like memcached started
+//! with `-M`, it refuses the write with `SERVER_ERROR out of memory storing
+//! object` once dead items are reclaimed.
 //!
 //! It counts what memcached counts of the same events ([`StoreEvents`]):
 //! lookups that find an item expired or flushed, the dead items a full
-//! store drops to make room, and what the expiry sweep checks and drops.
+//! store drops to make room, what the expiry sweep checks and drops, and
+//! evictions.
+//!
+//! **Eviction** is a clock (second chance), the usual one-bit stand-in for
+//! LRU: each entry has a `referenced` bit, set when a command uses it
+//! (a hit, a touch, an overwrite); a full store moves a hand round the
+//! entries, dropping dead ones, clearing set bits, and evicting the first
+//! live entry whose bit is clear. memcached's LRU is approximate too (an
+//! item is bumped at most once a minute); the clock costs one bit per item
+//! and no list to keep in order on every hit.
 //!
 //! The expiry sweep is mckv's LRU crawler: the reactor asks for one slice
 //! of it per timer tick ([`MemoryStore::sweep`], through
@@ -21,21 +33,40 @@
 //!  live d: cursor + 1        end of the vector: the pass is over
 //! ```
 //!
-//! Replicas: the sweep removes only items that are already dead (expired
-//! by their absolute time, or invalidated by a delayed `flush_all`), which
-//! no read, write or export can see any more: every command and
+//! The sweep removes only items that are already dead (expired by their
+//! absolute time, or invalidated by a delayed `flush_all`), which no read,
+//! write or export can see any more: every command and
 //! `export`/`export_record` treat a dead item exactly as a missing one, at
-//! the time they are given. The sweep judges death by this node's clock,
-//! so it changes no cas unique (it touches no live item and takes none),
-//! but in a strong mode of several nodes, whose replicas apply each
-//! operation at the time of the node that took it, an item dead by this
-//! clock may still be alive for an operation ordered later: there the
-//! server turns the sweep off (`server/build.rs`). In eventual mode the version log's `since()` sends the
-//! same thing for a swept key as for one that merely expired: a missing
-//! value whose recorded expiry has passed goes out as a tombstone with the
-//! value's own stamp, which can undo nothing newer; the log's stamps are
-//! not touched, so nothing is resurrected. The sweep runs outside the
-//! engines, so it is not replicated: each replica frees its own memory.
+//! the time they are given. It changes no cas unique (it touches no live
+//! item and takes none). In eventual mode the version log's `since()`
+//! sends the same thing for a swept key as for one that merely expired: a
+//! missing value whose recorded expiry has passed goes out as a tombstone
+//! with the value's own stamp, which can undo nothing newer; the log's
+//! stamps are not touched, so nothing is resurrected. There the sweep is
+//! not replicated: each replica frees its own memory. An eviction is no
+//! such non-event: the store keeps the keys it evicts
+//! ([`MemoryStore::keeping_evicted`]) and eventual mode deletes each on
+//! every replica.
+//!
+//! **Ordered stores.** In a strong mode of several nodes every replica
+//! applies the same writes in the same order, and whether a write fits,
+//! and what it evicts, must come out the same on each: it depends on
+//! what the store holds, dead items included, on the map's order (the
+//! clock's), and on the hand and the sweep's cursor. So an ordered store
+//! ([`MemoryStore::ordered`]) lets only the ordered writes change any of
+//! that, all of them at the time of the operation (the same on every
+//! replica): a read (served at once, or at this node's own time) removes
+//! nothing it finds dead and sets no bit; the sweep runs a few entries
+//! (`ORDERED_SWEEP_SLICE`) with each write instead of on the timer (so an
+//! idle cluster keeps its dead items until writes come); its snapshot
+//! carries every entry, dead ones too, with its stored time and bit, in
+//! the map's order, and the hand, the cursor and the last reclaim, which
+//! [`VersionedStore::install`] puts back as they were; and its memory limit
+//! is the cluster's (`cache_memlimit` is refused). The unit tests apply
+//! the same writes to two ordered stores that read at other times and run
+//! timer sweeps, and to one that installed the other's snapshot, and
+//! compare the entries, bits and bytes; a negative control shows unordered
+//! stores drift apart.
 //!
 //! It runs on the reactor thread for every request, so the common paths look
 //! a key up once (a `get`) or twice (a `set` of a key that exists: read, then
@@ -45,8 +76,9 @@
 use indexmap::IndexMap;
 
 use super::{
-    apply_delta, ArithOutcome, Expiry, Item, Keys, Listing, Record, Store, StoreError, StoreEvents,
-    StoreResult, StoreStats, StoreStatus, UnixTime, VersionedStore, Write,
+    apply_delta, ArithOutcome, Eviction, Expiry, Head, Housekeeping, Item, Keys, Listing, Record,
+    Store, StoreError, StoreEvents, StoreResult, StoreStats, StoreStatus, UnixTime, VersionedStore,
+    Write,
 };
 use crate::protocol::{Key, Limits, StorageMode};
 
@@ -60,6 +92,10 @@ const ITEM_OVERHEAD: u64 = 56;
 /// a value); a pass is 245 slices.
 pub const SWEEP_SLICE: usize = 4_096;
 
+/// Entries an ordered store's sweep checks with each write it applies
+/// (about 0.5 µs of work; a pass over a million items every 64k writes).
+const ORDERED_SWEEP_SLICE: usize = 16;
+
 #[derive(Debug, Clone)]
 struct Entry {
     /// The value, flags, cas unique and expiry.
@@ -67,6 +103,9 @@ struct Entry {
     stored_at: UnixTime,
     /// A `get`, `gat` or `touch` found it (memcached's `ITEM_FETCHED`).
     fetched: bool,
+    /// Used since the eviction clock last passed it: the clock spares it
+    /// once (its second chance) and clears this.
+    referenced: bool,
 }
 
 /// Why an entry is no longer visible.
@@ -114,6 +153,7 @@ impl Entry {
         self.item.expiry = item.expiry;
         self.stored_at = now;
         self.fetched = false;
+        self.referenced = true;
     }
 }
 
@@ -183,6 +223,14 @@ pub struct MemoryStore {
     flush_at: Option<UnixTime>,
     last_reclaim: UnixTime,
     sweep: Sweep,
+    eviction: Eviction,
+    /// The entry the eviction clock looks at next.
+    hand: usize,
+    /// Every replica applies the same ordered writes (a strong mode of
+    /// several nodes), so only those may change what the store holds.
+    ordered: bool,
+    /// The keys evicted since last taken, when someone takes them.
+    evicted: Option<Vec<Key>>,
     events: StoreEvents,
 }
 
@@ -200,6 +248,10 @@ impl MemoryStore {
                 cursor: None,
                 began: 0,
             },
+            eviction: Eviction::Lru,
+            hand: 0,
+            ordered: false,
+            evicted: None,
             events: StoreEvents::default(),
         }
     }
@@ -210,12 +262,41 @@ impl MemoryStore {
         self
     }
 
+    /// The same, with this eviction policy (LRU by default).
+    pub fn with_eviction(mut self, eviction: Eviction) -> MemoryStore {
+        self.eviction = eviction;
+        self
+    }
+
+    /// The same, as a replica of a strong mode: see the module doc.
+    pub fn ordered(mut self) -> MemoryStore {
+        self.ordered = true;
+        self
+    }
+
+    /// The same, keeping the keys it evicts for [`VersionedStore::take_evicted`].
+    pub fn keeping_evicted(mut self) -> MemoryStore {
+        self.evicted = Some(Vec::new());
+        self
+    }
+
     /// Runs `f` on the live entry for `key` (one lookup); a dead one is
     /// removed on the way and gives `None`.
     fn with_live<R>(
         &mut self,
         key: &[u8],
         now: UnixTime,
+        f: impl FnOnce(&mut Entry) -> R,
+    ) -> Option<R> {
+        self.with_live_as(key, now, true, f)
+    }
+
+    /// [`MemoryStore::with_live`], removing a dead entry only if `removes`.
+    fn with_live_as<R>(
+        &mut self,
+        key: &[u8],
+        now: UnixTime,
+        removes: bool,
         f: impl FnOnce(&mut Entry) -> R,
     ) -> Option<R> {
         let flush_at = self.flush_at;
@@ -231,9 +312,19 @@ impl MemoryStore {
                 Death::Flushed => self.events.flushed_found += 1,
                 Death::Expired => self.events.expired_found += 1,
             }
-            self.remove(key);
+            if removes {
+                self.remove(key);
+            }
         }
         None
+    }
+
+    /// An ordered store sweeps a few entries with each write it applies,
+    /// not on a timer: the same entries at the same point on every replica.
+    fn step(&mut self, now: UnixTime) {
+        if self.ordered && self.sweep.on {
+            self.sweep(now, ORDERED_SWEEP_SLICE);
+        }
     }
 
     fn remove(&mut self, key: &[u8]) -> bool {
@@ -312,16 +403,65 @@ impl MemoryStore {
     }
 
     /// Whether replacing the live value of `old_len` bytes under `key` (if
-    /// any) by one of `new_len` bytes fits the cap.
+    /// any) by one of `new_len` bytes fits the cap, once dead items are
+    /// dropped and, with LRU eviction, live ones.
     fn fits(&mut self, key: &[u8], old_len: Option<usize>, new_len: usize, now: UnixTime) -> bool {
         let old = old_len.map_or(0, |len| Entry::cost(key, len));
         let new = Entry::cost(key, new_len);
         if self.used_bytes - old + new <= self.limit_bytes {
             return true;
         }
-        // Reclaiming leaves a live entry where it is, so `old` still holds.
-        self.reclaim(now);
+        if new > self.limit_bytes {
+            return false; // nothing dropped could make room
+        }
+        // Dropping others leaves `key`'s live entry where it is, so `old` still holds.
+        match self.eviction {
+            Eviction::None => self.reclaim(now),
+            Eviction::Lru => self.evict(key, self.used_bytes - old + new - self.limit_bytes, now),
+        }
         self.used_bytes - old + new <= self.limit_bytes
+    }
+
+    /// Frees at least `need` bytes, sparing `key`, as a clock does: the
+    /// hand goes round the entries, drops a dead one, gives a referenced
+    /// one a second chance (clears its bit) and evicts the first live one
+    /// with its bit clear, like memcached's LRU evicts from the cold end.
+    /// Two turns at most: after one every bit is clear. It visits entries
+    /// in the map's order, which an ordered store's replicas share, so they
+    /// evict the same keys.
+    fn evict(&mut self, key: &[u8], need: u64, now: UnixTime) {
+        let (flush_at, goal) = (self.flush_at, self.used_bytes.saturating_sub(need));
+        let mut steps = 2 * self.entries.len() + 1;
+        while self.used_bytes > goal && steps > 0 && !self.entries.is_empty() {
+            steps -= 1;
+            if self.hand >= self.entries.len() {
+                self.hand = 0;
+            }
+            let (held, entry) = self.entries.get_index_mut(self.hand).expect("in range");
+            let death = entry.death(flush_at, now);
+            if held.as_slice() == key || (death.is_none() && entry.referenced) {
+                entry.referenced = false;
+                self.hand += 1;
+                continue;
+            }
+            // The last entry moves here: the hand stays to look at it.
+            let (held, entry) = self.entries.swap_remove_index(self.hand).expect("in range");
+            self.used_bytes -= Entry::cost(&held, entry.item.value.len());
+            let unfetched = u64::from(!entry.fetched);
+            match death {
+                Some(_) => {
+                    self.events.reclaimed += 1;
+                    self.events.reclaimed_unfetched += unfetched;
+                }
+                None => {
+                    self.events.evicted += 1;
+                    self.events.evicted_unfetched += unfetched;
+                    if let Some(evicted) = &mut self.evicted {
+                        evicted.push(held);
+                    }
+                }
+            }
+        }
     }
 
     /// Stores `item` under `key` in place of the live value of `old_len`
@@ -355,6 +495,7 @@ impl MemoryStore {
                     },
                     stored_at: now,
                     fetched: false,
+                    referenced: false,
                 };
                 self.entries.insert(key.to_vec(), entry);
             }
@@ -419,12 +560,19 @@ impl Store for MemoryStore {
         now: UnixTime,
         found: &mut dyn FnMut(usize, &Item),
     ) -> StoreResult<()> {
+        // An ordered store's reads are not ordered: they change nothing
+        // the replicas must agree on (fetched only feeds counters).
+        let read_only = self.ordered && touch.is_none();
+        if !read_only {
+            self.step(now);
+        }
         for (index, key) in keys.iter().enumerate() {
-            self.with_live(key, now, |entry| {
+            self.with_live_as(key, now, !read_only, |entry| {
                 if let Some(expiry) = touch {
                     entry.item.expiry = expiry;
                 }
                 entry.fetched = true;
+                entry.referenced |= !read_only;
                 found(index, &entry.item);
             });
         }
@@ -432,6 +580,7 @@ impl Store for MemoryStore {
     }
 
     fn store(&mut self, write: Write<'_>, now: UnixTime) -> StoreResult<StoreStatus> {
+        self.step(now);
         let resolved = match self.resolve(&write, now) {
             Ok(resolved) => resolved,
             Err(status) => return Ok(status),
@@ -453,6 +602,7 @@ impl Store for MemoryStore {
     }
 
     fn delete(&mut self, key: &[u8], now: UnixTime) -> StoreResult<bool> {
+        self.step(now);
         Ok(self.with_live(key, now, |_| ()).is_some() && self.remove(key))
     }
 
@@ -464,6 +614,7 @@ impl Store for MemoryStore {
         cas: u64,
         now: UnixTime,
     ) -> StoreResult<ArithOutcome> {
+        self.step(now);
         let computed = self.with_live(key, now, |e| {
             let (flags, expiry, old_len) = (e.item.flags, e.item.expiry, Some(e.item.value.len()));
             apply_delta(&e.item.value, incr, delta).map(|next| (next, flags, expiry, old_len))
@@ -485,9 +636,11 @@ impl Store for MemoryStore {
     }
 
     fn touch(&mut self, key: &[u8], expiry: Expiry, now: UnixTime) -> StoreResult<bool> {
+        self.step(now);
         let touched = self.with_live(key, now, |e| {
             e.item.expiry = expiry;
             e.fetched = true;
+            e.referenced = true;
         });
         Ok(touched.is_some())
     }
@@ -498,6 +651,7 @@ impl Store for MemoryStore {
             _ => {
                 self.entries.clear();
                 self.sweep.cursor = None;
+                self.hand = 0;
                 self.used_bytes = 0;
                 self.flush_at = None;
             }
@@ -506,6 +660,12 @@ impl Store for MemoryStore {
     }
 
     fn set_memory_limit(&mut self, limit_bytes: u64) -> StoreResult<()> {
+        if self.ordered {
+            // Replicas with different caps would evict, or refuse, different writes.
+            let why = "cache_memlimit would change one replica's limit; \
+                       set memory_limit_mb in [cluster] on every node";
+            return Err(StoreError::Refused(why.into()));
+        }
         self.limit_bytes = limit_bytes;
         Ok(())
     }
@@ -582,12 +742,20 @@ impl VersionedStore for MemoryStore {
                 keys
             },
             bytes: bytes.sum(),
-            flush_at: self.flush_at,
+            head: Head {
+                flush_at: self.flush_at,
+                housekeeping: Housekeeping {
+                    sweep_cursor: self.sweep.cursor.map(|c| c as u64),
+                    sweep_began: self.sweep.began,
+                    hand: self.hand as u64,
+                    last_reclaim: self.last_reclaim,
+                },
+            },
         })
     }
 
     fn export_record(&mut self, key: &[u8], now: UnixTime) -> StoreResult<Option<Record>> {
-        Ok(self.with_live(key, now, |e| Record {
+        let record = |e: &mut Entry| Record {
             key: key.to_vec(),
             entry: super::Entry {
                 flags: e.item.flags,
@@ -595,20 +763,64 @@ impl VersionedStore for MemoryStore {
                 value: e.item.value.clone(),
             },
             cas: e.item.cas,
-        }))
+            stored_at: e.stored_at,
+            referenced: e.referenced,
+        };
+        if self.ordered {
+            // Dead ones too, and nothing removed: the snapshot is the store
+            // as its replicas hold it.
+            return Ok(self.entries.get_mut(key).map(record));
+        }
+        Ok(self.with_live(key, now, record))
     }
 
-    fn reset(&mut self, flush_at: Option<UnixTime>, now: UnixTime) -> StoreResult<()> {
+    fn reset(&mut self, head: &Head, now: UnixTime) -> StoreResult<()> {
         self.flush_all(None, now)?;
         // Exactly, even passed: whether an imported item outlived it is up
         // to the time it is imported with.
-        self.flush_at = flush_at;
+        self.flush_at = head.flush_at;
+        let housekeeping = head.housekeeping;
+        self.sweep.cursor = housekeeping.sweep_cursor.map(|c| c as usize);
+        self.sweep.began = housekeeping.sweep_began;
+        self.hand = housekeeping.hand as usize;
+        self.last_reclaim = housekeeping.last_reclaim;
         Ok(())
     }
 
-    /// One slice of the expiry sweep, if it is on.
+    fn install(&mut self, record: &Record, now: UnixTime) -> StoreResult<()> {
+        if !self.ordered {
+            return self.import(&record.key, Some(&record.entry), record.cas, now);
+        }
+        let entry = Entry {
+            item: Item {
+                flags: record.entry.flags,
+                value: record.entry.value.clone(),
+                cas: record.cas,
+                expiry: record.entry.expiry,
+            },
+            stored_at: record.stored_at,
+            fetched: false,
+            referenced: record.referenced,
+        };
+        let cost = Entry::cost(&record.key, entry.item.value.len());
+        if let Some(old) = self.entries.insert(record.key.clone(), entry) {
+            self.used_bytes -= Entry::cost(&record.key, old.item.value.len());
+        }
+        self.used_bytes += cost;
+        Ok(())
+    }
+
+    /// One slice of the expiry sweep, if it is on (an ordered store sweeps
+    /// as it applies writes instead).
     fn maintain(&mut self, now: UnixTime) -> StoreResult<bool> {
-        Ok(self.sweep.on && self.sweep(now, SWEEP_SLICE))
+        Ok(self.sweep.on && !self.ordered && self.sweep(now, SWEEP_SLICE))
+    }
+
+    fn take_evicted(&mut self) -> Vec<Key> {
+        self.evicted
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
     }
 }
 
@@ -714,7 +926,7 @@ mod tests {
 
     #[test]
     fn the_cap_refuses_and_a_failed_set_drops_the_old_value() {
-        let mut s = MemoryStore::new(400, Limits::default());
+        let mut s = MemoryStore::new(400, Limits::default()).with_eviction(Eviction::None);
         s.store(write(StorageMode::Set, b"a", &[b'x'; 200]), NOW)
             .unwrap();
         assert_eq!(
@@ -774,7 +986,7 @@ mod tests {
 
     #[test]
     fn a_full_store_reclaims_dead_items_and_counts_the_unfetched() {
-        let mut s = MemoryStore::new(600, Limits::default());
+        let mut s = MemoryStore::new(600, Limits::default()).with_eviction(Eviction::None);
         for (key, expiry) in [(&b"a"[..], NOW + 1), (b"b", NOW + 1), (b"c", NOW + 100)] {
             let mut w = write(StorageMode::Set, key, &[b'x'; 100]);
             w.expiry = Expiry::At(expiry);
@@ -884,7 +1096,7 @@ mod tests {
 
     #[test]
     fn a_sweep_frees_the_memory_a_write_needs() {
-        let mut s = MemoryStore::new(1000, Limits::default());
+        let mut s = MemoryStore::new(1000, Limits::default()).with_eviction(Eviction::None);
         for key in [&b"a"[..], b"b", b"c"] {
             let mut w = write(StorageMode::Set, key, &[b'x'; 250]);
             w.expiry = Expiry::At(NOW + 1);
@@ -922,7 +1134,7 @@ mod tests {
 
     #[test]
     fn a_new_memory_limit_refuses_writes_past_it_and_keeps_what_is_stored() {
-        let mut s = store();
+        let mut s = store().with_eviction(Eviction::None);
         s.store(write(StorageMode::Set, b"a", &[b'x'; 500]), NOW)
             .unwrap();
         s.set_memory_limit(300).unwrap();
@@ -937,6 +1149,180 @@ mod tests {
             s.store(write(StorageMode::Set, b"b", b"v"), NOW),
             Ok(StoreStatus::Stored)
         );
+    }
+
+    /// A store with room for `items` items of `key:N` with 100-byte values.
+    fn small(items: u64) -> MemoryStore {
+        MemoryStore::new(items * (ITEM_OVERHEAD + 106), Limits::default())
+    }
+
+    fn set(s: &mut MemoryStore, key: &str, now: UnixTime) -> StoreResult<StoreStatus> {
+        s.store(write(StorageMode::Set, key.as_bytes(), &[b'x'; 100]), now)
+    }
+
+    fn held(s: &MemoryStore) -> Vec<String> {
+        let keys = s.entries.keys();
+        keys.map(|k| String::from_utf8_lossy(k).into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn a_full_store_evicts_what_was_not_used_since_the_clock_passed_and_spares_the_rest() {
+        let mut s = small(3);
+        for key in ["key:1", "key:2", "key:3"] {
+            assert_eq!(set(&mut s, key, NOW), Ok(StoreStatus::Stored));
+        }
+        assert!(get(&mut s, b"key:1", NOW).is_some());
+        // key:1 was read: its second chance; key:2 was not: evicted.
+        assert_eq!(set(&mut s, "key:4", NOW), Ok(StoreStatus::Stored));
+        assert_eq!(held(&s), ["key:1", "key:3", "key:4"]);
+        // Overwriting key:3 uses it: the hand passes it and evicts key:4.
+        assert_eq!(set(&mut s, "key:3", NOW), Ok(StoreStatus::Stored));
+        assert_eq!(set(&mut s, "key:5", NOW), Ok(StoreStatus::Stored));
+        assert_eq!(held(&s), ["key:1", "key:3", "key:5"]);
+        let events = s.stats().events;
+        assert_eq!((events.evicted, events.evicted_unfetched), (2, 2));
+        assert!(s.stats().bytes <= s.stats().limit_bytes);
+    }
+
+    #[test]
+    fn eviction_takes_dead_items_first_and_never_the_key_being_written() {
+        let mut s = small(2);
+        let mut w = write(StorageMode::Set, b"dies", &[b'x'; 100]);
+        w.expiry = Expiry::At(NOW + 1);
+        s.store(w, NOW).unwrap();
+        assert_eq!(set(&mut s, "key:1", NOW), Ok(StoreStatus::Stored));
+        assert_eq!(set(&mut s, "key:2", NOW + 1), Ok(StoreStatus::Stored));
+        assert_eq!(held(&s), ["key:1", "key:2"]);
+        let events = s.stats().events;
+        assert_eq!((events.reclaimed, events.evicted), (1, 0));
+        // Growing key:2 past what is left evicts key:1, not key:2 itself.
+        let big = [b'y'; 150];
+        assert_eq!(
+            s.store(write(StorageMode::Set, b"key:2", &big), NOW + 1),
+            Ok(StoreStatus::Stored)
+        );
+        assert_eq!(held(&s), ["key:2"]);
+        assert_eq!(get(&mut s, b"key:2", NOW + 1).unwrap().value, big);
+    }
+
+    #[test]
+    fn a_value_larger_than_the_cap_is_refused_without_evicting_anything() {
+        let mut s = small(2);
+        set(&mut s, "key:1", NOW).unwrap();
+        let huge = vec![b'x'; 1000];
+        assert_eq!(
+            s.store(write(StorageMode::Set, b"huge", &huge), NOW),
+            Err(StoreError::OutOfMemory)
+        );
+        assert_eq!(held(&s), ["key:1"]);
+        assert_eq!(s.stats().events.evicted, 0);
+    }
+
+    #[test]
+    fn eviction_none_refuses_where_lru_evicts() {
+        let mut s = small(1).with_eviction(Eviction::None);
+        set(&mut s, "key:1", NOW).unwrap();
+        assert_eq!(set(&mut s, "key:2", NOW), Err(StoreError::OutOfMemory));
+        assert_eq!(held(&s), ["key:1"]);
+    }
+
+    #[test]
+    fn evicted_keys_are_kept_for_the_engine_when_asked() {
+        let mut s = small(1).keeping_evicted();
+        set(&mut s, "key:1", NOW).unwrap();
+        set(&mut s, "key:2", NOW).unwrap();
+        assert_eq!(s.take_evicted(), [b"key:1".to_vec()]);
+        assert!(s.take_evicted().is_empty());
+        let mut plain = small(1);
+        set(&mut plain, "key:1", NOW).unwrap();
+        set(&mut plain, "key:2", NOW).unwrap();
+        assert!(
+            plain.take_evicted().is_empty(),
+            "nobody takes them: none kept"
+        );
+    }
+
+    /// What two replicas must agree on: each entry, in the map's order,
+    /// with its cas unique and eviction bit, and the bytes counted.
+    fn layout(s: &MemoryStore) -> (Vec<(Key, u64, bool)>, u64) {
+        let entries = s.entries.iter();
+        let entries = entries.map(|(k, e)| (k.clone(), e.item.cas, e.referenced));
+        (entries.collect(), s.used_bytes)
+    }
+
+    /// Applies the same writes (some expiring, at clocks that go back and
+    /// forth as different nodes' do) to `a` and `b`, with reads of every key
+    /// at a later local time and timer sweeps on `a` only, as a replica
+    /// serving clients does between writes.
+    fn replicate(a: &mut MemoryStore, b: &mut MemoryStore, writes: u64) {
+        for i in 0..writes {
+            let now = NOW + i / 10 + (i % 3);
+            let key = format!("key:{}", i * 7 % 23);
+            let mut w = write(StorageMode::Set, key.as_bytes(), &[b'x'; 100]);
+            w.cas = i + 1;
+            w.expiry = if i % 4 == 0 {
+                Expiry::At(now + 2)
+            } else {
+                Expiry::Never
+            };
+            let (ra, rb) = (a.store(w, now), b.store(w, now));
+            assert_eq!(ra, rb, "write {i}");
+            for k in 0..23 {
+                get(a, format!("key:{k}").as_bytes(), now + 5);
+            }
+            a.maintain(now + 5).unwrap();
+        }
+    }
+
+    #[test]
+    fn ordered_replicas_evict_and_sweep_the_same_items_whatever_they_read() {
+        let (mut a, mut b) = (small(8).ordered(), small(8).ordered());
+        replicate(&mut a, &mut b, 400);
+        assert!(a.stats().events.evicted > 50);
+        assert!(a.stats().events.swept + a.stats().events.reclaimed > 0);
+        assert_eq!(layout(&a), layout(&b));
+    }
+
+    #[test]
+    fn negative_control_unordered_replicas_that_read_differently_evict_differently() {
+        let (mut a, mut b) = (small(8), small(8));
+        replicate(&mut a, &mut b, 400);
+        assert_ne!(layout(&a), layout(&b));
+    }
+
+    /// A snapshot of `from` (its head and every record, in its order)
+    /// installed into `to`, as the strong modes hand one over.
+    fn hand_over(from: &mut MemoryStore, to: &mut MemoryStore, now: UnixTime) {
+        let listing = from.snapshot_keys().unwrap();
+        to.reset(&listing.head, now).unwrap();
+        for key in listing.keys.iter() {
+            let record = from.export_record(key, now).unwrap().expect("listed");
+            to.install(&record, now).unwrap();
+        }
+    }
+
+    #[test]
+    fn an_ordered_snapshot_makes_a_replica_that_goes_on_evicting_like_its_source() {
+        let (mut a, mut b) = (small(8).ordered(), small(8).ordered());
+        replicate(&mut a, &mut b, 100);
+        let mut c = small(8).ordered();
+        put_expiring(&mut c, b"stale", Expiry::Never, NOW);
+        // Read well after the writes: some of what it carries is dead.
+        hand_over(&mut a, &mut c, NOW + 1000);
+        assert_eq!(layout(&a), layout(&c));
+        replicate(&mut a, &mut c, 300);
+        assert_eq!(layout(&a), layout(&c));
+    }
+
+    #[test]
+    fn an_ordered_store_refuses_a_memory_limit_of_its_own() {
+        let mut s = small(8).ordered();
+        assert!(matches!(
+            s.set_memory_limit(1 << 30),
+            Err(StoreError::Refused(_))
+        ));
+        assert_eq!(s.stats().limit_bytes, 8 * (ITEM_OVERHEAD + 106));
     }
 
     #[test]

@@ -60,6 +60,26 @@ impl Expiry {
     }
 }
 
+/// What a full store does to make room for a write (`eviction` in
+/// `[cluster]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Eviction {
+    /// Drop the least recently used items, as memcached does by default.
+    Lru,
+    /// Refuse the write (`SERVER_ERROR out of memory storing object`), as
+    /// memcached started with `-M` does.
+    None,
+}
+
+impl Eviction {
+    pub fn name(self) -> &'static str {
+        match self {
+            Eviction::Lru => "lru",
+            Eviction::None => "none",
+        }
+    }
+}
+
 /// A stored value as a `get` returns it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Item {
@@ -168,6 +188,11 @@ pub struct StoreEvents {
     pub swept_unfetched: u64,
     /// Passes of the expiry sweep begun (`lru_crawler_starts`).
     pub sweep_passes: u64,
+    /// Live items dropped to make room for a write (`evictions`).
+    pub evicted: u64,
+    /// Of those, the ones no `get`, `gat` or `touch` had found
+    /// (`evicted_unfetched`).
+    pub evicted_unfetched: u64,
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -235,12 +260,29 @@ pub trait VersionedStore: Store {
     /// store that cannot list its keys fails.
     fn snapshot_keys(&mut self) -> StoreResult<Listing>;
 
-    /// The key's live entry and its cas unique, for a snapshot.
+    /// The key's live entry and its cas unique, for a snapshot (an ordered
+    /// store gives a dead one too: see [`VersionedStore::install`]).
     fn export_record(&mut self, key: &[u8], now: UnixTime) -> StoreResult<Option<Record>>;
 
-    /// Empties the store and sets its pending delayed `flush_all`, before a
-    /// snapshot's records are imported.
-    fn reset(&mut self, flush_at: Option<UnixTime>, now: UnixTime) -> StoreResult<()>;
+    /// Empties the store and takes what a snapshot's head says (its pending
+    /// delayed `flush_all`, where its housekeeping stands), before the
+    /// snapshot's records are installed.
+    fn reset(&mut self, head: &Head, now: UnixTime) -> StoreResult<()>;
+
+    /// Takes a snapshot's record as the source held it. An ordered store
+    /// (a replica of a strong mode, whose evictions and sweep must pick the
+    /// same items on every replica) holds it exactly, dead or alive, where
+    /// the source did: records come in the source's order. Others import
+    /// it as of `now`.
+    fn install(&mut self, record: &Record, now: UnixTime) -> StoreResult<()> {
+        self.import(&record.key, Some(&record.entry), record.cas, now)
+    }
+
+    /// The keys this store evicted since last asked, for a store told to
+    /// keep them (eventual mode makes each a replicated delete).
+    fn take_evicted(&mut self) -> Vec<Key> {
+        Vec::new()
+    }
 
     /// Housekeeping the reactor asks for from time to time (a durable
     /// store writes a snapshot a slice at a time); whether more is waiting,
@@ -261,8 +303,30 @@ pub struct Listing {
     /// About how many bytes of keys and values they hold (items that
     /// expire before they are read are counted, then skipped).
     pub bytes: u64,
+    /// What goes with the first records.
+    pub head: Head,
+}
+
+/// What a snapshot carries before its records.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Head {
     /// The pending delayed `flush_all`.
     pub flush_at: Option<UnixTime>,
+    pub housekeeping: Housekeeping,
+}
+
+/// Where an ordered store's sweep and eviction stand, so a replica that
+/// installs its snapshot goes on from the same place (zeros elsewhere).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Housekeeping {
+    /// The entry the expiry sweep checks next, while a pass is under way.
+    pub sweep_cursor: Option<u64>,
+    /// When the last pass began.
+    pub sweep_began: UnixTime,
+    /// The entry the eviction clock looks at next.
+    pub hand: u64,
+    /// When a full store last walked for dead items.
+    pub last_reclaim: UnixTime,
 }
 
 /// Keys, packed end to end in one buffer: listing a million keys is then
@@ -320,6 +384,10 @@ pub struct Record {
     pub key: Key,
     pub entry: Entry,
     pub cas: u64,
+    /// When it was stored (a delayed `flush_all` kills what came before).
+    pub stored_at: UnixTime,
+    /// Used since the eviction clock last passed it.
+    pub referenced: bool,
 }
 
 impl Record {

@@ -105,6 +105,12 @@ pub struct SimConfig {
     pub fifo: bool,
     /// The memory store's cap on each node.
     pub memory_limit: u64,
+    /// Each node's store is ordered, as a strong mode's replicas are (see
+    /// `store/memory.rs`).
+    pub ordered_store: bool,
+    /// Each node's store keeps the keys it evicts for the engine, as
+    /// eventual mode's do.
+    pub keep_evicted: bool,
     /// 0: store work is done at once, as the embedded store does it on
     /// the reactor. Otherwise each node's store work waits in a FIFO
     /// queue, each item done `0..=store_delay` steps after the one before
@@ -129,6 +135,8 @@ impl SimConfig {
             late_hello_min: 0,
             fifo: true,
             memory_limit: 256 << 20,
+            ordered_store: false,
+            keep_evicted: false,
             store_delay: 0,
         }
     }
@@ -266,8 +274,14 @@ impl<E: Engine> SimNode<E> {
         self.worker.is_empty()
     }
 
-    fn new(node: Node<E>, incarnation: u64, memory_limit: u64) -> SimNode<E> {
-        let store = MemoryStore::new(memory_limit, Limits::default());
+    fn new(node: Node<E>, incarnation: u64, config: &SimConfig) -> SimNode<E> {
+        let mut store = MemoryStore::new(config.memory_limit, Limits::default());
+        if config.ordered_store {
+            store = store.ordered();
+        }
+        if config.keep_evicted {
+            store = store.keeping_evicted();
+        }
         let counters = std::sync::Arc::new(StoreCounters::default());
         SimNode {
             node,
@@ -410,7 +424,7 @@ where
         let peers: Vec<NodeId> = self.ids.iter().copied().filter(|&p| p != id).collect();
         let engine = (self.make)(id, incarnation, &self.ids);
         let node = Node::new(id, peers, self.config.peer_timeout, engine);
-        let sim_node = SimNode::new(node, incarnation, self.config.memory_limit);
+        let sim_node = SimNode::new(node, incarnation, &self.config);
         self.nodes.insert(id, sim_node);
     }
 

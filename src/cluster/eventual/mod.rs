@@ -37,6 +37,18 @@
 //! (tombstones), forgotten only once every peer has synced past them (and
 //! its copies of them are fetched: below).
 //!
+//! **Evictions are deletes.** A full store evicts on its own, so replicas
+//! would hold different keys and anti-entropy would bring an evicted value
+//! back from a peer, to be evicted again. So the store hands what it
+//! evicted to the store side, which records each key as a tombstone with a
+//! stamp the engine gave the work that evicted it (a local write's own
+//! stamp, or one taken for a batch of peers' versions): the clock has seen
+//! every stamp held here, so the tombstone beats the evicted value, and it
+//! goes to every peer as a client's delete would; a newer write of the key
+//! anywhere beats the tombstone, as it beats a delete. A key the same work
+//! stored again after evicting it is held, and gets no tombstone. Replicas
+//! converge as above: evictions are just more versions.
+//!
 //! Change numbers start over when a node restarts, so requests and answers
 //! carry the incarnation that counted them ([`ChangeMark`]). A request that
 //! names an earlier run of the answering node (its sender had not yet heard
@@ -428,9 +440,16 @@ impl Engine for EventualEngine {
             peer.applying += 1;
         }
         if !frame.versions.is_empty() || completes.is_some() {
+            // Above every version held (the clock has seen them all), for
+            // the deletes of what they make the store evict.
+            let stamp = Stamp {
+                ts: self.clock.tick(),
+                node: self.me,
+            };
             out.push(Effect::Work(Work::ApplyVersions {
                 from,
                 versions: frame.versions,
+                stamp,
                 completes,
             }));
         }

@@ -26,10 +26,12 @@ pub enum Work {
         reply_to: ReplyTo,
     },
     /// Keep each of these versions from peer `from` that is newer than
-    /// what is held (last writer wins).
+    /// what is held (last writer wins); what the store evicts for them is
+    /// deleted everywhere with `stamp`.
     ApplyVersions {
         from: NodeId,
         versions: Vec<Version>,
+        stamp: Stamp,
         /// The sync answer these versions complete, if they do.
         completes: Option<SyncDone>,
     },
@@ -77,6 +79,28 @@ impl EventualReplica {
     }
 }
 
+impl EventualReplica {
+    /// Makes what the store evicted for the work stamped `stamp` a delete
+    /// of that stamp, pushed with `versions`.
+    fn record_evictions(
+        &mut self,
+        executor: &mut Executor,
+        stamp: Stamp,
+        versions: &mut Vec<Version>,
+    ) {
+        let now = executor.now();
+        let store = executor.store();
+        for key in store.take_evicted() {
+            match self.log.record_eviction(store, &key, stamp, now) {
+                Ok(deleted) => versions.extend(deleted),
+                // The key is gone here and its value may live on elsewhere:
+                // the log still says it is held, as for a lost item.
+                Err(e) => log::warn!("cannot record an eviction: {e:?}"),
+            }
+        }
+    }
+}
+
 impl Replica for EventualReplica {
     type Work = Work;
     type Done = Report;
@@ -105,16 +129,21 @@ impl Replica for EventualReplica {
                     to: reply_to,
                     reply,
                 });
+                let mut versions = Vec::new();
                 if changed {
-                    let versions =
+                    versions =
                         self.log
                             .record_write(executor.store(), &op.request.command, stamp, op.now);
+                }
+                self.record_evictions(executor, stamp, &mut versions);
+                if !versions.is_empty() {
                     emit(Done::Engine(Report::Published(versions)));
                 }
             }
             Work::ApplyVersions {
                 from,
                 versions,
+                stamp,
                 completes,
             } => {
                 let now = executor.now();
@@ -127,6 +156,11 @@ impl Replica for EventualReplica {
                 if let Some(e) = &failed {
                     // The next sync from that peer carries them again.
                     log::warn!("cannot keep versions from node {from}: {e:?}");
+                }
+                let mut evictions = Vec::new();
+                self.record_evictions(executor, stamp, &mut evictions);
+                if !evictions.is_empty() {
+                    emit(Done::Engine(Report::Published(evictions)));
                 }
                 if let Some(done) = completes {
                     let all_kept = failed.is_none();

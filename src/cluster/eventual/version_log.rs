@@ -239,6 +239,37 @@ impl VersionLog {
             .collect()
     }
 
+    /// Records that the store evicted `key` to make room, as a delete
+    /// stamped `stamp`, and returns it to push: every replica drops the key
+    /// then, so they converge on its absence. `stamp` is newer than every
+    /// version this replica held when the work began (the engine's clock
+    /// has seen them all), so the delete beats the evicted value; a newer
+    /// write of the key, anywhere, beats the delete. A key the same work
+    /// stored again after evicting it (a later version in one batch) is
+    /// held, and recorded as such: no delete.
+    pub fn record_eviction(
+        &mut self,
+        store: &mut dyn VersionedStore,
+        key: &[u8],
+        stamp: Stamp,
+        now: UnixTime,
+    ) -> StoreResult<Option<Version>> {
+        let stored_again = store.export(key, now)?.is_some();
+        let newer = self
+            .known
+            .get(key)
+            .is_some_and(|known| known.stamp >= stamp);
+        if stored_again || newer {
+            return Ok(None);
+        }
+        self.note_held(key, stamp, Held::Deleted, 0);
+        Ok(Some(Version {
+            key: key.to_vec(),
+            stamp,
+            state: State::Deleted,
+        }))
+    }
+
     /// Records a local `flush_all` stamped `stamp` (the store already did it).
     fn record_flush(&mut self, stamp: Stamp) -> Version {
         self.apply_flush(stamp);
@@ -736,8 +767,8 @@ mod tests {
         ) -> StoreResult<Option<crate::store::Record>> {
             self.inner.export_record(key, now)
         }
-        fn reset(&mut self, flush_at: Option<UnixTime>, now: UnixTime) -> StoreResult<()> {
-            self.inner.reset(flush_at, now)
+        fn reset(&mut self, head: &crate::store::Head, now: UnixTime) -> StoreResult<()> {
+            self.inner.reset(head, now)
         }
     }
 

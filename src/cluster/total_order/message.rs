@@ -12,7 +12,7 @@ use crate::cluster::view::Ballot;
 use crate::cluster::wire::{self, Reader, WireError};
 use crate::cluster::{NodeId, Stamp};
 use crate::protocol::{Command, MetaOp};
-use crate::store::{Entry, Expiry, Record};
+use crate::store::{Entry, Expiry, Head, Housekeeping, Record};
 
 /// An operation stamped by its origin (`stamp.node`). The op is shared:
 /// one proposal goes to every peer and into the local queue.
@@ -120,11 +120,12 @@ pub enum Control {
     Started { ballot: Ballot },
     /// Part of the snapshot of the view of `ballot`, for a member without
     /// the state: the store as the writes up to `upto` left it; `first`
-    /// carries the pending delayed `flush_all`.
+    /// carries the snapshot's head (the pending delayed `flush_all`, where
+    /// the store's sweep and eviction clock stand).
     State {
         ballot: Ballot,
         upto: Stamp,
-        first: Option<Option<u64>>,
+        first: Option<Head>,
         records: Vec<Record>,
         /// When the source read `records` (see `Work::Install`).
         read_at: u64,
@@ -135,7 +136,7 @@ pub enum Control {
 }
 
 impl wire::Message for Broadcast {
-    const PROTOCOL: &'static str = "total-order broadcast v3";
+    const PROTOCOL: &'static str = "total-order broadcast v4";
 
     fn encode(&self, out: &mut Vec<u8>) {
         put_ballot(out, self.ballot);
@@ -249,10 +250,9 @@ fn put_control(out: &mut Vec<u8>, control: &Control) {
             put_stamp(out, *upto);
             match first {
                 None => out.push(0),
-                Some(None) => out.push(1),
-                Some(Some(at)) => {
-                    out.push(2);
-                    wire::put_u64(out, *at);
+                Some(head) => {
+                    out.push(1);
+                    put_head(out, head);
                 }
             }
             wire::put_u32(out, records.len() as u32);
@@ -262,6 +262,8 @@ fn put_control(out: &mut Vec<u8>, control: &Control) {
                 wire::put_u64(out, expiry_code(record.entry.expiry));
                 wire::put_bytes(out, &record.entry.value);
                 wire::put_u64(out, record.cas);
+                wire::put_u64(out, record.stored_at);
+                out.push(u8::from(record.referenced));
             }
             wire::put_u64(out, *read_at);
             out.push(u8::from(*last));
@@ -312,12 +314,11 @@ fn read_control(r: &mut Reader<'_>) -> Result<Control, WireError> {
             let upto = read_stamp(r)?;
             let first = match r.u8()? {
                 0 => None,
-                1 => Some(None),
-                2 => Some(Some(r.u64()?)),
-                _ => return Err(WireError::Malformed("snapshot flush")),
+                1 => Some(read_head(r)?),
+                _ => return Err(WireError::Malformed("snapshot head")),
             };
             let mut records = Vec::new();
-            for _ in 0..r.count(28)? {
+            for _ in 0..r.count(37)? {
                 let key = r.bytes()?.to_vec();
                 let flags = r.u32()?;
                 let expiry = match r.u64()? {
@@ -326,6 +327,8 @@ fn read_control(r: &mut Reader<'_>) -> Result<Control, WireError> {
                 };
                 let value = r.bytes()?.to_vec();
                 let cas = r.u64()?;
+                let stored_at = r.u64()?;
+                let referenced = r.u8()? != 0;
                 records.push(Record {
                     key,
                     entry: Entry {
@@ -334,6 +337,8 @@ fn read_control(r: &mut Reader<'_>) -> Result<Control, WireError> {
                         value,
                     },
                     cas,
+                    stored_at,
+                    referenced,
                 });
             }
             Control::State {
@@ -352,6 +357,45 @@ fn read_control(r: &mut Reader<'_>) -> Result<Control, WireError> {
 
 /// An expiry as the wire carries it: 0 for never (an absolute time of 0
 /// has passed anyway, so it is sent as 1).
+fn put_head(out: &mut Vec<u8>, head: &Head) {
+    let housekeeping = &head.housekeeping;
+    put_optional(out, head.flush_at);
+    put_optional(out, housekeeping.sweep_cursor);
+    wire::put_u64(out, housekeeping.sweep_began);
+    wire::put_u64(out, housekeeping.hand);
+    wire::put_u64(out, housekeeping.last_reclaim);
+}
+
+fn read_head(r: &mut Reader<'_>) -> Result<Head, WireError> {
+    Ok(Head {
+        flush_at: read_optional(r)?,
+        housekeeping: Housekeeping {
+            sweep_cursor: read_optional(r)?,
+            sweep_began: r.u64()?,
+            hand: r.u64()?,
+            last_reclaim: r.u64()?,
+        },
+    })
+}
+
+fn put_optional(out: &mut Vec<u8>, value: Option<u64>) {
+    match value {
+        None => out.push(0),
+        Some(value) => {
+            out.push(1);
+            wire::put_u64(out, value);
+        }
+    }
+}
+
+fn read_optional(r: &mut Reader<'_>) -> Result<Option<u64>, WireError> {
+    match r.u8()? {
+        0 => Ok(None),
+        1 => Ok(Some(r.u64()?)),
+        _ => Err(WireError::Malformed("optional number")),
+    }
+}
+
 fn expiry_code(expiry: Expiry) -> u64 {
     match expiry {
         Expiry::Never => 0,

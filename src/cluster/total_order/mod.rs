@@ -97,6 +97,10 @@
 //!    delivers nothing more until the snapshot is out; the member holds
 //!    and acks new proposals meanwhile and delivers them once the snapshot
 //!    is in. Nobody serves a client before it holds the state of its view.
+//!    The snapshot is the store exactly as the replicas hold it (an ordered
+//!    store's dead items, order, eviction bits and sweep position too: see
+//!    `store/memory.rs`), so the member goes on evicting and sweeping the
+//!    same items as the others.
 //!    A store on a worker thread (a memcached backend) answers late, so the
 //!    store work that reads or installs a snapshot carries a tag, and a
 //!    report for a snapshot a view change has since ended is dropped: a
@@ -1475,7 +1479,7 @@ mod tests {
             to: 2,
             records: vec![chunk_record(key)],
             read_at: 1_700_000_000,
-            first: Some(None),
+            first: Some(crate::store::Head::default()),
             last: true,
             total: key.len() as u64 + 1,
         }
@@ -1491,6 +1495,8 @@ mod tests {
                 value: b"v".to_vec(),
             },
             cas: 1,
+            stored_at: 1_700_000_000,
+            referenced: false,
         }
     }
 

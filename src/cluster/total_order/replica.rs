@@ -10,7 +10,7 @@ use std::sync::Arc;
 use crate::cluster::engine::{Done, Replica, ReplyTo};
 use crate::cluster::message::Op;
 use crate::cluster::NodeId;
-use crate::store::{Executor, Keys, Record, UnixTime};
+use crate::store::{Executor, Head, Keys, Record, UnixTime};
 
 /// A snapshot chunk holds at most about this many bytes of values.
 const CHUNK_BYTES: usize = 1 << 20;
@@ -37,9 +37,9 @@ pub enum Work {
         tag: u64,
     },
     /// Part of a snapshot from a peer: with `reset`, empty the store first
-    /// and take that pending delayed `flush_all`; then import `records`.
+    /// and take that head; then install `records`.
     Install {
-        reset: Option<Option<UnixTime>>,
+        reset: Option<Head>,
         records: Vec<Record>,
         /// When the source read them: imported as of then, so a delayed
         /// `flush_all` judges them here as it does there.
@@ -55,14 +55,14 @@ pub enum Work {
 /// a report may be for a snapshot a view change has since ended.
 #[derive(Debug)]
 pub enum Report {
-    /// A chunk of the snapshot for `to`; `flush_at` with the first.
+    /// A chunk of the snapshot for `to`; its head with the first.
     Chunk {
         tag: u64,
         to: NodeId,
         records: Vec<Record>,
         /// When they were read.
         read_at: UnixTime,
-        first: Option<Option<UnixTime>>,
+        first: Option<Head>,
         last: bool,
         /// About how many bytes the whole snapshot carries.
         total: u64,
@@ -125,12 +125,8 @@ impl Replica for TotalOrderReplica {
                 let now = read_at;
                 let store = executor.store();
                 let installed = reset
-                    .map_or(Ok(()), |flush_at| store.reset(flush_at, now))
-                    .and_then(|()| {
-                        records
-                            .iter()
-                            .try_for_each(|r| store.import(&r.key, Some(&r.entry), r.cas, now))
-                    });
+                    .map_or(Ok(()), |head| store.reset(&head, now))
+                    .and_then(|()| records.iter().try_for_each(|r| store.install(r, now)));
                 match installed {
                     Err(e) => emit(Done::Engine(Report::SnapshotFailed {
                         tag,
@@ -167,7 +163,7 @@ impl TotalOrderReplica {
                 bytes: listing.bytes,
             };
             self.dumps.insert(to, dump);
-            first = Some(listing.flush_at);
+            first = Some(listing.head);
         }
         let Some(dump) = self.dumps.get_mut(&to) else {
             return Err("no snapshot under way".into());
