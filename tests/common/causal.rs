@@ -36,7 +36,10 @@
 //!   containing `co`, that every read respects (it returns the
 //!   arbitration-last write of its key in its causal past). It holds iff CC
 //!   holds and `co ∪ cf` is acyclic ([`Pattern::CyclicCF`]): two clients
-//!   that see two concurrent writes in opposite orders, say. (The paper's
+//!   that see two concurrent writes in opposite orders, say. "Never going
+//!   back in time" is then by that order: a session may read concurrent
+//!   writes 2 then 1 (1 is arbitrated after 2), but then no session may
+//!   read 1 then 2. (The paper's
 //!   WriteHBInitRead and CyclicHB characterize causal memory, CM, not CCv:
 //!   CM is not what causal+ promises, so they are not checked.)
 //!
@@ -56,8 +59,8 @@
 //! nor a later write's dependency on it can be asked for.
 //!
 //! Cost: polynomial, with per-chain vector clocks rather than bitsets. A
-//! chain is a session (without its `MaybeWrite`s, each of which is a chain
-//! of its own); a chain's part of any causal past is a prefix, so an
+//! chain is a session without its `MaybeWrite`s (each one kept is a chain
+//! of its own, as nothing later in its session follows it); a chain's part of any causal past is a prefix, so an
 //! operation's past is one number per chain, and `a co b` is one comparison.
 //! That is `n × chains` numbers where a bitset closure takes `n²` bits:
 //! smaller for the dozen or so sessions of a simulation and linear in the
@@ -316,38 +319,42 @@ pub fn check_ccv(h: &CausalHistory) -> Result<(), CausalError> {
     check(h, Model::Ccv)
 }
 
+/// Whether `h` is `model`, looking for the bad patterns in the module
+/// doc's stages.
 pub fn check(h: &CausalHistory, model: Model) -> Result<(), CausalError> {
     let graph = Graph::new(h)?;
-    let mut findings = Findings::default();
-    graph.find_thin_air_reads(&mut findings);
-    let clocks = match graph.topological_order(&[]) {
-        Ok(order) => Clocks::new(&graph, &order),
-        Err(left) => {
-            findings.add(Pattern::CyclicCO, graph.cycle(&[], &left));
-            return findings.into_result(model);
-        }
-    };
-    findings.into_result(model)?;
-    let mut findings = Findings::default();
-    let conflicts = graph.find_read_patterns(&clocks, &mut findings);
-    findings.into_result(model)?;
+    let mut found = Findings::new(model);
+    graph.find_thin_air_reads(&mut found);
+    let order = graph.topological_order(&[]);
+    if let Err(left) = &order {
+        found.add(Pattern::CyclicCO, graph.cycle(&[], left));
+    }
+    found.end_stage()?;
+    let clocks = Clocks::new(&graph, &order.expect("no cycle"));
+    let conflicts = graph.find_read_patterns(&clocks, &mut found);
+    found.end_stage()?;
     if model == Model::Ccv {
         if let Err(left) = graph.topological_order(&conflicts) {
-            let mut findings = Findings::default();
-            findings.add(Pattern::CyclicCF, graph.cycle(&conflicts, &left));
-            return findings.into_result(model);
+            found.add(Pattern::CyclicCF, graph.cycle(&conflicts, &left));
         }
     }
-    Ok(())
+    found.end_stage()
 }
 
-/// The violations found so far, grouped by pattern.
-#[derive(Default)]
+/// The violations found in the current stage, grouped by pattern.
 struct Findings {
+    model: Model,
     by_pattern: BTreeMap<Pattern, (Violation, usize)>,
 }
 
 impl Findings {
+    fn new(model: Model) -> Findings {
+        Findings {
+            model,
+            by_pattern: BTreeMap::new(),
+        }
+    }
+
     fn add(&mut self, pattern: Pattern, (ops, explanation): (Vec<OpId>, String)) {
         self.by_pattern
             .entry(pattern)
@@ -362,15 +369,25 @@ impl Findings {
             ));
     }
 
-    fn into_result(self, model: Model) -> Result<(), CausalError> {
+    /// The answer if this stage found anything: later stages presume none.
+    fn end_stage(&mut self) -> Result<(), CausalError> {
         if self.by_pattern.is_empty() {
             return Ok(());
         }
         Err(CausalError::Violations {
-            model,
-            found: self.by_pattern.into_values().collect(),
+            model: self.model,
+            found: std::mem::take(&mut self.by_pattern).into_values().collect(),
         })
     }
+}
+
+/// `before` must be arbitrated before `after`, both writes of one key:
+/// `before` is in the causal past of `read`, which reads from `after`.
+#[derive(Clone, Copy, Debug)]
+struct Conflict {
+    before: usize,
+    after: usize,
+    read: usize,
 }
 
 /// Why one operation directly precedes another in a cycle.
@@ -445,21 +462,29 @@ impl<'h> Graph<'h> {
             chains: Vec::new(),
             writes_on: HashMap::new(),
         };
+        let node_of = graph.place_operations(&read_values);
+        graph.link_reads(&writers, &node_of);
+        Ok(graph)
+    }
+
+    /// Puts each operation kept on its chain, after its session's previous
+    /// one; returns where each went.
+    fn place_operations(&mut self, read_values: &HashSet<(&str, &str)>) -> HashMap<OpId, usize> {
         let mut keys: HashMap<&str, u32> = HashMap::new();
         let mut node_of: HashMap<OpId, usize> = HashMap::new();
-        for (session, ops) in h.sessions.iter().enumerate() {
-            let chain = graph.open_chain();
+        for (session, ops) in self.h.sessions.iter().enumerate() {
+            let chain = self.open_chain();
             let mut last: Option<usize> = None;
             for (index, op) in ops.iter().enumerate() {
                 let id = OpId { session, index };
                 let next = keys.len() as u32;
                 let key = *keys.entry(op.key()).or_insert(next);
                 let node = match op {
-                    Op::Write(..) => graph.add(id, key, chain, Role::Write, last),
-                    Op::Read(..) => graph.add(id, key, chain, Role::Read(Source::Init), last),
+                    Op::Write(..) => self.add(id, key, chain, Role::Write, last),
+                    Op::Read(..) => self.add(id, key, chain, Role::Read(Source::Init), last),
                     Op::MaybeWrite(k, v) if read_values.contains(&(k.as_str(), v.as_str())) => {
-                        let own = graph.open_chain();
-                        node_of.insert(id, graph.add(id, key, own, Role::Write, last));
+                        let own = self.open_chain();
+                        node_of.insert(id, self.add(id, key, own, Role::Write, last));
                         continue; // later operations do not follow it
                     }
                     Op::MaybeWrite(..) => continue, // nobody read it: left out
@@ -468,21 +493,29 @@ impl<'h> Graph<'h> {
                 last = Some(node);
             }
         }
-        for node in 0..graph.nodes.len() {
-            let Op::Read(key, Some(value)) = h.op(graph.nodes[node].id) else {
+        node_of
+    }
+
+    /// Gives each read of a value its source and reads-from edge.
+    fn link_reads(
+        &mut self,
+        writers: &HashMap<(&str, &str), OpId>,
+        node_of: &HashMap<OpId, usize>,
+    ) {
+        for node in 0..self.nodes.len() {
+            let Op::Read(key, Some(value)) = self.h.op(self.nodes[node].id) else {
                 continue;
             };
             let source = match writers.get(&(key.as_str(), value.as_str())) {
                 Some(writer) => {
                     let writer = node_of[writer];
-                    graph.preds[node].push((writer, Edge::ReadsFrom));
+                    self.preds[node].push((writer, Edge::ReadsFrom));
                     Source::Write(writer)
                 }
                 None => Source::ThinAir,
             };
-            graph.nodes[node].role = Role::Read(source);
+            self.nodes[node].role = Role::Read(source);
         }
-        Ok(graph)
     }
 
     fn open_chain(&mut self) -> u32 {
@@ -524,9 +557,9 @@ impl<'h> Graph<'h> {
     }
 
     /// The nodes in an order that respects the causal order's edges and
-    /// `extra` (conflict edges: `(before, after, read)`); or, if they have a
+    /// the conflict edges `extra`; or, if they have a
     /// cycle, the nodes left unordered (each has a predecessor among them).
-    fn topological_order(&self, extra: &[(usize, usize, usize)]) -> Result<Vec<usize>, Vec<bool>> {
+    fn topological_order(&self, extra: &[Conflict]) -> Result<Vec<usize>, Vec<bool>> {
         let n = self.nodes.len();
         let mut waiting: Vec<usize> = self.preds.iter().map(Vec::len).collect();
         let mut succs: Vec<Vec<usize>> = vec![Vec::new(); n];
@@ -535,9 +568,9 @@ impl<'h> Graph<'h> {
                 succs[p].push(node);
             }
         }
-        for &(before, after, _) in extra {
-            succs[before].push(after);
-            waiting[after] += 1;
+        for c in extra {
+            succs[c.before].push(c.after);
+            waiting[c.after] += 1;
         }
         let mut order: Vec<usize> = (0..n).filter(|&v| waiting[v] == 0).collect();
         let mut next = 0;
@@ -560,15 +593,15 @@ impl<'h> Graph<'h> {
     /// A cycle among the nodes `left` unordered, shown edge by edge: every
     /// such node has a predecessor among them, so walking predecessors
     /// must come back to a node already seen.
-    fn cycle(&self, extra: &[(usize, usize, usize)], left: &[bool]) -> (Vec<OpId>, String) {
+    fn cycle(&self, extra: &[Conflict], left: &[bool]) -> (Vec<OpId>, String) {
         let pred_in_left = |v: usize| -> (usize, Edge) {
             let ordinary = self.preds[v].iter().copied().find(|&(p, _)| left[p]);
             ordinary
                 .or_else(|| {
                     extra
                         .iter()
-                        .find(|&&(b, a, _)| a == v && left[b])
-                        .map(|&(b, _, read)| (b, Edge::Conflict { read }))
+                        .find(|c| c.after == v && left[c.before])
+                        .map(|c| (c.before, Edge::Conflict { read: c.read }))
                 })
                 .expect("a node left unordered has a predecessor left unordered")
         };
@@ -621,15 +654,11 @@ impl<'h> Graph<'h> {
     }
 
     /// Finds the CC read patterns (WriteCOInitRead, WriteCORead) and returns
-    /// the conflict edges `(before, after, read)` that CCv adds: per read of
+    /// the conflict edges that CCv adds: per read of
     /// `w` and per chain, the last other write of the key in the read's past
     /// is arbitrated before `w` (earlier ones on that chain are causally
     /// before it, so their edges would add nothing).
-    fn find_read_patterns(
-        &self,
-        clocks: &Clocks,
-        findings: &mut Findings,
-    ) -> Vec<(usize, usize, usize)> {
+    fn find_read_patterns(&self, clocks: &Clocks, findings: &mut Findings) -> Vec<Conflict> {
         let mut conflicts = Vec::new();
         for (r, node) in self.nodes.iter().enumerate() {
             let Role::Read(source) = node.role else {
@@ -663,7 +692,11 @@ impl<'h> Graph<'h> {
                         findings.add(Pattern::WriteCORead, (ops, explanation));
                         break;
                     }
-                    Source::Write(w) => conflicts.push((w2, w, r)),
+                    Source::Write(w) => conflicts.push(Conflict {
+                        before: w2,
+                        after: w,
+                        read: r,
+                    }),
                 }
             }
         }
