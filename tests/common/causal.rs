@@ -60,16 +60,19 @@
 //!
 //! Cost: polynomial, with per-chain vector clocks rather than bitsets. A
 //! chain is a session without its `MaybeWrite`s (each one kept is a chain
-//! of its own, as nothing later in its session follows it); a chain's part of any causal past is a prefix, so an
-//! operation's past is one number per chain, and `a co b` is one comparison.
-//! That is `n × chains` numbers where a bitset closure takes `n²` bits:
-//! smaller for the dozen or so sessions of a simulation and linear in the
-//! history's length. The clocks are computed in one pass in topological
-//! order (Kahn's algorithm, which also finds the cycles). The read patterns
-//! then need, per read and per chain, only the last write of the read's key
-//! in its past on that chain (the chain's earlier ones are causally before
-//! it), found by binary search: `O(reads × chains × log n)`, and as many
-//! conflict edges. A few thousand operations take milliseconds.
+//! of its own, as nothing later in its session follows it); a chain's part
+//! of any causal past is a prefix, so an operation's past is one number per
+//! chain, and `a co b` is one comparison. That is `n × chains` numbers
+//! where a bitset closure takes `n²` bits: smaller for the dozen or so
+//! sessions of a simulation. (Each `MaybeWrite` that was read adds a chain:
+//! a history with thousands of them read would be cheaper with bitsets.)
+//! The clocks are computed in one pass in topological order (Kahn's
+//! algorithm, which also finds the cycles). The read patterns then need,
+//! per read and per chain, only the last write of the read's key in its
+//! past on that chain (the chain's earlier ones are causally before it),
+//! found by binary search: `O(reads × chains × log n)`, and as many
+//! conflict edges. The 5,000 operations of 16 sessions of
+//! `tests/causal_checker.rs` check in about 10 ms.
 //!
 //! [`check_converged`] compares the replicas' final contents after healing.
 #![allow(dead_code)]
