@@ -652,9 +652,9 @@ impl ReferenceStore {
     }
 }
 
-/// A random history of `ops` operations by `sessions` sessions on `keys`
-/// keys against `replicas` reference replicas, causal by construction;
-/// returns the store too.
+/// A reference store of `replicas` replicas after `sessions` sessions did
+/// `ops` random operations on `keys` keys: its `history` is causal by
+/// construction (CCv when it resolves by stamp).
 fn random_run(
     rng: &mut Rng,
     resolution: Resolution,
