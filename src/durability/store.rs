@@ -26,7 +26,7 @@ use crossbeam_channel::Sender;
 
 use super::record::Record;
 use super::writer::{Job, LogShared};
-use crate::protocol::Key;
+use crate::protocol::{Key, StorageMode};
 use crate::store::{
     ArithOutcome, Entry, Expiry, Head, Item, Keys, Listing, Record as StoreRecord, Store,
     StoreError, StoreResult, StoreStats, StoreStatus, UnixTime, VersionedStore, Write,
@@ -125,6 +125,15 @@ impl DurableStore {
             let bytes = std::mem::take(&mut self.batch);
             // The writer ends only after the store is dropped.
             let _ = self.jobs.send(Job::Append(bytes));
+        }
+    }
+
+    /// Logs the removal of what the store evicted for the change it just
+    /// made, before the change's own record: replayed in that order, the
+    /// change finds the room it found (see `recover`).
+    fn log_evictions(&mut self) {
+        for key in self.inner.take_evicted() {
+            self.append(&Record::Remove { key });
         }
     }
 
@@ -234,12 +243,16 @@ impl Store for DurableStore {
     fn store(&mut self, write: Write<'_>, now: UnixTime) -> StoreResult<StoreStatus> {
         self.writable()?;
         self.reserve(write.cas);
-        let key = write.key;
-        let status = self.inner.store(write, now)?;
-        if status == StoreStatus::Stored {
-            self.log_key(key, now)?;
+        let (key, set) = (write.key, write.mode == StorageMode::Set);
+        let stored = self.inner.store(write, now);
+        self.log_evictions();
+        match stored {
+            Ok(StoreStatus::Stored) => self.log_key(key, now)?,
+            // A `set` refused for memory drops the old value, as on memcached.
+            Err(StoreError::OutOfMemory) if set => self.log_key(key, now)?,
+            _ => {}
         }
-        Ok(status)
+        stored
     }
 
     fn delete(&mut self, key: &[u8], now: UnixTime) -> StoreResult<bool> {
@@ -261,7 +274,9 @@ impl Store for DurableStore {
     ) -> StoreResult<ArithOutcome> {
         self.writable()?;
         self.reserve(cas);
-        let outcome = self.inner.arith(key, incr, delta, cas, now)?;
+        let outcome = self.inner.arith(key, incr, delta, cas, now);
+        self.log_evictions();
+        let outcome = outcome?;
         if matches!(outcome, ArithOutcome::Value(_)) {
             self.log_key(key, now)?;
         }

@@ -78,7 +78,7 @@ fn incarnation() -> u64 {
 /// replicas keep theirs ordered: their sweep and evictions follow the
 /// writes they all apply, so they free and evict the same items. Eventual
 /// mode's nodes hand what they evict to the engine, which deletes it on
-/// every replica.
+/// every replica; a node with a data directory, to its log.
 fn memory(settings: &Settings) -> Box<dyn VersionedStore> {
     let cluster = &settings.cluster;
     let store = MemoryStore::new(cluster.memory_limit_bytes, cluster.limits())
@@ -86,7 +86,9 @@ fn memory(settings: &Settings) -> Box<dyn VersionedStore> {
         .with_eviction(cluster.eviction);
     if strong_replica(settings) {
         Box::new(store.ordered())
-    } else if cluster.consistency == Consistency::Eventual && settings.members.len() > 1 {
+    } else if settings.node.data_dir.is_some()
+        || (cluster.consistency == Consistency::Eventual && settings.members.len() > 1)
+    {
         Box::new(store.keeping_evicted())
     } else {
         Box::new(store)
