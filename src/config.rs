@@ -190,6 +190,21 @@ impl ClusterConfig {
             max_get_line: self.item_size_max.max(Limits::LINE_SCAN_LIMIT),
         }
     }
+
+    /// The store settings every node of a cluster must share, as its peer
+    /// handshakes prove them: with another cap, eviction policy, sweep or
+    /// item size, a strong mode's replicas would evict, sweep or refuse
+    /// other writes, and an eventual node would delete everywhere what
+    /// only it evicted.
+    pub fn replica_terms(&self) -> String {
+        format!(
+            "memory_limit={} eviction={} expiry_sweep={} item_size_max={}",
+            self.memory_limit_bytes,
+            self.eviction.name(),
+            self.expiry_sweep,
+            self.item_size_max
+        )
+    }
 }
 
 impl Default for ClusterConfig {

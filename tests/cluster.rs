@@ -334,23 +334,19 @@ fn a_request_past_its_deadline_is_answered_with_a_timeout() {
     assert_eq!(stat(&cluster, 0, "mckv_timeouts"), 1);
 }
 
-#[test]
-fn a_peer_with_the_wrong_secret_is_refused() {
+/// Node 1's config differs from node 0's by `change`: node 0 refuses each
+/// of its hellos, logs the first refusal (saying `why`) from that address
+/// only, holds it down, and alone is no majority.
+fn a_peer_whose_config_differs_is_refused(change: impl Fn(&str) -> String, why: &str) {
     let dir = TempDir::new("secret");
     let (text, ports) = cluster_config(2, "linearizable", "");
     let good = dir.0.join("good.ini");
     let bad = dir.0.join("bad.ini");
     std::fs::write(&good, &text).unwrap();
-    std::fs::write(
-        &bad,
-        text.replace("secret = test-secret", "secret = guessed"),
-    )
-    .unwrap();
+    std::fs::write(&bad, change(&text)).unwrap();
     let node0 = start_cluster_node(&good, &dir.0, 0, ports[0]);
     let _node1 = start_cluster_node(&bad, &dir.0, 1, ports[1]);
     let log0 = dir.0.join("node0.log");
-    // Node 1 redials with backoff; node 0 refuses each hello and logs the
-    // first refusal from that address only.
     poll(
         Duration::from_secs(10),
         Duration::from_millis(20),
@@ -360,7 +356,7 @@ fn a_peer_with_the_wrong_secret_is_refused() {
         },
     );
     let log = std::fs::read_to_string(&log0).unwrap_or_default();
-    assert_eq!(log.matches("wrong cluster secret").count(), 1, "{log}");
+    assert_eq!(log.matches(why).count(), 1, "{log}");
     let mut c = connect(node0.port);
     let show = request(&mut c, b"show\r\n");
     assert!(
@@ -372,6 +368,20 @@ fn a_peer_with_the_wrong_secret_is_refused() {
         request(&mut c, b"set k 0 0 1\r\nx\r\n"),
         "SERVER_ERROR no quorum; not applied\r\n"
     );
+}
+
+#[test]
+fn a_peer_with_the_wrong_secret_is_refused() {
+    let guessed = |text: &str| text.replace("secret = test-secret", "secret = guessed");
+    a_peer_whose_config_differs_is_refused(guessed, "wrong cluster secret");
+}
+
+/// Replicas with another memory cap would evict other keys: a node whose
+/// store settings differ is refused like one with another secret.
+#[test]
+fn a_peer_with_other_store_settings_is_refused() {
+    let smaller = |text: &str| text.replace("[cluster]\n", "[cluster]\nmemory_limit_mb = 32\n");
+    a_peer_whose_config_differs_is_refused(smaller, "or store settings: memory_limit_mb");
 }
 
 #[test]

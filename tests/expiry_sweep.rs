@@ -105,6 +105,23 @@ fn strong_replicas_sweep_the_same_expired_items_as_writes_come() {
             );
         }
         assert_eq!(request(&mut c, &set("kept", 100, 0)), "STORED\r\n");
+        // Expired, and nothing written: no node's timer frees them.
+        poll(
+            Duration::from_secs(10),
+            Duration::from_millis(50),
+            || match request(&mut c, b"get brief0\r\n").as_str() {
+                "END\r\n" => Ok(()),
+                other => Err(format!("brief0 never expired: {other:?}")),
+            },
+        );
+        std::thread::sleep(Duration::from_secs(2));
+        for n in 0..3 {
+            assert_eq!(
+                stat(cluster.port(n), "curr_items"),
+                BRIEF + 1,
+                "{mode}: node {n}"
+            );
+        }
         let mut writes = 0;
         poll(Duration::from_secs(30), Duration::from_millis(50), || {
             for _ in 0..10 {

@@ -23,6 +23,7 @@ use mckv::cluster::membership::Load;
 use mckv::cluster::total_order::Broadcast;
 use mckv::cluster::wire::Message;
 use mckv::cluster::{wire, Frame, Hello, NodeId, PeerMessage, Stamp};
+use mckv::config::ClusterConfig;
 use mckv::store::{Entry, Expiry};
 
 /// Node 0 of a two-node cluster whose node 1 is played by the test.
@@ -44,8 +45,10 @@ const PATIENT: &str = "peer_timeout_ms = 60000";
 /// The run of node 1 the test plays (in its hello and its welcome).
 const NODE1_RUN: u64 = 7;
 
+/// The key of the test's clusters, whose store settings are the defaults.
 fn key<M: Message>() -> ClusterKey {
-    ClusterKey::new::<M>("test", "test-secret")
+    let terms = ClusterConfig::default().replica_terms();
+    ClusterKey::new::<M>("test", "test-secret").with_terms(&terms)
 }
 
 /// The key of a node started in `mode`.
@@ -432,7 +435,11 @@ fn a_hello_claiming_the_nodes_own_id_or_an_unknown_one_is_refused() {
         challenge: [0; handshake::NONCE_LEN],
         answer: hello.nonce,
     }
-    .hello(&ClusterKey::new::<Broadcast>("test", "guessed"), NODE1_RUN)
+    .hello(
+        &ClusterKey::new::<Broadcast>("test", "guessed")
+            .with_terms(&ClusterConfig::default().replica_terms()),
+        NODE1_RUN,
+    )
     .proof;
     wrong
         .write_all(&encoded::<Broadcast>(&PeerMessage::Hello(forged)))

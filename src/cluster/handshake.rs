@@ -70,6 +70,9 @@ pub fn fresh_nonce() -> Result<Nonce, String> {
 pub struct ClusterKey {
     cluster: String,
     protocol: &'static str,
+    /// What every node must agree on besides (the store settings replicas
+    /// need alike to stay identical); empty by default.
+    terms: String,
     /// HMAC keyed by the secret, cloned for each use (keying hashes the
     /// secret; cloning copies two hash states).
     keyed: HmacSha256,
@@ -80,8 +83,16 @@ impl ClusterKey {
         ClusterKey {
             cluster: cluster.to_string(),
             protocol: M::PROTOCOL,
+            terms: String::new(),
             keyed: HmacSha256::new_from_slice(secret.as_bytes()).expect("HMAC takes any key"),
         }
+    }
+
+    /// The same key, proving `terms` too: a node whose terms differ fails
+    /// every proof, as one with another secret does.
+    pub fn with_terms(mut self, terms: &str) -> ClusterKey {
+        self.terms = terms.to_string();
+        self
     }
 
     /// A MAC over `label`, the wire version, the protocol and the cluster,
@@ -95,6 +106,8 @@ impl ClusterKey {
         mac.update(self.protocol.as_bytes());
         mac.update(b"\0");
         mac.update(self.cluster.as_bytes());
+        mac.update(b"\0");
+        mac.update(self.terms.as_bytes());
         mac.update(b"\0");
         mac
     }
@@ -160,7 +173,9 @@ impl Exchange {
         let mut mac = exchange.mac(key, "hello");
         mac.update(&hello.incarnation.to_be_bytes());
         mac.verify_slice(&hello.proof).map_err(|_| {
-            "wrong cluster secret (or another mckv version or consistency mode)".to_string()
+            "wrong cluster secret (or another mckv version, consistency mode, or store \
+             settings: memory_limit_mb, eviction, expiry_sweep, item_size_max)"
+                .to_string()
         })?;
         Ok(exchange)
     }

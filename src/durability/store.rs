@@ -26,7 +26,7 @@ use crossbeam_channel::Sender;
 
 use super::record::Record;
 use super::writer::{Job, LogShared};
-use crate::protocol::{Key, StorageMode};
+use crate::protocol::Key;
 use crate::store::{
     ArithOutcome, Entry, Expiry, Head, Item, Keys, Listing, Record as StoreRecord, Store,
     StoreError, StoreResult, StoreStats, StoreStatus, UnixTime, VersionedStore, Write,
@@ -128,9 +128,10 @@ impl DurableStore {
         }
     }
 
-    /// Logs the removal of what the store evicted for the change it just
-    /// made, before the change's own record: replayed in that order, the
-    /// change finds the room it found (see `recover`).
+    /// Logs the removal of what the store evicted (or a refused `set`
+    /// dropped) for the change it just made, before the change's own
+    /// record: replayed in that order, the change finds the room it found
+    /// (see `recover`).
     fn log_evictions(&mut self) {
         for key in self.inner.take_evicted() {
             self.append(&Record::Remove { key });
@@ -243,14 +244,13 @@ impl Store for DurableStore {
     fn store(&mut self, write: Write<'_>, now: UnixTime) -> StoreResult<StoreStatus> {
         self.writable()?;
         self.reserve(write.cas);
-        let (key, set) = (write.key, write.mode == StorageMode::Set);
+        let key = write.key;
+        // A `set` refused for memory drops the old value, as on memcached:
+        // the store reports that with what it evicted.
         let stored = self.inner.store(write, now);
         self.log_evictions();
-        match stored {
-            Ok(StoreStatus::Stored) => self.log_key(key, now)?,
-            // A `set` refused for memory drops the old value, as on memcached.
-            Err(StoreError::OutOfMemory) if set => self.log_key(key, now)?,
-            _ => {}
+        if stored == Ok(StoreStatus::Stored) {
+            self.log_key(key, now)?;
         }
         stored
     }

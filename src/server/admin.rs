@@ -32,7 +32,17 @@ impl<E: Engine> Server<E> {
             Admin::Verbosity => out.extend_from_slice(reply::OK),
             Admin::Stats(group) => self.answer_stats(token, group, &mut out),
             Admin::CacheMemlimit { megabytes } => {
-                let taken = self.backend.set_memory_limit(u64::from(megabytes) << 20);
+                let taken = self.settings.members.len() == 1
+                    && self.backend.set_memory_limit(u64::from(megabytes) << 20);
+                if self.settings.members.len() > 1 {
+                    // Replicas with different caps would evict, or refuse,
+                    // different writes (and eventual mode deletes what any
+                    // node evicts, everywhere).
+                    log::warn!(
+                        "cache_memlimit refused: the nodes of a cluster share its limit; \
+                         set memory_limit_mb in [cluster] on every node"
+                    );
+                }
                 // A memcached backend's limit is its own: send it there.
                 let text = if taken {
                     reply::OK

@@ -583,10 +583,12 @@ fn bind_peers<M: crate::cluster::wire::Message>(
         Ok(_) => None,
         Err(e) => return Err(io::Error::other(e)),
     };
+    let terms = settings.cluster.replica_terms();
     let identity = Identity {
         me: me.id,
         cluster: &settings.cluster.name,
         secret: &settings.cluster.secret,
+        terms: &terms,
         incarnation,
         tls,
     };

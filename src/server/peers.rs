@@ -170,6 +170,8 @@ pub struct Identity<'a> {
     pub me: NodeId,
     pub cluster: &'a str,
     pub secret: &'a str,
+    /// The settings every node must share, proven in each handshake.
+    pub terms: &'a str,
     pub incarnation: u64,
     /// Links run over TLS with these configs (`peer_tls = on`).
     pub tls: Option<PeerTls>,
@@ -228,7 +230,7 @@ impl<M: Message> Peers<M> {
             .collect();
         Ok(Peers {
             me: identity.me,
-            key: ClusterKey::new::<M>(identity.cluster, identity.secret),
+            key: ClusterKey::new::<M>(identity.cluster, identity.secret).with_terms(identity.terms),
             tls: identity.tls,
             unsent_limit,
             incarnation: identity.incarnation,

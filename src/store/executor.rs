@@ -13,10 +13,7 @@
 use std::sync::Arc;
 
 use super::execute::{execute_noting_hits, Outcome};
-use super::{
-    unix_now, Counter, StoreCounters, StoreError, StoreEvents, StoreStatus, UnixTime,
-    VersionedStore,
-};
+use super::{unix_now, Counter, StoreCounters, StoreEvents, StoreStatus, UnixTime, VersionedStore};
 use crate::protocol::{Command, Meta, MetaOp, Request, StorageMode};
 
 /// Reply buffers kept for reuse, and the largest kept (a giant value's
@@ -275,12 +272,9 @@ impl Executor {
 
     /// `cache_memlimit`: whether the store took the new memory limit.
     pub fn set_memory_limit(&mut self, limit_bytes: u64) -> bool {
-        let taken = self.store.set_memory_limit(limit_bytes);
-        if let Err(StoreError::Refused(why)) = &taken {
-            log::warn!("cache_memlimit refused: {why}");
-        }
+        let taken = self.store.set_memory_limit(limit_bytes).is_ok();
         self.publish_counters();
-        taken.is_ok()
+        taken
     }
 
     /// Publishes the store's size and upkeep for `stats`.

@@ -1,10 +1,10 @@
 //! The embedded store: a hash map with memcached's semantics (expiry, cas
 //! uniques, delayed `flush_all`) and a memory cap. A write past the cap
-//! first takes the room of dead items, then, as memcached does by default,
-//! evicts live ones in about least-recently-used order
-//! ([`Eviction::Lru`]); with [`Eviction::None`], like memcached started
-//! with `-M`, it refuses the write with `SERVER_ERROR out of memory storing
-//! object` once dead items are reclaimed.
+//! makes room as memcached does by default, dropping the dead items its
+//! eviction clock meets and evicting live ones in about least-recently-used
+//! order ([`Eviction::Lru`]); with [`Eviction::None`], like memcached
+//! started with `-M`, it reclaims every dead item, then refuses the write
+//! with `SERVER_ERROR out of memory storing object` if it still does not fit.
 //!
 //! It counts what memcached counts of the same events ([`StoreEvents`]):
 //! lookups that find an item expired or flushed, the dead items a full
@@ -12,12 +12,17 @@
 //! evictions.
 //!
 //! **Eviction** is a clock (second chance), the usual one-bit stand-in for
-//! LRU: each entry has a `referenced` bit, set when a command uses it
-//! (a hit, a touch, an overwrite); a full store moves a hand round the
-//! entries, dropping dead ones, clearing set bits, and evicting the first
-//! live entry whose bit is clear. memcached's LRU is approximate too (an
-//! item is bumped at most once a minute); the clock costs one bit per item
-//! and no list to keep in order on every hit.
+//! LRU: each entry has a `referenced` bit, set when it is stored and when a
+//! command uses it (a hit, a touch, an overwrite); a full store moves a
+//! hand round the entries, dropping dead ones, clearing set bits, and
+//! evicting the first live entry whose bit is clear. So an item survives at
+//! least one turn of the hand after it was stored or last used, and a
+//! stream of new keys keeps the newest. memcached's LRU is approximate too
+//! (an item is bumped at most once a minute); the clock costs one bit per
+//! item and no list to keep in order on every hit. One write clears at most
+//! `SECOND_CHANCES` bits before it evicts at the hand regardless, so a
+//! store whose every item was read since the hand passed costs it no more
+//! than a sweep slice.
 //!
 //! The expiry sweep is mckv's LRU crawler: the reactor asks for one slice
 //! of it per timer tick ([`MemoryStore::sweep`], through
@@ -95,6 +100,13 @@ pub const SWEEP_SLICE: usize = 4_096;
 /// Entries an ordered store's sweep checks with each write it applies
 /// (about 0.5 µs of work; a pass over a million items every 64k writes).
 const ORDERED_SWEEP_SLICE: usize = 16;
+
+/// Referenced entries one write's eviction passes over at most, before it
+/// evicts whatever is at the hand: as many as a sweep slice checks (about
+/// 0.1 ms), so a store whose bits are all set (every item read since the
+/// hand passed) costs a write no more, at the price of recency: the hand
+/// then turns fast, and gives a second chance only for a few writes.
+const SECOND_CHANCES: usize = SWEEP_SLICE;
 
 #[derive(Debug, Clone)]
 struct Entry {
@@ -274,7 +286,8 @@ impl MemoryStore {
         self
     }
 
-    /// The same, keeping the keys it evicts for [`VersionedStore::take_evicted`].
+    /// The same, keeping the keys it evicts, and those whose value a `set`
+    /// refused for memory dropped, for [`VersionedStore::take_evicted`].
     pub fn keeping_evicted(mut self) -> MemoryStore {
         self.evicted = Some(Vec::new());
         self
@@ -426,26 +439,35 @@ impl MemoryStore {
     /// hand goes round the entries, drops a dead one, gives a referenced
     /// one a second chance (clears its bit) and evicts the first live one
     /// with its bit clear, like memcached's LRU evicts from the cold end.
-    /// Two turns at most: after one every bit is clear. It visits entries
-    /// in the map's order, which an ordered store's replicas share, so they
-    /// evict the same keys.
+    /// A new entry starts referenced, and swap-removing at the hand moves
+    /// the newest entry under it, which the hand then goes past: new
+    /// entries are not the next victims. One write
+    /// gives at most [`SECOND_CHANCES`] chances, then evicts at the hand
+    /// whatever its bit, so no write walks a store whose bits are all set.
+    /// It visits entries in the map's order, which an ordered store's
+    /// replicas share, so they evict the same keys.
     fn evict(&mut self, key: &[u8], need: u64, now: UnixTime) {
         let (flush_at, goal) = (self.flush_at, self.used_bytes.saturating_sub(need));
-        let mut steps = 2 * self.entries.len() + 1;
-        while self.used_bytes > goal && steps > 0 && !self.entries.is_empty() {
-            steps -= 1;
+        let mut chances = SECOND_CHANCES;
+        let only_key_left =
+            |entries: &IndexMap<Key, Entry, _>| entries.len() == 1 && entries.contains_key(key);
+        while self.used_bytes > goal && !self.entries.is_empty() && !only_key_left(&self.entries) {
             if self.hand >= self.entries.len() {
                 self.hand = 0;
             }
             let (held, entry) = self.entries.get_index_mut(self.hand).expect("in range");
             let death = entry.death(flush_at, now);
-            if held.as_slice() == key || (death.is_none() && entry.referenced) {
+            let spared = death.is_none() && entry.referenced && chances > 0;
+            if held.as_slice() == key || spared {
+                chances -= usize::from(spared);
                 entry.referenced = false;
                 self.hand += 1;
                 continue;
             }
-            // The last entry moves here: the hand stays to look at it.
+            // The last entry, the newest, moves here: the hand goes past it,
+            // so it keeps its chance until the hand comes round again.
             let (held, entry) = self.entries.swap_remove_index(self.hand).expect("in range");
+            self.hand += 1;
             self.used_bytes -= Entry::cost(&held, entry.item.value.len());
             let unfetched = u64::from(!entry.fetched);
             match death {
@@ -495,7 +517,7 @@ impl MemoryStore {
                     },
                     stored_at: now,
                     fetched: false,
-                    referenced: false,
+                    referenced: true,
                 };
                 self.entries.insert(key.to_vec(), entry);
             }
@@ -592,9 +614,12 @@ impl Store for MemoryStore {
             cas: write.cas,
         };
         if let Err(e) = self.put(write.key, resolved.old_len, item, now) {
-            // memcached drops the old value of a failed `set` so it cannot go stale.
-            if write.mode == StorageMode::Set {
-                self.remove(write.key);
+            // memcached drops the old value of a failed `set` so it cannot
+            // go stale; whoever takes evicted keys must hear of it too.
+            if write.mode == StorageMode::Set && self.remove(write.key) {
+                if let Some(evicted) = &mut self.evicted {
+                    evicted.push(write.key.to_vec());
+                }
             }
             return Err(e);
         }
@@ -660,12 +685,6 @@ impl Store for MemoryStore {
     }
 
     fn set_memory_limit(&mut self, limit_bytes: u64) -> StoreResult<()> {
-        if self.ordered {
-            // Replicas with different caps would evict, or refuse, different writes.
-            let why = "cache_memlimit would change one replica's limit; \
-                       set memory_limit_mb in [cluster] on every node";
-            return Err(StoreError::Refused(why.into()));
-        }
         self.limit_bytes = limit_bytes;
         Ok(())
     }
@@ -1172,21 +1191,64 @@ mod tests {
         for key in ["key:1", "key:2", "key:3"] {
             assert_eq!(set(&mut s, key, NOW), Ok(StoreStatus::Stored));
         }
-        assert!(get(&mut s, b"key:1", NOW).is_some());
-        // key:1 was read: its second chance; key:2 was not: evicted.
+        // All new: the hand clears every bit, then takes the oldest.
         assert_eq!(set(&mut s, "key:4", NOW), Ok(StoreStatus::Stored));
-        assert_eq!(held(&s), ["key:1", "key:3", "key:4"]);
-        // Overwriting key:3 uses it: the hand passes it and evicts key:4.
-        assert_eq!(set(&mut s, "key:3", NOW), Ok(StoreStatus::Stored));
+        assert_eq!(held(&s), ["key:3", "key:2", "key:4"]);
+        // key:2 is read since: spared; key:3 was not: evicted.
+        assert!(get(&mut s, b"key:2", NOW).is_some());
         assert_eq!(set(&mut s, "key:5", NOW), Ok(StoreStatus::Stored));
-        assert_eq!(held(&s), ["key:1", "key:3", "key:5"]);
+        assert_eq!(held(&s), ["key:4", "key:2", "key:5"]);
         let events = s.stats().events;
         assert_eq!((events.evicted, events.evicted_unfetched), (2, 2));
         assert!(s.stats().bytes <= s.stats().limit_bytes);
     }
 
     #[test]
-    fn eviction_takes_dead_items_first_and_never_the_key_being_written() {
+    fn a_stream_of_new_keys_keeps_the_newest() {
+        let mut s = small(100);
+        // Six-byte keys, as `small` counts them.
+        let key = |i: usize| format!("k:{i:04}");
+        for i in 0..300 {
+            assert_eq!(set(&mut s, &key(i), NOW), Ok(StoreStatus::Stored));
+        }
+        let kept = held(&s);
+        assert_eq!(kept.len(), 100);
+        for i in 250..300 {
+            assert!(kept.contains(&key(i)), "{} was evicted", key(i));
+        }
+    }
+
+    #[test]
+    fn a_write_passes_over_a_bounded_number_of_referenced_items() {
+        let mut s = small(2 * SECOND_CHANCES as u64);
+        let key = |i: usize| format!("k:{i:04}");
+        for i in 0..2 * SECOND_CHANCES {
+            set(&mut s, &key(i), NOW).unwrap();
+            get(&mut s, key(i).as_bytes(), NOW);
+        }
+        let evicted = s.stats().events.evicted;
+        set(&mut s, "new", NOW).unwrap();
+        let cleared = s.entries.values().filter(|e| !e.referenced).count();
+        assert_eq!(cleared, SECOND_CHANCES, "one write cleared {cleared} bits");
+        assert_eq!(s.stats().events.evicted, evicted + 1);
+    }
+
+    #[test]
+    fn a_set_refused_for_memory_reports_the_value_it_dropped() {
+        let mut s = small(2).keeping_evicted();
+        set(&mut s, "key:1", NOW).unwrap();
+        let huge = vec![b'x'; 1000];
+        assert_eq!(
+            s.store(write(StorageMode::Set, b"key:1", &huge), NOW),
+            Err(StoreError::OutOfMemory)
+        );
+        assert!(get(&mut s, b"key:1", NOW).is_none());
+        assert_eq!(s.take_evicted(), [b"key:1".to_vec()]);
+        assert_eq!(s.stats().events.evicted, 0, "not an eviction");
+    }
+
+    #[test]
+    fn the_clock_drops_the_dead_items_it_meets_and_never_the_key_being_written() {
         let mut s = small(2);
         let mut w = write(StorageMode::Set, b"dies", &[b'x'; 100]);
         w.expiry = Expiry::At(NOW + 1);
@@ -1313,16 +1375,6 @@ mod tests {
         assert_eq!(layout(&a), layout(&c));
         replicate(&mut a, &mut c, 300);
         assert_eq!(layout(&a), layout(&c));
-    }
-
-    #[test]
-    fn an_ordered_store_refuses_a_memory_limit_of_its_own() {
-        let mut s = small(8).ordered();
-        assert!(matches!(
-            s.set_memory_limit(1 << 30),
-            Err(StoreError::Refused(_))
-        ));
-        assert_eq!(s.stats().limit_bytes, 8 * (ITEM_OVERHEAD + 106));
     }
 
     #[test]
