@@ -833,6 +833,9 @@ fn killed_node_catches_up(mut cluster: Cluster, while_down: impl FnOnce(&Cluster
     cluster.wait_for_value(2, "leftover", "END\r\n");
     assert!(stat(&cluster, 2, "mckv_sync_rounds") > 0);
     assert!(stat(&cluster, 2, "mckv_versions_received") >= 3);
+    // Node 0 took the writes and answered node 2's sync from zero.
+    assert!(stat(&cluster, 0, "mckv_versions_written") >= 3);
+    assert!(stat(&cluster, 0, "mckv_versions_answered") >= 3);
     assert!(cluster.show(0).contains(" sync_lag_ms="));
     cluster
 }

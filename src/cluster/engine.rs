@@ -103,7 +103,12 @@ pub struct SyncStats {
     /// Sync rounds started: each asks every linked peer, and the rest of
     /// an answer that came in parts is asked for in a round of its own.
     pub rounds: u64,
+    /// Versions this node's own writes (and evictions) made.
+    pub versions_written: u64,
+    /// Versions sent to peers: pushes and sync answers.
     pub versions_sent: u64,
+    /// Of those, the ones in sync answers (anti-entropy's own volume).
+    pub versions_answered: u64,
     pub versions_received: u64,
     /// Pushes dropped because the peer's link was backed up (anti-entropy
     /// brings what they carried).

@@ -512,9 +512,19 @@ impl Collector for Snapshot {
                 sync.rounds,
             )?;
             counter(
+                "versions_written",
+                "Versions this node's writes and evictions made (eventual mode).",
+                sync.versions_written,
+            )?;
+            counter(
                 "sync_versions_sent",
-                "Versions sent to peers by anti-entropy (eventual mode).",
+                "Versions sent to peers, pushed or in sync answers (eventual mode).",
                 sync.versions_sent,
+            )?;
+            counter(
+                "sync_versions_answered",
+                "Versions sent to peers in sync answers (eventual mode).",
+                sync.versions_answered,
             )?;
             counter(
                 "sync_versions_received",

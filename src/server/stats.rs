@@ -320,7 +320,17 @@ impl<E: Engine> Report<'_, E> {
         }
         if let Some(sync) = status.sync {
             reply::stat(out, "mckv_sync_rounds", sync.rounds);
+            reply::stat(out, "mckv_versions_written", sync.versions_written);
             reply::stat(out, "mckv_versions_sent", sync.versions_sent);
+            reply::stat(out, "mckv_versions_answered", sync.versions_answered);
+            // Anti-entropy's volume: versions in sync answers per version
+            // this node wrote (pushes are one per peer per version).
+            let per_write = sync.versions_answered as f64 / sync.versions_written.max(1) as f64;
+            reply::stat(
+                out,
+                "mckv_versions_answered_per_written",
+                format!("{per_write:.2}"),
+            );
             reply::stat(out, "mckv_versions_received", sync.versions_received);
             reply::stat(out, "mckv_pushes_dropped", sync.pushes_dropped);
         }

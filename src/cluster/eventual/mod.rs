@@ -294,6 +294,7 @@ impl EventualEngine {
 
     /// Versions local writes produced: push them to every linked peer.
     fn on_local_versions(&mut self, versions: Vec<Version>) {
+        self.stats.versions_written += versions.len() as u64;
         let dropped = &mut self.stats.pushes_dropped;
         let mut linked: Vec<&mut SyncPeer> = self.peers.values_mut().filter(|p| p.linked).collect();
         // The last peer takes the versions themselves: one copy fewer.
@@ -565,6 +566,7 @@ impl Engine for EventualEngine {
         let pushed: usize = versions.iter().map(Version::approximate_len).sum();
         peer.pushed_bytes = peer.pushed_bytes.saturating_sub(pushed);
         let sync_complete = peer.answer.take().map(|(answer, done)| {
+            self.stats.versions_answered += answer.len() as u64;
             versions.extend(answer);
             done
         });
@@ -878,6 +880,47 @@ mod tests {
             assert_eq!(sizes, frames, "budget {budget}");
             assert_eq!(sent.concat(), versions, "in the order they were made");
         }
+    }
+
+    #[test]
+    fn stats_count_versions_written_pushed_and_answered() {
+        let version = |i: u64| Version {
+            key: format!("k{i}").into_bytes(),
+            stamp: Stamp { ts: 5 + i, node: 1 },
+            state: version::State::Deleted,
+        };
+        let mut engine = node_one();
+        engine.outgoing(2);
+        engine.on_store(
+            Report::Published(vec![version(0), version(1)]),
+            &mut Vec::new(),
+        );
+        while engine.outgoing(2).is_some() {}
+        let changes = Changes {
+            versions: vec![version(0), version(1), version(2)],
+            upto: 3,
+            last: 3,
+        };
+        let mut out = Vec::new();
+        let asking = Gossip {
+            sync_request: request(7, 0, 0),
+            ..Gossip::default()
+        };
+        engine.on_message(2, asking, &mut out);
+        let collected = Report::Collected {
+            peer: 2,
+            since: 0,
+            changes,
+        };
+        engine.on_store(collected, &mut out);
+        while engine.outgoing(2).is_some() {}
+        let stats = engine.status().sync.expect("eventual mode reports sync");
+        let counts = (
+            stats.versions_written,
+            stats.versions_sent,
+            stats.versions_answered,
+        );
+        assert_eq!(counts, (2, 5, 3));
     }
 
     /// The tombstones node 1 may forget at the next round: those at or
