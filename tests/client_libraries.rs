@@ -553,6 +553,36 @@ fn libmemcached_memcaslap_verified_run() {
     );
 }
 
+/// memcaslap writing 160 MB of 10 KB values into a store of 4 MB, as a new
+/// user tries a cache: the store evicts and every set is stored (misses
+/// are expected). The control: with `eviction = none` (memcached's `-M`)
+/// the same run prints `SERVER_ERROR out of memory` for most sets, which
+/// is what the check looks for.
+#[test]
+fn libmemcached_memcaslap_into_a_full_store_stores_every_set() {
+    let memcaslap = tool(&["memcaslap", "memaslap"]);
+    for eviction in ["lru", "none"] {
+        let config = format!("memory_limit_mb = 4\neviction = {eviction}");
+        let node = common::start_mckv_with(&config, "", &[]);
+        let server = format!("127.0.0.1:{}", node.port());
+        let args = [
+            "-s", &server, "-x", "20000", "-T", "2", "-c", "8", "-X", "10000",
+        ];
+        let r = run(&memcaslap, &args, TOOL_LIMIT);
+        assert_eq!(r.code, Some(0), "memcaslap: {}", r.describe());
+        let refused = r.stdout.matches("SERVER_ERROR out of memory").count()
+            + r.stderr.matches("SERVER_ERROR out of memory").count();
+        let evictions = common::stat(node.port(), "evictions");
+        match eviction {
+            "lru" => {
+                assert_eq!(refused, 0, "{}", r.describe());
+                assert!(evictions > 1000, "{evictions} evictions");
+            }
+            _ => assert!(refused > 1000, "only {refused} refusals: {}", r.describe()),
+        }
+    }
+}
+
 #[test]
 fn libmemcached_memccapable_ascii() {
     memccapable(&tool(&["memccapable", "memcapable"]), "-a", "ASCII");
