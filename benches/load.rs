@@ -46,6 +46,8 @@
 //! | `--servers LIST` | `LOAD_SERVERS` | memcached,mckv (also `linearizable`, `sequential`, `eventual`: a 3-node cluster in that mode, driven through node 0; `linearizable-tls`: the same with `peer_tls = on`; `durable-always`, `durable-everysec`, `durable-no`: one node with a data directory and that fsync policy; `etcd`: a 3-member etcd cluster, driven through member 0 over HTTP; or HOST:PORT: a memcached-protocol server started by hand) |
 //! | `--timeout-ms N` | `LOAD_TIMEOUT_MS` | 1000 |
 //! | `--mckv PATH` | `MCKV_BIN` | `target/release/mckv` |
+//! | `--memory` | | off: instead of the load cells, the memory cells (`load/memory.rs`): RSS per item after 1M x 100 B (memcached, one node, a 3-node eventual cluster per node) and 10M x 10 B (memcached, one node), and the ratios; about 2 minutes |
+//! | `--memory-cells LIST` | | 1m,10m: which memory cells |
 //!
 //! Run without `--bench` (as `cargo test --benches` does) it only does a
 //! short smoke run, or nothing if the release binary is not built.
@@ -60,6 +62,9 @@ use clap::{CommandFactory, FromArgMatches, Parser};
 use mckv::bench::{
     etcd_put, load_line, machine_line, parse_http, Bench, LoadArgs, Plan, Protocol, Target,
 };
+
+#[path = "load/memory.rs"]
+mod memory;
 
 // ---------------------------------------------------------------- options
 
@@ -82,6 +87,13 @@ struct Args {
     /// Given by `cargo bench`; without it (`cargo test --benches`) only a smoke run.
     #[arg(long, hide = true)]
     bench: bool,
+    /// Only the memory cells (see `load/memory.rs`): RSS per item after loading.
+    #[arg(long)]
+    memory: bool,
+    /// With --memory: the cells to run, of 1m (1M x 100 B, also a 3-node eventual cluster) and
+    /// 10m (10M x 10 B); all by default.
+    #[arg(long, value_delimiter = ',')]
+    memory_cells: Vec<String>,
     #[command(flatten)]
     load: LoadArgs,
 }
@@ -762,12 +774,35 @@ fn check_prerequisites(args: &mut Args, mckv: &Path, smoke: bool) -> Result<(), 
     Ok(())
 }
 
+/// `--memory`: the memory cells instead of the load cells.
+fn run_memory(mckv: &Path, cells: &[String]) -> ExitCode {
+    warn_if_stale(mckv);
+    print!("{}", machine_line());
+    let memcached = command_output("memcached", &["-V"]).unwrap_or_else(|| "not found".into());
+    println!("memcached: {memcached}");
+    let commit = command_output("git", &["rev-parse", "--short", "HEAD"]);
+    println!(
+        "mckv:      commit {}",
+        commit.as_deref().unwrap_or("unknown")
+    );
+    match memory::run(mckv, cells) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("load: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let mut args = Args::parse_env_and_args();
     // `cargo bench` passes --bench; `cargo test --benches` does not: then
     // only a smoke run, so tests do not take minutes.
     let smoke = !args.bench;
     let mckv = args.mckv();
+    if args.memory && !smoke {
+        return run_memory(&mckv, &args.memory_cells);
+    }
     if let Err(code) = check_prerequisites(&mut args, &mckv, smoke) {
         return code;
     }
