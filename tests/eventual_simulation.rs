@@ -906,7 +906,7 @@ impl Cluster {
                 node.executor
                     .store()
                     .retrieve(std::slice::from_ref(key), None, SIM_NOW, &mut |_, hit| {
-                        item = Some(hit.clone())
+                        item = Some(hit.to_item())
                     })
                     .unwrap();
                 let stamp = node.replica.log().stamp(key);

@@ -28,7 +28,7 @@ use super::record::Record;
 use super::writer::{Job, LogShared};
 use crate::protocol::Key;
 use crate::store::{
-    ArithOutcome, Entry, Expiry, Head, Item, Keys, Listing, Record as StoreRecord, Store,
+    ArithOutcome, Entry, Expiry, Head, ItemRef, Keys, Listing, Record as StoreRecord, Store,
     StoreError, StoreResult, StoreStats, StoreStatus, UnixTime, VersionedStore, Write,
 };
 
@@ -225,7 +225,7 @@ impl Store for DurableStore {
         keys: &[Key],
         touch: Option<Expiry>,
         now: UnixTime,
-        found: &mut dyn FnMut(usize, &Item),
+        found: &mut dyn FnMut(usize, ItemRef<'_>),
     ) -> StoreResult<()> {
         if touch.is_none() {
             return self.inner.retrieve(keys, None, now, found);

@@ -170,7 +170,7 @@ fn run_get(
     let mut hits = 0;
     store.retrieve(&get.keys, touch, now, &mut |index, item| {
         let cas = get.with_cas.then_some(item.cas);
-        reply::value(out, &get.keys[index], item.flags, &item.value, cas);
+        reply::value(out, &get.keys[index], item.flags, item.value, cas);
         hits += 1;
         if let Some(found) = found_keys.as_deref_mut() {
             found.push(index);

@@ -42,8 +42,8 @@ use memcache::{Client, ClientError, MemcacheError, ToMemcacheValue};
 
 use super::text_connection::{DumpedItem, TextConnection};
 use super::{
-    apply_delta, ArithOutcome, Entry, Expiry, Head, Item, Listing, Record, Store, StoreError,
-    StoreResult, StoreStats, StoreStatus, UnixTime, VersionedStore, Write,
+    apply_delta, ArithOutcome, Entry, Expiry, Head, Item, ItemRef, Listing, Record, Store,
+    StoreError, StoreResult, StoreStats, StoreStatus, UnixTime, VersionedStore, Write,
 };
 use crate::protocol::{Key, Limits, StorageMode};
 
@@ -411,7 +411,7 @@ impl Store for MemcacheStore {
         keys: &[Key],
         touch: Option<Expiry>,
         now: UnixTime,
-        found: &mut dyn FnMut(usize, &Item),
+        found: &mut dyn FnMut(usize, ItemRef<'_>),
     ) -> StoreResult<()> {
         let keys: Vec<&str> = keys
             .iter()
@@ -430,7 +430,7 @@ impl Store for MemcacheStore {
         })?;
         for (index, hit) in hits.into_iter().enumerate() {
             if let Some(hit) = hit {
-                found(index, &hit.item());
+                found(index, hit.item().as_item_ref());
             }
         }
         Ok(())

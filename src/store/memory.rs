@@ -32,7 +32,7 @@
 //! the store full, and no tick holds the loop for longer than a slice.
 //!
 //! ```text
-//!  entries: [ a | b | c | d | e | f | g ]   (dense, in an IndexMap)
+//!  entries: [ a | b | c | d | e | f | g ]   (dense, in a DenseTable)
 //!                       ^ cursor: a..c checked this pass
 //!  dead d: swap_remove(3) moves g to 3, checked next; the cursor stays
 //!  live d: cursor + 1        end of the vector: the pass is over
@@ -75,21 +75,33 @@
 //!
 //! It runs on the reactor thread for every request, so the common paths look
 //! a key up once (a `get`) or twice (a `set` of a key that exists: read, then
-//! write in place), and a value overwritten by one of similar size reuses the
-//! old value's buffer.
+//! write in place), and a value overwritten by one of the same length (a
+//! counter, a fixed-size record) is written over the old bytes.
+//!
+//! **Memory.** Each item is one allocation, header, key and value
+//! (`store/slot.rs`), in a dense table of 16-byte pointers with a 32-bit
+//! hash each, found through a hash index of 4-byte positions
+//! (`store/dense.rs`). The cap charges an item what that really allocates
+//! (`slot::cost`: the malloc chunk, the pointer and hash, and an
+//! average share of the index), so `memory_limit_mb` bounds the heap the
+//! items take. Measured (`cargo bench --bench load -- --memory`), RSS per
+//! item against memcached 1.6 `-t 1` in the same run: 195.8 against 202.4
+//! bytes for 1M items of 30-byte keys and 100-byte values (0.97), 110.0
+//! against 123.3 for 10M of 10 bytes (0.89); the cap charged 188 and 108
+//! bytes an item for those, where the load added 190.5 and 109.5 bytes of
+//! RSS an item (the vectors' spare room, the index past its average share).
+//! The layout before, an `IndexMap` of `Vec` keys to entries holding a
+//! `Vec` value, took 288 and 200 bytes an item (1.44 and 1.62) and charged
+//! 186 and 96.
 
-use indexmap::IndexMap;
-
+use super::dense::DenseTable;
+use super::slot::{self, Meta, Slot};
 use super::{
-    apply_delta, ArithOutcome, Eviction, Expiry, Head, Housekeeping, Item, Keys, Listing, Record,
-    Store, StoreError, StoreEvents, StoreResult, StoreStats, StoreStatus, UnixTime, VersionedStore,
-    Write,
+    apply_delta, ArithOutcome, Eviction, Expiry, Head, Housekeeping, ItemRef, Keys, Listing,
+    Record, Store, StoreError, StoreEvents, StoreResult, StoreStats, StoreStatus, UnixTime,
+    VersionedStore, Write,
 };
 use crate::protocol::{Key, Limits, StorageMode};
-
-/// Bookkeeping bytes charged per item on top of key and value, roughly
-/// memcached's item header, so the cap means what an operator expects.
-const ITEM_OVERHEAD: u64 = 56;
 
 /// Entries one sweep slice checks at most. Measured over 1M items of 100
 /// bytes (release build, this 2-core machine): a slice took at most 0.11 ms
@@ -108,18 +120,6 @@ const ORDERED_SWEEP_SLICE: usize = 16;
 /// then turns fast, and gives a second chance only for a few writes.
 const SECOND_CHANCES: usize = SWEEP_SLICE;
 
-#[derive(Debug, Clone)]
-struct Entry {
-    /// The value, flags, cas unique and expiry.
-    item: Item,
-    stored_at: UnixTime,
-    /// A `get`, `gat` or `touch` found it (memcached's `ITEM_FETCHED`).
-    fetched: bool,
-    /// Used since the eviction clock last passed it: the clock spares it
-    /// once (its second chance) and clears this.
-    referenced: bool,
-}
-
 /// Why an entry is no longer visible.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Death {
@@ -128,45 +128,22 @@ enum Death {
     Expired,
 }
 
-impl Entry {
-    fn cost(key: &[u8], value_len: usize) -> u64 {
-        ITEM_OVERHEAD + key.len() as u64 + value_len as u64
+/// Why the slot is dead at `now`, if it is; flushed first, as memcached
+/// checks.
+fn death(slot: &Slot, flush_at: Option<UnixTime>, now: UnixTime) -> Option<Death> {
+    if matches!(flush_at, Some(at) if at <= now && slot.stored_at() < at) {
+        Some(Death::Flushed)
+    } else if slot.expiry().has_passed(now) {
+        Some(Death::Expired)
+    } else {
+        None
     }
+}
 
-    /// Why the entry is dead at `now`, if it is; flushed first, as memcached
-    /// checks.
-    fn death(&self, flush_at: Option<UnixTime>, now: UnixTime) -> Option<Death> {
-        if matches!(flush_at, Some(at) if at <= now && self.stored_at < at) {
-            Some(Death::Flushed)
-        } else if self.item.expiry.has_passed(now) {
-            Some(Death::Expired)
-        } else {
-            None
-        }
-    }
-
-    fn is_live(&self, flush_at: Option<UnixTime>, now: UnixTime) -> bool {
-        self.death(flush_at, now).is_none()
-    }
-
-    /// Takes a new value, in the old buffer when the value fits it snugly
-    /// (within a quarter, as memcached's slab classes do), so the memory
-    /// cap, which counts value bytes, stays close to what is allocated.
-    fn overwrite(&mut self, item: Fresh<'_>, now: UnixTime) {
-        let (value, len) = (&mut self.item.value, item.value.len());
-        if (len..=len + len / 4).contains(&value.capacity()) {
-            value.clear();
-            value.extend_from_slice(item.value);
-        } else {
-            *value = item.value.to_vec();
-        }
-        self.item.flags = item.flags;
-        self.item.cas = item.cas;
-        self.item.expiry = item.expiry;
-        self.stored_at = now;
-        self.fetched = false;
-        self.referenced = true;
-    }
+/// What an item of `value_len` bytes under `key` is charged: see
+/// [`slot::cost`].
+fn cost(key: &[u8], value_len: usize) -> u64 {
+    slot::cost(key.len(), value_len)
 }
 
 /// A value about to be stored.
@@ -175,6 +152,17 @@ struct Fresh<'a> {
     value: &'a [u8],
     expiry: Expiry,
     cas: u64,
+}
+
+impl Fresh<'_> {
+    fn meta(&self, stored_at: UnixTime) -> Meta {
+        Meta {
+            flags: self.flags,
+            cas: self.cas,
+            expiry: self.expiry,
+            stored_at,
+        }
+    }
 }
 
 /// What a storage command will write, worked out from the live entry.
@@ -216,18 +204,18 @@ struct Sweep {
 
 /// The embedded in-memory store.
 ///
-/// The entries live in an [`IndexMap`]: a hash index over a dense vector,
-/// so the sweep keeps its place as a plain index into the vector and each
-/// slice costs what it checks, not the size of the map (std's `HashMap` has
-/// no position that survives an insert or remove: resuming would mean
-/// skipping the entries already seen, or copying every key at each pass).
-/// Removing is `swap_remove`, O(1): the last entry takes the removed one's
-/// place. An entry moved from the end to below the cursor by a command's
-/// removal is missed by this pass and checked by the next; entries added
-/// during a pass are checked by it.
+/// The entries live in a `DenseTable`: a hash index over a dense vector
+/// of one-allocation `Slot`s, so the sweep keeps its place as a plain
+/// index into the vector and each slice costs what it checks, not the size
+/// of the map (std's `HashMap` has no position that survives an insert or
+/// remove: resuming would mean skipping the entries already seen, or
+/// copying every key at each pass). Removing is `swap_remove`, O(1): the
+/// last entry takes the removed one's place. An entry moved from the end to
+/// below the cursor by a command's removal is missed by this pass and
+/// checked by the next; entries added during a pass are checked by it.
 #[derive(Debug)]
 pub struct MemoryStore {
-    entries: IndexMap<Key, Entry, ahash::RandomState>,
+    entries: DenseTable,
     used_bytes: u64,
     limit_bytes: u64,
     limits: Limits,
@@ -249,7 +237,7 @@ pub struct MemoryStore {
 impl MemoryStore {
     pub fn new(limit_bytes: u64, limits: Limits) -> MemoryStore {
         MemoryStore {
-            entries: IndexMap::default(),
+            entries: DenseTable::default(),
             used_bytes: 0,
             limit_bytes,
             limits,
@@ -299,7 +287,7 @@ impl MemoryStore {
         &mut self,
         key: &[u8],
         now: UnixTime,
-        f: impl FnOnce(&mut Entry) -> R,
+        f: impl FnOnce(&mut Slot) -> R,
     ) -> Option<R> {
         self.with_live_as(key, now, true, f)
     }
@@ -310,12 +298,12 @@ impl MemoryStore {
         key: &[u8],
         now: UnixTime,
         removes: bool,
-        f: impl FnOnce(&mut Entry) -> R,
+        f: impl FnOnce(&mut Slot) -> R,
     ) -> Option<R> {
         let flush_at = self.flush_at;
         let death = match self.entries.get_mut(key) {
-            Some(entry) => match entry.death(flush_at, now) {
-                None => return Some(f(entry)),
+            Some(slot) => match death(slot, flush_at, now) {
+                None => return Some(f(slot)),
                 death => death,
             },
             None => None,
@@ -342,8 +330,8 @@ impl MemoryStore {
 
     fn remove(&mut self, key: &[u8]) -> bool {
         match self.entries.swap_remove(key) {
-            Some(entry) => {
-                self.used_bytes -= Entry::cost(key, entry.item.value.len());
+            Some(slot) => {
+                self.used_bytes -= cost(key, slot.value().len());
                 true
             }
             None => false,
@@ -361,8 +349,8 @@ impl MemoryStore {
         let dead: Vec<(Key, bool)> = self
             .entries
             .iter()
-            .filter(|(_, e)| !e.is_live(flush_at, now))
-            .map(|(k, e)| (k.clone(), e.fetched))
+            .filter(|s| death(s, flush_at, now).is_some())
+            .map(|s| (s.key().to_vec(), s.fetched()))
             .collect();
         for (key, fetched) in dead {
             self.remove(&key);
@@ -391,22 +379,22 @@ impl MemoryStore {
         let flush_at = self.flush_at;
         let mut checked = 0;
         while checked < slice {
-            let Some((_, entry)) = self.entries.get_index(cursor) else {
+            let Some(slot) = self.entries.get_index(cursor) else {
                 break;
             };
             checked += 1;
-            let Some(death) = entry.death(flush_at, now) else {
+            let Some(death) = death(slot, flush_at, now) else {
                 cursor += 1;
                 continue;
             };
             // The last entry moves here: the cursor stays to check it.
-            let (key, entry) = self
+            let slot = self
                 .entries
                 .swap_remove_index(cursor)
                 .expect("checked above");
-            self.used_bytes -= Entry::cost(&key, entry.item.value.len());
+            self.used_bytes -= cost(slot.key(), slot.value().len());
             self.events.swept += 1;
-            let unfetched = death == Death::Expired && !entry.fetched;
+            let unfetched = death == Death::Expired && !slot.fetched();
             self.events.swept_unfetched += u64::from(unfetched);
         }
         self.events.sweep_checked += checked as u64;
@@ -419,8 +407,8 @@ impl MemoryStore {
     /// any) by one of `new_len` bytes fits the cap, once dead items are
     /// dropped and, with LRU eviction, live ones.
     fn fits(&mut self, key: &[u8], old_len: Option<usize>, new_len: usize, now: UnixTime) -> bool {
-        let old = old_len.map_or(0, |len| Entry::cost(key, len));
-        let new = Entry::cost(key, new_len);
+        let old = old_len.map_or(0, |len| cost(key, len));
+        let new = cost(key, new_len);
         if self.used_bytes - old + new <= self.limit_bytes {
             return true;
         }
@@ -450,26 +438,26 @@ impl MemoryStore {
         let (flush_at, goal) = (self.flush_at, self.used_bytes.saturating_sub(need));
         let mut chances = SECOND_CHANCES;
         let only_key_left =
-            |entries: &IndexMap<Key, Entry, _>| entries.len() == 1 && entries.contains_key(key);
+            |entries: &DenseTable| entries.len() == 1 && entries.position(key).is_some();
         while self.used_bytes > goal && !self.entries.is_empty() && !only_key_left(&self.entries) {
             if self.hand >= self.entries.len() {
                 self.hand = 0;
             }
-            let (held, entry) = self.entries.get_index_mut(self.hand).expect("in range");
-            let death = entry.death(flush_at, now);
-            let spared = death.is_none() && entry.referenced && chances > 0;
-            if held.as_slice() == key || spared {
+            let slot = self.entries.get_index_mut(self.hand).expect("in range");
+            let death = death(slot, flush_at, now);
+            let spared = death.is_none() && slot.referenced() && chances > 0;
+            if slot.key() == key || spared {
                 chances -= usize::from(spared);
-                entry.referenced = false;
+                slot.set_referenced(false);
                 self.hand += 1;
                 continue;
             }
             // The last entry, the newest, moves here: the hand goes past it,
             // so it keeps its chance until the hand comes round again.
-            let (held, entry) = self.entries.swap_remove_index(self.hand).expect("in range");
+            let slot = self.entries.swap_remove_index(self.hand).expect("in range");
             self.hand += 1;
-            self.used_bytes -= Entry::cost(&held, entry.item.value.len());
-            let unfetched = u64::from(!entry.fetched);
+            self.used_bytes -= cost(slot.key(), slot.value().len());
+            let unfetched = u64::from(!slot.fetched());
             match death {
                 Some(_) => {
                     self.events.reclaimed += 1;
@@ -479,7 +467,7 @@ impl MemoryStore {
                     self.events.evicted += 1;
                     self.events.evicted_unfetched += unfetched;
                     if let Some(evicted) = &mut self.evicted {
-                        evicted.push(held);
+                        evicted.push(slot.key().to_vec());
                     }
                 }
             }
@@ -499,27 +487,20 @@ impl MemoryStore {
         if !self.fits(key, old_len, item.value.len(), now) {
             return Err(StoreError::OutOfMemory);
         }
-        let cost = Entry::cost(key, item.value.len());
+        let charged = cost(key, item.value.len());
         match self.entries.get_mut(key) {
-            Some(entry) => {
-                self.used_bytes -= Entry::cost(key, entry.item.value.len());
-                self.used_bytes += cost;
-                entry.overwrite(item, now);
+            Some(slot) => {
+                self.used_bytes -= cost(key, slot.value().len());
+                self.used_bytes += charged;
+                slot.overwrite(item.value, item.meta(now));
+                slot.set_referenced(true);
             }
             None => {
-                self.used_bytes += cost;
-                let entry = Entry {
-                    item: Item {
-                        flags: item.flags,
-                        value: item.value.to_vec(),
-                        cas: item.cas,
-                        expiry: item.expiry,
-                    },
-                    stored_at: now,
-                    fetched: false,
-                    referenced: true,
-                };
-                self.entries.insert(key.to_vec(), entry);
+                self.used_bytes += charged;
+                let mut slot = Slot::new(key, item.value, item.meta(now));
+                // New: it lives at least one turn of the eviction clock.
+                slot.set_referenced(true);
+                self.entries.push(slot);
             }
         }
         Ok(())
@@ -538,27 +519,27 @@ impl MemoryStore {
             value: NewValue::Given(write.value),
             old_len,
         };
-        let live = self.with_live(write.key, now, |e| {
-            let old = &e.item;
-            let old_len = Some(old.value.len());
+        let live = self.with_live(write.key, now, |slot| {
+            let old = slot.value();
+            let old_len = Some(old.len());
             match write.mode {
                 StorageMode::Set | StorageMode::Replace => Ok(fresh(old_len)),
                 StorageMode::Add => Err(StoreStatus::NotStored),
-                StorageMode::Cas(unique) if unique != old.cas => Err(StoreStatus::Exists),
+                StorageMode::Cas(unique) if unique != slot.cas() => Err(StoreStatus::Exists),
                 StorageMode::Cas(_) => Ok(fresh(old_len)),
                 StorageMode::Append | StorageMode::Prepend => {
-                    let joined_len = old.value.len() + write.value.len();
-                    if !limits.item_fits(write.key.len(), old.flags, joined_len) {
+                    let joined_len = old.len() + write.value.len();
+                    if !limits.item_fits(write.key.len(), slot.flags(), joined_len) {
                         return Err(StoreStatus::NotStored);
                     }
                     let joined = if write.mode == StorageMode::Append {
-                        [old.value.as_slice(), write.value].concat()
+                        [old, write.value].concat()
                     } else {
-                        [write.value, old.value.as_slice()].concat()
+                        [write.value, old].concat()
                     };
                     Ok(Resolved {
-                        flags: old.flags,
-                        expiry: e.item.expiry,
+                        flags: slot.flags(),
+                        expiry: slot.expiry(),
                         value: NewValue::Joined(joined),
                         old_len,
                     })
@@ -580,7 +561,7 @@ impl Store for MemoryStore {
         keys: &[Key],
         touch: Option<Expiry>,
         now: UnixTime,
-        found: &mut dyn FnMut(usize, &Item),
+        found: &mut dyn FnMut(usize, ItemRef<'_>),
     ) -> StoreResult<()> {
         // An ordered store's reads are not ordered: they change nothing
         // the replicas must agree on (fetched only feeds counters).
@@ -589,13 +570,15 @@ impl Store for MemoryStore {
             self.step(now);
         }
         for (index, key) in keys.iter().enumerate() {
-            self.with_live_as(key, now, !read_only, |entry| {
+            self.with_live_as(key, now, !read_only, |slot| {
                 if let Some(expiry) = touch {
-                    entry.item.expiry = expiry;
+                    slot.set_expiry(expiry);
                 }
-                entry.fetched = true;
-                entry.referenced |= !read_only;
-                found(index, &entry.item);
+                slot.set_fetched(true);
+                if !read_only {
+                    slot.set_referenced(true);
+                }
+                found(index, slot.item());
             });
         }
         Ok(())
@@ -640,9 +623,9 @@ impl Store for MemoryStore {
         now: UnixTime,
     ) -> StoreResult<ArithOutcome> {
         self.step(now);
-        let computed = self.with_live(key, now, |e| {
-            let (flags, expiry, old_len) = (e.item.flags, e.item.expiry, Some(e.item.value.len()));
-            apply_delta(&e.item.value, incr, delta).map(|next| (next, flags, expiry, old_len))
+        let computed = self.with_live(key, now, |slot| {
+            let (flags, expiry, old_len) = (slot.flags(), slot.expiry(), Some(slot.value().len()));
+            apply_delta(slot.value(), incr, delta).map(|next| (next, flags, expiry, old_len))
         });
         let Some(computed) = computed else {
             return Ok(ArithOutcome::NotFound);
@@ -662,10 +645,10 @@ impl Store for MemoryStore {
 
     fn touch(&mut self, key: &[u8], expiry: Expiry, now: UnixTime) -> StoreResult<bool> {
         self.step(now);
-        let touched = self.with_live(key, now, |e| {
-            e.item.expiry = expiry;
-            e.fetched = true;
-            e.referenced = true;
+        let touched = self.with_live(key, now, |slot| {
+            slot.set_expiry(expiry);
+            slot.set_fetched(true);
+            slot.set_referenced(true);
         });
         Ok(touched.is_some())
     }
@@ -690,18 +673,18 @@ impl Store for MemoryStore {
     }
 
     fn stats(&self) -> StoreStats {
-        let capacity = self.entries.capacity();
-        let slots = table_slots(capacity);
-        // Each slot of the hash index holds an entry's position and one
-        // control byte; each entry of the vector a hash, a key and an entry.
-        let index_bytes = slots * (std::mem::size_of::<usize>() as u64 + 1);
-        let entry_bytes = std::mem::size_of::<(u64, Key, Entry)>() as u64;
+        let (index_capacity, vector_capacity) = self.entries.capacity();
+        let slots = table_slots(index_capacity);
+        // Each slot of the hash index holds an entry's 4-byte position and
+        // one control byte; each place in the vectors a slot's pointer and hash.
+        let index_bytes = slots * (std::mem::size_of::<u32>() as u64 + 1);
+        let entry_bytes = DenseTable::ENTRY_BYTES;
         StoreStats {
             items: self.entries.len() as u64,
             bytes: self.used_bytes,
             limit_bytes: self.limit_bytes,
             table_slots: slots,
-            table_bytes: index_bytes + capacity as u64 * entry_bytes,
+            table_bytes: index_bytes + vector_capacity as u64 * entry_bytes,
             sweeping: self.sweep.cursor.is_some(),
             events: self.events,
         }
@@ -709,9 +692,9 @@ impl Store for MemoryStore {
 }
 
 /// The slots of a hash table that holds `capacity` entries: hashbrown
-/// (std's map, and indexmap's index) keeps a power of two of them, at most 7/8 full (below 8
-/// slots, one is kept free).
-fn table_slots(capacity: usize) -> u64 {
+/// keeps a power of two of them, at most 7/8 full (below 8 slots, one is
+/// kept free).
+pub fn table_slots(capacity: usize) -> u64 {
     match capacity {
         0 => 0,
         c if c < 7 => (c as u64 + 1).next_power_of_two(),
@@ -719,15 +702,20 @@ fn table_slots(capacity: usize) -> u64 {
     }
 }
 
-/// Entries leave and arrive as [`super::Entry`]; this file's own `Entry` is
-/// how the map holds an item.
+/// The entry a replica exports: the slot's fields and a copy of its value.
+fn exported(slot: &Slot) -> super::Entry {
+    super::Entry {
+        flags: slot.flags(),
+        expiry: slot.expiry(),
+        value: slot.value().to_vec(),
+    }
+}
+
+/// Entries leave and arrive as [`super::Entry`]; a `Slot` is how the
+/// table holds an item.
 impl VersionedStore for MemoryStore {
     fn export(&mut self, key: &[u8], now: UnixTime) -> StoreResult<Option<super::Entry>> {
-        Ok(self.with_live(key, now, |e| super::Entry {
-            flags: e.item.flags,
-            expiry: e.item.expiry,
-            value: e.item.value.clone(),
-        }))
+        Ok(self.with_live(key, now, |slot| exported(slot)))
     }
 
     fn import(
@@ -741,7 +729,7 @@ impl VersionedStore for MemoryStore {
             self.remove(key);
             return Ok(());
         };
-        let old_len = self.with_live(key, now, |e| e.item.value.len());
+        let old_len = self.with_live(key, now, |slot| slot.value().len());
         let fresh = Fresh {
             flags: entry.flags,
             value: &entry.value,
@@ -753,11 +741,11 @@ impl VersionedStore for MemoryStore {
 
     fn snapshot_keys(&mut self) -> StoreResult<Listing> {
         let bytes = self.entries.iter();
-        let bytes = bytes.map(|(key, e)| (key.len() + e.item.value.len()) as u64);
+        let bytes = bytes.map(|slot| (slot.key().len() + slot.value().len()) as u64);
         Ok(Listing {
             keys: {
                 let mut keys = Keys::with_capacity(self.entries.len());
-                self.entries.keys().for_each(|k| keys.push(k));
+                self.entries.iter().for_each(|slot| keys.push(slot.key()));
                 keys
             },
             bytes: bytes.sum(),
@@ -774,16 +762,12 @@ impl VersionedStore for MemoryStore {
     }
 
     fn export_record(&mut self, key: &[u8], now: UnixTime) -> StoreResult<Option<Record>> {
-        let record = |e: &mut Entry| Record {
+        let record = |slot: &mut Slot| Record {
             key: key.to_vec(),
-            entry: super::Entry {
-                flags: e.item.flags,
-                expiry: e.item.expiry,
-                value: e.item.value.clone(),
-            },
-            cas: e.item.cas,
-            stored_at: e.stored_at,
-            referenced: e.referenced,
+            entry: exported(slot),
+            cas: slot.cas(),
+            stored_at: slot.stored_at(),
+            referenced: slot.referenced(),
         };
         if self.ordered {
             // Dead ones too, and nothing removed: the snapshot is the store
@@ -810,22 +794,19 @@ impl VersionedStore for MemoryStore {
         if !self.ordered {
             return self.import(&record.key, Some(&record.entry), record.cas, now);
         }
-        let entry = Entry {
-            item: Item {
-                flags: record.entry.flags,
-                value: record.entry.value.clone(),
-                cas: record.cas,
-                expiry: record.entry.expiry,
-            },
+        let meta = Meta {
+            flags: record.entry.flags,
+            cas: record.cas,
+            expiry: record.entry.expiry,
             stored_at: record.stored_at,
-            fetched: false,
-            referenced: record.referenced,
         };
-        let cost = Entry::cost(&record.key, entry.item.value.len());
-        if let Some(old) = self.entries.insert(record.key.clone(), entry) {
-            self.used_bytes -= Entry::cost(&record.key, old.item.value.len());
+        let mut slot = Slot::new(&record.key, &record.entry.value, meta);
+        slot.set_referenced(record.referenced);
+        let charged = cost(&record.key, record.entry.value.len());
+        if let Some(old) = self.entries.insert(slot) {
+            self.used_bytes -= cost(&record.key, old.value().len());
         }
-        self.used_bytes += cost;
+        self.used_bytes += charged;
         Ok(())
     }
 
@@ -846,6 +827,7 @@ impl VersionedStore for MemoryStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::Item;
 
     const NOW: UnixTime = 1_000_000;
 
@@ -870,7 +852,7 @@ mod tests {
     fn get(s: &mut MemoryStore, key: &[u8], now: UnixTime) -> Option<Item> {
         let mut hit = None;
         s.retrieve(&[key.to_vec()], None, now, &mut |_, item| {
-            hit = Some(item.clone())
+            hit = Some(item.to_item())
         })
         .unwrap();
         hit
@@ -963,14 +945,15 @@ mod tests {
     #[test]
     fn overwrites_keep_the_byte_count_exact() {
         let mut s = store();
-        let cost = |key: &[u8], len: usize| ITEM_OVERHEAD + (key.len() + len) as u64;
+        let cost = |key: &[u8], len: usize| cost(key, len);
         for len in [10_000, 3, 0, 200, 199] {
             s.store(write(StorageMode::Set, b"k", &vec![b'v'; len]), NOW)
                 .unwrap();
             assert_eq!(s.stats().bytes, cost(b"k", len));
             assert_eq!(get(&mut s, b"k", NOW).unwrap().value.len(), len);
-            let held = s.entries[&b"k"[..]].item.value.capacity();
-            assert!(held <= len + len / 4, "{held} bytes held for {len}");
+            // The allocation holds the header, the key and the value, no more.
+            let held = s.entries.get_mut(b"k").unwrap().allocated_len();
+            assert_eq!(held, slot::HEADER + 1 + len, "{held} bytes held for {len}");
         }
         s.store(write(StorageMode::Append, b"k", b"xy"), NOW)
             .unwrap();
@@ -1055,7 +1038,7 @@ mod tests {
         for k in dead.iter().step_by(2) {
             assert!(get(&mut s, k, NOW).is_some());
         }
-        let cost = |k: &[u8]| ITEM_OVERHEAD + (k.len() + 10) as u64;
+        let cost = |k: &[u8]| cost(k, 10);
         let alive_bytes: u64 = alive.iter().map(|k| cost(k)).sum();
         assert!(s.stats().bytes > alive_bytes);
 
@@ -1172,7 +1155,12 @@ mod tests {
 
     /// A store with room for `items` items of `key:N` with 100-byte values.
     fn small(items: u64) -> MemoryStore {
-        MemoryStore::new(items * (ITEM_OVERHEAD + 106), Limits::default())
+        MemoryStore::new(items * room_per_item(), Limits::default())
+    }
+
+    /// What an item of `key:N` (N < 10) and 100 bytes is charged, and a byte.
+    fn room_per_item() -> u64 {
+        cost(b"key:1", 100) + 1
     }
 
     fn set(s: &mut MemoryStore, key: &str, now: UnixTime) -> StoreResult<StoreStatus> {
@@ -1180,8 +1168,8 @@ mod tests {
     }
 
     fn held(s: &MemoryStore) -> Vec<String> {
-        let keys = s.entries.keys();
-        keys.map(|k| String::from_utf8_lossy(k).into_owned())
+        let keys = s.entries.iter();
+        keys.map(|s| String::from_utf8_lossy(s.key()).into_owned())
             .collect()
     }
 
@@ -1222,13 +1210,18 @@ mod tests {
     fn a_write_passes_over_a_bounded_number_of_referenced_items() {
         let mut s = small(2 * SECOND_CHANCES as u64);
         let key = |i: usize| format!("k:{i:04}");
-        for i in 0..2 * SECOND_CHANCES {
+        // More than fit, then every one held is read: every bit is set.
+        let written = 2 * SECOND_CHANCES + 100;
+        for i in 0..written {
             set(&mut s, &key(i), NOW).unwrap();
+        }
+        for i in 0..written {
             get(&mut s, key(i).as_bytes(), NOW);
         }
         let evicted = s.stats().events.evicted;
-        set(&mut s, "new", NOW).unwrap();
-        let cleared = s.entries.values().filter(|e| !e.referenced).count();
+        assert!(evicted > 0 && s.entries.iter().all(|e| e.referenced()));
+        set(&mut s, &key(written), NOW).unwrap();
+        let cleared = s.entries.iter().filter(|e| !e.referenced()).count();
         assert_eq!(cleared, SECOND_CHANCES, "one write cleared {cleared} bits");
         assert_eq!(s.stats().events.evicted, evicted + 1);
     }
@@ -1313,13 +1306,13 @@ mod tests {
         let entries: Vec<_> = s
             .entries
             .iter()
-            .map(|(k, e)| {
+            .map(|e| {
                 (
-                    k.clone(),
-                    e.item.cas,
-                    e.referenced,
-                    e.stored_at,
-                    e.item.expiry,
+                    e.key().to_vec(),
+                    e.cas(),
+                    e.referenced(),
+                    e.stored_at(),
+                    e.expiry(),
                 )
             })
             .collect();

@@ -46,7 +46,7 @@ fn done(outcome: Outcome, changed: bool) -> Executed {
 fn peek(store: &mut dyn Store, key: &[u8], now: UnixTime) -> StoreResult<Option<Item>> {
     let mut found = None;
     store.retrieve(&[key.to_vec()], None, now, &mut |_, item| {
-        found = Some(item.clone())
+        found = Some(item.to_item())
     })?;
     Ok(found)
 }

@@ -16,16 +16,20 @@
 //! [`Record`] each; the receiver resets its store and imports them.
 
 pub mod counters;
+mod dense;
 pub mod execute;
 pub mod executor;
 pub mod memcache;
 pub mod memory;
 pub mod meta;
+mod slot;
 mod text_connection;
 
 pub use counters::{Counter, KeyPrefixes, StoreCounters};
 pub use execute::{execute, Executed, Outcome};
 pub use executor::Executor;
+pub use memory::table_slots;
+pub use slot::malloc_chunk;
 
 use crate::protocol::{Key, StorageMode};
 
@@ -88,6 +92,38 @@ pub struct Item {
     pub cas: u64,
     /// When it stops being visible (meta commands report its time to live).
     pub expiry: Expiry,
+}
+
+/// A stored value as a store lends it to a `get`: its bytes in place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ItemRef<'a> {
+    pub flags: u32,
+    pub value: &'a [u8],
+    pub cas: u64,
+    pub expiry: Expiry,
+}
+
+impl ItemRef<'_> {
+    /// A copy of its own.
+    pub fn to_item(&self) -> Item {
+        Item {
+            flags: self.flags,
+            value: self.value.to_vec(),
+            cas: self.cas,
+            expiry: self.expiry,
+        }
+    }
+}
+
+impl Item {
+    pub fn as_item_ref(&self) -> ItemRef<'_> {
+        ItemRef {
+            flags: self.flags,
+            value: &self.value,
+            cas: self.cas,
+            expiry: self.expiry,
+        }
+    }
 }
 
 /// A key's stored entry as a replica exports or imports it: flags, absolute
@@ -210,7 +246,7 @@ pub trait Store: Send {
         keys: &[Key],
         touch: Option<Expiry>,
         now: UnixTime,
-        found: &mut dyn FnMut(usize, &Item),
+        found: &mut dyn FnMut(usize, ItemRef<'_>),
     ) -> StoreResult<()>;
     fn store(&mut self, write: Write<'_>, now: UnixTime) -> StoreResult<StoreStatus>;
     /// Whether the key existed.

@@ -695,7 +695,7 @@ mod tests {
             keys: &[Key],
             touch: Option<Expiry>,
             now: UnixTime,
-            found: &mut dyn FnMut(usize, &crate::store::Item),
+            found: &mut dyn FnMut(usize, crate::store::ItemRef<'_>),
         ) -> StoreResult<()> {
             self.check()?;
             self.inner.retrieve(keys, touch, now, found)
