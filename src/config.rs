@@ -198,7 +198,9 @@ impl ClusterConfig {
     /// only it evicted.
     pub fn replica_terms(&self) -> String {
         format!(
-            "memory_limit={} eviction={} expiry_sweep={} item_size_max={}",
+            "consistency={} store={} memory_limit={} eviction={} expiry_sweep={} item_size_max={}",
+            self.consistency.name(),
+            crate::store::memory::HOUSEKEEPING,
             self.memory_limit_bytes,
             self.eviction.name(),
             self.expiry_sweep,

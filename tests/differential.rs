@@ -252,7 +252,7 @@ fn run_script(port: u16, script: &Script, prefix: &[u8]) -> Outcome {
     // Collect until quiet for QUIET, closed, or the overall limit.
     let mut quiet_since = Instant::now();
     while !closed && quiet_since.elapsed() < QUIET && started.elapsed() < SCRIPT_LIMIT {
-        let remaining = QUIET - quiet_since.elapsed();
+        let remaining = QUIET.saturating_sub(quiet_since.elapsed());
         if let Some(t) = drain_for(&mut stream, remaining, &mut got, &mut closed) {
             quiet_since = t;
         }

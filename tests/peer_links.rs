@@ -23,7 +23,7 @@ use mckv::cluster::membership::Load;
 use mckv::cluster::total_order::Broadcast;
 use mckv::cluster::wire::Message;
 use mckv::cluster::{wire, Frame, Hello, NodeId, PeerMessage, Stamp};
-use mckv::config::ClusterConfig;
+use mckv::config::{ClusterConfig, Consistency};
 use mckv::store::{Entry, Expiry};
 
 /// Node 0 of a two-node cluster whose node 1 is played by the test.
@@ -45,10 +45,18 @@ const PATIENT: &str = "peer_timeout_ms = 60000";
 /// The run of node 1 the test plays (in its hello and its welcome).
 const NODE1_RUN: u64 = 7;
 
-/// The key of the test's clusters, whose store settings are the defaults.
+/// The key of the test's clusters (eventual for gossip, linearizable for
+/// the total order), whose store settings are the defaults.
 fn key<M: Message>() -> ClusterKey {
-    let terms = ClusterConfig::default().replica_terms();
-    ClusterKey::new::<M>("test", "test-secret").with_terms(&terms)
+    let consistency = match M::PROTOCOL == Gossip::PROTOCOL {
+        true => Consistency::Eventual,
+        false => Consistency::Linearizable,
+    };
+    let cluster = ClusterConfig {
+        consistency,
+        ..ClusterConfig::default()
+    };
+    ClusterKey::new::<M>("test", "test-secret").with_terms(&cluster.replica_terms())
 }
 
 /// The key of a node started in `mode`.

@@ -173,7 +173,7 @@ impl Exchange {
         let mut mac = exchange.mac(key, "hello");
         mac.update(&hello.incarnation.to_be_bytes());
         mac.verify_slice(&hello.proof).map_err(|_| {
-            "wrong cluster secret (or another mckv version, consistency mode, or store \
+            "wrong cluster secret (or another mckv version, consistency, or store \
              settings: memory_limit_mb, eviction, expiry_sweep, item_size_max)"
                 .to_string()
         })?;
@@ -302,6 +302,12 @@ mod tests {
         assert!(check(&other_cluster, 0, [7; NONCE_LEN], &good).is_err());
         let other_mode = ClusterKey::new::<Gossip>("c", "s3cret");
         assert!(check(&other_mode, 0, [7; NONCE_LEN], &good).is_err());
+        let other_terms = key().with_terms("memory_limit=1");
+        assert!(check(&other_terms, 0, [7; NONCE_LEN], &good).is_err());
+        let same_terms = |terms| key().with_terms(terms);
+        let hello = exchange().hello(&same_terms("t"), 9);
+        assert!(check(&same_terms("t"), 0, [7; NONCE_LEN], &hello).is_ok());
+        assert!(check(&same_terms("u"), 0, [7; NONCE_LEN], &hello).is_err());
         assert!(
             check(&key(), 2, [7; NONCE_LEN], &good).is_err(),
             "a hello made for node 0 does not pass at node 2"

@@ -80,7 +80,10 @@ impl Recovering {
             )
         })?;
         // A replay may hold, for a moment, more than the cap (a key a later
-        // record removes); the cap holds again once it is done.
+        // record removes), and must not evict: the log holds what the store
+        // evicted, where it did (a removal ahead of the write that made
+        // room). Above the cap afterwards (a lowered one), the store drains
+        // the surplus a little with each write.
         let unlimited = store.set_memory_limit(u64::MAX);
         let recovered = recover::recover(dir, store.as_mut(), now)?;
         unlimited

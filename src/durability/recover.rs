@@ -37,26 +37,7 @@ pub struct Recovered {
 
 /// Replays the data directory `dir` into the empty `store`, then rewrites
 /// it as one snapshot (taken at `now`) and an empty log.
-///
-/// The log holds what the store evicted, where it did (a removal before
-/// the write that made room), so the replay takes every record whatever
-/// the memory cap: evicting by itself, it could drop other items than the
-/// run did.
 pub fn recover(dir: &Path, store: &mut dyn VersionedStore, now: UnixTime) -> io::Result<Recovered> {
-    let limit = store.stats().limit_bytes;
-    store
-        .set_memory_limit(u64::MAX)
-        .map_err(|e| io::Error::other(format!("lifting the memory cap for the replay: {e:?}")))?;
-    let recovered = replay_all(dir, store)?;
-    store
-        .set_memory_limit(limit)
-        .map_err(|e| io::Error::other(format!("restoring the memory cap: {e:?}")))?;
-    compact(dir, store, now, recovered.highest_cas)?;
-    Ok(recovered)
-}
-
-/// Replays the snapshot, then the logs, of `dir` into `store`.
-fn replay_all(dir: &Path, store: &mut dyn VersionedStore) -> io::Result<Recovered> {
     let _ = std::fs::remove_file(dir.join("snapshot.tmp"));
     let mut recovered = Recovered::default();
     if let Some(bytes) = read_file(&dir.join("snapshot"))? {
@@ -93,6 +74,7 @@ fn replay_all(dir: &Path, store: &mut dyn VersionedStore) -> io::Result<Recovere
         recovered.replayed += read.valid as u64;
         recovered.dropped += read.dropped as u64;
     }
+    compact(dir, store, now, recovered.highest_cas)?;
     Ok(recovered)
 }
 

@@ -322,7 +322,9 @@ impl VersionedStore for DurableStore {
     ) -> StoreResult<()> {
         self.writable()?;
         self.reserve(cas);
-        self.inner.import(key, entry, cas, now)?;
+        let imported = self.inner.import(key, entry, cas, now);
+        self.log_evictions();
+        imported?;
         self.log_key(key, now)
     }
 

@@ -5,6 +5,7 @@
 use super::stats::{self, Report};
 use super::Server;
 use crate::cluster::Engine;
+use crate::config::KvType;
 use crate::protocol::{reply, Admin, Detail, StatsGroup};
 
 /// The largest slab class id of a memcached started with its default sizes
@@ -34,13 +35,15 @@ impl<E: Engine> Server<E> {
             Admin::CacheMemlimit { megabytes } => {
                 let taken = self.settings.members.len() == 1
                     && self.backend.set_memory_limit(u64::from(megabytes) << 20);
-                if self.settings.members.len() > 1 {
-                    // Replicas with different caps would evict, or refuse,
-                    // different writes (and eventual mode deletes what any
-                    // node evicts, everywhere).
+                // Replicas with different caps would evict, or refuse,
+                // different writes (and eventual mode deletes what any node
+                // evicts, everywhere). Said once: clients may ask in a loop.
+                let memory = self.settings.node.kv_type == KvType::Memory;
+                if self.settings.members.len() > 1 && memory && !self.memlimit_refusal_said {
+                    self.memlimit_refusal_said = true;
                     log::warn!(
                         "cache_memlimit refused: the nodes of a cluster share its limit; \
-                         set memory_limit_mb in [cluster] on every node"
+                         set memory_limit_mb in [cluster] for every node and restart them all"
                     );
                 }
                 // A memcached backend's limit is its own: send it there.

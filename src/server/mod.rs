@@ -105,6 +105,8 @@ pub struct Settings {
 
 pub struct Server<E: Engine> {
     settings: Settings,
+    /// The log said once why `cache_memlimit` is refused in a cluster.
+    memlimit_refusal_said: bool,
     poll: Poll,
     listener: Option<TcpListener>,
     /// `client_tls = on`: every client connection is a TLS session.
@@ -212,6 +214,7 @@ impl<E: Engine> Server<E> {
         Ok(Server {
             limits: settings.cluster.limits(),
             settings,
+            memlimit_refusal_said: false,
             poll,
             listener: Some(listener),
             client_tls,
@@ -584,6 +587,7 @@ fn bind_peers<M: crate::cluster::wire::Message>(
         Err(e) => return Err(io::Error::other(e)),
     };
     let terms = settings.cluster.replica_terms();
+    log::info!("settings proven to peers in each handshake: {terms}");
     let identity = Identity {
         me: me.id,
         cluster: &settings.cluster.name,

@@ -67,7 +67,9 @@
 //! carries every entry, dead ones too, with its stored time and bit, in
 //! the map's order, and the hand, the cursor and the last reclaim, which
 //! [`VersionedStore::install`] puts back as they were; and its memory limit
-//! is the cluster's (`cache_memlimit` is refused). The unit tests apply
+//! is the cluster's (a node of several refuses `cache_memlimit`, and peers
+//! prove in each handshake that they share it, the eviction policy, the
+//! sweep and [`HOUSEKEEPING`]). The unit tests apply
 //! the same writes to two ordered stores that read at other times and run
 //! timer sweeps, and to one that installed the other's snapshot, and
 //! compare the entries, bits and bytes; a negative control shows unordered
@@ -113,12 +115,21 @@ pub const SWEEP_SLICE: usize = 4_096;
 /// (about 0.5 µs of work; a pass over a million items every 64k writes).
 const ORDERED_SWEEP_SLICE: usize = 16;
 
+/// How this store evicts and sweeps, as the replicas of a strong mode must
+/// all do it alike: proven in every peer handshake, so that nodes whose
+/// clock or sweep differ (another mckv version) never link.
+pub const HOUSEKEEPING: &str = "clock-v2";
+
 /// Referenced entries one write's eviction passes over at most, before it
 /// evicts whatever is at the hand: as many as a sweep slice checks (about
 /// 0.1 ms), so a store whose bits are all set (every item read since the
 /// hand passed) costs a write no more, at the price of recency: the hand
 /// then turns fast, and gives a second chance only for a few writes.
 const SECOND_CHANCES: usize = SWEEP_SLICE;
+
+/// Bytes of its surplus a store above its cap evicts with each write, on
+/// top of the write's own growth (a few hundred small items at most).
+const SURPLUS_PER_WRITE: u64 = 64 << 10;
 
 /// Why an entry is no longer visible.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -416,11 +427,30 @@ impl MemoryStore {
             return false; // nothing dropped could make room
         }
         // Dropping others leaves `key`'s live entry where it is, so `old` still holds.
+        let need = self.used_bytes - old + new - self.limit_bytes;
         match self.eviction {
-            Eviction::None => self.reclaim(now),
-            Eviction::Lru => self.evict(key, self.used_bytes - old + new - self.limit_bytes, now),
+            Eviction::None => {
+                self.reclaim(now);
+                self.used_bytes - old + new <= self.limit_bytes
+            }
+            // A store above its cap (the cap was lowered, or a replay held
+            // more) drains the surplus a bounded amount a write, so no write
+            // stalls the loop evicting it all; the write goes in if it does
+            // not grow the store.
+            Eviction::Lru if self.used_bytes > self.limit_bytes => {
+                let before = self.used_bytes;
+                self.evict(
+                    key,
+                    need.min(new.saturating_sub(old) + SURPLUS_PER_WRITE),
+                    now,
+                );
+                self.used_bytes - old + new <= before
+            }
+            Eviction::Lru => {
+                self.evict(key, need, now);
+                self.used_bytes - old + new <= self.limit_bytes
+            }
         }
-        self.used_bytes - old + new <= self.limit_bytes
     }
 
     /// Frees at least `need` bytes, sparing `key`, as a clock does: the
@@ -436,18 +466,23 @@ impl MemoryStore {
     /// replicas share, so they evict the same keys.
     fn evict(&mut self, key: &[u8], need: u64, now: UnixTime) {
         let (flush_at, goal) = (self.flush_at, self.used_bytes.saturating_sub(need));
-        let mut chances = SECOND_CHANCES;
+        // Out of chances, the newest entry (the last) gets one more: the
+        // hand goes round to the oldest instead.
+        let (mut chances, mut newest_chance) = (SECOND_CHANCES, true);
         let only_key_left =
             |entries: &DenseTable| entries.len() == 1 && entries.position(key).is_some();
         while self.used_bytes > goal && !self.entries.is_empty() && !only_key_left(&self.entries) {
             if self.hand >= self.entries.len() {
                 self.hand = 0;
             }
+            let newest = self.hand + 1 == self.entries.len();
             let slot = self.entries.get_index_mut(self.hand).expect("in range");
             let death = death(slot, flush_at, now);
-            let spared = death.is_none() && slot.referenced() && chances > 0;
+            let spared = death.is_none()
+                && slot.referenced()
+                && (chances > 0 || (newest && std::mem::take(&mut newest_chance)));
             if slot.key() == key || spared {
-                chances -= usize::from(spared);
+                chances = chances.saturating_sub(usize::from(spared));
                 slot.set_referenced(false);
                 self.hand += 1;
                 continue;
@@ -1224,6 +1259,27 @@ mod tests {
         let cleared = s.entries.iter().filter(|e| !e.referenced()).count();
         assert_eq!(cleared, SECOND_CHANCES, "one write cleared {cleared} bits");
         assert_eq!(s.stats().events.evicted, evicted + 1);
+    }
+
+    #[test]
+    fn a_store_above_a_lowered_cap_drains_it_a_bounded_amount_per_write() {
+        let mut s = small(2_000);
+        let key = |i: usize| format!("k:{i:04}");
+        for i in 0..2_000 {
+            set(&mut s, &key(i), NOW).unwrap();
+        }
+        s.set_memory_limit(500 * room_per_item()).unwrap();
+        let per_write = (SURPLUS_PER_WRITE / cost(b"k:0000", 100)) as usize + 2;
+        let mut i = 2_000;
+        while s.stats().bytes > s.stats().limit_bytes {
+            let (before, evicted) = (s.stats().bytes, s.stats().events.evicted);
+            assert_eq!(set(&mut s, &key(i), NOW), Ok(StoreStatus::Stored));
+            let this_write = (s.stats().events.evicted - evicted) as usize;
+            assert!(this_write <= per_write, "one write evicted {this_write}");
+            assert!(s.stats().bytes <= before, "the store grew above its cap");
+            i += 1;
+        }
+        assert!(i - 2_000 < 2_000, "{} writes to drain", i - 2_000);
     }
 
     #[test]

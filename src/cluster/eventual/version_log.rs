@@ -239,7 +239,8 @@ impl VersionLog {
             .collect()
     }
 
-    /// Records that the store evicted `key` to make room, as a delete
+    /// Records that the store evicted `key` to make room (or dropped it
+    /// with a `set` refused for memory, as memcached does), as a delete
     /// stamped `stamp`, and returns it to push: every replica drops the key
     /// then, so they converge on its absence. `stamp` is newer than every
     /// version this replica held when the work began (the engine's clock
