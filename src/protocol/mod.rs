@@ -30,7 +30,9 @@ pub use command::{
     Admin, Arith, Command, Detail, Get, Key, Meta, MetaArith, MetaFlag, MetaOp, MetaReply, MetaSet,
     Request, StatsGroup, Storage, StorageMode,
 };
-pub use parse::{parse, Action, Incomplete, Limits, Parsed};
+pub use parse::{
+    parse, parse_awaiting, parse_with_block, Action, Awaiting, Incomplete, Limits, Parsed,
+};
 
 #[cfg(test)]
 mod tests;

@@ -12,6 +12,13 @@
 //! bytes are read as the next command, as memcached does. Only a value that is
 //! too large is swallowed ([`Parsed::swallow`]).
 //!
+//! A storage command's data block (value and `\r\n`) may be read apart from
+//! its line, straight into the buffer that becomes the value: when the line
+//! is whole and the block is not, [`parse_awaiting`] says how long the
+//! block is ([`Awaiting::Block`]), and [`parse_with_block`] takes the line
+//! and the block and makes the block the value without copying it, so a
+//! big value is copied once on its way in (socket to value), not twice.
+//!
 //! A request for the store comes out as [`Action::Execute`] with a data
 //! [`Command`]; one the node answers itself (`version`, `verbosity`, `stats`
 //! and its groups, `cache_memlimit`, `slabs`, `show`, `quit`) as
@@ -23,6 +30,7 @@ use super::command::{
 };
 use super::number::{parse_f64, parse_i32_truncating, parse_u32_truncating, parse_u64};
 use super::reply;
+use std::cell::Cell;
 
 /// The size limits the parser enforces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,6 +82,16 @@ impl Default for Limits {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Incomplete;
 
+/// What a request that cannot be parsed yet waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Awaiting {
+    /// More bytes, how many not known yet.
+    More,
+    /// The data block (value and `\r\n`, `block_len` bytes) of a storage
+    /// command whose line, `line_len` bytes with its newline, is whole.
+    Block { line_len: usize, block_len: usize },
+}
+
 /// What to do with one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
@@ -108,28 +126,39 @@ pub struct Parsed {
 
 /// Parses the first request in `buf`.
 pub fn parse(buf: &[u8], limits: &Limits) -> Result<Parsed, Incomplete> {
+    parse_awaiting(buf, limits).map_err(|_| Incomplete)
+}
+
+/// [`parse`], saying what an unfinished request waits for.
+pub fn parse_awaiting(buf: &[u8], limits: &Limits) -> Result<Parsed, Awaiting> {
     let Some(newline) = memchr::memchr(b'\n', buf) else {
         return if buf.len() > Limits::LINE_SCAN_LIMIT && !may_grow(buf, limits) {
             Ok(Parsed::new(Action::Close, buf.len()))
         } else {
-            Err(Incomplete)
+            Err(Awaiting::More)
         };
     };
-    let mut line = &buf[..newline];
-    if line.len() > 1 && line.ends_with(b"\r") {
-        line = &line[..line.len() - 1];
-    }
-    if let Some(nul) = memchr::memchr(0, line) {
-        line = &line[..nul];
-    }
-    let tokens = Tokens::split(line);
-    Line {
-        tokens: &tokens,
-        rest: &buf[newline + 1..],
-        line_len: newline + 1,
-        limits,
-    }
-    .dispatch()
+    let line = Line::new(buf, newline, limits, None);
+    line.dispatch()
+        .map_err(|Incomplete| match line.awaited_block.get() {
+            Some(block_len) => Awaiting::Block {
+                line_len: newline + 1,
+                block_len,
+            },
+            None => Awaiting::More,
+        })
+}
+
+/// Parses the storage request of `line` (with its newline, as
+/// [`Awaiting::Block`] measured it) whose data block was read apart into
+/// `block` (exactly its `block_len` bytes): `block` becomes the value, not
+/// copied. The request's `consumed` counts the line only.
+pub fn parse_with_block(line: &[u8], block: Vec<u8>, limits: &Limits) -> Parsed {
+    let newline = line.len() - 1;
+    let parsed = Line::new(line, newline, limits, Some(block)).dispatch();
+    let mut parsed = parsed.expect("a storage line with its whole block is complete");
+    parsed.consumed = line.len();
+    parsed
 }
 
 /// memcached lets only a `get`/`gets` line grow past the scan limit.
@@ -211,16 +240,48 @@ impl<'a> Tokens<'a> {
 
 /// One request line being dispatched.
 pub(super) struct Line<'a, 'b> {
-    pub(super) tokens: &'b Tokens<'a>,
+    pub(super) tokens: Tokens<'a>,
     /// Everything after the request line (a storage command's value).
     pub(super) rest: &'a [u8],
     pub(super) line_len: usize,
     pub(super) limits: &'b Limits,
+    /// A storage command's data block, read apart from the line: it
+    /// becomes the value (then `rest` is empty).
+    apart: Cell<Option<Vec<u8>>>,
+    /// Set when a storage command waits for its data block: its length.
+    awaited_block: Cell<Option<usize>>,
+}
+
+impl<'a, 'b> Line<'a, 'b> {
+    /// The line of `buf` that ends at `newline`: cut at its `\r` and first
+    /// NUL, split into tokens.
+    fn new(
+        buf: &'a [u8],
+        newline: usize,
+        limits: &'b Limits,
+        apart: Option<Vec<u8>>,
+    ) -> Line<'a, 'b> {
+        let mut line = &buf[..newline];
+        if line.len() > 1 && line.ends_with(b"\r") {
+            line = &line[..line.len() - 1];
+        }
+        if let Some(nul) = memchr::memchr(0, line) {
+            line = &line[..nul];
+        }
+        Line {
+            tokens: Tokens::split(line),
+            rest: &buf[newline + 1..],
+            line_len: newline + 1,
+            limits,
+            apart: Cell::new(apart),
+            awaited_block: Cell::new(None),
+        }
+    }
 }
 
 impl<'a> Line<'a, '_> {
     fn dispatch(&self) -> Result<Parsed, Incomplete> {
-        let t = self.tokens;
+        let t = &self.tokens;
         if t.len == 0 || t.get(0).len() < 2 {
             return Ok(self.error());
         }
@@ -322,7 +383,7 @@ impl<'a> Line<'a, '_> {
 
     /// Flags, exptime and length of a storage command.
     fn storage_numbers(&self) -> Option<(u32, i32, i32)> {
-        let t = self.tokens;
+        let t = &self.tokens;
         Some((
             parse_u32_truncating(t.get(2))?,
             parse_i32_truncating(t.get(3))?,
@@ -366,22 +427,41 @@ impl<'a> Line<'a, '_> {
             parsed.swallow = length + 2;
             return Ok(parsed);
         }
-        let block = self.rest.get(..length + 2).ok_or(Incomplete)?;
         let consumed = self.line_len + length + 2;
-        if !block.ends_with(b"\r\n") {
+        let bad_chunk = || {
             let action = Action::Reply {
                 text: reply::BAD_DATA_CHUNK,
                 silent: noreply,
                 discards_unflushed: false,
             };
-            return Ok(Parsed::new(action, consumed));
-        }
+            Ok(Parsed::new(action, consumed))
+        };
+        let value = match self.apart.take() {
+            Some(mut block) if block.len() == length + 2 => {
+                if !block.ends_with(b"\r\n") {
+                    return bad_chunk();
+                }
+                block.truncate(length);
+                block
+            }
+            Some(_) => unreachable!("a block read apart is as long as its line says"),
+            None => {
+                let Some(block) = self.rest.get(..length + 2) else {
+                    self.awaited_block.set(Some(length + 2));
+                    return Err(Incomplete);
+                };
+                if !block.ends_with(b"\r\n") {
+                    return bad_chunk();
+                }
+                block[..length].to_vec()
+            }
+        };
         let command = Command::Storage(Storage {
             mode,
             key,
             flags,
             exptime,
-            value: block[..length].to_vec(),
+            value,
         });
         let mut parsed = self.execute(command, noreply);
         parsed.consumed = consumed;
@@ -401,7 +481,7 @@ impl<'a> Line<'a, '_> {
     }
 
     fn delete(&self) -> Parsed {
-        let t = self.tokens;
+        let t = &self.tokens;
         let n = t.ntokens();
         let mut noreply = false;
         if n > 3 {
@@ -457,7 +537,7 @@ impl<'a> Line<'a, '_> {
     /// memcached's `process_stat`: words after the group's own are
     /// ignored, and there is no `noreply`.
     fn stats(&self) -> Parsed {
-        let t = self.tokens;
+        let t = &self.tokens;
         let group = match t.len {
             1 => StatsGroup::General,
             _ => match t.get(1) {
@@ -482,7 +562,7 @@ impl<'a> Line<'a, '_> {
     }
 
     fn cachedump(&self) -> Parsed {
-        let t = self.tokens;
+        let t = &self.tokens;
         if t.ntokens() < 5 {
             return self.reply(reply::BAD_COMMAND_LINE, false);
         }
@@ -517,7 +597,7 @@ impl<'a> Line<'a, '_> {
     /// class ids (and no `noreply`); `automove` takes a level of 0, 1 or 2,
     /// or `ratio` and a number, and `noreply` silences its errors too.
     fn slabs(&self) -> Parsed {
-        let t = self.tokens;
+        let t = &self.tokens;
         let n = t.ntokens();
         if n == 5 && t.get(1) == b"reassign" {
             let ids = (

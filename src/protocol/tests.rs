@@ -870,3 +870,45 @@ fn every_strict_prefix_of_a_meta_set_is_incomplete() {
     }
     assert!(parse_one(input).is_ok());
 }
+
+#[test]
+fn a_storage_line_without_its_whole_block_says_how_long_the_block_is() {
+    let request = b"set k 5 0 10 noreply\r\n0123456789\r\n";
+    let line_len = b"set k 5 0 10 noreply\r\n".len();
+    for cut in 0..request.len() {
+        let expected = match cut < line_len {
+            true => Awaiting::More,
+            false => Awaiting::Block {
+                line_len,
+                block_len: 12,
+            },
+        };
+        assert_eq!(parse_awaiting(&request[..cut], &limits()), Err(expected));
+    }
+    // Only storage commands wait for a block of known length.
+    assert_eq!(parse_awaiting(b"get k", &limits()), Err(Awaiting::More));
+}
+
+#[test]
+fn a_block_read_apart_parses_as_the_same_request_and_becomes_its_value() {
+    for request in [
+        &b"set k 5 0 10 noreply\r\n0123456789\r\n"[..],
+        b"cas k 0 0 3 77\r\na\r\n\r\n",
+        b"append k 0 0 0\r\n\r\n",
+        b"set k 0 0 2\r\nabcd",
+    ] {
+        let Err(Awaiting::Block {
+            line_len,
+            block_len,
+        }) = parse_awaiting(&request[..request.len() - 1], &limits())
+        else {
+            panic!("{:?} waits for no block", String::from_utf8_lossy(request));
+        };
+        let whole = parse_one(request).unwrap();
+        let block = request[line_len..line_len + block_len].to_vec();
+        let apart = parse_with_block(&request[..line_len], block, &limits());
+        assert_eq!(apart.action, whole.action);
+        assert_eq!(apart.consumed, line_len);
+        assert_eq!(whole.consumed, line_len + block_len);
+    }
+}

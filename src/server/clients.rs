@@ -39,7 +39,7 @@ use super::tls::Stream;
 use super::Server;
 use crate::cluster::{Engine, ReplyTo};
 use crate::protocol::binary::Responder;
-use crate::protocol::{self, reply, Action, Admin, Command, Request};
+use crate::protocol::{reply, Action, Admin, Command, Request};
 use crate::store::unix_now;
 
 /// The name of the `serial`th session, on slab token `token`.
@@ -183,7 +183,7 @@ impl<E: Engine> Server<E> {
             if may_read && conn.backpressured() {
                 conn.stalled = true;
             } else if may_read {
-                match conn.read_chunk() {
+                match conn.read_chunk(&mut self.read_buffers) {
                     Ok((0, _)) => conn.read_closed = true,
                     Ok((n, asked)) => {
                         self.counters.bytes_read += n as u64;
@@ -206,6 +206,9 @@ impl<E: Engine> Server<E> {
             if !got_input && !conn.may_resume() {
                 break;
             }
+        }
+        if let Some(conn) = self.conns.get_mut(token) {
+            conn.give_back_input(&mut self.read_buffers);
         }
         self.settle(token)
     }
@@ -268,9 +271,8 @@ impl<E: Engine> Server<E> {
                     false => return,
                 }
             }
-            let parsed = match protocol::parse(conn.unparsed(), &self.limits) {
-                Ok(parsed) => parsed,
-                Err(protocol::Incomplete) => return,
+            let Some(parsed) = conn.parse_next(&self.limits) else {
+                return;
             };
             let observes = match &parsed.action {
                 Action::Admin { command, .. } => observes_earlier_requests(command),
@@ -444,6 +446,7 @@ impl<E: Engine> Server<E> {
     pub(super) fn close(&mut self, token: usize) {
         if let Some(mut conn) = self.conns.try_remove(token) {
             let _ = self.poll.registry().deregister(&mut conn.stream);
+            conn.give_back_input(&mut self.read_buffers);
             self.counters.curr_connections -= 1;
             log::debug!("client {} closed", conn.addr);
         }

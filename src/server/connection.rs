@@ -12,6 +12,26 @@
 //! binary request's slot also holds how its text reply becomes its binary
 //! response, which is made as the reply fills the slot.
 //!
+//! Buffers, and what an idle connection holds. The read buffer is lent from
+//! the node's [`ReadBuffers`] while the connection has input at hand, and
+//! given back once every byte read is parsed, so a connection that waits
+//! for its client holds no read buffer at all. A storage command's data
+//! block longer than a read chunk is not read through that buffer: the
+//! parser names its length ([`protocol::Awaiting::Block`]) and the block is
+//! read straight into a buffer of its own, which becomes the value (no
+//! copy, no growing of the read buffer by steps). On the way out, a reply
+//! that finds the output empty becomes the output (no copy), and an output
+//! grown past [`OUTPUT_KEPT`] is freed once written: after a big value, a
+//! connection shrinks back to a few hundred bytes. A client that moves big
+//! values all the time costs no reallocation of these buffers per request:
+//! the buffers that grow are the value's and the reply's own.
+//!
+//! ```text
+//!  socket ─► lent read buffer ─► line ─► parser ─► request ─► store
+//!     └────► block buffer (a big value) ─┘ (becomes the value)
+//!  store ─► reply buffer ─► output (the reply itself when the output is empty) ─► socket
+//! ```
+//!
 //! Back-pressure: a connection whose queued replies or unanswered requests
 //! pass a bound is not read (nor parsed) until the client catches up, so a
 //! slow reader costs bounded memory: at most `max_reply_buffer` bytes
@@ -32,9 +52,45 @@ use std::time::Instant;
 use super::latency::Asked;
 use super::tls::Stream;
 use crate::protocol::binary::{Responder, REQUEST_MAGIC};
+use crate::protocol::{self, Awaiting, Limits, Parsed};
 
-/// Bytes asked of the socket per read.
+/// Bytes asked of the socket per read: the read buffer's size.
 const READ_CHUNK: usize = 16 * 1024;
+/// An output buffer larger than this is freed once written out, so a
+/// connection goes back to holding little after a big reply.
+pub const OUTPUT_KEPT: usize = 16 * 1024;
+/// Spare read buffers the node keeps for the next connection with input.
+const SPARE_READ_BUFFERS: usize = 64;
+
+/// The read buffers of the node's connections, lent to a connection only
+/// while it has input at hand.
+#[derive(Default)]
+pub struct ReadBuffers {
+    spare: Vec<Vec<u8>>,
+}
+
+impl ReadBuffers {
+    /// A zeroed buffer of [`READ_CHUNK`] bytes (zeroed once, when made).
+    fn lend(&mut self) -> Vec<u8> {
+        self.spare.pop().unwrap_or_else(|| vec![0; READ_CHUNK])
+    }
+
+    /// Takes a buffer back; one grown for a long line is freed instead.
+    fn take_back(&mut self, buffer: Vec<u8>) {
+        if buffer.len() == READ_CHUNK && self.spare.len() < SPARE_READ_BUFFERS {
+            self.spare.push(buffer);
+        }
+    }
+}
+
+/// A storage command's data block, read apart from its line (which stays
+/// unparsed at the head of the read buffer) into the value's own buffer.
+struct Block {
+    line_len: usize,
+    /// Exactly the block's length; `bytes[..filled]` has arrived.
+    bytes: Vec<u8>,
+    filled: usize,
+}
 /// Stop reading a client with this many requests still unanswered (their
 /// replies are not counted until they come, so this bounds them).
 pub const MAX_IN_FLIGHT: usize = 64;
@@ -70,7 +126,10 @@ pub struct Connection {
     pub addr: SocketAddr,
     /// Read buffer: `input[parsed_to..filled]` is read and not yet parsed;
     /// the rest is zeroed space kept between reads (never zeroed again).
+    /// Empty (unallocated) while nothing read waits to be parsed.
     input: Vec<u8>,
+    /// A data block being read apart from its line.
+    block: Option<Block>,
     parsed_to: usize,
     filled: usize,
     /// Some request was parsed.
@@ -117,7 +176,8 @@ impl Connection {
             id,
             addr,
             max_reply_buffer,
-            input: vec![0; READ_CHUNK],
+            input: Vec::new(),
+            block: None,
             parsed_to: 0,
             filled: 0,
             started: false,
@@ -140,9 +200,20 @@ impl Connection {
         }
     }
 
-    /// Reads once into the input buffer: `Ok((read, asked))`; `read == 0`
-    /// is EOF, `read < asked` means the socket had no more.
-    pub fn read_chunk(&mut self) -> io::Result<(usize, usize)> {
+    /// Reads once into the input buffer (borrowed from `buffers` if the
+    /// connection holds none), or into the data block being read apart:
+    /// `Ok((read, asked))`; `read == 0` is EOF, `read < asked` means the
+    /// socket had no more.
+    pub fn read_chunk(&mut self, buffers: &mut ReadBuffers) -> io::Result<(usize, usize)> {
+        if let Some(block) = self.block.as_mut().filter(|b| b.filled < b.bytes.len()) {
+            let asked = block.bytes.len() - block.filled;
+            let n = self.stream.read(&mut block.bytes[block.filled..])?;
+            block.filled += n;
+            return Ok((n, asked));
+        }
+        if self.input.is_empty() {
+            self.input = buffers.lend();
+        }
         self.make_room();
         let asked = self.input.len() - self.filled;
         let n = self.stream.read(&mut self.input[self.filled..])?;
@@ -150,15 +221,23 @@ impl Connection {
         Ok((n, asked))
     }
 
+    /// Gives the read buffer back once everything read has been parsed: a
+    /// connection waiting for its client holds none.
+    pub fn give_back_input(&mut self, buffers: &mut ReadBuffers) {
+        if self.parsed_to == self.filled && !self.input.is_empty() {
+            self.parsed_to = 0;
+            self.filled = 0;
+            buffers.take_back(std::mem::take(&mut self.input));
+        }
+    }
+
     /// Moves the unparsed bytes to the front, and grows the buffer only when
-    /// one request does not fit; an idle big buffer shrinks back.
+    /// one request (a line: data blocks longer than a read go apart) does
+    /// not fit.
     fn make_room(&mut self) {
         if self.parsed_to == self.filled {
             self.parsed_to = 0;
             self.filled = 0;
-            if self.input.len() > 4 * READ_CHUNK {
-                self.input = vec![0; READ_CHUNK];
-            }
         }
         if self.input.len() - self.filled >= READ_CHUNK / 2 {
             return;
@@ -172,6 +251,51 @@ impl Connection {
             let grown = self.input.len() * 2;
             self.input.resize(grown, 0);
         }
+    }
+
+    /// Parses the next text request, or says why not yet (`None`: more
+    /// input is needed). A data block longer than a read chunk is then
+    /// read apart, into the buffer that becomes the value; the parse that
+    /// follows its last byte takes it.
+    pub fn parse_next(&mut self, limits: &Limits) -> Option<Parsed> {
+        if let Some(block) = &self.block {
+            if block.filled < block.bytes.len() {
+                return None;
+            }
+            let Block {
+                line_len, bytes, ..
+            } = self.block.take()?;
+            let line = &self.input[self.parsed_to..self.parsed_to + line_len];
+            return Some(protocol::parse_with_block(line, bytes, limits));
+        }
+        match protocol::parse_awaiting(self.unparsed(), limits) {
+            Ok(parsed) => Some(parsed),
+            Err(Awaiting::Block {
+                line_len,
+                block_len,
+            }) if block_len > READ_CHUNK => {
+                self.read_block_apart(line_len, block_len);
+                None
+            }
+            Err(_) => None,
+        }
+    }
+
+    /// Starts reading a data block apart: what of it was already read moves
+    /// to the block's buffer (at most a read's worth).
+    fn read_block_apart(&mut self, line_len: usize, block_len: usize) {
+        let start = self.parsed_to + line_len;
+        let here = self.filled - start;
+        debug_assert!(here < block_len, "a whole block parses at once");
+        // Zeroed by the allocator (fresh pages for a big block), not by a pass here.
+        let mut bytes = vec![0; block_len];
+        bytes[..here].copy_from_slice(&self.input[start..self.filled]);
+        self.filled = start;
+        self.block = Some(Block {
+            line_len,
+            bytes,
+            filled: here,
+        });
     }
 
     pub fn unparsed(&self) -> &[u8] {
@@ -268,9 +392,14 @@ impl Connection {
             .front()
             .is_some_and(|s| !matches!(s, Slot::Waiting { .. }))
         {
-            if let Some(Slot::Ready(bytes)) = self.slots.pop_front() {
+            if let Some(Slot::Ready(mut bytes)) = self.slots.pop_front() {
                 self.slot_bytes -= bytes.len();
-                self.output.extend_from_slice(&bytes);
+                if self.output.is_empty() {
+                    // The reply becomes the output: a big value is not copied again.
+                    std::mem::swap(&mut self.output, &mut bytes);
+                } else {
+                    self.output.extend_from_slice(&bytes);
+                }
                 self.spent.push(bytes);
             }
             self.first_slot += 1;
@@ -335,8 +464,11 @@ impl Connection {
         }
         let written = self.written_to - start;
         if self.written_to == self.output.len() {
-            self.output.clear();
             self.written_to = 0;
+            match self.output.capacity() > OUTPUT_KEPT {
+                true => self.output = Vec::new(),
+                false => self.output.clear(),
+            }
         }
         Ok(written)
     }
@@ -372,8 +504,10 @@ impl Connection {
         !self.slots.is_empty()
     }
 
-    /// Bytes the read and the write buffer hold allocated.
+    /// Bytes the read (with a data block being read apart) and the write
+    /// buffer hold allocated.
     pub fn buffer_bytes(&self) -> (usize, usize) {
-        (self.input.len(), self.output.capacity())
+        let block = self.block.as_ref().map_or(0, |b| b.bytes.len());
+        (self.input.len() + block, self.output.capacity())
     }
 }

@@ -55,7 +55,7 @@ use crate::config::{ClusterConfig, KvType, NodeConfig};
 use crate::durability::{Durable, Recovering, Wait};
 use crate::protocol::{self, reply};
 use backlog::Backlog;
-use connection::Connection;
+use connection::{Connection, ReadBuffers};
 use latency::Latencies;
 use metrics::MetricsEndpoint;
 use peers::{Identity, LinkEvent, PeerAddress, Peers};
@@ -115,6 +115,8 @@ pub struct Server<E: Engine> {
     accept_more: bool,
     signals: Signals,
     conns: Slab<Connection>,
+    /// Read buffers, lent to the connections that have input at hand.
+    read_buffers: ReadBuffers,
     /// Client sessions opened so far (part of each session's name).
     sessions: u64,
     backend: Backend<E::Replica>,
@@ -221,6 +223,7 @@ impl<E: Engine> Server<E> {
             accept_more: false,
             signals,
             conns: Slab::new(),
+            read_buffers: ReadBuffers::default(),
             sessions: 0,
             backend,
             durable,
