@@ -48,6 +48,23 @@
 //! | `--mckv PATH` | `MCKV_BIN` | `target/release/mckv` |
 //! | `--memory` | | off: instead of the load cells, the memory cells (`load/memory.rs`): RSS per item after 1M x 100 B (memcached, one node, a 3-node eventual cluster per node) and 10M x 10 B (memcached, one node), and the ratios; about 2 minutes |
 //! | `--memory-cells LIST` | | 1m,10m: which memory cells |
+//! | `--suite LIST` | `LOAD_SUITE` | grid (also `big-values`, `multi-get`, `idle-conns`, `issue16`) |
+//!
+//! `--suite` picks what is measured (a list; `LOAD_SUITE`):
+//!
+//! | suite | cells |
+//! | --- | --- |
+//! | `grid` (default) | every combination of `--conns`, `--mix`, `--depth` (and `--rate`, `--idle-conns`), with `--keys`, `--value-size`, `--keys-per-get` |
+//! | `big-values` | 16 KiB values (1,000 keys), then 512 KiB values (100 keys): 50 connections, 90/10, depth 1 |
+//! | `multi-get` | gets of 100 keys each (10,000 keys of 100 B): 50 connections, 90/10, depth 1 |
+//! | `idle-conns` | 10,000 idle connections open (each made one get) and 50 busy: 90/10, depth 1, 100 B values; the servers' memory per idle connection |
+//! | `issue16` | `idle-conns`, `big-values` and `multi-get` |
+//!
+//! Each suite's plan is stored and run in turn against the same servers,
+//! each printing its own table (`--csv` and `--plot` keep the last one's). With `big-values`, memcached runs with
+//! `-m 1024` and mckv with `memory_limit_mb = 1024`; with `idle-conns`,
+//! memcached with `-c 11000` and mckv with `max_connections = 11000`, and
+//! the bench raises its open-files limit (which the servers inherit).
 //!
 //! Run without `--bench` (as `cargo test --benches` does) it only does a
 //! short smoke run, or nothing if the release binary is not built.
@@ -60,7 +77,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use clap::{CommandFactory, FromArgMatches, Parser};
 use mckv::bench::{
-    etcd_put, load_line, machine_line, parse_http, Bench, LoadArgs, Plan, Protocol, Target,
+    etcd_put, load_line, machine_line, parse_http, raise_open_files_limit, Bench, LoadArgs, Plan,
+    Protocol, Target,
 };
 
 #[path = "load/memory.rs"]
@@ -94,12 +112,17 @@ struct Args {
     /// 10m (10M x 10 B); all by default.
     #[arg(long, value_delimiter = ',')]
     memory_cells: Vec<String>,
+    /// grid (the --conns x --mix x --depth cells), big-values, multi-get,
+    /// idle-conns, or issue16 (the last three).
+    #[arg(long, value_delimiter = ',', default_value = "grid")]
+    suite: Vec<SuiteName>,
     #[command(flatten)]
     load: LoadArgs,
 }
 
 /// The environment variables that set a flag, and the flag.
-const ENV_FLAGS: [(&str, &str); 9] = [
+const ENV_FLAGS: [(&str, &str); 10] = [
+    ("LOAD_SUITE", "--suite"),
     ("LOAD_DURATION", "--duration"),
     ("LOAD_WARMUP", "--warmup"),
     ("LOAD_CONNS", "--conns"),
@@ -148,6 +171,111 @@ impl Args {
         self.mckv
             .clone()
             .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/mckv"))
+    }
+}
+
+// ---------------------------------------------------------------- suites
+
+/// A name `--suite` takes.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum SuiteName {
+    Grid,
+    BigValues,
+    MultiGet,
+    IdleConns,
+    Issue16,
+}
+
+impl std::str::FromStr for SuiteName {
+    type Err = String;
+    fn from_str(s: &str) -> Result<SuiteName, String> {
+        match s {
+            "grid" => Ok(SuiteName::Grid),
+            "big-values" => Ok(SuiteName::BigValues),
+            "multi-get" => Ok(SuiteName::MultiGet),
+            "idle-conns" => Ok(SuiteName::IdleConns),
+            "issue16" => Ok(SuiteName::Issue16),
+            other => Err(format!(
+                "{other:?}: grid, big-values, multi-get, idle-conns or issue16"
+            )),
+        }
+    }
+}
+
+/// Idle connections in the `idle-conns` suite.
+const IDLE_CONNS: usize = 10_000;
+
+/// The load flags of each plan the suites run, in order: the grid is the
+/// flags as given; issue 16's cells set their own load and keep only the
+/// durations, threads and timeout of the flags.
+fn suite_loads(names: &[SuiteName], given: &LoadArgs) -> Vec<LoadArgs> {
+    let cell = |value_size: usize, keys: usize, keys_per_get: usize, idle: usize| LoadArgs {
+        conns: vec![50],
+        mix: vec![90],
+        depth: vec![1],
+        rate: Vec::new(),
+        keys,
+        value_size,
+        keys_per_get,
+        idle_conns: vec![idle],
+        ..given.clone()
+    };
+    let mut loads = Vec::new();
+    for name in names {
+        let wanted: Vec<SuiteName> = match name {
+            // Idle connections first: the servers' memory before them is
+            // then not swollen with the free memory big values leave.
+            SuiteName::Issue16 => vec![
+                SuiteName::IdleConns,
+                SuiteName::BigValues,
+                SuiteName::MultiGet,
+            ],
+            other => vec![*other],
+        };
+        for suite in wanted {
+            match suite {
+                SuiteName::Grid => loads.push(given.clone()),
+                SuiteName::BigValues => {
+                    loads.push(cell(16 * 1024, 1_000, 1, 0));
+                    loads.push(cell(512 * 1024, 100, 1, 0));
+                }
+                SuiteName::MultiGet => loads.push(cell(100, 10_000, 100, 0)),
+                SuiteName::IdleConns => loads.push(cell(100, 10_000, 1, IDLE_CONNS)),
+                SuiteName::Issue16 => unreachable!("expanded above"),
+            }
+        }
+    }
+    loads
+}
+
+/// What the servers must allow for every plan of the run.
+#[derive(Clone, Copy, Default)]
+struct Capacity {
+    /// Megabytes of values (memcached `-m`, mckv `memory_limit_mb`).
+    memory_mb: Option<u64>,
+    /// Client connections (memcached `-c`, mckv `max_connections`).
+    connections: Option<usize>,
+}
+
+impl Capacity {
+    fn of(plans: &[Plan]) -> Capacity {
+        let bytes = plans
+            .iter()
+            .map(|p| p.keys * p.value_len)
+            .max()
+            .unwrap_or(0);
+        let conns = plans
+            .iter()
+            .flat_map(|p| &p.cells)
+            .map(|c| c.conns + c.idle)
+            .max()
+            .unwrap_or(0);
+        Capacity {
+            // memcached -m 64 and mckv's 64 MiB default hold the grid's load.
+            memory_mb: (bytes > 16 << 20).then_some(1024),
+            // memcached -c 1024 and mckv's 1024 default serve the grid.
+            connections: (conns > 900).then_some(conns + 1_000),
+        }
     }
 }
 
@@ -434,7 +562,13 @@ fn start_etcd(label: &str, port: u16, seq: usize) -> Result<Server, String> {
 }
 
 impl Server {
-    fn start(kind: Kind, label: String, mckv: &Path, seq: usize) -> Result<Server, String> {
+    fn start(
+        kind: Kind,
+        label: String,
+        mckv: &Path,
+        seq: usize,
+        capacity: Capacity,
+    ) -> Result<Server, String> {
         if let Kind::External(addr) = kind {
             let mut server = Server {
                 label: format!("{label}({addr})"),
@@ -456,6 +590,12 @@ impl Server {
                     let mut cmd = Command::new("memcached");
                     cmd.args(["-l", "127.0.0.1", "-p", &port.to_string()]);
                     cmd.args(["-U", "0", "-t", "1", "-u", "root"]);
+                    if let Some(mb) = capacity.memory_mb {
+                        cmd.args(["-m", &mb.to_string()]);
+                    }
+                    if let Some(conns) = capacity.connections {
+                        cmd.args(["-c", &conns.to_string()]);
+                    }
                     (cmd, None)
                 }
                 Kind::Mckv => {
@@ -466,6 +606,22 @@ impl Server {
                     cmd.args(["server", "--port", &port.to_string(), "--log-file"]);
                     cmd.arg(dir.join("mckv.log"));
                     cmd.args(["--log-level", "warn"]);
+                    if capacity.memory_mb.is_some() || capacity.connections.is_some() {
+                        let mut config = String::from("[cluster]\n");
+                        if let Some(mb) = capacity.memory_mb {
+                            config.push_str(&format!("memory_limit_mb = {mb}\n"));
+                        }
+                        if let Some(conns) = capacity.connections {
+                            config.push_str(&format!("max_connections = {conns}\n"));
+                        }
+                        let peer = free_port().map_err(|e| format!("no free port: {e}"))?;
+                        config.push_str(&format!(
+                            "[node.0]\nclient = 127.0.0.1:{port}\npeer = 127.0.0.1:{peer}\n"
+                        ));
+                        let path = dir.join("config.ini");
+                        std::fs::write(&path, config).map_err(|e| format!("{path:?}: {e}"))?;
+                        cmd.arg("--config").arg(&path);
+                    }
                     (cmd, Some(TempDir(dir)))
                 }
                 Kind::Durable(fsync) => {
@@ -659,9 +815,9 @@ fn etcd_version() -> Option<String> {
     version.lines().next().map(str::to_string)
 }
 
-/// What was measured with what: the machine, the servers' versions, the
-/// commit, the load.
-fn description(servers: &[Kind], mckv: &Path, plan: &Plan) -> String {
+/// What was measured with what: the machine, the servers' versions and
+/// settings, the commit (the load is printed before each plan's table).
+fn description(servers: &[Kind], mckv: &Path, capacity: Capacity) -> String {
     let memcached = command_output("memcached", &["-V"]).unwrap_or_else(|| "not found".into());
     let commit = command_output("git", &["rev-parse", "--short", "HEAD"]).map(|c| {
         let dirty = Command::new("git")
@@ -677,8 +833,18 @@ fn description(servers: &[Kind], mckv: &Path, plan: &Plan) -> String {
     });
     let version = command_output(mckv.to_str().unwrap_or("mckv"), &["--version"])
         .unwrap_or_else(|| "not found".into());
+    let mut flags = String::from("-t 1");
+    let mut settings = String::new();
+    if let Some(mb) = capacity.memory_mb {
+        flags.push_str(&format!(" -m {mb}"));
+        settings.push_str(&format!(", memory_limit_mb = {mb}"));
+    }
+    if let Some(conns) = capacity.connections {
+        flags.push_str(&format!(" -c {conns}"));
+        settings.push_str(&format!(", max_connections = {conns}"));
+    }
     let mut s = machine_line();
-    s.push_str(&format!("memcached: {memcached} (-t 1)\n"));
+    s.push_str(&format!("memcached: {memcached} ({flags})\n"));
     if servers.contains(&Kind::Etcd) {
         let etcd = etcd_version().unwrap_or_else(|| "not found".into());
         s.push_str(&format!(
@@ -686,11 +852,10 @@ fn description(servers: &[Kind], mckv: &Path, plan: &Plan) -> String {
         ));
     }
     s.push_str(&format!(
-        "mckv:      {version}, commit {} ({}), one node, memory store\n",
+        "mckv:      {version}, commit {} ({}), one node, memory store{settings}\n",
         commit.as_deref().unwrap_or("unknown"),
         mckv.display()
     ));
-    s.push_str(&load_line(plan));
     s
 }
 
@@ -810,19 +975,25 @@ fn main() -> ExitCode {
         let load = &mut args.load;
         (load.duration, load.warmup) = (0.3, 0.1);
         (load.conns, load.mix, load.depth) = (vec![4], vec![90], vec![4]);
+        args.suite = vec![SuiteName::Grid];
     }
-    let plan = match Plan::new(&args.load) {
-        Ok(plan) => plan,
+    let loads = suite_loads(&args.suite, &args.load);
+    let plans = match loads.iter().map(Plan::new).collect::<Result<Vec<_>, _>>() {
+        Ok(plans) => plans,
         Err(e) => {
             eprintln!("load: {e}");
             return ExitCode::from(2);
         }
     };
-    print!("{}", description(&args.servers, &mckv, &plan));
+    let capacity = Capacity::of(&plans);
+    if capacity.connections.is_some() {
+        raise_open_files_limit();
+    }
+    print!("{}", description(&args.servers, &mckv, capacity));
 
     let mut servers = Vec::new();
     for (i, (kind, label)) in args.servers.iter().zip(labels(&args.servers)).enumerate() {
-        match Server::start(*kind, label, &mckv, i) {
+        match Server::start(*kind, label, &mckv, i, capacity) {
             Ok(server) => servers.push(server),
             Err(e) => {
                 eprintln!("load: {e}");
@@ -830,13 +1001,26 @@ fn main() -> ExitCode {
             }
         }
     }
-    let bench = Bench::new(plan, servers.iter().map(Server::target).collect());
-    if let Err(e) = bench.populate() {
-        eprintln!("load: {e}");
-        return ExitCode::FAILURE;
+    let mut failed = false;
+    let mut errors = 0;
+    for plan in plans {
+        print!("\n{}", load_line(&plan));
+        let targets = servers.iter().map(Server::target).collect();
+        let bench = match Bench::new(plan, targets) {
+            Ok(bench) => bench,
+            Err(e) => {
+                eprintln!("load: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        if let Err(e) = bench.populate() {
+            eprintln!("load: {e}");
+            return ExitCode::FAILURE;
+        }
+        let run = bench.measure(|i| servers[i].check_alive());
+        failed |= mckv::bench::report(&run, &args.load).is_err();
+        errors += run.errors();
     }
-    let run = bench.measure(|i| servers[i].check_alive());
-    let mut failed = mckv::bench::report(&run, &args.load).is_err();
     for s in &mut servers {
         if let Some(why) = s.check_alive() {
             println!("\n{}: the server {why} during the run", s.label);
@@ -844,7 +1028,6 @@ fn main() -> ExitCode {
         }
     }
     drop(servers);
-    let errors = run.errors();
     if errors > 0 {
         println!("\n{errors} errors in total (see details above)");
     }

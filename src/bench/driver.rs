@@ -41,7 +41,8 @@ const TIMER: Token = Token(usize::MAX - 1);
 /// How often timeouts are looked for and dropped connections made again.
 const CHECK_EVERY: Duration = Duration::from_millis(10);
 
-/// Input buffer: filled at `in_end`, parsed from `in_start`; never zeroed again.
+/// Input buffer: filled at `in_end`, parsed from `in_start`; never zeroed
+/// again. At least this, and room for two of the longest reply.
 const IN_BUF: usize = 256 * 1024;
 
 /// When a cell's load starts, when its measured window opens, when it ends.
@@ -117,7 +118,7 @@ struct Conn {
 }
 
 impl Conn {
-    fn new(id: usize, cell: &Cell, start: Instant) -> Conn {
+    fn new(id: usize, cell: &Cell, start: Instant, w: &Workload) -> Conn {
         let pace = cell.rate.map(|rate| {
             let interval = Duration::from_secs_f64(cell.conns as f64 / rate as f64);
             Pace {
@@ -130,7 +131,7 @@ impl Conn {
             connecting_since: None,
             out: Vec::with_capacity(16 * 1024),
             out_at: 0,
-            input: vec![0; IN_BUF],
+            input: vec![0; IN_BUF.max(2 * w.longest_reply())],
             in_start: 0,
             in_end: 0,
             inflight: VecDeque::new(),
@@ -223,12 +224,13 @@ impl Conn {
                 Some(_) => break,
             };
             let r = self.next_random();
-            let k = ((r >> 16) % w.keys() as u64) as usize;
+            let pick = |n: usize| ((r >> 16) % n as u64) as usize;
             let expect = if ((r >> 48) % 100) < u64::from(cell.get_percent) {
-                self.out.extend_from_slice(&w.get_req[k]);
-                Expect::Get(k as u32)
+                let g = pick(w.gets());
+                self.out.extend_from_slice(&w.get_req[g]);
+                Expect::Get(g as u32)
             } else {
-                self.out.extend_from_slice(&w.set_req[k]);
+                self.out.extend_from_slice(&w.set_req[pick(w.keys())]);
                 Expect::Set
             };
             self.inflight.push_back(Pending {
@@ -352,7 +354,7 @@ pub(crate) fn drive(shard: &Shard, live: &Live) -> Stats {
     let mut conns: Vec<Conn> = shard
         .ids
         .iter()
-        .map(|&id| Conn::new(id, &shard.cell, times.start))
+        .map(|&id| Conn::new(id, &shard.cell, times.start, &shard.workload))
         .collect();
     for (i, c) in conns.iter_mut().enumerate() {
         if let Err(e) = c.connect(shard.addr, &poll, Token(i)) {

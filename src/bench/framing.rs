@@ -181,11 +181,15 @@ mod tests {
     use super::*;
 
     fn workload() -> Workload {
-        Workload::new(Protocol::Memcached, 2, 3)
+        Workload::new(Protocol::Memcached, 2, 3, 1)
     }
 
     fn framed(buf: &[u8], expect: Expect) -> String {
-        match frame(buf, expect, &workload()) {
+        framed_in(&workload(), buf, expect)
+    }
+
+    fn framed_in(w: &Workload, buf: &[u8], expect: Expect) -> String {
+        match frame(buf, expect, w) {
             Framing::Done(Outcome::Ok, n) => format!("ok {n}"),
             Framing::Done(Outcome::Miss, n) => format!("miss {n}"),
             Framing::Done(Outcome::Wrong, n) => format!("wrong {n}"),
@@ -237,6 +241,28 @@ mod tests {
                 ),
                 "{end}"
             );
+        }
+    }
+
+    #[test]
+    fn a_multi_get_names_its_group_of_keys_and_wants_every_value() {
+        use super::super::workload::key;
+        let w = Workload::new(Protocol::Memcached, 5, 2, 2);
+        assert_eq!((w.keys(), w.gets()), (5, 3));
+        let want = format!("get {} {}\r\n", key(2), key(3));
+        assert_eq!(w.get_req[1], want.as_bytes());
+        assert_eq!(w.get_req[2], format!("get {}\r\n", key(4)).as_bytes());
+        let right = w.get_expected[1].clone();
+        let n = right.len();
+        assert_eq!(framed_in(&w, &right, Expect::Get(1)), format!("ok {n}"));
+        // One value missing: a whole reply, but the wrong one.
+        let first_value_only = format!("VALUE {} 0 2\r\ncd\r\nEND\r\n", key(2));
+        assert_eq!(
+            framed_in(&w, first_value_only.as_bytes(), Expect::Get(1)),
+            format!("wrong {}", first_value_only.len())
+        );
+        for end in 0..n {
+            assert_eq!(framed_in(&w, &right[..end], Expect::Get(1)), "incomplete");
         }
     }
 

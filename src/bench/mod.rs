@@ -17,11 +17,13 @@
 //! connection is an error (counted, never a hang). The files: `target.rs`
 //! (what is measured), `workload.rs` (the requests and expected replies),
 //! `framing.rs` (where replies end), `timer.rs` (the open loop's send
-//! timer), `cpu.rs` (CPU from `/proc`), `progress.rs` (stderr while it runs).
+//! timer), `cpu.rs` (CPU from `/proc`), `progress.rs` (stderr while it runs),
+//! `idle.rs` (the idle connections of `--idle-conns` and their memory).
 
 mod cpu;
 mod driver;
 mod framing;
+mod idle;
 mod plan;
 mod plot;
 mod progress;
@@ -35,6 +37,7 @@ mod workload;
 use std::process::ExitCode;
 
 pub use framing::parse_http;
+pub use idle::{raise_open_files_limit, IdleCost};
 pub use plan::{Cell, LoadArgs, Plan};
 pub use report::{load_line, machine_line};
 pub use run::{Bench, CellResult, Run};
@@ -95,6 +98,9 @@ pub fn run(args: &Args) -> ExitCode {
 /// machine has its CPU measured.
 fn bench_of(args: &Args) -> Result<Bench, String> {
     let plan = Plan::new(&args.load)?;
+    if plan.cells.iter().any(|c| c.idle > 0) {
+        raise_open_files_limit();
+    }
     let mut targets: Vec<Target> = Vec::new();
     for spec in &args.servers {
         let mut target = Target::parse(spec)?;
@@ -104,7 +110,7 @@ fn bench_of(args: &Args) -> Result<Bench, String> {
         target.pids.extend(cpu::listener_pid(target.addr));
         targets.push(target);
     }
-    Ok(Bench::new(plan, targets))
+    Bench::new(plan, targets)
 }
 
 /// Prints the table and the details to stdout and writes the CSV and the

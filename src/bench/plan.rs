@@ -1,6 +1,7 @@
 //! What a run does, from the flags `mckv bench` and `cargo bench --bench
-//! load` share: the cells (connections x get/set mix x pipelining depth x
-//! rate), and the keys, values, durations and timeout every cell uses.
+//! load` share: the cells (connections x idle connections x get/set mix x
+//! pipelining depth x rate), and the keys, values, keys per get, durations
+//! and timeout every cell uses.
 //! Checked once here, so the rest never sees a zero or a NaN.
 
 use std::io::IsTerminal;
@@ -39,6 +40,17 @@ pub struct LoadArgs {
     /// Bytes per value.
     #[arg(long, default_value_t = 100)]
     pub value_size: usize,
+    /// Keys each get names (a multi-get of consecutive keys, answered with
+    /// every value); memcached protocol only.
+    #[arg(long, default_value_t = 1)]
+    pub keys_per_get: usize,
+    /// Connections opened before each cell besides --conns, a list: each
+    /// makes one get and then stays open, idle, while the cell runs; the
+    /// server's memory is read before and after they open (bytes per idle
+    /// connection in the details). Raise `ulimit -n` and the server's
+    /// connection limit to match (memcached -c, mckv max_connections).
+    #[arg(long, value_delimiter = ',', default_value = "0")]
+    pub idle_conns: Vec<usize>,
     /// Generator threads, each driving its share of the connections.
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
@@ -60,6 +72,8 @@ pub struct LoadArgs {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Cell {
     pub conns: usize,
+    /// Connections held open and idle while the cell runs.
+    pub idle: usize,
     pub get_percent: u32,
     pub depth: usize,
     /// Requests per second over all connections (open loop); `None`: closed loop.
@@ -79,6 +93,9 @@ impl Cell {
         if let Some(rate) = self.rate {
             name.push_str(&format!("  @{rate}/s"));
         }
+        if self.idle > 0 {
+            name.push_str(&format!("  +{} idle", self.idle));
+        }
         name
     }
 
@@ -96,6 +113,7 @@ pub struct Plan {
     pub warmup: Duration,
     pub keys: usize,
     pub value_len: usize,
+    pub keys_per_get: usize,
     pub threads: usize,
     pub timeout: Duration,
     /// The plot's and the CSV's resolution: a 40th of the measured window,
@@ -125,6 +143,13 @@ impl Plan {
         positive("threads", args.threads > 0)?;
         positive("keys", args.keys > 0)?;
         positive("value-size", args.value_size > 0)?;
+        positive("keys-per-get", args.keys_per_get > 0)?;
+        if args.keys_per_get > args.keys {
+            return Err("--keys-per-get is more than --keys".into());
+        }
+        if args.idle_conns.is_empty() {
+            return Err("--idle-conns is a list of numbers (0: none)".into());
+        }
         positive("timeout-ms", args.timeout_ms > 0)?;
         if args.mix.is_empty() || args.mix.iter().any(|&m| m > 100) {
             return Err("--mix is a list of percentages of gets (0-100)".into());
@@ -143,15 +168,18 @@ impl Plan {
         };
         let mut cells = Vec::new();
         for &conns in &args.conns {
-            for &get_percent in &args.mix {
-                for &depth in &args.depth {
-                    for &rate in &rates {
-                        cells.push(Cell {
-                            conns,
-                            get_percent,
-                            depth,
-                            rate,
-                        });
+            for &idle in &args.idle_conns {
+                for &get_percent in &args.mix {
+                    for &depth in &args.depth {
+                        for &rate in &rates {
+                            cells.push(Cell {
+                                conns,
+                                idle,
+                                get_percent,
+                                depth,
+                                rate,
+                            });
+                        }
                     }
                 }
             }
@@ -162,6 +190,7 @@ impl Plan {
             warmup: seconds("warmup", args.warmup)?,
             keys: args.keys,
             value_len: args.value_size,
+            keys_per_get: args.keys_per_get,
             threads: args.threads,
             timeout: Duration::from_millis(args.timeout_ms),
             sample: (duration / 40).clamp(Duration::from_millis(100), Duration::from_secs(1)),
@@ -195,6 +224,7 @@ mod tests {
             p.cells[7],
             Cell {
                 conns: 50,
+                idle: 0,
                 get_percent: 50,
                 depth: 1,
                 rate: Some(2000)
@@ -222,6 +252,8 @@ mod tests {
             &["--warmup", "-1"],
             &["--duration", "NaN"],
             &["--keys", "10000000", "--value-size", "1000"],
+            &["--keys-per-get", "0"],
+            &["--keys", "10", "--keys-per-get", "11"],
         ] {
             assert!(plan(bad).is_err(), "{bad:?}");
         }

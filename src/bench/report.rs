@@ -43,9 +43,13 @@ pub fn machine_line() -> String {
 
 /// `load:` and what every cell does.
 pub fn load_line(plan: &Plan) -> String {
+    let gets = match plan.keys_per_get {
+        1 => String::new(),
+        n => format!(", each get names {n} keys"),
+    };
     format!(
-        "load:      {} keys of {KEY_LEN} B, {} B values, uniform keys; {:.1} s measured after \
-         {:.1} s warm-up per cell; {} generator thread(s); timeout {} ms\n",
+        "load:      {} keys of {KEY_LEN} B, {} B values, uniform keys{gets}; {:.1} s measured \
+         after {:.1} s warm-up per cell; {} generator thread(s); timeout {} ms\n",
         plan.keys,
         plan.value_len,
         plan.duration.as_secs_f64(),
@@ -187,6 +191,41 @@ impl Run {
             }
             if let Some(first) = &r.stats.first_io_error {
                 let _ = write!(s, " (first io error: {first})");
+            }
+            s.push('\n');
+        }
+        s.push_str(&self.idle_costs());
+        s
+    }
+
+    /// What the idle connections of each cell that had some cost each server.
+    fn idle_costs(&self) -> String {
+        let width = self.name_width();
+        let mut s = String::new();
+        for (cell, t, r) in self.all() {
+            let Some(idle) = &r.idle else { continue };
+            if s.is_empty() {
+                s.push_str(
+                    "memory per idle connection (server RSS before and after opening them, each \
+                     having made one get):\n",
+                );
+            }
+            let _ = write!(
+                s,
+                "  {:<width$} {:<12} {} of {} opened",
+                cell.name(),
+                self.names[t],
+                idle.opened,
+                idle.wanted
+            );
+            if let (Some((before, after)), Some(bytes)) = (idle.rss_kib, idle.bytes_per_conn()) {
+                let _ = write!(
+                    s,
+                    ": RSS {before} KiB -> {after} KiB, {bytes:.0} B per connection"
+                );
+            }
+            if let Some(e) = &idle.error {
+                let _ = write!(s, "  ERROR: {e}");
             }
             s.push('\n');
         }

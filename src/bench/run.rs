@@ -16,11 +16,12 @@ use std::time::{Duration, Instant};
 
 use super::cpu;
 use super::driver::{drive, Live, Shard, Times};
+use super::idle::{self, IdleCost};
 use super::plan::{Cell, Plan};
 use super::progress::Progress;
 use super::report::fmt_us;
 use super::stats::Stats;
-use super::target::Target;
+use super::target::{Protocol, Target};
 use super::workload::{populate, Workload};
 
 /// Time between starting the generator threads and the load, so every
@@ -55,6 +56,8 @@ pub struct CellResult {
     pub generator_cpu: Option<f64>,
     /// CPU used by other processes (and the host's steal) meanwhile.
     pub other_cpu: Option<f64>,
+    /// The idle connections held open during the cell, and their memory.
+    pub idle: Option<IdleCost>,
 }
 
 impl CellResult {
@@ -145,24 +148,39 @@ fn per_window(before: Option<f64>, after: Option<f64>, window: Duration) -> Opti
 }
 
 impl Bench {
-    pub fn new(plan: Plan, targets: Vec<Target>) -> Bench {
+    /// The bench of `plan` against `targets`; an error for a plan a
+    /// target's protocol cannot run (a multi-get on etcd).
+    pub fn new(plan: Plan, targets: Vec<Target>) -> Result<Bench, String> {
+        if plan.keys_per_get > 1 {
+            if let Some(t) = targets.iter().find(|t| t.protocol != Protocol::Memcached) {
+                return Err(format!(
+                    "{}: --keys-per-get is for memcached-protocol servers",
+                    t.name
+                ));
+            }
+        }
         let mut shared: Vec<Arc<Workload>> = Vec::new();
         let workloads = targets
             .iter()
             .map(|t| {
                 let same = shared.iter().find(|w| w.protocol == t.protocol).cloned();
                 same.unwrap_or_else(|| {
-                    let w = Arc::new(Workload::new(t.protocol, plan.keys, plan.value_len));
+                    let w = Arc::new(Workload::new(
+                        t.protocol,
+                        plan.keys,
+                        plan.value_len,
+                        plan.keys_per_get,
+                    ));
                     shared.push(w.clone());
                     w
                 })
             })
             .collect();
-        Bench {
+        Ok(Bench {
             plan,
             targets,
             workloads,
-        }
+        })
     }
 
     /// Stores every key in every target.
@@ -218,6 +236,16 @@ impl Bench {
     fn run_cell(&self, t: usize, cell: Cell, label: &str, progress: &mut Progress) -> CellResult {
         let (plan, target) = (&self.plan, &self.targets[t]);
         let threads = plan.threads.min(cell.conns);
+        // Opened before the cell's clock starts; closed when it is over.
+        let (_held, idle) = match cell.idle {
+            0 => (Vec::new(), None),
+            n => {
+                let pid = target.pids.first().copied();
+                let (held, cost) =
+                    idle::open(target.addr, n, &self.workloads[t], pid, plan.timeout);
+                (held, Some(cost))
+            }
+        };
         let start = Instant::now() + LEAD;
         let times = Times {
             start,
@@ -266,7 +294,9 @@ impl Bench {
             for h in handles {
                 stats.merge(&h.join().expect("generator thread panicked"));
             }
-            cell_result(stats, plan.duration, &before, &after)
+            let mut result = cell_result(stats, plan.duration, &before, &after);
+            result.idle = idle;
+            result
         })
     }
 }
@@ -297,5 +327,6 @@ fn cell_result(
         server_cpu,
         generator_cpu,
         other_cpu,
+        idle: None,
     }
 }

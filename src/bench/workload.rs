@@ -1,6 +1,8 @@
 //! The requests of a run and what proves each reply right: `keys` keys of
 //! [`KEY_LEN`] bytes, each with a value of its own that never changes, as
-//! memcached text or as etcd JSON-over-HTTP requests. [`populate`] stores
+//! memcached text or as etcd JSON-over-HTTP requests. A get names one key,
+//! or (a multi-get, memcached only) `keys_per_get` consecutive keys: get
+//! `g` names keys `g * keys_per_get` on, and its reply is every value. [`populate`] stores
 //! them all before the load starts, so every `get` has exactly one right
 //! answer and a miss is an error.
 
@@ -17,7 +19,9 @@ pub const KEY_LEN: usize = 32;
 /// Every request and its expected reply, built once per protocol.
 pub struct Workload {
     pub(crate) protocol: Protocol,
+    /// One per group of `keys_per_get` keys.
     pub(crate) get_req: Vec<Vec<u8>>,
+    /// One per key.
     pub(crate) set_req: Vec<Vec<u8>>,
     /// What a `get` of the key must answer: memcached's whole reply; for
     /// etcd, the `"value":"<base64>"` its JSON body must contain (the rest
@@ -66,40 +70,67 @@ fn etcd_range(key: &[u8]) -> Vec<u8> {
 }
 
 impl Workload {
-    pub fn new(protocol: Protocol, keys: usize, value_len: usize) -> Workload {
+    /// The requests for `keys` keys with values of `value_len` bytes, each
+    /// get naming `keys_per_get` of them (more than 1: memcached only).
+    pub fn new(protocol: Protocol, keys: usize, value_len: usize, keys_per_get: usize) -> Workload {
+        let gets = keys.div_ceil(keys_per_get);
         let mut w = Workload {
             protocol,
-            get_req: Vec::with_capacity(keys),
+            get_req: Vec::with_capacity(gets),
             set_req: Vec::with_capacity(keys),
-            get_expected: Vec::with_capacity(keys),
+            get_expected: Vec::with_capacity(gets),
         };
         for i in 0..keys {
             let (k, v) = (key(i), value(i, value_len));
             match protocol {
                 Protocol::Memcached => {
-                    w.get_req.push(format!("get {k}\r\n").into_bytes());
                     let mut set = format!("set {k} 0 0 {value_len}\r\n").into_bytes();
                     set.extend_from_slice(&v);
                     set.extend_from_slice(b"\r\n");
                     w.set_req.push(set);
-                    let mut reply = format!("VALUE {k} 0 {value_len}\r\n").into_bytes();
-                    reply.extend_from_slice(&v);
-                    reply.extend_from_slice(b"\r\nEND\r\n");
-                    w.get_expected.push(reply);
                 }
                 Protocol::EtcdHttp => {
-                    w.get_req.push(etcd_range(k.as_bytes()));
                     w.set_req.push(etcd_put(k.as_bytes(), &v));
+                    w.get_req.push(etcd_range(k.as_bytes()));
                     let expected = format!(r#""value":"{}""#, base64_text(&v));
                     w.get_expected.push(expected.into_bytes());
                 }
+            }
+        }
+        if protocol == Protocol::Memcached {
+            for g in 0..gets {
+                let group = g * keys_per_get..((g + 1) * keys_per_get).min(keys);
+                let mut get = b"get".to_vec();
+                let mut reply = Vec::new();
+                for i in group {
+                    let k = key(i);
+                    get.push(b' ');
+                    get.extend_from_slice(k.as_bytes());
+                    reply.extend_from_slice(format!("VALUE {k} 0 {value_len}\r\n").as_bytes());
+                    reply.extend_from_slice(&value(i, value_len));
+                    reply.extend_from_slice(b"\r\n");
+                }
+                get.extend_from_slice(b"\r\n");
+                reply.extend_from_slice(b"END\r\n");
+                w.get_req.push(get);
+                w.get_expected.push(reply);
             }
         }
         w
     }
 
     pub fn keys(&self) -> usize {
+        self.set_req.len()
+    }
+
+    /// How many different gets there are (groups of keys).
+    pub fn gets(&self) -> usize {
         self.get_req.len()
+    }
+
+    /// The longest reply a request can have.
+    pub fn longest_reply(&self) -> usize {
+        self.get_expected.iter().map(Vec::len).max().unwrap_or(0)
     }
 }
 
@@ -122,7 +153,7 @@ pub fn populate(addr: SocketAddr, w: &Workload, timeout: Duration) -> Result<(),
             .try_for_each(|h| h.join().expect("populate thread panicked"))
     })?;
     let mut s = blocking_connect(addr, timeout)?;
-    let last = w.keys() - 1;
+    let last = w.gets() - 1;
     s.write_all(&w.get_req[last])
         .map_err(|e| format!("write: {e}"))?;
     match read_reply(&mut s, &mut Vec::new(), Expect::Get(last as u32), w)? {
@@ -161,7 +192,7 @@ fn populate_share(
 /// Reads (blocking, within the stream's timeouts) until the reply at the
 /// head of `input` is complete; takes it out of `input` and returns its
 /// outcome and its text.
-fn read_reply(
+pub(crate) fn read_reply(
     s: &mut TcpStream,
     input: &mut Vec<u8>,
     expect: Expect,
@@ -191,7 +222,7 @@ fn read_reply(
 
 /// A blocking connection whose connect, reads and writes each give up
 /// after `timeout`, so a dead or silent server cannot hang the caller.
-fn blocking_connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, String> {
+pub(crate) fn blocking_connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, String> {
     let s = TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("connect: {e}"))?;
     s.set_read_timeout(Some(timeout))
         .and_then(|()| s.set_write_timeout(Some(timeout)))
