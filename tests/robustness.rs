@@ -1351,3 +1351,37 @@ fn memory_returns_near_its_baseline_after_200_connections_moved_1_mib_each_and_w
     );
     check_set_get(&mut idle[199], "still", b"served");
 }
+
+#[test]
+fn connections_waiting_for_their_clients_hold_no_read_or_write_buffer() {
+    let node = start();
+    let mut idle = Vec::new();
+    for i in 0..50 {
+        let mut c = connect(node.port());
+        check_set_get(&mut c, &format!("idle{i}"), b"value");
+        idle.push(c);
+    }
+    // A request split mid-line keeps its connection's read buffer.
+    let mut partial = connect(node.port());
+    partial.write_all(b"get idle").unwrap();
+    let mut asking = connect(node.port());
+    wait_for_connections(&mut asking, 52);
+    // Only the connection asking holds a read buffer and a reply at the
+    // moment `stats` is composed, and the one with half a request (once
+    // the node has read it) its read buffer; the 50 idle ones hold none.
+    let stats = common::poll(Duration::from_secs(10), Duration::from_millis(20), || {
+        let now = stats_on(&mut asking, "stats");
+        match stat_u64(&now, "read_buf_count") {
+            2 => Ok(now),
+            n => Err(format!("{n} read buffers held: {now:?}")),
+        }
+    });
+    assert!(stat_u64(&stats, "response_obj_count") <= 1, "{stats:?}");
+    assert!(
+        stat_u64(&stats, "read_buf_bytes") <= 2 * 16 * 1024,
+        "{stats:?}"
+    );
+    partial.write_all(b"0\r\n").unwrap();
+    let want = get_reply("idle0", 0, b"value");
+    assert_eq!(read_exactly(&mut partial, &want), want);
+}

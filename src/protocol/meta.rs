@@ -78,7 +78,7 @@ impl<'a> Line<'a, '_> {
     /// memcached's token count, key length and flag count; the reply that
     /// refuses the line, if one does.
     fn meta_line_checks(&self, too_many: &'static [u8]) -> Option<Parsed> {
-        let t = &self.tokens;
+        let t = self.tokens;
         if t.ntokens() < 3 {
             return Some(self.error());
         }
@@ -280,7 +280,7 @@ impl<'a> Line<'a, '_> {
 
     /// `me <key> [b]`: memcached reads no other flag.
     fn meta_debug(&self) -> Parsed {
-        let t = &self.tokens;
+        let t = self.tokens;
         if t.ntokens() < 3 || self.key_too_long() {
             return self.reply(reply::BAD_FORMAT, false);
         }
@@ -304,7 +304,7 @@ impl<'a> Line<'a, '_> {
         if let Some(parsed) = self.meta_line_checks(reply::META_TOO_MANY_FLAGS) {
             return Ok(parsed);
         }
-        let t = &self.tokens;
+        let t = self.tokens;
         let length = match t.ntokens() {
             3 => None,
             _ => parse_i32_truncating(t.get(2)).and_then(|l| usize::try_from(l).ok()),

@@ -130,6 +130,7 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Result<Parsed, Incomplete> {
 }
 
 /// [`parse`], saying what an unfinished request waits for.
+#[inline]
 pub fn parse_awaiting(buf: &[u8], limits: &Limits) -> Result<Parsed, Awaiting> {
     let Some(newline) = memchr::memchr(b'\n', buf) else {
         return if buf.len() > Limits::LINE_SCAN_LIMIT && !may_grow(buf, limits) {
@@ -138,7 +139,8 @@ pub fn parse_awaiting(buf: &[u8], limits: &Limits) -> Result<Parsed, Awaiting> {
             Err(Awaiting::More)
         };
     };
-    let line = Line::new(buf, newline, limits, None);
+    let tokens = Tokens::split(line_of(buf, newline));
+    let line = Line::new(&tokens, buf, newline, limits, None);
     line.dispatch()
         .map_err(|Incomplete| match line.awaited_block.get() {
             Some(block_len) => Awaiting::Block {
@@ -149,13 +151,27 @@ pub fn parse_awaiting(buf: &[u8], limits: &Limits) -> Result<Parsed, Awaiting> {
         })
 }
 
+/// The request line of `buf` that ends at `newline`: without its `\r`, cut
+/// at its first NUL.
+fn line_of(buf: &[u8], newline: usize) -> &[u8] {
+    let mut line = &buf[..newline];
+    if line.len() > 1 && line.ends_with(b"\r") {
+        line = &line[..line.len() - 1];
+    }
+    if let Some(nul) = memchr::memchr(0, line) {
+        line = &line[..nul];
+    }
+    line
+}
+
 /// Parses the storage request of `line` (with its newline, as
 /// [`Awaiting::Block`] measured it) whose data block was read apart into
 /// `block` (exactly its `block_len` bytes): `block` becomes the value, not
 /// copied. The request's `consumed` counts the line only.
 pub fn parse_with_block(line: &[u8], block: Vec<u8>, limits: &Limits) -> Parsed {
     let newline = line.len() - 1;
-    let parsed = Line::new(line, newline, limits, Some(block)).dispatch();
+    let tokens = Tokens::split(line_of(line, newline));
+    let parsed = Line::new(&tokens, line, newline, limits, Some(block)).dispatch();
     let mut parsed = parsed.expect("a storage line with its whole block is complete");
     parsed.consumed = line.len();
     parsed
@@ -189,6 +205,7 @@ pub(super) struct Tokens<'a> {
 }
 
 impl<'a> Tokens<'a> {
+    #[inline]
     fn split(line: &'a [u8]) -> Tokens<'a> {
         let mut tokens = Tokens {
             items: [&[]; Limits::MAX_TOKENS],
@@ -240,7 +257,7 @@ impl<'a> Tokens<'a> {
 
 /// One request line being dispatched.
 pub(super) struct Line<'a, 'b> {
-    pub(super) tokens: Tokens<'a>,
+    pub(super) tokens: &'b Tokens<'a>,
     /// Everything after the request line (a storage command's value).
     pub(super) rest: &'a [u8],
     pub(super) line_len: usize,
@@ -253,23 +270,16 @@ pub(super) struct Line<'a, 'b> {
 }
 
 impl<'a, 'b> Line<'a, 'b> {
-    /// The line of `buf` that ends at `newline`: cut at its `\r` and first
-    /// NUL, split into tokens.
+    /// The line of `buf` that ends at `newline`, split into `tokens`.
     fn new(
+        tokens: &'b Tokens<'a>,
         buf: &'a [u8],
         newline: usize,
         limits: &'b Limits,
         apart: Option<Vec<u8>>,
     ) -> Line<'a, 'b> {
-        let mut line = &buf[..newline];
-        if line.len() > 1 && line.ends_with(b"\r") {
-            line = &line[..line.len() - 1];
-        }
-        if let Some(nul) = memchr::memchr(0, line) {
-            line = &line[..nul];
-        }
         Line {
-            tokens: Tokens::split(line),
+            tokens,
             rest: &buf[newline + 1..],
             line_len: newline + 1,
             limits,
@@ -281,7 +291,7 @@ impl<'a, 'b> Line<'a, 'b> {
 
 impl<'a> Line<'a, '_> {
     fn dispatch(&self) -> Result<Parsed, Incomplete> {
-        let t = &self.tokens;
+        let t = self.tokens;
         if t.len == 0 || t.get(0).len() < 2 {
             return Ok(self.error());
         }
@@ -383,7 +393,7 @@ impl<'a> Line<'a, '_> {
 
     /// Flags, exptime and length of a storage command.
     fn storage_numbers(&self) -> Option<(u32, i32, i32)> {
-        let t = &self.tokens;
+        let t = self.tokens;
         Some((
             parse_u32_truncating(t.get(2))?,
             parse_i32_truncating(t.get(3))?,
@@ -481,7 +491,7 @@ impl<'a> Line<'a, '_> {
     }
 
     fn delete(&self) -> Parsed {
-        let t = &self.tokens;
+        let t = self.tokens;
         let n = t.ntokens();
         let mut noreply = false;
         if n > 3 {
@@ -537,7 +547,7 @@ impl<'a> Line<'a, '_> {
     /// memcached's `process_stat`: words after the group's own are
     /// ignored, and there is no `noreply`.
     fn stats(&self) -> Parsed {
-        let t = &self.tokens;
+        let t = self.tokens;
         let group = match t.len {
             1 => StatsGroup::General,
             _ => match t.get(1) {
@@ -562,7 +572,7 @@ impl<'a> Line<'a, '_> {
     }
 
     fn cachedump(&self) -> Parsed {
-        let t = &self.tokens;
+        let t = self.tokens;
         if t.ntokens() < 5 {
             return self.reply(reply::BAD_COMMAND_LINE, false);
         }
@@ -597,7 +607,7 @@ impl<'a> Line<'a, '_> {
     /// class ids (and no `noreply`); `automove` takes a level of 0, 1 or 2,
     /// or `ratio` and a number, and `noreply` silences its errors too.
     fn slabs(&self) -> Parsed {
-        let t = &self.tokens;
+        let t = self.tokens;
         let n = t.ntokens();
         if n == 5 && t.get(1) == b"reassign" {
             let ids = (

@@ -104,6 +104,7 @@ impl<E: Engine> Server<E> {
             durable: self.durable.as_ref(),
             listener: self.listener.as_ref(),
             conns: &self.conns,
+            spare_buffers: &self.spare_buffers,
             asking: token,
         }
     }

@@ -87,7 +87,7 @@ impl<E: Engine> Server<E> {
             Action::Close => {
                 let conn = &mut self.conns[token];
                 log::debug!("client {}: a binary request with a bad magic", conn.addr);
-                conn.discard_since_flush_point();
+                conn.discard_since_flush_point(&mut self.spent);
                 conn.close_when_flushed = true;
                 return true;
             }

@@ -183,7 +183,7 @@ impl<E: Engine> Server<E> {
             if may_read && conn.backpressured() {
                 conn.stalled = true;
             } else if may_read {
-                match conn.read_chunk(&mut self.read_buffers) {
+                match conn.read_chunk(&mut self.spare_buffers) {
                     Ok((0, _)) => conn.read_closed = true,
                     Ok((n, asked)) => {
                         self.counters.bytes_read += n as u64;
@@ -208,7 +208,10 @@ impl<E: Engine> Server<E> {
             }
         }
         if let Some(conn) = self.conns.get_mut(token) {
-            conn.give_back_input(&mut self.read_buffers);
+            conn.give_back_buffers(&mut self.spare_buffers, &mut self.spent);
+            if !self.spent.is_empty() {
+                self.backend.recycle(&mut self.spent);
+            }
         }
         self.settle(token)
     }
@@ -297,7 +300,7 @@ impl<E: Engine> Server<E> {
                     let asked = asked_now(CommandKind::Other);
                     self.counters.ops += 1;
                     if discards_unflushed {
-                        conn.discard_since_flush_point();
+                        conn.discard_since_flush_point(&mut self.spent);
                     }
                     if !silent {
                         conn.reply(|out| out.extend_from_slice(text));
@@ -312,7 +315,7 @@ impl<E: Engine> Server<E> {
                     self.latencies.observe(asked);
                 }
                 Action::Close => {
-                    conn.discard_since_flush_point();
+                    conn.discard_since_flush_point(&mut self.spent);
                     conn.close_when_flushed = true;
                 }
                 Action::Admin { command, noreply } => {
@@ -386,11 +389,11 @@ impl<E: Engine> Server<E> {
         if conn.id != reply_to.session {
             return false;
         }
-        let Some(asked) = conn.fill_slot(reply_to.slot, reply) else {
+        let Some(asked) = conn.fill_slot(reply_to.slot, reply, &mut self.spent) else {
             return false;
         };
         self.latencies.observe(asked);
-        self.backend.recycle(&mut conn.spent);
+        self.backend.recycle(&mut self.spent);
         self.dirty.push(token);
         true
     }
@@ -409,7 +412,13 @@ impl<E: Engine> Server<E> {
                 continue;
             }
             match conn.flush() {
-                Ok(n) => self.counters.bytes_written += n as u64,
+                Ok(n) => {
+                    self.counters.bytes_written += n as u64;
+                    conn.give_back_buffers(&mut self.spare_buffers, &mut self.spent);
+                    if !self.spent.is_empty() {
+                        self.backend.recycle(&mut self.spent);
+                    }
+                }
                 Err(e) => {
                     log::debug!("client connection {token}: {e}");
                     self.close(token);
@@ -446,7 +455,6 @@ impl<E: Engine> Server<E> {
     pub(super) fn close(&mut self, token: usize) {
         if let Some(mut conn) = self.conns.try_remove(token) {
             let _ = self.poll.registry().deregister(&mut conn.stream);
-            conn.give_back_input(&mut self.read_buffers);
             self.counters.curr_connections -= 1;
             log::debug!("client {} closed", conn.addr);
         }

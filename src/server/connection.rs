@@ -12,17 +12,18 @@
 //! binary request's slot also holds how its text reply becomes its binary
 //! response, which is made as the reply fills the slot.
 //!
-//! Buffers, and what an idle connection holds. The read buffer is lent from
-//! the node's [`ReadBuffers`] while the connection has input at hand, and
-//! given back once every byte read is parsed, so a connection that waits
-//! for its client holds no read buffer at all. A storage command's data
+//! Buffers, and what an idle connection holds. The read buffer and the
+//! slot queue are lent from the node's [`SpareBuffers`] while the
+//! connection has work, and given back once every byte read is parsed and
+//! every reply written (the output goes back to the store's reply
+//! buffers), so a connection that waits for its client holds no buffer at
+//! all: only this struct. A storage command's data
 //! block longer than a read chunk is not read through that buffer: the
 //! parser names its length ([`protocol::Awaiting::Block`]) and the block is
 //! read straight into a buffer of its own, which becomes the value (no
 //! copy, no growing of the read buffer by steps). On the way out, a reply
 //! that finds the output empty becomes the output (no copy), and an output
-//! grown past [`OUTPUT_KEPT`] is freed once written: after a big value, a
-//! connection shrinks back to a few hundred bytes. A client that moves big
+//! grown past [`OUTPUT_KEPT`] is freed once written. A client that moves big
 //! values all the time costs no reallocation of these buffers per request:
 //! the buffers that grow are the value's and the reply's own.
 //!
@@ -59,26 +60,46 @@ const READ_CHUNK: usize = 16 * 1024;
 /// An output buffer larger than this is freed once written out, so a
 /// connection goes back to holding little after a big reply.
 pub const OUTPUT_KEPT: usize = 16 * 1024;
-/// Spare read buffers the node keeps for the next connection with input.
-const SPARE_READ_BUFFERS: usize = 64;
+/// Spare buffers of each kind the node keeps for the next connection with input.
+const SPARE_BUFFERS: usize = 64;
 
-/// The read buffers of the node's connections, lent to a connection only
-/// while it has input at hand.
+/// The buffers a connection needs only while it has work, lent by the
+/// node: read buffers and reply-slot queues. A connection gives them back
+/// when it waits for its client, so an idle one holds neither, and a busy
+/// one takes them from here again without allocating.
 #[derive(Default)]
-pub struct ReadBuffers {
-    spare: Vec<Vec<u8>>,
+pub struct SpareBuffers {
+    reads: Vec<Vec<u8>>,
+    slot_queues: Vec<VecDeque<Slot>>,
 }
 
-impl ReadBuffers {
+impl SpareBuffers {
     /// A zeroed buffer of [`READ_CHUNK`] bytes (zeroed once, when made).
-    fn lend(&mut self) -> Vec<u8> {
-        self.spare.pop().unwrap_or_else(|| vec![0; READ_CHUNK])
+    fn lend_read(&mut self) -> Vec<u8> {
+        self.reads.pop().unwrap_or_else(|| vec![0; READ_CHUNK])
     }
 
-    /// Takes a buffer back; one grown for a long line is freed instead.
-    fn take_back(&mut self, buffer: Vec<u8>) {
-        if buffer.len() == READ_CHUNK && self.spare.len() < SPARE_READ_BUFFERS {
-            self.spare.push(buffer);
+    /// Takes a read buffer back; one grown for a long line is freed instead.
+    fn take_back_read(&mut self, buffer: Vec<u8>) {
+        if buffer.len() == READ_CHUNK && self.reads.len() < SPARE_BUFFERS {
+            self.reads.push(buffer);
+        }
+    }
+
+    /// Bytes of the spare read buffers.
+    pub fn spare_read_bytes(&self) -> usize {
+        self.reads.iter().map(Vec::len).sum()
+    }
+
+    fn lend_slots(&mut self) -> VecDeque<Slot> {
+        self.slot_queues.pop().unwrap_or_default()
+    }
+
+    /// Takes an empty slot queue back; one grown past [`MAX_IN_FLIGHT`]'s
+    /// worth (it never is: reading stops there) is freed.
+    fn take_back_slots(&mut self, slots: VecDeque<Slot>) {
+        if slots.capacity() <= MAX_IN_FLIGHT && self.slot_queues.len() < SPARE_BUFFERS {
+            self.slot_queues.push(slots);
         }
     }
 }
@@ -143,8 +164,6 @@ pub struct Connection {
     first_slot: u64,
     /// Bytes of the `Ready` replies in `slots`.
     slot_bytes: usize,
-    /// Reply buffers already copied to `output`, for the store to reuse.
-    pub spent: Vec<Vec<u8>>,
     flush_point: FlushPoint,
     /// Bytes of an oversized value still to be discarded.
     pub swallow: usize,
@@ -187,7 +206,6 @@ impl Connection {
             slots: VecDeque::new(),
             first_slot: 0,
             slot_bytes: 0,
-            spent: Vec::new(),
             flush_point: FlushPoint { slot: 0, output: 0 },
             swallow: 0,
             read_closed: false,
@@ -204,7 +222,7 @@ impl Connection {
     /// connection holds none), or into the data block being read apart:
     /// `Ok((read, asked))`; `read == 0` is EOF, `read < asked` means the
     /// socket had no more.
-    pub fn read_chunk(&mut self, buffers: &mut ReadBuffers) -> io::Result<(usize, usize)> {
+    pub fn read_chunk(&mut self, buffers: &mut SpareBuffers) -> io::Result<(usize, usize)> {
         if let Some(block) = self.block.as_mut().filter(|b| b.filled < b.bytes.len()) {
             let asked = block.bytes.len() - block.filled;
             let n = self.stream.read(&mut block.bytes[block.filled..])?;
@@ -212,7 +230,10 @@ impl Connection {
             return Ok((n, asked));
         }
         if self.input.is_empty() {
-            self.input = buffers.lend();
+            self.input = buffers.lend_read();
+        }
+        if self.slots.capacity() == 0 {
+            self.slots = buffers.lend_slots();
         }
         self.make_room();
         let asked = self.input.len() - self.filled;
@@ -221,13 +242,25 @@ impl Connection {
         Ok((n, asked))
     }
 
-    /// Gives the read buffer back once everything read has been parsed: a
-    /// connection waiting for its client holds none.
-    pub fn give_back_input(&mut self, buffers: &mut ReadBuffers) {
+    /// Gives back what the connection holds only while it has work: the
+    /// read buffer once everything read is parsed, the slot queue once no
+    /// reply is owed, the output (to `spent`, for the store's replies) once
+    /// written. A connection waiting for its client then holds none.
+    pub fn give_back_buffers(&mut self, buffers: &mut SpareBuffers, spent: &mut Vec<Vec<u8>>) {
+        let holds = self.input.len() | self.slots.capacity() | self.output.capacity();
+        if holds == 0 {
+            return;
+        }
         if self.parsed_to == self.filled && !self.input.is_empty() {
             self.parsed_to = 0;
             self.filled = 0;
-            buffers.take_back(std::mem::take(&mut self.input));
+            buffers.take_back_read(std::mem::take(&mut self.input));
+        }
+        if self.slots.is_empty() && self.slots.capacity() > 0 {
+            buffers.take_back_slots(std::mem::take(&mut self.slots));
+        }
+        if self.output.is_empty() && self.output.capacity() > 0 {
+            spent.push(std::mem::take(&mut self.output));
         }
     }
 
@@ -253,31 +286,47 @@ impl Connection {
         }
     }
 
-    /// Parses the next text request, or says why not yet (`None`: more
-    /// input is needed). A data block longer than a read chunk is then
-    /// read apart, into the buffer that becomes the value; the parse that
-    /// follows its last byte takes it.
+    /// Parses the next text request; `None`: more input is needed. A data
+    /// block longer than a read chunk is then read apart, into the buffer
+    /// that becomes the value; the parse that follows its last byte takes it.
+    #[inline]
     pub fn parse_next(&mut self, limits: &Limits) -> Option<Parsed> {
-        if let Some(block) = &self.block {
-            if block.filled < block.bytes.len() {
-                return None;
-            }
-            let Block {
-                line_len, bytes, ..
-            } = self.block.take()?;
-            let line = &self.input[self.parsed_to..self.parsed_to + line_len];
-            return Some(protocol::parse_with_block(line, bytes, limits));
+        if self.block.is_some() {
+            return self.parse_block(limits);
         }
         match protocol::parse_awaiting(self.unparsed(), limits) {
             Ok(parsed) => Some(parsed),
-            Err(Awaiting::Block {
-                line_len,
-                block_len,
-            }) if block_len > READ_CHUNK => {
-                self.read_block_apart(line_len, block_len);
+            Err(awaiting) => {
+                self.await_more(awaiting);
                 None
             }
-            Err(_) => None,
+        }
+    }
+
+    /// The request whose block is being read apart, once all of it is here.
+    fn parse_block(&mut self, limits: &Limits) -> Option<Parsed> {
+        let block = self.block.as_ref()?;
+        if block.filled < block.bytes.len() {
+            return None;
+        }
+        let Block {
+            line_len, bytes, ..
+        } = self.block.take()?;
+        let line = &self.input[self.parsed_to..self.parsed_to + line_len];
+        Some(protocol::parse_with_block(line, bytes, limits))
+    }
+
+    /// A request waits for more input: a data block longer than a read
+    /// chunk is read apart.
+    fn await_more(&mut self, awaiting: Awaiting) {
+        if let Awaiting::Block {
+            line_len,
+            block_len,
+        } = awaiting
+        {
+            if block_len > READ_CHUNK {
+                self.read_block_apart(line_len, block_len);
+            }
         }
     }
 
@@ -361,7 +410,13 @@ impl Connection {
 
     /// Fills a waiting slot; a slot already answered (timed out) or dropped
     /// is left alone. Returns what was asked, if the reply was taken.
-    pub fn fill_slot(&mut self, slot: u64, reply: Vec<u8>) -> Option<Asked> {
+    /// Reply buffers done with go to `spent`, for the store to reuse.
+    pub fn fill_slot(
+        &mut self,
+        slot: u64,
+        reply: Vec<u8>,
+        spent: &mut Vec<Vec<u8>>,
+    ) -> Option<Asked> {
         let index = self.waiting_index(slot)?;
         let Slot::Waiting { asked, binary } =
             std::mem::replace(&mut self.slots[index], Slot::Dropped)
@@ -374,19 +429,20 @@ impl Connection {
                 if responder.respond(&reply, &mut response) {
                     self.mark_flush_point_after(slot);
                 }
-                self.spent.push(reply);
+                spent.push(reply);
                 response
             }
             None => reply,
         };
         self.slot_bytes += reply.len();
         self.slots[index] = Slot::Ready(reply);
-        self.release_ready();
+        self.release_ready(spent);
         Some(asked)
     }
 
-    /// Moves the replies at the head of the queue that are no longer waiting to the output.
-    fn release_ready(&mut self) {
+    /// Moves the replies at the head of the queue that are no longer
+    /// waiting to the output; their buffers go to `spent`.
+    fn release_ready(&mut self, spent: &mut Vec<Vec<u8>>) {
         while self
             .slots
             .front()
@@ -400,7 +456,10 @@ impl Connection {
                 } else {
                     self.output.extend_from_slice(&bytes);
                 }
-                self.spent.push(bytes);
+                // An unallocated buffer would only cost the store a malloc.
+                if bytes.capacity() > 0 {
+                    spent.push(bytes);
+                }
             }
             self.first_slot += 1;
             if self.first_slot == self.flush_point.slot {
@@ -431,7 +490,7 @@ impl Connection {
 
     /// Drops every reply made since the last flush point, as memcached does
     /// when a `get` fails on a long key or the connection is closed.
-    pub fn discard_since_flush_point(&mut self) {
+    pub fn discard_since_flush_point(&mut self, spent: &mut Vec<Vec<u8>>) {
         let point = self.flush_point;
         if point.slot <= self.first_slot {
             // Nothing was waiting at the point, so the output grew after it.
@@ -444,7 +503,7 @@ impl Connection {
             }
             *slot = Slot::Dropped;
         }
-        self.release_ready();
+        self.release_ready(spent);
     }
 
     /// Writes queued output until done or the socket would block; returns

@@ -55,7 +55,7 @@ use crate::config::{ClusterConfig, KvType, NodeConfig};
 use crate::durability::{Durable, Recovering, Wait};
 use crate::protocol::{self, reply};
 use backlog::Backlog;
-use connection::{Connection, ReadBuffers};
+use connection::{Connection, SpareBuffers};
 use latency::Latencies;
 use metrics::MetricsEndpoint;
 use peers::{Identity, LinkEvent, PeerAddress, Peers};
@@ -115,8 +115,10 @@ pub struct Server<E: Engine> {
     accept_more: bool,
     signals: Signals,
     conns: Slab<Connection>,
-    /// Read buffers, lent to the connections that have input at hand.
-    read_buffers: ReadBuffers,
+    /// Read buffers and slot queues, lent to the connections that have work.
+    spare_buffers: SpareBuffers,
+    /// Reply buffers the connections are done with, for the store to reuse.
+    spent: Vec<Vec<u8>>,
     /// Client sessions opened so far (part of each session's name).
     sessions: u64,
     backend: Backend<E::Replica>,
@@ -223,7 +225,8 @@ impl<E: Engine> Server<E> {
             accept_more: false,
             signals,
             conns: Slab::new(),
-            read_buffers: ReadBuffers::default(),
+            spare_buffers: SpareBuffers::default(),
+            spent: Vec::new(),
             sessions: 0,
             backend,
             durable,

@@ -23,7 +23,7 @@ use std::time::Instant;
 use mio::net::TcpListener;
 use slab::Slab;
 
-use super::connection::Connection;
+use super::connection::{Connection, SpareBuffers};
 use super::peers::Peers;
 use super::process;
 use crate::cluster::membership::Millis;
@@ -127,6 +127,7 @@ pub struct Report<'a, E: Engine> {
     /// The client listener; `None` once the node stops accepting.
     pub listener: Option<&'a TcpListener>,
     pub conns: &'a Slab<Connection>,
+    pub spare_buffers: &'a SpareBuffers,
     /// The connection that asked.
     pub asking: usize,
 }
@@ -264,7 +265,9 @@ impl<E: Engine> Report<'_, E> {
     }
 
     /// memcached's read buffers and response objects are the connections'
-    /// read and write buffers here; none is pooled, none failed to allocate.
+    /// read and write buffers here (a connection waiting for its client
+    /// holds neither); the free read buffers are the node's spare ones;
+    /// none failed to allocate.
     fn buffers(&self, out: &mut Vec<u8>) {
         let (mut reads, mut read_bytes, mut writes, mut write_bytes) = (0, 0, 0, 0);
         for (_, conn) in self.conns.iter() {
@@ -279,7 +282,8 @@ impl<E: Engine> Report<'_, E> {
         reply::stat(out, "response_obj_bytes", write_bytes);
         reply::stat(out, "read_buf_count", reads);
         reply::stat(out, "read_buf_bytes", read_bytes);
-        reply::stat(out, "read_buf_bytes_free", 0);
+        let free = self.spare_buffers.spare_read_bytes() as u64;
+        reply::stat(out, "read_buf_bytes_free", free);
         reply::stat(out, "read_buf_oom", 0);
     }
 
