@@ -57,7 +57,7 @@
 //! | `grid` (default) | every combination of `--conns`, `--mix`, `--depth` (and `--rate`, `--idle-conns`), with `--keys`, `--value-size`, `--keys-per-get` |
 //! | `big-values` | 16 KiB values (1,000 keys), then 512 KiB values (100 keys): 50 connections, 90/10, depth 1 |
 //! | `multi-get` | gets of 100 keys each (10,000 keys of 100 B): 50 connections, 90/10, depth 1 |
-//! | `idle-conns` | 10,000 idle connections open (each made one get) and 50 busy: 90/10, depth 1, 100 B values; the servers' memory per idle connection |
+//! | `idle-conns` | 50 busy connections, 90/10, depth 1, 100 B values, alone and then with 10,000 idle connections open (each made one get); the servers' memory per idle connection |
 //! | `issue16` | `idle-conns`, `big-values` and `multi-get` |
 //!
 //! Each suite's plan is stored and run in turn against the same servers,
@@ -209,7 +209,7 @@ const IDLE_CONNS: usize = 10_000;
 /// flags as given; issue 16's cells set their own load and keep only the
 /// durations, threads and timeout of the flags.
 fn suite_loads(names: &[SuiteName], given: &LoadArgs) -> Vec<LoadArgs> {
-    let cell = |value_size: usize, keys: usize, keys_per_get: usize, idle: usize| LoadArgs {
+    let cell = |value_size: usize, keys: usize, keys_per_get: usize, idle: &[usize]| LoadArgs {
         conns: vec![50],
         mix: vec![90],
         depth: vec![1],
@@ -217,7 +217,7 @@ fn suite_loads(names: &[SuiteName], given: &LoadArgs) -> Vec<LoadArgs> {
         keys,
         value_size,
         keys_per_get,
-        idle_conns: vec![idle],
+        idle_conns: idle.to_vec(),
         ..given.clone()
     };
     let mut loads = Vec::new();
@@ -236,11 +236,12 @@ fn suite_loads(names: &[SuiteName], given: &LoadArgs) -> Vec<LoadArgs> {
             match suite {
                 SuiteName::Grid => loads.push(given.clone()),
                 SuiteName::BigValues => {
-                    loads.push(cell(16 * 1024, 1_000, 1, 0));
-                    loads.push(cell(512 * 1024, 100, 1, 0));
+                    loads.push(cell(16 * 1024, 1_000, 1, &[0]));
+                    loads.push(cell(512 * 1024, 100, 1, &[0]));
                 }
-                SuiteName::MultiGet => loads.push(cell(100, 10_000, 100, 0)),
-                SuiteName::IdleConns => loads.push(cell(100, 10_000, 1, IDLE_CONNS)),
+                SuiteName::MultiGet => loads.push(cell(100, 10_000, 100, &[0])),
+                // The same cell without them first: the ratio to compare with.
+                SuiteName::IdleConns => loads.push(cell(100, 10_000, 1, &[0, IDLE_CONNS])),
                 SuiteName::Issue16 => unreachable!("expanded above"),
             }
         }
