@@ -60,8 +60,12 @@ const READ_CHUNK: usize = 16 * 1024;
 /// An output buffer larger than this is freed once written out, so a
 /// connection goes back to holding little after a big reply.
 pub const OUTPUT_KEPT: usize = 16 * 1024;
-/// Spare buffers of each kind the node keeps for the next connection with input.
+/// Spare slot queues the node keeps for the next connection with input.
 const SPARE_BUFFERS: usize = 64;
+/// Bytes of spare read buffers the node keeps: 64 of [`READ_CHUNK`], or
+/// fewer when some grew for long lines (kept too, so a client that sends
+/// long multi-get lines all the time does not regrow one per request).
+const SPARE_READ_BYTES: usize = 64 * READ_CHUNK;
 
 /// The buffers a connection needs only while it has work, lent by the
 /// node: read buffers and reply-slot queues. A connection gives them back
@@ -70,25 +74,34 @@ const SPARE_BUFFERS: usize = 64;
 #[derive(Default)]
 pub struct SpareBuffers {
     reads: Vec<Vec<u8>>,
+    /// Bytes of `reads`.
+    read_bytes: usize,
     slot_queues: Vec<VecDeque<Slot>>,
 }
 
 impl SpareBuffers {
-    /// A zeroed buffer of [`READ_CHUNK`] bytes (zeroed once, when made).
+    /// A zeroed buffer of at least [`READ_CHUNK`] bytes (zeroed once, when made).
     fn lend_read(&mut self) -> Vec<u8> {
-        self.reads.pop().unwrap_or_else(|| vec![0; READ_CHUNK])
+        match self.reads.pop() {
+            Some(buffer) => {
+                self.read_bytes -= buffer.len();
+                buffer
+            }
+            None => vec![0; READ_CHUNK],
+        }
     }
 
-    /// Takes a read buffer back; one grown for a long line is freed instead.
+    /// Takes a read buffer back, unless the spares hold enough bytes.
     fn take_back_read(&mut self, buffer: Vec<u8>) {
-        if buffer.len() == READ_CHUNK && self.reads.len() < SPARE_BUFFERS {
+        if self.read_bytes + buffer.len() <= SPARE_READ_BYTES {
+            self.read_bytes += buffer.len();
             self.reads.push(buffer);
         }
     }
 
     /// Bytes of the spare read buffers.
     pub fn spare_read_bytes(&self) -> usize {
-        self.reads.iter().map(Vec::len).sum()
+        self.read_bytes
     }
 
     fn lend_slots(&mut self) -> VecDeque<Slot> {
@@ -568,5 +581,32 @@ impl Connection {
     pub fn buffer_bytes(&self) -> (usize, usize) {
         let block = self.block.as_ref().map_or(0, |b| b.bytes.len());
         (self.input.len() + block, self.output.capacity())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spare_read_buffers_are_reused_grown_or_not_within_their_byte_budget() {
+        let mut spare = SpareBuffers::default();
+        let fresh = spare.lend_read();
+        assert_eq!(fresh.len(), READ_CHUNK);
+        let mut grown = fresh;
+        grown.resize(4 * READ_CHUNK, 0);
+        let at = grown.as_ptr();
+        spare.take_back_read(grown);
+        // The grown buffer is lent again as it is: no regrowth per request.
+        let again = spare.lend_read();
+        assert_eq!((again.as_ptr(), again.len()), (at, 4 * READ_CHUNK));
+        assert_eq!(spare.spare_read_bytes(), 0);
+        // Past the budget, buffers given back are freed.
+        for _ in 0..SPARE_READ_BYTES / READ_CHUNK + 5 {
+            spare.take_back_read(vec![0; READ_CHUNK]);
+        }
+        assert_eq!(spare.spare_read_bytes(), SPARE_READ_BYTES);
+        spare.take_back_read(again);
+        assert_eq!(spare.spare_read_bytes(), SPARE_READ_BYTES);
     }
 }
