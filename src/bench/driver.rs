@@ -263,11 +263,26 @@ impl Conn {
         Ok(())
     }
 
-    /// Reads until the socket is empty, then takes every complete reply.
+    /// Reads until the socket is empty, taking every complete reply each
+    /// time the input buffer fills (pipelined big replies outgrow it).
     fn receive(&mut self, w: &Workload, times: &Times, stats: &mut Stats) -> io::Result<()> {
-        self.read_available(stats)?;
+        loop {
+            let full = self.read_available(stats)?;
+            let taken = self.take_replies(w, times, stats)?;
+            if !full {
+                return Ok(());
+            }
+            if !taken {
+                return Err(io::Error::other("reply larger than the input buffer"));
+            }
+        }
+    }
+
+    /// Takes every complete reply in the input buffer; whether it took any.
+    fn take_replies(&mut self, w: &Workload, times: &Times, stats: &mut Stats) -> io::Result<bool> {
         let now = Instant::now();
         let since_measure = times.since_measure(now);
+        let mut taken = false;
         while let Some(p) = self.inflight.front() {
             match frame(&self.input[self.in_start..self.in_end], p.expect, w) {
                 Framing::Incomplete => break,
@@ -276,6 +291,7 @@ impl Conn {
                 }
                 Framing::Done(outcome, used) => {
                     self.in_start += used;
+                    taken = true;
                     match outcome {
                         Outcome::Ok => {
                             stats.record_ok(now.saturating_duration_since(p.due), since_measure)
@@ -293,17 +309,19 @@ impl Conn {
         } else if self.inflight.is_empty() {
             return Err(io::Error::other("unsolicited bytes from the server"));
         }
-        Ok(())
+        Ok(taken)
     }
 
-    fn read_available(&mut self, stats: &mut Stats) -> io::Result<()> {
+    /// Reads until the socket is empty (`Ok(false)`) or the input buffer is
+    /// full of unparsed bytes (`Ok(true)`).
+    fn read_available(&mut self, stats: &mut Stats) -> io::Result<bool> {
         let Some(stream) = self.stream.as_mut() else {
-            return Ok(());
+            return Ok(false);
         };
         loop {
             if self.in_end == self.input.len() {
                 if self.in_start == 0 {
-                    return Err(io::Error::other("reply larger than the input buffer"));
+                    return Ok(true);
                 }
                 self.input.copy_within(self.in_start..self.in_end, 0);
                 self.in_end -= self.in_start;
@@ -319,10 +337,10 @@ impl Conn {
                     // triggering, new bytes bring a new event, so the read
                     // that would only say WouldBlock is saved (as tokio does).
                     if n < room {
-                        return Ok(());
+                        return Ok(false);
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
