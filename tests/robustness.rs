@@ -1385,3 +1385,52 @@ fn connections_waiting_for_their_clients_hold_no_read_or_write_buffer() {
     let want = get_reply("idle0", 0, b"value");
     assert_eq!(read_exactly(&mut partial, &want), want);
 }
+
+#[test]
+fn pipelined_big_and_small_replies_leave_in_request_order_byte_exact() {
+    let node = start_for_big_values();
+    let mut c = connect(node.port());
+    let (a, b) = (big_value(4, MIB), big_value(5, 700_000));
+    for (key, value) in [("a", &a), ("b", &b), ("s", &b"small".to_vec())] {
+        let stored = roundtrip(&mut c, &set_request(key, value), b"\r\n");
+        assert_eq!(stored, b"STORED\r\n");
+    }
+    // Big replies behind small ones and small ones behind big ones, all
+    // in one write, then a set and a miss.
+    let mut requests =
+        b"get s\r\nget a\r\nget s\r\nget b\r\nget a\r\nget b\r\nversion\r\n".to_vec();
+    requests.extend_from_slice(&set_request("s", b"again"));
+    requests.extend_from_slice(b"get nothing\r\nget s a\r\n");
+    c.write_all(&requests).unwrap();
+    let small = get_reply("s", 0, b"small");
+    let mut want = Vec::new();
+    for part in [
+        &small,
+        &get_reply("a", 0, &a),
+        &small,
+        &get_reply("b", 0, &b),
+        &get_reply("a", 0, &a),
+        &get_reply("b", 0, &b),
+    ] {
+        want.extend_from_slice(part);
+    }
+    let mut tail = b"STORED\r\nEND\r\n".to_vec();
+    tail.extend_from_slice(format!("VALUE s 0 5\r\nagain\r\nVALUE a 0 {MIB}\r\n").as_bytes());
+    tail.extend_from_slice(&a);
+    tail.extend_from_slice(b"\r\nEND\r\n");
+    let at_least = want.len() + tail.len();
+    let got = read_until(&mut c, Duration::from_secs(10), |g| {
+        g.len() >= at_least && g.ends_with(&tail)
+    });
+    assert!(got.len() >= at_least, "only {} bytes came", got.len());
+    assert!(
+        got[..want.len()] == want,
+        "the gets' replies differ or are out of order"
+    );
+    let version = &got[want.len()..got.len() - tail.len()];
+    assert!(
+        version.starts_with(b"VERSION ") && version.ends_with(b"\r\n"),
+        "between the gets and the set: {:?}",
+        String::from_utf8_lossy(version)
+    );
+}

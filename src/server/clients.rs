@@ -200,7 +200,7 @@ impl<E: Engine> Server<E> {
             }
             self.process_input(token);
             let conn = &mut self.conns[token];
-            self.counters.bytes_written += conn.flush()? as u64;
+            self.counters.bytes_written += conn.flush(&mut self.spent)? as u64;
             // Go round again while input comes, or when writing lifted the
             // back-pressure that held input back.
             if !got_input && !conn.may_resume() {
@@ -411,7 +411,7 @@ impl<E: Engine> Server<E> {
                 self.service(token);
                 continue;
             }
-            match conn.flush() {
+            match conn.flush(&mut self.spent) {
                 Ok(n) => {
                     self.counters.bytes_written += n as u64;
                     conn.give_back_buffers(&mut self.spare_buffers, &mut self.spent);

@@ -454,13 +454,21 @@ impl Connection {
     }
 
     /// Moves the replies at the head of the queue that are no longer
-    /// waiting to the output; their buffers go to `spent`.
+    /// waiting to the output; their buffers go to `spent`. A reply longer
+    /// than [`OUTPUT_KEPT`] stays at the head while the output holds
+    /// others: [`Connection::flush`] moves it in, not copied, once those
+    /// are written.
     fn release_ready(&mut self, spent: &mut Vec<Vec<u8>>) {
-        while self
-            .slots
-            .front()
-            .is_some_and(|s| !matches!(s, Slot::Waiting { .. }))
-        {
+        loop {
+            match self.slots.front() {
+                Some(Slot::Waiting { .. }) | None => return,
+                Some(Slot::Ready(bytes))
+                    if bytes.len() > OUTPUT_KEPT && !self.output.is_empty() =>
+                {
+                    return
+                }
+                Some(_) => {}
+            }
             if let Some(Slot::Ready(mut bytes)) = self.slots.pop_front() {
                 self.slot_bytes -= bytes.len();
                 if self.output.is_empty() {
@@ -519,30 +527,36 @@ impl Connection {
         self.release_ready(spent);
     }
 
-    /// Writes queued output until done or the socket would block; returns
-    /// the bytes written.
-    pub fn flush(&mut self) -> io::Result<usize> {
+    /// Writes queued output until done or the socket would block, moving
+    /// in the big replies held back behind it as it empties; returns the
+    /// bytes written. Reply buffers done with go to `spent`.
+    pub fn flush(&mut self, spent: &mut Vec<Vec<u8>>) -> io::Result<usize> {
         // TLS records first (a handshake's, or what a full socket held back).
         self.stream.flush()?;
-        let start = self.written_to;
-        while self.written_to < self.output.len() {
-            match self.stream.write(&self.output[self.written_to..]) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => self.written_to += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) => return Err(e),
+        let mut written = 0;
+        loop {
+            while self.written_to < self.output.len() {
+                match self.stream.write(&self.output[self.written_to..]) {
+                    Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                    Ok(n) => {
+                        self.written_to += n;
+                        written += n;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(written),
+                    Err(e) => return Err(e),
+                }
             }
-        }
-        let written = self.written_to - start;
-        if self.written_to == self.output.len() {
             self.written_to = 0;
             match self.output.capacity() > OUTPUT_KEPT {
                 true => self.output = Vec::new(),
                 false => self.output.clear(),
             }
+            self.release_ready(spent);
+            if self.output.is_empty() {
+                return Ok(written);
+            }
         }
-        Ok(written)
     }
 
     /// Replies, or TLS records, wait for the socket.
@@ -570,8 +584,9 @@ impl Connection {
         self.slots.is_empty() && !self.has_unsent_output()
     }
 
-    /// Some request still waits for its reply (the queue's head waits:
-    /// ready replies at the head have moved to the output).
+    /// Some request still waits for its reply, or a big reply waits to
+    /// move to the output (ready replies at the head have moved there,
+    /// but a big one held back behind it).
     pub fn owes_replies(&self) -> bool {
         !self.slots.is_empty()
     }
