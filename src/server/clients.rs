@@ -58,6 +58,13 @@ pub(super) fn token_of(session: u64) -> usize {
 /// heartbeats and the clients already connected are served.
 const TLS_ACCEPTS_PER_PASS: usize = 64;
 
+/// Rounds of read, parse, write one connection gets per turn (memcached's
+/// `reqs_per_event`, in reads): a client that keeps its socket busy, by
+/// pipelining big values say, would otherwise keep the loop to itself,
+/// since its reads never come up short and its writes never block. One
+/// that uses its turn up is serviced again after the next poll.
+const PASSES_PER_TURN: usize = 8;
+
 impl<E: Engine> Server<E> {
     /// Takes new client connections until none wait, or (with client TLS)
     /// a pass's batch is taken: then `accept_more` asks the loop to come
@@ -174,7 +181,7 @@ impl<E: Engine> Server<E> {
     }
 
     fn service_io(&mut self, token: usize) -> io::Result<()> {
-        loop {
+        for pass in 1.. {
             let Some(conn) = self.conns.get_mut(token) else {
                 return Ok(());
             };
@@ -204,6 +211,10 @@ impl<E: Engine> Server<E> {
             // Go round again while input comes, or when writing lifted the
             // back-pressure that held input back.
             if !got_input && !conn.may_resume() {
+                break;
+            }
+            if pass == PASSES_PER_TURN {
+                self.yielded.push(token);
                 break;
             }
         }

@@ -113,6 +113,10 @@ pub struct Server<E: Engine> {
     client_tls: Option<Arc<rustls::ServerConfig>>,
     /// Connections still wait to be accepted after a pass's batch.
     accept_more: bool,
+    /// Client connections that used their turn with work left (see
+    /// `clients::PASSES_PER_TURN`): serviced again after the next poll,
+    /// which then does not wait.
+    yielded: Vec<usize>,
     signals: Signals,
     conns: Slab<Connection>,
     /// Read buffers and slot queues, lent to the connections that have work.
@@ -223,6 +227,7 @@ impl<E: Engine> Server<E> {
             listener: Some(listener),
             client_tls,
             accept_more: false,
+            yielded: Vec::new(),
             signals,
             conns: Slab::new(),
             spare_buffers: SpareBuffers::default(),
@@ -278,7 +283,7 @@ impl<E: Engine> Server<E> {
                 .front()
                 .map(|(at, _)| at.saturating_duration_since(now));
             let timeout = match (self.timers.poll_timeout(now), next_deadline) {
-                _ if self.accept_more => Some(Duration::ZERO),
+                _ if self.accept_more || !self.yielded.is_empty() => Some(Duration::ZERO),
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
@@ -309,6 +314,10 @@ impl<E: Engine> Server<E> {
                         self.service(token.0)
                     }
                 }
+            }
+            // After the connections that had events: their turn comes first.
+            for token in std::mem::take(&mut self.yielded) {
+                self.service(token);
             }
             self.fire_timers();
             // Clients first: a connection their replies un-stall may propose
