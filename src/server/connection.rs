@@ -17,15 +17,17 @@
 //! connection has work, and given back once every byte read is parsed and
 //! every reply written (the output goes back to the store's reply
 //! buffers), so a connection that waits for its client holds no buffer at
-//! all: only this struct. A storage command's data
-//! block longer than a read chunk is not read through that buffer: the
-//! parser names its length ([`protocol::Awaiting::Block`]) and the block is
-//! read straight into a buffer of its own, which becomes the value (no
-//! copy, no growing of the read buffer by steps). On the way out, a reply
-//! that finds the output empty becomes the output (no copy), and an output
-//! grown past [`OUTPUT_KEPT`] is freed once written. A client that moves big
-//! values all the time costs no reallocation of these buffers per request:
-//! the buffers that grow are the value's and the reply's own.
+//! all: only this struct. A storage command's data block longer than a
+//! read chunk is not read through the read buffer: the parser names its
+//! length ([`protocol::Awaiting::Block`]) and the block is read straight
+//! into a buffer of its own, which becomes the value (no copy, no growing
+//! of the read buffer by steps). On the way out, a reply that finds the
+//! output empty becomes the output (no copy); a big one that finds other
+//! replies there waits in its slot until they are written, then does the
+//! same; an output grown past [`OUTPUT_KEPT`] is freed once written. A
+//! client that moves big values all the time costs no reallocation of
+//! these buffers per request: the buffers that grow are the value's and
+//! the reply's own.
 //!
 //! ```text
 //!  socket ─► lent read buffer ─► line ─► parser ─► request ─► store
