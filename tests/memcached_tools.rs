@@ -263,6 +263,8 @@ fn cache_memlimit_8_makes_a_set_past_it_fail_with_out_of_memory() {
     assert!(stats.contains("STAT curr_items 8\r\n"), "{stats}");
     assert_eq!(request(&mut c, b"cache_memlimit 64\r\n"), "OK\r\n");
     assert_eq!(request(&mut c, &big_set("big8")), "STORED\r\n");
+    let show = request(&mut c, b"show\r\n");
+    assert!(show.contains(" eviction=none"), "{show}");
 }
 
 /// A store that evicts, as memcached does unless started with `-M`, makes
@@ -296,6 +298,8 @@ fn a_full_store_evicts_the_least_recently_used_value() {
     assert!(stat(port, "bytes") <= 8 << 20);
     let settings = request(&mut c, b"stats settings\r\n");
     assert!(settings.contains("STAT evictions on\r\n"), "{settings}");
+    let show = request(&mut c, b"show\r\n");
+    assert!(show.contains(" eviction=lru"), "{show}");
 }
 
 /// In a strong mode every replica must evict (or refuse) the same writes,

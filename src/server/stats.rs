@@ -561,8 +561,14 @@ impl<E: Engine> Report<'_, E> {
                     .receiving
                     .map(|t| format!(" catch_up_bytes={}/{}", t.done, t.total))
                     .unwrap_or_default();
+                // What a full store does: the embedded store's policy, or
+                // the memcached backend's own (it evicts unless run with -M).
+                let eviction = match self.config.kv_type {
+                    KvType::Memory => self.cluster.eviction.name(),
+                    KvType::Memcache => "memcached",
+                };
                 let line = format!(
-                    "NODE {id} {} {state} self last_heard_ms=0 clock={} view={epoch} queue={} ops={} members={}{lag}{progress}\r\n",
+                    "NODE {id} {} {state} self last_heard_ms=0 clock={} view={epoch} queue={} ops={} members={} eviction={eviction}{lag}{progress}\r\n",
                     config.client, status.clock, status.pending, self.counters.ops, node_list(status.view_members),
                 );
                 out.extend_from_slice(line.as_bytes());
