@@ -574,21 +574,6 @@ impl Cluster {
         record.acks.iter().filter(|a| a.lost_in_crash).count()
     }
 
-    /// Live items the stores evicted to make room, in all.
-    fn evictions(&mut self) -> u64 {
-        let ids = self.sim.node_ids();
-        let store = |id| {
-            self.sim
-                .node_mut(id)
-                .executor
-                .store()
-                .stats()
-                .events
-                .evicted
-        };
-        ids.into_iter().map(store).sum()
-    }
-
     fn versions_sent(&self) -> u64 {
         self.record.borrow().counters.versions_sent
     }
@@ -1414,7 +1399,7 @@ fn full_stores_evict_and_the_replicas_still_converge() {
     };
     let evictions = std::cell::Cell::new(0);
     let converged = |c: &mut Cluster| {
-        evictions.set(evictions.get() + c.evictions());
+        evictions.set(evictions.get() + c.sim.evictions());
         c.check_converged(false)
     };
     for crashing in [false, true] {

@@ -1525,19 +1525,7 @@ fn check_run(
         *refusals.entry(kind).or_insert(0) += 1;
     }
     let ids = cluster.sim.node_ids();
-    let evictions = ids
-        .iter()
-        .map(|&id| {
-            cluster
-                .sim
-                .node_mut(id)
-                .executor
-                .store()
-                .stats()
-                .events
-                .evicted
-        })
-        .sum();
+    let evictions = cluster.sim.evictions();
     let status = |id: NodeId| cluster.sim.node(id).node.engine().status();
     Ok(Report {
         ops: workload.history.len(),

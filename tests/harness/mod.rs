@@ -503,6 +503,12 @@ where
             .unwrap_or_else(|| panic!("no node {id}"))
     }
 
+    /// Live items every node's store evicted to make room, in all.
+    pub fn evictions(&mut self) -> u64 {
+        let stores = self.nodes.values_mut().map(|n| n.executor.store().stats());
+        stores.map(|stats| stats.events.evicted).sum()
+    }
+
     pub fn is_running(&self, id: NodeId) -> bool {
         self.nodes[&id].run == Run::Running
     }
