@@ -1267,6 +1267,71 @@ fn start_for_big_values() -> MckvNode {
     start_with_cluster("item_size_max = 2097152")
 }
 
+/// A value around a read's size (16 KiB), cut where a read apart could go
+/// wrong: right after the line, one byte into the block, one short of its
+/// end, between the value and its `\r\n`, inside the `\r\n`; each half
+/// written alone, with a pause between. Every value reads back exactly.
+#[test]
+fn values_cut_at_every_risky_point_read_back_exactly() {
+    let node = start_for_big_values();
+    let mut c = connect(node.port());
+    for (n, len) in [16_383, 16_384, 16_385, 40_000].into_iter().enumerate() {
+        let value = big_value(n, len);
+        let key = format!("cut{n}");
+        let request = set_request(&key, &value);
+        let line = request.iter().position(|&b| b == b'\n').unwrap() + 1;
+        for cut in [line, line + 1, line + len - 1, line + len, line + len + 1] {
+            c.write_all(&request[..cut]).unwrap();
+            thread::sleep(Duration::from_millis(20));
+            c.write_all(&request[cut..]).unwrap();
+            let reply = read_until(&mut c, Duration::from_secs(5), |g| g.ends_with(b"\r\n"));
+            assert_eq!(reply, b"STORED\r\n", "{len} bytes cut at {cut}");
+            let mut want = format!("VALUE {key} 0 {len}\r\n").into_bytes();
+            want.extend_from_slice(&value);
+            want.extend_from_slice(b"\r\nEND\r\n");
+            let got = roundtrip(&mut c, format!("get {key}\r\n").as_bytes(), b"END\r\n");
+            assert!(
+                got == want,
+                "{len} bytes cut at {cut} read back differently"
+            );
+        }
+    }
+}
+
+/// 200 clients each announce a 2 MB value, send its first 20 kB (more
+/// than one read) and sleep: the node holds what they sent, not what they
+/// announced (400 MB), and serves everyone else meanwhile.
+#[test]
+fn clients_that_announce_big_values_and_sleep_cost_what_they_sent() {
+    let node = start_for_big_values();
+    // Big values come and go first, as on any busy node: the allocator then
+    // serves big buffers from memory it already holds.
+    let mut other = connect(node.port());
+    for i in 0..4 {
+        check_set_get(&mut other, &format!("warm{i}"), &big_value(i, 1_900_000));
+        assert_eq!(
+            roundtrip(
+                &mut other,
+                format!("delete warm{i}\r\n").as_bytes(),
+                b"\r\n"
+            ),
+            b"DELETED\r\n"
+        );
+    }
+    let sleepers: Vec<TcpStream> = (0..200)
+        .map(|i| {
+            let mut c = connect(node.port());
+            let mut head = format!("set sleeper{i} 0 0 2000000\r\n").into_bytes();
+            head.extend(big_value(i, 20_000));
+            c.write_all(&head).unwrap();
+            c
+        })
+        .collect();
+    check_set_get(&mut other, "awake", b"yes");
+    common::assert_rss_bounded(node.process.pid(), "200 clients announcing 2 MB values");
+    drop(sleepers);
+}
+
 /// `len` bytes that differ from those of any other `seed`, with no `\r\n`.
 fn big_value(seed: usize, len: usize) -> Vec<u8> {
     (0..len)

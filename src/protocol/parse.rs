@@ -12,7 +12,8 @@
 //! bytes are read as the next command, as memcached does. Only a value that is
 //! too large is swallowed ([`Parsed::swallow`]).
 //!
-//! A storage command's data block (value and `\r\n`) may be read apart from
+//! A classic storage command's data block (value and `\r\n`; meta `ms`'s is
+//! not) may be read apart from
 //! its line, straight into the buffer that becomes the value: when the line
 //! is whole and the block is not, [`parse_awaiting`] says how long the
 //! block is ([`Awaiting::Block`]), and [`parse_with_block`] takes the line

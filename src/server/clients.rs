@@ -62,7 +62,8 @@ const TLS_ACCEPTS_PER_PASS: usize = 64;
 /// `reqs_per_event`, in reads): a client that keeps its socket busy, by
 /// pipelining big values say, would otherwise keep the loop to itself,
 /// since its reads never come up short and its writes never block. One
-/// that uses its turn up is serviced again after the next poll.
+/// that uses its turn up is serviced again after the others with events
+/// (later in the same loop iteration, or after the next poll).
 const PASSES_PER_TURN: usize = 8;
 
 impl<E: Engine> Server<E> {

@@ -114,8 +114,8 @@ pub struct Server<E: Engine> {
     /// Connections still wait to be accepted after a pass's batch.
     accept_more: bool,
     /// Client connections that used their turn with work left (see
-    /// `clients::PASSES_PER_TURN`): serviced again after the next poll,
-    /// which then does not wait.
+    /// `clients::PASSES_PER_TURN`): serviced again after the others with
+    /// events, and the next poll then does not wait.
     yielded: Vec<usize>,
     signals: Signals,
     conns: Slab<Connection>,
