@@ -833,9 +833,12 @@ fn killed_node_catches_up(mut cluster: Cluster, while_down: impl FnOnce(&Cluster
     cluster.wait_for_value(2, "leftover", "END\r\n");
     assert!(stat(&cluster, 2, "mckv_sync_rounds") > 0);
     assert!(stat(&cluster, 2, "mckv_versions_received") >= 3);
-    // Node 0 took the writes and answered node 2's sync from zero.
+    // Node 0 took the writes; what node 2 missed came in sync answers
+    // (from node 0, node 1 or both: either may answer first).
     assert!(stat(&cluster, 0, "mckv_versions_written") >= 3);
-    assert!(stat(&cluster, 0, "mckv_versions_answered") >= 3);
+    let answered =
+        stat(&cluster, 0, "mckv_versions_answered") + stat(&cluster, 1, "mckv_versions_answered");
+    assert!(answered >= 3, "{answered} versions answered");
     assert!(cluster.show(0).contains(" sync_lag_ms="));
     cluster
 }
