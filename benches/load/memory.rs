@@ -18,7 +18,9 @@
 //! RSS the load added (after less before) over the items. The ratio is
 //! RSS after loading to memcached's in the same cell. For mckv, `bytes` is
 //! what the store charges against `memory_limit_mb` (its `stats bytes`),
-//! so how near the cap is to real allocation shows beside the RSS.
+//! so how near the cap is to real allocation shows beside the RSS; in
+//! eventual mode, the version log's heap bytes (`mckv_version_log_bytes`)
+//! too.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -268,6 +270,9 @@ struct Measured {
     after: Vec<u64>,
     /// mckv: what the store charges (`stats bytes`), per process.
     charged: Vec<u64>,
+    /// mckv in eventual mode: the version log's heap bytes
+    /// (`mckv_version_log_bytes`), per process.
+    log: Vec<Option<u64>>,
 }
 
 /// Starts a server, loads it, waits for every node to hold every item.
@@ -276,12 +281,14 @@ fn measure(label: &str, started: Started, cell: Cell) -> Result<Measured, String
     let before = pids.iter().map(|&p| rss(p)).collect();
     load(started.addrs[0], cell.items, cell.value)?;
     let deadline = Instant::now() + Duration::from_secs(300);
-    let mut charged = Vec::new();
+    let (mut charged, mut log) = (Vec::new(), Vec::new());
     for addr in &started.addrs {
         loop {
             let stats = stats(*addr)?;
             if stat(&stats, "curr_items") >= cell.items {
                 charged.push(stat(&stats, "bytes"));
+                let logged = stats.iter().any(|(n, _)| n == "mckv_version_log_bytes");
+                log.push(logged.then(|| stat(&stats, "mckv_version_log_bytes")));
                 break;
             }
             if Instant::now() > deadline {
@@ -300,6 +307,7 @@ fn measure(label: &str, started: Started, cell: Cell) -> Result<Measured, String
         before,
         after,
         charged,
+        log,
     })
 }
 
@@ -324,9 +332,10 @@ pub fn run(mckv: &Path, names: &[String]) -> Result<(), String> {
             rows.push(measure("eventual (per node)", start_mckv(mckv, 3)?, cell)?);
         }
         println!(
-            "| server | RSS MB | bytes/item | added bytes/item | charged bytes/item | ratio |"
+            "| server | RSS MB | bytes/item | added bytes/item | charged bytes/item \
+             | version log bytes/item | ratio |"
         );
-        println!("| --- | --- | --- | --- | --- | --- |");
+        println!("| --- | --- | --- | --- | --- | --- | --- |");
         let base = rows[0].after[0] as f64;
         for row in &rows {
             for (node, (&after, &before)) in row.after.iter().zip(&row.before).enumerate() {
@@ -338,8 +347,12 @@ pub fn run(mckv: &Path, names: &[String]) -> Result<(), String> {
                     ("memcached", _) | (_, None) => "-".to_string(),
                     (_, Some(&c)) => format!("{:.1}", c as f64 / cell.items as f64),
                 };
+                let log = match row.log.get(node) {
+                    Some(Some(bytes)) => format!("{:.1}", *bytes as f64 / cell.items as f64),
+                    _ => "-".to_string(),
+                };
                 println!(
-                    "| {label} | {} | {:.1} | {:.1} | {charged} | {:.2} |",
+                    "| {label} | {} | {:.1} | {:.1} | {charged} | {log} | {:.2} |",
                     mb(after),
                     after as f64 / cell.items as f64,
                     (after - before.min(after)) as f64 / cell.items as f64,

@@ -337,6 +337,8 @@ impl<E: Engine> Report<'_, E> {
             );
             reply::stat(out, "mckv_versions_received", sync.versions_received);
             reply::stat(out, "mckv_pushes_dropped", sync.pushes_dropped);
+            let log_bytes = self.backend.version_log_bytes();
+            reply::stat(out, "mckv_version_log_bytes", log_bytes);
         }
         reply::stat(
             out,

@@ -128,6 +128,8 @@ pub struct StoreCounters {
     table_slots: AtomicU64,
     table_bytes: AtomicU64,
     sweeping: AtomicBool,
+    /// Heap bytes of eventual mode's version log (`mckv_version_log_bytes`).
+    version_log_bytes: AtomicU64,
     /// `stats detail on`: count gets, sets and deletes per key prefix.
     detail: AtomicBool,
     prefixes: Mutex<KeyPrefixes>,
@@ -165,6 +167,16 @@ impl StoreCounters {
         self.table_slots.store(stats.table_slots, Ordering::Relaxed);
         self.table_bytes.store(stats.table_bytes, Ordering::Relaxed);
         self.sweeping.store(stats.sweeping, Ordering::Relaxed);
+    }
+
+    /// Publishes the heap bytes of eventual mode's version log.
+    pub fn publish_version_log_bytes(&self, bytes: u64) {
+        self.version_log_bytes.store(bytes, Ordering::Relaxed);
+    }
+
+    /// The version log's heap bytes as last published (0 outside eventual mode).
+    pub fn version_log_bytes(&self) -> u64 {
+        self.version_log_bytes.load(Ordering::Relaxed)
     }
 
     /// `stats reset`: every counter and the prefix counts start again; what

@@ -31,13 +31,24 @@ use hashbrown::HashTable;
 
 use super::slot::Slot;
 
+/// What a [`DenseTable`] holds: anything that carries its key.
+pub trait Keyed {
+    fn key(&self) -> &[u8];
+}
+
+impl Keyed for Slot {
+    fn key(&self) -> &[u8] {
+        Slot::key(self)
+    }
+}
+
 /// Past this many slots the vector grows by a quarter.
 const GROW_BY_QUARTER_FROM: usize = 1 << 16;
 
-#[derive(Debug, Default)]
-pub struct DenseTable {
+#[derive(Debug)]
+pub struct DenseTable<T = Slot> {
     index: HashTable<u32>,
-    slots: Vec<Slot>,
+    slots: Vec<T>,
     /// Each slot's hash, in the slots' order: growing the index reads
     /// these, not the slots.
     hashes: Vec<u32>,
@@ -51,7 +62,18 @@ fn widen(hash: u32) -> u64 {
     (u64::from(hash) << 32) | u64::from(hash)
 }
 
-impl DenseTable {
+impl<T> Default for DenseTable<T> {
+    fn default() -> Self {
+        DenseTable {
+            index: HashTable::new(),
+            slots: Vec::new(),
+            hashes: Vec::new(),
+            hasher: ahash::RandomState::default(),
+        }
+    }
+}
+
+impl<T: Keyed> DenseTable<T> {
     fn hash(&self, key: &[u8]) -> u32 {
         self.hasher.hash_one(key) as u32
     }
@@ -69,8 +91,19 @@ impl DenseTable {
         (self.index.capacity(), self.slots.capacity())
     }
 
-    /// Bytes a place in the vectors takes: a slot's pointer and its hash.
-    pub const ENTRY_BYTES: u64 = (std::mem::size_of::<Slot>() + 4) as u64;
+    /// Bytes a place in the vectors takes: an entry and its hash.
+    pub const ENTRY_BYTES: u64 = (std::mem::size_of::<T>() + 4) as u64;
+
+    /// About the heap bytes of the index and the vectors (not what the
+    /// entries point to).
+    pub fn heap_bytes(&self) -> u64 {
+        let (index, vectors) = self.capacity();
+        super::memory::table_slots(index) * 5 + vectors as u64 * Self::ENTRY_BYTES
+    }
+
+    pub fn get(&self, key: &[u8]) -> Option<&T> {
+        self.position(key).map(|i| &self.slots[i])
+    }
 
     pub fn position(&self, key: &[u8]) -> Option<usize> {
         let hash = widen(self.hash(key));
@@ -79,25 +112,25 @@ impl DenseTable {
         found.map(|&i| i as usize)
     }
 
-    pub fn get_mut(&mut self, key: &[u8]) -> Option<&mut Slot> {
+    pub fn get_mut(&mut self, key: &[u8]) -> Option<&mut T> {
         let i = self.position(key)?;
         Some(&mut self.slots[i])
     }
 
-    pub fn get_index(&self, i: usize) -> Option<&Slot> {
+    pub fn get_index(&self, i: usize) -> Option<&T> {
         self.slots.get(i)
     }
 
-    pub fn get_index_mut(&mut self, i: usize) -> Option<&mut Slot> {
+    pub fn get_index_mut(&mut self, i: usize) -> Option<&mut T> {
         self.slots.get_mut(i)
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = &Slot> {
+    pub fn iter(&self) -> impl Iterator<Item = &T> {
         self.slots.iter()
     }
 
     /// Adds `slot`, whose key the table must not hold, at the end.
-    pub fn push(&mut self, slot: Slot) {
+    pub fn push(&mut self, slot: T) {
         let hash = self.hash(slot.key());
         let position = u32::try_from(self.slots.len()).expect("fewer than 2^32 items");
         if self.slots.len() == self.slots.capacity() && self.slots.len() >= GROW_BY_QUARTER_FROM {
@@ -114,7 +147,7 @@ impl DenseTable {
 
     /// Puts `slot` in place of the one with its key, or adds it at the
     /// end; the slot it replaced.
-    pub fn insert(&mut self, slot: Slot) -> Option<Slot> {
+    pub fn insert(&mut self, slot: T) -> Option<T> {
         match self.position(slot.key()) {
             Some(i) => Some(std::mem::replace(&mut self.slots[i], slot)),
             None => {
@@ -124,13 +157,13 @@ impl DenseTable {
         }
     }
 
-    pub fn swap_remove(&mut self, key: &[u8]) -> Option<Slot> {
+    pub fn swap_remove(&mut self, key: &[u8]) -> Option<T> {
         let i = self.position(key)?;
         self.swap_remove_index(i)
     }
 
     /// Removes the slot at `i`; the last slot takes its place.
-    pub fn swap_remove_index(&mut self, i: usize) -> Option<Slot> {
+    pub fn swap_remove_index(&mut self, i: usize) -> Option<T> {
         let hash = widen(*self.hashes.get(i)?);
         let found = self.index.find_entry(hash, |&p| p as usize == i);
         found.expect("every slot is indexed").remove();
@@ -167,7 +200,7 @@ mod tests {
         Slot::new(key.as_bytes(), b"v", meta)
     }
 
-    fn keys(t: &DenseTable) -> Vec<String> {
+    fn keys(t: &DenseTable<Slot>) -> Vec<String> {
         let keys = t
             .iter()
             .map(|s| String::from_utf8_lossy(s.key()).into_owned());
@@ -176,7 +209,7 @@ mod tests {
 
     #[test]
     fn swap_remove_moves_the_last_slot_into_the_hole_and_keeps_it_findable() {
-        let mut t = DenseTable::default();
+        let mut t = DenseTable::<Slot>::default();
         for k in ["a", "b", "c", "d"] {
             assert!(t.insert(slot(k)).is_none());
         }
@@ -196,7 +229,7 @@ mod tests {
 
     #[test]
     fn every_key_stays_findable_at_its_position_through_growth_and_removals() {
-        let mut t = DenseTable::default();
+        let mut t = DenseTable::<Slot>::default();
         let mut model: Vec<String> = Vec::new();
         for i in 0..100_000u32 {
             let key = format!("key:{i}");

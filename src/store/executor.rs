@@ -277,6 +277,12 @@ impl Executor {
         taken
     }
 
+    /// Publishes the heap bytes of the version log kept beside the store
+    /// (eventual mode), for `stats`.
+    pub fn publish_version_log_bytes(&self, bytes: u64) {
+        self.counters.publish_version_log_bytes(bytes);
+    }
+
     /// Publishes the store's size and upkeep for `stats`.
     pub fn publish_counters(&mut self) {
         let stats = self.store.stats();

@@ -708,18 +708,13 @@ impl Store for MemoryStore {
     }
 
     fn stats(&self) -> StoreStats {
-        let (index_capacity, vector_capacity) = self.entries.capacity();
-        let slots = table_slots(index_capacity);
-        // Each slot of the hash index holds an entry's 4-byte position and
-        // one control byte; each place in the vectors a slot's pointer and hash.
-        let index_bytes = slots * (std::mem::size_of::<u32>() as u64 + 1);
-        let entry_bytes = DenseTable::ENTRY_BYTES;
+        let (index_capacity, _) = self.entries.capacity();
         StoreStats {
             items: self.entries.len() as u64,
             bytes: self.used_bytes,
             limit_bytes: self.limit_bytes,
-            table_slots: slots,
-            table_bytes: index_bytes + vector_capacity as u64 * entry_bytes,
+            table_slots: table_slots(index_capacity),
+            table_bytes: self.entries.heap_bytes(),
             sweeping: self.sweep.cursor.is_some(),
             events: self.events,
         }

@@ -16,7 +16,7 @@
 //! [`Record`] each; the receiver resets its store and imports them.
 
 pub mod counters;
-mod dense;
+pub mod dense;
 pub mod execute;
 pub mod executor;
 pub mod memcache;

@@ -190,5 +190,6 @@ impl Replica for EventualReplica {
             }
             Work::ForgetTombstones { synced } => self.log.forget_tombstones(synced),
         }
+        executor.publish_version_log_bytes(self.log.heap_bytes());
     }
 }

@@ -18,11 +18,13 @@
 //!                       ──► current Versions + complete(upto, last)
 //! ```
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+use std::sync::Arc;
 
 use super::version::{approximate_len, State, Version};
 use crate::cluster::Stamp;
 use crate::protocol::{Command, Key};
+use crate::store::dense::{DenseTable, Keyed};
 use crate::store::{Entry, Expiry, StoreError, StoreResult, UnixTime, VersionedStore};
 
 #[derive(Debug, Clone, Copy)]
@@ -47,6 +49,12 @@ enum Held {
     Present(Expiry),
     /// A local write whose result could not be read back.
     Unknown,
+}
+
+/// The heap bytes of a key shared as a [`SharedKey`]: its two reference
+/// counts and bytes, in a malloc chunk.
+fn key_heap_bytes(key: &[u8]) -> u64 {
+    crate::store::malloc_chunk(16 + key.len())
 }
 
 fn held(state: &State) -> Held {
@@ -76,16 +84,39 @@ pub struct Changes {
     pub last: u64,
 }
 
+/// A key as the log holds it: one allocation shared by the key's entry in
+/// `known` and its changes (two copies of each key took 96 bytes of heap
+/// and two vector headers for a 30-byte key; one shared, 64).
+type SharedKey = Arc<[u8]>;
+
+/// A key's entry in the log's table: the key and what is known of it.
+#[derive(Debug)]
+struct KnownKey {
+    key: SharedKey,
+    known: Known,
+}
+
+impl Keyed for KnownKey {
+    fn key(&self) -> &[u8] {
+        &self.key
+    }
+}
+
 /// The versions a replica holds, and the order they changed in.
 #[derive(Debug, Default)]
 pub struct VersionLog {
-    known: HashMap<Key, Known, ahash::RandomState>,
+    /// The store's dense table (a vector of entries found through an index
+    /// of 4-byte positions): a third of the bytes of a `HashMap` holding
+    /// the same entries at its load factor.
+    table: DenseTable<KnownKey>,
     /// Each change as `(sequence number, key)` in local order, the empty key
     /// standing for a flush. Only a key's latest change is current (its
     /// `Known::seq`); older ones are stale, skipped, and dropped once they
     /// outnumber the current ones, so a change costs an append rather than
     /// a tree update.
-    changes: VecDeque<(u64, Key)>,
+    changes: VecDeque<(u64, SharedKey)>,
+    /// Heap bytes of the keys `known` holds (see [`VersionLog::heap_bytes`]).
+    key_bytes: u64,
     stale: usize,
     last_seq: u64,
     /// The newest `flush_all`: versions stamped below it are gone.
@@ -114,17 +145,46 @@ impl VersionLog {
             held,
             value_len,
         };
-        match self.known.get_mut(key) {
-            Some(known) => {
-                *known = fresh;
+        let shared = match self.table.get_mut(key) {
+            Some(entry) => {
+                entry.known = fresh;
                 self.stale += 1;
+                entry.key.clone()
             }
             None => {
-                self.known.insert(key.to_vec(), fresh);
+                let shared = SharedKey::from(key);
+                self.key_bytes += key_heap_bytes(key);
+                let entry = KnownKey {
+                    key: shared.clone(),
+                    known: fresh,
+                };
+                self.table.push(entry);
+                shared
             }
-        }
-        self.changes.push_back((seq, key.to_vec()));
+        };
+        self.changes.push_back((seq, shared));
         self.compact();
+    }
+
+    /// Drops `key`'s version (its changes go stale).
+    fn forget(&mut self, key: &[u8]) {
+        if self.table.swap_remove(key).is_some() {
+            self.key_bytes -= key_heap_bytes(key);
+            self.stale += 1;
+        }
+    }
+
+    /// What the log knows of `key`.
+    fn known(&self, key: &[u8]) -> Option<&Known> {
+        self.table.get(key).map(|entry| &entry.known)
+    }
+
+    /// About the heap bytes the log holds: its key table (index and
+    /// entries, each a key pointer and a [`Known`]), its change log's
+    /// ring, and the keys, each one allocation shared by both.
+    pub fn heap_bytes(&self) -> u64 {
+        let change = std::mem::size_of::<(u64, SharedKey)>() as u64;
+        self.table.heap_bytes() + self.changes.capacity() as u64 * change + self.key_bytes
     }
 
     /// Whether change `seq` of `key` is still the key's latest.
@@ -132,7 +192,7 @@ impl VersionLog {
         if key.is_empty() {
             self.flushed.is_some_and(|(_, flush_seq)| flush_seq == seq)
         } else {
-            self.known.get(key).is_some_and(|k| k.seq == seq)
+            self.known(key).is_some_and(|k| k.seq == seq)
         }
     }
 
@@ -256,10 +316,7 @@ impl VersionLog {
         now: UnixTime,
     ) -> StoreResult<Option<Version>> {
         let stored_again = store.export(key, now)?.is_some();
-        let newer = self
-            .known
-            .get(key)
-            .is_some_and(|known| known.stamp >= stamp);
+        let newer = self.known(key).is_some_and(|known| known.stamp >= stamp);
         if stored_again || newer {
             return Ok(None);
         }
@@ -282,11 +339,11 @@ impl VersionLog {
     }
 
     /// Keys whose versions a flush stamped `stamp` removes.
-    fn older_than(&self, stamp: Stamp) -> Vec<Key> {
-        self.known
+    fn older_than(&self, stamp: Stamp) -> Vec<SharedKey> {
+        self.table
             .iter()
-            .filter(|(_, k)| k.stamp < stamp)
-            .map(|(key, _)| key.clone())
+            .filter(|entry| entry.known.stamp < stamp)
+            .map(|entry| entry.key.clone())
             .collect()
     }
 
@@ -295,10 +352,9 @@ impl VersionLog {
         if self.flushed.replace((stamp, seq)).is_some() {
             self.stale += 1;
         }
-        self.changes.push_back((seq, Vec::new()));
+        self.changes.push_back((seq, SharedKey::default()));
         for key in self.older_than(stamp) {
-            self.known.remove(&key);
-            self.stale += 1;
+            self.forget(&key);
         }
         self.compact();
     }
@@ -334,8 +390,7 @@ impl VersionLog {
             return Ok(true);
         }
         if self
-            .known
-            .get(&version.key)
+            .known(&version.key)
             .is_some_and(|k| k.stamp >= version.stamp)
         {
             return Ok(false);
@@ -364,7 +419,7 @@ impl VersionLog {
         if key.is_empty() {
             return self.is_current(seq, key).then(|| approximate_len(0, 0));
         }
-        let known = self.known.get(key).filter(|k| k.seq == seq)?;
+        let known = self.known(key).filter(|k| k.seq == seq)?;
         Some(approximate_len(key.len(), known.value_len as usize))
     }
 
@@ -408,7 +463,7 @@ impl VersionLog {
         let mut versions = Vec::new();
         // Values are read from the store together: one round trip per batch
         // on a memcached backend, not one per key.
-        let mut to_read: Vec<(&Key, Known)> = Vec::new();
+        let mut to_read: Vec<(&SharedKey, Known)> = Vec::new();
         for (seq, key) in self.changes.range(start..end) {
             if key.is_empty() {
                 if let Some((stamp, flush_seq)) = self.flushed {
@@ -422,10 +477,10 @@ impl VersionLog {
                 }
                 continue;
             }
-            match self.known.get(key) {
+            match self.known(key) {
                 Some(known) if known.seq != *seq => {} // changed again later
                 Some(known) if known.held == Held::Deleted => versions.push(Version {
-                    key: key.clone(),
+                    key: key.to_vec(),
                     stamp: known.stamp,
                     state: State::Deleted,
                 }),
@@ -433,7 +488,7 @@ impl VersionLog {
                 None => {}
             }
         }
-        let keys: Vec<&[u8]> = to_read.iter().map(|(key, _)| key.as_slice()).collect();
+        let keys: Vec<&[u8]> = to_read.iter().map(|(key, _)| &key[..]).collect();
         let stored = store.export_many(&keys, now)?;
         for ((key, known), stored) in to_read.into_iter().zip(stored) {
             let state = match (known.held, stored) {
@@ -453,7 +508,7 @@ impl VersionLog {
                 }
             };
             versions.push(Version {
-                key: key.clone(),
+                key: key.to_vec(),
                 stamp: known.stamp,
                 state,
             });
@@ -467,19 +522,17 @@ impl VersionLog {
 
     /// Forgets tombstones every peer has synced past (changed at or below `synced`).
     pub fn forget_tombstones(&mut self, synced: u64) {
-        let dead: Vec<Key> = self
+        let dead: Vec<SharedKey> = self
             .changes
             .range(..self.after(synced))
             .filter(|(seq, key)| {
-                self.known
-                    .get(key)
+                self.known(key)
                     .is_some_and(|k| k.seq == *seq && k.held == Held::Deleted)
             })
             .map(|(_, key)| key.clone())
             .collect();
         for key in dead {
-            self.known.remove(&key);
-            self.stale += 1;
+            self.forget(&key);
         }
         self.compact();
     }
@@ -491,16 +544,16 @@ impl VersionLog {
 
     /// Keys with a version (tombstones included), for tests and stats.
     pub fn len(&self) -> usize {
-        self.known.len()
+        self.table.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.known.is_empty()
+        self.table.is_empty()
     }
 
     /// The stamp of `key`'s current version.
     pub fn stamp(&self, key: &[u8]) -> Option<Stamp> {
-        self.known.get(key).map(|k| k.stamp)
+        self.known(key).map(|k| k.stamp)
     }
 }
 
@@ -537,6 +590,33 @@ mod tests {
 
     fn store() -> MemoryStore {
         MemoryStore::new(1 << 20, Limits::default())
+    }
+
+    #[test]
+    fn heap_bytes_count_each_key_once_however_often_it_changes_and_drop_it_when_flushed() {
+        let (mut s, mut log) = (store(), VersionLog::new());
+        let empty = log.heap_bytes();
+        for ts in 1..=10 {
+            log.apply_remote(&mut s, &put("k", ts, 0, "v"), NOW)
+                .unwrap();
+        }
+        assert_eq!(log.key_bytes, key_heap_bytes(b"k"));
+        for i in 0..1000 {
+            let key = format!("key:{i:026}");
+            log.apply_remote(&mut s, &put(&key, 1, 0, "v"), NOW)
+                .unwrap();
+        }
+        let keys = 1000 * key_heap_bytes(&[b'x'; 30]) + key_heap_bytes(b"k");
+        assert_eq!(log.key_bytes, keys);
+        // Table and ring: at least a key pointer and a stamp per key.
+        assert!(log.heap_bytes() > empty + keys + 1001 * 40);
+        let flush = Version {
+            key: Vec::new(),
+            stamp: stamp(100, 1),
+            state: State::Flushed,
+        };
+        log.apply_remote(&mut s, &flush, NOW).unwrap();
+        assert_eq!(log.key_bytes, 0);
     }
 
     #[test]
