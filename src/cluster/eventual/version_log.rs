@@ -22,20 +22,32 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use super::version::{approximate_len, State, Version};
-use crate::cluster::Stamp;
+use crate::cluster::{NodeId, Stamp};
 use crate::protocol::{Command, Key};
 use crate::store::dense::{DenseTable, Keyed};
 use crate::store::{Entry, Expiry, StoreError, StoreResult, UnixTime, VersionedStore};
 
+/// What the log knows of a key. The stamp is held as its two fields, so
+/// `value_len` fills what would be a `Stamp`'s padding: 40 bytes, not 48.
 #[derive(Debug, Clone, Copy)]
 struct Known {
-    stamp: Stamp,
-    seq: u64,
-    held: Held,
+    ts: u64,
+    node: NodeId,
     /// The length of the value it recorded (0 for a tombstone or a value
     /// it could not read back), so a sync answer is cut to its budget
     /// before anything is read from the store.
     value_len: u32,
+    seq: u64,
+    held: Held,
+}
+
+impl Known {
+    fn stamp(&self) -> Stamp {
+        Stamp {
+            ts: self.ts,
+            node: self.node,
+        }
+    }
 }
 
 /// What the store should hold for a key, as far as the log knows.
@@ -140,7 +152,8 @@ impl VersionLog {
     fn note_held(&mut self, key: &[u8], stamp: Stamp, held: Held, value_len: u32) {
         let seq = self.next_seq();
         let fresh = Known {
-            stamp,
+            ts: stamp.ts,
+            node: stamp.node,
             seq,
             held,
             value_len,
@@ -316,7 +329,7 @@ impl VersionLog {
         now: UnixTime,
     ) -> StoreResult<Option<Version>> {
         let stored_again = store.export(key, now)?.is_some();
-        let newer = self.known(key).is_some_and(|known| known.stamp >= stamp);
+        let newer = self.known(key).is_some_and(|known| known.stamp() >= stamp);
         if stored_again || newer {
             return Ok(None);
         }
@@ -342,7 +355,7 @@ impl VersionLog {
     fn older_than(&self, stamp: Stamp) -> Vec<SharedKey> {
         self.table
             .iter()
-            .filter(|entry| entry.known.stamp < stamp)
+            .filter(|entry| entry.known.stamp() < stamp)
             .map(|entry| entry.key.clone())
             .collect()
     }
@@ -391,7 +404,7 @@ impl VersionLog {
         }
         if self
             .known(&version.key)
-            .is_some_and(|k| k.stamp >= version.stamp)
+            .is_some_and(|k| k.stamp() >= version.stamp)
         {
             return Ok(false);
         }
@@ -481,7 +494,7 @@ impl VersionLog {
                 Some(known) if known.seq != *seq => {} // changed again later
                 Some(known) if known.held == Held::Deleted => versions.push(Version {
                     key: key.to_vec(),
-                    stamp: known.stamp,
+                    stamp: known.stamp(),
                     state: State::Deleted,
                 }),
                 Some(known) => to_read.push((key, *known)),
@@ -509,7 +522,7 @@ impl VersionLog {
             };
             versions.push(Version {
                 key: key.to_vec(),
-                stamp: known.stamp,
+                stamp: known.stamp(),
                 state,
             });
         }
@@ -553,7 +566,7 @@ impl VersionLog {
 
     /// The stamp of `key`'s current version.
     pub fn stamp(&self, key: &[u8]) -> Option<Stamp> {
-        self.known(key).map(|k| k.stamp)
+        self.known(key).map(|k| k.stamp())
     }
 }
 
@@ -590,6 +603,12 @@ mod tests {
 
     fn store() -> MemoryStore {
         MemoryStore::new(1 << 20, Limits::default())
+    }
+
+    #[test]
+    fn a_known_key_takes_56_bytes_of_table_entry() {
+        assert_eq!(std::mem::size_of::<Known>(), 40);
+        assert_eq!(std::mem::size_of::<KnownKey>(), 56);
     }
 
     #[test]
