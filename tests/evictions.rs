@@ -104,6 +104,58 @@ fn the_memory_cap_holds_under_a_write_storm_whether_the_store_evicts_or_refuses(
     }
 }
 
+/// The cap is charged what items really allocate: a store told 64 MB,
+/// written ten times that in small items (30-byte keys, 100-byte values,
+/// pipelined `noreply` sets, evicting), grows by no more than the cap and
+/// its stated overhead, a quarter of the cap and 4 MB (README "Memory per
+/// item"). Filled without evicting, it grows by what it charges (188
+/// bytes an item); under eviction it grew by 211-219 bytes an item, the
+/// table's own share being 29 of them: malloc keeps the rest. When the
+/// cap charged 56 bytes plus key and value for an item that took 288
+/// (before issue 16), this would have grown by half as much again as the cap.
+#[test]
+fn a_store_capped_at_64_mb_grows_by_no_more_than_the_cap_and_its_stated_overhead() {
+    const ITEMS: usize = 3_500_000;
+    let node = start_mckv_with("memory_limit_mb = 64", "", &[]);
+    let port = node.port();
+    let before = rss_kib(node.process.pid());
+    let mut c = connect(port);
+    let value = [b'v'; 100];
+    let mut out = Vec::with_capacity(1 << 17);
+    for i in 0..ITEMS {
+        out.extend_from_slice(format!("set key:{i:026} 0 0 100 noreply\r\n").as_bytes());
+        out.extend_from_slice(&value);
+        out.extend_from_slice(b"\r\n");
+        if out.len() >= 1 << 16 || i == ITEMS - 1 {
+            c.write_all(&out).expect("send");
+            out.clear();
+        }
+    }
+    c.write_all(b"version\r\n").expect("send");
+    let replies = read_until(&mut c, Duration::from_secs(120), |got| {
+        got.windows(8).any(|w| w == b"VERSION ")
+    });
+    assert!(
+        replies.starts_with(b"VERSION "),
+        "{:?}",
+        String::from_utf8_lossy(&replies)
+    );
+    let limit: u64 = 64 << 20;
+    let (bytes, items) = (stat(port, "bytes"), stat(port, "curr_items"));
+    assert!(
+        bytes <= limit && bytes > limit - (1 << 20),
+        "{bytes} bytes held"
+    );
+    assert!(stat(port, "evictions") > 0);
+    let grown = (rss_kib(node.process.pid()) - before) << 10;
+    let allowed = limit + limit / 4 + (4 << 20);
+    assert!(
+        grown <= allowed,
+        "{items} items: grew by {grown} bytes, {} per item; allowed {allowed}",
+        grown / items
+    );
+}
+
 /// Three clients write 3 MB of values through the three nodes of a
 /// cluster whose stores hold 1 MB each, and read different keys on each
 /// node meanwhile; then every node holds the same items (values and cas
