@@ -46,7 +46,7 @@
 //! | `--servers LIST` | `LOAD_SERVERS` | memcached,mckv (also `linearizable`, `sequential`, `eventual`: a 3-node cluster in that mode, driven through node 0; `linearizable-tls`: the same with `peer_tls = on`; `durable-always`, `durable-everysec`, `durable-no`: one node with a data directory and that fsync policy; `etcd`: a 3-member etcd cluster, driven through member 0 over HTTP; or HOST:PORT: a memcached-protocol server started by hand) |
 //! | `--timeout-ms N` | `LOAD_TIMEOUT_MS` | 1000 |
 //! | `--mckv PATH` | `MCKV_BIN` | `target/release/mckv` |
-//! | `--memory` | | off: instead of the load cells, the memory cells (`load/memory.rs`): RSS per item after 1M x 100 B (memcached, one node, a 3-node eventual cluster per node) and 10M x 10 B (memcached, one node), and the ratios; about 2 minutes |
+//! | `--memory` | | off: instead of the load cells, the memory cells (`load/memory.rs`): RSS per item after 1M x 100 B (memcached, one node, a 3-node eventual cluster per node) and 10M x 10 B (memcached, one node), and the ratios; about 5 minutes |
 //! | `--memory-cells LIST` | | 1m,10m: which memory cells |
 //! | `--suite LIST` | `LOAD_SUITE` | grid (also `big-values`, `multi-get`, `idle-conns`, `issue16`) |
 //!
