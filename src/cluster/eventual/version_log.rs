@@ -27,25 +27,67 @@ use crate::protocol::{Command, Key};
 use crate::store::dense::{DenseTable, Keyed};
 use crate::store::{Entry, Expiry, StoreError, StoreResult, UnixTime, VersionedStore};
 
-/// What the log knows of a key. The stamp is held as its two fields, so
-/// `value_len` fills what would be a `Stamp`'s padding: 40 bytes, not 48.
+/// What the log knows of a key, in 32 bytes (a `Stamp`, a `Held` and the
+/// rest as they are would take 48): the stamp as its two fields, and
+/// [`Held`] as a tag and an expiry in 32-bit seconds, as the store keeps
+/// it (`store/slot.rs`: good until 2106, a later time held as the last
+/// that fits).
 #[derive(Debug, Clone, Copy)]
 struct Known {
     ts: u64,
+    seq: u64,
     node: NodeId,
     /// The length of the value it recorded (0 for a tombstone or a value
     /// it could not read back), so a sync answer is cut to its budget
     /// before anything is read from the store.
     value_len: u32,
-    seq: u64,
-    held: Held,
+    /// [`Held::Present`]'s expiry, if it has one.
+    expires_at: u32,
+    held: HeldTag,
+}
+
+/// [`Held`] without its expiry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HeldTag {
+    Deleted,
+    PresentNever,
+    PresentUntil,
+    Unknown,
 }
 
 impl Known {
+    fn new(stamp: Stamp, seq: u64, held: Held, value_len: u32) -> Known {
+        let (held, expires_at) = match held {
+            Held::Deleted => (HeldTag::Deleted, 0),
+            Held::Present(Expiry::Never) => (HeldTag::PresentNever, 0),
+            Held::Present(Expiry::At(at)) => {
+                (HeldTag::PresentUntil, u32::try_from(at).unwrap_or(u32::MAX))
+            }
+            Held::Unknown => (HeldTag::Unknown, 0),
+        };
+        Known {
+            ts: stamp.ts,
+            seq,
+            node: stamp.node,
+            value_len,
+            expires_at,
+            held,
+        }
+    }
+
     fn stamp(&self) -> Stamp {
         Stamp {
             ts: self.ts,
             node: self.node,
+        }
+    }
+
+    fn held(&self) -> Held {
+        match self.held {
+            HeldTag::Deleted => Held::Deleted,
+            HeldTag::PresentNever => Held::Present(Expiry::Never),
+            HeldTag::PresentUntil => Held::Present(Expiry::At(u64::from(self.expires_at))),
+            HeldTag::Unknown => Held::Unknown,
         }
     }
 }
@@ -151,13 +193,7 @@ impl VersionLog {
 
     fn note_held(&mut self, key: &[u8], stamp: Stamp, held: Held, value_len: u32) {
         let seq = self.next_seq();
-        let fresh = Known {
-            ts: stamp.ts,
-            node: stamp.node,
-            seq,
-            held,
-            value_len,
-        };
+        let fresh = Known::new(stamp, seq, held, value_len);
         let shared = match self.table.get_mut(key) {
             Some(entry) => {
                 entry.known = fresh;
@@ -492,7 +528,7 @@ impl VersionLog {
             }
             match self.known(key) {
                 Some(known) if known.seq != *seq => {} // changed again later
-                Some(known) if known.held == Held::Deleted => versions.push(Version {
+                Some(known) if known.held() == Held::Deleted => versions.push(Version {
                     key: key.to_vec(),
                     stamp: known.stamp(),
                     state: State::Deleted,
@@ -504,7 +540,7 @@ impl VersionLog {
         let keys: Vec<&[u8]> = to_read.iter().map(|(key, _)| &key[..]).collect();
         let stored = store.export_many(&keys, now)?;
         for ((key, known), stored) in to_read.into_iter().zip(stored) {
-            let state = match (known.held, stored) {
+            let state = match (known.held(), stored) {
                 (_, Some(item)) => State::Present(item),
                 // Expired since (at the same second on every replica): gone,
                 // as a tombstone of the same stamp.
@@ -540,7 +576,7 @@ impl VersionLog {
             .range(..self.after(synced))
             .filter(|(seq, key)| {
                 self.known(key)
-                    .is_some_and(|k| k.seq == *seq && k.held == Held::Deleted)
+                    .is_some_and(|k| k.seq == *seq && k.held() == Held::Deleted)
             })
             .map(|(_, key)| key.clone())
             .collect();
@@ -606,9 +642,25 @@ mod tests {
     }
 
     #[test]
-    fn a_known_key_takes_56_bytes_of_table_entry() {
-        assert_eq!(std::mem::size_of::<Known>(), 40);
-        assert_eq!(std::mem::size_of::<KnownKey>(), 56);
+    fn a_known_key_takes_48_bytes_of_table_entry() {
+        assert_eq!(std::mem::size_of::<Known>(), 32);
+        assert_eq!(std::mem::size_of::<KnownKey>(), 48);
+    }
+
+    #[test]
+    fn what_is_held_reads_back_as_noted() {
+        let held = [
+            Held::Deleted,
+            Held::Unknown,
+            Held::Present(Expiry::Never),
+            Held::Present(Expiry::At(0)),
+            Held::Present(Expiry::At(NOW)),
+        ];
+        for held in held {
+            let known = Known::new(stamp(7, 3), 9, held, 100);
+            assert_eq!((known.held(), known.stamp()), (held, stamp(7, 3)));
+            assert_eq!((known.seq, known.value_len), (9, 100));
+        }
     }
 
     #[test]
