@@ -67,10 +67,11 @@ use mckv::cluster::{Engine, NodeId, View};
 use mckv::config::Consistency;
 use mckv::protocol::{Command, Get, Key, Request, Storage, StorageMode};
 
-const KEYS: [&str; 3] = ["k0", "k1", "k2"];
+/// Keys the workload writes: `k0`, `k1`, ... (more in evicting runs).
+const KEYS: usize = 3;
 
-fn keys() -> Vec<Key> {
-    KEYS.iter().map(|k| k.as_bytes().to_vec()).collect()
+fn keys(count: usize) -> Vec<Key> {
+    (0..count).map(|i| format!("k{i}").into_bytes()).collect()
 }
 
 fn gets(key: &str) -> Request {
@@ -148,6 +149,8 @@ fn known_refusal(reason: &str) -> bool {
 struct Cluster {
     sim: Sim<TotalOrder>,
     log: Rc<RefCell<StoreLog>>,
+    /// How many keys the workload writes (see [`keys`]).
+    keys: usize,
     /// Per crashed (or departed) node, the steps at which its clients
     /// learned it.
     crashes: BTreeMap<NodeId, Vec<u64>>,
@@ -315,6 +318,7 @@ impl Cluster {
             sim,
             log,
             crashes: BTreeMap::new(),
+            keys: KEYS,
         }
     }
 
@@ -383,7 +387,7 @@ impl Cluster {
     fn stores_agree(&mut self) -> Result<(), String> {
         let logs = self.log.borrow().check();
         let running = self.running();
-        let replicas = self.replicas_identical(&running, &keys());
+        let replicas = self.replicas_identical(&running, &keys(self.keys));
         let problems: Vec<String> = [logs, replicas]
             .into_iter()
             .filter_map(Result::err)
@@ -556,7 +560,7 @@ struct Refusal {
     reason: String,
 }
 
-/// Closed-loop clients doing random get / set / gets+cas on [`KEYS`],
+/// Closed-loop clients doing random get / set / gets+cas on [`keys`],
 /// recording the history as the simulation runs. The main clients spread
 /// the budget over the faults (`pace`); once the cluster must serve again
 /// (`serve_by`), every client issues `late` more, and so does a probe per
@@ -564,6 +568,8 @@ struct Refusal {
 /// its next request, as a real one would before retrying.
 struct KvWorkload {
     rng: Rng,
+    /// How many keys it writes (see [`keys`]).
+    keys: usize,
     budget: usize,
     /// After a reply a main client waits up to twice this.
     pace: u64,
@@ -595,6 +601,7 @@ impl KvWorkload {
         };
         KvWorkload {
             rng: Rng::new(seed.wrapping_mul(7919) ^ 0x00C1_1E27),
+            keys: KEYS,
             budget,
             pace: 0,
             serve_by: u64::MAX,
@@ -642,7 +649,7 @@ impl KvWorkload {
     }
 
     fn random_op(&mut self, client: usize) -> Request {
-        let key = KEYS[self.rng.below(KEYS.len() as u64) as usize].to_string();
+        let key = format!("k{}", self.rng.below(self.keys as u64));
         let roll = self.rng.below(100);
         if roll < 35 {
             let (value, flags) = self.fresh_value(client);
@@ -823,7 +830,7 @@ struct Scenario {
     flushless: bool,
     /// Store work is done late, on a worker (a memcached backend).
     slow_store: bool,
-    /// Each store has room for two items of the three keys: it evicts.
+    /// The workload writes eight keys and each store has room for five: it evicts.
     /// Values then vanish, which neither history checker models: the
     /// histories are not checked, everything else is.
     evicting: bool,
@@ -852,14 +859,23 @@ impl Scenario {
         }
     }
 
+    /// Keys the workload writes: more when the stores evict.
+    fn keys(&self) -> usize {
+        match self.evicting {
+            true => 8,
+            false => KEYS,
+        }
+    }
+
     fn config(&self) -> SimConfig {
         let mut config = SimConfig::new(self.nodes, self.seed);
         config.fifo = self.fifo;
         config.ordered_store = !self.unordered;
         if self.evicting {
-            // An item is 56 bytes of overhead, a 2-byte key and a value
-            // such as "c3v117": two fit, three do not.
-            config.memory_limit = 160;
+            // An item of a 2-byte key and a value such as "c3v117" takes a
+            // 32-byte chunk and 28 bytes of table: five of the eight keys
+            // fit, so a full store has several candidates to evict.
+            config.memory_limit = 5 * 60 + 30;
         }
         if self.harsh {
             config.max_delay = 25;
@@ -1194,6 +1210,8 @@ fn run_scenario(s: &Scenario, trace: bool) -> Result<Report, String> {
     let outcome = form_first_view(&mut cluster.sim).and_then(|base| {
         let mut plan = plan_faults(s, &config, &ids, base);
         let mut workload = KvWorkload::new(s.seed, main, ids.len(), s.ops, s.late);
+        workload.keys = s.keys();
+        cluster.keys = s.keys();
         workload.refused_as_failed = s.refused_as_failed;
         // Spread the budget over the faults: each main client's requests
         // about `span * clients / ops` steps apart.
@@ -1900,7 +1918,7 @@ fn full_stores_evict_the_same_items_on_every_replica_through_crashes_restarts_an
 
 #[test]
 fn negative_control_unordered_stores_evict_different_items_and_the_checks_notice() {
-    let (evictions, _, failures) = evicting_runs(5, true);
+    let (evictions, _, failures) = evicting_runs(SEEDS / 2, true);
     assert!(evictions > 0);
     let diverged = failures
         .iter()

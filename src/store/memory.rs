@@ -86,15 +86,11 @@
 //! (`store/dense.rs`). The cap charges an item what that really allocates
 //! (`slot::cost`: the malloc chunk, the pointer and hash, and an
 //! average share of the index), so `memory_limit_mb` bounds the heap the
-//! items take. Measured (`cargo bench --bench load -- --memory`), RSS per
-//! item against memcached 1.6 `-t 1` in the same run: 195.8 against 202.4
-//! bytes for 1M items of 30-byte keys and 100-byte values (0.97), 110.0
-//! against 123.3 for 10M of 10 bytes (0.89); the cap charged 188 and 108
-//! bytes an item for those, where the load added 190.5 and 109.5 bytes of
-//! RSS an item (the vectors' spare room, the index past its average share).
-//! The layout before, an `IndexMap` of `Vec` keys to entries holding a
-//! `Vec` value, took 288 and 200 bytes an item (1.44 and 1.62) and charged
-//! 186 and 96.
+//! items take. README's "Memory per item" has the measurements against
+//! memcached (`cargo bench --bench load -- --memory`): about 0.98 of its
+//! RSS per item for 1M items of 30-byte keys and 100-byte values and 0.89
+//! for 10M of 10 bytes, where the layout before (an `IndexMap` of `Vec`
+//! keys to entries holding a `Vec` value) took 1.44 and 1.62.
 
 use super::dense::DenseTable;
 use super::slot::{self, Meta, Slot};
@@ -467,21 +463,25 @@ impl MemoryStore {
     /// replicas share, so they evict the same keys.
     fn evict(&mut self, key: &[u8], need: u64, now: UnixTime) {
         let (flush_at, goal) = (self.flush_at, self.used_bytes.saturating_sub(need));
-        // Out of chances, the newest entry (the last) gets one more: the
-        // hand goes round to the oldest instead.
-        let (mut chances, mut newest_chance) = (SECOND_CHANCES, true);
+        // The last entry is the newest: a hand that reaches it goes round
+        // to the oldest first, leaving its bit (once a call, so a store of
+        // two makes progress), else the item written just before a hand
+        // passing the end would lose its chance at once.
+        let (mut chances, mut newest_skip) = (SECOND_CHANCES, true);
         let only_key_left =
             |entries: &DenseTable| entries.len() == 1 && entries.position(key).is_some();
         while self.used_bytes > goal && !self.entries.is_empty() && !only_key_left(&self.entries) {
             if self.hand >= self.entries.len() {
                 self.hand = 0;
             }
-            let newest = self.hand + 1 == self.entries.len();
+            let newest = self.hand + 1 == self.entries.len() && self.entries.len() > 1;
             let slot = self.entries.get_index_mut(self.hand).expect("in range");
             let death = death(slot, flush_at, now);
-            let spared = death.is_none()
-                && slot.referenced()
-                && (chances > 0 || (newest && std::mem::take(&mut newest_chance)));
+            if newest && death.is_none() && std::mem::take(&mut newest_skip) {
+                self.hand = 0;
+                continue;
+            }
+            let spared = death.is_none() && slot.referenced() && chances > 0;
             if slot.key() == key || spared {
                 chances = chances.saturating_sub(usize::from(spared));
                 slot.set_referenced(false);
@@ -520,6 +520,7 @@ impl MemoryStore {
         item: Fresh<'_>,
         now: UnixTime,
     ) -> StoreResult<()> {
+        check_key(key)?;
         if !self.fits(key, old_len, item.value.len(), now) {
             return Err(StoreError::OutOfMemory);
         }
@@ -722,6 +723,21 @@ impl Store for MemoryStore {
     }
 }
 
+/// A key a slot can hold: clients cannot send a longer one than
+/// memcached's 250 bytes, but a peer's version, a snapshot or a log record
+/// names its key by a length of its own.
+fn check_key(key: &[u8]) -> StoreResult<()> {
+    if key.len() > Limits::MAX_KEY_LEN {
+        let why = format!(
+            "a key of {} bytes (at most {})",
+            key.len(),
+            Limits::MAX_KEY_LEN
+        );
+        return Err(StoreError::Refused(why));
+    }
+    Ok(())
+}
+
 /// The slots of a hash table that holds `capacity` entries: hashbrown
 /// keeps a power of two of them, at most 7/8 full (below 8 slots, one is
 /// kept free).
@@ -825,6 +841,7 @@ impl VersionedStore for MemoryStore {
         if !self.ordered {
             return self.import(&record.key, Some(&record.entry), record.cas, now);
         }
+        check_key(&record.key)?;
         let meta = Meta {
             flags: record.entry.flags,
             cas: record.cas,
@@ -1206,20 +1223,66 @@ mod tests {
 
     #[test]
     fn a_full_store_evicts_what_was_not_used_since_the_clock_passed_and_spares_the_rest() {
-        let mut s = small(3);
-        for key in ["key:1", "key:2", "key:3"] {
-            assert_eq!(set(&mut s, key, NOW), Ok(StoreStatus::Stored));
+        let key = |i: usize| format!("k:{i:02}");
+        let mut s = MemoryStore::new(10 * cost(b"k:00", 100) + 1, Limits::default());
+        for i in 0..10 {
+            assert_eq!(set(&mut s, &key(i), NOW), Ok(StoreStatus::Stored));
         }
-        // All new: the hand clears every bit, then takes the oldest.
-        assert_eq!(set(&mut s, "key:4", NOW), Ok(StoreStatus::Stored));
-        assert_eq!(held(&s), ["key:3", "key:2", "key:4"]);
-        // key:2 is read since: spared; key:3 was not: evicted.
-        assert!(get(&mut s, b"key:2", NOW).is_some());
-        assert_eq!(set(&mut s, "key:5", NOW), Ok(StoreStatus::Stored));
-        assert_eq!(held(&s), ["key:4", "key:2", "key:5"]);
+        // All new: the hand clears every bit but the newest's, then takes
+        // the oldest.
+        assert_eq!(set(&mut s, &key(10), NOW), Ok(StoreStatus::Stored));
+        assert!(!held(&s).contains(&key(0)));
+        // k:05 is read since the hand passed it: spared while the others
+        // nobody used go, oldest first.
+        assert!(get(&mut s, key(5).as_bytes(), NOW).is_some());
+        for i in 11..16 {
+            assert_eq!(set(&mut s, &key(i), NOW), Ok(StoreStatus::Stored));
+        }
+        let kept = held(&s);
+        assert!(kept.contains(&key(5)), "{kept:?}");
+        for gone in [0, 1, 2, 3, 4, 6] {
+            assert!(!kept.contains(&key(gone)), "{} held: {kept:?}", key(gone));
+        }
         let events = s.stats().events;
-        assert_eq!((events.evicted, events.evicted_unfetched), (2, 2));
+        assert_eq!((events.evicted, events.evicted_unfetched), (6, 6));
         assert!(s.stats().bytes <= s.stats().limit_bytes);
+    }
+
+    /// Four writers' batches of 10 kB values interleaved at random (a
+    /// seed each run), reading older keys as they go, fill an 8 MB store
+    /// ten times over; then 300 more writes: all 300 are held, whatever the
+    /// hand's place when each came (the first rule lost one when the hand
+    /// passed the end just after it was written).
+    #[test]
+    fn after_interleaved_writers_the_newest_writes_are_all_held() {
+        let value = vec![b'v'; 10_000];
+        for seed in 0..20u64 {
+            let mut s = MemoryStore::new(8 << 20, Limits::default());
+            let put = |s: &mut MemoryStore, k: usize| {
+                let key = format!("key:{k}");
+                let mut w = write(StorageMode::Set, key.as_bytes(), &value);
+                w.flags = 0;
+                s.store(w, NOW).unwrap();
+                if k.is_multiple_of(2) {
+                    get(s, format!("key:{}", k / 2).as_bytes(), NOW);
+                }
+            };
+            let mut next = [0, 2000, 4000, 6000];
+            let mut rng = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+            while (0..4).any(|t| next[t] < (t + 1) * 2000) {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                let t = (rng % 4) as usize;
+                let end = (next[t] + 50).min((t + 1) * 2000);
+                (next[t]..end).for_each(|k| put(&mut s, k));
+                next[t] = end;
+            }
+            (8000..8300).for_each(|k| put(&mut s, k));
+            let lost = (8000..8300)
+                .filter(|k| s.entries.position(format!("key:{k}").as_bytes()).is_none());
+            assert_eq!(lost.count(), 0, "seed {seed}");
+        }
     }
 
     #[test]
@@ -1276,6 +1339,40 @@ mod tests {
             i += 1;
         }
         assert!(i - 2_000 < 2_000, "{} writes to drain", i - 2_000);
+    }
+
+    #[test]
+    fn a_key_longer_than_memcacheds_from_a_peer_or_a_snapshot_is_refused_not_a_panic() {
+        let long = vec![b'k'; 300];
+        let entry = super::super::Entry {
+            flags: 0,
+            expiry: Expiry::Never,
+            value: b"v".to_vec(),
+        };
+        let mut s = store();
+        assert!(matches!(
+            s.import(&long, Some(&entry), 1, NOW),
+            Err(StoreError::Refused(_))
+        ));
+        let record = Record {
+            key: long,
+            entry,
+            cas: 1,
+            stored_at: NOW,
+            referenced: false,
+        };
+        let mut ordered = store().ordered();
+        assert!(matches!(
+            ordered.install(&record, NOW),
+            Err(StoreError::Refused(_))
+        ));
+        let longest = vec![b'k'; Limits::MAX_KEY_LEN];
+        let fits = Record {
+            key: longest,
+            ..record
+        };
+        assert_eq!(ordered.install(&fits, NOW), Ok(()));
+        assert_eq!(s.stats().items + ordered.stats().items, 1);
     }
 
     #[test]

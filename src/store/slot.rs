@@ -9,8 +9,8 @@
 //!    u64 le   u32     u32      u32         u8      u8
 //! ```
 //!
-//! Times are seconds since the epoch in 32 bits, as memcached keeps them
-//! (its `rel_time_t`): good until 2106, and no exptime a client can send
+//! Times are seconds since the epoch in 32 bits (memcached's `rel_time_t`
+//! is 32 bits too, counted from its start): good until 2106, and no exptime a client can send
 //! reaches past that; a later time is held as the last one that fits. The
 //! bits are [`FETCHED`], [`REFERENCED`] and [`NEVER`] (no expiry). The value's
 //! length is what the allocation has left after the header and the key.
