@@ -158,7 +158,8 @@ fn a_store_capped_at_64_mb_grows_by_no_more_than_the_cap_and_its_stated_overhead
 
 /// Three clients write 3 MB of values through the three nodes of a
 /// cluster whose stores hold 1 MB each, and read different keys on each
-/// node meanwhile; then every node holds the same items (values and cas
+/// node meanwhile; then each node is read for other recent keys and 300
+/// more are written: every node holds the same items (values and cas
 /// uniques), no more than its cap, and each evicted some.
 #[test]
 fn full_stores_leave_identical_replicas_in_every_mode() {
@@ -178,7 +179,18 @@ fn full_stores_leave_identical_replicas_in_every_mode() {
             let (stored, refused) = client.join().expect("client");
             assert_eq!((stored, refused), (KEYS / 3, 0), "{mode}");
         }
-        let keys: Vec<String> = (0..KEYS).map(|k| format!("key:{k}")).collect();
+        // Each node is read for a third of the newest keys (other ones on
+        // each), then written more: an unordered store would keep what its
+        // own readers asked for, and the replicas would part.
+        for (n, &port) in ports.iter().enumerate() {
+            let mut c = connect(port);
+            for k in (KEYS - 900..KEYS).filter(|k| k % 3 == n) {
+                common::request(&mut c, format!("get key:{k}\r\n").as_bytes());
+            }
+        }
+        let (stored, _) = storm(ports[0], KEYS..KEYS + 300, 1_000);
+        assert_eq!(stored, 300, "{mode}");
+        let keys: Vec<String> = (0..KEYS + 300).map(|k| format!("key:{k}")).collect();
         let mut held = 0;
         for chunk in keys.chunks(500) {
             held += cluster.converged(chunk).matches("VALUE ").count();
