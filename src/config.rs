@@ -444,19 +444,7 @@ impl ClusterConfig {
                 self.idle_timeout = (seconds > 0).then(|| Duration::from_secs(seconds));
             }
             "expiry_sweep" => self.expiry_sweep = switch("cluster", key, value)?,
-            "eviction" => {
-                self.eviction = match value {
-                    "lru" => Eviction::Lru,
-                    "none" => Eviction::None,
-                    other => {
-                        return Err(invalid(
-                            "cluster",
-                            key,
-                            format!("{other:?} is not lru or none"),
-                        ))
-                    }
-                }
-            }
+            "eviction" => self.eviction = value.parse().map_err(|e| invalid("cluster", key, e))?,
             "peer_tls" => self.peer_tls = switch("cluster", key, value)?,
             "client_tls" => self.client_tls = switch("cluster", key, value)?,
             "tls_ca" => self.tls_ca = Some(PathBuf::from(value)),

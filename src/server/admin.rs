@@ -33,13 +33,13 @@ impl<E: Engine> Server<E> {
             Admin::Verbosity => out.extend_from_slice(reply::OK),
             Admin::Stats(group) => self.answer_stats(token, group, &mut out),
             Admin::CacheMemlimit { megabytes } => {
-                let taken = self.settings.members.len() == 1
-                    && self.backend.set_memory_limit(u64::from(megabytes) << 20);
                 // Replicas with different caps would evict, or refuse,
                 // different writes (and eventual mode deletes what any node
                 // evicts, everywhere). Said once: clients may ask in a loop.
+                let shared = self.settings.members.len() > 1;
+                let taken = !shared && self.backend.set_memory_limit(u64::from(megabytes) << 20);
                 let memory = self.settings.node.kv_type == KvType::Memory;
-                if self.settings.members.len() > 1 && memory && !self.memlimit_refusal_said {
+                if shared && memory && !self.memlimit_refusal_said {
                     self.memlimit_refusal_said = true;
                     log::warn!(
                         "cache_memlimit refused: the nodes of a cluster share its limit; \

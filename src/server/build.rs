@@ -67,6 +67,11 @@ fn strong_replica(settings: &Settings) -> bool {
     strong && settings.members.len() > 1
 }
 
+/// A replica of an eventual cluster of several nodes.
+fn eventual_replica(settings: &Settings) -> bool {
+    settings.cluster.consistency == Consistency::Eventual && settings.members.len() > 1
+}
+
 /// This run's incarnation: the start time, so a restart is told apart.
 fn incarnation() -> u64 {
     std::time::SystemTime::now()
@@ -86,9 +91,7 @@ fn memory(settings: &Settings) -> Box<dyn VersionedStore> {
         .with_eviction(cluster.eviction);
     if strong_replica(settings) {
         Box::new(store.ordered())
-    } else if settings.node.data_dir.is_some()
-        || (cluster.consistency == Consistency::Eventual && settings.members.len() > 1)
-    {
+    } else if settings.node.data_dir.is_some() || eventual_replica(settings) {
         Box::new(store.keeping_evicted())
     } else {
         Box::new(store)
@@ -105,8 +108,7 @@ fn store_factory(settings: &Settings) -> StoreFactory {
         KvType::Memcache => {
             let (addr, timeout) = (settings.node.kv_addr.clone(), cluster.backend_timeout);
             let limits = cluster.limits();
-            let replicates_versions =
-                cluster.consistency == Consistency::Eventual && settings.members.len() > 1;
+            let replicates_versions = eventual_replica(settings);
             Box::new(move || {
                 // The store's own socket timeout stays under the reactor's
                 // deadline, so a dead memcached is noticed by the store too.

@@ -382,10 +382,9 @@ impl<E: Engine> Report<'_, E> {
             None => reply::stat(out, "inter", "NULL"),
         }
         // A memcached backend evicts unless it was started with `-M`.
-        let evicts = match self.config.kv_type {
-            KvType::Memory => self.cluster.eviction == Eviction::Lru,
-            KvType::Memcache => true,
-        };
+        let refuses =
+            self.config.kv_type == KvType::Memory && self.cluster.eviction == Eviction::None;
+        let evicts = !refuses;
         reply::stat(out, "evictions", if evicts { "on" } else { "off" });
         reply::stat(out, "domain_socket", "NULL");
         reply::stat(out, "shutdown_command", "no");
@@ -541,6 +540,15 @@ impl<E: Engine> Report<'_, E> {
     /// view's `members=` (in the strong modes, then `delivery_lag_ms=`;
     /// while it is handed a snapshot, then `catch_up_bytes=<done>/<total>`).
     /// A peer's queue and ops are what it last reported.
+    /// What a full store does: the embedded store's policy, or
+    /// `memcached` for a backend, which evicts unless run with `-M`.
+    fn eviction(&self) -> &'static str {
+        match self.config.kv_type {
+            KvType::Memory => self.cluster.eviction.name(),
+            KvType::Memcache => "memcached",
+        }
+    }
+
     pub fn show(&self, out: &mut Vec<u8>) {
         let status = self.node.engine().status();
         let epoch = status.epoch;
@@ -563,12 +571,7 @@ impl<E: Engine> Report<'_, E> {
                     .receiving
                     .map(|t| format!(" catch_up_bytes={}/{}", t.done, t.total))
                     .unwrap_or_default();
-                // What a full store does: the embedded store's policy, or
-                // the memcached backend's own (it evicts unless run with -M).
-                let eviction = match self.config.kv_type {
-                    KvType::Memory => self.cluster.eviction.name(),
-                    KvType::Memcache => "memcached",
-                };
+                let eviction = self.eviction();
                 let line = format!(
                     "NODE {id} {} {state} self last_heard_ms=0 clock={} view={epoch} queue={} ops={} members={} eviction={eviction}{lag}{progress}\r\n",
                     config.client, status.clock, status.pending, self.counters.ops, node_list(status.view_members),

@@ -346,6 +346,21 @@ impl MemoryStore {
         }
     }
 
+    /// Removes the entry at position `i` (the last one takes its place).
+    fn remove_at(&mut self, i: usize) -> Slot {
+        let slot = self.entries.swap_remove_index(i).expect("in range");
+        self.used_bytes -= cost(slot.key(), slot.value().len());
+        slot
+    }
+
+    /// Keeps `key` for whoever takes what the store dropped by itself
+    /// ([`VersionedStore::take_evicted`]), if anyone does.
+    fn report_dropped(&mut self, key: &[u8]) {
+        if let Some(evicted) = &mut self.evicted {
+            evicted.push(key.to_vec());
+        }
+    }
+
     /// Drops every dead item, at most once a second (it walks the whole map).
     fn reclaim(&mut self, now: UnixTime) {
         if self.last_reclaim == now {
@@ -396,11 +411,7 @@ impl MemoryStore {
                 continue;
             };
             // The last entry moves here: the cursor stays to check it.
-            let slot = self
-                .entries
-                .swap_remove_index(cursor)
-                .expect("checked above");
-            self.used_bytes -= cost(slot.key(), slot.value().len());
+            let slot = self.remove_at(cursor);
             self.events.swept += 1;
             let unfetched = death == Death::Expired && !slot.fetched();
             self.events.swept_unfetched += u64::from(unfetched);
@@ -490,9 +501,8 @@ impl MemoryStore {
             }
             // The last entry, the newest, moves here: the hand goes past it,
             // so it keeps its chance until the hand comes round again.
-            let slot = self.entries.swap_remove_index(self.hand).expect("in range");
+            let slot = self.remove_at(self.hand);
             self.hand += 1;
-            self.used_bytes -= cost(slot.key(), slot.value().len());
             let unfetched = u64::from(!slot.fetched());
             match death {
                 Some(_) => {
@@ -502,9 +512,7 @@ impl MemoryStore {
                 None => {
                     self.events.evicted += 1;
                     self.events.evicted_unfetched += unfetched;
-                    if let Some(evicted) = &mut self.evicted {
-                        evicted.push(slot.key().to_vec());
-                    }
+                    self.report_dropped(slot.key());
                 }
             }
         }
@@ -637,9 +645,7 @@ impl Store for MemoryStore {
             // memcached drops the old value of a failed `set` so it cannot
             // go stale; whoever takes evicted keys must hear of it too.
             if write.mode == StorageMode::Set && self.remove(write.key) {
-                if let Some(evicted) = &mut self.evicted {
-                    evicted.push(write.key.to_vec());
-                }
+                self.report_dropped(write.key);
             }
             return Err(e);
         }

@@ -84,6 +84,17 @@ impl Eviction {
     }
 }
 
+impl std::str::FromStr for Eviction {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Eviction, String> {
+        match s {
+            "lru" => Ok(Eviction::Lru),
+            "none" => Ok(Eviction::None),
+            other => Err(format!("{other:?} is not lru or none")),
+        }
+    }
+}
+
 /// A stored value as a `get` returns it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Item {

@@ -77,9 +77,7 @@ impl EventualReplica {
     pub fn log(&self) -> &VersionLog {
         &self.log
     }
-}
 
-impl EventualReplica {
     /// Makes what the store evicted for the work stamped `stamp` a delete
     /// of that stamp, pushed with `versions`.
     fn record_evictions(
@@ -118,6 +116,8 @@ impl Replica for EventualReplica {
                     to: reply_to,
                     reply,
                 });
+                // A read changes no version: the log's size stands.
+                return;
             }
             Work::Publish {
                 op,
