@@ -50,12 +50,12 @@ enum Kind<R: Replica> {
 
 impl<R: Replica> Backend<R> {
     /// A store that never blocks, run on the calling (reactor) thread.
-    pub fn inline(factory: StoreFactory) -> Backend<R> {
+    pub fn inline(factory: StoreFactory, replica: R) -> Backend<R> {
         let counters = Arc::new(StoreCounters::default());
         let mut executor = Executor::new(factory(), counters.clone());
         executor.publish_counters();
         let kind = Kind::Inline {
-            replica: R::default(),
+            replica,
             executor,
             done: Vec::new(),
         };
@@ -66,6 +66,7 @@ impl<R: Replica> Backend<R> {
     /// jobs; the worker wakes the reactor through `waker` when replies wait.
     pub fn spawn(
         factory: StoreFactory,
+        replica: R,
         waker: Arc<Waker>,
         capacity: usize,
     ) -> io::Result<Backend<R>> {
@@ -83,7 +84,7 @@ impl<R: Replica> Backend<R> {
             .spawn(move || {
                 let mut executor = Executor::new(factory(), executor_counters);
                 executor.publish_counters();
-                worker.run(R::default(), executor)
+                worker.run(replica, executor)
             })?;
         let kind = Kind::Worker {
             jobs: Some(jobs_tx),
@@ -258,7 +259,7 @@ mod tests {
     fn the_inline_store_writes_replies_into_recycled_buffers() {
         let factory: StoreFactory =
             Box::new(|| Box::new(MemoryStore::new(1 << 20, Limits::default())));
-        let mut backend = Backend::<TotalOrderReplica>::inline(factory);
+        let mut backend = Backend::inline(factory, TotalOrderReplica::default());
         let first = apply(&mut backend, b"set k 0 0 1\r\nv\r\n");
         assert_eq!(first, b"STORED\r\n");
         let buffer = first.as_ptr();

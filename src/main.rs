@@ -155,9 +155,6 @@ fn settings(args: &ServerArgs) -> Result<Settings, String> {
     if let Some(kv_type) = args.kv_type {
         node.kv_type = kv_type;
     }
-    if config.nodes.len() > 1 {
-        check_mode(&cluster)?;
-    }
     if node.data_dir.is_some() {
         check_durable(&node, config.nodes.len())?;
     }
@@ -169,18 +166,6 @@ fn settings(args: &ServerArgs) -> Result<Settings, String> {
         node,
         members: config.nodes.clone(),
     })
-}
-
-/// Which modes a multi-node cluster can run with this build.
-fn check_mode(cluster: &ClusterConfig) -> Result<(), String> {
-    match cluster.consistency {
-        Consistency::Linearizable | Consistency::Sequential | Consistency::Eventual => Ok(()),
-        Consistency::Causal => Err(
-            "consistency = causal across several nodes is not implemented yet; \
-             use linearizable, sequential or eventual, or a one-node config"
-                .into(),
-        ),
-    }
 }
 
 /// Where a `data_dir` can be kept with this build.

@@ -142,7 +142,7 @@ fn flags_override_the_config_file() {
 #[test]
 fn bad_configs_are_refused_with_the_reason() {
     let dir = TempDir::new("bad");
-    let cases: [(&str, &str); 10] = [
+    let cases: [(&str, &str); 9] = [
         (
             "[cluster]\nconsistency = strong\n[node.0]\n",
             "unknown consistency",
@@ -152,10 +152,6 @@ fn bad_configs_are_refused_with_the_reason() {
             "[cluster] heartbeat: unknown key",
         ),
         ("[node.0]\nkv_type = redis\n", "unknown kv_type"),
-        (
-            "[cluster]\nconsistency = causal\n[node.0]\n[node.1]\n",
-            "consistency = causal across several nodes is not implemented yet",
-        ),
         (
             "[cluster]\nfsync = sometimes\n[node.0]\n",
             "unknown fsync policy",

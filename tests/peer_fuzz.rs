@@ -163,6 +163,7 @@ fn gossips() -> Vec<Gossip> {
         key: key.as_bytes().to_vec(),
         stamp: Stamp { ts: 77, node: 2 },
         state,
+        cause: None,
     };
     let entry = Entry {
         flags: 1,
@@ -181,6 +182,7 @@ fn gossips() -> Vec<Gossip> {
                 incarnation: 9,
                 seq: 4,
             },
+            held: 4,
             last: 6,
         }),
         sync_complete: Some(SyncDone {
@@ -191,6 +193,7 @@ fn gossips() -> Vec<Gossip> {
             },
             last: 12,
         }),
+        coverage: None,
     }]
 }
 

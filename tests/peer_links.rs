@@ -370,6 +370,7 @@ fn what_follows_a_hello_in_the_same_write_is_read() {
             expiry: Expiry::Never,
             value: value.clone(),
         }),
+        cause: None,
     };
     let mut link = lone.dial();
     let (mut sent, mut session) = hello::<Gossip>(&mut link);

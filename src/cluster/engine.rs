@@ -113,6 +113,11 @@ pub struct SyncStats {
     /// Pushes dropped because the peer's link was backed up (anti-entropy
     /// brings what they carried).
     pub pushes_dropped: u64,
+    /// Causal mode: peers' writes waiting here for their causes.
+    pub waiting: u64,
+    /// Causal mode: pushes dropped for want of room to wait (anti-entropy
+    /// brings what they carried).
+    pub waiting_dropped: u64,
 }
 
 /// What an engine knows of one peer, for `show`.
@@ -122,6 +127,8 @@ pub struct PeerStatus {
     pub clock: u64,
     /// Heartbeats since the last completed sync from it (eventual mode).
     pub sync_lag: Option<u64>,
+    /// Its writes waiting here for their causes (causal mode).
+    pub waiting: Option<usize>,
 }
 
 /// One consistency mode's protocol.
@@ -171,6 +178,9 @@ pub trait Engine {
     fn status(&self) -> Status<'_>;
 
     fn peer_status(&self, peer: NodeId) -> Option<PeerStatus>;
+
+    /// The store side this engine's work runs on, new and empty.
+    fn replica(&self) -> Self::Replica;
 }
 
 /// The store work an engine asks for.
@@ -187,7 +197,7 @@ pub enum Done<D> {
 
 /// An engine's store side: carries out its work on the node's store, in
 /// the order given, where the store lives.
-pub trait Replica: Default + Send + 'static {
+pub trait Replica: Send + 'static {
     type Work: Send + Debug + 'static;
     type Done: Send + Debug + 'static;
 

@@ -444,6 +444,10 @@ pub struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
+    pub fn new(buf: &'a [u8]) -> Reader<'a> {
+        Reader { buf, at: 0 }
+    }
+
     fn take(&mut self, n: usize) -> Result<&'a [u8], WireError> {
         let end = self.at.checked_add(n).filter(|&e| e <= self.buf.len());
         let end = end.ok_or(WireError::Malformed("truncated"))?;
@@ -514,6 +518,7 @@ impl<'a> Reader<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cluster::eventual::causal::{Cause, Coverage, Origin};
     use crate::cluster::eventual::version::{State, Version};
     use crate::cluster::eventual::{ChangeMark, Gossip, SyncDone, SyncRequest};
     use crate::cluster::total_order::{Broadcast, Control, Flush, Proposal};
@@ -763,6 +768,16 @@ mod tests {
     }
 
     fn gossips() -> Vec<PeerMessage<Gossip>> {
+        let origin = |node, run| Origin { node, run };
+        let deps = Arc::new(Coverage::from_entries(vec![
+            (origin(2, 7), 3),
+            (origin(3, 8), 1),
+        ]));
+        let cause = |node, seq, deps: &Arc<Coverage>| Cause {
+            origin: origin(node, 6),
+            seq,
+            deps: deps.clone(),
+        };
         vec![
             PeerMessage::Frame(Frame {
                 load: Load::default(),
@@ -777,16 +792,25 @@ mod tests {
                                 expiry: Expiry::At(1_700_000_100),
                                 value: b"v".to_vec(),
                             }),
+                            cause: None,
                         },
                         Version {
                             key: b"gone".to_vec(),
                             stamp: Stamp { ts: 10, node: 1 },
                             state: State::Deleted,
+                            cause: Some(cause(1, 4, &deps)),
                         },
                         Version {
                             key: Vec::new(),
-                            stamp: Stamp { ts: 11, node: 2 },
+                            stamp: Stamp { ts: 11, node: 1 },
                             state: State::Flushed,
+                            cause: Some(cause(1, 5, &deps)),
+                        },
+                        Version {
+                            key: b"k2".to_vec(),
+                            stamp: Stamp { ts: 12, node: 1 },
+                            state: State::Deleted,
+                            cause: Some(cause(1, 6, &Arc::new(Coverage::default()))),
                         },
                     ],
                     sync_request: Some(SyncRequest {
@@ -794,6 +818,7 @@ mod tests {
                             incarnation: 5,
                             seq: 77,
                         },
+                        held: 70,
                         last: 90,
                     }),
                     sync_complete: Some(SyncDone {
@@ -804,6 +829,7 @@ mod tests {
                         },
                         last: 80,
                     }),
+                    coverage: Some(Coverage::from_entries(vec![(origin(1, 6), 9)])),
                 },
             }),
             PeerMessage::Frame(Frame {

@@ -4,7 +4,8 @@
 //! ```text
 //!  one member ─────────► TotalOrder (linearizable: alone, every mode is)
 //!  linearizable/sequential ► TotalOrder ─┐
-//!  eventual ────────────► EventualEngine ┴─► Node<E> ─► Server<E>::run
+//!  eventual ────────────► EventualEngine ┤
+//!  causal ──────────────► EventualEngine::causal ┴─► Node<E> ─► Server<E>::run
 //! ```
 
 use std::io;
@@ -39,12 +40,16 @@ pub fn serve(settings: Settings) -> io::Result<()> {
             };
             Server::bind(settings, incarnation, engine, factory, durable)?.run()
         }
-        Consistency::Eventual => {
+        mode @ (Consistency::Eventual | Consistency::Causal) => {
             let cluster = &settings.cluster;
             let beats = cluster.sync_interval.as_millis() / cluster.heartbeat.as_millis().max(1);
             // The clock starts at the wall time in microseconds.
             let start = incarnation / 1000;
             let engine = EventualEngine::new(me, incarnation, view, start, beats.max(1) as u64);
+            let engine = match mode {
+                Consistency::Causal => engine.causal(),
+                _ => engine,
+            };
             Server::bind(settings, incarnation, engine, factory, None)?.run()
         }
         mode => {
@@ -67,9 +72,14 @@ fn strong_replica(settings: &Settings) -> bool {
     strong && settings.members.len() > 1
 }
 
-/// A replica of an eventual cluster of several nodes.
+/// A replica of an eventual or causal cluster of several nodes: one that
+/// exchanges versions with its peers.
 fn eventual_replica(settings: &Settings) -> bool {
-    settings.cluster.consistency == Consistency::Eventual && settings.members.len() > 1
+    let versioned = matches!(
+        settings.cluster.consistency,
+        Consistency::Eventual | Consistency::Causal
+    );
+    versioned && settings.members.len() > 1
 }
 
 /// This run's incarnation: the start time, so a restart is told apart.

@@ -316,6 +316,7 @@ impl<E: Engine> Server<E> {
                         .last_heard
                         .map(|t| now.saturating_sub(t) as f64 / 1000.0),
                     sync_lag_seconds: engine.sync_lag.map(|beats| beats as f64 * heartbeat),
+                    causal_waiting: engine.waiting.map(|n| n as f64),
                 }
             })
             .collect();
@@ -357,6 +358,8 @@ pub struct PeerMetrics {
     pub last_heard_seconds: Option<f64>,
     /// Eventual mode: seconds since the last completed sync from it.
     pub sync_lag_seconds: Option<f64>,
+    /// Causal mode: its writes waiting here for their causes.
+    pub causal_waiting: Option<f64>,
 }
 
 /// Every metric the endpoint serves, read from the reactor at one scrape.
@@ -444,6 +447,13 @@ impl Collector for Snapshot {
             "Client connections open.",
             self.connections,
         )?;
+        if let (Some(sync), "causal") = (&self.sync, self.mode) {
+            gauge(
+                "causal_waiting",
+                "Causal mode: peers' writes waiting here for their causes.",
+                sync.waiting,
+            )?;
+        }
         gauge(
             "uptime_seconds",
             "Seconds since the node started.",
@@ -605,6 +615,12 @@ impl Snapshot {
             "peer_sync_lag_seconds",
             "Eventual mode: seconds since the last completed anti-entropy sync from the peer.",
             &|p| p.sync_lag_seconds,
+        )?;
+        peer_gauges(
+            encoder,
+            "peer_causal_waiting",
+            "Causal mode: the peer's writes waiting here for their causes.",
+            &|p| p.causal_waiting,
         )
     }
 
@@ -708,12 +724,14 @@ mod tests {
                     up: true,
                     last_heard_seconds: Some(0.05),
                     sync_lag_seconds: None,
+                    causal_waiting: None,
                 },
                 PeerMetrics {
                     id: 2,
                     up: false,
                     last_heard_seconds: None,
                     sync_lag_seconds: None,
+                    causal_waiting: None,
                 },
             ],
             ops: 7,

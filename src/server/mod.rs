@@ -190,14 +190,18 @@ impl<E: Engine> Server<E> {
             Some(addr) => Some(MetricsEndpoint::bind(poll.registry(), resolve(addr)?)?),
             None => None,
         };
+        let replica = engine.replica();
         let (backend, durable) = match (settings.node.kv_type, durable) {
             (_, Some(recovering)) => {
                 let (durable, store) = recovering.start(waker)?;
                 let factory: StoreFactory = Box::new(move || Box::new(store));
-                (Backend::inline(factory), Some(durable))
+                (Backend::inline(factory, replica), Some(durable))
             }
-            (KvType::Memory, None) => (Backend::inline(factory), None),
-            (KvType::Memcache, None) => (Backend::spawn(factory, waker, BACKEND_QUEUE)?, None),
+            (KvType::Memory, None) => (Backend::inline(factory, replica), None),
+            (KvType::Memcache, None) => {
+                let backend = Backend::spawn(factory, replica, waker, BACKEND_QUEUE)?;
+                (backend, None)
+            }
         };
         let me = settings.node.id;
         let others: Vec<_> = settings.members.iter().filter(|n| n.id != me).collect();

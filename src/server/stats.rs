@@ -27,8 +27,9 @@ use super::connection::{Connection, SpareBuffers};
 use super::peers::Peers;
 use super::process;
 use crate::cluster::membership::Millis;
+use crate::cluster::SyncStats;
 use crate::cluster::{Engine, Node, NodeId};
-use crate::config::{ClusterConfig, KvType, NodeConfig};
+use crate::config::{ClusterConfig, Consistency, KvType, NodeConfig};
 use crate::durability::Durable;
 use crate::protocol::reply;
 use crate::store::unix_now;
@@ -337,6 +338,9 @@ impl<E: Engine> Report<'_, E> {
             );
             reply::stat(out, "mckv_versions_received", sync.versions_received);
             reply::stat(out, "mckv_pushes_dropped", sync.pushes_dropped);
+            if self.cluster.consistency == Consistency::Causal {
+                self.causal_stats(out, sync);
+            }
             let log_bytes = self.backend.version_log_bytes();
             reply::stat(out, "mckv_version_log_bytes", log_bytes);
         }
@@ -363,6 +367,18 @@ impl<E: Engine> Report<'_, E> {
     }
 
     /// `beats` heartbeat periods in milliseconds.
+    /// Causal mode: peers' writes waiting here for their causes, in all and
+    /// per peer, and pushes dropped for want of room to wait.
+    fn causal_stats(&self, out: &mut Vec<u8>, sync: SyncStats) {
+        reply::stat(out, "mckv_causal_waiting", sync.waiting);
+        for id in self.members.iter().map(|n| n.id) {
+            if let Some(waiting) = self.node.engine().peer_status(id).and_then(|p| p.waiting) {
+                reply::stat(out, &format!("mckv_causal_waiting_from_{id}"), waiting);
+            }
+        }
+        reply::stat(out, "mckv_causal_waiting_dropped", sync.waiting_dropped);
+    }
+
     fn heartbeats_ms(&self, beats: u64) -> u64 {
         beats * self.cluster.heartbeat.as_millis() as u64
     }
@@ -592,8 +608,13 @@ impl<E: Engine> Report<'_, E> {
                 .sync_lag
                 .map(|beats| format!(" sync_lag_ms={}", self.heartbeats_ms(beats)))
                 .unwrap_or_default();
+            // Causal mode: its writes waiting here for their causes.
+            let waiting = peer
+                .waiting
+                .map(|n| format!(" waiting={n}"))
+                .unwrap_or_default();
             let line = format!(
-                "NODE {id} {} {} peer last_heard_ms={heard} clock={} view={epoch} queue={} ops={}{lag}\r\n",
+                "NODE {id} {} {} peer last_heard_ms={heard} clock={} view={epoch} queue={} ops={}{lag}{waiting}\r\n",
                 config.client,
                 member.state(),
                 peer.clock,

@@ -283,9 +283,10 @@ impl<E: Engine> SimNode<E> {
             store = store.keeping_evicted();
         }
         let counters = std::sync::Arc::new(StoreCounters::default());
+        let replica = node.engine().replica();
         SimNode {
             node,
-            replica: E::Replica::default(),
+            replica,
             executor: Executor::new(Box::new(store), counters).with_clock(sim_now),
             incarnation,
             run: Run::Running,

@@ -3,6 +3,9 @@
 //! answer and the mark that completes it (see the module doc of
 //! [`super`] for what each means).
 
+use std::sync::Arc;
+
+use super::causal::{Cause, Coverage, Origin};
 use super::version::{State, Version};
 use crate::cluster::wire::{self, Reader, WireError};
 use crate::cluster::Stamp;
@@ -19,16 +22,23 @@ pub struct Gossip {
     pub sync_request: Option<SyncRequest>,
     /// The versions above complete the answer to the receiver's sync request.
     pub sync_complete: Option<SyncDone>,
+    /// Causal mode: the sender's coverage when it collected the answer
+    /// (`causal.rs`); the asker takes it with the answer's last part.
+    pub coverage: Option<Coverage>,
 }
 
 /// A sync request: "send me every change of yours after `since`". It also
-/// says where the asker's own change log ended when it asked (`last`): the
-/// answering node counts the request as "it holds every change of mine up
-/// to `since`", which lets tombstones go, only once it has synced the
-/// asker's changes up to there (see the module doc of [`super`]).
+/// says the asker holds every change of the answering node up to `held`
+/// (`since` itself, unless a causal node asks for the rest of an answer it
+/// keeps aside until the last part), and where its own change log ended
+/// when it asked (`last`): the answering node counts the request as "it
+/// holds every change of mine up to `held`", which lets tombstones go, only
+/// once it has synced the asker's changes up to there (see the module doc
+/// of [`super`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SyncRequest {
     pub since: ChangeMark,
+    pub held: u64,
     pub last: u64,
 }
 
@@ -63,18 +73,21 @@ pub struct ChangeMark {
 }
 
 impl wire::Message for Gossip {
-    const PROTOCOL: &'static str = "eventual gossip v3";
+    const PROTOCOL: &'static str = "eventual gossip v4";
 
     fn encode(&self, out: &mut Vec<u8>) {
         wire::put_u64(out, self.clock);
         wire::put_u32(out, self.versions.len() as u32);
+        let mut deps = None;
         for version in &self.versions {
             put_version(out, version);
+            put_cause(out, version.cause.as_ref(), &mut deps);
         }
         match self.sync_request {
             Some(request) => {
                 out.push(1);
                 put_mark(out, request.since);
+                wire::put_u64(out, request.held);
                 wire::put_u64(out, request.last);
             }
             None => out.push(0),
@@ -88,18 +101,29 @@ impl wire::Message for Gossip {
             }
             None => out.push(0),
         }
+        match &self.coverage {
+            Some(coverage) => {
+                out.push(1);
+                coverage.encode(out);
+            }
+            None => out.push(0),
+        }
     }
 
     fn decode(r: &mut Reader<'_>) -> Result<Gossip, WireError> {
         let clock = r.u64()?;
         let mut versions = Vec::new();
-        for _ in 0..r.count(17)? {
-            versions.push(read_version(r)?);
+        let mut deps = None;
+        for _ in 0..r.count(18)? {
+            let mut version = read_version(r)?;
+            version.cause = read_cause(r, version.stamp.node, &mut deps)?;
+            versions.push(version);
         }
         let sync_request = match r.u8()? {
             0 => None,
             _ => Some(SyncRequest {
                 since: read_mark(r)?,
+                held: r.u64()?,
                 last: r.u64()?,
             }),
         };
@@ -111,11 +135,16 @@ impl wire::Message for Gossip {
                 last: r.u64()?,
             }),
         };
+        let coverage = match r.u8()? {
+            0 => None,
+            _ => Some(Coverage::decode(r)?),
+        };
         Ok(Gossip {
             clock,
             versions,
             sync_request,
             sync_complete,
+            coverage,
         })
     }
 }
@@ -165,7 +194,68 @@ fn read_version(r: &mut Reader<'_>) -> Result<Version, WireError> {
         FLUSHED => State::Flushed,
         _ => return Err(WireError::Malformed("version state")),
     };
-    Ok(Version { key, stamp, state })
+    Ok(Version {
+        key,
+        stamp,
+        state,
+        cause: None,
+    })
+}
+
+const NO_CAUSE: u8 = 0;
+const CAUSE: u8 = 1;
+/// A cause whose dependencies are the previous version's in the frame: the
+/// writes an origin makes between two changes of its coverage share them.
+const CAUSE_SAME_DEPS: u8 = 2;
+
+/// A version's cause (its origin's node is the stamp's), its dependencies
+/// written out only when they differ from the previous version's.
+fn put_cause<'a>(
+    out: &mut Vec<u8>,
+    cause: Option<&'a Cause>,
+    deps: &mut Option<&'a Arc<Coverage>>,
+) {
+    let Some(cause) = cause else {
+        out.push(NO_CAUSE);
+        return;
+    };
+    let same = deps.is_some_and(|d| Arc::ptr_eq(d, &cause.deps) || **d == *cause.deps);
+    out.push(if same { CAUSE_SAME_DEPS } else { CAUSE });
+    wire::put_u64(out, cause.origin.run);
+    wire::put_u64(out, cause.seq);
+    if !same {
+        cause.deps.encode(out);
+        *deps = Some(&cause.deps);
+    }
+}
+
+fn read_cause(
+    r: &mut Reader<'_>,
+    node: u32,
+    deps: &mut Option<Arc<Coverage>>,
+) -> Result<Option<Cause>, WireError> {
+    let kind = r.u8()?;
+    if kind == NO_CAUSE {
+        return Ok(None);
+    }
+    let origin = Origin {
+        node,
+        run: r.u64()?,
+    };
+    let seq = r.u64()?;
+    let shared = match kind {
+        CAUSE => Arc::new(Coverage::decode(r)?),
+        CAUSE_SAME_DEPS => deps.clone().ok_or(WireError::Malformed(
+            "a cause shares the dependencies of none",
+        ))?,
+        _ => return Err(WireError::Malformed("version cause")),
+    };
+    *deps = Some(shared.clone());
+    Ok(Some(Cause {
+        origin,
+        seq,
+        deps: shared,
+    }))
 }
 
 fn put_mark(out: &mut Vec<u8>, mark: ChangeMark) {

@@ -113,6 +113,7 @@
 //! The clock starts at the wall time in microseconds, so a restarted node's
 //! new writes are stamped above what it wrote before it crashed.
 
+pub mod causal;
 mod message;
 mod replica;
 pub mod version;
@@ -129,6 +130,7 @@ use super::message::Op;
 use super::{LamportClock, NodeId, Stamp, View};
 use crate::protocol::{Command, Request};
 use crate::store::UnixTime;
+use causal::{Coverage, Origin};
 use version::Version;
 use version_log::Changes;
 
@@ -176,9 +178,13 @@ struct SyncPeer {
     /// Its word not taken yet, oldest first: at most two (a third is merged
     /// into the second, which then waits for the later of the two).
     untaken: VecDeque<SyncedPast>,
-    /// Our answer to its sync request, waiting to be sent: versions, and
-    /// what they complete.
-    answer: Option<(Vec<Version>, SyncDone)>,
+    /// Our answer to its sync request, waiting to be sent: versions, what
+    /// they complete, and in causal mode our coverage when collected.
+    answer: Option<(Vec<Version>, SyncDone, Option<Coverage>)>,
+    /// Causal mode: the parts of its answer we keep aside until the last.
+    partial: Option<Partial>,
+    /// Causal mode: how many of its writes wait here for their causes.
+    waiting: usize,
     /// Its answers handed to the store and not applied yet: while one is,
     /// the sync is not given up on.
     applying: u32,
@@ -187,7 +193,66 @@ struct SyncPeer {
     completed_at: u64,
 }
 
+/// Causal mode: the parts of an answer received so far, kept aside so that
+/// the answer is applied whole (`causal.rs`).
+#[derive(Debug)]
+struct Partial {
+    /// Where the answer started.
+    since: u64,
+    /// Up to where the parts so far reach: where the next one starts.
+    upto: u64,
+    versions: Vec<Version>,
+}
+
 impl SyncPeer {
+    /// Where our next request asks it to start: after the parts of an
+    /// answer we keep aside, or after what we hold.
+    fn asking_from(&self) -> u64 {
+        self.partial.as_ref().map_or(self.synced_from, |p| p.upto)
+    }
+
+    /// Causal mode: takes the sync answer in a frame (the versions without
+    /// a cause; `versions` keeps the pushes). A part is kept aside (and
+    /// the rest asked for at once, if it moved us on); the last part comes
+    /// back whole, with the coverage that goes with it, to be applied.
+    fn gather(
+        &mut self,
+        done: Option<SyncDone>,
+        coverage: Option<Coverage>,
+        versions: &mut Vec<Version>,
+        beats: u64,
+    ) -> Option<(SyncDone, Coverage)> {
+        let done = done?;
+        let answer: Vec<Version> = versions.extract_if(.., |v| v.cause.is_none()).collect();
+        let reached = self.asking_from();
+        // From an earlier run of the peer, or to an earlier run of ours.
+        if done.upto.incarnation != self.incarnation || done.since > reached {
+            return None;
+        }
+        let partial = self.partial.get_or_insert_with(|| Partial {
+            since: done.since,
+            upto: done.since,
+            versions: Vec::new(),
+        });
+        partial.versions.extend(answer);
+        if done.is_part() {
+            let moved_on = done.upto.seq > partial.upto;
+            partial.upto = partial.upto.max(done.upto.seq);
+            if moved_on && self.linked {
+                self.ask(beats);
+            }
+            return None;
+        }
+        let coverage = coverage?;
+        let partial = self.partial.take()?;
+        versions.extend(partial.versions);
+        let whole = SyncDone {
+            since: partial.since,
+            ..done
+        };
+        Some((whole, coverage))
+    }
+
     /// Our next frame to it asks for every change after where we are.
     fn ask(&mut self, beats: u64) {
         self.request_due = true;
@@ -237,6 +302,9 @@ pub struct EventualEngine {
     /// Our version log's last change number, as the store side last
     /// reported it: what our sync requests say our log ended at.
     log_last: u64,
+    /// Causal mode (`causal.rs`): pushes carry their causes and wait for
+    /// them, and sync answers are applied whole.
+    causal: bool,
     beats: u64,
     stats: SyncStats,
 }
@@ -280,9 +348,17 @@ impl EventualEngine {
             sync_every: sync_every.max(1),
             frame_budget: DEFAULT_FRAME_BUDGET,
             log_last: 0,
+            causal: false,
             beats: 0,
             stats: SyncStats::default(),
         }
+    }
+
+    /// This engine in causal mode: no peer's write is applied here before
+    /// its causes (`causal.rs`).
+    pub fn causal(mut self) -> EventualEngine {
+        self.causal = true;
+        self
     }
 
     /// About how many bytes of versions a sync answer carries, and a frame
@@ -351,7 +427,13 @@ impl EventualEngine {
     }
 
     /// The worker's answer to `peer`'s sync request since `since`.
-    fn on_collected(&mut self, peer: NodeId, since: u64, changes: Changes) {
+    fn on_collected(
+        &mut self,
+        peer: NodeId,
+        since: u64,
+        changes: Changes,
+        coverage: Option<Coverage>,
+    ) {
         if let Some(p) = self.peers.get_mut(&peer) {
             let done = SyncDone {
                 since,
@@ -361,8 +443,20 @@ impl EventualEngine {
                 },
                 last: changes.last,
             };
-            p.answer = Some((changes.versions, done));
+            p.answer = Some((changes.versions, done, coverage));
         }
+    }
+
+    /// The store side's count of writes waiting for their causes.
+    fn on_waiting(&mut self, per_node: &[(NodeId, usize)], dropped: u64) {
+        for (id, peer) in &mut self.peers {
+            peer.waiting = per_node
+                .iter()
+                .find(|(node, _)| node == id)
+                .map_or(0, |(_, n)| *n);
+        }
+        self.stats.waiting = per_node.iter().map(|(_, n)| *n as u64).sum();
+        self.stats.waiting_dropped = dropped;
     }
 
     /// The link to `peer` broke: pushes and a sync in flight are lost; the
@@ -432,15 +526,30 @@ impl Engine for EventualEngine {
         peer.clock = peer.clock.max(frame.clock);
         self.clock.observe(frame.clock);
         self.stats.versions_received += frame.versions.len() as u64;
-        // An answer from an earlier run of the peer, or to an earlier run of
-        // ours (it starts above where we are), completes nothing.
-        let completes = frame.sync_complete.filter(|done| {
-            done.upto.incarnation == peer.incarnation && done.since <= peer.synced_from
-        });
+        let mut versions = frame.versions;
+        let (completes, coverage) = if self.causal {
+            let gathered = peer.gather(
+                frame.sync_complete,
+                frame.coverage,
+                &mut versions,
+                self.beats,
+            );
+            (
+                gathered.as_ref().map(|(done, _)| *done),
+                gathered.map(|(_, c)| c),
+            )
+        } else {
+            // An answer from an earlier run of the peer, or to an earlier run
+            // of ours (it starts above where we are), completes nothing.
+            let completes = frame.sync_complete.filter(|done| {
+                done.upto.incarnation == peer.incarnation && done.since <= peer.synced_from
+            });
+            (completes, None)
+        };
         if completes.is_some() {
             peer.applying += 1;
         }
-        if !frame.versions.is_empty() || completes.is_some() {
+        if !versions.is_empty() || completes.is_some() {
             // Above every version held (the clock has seen them all), for
             // the deletes of what they make the store evict.
             let stamp = Stamp {
@@ -449,15 +558,16 @@ impl Engine for EventualEngine {
             };
             out.push(Effect::Work(Work::ApplyVersions {
                 from,
-                versions: frame.versions,
+                versions,
                 stamp,
                 completes,
+                coverage,
             }));
         }
         if let Some(request) = frame.sync_request {
             let since = if request.since.incarnation == self.incarnation {
                 peer.heard(SyncedPast {
-                    seq: request.since.seq,
+                    seq: request.held,
                     their_last: request.last,
                 });
                 request.since.seq
@@ -528,6 +638,7 @@ impl Engine for EventualEngine {
                 p.untaken.clear();
                 p.in_flight = false;
                 p.answer = None; // it answered a request of the earlier run
+                p.partial = None;
             }
         }
     }
@@ -539,13 +650,15 @@ impl Engine for EventualEngine {
                 peer,
                 since,
                 changes,
-            } => self.on_collected(peer, since, changes),
+                coverage,
+            } => self.on_collected(peer, since, changes, coverage),
             Report::SyncApplied {
                 from,
                 done,
                 all_kept,
                 last,
             } => self.on_sync_applied(from, done, all_kept, last),
+            Report::Waiting { per_node, dropped } => self.on_waiting(&per_node, dropped),
         }
     }
 
@@ -565,17 +678,20 @@ impl Engine for EventualEngine {
         let mut versions: Vec<Version> = peer.pushes.drain(..fits).collect();
         let pushed: usize = versions.iter().map(Version::approximate_len).sum();
         peer.pushed_bytes = peer.pushed_bytes.saturating_sub(pushed);
-        let sync_complete = peer.answer.take().map(|(answer, done)| {
+        let mut coverage = None;
+        let sync_complete = peer.answer.take().map(|(answer, done, covered)| {
             self.stats.versions_answered += answer.len() as u64;
             versions.extend(answer);
+            coverage = covered;
             done
         });
         self.stats.versions_sent += versions.len() as u64;
         let sync_request = std::mem::take(&mut peer.request_due).then_some(SyncRequest {
             since: ChangeMark {
                 incarnation: peer.incarnation,
-                seq: peer.synced_from,
+                seq: peer.asking_from(),
             },
+            held: peer.synced_from,
             last: self.log_last,
         });
         peer.due = false;
@@ -584,6 +700,7 @@ impl Engine for EventualEngine {
             versions,
             sync_request,
             sync_complete,
+            coverage,
         })
     }
 
@@ -606,7 +723,18 @@ impl Engine for EventualEngine {
         self.peers.get(&peer).map(|p| PeerStatus {
             clock: p.clock,
             sync_lag: Some(self.beats - p.completed_at),
+            waiting: self.causal.then_some(p.waiting),
         })
+    }
+
+    fn replica(&self) -> EventualReplica {
+        match self.causal {
+            true => EventualReplica::causal(Origin {
+                node: self.me,
+                run: self.incarnation,
+            }),
+            false => EventualReplica::default(),
+        }
     }
 }
 
@@ -645,6 +773,7 @@ mod tests {
     fn request(incarnation: u64, seq: u64, last: u64) -> Option<SyncRequest> {
         Some(SyncRequest {
             since: ChangeMark { incarnation, seq },
+            held: seq,
             last,
         })
     }
@@ -866,6 +995,7 @@ mod tests {
                 key: format!("k{i}").into_bytes(),
                 stamp: Stamp { ts: 5 + i, node: 1 },
                 state: version::State::Deleted,
+                cause: None,
             })
             .collect();
         let two = 2 * versions[0].approximate_len();
@@ -888,6 +1018,7 @@ mod tests {
             key: format!("k{i}").into_bytes(),
             stamp: Stamp { ts: 5 + i, node: 1 },
             state: version::State::Deleted,
+            cause: None,
         };
         let mut engine = node_one();
         engine.outgoing(2);
@@ -911,6 +1042,7 @@ mod tests {
             peer: 2,
             since: 0,
             changes,
+            coverage: None,
         };
         engine.on_store(collected, &mut out);
         while engine.outgoing(2).is_some() {}

@@ -7,6 +7,7 @@
 //! a present version carries the store's [`Entry`], exactly as the store
 //! exports and imports it.
 
+use super::causal::Cause;
 use crate::cluster::Stamp;
 use crate::protocol::Key;
 use crate::store::Entry;
@@ -27,6 +28,9 @@ pub struct Version {
     pub key: Key,
     pub stamp: Stamp,
     pub state: State,
+    /// Who wrote it and what it depends on: set on a causal node's pushes
+    /// only (`causal.rs`); sync answers and eventual mode carry none.
+    pub cause: Option<Cause>,
 }
 
 impl Version {
@@ -36,7 +40,8 @@ impl Version {
             State::Present(item) => item.value.len(),
             State::Deleted | State::Flushed => 0,
         };
-        approximate_len(self.key.len(), value)
+        let cause = self.cause.as_ref().map_or(0, |c| c.deps.wire_len());
+        approximate_len(self.key.len(), value) + cause
     }
 }
 

@@ -303,6 +303,7 @@ impl VersionLog {
             key: key.to_vec(),
             stamp,
             state,
+            cause: None,
         })
     }
 
@@ -374,6 +375,7 @@ impl VersionLog {
             key: key.to_vec(),
             stamp,
             state: State::Deleted,
+            cause: None,
         }))
     }
 
@@ -384,6 +386,7 @@ impl VersionLog {
             key: Vec::new(),
             stamp,
             state: State::Flushed,
+            cause: None,
         }
     }
 
@@ -521,6 +524,7 @@ impl VersionLog {
                             key: Vec::new(),
                             stamp,
                             state: State::Flushed,
+                            cause: None,
                         });
                     }
                 }
@@ -532,6 +536,7 @@ impl VersionLog {
                     key: key.to_vec(),
                     stamp: known.stamp(),
                     state: State::Deleted,
+                    cause: None,
                 }),
                 Some(known) => to_read.push((key, *known)),
                 None => {}
@@ -560,6 +565,7 @@ impl VersionLog {
                 key: key.to_vec(),
                 stamp: known.stamp(),
                 state,
+                cause: None,
             });
         }
         Ok(Changes {
@@ -569,14 +575,16 @@ impl VersionLog {
         })
     }
 
-    /// Forgets tombstones every peer has synced past (changed at or below `synced`).
-    pub fn forget_tombstones(&mut self, synced: u64) {
+    /// Forgets tombstones every peer has synced past (changed at or below
+    /// `synced`), except those of keys `keep` holds on to.
+    pub fn forget_tombstones(&mut self, synced: u64, keep: impl Fn(&[u8]) -> bool) {
         let dead: Vec<SharedKey> = self
             .changes
             .range(..self.after(synced))
             .filter(|(seq, key)| {
                 self.known(key)
                     .is_some_and(|k| k.seq == *seq && k.held() == Held::Deleted)
+                    && !keep(key)
             })
             .map(|(_, key)| key.clone())
             .collect();
@@ -630,6 +638,7 @@ mod tests {
                 expiry: Expiry::Never,
                 value: value.as_bytes().to_vec(),
             }),
+            cause: None,
         }
     }
 
@@ -685,6 +694,7 @@ mod tests {
             key: Vec::new(),
             stamp: stamp(100, 1),
             state: State::Flushed,
+            cause: None,
         };
         log.apply_remote(&mut s, &flush, NOW).unwrap();
         assert_eq!(log.key_bytes, 0);
@@ -714,6 +724,7 @@ mod tests {
             key: b"k".to_vec(),
             stamp: stamp(4, 0),
             state: State::Deleted,
+            cause: None,
         };
         assert!(log.apply_remote(&mut s, &delete, NOW).unwrap());
         assert!(!log
@@ -735,6 +746,7 @@ mod tests {
             key: Vec::new(),
             stamp: stamp(5, 1),
             state: State::Flushed,
+            cause: None,
         };
         log.apply_remote(&mut s, &flush, NOW).unwrap();
         assert_eq!(value(&mut s, "a"), None);
@@ -779,6 +791,7 @@ mod tests {
             key: b"k05".to_vec(),
             stamp: stamp(2, 0),
             state: State::Deleted,
+            cause: None,
         };
         log.apply_remote(&mut s, &delete, NOW).unwrap();
         let whole = log.since(&mut s, 0, WHOLE, NOW).unwrap();
@@ -1002,6 +1015,7 @@ mod tests {
             key: Vec::new(),
             stamp: stamp(5, 1),
             state: State::Flushed,
+            cause: None,
         };
         s.broken = true;
         assert!(log.apply_remote(&mut s, &flush, NOW).is_err());
@@ -1034,6 +1048,7 @@ mod tests {
             key: b"brief".to_vec(),
             stamp: stamp(2, 0),
             state: State::Deleted,
+            cause: None,
         };
         assert_eq!(versions, vec![tombstone]);
     }
@@ -1069,6 +1084,7 @@ mod tests {
             key: b"brief".to_vec(),
             stamp: stamp(2, 0),
             state: State::Deleted,
+            cause: None,
         }));
     }
 
@@ -1080,11 +1096,12 @@ mod tests {
             key: b"k".to_vec(),
             stamp: stamp(2, 0),
             state: State::Deleted,
+            cause: None,
         };
         log.apply_remote(&mut s, &delete, NOW).unwrap();
-        log.forget_tombstones(1);
+        log.forget_tombstones(1, |_| false);
         assert_eq!(log.len(), 1, "the tombstone (seq 2) is not synced past yet");
-        log.forget_tombstones(2);
+        log.forget_tombstones(2, |_| false);
         assert!(log.is_empty());
     }
 
@@ -1103,6 +1120,7 @@ mod tests {
             key: b"k".to_vec(),
             stamp: stamp(ts, 0),
             state: State::Deleted,
+            cause: None,
         };
         for i in 0..10 {
             // seq 1..=10: enough current changes that k's stale ones stay.
@@ -1114,7 +1132,7 @@ mod tests {
         log.apply_remote(&mut s, &delete(3), NOW).unwrap(); // seq 13
 
         // The tombstone of seq 11 was synced past, but k's current one was not.
-        log.forget_tombstones(12);
+        log.forget_tombstones(12, |_| false);
         assert_eq!(log.stamp(b"k"), Some(stamp(3, 0)));
         let changed = log.since(&mut s, 10, WHOLE, NOW).unwrap().versions;
         assert_eq!(changed, vec![delete(3)], "one current version per key");

@@ -948,7 +948,12 @@ impl Engine for TotalOrder {
         self.peers.get(&peer).map(|p| PeerStatus {
             clock: p.clock,
             sync_lag: None,
+            waiting: None,
         })
+    }
+
+    fn replica(&self) -> TotalOrderReplica {
+        TotalOrderReplica::default()
     }
 }
 

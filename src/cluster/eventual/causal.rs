@@ -1,0 +1,460 @@
+//! Causal mode's gate on the store side: which of a peer's writes may be
+//! applied yet. Causal mode is eventual mode (this folder) with this gate:
+//! every node still answers from its own replica at once, but no node
+//! applies a peer's write before that write's causes.
+//!
+//! **Origins and sequence numbers.** A node's run is an [`Origin`]: a
+//! restarted node comes back empty, remembers nothing it wrote, and writes
+//! as a new origin. Each write an origin makes (a client's write, or a
+//! delete of what its store evicted) takes the next sequence number of
+//! that origin, 1, 2, 3, ... A replica's [`Coverage`] says, per origin, up
+//! to which number it holds every write of that origin.
+//!
+//! **Dependencies.** A local write depends on everything its node had
+//! applied when it was made: its [`Cause`] carries the node's coverage then
+//! (without its own origin, whose earlier writes the sequence number
+//! already implies). That covers a session's causal past: a session is a
+//! client connection, which talks to one node, so everything it read or
+//! wrote was applied there, and a read there never waits. (Two connections
+//! of one application are two sessions; a library that spreads keys over
+//! several nodes gets causal order per node, not across them.)
+//!
+//! **Pushes are gated.** A peer's pushed write `w` of origin `o` is applied
+//! only when this replica holds `o`'s writes up to `w`'s number minus one
+//! and covers `w`'s dependencies; until then it waits here. Each applied
+//! write moves the coverage on, which may release others. So what a
+//! replica applies is always closed under causes: if it holds a write, it
+//! holds that write's causes, and every read here sees a causally closed
+//! set of writes.
+//!
+//! **Anti-entropy merges states, not writes.** A store keeps one version
+//! per key, so a peer cannot replay every write another node lacks; it
+//! answers with its current versions of the keys changed since the asker's
+//! last sync, and with its coverage when it collected them. A replica's
+//! state is, per key, the highest-stamped write of its causally closed set
+//! (last writer wins). Merging two such states key by key keeps the
+//! highest stamp, which is exactly the state of the union of the two sets,
+//! and a union of closed sets is closed: so the asker applies the whole
+//! answer at once (in one piece of store work, so no read sees half of
+//! it), then takes the larger coverage of each origin. Keys not in the
+//! answer are ones the asker already holds at the answering node's version
+//! or newer (it synced them before). An answer in parts is kept aside until
+//! its last part, and the coverage that goes with it is the last part's
+//! (see the engine's module doc). Waiting pushes the merged coverage holds
+//! are dropped; others may now be released.
+//!
+//! **Convergence by stamp (causal+).** Stamps are Lamport times: a node's
+//! clock has seen the stamp of everything it applied, so a write is stamped
+//! above its causes, and the order of stamps is one order of all writes
+//! that extends causal order. Every replica keeps per key the highest
+//! stamp, so replicas that applied the same writes hold the same values,
+//! and no session sees concurrent writes in two orders.
+//!
+//! **Tombstones.** A delete is a write like any other. The version log
+//! forgets a tombstone once every peer has synced past it; a waiting push
+//! of an older write of the same key would then come back as news, so a
+//! key with a write waiting here keeps its tombstone.
+//!
+//! Waiting writes beyond about [`WAITING_LIMIT`] bytes are dropped (and
+//! counted): the next anti-entropy round brings what they carried.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+use super::version::Version;
+use crate::cluster::wire::{self, Reader, WireError};
+use crate::cluster::NodeId;
+
+/// Bytes of waiting writes beyond which a new one is dropped.
+pub const WAITING_LIMIT: usize = 64 << 20;
+
+/// One run of one node: the author of writes in causal mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Origin {
+    pub node: NodeId,
+    pub run: u64,
+}
+
+/// Per origin, the number up to which every write of that origin is held:
+/// a version vector, sorted by origin. Origins absent hold nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Coverage(Vec<(Origin, u64)>);
+
+impl Coverage {
+    pub fn get(&self, origin: Origin) -> u64 {
+        match self.0.binary_search_by_key(&origin, |(o, _)| *o) {
+            Ok(at) => self.0[at].1,
+            Err(_) => 0,
+        }
+    }
+
+    fn set(&mut self, origin: Origin, seq: u64) {
+        match self.0.binary_search_by_key(&origin, |(o, _)| *o) {
+            Ok(at) => self.0[at].1 = seq,
+            Err(at) => self.0.insert(at, (origin, seq)),
+        }
+    }
+
+    /// Whether every write `deps` names is held here.
+    pub fn covers(&self, deps: &Coverage) -> bool {
+        deps.0.iter().all(|&(origin, seq)| self.get(origin) >= seq)
+    }
+
+    /// Takes the larger number of each origin; whether any moved.
+    fn merge(&mut self, other: &Coverage) -> bool {
+        let mut moved = false;
+        for &(origin, seq) in &other.0 {
+            if seq > self.get(origin) {
+                self.set(origin, seq);
+                moved = true;
+            }
+        }
+        moved
+    }
+
+    /// This coverage without `origin`'s entry.
+    fn without(&self, origin: Origin) -> Coverage {
+        Coverage(
+            self.0
+                .iter()
+                .copied()
+                .filter(|(o, _)| *o != origin)
+                .collect(),
+        )
+    }
+
+    pub fn entries(&self) -> &[(Origin, u64)] {
+        &self.0
+    }
+
+    pub fn from_entries(mut entries: Vec<(Origin, u64)>) -> Coverage {
+        entries.sort_unstable();
+        entries.dedup_by_key(|(o, _)| *o);
+        Coverage(entries)
+    }
+
+    /// Bytes on the wire: a count, then a node, run and number per origin.
+    pub fn wire_len(&self) -> usize {
+        4 + self.0.len() * 20
+    }
+
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        wire::put_u32(out, self.0.len() as u32);
+        for (origin, seq) in &self.0 {
+            wire::put_u32(out, origin.node);
+            wire::put_u64(out, origin.run);
+            wire::put_u64(out, *seq);
+        }
+    }
+
+    pub fn decode(r: &mut Reader<'_>) -> Result<Coverage, WireError> {
+        let n = r.count(20)?;
+        let mut entries = Vec::with_capacity(n);
+        for _ in 0..n {
+            let origin = Origin {
+                node: r.u32()?,
+                run: r.u64()?,
+            };
+            entries.push((origin, r.u64()?));
+        }
+        Ok(Coverage::from_entries(entries))
+    }
+}
+
+/// Who wrote a pushed version, its number among that origin's writes, and
+/// what it depends on. Dependencies are shared by the writes made between
+/// two changes of their node's coverage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cause {
+    pub origin: Origin,
+    pub seq: u64,
+    pub deps: Arc<Coverage>,
+}
+
+/// Writes waiting for their causes, and the coverage of what is applied.
+#[derive(Debug)]
+pub struct CausalGate {
+    me: Origin,
+    applied: Coverage,
+    /// The dependencies of the next local write: `applied` without our own
+    /// origin, built again once another origin's entry moved.
+    deps: Option<Arc<Coverage>>,
+    waiting: BTreeMap<Origin, BTreeMap<u64, Version>>,
+    waiting_bytes: usize,
+    dropped: u64,
+}
+
+impl CausalGate {
+    pub fn new(me: Origin) -> CausalGate {
+        CausalGate {
+            me,
+            applied: Coverage::default(),
+            deps: None,
+            waiting: BTreeMap::new(),
+            waiting_bytes: 0,
+            dropped: 0,
+        }
+    }
+
+    /// Numbers this node's new versions as its next writes, each depending
+    /// on everything applied here.
+    pub fn number_local(&mut self, versions: &mut [Version]) {
+        for version in versions {
+            let seq = self.applied.get(self.me) + 1;
+            self.applied.set(self.me, seq);
+            let me = self.me;
+            let deps = self
+                .deps
+                .get_or_insert_with(|| Arc::new(self.applied.without(me)))
+                .clone();
+            version.cause = Some(Cause {
+                origin: me,
+                seq,
+                deps,
+            });
+        }
+    }
+
+    /// A peer's pushed write: applied through `apply` (which says whether
+    /// the store took it) once its causes are, with whatever it releases;
+    /// dropped if already covered; otherwise it waits.
+    pub fn offer(&mut self, version: Version, apply: &mut impl FnMut(&Version) -> bool) {
+        let Some(cause) = &version.cause else {
+            return;
+        };
+        let (origin, seq) = (cause.origin, cause.seq);
+        if seq <= self.applied.get(origin) {
+            return;
+        }
+        if self.ready(origin, seq, cause) {
+            if apply(&version) {
+                self.advance(origin, seq);
+                self.release(apply);
+            }
+            return;
+        }
+        let len = version.approximate_len();
+        if self.waiting_bytes + len > WAITING_LIMIT {
+            self.dropped += 1;
+            return;
+        }
+        self.waiting_bytes += len;
+        let queue = self.waiting.entry(origin).or_default();
+        if let Some(old) = queue.insert(seq, version) {
+            self.waiting_bytes -= old.approximate_len();
+        }
+    }
+
+    /// A sync answer was applied whole: what it covered is held now.
+    pub fn merge(&mut self, coverage: &Coverage, apply: &mut impl FnMut(&Version) -> bool) {
+        if self.applied.merge(coverage) {
+            self.deps = None;
+        }
+        self.release(apply);
+    }
+
+    /// The coverage of what is applied here, for a sync answer.
+    pub fn coverage(&self) -> Coverage {
+        self.applied.clone()
+    }
+
+    /// Per origin, how many writes wait for their causes.
+    pub fn waiting(&self) -> Vec<(Origin, usize)> {
+        self.waiting
+            .iter()
+            .map(|(origin, queue)| (*origin, queue.len()))
+            .collect()
+    }
+
+    /// Pushes dropped because too many writes were waiting.
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+
+    /// Whether any write waits.
+    pub fn is_waiting(&self) -> bool {
+        !self.waiting.is_empty()
+    }
+
+    /// The keys of waiting writes (their tombstones must stay).
+    pub fn waiting_keys(&self) -> HashSet<&[u8]> {
+        self.waiting
+            .values()
+            .flat_map(|queue| queue.values().map(|v| &v.key[..]))
+            .collect()
+    }
+
+    fn ready(&self, origin: Origin, seq: u64, cause: &Cause) -> bool {
+        seq == self.applied.get(origin) + 1 && self.applied.covers(&cause.deps)
+    }
+
+    fn advance(&mut self, origin: Origin, seq: u64) {
+        self.applied.set(origin, seq);
+        if origin != self.me {
+            self.deps = None;
+        }
+    }
+
+    /// Applies waiting writes whose causes are held, until none is, and
+    /// drops those already covered. A write the store could not take is
+    /// dropped too: its origin's later writes wait until a sync brings it.
+    fn release(&mut self, apply: &mut impl FnMut(&Version) -> bool) {
+        loop {
+            let mut progressed = false;
+            let origins: Vec<Origin> = self.waiting.keys().copied().collect();
+            for origin in origins {
+                progressed |= self.release_origin(origin, apply);
+            }
+            self.waiting.retain(|_, queue| !queue.is_empty());
+            if !progressed {
+                return;
+            }
+        }
+    }
+
+    /// Releases `origin`'s waiting writes in order while each is ready;
+    /// whether any was applied.
+    fn release_origin(&mut self, origin: Origin, apply: &mut impl FnMut(&Version) -> bool) -> bool {
+        let mut progressed = false;
+        while let Some(queue) = self.waiting.get_mut(&origin) {
+            let Some(entry) = queue.first_entry() else {
+                break;
+            };
+            let seq = *entry.key();
+            let held = self.applied.get(origin);
+            let ready = seq == held + 1
+                && entry
+                    .get()
+                    .cause
+                    .as_ref()
+                    .is_some_and(|c| self.applied.covers(&c.deps));
+            if seq > held && !ready {
+                break;
+            }
+            let version = entry.remove();
+            self.waiting_bytes -= version.approximate_len();
+            if seq <= held {
+                continue; // a sync brought it, or something newer
+            }
+            if !apply(&version) {
+                break;
+            }
+            self.advance(origin, seq);
+            progressed = true;
+        }
+        progressed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::eventual::version::State;
+    use crate::cluster::Stamp;
+
+    const A: Origin = Origin { node: 1, run: 10 };
+    const B: Origin = Origin { node: 2, run: 20 };
+    const C: Origin = Origin { node: 3, run: 30 };
+
+    fn coverage(entries: &[(Origin, u64)]) -> Coverage {
+        Coverage::from_entries(entries.to_vec())
+    }
+
+    fn write(key: &str, origin: Origin, seq: u64, deps: &[(Origin, u64)]) -> Version {
+        Version {
+            key: key.as_bytes().to_vec(),
+            stamp: Stamp {
+                ts: seq,
+                node: origin.node,
+            },
+            state: State::Deleted,
+            cause: Some(Cause {
+                origin,
+                seq,
+                deps: Arc::new(coverage(deps)),
+            }),
+        }
+    }
+
+    /// Offers `versions` to a gate of node 3 and returns the keys applied, in order.
+    fn applied_order(gate: &mut CausalGate, versions: Vec<Version>) -> Vec<String> {
+        let mut order = Vec::new();
+        for version in versions {
+            gate.offer(version, &mut |v: &Version| {
+                order.push(String::from_utf8_lossy(&v.key).into_owned());
+                true
+            });
+        }
+        order
+    }
+
+    #[test]
+    fn a_write_waits_for_its_causes_and_its_origins_earlier_writes() {
+        let mut gate = CausalGate::new(C);
+        let x = write("x", A, 1, &[]);
+        let y = write("y", B, 1, &[(A, 1)]);
+        let z = write("z", A, 2, &[]);
+        assert_eq!(
+            applied_order(&mut gate, vec![y.clone(), z]),
+            Vec::<String>::new()
+        );
+        assert_eq!(gate.waiting(), vec![(A, 1), (B, 1)]);
+        assert_eq!(applied_order(&mut gate, vec![x]), ["x", "z", "y"]);
+        assert!(gate.waiting().is_empty());
+        assert_eq!(
+            applied_order(&mut gate, vec![y]),
+            Vec::<String>::new(),
+            "already held"
+        );
+    }
+
+    #[test]
+    fn a_merged_coverage_drops_what_it_holds_and_releases_the_rest() {
+        let mut gate = CausalGate::new(C);
+        let late = write("late", A, 3, &[(B, 1)]);
+        let held = write("held", A, 2, &[]);
+        applied_order(&mut gate, vec![late, held]);
+        let mut order = Vec::new();
+        gate.merge(&coverage(&[(A, 2), (B, 1)]), &mut |v: &Version| {
+            order.push(v.key.clone());
+            true
+        });
+        assert_eq!(order, [b"late".to_vec()]);
+        assert_eq!(gate.coverage(), coverage(&[(A, 3), (B, 1)]));
+    }
+
+    #[test]
+    fn local_writes_depend_on_what_is_applied_and_share_their_dependencies() {
+        let mut gate = CausalGate::new(C);
+        applied_order(&mut gate, vec![write("x", A, 1, &[])]);
+        let mut mine = vec![write("m", C, 0, &[]), write("n", C, 0, &[])];
+        gate.number_local(&mut mine);
+        let causes: Vec<&Cause> = mine.iter().map(|v| v.cause.as_ref().unwrap()).collect();
+        assert_eq!((causes[0].seq, causes[1].seq), (1, 2));
+        assert_eq!(
+            *causes[0].deps,
+            coverage(&[(A, 1)]),
+            "our own origin is implied"
+        );
+        assert!(Arc::ptr_eq(&causes[0].deps, &causes[1].deps));
+    }
+
+    #[test]
+    fn a_write_the_store_refused_holds_back_its_origins_later_writes() {
+        let mut gate = CausalGate::new(C);
+        gate.offer(write("x", A, 1, &[]), &mut |_: &Version| false);
+        let order = applied_order(&mut gate, vec![write("y", A, 2, &[])]);
+        assert!(order.is_empty(), "{order:?}");
+        assert_eq!(gate.waiting(), vec![(A, 1)]);
+    }
+
+    #[test]
+    fn coverage_crosses_the_wire() {
+        let sent = coverage(&[(B, 7), (A, 3)]);
+        let mut buf = Vec::new();
+        sent.encode(&mut buf);
+        assert_eq!(buf.len(), sent.wire_len());
+        let got = Coverage::decode(&mut Reader::new(&buf)).unwrap();
+        assert_eq!(got, sent);
+    }
+}
