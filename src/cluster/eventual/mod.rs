@@ -975,6 +975,92 @@ mod tests {
         assert_eq!(next_request(&mut engine), mark(OLD_RUN, 10));
     }
 
+    /// A deleted key `key` stamped `ts` by node 2, pushed (with a cause)
+    /// or in an answer (without).
+    fn gone(key: &str, ts: u64, pushed: bool) -> Version {
+        let cause = pushed.then(|| causal::Cause {
+            origin: Origin {
+                node: 2,
+                run: OLD_RUN,
+            },
+            seq: ts,
+            deps: Arc::new(Coverage::default()),
+        });
+        Version {
+            key: key.as_bytes().to_vec(),
+            stamp: Stamp { ts, node: 2 },
+            state: version::State::Deleted,
+            cause,
+        }
+    }
+
+    #[test]
+    fn a_causal_node_keeps_an_answers_parts_aside_and_applies_it_whole() {
+        let mut engine = node_one().causal();
+        engine.outgoing(2);
+        let covered = Coverage::from_entries(vec![(
+            Origin {
+                node: 2,
+                run: OLD_RUN,
+            },
+            9,
+        )]);
+        let mut first = part(OLD_RUN, 0, 3, 10);
+        first.versions = vec![gone("a", 1, false), gone("p", 5, true)];
+        first.coverage = Some(Coverage::default());
+        let mut out = Vec::new();
+        engine.on_message(2, first, &mut out);
+        let [Effect::Work(Work::ApplyVersions {
+            versions,
+            completes: None,
+            coverage: None,
+            ..
+        })] = &out[..]
+        else {
+            panic!("only the push goes to the store: {out:?}");
+        };
+        assert_eq!(versions[..], [gone("p", 5, true)]);
+        let asked = engine.outgoing(2).and_then(|f| f.sync_request);
+        let held = asked.map(|r| (r.since.seq, r.held));
+        assert_eq!(held, Some((3, 0)), "the rest, saying we hold nothing yet");
+
+        let mut last = part(OLD_RUN, 3, 10, 10);
+        last.versions = vec![gone("b", 8, false)];
+        last.coverage = Some(covered.clone());
+        out.clear();
+        engine.on_message(2, last, &mut out);
+        let [Effect::Work(Work::ApplyVersions {
+            versions,
+            completes: Some(whole),
+            coverage: Some(coverage),
+            ..
+        })] = &out[..]
+        else {
+            panic!("the whole answer goes to the store: {out:?}");
+        };
+        assert_eq!(versions[..], [gone("a", 1, false), gone("b", 8, false)]);
+        assert_eq!(
+            (whole.since, whole.upto.seq, whole.is_part()),
+            (0, 10, false)
+        );
+        assert_eq!(*coverage, covered);
+        let whole = *whole;
+        engine.on_sync_applied(2, whole, true, 0);
+        assert_eq!(next_request(&mut engine), mark(OLD_RUN, 10));
+    }
+
+    #[test]
+    fn a_causal_node_drops_a_part_that_starts_past_what_it_kept() {
+        let mut engine = node_one().causal();
+        engine.outgoing(2);
+        let mut out = Vec::new();
+        engine.on_message(2, part(OLD_RUN, 0, 3, 10), &mut out);
+        let mut skipping = part(OLD_RUN, 5, 10, 10);
+        skipping.coverage = Some(Coverage::default());
+        engine.on_message(2, skipping, &mut out);
+        assert!(out.is_empty(), "{out:?}");
+    }
+
     #[test]
     fn a_part_the_store_could_not_keep_is_asked_again_at_the_next_round() {
         let mut engine = node_one();
