@@ -172,6 +172,7 @@ fn gossips() -> Vec<Gossip> {
     };
     vec![Gossip {
         clock: 5,
+        pushes: 1,
         versions: vec![
             version("k", State::Present(entry)),
             version("d", State::Deleted),
@@ -184,6 +185,7 @@ fn gossips() -> Vec<Gossip> {
             },
             held: 4,
             last: 6,
+            covered: Default::default(),
         }),
         sync_complete: Some(SyncDone {
             since: 1,

@@ -518,7 +518,7 @@ impl<'a> Reader<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::eventual::causal::{Cause, Coverage, Origin};
+    use crate::cluster::eventual::origins::{Cause, Coverage, Origin};
     use crate::cluster::eventual::version::{State, Version};
     use crate::cluster::eventual::{ChangeMark, Gossip, SyncDone, SyncRequest};
     use crate::cluster::total_order::{Broadcast, Control, Flush, Proposal};
@@ -773,10 +773,10 @@ mod tests {
             (origin(2, 7), 3),
             (origin(3, 8), 1),
         ]));
-        let cause = |node, seq, deps: &Arc<Coverage>| Cause {
+        let cause = |node, seq, deps: Option<&Arc<Coverage>>| Cause {
             origin: origin(node, 6),
             seq,
-            deps: deps.clone(),
+            deps: deps.cloned(),
         };
         vec![
             PeerMessage::Frame(Frame {
@@ -798,21 +798,22 @@ mod tests {
                             key: b"gone".to_vec(),
                             stamp: Stamp { ts: 10, node: 1 },
                             state: State::Deleted,
-                            cause: Some(cause(1, 4, &deps)),
+                            cause: Some(cause(1, 4, Some(&deps))),
                         },
                         Version {
                             key: Vec::new(),
                             stamp: Stamp { ts: 11, node: 1 },
                             state: State::Flushed,
-                            cause: Some(cause(1, 5, &deps)),
+                            cause: Some(cause(1, 5, Some(&deps))),
                         },
                         Version {
                             key: b"k2".to_vec(),
                             stamp: Stamp { ts: 12, node: 1 },
                             state: State::Deleted,
-                            cause: Some(cause(1, 6, &Arc::new(Coverage::default()))),
+                            cause: Some(cause(1, 6, None)),
                         },
                     ],
+                    pushes: 2,
                     sync_request: Some(SyncRequest {
                         since: ChangeMark {
                             incarnation: 5,
@@ -820,6 +821,7 @@ mod tests {
                         },
                         held: 70,
                         last: 90,
+                        covered: Coverage::from_entries(vec![(origin(3, 2), 5)]),
                     }),
                     sync_complete: Some(SyncDone {
                         since: 70,

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use super::causal::{Cause, Coverage, Origin};
+use super::origins::{Cause, Coverage, Origin};
 use super::version::{State, Version};
 use crate::cluster::wire::{self, Reader, WireError};
 use crate::cluster::Stamp;
@@ -16,14 +16,16 @@ use crate::store::{Entry, Expiry};
 pub struct Gossip {
     /// The sender's Lamport clock.
     pub clock: u64,
-    /// Versions pushed, or sent in answer to a sync request.
+    /// Versions pushed, then those sent in answer to a sync request.
     pub versions: Vec<Version>,
+    /// How many of `versions`, from the first, are pushes.
+    pub pushes: usize,
     /// "Send me every version you changed after this mark".
     pub sync_request: Option<SyncRequest>,
     /// The versions above complete the answer to the receiver's sync request.
     pub sync_complete: Option<SyncDone>,
-    /// Causal mode: the sender's coverage when it collected the answer
-    /// (`causal.rs`); the asker takes it with the answer's last part.
+    /// The sender's coverage when it collected the answer (`origins.rs`);
+    /// the asker takes it with the answer's last part.
     pub coverage: Option<Coverage>,
 }
 
@@ -35,11 +37,15 @@ pub struct Gossip {
 /// holds every change of mine up to `held`", which lets tombstones go, only
 /// once it has synced the asker's changes up to there (see the module doc
 /// of [`super`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+///
+/// It carries the asker's coverage (`origins.rs`), as its store side last
+/// reported it: the answer leaves out what the asker covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SyncRequest {
     pub since: ChangeMark,
     pub held: u64,
     pub last: u64,
+    pub covered: Coverage,
 }
 
 /// What an answer to a sync request carried: every change of the sender's
@@ -83,12 +89,14 @@ impl wire::Message for Gossip {
             put_version(out, version);
             put_cause(out, version.cause.as_ref(), &mut deps);
         }
-        match self.sync_request {
+        wire::put_u32(out, self.pushes.min(self.versions.len()) as u32);
+        match &self.sync_request {
             Some(request) => {
                 out.push(1);
                 put_mark(out, request.since);
                 wire::put_u64(out, request.held);
                 wire::put_u64(out, request.last);
+                request.covered.encode(out);
             }
             None => out.push(0),
         }
@@ -119,12 +127,17 @@ impl wire::Message for Gossip {
             version.cause = read_cause(r, version.stamp.node, &mut deps)?;
             versions.push(version);
         }
+        let pushes = r.u32()? as usize;
+        if pushes > versions.len() {
+            return Err(WireError::Malformed("more pushes than versions"));
+        }
         let sync_request = match r.u8()? {
             0 => None,
             _ => Some(SyncRequest {
                 since: read_mark(r)?,
                 held: r.u64()?,
                 last: r.u64()?,
+                covered: Coverage::decode(r)?,
             }),
         };
         let sync_complete = match r.u8()? {
@@ -142,6 +155,7 @@ impl wire::Message for Gossip {
         Ok(Gossip {
             clock,
             versions,
+            pushes,
             sync_request,
             sync_complete,
             coverage,
@@ -204,35 +218,45 @@ fn read_version(r: &mut Reader<'_>) -> Result<Version, WireError> {
 
 const NO_CAUSE: u8 = 0;
 const CAUSE: u8 = 1;
-/// A cause whose dependencies are the previous version's in the frame: the
-/// writes an origin makes between two changes of its coverage share them.
+/// A cause whose dependencies are the previous dependencies in the frame:
+/// the writes an origin makes between two changes of its coverage share them.
 const CAUSE_SAME_DEPS: u8 = 2;
+/// A cause without dependencies: eventual mode, or a sync answer's version.
+const CAUSE_NO_DEPS: u8 = 3;
 
 /// A version's cause (its origin's node is the stamp's), its dependencies
-/// written out only when they differ from the previous version's.
+/// written out only when they differ from the previous ones in the frame.
 fn put_cause<'a>(
     out: &mut Vec<u8>,
     cause: Option<&'a Cause>,
-    deps: &mut Option<&'a Arc<Coverage>>,
+    previous: &mut Option<&'a Arc<Coverage>>,
 ) {
     let Some(cause) = cause else {
         out.push(NO_CAUSE);
         return;
     };
-    let same = deps.is_some_and(|d| Arc::ptr_eq(d, &cause.deps) || **d == *cause.deps);
-    out.push(if same { CAUSE_SAME_DEPS } else { CAUSE });
+    let same = match (&cause.deps, *previous) {
+        (Some(deps), Some(before)) => Arc::ptr_eq(deps, before) || deps == before,
+        _ => false,
+    };
+    let kind = match &cause.deps {
+        None => CAUSE_NO_DEPS,
+        Some(_) if same => CAUSE_SAME_DEPS,
+        Some(_) => CAUSE,
+    };
+    out.push(kind);
     wire::put_u64(out, cause.origin.run);
     wire::put_u64(out, cause.seq);
-    if !same {
-        cause.deps.encode(out);
-        *deps = Some(&cause.deps);
+    if let (CAUSE, Some(deps)) = (kind, &cause.deps) {
+        deps.encode(out);
+        *previous = Some(deps);
     }
 }
 
 fn read_cause(
     r: &mut Reader<'_>,
     node: u32,
-    deps: &mut Option<Arc<Coverage>>,
+    previous: &mut Option<Arc<Coverage>>,
 ) -> Result<Option<Cause>, WireError> {
     let kind = r.u8()?;
     if kind == NO_CAUSE {
@@ -243,19 +267,19 @@ fn read_cause(
         run: r.u64()?,
     };
     let seq = r.u64()?;
-    let shared = match kind {
-        CAUSE => Arc::new(Coverage::decode(r)?),
-        CAUSE_SAME_DEPS => deps.clone().ok_or(WireError::Malformed(
+    let deps = match kind {
+        CAUSE => {
+            let decoded = Arc::new(Coverage::decode(r)?);
+            *previous = Some(decoded.clone());
+            Some(decoded)
+        }
+        CAUSE_SAME_DEPS => Some(previous.clone().ok_or(WireError::Malformed(
             "a cause shares the dependencies of none",
-        ))?,
+        ))?),
+        CAUSE_NO_DEPS => None,
         _ => return Err(WireError::Malformed("version cause")),
     };
-    *deps = Some(shared.clone());
-    Ok(Some(Cause {
-        origin,
-        seq,
-        deps: shared,
-    }))
+    Ok(Some(Cause { origin, seq, deps }))
 }
 
 fn put_mark(out: &mut Vec<u8>, mark: ChangeMark) {

@@ -1,11 +1,13 @@
-//! Eventual mode's engine: every node answers from its own replica at once,
-//! and replicas converge by last-writer-wins on stamps. A pure state machine
-//! like the total-order engine: inputs in, [`Effect`]s out (an [`Engine`]).
+//! Eventual and causal mode's engine: every node answers from its own
+//! replica at once, and replicas converge by last-writer-wins on stamps. A
+//! pure state machine like the total-order engine: inputs in, [`Effect`]s
+//! out (an [`Engine`]).
 //!
 //! ```text
-//!  on_client  ──► stamp (clock, me) ──► Publish: apply here, reply ──► Report::Published
+//!  on_client  ──► stamp (clock, me) ──► Publish: apply here, number, reply ──► Report::Published
 //!                                        └─► on_store: pushed to linked peers
-//!  on_tick    ──► every sync_every beats: `sync request <since>` to each peer
+//!  on_tick    ──► Summarize (the coverage for requests); every sync_every beats:
+//!                 `sync request <since> <summary>` to each peer
 //!  on_message ──► versions: ApplyVersions (newer stamp wins); a sync request:
 //!                 Collect ──► Report::Collected ──► versions within the budget
 //!                                                   + `complete <since..upto> of <last>`
@@ -13,8 +15,9 @@
 //!                 a part (`upto < last`): `sync request <upto>` at once
 //! ```
 //!
-//! All of eventual mode lives in this folder: this engine; its wire message
-//! [`Gossip`] (`message.rs`); [`version`], the [`Version`] of a key that
+//! All of eventual and causal mode lives in this folder: this engine; its
+//! wire message [`Gossip`] (`message.rs`); [`origins`], who wrote what and
+//! what a replica covers; [`version`], the [`Version`] of a key that
 //! peers exchange and its [`version::State`]; [`version_log`], the
 //! [`version_log::VersionLog`] kept beside the store, which applies versions
 //! (last writer wins) and answers sync requests; and its store side
@@ -32,7 +35,12 @@
 //! (a link breaks); anti-entropy makes up for that: a node asks each peer
 //! for every change after the last sequence number it completed from that
 //! peer, and only advances it once the store has kept what the `complete`
-//! finished. One sync is in flight per peer.
+//! finished. One sync is in flight per peer. The request carries the
+//! asker's *summary*, per origin the number up to which it holds every
+//! write, and the answer leaves out what that covers; the asker takes the
+//! answering node's coverage with a whole answer ([`origins`] has why).
+//! Causal mode is this engine with [`origins::Gate`] holding back writes
+//! until their causes are applied, and answers applied whole.
 //! A restarted node asks from zero. Deletes and `flush_all` are versions too
 //! (tombstones), forgotten only once every peer has synced past them (and
 //! its copies of them are fetched: below).
@@ -113,8 +121,8 @@
 //! The clock starts at the wall time in microseconds, so a restarted node's
 //! new writes are stamped above what it wrote before it crashed.
 
-pub mod causal;
 mod message;
+pub mod origins;
 mod replica;
 pub mod version;
 pub mod version_log;
@@ -130,7 +138,7 @@ use super::message::Op;
 use super::{LamportClock, NodeId, Stamp, View};
 use crate::protocol::{Command, Request};
 use crate::store::UnixTime;
-use causal::{Coverage, Origin};
+use origins::{Coverage, Gate, Origin};
 use version::Version;
 use version_log::Changes;
 
@@ -179,8 +187,8 @@ struct SyncPeer {
     /// into the second, which then waits for the later of the two).
     untaken: VecDeque<SyncedPast>,
     /// Our answer to its sync request, waiting to be sent: versions, what
-    /// they complete, and in causal mode our coverage when collected.
-    answer: Option<(Vec<Version>, SyncDone, Option<Coverage>)>,
+    /// they complete, and our coverage when collected.
+    answer: Option<(Vec<Version>, SyncDone, Coverage)>,
     /// Causal mode: the parts of its answer we keep aside until the last.
     partial: Option<Partial>,
     /// Causal mode: how many of its writes wait here for their causes.
@@ -211,19 +219,18 @@ impl SyncPeer {
         self.partial.as_ref().map_or(self.synced_from, |p| p.upto)
     }
 
-    /// Causal mode: takes the sync answer in a frame (the versions without
-    /// a cause; `versions` keeps the pushes). A part is kept aside (and
-    /// the rest asked for at once, if it moved us on); the last part comes
-    /// back whole, with the coverage that goes with it, to be applied.
+    /// Causal mode: takes the sync answer in a frame. A part is kept aside
+    /// (and the rest asked for at once, if it moved us on); the last part
+    /// comes back whole, with the coverage that goes with it, to be applied.
     fn gather(
         &mut self,
         done: Option<SyncDone>,
         coverage: Option<Coverage>,
-        versions: &mut Vec<Version>,
+        answer: &mut Vec<Version>,
         beats: u64,
     ) -> Option<(SyncDone, Coverage)> {
         let done = done?;
-        let answer: Vec<Version> = versions.extract_if(.., |v| v.cause.is_none()).collect();
+        let part = std::mem::take(answer);
         let reached = self.asking_from();
         // From an earlier run of the peer, or to an earlier run of ours.
         if done.upto.incarnation != self.incarnation || done.since > reached {
@@ -234,7 +241,7 @@ impl SyncPeer {
             upto: done.since,
             versions: Vec::new(),
         });
-        partial.versions.extend(answer);
+        partial.versions.extend(part);
         if done.is_part() {
             let moved_on = done.upto.seq > partial.upto;
             partial.upto = partial.upto.max(done.upto.seq);
@@ -245,7 +252,7 @@ impl SyncPeer {
         }
         let coverage = coverage?;
         let partial = self.partial.take()?;
-        versions.extend(partial.versions);
+        *answer = partial.versions;
         let whole = SyncDone {
             since: partial.since,
             ..done
@@ -302,9 +309,12 @@ pub struct EventualEngine {
     /// Our version log's last change number, as the store side last
     /// reported it: what our sync requests say our log ended at.
     log_last: u64,
-    /// Causal mode (`causal.rs`): pushes carry their causes and wait for
+    /// Causal mode (`origins.rs`): pushes carry their causes and wait for
     /// them, and sync answers are applied whole.
     causal: bool,
+    /// The coverage of what our store side has applied, as it last
+    /// reported it: what our sync requests say we hold (`origins.rs`).
+    summary: Coverage,
     beats: u64,
     stats: SyncStats,
 }
@@ -349,13 +359,14 @@ impl EventualEngine {
             frame_budget: DEFAULT_FRAME_BUDGET,
             log_last: 0,
             causal: false,
+            summary: Coverage::default(),
             beats: 0,
             stats: SyncStats::default(),
         }
     }
 
     /// This engine in causal mode: no peer's write is applied here before
-    /// its causes (`causal.rs`).
+    /// its causes (`origins.rs`).
     pub fn causal(mut self) -> EventualEngine {
         self.causal = true;
         self
@@ -427,13 +438,7 @@ impl EventualEngine {
     }
 
     /// The worker's answer to `peer`'s sync request since `since`.
-    fn on_collected(
-        &mut self,
-        peer: NodeId,
-        since: u64,
-        changes: Changes,
-        coverage: Option<Coverage>,
-    ) {
+    fn on_collected(&mut self, peer: NodeId, since: u64, changes: Changes, coverage: Coverage) {
         if let Some(p) = self.peers.get_mut(&peer) {
             let done = SyncDone {
                 since,
@@ -526,14 +531,11 @@ impl Engine for EventualEngine {
         peer.clock = peer.clock.max(frame.clock);
         self.clock.observe(frame.clock);
         self.stats.versions_received += frame.versions.len() as u64;
-        let mut versions = frame.versions;
+        let mut pushes = frame.versions;
+        let mut answer = pushes.split_off(frame.pushes.min(pushes.len()));
         let (completes, coverage) = if self.causal {
-            let gathered = peer.gather(
-                frame.sync_complete,
-                frame.coverage,
-                &mut versions,
-                self.beats,
-            );
+            let gathered =
+                peer.gather(frame.sync_complete, frame.coverage, &mut answer, self.beats);
             (
                 gathered.as_ref().map(|(done, _)| *done),
                 gathered.map(|(_, c)| c),
@@ -544,12 +546,14 @@ impl Engine for EventualEngine {
             let completes = frame.sync_complete.filter(|done| {
                 done.upto.incarnation == peer.incarnation && done.since <= peer.synced_from
             });
-            (completes, None)
+            // Only a whole answer brings the answering node's coverage.
+            let whole = completes.is_some_and(|done| !done.is_part());
+            (completes, frame.coverage.filter(|_| whole))
         };
         if completes.is_some() {
             peer.applying += 1;
         }
-        if !versions.is_empty() || completes.is_some() {
+        if !pushes.is_empty() || !answer.is_empty() || completes.is_some() {
             // Above every version held (the clock has seen them all), for
             // the deletes of what they make the store evict.
             let stamp = Stamp {
@@ -558,7 +562,8 @@ impl Engine for EventualEngine {
             };
             out.push(Effect::Work(Work::ApplyVersions {
                 from,
-                versions,
+                pushes,
+                answer,
                 stamp,
                 completes,
                 coverage,
@@ -578,6 +583,7 @@ impl Engine for EventualEngine {
                 peer: from,
                 since,
                 budget: self.frame_budget,
+                covered: request.covered,
             }));
         }
     }
@@ -605,6 +611,9 @@ impl Engine for EventualEngine {
         if started {
             self.stats.rounds += 1;
         }
+        // For the requests to come: what we hold now (a summary a beat old
+        // claims a little less than we hold, which only costs resending).
+        out.push(Effect::Work(Work::Summarize));
         if round {
             let synced = self
                 .peers
@@ -659,6 +668,7 @@ impl Engine for EventualEngine {
                 last,
             } => self.on_sync_applied(from, done, all_kept, last),
             Report::Waiting { per_node, dropped } => self.on_waiting(&per_node, dropped),
+            Report::Summary(coverage) => self.summary = coverage,
         }
     }
 
@@ -676,13 +686,14 @@ impl Engine for EventualEngine {
         }
         let fits = versions_within(&peer.pushes, self.frame_budget);
         let mut versions: Vec<Version> = peer.pushes.drain(..fits).collect();
+        let pushes = versions.len();
         let pushed: usize = versions.iter().map(Version::approximate_len).sum();
         peer.pushed_bytes = peer.pushed_bytes.saturating_sub(pushed);
         let mut coverage = None;
         let sync_complete = peer.answer.take().map(|(answer, done, covered)| {
             self.stats.versions_answered += answer.len() as u64;
             versions.extend(answer);
-            coverage = covered;
+            coverage = Some(covered);
             done
         });
         self.stats.versions_sent += versions.len() as u64;
@@ -693,11 +704,13 @@ impl Engine for EventualEngine {
             },
             held: peer.synced_from,
             last: self.log_last,
+            covered: self.summary.clone(),
         });
         peer.due = false;
         Some(Gossip {
             clock,
             versions,
+            pushes,
             sync_request,
             sync_complete,
             coverage,
@@ -728,13 +741,14 @@ impl Engine for EventualEngine {
     }
 
     fn replica(&self) -> EventualReplica {
-        match self.causal {
-            true => EventualReplica::causal(Origin {
-                node: self.me,
-                run: self.incarnation,
-            }),
-            false => EventualReplica::default(),
-        }
+        let me = Origin {
+            node: self.me,
+            run: self.incarnation,
+        };
+        EventualReplica::new(match self.causal {
+            true => Gate::causal(me),
+            false => Gate::eventual(me),
+        })
     }
 }
 
@@ -775,6 +789,7 @@ mod tests {
             since: ChangeMark { incarnation, seq },
             held: seq,
             last,
+            covered: Coverage::default(),
         })
     }
 
@@ -799,7 +814,8 @@ mod tests {
             [Effect::Work(Work::Collect {
                 peer: 2,
                 since: 0,
-                budget: DEFAULT_FRAME_BUDGET
+                budget: DEFAULT_FRAME_BUDGET,
+                ..
             })]
         ));
         out.clear();
@@ -817,7 +833,8 @@ mod tests {
             [Effect::Work(Work::Collect {
                 peer: 2,
                 since: 200,
-                budget: DEFAULT_FRAME_BUDGET
+                budget: DEFAULT_FRAME_BUDGET,
+                ..
             })]
         ));
         out.clear();
@@ -978,13 +995,13 @@ mod tests {
     /// A deleted key `key` stamped `ts` by node 2, pushed (with a cause)
     /// or in an answer (without).
     fn gone(key: &str, ts: u64, pushed: bool) -> Version {
-        let cause = pushed.then(|| causal::Cause {
+        let cause = pushed.then(|| origins::Cause {
             origin: Origin {
                 node: 2,
                 run: OLD_RUN,
             },
             seq: ts,
-            deps: Arc::new(Coverage::default()),
+            deps: Some(Arc::new(Coverage::default())),
         });
         Version {
             key: key.as_bytes().to_vec(),
@@ -1006,12 +1023,14 @@ mod tests {
             9,
         )]);
         let mut first = part(OLD_RUN, 0, 3, 10);
-        first.versions = vec![gone("a", 1, false), gone("p", 5, true)];
+        first.versions = vec![gone("p", 5, true), gone("a", 1, false)];
+        first.pushes = 1;
         first.coverage = Some(Coverage::default());
         let mut out = Vec::new();
         engine.on_message(2, first, &mut out);
         let [Effect::Work(Work::ApplyVersions {
-            versions,
+            pushes,
+            answer,
             completes: None,
             coverage: None,
             ..
@@ -1019,7 +1038,8 @@ mod tests {
         else {
             panic!("only the push goes to the store: {out:?}");
         };
-        assert_eq!(versions[..], [gone("p", 5, true)]);
+        assert_eq!(pushes[..], [gone("p", 5, true)]);
+        assert!(answer.is_empty());
         let asked = engine.outgoing(2).and_then(|f| f.sync_request);
         let held = asked.map(|r| (r.since.seq, r.held));
         assert_eq!(held, Some((3, 0)), "the rest, saying we hold nothing yet");
@@ -1030,7 +1050,7 @@ mod tests {
         out.clear();
         engine.on_message(2, last, &mut out);
         let [Effect::Work(Work::ApplyVersions {
-            versions,
+            answer,
             completes: Some(whole),
             coverage: Some(coverage),
             ..
@@ -1038,7 +1058,7 @@ mod tests {
         else {
             panic!("the whole answer goes to the store: {out:?}");
         };
-        assert_eq!(versions[..], [gone("a", 1, false), gone("b", 8, false)]);
+        assert_eq!(answer[..], [gone("a", 1, false), gone("b", 8, false)]);
         assert_eq!(
             (whole.since, whole.upto.seq, whole.is_part()),
             (0, 10, false)
@@ -1128,7 +1148,7 @@ mod tests {
             peer: 2,
             since: 0,
             changes,
-            coverage: None,
+            coverage: Coverage::default(),
         };
         engine.on_store(collected, &mut out);
         while engine.outgoing(2).is_some() {}

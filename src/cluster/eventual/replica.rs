@@ -2,13 +2,14 @@
 //! versions it leaves, keeps a peer's versions that are newer than what is
 //! held, and collects the changes a peer's sync request asks for (as many
 //! as fit the engine's budget), through the [`VersionLog`] beside the store.
-//! In causal mode its [`CausalGate`] numbers local writes and holds back a
-//! peer's until their causes are applied (`causal.rs`).
+//! Its [`Gate`] numbers local writes and keeps the coverage of what is
+//! applied, and in causal mode holds back a peer's writes until their
+//! causes are applied (`origins.rs`).
 
 use std::sync::Arc;
 
-use super::causal::{CausalGate, Coverage, Origin};
 use super::message::SyncDone;
+use super::origins::{Coverage, Gate};
 use super::version::Version;
 use super::version_log::{Changes, VersionLog};
 use crate::cluster::engine::{Done, Replica, ReplyTo};
@@ -28,27 +29,32 @@ pub enum Work {
         stamp: Stamp,
         reply_to: ReplyTo,
     },
-    /// Keep each of these versions from peer `from` that is newer than
-    /// what is held (last writer wins); what the store evicts for them is
-    /// deleted everywhere with `stamp`. In causal mode, pushed versions
-    /// (those with a cause) go through the gate, and the others are a whole
-    /// sync answer, applied together with its `coverage`.
+    /// Keep each version peer `from` pushed or answered with that is newer
+    /// than what is held (last writer wins; pushes through the gate, which
+    /// in causal mode holds them until their causes are applied); what the
+    /// store evicts for them is deleted everywhere with `stamp`.
     ApplyVersions {
         from: NodeId,
-        versions: Vec<Version>,
+        pushes: Vec<Version>,
+        /// Versions of a sync answer (in causal mode, a whole one).
+        answer: Vec<Version>,
         stamp: Stamp,
         /// The sync answer these versions complete, if they do.
         completes: Option<SyncDone>,
-        /// Causal mode: the answering node's coverage that goes with it.
+        /// With an answer's last part: the answering node's coverage then,
+        /// held here too once the store kept the answer.
         coverage: Option<Coverage>,
     },
-    /// The versions changed after `since`, for `peer`: as many, in change
-    /// order, as fit in about `budget` bytes.
+    /// The versions changed after `since`, for `peer`, but for those it
+    /// covers: as many, in change order, as fit in about `budget` bytes.
     Collect {
         peer: NodeId,
         since: u64,
         budget: usize,
+        covered: Coverage,
     },
+    /// Report the coverage of what is applied here, for sync requests.
+    Summarize,
     /// Tombstones every peer has synced past can go.
     ForgetTombstones { synced: u64 },
 }
@@ -58,14 +64,16 @@ pub enum Work {
 pub enum Report {
     /// Versions local writes left, to push to peers.
     Published(Vec<Version>),
-    /// The answer to `peer`'s sync request since change `since`, and in
-    /// causal mode the coverage of what was applied when it was collected.
+    /// The answer to `peer`'s sync request since change `since`, and the
+    /// coverage of what was applied when it was collected.
     Collected {
         peer: NodeId,
         since: u64,
         changes: Changes,
-        coverage: Option<Coverage>,
+        coverage: Coverage,
     },
+    /// The coverage of what is applied here.
+    Summary(Coverage),
     /// The sync answer from `from` that `done` completes is applied;
     /// `all_kept`: the store kept every version of it. `last`: the version
     /// log's last change number after it.
@@ -84,19 +92,17 @@ pub enum Report {
     },
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct EventualReplica {
     log: VersionLog,
-    /// Causal mode's gate; none in eventual mode.
-    gate: Option<CausalGate>,
+    gate: Gate,
 }
 
 impl EventualReplica {
-    /// A causal node's store side, writing as `origin`.
-    pub fn causal(origin: Origin) -> EventualReplica {
+    pub fn new(gate: Gate) -> EventualReplica {
         EventualReplica {
             log: VersionLog::new(),
-            gate: Some(CausalGate::new(origin)),
+            gate,
         }
     }
 
@@ -104,28 +110,31 @@ impl EventualReplica {
         &self.log
     }
 
-    /// Numbers local writes' versions in causal mode.
+    pub fn gate(&self) -> &Gate {
+        &self.gate
+    }
+
+    /// Numbers local writes' versions, and notes who made them.
     fn number_local(&mut self, versions: &mut [Version]) {
-        if let Some(gate) = &mut self.gate {
-            gate.number_local(versions);
-        }
+        self.gate.number_local(versions);
+        self.log.note_causes(versions);
     }
 
     /// Applies what a peer sent; whether the store kept every version of
-    /// a sync answer among them (pushes the store could not keep come again
-    /// with the next sync). In causal mode pushes wait for their causes, and
-    /// an answer's coverage is taken only if the store kept all of it.
+    /// the answer among them (pushes the store could not keep come again
+    /// with the next sync). An answer's coverage is taken only if the store
+    /// kept all of it.
     fn apply_versions(
         &mut self,
         executor: &mut Executor,
         from: NodeId,
-        versions: Vec<Version>,
+        pushes: Vec<Version>,
+        answer: Vec<Version>,
         coverage: Option<Coverage>,
     ) -> bool {
         let now = executor.now();
         let store = executor.store();
         let log = &mut self.log;
-        let mut kept = true;
         let mut apply = |version: &Version| match log.apply_remote(store, version, now) {
             Ok(_) => true,
             Err(e) => {
@@ -133,22 +142,15 @@ impl EventualReplica {
                 false
             }
         };
-        let Some(gate) = &mut self.gate else {
-            for version in &versions {
-                kept &= apply(version);
-            }
-            return kept;
-        };
-        let (pushes, answer): (Vec<Version>, Vec<Version>) =
-            versions.into_iter().partition(|v| v.cause.is_some());
+        let mut kept = true;
         for version in &answer {
             kept &= apply(version);
         }
         if let (Some(coverage), true) = (&coverage, kept) {
-            gate.merge(coverage, &mut apply);
+            self.gate.merge(coverage, &mut apply);
         }
         for push in pushes {
-            gate.offer(push, &mut apply);
+            self.gate.offer(push, &mut apply);
         }
         kept
     }
@@ -156,7 +158,7 @@ impl EventualReplica {
     /// Causal mode: how many writes wait per node, if any waited before or
     /// wait now.
     fn waiting_report(&self, waited: bool) -> Option<Report> {
-        let gate = self.gate.as_ref()?;
+        let gate = &self.gate;
         let waiting = gate.waiting();
         if waiting.is_empty() && !waited {
             return None;
@@ -239,13 +241,14 @@ impl Replica for EventualReplica {
             }
             Work::ApplyVersions {
                 from,
-                versions,
+                pushes,
+                answer,
                 stamp,
                 completes,
                 coverage,
             } => {
-                let waited = self.gate.as_ref().is_some_and(CausalGate::is_waiting);
-                let all_kept = self.apply_versions(executor, from, versions, coverage);
+                let waited = self.gate.is_waiting();
+                let all_kept = self.apply_versions(executor, from, pushes, answer, coverage);
                 let mut evictions = Vec::new();
                 self.record_evictions(executor, stamp, &mut evictions);
                 self.number_local(&mut evictions);
@@ -268,24 +271,29 @@ impl Replica for EventualReplica {
                 peer,
                 since,
                 budget,
+                covered,
             } => {
                 let now = executor.now();
-                match self.log.since(executor.store(), since, budget, now) {
+                match self
+                    .log
+                    .since(executor.store(), since, budget, &covered, now)
+                {
                     Ok(changes) => emit(Done::Engine(Report::Collected {
                         peer,
                         since,
                         changes,
-                        coverage: self.gate.as_ref().map(CausalGate::coverage),
+                        coverage: self.gate.coverage(),
                     })),
                     // Unanswered, node `peer` asks again.
                     Err(e) => log::warn!("cannot answer node {peer}'s sync request: {e:?}"),
                 }
             }
             Work::ForgetTombstones { synced } => {
-                let waiting = self.gate.as_ref().map(CausalGate::waiting_keys);
-                let keep = |key: &[u8]| waiting.as_ref().is_some_and(|w| w.contains(key));
-                self.log.forget_tombstones(synced, keep);
+                let waiting = self.gate.waiting_keys();
+                self.log
+                    .forget_tombstones(synced, |key| waiting.contains(key));
             }
+            Work::Summarize => emit(Done::Engine(Report::Summary(self.gate.coverage()))),
         }
         executor.publish_version_log_bytes(self.log.heap_bytes());
     }

@@ -7,7 +7,7 @@
 //! a present version carries the store's [`Entry`], exactly as the store
 //! exports and imports it.
 
-use super::causal::Cause;
+use super::origins::Cause;
 use crate::cluster::Stamp;
 use crate::protocol::Key;
 use crate::store::Entry;
@@ -28,8 +28,8 @@ pub struct Version {
     pub key: Key,
     pub stamp: Stamp,
     pub state: State,
-    /// Who wrote it and what it depends on: set on a causal node's pushes
-    /// only (`causal.rs`); sync answers and eventual mode carry none.
+    /// Who wrote it (`origins.rs`), and on a causal node's push what it
+    /// depends on; none for a version whose origin the log does not know.
     pub cause: Option<Cause>,
 }
 
@@ -40,7 +40,8 @@ impl Version {
             State::Present(item) => item.value.len(),
             State::Deleted | State::Flushed => 0,
         };
-        let cause = self.cause.as_ref().map_or(0, |c| c.deps.wire_len());
+        let deps = self.cause.as_ref().and_then(|c| c.deps.as_ref());
+        let cause = deps.map_or(0, |d| d.wire_len());
         approximate_len(self.key.len(), value) + cause
     }
 }

@@ -21,21 +21,25 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
+use super::origins::{Cause, Coverage, Origin};
 use super::version::{approximate_len, State, Version};
 use crate::cluster::{NodeId, Stamp};
 use crate::protocol::{Command, Key};
 use crate::store::dense::{DenseTable, Keyed};
 use crate::store::{Entry, Expiry, StoreError, StoreResult, UnixTime, VersionedStore};
 
-/// What the log knows of a key, in 32 bytes (a `Stamp`, a `Held` and the
-/// rest as they are would take 48): the stamp as its two fields, and
-/// [`Held`] as a tag and an expiry in 32-bit seconds, as the store keeps
-/// it (`store/slot.rs`: good until 2106, a later time held as the last
-/// that fits).
+/// What the log knows of a key, in 40 bytes (a `Stamp`, a `Held`, a
+/// `Cause` and the rest as they are would take 64): the stamp as its two
+/// fields, [`Held`] as a tag and an expiry in 32-bit seconds, as the store
+/// keeps it (`store/slot.rs`: good until 2106, a later time held as the
+/// last that fits), and the write's origin as an index into the log's
+/// table of origins.
 #[derive(Debug, Clone, Copy)]
 struct Known {
     ts: u64,
     seq: u64,
+    /// The number of the write among its origin's (`origins.rs`).
+    origin_seq: u64,
     node: NodeId,
     /// The length of the value it recorded (0 for a tombstone or a value
     /// it could not read back), so a sync answer is cut to its budget
@@ -43,8 +47,26 @@ struct Known {
     value_len: u32,
     /// [`Held::Present`]'s expiry, if it has one.
     expires_at: u32,
+    /// Its origin's index in [`VersionLog::origins`], or [`NO_ORIGIN`].
+    origin: u16,
     held: HeldTag,
 }
+
+/// A version whose origin is not known (a local write not numbered yet).
+const NO_ORIGIN: u16 = u16::MAX;
+
+/// Who made a key's version: an index into the log's origins, and the
+/// write's number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Written {
+    origin: u16,
+    seq: u64,
+}
+
+const UNWRITTEN: Written = Written {
+    origin: NO_ORIGIN,
+    seq: 0,
+};
 
 /// [`Held`] without its expiry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,7 +78,7 @@ enum HeldTag {
 }
 
 impl Known {
-    fn new(stamp: Stamp, seq: u64, held: Held, value_len: u32) -> Known {
+    fn new(stamp: Stamp, seq: u64, held: Held, value_len: u32, written: Written) -> Known {
         let (held, expires_at) = match held {
             Held::Deleted => (HeldTag::Deleted, 0),
             Held::Present(Expiry::Never) => (HeldTag::PresentNever, 0),
@@ -68,9 +90,11 @@ impl Known {
         Known {
             ts: stamp.ts,
             seq,
+            origin_seq: written.seq,
             node: stamp.node,
             value_len,
             expires_at,
+            origin: written.origin,
             held,
         }
     }
@@ -175,6 +199,9 @@ pub struct VersionLog {
     last_seq: u64,
     /// The newest `flush_all`: versions stamped below it are gone.
     flushed: Option<(Stamp, u64)>,
+    /// The origins of the versions held, indexed by `Known::origin`
+    /// (a few: one per node run that wrote).
+    origins: Vec<Origin>,
 }
 
 impl VersionLog {
@@ -187,13 +214,21 @@ impl VersionLog {
         self.last_seq
     }
 
-    fn note(&mut self, key: &[u8], stamp: Stamp, state: &State) {
-        self.note_held(key, stamp, held(state), value_len(state));
+    fn note(&mut self, key: &[u8], stamp: Stamp, state: &State, cause: Option<&Cause>) {
+        let written = self.written(cause);
+        self.note_held(key, stamp, held(state), value_len(state), written);
     }
 
-    fn note_held(&mut self, key: &[u8], stamp: Stamp, held: Held, value_len: u32) {
+    fn note_held(
+        &mut self,
+        key: &[u8],
+        stamp: Stamp,
+        held: Held,
+        value_len: u32,
+        written: Written,
+    ) {
         let seq = self.next_seq();
-        let fresh = Known::new(stamp, seq, held, value_len);
+        let fresh = Known::new(stamp, seq, held, value_len, written);
         let shared = match self.table.get_mut(key) {
             Some(entry) => {
                 entry.known = fresh;
@@ -221,6 +256,56 @@ impl VersionLog {
             self.key_bytes -= key_heap_bytes(key);
             self.stale += 1;
         }
+    }
+
+    /// `cause` as the log keeps it.
+    fn written(&mut self, cause: Option<&Cause>) -> Written {
+        let Some(cause) = cause else {
+            return UNWRITTEN;
+        };
+        let at = match self.origins.iter().position(|o| *o == cause.origin) {
+            Some(at) => at,
+            None if self.origins.len() < usize::from(NO_ORIGIN) => {
+                self.origins.push(cause.origin);
+                self.origins.len() - 1
+            }
+            None => return UNWRITTEN, // only ever sent whole
+        };
+        Written {
+            origin: at as u16,
+            seq: cause.seq,
+        }
+    }
+
+    /// Records who made the versions of local writes, once numbered: what
+    /// a sync answer may leave out.
+    pub fn note_causes(&mut self, versions: &[Version]) {
+        for version in versions {
+            let written = self.written(version.cause.as_ref());
+            if let Some(entry) = self.table.get_mut(&version.key) {
+                if entry.known.stamp() == version.stamp {
+                    entry.known.origin = written.origin;
+                    entry.known.origin_seq = written.seq;
+                }
+            }
+        }
+    }
+
+    /// Who made `known`'s version, if the log knows.
+    fn cause_of(&self, known: &Known) -> Option<Cause> {
+        let origin = *self.origins.get(usize::from(known.origin))?;
+        Some(Cause {
+            origin,
+            seq: known.origin_seq,
+            deps: None,
+        })
+    }
+
+    /// Whether an asker with `covered` holds `known`'s version or a newer one.
+    fn is_covered(&self, known: &Known, covered: &Coverage) -> bool {
+        self.origins
+            .get(usize::from(known.origin))
+            .is_some_and(|origin| covered.get(*origin) >= known.origin_seq)
     }
 
     /// What the log knows of `key`.
@@ -294,11 +379,11 @@ impl VersionLog {
             Ok(None) => State::Deleted,
             Err(e) => {
                 log::warn!("cannot read back a local write to push it: {e:?}");
-                self.note_held(key, stamp, Held::Unknown, 0);
+                self.note_held(key, stamp, Held::Unknown, 0, UNWRITTEN);
                 return None;
             }
         };
-        self.note(key, stamp, &state);
+        self.note(key, stamp, &state, None);
         Some(Version {
             key: key.to_vec(),
             stamp,
@@ -370,7 +455,7 @@ impl VersionLog {
         if stored_again || newer {
             return Ok(None);
         }
-        self.note_held(key, stamp, Held::Deleted, 0);
+        self.note_held(key, stamp, Held::Deleted, 0, UNWRITTEN);
         Ok(Some(Version {
             key: key.to_vec(),
             stamp,
@@ -460,28 +545,37 @@ impl VersionLog {
             }
             Err(e) => return Err(e),
         }
-        self.note(&version.key, version.stamp, &version.state);
+        self.note(
+            &version.key,
+            version.stamp,
+            &version.state,
+            version.cause.as_ref(),
+        );
         Ok(true)
     }
 
-    /// About how many bytes change `seq` of `key` takes in an answer, if
-    /// it is still current (a stale one needs nothing: its key's later
-    /// change carries the key).
-    fn current_len(&self, seq: u64, key: &[u8]) -> Option<usize> {
+    /// About how many bytes change `seq` of `key` takes in an answer to
+    /// an asker with `covered`, if it goes in one: if it is still current
+    /// (a stale one needs nothing: its key's later change carries the key),
+    /// and the asker does not hold it already.
+    fn answer_len(&self, seq: u64, key: &[u8], covered: &Coverage) -> Option<usize> {
         if key.is_empty() {
             return self.is_current(seq, key).then(|| approximate_len(0, 0));
         }
         let known = self.known(key).filter(|k| k.seq == seq)?;
+        if self.is_covered(known, covered) {
+            return None;
+        }
         Some(approximate_len(key.len(), known.value_len as usize))
     }
 
     /// Where an answer of the changes from index `start` on ends: the
-    /// index of the first current change past `budget` bytes (the first
+    /// index of the first change to send past `budget` bytes (the first
     /// one always fits), or the end of the log.
-    fn answer_end(&self, start: usize, budget: usize) -> usize {
+    fn answer_end(&self, start: usize, budget: usize, covered: &Coverage) -> usize {
         let mut used = 0;
         for (i, (seq, key)) in self.changes.range(start..).enumerate() {
-            let Some(len) = self.current_len(*seq, key) else {
+            let Some(len) = self.answer_len(*seq, key, covered) else {
                 continue;
             };
             if used > 0 && used + len > budget {
@@ -492,8 +586,9 @@ impl VersionLog {
         self.changes.len()
     }
 
-    /// The changes after `since`, as current versions: a prefix of them in
-    /// change order within about `budget` bytes of keys and values (at
+    /// The changes after `since`, as current versions, but for those an
+    /// asker with `covered` holds already (`origins.rs`): a prefix of them
+    /// in change order within about `budget` bytes of keys and values (at
     /// least one), and the change number it brings the asker up to: the
     /// one before the first change left out, or the last if none is. Only
     /// a prefix lets `upto` say the asker holds every change up to it.
@@ -504,10 +599,11 @@ impl VersionLog {
         store: &mut dyn VersionedStore,
         since: u64,
         budget: usize,
+        covered: &Coverage,
         now: UnixTime,
     ) -> StoreResult<Changes> {
         let start = self.after(since);
-        let end = self.answer_end(start, budget);
+        let end = self.answer_end(start, budget, covered);
         let upto = match self.changes.get(end) {
             Some((first_left_out, _)) => first_left_out - 1,
             None => self.last_seq,
@@ -520,6 +616,7 @@ impl VersionLog {
             if key.is_empty() {
                 if let Some((stamp, flush_seq)) = self.flushed {
                     if flush_seq == *seq {
+                        // Rare: always sent, without its origin.
                         versions.push(Version {
                             key: Vec::new(),
                             stamp,
@@ -532,11 +629,12 @@ impl VersionLog {
             }
             match self.known(key) {
                 Some(known) if known.seq != *seq => {} // changed again later
+                Some(known) if self.is_covered(known, covered) => {}
                 Some(known) if known.held() == Held::Deleted => versions.push(Version {
                     key: key.to_vec(),
                     stamp: known.stamp(),
                     state: State::Deleted,
-                    cause: None,
+                    cause: self.cause_of(known),
                 }),
                 Some(known) => to_read.push((key, *known)),
                 None => {}
@@ -565,7 +663,7 @@ impl VersionLog {
                 key: key.to_vec(),
                 stamp: known.stamp(),
                 state,
-                cause: None,
+                cause: self.cause_of(&known),
             });
         }
         Ok(Changes {
@@ -652,8 +750,8 @@ mod tests {
 
     #[test]
     fn a_known_key_takes_48_bytes_of_table_entry() {
-        assert_eq!(std::mem::size_of::<Known>(), 32);
-        assert_eq!(std::mem::size_of::<KnownKey>(), 48);
+        assert_eq!(std::mem::size_of::<Known>(), 40);
+        assert_eq!(std::mem::size_of::<KnownKey>(), 56);
     }
 
     #[test]
@@ -666,7 +764,7 @@ mod tests {
             Held::Present(Expiry::At(NOW)),
         ];
         for held in held {
-            let known = Known::new(stamp(7, 3), 9, held, 100);
+            let known = Known::new(stamp(7, 3), 9, held, 100, UNWRITTEN);
             assert_eq!((known.held(), known.stamp()), (held, stamp(7, 3)));
             assert_eq!((known.seq, known.value_len), (9, 100));
         }
@@ -764,11 +862,15 @@ mod tests {
             log.apply_remote(&mut s, &put(&format!("k{i}"), 1, 0, "v"), NOW)
                 .unwrap();
         }
-        let all = log.since(&mut s, 0, WHOLE, NOW).unwrap();
+        let all = log
+            .since(&mut s, 0, WHOLE, &Coverage::default(), NOW)
+            .unwrap();
         assert_eq!((all.versions.len(), all.upto, all.last), (100, 100, 100));
         log.apply_remote(&mut s, &put("k7", 2, 0, "w"), NOW)
             .unwrap();
-        let changed = log.since(&mut s, all.upto, WHOLE, NOW).unwrap();
+        let changed = log
+            .since(&mut s, all.upto, WHOLE, &Coverage::default(), NOW)
+            .unwrap();
         assert_eq!(changed.versions, vec![put("k7", 2, 0, "w")]);
         assert_eq!(changed.upto, 101);
     }
@@ -794,11 +896,15 @@ mod tests {
             cause: None,
         };
         log.apply_remote(&mut s, &delete, NOW).unwrap();
-        let whole = log.since(&mut s, 0, WHOLE, NOW).unwrap();
+        let whole = log
+            .since(&mut s, 0, WHOLE, &Coverage::default(), NOW)
+            .unwrap();
         let budget = 3 * put("k00", 1, 0, &value).approximate_len();
         let (mut parts, mut since) = (Vec::new(), 0);
         while since < whole.last {
-            let part = log.since(&mut s, since, budget, NOW).unwrap();
+            let part = log
+                .since(&mut s, since, budget, &Coverage::default(), NOW)
+                .unwrap();
             let bytes: usize = part.versions.iter().map(Version::approximate_len).sum();
             assert!(bytes <= budget && !part.versions.is_empty(), "{part:?}");
             assert_eq!(part.last, whole.last);
@@ -823,7 +929,10 @@ mod tests {
             .unwrap(); // seq 4: seq 1 is stale
         let answers: Vec<Changes> = [0, 2, 3]
             .into_iter()
-            .map(|since| log.since(&mut s, since, 1, NOW).unwrap())
+            .map(|since| {
+                log.since(&mut s, since, 1, &Coverage::default(), NOW)
+                    .unwrap()
+            })
             .collect();
         let want = [
             (put("b", 1, 0, "value"), 2),
@@ -975,9 +1084,14 @@ mod tests {
         let (mut s, mut log) = (flaky(), VersionLog::new());
         log.apply_remote(&mut s, &put("k", 1, 0, "v"), NOW).unwrap();
         s.broken = true;
-        assert!(log.since(&mut s, 0, WHOLE, NOW).is_err());
+        assert!(log
+            .since(&mut s, 0, WHOLE, &Coverage::default(), NOW)
+            .is_err());
         s.broken = false;
-        let versions = log.since(&mut s, 0, WHOLE, NOW).unwrap().versions;
+        let versions = log
+            .since(&mut s, 0, WHOLE, &Coverage::default(), NOW)
+            .unwrap()
+            .versions;
         assert_eq!(versions, vec![put("k", 1, 0, "v")]);
     }
 
@@ -999,7 +1113,10 @@ mod tests {
             .record_write(&mut s, &Command::Storage(set), stamp(3, 0), NOW)
             .is_empty());
         s.broken = false;
-        let versions = log.since(&mut s, 0, WHOLE, NOW).unwrap().versions;
+        let versions = log
+            .since(&mut s, 0, WHOLE, &Coverage::default(), NOW)
+            .unwrap()
+            .versions;
         assert_eq!(
             versions,
             vec![put("k", 3, 0, "v")],
@@ -1043,7 +1160,10 @@ mod tests {
         }
         log.apply_remote(&mut s, &expiring, NOW).unwrap();
         s.delete(b"lost", NOW).unwrap(); // as a memcached evicts
-        let versions = log.since(&mut s, 0, WHOLE, NOW + 20).unwrap().versions;
+        let versions = log
+            .since(&mut s, 0, WHOLE, &Coverage::default(), NOW + 20)
+            .unwrap()
+            .versions;
         let tombstone = Version {
             key: b"brief".to_vec(),
             stamp: stamp(2, 0),
@@ -1072,7 +1192,11 @@ mod tests {
         assert_eq!(swept.stats().items, 1, "only the expired item is dropped");
         let mut sent = Vec::new();
         for (s, log) in &mut twins {
-            sent.push(log.since(s, 0, WHOLE, NOW + 10).unwrap().versions);
+            sent.push(
+                log.since(s, 0, WHOLE, &Coverage::default(), NOW + 10)
+                    .unwrap()
+                    .versions,
+            );
             let older = put("brief", 1, 3, "stale");
             assert!(!log.apply_remote(s, &older, NOW + 10).unwrap());
             assert!(!log.apply_remote(s, &expiring, NOW + 10).unwrap());
@@ -1110,7 +1234,12 @@ mod tests {
         let (mut s, mut log) = (store(), VersionLog::new());
         assert!(!log.apply_remote(&mut s, &put("", 1, 0, "v"), NOW).unwrap());
         assert!(log.is_empty());
-        assert_eq!(log.since(&mut s, 0, WHOLE, NOW).unwrap().versions, vec![]);
+        assert_eq!(
+            log.since(&mut s, 0, WHOLE, &Coverage::default(), NOW)
+                .unwrap()
+                .versions,
+            vec![]
+        );
     }
 
     #[test]
@@ -1134,7 +1263,10 @@ mod tests {
         // The tombstone of seq 11 was synced past, but k's current one was not.
         log.forget_tombstones(12, |_| false);
         assert_eq!(log.stamp(b"k"), Some(stamp(3, 0)));
-        let changed = log.since(&mut s, 10, WHOLE, NOW).unwrap().versions;
+        let changed = log
+            .since(&mut s, 10, WHOLE, &Coverage::default(), NOW)
+            .unwrap()
+            .versions;
         assert_eq!(changed, vec![delete(3)], "one current version per key");
 
         // Many rewrites of a few keys: the log keeps what is current, in order.
@@ -1146,7 +1278,10 @@ mod tests {
             log.changes.len() <= 2 * log.len() + 2,
             "stale changes are dropped"
         );
-        let recent = log.since(&mut s, 0, WHOLE, NOW).unwrap().versions;
+        let recent = log
+            .since(&mut s, 0, WHOLE, &Coverage::default(), NOW)
+            .unwrap()
+            .versions;
         let stamps: Vec<u64> = recent.iter().map(|v| v.stamp.ts).collect();
         // Tombstones first, then values read from the store in log order.
         let want: Vec<u64> = [3].into_iter().chain([1; 10]).chain(997..1_000).collect();

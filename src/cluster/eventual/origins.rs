@@ -1,47 +1,67 @@
-//! Causal mode's gate on the store side: which of a peer's writes may be
-//! applied yet. Causal mode is eventual mode (this folder) with this gate:
-//! every node still answers from its own replica at once, but no node
-//! applies a peer's write before that write's causes.
+//! Who wrote what, and what a replica holds of it: every write is made by
+//! an origin and numbered; a replica's [`Coverage`] says, per origin, up to
+//! which number it holds every write. Eventual and causal mode both use it
+//! to send in a sync answer only what the asker lacks; causal mode's
+//! [`Gate`] also holds back a peer's write until its causes are applied.
 //!
 //! **Origins and sequence numbers.** A node's run is an [`Origin`]: a
 //! restarted node comes back empty, remembers nothing it wrote, and writes
 //! as a new origin. Each write an origin makes (a client's write, or a
 //! delete of what its store evicted) takes the next sequence number of
-//! that origin, 1, 2, 3, ... A replica's [`Coverage`] says, per origin, up
-//! to which number it holds every write of that origin.
+//! that origin, 1, 2, 3, ... Pushes carry their origin and number, and so
+//! do the versions of a sync answer (the version log keeps both per key).
 //!
-//! **Dependencies.** A local write depends on everything its node had
-//! applied when it was made: its [`Cause`] carries the node's coverage then
-//! (without its own origin, whose earlier writes the sequence number
-//! already implies). That covers a session's causal past: a session is a
-//! client connection, which talks to one node, so everything it read or
-//! wrote was applied there, and a read there never waits. (Two connections
-//! of one application are two sessions; a library that spreads keys over
-//! several nodes gets causal order per node, not across them.)
+//! **What coverage claims.** `coverage[o] = n` means: this replica has
+//! applied every write of `o` numbered up to `n`, so for each key it holds
+//! that write's version or a newer one (last writer wins keeps the highest
+//! stamp; a tombstone is forgotten only once every peer holds it or newer,
+//! and an eviction is a newer delete). A replica's coverage moves in two
+//! ways. (1) It applies a pushed write numbered one past its coverage of
+//! that origin (and, in eventual mode, any later ones it applied out of
+//! order that now follow on). (2) It applies a whole sync answer, then
+//! takes the larger number of each origin from the answering node's
+//! coverage when it collected the answer: the answer held every key that
+//! changed there since the asker's last sync, except those the asker
+//! already covered, and the asker holds the rest from that last sync, so
+//! afterwards the asker holds, per key, the answering node's version or a
+//! newer one, and with it everything that node's coverage claimed.
 //!
-//! **Pushes are gated.** A peer's pushed write `w` of origin `o` is applied
-//! only when this replica holds `o`'s writes up to `w`'s number minus one
-//! and covers `w`'s dependencies; until then it waits here. Each applied
-//! write moves the coverage on, which may release others. So what a
-//! replica applies is always closed under causes: if it holds a write, it
-//! holds that write's causes, and every read here sees a causally closed
-//! set of writes.
+//! **A summary saves resending.** A sync request carries the asker's
+//! coverage (as its store side last reported it: an older coverage claims
+//! less, which is safe); the answering node leaves out every version whose
+//! write the asker covers, by the claim above. Without it an answer resent
+//! everything changed since the last sync, the writes the asker had been
+//! pushed by their origins included.
 //!
-//! **Anti-entropy merges states, not writes.** A store keeps one version
-//! per key, so a peer cannot replay every write another node lacks; it
-//! answers with its current versions of the keys changed since the asker's
-//! last sync, and with its coverage when it collected them. A replica's
-//! state is, per key, the highest-stamped write of its causally closed set
-//! (last writer wins). Merging two such states key by key keeps the
-//! highest stamp, which is exactly the state of the union of the two sets,
-//! and a union of closed sets is closed: so the asker applies the whole
-//! answer at once (in one piece of store work, so no read sees half of
-//! it), then takes the larger coverage of each origin. Keys not in the
-//! answer are ones the asker already holds at the answering node's version
-//! or newer (it synced them before). An answer in parts is kept aside until
-//! its last part, and the coverage that goes with it is the last part's
-//! (see the engine's module doc). Waiting pushes the merged coverage holds
-//! are dropped; others may now be released.
+//! **Causal mode: dependencies.** A local write depends on everything its
+//! node had applied when it was made: its [`Cause`] carries the node's
+//! coverage then (without its own origin, whose earlier writes the sequence
+//! number already implies). That covers a session's causal past: a session
+//! is a client connection, which talks to one node, so everything it read
+//! or wrote was applied there, and a read there never waits. (Two
+//! connections of one application are two sessions; a library that spreads
+//! keys over several nodes gets causal order per node, not across them.)
+//!
+//! **Causal mode: pushes are gated.** A peer's pushed write `w` of origin
+//! `o` is applied only when this replica holds `o`'s writes up to `w`'s
+//! number minus one and covers `w`'s dependencies; until then it waits
+//! here. Each applied write moves the coverage on, which may release
+//! others. So what a replica applies is always closed under causes: if it
+//! holds a write, it holds that write's causes, and every read here sees a
+//! causally closed set of writes.
+//!
+//! **Causal mode: anti-entropy merges states, not writes.** A store keeps
+//! one version per key, so a peer cannot replay every write another node
+//! lacks; it answers with its current versions, as above. A replica's
+//! state is, per key, the highest-stamped write of its causally closed set.
+//! Merging two such states key by key keeps the highest stamp, which is
+//! exactly the state of the union of the two sets, and a union of closed
+//! sets is closed: so the asker applies the whole answer at once (in one
+//! piece of store work, so no read sees half of it), then takes the
+//! answering node's coverage. An answer in parts is kept aside until its
+//! last part, and the coverage that goes with it is the last part's (see
+//! the engine's module doc). Waiting pushes the merged coverage holds are
+//! dropped; others may now be released.
 //!
 //! **Convergence by stamp (causal+).** Stamps are Lamport times: a node's
 //! clock has seen the stamp of everything it applied, so a write is stamped
@@ -56,9 +76,11 @@
 //! key with a write waiting here keeps its tombstone.
 //!
 //! Waiting writes beyond about [`WAITING_LIMIT`] bytes are dropped (and
-//! counted): the next anti-entropy round brings what they carried.
+//! counted), as are eventual mode's out-of-order numbers beyond
+//! [`AHEAD_LIMIT`] per origin (which only delays coverage): the next
+//! anti-entropy round brings what they carried.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 
 use super::version::Version;
@@ -161,52 +183,75 @@ impl Coverage {
     }
 }
 
-/// Who wrote a pushed version, its number among that origin's writes, and
-/// what it depends on. Dependencies are shared by the writes made between
-/// two changes of their node's coverage.
+/// Who wrote a version, its number among that origin's writes, and, on a
+/// causal node's push, what it depends on. Dependencies are shared by the
+/// writes made between two changes of their node's coverage.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cause {
     pub origin: Origin,
     pub seq: u64,
-    pub deps: Arc<Coverage>,
+    /// A causal node's push: its node's coverage when it was written.
+    pub deps: Option<Arc<Coverage>>,
 }
 
-/// Writes waiting for their causes, and the coverage of what is applied.
+/// Eventual mode: out-of-order numbers kept per origin beyond which more
+/// are dropped (coverage then waits for a sync).
+pub const AHEAD_LIMIT: usize = 1 << 16;
+
+/// The store side's record of origins: numbers local writes, keeps the
+/// coverage of what is applied, and in causal mode holds back writes
+/// waiting for their causes.
 #[derive(Debug)]
-pub struct CausalGate {
+pub struct Gate {
     me: Origin,
+    causal: bool,
     applied: Coverage,
-    /// The dependencies of the next local write: `applied` without our own
-    /// origin, built again once another origin's entry moved.
+    /// Causal mode: the dependencies of the next local write: `applied`
+    /// without our own origin, built again once another origin's entry moved.
     deps: Option<Arc<Coverage>>,
+    /// Causal mode: writes waiting for their causes.
     waiting: BTreeMap<Origin, BTreeMap<u64, Version>>,
     waiting_bytes: usize,
     dropped: u64,
+    /// Eventual mode: numbers applied past a gap in an origin's pushes.
+    ahead: BTreeMap<Origin, BTreeSet<u64>>,
 }
 
-impl CausalGate {
-    pub fn new(me: Origin) -> CausalGate {
-        CausalGate {
+impl Gate {
+    /// Eventual mode's record for origin `me`: writes are applied as they come.
+    pub fn eventual(me: Origin) -> Gate {
+        Gate {
             me,
+            causal: false,
             applied: Coverage::default(),
             deps: None,
             waiting: BTreeMap::new(),
             waiting_bytes: 0,
             dropped: 0,
+            ahead: BTreeMap::new(),
         }
     }
 
-    /// Numbers this node's new versions as its next writes, each depending
-    /// on everything applied here.
+    /// Causal mode's gate for origin `me`.
+    pub fn causal(me: Origin) -> Gate {
+        Gate {
+            causal: true,
+            ..Gate::eventual(me)
+        }
+    }
+
+    /// Numbers this node's new versions as its next writes; in causal mode
+    /// each depends on everything applied here.
     pub fn number_local(&mut self, versions: &mut [Version]) {
         for version in versions {
             let seq = self.applied.get(self.me) + 1;
             self.applied.set(self.me, seq);
             let me = self.me;
-            let deps = self
-                .deps
-                .get_or_insert_with(|| Arc::new(self.applied.without(me)))
-                .clone();
+            let deps = self.causal.then(|| {
+                self.deps
+                    .get_or_insert_with(|| Arc::new(self.applied.without(me)))
+                    .clone()
+            });
             version.cause = Some(Cause {
                 origin: me,
                 seq,
@@ -215,15 +260,22 @@ impl CausalGate {
         }
     }
 
-    /// A peer's pushed write: applied through `apply` (which says whether
-    /// the store took it) once its causes are, with whatever it releases;
-    /// dropped if already covered; otherwise it waits.
+    /// A peer's pushed write, applied through `apply` (which says whether
+    /// the store took it) unless already covered. In causal mode it waits
+    /// until its causes are applied, and releases what waited for it.
     pub fn offer(&mut self, version: Version, apply: &mut impl FnMut(&Version) -> bool) {
         let Some(cause) = &version.cause else {
+            apply(&version);
             return;
         };
         let (origin, seq) = (cause.origin, cause.seq);
         if seq <= self.applied.get(origin) {
+            return;
+        }
+        if !self.causal {
+            if apply(&version) {
+                self.applied_out_of_order(origin, seq);
+            }
             return;
         }
         if self.ready(origin, seq, cause) {
@@ -250,10 +302,15 @@ impl CausalGate {
         if self.applied.merge(coverage) {
             self.deps = None;
         }
+        let origins: Vec<Origin> = self.ahead.keys().copied().collect();
+        for origin in origins {
+            self.follow_on(origin);
+        }
         self.release(apply);
     }
 
-    /// The coverage of what is applied here, for a sync answer.
+    /// The coverage of what is applied here: a sync request's summary, or
+    /// what goes with a sync answer.
     pub fn coverage(&self) -> Coverage {
         self.applied.clone()
     }
@@ -266,14 +323,14 @@ impl CausalGate {
             .collect()
     }
 
-    /// Pushes dropped because too many writes were waiting.
-    pub fn dropped(&self) -> u64 {
-        self.dropped
-    }
-
     /// Whether any write waits.
     pub fn is_waiting(&self) -> bool {
         !self.waiting.is_empty()
+    }
+
+    /// Pushes dropped because too many writes were waiting.
+    pub fn dropped(&self) -> u64 {
+        self.dropped
     }
 
     /// The keys of waiting writes (their tombstones must stay).
@@ -284,8 +341,46 @@ impl CausalGate {
             .collect()
     }
 
+    /// Eventual mode: write `seq` of `origin` is applied; coverage moves
+    /// on if it follows on, else the number waits for the gap to close.
+    fn applied_out_of_order(&mut self, origin: Origin, seq: u64) {
+        if seq == self.applied.get(origin) + 1 {
+            self.applied.set(origin, seq);
+        } else {
+            let ahead = self.ahead.entry(origin).or_default();
+            if ahead.len() < AHEAD_LIMIT {
+                ahead.insert(seq);
+            }
+        }
+        self.follow_on(origin);
+    }
+
+    /// Eventual mode: takes in the numbers applied ahead of `origin`'s
+    /// coverage that now follow on, and forgets those it passed.
+    fn follow_on(&mut self, origin: Origin) {
+        let Some(ahead) = self.ahead.get_mut(&origin) else {
+            return;
+        };
+        let mut held = self.applied.get(origin);
+        while let Some(&next) = ahead.first() {
+            if next > held + 1 {
+                break;
+            }
+            held = held.max(next);
+            ahead.pop_first();
+        }
+        self.applied.set(origin, held);
+        if ahead.is_empty() {
+            self.ahead.remove(&origin);
+        }
+    }
+
     fn ready(&self, origin: Origin, seq: u64, cause: &Cause) -> bool {
-        seq == self.applied.get(origin) + 1 && self.applied.covers(&cause.deps)
+        seq == self.applied.get(origin) + 1 && self.covers_deps(cause)
+    }
+
+    fn covers_deps(&self, cause: &Cause) -> bool {
+        cause.deps.as_ref().is_none_or(|d| self.applied.covers(d))
     }
 
     fn advance(&mut self, origin: Origin, seq: u64) {
@@ -327,7 +422,7 @@ impl CausalGate {
                     .get()
                     .cause
                     .as_ref()
-                    .is_some_and(|c| self.applied.covers(&c.deps));
+                    .is_some_and(|c| c.deps.as_ref().is_none_or(|d| self.applied.covers(d)));
             if seq > held && !ready {
                 break;
             }
@@ -371,13 +466,13 @@ mod tests {
             cause: Some(Cause {
                 origin,
                 seq,
-                deps: Arc::new(coverage(deps)),
+                deps: Some(Arc::new(coverage(deps))),
             }),
         }
     }
 
     /// Offers `versions` to a gate of node 3 and returns the keys applied, in order.
-    fn applied_order(gate: &mut CausalGate, versions: Vec<Version>) -> Vec<String> {
+    fn applied_order(gate: &mut Gate, versions: Vec<Version>) -> Vec<String> {
         let mut order = Vec::new();
         for version in versions {
             gate.offer(version, &mut |v: &Version| {
@@ -390,7 +485,7 @@ mod tests {
 
     #[test]
     fn a_write_waits_for_its_causes_and_its_origins_earlier_writes() {
-        let mut gate = CausalGate::new(C);
+        let mut gate = Gate::causal(C);
         let x = write("x", A, 1, &[]);
         let y = write("y", B, 1, &[(A, 1)]);
         let z = write("z", A, 2, &[]);
@@ -410,7 +505,7 @@ mod tests {
 
     #[test]
     fn a_merged_coverage_drops_what_it_holds_and_releases_the_rest() {
-        let mut gate = CausalGate::new(C);
+        let mut gate = Gate::causal(C);
         let late = write("late", A, 3, &[(B, 1)]);
         let held = write("held", A, 2, &[]);
         applied_order(&mut gate, vec![late, held]);
@@ -425,23 +520,20 @@ mod tests {
 
     #[test]
     fn local_writes_depend_on_what_is_applied_and_share_their_dependencies() {
-        let mut gate = CausalGate::new(C);
+        let mut gate = Gate::causal(C);
         applied_order(&mut gate, vec![write("x", A, 1, &[])]);
         let mut mine = vec![write("m", C, 0, &[]), write("n", C, 0, &[])];
         gate.number_local(&mut mine);
         let causes: Vec<&Cause> = mine.iter().map(|v| v.cause.as_ref().unwrap()).collect();
         assert_eq!((causes[0].seq, causes[1].seq), (1, 2));
-        assert_eq!(
-            *causes[0].deps,
-            coverage(&[(A, 1)]),
-            "our own origin is implied"
-        );
-        assert!(Arc::ptr_eq(&causes[0].deps, &causes[1].deps));
+        let deps: Vec<&Arc<Coverage>> = causes.iter().map(|c| c.deps.as_ref().unwrap()).collect();
+        assert_eq!(**deps[0], coverage(&[(A, 1)]), "our own origin is implied");
+        assert!(Arc::ptr_eq(deps[0], deps[1]));
     }
 
     #[test]
     fn a_write_the_store_refused_holds_back_its_origins_later_writes() {
-        let mut gate = CausalGate::new(C);
+        let mut gate = Gate::causal(C);
         gate.offer(write("x", A, 1, &[]), &mut |_: &Version| false);
         let order = applied_order(&mut gate, vec![write("y", A, 2, &[])]);
         assert!(order.is_empty(), "{order:?}");
