@@ -130,13 +130,14 @@ pub mod version_log;
 pub use message::{ChangeMark, Gossip, SyncDone, SyncRequest};
 pub use replica::{EventualReplica, Report, Work};
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 
 use super::engine::{Effect, Engine, PeerEvent, PeerStatus, ReplyTo, Status, SyncStats};
 use super::message::Op;
 use super::{LamportClock, NodeId, Stamp, View};
-use crate::protocol::{Command, Request};
+use crate::protocol::{Command, Key, Request};
 use crate::store::UnixTime;
 use origins::{Coverage, Gate, Origin};
 use version::Version;
@@ -202,14 +203,16 @@ struct SyncPeer {
 }
 
 /// Causal mode: the parts of an answer received so far, kept aside so that
-/// the answer is applied whole (`causal.rs`).
+/// the answer is applied whole (`origins.rs`).
 #[derive(Debug)]
 struct Partial {
     /// Where the answer started.
     since: u64,
     /// Up to where the parts so far reach: where the next one starts.
     upto: u64,
-    versions: Vec<Version>,
+    /// The highest-stamped version of each key so far (a key changed again
+    /// while the parts came comes again; the store would keep the newest).
+    versions: HashMap<Key, Version>,
 }
 
 impl SyncPeer {
@@ -239,9 +242,19 @@ impl SyncPeer {
         let partial = self.partial.get_or_insert_with(|| Partial {
             since: done.since,
             upto: done.since,
-            versions: Vec::new(),
+            versions: HashMap::new(),
         });
-        partial.versions.extend(part);
+        for version in part {
+            match partial.versions.entry(version.key.clone()) {
+                Entry::Occupied(mut held) if held.get().stamp < version.stamp => {
+                    held.insert(version);
+                }
+                Entry::Occupied(_) => {}
+                Entry::Vacant(free) => {
+                    free.insert(version);
+                }
+            }
+        }
         if done.is_part() {
             let moved_on = done.upto.seq > partial.upto;
             partial.upto = partial.upto.max(done.upto.seq);
@@ -252,7 +265,7 @@ impl SyncPeer {
         }
         let coverage = coverage?;
         let partial = self.partial.take()?;
-        *answer = partial.versions;
+        *answer = partial.versions.into_values().collect();
         let whole = SyncDone {
             since: partial.since,
             ..done
@@ -534,8 +547,12 @@ impl Engine for EventualEngine {
         let mut pushes = frame.versions;
         let mut answer = pushes.split_off(frame.pushes.min(pushes.len()));
         let (completes, coverage) = if self.causal {
+            let asked = peer.request_due;
             let gathered =
                 peer.gather(frame.sync_complete, frame.coverage, &mut answer, self.beats);
+            if peer.request_due && !asked {
+                self.stats.rounds += 1; // the rest of an answer kept aside
+            }
             (
                 gathered.as_ref().map(|(done, _)| *done),
                 gathered.map(|(_, c)| c),
@@ -1045,7 +1062,7 @@ mod tests {
         assert_eq!(held, Some((3, 0)), "the rest, saying we hold nothing yet");
 
         let mut last = part(OLD_RUN, 3, 10, 10);
-        last.versions = vec![gone("b", 8, false)];
+        last.versions = vec![gone("b", 8, false), gone("a", 9, false)];
         last.coverage = Some(covered.clone());
         out.clear();
         engine.on_message(2, last, &mut out);
@@ -1058,7 +1075,13 @@ mod tests {
         else {
             panic!("the whole answer goes to the store: {out:?}");
         };
-        assert_eq!(answer[..], [gone("a", 1, false), gone("b", 8, false)]);
+        let mut answer = answer.clone();
+        answer.sort_by(|x, y| x.key.cmp(&y.key));
+        assert_eq!(
+            answer,
+            [gone("a", 9, false), gone("b", 8, false)],
+            "a's newest only"
+        );
         assert_eq!(
             (whole.since, whole.upto.seq, whole.is_part()),
             (0, 10, false)

@@ -75,10 +75,20 @@
 //! of an older write of the same key would then come back as news, so a
 //! key with a write waiting here keeps its tombstone.
 //!
-//! Waiting writes beyond about [`WAITING_LIMIT`] bytes are dropped (and
-//! counted), as are eventual mode's out-of-order numbers beyond
-//! [`AHEAD_LIMIT`] per origin (which only delays coverage): the next
-//! anti-entropy round brings what they carried.
+//! **A write the store cannot keep** (a value over its limits, or a full
+//! store with `eviction = none`) would leave a hole in a causally closed
+//! set: in causal mode its key becomes a delete of this node, stamped above
+//! every version held and pushed like an eviction, so no replica shows
+//! what followed the write without it. (Eventual mode takes it as held, as
+//! asking again would only be refused again.)
+//!
+//! **Nothing waits for ever.** Dropping a waiting write is always safe:
+//! anti-entropy brings what it carried, from any node that applied it. So
+//! a write still waiting after [`WAIT_ROUNDS`] sync rounds is dropped
+//! (its causes may have died with a crashed node that pushed it to no one
+//! else), as is one that finds more than [`WAITING_LIMIT`] bytes waiting,
+//! and eventual mode's out-of-order numbers beyond [`AHEAD_LIMIT`] per
+//! origin (which only delays coverage). All are counted.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
@@ -89,6 +99,9 @@ use crate::cluster::NodeId;
 
 /// Bytes of waiting writes beyond which a new one is dropped.
 pub const WAITING_LIMIT: usize = 64 << 20;
+
+/// Sync rounds after which a write still waiting is dropped.
+pub const WAIT_ROUNDS: u64 = 4;
 
 /// One run of one node: the author of writes in causal mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -209,10 +222,13 @@ pub struct Gate {
     /// Causal mode: the dependencies of the next local write: `applied`
     /// without our own origin, built again once another origin's entry moved.
     deps: Option<Arc<Coverage>>,
-    /// Causal mode: writes waiting for their causes.
-    waiting: BTreeMap<Origin, BTreeMap<u64, Version>>,
+    /// Causal mode: writes waiting for their causes, each with the sync
+    /// round it came in.
+    waiting: BTreeMap<Origin, BTreeMap<u64, (u64, Version)>>,
     waiting_bytes: usize,
     dropped: u64,
+    /// Sync rounds so far.
+    round: u64,
     /// Eventual mode: numbers applied past a gap in an origin's pushes.
     ahead: BTreeMap<Origin, BTreeSet<u64>>,
 }
@@ -228,6 +244,7 @@ impl Gate {
             waiting: BTreeMap::new(),
             waiting_bytes: 0,
             dropped: 0,
+            round: 0,
             ahead: BTreeMap::new(),
         }
     }
@@ -240,11 +257,36 @@ impl Gate {
         }
     }
 
+    pub fn is_causal(&self) -> bool {
+        self.causal
+    }
+
+    /// A sync round began: drops the writes that have waited too long.
+    pub fn next_round(&mut self) {
+        self.round += 1;
+        let round = self.round;
+        let mut freed = 0;
+        let mut dropped = 0;
+        for queue in self.waiting.values_mut() {
+            queue.retain(|_, (came, version)| {
+                let keep = round - *came < WAIT_ROUNDS;
+                if !keep {
+                    freed += version.approximate_len();
+                    dropped += 1;
+                }
+                keep
+            });
+        }
+        self.waiting.retain(|_, queue| !queue.is_empty());
+        self.waiting_bytes -= freed;
+        self.dropped += dropped;
+    }
+
     /// Numbers this node's new versions as its next writes; in causal mode
     /// each depends on everything applied here.
     pub fn number_local(&mut self, versions: &mut [Version]) {
         for version in versions {
-            let seq = self.applied.get(self.me) + 1;
+            let seq = self.applied.get(self.me).saturating_add(1);
             self.applied.set(self.me, seq);
             let me = self.me;
             let deps = self.causal.then(|| {
@@ -292,7 +334,7 @@ impl Gate {
         }
         self.waiting_bytes += len;
         let queue = self.waiting.entry(origin).or_default();
-        if let Some(old) = queue.insert(seq, version) {
+        if let Some((_, old)) = queue.insert(seq, (self.round, version)) {
             self.waiting_bytes -= old.approximate_len();
         }
     }
@@ -323,9 +365,9 @@ impl Gate {
             .collect()
     }
 
-    /// Whether any write waits.
-    pub fn is_waiting(&self) -> bool {
-        !self.waiting.is_empty()
+    /// How many writes wait.
+    pub fn waiting_count(&self) -> usize {
+        self.waiting.values().map(BTreeMap::len).sum()
     }
 
     /// Pushes dropped because too many writes were waiting.
@@ -337,14 +379,14 @@ impl Gate {
     pub fn waiting_keys(&self) -> HashSet<&[u8]> {
         self.waiting
             .values()
-            .flat_map(|queue| queue.values().map(|v| &v.key[..]))
+            .flat_map(|queue| queue.values().map(|(_, v)| &v.key[..]))
             .collect()
     }
 
     /// Eventual mode: write `seq` of `origin` is applied; coverage moves
     /// on if it follows on, else the number waits for the gap to close.
     fn applied_out_of_order(&mut self, origin: Origin, seq: u64) {
-        if seq == self.applied.get(origin) + 1 {
+        if seq == self.applied.get(origin).saturating_add(1) {
             self.applied.set(origin, seq);
         } else {
             let ahead = self.ahead.entry(origin).or_default();
@@ -363,7 +405,7 @@ impl Gate {
         };
         let mut held = self.applied.get(origin);
         while let Some(&next) = ahead.first() {
-            if next > held + 1 {
+            if next > held.saturating_add(1) {
                 break;
             }
             held = held.max(next);
@@ -376,7 +418,7 @@ impl Gate {
     }
 
     fn ready(&self, origin: Origin, seq: u64, cause: &Cause) -> bool {
-        seq == self.applied.get(origin) + 1 && self.covers_deps(cause)
+        seq == self.applied.get(origin).saturating_add(1) && self.covers_deps(cause)
     }
 
     fn covers_deps(&self, cause: &Cause) -> bool {
@@ -417,16 +459,17 @@ impl Gate {
             };
             let seq = *entry.key();
             let held = self.applied.get(origin);
-            let ready = seq == held + 1
+            let ready = seq == held.saturating_add(1)
                 && entry
                     .get()
+                    .1
                     .cause
                     .as_ref()
                     .is_some_and(|c| c.deps.as_ref().is_none_or(|d| self.applied.covers(d)));
             if seq > held && !ready {
                 break;
             }
-            let version = entry.remove();
+            let (_, version) = entry.remove();
             self.waiting_bytes -= version.approximate_len();
             if seq <= held {
                 continue; // a sync brought it, or something newer
@@ -538,6 +581,38 @@ mod tests {
         let order = applied_order(&mut gate, vec![write("y", A, 2, &[])]);
         assert!(order.is_empty(), "{order:?}");
         assert_eq!(gate.waiting(), vec![(A, 1)]);
+    }
+
+    #[test]
+    fn a_write_still_waiting_after_a_few_rounds_is_dropped() {
+        let mut gate = Gate::causal(C);
+        applied_order(&mut gate, vec![write("y", B, 1, &[(A, 1)])]);
+        for _ in 1..WAIT_ROUNDS {
+            gate.next_round();
+        }
+        assert_eq!(gate.waiting(), vec![(B, 1)]);
+        gate.next_round();
+        assert!(gate.waiting().is_empty());
+        assert_eq!(gate.dropped(), 1);
+        let order = applied_order(&mut gate, vec![write("x", A, 1, &[])]);
+        assert_eq!(order, ["x"], "y is for a sync to bring");
+    }
+
+    #[test]
+    fn eventual_coverage_moves_on_once_a_gap_closes() {
+        let mut gate = Gate::eventual(C);
+        let pushed = |key, seq| write(key, A, seq, &[]);
+        let order = applied_order(
+            &mut gate,
+            vec![pushed("a", 1), pushed("c", 3), pushed("d", 4)],
+        );
+        assert_eq!(order, ["a", "c", "d"], "applied as they come");
+        assert_eq!(gate.coverage().get(A), 1, "2 is missing");
+        applied_order(&mut gate, vec![pushed("b", 2)]);
+        assert_eq!(gate.coverage().get(A), 4);
+        gate.merge(&coverage(&[(A, 6)]), &mut |_: &Version| true);
+        applied_order(&mut gate, vec![pushed("g", 7)]);
+        assert_eq!(gate.coverage().get(A), 7);
     }
 
     #[test]

@@ -15,7 +15,7 @@ use super::version_log::{Changes, VersionLog};
 use crate::cluster::engine::{Done, Replica, ReplyTo};
 use crate::cluster::message::Op;
 use crate::cluster::{NodeId, Stamp};
-use crate::store::Executor;
+use crate::store::{Executor, StoreError};
 
 /// Store work eventual mode asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,6 +96,8 @@ pub enum Report {
 pub struct EventualReplica {
     log: VersionLog,
     gate: Gate,
+    /// Causal mode: the writes waiting and dropped when last reported.
+    reported_waiting: (usize, u64),
 }
 
 impl EventualReplica {
@@ -103,6 +105,7 @@ impl EventualReplica {
         EventualReplica {
             log: VersionLog::new(),
             gate,
+            reported_waiting: (0, 0),
         }
     }
 
@@ -123,22 +126,33 @@ impl EventualReplica {
     /// Applies what a peer sent; whether the store kept every version of
     /// the answer among them (pushes the store could not keep come again
     /// with the next sync). An answer's coverage is taken only if the store
-    /// kept all of it.
+    /// kept all of it. In causal mode a version the store can never keep
+    /// (or, full, not now) becomes a delete of its key, stamped `stamp`
+    /// and pushed (`origins.rs`); eventual mode takes it as held, as asking
+    /// again would only be refused again.
     fn apply_versions(
         &mut self,
         executor: &mut Executor,
         from: NodeId,
-        pushes: Vec<Version>,
-        answer: Vec<Version>,
+        (pushes, answer): (Vec<Version>, Vec<Version>),
         coverage: Option<Coverage>,
-    ) -> bool {
+        stamp: Stamp,
+    ) -> (bool, Vec<Version>) {
         let now = executor.now();
         let store = executor.store();
+        let causal = self.gate.is_causal();
         let log = &mut self.log;
+        let mut unkept: Vec<Vec<u8>> = Vec::new();
+        let mut failed: (usize, Option<StoreError>) = (0, None);
         let mut apply = |version: &Version| match log.apply_remote(store, version, now) {
             Ok(_) => true,
+            Err(StoreError::Refused(_) | StoreError::OutOfMemory) if causal => {
+                unkept.push(version.key.clone());
+                true
+            }
+            Err(StoreError::Refused(_)) => true,
             Err(e) => {
-                log::warn!("cannot keep a version from node {from}: {e:?}");
+                failed = (failed.0 + 1, Some(e));
                 false
             }
         };
@@ -152,17 +166,29 @@ impl EventualReplica {
         for push in pushes {
             self.gate.offer(push, &mut apply);
         }
-        kept
+        if let (n, Some(e)) = failed {
+            log::warn!("cannot keep {n} versions from node {from}: {e:?}");
+        }
+        let mut deletes = Vec::new();
+        for key in unkept {
+            match self.log.record_unkept(executor.store(), &key, stamp, now) {
+                Ok(deleted) => deletes.extend(deleted),
+                Err(e) => log::warn!("cannot delete a key this replica could not keep: {e:?}"),
+            }
+        }
+        (kept, deletes)
     }
 
-    /// Causal mode: how many writes wait per node, if any waited before or
-    /// wait now.
-    fn waiting_report(&self, waited: bool) -> Option<Report> {
+    /// Causal mode: how many writes wait per node, if that or the count
+    /// of dropped ones changed since the last report.
+    fn waiting_report(&mut self) -> Option<Report> {
         let gate = &self.gate;
-        let waiting = gate.waiting();
-        if waiting.is_empty() && !waited {
+        let now = (gate.waiting_count(), gate.dropped());
+        if now == self.reported_waiting {
             return None;
         }
+        self.reported_waiting = now;
+        let waiting = gate.waiting();
         let mut per_node: Vec<(NodeId, usize)> = Vec::new();
         for (origin, count) in waiting {
             match per_node.last_mut() {
@@ -247,15 +273,14 @@ impl Replica for EventualReplica {
                 completes,
                 coverage,
             } => {
-                let waited = self.gate.is_waiting();
-                let all_kept = self.apply_versions(executor, from, pushes, answer, coverage);
-                let mut evictions = Vec::new();
-                self.record_evictions(executor, stamp, &mut evictions);
-                self.number_local(&mut evictions);
-                if !evictions.is_empty() {
-                    emit(Done::Engine(Report::Published(evictions)));
+                let (all_kept, mut deletes) =
+                    self.apply_versions(executor, from, (pushes, answer), coverage, stamp);
+                self.record_evictions(executor, stamp, &mut deletes);
+                self.number_local(&mut deletes);
+                if !deletes.is_empty() {
+                    emit(Done::Engine(Report::Published(deletes)));
                 }
-                if let Some(report) = self.waiting_report(waited) {
+                if let Some(report) = self.waiting_report() {
                     emit(Done::Engine(report));
                 }
                 if let Some(done) = completes {
@@ -296,5 +321,96 @@ impl Replica for EventualReplica {
             Work::Summarize => emit(Done::Engine(Report::Summary(self.gate.coverage()))),
         }
         executor.publish_version_log_bytes(self.log.heap_bytes());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::eventual::origins::{Cause, Origin};
+    use crate::cluster::eventual::version::State;
+    use crate::protocol::Limits;
+    use crate::store::memory::MemoryStore;
+    use crate::store::{Entry, Expiry, StoreCounters, UnixTime};
+
+    const ME: Origin = Origin { node: 1, run: 10 };
+    const PEER: Origin = Origin { node: 2, run: 20 };
+
+    fn executor() -> Executor {
+        fn now() -> UnixTime {
+            1_700_000_000
+        }
+        let store = Box::new(MemoryStore::new(1 << 20, Limits::default()).keeping_evicted());
+        Executor::new(store, Arc::new(StoreCounters::default())).with_clock(now)
+    }
+
+    fn put(key: &[u8], ts: u64, seq: u64) -> Version {
+        Version {
+            key: key.to_vec(),
+            stamp: Stamp { ts, node: 2 },
+            state: State::Present(Entry {
+                flags: 0,
+                expiry: Expiry::Never,
+                value: b"v".to_vec(),
+            }),
+            cause: Some(Cause {
+                origin: PEER,
+                seq,
+                deps: None,
+            }),
+        }
+    }
+
+    fn perform(replica: &mut EventualReplica, executor: &mut Executor, work: Work) -> Vec<Report> {
+        let mut reports = Vec::new();
+        replica.perform(work, executor, &mut |done| {
+            if let Done::Engine(report) = done {
+                reports.push(report);
+            }
+        });
+        reports
+    }
+
+    /// A whole answer from node 2 whose second version is for a key this
+    /// store refuses (over 250 bytes), with node 2's coverage of both.
+    fn answer_with_an_unkeepable_key() -> Work {
+        let long = vec![b'k'; 300];
+        Work::ApplyVersions {
+            from: 2,
+            pushes: Vec::new(),
+            answer: vec![put(b"first", 5, 1), put(&long, 6, 2)],
+            stamp: Stamp { ts: 100, node: 1 },
+            completes: None,
+            coverage: Some(Coverage::from_entries(vec![(PEER, 2)])),
+        }
+    }
+
+    #[test]
+    fn a_causal_replica_deletes_everywhere_what_it_cannot_keep_and_covers_the_answer() {
+        let (mut replica, mut executor) = (EventualReplica::new(Gate::causal(ME)), executor());
+        let reports = perform(&mut replica, &mut executor, answer_with_an_unkeepable_key());
+        let [Report::Published(deletes)] = &reports[..] else {
+            panic!("one delete to push: {reports:?}");
+        };
+        let [delete] = &deletes[..] else {
+            panic!("{deletes:?}");
+        };
+        assert_eq!((delete.key.len(), &delete.state), (300, &State::Deleted));
+        assert_eq!(delete.stamp, Stamp { ts: 100, node: 1 });
+        let cause = delete.cause.as_ref().expect("numbered as our write");
+        let deps = cause
+            .deps
+            .as_deref()
+            .expect("a causal write has dependencies");
+        assert_eq!(deps.get(PEER), 2, "it follows the answer it stands in for");
+        assert_eq!(replica.gate().coverage().get(PEER), 2);
+    }
+
+    #[test]
+    fn an_eventual_replica_takes_what_it_can_never_keep_as_held() {
+        let (mut replica, mut executor) = (EventualReplica::new(Gate::eventual(ME)), executor());
+        let reports = perform(&mut replica, &mut executor, answer_with_an_unkeepable_key());
+        assert!(reports.is_empty(), "{reports:?}");
+        assert_eq!(replica.gate().coverage().get(PEER), 2);
     }
 }

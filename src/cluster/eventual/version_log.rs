@@ -26,7 +26,7 @@ use super::version::{approximate_len, State, Version};
 use crate::cluster::{NodeId, Stamp};
 use crate::protocol::{Command, Key};
 use crate::store::dense::{DenseTable, Keyed};
-use crate::store::{Entry, Expiry, StoreError, StoreResult, UnixTime, VersionedStore};
+use crate::store::{Entry, Expiry, StoreResult, UnixTime, VersionedStore};
 
 /// What the log knows of a key, in 40 bytes (a `Stamp`, a `Held`, a
 /// `Cause` and the rest as they are would take 64): the stamp as its two
@@ -464,6 +464,31 @@ impl VersionLog {
         }))
     }
 
+    /// Causal mode: the store could not keep a peer's version of `key`, so
+    /// the key becomes a delete stamped `stamp` (above every version held,
+    /// as for an eviction), removed here and returned to push: no replica
+    /// then shows what followed that write without it. Nothing if the log
+    /// already holds something newer.
+    pub fn record_unkept(
+        &mut self,
+        store: &mut dyn VersionedStore,
+        key: &[u8],
+        stamp: Stamp,
+        now: UnixTime,
+    ) -> StoreResult<Option<Version>> {
+        if self.known(key).is_some_and(|known| known.stamp() >= stamp) {
+            return Ok(None);
+        }
+        store.delete(key, now)?;
+        self.note_held(key, stamp, Held::Deleted, 0, UNWRITTEN);
+        Ok(Some(Version {
+            key: key.to_vec(),
+            stamp,
+            state: State::Deleted,
+            cause: None,
+        }))
+    }
+
     /// Records a local `flush_all` stamped `stamp` (the store already did it).
     fn record_flush(&mut self, stamp: Stamp) -> Version {
         self.apply_flush(stamp);
@@ -498,7 +523,9 @@ impl VersionLog {
 
     /// Applies a peer's version if it is newer than what this replica holds
     /// (last writer wins). Returns whether it changed anything; a store
-    /// error leaves the version unrecorded, to be applied when it comes again.
+    /// error leaves the version unrecorded, to be applied when it comes
+    /// again, and `Refused` (this store can never hold it) too: the store
+    /// side decides what that means for its mode.
     pub fn apply_remote(
         &mut self,
         store: &mut dyn VersionedStore,
@@ -536,15 +563,7 @@ impl VersionLog {
             State::Present(item) => Some(item),
             _ => None,
         };
-        match store.import(&version.key, item, version.stamp.cas_unique(), now) {
-            Ok(()) => {}
-            Err(StoreError::Refused(why)) => {
-                // Asking again would only be refused again, and hold up the sync.
-                log::warn!("this replica cannot hold a version of a key: {why}");
-                return Ok(false);
-            }
-            Err(e) => return Err(e),
-        }
+        store.import(&version.key, item, version.stamp.cas_unique(), now)?;
         self.note(
             &version.key,
             version.stamp,
@@ -717,6 +736,7 @@ mod tests {
     use super::*;
     use crate::protocol::Limits;
     use crate::store::memory::MemoryStore;
+    use crate::store::StoreError;
     use crate::store::{Expiry, Store};
 
     const NOW: UnixTime = 1_700_000_000;
@@ -1069,14 +1089,31 @@ mod tests {
     }
 
     #[test]
-    fn a_version_the_store_can_never_keep_counts_as_taken() {
+    fn a_version_the_store_can_never_keep_is_refused_unrecorded() {
         let (mut s, mut log) = (flaky(), VersionLog::new());
         s.refusing = true;
-        assert_eq!(
-            log.apply_remote(&mut s, &put("k", 1, 0, "v"), NOW),
-            Ok(false)
+        let refused = log.apply_remote(&mut s, &put("k", 1, 0, "v"), NOW);
+        assert!(
+            matches!(refused, Err(StoreError::Refused(_))),
+            "{refused:?}"
         );
         assert_eq!(log.stamp(b"k"), None);
+    }
+
+    #[test]
+    fn an_unkept_version_leaves_a_newer_delete_of_its_key() {
+        let (mut s, mut log) = (flaky(), VersionLog::new());
+        log.apply_remote(&mut s, &put("k", 1, 0, "old"), NOW)
+            .unwrap();
+        let deleted = log.record_unkept(&mut s, b"k", stamp(9, 2), NOW).unwrap();
+        assert_eq!(
+            deleted.map(|v| (v.stamp, v.state)),
+            Some((stamp(9, 2), State::Deleted))
+        );
+        assert_eq!(value(&mut s.inner, "k"), None);
+        assert_eq!(log.stamp(b"k"), Some(stamp(9, 2)));
+        let older = log.record_unkept(&mut s, b"k", stamp(5, 2), NOW).unwrap();
+        assert_eq!(older, None, "a newer version stands");
     }
 
     #[test]
