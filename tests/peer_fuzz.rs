@@ -186,9 +186,11 @@ fn gossips() -> Vec<Gossip> {
             held: 4,
             last: 6,
             covered: Default::default(),
+            run: 9,
         }),
         sync_complete: Some(SyncDone {
             since: 1,
+            asked_by: 9,
             upto: ChangeMark {
                 incarnation: 9,
                 seq: 8,

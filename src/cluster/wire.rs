@@ -822,9 +822,11 @@ mod tests {
                         held: 70,
                         last: 90,
                         covered: Coverage::from_entries(vec![(origin(3, 2), 5)]),
+                        run: 4,
                     }),
                     sync_complete: Some(SyncDone {
                         since: 70,
+                        asked_by: 3,
                         upto: ChangeMark {
                             incarnation: 6,
                             seq: 78,

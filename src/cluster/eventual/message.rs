@@ -46,6 +46,9 @@ pub struct SyncRequest {
     pub held: u64,
     pub last: u64,
     pub covered: Coverage,
+    /// The asker's run: the answer is for that run only, as it leaves out
+    /// what that run covers.
+    pub run: u64,
 }
 
 /// What an answer to a sync request carried: every change of the sender's
@@ -56,6 +59,9 @@ pub struct SyncRequest {
 pub struct SyncDone {
     pub since: u64,
     pub upto: ChangeMark,
+    /// The run of the asker the answer was collected for (its request's
+    /// `run`): another run of it takes nothing from it.
+    pub asked_by: u64,
     /// The sender's last change number when it answered: an answer that
     /// stops below it is a part, and the asker asks at once for the rest.
     pub last: u64,
@@ -97,6 +103,7 @@ impl wire::Message for Gossip {
                 wire::put_u64(out, request.held);
                 wire::put_u64(out, request.last);
                 request.covered.encode(out);
+                wire::put_u64(out, request.run);
             }
             None => out.push(0),
         }
@@ -105,6 +112,7 @@ impl wire::Message for Gossip {
                 out.push(1);
                 wire::put_u64(out, done.since);
                 put_mark(out, done.upto);
+                wire::put_u64(out, done.asked_by);
                 wire::put_u64(out, done.last);
             }
             None => out.push(0),
@@ -138,6 +146,7 @@ impl wire::Message for Gossip {
                 held: r.u64()?,
                 last: r.u64()?,
                 covered: Coverage::decode(r)?,
+                run: r.u64()?,
             }),
         };
         let sync_complete = match r.u8()? {
@@ -145,6 +154,7 @@ impl wire::Message for Gossip {
             _ => Some(SyncDone {
                 since: r.u64()?,
                 upto: read_mark(r)?,
+                asked_by: r.u64()?,
                 last: r.u64()?,
             }),
         };

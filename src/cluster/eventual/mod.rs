@@ -224,7 +224,8 @@ impl SyncPeer {
 
     /// Causal mode: takes the sync answer in a frame. A part is kept aside
     /// (and the rest asked for at once, if it moved us on); the last part
-    /// comes back whole, with the coverage that goes with it, to be applied.
+    /// comes back whole in `answer`, with the coverage that goes with it,
+    /// to be applied. An answer not for us leaves `answer` empty.
     fn gather(
         &mut self,
         done: Option<SyncDone>,
@@ -232,8 +233,10 @@ impl SyncPeer {
         answer: &mut Vec<Version>,
         beats: u64,
     ) -> Option<(SyncDone, Coverage)> {
-        let done = done?;
+        // An answer's versions are applied whole or not at all: one that
+        // is not for us is dropped with them.
         let part = std::mem::take(answer);
+        let done = done?;
         let reached = self.asking_from();
         // From an earlier run of the peer, or to an earlier run of ours.
         if done.upto.incarnation != self.incarnation || done.since > reached {
@@ -450,11 +453,20 @@ impl EventualEngine {
         }
     }
 
-    /// The worker's answer to `peer`'s sync request since `since`.
-    fn on_collected(&mut self, peer: NodeId, since: u64, changes: Changes, coverage: Coverage) {
+    /// The worker's answer to the sync request since `since` of run
+    /// `asked_by` of `peer`.
+    fn on_collected(
+        &mut self,
+        peer: NodeId,
+        since: u64,
+        changes: Changes,
+        coverage: Coverage,
+        asked_by: u64,
+    ) {
         if let Some(p) = self.peers.get_mut(&peer) {
             let done = SyncDone {
                 since,
+                asked_by,
                 upto: ChangeMark {
                     incarnation: self.incarnation,
                     seq: changes.upto,
@@ -548,8 +560,10 @@ impl Engine for EventualEngine {
         let mut answer = pushes.split_off(frame.pushes.min(pushes.len()));
         let (completes, coverage) = if self.causal {
             let asked = peer.request_due;
-            let gathered =
-                peer.gather(frame.sync_complete, frame.coverage, &mut answer, self.beats);
+            let ours = frame
+                .sync_complete
+                .filter(|d| d.asked_by == self.incarnation);
+            let gathered = peer.gather(ours, frame.coverage, &mut answer, self.beats);
             if peer.request_due && !asked {
                 self.stats.rounds += 1; // the rest of an answer kept aside
             }
@@ -559,9 +573,12 @@ impl Engine for EventualEngine {
             )
         } else {
             // An answer from an earlier run of the peer, or to an earlier run
-            // of ours (it starts above where we are), completes nothing.
+            // of ours (it left out what that run held, or starts above where
+            // we are), completes nothing.
             let completes = frame.sync_complete.filter(|done| {
-                done.upto.incarnation == peer.incarnation && done.since <= peer.synced_from
+                done.upto.incarnation == peer.incarnation
+                    && done.asked_by == self.incarnation
+                    && done.since <= peer.synced_from
             });
             // Only a whole answer brings the answering node's coverage.
             let whole = completes.is_some_and(|done| !done.is_part());
@@ -601,6 +618,7 @@ impl Engine for EventualEngine {
                 since,
                 budget: self.frame_budget,
                 covered: request.covered,
+                asked_by: request.run,
             }));
         }
     }
@@ -677,7 +695,8 @@ impl Engine for EventualEngine {
                 since,
                 changes,
                 coverage,
-            } => self.on_collected(peer, since, changes, coverage),
+                asked_by,
+            } => self.on_collected(peer, since, changes, coverage, asked_by),
             Report::SyncApplied {
                 from,
                 done,
@@ -722,6 +741,7 @@ impl Engine for EventualEngine {
             held: peer.synced_from,
             last: self.log_last,
             covered: self.summary.clone(),
+            run: self.incarnation,
         });
         peer.due = false;
         Some(Gossip {
@@ -807,6 +827,7 @@ mod tests {
             held: seq,
             last,
             covered: Coverage::default(),
+            run: 7,
         })
     }
 
@@ -891,6 +912,7 @@ mod tests {
 
     fn done(incarnation: u64, since: u64, upto: u64, last: u64) -> SyncDone {
         SyncDone {
+            asked_by: 7,
             since,
             upto: ChangeMark {
                 incarnation,
@@ -938,6 +960,62 @@ mod tests {
         assert!(out.is_empty(), "{out:?}");
         receive(&mut engine, answer(OLD_RUN, 810), true);
         assert_eq!(next_request(&mut engine), mark(OLD_RUN, 810));
+    }
+
+    /// An answer node 2 collected for a request of node 1's run `asked_by`.
+    fn answer_for(asked_by: u64) -> Gossip {
+        let mut frame = answer(OLD_RUN, 40);
+        frame.sync_complete.as_mut().unwrap().asked_by = asked_by;
+        frame.coverage = Some(Coverage::default());
+        frame
+    }
+
+    #[test]
+    fn an_answer_collected_for_an_earlier_run_of_ours_completes_nothing() {
+        // It left out what that run covered, which this run never held.
+        for mut engine in [node_one(), node_one().causal()] {
+            engine.outgoing(2);
+            let mut out = Vec::new();
+            let mut stale = answer_for(6);
+            stale.versions = vec![gone("a", 1, false)];
+            engine.on_message(2, stale, &mut out);
+            let applied: Vec<&Work> = out
+                .iter()
+                .filter_map(|e| match e {
+                    Effect::Work(work) => Some(work),
+                    _ => None,
+                })
+                .collect();
+            let leaked = applied.iter().any(|w| {
+                matches!(w, Work::ApplyVersions { answer, completes, .. } if !answer.is_empty() || completes.is_some())
+            });
+            assert!(
+                !leaked || !engine.causal,
+                "causal: none of it applied: {out:?}"
+            );
+            assert!(
+                applied.iter().all(|w| matches!(
+                    w,
+                    Work::ApplyVersions {
+                        completes: None,
+                        ..
+                    }
+                )),
+                "{out:?}"
+            );
+            out.clear();
+            engine.on_message(2, answer_for(7), &mut out);
+            assert!(
+                matches!(
+                    out[..],
+                    [Effect::Work(Work::ApplyVersions {
+                        completes: Some(_),
+                        ..
+                    })]
+                ),
+                "{out:?}"
+            );
+        }
     }
 
     #[test]
@@ -1172,6 +1250,7 @@ mod tests {
             since: 0,
             changes,
             coverage: Coverage::default(),
+            asked_by: 2,
         };
         engine.on_store(collected, &mut out);
         while engine.outgoing(2).is_some() {}

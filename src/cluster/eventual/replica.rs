@@ -52,6 +52,8 @@ pub enum Work {
         since: u64,
         budget: usize,
         covered: Coverage,
+        /// The run of `peer` that asked.
+        asked_by: u64,
     },
     /// Report the coverage of what is applied here, for sync requests.
     Summarize,
@@ -71,6 +73,7 @@ pub enum Report {
         since: u64,
         changes: Changes,
         coverage: Coverage,
+        asked_by: u64,
     },
     /// The coverage of what is applied here.
     Summary(Coverage),
@@ -297,6 +300,7 @@ impl Replica for EventualReplica {
                 since,
                 budget,
                 covered,
+                asked_by,
             } => {
                 let now = executor.now();
                 match self
@@ -308,6 +312,7 @@ impl Replica for EventualReplica {
                         since,
                         changes,
                         coverage: self.gate.coverage(),
+                        asked_by,
                     })),
                     // Unanswered, node `peer` asks again.
                     Err(e) => log::warn!("cannot answer node {peer}'s sync request: {e:?}"),
