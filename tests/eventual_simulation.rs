@@ -130,10 +130,13 @@ struct Config {
     /// answer claims on its way to complete the whole answer (`upto` set to
     /// the sender's last change), skipping the changes it left out.
     parts_claim_whole: bool,
-    /// Broken on purpose, for the negative control: every sync request's
-    /// summary claims a million more writes of each origin than its sender
-    /// holds, so answers leave out what the asker lacks.
+    /// Broken on purpose, for the negative controls: every sync request's
+    /// summary claims one more write of each origin than its sender holds,
+    /// so answers leave out what the asker lacks...
     summary_claims_more: bool,
+    /// ...and every answer's coverage claims one more write of each origin
+    /// than its sender held, so the asker takes a claim it cannot back.
+    answer_claims_more: bool,
     /// Each store's memory cap.
     memory_limit: u64,
     /// An eviction is a delete on every replica (false: broken on purpose,
@@ -165,6 +168,7 @@ impl Config {
             frame_budget: tiny_budget(seed),
             parts_claim_whole: false,
             summary_claims_more: false,
+            answer_claims_more: false,
             memory_limit: SimConfig::new(1, 0).memory_limit,
             evictions_replicated: true,
             trace: false,
@@ -519,12 +523,14 @@ impl Cluster {
         let push_loss = cfg.faults.push_loss;
         let parts_claim_whole = cfg.parts_claim_whole;
         let summary_claims_more = cfg.summary_claims_more;
+        let answer_claims_more = cfg.answer_claims_more;
         sim.set_filter(Box::new(move |gossip: &mut Gossip, rng: &mut Rng| {
             let mut r = sent.borrow_mut();
             if let Some(request) = gossip.sync_request.as_mut().filter(|_| summary_claims_more) {
-                let inflated = request.covered.entries().iter();
-                let inflated = inflated.map(|&(origin, seq)| (origin, seq + 1_000_000));
-                request.covered = Coverage::from_entries(inflated.collect());
+                request.covered = one_more(&request.covered);
+            }
+            if let Some(coverage) = gossip.coverage.as_mut().filter(|_| answer_claims_more) {
+                *coverage = one_more(coverage);
             }
             if let Some(done) = gossip.sync_complete.as_mut().filter(|d| d.is_part()) {
                 r.last_part_sent = Some(r.now);
@@ -1476,36 +1482,50 @@ fn a_part_that_claims_the_whole_answer_is_caught() {
     honest.assert_ok("honest parts", started);
 }
 
-/// Negative control for the summaries (`origins.rs`): a sync request whose
-/// summary claims more writes than its sender holds gets an answer without
-/// them, and pushes lost in the chaos stay lost: the convergence check
-/// catches it. The same runs with honest summaries converge.
+/// `covered` claiming one more write of each origin.
+fn one_more(covered: &Coverage) -> Coverage {
+    let entries = covered.entries().iter();
+    Coverage::from_entries(entries.map(|&(origin, seq)| (origin, seq + 1)).collect())
+}
+
+/// Negative controls for the summaries (`origins.rs`): a sync request whose
+/// summary claims one more write per origin than its sender holds gets an
+/// answer without it, and an asker that takes an answer's coverage claiming
+/// one more passes that claim on; pushes lost in the chaos (and crashes)
+/// then stay lost: the convergence checks catch both. The same runs with
+/// honest claims converge.
 #[test]
-fn a_summary_that_claims_more_than_is_held_is_caught() {
+fn a_claim_of_more_than_is_held_is_caught() {
     let started = Instant::now();
-    let chaos = |summary_claims_more: bool| {
+    let chaos = |summary: bool, answer: bool| {
         move |n, seed| {
             let mut cfg = Config::chaos(n, seed);
-            cfg.summary_claims_more = summary_claims_more;
+            cfg.faults.restarts = 4;
+            cfg.faults.max_restarts = 2;
+            cfg.summary_claims_more = summary;
+            cfg.answer_claims_more = answer;
             cfg
         }
     };
-    let broken = Sweep::new(seeds(&SIZES, 20, chaos(true)), 2, |c| {
+    let checks = |c: &mut Cluster| {
         c.check_converged(false)?;
         c.check_last_writer_wins()
-    });
-    eprintln!("{}", broken.summary("summaries claiming more", started));
-    assert!(
-        broken.failures.len() * 2 >= broken.runs,
-        "only {} of {} runs with summaries claiming more failed",
-        broken.failures.len(),
-        broken.runs
-    );
-    let honest = Sweep::new(seeds(&SIZES, 20, chaos(false)), 2, |c| {
-        c.check_converged(false)?;
-        c.check_last_writer_wins()
-    });
-    honest.assert_ok("honest summaries", started);
+    };
+    for (name, broken) in [
+        ("summaries claiming more", chaos(true, false)),
+        ("answers' coverage claiming more", chaos(false, true)),
+    ] {
+        let broken = Sweep::new(seeds(&SIZES, 20, broken), 2, checks);
+        eprintln!("{}", broken.summary(name, started));
+        assert!(
+            broken.failures.len() * 3 >= broken.runs,
+            "only {} of {} runs with {name} failed",
+            broken.failures.len(),
+            broken.runs
+        );
+    }
+    let honest = Sweep::new(seeds(&SIZES, 20, chaos(false, false)), 2, checks);
+    honest.assert_ok("honest claims", started);
 }
 
 // ---- bugs the simulation found, kept as regression tests ----

@@ -85,7 +85,7 @@ pub struct ChangeMark {
 }
 
 impl wire::Message for Gossip {
-    const PROTOCOL: &'static str = "eventual gossip v4";
+    const PROTOCOL: &'static str = "eventual gossip v5";
 
     fn encode(&self, out: &mut Vec<u8>) {
         wire::put_u64(out, self.clock);

@@ -130,8 +130,8 @@ pub mod version_log;
 pub use message::{ChangeMark, Gossip, SyncDone, SyncRequest};
 pub use replica::{EventualReplica, Report, Work};
 
-use std::collections::hash_map::Entry;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::btree_map::Entry;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 use super::engine::{Effect, Engine, PeerEvent, PeerStatus, ReplyTo, Status, SyncStats};
@@ -211,8 +211,9 @@ struct Partial {
     /// Up to where the parts so far reach: where the next one starts.
     upto: u64,
     /// The highest-stamped version of each key so far (a key changed again
-    /// while the parts came comes again; the store would keep the newest).
-    versions: HashMap<Key, Version>,
+    /// while the parts came comes again; the store would keep the newest),
+    /// in key order, so a run depends on its inputs alone.
+    versions: BTreeMap<Key, Version>,
 }
 
 impl SyncPeer {
@@ -245,7 +246,7 @@ impl SyncPeer {
         let partial = self.partial.get_or_insert_with(|| Partial {
             since: done.since,
             upto: done.since,
-            versions: HashMap::new(),
+            versions: BTreeMap::new(),
         });
         for version in part {
             match partial.versions.entry(version.key.clone()) {
@@ -1238,6 +1239,7 @@ mod tests {
             versions: vec![version(0), version(1), version(2)],
             upto: 3,
             last: 3,
+            lost: Vec::new(),
         };
         let mut out = Vec::new();
         let asking = Gossip {

@@ -82,6 +82,13 @@
 //! what followed the write without it. (Eventual mode takes it as held, as
 //! asking again would only be refused again.)
 //!
+//! **A claim stops at what is lost.** A write counted as applied whose
+//! version the store then refused (eventual mode) or lost (a memcached
+//! that evicts on its own, found when an answer reads it) makes a hole:
+//! the coverage this replica tells others stops below it, for the rest of
+//! its run, or an asker would leave the write out of its answers and pass
+//! the false claim on, and the replica would never get it again.
+//!
 //! **Nothing waits for ever.** Dropping a waiting write is always safe:
 //! anti-entropy brings what it carried, from any node that applied it. So
 //! a write still waiting after [`WAIT_ROUNDS`] sync rounds is dropped
@@ -231,6 +238,10 @@ pub struct Gate {
     round: u64,
     /// Eventual mode: numbers applied past a gap in an origin's pushes.
     ahead: BTreeMap<Origin, BTreeSet<u64>>,
+    /// Per origin, the lowest number of a write counted as applied that
+    /// this replica does not hold (its store refused or lost it): what it
+    /// tells others it covers stops below it.
+    holes: BTreeMap<Origin, u64>,
 }
 
 impl Gate {
@@ -246,6 +257,7 @@ impl Gate {
             dropped: 0,
             round: 0,
             ahead: BTreeMap::new(),
+            holes: BTreeMap::new(),
         }
     }
 
@@ -351,10 +363,24 @@ impl Gate {
         self.release(apply);
     }
 
-    /// The coverage of what is applied here: a sync request's summary, or
-    /// what goes with a sync answer.
+    /// The coverage of what is held here, for others: a sync request's
+    /// summary, or what goes with a sync answer. Below the holes.
     pub fn coverage(&self) -> Coverage {
-        self.applied.clone()
+        let mut held = self.applied.clone();
+        for (origin, hole) in &self.holes {
+            if held.get(*origin) >= *hole {
+                held.set(*origin, hole - 1);
+            }
+        }
+        held
+    }
+
+    /// The write `cause` names counts as applied but is not held here (the
+    /// store refused or lost it): no peer may be told it is, or it would
+    /// leave it out of every answer to us, and pass the claim on.
+    pub fn lost(&mut self, cause: &Cause) {
+        let hole = self.holes.entry(cause.origin).or_insert(cause.seq);
+        *hole = (*hole).min(cause.seq);
     }
 
     /// Per origin, how many writes wait for their causes.

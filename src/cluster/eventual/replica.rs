@@ -145,15 +145,27 @@ impl EventualReplica {
         let store = executor.store();
         let causal = self.gate.is_causal();
         let log = &mut self.log;
-        let mut unkept: Vec<Vec<u8>> = Vec::new();
+        let mut deletes = Vec::new();
+        let mut refused = Vec::new();
         let mut failed: (usize, Option<StoreError>) = (0, None);
         let mut apply = |version: &Version| match log.apply_remote(store, version, now) {
             Ok(_) => true,
             Err(StoreError::Refused(_) | StoreError::OutOfMemory) if causal => {
-                unkept.push(version.key.clone());
+                match log.record_unkept(store, version, stamp, now) {
+                    Ok(deleted) => {
+                        deletes.extend(deleted);
+                        true
+                    }
+                    Err(e) => {
+                        failed = (failed.0 + 1, Some(e));
+                        false
+                    }
+                }
+            }
+            Err(StoreError::Refused(_)) => {
+                refused.extend(version.cause.clone());
                 true
             }
-            Err(StoreError::Refused(_)) => true,
             Err(e) => {
                 failed = (failed.0 + 1, Some(e));
                 false
@@ -172,12 +184,8 @@ impl EventualReplica {
         if let (n, Some(e)) = failed {
             log::warn!("cannot keep {n} versions from node {from}: {e:?}");
         }
-        let mut deletes = Vec::new();
-        for key in unkept {
-            match self.log.record_unkept(executor.store(), &key, stamp, now) {
-                Ok(deleted) => deletes.extend(deleted),
-                Err(e) => log::warn!("cannot delete a key this replica could not keep: {e:?}"),
-            }
+        for cause in &refused {
+            self.gate.lost(cause);
         }
         (kept, deletes)
     }
@@ -412,10 +420,14 @@ mod tests {
     }
 
     #[test]
-    fn an_eventual_replica_takes_what_it_can_never_keep_as_held() {
+    fn an_eventual_replica_takes_what_it_can_never_keep_as_held_but_claims_it_to_no_peer() {
         let (mut replica, mut executor) = (EventualReplica::new(Gate::eventual(ME)), executor());
         let reports = perform(&mut replica, &mut executor, answer_with_an_unkeepable_key());
         assert!(reports.is_empty(), "{reports:?}");
-        assert_eq!(replica.gate().coverage().get(PEER), 2);
+        assert_eq!(
+            replica.gate().coverage().get(PEER),
+            1,
+            "the refused write 2 is not held here"
+        );
     }
 }

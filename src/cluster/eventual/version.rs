@@ -40,11 +40,16 @@ impl Version {
             State::Present(item) => item.value.len(),
             State::Deleted | State::Flushed => 0,
         };
-        let deps = self.cause.as_ref().and_then(|c| c.deps.as_ref());
-        let cause = deps.map_or(0, |d| d.wire_len());
+        // Its origin's run and number, and the dependencies a push carries.
+        let cause = self.cause.as_ref().map_or(0, |c| {
+            CAUSE_LEN + c.deps.as_ref().map_or(0, |d| d.wire_len())
+        });
         approximate_len(self.key.len(), value) + cause
     }
 }
+
+/// Bytes of a version's origin run and number on the wire.
+const CAUSE_LEN: usize = 17;
 
 /// About how many bytes a version with a `key_len`-byte key and a
 /// `value_len`-byte value takes in a frame: its key and value, and a little

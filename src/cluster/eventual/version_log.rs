@@ -160,6 +160,10 @@ pub struct Changes {
     /// The last change number when they were collected; `upto` is below it
     /// when the budget left changes for the next answer.
     pub last: u64,
+    /// Who made the versions the store no longer had (lost before their
+    /// expiry, as by a memcached that evicts on its own): not sent, so this
+    /// replica must not claim to hold them (`origins.rs`).
+    pub lost: Vec<Cause>,
 }
 
 /// A key as the log holds it: one allocation shared by the key's entry in
@@ -303,9 +307,11 @@ impl VersionLog {
 
     /// Whether an asker with `covered` holds `known`'s version or a newer one.
     fn is_covered(&self, known: &Known, covered: &Coverage) -> bool {
-        self.origins
-            .get(usize::from(known.origin))
-            .is_some_and(|origin| covered.get(*origin) >= known.origin_seq)
+        known.origin_seq > 0
+            && self
+                .origins
+                .get(usize::from(known.origin))
+                .is_some_and(|origin| covered.get(*origin) >= known.origin_seq)
     }
 
     /// What the log knows of `key`.
@@ -464,19 +470,24 @@ impl VersionLog {
         }))
     }
 
-    /// Causal mode: the store could not keep a peer's version of `key`, so
-    /// the key becomes a delete stamped `stamp` (above every version held,
-    /// as for an eviction), removed here and returned to push: no replica
-    /// then shows what followed that write without it. Nothing if the log
-    /// already holds something newer.
+    /// Causal mode: the store could not keep `refused`, a peer's version,
+    /// so its key becomes a delete stamped `stamp` (above every version
+    /// held, as for an eviction), removed here and returned to push: no
+    /// replica then shows what followed that write without it. Nothing if
+    /// the log holds a version newer than the refused one (that write is
+    /// superseded here).
     pub fn record_unkept(
         &mut self,
         store: &mut dyn VersionedStore,
-        key: &[u8],
+        refused: &Version,
         stamp: Stamp,
         now: UnixTime,
     ) -> StoreResult<Option<Version>> {
-        if self.known(key).is_some_and(|known| known.stamp() >= stamp) {
+        let key = &refused.key[..];
+        if self
+            .known(key)
+            .is_some_and(|known| known.stamp() > refused.stamp)
+        {
             return Ok(None);
         }
         store.delete(key, now)?;
@@ -628,6 +639,7 @@ impl VersionLog {
             None => self.last_seq,
         };
         let mut versions = Vec::new();
+        let mut lost = Vec::new();
         // Values are read from the store together: one round trip per batch
         // on a memcached backend, not one per key.
         let mut to_read: Vec<(&SharedKey, Known)> = Vec::new();
@@ -675,6 +687,7 @@ impl VersionLog {
                          not sent",
                         String::from_utf8_lossy(key)
                     );
+                    lost.extend(self.cause_of(&known));
                     continue;
                 }
             };
@@ -689,6 +702,7 @@ impl VersionLog {
             versions,
             upto,
             last: self.last_seq,
+            lost,
         })
     }
 
@@ -769,7 +783,7 @@ mod tests {
     }
 
     #[test]
-    fn a_known_key_takes_48_bytes_of_table_entry() {
+    fn a_known_key_takes_56_bytes_of_table_entry() {
         assert_eq!(std::mem::size_of::<Known>(), 40);
         assert_eq!(std::mem::size_of::<KnownKey>(), 56);
     }
@@ -1101,19 +1115,41 @@ mod tests {
     }
 
     #[test]
+    fn an_answer_names_who_made_what_the_store_lost() {
+        let (mut s, mut log) = (flaky(), VersionLog::new());
+        let mut pushed = put("k", 1, 0, "v");
+        pushed.cause = Some(Cause {
+            origin: Origin { node: 0, run: 3 },
+            seq: 4,
+            deps: None,
+        });
+        log.apply_remote(&mut s, &pushed, NOW).unwrap();
+        s.inner.delete(b"k", NOW).unwrap(); // as a memcached evicting on its own
+        let changes = log
+            .since(&mut s, 0, WHOLE, &Coverage::default(), NOW)
+            .unwrap();
+        assert!(changes.versions.is_empty());
+        assert_eq!(changes.lost, [pushed.cause.unwrap()]);
+    }
+
+    #[test]
     fn an_unkept_version_leaves_a_newer_delete_of_its_key() {
         let (mut s, mut log) = (flaky(), VersionLog::new());
         log.apply_remote(&mut s, &put("k", 1, 0, "old"), NOW)
             .unwrap();
-        let deleted = log.record_unkept(&mut s, b"k", stamp(9, 2), NOW).unwrap();
+        let deleted = log
+            .record_unkept(&mut s, &put("k", 5, 1, "big"), stamp(9, 2), NOW)
+            .unwrap();
         assert_eq!(
             deleted.map(|v| (v.stamp, v.state)),
             Some((stamp(9, 2), State::Deleted))
         );
         assert_eq!(value(&mut s.inner, "k"), None);
         assert_eq!(log.stamp(b"k"), Some(stamp(9, 2)));
-        let older = log.record_unkept(&mut s, b"k", stamp(5, 2), NOW).unwrap();
-        assert_eq!(older, None, "a newer version stands");
+        let older = log
+            .record_unkept(&mut s, &put("k", 6, 1, "big"), stamp(10, 2), NOW)
+            .unwrap();
+        assert_eq!(older, None, "the delete of stamp 9 supersedes it");
     }
 
     #[test]
