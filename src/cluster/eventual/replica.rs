@@ -327,9 +327,14 @@ impl Replica for EventualReplica {
                 }
             }
             Work::ForgetTombstones { synced } => {
+                // A sync round began: writes that waited too long go.
+                self.gate.next_round();
                 let waiting = self.gate.waiting_keys();
                 self.log
                     .forget_tombstones(synced, |key| waiting.contains(key));
+                if let Some(report) = self.waiting_report() {
+                    emit(Done::Engine(report));
+                }
             }
             Work::Summarize => emit(Done::Engine(Report::Summary(self.gate.coverage()))),
         }
