@@ -461,13 +461,19 @@ impl VersionLog {
         if stored_again || newer {
             return Ok(None);
         }
+        Ok(Some(self.record_local_delete(key, stamp)))
+    }
+
+    /// Records a delete of `key` this replica made itself (the store has
+    /// dropped the key), stamped `stamp`, and returns it to push.
+    fn record_local_delete(&mut self, key: &[u8], stamp: Stamp) -> Version {
         self.note_held(key, stamp, Held::Deleted, 0, UNWRITTEN);
-        Ok(Some(Version {
+        Version {
             key: key.to_vec(),
             stamp,
             state: State::Deleted,
             cause: None,
-        }))
+        }
     }
 
     /// Causal mode: the store could not keep `refused`, a peer's version,
@@ -491,13 +497,7 @@ impl VersionLog {
             return Ok(None);
         }
         store.delete(key, now)?;
-        self.note_held(key, stamp, Held::Deleted, 0, UNWRITTEN);
-        Ok(Some(Version {
-            key: key.to_vec(),
-            stamp,
-            state: State::Deleted,
-            cause: None,
-        }))
+        Ok(Some(self.record_local_delete(key, stamp)))
     }
 
     /// Records a local `flush_all` stamped `stamp` (the store already did it).
