@@ -1,0 +1,898 @@
+//! Causal consistency under faults (issue 13, "Tests that must exist"):
+//! eventual-mode engines in the shared deterministic simulator
+//! (`tests/harness`), client sessions that read and write a few keys, and
+//! the causal checker of `common/causal.rs` over what the sessions saw.
+//!
+//! ```text
+//!  Workload: per node a few sessions ─► get k / set k <unique value> ─► Node::on_client
+//!      ◄── reply (STORED, the value read, or lost with a crash) ── record in the session
+//!  faults drawn every step: breaks, hold and drop partitions, crashes (down 1-150 steps)
+//!  heal, settle ─► check_ccv(history) and check_converged(every node's values)
+//! ```
+//!
+//! A session is one client connection, pinned to one node: its reads and
+//! writes go there only. When its node crashes the session ends (a request
+//! it had out is recorded as a write of unknown outcome, or, a read, left
+//! out), and the client goes on as a new session on the node's next run.
+//! Writes are `set`s of values no other write writes (`s<session>-<n>`),
+//! so every read names the write it read from; no deletes, `incr` or
+//! `append`, whose results would not. The history is then one list of
+//! operations per session, with no real time: reads-from and session order
+//! are all causal consistency asks about.
+//!
+//! Why eventual mode fails this and causal mode must not: a write `x` at
+//! node 1 is pushed to nodes 2 and 3; a session at node 2 reads it and
+//! writes `y`, which is pushed to node 3. Links are FIFO, but not *across*
+//! each other: when link 1 → 3 is slower (a delay spike, a held partition,
+//! a broken link whose frames are lost until the next sync), node 3 applies
+//! `y` before `x`, and a session there reads `y` and then the old `x`
+//! (`WriteCOInitRead` or `WriteCORead` in Bouajjani et al.'s terms). Causal
+//! mode holds `y` back until `x` is applied. The negative control
+//! ([`eventual_mode_is_caught_reading_effects_before_causes`]) is that the
+//! checker does catch eventual mode on the same scenario (93 of 100 seeds
+//! on 3 nodes, 100 of 100 on 5: `WriteCORead` in about half the runs,
+//! `CyclicCF` and `WriteCOInitRead` in a fifth to a third each), and
+//! [`eventual_mode_shows_a_write_before_its_cause`] is the anomaly
+//! scripted; the positive test
+//! ([`causal_mode_is_causally_convergent_under_faults`]) runs causal mode
+//! through it. Both also check that replicas converge once the faults end.
+//! The scenario is read-heavy (85% reads, see [`Config::read_percent`]):
+//! with half the operations writes, 3 of 80 eventual-mode runs were caught.
+//!
+//! A run depends on its seed alone; `replay` prints one run's trace and
+//! its violations.
+
+#[path = "common/causal.rs"]
+mod causal;
+mod harness;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Instant;
+
+use causal::{check_ccv, check_converged, CausalError, CausalHistory, Contents, Op, Pattern};
+use harness::{Driver, EngineFactory, Fault, Outcome, Rng, Sim, SimConfig};
+use mckv::cluster::eventual::EventualEngine;
+use mckv::cluster::{NodeId, View};
+use mckv::protocol::{Command, Get, Request, Storage, StorageMode};
+
+/// Which engine the nodes run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Eventual mode as it is: a remote write is applied when it arrives.
+    Eventual,
+    /// Causal mode: a remote write waits until its dependencies are applied.
+    Causal,
+}
+
+/// Per-step chances (per mille) of each fault while sessions run.
+#[derive(Debug, Clone, Copy)]
+struct Faults {
+    /// Both directions of a link reset (frames in flight lost), back after
+    /// 1 to 60 steps.
+    breaks: u64,
+    /// Frames between two nodes wait 10 to 150 steps (none lost).
+    holds: u64,
+    /// Both directions of a link reset and stay down 10 to 150 steps.
+    drops: u64,
+    /// A node crashes (memory and store gone) and restarts empty 1 to
+    /// `max_downtime` steps later...
+    crashes: u64,
+    /// ...at most this many times a run, one node down at a time.
+    max_crashes: u32,
+    max_downtime: u64,
+}
+
+#[derive(Debug, Clone)]
+struct Config {
+    mode: Mode,
+    nodes: u32,
+    seed: u64,
+    heartbeat_every: u64,
+    /// Heartbeats per sync round.
+    sync_every: u64,
+    /// A frame takes `1..=max_delay` steps, `spike_percent` of them up to
+    /// `spike_factor` times longer: links overtake each other.
+    max_delay: u64,
+    spike_percent: u64,
+    spike_factor: u64,
+    peer_timeout: u64,
+    sessions_per_node: u64,
+    /// Per idle session per step, per mille.
+    op_per_mille: u64,
+    /// Of the operations, percent that are reads. Mostly reads: an anomaly
+    /// shows only when a read returns a value its causal past overwrote
+    /// (or none), and a key written often is mostly overwritten by
+    /// concurrent writes, which any read may return.
+    read_percent: u64,
+    /// Few keys, so that reads see other sessions' writes and causal
+    /// chains form.
+    keys: usize,
+    workload_steps: u64,
+    faults: Faults,
+    trace: bool,
+}
+
+impl Config {
+    /// The scenario of both sweeps: reordering across links, breaks, hold
+    /// and drop partitions, and up to two crashes a run.
+    fn chaos(mode: Mode, nodes: u32, seed: u64) -> Config {
+        Config {
+            mode,
+            nodes,
+            seed,
+            heartbeat_every: 5,
+            sync_every: 4,
+            max_delay: 8,
+            spike_percent: 5,
+            spike_factor: 6,
+            // Long downtimes and holds take peers down at the detector.
+            peer_timeout: 60,
+            sessions_per_node: 3,
+            op_per_mille: 500,
+            read_percent: 85,
+            keys: 6,
+            workload_steps: 500,
+            faults: Faults {
+                breaks: 15,
+                holds: 6,
+                drops: 4,
+                crashes: 4,
+                max_crashes: 2,
+                max_downtime: 150,
+            },
+            trace: false,
+        }
+    }
+
+    /// No random operations or faults, no spikes, and no anti-entropy
+    /// round while a script runs (it takes far less than a round): what
+    /// arrives where is up to the script.
+    fn quiet(mode: Mode, nodes: u32) -> Config {
+        let mut cfg = Config::chaos(mode, nodes, 0);
+        cfg.workload_steps = 0;
+        cfg.op_per_mille = 0;
+        cfg.spike_percent = 0;
+        cfg.sync_every = 1_000;
+        cfg.peer_timeout = SimConfig::new(nodes, 0).peer_timeout;
+        cfg.faults = Faults {
+            breaks: 0,
+            holds: 0,
+            drops: 0,
+            crashes: 0,
+            max_crashes: 0,
+            max_downtime: 1,
+        };
+        cfg
+    }
+
+    fn sim_config(&self) -> SimConfig {
+        let mut sim = SimConfig::new(self.nodes, self.seed);
+        sim.heartbeat_every = self.heartbeat_every;
+        sim.max_delay = self.max_delay;
+        sim.spike_percent = self.spike_percent;
+        sim.spike_factor = self.spike_factor;
+        sim.peer_timeout = self.peer_timeout;
+        // Think time is drawn by the workload (`op_per_mille`).
+        sim.max_think = 0;
+        sim
+    }
+
+    /// Steps per sync round.
+    fn interval(&self) -> u64 {
+        self.heartbeat_every * self.sync_every
+    }
+}
+
+/// Builds each run's engine, as `eventual_simulation.rs` does: a node's
+/// first run starts its clock at a wall time in microseconds (the nodes a
+/// little apart), a restart at `run * 1_000_000`, above anything an
+/// earlier run reached.
+fn engines(mode: Mode, seed: u64, sync_every: u64) -> EngineFactory<EventualEngine> {
+    let mut rng = Rng::new(seed ^ 0xE7E7_0A11_5EED);
+    let mut started = BTreeSet::new();
+    Box::new(move |id: NodeId, run: u64, members: &[NodeId]| {
+        let start = match started.insert(id) {
+            true => 1_000_000 + rng.below(1000),
+            false => run * 1_000_000,
+        };
+        let view = View::new(0, members.to_vec());
+        let engine = EventualEngine::new(id, run, view, start, sync_every);
+        match mode {
+            Mode::Eventual => engine,
+            Mode::Causal => causal_mode(engine),
+        }
+    })
+}
+
+/// `engine` in causal mode. Causal mode (`EventualEngine::causal`) is being
+/// built on main; once it lands this is `engine.causal()` and the positive
+/// test loses its `#[ignore]`.
+fn causal_mode(_engine: EventualEngine) -> EventualEngine {
+    unimplemented!("causal mode (EventualEngine::causal) is not on this branch yet")
+}
+
+fn key_name(i: usize) -> String {
+    format!("k{i}")
+}
+
+fn get(key: &str) -> Request {
+    Request {
+        command: Command::Get(Get {
+            keys: vec![key.as_bytes().to_vec()],
+            with_cas: false,
+            touch: None,
+        }),
+        noreply: false,
+    }
+}
+
+fn set(key: &str, value: &str) -> Request {
+    Request {
+        command: Command::Storage(Storage {
+            mode: StorageMode::Set,
+            key: key.as_bytes().to_vec(),
+            flags: 0,
+            exptime: 0,
+            value: value.as_bytes().to_vec(),
+        }),
+        noreply: false,
+    }
+}
+
+/// The value of the one item a `get` or `gets` reply holds (`None`: a
+/// miss, `END` alone).
+fn value_in(reply: &[u8]) -> Result<Option<String>, String> {
+    let text = String::from_utf8_lossy(reply);
+    if text == "END\r\n" {
+        return Ok(None);
+    }
+    let bad = || format!("not a reply of one item: {text:?}");
+    let (header, rest) = text.split_once("\r\n").ok_or_else(bad)?;
+    let fields: Vec<&str> = header.split(' ').collect();
+    let len: usize = match fields.as_slice() {
+        ["VALUE", _key, _flags, len, ..] => len.parse().map_err(|_| bad())?,
+        _ => return Err(bad()),
+    };
+    let value = rest.get(..len).ok_or_else(bad)?;
+    match rest.get(len..) {
+        Some("\r\nEND\r\n") => Ok(Some(value.to_string())),
+        _ => Err(bad()),
+    }
+}
+
+/// A session's operation waiting for its reply.
+#[derive(Debug, Clone)]
+enum Pending {
+    Read(String),
+    Write(String, String),
+}
+
+/// Where a session of the history ran.
+#[derive(Debug, Clone, Copy)]
+struct SessionInfo {
+    client: usize,
+    node: NodeId,
+    /// Crashes of the node before the session started.
+    life: u32,
+}
+
+/// The sessions' random reads and writes, and the history they make.
+struct Workload {
+    rng: Rng,
+    /// Sessions issue requests only while running.
+    running: bool,
+    op_per_mille: u64,
+    read_percent: u64,
+    keys: usize,
+    /// Per harness client: its current session in `history`.
+    session_of: Vec<usize>,
+    /// Per harness client: the session and operation it has out.
+    pending: Vec<Option<(usize, Pending)>>,
+    sessions: Vec<SessionInfo>,
+    history: CausalHistory,
+    writes: u64,
+    reads: u64,
+    /// Writes of unknown outcome, lost reads, refusals.
+    maybe_writes: u64,
+    lost_reads: u64,
+    refused: u64,
+    /// Replies that make no sense for the request.
+    errors: Vec<String>,
+}
+
+impl Workload {
+    fn new(cfg: &Config, nodes: &[NodeId]) -> Workload {
+        let mut w = Workload {
+            rng: Rng::new(cfg.seed ^ 0xCA05_A15E),
+            running: cfg.op_per_mille > 0,
+            op_per_mille: cfg.op_per_mille,
+            read_percent: cfg.read_percent,
+            keys: cfg.keys,
+            session_of: Vec::new(),
+            pending: Vec::new(),
+            sessions: Vec::new(),
+            history: CausalHistory::new(),
+            writes: 0,
+            reads: 0,
+            maybe_writes: 0,
+            lost_reads: 0,
+            refused: 0,
+            errors: Vec::new(),
+        };
+        for &node in nodes {
+            for _ in 0..cfg.sessions_per_node {
+                let client = w.session_of.len();
+                w.pending.push(None);
+                let session = w.open_session(client, node, 0);
+                w.session_of.push(session);
+            }
+        }
+        w
+    }
+
+    /// Harness client `client` is attached to `node` in this order.
+    fn clients_of(&self, node: NodeId) -> Vec<usize> {
+        (0..self.session_of.len())
+            .filter(|&c| self.sessions[self.session_of[c]].node == node)
+            .collect()
+    }
+
+    fn open_session(&mut self, client: usize, node: NodeId, life: u32) -> usize {
+        self.sessions.push(SessionInfo { client, node, life });
+        self.sessions.len() - 1
+    }
+
+    /// `node` crashed: its clients' sessions end, and each goes on as a new
+    /// session on the node's next run.
+    fn end_sessions(&mut self, node: NodeId, life: u32) {
+        for client in self.clients_of(node) {
+            self.session_of[client] = self.open_session(client, node, life);
+        }
+    }
+
+    /// Which session ran where, for a failure message.
+    fn describe_sessions(&self) -> String {
+        let lines: Vec<String> = self
+            .sessions
+            .iter()
+            .enumerate()
+            .map(|(s, i)| {
+                format!(
+                    "s{s}: client {} on node {} (after {} crash(es))",
+                    i.client, i.node, i.life
+                )
+            })
+            .collect();
+        lines.join("; ")
+    }
+}
+
+impl Driver for Workload {
+    fn next_request(&mut self, _: u64, client: usize) -> Option<Request> {
+        if !self.running || !self.rng.per_mille(self.op_per_mille) {
+            return None;
+        }
+        let session = self.session_of[client];
+        let key = key_name(self.rng.below(self.keys as u64) as usize);
+        let (pending, request) = match self.rng.chance(self.read_percent) {
+            true => (Pending::Read(key.clone()), get(&key)),
+            false => {
+                self.writes += 1;
+                let value = format!("s{session}-{}", self.writes);
+                let request = set(&key, &value);
+                (Pending::Write(key, value), request)
+            }
+        };
+        self.pending[client] = Some((session, pending));
+        Some(request)
+    }
+
+    fn on_complete(&mut self, step: u64, client: usize, outcome: Outcome) {
+        let Some((session, op)) = self.pending[client].take() else {
+            self.errors
+                .push(format!("step {step}: client {client}: a reply to nothing"));
+            return;
+        };
+        match (op, outcome) {
+            (Pending::Write(key, value), Outcome::Reply(reply)) if reply == b"STORED\r\n" => {
+                self.history.write(session, &key, &value)
+            }
+            (Pending::Write(key, value), Outcome::Lost) => {
+                self.maybe_writes += 1;
+                self.history.maybe_write(session, &key, &value);
+            }
+            (Pending::Read(key), Outcome::Reply(reply)) => match value_in(&reply) {
+                Ok(seen) => {
+                    self.reads += 1;
+                    self.history.read(session, &key, seen.as_deref());
+                }
+                Err(why) => self
+                    .errors
+                    .push(format!("step {step}: s{session} get {key}: {why}")),
+            },
+            (Pending::Read(_), Outcome::Lost) => self.lost_reads += 1,
+            // Refused at once: nothing was applied, nothing was seen.
+            (_, Outcome::Refused(_)) => self.refused += 1,
+            (op, outcome) => self
+                .errors
+                .push(format!("step {step}: s{session} {op:?}: {outcome:?}")),
+        }
+    }
+}
+
+/// Faults injected in a run.
+#[derive(Debug, Clone, Copy, Default)]
+struct Counters {
+    breaks: u64,
+    holds: u64,
+    drops: u64,
+    crashes: u64,
+}
+
+impl Counters {
+    fn add(&mut self, other: &Counters) {
+        self.breaks += other.breaks;
+        self.holds += other.holds;
+        self.drops += other.drops;
+        self.crashes += other.crashes;
+    }
+}
+
+/// A simulated cluster, its sessions and the faults drawn for it.
+struct Cluster {
+    cfg: Config,
+    sim: Sim<EventualEngine>,
+    workload: Workload,
+    /// Draws the faults.
+    rng: Rng,
+    counters: Counters,
+    /// Hold partitions in force, and the step each heals at.
+    held: BTreeMap<(NodeId, NodeId), u64>,
+    /// The step the crashed node (if any) restarts at.
+    down_until: u64,
+    /// Per node, its crashes so far.
+    lives: BTreeMap<NodeId, u32>,
+}
+
+impl Cluster {
+    fn new(cfg: Config) -> Cluster {
+        let mut sim = Sim::new(
+            cfg.sim_config(),
+            engines(cfg.mode, cfg.seed, cfg.sync_every),
+        );
+        let ids = sim.node_ids();
+        let workload = Workload::new(&cfg, &ids);
+        for (client, _) in workload.session_of.iter().enumerate() {
+            let node = workload.sessions[workload.session_of[client]].node;
+            assert_eq!(sim.add_client(node), client);
+        }
+        if cfg.trace {
+            sim.enable_trace();
+        }
+        Cluster {
+            rng: Rng::new(cfg.seed ^ 0xFA17_CA05),
+            sim,
+            workload,
+            counters: Counters::default(),
+            held: BTreeMap::new(),
+            down_until: 0,
+            lives: ids.iter().map(|&id| (id, 0)).collect(),
+            cfg,
+        }
+    }
+
+    /// The workload with its faults, then heal and settle.
+    fn run(cfg: Config) -> Cluster {
+        let mut c = Cluster::new(cfg);
+        for _ in 0..c.cfg.workload_steps {
+            c.inject_faults();
+            c.sim.step(&mut c.workload);
+        }
+        c.settle(2);
+        c
+    }
+
+    /// Harness client `client` sends `op` to its node now, as its current
+    /// session.
+    fn submit(&mut self, client: usize, op: Pending) {
+        let session = self.workload.session_of[client];
+        let request = match &op {
+            Pending::Read(key) => get(key),
+            Pending::Write(key, value) => set(key, value),
+        };
+        self.workload.pending[client] = Some((session, op));
+        self.sim.submit(client, request, &mut self.workload);
+    }
+
+    fn read(&mut self, client: usize, key: &str) {
+        self.submit(client, Pending::Read(key.into()));
+    }
+
+    fn write(&mut self, client: usize, key: &str, value: &str) {
+        self.submit(client, Pending::Write(key.into(), value.into()));
+    }
+
+    fn steps(&mut self, steps: u64) {
+        self.sim.run(steps, &mut self.workload);
+    }
+
+    fn inject_faults(&mut self) {
+        let f = self.cfg.faults;
+        let n = u64::from(self.cfg.nodes);
+        let pick_pair = |rng: &mut Rng| {
+            let a = rng.below(n) as NodeId + 1;
+            let b = (a - 1 + 1 + rng.below(n - 1) as NodeId) % n as NodeId + 1;
+            (a, b)
+        };
+        if self.rng.per_mille(f.breaks) {
+            let (a, b) = pick_pair(&mut self.rng);
+            let after = self.rng.range(1, 60);
+            self.counters.breaks += 1;
+            self.break_both_ways(a, b, after);
+        }
+        if self.rng.per_mille(f.holds) {
+            let (a, b) = pick_pair(&mut self.rng);
+            let after = self.rng.range(10, 150);
+            self.hold(a, b, after);
+        }
+        if self.rng.per_mille(f.drops) {
+            let (a, b) = pick_pair(&mut self.rng);
+            let after = self.rng.range(10, 150);
+            self.counters.drops += 1;
+            self.break_both_ways(a, b, after);
+        }
+        let now = self.sim.now();
+        let may_crash = self.counters.crashes < u64::from(f.max_crashes) && now >= self.down_until;
+        if may_crash && self.rng.per_mille(f.crashes) {
+            let id = self.rng.below(n) as NodeId + 1;
+            let downtime = self.rng.range(1, f.max_downtime);
+            self.crash(id, downtime);
+        }
+    }
+
+    fn break_both_ways(&mut self, a: NodeId, b: NodeId, reconnect_after: u64) {
+        for (from, to) in [(a, b), (b, a)] {
+            self.sim.fault(Fault::Break {
+                from,
+                to,
+                reconnect_after,
+                keep_some: false,
+            });
+        }
+    }
+
+    fn hold(&mut self, a: NodeId, b: NodeId, after: u64) {
+        let pair = (a.min(b), a.max(b));
+        let now = self.sim.now();
+        if self.held.get(&pair).is_some_and(|&heals| heals > now) {
+            return;
+        }
+        self.counters.holds += 1;
+        self.sim.fault(Fault::Partition(a, b));
+        self.sim.schedule(now + after, Fault::Heal(a, b));
+        self.held.insert(pair, now + after);
+    }
+
+    /// Node `id` crashes now and restarts empty `downtime` steps later; its
+    /// sessions end.
+    fn crash(&mut self, id: NodeId, downtime: u64) {
+        self.counters.crashes += 1;
+        let now = self.sim.now();
+        self.sim.fault(Fault::Crash(id));
+        self.sim.schedule(now + downtime, Fault::Restart(id));
+        self.down_until = now + downtime;
+        let life = self.lives.get_mut(&id).expect("a node");
+        *life += 1;
+        self.workload.end_sessions(id, *life);
+    }
+
+    /// Stops the sessions, heals every partition, waits until every link is
+    /// back and every crashed node restarted, then lets anything in flight
+    /// land and `rounds` sync rounds run.
+    fn settle(&mut self, rounds: u64) {
+        self.workload.running = false;
+        self.sim.fault(Fault::HealAll);
+        self.held.clear();
+        let result = self.sim.run_until_quiet(2_000, &mut self.workload);
+        if let Err(stuck) = result {
+            panic!(
+                "{:?} nodes {} seed {}: {stuck}",
+                self.cfg.mode, self.cfg.nodes, self.cfg.seed
+            );
+        }
+        let drain = 2 * self.sim.config.max_latency() + 1;
+        self.sim
+            .run(drain + rounds * self.cfg.interval(), &mut self.workload);
+    }
+
+    /// Every node's value of every key.
+    fn contents(&mut self) -> Result<Vec<Contents>, String> {
+        let mut all = Vec::new();
+        for id in self.sim.node_ids() {
+            let mut contents = Contents::new();
+            for k in 0..self.cfg.keys {
+                let key = key_name(k);
+                let reply = self.sim.dump(id, &[key.as_bytes().to_vec()]);
+                let value = value_in(&reply).map_err(|why| format!("node {id}: {why}"))?;
+                contents.insert(key, value);
+            }
+            all.push(contents);
+        }
+        Ok(all)
+    }
+
+    /// The run's verdicts: its history against CCv, its replicas' contents
+    /// against each other, and the workload's own errors.
+    fn verdict(&mut self) -> Verdict {
+        let contents = self.contents();
+        let converged = contents.and_then(|c| check_converged(&c).map_err(|d| d.to_string()));
+        Verdict {
+            ccv: check_ccv(&self.workload.history),
+            converged,
+            errors: std::mem::take(&mut self.workload.errors),
+        }
+    }
+
+    fn dump_trace(&self) {
+        for line in self.sim.trace() {
+            eprintln!("{line}");
+        }
+    }
+}
+
+struct Verdict {
+    ccv: Result<(), CausalError>,
+    converged: Result<(), String>,
+    errors: Vec<String>,
+}
+
+/// What a sweep of runs did and found.
+#[derive(Default)]
+struct Sweep {
+    runs: usize,
+    ops: usize,
+    writes: u64,
+    reads: u64,
+    maybe_writes: u64,
+    faults: Counters,
+    /// Runs whose history is not CCv: `(seed, error, sessions)`.
+    violations: Vec<(u64, CausalError, String)>,
+    /// Per pattern, the runs it was found in.
+    patterns: BTreeMap<Pattern, usize>,
+    /// Runs whose replicas differ after settling, or whose workload saw a
+    /// reply that makes no sense.
+    failures: Vec<String>,
+}
+
+impl Sweep {
+    /// Runs seeds `0..seeds` of the chaos scenario on `n` nodes.
+    fn new(mode: Mode, n: u32, seeds: u64) -> Sweep {
+        let mut sweep = Sweep::default();
+        for seed in 0..seeds {
+            let mut c = Cluster::run(Config::chaos(mode, n, seed));
+            let verdict = c.verdict();
+            let w = &c.workload;
+            sweep.runs += 1;
+            sweep.ops += w.history.len();
+            sweep.writes += w.writes;
+            sweep.reads += w.reads;
+            sweep.maybe_writes += w.maybe_writes;
+            sweep.faults.add(&c.counters);
+            let run = format!("nodes {n} seed {seed}");
+            if let Err(e) = verdict.ccv {
+                for pattern in e.patterns() {
+                    *sweep.patterns.entry(pattern).or_default() += 1;
+                }
+                sweep.violations.push((seed, e, w.describe_sessions()));
+            }
+            if let Err(why) = verdict.converged {
+                sweep.failures.push(format!("{run}: {why}"));
+            }
+            for error in verdict.errors {
+                sweep.failures.push(format!("{run}: {error}"));
+            }
+        }
+        sweep
+    }
+
+    fn summary(&self, name: &str, started: Instant) -> String {
+        let f = &self.faults;
+        format!(
+            "{name}: {} runs in {:.2?}: {} ops ({} writes, {} reads, {} of unknown outcome), \
+             {} breaks, {} holds, {} drops, {} crashes; not CCv: {} runs {:?}; \
+             other failures: {}",
+            self.runs,
+            started.elapsed(),
+            self.ops,
+            self.writes,
+            self.reads,
+            self.maybe_writes,
+            f.breaks,
+            f.holds,
+            f.drops,
+            f.crashes,
+            self.violations.len(),
+            self.patterns,
+            self.failures.len()
+        )
+    }
+
+    /// The violation of the run with the smallest seed: the one to replay.
+    fn first_violation(&self) -> String {
+        self.violations
+            .iter()
+            .min_by_key(|(seed, ..)| *seed)
+            .map_or(String::new(), |(seed, e, sessions)| {
+                format!("seed {seed}: {e}sessions: {sessions}")
+            })
+    }
+
+    fn assert_no_other_failure(&self) {
+        assert!(
+            self.failures.is_empty(),
+            "{} failure(s):\n{}",
+            self.failures.len(),
+            self.failures.join("\n")
+        );
+    }
+}
+
+const SIZES: [u32; 2] = [3, 5];
+
+/// The anomaly in its smallest form, on 3 nodes with links 1 - 3 held:
+/// session 0 (node 1) writes `x`; session 3 (node 2) reads it and writes
+/// `y`; session 6 (node 3) reads `y`, then `x`. Then the hold heals, and
+/// session 6 reads both again. Returns the history and its verdicts.
+fn write_then_dependent_write_across_a_slow_link(mode: Mode) -> (CausalHistory, Verdict) {
+    let mut c = Cluster::new(Config::quiet(mode, 3));
+    let hop = c.cfg.max_delay + 1;
+    c.steps(3 * hop); // the first syncs, as the links opened, are over
+    c.sim.fault(Fault::Partition(1, 3));
+    c.write(0, "x", "a");
+    c.steps(hop); // x is at node 2 (not at node 3: held)
+    c.read(3, "x");
+    c.write(3, "y", "b");
+    c.steps(hop); // y is pushed to node 3
+    c.read(6, "y");
+    c.read(6, "x");
+    c.settle(0);
+    c.read(6, "x");
+    c.read(6, "y");
+    let verdict = c.verdict();
+    (c.workload.history.clone(), verdict)
+}
+
+/// The script above, on eventual mode: node 3 applies `y` as it arrives,
+/// so session 6 reads `y = b` and then `x` absent, though the write of
+/// `x` is in its causal past (`WriteCOInitRead`). The checker names it.
+#[test]
+fn eventual_mode_shows_a_write_before_its_cause() {
+    let (h, verdict) = write_then_dependent_write_across_a_slow_link(Mode::Eventual);
+    let read = |key: &str, value: Option<&str>| Op::Read(key.into(), value.map(String::from));
+    assert_eq!(
+        h.sessions()[3],
+        [read("x", Some("a")), Op::Write("y".into(), "b".into())]
+    );
+    let seen = [
+        read("y", Some("b")),
+        read("x", None),
+        read("x", Some("a")),
+        read("y", Some("b")),
+    ];
+    assert_eq!(h.sessions()[6], seen, "\n{h}");
+    let e = verdict.ccv.expect_err("eventual mode is not causal");
+    assert_eq!(e.patterns(), [Pattern::WriteCOInitRead], "{e}");
+    verdict.converged.unwrap();
+    assert!(verdict.errors.is_empty(), "{:?}", verdict.errors);
+}
+
+/// The script on causal mode: node 3 holds `y` back until `x` is applied,
+/// so session 6 reads neither before the hold heals, then both.
+#[test]
+#[ignore = "causal mode is not on this branch yet: make `causal_mode` call `.causal()`"]
+fn causal_mode_holds_a_write_back_until_its_cause_is_applied() {
+    let (h, verdict) = write_then_dependent_write_across_a_slow_link(Mode::Causal);
+    let read = |key: &str, value: Option<&str>| Op::Read(key.into(), value.map(String::from));
+    let seen = [
+        read("y", None),
+        read("x", None),
+        read("x", Some("a")),
+        read("y", Some("b")),
+    ];
+    assert_eq!(h.sessions()[6], seen, "\n{h}");
+    if let Err(e) = verdict.ccv {
+        panic!("{e}\n{h}");
+    }
+    verdict.converged.unwrap();
+    assert!(verdict.errors.is_empty(), "{:?}", verdict.errors);
+}
+
+/// The negative control: eventual mode applies a remote write when it
+/// arrives, whatever it depends on, so on the chaos scenario sessions read
+/// effects before their causes, and the checker says so on most seeds (at
+/// least half are asserted). The replicas still converge: what is caught is
+/// the order writes became visible in, not their final state.
+#[test]
+fn eventual_mode_is_caught_reading_effects_before_causes() {
+    for n in SIZES {
+        let started = Instant::now();
+        let sweep = Sweep::new(Mode::Eventual, n, 100);
+        eprintln!(
+            "{}",
+            sweep.summary(&format!("eventual mode, {n} nodes"), started)
+        );
+        eprintln!("  the first caught: {}", sweep.first_violation());
+        sweep.assert_no_other_failure();
+        assert!(
+            sweep.violations.len() * 5 >= sweep.runs * 4,
+            "only {} of {} eventual-mode runs on {n} nodes were caught",
+            sweep.violations.len(),
+            sweep.runs
+        );
+        // Causal order itself is never cyclic, and no value comes from thin
+        // air: what eventual mode breaks is what becomes visible when.
+        assert!(
+            sweep.patterns.contains_key(&Pattern::WriteCOInitRead)
+                || sweep.patterns.contains_key(&Pattern::WriteCORead),
+            "{:?}",
+            sweep.patterns
+        );
+        assert!(!sweep.patterns.contains_key(&Pattern::ThinAirRead));
+        assert!(!sweep.patterns.contains_key(&Pattern::CyclicCO));
+    }
+}
+
+/// The positive test: causal mode, the same scenario, hundreds of seeds on
+/// 3 and 5 nodes: every history is causally convergent (CCv) and the
+/// replicas converge after healing.
+#[test]
+#[ignore = "causal mode is not on this branch yet: make `causal_mode` call `.causal()`"]
+fn causal_mode_is_causally_convergent_under_faults() {
+    for n in SIZES {
+        let started = Instant::now();
+        let sweep = Sweep::new(Mode::Causal, n, 150);
+        eprintln!(
+            "{}",
+            sweep.summary(&format!("causal mode, {n} nodes"), started)
+        );
+        sweep.assert_no_other_failure();
+        assert!(
+            sweep.violations.is_empty(),
+            "{} of {} causal-mode runs on {n} nodes are not CCv; the first (replay it with \
+             `replay`):\n{}",
+            sweep.violations.len(),
+            sweep.runs,
+            sweep.first_violation()
+        );
+        let f = sweep.faults;
+        assert!(f.crashes > 0 && f.holds > 0 && f.drops > 0 && f.breaks > 0);
+    }
+}
+
+/// Replays one run with its trace, history and verdicts, e.g. `SEED=7
+/// NODES=3 CAUSAL=1 cargo test --release --test causal_simulation replay --
+/// --ignored --nocapture`.
+#[test]
+#[ignore = "a debugging aid"]
+fn replay() {
+    let var = |name: &str, default: u64| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let mode = match var("CAUSAL", 0) {
+        0 => Mode::Eventual,
+        _ => Mode::Causal,
+    };
+    let mut cfg = Config::chaos(mode, var("NODES", 3) as u32, var("SEED", 0));
+    cfg.trace = true;
+    let mut c = Cluster::run(cfg);
+    c.dump_trace();
+    eprintln!("history:\n{}", c.workload.history);
+    eprintln!("sessions: {}", c.workload.describe_sessions());
+    let verdict = c.verdict();
+    eprintln!("CCv: {:?}", verdict.ccv.map_err(|e| e.to_string()));
+    eprintln!("converged: {:?}", verdict.converged);
+    eprintln!("errors: {:?}", verdict.errors);
+}
