@@ -1,13 +1,14 @@
 //! Causal consistency under faults (issue 13, "Tests that must exist"):
-//! eventual-mode engines in the shared deterministic simulator
-//! (`tests/harness`), client sessions that read and write a few keys, and
-//! the causal checker of `common/causal.rs` over what the sessions saw.
+//! eventual- and causal-mode engines (`EventualEngine`, and the same with
+//! `.causal()`) in the shared deterministic simulator (`tests/harness`),
+//! client sessions that read and write a few keys, and the causal checker
+//! of `common/causal.rs` over what the sessions saw.
 //!
 //! ```text
-//!  Workload: per node a few sessions ─► get k / set k <unique value> ─► Node::on_client
+//!  Workload: per node 3 sessions ─► get k / set k <unique value> ─► Node::on_client
 //!      ◄── reply (STORED, the value read, or lost with a crash) ── record in the session
-//!  faults drawn every step: breaks, hold and drop partitions, crashes (down 1-150 steps)
-//!  heal, settle ─► check_ccv(history) and check_converged(every node's values)
+//!  faults drawn every step: breaks, hold and drop partitions, lost pushes, crashes
+//!  heal, settle ─► check_ccv(history), check_converged(every node's values)
 //! ```
 //!
 //! A session is one client connection, pinned to one node: its reads and
@@ -20,6 +21,16 @@
 //! operations per session, with no real time: reads-from and session order
 //! are all causal consistency asks about.
 //!
+//! The scenario ([`Config::chaos`]), 500 steps of sessions then healing:
+//! links that overtake each other (random delays, 5% of frames up to six
+//! times slower), breaks of both directions of a link (frames in flight
+//! lost), hold and drop partitions, pushes whose versions are lost on a
+//! link that stays up, and up to two crashes a run (down 1-150 steps,
+//! back empty as a new run). By seed: a third run with one-version frames
+//! (every sync answer in parts, which a causal asker keeps aside until the
+//! last), a third with late hellos after a restart, a quarter with store
+//! work done late, as by a memcached backend's worker.
+//!
 //! Why eventual mode fails this and causal mode must not: a write `x` at
 //! node 1 is pushed to nodes 2 and 3; a session at node 2 reads it and
 //! writes `y`, which is pushed to node 3. Links are FIFO, but not *across*
@@ -27,32 +38,42 @@
 //! a broken link whose frames are lost until the next sync), node 3 applies
 //! `y` before `x`, and a session there reads `y` and then the old `x`
 //! (`WriteCOInitRead` or `WriteCORead` in Bouajjani et al.'s terms). Causal
-//! mode holds `y` back until `x` is applied. The negative control
-//! ([`eventual_mode_is_caught_reading_effects_before_causes`]) is that the
-//! checker does catch eventual mode on the same scenario (93 of 100 seeds
-//! on 3 nodes, 100 of 100 on 5: `WriteCORead` in about half the runs,
-//! `CyclicCF` and `WriteCOInitRead` in a fifth to a third each), and
-//! [`eventual_mode_shows_a_write_before_its_cause`] is the anomaly
-//! scripted; the positive test
-//! ([`causal_mode_is_causally_convergent_under_faults`]) runs causal mode
-//! through it. Both also check that replicas converge once the faults end.
+//! mode holds `y` back until `x` is applied.
+//!
+//! The tests: the negative control
+//! ([`eventual_mode_is_caught_reading_effects_before_causes`]): the checker
+//! catches eventual mode on the scenario (83 of 100 seeds on 3 nodes, 78
+//! of 100 on 5; `WriteCORead` in most, `WriteCOInitRead` in a third,
+//! `CyclicCF` in a few), and [`eventual_mode_shows_a_write_before_its_cause`]
+//! is the anomaly scripted; the positive tests
+//! ([`causal_mode_is_causally_convergent_under_faults`], 150 seeds on 3
+//! nodes and 150 on 5, and the script,
+//! [`causal_mode_holds_a_write_back_until_its_cause_is_applied`]): every
+//! history is CCv. Every run also checks that the replicas converge once
+//! the faults end, and that without a crash no write still waits for its
+//! causes then. (With one, some may wait for good: a write that died with
+//! its node, say a push lost on its way, leaves the later writes of that
+//! run, which other nodes hold, waiting for it: in 3-node seed 90, node 1
+//! keeps 13 of node 2's first run's writes waiting, node 3 21.)
 //! The scenario is read-heavy (85% reads, see [`Config::read_percent`]):
 //! with half the operations writes, 3 of 80 eventual-mode runs were caught.
 //!
-//! A run depends on its seed alone; `replay` prints one run's trace and
-//! its violations.
+//! A run depends on its seed alone; `replay` prints one run's trace, its
+//! history and verdicts.
 
 #[path = "common/causal.rs"]
 mod causal;
 mod harness;
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
+use std::rc::Rc;
 use std::time::Instant;
 
 use causal::{check_ccv, check_converged, CausalError, CausalHistory, Contents, Op, Pattern};
 use harness::{Driver, EngineFactory, Fault, Outcome, Rng, Sim, SimConfig};
-use mckv::cluster::eventual::EventualEngine;
-use mckv::cluster::{NodeId, View};
+use mckv::cluster::eventual::{EventualEngine, Gossip, Report};
+use mckv::cluster::{Engine, NodeId, View};
 use mckv::protocol::{Command, Get, Request, Storage, StorageMode};
 
 /// Which engine the nodes run.
@@ -74,6 +95,9 @@ struct Faults {
     holds: u64,
     /// Both directions of a link reset and stay down 10 to 150 steps.
     drops: u64,
+    /// Percentage of frames of pure pushes whose versions are lost (the
+    /// link stays up: only anti-entropy brings them).
+    push_loss: u64,
     /// A node crashes (memory and store gone) and restarts empty 1 to
     /// `max_downtime` steps later...
     crashes: u64,
@@ -109,6 +133,18 @@ struct Config {
     keys: usize,
     workload_steps: u64,
     faults: Faults,
+    /// The engines' frame budget (`None`: their own); `Some(1)`: every
+    /// sync answer comes in parts of one version, which a causal asker
+    /// keeps aside until the last.
+    frame_budget: Option<usize>,
+    /// A restarted node's hello reaches its peers 2 to `2 * max_delay`
+    /// steps late: they first talk to the new run as to the old.
+    late_hello: bool,
+    /// 0: store work is done at once (the embedded store). Otherwise it
+    /// waits in a queue, done 0 to `store_delay` steps after the work before
+    /// it, as a memcached backend's worker does it: reads are answered late,
+    /// and a crash may leave a write's outcome unknown.
+    store_delay: u64,
     trace: bool,
 }
 
@@ -136,9 +172,16 @@ impl Config {
                 breaks: 15,
                 holds: 6,
                 drops: 4,
+                push_loss: 10,
                 crashes: 4,
                 max_crashes: 2,
                 max_downtime: 150,
+            },
+            frame_budget: (seed / 3).is_multiple_of(3).then_some(1),
+            late_hello: seed.is_multiple_of(3),
+            store_delay: match seed % 4 {
+                1 => 3,
+                _ => 0,
             },
             trace: false,
         }
@@ -154,10 +197,14 @@ impl Config {
         cfg.spike_percent = 0;
         cfg.sync_every = 1_000;
         cfg.peer_timeout = SimConfig::new(nodes, 0).peer_timeout;
+        cfg.frame_budget = None;
+        cfg.late_hello = false;
+        cfg.store_delay = 0;
         cfg.faults = Faults {
             breaks: 0,
             holds: 0,
             drops: 0,
+            push_loss: 0,
             crashes: 0,
             max_crashes: 0,
             max_downtime: 1,
@@ -174,6 +221,11 @@ impl Config {
         sim.peer_timeout = self.peer_timeout;
         // Think time is drawn by the workload (`op_per_mille`).
         sim.max_think = 0;
+        sim.store_delay = self.store_delay;
+        if self.late_hello {
+            sim.late_hello_min = 2;
+            sim.late_hello = 2 * self.max_delay;
+        }
         sim
     }
 
@@ -187,7 +239,9 @@ impl Config {
 /// first run starts its clock at a wall time in microseconds (the nodes a
 /// little apart), a restart at `run * 1_000_000`, above anything an
 /// earlier run reached.
-fn engines(mode: Mode, seed: u64, sync_every: u64) -> EngineFactory<EventualEngine> {
+fn engines(cfg: &Config) -> EngineFactory<EventualEngine> {
+    let (mode, seed, sync_every) = (cfg.mode, cfg.seed, cfg.sync_every);
+    let budget = cfg.frame_budget;
     let mut rng = Rng::new(seed ^ 0xE7E7_0A11_5EED);
     let mut started = BTreeSet::new();
     Box::new(move |id: NodeId, run: u64, members: &[NodeId]| {
@@ -196,19 +250,15 @@ fn engines(mode: Mode, seed: u64, sync_every: u64) -> EngineFactory<EventualEngi
             false => run * 1_000_000,
         };
         let view = View::new(0, members.to_vec());
-        let engine = EventualEngine::new(id, run, view, start, sync_every);
+        let mut engine = EventualEngine::new(id, run, view, start, sync_every);
+        if let Some(bytes) = budget {
+            engine = engine.with_frame_budget(bytes);
+        }
         match mode {
             Mode::Eventual => engine,
-            Mode::Causal => causal_mode(engine),
+            Mode::Causal => engine.causal(),
         }
     })
-}
-
-/// `engine` in causal mode. Causal mode (`EventualEngine::causal`) is being
-/// built on main; once it lands this is `engine.causal()` and the positive
-/// test loses its `#[ignore]`.
-fn causal_mode(_engine: EventualEngine) -> EventualEngine {
-    unimplemented!("causal mode (EventualEngine::causal) is not on this branch yet")
 }
 
 fn key_name(i: usize) -> String {
@@ -350,6 +400,23 @@ impl Workload {
         }
     }
 
+    /// Reads that returned a write made on another node.
+    fn remote_reads(&self) -> u64 {
+        let writer_node = |value: &str| {
+            let session: usize = value[1..value.find('-')?].parse().ok()?;
+            Some(self.sessions[session].node)
+        };
+        let mut remote = 0;
+        for (session, ops) in self.history.sessions().iter().enumerate() {
+            for op in ops {
+                if let Op::Read(_, Some(value)) = op {
+                    remote += u64::from(writer_node(value) != Some(self.sessions[session].node));
+                }
+            }
+        }
+        remote
+    }
+
     /// Which session ran where, for a failure message.
     fn describe_sessions(&self) -> String {
         let lines: Vec<String> = self
@@ -438,8 +505,22 @@ impl Counters {
     }
 }
 
+/// What the harness's hooks saw, shared with them.
+#[derive(Debug, Clone, Copy, Default)]
+struct Seen {
+    /// Versions lost with the pushes the filter emptied.
+    pushes_lost: u64,
+    /// The most peers' writes waiting for their causes at once, on a node.
+    most_waiting: usize,
+    /// Reports of the store side that some wait.
+    waiting_reports: u64,
+    /// Parts of sync answers (each leaving changes for the next request).
+    parts_sent: u64,
+}
+
 /// A simulated cluster, its sessions and the faults drawn for it.
 struct Cluster {
+    seen: Rc<RefCell<Seen>>,
     cfg: Config,
     sim: Sim<EventualEngine>,
     workload: Workload,
@@ -456,10 +537,7 @@ struct Cluster {
 
 impl Cluster {
     fn new(cfg: Config) -> Cluster {
-        let mut sim = Sim::new(
-            cfg.sim_config(),
-            engines(cfg.mode, cfg.seed, cfg.sync_every),
-        );
+        let mut sim = Sim::new(cfg.sim_config(), engines(&cfg));
         let ids = sim.node_ids();
         let workload = Workload::new(&cfg, &ids);
         for (client, _) in workload.session_of.iter().enumerate() {
@@ -469,7 +547,32 @@ impl Cluster {
         if cfg.trace {
             sim.enable_trace();
         }
+        let seen = Rc::new(RefCell::new(Seen::default()));
+        let lost = Rc::clone(&seen);
+        let push_loss = cfg.faults.push_loss;
+        sim.set_filter(Box::new(move |gossip: &mut Gossip, rng: &mut Rng| {
+            if gossip.sync_complete.as_ref().is_some_and(|d| d.is_part()) {
+                lost.borrow_mut().parts_sent += 1;
+            }
+            let pure_push = gossip.sync_complete.is_none() && !gossip.versions.is_empty();
+            if pure_push && rng.chance(push_loss) {
+                lost.borrow_mut().pushes_lost += gossip.versions.len() as u64;
+                gossip.versions.clear();
+                return true;
+            }
+            false
+        }));
+        let waiting = Rc::clone(&seen);
+        sim.watch_reports(Box::new(move |_: NodeId, report: &Report| {
+            if let Report::Waiting { per_node, .. } = report {
+                let now: usize = per_node.iter().map(|(_, n)| n).sum();
+                let mut seen = waiting.borrow_mut();
+                seen.most_waiting = seen.most_waiting.max(now);
+                seen.waiting_reports += u64::from(now > 0);
+            }
+        }));
         Cluster {
+            seen,
             rng: Rng::new(cfg.seed ^ 0xFA17_CA05),
             sim,
             workload,
@@ -482,13 +585,13 @@ impl Cluster {
     }
 
     /// The workload with its faults, then heal and settle.
-    fn run(cfg: Config) -> Cluster {
+    fn run(cfg: Config, rounds: u64) -> Cluster {
         let mut c = Cluster::new(cfg);
         for _ in 0..c.cfg.workload_steps {
             c.inject_faults();
             c.sim.step(&mut c.workload);
         }
-        c.settle(2);
+        c.settle(rounds);
         c
     }
 
@@ -588,7 +691,10 @@ impl Cluster {
 
     /// Stops the sessions, heals every partition, waits until every link is
     /// back and every crashed node restarted, then lets anything in flight
-    /// land and `rounds` sync rounds run.
+    /// land and `rounds` sync rounds run. A sync answered in parts takes a
+    /// round trip a part: the rounds count from its last part (and not
+    /// before the longest gap between two parts has passed), as in
+    /// `eventual_simulation.rs`.
     fn settle(&mut self, rounds: u64) {
         self.workload.running = false;
         self.sim.fault(Fault::HealAll);
@@ -601,8 +707,33 @@ impl Cluster {
             );
         }
         let drain = 2 * self.sim.config.max_latency() + 1;
-        self.sim
-            .run(drain + rounds * self.cfg.interval(), &mut self.workload);
+        let settling = drain + rounds * self.cfg.interval();
+        // A round trip, or, when a request or a part was lost, the wait
+        // before it is asked again (two rounds) and the next round.
+        let longest_gap = 2 * self.sim.config.max_latency() + 3 * self.cfg.interval();
+        let since = self.sim.now();
+        let mut parts = self.seen.borrow().parts_sent;
+        let mut last_part: Option<u64> = None;
+        let part_within = |last: Option<u64>, now: u64| {
+            last.is_some_and(|at| now - at < settling.max(longest_gap))
+        };
+        while self.sim.now() - since < settling || part_within(last_part, self.sim.now()) {
+            assert!(
+                self.sim.now() - since < 20_000,
+                "{:?} nodes {} seed {}: syncs still answered in parts 20000 steps after the \
+                 links came back:\n{}",
+                self.cfg.mode,
+                self.cfg.nodes,
+                self.cfg.seed,
+                self.sim.describe()
+            );
+            self.sim.step(&mut self.workload);
+            let sent = self.seen.borrow().parts_sent;
+            if sent != parts {
+                parts = sent;
+                last_part = Some(self.sim.now());
+            }
+        }
     }
 
     /// Every node's value of every key.
@@ -619,6 +750,13 @@ impl Cluster {
             all.push(contents);
         }
         Ok(all)
+    }
+
+    /// Peers' writes still waiting for their causes, on every node.
+    fn waiting(&self) -> u64 {
+        let nodes = self.sim.node_ids().into_iter();
+        let stats = nodes.filter_map(|id| self.sim.node(id).node.engine().status().sync);
+        stats.map(|s| s.waiting).sum()
     }
 
     /// The run's verdicts: its history against CCv, its replicas' contents
@@ -654,7 +792,12 @@ struct Sweep {
     writes: u64,
     reads: u64,
     maybe_writes: u64,
+    /// Reads of a write made on another node.
+    remote_reads: u64,
     faults: Counters,
+    seen: Seen,
+    /// Peers' writes still waiting for their causes after settling, in all.
+    waiting_after: u64,
     /// Runs whose history is not CCv: `(seed, error, sessions)`.
     violations: Vec<(u64, CausalError, String)>,
     /// Per pattern, the runs it was found in.
@@ -669,7 +812,7 @@ impl Sweep {
     fn new(mode: Mode, n: u32, seeds: u64) -> Sweep {
         let mut sweep = Sweep::default();
         for seed in 0..seeds {
-            let mut c = Cluster::run(Config::chaos(mode, n, seed));
+            let mut c = Cluster::run(Config::chaos(mode, n, seed), SETTLE_ROUNDS);
             let verdict = c.verdict();
             let w = &c.workload;
             sweep.runs += 1;
@@ -677,7 +820,14 @@ impl Sweep {
             sweep.writes += w.writes;
             sweep.reads += w.reads;
             sweep.maybe_writes += w.maybe_writes;
+            sweep.remote_reads += w.remote_reads();
             sweep.faults.add(&c.counters);
+            let seen = *c.seen.borrow();
+            sweep.seen.pushes_lost += seen.pushes_lost;
+            sweep.seen.waiting_reports += seen.waiting_reports;
+            sweep.seen.most_waiting = sweep.seen.most_waiting.max(seen.most_waiting);
+            let waiting = c.waiting();
+            sweep.waiting_after += waiting;
             let run = format!("nodes {n} seed {seed}");
             if let Err(e) = verdict.ccv {
                 for pattern in e.patterns() {
@@ -691,26 +841,38 @@ impl Sweep {
             for error in verdict.errors {
                 sweep.failures.push(format!("{run}: {error}"));
             }
+            // Writes wait for good only when a cause of theirs died with a
+            // crashed node before any other node held it.
+            if waiting > 0 && c.counters.crashes == 0 {
+                let why = "writes still wait for their causes after settling, with no crash";
+                sweep.failures.push(format!("{run}: {waiting} {why}"));
+            }
         }
         sweep
     }
 
     fn summary(&self, name: &str, started: Instant) -> String {
-        let f = &self.faults;
+        let (f, seen) = (&self.faults, &self.seen);
         format!(
-            "{name}: {} runs in {:.2?}: {} ops ({} writes, {} reads, {} of unknown outcome), \
-             {} breaks, {} holds, {} drops, {} crashes; not CCv: {} runs {:?}; \
-             other failures: {}",
+            "{name}: {} runs in {:.2?}: {} ops ({} writes, {} reads, {} of them of other \
+             nodes' writes, {} writes of unknown outcome); {} breaks, {} holds, {} drops, \
+             {} crashes, {} pushed versions lost; writes waiting for causes: {} reports, \
+             at most {} at once, {} after settling; not CCv: {} runs {:?}; other failures: {}",
             self.runs,
             started.elapsed(),
             self.ops,
             self.writes,
             self.reads,
+            self.remote_reads,
             self.maybe_writes,
             f.breaks,
             f.holds,
             f.drops,
             f.crashes,
+            seen.pushes_lost,
+            seen.waiting_reports,
+            seen.most_waiting,
+            self.waiting_after,
             self.violations.len(),
             self.patterns,
             self.failures.len()
@@ -738,6 +900,8 @@ impl Sweep {
 }
 
 const SIZES: [u32; 2] = [3, 5];
+/// Sync rounds after the faults end and every link is back.
+const SETTLE_ROUNDS: u64 = 2;
 
 /// The anomaly in its smallest form, on 3 nodes with links 1 - 3 held:
 /// session 0 (node 1) writes `x`; session 3 (node 2) reads it and writes
@@ -789,7 +953,6 @@ fn eventual_mode_shows_a_write_before_its_cause() {
 /// The script on causal mode: node 3 holds `y` back until `x` is applied,
 /// so session 6 reads neither before the hold heals, then both.
 #[test]
-#[ignore = "causal mode is not on this branch yet: make `causal_mode` call `.causal()`"]
 fn causal_mode_holds_a_write_back_until_its_cause_is_applied() {
     let (h, verdict) = write_then_dependent_write_across_a_slow_link(Mode::Causal);
     let read = |key: &str, value: Option<&str>| Op::Read(key.into(), value.map(String::from));
@@ -810,7 +973,7 @@ fn causal_mode_holds_a_write_back_until_its_cause_is_applied() {
 /// The negative control: eventual mode applies a remote write when it
 /// arrives, whatever it depends on, so on the chaos scenario sessions read
 /// effects before their causes, and the checker says so on most seeds (at
-/// least half are asserted). The replicas still converge: what is caught is
+/// least 60% are asserted). The replicas still converge: what is caught is
 /// the order writes became visible in, not their final state.
 #[test]
 fn eventual_mode_is_caught_reading_effects_before_causes() {
@@ -824,7 +987,7 @@ fn eventual_mode_is_caught_reading_effects_before_causes() {
         eprintln!("  the first caught: {}", sweep.first_violation());
         sweep.assert_no_other_failure();
         assert!(
-            sweep.violations.len() * 5 >= sweep.runs * 4,
+            sweep.violations.len() * 5 >= sweep.runs * 3,
             "only {} of {} eventual-mode runs on {n} nodes were caught",
             sweep.violations.len(),
             sweep.runs
@@ -846,7 +1009,6 @@ fn eventual_mode_is_caught_reading_effects_before_causes() {
 /// 3 and 5 nodes: every history is causally convergent (CCv) and the
 /// replicas converge after healing.
 #[test]
-#[ignore = "causal mode is not on this branch yet: make `causal_mode` call `.causal()`"]
 fn causal_mode_is_causally_convergent_under_faults() {
     for n in SIZES {
         let started = Instant::now();
@@ -887,7 +1049,18 @@ fn replay() {
     };
     let mut cfg = Config::chaos(mode, var("NODES", 3) as u32, var("SEED", 0));
     cfg.trace = true;
-    let mut c = Cluster::run(cfg);
+    let mut c = Cluster::run(cfg, var("ROUNDS", SETTLE_ROUNDS));
+    eprintln!("waiting after settling: {}", c.waiting());
+    for id in c.sim.node_ids() {
+        let engine = c.sim.node(id).node.engine();
+        let per_peer: Vec<String> = c
+            .sim
+            .node_ids()
+            .into_iter()
+            .filter_map(|p| Some(format!("{p}:{:?}", engine.peer_status(p)?.waiting)))
+            .collect();
+        eprintln!("  node {id}: writes waiting, by the node that wrote them: {per_peer:?}");
+    }
     c.dump_trace();
     eprintln!("history:\n{}", c.workload.history);
     eprintln!("sessions: {}", c.workload.describe_sessions());
