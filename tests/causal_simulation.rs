@@ -88,9 +88,12 @@ enum Mode {
 /// Per-step chances (per mille) of each fault while sessions run.
 #[derive(Debug, Clone, Copy)]
 struct Faults {
-    /// Both directions of a link reset (frames in flight lost), back after
-    /// 1 to 60 steps.
+    /// Both directions of a link reset (frames in flight lost, or with
+    /// `keep_some` a random suffix of them), back after 1 to 60 steps...
     breaks: u64,
+    /// ...or only one direction: its sender is told, the other end not.
+    one_way: bool,
+    keep_some: bool,
     /// Frames between two nodes wait 10 to 150 steps (none lost).
     holds: u64,
     /// Both directions of a link reset and stay down 10 to 150 steps.
@@ -104,6 +107,8 @@ struct Faults {
     /// ...at most this many times a run, one node down at a time.
     max_crashes: u32,
     max_downtime: u64,
+    /// A node stops (SIGSTOP) for 1 to 100 steps: what is sent to it waits.
+    pauses: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -170,12 +175,15 @@ impl Config {
             workload_steps: 500,
             faults: Faults {
                 breaks: 15,
+                one_way: seed % 5 == 2,
+                keep_some: seed.is_multiple_of(2),
                 holds: 6,
                 drops: 4,
                 push_loss: 10,
                 crashes: 4,
                 max_crashes: 2,
                 max_downtime: 150,
+                pauses: 2,
             },
             frame_budget: (seed / 3).is_multiple_of(3).then_some(1),
             late_hello: seed.is_multiple_of(3),
@@ -202,12 +210,15 @@ impl Config {
         cfg.store_delay = 0;
         cfg.faults = Faults {
             breaks: 0,
+            one_way: false,
+            keep_some: false,
             holds: 0,
             drops: 0,
             push_loss: 0,
             crashes: 0,
             max_crashes: 0,
             max_downtime: 1,
+            pauses: 0,
         };
         cfg
     }
@@ -494,10 +505,12 @@ struct Counters {
     holds: u64,
     drops: u64,
     crashes: u64,
+    pauses: u64,
 }
 
 impl Counters {
     fn add(&mut self, other: &Counters) {
+        self.pauses += other.pauses;
         self.breaks += other.breaks;
         self.holds += other.holds;
         self.drops += other.drops;
@@ -631,7 +644,10 @@ impl Cluster {
             let (a, b) = pick_pair(&mut self.rng);
             let after = self.rng.range(1, 60);
             self.counters.breaks += 1;
-            self.break_both_ways(a, b, after);
+            match f.one_way {
+                true => self.break_link(a, b, after),
+                false => self.break_both_ways(a, b, after),
+            }
         }
         if self.rng.per_mille(f.holds) {
             let (a, b) = pick_pair(&mut self.rng);
@@ -644,6 +660,11 @@ impl Cluster {
             self.counters.drops += 1;
             self.break_both_ways(a, b, after);
         }
+        if self.rng.per_mille(f.pauses) {
+            let id = self.rng.below(n) as NodeId + 1;
+            let after = self.rng.range(1, 100);
+            self.pause(id, after);
+        }
         let now = self.sim.now();
         let may_crash = self.counters.crashes < u64::from(f.max_crashes) && now >= self.down_until;
         if may_crash && self.rng.per_mille(f.crashes) {
@@ -654,14 +675,27 @@ impl Cluster {
     }
 
     fn break_both_ways(&mut self, a: NodeId, b: NodeId, reconnect_after: u64) {
-        for (from, to) in [(a, b), (b, a)] {
-            self.sim.fault(Fault::Break {
-                from,
-                to,
-                reconnect_after,
-                keep_some: false,
-            });
+        self.break_link(a, b, reconnect_after);
+        self.break_link(b, a, reconnect_after);
+    }
+
+    fn break_link(&mut self, from: NodeId, to: NodeId, reconnect_after: u64) {
+        self.sim.fault(Fault::Break {
+            from,
+            to,
+            reconnect_after,
+            keep_some: self.cfg.faults.keep_some,
+        });
+    }
+
+    /// Node `id` stops for `after` steps, unless it is down or stopped.
+    fn pause(&mut self, id: NodeId, after: u64) {
+        if !self.sim.is_running(id) {
+            return;
         }
+        self.counters.pauses += 1;
+        self.sim.fault(Fault::Pause(id));
+        self.sim.schedule(self.sim.now() + after, Fault::Resume(id));
     }
 
     fn hold(&mut self, a: NodeId, b: NodeId, after: u64) {
@@ -856,7 +890,7 @@ impl Sweep {
         format!(
             "{name}: {} runs in {:.2?}: {} ops ({} writes, {} reads, {} of them of other \
              nodes' writes, {} writes of unknown outcome); {} breaks, {} holds, {} drops, \
-             {} crashes, {} pushed versions lost; writes waiting for causes: {} reports, \
+             {} crashes, {} pauses, {} pushed versions lost; writes waiting for causes: {} reports, \
              at most {} at once, {} after settling; not CCv: {} runs {:?}; other failures: {}",
             self.runs,
             started.elapsed(),
@@ -869,6 +903,7 @@ impl Sweep {
             f.holds,
             f.drops,
             f.crashes,
+            f.pauses,
             seen.pushes_lost,
             seen.waiting_reports,
             seen.most_waiting,
@@ -900,6 +935,12 @@ impl Sweep {
 }
 
 const SIZES: [u32; 2] = [3, 5];
+/// Seeds per cluster size of the causal sweep: `CAUSAL_SEEDS`, or 150.
+fn causal_seeds() -> u64 {
+    let seeds = std::env::var("CAUSAL_SEEDS").ok();
+    seeds.and_then(|s| s.parse().ok()).unwrap_or(150)
+}
+
 /// Sync rounds after the faults end and every link is back.
 const SETTLE_ROUNDS: u64 = 2;
 
@@ -1012,7 +1053,7 @@ fn eventual_mode_is_caught_reading_effects_before_causes() {
 fn causal_mode_is_causally_convergent_under_faults() {
     for n in SIZES {
         let started = Instant::now();
-        let sweep = Sweep::new(Mode::Causal, n, 150);
+        let sweep = Sweep::new(Mode::Causal, n, causal_seeds());
         eprintln!(
             "{}",
             sweep.summary(&format!("causal mode, {n} nodes"), started)
