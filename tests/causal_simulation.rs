@@ -78,7 +78,7 @@ use std::time::Instant;
 
 use causal::{check_ccv, check_converged, CausalError, CausalHistory, Contents, Op, Pattern};
 use harness::{Driver, EngineFactory, Fault, Outcome, Rng, Sim, SimConfig};
-use mckv::cluster::eventual::causal::Coverage;
+use mckv::cluster::eventual::origins::Coverage;
 use mckv::cluster::eventual::{EventualEngine, Gossip, Report};
 use mckv::cluster::{Engine, NodeId, View};
 use mckv::protocol::{Command, Get, Request, Storage, StorageMode};
@@ -200,7 +200,7 @@ impl Config {
             frame_budget: (seed / 3).is_multiple_of(3).then_some(1),
             late_hello: seed.is_multiple_of(3),
             store_delay: match seed % 4 {
-                1 => 3,
+                1 => 2,
                 _ => 0,
             },
             forget_deps: false,
@@ -579,7 +579,9 @@ impl Cluster {
         sim.set_filter(Box::new(move |gossip: &mut Gossip, rng: &mut Rng| {
             if forget_deps {
                 for cause in gossip.versions.iter_mut().filter_map(|v| v.cause.as_mut()) {
-                    cause.deps = Arc::new(Coverage::default());
+                    if cause.deps.is_some() {
+                        cause.deps = Some(Arc::new(Coverage::default()));
+                    }
                 }
             }
             if gossip.sync_complete.as_ref().is_some_and(|d| d.is_part()) {
@@ -753,10 +755,12 @@ impl Cluster {
         self.held.clear();
         let result = self.sim.run_until_quiet(2_000, &mut self.workload);
         if let Err(stuck) = result {
-            panic!(
-                "{:?} nodes {} seed {}: {stuck}",
-                self.cfg.mode, self.cfg.nodes, self.cfg.seed
-            );
+            let busy: Vec<NodeId> = (self.sim.node_ids().into_iter())
+                .filter(|&id| !self.sim.node(id).store_idle())
+                .collect();
+            let why = format!("{stuck}  store work waiting at nodes {busy:?}");
+            self.workload.errors.push(why);
+            return;
         }
         let drain = 2 * self.sim.config.max_latency() + 1;
         let settling = drain + rounds * self.cfg.interval();
