@@ -70,7 +70,8 @@
 //! the mechanism), which fails it in both modes (replicas that never
 //! converge, and in causal mode a history that is not CCv) and fails
 //! 5-node seed 69 of the main causal sweep, since per-origin summaries
-//! (0d73b6e).
+//! (0d73b6e); [`an_answer_collected_for_a_crashed_run_does_not_fool_the_next`]
+//! is that case scripted (it passes against af0c935, the commit before).
 //!
 //! A run depends on its seed alone; `replay` prints one run's trace, its
 //! history and verdicts.
@@ -88,7 +89,7 @@ use std::time::Instant;
 use causal::{check_ccv, check_converged, CausalError, CausalHistory, Contents, Op, Pattern};
 use harness::{Driver, EngineFactory, Fault, Outcome, Rng, Sim, SimConfig};
 use mckv::cluster::eventual::origins::Coverage;
-use mckv::cluster::eventual::{EventualEngine, Gossip, Report};
+use mckv::cluster::eventual::{EventualEngine, Gossip, Report, Work};
 use mckv::cluster::{Engine, NodeId, View};
 use mckv::protocol::{Command, Get, Request, Storage, StorageMode};
 
@@ -1195,6 +1196,8 @@ fn causal_mode_without_dependencies_is_caught() {
 /// or not be taken by, its next run (say the request names the asker's
 /// run and the answer echoes it, or a collect that finishes after the link
 /// it was asked on was lost is dropped).
+/// `an_answer_collected_for_a_crashed_run_does_not_fool_the_next` is the
+/// case scripted.
 #[test]
 fn causal_mode_survives_crashes_with_a_slow_store() {
     let mut failed = Vec::new();
@@ -1207,6 +1210,73 @@ fn causal_mode_survives_crashes_with_a_slow_store() {
         if mode == Mode::Causal {
             let not_ccv = sweep.violations.iter();
             failed.extend(not_ccv.map(|(seed, e, _)| format!("{mode:?} mode, seed {seed}: {e}")));
+        }
+    }
+    assert!(failed.is_empty(), "{}", failed.join("\n"));
+}
+
+/// The stale answer of `causal_mode_survives_crashes_with_a_slow_store`,
+/// scripted on 3 nodes, in both modes. Node 1 writes `k0`; node 2 restarts
+/// and catches up while held apart from node 3; then, the store workers
+/// slow, the hold heals and node 3 asks node 2's new run for everything
+/// from 0, saying it covers node 1's write. Node 3 crashes once that
+/// request reached node 2 and before node 2's worker collected the answer,
+/// and restarts empty at once, its own hellos 40 steps late. The answer
+/// collected for the dead run (which leaves out `k0`, covered) must not
+/// make the new run claim `k0`: after settling every replica holds it.
+/// Against 0d73b6e and 952397f node 3 never gets `k0` back, in both modes;
+/// against af0c935 (before per-origin summaries) it does.
+#[test]
+fn an_answer_collected_for_a_crashed_run_does_not_fool_the_next() {
+    let mut failed = Vec::new();
+    for mode in [Mode::Causal, Mode::Eventual] {
+        let mut c = Cluster::new(Config::quiet(mode, 3));
+        let hop = c.cfg.max_delay + 1;
+        let collects = Rc::new(RefCell::new(Vec::new()));
+        let seen = Rc::clone(&collects);
+        // Node 2's answers to node 3: whether each was asked with a coverage.
+        c.sim
+            .watch_work(Box::new(move |node: NodeId, work: &Work| match work {
+                Work::Collect { peer, covered, .. } if (node, *peer) == (2, 3) => {
+                    seen.borrow_mut().push(!covered.entries().is_empty())
+                }
+                _ => {}
+            }));
+        c.steps(3 * hop);
+        c.write(0, "k0", "a");
+        c.steps(2 * hop);
+        c.sim.fault(Fault::Partition(2, 3));
+        c.crash(2, 1);
+        c.steps(10 * hop); // node 2's new run catches up from node 1
+        c.sim.config.store_delay = 12;
+        c.sim.fault(Fault::Heal(2, 3));
+        let asked = |c: &Cluster| {
+            let frames = c.sim.in_flight(3, 2);
+            frames.iter().any(|f| f.body.sync_request.is_some())
+        };
+        let mut steps = 0;
+        while !asked(&c) && steps < 100 {
+            c.steps(1);
+            steps += 1;
+        }
+        while asked(&c) && steps < 200 {
+            c.steps(1);
+            steps += 1;
+        }
+        c.sim.config.late_hello_min = 40;
+        c.sim.config.late_hello = 40;
+        let before_crash = collects.borrow().len();
+        c.crash(3, 1);
+        c.sim.config.store_delay = 0;
+        c.settle(2);
+        let late: Vec<bool> = collects.borrow()[before_crash..].to_vec();
+        assert!(
+            late.first() == Some(&true),
+            "{mode:?} mode: node 2 collected no answer for node 3's dead run after the crash \
+             ({late:?}): the script no longer makes the case"
+        );
+        if let Err(why) = c.verdict().converged {
+            failed.push(format!("{mode:?} mode: {why}"));
         }
     }
     assert!(failed.is_empty(), "{}", failed.join("\n"));
