@@ -392,9 +392,11 @@ struct Workload {
     history: CausalHistory,
     writes: u64,
     reads: u64,
-    /// Writes of unknown outcome, lost reads, refusals.
+    /// Writes whose outcome was lost with their node.
     maybe_writes: u64,
+    /// Reads lost with their node (left out of the history).
     lost_reads: u64,
+    /// Requests refused at once (nothing applied or seen; none expected).
     refused: u64,
     /// Replies that make no sense for the request.
     errors: Vec<String>,
@@ -430,7 +432,7 @@ impl Workload {
         w
     }
 
-    /// Harness client `client` is attached to `node` in this order.
+    /// The harness clients attached to `node`.
     fn clients_of(&self, node: NodeId) -> Vec<usize> {
         (0..self.session_of.len())
             .filter(|&c| self.sessions[self.session_of[c]].node == node)
