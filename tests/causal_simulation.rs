@@ -41,7 +41,7 @@
 //! (`WriteCOInitRead` or `WriteCORead` in Bouajjani et al.'s terms). Causal
 //! mode holds `y` back until `x` is applied.
 //!
-//! The tests (numbers at 952397f):
+//! The tests (numbers at 32640ed):
 //! - negative controls: [`eventual_mode_is_caught_reading_effects_before_causes`]
 //!   (the checker catches eventual mode in 90 of 100 seeds on 3 nodes, 88
 //!   of 100 on 5; `WriteCORead` in most, `WriteCOInitRead` in a third or
@@ -49,7 +49,7 @@
 //!   the anomaly scripted; [`causal_mode_without_dependencies_is_caught`],
 //!   causal mode whose pushed writes lose their dependencies on the wire,
 //!   so each peer's writes are applied in its order but not after what it
-//!   had seen from others (caught in 37 of 100 seeds on 3 nodes, 78 of 100
+//!   had seen from others (caught in 37 of 100 seeds on 3 nodes, 77 of 100
 //!   on 5);
 //! - positive: [`causal_mode_is_causally_convergent_under_faults`] (150
 //!   seeds on 3 nodes and 150 on 5; `CAUSAL_SEEDS` for more) and the
@@ -65,14 +65,14 @@
 //!   slow store worker, and [`an_answer_collected_for_a_crashed_run_does_not_fool_the_next`],
 //!   the case it found, scripted.
 //!
-//! Found, and failing against 952397f: since per-origin summaries
-//! (0d73b6e), a sync answer collected (late, by a slow store worker) for a
-//! crashed run's request is taken whole by the peer's next run, which then
-//! claims writes it never got: replicas never converge (both modes), and
-//! causal histories are not CCv (5-node seed 69 of the main sweep; the
-//! tests' docs have the mechanism); the scripted case passes against
-//! af0c935. And waiting writes are never dropped: `Gate::next_round` is
-//! called only by its unit test.
+//! Found: since per-origin summaries (0d73b6e), a sync answer collected
+//! (late, by a slow store worker) for a crashed run's request was taken
+//! whole by the peer's next run, which then claimed writes it never got:
+//! replicas never converged (both modes), and causal histories were not
+//! CCv (5-node seed 69 of the main sweep); the tests' docs have the
+//! mechanism. Fixed in 6f1f164 ("Sync answers are for the run that
+//! asked"). Still failing at 32640ed: waiting writes are never dropped
+//! (`Gate::next_round` is called only by its unit test).
 //!
 //! The scenario is read-heavy (85% reads, see [`Config::read_percent`]):
 //! with half the operations writes, 3 of 80 eventual-mode runs were caught.
@@ -1181,27 +1181,24 @@ fn causal_mode_without_dependencies_is_caught() {
 /// same runs: replicas converged.
 ///
 /// Found by this test (and by `causal_mode_is_causally_convergent_under_faults`,
-/// 5-node seed 69) against 0d73b6e, "Per-origin summaries": 3 of 200 runs
-/// fail (seeds 84 and 195: replicas never converge; seed 51: not CCv,
-/// `s5.0 write k1=s5-1 is in the causal past of s14.4 read k1 -> init`). The mechanism, from seed 84's trace (`SEED=84 NODES=3
-/// CAUSAL=1 SLOW=1` `replay`): node 3 restarted (run 5), so node 2 (run 2)
-/// asked it from 0, saying what it covered (`o1r1: 12, o2r2: 11`); node 2
-/// crashed at step 422, and node 3's store worker did the `Collect` for
-/// that request at step 435, after the crash: the answer leaves out what
-/// node 2's dead run covered. Node 3's engine kept it as its answer to
-/// node 2, and once node 2's next run (run 6) was linked, sent it (step
-/// 544); run 6, empty, applied it whole with node 3's coverage, so it
-/// claims `o2r2` and `o1r1` writes it never got, its own requests say so,
-/// and every answer leaves those writes out: `k2 = s4-15` (a write of
-/// `o2r2`) never comes back to node 2. In 5-node seed 69 the same stale
-/// answer (node 4 to node 5's next run) shows as a read of `k2 = s0-26`
-/// followed by `k0` absent, though `s0` wrote `k0` first
-/// (`WriteCOInitRead`). Before per-origin summaries a stale answer from 0
-/// carried everything and did no harm. What is missing: an answer (or a
-/// collected report) for a request of a peer's earlier run must not reach,
-/// or not be taken by, its next run (say the request names the asker's
-/// run and the answer echoes it, or a collect that finishes after the link
-/// it was asked on was lost is dropped).
+/// 5-node seed 69) against 0d73b6e, "Per-origin summaries", fixed in
+/// 6f1f164: 3 of 200 runs failed (seeds 84 and 195: replicas never
+/// converged, in both modes; seed 51: not CCv, `s5.0 write k1=s5-1 is in
+/// the causal past of s14.4 read k1 -> init`). The mechanism, from seed
+/// 84's trace (`SEED=84 NODES=3 CAUSAL=1 SLOW=1` `replay`): node 3
+/// restarted (run 5), so node 2 (run 2) asked it from 0, saying what it
+/// covered (`o1r1: 12, o2r2: 11`); node 2 crashed at step 422, and node
+/// 3's store worker did the `Collect` for that request at step 435, after
+/// the crash: the answer left out what node 2's dead run covered. Node 3's
+/// engine kept it as its answer to node 2, and once node 2's next run (run
+/// 6) was linked, sent it (step 544); run 6, empty, applied it whole with
+/// node 3's coverage, so it claimed `o2r2` and `o1r1` writes it never got,
+/// its own requests said so, and every answer left those writes out:
+/// `k2 = s4-15` (a write of `o2r2`) never came back to node 2. In 5-node
+/// seed 69 the same stale answer (node 4 to node 5's next run) showed as a
+/// read of `k2 = s0-26` followed by `k0` absent, though `s0` wrote `k0`
+/// first (`WriteCOInitRead`). Before per-origin summaries a stale answer
+/// from 0 carried everything and did no harm.
 /// `an_answer_collected_for_a_crashed_run_does_not_fool_the_next` is the
 /// case scripted.
 #[test]
@@ -1226,8 +1223,9 @@ fn causal_mode_survives_crashes_with_a_slow_store() {
 /// causes may have died with a crashed node, and anti-entropy brings it
 /// from any node that applied it). So once the chaos scenario has healed
 /// and that many rounds more have passed, no node keeps a write waiting.
-/// Fails against 952397f: `Gate::next_round`, which drops them, is called
-/// only by its unit test (3-node seed 90 keeps 29 waiting after 20 rounds).
+/// Fails against 952397f and 32640ed: `Gate::next_round`, which drops
+/// them, is called only by its unit test (3-node seed 90 keeps 29 waiting
+/// after 20 rounds; 11 of these 80 runs keep some).
 #[test]
 fn no_write_waits_for_ever_once_healed() {
     let mut stuck = Vec::new();
@@ -1261,7 +1259,7 @@ fn no_write_waits_for_ever_once_healed() {
 /// collected for the dead run (which leaves out `k0`, covered) must not
 /// make the new run claim `k0`: after settling every replica holds it.
 /// Against 0d73b6e and 952397f node 3 never gets `k0` back, in both modes;
-/// against af0c935 (before per-origin summaries) it does.
+/// against af0c935 (before per-origin summaries) and since 6f1f164 it does.
 #[test]
 fn an_answer_collected_for_a_crashed_run_does_not_fool_the_next() {
     let mut failed = Vec::new();
