@@ -41,7 +41,7 @@
 //! (`WriteCOInitRead` or `WriteCORead` in Bouajjani et al.'s terms). Causal
 //! mode holds `y` back until `x` is applied.
 //!
-//! The tests (numbers at 32640ed):
+//! The tests (numbers at 9da361b):
 //! - negative controls: [`eventual_mode_is_caught_reading_effects_before_causes`]
 //!   (the checker catches eventual mode in 90 of 100 seeds on 3 nodes, 88
 //!   of 100 on 5; `WriteCORead` in most, `WriteCOInitRead` in a third or
@@ -49,7 +49,7 @@
 //!   the anomaly scripted; [`causal_mode_without_dependencies_is_caught`],
 //!   causal mode whose pushed writes lose their dependencies on the wire,
 //!   so each peer's writes are applied in its order but not after what it
-//!   had seen from others (caught in 37 of 100 seeds on 3 nodes, 77 of 100
+//!   had seen from others (caught in 37 of 100 seeds on 3 nodes, 76 of 100
 //!   on 5);
 //! - positive: [`causal_mode_is_causally_convergent_under_faults`] (150
 //!   seeds on 3 nodes and 150 on 5; `CAUSAL_SEEDS` for more) and the
@@ -71,8 +71,8 @@
 //! replicas never converged (both modes), and causal histories were not
 //! CCv (5-node seed 69 of the main sweep); the tests' docs have the
 //! mechanism. Fixed in 6f1f164 ("Sync answers are for the run that
-//! asked"). Still failing at 32640ed: waiting writes are never dropped
-//! (`Gate::next_round` is called only by its unit test).
+//! asked"). And waiting writes were never dropped (`Gate::next_round` was
+//! called only by its unit test): fixed in 22e6957.
 //!
 //! The scenario is read-heavy (85% reads, see [`Config::read_percent`]):
 //! with half the operations writes, 3 of 80 eventual-mode runs were caught.
@@ -1223,9 +1223,10 @@ fn causal_mode_survives_crashes_with_a_slow_store() {
 /// causes may have died with a crashed node, and anti-entropy brings it
 /// from any node that applied it). So once the chaos scenario has healed
 /// and that many rounds more have passed, no node keeps a write waiting.
-/// Fails against 952397f and 32640ed: `Gate::next_round`, which drops
-/// them, is called only by its unit test (3-node seed 90 keeps 29 waiting
-/// after 20 rounds; 11 of these 80 runs keep some).
+/// Failed against 952397f and 32640ed, where `Gate::next_round`, which
+/// drops them, was called only by its unit test (3-node seed 90 kept 29
+/// waiting after 20 rounds; 11 of these 80 runs kept some); fixed in
+/// 22e6957.
 #[test]
 fn no_write_waits_for_ever_once_healed() {
     let mut stuck = Vec::new();
