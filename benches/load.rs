@@ -43,7 +43,7 @@
 //! | `--mix LIST` | `LOAD_MIX` | 90,50 (percent of gets) |
 //! | `--depth LIST` | `LOAD_DEPTH` | 1,16 |
 //! | `--threads N` | `LOAD_THREADS` | 1 generator thread |
-//! | `--servers LIST` | `LOAD_SERVERS` | memcached,mckv (also `linearizable`, `sequential`, `eventual`: a 3-node cluster in that mode, driven through node 0; `linearizable-tls`: the same with `peer_tls = on`; `durable-always`, `durable-everysec`, `durable-no`: one node with a data directory and that fsync policy; `etcd`: a 3-member etcd cluster, driven through member 0 over HTTP; or HOST:PORT: a memcached-protocol server started by hand) |
+//! | `--servers LIST` | `LOAD_SERVERS` | memcached,mckv (also `linearizable`, `sequential`, `eventual`, `causal`: a 3-node cluster in that mode, driven through node 0; `linearizable-tls`: the same with `peer_tls = on`; `durable-always`, `durable-everysec`, `durable-no`: one node with a data directory and that fsync policy; `etcd`: a 3-member etcd cluster, driven through member 0 over HTTP; or HOST:PORT: a memcached-protocol server started by hand) |
 //! | `--timeout-ms N` | `LOAD_TIMEOUT_MS` | 1000 |
 //! | `--mckv PATH` | `MCKV_BIN` | `target/release/mckv` |
 //! | `--memory` | | off: instead of the load cells, the memory cells (`load/memory.rs`): RSS per item after 1M x 100 B (memcached, one node, a 3-node eventual cluster per node) and 10M x 10 B (memcached, one node), and the ratios; about 5 minutes |
@@ -92,8 +92,9 @@ mod memory;
     about = "mckv against memcached (and clusters, durable nodes, etcd) on servers it starts"
 )]
 struct Args {
-    /// memcached, mckv, linearizable, sequential, eventual, linearizable-tls, durable-always,
-    /// durable-everysec, durable-no, etcd, or HOST:PORT of a server started by hand.
+    /// memcached, mckv, linearizable, sequential, eventual, causal, linearizable-tls,
+    /// durable-always, durable-everysec, durable-no, etcd, or HOST:PORT of a server started by
+    /// hand.
     #[arg(long, value_delimiter = ',', default_value = "memcached,mckv")]
     servers: Vec<Kind>,
     /// 1 s measured per cell after 0.3 s of warm-up (unless given).
@@ -308,6 +309,7 @@ impl std::str::FromStr for Kind {
             "linearizable" => Ok(Kind::Cluster("linearizable")),
             "sequential" => Ok(Kind::Cluster("sequential")),
             "eventual" => Ok(Kind::Cluster("eventual")),
+            "causal" => Ok(Kind::Cluster("causal")),
             "linearizable-tls" => Ok(Kind::ClusterTls("linearizable")),
             "durable-always" => Ok(Kind::Durable("always")),
             "durable-everysec" => Ok(Kind::Durable("everysec")),
