@@ -2,8 +2,10 @@
 //! which can stop forwarding without closing (a black hole: no RST, no FIN),
 //! and a 3-node cluster whose links into node 1 pass through it (nodes 0 and
 //! 2 dial node 1 through the proxy, as their config says; node 1's own
-//! config names its real address). Shared by `tests/faults.rs` and
-//! `tests/fault_histories.rs`.
+//! config names its real address), or only the link one node dials to
+//! another (which carries all the first node's frames to the second).
+//! Shared by `tests/faults.rs`, `tests/cluster_history.rs` and
+//! `tests/causal.rs`.
 #![allow(dead_code)]
 
 use std::io::{Read, Write};
@@ -65,7 +67,7 @@ impl Proxy {
     }
 
     pub fn black_hole(&self, on: bool) {
-        self.forwarding.store(!on, Ordering::Relaxed);
+        self.forwarding.store(!on, Ordering::SeqCst);
     }
 }
 
@@ -79,19 +81,30 @@ impl Drop for Proxy {
 }
 
 /// Copies `from` to `to` while `forwarding`; ends on EOF, an error or `stop`.
+/// Bytes read while the black hole opened wait for it to close, so nothing
+/// sent after [`Proxy::black_hole`] returned gets through (a read already
+/// waiting when it was called would otherwise pass what it gets).
 fn pump(mut from: TcpStream, mut to: TcpStream, forwarding: &AtomicBool, stop: &AtomicBool) {
     from.set_read_timeout(Some(Duration::from_millis(20)))
         .unwrap();
     let mut buf = [0u8; 16 * 1024];
-    while !stop.load(Ordering::Relaxed) {
-        if !forwarding.load(Ordering::Relaxed) {
+    let held = || {
+        while !forwarding.load(Ordering::SeqCst) {
+            if stop.load(Ordering::Relaxed) {
+                return true;
+            }
             std::thread::sleep(Duration::from_millis(5));
-            continue;
+        }
+        false
+    };
+    while !stop.load(Ordering::Relaxed) {
+        if held() {
+            break;
         }
         match from.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => {
-                if to.write_all(&buf[..n]).is_err() {
+                if held() || to.write_all(&buf[..n]).is_err() {
                     break;
                 }
             }
@@ -109,21 +122,39 @@ fn pump(mut from: TcpStream, mut to: TcpStream, forwarding: &AtomicBool, stop: &
 /// A 3-node cluster of `consistency` (`extra` added to `[cluster]`) whose
 /// links into node 1 pass through a proxy, and that proxy.
 pub fn cluster_behind_proxy(consistency: &str, extra: &str) -> (Cluster, Proxy) {
+    cluster_with_proxied_links(consistency, extra, 1, &[0, 2])
+}
+
+/// A 3-node cluster of `consistency` (`extra` added to `[cluster]`) in
+/// which every node of `dialers` dials node `target` through one proxy (as
+/// its config says; the other nodes' config names `target`'s real address),
+/// and that proxy. A node sends its frames only on the links it dialed, so
+/// the proxy carries everything the dialers send `target`, and of what
+/// `target` sends them only its side of each link's handshake.
+pub fn cluster_with_proxied_links(
+    consistency: &str,
+    extra: &str,
+    target: usize,
+    dialers: &[usize],
+) -> (Cluster, Proxy) {
     let (direct, ports) = cluster_config(3, consistency, extra);
-    let node1 = peer_port_of(&direct, 1);
-    let proxy = Proxy::start(node1);
+    let real = peer_port_of(&direct, target);
+    let proxy = Proxy::start(real);
     let proxied = direct.replacen(
-        &format!("peer = 127.0.0.1:{node1}"),
+        &format!("peer = 127.0.0.1:{real}"),
         &format!("peer = 127.0.0.1:{}", proxy.port),
         1,
     );
     let dir = TempDir::new("faults");
-    let (config, config1) = (dir.0.join("config.ini"), dir.0.join("config-node1.ini"));
+    let (config, config_direct) = (dir.0.join("config.ini"), dir.0.join("config-direct.ini"));
     std::fs::write(&config, proxied).unwrap();
-    std::fs::write(&config1, direct).unwrap();
+    std::fs::write(&config_direct, direct).unwrap();
     let nodes = (0..3)
         .map(|id| {
-            let file = if id == 1 { &config1 } else { &config };
+            let file = match dialers.contains(&id) {
+                true => &config,
+                false => &config_direct,
+            };
             start_cluster_node(file, &dir.0, id, ports[id])
         })
         .collect();
