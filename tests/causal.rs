@@ -162,8 +162,8 @@ fn x_then_y(consistency: &str) -> Vec<Round> {
         assert!(
             both,
             "C never showed {x} and {y} new within {POLL_FOR:?} ({consistency}; \
-             so far {round:?}); its log:\n{}",
-            cluster.log(C)
+             so far {round:?}); the end of its log:\n{}",
+            log_tail(&cluster.log(C))
         );
         eprintln!("{consistency}: {x}, {y}: {round:?}");
         rounds.push(round);
@@ -180,6 +180,15 @@ fn x_then_y(consistency: &str) -> Vec<Round> {
         "{agreed:?}"
     );
     rounds
+}
+
+/// The last 8 KB or so of `log`.
+fn log_tail(log: &str) -> &str {
+    let mut start = log.len().saturating_sub(8 * 1024);
+    while !log.is_char_boundary(start) {
+        start += 1;
+    }
+    &log[start..]
 }
 
 /// Every node's values of `keys` (`get`, not `gets`: only values must
