@@ -234,7 +234,6 @@ fn agreed_values(cluster: &common::Cluster, keys: &[String]) -> Vec<Option<Strin
 /// everything A sends C is held: C learns x from B, and then shows both.
 /// The three clients' history is causally convergent (`common/causal.rs`).
 #[test]
-#[ignore = "causal mode does not run on several nodes yet (issue 13)"]
 fn a_causal_node_never_shows_a_write_before_one_it_follows() {
     let (rounds, history) = x_then_y("causal");
     for (r, round) in rounds.iter().enumerate() {
@@ -328,7 +327,6 @@ fn a_killed_node_restarted_empty_converges(consistency: &str) {
 }
 
 #[test]
-#[ignore = "causal mode does not run on several nodes yet (issue 13)"]
 fn a_killed_causal_node_restarted_empty_converges() {
     a_killed_node_restarted_empty_converges("causal");
 }
