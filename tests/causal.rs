@@ -15,17 +15,22 @@
 //! ```
 //!
 //! Client 2 read x = new before it wrote y, so y follows x (writes follow
-//! reads). C hears y at once from B's push, and x only through B: from B's
-//! anti-entropy answers, every `sync_interval_ms` (short here), since
-//! everything A sends C is held. Causal mode must not show y = new at C
-//! until it shows x = new, so client 3 never reads y = new and then x = old
-//! (nor both in one `get`); and C must show both in the end, by B alone.
-//! Eventual mode is the negative control: there C shows y at once and x
-//! at B's next sync, so client 3 does read y = new and then x = old, and the
-//! test asserts it does, which shows the scenario can catch the violation.
-//! A round can miss it in eventual mode (B's sync can bring x in the
-//! moment between client 2's read and its write), so the scenario runs a
-//! few rounds on fresh keys; causal mode must pass every one of them.
+//! reads). C hears y at once from B's push, and x (everything A sends C
+//! being held) either only through B, from B's anti-entropy answers every
+//! `sync_interval_ms` (short here), or from A's own push once the proxy
+//! forwards again, anti-entropy being too far apart to bring it first
+//! ([`XReachesC`]: the first exercises how a sync answer is applied, the
+//! second how a pushed write waits for its causes). Causal mode must not
+//! show y = new at C until it shows x = new, so client 3 never reads y =
+//! new and then x = old (nor both in one `get`); and C must show both in
+//! the end. The three clients' history also goes through the causal
+//! checker of `common/causal.rs`. Eventual mode is the negative control:
+//! there C shows y at once and x later, so client 3 does read y = new and
+//! then x = old, and the test asserts it does (and that the checker says
+//! so), which shows the scenario can catch the violation. Through B, a
+//! round can miss it in eventual mode (B's sync can bring x in the moment
+//! between client 2's read and its write), so the scenario runs a few
+//! rounds on fresh keys; causal mode must pass every one of them.
 //!
 //! Which link carries what: each node sends only on the link it dialed, to
 //! the `peer` address of its own config (see `src/server/peers.rs`), so the
@@ -43,7 +48,7 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use causal::{check_cc, check_ccv, CausalHistory, Pattern};
-use common::{connect, poll, request, start_cluster, start_cluster_node};
+use common::{connect, poll, request, start_cluster, start_cluster_node, stat};
 use proxy::cluster_with_proxied_links;
 
 /// The nodes of the scenario.
@@ -87,6 +92,32 @@ fn set(c: &mut TcpStream, key: &str, value: &str) {
     assert_eq!(request(c, line.as_bytes()), "STORED\r\n", "set {key}");
 }
 
+/// How C learns x while everything A sends C is held.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum XReachesC {
+    /// From B's anti-entropy answers, every 300 ms; the proxy holds the
+    /// link from A to C for every round.
+    ThroughB,
+    /// From A's own push, once the proxy forwards again. Anti-entropy is
+    /// 30 s apart, so it brings nothing meanwhile; each round's proxy
+    /// forwards again once C holds y: waiting for x (its `stats` count a
+    /// write from B waiting) in causal mode, shown in eventual mode.
+    FromA,
+}
+
+impl XReachesC {
+    /// The `[cluster]` keys of the scenario's cluster.
+    fn config(self) -> &'static str {
+        match self {
+            XReachesC::ThroughB => SYNC,
+            // No silence is noticed while a round holds the link (it
+            // would not matter, as the modes go by links, but a broken
+            // link would lose the held push and leave x to a sync).
+            XReachesC::FromA => "sync_interval_ms = 30000\npeer_timeout_ms = 5000",
+        }
+    }
+}
+
 /// What client 3 on C saw in one round.
 #[derive(Debug)]
 struct Round {
@@ -97,13 +128,54 @@ struct Round {
     reads: usize,
 }
 
+/// Client 3's reads of one poll: `get y`, `get x`, `get x y`, recorded in
+/// `history` as session 2 and counted in `round`; returns what the last
+/// one saw.
+fn read_at_c(
+    c3: &mut TcpStream,
+    (x, y): (&str, &str),
+    history: &mut CausalHistory,
+    round: &mut Round,
+) -> Vec<Option<String>> {
+    round.reads += 1;
+    let y_alone = get(c3, &[y]);
+    let x_alone = get(c3, &[x]);
+    let together = get(c3, &[x, y]);
+    // One `get` reads its keys from one state of C's replica: as if x
+    // first, then y.
+    history.read(2, y, y_alone[0].as_deref());
+    history.read(2, x, x_alone[0].as_deref());
+    history.read(2, x, together[0].as_deref());
+    history.read(2, y, together[1].as_deref());
+    let (old, new) = (Some("old".to_string()), Some("new".to_string()));
+    round.y_without_x += usize::from(y_alone[0] == new && x_alone[0] == old);
+    round.y_without_x += usize::from(together == [old, new]);
+    together
+}
+
+/// Polls (for at most [`POLL_FOR`] and [`POLLS`] times, `every` apart)
+/// until `done` holds; whether it did.
+fn poll_until(every: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + POLL_FOR;
+    (0..POLLS)
+        .take_while(|_| Instant::now() < deadline)
+        .any(|_| {
+            let now = done();
+            if !now {
+                std::thread::sleep(every);
+            }
+            now
+        })
+}
+
 /// Runs [`ROUNDS`] rounds of the x-then-y scenario (module doc) on a
-/// cluster of `consistency`, and returns what C's client saw in each, and
-/// the history of the three clients (sessions 0, 1 and 2; every key is
-/// written `old`, then `new`, once each, so the history is differentiated).
-/// Panics if a client never sees what it polls for.
-fn x_then_y(consistency: &str) -> (Vec<Round>, CausalHistory) {
-    let (cluster, proxy) = cluster_with_proxied_links(consistency, SYNC, C, &[A]);
+/// cluster of `consistency`, C learning x as `path` says, and returns what
+/// C's client saw in each, and the history of the three clients (sessions
+/// 0, 1 and 2; every key is written `old`, then `new`, once each, so the
+/// history is differentiated). Panics if a client never sees what it polls
+/// for.
+fn x_then_y(consistency: &str, path: XReachesC) -> (Vec<Round>, CausalHistory) {
+    let (cluster, proxy) = cluster_with_proxied_links(consistency, path.config(), C, &[A]);
     let (mut c1, mut c2, mut c3) = (
         connect(cluster.port(A)),
         connect(cluster.port(B)),
@@ -127,25 +199,18 @@ fn x_then_y(consistency: &str) -> (Vec<Round>, CausalHistory) {
         }
     }
 
-    proxy.black_hole(true);
+    let new = Some("new".to_string());
     let mut rounds = Vec::new();
     for (x, y) in &keys {
         let (x, y) = (x.as_str(), y.as_str());
+        proxy.black_hole(true);
         set(&mut c1, x, "new");
         history.write(0, x, "new");
-        let new = Some("new".to_string());
-        let deadline = Instant::now() + POLL_FOR;
-        let seen_at_b = (0..POLLS)
-            .take_while(|_| Instant::now() < deadline)
-            .any(|_| {
-                let at_b = get(&mut c2, &[x]);
-                history.read(1, x, at_b[0].as_deref());
-                let seen = at_b == [new.clone()];
-                if !seen {
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-                seen
-            });
+        let seen_at_b = poll_until(Duration::from_millis(1), || {
+            let at_b = get(&mut c2, &[x]);
+            history.read(1, x, at_b[0].as_deref());
+            at_b == [new.clone()]
+        });
         assert!(seen_at_b, "B never showed {x} = new ({consistency})");
         set(&mut c2, y, "new");
         history.write(1, y, "new");
@@ -154,36 +219,33 @@ fn x_then_y(consistency: &str) -> (Vec<Round>, CausalHistory) {
             y_without_x: 0,
             reads: 0,
         };
-        let deadline = Instant::now() + POLL_FOR;
-        let both = (0..POLLS)
-            .take_while(|_| Instant::now() < deadline)
-            .any(|_| {
-                round.reads += 1;
-                let y_alone = get(&mut c3, &[y]);
-                let x_alone = get(&mut c3, &[x]);
-                let together = get(&mut c3, &[x, y]);
-                // One `get` reads its keys from one state of C's replica:
-                // as if x first, then y.
-                history.read(2, y, y_alone[0].as_deref());
-                history.read(2, x, x_alone[0].as_deref());
-                history.read(2, x, together[0].as_deref());
-                history.read(2, y, together[1].as_deref());
-                let old = Some("old".to_string());
-                round.y_without_x += usize::from(y_alone[0] == new && x_alone[0] == old);
-                round.y_without_x += usize::from(together == [old.clone(), new.clone()]);
-                let done = together == [new.clone(), new.clone()];
-                if !done {
-                    std::thread::sleep(Duration::from_millis(2));
+        if path == XReachesC::FromA {
+            let waiting_from_b = format!("mckv_causal_waiting_from_{B}");
+            let c_holds_y = poll_until(Duration::from_millis(2), || {
+                let seen = read_at_c(&mut c3, (x, y), &mut history, &mut round);
+                match consistency {
+                    "causal" => stat(cluster.port(C), &waiting_from_b) > 0,
+                    _ => seen[1] == new,
                 }
-                done
             });
+            assert!(
+                c_holds_y,
+                "C never held {y} = new while the link from A was held ({consistency}; \
+                 so far {round:?}); the end of its log:\n{}",
+                log_tail(&cluster.log(C))
+            );
+            proxy.black_hole(false);
+        }
+        let both = poll_until(Duration::from_millis(2), || {
+            read_at_c(&mut c3, (x, y), &mut history, &mut round) == [new.clone(), new.clone()]
+        });
         assert!(
             both,
-            "C never showed {x} and {y} new within {POLL_FOR:?} ({consistency}; \
+            "C never showed {x} and {y} new within {POLL_FOR:?} ({consistency}, {path:?}; \
              so far {round:?}); the end of its log:\n{}",
             log_tail(&cluster.log(C))
         );
-        eprintln!("{consistency}: {x}, {y}: {round:?}");
+        eprintln!("{consistency}, {path:?}: {x}, {y}: {round:?}");
         rounds.push(round);
     }
 
@@ -230,39 +292,68 @@ fn agreed_values(cluster: &common::Cluster, keys: &[String]) -> Vec<Option<Strin
     })
 }
 
-/// C shows y = new only once it shows the x = new that y follows, though
-/// everything A sends C is held: C learns x from B, and then shows both.
-/// The three clients' history is causally convergent (`common/causal.rs`).
-#[test]
-fn a_causal_node_never_shows_a_write_before_one_it_follows() {
-    let (rounds, history) = x_then_y("causal");
+/// Fails unless C's client never read y = new and then x = old in any
+/// round, and the clients' history is causally convergent
+/// (`common/causal.rs`).
+fn assert_causal(rounds: &[Round], history: &CausalHistory) {
     for (r, round) in rounds.iter().enumerate() {
         assert_eq!(
             round.y_without_x, 0,
             "round {r}: C showed y before x: {rounds:?}"
         );
     }
-    if let Err(e) = check_ccv(&history) {
+    if let Err(e) = check_ccv(history) {
         panic!("not causal ({} operations):\n{e}", history.len());
     }
 }
 
-/// The negative control: in eventual mode C does show y = new while x is
-/// still old, in one round at least, so the scenario can fail; the history
-/// checker finds it too (C's client read x = old with x = new in its causal
-/// past, through y).
-#[test]
-fn an_eventual_node_shows_a_write_before_one_it_follows() {
-    let (rounds, history) = x_then_y("eventual");
+/// Fails unless C's client read y = new and then x = old in a round at
+/// least, and the history checker finds it too: a read of x = old with
+/// x = new in its causal past (through y).
+fn assert_caught(rounds: &[Round], history: &CausalHistory) {
     assert!(
         rounds.iter().any(|r| r.y_without_x > 0),
-        "eventual mode never showed y before x: {rounds:?}"
+        "C never showed y before x: {rounds:?}"
     );
-    let caught = check_cc(&history).expect_err("eventual mode's history passed as causal");
+    let caught = check_cc(history).expect_err("the history passed as causal");
     assert!(
         caught.patterns().contains(&Pattern::WriteCORead),
         "{caught}"
     );
+}
+
+/// C shows y = new only once it shows the x = new that y follows, though
+/// everything A sends C is held: C learns x from B's anti-entropy, and then
+/// shows both.
+#[test]
+fn a_causal_node_shows_a_write_only_with_one_it_follows_learnt_from_a_third_node() {
+    let (rounds, history) = x_then_y("causal", XReachesC::ThroughB);
+    assert_causal(&rounds, &history);
+}
+
+/// C holds B's pushed y = new aside (its `stats` count it waiting) while
+/// the x = new it follows is held on A's link, and shows both once A's
+/// push gets through.
+#[test]
+fn a_causal_node_holds_a_pushed_write_until_the_one_it_follows_arrives() {
+    let (rounds, history) = x_then_y("causal", XReachesC::FromA);
+    assert_causal(&rounds, &history);
+}
+
+/// The negative control of the first: in eventual mode C does show y = new
+/// while x is still old, so the scenario can fail.
+#[test]
+fn an_eventual_node_shows_a_write_before_one_it_follows_learnt_from_a_third_node() {
+    let (rounds, history) = x_then_y("eventual", XReachesC::ThroughB);
+    assert_caught(&rounds, &history);
+}
+
+/// The negative control of the second: in eventual mode C shows y = new at
+/// once, and x = new only once A's push gets through.
+#[test]
+fn an_eventual_node_shows_a_pushed_write_before_the_one_it_follows_arrives() {
+    let (rounds, history) = x_then_y("eventual", XReachesC::FromA);
+    assert_caught(&rounds, &history);
 }
 
 /// Node 2 is killed (SIGKILL) after some writes; nodes 0 and 1 take more
