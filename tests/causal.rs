@@ -379,7 +379,7 @@ fn an_eventual_node_shows_a_pushed_write_before_the_one_it_follows_arrives() {
 const FILLERS: usize = 9;
 const FILLER_SIZE: usize = 900_000;
 
-/// A sync answer in parts is applied whole (`src/cluster/eventual/causal.rs`):
+/// A sync answer in parts is applied whole (`src/cluster/eventual/origins.rs`):
 /// C never shows a part's y = new while the x = newer it follows is in a
 /// later part.
 ///
