@@ -369,7 +369,7 @@ impl Gate {
         let mut held = self.applied.clone();
         for (origin, hole) in &self.holes {
             if held.get(*origin) >= *hole {
-                held.set(*origin, hole - 1);
+                held.set(*origin, hole.saturating_sub(1));
             }
         }
         held
@@ -379,6 +379,10 @@ impl Gate {
     /// store refused or lost it): no peer may be told it is, or it would
     /// leave it out of every answer to us, and pass the claim on.
     pub fn lost(&mut self, cause: &Cause) {
+        // Numbers start at 1: a 0 (from a faulty peer) names no write.
+        if cause.seq == 0 {
+            return;
+        }
         let hole = self.holes.entry(cause.origin).or_insert(cause.seq);
         *hole = (*hole).min(cause.seq);
     }
@@ -639,6 +643,24 @@ mod tests {
         gate.merge(&coverage(&[(A, 6)]), &mut |_: &Version| true);
         applied_order(&mut gate, vec![pushed("g", 7)]);
         assert_eq!(gate.coverage().get(A), 7);
+    }
+
+    #[test]
+    fn what_is_told_stops_below_a_lost_write() {
+        let mut gate = Gate::eventual(C);
+        applied_order(&mut gate, (1..=5).map(|seq| write("k", A, seq, &[])).collect());
+        let lost = |seq| Cause {
+            origin: A,
+            seq,
+            deps: None,
+        };
+        gate.lost(&lost(0));
+        assert_eq!(gate.coverage().get(A), 5, "0 names no write");
+        gate.lost(&lost(4));
+        gate.lost(&lost(3));
+        assert_eq!(gate.coverage().get(A), 2);
+        applied_order(&mut gate, vec![write("k", A, 6, &[])]);
+        assert_eq!(gate.coverage().get(A), 2, "for the rest of the run");
     }
 
     #[test]
