@@ -606,10 +606,14 @@ impl Engine for EventualEngine {
         }
         if let Some(request) = frame.sync_request {
             let since = if request.since.incarnation == self.incarnation {
-                peer.heard(SyncedPast {
-                    seq: request.held,
-                    their_last: request.last,
-                });
+                // The word of a run of the peer other than the one we know
+                // (a late frame of an earlier one) says nothing of it.
+                if request.run == peer.incarnation {
+                    peer.heard(SyncedPast {
+                        seq: request.held,
+                        their_last: request.last,
+                    });
+                }
                 request.since.seq
             } else {
                 0
@@ -828,7 +832,7 @@ mod tests {
             held: seq,
             last,
             covered: Coverage::default(),
-            run: 7,
+            run: OLD_RUN,
         })
     }
 
@@ -879,6 +883,28 @@ mod tests {
         out.clear();
         engine.on_tick(&mut out);
         assert_eq!(forget_horizon(&out), Some(200));
+    }
+
+    #[test]
+    fn the_word_of_an_earlier_run_of_the_peer_is_not_taken() {
+        let mut engine = node_one();
+        engine.outgoing(2);
+        let late = Gossip {
+            sync_request: request(7, 200, 0).map(|r| SyncRequest { run: 9, ..r }),
+            ..Gossip::default()
+        };
+        engine.on_message(2, late, &mut Vec::new());
+        assert_eq!(
+            forgettable(&mut engine),
+            Some(0),
+            "run 9 is not the one we know"
+        );
+        let current = Gossip {
+            sync_request: request(7, 200, 0),
+            ..Gossip::default()
+        };
+        engine.on_message(2, current, &mut Vec::new());
+        assert_eq!(forgettable(&mut engine), Some(200));
     }
 
     /// Delivers `frame` from node 2 and lets a store that keeps (or, with
@@ -1304,6 +1330,7 @@ mod tests {
         engine.on_sync_applied(2, done(OLD_RUN, 0, 5, 5), true, 42);
         engine.on_tick(&mut Vec::new());
         let sent = engine.outgoing(2).and_then(|f| f.sync_request);
-        assert_eq!(sent, request(OLD_RUN, 5, 42));
+        let ours = request(OLD_RUN, 5, 42).map(|r| SyncRequest { run: 7, ..r });
+        assert_eq!(sent, ours);
     }
 }

@@ -336,6 +336,8 @@ impl Gate {
             if apply(&version) {
                 self.advance(origin, seq);
                 self.release(apply);
+            } else {
+                self.dropped += 1;
             }
             return;
         }
@@ -400,7 +402,8 @@ impl Gate {
         self.waiting.values().map(BTreeMap::len).sum()
     }
 
-    /// Pushes dropped because too many writes were waiting.
+    /// Writes dropped: waited too long, found too many waiting, or
+    /// refused by the store when their turn came.
     pub fn dropped(&self) -> u64 {
         self.dropped
     }
@@ -505,6 +508,7 @@ impl Gate {
                 continue; // a sync brought it, or something newer
             }
             if !apply(&version) {
+                self.dropped += 1;
                 break;
             }
             self.advance(origin, seq);
@@ -648,7 +652,10 @@ mod tests {
     #[test]
     fn what_is_told_stops_below_a_lost_write() {
         let mut gate = Gate::eventual(C);
-        applied_order(&mut gate, (1..=5).map(|seq| write("k", A, seq, &[])).collect());
+        applied_order(
+            &mut gate,
+            (1..=5).map(|seq| write("k", A, seq, &[])).collect(),
+        );
         let lost = |seq| Cause {
             origin: A,
             seq,

@@ -315,13 +315,19 @@ impl Replica for EventualReplica {
                     .log
                     .since(executor.store(), since, budget, &covered, now)
                 {
-                    Ok(changes) => emit(Done::Engine(Report::Collected {
-                        peer,
-                        since,
-                        changes,
-                        coverage: self.gate.coverage(),
-                        asked_by,
-                    })),
+                    Ok(changes) => {
+                        // Left out of the answer: claimed by no coverage.
+                        for cause in &changes.lost {
+                            self.gate.lost(cause);
+                        }
+                        emit(Done::Engine(Report::Collected {
+                            peer,
+                            since,
+                            changes,
+                            coverage: self.gate.coverage(),
+                            asked_by,
+                        }))
+                    }
                     // Unanswered, node `peer` asks again.
                     Err(e) => log::warn!("cannot answer node {peer}'s sync request: {e:?}"),
                 }
@@ -422,6 +428,40 @@ mod tests {
             .expect("a causal write has dependencies");
         assert_eq!(deps.get(PEER), 2, "it follows the answer it stands in for");
         assert_eq!(replica.gate().coverage().get(PEER), 2);
+    }
+
+    #[test]
+    fn an_answer_claims_no_write_whose_value_the_store_lost() {
+        let (mut replica, mut executor) = (EventualReplica::new(Gate::eventual(ME)), executor());
+        let push = Work::ApplyVersions {
+            from: 2,
+            pushes: vec![put(b"k", 5, 1)],
+            answer: Vec::new(),
+            stamp: Stamp { ts: 100, node: 1 },
+            completes: None,
+            coverage: None,
+        };
+        perform(&mut replica, &mut executor, push);
+        assert_eq!(replica.gate().coverage().get(PEER), 1);
+        // As a memcached evicting on its own: gone without a word.
+        executor.store().delete(b"k", 1_700_000_000).unwrap();
+        let collect = Work::Collect {
+            peer: 2,
+            since: 0,
+            budget: usize::MAX,
+            covered: Coverage::default(),
+            asked_by: 7,
+        };
+        let reports = perform(&mut replica, &mut executor, collect);
+        let [Report::Collected {
+            changes, coverage, ..
+        }] = &reports[..]
+        else {
+            panic!("{reports:?}");
+        };
+        assert!(changes.versions.is_empty());
+        assert_eq!(coverage.get(PEER), 0, "the lost write is not claimed");
+        assert_eq!(replica.gate().coverage().get(PEER), 0);
     }
 
     #[test]
