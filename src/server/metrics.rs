@@ -518,33 +518,33 @@ impl Collector for Snapshot {
         if let Some(sync) = self.sync {
             counter(
                 "sync_rounds",
-                "Anti-entropy rounds started (eventual mode).",
+                "Anti-entropy rounds started (eventual and causal modes).",
                 sync.rounds,
             )?;
             counter(
                 "versions_written",
-                "Versions this node's writes and evictions made (eventual mode).",
+                "Versions this node's writes and evictions made (eventual and causal modes).",
                 sync.versions_written,
             )?;
             counter(
                 "sync_versions_sent",
-                "Versions sent to peers, pushed or in sync answers (eventual mode).",
+                "Versions sent to peers, pushed or in sync answers (eventual and causal modes).",
                 sync.versions_sent,
             )?;
             counter(
                 "sync_versions_answered",
-                "Versions sent to peers in sync answers (eventual mode).",
+                "Versions sent to peers in sync answers (eventual and causal modes).",
                 sync.versions_answered,
             )?;
             counter(
                 "sync_versions_received",
-                "Versions received from peers by anti-entropy (eventual mode).",
+                "Versions received from peers by anti-entropy (eventual and causal modes).",
                 sync.versions_received,
             )?;
             counter(
                 "pushes_dropped",
                 "Pushes dropped because a peer's link was backed up; anti-entropy brings \
-                 them (eventual mode).",
+                 them (eventual and causal modes).",
                 sync.pushes_dropped,
             )?;
         }
@@ -613,7 +613,7 @@ impl Snapshot {
         peer_gauges(
             encoder,
             "peer_sync_lag_seconds",
-            "Eventual mode: seconds since the last completed anti-entropy sync from the peer.",
+            "Eventual and causal modes: seconds since the last completed anti-entropy sync from the peer.",
             &|p| p.sync_lag_seconds,
         )?;
         peer_gauges(
