@@ -31,7 +31,10 @@
 //! less, which is safe); the answering node leaves out every version whose
 //! write the asker covers, by the claim above. Without it an answer resent
 //! everything changed since the last sync, the writes the asker had been
-//! pushed by their origins included.
+//! pushed by their origins included. So an answer is only good for the run
+//! that asked: a node that crashed and came back empty covers nothing its
+//! earlier run did, and takes nothing from an answer collected for it
+//! (requests carry the asker's run, answers echo it).
 //!
 //! **Causal mode: dependencies.** A local write depends on everything its
 //! node had applied when it was made: its [`Cause`] carries the node's
@@ -110,7 +113,7 @@ pub const WAITING_LIMIT: usize = 64 << 20;
 /// Sync rounds after which a write still waiting is dropped.
 pub const WAIT_ROUNDS: u64 = 4;
 
-/// One run of one node: the author of writes in causal mode.
+/// One run of one node: the author of writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Origin {
     pub node: NodeId,
