@@ -489,23 +489,22 @@ impl Gate {
     /// whether any was applied.
     fn release_origin(&mut self, origin: Origin, apply: &mut impl FnMut(&Version) -> bool) -> bool {
         let mut progressed = false;
-        while let Some(queue) = self.waiting.get_mut(&origin) {
-            let Some(entry) = queue.first_entry() else {
+        loop {
+            let first = self.waiting.get(&origin).and_then(|q| q.first_key_value());
+            let Some((seq, ready)) = first.map(|(&seq, (_, version))| {
+                let cause = version.cause.as_ref();
+                (seq, cause.is_some_and(|c| self.ready(origin, seq, c)))
+            }) else {
                 break;
             };
-            let seq = *entry.key();
             let held = self.applied.get(origin);
-            let ready = seq == held.saturating_add(1)
-                && entry
-                    .get()
-                    .1
-                    .cause
-                    .as_ref()
-                    .is_some_and(|c| c.deps.as_ref().is_none_or(|d| self.applied.covers(d)));
             if seq > held && !ready {
                 break;
             }
-            let (_, version) = entry.remove();
+            let queue = self.waiting.get_mut(&origin);
+            let Some((_, version)) = queue.and_then(|q| q.remove(&seq)) else {
+                break;
+            };
             self.waiting_bytes -= version.approximate_len();
             if seq <= held {
                 continue; // a sync brought it, or something newer
