@@ -136,7 +136,10 @@ impl<R: Replica> Backend<R> {
     /// published for `stats`; whether more is waiting. A store on a worker
     /// does its own (a memcached backend has its own LRU crawler).
     pub fn maintain(&mut self) -> bool {
-        let Kind::Inline { executor, .. } = &mut self.kind else {
+        let Kind::Inline {
+            executor, replica, ..
+        } = &mut self.kind
+        else {
             return false;
         };
         let now = executor.now();
@@ -144,14 +147,20 @@ impl<R: Replica> Backend<R> {
             log::error!("store housekeeping failed: {e:?}");
             false
         });
+        let replica_busy = replica.maintain(executor);
         executor.publish_counters();
-        busy
+        busy || replica_busy
     }
 
-    /// The reactor's loop iteration ends (see `VersionedStore::end_batch`).
+    /// The reactor's loop iteration ends (see `VersionedStore::end_batch`
+    /// and `Replica::end_batch`).
     pub fn end_batch(&mut self) {
-        if let Kind::Inline { executor, .. } = &mut self.kind {
+        if let Kind::Inline {
+            executor, replica, ..
+        } = &mut self.kind
+        {
             executor.store().end_batch();
+            replica.end_batch();
         }
     }
 

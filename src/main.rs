@@ -156,7 +156,7 @@ fn settings(args: &ServerArgs) -> Result<Settings, String> {
         node.kv_type = kv_type;
     }
     if node.data_dir.is_some() {
-        check_durable(&node, config.nodes.len())?;
+        check_durable(&cluster, &node, config.nodes.len())?;
     }
     check_tls(&cluster, &node)?;
     node.client = override_addr(&node.client, args.host.as_deref(), args.port)?;
@@ -169,7 +169,7 @@ fn settings(args: &ServerArgs) -> Result<Settings, String> {
 }
 
 /// Where a `data_dir` can be kept with this build.
-fn check_durable(node: &NodeConfig, nodes: usize) -> Result<(), String> {
+fn check_durable(cluster: &ClusterConfig, node: &NodeConfig, nodes: usize) -> Result<(), String> {
     if node.kv_type == KvType::Memcache {
         return Err(format!(
             "[node.{}] data_dir: a memcached backend keeps nothing across its own restarts, \
@@ -177,12 +177,17 @@ fn check_durable(node: &NodeConfig, nodes: usize) -> Result<(), String> {
             node.id
         ));
     }
-    if nodes > 1 {
+    let versioned = matches!(
+        cluster.consistency,
+        Consistency::Eventual | Consistency::Causal
+    );
+    if nodes > 1 && !versioned {
         return Err(format!(
-            "[node.{}] data_dir: durability is built for one-node clusters so far (a node \
-             of a larger cluster is handed its state by its peers when it restarts); \
-             drop data_dir",
-            node.id
+            "[node.{}] data_dir: durability is built for one-node clusters and for eventual \
+             and causal clusters so far (a node of a {} cluster is handed its state by its \
+             peers when it restarts); drop data_dir",
+            node.id,
+            cluster.consistency.name()
         ));
     }
     Ok(())

@@ -207,4 +207,13 @@ pub trait Replica: Send + 'static {
         executor: &mut Executor,
         emit: &mut impl FnMut(Done<Self::Done>),
     );
+
+    /// Housekeeping of its own, beside the store's (a journal's snapshot
+    /// parts); whether more is waiting.
+    fn maintain(&mut self, _executor: &mut Executor) -> bool {
+        false
+    }
+
+    /// The reactor's loop iteration ends (a journal hands its records over).
+    fn end_batch(&mut self) {}
 }

@@ -448,6 +448,11 @@ impl<'a> Reader<'a> {
         Reader { buf, at: 0 }
     }
 
+    /// Whether every byte was read.
+    pub fn is_empty(&self) -> bool {
+        self.at == self.buf.len()
+    }
+
     fn take(&mut self, n: usize) -> Result<&'a [u8], WireError> {
         let end = self.at.checked_add(n).filter(|&e| e <= self.buf.len());
         let end = end.ok_or(WireError::Malformed("truncated"))?;

@@ -1,6 +1,12 @@
-//! Durability for a node with a `data_dir` (the embedded store of a
-//! one-node cluster): a write-ahead log of every change, snapshots that
-//! keep the log short, and recovery before the node serves.
+//! Durability for a node with a `data_dir` on the embedded store: a
+//! write-ahead log of every change, snapshots that keep the log short, and
+//! recovery before the node serves. A one-node cluster logs its store's
+//! changes as key states ([`DurableStore`]); a node of an eventual or
+//! causal cluster logs its versions instead, through a [`JournalLog`], in
+//! records of its own that only it reads back ([`Journaled`]: see
+//! `cluster/eventual/journal.rs`). Both share the writer thread, the file
+//! layout, the record framing and the replies held until the log is far
+//! enough.
 //!
 //! ```text
 //!  start:   lock LOCK ─► recover: snapshot, log.old, log ─► store ─► compact ─► serve
@@ -12,6 +18,7 @@
 //! - `record.rs`: the checksummed record format; a torn tail reads as a prefix.
 //! - `writer.rs`: the log thread: group commit, fsync policy, snapshot files.
 //! - `store.rs`: the store wrapper on the reactor that queues the records.
+//! - `journal.rs`: the log as a store side with records of its own sees it.
 //! - `recover.rs`: replay at start, and why its order is right.
 //!
 //! What each `fsync` policy promises is what the reactor holds replies
@@ -22,11 +29,13 @@
 //! the machine loses up to about a second of writes with `everysec`, or
 //! what the kernel had not written back with `no`).
 
+mod journal;
 pub mod record;
 mod recover;
 mod store;
 mod writer;
 
+pub use journal::JournalLog;
 pub use recover::Recovered;
 pub use store::DurableStore;
 pub use writer::LogShared;
@@ -38,6 +47,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
+use crossbeam_channel::{Receiver, Sender};
 use mio::Waker;
 
 use crate::config::{ClusterConfig, Fsync};
@@ -52,6 +62,34 @@ pub struct Recovering {
     recovered: Recovered,
     fsync: Fsync,
     snapshot_every: u64,
+    shared: Arc<LogShared>,
+    jobs: Sender<Job>,
+    queue: Receiver<Job>,
+    /// A store side logs its own records: the store is not wrapped.
+    journaled: bool,
+}
+
+/// A store side that logs records of its own rather than the store's key
+/// states (eventual mode's versions, with their stamps and tombstones),
+/// through a [`JournalLog`]: it replays them at start, and then says its
+/// whole state, which recovery leaves as the one snapshot.
+pub trait Journaled {
+    /// Applies `record`, one of its own read back at start, with `store`.
+    fn replay(
+        &mut self,
+        store: &mut dyn VersionedStore,
+        record: &[u8],
+        now: UnixTime,
+    ) -> io::Result<()>;
+
+    /// Every record is replayed: appends its whole state to `out`, as
+    /// records ([`record::encode_journal`]).
+    fn recovered(
+        &mut self,
+        store: &mut dyn VersionedStore,
+        now: UnixTime,
+        out: &mut Vec<u8>,
+    ) -> io::Result<()>;
 }
 
 impl Recovering {
@@ -68,8 +106,33 @@ impl Recovering {
     fn open_at(
         dir: &Path,
         cluster: &ClusterConfig,
-        mut store: Box<dyn VersionedStore>,
+        store: Box<dyn VersionedStore>,
         now: UnixTime,
+    ) -> io::Result<Recovering> {
+        Recovering::replay(dir, cluster, store, |dir, store| {
+            recover::recover(dir, store, now)
+        })
+    }
+
+    /// Takes `dir`'s lock and replays it into `journaled`, a store side
+    /// that logs its own records, and its `store` (empty).
+    pub fn open_journaled(
+        dir: &Path,
+        cluster: &ClusterConfig,
+        store: Box<dyn VersionedStore>,
+        journaled: &mut dyn Journaled,
+    ) -> io::Result<Recovering> {
+        Recovering::replay(dir, cluster, store, |dir, store| {
+            recover::recover_journaled(dir, store, journaled, unix_now())
+        })
+    }
+
+    /// Takes `dir`'s lock and replays it into `store` with `recover`.
+    fn replay(
+        dir: &Path,
+        cluster: &ClusterConfig,
+        mut store: Box<dyn VersionedStore>,
+        recover: impl FnOnce(&Path, &mut dyn VersionedStore) -> io::Result<Recovered>,
     ) -> io::Result<Recovering> {
         std::fs::create_dir_all(dir)?;
         let lock = File::create(dir.join("LOCK"))?;
@@ -85,7 +148,7 @@ impl Recovering {
         // room). Above the cap afterwards (a lowered one), the store drains
         // the surplus a little with each write.
         let unlimited = store.set_memory_limit(u64::MAX);
-        let recovered = recover::recover(dir, store.as_mut(), now)?;
+        let recovered = recover(dir, store.as_mut())?;
         unlimited
             .and_then(|()| store.set_memory_limit(cluster.memory_limit_bytes))
             .map_err(|e| io::Error::other(format!("memory limit: {e:?}")))?;
@@ -95,6 +158,7 @@ impl Recovering {
             recovered.replayed,
             recovered.dropped
         );
+        let (jobs, queue) = crossbeam_channel::unbounded::<Job>();
         Ok(Recovering {
             dir: dir.to_path_buf(),
             lock,
@@ -102,7 +166,18 @@ impl Recovering {
             recovered,
             fsync: cluster.fsync,
             snapshot_every: cluster.snapshot_every,
+            shared: Arc::new(LogShared::default()),
+            jobs,
+            queue,
+            journaled: false,
         })
+    }
+
+    /// The log the store side that [`Recovering::open_journaled`] replayed
+    /// logs through, from the start.
+    pub fn journal_log(&mut self) -> JournalLog {
+        self.journaled = true;
+        JournalLog::new(self.jobs.clone(), self.shared.clone(), self.snapshot_every)
     }
 
     /// The highest cas unique the node has handed out or reserved.
@@ -111,18 +186,21 @@ impl Recovering {
     }
 
     /// Starts the log writer (waking the reactor through `waker`); returns
-    /// the reactor's handle and the store to run.
-    pub fn start(self, waker: Arc<Waker>) -> io::Result<(Durable, DurableStore)> {
-        let shared = Arc::new(LogShared::default());
-        let (jobs, queue) = crossbeam_channel::unbounded::<Job>();
-        let writer = Writer::spawn(&self.dir, self.fsync, shared.clone(), waker, queue)?;
-        let store = DurableStore::new(
-            self.store,
-            jobs,
-            shared.clone(),
-            self.recovered.highest_cas,
-            self.snapshot_every,
-        );
+    /// the reactor's handle and the store to run: one that logs its
+    /// changes, unless a store side logs its own records.
+    pub fn start(self, waker: Arc<Waker>) -> io::Result<(Durable, Box<dyn VersionedStore>)> {
+        let shared = self.shared;
+        let writer = Writer::spawn(&self.dir, self.fsync, shared.clone(), waker, self.queue)?;
+        let store: Box<dyn VersionedStore> = match self.journaled {
+            true => self.store,
+            false => Box::new(DurableStore::new(
+                self.store,
+                self.jobs,
+                shared.clone(),
+                self.recovered.highest_cas,
+                self.snapshot_every,
+            )),
+        };
         let durable = Durable {
             shared,
             fsync: self.fsync,
@@ -325,7 +403,7 @@ mod tests {
                     now += u64::from(step % 50 == 0);
                     cas += 1 << 16;
                     let mut twin = Rng(rng.0);
-                    random_op(&mut rng, &mut store, now, cas);
+                    random_op(&mut rng, store.as_mut(), now, cas);
                     random_op(&mut twin, reference.as_mut(), now, cas);
                     if step % 20 == 0 {
                         store.maintain(now).unwrap();
@@ -379,7 +457,11 @@ mod crash_cases {
         d
     }
 
-    fn start(dir: &Path, cluster: &ClusterConfig, now: UnixTime) -> (u64, Durable, DurableStore) {
+    fn start(
+        dir: &Path,
+        cluster: &ClusterConfig,
+        now: UnixTime,
+    ) -> (u64, Durable, Box<dyn VersionedStore>) {
         let r = Recovering::open_at(dir, cluster, memory(), now).unwrap();
         let high = r.highest_cas();
         let poll = mio::Poll::new().unwrap();
@@ -409,7 +491,7 @@ mod crash_cases {
         let cluster = ClusterConfig::default();
         let (_, durable, mut store) = start(&d, &cluster, NOW);
         store.flush_all(Some(NOW + 2), NOW).unwrap();
-        set(&mut store, b"k", 1 << 16, NOW + 5); // after the flush time: live
+        set(store.as_mut(), b"k", 1 << 16, NOW + 5); // after the flush time: live
         drop(store);
         drop(durable);
         // Restart 1 (recovers, compacts).
@@ -441,7 +523,7 @@ mod crash_cases {
         };
         let (_, durable, mut store) = start(&d, &cluster, NOW);
         let handed = 5u64 << 16;
-        set(&mut store, b"a", handed, NOW);
+        set(store.as_mut(), b"a", handed, NOW);
         store.delete(b"a", NOW).unwrap();
         store.end_batch();
         // Snapshot begins and ends (empty store).
@@ -471,7 +553,12 @@ mod crash_cases {
         };
         let (_, durable, mut store) = start(&d, &cluster, NOW);
         for i in 0..5000u64 {
-            set(&mut store, format!("k{i}").as_bytes(), (i + 1) << 16, NOW);
+            set(
+                store.as_mut(),
+                format!("k{i}").as_bytes(),
+                (i + 1) << 16,
+                NOW,
+            );
         }
         store.flush_all(Some(NOW + 10), NOW).unwrap();
         store.end_batch();
@@ -479,7 +566,7 @@ mod crash_cases {
         drop(store);
         drop(durable);
         let (_, durable, mut store) = start(&d, &cluster, NOW + 1);
-        set(&mut store, b"trigger", 1 << 40, NOW + 1);
+        set(store.as_mut(), b"trigger", 1 << 40, NOW + 1);
         store.end_batch();
         // First slice (4096 keys) before the flush time, the rest after.
         assert!(store.maintain(NOW + 9).unwrap());
@@ -510,12 +597,12 @@ mod crash_cases {
             ..ClusterConfig::default()
         };
         let (_, durable, mut store) = start(&d, &cluster, NOW);
-        set(&mut store, b"k", 1 << 16, NOW); // reserves a block of uniques
+        set(store.as_mut(), b"k", 1 << 16, NOW); // reserves a block of uniques
         store.end_batch();
         while durable.wait_for().is_some() {
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
-        set(&mut store, b"k", 2 << 16, NOW); // taken: appended > written, no reservation
+        set(store.as_mut(), b"k", 2 << 16, NOW); // taken: appended > written, no reservation
         durable.shared.failed.store(true, Ordering::Release); // the writer's note(Err)
         assert!(
             durable.wait_for().is_some(),

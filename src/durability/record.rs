@@ -26,6 +26,7 @@ const FLUSH: u8 = 3;
 const CLOCK: u8 = 4;
 const SNAPSHOT_END: u8 = 5;
 const SNAPSHOT_BEGIN: u8 = 6;
+const JOURNAL: u8 = 7;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Record {
@@ -50,6 +51,10 @@ pub enum Record {
     SnapshotBegin { flush_at: Option<UnixTime> },
     /// The end of a complete snapshot.
     SnapshotEnd,
+    /// A record of a store side that logs its own state rather than the
+    /// store's (eventual mode's versions: see [`super::Journaled`]), in
+    /// its own encoding.
+    Journal(Vec<u8>),
 }
 
 impl Record {
@@ -65,8 +70,10 @@ impl Record {
 
     /// Appends the record, framed, to `out`.
     pub fn encode(&self, out: &mut Vec<u8>) {
-        let start = out.len();
-        out.extend_from_slice(&[0; HEADER]);
+        frame(out, |out| self.encode_payload(out));
+    }
+
+    fn encode_payload(&self, out: &mut Vec<u8>) {
         match self {
             Record::Put {
                 now,
@@ -100,12 +107,32 @@ impl Record {
                 put_u64(out, flush_at.unwrap_or(0));
             }
             Record::SnapshotEnd => out.push(SNAPSHOT_END),
+            Record::Journal(payload) => {
+                out.push(JOURNAL);
+                out.extend_from_slice(payload);
+            }
         }
-        let payload = &out[start + HEADER..];
-        let (length, crc) = (payload.len() as u32, crc32fast::hash(payload));
-        out[start..start + 4].copy_from_slice(&length.to_be_bytes());
-        out[start + 4..start + HEADER].copy_from_slice(&crc.to_be_bytes());
     }
+}
+
+/// Appends to `out` a [`Record::Journal`] whose payload `payload` writes,
+/// framed, with no copy of it in between.
+pub fn encode_journal(out: &mut Vec<u8>, payload: impl FnOnce(&mut Vec<u8>)) {
+    frame(out, |out| {
+        out.push(JOURNAL);
+        payload(out);
+    });
+}
+
+/// Appends the payload `body` writes to `out`, behind its length and checksum.
+fn frame(out: &mut Vec<u8>, body: impl FnOnce(&mut Vec<u8>)) {
+    let start = out.len();
+    out.extend_from_slice(&[0; HEADER]);
+    body(out);
+    let payload = &out[start + HEADER..];
+    let (length, crc) = (payload.len() as u32, crc32fast::hash(payload));
+    out[start..start + 4].copy_from_slice(&length.to_be_bytes());
+    out[start + 4..start + HEADER].copy_from_slice(&crc.to_be_bytes());
 }
 
 /// What [`read`] found in a file's bytes.
@@ -180,6 +207,7 @@ fn next(bytes: &[u8]) -> Option<(Record, usize)> {
             flush_at: Some(r.u64()?).filter(|&at| at != 0),
         },
         SNAPSHOT_END => Record::SnapshotEnd,
+        JOURNAL => Record::Journal(std::mem::take(&mut r.0).to_vec()),
         _ => return None,
     };
     // A payload with bytes left over is not a record this version wrote.

@@ -22,6 +22,7 @@ use std::path::Path;
 
 use super::record::{self, Record};
 use super::writer::sync_dir;
+use super::Journaled;
 use crate::store::{Head, UnixTime, VersionedStore};
 
 /// What recovery found.
@@ -38,8 +39,57 @@ pub struct Recovered {
 /// Replays the data directory `dir` into the empty `store`, then rewrites
 /// it as one snapshot (taken at `now`) and an empty log.
 pub fn recover(dir: &Path, store: &mut dyn VersionedStore, now: UnixTime) -> io::Result<Recovered> {
+    let mut highest_cas = 0;
+    let (replayed, dropped) =
+        read_files(dir, &mut |record| replay(store, record, &mut highest_cas))?;
+    compact(dir, store, now, highest_cas)?;
+    Ok(Recovered {
+        replayed,
+        dropped,
+        highest_cas,
+    })
+}
+
+/// Replays the data directory `dir` of a store side that logs its own
+/// records (`journaled`) into it and the empty `store`, then rewrites it as
+/// one snapshot of what `journaled` then holds and an empty log.
+pub fn recover_journaled(
+    dir: &Path,
+    store: &mut dyn VersionedStore,
+    journaled: &mut dyn Journaled,
+    now: UnixTime,
+) -> io::Result<Recovered> {
+    let (replayed, dropped) = read_files(dir, &mut |record| match record {
+        Record::Journal(payload) => journaled.replay(store, payload, now),
+        Record::SnapshotBegin { .. } | Record::SnapshotEnd => Ok(()),
+        _ => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "{} was written by a one-node cluster; move it away to start without it",
+                dir.display()
+            ),
+        )),
+    })?;
+    let mut out = Vec::new();
+    Record::SnapshotBegin { flush_at: None }.encode(&mut out);
+    journaled.recovered(store, now, &mut out)?;
+    Record::SnapshotEnd.encode(&mut out);
+    install_snapshot(dir, &out)?;
+    Ok(Recovered {
+        replayed,
+        dropped,
+        highest_cas: 0,
+    })
+}
+
+/// Hands `apply` every record of `snapshot`, `log.old` and `log`, in that
+/// order; the bytes replayed, and those of torn or corrupt tails dropped.
+fn read_files(
+    dir: &Path,
+    apply: &mut dyn FnMut(&Record) -> io::Result<()>,
+) -> io::Result<(u64, u64)> {
     let _ = std::fs::remove_file(dir.join("snapshot.tmp"));
-    let mut recovered = Recovered::default();
+    let (mut replayed, mut dropped) = (0, 0);
     if let Some(bytes) = read_file(&dir.join("snapshot"))? {
         let read = record::read(&bytes);
         let whole = matches!(read.records.last(), Some(Record::SnapshotEnd));
@@ -53,8 +103,8 @@ pub fn recover(dir: &Path, store: &mut dyn VersionedStore, now: UnixTime) -> io:
                 ),
             ));
         }
-        replay(store, &read.records, &mut recovered)?;
-        recovered.replayed += read.valid as u64;
+        read.records.iter().try_for_each(&mut *apply)?;
+        replayed += read.valid as u64;
     }
     for name in ["log.old", "log"] {
         let path = dir.join(name);
@@ -70,12 +120,11 @@ pub fn recover(dir: &Path, store: &mut dyn VersionedStore, now: UnixTime) -> io:
                 read.valid
             );
         }
-        replay(store, &read.records, &mut recovered)?;
-        recovered.replayed += read.valid as u64;
-        recovered.dropped += read.dropped as u64;
+        read.records.iter().try_for_each(&mut *apply)?;
+        replayed += read.valid as u64;
+        dropped += read.dropped as u64;
     }
-    compact(dir, store, now, recovered.highest_cas)?;
-    Ok(recovered)
+    Ok((replayed, dropped))
 }
 
 fn read_file(path: &Path) -> io::Result<Option<Vec<u8>>> {
@@ -86,41 +135,46 @@ fn read_file(path: &Path) -> io::Result<Option<Vec<u8>>> {
     }
 }
 
+/// Replays one record of a one-node cluster's store into `store`.
 fn replay(
     store: &mut dyn VersionedStore,
-    records: &[Record],
-    recovered: &mut Recovered,
+    record: &Record,
+    highest_cas: &mut u64,
 ) -> io::Result<()> {
-    for record in records {
-        let applied = match record {
-            Record::Put {
-                now,
-                key,
-                entry,
-                cas,
-            } => {
-                recovered.highest_cas = recovered.highest_cas.max(*cas);
-                store.import(key, Some(entry), *cas, *now)
-            }
-            Record::Remove { key } => store.import(key, None, 0, 0),
-            Record::Flush { now, at } => store.flush_all(*at, *now),
-            Record::Clock { reserved } => {
-                recovered.highest_cas = recovered.highest_cas.max(*reserved);
-                Ok(())
-            }
-            // The store is empty here: this sets its delayed flush exactly.
-            Record::SnapshotBegin { flush_at } => {
-                let head = Head {
-                    flush_at: *flush_at,
-                    ..Head::default()
-                };
-                store.reset(&head, 0)
-            }
-            Record::SnapshotEnd => Ok(()),
-        };
-        applied.map_err(|e| io::Error::other(format!("replaying the log: {e:?}")))?;
-    }
-    Ok(())
+    let applied = match record {
+        Record::Put {
+            now,
+            key,
+            entry,
+            cas,
+        } => {
+            *highest_cas = (*highest_cas).max(*cas);
+            store.import(key, Some(entry), *cas, *now)
+        }
+        Record::Remove { key } => store.import(key, None, 0, 0),
+        Record::Flush { now, at } => store.flush_all(*at, *now),
+        Record::Clock { reserved } => {
+            *highest_cas = (*highest_cas).max(*reserved);
+            Ok(())
+        }
+        // The store is empty here: this sets its delayed flush exactly.
+        Record::SnapshotBegin { flush_at } => {
+            let head = Head {
+                flush_at: *flush_at,
+                ..Head::default()
+            };
+            store.reset(&head, 0)
+        }
+        Record::SnapshotEnd => Ok(()),
+        Record::Journal(_) => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "the data directory was written by a node of an eventual or causal \
+                     cluster; move it away to start without it",
+            ))
+        }
+    };
+    applied.map_err(|e| io::Error::other(format!("replaying the log: {e:?}")))
 }
 
 /// Writes the store as `snapshot` (through `snapshot.tmp` and a rename)
@@ -150,8 +204,14 @@ fn compact(
         }
     }
     Record::SnapshotEnd.encode(&mut out);
+    install_snapshot(dir, &out)
+}
+
+/// Writes `snapshot` (through `snapshot.tmp` and a rename) with `bytes`,
+/// whole records ending in [`Record::SnapshotEnd`], and empties the logs.
+fn install_snapshot(dir: &Path, out: &[u8]) -> io::Result<()> {
     let tmp = dir.join("snapshot.tmp");
-    std::fs::write(&tmp, &out)?;
+    std::fs::write(&tmp, out)?;
     std::fs::File::open(&tmp)?.sync_all()?;
     std::fs::rename(&tmp, dir.join("snapshot"))?;
     // The new snapshot is in place before the logs it holds go.

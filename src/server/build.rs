@@ -12,6 +12,7 @@ use std::io;
 
 use super::{Server, Settings};
 use crate::backend::StoreFactory;
+use crate::cluster::engine::Engine;
 use crate::cluster::eventual::EventualEngine;
 use crate::cluster::total_order::TotalOrder;
 use crate::cluster::View;
@@ -38,7 +39,8 @@ pub fn serve(settings: Settings) -> io::Result<()> {
                 }
                 None => None,
             };
-            Server::bind(settings, incarnation, engine, factory, durable)?.run()
+            let replica = engine.replica();
+            Server::bind(settings, incarnation, (engine, replica), factory, durable)?.run()
         }
         mode @ (Consistency::Eventual | Consistency::Causal) => {
             let cluster = &settings.cluster;
@@ -46,11 +48,23 @@ pub fn serve(settings: Settings) -> io::Result<()> {
             // The clock starts at the wall time in microseconds.
             let start = incarnation / 1000;
             let engine = EventualEngine::new(me, incarnation, view, start, beats.max(1) as u64);
-            let engine = match mode {
+            let mut engine = match mode {
                 Consistency::Causal => engine.causal(),
                 _ => engine,
             };
-            Server::bind(settings, incarnation, engine, factory, None)?.run()
+            let mut replica = engine.replica();
+            let durable = match &settings.node.data_dir {
+                Some(dir) => {
+                    let store = memory(&settings);
+                    let mut recovering =
+                        Recovering::open_journaled(dir, cluster, store, &mut replica)?;
+                    engine.stamp_above(replica.highest_replayed_ts());
+                    replica = replica.with_journal(recovering.journal_log());
+                    Some(recovering)
+                }
+                None => None,
+            };
+            Server::bind(settings, incarnation, (engine, replica), factory, durable)?.run()
         }
         mode => {
             // A view change not done within about a failure-detector
@@ -58,7 +72,8 @@ pub fn serve(settings: Settings) -> io::Result<()> {
             let cluster = &settings.cluster;
             let patience = cluster.peer_timeout.as_millis() / cluster.heartbeat.as_millis().max(1);
             let engine = TotalOrder::new(me, view, mode).with_patience(patience as u64);
-            Server::bind(settings, incarnation, engine, factory, None)?.run()
+            let replica = engine.replica();
+            Server::bind(settings, incarnation, (engine, replica), factory, None)?.run()
         }
     }
 }

@@ -161,12 +161,13 @@ pub struct Server<E: Engine> {
 
 impl<E: Engine> Server<E> {
     /// Binds the client and peer addresses and starts the backend, for run
-    /// `incarnation` of the node, with `engine` as its mode.
-    /// With `durable`, the store is that recovered data directory's.
+    /// `incarnation` of the node, with `engine` as its mode and `replica`
+    /// as its store side. With `durable`, the store is that recovered data
+    /// directory's.
     pub fn bind(
         settings: Settings,
         incarnation: u64,
-        engine: E,
+        (engine, replica): (E, E::Replica),
         factory: StoreFactory,
         durable: Option<Recovering>,
     ) -> io::Result<Server<E>> {
@@ -190,11 +191,10 @@ impl<E: Engine> Server<E> {
             Some(addr) => Some(MetricsEndpoint::bind(poll.registry(), resolve(addr)?)?),
             None => None,
         };
-        let replica = engine.replica();
         let (backend, durable) = match (settings.node.kv_type, durable) {
             (_, Some(recovering)) => {
                 let (durable, store) = recovering.start(waker)?;
-                let factory: StoreFactory = Box::new(move || Box::new(store));
+                let factory: StoreFactory = Box::new(move || store);
                 (Backend::inline(factory, replica), Some(durable))
             }
             (KvType::Memory, None) => (Backend::inline(factory, replica), None),

@@ -177,7 +177,7 @@ const PRESENT: u8 = 0;
 const DELETED: u8 = 1;
 const FLUSHED: u8 = 2;
 
-fn put_version(out: &mut Vec<u8>, version: &Version) {
+pub(super) fn put_version(out: &mut Vec<u8>, version: &Version) {
     wire::put_bytes(out, &version.key);
     wire::put_u64(out, version.stamp.ts);
     wire::put_u32(out, version.stamp.node);
@@ -199,7 +199,7 @@ fn put_version(out: &mut Vec<u8>, version: &Version) {
     }
 }
 
-fn read_version(r: &mut Reader<'_>) -> Result<Version, WireError> {
+pub(super) fn read_version(r: &mut Reader<'_>) -> Result<Version, WireError> {
     let key = r.bytes()?.to_vec();
     let stamp = Stamp {
         ts: r.u64()?,

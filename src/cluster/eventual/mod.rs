@@ -121,6 +121,7 @@
 //! The clock starts at the wall time in microseconds, so a restarted node's
 //! new writes are stamped above what it wrote before it crashed.
 
+mod journal;
 mod message;
 pub mod origins;
 mod replica;
@@ -380,6 +381,11 @@ impl EventualEngine {
             beats: 0,
             stats: SyncStats::default(),
         }
+    }
+
+    /// Stamps from now on above `ts` (the highest a data directory held).
+    pub fn stamp_above(&mut self, ts: u64) {
+        self.clock.observe(ts);
     }
 
     /// This engine in causal mode: no peer's write is applied here before

@@ -4,10 +4,14 @@
 //! as fit the engine's budget), through the [`VersionLog`] beside the store.
 //! Its [`Gate`] numbers local writes and keeps the coverage of what is
 //! applied, and in causal mode holds back a peer's writes until their
-//! causes are applied (`origins.rs`).
+//! causes are applied (`origins.rs`). With a data directory, its
+//! [`Journal`] logs every version it makes or applies, and it is replayed
+//! from it at start (`journal.rs`).
 
+use std::io;
 use std::sync::Arc;
 
+use super::journal::{self, Journal, Replayed};
 use super::message::SyncDone;
 use super::origins::{Coverage, Gate};
 use super::version::Version;
@@ -15,7 +19,9 @@ use super::version_log::{Changes, VersionLog};
 use crate::cluster::engine::{Done, Replica, ReplyTo};
 use crate::cluster::message::Op;
 use crate::cluster::{NodeId, Stamp};
-use crate::store::{Executor, StoreError};
+use crate::durability::{JournalLog, Journaled};
+use crate::protocol::reply;
+use crate::store::{Executor, StoreError, UnixTime, VersionedStore};
 
 /// Store work eventual mode asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,12 +101,25 @@ pub enum Report {
     },
 }
 
-#[derive(Debug)]
 pub struct EventualReplica {
     log: VersionLog,
     gate: Gate,
     /// Causal mode: the writes waiting and dropped when last reported.
     reported_waiting: (usize, u64),
+    /// With a data directory: where versions are logged, and what the
+    /// replay at start found.
+    journal: Option<Journal>,
+    replayed: Replayed,
+}
+
+impl std::fmt::Debug for EventualReplica {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventualReplica")
+            .field("log", &self.log)
+            .field("gate", &self.gate)
+            .field("journaled", &self.journal.is_some())
+            .finish()
+    }
 }
 
 impl EventualReplica {
@@ -109,7 +128,22 @@ impl EventualReplica {
             log: VersionLog::new(),
             gate,
             reported_waiting: (0, 0),
+            journal: None,
+            replayed: Replayed::default(),
         }
+    }
+
+    /// This replica, replayed from a data directory, logging its versions
+    /// through `log` from now on.
+    pub fn with_journal(mut self, log: JournalLog) -> EventualReplica {
+        self.journal = Some(Journal::new(log, &self.replayed));
+        self
+    }
+
+    /// The highest stamp time the replay at start found: the engine's
+    /// clock starts above it.
+    pub fn highest_replayed_ts(&self) -> u64 {
+        self.replayed.highest_ts
     }
 
     pub fn log(&self) -> &VersionLog {
@@ -120,10 +154,13 @@ impl EventualReplica {
         &self.gate
     }
 
-    /// Numbers local writes' versions, and notes who made them.
+    /// Numbers local writes' versions, notes who made them, and logs them.
     fn number_local(&mut self, versions: &mut [Version]) {
         self.gate.number_local(versions);
         self.log.note_causes(versions);
+        if let Some(journal) = &mut self.journal {
+            versions.iter().for_each(|v| journal.version(v));
+        }
     }
 
     /// Applies what a peer sent; whether the store kept every version of
@@ -145,11 +182,17 @@ impl EventualReplica {
         let store = executor.store();
         let causal = self.gate.is_causal();
         let log = &mut self.log;
+        let mut journal = self.journal.as_mut();
         let mut deletes = Vec::new();
         let mut refused = Vec::new();
         let mut failed: (usize, Option<StoreError>) = (0, None);
         let mut apply = |version: &Version| match log.apply_remote(store, version, now) {
-            Ok(_) => true,
+            Ok(applied) => {
+                if let (true, Some(journal)) = (applied, journal.as_mut()) {
+                    journal.version(version);
+                }
+                true
+            }
             Err(StoreError::Refused(_) | StoreError::OutOfMemory) if causal => {
                 match log.record_unkept(store, version, stamp, now) {
                     Ok(deleted) => {
@@ -259,6 +302,18 @@ impl Replica for EventualReplica {
                 stamp,
                 reply_to,
             } => {
+                if let Some(why) = self.journal.as_ref().and_then(Journal::refusal) {
+                    let mut refusal = Vec::new();
+                    if !op.request.noreply {
+                        let why = format!("data directory: {why}; not applied");
+                        reply::server_error(&mut refusal, &why);
+                    }
+                    emit(Done::Reply {
+                        to: reply_to,
+                        reply: refusal,
+                    });
+                    return;
+                }
                 let (reply, changed) = executor.execute(&op.request, op.now, stamp.cas_unique());
                 emit(Done::Reply {
                     to: reply_to,
@@ -284,8 +339,13 @@ impl Replica for EventualReplica {
                 completes,
                 coverage,
             } => {
-                let (all_kept, mut deletes) =
-                    self.apply_versions(executor, from, (pushes, answer), coverage, stamp);
+                // While the disk refuses the log, nothing is applied that it
+                // could not keep: what was pushed comes with the next sync.
+                let refusing = self.journal.as_ref().and_then(Journal::refusal).is_some();
+                let (all_kept, mut deletes) = match refusing {
+                    true => (false, Vec::new()),
+                    false => self.apply_versions(executor, from, (pushes, answer), coverage, stamp),
+                };
                 self.record_evictions(executor, stamp, &mut deletes);
                 self.number_local(&mut deletes);
                 if !deletes.is_empty() {
@@ -342,9 +402,78 @@ impl Replica for EventualReplica {
                     emit(Done::Engine(report));
                 }
             }
-            Work::Summarize => emit(Done::Engine(Report::Summary(self.gate.coverage()))),
+            Work::Summarize => {
+                let coverage = self.gate.coverage();
+                if let Some(journal) = &mut self.journal {
+                    journal.coverage(&coverage);
+                }
+                emit(Done::Engine(Report::Summary(coverage)))
+            }
         }
         executor.publish_version_log_bytes(self.log.heap_bytes());
+    }
+
+    fn maintain(&mut self, executor: &mut Executor) -> bool {
+        let Some(journal) = &mut self.journal else {
+            return false;
+        };
+        let now = executor.now();
+        let coverage = self.gate.coverage();
+        match journal.maintain(&self.log, &coverage, executor.store(), now) {
+            Ok((busy, lost)) => {
+                // Left out of the snapshot: claimed by no coverage.
+                lost.iter().for_each(|cause| self.gate.lost(cause));
+                busy
+            }
+            Err(e) => {
+                log::error!("cannot write a snapshot part: {e:?}");
+                false
+            }
+        }
+    }
+
+    fn end_batch(&mut self) {
+        if let Some(journal) = &mut self.journal {
+            journal.end_batch();
+        }
+    }
+}
+
+impl Journaled for EventualReplica {
+    fn replay(
+        &mut self,
+        store: &mut dyn VersionedStore,
+        record: &[u8],
+        now: UnixTime,
+    ) -> io::Result<()> {
+        let Some(version) = self.replayed.read(record)? else {
+            return Ok(());
+        };
+        match self.log.apply_remote(store, &version, now) {
+            Ok(_) => Ok(()),
+            // Over this node's limits now (they were lowered): as from a peer.
+            Err(StoreError::Refused(why)) => {
+                log::warn!("a logged version is refused now: {why}");
+                if let Some(cause) = &version.cause {
+                    self.gate.lost(cause);
+                }
+                Ok(())
+            }
+            Err(e) => Err(io::Error::other(format!("replaying a version: {e:?}"))),
+        }
+    }
+
+    fn recovered(
+        &mut self,
+        store: &mut dyn VersionedStore,
+        now: UnixTime,
+        out: &mut Vec<u8>,
+    ) -> io::Result<()> {
+        let (number, coverage) = self.replayed.coverage.clone().unwrap_or_default();
+        // Nothing waits yet: the merge releases nothing.
+        self.gate.merge(&coverage, &mut |_| true);
+        journal::write_state(&self.log, (number, &coverage), store, now, out)
+            .map_err(|e| io::Error::other(format!("reading the store back: {e:?}")))
     }
 }
 
@@ -353,6 +482,7 @@ mod tests {
     use super::*;
     use crate::cluster::eventual::origins::{Cause, Origin};
     use crate::cluster::eventual::version::State;
+    use crate::cluster::message::Op;
     use crate::protocol::Limits;
     use crate::store::memory::MemoryStore;
     use crate::store::{Entry, Expiry, StoreCounters, UnixTime};
@@ -462,6 +592,160 @@ mod tests {
         assert!(changes.versions.is_empty());
         assert_eq!(coverage.get(PEER), 0, "the lost write is not claimed");
         assert_eq!(replica.gate().coverage().get(PEER), 0);
+    }
+
+    /// Every key's version (with its cause) and the coverage `replica`
+    /// holds, keys in order.
+    fn held(replica: &EventualReplica, executor: &mut Executor) -> (Vec<Version>, Coverage) {
+        let now = executor.now();
+        let all = replica
+            .log
+            .since(executor.store(), 0, usize::MAX, &Coverage::default(), now);
+        let mut versions = all.unwrap().versions;
+        versions.sort_by(|a, b| a.key.cmp(&b.key));
+        (versions, replica.gate.coverage())
+    }
+
+    struct Rng(u64);
+
+    impl Rng {
+        fn below(&mut self, n: u64) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0 % n
+        }
+    }
+
+    /// A replica replayed from its data directory, started. The fields
+    /// drop in order: the log's writer ends once the replica's handle on it
+    /// is gone, and the reactor's handle waits for it.
+    struct Journaled {
+        replica: EventualReplica,
+        executor: Executor,
+        durable: crate::durability::Durable,
+    }
+
+    fn journaled(
+        dir: &std::path::Path,
+        cluster: &crate::config::ClusterConfig,
+        gate: Gate,
+    ) -> Journaled {
+        let store = Box::new(MemoryStore::new(64 << 20, Limits::default()).keeping_evicted());
+        let mut replica = EventualReplica::new(gate);
+        let mut recovering =
+            crate::durability::Recovering::open_journaled(dir, cluster, store, &mut replica)
+                .unwrap();
+        let replica = replica.with_journal(recovering.journal_log());
+        let poll = mio::Poll::new().unwrap();
+        let waker = mio::Waker::new(poll.registry(), mio::Token(0)).unwrap();
+        let (durable, store) = recovering.start(Arc::new(waker)).unwrap();
+        let executor =
+            Executor::new(store, Arc::new(StoreCounters::default())).with_clock(|| 1_700_000_000);
+        Journaled {
+            replica,
+            executor,
+            durable,
+        }
+    }
+
+    /// Local writes and deletes, a peer's newer and older versions, and
+    /// snapshots in parts between them: what a restart replays from the
+    /// snapshot and the log is what the replica held, every key's version
+    /// with its cause, and the coverage it last told its peers.
+    #[test]
+    fn a_journal_replays_to_what_the_replica_held_through_snapshots() {
+        use crate::config::{ClusterConfig, Fsync};
+        use crate::protocol::{parse, Action};
+        for seed in 1..=12u64 {
+            let dir =
+                std::env::temp_dir().join(format!("mckv-journal-{seed}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            let cluster = ClusterConfig {
+                fsync: [Fsync::Always, Fsync::EverySec, Fsync::No][seed as usize % 3],
+                snapshot_every: 6_000,
+                ..ClusterConfig::default()
+            };
+            let gate = |me| match seed % 2 {
+                0 => Gate::eventual(me),
+                _ => Gate::causal(me),
+            };
+            let mut rng = Rng(seed * 0x9e37_79b9_7f4a_7c15);
+            let mut node = journaled(&dir, &cluster, gate(ME));
+            let (replica, executor) = (&mut node.replica, &mut node.executor);
+            let mut peer_seq = 0;
+            for step in 1..=1_500u64 {
+                let key = format!("k{}", rng.below(60));
+                let stamp = Stamp {
+                    ts: step * 10,
+                    node: 1,
+                };
+                let work = match rng.below(4) {
+                    0 | 1 => {
+                        let line = match rng.below(3) {
+                            0 => format!("delete {key}\r\n"),
+                            _ => format!("set {key} 0 0 3\r\nv{:02}\r\n", step % 100),
+                        };
+                        let Ok(Action::Execute(request)) =
+                            parse(line.as_bytes(), &Limits::default()).map(|p| p.action)
+                        else {
+                            panic!("{line}");
+                        };
+                        let op = Arc::new(Op {
+                            request,
+                            now: 1_700_000_000,
+                        });
+                        let reply_to = ReplyTo {
+                            session: 1,
+                            slot: step,
+                        };
+                        Work::Publish {
+                            op,
+                            stamp,
+                            reply_to,
+                        }
+                    }
+                    2 => {
+                        // A peer's write, often older than what is held.
+                        peer_seq += 1;
+                        let mut version = put(key.as_bytes(), step * 10 - rng.below(200), peer_seq);
+                        if rng.below(4) == 0 {
+                            version.state = State::Deleted;
+                        }
+                        Work::ApplyVersions {
+                            from: 2,
+                            pushes: vec![version],
+                            answer: Vec::new(),
+                            stamp,
+                            completes: None,
+                            coverage: None,
+                        }
+                    }
+                    _ => Work::Summarize,
+                };
+                perform(replica, executor, work);
+                if step % 7 == 0 {
+                    replica.maintain(executor);
+                }
+                if step % 3 == 0 {
+                    replica.end_batch();
+                }
+            }
+            perform(replica, executor, Work::Summarize);
+            let want = held(replica, executor);
+            let log = node.durable.shared.clone();
+            drop(node);
+            let written = log.snapshots.load(std::sync::atomic::Ordering::Relaxed);
+            assert!(written >= 2, "seed {seed}: {written} snapshots");
+            let again = Origin { node: 1, run: 11 };
+            let mut node = journaled(&dir, &cluster, gate(again));
+            let got = held(&node.replica, &mut node.executor);
+            drop(node);
+            let _ = std::fs::remove_dir_all(&dir);
+            assert_eq!(got.0.len(), want.0.len(), "seed {seed}");
+            assert!(got.0 == want.0, "seed {seed}: the versions differ");
+            assert_eq!(got.1, want.1, "seed {seed}: the coverage differs");
+        }
     }
 
     #[test]

@@ -1,0 +1,360 @@
+//! What a node of an eventual or causal cluster with a `data_dir` logs, and
+//! how it comes back: every version it makes or applies (key, stamp, state
+//! and cause) and, each heartbeat it changed, the coverage it tells its
+//! peers, as records of the node's log (`durability/`), replayed at start
+//! before the node serves.
+//!
+//! ```text
+//!  local write / eviction / peer's newer version ──► version record ──► log
+//!  heartbeat, coverage changed ──► coverage record (numbered) ──► log
+//!  start: snapshot, log.old, log ──► each version applied as a peer's
+//!         (newest stamp wins) ──► coverage of the highest number ──► serve
+//! ```
+//!
+//! Why a restart neither loses an acknowledged write, nor brings back a
+//! deleted key, nor tells peers it holds what it does not:
+//!
+//! 1. Every version the replica makes (a client's write, an eviction, a
+//!    causal node's delete of what it cannot keep) or applies (a peer's,
+//!    newer than what it held) is appended in the work that made it, and
+//!    the reactor holds every reply until the log has what was appended
+//!    before it (`durability::Durable::wait_for`): a write is acknowledged
+//!    only once its version is written (fsynced with `fsync = always`).
+//!    The store side runs on the reactor (the embedded store), so nothing
+//!    is applied that a later record could precede.
+//! 2. Replay applies each version as a peer's (`VersionLog::apply_remote`:
+//!    only a newer stamp replaces what is held), so the order the files are
+//!    read in, and a version read twice, change nothing: each key ends with
+//!    the newest version logged, a tombstone included, which keeps a peer's
+//!    older value of a deleted key from coming back through anti-entropy.
+//!    A tombstone the node had forgotten (every peer had synced past it)
+//!    is gone after a snapshot too, as it was in memory.
+//! 3. A coverage record says which origins' writes this node holds, and
+//!    comes after the versions it covers (they were appended when applied,
+//!    in earlier work): a crash keeps a prefix of the log, so the recovered
+//!    coverage claims no write the node lost with the rest. Recovery takes
+//!    the record with the highest number, whatever file it is in: a
+//!    snapshot begins with the coverage of its start, and the log that
+//!    follows it with the same record, so `log.old` (older) read after the
+//!    snapshot does not take it back. A coverage claims less than is held
+//!    at worst, which costs a peer's answer some versions, never safety.
+//! 4. The restarted node is a new run: a new origin with new numbers, and
+//!    the engine's clock starts above every recovered stamp, so a new write
+//!    never loses to one the node made before.
+//! 5. A snapshot is a sync answer to nobody, in parts: each key's version
+//!    current when its part is taken (as new as at the snapshot's start, or
+//!    newer), while everything appended meanwhile goes to the new log; by
+//!    (2), replaying the snapshot then the log ends with the newest of each.
+//!
+//! In causal mode, what replay rebuilds is a prefix of what the node had
+//! applied, in the order it applied it, which respected causality; peers'
+//! writes that waited here were not applied and are not logged: they come
+//! again with the next sync.
+
+use std::io;
+
+use super::message::{put_version, read_version};
+use super::origins::{Cause, Coverage, Origin};
+use super::version::Version;
+use super::version_log::VersionLog;
+use crate::cluster::wire::{self, Reader, WireError};
+use crate::durability::record::encode_journal;
+use crate::durability::JournalLog;
+use crate::store::{StoreResult, UnixTime, VersionedStore};
+
+const VERSION: u8 = 1;
+const COVERAGE: u8 = 2;
+
+/// About the bytes of versions one snapshot part holds.
+const PART_BYTES: usize = 1 << 20;
+
+/// A record of the journal, read back.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Entry {
+    Version(Version),
+    /// The coverage told to peers, numbered: the highest number is the latest.
+    Coverage {
+        number: u64,
+        coverage: Coverage,
+    },
+}
+
+/// The log of an eventual node's store side.
+pub struct Journal {
+    log: JournalLog,
+    /// The coverage last logged, and the number of the next record of it.
+    logged: Coverage,
+    next_number: u64,
+    snapshot: Option<Snapshot>,
+}
+
+/// A snapshot under way: how far through the change log its parts are, and
+/// where that stood when it began.
+struct Snapshot {
+    upto: u64,
+    end: u64,
+}
+
+impl Journal {
+    /// Logs through `log`, after a replay that `replayed` describes.
+    pub fn new(log: JournalLog, replayed: &Replayed) -> Journal {
+        let (number, logged) = replayed.coverage.clone().unwrap_or_default();
+        Journal {
+            log,
+            logged,
+            next_number: number + 1,
+            snapshot: None,
+        }
+    }
+
+    /// Why no write may be taken now, if the disk refuses the log.
+    pub fn refusal(&self) -> Option<String> {
+        self.log.refusal()
+    }
+
+    pub fn version(&mut self, version: &Version) {
+        self.log.append(|out| encode_version(out, version));
+    }
+
+    /// Logs `coverage` if it is not what was logged last.
+    pub fn coverage(&mut self, coverage: &Coverage) {
+        if *coverage != self.logged {
+            self.append_coverage(coverage.clone());
+        }
+    }
+
+    fn append_coverage(&mut self, coverage: Coverage) -> u64 {
+        let number = self.next_number;
+        self.next_number += 1;
+        self.log
+            .append(|out| encode_coverage(out, number, &coverage));
+        self.logged = coverage;
+        number
+    }
+
+    /// The loop iteration ends: its records go to the writer.
+    pub fn end_batch(&mut self) {
+        self.log.end_batch();
+    }
+
+    /// Begins a snapshot when the log has grown enough, or writes the next
+    /// part of one: whether more is to come, and the causes of versions
+    /// the store no longer had (which the replica must not claim).
+    pub fn maintain(
+        &mut self,
+        versions: &VersionLog,
+        coverage: &Coverage,
+        store: &mut dyn VersionedStore,
+        now: UnixTime,
+    ) -> StoreResult<(bool, Vec<Cause>)> {
+        let snapshot = match self.snapshot.take() {
+            Some(snapshot) => snapshot,
+            None if self.log.snapshot_due() => self.begin_snapshot(versions, coverage),
+            None => return Ok((false, Vec::new())),
+        };
+        if !self.log.snapshot_has_room() {
+            self.snapshot = Some(snapshot);
+            return Ok((true, Vec::new()));
+        }
+        let changes =
+            versions.since(store, snapshot.upto, PART_BYTES, &Coverage::default(), now)?;
+        let mut part = Vec::new();
+        for version in &changes.versions {
+            encode_journal(&mut part, |out| encode_version(out, version));
+        }
+        let last = changes.upto >= snapshot.end;
+        self.log.snapshot_part(part, last);
+        if !last {
+            self.snapshot = Some(Snapshot {
+                upto: changes.upto,
+                end: snapshot.end,
+            });
+        }
+        Ok((!last, changes.lost))
+    }
+
+    /// The log so far goes to `log.old`; the snapshot and the new log both
+    /// begin with the coverage of now (see the module doc, point 3).
+    fn begin_snapshot(&mut self, versions: &VersionLog, coverage: &Coverage) -> Snapshot {
+        self.log.begin_snapshot();
+        let number = self.append_coverage(coverage.clone());
+        let mut part = Vec::new();
+        encode_journal(&mut part, |out| encode_coverage(out, number, coverage));
+        self.log.snapshot_part(part, false);
+        Snapshot {
+            upto: 0,
+            end: versions.last_seq(),
+        }
+    }
+}
+
+/// What a replay gathered besides the versions it applied.
+#[derive(Debug, Default)]
+pub struct Replayed {
+    /// The coverage record with the highest number, and that number.
+    pub coverage: Option<(u64, Coverage)>,
+    /// The highest stamp time of a version replayed.
+    pub highest_ts: u64,
+}
+
+impl Replayed {
+    /// Reads `record`; returns the version in it, if it holds one.
+    pub fn read(&mut self, record: &[u8]) -> io::Result<Option<Version>> {
+        let entry = decode(record).map_err(|e| {
+            io::Error::new(io::ErrorKind::InvalidData, format!("a version record: {e}"))
+        })?;
+        match entry {
+            Entry::Version(version) => {
+                self.highest_ts = self.highest_ts.max(version.stamp.ts);
+                Ok(Some(version))
+            }
+            Entry::Coverage { number, coverage } => {
+                if self.coverage.as_ref().is_none_or(|(n, _)| number > *n) {
+                    self.coverage = Some((number, coverage));
+                }
+                Ok(None)
+            }
+        }
+    }
+}
+
+/// Appends to `out` the records of everything `versions` holds, with the
+/// coverage `coverage` numbered `number` first: the one snapshot recovery
+/// leaves.
+pub fn write_state(
+    versions: &VersionLog,
+    (number, coverage): (u64, &Coverage),
+    store: &mut dyn VersionedStore,
+    now: UnixTime,
+    out: &mut Vec<u8>,
+) -> StoreResult<()> {
+    encode_journal(out, |out| encode_coverage(out, number, coverage));
+    let mut upto = 0;
+    loop {
+        let changes = versions.since(store, upto, PART_BYTES, &Coverage::default(), now)?;
+        for version in &changes.versions {
+            encode_journal(out, |out| encode_version(out, version));
+        }
+        if changes.upto >= changes.last {
+            return Ok(());
+        }
+        upto = changes.upto;
+    }
+}
+
+fn encode_version(out: &mut Vec<u8>, version: &Version) {
+    out.push(VERSION);
+    put_version(out, version);
+    match &version.cause {
+        Some(cause) => {
+            out.push(1);
+            wire::put_u32(out, cause.origin.node);
+            wire::put_u64(out, cause.origin.run);
+            wire::put_u64(out, cause.seq);
+        }
+        None => out.push(0),
+    }
+}
+
+fn encode_coverage(out: &mut Vec<u8>, number: u64, coverage: &Coverage) {
+    out.push(COVERAGE);
+    wire::put_u64(out, number);
+    coverage.encode(out);
+}
+
+pub fn decode(record: &[u8]) -> Result<Entry, WireError> {
+    let mut r = Reader::new(record);
+    let entry = match r.u8()? {
+        VERSION => {
+            let mut version = read_version(&mut r)?;
+            version.cause = match r.u8()? {
+                0 => None,
+                1 => Some(Cause {
+                    origin: Origin {
+                        node: r.u32()?,
+                        run: r.u64()?,
+                    },
+                    seq: r.u64()?,
+                    deps: None,
+                }),
+                _ => return Err(WireError::Malformed("version cause")),
+            };
+            Entry::Version(version)
+        }
+        COVERAGE => Entry::Coverage {
+            number: r.u64()?,
+            coverage: Coverage::decode(&mut r)?,
+        },
+        _ => return Err(WireError::Malformed("journal record kind")),
+    };
+    match r.is_empty() {
+        true => Ok(entry),
+        false => Err(WireError::Malformed("bytes after a journal record")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::eventual::version::State;
+    use crate::cluster::Stamp;
+    use crate::store::{Entry as Item, Expiry};
+
+    #[test]
+    fn records_read_back_as_written() {
+        let origin = Origin { node: 2, run: 77 };
+        let versions = [
+            Version {
+                key: b"k".to_vec(),
+                stamp: Stamp { ts: 9, node: 2 },
+                state: State::Present(Item {
+                    flags: 5,
+                    expiry: Expiry::At(1_700_000_000),
+                    value: b"value".to_vec(),
+                }),
+                cause: Some(Cause {
+                    origin,
+                    seq: 3,
+                    deps: None,
+                }),
+            },
+            Version {
+                key: b"gone".to_vec(),
+                stamp: Stamp { ts: 10, node: 1 },
+                state: State::Deleted,
+                cause: None,
+            },
+        ];
+        for version in versions {
+            let mut out = Vec::new();
+            encode_version(&mut out, &version);
+            assert_eq!(decode(&out), Ok(Entry::Version(version)));
+        }
+        let coverage = Coverage::from_entries(vec![(origin, 3)]);
+        let mut out = Vec::new();
+        encode_coverage(&mut out, 4, &coverage);
+        assert_eq!(
+            decode(&out),
+            Ok(Entry::Coverage {
+                number: 4,
+                coverage
+            })
+        );
+        out.push(0);
+        assert!(decode(&out).is_err(), "a byte too many is not a record");
+    }
+
+    #[test]
+    fn the_highest_numbered_coverage_wins_in_any_order() {
+        let origin = Origin { node: 2, run: 77 };
+        let mut replayed = Replayed::default();
+        for (number, seq) in [(5, 50), (3, 30), (4, 40)] {
+            let mut out = Vec::new();
+            let coverage = Coverage::from_entries(vec![(origin, seq)]);
+            encode_coverage(&mut out, number, &coverage);
+            assert_eq!(replayed.read(&out).unwrap(), None);
+        }
+        let (number, coverage) = replayed.coverage.expect("read");
+        assert_eq!((number, coverage.get(origin)), (5, 50));
+    }
+}
