@@ -103,7 +103,9 @@ fn read_files(
                 ),
             ));
         }
-        read.records.iter().try_for_each(&mut *apply)?;
+        in_table_order(read.records)
+            .iter()
+            .try_for_each(&mut *apply)?;
         replayed += read.valid as u64;
     }
     for name in ["log.old", "log"] {
@@ -125,6 +127,18 @@ fn read_files(
         dropped += read.dropped as u64;
     }
     Ok((replayed, dropped))
+}
+
+/// A snapshot lists the table from its end down (see `store.rs`): its
+/// items replayed last first go back in the order they had, which the
+/// eviction clock goes round in (oldest first, not newest).
+fn in_table_order(mut records: Vec<Record>) -> Vec<Record> {
+    let items = |r: &Record| matches!(r, Record::Put { .. });
+    if let Some(first) = records.iter().position(items) {
+        let end = first + records[first..].iter().take_while(|r| items(r)).count();
+        records[first..end].reverse();
+    }
+    records
 }
 
 fn read_file(path: &Path) -> io::Result<Option<Vec<u8>>> {
@@ -185,24 +199,19 @@ fn compact(
     now: UnixTime,
     highest_cas: u64,
 ) -> io::Result<()> {
-    let listing = store
-        .snapshot_keys()
-        .map_err(|e| io::Error::other(format!("listing the store: {e:?}")))?;
     let mut out = Vec::new();
     Record::Clock {
         reserved: highest_cas,
     }
     .encode(&mut out);
-    let flush_at = listing.head.flush_at;
+    let flush_at = store.head().flush_at;
     Record::SnapshotBegin { flush_at }.encode(&mut out);
-    for key in listing.keys.iter() {
-        let record = store
-            .export_record(key, now)
-            .map_err(|e| io::Error::other(format!("reading the store: {e:?}")))?;
-        if let Some(r) = record {
-            Record::put(now, r).encode(&mut out);
-        }
-    }
+    // The whole table in one slice, in the order a running node lists it.
+    let listed = store.export_below(usize::MAX, usize::MAX, now, &mut |r| {
+        Record::put(now, r).encode(&mut out);
+        true
+    });
+    listed.map_err(|e| io::Error::other(format!("listing the store: {e:?}")))?;
     Record::SnapshotEnd.encode(&mut out);
     install_snapshot(dir, &out)
 }

@@ -18,9 +18,53 @@
 //! once, and the reactor holds that write's reply until it is durable
 //! ([`LogShared::must_sync`]); recovery starts the clock above the highest
 //! reservation.
+//!
+//! **Snapshots without a pause.** A snapshot is never a copy of the store
+//! made at one moment: the reactor lists the store's table a slice at a
+//! time ([`VersionedStore::export_below`], at most [`SLICE_ENTRIES`]
+//! entries, about a millisecond), from its end down, between the commands
+//! it serves. At its start it only notes the log position; the records
+//! after that go to the new `log`, which recovery replays after the
+//! snapshot (see `recover.rs`).
+//!
+//! ```text
+//!  table: [ a | b | c | d | e | f ]      listed so far: e f (the cursor is 4)
+//!  remove b: the last, f, moves to 1     f is listed again: harmless
+//!  add g: it goes at the end, 6          not listed; its write is logged
+//! ```
+//!
+//! Why the snapshot and the log after it give back every key:
+//! - A key some record after the start writes (a command's new state, a
+//!   removal, an eviction, a `flush_all`) ends as the log's last record
+//!   for it leaves it, whatever state (or none) the snapshot caught: each
+//!   record is a key's whole state and the log replays after the snapshot.
+//! - A key no record after the start writes keeps its value all along. It
+//!   may die (expire, or be flushed by a delayed `flush_all` whose record
+//!   is in the snapshot's head or the log) and be removed unlogged by a
+//!   lookup, the sweep or the eviction clock: then the snapshot holds it
+//!   alive, stored at the time it was listed (before it died), or not at
+//!   all, and a replay finds it just as dead. Else it is still in the table
+//!   and must be listed; it is, because it stays below the cursor until
+//!   listed. It was in the table at the start, below the cursor (its
+//!   length). The table's order changes only by a removal, which moves the
+//!   last entry into the hole, down (`MemoryStore::remove_at`); a key
+//!   below the cursor that moves is the last, so it moves from below the
+//!   cursor to lower still. An added key goes at the end; the vectors
+//!   growing and the index rehashing keep every place. The cursor goes
+//!   down only past the entry it lists, and a table shorter than the
+//!   cursor (removals, an immediate `flush_all` clearing it) only lowers
+//!   where the next slice starts.
+//!
+//! An ascending cursor would need the store to report every entry moved
+//! from above it to below (the test
+//! `a_snapshot_listed_in_slices_while_entries_move_recovers_the_store`
+//! loses keys without that); listing down needs nothing of the store but
+//! its order. Recovery replays a snapshot's items last first, so they go
+//! back in their order, the one the eviction clock goes round in.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 
@@ -28,18 +72,18 @@ use super::record::Record;
 use super::writer::{Job, LogShared};
 use crate::protocol::Key;
 use crate::store::{
-    ArithOutcome, Entry, Expiry, Head, ItemRef, Keys, Listing, Record as StoreRecord, Store,
-    StoreError, StoreResult, StoreStats, StoreStatus, UnixTime, VersionedStore, Write,
+    ArithOutcome, Entry, Expiry, Head, ItemRef, Listing, Record as StoreRecord, Store, StoreError,
+    StoreResult, StoreStats, StoreStatus, UnixTime, VersionedStore, Write,
 };
 
 /// How far ahead a clock reservation reaches, in cas uniques (a stamp's
 /// time is the unique's upper bits: 2^20 writes of one node).
 pub const RESERVE: u64 = 1 << 36;
 
-/// A snapshot slice holds about this many bytes of records, or keys (a
-/// millisecond or two of the event loop).
+/// A snapshot slice holds about this many bytes of records, or visits
+/// this many entries (a millisecond or two of the event loop).
 const SLICE_BYTES: usize = 1 << 20;
-const SLICE_KEYS: usize = 4_096;
+const SLICE_ENTRIES: usize = 4_096;
 
 /// The writer may fall this many snapshot bytes behind before the next
 /// slice waits.
@@ -57,13 +101,18 @@ pub struct DurableStore {
     /// Log position where the last snapshot began.
     snapshot_from: u64,
     snapshot: Option<Snapshotting>,
+    /// Entries a snapshot slice visits at most.
+    slice_entries: usize,
 }
 
-/// A snapshot being written: the keys listed at its start, how many went.
+/// A snapshot being written: where its listing of the table stands (the
+/// entries below `below` are still to be visited), and what its slices
+/// took, for the log.
 struct Snapshotting {
-    keys: Keys,
-    next: usize,
-    flush_at: Option<UnixTime>,
+    below: usize,
+    records: u64,
+    slices: u64,
+    longest: Duration,
 }
 
 impl DurableStore {
@@ -85,7 +134,16 @@ impl DurableStore {
             snapshot_every,
             snapshot_from: 0,
             snapshot: None,
+            slice_entries: SLICE_ENTRIES,
         }
+    }
+
+    /// The same, with snapshot slices of at most `entries` entries, so a
+    /// test can interleave many slices with writes in a small store.
+    #[cfg(test)]
+    pub fn with_slices_of(mut self, entries: usize) -> DurableStore {
+        self.slice_entries = entries;
+        self
     }
 
     /// Refuses a write while the disk refuses the log (as the writer said
@@ -148,29 +206,42 @@ impl DurableStore {
         Ok(())
     }
 
-    /// Starts a snapshot once the log has grown enough since the last.
-    fn maybe_begin_snapshot(&mut self) -> StoreResult<()> {
+    /// Starts a snapshot once the log has grown enough since the last:
+    /// its head (the clock reservation, which it replaces with the log, and
+    /// the pending delayed `flush_all`) as the store is now.
+    fn maybe_begin_snapshot(&mut self) {
         let appended = self.shared.appended.load(Ordering::Relaxed);
         if self.snapshot.is_some() || appended - self.snapshot_from < self.snapshot_every {
-            return Ok(());
+            return;
         }
-        let started = std::time::Instant::now();
-        let listing = self.inner.snapshot_keys()?;
-        log::info!(
-            "snapshot begins: {} keys listed in {:?}",
-            listing.keys.len(),
-            started.elapsed()
-        );
+        let items = self.inner.stats().items;
+        log::info!("snapshot begins: {items} items to list");
         self.snapshot_from = appended;
         // The records before the snapshot began go to the log it replaces.
         self.hand_over();
         let _ = self.jobs.send(Job::BeginSnapshot);
+        let mut head = Vec::new();
+        let reserved = self.reserved;
+        Record::Clock { reserved }.encode(&mut head);
+        let flush_at = self.inner.head().flush_at;
+        Record::SnapshotBegin { flush_at }.encode(&mut head);
+        self.send_snapshot(Job::Snapshot(head));
         self.snapshot = Some(Snapshotting {
-            keys: listing.keys,
-            next: 0,
-            flush_at: listing.head.flush_at,
+            below: usize::MAX,
+            records: 0,
+            slices: 0,
+            longest: Duration::ZERO,
         });
-        Ok(())
+    }
+
+    fn send_snapshot(&mut self, job: Job) {
+        if let Job::Snapshot(bytes) | Job::EndSnapshot(bytes) = &job {
+            let len = bytes.len() as u64;
+            self.shared
+                .snapshot_queued
+                .fetch_add(len, Ordering::Relaxed);
+        }
+        let _ = self.jobs.send(job);
     }
 
     /// Hands the writer the snapshot's next slice, unless it is behind.
@@ -184,37 +255,35 @@ impl DurableStore {
         if behind > SNAPSHOT_AHEAD {
             return Ok(());
         }
-        let mut out = Vec::new();
-        if snapshot.next == 0 {
-            // A snapshot replaces the log, and the reservation with it.
-            let reserved = self.reserved;
-            Record::Clock { reserved }.encode(&mut out);
-            let flush_at = snapshot.flush_at;
-            Record::SnapshotBegin { flush_at }.encode(&mut out);
-        }
-        let end = (snapshot.next + SLICE_KEYS).min(snapshot.keys.len());
-        while snapshot.next < end && out.len() < SLICE_BYTES {
-            let key = snapshot.keys.get(snapshot.next);
-            snapshot.next += 1;
-            if let Some(r) = self.inner.export_record(key, now)? {
-                Record::put(now, r).encode(&mut out);
-            }
-        }
-        let done = snapshot.next == snapshot.keys.len();
+        let started = Instant::now();
+        let (mut out, mut records) = (Vec::new(), 0);
+        snapshot.below =
+            self.inner
+                .export_below(snapshot.below, self.slice_entries, now, &mut |record| {
+                    Record::put(now, record).encode(&mut out);
+                    records += 1;
+                    out.len() < SLICE_BYTES
+                })?;
+        let done = snapshot.below == 0;
         if done {
             Record::SnapshotEnd.encode(&mut out);
         }
-        shared
-            .snapshot_queued
-            .fetch_add(out.len() as u64, Ordering::Relaxed);
-        let job = match done {
-            true => Job::EndSnapshot(out),
-            false => Job::Snapshot(out),
-        };
-        let _ = self.jobs.send(job);
+        snapshot.records += records;
+        snapshot.slices += 1;
+        snapshot.longest = snapshot.longest.max(started.elapsed());
         if done {
+            log::info!(
+                "snapshot listed: {} records in {} slices, the longest {:?}",
+                snapshot.records,
+                snapshot.slices,
+                snapshot.longest
+            );
             self.snapshot = None;
         }
+        self.send_snapshot(match done {
+            true => Job::EndSnapshot(out),
+            false => Job::Snapshot(out),
+        });
         Ok(())
     }
 }
@@ -332,6 +401,20 @@ impl VersionedStore for DurableStore {
         self.inner.snapshot_keys()
     }
 
+    fn head(&self) -> Head {
+        self.inner.head()
+    }
+
+    fn export_below(
+        &mut self,
+        below: usize,
+        max: usize,
+        now: UnixTime,
+        out: &mut dyn FnMut(StoreRecord) -> bool,
+    ) -> StoreResult<usize> {
+        self.inner.export_below(below, max, now, out)
+    }
+
     fn export_record(&mut self, key: &[u8], now: UnixTime) -> StoreResult<Option<StoreRecord>> {
         self.inner.export_record(key, now)
     }
@@ -351,7 +434,7 @@ impl VersionedStore for DurableStore {
     /// absolute expiry (or a logged delayed `flush_all`), which a recovery
     /// replays as just as dead.
     fn maintain(&mut self, now: UnixTime) -> StoreResult<bool> {
-        self.maybe_begin_snapshot()?;
+        self.maybe_begin_snapshot();
         self.snapshot_slice(now)?;
         let sweeping = self.inner.maintain(now)?;
         Ok(self.snapshot.is_some() || sweeping)

@@ -605,11 +605,15 @@ impl VersionedStore for MemcacheStore {
         Ok(Listing {
             bytes: items.iter().map(payload_bytes).sum(),
             keys: items.into_iter().map(|item| item.key).collect(),
-            head: Head {
-                flush_at: self.pending_flush,
-                ..Head::default()
-            },
+            head: self.head(),
         })
+    }
+
+    fn head(&self) -> Head {
+        Head {
+            flush_at: self.pending_flush,
+            ..Head::default()
+        }
     }
 
     fn export_record(&mut self, key: &[u8], now: UnixTime) -> StoreResult<Option<Record>> {

@@ -347,6 +347,9 @@ impl MemoryStore {
     }
 
     /// Removes the entry at position `i` (the last one takes its place).
+    /// Every removal is one of these or [`MemoryStore::remove`], and both
+    /// move only the last entry, and only down: what a durable snapshot's
+    /// listing from the end down counts on ([`VersionedStore::export_below`]).
     fn remove_at(&mut self, i: usize) -> Slot {
         let slot = self.entries.swap_remove_index(i).expect("in range");
         self.used_bytes -= cost(slot.key(), slot.value().len());
@@ -764,6 +767,17 @@ fn exported(slot: &Slot) -> super::Entry {
     }
 }
 
+/// The record a snapshot carries of the slot.
+fn recorded(slot: &Slot) -> Record {
+    Record {
+        key: slot.key().to_vec(),
+        entry: exported(slot),
+        cas: slot.cas(),
+        stored_at: slot.stored_at(),
+        referenced: slot.referenced(),
+    }
+}
+
 /// Entries leave and arrive as [`super::Entry`]; a `Slot` is how the
 /// table holds an item.
 impl VersionedStore for MemoryStore {
@@ -802,32 +816,56 @@ impl VersionedStore for MemoryStore {
                 keys
             },
             bytes: bytes.sum(),
-            head: Head {
-                flush_at: self.flush_at,
-                housekeeping: Housekeeping {
-                    sweep_cursor: self.sweep.cursor.map(|c| c as u64),
-                    sweep_began: self.sweep.began,
-                    hand: self.hand as u64,
-                    last_reclaim: self.last_reclaim,
-                },
-            },
+            head: self.head(),
         })
     }
 
+    fn head(&self) -> Head {
+        Head {
+            flush_at: self.flush_at,
+            housekeeping: Housekeeping {
+                sweep_cursor: self.sweep.cursor.map(|c| c as u64),
+                sweep_began: self.sweep.began,
+                hand: self.hand as u64,
+                last_reclaim: self.last_reclaim,
+            },
+        }
+    }
+
     fn export_record(&mut self, key: &[u8], now: UnixTime) -> StoreResult<Option<Record>> {
-        let record = |slot: &mut Slot| Record {
-            key: key.to_vec(),
-            entry: exported(slot),
-            cas: slot.cas(),
-            stored_at: slot.stored_at(),
-            referenced: slot.referenced(),
-        };
         if self.ordered {
             // Dead ones too, and nothing removed: the snapshot is the store
             // as its replicas hold it.
-            return Ok(self.entries.get_mut(key).map(record));
+            return Ok(self.entries.get(key).map(recorded));
         }
-        Ok(self.with_live(key, now, record))
+        Ok(self.with_live(key, now, |slot| recorded(slot)))
+    }
+
+    /// Reads by place in the table, which every write may change: see
+    /// `durability/store.rs` for why a listing from the end down misses no
+    /// entry that was there when it began and that no write touched.
+    fn export_below(
+        &mut self,
+        below: usize,
+        max: usize,
+        now: UnixTime,
+        out: &mut dyn FnMut(Record) -> bool,
+    ) -> StoreResult<usize> {
+        let flush_at = self.flush_at;
+        let mut next = below.min(self.entries.len());
+        let mut visited = 0;
+        while next > 0 && visited < max {
+            next -= 1;
+            visited += 1;
+            let slot = self.entries.get_index(next).expect("below the length");
+            if !self.ordered && death(slot, flush_at, now).is_some() {
+                continue;
+            }
+            if !out(recorded(slot)) {
+                break;
+            }
+        }
+        Ok(next)
     }
 
     fn reset(&mut self, head: &Head, now: UnixTime) -> StoreResult<()> {
@@ -1148,6 +1186,38 @@ mod tests {
         for k in &alive {
             assert!(get(&mut s, k, NOW + 2).is_some());
         }
+    }
+
+    #[test]
+    fn a_listing_by_place_goes_down_from_the_end_in_bounded_slices_and_skips_the_dead() {
+        let mut s = store();
+        for key in ["a", "b", "c", "d", "e"] {
+            let expiry = match key {
+                "c" => Expiry::At(NOW + 1),
+                _ => Expiry::Never,
+            };
+            put_expiring(&mut s, key.as_bytes(), expiry, NOW);
+        }
+        let slice = |s: &mut MemoryStore, below, max, wanted: usize| {
+            let mut keys = Vec::new();
+            let next = s.export_below(below, max, NOW + 1, &mut |r| {
+                keys.push(String::from_utf8(r.key).unwrap());
+                keys.len() < wanted
+            });
+            (next.unwrap(), keys)
+        };
+        assert_eq!(
+            slice(&mut s, usize::MAX, 2, 9),
+            (3, vec!["e".into(), "d".into()])
+        );
+        assert_eq!(slice(&mut s, 3, 2, 9), (1, vec!["b".into()]), "c is dead");
+        assert_eq!(slice(&mut s, 1, 2, 9), (0, vec!["a".into()]), "done");
+        assert_eq!(
+            slice(&mut s, 9, 9, 1),
+            (4, vec!["e".into()]),
+            "stopped by out"
+        );
+        assert_eq!(s.stats().items, 5, "nothing removed: no entry moves");
     }
 
     #[test]

@@ -13,7 +13,9 @@
 //! the rest of eventual mode, in `cluster/eventual/`: the cluster depends
 //! on the store, never the other way. The strong modes hand a node that
 //! fell behind a snapshot through the same trait: the keys listed, then a
-//! [`Record`] each; the receiver resets its store and imports them.
+//! [`Record`] each; the receiver resets its store and imports them. A node
+//! with a data directory writes its snapshots through
+//! [`VersionedStore::export_below`] instead, a slice of the table at a time.
 
 pub mod counters;
 pub mod dense;
@@ -307,9 +309,32 @@ pub trait VersionedStore: Store {
     /// store that cannot list its keys fails.
     fn snapshot_keys(&mut self) -> StoreResult<Listing>;
 
+    /// What a snapshot of the store taken now carries before its records.
+    fn head(&self) -> Head;
+
     /// The key's live entry and its cas unique, for a snapshot (an ordered
     /// store gives a dead one too: see [`VersionedStore::install`]).
     fn export_record(&mut self, key: &[u8], now: UnixTime) -> StoreResult<Option<Record>>;
+
+    /// Lists the store a slice at a time, for a snapshot taken while
+    /// writes go on: from the end of its table down, it visits the
+    /// entries at places below `below` (all of them from `usize::MAX`),
+    /// hands `out` the record of each live one (an ordered store's dead
+    /// ones too, as [`VersionedStore::export_record`]), and stops after
+    /// `max` entries or when `out` says so (returns `false`). Where the
+    /// next slice starts: 0 when the listing is done. It removes nothing.
+    /// A store that cannot list its items by place fails.
+    fn export_below(
+        &mut self,
+        _below: usize,
+        _max: usize,
+        _now: UnixTime,
+        _out: &mut dyn FnMut(Record) -> bool,
+    ) -> StoreResult<usize> {
+        Err(StoreError::Refused(
+            "this store cannot list its items a slice at a time".into(),
+        ))
+    }
 
     /// Empties the store and takes what a snapshot's head says (its pending
     /// delayed `flush_all`, where its housekeeping stands), before the
@@ -377,8 +402,8 @@ pub struct Housekeeping {
 }
 
 /// Keys, packed end to end in one buffer: listing a million keys is then
-/// two allocations and a copy, not a million allocations (a snapshot lists
-/// every key on the event loop).
+/// two allocations and a copy, not a million allocations (a strong mode's
+/// snapshot for a peer lists every key on the event loop).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Keys {
     bytes: Vec<u8>,

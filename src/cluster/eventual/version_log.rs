@@ -1068,6 +1068,9 @@ mod tests {
         fn snapshot_keys(&mut self) -> StoreResult<crate::store::Listing> {
             self.inner.snapshot_keys()
         }
+        fn head(&self) -> crate::store::Head {
+            self.inner.head()
+        }
         fn export_record(
             &mut self,
             key: &[u8],
