@@ -2,7 +2,8 @@
 //! was acknowledged survives kill -9 under load (fsync = always and
 //! everysec), a restarted node never hands out a cas unique twice, a torn
 //! log tail is dropped and said, a corrupt snapshot stops the start, a
-//! directory in use is refused, snapshots are written under load, and a
+//! directory in use is refused, snapshots are written under load (a kill
+//! while one is listed loses no key that moved in the table), and a
 //! full disk refuses writes with the reason, keeps serving reads and
 //! recovers by itself once there is room.
 
@@ -256,6 +257,108 @@ fn snapshots_are_written_under_load_and_recovered_from() {
         assert_eq!(got, format!("VALUE s{i} {i} 500\r\n{value}\r\nEND\r\n"));
     }
     assert!(stat(node.port, "mckv_recovered_bytes") > 2_000 * 500);
+}
+
+/// Snapshots are listed a slice at a time while deletes move the last
+/// entry of the store's table into each hole; a node killed with SIGKILL
+/// while a snapshot is being written comes back with every key it held
+/// that no command touched since it was loaded, and without every key
+/// whose delete was acknowledged. The keys that move are exactly the
+/// untouched ones (the last loaded), which only a snapshot holds once the
+/// log it replaces is gone.
+#[test]
+fn a_kill_during_snapshots_listed_while_deletes_move_entries_loses_no_key() {
+    const LOADED: usize = 50_000;
+    const REWRITTEN: usize = 100;
+    let node = Durable::new("fsync = no\nsnapshot_every = 200000");
+    let process = node.start();
+    let mut c = connect(node.port);
+    // The rewritten keys first: the loaded ones are at the table's end.
+    let value = "r".repeat(200);
+    for i in 0..REWRITTEN {
+        let set = format!("set r{i} 0 0 200 noreply\r\n{value}\r\n");
+        c.write_all(set.as_bytes()).unwrap();
+    }
+    for i in 0..LOADED {
+        let set = format!("set p{i} {i} 0 1 noreply\r\nv\r\n");
+        c.write_all(set.as_bytes()).unwrap();
+    }
+    // Its reply waits for every change before it on this connection.
+    assert_eq!(request(&mut c, b"set loaded 0 0 1\r\nx\r\n"), "STORED\r\n");
+    let stop = AtomicBool::new(false);
+    // Keys whose delete was sent, and those acknowledged.
+    let (sent, deleted) = std::thread::scope(|s| {
+        let deleter = s.spawn(|| {
+            let (mut sent, mut deleted) = (Vec::new(), Vec::new());
+            let mut c = connect(node.port);
+            for n in 0..LOADED {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                // Every loaded key once, in an order all over the table.
+                let key = format!("p{}", n * 7_919 % LOADED);
+                sent.push(key.clone());
+                let rewrite = format!("set r{} 0 0 200\r\n{value}\r\n", n % REWRITTEN);
+                let both = format!("delete {key}\r\n{rewrite}");
+                if c.write_all(both.as_bytes()).is_err() {
+                    break;
+                }
+                let mut reply = [0u8; 17]; // DELETED, STORED
+                if std::io::Read::read_exact(&mut c, &mut reply).is_err() {
+                    break;
+                }
+                assert_eq!(&reply, b"DELETED\r\nSTORED\r\n");
+                deleted.push(key);
+            }
+            (sent, deleted)
+        });
+        let data = node.data();
+        poll(Duration::from_secs(30), Duration::from_millis(1), || {
+            let written = stat(node.port, "mckv_snapshots_written");
+            match written >= 3 && data.join("snapshot.tmp").exists() {
+                true => Ok(()),
+                false => Err(format!("{written} snapshots written, none under way")),
+            }
+        });
+        process.signal("KILL");
+        stop.store(true, Ordering::Relaxed);
+        deleter.join().unwrap()
+    });
+    drop(process);
+    assert!(deleted.len() > 1_000, "{} deletes", deleted.len());
+    let _restarted = node.start();
+    let mut c = connect(node.port);
+    let sent: std::collections::HashSet<String> = sent.into_iter().collect();
+    let deleted: std::collections::HashSet<String> = deleted.into_iter().collect();
+    let keys: Vec<String> = (0..LOADED).map(|i| format!("p{i}")).collect();
+    let (mut lost, mut back) = (Vec::new(), Vec::new());
+    for chunk in keys.chunks(500) {
+        let got = request(&mut c, format!("get {}\r\n", chunk.join(" ")).as_bytes());
+        for key in chunk {
+            let there = got.contains(&format!("VALUE {key} "));
+            if !there && !sent.contains(key) {
+                lost.push(key.clone());
+            }
+            if there && deleted.contains(key) {
+                back.push(key.clone());
+            }
+        }
+    }
+    eprintln!(
+        "{} deletes acknowledged, {} bytes replayed at the restart",
+        deleted.len(),
+        stat(node.port, "mckv_recovered_bytes")
+    );
+    assert!(
+        lost.is_empty(),
+        "{} untouched keys lost: {lost:?}",
+        lost.len()
+    );
+    assert!(
+        back.is_empty(),
+        "{} deleted keys came back: {back:?}",
+        back.len()
+    );
 }
 
 /// A full store evicts; the log says so, so a node killed with SIGKILL
