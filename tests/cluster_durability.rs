@@ -169,8 +169,8 @@ fn a_key_deleted_while_a_node_was_cut_off_stays_deleted_after_every_node_restart
     }
     cluster.wait_all_up();
     // Node 1 came back with the old value; sync rounds meet it with the
-    // tombstone. Two rounds completed on node 1 after its restart: it has
-    // asked both peers and heard back.
+    // tombstone. Two rounds have begun on node 1 since its restart, and
+    // `converged` polls until the three agree.
     poll(
         Duration::from_secs(20),
         Duration::from_millis(50),
@@ -240,6 +240,55 @@ fn a_node_restarted_with_its_data_is_sent_only_what_it_missed() {
     );
     let old = request(&mut connect(cluster.port(2)), b"get old0\r\n");
     assert_eq!(old, "VALUE old0 0 5\r\nvalue\r\nEND\r\n");
+}
+
+/// A node with a data directory whose peer address is taken fails to
+/// start with the reason and exits, as one without: its log's writer does
+/// not keep it alive (nor its directory locked).
+#[test]
+fn a_node_whose_peer_address_is_taken_exits_with_the_reason() {
+    let data = TempDir::new("cluster-data");
+    let (text, ports) = cluster_config_with(3, "eventual", "", |id| {
+        format!("data_dir = {}", data.0.join(format!("d{id}")).display())
+    });
+    let peer = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("peer = "))
+        .next()
+        .expect("node 0's peer address")
+        .to_string();
+    let _taken = std::net::TcpListener::bind(&peer).expect("take node 0's peer address");
+    let config = data.0.join("config.ini");
+    std::fs::write(&config, text).unwrap();
+    let child = common::spawn(
+        std::process::Command::new(env!("CARGO_BIN_EXE_mckv"))
+            .args(["server", "--node", "0", "--config"])
+            .arg(&config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped()),
+    )
+    .expect("start mckv");
+    // Killed when dropped, should the check fail.
+    let mut node = common::ProcessGuard {
+        child,
+        port: ports[0],
+    };
+    let exited = poll(
+        Duration::from_secs(20),
+        Duration::from_millis(50),
+        || match node.child.try_wait().expect("wait") {
+            Some(status) => Ok(status),
+            None => Err("node 0 still running, its peer address taken".to_string()),
+        },
+    );
+    assert!(!exited.success(), "{exited:?}");
+    let mut stderr = String::new();
+    let pipe = node.child.stderr.as_mut().unwrap();
+    std::io::Read::read_to_string(pipe, &mut stderr).unwrap();
+    assert!(
+        stderr.contains("Address already in use") || stderr.contains("in use"),
+        "{stderr}"
+    );
 }
 
 fn number_of_new(cluster: &Cluster, i: usize) -> String {

@@ -216,4 +216,11 @@ pub trait Replica: Send + 'static {
 
     /// The reactor's loop iteration ends (a journal hands its records over).
     fn end_batch(&mut self) {}
+
+    /// Whether `report` tells peers what this node holds (so that they may
+    /// forget what it covers): with a data directory, it reaches the engine
+    /// only once the log holds everything appended before it.
+    fn claims_held(_report: &Self::Done) -> bool {
+        false
+    }
 }

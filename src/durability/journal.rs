@@ -108,6 +108,10 @@ impl JournalLog {
         if last {
             Record::SnapshotEnd.encode(&mut part);
             self.snapshotting = false;
+            // The snapshot's parts were taken at different times: they
+            // stand only with every record appended before the last one,
+            // which the writer puts in the log before it installs it.
+            self.hand_over();
         }
         self.shared
             .snapshot_queued

@@ -291,6 +291,22 @@ impl Durable {
         (!self.reached(wait)).then_some(wait)
     }
 
+    /// What a report that tells peers what this node holds must wait for:
+    /// everything appended so far, written (and fsynced, with `always`),
+    /// also while the disk refuses the log.
+    pub fn wait_for_everything(&self) -> Wait {
+        let shared = &self.shared;
+        let appended = shared.appended.load(Ordering::Acquire);
+        let reserved = shared.must_sync.load(Ordering::Acquire);
+        Wait {
+            written: appended,
+            durable: match self.fsync {
+                Fsync::Always => appended,
+                Fsync::EverySec | Fsync::No => reserved,
+            },
+        }
+    }
+
     /// Whether the log is where `wait` asks.
     pub fn reached(&self, wait: Wait) -> bool {
         let shared = &self.shared;

@@ -208,6 +208,7 @@ impl Writer {
             Job::EndSnapshot(bytes) => {
                 let ended = self
                     .write_snapshot(&bytes)
+                    .and_then(|()| self.flush_log())
                     .and_then(|()| self.end_snapshot());
                 self.note_failure(ended);
             }
@@ -320,6 +321,19 @@ impl Writer {
         let Some(file) = self.snapshot.take() else {
             return Ok(());
         };
+        // The log after the snapshot's start goes to disk first: a snapshot
+        // whose parts were taken at different times stands only with every
+        // record appended before its last part (eventual mode's causal
+        // order needs it; a power cut must not keep the one without the
+        // other).
+        if !self.fsync_failed {
+            // As in `commit`: a failed fsync may have dropped pages.
+            self.log
+                .sync_data()
+                .inspect_err(|_| self.fsync_failed = true)?;
+            self.shared.fsyncs.fetch_add(1, Ordering::Relaxed);
+            self.shared.durable.store(self.written, Ordering::Release);
+        }
         file.sync_all()?;
         std::fs::rename(self.dir.join("snapshot.tmp"), self.dir.join("snapshot"))?;
         sync_dir(&self.dir)?;

@@ -131,6 +131,9 @@ pub struct Server<E: Engine> {
     durable: Option<Durable>,
     /// Replies waiting for the log to be written or durable far enough.
     held: VecDeque<(Wait, ReplyTo, Vec<u8>)>,
+    /// Reports that tell peers what this node holds, waiting in order for
+    /// the log to hold what they claim (`Replica::claims_held`).
+    held_claims: VecDeque<(Wait, <E::Replica as Replica>::Done)>,
     backlog: Backlog<E::Replica>,
     node: Node<E>,
     /// The peer side; `None` in a one-node cluster.
@@ -191,6 +194,15 @@ impl<E: Engine> Server<E> {
             Some(addr) => Some(MetricsEndpoint::bind(poll.registry(), resolve(addr)?)?),
             None => None,
         };
+        let me = settings.node.id;
+        let others: Vec<_> = settings.members.iter().filter(|n| n.id != me).collect();
+        let peers = match others.is_empty() {
+            true => None,
+            false => Some(bind_peers(&settings, incarnation, &poll)?),
+        };
+        // Nothing may fail from here on: a log writer started below ends
+        // only once the backend (which feeds it) is gone, and a local
+        // `durable` would be dropped first on the way out.
         let (backend, durable) = match (settings.node.kv_type, durable) {
             (_, Some(recovering)) => {
                 let (durable, store) = recovering.start(waker)?;
@@ -203,14 +215,8 @@ impl<E: Engine> Server<E> {
                 (backend, None)
             }
         };
-        let me = settings.node.id;
-        let others: Vec<_> = settings.members.iter().filter(|n| n.id != me).collect();
         let timeout = settings.cluster.peer_timeout.as_millis() as Millis;
         let node = Node::new(me, others.iter().map(|n| n.id), timeout, engine);
-        let peers = match others.is_empty() {
-            true => None,
-            false => Some(bind_peers(&settings, incarnation, &poll)?),
-        };
         let mut timers = Timers::new();
         if peers.is_some() {
             timers.schedule(Instant::now(), Timer::Heartbeat);
@@ -240,6 +246,7 @@ impl<E: Engine> Server<E> {
             backend,
             durable,
             held: VecDeque::new(),
+            held_claims: VecDeque::new(),
             backlog: Backlog::new(),
             node,
             peers,
@@ -384,11 +391,10 @@ impl<E: Engine> Server<E> {
     /// Puts the backend's replies in their slots and hands its reports to
     /// the engine.
     fn complete_jobs(&mut self) {
-        self.release_held();
+        let mut reported = self.release_held();
         self.backlog.drain(&mut self.backend);
         let mut done = std::mem::take(&mut self.done);
         self.backend.completed(&mut done);
-        let mut reported = false;
         for done in done.drain(..) {
             match done {
                 Done::Reply { to, reply } => {
@@ -399,10 +405,13 @@ impl<E: Engine> Server<E> {
                         }
                     }
                 }
-                Done::Engine(report) => {
-                    self.node.on_store(report, &mut self.effects);
-                    reported = true;
-                }
+                Done::Engine(report) => match self.claim_wait(&report) {
+                    Some(wait) => self.held_claims.push_back((wait, report)),
+                    None => {
+                        self.node.on_store(report, &mut self.effects);
+                        reported = true;
+                    }
+                },
             }
         }
         self.done = done;
@@ -411,11 +420,24 @@ impl<E: Engine> Server<E> {
         }
     }
 
-    /// Answers the held replies the log is now durable for.
-    fn release_held(&mut self) {
+    /// What `report` must wait for before the engine hears it, if anything:
+    /// the log of everything before it, if it claims what is held, and
+    /// after every claim held before it.
+    fn claim_wait(&self, report: &<E::Replica as Replica>::Done) -> Option<Wait> {
+        let durable = self.durable.as_ref()?;
+        if !E::Replica::claims_held(report) {
+            return None;
+        }
+        let wait = durable.wait_for_everything();
+        (!self.held_claims.is_empty() || !durable.reached(wait)).then_some(wait)
+    }
+
+    /// Answers the held replies, and hands the engine the held claims, the
+    /// log is now far enough for; whether the engine heard any.
+    fn release_held(&mut self) -> bool {
         // Taken out while answering, which needs all of `self`.
         let Some(durable) = self.durable.take() else {
-            return;
+            return false;
         };
         while self
             .held
@@ -426,7 +448,19 @@ impl<E: Engine> Server<E> {
                 self.answer(to, reply);
             }
         }
+        let mut reported = false;
+        while self
+            .held_claims
+            .front()
+            .is_some_and(|(wait, _)| durable.reached(*wait))
+        {
+            if let Some((_, report)) = self.held_claims.pop_front() {
+                self.node.on_store(report, &mut self.effects);
+                reported = true;
+            }
+        }
         self.durable = Some(durable);
+        reported
     }
 
     fn on_peer_event(&mut self, event: &mio::event::Event) {

@@ -45,6 +45,18 @@
 //!    current when its part is taken (as new as at the snapshot's start, or
 //!    newer), while everything appended meanwhile goes to the new log; by
 //!    (2), replaying the snapshot then the log ends with the newest of each.
+//!    Parts taken at different times stand only with the records appended
+//!    before the last one: the writer puts those on disk before it installs
+//!    the snapshot (`JournalLog::snapshot_part`, `writer.rs`).
+//! 6. Peers forget a tombstone once every node has said it synced past it.
+//!    That word (`Report::SyncApplied`) reaches the engine only once the
+//!    log holds everything appended before it (`Replica::claims_held`, held
+//!    by the server like a reply), so no crash takes back a tombstone a
+//!    node has let its peers forget.
+//! 7. A logged version the store refuses at replay leaves a hole in what
+//!    the node claims (`Gate::lost`), written into the snapshot recovery
+//!    leaves; a causal node refuses to start instead, since it would show
+//!    what followed that write without it.
 //!
 //! In causal mode, what replay rebuilds is a prefix of what the node had
 //! applied, in the order it applied it, which respected causality; peers'
@@ -156,8 +168,15 @@ impl Journal {
             self.snapshot = Some(snapshot);
             return Ok((true, Vec::new()));
         }
-        let changes =
-            versions.since(store, snapshot.upto, PART_BYTES, &Coverage::default(), now)?;
+        let changes = versions.since(store, snapshot.upto, PART_BYTES, &Coverage::default(), now);
+        let changes = match changes {
+            Ok(changes) => changes,
+            Err(e) => {
+                // Tried again at the next tick, from where it stood.
+                self.snapshot = Some(snapshot);
+                return Err(e);
+            }
+        };
         let mut part = Vec::new();
         for version in &changes.versions {
             encode_journal(&mut part, |out| encode_version(out, version));
@@ -218,28 +237,33 @@ impl Replayed {
     }
 }
 
-/// Appends to `out` the records of everything `versions` holds, with the
-/// coverage `coverage` numbered `number` first: the one snapshot recovery
-/// leaves.
-pub fn write_state(
+/// Appends to `out` the records of every version `versions` holds: the
+/// body of the one snapshot recovery leaves. Returns the causes of those
+/// the store no longer had (left out, so not to be claimed).
+pub fn write_versions(
     versions: &VersionLog,
-    (number, coverage): (u64, &Coverage),
     store: &mut dyn VersionedStore,
     now: UnixTime,
     out: &mut Vec<u8>,
-) -> StoreResult<()> {
-    encode_journal(out, |out| encode_coverage(out, number, coverage));
-    let mut upto = 0;
+) -> StoreResult<Vec<Cause>> {
+    let (mut upto, mut lost) = (0, Vec::new());
     loop {
         let changes = versions.since(store, upto, PART_BYTES, &Coverage::default(), now)?;
         for version in &changes.versions {
             encode_journal(out, |out| encode_version(out, version));
         }
+        lost.extend(changes.lost);
         if changes.upto >= changes.last {
-            return Ok(());
+            return Ok(lost);
         }
         upto = changes.upto;
     }
+}
+
+/// Appends to `out` the record of `coverage`, numbered `number`. Where in
+/// a snapshot it goes does not matter: the highest number wins.
+pub fn write_coverage(out: &mut Vec<u8>, number: u64, coverage: &Coverage) {
+    encode_journal(out, |out| encode_coverage(out, number, coverage));
 }
 
 fn encode_version(out: &mut Vec<u8>, version: &Version) {

@@ -196,6 +196,11 @@ impl EventualReplica {
             Err(StoreError::Refused(_) | StoreError::OutOfMemory) if causal => {
                 match log.record_unkept(store, version, stamp, now) {
                     Ok(deleted) => {
+                        // Logged now, before what this batch applies next
+                        // (and again once numbered, with its cause).
+                        if let (Some(delete), Some(journal)) = (&deleted, journal.as_mut()) {
+                            journal.version(delete);
+                        }
                         deletes.extend(deleted);
                         true
                     }
@@ -437,6 +442,13 @@ impl Replica for EventualReplica {
             journal.end_batch();
         }
     }
+
+    /// A sync answer applied whole moves what the next request says this
+    /// node holds, and so what peers forget (tombstones): a crash must not
+    /// take back what that claims.
+    fn claims_held(report: &Report) -> bool {
+        matches!(report, Report::SyncApplied { all_kept: true, .. })
+    }
 }
 
 impl Journaled for EventualReplica {
@@ -451,7 +463,18 @@ impl Journaled for EventualReplica {
         };
         match self.log.apply_remote(store, &version, now) {
             Ok(_) => Ok(()),
-            // Over this node's limits now (they were lowered): as from a peer.
+            // Over this node's limits now (they were lowered). A causal
+            // node would show what followed that write without it.
+            Err(StoreError::Refused(why)) if self.gate.is_causal() => Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "a logged write of key {} is refused now ({why}): a causal node would \
+                     show what followed it without it; restore the limits it was written \
+                     under, or move the data directory away",
+                    String::from_utf8_lossy(&version.key)
+                ),
+            )),
+            // Eventual mode: as from a peer, held by no coverage told.
             Err(StoreError::Refused(why)) => {
                 log::warn!("a logged version is refused now: {why}");
                 if let Some(cause) = &version.cause {
@@ -472,8 +495,12 @@ impl Journaled for EventualReplica {
         let (number, coverage) = self.replayed.coverage.clone().unwrap_or_default();
         // Nothing waits yet: the merge releases nothing.
         self.gate.merge(&coverage, &mut |_| true);
-        journal::write_state(&self.log, (number, &coverage), store, now, out)
-            .map_err(|e| io::Error::other(format!("reading the store back: {e:?}")))
+        let lost = journal::write_versions(&self.log, store, now, out)
+            .map_err(|e| io::Error::other(format!("reading the store back: {e:?}")))?;
+        lost.iter().for_each(|cause| self.gate.lost(cause));
+        // Below what replay refused or the store lost, as told to peers.
+        journal::write_coverage(out, number, &self.gate.coverage());
+        Ok(())
     }
 }
 
@@ -631,21 +658,83 @@ mod tests {
         cluster: &crate::config::ClusterConfig,
         gate: Gate,
     ) -> Journaled {
-        let store = Box::new(MemoryStore::new(64 << 20, Limits::default()).keeping_evicted());
+        journaled_within(dir, cluster, gate, Limits::default()).unwrap()
+    }
+
+    /// [`journaled`] with a store of `limits`, if the replay takes it.
+    fn journaled_within(
+        dir: &std::path::Path,
+        cluster: &crate::config::ClusterConfig,
+        gate: Gate,
+        limits: Limits,
+    ) -> io::Result<Journaled> {
+        let store = Box::new(MemoryStore::new(64 << 20, limits).keeping_evicted());
         let mut replica = EventualReplica::new(gate);
         let mut recovering =
-            crate::durability::Recovering::open_journaled(dir, cluster, store, &mut replica)
-                .unwrap();
+            crate::durability::Recovering::open_journaled(dir, cluster, store, &mut replica)?;
         let replica = replica.with_journal(recovering.journal_log());
         let poll = mio::Poll::new().unwrap();
         let waker = mio::Waker::new(poll.registry(), mio::Token(0)).unwrap();
         let (durable, store) = recovering.start(Arc::new(waker)).unwrap();
         let executor =
             Executor::new(store, Arc::new(StoreCounters::default())).with_clock(|| 1_700_000_000);
-        Journaled {
+        Ok(Journaled {
             replica,
             executor,
             durable,
+        })
+    }
+
+    /// A logged write the store refuses at replay (here a key over 250
+    /// bytes: a record only another build could have written): an eventual
+    /// node claims it to no peer, also after a second restart, which reads
+    /// the coverage the first one wrote; a causal node refuses to start
+    /// rather than show what followed it.
+    #[test]
+    fn a_write_refused_at_replay_is_claimed_by_no_coverage() {
+        let cluster = crate::config::ClusterConfig::default();
+        let limits = Limits::default();
+        for causal in [false, true] {
+            let dir =
+                std::env::temp_dir().join(format!("mckv-refused-{causal}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            let gate = |run| match causal {
+                true => Gate::causal(Origin { node: 1, run }),
+                false => Gate::eventual(Origin { node: 1, run }),
+            };
+            let mut node = journaled_within(&dir, &cluster, gate(10), limits).unwrap();
+            let pushes = vec![put(b"a", 5, 1), put(b"b", 6, 2)];
+            let push = Work::ApplyVersions {
+                from: 2,
+                pushes,
+                answer: Vec::new(),
+                stamp: Stamp { ts: 100, node: 1 },
+                completes: None,
+                coverage: None,
+            };
+            perform(&mut node.replica, &mut node.executor, push);
+            // Write 1 as the log holds it, over the key length limit.
+            let journal = node.replica.journal.as_mut().unwrap();
+            journal.version(&put(&[b'k'; 300], 7, 1));
+            perform(&mut node.replica, &mut node.executor, Work::Summarize);
+            assert_eq!(node.replica.gate.coverage().get(PEER), 2);
+            drop(node);
+            let reopened = journaled_within(&dir, &cluster, gate(11), limits);
+            if causal {
+                let refused = reopened.err().expect("a causal node refuses to start");
+                assert!(refused.to_string().contains("refused now"), "{refused}");
+            } else {
+                let node = reopened.unwrap();
+                assert_eq!(node.replica.gate.coverage().get(PEER), 0);
+                drop(node);
+                let node = journaled_within(&dir, &cluster, gate(12), limits).unwrap();
+                let claimed = node.replica.gate.coverage().get(PEER);
+                assert_eq!(
+                    claimed, 0,
+                    "the compacted snapshot claims the refused write"
+                );
+            }
+            let _ = std::fs::remove_dir_all(&dir);
         }
     }
 
