@@ -110,14 +110,14 @@ impl JournalLog {
             self.snapshotting = false;
             // The snapshot's parts were taken at different times: they
             // stand only with every record appended before the last one,
-            // which the writer puts in the log before it installs it.
+            // which the writer puts on disk before it installs it.
             self.hand_over();
         }
         self.shared
             .snapshot_queued
             .fetch_add(part.len() as u64, Ordering::Relaxed);
         let _ = self.jobs.send(match last {
-            true => Job::EndSnapshot(part),
+            true => Job::EndSnapshotAfterLog(part),
             false => Job::Snapshot(part),
         });
     }

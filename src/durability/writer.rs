@@ -59,6 +59,11 @@ pub enum Job {
     /// The snapshot's last record: it is made durable and replaces the
     /// last one, and `log.old` goes.
     EndSnapshot(Vec<u8>),
+    /// The same, once the log appended before it is on disk: for a
+    /// snapshot whose parts, taken at different times, stand only with it
+    /// (eventual mode's versions, whose causal order a power cut must not
+    /// break). A one-node store's key states need no such order.
+    EndSnapshotAfterLog(Vec<u8>),
 }
 
 /// What the writer tells the reactor and `stats`.
@@ -208,7 +213,13 @@ impl Writer {
             Job::EndSnapshot(bytes) => {
                 let ended = self
                     .write_snapshot(&bytes)
-                    .and_then(|()| self.flush_log())
+                    .and_then(|()| self.end_snapshot());
+                self.note_failure(ended);
+            }
+            Job::EndSnapshotAfterLog(bytes) => {
+                let ended = self
+                    .write_snapshot(&bytes)
+                    .and_then(|()| self.sync_log())
                     .and_then(|()| self.end_snapshot());
                 self.note_failure(ended);
             }
@@ -317,23 +328,25 @@ impl Writer {
 
     /// The snapshot is whole: on disk, in place of the last, and the log it
     /// replaces goes.
+    /// Writes what is pending to `log` and fsyncs it, whatever the policy.
+    fn sync_log(&mut self) -> io::Result<()> {
+        self.flush_log()?;
+        if self.fsync_failed {
+            return Ok(()); // nothing is durable until a restart: see `commit`
+        }
+        // As in `commit`: a failed fsync may have dropped pages.
+        self.log
+            .sync_data()
+            .inspect_err(|_| self.fsync_failed = true)?;
+        self.shared.fsyncs.fetch_add(1, Ordering::Relaxed);
+        self.shared.durable.store(self.written, Ordering::Release);
+        Ok(())
+    }
+
     fn end_snapshot(&mut self) -> io::Result<()> {
         let Some(file) = self.snapshot.take() else {
             return Ok(());
         };
-        // The log after the snapshot's start goes to disk first: a snapshot
-        // whose parts were taken at different times stands only with every
-        // record appended before its last part (eventual mode's causal
-        // order needs it; a power cut must not keep the one without the
-        // other).
-        if !self.fsync_failed {
-            // As in `commit`: a failed fsync may have dropped pages.
-            self.log
-                .sync_data()
-                .inspect_err(|_| self.fsync_failed = true)?;
-            self.shared.fsyncs.fetch_add(1, Ordering::Relaxed);
-            self.shared.durable.store(self.written, Ordering::Release);
-        }
         file.sync_all()?;
         std::fs::rename(self.dir.join("snapshot.tmp"), self.dir.join("snapshot"))?;
         sync_dir(&self.dir)?;
