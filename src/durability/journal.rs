@@ -66,6 +66,14 @@ impl JournalLog {
         self.shared.refusing.store(failed, Ordering::Release);
     }
 
+    /// Asks the writer to fsync everything appended so far at its next
+    /// commit, whatever the policy (what [`super::Durable::wait_for_everything`]
+    /// waits for).
+    pub fn sync(&mut self) {
+        self.hand_over();
+        let _ = self.jobs.send(Job::Sync);
+    }
+
     fn hand_over(&mut self) {
         if !self.batch.is_empty() {
             let bytes = std::mem::take(&mut self.batch);
@@ -117,7 +125,7 @@ impl JournalLog {
             .snapshot_queued
             .fetch_add(part.len() as u64, Ordering::Relaxed);
         let _ = self.jobs.send(match last {
-            true => Job::EndSnapshotAfterLog(part),
+            true => Job::EndSnapshot(part),
             false => Job::Snapshot(part),
         });
     }

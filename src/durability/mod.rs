@@ -292,18 +292,15 @@ impl Durable {
     }
 
     /// What a report that tells peers what this node holds must wait for:
-    /// everything appended so far, written (and fsynced, with `always`),
-    /// also while the disk refuses the log.
+    /// everything appended so far on disk, under every policy (the store
+    /// side asked the writer to fsync it: `JournalLog::sync`), also while
+    /// the disk refuses the log. A power cut must not take back what peers
+    /// were told, or they forget tombstones this node comes back without.
     pub fn wait_for_everything(&self) -> Wait {
-        let shared = &self.shared;
-        let appended = shared.appended.load(Ordering::Acquire);
-        let reserved = shared.must_sync.load(Ordering::Acquire);
+        let appended = self.shared.appended.load(Ordering::Acquire);
         Wait {
             written: appended,
-            durable: match self.fsync {
-                Fsync::Always => appended,
-                Fsync::EverySec | Fsync::No => reserved,
-            },
+            durable: appended,
         }
     }
 

@@ -279,6 +279,9 @@ impl DurableStore {
                 snapshot.longest
             );
             self.snapshot = None;
+            // The writer puts every record appended so far on disk before
+            // it installs the snapshot (see `Job::EndSnapshot`).
+            self.hand_over();
         }
         self.send_snapshot(match done {
             true => Job::EndSnapshot(out),

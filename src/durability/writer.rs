@@ -13,7 +13,8 @@
 //! `durable` the position fsynced: with `fsync = always` every batch is,
 //! with `everysec` once a second, with `no` never (the kernel writes it
 //! back in its own time), except that a [`Job::Sync`] (a clock
-//! reservation) is fsynced at once under every policy.
+//! reservation, or a claim an eventual node makes to its peers) and the
+//! end of a snapshot are fsynced at once under every policy.
 //!
 //! Files in the data directory: `snapshot` (the last whole snapshot),
 //! `log` (what came after it), and while a snapshot is being written,
@@ -56,14 +57,13 @@ pub enum Job {
     BeginSnapshot,
     /// Encoded records of the snapshot being written.
     Snapshot(Vec<u8>),
-    /// The snapshot's last record: it is made durable and replaces the
-    /// last one, and `log.old` goes.
+    /// The snapshot's last record: once the log appended before it is on
+    /// disk, it is made durable and replaces the last one, and `log.old`
+    /// goes. Its parts were taken at different times and stand only with
+    /// that log: without it a power cut could keep a later write of one
+    /// key and lose an earlier one of another (or, in eventual mode, a
+    /// write's cause).
     EndSnapshot(Vec<u8>),
-    /// The same, once the log appended before it is on disk: for a
-    /// snapshot whose parts, taken at different times, stand only with it
-    /// (eventual mode's versions, whose causal order a power cut must not
-    /// break). A one-node store's key states need no such order.
-    EndSnapshotAfterLog(Vec<u8>),
 }
 
 /// What the writer tells the reactor and `stats`.
@@ -213,12 +213,6 @@ impl Writer {
             Job::EndSnapshot(bytes) => {
                 let ended = self
                     .write_snapshot(&bytes)
-                    .and_then(|()| self.end_snapshot());
-                self.note_failure(ended);
-            }
-            Job::EndSnapshotAfterLog(bytes) => {
-                let ended = self
-                    .write_snapshot(&bytes)
                     .and_then(|()| self.sync_log())
                     .and_then(|()| self.end_snapshot());
                 self.note_failure(ended);
@@ -326,13 +320,15 @@ impl Writer {
         written
     }
 
-    /// The snapshot is whole: on disk, in place of the last, and the log it
-    /// replaces goes.
     /// Writes what is pending to `log` and fsyncs it, whatever the policy.
     fn sync_log(&mut self) -> io::Result<()> {
         self.flush_log()?;
         if self.fsync_failed {
-            return Ok(()); // nothing is durable until a restart: see `commit`
+            // The kernel may have dropped pages: nothing is durable until a
+            // restart (see `commit`), and no snapshot may stand on them.
+            return Err(io::Error::other(
+                "an earlier fsync failed; restart the node",
+            ));
         }
         // As in `commit`: a failed fsync may have dropped pages.
         self.log
@@ -343,6 +339,8 @@ impl Writer {
         Ok(())
     }
 
+    /// The snapshot is whole: on disk, in place of the last, and the log it
+    /// replaces goes.
     fn end_snapshot(&mut self) -> io::Result<()> {
         let Some(file) = self.snapshot.take() else {
             return Ok(());

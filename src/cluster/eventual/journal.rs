@@ -46,13 +46,17 @@
 //!    newer), while everything appended meanwhile goes to the new log; by
 //!    (2), replaying the snapshot then the log ends with the newest of each.
 //!    Parts taken at different times stand only with the records appended
-//!    before the last one: the writer puts those on disk before it installs
-//!    the snapshot (`JournalLog::snapshot_part`, `writer.rs`).
-//! 6. Peers forget a tombstone once every node has said it synced past it.
-//!    That word (`Report::SyncApplied`) reaches the engine only once the
-//!    log holds everything appended before it (`Replica::claims_held`, held
-//!    by the server like a reply), so no crash takes back a tombstone a
-//!    node has let its peers forget.
+//!    before the last one: the writer fsyncs those before it installs the
+//!    snapshot, under every policy (`JournalLog::snapshot_part`,
+//!    `writer.rs`), and installs none after an fsync failed.
+//! 6. A node forgets a tombstone once every peer has said it synced past
+//!    it, and a peer learns how far from the node's sync answers. Both
+//!    words (`Report::SyncApplied`, `Report::Collected`) reach the engine
+//!    only once everything appended before them is fsynced, under every
+//!    policy (`Replica::claims_held`, held by the server like a reply; the
+//!    replica asks the writer for that fsync), and a node whose disk
+//!    refuses the log answers no sync request. So no crash, and no power
+//!    cut, takes back a tombstone that peers were let forget.
 //! 7. A logged version the store refuses at replay leaves a hole in what
 //!    the node claims (`Gate::lost`), written into the snapshot recovery
 //!    leaves; a causal node refuses to start instead, since it would show
@@ -117,6 +121,11 @@ impl Journal {
             next_number: number + 1,
             snapshot: None,
         }
+    }
+
+    /// Has the log fsynced soon, whatever the policy.
+    pub fn sync(&mut self) {
+        self.log.sync();
     }
 
     /// Why no write may be taken now, if the disk refuses the log.

@@ -154,6 +154,14 @@ impl EventualReplica {
         &self.gate
     }
 
+    /// A claim of what is held goes out: the log is fsynced soon, whatever
+    /// the policy, since the claim waits for it (`Replica::claims_held`).
+    fn sync_journal(&mut self) {
+        if let Some(journal) = &mut self.journal {
+            journal.sync();
+        }
+    }
+
     /// Numbers local writes' versions, notes who made them, and logs them.
     fn number_local(&mut self, versions: &mut [Version]) {
         self.gate.number_local(versions);
@@ -360,6 +368,9 @@ impl Replica for EventualReplica {
                     emit(Done::Engine(report));
                 }
                 if let Some(done) = completes {
+                    if all_kept {
+                        self.sync_journal();
+                    }
                     emit(Done::Engine(Report::SyncApplied {
                         from,
                         done,
@@ -368,6 +379,11 @@ impl Replica for EventualReplica {
                     }));
                 }
             }
+            // While the disk refuses the log, nothing is answered: an answer
+            // tells the asker how far it has synced, and so which tombstones
+            // this node may forget, and the log may not hold them. Node
+            // `peer` asks again.
+            Work::Collect { .. } if self.journal.as_ref().and_then(Journal::refusal).is_some() => {}
             Work::Collect {
                 peer,
                 since,
@@ -385,6 +401,7 @@ impl Replica for EventualReplica {
                         for cause in &changes.lost {
                             self.gate.lost(cause);
                         }
+                        self.sync_journal();
                         emit(Done::Engine(Report::Collected {
                             peer,
                             since,
@@ -447,7 +464,10 @@ impl Replica for EventualReplica {
     /// node holds, and so what peers forget (tombstones): a crash must not
     /// take back what that claims.
     fn claims_held(report: &Report) -> bool {
-        matches!(report, Report::SyncApplied { all_kept: true, .. })
+        matches!(
+            report,
+            Report::SyncApplied { all_kept: true, .. } | Report::Collected { .. }
+        )
     }
 }
 
@@ -462,7 +482,14 @@ impl Journaled for EventualReplica {
             return Ok(());
         };
         match self.log.apply_remote(store, &version, now) {
-            Ok(_) => Ok(()),
+            Ok(true) => Ok(()),
+            // Held already, at this stamp or a newer one; a version logged
+            // twice (a causal delete, first when made, then numbered) gets
+            // its cause from the second record.
+            Ok(false) => {
+                self.log.note_causes(std::slice::from_ref(&version));
+                Ok(())
+            }
             // Over this node's limits now (they were lowered). A causal
             // node would show what followed that write without it.
             Err(StoreError::Refused(why)) if self.gate.is_causal() => Err(io::Error::new(
@@ -703,7 +730,7 @@ mod tests {
                 false => Gate::eventual(Origin { node: 1, run }),
             };
             let mut node = journaled_within(&dir, &cluster, gate(10), limits).unwrap();
-            let pushes = vec![put(b"a", 5, 1), put(b"b", 6, 2)];
+            let pushes = vec![put(b"a", 5, 1), put(b"b", 6, 2), put(b"c", 7, 3)];
             let push = Work::ApplyVersions {
                 from: 2,
                 pushes,
@@ -713,11 +740,11 @@ mod tests {
                 coverage: None,
             };
             perform(&mut node.replica, &mut node.executor, push);
-            // Write 1 as the log holds it, over the key length limit.
+            // Write 3 as the log holds it, over the key length limit.
             let journal = node.replica.journal.as_mut().unwrap();
-            journal.version(&put(&[b'k'; 300], 7, 1));
+            journal.version(&put(&[b'k'; 300], 8, 3));
             perform(&mut node.replica, &mut node.executor, Work::Summarize);
-            assert_eq!(node.replica.gate.coverage().get(PEER), 2);
+            assert_eq!(node.replica.gate.coverage().get(PEER), 3);
             drop(node);
             let reopened = journaled_within(&dir, &cluster, gate(11), limits);
             if causal {
@@ -725,17 +752,52 @@ mod tests {
                 assert!(refused.to_string().contains("refused now"), "{refused}");
             } else {
                 let node = reopened.unwrap();
-                assert_eq!(node.replica.gate.coverage().get(PEER), 0);
+                assert_eq!(node.replica.gate.coverage().get(PEER), 2, "below the hole");
                 drop(node);
-                let node = journaled_within(&dir, &cluster, gate(12), limits).unwrap();
+                let mut node = journaled_within(&dir, &cluster, gate(12), limits).unwrap();
                 let claimed = node.replica.gate.coverage().get(PEER);
                 assert_eq!(
-                    claimed, 0,
+                    claimed, 2,
                     "the compacted snapshot claims the refused write"
                 );
+                let (versions, _) = held(&node.replica, &mut node.executor);
+                let keys: Vec<&[u8]> = versions.iter().map(|v| &v.key[..]).collect();
+                assert_eq!(keys, [&b"a"[..], b"b", b"c"]);
             }
             let _ = std::fs::remove_dir_all(&dir);
         }
+    }
+
+    /// A causal node's delete of what its store cannot keep is logged when
+    /// made and again once numbered: a restart keeps its cause (it would be
+    /// sent to every asker for good otherwise).
+    #[test]
+    fn a_causal_delete_of_what_cannot_be_kept_keeps_its_cause_across_a_restart() {
+        let cluster = crate::config::ClusterConfig::default();
+        let dir = std::env::temp_dir().join(format!("mckv-unkept-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut node = journaled(&dir, &cluster, Gate::causal(ME));
+        perform(
+            &mut node.replica,
+            &mut node.executor,
+            answer_with_an_unkeepable_key(),
+        );
+        let before = held(&node.replica, &mut node.executor).0;
+        drop(node);
+        let again = Origin { node: 1, run: 11 };
+        let mut node = journaled(&dir, &cluster, Gate::causal(again));
+        let after = held(&node.replica, &mut node.executor).0;
+        drop(node);
+        let _ = std::fs::remove_dir_all(&dir);
+        let cause = |versions: &[Version]| {
+            let long = versions
+                .iter()
+                .find(|v| v.key.len() == 300)
+                .expect("the delete");
+            long.cause.as_ref().map(|c| (c.origin, c.seq))
+        };
+        assert_eq!(cause(&before), Some((ME, 1)));
+        assert_eq!(cause(&after), cause(&before));
     }
 
     /// Local writes and deletes, a peer's newer and older versions, and
