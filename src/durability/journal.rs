@@ -30,6 +30,8 @@ pub struct JournalLog {
     /// Log position where the last snapshot began.
     snapshot_from: u64,
     snapshotting: bool,
+    /// A claim was made in this loop iteration: its end asks for an fsync.
+    sync_asked: bool,
 }
 
 impl JournalLog {
@@ -41,6 +43,7 @@ impl JournalLog {
             snapshot_every,
             snapshot_from: 0,
             snapshotting: false,
+            sync_asked: false,
         }
     }
 
@@ -62,16 +65,19 @@ impl JournalLog {
     /// and the next iteration refuses writes if the disk refuses the log.
     pub fn end_batch(&mut self) {
         self.hand_over();
+        if std::mem::take(&mut self.sync_asked) {
+            let _ = self.jobs.send(Job::Sync);
+        }
         let failed = self.shared.failed.load(Ordering::Acquire);
         self.shared.refusing.store(failed, Ordering::Release);
     }
 
-    /// Asks the writer to fsync everything appended so far at its next
-    /// commit, whatever the policy (what [`super::Durable::wait_for_everything`]
-    /// waits for).
+    /// Has the writer fsync, whatever the policy, everything appended up to
+    /// the end of this loop iteration: what a claim made in it waits for
+    /// ([`super::Durable::wait_for_everything`] reads the position when the
+    /// reactor takes the claim, later in the iteration).
     pub fn sync(&mut self) {
-        self.hand_over();
-        let _ = self.jobs.send(Job::Sync);
+        self.sync_asked = true;
     }
 
     fn hand_over(&mut self) {
