@@ -285,12 +285,19 @@ impl Writer {
     /// `log` becomes `log.old` (appended to one an aborted snapshot left),
     /// and a new `log` starts.
     fn begin_snapshot(&mut self) -> io::Result<()> {
-        self.log.sync_data()?;
+        // As in `commit`: a failed fsync may have dropped pages, and after
+        // one nothing counts as durable until a restart.
+        self.log
+            .sync_data()
+            .inspect_err(|_| self.fsync_failed = true)?;
+        if !self.fsync_failed {
+            self.shared.durable.store(self.written, Ordering::Release);
+        }
         let (log, old) = (self.dir.join("log"), self.dir.join("log.old"));
         if old.exists() {
             let mut kept = open_append(&old)?;
             io::copy(&mut File::open(&log)?, &mut kept)?;
-            kept.sync_data()?;
+            kept.sync_data().inspect_err(|_| self.fsync_failed = true)?;
         } else {
             std::fs::rename(&log, &old)?;
         }

@@ -368,9 +368,7 @@ impl Replica for EventualReplica {
                     emit(Done::Engine(report));
                 }
                 if let Some(done) = completes {
-                    if all_kept {
-                        self.sync_journal();
-                    }
+                    self.sync_journal();
                     emit(Done::Engine(Report::SyncApplied {
                         from,
                         done,
@@ -461,12 +459,14 @@ impl Replica for EventualReplica {
     }
 
     /// A sync answer applied whole moves what the next request says this
-    /// node holds, and so what peers forget (tombstones): a crash must not
-    /// take back what that claims.
+    /// node holds, and an answer of its own tells the asker how far it has
+    /// synced: both decide which tombstones are forgotten, so a crash must
+    /// not take back what they claim (`journal.rs`, point 6).
     fn claims_held(report: &Report) -> bool {
+        // Every acknowledgement, kept or not, so none overtakes a held one.
         matches!(
             report,
-            Report::SyncApplied { all_kept: true, .. } | Report::Collected { .. }
+            Report::SyncApplied { .. } | Report::Collected { .. }
         )
     }
 }
@@ -487,7 +487,9 @@ impl Journaled for EventualReplica {
             // twice (a causal delete, first when made, then numbered) gets
             // its cause from the second record.
             Ok(false) => {
-                self.log.note_causes(std::slice::from_ref(&version));
+                if version.cause.is_some() {
+                    self.log.note_causes(std::slice::from_ref(&version));
+                }
                 Ok(())
             }
             // Over this node's limits now (they were lowered). A causal
