@@ -33,9 +33,16 @@ if [ -z "$nodes" ]; then
     exit 2
 fi
 
+# Whether process $1 runs: a zombie (killed, and not yet reaped by an init
+# that does not reap, as in some containers) does not.
+running() {
+    kill -0 "$1" 2>/dev/null || return 1
+    [ ! -r "/proc/$1/stat" ] || [ "$(awk '{print $3}' "/proc/$1/stat")" != Z ]
+}
+
 while read -r id client; do
     pidfile="$run/node$id.pid"
-    if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+    if [ -f "$pidfile" ] && running "$(cat "$pidfile")"; then
         echo "node $id already running (pid $(cat "$pidfile"))"
         continue
     fi
@@ -50,7 +57,7 @@ while read -r id client; do
     host=${client%:*}
     port=${client##*:}
     until (exec 3<>"/dev/tcp/$host/$port") 2>/dev/null; do
-        if ! kill -0 "$(cat "$run/node$id.pid")" 2>/dev/null; then
+        if ! running "$(cat "$run/node$id.pid")"; then
             echo "node $id exited; see $run/node$id.out" >&2
             exit 1
         fi

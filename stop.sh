@@ -14,16 +14,23 @@ if [ ${#pidfiles[@]} -eq 0 ]; then
     echo "no running nodes recorded in $run"
     exit 0
 fi
+# Whether process $1 runs: a zombie (killed, and not yet reaped by an init
+# that does not reap, as in some containers) does not.
+running() {
+    kill -0 "$1" 2>/dev/null || return 1
+    [ ! -r "/proc/$1/stat" ] || [ "$(awk '{print $3}' "/proc/$1/stat")" != Z ]
+}
+
 for pidfile in "${pidfiles[@]}"; do
     kill -TERM "$(cat "$pidfile")" 2>/dev/null || true
 done
 for pidfile in "${pidfiles[@]}"; do
     pid=$(cat "$pidfile")
     for _ in $(seq 100); do
-        kill -0 "$pid" 2>/dev/null || break
+        running "$pid" || break
         sleep 0.1
     done
-    if kill -0 "$pid" 2>/dev/null; then
+    if running "$pid"; then
         echo "pid $pid ignored SIGTERM; killing it"
         kill -KILL "$pid" 2>/dev/null || true
     fi
