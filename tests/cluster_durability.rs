@@ -307,3 +307,89 @@ fn number_of_new(cluster: &Cluster, i: usize) -> String {
     );
     got.lines().nth(1).unwrap_or_default().to_string()
 }
+
+/// Node 0's data directory is on a 1 MiB tmpfs that fills: it refuses
+/// writes with the reason and serves reads, takes no peer's write meanwhile
+/// (its log could not keep it), and once there is room takes writes again
+/// and gets what the others were written during the outage through
+/// anti-entropy. Needs root to mount the tmpfs; says so and returns
+/// otherwise.
+#[test]
+fn a_node_whose_disk_fills_refuses_writes_then_catches_up() {
+    let data = TempDir::new("cluster-data");
+    let mount = data.0.join("tmpfs");
+    std::fs::create_dir_all(&mount).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(&mount)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("cannot mount a tmpfs (not root?): not checked");
+        return;
+    }
+    let _unmount = Unmount(mount.clone());
+    let filler = mount.join("filler");
+    std::fs::write(&filler, vec![0u8; 700 << 10]).unwrap();
+    let (text, ports) = cluster_config_with(
+        3,
+        "eventual",
+        "fsync = always\nbackend_timeout_ms = 500\nsync_interval_ms = 200",
+        |id| match id {
+            0 => format!("data_dir = {}", mount.join("d0").display()),
+            _ => format!("data_dir = {}", data.0.join(format!("d{id}")).display()),
+        },
+    );
+    let cluster = launch_cluster_text(text, ports);
+    let mut c = connect(cluster.port(0));
+    assert_eq!(request(&mut c, b"set kept 0 0 4\r\nkept\r\n"), "STORED\r\n");
+    let value = "x".repeat(10_000);
+    poll(Duration::from_secs(20), Duration::ZERO, || {
+        let set = format!("set big 0 0 {}\r\n{value}\r\n", value.len());
+        match request(&mut c, set.as_bytes()) {
+            stored if stored == "STORED\r\n" => Err("the disk never filled".to_string()),
+            _ => Ok(()),
+        }
+    });
+    let refused = request(&mut c, b"set after 0 0 1\r\nx\r\n");
+    assert!(
+        refused.starts_with("SERVER_ERROR data directory: ")
+            && refused.ends_with("; not applied\r\n"),
+        "{refused:?}"
+    );
+    assert_eq!(
+        request(&mut c, b"get kept\r\n"),
+        "VALUE kept 0 4\r\nkept\r\nEND\r\n"
+    );
+    // A write elsewhere meanwhile: node 0 does not take it.
+    let mut other = connect(cluster.port(1));
+    assert_eq!(
+        request(&mut other, b"set elsewhere 0 0 1\r\ny\r\n"),
+        "STORED\r\n"
+    );
+    cluster.wait_for_value(2, "elsewhere", "VALUE elsewhere 0 1\r\ny\r\nEND\r\n");
+    assert_eq!(request(&mut c, b"get elsewhere\r\n"), "END\r\n");
+    std::fs::remove_file(&filler).unwrap();
+    poll(
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        || match request(&mut c, b"set after 0 0 1\r\nz\r\n").as_str() {
+            "STORED\r\n" => Ok(()),
+            other => Err(format!("never took writes again: {other:?}")),
+        },
+    );
+    cluster.wait_for_value(0, "elsewhere", "VALUE elsewhere 0 1\r\ny\r\nEND\r\n");
+}
+
+/// Unmounts the tmpfs when the test ends, however it ends.
+struct Unmount(std::path::PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
