@@ -316,20 +316,12 @@ fn number_of_new(cluster: &Cluster, i: usize) -> String {
 /// otherwise.
 #[test]
 fn a_node_whose_disk_fills_refuses_writes_then_catches_up() {
-    let data = TempDir::new("cluster-data");
-    let mount = data.0.join("tmpfs");
-    std::fs::create_dir_all(&mount).unwrap();
-    let mounted = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
-        .arg(&mount)
-        .stderr(std::process::Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !mounted {
+    let Some(tmpfs) = common::mount_tmpfs("1m") else {
         eprintln!("cannot mount a tmpfs (not root?): not checked");
         return;
-    }
-    let _unmount = Unmount(mount.clone());
+    };
+    let data = TempDir::new("cluster-data");
+    let mount = &tmpfs.dir.0;
     let filler = mount.join("filler");
     std::fs::write(&filler, vec![0u8; 700 << 10]).unwrap();
     let (text, ports) = cluster_config_with(
@@ -380,16 +372,4 @@ fn a_node_whose_disk_fills_refuses_writes_then_catches_up() {
         },
     );
     cluster.wait_for_value(0, "elsewhere", "VALUE elsewhere 0 1\r\ny\r\nEND\r\n");
-}
-
-/// Unmounts the tmpfs when the test ends, however it ends.
-struct Unmount(std::path::PathBuf);
-
-impl Drop for Unmount {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(&self.0)
-            .status();
-    }
 }

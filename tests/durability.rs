@@ -476,18 +476,11 @@ fn a_data_dir_in_use_by_another_node_is_refused() {
 /// root (for mount); says so and passes elsewhere.
 #[test]
 fn a_full_disk_refuses_writes_keeps_reads_and_recovers_by_itself() {
-    let mount = TempDir::new("tmpfs");
-    let mounted = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
-        .arg(&mount.0)
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !mounted {
+    let Some(tmpfs) = common::mount_tmpfs("1m") else {
         eprintln!("cannot mount a tmpfs (not root?): not checked");
         return;
-    }
-    let _unmount = Unmount(mount.0.clone());
+    };
+    let mount = &tmpfs.dir;
     let filler = mount.0.join("filler");
     std::fs::write(&filler, vec![0u8; 700 << 10]).unwrap();
     let node = Durable::in_dir(
@@ -530,13 +523,4 @@ fn a_full_disk_refuses_writes_keeps_reads_and_recovers_by_itself() {
     );
     assert_eq!(stat(node.port, "mckv_log_failed"), 0);
     assert!(node.log().contains("writes are refused"), "{}", node.log());
-}
-
-/// Unmounts the tmpfs when the test ends, however it ends.
-struct Unmount(PathBuf);
-
-impl Drop for Unmount {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
 }

@@ -201,6 +201,31 @@ impl Drop for TempDir {
     }
 }
 
+/// A tmpfs mounted on a scratch directory, unmounted when dropped (however
+/// the test ends), then removed.
+pub struct Tmpfs {
+    pub dir: TempDir,
+}
+
+/// Mounts a tmpfs of `size` (mount's notation: `1m`), if this process may
+/// (it must be root); the caller says so and checks nothing otherwise.
+pub fn mount_tmpfs(size: &str) -> Option<Tmpfs> {
+    let dir = TempDir::new("tmpfs");
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+        .arg(&dir.0)
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    mounted.then_some(Tmpfs { dir })
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.dir.0).status();
+    }
+}
+
 /// A running one-node mckv server and the scratch directory holding its config and log.
 pub struct MckvNode {
     pub process: ProcessGuard,
