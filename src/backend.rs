@@ -254,6 +254,7 @@ mod tests {
             op,
             cas: 1,
             reply_to: Some(to),
+            mark_delivered: false,
         });
         assert!(backend.submit(job).is_ok());
         let mut done = Vec::new();

@@ -100,6 +100,7 @@ fn broadcasts() -> Vec<Broadcast> {
         has_state: true,
         intact: true,
         remembers: true,
+        recovered: false,
         amnesiacs: vec![2],
         delivered_upto: Stamp { ts: 9, node: 1 },
         held: held.clone(),

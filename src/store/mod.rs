@@ -350,6 +350,11 @@ pub trait VersionedStore: Store {
         self.import(&record.key, Some(&record.entry), record.cas, now)
     }
 
+    /// Marks in the log (a store with a data directory) that the store now
+    /// holds exactly the writes of a strong mode's delivery sequence up to
+    /// the one with cas unique `upto`. Other stores keep no log.
+    fn mark_delivered(&mut self, _upto: u64) {}
+
     /// The keys this store evicted since last asked, for a store told to
     /// keep them (eventual mode makes each a replicated delete).
     fn take_evicted(&mut self) -> Vec<Key> {

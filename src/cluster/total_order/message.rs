@@ -83,6 +83,10 @@ pub struct Flush {
     pub intact: bool,
     /// This run of the node installed a view: it did not restart since.
     pub remembers: bool,
+    /// This run began from a data directory and installed no view since:
+    /// it holds a prefix of the delivered writes but no proposal, and may
+    /// have forgotten views it was in.
+    pub recovered: bool,
     /// Nodes it saw come back as a new run (their memory lost) that have
     /// not been members of a view it started since.
     pub amnesiacs: Vec<NodeId>,
@@ -205,6 +209,7 @@ fn put_control(out: &mut Vec<u8>, control: &Control) {
             out.push(u8::from(flush.has_state));
             out.push(u8::from(flush.intact));
             out.push(u8::from(flush.remembers));
+            out.push(u8::from(flush.recovered));
             put_nodes(out, &flush.amnesiacs);
             put_stamp(out, flush.delivered_upto);
             put_proposals(out, &flush.held);
@@ -287,6 +292,7 @@ fn read_control(r: &mut Reader<'_>) -> Result<Control, WireError> {
                 has_state: r.u8()? != 0,
                 intact: r.u8()? != 0,
                 remembers: r.u8()? != 0,
+                recovered: r.u8()? != 0,
                 amnesiacs: read_nodes(r)?,
                 delivered_upto: read_stamp(r)?,
                 held: read_proposals(r)?,

@@ -129,6 +129,38 @@
 //! node outside every view with a majority refuses clients (`no quorum`);
 //! one that may have sent a write it cannot resolve leaves it to the
 //! reactor's deadline (`timeout; the operation may have been applied`).
+//!
+//! **Data directories.** A node with a `data_dir` logs its store's
+//! changes (`durability/store.rs`), and after each delivered write, before
+//! any reply, a mark: the stamp of the last write its store holds. A
+//! recovery replays the log up to its last mark and drops what follows
+//! (a write's changes whose mark was lost), so the store holds exactly the
+//! writes up to that stamp: a prefix of the one delivery sequence. Replies
+//! wait until the log holds everything appended before them (with `fsync =
+//! always`, on disk), so **a write or read a client was answered is in the
+//! log of the node that answered it**, with everything delivered before
+//! it. Views, promises and held proposals are not logged: a node that
+//! starts from a directory it ran with before is *recovered*, and until it
+//! installs a view it flushes that prefix, no proposal, and no view.
+//! - With a majority that remembers (nodes that did not restart, or that
+//!   restarted with no directory and nobody saw it), the view forms as
+//!   above: the argument needs only them. A recovered node is never a
+//!   source there: its store, rebuilt from the log, may order its items
+//!   otherwise than its peers' (evictions would differ), so it is handed
+//!   a snapshot like a node that restarted empty.
+//! - Without one (most nodes crashed at once), a view forms only once
+//!   every configured node flushes, each remembering or recovered (none
+//!   known to have come back empty). Every answered write is then in some
+//!   flusher's prefix; the prefixes are of one sequence, so the longest
+//!   holds every shorter one: its node is the only source, the others
+//!   take its store, and the start sequence is every proposal anyone still
+//!   holds (the source delivers those above its prefix). A proposal below
+//!   it is skipped; one above was answered nowhere (its answer would have
+//!   logged it), so delivering it now is a late apply of a write whose
+//!   client was told it may have been applied.
+//! - A directory that is new (no file in it) is a node's first start, as
+//!   without one; recovery writes its first snapshot before the node
+//!   takes part in anything, so a node that ran with it is never new.
 
 mod message;
 mod replica;
@@ -299,6 +331,13 @@ pub struct TotalOrder {
     /// This run installed a view (a restarted node has not, and its empty
     /// store says nothing of what the cluster delivered).
     remembers: bool,
+    /// This run began from a data directory and has installed no view
+    /// since: its store holds a prefix of the delivered writes, the last it
+    /// logged, but it forgot its views and the proposals it held.
+    recovered: bool,
+    /// A data directory logs the store: each delivered write is marked in
+    /// it, so that a recovery knows which prefix its store holds.
+    marks_delivered: bool,
     phase: Phase,
     /// Members that said they installed the promised ballot's view before
     /// this node did (its `StartView` can come after another member's
@@ -402,6 +441,8 @@ impl TotalOrder {
             has_state: true,
             intact: true,
             remembers: alone,
+            recovered: false,
+            marks_delivered: false,
             phase: match alone {
                 true => Phase::Normal,
                 false => Phase::Idle,
@@ -440,6 +481,22 @@ impl TotalOrder {
     /// that recovered its store must not hand out a unique twice).
     pub fn stamp_above(&mut self, cas: u64) {
         self.clock.observe(Stamp::ts_of_unique(cas));
+    }
+
+    /// A node of several with a data directory: it marks every write it
+    /// delivers in its log. `held`: what the directory held at start, if
+    /// this node ran with it before: its store was recovered holding
+    /// exactly the writes up to that stamp (the last its log marked), and
+    /// the node takes part in views as one that forgot them (module doc,
+    /// "Data directories"). A new directory is a node's first start.
+    pub fn with_data_dir(mut self, held: Option<Stamp>) -> TotalOrder {
+        if let Some(upto) = held {
+            self.delivered_upto = upto;
+            self.clock.observe(upto.ts);
+            self.recovered = true;
+        }
+        self.marks_delivered = true;
+        self
     }
 
     pub fn with_patience(mut self, ticks: u64) -> TotalOrder {
@@ -542,6 +599,7 @@ impl TotalOrder {
                 op,
                 cas: 0,
                 reply_to: Some(reply_to),
+                mark_delivered: false,
             }))),
         }
     }
@@ -601,6 +659,7 @@ impl TotalOrder {
                 op: entry.op,
                 cas: entry.stamp.cas_unique(),
                 reply_to: entry.reply_to.filter(|_| mine),
+                mark_delivered: self.marks_delivered && !entry.read,
             })));
             if let (true, false, Some(reply_to)) = (mine, entry.read, entry.reply_to) {
                 self.write_applied(reply_to.session, out);
@@ -625,6 +684,7 @@ impl TotalOrder {
                     op,
                     cas: 0,
                     reply_to: Some(reply_to),
+                    mark_delivered: false,
                 })));
             }
         }
@@ -1081,7 +1141,10 @@ mod tests {
 
     fn record(effects: &[Effect<Work>], into: &mut Vec<(Vec<u8>, u64, bool)>) {
         for effect in effects {
-            if let Effect::Work(Work::Apply(Apply { op, cas, reply_to })) = effect {
+            if let Effect::Work(Work::Apply(Apply {
+                op, cas, reply_to, ..
+            })) = effect
+            {
                 let key = match &op.request.command {
                     Command::Storage(s) => s.key.clone(),
                     Command::Get(g) => g.keys[0].clone(),

@@ -22,6 +22,10 @@ pub struct Apply {
     pub op: Arc<Op>,
     pub cas: u64,
     pub reply_to: Option<ReplyTo>,
+    /// A write of a node with a data directory: once applied, its stamp
+    /// (`cas`) is marked in the log as the last write the store holds,
+    /// before any reply, so the reply waits for the mark too.
+    pub mark_delivered: bool,
 }
 
 /// Store work the strong modes ask for.
@@ -47,6 +51,10 @@ pub enum Work {
         last: bool,
         /// One per snapshot taken: tags its report.
         tag: u64,
+        /// With the last part, on a node with a data directory: the cas
+        /// unique of the last write the snapshot holds, to mark in the log
+        /// once it is installed.
+        mark_delivered: Option<u64>,
     },
 }
 
@@ -102,10 +110,18 @@ impl Replica for TotalOrderReplica {
                 match apply.reply_to {
                     Some(to) => {
                         let (reply, _) = executor.execute(request, now, apply.cas);
+                        if apply.mark_delivered {
+                            executor.store().mark_delivered(apply.cas);
+                        }
                         emit(Done::Reply { to, reply })
                     }
                     // Another node's write: applied, counted where it was taken.
-                    None => executor.apply_replicated(request, now, apply.cas),
+                    None => {
+                        executor.apply_replicated(request, now, apply.cas);
+                        if apply.mark_delivered {
+                            executor.store().mark_delivered(apply.cas);
+                        }
+                    }
                 }
             }
             Work::Dump { to, start, tag } => {
@@ -121,6 +137,7 @@ impl Replica for TotalOrderReplica {
                 read_at,
                 last,
                 tag,
+                mark_delivered,
             } => {
                 let now = read_at;
                 let store = executor.store();
@@ -132,7 +149,12 @@ impl Replica for TotalOrderReplica {
                         tag,
                         why: format!("{e:?}"),
                     })),
-                    Ok(()) if last => emit(Done::Engine(Report::Installed { tag })),
+                    Ok(()) if last => {
+                        if let Some(upto) = mark_delivered {
+                            store.mark_delivered(upto);
+                        }
+                        emit(Done::Engine(Report::Installed { tag }))
+                    }
                     Ok(()) => {}
                 }
             }
@@ -264,6 +286,7 @@ mod tests {
             read_at: *read_at,
             last: true,
             tag: 2,
+            mark_delivered: None,
         };
         perform(&mut TotalOrderReplica::default(), install, &mut late);
         assert_eq!(source.store().export_record(b"k", T + 20).unwrap(), None);

@@ -221,6 +221,7 @@ impl TotalOrder {
             has_state: self.has_state,
             intact: self.intact,
             remembers: self.remembers,
+            recovered: self.recovered,
             amnesiacs: self.amnesiacs.iter().copied().collect(),
             delivered_upto: self.delivered_upto,
             held,
@@ -362,12 +363,14 @@ impl TotalOrder {
                 if let Some(transfer) = &mut self.receiving {
                     transfer.done += records.iter().map(Record::size).sum::<u64>();
                 }
+                let upto = self.delivered_upto.cas_unique();
                 out.push(Effect::Work(Work::Install {
                     reset: first,
                     records,
                     read_at,
                     last,
                     tag: self.installing,
+                    mark_delivered: Some(upto).filter(|_| last && self.marks_delivered),
                 }));
             }
         }
@@ -416,7 +419,8 @@ impl TotalOrder {
     }
 
     /// With every member's flush, forms the view: its sources are the
-    /// members that hold the state of the latest view any of them installed.
+    /// members that hold the state of the latest view any of them installed
+    /// (or, after a crash of most nodes, the one that logged the most).
     fn check_flushes(&mut self, out: &mut Vec<Effect<Work>>) {
         let Phase::Collecting {
             members, flushes, ..
@@ -427,71 +431,49 @@ impl TotalOrder {
         if flushes.len() < members.len() {
             return;
         }
-        // A node that restarted remembers nothing of what was delivered:
-        // the flushers not known to have lost their memory (seen by some
-        // flusher to come back as a new run, and in no view since) must be
-        // a majority, so they meet every view that delivered anything. At
-        // the cluster's first start nobody knows of an earlier run.
+        // A node that restarted remembers nothing of what was delivered,
+        // and one that recovered from a data directory only the prefix it
+        // logged: the flushers not known to have lost their memory (seen
+        // by some flusher to come back as a new run, or recovered, and in
+        // no view since) must be a majority, so they meet every view that
+        // delivered anything. At the cluster's first start nobody knows of
+        // an earlier run.
         let amnesiacs: BTreeSet<NodeId> = flushes
             .values()
             .flat_map(|f| f.amnesiacs.iter().copied())
             .collect();
         let remembering = flushes
             .iter()
-            .filter(|(id, f)| f.remembers || !amnesiacs.contains(id))
+            .filter(|(id, f)| f.remembers || (!f.recovered && !amnesiacs.contains(id)))
             .count();
-        if remembering < self.majority() {
+        // Else every configured node must be here, each remembering or
+        // recovered: a write is acknowledged only once the node that
+        // answered logged it, so the longest logged prefix holds them all.
+        let everyone_logged = flushes.len() == self.configured.len()
+            && flushes.values().any(|f| f.recovered)
+            && flushes
+                .iter()
+                .all(|(id, f)| f.remembers || f.recovered || !amnesiacs.contains(id));
+        let formed = if remembering >= self.majority() {
+            from_remembered(flushes)
+        } else if everyone_logged {
+            from_longest_log(flushes)
+        } else {
             log::warn!(
                 "node {}: only {remembering} of the nodes up remember the cluster's views; waiting for more",
                 self.me
             );
             self.go_idle(out);
             return;
-        }
-        // A view some member of which flushed an older one never started
-        // (that member never installed it), so nothing was delivered in it:
-        // its members hold the state of the view it was formed from. A
-        // member that restarted since says nothing either way.
-        let started = |f: &Flush| {
-            f.normal_members.iter().all(|m| {
-                flushes
-                    .get(m)
-                    .is_none_or(|g| !g.remembers || g.normal >= f.normal)
-            })
         };
-        let effective = |f: &Flush| if started(f) { f.normal } else { f.base };
-        let latest = flushes.values().map(effective).max().unwrap_or_default();
-        // Every write delivered anywhere above `floor` is in the start
-        // sequence (the latest flusher that delivered least holds them), so
-        // a member whose store is some prefix reaching `floor` is a source
-        // too: the order is one sequence, so the same last write means the
-        // same store. That is every node when nothing was delivered yet.
-        let floor = flushes
-            .values()
-            .filter(|f| effective(f) == latest && f.has_state)
-            .map(|f| f.delivered_upto)
-            .min();
-        let sources: Vec<NodeId> = flushes
-            .iter()
-            .filter(|(_, f)| f.intact && floor.is_some_and(|fl| f.delivered_upto >= fl))
-            .map(|(&id, _)| id)
-            .collect();
-        if sources.is_empty() {
+        let Some((latest, sources, start)) = formed else {
             log::warn!(
-                "node {}: no node up holds the state of view {}; waiting for one",
-                self.me,
-                latest.round
+                "node {}: no node up holds the state of the cluster's latest view; waiting for one",
+                self.me
             );
             self.go_idle(out);
             return;
-        }
-        let mut start: Vec<Proposal> = flushes
-            .values()
-            .filter(|f| effective(f) == latest)
-            .flat_map(|f| f.held.iter().cloned())
-            .collect();
-        start.sort_by_key(|p| p.stamp);
-        start.dedup_by_key(|p| p.stamp);
+        };
         let (ballot, members) = (self.promised, members.clone());
         let me = self.me;
         for &member in members.iter().filter(|&&m| m != me) {
@@ -560,6 +542,7 @@ impl TotalOrder {
             }
         }
         self.remembers = true;
+        self.recovered = false;
         // Own writes in no start sequence were never delivered anywhere:
         // their clients get the reactor's timeout (the write is lost, but
         // "may have been applied" is all this node can know).
@@ -749,4 +732,72 @@ impl TotalOrder {
             }
         }
     }
+}
+
+/// A view formed with a majority that remembers: the start sequence and
+/// sources of the latest view any flusher installed (module doc, step 3);
+/// `None` if no flusher holds its state.
+fn from_remembered(
+    flushes: &BTreeMap<NodeId, Flush>,
+) -> Option<(Ballot, Vec<NodeId>, Vec<Proposal>)> {
+    // A view some member of which flushed an older one never started
+    // (that member never installed it), so nothing was delivered in it:
+    // its members hold the state of the view it was formed from. A
+    // member that restarted since says nothing either way.
+    let started = |f: &Flush| {
+        f.normal_members.iter().all(|m| {
+            flushes
+                .get(m)
+                .is_none_or(|g| !g.remembers || g.normal >= f.normal)
+        })
+    };
+    let effective = |f: &Flush| if started(f) { f.normal } else { f.base };
+    let latest = flushes.values().map(effective).max().unwrap_or_default();
+    // Every write delivered anywhere above `floor` is in the start
+    // sequence (the latest flusher that delivered least holds them), so
+    // a member whose store is some prefix reaching `floor` is a source
+    // too: the order is one sequence, so the same last write means the
+    // same store. That is every node when nothing was delivered yet. A
+    // recovered node holds no proposal, and its store, rebuilt from its
+    // log, may keep items in another order than its peers': it takes a
+    // snapshot like one that restarted empty.
+    let floor = flushes
+        .values()
+        .filter(|f| effective(f) == latest && f.has_state && !f.recovered)
+        .map(|f| f.delivered_upto)
+        .min()?;
+    let sources: Vec<NodeId> = flushes
+        .iter()
+        .filter(|(_, f)| f.intact && !f.recovered && f.delivered_upto >= floor)
+        .map(|(&id, _)| id)
+        .collect();
+    if sources.is_empty() {
+        return None;
+    }
+    let held = flushes.values().filter(|f| effective(f) == latest);
+    Some((latest, sources, start_sequence(held)))
+}
+
+/// A view formed by every configured node when most of them recovered
+/// from their data directories: the one whose store holds the longest
+/// prefix of the delivered writes is the only source (the others copy its
+/// store, order included), and the start sequence is every proposal any
+/// node still holds (the source delivers those above its prefix).
+fn from_longest_log(
+    flushes: &BTreeMap<NodeId, Flush>,
+) -> Option<(Ballot, Vec<NodeId>, Vec<Proposal>)> {
+    let latest = flushes.values().map(|f| f.normal).max().unwrap_or_default();
+    let (&source, _) = flushes
+        .iter()
+        .filter(|(_, f)| f.intact && f.has_state)
+        .max_by_key(|&(&id, f)| (f.delivered_upto, Reverse(id)))?;
+    Some((latest, vec![source], start_sequence(flushes.values())))
+}
+
+/// The proposals `flushes` hold, once each, in stamp order.
+fn start_sequence<'a>(flushes: impl Iterator<Item = &'a Flush>) -> Vec<Proposal> {
+    let mut start: Vec<Proposal> = flushes.flat_map(|f| f.held.iter().cloned()).collect();
+    start.sort_by_key(|p| p.stamp);
+    start.dedup_by_key(|p| p.stamp);
+    start
 }
