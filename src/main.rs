@@ -156,7 +156,7 @@ fn settings(args: &ServerArgs) -> Result<Settings, String> {
         node.kv_type = kv_type;
     }
     if node.data_dir.is_some() {
-        check_durable(&cluster, &node, config.nodes.len())?;
+        check_durable(&node)?;
     }
     check_tls(&cluster, &node)?;
     node.client = override_addr(&node.client, args.host.as_deref(), args.port)?;
@@ -169,25 +169,12 @@ fn settings(args: &ServerArgs) -> Result<Settings, String> {
 }
 
 /// Where a `data_dir` can be kept with this build.
-fn check_durable(cluster: &ClusterConfig, node: &NodeConfig, nodes: usize) -> Result<(), String> {
+fn check_durable(node: &NodeConfig) -> Result<(), String> {
     if node.kv_type == KvType::Memcache {
         return Err(format!(
             "[node.{}] data_dir: a memcached backend keeps nothing across its own restarts, \
              so mckv keeps no log for it; use kv_type = memory, or drop data_dir",
             node.id
-        ));
-    }
-    let versioned = matches!(
-        cluster.consistency,
-        Consistency::Eventual | Consistency::Causal
-    );
-    if nodes > 1 && !versioned {
-        return Err(format!(
-            "[node.{}] data_dir: durability is built for one-node clusters and for eventual \
-             and causal clusters so far (a node of a {} cluster is handed its state by its \
-             peers when it restarts); drop data_dir",
-            node.id,
-            cluster.consistency.name()
         ));
     }
     Ok(())

@@ -1,6 +1,6 @@
-//! Eventual and causal clusters whose nodes keep a data directory, through
-//! the real binary: the whole cluster killed with SIGKILL at once under
-//! writes (`fsync = always`) comes back holding every acknowledged write; a
+//! Clusters whose nodes keep a data directory, through the real binary:
+//! the whole cluster killed with SIGKILL at once under writes (`fsync =
+//! always`) comes back holding every acknowledged write, in every mode; a
 //! key deleted while one node was cut off stays deleted after every node
 //! restarts; and a node restarted with its data is sent only what it
 //! missed, not the store. Every wait is a bounded poll; nothing is asserted
@@ -143,6 +143,50 @@ fn eventual_a_whole_cluster_killed_at_once_keeps_every_acknowledged_write() {
 #[test]
 fn causal_a_whole_cluster_killed_at_once_keeps_every_acknowledged_write() {
     a_whole_cluster_kill_loses_no_acknowledged_write("causal");
+}
+
+#[test]
+fn linearizable_a_whole_cluster_killed_at_once_keeps_every_acknowledged_write() {
+    a_whole_cluster_kill_loses_no_acknowledged_write("linearizable");
+}
+
+#[test]
+fn sequential_a_whole_cluster_killed_at_once_keeps_every_acknowledged_write() {
+    a_whole_cluster_kill_loses_no_acknowledged_write("sequential");
+}
+
+/// A strong cluster goes on without node 2 (paused with SIGSTOP) and
+/// overwrites `k`; then the three are killed at once. Node 2's log is
+/// behind, the others' hold the new value: restarted, the view forms from
+/// the longest log, and every node answers the new value.
+#[test]
+fn a_strong_cluster_restarted_after_a_whole_kill_takes_the_longest_log() {
+    for mode in ["linearizable", "sequential"] {
+        let data = TempDir::new("cluster-data");
+        let keys = "fsync = always\nheartbeat_ms = 50\npeer_timeout_ms = 500";
+        let mut cluster = durable_cluster(mode, &data, keys);
+        let mut c = connect(cluster.port(0));
+        assert_eq!(request(&mut c, b"set k 0 0 3\r\nold\r\n"), "STORED\r\n");
+        cluster.wait_for_value(2, "k", "VALUE k 0 3\r\nold\r\nEND\r\n");
+        cluster.nodes[2].signal("STOP");
+        // Refused or timed out until nodes 0 and 1 form a view without it.
+        poll(Duration::from_secs(30), Duration::from_millis(100), || {
+            match request(&mut connect(cluster.port(0)), b"set k 0 0 3\r\nnew\r\n").as_str() {
+                "STORED\r\n" => Ok(()),
+                other => Err(format!("{mode}: node 0 answered {other:?}")),
+            }
+        });
+        for node in &cluster.nodes {
+            node.signal("KILL");
+        }
+        for id in 0..3 {
+            restart(&mut cluster, id);
+        }
+        cluster.wait_all_up();
+        for node in 0..3 {
+            cluster.wait_for_value(node, "k", "VALUE k 0 3\r\nnew\r\nEND\r\n");
+        }
+    }
 }
 
 /// Node 1 is paused (SIGSTOP) while node 0 deletes `k`, and killed before

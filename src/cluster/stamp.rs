@@ -21,6 +21,14 @@ impl Stamp {
     pub fn ts_of_unique(cas: u64) -> u64 {
         cas >> 16
     }
+
+    /// The stamp whose [`Stamp::cas_unique`] is `cas`.
+    pub fn of_unique(cas: u64) -> Stamp {
+        Stamp {
+            ts: Stamp::ts_of_unique(cas),
+            node: (cas & 0xffff) as NodeId,
+        }
+    }
 }
 
 /// A Lamport clock. Receiving only raises it to what was seen; stamping

@@ -67,6 +67,8 @@ pub struct Recovering {
     queue: Receiver<Job>,
     /// A store side logs its own records: the store is not wrapped.
     journaled: bool,
+    /// A strong cluster's marked log, and its last mark.
+    marked: Option<u64>,
 }
 
 /// A store side that logs records of its own rather than the store's key
@@ -112,6 +114,26 @@ impl Recovering {
         Recovering::replay(dir, cluster, store, |dir, store| {
             recover::recover(dir, store, now)
         })
+    }
+
+    /// Takes `dir`'s lock and replays the marked log of a node of a strong
+    /// cluster of several into `store` (empty), up to its last mark
+    /// ([`Recovered::delivered`]); its store will mark its log too.
+    pub fn open_marked(
+        dir: &Path,
+        cluster: &ClusterConfig,
+        store: Box<dyn VersionedStore>,
+    ) -> io::Result<Recovering> {
+        let mut recovering = Recovering::replay(dir, cluster, store, |dir, store| {
+            recover::recover_marked(dir, store, unix_now())
+        })?;
+        recovering.marked = Some(recovering.recovered.delivered.unwrap_or(0));
+        Ok(recovering)
+    }
+
+    /// What recovery found.
+    pub fn recovered(&self) -> &Recovered {
+        &self.recovered
     }
 
     /// Takes `dir`'s lock and replays it into `journaled`, a store side
@@ -170,6 +192,7 @@ impl Recovering {
             jobs,
             queue,
             journaled: false,
+            marked: None,
         })
     }
 
@@ -204,8 +227,8 @@ impl Recovering {
         Ok((durable?, self.store))
     }
 
-    /// [`Recovering::start`] for a one-node cluster: the store wrapped so
-    /// that it logs its changes.
+    /// [`Recovering::start`] for a cluster whose store logs its changes
+    /// (one node, or a strong cluster's marked log): the store wrapped.
     fn start_logging(self, waker: Arc<Waker>) -> io::Result<(Durable, DurableStore)> {
         let store = DurableStore::new(
             self.store,
@@ -214,6 +237,10 @@ impl Recovering {
             self.recovered.highest_cas,
             self.snapshot_every,
         );
+        let (store, marked) = match self.marked {
+            Some(delivered) => (store.marked(delivered), true),
+            None => (store, false),
+        };
         let log = (self.fsync, self.shared);
         let durable = Durable::start(
             &self.dir,
@@ -222,7 +249,9 @@ impl Recovering {
             self.recovered,
             (waker, self.queue),
         );
-        Ok((durable?, store))
+        let mut durable = durable?;
+        durable.marked = marked;
+        Ok((durable, store))
     }
 }
 
@@ -240,6 +269,10 @@ pub struct Durable {
     pub fsync: Fsync,
     pub recovered: Recovered,
     writer: Option<JoinHandle<()>>,
+    /// A strong cluster's marked log: its store never refuses a delivered
+    /// write, so every reply waits for the log, and new writes are refused
+    /// before they are ordered while the disk refuses it.
+    marked: bool,
     /// Held until the node exits: another node on the same directory
     /// would corrupt it.
     _lock: File,
@@ -261,6 +294,7 @@ impl Durable {
             fsync,
             recovered,
             writer: Some(writer),
+            marked: false,
             _lock: lock,
         })
     }
@@ -274,7 +308,8 @@ impl Durable {
         let shared = &self.shared;
         let appended = shared.appended.load(Ordering::Acquire);
         let reserved = shared.must_sync.load(Ordering::Acquire);
-        let wait = match (self.fsync, shared.refusing.load(Ordering::Acquire)) {
+        let refusing = shared.refusing.load(Ordering::Acquire) && !self.marked;
+        let wait = match (self.fsync, refusing) {
             (_, true) => Wait {
                 written: 0,
                 durable: reserved,
@@ -289,6 +324,16 @@ impl Durable {
             },
         };
         (!self.reached(wait)).then_some(wait)
+    }
+
+    /// Why a new write must be refused before it is ordered: a strong
+    /// cluster's marked log that the disk refuses (its peers would apply
+    /// the write; this node could not log it).
+    pub fn intake_refusal(&self) -> Option<String> {
+        self.shared
+            .refusal()
+            .filter(|_| self.marked)
+            .map(|why| format!("data directory: {why}; not applied"))
     }
 
     /// What a report that tells peers what this node holds must wait for:

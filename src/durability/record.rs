@@ -27,6 +27,7 @@ const CLOCK: u8 = 4;
 const SNAPSHOT_END: u8 = 5;
 const SNAPSHOT_BEGIN: u8 = 6;
 const JOURNAL: u8 = 7;
+const DELIVERED: u8 = 8;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Record {
@@ -55,6 +56,10 @@ pub enum Record {
     /// store's (eventual mode's versions: see [`super::Journaled`]), in
     /// its own encoding.
     Journal(Vec<u8>),
+    /// A node of a strong cluster of several: the store holds exactly the
+    /// delivered writes up to the one with cas unique `upto`, and every
+    /// record before this one is part of them (see `recover_marked`).
+    Delivered { upto: u64 },
 }
 
 impl Record {
@@ -66,6 +71,13 @@ impl Record {
             entry: record.entry,
             cas: record.cas,
         }
+    }
+
+    /// How many bytes the record takes framed.
+    pub fn encoded_len(&self) -> usize {
+        let mut out = Vec::new();
+        self.encode(&mut out);
+        out.len()
     }
 
     /// Appends the record, framed, to `out`.
@@ -110,6 +122,10 @@ impl Record {
             Record::Journal(payload) => {
                 out.push(JOURNAL);
                 out.extend_from_slice(payload);
+            }
+            Record::Delivered { upto } => {
+                out.push(DELIVERED);
+                put_u64(out, *upto);
             }
         }
     }
@@ -208,6 +224,7 @@ fn next(bytes: &[u8]) -> Option<(Record, usize)> {
         },
         SNAPSHOT_END => Record::SnapshotEnd,
         JOURNAL => Record::Journal(std::mem::take(&mut r.0).to_vec()),
+        DELIVERED => Record::Delivered { upto: r.u64()? },
         _ => return None,
     };
     // A payload with bytes left over is not a record this version wrote.
@@ -296,6 +313,7 @@ mod tests {
                 flush_at: Some(1_700_000_900),
             },
             Record::SnapshotEnd,
+            Record::Delivered { upto: 7 << 16 | 2 },
         ]
     }
 
@@ -305,10 +323,6 @@ mod tests {
         out
     }
 
-    fn encoded_len(record: &Record) -> usize {
-        encode_all(std::slice::from_ref(record)).len()
-    }
-
     #[test]
     fn records_round_trip() {
         let records = samples();
@@ -316,7 +330,7 @@ mod tests {
         let read = read(&bytes);
         assert_eq!(read.records, records);
         assert_eq!((read.valid, read.dropped), (bytes.len(), 0));
-        let lens: usize = records.iter().map(encoded_len).sum();
+        let lens: usize = records.iter().map(Record::encoded_len).sum();
         assert_eq!(lens, bytes.len());
     }
 
@@ -328,7 +342,7 @@ mod tests {
         let bytes = encode_all(&records);
         let mut ends = vec![0];
         for r in &records {
-            ends.push(ends.last().unwrap() + encoded_len(r));
+            ends.push(ends.last().unwrap() + r.encoded_len());
         }
         for cut in 0..=bytes.len() {
             let read = read(&bytes[..cut]);
@@ -346,7 +360,7 @@ mod tests {
         let bytes = encode_all(&records);
         let mut start = 0;
         for (i, r) in records.iter().enumerate() {
-            for at in start..start + encoded_len(r) {
+            for at in start..start + r.encoded_len() {
                 for bit in [0x01, 0x80] {
                     let mut bad = bytes.clone();
                     bad[at] ^= bit;
@@ -355,7 +369,7 @@ mod tests {
                     assert_eq!(read.valid, start);
                 }
             }
-            start += encoded_len(r);
+            start += r.encoded_len();
         }
     }
 

@@ -16,6 +16,16 @@
 //!
 //! A torn or corrupt tail of a log is dropped (and said); a corrupt
 //! snapshot stops the start, since the state it held would be lost.
+//!
+//! A node of a strong cluster of several marks its log after each
+//! delivered write ([`Record::Delivered`]): its store must come back
+//! holding exactly a prefix of the delivery sequence, so the records
+//! after the last mark (the changes of a write, or of a snapshot install,
+//! whose mark the crash lost) are dropped too ([`recover_marked`]). Its
+//! snapshots begin and end only at a mark (see `store.rs`), and end with
+//! one: `log.old` ends with the mark the snapshot began at, and `log`
+//! holds every write since, each behind its mark, so the order above
+//! still rebuilds the store as of the last mark.
 
 use std::io;
 use std::path::Path;
@@ -34,6 +44,10 @@ pub struct Recovered {
     /// The highest cas unique recovered or reserved: the node hands out
     /// only higher ones.
     pub highest_cas: u64,
+    /// A marked log (a strong cluster of several) in a directory the node
+    /// ran with before: the cas unique of the last delivered write its
+    /// store holds (0: none). `None`: a new directory, or an unmarked log.
+    pub delivered: Option<u64>,
 }
 
 /// Replays the data directory `dir` into the empty `store`, then rewrites
@@ -42,11 +56,77 @@ pub fn recover(dir: &Path, store: &mut dyn VersionedStore, now: UnixTime) -> io:
     let mut highest_cas = 0;
     let (replayed, dropped) =
         read_files(dir, &mut |record| replay(store, record, &mut highest_cas))?;
-    compact(dir, store, now, highest_cas)?;
+    compact(dir, store, now, highest_cas, None)?;
     Ok(Recovered {
         replayed,
         dropped,
         highest_cas,
+        delivered: None,
+    })
+}
+
+/// Replays the marked log of a node of a strong cluster of several in
+/// `dir` into the empty `store`, up to its last [`Record::Delivered`],
+/// then rewrites it as one snapshot ending with that mark.
+///
+/// The records after a mark wait in memory for the next one: at most one
+/// write's changes, or one snapshot install's (the whole store, once, if
+/// a crash interrupted one).
+pub fn recover_marked(
+    dir: &Path,
+    store: &mut dyn VersionedStore,
+    now: UnixTime,
+) -> io::Result<Recovered> {
+    let existed = ["snapshot", "log.old", "log"]
+        .iter()
+        .any(|name| dir.join(name).exists());
+    let (mut highest_cas, mut delivered) = (0, None);
+    let mut unmarked: Vec<Record> = Vec::new();
+    let (replayed, mut dropped) = read_files(dir, &mut |record| match record {
+        Record::Delivered { upto } => {
+            delivered = Some(*upto);
+            unmarked
+                .drain(..)
+                .try_for_each(|r| replay(store, &r, &mut highest_cas))
+        }
+        Record::Journal(_) => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "{} was written by a node of an eventual or causal cluster; move it away to start without it",
+                dir.display()
+            ),
+        )),
+        _ => {
+            unmarked.push(record.clone());
+            Ok(())
+        }
+    })?;
+    let items = |r: &Record| matches!(r, Record::Put { .. } | Record::Remove { .. });
+    if delivered.is_none() && unmarked.iter().any(items) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "{} was written by a one-node cluster; move it away to start without it",
+                dir.display()
+            ),
+        ));
+    }
+    if !unmarked.is_empty() {
+        let bytes: usize = unmarked.iter().map(Record::encoded_len).sum();
+        log::warn!(
+            "{}: dropped {} records ({bytes} bytes) after the last delivered write's mark",
+            dir.display(),
+            unmarked.len()
+        );
+        dropped += bytes as u64;
+    }
+    let delivered = existed.then(|| delivered.unwrap_or(0));
+    compact(dir, store, now, highest_cas, delivered.or(Some(0)))?;
+    Ok(Recovered {
+        replayed,
+        dropped,
+        highest_cas,
+        delivered,
     })
 }
 
@@ -79,6 +159,7 @@ pub fn recover_journaled(
         replayed,
         dropped,
         highest_cas: 0,
+        delivered: None,
     })
 }
 
@@ -179,7 +260,7 @@ fn replay(
             };
             store.reset(&head, 0)
         }
-        Record::SnapshotEnd => Ok(()),
+        Record::SnapshotEnd | Record::Delivered { .. } => Ok(()),
         Record::Journal(_) => {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
@@ -191,13 +272,14 @@ fn replay(
     applied.map_err(|e| io::Error::other(format!("replaying the log: {e:?}")))
 }
 
-/// Writes the store as `snapshot` (through `snapshot.tmp` and a rename)
-/// and empties the logs.
+/// Writes the store as `snapshot` (through `snapshot.tmp` and a rename),
+/// ending with the mark `delivered` for a marked log, and empties the logs.
 fn compact(
     dir: &Path,
     store: &mut dyn VersionedStore,
     now: UnixTime,
     highest_cas: u64,
+    delivered: Option<u64>,
 ) -> io::Result<()> {
     let mut out = Vec::new();
     Record::Clock {
@@ -212,6 +294,9 @@ fn compact(
         true
     });
     listed.map_err(|e| io::Error::other(format!("listing the store: {e:?}")))?;
+    if let Some(upto) = delivered {
+        Record::Delivered { upto }.encode(&mut out);
+    }
     Record::SnapshotEnd.encode(&mut out);
     install_snapshot(dir, &out)
 }

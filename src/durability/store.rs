@@ -55,6 +55,16 @@
 //!   cursor (removals, an immediate `flush_all` clearing it) only lowers
 //!   where the next slice starts.
 //!
+//! **Marks** (a node of a strong cluster of several). Each delivered
+//! write's records are followed by a [`Record::Delivered`] mark, and a
+//! recovery drops what follows the last one (see `recover.rs`). Such a
+//! store never refuses a write while the disk refuses the log: the write
+//! was delivered, and its peers apply it; its records wait in the writer
+//! and its reply for the disk (the node refuses new writes before they
+//! are ordered instead: `Durable::intake_refusal`). A snapshot begins
+//! only right after a mark and ends only at one, with it, so it never
+//! catches half of an install or of a write as a state.
+//!
 //! An ascending cursor would need the store to report every entry moved
 //! from above it to below (the test
 //! `a_snapshot_listed_in_slices_while_entries_move_recovers_the_store`
@@ -103,6 +113,15 @@ pub struct DurableStore {
     snapshot: Option<Snapshotting>,
     /// Entries a snapshot slice visits at most.
     slice_entries: usize,
+    /// A marked log: the last mark, and whether records followed it.
+    marks: Option<Marks>,
+}
+
+/// Where a marked log stands (module doc, "Marks").
+#[derive(Debug, Clone, Copy)]
+struct Marks {
+    last: u64,
+    unmarked: bool,
 }
 
 /// A snapshot being written: where its listing of the table stands (the
@@ -135,7 +154,23 @@ impl DurableStore {
             snapshot_from: 0,
             snapshot: None,
             slice_entries: SLICE_ENTRIES,
+            marks: None,
         }
+    }
+
+    /// The same, for a node of a strong cluster of several, whose log the
+    /// last marked `delivered` (module doc, "Marks").
+    pub fn marked(mut self, delivered: u64) -> DurableStore {
+        self.marks = Some(Marks {
+            last: delivered,
+            unmarked: false,
+        });
+        self
+    }
+
+    /// Records follow the last mark (a write or an install under way).
+    fn unmarked(&self) -> bool {
+        self.marks.is_some_and(|m| m.unmarked)
     }
 
     /// The same, with snapshot slices of at most `entries` entries, so a
@@ -149,6 +184,9 @@ impl DurableStore {
     /// Refuses a write while the disk refuses the log (as the writer said
     /// at the end of the last loop iteration: see `LogShared::refusing`).
     fn writable(&self) -> StoreResult<()> {
+        if self.marks.is_some() {
+            return Ok(()); // a delivered write (module doc, "Marks")
+        }
         match self.shared.refusal() {
             None => Ok(()),
             Some(why) => Err(StoreError::Disk(why)),
@@ -175,6 +213,9 @@ impl DurableStore {
         record.encode(&mut self.batch);
         let len = (self.batch.len() - start) as u64;
         self.shared.appended.fetch_add(len, Ordering::AcqRel);
+        if let Some(marks) = &mut self.marks {
+            marks.unmarked = true;
+        }
     }
 
     /// Hands the records gathered so far to the writer, in one job.
@@ -211,7 +252,8 @@ impl DurableStore {
     /// the pending delayed `flush_all`) as the store is now.
     fn maybe_begin_snapshot(&mut self) {
         let appended = self.shared.appended.load(Ordering::Relaxed);
-        if self.snapshot.is_some() || appended - self.snapshot_from < self.snapshot_every {
+        let due = appended - self.snapshot_from >= self.snapshot_every;
+        if self.snapshot.is_some() || !due || self.unmarked() {
             return;
         }
         let items = self.inner.stats().items;
@@ -246,6 +288,7 @@ impl DurableStore {
 
     /// Hands the writer the snapshot's next slice, unless it is behind.
     fn snapshot_slice(&mut self, now: UnixTime) -> StoreResult<()> {
+        let (unmarked, marks) = (self.unmarked(), self.marks);
         let shared = &self.shared;
         let behind = shared.snapshot_queued.load(Ordering::Relaxed)
             - shared.snapshot_written.load(Ordering::Acquire);
@@ -264,8 +307,12 @@ impl DurableStore {
                     records += 1;
                     out.len() < SLICE_BYTES
                 })?;
-        let done = snapshot.below == 0;
+        // Listed, and at a mark (the end waits for the next one).
+        let done = snapshot.below == 0 && !unmarked;
         if done {
+            if let Some(marks) = marks {
+                Record::Delivered { upto: marks.last }.encode(&mut out);
+            }
             Record::SnapshotEnd.encode(&mut out);
         }
         snapshot.records += records;
@@ -420,6 +467,27 @@ impl VersionedStore for DurableStore {
 
     fn export_record(&mut self, key: &[u8], now: UnixTime) -> StoreResult<Option<StoreRecord>> {
         self.inner.export_record(key, now)
+    }
+
+    /// An ordered store takes the record where the source held it (see
+    /// [`VersionedStore::install`]); its state is logged as a write's.
+    fn install(&mut self, record: &StoreRecord, now: UnixTime) -> StoreResult<()> {
+        self.writable()?;
+        self.reserve(record.cas);
+        let installed = self.inner.install(record, now);
+        self.log_evictions();
+        installed?;
+        self.log_key(&record.key, now)
+    }
+
+    fn mark_delivered(&mut self, upto: u64) {
+        if self.marks.is_some() {
+            self.append(&Record::Delivered { upto });
+            self.marks = Some(Marks {
+                last: upto,
+                unmarked: false,
+            });
+        }
     }
 
     fn reset(&mut self, head: &Head, now: UnixTime) -> StoreResult<()> {

@@ -15,7 +15,7 @@ use crate::backend::StoreFactory;
 use crate::cluster::engine::Engine;
 use crate::cluster::eventual::EventualEngine;
 use crate::cluster::total_order::TotalOrder;
-use crate::cluster::View;
+use crate::cluster::{Stamp, View};
 use crate::config::{Consistency, KvType};
 use crate::durability::Recovering;
 use crate::store::memcache::MemcacheStore;
@@ -71,9 +71,20 @@ pub fn serve(settings: Settings) -> io::Result<()> {
             // timeout is started over.
             let cluster = &settings.cluster;
             let patience = cluster.peer_timeout.as_millis() / cluster.heartbeat.as_millis().max(1);
-            let engine = TotalOrder::new(me, view, mode).with_patience(patience as u64);
+            let mut engine = TotalOrder::new(me, view, mode).with_patience(patience as u64);
+            let durable = match &settings.node.data_dir {
+                Some(dir) => {
+                    let recovering = Recovering::open_marked(dir, cluster, memory(&settings))?;
+                    let recovered = recovering.recovered();
+                    let held = recovered.delivered.map(Stamp::of_unique);
+                    engine = engine.with_data_dir(held);
+                    engine.stamp_above(recovered.highest_cas);
+                    Some(recovering)
+                }
+                None => None,
+            };
             let replica = engine.replica();
-            Server::bind(settings, incarnation, (engine, replica), factory, None)?.run()
+            Server::bind(settings, incarnation, (engine, replica), factory, durable)?.run()
         }
     }
 }
@@ -114,7 +125,9 @@ fn memory(settings: &Settings) -> Box<dyn VersionedStore> {
     let store = MemoryStore::new(cluster.memory_limit_bytes, cluster.limits())
         .with_sweep(cluster.expiry_sweep)
         .with_eviction(cluster.eviction);
-    if strong_replica(settings) {
+    if strong_replica(settings) && settings.node.data_dir.is_some() {
+        Box::new(store.ordered().keeping_evicted())
+    } else if strong_replica(settings) {
         Box::new(store.ordered())
     } else if settings.node.data_dir.is_some() || eventual_replica(settings) {
         Box::new(store.keeping_evicted())

@@ -37,7 +37,9 @@ use super::connection::Connection;
 use super::latency::{Asked, CommandKind};
 use super::tls::Stream;
 use super::Server;
+use crate::cluster::engine::Effect;
 use crate::cluster::{Engine, ReplyTo};
+use crate::durability::Durable;
 use crate::protocol::binary::Responder;
 use crate::protocol::{reply, Action, Admin, Command, Request};
 use crate::store::unix_now;
@@ -374,8 +376,16 @@ impl<E: Engine> Server<E> {
             slot: conn.reserve_slot(asked, binary),
         };
         let deadline = asked.at + self.settings.cluster.backend_timeout;
-        self.node
-            .on_client(reply_to, request, unix_now(), &mut self.effects);
+        let refusal = self.durable.as_ref().and_then(Durable::intake_refusal);
+        match refusal.filter(|_| !request.command.is_read()) {
+            Some(reason) => self.effects.push(Effect::Refuse {
+                to: reply_to,
+                reason,
+            }),
+            None => self
+                .node
+                .on_client(reply_to, request, unix_now(), &mut self.effects),
+        }
         self.apply_effects();
         // A reply that came at once (the inline store on one node) needs no
         // deadline: only one still owed takes a place in the queue.
