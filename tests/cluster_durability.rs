@@ -417,3 +417,66 @@ fn a_node_whose_disk_fills_refuses_writes_then_catches_up() {
     );
     cluster.wait_for_value(0, "elsewhere", "VALUE elsewhere 0 1\r\ny\r\nEND\r\n");
 }
+
+/// Node 0 of a linearizable cluster has its data directory on a 1 MiB
+/// tmpfs that fills. It still applies what the cluster delivers (its peers
+/// do), but answers nothing its log does not hold: new writes are refused
+/// before they are ordered, with the reason; a read waits for the log and
+/// times out. Its peers serve on. Once there is room, the log catches up
+/// and node 0 answers again, with the writes made elsewhere meanwhile.
+/// Needs root to mount the tmpfs; says so and returns otherwise.
+#[test]
+fn a_strong_node_whose_disk_fills_answers_nothing_unlogged_then_catches_up() {
+    let Some(tmpfs) = common::mount_tmpfs("1m") else {
+        eprintln!("cannot mount a tmpfs (not root?): not checked");
+        return;
+    };
+    let data = TempDir::new("cluster-data");
+    let mount = &tmpfs.dir.0;
+    let filler = mount.join("filler");
+    std::fs::write(&filler, vec![0u8; 700 << 10]).unwrap();
+    let (text, ports) = cluster_config_with(
+        3,
+        "linearizable",
+        "fsync = always\nbackend_timeout_ms = 500",
+        |id| match id {
+            0 => format!("data_dir = {}", mount.join("d0").display()),
+            _ => format!("data_dir = {}", data.0.join(format!("d{id}")).display()),
+        },
+    );
+    let cluster = launch_cluster_text(text, ports);
+    let mut c = connect(cluster.port(0));
+    assert_eq!(request(&mut c, b"set kept 0 0 4\r\nkept\r\n"), "STORED\r\n");
+    let value = "x".repeat(10_000);
+    poll(Duration::from_secs(20), Duration::ZERO, || {
+        let set = format!("set big 0 0 {}\r\n{value}\r\n", value.len());
+        match request(&mut c, set.as_bytes()) {
+            stored if stored == "STORED\r\n" => Err("the disk never filled".to_string()),
+            _ => Ok(()),
+        }
+    });
+    let refused = request(&mut c, b"set after 0 0 1\r\nx\r\n");
+    assert!(
+        refused.starts_with("SERVER_ERROR data directory: ")
+            && refused.ends_with("; not applied\r\n"),
+        "{refused:?}"
+    );
+    let mut other = connect(cluster.port(1));
+    assert_eq!(
+        request(&mut other, b"set elsewhere 0 0 1\r\ny\r\n"),
+        "STORED\r\n"
+    );
+    let read = request(&mut c, b"get kept\r\n");
+    assert!(read.starts_with("SERVER_ERROR timeout"), "{read:?}");
+    std::fs::remove_file(&filler).unwrap();
+    poll(
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        || match request(&mut c, b"set after 0 0 1\r\nz\r\n").as_str() {
+            "STORED\r\n" => Ok(()),
+            other => Err(format!("never took writes again: {other:?}")),
+        },
+    );
+    cluster.wait_for_value(0, "elsewhere", "VALUE elsewhere 0 1\r\ny\r\nEND\r\n");
+    cluster.wait_for_value(2, "after", "VALUE after 0 1\r\nz\r\nEND\r\n");
+}
