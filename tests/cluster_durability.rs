@@ -170,12 +170,14 @@ fn a_strong_cluster_restarted_after_a_whole_kill_takes_the_longest_log() {
         cluster.wait_for_value(2, "k", "VALUE k 0 3\r\nold\r\nEND\r\n");
         cluster.nodes[2].signal("STOP");
         // Refused or timed out until nodes 0 and 1 form a view without it.
-        poll(Duration::from_secs(30), Duration::from_millis(100), || {
-            match request(&mut connect(cluster.port(0)), b"set k 0 0 3\r\nnew\r\n").as_str() {
+        poll(
+            Duration::from_secs(30),
+            Duration::from_millis(100),
+            || match request(&mut connect(cluster.port(0)), b"set k 0 0 3\r\nnew\r\n").as_str() {
                 "STORED\r\n" => Ok(()),
                 other => Err(format!("{mode}: node 0 answered {other:?}")),
-            }
-        });
+            },
+        );
         for node in &cluster.nodes {
             node.signal("KILL");
         }

@@ -713,6 +713,7 @@ mod tests {
                     has_state: true,
                     intact: false,
                     remembers: true,
+                    recovered: true,
                     amnesiacs: vec![2],
                     delivered_upto: Stamp { ts: 5, node: 2 },
                     held: proposals.clone(),

@@ -82,7 +82,8 @@ pub fn recover_marked(
         .any(|name| dir.join(name).exists());
     let (mut highest_cas, mut delivered) = (0, None);
     let mut unmarked: Vec<Record> = Vec::new();
-    let (replayed, mut dropped) = read_files(dir, &mut |record| match record {
+    let (replayed, mut dropped) = read_files(dir, &mut |record| {
+        match record {
         Record::Delivered { upto } => {
             delivered = Some(*upto);
             unmarked
@@ -100,6 +101,7 @@ pub fn recover_marked(
             unmarked.push(record.clone());
             Ok(())
         }
+    }
     })?;
     let items = |r: &Record| matches!(r, Record::Put { .. } | Record::Remove { .. });
     if delivered.is_none() && unmarked.iter().any(items) {
@@ -392,6 +394,96 @@ mod tests {
         assert_eq!(recovered(&dir), want, "after the rename");
         // Compacted: the snapshot alone holds it now.
         assert_eq!(recovered(&dir), want, "again, from the compacted files");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn mark(upto: u64) -> Record {
+        Record::Delivered { upto }
+    }
+
+    /// `dir` recovered as a marked log: the values of a, b, c, and the last
+    /// mark (or the error).
+    fn recovered_marked(dir: &Path) -> io::Result<(Vec<(String, String)>, Option<u64>)> {
+        let mut store = MemoryStore::new(1 << 20, Limits::default()).ordered();
+        let found = recover_marked(dir, &mut store, NOW)?;
+        let mut values = Vec::new();
+        for key in ["a", "b", "c"] {
+            if let Some(r) = store.export_record(key.as_bytes(), NOW).unwrap() {
+                values.push((key.to_string(), String::from_utf8(r.entry.value).unwrap()));
+            }
+        }
+        Ok((values, found.delivered))
+    }
+
+    fn temp_dir(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("mckv-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    /// Cut anywhere, a marked log comes back as of its last whole mark:
+    /// the changes of a write (two records here: an eviction, then the
+    /// write) or of an install (a reset, then items) count only with their
+    /// mark. Compacted, it comes back the same, at the same mark.
+    #[test]
+    fn a_marked_log_cut_anywhere_comes_back_at_its_last_mark() {
+        let dir = temp_dir("marked");
+        let log = [
+            put("a", "1", 1),
+            mark(1),
+            Record::Remove { key: b"a".to_vec() },
+            put("b", "1", 2),
+            mark(2),
+            Record::Flush { now: NOW, at: None },
+            put("c", "9", 9),
+            put("a", "9", 8),
+            mark(9),
+        ];
+        let states: [(Vec<(String, String)>, u64); 4] = [
+            (vec![], 0),
+            (vec![("a".into(), "1".into())], 1),
+            (vec![("b".into(), "1".into())], 2),
+            (vec![("a".into(), "9".into()), ("c".into(), "9".into())], 9),
+        ];
+        let mut bytes = Vec::new();
+        let mut ends = vec![0];
+        for record in &log {
+            record.encode(&mut bytes);
+            ends.push(bytes.len());
+        }
+        for cut in 0..=bytes.len() {
+            // As a node's first start left it: an empty store, marked.
+            file(&dir, "snapshot", &[mark(0), end()]);
+            std::fs::write(dir.join("log"), &bytes[..cut]).unwrap();
+            let whole = ends.iter().filter(|&&e| e <= cut).count() - 1;
+            let marks = log[..whole]
+                .iter()
+                .filter(|r| matches!(r, Record::Delivered { .. }))
+                .count();
+            let (values, upto) = &states[marks];
+            let want = (values.clone(), Some(*upto));
+            assert_eq!(recovered_marked(&dir).unwrap(), want, "cut at byte {cut}");
+            assert_eq!(
+                recovered_marked(&dir).unwrap(),
+                want,
+                "compacted, cut {cut}"
+            );
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A new directory says so (a node's first start); a one-node
+    /// cluster's log, which has no marks, is not taken for an empty one.
+    #[test]
+    fn a_new_directory_holds_nothing_and_an_unmarked_log_is_refused() {
+        let dir = temp_dir("marked-new");
+        assert_eq!(recovered_marked(&dir).unwrap(), (vec![], None));
+        assert_eq!(recovered_marked(&dir).unwrap(), (vec![], Some(0)));
+        let _ = std::fs::remove_file(dir.join("snapshot"));
+        file(&dir, "log", &[put("a", "1", 1)]);
+        let err = recovered_marked(&dir).unwrap_err();
+        assert!(err.to_string().contains("one-node"), "{err}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 
