@@ -191,6 +191,45 @@ fn a_strong_cluster_restarted_after_a_whole_kill_takes_the_longest_log() {
     }
 }
 
+/// Node 2 of a linearizable cluster is killed, and restarted with its data
+/// directory after the others wrote without it: recovered, it is no
+/// source, and is handed their store. A kill of the whole cluster after
+/// that loses nothing either.
+#[test]
+fn a_strong_node_restarted_with_its_data_is_handed_the_store() {
+    let data = TempDir::new("cluster-data");
+    let keys = "fsync = always\nheartbeat_ms = 50\npeer_timeout_ms = 500";
+    let mut cluster = durable_cluster("linearizable", &data, keys);
+    let mut c = connect(cluster.port(0));
+    assert_eq!(request(&mut c, b"set k 0 0 3\r\nold\r\n"), "STORED\r\n");
+    cluster.nodes[2].signal("KILL");
+    poll(Duration::from_secs(30), Duration::from_millis(100), || {
+        match request(&mut connect(cluster.port(0)), b"set k 0 0 3\r\nnew\r\n").as_str() {
+            "STORED\r\n" => Ok(()),
+            other => Err(format!("node 0 answered {other:?}")),
+        }
+    });
+    for i in 0..50 {
+        let set = format!("set n{i} 0 0 1\r\n{}\r\n", i % 10);
+        assert_eq!(request(&mut c, set.as_bytes()), "STORED\r\n");
+    }
+    restart(&mut cluster, 2);
+    cluster.wait_for_value(2, "k", "VALUE k 0 3\r\nnew\r\nEND\r\n");
+    for node in &cluster.nodes {
+        node.signal("KILL");
+    }
+    for id in 0..3 {
+        restart(&mut cluster, id);
+    }
+    cluster.wait_all_up();
+    let keys: Vec<String> = (0..50).map(|i| format!("n{i}")).collect();
+    cluster.converged(&keys);
+    for node in 0..3 {
+        cluster.wait_for_value(node, "k", "VALUE k 0 3\r\nnew\r\nEND\r\n");
+        cluster.wait_for_value(node, "n49", "VALUE n49 0 1\r\n9\r\nEND\r\n");
+    }
+}
+
 /// Node 1 is paused (SIGSTOP) while node 0 deletes `k`, and killed before
 /// it hears of it, so it comes back holding the old value; nodes 0 and 2
 /// are killed and restarted too. Their logs hold the delete's tombstone,
