@@ -43,7 +43,7 @@
 //! | `--mix LIST` | `LOAD_MIX` | 90,50 (percent of gets) |
 //! | `--depth LIST` | `LOAD_DEPTH` | 1,16 |
 //! | `--threads N` | `LOAD_THREADS` | 1 generator thread |
-//! | `--servers LIST` | `LOAD_SERVERS` | memcached,mckv (also `linearizable`, `sequential`, `eventual`, `causal`: a 3-node cluster in that mode, driven through node 0; `linearizable-tls`: the same with `peer_tls = on`; `durable-always`, `durable-everysec`, `durable-no`: one node with a data directory and that fsync policy; `etcd`: a 3-member etcd cluster, driven through member 0 over HTTP; or HOST:PORT: a memcached-protocol server started by hand) |
+//! | `--servers LIST` | `LOAD_SERVERS` | memcached,mckv (also `linearizable`, `sequential`, `eventual`, `causal`: a 3-node cluster in that mode, driven through node 0; `linearizable-tls`: the same with `peer_tls = on`; `linearizable-always`, `linearizable-everysec`: the same with a data directory on every node and that fsync policy; `durable-always`, `durable-everysec`, `durable-no`: one node with a data directory and that fsync policy; `etcd`: a 3-member etcd cluster, driven through member 0 over HTTP; or HOST:PORT: a memcached-protocol server started by hand) |
 //! | `--timeout-ms N` | `LOAD_TIMEOUT_MS` | 1000 |
 //! | `--mckv PATH` | `MCKV_BIN` | `target/release/mckv` |
 //! | `--memory` | | off: instead of the load cells, the memory cells (`load/memory.rs`): RSS per item after 1M x 100 B (memcached, one node, a 3-node eventual cluster per node) and 10M x 10 B (memcached, one node), and the ratios; about 5 minutes |
@@ -291,6 +291,9 @@ enum Kind {
     Cluster(&'static str),
     /// The same with `peer_tls = on` (certificates made with `openssl`).
     ClusterTls(&'static str),
+    /// A 3-node linearizable cluster whose nodes keep a data directory,
+    /// with this fsync policy.
+    ClusterDurable(&'static str),
     /// One mckv node with a data directory and this fsync policy.
     Durable(&'static str),
     /// A 3-member etcd cluster, driven through member 0.
@@ -311,6 +314,8 @@ impl std::str::FromStr for Kind {
             "eventual" => Ok(Kind::Cluster("eventual")),
             "causal" => Ok(Kind::Cluster("causal")),
             "linearizable-tls" => Ok(Kind::ClusterTls("linearizable")),
+            "linearizable-always" => Ok(Kind::ClusterDurable("always")),
+            "linearizable-everysec" => Ok(Kind::ClusterDurable("everysec")),
             "durable-always" => Ok(Kind::Durable("always")),
             "durable-everysec" => Ok(Kind::Durable("everysec")),
             "durable-no" => Ok(Kind::Durable("no")),
@@ -330,6 +335,8 @@ impl Kind {
             Kind::Mckv => "mckv",
             Kind::Cluster(mode) => mode,
             Kind::ClusterTls(_) => "linearizable-tls",
+            Kind::ClusterDurable("always") => "linearizable-always",
+            Kind::ClusterDurable(_) => "linearizable-everysec",
             Kind::Durable("always") => "durable-always",
             Kind::Durable("everysec") => "durable-everysec",
             Kind::Durable(_) => "durable-no",
@@ -446,21 +453,20 @@ fn make_certs(dir: &Path) -> Result<(String, String), String> {
 
 /// Starts a 3-node cluster in `mode` (its peer links over TLS if `tls`)
 /// whose node 0 serves clients on `port`.
-fn start_cluster(
-    mode: &str,
-    tls: bool,
-    port: u16,
-    mckv: &Path,
-    seq: usize,
-) -> Result<Server, String> {
+fn start_cluster(kind: Kind, port: u16, mckv: &Path, seq: usize) -> Result<Server, String> {
     let dir = std::env::temp_dir().join(format!("mckv-load-{}-{seq}-{port}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| format!("{dir:?}: {e}"))?;
-    let (tls_cluster, tls_node) = match tls {
-        true => make_certs(&dir)?,
-        false => (String::new(), String::new()),
+    let (mode, (tls_cluster, tls_node), fsync) = match kind {
+        Kind::ClusterTls(mode) => (mode, make_certs(&dir)?, None),
+        Kind::ClusterDurable(fsync) => ("linearizable", Default::default(), Some(fsync)),
+        Kind::Cluster(mode) => (mode, Default::default(), None),
+        _ => unreachable!("not a cluster"),
     };
     let mut config =
         format!("[cluster]\nname = load\nconsistency = {mode}\nsecret = load\n{tls_cluster}");
+    if let Some(fsync) = fsync {
+        config.push_str(&format!("fsync = {fsync}\n"));
+    }
     for id in 0..3 {
         let client = if id == 0 {
             port
@@ -471,6 +477,10 @@ fn start_cluster(
         config.push_str(&format!(
             "[node.{id}]\nclient = 127.0.0.1:{client}\npeer = 127.0.0.1:{peer}\n{tls_node}"
         ));
+        if fsync.is_some() {
+            let data = dir.join(format!("data{id}"));
+            config.push_str(&format!("data_dir = {}\n", data.display()));
+        }
     }
     let path = dir.join("config.ini");
     std::fs::write(&path, config).map_err(|e| format!("{path:?}: {e}"))?;
@@ -495,11 +505,7 @@ fn start_cluster(
         children.push(child);
     }
     let mut server = Server {
-        label: if tls {
-            format!("{mode}-tls")
-        } else {
-            mode.to_string()
-        },
+        label: kind.name().to_string(),
         protocol: Protocol::Memcached,
         addr: SocketAddr::from(([127, 0, 0, 1], port)),
         children,
@@ -648,9 +654,8 @@ impl Server {
                     cmd.args(["--log-level", "warn"]);
                     (cmd, Some(TempDir(dir)))
                 }
-                Kind::Cluster(mode) | Kind::ClusterTls(mode) => {
-                    let tls = matches!(kind, Kind::ClusterTls(_));
-                    match start_cluster(mode, tls, port, mckv, seq) {
+                Kind::Cluster(_) | Kind::ClusterTls(_) | Kind::ClusterDurable(_) => {
+                    match start_cluster(kind, port, mckv, seq) {
                         Ok(server) => return Ok(server),
                         Err(e) => {
                             last_err = e;
