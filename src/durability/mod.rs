@@ -372,7 +372,7 @@ mod tests {
     use super::*;
     use crate::protocol::{Limits, StorageMode};
     use crate::store::memory::MemoryStore;
-    use crate::store::{Entry, Expiry, Store, Write};
+    use crate::store::{Entry, Expiry, Head, Store, Write};
 
     const NOW: UnixTime = 1_700_000_000;
     const KEYS: u64 = 40;
@@ -614,6 +614,88 @@ mod tests {
                 "seed {seed}: lost or changed {missing:?}"
             );
             assert!(got == want, "seed {seed}: the recovered store differs");
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
+
+    /// A node of a strong cluster: sets and deletes each followed by its
+    /// mark, and now and then a snapshot install (a reset, then parts over
+    /// several loop iterations, marked once whole), while the store writes
+    /// its own snapshots in slices of a few entries. Stopped anywhere,
+    /// mid-install included, the directory recovers the store exactly as
+    /// its last mark left it, and says which mark.
+    #[test]
+    fn a_marked_store_recovers_as_its_last_mark_left_it() {
+        const MANY: u64 = 200;
+        let ordered = || -> Box<dyn VersionedStore> {
+            let store = MemoryStore::new(64 << 20, Limits::default());
+            Box::new(store.ordered().keeping_evicted())
+        };
+        let cluster = ClusterConfig {
+            fsync: Fsync::No,
+            snapshot_every: 10_000,
+            ..ClusterConfig::default()
+        };
+        let now = unix_now();
+        for seed in 1..=20u64 {
+            let dir = temp_dir(&format!("marked-{seed}"));
+            let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+            let recovering = Recovering::open_marked(&dir, &cluster, ordered()).unwrap();
+            assert_eq!(recovering.recovered().delivered, None, "a new directory");
+            let poll = mio::Poll::new().unwrap();
+            let waker = Arc::new(Waker::new(poll.registry(), mio::Token(0)).unwrap());
+            let (durable, store) = recovering.start_logging(waker).unwrap();
+            let mut store = store.with_slices_of(1 + rng.below(8) as usize);
+            let (mut cas, mut last_mark) = (1u64 << 16, 0);
+            let mut at_mark = Vec::new();
+            let mut installing = 0;
+            for _ in 0..1_000 + rng.below(2_000) {
+                cas += 1 << 16;
+                if installing == 0 && rng.below(60) == 0 {
+                    store.reset(&Head::default(), now).unwrap();
+                    installing = 1 + rng.below(10);
+                }
+                let key = format!("k{}", rng.below(MANY)).into_bytes();
+                let value = vec![b'a' + rng.below(26) as u8; rng.below(500) as usize];
+                let entry = Entry {
+                    flags: 0,
+                    expiry: Expiry::Never,
+                    value,
+                };
+                if installing > 0 {
+                    let record = crate::store::Record {
+                        key,
+                        entry,
+                        cas,
+                        stored_at: now,
+                        referenced: false,
+                    };
+                    store.install(&record, now).unwrap();
+                    installing -= 1;
+                } else if rng.below(4) == 0 {
+                    store.delete(&key, now).unwrap();
+                } else {
+                    store.import(&key, Some(&entry), cas, now).unwrap();
+                }
+                if installing == 0 {
+                    store.mark_delivered(cas);
+                    last_mark = cas;
+                    at_mark = contents(&mut store, MANY, now);
+                }
+                if rng.below(2) == 0 {
+                    store.maintain(now).unwrap();
+                }
+                store.end_batch();
+            }
+            let shared = durable.shared.clone();
+            drop(store);
+            drop(durable);
+            let snapshots = shared.snapshots.load(Ordering::Relaxed);
+            assert!(snapshots > 0, "seed {seed}: no snapshot");
+            let mut reopened = Recovering::open_marked(&dir, &cluster, ordered()).unwrap();
+            assert_eq!(reopened.recovered().delivered, Some(last_mark), "seed {seed}");
+            let got = contents(reopened.store.as_mut(), MANY, now);
+            assert!(got == at_mark, "seed {seed}: the recovered store differs");
             let _ = std::fs::remove_dir_all(&dir);
         }
     }
