@@ -48,11 +48,18 @@
 //!   with hellos, the hello it sends each peer arriving
 //!   `late_hello_min..=late_hello` steps late.
 //!
+//! With `data_dirs` ([`Sim::with_data_dirs`]) every node has a simulated
+//! data directory (`durable.rs`): a restart brings it back holding what its
+//! directory gives back, an image of its store at one of its marks (after a
+//! crash, any from the one current at its last reply on), and its engine is
+//! told the image's stamp.
+//!
 //! A run depends on its seed alone: every decision iterates in sorted
 //! order (`BTreeMap`) or draws from the seeded [`Rng`]; [`Sim::enable_trace`]
 //! logs every event for explaining a failing seed.
 #![allow(dead_code)]
 
+pub mod durable;
 pub mod rng;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -60,12 +67,15 @@ use std::collections::{BTreeMap, VecDeque};
 use mckv::cluster::membership::Load;
 use mckv::cluster::wire;
 use mckv::cluster::{
-    Done, Effect, Engine, Frame, Node, NodeId, PeerEvent, PeerMessage, Replica, ReplyTo, StoreWork,
+    Done, Effect, Engine, Frame, Node, NodeId, PeerEvent, PeerMessage, Replica, ReplyTo, Stamp,
+    StoreWork,
 };
 use mckv::protocol::{Command, Get, Key, Limits, Request};
 use mckv::store::memory::MemoryStore;
-use mckv::store::{Executor, StoreCounters, UnixTime};
+use mckv::store::{Executor, StoreCounters, UnixTime, VersionedStore};
 pub use rng::Rng;
+
+use durable::{Image, ImagingStore, Journal, SharedJournal};
 
 /// The wall time every simulated operation and store call runs at (so
 /// nothing expires).
@@ -117,6 +127,12 @@ pub struct SimConfig {
     /// it at the earliest, as a memcached backend's worker thread does it:
     /// replies and reports reach the engine late, while it goes on.
     pub store_delay: u64,
+    /// Every node has a data directory (see [`Sim::with_data_dirs`]).
+    pub data_dirs: bool,
+    /// Negative control: a crashed node's directory may give back an image
+    /// older than the one current at its last reply (a log that lost what
+    /// a reply had waited for).
+    pub stale_images: bool,
 }
 
 impl SimConfig {
@@ -138,6 +154,8 @@ impl SimConfig {
             ordered_store: false,
             keep_evicted: false,
             store_delay: 0,
+            data_dirs: false,
+            stale_images: false,
         }
     }
 
@@ -274,20 +292,13 @@ impl<E: Engine> SimNode<E> {
         self.worker.is_empty()
     }
 
-    fn new(node: Node<E>, incarnation: u64, config: &SimConfig) -> SimNode<E> {
-        let mut store = MemoryStore::new(config.memory_limit, Limits::default());
-        if config.ordered_store {
-            store = store.ordered();
-        }
-        if config.keep_evicted {
-            store = store.keeping_evicted();
-        }
+    fn new(node: Node<E>, incarnation: u64, store: Box<dyn VersionedStore>) -> SimNode<E> {
         let counters = std::sync::Arc::new(StoreCounters::default());
         let replica = node.engine().replica();
         SimNode {
             node,
             replica,
-            executor: Executor::new(Box::new(store), counters).with_clock(sim_now),
+            executor: Executor::new(store, counters).with_clock(sim_now),
             incarnation,
             run: Run::Running,
             worker: VecDeque::new(),
@@ -340,6 +351,10 @@ struct Client {
 
 /// Builds the engine of run `incarnation` of a node.
 pub type EngineFactory<E> = Box<dyn FnMut(NodeId, u64, &[NodeId]) -> E>;
+/// Builds the engine of run `incarnation` of a node with a data directory,
+/// given what the directory held at start: `None` at the first start (a new
+/// directory), else the stamp its store was recovered up to.
+pub type DurableFactory<E> = Box<dyn FnMut(NodeId, u64, &[NodeId], Option<Stamp>) -> E>;
 /// Sees each piece of store work a node carries out, in order.
 pub type WorkWatch<E> = Box<dyn FnMut(NodeId, &StoreWork<E>)>;
 /// Sees each report the store side gives a node's engine.
@@ -353,7 +368,7 @@ pub struct Sim<E: Engine> {
     pub config: SimConfig,
     now: u64,
     rng: Rng,
-    make: EngineFactory<E>,
+    make: DurableFactory<E>,
     ids: Vec<NodeId>,
     nodes: BTreeMap<NodeId, SimNode<E>>,
     links: BTreeMap<(NodeId, NodeId), Link>,
@@ -368,15 +383,42 @@ pub struct Sim<E: Engine> {
     runs: u64,
     /// Clients whose node crashed under their request, to be told.
     lost: Vec<usize>,
+    /// With data directories: each node's journal of images (its current
+    /// or last run's)...
+    journals: BTreeMap<NodeId, SharedJournal>,
+    /// ...what the directory of each stopped node gives back at its restart...
+    disks: BTreeMap<NodeId, Image>,
+    /// ...and what each node's current run started from (`None`: a new
+    /// directory).
+    held: BTreeMap<NodeId, Option<Stamp>>,
 }
 
-impl<E: Engine> Sim<E>
+impl<E: Engine + 'static> Sim<E>
 where
     E::Message: Clone + std::fmt::Debug,
 {
     /// A cluster of `config.nodes` nodes, built by `make(id, incarnation,
     /// members)`, whose links open with hellos in the first steps.
-    pub fn new(config: SimConfig, make: EngineFactory<E>) -> Sim<E> {
+    pub fn new(config: SimConfig, mut make: EngineFactory<E>) -> Sim<E> {
+        assert!(
+            !config.data_dirs,
+            "data directories need Sim::with_data_dirs"
+        );
+        Sim::build(
+            config,
+            Box::new(move |id, run, members, _| make(id, run, members)),
+        )
+    }
+
+    /// A cluster whose nodes have data directories: each run is built by
+    /// `make(id, incarnation, members, held)` (see [`DurableFactory`]), and
+    /// a restarted node's store holds the image its directory gives back.
+    pub fn with_data_dirs(mut config: SimConfig, make: DurableFactory<E>) -> Sim<E> {
+        config.data_dirs = true;
+        Sim::build(config, make)
+    }
+
+    fn build(config: SimConfig, make: DurableFactory<E>) -> Sim<E> {
         assert!(config.nodes >= 1 && config.max_delay >= 1 && config.heartbeat_every >= 1);
         let ids: Vec<NodeId> = (1..=config.nodes).collect();
         let mut sim = Sim {
@@ -396,6 +438,9 @@ where
             filter: None,
             runs: 0,
             lost: Vec::new(),
+            journals: BTreeMap::new(),
+            disks: BTreeMap::new(),
+            held: BTreeMap::new(),
         };
         for &id in &ids {
             sim.start(id);
@@ -418,15 +463,56 @@ where
         sim
     }
 
-    /// Starts a new run of node `id` with an empty store.
+    /// Starts a new run of node `id`: with an empty store, or with data
+    /// directories, holding what its directory gives back.
     fn start(&mut self, id: NodeId) {
         self.runs += 1;
         let incarnation = self.runs;
         let peers: Vec<NodeId> = self.ids.iter().copied().filter(|&p| p != id).collect();
-        let engine = (self.make)(id, incarnation, &self.ids);
+        let mut store = self.memory_store();
+        let held = self.disks.remove(&id);
+        if let Some(image) = &held {
+            image.restore(&mut store);
+        }
+        let held = held.map(|image| image.upto);
+        let engine = (self.make)(id, incarnation, &self.ids, held);
         let node = Node::new(id, peers, self.config.peer_timeout, engine);
-        let sim_node = SimNode::new(node, incarnation, &self.config);
-        self.nodes.insert(id, sim_node);
+        let store: Box<dyn VersionedStore> = match self.config.data_dirs {
+            true => Box::new(self.imaging(id, store, held)),
+            false => Box::new(store),
+        };
+        self.held.insert(id, held);
+        self.nodes
+            .insert(id, SimNode::new(node, incarnation, store));
+    }
+
+    /// A fresh, empty store as the config says.
+    fn memory_store(&self) -> MemoryStore {
+        let mut store = MemoryStore::new(self.config.memory_limit, Limits::default());
+        if self.config.ordered_store {
+            store = store.ordered();
+        }
+        if self.config.keep_evicted {
+            store = store.keeping_evicted();
+        }
+        store
+    }
+
+    /// `store` (holding the writes up to `held`) wrapped to take images
+    /// into a new journal of node `id`, whose first image is `store` now.
+    fn imaging(&mut self, id: NodeId, mut store: MemoryStore, held: Option<Stamp>) -> ImagingStore {
+        let upto = held.unwrap_or_default().cas_unique();
+        let first = Image::of(&mut store, upto);
+        let journal = Journal::new(first, self.config.stale_images);
+        let journal = std::sync::Arc::new(std::sync::Mutex::new(journal));
+        self.journals.insert(id, journal.clone());
+        ImagingStore::new(store, journal)
+    }
+
+    /// With data directories: the stamp node `id`'s current run started
+    /// from (`None`: a first start, or no data directories).
+    pub fn held(&self, id: NodeId) -> Option<Stamp> {
+        self.held.get(&id).copied().flatten()
     }
 
     pub fn watch_work(&mut self, watch: WorkWatch<E>) {
@@ -680,6 +766,7 @@ where
             false => self.stats.crashes += 1,
         }
         self.node_mut(id).run = Run::Crashed;
+        self.keep_disk(id, clean);
         for &peer in &self.ids.clone() {
             if peer == id {
                 continue;
@@ -708,6 +795,22 @@ where
                 self.lost.push(index);
             }
         }
+    }
+
+    /// With data directories: what node `id`'s directory will give back at
+    /// its restart, fixed as its process ends (see [`Journal::pick`]).
+    fn keep_disk(&mut self, id: NodeId, clean: bool) {
+        let Some(journal) = self.journals.get(&id).cloned() else {
+            return;
+        };
+        let stale = self.config.stale_images;
+        let image = journal
+            .lock()
+            .expect("journal")
+            .pick(&mut self.rng, clean, stale);
+        let upto = image.upto;
+        self.log(|| format!("node {id}'s directory holds the writes up to {upto:?}"));
+        self.disks.insert(id, image);
     }
 
     fn restart(&mut self, id: NodeId) {
@@ -1068,6 +1171,9 @@ where
             "node {at} replied to {reply_to:?}, which is not client {client}'s outstanding request"
         );
         self.stats.replies += 1;
+        if let (Outcome::Reply(_), Some(journal)) = (&outcome, self.journals.get(&at)) {
+            journal.lock().expect("journal").answered();
+        }
         let line = format!("client {client} <- node {at}: {outcome:?}");
         self.log(|| line);
         self.finish(client, outcome, driver);

@@ -1,0 +1,253 @@
+//! Simulated data directories (`SimConfig::data_dirs`): what a node's
+//! directory would give back after a crash, without a disk.
+//!
+//! A real node logs its store's changes and, after each delivered write, a
+//! *mark* (`VersionedStore::mark_delivered`); recovery replays the log up
+//! to its last mark. So what a directory can give back is the store as it
+//! was at some mark: an [`Image`]. [`ImagingStore`] wraps a node's store
+//! and takes an image at every mark into the node's [`Journal`], which the
+//! harness owns. A reply waits for the log, so a crash loses at most the
+//! marks after the last reply the node released: the journal keeps the
+//! image current at that reply and every later one, and a restart picks
+//! one of them (tail loss).
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use mckv::cluster::{NodeId, Stamp};
+use mckv::protocol::Key;
+use mckv::store::memory::MemoryStore;
+use mckv::store::{
+    ArithOutcome, Entry, Expiry, Head, ItemRef, Listing, Record, Store, StoreResult, StoreStats,
+    StoreStatus, UnixTime, VersionedStore, Write,
+};
+
+use super::{Rng, SIM_NOW};
+
+/// A store as a directory's recovery rebuilds it: exactly the writes up to
+/// `upto`, its items in the store's order.
+#[derive(Debug, Clone, Default)]
+pub struct Image {
+    pub head: Head,
+    pub records: Vec<Record>,
+    pub upto: Stamp,
+}
+
+impl Image {
+    /// `store`'s full content, in its order, as of the mark `upto`.
+    pub fn of(store: &mut MemoryStore, upto: u64) -> Image {
+        let listing = store
+            .snapshot_keys()
+            .expect("a memory store lists its keys");
+        let records = listing.keys.iter().filter_map(|key| {
+            let record = store.export_record(key, SIM_NOW);
+            record.expect("a memory store exports its records")
+        });
+        Image {
+            head: listing.head,
+            records: records.collect(),
+            upto: stamp_of(upto),
+        }
+    }
+
+    /// Rebuilds the image on `store`, a fresh one: the head, then every
+    /// record in order (an ordered store then places them as they were).
+    pub fn restore(&self, store: &mut MemoryStore) {
+        store.reset(&self.head, SIM_NOW).expect("reset");
+        for record in &self.records {
+            store.install(record, SIM_NOW).expect("install");
+        }
+    }
+}
+
+/// The stamp a cas unique was derived from (`Stamp::cas_unique` backwards).
+pub fn stamp_of(unique: u64) -> Stamp {
+    Stamp {
+        ts: unique >> 16,
+        node: (unique & 0xffff) as NodeId,
+    }
+}
+
+/// One run of a node's images: the one current when it last answered a
+/// client (the floor no crash goes below), then every later one.
+#[derive(Debug)]
+pub struct Journal {
+    images: VecDeque<Image>,
+    /// Every image before the floor too, oldest first (only kept for the
+    /// negative control that restarts below the floor).
+    older: Vec<Image>,
+    keep_older: bool,
+}
+
+impl Journal {
+    /// A run that starts holding `first`.
+    pub fn new(first: Image, keep_older: bool) -> Journal {
+        Journal {
+            images: VecDeque::from([first]),
+            older: Vec::new(),
+            keep_older,
+        }
+    }
+
+    fn record(&mut self, image: Image) {
+        self.images.push_back(image);
+    }
+
+    /// The node released a reply: its log holds everything marked so far,
+    /// so no crash goes below the latest image.
+    pub fn answered(&mut self) {
+        while self.images.len() > 1 {
+            let old = self.images.pop_front().expect("an image");
+            if self.keep_older {
+                self.older.push(old);
+            }
+        }
+    }
+
+    /// What the directory gives back after the process ends: after a clean
+    /// exit the latest image; after a crash any image from the floor on
+    /// (the log's tail may not have reached the disk); with `below_floor`
+    /// (a broken disk, for a negative control) any image of the run.
+    pub fn pick(&self, rng: &mut Rng, clean: bool, below_floor: bool) -> Image {
+        let all: Vec<&Image> = match below_floor {
+            true => self.older.iter().chain(&self.images).collect(),
+            false => self.images.iter().collect(),
+        };
+        let index = match clean {
+            true => all.len() - 1,
+            false => rng.below(all.len() as u64) as usize,
+        };
+        all[index].clone()
+    }
+}
+
+pub type SharedJournal = Arc<Mutex<Journal>>;
+
+/// A node's store that records an [`Image`] in its journal at every mark,
+/// and otherwise is the memory store it wraps.
+pub struct ImagingStore {
+    inner: MemoryStore,
+    journal: SharedJournal,
+}
+
+impl ImagingStore {
+    pub fn new(inner: MemoryStore, journal: SharedJournal) -> ImagingStore {
+        ImagingStore { inner, journal }
+    }
+}
+
+impl Store for ImagingStore {
+    fn retrieve(
+        &mut self,
+        keys: &[Key],
+        touch: Option<Expiry>,
+        now: UnixTime,
+        found: &mut dyn FnMut(usize, ItemRef<'_>),
+    ) -> StoreResult<()> {
+        self.inner.retrieve(keys, touch, now, found)
+    }
+
+    fn store(&mut self, write: Write<'_>, now: UnixTime) -> StoreResult<StoreStatus> {
+        self.inner.store(write, now)
+    }
+
+    fn delete(&mut self, key: &[u8], now: UnixTime) -> StoreResult<bool> {
+        self.inner.delete(key, now)
+    }
+
+    fn arith(
+        &mut self,
+        key: &[u8],
+        incr: bool,
+        delta: u64,
+        cas: u64,
+        now: UnixTime,
+    ) -> StoreResult<ArithOutcome> {
+        self.inner.arith(key, incr, delta, cas, now)
+    }
+
+    fn touch(&mut self, key: &[u8], expiry: Expiry, now: UnixTime) -> StoreResult<bool> {
+        self.inner.touch(key, expiry, now)
+    }
+
+    fn flush_all(&mut self, at: Option<UnixTime>, now: UnixTime) -> StoreResult<()> {
+        self.inner.flush_all(at, now)
+    }
+
+    fn set_memory_limit(&mut self, limit_bytes: u64) -> StoreResult<()> {
+        self.inner.set_memory_limit(limit_bytes)
+    }
+
+    fn stats(&self) -> StoreStats {
+        self.inner.stats()
+    }
+}
+
+impl VersionedStore for ImagingStore {
+    fn export(&mut self, key: &[u8], now: UnixTime) -> StoreResult<Option<Entry>> {
+        self.inner.export(key, now)
+    }
+
+    fn export_many(&mut self, keys: &[&[u8]], now: UnixTime) -> StoreResult<Vec<Option<Entry>>> {
+        self.inner.export_many(keys, now)
+    }
+
+    fn import(
+        &mut self,
+        key: &[u8],
+        entry: Option<&Entry>,
+        cas: u64,
+        now: UnixTime,
+    ) -> StoreResult<()> {
+        self.inner.import(key, entry, cas, now)
+    }
+
+    fn snapshot_keys(&mut self) -> StoreResult<Listing> {
+        self.inner.snapshot_keys()
+    }
+
+    fn head(&self) -> Head {
+        self.inner.head()
+    }
+
+    fn export_record(&mut self, key: &[u8], now: UnixTime) -> StoreResult<Option<Record>> {
+        self.inner.export_record(key, now)
+    }
+
+    fn export_below(
+        &mut self,
+        below: usize,
+        max: usize,
+        now: UnixTime,
+        out: &mut dyn FnMut(Record) -> bool,
+    ) -> StoreResult<usize> {
+        self.inner.export_below(below, max, now, out)
+    }
+
+    fn reset(&mut self, head: &Head, now: UnixTime) -> StoreResult<()> {
+        self.inner.reset(head, now)
+    }
+
+    fn install(&mut self, record: &Record, now: UnixTime) -> StoreResult<()> {
+        self.inner.install(record, now)
+    }
+
+    /// The mark comes right after the write it covers is applied: the
+    /// store now is exactly what recovery would rebuild up to it.
+    fn mark_delivered(&mut self, upto: u64) {
+        let image = Image::of(&mut self.inner, upto);
+        self.journal.lock().expect("journal").record(image);
+    }
+
+    fn take_evicted(&mut self) -> Vec<Key> {
+        self.inner.take_evicted()
+    }
+
+    fn maintain(&mut self, now: UnixTime) -> StoreResult<bool> {
+        self.inner.maintain(now)
+    }
+
+    fn end_batch(&mut self) {
+        self.inner.end_batch()
+    }
+}
