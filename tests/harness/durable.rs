@@ -108,7 +108,8 @@ impl Journal {
     /// exit the latest image; after a crash any image from the floor on
     /// (the log's tail may not have reached the disk); with `below_floor`
     /// (a broken disk, for a negative control) any image of the run.
-    pub fn pick(&self, rng: &mut Rng, clean: bool, below_floor: bool) -> Image {
+    /// Whether it lost marks: an older image than the latest.
+    pub fn pick(&self, rng: &mut Rng, clean: bool, below_floor: bool) -> (Image, bool) {
         let all: Vec<&Image> = match below_floor {
             true => self.older.iter().chain(&self.images).collect(),
             false => self.images.iter().collect(),
@@ -117,7 +118,7 @@ impl Journal {
             true => all.len() - 1,
             false => rng.below(all.len() as u64) as usize,
         };
-        all[index].clone()
+        (all[index].clone(), index + 1 < all.len())
     }
 }
 

@@ -263,6 +263,8 @@ pub struct SimStats {
     pub crashes: u64,
     pub leaves: u64,
     pub restarts: u64,
+    /// Crashes whose node's directory lost marks (its log's tail).
+    pub tails_lost: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -804,10 +806,10 @@ where
             return;
         };
         let stale = self.config.stale_images;
-        let image = journal
-            .lock()
-            .expect("journal")
-            .pick(&mut self.rng, clean, stale);
+        let journal = journal.lock().expect("journal");
+        let (image, tail_lost) = journal.pick(&mut self.rng, clean, stale);
+        drop(journal);
+        self.stats.tails_lost += u64::from(tail_lost);
         let upto = image.upto;
         self.log(|| format!("node {id}'s directory holds the writes up to {upto:?}"));
         self.disks.insert(id, image);
