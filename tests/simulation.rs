@@ -47,6 +47,18 @@
 //! `StartView`'s start sequence). The checkers themselves are tested in
 //! `tests/history_checker.rs`.
 //!
+//! Data directories (`Faults::AllCrash`, `Faults::DurableCrashes`): every
+//! node has one of the harness's simulated directories, so a crashed node
+//! restarts holding an image of its store at one of its log's marks, never
+//! older than the one its last reply waited for. The whole cluster crashes
+//! at once under load, or nodes crash (one, several, all) amid partitions;
+//! the same checks hold (no acknowledged write lost: the history checkers;
+//! one chain of writes, a recovered node's log cut back to its image;
+//! identical replicas; every node serving once all are back). Their
+//! negative controls: an engine that forgets which nodes recovered (a
+//! filter clears `Flush::recovered`), and directories that lose what a
+//! reply waited for; each must lose an acknowledged write in some seed.
+//!
 //! A failing seed replays exactly, with the simulation's trace:
 //! `FAULTS=OneWay MODE=lin NODES=3 SEED=16 cargo test --release --test
 //! simulation -- --ignored --nocapture replay` (see [`replay`]).
@@ -2761,7 +2773,7 @@ fn checkers_agree_with_stateright_testers_on_small_simulated_histories() {
 
 /// Replays one seed with its trace (`NODES`, `SEED`, `MODE`: `lin` or
 /// `seq`, `FAULTS`: the [`Faults`] variant's name, `HARSH=1`, `FLUSHLESS=1`,
-/// `SLOW_STORE=1`).
+/// `SLOW_STORE=1`, `STALE_IMAGES=1`, `FORGET_RECOVERED=1`).
 #[test]
 #[ignore = "a debugging aid"]
 fn replay() {
