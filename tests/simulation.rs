@@ -2645,6 +2645,22 @@ fn durable_crashes_5_nodes_linearizable_seed_15_serves_again() {
     run_scenario(&s, false).expect("the cluster serves again");
 }
 
+/// The same engine bug after a whole-cluster crash with nothing but link
+/// resets: all three nodes back, node 1 coordinates a view from the
+/// longest log (node 3's, the only source), but the TCP reset of link
+/// 1 -> 3 at step 399 loses its `StartView` to node 3. Nodes 1 and 2
+/// installed the view and wait for node 3's snapshot; node 3 never
+/// installed it. From then on 1 and 2 are a remembering majority with no
+/// state, node 3 is recovered (never a source in `from_remembered`): no
+/// view ever forms. Found by 300 seeds per configuration (the sweeps run
+/// fewer).
+#[test]
+#[ignore = "engine bug: no view ever forms after a whole-cluster crash (see the doc comment)"]
+fn all_crash_3_nodes_linearizable_seed_255_serves_again() {
+    let s = Scenario::new(3, Consistency::Linearizable, 255, Faults::AllCrash);
+    run_scenario(&s, false).expect("the cluster serves again");
+}
+
 /// Engine bug (liveness, slow): nodes 2 and 4, recovered holding nothing
 /// and waiting for a snapshot, are made sources of views 9 and 10 (their
 /// empty prefix reaches the floor: nothing was delivered yet) but never
