@@ -203,12 +203,14 @@ fn a_strong_node_restarted_with_its_data_is_handed_the_store() {
     let mut c = connect(cluster.port(0));
     assert_eq!(request(&mut c, b"set k 0 0 3\r\nold\r\n"), "STORED\r\n");
     cluster.nodes[2].signal("KILL");
-    poll(Duration::from_secs(30), Duration::from_millis(100), || {
-        match request(&mut connect(cluster.port(0)), b"set k 0 0 3\r\nnew\r\n").as_str() {
+    poll(
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || match request(&mut connect(cluster.port(0)), b"set k 0 0 3\r\nnew\r\n").as_str() {
             "STORED\r\n" => Ok(()),
             other => Err(format!("node 0 answered {other:?}")),
-        }
-    });
+        },
+    );
     for i in 0..50 {
         let set = format!("set n{i} 0 0 1\r\n{}\r\n", i % 10);
         assert_eq!(request(&mut c, set.as_bytes()), "STORED\r\n");

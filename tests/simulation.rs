@@ -2577,7 +2577,7 @@ fn a_restarted_node_rejoins_and_is_handed_the_state_before_it_serves() {
 // --- Data directories ---------------------------------------------------------
 
 /// Seeds per mode and node count of the data-directory sweeps.
-const DURABLE_SEEDS: u64 = 50;
+const DURABLE_SEEDS: u64 = 300;
 
 #[test]
 fn after_the_whole_cluster_crashes_no_acknowledged_write_is_lost_and_the_replicas_converge() {
@@ -2591,27 +2591,13 @@ fn after_the_whole_cluster_crashes_no_acknowledged_write_is_lost_and_the_replica
     });
 }
 
-/// Runs of [`Faults::DurableCrashes`] that fail on the engine as it is
-/// (`nodes`, `mode`, `seed`): left out of the sweep, each replayed by an
-/// ignored test below until the engine is fixed.
-const DURABLE_KNOWN_FAILURES: [(u32, Consistency, u64); 2] = [
-    (5, Consistency::Linearizable, 15),
-    (5, Consistency::Sequential, 38),
-];
-
-fn known_durable_failure(nodes: u32, mode: Consistency, seed: u64) -> bool {
-    DURABLE_KNOWN_FAILURES.contains(&(nodes, mode, seed))
-}
-
 #[test]
 fn crashes_restarting_from_data_directories_amid_partitions_keep_histories_consistent() {
     let mut failures = Vec::new();
     for nodes in [3, 5] {
         for mode in MODES {
             let scenario = |seed| Scenario::new(nodes, mode, seed, Faults::DurableCrashes);
-            let seeds = 0..DURABLE_SEEDS;
-            let seeds = seeds.filter(|&seed| !known_durable_failure(nodes, mode, seed));
-            let (totals, failed) = sweep_runs(seeds, scenario);
+            let (totals, failed) = sweep_runs(0..DURABLE_SEEDS, scenario);
             failures.extend(failed);
             assert!(
                 totals.tails_lost > 0,
@@ -2631,22 +2617,22 @@ fn crashes_restarting_from_data_directories_amid_partitions_keep_histories_consi
     );
 }
 
-/// Engine bug (liveness): after the whole cluster crashed, nodes 2, 3 and
-/// 4 come back and form a view with nodes 1 and 5 (node 1, the longest
-/// log, the only source); 2, 3 and 4 are still waiting for its snapshot
-/// when 1 and 5 crash again. Once all are back, 2, 3 and 4 remember that
-/// view (a majority) but hold no state, and `from_remembered` takes no
-/// recovered node as a source: "no node up holds the state", forever,
-/// although node 1's log holds everything that view delivered.
+/// A liveness bug the sweep found (this failed before the fix): after the
+/// whole cluster crashed, nodes 2, 3 and 4 come back and form a view with
+/// nodes 1 and 5 (node 1, the longest log, the only source); 2, 3 and 4
+/// are still waiting for its snapshot when 1 and 5 crash again. Once all
+/// are back, 2, 3 and 4 remember that view (a majority) but hold no state,
+/// and `from_remembered` takes no recovered node as a source: "no node up
+/// holds the state", forever, although node 1's log holds everything that
+/// view delivered. Now the view forms from the longest log then too.
 #[test]
-#[ignore = "engine bug: no view ever forms (see the doc comment)"]
 fn durable_crashes_5_nodes_linearizable_seed_15_serves_again() {
     let s = Scenario::new(5, Consistency::Linearizable, 15, Faults::DurableCrashes);
     run_scenario(&s, false).expect("the cluster serves again");
 }
 
-/// The same engine bug after a whole-cluster crash with nothing but link
-/// resets: all three nodes back, node 1 coordinates a view from the
+/// The same liveness bug (this failed before the fix) after a
+/// whole-cluster crash with nothing but link resets: all three nodes back, node 1 coordinates a view from the
 /// longest log (node 3's, the only source), but the TCP reset of link
 /// 1 -> 3 at step 399 loses its `StartView` to node 3. Nodes 1 and 2
 /// installed the view and wait for node 3's snapshot; node 3 never
@@ -2655,21 +2641,32 @@ fn durable_crashes_5_nodes_linearizable_seed_15_serves_again() {
 /// view ever forms. Found by 300 seeds per configuration (the sweeps run
 /// fewer).
 #[test]
-#[ignore = "engine bug: no view ever forms after a whole-cluster crash (see the doc comment)"]
 fn all_crash_3_nodes_linearizable_seed_255_serves_again() {
     let s = Scenario::new(3, Consistency::Linearizable, 255, Faults::AllCrash);
     run_scenario(&s, false).expect("the cluster serves again");
 }
 
-/// Engine bug (liveness, slow): nodes 2 and 4, recovered holding nothing
-/// and waiting for a snapshot, are made sources of views 9 and 10 (their
-/// empty prefix reaches the floor: nothing was delivered yet) but never
-/// take the state: they refuse "catching up" for two whole views (about
-/// 1000 steps) until a view change leaves them out of the sources.
+/// A slow recovery the sweep found (this failed before the fix): nodes 2
+/// and 4, recovered holding nothing and waiting for a snapshot, are made
+/// sources of views 9 and 10 (their empty prefix reaches the floor:
+/// nothing was delivered yet) but never took the state: they refused
+/// "catching up" for two whole views (about 1000 steps). A source now
+/// holds the state of the view it is a source of.
 #[test]
-#[ignore = "engine bug: members refuse as catching up for two views (see the doc comment)"]
 fn durable_crashes_5_nodes_sequential_seed_38_serves_again_in_time() {
     let s = Scenario::new(5, Consistency::Sequential, 38, Faults::DurableCrashes);
+    run_scenario(&s, false).expect("the cluster serves again in time");
+}
+
+/// Another liveness bug the sweep found (this failed before the fix):
+/// after crashes of most nodes, node 5 missed one view change and was
+/// left out of the next ones as unresponsive, while without it no view
+/// could form (every node's flush is needed when most recovered): the
+/// coordinators tried for about 1,500 steps. A view that cannot form now
+/// asks every node again.
+#[test]
+fn durable_crashes_5_nodes_sequential_seed_225_serves_again_in_time() {
+    let s = Scenario::new(5, Consistency::Sequential, 225, Faults::DurableCrashes);
     run_scenario(&s, false).expect("the cluster serves again in time");
 }
 

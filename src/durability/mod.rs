@@ -693,7 +693,11 @@ mod tests {
             let snapshots = shared.snapshots.load(Ordering::Relaxed);
             assert!(snapshots > 0, "seed {seed}: no snapshot");
             let mut reopened = Recovering::open_marked(&dir, &cluster, ordered()).unwrap();
-            assert_eq!(reopened.recovered().delivered, Some(last_mark), "seed {seed}");
+            assert_eq!(
+                reopened.recovered().delivered,
+                Some(last_mark),
+                "seed {seed}"
+            );
             let got = contents(reopened.store.as_mut(), MANY, now);
             assert!(got == at_mark, "seed {seed}: the recovered store differs");
             let _ = std::fs::remove_dir_all(&dir);

@@ -157,7 +157,15 @@
 //!   holds (the source delivers those above its prefix). A proposal below
 //!   it is skipped; one above was answered nowhere (its answer would have
 //!   logged it), so delivering it now is a late apply of a write whose
-//!   client was told it may have been applied.
+//!   client was told it may have been applied. The same holds, and is
+//!   done, when a remembering majority holds no state of the latest view
+//!   (its only source was a recovered node that never installed it): the
+//!   view never started, so the longest prefix any node holds is its
+//!   state. A view that cannot form asks every node again, also those
+//!   left out for not answering an earlier attempt: it may need them all.
+//! - A source is handed nothing: its store, intact, holds a prefix reaching
+//!   what the view starts from, so it holds the view's state even if it
+//!   was still waiting for a snapshot of the view before.
 //! - A directory that is new (no file in it) is a node's first start, as
 //!   without one; recovery writes its first snapshot before the node
 //!   takes part in anything, so a node that ran with it is never new.

@@ -446,31 +446,37 @@ impl TotalOrder {
             .iter()
             .filter(|(id, f)| f.remembers || (!f.recovered && !amnesiacs.contains(id)))
             .count();
-        // Else every configured node must be here, each remembering or
+        // Else, or if no node that remembers holds the latest view's state
+        // (its only source was a recovered node that never installed it),
+        // every configured node must be here, each remembering or
         // recovered: a write is acknowledged only once the node that
-        // answered logged it, so the longest logged prefix holds them all.
+        // answered logged it, so the longest prefix held holds them all.
         let everyone_logged = flushes.len() == self.configured.len()
             && flushes.values().any(|f| f.recovered)
             && flushes
                 .iter()
                 .all(|(id, f)| f.remembers || f.recovered || !amnesiacs.contains(id));
-        let formed = if remembering >= self.majority() {
-            from_remembered(flushes)
-        } else if everyone_logged {
-            from_longest_log(flushes)
-        } else {
+        if remembering < self.majority() && !everyone_logged {
             log::warn!(
                 "node {}: only {remembering} of the nodes up remember the cluster's views; waiting for more",
                 self.me
             );
+            // A view may need every node now: the next attempt asks again
+            // those left out for not answering an earlier one.
+            self.unresponsive.clear();
             self.go_idle(out);
             return;
-        };
+        }
+        let remembered = (remembering >= self.majority())
+            .then(|| from_remembered(flushes))
+            .flatten();
+        let formed = remembered.or_else(|| everyone_logged.then(|| from_longest_log(flushes))?);
         let Some((latest, sources, start)) = formed else {
             log::warn!(
                 "node {}: no node up holds the state of the cluster's latest view; waiting for one",
                 self.me
             );
+            self.unresponsive.clear();
             self.go_idle(out);
             return;
         };
@@ -511,6 +517,9 @@ impl TotalOrder {
             self.clock.observe(last.stamp.ts);
         }
         if source {
+            // Its intact store reaches what the view starts from, even if
+            // it was waiting for a snapshot of the view before.
+            self.has_state = true;
             for proposal in start {
                 if proposal.stamp <= self.delivered_upto {
                     continue; // delivered here in an earlier view
@@ -782,14 +791,16 @@ fn from_remembered(
 /// from their data directories: the one whose store holds the longest
 /// prefix of the delivered writes is the only source (the others copy its
 /// store, order included), and the start sequence is every proposal any
-/// node still holds (the source delivers those above its prefix).
+/// node still holds (the source delivers those above its prefix). A store
+/// that is intact holds a prefix, also that of a member still waiting for
+/// a snapshot (it holds what it held before).
 fn from_longest_log(
     flushes: &BTreeMap<NodeId, Flush>,
 ) -> Option<(Ballot, Vec<NodeId>, Vec<Proposal>)> {
     let latest = flushes.values().map(|f| f.normal).max().unwrap_or_default();
     let (&source, _) = flushes
         .iter()
-        .filter(|(_, f)| f.intact && f.has_state)
+        .filter(|(_, f)| f.intact)
         .max_by_key(|&(&id, f)| (f.delivered_upto, Reverse(id)))?;
     Some((latest, vec![source], start_sequence(flushes.values())))
 }
