@@ -147,7 +147,8 @@ pub fn recover_journaled(
         _ => Err(io::Error::new(
             io::ErrorKind::InvalidData,
             format!(
-                "{} was written by a one-node cluster; move it away to start without it",
+                "{} was written by a node of a one-node, linearizable or sequential cluster; \
+                 move it away to start without it",
                 dir.display()
             ),
         )),
