@@ -101,6 +101,7 @@ fn broadcasts() -> Vec<Broadcast> {
         intact: true,
         remembers: true,
         recovered: false,
+        rebuilt: false,
         amnesiacs: vec![2],
         delivered_upto: Stamp { ts: 9, node: 1 },
         held: held.clone(),

@@ -714,6 +714,7 @@ mod tests {
                     intact: false,
                     remembers: true,
                     recovered: true,
+                    rebuilt: true,
                     amnesiacs: vec![2],
                     delivered_upto: Stamp { ts: 5, node: 2 },
                     held: proposals.clone(),

@@ -263,7 +263,14 @@ fn replay(
             };
             store.reset(&head, 0)
         }
-        Record::SnapshotEnd | Record::Delivered { .. } => Ok(()),
+        Record::SnapshotEnd => Ok(()),
+        Record::Delivered { .. } => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "the data directory was written by a node of a linearizable or sequential \
+                     cluster of several; move it away to start without it",
+            ))
+        }
         Record::Journal(_) => {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
@@ -475,12 +482,20 @@ mod tests {
     }
 
     /// A new directory says so (a node's first start); a one-node
-    /// cluster's log, which has no marks, is not taken for an empty one.
+    /// cluster's log, which has no marks, is not taken for an empty one,
+    /// nor a marked one by a one-node cluster (it would replay a half
+    /// installed snapshot after the last mark).
     #[test]
-    fn a_new_directory_holds_nothing_and_an_unmarked_log_is_refused() {
+    fn a_new_directory_holds_nothing_and_a_log_of_the_other_kind_is_refused() {
         let dir = temp_dir("marked-new");
         assert_eq!(recovered_marked(&dir).unwrap(), (vec![], None));
         assert_eq!(recovered_marked(&dir).unwrap(), (vec![], Some(0)));
+        let mut store = MemoryStore::new(1 << 20, Limits::default());
+        let err = recover(&dir, &mut store, NOW).unwrap_err();
+        assert!(
+            err.to_string().contains("linearizable or sequential"),
+            "{err}"
+        );
         let _ = std::fs::remove_file(dir.join("snapshot"));
         file(&dir, "log", &[put("a", "1", 1)]);
         let err = recovered_marked(&dir).unwrap_err();

@@ -295,8 +295,8 @@ impl DurableStore {
         let Some(snapshot) = &mut self.snapshot else {
             return Ok(());
         };
-        if behind > SNAPSHOT_AHEAD {
-            return Ok(());
+        if behind > SNAPSHOT_AHEAD || (snapshot.below == 0 && unmarked) {
+            return Ok(()); // the writer is behind, or the end waits for a mark
         }
         let started = Instant::now();
         let (mut out, mut records) = (Vec::new(), 0);
@@ -508,7 +508,12 @@ impl VersionedStore for DurableStore {
         self.maybe_begin_snapshot();
         self.snapshot_slice(now)?;
         let sweeping = self.inner.maintain(now)?;
-        Ok(self.snapshot.is_some() || sweeping)
+        // A listed snapshot waiting for a mark is no work to hurry.
+        let listing = self
+            .snapshot
+            .as_ref()
+            .is_some_and(|s| s.below != 0 || !self.unmarked());
+        Ok(listing || sweeping)
     }
 
     fn end_batch(&mut self) {

@@ -87,6 +87,9 @@ pub struct Flush {
     /// it holds a prefix of the delivered writes but no proposal, and may
     /// have forgotten views it was in.
     pub recovered: bool,
+    /// Its store was rebuilt from its data directory and copied from no
+    /// peer since: it may order items otherwise than the cluster does.
+    pub rebuilt: bool,
     /// Nodes it saw come back as a new run (their memory lost) that have
     /// not been members of a view it started since.
     pub amnesiacs: Vec<NodeId>,
@@ -210,6 +213,7 @@ fn put_control(out: &mut Vec<u8>, control: &Control) {
             out.push(u8::from(flush.intact));
             out.push(u8::from(flush.remembers));
             out.push(u8::from(flush.recovered));
+            out.push(u8::from(flush.rebuilt));
             put_nodes(out, &flush.amnesiacs);
             put_stamp(out, flush.delivered_upto);
             put_proposals(out, &flush.held);
@@ -293,6 +297,7 @@ fn read_control(r: &mut Reader<'_>) -> Result<Control, WireError> {
                 intact: r.u8()? != 0,
                 remembers: r.u8()? != 0,
                 recovered: r.u8()? != 0,
+                rebuilt: r.u8()? != 0,
                 amnesiacs: read_nodes(r)?,
                 delivered_upto: read_stamp(r)?,
                 held: read_proposals(r)?,

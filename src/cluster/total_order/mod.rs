@@ -147,7 +147,10 @@
 //!   above: the argument needs only them. A recovered node is never a
 //!   source there: its store, rebuilt from the log, may order its items
 //!   otherwise than its peers' (evictions would differ), so it is handed
-//!   a snapshot like a node that restarted empty.
+//!   a snapshot like a node that restarted empty. It stays *rebuilt*
+//!   (flushed as such, never a source there) until the snapshot is in,
+//!   also once it installed a view and so no longer forgot views: a view
+//!   change can end the snapshot before its first part.
 //! - Without one (most nodes crashed at once), a view forms only once
 //!   every configured node flushes, each remembering or recovered (none
 //!   known to have come back empty). Every answered write is then in some
@@ -343,6 +346,11 @@ pub struct TotalOrder {
     /// since: its store holds a prefix of the delivered writes, the last it
     /// logged, but it forgot its views and the proposals it held.
     recovered: bool,
+    /// The store was rebuilt from a data directory and is no copy of a
+    /// peer's since: its items may be in another order than the cluster's
+    /// (module doc, "Data directories"). Until a snapshot is installed, or
+    /// it is the only source of a view (the others copy it), it is no source.
+    rebuilt: bool,
     /// A data directory logs the store: each delivered write is marked in
     /// it, so that a recovery knows which prefix its store holds.
     marks_delivered: bool,
@@ -450,6 +458,7 @@ impl TotalOrder {
             intact: true,
             remembers: alone,
             recovered: false,
+            rebuilt: false,
             marks_delivered: false,
             phase: match alone {
                 true => Phase::Normal,
@@ -502,6 +511,7 @@ impl TotalOrder {
             self.delivered_upto = upto;
             self.clock.observe(upto.ts);
             self.recovered = true;
+            self.rebuilt = true;
         }
         self.marks_delivered = true;
         self

@@ -222,6 +222,7 @@ impl TotalOrder {
             intact: self.intact,
             remembers: self.remembers,
             recovered: self.recovered,
+            rebuilt: self.rebuilt,
             amnesiacs: self.amnesiacs.iter().copied().collect(),
             delivered_upto: self.delivered_upto,
             held,
@@ -518,8 +519,10 @@ impl TotalOrder {
         }
         if source {
             // Its intact store reaches what the view starts from, even if
-            // it was waiting for a snapshot of the view before.
+            // it was waiting for a snapshot of the view before; if rebuilt,
+            // it is the only source, and the others copy its order.
             self.has_state = true;
+            self.rebuilt = false;
             for proposal in start {
                 if proposal.stamp <= self.delivered_upto {
                     continue; // delivered here in an earlier view
@@ -685,6 +688,7 @@ impl TotalOrder {
                 }
                 self.has_state = true;
                 self.intact = true;
+                self.rebuilt = false;
                 self.receiving = None;
                 self.counters.snapshots_received += 1;
                 log::info!(
@@ -767,9 +771,9 @@ fn from_remembered(
     // a member whose store is some prefix reaching `floor` is a source
     // too: the order is one sequence, so the same last write means the
     // same store. That is every node when nothing was delivered yet. A
-    // recovered node holds no proposal, and its store, rebuilt from its
-    // log, may keep items in another order than its peers': it takes a
-    // snapshot like one that restarted empty.
+    // recovered node holds no proposal (it sets no floor), and a store
+    // rebuilt from a log, until it took a snapshot, may keep items in
+    // another order than its peers': it is no source, and takes one.
     let floor = flushes
         .values()
         .filter(|f| effective(f) == latest && f.has_state && !f.recovered)
@@ -777,7 +781,7 @@ fn from_remembered(
         .min()?;
     let sources: Vec<NodeId> = flushes
         .iter()
-        .filter(|(_, f)| f.intact && !f.recovered && f.delivered_upto >= floor)
+        .filter(|(_, f)| f.intact && !f.rebuilt && f.delivered_upto >= floor)
         .map(|(&id, _)| id)
         .collect();
     if sources.is_empty() {
@@ -811,4 +815,49 @@ fn start_sequence<'a>(flushes: impl Iterator<Item = &'a Flush>) -> Vec<Proposal>
     start.sort_by_key(|p| p.stamp);
     start.dedup_by_key(|p| p.stamp);
     start
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::Stamp;
+
+    fn flush(normal: u64, delivered: u64) -> Flush {
+        Flush {
+            normal: Ballot {
+                round: normal,
+                coordinator: 1,
+            },
+            normal_members: vec![1, 2, 3],
+            base: Ballot::default(),
+            has_state: true,
+            intact: true,
+            remembers: true,
+            recovered: false,
+            rebuilt: false,
+            amnesiacs: Vec::new(),
+            delivered_upto: Stamp {
+                ts: delivered,
+                node: 1,
+            },
+            held: Vec::new(),
+        }
+    }
+
+    /// Node 3 restarted with its data (its store rebuilt from its log) and
+    /// installed view 5 as a member waiting for a snapshot; a view change
+    /// ended that snapshot before its first part. Its store is intact and
+    /// reaches the floor, but it is not the cluster's copy: node 2, whose
+    /// store is, is the only source of the next view.
+    #[test]
+    fn a_rebuilt_store_is_no_source_until_it_took_a_snapshot() {
+        let waiting = Flush {
+            has_state: false,
+            rebuilt: true,
+            ..flush(5, 7)
+        };
+        let flushes = BTreeMap::from([(2, flush(5, 7)), (3, waiting)]);
+        let (latest, sources, _) = from_remembered(&flushes).expect("a view forms");
+        assert_eq!((latest.round, sources), (5, vec![2]));
+    }
 }
