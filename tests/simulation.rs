@@ -894,8 +894,9 @@ struct Scenario {
     /// waited for (see `SimConfig::stale_images`).
     stale_images: bool,
     /// Negative control: every `Flush` reaches the coordinator saying its
-    /// sender did not recover from a directory (an engine that forgets
-    /// that recovered nodes lost what followed their log's last mark).
+    /// sender did not recover from a directory, nor rebuilt its store
+    /// from one (an engine that forgets that recovered nodes lost what
+    /// followed their log's last mark).
     forget_recovered: bool,
 }
 
@@ -1313,8 +1314,9 @@ fn run_scenario(s: &Scenario, trace: bool) -> Result<Report, String> {
             let mut changed = false;
             for control in &mut frame.control {
                 if let Control::Flush { flush, .. } = control {
-                    changed |= flush.recovered;
+                    changed |= flush.recovered || flush.rebuilt;
                     flush.recovered = false;
+                    flush.rebuilt = false;
                 }
             }
             changed
