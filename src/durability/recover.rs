@@ -411,7 +411,10 @@ mod tests {
 
     /// `dir` recovered as a marked log: the values of a, b, c, and the last
     /// mark (or the error).
-    fn recovered_marked(dir: &Path) -> io::Result<(Vec<(String, String)>, Option<u64>)> {
+    /// Keys and values, in key order.
+    type Values = Vec<(String, String)>;
+
+    fn recovered_marked(dir: &Path) -> io::Result<(Values, Option<u64>)> {
         let mut store = MemoryStore::new(1 << 20, Limits::default()).ordered();
         let found = recover_marked(dir, &mut store, NOW)?;
         let mut values = Vec::new();
@@ -448,7 +451,7 @@ mod tests {
             put("a", "9", 8),
             mark(9),
         ];
-        let states: [(Vec<(String, String)>, u64); 4] = [
+        let states: [(Values, u64); 4] = [
             (vec![], 0),
             (vec![("a".into(), "1".into())], 1),
             (vec![("b".into(), "1".into())], 2),
