@@ -704,6 +704,66 @@ mod tests {
         }
     }
 
+    /// A marked store's snapshot, listed while an install is under way,
+    /// waits for the install's mark to end, and meanwhile asks for no
+    /// hurried housekeeping (the reactor would spin on it).
+    #[test]
+    fn a_listed_snapshot_waits_for_a_mark_without_spinning() {
+        let dir = temp_dir("marked-wait");
+        let cluster = ClusterConfig {
+            fsync: Fsync::No,
+            snapshot_every: 1_000,
+            ..ClusterConfig::default()
+        };
+        let ordered = Box::new(MemoryStore::new(64 << 20, Limits::default()).ordered());
+        let recovering = Recovering::open_marked(&dir, &cluster, ordered).unwrap();
+        let poll = mio::Poll::new().unwrap();
+        let waker = Arc::new(Waker::new(poll.registry(), mio::Token(0)).unwrap());
+        let (durable, store) = recovering.start_logging(waker).unwrap();
+        let mut store = store.with_slices_of(2);
+        let now = unix_now();
+        let entry = Entry {
+            flags: 0,
+            expiry: Expiry::Never,
+            value: vec![b'v'; 100],
+        };
+        for i in 0..20u64 {
+            let key = format!("k{i}").into_bytes();
+            store
+                .import(&key, Some(&entry), (i + 1) << 16, now)
+                .unwrap();
+            store.mark_delivered((i + 1) << 16);
+        }
+        assert!(store.maintain(now).unwrap(), "a snapshot began at the mark");
+        store.reset(&Head::default(), now).unwrap();
+        let mut busy = 0;
+        while store.maintain(now).unwrap() {
+            busy += 1;
+            assert!(busy < 100, "the listing never ends");
+        }
+        store.end_batch();
+        let shared = durable.shared.clone();
+        let ended = || shared.snapshot_queued.load(Ordering::Relaxed);
+        let queued = ended();
+        assert!(
+            !store.maintain(now).unwrap(),
+            "waiting for a mark is no work"
+        );
+        assert_eq!(
+            ended(),
+            queued,
+            "nothing was handed to the writer meanwhile"
+        );
+        store.mark_delivered(21 << 16);
+        store.maintain(now).unwrap();
+        store.end_batch();
+        assert!(ended() > queued, "the mark ends the snapshot");
+        drop(store);
+        drop(durable);
+        assert_eq!(shared.snapshots.load(Ordering::Relaxed), 1);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn a_directory_in_use_is_refused() {
         let dir = temp_dir("lock");

@@ -797,7 +797,9 @@ fn from_remembered(
 /// store, order included), and the start sequence is every proposal any
 /// node still holds (the source delivers those above its prefix). A store
 /// that is intact holds a prefix, also that of a member still waiting for
-/// a snapshot (it holds what it held before).
+/// a snapshot: it holds what it held before, since a node without the
+/// state delivers nothing, an ordered store changes only by what is
+/// delivered, and a snapshot's first part clears `intact`.
 fn from_longest_log(
     flushes: &BTreeMap<NodeId, Flush>,
 ) -> Option<(Ballot, Vec<NodeId>, Vec<Proposal>)> {
