@@ -157,10 +157,6 @@ fn bad_configs_are_refused_with_the_reason() {
             "unknown fsync policy",
         ),
         (
-            "[node.0]\ndata_dir = d0\n[node.1]\n",
-            "durability is built for one-node clusters and for eventual and causal clusters so far",
-        ),
-        (
             "[node.0]\ndata_dir = d0\nkv_type = memcache\n",
             "a memcached backend keeps nothing across its own restarts",
         ),
