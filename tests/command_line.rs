@@ -142,7 +142,7 @@ fn flags_override_the_config_file() {
 #[test]
 fn bad_configs_are_refused_with_the_reason() {
     let dir = TempDir::new("bad");
-    let cases: [(&str, &str); 9] = [
+    let cases: [(&str, &str); 8] = [
         (
             "[cluster]\nconsistency = strong\n[node.0]\n",
             "unknown consistency",
