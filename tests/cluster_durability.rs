@@ -395,6 +395,75 @@ fn number_of_new(cluster: &Cluster, i: usize) -> String {
     got.lines().nth(1).unwrap_or_default().to_string()
 }
 
+/// A 3-node cluster in some mode whose node 0 keeps its data directory on
+/// a 1 MiB tmpfs, filled until node 0 refused a write with the reason;
+/// `kept` was stored before. Needs root to mount the tmpfs.
+struct FullDisk {
+    cluster: Cluster,
+    /// A connection to node 0.
+    client: TcpStream,
+    filler: std::path::PathBuf,
+    _data: TempDir,
+    _tmpfs: common::Tmpfs,
+}
+
+impl FullDisk {
+    /// `None` (and says so) when no tmpfs can be mounted.
+    fn of_node_0(mode: &str, cluster_keys: &str) -> Option<FullDisk> {
+        let Some(tmpfs) = common::mount_tmpfs("1m") else {
+            eprintln!("cannot mount a tmpfs (not root?): not checked");
+            return None;
+        };
+        let data = TempDir::new("cluster-data");
+        let mount = &tmpfs.dir.0;
+        let filler = mount.join("filler");
+        std::fs::write(&filler, vec![0u8; 700 << 10]).unwrap();
+        let keys = format!("fsync = always\nbackend_timeout_ms = 500\n{cluster_keys}");
+        let (text, ports) = cluster_config_with(3, mode, &keys, |id| match id {
+            0 => format!("data_dir = {}", mount.join("d0").display()),
+            _ => format!("data_dir = {}", data.0.join(format!("d{id}")).display()),
+        });
+        let cluster = launch_cluster_text(text, ports);
+        let mut c = connect(cluster.port(0));
+        assert_eq!(request(&mut c, b"set kept 0 0 4\r\nkept\r\n"), "STORED\r\n");
+        let value = "x".repeat(10_000);
+        poll(Duration::from_secs(20), Duration::ZERO, || {
+            let set = format!("set big 0 0 {}\r\n{value}\r\n", value.len());
+            match request(&mut c, set.as_bytes()) {
+                stored if stored == "STORED\r\n" => Err("the disk never filled".to_string()),
+                _ => Ok(()),
+            }
+        });
+        let refused = request(&mut c, b"set after 0 0 1\r\nx\r\n");
+        assert!(
+            refused.starts_with("SERVER_ERROR data directory: ")
+                && refused.ends_with("; not applied\r\n"),
+            "{refused:?}"
+        );
+        Some(FullDisk {
+            cluster,
+            client: c,
+            filler,
+            _data: data,
+            _tmpfs: tmpfs,
+        })
+    }
+
+    /// Frees the tmpfs and waits until node 0 stores a write again.
+    fn make_room(&mut self) {
+        std::fs::remove_file(&self.filler).unwrap();
+        let c = &mut self.client;
+        poll(
+            Duration::from_secs(10),
+            Duration::from_millis(100),
+            || match request(c, b"set after 0 0 1\r\nz\r\n").as_str() {
+                "STORED\r\n" => Ok(()),
+                other => Err(format!("never took writes again: {other:?}")),
+            },
+        );
+    }
+}
+
 /// Node 0's data directory is on a 1 MiB tmpfs that fills: it refuses
 /// writes with the reason and serves reads, takes no peer's write meanwhile
 /// (its log could not keep it), and once there is room takes writes again
@@ -403,62 +472,25 @@ fn number_of_new(cluster: &Cluster, i: usize) -> String {
 /// otherwise.
 #[test]
 fn a_node_whose_disk_fills_refuses_writes_then_catches_up() {
-    let Some(tmpfs) = common::mount_tmpfs("1m") else {
-        eprintln!("cannot mount a tmpfs (not root?): not checked");
+    let Some(mut full) = FullDisk::of_node_0("eventual", "sync_interval_ms = 200") else {
         return;
     };
-    let data = TempDir::new("cluster-data");
-    let mount = &tmpfs.dir.0;
-    let filler = mount.join("filler");
-    std::fs::write(&filler, vec![0u8; 700 << 10]).unwrap();
-    let (text, ports) = cluster_config_with(
-        3,
-        "eventual",
-        "fsync = always\nbackend_timeout_ms = 500\nsync_interval_ms = 200",
-        |id| match id {
-            0 => format!("data_dir = {}", mount.join("d0").display()),
-            _ => format!("data_dir = {}", data.0.join(format!("d{id}")).display()),
-        },
-    );
-    let cluster = launch_cluster_text(text, ports);
-    let mut c = connect(cluster.port(0));
-    assert_eq!(request(&mut c, b"set kept 0 0 4\r\nkept\r\n"), "STORED\r\n");
-    let value = "x".repeat(10_000);
-    poll(Duration::from_secs(20), Duration::ZERO, || {
-        let set = format!("set big 0 0 {}\r\n{value}\r\n", value.len());
-        match request(&mut c, set.as_bytes()) {
-            stored if stored == "STORED\r\n" => Err("the disk never filled".to_string()),
-            _ => Ok(()),
-        }
-    });
-    let refused = request(&mut c, b"set after 0 0 1\r\nx\r\n");
-    assert!(
-        refused.starts_with("SERVER_ERROR data directory: ")
-            && refused.ends_with("; not applied\r\n"),
-        "{refused:?}"
-    );
     assert_eq!(
-        request(&mut c, b"get kept\r\n"),
+        request(&mut full.client, b"get kept\r\n"),
         "VALUE kept 0 4\r\nkept\r\nEND\r\n"
     );
     // A write elsewhere meanwhile: node 0 does not take it.
-    let mut other = connect(cluster.port(1));
+    let mut other = connect(full.cluster.port(1));
     assert_eq!(
         request(&mut other, b"set elsewhere 0 0 1\r\ny\r\n"),
         "STORED\r\n"
     );
-    cluster.wait_for_value(2, "elsewhere", "VALUE elsewhere 0 1\r\ny\r\nEND\r\n");
-    assert_eq!(request(&mut c, b"get elsewhere\r\n"), "END\r\n");
-    std::fs::remove_file(&filler).unwrap();
-    poll(
-        Duration::from_secs(10),
-        Duration::from_millis(100),
-        || match request(&mut c, b"set after 0 0 1\r\nz\r\n").as_str() {
-            "STORED\r\n" => Ok(()),
-            other => Err(format!("never took writes again: {other:?}")),
-        },
-    );
-    cluster.wait_for_value(0, "elsewhere", "VALUE elsewhere 0 1\r\ny\r\nEND\r\n");
+    full.cluster
+        .wait_for_value(2, "elsewhere", "VALUE elsewhere 0 1\r\ny\r\nEND\r\n");
+    assert_eq!(request(&mut full.client, b"get elsewhere\r\n"), "END\r\n");
+    full.make_room();
+    full.cluster
+        .wait_for_value(0, "elsewhere", "VALUE elsewhere 0 1\r\ny\r\nEND\r\n");
 }
 
 /// Node 0 of a linearizable cluster has its data directory on a 1 MiB
@@ -470,56 +502,19 @@ fn a_node_whose_disk_fills_refuses_writes_then_catches_up() {
 /// Needs root to mount the tmpfs; says so and returns otherwise.
 #[test]
 fn a_strong_node_whose_disk_fills_answers_nothing_unlogged_then_catches_up() {
-    let Some(tmpfs) = common::mount_tmpfs("1m") else {
-        eprintln!("cannot mount a tmpfs (not root?): not checked");
+    let Some(mut full) = FullDisk::of_node_0("linearizable", "") else {
         return;
     };
-    let data = TempDir::new("cluster-data");
-    let mount = &tmpfs.dir.0;
-    let filler = mount.join("filler");
-    std::fs::write(&filler, vec![0u8; 700 << 10]).unwrap();
-    let (text, ports) = cluster_config_with(
-        3,
-        "linearizable",
-        "fsync = always\nbackend_timeout_ms = 500",
-        |id| match id {
-            0 => format!("data_dir = {}", mount.join("d0").display()),
-            _ => format!("data_dir = {}", data.0.join(format!("d{id}")).display()),
-        },
-    );
-    let cluster = launch_cluster_text(text, ports);
-    let mut c = connect(cluster.port(0));
-    assert_eq!(request(&mut c, b"set kept 0 0 4\r\nkept\r\n"), "STORED\r\n");
-    let value = "x".repeat(10_000);
-    poll(Duration::from_secs(20), Duration::ZERO, || {
-        let set = format!("set big 0 0 {}\r\n{value}\r\n", value.len());
-        match request(&mut c, set.as_bytes()) {
-            stored if stored == "STORED\r\n" => Err("the disk never filled".to_string()),
-            _ => Ok(()),
-        }
-    });
-    let refused = request(&mut c, b"set after 0 0 1\r\nx\r\n");
-    assert!(
-        refused.starts_with("SERVER_ERROR data directory: ")
-            && refused.ends_with("; not applied\r\n"),
-        "{refused:?}"
-    );
-    let mut other = connect(cluster.port(1));
+    let mut other = connect(full.cluster.port(1));
     assert_eq!(
         request(&mut other, b"set elsewhere 0 0 1\r\ny\r\n"),
         "STORED\r\n"
     );
-    let read = request(&mut c, b"get kept\r\n");
+    let read = request(&mut full.client, b"get kept\r\n");
     assert!(read.starts_with("SERVER_ERROR timeout"), "{read:?}");
-    std::fs::remove_file(&filler).unwrap();
-    poll(
-        Duration::from_secs(10),
-        Duration::from_millis(100),
-        || match request(&mut c, b"set after 0 0 1\r\nz\r\n").as_str() {
-            "STORED\r\n" => Ok(()),
-            other => Err(format!("never took writes again: {other:?}")),
-        },
-    );
-    cluster.wait_for_value(0, "elsewhere", "VALUE elsewhere 0 1\r\ny\r\nEND\r\n");
-    cluster.wait_for_value(2, "after", "VALUE after 0 1\r\nz\r\nEND\r\n");
+    full.make_room();
+    full.cluster
+        .wait_for_value(0, "elsewhere", "VALUE elsewhere 0 1\r\ny\r\nEND\r\n");
+    full.cluster
+        .wait_for_value(2, "after", "VALUE after 0 1\r\nz\r\nEND\r\n");
 }
