@@ -518,3 +518,64 @@ fn a_strong_node_whose_disk_fills_answers_nothing_unlogged_then_catches_up() {
     full.cluster
         .wait_for_value(2, "after", "VALUE after 0 1\r\nz\r\nEND\r\n");
 }
+
+/// Node 0 of a linearizable cluster has its data directory on a 1 MiB
+/// tmpfs that fills, and the cluster goes on taking writes through node 1:
+/// 80 MiB of them, past the 64 MiB node 0 keeps for its log. Node 0 stops
+/// and exits with the reason rather than hold more; nodes 1 and 2 serve
+/// on. Restarted once there is room, node 0 recovers its log and is handed
+/// what it missed. Needs root to mount the tmpfs; says so and returns
+/// otherwise.
+#[test]
+fn a_strong_node_whose_disk_stays_full_stops_past_its_backlog_then_rejoins() {
+    let Some(mut full) = FullDisk::of_node_0("linearizable", "") else {
+        return;
+    };
+    let mut other = connect(full.cluster.port(1));
+    // One key written over and over: the store stays small, the log grows.
+    let value = "v".repeat(256 << 10);
+    let set = format!("set churn 0 0 {}\r\n{value}\r\n", value.len());
+    for _ in 0..320 {
+        stored_once_the_view_allows(&mut other, &set);
+    }
+    let node0 = &mut full.cluster.nodes[0].child;
+    let exited = poll(
+        Duration::from_secs(30),
+        Duration::from_millis(50),
+        || match node0.try_wait().expect("wait") {
+            Some(status) => Ok(status),
+            None => Err("node 0 still running past its log's backlog".to_string()),
+        },
+    );
+    assert!(!exited.success(), "{exited:?}");
+    let log = std::fs::read_to_string(full.cluster.dir.0.join("node0.log")).unwrap();
+    assert!(
+        log.contains("MiB of delivered writes wait for the log"),
+        "node 0's log says nothing of why it stopped"
+    );
+    // The others serve on without it.
+    stored_once_the_view_allows(&mut other, "set without0 0 0 1\r\nw\r\n");
+    std::fs::remove_file(&full.filler).unwrap();
+    restart(&mut full.cluster, 0);
+    full.cluster
+        .wait_for_value(0, "without0", "VALUE without0 0 1\r\nw\r\nEND\r\n");
+    let got = request(&mut connect(full.cluster.port(0)), b"get churn\r\n");
+    assert_eq!(
+        got,
+        format!("VALUE churn 0 {}\r\n{value}\r\nEND\r\n", value.len())
+    );
+}
+
+/// Sends `set` until it is stored, while the cluster refuses it as not
+/// applied (a view change leaving a node out is under way).
+fn stored_once_the_view_allows(c: &mut TcpStream, set: &str) {
+    poll(
+        Duration::from_secs(20),
+        Duration::from_millis(20),
+        || match request(c, set.as_bytes()) {
+            stored if stored == "STORED\r\n" => Ok(()),
+            refused if refused.ends_with("; not applied\r\n") => Err(refused),
+            other => panic!("{other:?}"),
+        },
+    );
+}

@@ -255,6 +255,11 @@ impl Recovering {
     }
 }
 
+/// Bytes of records a strong cluster's node keeps for a disk that refuses
+/// its log before it stops ([`Durable::backlog_overflow`]); the same as
+/// the engine's queue limit, the memory a slow member may cost its peers.
+pub const BACKLOG_LIMIT: u64 = 64 << 20;
+
 /// Log positions a reply waits for: handed to the kernel, and fsynced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Wait {
@@ -334,6 +339,29 @@ impl Durable {
             .refusal()
             .filter(|_| self.marked)
             .map(|why| format!("data directory: {why}; not applied"))
+    }
+
+    /// Why a strong cluster's node must stop taking part, if it must: the
+    /// disk has refused its marked log for so long that the delivered
+    /// writes waiting for it pass [`BACKLOG_LIMIT`] bytes. It cannot refuse
+    /// them (its peers apply them), nor hold more in memory for ever; it
+    /// stops instead, as after a crash, and its log on disk holds a prefix
+    /// up to its last mark. Nothing it did not log was answered (replies
+    /// wait for the log), so its peers, a majority, hold all that counts.
+    pub fn backlog_overflow(&self) -> Option<String> {
+        let shared = &self.shared;
+        let backlog = (shared.appended.load(Ordering::Acquire))
+            .saturating_sub(shared.written.load(Ordering::Acquire));
+        let why = shared
+            .refusal()
+            .filter(|_| self.marked && backlog > BACKLOG_LIMIT)?;
+        Some(format!(
+            "data directory: {why}; {} MiB of delivered writes wait for the log (at most {} MiB \
+             are kept): stopping; restart the node once the disk takes writes, and it is handed \
+             what it missed",
+            backlog >> 20,
+            BACKLOG_LIMIT >> 20
+        ))
     }
 
     /// What a report that tells peers what this node holds must wait for:

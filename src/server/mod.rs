@@ -16,6 +16,7 @@
 //!   timers: per-request deadlines, heartbeats (Node::tick with the time), shutdown grace,
 //!           scrape deadlines
 //!   SIGINT/SIGTERM: tell peers, stop accepting and reading, drain what is owed, exit
+//!   (also, exiting with the reason, a strong node whose disk refused its log too long)
 //! ```
 //!
 //! The loop never blocks except in `poll`, whose timeout is the nearest timer.
@@ -159,6 +160,8 @@ pub struct Server<E: Engine> {
     limits: protocol::Limits,
     started: Instant,
     stopping: bool,
+    /// Why the node stopped on its own, if it did (it exits with it).
+    failure: Option<String>,
     stop_deadline_passed: bool,
 }
 
@@ -262,6 +265,7 @@ impl<E: Engine> Server<E> {
             metrics,
             started: Instant::now(),
             stopping: false,
+            failure: None,
             stop_deadline_passed: false,
         })
     }
@@ -338,7 +342,10 @@ impl<E: Engine> Server<E> {
             self.flush_peers();
         }
         log::info!("node {} stopped", self.settings.node.id);
-        Ok(())
+        match self.failure.take() {
+            Some(why) => Err(io::Error::other(why)),
+            None => Ok(()),
+        }
     }
 
     /// memcached raises its descriptor limit to `-c`; mckv only says when
@@ -564,6 +571,7 @@ impl<E: Engine> Server<E> {
     /// Every heartbeat: the core notices silent peers and owes every peer a
     /// frame; the links redial and drop strangers that said nothing.
     fn heartbeat(&mut self, now: Instant) {
+        self.check_log_backlog();
         let millis = self.millis();
         self.node.tick(millis, &mut self.effects);
         self.apply_effects();
@@ -586,6 +594,26 @@ impl<E: Engine> Server<E> {
             "signal {received:?}: no longer accepting; draining {} connection(s)",
             self.conns.len()
         );
+        self.stop();
+    }
+
+    /// A strong cluster's node whose disk has refused its log past the
+    /// backlog limit stops, as on SIGTERM, and exits with the reason.
+    fn check_log_backlog(&mut self) {
+        let Some(why) = self.durable.as_ref().and_then(Durable::backlog_overflow) else {
+            return;
+        };
+        if self.stopping {
+            return;
+        }
+        log::error!("{why}");
+        self.failure = Some(why);
+        self.stop();
+    }
+
+    /// Tells peers, stops accepting and reading, and drains what is owed
+    /// (for at most the grace period).
+    fn stop(&mut self) {
         self.stopping = true;
         if let Some(peers) = &mut self.peers {
             peers.leave(self.poll.registry());

@@ -169,6 +169,11 @@
 //! - A source is handed nothing: its store, intact, holds a prefix reaching
 //!   what the view starts from, so it holds the view's state even if it
 //!   was still waiting for a snapshot of the view before.
+//! - A node whose disk refuses its log still applies what is delivered
+//!   (its peers do) and answers nothing its log lacks; past a backlog of
+//!   unwritten records it stops (`Durable::backlog_overflow`). Either way
+//!   its directory holds a prefix up to its last written mark, and every
+//!   write it answered is in it: to the argument, a crash.
 //! - A directory that is new (no file in it) is a node's first start, as
 //!   without one; recovery writes its first snapshot before the node
 //!   takes part in anything, so a node that ran with it is never new.
