@@ -298,8 +298,9 @@ impl<'a> Line<'a, '_> {
         self.meta_command(p, MetaOp::Debug, Vec::new())
     }
 
-    /// `ms <key> <datalen> <flags>*` and its data block. An error found
-    /// once the length is read swallows the data block, as in memcached.
+    /// `ms <key> <datalen> <flags>*` and its data block, which may have
+    /// been read apart (see [`super::parse`]). An error found once the
+    /// length is read swallows the data block, as in memcached.
     fn meta_set(&self) -> Result<Parsed, Incomplete> {
         if let Some(parsed) = self.meta_line_checks(reply::META_TOO_MANY_FLAGS) {
             return Ok(parsed);
@@ -349,14 +350,13 @@ impl<'a> Line<'a, '_> {
             parsed.swallow = length + 2;
             return Ok(parsed);
         }
-        let block = self.rest.get(..length + 2).ok_or(Incomplete)?;
         let consumed = self.line_len + length + 2;
-        if !block.ends_with(b"\r\n") {
+        let Ok(value) = self.value(length)? else {
             let mut parsed = self.reply(reply::BAD_DATA_CHUNK, false);
             parsed.consumed = consumed;
             return Ok(parsed);
-        }
-        let op = meta_set_op(&p, mode, block[..length].to_vec());
+        };
+        let op = meta_set_op(&p, mode, value);
         let mut parsed = self.meta_command(p, op, flags);
         parsed.consumed = consumed;
         Ok(parsed)

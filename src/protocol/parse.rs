@@ -12,13 +12,17 @@
 //! bytes are read as the next command, as memcached does. Only a value that is
 //! too large is swallowed ([`Parsed::swallow`]).
 //!
-//! A classic storage command's data block (value and `\r\n`; meta `ms`'s is
-//! not) may be read apart from
-//! its line, straight into the buffer that becomes the value: when the line
-//! is whole and the block is not, [`parse_awaiting`] says how long the
-//! block is ([`Awaiting::Block`]), and [`parse_with_block`] takes the line
-//! and the block and makes the block the value without copying it, so a
-//! big value is copied once on its way in (socket to value), not twice.
+//! A storage command's data block (value and `\r\n`, of a classic `set`,
+//! `add`, ... or of a meta `ms`) may be read apart from its line, straight
+//! into the buffer that becomes the value: when the line is whole and the
+//! block is not, [`parse_awaiting`] says how long the block is
+//! ([`Awaiting::Block`]), and [`parse_with_block`] takes the line and the
+//! block and makes the block the value without copying it, so a big value
+//! is copied once on its way in (socket to value), not twice. Both kinds
+//! take their value through one function (`Line::value`), so the request,
+//! or the error (a bad data chunk), is the same whether the block came with
+//! the line or apart. A line refused on its own (a value too large, a bad
+//! `ms` flag) waits for no block.
 //!
 //! A request for the store comes out as [`Action::Execute`] with a data
 //! [`Command`]; one the node answers itself (`version`, `verbosity`, `stats`
@@ -78,6 +82,11 @@ impl Default for Limits {
         }
     }
 }
+
+/// A storage command's data block does not end in `\r\n` (memcached's
+/// `CLIENT_ERROR bad data chunk`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct BadDataChunk;
 
 /// More bytes are needed before anything can be decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -447,25 +456,8 @@ impl<'a> Line<'a, '_> {
             };
             Ok(Parsed::new(action, consumed))
         };
-        let value = match self.apart.take() {
-            Some(mut block) if block.len() == length + 2 => {
-                if !block.ends_with(b"\r\n") {
-                    return bad_chunk();
-                }
-                block.truncate(length);
-                block
-            }
-            Some(_) => unreachable!("a block read apart is as long as its line says"),
-            None => {
-                let Some(block) = self.rest.get(..length + 2) else {
-                    self.awaited_block.set(Some(length + 2));
-                    return Err(Incomplete);
-                };
-                if !block.ends_with(b"\r\n") {
-                    return bad_chunk();
-                }
-                block[..length].to_vec()
-            }
+        let Ok(value) = self.value(length)? else {
+            return bad_chunk();
         };
         let command = Command::Storage(Storage {
             mode,
@@ -477,6 +469,35 @@ impl<'a> Line<'a, '_> {
         let mut parsed = self.execute(command, noreply);
         parsed.consumed = consumed;
         Ok(parsed)
+    }
+
+    /// The value of a storage command (classic or `ms`) whose line says
+    /// it is `length` bytes: its data block, without the `\r\n`, taken as
+    /// it is when it was read apart, else copied out of `rest`. A block
+    /// not all in `rest` is waited for, its length noted so that
+    /// [`parse_awaiting`] can name it and the block be read apart.
+    pub(super) fn value(&self, length: usize) -> Result<Result<Vec<u8>, BadDataChunk>, Incomplete> {
+        let block_len = length + 2;
+        if let Some(mut block) = self.apart.take() {
+            assert_eq!(
+                block.len(),
+                block_len,
+                "a block read apart is as long as its line says"
+            );
+            if !block.ends_with(b"\r\n") {
+                return Ok(Err(BadDataChunk));
+            }
+            block.truncate(length);
+            return Ok(Ok(block));
+        }
+        let Some(block) = self.rest.get(..block_len) else {
+            self.awaited_block.set(Some(block_len));
+            return Err(Incomplete);
+        };
+        match block.ends_with(b"\r\n") {
+            true => Ok(Ok(block[..length].to_vec())),
+            false => Ok(Err(BadDataChunk)),
+        }
     }
 
     fn arith(&self, incr: bool) -> Parsed {

@@ -873,30 +873,52 @@ fn every_strict_prefix_of_a_meta_set_is_incomplete() {
 
 #[test]
 fn a_storage_line_without_its_whole_block_says_how_long_the_block_is() {
-    let request = b"set k 5 0 10 noreply\r\n0123456789\r\n";
-    let line_len = b"set k 5 0 10 noreply\r\n".len();
-    for cut in 0..request.len() {
-        let expected = match cut < line_len {
-            true => Awaiting::More,
-            false => Awaiting::Block {
-                line_len,
-                block_len: 12,
-            },
-        };
-        assert_eq!(parse_awaiting(&request[..cut], &limits()), Err(expected));
+    for (request, line_len) in [
+        (&b"set k 5 0 10 noreply\r\n0123456789\r\n"[..], 22),
+        (b"ms k 10 T5 F7 q\r\n0123456789\r\n", 17),
+    ] {
+        assert_eq!(request[line_len - 1], b'\n');
+        for cut in 0..request.len() {
+            let expected = match cut < line_len {
+                true => Awaiting::More,
+                false => Awaiting::Block {
+                    line_len,
+                    block_len: 12,
+                },
+            };
+            let got = parse_awaiting(&request[..cut], &limits());
+            assert_eq!(got, Err(expected), "{:?}", String::from_utf8_lossy(request));
+        }
     }
     // Only storage commands wait for a block of known length.
     assert_eq!(parse_awaiting(b"get k", &limits()), Err(Awaiting::More));
 }
 
+/// Storage requests whose block may be read apart, classic and meta: each
+/// meta flag `ms` reads, its modes, a base64 key, and blocks that do not
+/// end in `\r\n`.
+const REQUESTS_WITH_BLOCKS: [&[u8]; 13] = [
+    b"set k 5 0 10 noreply\r\n0123456789\r\n",
+    b"cas k 0 0 3 77\r\na\r\n\r\n",
+    b"append k 0 0 0\r\n\r\n",
+    b"set k 0 0 2\r\nabcd",
+    b"ms k 10 T5 F7 I q\r\n0123456789\r\n",
+    b"ms Zm9v 3 b k c O123 s\r\nfoo\r\n",
+    b"ms k 2 MA C7\r\nhi\r\n",
+    b"ms k 2 MP C0 q\r\nhi\r\n",
+    b"ms k 2 MR C9 T-1\r\nhi\r\n",
+    b"ms k 0 ME\r\n\r\n",
+    b"ms k 2 MS F4294967295\r\n\r\n\r\n",
+    b"ms k 2 q\r\nabcd",
+    b"ms k 2\r\nab\n\r",
+];
+
 #[test]
 fn a_block_read_apart_parses_as_the_same_request_and_becomes_its_value() {
-    for request in [
-        &b"set k 5 0 10 noreply\r\n0123456789\r\n"[..],
-        b"cas k 0 0 3 77\r\na\r\n\r\n",
-        b"append k 0 0 0\r\n\r\n",
-        b"set k 0 0 2\r\nabcd",
-    ] {
+    let mut long_value = b"ms k 900 T1\r\n".to_vec();
+    long_value.extend_from_slice(&[b'v'; 900]);
+    long_value.extend_from_slice(b"\r\n");
+    for request in REQUESTS_WITH_BLOCKS.into_iter().chain([&long_value[..]]) {
         let Err(Awaiting::Block {
             line_len,
             block_len,
@@ -907,8 +929,35 @@ fn a_block_read_apart_parses_as_the_same_request_and_becomes_its_value() {
         let whole = parse_one(request).unwrap();
         let block = request[line_len..line_len + block_len].to_vec();
         let apart = parse_with_block(&request[..line_len], block, &limits());
-        assert_eq!(apart.action, whole.action);
-        assert_eq!(apart.consumed, line_len);
-        assert_eq!(whole.consumed, line_len + block_len);
+        let what = String::from_utf8_lossy(request);
+        assert_eq!(apart.action, whole.action, "{what:?}");
+        assert_eq!(apart.swallow, whole.swallow, "{what:?}");
+        assert_eq!(apart.consumed, line_len, "{what:?}");
+        assert_eq!(whole.consumed, line_len + block_len, "{what:?}");
+    }
+}
+
+#[test]
+fn a_meta_set_refused_on_its_line_waits_for_no_block() {
+    // Too large for the item size (1,023 bytes plus the item's overhead),
+    // and errors found once the length is read: each swallows its block
+    // without reading it, however much of it is here.
+    for line in [
+        &b"ms k 1023 T1\r\n"[..],
+        b"ms k 3 MX\r\n",
+        b"ms k 3 I C1\r\n",
+    ] {
+        let refused = parse_one(line).unwrap();
+        assert!(refused.swallow > 0);
+        let mut request = line.to_vec();
+        request.extend_from_slice(b"abc");
+        for cut in line.len()..=request.len() {
+            assert_eq!(
+                parse_awaiting(&request[..cut], &limits()),
+                Ok(refused.clone()),
+                "{:?}",
+                String::from_utf8_lossy(&request[..cut])
+            );
+        }
     }
 }

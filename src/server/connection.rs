@@ -17,8 +17,8 @@
 //! connection has work, and given back once every byte read is parsed and
 //! every reply written (the output goes back to the store's reply
 //! buffers), so a connection that waits for its client holds no buffer at
-//! all: only this struct. A classic storage command's data block (`set`,
-//! `add`, ...; not meta `ms`) longer than a read chunk is not read through
+//! all: only this struct. A storage command's data block (`set`, `add`,
+//! ..., meta `ms`) longer than a read chunk is not read through
 //! the read buffer: the parser names its
 //! length ([`protocol::Awaiting::Block`]) and the block is read straight
 //! into a buffer of its own, which becomes the value (no copy, no growing
