@@ -1417,6 +1417,138 @@ fn memory_returns_near_its_baseline_after_200_connections_moved_1_mib_each_and_w
     check_set_get(&mut idle[199], "still", b"served");
 }
 
+/// `ms <key> <len> T0`, its value and `\r\n`: a meta set, answered `HD`.
+fn meta_set_request(key: &str, value: &[u8]) -> Vec<u8> {
+    let mut request = format!("ms {key} {} T0\r\n", value.len()).into_bytes();
+    request.extend_from_slice(value);
+    request.extend_from_slice(b"\r\n");
+    request
+}
+
+/// What `mg <key> v` answers for a stored `value`.
+fn meta_value_reply(value: &[u8]) -> Vec<u8> {
+    let mut reply = format!("VA {}\r\n", value.len()).into_bytes();
+    reply.extend_from_slice(value);
+    reply.extend_from_slice(b"\r\n");
+    reply
+}
+
+/// The `ms` twin of the test above: its value is read apart from the read
+/// buffer, so nothing of it stays with an idle connection either.
+#[test]
+fn memory_returns_near_its_baseline_after_200_connections_sent_1_mib_by_ms_and_went_idle() {
+    let node = start_for_big_values();
+    let value = big_value(6, MIB);
+    let request = meta_set_request("big", &value);
+    let send_value = |c: &mut TcpStream| {
+        assert_eq!(roundtrip(c, &request, b"\r\n"), b"HD\r\n");
+    };
+    // The baseline holds the stored value and what one transfer leaves.
+    send_value(&mut connect(node.port()));
+    let baseline = rss_kib(node.process.pid());
+    let mut idle = Vec::new();
+    for _ in 0..200 {
+        let mut c = connect(node.port());
+        send_value(&mut c);
+        idle.push(c);
+    }
+    let grown = rss_kib(node.process.pid()).saturating_sub(baseline);
+    assert!(
+        grown < 24 * 1024,
+        "RSS grew by {grown} KiB with 200 idle connections that each sent 1 MiB by ms"
+    );
+    let want = meta_value_reply(&value);
+    idle[199].write_all(b"mg big v\r\n").unwrap();
+    assert!(
+        read_exactly(&mut idle[199], &want) == want,
+        "mg big: wrong bytes"
+    );
+}
+
+/// A read buffer that grew for a big value is kept among the node's
+/// spares (up to their byte budget) when its connection goes idle; an
+/// `ms` value read apart never grows one, so the spares stay a few reads.
+#[test]
+fn an_ms_value_longer_than_a_read_does_not_grow_the_read_buffer() {
+    let node = start_for_big_values();
+    let mut c = connect(node.port());
+    // `asking` holds its read buffer (half a `stats`) before the value
+    // comes, so it answers without taking a spare, grown or not.
+    let mut asking = connect(node.port());
+    asking.write_all(b"stats").unwrap();
+    common::poll(WAIT, Duration::from_millis(20), || {
+        let now = stats_on(&mut c, "stats");
+        match stat_u64(&now, "read_buf_count") {
+            2 => Ok(()),
+            n => Err(format!("{n} read buffers held: {now:?}")),
+        }
+    });
+    let value = big_value(7, 300_000);
+    assert_eq!(
+        roundtrip(&mut c, &meta_set_request("grown", &value), b"\r\n"),
+        b"HD\r\n"
+    );
+    // The rest of its line: `stats_on` sends `""` and `\r\n`.
+    let stats = stats_on(&mut asking, "");
+    // Grown by doubling from 16 KiB, a buffer for 300 kB holds 512 KiB.
+    assert!(
+        stat_u64(&stats, "read_buf_bytes_free") <= 4 * 16 * 1024,
+        "{stats:?}"
+    );
+}
+
+/// An `ms` value around a read's size or far past it, cut where a read
+/// apart could go wrong, each half written alone with a pause between:
+/// `mg` reads every value back exactly.
+#[test]
+fn ms_values_cut_at_every_risky_point_read_back_exactly() {
+    let node = start_for_big_values();
+    let mut c = connect(node.port());
+    for (n, len) in [16_383, 16_384, 16_385, 40_000, MIB]
+        .into_iter()
+        .enumerate()
+    {
+        let value = big_value(n, len);
+        let key = format!("mscut{n}");
+        let request = meta_set_request(&key, &value);
+        let line = request.iter().position(|&b| b == b'\n').unwrap() + 1;
+        let half = line + len / 2;
+        for cut in [
+            line,
+            line + 1,
+            half,
+            line + len - 1,
+            line + len,
+            line + len + 1,
+        ] {
+            c.write_all(&request[..cut]).unwrap();
+            thread::sleep(Duration::from_millis(20));
+            c.write_all(&request[cut..]).unwrap();
+            let reply = read_until(&mut c, WAIT, |g| g.ends_with(b"\r\n"));
+            assert_eq!(reply, b"HD\r\n", "{len} bytes cut at {cut}");
+            c.write_all(format!("mg {key} v\r\n").as_bytes()).unwrap();
+            let want = meta_value_reply(&value);
+            let got = read_exactly(&mut c, &want);
+            assert!(
+                got == want,
+                "{len} bytes cut at {cut} read back differently"
+            );
+        }
+    }
+    // A big block that does not end in `\r\n` is refused as memcached
+    // refuses it, and the connection goes on.
+    let mut bad = format!("ms bad {MIB}\r\n").into_bytes();
+    bad.extend_from_slice(&big_value(9, MIB));
+    bad.extend_from_slice(b"XX");
+    let want = b"CLIENT_ERROR bad data chunk\r\n";
+    c.write_all(&bad).unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&read_exactly(&mut c, want)),
+        String::from_utf8_lossy(want)
+    );
+    check_set_get(&mut c, "after", b"fine");
+}
+
 #[test]
 fn connections_waiting_for_their_clients_hold_no_read_or_write_buffer() {
     let node = start();
