@@ -314,6 +314,8 @@ impl Cluster {
     /// `peer_timeout` (in heartbeats).
     /// Every third seed, a frame carries one proposal at most, so a
     /// backlog goes in parts (the engine's "frames have a budget").
+    /// Every other seed, a snapshot handed to a member lists two entries
+    /// a chunk, so the store must stay as it was across many chunks.
     /// With `config.data_dirs`, each node has a data directory.
     fn new(config: SimConfig, mode: Consistency) -> Cluster {
         let patience = config.peer_timeout / config.heartbeat_every;
@@ -321,10 +323,15 @@ impl Cluster {
             0 => 1,
             _ => usize::MAX,
         };
+        let chunk_entries = match config.seed % 2 {
+            0 => 2,
+            _ => usize::MAX,
+        };
         let engine = move |id, members: &[NodeId]| {
             TotalOrder::new(id, View::new(0, members.to_vec()), mode)
                 .with_patience(patience)
                 .with_frame_budget(frame_budget)
+                .with_chunk_entries(chunk_entries)
         };
         let mut sim = match config.data_dirs {
             false => Sim::new(

@@ -466,6 +466,19 @@ impl VersionedStore for DurableStore {
         self.inner.export_below(below, max, now, out)
     }
 
+    fn listing_in_order(&self) -> Option<(Head, u64)> {
+        self.inner.listing_in_order()
+    }
+
+    fn export_in_order(
+        &mut self,
+        from: usize,
+        max: usize,
+        out: &mut dyn FnMut(StoreRecord) -> bool,
+    ) -> StoreResult<Option<usize>> {
+        self.inner.export_in_order(from, max, out)
+    }
+
     fn export_record(&mut self, key: &[u8], now: UnixTime) -> StoreResult<Option<StoreRecord>> {
         self.inner.export_record(key, now)
     }

@@ -336,6 +336,35 @@ pub trait VersionedStore: Store {
         ))
     }
 
+    /// Where a listing in order ([`VersionedStore::export_in_order`])
+    /// starts, if this store lists itself so: what goes with its first
+    /// records, and the bytes of keys and values it will carry.
+    fn listing_in_order(&self) -> Option<(Head, u64)> {
+        None
+    }
+
+    /// Lists an ordered store (a replica of a strong mode) in its table's
+    /// order a slice at a time, for a snapshot handed to a rejoining
+    /// member: from place `from` up, it hands `out` the record of every
+    /// entry, dead ones too, and stops after `max` entries or when `out`
+    /// says so (returns `false`). Where the next slice starts; `None` when
+    /// the listing is done. It removes nothing. The slices together are
+    /// the store as it was only if nothing changed it between them, which
+    /// the engine sees to (a source delivers nothing while it hands a
+    /// snapshot, and an ordered store's reads and timers change nothing).
+    /// A store that cannot list by place fails, and is listed by key
+    /// ([`VersionedStore::snapshot_keys`]).
+    fn export_in_order(
+        &mut self,
+        _from: usize,
+        _max: usize,
+        _out: &mut dyn FnMut(Record) -> bool,
+    ) -> StoreResult<Option<usize>> {
+        Err(StoreError::Refused(
+            "this store cannot list its items in order".into(),
+        ))
+    }
+
     /// Empties the store and takes what a snapshot's head says (its pending
     /// delayed `flush_all`, where its housekeeping stands), before the
     /// snapshot's records are installed.
@@ -408,7 +437,8 @@ pub struct Housekeeping {
 
 /// Keys, packed end to end in one buffer: listing a million keys is then
 /// two allocations and a copy, not a million allocations (a strong mode's
-/// snapshot for a peer lists every key on the event loop).
+/// snapshot for a peer of a store that lists by key only, a memcached
+/// backend, lists every key at its start).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Keys {
     bytes: Vec<u8>,

@@ -225,6 +225,19 @@ impl VersionedStore for ImagingStore {
         self.inner.export_below(below, max, now, out)
     }
 
+    fn listing_in_order(&self) -> Option<(Head, u64)> {
+        self.inner.listing_in_order()
+    }
+
+    fn export_in_order(
+        &mut self,
+        from: usize,
+        max: usize,
+        out: &mut dyn FnMut(Record) -> bool,
+    ) -> StoreResult<Option<usize>> {
+        self.inner.export_in_order(from, max, out)
+    }
+
     fn reset(&mut self, head: &Head, now: UnixTime) -> StoreResult<()> {
         self.inner.reset(head, now)
     }

@@ -376,6 +376,9 @@ pub struct TotalOrder {
     amnesiacs: BTreeSet<NodeId>,
     patience: u64,
     frame_budget: usize,
+    /// Entries a snapshot chunk lists at most (`replica::CHUNK_ENTRIES`
+    /// unless a test sets fewer).
+    chunk_entries: usize,
     /// Writes are refused while the queue held more than this at the last
     /// tick (module doc).
     queue_limit: usize,
@@ -476,6 +479,7 @@ impl TotalOrder {
             amnesiacs: BTreeSet::new(),
             patience: DEFAULT_PATIENCE,
             frame_budget: DEFAULT_FRAME_BUDGET,
+            chunk_entries: replica::CHUNK_ENTRIES,
             queue_limit: DEFAULT_QUEUE_LIMIT,
             queued_bytes: 0,
             ticks: 0,
@@ -531,6 +535,13 @@ impl TotalOrder {
     /// proposal, whatever its size).
     pub fn with_frame_budget(mut self, bytes: usize) -> TotalOrder {
         self.frame_budget = bytes;
+        self
+    }
+
+    /// Snapshots handed to members list at most `entries` entries a chunk
+    /// (a simulation hands small stores in many chunks this way).
+    pub fn with_chunk_entries(mut self, entries: usize) -> TotalOrder {
+        self.chunk_entries = entries;
         self
     }
 
@@ -1036,7 +1047,7 @@ impl Engine for TotalOrder {
     }
 
     fn replica(&self) -> TotalOrderReplica {
-        TotalOrderReplica::default()
+        TotalOrderReplica::with_chunk_entries(self.chunk_entries)
     }
 }
 
@@ -1598,6 +1609,73 @@ mod tests {
             _ => None,
         });
         installs.flatten().map(|r| r.key.clone()).collect()
+    }
+
+    /// Writes of `key` that `effects` apply.
+    fn applies(effects: &[Effect<Work>], key: &str) -> usize {
+        let writes = effects.iter().filter(|e| match e {
+            Effect::Work(Work::Apply(apply)) => matches!(
+                &apply.op.request.command,
+                Command::Storage(Storage { key: k, .. }) if k == key.as_bytes()
+            ),
+            _ => false,
+        });
+        writes.count()
+    }
+
+    /// A snapshot is listed a chunk at a time in the table's order
+    /// (`VersionedStore::export_in_order`), which gives back the store only
+    /// if nothing changes it between chunks: a write proposed while the
+    /// source hands one is applied nowhere until its last chunk is read.
+    #[test]
+    fn a_source_applies_no_write_while_it_hands_a_snapshot() {
+        let mut engines = cluster_with_a_write();
+        let tag = the_dump_tag(&restart_node_2(&mut engines));
+        let Report::Chunk {
+            records,
+            read_at,
+            first,
+            total,
+            ..
+        } = chunk(tag, "k")
+        else {
+            unreachable!()
+        };
+        let part = |tag, first, last| Report::Chunk {
+            tag,
+            to: 2,
+            records: records.clone(),
+            read_at,
+            first,
+            last,
+            total,
+        };
+        engines[0].on_store(part(tag, first, false), &mut Vec::new());
+        engines[1].on_client(reply_to(7, 0), set("k2"), 0, &mut Vec::new());
+        let mut during = exchange_all(&mut engines);
+        let mut next = Vec::new();
+        engines[0].on_tick(&mut next);
+        let [Effect::Work(Work::Dump {
+            start: false,
+            tag: rest,
+            ..
+        })] = next[..]
+        else {
+            panic!("node 0 reads the next chunk at its tick: {next:?}");
+        };
+        during[0].extend(next);
+        assert_eq!(
+            applies(&during[0], "k2"),
+            0,
+            "applied mid-snapshot: {during:?}"
+        );
+        engines[0].on_store(part(rest, None, true), &mut Vec::new());
+        let received = exchange_all(&mut engines);
+        let installed = install_tags(&received[2]);
+        let mut after = Vec::new();
+        engines[2].on_store(Report::Installed { tag: installed[0] }, &mut after);
+        let after = exchange_all(&mut engines);
+        assert_eq!(applies(&after[0], "k2"), 1, "{after:?}");
     }
 
     /// A store on a worker thread answers late: the chunk read for a view

@@ -6,14 +6,19 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::cluster::engine::{Done, Replica, ReplyTo};
 use crate::cluster::message::Op;
 use crate::cluster::NodeId;
 use crate::store::{Executor, Head, Keys, Record, UnixTime};
 
-/// A snapshot chunk holds at most about this many bytes of values.
+/// A snapshot chunk holds at most about this many bytes of keys and
+/// values, and, listed in order, at most this many entries: a few
+/// milliseconds of the event loop. A source hands one chunk per member
+/// per tick, so they also bound how fast a snapshot moves.
 const CHUNK_BYTES: usize = 1 << 20;
+pub(super) const CHUNK_ENTRIES: usize = 1 << 16;
 
 /// Apply `op` to the local store with `cas` as the unique of anything it
 /// writes; reply to `reply_to` if set (`None` for another node's write).
@@ -81,17 +86,57 @@ pub enum Report {
     SnapshotFailed { tag: u64, why: String },
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct TotalOrderReplica {
-    /// Per member being handed a snapshot: its keys and how many were sent.
+    /// Per member being handed a snapshot: how far its listing is.
     dumps: HashMap<NodeId, Dump>,
+    /// Entries a chunk lists at most.
+    chunk_entries: usize,
+}
+
+impl Default for TotalOrderReplica {
+    fn default() -> TotalOrderReplica {
+        TotalOrderReplica::with_chunk_entries(CHUNK_ENTRIES)
+    }
 }
 
 #[derive(Debug)]
 struct Dump {
-    keys: Keys,
-    sent: usize,
+    next: Next,
+    /// About how many bytes of keys and values the snapshot carries.
     bytes: u64,
+    /// Records and chunks read so far, and the longest read, for the log.
+    records: u64,
+    chunks: u64,
+    longest: Duration,
+}
+
+impl Dump {
+    fn new(next: Next, bytes: u64) -> Dump {
+        Dump {
+            next,
+            bytes,
+            records: 0,
+            chunks: 0,
+            longest: Duration::ZERO,
+        }
+    }
+}
+
+/// Where a snapshot's listing goes on.
+#[derive(Debug)]
+enum Next {
+    /// At this place of an ordered store's table, listed in its order a
+    /// chunk at a time (`VersionedStore::export_in_order`): the listing's
+    /// start costs nothing however big the store.
+    Place(usize),
+    /// At this key of every key listed at the start (a store that lists
+    /// by key only: a memcached backend).
+    Key {
+        keys: Keys,
+        sent: usize,
+    },
+    Done,
 }
 
 impl Replica for TotalOrderReplica {
@@ -163,6 +208,13 @@ impl Replica for TotalOrderReplica {
 }
 
 impl TotalOrderReplica {
+    pub fn with_chunk_entries(entries: usize) -> TotalOrderReplica {
+        TotalOrderReplica {
+            dumps: HashMap::new(),
+            chunk_entries: entries.max(1),
+        }
+    }
+
     /// The next chunk of the snapshot for `to`: live records up to about
     /// [`CHUNK_BYTES`] of values.
     fn dump(
@@ -172,38 +224,66 @@ impl TotalOrderReplica {
         tag: u64,
         executor: &mut Executor,
     ) -> Result<Report, String> {
-        let now = executor.now();
+        let (now, started) = (executor.now(), Instant::now());
+        let store = executor.store();
         let mut first = None;
         if start {
-            let listing = executor
-                .store()
-                .snapshot_keys()
-                .map_err(|e| format!("{e:?}"))?;
-            let dump = Dump {
-                keys: listing.keys,
-                sent: 0,
-                bytes: listing.bytes,
+            let (head, dump) = match store.listing_in_order() {
+                Some((head, bytes)) => (head, Dump::new(Next::Place(0), bytes)),
+                None => {
+                    let listing = store.snapshot_keys().map_err(|e| format!("{e:?}"))?;
+                    let (keys, bytes) = (listing.keys, listing.bytes);
+                    let next = Next::Key { keys, sent: 0 };
+                    (listing.head, Dump::new(next, bytes))
+                }
             };
             self.dumps.insert(to, dump);
-            first = Some(listing.head);
+            first = Some(head);
         }
         let Some(dump) = self.dumps.get_mut(&to) else {
             return Err("no snapshot under way".into());
         };
         let (mut records, mut bytes) = (Vec::new(), 0);
-        while dump.sent < dump.keys.len() && bytes < CHUNK_BYTES {
-            let record = executor
-                .store()
-                .export_record(dump.keys.get(dump.sent), now);
-            // None: expired or reclaimed since the keys were listed.
-            if let Some(record) = record.map_err(|e| format!("{e:?}"))? {
-                bytes += record.size() as usize;
-                records.push(record);
+        match &mut dump.next {
+            Next::Place(place) => {
+                let mut take = |record: Record| {
+                    bytes += record.size() as usize;
+                    records.push(record);
+                    bytes < CHUNK_BYTES
+                };
+                let next = store.export_in_order(*place, self.chunk_entries, &mut take);
+                dump.next = match next.map_err(|e| format!("{e:?}"))? {
+                    Some(place) => Next::Place(place),
+                    None => Next::Done,
+                };
             }
-            dump.sent += 1;
+            Next::Key { keys, sent } => {
+                while *sent < keys.len() && bytes < CHUNK_BYTES {
+                    let record = store.export_record(keys.get(*sent), now);
+                    // None: expired or reclaimed since the keys were listed.
+                    if let Some(record) = record.map_err(|e| format!("{e:?}"))? {
+                        bytes += record.size() as usize;
+                        records.push(record);
+                    }
+                    *sent += 1;
+                }
+                if *sent == keys.len() {
+                    dump.next = Next::Done;
+                }
+            }
+            Next::Done => {}
         }
-        let (last, total) = (dump.sent == dump.keys.len(), dump.bytes);
+        dump.records += records.len() as u64;
+        dump.chunks += 1;
+        dump.longest = dump.longest.max(started.elapsed());
+        let (last, total) = (matches!(dump.next, Next::Done), dump.bytes);
         if last {
+            log::info!(
+                "snapshot for node {to} read: {} records in {} chunks, the longest {:?}",
+                dump.records,
+                dump.chunks,
+                dump.longest
+            );
             self.dumps.remove(&to);
         }
         Ok(Report::Chunk {
