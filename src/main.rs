@@ -135,7 +135,9 @@ fn serve(args: ServerArgs) -> ExitCode {
     match server::serve(settings) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            log::error!("cannot serve on {client}: {e}");
+            // A failed start (an address in use) or a node that stopped on
+            // its own (a data directory that refused its log too long).
+            log::error!("stopped serving on {client}: {e}");
             ExitCode::FAILURE
         }
     }

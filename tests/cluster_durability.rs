@@ -566,15 +566,20 @@ fn a_strong_node_whose_disk_stays_full_stops_past_its_backlog_then_rejoins() {
     );
 }
 
-/// Sends `set` until it is stored, while the cluster refuses it as not
-/// applied (a view change leaving a node out is under way).
+/// Sends `set` until it is stored, while the cluster refuses it (a view
+/// change leaving a node out is under way: not applied, or, for a write
+/// under way when it began, may have been applied; a `set` sent again
+/// leaves the same value).
 fn stored_once_the_view_allows(c: &mut TcpStream, set: &str) {
+    let retry = |reply: &str| {
+        reply.ends_with("; not applied\r\n") || reply.ends_with("may have been applied\r\n")
+    };
     poll(
         Duration::from_secs(20),
         Duration::from_millis(20),
         || match request(c, set.as_bytes()) {
             stored if stored == "STORED\r\n" => Ok(()),
-            refused if refused.ends_with("; not applied\r\n") => Err(refused),
+            refused if retry(&refused) => Err(refused),
             other => panic!("{other:?}"),
         },
     );

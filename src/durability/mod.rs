@@ -256,7 +256,7 @@ impl Recovering {
 }
 
 /// Bytes of records a strong cluster's node keeps for a disk that refuses
-/// its log before it stops ([`Durable::backlog_overflow`]); the same as
+/// its log before it stops ([`Durable::must_stop`]); the same as
 /// the engine's queue limit, the memory a slow member may cost its peers.
 pub const BACKLOG_LIMIT: u64 = 64 << 20;
 
@@ -341,24 +341,34 @@ impl Durable {
             .map(|why| format!("data directory: {why}; not applied"))
     }
 
-    /// Why a strong cluster's node must stop taking part, if it must: the
-    /// disk has refused its marked log for so long that the delivered
-    /// writes waiting for it pass [`BACKLOG_LIMIT`] bytes. It cannot refuse
-    /// them (its peers apply them), nor hold more in memory for ever; it
-    /// stops instead, as after a crash, and its log on disk holds a prefix
-    /// up to its last mark. Nothing it did not log was answered (replies
-    /// wait for the log), so its peers, a majority, hold all that counts.
-    pub fn backlog_overflow(&self) -> Option<String> {
+    /// Why a strong cluster's node must stop taking part, if it must. It
+    /// cannot refuse what the cluster delivers (its peers apply it), so it
+    /// stops, as after a crash, when its log can no longer catch up: the
+    /// disk has refused it so long that the delivered writes waiting for
+    /// it pass [`BACKLOG_LIMIT`] bytes, or an fsync failed (nothing counts
+    /// as durable again until a restart, so with `fsync = always` it could
+    /// answer nothing more). Its log on disk holds a prefix up to a mark,
+    /// and nothing it did not log was answered (replies wait for the log),
+    /// so its peers, a majority, hold all that counts.
+    pub fn must_stop(&self) -> Option<String> {
         let shared = &self.shared;
+        if !self.marked {
+            return None;
+        }
+        let restart =
+            "restart the node once the disk takes writes, and it is handed what it missed";
+        if shared.fsync_failed.load(Ordering::Acquire) {
+            return Some(format!(
+                "data directory: an fsync failed (the kernel may have dropped what it held): \
+                 stopping; {restart}"
+            ));
+        }
         let backlog = (shared.appended.load(Ordering::Acquire))
             .saturating_sub(shared.written.load(Ordering::Acquire));
-        let why = shared
-            .refusal()
-            .filter(|_| self.marked && backlog > BACKLOG_LIMIT)?;
+        let why = shared.refusal().filter(|_| backlog > BACKLOG_LIMIT)?;
         Some(format!(
             "data directory: {why}; {} MiB of delivered writes wait for the log (at most {} MiB \
-             are kept): stopping; restart the node once the disk takes writes, and it is handed \
-             what it missed",
+             are kept): stopping; {restart}",
             backlog >> 20,
             BACKLOG_LIMIT >> 20
         ))
@@ -943,6 +953,52 @@ mod crash_cases {
             .count();
         assert_eq!(live, 0, "flushed keys came back");
         let _ = std::fs::remove_dir_all(&d);
+    }
+
+    /// A strong cluster's node stops once its log cannot catch up: past
+    /// the backlog limit while the disk refuses it, or after a failed
+    /// fsync; a node of any other cluster never does (it refuses writes).
+    #[test]
+    fn a_marked_log_that_cannot_catch_up_stops_the_node() {
+        let d = dir("must-stop");
+        let cluster = ClusterConfig::default();
+        let r = Recovering::open_marked(&d, &cluster, memory()).unwrap();
+        let poll = mio::Poll::new().unwrap();
+        let waker = Arc::new(Waker::new(poll.registry(), mio::Token(0)).unwrap());
+        let (durable, store) = r.start_logging(waker).unwrap();
+        let shared = &durable.shared;
+        assert_eq!(durable.must_stop(), None);
+        *shared.failure.lock().unwrap() = Some("No space left on device".into());
+        shared.failed.store(true, Ordering::Release);
+        shared.refusing.store(true, Ordering::Release);
+        let written = shared.written.load(Ordering::Acquire);
+        shared
+            .appended
+            .store(written + BACKLOG_LIMIT, Ordering::Release);
+        assert_eq!(durable.must_stop(), None, "at the limit");
+        shared
+            .appended
+            .store(written + BACKLOG_LIMIT + 1, Ordering::Release);
+        let why = durable.must_stop().expect("past the limit");
+        assert!(why.contains("No space left on device; 64 MiB"), "{why}");
+        shared.appended.store(written, Ordering::Release);
+        shared.fsync_failed.store(true, Ordering::Release);
+        let why = durable.must_stop().expect("after a failed fsync");
+        assert!(why.contains("an fsync failed"), "{why}");
+        drop(store);
+        drop(durable);
+        // An unmarked log (a one-node cluster's).
+        let (_, durable, store) = start(&dir("must-stop-one"), &cluster, NOW);
+        durable.shared.fsync_failed.store(true, Ordering::Release);
+        assert_eq!(
+            durable.must_stop(),
+            None,
+            "a one-node log refuses writes instead"
+        );
+        drop(store);
+        drop(durable);
+        let _ = std::fs::remove_dir_all(&d);
+        let _ = std::fs::remove_dir_all(dir("must-stop-one"));
     }
 
     /// The writer fails a commit (sets `failed`) after the reactor took a

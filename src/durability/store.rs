@@ -62,7 +62,8 @@
 //! was delivered, and its peers apply it; its records wait in the writer
 //! and its reply for the disk (the node refuses new writes before they
 //! are ordered instead: `Durable::intake_refusal`), up to a limit past
-//! which the node stops (`Durable::backlog_overflow`). A snapshot begins
+//! which, or after a failed fsync, the node stops (`Durable::must_stop`).
+//! A snapshot begins
 //! only right after a mark and ends only at one, with it, so it never
 //! catches half of an install or of a write as a state.
 //!

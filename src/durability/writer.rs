@@ -83,6 +83,8 @@ pub struct LogShared {
     pub snapshot_written: AtomicU64,
     /// The disk refused the last write or fsync (the writer's view).
     pub failed: AtomicBool,
+    /// An fsync failed: nothing counts as durable again until a restart.
+    pub fsync_failed: AtomicBool,
     /// The store side refuses writes: `failed` as it was at the end of the
     /// reactor's last loop iteration, so that the writes a loop iteration
     /// takes and the replies it holds agree on it.
@@ -255,6 +257,9 @@ impl Writer {
             Ok(()) => {}
             Err(e) => self.note_failure(Err(e)),
         }
+        self.shared
+            .fsync_failed
+            .store(self.fsync_failed, Ordering::Release);
         if let Err(e) = self.waker.wake() {
             log::error!("log writer cannot wake the reactor: {e}");
         }

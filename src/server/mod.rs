@@ -571,7 +571,7 @@ impl<E: Engine> Server<E> {
     /// Every heartbeat: the core notices silent peers and owes every peer a
     /// frame; the links redial and drop strangers that said nothing.
     fn heartbeat(&mut self, now: Instant) {
-        self.check_log_backlog();
+        self.check_log();
         let millis = self.millis();
         self.node.tick(millis, &mut self.effects);
         self.apply_effects();
@@ -597,10 +597,11 @@ impl<E: Engine> Server<E> {
         self.stop();
     }
 
-    /// A strong cluster's node whose disk has refused its log past the
-    /// backlog limit stops, as on SIGTERM, and exits with the reason.
-    fn check_log_backlog(&mut self) {
-        let Some(why) = self.durable.as_ref().and_then(Durable::backlog_overflow) else {
+    /// A strong cluster's node whose log can no longer catch up (its disk
+    /// refused it past the backlog limit, or an fsync failed) stops, as on
+    /// SIGTERM, and exits with the reason.
+    fn check_log(&mut self) {
+        let Some(why) = self.durable.as_ref().and_then(Durable::must_stop) else {
             return;
         };
         if self.stopping {

@@ -171,7 +171,8 @@
 //!   was still waiting for a snapshot of the view before.
 //! - A node whose disk refuses its log still applies what is delivered
 //!   (its peers do) and answers nothing its log lacks; past a backlog of
-//!   unwritten records it stops (`Durable::backlog_overflow`). Either way
+//!   unwritten records, or after a failed fsync, it stops
+//!   (`Durable::must_stop`). Either way
 //!   its directory holds a prefix up to its last written mark, and every
 //!   write it answered is in it: to the argument, a crash.
 //! - A directory that is new (no file in it) is a node's first start, as
@@ -1626,7 +1627,8 @@ mod tests {
     /// A snapshot is listed a chunk at a time in the table's order
     /// (`VersionedStore::export_in_order`), which gives back the store only
     /// if nothing changes it between chunks: a write proposed while the
-    /// source hands one is applied nowhere until its last chunk is read.
+    /// source hands one is not applied there until the member took the
+    /// last chunk (its origin and the other members may apply it).
     #[test]
     fn a_source_applies_no_write_while_it_hands_a_snapshot() {
         let mut engines = cluster_with_a_write();

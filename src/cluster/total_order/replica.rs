@@ -11,11 +11,11 @@ use std::time::{Duration, Instant};
 use crate::cluster::engine::{Done, Replica, ReplyTo};
 use crate::cluster::message::Op;
 use crate::cluster::NodeId;
-use crate::store::{Executor, Head, Keys, Record, UnixTime};
+use crate::store::{Executor, Head, Keys, Record, UnixTime, VersionedStore};
 
 /// A snapshot chunk holds at most about this many bytes of keys and
-/// values, and, listed in order, at most this many entries: a few
-/// milliseconds of the event loop. A source hands one chunk per member
+/// values, and, listed in order, at most this many entries: about ten
+/// milliseconds of the event loop at most (measured: README, "Durability"). A source hands one chunk per member
 /// per tick, so they also bound how fast a snapshot moves.
 const CHUNK_BYTES: usize = 1 << 20;
 pub(super) const CHUNK_ENTRIES: usize = 1 << 16;
@@ -123,13 +123,30 @@ impl Dump {
     }
 }
 
+/// What an ordered store being listed in order must keep until its last
+/// chunk: the engine applies no write while it hands a snapshot, and any
+/// write moves one of these (its head holds the eviction hand and the
+/// sweep's cursor). A removal between chunks would move an entry from the
+/// end to a place already listed, and the member would silently lack it;
+/// this makes such a snapshot fail (and its source start over) instead.
+type Looks = (Head, u64, u64);
+
+fn looks(store: &dyn VersionedStore) -> Option<Looks> {
+    let (head, bytes) = store.listing_in_order()?;
+    Some((head, bytes, store.stats().items))
+}
+
 /// Where a snapshot's listing goes on.
 #[derive(Debug)]
 enum Next {
     /// At this place of an ordered store's table, listed in its order a
     /// chunk at a time (`VersionedStore::export_in_order`): the listing's
-    /// start costs nothing however big the store.
-    Place(usize),
+    /// start costs nothing however big the store. `still` is how the store
+    /// looked when it began, which it must still look like at each chunk.
+    Place {
+        place: usize,
+        still: Looks,
+    },
     /// At this key of every key listed at the start (a store that lists
     /// by key only: a memcached backend).
     Key {
@@ -215,8 +232,9 @@ impl TotalOrderReplica {
         }
     }
 
-    /// The next chunk of the snapshot for `to`: live records up to about
-    /// [`CHUNK_BYTES`] of values.
+    /// The next chunk of the snapshot for `to`: records (an ordered
+    /// store's dead ones too) up to about [`CHUNK_BYTES`] of keys and
+    /// values, or [`CHUNK_ENTRIES`] entries.
     fn dump(
         &mut self,
         to: NodeId,
@@ -229,7 +247,11 @@ impl TotalOrderReplica {
         let mut first = None;
         if start {
             let (head, dump) = match store.listing_in_order() {
-                Some((head, bytes)) => (head, Dump::new(Next::Place(0), bytes)),
+                Some((head, bytes)) => {
+                    let still = looks(store).expect("it lists in order");
+                    let next = Next::Place { place: 0, still };
+                    (head, Dump::new(next, bytes))
+                }
                 None => {
                     let listing = store.snapshot_keys().map_err(|e| format!("{e:?}"))?;
                     let (keys, bytes) = (listing.keys, listing.bytes);
@@ -245,7 +267,10 @@ impl TotalOrderReplica {
         };
         let (mut records, mut bytes) = (Vec::new(), 0);
         match &mut dump.next {
-            Next::Place(place) => {
+            Next::Place { place, still } => {
+                if looks(store) != Some(*still) {
+                    return Err("the store changed while it was listed".into());
+                }
                 let mut take = |record: Record| {
                     bytes += record.size() as usize;
                     records.push(record);
@@ -253,7 +278,10 @@ impl TotalOrderReplica {
                 };
                 let next = store.export_in_order(*place, self.chunk_entries, &mut take);
                 dump.next = match next.map_err(|e| format!("{e:?}"))? {
-                    Some(place) => Next::Place(place),
+                    Some(next) => Next::Place {
+                        place: next,
+                        still: *still,
+                    },
                     None => Next::Done,
                 };
             }
@@ -324,6 +352,50 @@ mod tests {
             }
         });
         reports
+    }
+
+    fn put(store: &mut dyn crate::store::VersionedStore, key: &[u8]) {
+        let write = Write {
+            mode: StorageMode::Set,
+            key,
+            flags: 0,
+            expiry: Expiry::Never,
+            value: b"v",
+            cas: 1,
+        };
+        store.store(write, T).unwrap();
+    }
+
+    /// An ordered store is listed by place a chunk at a time; should it
+    /// change between chunks (the engine applies no write meanwhile), the
+    /// snapshot fails rather than hand over a listing that may miss an
+    /// entry a removal moved to a place already listed.
+    #[test]
+    fn a_store_that_changes_between_chunks_fails_the_snapshot() {
+        let store = MemoryStore::new(1 << 20, Limits::default()).ordered();
+        let mut source =
+            Executor::new(Box::new(store), Arc::new(StoreCounters::default())).with_clock(|| T);
+        for key in [&b"a"[..], b"b", b"c"] {
+            put(source.store(), key);
+        }
+        let mut replica = TotalOrderReplica::with_chunk_entries(1);
+        let dump = |start, tag| Work::Dump { to: 2, start, tag };
+        let first = perform(&mut replica, dump(true, 1), &mut source);
+        assert!(
+            matches!(&first[..], [Report::Chunk { last: false, .. }]),
+            "{first:?}"
+        );
+        let second = perform(&mut replica, dump(false, 2), &mut source);
+        assert!(
+            matches!(&second[..], [Report::Chunk { last: false, .. }]),
+            "{second:?}"
+        );
+        source.store().delete(b"a", T).unwrap();
+        let third = perform(&mut replica, dump(false, 3), &mut source);
+        assert!(
+            matches!(&third[..], [Report::SnapshotFailed { tag: 3, .. }]),
+            "{third:?}"
+        );
     }
 
     /// A delayed `flush_all` comes due while a snapshot is on its way: a
