@@ -584,3 +584,77 @@ fn stored_once_the_view_allows(c: &mut TcpStream, set: &str) {
         },
     );
 }
+
+/// Node 0 of an eventual cluster is killed with SIGKILL, with its peers,
+/// while it writes a snapshot (its `snapshot.tmp` holds some of it, and is
+/// still there after the kill): restarted
+/// alone, so that no peer can bring back what its own directory lost, it
+/// holds every write it acknowledged, from the old snapshot and the logs
+/// the new one was to replace.
+#[test]
+fn an_eventual_node_killed_while_it_writes_a_snapshot_keeps_every_acknowledged_write() {
+    let data = TempDir::new("cluster-data");
+    let keys = "fsync = always\nsync_interval_ms = 200\nsnapshot_every = 2000000";
+    let mut cluster = durable_cluster("eventual", &data, keys);
+    let tmp = data.0.join("d0").join("snapshot.tmp");
+    let stop = AtomicBool::new(false);
+    let value = |i: u64| format!("{i:0>4096}");
+    let (preloaded, written) = std::thread::scope(|s| {
+        let (port, stop) = (cluster.port(0), &stop);
+        let preload = s.spawn(move || {
+            let mut acked = Vec::new();
+            let mut c = connect(port);
+            for i in 0..20_000u64 {
+                let v = value(i);
+                let set = format!("set p{i} 0 0 {}\r\n{v}\r\n", v.len());
+                if stop.load(Ordering::Relaxed) || c.write_all(set.as_bytes()).is_err() {
+                    break;
+                }
+                let mut reply = [0u8; 8];
+                match std::io::Read::read_exact(&mut c, &mut reply) {
+                    Ok(()) if &reply == b"STORED\r\n" => acked.push(i),
+                    _ => break,
+                }
+            }
+            acked
+        });
+        let writer = s.spawn(move || writer(port, "w", stop));
+        poll(
+            Duration::from_secs(30),
+            Duration::from_millis(1),
+            // Part of the new snapshot is written, not all of it.
+            || match std::fs::metadata(&tmp).map(|m| m.len()) {
+                Ok(written) if written > 0 => Ok(()),
+                _ => Err("node 0 never wrote part of a snapshot".to_string()),
+            },
+        );
+        for node in &cluster.nodes {
+            node.signal("KILL");
+        }
+        stop.store(true, Ordering::Relaxed);
+        (preload.join().unwrap(), writer.join().unwrap())
+    });
+    assert!(tmp.exists(), "the kill came after the snapshot ended");
+    assert!(!preloaded.is_empty() && !written.is_empty());
+    restart(&mut cluster, 0);
+    let mut c = connect(cluster.port(0));
+    for i in &preloaded {
+        let got = request(&mut c, format!("get p{i}\r\n").as_bytes());
+        let v = value(*i);
+        assert_eq!(
+            got,
+            format!("VALUE p{i} 0 {}\r\n{v}\r\nEND\r\n", v.len()),
+            "p{i}"
+        );
+    }
+    for (key, seq) in &written {
+        let held = number(&cluster, 0, key).unwrap_or_else(|| panic!("lost {key}"));
+        assert!(held >= *seq, "{key} went from {seq} to {held}");
+    }
+    eprintln!(
+        "{} values of 4 KiB and {} keys checked; node 0 replayed {} bytes",
+        preloaded.len(),
+        written.len(),
+        stat(cluster.port(0), "mckv_recovered_bytes")
+    );
+}
