@@ -11,7 +11,8 @@
 //! - `reply/*`: composing a `VALUE` reply for a 100-byte value, and an
 //!   `incr`/`decr` number, into a reused buffer;
 //! - `store/*`: `mckv::store::execute` on a `MemoryStore` holding 10,000 keys,
-//!   get/set mixes as the load generator (`benches/load.rs`) sends them.
+//!   get/set mixes as the load generator (`benches/load.rs`) sends them, and
+//!   a 100-key `get` parsed from its bytes and executed (`parse_execute_get_100_keys`).
 //!
 //! Measurement is kept short (1 s warm-up, 2 s per bench) so the whole file
 //! runs in about a minute; criterion's own flags (`--measurement-time`, ...)
@@ -312,6 +313,37 @@ fn bench_store(c: &mut Criterion) {
 
 /// The total-order engine's delivery queue: one node with no peers delivers
 /// every operation as soon as it is stamped (push, check, pop).
+/// A `get` of 100 keys, parsed from its bytes and executed against the
+/// memory store holding them, its request then dropped: what a multi-get
+/// costs from a read buffer to its reply (README, "Big values, multi-gets").
+fn bench_multi_get(c: &mut Criterion) {
+    let mut group = c.benchmark_group("store");
+    group.throughput(Throughput::Elements(1));
+    let limits = Limits::default();
+    let mut store = populated_store();
+    let now = store::unix_now();
+    let mut line = b"get".to_vec();
+    for i in 0..100 {
+        line.push(b' ');
+        line.extend_from_slice(&key(i * 97 % KEYS));
+    }
+    line.extend_from_slice(b"\r\n");
+    let mut out = Vec::with_capacity(64 * 1024);
+    group.bench_function("parse_execute_get_100_keys", |b| {
+        b.iter(|| {
+            out.clear();
+            let parsed = protocol::parse(black_box(&line), &limits).expect("a whole request");
+            let Action::Execute(request) = parsed.action else {
+                panic!("a get executes");
+            };
+            store::execute(&mut store, &request, now, 0, &mut out);
+            black_box(out.len())
+        })
+    });
+    assert_eq!(out.windows(5).filter(|w| w == b"VALUE").count(), 100);
+    group.finish();
+}
+
 fn bench_delivery_queue(c: &mut Criterion) {
     let mut group = c.benchmark_group("engine");
     group.throughput(Throughput::Elements(1000));
@@ -414,6 +446,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = bench_parse, bench_reply, bench_store, bench_delivery_queue, bench_cluster_round
+    targets = bench_parse, bench_reply, bench_store, bench_multi_get, bench_delivery_queue, bench_cluster_round
 }
 criterion_main!(benches);
