@@ -195,7 +195,7 @@ fn bench_reply(c: &mut Criterion) {
 fn get_request(k: Vec<u8>) -> Request {
     Request {
         command: Command::Get(Get {
-            keys: vec![k],
+            keys: [k].into_iter().collect(),
             with_cas: false,
             touch: None,
         }),

@@ -318,7 +318,7 @@ fn key_name(i: usize) -> String {
 fn get(key: &str) -> Request {
     Request {
         command: Command::Get(Get {
-            keys: vec![key.as_bytes().to_vec()],
+            keys: [key].into_iter().collect(),
             with_cas: false,
             touch: None,
         }),

@@ -58,7 +58,7 @@ use mckv::cluster::eventual::origins::Coverage;
 use mckv::cluster::eventual::version::{State, Version};
 use mckv::cluster::eventual::{EventualEngine, Gossip, Report};
 use mckv::cluster::{Engine, NodeId, Stamp, View};
-use mckv::protocol::{Arith, Command, Key, Request, Storage, StorageMode};
+use mckv::protocol::{Arith, Command, Key, KeysRef, Request, Storage, StorageMode};
 
 /// `sync_every` that turns anti-entropy rounds off.
 const SYNC_OFF: u64 = 1 << 40;
@@ -944,7 +944,7 @@ impl Cluster {
                 let mut item = None;
                 node.executor
                     .store()
-                    .retrieve(std::slice::from_ref(key), None, SIM_NOW, &mut |_, hit| {
+                    .retrieve(KeysRef::One(key), None, SIM_NOW, &mut |_, hit| {
                         item = Some(hit.to_item())
                     })
                     .unwrap();

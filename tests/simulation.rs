@@ -89,7 +89,7 @@ fn keys(count: usize) -> Vec<Key> {
 fn gets(key: &str) -> Request {
     Request {
         command: Command::Get(Get {
-            keys: vec![key.as_bytes().to_vec()],
+            keys: [key].into_iter().collect(),
             with_cas: true,
             touch: None,
         }),

@@ -13,8 +13,8 @@ use super::handshake::{Nonce, NONCE_LEN};
 use super::membership::Load;
 use super::message::{Frame, Hello, Op, PeerMessage};
 use crate::protocol::{
-    Arith, Command, Get, Meta, MetaArith, MetaFlag, MetaOp, MetaReply, MetaSet, Request, Storage,
-    StorageMode,
+    Arith, Command, Get, Keys, Meta, MetaArith, MetaFlag, MetaOp, MetaReply, MetaSet, Request,
+    Storage, StorageMode,
 };
 
 /// The largest message a peer may send (a frame of many large values).
@@ -187,7 +187,7 @@ fn put_command(out: &mut Vec<u8>, command: &Command) {
             out.push(u8::from(get.with_cas));
             put_option_i32(out, get.touch);
             put_u32(out, get.keys.len() as u32);
-            for key in &get.keys {
+            for key in get.keys.iter() {
                 put_bytes(out, key);
             }
         }
@@ -360,9 +360,11 @@ fn read_command(r: &mut Reader<'_>) -> Result<Command, WireError> {
         GET => {
             let with_cas = r.u8()? != 0;
             let touch = r.option_i32()?;
-            let mut keys = Vec::new();
-            for _ in 0..r.count(4)? {
-                keys.push(r.bytes()?.to_vec());
+            // The same bytes as when a key was a Vec each; decoded packed.
+            let count = r.count(4)?;
+            let mut keys = Keys::with_capacity(count, 0);
+            for _ in 0..count {
+                keys.push(r.bytes()?);
             }
             Command::Get(Get {
                 keys,
@@ -541,10 +543,27 @@ mod tests {
         })
     }
 
+    /// Packed keys go to a peer as the same bytes a `Vec` per key did, so
+    /// nodes of either build read each other's multi-gets.
+    #[test]
+    fn a_multi_get_encodes_to_the_bytes_it_had_before_its_keys_were_packed() {
+        let get = Command::Get(Get {
+            keys: ["ab", "", "c"].into_iter().collect(),
+            with_cas: true,
+            touch: Some(-1),
+        });
+        let mut out = Vec::new();
+        put_command(&mut out, &get);
+        let mut expected = vec![GET, 1, 1, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 3];
+        expected.extend_from_slice(&[0, 0, 0, 2, b'a', b'b', 0, 0, 0, 0, 0, 0, 0, 1, b'c']);
+        assert_eq!(out, expected);
+        assert_eq!(read_command(&mut Reader::new(&out)).unwrap(), get);
+    }
+
     fn broadcasts() -> Vec<PeerMessage<Broadcast>> {
         let commands = vec![
             Command::Get(Get {
-                keys: vec![b"a".to_vec(), b"b".to_vec()],
+                keys: ["a", "b"].into_iter().collect(),
                 with_cas: true,
                 touch: Some(-1),
             }),

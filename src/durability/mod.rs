@@ -410,7 +410,7 @@ mod tests {
     use super::*;
     use crate::protocol::{Limits, StorageMode};
     use crate::store::memory::MemoryStore;
-    use crate::store::{Entry, Expiry, Head, Store, Write};
+    use crate::store::{Entry, Expiry, Head, KeysRef, Store, Write};
 
     const NOW: UnixTime = 1_700_000_000;
     const KEYS: u64 = 40;
@@ -470,9 +470,10 @@ mod tests {
             12 | 13 => store.arith(&key, true, 3, cas, now).map(drop),
             14 => store.touch(&key, expiry, now).map(drop),
             15 => {
-                let keys = vec![key];
                 let touch = Some(Expiry::At(now + 5));
-                store.retrieve(&keys, touch, now, &mut |_, _| {}).map(drop)
+                store
+                    .retrieve(KeysRef::One(&key), touch, now, &mut |_, _| {})
+                    .map(drop)
             }
             16 => store.flush_all(Some(now + rng.below(10)), now).map(drop),
             17 if rng.below(10) == 0 => store.flush_all(None, now).map(drop),

@@ -82,7 +82,7 @@ use crossbeam_channel::Sender;
 
 use super::record::Record;
 use super::writer::{Job, LogShared};
-use crate::protocol::Key;
+use crate::protocol::KeysRef;
 use crate::store::{
     ArithOutcome, Entry, Expiry, Head, ItemRef, Listing, Record as StoreRecord, Store, StoreError,
     StoreResult, StoreStats, StoreStatus, UnixTime, VersionedStore, Write,
@@ -343,7 +343,7 @@ impl DurableStore {
 impl Store for DurableStore {
     fn retrieve(
         &mut self,
-        keys: &[Key],
+        keys: KeysRef<'_>,
         touch: Option<Expiry>,
         now: UnixTime,
         found: &mut dyn FnMut(usize, ItemRef<'_>),
@@ -359,7 +359,7 @@ impl Store for DurableStore {
         })?;
         touched
             .iter()
-            .try_for_each(|&i| self.log_key(&keys[i], now))
+            .try_for_each(|&i| self.log_key(keys.get(i), now))
     }
 
     fn store(&mut self, write: Write<'_>, now: UnixTime) -> StoreResult<StoreStatus> {

@@ -7,13 +7,16 @@
 //! `cache_memlimit`, `slabs`, `show`, `quit`) is answered by the node itself
 //! and never leaves it.
 
+use super::Keys;
+
 /// A key as the client sent it (at most [`super::Limits::MAX_KEY_LEN`] bytes).
 pub type Key = Vec<u8>;
 
 /// `get`, `gets`, `gat`, `gats` (and memcached's `bget` alias).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Get {
-    pub keys: Vec<Key>,
+    /// Packed: a multi-get's keys are two allocations, not one each.
+    pub keys: Keys,
     /// `gets`/`gats`: include the cas unique in each `VALUE` line.
     pub with_cas: bool,
     /// `gat`/`gats`: the new exptime, exactly as the client sent it.

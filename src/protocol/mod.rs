@@ -21,6 +21,7 @@
 pub mod base64;
 pub mod binary;
 pub mod command;
+mod keys;
 mod meta;
 pub mod number;
 pub mod parse;
@@ -30,6 +31,7 @@ pub use command::{
     Admin, Arith, Command, Detail, Get, Key, Meta, MetaArith, MetaFlag, MetaOp, MetaReply, MetaSet,
     Request, StatsGroup, Storage, StorageMode,
 };
+pub use keys::{Keys, KeysRef};
 pub use parse::{
     parse, parse_awaiting, parse_with_block, Action, Awaiting, Incomplete, Limits, Parsed,
 };

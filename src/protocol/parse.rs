@@ -33,6 +33,7 @@
 use super::command::{
     Admin, Arith, Command, Detail, Get, Request, StatsGroup, Storage, StorageMode,
 };
+use super::keys::Keys;
 use super::number::{parse_f64, parse_i32_truncating, parse_u32_truncating, parse_u64};
 use super::reply;
 use std::cell::Cell;
@@ -382,7 +383,14 @@ impl<'a> Line<'a, '_> {
             None
         };
         let keys = self.tokens.starting_at(skip);
-        if keys.clone().any(|key| key.len() > Limits::MAX_KEY_LEN) {
+        // One pass checks the keys and sizes them, so they take exactly two
+        // allocations.
+        let (mut count, mut bytes, mut too_long) = (0, 0, false);
+        for key in keys.clone() {
+            (count, bytes) = (count + 1, bytes + key.len());
+            too_long |= key.len() > Limits::MAX_KEY_LEN;
+        }
+        if too_long {
             let action = Action::Reply {
                 text: reply::BAD_FORMAT,
                 silent: false,
@@ -390,7 +398,9 @@ impl<'a> Line<'a, '_> {
             };
             return Parsed::new(action, self.line_len);
         }
-        let keys = keys.map(<[u8]>::to_vec).collect();
+        let mut packed = Keys::with_capacity(count, bytes);
+        keys.for_each(|key| packed.push(key));
+        let keys = packed;
         self.execute(
             Command::Get(Get {
                 keys,

@@ -647,7 +647,7 @@ fn multiget_past_the_token_limit_keeps_every_key() {
     let keys: Vec<String> = (0..40).map(|i| format!("k{i}")).collect();
     let line = format!("get {}\r\n", keys.join(" "));
     match command(line.as_bytes()).0 {
-        Command::Get(g) => assert_eq!(g.keys, keys.iter().map(|k| key(k)).collect::<Vec<_>>()),
+        Command::Get(g) => assert_eq!(g.keys, keys.iter().map(|k| key(k)).collect()),
         other => panic!("{other:?}"),
     }
     // Spaces, and an overlong key, past the limit count as well.

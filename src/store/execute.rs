@@ -168,7 +168,7 @@ fn run_get(
 ) -> Result<Executed, StoreError> {
     let touch = get.touch.map(|exptime| Expiry::from_exptime(exptime, now));
     let mut hits = 0;
-    store.retrieve(&get.keys, touch, now, &mut |index, item| {
+    store.retrieve((&get.keys).into(), touch, now, &mut |index, item| {
         let cas = get.with_cas.then_some(item.cas);
         reply::value(out, &get.keys[index], item.flags, item.value, cas);
         hits += 1;

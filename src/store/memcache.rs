@@ -42,7 +42,7 @@ use memcache::{Client, ClientError, MemcacheError, ToMemcacheValue};
 
 use super::text_connection::{DumpedItem, TextConnection};
 use super::{
-    apply_delta, ArithOutcome, Entry, Expiry, Head, Item, ItemRef, Listing, Record, Store,
+    apply_delta, ArithOutcome, Entry, Expiry, Head, Item, ItemRef, KeysRef, Listing, Record, Store,
     StoreError, StoreResult, StoreStats, StoreStatus, UnixTime, VersionedStore, Write,
 };
 use crate::protocol::{Key, Limits, StorageMode};
@@ -408,7 +408,7 @@ fn stored_or(answer: Answer<()>, refused: StoreStatus) -> Answer<StoreStatus> {
 impl Store for MemcacheStore {
     fn retrieve(
         &mut self,
-        keys: &[Key],
+        keys: KeysRef<'_>,
         touch: Option<Expiry>,
         now: UnixTime,
         found: &mut dyn FnMut(usize, ItemRef<'_>),

@@ -95,9 +95,9 @@
 use super::dense::DenseTable;
 use super::slot::{self, Meta, Slot};
 use super::{
-    apply_delta, ArithOutcome, Eviction, Expiry, Head, Housekeeping, ItemRef, Keys, Listing,
-    Record, Store, StoreError, StoreEvents, StoreResult, StoreStats, StoreStatus, UnixTime,
-    VersionedStore, Write,
+    apply_delta, ArithOutcome, Eviction, Expiry, Head, Housekeeping, ItemRef, Keys, KeysRef,
+    Listing, Record, Store, StoreError, StoreEvents, StoreResult, StoreStats, StoreStatus,
+    UnixTime, VersionedStore, Write,
 };
 use crate::protocol::{Key, Limits, StorageMode};
 
@@ -621,7 +621,7 @@ impl MemoryStore {
 impl Store for MemoryStore {
     fn retrieve(
         &mut self,
-        keys: &[Key],
+        keys: KeysRef<'_>,
         touch: Option<Expiry>,
         now: UnixTime,
         found: &mut dyn FnMut(usize, ItemRef<'_>),
@@ -827,7 +827,7 @@ impl VersionedStore for MemoryStore {
         let bytes = bytes.map(|slot| (slot.key().len() + slot.value().len()) as u64);
         Ok(Listing {
             keys: {
-                let mut keys = Keys::with_capacity(self.entries.len());
+                let mut keys = Keys::with_capacity(self.entries.len(), self.entries.len() * 16);
                 self.entries.iter().for_each(|slot| keys.push(slot.key()));
                 keys
             },
@@ -985,7 +985,7 @@ mod tests {
 
     fn get(s: &mut MemoryStore, key: &[u8], now: UnixTime) -> Option<Item> {
         let mut hit = None;
-        s.retrieve(&[key.to_vec()], None, now, &mut |_, item| {
+        s.retrieve(KeysRef::One(key), None, now, &mut |_, item| {
             hit = Some(item.to_item())
         })
         .unwrap();
@@ -1626,7 +1626,7 @@ mod tests {
             9 => {
                 let mut hit = false;
                 let touch = Some(Expiry::At(now + 3));
-                let done = s.retrieve(&[key.to_vec()], touch, now, &mut |_, _| hit = true);
+                let done = s.retrieve(KeysRef::One(key), touch, now, &mut |_, _| hit = true);
                 format!("{done:?} {hit}")
             }
             13 => {

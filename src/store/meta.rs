@@ -15,7 +15,9 @@
 //! ```
 
 use super::execute::{Executed, Outcome};
-use super::{ArithOutcome, Expiry, Item, Store, StoreResult, StoreStatus, UnixTime, Write};
+use super::{
+    ArithOutcome, Expiry, Item, KeysRef, Store, StoreResult, StoreStatus, UnixTime, Write,
+};
 use crate::protocol::{
     base64, reply, Meta, MetaArith, MetaFlag, MetaOp, MetaReply, MetaSet, StorageMode,
 };
@@ -45,7 +47,7 @@ fn done(outcome: Outcome, changed: bool) -> Executed {
 /// The live item under `key`, if any.
 fn peek(store: &mut dyn Store, key: &[u8], now: UnixTime) -> StoreResult<Option<Item>> {
     let mut found = None;
-    store.retrieve(&[key.to_vec()], None, now, &mut |_, item| {
+    store.retrieve(KeysRef::One(key), None, now, &mut |_, item| {
         found = Some(item.to_item())
     })?;
     Ok(found)

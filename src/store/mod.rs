@@ -34,6 +34,8 @@ pub use memory::table_slots;
 pub use slot::malloc_chunk;
 
 use crate::protocol::{Key, StorageMode};
+/// Packed keys are the protocol's (a multi-get carries them); listings use them too.
+pub use crate::protocol::{Keys, KeysRef};
 
 /// Seconds since the unix epoch: the one clock stores read.
 pub type UnixTime = u64;
@@ -256,7 +258,7 @@ pub trait Store: Send {
     /// With `touch` (`gat`), each hit takes that expiry first.
     fn retrieve(
         &mut self,
-        keys: &[Key],
+        keys: KeysRef<'_>,
         touch: Option<Expiry>,
         now: UnixTime,
         found: &mut dyn FnMut(usize, ItemRef<'_>),
@@ -433,56 +435,6 @@ pub struct Housekeeping {
     pub hand: u64,
     /// When a full store last walked for dead items.
     pub last_reclaim: UnixTime,
-}
-
-/// Keys, packed end to end in one buffer: listing a million keys is then
-/// two allocations and a copy, not a million allocations (a strong mode's
-/// snapshot for a peer of a store that lists by key only, a memcached
-/// backend, lists every key at its start).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Keys {
-    bytes: Vec<u8>,
-    ends: Vec<usize>,
-}
-
-impl Keys {
-    pub fn with_capacity(keys: usize) -> Keys {
-        Keys {
-            bytes: Vec::with_capacity(keys * 16),
-            ends: Vec::with_capacity(keys),
-        }
-    }
-
-    pub fn push(&mut self, key: &[u8]) {
-        self.bytes.extend_from_slice(key);
-        self.ends.push(self.bytes.len());
-    }
-
-    pub fn len(&self) -> usize {
-        self.ends.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.ends.is_empty()
-    }
-
-    /// The `i`th key.
-    pub fn get(&self, i: usize) -> &[u8] {
-        let start = if i == 0 { 0 } else { self.ends[i - 1] };
-        &self.bytes[start..self.ends[i]]
-    }
-
-    pub fn iter(&self) -> impl Iterator<Item = &[u8]> {
-        (0..self.len()).map(|i| self.get(i))
-    }
-}
-
-impl<K: AsRef<[u8]>> FromIterator<K> for Keys {
-    fn from_iter<I: IntoIterator<Item = K>>(keys: I) -> Keys {
-        let mut list = Keys::default();
-        keys.into_iter().for_each(|k| list.push(k.as_ref()));
-        list
-    }
 }
 
 /// One key's entry and cas unique, as a snapshot carries it.

@@ -15,7 +15,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
 use mckv::cluster::{NodeId, Stamp};
-use mckv::protocol::Key;
+use mckv::protocol::{Key, KeysRef};
 use mckv::store::memory::MemoryStore;
 use mckv::store::{
     ArithOutcome, Entry, Expiry, Head, ItemRef, Listing, Record, Store, StoreResult, StoreStats,
@@ -140,7 +140,7 @@ impl ImagingStore {
 impl Store for ImagingStore {
     fn retrieve(
         &mut self,
-        keys: &[Key],
+        keys: KeysRef<'_>,
         touch: Option<Expiry>,
         now: UnixTime,
         found: &mut dyn FnMut(usize, ItemRef<'_>),

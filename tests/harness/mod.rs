@@ -312,7 +312,7 @@ impl<E: Engine> SimNode<E> {
     pub fn dump(&mut self, keys: &[Key]) -> Vec<u8> {
         let request = Request {
             command: Command::Get(Get {
-                keys: keys.to_vec(),
+                keys: keys.iter().collect(),
                 with_cas: true,
                 touch: None,
             }),

@@ -24,7 +24,7 @@ use std::sync::Arc;
 use super::origins::{Cause, Coverage, Origin};
 use super::version::{approximate_len, State, Version};
 use crate::cluster::{NodeId, Stamp};
-use crate::protocol::{Command, Key};
+use crate::protocol::Command;
 use crate::store::dense::{DenseTable, Keyed};
 use crate::store::{Entry, Expiry, StoreResult, UnixTime, VersionedStore};
 
@@ -411,7 +411,7 @@ impl VersionLog {
             Command::FlushAll { .. } => return vec![self.record_flush(stamp)],
             Command::Get(get) => {
                 // `gat`: the hits got a new expiry.
-                let mut keys: Vec<&Key> = get.keys.iter().collect();
+                let mut keys: Vec<&[u8]> = get.keys.iter().collect();
                 keys.sort();
                 keys.dedup();
                 let mut versions = Vec::new();
@@ -748,6 +748,7 @@ impl VersionLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::KeysRef;
     use crate::protocol::Limits;
     use crate::store::memory::MemoryStore;
     use crate::store::StoreError;
@@ -1000,7 +1001,7 @@ mod tests {
     impl Store for Flaky {
         fn retrieve(
             &mut self,
-            keys: &[Key],
+            keys: KeysRef<'_>,
             touch: Option<Expiry>,
             now: UnixTime,
             found: &mut dyn FnMut(usize, crate::store::ItemRef<'_>),

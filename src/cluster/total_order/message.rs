@@ -34,7 +34,7 @@ impl Proposal {
 pub fn op_len(op: &Op) -> usize {
     const REST: usize = 48;
     REST + match &op.request.command {
-        Command::Get(get) => get.keys.iter().map(Vec::len).sum(),
+        Command::Get(get) => get.keys.total_len(),
         Command::Storage(storage) => storage.key.len() + storage.value.len(),
         Command::Meta(meta) => match &meta.op {
             MetaOp::Set(set) => meta.key.len() + set.value.len(),

@@ -1101,7 +1101,7 @@ mod tests {
     fn get(key: &str) -> Request {
         Request {
             command: Command::Get(Get {
-                keys: vec![key.as_bytes().to_vec()],
+                keys: [key].into_iter().collect(),
                 with_cas: false,
                 touch: None,
             }),
@@ -1182,7 +1182,7 @@ mod tests {
             {
                 let key = match &op.request.command {
                     Command::Storage(s) => s.key.clone(),
-                    Command::Get(g) => g.keys[0].clone(),
+                    Command::Get(g) => g.keys[0].to_vec(),
                     _ => Vec::new(),
                 };
                 into.push((key, *cas, reply_to.is_some()));
