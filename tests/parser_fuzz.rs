@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::alloc::{largest_allocation, Counting};
+use common::alloc::{allocations, largest_allocation, Counting};
 use common::rng::Rng;
 use mckv::protocol::binary;
 use mckv::protocol::{parse, Action, Incomplete, Limits, Parsed};
@@ -393,5 +393,30 @@ fn splitting_a_binary_stream_does_not_change_how_it_decodes() {
             drain_binary_in_chunks(&mut rng, &stream),
             "{stream:?}"
         );
+    }
+}
+
+/// memcached makes no allocation per key of a multi-get; mckv's parser
+/// packs a `get`'s keys into one buffer and their ends into another, so a
+/// 100-key `get` costs the two, as a 1-key one does (one `Vec` per key made
+/// it 101 or more: the keys and the list, grown as they came).
+#[test]
+fn a_multi_get_parses_in_two_allocations_however_many_keys_it_names() {
+    for count in [1, 2, 100, 1000] {
+        let keys: Vec<String> = (0..count).map(|i| format!("key:{i:028}")).collect();
+        let line = format!("get {}\r\n", keys.join(" "));
+        let limits = Limits {
+            max_get_line: line.len(),
+            ..LIMITS
+        };
+        let (parsed, made) = allocations(|| parse(line.as_bytes(), &limits));
+        match parsed.map(|p| p.action) {
+            Ok(Action::Execute(request)) => match request.command {
+                mckv::protocol::Command::Get(get) => assert_eq!(get.keys.len(), count),
+                other => panic!("{other:?}"),
+            },
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(made, 2, "{count} keys");
     }
 }
