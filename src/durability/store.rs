@@ -85,7 +85,7 @@ use super::writer::{Job, LogShared};
 use crate::protocol::KeysRef;
 use crate::store::{
     ArithOutcome, Entry, Expiry, Head, ItemRef, Listing, Record as StoreRecord, Store, StoreError,
-    StoreResult, StoreStats, StoreStatus, UnixTime, VersionedStore, Write,
+    StoreEvents, StoreResult, StoreStats, StoreStatus, UnixTime, VersionedStore, Write,
 };
 
 /// How far ahead a clock reservation reaches, in cas uniques (a stamp's
@@ -422,6 +422,10 @@ impl Store for DurableStore {
 
     fn set_memory_limit(&mut self, limit_bytes: u64) -> StoreResult<()> {
         self.inner.set_memory_limit(limit_bytes)
+    }
+
+    fn events(&self) -> StoreEvents {
+        self.inner.events()
     }
 
     fn stats(&self) -> StoreStats {

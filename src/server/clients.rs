@@ -42,7 +42,6 @@ use crate::cluster::{Engine, ReplyTo};
 use crate::durability::Durable;
 use crate::protocol::binary::Responder;
 use crate::protocol::{reply, Action, Admin, Command, Request};
-use crate::store::unix_now;
 
 /// The name of the `serial`th session, on slab token `token`.
 pub(super) fn session_id(token: usize, serial: u64) -> u64 {
@@ -384,7 +383,7 @@ impl<E: Engine> Server<E> {
             }),
             None => self
                 .node
-                .on_client(reply_to, request, unix_now(), &mut self.effects),
+                .on_client(reply_to, request, self.now, &mut self.effects),
         }
         self.apply_effects();
         // A reply that came at once (the inline store on one node) needs no

@@ -55,6 +55,7 @@ use crate::cluster::{Done, Effect, Engine, Node, PeerEvent, Replica, ReplyTo, St
 use crate::config::{ClusterConfig, KvType, NodeConfig};
 use crate::durability::{Durable, Recovering, Wait};
 use crate::protocol::{self, reply};
+use crate::store::{unix_now, UnixTime};
 use backlog::Backlog;
 use connection::{Connection, SpareBuffers};
 use latency::Latencies;
@@ -160,6 +161,11 @@ pub struct Server<E: Engine> {
     limits: protocol::Limits,
     started: Instant,
     stopping: bool,
+    /// The wall time of this loop iteration, which requests are taken at:
+    /// read once after each poll, not once per request (a clock read is
+    /// about 2 % of a busy node's CPU; memcached keeps a clock of its own
+    /// too, updated once a second).
+    now: UnixTime,
     /// Why the node stopped on its own, if it did (it exits with it).
     failure: Option<String>,
     stop_deadline_passed: bool,
@@ -265,6 +271,7 @@ impl<E: Engine> Server<E> {
             metrics,
             started: Instant::now(),
             stopping: false,
+            now: unix_now(),
             failure: None,
             stop_deadline_passed: false,
         })
@@ -308,6 +315,7 @@ impl<E: Engine> Server<E> {
                 }
                 return Err(e);
             }
+            self.now = unix_now();
             if self.accept_more {
                 self.accept();
             }

@@ -67,7 +67,7 @@ impl Executor {
     pub fn execute(&mut self, request: &Request, now: UnixTime, cas: u64) -> (Vec<u8>, bool) {
         // What other work met since (a sync, another node's write) is not
         // this command's.
-        self.absorb_events(self.store.stats().events, false);
+        self.absorb_events(self.store.events(), false);
         let mut reply = self.spare.pop().unwrap_or_default();
         let detail = self.counters.detail_enabled();
         self.found_keys.clear();
@@ -84,7 +84,7 @@ impl Executor {
         if detail {
             self.record_prefixes(&request.command);
         }
-        self.absorb_events(self.store.stats().events, true);
+        self.absorb_events(self.store.events(), true);
         (reply, executed.changed)
     }
 

@@ -734,6 +734,10 @@ impl Store for MemoryStore {
         Ok(())
     }
 
+    fn events(&self) -> StoreEvents {
+        self.events
+    }
+
     fn stats(&self) -> StoreStats {
         let (index_capacity, _) = self.entries.capacity();
         StoreStats {

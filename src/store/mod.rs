@@ -283,6 +283,12 @@ pub trait Store: Send {
     /// stay even when they pass it; writes are refused until they fit.
     fn set_memory_limit(&mut self, limit_bytes: u64) -> StoreResult<()>;
     fn stats(&self) -> StoreStats;
+
+    /// What the store has met since it started: [`StoreStats::events`]
+    /// alone, which the executor reads around every command.
+    fn events(&self) -> StoreEvents {
+        self.stats().events
+    }
 }
 
 /// Stores whose entries eventual mode can read and set exactly, so versions
