@@ -1397,16 +1397,7 @@ fn memory_returns_near_its_baseline_after_200_connections_moved_1_mib_each_and_w
         c.write_all(b"get big\r\n").unwrap();
         assert!(read_exactly(c, &want) == want, "get big: wrong bytes");
     };
-    // The baseline holds the stored value and what one transfer leaves.
-    move_value(&mut connect(node.port()));
-    let baseline = rss_kib(node.process.pid());
-    let mut idle = Vec::new();
-    for _ in 0..200 {
-        let mut c = connect(node.port());
-        move_value(&mut c);
-        idle.push(c);
-    }
-    let grown = rss_kib(node.process.pid()).saturating_sub(baseline);
+    let (grown, mut idle) = rss_grown_by_200_idle_connections(&node, move_value);
     // A connection that kept the buffers of one big value would hold at
     // least 1 MiB: 200 of them, 200 MiB. What may stay is the allocator's
     // free memory, not a share per connection.
@@ -1415,6 +1406,25 @@ fn memory_returns_near_its_baseline_after_200_connections_moved_1_mib_each_and_w
         "RSS grew by {grown} KiB with 200 idle connections that each moved 1 MiB"
     );
     check_set_get(&mut idle[199], "still", b"served");
+}
+
+/// How far (KiB) the node's RSS grew while 200 connections each ran
+/// `transfer` once and stayed open, idle; and those connections. The
+/// baseline is taken after one transfer, so it holds what one leaves.
+fn rss_grown_by_200_idle_connections(
+    node: &MckvNode,
+    transfer: impl Fn(&mut TcpStream),
+) -> (u64, Vec<TcpStream>) {
+    transfer(&mut connect(node.port()));
+    let baseline = rss_kib(node.process.pid());
+    let mut idle = Vec::new();
+    for _ in 0..200 {
+        let mut c = connect(node.port());
+        transfer(&mut c);
+        idle.push(c);
+    }
+    let grown = rss_kib(node.process.pid()).saturating_sub(baseline);
+    (grown, idle)
 }
 
 /// `ms <key> <len> T0`, its value and `\r\n`: a meta set, answered `HD`.
@@ -1443,16 +1453,7 @@ fn memory_returns_near_its_baseline_after_200_connections_sent_1_mib_by_ms_and_w
     let send_value = |c: &mut TcpStream| {
         assert_eq!(roundtrip(c, &request, b"\r\n"), b"HD\r\n");
     };
-    // The baseline holds the stored value and what one transfer leaves.
-    send_value(&mut connect(node.port()));
-    let baseline = rss_kib(node.process.pid());
-    let mut idle = Vec::new();
-    for _ in 0..200 {
-        let mut c = connect(node.port());
-        send_value(&mut c);
-        idle.push(c);
-    }
-    let grown = rss_kib(node.process.pid()).saturating_sub(baseline);
+    let (grown, mut idle) = rss_grown_by_200_idle_connections(&node, send_value);
     assert!(
         grown < 24 * 1024,
         "RSS grew by {grown} KiB with 200 idle connections that each sent 1 MiB by ms"

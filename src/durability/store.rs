@@ -84,8 +84,9 @@ use super::record::Record;
 use super::writer::{Job, LogShared};
 use crate::protocol::KeysRef;
 use crate::store::{
-    ArithOutcome, Entry, Expiry, Head, ItemRef, Listing, Record as StoreRecord, Store, StoreError,
-    StoreEvents, StoreResult, StoreStats, StoreStatus, UnixTime, VersionedStore, Write,
+    ArithOutcome, Entry, Expiry, Head, ItemRef, Listing, OrderListing, Record as StoreRecord,
+    Store, StoreError, StoreEvents, StoreResult, StoreStats, StoreStatus, UnixTime, VersionedStore,
+    Write,
 };
 
 /// How far ahead a clock reservation reaches, in cas uniques (a stamp's
@@ -471,7 +472,7 @@ impl VersionedStore for DurableStore {
         self.inner.export_below(below, max, now, out)
     }
 
-    fn listing_in_order(&self) -> Option<(Head, u64)> {
+    fn listing_in_order(&self) -> Option<OrderListing> {
         self.inner.listing_in_order()
     }
 

@@ -96,8 +96,8 @@ use super::dense::DenseTable;
 use super::slot::{self, Meta, Slot};
 use super::{
     apply_delta, ArithOutcome, Eviction, Expiry, Head, Housekeeping, ItemRef, Keys, KeysRef,
-    Listing, Record, Store, StoreError, StoreEvents, StoreResult, StoreStats, StoreStatus,
-    UnixTime, VersionedStore, Write,
+    Listing, OrderListing, Record, Store, StoreError, StoreEvents, StoreResult, StoreStats,
+    StoreStatus, UnixTime, VersionedStore, Write,
 };
 use crate::protocol::{Key, Limits, StorageMode};
 
@@ -228,6 +228,9 @@ pub struct MemoryStore {
     /// Bytes of keys and values in the table, dead items' too (how far a
     /// snapshot's transfer has come is counted in them).
     payload_bytes: u64,
+    /// Writes, entries added or removed, and flushes so far: a listing in
+    /// order holds only while this stays ([`OrderListing::changes`]).
+    changes: u64,
     limit_bytes: u64,
     limits: Limits,
     /// A pending `flush_all <delay>`: items stored before it die when it comes.
@@ -251,6 +254,7 @@ impl MemoryStore {
             entries: DenseTable::default(),
             used_bytes: 0,
             payload_bytes: 0,
+            changes: 0,
             limit_bytes,
             limits,
             flush_at: None,
@@ -334,7 +338,9 @@ impl MemoryStore {
 
     /// An ordered store sweeps a few entries with each write it applies,
     /// not on a timer: the same entries at the same point on every replica.
+    /// Every write steps first, so it counts as a change here.
     fn step(&mut self, now: UnixTime) {
+        self.changes += 1;
         if self.ordered && self.sweep.on {
             self.sweep(now, ORDERED_SWEEP_SLICE);
         }
@@ -342,12 +348,14 @@ impl MemoryStore {
 
     /// An item of `key` and `value_len` bytes of value enters the table.
     fn count(&mut self, key: &[u8], value_len: usize) {
+        self.changes += 1;
         self.used_bytes += cost(key, value_len);
         self.payload_bytes += (key.len() + value_len) as u64;
     }
 
     /// One leaves it.
     fn uncount(&mut self, key: &[u8], value_len: usize) {
+        self.changes += 1;
         self.used_bytes -= cost(key, value_len);
         self.payload_bytes -= (key.len() + value_len) as u64;
     }
@@ -380,9 +388,12 @@ impl MemoryStore {
         }
     }
 
-    /// Drops every dead item, at most once a second (it walks the whole map).
+    /// Drops every dead item, at most once a second (it walks the whole
+    /// map): not again at a time no later than the last walk's, which
+    /// dropped all that was dead then (a node's writes and its peers' may
+    /// come with times a second apart, one after the other).
     fn reclaim(&mut self, now: UnixTime) {
-        if self.last_reclaim == now {
+        if now <= self.last_reclaim {
             return;
         }
         self.last_reclaim = now;
@@ -715,6 +726,7 @@ impl Store for MemoryStore {
     }
 
     fn flush_all(&mut self, at: Option<UnixTime>, now: UnixTime) -> StoreResult<()> {
+        self.changes += 1;
         match at {
             Some(at) if at > now => self.flush_at = Some(at),
             _ => {
@@ -888,8 +900,12 @@ impl VersionedStore for MemoryStore {
         Ok(next)
     }
 
-    fn listing_in_order(&self) -> Option<(Head, u64)> {
-        self.ordered.then(|| (self.head(), self.payload_bytes))
+    fn listing_in_order(&self) -> Option<OrderListing> {
+        self.ordered.then(|| OrderListing {
+            head: self.head(),
+            bytes: self.payload_bytes,
+            changes: self.changes,
+        })
     }
 
     fn export_in_order(
@@ -1698,9 +1714,10 @@ mod tests {
         to: &mut MemoryStore,
         now: UnixTime,
     ) -> (u64, u64) {
-        let (head, said) = from
+        let listing = from
             .listing_in_order()
             .expect("an ordered store lists in order");
+        let (head, said) = (listing.head, listing.bytes);
         to.reset(&head, now).unwrap();
         let (mut next, mut carried) = (Some(0), 0);
         while let Some(place) = next {

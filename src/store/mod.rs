@@ -345,9 +345,8 @@ pub trait VersionedStore: Store {
     }
 
     /// Where a listing in order ([`VersionedStore::export_in_order`])
-    /// starts, if this store lists itself so: what goes with its first
-    /// records, and the bytes of keys and values it will carry.
-    fn listing_in_order(&self) -> Option<(Head, u64)> {
+    /// starts, if this store lists itself so.
+    fn listing_in_order(&self) -> Option<OrderListing> {
         None
     }
 
@@ -419,6 +418,20 @@ pub struct Listing {
     pub bytes: u64,
     /// What goes with the first records.
     pub head: Head,
+}
+
+/// Where a listing of an ordered store in its table's order starts
+/// ([`VersionedStore::listing_in_order`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OrderListing {
+    /// What goes with the first records.
+    pub head: Head,
+    /// The bytes of keys and values the listing will carry.
+    pub bytes: u64,
+    /// How many times the store changed so far (a write, an entry added,
+    /// rewritten or removed, a flush): the listing gives back the store
+    /// only while this stays the same.
+    pub changes: u64,
 }
 
 /// What a snapshot carries before its records.

@@ -18,8 +18,8 @@ use mckv::cluster::{NodeId, Stamp};
 use mckv::protocol::{Key, KeysRef};
 use mckv::store::memory::MemoryStore;
 use mckv::store::{
-    ArithOutcome, Entry, Expiry, Head, ItemRef, Listing, Record, Store, StoreResult, StoreStats,
-    StoreStatus, UnixTime, VersionedStore, Write,
+    ArithOutcome, Entry, Expiry, Head, ItemRef, Listing, OrderListing, Record, Store, StoreResult,
+    StoreStats, StoreStatus, UnixTime, VersionedStore, Write,
 };
 
 use super::{Rng, SIM_NOW};
@@ -225,7 +225,7 @@ impl VersionedStore for ImagingStore {
         self.inner.export_below(below, max, now, out)
     }
 
-    fn listing_in_order(&self) -> Option<(Head, u64)> {
+    fn listing_in_order(&self) -> Option<OrderListing> {
         self.inner.listing_in_order()
     }
 

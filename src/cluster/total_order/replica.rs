@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use crate::cluster::engine::{Done, Replica, ReplyTo};
 use crate::cluster::message::Op;
 use crate::cluster::NodeId;
-use crate::store::{Executor, Head, Keys, Record, UnixTime, VersionedStore};
+use crate::store::{Executor, Head, Keys, OrderListing, Record, UnixTime};
 
 /// A snapshot chunk holds at most about this many bytes of keys and
 /// values, and, listed in order, at most this many entries: about ten
@@ -123,29 +123,20 @@ impl Dump {
     }
 }
 
-/// What an ordered store being listed in order must keep until its last
-/// chunk: the engine applies no write while it hands a snapshot, and any
-/// write moves one of these (its head holds the eviction hand and the
-/// sweep's cursor). A removal between chunks would move an entry from the
-/// end to a place already listed, and the member would silently lack it;
-/// this makes such a snapshot fail (and its source start over) instead.
-type Looks = (Head, u64, u64);
-
-fn looks(store: &dyn VersionedStore) -> Option<Looks> {
-    let (head, bytes) = store.listing_in_order()?;
-    Some((head, bytes, store.stats().items))
-}
-
 /// Where a snapshot's listing goes on.
 #[derive(Debug)]
 enum Next {
     /// At this place of an ordered store's table, listed in its order a
     /// chunk at a time (`VersionedStore::export_in_order`): the listing's
-    /// start costs nothing however big the store. `still` is how the store
-    /// looked when it began, which it must still look like at each chunk.
+    /// start costs nothing however big the store. `still` is where the
+    /// listing began, which must still hold at each chunk: the engine
+    /// applies no write while it hands a snapshot, and should one change
+    /// the store anyway (a removal moves the last entry to a place already
+    /// listed, and the member would silently lack it), the snapshot fails
+    /// and its source starts over.
     Place {
         place: usize,
-        still: Looks,
+        still: OrderListing,
     },
     /// At this key of every key listed at the start (a store that lists
     /// by key only: a memcached backend).
@@ -247,10 +238,9 @@ impl TotalOrderReplica {
         let mut first = None;
         if start {
             let (head, dump) = match store.listing_in_order() {
-                Some((head, bytes)) => {
-                    let still = looks(store).expect("it lists in order");
+                Some(still) => {
                     let next = Next::Place { place: 0, still };
-                    (head, Dump::new(next, bytes))
+                    (still.head, Dump::new(next, still.bytes))
                 }
                 None => {
                     let listing = store.snapshot_keys().map_err(|e| format!("{e:?}"))?;
@@ -268,7 +258,7 @@ impl TotalOrderReplica {
         let (mut records, mut bytes) = (Vec::new(), 0);
         match &mut dump.next {
             Next::Place { place, still } => {
-                if looks(store) != Some(*still) {
+                if store.listing_in_order() != Some(*still) {
                     return Err("the store changed while it was listed".into());
                 }
                 let mut take = |record: Record| {
@@ -368,8 +358,9 @@ mod tests {
 
     /// An ordered store is listed by place a chunk at a time; should it
     /// change between chunks (the engine applies no write meanwhile), the
-    /// snapshot fails rather than hand over a listing that may miss an
-    /// entry a removal moved to a place already listed.
+    /// snapshot fails rather than hand over a listing that misses an entry
+    /// a removal moved to a place already listed, even when the store ends
+    /// with as many entries and bytes as it began with.
     #[test]
     fn a_store_that_changes_between_chunks_fails_the_snapshot() {
         let store = MemoryStore::new(1 << 20, Limits::default()).ordered();
@@ -390,7 +381,10 @@ mod tests {
             matches!(&second[..], [Report::Chunk { last: false, .. }]),
             "{second:?}"
         );
+        // As many entries and bytes as before: `c` moved to `a`'s place,
+        // which was listed, and `d` is at the end.
         source.store().delete(b"a", T).unwrap();
+        put(source.store(), b"d");
         let third = perform(&mut replica, dump(false, 3), &mut source);
         assert!(
             matches!(&third[..], [Report::SnapshotFailed { tag: 3, .. }]),
