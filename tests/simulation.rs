@@ -352,7 +352,7 @@ impl Cluster {
             match work {
                 Work::Apply(apply) => log.apply(node, apply),
                 Work::Install { reset, last, .. } => log.install(node, reset.is_some(), *last),
-                Work::Dump { .. } => {}
+                Work::Dump { .. } | Work::EndDumps => {}
             }
         }));
         Cluster {

@@ -1680,6 +1680,25 @@ mod tests {
         assert_eq!(applies(&after[0], "k2"), 1, "{after:?}");
     }
 
+    /// A view change that ends a snapshot under way tells the store side,
+    /// which forgets how far it had listed it (on a memcached backend,
+    /// every key of the store).
+    #[test]
+    fn a_view_change_that_ends_a_snapshot_tells_the_store_side() {
+        let mut engines = cluster_with_a_write();
+        the_dump_tag(&restart_node_2(&mut engines));
+        // Node 2 restarts again: node 0 coordinates a new view at its tick.
+        engines[2] = TotalOrder::new(2, View::new(0, vec![0, 1, 2]), Consistency::Linearizable);
+        for peer in [0, 1] {
+            engines[2].on_peer(peer, PeerEvent::LinkOpened);
+            engines[2].on_peer(peer, PeerEvent::Up);
+        }
+        let mut ended = Vec::new();
+        engines[0].on_hello(2, 100, true);
+        engines[0].on_tick(&mut ended);
+        assert!(ended.contains(&Effect::Work(Work::EndDumps)), "{ended:?}");
+    }
+
     /// A store on a worker thread answers late: the chunk read for a view
     /// that a view change ended may come back after the next view asked for
     /// a new one, and must not be sent as the new one's (it lacks what the

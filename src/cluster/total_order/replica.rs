@@ -45,6 +45,8 @@ pub enum Work {
         /// Tags the report, which may come back after the engine moved on.
         tag: u64,
     },
+    /// The snapshots being handed ended (a view change): forget them.
+    EndDumps,
     /// Part of a snapshot from a peer: with `reset`, empty the store first
     /// and take that head; then install `records`.
     Install {
@@ -184,6 +186,7 @@ impl Replica for TotalOrderReplica {
                 });
                 emit(Done::Engine(report))
             }
+            Work::EndDumps => self.dumps.clear(),
             Work::Install {
                 reset,
                 records,
@@ -389,6 +392,31 @@ mod tests {
         assert!(
             matches!(&third[..], [Report::SnapshotFailed { tag: 3, .. }]),
             "{third:?}"
+        );
+    }
+
+    /// A snapshot a view change ended is forgotten: no later chunk of it
+    /// is read.
+    #[test]
+    fn ended_snapshots_are_forgotten() {
+        let store = MemoryStore::new(1 << 20, Limits::default()).ordered();
+        let mut source =
+            Executor::new(Box::new(store), Arc::new(StoreCounters::default())).with_clock(|| T);
+        for key in [&b"a"[..], b"b"] {
+            put(source.store(), key);
+        }
+        let mut replica = TotalOrderReplica::with_chunk_entries(1);
+        let dump = |start, tag| Work::Dump { to: 2, start, tag };
+        let first = perform(&mut replica, dump(true, 1), &mut source);
+        assert!(
+            matches!(&first[..], [Report::Chunk { last: false, .. }]),
+            "{first:?}"
+        );
+        assert!(perform(&mut replica, Work::EndDumps, &mut source).is_empty());
+        let after = perform(&mut replica, dump(false, 2), &mut source);
+        assert!(
+            matches!(&after[..], [Report::SnapshotFailed { tag: 2, .. }]),
+            "{after:?}"
         );
     }
 

@@ -184,8 +184,18 @@ impl TotalOrder {
     /// later flush.
     fn go_idle(&mut self, out: &mut Vec<Effect<Work>>) {
         self.drop_local_reads(out, "no quorum; not applied");
-        self.handing.clear();
+        self.end_handing(out);
         self.phase = Phase::Idle;
+    }
+
+    /// The snapshots this node was handing end with the view: the store
+    /// side forgets how far it had listed them (for a store listed by key,
+    /// every key of it).
+    fn end_handing(&mut self, out: &mut Vec<Effect<Work>>) {
+        if !self.handing.is_empty() {
+            self.handing.clear();
+            out.push(Effect::Work(Work::EndDumps));
+        }
     }
 
     fn drop_local_reads(&mut self, out: &mut Vec<Effect<Work>>, reason: &str) {
@@ -264,7 +274,7 @@ impl TotalOrder {
         self.promised = ballot;
         self.started_early.clear();
         self.drop_local_reads(out, "the cluster is changing its view; not applied");
-        self.handing.clear();
+        self.end_handing(out);
         // An install of the old view's snapshot still under way in the
         // store must not count in the new one.
         self.installing = NO_SNAPSHOT;
