@@ -1372,18 +1372,22 @@ fn a_1_mib_value_sent_in_many_small_writes_reads_back_byte_exact() {
         let got = read_exactly(&mut c, &want);
         assert!(got == want, "get {key}: {} bytes differ", got.len());
     }
-    // A big value whose block does not end in `\r\n` is refused as
-    // memcached refuses it, and the connection goes on.
-    let mut bad = format!("set bad 0 0 {MIB}\r\n").into_bytes();
-    bad.extend_from_slice(&first);
+    refuses_a_big_block_without_its_end(&mut c, &format!("set bad 0 0 {MIB}"), &first);
+}
+
+/// `line`, then `block` ended by `XX` where `\r\n` belongs: refused as
+/// memcached refuses it, and the connection goes on.
+fn refuses_a_big_block_without_its_end(c: &mut TcpStream, line: &str, block: &[u8]) {
+    let mut bad = format!("{line}\r\n").into_bytes();
+    bad.extend_from_slice(block);
     bad.extend_from_slice(b"XX");
     let want = b"CLIENT_ERROR bad data chunk\r\n";
     c.write_all(&bad).unwrap();
     assert_eq!(
-        String::from_utf8_lossy(&read_exactly(&mut c, want)),
+        String::from_utf8_lossy(&read_exactly(c, want)),
         String::from_utf8_lossy(want)
     );
-    check_set_get(&mut c, "after", b"fine");
+    check_set_get(c, "after", b"fine");
 }
 
 #[test]
@@ -1536,18 +1540,7 @@ fn ms_values_cut_at_every_risky_point_read_back_exactly() {
             );
         }
     }
-    // A big block that does not end in `\r\n` is refused as memcached
-    // refuses it, and the connection goes on.
-    let mut bad = format!("ms bad {MIB}\r\n").into_bytes();
-    bad.extend_from_slice(&big_value(9, MIB));
-    bad.extend_from_slice(b"XX");
-    let want = b"CLIENT_ERROR bad data chunk\r\n";
-    c.write_all(&bad).unwrap();
-    assert_eq!(
-        String::from_utf8_lossy(&read_exactly(&mut c, want)),
-        String::from_utf8_lossy(want)
-    );
-    check_set_get(&mut c, "after", b"fine");
+    refuses_a_big_block_without_its_end(&mut c, &format!("ms bad {MIB}"), &big_value(9, MIB));
 }
 
 #[test]

@@ -16,7 +16,7 @@
 //!   timers: per-request deadlines, heartbeats (Node::tick with the time), shutdown grace,
 //!           scrape deadlines
 //!   SIGINT/SIGTERM: tell peers, stop accepting and reading, drain what is owed, exit
-//!   (also, exiting with the reason, a strong node whose disk refused its log too long)
+//!   (also, exiting with the reason, a strong node whose log cannot catch up)
 //! ```
 //!
 //! The loop never blocks except in `poll`, whose timeout is the nearest timer.
@@ -609,12 +609,12 @@ impl<E: Engine> Server<E> {
     /// refused it past the backlog limit, or an fsync failed) stops, as on
     /// SIGTERM, and exits with the reason.
     fn check_log(&mut self) {
-        let Some(why) = self.durable.as_ref().and_then(Durable::must_stop) else {
-            return;
-        };
         if self.stopping {
             return;
         }
+        let Some(why) = self.durable.as_ref().and_then(Durable::must_stop) else {
+            return;
+        };
         log::error!("{why}");
         self.failure = Some(why);
         self.stop();

@@ -15,8 +15,9 @@ use crate::store::{Executor, Head, Keys, OrderListing, Record, UnixTime};
 
 /// A snapshot chunk holds at most about this many bytes of keys and
 /// values, and, listed in order, at most this many entries: about ten
-/// milliseconds of the event loop at most (measured: README, "Durability"). A source hands one chunk per member
-/// per tick, so they also bound how fast a snapshot moves.
+/// milliseconds of the event loop at most (measured: README, "Durability").
+/// A source hands one chunk per member per tick, so they also bound how
+/// fast a snapshot moves.
 const CHUNK_BYTES: usize = 1 << 20;
 pub(super) const CHUNK_ENTRIES: usize = 1 << 16;
 
@@ -347,6 +348,18 @@ mod tests {
         reports
     }
 
+    /// An executor on an ordered store (a strong mode's replica) that
+    /// holds `keys`.
+    fn ordered_source(keys: &[&[u8]]) -> Executor {
+        let store = MemoryStore::new(1 << 20, Limits::default()).ordered();
+        let mut source =
+            Executor::new(Box::new(store), Arc::new(StoreCounters::default())).with_clock(|| T);
+        for key in keys {
+            put(source.store(), key);
+        }
+        source
+    }
+
     fn put(store: &mut dyn crate::store::VersionedStore, key: &[u8]) {
         let write = Write {
             mode: StorageMode::Set,
@@ -366,12 +379,7 @@ mod tests {
     /// with as many entries and bytes as it began with.
     #[test]
     fn a_store_that_changes_between_chunks_fails_the_snapshot() {
-        let store = MemoryStore::new(1 << 20, Limits::default()).ordered();
-        let mut source =
-            Executor::new(Box::new(store), Arc::new(StoreCounters::default())).with_clock(|| T);
-        for key in [&b"a"[..], b"b", b"c"] {
-            put(source.store(), key);
-        }
+        let mut source = ordered_source(&[b"a", b"b", b"c"]);
         let mut replica = TotalOrderReplica::with_chunk_entries(1);
         let dump = |start, tag| Work::Dump { to: 2, start, tag };
         let first = perform(&mut replica, dump(true, 1), &mut source);
@@ -399,12 +407,7 @@ mod tests {
     /// is read.
     #[test]
     fn ended_snapshots_are_forgotten() {
-        let store = MemoryStore::new(1 << 20, Limits::default()).ordered();
-        let mut source =
-            Executor::new(Box::new(store), Arc::new(StoreCounters::default())).with_clock(|| T);
-        for key in [&b"a"[..], b"b"] {
-            put(source.store(), key);
-        }
+        let mut source = ordered_source(&[b"a", b"b"]);
         let mut replica = TotalOrderReplica::with_chunk_entries(1);
         let dump = |start, tag| Work::Dump { to: 2, start, tag };
         let first = perform(&mut replica, dump(true, 1), &mut source);
