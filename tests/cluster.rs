@@ -3,6 +3,8 @@
 //! start/stop scripts.
 
 mod common;
+#[path = "common/proxy.rs"]
+mod proxy;
 
 use std::io::Write;
 use std::net::TcpStream;
@@ -14,6 +16,7 @@ use common::{
     cluster_config, connect, poll, request, roundtrip, start_cluster, start_cluster_node,
     start_cluster_on_memcached, Cluster, TempDir,
 };
+use proxy::cluster_with_proxied_links;
 
 /// Every key's `gets` reply on every node, which must all be identical now.
 fn assert_replicas_identical(cluster: &Cluster, keys: &[String]) {
@@ -670,15 +673,17 @@ fn a_node_on_memcached_rejoins_with_the_state_in_sequential_mode() {
     a_node_on_memcached_rejoins_with_the_state("sequential", 0);
 }
 
-/// A restarted node handed a snapshot of many chunks (one per heartbeat)
-/// shows how far it has come in `show` (`catch_up_bytes=<done>/<total>`)
-/// and `stats`, and once it serves, shows nothing of it any more.
+/// A restarted node handed a snapshot of several chunks over a thin link
+/// (node 0, the source, sends it through a proxy that forwards 1 MB a
+/// second) shows how far it has come in `show`
+/// (`catch_up_bytes=<done>/<total>`) and `stats`, and once it serves, shows
+/// nothing of it any more.
 #[test]
 fn a_restarted_node_shows_how_far_its_catch_up_has_come() {
     const VALUES: usize = 40;
     const SIZE: usize = 100_000;
-    let extra = "heartbeat_ms = 250\npeer_timeout_ms = 2000\nbackend_timeout_ms = 5000";
-    let mut cluster = start_cluster(3, "linearizable", extra);
+    let extra = "heartbeat_ms = 250\npeer_timeout_ms = 5000\nbackend_timeout_ms = 10000";
+    let (mut cluster, proxy) = cluster_with_proxied_links("linearizable", extra, 2, &[0]);
     let mut c = connect(cluster.port(0));
     let value = "v".repeat(SIZE);
     for i in 0..VALUES {
@@ -688,7 +693,10 @@ fn a_restarted_node_shows_how_far_its_catch_up_has_come() {
     let port = cluster.port(2);
     cluster.nodes[2].signal("KILL");
     let _ = cluster.nodes[2].child.wait();
-    cluster.nodes[2] = start_cluster_node(&cluster.config, &cluster.dir.0, 2, port);
+    proxy.throttle(1_000_000);
+    // Node 2 is no dialer of the proxy: its config names its real address.
+    let direct = cluster.dir.0.join("config-direct.ini");
+    cluster.nodes[2] = start_cluster_node(&direct, &cluster.dir.0, 2, port);
     let mut seen = Vec::new();
     poll(Duration::from_secs(20), Duration::from_millis(20), || {
         let show = cluster.show(2);

@@ -113,6 +113,7 @@ fn broadcasts() -> Vec<Broadcast> {
         },
         Control::Flush { ballot, flush },
         Control::Caught { ballot },
+        Control::Took { ballot, chunks: 3 },
         Control::Nack {
             ballot,
             promised: ballot,

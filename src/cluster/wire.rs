@@ -740,6 +740,7 @@ mod tests {
                 },
             },
             Control::Caught { ballot },
+            Control::Took { ballot, chunks: 3 },
             Control::Nack {
                 ballot,
                 promised: Ballot {

@@ -1,5 +1,6 @@
 //! A test-owned TCP proxy for the links into one node of a real cluster,
-//! which can stop forwarding without closing (a black hole: no RST, no FIN),
+//! which can stop forwarding without closing (a black hole: no RST, no FIN)
+//! or forward slowly (a thin link),
 //! and a 3-node cluster whose links into node 1 pass through it (nodes 0 and
 //! 2 dial node 1 through the proxy, as their config says; node 1's own
 //! config names its real address), or only the link one node dials to
@@ -10,7 +11,7 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -19,10 +20,12 @@ use crate::common::{cluster_config, peer_port_of, start_cluster_node, Cluster, T
 
 /// A TCP proxy to `target` that forwards while `forwarding` holds and
 /// otherwise reads nothing (so what is sent waits in the kernel, as on a
-/// black-holed path); it stops when dropped.
+/// black-holed path), at most `rate` bytes a second each way if set; it
+/// stops when dropped.
 pub struct Proxy {
     pub port: u16,
     forwarding: Arc<AtomicBool>,
+    rate: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
 }
@@ -33,8 +36,9 @@ impl Proxy {
         listener.set_nonblocking(true).unwrap();
         let port = listener.local_addr().unwrap().port();
         let forwarding = Arc::new(AtomicBool::new(true));
+        let rate = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(AtomicBool::new(false));
-        let (fwd, halt) = (forwarding.clone(), stop.clone());
+        let (fwd, limit, halt) = (forwarding.clone(), rate.clone(), stop.clone());
         let acceptor = std::thread::spawn(move || {
             let mut pumps = Vec::new();
             while !halt.load(Ordering::Relaxed) {
@@ -47,8 +51,12 @@ impl Proxy {
                             (client.try_clone().unwrap(), server.try_clone().unwrap()),
                             (server, client),
                         ] {
-                            let (fwd, halt) = (fwd.clone(), halt.clone());
-                            pumps.push(std::thread::spawn(move || pump(from, to, &fwd, &halt)));
+                            let link = Link {
+                                forwarding: fwd.clone(),
+                                rate: limit.clone(),
+                                stop: halt.clone(),
+                            };
+                            pumps.push(std::thread::spawn(move || pump(from, to, &link)));
                         }
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(5)),
@@ -61,6 +69,7 @@ impl Proxy {
         Proxy {
             port,
             forwarding,
+            rate,
             stop,
             threads: vec![acceptor],
         }
@@ -69,6 +78,19 @@ impl Proxy {
     pub fn black_hole(&self, on: bool) {
         self.forwarding.store(!on, Ordering::SeqCst);
     }
+
+    /// Forwards at most `bytes_per_second` each way from now on (0: as
+    /// fast as it can).
+    pub fn throttle(&self, bytes_per_second: u64) {
+        self.rate.store(bytes_per_second, Ordering::SeqCst);
+    }
+}
+
+/// What one direction of a proxied connection obeys.
+struct Link {
+    forwarding: Arc<AtomicBool>,
+    rate: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
 }
 
 impl Drop for Proxy {
@@ -80,11 +102,13 @@ impl Drop for Proxy {
     }
 }
 
-/// Copies `from` to `to` while `forwarding`; ends on EOF, an error or `stop`.
-/// Bytes read while the black hole opened wait for it to close, so nothing
-/// sent after [`Proxy::black_hole`] returned gets through (a read already
-/// waiting when it was called would otherwise pass what it gets).
-fn pump(mut from: TcpStream, mut to: TcpStream, forwarding: &AtomicBool, stop: &AtomicBool) {
+/// Copies `from` to `to` while `forwarding`, pausing after each write long
+/// enough to keep to `rate`; ends on EOF, an error or `stop`. Bytes read
+/// while the black hole opened wait for it to close, so nothing sent after
+/// [`Proxy::black_hole`] returned gets through (a read already waiting when
+/// it was called would otherwise pass what it gets).
+fn pump(mut from: TcpStream, mut to: TcpStream, link: &Link) {
+    let (forwarding, stop) = (&link.forwarding, &link.stop);
     from.set_read_timeout(Some(Duration::from_millis(20)))
         .unwrap();
     let mut buf = [0u8; 16 * 1024];
@@ -106,6 +130,10 @@ fn pump(mut from: TcpStream, mut to: TcpStream, forwarding: &AtomicBool, stop: &
             Ok(n) => {
                 if held() || to.write_all(&buf[..n]).is_err() {
                     break;
+                }
+                let rate = link.rate.load(Ordering::SeqCst);
+                if rate > 0 {
+                    std::thread::sleep(Duration::from_secs_f64(n as f64 / rate as f64));
                 }
             }
             Err(e)

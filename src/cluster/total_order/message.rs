@@ -110,6 +110,9 @@ pub enum Control {
     Flush { ballot: Ballot, flush: Flush },
     /// The receiver of `State` holds the state of the view of `ballot`.
     Caught { ballot: Ballot },
+    /// The receiver of `State` took `chunks` parts of the snapshot it is
+    /// installing: its source may read more (flow control only).
+    Took { ballot: Ballot, chunks: u64 },
     /// The promise of `ballot` was refused: `promised` is higher, or the
     /// sender keeps a serving view that `ballot` would drop a live member of.
     Nack { ballot: Ballot, promised: Ballot },
@@ -143,7 +146,7 @@ pub enum Control {
 }
 
 impl wire::Message for Broadcast {
-    const PROTOCOL: &'static str = "total-order broadcast v4";
+    const PROTOCOL: &'static str = "total-order broadcast v5";
 
     fn encode(&self, out: &mut Vec<u8>) {
         put_ballot(out, self.ballot);
@@ -195,6 +198,7 @@ const START_VIEW: u8 = 4;
 const STARTED: u8 = 5;
 const STATE: u8 = 6;
 const CAUGHT: u8 = 7;
+const TOOK: u8 = 8;
 
 fn put_control(out: &mut Vec<u8>, control: &Control) {
     match control {
@@ -221,6 +225,11 @@ fn put_control(out: &mut Vec<u8>, control: &Control) {
         Control::Caught { ballot } => {
             out.push(CAUGHT);
             put_ballot(out, *ballot);
+        }
+        Control::Took { ballot, chunks } => {
+            out.push(TOOK);
+            put_ballot(out, *ballot);
+            wire::put_u64(out, *chunks);
         }
         Control::Nack { ballot, promised } => {
             out.push(NACK);
@@ -305,6 +314,10 @@ fn read_control(r: &mut Reader<'_>) -> Result<Control, WireError> {
         },
         CAUGHT => Control::Caught {
             ballot: read_ballot(r)?,
+        },
+        TOOK => Control::Took {
+            ballot: read_ballot(r)?,
+            chunks: r.u64()?,
         },
         NACK => Control::Nack {
             ballot: read_ballot(r)?,

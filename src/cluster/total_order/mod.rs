@@ -96,7 +96,10 @@
 //!    the end of the start sequence, in chunks, by the lowest source, which
 //!    delivers nothing more until the snapshot is out; the member holds
 //!    and acks new proposals meanwhile and delivers them once the snapshot
-//!    is in. Nobody serves a client before it holds the state of its view.
+//!    is in. The source reads chunks as fast as the member takes them: at
+//!    most a window of them on their way, each `Took` of the member letting
+//!    it read another (pacing only: what a chunk holds and where it goes
+//!    depend on nothing the `Took` says). Nobody serves a client before it holds the state of its view.
 //!    The snapshot is the store exactly as the replicas hold it (an ordered
 //!    store's dead items, order, eviction bits and sweep position too: see
 //!    `store/memory.rs`), so the member goes on evicting and sweeping the
@@ -408,6 +411,8 @@ pub struct TotalOrder {
     handing: BTreeMap<NodeId, Handing>,
     /// The snapshot this node is being handed, so far.
     receiving: Option<Transfer>,
+    /// Its chunks this node took, told to its source to pace it.
+    chunks_taken: u64,
     /// The tag of the last store work that reads or installs a snapshot
     /// (so a late report of work a view change ended is known).
     tags: u64,
@@ -495,6 +500,7 @@ impl TotalOrder {
             delivery_lag: 0,
             handing: BTreeMap::new(),
             receiving: None,
+            chunks_taken: 0,
             tags: 0,
             installing: view_change::NO_SNAPSHOT,
             awaited_since: 0,
@@ -896,7 +902,7 @@ impl Engine for TotalOrder {
                 }
                 // A snapshot in flight to it is lost: hand it again from the start.
                 if let Some(handing) = self.handing.get_mut(&peer) {
-                    *handing = Handing::Due { start: true };
+                    *handing = Handing::anew();
                 }
             }
             PeerEvent::LinkOpened => {
@@ -1577,13 +1583,19 @@ mod tests {
 
     /// The whole snapshot for node 2 in one chunk, holding `key`.
     fn chunk(tag: u64, key: &str) -> Report {
+        part(tag, key, true, true)
+    }
+
+    /// A part of node 2's snapshot that holds `key`: its first, its last,
+    /// or one between.
+    fn part(tag: u64, key: &str, first: bool, last: bool) -> Report {
         Report::Chunk {
             tag,
             to: 2,
             records: vec![chunk_record(key)],
             read_at: 1_700_000_000,
-            first: Some(crate::store::Head::default()),
-            last: true,
+            first: first.then(crate::store::Head::default),
+            last,
             total: key.len() as u64 + 1,
         }
     }
@@ -1633,51 +1645,81 @@ mod tests {
     fn a_source_applies_no_write_while_it_hands_a_snapshot() {
         let mut engines = cluster_with_a_write();
         let tag = the_dump_tag(&restart_node_2(&mut engines));
-        let Report::Chunk {
-            records,
-            read_at,
-            first,
-            total,
-            ..
-        } = chunk(tag, "k")
-        else {
-            unreachable!()
-        };
-        let part = |tag, first, last| Report::Chunk {
-            tag,
-            to: 2,
-            records: records.clone(),
-            read_at,
-            first,
-            last,
-            total,
-        };
-        engines[0].on_store(part(tag, first, false), &mut Vec::new());
+        engines[0].on_store(part(tag, "k", true, false), &mut Vec::new());
         engines[1].on_client(reply_to(7, 0), set("k2"), 0, &mut Vec::new());
         let mut during = exchange_all(&mut engines);
-        let mut next = Vec::new();
-        engines[0].on_tick(&mut next);
-        let [Effect::Work(Work::Dump {
-            start: false,
-            tag: rest,
-            ..
-        })] = next[..]
-        else {
-            panic!("node 0 reads the next chunk at its tick: {next:?}");
-        };
-        during[0].extend(next);
+        engines[0].on_tick(&mut during[0]);
+        let rest = the_next_read(&during[0]);
         assert_eq!(
             applies(&during[0], "k2"),
             0,
             "applied mid-snapshot: {during:?}"
         );
-        engines[0].on_store(part(rest, None, true), &mut Vec::new());
+        engines[0].on_store(part(rest, "k", false, true), &mut Vec::new());
         let received = exchange_all(&mut engines);
         let installed = install_tags(&received[2]);
         let mut after = Vec::new();
         engines[2].on_store(Report::Installed { tag: installed[0] }, &mut after);
         let after = exchange_all(&mut engines);
         assert_eq!(applies(&after[0], "k2"), 1, "{after:?}");
+    }
+
+    /// The tag of the one read of a snapshot among `effects`, which reads
+    /// its next chunk (not the first).
+    fn the_next_read(effects: &[Effect<Work>]) -> u64 {
+        let mut reads = effects.iter().filter_map(|e| match e {
+            Effect::Work(Work::Dump { start, tag, .. }) => Some((*start, *tag)),
+            _ => None,
+        });
+        match (reads.next(), reads.next()) {
+            (Some((false, tag)), None) => tag,
+            _ => panic!("one read of the next chunk: {effects:?}"),
+        }
+    }
+
+    /// A source reads the next chunk once the last one left in a frame
+    /// (one chunk a frame), while fewer than `WINDOW` are on their way; the
+    /// member's `Took` of one lets it read another, without waiting for a
+    /// tick. So a snapshot moves as fast as the member takes it, and a slow
+    /// member or link holds at most a window of chunks in the source's
+    /// memory.
+    #[test]
+    fn a_source_reads_ahead_of_its_member_by_at_most_a_window_of_chunks() {
+        let mut engines = cluster_with_a_write();
+        let mut tag = the_dump_tag(&restart_node_2(&mut engines));
+        let mut frames = Vec::new();
+        for read in 1..=view_change::WINDOW {
+            let mut next = Vec::new();
+            engines[0].on_store(part(tag, "k", read == 1, false), &mut next);
+            assert_eq!(reads(&next), 0, "read before the last chunk left: {next:?}");
+            frames.push(engines[0].outgoing(2).expect("a frame with the chunk"));
+            let mut ticked = Vec::new();
+            engines[0].on_tick(&mut ticked);
+            if read < view_change::WINDOW {
+                tag = the_next_read(&ticked);
+            } else {
+                assert_eq!(reads(&ticked), 0, "past the window: {ticked:?}");
+            }
+        }
+        // Node 2 takes them, and says so: node 0 reads on.
+        let mut taken = Vec::new();
+        for frame in frames {
+            engines[2].on_message(0, frame, &mut taken);
+        }
+        assert_eq!(installed(&taken).len() as u64, view_change::WINDOW);
+        let received = exchange_all(&mut engines);
+        let tag = the_next_read(&received[0]);
+        engines[0].on_store(part(tag, "k", false, true), &mut Vec::new());
+        let received = exchange_all(&mut engines);
+        assert_eq!(installed(&received[2]), [b"k".to_vec()], "the last part");
+    }
+
+    /// Reads of the store for a snapshot among `effects`.
+    fn reads(effects: &[Effect<Work>]) -> usize {
+        let reads = effects
+            .iter()
+            .filter(|e| matches!(e, Effect::Work(Work::Dump { .. })));
+        reads.count()
     }
 
     /// A view change that ends a snapshot under way tells the store side,

@@ -108,10 +108,12 @@ struct Dump {
     next: Next,
     /// About how many bytes of keys and values the snapshot carries.
     bytes: u64,
-    /// Records and chunks read so far, and the longest read, for the log.
+    /// Records and chunks read so far, the longest read, and when the
+    /// first began, for the log.
     records: u64,
     chunks: u64,
     longest: Duration,
+    began: Instant,
 }
 
 impl Dump {
@@ -122,6 +124,7 @@ impl Dump {
             records: 0,
             chunks: 0,
             longest: Duration::ZERO,
+            began: Instant::now(),
         }
     }
 }
@@ -301,10 +304,12 @@ impl TotalOrderReplica {
         let (last, total) = (matches!(dump.next, Next::Done), dump.bytes);
         if last {
             log::info!(
-                "snapshot for node {to} read: {} records in {} chunks, the longest {:?}",
+                "snapshot for node {to} read: {} records in {} chunks, the longest {:?}, \
+                 {:?} from the first to the last",
                 dump.records,
                 dump.chunks,
-                dump.longest
+                dump.longest,
+                dump.began.elapsed()
             );
             self.dumps.remove(&to);
         }

@@ -6,17 +6,49 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::{Control, Flush, Phase, Proposal, Queued, Report, TotalOrder, Transfer, Work};
 
-/// Where a snapshot for one member is.
+/// A snapshot for one member: where it is, and how many of its chunks
+/// are on their way.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Handing {
-    /// Its next chunk is to be read (`start`: the first, from a fresh
-    /// listing of the store).
+pub(super) struct Handing {
+    step: Step,
+    /// Chunks sent in this attempt.
+    sent: u64,
+    /// How many of them the member said it took (`Control::Took`).
+    taken: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    /// Its next chunk is to be read once fewer than [`WINDOW`] are on
+    /// their way (`start`: the first, from a fresh listing of the store).
     Due { start: bool },
     /// A chunk is being read from the store, by the work of this tag.
     Reading { tag: u64 },
     /// The last chunk is sent; waiting for the member's `Caught`.
     Sent,
 }
+
+impl Handing {
+    /// From the first chunk: a new view, a lost link, a failed read.
+    pub(super) fn anew() -> Handing {
+        Handing {
+            step: Step::Due { start: true },
+            sent: 0,
+            taken: 0,
+        }
+    }
+
+    fn reading(&self, tag: u64) -> bool {
+        self.step == Step::Reading { tag }
+    }
+}
+
+/// Chunks of a snapshot (each at most about 1 MiB: `CHUNK_BYTES`) a source
+/// lets be on their way to a member at once. The source reads the next
+/// while the member installs one, as fast as the member takes them (its
+/// `Took` opens the window again), and no faster: a member or a link that
+/// is slow holds at most this many chunks in the source's memory.
+pub(super) const WINDOW: u64 = 4;
 use crate::cluster::engine::Effect;
 use crate::cluster::view::Ballot;
 use crate::cluster::{NodeId, View};
@@ -310,6 +342,19 @@ impl TotalOrder {
                     self.deliver(out);
                 }
             }
+            Control::Took { ballot, chunks } => {
+                if let Some(handing) = self
+                    .handing
+                    .get_mut(&from)
+                    .filter(|_| ballot == self.ballot)
+                {
+                    // A `Took` of an attempt a lost link ended (it may come
+                    // after the next attempt began) can open the window
+                    // early once: pacing only, the chunks say what is whose.
+                    handing.taken = chunks.min(handing.sent);
+                    self.hand_snapshots(out);
+                }
+            }
             Control::Nack { ballot, promised } => {
                 // Refused: a higher promise there, or a member that keeps
                 // its view. Try again later (with a higher round).
@@ -365,6 +410,7 @@ impl TotalOrder {
                     self.intact = false;
                     self.delivered_upto = upto;
                     self.receiving = Some(Transfer { done: 0, total });
+                    self.chunks_taken = 0;
                     self.tags += 1;
                     self.installing = self.tags;
                 } else if self.installing == NO_SNAPSHOT {
@@ -373,6 +419,11 @@ impl TotalOrder {
                 self.awaited_since = self.ticks;
                 if let Some(transfer) = &mut self.receiving {
                     transfer.done += records.iter().map(Record::size).sum::<u64>();
+                }
+                self.chunks_taken += 1;
+                if !last {
+                    let chunks = self.chunks_taken;
+                    self.send(from, Control::Took { ballot, chunks });
                 }
                 let upto = self.delivered_upto.cas_unique();
                 out.push(Effect::Work(Work::Install {
@@ -611,7 +662,7 @@ impl TotalOrder {
         if source && sources.first() == Some(&self.me) {
             for &member in self.view.members.iter() {
                 if !sources.contains(&member) {
-                    self.handing.insert(member, Handing::Due { start: true });
+                    self.handing.insert(member, Handing::anew());
                 }
             }
         }
@@ -639,18 +690,29 @@ impl TotalOrder {
         self.hand_snapshots(out);
     }
 
-    /// The lowest source reads the next chunk of each snapshot it owes, one
-    /// chunk per member per tick, so neither side stalls.
+    /// The lowest source reads the next chunk of each snapshot it owes
+    /// whose window has room, once the last one left in a frame (so that
+    /// a frame carries one chunk, and a thin link passes whole frames, and
+    /// with them the failure detector's news, as often as before): at the
+    /// view's start, each tick, and as soon as the member took a chunk.
     pub(super) fn hand_snapshots(&mut self, out: &mut Vec<Effect<Work>>) {
         if !matches!(self.phase, Phase::Normal) {
             return;
         }
         for (&to, handing) in self.handing.iter_mut() {
-            let linked = self.peers.get(&to).is_some_and(|p| p.linked);
-            if let (Handing::Due { start }, true) = (*handing, linked) {
+            let Some(peer) = self.peers.get(&to).filter(|p| p.linked) else {
+                continue;
+            };
+            let queued = peer
+                .out
+                .control
+                .iter()
+                .any(|c| matches!(c, Control::State { .. }));
+            let room = handing.sent - handing.taken < WINDOW && !queued;
+            if let (Step::Due { start }, true) = (handing.step, room) {
                 self.tags += 1;
                 let tag = self.tags;
-                *handing = Handing::Reading { tag };
+                handing.step = Step::Reading { tag };
                 out.push(Effect::Work(Work::Dump { to, start, tag }));
             }
         }
@@ -667,9 +729,16 @@ impl TotalOrder {
                 last,
                 total,
             } => {
-                if self.handing.get(&to) != Some(&Handing::Reading { tag }) {
+                let Some(handing) = self.handing.get_mut(&to).filter(|h| h.reading(tag)) else {
                     return; // a view change ended that snapshot, or a lost link restarted it
-                }
+                };
+                // After the last chunk, the member's `Caught` ends the
+                // handing; until then it starts over if the link breaks.
+                handing.sent += 1;
+                handing.step = match last {
+                    true => Step::Sent,
+                    false => Step::Due { start: false },
+                };
                 self.snapshot_failures = 0;
                 // Nothing but the start sequence was delivered since the
                 // snapshot began, so this is the write it ends at.
@@ -684,13 +753,7 @@ impl TotalOrder {
                     total,
                 };
                 self.send(to, state);
-                // After the last chunk, the member's `Caught` ends the
-                // handing; until then it starts over if the link breaks.
-                let next = match last {
-                    true => Handing::Sent,
-                    false => Handing::Due { start: false },
-                };
-                self.handing.insert(to, next);
+                self.hand_snapshots(out);
             }
             Report::Installed { tag } => {
                 if self.has_state || tag == NO_SNAPSHOT || tag != self.installing {
@@ -725,11 +788,7 @@ impl TotalOrder {
                 self.go_idle(out);
             }
             Report::SnapshotFailed { tag, why } => {
-                let Some((&to, _)) = self
-                    .handing
-                    .iter()
-                    .find(|(_, h)| **h == Handing::Reading { tag })
-                else {
+                let Some((&to, _)) = self.handing.iter().find(|(_, h)| h.reading(tag)) else {
                     return; // a snapshot a view change ended
                 };
                 self.snapshot_failures += 1;
@@ -738,7 +797,7 @@ impl TotalOrder {
                         "node {}: reading a snapshot for node {to} failed: {why}; again",
                         self.me
                     );
-                    self.handing.insert(to, Handing::Due { start: true });
+                    self.handing.insert(to, Handing::anew());
                 } else {
                     // Delivery waits while a snapshot is read: give up so
                     // the others serve; node `to` asks for a new view later.
