@@ -108,8 +108,11 @@
 //!    store work that reads or installs a snapshot carries a tag, and a
 //!    report for a snapshot a view change has since ended is dropped: a
 //!    chunk read before the new view's start sequence was applied must not
-//!    be handed over in it, nor an old install make the node serve. A
-//!    member whose install fails asks for a new view (and a new snapshot)
+//!    be handed over in it, nor an old install make the node serve. So a
+//!    member forgets its install at its promise of a newer ballot, and
+//!    takes no chunk of the old view after it (one taken would begin an
+//!    install that could end once the newer view formed, and pass for its
+//!    state without its start sequence). A member whose install fails asks for a new view (and a new snapshot)
 //!    rather than serve a store missing part of it, as does one that hears
 //!    nothing of its snapshot for a while; a source retries a failed read
 //!    a few times, then gives up so that delivery, which waits while it
@@ -1739,6 +1742,37 @@ mod tests {
         engines[0].on_hello(2, 100, true);
         engines[0].on_tick(&mut ended);
         assert!(ended.contains(&Effect::Work(Work::EndDumps)), "{ended:?}");
+    }
+
+    /// A member that promised a newer ballot takes nothing more of its old
+    /// view's snapshot: a chunk still on its way would otherwise be
+    /// installed, and with a store that answers late, its install could end
+    /// once the newer view formed and pass for that view's state, without
+    /// the newer view's start sequence (found by the simulation: a write
+    /// acknowledged in the newer view was missing on the member).
+    #[test]
+    fn a_member_that_promised_a_newer_ballot_installs_nothing_of_the_old_snapshot() {
+        let mut engines = cluster_with_a_write();
+        let tag = the_dump_tag(&restart_node_2(&mut engines));
+        engines[0].on_store(chunk(tag, "k"), &mut Vec::new());
+        let held = engines[0].outgoing(2).expect("the frame with the snapshot");
+        // Node 1 asks node 2 to leave the view for a newer one first.
+        engines[1].on_tick(&mut Vec::new());
+        let mut prepare = engines[1].outgoing(2).expect("a frame");
+        let newer = Ballot {
+            round: engines[2].ballot.round + 1,
+            coordinator: 1,
+        };
+        prepare.ballot = Ballot::default();
+        prepare.control = vec![Control::Prepare {
+            ballot: newer,
+            members: vec![0, 1, 2],
+        }];
+        let mut effects = Vec::new();
+        engines[2].on_message(1, prepare, &mut effects);
+        assert_eq!(engines[2].promised, newer);
+        engines[2].on_message(0, held, &mut effects);
+        assert_eq!(install_tags(&effects), [], "{effects:?}");
     }
 
     /// A store on a worker thread answers late: the chunk read for a view

@@ -396,7 +396,11 @@ impl TotalOrder {
                 last,
                 total,
             } => {
-                if ballot != self.ballot {
+                if ballot != self.ballot || self.promised != ballot {
+                    // Of another view, or of one this node promised to
+                    // leave: its install could end once the newer view
+                    // formed and pass for that view's state (`promise`
+                    // forgets only an install already begun).
                     return;
                 }
                 if self.has_state {
