@@ -12,17 +12,15 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use crossbeam_channel::Sender;
-
 use super::record::{self, Record};
-use super::writer::{Job, LogShared};
+use super::writer::{Job, LogQueue, LogShared};
 
 /// The writer may fall this many snapshot bytes behind before the store
 /// side holds its next part.
 const SNAPSHOT_AHEAD: u64 = 16 << 20;
 
 pub struct JournalLog {
-    jobs: Sender<Job>,
+    jobs: LogQueue,
     shared: Arc<LogShared>,
     /// Records of this loop iteration, handed to the writer at its end.
     batch: Vec<u8>,
@@ -35,7 +33,7 @@ pub struct JournalLog {
 }
 
 impl JournalLog {
-    pub(super) fn new(jobs: Sender<Job>, shared: Arc<LogShared>, snapshot_every: u64) -> Self {
+    pub(super) fn new(jobs: LogQueue, shared: Arc<LogShared>, snapshot_every: u64) -> Self {
         JournalLog {
             jobs,
             shared,
@@ -66,7 +64,7 @@ impl JournalLog {
     pub fn end_batch(&mut self) {
         self.hand_over();
         if std::mem::take(&mut self.sync_asked) {
-            let _ = self.jobs.send(Job::Sync);
+            self.jobs.send(Job::Sync);
         }
         let failed = self.shared.failed.load(Ordering::Acquire);
         self.shared.refusing.store(failed, Ordering::Release);
@@ -81,11 +79,7 @@ impl JournalLog {
     }
 
     fn hand_over(&mut self) {
-        if !self.batch.is_empty() {
-            let bytes = std::mem::take(&mut self.batch);
-            // The writer ends only after this handle is dropped.
-            let _ = self.jobs.send(Job::Append(bytes));
-        }
+        self.jobs.append(&mut self.batch);
     }
 
     /// Whether a snapshot should begin: none is under way and the log grew
@@ -100,7 +94,7 @@ impl JournalLog {
     pub fn begin_snapshot(&mut self) {
         self.snapshot_from = self.shared.appended.load(Ordering::Relaxed);
         self.hand_over();
-        let _ = self.jobs.send(Job::BeginSnapshot);
+        self.jobs.send(Job::BeginSnapshot);
         let mut begin = Vec::new();
         Record::SnapshotBegin { flush_at: None }.encode(&mut begin);
         self.snapshot_part(begin, false);
@@ -130,7 +124,7 @@ impl JournalLog {
         self.shared
             .snapshot_queued
             .fetch_add(part.len() as u64, Ordering::Relaxed);
-        let _ = self.jobs.send(match last {
+        self.jobs.send(match last {
             true => Job::EndSnapshot(part),
             false => Job::Snapshot(part),
         });

@@ -11,6 +11,7 @@
 //! ```text
 //!  start:   lock LOCK ─► recover: snapshot, log.old, log ─► store ─► compact ─► serve
 //!  serving: reactor: DurableStore (changes as key states) ── Job ──► writer thread
+//!           reactor ◄── written buffers, to be filled again ◄───────────┤
 //!           reactor ◄── Waker ◄── durable position / failure ◄──────────┘
 //!           a reply waits in `held` until the log is durable far enough
 //! ```
@@ -47,12 +48,11 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use crossbeam_channel::{Receiver, Sender};
 use mio::Waker;
 
 use crate::config::{ClusterConfig, Fsync};
 use crate::store::{unix_now, UnixTime, VersionedStore};
-use writer::{Job, Writer};
+use writer::{LogIntake, LogQueue, Writer};
 
 /// A data directory recovered into its store, not yet logging.
 pub struct Recovering {
@@ -63,8 +63,8 @@ pub struct Recovering {
     fsync: Fsync,
     snapshot_every: u64,
     shared: Arc<LogShared>,
-    jobs: Sender<Job>,
-    queue: Receiver<Job>,
+    jobs: LogQueue,
+    queue: LogIntake,
     /// A store side logs its own records: the store is not wrapped.
     journaled: bool,
     /// A strong cluster's marked log, and its last mark.
@@ -180,7 +180,7 @@ impl Recovering {
             recovered.replayed,
             recovered.dropped
         );
-        let (jobs, queue) = crossbeam_channel::unbounded::<Job>();
+        let (jobs, queue) = writer::log_queue();
         Ok(Recovering {
             dir: dir.to_path_buf(),
             lock,
@@ -291,7 +291,7 @@ impl Durable {
         lock: File,
         (fsync, shared): (Fsync, Arc<LogShared>),
         recovered: Recovered,
-        (waker, jobs): (Arc<Waker>, Receiver<Job>),
+        (waker, jobs): (Arc<Waker>, LogIntake),
     ) -> io::Result<Durable> {
         let writer = Writer::spawn(dir, fsync, shared.clone(), waker, jobs)?;
         Ok(Durable {

@@ -78,10 +78,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::Sender;
-
 use super::record::Record;
-use super::writer::{Job, LogShared};
+use super::writer::{Job, LogQueue, LogShared};
 use crate::protocol::KeysRef;
 use crate::store::{
     ArithOutcome, Entry, Expiry, Head, ItemRef, Listing, OrderListing, Record as StoreRecord,
@@ -104,7 +102,7 @@ const SNAPSHOT_AHEAD: u64 = 16 << 20;
 
 pub struct DurableStore {
     inner: Box<dyn VersionedStore>,
-    jobs: Sender<Job>,
+    jobs: LogQueue,
     /// Records of this loop iteration, handed to the writer at its end.
     batch: Vec<u8>,
     shared: Arc<LogShared>,
@@ -142,7 +140,7 @@ impl DurableStore {
     /// to `reserved` are already on disk.
     pub fn new(
         inner: Box<dyn VersionedStore>,
-        jobs: Sender<Job>,
+        jobs: LogQueue,
         shared: Arc<LogShared>,
         reserved: u64,
         snapshot_every: u64,
@@ -208,12 +206,17 @@ impl DurableStore {
         let upto = self.shared.appended.load(Ordering::Relaxed);
         self.shared.must_sync.store(upto, Ordering::Release);
         self.hand_over();
-        let _ = self.jobs.send(Job::Sync);
+        self.jobs.send(Job::Sync);
     }
 
     fn append(&mut self, record: &Record) {
         let start = self.batch.len();
         record.encode(&mut self.batch);
+        self.appended(start);
+    }
+
+    /// Counts the records the batch holds past `start` as appended.
+    fn appended(&mut self, start: usize) {
         let len = (self.batch.len() - start) as u64;
         self.shared.appended.fetch_add(len, Ordering::AcqRel);
         if let Some(marks) = &mut self.marks {
@@ -223,11 +226,7 @@ impl DurableStore {
 
     /// Hands the records gathered so far to the writer, in one job.
     fn hand_over(&mut self) {
-        if !self.batch.is_empty() {
-            let bytes = std::mem::take(&mut self.batch);
-            // The writer ends only after the store is dropped.
-            let _ = self.jobs.send(Job::Append(bytes));
-        }
+        self.jobs.append(&mut self.batch);
     }
 
     /// Logs the removal of what the store evicted (or a refused `set`
@@ -264,7 +263,7 @@ impl DurableStore {
         self.snapshot_from = appended;
         // The records before the snapshot began go to the log it replaces.
         self.hand_over();
-        let _ = self.jobs.send(Job::BeginSnapshot);
+        self.jobs.send(Job::BeginSnapshot);
         let mut head = Vec::new();
         let reserved = self.reserved;
         Record::Clock { reserved }.encode(&mut head);
@@ -286,7 +285,7 @@ impl DurableStore {
                 .snapshot_queued
                 .fetch_add(len, Ordering::Relaxed);
         }
-        let _ = self.jobs.send(job);
+        self.jobs.send(job);
     }
 
     /// Hands the writer the snapshot's next slice, unless it is behind.

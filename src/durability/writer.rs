@@ -5,8 +5,15 @@
 //!
 //! ```text
 //!  reactor (DurableStore) ── Job::Append / Snapshot* / Sync ──► writer
+//!  reactor ◄── spare buffers ◄── the Append buffers it has written
 //!  reactor ◄── Waker::wake ◄── LogShared.durable advanced, or the disk failed
 //! ```
+//!
+//! A loop iteration's records go to the writer in one buffer
+//! ([`LogQueue::append`]); the writer writes that buffer as it came (no
+//! copy, unless records from an earlier one still wait) and hands it back
+//! empty, so the next iteration's records go into memory already allocated
+//! rather than a new buffer grown a doubling at a time.
 //!
 //! Positions count the bytes appended to the log since the node started.
 //! `written` is the position handed to the kernel (every batch, at once);
@@ -37,13 +44,63 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use mio::Waker;
 
 use crate::config::Fsync;
 
 /// How long a failed log waits before it tries the disk again.
 const RETRY: Duration = Duration::from_secs(1);
+
+/// Written buffers the writer hands back at most at once, and the largest
+/// it hands back: one a big value grew is freed rather than kept.
+const SPARE_BUFFERS: usize = 4;
+const SPARE_CAPACITY: usize = 1 << 20;
+
+/// The store side's end of the writer's queue: jobs go to the writer, and
+/// the buffers of records it has written come back to be filled again.
+#[derive(Clone)]
+pub struct LogQueue {
+    jobs: Sender<Job>,
+    spares: Receiver<Vec<u8>>,
+}
+
+/// The writer's end of it.
+pub struct LogIntake {
+    jobs: Receiver<Job>,
+    spares: Sender<Vec<u8>>,
+}
+
+/// A queue to a log writer, both ends.
+pub fn log_queue() -> (LogQueue, LogIntake) {
+    let (jobs, queue) = crossbeam_channel::unbounded();
+    let (spent, spares) = crossbeam_channel::bounded(SPARE_BUFFERS);
+    let queue_end = LogQueue { jobs, spares };
+    (
+        queue_end,
+        LogIntake {
+            jobs: queue,
+            spares: spent,
+        },
+    )
+}
+
+impl LogQueue {
+    pub fn send(&self, job: Job) {
+        // The writer ends only after every `LogQueue` is dropped.
+        let _ = self.jobs.send(job);
+    }
+
+    /// Hands the records in `batch` to the writer in one job, if there are
+    /// any; `batch` is left empty, a buffer the writer handed back if one
+    /// is there.
+    pub fn append(&self, batch: &mut Vec<u8>) {
+        if !batch.is_empty() {
+            let spare = self.spares.try_recv().unwrap_or_default();
+            self.send(Job::Append(std::mem::replace(batch, spare)));
+        }
+    }
+}
 
 /// What the store side asks of the writer.
 #[derive(Debug)]
@@ -125,8 +182,11 @@ pub struct Writer {
     log: File,
     /// Bytes of `log` known whole on disk (or in the kernel).
     log_len: u64,
-    /// Bytes queued for the log, not yet written.
+    /// Bytes queued for the log, not yet written (the buffer of the first
+    /// `Job::Append` taken since the last write, and what followed it).
     pending: Vec<u8>,
+    /// Where written buffers go back to the store side.
+    spares: Sender<Vec<u8>>,
     /// Log position written (pending is after it).
     written: u64,
     snapshot: Option<File>,
@@ -145,7 +205,7 @@ impl Writer {
         policy: Fsync,
         shared: Arc<LogShared>,
         waker: Arc<Waker>,
-        jobs: Receiver<Job>,
+        intake: LogIntake,
     ) -> io::Result<JoinHandle<()>> {
         let log = open_append(&dir.join("log"))?;
         let log_len = log.metadata()?.len();
@@ -158,6 +218,7 @@ impl Writer {
             log,
             log_len,
             pending: Vec::new(),
+            spares: intake.spares,
             written: 0,
             snapshot: None,
             snapshot_len: 0,
@@ -167,7 +228,7 @@ impl Writer {
         };
         std::thread::Builder::new()
             .name("mckv-log".into())
-            .spawn(move || writer.run(jobs))
+            .spawn(move || writer.run(intake.jobs))
     }
 
     fn run(mut self, jobs: Receiver<Job>) {
@@ -202,7 +263,11 @@ impl Writer {
 
     fn take(&mut self, job: Job) {
         match job {
-            Job::Append(bytes) => self.pending.extend_from_slice(&bytes),
+            Job::Append(bytes) if self.pending.is_empty() => self.pending = bytes,
+            Job::Append(bytes) => {
+                self.pending.extend_from_slice(&bytes);
+                self.hand_back(bytes);
+            }
             Job::Sync => self.sync_asked = true,
             Job::BeginSnapshot => {
                 let begun = self.flush_log().and_then(|()| self.begin_snapshot());
@@ -277,13 +342,23 @@ impl Writer {
                 self.written += self.pending.len() as u64;
                 self.shared.written.store(self.written, Ordering::Release);
                 self.shared.log_bytes.store(self.log_len, Ordering::Relaxed);
-                self.pending.clear();
+                let written = std::mem::take(&mut self.pending);
+                self.hand_back(written);
                 Ok(())
             }
             Err(e) => {
                 let _ = self.log.set_len(self.log_len);
                 Err(e)
             }
+        }
+    }
+
+    /// Hands a buffer of records back to the store side, emptied, unless it
+    /// has enough spares or the buffer is too big to keep.
+    fn hand_back(&self, mut buffer: Vec<u8>) {
+        if buffer.capacity() <= SPARE_CAPACITY {
+            buffer.clear();
+            let _ = self.spares.try_send(buffer);
         }
     }
 
