@@ -12,7 +12,7 @@
 //! torn write at a crash leaves such a tail; a flipped byte anywhere ends
 //! the trusted prefix there). [`read`] says how many bytes it dropped.
 
-use crate::store::{Entry, Expiry, UnixTime};
+use crate::store::{Entry, Expiry, RecordRef, UnixTime};
 
 /// Bytes in front of every payload: its length and its checksum.
 const HEADER: usize = 8;
@@ -85,6 +85,13 @@ impl Record {
         frame(out, |out| self.encode_payload(out));
     }
 
+    /// Appends the [`Record::Put`] of a key's state as the store lends it,
+    /// at `now`, framed, to `out`: [`Record::put`] without copying the key
+    /// and value first.
+    pub fn encode_put(out: &mut Vec<u8>, now: UnixTime, record: RecordRef<'_>) {
+        frame(out, |out| put_payload(out, now, record));
+    }
+
     fn encode_payload(&self, out: &mut Vec<u8>) {
         match self {
             Record::Put {
@@ -93,13 +100,17 @@ impl Record {
                 entry,
                 cas,
             } => {
-                out.push(PUT);
-                put_u64(out, *now);
-                put_bytes(out, key);
-                out.extend_from_slice(&entry.flags.to_be_bytes());
-                put_u64(out, expiry_code(entry.expiry));
-                put_u64(out, *cas);
-                put_bytes(out, &entry.value);
+                let record = RecordRef {
+                    key,
+                    flags: entry.flags,
+                    expiry: entry.expiry,
+                    value: &entry.value,
+                    cas: *cas,
+                    // Not logged: a replay stores at its own time.
+                    stored_at: *now,
+                    referenced: false,
+                };
+                put_payload(out, *now, record);
             }
             Record::Remove { key } => {
                 out.push(REMOVE);
@@ -129,6 +140,17 @@ impl Record {
             }
         }
     }
+}
+
+/// The payload of a [`Record::Put`].
+fn put_payload(out: &mut Vec<u8>, now: UnixTime, record: RecordRef<'_>) {
+    out.push(PUT);
+    put_u64(out, now);
+    put_bytes(out, record.key);
+    out.extend_from_slice(&record.flags.to_be_bytes());
+    put_u64(out, expiry_code(record.expiry));
+    put_u64(out, record.cas);
+    put_bytes(out, record.value);
 }
 
 /// Appends to `out` a [`Record::Journal`] whose payload `payload` writes,

@@ -83,8 +83,8 @@ use super::writer::{Job, LogQueue, LogShared};
 use crate::protocol::KeysRef;
 use crate::store::{
     ArithOutcome, Entry, Expiry, Head, ItemRef, Listing, OrderListing, Record as StoreRecord,
-    Store, StoreError, StoreEvents, StoreResult, StoreStats, StoreStatus, UnixTime, VersionedStore,
-    Write,
+    RecordRef, Store, StoreError, StoreEvents, StoreResult, StoreStats, StoreStatus, UnixTime,
+    VersionedStore, Write,
 };
 
 /// How far ahead a clock reservation reaches, in cas uniques (a stamp's
@@ -239,13 +239,17 @@ impl DurableStore {
         }
     }
 
-    /// Logs the state `key` is in after a change made at `now`.
+    /// Logs the state `key` is in after a change made at `now`, encoded
+    /// from the store's own copy.
     fn log_key(&mut self, key: &[u8], now: UnixTime) -> StoreResult<()> {
-        let record = match self.inner.export_record(key, now)? {
-            Some(r) => Record::put(now, r),
-            None => Record::Remove { key: key.to_vec() },
-        };
-        self.append(&record);
+        let start = self.batch.len();
+        let batch = &mut self.batch;
+        self.inner
+            .lend_record(key, now, &mut |record| match record {
+                Some(record) => Record::encode_put(batch, now, record),
+                None => Record::Remove { key: key.to_vec() }.encode(batch),
+            })?;
+        self.appended(start);
         Ok(())
     }
 
@@ -486,6 +490,15 @@ impl VersionedStore for DurableStore {
 
     fn export_record(&mut self, key: &[u8], now: UnixTime) -> StoreResult<Option<StoreRecord>> {
         self.inner.export_record(key, now)
+    }
+
+    fn lend_record(
+        &mut self,
+        key: &[u8],
+        now: UnixTime,
+        out: &mut dyn FnMut(Option<RecordRef<'_>>),
+    ) -> StoreResult<()> {
+        self.inner.lend_record(key, now, out)
     }
 
     /// An ordered store takes the record where the source held it (see

@@ -96,8 +96,8 @@ use super::dense::DenseTable;
 use super::slot::{self, Meta, Slot};
 use super::{
     apply_delta, ArithOutcome, Eviction, Expiry, Head, Housekeeping, ItemRef, Keys, KeysRef,
-    Listing, OrderListing, Record, Store, StoreError, StoreEvents, StoreResult, StoreStats,
-    StoreStatus, UnixTime, VersionedStore, Write,
+    Listing, OrderListing, Record, RecordRef, Store, StoreError, StoreEvents, StoreResult,
+    StoreStats, StoreStatus, UnixTime, VersionedStore, Write,
 };
 use crate::protocol::{Key, Limits, StorageMode};
 
@@ -801,9 +801,16 @@ fn exported(slot: &Slot) -> super::Entry {
 
 /// The record a snapshot carries of the slot.
 fn recorded(slot: &Slot) -> Record {
-    Record {
-        key: slot.key().to_vec(),
-        entry: exported(slot),
+    lent(slot).to_record()
+}
+
+/// [`recorded`], in place.
+fn lent(slot: &Slot) -> RecordRef<'_> {
+    RecordRef {
+        key: slot.key(),
+        flags: slot.flags(),
+        expiry: slot.expiry(),
+        value: slot.value(),
         cas: slot.cas(),
         stored_at: slot.stored_at(),
         referenced: slot.referenced(),
@@ -865,12 +872,29 @@ impl VersionedStore for MemoryStore {
     }
 
     fn export_record(&mut self, key: &[u8], now: UnixTime) -> StoreResult<Option<Record>> {
-        if self.ordered {
+        let mut record = None;
+        self.lend_record(key, now, &mut |lent| {
+            record = lent.map(|r| r.to_record());
+        })?;
+        Ok(record)
+    }
+
+    fn lend_record(
+        &mut self,
+        key: &[u8],
+        now: UnixTime,
+        out: &mut dyn FnMut(Option<RecordRef<'_>>),
+    ) -> StoreResult<()> {
+        let found = match self.ordered {
             // Dead ones too, and nothing removed: the snapshot is the store
             // as its replicas hold it.
-            return Ok(self.entries.get(key).map(recorded));
+            true => self.entries.get(key).map(|slot| out(Some(lent(slot)))),
+            false => self.with_live(key, now, |slot| out(Some(lent(slot)))),
+        };
+        if found.is_none() {
+            out(None);
         }
-        Ok(self.with_live(key, now, |slot| recorded(slot)))
+        Ok(())
     }
 
     /// Reads by place in the table, which every write may change: see

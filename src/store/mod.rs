@@ -324,6 +324,20 @@ pub trait VersionedStore: Store {
     /// store gives a dead one too: see [`VersionedStore::install`]).
     fn export_record(&mut self, key: &[u8], now: UnixTime) -> StoreResult<Option<Record>>;
 
+    /// [`VersionedStore::export_record`] lent to `out` rather than copied
+    /// (a durable store encodes every change's record so); a store that
+    /// does not hold its items in this process copies it first.
+    fn lend_record(
+        &mut self,
+        key: &[u8],
+        now: UnixTime,
+        out: &mut dyn FnMut(Option<RecordRef<'_>>),
+    ) -> StoreResult<()> {
+        let record = self.export_record(key, now)?;
+        out(record.as_ref().map(Record::lend));
+        Ok(())
+    }
+
     /// Lists the store a slice at a time, for a snapshot taken while
     /// writes go on: from the end of its table down, it visits the
     /// entries at places below `below` (all of them from `usize::MAX`),
@@ -472,6 +486,47 @@ impl Record {
     /// The bytes a snapshot's progress counts for it: key and value.
     pub fn size(&self) -> u64 {
         (self.key.len() + self.entry.value.len()) as u64
+    }
+
+    pub fn lend(&self) -> RecordRef<'_> {
+        RecordRef {
+            key: &self.key,
+            flags: self.entry.flags,
+            expiry: self.entry.expiry,
+            value: &self.entry.value,
+            cas: self.cas,
+            stored_at: self.stored_at,
+            referenced: self.referenced,
+        }
+    }
+}
+
+/// A [`Record`] as a store lends it: its key and value in place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordRef<'a> {
+    pub key: &'a [u8],
+    pub flags: u32,
+    pub expiry: Expiry,
+    pub value: &'a [u8],
+    pub cas: u64,
+    pub stored_at: UnixTime,
+    pub referenced: bool,
+}
+
+impl RecordRef<'_> {
+    /// A copy of its own.
+    pub fn to_record(&self) -> Record {
+        Record {
+            key: self.key.to_vec(),
+            entry: Entry {
+                flags: self.flags,
+                expiry: self.expiry,
+                value: self.value.to_vec(),
+            },
+            cas: self.cas,
+            stored_at: self.stored_at,
+            referenced: self.referenced,
+        }
     }
 }
 
