@@ -913,6 +913,13 @@ impl Engine for TotalOrder {
                     p.linked = true;
                 }
                 self.resend_to(peer);
+                // A `Caught` the broken link lost would leave a source that
+                // handed us the state handing it for good, delivering
+                // nothing; one that hands us nothing ignores it.
+                if self.has_state && matches!(self.phase, Phase::Normal) {
+                    let ballot = self.ballot;
+                    self.send(peer, Control::Caught { ballot });
+                }
             }
         }
     }
@@ -1742,6 +1749,28 @@ mod tests {
         engines[0].on_hello(2, 100, true);
         engines[0].on_tick(&mut ended);
         assert!(ended.contains(&Effect::Work(Work::EndDumps)), "{ended:?}");
+    }
+
+    /// A member's `Caught` lost with a broken link would leave its source
+    /// handing it a snapshot for good, and delivering nothing meanwhile
+    /// (found by the simulation: a source's clients waited forever). The
+    /// member says it again when the link opens again.
+    #[test]
+    fn a_caught_lost_with_a_broken_link_is_said_again_when_it_reopens() {
+        let mut engines = cluster_with_a_write();
+        let effects = restart_node_2(&mut engines);
+        let tag = the_install_tag(&mut engines, &effects);
+        engines[2].on_store(Report::Installed { tag }, &mut Vec::new());
+        // Node 2's link to node 0 breaks before its `Caught` leaves.
+        engines[2].on_peer(0, PeerEvent::LinkLost);
+        exchange_all(&mut engines);
+        assert!(!engines[0].handing.is_empty(), "node 0 heard no Caught");
+        engines[2].on_peer(0, PeerEvent::LinkOpened);
+        exchange_all(&mut engines);
+        assert!(
+            engines[0].handing.is_empty(),
+            "node 0 hands node 2 a snapshot still"
+        );
     }
 
     /// A member that promised a newer ballot takes nothing more of its old
