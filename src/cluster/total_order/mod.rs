@@ -1751,6 +1751,29 @@ mod tests {
         assert!(ended.contains(&Effect::Work(Work::EndDumps)), "{ended:?}");
     }
 
+    /// Nodes left out of a view change for not answering it are asked
+    /// again once no majority is left without them: two nodes that each
+    /// left the other out after a change their broken link stalled would
+    /// otherwise never form a view together (found by the simulation: after
+    /// a third node left, two nodes that saw each other up refused clients
+    /// with `no quorum` for a thousand steps, until the third came back).
+    #[test]
+    fn nodes_left_out_for_silence_are_asked_again_when_no_majority_is_left_without_them() {
+        let mut engines = cluster(3, Consistency::Linearizable);
+        for (me, other) in [(0, 1), (1, 0)] {
+            engines[me].on_peer(2, PeerEvent::Left);
+            engines[me].unresponsive.insert(other);
+        }
+        engines.truncate(2);
+        for _ in 0..4 * DEFAULT_PATIENCE {
+            tick_all(&mut engines);
+        }
+        for e in &engines {
+            assert_eq!(e.status().role, "member", "{e:?}");
+            assert_eq!(e.status().view_members, [0, 1]);
+        }
+    }
+
     /// A member's `Caught` lost with a broken link would leave its source
     /// handing it a snapshot for good, and delivering nothing meanwhile
     /// (found by the simulation: a source's clients waited forever). The

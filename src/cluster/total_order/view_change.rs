@@ -136,6 +136,10 @@ impl TotalOrder {
                 );
                 self.go_idle(out);
             }
+            // No view forms without the nodes left out for not answering
+            // an earlier attempt: ask them again (two nodes that left each
+            // other out would otherwise wait for a third for ever).
+            self.unresponsive.clear();
             return;
         }
         let since = *self.unsettled_since.get_or_insert(ticks);
