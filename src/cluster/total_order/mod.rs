@@ -372,7 +372,8 @@ pub struct TotalOrder {
     /// `Started`: they travel on different links).
     started_early: BTreeSet<NodeId>,
     /// Nodes left out of view changes: up by the detector, yet they did not
-    /// flush when asked (until they are members again, or ask themselves).
+    /// flush when asked (until they are members again, ask themselves, or
+    /// no majority is left without them).
     unresponsive: BTreeSet<NodeId>,
     /// Since when a view change has seemed needed, if it has.
     unsettled_since: Option<u64>,
