@@ -914,12 +914,16 @@ impl Engine for TotalOrder {
                     p.linked = true;
                 }
                 self.resend_to(peer);
-                // A `Caught` the broken link lost would leave a source that
-                // handed us the state handing it for good, delivering
-                // nothing; one that hands us nothing ignores it.
+                // A `Caught` or `Took` the broken link lost would leave a
+                // source handing us a snapshot for good (or its window
+                // full), delivering nothing; one that hands us nothing
+                // ignores them.
+                let ballot = self.ballot;
                 if self.has_state && matches!(self.phase, Phase::Normal) {
-                    let ballot = self.ballot;
                     self.send(peer, Control::Caught { ballot });
+                } else if self.installing != view_change::NO_SNAPSHOT {
+                    let chunks = self.chunks_taken;
+                    self.send(peer, Control::Took { ballot, chunks });
                 }
             }
         }
@@ -1773,6 +1777,33 @@ mod tests {
             assert_eq!(e.status().role, "member", "{e:?}");
             assert_eq!(e.status().view_members, [0, 1]);
         }
+    }
+
+    /// A member's `Took` lost with a broken link would leave its source's
+    /// window full, reading nothing and delivering nothing until the member
+    /// gave up on its snapshot (found by a review). The member says how
+    /// many chunks it took again when the link opens again.
+    #[test]
+    fn a_took_lost_with_a_broken_link_is_said_again_when_it_reopens() {
+        let mut engines = cluster_with_a_write();
+        let mut tag = the_dump_tag(&restart_node_2(&mut engines));
+        for read in 1..=view_change::WINDOW {
+            engines[0].on_store(part(tag, "k", read == 1, false), &mut Vec::new());
+            let frame = engines[0].outgoing(2).expect("a frame with the chunk");
+            engines[2].on_message(0, frame, &mut Vec::new());
+            let mut ticked = Vec::new();
+            engines[0].on_tick(&mut ticked);
+            if read < view_change::WINDOW {
+                tag = the_next_read(&ticked);
+            }
+        }
+        // Node 2's link to node 0 breaks before its `Took`s leave.
+        engines[2].on_peer(0, PeerEvent::LinkLost);
+        let stalled = exchange_all(&mut engines);
+        assert_eq!(reads(&stalled[0]), 0, "node 0 heard a Took");
+        engines[2].on_peer(0, PeerEvent::LinkOpened);
+        let received = exchange_all(&mut engines);
+        the_next_read(&received[0]);
     }
 
     /// A member's `Caught` lost with a broken link would leave its source

@@ -16,8 +16,8 @@ use crate::store::{Executor, Head, Keys, OrderListing, Record, UnixTime};
 /// A snapshot chunk holds at most about this many bytes of keys and
 /// values, and, listed in order, at most this many entries: about ten
 /// milliseconds of the event loop at most (measured: README, "Durability").
-/// A source hands one chunk per member per tick, so they also bound how
-/// fast a snapshot moves.
+/// A frame carries one chunk, so they also bound how much a thin link
+/// must pass between two of the failure detector's heartbeats.
 const CHUNK_BYTES: usize = 1 << 20;
 pub(super) const CHUNK_ENTRIES: usize = 1 << 16;
 

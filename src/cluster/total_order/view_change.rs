@@ -44,10 +44,12 @@ impl Handing {
 }
 
 /// Chunks of a snapshot (each at most about 1 MiB: `CHUNK_BYTES`) a source
-/// lets be on their way to a member at once. The source reads the next
-/// while the member installs one, as fast as the member takes them (its
-/// `Took` opens the window again), and no faster: a member or a link that
-/// is slow holds at most this many chunks in the source's memory.
+/// lets be on their way to a member at once. The source reads the next as
+/// fast as the member takes them (its `Took` opens the window again), and
+/// no faster: a member or a link that is slow holds at most this many
+/// chunks in the source's memory. The member says it took a chunk when it
+/// receives it, before its store installs it: a store on a worker thread
+/// (a memcached backend) may queue chunks faster than it installs them.
 pub(super) const WINDOW: u64 = 4;
 use crate::cluster::engine::Effect;
 use crate::cluster::view::Ballot;
@@ -353,8 +355,10 @@ impl TotalOrder {
                     .filter(|_| ballot == self.ballot)
                 {
                     // A `Took` of an attempt a lost link ended (it may come
-                    // after the next attempt began) can open the window
-                    // early once: pacing only, the chunks say what is whose.
+                    // after the next attempt began, each one of a slow link
+                    // in turn) says more was taken than of this attempt and
+                    // opens the window early until this attempt's own come:
+                    // pacing only, the chunks say what is whose.
                     handing.taken = chunks.min(handing.sent);
                     self.hand_snapshots(out);
                 }
