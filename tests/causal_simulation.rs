@@ -625,8 +625,8 @@ impl Cluster {
         }));
         let waiting = Rc::clone(&seen);
         sim.watch_reports(Box::new(move |_: NodeId, report: &Report| {
-            if let Report::Waiting { per_node, .. } = report {
-                let now: usize = per_node.iter().map(|(_, n)| n).sum();
+            if let Report::Waiting { per_origin, .. } = report {
+                let now: usize = per_origin.iter().map(|(_, n)| n).sum();
                 let mut seen = waiting.borrow_mut();
                 seen.most_waiting = seen.most_waiting.max(now);
                 seen.waiting_reports += u64::from(now > 0);
@@ -851,7 +851,7 @@ impl Cluster {
         for id in self.sim.node_ids() {
             let engine = self.sim.node(id).node.engine();
             for (&writer, &crashes) in &self.lives {
-                let waiting = engine.peer_status(writer).and_then(|p| p.waiting);
+                let waiting = engine.peer_status(writer).and_then(|p| p.waiting_total());
                 if let Some(n) = waiting.filter(|&n| n > 0 && crashes == 0) {
                     stuck.push(format!(
                         "node {id} keeps {n} writes of node {writer}, which never crashed, \

@@ -121,14 +121,24 @@ pub struct SyncStats {
 }
 
 /// What an engine knows of one peer, for `show`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PeerStatus {
     /// The clock it last reported.
     pub clock: u64,
     /// Heartbeats since the last completed sync from it (eventual mode).
     pub sync_lag: Option<u64>,
-    /// Its writes waiting here for their causes (causal mode).
-    pub waiting: Option<usize>,
+    /// Causal mode: its writes waiting here for their causes, per run of
+    /// it that wrote them (a restarted node writes as a new origin), by
+    /// run; only runs with writes waiting.
+    pub waiting: Option<Vec<(u64, usize)>>,
+}
+
+impl PeerStatus {
+    /// Causal mode: its writes waiting here, of all its runs.
+    pub fn waiting_total(&self) -> Option<usize> {
+        let runs = self.waiting.as_ref()?;
+        Some(runs.iter().map(|(_, n)| n).sum())
+    }
 }
 
 /// One consistency mode's protocol.

@@ -316,7 +316,8 @@ impl<E: Engine> Server<E> {
                         .last_heard
                         .map(|t| now.saturating_sub(t) as f64 / 1000.0),
                     sync_lag_seconds: engine.sync_lag.map(|beats| beats as f64 * heartbeat),
-                    causal_waiting: engine.waiting.map(|n| n as f64),
+                    causal_waiting: engine.waiting_total().map(|n| n as f64),
+                    causal_waiting_runs: engine.waiting.unwrap_or_default(),
                 }
             })
             .collect();
@@ -360,6 +361,8 @@ pub struct PeerMetrics {
     pub sync_lag_seconds: Option<f64>,
     /// Causal mode: its writes waiting here for their causes.
     pub causal_waiting: Option<f64>,
+    /// Causal mode: the same per run of it with writes waiting, by run.
+    pub causal_waiting_runs: Vec<(u64, usize)>,
 }
 
 /// Every metric the endpoint serves, read from the reactor at one scrape.
@@ -621,7 +624,30 @@ impl Snapshot {
             "peer_causal_waiting",
             "Causal mode: the peer's writes waiting here for their causes.",
             &|p| p.causal_waiting,
-        )
+        )?;
+        self.encode_origins(encoder)
+    }
+
+    /// Causal mode: per origin (a peer's run) with writes waiting here,
+    /// how many. Absent when none waits: a run that is long dead leaves
+    /// no series behind.
+    fn encode_origins(&self, encoder: &mut DescriptorEncoder) -> std::fmt::Result {
+        if self.peers.iter().all(|p| p.causal_waiting_runs.is_empty()) {
+            return Ok(());
+        }
+        let mut family = encoder.encode_descriptor(
+            "origin_causal_waiting",
+            "Causal mode: a peer's writes waiting here for their causes, per run of the peer that wrote them.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for peer in &self.peers {
+            for (run, n) in &peer.causal_waiting_runs {
+                let labels = [("peer", peer.id.to_string()), ("run", run.to_string())];
+                ConstGauge::new(*n as f64).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        Ok(())
     }
 
     fn encode_latencies(&self, encoder: &mut DescriptorEncoder) -> std::fmt::Result {
@@ -725,6 +751,7 @@ mod tests {
                     last_heard_seconds: Some(0.05),
                     sync_lag_seconds: None,
                     causal_waiting: None,
+                    causal_waiting_runs: Vec::new(),
                 },
                 PeerMetrics {
                     id: 2,
@@ -732,6 +759,7 @@ mod tests {
                     last_heard_seconds: None,
                     sync_lag_seconds: None,
                     causal_waiting: None,
+                    causal_waiting_runs: Vec::new(),
                 },
             ],
             ops: 7,
@@ -771,5 +799,38 @@ mod tests {
         // Never heard from: no series; no sync in a strong mode: no family.
         assert!(!text.contains("mckv_peer_last_heard_seconds{peer=\"2\"}"));
         assert!(!text.contains("sync"), "{text}");
+    }
+
+    #[test]
+    fn writes_waiting_are_a_series_per_run_of_a_peer_that_has_some() {
+        let peer = |id, runs: Vec<(u64, usize)>| PeerMetrics {
+            id,
+            up: true,
+            last_heard_seconds: Some(0.0),
+            sync_lag_seconds: Some(0.0),
+            causal_waiting: Some(runs.iter().map(|(_, n)| n).sum::<usize>() as f64),
+            causal_waiting_runs: runs,
+        };
+        let snapshot = |peers| Snapshot {
+            mode: "causal",
+            peers,
+            ..Snapshot::default()
+        };
+        let text = encode(snapshot(vec![
+            peer(1, vec![(10, 1), (11, 2)]),
+            peer(2, Vec::new()),
+        ]));
+        for line in [
+            "# TYPE mckv_origin_causal_waiting gauge",
+            "mckv_origin_causal_waiting{peer=\"1\",run=\"10\"} 1.0",
+            "mckv_origin_causal_waiting{peer=\"1\",run=\"11\"} 2.0",
+            "mckv_peer_causal_waiting{peer=\"1\"} 3.0",
+            "mckv_peer_causal_waiting{peer=\"2\"} 0.0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+        }
+        assert!(!text.contains("origin_causal_waiting{peer=\"2\""), "{text}");
+        let idle = encode(snapshot(vec![peer(1, Vec::new()), peer(2, Vec::new())]));
+        assert!(!idle.contains("origin_causal_waiting"), "{idle}");
     }
 }

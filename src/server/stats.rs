@@ -367,13 +367,22 @@ impl<E: Engine> Report<'_, E> {
     }
 
     /// `beats` heartbeat periods in milliseconds.
-    /// Causal mode: peers' writes waiting here for their causes, in all and
-    /// per peer, and pushes dropped for want of room to wait.
+    /// Causal mode: peers' writes waiting here for their causes, in all,
+    /// per peer, and per run of a peer that has writes waiting (a restarted
+    /// peer writes as a new origin: its runs' writes wait apart), and
+    /// pushes dropped for want of room to wait.
     fn causal_stats(&self, out: &mut Vec<u8>, sync: SyncStats) {
         reply::stat(out, "mckv_causal_waiting", sync.waiting);
         for id in self.members.iter().map(|n| n.id) {
-            if let Some(waiting) = self.node.engine().peer_status(id).and_then(|p| p.waiting) {
-                reply::stat(out, &format!("mckv_causal_waiting_from_{id}"), waiting);
+            let Some(peer) = self.node.engine().peer_status(id) else {
+                continue;
+            };
+            if let Some(total) = peer.waiting_total() {
+                reply::stat(out, &format!("mckv_causal_waiting_from_{id}"), total);
+            }
+            for (run, n) in peer.waiting.iter().flatten() {
+                let name = format!("mckv_causal_waiting_from_{id}_run_{run}");
+                reply::stat(out, &name, n);
             }
         }
         reply::stat(out, "mckv_causal_waiting_dropped", sync.waiting_dropped);
@@ -608,13 +617,24 @@ impl<E: Engine> Report<'_, E> {
                 .sync_lag
                 .map(|beats| format!(" sync_lag_ms={}", self.heartbeats_ms(beats)))
                 .unwrap_or_default();
-            // Causal mode: its writes waiting here for their causes.
+            // Causal mode: its writes waiting here for their causes, and
+            // per run of it with writes waiting, `<run>:<n>` by run.
             let waiting = peer
-                .waiting
+                .waiting_total()
                 .map(|n| format!(" waiting={n}"))
                 .unwrap_or_default();
+            let runs: Vec<String> = peer
+                .waiting
+                .iter()
+                .flatten()
+                .map(|(run, n)| format!("{run}:{n}"))
+                .collect();
+            let waiting_runs = match runs.is_empty() {
+                true => String::new(),
+                false => format!(" waiting_runs={}", runs.join(",")),
+            };
             let line = format!(
-                "NODE {id} {} {} peer last_heard_ms={heard} clock={} view={epoch} queue={} ops={}{lag}{waiting}\r\n",
+                "NODE {id} {} {} peer last_heard_ms={heard} clock={} view={epoch} queue={} ops={}{lag}{waiting}{waiting_runs}\r\n",
                 config.client,
                 member.state(),
                 peer.clock,

@@ -193,8 +193,9 @@ struct SyncPeer {
     answer: Option<(Vec<Version>, SyncDone, Coverage)>,
     /// Causal mode: the parts of its answer we keep aside until the last.
     partial: Option<Partial>,
-    /// Causal mode: how many of its writes wait here for their causes.
-    waiting: usize,
+    /// Causal mode: how many of its writes wait here for their causes,
+    /// per run of it, by run (only runs with writes waiting).
+    waiting: Vec<(u64, usize)>,
     /// Its answers handed to the store and not applied yet: while one is,
     /// the sync is not given up on.
     applying: u32,
@@ -484,15 +485,17 @@ impl EventualEngine {
         }
     }
 
-    /// The store side's count of writes waiting for their causes.
-    fn on_waiting(&mut self, per_node: &[(NodeId, usize)], dropped: u64) {
+    /// The store side's count of writes waiting for their causes, per
+    /// origin (sorted, so each peer's runs come out by run).
+    fn on_waiting(&mut self, per_origin: &[(Origin, usize)], dropped: u64) {
         for (id, peer) in &mut self.peers {
-            peer.waiting = per_node
+            peer.waiting = per_origin
                 .iter()
-                .find(|(node, _)| node == id)
-                .map_or(0, |(_, n)| *n);
+                .filter(|(origin, _)| origin.node == *id)
+                .map(|(origin, n)| (origin.run, *n))
+                .collect();
         }
-        self.stats.waiting = per_node.iter().map(|(_, n)| *n as u64).sum();
+        self.stats.waiting = per_origin.iter().map(|(_, n)| *n as u64).sum();
         self.stats.waiting_dropped = dropped;
     }
 
@@ -714,7 +717,10 @@ impl Engine for EventualEngine {
                 all_kept,
                 last,
             } => self.on_sync_applied(from, done, all_kept, last),
-            Report::Waiting { per_node, dropped } => self.on_waiting(&per_node, dropped),
+            Report::Waiting {
+                per_origin,
+                dropped,
+            } => self.on_waiting(&per_origin, dropped),
             Report::Summary(coverage) => self.summary = coverage,
         }
     }
@@ -784,7 +790,7 @@ impl Engine for EventualEngine {
         self.peers.get(&peer).map(|p| PeerStatus {
             clock: p.clock,
             sync_lag: Some(self.beats - p.completed_at),
-            waiting: self.causal.then_some(p.waiting),
+            waiting: self.causal.then(|| p.waiting.clone()),
         })
     }
 
@@ -847,6 +853,45 @@ mod tests {
             Effect::Work(Work::ForgetTombstones { synced }) => Some(*synced),
             _ => None,
         })
+    }
+
+    #[test]
+    fn a_peers_writes_waiting_are_shown_per_run_of_it() {
+        let mut engine = node_one().causal();
+        let mut out = Vec::new();
+        let (old, new) = (
+            Origin {
+                node: 2,
+                run: OLD_RUN,
+            },
+            Origin {
+                node: 2,
+                run: NEW_RUN,
+            },
+        );
+        let waiting = |per_origin| Report::Waiting {
+            per_origin,
+            dropped: 0,
+        };
+        engine.on_store(waiting(vec![(old, 1), (new, 2)]), &mut out);
+        let status = engine.peer_status(2).unwrap();
+        assert_eq!(status.waiting, Some(vec![(OLD_RUN, 1), (NEW_RUN, 2)]));
+        assert_eq!(status.waiting_total(), Some(3));
+        assert_eq!(engine.status().sync.map(|s| s.waiting), Some(3));
+        engine.on_store(waiting(vec![(new, 1)]), &mut out);
+        let status = engine.peer_status(2).unwrap();
+        assert_eq!(
+            status.waiting,
+            Some(vec![(NEW_RUN, 1)]),
+            "the old run is gone"
+        );
+        engine.on_store(waiting(Vec::new()), &mut out);
+        assert_eq!(engine.peer_status(2).unwrap().waiting_total(), Some(0));
+        assert_eq!(
+            node_one().peer_status(2).unwrap().waiting,
+            None,
+            "eventual mode"
+        );
     }
 
     #[test]

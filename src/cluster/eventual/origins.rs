@@ -400,11 +400,6 @@ impl Gate {
             .collect()
     }
 
-    /// How many writes wait.
-    pub fn waiting_count(&self) -> usize {
-        self.waiting.values().map(BTreeMap::len).sum()
-    }
-
     /// Writes dropped: waited too long, found too many waiting, or
     /// refused by the store when their turn came.
     pub fn dropped(&self) -> u64 {
@@ -580,6 +575,24 @@ mod tests {
             Vec::<String>::new(),
             "already held"
         );
+    }
+
+    #[test]
+    fn writes_wait_per_origin_so_two_runs_of_one_node_are_counted_apart() {
+        // Node 1 restarted: run 10 wrote x, run 11 (which never saw x)
+        // wrote y and z after reading w of node 2.
+        const A_AGAIN: Origin = Origin { node: 1, run: 11 };
+        let mut gate = Gate::causal(C);
+        let w = write("w", B, 1, &[]);
+        let x = write("x", A, 2, &[]);
+        let y = write("y", A_AGAIN, 1, &[(B, 1)]);
+        let z = write("z", A_AGAIN, 2, &[(B, 1)]);
+        assert!(applied_order(&mut gate, vec![x, y, z]).is_empty());
+        assert_eq!(gate.waiting(), vec![(A, 1), (A_AGAIN, 2)]);
+        assert_eq!(applied_order(&mut gate, vec![w]), ["w", "y", "z"]);
+        assert_eq!(gate.waiting(), vec![(A, 1)], "x still lacks its run's 1");
+        applied_order(&mut gate, vec![write("v", A, 1, &[])]);
+        assert!(gate.waiting().is_empty(), "no entry left for a run");
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use super::journal::{self, Journal, Replayed};
 use super::message::SyncDone;
-use super::origins::{Coverage, Gate};
+use super::origins::{Coverage, Gate, Origin};
 use super::version::Version;
 use super::version_log::{Changes, VersionLog};
 use crate::cluster::engine::{Done, Replica, ReplyTo};
@@ -92,11 +92,11 @@ pub enum Report {
         all_kept: bool,
         last: u64,
     },
-    /// Causal mode: per node, how many of its writes wait here for their
-    /// causes (after work that changed it), and pushes dropped so far for
-    /// want of room to wait.
+    /// Causal mode: per origin (a node's run), how many of its writes wait
+    /// here for their causes (after work that changed it), sorted by
+    /// origin, and pushes dropped so far for want of room to wait.
     Waiting {
-        per_node: Vec<(NodeId, usize)>,
+        per_origin: Vec<(Origin, usize)>,
         dropped: u64,
     },
 }
@@ -104,8 +104,9 @@ pub enum Report {
 pub struct EventualReplica {
     log: VersionLog,
     gate: Gate,
-    /// Causal mode: the writes waiting and dropped when last reported.
-    reported_waiting: (usize, u64),
+    /// Causal mode: the writes waiting per origin, and those dropped,
+    /// when last reported.
+    reported_waiting: (Vec<(Origin, usize)>, u64),
     /// With a data directory: where versions are logged, and what the
     /// replay at start found.
     journal: Option<Journal>,
@@ -127,7 +128,7 @@ impl EventualReplica {
         EventualReplica {
             log: VersionLog::new(),
             gate,
-            reported_waiting: (0, 0),
+            reported_waiting: (Vec::new(), 0),
             journal: None,
             replayed: Replayed::default(),
         }
@@ -246,26 +247,21 @@ impl EventualReplica {
         (kept, deletes)
     }
 
-    /// Causal mode: how many writes wait per node, if that or the count
-    /// of dropped ones changed since the last report.
+    /// Causal mode: how many writes wait per origin, if that or the count
+    /// of dropped ones changed since the last report. Compared per origin,
+    /// not in all: one work can release a write of one origin and hold
+    /// one of another, which leaves the total as it was. A walk of the
+    /// origins with writes waiting, once per work, not per write.
     fn waiting_report(&mut self) -> Option<Report> {
-        let gate = &self.gate;
-        let now = (gate.waiting_count(), gate.dropped());
+        let now = (self.gate.waiting(), self.gate.dropped());
         if now == self.reported_waiting {
             return None;
         }
-        self.reported_waiting = now;
-        let waiting = gate.waiting();
-        let mut per_node: Vec<(NodeId, usize)> = Vec::new();
-        for (origin, count) in waiting {
-            match per_node.last_mut() {
-                Some((node, n)) if *node == origin.node => *n += count,
-                _ => per_node.push((origin.node, count)),
-            }
-        }
+        self.reported_waiting = now.clone();
+        let (per_origin, dropped) = now;
         Some(Report::Waiting {
-            per_node,
-            dropped: gate.dropped(),
+            per_origin,
+            dropped,
         })
     }
 
@@ -593,6 +589,53 @@ mod tests {
             completes: None,
             coverage: Some(Coverage::from_entries(vec![(PEER, 2)])),
         }
+    }
+
+    /// A pushed write `seq` of `origin`, depending on `deps`.
+    fn pushed(key: &[u8], origin: Origin, seq: u64, deps: &[(Origin, u64)]) -> Version {
+        let mut version = put(key, seq, seq);
+        version.cause = Some(Cause {
+            origin,
+            seq,
+            deps: Some(Arc::new(Coverage::from_entries(deps.to_vec()))),
+        });
+        version
+    }
+
+    fn push(pushes: Vec<Version>) -> Work {
+        Work::ApplyVersions {
+            from: 2,
+            pushes,
+            answer: Vec::new(),
+            stamp: Stamp { ts: 100, node: 1 },
+            completes: None,
+            coverage: None,
+        }
+    }
+
+    fn waiting(reports: &[Report]) -> Option<Vec<(Origin, usize)>> {
+        reports.iter().find_map(|r| match r {
+            Report::Waiting { per_origin, .. } => Some(per_origin.clone()),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn the_writes_waiting_are_reported_per_origin_whenever_one_origins_count_moves() {
+        const THIRD: Origin = Origin { node: 3, run: 30 };
+        let (mut replica, mut executor) = (EventualReplica::new(Gate::causal(ME)), executor());
+        let t = pushed(b"t", THIRD, 1, &[(PEER, 1)]);
+        let reports = perform(&mut replica, &mut executor, push(vec![t]));
+        assert_eq!(waiting(&reports), Some(vec![(THIRD, 1)]));
+        // Node 2's 1 releases node 3's write, and its 2 waits for a write
+        // of node 3 not here yet: one write waits, as before, of another
+        // origin.
+        let a = pushed(b"a", PEER, 1, &[]);
+        let b = pushed(b"b", PEER, 2, &[(THIRD, 2)]);
+        let reports = perform(&mut replica, &mut executor, push(vec![a, b.clone()]));
+        assert_eq!(waiting(&reports), Some(vec![(PEER, 1)]));
+        let reports = perform(&mut replica, &mut executor, push(vec![b]));
+        assert_eq!(waiting(&reports), None, "nothing moved: no report");
     }
 
     #[test]
