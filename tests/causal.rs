@@ -462,6 +462,92 @@ fn a_causal_node_applies_a_sync_answer_in_parts_whole() {
     assert_causal(&rounds, &history);
 }
 
+/// The `stats` lines of `node` naming a run of `writer` with writes
+/// waiting there, as `(run, count)`.
+fn waiting_runs_in_stats(
+    cluster: &common::Cluster,
+    node: usize,
+    writer: usize,
+) -> Vec<(String, u64)> {
+    let stats = request(&mut connect(cluster.port(node)), b"stats\r\n");
+    let prefix = format!("STAT mckv_causal_waiting_from_{writer}_run_");
+    stats
+        .lines()
+        .filter_map(|l| l.strip_prefix(&prefix))
+        .filter_map(|l| l.split_once(' '))
+        .map(|(run, n)| (run.to_string(), n.parse().expect("a count")))
+        .collect()
+}
+
+/// The `NODE <writer>` line of `node`'s `show`.
+fn show_line(cluster: &common::Cluster, node: usize, writer: usize) -> String {
+    let show = cluster.show(node);
+    let line = show
+        .lines()
+        .find(|l| l.starts_with(&format!("NODE {writer} ")));
+    line.unwrap_or_else(|| panic!("no node {writer} in {show}"))
+        .to_string()
+}
+
+/// While C holds B's pushed y aside (it follows x, held on A's link to C),
+/// C's `stats` and `show` count it under the run of B that wrote it; once
+/// A's push gets through and y is shown, they list no run of B.
+#[test]
+fn a_causal_node_reports_the_writes_waiting_per_run_of_their_writer() {
+    let config = XReachesC::FromA.config();
+    let (cluster, proxy) = cluster_with_proxied_links("causal", config, C, &[A]);
+    let (mut c1, mut c2, mut c3) = (
+        connect(cluster.port(A)),
+        connect(cluster.port(B)),
+        connect(cluster.port(C)),
+    );
+    // Every link carries a frame before the proxy holds A's.
+    set(&mut c1, "warm", "up");
+    cluster.wait_for_value(C, "warm", "VALUE warm 0 2\r\nup\r\nEND\r\n");
+    assert!(waiting_runs_in_stats(&cluster, C, B).is_empty());
+
+    proxy.black_hole(true);
+    set(&mut c1, "x", "new");
+    let mut history = CausalHistory::new();
+    client_sees(&mut c2, 1, "x", "new", &mut history);
+    set(&mut c2, "y", "new");
+    let held = poll_until(Duration::from_millis(2), || {
+        !waiting_runs_in_stats(&cluster, C, B).is_empty()
+    });
+    assert!(
+        held,
+        "C never counted y waiting:\n{}",
+        log_tail(&cluster.log(C))
+    );
+    let runs = waiting_runs_in_stats(&cluster, C, B);
+    let [(run, 1)] = &runs[..] else {
+        panic!("one write of one run of B waits at C: {runs:?}");
+    };
+    assert_eq!(
+        stat(cluster.port(C), &format!("mckv_causal_waiting_from_{B}")),
+        1
+    );
+    let line = show_line(&cluster, C, B);
+    assert!(
+        line.ends_with(&format!(" waiting=1 waiting_runs={run}:1")),
+        "{line}"
+    );
+    assert_eq!(get(&mut c3, &["y"]), [None], "y is held, not shown");
+
+    proxy.black_hole(false);
+    let shown = poll_until(Duration::from_millis(2), || {
+        get(&mut c3, &["y"]) == [Some("new".to_string())]
+            && waiting_runs_in_stats(&cluster, C, B).is_empty()
+    });
+    assert!(shown, "C never showed y and let it go from the wait");
+    assert_eq!(
+        stat(cluster.port(C), &format!("mckv_causal_waiting_from_{B}")),
+        0
+    );
+    let line = show_line(&cluster, C, B);
+    assert!(line.ends_with(" waiting=0"), "{line}");
+}
+
 /// Node 2 is killed (SIGKILL) after some writes; nodes 0 and 1 take more
 /// (new keys, overwrites, deletes) while it is down; it restarts with an
 /// empty store and writes keys of its own. Then every node holds the same
