@@ -134,10 +134,20 @@ impl Coverage {
     }
 
     fn set(&mut self, origin: Origin, seq: u64) {
-        match self.0.binary_search_by_key(&origin, |(o, _)| *o) {
-            Ok(at) => self.0[at].1 = seq,
-            Err(at) => self.0.insert(at, (origin, seq)),
-        }
+        *self.entry(origin) = seq;
+    }
+
+    /// `origin`'s number, to move in place: one search (an origin absent
+    /// is added, holding nothing).
+    fn entry(&mut self, origin: Origin) -> &mut u64 {
+        let at = match self.0.binary_search_by_key(&origin, |(o, _)| *o) {
+            Ok(at) => at,
+            Err(at) => {
+                self.0.insert(at, (origin, 0));
+                at
+            }
+        };
+        &mut self.0[at].1
     }
 
     /// Whether every write `deps` names is held here.
@@ -300,19 +310,27 @@ impl Gate {
     /// Numbers this node's new versions as its next writes; in causal mode
     /// each depends on everything applied here.
     pub fn number_local(&mut self, versions: &mut [Version]) {
+        // No entry for our origin until it wrote: a coverage claims no
+        // origin that holds nothing.
+        if versions.is_empty() {
+            return;
+        }
+        let me = self.me;
+        // Dependencies leave our own origin out, so numbering our writes
+        // leaves them as they are: one set serves the whole batch.
+        let deps = self.causal.then(|| {
+            self.deps
+                .get_or_insert_with(|| Arc::new(self.applied.without(me)))
+                .clone()
+        });
+        // One search of our origin for the batch, not two per write.
+        let held = self.applied.entry(me);
         for version in versions {
-            let seq = self.applied.get(self.me).saturating_add(1);
-            self.applied.set(self.me, seq);
-            let me = self.me;
-            let deps = self.causal.then(|| {
-                self.deps
-                    .get_or_insert_with(|| Arc::new(self.applied.without(me)))
-                    .clone()
-            });
+            *held = held.saturating_add(1);
             version.cause = Some(Cause {
                 origin: me,
-                seq,
-                deps,
+                seq: *held,
+                deps: deps.clone(),
             });
         }
     }

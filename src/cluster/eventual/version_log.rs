@@ -18,7 +18,7 @@
 //!                       ──► current Versions + complete(upto, last)
 //! ```
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use super::origins::{Cause, Coverage, Origin};
@@ -204,8 +204,11 @@ pub struct VersionLog {
     /// The newest `flush_all`: versions stamped below it are gone.
     flushed: Option<(Stamp, u64)>,
     /// The origins of the versions held, indexed by `Known::origin`
-    /// (a few: one per node run that wrote).
+    /// (one per node run that wrote: a few, more after many restarts).
     origins: Vec<Origin>,
+    /// Each origin's index in `origins`, so noting a write finds it in one
+    /// lookup whatever their number. Both grow only in [`Self::written`].
+    origin_at: HashMap<Origin, u16, ahash::RandomState>,
 }
 
 impl VersionLog {
@@ -267,16 +270,18 @@ impl VersionLog {
         let Some(cause) = cause else {
             return UNWRITTEN;
         };
-        let at = match self.origins.iter().position(|o| *o == cause.origin) {
-            Some(at) => at,
+        let at = match self.origin_at.get(&cause.origin) {
+            Some(&at) => at,
             None if self.origins.len() < usize::from(NO_ORIGIN) => {
+                let at = self.origins.len() as u16;
                 self.origins.push(cause.origin);
-                self.origins.len() - 1
+                self.origin_at.insert(cause.origin, at);
+                at
             }
             None => return UNWRITTEN, // only ever sent whole
         };
         Written {
-            origin: at as u16,
+            origin: at,
             seq: cause.seq,
         }
     }
@@ -1116,6 +1121,26 @@ mod tests {
             "{refused:?}"
         );
         assert_eq!(log.stamp(b"k"), None);
+    }
+
+    #[test]
+    fn each_origin_is_kept_once_however_many_writes_name_it() {
+        let (mut s, mut log) = (store(), VersionLog::new());
+        let origins = [Origin { node: 0, run: 3 }, Origin { node: 1, run: 5 }];
+        for i in 0..1_000u64 {
+            let origin = origins[i as usize % 2];
+            let mut pushed = put(&format!("k{i}"), i + 1, origin.node, "v");
+            pushed.cause = Some(Cause {
+                origin,
+                seq: i / 2 + 1,
+                deps: None,
+            });
+            log.apply_remote(&mut s, &pushed, NOW).unwrap();
+        }
+        assert_eq!(log.origins, origins);
+        let known = log.known(b"k7").copied().unwrap();
+        let cause = log.cause_of(&known).unwrap();
+        assert_eq!((cause.origin, cause.seq), (origins[1], 4));
     }
 
     #[test]
