@@ -366,7 +366,6 @@ impl<E: Engine> Report<'_, E> {
         reply::stat(out, "mckv_version", reply::MCKV_VERSION);
     }
 
-    /// `beats` heartbeat periods in milliseconds.
     /// Causal mode: peers' writes waiting here for their causes, in all,
     /// per peer, and per run of a peer that has writes waiting (a restarted
     /// peer writes as a new origin: its runs' writes wait apart), and
@@ -388,6 +387,7 @@ impl<E: Engine> Report<'_, E> {
         reply::stat(out, "mckv_causal_waiting_dropped", sync.waiting_dropped);
     }
 
+    /// `beats` heartbeat periods in milliseconds.
     fn heartbeats_ms(&self, beats: u64) -> u64 {
         beats * self.cluster.heartbeat.as_millis() as u64
     }
