@@ -776,15 +776,7 @@ mod tests {
             };
             let mut node = journaled_within(&dir, &cluster, gate(10), limits).unwrap();
             let pushes = vec![put(b"a", 5, 1), put(b"b", 6, 2), put(b"c", 7, 3)];
-            let push = Work::ApplyVersions {
-                from: 2,
-                pushes,
-                answer: Vec::new(),
-                stamp: Stamp { ts: 100, node: 1 },
-                completes: None,
-                coverage: None,
-            };
-            perform(&mut node.replica, &mut node.executor, push);
+            perform(&mut node.replica, &mut node.executor, push(pushes));
             // Write 3 as the log holds it, over the key length limit.
             let journal = node.replica.journal.as_mut().unwrap();
             journal.version(&put(&[b'k'; 300], 8, 3));
