@@ -92,6 +92,12 @@ impl Record {
         frame(out, |out| put_payload(out, now, record));
     }
 
+    /// Appends the [`Record::Remove`] of `key`, framed, to `out`, without
+    /// copying the key first.
+    pub fn encode_remove(out: &mut Vec<u8>, key: &[u8]) {
+        frame(out, |out| remove_payload(out, key));
+    }
+
     fn encode_payload(&self, out: &mut Vec<u8>) {
         match self {
             Record::Put {
@@ -112,10 +118,7 @@ impl Record {
                 };
                 put_payload(out, *now, record);
             }
-            Record::Remove { key } => {
-                out.push(REMOVE);
-                put_bytes(out, key);
-            }
+            Record::Remove { key } => remove_payload(out, key),
             Record::Flush { now, at } => {
                 out.push(FLUSH);
                 put_u64(out, *now);
@@ -151,6 +154,12 @@ fn put_payload(out: &mut Vec<u8>, now: UnixTime, record: RecordRef<'_>) {
     put_u64(out, expiry_code(record.expiry));
     put_u64(out, record.cas);
     put_bytes(out, record.value);
+}
+
+/// The payload of a [`Record::Remove`].
+fn remove_payload(out: &mut Vec<u8>, key: &[u8]) {
+    out.push(REMOVE);
+    put_bytes(out, key);
 }
 
 /// Appends to `out` a [`Record::Journal`] whose payload `payload` writes,
@@ -354,6 +363,39 @@ mod tests {
         assert_eq!((read.valid, read.dropped), (bytes.len(), 0));
         let lens: usize = records.iter().map(Record::encoded_len).sum();
         assert_eq!(lens, bytes.len());
+    }
+
+    /// What a durable store logs from borrowed keys and values reads back
+    /// as the records they stand for.
+    #[test]
+    fn records_encoded_from_borrowed_bytes_read_back_as_the_records() {
+        let mut bytes = Vec::new();
+        Record::encode_remove(&mut bytes, b"gone");
+        let value = b"v1".to_vec();
+        let lent = RecordRef {
+            key: b"k",
+            flags: 7,
+            expiry: Expiry::At(1_700_000_500),
+            value: &value,
+            cas: 9,
+            stored_at: 1_700_000_000,
+            referenced: true,
+        };
+        Record::encode_put(&mut bytes, 1_700_000_000, lent);
+        let put = Record::Put {
+            now: 1_700_000_000,
+            key: b"k".to_vec(),
+            entry: Entry {
+                flags: 7,
+                expiry: Expiry::At(1_700_000_500),
+                value,
+            },
+            cas: 9,
+        };
+        let removed = Record::Remove {
+            key: b"gone".to_vec(),
+        };
+        assert_eq!(read(&bytes).records, [removed, put]);
     }
 
     /// A crash may cut the file anywhere: every cut reads as the records

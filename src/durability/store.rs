@@ -247,7 +247,7 @@ impl DurableStore {
         self.inner
             .lend_record(key, now, &mut |record| match record {
                 Some(record) => Record::encode_put(batch, now, record),
-                None => Record::Remove { key: key.to_vec() }.encode(batch),
+                None => Record::encode_remove(batch, key),
             })?;
         self.appended(start);
         Ok(())
@@ -384,7 +384,9 @@ impl Store for DurableStore {
         self.writable()?;
         let existed = self.inner.delete(key, now)?;
         if existed {
-            self.append(&Record::Remove { key: key.to_vec() });
+            let start = self.batch.len();
+            Record::encode_remove(&mut self.batch, key);
+            self.appended(start);
         }
         Ok(existed)
     }
