@@ -637,6 +637,12 @@ fn an_eventual_node_killed_while_it_writes_a_snapshot_keeps_every_acknowledged_w
         stop.store(true, Ordering::Relaxed);
         (preload.join().unwrap(), writer.join().unwrap())
     });
+    // Reaped, so no killed node still holds its port: a restart's wait for
+    // its port could otherwise be answered by the dying node, and the new
+    // one fail to bind it.
+    for node in cluster.nodes.iter_mut() {
+        node.child.wait().expect("reap");
+    }
     assert!(tmp.exists(), "the kill came after the snapshot ended");
     assert!(!preloaded.is_empty() && !written.is_empty());
     restart(&mut cluster, 0);
