@@ -99,7 +99,8 @@
 //!    is in. The source reads chunks as fast as the member takes them: at
 //!    most a window of them on their way, each `Took` of the member letting
 //!    it read another (pacing only: what a chunk holds and where it goes
-//!    depend on nothing the `Took` says). Nobody serves a client before it holds the state of its view.
+//!    depend on nothing the `Took` says). Nobody serves a client before it
+//!    holds the state of its view.
 //!    The snapshot is the store exactly as the replicas hold it (an ordered
 //!    store's dead items, order, eviction bits and sweep position too: see
 //!    `store/memory.rs`), so the member goes on evicting and sweeping the
@@ -112,8 +113,9 @@
 //!    member forgets its install at its promise of a newer ballot, and
 //!    takes no chunk of the old view after it (one taken would begin an
 //!    install that could end once the newer view formed, and pass for its
-//!    state without its start sequence). A member whose install fails asks for a new view (and a new snapshot)
-//!    rather than serve a store missing part of it, as does one that hears
+//!    state without its start sequence). A member whose install fails
+//!    asks for a new view (and a new snapshot) rather than serve a store
+//!    missing part of it, as does one that hears
 //!    nothing of its snapshot for a while; a source retries a failed read
 //!    a few times, then gives up so that delivery, which waits while it
 //!    reads, goes on.
@@ -1701,21 +1703,7 @@ mod tests {
     #[test]
     fn a_source_reads_ahead_of_its_member_by_at_most_a_window_of_chunks() {
         let mut engines = cluster_with_a_write();
-        let mut tag = the_dump_tag(&restart_node_2(&mut engines));
-        let mut frames = Vec::new();
-        for read in 1..=view_change::WINDOW {
-            let mut next = Vec::new();
-            engines[0].on_store(part(tag, "k", read == 1, false), &mut next);
-            assert_eq!(reads(&next), 0, "read before the last chunk left: {next:?}");
-            frames.push(engines[0].outgoing(2).expect("a frame with the chunk"));
-            let mut ticked = Vec::new();
-            engines[0].on_tick(&mut ticked);
-            if read < view_change::WINDOW {
-                tag = the_next_read(&ticked);
-            } else {
-                assert_eq!(reads(&ticked), 0, "past the window: {ticked:?}");
-            }
-        }
+        let frames = a_window_of_chunks_for_node_2(&mut engines);
         // Node 2 takes them, and says so: node 0 reads on.
         let mut taken = Vec::new();
         for frame in frames {
@@ -1727,6 +1715,34 @@ mod tests {
         engines[0].on_store(part(tag, "k", false, true), &mut Vec::new());
         let received = exchange_all(&mut engines);
         assert_eq!(installed(&received[2]), [b"k".to_vec()], "the last part");
+    }
+
+    /// Node 2 restarts, and node 0 reads and sends it a window of chunks
+    /// of its snapshot, each once the last left in a frame (at a tick
+    /// after it left, not at one before: node 2 says nothing meanwhile)
+    /// and none past the window: those frames, not yet delivered.
+    fn a_window_of_chunks_for_node_2(engines: &mut [TotalOrder]) -> Vec<Broadcast> {
+        let mut tag = the_dump_tag(&restart_node_2(engines));
+        let mut frames = Vec::new();
+        for read in 1..=view_change::WINDOW {
+            let mut early = Vec::new();
+            engines[0].on_store(part(tag, "k", read == 1, false), &mut early);
+            engines[0].on_tick(&mut early);
+            assert_eq!(
+                reads(&early),
+                0,
+                "read before the last chunk left: {early:?}"
+            );
+            frames.push(engines[0].outgoing(2).expect("a frame with the chunk"));
+            let mut ticked = Vec::new();
+            engines[0].on_tick(&mut ticked);
+            if read < view_change::WINDOW {
+                tag = the_next_read(&ticked);
+            } else {
+                assert_eq!(reads(&ticked), 0, "past the window: {ticked:?}");
+            }
+        }
+        frames
     }
 
     /// Reads of the store for a snapshot among `effects`.
@@ -1786,16 +1802,8 @@ mod tests {
     #[test]
     fn a_took_lost_with_a_broken_link_is_said_again_when_it_reopens() {
         let mut engines = cluster_with_a_write();
-        let mut tag = the_dump_tag(&restart_node_2(&mut engines));
-        for read in 1..=view_change::WINDOW {
-            engines[0].on_store(part(tag, "k", read == 1, false), &mut Vec::new());
-            let frame = engines[0].outgoing(2).expect("a frame with the chunk");
+        for frame in a_window_of_chunks_for_node_2(&mut engines) {
             engines[2].on_message(0, frame, &mut Vec::new());
-            let mut ticked = Vec::new();
-            engines[0].on_tick(&mut ticked);
-            if read < view_change::WINDOW {
-                tag = the_next_read(&ticked);
-            }
         }
         // Node 2's link to node 0 breaks before its `Took`s leave.
         engines[2].on_peer(0, PeerEvent::LinkLost);

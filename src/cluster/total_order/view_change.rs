@@ -765,7 +765,6 @@ impl TotalOrder {
                     total,
                 };
                 self.send(to, state);
-                self.hand_snapshots(out);
             }
             Report::Installed { tag } => {
                 if self.has_state || tag == NO_SNAPSHOT || tag != self.installing {
