@@ -76,6 +76,11 @@ pub struct Status<'a> {
     pub refused_no_quorum: u64,
     pub snapshots_sent: u64,
     pub snapshots_received: u64,
+    /// Strong modes: members handed the writes they missed instead of a
+    /// snapshot, those writes, and the times this node was.
+    pub missed_handed: u64,
+    pub missed_writes_handed: u64,
+    pub missed_received: u64,
     /// The snapshot a member catching up is being handed, so far.
     pub receiving: Option<Transfer>,
     /// Operations waiting here.

@@ -339,6 +339,9 @@ impl<E: Engine> Server<E> {
             refused_no_quorum: status.refused_no_quorum,
             snapshots_sent: status.snapshots_sent,
             snapshots_received: status.snapshots_received,
+            missed_handed: status.missed_handed,
+            missed_writes_handed: status.missed_writes_handed,
+            missed_received: status.missed_received,
             catch_up: status.receiving.unwrap_or_default(),
             sync: status.sync,
             frames_sent: self.peers.as_ref().map_or(0, |p| p.frames_sent),
@@ -387,6 +390,9 @@ pub struct Snapshot {
     pub refused_no_quorum: u64,
     pub snapshots_sent: u64,
     pub snapshots_received: u64,
+    pub missed_handed: u64,
+    pub missed_writes_handed: u64,
+    pub missed_received: u64,
     pub catch_up: Transfer,
     pub sync: Option<SyncStats>,
     pub frames_sent: u64,
@@ -506,6 +512,21 @@ impl Collector for Snapshot {
             "snapshots_received",
             "Snapshots of the state received while catching up.",
             self.snapshots_received,
+        )?;
+        counter(
+            "missed_handed",
+            "Members that were behind handed the writes they missed instead of a snapshot.",
+            self.missed_handed,
+        )?;
+        counter(
+            "missed_writes_handed",
+            "Writes handed to members that were behind.",
+            self.missed_writes_handed,
+        )?;
+        counter(
+            "missed_received",
+            "Times this node was handed the writes it missed instead of a snapshot.",
+            self.missed_received,
         )?;
         counter("frames_sent", "Frames sent to peers.", self.frames_sent)?;
         counter(

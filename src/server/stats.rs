@@ -315,6 +315,13 @@ impl<E: Engine> Report<'_, E> {
         reply::stat(out, "mckv_refused_no_quorum", status.refused_no_quorum);
         reply::stat(out, "mckv_snapshots_sent", status.snapshots_sent);
         reply::stat(out, "mckv_snapshots_received", status.snapshots_received);
+        reply::stat(out, "mckv_missed_handed", status.missed_handed);
+        reply::stat(
+            out,
+            "mckv_missed_writes_handed",
+            status.missed_writes_handed,
+        );
+        reply::stat(out, "mckv_missed_received", status.missed_received);
         let receiving = status.receiving.unwrap_or_default();
         reply::stat(out, "mckv_catch_up_bytes_done", receiving.done);
         reply::stat(out, "mckv_catch_up_bytes_total", receiving.total);

@@ -128,6 +128,22 @@ pub enum Control {
     },
     /// The sender installed the view of `ballot`.
     Started { ballot: Ballot },
+    /// The sender, a member of the view of `ballot` without its state,
+    /// holds an intact store of exactly the writes up to `upto`, in the
+    /// cluster's order (it was never rebuilt from a log): it can take the
+    /// writes delivered after `upto` instead of a snapshot. Sent to the
+    /// view's lowest source before `Started`, so it is there when the
+    /// handing begins.
+    Behind { ballot: Ballot, upto: Stamp },
+    /// Part of the writes a member that is `Behind` missed: every write
+    /// delivered after `after` (in the order delivered), up to the start of
+    /// the view of `ballot` with the `last` part.
+    Missed {
+        ballot: Ballot,
+        after: Stamp,
+        writes: Vec<Proposal>,
+        last: bool,
+    },
     /// Part of the snapshot of the view of `ballot`, for a member without
     /// the state: the store as the writes up to `upto` left it; `first`
     /// carries the snapshot's head (the pending delayed `flush_all`, where
@@ -146,7 +162,7 @@ pub enum Control {
 }
 
 impl wire::Message for Broadcast {
-    const PROTOCOL: &'static str = "total-order broadcast v5";
+    const PROTOCOL: &'static str = "total-order broadcast v6";
 
     fn encode(&self, out: &mut Vec<u8>) {
         put_ballot(out, self.ballot);
@@ -199,6 +215,8 @@ const STARTED: u8 = 5;
 const STATE: u8 = 6;
 const CAUGHT: u8 = 7;
 const TOOK: u8 = 8;
+const BEHIND: u8 = 9;
+const MISSED: u8 = 10;
 
 fn put_control(out: &mut Vec<u8>, control: &Control) {
     match control {
@@ -253,6 +271,23 @@ fn put_control(out: &mut Vec<u8>, control: &Control) {
         Control::Started { ballot } => {
             out.push(STARTED);
             put_ballot(out, *ballot);
+        }
+        Control::Behind { ballot, upto } => {
+            out.push(BEHIND);
+            put_ballot(out, *ballot);
+            put_stamp(out, *upto);
+        }
+        Control::Missed {
+            ballot,
+            after,
+            writes,
+            last,
+        } => {
+            out.push(MISSED);
+            put_ballot(out, *ballot);
+            put_stamp(out, *after);
+            put_proposals(out, writes);
+            out.push(u8::from(*last));
         }
         Control::State {
             ballot,
@@ -332,6 +367,16 @@ fn read_control(r: &mut Reader<'_>) -> Result<Control, WireError> {
         },
         STARTED => Control::Started {
             ballot: read_ballot(r)?,
+        },
+        BEHIND => Control::Behind {
+            ballot: read_ballot(r)?,
+            upto: read_stamp(r)?,
+        },
+        MISSED => Control::Missed {
+            ballot: read_ballot(r)?,
+            after: read_stamp(r)?,
+            writes: read_proposals(r)?,
+            last: r.u8()? != 0,
         },
         STATE => {
             let ballot = read_ballot(r)?;

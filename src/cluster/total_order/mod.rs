@@ -120,6 +120,41 @@
 //!    a few times, then gives up so that delivery, which waits while it
 //!    reads, goes on.
 //!
+//! **Catching up.** A member behind the view (cut off for a while, or
+//! paused) that remembers it (it installed a view in this run), whose store
+//! is intact and was never rebuilt from a log, is handed only the writes
+//! it missed when the view's lowest
+//! source still keeps them: each node keeps the writes it delivered, in
+//! order, within about `retain_limit` bytes (16 MiB unless set); past
+//! that, and for any other member, it is handed a snapshot as above.
+//! - Why such a store needs only those writes: it holds exactly the
+//!   writes up to its `delivered_upto`, applied in the cluster's order by
+//!   the same ordered store (at each write's own time, with its own
+//!   unique), from the empty store of the cluster's first start or an
+//!   exact copy of a peer's (a snapshot
+//!   carries dead items, order and clock too). So it is the store of every
+//!   such node at that write, the claim that makes such a member a source
+//!   when it reaches the floor (step 3). The source keeps every write it
+//!   delivered after `retained_from`, and delivers nothing while it hands,
+//!   so a member at `upto >= retained_from` lacks exactly those after
+//!   `upto`, up to the view's state; delivering them there in order makes
+//!   its store the source's.
+//! - The member says where it stands (`Behind`) when it installs the view,
+//!   before its `Started` on the same FIFO link to the lowest source, which
+//!   begins handing only once every member started. The parts
+//!   (`Missed`, each within a frame's budget) go paced by `Took` as chunks
+//!   do. The member delivers each write stamped above what it holds, so a
+//!   part handed again after a lost link applies nothing twice, and drops
+//!   a part that starts past what it holds. It stays intact throughout (a
+//!   prefix at every write, each marked in its log as any delivered one),
+//!   so a view change half way leaves it behind by less; with the last
+//!   part it holds the state and says `Caught`.
+//! - A store rebuilt from a log may keep its items in another order
+//!   (evictions would differ), one with a snapshot half installed holds no
+//!   prefix, and one that restarted may hold what it does not say (a
+//!   memcached backend keeps its items across the node's restart): none
+//!   says it is behind, and each takes a snapshot.
+//!
 //! Why nothing delivered is lost or reordered. Claim: anything delivered
 //! in view `V` is held (as a proposal, or in the state) by every member of
 //! `V`, all of which installed `V`. Start entries are delivered only after
@@ -215,6 +250,10 @@ const DEFAULT_FRAME_BUDGET: usize = 1 << 20;
 /// About how many bytes of operations may wait for delivery at a node
 /// before it refuses new writes (module doc).
 const DEFAULT_QUEUE_LIMIT: usize = 64 << 20;
+/// About how many bytes of delivered writes a node keeps for members that
+/// fall behind (module doc, "Catching up"): a member that missed more is
+/// handed a snapshot.
+const DEFAULT_RETAIN_LIMIT: usize = 16 << 20;
 
 /// A queued operation, ordered by stamp alone (stamps are unique).
 #[derive(Debug)]
@@ -429,6 +468,16 @@ pub struct TotalOrder {
     awaited_since: u64,
     /// Reads of the snapshot being handed that failed in a row.
     snapshot_failures: u32,
+    /// The writes delivered here after `retained_from`, oldest first, within
+    /// about `retain_limit` bytes (`retained_bytes`): what a member that is
+    /// behind may be handed instead of a snapshot.
+    retained: VecDeque<Proposal>,
+    retained_bytes: usize,
+    retained_from: Stamp,
+    retain_limit: usize,
+    /// Members that said they are `Behind`: the ballot they said it in and
+    /// the last write their store holds.
+    behind: BTreeMap<NodeId, (Ballot, Stamp)>,
     counters: ViewCounters,
 }
 
@@ -439,6 +488,11 @@ struct ViewCounters {
     refused_no_quorum: u64,
     snapshots_sent: u64,
     snapshots_received: u64,
+    /// Members handed the writes they missed rather than a snapshot, and
+    /// the writes handed.
+    missed_handed: u64,
+    missed_writes_handed: u64,
+    missed_received: u64,
 }
 
 impl TotalOrder {
@@ -511,6 +565,12 @@ impl TotalOrder {
             installing: view_change::NO_SNAPSHOT,
             awaited_since: 0,
             snapshot_failures: 0,
+            retained: VecDeque::new(),
+            retained_bytes: 0,
+            retained_from: Stamp::default(),
+            // Alone, no member can fall behind.
+            retain_limit: if alone { 0 } else { DEFAULT_RETAIN_LIMIT },
+            behind: BTreeMap::new(),
             counters: ViewCounters::default(),
         }
     }
@@ -531,6 +591,7 @@ impl TotalOrder {
     pub fn with_data_dir(mut self, held: Option<Stamp>) -> TotalOrder {
         if let Some(upto) = held {
             self.delivered_upto = upto;
+            self.retained_from = upto;
             self.clock.observe(upto.ts);
             self.recovered = true;
             self.rebuilt = true;
@@ -555,6 +616,13 @@ impl TotalOrder {
     /// (a simulation hands small stores in many chunks this way).
     pub fn with_chunk_entries(mut self, entries: usize) -> TotalOrder {
         self.chunk_entries = entries;
+        self
+    }
+
+    /// About how many bytes of delivered writes are kept for members that
+    /// fall behind.
+    pub fn with_retain_limit(mut self, bytes: usize) -> TotalOrder {
+        self.retain_limit = bytes;
         self
     }
 
@@ -700,6 +768,10 @@ impl TotalOrder {
             self.delivered += 1;
             if !entry.read {
                 self.delivered_upto = entry.stamp;
+                self.retain(Proposal {
+                    stamp: entry.stamp,
+                    op: entry.op.clone(),
+                });
             }
             let mine = entry.stamp.node == self.me;
             out.push(Effect::Work(Work::Apply(Apply {
@@ -712,6 +784,42 @@ impl TotalOrder {
                 self.write_applied(reply_to.session, out);
             }
         }
+    }
+
+    /// Keeps `write`, just delivered, for members that fall behind: the
+    /// oldest kept go once they pass the limit.
+    fn retain(&mut self, write: Proposal) {
+        self.retained_bytes += write.approximate_len();
+        self.retained.push_back(write);
+        while self.retained_bytes > self.retain_limit {
+            let Some(oldest) = self.retained.pop_front() else {
+                break;
+            };
+            self.retained_bytes -= oldest.approximate_len();
+            self.retained_from = oldest.stamp;
+        }
+    }
+
+    /// The store now holds the writes up to `upto` by other means than
+    /// delivering them (a snapshot): nothing kept reaches it.
+    fn retain_from(&mut self, upto: Stamp) {
+        self.retained.clear();
+        self.retained_bytes = 0;
+        self.retained_from = upto;
+    }
+
+    /// The writes delivered here after `upto`, if this node kept them all
+    /// and its store holds nothing else: what a member whose store holds
+    /// exactly the writes up to `upto` lacks.
+    fn missed_since(&self, upto: Stamp) -> Option<impl Iterator<Item = &Proposal>> {
+        let kept = self.intact
+            && self.has_state
+            && self.retained_from <= upto
+            && upto <= self.delivered_upto;
+        kept.then(|| {
+            let first = self.retained.partition_point(|w| w.stamp <= upto);
+            self.retained.range(first..)
+        })
     }
 
     /// One of a session's writes was applied: release the reads that
@@ -1058,6 +1166,9 @@ impl Engine for TotalOrder {
             refused_no_quorum: self.counters.refused_no_quorum,
             snapshots_sent: self.counters.snapshots_sent,
             snapshots_received: self.counters.snapshots_received,
+            missed_handed: self.counters.missed_handed,
+            missed_writes_handed: self.counters.missed_writes_handed,
+            missed_received: self.counters.missed_received,
             receiving: self.receiving.filter(|_| !self.has_state),
         }
     }
@@ -1132,12 +1243,20 @@ mod tests {
         }
     }
 
-    /// `n` engines that see each other up, through their first view change.
+    /// `n` engines that see each other up, through their first view
+    /// change, keeping no delivered write: a member that is behind is
+    /// handed a snapshot.
     fn cluster(n: u32, mode: Consistency) -> Vec<TotalOrder> {
+        cluster_keeping(n, mode, 0)
+    }
+
+    /// [`cluster`], each node keeping about `retain` bytes of delivered
+    /// writes for members that fall behind.
+    fn cluster_keeping(n: u32, mode: Consistency, retain: usize) -> Vec<TotalOrder> {
         let view = View::new(0, (0..n).collect());
         let mut engines: Vec<TotalOrder> = (0..n)
             .map(|id| {
-                let mut e = TotalOrder::new(id, view.clone(), mode);
+                let mut e = TotalOrder::new(id, view.clone(), mode).with_retain_limit(retain);
                 for peer in view.others(id) {
                     e.on_peer(peer, PeerEvent::LinkOpened);
                     e.on_peer(peer, PeerEvent::Up);
@@ -1222,6 +1341,18 @@ mod tests {
         assert!(
             matches!(&out[..], [Effect::Work(Work::Apply(Apply { cas: c, reply_to: Some(_), .. }))] if *c == cas)
         );
+    }
+
+    /// Alone, no member can fall behind: a node keeps none of the writes
+    /// it delivers (its memory is its store's).
+    #[test]
+    fn a_node_alone_keeps_no_delivered_write() {
+        let mut e = TotalOrder::new(0, View::new(0, vec![0]), Consistency::Linearizable);
+        e.on_client(reply_to(1, 0), set("k"), 0, &mut Vec::new());
+        assert_eq!(e.delivered, 1);
+        assert!(e.retained.is_empty());
+        let one_of_two = TotalOrder::new(0, View::new(0, vec![0, 1]), Consistency::Linearizable);
+        assert_eq!(one_of_two.retain_limit, DEFAULT_RETAIN_LIMIT);
     }
 
     #[test]
@@ -1477,6 +1608,82 @@ mod tests {
             "the same (empty) sequence is the same store"
         );
         assert_eq!(engines[2].status().role, "member");
+    }
+
+    /// Nodes 0 and 1 hold node 2 down and write `keys` in a view of their
+    /// own; then node 2 is up again and they take it back. Each node's
+    /// effects from then on.
+    fn node_2_cut_off_while_writing(
+        engines: &mut [TotalOrder],
+        keys: &[&str],
+    ) -> Vec<Vec<Effect<Work>>> {
+        for e in engines.iter_mut().take(2) {
+            e.on_peer(2, PeerEvent::Down);
+        }
+        let (first, _) = engines.split_at_mut(2);
+        for _ in 0..2 {
+            tick_all(first);
+        }
+        for (slot, key) in keys.iter().enumerate() {
+            let mut out = Vec::new();
+            first[0].on_client(reply_to(1, slot as u64), set(key), 0, &mut out);
+            exchange(first, &mut vec![Vec::new(); 2]);
+        }
+        for e in engines.iter_mut().take(2) {
+            e.on_peer(2, PeerEvent::Up);
+        }
+        let mut effects = vec![Vec::new(); engines.len()];
+        for _ in 0..3 {
+            for (e, out) in engines.iter_mut().zip(effects.iter_mut()) {
+                e.on_tick(out);
+            }
+            for (all, more) in effects.iter_mut().zip(exchange_all(engines)) {
+                all.extend(more);
+            }
+        }
+        effects
+    }
+
+    #[test]
+    fn a_member_that_missed_writes_kept_is_handed_them_rather_than_a_snapshot() {
+        let mut engines = cluster_keeping(3, Consistency::Linearizable, 1 << 20);
+        let effects = node_2_cut_off_while_writing(&mut engines, &["k"]);
+        assert!(
+            !effects
+                .iter()
+                .flatten()
+                .any(|e| matches!(e, Effect::Work(Work::Dump { .. }))),
+            "no snapshot is read: {effects:?}"
+        );
+        assert_eq!(applies(&effects[2], "k"), 1, "{:?}", effects[2]);
+        assert_eq!(engines[2].status().role, "member");
+        assert_eq!(engines[0].status().missed_handed, 1);
+        assert_eq!(engines[0].status().missed_writes_handed, 1);
+        assert_eq!(engines[2].status().missed_received, 1);
+        assert_eq!(engines[0].status().snapshots_sent, 0);
+    }
+
+    /// A node that restarted may hold items it does not say it holds (a
+    /// memcached backend keeps them): it takes a snapshot, even when every
+    /// write the cluster delivered is kept.
+    #[test]
+    fn a_restarted_member_is_handed_a_snapshot_even_when_every_write_is_kept() {
+        let mut engines = cluster_keeping(3, Consistency::Linearizable, 1 << 20);
+        let mut out = Vec::new();
+        engines[0].on_client(reply_to(1, 0), set("k"), 0, &mut out);
+        exchange(&mut engines, &mut vec![Vec::new(); 3]);
+        let effects = restart_node_2(&mut engines);
+        assert_eq!(dump_tags(&effects[0]).len(), 1, "{:?}", effects[0]);
+        assert_eq!(applies(&effects[2], "k"), 0);
+    }
+
+    #[test]
+    fn a_member_that_missed_more_than_was_kept_is_handed_a_snapshot() {
+        let mut engines = cluster_keeping(3, Consistency::Linearizable, 1);
+        let effects = node_2_cut_off_while_writing(&mut engines, &["a", "b"]);
+        assert_eq!(dump_tags(&effects[0]).len(), 1, "{:?}", effects[0]);
+        assert_eq!(applies(&effects[2], "b"), 0);
+        assert_eq!(engines[2].status().role, "catching-up");
     }
 
     #[test]

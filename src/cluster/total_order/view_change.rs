@@ -4,13 +4,17 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::{Control, Flush, Phase, Proposal, Queued, Report, TotalOrder, Transfer, Work};
+use super::{Apply, Control, Flush, Phase, Proposal, Queued, Report, TotalOrder, Transfer, Work};
 
-/// A snapshot for one member: where it is, and how many of its chunks
-/// are on their way.
+/// A snapshot for one member, or the writes it missed (module doc,
+/// "Catching up"): where it is, and how many of its parts are on their
+/// way.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Handing {
     step: Step,
+    /// Handing the writes the member missed rather than a snapshot: the
+    /// last write handed so far (at first, the last the member holds).
+    writes_after: Option<Stamp>,
     /// Chunks sent in this attempt.
     sent: u64,
     /// How many of them the member said it took (`Control::Took`).
@@ -33,6 +37,7 @@ impl Handing {
     pub(super) fn anew() -> Handing {
         Handing {
             step: Step::Due { start: true },
+            writes_after: None,
             sent: 0,
             taken: 0,
         }
@@ -53,7 +58,7 @@ impl Handing {
 pub(super) const WINDOW: u64 = 4;
 use crate::cluster::engine::Effect;
 use crate::cluster::view::Ballot;
-use crate::cluster::{NodeId, View};
+use crate::cluster::{NodeId, Stamp, View};
 
 /// No snapshot is being installed here (tags start at 1).
 pub(super) const NO_SNAPSHOT: u64 = 0;
@@ -338,8 +343,12 @@ impl TotalOrder {
                 }
             }
             Control::Caught { ballot } => {
-                if ballot == self.ballot && self.handing.remove(&from).is_some() {
-                    self.counters.snapshots_sent += 1;
+                let handed = (ballot == self.ballot).then(|| self.handing.remove(&from));
+                if let Some(handing) = handed.flatten() {
+                    match handing.writes_after {
+                        Some(_) => self.counters.missed_handed += 1,
+                        None => self.counters.snapshots_sent += 1,
+                    }
                     log::info!(
                         "node {}: node {from} holds the state of view {}",
                         self.me,
@@ -395,6 +404,15 @@ impl TotalOrder {
                 }
                 _ => {}
             },
+            Control::Behind { ballot, upto } => {
+                self.behind.insert(from, (ballot, upto));
+            }
+            Control::Missed {
+                ballot,
+                after,
+                writes,
+                last,
+            } => self.on_missed(from, ballot, after, writes, last, out),
             Control::State {
                 ballot,
                 upto,
@@ -421,6 +439,7 @@ impl TotalOrder {
                     // the last chunk is in.
                     self.intact = false;
                     self.delivered_upto = upto;
+                    self.retain_from(upto);
                     self.receiving = Some(Transfer { done: 0, total });
                     self.chunks_taken = 0;
                     self.tags += 1;
@@ -583,6 +602,11 @@ impl TotalOrder {
         out: &mut Vec<Effect<Work>>,
     ) {
         let source = sources.contains(&self.me);
+        // Said before this install makes it remember (module doc,
+        // "Catching up"): a node that restarted may hold more than it says
+        // (a memcached backend keeps its items), one rebuilt from its log
+        // another order, one half way through a snapshot no prefix.
+        let behind = !source && self.remembers && self.intact && !self.rebuilt;
         let mut slots: BTreeMap<_, _> = std::mem::take(&mut self.queue)
             .into_iter()
             .filter_map(|Reverse(q)| q.reply_to.filter(|_| !q.read).map(|r| (q.stamp, r)))
@@ -660,6 +684,13 @@ impl TotalOrder {
             peer.out.proposals.clear();
             peer.out.cut = None;
         }
+        self.behind.retain(|_, (b, _)| *b == ballot);
+        self.chunks_taken = 0;
+        if let (true, Some(&lowest)) = (behind, sources.first()) {
+            // Before `Started`, so the source has it when it begins handing.
+            let upto = self.delivered_upto;
+            self.send(lowest, Control::Behind { ballot, upto });
+        }
         let mut started = std::mem::take(&mut self.started_early);
         started.insert(self.me);
         for member in self.view.members.clone() {
@@ -711,7 +742,8 @@ impl TotalOrder {
         if !matches!(self.phase, Phase::Normal) {
             return;
         }
-        for (&to, handing) in self.handing.iter_mut() {
+        let owed: Vec<NodeId> = self.handing.keys().copied().collect();
+        for to in owed {
             let Some(peer) = self.peers.get(&to).filter(|p| p.linked) else {
                 continue;
             };
@@ -719,15 +751,135 @@ impl TotalOrder {
                 .out
                 .control
                 .iter()
-                .any(|c| matches!(c, Control::State { .. }));
-            let room = handing.sent - handing.taken < WINDOW && !queued;
-            if let (Step::Due { start }, true) = (handing.step, room) {
-                self.tags += 1;
-                let tag = self.tags;
-                handing.step = Step::Reading { tag };
-                out.push(Effect::Work(Work::Dump { to, start, tag }));
+                .any(|c| matches!(c, Control::State { .. } | Control::Missed { .. }));
+            let Some(mut handing) = self.handing.get(&to).copied() else {
+                continue;
+            };
+            let Step::Due { start } = handing.step else {
+                continue;
+            };
+            if handing.sent - handing.taken >= WINDOW || queued {
+                continue;
+            }
+            if start {
+                handing.writes_after = self.behind_by(to);
+            }
+            match handing.writes_after {
+                Some(after) => self.hand_missed(to, after, &mut handing),
+                None => {
+                    self.tags += 1;
+                    let tag = self.tags;
+                    handing.step = Step::Reading { tag };
+                    out.push(Effect::Work(Work::Dump { to, start, tag }));
+                }
+            }
+            self.handing.insert(to, handing);
+        }
+    }
+
+    /// Where member `to` said its store stands in this view, if this node
+    /// kept every write delivered since (module doc, "Catching up").
+    fn behind_by(&self, to: NodeId) -> Option<Stamp> {
+        let &(ballot, upto) = self.behind.get(&to)?;
+        (ballot == self.ballot && self.missed_since(upto).is_some()).then_some(upto)
+    }
+
+    /// Sends member `to` the next part of the writes it missed: those
+    /// delivered after `after`, as many as a frame's budget takes.
+    fn hand_missed(&mut self, to: NodeId, after: Stamp, handing: &mut Handing) {
+        let Some(missed) = self.missed_since(after) else {
+            return; // never: nothing is delivered while handing
+        };
+        let missed: Vec<&Proposal> = missed.collect();
+        let fits = super::proposals_within(missed.iter().copied(), self.frame_budget);
+        let writes: Vec<Proposal> = missed[..fits].iter().map(|&w| w.clone()).collect();
+        let last = fits == missed.len();
+        if handing.sent == 0 {
+            log::info!(
+                "node {}: node {to} missed {} writes (about {} bytes): handing them rather than a snapshot",
+                self.me,
+                missed.len(),
+                missed.iter().map(|w| w.approximate_len()).sum::<usize>()
+            );
+        }
+        self.counters.missed_writes_handed += writes.len() as u64;
+        handing.writes_after = Some(writes.last().map_or(after, |w| w.stamp));
+        handing.sent += 1;
+        handing.step = match last {
+            true => Step::Sent,
+            false => Step::Due { start: false },
+        };
+        let ballot = self.ballot;
+        self.send(
+            to,
+            Control::Missed {
+                ballot,
+                after,
+                writes,
+                last,
+            },
+        );
+    }
+
+    /// A part of the writes this node missed, from the view's source: each
+    /// is delivered here as it was there, in order, after what the store
+    /// holds. A part that starts past that is dropped (it cannot be: the
+    /// source sends from what this node said, and parts in order).
+    fn on_missed(
+        &mut self,
+        from: NodeId,
+        ballot: Ballot,
+        after: Stamp,
+        writes: Vec<Proposal>,
+        last: bool,
+        out: &mut Vec<Effect<Work>>,
+    ) {
+        if ballot != self.ballot || self.promised != ballot {
+            return; // of another view, or of one this node promised to leave
+        }
+        if self.has_state {
+            self.send(from, Control::Caught { ballot });
+            return;
+        }
+        if !self.intact || self.rebuilt || after > self.delivered_upto {
+            return;
+        }
+        self.awaited_since = self.ticks;
+        for write in writes {
+            if write.stamp <= self.delivered_upto {
+                continue; // handed again after a lost link
+            }
+            self.clock.observe(write.stamp.ts);
+            self.delivered += 1;
+            self.delivered_upto = write.stamp;
+            out.push(Effect::Work(Work::Apply(Apply {
+                op: write.op.clone(),
+                cas: write.stamp.cas_unique(),
+                reply_to: None,
+                mark_delivered: self.marks_delivered,
+            })));
+            self.retain(write);
+        }
+        self.chunks_taken += 1;
+        if !last {
+            let chunks = self.chunks_taken;
+            self.send(from, Control::Took { ballot, chunks });
+            return;
+        }
+        self.has_state = true;
+        self.receiving = None;
+        self.counters.missed_received += 1;
+        log::info!(
+            "node {}: holds the state of view {} (caught up by the writes it missed)",
+            self.me,
+            ballot.round
+        );
+        for member in self.view.members.clone() {
+            if member != self.me {
+                self.send(member, Control::Caught { ballot });
             }
         }
+        self.deliver(out);
     }
 
     pub(super) fn on_snapshot_report(&mut self, report: Report, out: &mut Vec<Effect<Work>>) {
