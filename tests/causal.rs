@@ -489,9 +489,17 @@ fn show_line(cluster: &common::Cluster, node: usize, writer: usize) -> String {
         .to_string()
 }
 
+/// The value of field `name` (`name=<value>`) of a `show` line.
+fn show_field<'a>(line: &'a str, name: &str) -> Option<&'a str> {
+    let prefix = format!("{name}=");
+    line.split(' ')
+        .find_map(|field| field.strip_prefix(&prefix))
+}
+
 /// While C holds B's pushed y aside (it follows x, held on A's link to C),
-/// C's `stats` and `show` count it under the run of B that wrote it; once
-/// A's push gets through and y is shown, they list no run of B.
+/// C's `stats` and `show` count it under the run of B that wrote it, which
+/// C's `show` names as B's live run; once A's push gets through and y is
+/// shown, they list no run of B.
 #[test]
 fn a_causal_node_reports_the_writes_waiting_per_run_of_their_writer() {
     let config = XReachesC::FromA.config();
@@ -505,6 +513,8 @@ fn a_causal_node_reports_the_writes_waiting_per_run_of_their_writer() {
     set(&mut c1, "warm", "up");
     cluster.wait_for_value(C, "warm", "VALUE warm 0 2\r\nup\r\nEND\r\n");
     assert!(waiting_runs_in_stats(&cluster, C, B).is_empty());
+    let line = show_line(&cluster, C, B);
+    let live = show_field(&line, "run").map(str::to_string);
 
     proxy.black_hole(true);
     set(&mut c1, "x", "new");
@@ -523,6 +533,7 @@ fn a_causal_node_reports_the_writes_waiting_per_run_of_their_writer() {
     let [(run, 1)] = &runs[..] else {
         panic!("one write of one run of B waits at C: {runs:?}");
     };
+    assert_eq!(live.as_ref(), Some(run), "B's live run wrote y: {line}");
     assert_eq!(
         stat(cluster.port(C), &format!("mckv_causal_waiting_from_{B}")),
         1

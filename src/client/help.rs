@@ -206,8 +206,9 @@ pub const COMMANDS: &[CommandHelp] = &[
         about: "the cluster as this node sees it",
         details: &[
             "replies one NODE line per node, then END: NODE <id> <address> <state>",
-            "<self|peer> last_heard_ms= clock= view= queue= ops=, and on its own line",
-            "members= and, in the strong modes, delivery_lag_ms=",
+            "<self|peer> last_heard_ms= clock= view= queue= ops=, then on its own line",
+            "members= and, in the strong modes, delivery_lag_ms=; on a peer's, run= (the",
+            "run of it this node last took a hello from)",
         ],
     },
     CommandHelp {

@@ -571,7 +571,9 @@ impl<E: Engine> Report<'_, E> {
     /// its role (`up` as a serving member), and its line ends with the
     /// view's `members=` (in the strong modes, then `delivery_lag_ms=`;
     /// while it is handed a snapshot, then `catch_up_bytes=<done>/<total>`).
-    /// A peer's queue and ops are what it last reported.
+    /// A peer's queue and ops are what it last reported, and its line goes
+    /// on with `run=`, its run whose hello this node took last (`-` before
+    /// any).
     /// What a full store does: the embedded store's policy, or
     /// `memcached` for a backend, which evicts unless run with `-M`.
     fn eviction(&self) -> &'static str {
@@ -619,6 +621,11 @@ impl<E: Engine> Report<'_, E> {
                 .map_or("-".to_string(), |t| now.saturating_sub(t).to_string());
             let peer = self.node.engine().peer_status(id).unwrap_or_default();
             let load = member.load;
+            // A restart makes a new run, so this is the one alive, if any:
+            // the runs `waiting_runs` names besides it are of its past.
+            let run = member
+                .incarnation
+                .map_or("-".to_string(), |run| run.to_string());
             // Eventual mode: how long since the last completed sync from it.
             let lag = peer
                 .sync_lag
@@ -641,7 +648,7 @@ impl<E: Engine> Report<'_, E> {
                 false => format!(" waiting_runs={}", runs.join(",")),
             };
             let line = format!(
-                "NODE {id} {} {} peer last_heard_ms={heard} clock={} view={epoch} queue={} ops={}{lag}{waiting}{waiting_runs}\r\n",
+                "NODE {id} {} {} peer last_heard_ms={heard} clock={} view={epoch} queue={} ops={} run={run}{lag}{waiting}{waiting_runs}\r\n",
                 config.client,
                 member.state(),
                 peer.clock,
