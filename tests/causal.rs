@@ -50,7 +50,7 @@ use std::time::{Duration, Instant};
 
 use causal::{check_cc, check_ccv, CausalHistory, Pattern};
 use common::{connect, poll, request, start_cluster, start_cluster_node, stat};
-use proxy::cluster_with_proxied_links;
+use proxy::{cluster_with_proxied_links, cluster_with_proxy_per_link};
 
 /// The nodes of the scenario.
 const A: usize = 0;
@@ -551,6 +551,103 @@ fn a_causal_node_reports_the_writes_waiting_per_run_of_their_writer() {
             && waiting_runs_in_stats(&cluster, C, B).is_empty()
     });
     assert!(shown, "C never showed y and let it go from the wait");
+    assert_eq!(
+        stat(cluster.port(C), &format!("mckv_causal_waiting_from_{B}")),
+        0
+    );
+    let line = show_line(&cluster, C, B);
+    assert!(line.ends_with(" waiting=0"), "{line}");
+}
+
+/// Two runs of one writer have writes waiting at once, and each is counted
+/// apart. y, written by B's first run, waits at C for x (held on A's link
+/// to C), as above; then B is killed and restarted (a new run, which C's
+/// `show` names as B's live run from its hello on), reads x (from its sync
+/// with A) and writes z, which waits at C too. C's `stats` and `show` count
+/// one write under each run of B; once A's link lets x through, y and z
+/// are shown and no run of B is listed.
+///
+/// C's own link to B is held too, from before the restart: C dials B's new
+/// run at once and asks it for a sync, and B's answer carries x (and
+/// releases y) if B took x from A's answer first, which is a race. Held,
+/// C's requests never reach B, while B's pushes go on the link B dials to C.
+#[test]
+fn a_causal_node_reports_the_writes_waiting_of_two_runs_of_one_writer() {
+    let config = XReachesC::FromA.config();
+    let (mut cluster, proxies) = cluster_with_proxy_per_link("causal", config, &[(A, C), (C, B)]);
+    let (a_to_c, c_to_b) = (&proxies[0], &proxies[1]);
+    let (mut c1, mut c2, mut c3) = (
+        connect(cluster.port(A)),
+        connect(cluster.port(B)),
+        connect(cluster.port(C)),
+    );
+    set(&mut c1, "warm", "up");
+    cluster.wait_for_value(C, "warm", "VALUE warm 0 2\r\nup\r\nEND\r\n");
+    let live_run = |cluster: &common::Cluster| {
+        let line = show_line(cluster, C, B);
+        let run = show_field(&line, "run").map(str::to_string);
+        run.unwrap_or_else(|| panic!("no run of B in {line}"))
+    };
+    let first = live_run(&cluster);
+
+    a_to_c.black_hole(true);
+    c_to_b.black_hole(true);
+    set(&mut c1, "x", "new");
+    let mut history = CausalHistory::new();
+    client_sees(&mut c2, 1, "x", "new", &mut history);
+    set(&mut c2, "y", "new");
+    let held = poll_until(Duration::from_millis(2), || {
+        waiting_runs_in_stats(&cluster, C, B) == [(first.clone(), 1)]
+    });
+    assert!(held, "C never counted y waiting under B's run {first}");
+
+    let port = cluster.port(B);
+    cluster.nodes[B].signal("KILL");
+    let _ = cluster.nodes[B].child.wait();
+    cluster.nodes[B] = start_cluster_node(&cluster.config, &cluster.dir.0, B, port);
+    // C takes the new run's hello on the link B dials, and welcomes it
+    // there: B pushes to C from then on, so before z is written.
+    let mut second = first.clone();
+    let restarted = poll_until(Duration::from_millis(2), || {
+        second = live_run(&cluster);
+        second != first
+    });
+    assert!(restarted, "C never took a hello of B's new run");
+    let mut c2 = connect(port);
+    client_sees(&mut c2, 3, "x", "new", &mut history);
+    set(&mut c2, "z", "new");
+    let both = [(first.clone(), 1), (second.clone(), 1)];
+    let held = poll_until(Duration::from_millis(2), || {
+        waiting_runs_in_stats(&cluster, C, B) == both
+    });
+    assert!(
+        held,
+        "C never counted y and z under B's two runs: {:?}\n{}",
+        waiting_runs_in_stats(&cluster, C, B),
+        log_tail(&cluster.log(C))
+    );
+    assert_eq!(
+        stat(cluster.port(C), &format!("mckv_causal_waiting_from_{B}")),
+        2
+    );
+    let line = show_line(&cluster, C, B);
+    assert_eq!(show_field(&line, "run"), Some(second.as_str()), "{line}");
+    assert!(
+        line.ends_with(&format!(" waiting=2 waiting_runs={first}:1,{second}:1")),
+        "{line}"
+    );
+    assert_eq!(get(&mut c3, &["y", "z"]), [None, None], "y and z are held");
+
+    a_to_c.black_hole(false);
+    let new = Some("new".to_string());
+    let shown = poll_until(Duration::from_millis(2), || {
+        get(&mut c3, &["x", "y", "z"]) == [new.clone(), new.clone(), new.clone()]
+            && waiting_runs_in_stats(&cluster, C, B).is_empty()
+    });
+    assert!(
+        shown,
+        "C never showed y and z and let them go from the wait"
+    );
     assert_eq!(
         stat(cluster.port(C), &format!("mckv_causal_waiting_from_{B}")),
         0

@@ -4,13 +4,15 @@
 //! and a 3-node cluster whose links into node 1 pass through it (nodes 0 and
 //! 2 dial node 1 through the proxy, as their config says; node 1's own
 //! config names its real address), or only the link one node dials to
-//! another (which carries all the first node's frames to the second).
+//! another (which carries all the first node's frames to the second), or
+//! several such links, each through a proxy of its own.
 //! Shared by `tests/faults.rs`, `tests/cluster_history.rs` and
 //! `tests/causal.rs`.
 #![allow(dead_code)]
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -168,23 +170,69 @@ pub fn cluster_with_proxied_links(
     let (direct, ports) = cluster_config(3, consistency, extra);
     let real = peer_port_of(&direct, target);
     let proxy = Proxy::start(real);
-    let proxied = direct.replacen(
-        &format!("peer = 127.0.0.1:{real}"),
-        &format!("peer = 127.0.0.1:{}", proxy.port),
-        1,
-    );
+    let proxied = through(&direct, real, proxy.port);
     let dir = TempDir::new("faults");
     let (config, config_direct) = (dir.0.join("config.ini"), dir.0.join("config-direct.ini"));
     std::fs::write(&config, proxied).unwrap();
     std::fs::write(&config_direct, direct).unwrap();
-    let nodes = (0..3)
-        .map(|id| {
-            let file = match dialers.contains(&id) {
-                true => &config,
-                false => &config_direct,
-            };
-            start_cluster_node(file, &dir.0, id, ports[id])
+    let files: Vec<PathBuf> = (0..3)
+        .map(|id| match dialers.contains(&id) {
+            true => config.clone(),
+            false => config_direct.clone(),
         })
+        .collect();
+    (launch(dir, &files, &ports, config), proxy)
+}
+
+/// A 3-node cluster of `consistency` (`extra` added to `[cluster]`) in
+/// which each link of `links`, `(dialer, target)`, passes through a proxy
+/// of its own (the link one node dials to another carries every frame the
+/// first sends the second), and those proxies, in the order of `links`.
+/// The cluster's `config` is that of the nodes that dial no proxy.
+pub fn cluster_with_proxy_per_link(
+    consistency: &str,
+    extra: &str,
+    links: &[(usize, usize)],
+) -> (Cluster, Vec<Proxy>) {
+    let (direct, ports) = cluster_config(3, consistency, extra);
+    let proxies: Vec<Proxy> = links
+        .iter()
+        .map(|&(_, target)| Proxy::start(peer_port_of(&direct, target)))
+        .collect();
+    let dir = TempDir::new("faults");
+    let files: Vec<PathBuf> = (0..3)
+        .map(|id| {
+            let text = links
+                .iter()
+                .zip(&proxies)
+                .filter(|((dialer, _), _)| *dialer == id)
+                .fold(direct.clone(), |text, ((_, target), proxy)| {
+                    through(&text, peer_port_of(&direct, *target), proxy.port)
+                });
+            let file = dir.0.join(format!("config-{id}.ini"));
+            std::fs::write(&file, text).unwrap();
+            file
+        })
+        .collect();
+    let config = dir.0.join("config-direct.ini");
+    std::fs::write(&config, &direct).unwrap();
+    (launch(dir, &files, &ports, config), proxies)
+}
+
+/// `config` with the peer address on port `real` moved to the proxy's port.
+fn through(config: &str, real: u16, proxy: u16) -> String {
+    config.replacen(
+        &format!("peer = 127.0.0.1:{real}"),
+        &format!("peer = 127.0.0.1:{proxy}"),
+        1,
+    )
+}
+
+/// Starts node `id` with the config at `files[id]` on client port
+/// `ports[id]`, and waits until every node sees every other one.
+fn launch(dir: TempDir, files: &[PathBuf], ports: &[u16], config: PathBuf) -> Cluster {
+    let nodes = (0..3)
+        .map(|id| start_cluster_node(&files[id], &dir.0, id, ports[id]))
         .collect();
     let cluster = Cluster {
         nodes,
@@ -193,5 +241,5 @@ pub fn cluster_with_proxied_links(
         config,
     };
     cluster.wait_all_up();
-    (cluster, proxy)
+    cluster
 }
