@@ -60,6 +60,10 @@
 //!   for a while: a write that died with its node, say a push lost on its
 //!   way, leaves the later writes of that run waiting for it);
 //!   [`no_write_waits_for_ever_once_healed`]: a few rounds later none does;
+//! - [`a_write_of_a_dead_run_still_holds_back_what_followed_it`]: a write
+//!   read from a run that has since crashed still holds back what followed
+//!   the read (scripted: the sweeps do not catch a gate that forgets dead
+//!   runs' entries, this does);
 //! - [`causal_mode_survives_crashes_with_a_slow_store`]: causal mode (and,
 //!   for convergence only, eventual mode) through frequent crashes with a
 //!   slow store worker, and [`an_answer_collected_for_a_crashed_run_does_not_fool_the_next`],
@@ -1073,6 +1077,70 @@ fn eventual_mode_shows_a_write_before_its_cause() {
 fn causal_mode_holds_a_write_back_until_its_cause_is_applied() {
     let (h, verdict) = write_then_dependent_write_across_a_slow_link(Mode::Causal);
     let read = |key: &str, value: Option<&str>| Op::Read(key.into(), value.map(String::from));
+    let seen = [
+        read("y", None),
+        read("x", None),
+        read("x", Some("a")),
+        read("y", Some("b")),
+    ];
+    assert_eq!(h.sessions()[6], seen, "\n{h}");
+    if let Err(e) = verdict.ccv {
+        panic!("{e}\n{h}");
+    }
+    verdict.converged.unwrap();
+    assert!(verdict.errors.is_empty(), "{:?}", verdict.errors);
+}
+
+/// A write of a run that has since died is a cause like any other, on 3
+/// nodes: session 0 (node 1) writes `x`, which reaches node 2 only (the
+/// push to node 3 is held, and lost as node 1 crashes). Node 1's next run,
+/// held apart from node 2, writes `w`, which node 3 applies (it depends on
+/// nothing) and node 2 takes from node 3's sync answer as its link to node
+/// 3 reopens. Session 3 (node 2) reads `x` and writes `y`; session 6 (node
+/// 3) reads `y`, then `x`; after settling (node 3 gets `x` by
+/// anti-entropy), both again. Node 3 must hold `y` back until it has `x`,
+/// though `x`'s run is dead. This is the check for any pruning of dead
+/// runs' entries from coverage and dependencies: with `Gate` forgetting a
+/// run's entry once a later run of its node is applied, `y` no longer
+/// depends on `x` and session 6 reads `y` and then no `x` (seen; the
+/// checker names `WriteCOInitRead`), while the chaos sweeps did not catch
+/// it (0 of 300 runs, 0 of 200 with frequent crashes).
+#[test]
+fn a_write_of_a_dead_run_still_holds_back_what_followed_it() {
+    let mut c = Cluster::new(Config::quiet(Mode::Causal, 3));
+    let hop = c.cfg.max_delay + 1;
+    c.steps(3 * hop); // the first syncs, as the links opened, are over
+    c.sim.fault(Fault::Partition(1, 3));
+    c.write(0, "x", "a");
+    c.steps(hop); // x is at node 2 (not at node 3: held)
+    c.sim.fault(Fault::Partition(1, 2));
+    c.crash(1, 1); // x's push to node 3 is lost
+    c.sim.fault(Fault::Heal(1, 3));
+    c.steps(3 * hop); // node 1's next run is linked to node 3 only
+    c.write(0, "w", "c");
+    c.steps(hop); // w is at node 3
+    c.sim.fault(Fault::Break {
+        from: 2,
+        to: 3,
+        reconnect_after: 1,
+        keep_some: false,
+    });
+    c.steps(3 * hop); // node 2 asked node 3 as its link reopened: w is at node 2
+    c.read(3, "w");
+    c.read(3, "x");
+    c.write(3, "y", "b");
+    c.steps(hop); // y is pushed to node 3
+    c.read(6, "y");
+    c.read(6, "x");
+    c.settle(1);
+    c.read(6, "x");
+    c.read(6, "y");
+    let verdict = c.verdict();
+    let h = &c.workload.history;
+    let read = |key: &str, value: Option<&str>| Op::Read(key.into(), value.map(String::from));
+    let wrote = |key: &str, value: &str| Op::Write(key.into(), value.into());
+    let script = [read("w", Some("c")), read("x", Some("a")), wrote("y", "b")];
+    assert_eq!(h.sessions()[3], script, "\n{h}");
     let seen = [
         read("y", None),
         read("x", None),
