@@ -565,15 +565,6 @@ pub fn no_extstore(out: &mut Vec<u8>) {
 }
 
 impl<E: Engine> Report<'_, E> {
-    /// `show`: one line per node, then `END`:
-    /// `NODE <id> <client address> <state> <self|peer> last_heard_ms=<ms|->
-    /// clock=<lamport> view=<epoch> queue=<n> ops=<n>`; this node's state is
-    /// its role (`up` as a serving member), and its line ends with the
-    /// view's `members=` (in the strong modes, then `delivery_lag_ms=`;
-    /// while it is handed a snapshot, then `catch_up_bytes=<done>/<total>`).
-    /// A peer's queue and ops are what it last reported, and its line goes
-    /// on with `run=`, its run whose hello this node took last (`-` before
-    /// any).
     /// What a full store does: the embedded store's policy, or
     /// `memcached` for a backend, which evicts unless run with `-M`.
     fn eviction(&self) -> &'static str {
@@ -583,6 +574,15 @@ impl<E: Engine> Report<'_, E> {
         }
     }
 
+    /// `show`: one line per node, then `END`:
+    /// `NODE <id> <client address> <state> <self|peer> last_heard_ms=<ms|->
+    /// clock=<lamport> view=<epoch> queue=<n> ops=<n>`; this node's state is
+    /// its role (`up` as a serving member), and its line ends with the
+    /// view's `members=` (in the strong modes, then `delivery_lag_ms=`;
+    /// while it is handed a snapshot, then `catch_up_bytes=<done>/<total>`).
+    /// A peer's queue and ops are what it last reported, and its line goes
+    /// on with `run=`, its run whose hello this node took last (`-` before
+    /// any).
     pub fn show(&self, out: &mut Vec<u8>) {
         let status = self.node.engine().status();
         let epoch = status.epoch;
