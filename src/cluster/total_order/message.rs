@@ -110,8 +110,9 @@ pub enum Control {
     Flush { ballot: Ballot, flush: Flush },
     /// The receiver of `State` holds the state of the view of `ballot`.
     Caught { ballot: Ballot },
-    /// The receiver of `State` took `chunks` parts of the snapshot it is
-    /// installing: its source may read more (flow control only).
+    /// The receiver of `State` installed `chunks` parts of the snapshot it
+    /// is installing (its store reported them done): its source may read
+    /// more (flow control only).
     Took { ballot: Ballot, chunks: u64 },
     /// The promise of `ballot` was refused: `promised` is higher, or the
     /// sender keeps a serving view that `ballot` would drop a live member of.

@@ -96,11 +96,25 @@
 //!    the end of the start sequence, in chunks, by the lowest source, which
 //!    delivers nothing more until the snapshot is out; the member holds
 //!    and acks new proposals meanwhile and delivers them once the snapshot
-//!    is in. The source reads chunks as fast as the member takes them: at
-//!    most a window of them on their way, each `Took` of the member letting
-//!    it read another (pacing only: what a chunk holds and where it goes
-//!    depend on nothing the `Took` says). Nobody serves a client before it
-//!    holds the state of its view.
+//!    is in. The source reads chunks as fast as the member installs them:
+//!    the member says `Took` with how many chunks of the snapshot its store
+//!    reported installed (`Report::ChunkInstalled`), not received, and the
+//!    source reads one only while fewer than a window of those it sent are
+//!    not said taken. That bounds the member's memory as well as the
+//!    source's: within one attempt (one link from the source), a `Took` was
+//!    true when said and the member's count only grows, so the source's
+//!    count of installed chunks is never ahead of the member's, and the
+//!    chunks the member holds uninstalled (queued for a store on a worker
+//!    thread, which answers late) are at most a window. The exception is
+//!    a source's lost link, after which it starts over: a `Took` of the
+//!    attempt that ended, still on its way or said before the member took
+//!    the next attempt's first chunk, counts the old attempt's chunks and
+//!    may let the source send up to a window more early. There are at most
+//!    a window of them (one per chunk the source had not heard taken), and
+//!    one more each time the member's own link to it opens again; the next
+//!    attempt's own `Took`s set the count right. It is pacing only: what
+//!    a chunk holds and where it goes depend on nothing the `Took` says.
+//!    Nobody serves a client before it holds the state of its view.
 //!    The snapshot is the store exactly as the replicas hold it (an ordered
 //!    store's dead items, order, eviction bits and sweep position too: see
 //!    `store/memory.rs`), so the member goes on evicting and sweeping the
@@ -456,8 +470,11 @@ pub struct TotalOrder {
     handing: BTreeMap<NodeId, Handing>,
     /// The snapshot this node is being handed, so far.
     receiving: Option<Transfer>,
-    /// Its chunks this node took, told to its source to pace it.
-    chunks_taken: u64,
+    /// Chunks of the snapshot being installed here that the store has
+    /// installed, told to its source to pace it (`Took`).
+    chunks_installed: u64,
+    /// The node handing that snapshot.
+    installing_from: NodeId,
     /// The tag of the last store work that reads or installs a snapshot
     /// (so a late report of work a view change ended is known).
     tags: u64,
@@ -560,7 +577,8 @@ impl TotalOrder {
             delivery_lag: 0,
             handing: BTreeMap::new(),
             receiving: None,
-            chunks_taken: 0,
+            chunks_installed: 0,
+            installing_from: me,
             tags: 0,
             installing: view_change::NO_SNAPSHOT,
             awaited_since: 0,
@@ -1032,7 +1050,7 @@ impl Engine for TotalOrder {
                 if self.has_state && matches!(self.phase, Phase::Normal) {
                     self.send(peer, Control::Caught { ballot });
                 } else if self.installing != view_change::NO_SNAPSHOT {
-                    let chunks = self.chunks_taken;
+                    let chunks = self.chunks_installed;
                     self.send(peer, Control::Took { ballot, chunks });
                 }
             }
@@ -1911,17 +1929,44 @@ mod tests {
     fn a_source_reads_ahead_of_its_member_by_at_most_a_window_of_chunks() {
         let mut engines = cluster_with_a_write();
         let frames = a_window_of_chunks_for_node_2(&mut engines);
-        // Node 2 takes them, and says so: node 0 reads on.
+        // Node 2 takes them, its store installs them, and it says so:
+        // node 0 reads on.
         let mut taken = Vec::new();
         for frame in frames {
             engines[2].on_message(0, frame, &mut taken);
         }
         assert_eq!(installed(&taken).len() as u64, view_change::WINDOW);
+        report_installs(&mut engines[2], &taken);
         let received = exchange_all(&mut engines);
         let tag = the_next_read(&received[0]);
         engines[0].on_store(part(tag, "k", false, true), &mut Vec::new());
         let received = exchange_all(&mut engines);
         assert_eq!(installed(&received[2]), [b"k".to_vec()], "the last part");
+    }
+
+    /// A member says it took a chunk only once its store reported the chunk
+    /// installed, not when the chunk came: a store on a worker thread (a
+    /// memcached backend) may install slower than chunks come, and the
+    /// window must bound what waits in the member's memory as well as in
+    /// its source's.
+    #[test]
+    fn a_member_says_it_took_a_chunk_only_once_its_store_installed_it() {
+        let mut engines = cluster_with_a_write();
+        let mut received = Vec::new();
+        for frame in a_window_of_chunks_for_node_2(&mut engines) {
+            engines[2].on_message(0, frame, &mut received);
+        }
+        let tags = install_tags(&received);
+        assert_eq!(tags.len() as u64, view_change::WINDOW);
+        let waiting = exchange_all(&mut engines);
+        assert_eq!(
+            reads(&waiting[0]),
+            0,
+            "node 0 read on before node 2's store installed a chunk: {waiting:?}"
+        );
+        engines[2].on_store(Report::ChunkInstalled { tag: tags[0] }, &mut Vec::new());
+        let received = exchange_all(&mut engines);
+        the_next_read(&received[0]);
     }
 
     /// Node 2 restarts, and node 0 reads and sends it a window of chunks
@@ -1950,6 +1995,13 @@ mod tests {
             }
         }
         frames
+    }
+
+    /// `engine`'s store reports the chunks `effects` install as installed.
+    fn report_installs(engine: &mut TotalOrder, effects: &[Effect<Work>]) {
+        for tag in install_tags(effects) {
+            engine.on_store(Report::ChunkInstalled { tag }, &mut Vec::new());
+        }
     }
 
     /// Reads of the store for a snapshot among `effects`.
@@ -2009,9 +2061,11 @@ mod tests {
     #[test]
     fn a_took_lost_with_a_broken_link_is_said_again_when_it_reopens() {
         let mut engines = cluster_with_a_write();
+        let mut taken = Vec::new();
         for frame in a_window_of_chunks_for_node_2(&mut engines) {
-            engines[2].on_message(0, frame, &mut Vec::new());
+            engines[2].on_message(0, frame, &mut taken);
         }
+        report_installs(&mut engines[2], &taken);
         // Node 2's link to node 0 breaks before its `Took`s leave.
         engines[2].on_peer(0, PeerEvent::LinkLost);
         let stalled = exchange_all(&mut engines);

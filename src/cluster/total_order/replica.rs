@@ -83,6 +83,9 @@ pub enum Report {
         /// About how many bytes the whole snapshot carries.
         total: u64,
     },
+    /// A chunk of a snapshot other than its last is installed (the
+    /// member's `Took` waits for it: module doc, step 4).
+    ChunkInstalled { tag: u64 },
     /// The last chunk of a snapshot is installed.
     Installed { tag: u64 },
     /// The store cannot take or give a snapshot, and why.
@@ -215,7 +218,7 @@ impl Replica for TotalOrderReplica {
                         }
                         emit(Done::Engine(Report::Installed { tag }))
                     }
-                    Ok(()) => {}
+                    Ok(()) => emit(Done::Engine(Report::ChunkInstalled { tag })),
                 }
             }
         }
@@ -425,6 +428,57 @@ mod tests {
         assert!(
             matches!(&after[..], [Report::SnapshotFailed { tag: 2, .. }]),
             "{after:?}"
+        );
+    }
+
+    /// Every chunk's install is reported, so that the member says it took
+    /// the chunk only once its store holds it: the last as `Installed`,
+    /// the others as `ChunkInstalled`, each with its snapshot's tag.
+    #[test]
+    fn each_installed_chunk_is_reported() {
+        let mut source = ordered_source(&[b"a", b"b"]);
+        let mut replica = TotalOrderReplica::with_chunk_entries(1);
+        let mut member = ordered_source(&[]);
+        let mut into_member = TotalOrderReplica::default();
+        let mut reported = Vec::new();
+        for start in [true, false] {
+            let dump = Work::Dump {
+                to: 2,
+                start,
+                tag: 1,
+            };
+            let read = perform(&mut replica, dump, &mut source);
+            let Ok(
+                [Report::Chunk {
+                    records,
+                    read_at,
+                    first,
+                    last,
+                    ..
+                }],
+            ) = <[Report; 1]>::try_from(read)
+            else {
+                panic!("one chunk");
+            };
+            let install = Work::Install {
+                reset: first,
+                records,
+                read_at,
+                last,
+                tag: 7,
+                mark_delivered: None,
+            };
+            reported.extend(perform(&mut into_member, install, &mut member));
+        }
+        assert!(
+            matches!(
+                &reported[..],
+                [
+                    Report::ChunkInstalled { tag: 7 },
+                    Report::Installed { tag: 7 }
+                ]
+            ),
+            "{reported:?}"
         );
     }
 

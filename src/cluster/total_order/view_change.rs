@@ -50,11 +50,10 @@ impl Handing {
 
 /// Chunks of a snapshot (each at most about 1 MiB: `CHUNK_BYTES`) a source
 /// lets be on their way to a member at once. The source reads the next as
-/// fast as the member takes them (its `Took` opens the window again), and
-/// no faster: a member or a link that is slow holds at most this many
-/// chunks in the source's memory. The member says it took a chunk when it
-/// receives it, before its store installs it: a store on a worker thread
-/// (a memcached backend) may queue chunks faster than it installs them.
+/// fast as the member installs them (its `Took`, said once its store
+/// installed one, opens the window again), and no faster: a member, a
+/// store or a link that is slow holds at most this many chunks in the
+/// source's memory and in the member's (module doc, step 4).
 pub(super) const WINDOW: u64 = 4;
 use crate::cluster::engine::Effect;
 use crate::cluster::view::Ballot;
@@ -441,7 +440,8 @@ impl TotalOrder {
                     self.delivered_upto = upto;
                     self.retain_from(upto);
                     self.receiving = Some(Transfer { done: 0, total });
-                    self.chunks_taken = 0;
+                    self.chunks_installed = 0;
+                    self.installing_from = from;
                     self.tags += 1;
                     self.installing = self.tags;
                 } else if self.installing == NO_SNAPSHOT {
@@ -451,11 +451,8 @@ impl TotalOrder {
                 if let Some(transfer) = &mut self.receiving {
                     transfer.done += records.iter().map(Record::size).sum::<u64>();
                 }
-                self.chunks_taken += 1;
-                if !last {
-                    let chunks = self.chunks_taken;
-                    self.send(from, Control::Took { ballot, chunks });
-                }
+                // No `Took` yet: it waits for the store to install the
+                // chunk (`Report::ChunkInstalled`).
                 let upto = self.delivered_upto.cas_unique();
                 out.push(Effect::Work(Work::Install {
                     reset: first,
@@ -685,7 +682,7 @@ impl TotalOrder {
             peer.out.cut = None;
         }
         self.behind.retain(|_, (b, _)| *b == ballot);
-        self.chunks_taken = 0;
+        self.chunks_installed = 0;
         if let (true, Some(&lowest)) = (behind, sources.first()) {
             // Before `Started`, so the source has it when it begins handing.
             let upto = self.delivered_upto;
@@ -860,9 +857,11 @@ impl TotalOrder {
             })));
             self.retain(write);
         }
-        self.chunks_taken += 1;
+        // Its writes are delivered as any are, with nothing installed to
+        // wait for: the part counts as taken once they are handed to the store.
+        self.chunks_installed += 1;
         if !last {
-            let chunks = self.chunks_taken;
+            let chunks = self.chunks_installed;
             self.send(from, Control::Took { ballot, chunks });
             return;
         }
@@ -880,6 +879,12 @@ impl TotalOrder {
             }
         }
         self.deliver(out);
+    }
+
+    /// A report of store work with `tag` is of the snapshot this node is
+    /// installing now (not of one a view change ended, or that failed).
+    fn installs(&self, tag: u64) -> bool {
+        !self.has_state && tag != NO_SNAPSHOT && tag == self.installing
     }
 
     pub(super) fn on_snapshot_report(&mut self, report: Report, out: &mut Vec<Effect<Work>>) {
@@ -918,8 +923,20 @@ impl TotalOrder {
                 };
                 self.send(to, state);
             }
+            Report::ChunkInstalled { tag } => {
+                if !self.installs(tag) {
+                    return; // a snapshot a view change ended, or one that failed
+                }
+                // The store holds the chunk now: its source may read
+                // another (module doc, step 4). The store making progress
+                // is news of the snapshot, like a chunk that comes.
+                self.awaited_since = self.ticks;
+                self.chunks_installed += 1;
+                let (ballot, chunks) = (self.ballot, self.chunks_installed);
+                self.send(self.installing_from, Control::Took { ballot, chunks });
+            }
             Report::Installed { tag } => {
-                if self.has_state || tag == NO_SNAPSHOT || tag != self.installing {
+                if !self.installs(tag) {
                     return; // a snapshot a view change ended, or one that failed
                 }
                 self.has_state = true;
