@@ -43,7 +43,7 @@
 //! | `--mix LIST` | `LOAD_MIX` | 90,50 (percent of gets) |
 //! | `--depth LIST` | `LOAD_DEPTH` | 1,16 |
 //! | `--threads N` | `LOAD_THREADS` | 1 generator thread |
-//! | `--servers LIST` | `LOAD_SERVERS` | memcached,mckv (also `linearizable`, `sequential`, `eventual`, `causal`: a 3-node cluster in that mode, driven through node 0; `linearizable-tls`: the same with `peer_tls = on`; `linearizable-always`, `linearizable-everysec`: the same with a data directory on every node and that fsync policy; `durable-always`, `durable-everysec`, `durable-no`: one node with a data directory and that fsync policy; `etcd`: a 3-member etcd cluster, driven through member 0 over HTTP; or HOST:PORT: a memcached-protocol server started by hand) |
+//! | `--servers LIST` | `LOAD_SERVERS` | memcached,mckv (also `linearizable`, `sequential`, `eventual`, `causal`: a 3-node cluster in that mode, driven through node 0; `linearizable-tls`: the same with `peer_tls = on`; `linearizable-always`, `linearizable-everysec`: the same with a data directory on every node and that fsync policy; `eventual-always`, `eventual-everysec`: a 3-node eventual cluster with a data directory on every node and that fsync policy; `durable-always`, `durable-everysec`, `durable-no`: one node with a data directory and that fsync policy; `etcd`: a 3-member etcd cluster, driven through member 0 over HTTP; or HOST:PORT: a memcached-protocol server started by hand) |
 //! | `--timeout-ms N` | `LOAD_TIMEOUT_MS` | 1000 |
 //! | `--mckv PATH` | `MCKV_BIN` | `target/release/mckv` |
 //! | `--memory` | | off: instead of the load cells, the memory cells (`load/memory.rs`): RSS per item after 1M x 100 B (memcached, one node, a 3-node eventual cluster per node) and 10M x 10 B (memcached, one node), and the ratios; about 5 minutes |
@@ -93,6 +93,7 @@ mod memory;
 )]
 struct Args {
     /// memcached, mckv, linearizable, sequential, eventual, causal, linearizable-tls,
+    /// linearizable-always, linearizable-everysec, eventual-always, eventual-everysec,
     /// durable-always, durable-everysec, durable-no, etcd, or HOST:PORT of a server started by
     /// hand.
     #[arg(long, value_delimiter = ',', default_value = "memcached,mckv")]
@@ -291,9 +292,9 @@ enum Kind {
     Cluster(&'static str),
     /// The same with `peer_tls = on` (certificates made with `openssl`).
     ClusterTls(&'static str),
-    /// A 3-node linearizable cluster whose nodes keep a data directory,
-    /// with this fsync policy.
-    ClusterDurable(&'static str),
+    /// A 3-node cluster in this mode (linearizable or eventual) whose nodes
+    /// keep a data directory, with this fsync policy.
+    ClusterDurable(&'static str, &'static str),
     /// One mckv node with a data directory and this fsync policy.
     Durable(&'static str),
     /// A 3-member etcd cluster, driven through member 0.
@@ -314,8 +315,10 @@ impl std::str::FromStr for Kind {
             "eventual" => Ok(Kind::Cluster("eventual")),
             "causal" => Ok(Kind::Cluster("causal")),
             "linearizable-tls" => Ok(Kind::ClusterTls("linearizable")),
-            "linearizable-always" => Ok(Kind::ClusterDurable("always")),
-            "linearizable-everysec" => Ok(Kind::ClusterDurable("everysec")),
+            "linearizable-always" => Ok(Kind::ClusterDurable("linearizable", "always")),
+            "linearizable-everysec" => Ok(Kind::ClusterDurable("linearizable", "everysec")),
+            "eventual-always" => Ok(Kind::ClusterDurable("eventual", "always")),
+            "eventual-everysec" => Ok(Kind::ClusterDurable("eventual", "everysec")),
             "durable-always" => Ok(Kind::Durable("always")),
             "durable-everysec" => Ok(Kind::Durable("everysec")),
             "durable-no" => Ok(Kind::Durable("no")),
@@ -335,8 +338,10 @@ impl Kind {
             Kind::Mckv => "mckv",
             Kind::Cluster(mode) => mode,
             Kind::ClusterTls(_) => "linearizable-tls",
-            Kind::ClusterDurable("always") => "linearizable-always",
-            Kind::ClusterDurable(_) => "linearizable-everysec",
+            Kind::ClusterDurable("linearizable", "always") => "linearizable-always",
+            Kind::ClusterDurable("linearizable", _) => "linearizable-everysec",
+            Kind::ClusterDurable(_, "always") => "eventual-always",
+            Kind::ClusterDurable(..) => "eventual-everysec",
             Kind::Durable("always") => "durable-always",
             Kind::Durable("everysec") => "durable-everysec",
             Kind::Durable(_) => "durable-no",
@@ -458,7 +463,7 @@ fn start_cluster(kind: Kind, port: u16, mckv: &Path, seq: usize) -> Result<Serve
     std::fs::create_dir_all(&dir).map_err(|e| format!("{dir:?}: {e}"))?;
     let (mode, (tls_cluster, tls_node), fsync) = match kind {
         Kind::ClusterTls(mode) => (mode, make_certs(&dir)?, None),
-        Kind::ClusterDurable(fsync) => ("linearizable", Default::default(), Some(fsync)),
+        Kind::ClusterDurable(mode, fsync) => (mode, Default::default(), Some(fsync)),
         Kind::Cluster(mode) => (mode, Default::default(), None),
         _ => unreachable!("not a cluster"),
     };
@@ -654,7 +659,7 @@ impl Server {
                     cmd.args(["--log-level", "warn"]);
                     (cmd, Some(TempDir(dir)))
                 }
-                Kind::Cluster(_) | Kind::ClusterTls(_) | Kind::ClusterDurable(_) => {
+                Kind::Cluster(_) | Kind::ClusterTls(_) | Kind::ClusterDurable(..) => {
                     match start_cluster(kind, port, mckv, seq) {
                         Ok(server) => return Ok(server),
                         Err(e) => {
