@@ -157,7 +157,8 @@
 //!   before its `Started` on the same FIFO link to the lowest source, which
 //!   begins handing only once every member started. The parts
 //!   (`Missed`, each within a frame's budget) go paced by `Took` as chunks
-//!   do. The member delivers each write stamped above what it holds, so a
+//!   do, said once a part's writes are handed to the store (there is no
+//!   install to wait for: they are store work as any delivered write). The member delivers each write stamped above what it holds, so a
 //!   part handed again after a lost link applies nothing twice, and drops
 //!   a part that starts past what it holds. It stays intact throughout (a
 //!   prefix at every write, each marked in its log as any delivered one),
