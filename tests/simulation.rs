@@ -317,10 +317,10 @@ impl Cluster {
     /// Every other seed, a snapshot handed to a member lists two entries
     /// a chunk, so the store must stay as it was across many chunks.
     /// Every fourth seed, nodes keep no delivered write, so a member that
-    /// is behind is always handed a snapshot; every fourth a few hundred
-    /// bytes of them, so both happen; else enough for every run here, so a
-    /// member that is behind (and not rebuilt from a log) is handed the
-    /// writes it missed.
+    /// is behind is always handed a snapshot; every fourth a few writes'
+    /// worth, so both happen; else enough for every run here, so a member
+    /// that is behind (and may take them: it remembers, its store intact
+    /// and never rebuilt) is handed the writes it missed.
     /// With `config.data_dirs`, each node has a data directory.
     fn new(config: SimConfig, mode: Consistency) -> Cluster {
         let patience = config.peer_timeout / config.heartbeat_every;
@@ -334,7 +334,7 @@ impl Cluster {
         };
         let retain = match config.seed % 4 {
             0 => 0,
-            1 => 300,
+            1 => 2_000,
             _ => 1 << 20,
         };
         let engine = move |id, members: &[NodeId]| {

@@ -135,18 +135,18 @@
 //!    reads, goes on.
 //!
 //! **Catching up.** A member behind the view (cut off for a while, or
-//! paused) that remembers it (it installed a view in this run), whose store
-//! is intact and was never rebuilt from a log, is handed only the writes
-//! it missed when the view's lowest
-//! source still keeps them: each node keeps the writes it delivered, in
-//! order, within about `retain_limit` bytes (16 MiB unless set); past
-//! that, and for any other member, it is handed a snapshot as above.
+//! paused) that remembers it (it installed a view in this run), whose
+//! store is intact and was never rebuilt from a log, is handed only the
+//! writes it missed when the view's lowest source still keeps them: each
+//! node keeps the writes it delivered, in order, within about
+//! `retain_limit` bytes of memory (8 MiB unless set; none when alone).
+//! Past that, and for any other member, it is handed a snapshot as above.
 //! - Why such a store needs only those writes: it holds exactly the
 //!   writes up to its `delivered_upto`, applied in the cluster's order by
 //!   the same ordered store (at each write's own time, with its own
 //!   unique), from the empty store of the cluster's first start or an
-//!   exact copy of a peer's (a snapshot
-//!   carries dead items, order and clock too). So it is the store of every
+//!   exact copy of a peer's (a snapshot carries dead items, order and
+//!   clock too). So it is the store of every
 //!   such node at that write, the claim that makes such a member a source
 //!   when it reaches the floor (step 3). The source keeps every write it
 //!   delivered after `retained_from`, and delivers nothing while it hands,
@@ -265,10 +265,10 @@ const DEFAULT_FRAME_BUDGET: usize = 1 << 20;
 /// About how many bytes of operations may wait for delivery at a node
 /// before it refuses new writes (module doc).
 const DEFAULT_QUEUE_LIMIT: usize = 64 << 20;
-/// About how many bytes of delivered writes a node keeps for members that
-/// fall behind (module doc, "Catching up"): a member that missed more is
-/// handed a snapshot.
-const DEFAULT_RETAIN_LIMIT: usize = 16 << 20;
+/// About how much memory the delivered writes a node keeps for members
+/// that fall behind may hold ([`kept_bytes`]; module doc, "Catching up"):
+/// a member that missed more is handed a snapshot.
+const DEFAULT_RETAIN_LIMIT: usize = 8 << 20;
 
 /// A queued operation, ordered by stamp alone (stamps are unique).
 #[derive(Debug)]
@@ -808,13 +808,13 @@ impl TotalOrder {
     /// Keeps `write`, just delivered, for members that fall behind: the
     /// oldest kept go once they pass the limit.
     fn retain(&mut self, write: Proposal) {
-        self.retained_bytes += write.approximate_len();
+        self.retained_bytes += kept_bytes(&write);
         self.retained.push_back(write);
         while self.retained_bytes > self.retain_limit {
             let Some(oldest) = self.retained.pop_front() else {
                 break;
             };
-            self.retained_bytes -= oldest.approximate_len();
+            self.retained_bytes -= kept_bytes(&oldest);
             self.retained_from = oldest.stamp;
         }
     }
@@ -1203,6 +1203,20 @@ impl Engine for TotalOrder {
     fn replica(&self) -> TotalOrderReplica {
         TotalOrderReplica::with_chunk_entries(self.chunk_entries)
     }
+}
+
+/// About the memory a kept write holds once nothing else shares it: its
+/// place in the kept queue, its operation behind the `Arc` (two counts),
+/// and the operation's key and value, which [`Proposal::approximate_len`]
+/// counts with a little for the rest; each allocation takes a malloc chunk
+/// about 16 bytes over its size.
+fn kept_bytes(write: &Proposal) -> usize {
+    const ALLOCATIONS: usize = 3;
+    std::mem::size_of::<Proposal>()
+        + 16
+        + std::mem::size_of::<Op>()
+        + write.approximate_len()
+        + ALLOCATIONS * 16
 }
 
 /// What a frame tells a peer besides proposals and view-change messages.
