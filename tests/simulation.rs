@@ -1308,6 +1308,8 @@ struct Report {
     orphaned: usize,
     views: u64,
     snapshots: u64,
+    /// Members handed the writes they missed instead of a snapshot.
+    caught_up: u64,
     evictions: u64,
     /// Steps from the faults' end until every node served one view.
     serve_again: u64,
@@ -1721,6 +1723,7 @@ fn check_run(
         orphaned: outstanding.len(),
         views: ids.iter().map(|&id| status(id).views_installed).sum(),
         snapshots: ids.iter().map(|&id| status(id).snapshots_received).sum(),
+        caught_up: ids.iter().map(|&id| status(id).missed_received).sum(),
         evictions,
         serve_again: timeline.served_again.unwrap_or(0) - timeline.faults_end,
         window_serve,
@@ -1740,6 +1743,8 @@ struct Totals {
     orphaned: usize,
     views: u64,
     snapshots: u64,
+    /// Members handed the writes they missed instead of a snapshot.
+    caught_up: u64,
     evictions: u64,
     frames: u64,
     dropped: u64,
@@ -1767,6 +1772,7 @@ impl Totals {
         self.orphaned += r.orphaned;
         self.views += r.views;
         self.snapshots += r.snapshots;
+        self.caught_up += r.caught_up;
         self.evictions += r.evictions;
         self.frames += r.stats.frames_sent;
         self.dropped += r.stats.frames_dropped;
@@ -1805,7 +1811,8 @@ fn sweep_runs(
     }
     eprintln!(
         "{} nodes, {}, {:?}{}: {count} seeds ({} failed), {} ops, refused {:?}, {} lost, \
-         {} orphaned, {} views, {} snapshots, {} evictions, {} frames ({} lost to breaks), \
+         {} orphaned, {} views, {} snapshots, {} caught up by writes, {} evictions, {} frames \
+         ({} lost to breaks), \
          {} log tails lost; \
          served again \
          within {} steps of the faults' end; {} windows, majority serving within {} steps, {} \
@@ -1821,6 +1828,7 @@ fn sweep_runs(
         totals.orphaned,
         totals.views,
         totals.snapshots,
+        totals.caught_up,
         totals.evictions,
         totals.frames,
         totals.dropped,
@@ -1908,7 +1916,11 @@ fn the_others_serve_while_a_node_is_paused_and_it_catches_up_from_its_backlog() 
             t.window_served > 0,
             "nothing was served while a node was paused"
         );
-        assert!(t.snapshots > 0, "no resumed node was handed the state");
+        assert!(t.snapshots > 0, "no resumed node was handed a snapshot");
+        assert!(
+            t.caught_up > 0,
+            "no resumed node was handed the writes it missed"
+        );
     });
 }
 
@@ -2060,10 +2072,11 @@ fn failures(seeds: std::ops::Range<u64>, scenario: impl Fn(u64) -> Scenario) -> 
 }
 
 /// Runs `scenario` for crashes with restarts and for pauses (both hand
-/// snapshots over), in both modes, 3 and 5 nodes, over `seeds` each:
-/// returns the evictions counted and the failures.
-fn evicting_runs(seeds: u64, unordered: bool) -> (u64, u64, Vec<String>) {
-    let (mut evictions, mut snapshots, mut failures) = (0, 0, Vec::new());
+/// snapshots over, and pauses the writes a member missed), in both modes,
+/// 3 and 5 nodes, over `seeds` each: returns the evictions counted, the
+/// states handed over (snapshots, then missed writes) and the failures.
+fn evicting_runs(seeds: u64, unordered: bool) -> (u64, (u64, u64), Vec<String>) {
+    let (mut evictions, mut snapshots, mut caught_up, mut failures) = (0, 0, 0, Vec::new());
     for faults in [Faults::CrashRestart, Faults::Pause] {
         for nodes in [3, 5] {
             for mode in MODES {
@@ -2073,20 +2086,22 @@ fn evicting_runs(seeds: u64, unordered: bool) -> (u64, u64, Vec<String>) {
                     ..Scenario::new(nodes, mode, seed, faults)
                 };
                 let (totals, failed) = sweep_runs(0..seeds, scenario);
-                (evictions, snapshots) =
-                    (evictions + totals.evictions, snapshots + totals.snapshots);
+                evictions += totals.evictions;
+                snapshots += totals.snapshots;
+                caught_up += totals.caught_up;
                 failures.extend(failed);
             }
         }
     }
-    (evictions, snapshots, failures)
+    (evictions, (snapshots, caught_up), failures)
 }
 
 #[test]
 fn full_stores_evict_the_same_items_on_every_replica_through_crashes_restarts_and_pauses() {
-    let (evictions, snapshots, failures) = evicting_runs(SEEDS / 2, false);
+    let (evictions, (snapshots, caught_up), failures) = evicting_runs(SEEDS / 2, false);
     assert!(evictions > 1000, "{evictions} evictions");
     assert!(snapshots > 0, "no snapshot carried a full store");
+    assert!(caught_up > 0, "no member was handed the writes it missed");
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
 
