@@ -124,8 +124,19 @@ fn broadcasts() -> Vec<Broadcast> {
             members: vec![0, 1, 2],
             sources: vec![0],
             start: held.clone(),
+            reordered: true,
         },
         Control::Started { ballot },
+        Control::Behind {
+            ballot,
+            upto: Stamp { ts: 3, node: 1 },
+        },
+        Control::Missed {
+            ballot,
+            after: Stamp { ts: 3, node: 1 },
+            writes: held.clone(),
+            last: false,
+        },
         Control::State {
             ballot,
             upto: Stamp { ts: 9, node: 1 },

@@ -410,8 +410,9 @@ impl Cluster {
         self.log.borrow().installed.get(&node).copied().unwrap_or(0)
     }
 
-    /// How often `node` was handed the state since it last started: a
-    /// snapshot installed, or the writes it missed delivered.
+    /// How often `node` was handed the state: the snapshots it installed
+    /// over the whole run, and the times it was handed the writes it missed
+    /// since it last started.
     fn handed_state(&self, node: NodeId) -> u64 {
         let caught_up = self.sim.node(node).node.engine().status().missed_received;
         self.snapshots_installed(node) + caught_up

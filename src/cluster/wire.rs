@@ -753,9 +753,20 @@ mod tests {
                 base: Ballot::default(),
                 members: vec![0, 2],
                 sources: vec![0],
-                start: proposals,
+                start: proposals.clone(),
+                reordered: false,
             },
             Control::Started { ballot },
+            Control::Behind {
+                ballot,
+                upto: Stamp { ts: 4, node: 2 },
+            },
+            Control::Missed {
+                ballot,
+                after: Stamp { ts: 4, node: 2 },
+                writes: proposals,
+                last: true,
+            },
             Control::State {
                 ballot,
                 upto: Stamp { ts: 6, node: 1 },

@@ -126,6 +126,10 @@ pub enum Control {
         members: Vec<NodeId>,
         sources: Vec<NodeId>,
         start: Vec<Proposal>,
+        /// Its source's store was rebuilt from a log (a view formed from the
+        /// longest one): the others' order is not the cluster's any more,
+        /// until they take its snapshot.
+        reordered: bool,
     },
     /// The sender installed the view of `ballot`.
     Started { ballot: Ballot },
@@ -261,6 +265,7 @@ fn put_control(out: &mut Vec<u8>, control: &Control) {
             members,
             sources,
             start,
+            reordered,
         } => {
             out.push(START_VIEW);
             put_ballot(out, *ballot);
@@ -268,6 +273,7 @@ fn put_control(out: &mut Vec<u8>, control: &Control) {
             put_nodes(out, members);
             put_nodes(out, sources);
             put_proposals(out, start);
+            out.push(u8::from(*reordered));
         }
         Control::Started { ballot } => {
             out.push(STARTED);
@@ -365,6 +371,7 @@ fn read_control(r: &mut Reader<'_>) -> Result<Control, WireError> {
             members: read_nodes(r)?,
             sources: read_nodes(r)?,
             start: read_proposals(r)?,
+            reordered: r.u8()? != 0,
         },
         STARTED => Control::Started {
             ballot: read_ballot(r)?,

@@ -158,7 +158,10 @@
 //!   begins handing only once every member started. The parts
 //!   (`Missed`, each within a frame's budget) go paced by `Took` as chunks
 //!   do, said once a part's writes are handed to the store (there is no
-//!   install to wait for: they are store work as any delivered write). The member delivers each write stamped above what it holds, so a
+//!   install to wait for: they are store work as any delivered write, so
+//!   what bounds them in a slow store's queue is the retain limit, not the
+//!   window), and said again when the member's link to the source opens
+//!   again. The member delivers each write stamped above what it holds, so a
 //!   part handed again after a lost link applies nothing twice, and drops
 //!   a part that starts past what it holds. It stays intact throughout (a
 //!   prefix at every write, each marked in its log as any delivered one),
@@ -168,7 +171,15 @@
 //!   (evictions would differ), one with a snapshot half installed holds no
 //!   prefix, and one that restarted may hold what it does not say (a
 //!   memcached backend keeps its items across the node's restart): none
-//!   says it is behind, and each takes a snapshot.
+//!   says it is behind, and each takes a snapshot. So does every member of
+//!   a view whose only source was rebuilt from its log (formed from the
+//!   longest log): its order is the cluster's from then on, and
+//!   `StartView` says so (`reordered`), so the others count as rebuilt,
+//!   neither sources nor behind, until they installed its snapshot (even
+//!   one whose store holds exactly what the source's does).
+//! - What it cannot see: a memcached backend that restarted (and lost its
+//!   items) while its node was paused; the node takes the writes it
+//!   missed onto what is left, as it would apply any delivered write.
 //!
 //! Why nothing delivered is lost or reordered. Claim: anything delivered
 //! in view `V` is held (as a proposal, or in the state) by every member of
@@ -1050,7 +1061,11 @@ impl Engine for TotalOrder {
                 let ballot = self.ballot;
                 if self.has_state && matches!(self.phase, Phase::Normal) {
                     self.send(peer, Control::Caught { ballot });
-                } else if self.installing != view_change::NO_SNAPSHOT {
+                } else if self.installing != view_change::NO_SNAPSHOT
+                    || (!self.has_state && matches!(self.phase, Phase::Normal))
+                {
+                    // Also while it hands us missed writes, which install
+                    // nothing (`installing` stays unset).
                     let chunks = self.chunks_installed;
                     self.send(peer, Control::Took { ballot, chunks });
                 }
@@ -2088,6 +2103,116 @@ mod tests {
         engines[2].on_peer(0, PeerEvent::LinkOpened);
         let received = exchange_all(&mut engines);
         the_next_read(&received[0]);
+    }
+
+    /// A `Took` for a part of missed writes, lost with a broken link, would
+    /// leave the source's window full and its delivery held until the
+    /// member gave up on it (found in review): the member says it again
+    /// when the link opens again, though it installs no snapshot.
+    #[test]
+    fn a_took_for_missed_writes_lost_with_a_broken_link_is_said_again() {
+        let mut engines = cluster_keeping(3, Consistency::Linearizable, 1 << 20);
+        for e in engines.iter_mut() {
+            e.frame_budget = 1; // a part per write
+        }
+        let part_came = |frame: &Broadcast| {
+            frame
+                .control
+                .iter()
+                .any(|c| matches!(c, Control::Missed { last: false, .. }))
+        };
+        for e in engines.iter_mut().take(2) {
+            e.on_peer(2, PeerEvent::Down);
+        }
+        for _ in 0..2 {
+            tick_all(&mut engines[..2]);
+        }
+        for (slot, key) in ["a", "b", "c"].iter().enumerate() {
+            let mut out = Vec::new();
+            engines[0].on_client(reply_to(1, slot as u64), set(key), 0, &mut out);
+            exchange(&mut engines[..2], &mut vec![Vec::new(); 2]);
+        }
+        for e in engines.iter_mut().take(2) {
+            e.on_peer(2, PeerEvent::Up);
+        }
+        // Frames go one at a time until node 2 has a first part.
+        let mut came = false;
+        for _ in 0..20 {
+            for e in engines.iter_mut() {
+                e.on_tick(&mut Vec::new());
+            }
+            for (from, to) in [(0, 1), (0, 2), (1, 0), (1, 2), (2, 0), (2, 1)] {
+                if let Some(frame) = engines[from].outgoing(to as NodeId) {
+                    came |= to == 2 && part_came(&frame);
+                    engines[to].on_message(from as NodeId, frame, &mut Vec::new());
+                }
+                if came {
+                    break;
+                }
+            }
+            if came {
+                break;
+            }
+        }
+        assert!(came, "node 2 was handed no part");
+        // Its `Took` is lost with its link to node 0.
+        engines[2].on_peer(0, PeerEvent::LinkLost);
+        engines[2].on_peer(0, PeerEvent::LinkOpened);
+        let frame = engines[2].outgoing(0).expect("a frame for node 0");
+        assert!(
+            frame
+                .control
+                .iter()
+                .any(|c| matches!(c, Control::Took { chunks: 1, .. })),
+            "{frame:?}"
+        );
+    }
+
+    /// Nodes 0 and 1 crash together and recover from their logs, as many
+    /// writes long as node 2, which kept running: node 0 is the view's only
+    /// source, its store rebuilt from its log, whose order may not be node
+    /// 2's (found in review). Node 2 takes its snapshot, not the writes it
+    /// missed (none), as node 1 does.
+    #[test]
+    fn a_member_of_a_view_whose_source_was_rebuilt_takes_its_snapshot() {
+        let mut engines = cluster_keeping(3, Consistency::Linearizable, 1 << 20);
+        let mut out = Vec::new();
+        engines[0].on_client(reply_to(1, 0), set("k"), 0, &mut out);
+        exchange(&mut engines, &mut vec![Vec::new(); 3]);
+        let upto = engines[2].delivered_upto;
+        let view = View::new(0, vec![0, 1, 2]);
+        for id in [0, 1] {
+            let mut e = TotalOrder::new(id, view.clone(), Consistency::Linearizable)
+                .with_retain_limit(1 << 20)
+                .with_data_dir(Some(upto));
+            for peer in view.others(id) {
+                e.on_peer(peer, PeerEvent::LinkOpened);
+                e.on_peer(peer, PeerEvent::Up);
+            }
+            engines[id as usize] = e;
+        }
+        for e in engines.iter_mut().skip(2) {
+            for peer in [0, 1] {
+                e.on_hello(peer, 99, true);
+            }
+        }
+        let mut dumps = Vec::new();
+        for _ in 0..30 {
+            for e in engines.iter_mut() {
+                e.on_tick(&mut Vec::new());
+            }
+            let effects = exchange_all(&mut engines);
+            dumps.extend(effects[0].iter().filter_map(|e| match e {
+                Effect::Work(Work::Dump {
+                    to, start: true, ..
+                }) => Some(*to),
+                _ => None,
+            }));
+        }
+        assert_eq!(engines[0].status().missed_handed, 0);
+        assert_eq!(engines[2].status().missed_received, 0);
+        dumps.sort();
+        assert_eq!(dumps, [1, 2], "node 0 reads a snapshot for each");
     }
 
     /// A member's `Caught` lost with a broken link would leave its source

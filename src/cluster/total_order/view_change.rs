@@ -59,6 +59,17 @@ use crate::cluster::engine::Effect;
 use crate::cluster::view::Ballot;
 use crate::cluster::{NodeId, Stamp, View};
 
+/// What a view starts from, as its `StartView` says: the latest started
+/// view its flushes came from, the members that hold its state, what they
+/// deliver first, and whether those sources' order is one rebuilt from a
+/// log (which the others' is not, until they take its snapshot).
+struct Formed {
+    base: Ballot,
+    sources: Vec<NodeId>,
+    start: Vec<Proposal>,
+    reordered: bool,
+}
+
 /// No snapshot is being installed here (tags start at 1).
 pub(super) const NO_SNAPSHOT: u64 = 0;
 
@@ -385,12 +396,20 @@ impl TotalOrder {
                 members,
                 sources,
                 start,
+                reordered,
             } => {
                 // Only the view this node flushed to (not one it has since
                 // promised away).
                 let flushed = matches!(self.phase, Phase::Flushed { .. });
                 if flushed && ballot == self.promised && members.contains(&self.me) {
-                    self.install(ballot, base, members, &sources, start, out);
+                    let view = View::new(ballot.round, members);
+                    let formed = Formed {
+                        base,
+                        sources,
+                        start,
+                        reordered,
+                    };
+                    self.install(ballot, view, formed, out);
                 }
             }
             Control::Started { ballot } => match &mut self.phase {
@@ -570,6 +589,9 @@ impl TotalOrder {
             self.go_idle(out);
             return;
         };
+        let reordered = sources
+            .iter()
+            .any(|s| flushes.get(s).is_some_and(|f| f.rebuilt));
         let (ballot, members) = (self.promised, members.clone());
         let me = self.me;
         for &member in members.iter().filter(|&&m| m != me) {
@@ -579,26 +601,37 @@ impl TotalOrder {
                 members: members.clone(),
                 sources: sources.clone(),
                 start: start.clone(),
+                reordered,
             };
             self.send(member, start_view);
         }
-        self.install(ballot, latest, members, &sources, start, out);
+        let view = View::new(ballot.round, members);
+        let formed = Formed {
+            base: latest,
+            sources,
+            start,
+            reordered,
+        };
+        self.install(ballot, view, formed, out);
     }
 
     /// Installs the view of `ballot`: a source queues the start entries it
     /// has not delivered (keeping its own clients' reply slots), a member
     /// without the state drops what it held and waits for a snapshot;
     /// every member says it started.
-    fn install(
-        &mut self,
-        ballot: Ballot,
-        base: Ballot,
-        members: Vec<NodeId>,
-        sources: &[NodeId],
-        start: Vec<Proposal>,
-        out: &mut Vec<Effect<Work>>,
-    ) {
+    fn install(&mut self, ballot: Ballot, view: View, formed: Formed, out: &mut Vec<Effect<Work>>) {
+        let Formed {
+            base,
+            sources,
+            start,
+            reordered,
+        } = formed;
         let source = sources.contains(&self.me);
+        if reordered && !source {
+            // The source's order is the cluster's from now on; this store's
+            // may differ until it takes the snapshot: no source, not behind.
+            self.rebuilt = true;
+        }
         // Said before this install makes it remember (module doc,
         // "Catching up"): a node that restarted may hold more than it says
         // (a memcached backend keeps its items), one rebuilt from its log
@@ -654,9 +687,10 @@ impl TotalOrder {
         // "may have been applied" is all this node can know).
         drop(slots);
         log::info!(
-            "node {}: installed view {} with nodes {members:?} (state from {sources:?}){}",
+            "node {}: installed view {} with nodes {:?} (state from {sources:?}){}",
             self.me,
             ballot.round,
+            view.members,
             if source {
                 ""
             } else {
@@ -665,7 +699,7 @@ impl TotalOrder {
         );
         self.ballot = ballot;
         self.base = base;
-        self.view = View::new(ballot.round, members);
+        self.view = view;
         let view = &self.view;
         self.unresponsive.retain(|n| !view.contains(*n));
         self.counters.views_installed += 1;
