@@ -355,7 +355,9 @@ impl TotalOrder {
             Control::Caught { ballot } => {
                 let handed = (ballot == self.ballot).then(|| self.handing.remove(&from));
                 if let Some(handing) = handed.flatten() {
-                    match handing.writes_after {
+                    // Decided as the handing began (a lost link may have
+                    // started it over since, not decided yet): the same.
+                    match handing.writes_after.or_else(|| self.behind_by(from)) {
                         Some(_) => self.counters.missed_handed += 1,
                         None => self.counters.snapshots_sent += 1,
                     }
