@@ -88,7 +88,8 @@ pub struct Flush {
     /// have forgotten views it was in.
     pub recovered: bool,
     /// Its store was rebuilt from its data directory and copied from no
-    /// peer since: it may order items otherwise than the cluster does.
+    /// peer since, or it is a member of a view whose only source's was
+    /// (`reordered`): it may order items otherwise than the cluster does.
     pub rebuilt: bool,
     /// Nodes it saw come back as a new run (their memory lost) that have
     /// not been members of a view it started since.

@@ -426,9 +426,11 @@ pub struct TotalOrder {
     /// logged, but it forgot its views and the proposals it held.
     recovered: bool,
     /// The store was rebuilt from a data directory and is no copy of a
-    /// peer's since: its items may be in another order than the cluster's
-    /// (module doc, "Data directories"). Until a snapshot is installed, or
-    /// it is the only source of a view (the others copy it), it is no source.
+    /// peer's since, or this node is a member of a view whose only source's
+    /// store was (`StartView::reordered`): its items may be in another
+    /// order than the cluster's (module doc, "Data directories", "Catching
+    /// up"). Until a snapshot is installed, or it is the only source of a
+    /// view (the others copy it), it is no source, and never behind.
     rebuilt: bool,
     /// A data directory logs the store: each delivered write is marked in
     /// it, so that a recovery knows which prefix its store holds.
