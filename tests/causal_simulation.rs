@@ -892,6 +892,18 @@ struct Verdict {
     errors: Vec<String>,
 }
 
+impl Verdict {
+    /// The history `h` it judged is causal, the replicas converged, and
+    /// nothing went wrong on the way.
+    fn expect_causal_and_converged(self, h: &CausalHistory) {
+        if let Err(e) = self.ccv {
+            panic!("{e}\n{h}");
+        }
+        self.converged.unwrap();
+        assert!(self.errors.is_empty(), "{:?}", self.errors);
+    }
+}
+
 /// What a sweep of runs did and found.
 #[derive(Default)]
 struct Sweep {
@@ -1084,11 +1096,7 @@ fn causal_mode_holds_a_write_back_until_its_cause_is_applied() {
         read("y", Some("b")),
     ];
     assert_eq!(h.sessions()[6], seen, "\n{h}");
-    if let Err(e) = verdict.ccv {
-        panic!("{e}\n{h}");
-    }
-    verdict.converged.unwrap();
-    assert!(verdict.errors.is_empty(), "{:?}", verdict.errors);
+    verdict.expect_causal_and_converged(&h);
 }
 
 /// A write of a run that has since died is a cause like any other, on 3
@@ -1148,11 +1156,7 @@ fn a_write_of_a_dead_run_still_holds_back_what_followed_it() {
         read("y", Some("b")),
     ];
     assert_eq!(h.sessions()[6], seen, "\n{h}");
-    if let Err(e) = verdict.ccv {
-        panic!("{e}\n{h}");
-    }
-    verdict.converged.unwrap();
-    assert!(verdict.errors.is_empty(), "{:?}", verdict.errors);
+    verdict.expect_causal_and_converged(h);
 }
 
 /// The negative control: eventual mode applies a remote write when it
