@@ -800,10 +800,7 @@ impl TotalOrder {
             self.delivered += 1;
             if !entry.read {
                 self.delivered_upto = entry.stamp;
-                self.retain(Proposal {
-                    stamp: entry.stamp,
-                    op: entry.op.clone(),
-                });
+                self.retain(entry.stamp, &entry.op);
             }
             let mine = entry.stamp.node == self.me;
             out.push(Effect::Work(Work::Apply(Apply {
@@ -818,9 +815,18 @@ impl TotalOrder {
         }
     }
 
-    /// Keeps `write`, just delivered, for members that fall behind: the
-    /// oldest kept go once they pass the limit.
-    fn retain(&mut self, write: Proposal) {
+    /// Keeps the write of `stamp`, just delivered, for members that fall
+    /// behind: the oldest kept go once they pass the limit.
+    fn retain(&mut self, stamp: Stamp, op: &Arc<Op>) {
+        if self.retain_limit == 0 {
+            // Alone (or told to keep nothing): no work per write.
+            self.retained_from = stamp;
+            return;
+        }
+        let write = Proposal {
+            stamp,
+            op: op.clone(),
+        };
         self.retained_bytes += kept_bytes(&write);
         self.retained.push_back(write);
         while self.retained_bytes > self.retain_limit {

@@ -885,13 +885,13 @@ impl TotalOrder {
             self.clock.observe(write.stamp.ts);
             self.delivered += 1;
             self.delivered_upto = write.stamp;
+            self.retain(write.stamp, &write.op);
             out.push(Effect::Work(Work::Apply(Apply {
-                op: write.op.clone(),
+                op: write.op,
                 cas: write.stamp.cas_unique(),
                 reply_to: None,
                 mark_delivered: self.marks_delivered,
             })));
-            self.retain(write);
         }
         // Its writes are delivered as any are, with nothing installed to
         // wait for: the part counts as taken once they are handed to the store.
