@@ -364,9 +364,10 @@ fn a_node_behind_by_a_few_writes_is_handed_them_rather_than_the_store() {
         .map(|&n| stat(&cluster, n, "mckv_snapshots_sent"))
         .sum();
     // The 100 sets (less `m0` when node 2, resumed, could still deliver
-    // it in the old view: every member there held it), not the 2,100
-    // items a snapshot would carry.
-    assert!((99..=100).contains(&handed), "{handed} writes handed");
+    // it in the old view: every member there held it; more if a link broke
+    // and the handing started over), not the 2,100 items a snapshot would
+    // carry.
+    assert!((99..1_000).contains(&handed), "{handed} writes handed");
     assert_eq!(snapshots, 0);
     assert_eq!(stat(&cluster, 2, "mckv_missed_received"), 1);
     let logs = cluster.log(0) + &cluster.log(1);
