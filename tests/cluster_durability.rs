@@ -30,6 +30,10 @@ fn durable_cluster(mode: &str, data: &TempDir, cluster_keys: &str) -> Cluster {
 
 /// Node `id` again, after it was killed.
 fn restart(cluster: &mut Cluster, id: usize) {
+    // Reaped first (it was killed, or stopped by itself): a node still
+    // dying holds its ports, could answer the new one's readiness check,
+    // and the new one would fail to bind them and exit.
+    let _ = cluster.nodes[id].child.wait();
     let port = cluster.port(id);
     cluster.nodes[id] = start_cluster_node(&cluster.config, &cluster.dir.0, id, port);
 }
