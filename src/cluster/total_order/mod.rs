@@ -257,7 +257,7 @@ pub use replica::{Apply, Report, TotalOrderReplica, Work};
 use view_change::Handing;
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, VecDeque};
+use std::collections::{vec_deque, BTreeMap, BTreeSet, BinaryHeap, HashMap, VecDeque};
 use std::sync::Arc;
 
 use super::engine::{Effect, Engine, PeerEvent, PeerStatus, ReplyTo, Status, Transfer};
@@ -849,7 +849,7 @@ impl TotalOrder {
     /// The writes delivered here after `upto`, if this node kept them all
     /// and its store holds nothing else: what a member whose store holds
     /// exactly the writes up to `upto` lacks.
-    fn missed_since(&self, upto: Stamp) -> Option<impl Iterator<Item = &Proposal>> {
+    fn missed_since(&self, upto: Stamp) -> Option<vec_deque::Iter<'_, Proposal>> {
         let kept = self.intact
             && self.has_state
             && self.retained_from <= upto
@@ -1667,12 +1667,8 @@ mod tests {
     }
 
     /// Nodes 0 and 1 hold node 2 down and write `keys` in a view of their
-    /// own; then node 2 is up again and they take it back. Each node's
-    /// effects from then on.
-    fn node_2_cut_off_while_writing(
-        engines: &mut [TotalOrder],
-        keys: &[&str],
-    ) -> Vec<Vec<Effect<Work>>> {
+    /// own; then they see node 2 up again.
+    fn write_while_node_2_is_cut_off(engines: &mut [TotalOrder], keys: &[&str]) {
         for e in engines.iter_mut().take(2) {
             e.on_peer(2, PeerEvent::Down);
         }
@@ -1688,6 +1684,15 @@ mod tests {
         for e in engines.iter_mut().take(2) {
             e.on_peer(2, PeerEvent::Up);
         }
+    }
+
+    /// [`write_while_node_2_is_cut_off`], then nodes 0 and 1 take node 2
+    /// back. Each node's effects from then on.
+    fn node_2_cut_off_while_writing(
+        engines: &mut [TotalOrder],
+        keys: &[&str],
+    ) -> Vec<Vec<Effect<Work>>> {
+        write_while_node_2_is_cut_off(engines, keys);
         let mut effects = vec![Vec::new(); engines.len()];
         for _ in 0..3 {
             for (e, out) in engines.iter_mut().zip(effects.iter_mut()) {
@@ -2129,37 +2134,21 @@ mod tests {
                 .iter()
                 .any(|c| matches!(c, Control::Missed { last: false, .. }))
         };
-        for e in engines.iter_mut().take(2) {
-            e.on_peer(2, PeerEvent::Down);
-        }
-        for _ in 0..2 {
-            tick_all(&mut engines[..2]);
-        }
-        for (slot, key) in ["a", "b", "c"].iter().enumerate() {
-            let mut out = Vec::new();
-            engines[0].on_client(reply_to(1, slot as u64), set(key), 0, &mut out);
-            exchange(&mut engines[..2], &mut vec![Vec::new(); 2]);
-        }
-        for e in engines.iter_mut().take(2) {
-            e.on_peer(2, PeerEvent::Up);
-        }
+        write_while_node_2_is_cut_off(&mut engines, &["a", "b", "c"]);
         // Frames go one at a time until node 2 has a first part.
         let mut came = false;
-        for _ in 0..20 {
+        'frames: for _ in 0..20 {
             for e in engines.iter_mut() {
                 e.on_tick(&mut Vec::new());
             }
             for (from, to) in [(0, 1), (0, 2), (1, 0), (1, 2), (2, 0), (2, 1)] {
                 if let Some(frame) = engines[from].outgoing(to as NodeId) {
-                    came |= to == 2 && part_came(&frame);
+                    came = to == 2 && part_came(&frame);
                     engines[to].on_message(from as NodeId, frame, &mut Vec::new());
+                    if came {
+                        break 'frames;
+                    }
                 }
-                if came {
-                    break;
-                }
-            }
-            if came {
-                break;
             }
         }
         assert!(came, "node 2 was handed no part");

@@ -823,18 +823,17 @@ impl TotalOrder {
         let Some(missed) = self.missed_since(after) else {
             return; // never: nothing is delivered while handing
         };
-        let missed: Vec<&Proposal> = missed.collect();
-        let fits = super::proposals_within(missed.iter().copied(), self.frame_budget);
-        let writes: Vec<Proposal> = missed[..fits].iter().map(|&w| w.clone()).collect();
+        let fits = super::proposals_within(missed.clone(), self.frame_budget);
         let last = fits == missed.len();
         if handing.sent == 0 {
             log::info!(
                 "node {}: node {to} missed {} writes (about {} bytes): handing them rather than a snapshot",
                 self.me,
                 missed.len(),
-                missed.iter().map(|w| w.approximate_len()).sum::<usize>()
+                missed.clone().map(Proposal::approximate_len).sum::<usize>()
             );
         }
+        let writes: Vec<Proposal> = missed.take(fits).cloned().collect();
         self.counters.missed_writes_handed += writes.len() as u64;
         handing.writes_after = Some(writes.last().map_or(after, |w| w.stamp));
         handing.sent += 1;
@@ -901,11 +900,19 @@ impl TotalOrder {
             self.send(from, Control::Took { ballot, chunks });
             return;
         }
+        self.counters.missed_received += 1;
+        self.hold_state(" (caught up by the writes it missed)", out);
+    }
+
+    /// This member now holds the state of its view (a snapshot installed,
+    /// or the last of the writes it missed delivered, `how` says which in
+    /// the log): it tells every member, and delivers what it held meanwhile.
+    fn hold_state(&mut self, how: &str, out: &mut Vec<Effect<Work>>) {
         self.has_state = true;
         self.receiving = None;
-        self.counters.missed_received += 1;
+        let ballot = self.ballot;
         log::info!(
-            "node {}: holds the state of view {} (caught up by the writes it missed)",
+            "node {}: holds the state of view {}{how}",
             self.me,
             ballot.round
         );
@@ -975,23 +982,10 @@ impl TotalOrder {
                 if !self.installs(tag) {
                     return; // a snapshot a view change ended, or one that failed
                 }
-                self.has_state = true;
                 self.intact = true;
                 self.rebuilt = false;
-                self.receiving = None;
                 self.counters.snapshots_received += 1;
-                log::info!(
-                    "node {}: holds the state of view {}",
-                    self.me,
-                    self.ballot.round
-                );
-                let ballot = self.ballot;
-                for member in self.view.members.clone() {
-                    if member != self.me {
-                        self.send(member, Control::Caught { ballot });
-                    }
-                }
-                self.deliver(out);
+                self.hold_state("", out);
             }
             Report::SnapshotFailed { tag, why } if tag == self.installing => {
                 // Part of the store is missing or stale: never serve it. A
