@@ -88,6 +88,12 @@ fn get(c: &mut TcpStream, keys: &[&str]) -> Vec<Option<String>> {
         .collect()
 }
 
+/// A client connection to each of A, B and C.
+fn clients(cluster: &common::Cluster) -> (TcpStream, TcpStream, TcpStream) {
+    let client = |node| connect(cluster.port(node));
+    (client(A), client(B), client(C))
+}
+
 fn set(c: &mut TcpStream, key: &str, value: &str) {
     let line = format!("set {key} 0 0 {}\r\n{value}\r\n", value.len());
     assert_eq!(request(c, line.as_bytes()), "STORED\r\n", "set {key}");
@@ -199,11 +205,7 @@ fn client_sees(
 /// for.
 fn x_then_y(consistency: &str, path: XReachesC) -> (Vec<Round>, CausalHistory) {
     let (cluster, proxy) = cluster_with_proxied_links(consistency, path.config(), C, &[A]);
-    let (mut c1, mut c2, mut c3) = (
-        connect(cluster.port(A)),
-        connect(cluster.port(B)),
-        connect(cluster.port(C)),
-    );
+    let (mut c1, mut c2, mut c3) = clients(&cluster);
     let keys: Vec<(String, String)> = (0..ROUNDS)
         .map(|r| (format!("x{r}"), format!("y{r}")))
         .collect();
@@ -400,11 +402,7 @@ const FILLER_SIZE: usize = 900_000;
 #[test]
 fn a_causal_node_applies_a_sync_answer_in_parts_whole() {
     let (cluster, proxy) = cluster_with_proxied_links("causal", "sync_interval_ms = 1000", C, &[A]);
-    let (mut c1, mut c2, mut c3) = (
-        connect(cluster.port(A)),
-        connect(cluster.port(B)),
-        connect(cluster.port(C)),
-    );
+    let (mut c1, mut c2, mut c3) = clients(&cluster);
     let mut history = CausalHistory::new();
     let keys: Vec<(String, String)> = (0..ROUNDS)
         .map(|r| (format!("x{r}"), format!("y{r}")))
@@ -504,11 +502,7 @@ fn show_field<'a>(line: &'a str, name: &str) -> Option<&'a str> {
 fn a_causal_node_reports_the_writes_waiting_per_run_of_their_writer() {
     let config = XReachesC::FromA.config();
     let (cluster, proxy) = cluster_with_proxied_links("causal", config, C, &[A]);
-    let (mut c1, mut c2, mut c3) = (
-        connect(cluster.port(A)),
-        connect(cluster.port(B)),
-        connect(cluster.port(C)),
-    );
+    let (mut c1, mut c2, mut c3) = clients(&cluster);
     // Every link carries a frame before the proxy holds A's.
     set(&mut c1, "warm", "up");
     cluster.wait_for_value(C, "warm", "VALUE warm 0 2\r\nup\r\nEND\r\n");
@@ -576,11 +570,7 @@ fn a_causal_node_reports_the_writes_waiting_of_two_runs_of_one_writer() {
     let config = XReachesC::FromA.config();
     let (mut cluster, proxies) = cluster_with_proxy_per_link("causal", config, &[(A, C), (C, B)]);
     let (a_to_c, c_to_b) = (&proxies[0], &proxies[1]);
-    let (mut c1, mut c2, mut c3) = (
-        connect(cluster.port(A)),
-        connect(cluster.port(B)),
-        connect(cluster.port(C)),
-    );
+    let (mut c1, mut c2, mut c3) = clients(&cluster);
     set(&mut c1, "warm", "up");
     cluster.wait_for_value(C, "warm", "VALUE warm 0 2\r\nup\r\nEND\r\n");
     let live_run = |cluster: &common::Cluster| {
