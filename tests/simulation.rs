@@ -314,8 +314,10 @@ impl Cluster {
     /// `peer_timeout` (in heartbeats).
     /// Every third seed, a frame carries one proposal at most, so a
     /// backlog goes in parts (the engine's "frames have a budget").
-    /// Every other seed, a snapshot handed to a member lists two entries
-    /// a chunk, so the store must stay as it was across many chunks.
+    /// Every other seed, a snapshot handed to a member lists one entry a
+    /// chunk or two, so the source reads it over many frames (more than
+    /// its window: some wait for the member's `Took`) and goes on
+    /// delivering writes meanwhile: the image must stay as it was.
     /// Every fourth seed, nodes keep no delivered write, so a member that
     /// is behind is always handed a snapshot; every fourth a few writes'
     /// worth, so both happen; else enough for every run here, so a member
@@ -328,8 +330,9 @@ impl Cluster {
             0 => 1,
             _ => usize::MAX,
         };
-        let chunk_entries = match config.seed % 2 {
-            0 => 2,
+        let chunk_entries = match config.seed % 4 {
+            0 => 1,
+            2 => 2,
             _ => usize::MAX,
         };
         let retain = match config.seed % 4 {
@@ -912,6 +915,9 @@ struct Scenario {
     /// Values then vanish, which neither history checker models: the
     /// histories are not checked, everything else is.
     evicting: bool,
+    /// With `evicting`: 24 keys, room for 16, so a snapshot takes many
+    /// chunks and writes are delivered (and evict) while it is handed.
+    wide: bool,
     /// Negative control: the stores are not ordered (see `store/memory.rs`).
     unordered: bool,
     /// Every node has a data directory (the harness's simulated ones).
@@ -927,6 +933,10 @@ struct Scenario {
     /// Negative control: every part of the writes a member missed loses
     /// its first write on the way.
     skip_missed: bool,
+    /// Negative control: with data directories, each chunk of a snapshot
+    /// is listed from the store as it is then, not from the image frozen
+    /// at the first (see `SimConfig::thawing_images`).
+    thawing_images: bool,
 }
 
 impl Scenario {
@@ -946,19 +956,22 @@ impl Scenario {
             flushless: false,
             slow_store: false,
             evicting: false,
+            wide: false,
             unordered: false,
             data_dirs: faults.durable(),
             stale_images: false,
             forget_recovered: false,
             skip_missed: false,
+            thawing_images: false,
         }
     }
 
     /// Keys the workload writes: more when the stores evict.
     fn keys(&self) -> usize {
-        match self.evicting {
-            true => 8,
-            false => KEYS,
+        match (self.evicting, self.wide) {
+            (true, true) => 24,
+            (true, false) => 8,
+            (false, _) => KEYS,
         }
     }
 
@@ -970,7 +983,10 @@ impl Scenario {
             // An item of a 2-byte key and a value such as "c3v117" takes a
             // 32-byte chunk and 28 bytes of table: five of the eight keys
             // fit, so a full store has several candidates to evict.
-            config.memory_limit = 5 * 60 + 30;
+            config.memory_limit = match self.wide {
+                true => 16 * 60 + 30,
+                false => 5 * 60 + 30,
+            };
         }
         if self.harsh {
             config.max_delay = 25;
@@ -984,6 +1000,7 @@ impl Scenario {
         config.peer_timeout = short_timeout(&config);
         config.data_dirs = self.data_dirs;
         config.stale_images = self.stale_images;
+        config.thawing_images = self.thawing_images;
         // Every other seed, a restarted node's own hello reaches its peers
         // well after theirs reached it.
         let restarts = self.faults == Faults::CrashRestart || self.faults.durable();
@@ -1311,6 +1328,8 @@ struct Report {
     snapshots: u64,
     /// Members handed the writes they missed instead of a snapshot.
     caught_up: u64,
+    /// Writes delivered by sources while they handed snapshots.
+    written_meanwhile: u64,
     evictions: u64,
     /// Steps from the faults' end until every node served one view.
     serve_again: u64,
@@ -1725,6 +1744,10 @@ fn check_run(
         views: ids.iter().map(|&id| status(id).views_installed).sum(),
         snapshots: ids.iter().map(|&id| status(id).snapshots_received).sum(),
         caught_up: ids.iter().map(|&id| status(id).missed_received).sum(),
+        written_meanwhile: ids
+            .iter()
+            .map(|&id| status(id).writes_during_snapshots)
+            .sum(),
         evictions,
         serve_again: timeline.served_again.unwrap_or(0) - timeline.faults_end,
         window_serve,
@@ -1746,6 +1769,7 @@ struct Totals {
     snapshots: u64,
     /// Members handed the writes they missed instead of a snapshot.
     caught_up: u64,
+    written_meanwhile: u64,
     evictions: u64,
     frames: u64,
     dropped: u64,
@@ -1774,6 +1798,7 @@ impl Totals {
         self.views += r.views;
         self.snapshots += r.snapshots;
         self.caught_up += r.caught_up;
+        self.written_meanwhile += r.written_meanwhile;
         self.evictions += r.evictions;
         self.frames += r.stats.frames_sent;
         self.dropped += r.stats.frames_dropped;
@@ -1812,7 +1837,7 @@ fn sweep_runs(
     }
     eprintln!(
         "{} nodes, {}, {:?}{}: {count} seeds ({} failed), {} ops, refused {:?}, {} lost, \
-         {} orphaned, {} views, {} snapshots, {} caught up by writes, {} evictions, {} frames \
+         {} orphaned, {} views, {} snapshots ({} writes delivered while they were handed), {} caught up by writes, {} evictions, {} frames \
          ({} lost to breaks), \
          {} log tails lost; \
          served again \
@@ -1829,6 +1854,7 @@ fn sweep_runs(
         totals.orphaned,
         totals.views,
         totals.snapshots,
+        totals.written_meanwhile,
         totals.caught_up,
         totals.evictions,
         totals.frames,
@@ -2106,6 +2132,39 @@ fn full_stores_evict_the_same_items_on_every_replica_through_crashes_restarts_an
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
 
+/// A source goes on delivering writes while it hands a snapshot, read from
+/// the image its store froze as the view's start sequence left it (module
+/// doc of `cluster/total_order`, step 4). Stores of 24 keys with room for
+/// 16, handed one or two entries a chunk on every other seed: writes come
+/// between chunks, evict, and move entries, and every replica must still
+/// hold the same items and evict the same ones, through restarts empty and
+/// from data directories.
+#[test]
+fn sources_deliver_while_they_hand_snapshots_and_replicas_stay_identical() {
+    let mut written = 0;
+    for faults in [Faults::CrashRestart, Faults::DurableCrashes] {
+        for nodes in [3, 5] {
+            for mode in MODES {
+                let scenario = |seed| Scenario {
+                    evicting: true,
+                    wide: true,
+                    slow_store: seed % 3 == 0,
+                    ops: 600,
+                    ..Scenario::new(nodes, mode, seed, faults)
+                };
+                let (totals, failed) = sweep_runs(0..SEEDS / 2, scenario);
+                assert!(failed.is_empty(), "{}", failed.join("\n\n"));
+                assert!(totals.snapshots > 0, "{faults:?}: no snapshot was handed");
+                written += totals.written_meanwhile;
+            }
+        }
+    }
+    assert!(
+        written > 100,
+        "{written} writes delivered while snapshots were handed"
+    );
+}
+
 #[test]
 fn negative_control_unordered_stores_evict_different_items_and_the_checks_notice() {
     let (evictions, _, failures) = evicting_runs(SEEDS / 2, true);
@@ -2218,6 +2277,39 @@ fn negative_control_a_member_handed_its_missed_writes_but_one_is_caught() {
         assert!(
             skipped + differ > 0,
             "{mode:?}: a member that missed a write went unnoticed"
+        );
+    }
+}
+
+/// A source hands a snapshot from the image its store froze as the view's
+/// start sequence left it, and goes on delivering writes meanwhile. With
+/// each chunk listed from the store as it is then instead (its image not
+/// kept), a member takes a mix of before and after, then applies the
+/// writes it held on top: the checks must say so.
+#[test]
+fn negative_control_a_snapshot_listed_from_a_changing_store_is_caught() {
+    for mode in MODES {
+        let seeds = 400;
+        let failed = failures(0..seeds, |seed| Scenario {
+            thawing_images: true,
+            evicting: true,
+            wide: true,
+            slow_store: true,
+            ops: 600,
+            ..Scenario::new(3, mode, seed, Faults::DurableCrashes)
+        });
+        let settled: Vec<&String> = failed.iter().filter(|f| !f.contains("hang:")).collect();
+        let count = |what: &str| settled.iter().filter(|f| f.contains(what)).count();
+        let (differ, logs) = (count("hold different items"), count("skipped write"));
+        eprintln!(
+            "{mode:?} with images not kept: {} of {seeds} seeds fail, {} of them settled: \
+             replicas differ in {differ}, a log skips a write in {logs}",
+            failed.len(),
+            settled.len(),
+        );
+        assert!(
+            differ + logs > 0,
+            "{mode:?}: a snapshot of a changing store went unnoticed"
         );
     }
 }
@@ -2909,6 +3001,9 @@ fn replay() {
         stale_images: number("STALE_IMAGES", 0) == 1,
         forget_recovered: number("FORGET_RECOVERED", 0) == 1,
         skip_missed: number("SKIP_MISSED", 0) == 1,
+        thawing_images: number("THAWING_IMAGES", 0) == 1,
+        evicting: number("EVICTING", 0) == 1,
+        wide: number("WIDE", 0) == 1,
         clients_per_node: number("CLIENTS", 2) as usize,
         ..Scenario::new(number("NODES", 3) as u32, mode, number("SEED", 0), faults)
     };

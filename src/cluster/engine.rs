@@ -81,6 +81,9 @@ pub struct Status<'a> {
     pub missed_handed: u64,
     pub missed_writes_handed: u64,
     pub missed_received: u64,
+    /// Strong modes: writes this node applied while it handed a snapshot
+    /// (read from an image its store kept meanwhile).
+    pub writes_during_snapshots: u64,
     /// The snapshot a member catching up is being handed, so far.
     pub receiving: Option<Transfer>,
     /// Operations waiting here.

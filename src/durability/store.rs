@@ -477,8 +477,16 @@ impl VersionedStore for DurableStore {
         self.inner.export_below(below, max, now, out)
     }
 
-    fn listing_in_order(&self) -> Option<OrderListing> {
-        self.inner.listing_in_order()
+    fn freeze_in_order(&mut self) -> Option<OrderListing> {
+        self.inner.freeze_in_order()
+    }
+
+    fn frozen_listing(&self) -> Option<OrderListing> {
+        self.inner.frozen_listing()
+    }
+
+    fn thaw(&mut self) -> usize {
+        self.inner.thaw()
     }
 
     fn export_in_order(

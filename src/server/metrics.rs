@@ -342,6 +342,7 @@ impl<E: Engine> Server<E> {
             missed_handed: status.missed_handed,
             missed_writes_handed: status.missed_writes_handed,
             missed_received: status.missed_received,
+            writes_during_snapshots: status.writes_during_snapshots,
             catch_up: status.receiving.unwrap_or_default(),
             sync: status.sync,
             frames_sent: self.peers.as_ref().map_or(0, |p| p.frames_sent),
@@ -393,6 +394,7 @@ pub struct Snapshot {
     pub missed_handed: u64,
     pub missed_writes_handed: u64,
     pub missed_received: u64,
+    pub writes_during_snapshots: u64,
     pub catch_up: Transfer,
     pub sync: Option<SyncStats>,
     pub frames_sent: u64,
@@ -527,6 +529,11 @@ impl Collector for Snapshot {
             "missed_received",
             "Times this node was handed the writes it missed instead of a snapshot.",
             self.missed_received,
+        )?;
+        counter(
+            "writes_during_snapshots",
+            "Writes this node applied while it handed a snapshot to a member.",
+            self.writes_during_snapshots,
         )?;
         counter("frames_sent", "Frames sent to peers.", self.frames_sent)?;
         counter(

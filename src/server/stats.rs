@@ -322,6 +322,11 @@ impl<E: Engine> Report<'_, E> {
             status.missed_writes_handed,
         );
         reply::stat(out, "mckv_missed_received", status.missed_received);
+        reply::stat(
+            out,
+            "mckv_writes_during_snapshots",
+            status.writes_during_snapshots,
+        );
         let receiving = status.receiving.unwrap_or_default();
         reply::stat(out, "mckv_catch_up_bytes_done", receiving.done);
         reply::stat(out, "mckv_catch_up_bytes_total", receiving.total);

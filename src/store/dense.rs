@@ -26,6 +26,23 @@
 //! The vectors grow by a quarter at a time past 64k slots, not double, so
 //! their spare room is at most a quarter of 20 bytes an item; a large
 //! vector's `realloc` moves pages, not bytes.
+//!
+//! **A frozen image.** [`DenseTable::freeze`] keeps the table as it is
+//! now, place by place, while it goes on changing: the first change that
+//! reaches a place below the frozen length (a slot lent to be changed,
+//! replaced, removed, or moved there from the end) first saves a copy of
+//! the slot there, and [`DenseTable::frozen_at`] reads a place's saved
+//! slot if it has one, else the slot there now, which no change has
+//! reached. A place the table shrank past was saved when its slot was
+//! removed or moved down, so a slot pushed there later is never read as
+//! the image's. It costs a copy of each slot changed while frozen (none
+//! before the first change, nothing when not frozen but one branch), so
+//! a strong mode's source hands a snapshot of the store as it was while
+//! it goes on applying writes, where it used to stop delivering for the
+//! whole transfer. Only changes through `&mut` need it: a slot's bits that
+//! no image carries (`fetched`) are set through [`DenseTable::get_mut_unimaged`].
+
+use std::collections::hash_map::{self, HashMap};
 
 use hashbrown::HashTable;
 
@@ -53,6 +70,15 @@ pub struct DenseTable<T = Slot> {
     /// these, not the slots.
     hashes: Vec<u32>,
     hasher: ahash::RandomState,
+    frozen: Option<Frozen<T>>,
+}
+
+/// The table as it was when frozen: its length then, and the slot of
+/// then of each place a change has reached since.
+#[derive(Debug)]
+struct Frozen<T> {
+    len: usize,
+    saved: HashMap<usize, T, ahash::RandomState>,
 }
 
 /// The 64-bit hash the index is given for a 32-bit one: hashbrown picks
@@ -69,11 +95,12 @@ impl<T> Default for DenseTable<T> {
             slots: Vec::new(),
             hashes: Vec::new(),
             hasher: ahash::RandomState::default(),
+            frozen: None,
         }
     }
 }
 
-impl<T: Keyed> DenseTable<T> {
+impl<T: Keyed + Clone> DenseTable<T> {
     fn hash(&self, key: &[u8]) -> u32 {
         self.hasher.hash_one(key) as u32
     }
@@ -114,6 +141,14 @@ impl<T: Keyed> DenseTable<T> {
 
     pub fn get_mut(&mut self, key: &[u8]) -> Option<&mut T> {
         let i = self.position(key)?;
+        self.save(i);
+        Some(&mut self.slots[i])
+    }
+
+    /// [`DenseTable::get_mut`] for a change a frozen image does not carry
+    /// (see the module doc): the place is not saved.
+    pub fn get_mut_unimaged(&mut self, key: &[u8]) -> Option<&mut T> {
+        let i = self.position(key)?;
         Some(&mut self.slots[i])
     }
 
@@ -122,6 +157,7 @@ impl<T: Keyed> DenseTable<T> {
     }
 
     pub fn get_index_mut(&mut self, i: usize) -> Option<&mut T> {
+        self.save(i);
         self.slots.get_mut(i)
     }
 
@@ -149,7 +185,10 @@ impl<T: Keyed> DenseTable<T> {
     /// end; the slot it replaced.
     pub fn insert(&mut self, slot: T) -> Option<T> {
         match self.position(slot.key()) {
-            Some(i) => Some(std::mem::replace(&mut self.slots[i], slot)),
+            Some(i) => {
+                self.save(i);
+                Some(std::mem::replace(&mut self.slots[i], slot))
+            }
             None => {
                 self.push(slot);
                 None
@@ -168,6 +207,8 @@ impl<T: Keyed> DenseTable<T> {
         let found = self.index.find_entry(hash, |&p| p as usize == i);
         found.expect("every slot is indexed").remove();
         let last = self.slots.len() - 1;
+        self.save(i);
+        self.save(last);
         if i != last {
             let hash = widen(self.hashes[last]);
             let moved = self.index.find_mut(hash, |&p| p as usize == last);
@@ -179,8 +220,56 @@ impl<T: Keyed> DenseTable<T> {
 
     pub fn clear(&mut self) {
         self.index.clear();
-        self.slots.clear();
         self.hashes.clear();
+        match &mut self.frozen {
+            Some(frozen) => {
+                for (i, slot) in self.slots.drain(..).enumerate().take(frozen.len) {
+                    frozen.saved.entry(i).or_insert(slot);
+                }
+            }
+            None => self.slots.clear(),
+        }
+    }
+
+    /// Keeps the table as it is now for [`DenseTable::frozen_at`] while it
+    /// changes (module doc), until [`DenseTable::thaw`]; the image already
+    /// kept, if frozen.
+    pub fn freeze(&mut self) {
+        if self.frozen.is_none() {
+            self.frozen = Some(Frozen {
+                len: self.slots.len(),
+                saved: HashMap::default(),
+            });
+        }
+    }
+
+    /// Drops the frozen image; how many slots it had saved.
+    pub fn thaw(&mut self) -> usize {
+        self.frozen.take().map_or(0, |frozen| frozen.saved.len())
+    }
+
+    /// How many places the frozen image holds, if frozen.
+    pub fn frozen_len(&self) -> Option<usize> {
+        self.frozen.as_ref().map(|frozen| frozen.len)
+    }
+
+    /// The slot at place `i` when the table was frozen.
+    pub fn frozen_at(&self, i: usize) -> Option<&T> {
+        let frozen = self.frozen.as_ref().filter(|frozen| i < frozen.len)?;
+        frozen.saved.get(&i).or_else(|| self.slots.get(i))
+    }
+
+    /// Before place `i` changes: its slot, if the frozen image needs it.
+    fn save(&mut self, i: usize) {
+        if let Some(frozen) = &mut self.frozen {
+            if i < frozen.len {
+                if let (Some(slot), hash_map::Entry::Vacant(place)) =
+                    (self.slots.get(i), frozen.saved.entry(i))
+                {
+                    place.insert(slot.clone());
+                }
+            }
+        }
     }
 }
 
@@ -225,6 +314,65 @@ mod tests {
         assert!(t.swap_remove_index(2).is_none());
         assert!(t.insert(slot("a")).is_some(), "replaced in place");
         assert_eq!(keys(&t), ["a", "d"]);
+    }
+
+    /// What a place holds, as compared: its key and value.
+    fn held(slot: Option<&Slot>) -> Option<(Vec<u8>, Vec<u8>)> {
+        slot.map(|s| (s.key().to_vec(), s.value().to_vec()))
+    }
+
+    /// Whatever the table does after a freeze (slots added at places
+    /// others left, replaced, changed in place, removed from anywhere,
+    /// everything cleared), the frozen image reads as the table was.
+    #[test]
+    fn a_frozen_image_reads_as_the_table_was_whatever_it_does_next() {
+        let mut rng = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = |below: usize| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            (rng % below as u64) as usize
+        };
+        for round in 0..200 {
+            let mut t = DenseTable::<Slot>::default();
+            for i in 0..next(40) {
+                t.push(slot(&format!("k{i}")));
+            }
+            let before: Vec<_> = (0..t.len()).map(|i| held(t.get_index(i))).collect();
+            t.freeze();
+            for step in 0..next(60) {
+                let key = format!("k{}", next(50));
+                let meta = Meta {
+                    flags: 0,
+                    cas: 2 + step as u64,
+                    expiry: Expiry::Never,
+                    stored_at: 0,
+                };
+                match next(6) {
+                    0 => drop(t.insert(Slot::new(key.as_bytes(), b"new", meta))),
+                    1 => {
+                        if let Some(s) = t.get_mut(key.as_bytes()) {
+                            s.overwrite(b"changed", meta);
+                        }
+                    }
+                    2 if !t.is_empty() => {
+                        let i = next(t.len());
+                        t.get_index_mut(i).expect("in range").set_referenced(true);
+                        t.swap_remove_index(next(t.len()));
+                    }
+                    3 => drop(t.swap_remove(key.as_bytes())),
+                    4 if round % 10 == 0 && step % 20 == 19 => t.clear(),
+                    _ => {}
+                }
+            }
+            assert_eq!(t.frozen_len(), Some(before.len()));
+            for (i, was) in before.iter().enumerate() {
+                assert_eq!(&held(t.frozen_at(i)), was, "round {round}, place {i}");
+            }
+            assert!(t.frozen_at(before.len()).is_none());
+            t.thaw();
+            assert!(t.frozen_at(0).is_none(), "thawed");
+        }
     }
 
     #[test]

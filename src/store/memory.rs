@@ -228,9 +228,11 @@ pub struct MemoryStore {
     /// Bytes of keys and values in the table, dead items' too (how far a
     /// snapshot's transfer has come is counted in them).
     payload_bytes: u64,
-    /// Writes, entries added or removed, and flushes so far: a listing in
-    /// order holds only while this stays ([`OrderListing::changes`]).
-    changes: u64,
+    /// The listing in order a snapshot reads, while the table keeps its
+    /// frozen image for it ([`VersionedStore::freeze_in_order`]).
+    frozen: Option<OrderListing>,
+    /// Images frozen so far: names each listing.
+    images: u64,
     limit_bytes: u64,
     limits: Limits,
     /// A pending `flush_all <delay>`: items stored before it die when it comes.
@@ -254,7 +256,8 @@ impl MemoryStore {
             entries: DenseTable::default(),
             used_bytes: 0,
             payload_bytes: 0,
-            changes: 0,
+            frozen: None,
+            images: 0,
             limit_bytes,
             limits,
             flush_at: None,
@@ -317,7 +320,12 @@ impl MemoryStore {
         f: impl FnOnce(&mut Slot) -> R,
     ) -> Option<R> {
         let flush_at = self.flush_at;
-        let death = match self.entries.get_mut(key) {
+        // A read that removes nothing changes no bit an image carries.
+        let slot = match removes {
+            true => self.entries.get_mut(key),
+            false => self.entries.get_mut_unimaged(key),
+        };
+        let death = match slot {
             Some(slot) => match death(slot, flush_at, now) {
                 None => return Some(f(slot)),
                 death => death,
@@ -338,9 +346,7 @@ impl MemoryStore {
 
     /// An ordered store sweeps a few entries with each write it applies,
     /// not on a timer: the same entries at the same point on every replica.
-    /// Every write steps first, so it counts as a change here.
     fn step(&mut self, now: UnixTime) {
-        self.changes += 1;
         if self.ordered && self.sweep.on {
             self.sweep(now, ORDERED_SWEEP_SLICE);
         }
@@ -348,14 +354,12 @@ impl MemoryStore {
 
     /// An item of `key` and `value_len` bytes of value enters the table.
     fn count(&mut self, key: &[u8], value_len: usize) {
-        self.changes += 1;
         self.used_bytes += cost(key, value_len);
         self.payload_bytes += (key.len() + value_len) as u64;
     }
 
     /// One leaves it.
     fn uncount(&mut self, key: &[u8], value_len: usize) {
-        self.changes += 1;
         self.used_bytes -= cost(key, value_len);
         self.payload_bytes -= (key.len() + value_len) as u64;
     }
@@ -726,7 +730,6 @@ impl Store for MemoryStore {
     }
 
     fn flush_all(&mut self, at: Option<UnixTime>, now: UnixTime) -> StoreResult<()> {
-        self.changes += 1;
         match at {
             Some(at) if at > now => self.flush_at = Some(at),
             _ => {
@@ -924,12 +927,29 @@ impl VersionedStore for MemoryStore {
         Ok(next)
     }
 
-    fn listing_in_order(&self) -> Option<OrderListing> {
-        self.ordered.then(|| OrderListing {
-            head: self.head(),
-            bytes: self.payload_bytes,
-            changes: self.changes,
-        })
+    fn freeze_in_order(&mut self) -> Option<OrderListing> {
+        if !self.ordered {
+            return None;
+        }
+        if self.frozen.is_none() {
+            self.entries.freeze();
+            self.images += 1;
+            self.frozen = Some(OrderListing {
+                head: self.head(),
+                bytes: self.payload_bytes,
+                image: self.images,
+            });
+        }
+        self.frozen
+    }
+
+    fn frozen_listing(&self) -> Option<OrderListing> {
+        self.frozen
+    }
+
+    fn thaw(&mut self) -> usize {
+        self.frozen = None;
+        self.entries.thaw()
     }
 
     fn export_in_order(
@@ -943,10 +963,12 @@ impl VersionedStore for MemoryStore {
                 "only an ordered store lists its items in order for a peer".into(),
             ));
         }
-        let len = self.entries.len();
+        let Some(len) = self.entries.frozen_len() else {
+            return Err(StoreError::Refused("no image is frozen to list".into()));
+        };
         let mut next = from;
         while next < len.min(from.saturating_add(max)) {
-            let slot = self.entries.get_index(next).expect("below the length");
+            let slot = self.entries.frozen_at(next).expect("below the length");
             next += 1;
             if !out(recorded(slot)) {
                 break;
@@ -1749,7 +1771,7 @@ mod tests {
         now: UnixTime,
     ) -> (u64, u64) {
         let listing = from
-            .listing_in_order()
+            .freeze_in_order()
             .expect("an ordered store lists in order");
         let (head, said) = (listing.head, listing.bytes);
         to.reset(&head, now).unwrap();
@@ -1767,7 +1789,72 @@ mod tests {
                 to.install(&record, now).unwrap();
             }
         }
+        from.thaw();
         (said, carried)
+    }
+
+    /// Installs the whole image `from` froze into `to`, a few entries at a
+    /// time, running `meanwhile` on `from` between them.
+    fn install_image(
+        from: &mut MemoryStore,
+        to: &mut MemoryStore,
+        mut meanwhile: impl FnMut(&mut MemoryStore),
+    ) {
+        let listing = from.frozen_listing().expect("frozen");
+        to.reset(&listing.head, NOW + 1000).unwrap();
+        let mut next = Some(0);
+        while let Some(place) = next {
+            let mut records = Vec::new();
+            next = from
+                .export_in_order(place, 2, &mut |r| {
+                    records.push(r);
+                    true
+                })
+                .unwrap();
+            records
+                .iter()
+                .for_each(|r| to.install(r, NOW + 1000).unwrap());
+            meanwhile(from);
+        }
+    }
+
+    /// An image frozen for a listing in order stays the store as it was
+    /// when frozen, whatever the store does next: writes, evictions, its
+    /// sweep, delayed and immediate flushes, keys added at places others
+    /// left. Listed a few entries at a time between writes, it makes a
+    /// replica that goes on like one that stopped at the freeze.
+    #[test]
+    fn a_frozen_image_lists_the_store_as_it_was_while_writes_go_on() {
+        let (mut a, mut stopped) = (small(8).ordered(), small(8).ordered());
+        assert_eq!(replicate(&mut a, &mut stopped, 100), None);
+        let frozen = a.freeze_in_order().expect("an ordered store");
+        let mut c = small(8).ordered();
+        let mut i = 100;
+        install_image(&mut a, &mut c, |a| {
+            for _ in 0..7 {
+                apply(a, &format!("key:{}", i * 7 % 23), i, NOW + i / 10);
+                i += 1;
+            }
+        });
+        assert_ne!(layout(&a), layout(&stopped));
+        assert_eq!(layout(&c), layout(&stopped));
+        a.flush_all(None, NOW + 100).unwrap();
+        assert_eq!(
+            a.freeze_in_order(),
+            Some(frozen),
+            "the same image until thawed"
+        );
+        let mut d = small(8).ordered();
+        install_image(&mut a, &mut d, |_| {});
+        assert_eq!(layout(&d), layout(&stopped), "after the table was cleared");
+        assert!(a.thaw() > 0, "it copied what changed");
+        assert_eq!(a.frozen_listing(), None);
+        assert_eq!(
+            replicate(&mut stopped, &mut c, 300),
+            None,
+            "answered differently"
+        );
+        assert_eq!(layout(&stopped), layout(&c));
     }
 
     #[test]
@@ -1777,7 +1864,7 @@ mod tests {
             assert_eq!(said, carried);
         });
         assert!(
-            small(8).listing_in_order().is_none(),
+            small(8).freeze_in_order().is_none(),
             "an unordered store lists by key"
         );
     }

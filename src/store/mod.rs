@@ -358,21 +358,34 @@ pub trait VersionedStore: Store {
         ))
     }
 
-    /// Where a listing in order ([`VersionedStore::export_in_order`])
-    /// starts, if this store lists itself so.
-    fn listing_in_order(&self) -> Option<OrderListing> {
+    /// Freezes an image of the store as it is now, kept whatever it does
+    /// next until [`VersionedStore::thaw`], for a listing in order
+    /// ([`VersionedStore::export_in_order`]), and says where that starts;
+    /// if an image is frozen already, that one. `None` if this store does
+    /// not list itself so.
+    fn freeze_in_order(&mut self) -> Option<OrderListing> {
         None
     }
 
-    /// Lists an ordered store (a replica of a strong mode) in its table's
-    /// order a slice at a time, for a snapshot handed to a rejoining
-    /// member: from place `from` up, it hands `out` the record of every
-    /// entry, dead ones too, and stops after `max` entries or when `out`
-    /// says so (returns `false`). Where the next slice starts; `None` when
-    /// the listing is done. It removes nothing. The slices together are
-    /// the store as it was only if nothing changed it between them, which
-    /// the engine sees to (a source delivers nothing while it hands a
-    /// snapshot, and an ordered store's reads and timers change nothing).
+    /// The listing of the image frozen now, if any.
+    fn frozen_listing(&self) -> Option<OrderListing> {
+        None
+    }
+
+    /// Drops the frozen image; how many items it had to copy to keep it
+    /// (those changed since it was frozen).
+    fn thaw(&mut self) -> usize {
+        0
+    }
+
+    /// Lists the image an ordered store (a replica of a strong mode) froze
+    /// ([`VersionedStore::freeze_in_order`]) in its table's order a slice
+    /// at a time, for a snapshot handed to a rejoining member: from place
+    /// `from` up, it hands `out` the record of every entry, dead ones too,
+    /// and stops after `max` entries or when `out` says so (returns
+    /// `false`). Where the next slice starts; `None` when the listing is
+    /// done. It removes nothing, and the store may take writes between
+    /// slices: the slices together are the store as it was when frozen.
     /// A store that cannot list by place fails, and is listed by key
     /// ([`VersionedStore::snapshot_keys`]).
     fn export_in_order(
@@ -434,18 +447,16 @@ pub struct Listing {
     pub head: Head,
 }
 
-/// Where a listing of an ordered store in its table's order starts
-/// ([`VersionedStore::listing_in_order`]).
+/// Where a listing of an ordered store's frozen image in its table's
+/// order starts ([`VersionedStore::freeze_in_order`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OrderListing {
     /// What goes with the first records.
     pub head: Head,
     /// The bytes of keys and values the listing will carry.
     pub bytes: u64,
-    /// How many times the store changed so far (a write, an entry added,
-    /// rewritten or removed, a flush): the listing gives back the store
-    /// only while this stays the same.
-    pub changes: u64,
+    /// Which image the store froze for it: a listing reads only that one.
+    pub image: u64,
 }
 
 /// What a snapshot carries before its records.

@@ -129,11 +129,25 @@ pub type SharedJournal = Arc<Mutex<Journal>>;
 pub struct ImagingStore {
     inner: MemoryStore,
     journal: SharedJournal,
+    /// Negative control: the image frozen for a snapshot is not kept, each
+    /// chunk is listed from the store as it is then (`SimConfig::
+    /// thawing_images`); the listing it says is frozen.
+    thawing: Option<Option<OrderListing>>,
 }
 
 impl ImagingStore {
     pub fn new(inner: MemoryStore, journal: SharedJournal) -> ImagingStore {
-        ImagingStore { inner, journal }
+        ImagingStore {
+            inner,
+            journal,
+            thawing: None,
+        }
+    }
+
+    /// The negative control above.
+    pub fn thawing(mut self) -> ImagingStore {
+        self.thawing = Some(None);
+        self
     }
 }
 
@@ -225,8 +239,26 @@ impl VersionedStore for ImagingStore {
         self.inner.export_below(below, max, now, out)
     }
 
-    fn listing_in_order(&self) -> Option<OrderListing> {
-        self.inner.listing_in_order()
+    fn freeze_in_order(&mut self) -> Option<OrderListing> {
+        let listing = self.inner.freeze_in_order()?;
+        match &mut self.thawing {
+            Some(said) => Some(*said.get_or_insert(listing)),
+            None => Some(listing),
+        }
+    }
+
+    fn frozen_listing(&self) -> Option<OrderListing> {
+        match self.thawing {
+            Some(said) => said,
+            None => self.inner.frozen_listing(),
+        }
+    }
+
+    fn thaw(&mut self) -> usize {
+        if let Some(said) = &mut self.thawing {
+            *said = None;
+        }
+        self.inner.thaw()
     }
 
     fn export_in_order(
@@ -235,6 +267,10 @@ impl VersionedStore for ImagingStore {
         max: usize,
         out: &mut dyn FnMut(Record) -> bool,
     ) -> StoreResult<Option<usize>> {
+        if self.thawing.is_some() {
+            self.inner.thaw();
+            self.inner.freeze_in_order();
+        }
         self.inner.export_in_order(from, max, out)
     }
 

@@ -133,6 +133,11 @@ pub struct SimConfig {
     /// older than the one current at its last reply (a log that lost what
     /// a reply had waited for).
     pub stale_images: bool,
+    /// Negative control: with data directories, a store hands each chunk
+    /// of a snapshot from the store as it is then, not from the image it
+    /// froze at the first (as if it kept nothing of what writes changed
+    /// meanwhile).
+    pub thawing_images: bool,
 }
 
 impl SimConfig {
@@ -156,6 +161,7 @@ impl SimConfig {
             store_delay: 0,
             data_dirs: false,
             stale_images: false,
+            thawing_images: false,
         }
     }
 
@@ -508,7 +514,10 @@ where
         let journal = Journal::new(first, self.config.stale_images);
         let journal = std::sync::Arc::new(std::sync::Mutex::new(journal));
         self.journals.insert(id, journal.clone());
-        ImagingStore::new(store, journal)
+        match self.config.thawing_images {
+            true => ImagingStore::new(store, journal).thawing(),
+            false => ImagingStore::new(store, journal),
+        }
     }
 
     /// With data directories: the stamp node `id`'s current run started

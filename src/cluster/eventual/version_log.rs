@@ -172,7 +172,7 @@ pub struct Changes {
 type SharedKey = Arc<[u8]>;
 
 /// A key's entry in the log's table: the key and what is known of it.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct KnownKey {
     key: SharedKey,
     known: Known,

@@ -93,11 +93,30 @@
 //!    delivers the start entries it has not delivered, and anything after
 //!    them, only once every member started. A member without the state
 //!    (restarted empty, or behind) is handed a snapshot of the store as of
-//!    the end of the start sequence, in chunks, by the lowest source, which
-//!    delivers nothing more until the snapshot is out; the member holds
-//!    and acks new proposals meanwhile and delivers them once the snapshot
-//!    is in. The source reads chunks as fast as the member installs them:
-//!    the member says `Took` with how many chunks of the snapshot its store
+//!    the end of the start sequence, in chunks, by the lowest source; the
+//!    member holds and acks new proposals meanwhile and delivers them once
+//!    the snapshot is in. The source delivers nothing more until it has
+//!    chosen, for every member, between a snapshot and the writes it
+//!    missed (below), and begun reading each snapshot: the store takes an
+//!    *image* as the first chunk's work runs, after the start sequence's
+//!    writes and before any later one (store work runs in order). An
+//!    ordered memory store keeps that image while it applies writes (its
+//!    table saves a copy of each item a write reaches first: see
+//!    `store/dense.rs`), so once its first chunk says so the source goes
+//!    on delivering, and every chunk, also one read again after a lost
+//!    link, is of the image. Each says where the image ends (the last
+//!    write delivered before it), which is where the member stands once
+//!    it installed the snapshot: it then delivers what it held, which is
+//!    every write the source delivered since (delivery needed its ack).
+//!    A store that keeps no image (a memcached backend, listed by key)
+//!    is read as it is, so its source delivers nothing until the snapshot
+//!    is out, and neither does one whose members hold more than
+//!    `queue_limit` bytes of writes delivered since the image (they wait
+//!    in the members' queues, and the image's copies in the store, until
+//!    the snapshot is in). The image is dropped once no member is handed
+//!    anything (every one said `Caught`) or the view ends.
+//!    The source reads chunks as fast as the member installs them: the
+//!    member says `Took` with how many chunks of the snapshot its store
 //!    reported installed (`Report::ChunkInstalled`), not received, and the
 //!    source reads one only while fewer than a window of those it sent are
 //!    not said taken. That bounds the member's memory as well as the
@@ -149,7 +168,9 @@
 //!   clock too). So it is the store of every
 //!   such node at that write, the claim that makes such a member a source
 //!   when it reaches the floor (step 3). The source keeps every write it
-//!   delivered after `retained_from`, and delivers nothing while it hands,
+//!   delivered after `retained_from`, and delivers nothing while it hands
+//!   them (it hands none once it delivered a write after taking an image
+//!   for a snapshot: step 4; a member that chooses later takes the image),
 //!   so a member at `upto >= retained_from` lacks exactly those after
 //!   `upto`, up to the view's state; delivering them there in order makes
 //!   its store the source's.
@@ -280,6 +301,19 @@ const DEFAULT_QUEUE_LIMIT: usize = 64 << 20;
 /// that fall behind may hold ([`kept_bytes`]; module doc, "Catching up"):
 /// a member that missed more is handed a snapshot.
 const DEFAULT_RETAIN_LIMIT: usize = 8 << 20;
+
+/// The store state the snapshots of a view are read from (module doc,
+/// step 4): the store as the view's start sequence left it.
+#[derive(Debug, Clone, Copy)]
+struct Image {
+    /// The last write it holds: where each of its snapshots ends.
+    upto: Stamp,
+    /// The store keeps it while it applies writes (an ordered memory
+    /// store's frozen image, as its first chunk said), so delivery goes on.
+    frozen: bool,
+    /// Bytes of writes delivered since it was taken.
+    written: usize,
+}
 
 /// A queued operation, ordered by stamp alone (stamps are unique).
 #[derive(Debug)]
@@ -478,10 +512,13 @@ pub struct TotalOrder {
     /// holds. Measured once a tick, as the reactor reads `status` every
     /// loop iteration.
     delivery_lag: u64,
-    /// Members this node is handing a snapshot to. Nothing but the start
-    /// sequence is delivered meanwhile, so the snapshot is of the store as
-    /// the start sequence left it.
+    /// Members this node is handing a snapshot to, or the writes they
+    /// missed. The snapshot is of the store as the start sequence left it:
+    /// nothing else is delivered until it is read, or frozen (`image`).
     handing: BTreeMap<NodeId, Handing>,
+    /// The store state this view's snapshots are read from, once the first
+    /// is begun and while any is handed.
+    image: Option<Image>,
     /// The snapshot this node is being handed, so far.
     receiving: Option<Transfer>,
     /// Chunks of the snapshot being installed here that the store has
@@ -524,6 +561,7 @@ struct ViewCounters {
     missed_handed: u64,
     missed_writes_handed: u64,
     missed_received: u64,
+    writes_during_snapshots: u64,
 }
 
 impl TotalOrder {
@@ -590,6 +628,7 @@ impl TotalOrder {
             delivered_upto: Stamp::default(),
             delivery_lag: 0,
             handing: BTreeMap::new(),
+            image: None,
             receiving: None,
             chunks_installed: 0,
             installing_from: me,
@@ -772,7 +811,7 @@ impl TotalOrder {
         if head.start {
             return true;
         }
-        if !self.handing.is_empty() {
+        if self.handing_holds_delivery() {
             return false; // a snapshot is being read from the store
         }
         if head.read {
@@ -801,6 +840,10 @@ impl TotalOrder {
             if !entry.read {
                 self.delivered_upto = entry.stamp;
                 self.retain(entry.stamp, &entry.op);
+                if let Some(image) = &mut self.image {
+                    image.written += op_len(&entry.op);
+                    self.counters.writes_during_snapshots += 1;
+                }
             }
             let mine = entry.stamp.node == self.me;
             out.push(Effect::Work(Work::Apply(Apply {
@@ -1211,6 +1254,7 @@ impl Engine for TotalOrder {
             missed_handed: self.counters.missed_handed,
             missed_writes_handed: self.counters.missed_writes_handed,
             missed_received: self.counters.missed_received,
+            writes_during_snapshots: self.counters.writes_during_snapshots,
             receiving: self.receiving.filter(|_| !self.has_state),
         }
     }
@@ -1882,6 +1926,7 @@ mod tests {
             first: first.then(crate::store::Head::default),
             last,
             total: key.len() as u64 + 1,
+            frozen: true,
         }
     }
 
@@ -1921,32 +1966,54 @@ mod tests {
         writes.count()
     }
 
-    /// A snapshot is listed a chunk at a time in the table's order
-    /// (`VersionedStore::export_in_order`), which gives back the store only
-    /// if nothing changes it between chunks: a write proposed while the
-    /// source hands one is not applied there until the member took the
-    /// last chunk (its origin and the other members may apply it).
-    #[test]
-    fn a_source_applies_no_write_while_it_hands_a_snapshot() {
+    /// A write proposed while the source hands a snapshot: read from an
+    /// image the store keeps while it applies writes (an ordered memory
+    /// store's), the source applies it at once; read from the store as it
+    /// is (a memcached backend, listed by key), not until the member took
+    /// the last chunk, since a chunk read after it would hold it. Either
+    /// way the member applies it once, after its snapshot, which ends
+    /// where the image was taken.
+    fn a_write_while_a_snapshot_is_handed(frozen: bool) {
+        let chunk = |tag, first, last| {
+            let mut report = part(tag, "k", first, last);
+            if let Report::Chunk { frozen: kept, .. } = &mut report {
+                *kept = frozen;
+            }
+            report
+        };
         let mut engines = cluster_with_a_write();
         let tag = the_dump_tag(&restart_node_2(&mut engines));
-        engines[0].on_store(part(tag, "k", true, false), &mut Vec::new());
+        let image = engines[0].delivered_upto;
+        engines[0].on_store(chunk(tag, true, false), &mut Vec::new());
         engines[1].on_client(reply_to(7, 0), set("k2"), 0, &mut Vec::new());
         let mut during = exchange_all(&mut engines);
+        during.extend(exchange_all(&mut engines));
         engines[0].on_tick(&mut during[0]);
         let rest = the_next_read(&during[0]);
-        assert_eq!(
-            applies(&during[0], "k2"),
-            0,
-            "applied mid-snapshot: {during:?}"
-        );
-        engines[0].on_store(part(rest, "k", false, true), &mut Vec::new());
+        let applied = usize::from(frozen);
+        assert_eq!(applies(&during[0], "k2"), applied, "{during:?}");
+        engines[0].on_store(chunk(rest, false, true), &mut Vec::new());
         let received = exchange_all(&mut engines);
+        assert_eq!(
+            engines[2].delivered_upto, image,
+            "the snapshot ends at the image"
+        );
         let installed = install_tags(&received[2]);
-        let mut after = Vec::new();
-        engines[2].on_store(Report::Installed { tag: installed[0] }, &mut after);
+        let mut member = Vec::new();
+        engines[2].on_store(Report::Installed { tag: installed[0] }, &mut member);
+        assert_eq!(applies(&member, "k2"), 1, "{member:?}");
         let after = exchange_all(&mut engines);
-        assert_eq!(applies(&after[0], "k2"), 1, "{after:?}");
+        assert_eq!(applies(&after[0], "k2"), 1 - applied, "{after:?}");
+    }
+
+    #[test]
+    fn a_source_applies_writes_while_it_hands_a_snapshot_of_a_frozen_image() {
+        a_write_while_a_snapshot_is_handed(true);
+    }
+
+    #[test]
+    fn a_source_applies_no_write_while_it_hands_a_snapshot_of_its_live_store() {
+        a_write_while_a_snapshot_is_handed(false);
     }
 
     /// The tag of the one read of a snapshot among `effects`, which reads

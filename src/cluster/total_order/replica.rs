@@ -46,7 +46,8 @@ pub enum Work {
         /// Tags the report, which may come back after the engine moved on.
         tag: u64,
     },
-    /// The snapshots being handed ended (a view change): forget them.
+    /// The snapshots being handed ended (every member took its own, or a
+    /// view change): forget them, and drop the image they were read from.
     EndDumps,
     /// Part of a snapshot from a peer: with `reset`, empty the store first
     /// and take that head; then install `records`.
@@ -82,6 +83,9 @@ pub enum Report {
         last: bool,
         /// About how many bytes the whole snapshot carries.
         total: u64,
+        /// It is read from an image the store keeps while it takes writes
+        /// (an ordered memory store's), not from the store as it is.
+        frozen: bool,
     },
     /// A chunk of a snapshot other than its last is installed (the
     /// member's `Took` waits for it: module doc, step 4).
@@ -135,17 +139,16 @@ impl Dump {
 /// Where a snapshot's listing goes on.
 #[derive(Debug)]
 enum Next {
-    /// At this place of an ordered store's table, listed in its order a
-    /// chunk at a time (`VersionedStore::export_in_order`): the listing's
-    /// start costs nothing however big the store. `still` is where the
-    /// listing began, which must still hold at each chunk: the engine
-    /// applies no write while it hands a snapshot, and should one change
-    /// the store anyway (a removal moves the last entry to a place already
-    /// listed, and the member would silently lack it), the snapshot fails
-    /// and its source starts over.
+    /// At this place of the image an ordered store froze, listed in its
+    /// table's order a chunk at a time (`VersionedStore::export_in_order`):
+    /// the listing's start costs nothing however big the store, and the
+    /// store takes writes meanwhile. `image` is the image it lists, which
+    /// must still be frozen at each chunk: should it have been thawed (the
+    /// snapshots ended) and another frozen since, the snapshot fails and
+    /// its source starts over.
     Place {
         place: usize,
-        still: OrderListing,
+        image: OrderListing,
     },
     /// At this key of every key listed at the start (a store that lists
     /// by key only: a memcached backend).
@@ -193,7 +196,13 @@ impl Replica for TotalOrderReplica {
                 });
                 emit(Done::Engine(report))
             }
-            Work::EndDumps => self.dumps.clear(),
+            Work::EndDumps => {
+                self.dumps.clear();
+                let copied = executor.store().thaw();
+                if copied > 0 {
+                    log::info!("snapshots handed: {copied} items written meanwhile were copied");
+                }
+            }
             Work::Install {
                 reset,
                 records,
@@ -247,10 +256,10 @@ impl TotalOrderReplica {
         let store = executor.store();
         let mut first = None;
         if start {
-            let (head, dump) = match store.listing_in_order() {
-                Some(still) => {
-                    let next = Next::Place { place: 0, still };
-                    (still.head, Dump::new(next, still.bytes))
+            let (head, dump) = match store.freeze_in_order() {
+                Some(image) => {
+                    let next = Next::Place { place: 0, image };
+                    (image.head, Dump::new(next, image.bytes))
                 }
                 None => {
                     let listing = store.snapshot_keys().map_err(|e| format!("{e:?}"))?;
@@ -267,9 +276,9 @@ impl TotalOrderReplica {
         };
         let (mut records, mut bytes) = (Vec::new(), 0);
         match &mut dump.next {
-            Next::Place { place, still } => {
-                if store.listing_in_order() != Some(*still) {
-                    return Err("the store changed while it was listed".into());
+            Next::Place { place, image } => {
+                if store.frozen_listing() != Some(*image) {
+                    return Err("the store's image was dropped while it was listed".into());
                 }
                 let mut take = |record: Record| {
                     bytes += record.size() as usize;
@@ -280,7 +289,7 @@ impl TotalOrderReplica {
                 dump.next = match next.map_err(|e| format!("{e:?}"))? {
                     Some(next) => Next::Place {
                         place: next,
-                        still: *still,
+                        image: *image,
                     },
                     None => Next::Done,
                 };
@@ -304,6 +313,7 @@ impl TotalOrderReplica {
         dump.records += records.len() as u64;
         dump.chunks += 1;
         dump.longest = dump.longest.max(started.elapsed());
+        let frozen = store.frozen_listing().is_some();
         let (last, total) = (matches!(dump.next, Next::Done), dump.bytes);
         if last {
             log::info!(
@@ -324,6 +334,7 @@ impl TotalOrderReplica {
             first,
             last,
             total,
+            frozen,
         })
     }
 }
@@ -380,39 +391,72 @@ mod tests {
         store.store(write, T).unwrap();
     }
 
-    /// An ordered store is listed by place a chunk at a time; should it
-    /// change between chunks (the engine applies no write meanwhile), the
-    /// snapshot fails rather than hand over a listing that misses an entry
-    /// a removal moved to a place already listed, even when the store ends
-    /// with as many entries and bytes as it began with.
+    /// An ordered store is listed by place a chunk at a time, from the
+    /// image it froze at the first: writes between chunks (a removal that
+    /// moves the last entry to a place already listed, a key added, one
+    /// not listed yet overwritten) change the store, not what is handed,
+    /// which is the store as it was, in its order.
     #[test]
-    fn a_store_that_changes_between_chunks_fails_the_snapshot() {
-        let mut source = ordered_source(&[b"a", b"b", b"c"]);
+    fn a_store_written_between_chunks_hands_its_image_as_frozen() {
+        let keys: [&[u8]; 3] = [b"a", b"b", b"c"];
+        let (mut source, mut unchanged) = (ordered_source(&keys), ordered_source(&keys));
         let mut replica = TotalOrderReplica::with_chunk_entries(1);
-        let dump = |start, tag| Work::Dump { to: 2, start, tag };
-        let first = perform(&mut replica, dump(true, 1), &mut source);
-        assert!(
-            matches!(&first[..], [Report::Chunk { last: false, .. }]),
-            "{first:?}"
-        );
-        let second = perform(&mut replica, dump(false, 2), &mut source);
-        assert!(
-            matches!(&second[..], [Report::Chunk { last: false, .. }]),
-            "{second:?}"
-        );
-        // As many entries and bytes as before: `c` moved to `a`'s place,
-        // which was listed, and `d` is at the end.
-        source.store().delete(b"a", T).unwrap();
-        put(source.store(), b"d");
-        let third = perform(&mut replica, dump(false, 3), &mut source);
-        assert!(
-            matches!(&third[..], [Report::SnapshotFailed { tag: 3, .. }]),
-            "{third:?}"
-        );
+        let (mut member, mut into_member) = (ordered_source(&[]), TotalOrderReplica::default());
+        for (tag, start) in [(1, true), (2, false), (3, false)] {
+            let dump = Work::Dump { to: 2, start, tag };
+            let read = perform(&mut replica, dump, &mut source);
+            let Ok(
+                [Report::Chunk {
+                    records,
+                    read_at,
+                    first,
+                    last,
+                    frozen: true,
+                    ..
+                }],
+            ) = <[Report; 1]>::try_from(read)
+            else {
+                panic!("one chunk of a frozen image");
+            };
+            let install = Work::Install {
+                reset: first,
+                records,
+                read_at,
+                last,
+                tag: 7,
+                mark_delivered: None,
+            };
+            perform(&mut into_member, install, &mut member);
+            if start {
+                source.store().delete(b"a", T).unwrap();
+                put(source.store(), b"d");
+                source.store().delete(b"c", T).unwrap();
+                put(source.store(), b"c");
+            }
+        }
+        assert!(perform(&mut replica, Work::EndDumps, &mut source).is_empty());
+        assert_eq!(source.store().frozen_listing(), None, "thawed");
+        assert_eq!(in_order(&mut member), in_order(&mut unchanged));
+        assert_ne!(in_order(&mut source), in_order(&mut unchanged));
     }
 
-    /// A snapshot a view change ended is forgotten: no later chunk of it
-    /// is read.
+    /// Every record of an ordered store, in its table's order.
+    fn in_order(executor: &mut Executor) -> Vec<Record> {
+        let store = executor.store();
+        assert!(store.frozen_listing().is_none());
+        store.freeze_in_order().expect("an ordered store");
+        let mut records = Vec::new();
+        let listed = store.export_in_order(0, usize::MAX, &mut |r| {
+            records.push(r);
+            true
+        });
+        assert_eq!(listed.unwrap(), None, "all of it");
+        store.thaw();
+        records
+    }
+
+    /// A snapshot a view change ended is forgotten, and its image with
+    /// it: no later chunk of it is read.
     #[test]
     fn ended_snapshots_are_forgotten() {
         let mut source = ordered_source(&[b"a", b"b"]);

@@ -4,7 +4,9 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::{Apply, Control, Flush, Phase, Proposal, Queued, Report, TotalOrder, Transfer, Work};
+use super::{
+    Apply, Control, Flush, Image, Phase, Proposal, Queued, Report, TotalOrder, Transfer, Work,
+};
 
 /// A snapshot for one member, or the writes it missed (module doc,
 /// "Catching up"): where it is, and how many of its parts are on their
@@ -45,6 +47,13 @@ impl Handing {
 
     fn reading(&self, tag: u64) -> bool {
         self.step == Step::Reading { tag }
+    }
+
+    /// Whether delivery waits for it (module doc, step 4): until it has
+    /// chosen between the writes the member missed and a snapshot, and
+    /// throughout the missed writes, which end where delivery stopped.
+    fn holds_delivery(&self) -> bool {
+        self.writes_after.is_some() || self.step == (Step::Due { start: true })
     }
 }
 
@@ -245,10 +254,33 @@ impl TotalOrder {
     /// side forgets how far it had listed them (for a store listed by key,
     /// every key of it).
     fn end_handing(&mut self, out: &mut Vec<Effect<Work>>) {
+        self.image = None;
         if !self.handing.is_empty() {
             self.handing.clear();
             out.push(Effect::Work(Work::EndDumps));
         }
+    }
+
+    /// Once no member is handed anything more, the image its snapshots
+    /// were read from is dropped: the store stops keeping it.
+    fn end_image(&mut self, out: &mut Vec<Effect<Work>>) {
+        if self.handing.is_empty() && self.image.take().is_some() {
+            out.push(Effect::Work(Work::EndDumps));
+        }
+    }
+
+    /// Whether delivery waits for the members being handed the state
+    /// (module doc, step 4): while one has not chosen between the writes
+    /// it missed and a snapshot, or is handed missed writes; while the
+    /// snapshots are read from a store that keeps no image of them; and
+    /// once the writes delivered since the image was taken pass the queue
+    /// limit (each member holds them until its snapshot is in, and the
+    /// store a copy of each item they changed).
+    pub(super) fn handing_holds_delivery(&self) -> bool {
+        let kept = self
+            .image
+            .is_some_and(|image| image.frozen && image.written <= self.queue_limit);
+        !self.handing.is_empty() && (!kept || self.handing.values().any(Handing::holds_delivery))
     }
 
     fn drop_local_reads(&mut self, out: &mut Vec<Effect<Work>>, reason: &str) {
@@ -366,6 +398,7 @@ impl TotalOrder {
                         self.me,
                         ballot.round
                     );
+                    self.end_image(out);
                     self.deliver(out);
                 }
             }
@@ -794,7 +827,11 @@ impl TotalOrder {
             if handing.sent - handing.taken >= WINDOW || queued {
                 continue;
             }
-            if start {
+            // Writes delivered since the image was taken are no longer
+            // missed writes that end where delivery stopped: the image
+            // (theirs too) is handed.
+            let delivered_since = self.image.is_some_and(|image| image.written > 0);
+            if start && !delivered_since {
                 handing.writes_after = self.behind_by(to);
             }
             match handing.writes_after {
@@ -803,6 +840,14 @@ impl TotalOrder {
                     self.tags += 1;
                     let tag = self.tags;
                     handing.step = Step::Reading { tag };
+                    // The store takes the image as this work runs: after
+                    // every write delivered so far, before any later one.
+                    let upto = self.delivered_upto;
+                    self.image.get_or_insert(Image {
+                        upto,
+                        frozen: false,
+                        written: 0,
+                    });
                     out.push(Effect::Work(Work::Dump { to, start, tag }));
                 }
             }
@@ -940,10 +985,16 @@ impl TotalOrder {
                 first,
                 last,
                 total,
+                frozen,
             } => {
                 let Some(handing) = self.handing.get_mut(&to).filter(|h| h.reading(tag)) else {
                     return; // a view change ended that snapshot, or a lost link restarted it
                 };
+                let Some(image) = &mut self.image else {
+                    return; // never: an image is taken with the first chunk's work
+                };
+                image.frozen = frozen;
+                let upto = image.upto;
                 // After the last chunk, the member's `Caught` ends the
                 // handing; until then it starts over if the link breaks.
                 handing.sent += 1;
@@ -952,9 +1003,7 @@ impl TotalOrder {
                     false => Step::Due { start: false },
                 };
                 self.snapshot_failures = 0;
-                // Nothing but the start sequence was delivered since the
-                // snapshot began, so this is the write it ends at.
-                let (ballot, upto) = (self.ballot, self.delivered_upto);
+                let ballot = self.ballot;
                 let state = Control::State {
                     ballot,
                     upto,
@@ -965,6 +1014,8 @@ impl TotalOrder {
                     total,
                 };
                 self.send(to, state);
+                // A frozen image lets what waited for the read go on.
+                self.deliver(out);
             }
             Report::ChunkInstalled { tag } => {
                 if !self.installs(tag) {
@@ -1019,6 +1070,7 @@ impl TotalOrder {
                     );
                     self.handing.remove(&to);
                     self.snapshot_failures = 0;
+                    self.end_image(out);
                     self.deliver(out);
                 }
             }
