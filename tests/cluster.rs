@@ -642,6 +642,78 @@ fn killed_node_rejoins_with_the_state(mut cluster: Cluster) {
     cluster.converged(&["k".to_string(), "k2".to_string()]);
 }
 
+/// Node 2 killed and restarted empty while a client writes through node
+/// 0, the source of its snapshot (300,000 items: about 40 chunks). Node 0
+/// goes on applying the writes while it hands the snapshot, read from an
+/// image its store keeps as the view's start left it, and node 2 ends
+/// holding every write, those made meanwhile too.
+#[test]
+fn a_source_applies_writes_while_it_hands_a_restarted_node_the_store() {
+    const ITEMS: usize = 300_000;
+    let extra = "memory_limit_mb = 256\nbackend_timeout_ms = 5000";
+    let mut cluster = start_cluster(3, "linearizable", extra);
+    let mut c = connect(cluster.port(0));
+    let value = "v".repeat(100);
+    for batch in (0..ITEMS).collect::<Vec<_>>().chunks(10_000) {
+        let sets: String = batch
+            .iter()
+            .map(|i| format!("set item{i} 0 0 100 noreply\r\n{value}\r\n"))
+            .collect();
+        c.write_all(sets.as_bytes()).unwrap();
+    }
+    assert_eq!(request(&mut c, b"set w0 0 0 1\r\nx\r\n"), "STORED\r\n");
+    cluster.wait_for_value(2, "w0", "VALUE w0 0 1\r\nx\r\nEND\r\n");
+
+    let port = cluster.port(2);
+    cluster.nodes[2].signal("KILL");
+    let _ = cluster.nodes[2].child.wait();
+    let mut written = 1;
+    // Each write is stored, or refused while the view changes.
+    let mut write = |c: &mut TcpStream| {
+        let set = format!("set w{written} 0 0 1\r\n{}\r\n", written % 10);
+        match request(c, set.as_bytes()) {
+            ok if ok == "STORED\r\n" => written += 1,
+            refused if refused.ends_with("; not applied\r\n") => {}
+            other => panic!("{other:?}"),
+        }
+        written
+    };
+    let mut stored = write(&mut c);
+    poll(
+        Duration::from_secs(10),
+        Duration::from_millis(20),
+        || match write(&mut c) {
+            now if now > stored => Ok(()),
+            now => Err(format!("the majority never served again ({now} writes)")),
+        },
+    );
+    cluster.nodes[2] = start_cluster_node(&cluster.config, &cluster.dir.0, 2, port);
+    let began = Instant::now();
+    while !cluster.log(2).contains("holds the state") {
+        assert!(
+            began.elapsed() < Duration::from_secs(60),
+            "node 2 never held the state"
+        );
+        stored = write(&mut c);
+    }
+    let written = stored;
+    let meanwhile = stat(&cluster, 0, "mckv_writes_during_snapshots");
+    eprintln!(
+        "{written} writes in all, {meanwhile} applied by node 0 while it handed the snapshot"
+    );
+    assert!(
+        meanwhile > 0,
+        "node 0 applied no write while it handed the snapshot"
+    );
+    assert_eq!(stat(&cluster, 0, "mckv_snapshots_sent"), 1);
+    let last = written - 1;
+    let want = format!("VALUE w{last} 0 1\r\n{}\r\nEND\r\n", last % 10);
+    cluster.wait_for_value(2, &format!("w{last}"), &want);
+    let mut keys: Vec<String> = (0..written).map(|i| format!("w{i}")).collect();
+    keys.extend(["item0", "item150000", "item299999"].map(String::from));
+    assert_replicas_identical(&cluster, &keys);
+}
+
 /// A node on a memcached backend killed with SIGKILL while its memcached
 /// keeps running with what it held; the others change, delete and add keys
 /// (large ones too) and an item appears in its memcached that the cluster
