@@ -161,6 +161,12 @@ impl<T: Keyed + Clone> DenseTable<T> {
         self.slots.get_mut(i)
     }
 
+    /// [`DenseTable::get_index_mut`] for a change the caller keeps for the
+    /// image itself (see [`DenseTable::keeps`]): the place is not saved.
+    pub fn get_index_mut_unimaged(&mut self, i: usize) -> Option<&mut T> {
+        self.slots.get_mut(i)
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = &T> {
         self.slots.iter()
     }
@@ -253,6 +259,15 @@ impl<T: Keyed + Clone> DenseTable<T> {
         self.frozen.as_ref().map(|frozen| frozen.len)
     }
 
+    /// Whether the frozen image keeps place `i` whatever its slot does now:
+    /// nothing is frozen, the place is past the image, or its slot of then
+    /// is saved.
+    pub fn keeps(&self, i: usize) -> bool {
+        self.frozen
+            .as_ref()
+            .is_none_or(|frozen| i >= frozen.len || frozen.saved.contains_key(&i))
+    }
+
     /// The slot at place `i` when the table was frozen.
     pub fn frozen_at(&self, i: usize) -> Option<&T> {
         let frozen = self.frozen.as_ref().filter(|frozen| i < frozen.len)?;
@@ -316,11 +331,6 @@ mod tests {
         assert_eq!(keys(&t), ["a", "d"]);
     }
 
-    /// What a place holds, as compared: its key and value.
-    fn held(slot: Option<&Slot>) -> Option<(Vec<u8>, Vec<u8>)> {
-        slot.map(|s| (s.key().to_vec(), s.value().to_vec()))
-    }
-
     /// Whatever the table does after a freeze (slots added at places
     /// others left, replaced, changed in place, removed from anywhere,
     /// everything cleared), the frozen image reads as the table was.
@@ -338,7 +348,7 @@ mod tests {
             for i in 0..next(40) {
                 t.push(slot(&format!("k{i}")));
             }
-            let before: Vec<_> = (0..t.len()).map(|i| held(t.get_index(i))).collect();
+            let before: Vec<_> = (0..t.len()).map(|i| t.get_index(i).cloned()).collect();
             t.freeze();
             for step in 0..next(60) {
                 let key = format!("k{}", next(50));
@@ -367,7 +377,7 @@ mod tests {
             }
             assert_eq!(t.frozen_len(), Some(before.len()));
             for (i, was) in before.iter().enumerate() {
-                assert_eq!(&held(t.frozen_at(i)), was, "round {round}, place {i}");
+                assert_eq!(t.frozen_at(i), was.as_ref(), "round {round}, place {i}");
             }
             assert!(t.frozen_at(before.len()).is_none());
             t.thaw();

@@ -96,25 +96,29 @@
 //!    the end of the start sequence, in chunks, by the lowest source; the
 //!    member holds and acks new proposals meanwhile and delivers them once
 //!    the snapshot is in. The source delivers nothing more until it has
-//!    chosen, for every member, between a snapshot and the writes it
-//!    missed (below), and begun reading each snapshot: the store takes an
-//!    *image* as the first chunk's work runs, after the start sequence's
-//!    writes and before any later one (store work runs in order). An
-//!    ordered memory store keeps that image while it applies writes (its
-//!    table saves a copy of each item a write reaches first: see
-//!    `store/dense.rs`), so once its first chunk says so the source goes
-//!    on delivering, and every chunk, also one read again after a lost
-//!    link, is of the image. Each says where the image ends (the last
-//!    write delivered before it), which is where the member stands once
-//!    it installed the snapshot: it then delivers what it held, which is
+//!    begun reading a snapshot: the store takes an *image* as the first
+//!    chunk's work runs, after the start sequence's writes and before any
+//!    later one (store work runs in order). An ordered memory store keeps
+//!    that image while it applies writes (its table saves a copy of each
+//!    item a write reaches first: see `store/dense.rs`), so once its first
+//!    chunk says so the source goes on delivering, and every chunk, also
+//!    one read again after a lost link or for a member that chose later,
+//!    is of the image. Each says where the image ends (the last write
+//!    delivered before it), which is where the member stands once it
+//!    installed the snapshot: it then delivers what it held, which is
 //!    every write the source delivered since (delivery needed its ack).
-//!    A store that keeps no image (a memcached backend, listed by key)
-//!    is read as it is, so its source delivers nothing until the snapshot
-//!    is out, and neither does one whose members hold more than
-//!    `queue_limit` bytes of writes delivered since the image (they wait
-//!    in the members' queues, and the image's copies in the store, until
-//!    the snapshot is in). The image is dropped once no member is handed
-//!    anything (every one said `Caught`) or the view ends.
+//!    Delivery waits, as before, while the source hands a member the
+//!    writes it missed (below): they end where delivery stopped, and a
+//!    member that could take them takes the image instead once a write
+//!    was delivered after it. It waits too for a store that keeps no
+//!    image (a memcached backend, listed by key: read as it is, until the
+//!    snapshot is out), and once more than `queue_limit` bytes of writes
+//!    were delivered since the image: they wait in the members' queues,
+//!    and the image's copies of what they changed in the store (about as
+//!    many bytes; the bits the eviction clock clears are kept as bits, a
+//!    `flush_all` keeps the whole store), until the snapshot is in. The
+//!    image is dropped once no member is handed anything (every one said
+//!    `Caught`) or the view ends.
 //!    The source reads chunks as fast as the member installs them: the
 //!    member says `Took` with how many chunks of the snapshot its store
 //!    reported installed (`Report::ChunkInstalled`), not received, and the
@@ -2004,6 +2008,37 @@ mod tests {
         assert_eq!(applies(&member, "k2"), 1, "{member:?}");
         let after = exchange_all(&mut engines);
         assert_eq!(applies(&after[0], "k2"), 1 - applied, "{after:?}");
+    }
+
+    /// A snapshot read again after the source's link to the member broke
+    /// is of the same image, and says so: it ends where the image was
+    /// taken, not at the write the source delivered since, which the
+    /// member applies after it, once.
+    #[test]
+    fn a_snapshot_read_again_after_a_lost_link_ends_where_the_image_was_taken() {
+        let mut engines = cluster_with_a_write();
+        let tag = the_dump_tag(&restart_node_2(&mut engines));
+        let image = engines[0].delivered_upto;
+        engines[0].on_store(part(tag, "k", true, false), &mut Vec::new());
+        engines[1].on_client(reply_to(7, 0), set("k2"), 0, &mut Vec::new());
+        let mut during = exchange_all(&mut engines);
+        during.extend(exchange_all(&mut engines));
+        assert_eq!(applies(&during[0], "k2"), 1, "{during:?}");
+        engines[0].on_peer(2, PeerEvent::LinkLost);
+        engines[0].on_peer(2, PeerEvent::LinkOpened);
+        let mut again = Vec::new();
+        engines[0].on_tick(&mut again);
+        let [tag] = dump_tags(&again)[..] else {
+            panic!("the snapshot is read again from its start: {again:?}");
+        };
+        engines[0].on_store(chunk(tag, "k"), &mut Vec::new());
+        let received = exchange_all(&mut engines);
+        assert_eq!(engines[2].delivered_upto, image, "{received:?}");
+        let installed = install_tags(&received[2]);
+        let mut member = Vec::new();
+        let last = *installed.last().expect("an install");
+        engines[2].on_store(Report::Installed { tag: last }, &mut member);
+        assert_eq!(applies(&member, "k2"), 1, "{member:?}");
     }
 
     #[test]

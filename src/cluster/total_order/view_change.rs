@@ -49,11 +49,12 @@ impl Handing {
         self.step == Step::Reading { tag }
     }
 
-    /// Whether delivery waits for it (module doc, step 4): until it has
-    /// chosen between the writes the member missed and a snapshot, and
-    /// throughout the missed writes, which end where delivery stopped.
+    /// Whether delivery waits for it (module doc, step 4): while it hands
+    /// the writes the member missed, which end where delivery stopped. One
+    /// not chosen yet (its link is down) does not wait: once a write is
+    /// delivered after the image, it can only take the image.
     fn holds_delivery(&self) -> bool {
-        self.writes_after.is_some() || self.step == (Step::Due { start: true })
+        self.writes_after.is_some()
     }
 }
 
@@ -270,12 +271,11 @@ impl TotalOrder {
     }
 
     /// Whether delivery waits for the members being handed the state
-    /// (module doc, step 4): while one has not chosen between the writes
-    /// it missed and a snapshot, or is handed missed writes; while the
-    /// snapshots are read from a store that keeps no image of them; and
-    /// once the writes delivered since the image was taken pass the queue
-    /// limit (each member holds them until its snapshot is in, and the
-    /// store a copy of each item they changed).
+    /// (module doc, step 4): until an image is taken, which the store says
+    /// it keeps; while one is handed the writes it missed; and once the
+    /// writes delivered since the image was taken pass the queue limit
+    /// (each member holds them until its snapshot is in, and the store a
+    /// copy of each item they changed).
     pub(super) fn handing_holds_delivery(&self) -> bool {
         let kept = self
             .image
@@ -1154,6 +1154,46 @@ fn start_sequence<'a>(flushes: impl Iterator<Item = &'a Flush>) -> Vec<Proposal>
 mod tests {
     use super::*;
     use crate::cluster::Stamp;
+    use crate::config::Consistency;
+
+    /// Delivery goes on beside a snapshot read from a kept image, and
+    /// waits: before the store said it keeps one, while another member is
+    /// handed the writes it missed (a write delivered then would reach it
+    /// twice, in a part and from its queue), and past the queue limit.
+    #[test]
+    fn delivery_waits_while_missed_writes_are_handed_beside_a_kept_image() {
+        let members = View::new(1, vec![0, 1, 2, 3, 4]);
+        let mut engine = TotalOrder::new(0, members, Consistency::Linearizable);
+        let reading = Handing {
+            step: Step::Reading { tag: 1 },
+            ..Handing::anew()
+        };
+        engine.handing.insert(4, reading);
+        let image = |frozen, written| Image {
+            upto: Stamp::default(),
+            frozen,
+            written,
+        };
+        engine.image = Some(image(false, 0));
+        assert!(engine.handing_holds_delivery(), "not said kept yet");
+        engine.image = Some(image(true, 100));
+        assert!(!engine.handing_holds_delivery(), "a kept image");
+        engine.handing.insert(3, Handing::anew());
+        assert!(
+            !engine.handing_holds_delivery(),
+            "one not chosen yet takes the image"
+        );
+        let missed = Handing {
+            writes_after: Some(Stamp::default()),
+            step: Step::Sent,
+            ..Handing::anew()
+        };
+        engine.handing.insert(3, missed);
+        assert!(engine.handing_holds_delivery(), "missed writes handed");
+        engine.handing.remove(&3);
+        engine.image = Some(image(true, engine.queue_limit + 1));
+        assert!(engine.handing_holds_delivery(), "past the queue limit");
+    }
 
     fn flush(normal: u64, delivered: u64) -> Flush {
         Flush {
