@@ -1798,36 +1798,23 @@ mod tests {
         let listing = from
             .freeze_in_order()
             .expect("an ordered store lists in order");
-        let (head, said) = (listing.head, listing.bytes);
-        to.reset(&head, now).unwrap();
-        let (mut next, mut carried) = (Some(0), 0);
-        while let Some(place) = next {
-            let mut records = Vec::new();
-            next = from
-                .export_in_order(place, 3, &mut |r| {
-                    records.push(r);
-                    true
-                })
-                .unwrap();
-            for record in records {
-                carried += record.size();
-                to.install(&record, now).unwrap();
-            }
-        }
+        let carried = install_image(from, to, now, |_| {});
         from.thaw();
-        (said, carried)
+        (listing.bytes, carried)
     }
 
-    /// Installs the whole image `from` froze into `to`, a few entries at a
-    /// time, running `meanwhile` on `from` between them.
+    /// Installs the whole image `from` froze into `to` at `now`, two
+    /// entries at a time, running `meanwhile` on `from` between them; the
+    /// bytes of keys and values it carried.
     fn install_image(
         from: &mut MemoryStore,
         to: &mut MemoryStore,
+        now: UnixTime,
         mut meanwhile: impl FnMut(&mut MemoryStore),
-    ) {
+    ) -> u64 {
         let listing = from.frozen_listing().expect("frozen");
-        to.reset(&listing.head, NOW + 1000).unwrap();
-        let mut next = Some(0);
+        to.reset(&listing.head, now).unwrap();
+        let (mut next, mut carried) = (Some(0), 0);
         while let Some(place) = next {
             let mut records = Vec::new();
             next = from
@@ -1836,11 +1823,13 @@ mod tests {
                     true
                 })
                 .unwrap();
-            records
-                .iter()
-                .for_each(|r| to.install(r, NOW + 1000).unwrap());
+            for record in records {
+                carried += record.size();
+                to.install(&record, now).unwrap();
+            }
             meanwhile(from);
         }
+        carried
     }
 
     /// An image frozen for a listing in order stays the store as it was
@@ -1855,7 +1844,7 @@ mod tests {
         let frozen = a.freeze_in_order().expect("an ordered store");
         let mut c = small(8).ordered();
         let mut i = 100;
-        install_image(&mut a, &mut c, |a| {
+        install_image(&mut a, &mut c, NOW + 1000, |a| {
             for _ in 0..7 {
                 apply(a, &format!("key:{}", i * 7 % 23), i, NOW + i / 10);
                 let (key, expiry) = (format!("key:{}", i % 23), Expiry::At(NOW + 900));
@@ -1872,7 +1861,7 @@ mod tests {
             "the same image until thawed"
         );
         let mut d = small(8).ordered();
-        install_image(&mut a, &mut d, |_| {});
+        install_image(&mut a, &mut d, NOW + 1000, |_| {});
         assert_eq!(layout(&d), layout(&stopped), "after the table was cleared");
         assert!(a.thaw() > 0, "it copied what changed");
         assert_eq!(a.frozen_listing(), None);
@@ -1918,7 +1907,7 @@ mod tests {
             put(&mut a, i);
         }
         let mut c = small(200).ordered();
-        install_image(&mut a, &mut c, |_| {});
+        install_image(&mut a, &mut c, NOW + 1000, |_| {});
         assert_eq!(layout(&c), layout(&stopped));
         let copied = a.thaw();
         assert!(

@@ -404,29 +404,9 @@ mod tests {
         let (mut member, mut into_member) = (ordered_source(&[]), TotalOrderReplica::default());
         for (tag, start) in [(1, true), (2, false), (3, false)] {
             let dump = Work::Dump { to: 2, start, tag };
-            let read = perform(&mut replica, dump, &mut source);
-            let Ok(
-                [Report::Chunk {
-                    records,
-                    read_at,
-                    first,
-                    last,
-                    frozen: true,
-                    ..
-                }],
-            ) = <[Report; 1]>::try_from(read)
-            else {
-                panic!("one chunk of a frozen image");
-            };
-            let install = Work::Install {
-                reset: first,
-                records,
-                read_at,
-                last,
-                tag: 7,
-                mark_delivered: None,
-            };
-            perform(&mut into_member, install, &mut member);
+            let to = (&mut into_member, &mut member);
+            let (frozen, _) = hand_chunk(&mut replica, dump, &mut source, to);
+            assert!(frozen, "read from an image");
             if start {
                 source.store().delete(b"a", T).unwrap();
                 put(source.store(), b"d");
@@ -438,6 +418,41 @@ mod tests {
         assert_eq!(source.store().frozen_listing(), None, "thawed");
         assert_eq!(in_order(&mut member), in_order(&mut unchanged));
         assert_ne!(in_order(&mut source), in_order(&mut unchanged));
+    }
+
+    /// Reads the chunk `dump` asks of `source` and installs it through the
+    /// replica and executor of `member` (as the snapshot tagged 7 there):
+    /// whether it was read from a frozen image, and what the install
+    /// reported.
+    fn hand_chunk(
+        replica: &mut TotalOrderReplica,
+        dump: Work,
+        source: &mut Executor,
+        (into_member, member): (&mut TotalOrderReplica, &mut Executor),
+    ) -> (bool, Vec<Report>) {
+        let read = perform(replica, dump, source);
+        let Ok(
+            [Report::Chunk {
+                records,
+                read_at,
+                first,
+                last,
+                frozen,
+                ..
+            }],
+        ) = <[Report; 1]>::try_from(read)
+        else {
+            panic!("one chunk");
+        };
+        let install = Work::Install {
+            reset: first,
+            records,
+            read_at,
+            last,
+            tag: 7,
+            mark_delivered: None,
+        };
+        (frozen, perform(into_member, install, member))
     }
 
     /// Every record of an ordered store, in its table's order.
@@ -491,28 +506,8 @@ mod tests {
                 start,
                 tag: 1,
             };
-            let read = perform(&mut replica, dump, &mut source);
-            let Ok(
-                [Report::Chunk {
-                    records,
-                    read_at,
-                    first,
-                    last,
-                    ..
-                }],
-            ) = <[Report; 1]>::try_from(read)
-            else {
-                panic!("one chunk");
-            };
-            let install = Work::Install {
-                reset: first,
-                records,
-                read_at,
-                last,
-                tag: 7,
-                mark_delivered: None,
-            };
-            reported.extend(perform(&mut into_member, install, &mut member));
+            let to = (&mut into_member, &mut member);
+            reported.extend(hand_chunk(&mut replica, dump, &mut source, to).1);
         }
         assert!(
             matches!(
