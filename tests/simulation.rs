@@ -2137,12 +2137,20 @@ fn full_stores_evict_the_same_items_on_every_replica_through_crashes_restarts_an
 /// doc of `cluster/total_order`, step 4). Stores of 24 keys with room for
 /// 16, handed one or two entries a chunk on every other seed: writes come
 /// between chunks, evict, and move entries, and every replica must still
-/// hold the same items and evict the same ones, through restarts empty and
-/// from data directories.
+/// hold the same items and evict the same ones, through silences, pauses
+/// and cuts (members behind, some handed the writes they missed), restarts
+/// empty and from data directories.
 #[test]
 fn sources_deliver_while_they_hand_snapshots_and_replicas_stay_identical() {
     let mut written = 0;
-    for faults in [Faults::CrashRestart, Faults::DurableCrashes] {
+    let faults = [
+        Faults::Silences,
+        Faults::IsolateEach,
+        Faults::Pause,
+        Faults::CrashRestart,
+        Faults::DurableCrashes,
+    ];
+    for faults in faults {
         for nodes in [3, 5] {
             for mode in MODES {
                 let scenario = |seed| Scenario {
