@@ -816,7 +816,7 @@ impl TotalOrder {
             return true;
         }
         if self.handing_holds_delivery() {
-            return false; // a snapshot is being read from the store
+            return false; // the state is being handed: see there
         }
         if head.read {
             // Every member answered, in this view, a frame sent after the
@@ -840,26 +840,50 @@ impl TotalOrder {
             let Some(Reverse(entry)) = self.queue.pop() else {
                 break;
             };
-            self.delivered += 1;
-            if !entry.read {
-                self.delivered_upto = entry.stamp;
-                self.retain(entry.stamp, &entry.op);
-                if let Some(image) = &mut self.image {
-                    image.written += op_len(&entry.op);
-                    self.counters.writes_during_snapshots += 1;
-                }
-            }
             let mine = entry.stamp.node == self.me;
-            out.push(Effect::Work(Work::Apply(Apply {
-                op: entry.op,
-                cas: entry.stamp.cas_unique(),
-                reply_to: entry.reply_to.filter(|_| mine),
-                mark_delivered: self.marks_delivered && !entry.read,
-            })));
-            if let (true, false, Some(reply_to)) = (mine, entry.read, entry.reply_to) {
+            let reply_to = entry.reply_to.filter(|_| mine);
+            if entry.read {
+                self.delivered += 1;
+                out.push(Effect::Work(Work::Apply(Apply {
+                    op: entry.op,
+                    cas: entry.stamp.cas_unique(),
+                    reply_to,
+                    mark_delivered: false,
+                })));
+                continue;
+            }
+            self.deliver_write(entry.stamp, entry.op, reply_to, out);
+            if let Some(reply_to) = reply_to {
                 self.write_applied(reply_to.session, out);
             }
         }
+    }
+
+    /// Applies the write of `stamp`, the next in the delivery order, here
+    /// (replying to `reply_to`): kept for members that fall behind,
+    /// counted against the image a snapshot is read from, and marked in
+    /// the log of a data directory. Delivered from the queue, or from the
+    /// writes a source handed this member (`on_missed`).
+    fn deliver_write(
+        &mut self,
+        stamp: Stamp,
+        op: Arc<Op>,
+        reply_to: Option<ReplyTo>,
+        out: &mut Vec<Effect<Work>>,
+    ) {
+        self.delivered += 1;
+        self.delivered_upto = stamp;
+        self.retain(stamp, &op);
+        if let Some(image) = &mut self.image {
+            image.written += op_len(&op);
+            self.counters.writes_during_snapshots += 1;
+        }
+        out.push(Effect::Work(Work::Apply(Apply {
+            op,
+            cas: stamp.cas_unique(),
+            reply_to,
+            mark_delivered: self.marks_delivered,
+        })));
     }
 
     /// Keeps the write of `stamp`, just delivered, for members that fall

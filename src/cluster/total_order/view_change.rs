@@ -4,9 +4,7 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::{
-    Apply, Control, Flush, Image, Phase, Proposal, Queued, Report, TotalOrder, Transfer, Work,
-};
+use super::{Control, Flush, Image, Phase, Proposal, Queued, Report, TotalOrder, Transfer, Work};
 
 /// A snapshot for one member, or the writes it missed (module doc,
 /// "Catching up"): where it is, and how many of its parts are on their
@@ -927,15 +925,7 @@ impl TotalOrder {
                 continue; // handed again after a lost link
             }
             self.clock.observe(write.stamp.ts);
-            self.delivered += 1;
-            self.delivered_upto = write.stamp;
-            self.retain(write.stamp, &write.op);
-            out.push(Effect::Work(Work::Apply(Apply {
-                op: write.op,
-                cas: write.stamp.cas_unique(),
-                reply_to: None,
-                mark_delivered: self.marks_delivered,
-            })));
+            self.deliver_write(write.stamp, write.op, None, out);
         }
         // Its writes are delivered as any are, with nothing installed to
         // wait for: the part counts as taken once they are handed to the store.
