@@ -283,6 +283,21 @@ fn over_peer_tls_a_silent_peer_is_shown_down_the_others_serve_and_it_rejoins() {
     silent_peer_rejoins(cluster);
 }
 
+/// Sends `set` on `c` until it is stored, for at most `within`: a refusal
+/// that says it was not applied (the cluster changing its view) is tried
+/// again; any other answer fails the test.
+fn until_stored(c: &mut TcpStream, set: &[u8], within: Duration) {
+    poll(within, Duration::from_millis(20), || {
+        match request(c, set).as_str() {
+            "STORED\r\n" => Ok(()),
+            refused if refused.ends_with("; not applied\r\n") => {
+                Err(format!("not stored yet: {refused:?}"))
+            }
+            other => panic!("{other:?}"),
+        }
+    });
+}
+
 /// Node 2 stops (SIGSTOP): the others show it down and serve without it;
 /// it continues and rejoins, and every node reads the same.
 fn silent_peer_rejoins(cluster: Cluster) {
@@ -292,17 +307,7 @@ fn silent_peer_rejoins(cluster: Cluster) {
     cluster.nodes[2].signal("STOP");
     wait_for_state(&cluster, 0, 2, "down");
     assert!(cluster.log(0).contains("node 2 is down"));
-    poll(
-        Duration::from_secs(10),
-        Duration::from_millis(20),
-        || match request(&mut c, b"set k 0 0 1\r\nb\r\n").as_str() {
-            "STORED\r\n" => Ok(()),
-            refused if refused.ends_with("; not applied\r\n") => {
-                Err(format!("not serving yet: {refused:?}"))
-            }
-            other => panic!("{other:?}"),
-        },
-    );
+    until_stored(&mut c, b"set k 0 0 1\r\nb\r\n", Duration::from_secs(10));
 
     cluster.nodes[2].signal("CONT");
     wait_for_state(&cluster, 0, 2, "up");
@@ -336,17 +341,7 @@ fn a_node_behind_by_a_few_writes_is_handed_them_rather_than_the_store() {
     cluster.wait_for_value(2, "key1999", "VALUE key1999 0 5\r\nvalue\r\nEND\r\n");
 
     cluster.nodes[2].signal("STOP");
-    poll(
-        Duration::from_secs(30),
-        Duration::from_millis(50),
-        || match request(&mut c, b"set m0 0 0 1\r\n0\r\n").as_str() {
-            "STORED\r\n" => Ok(()),
-            refused if refused.ends_with("; not applied\r\n") => {
-                Err(format!("not serving yet: {refused:?}"))
-            }
-            other => panic!("{other:?}"),
-        },
-    );
+    until_stored(&mut c, b"set m0 0 0 1\r\n0\r\n", Duration::from_secs(30));
     for i in 1..100 {
         let set = format!("set m{i} 0 0 1\r\n{}\r\n", i % 10);
         assert_eq!(request(&mut c, set.as_bytes()), "STORED\r\n");
@@ -461,17 +456,7 @@ fn a_stopping_node_tells_its_peers_it_is_leaving() {
     cluster.nodes[1].signal("TERM");
     wait_for_state(&cluster, 0, 1, "left");
     wait_for_state(&cluster, 2, 1, "left");
-    poll(
-        Duration::from_secs(10),
-        Duration::from_millis(20),
-        || match request(&mut c0, b"set k 0 0 1\r\nb\r\n").as_str() {
-            "STORED\r\n" => Ok(()),
-            refused if refused.ends_with("; not applied\r\n") => Err(format!(
-                "the others never served without node 1: {refused:?}"
-            )),
-            other => panic!("{other:?}"),
-        },
-    );
+    until_stored(&mut c0, b"set k 0 0 1\r\nb\r\n", Duration::from_secs(10));
     let mut node1 = cluster;
     let status = node1.nodes[1].child.wait().unwrap();
     assert!(status.success(), "SIGTERM exit: {status}");
