@@ -1041,22 +1041,41 @@ const SETTLE_ROUNDS: u64 = 2;
 /// `y`; session 6 (node 3) reads `y`, then `x`. Then the hold heals, and
 /// session 6 reads both again. Returns the history and its verdicts.
 fn write_then_dependent_write_across_a_slow_link(mode: Mode) -> (CausalHistory, Verdict) {
+    let (mut c, hop) = x_written_behind_a_held_link(mode);
+    c.read(3, "x");
+    let verdict = y_then_reads_at_node_3(&mut c, hop, 0);
+    (c.workload.history.clone(), verdict)
+}
+
+/// A 3-node cluster in `mode`, its first syncs over, links 1 - 3 held, and
+/// session 0 (node 1) has written `x`, which is at node 2 only; and the
+/// steps a frame takes over a link.
+fn x_written_behind_a_held_link(mode: Mode) -> (Cluster, u64) {
     let mut c = Cluster::new(Config::quiet(mode, 3));
     let hop = c.cfg.max_delay + 1;
     c.steps(3 * hop); // the first syncs, as the links opened, are over
     c.sim.fault(Fault::Partition(1, 3));
     c.write(0, "x", "a");
     c.steps(hop); // x is at node 2 (not at node 3: held)
-    c.read(3, "x");
+    (c, hop)
+}
+
+/// Session 3 (node 2) writes `y` after what it read; session 6 (node 3)
+/// reads `y`, then `x`, and both again once the cluster settled (with
+/// `rounds` sync rounds). The verdict on the history.
+fn y_then_reads_at_node_3(c: &mut Cluster, hop: u64, rounds: u64) -> Verdict {
     c.write(3, "y", "b");
     c.steps(hop); // y is pushed to node 3
     c.read(6, "y");
     c.read(6, "x");
-    c.settle(0);
+    c.settle(rounds);
     c.read(6, "x");
     c.read(6, "y");
-    let verdict = c.verdict();
-    (c.workload.history.clone(), verdict)
+    c.verdict()
+}
+
+fn read(key: &str, value: Option<&str>) -> Op {
+    Op::Read(key.into(), value.map(String::from))
 }
 
 /// The script above, on eventual mode: node 3 applies `y` as it arrives,
@@ -1065,7 +1084,6 @@ fn write_then_dependent_write_across_a_slow_link(mode: Mode) -> (CausalHistory, 
 #[test]
 fn eventual_mode_shows_a_write_before_its_cause() {
     let (h, verdict) = write_then_dependent_write_across_a_slow_link(Mode::Eventual);
-    let read = |key: &str, value: Option<&str>| Op::Read(key.into(), value.map(String::from));
     assert_eq!(
         h.sessions()[3],
         [read("x", Some("a")), Op::Write("y".into(), "b".into())]
@@ -1088,7 +1106,6 @@ fn eventual_mode_shows_a_write_before_its_cause() {
 #[test]
 fn causal_mode_holds_a_write_back_until_its_cause_is_applied() {
     let (h, verdict) = write_then_dependent_write_across_a_slow_link(Mode::Causal);
-    let read = |key: &str, value: Option<&str>| Op::Read(key.into(), value.map(String::from));
     let seen = [
         read("y", None),
         read("x", None),
@@ -1115,12 +1132,7 @@ fn causal_mode_holds_a_write_back_until_its_cause_is_applied() {
 /// it (0 of 300 runs, 0 of 200 with frequent crashes).
 #[test]
 fn a_write_of_a_dead_run_still_holds_back_what_followed_it() {
-    let mut c = Cluster::new(Config::quiet(Mode::Causal, 3));
-    let hop = c.cfg.max_delay + 1;
-    c.steps(3 * hop); // the first syncs, as the links opened, are over
-    c.sim.fault(Fault::Partition(1, 3));
-    c.write(0, "x", "a");
-    c.steps(hop); // x is at node 2 (not at node 3: held)
+    let (mut c, hop) = x_written_behind_a_held_link(Mode::Causal);
     c.sim.fault(Fault::Partition(1, 2));
     c.crash(1, 1); // x's push to node 3 is lost
     c.sim.fault(Fault::Heal(1, 3));
@@ -1136,16 +1148,8 @@ fn a_write_of_a_dead_run_still_holds_back_what_followed_it() {
     c.steps(3 * hop); // node 2 asked node 3 as its link reopened: w is at node 2
     c.read(3, "w");
     c.read(3, "x");
-    c.write(3, "y", "b");
-    c.steps(hop); // y is pushed to node 3
-    c.read(6, "y");
-    c.read(6, "x");
-    c.settle(1);
-    c.read(6, "x");
-    c.read(6, "y");
-    let verdict = c.verdict();
+    let verdict = y_then_reads_at_node_3(&mut c, hop, 1);
     let h = &c.workload.history;
-    let read = |key: &str, value: Option<&str>| Op::Read(key.into(), value.map(String::from));
     let wrote = |key: &str, value: &str| Op::Write(key.into(), value.into());
     let script = [read("w", Some("c")), read("x", Some("a")), wrote("y", "b")];
     assert_eq!(h.sessions()[3], script, "\n{h}");
