@@ -235,10 +235,23 @@ pub trait Replica: Send + 'static {
     /// The reactor's loop iteration ends (a journal hands its records over).
     fn end_batch(&mut self) {}
 
-    /// Whether `report` tells peers what this node holds (so that they may
-    /// forget what it covers): with a data directory, it reaches the engine
-    /// only once the log holds everything appended before it.
-    fn claims_held(_report: &Self::Done) -> bool {
-        false
+    /// What `report` waits for in the log, with a data directory, before
+    /// it reaches the engine.
+    fn report_waits(_report: &Self::Done) -> ReportWait {
+        ReportWait::Nothing
     }
+}
+
+/// What a store side's report waits for in the log before the engine hears
+/// it ([`Replica::report_waits`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReportWait {
+    Nothing,
+    /// The clock reservation above the stamps it shows peers (versions
+    /// this node made, to push).
+    Reservation,
+    /// Everything appended before it, and every report held before it: it
+    /// tells peers what this node holds, so that they may forget what it
+    /// covers.
+    Everything,
 }

@@ -78,6 +78,15 @@ impl JournalLog {
         self.sync_asked = true;
     }
 
+    /// Has the writer fsync at once, whatever the policy, everything
+    /// appended so far, and holds every reply made from now on until it
+    /// has (a clock reservation: see [`super::Durable::wait_for`]).
+    pub fn must_sync(&mut self) {
+        let upto = self.shared.appended.load(Ordering::Acquire);
+        self.shared.must_sync.store(upto, Ordering::Release);
+        self.sync_asked = true;
+    }
+
     fn hand_over(&mut self) {
         self.jobs.append(&mut self.batch);
     }

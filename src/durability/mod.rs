@@ -387,6 +387,15 @@ impl Durable {
         }
     }
 
+    /// What a report that shows peers this node's stamps waits for: the
+    /// last clock reservation, fsynced.
+    pub fn wait_for_reservation(&self) -> Wait {
+        Wait {
+            written: 0,
+            durable: self.shared.must_sync.load(Ordering::Acquire),
+        }
+    }
+
     /// Whether the log is where `wait` asks.
     pub fn reached(&self, wait: Wait) -> bool {
         let shared = &self.shared;

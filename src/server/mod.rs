@@ -51,7 +51,9 @@ use slab::Slab;
 
 use crate::backend::{Backend, StoreFactory};
 use crate::cluster::membership::{Load, Millis};
-use crate::cluster::{Done, Effect, Engine, Node, PeerEvent, Replica, ReplyTo, StoreWork};
+use crate::cluster::{
+    Done, Effect, Engine, Node, PeerEvent, Replica, ReplyTo, ReportWait, StoreWork,
+};
 use crate::config::{ClusterConfig, KvType, NodeConfig};
 use crate::durability::{Durable, Recovering, Wait};
 use crate::protocol::{self, reply};
@@ -133,9 +135,10 @@ pub struct Server<E: Engine> {
     durable: Option<Durable>,
     /// Replies waiting for the log to be written or durable far enough.
     held: VecDeque<(Wait, ReplyTo, Vec<u8>)>,
-    /// Reports that tell peers what this node holds, waiting in order for
-    /// the log to hold what they claim (`Replica::claims_held`).
-    held_claims: VecDeque<(Wait, <E::Replica as Replica>::Done)>,
+    /// Reports waiting for the log (`Replica::report_waits`): those that
+    /// tell peers what this node holds, in order, until it holds what they
+    /// claim; versions to push, until their stamps are reserved.
+    held_reports: VecDeque<(Wait, <E::Replica as Replica>::Done)>,
     backlog: Backlog<E::Replica>,
     node: Node<E>,
     /// The peer side; `None` in a one-node cluster.
@@ -255,7 +258,7 @@ impl<E: Engine> Server<E> {
             backend,
             durable,
             held: VecDeque::new(),
-            held_claims: VecDeque::new(),
+            held_reports: VecDeque::new(),
             backlog: Backlog::new(),
             node,
             peers,
@@ -420,8 +423,8 @@ impl<E: Engine> Server<E> {
                         }
                     }
                 }
-                Done::Engine(report) => match self.claim_wait(&report) {
-                    Some(wait) => self.held_claims.push_back((wait, report)),
+                Done::Engine(report) => match self.report_wait(&report) {
+                    Some(wait) => self.held_reports.push_back((wait, report)),
                     None => {
                         self.node.on_store(report, &mut self.effects);
                         reported = true;
@@ -436,18 +439,25 @@ impl<E: Engine> Server<E> {
     }
 
     /// What `report` must wait for before the engine hears it, if anything:
-    /// the log of everything before it, if it claims what is held, and
-    /// after every claim held before it.
-    fn claim_wait(&self, report: &<E::Replica as Replica>::Done) -> Option<Wait> {
+    /// the log of everything before it, and every report held before it,
+    /// if it claims what is held; the clock reservation, if it shows this
+    /// node's stamps (overtaking held reports: pushes need no order).
+    fn report_wait(&self, report: &<E::Replica as Replica>::Done) -> Option<Wait> {
         let durable = self.durable.as_ref()?;
-        if !E::Replica::claims_held(report) {
-            return None;
+        match E::Replica::report_waits(report) {
+            ReportWait::Nothing => None,
+            ReportWait::Reservation => {
+                let wait = durable.wait_for_reservation();
+                (!durable.reached(wait)).then_some(wait)
+            }
+            ReportWait::Everything => {
+                let wait = durable.wait_for_everything();
+                (!self.held_reports.is_empty() || !durable.reached(wait)).then_some(wait)
+            }
         }
-        let wait = durable.wait_for_everything();
-        (!self.held_claims.is_empty() || !durable.reached(wait)).then_some(wait)
     }
 
-    /// Answers the held replies, and hands the engine the held claims, the
+    /// Answers the held replies, and hands the engine the held reports, the
     /// log is now far enough for; whether the engine heard any.
     fn release_held(&mut self) -> bool {
         // Taken out while answering, which needs all of `self`.
@@ -465,11 +475,11 @@ impl<E: Engine> Server<E> {
         }
         let mut reported = false;
         while self
-            .held_claims
+            .held_reports
             .front()
             .is_some_and(|(wait, _)| durable.reached(*wait))
         {
-            if let Some((_, report)) = self.held_claims.pop_front() {
+            if let Some((_, report)) = self.held_reports.pop_front() {
                 self.node.on_store(report, &mut self.effects);
                 reported = true;
             }

@@ -39,8 +39,9 @@
 //!    snapshot does not take it back. A coverage claims less than is held
 //!    at worst, which costs a peer's answer some versions, never safety.
 //! 4. The restarted node is a new run: a new origin with new numbers, and
-//!    the engine's clock starts above every recovered stamp, so a new write
-//!    never loses to one the node made before.
+//!    the engine's clock starts above every recovered stamp and clock
+//!    reservation (point 8), so a new write never loses to one the node
+//!    made before, nor shares its stamp.
 //! 5. A snapshot is a sync answer to nobody, in parts: each key's version
 //!    current when its part is taken (as new as at the snapshot's start, or
 //!    newer), while everything appended meanwhile goes to the new log; by
@@ -53,7 +54,7 @@
 //!    it, and a peer learns how far from the node's sync answers. Both
 //!    words (`Report::SyncApplied`, `Report::Collected`) reach the engine
 //!    only once everything appended before them is fsynced, under every
-//!    policy (`Replica::claims_held`, held by the server like a reply; the
+//!    policy (`Replica::report_waits`, held by the server like a reply; the
 //!    replica asks the writer for that fsync), and a node whose disk
 //!    refuses the log answers no sync request. So no crash, and no power
 //!    cut, takes back a tombstone that peers were let forget.
@@ -61,6 +62,20 @@
 //!    the node claims (`Gate::lost`), written into the snapshot recovery
 //!    leaves; a causal node refuses to start instead, since it would show
 //!    what followed that write without it.
+//!
+//! 8. A stamp of this node goes out (in a reply's cas unique, or to a
+//!    peer) only once the log holds a *clock reservation* at or above its
+//!    time, fsynced under every policy: the first stamp past the last
+//!    reservation appends one [`RESERVE`] ahead and has the writer fsync it
+//!    at once ([`Journal::reserve`]); the reactor holds replies until then
+//!    (`JournalLog::must_sync`), and pushes too (`Replica::report_waits`).
+//!    A snapshot carries the reservation of its start, and the one recovery
+//!    leaves the highest time replayed. So a power cut that loses writes
+//!    stamped ahead of the wall clock (where the clock starts) keeps a
+//!    reservation above them: without it a restarted node could stamp a
+//!    new write as one a peer or a client already holds, and a client's
+//!    old `cas` would be `STORED`, and two versions of one stamp would never
+//!    converge.
 //!
 //! In causal mode, what replay rebuilds is a prefix of what the node had
 //! applied, in the order it applied it, which respected causality; peers'
@@ -80,6 +95,13 @@ use crate::store::{StoreResult, UnixTime, VersionedStore};
 
 const VERSION: u8 = 1;
 const COVERAGE: u8 = 2;
+const CLOCK: u8 = 3;
+
+/// How far past a stamp's time a clock reservation reaches: about a second
+/// of the wall clock's microseconds, as the one-node log's
+/// (`durability::store::RESERVE`, in cas uniques); one fsync per that many
+/// ticks of the clock.
+pub const RESERVE: u64 = 1 << 20;
 
 /// About the bytes of versions one snapshot part holds.
 const PART_BYTES: usize = 1 << 20;
@@ -93,6 +115,11 @@ pub enum Entry {
         number: u64,
         coverage: Coverage,
     },
+    /// No stamp of this node above this time went out before this record
+    /// was fsynced (point 8).
+    Clock {
+        reserved: u64,
+    },
 }
 
 /// The log of an eventual node's store side.
@@ -101,6 +128,8 @@ pub struct Journal {
     /// The coverage last logged, and the number of the next record of it.
     logged: Coverage,
     next_number: u64,
+    /// Stamp times up to this are reserved (on disk, or being fsynced).
+    reserved: u64,
     snapshot: Option<Snapshot>,
 }
 
@@ -119,6 +148,7 @@ impl Journal {
             log,
             logged,
             next_number: number + 1,
+            reserved: 0,
             snapshot: None,
         }
     }
@@ -131,6 +161,18 @@ impl Journal {
     /// Why no write may be taken now, if the disk refuses the log.
     pub fn refusal(&self) -> Option<String> {
         self.log.refusal()
+    }
+
+    /// Reserves stamp times past `ts` before a stamp of this node at `ts`
+    /// goes out, if the last reservation does not reach it (point 8).
+    pub fn reserve(&mut self, ts: u64) {
+        if ts <= self.reserved {
+            return;
+        }
+        self.reserved = ts.saturating_add(RESERVE);
+        let reserved = self.reserved;
+        self.log.append(|out| encode_clock(out, reserved));
+        self.log.must_sync();
     }
 
     pub fn version(&mut self, version: &Version) {
@@ -202,12 +244,14 @@ impl Journal {
     }
 
     /// The log so far goes to `log.old`; the snapshot and the new log both
-    /// begin with the coverage of now (see the module doc, point 3).
+    /// begin with the coverage of now (see the module doc, point 3), and
+    /// the snapshot with the clock reservation it replaces (point 8).
     fn begin_snapshot(&mut self, versions: &VersionLog, coverage: &Coverage) -> Snapshot {
         self.log.begin_snapshot();
         let number = self.append_coverage(coverage.clone());
         let mut part = Vec::new();
         encode_journal(&mut part, |out| encode_coverage(out, number, coverage));
+        write_clock(&mut part, self.reserved);
         self.log.snapshot_part(part, false);
         Snapshot {
             upto: 0,
@@ -221,7 +265,7 @@ impl Journal {
 pub struct Replayed {
     /// The coverage record with the highest number, and that number.
     pub coverage: Option<(u64, Coverage)>,
-    /// The highest stamp time of a version replayed.
+    /// The highest stamp time of a version replayed, or reserved.
     pub highest_ts: u64,
 }
 
@@ -240,6 +284,10 @@ impl Replayed {
                 if self.coverage.as_ref().is_none_or(|(n, _)| number > *n) {
                     self.coverage = Some((number, coverage));
                 }
+                Ok(None)
+            }
+            Entry::Clock { reserved } => {
+                self.highest_ts = self.highest_ts.max(reserved);
                 Ok(None)
             }
         }
@@ -273,6 +321,16 @@ pub fn write_versions(
 /// a snapshot it goes does not matter: the highest number wins.
 pub fn write_coverage(out: &mut Vec<u8>, number: u64, coverage: &Coverage) {
     encode_journal(out, |out| encode_coverage(out, number, coverage));
+}
+
+/// Appends to `out` the record of a clock reservation up to `reserved`.
+pub fn write_clock(out: &mut Vec<u8>, reserved: u64) {
+    encode_journal(out, |out| encode_clock(out, reserved));
+}
+
+fn encode_clock(out: &mut Vec<u8>, reserved: u64) {
+    out.push(CLOCK);
+    wire::put_u64(out, reserved);
 }
 
 fn encode_version(out: &mut Vec<u8>, version: &Version) {
@@ -318,6 +376,7 @@ pub fn decode(record: &[u8]) -> Result<Entry, WireError> {
             number: r.u64()?,
             coverage: Coverage::decode(&mut r)?,
         },
+        CLOCK => Entry::Clock { reserved: r.u64()? },
         _ => return Err(WireError::Malformed("journal record kind")),
     };
     match r.is_empty() {
@@ -375,6 +434,9 @@ mod tests {
         );
         out.push(0);
         assert!(decode(&out).is_err(), "a byte too many is not a record");
+        let mut out = Vec::new();
+        encode_clock(&mut out, 1 << 50);
+        assert_eq!(decode(&out), Ok(Entry::Clock { reserved: 1 << 50 }));
     }
 
     #[test]

@@ -119,7 +119,9 @@
 //! only keeps tombstones longer, which the argument above allows.
 //!
 //! The clock starts at the wall time in microseconds, so a restarted node's
-//! new writes are stamped above what it wrote before it crashed.
+//! new writes are stamped above what it wrote before it crashed; with a
+//! data directory, also above what its log recovered and reserved
+//! (`journal.rs`, point 8), for stamps that ran ahead of the wall clock.
 
 mod journal;
 mod message;

@@ -16,7 +16,7 @@ use super::message::SyncDone;
 use super::origins::{Coverage, Gate, Origin};
 use super::version::Version;
 use super::version_log::{Changes, VersionLog};
-use crate::cluster::engine::{Done, Replica, ReplyTo};
+use crate::cluster::engine::{Done, Replica, ReplyTo, ReportWait};
 use crate::cluster::message::Op;
 use crate::cluster::{NodeId, Stamp};
 use crate::durability::{JournalLog, Journaled};
@@ -156,10 +156,17 @@ impl EventualReplica {
     }
 
     /// A claim of what is held goes out: the log is fsynced soon, whatever
-    /// the policy, since the claim waits for it (`Replica::claims_held`).
+    /// the policy, since the claim waits for it (`Replica::report_waits`).
     fn sync_journal(&mut self) {
         if let Some(journal) = &mut self.journal {
             journal.sync();
+        }
+    }
+
+    /// Makes `stamp` (this node's) safe to show: see `journal.rs`, point 8.
+    fn reserve(&mut self, stamp: Stamp) {
+        if let Some(journal) = &mut self.journal {
+            journal.reserve(stamp.ts);
         }
     }
 
@@ -323,6 +330,7 @@ impl Replica for EventualReplica {
                     });
                     return;
                 }
+                self.reserve(stamp);
                 let (reply, changed) = executor.execute(&op.request, op.now, stamp.cas_unique());
                 emit(Done::Reply {
                     to: reply_to,
@@ -358,6 +366,7 @@ impl Replica for EventualReplica {
                 self.record_evictions(executor, stamp, &mut deletes);
                 self.number_local(&mut deletes);
                 if !deletes.is_empty() {
+                    self.reserve(stamp);
                     emit(Done::Engine(Report::Published(deletes)));
                 }
                 if let Some(report) = self.waiting_report() {
@@ -457,13 +466,15 @@ impl Replica for EventualReplica {
     /// A sync answer applied whole moves what the next request says this
     /// node holds, and an answer of its own tells the asker how far it has
     /// synced: both decide which tombstones are forgotten, so a crash must
-    /// not take back what they claim (`journal.rs`, point 6).
-    fn claims_held(report: &Report) -> bool {
-        // Every acknowledgement, kept or not, so none overtakes a held one.
-        matches!(
-            report,
-            Report::SyncApplied { .. } | Report::Collected { .. }
-        )
+    /// not take back what they claim (`journal.rs`, point 6). Versions
+    /// this node made show peers its stamps (point 8).
+    fn report_waits(report: &Report) -> ReportWait {
+        match report {
+            // Every acknowledgement, kept or not, so none overtakes a held one.
+            Report::SyncApplied { .. } | Report::Collected { .. } => ReportWait::Everything,
+            Report::Published(_) => ReportWait::Reservation,
+            Report::Summary(_) | Report::Waiting { .. } => ReportWait::Nothing,
+        }
     }
 }
 
@@ -525,6 +536,8 @@ impl Journaled for EventualReplica {
         lost.iter().for_each(|cause| self.gate.lost(cause));
         // Below what replay refused or the store lost, as told to peers.
         journal::write_coverage(out, number, &self.gate.coverage());
+        // The engine's clock starts above it (`journal.rs`, point 8).
+        journal::write_clock(out, self.replayed.highest_ts);
         Ok(())
     }
 }
@@ -532,12 +545,15 @@ impl Journaled for EventualReplica {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cluster::eventual::journal::RESERVE;
     use crate::cluster::eventual::origins::{Cause, Origin};
     use crate::cluster::eventual::version::State;
     use crate::cluster::message::Op;
     use crate::protocol::Limits;
     use crate::store::memory::MemoryStore;
     use crate::store::{Entry, Expiry, StoreCounters, UnixTime};
+    use std::sync::atomic::Ordering;
+    use std::time::{Duration, Instant};
 
     const ME: Origin = Origin { node: 1, run: 10 };
     const PEER: Origin = Origin { node: 2, run: 20 };
@@ -578,14 +594,15 @@ mod tests {
     }
 
     /// A whole answer from node 2 whose second version is for a key this
-    /// store refuses (over 250 bytes), with node 2's coverage of both.
-    fn answer_with_an_unkeepable_key() -> Work {
+    /// store refuses (over 250 bytes), with node 2's coverage of both; its
+    /// stamp for a delete is `ts`.
+    fn answer_with_an_unkeepable_key(ts: u64) -> Work {
         let long = vec![b'k'; 300];
         Work::ApplyVersions {
             from: 2,
             pushes: Vec::new(),
             answer: vec![put(b"first", 5, 1), put(&long, 6, 2)],
-            stamp: Stamp { ts: 100, node: 1 },
+            stamp: Stamp { ts, node: 1 },
             completes: None,
             coverage: Some(Coverage::from_entries(vec![(PEER, 2)])),
         }
@@ -641,7 +658,11 @@ mod tests {
     #[test]
     fn a_causal_replica_deletes_everywhere_what_it_cannot_keep_and_covers_the_answer() {
         let (mut replica, mut executor) = (EventualReplica::new(Gate::causal(ME)), executor());
-        let reports = perform(&mut replica, &mut executor, answer_with_an_unkeepable_key());
+        let reports = perform(
+            &mut replica,
+            &mut executor,
+            answer_with_an_unkeepable_key(100),
+        );
         let [Report::Published(deletes)] = &reports[..] else {
             panic!("one delete to push: {reports:?}");
         };
@@ -817,7 +838,7 @@ mod tests {
         perform(
             &mut node.replica,
             &mut node.executor,
-            answer_with_an_unkeepable_key(),
+            answer_with_an_unkeepable_key(100),
         );
         let before = held(&node.replica, &mut node.executor).0;
         drop(node);
@@ -844,7 +865,6 @@ mod tests {
     #[test]
     fn a_journal_replays_to_what_the_replica_held_through_snapshots() {
         use crate::config::{ClusterConfig, Fsync};
-        use crate::protocol::{parse, Action};
         for seed in 1..=12u64 {
             let dir =
                 std::env::temp_dir().join(format!("mckv-journal-{seed}-{}", std::process::id()));
@@ -874,24 +894,7 @@ mod tests {
                             0 => format!("delete {key}\r\n"),
                             _ => format!("set {key} 0 0 3\r\nv{:02}\r\n", step % 100),
                         };
-                        let Ok(Action::Execute(request)) =
-                            parse(line.as_bytes(), &Limits::default()).map(|p| p.action)
-                        else {
-                            panic!("{line}");
-                        };
-                        let op = Arc::new(Op {
-                            request,
-                            now: 1_700_000_000,
-                        });
-                        let reply_to = ReplyTo {
-                            session: 1,
-                            slot: step,
-                        };
-                        Work::Publish {
-                            op,
-                            stamp,
-                            reply_to,
-                        }
+                        publish(&line, stamp.ts, step)
                     }
                     2 => {
                         // A peer's write, often older than what is held.
@@ -936,10 +939,154 @@ mod tests {
         }
     }
 
+    /// The work of a client's `line`, stamped `ts` by node 1.
+    fn publish(line: &str, ts: u64, slot: u64) -> Work {
+        use crate::protocol::{parse, Action};
+        let Ok(Action::Execute(request)) =
+            parse(line.as_bytes(), &Limits::default()).map(|p| p.action)
+        else {
+            panic!("{line}");
+        };
+        Work::Publish {
+            op: Arc::new(Op {
+                request,
+                now: 1_700_000_000,
+            }),
+            stamp: Stamp { ts, node: 1 },
+            reply_to: ReplyTo { session: 1, slot },
+        }
+    }
+
+    /// A power cut keeps, at worst, what the log had fsynced. Every stamp
+    /// of this node that a reply or a push showed must stay below where
+    /// the restarted node's clock starts, under every policy and also when
+    /// the stamps ran ahead of the wall clock (a peer's clock ahead): else
+    /// a new write gets a unique a client already holds (its old `cas`
+    /// would be `STORED`), and two versions of one stamp never converge.
+    #[test]
+    fn a_power_cut_keeps_the_clock_above_every_stamp_a_reply_or_push_showed() {
+        use crate::config::{ClusterConfig, Fsync};
+        for fsync in [Fsync::EverySec, Fsync::No] {
+            let dir = std::env::temp_dir()
+                .join(format!("mckv-power-cut-{fsync:?}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            let cluster = ClusterConfig {
+                fsync,
+                ..ClusterConfig::default()
+            };
+            let ahead = 1 << 60; // microseconds: far past the wall clock
+            let mut node = journaled(&dir, &cluster, Gate::causal(ME));
+            let works = [
+                publish("set a 0 0 1\r\nv\r\n", ahead, 1),
+                publish("set b 0 0 1\r\nv\r\n", ahead + 1, 2),
+                // No reply: a push of the delete of what cannot be kept.
+                answer_with_an_unkeepable_key(ahead + 2 + RESERVE),
+            ];
+            for work in works {
+                let mut waits = Vec::new();
+                node.replica.perform(work, &mut node.executor, &mut |done| {
+                    let wait = match done {
+                        Done::Reply { .. } => node.durable.wait_for(),
+                        Done::Engine(report) => match EventualReplica::report_waits(&report) {
+                            ReportWait::Nothing => None,
+                            ReportWait::Reservation => Some(node.durable.wait_for_reservation()),
+                            ReportWait::Everything => Some(node.durable.wait_for_everything()),
+                        },
+                    };
+                    waits.extend(wait);
+                });
+                node.replica.end_batch();
+                // What the server does: a reply or report leaves once the
+                // log is where it asks.
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while !waits.iter().all(|&wait| node.durable.reached(wait)) {
+                    assert!(
+                        Instant::now() < deadline,
+                        "{fsync:?}: the log never got there"
+                    );
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+            let fsynced = node.durable.shared.durable.load(Ordering::Acquire);
+            drop(node);
+            let log = std::fs::OpenOptions::new()
+                .write(true)
+                .open(dir.join("log"))
+                .unwrap();
+            log.set_len(fsynced).unwrap(); // the power cut
+            drop(log);
+            let again = Origin { node: 1, run: 11 };
+            let node = journaled(&dir, &cluster, Gate::causal(again));
+            let starts_above = node.replica.highest_replayed_ts();
+            drop(node);
+            let _ = std::fs::remove_dir_all(&dir);
+            assert!(
+                starts_above >= ahead + 2 + RESERVE,
+                "{fsync:?}: the clock starts at {starts_above}, below stamps shown"
+            );
+        }
+    }
+
+    /// A snapshot replaces the log, and the clock reservation in it: the
+    /// snapshot, and the one recovery leaves, carry it. Here nothing else
+    /// would keep the clock up: the only key was deleted and its tombstone
+    /// forgotten, so a new write could take the unique a client holds.
+    #[test]
+    fn snapshots_carry_the_clock_reservation() {
+        use crate::config::{ClusterConfig, Fsync};
+        let dir = std::env::temp_dir().join(format!("mckv-clock-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let cluster = ClusterConfig {
+            fsync: Fsync::No,
+            snapshot_every: 1,
+            ..ClusterConfig::default()
+        };
+        let ahead = 1 << 60;
+        let mut node = journaled(&dir, &cluster, Gate::eventual(ME));
+        let (replica, executor) = (&mut node.replica, &mut node.executor);
+        perform(replica, executor, publish("set a 0 0 1\r\nv\r\n", ahead, 1));
+        perform(replica, executor, publish("delete a\r\n", ahead + 1, 2));
+        perform(replica, executor, Work::ForgetTombstones { synced: 2 });
+        assert_eq!(held(replica, executor).0, [], "the tombstone is forgotten");
+        replica.end_batch();
+        while replica.maintain(executor) {}
+        replica.end_batch();
+        let shared = node.durable.shared.clone();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while shared.snapshots.load(Ordering::Acquire) == 0 {
+            assert!(
+                Instant::now() < deadline,
+                "the snapshot was never installed"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        drop(node);
+        assert!(
+            !dir.join("log.old").exists(),
+            "the snapshot replaced the log"
+        );
+        for run in [11, 12] {
+            // The second start reads the snapshot the first one left.
+            let again = Origin { node: 1, run };
+            let node = journaled(&dir, &cluster, Gate::eventual(again));
+            let starts_above = node.replica.highest_replayed_ts();
+            drop(node);
+            assert!(
+                starts_above > ahead + 1,
+                "start {run}: the clock starts at {starts_above}, below a unique handed out"
+            );
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn an_eventual_replica_takes_what_it_can_never_keep_as_held_but_claims_it_to_no_peer() {
         let (mut replica, mut executor) = (EventualReplica::new(Gate::eventual(ME)), executor());
-        let reports = perform(&mut replica, &mut executor, answer_with_an_unkeepable_key());
+        let reports = perform(
+            &mut replica,
+            &mut executor,
+            answer_with_an_unkeepable_key(100),
+        );
         assert!(reports.is_empty(), "{reports:?}");
         assert_eq!(
             replica.gate().coverage().get(PEER),
