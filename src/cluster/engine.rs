@@ -23,6 +23,7 @@ use std::fmt::Debug;
 
 use super::wire;
 use super::NodeId;
+use crate::durability::ReportWait;
 use crate::protocol::Request;
 use crate::store::{Executor, UnixTime};
 
@@ -240,18 +241,4 @@ pub trait Replica: Send + 'static {
     fn report_waits(_report: &Self::Done) -> ReportWait {
         ReportWait::Nothing
     }
-}
-
-/// What a store side's report waits for in the log before the engine hears
-/// it ([`Replica::report_waits`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReportWait {
-    Nothing,
-    /// The clock reservation above the stamps it shows peers (versions
-    /// this node made, to push).
-    Reservation,
-    /// Everything appended before it, and every report held before it: it
-    /// tells peers what this node holds, so that they may forget what it
-    /// covers.
-    Everything,
 }

@@ -29,8 +29,7 @@ pub mod view;
 pub mod wire;
 
 pub use engine::{
-    Done, Effect, Engine, PeerEvent, PeerStatus, Replica, ReplyTo, ReportWait, Status, StoreWork,
-    SyncStats,
+    Done, Effect, Engine, PeerEvent, PeerStatus, Replica, ReplyTo, Status, StoreWork, SyncStats,
 };
 pub use message::{Frame, Hello, Op, PeerMessage};
 pub use node::Node;

@@ -260,6 +260,20 @@ impl Recovering {
 /// the engine's queue limit, the memory a slow member may cost its peers.
 pub const BACKLOG_LIMIT: u64 = 64 << 20;
 
+/// What a store side's report waits for in the log before the engine hears
+/// it (`cluster::Replica::report_waits`; [`Durable::report_wait`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReportWait {
+    Nothing,
+    /// The clock reservation above the stamps it shows peers (versions
+    /// this node made, to push), fsynced.
+    Reservation,
+    /// Everything appended before it, fsynced, and every report held
+    /// before it: it tells peers what this node holds, so that they may
+    /// forget what it covers.
+    Everything,
+}
+
 /// Log positions a reply waits for: handed to the kernel, and fsynced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Wait {
@@ -393,6 +407,23 @@ impl Durable {
         Wait {
             written: 0,
             durable: self.shared.must_sync.load(Ordering::Acquire),
+        }
+    }
+
+    /// What a store side's report that `waits` as said must wait for now,
+    /// if the log is not there yet; `held`: reports are held before it (a
+    /// claim goes after them; a push may overtake them, needing no order).
+    pub fn report_wait(&self, waits: ReportWait, held: bool) -> Option<Wait> {
+        match waits {
+            ReportWait::Nothing => None,
+            ReportWait::Reservation => {
+                let wait = self.wait_for_reservation();
+                (!self.reached(wait)).then_some(wait)
+            }
+            ReportWait::Everything => {
+                let wait = self.wait_for_everything();
+                (held || !self.reached(wait)).then_some(wait)
+            }
         }
     }
 
@@ -962,6 +993,39 @@ mod crash_cases {
             })
             .count();
         assert_eq!(live, 0, "flushed keys came back");
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    /// A push waits only for the clock reservation, and may overtake held
+    /// reports; a claim waits for everything appended and for every
+    /// report held before it.
+    #[test]
+    fn reports_wait_for_what_they_show() {
+        let d = dir("report-wait");
+        let (_, durable, store) = start(&d, &ClusterConfig::default(), NOW);
+        let shared = &durable.shared;
+        let durable_at = shared.durable.load(Ordering::Acquire);
+        shared.must_sync.store(durable_at + 1, Ordering::Release);
+        shared.appended.store(durable_at + 2, Ordering::Release);
+        let reserved = Wait {
+            written: 0,
+            durable: durable_at + 1,
+        };
+        assert_eq!(
+            durable.report_wait(ReportWait::Reservation, false),
+            Some(reserved)
+        );
+        let everything = durable.report_wait(ReportWait::Everything, false);
+        assert_eq!(everything.map(|w| w.durable), Some(durable_at + 2));
+        assert_eq!(durable.report_wait(ReportWait::Nothing, true), None);
+        // The log is there: only a claim behind held reports waits.
+        shared.written.store(durable_at + 2, Ordering::Release);
+        shared.durable.store(durable_at + 2, Ordering::Release);
+        assert_eq!(durable.report_wait(ReportWait::Reservation, true), None);
+        assert_eq!(durable.report_wait(ReportWait::Everything, false), None);
+        assert!(durable.report_wait(ReportWait::Everything, true).is_some());
+        drop(store);
+        drop(durable);
         let _ = std::fs::remove_dir_all(&d);
     }
 

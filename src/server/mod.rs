@@ -51,9 +51,7 @@ use slab::Slab;
 
 use crate::backend::{Backend, StoreFactory};
 use crate::cluster::membership::{Load, Millis};
-use crate::cluster::{
-    Done, Effect, Engine, Node, PeerEvent, Replica, ReplyTo, ReportWait, StoreWork,
-};
+use crate::cluster::{Done, Effect, Engine, Node, PeerEvent, Replica, ReplyTo, StoreWork};
 use crate::config::{ClusterConfig, KvType, NodeConfig};
 use crate::durability::{Durable, Recovering, Wait};
 use crate::protocol::{self, reply};
@@ -438,23 +436,12 @@ impl<E: Engine> Server<E> {
         }
     }
 
-    /// What `report` must wait for before the engine hears it, if anything:
-    /// the log of everything before it, and every report held before it,
-    /// if it claims what is held; the clock reservation, if it shows this
-    /// node's stamps (overtaking held reports: pushes need no order).
+    /// What `report` must wait for before the engine hears it, if anything
+    /// (`Durable::report_wait`).
     fn report_wait(&self, report: &<E::Replica as Replica>::Done) -> Option<Wait> {
+        let waits = E::Replica::report_waits(report);
         let durable = self.durable.as_ref()?;
-        match E::Replica::report_waits(report) {
-            ReportWait::Nothing => None,
-            ReportWait::Reservation => {
-                let wait = durable.wait_for_reservation();
-                (!durable.reached(wait)).then_some(wait)
-            }
-            ReportWait::Everything => {
-                let wait = durable.wait_for_everything();
-                (!self.held_reports.is_empty() || !durable.reached(wait)).then_some(wait)
-            }
-        }
+        durable.report_wait(waits, !self.held_reports.is_empty())
     }
 
     /// Answers the held replies, and hands the engine the held reports, the

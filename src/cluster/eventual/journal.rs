@@ -69,7 +69,8 @@
 //!    reservation appends one [`RESERVE`] ahead and has the writer fsync it
 //!    at once ([`Journal::reserve`]); the reactor holds replies until then
 //!    (`JournalLog::must_sync`), and pushes too (`Replica::report_waits`).
-//!    A snapshot carries the reservation of its start, and the one recovery
+//!    A snapshot carries the reservation of its start (after a restart,
+//!    before the first stamp, the one recovery left), and the one recovery
 //!    leaves the highest time replayed. So a power cut that loses writes
 //!    stamped ahead of the wall clock (where the clock starts) keeps a
 //!    reservation above them: without it a restarted node could stamp a
@@ -148,7 +149,9 @@ impl Journal {
             log,
             logged,
             next_number: number + 1,
-            reserved: 0,
+            // What the snapshot recovery left reserved: a snapshot taken
+            // before the first stamp must carry it on.
+            reserved: replayed.highest_ts,
             snapshot: None,
         }
     }

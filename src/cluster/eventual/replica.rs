@@ -16,10 +16,10 @@ use super::message::SyncDone;
 use super::origins::{Coverage, Gate, Origin};
 use super::version::Version;
 use super::version_log::{Changes, VersionLog};
-use crate::cluster::engine::{Done, Replica, ReplyTo, ReportWait};
+use crate::cluster::engine::{Done, Replica, ReplyTo};
 use crate::cluster::message::Op;
 use crate::cluster::{NodeId, Stamp};
-use crate::durability::{JournalLog, Journaled};
+use crate::durability::{JournalLog, Journaled, ReportWait};
 use crate::protocol::reply;
 use crate::store::{Executor, StoreError, UnixTime, VersionedStore};
 
@@ -987,11 +987,10 @@ mod tests {
                 node.replica.perform(work, &mut node.executor, &mut |done| {
                     let wait = match done {
                         Done::Reply { .. } => node.durable.wait_for(),
-                        Done::Engine(report) => match EventualReplica::report_waits(&report) {
-                            ReportWait::Nothing => None,
-                            ReportWait::Reservation => Some(node.durable.wait_for_reservation()),
-                            ReportWait::Everything => Some(node.durable.wait_for_everything()),
-                        },
+                        Done::Engine(report) => {
+                            let waits = EventualReplica::report_waits(&report);
+                            node.durable.report_wait(waits, false)
+                        }
                     };
                     waits.extend(wait);
                 });
@@ -1065,11 +1064,29 @@ mod tests {
             !dir.join("log.old").exists(),
             "the snapshot replaced the log"
         );
-        for run in [11, 12] {
-            // The second start reads the snapshot the first one left.
+        for run in [11, 12, 13] {
+            // The second start reads the snapshot the first one left; the
+            // third, one the second took before it stamped anything (a
+            // peer's write made the log grow).
             let again = Origin { node: 1, run };
-            let node = journaled(&dir, &cluster, Gate::eventual(again));
+            let mut node = journaled(&dir, &cluster, Gate::eventual(again));
             let starts_above = node.replica.highest_replayed_ts();
+            if run == 12 {
+                let (replica, executor) = (&mut node.replica, &mut node.executor);
+                perform(replica, executor, push(vec![put(b"b", 5, 1)]));
+                replica.end_batch();
+                while replica.maintain(executor) {}
+                replica.end_batch();
+                let shared = node.durable.shared.clone();
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while shared.snapshots.load(Ordering::Acquire) == 0 {
+                    assert!(
+                        Instant::now() < deadline,
+                        "the snapshot was never installed"
+                    );
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
             drop(node);
             assert!(
                 starts_above > ahead + 1,
