@@ -224,6 +224,23 @@ impl<T: Keyed + Clone> DenseTable<T> {
         Some(self.slots.swap_remove(i))
     }
 
+    /// Gives back the room of a table at most half full, past 64k places:
+    /// the vectors and the index shrink to what it holds, the places stay.
+    /// Past 64k the vectors grow by a quarter, so a table shrinks again
+    /// only after losing half of what it holds, and each shrink or growth
+    /// (a copy of the table) follows that many changes.
+    pub fn shrink_if_sparse(&mut self) {
+        let room = self.slots.capacity();
+        if room < GROW_BY_QUARTER_FROM || self.slots.len() > room / 2 {
+            return;
+        }
+        self.slots.shrink_to_fit();
+        self.hashes.shrink_to_fit();
+        let hashes = &self.hashes;
+        self.index
+            .shrink_to_fit(|&i: &u32| widen(hashes[i as usize]));
+    }
+
     pub fn clear(&mut self) {
         self.index.clear();
         self.hashes.clear();

@@ -636,6 +636,7 @@ impl VersionLog {
         for key in self.older_than(stamp) {
             self.forget(&key);
         }
+        self.table.shrink_if_sparse();
     }
 
     /// Applies a peer's version if it is newer than what this replica holds
@@ -836,6 +837,9 @@ impl VersionLog {
             let removed = self.remove_at(place);
             self.key_bytes -= key_heap_bytes(&removed.key);
         }
+        // A peer back after long: the tombstones kept for it go, and so
+        // does their room.
+        self.table.shrink_if_sparse();
     }
 
     /// The number of the last change recorded.
@@ -1082,6 +1086,32 @@ mod tests {
         };
         log.apply_remote(&mut s, &flush, NOW).unwrap();
         assert_eq!(log.key_bytes, 0);
+    }
+
+    /// Tombstones kept for a peer that was down go once it synced past
+    /// them, and so does the room they took.
+    #[test]
+    fn forgotten_tombstones_give_their_room_back() {
+        let mut s = MemoryStore::new(64 << 20, Limits::default());
+        let mut log = VersionLog::new();
+        for i in 0..100_000u64 {
+            let mut version = put(&format!("key:{i:026}"), i + 1, 0, "v");
+            if i >= 10_000 {
+                version.state = State::Deleted;
+            }
+            log.apply_remote(&mut s, &version, NOW).unwrap();
+        }
+        let full = log.heap_bytes();
+        log.forget_tombstones(log.last_seq(), |_| false);
+        assert_eq!(log.len(), 10_000);
+        assert!(
+            log.heap_bytes() < full / 5,
+            "{} of {full} bytes",
+            log.heap_bytes()
+        );
+        let key = format!("key:{:026}", 9_999);
+        assert_eq!(log.stamp(key.as_bytes()), Some(stamp(10_000, 0)));
+        assert!(log.stamp(b"key:00000000000000000000010000").is_none());
     }
 
     #[test]
