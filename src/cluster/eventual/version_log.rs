@@ -198,7 +198,8 @@ impl Keyed for KnownKey {
 /// The change order is a list through the table's entries, oldest to
 /// newest (`KnownKey::older`, `newer`): a key changed again moves to the
 /// newest end, so each key is in it once, at its latest change, and the
-/// changes after a number are a tail of it. It costs 8 bytes an entry,
+/// changes after a number are a tail of it, found from a note of where
+/// the last answers stopped, or by a walk back. It costs 8 bytes an entry,
 /// where a log of `(number, key)` beside the table took 24 for each
 /// change (current or stale, up to twice the keys) and needed the key in
 /// an allocation shared by both (16 bytes of reference counts).
@@ -211,10 +212,11 @@ pub struct VersionLog {
     /// The places of the keys changed first and last, or [`NONE`].
     oldest: u32,
     newest: u32,
-    /// Where the last answers in parts stopped: (the number of the first
-    /// change left out, its place), so the next part starts there rather
-    /// than walking back to it (see [`VersionLog::first_after`]).
-    resume: Cell<[(u64, u32); RESUME]>,
+    /// Where the changes after a number start, for the numbers the next
+    /// requests will likely name (where the last answers stopped): the
+    /// number, and the place of the oldest entry changed after it, or
+    /// [`NONE`]; kept so as entries move (see [`VersionLog::first_after`]).
+    notes: Cell<[Option<(u64, u32)>; NOTES]>,
     /// Heap bytes of the keys `known` holds (see [`VersionLog::heap_bytes`]).
     key_bytes: u64,
     last_seq: u64,
@@ -228,9 +230,9 @@ pub struct VersionLog {
     origin_at: HashMap<Origin, u16, ahash::RandomState>,
 }
 
-/// Answers in parts resumed at once without a walk: one to each peer of a
+/// Answers started at once without a walk: the next one to each peer of a
 /// cluster of up to eight nodes and the journal's snapshot, all at once.
-const RESUME: usize = 8;
+const NOTES: usize = 8;
 
 impl Default for VersionLog {
     fn default() -> VersionLog {
@@ -238,7 +240,7 @@ impl Default for VersionLog {
             table: DenseTable::default(),
             oldest: NONE,
             newest: NONE,
-            resume: Cell::new([(0, NONE); RESUME]),
+            notes: Cell::new([None; NOTES]),
             key_bytes: 0,
             last_seq: 0,
             flushed: None,
@@ -267,6 +269,9 @@ impl VersionLog {
     /// Takes the entry at `place` out of the change order.
     fn unlink(&mut self, place: u32) {
         let KnownKey { older, newer, .. } = *self.entry(place);
+        // The oldest change after a noted number, if it was this one, is
+        // the next one now.
+        self.renote(place, newer);
         match older {
             NONE => self.oldest = newer,
             older => self.entry_mut(older).newer = newer,
@@ -279,6 +284,8 @@ impl VersionLog {
 
     /// Puts the entry at `place`, out of the change order, at its newest end.
     fn link_newest(&mut self, place: u32) {
+        // The first change after a noted number that had none.
+        self.renote(NONE, place);
         let older = self.newest;
         let entry = self.entry_mut(place);
         (entry.older, entry.newer) = (older, NONE);
@@ -296,6 +303,7 @@ impl VersionLog {
         let removed = self.table.swap_remove_index(place as usize);
         let removed = removed.expect("a listed place");
         if (place as usize) < self.table.len() {
+            self.renote(self.table.len() as u32, place);
             let KnownKey { older, newer, .. } = *self.entry(place);
             match older {
                 NONE => self.oldest = place,
@@ -350,11 +358,13 @@ impl VersionLog {
         self.link_newest(place);
     }
 
-    /// Drops `key`'s version.
-    fn forget(&mut self, key: &[u8]) {
-        if let Some(place) = self.table.position(key) {
-            self.remove_at(place as u32);
-            self.key_bytes -= key_heap_bytes(key);
+    /// Drops the versions at `places`, given in descending order: a removal
+    /// moves the table's last entry into the hole, so taken from the highest
+    /// place down, no place still to go is the one moved.
+    fn remove_descending(&mut self, places: Vec<u32>) {
+        for place in places {
+            let removed = self.remove_at(place);
+            self.key_bytes -= key_heap_bytes(&removed.key);
         }
     }
 
@@ -425,23 +435,13 @@ impl VersionLog {
     }
 
     /// The place of the oldest key change numbered above `seq`, or
-    /// [`NONE`]: a walk back from the newest end over the changes after
-    /// `seq`, which the answer then sends (or only the oldest end, for
-    /// those before every change), unless an answer in parts stopped
-    /// there. A part's next one starts at the first change it left out,
-    /// numbered `seq + 1`: every change between was in the part, and one
-    /// made since is numbered above the last; so that change, if its key
-    /// has not changed again since (it would be at the newest end now,
-    /// its place holding another number), is the one.
+    /// [`NONE`]: noted, if an answer noted `seq` (where it stopped, so the
+    /// next request names it); else the oldest end, for a number before
+    /// every change; else a walk back from the newest end over the changes
+    /// after `seq` (those the answer then sends, if they fit its budget).
     fn first_after(&self, seq: u64) -> u32 {
-        let resumed = self.resume.get().into_iter().find(|&(next, place)| {
-            next == seq + 1
-                && self
-                    .table
-                    .get_index(place as usize)
-                    .is_some_and(|entry| entry.known.seq == next)
-        });
-        if let Some((_, place)) = resumed {
+        let noted = self.notes.get().into_iter().flatten();
+        if let Some((_, place)) = noted.into_iter().find(|&(after, _)| after == seq) {
             return place;
         }
         if self.oldest == NONE || self.entry(self.oldest).known.seq > seq {
@@ -456,13 +456,33 @@ impl VersionLog {
         first
     }
 
-    /// Notes where an answer in parts stopped: at the change numbered
-    /// `next`, in `place` (the oldest note makes room).
-    fn note_resume(&self, next: u64, place: u32) {
-        let mut resume = self.resume.get();
-        resume.rotate_right(1);
-        resume[0] = (next, place);
-        self.resume.set(resume);
+    /// Notes that the oldest key change after `seq` is at `place` (or that
+    /// there is none: [`NONE`]); the oldest note makes room.
+    fn note_first_after(&self, seq: u64, place: u32) {
+        let mut notes = self.notes.get();
+        match notes
+            .iter()
+            .position(|n| n.is_some_and(|(after, _)| after == seq))
+        {
+            Some(i) => notes[i] = Some((seq, place)),
+            None => {
+                notes.rotate_right(1);
+                notes[0] = Some((seq, place));
+            }
+        }
+        self.notes.set(notes);
+    }
+
+    /// The notes that said `from` say `to`: what each note says stays
+    /// true as entries move (the one it named left the order, or moved).
+    fn renote(&self, from: u32, to: u32) {
+        let mut notes = self.notes.get();
+        for (_, place) in notes.iter_mut().flatten() {
+            if *place == from {
+                *place = to;
+            }
+        }
+        self.notes.set(notes);
     }
 
     fn is_flushed(&self, stamp: Stamp) -> bool {
@@ -622,20 +642,19 @@ impl VersionLog {
     }
 
     /// Keys whose versions a flush stamped `stamp` removes.
-    fn older_than(&self, stamp: Stamp) -> Vec<Box<[u8]>> {
-        self.table
-            .iter()
-            .filter(|entry| entry.known.stamp() < stamp)
-            .map(|entry| entry.key.clone())
-            .collect()
+    fn older_than(&self, stamp: Stamp) -> impl Iterator<Item = &[u8]> + '_ {
+        let entries = self.table.iter();
+        let older = entries.filter(move |entry| entry.known.stamp() < stamp);
+        older.map(|entry| &entry.key[..])
     }
 
     fn apply_flush(&mut self, stamp: Stamp) {
         let seq = self.next_seq();
         self.flushed = Some((stamp, seq));
-        for key in self.older_than(stamp) {
-            self.forget(&key);
-        }
+        let older = (0..self.table.len() as u32).filter(|&p| self.entry(p).known.stamp() < stamp);
+        let mut gone: Vec<u32> = older.collect();
+        gone.reverse();
+        self.remove_descending(gone);
         self.table.shrink_if_sparse();
     }
 
@@ -666,7 +685,7 @@ impl VersionLog {
             // Removed from the store first: a failure leaves the flush
             // unrecorded, so all of it is applied again.
             for key in self.older_than(version.stamp) {
-                store.delete(&key, now)?;
+                store.delete(key, now)?;
             }
             self.apply_flush(version.stamp);
             return Ok(true);
@@ -752,7 +771,7 @@ impl VersionLog {
             if used > 0 && used + len > budget {
                 upto = seq - 1;
                 if let Change::Key(place) = change {
-                    self.note_resume(seq, place);
+                    self.note_first_after(upto, place);
                 }
                 break;
             }
@@ -778,6 +797,9 @@ impl VersionLog {
                     }
                 }
             }
+        }
+        if upto == self.last_seq {
+            self.note_first_after(upto, NONE); // the asker's next request names it
         }
         let mut lost = Vec::new();
         let keys: Vec<&[u8]> = to_read.iter().map(|&(key, _)| key).collect();
@@ -830,13 +852,8 @@ impl VersionLog {
             }
             place = entry.newer;
         }
-        // A removal moves the table's last entry into the hole: taken from
-        // the highest place down, no place still to go is the one moved.
         dead.sort_unstable_by(|a, b| b.cmp(a));
-        for place in dead {
-            let removed = self.remove_at(place);
-            self.key_bytes -= key_heap_bytes(&removed.key);
-        }
+        self.remove_descending(dead);
         // A peer back after long: the tombstones kept for it go, and so
         // does their room.
         self.table.shrink_if_sparse();
@@ -920,6 +937,13 @@ mod tests {
         }
         assert_eq!(log.newest, older);
         assert_eq!(listed, log.len(), "every entry listed once");
+        for (after, place) in log.notes.get().into_iter().flatten() {
+            let mut first = log.oldest;
+            while first != NONE && log.entry(first).known.seq <= after {
+                first = log.entry(first).newer;
+            }
+            assert_eq!(place, first, "the note of what follows {after}");
+        }
     }
 
     /// Puts, deletes, flushes and forgotten tombstones at random, against a
@@ -1259,10 +1283,16 @@ mod tests {
             assert_eq!(answer.versions, vec![version]);
             assert_eq!((answer.upto, answer.last), (upto, 4));
         }
-        // Each part noted where the next one starts, so it needs no walk.
+        // Each answer noted where the next one starts, so it needs no walk.
         let place = |key: &[u8]| log.table.position(key).unwrap() as u32;
-        let noted: Vec<(u64, u32)> = log.resume.get().into_iter().take(2).collect();
-        assert_eq!(noted, [(4, place(b"a")), (3, place(b"c"))]);
+        let noted: Vec<_> = log.notes.get().into_iter().take(3).collect();
+        let notes = [(4, NONE), (3, place(b"a")), (2, place(b"c"))];
+        assert_eq!(noted, notes.map(Some));
+        // A change after the last number: its note names it.
+        log.apply_remote(&mut s, &put("d", 1, 0, "value"), NOW)
+            .unwrap();
+        let d = log.table.position(b"d").unwrap() as u32;
+        assert_eq!(log.notes.get()[0], Some((4, d)));
     }
 
     /// A memory store that fails every call while `broken` (a memcached
