@@ -1026,6 +1026,24 @@ mod tests {
         }
     }
 
+    /// Writes a snapshot of `node` (its log must be due for one) and waits
+    /// until the writer installed it.
+    fn snapshot(node: &mut Journaled) {
+        let (replica, executor) = (&mut node.replica, &mut node.executor);
+        replica.end_batch();
+        while replica.maintain(executor) {}
+        replica.end_batch();
+        let shared = &node.durable.shared;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while shared.snapshots.load(Ordering::Acquire) == 0 {
+            assert!(
+                Instant::now() < deadline,
+                "the snapshot was never installed"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
     /// A snapshot replaces the log, and the clock reservation in it: the
     /// snapshot, and the one recovery leaves, carry it. Here nothing else
     /// would keep the clock up: the only key was deleted and its tombstone
@@ -1047,18 +1065,7 @@ mod tests {
         perform(replica, executor, publish("delete a\r\n", ahead + 1, 2));
         perform(replica, executor, Work::ForgetTombstones { synced: 2 });
         assert_eq!(held(replica, executor).0, [], "the tombstone is forgotten");
-        replica.end_batch();
-        while replica.maintain(executor) {}
-        replica.end_batch();
-        let shared = node.durable.shared.clone();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while shared.snapshots.load(Ordering::Acquire) == 0 {
-            assert!(
-                Instant::now() < deadline,
-                "the snapshot was never installed"
-            );
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        snapshot(&mut node);
         drop(node);
         assert!(
             !dir.join("log.old").exists(),
@@ -1074,18 +1081,7 @@ mod tests {
             if run == 12 {
                 let (replica, executor) = (&mut node.replica, &mut node.executor);
                 perform(replica, executor, push(vec![put(b"b", 5, 1)]));
-                replica.end_batch();
-                while replica.maintain(executor) {}
-                replica.end_batch();
-                let shared = node.durable.shared.clone();
-                let deadline = Instant::now() + Duration::from_secs(10);
-                while shared.snapshots.load(Ordering::Acquire) == 0 {
-                    assert!(
-                        Instant::now() < deadline,
-                        "the snapshot was never installed"
-                    );
-                    std::thread::sleep(Duration::from_millis(1));
-                }
+                snapshot(&mut node);
             }
             drop(node);
             assert!(
