@@ -272,13 +272,25 @@ impl VersionLog {
         // The oldest change after a noted number, if it was this one, is
         // the next one now.
         self.renote(place, newer);
-        match older {
-            NONE => self.oldest = newer,
-            older => self.entry_mut(older).newer = newer,
+        self.set_newer_of(older, newer);
+        self.set_older_of(newer, older);
+    }
+
+    /// Makes `to` the next newer of the entry at `place` (of nothing: the
+    /// oldest).
+    fn set_newer_of(&mut self, place: u32, to: u32) {
+        match place {
+            NONE => self.oldest = to,
+            place => self.entry_mut(place).newer = to,
         }
-        match newer {
-            NONE => self.newest = older,
-            newer => self.entry_mut(newer).older = older,
+    }
+
+    /// Makes `to` the next older of the entry at `place` (of nothing: the
+    /// newest).
+    fn set_older_of(&mut self, place: u32, to: u32) {
+        match place {
+            NONE => self.newest = to,
+            place => self.entry_mut(place).older = to,
         }
     }
 
@@ -289,10 +301,7 @@ impl VersionLog {
         let older = self.newest;
         let entry = self.entry_mut(place);
         (entry.older, entry.newer) = (older, NONE);
-        match older {
-            NONE => self.oldest = place,
-            older => self.entry_mut(older).newer = place,
-        }
+        self.set_newer_of(older, place);
         self.newest = place;
     }
 
@@ -305,14 +314,8 @@ impl VersionLog {
         if (place as usize) < self.table.len() {
             self.renote(self.table.len() as u32, place);
             let KnownKey { older, newer, .. } = *self.entry(place);
-            match older {
-                NONE => self.oldest = place,
-                older => self.entry_mut(older).newer = place,
-            }
-            match newer {
-                NONE => self.newest = place,
-                newer => self.entry_mut(newer).older = place,
-            }
+            self.set_newer_of(older, place);
+            self.set_older_of(newer, place);
         }
         removed
     }
