@@ -512,6 +512,9 @@ fn a_full_disk_refuses_writes_keeps_reads_and_recovers_by_itself() {
     );
     assert_eq!(request(&mut c, b"get after\r\n"), "END\r\n");
     assert_eq!(stat(node.port, "mckv_log_failed"), 1);
+    // The write the disk failed under was answered (timed out, or refused
+    // on a retry): nothing is kept for it while the disk stays full.
+    assert_eq!(stat(node.port, "mckv_replies_held"), 0, "{refusal:?}");
     std::fs::remove_file(&filler).unwrap();
     poll(
         Duration::from_secs(10),

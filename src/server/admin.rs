@@ -101,7 +101,7 @@ impl<E: Engine> Server<E> {
             backend: &self.backend.counters,
             node: &self.node,
             peers: self.peers.as_ref(),
-            durable: self.durable.as_ref(),
+            durable: self.durable.as_ref().map(|d| (d, self.held.len())),
             listener: self.listener.as_ref(),
             conns: &self.conns,
             spare_buffers: &self.spare_buffers,

@@ -451,10 +451,13 @@ impl<E: Engine> Server<E> {
         let Some(durable) = self.durable.take() else {
             return false;
         };
+        // A reply whose request timed out meanwhile (its slot answered, or
+        // its connection gone) is dropped: a log that stays stuck (a full
+        // disk, a failed fsync) must not keep one per request it held.
         while self
             .held
             .front()
-            .is_some_and(|&(wait, _, _)| durable.reached(wait))
+            .is_some_and(|&(wait, to, _)| durable.reached(wait) || !self.is_waiting(to))
         {
             if let Some((_, to, reply)) = self.held.pop_front() {
                 self.answer(to, reply);

@@ -123,8 +123,9 @@ pub struct Report<'a, E: Engine> {
     pub backend: &'a StoreCounters,
     pub node: &'a Node<E>,
     pub peers: Option<&'a Peers<E::Message>>,
-    /// The log of a node with a data directory.
-    pub durable: Option<&'a Durable>,
+    /// The log of a node with a data directory, and how many replies wait
+    /// for it.
+    pub durable: Option<(&'a Durable, usize)>,
     /// The client listener; `None` once the node stops accepting.
     pub listener: Option<&'a TcpListener>,
     pub conns: &'a Slab<Connection>,
@@ -372,8 +373,8 @@ impl<E: Engine> Report<'_, E> {
             self.peers.map_or(0, |p| p.hellos_refused),
         );
         reply::stat(out, "mckv_timeouts", c.timeouts);
-        if let Some(durable) = self.durable {
-            durability_fields(out, durable);
+        if let Some((durable, held)) = self.durable {
+            durability_fields(out, durable, held);
         }
         reply::stat(out, "mckv_version", reply::MCKV_VERSION);
     }
@@ -544,14 +545,16 @@ pub fn sizes_not_tracked(out: &mut Vec<u8>) {
     out.extend_from_slice(reply::END);
 }
 
-/// The log's numbers, for a node with a data directory.
-fn durability_fields(out: &mut Vec<u8>, durable: &Durable) {
+/// The log's numbers, for a node with a data directory, `held` replies
+/// waiting for it.
+fn durability_fields(out: &mut Vec<u8>, durable: &Durable, held: usize) {
     let shared = &durable.shared;
     let load = |n: &std::sync::atomic::AtomicU64| n.load(Ordering::Relaxed);
     reply::stat(out, "mckv_fsync", durable.fsync.name());
     reply::stat(out, "mckv_log_bytes", load(&shared.log_bytes));
     reply::stat(out, "mckv_log_fsyncs", load(&shared.fsyncs));
     reply::stat(out, "mckv_log_failed", u8::from(shared.failure().is_some()));
+    reply::stat(out, "mckv_replies_held", held);
     reply::stat(out, "mckv_snapshots_written", load(&shared.snapshots));
     reply::stat(out, "mckv_snapshot_bytes", load(&shared.snapshot_bytes));
     reply::stat(out, "mckv_snapshot_time", load(&shared.snapshot_at));
