@@ -82,8 +82,7 @@ impl JournalLog {
     /// appended so far, and holds every reply made from now on until it
     /// has (a clock reservation: see [`super::Durable::wait_for`]).
     pub fn must_sync(&mut self) {
-        let upto = self.shared.appended.load(Ordering::Acquire);
-        self.shared.must_sync.store(upto, Ordering::Release);
+        self.shared.hold_replies_for_appended();
         self.sync_asked = true;
     }
 

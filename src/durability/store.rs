@@ -203,8 +203,7 @@ impl DurableStore {
         self.append(&Record::Clock {
             reserved: self.reserved,
         });
-        let upto = self.shared.appended.load(Ordering::Relaxed);
-        self.shared.must_sync.store(upto, Ordering::Release);
+        self.shared.hold_replies_for_appended();
         self.hand_over();
         self.jobs.send(Job::Sync);
     }

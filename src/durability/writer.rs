@@ -172,6 +172,14 @@ impl LogShared {
         let why = self.failure.lock().ok().and_then(|f| f.clone());
         Some(why.unwrap_or_else(|| "the disk refused the log".into()))
     }
+
+    /// Every reply made from now on waits until what is appended so far is
+    /// fsynced (a clock reservation is among it); the caller asks the
+    /// writer for that fsync.
+    pub fn hold_replies_for_appended(&self) {
+        let upto = self.appended.load(Ordering::Acquire);
+        self.must_sync.store(upto, Ordering::Release);
+    }
 }
 
 pub struct Writer {

@@ -98,10 +98,10 @@ const VERSION: u8 = 1;
 const COVERAGE: u8 = 2;
 const CLOCK: u8 = 3;
 
-/// How far past a stamp's time a clock reservation reaches: about a second
-/// of the wall clock's microseconds, as the one-node log's
-/// (`durability::store::RESERVE`, in cas uniques); one fsync per that many
-/// ticks of the clock.
+/// How far past a stamp's time a clock reservation reaches, as the one-node
+/// log's (`durability::store::RESERVE`, in cas uniques): the clock ticks
+/// once per stamp (it starts at the wall time but does not follow it), so
+/// one fsync per million stamps, or per jump to a peer's clock far ahead.
 pub const RESERVE: u64 = 1 << 20;
 
 /// About the bytes of versions one snapshot part holds.

@@ -443,8 +443,8 @@ impl VersionLog {
     /// every change; else a walk back from the newest end over the changes
     /// after `seq` (those the answer then sends, if they fit its budget).
     fn first_after(&self, seq: u64) -> u32 {
-        let noted = self.notes.get().into_iter().flatten();
-        if let Some((_, place)) = noted.into_iter().find(|&(after, _)| after == seq) {
+        let mut noted = self.notes.get().into_iter().flatten();
+        if let Some((_, place)) = noted.find(|&(after, _)| after == seq) {
             return place;
         }
         if self.oldest == NONE || self.entry(self.oldest).known.seq > seq {
@@ -644,18 +644,17 @@ impl VersionLog {
         }
     }
 
-    /// Keys whose versions a flush stamped `stamp` removes.
-    fn older_than(&self, stamp: Stamp) -> impl Iterator<Item = &[u8]> + '_ {
-        let entries = self.table.iter();
-        let older = entries.filter(move |entry| entry.known.stamp() < stamp);
-        older.map(|entry| &entry.key[..])
+    /// The places of the versions a flush stamped `stamp` removes, in
+    /// ascending order.
+    fn older_than(&self, stamp: Stamp) -> impl Iterator<Item = u32> + '_ {
+        let places = 0..self.table.len() as u32;
+        places.filter(move |&place| self.entry(place).known.stamp() < stamp)
     }
 
     fn apply_flush(&mut self, stamp: Stamp) {
         let seq = self.next_seq();
         self.flushed = Some((stamp, seq));
-        let older = (0..self.table.len() as u32).filter(|&p| self.entry(p).known.stamp() < stamp);
-        let mut gone: Vec<u32> = older.collect();
+        let mut gone: Vec<u32> = self.older_than(stamp).collect();
         gone.reverse();
         self.remove_descending(gone);
         self.table.shrink_if_sparse();
@@ -687,8 +686,8 @@ impl VersionLog {
             }
             // Removed from the store first: a failure leaves the flush
             // unrecorded, so all of it is applied again.
-            for key in self.older_than(version.stamp) {
-                store.delete(key, now)?;
+            for place in self.older_than(version.stamp) {
+                store.delete(&self.entry(place).key, now)?;
             }
             self.apply_flush(version.stamp);
             return Ok(true);
