@@ -15,8 +15,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use common::{
-    cluster_config_with, connect, launch_cluster_text, poll, request, start_cluster_node, stat,
-    Cluster, TempDir,
+    cluster_config_with, connect, launch_cluster_text, launch_cluster_text_with, poll, request,
+    start_cluster_node, stat, Cluster, FailingFsync, TempDir,
 };
 
 /// A cluster of three in `mode`, each node with a data directory in `data`.
@@ -670,4 +670,61 @@ fn an_eventual_node_killed_while_it_writes_a_snapshot_keeps_every_acknowledged_w
         written.len(),
         stat(cluster.port(0), "mckv_recovered_bytes")
     );
+}
+
+/// Node 0 of a cluster in `mode` (every node with a data directory, `fsync
+/// = always`) finds its fsyncs failing: it stops with the reason, as a
+/// node alone does (`tests/durability.rs`), and its peers serve on.
+/// Restarted on a disk that works, it holds what it acknowledged and
+/// what was written without it.
+fn a_node_whose_fsync_fails_stops_and_rejoins(mode: &str) {
+    let disk = FailingFsync::build();
+    let data = TempDir::new("cluster-data");
+    let dirs = data.0.clone();
+    let (text, ports) =
+        cluster_config_with(3, mode, "fsync = always\nbackend_timeout_ms = 500", |id| {
+            format!("data_dir = {}", dirs.join(format!("d{id}")).display())
+        });
+    let mut cluster = launch_cluster_text_with(text, ports, |id, cmd| {
+        if id == 0 {
+            disk.preload(cmd);
+        }
+    });
+    let mut c = connect(cluster.port(0));
+    stored_once_the_view_allows(&mut c, "set kept 0 0 4\r\nkept\r\n");
+    disk.fail();
+    let reply = request(&mut c, b"set lost 0 0 4\r\nlost\r\n");
+    assert!(
+        matches!(
+            reply.as_str(),
+            "" | "SERVER_ERROR timeout; the operation may have been applied\r\n"
+        ),
+        "{reply:?}"
+    );
+    let node0 = &mut cluster.nodes[0].child;
+    let exited = poll(
+        Duration::from_secs(20),
+        Duration::from_millis(50),
+        || match node0.try_wait().expect("wait") {
+            Some(status) => Ok(status),
+            None => Err("node 0 kept running after its fsync failed".to_string()),
+        },
+    );
+    assert!(!exited.success(), "{exited:?}");
+    let log = cluster.log(0);
+    assert!(log.contains("an fsync failed"), "node 0's log: {log}");
+    stored_once_the_view_allows(&mut connect(cluster.port(1)), "set without0 0 0 1\r\nw\r\n");
+    restart(&mut cluster, 0);
+    cluster.wait_for_value(0, "without0", "VALUE without0 0 1\r\nw\r\nEND\r\n");
+    cluster.wait_for_value(0, "kept", "VALUE kept 0 4\r\nkept\r\nEND\r\n");
+}
+
+#[test]
+fn a_linearizable_node_whose_fsync_fails_stops_and_rejoins() {
+    a_node_whose_fsync_fails_stops_and_rejoins("linearizable");
+}
+
+#[test]
+fn an_eventual_node_whose_fsync_fails_stops_and_rejoins() {
+    a_node_whose_fsync_fails_stops_and_rejoins("eventual");
 }

@@ -18,7 +18,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use common::{
-    connect, free_port, poll, request, spawn, stat, wait_for_server, ProcessGuard, TempDir,
+    connect, free_port, poll, request, spawn, stat, wait_for_server, FailingFsync, ProcessGuard,
+    TempDir,
 };
 
 /// A node's config, data directory and log, kept across its restarts.
@@ -71,7 +72,14 @@ impl Durable {
     }
 
     fn start(&self) -> ProcessGuard {
-        let child = spawn(&mut self.command()).expect("start mckv");
+        self.start_with(|_| {})
+    }
+
+    /// [`Durable::start`], with `setup` applied to the command first.
+    fn start_with(&self, setup: impl FnOnce(&mut Command)) -> ProcessGuard {
+        let mut command = self.command();
+        setup(&mut command);
+        let child = spawn(&mut command).expect("start mckv");
         let mut process = ProcessGuard {
             child,
             port: self.port,
@@ -526,4 +534,46 @@ fn a_full_disk_refuses_writes_keeps_reads_and_recovers_by_itself() {
     );
     assert_eq!(stat(node.port, "mckv_log_failed"), 0);
     assert!(node.log().contains("writes are refused"), "{}", node.log());
+}
+
+/// A failed fsync (the disk could not write back what the kernel held, and
+/// the kernel may have dropped it) stops the node with the reason, as etcd
+/// and PostgreSQL stop: past it nothing can be promised on disk, nor
+/// served (the write under way never reached the disk, and a read of it
+/// would show what a restart may not have). Restarted on a disk that
+/// works, the node holds every write it acknowledged.
+#[test]
+fn a_failed_fsync_stops_the_node_and_a_restart_keeps_every_acknowledged_write() {
+    let disk = FailingFsync::build();
+    let node = Durable::new("fsync = always\nbackend_timeout_ms = 500");
+    let mut process = node.start_with(|cmd| disk.preload(cmd));
+    let mut c = connect(node.port);
+    assert_eq!(request(&mut c, b"set kept 0 0 4\r\nkept\r\n"), "STORED\r\n");
+    disk.fail();
+    // Its record never reaches the disk: the client is told it may have
+    // been applied, or, once the node stopped, nothing.
+    let reply = request(&mut c, b"set lost 0 0 4\r\nlost\r\n");
+    assert!(
+        matches!(
+            reply.as_str(),
+            "" | "SERVER_ERROR timeout; the operation may have been applied\r\n"
+        ),
+        "{reply:?}"
+    );
+    let exited = poll(Duration::from_secs(20), Duration::from_millis(50), || {
+        process
+            .child
+            .try_wait()
+            .unwrap()
+            .ok_or_else(|| "the node kept running after its fsync failed".to_string())
+    });
+    assert!(!exited.success(), "{exited}");
+    assert!(node.log().contains("an fsync failed"), "{}", node.log());
+    let process = node.start();
+    let mut c = connect(node.port);
+    assert_eq!(
+        request(&mut c, b"get kept\r\n"),
+        "VALUE kept 0 4\r\nkept\r\nEND\r\n"
+    );
+    terminate(process);
 }

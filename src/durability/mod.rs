@@ -355,27 +355,32 @@ impl Durable {
             .map(|why| format!("data directory: {why}; not applied"))
     }
 
-    /// Why a strong cluster's node must stop taking part, if it must. It
-    /// cannot refuse what the cluster delivers (its peers apply it), so it
-    /// stops, as after a crash, when its log can no longer catch up: the
-    /// disk has refused it so long that the delivered writes waiting for
-    /// it pass [`BACKLOG_LIMIT`] bytes, or an fsync failed (nothing counts
-    /// as durable again until a restart, so with `fsync = always` it could
-    /// answer nothing more). Its log on disk holds a prefix up to a mark,
-    /// and nothing it did not log was answered (replies wait for the log),
-    /// so its peers, a majority, hold all that counts.
+    /// Why the node must stop, if it must. After a failed fsync, any node:
+    /// the kernel may have dropped what it could not write, so nothing
+    /// past the last good fsync can be promised on disk again, nor served
+    /// (a read would show what a restart may not have); a restart replays
+    /// what the disk holds (etcd and PostgreSQL stop for the same reason).
+    /// A strong cluster's node also stops when its log can no longer
+    /// catch up: it cannot refuse what the cluster delivers (its peers
+    /// apply it), and the disk has refused the log so long that the
+    /// delivered writes waiting for it pass [`BACKLOG_LIMIT`] bytes. Its
+    /// log on disk holds a prefix up to a mark, and nothing it did not log
+    /// was answered (replies wait for the log), so its peers, a majority,
+    /// hold all that counts.
     pub fn must_stop(&self) -> Option<String> {
         let shared = &self.shared;
-        if !self.marked {
-            return None;
-        }
-        let restart =
-            "restart the node once the disk takes writes, and it is handed what it missed";
+        let restart = match self.marked {
+            true => "restart the node once the disk takes writes, and it is handed what it missed",
+            false => "restart the node once the disk works, and it recovers what the disk holds",
+        };
         if shared.fsync_failed.load(Ordering::Acquire) {
             return Some(format!(
                 "data directory: an fsync failed (the kernel may have dropped what it held): \
                  stopping; {restart}"
             ));
+        }
+        if !self.marked {
+            return None;
         }
         let backlog = (shared.appended.load(Ordering::Acquire))
             .saturating_sub(shared.written.load(Ordering::Acquire));
@@ -1031,9 +1036,10 @@ mod crash_cases {
 
     /// A strong cluster's node stops once its log cannot catch up: past
     /// the backlog limit while the disk refuses it, or after a failed
-    /// fsync; a node of any other cluster never does (it refuses writes).
+    /// fsync; a node of any other cluster stops after a failed fsync only
+    /// (while its disk refuses the log, it refuses writes).
     #[test]
-    fn a_marked_log_that_cannot_catch_up_stops_the_node() {
+    fn a_log_that_cannot_be_trusted_or_catch_up_stops_the_node() {
         let d = dir("must-stop");
         let cluster = ClusterConfig::default();
         let r = Recovering::open_marked(&d, &cluster, memory()).unwrap();
@@ -1061,14 +1067,21 @@ mod crash_cases {
         assert!(why.contains("an fsync failed"), "{why}");
         drop(store);
         drop(durable);
-        // An unmarked log (a one-node cluster's).
+        // An unmarked log (a one-node cluster's) stops after a failed
+        // fsync, and refuses writes while its disk refuses the log.
         let (_, durable, store) = start(&dir("must-stop-one"), &cluster, NOW);
-        durable.shared.fsync_failed.store(true, Ordering::Release);
-        assert_eq!(
-            durable.must_stop(),
-            None,
-            "a one-node log refuses writes instead"
-        );
+        let shared = &durable.shared;
+        *shared.failure.lock().unwrap() = Some("No space left on device".into());
+        shared.failed.store(true, Ordering::Release);
+        shared.refusing.store(true, Ordering::Release);
+        let written = shared.written.load(Ordering::Acquire);
+        shared
+            .appended
+            .store(written + BACKLOG_LIMIT + 1, Ordering::Release);
+        assert_eq!(durable.must_stop(), None, "refuses writes instead");
+        shared.fsync_failed.store(true, Ordering::Release);
+        let why = durable.must_stop().expect("after a failed fsync");
+        assert!(why.contains("it recovers what the disk holds"), "{why}");
         drop(store);
         drop(durable);
         let _ = std::fs::remove_dir_all(&d);

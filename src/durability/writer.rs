@@ -34,7 +34,8 @@
 //! is cut back to its last whole write, and the writer tries again every
 //! second; the log counts as recovered once nothing is left pending. A
 //! failed fsync is not retried: the kernel may have dropped what it could
-//! not write, so the log stays failed until a restart replays the disk.
+//! not write, so the log stays failed, and the node stops
+//! (`Durable::must_stop`) for a restart to replay what the disk holds.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};

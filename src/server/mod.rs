@@ -323,7 +323,12 @@ impl<E: Engine> Server<E> {
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.accept(),
-                    WAKER => self.complete_jobs(),
+                    WAKER => {
+                        self.complete_jobs();
+                        // The log writer wakes the loop after each commit,
+                        // a failed one too; a node alone has no heartbeat.
+                        self.check_log();
+                    }
                     SIGNALS => self.on_signal(),
                     token if peers::owns(token) => self.on_peer_event(event),
                     token if metrics::owns(token) => self.on_metrics_event(event),
@@ -605,9 +610,10 @@ impl<E: Engine> Server<E> {
         self.stop();
     }
 
-    /// A strong cluster's node whose log can no longer catch up (its disk
-    /// refused it past the backlog limit, or an fsync failed) stops, as on
-    /// SIGTERM, and exits with the reason.
+    /// A node whose fsync failed, or a strong cluster's node whose log can
+    /// no longer catch up (its disk refused it past the backlog limit),
+    /// stops, as on SIGTERM, and exits with the reason
+    /// ([`Durable::must_stop`]).
     fn check_log(&mut self) {
         if self.stopping {
             return;

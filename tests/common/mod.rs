@@ -201,6 +201,52 @@ impl Drop for TempDir {
     }
 }
 
+/// A disk whose fsyncs fail on demand, for a node started through
+/// [`FailingFsync::preload`]: a library preloaded into it makes `fsync` and
+/// `fdatasync` fail with EIO once [`FailingFsync::fail`] was called
+/// (`tests/common/failing_fsync.c`, built here with the system's `cc`).
+pub struct FailingFsync {
+    dir: TempDir,
+    library: PathBuf,
+}
+
+impl FailingFsync {
+    pub fn build() -> FailingFsync {
+        let dir = TempDir::new("failing-fsync");
+        let source = dir.0.join("failing_fsync.c");
+        std::fs::write(&source, include_str!("failing_fsync.c")).expect("write the shim");
+        let library = dir.0.join("libfailing_fsync.so");
+        let built = output(
+            Command::new("cc")
+                .args(["-shared", "-fPIC", "-O2", "-o"])
+                .arg(&library)
+                .arg(&source),
+        )
+        .expect("run cc (the tests need a C compiler, as cargo's linker does)");
+        assert!(
+            built.status.success(),
+            "cc: {}",
+            String::from_utf8_lossy(&built.stderr)
+        );
+        FailingFsync { dir, library }
+    }
+
+    fn trigger(&self) -> PathBuf {
+        self.dir.0.join("fail-now")
+    }
+
+    /// Makes `cmd`'s process take the library.
+    pub fn preload(&self, cmd: &mut Command) {
+        cmd.env("LD_PRELOAD", &self.library)
+            .env("MCKV_TEST_FSYNC_FAILS_WHEN", self.trigger());
+    }
+
+    /// Every fsync from now on fails.
+    pub fn fail(&self) {
+        std::fs::write(self.trigger(), b"").expect("write the trigger");
+    }
+}
+
 /// A tmpfs mounted on a scratch directory, unmounted when dropped (however
 /// the test ends), then removed.
 pub struct Tmpfs {
@@ -525,8 +571,22 @@ pub fn start_cluster_node(
     id: usize,
     port: u16,
 ) -> ProcessGuard {
+    start_cluster_node_with(config, dir, id, port, |_| {})
+}
+
+/// [`start_cluster_node`], with `setup` applied to its command first (an
+/// environment variable, say).
+pub fn start_cluster_node_with(
+    config: &std::path::Path,
+    dir: &std::path::Path,
+    id: usize,
+    port: u16,
+    setup: impl FnOnce(&mut Command),
+) -> ProcessGuard {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_mckv"));
+    setup(&mut command);
     let child = spawn(
-        Command::new(env!("CARGO_BIN_EXE_mckv"))
+        command
             .arg("server")
             .arg("--config")
             .arg(config)
@@ -593,14 +653,32 @@ pub fn launch_cluster_text(text: String, ports: Vec<u16>) -> Cluster {
     launch_cluster((text, ports), Vec::new())
 }
 
-fn launch_cluster((text, ports): (String, Vec<u16>), backends: Vec<ProcessGuard>) -> Cluster {
+/// [`launch_cluster_text`], with `setup(id, command)` applied to each
+/// node's command first.
+pub fn launch_cluster_text_with(
+    text: String,
+    ports: Vec<u16>,
+    setup: impl Fn(usize, &mut Command),
+) -> Cluster {
+    launch_cluster_with((text, ports), Vec::new(), setup)
+}
+
+fn launch_cluster(config: (String, Vec<u16>), backends: Vec<ProcessGuard>) -> Cluster {
+    launch_cluster_with(config, backends, |_, _| {})
+}
+
+fn launch_cluster_with(
+    (text, ports): (String, Vec<u16>),
+    backends: Vec<ProcessGuard>,
+    setup: impl Fn(usize, &mut Command),
+) -> Cluster {
     let dir = TempDir::new("cluster");
     let config = dir.0.join("config.ini");
     std::fs::write(&config, text).expect("write config");
     let nodes = ports
         .iter()
         .enumerate()
-        .map(|(id, &port)| start_cluster_node(&config, &dir.0, id, port))
+        .map(|(id, &port)| start_cluster_node_with(&config, &dir.0, id, port, |cmd| setup(id, cmd)))
         .collect();
     let cluster = Cluster {
         nodes,
