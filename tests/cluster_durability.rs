@@ -15,8 +15,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use common::{
-    cluster_config_with, connect, launch_cluster_text, launch_cluster_text_with, poll, request,
-    start_cluster_node, stat, Cluster, FailingFsync, TempDir,
+    cluster_config_with, connect, launch_cluster_text, launch_cluster_text_with,
+    maybe_applied_or_unanswered, poll, request, start_cluster_node, stat, wait_for_exit, Cluster,
+    FailingFsync, TempDir,
 };
 
 /// A cluster of three in `mode`, each node with a data directory in `data`.
@@ -542,14 +543,9 @@ fn a_strong_node_whose_disk_stays_full_stops_past_its_backlog_then_rejoins() {
     for _ in 0..320 {
         stored_once_the_view_allows(&mut other, &set);
     }
-    let node0 = &mut full.cluster.nodes[0].child;
-    let exited = poll(
-        Duration::from_secs(30),
-        Duration::from_millis(50),
-        || match node0.try_wait().expect("wait") {
-            Some(status) => Ok(status),
-            None => Err("node 0 still running past its log's backlog".to_string()),
-        },
+    let exited = wait_for_exit(
+        &mut full.cluster.nodes[0].child,
+        "node 0 still running past its log's backlog",
     );
     assert!(!exited.success(), "{exited:?}");
     let log = std::fs::read_to_string(full.cluster.dir.0.join("node0.log")).unwrap();
@@ -694,21 +690,10 @@ fn a_node_whose_fsync_fails_stops_and_rejoins(mode: &str) {
     stored_once_the_view_allows(&mut c, "set kept 0 0 4\r\nkept\r\n");
     disk.fail();
     let reply = request(&mut c, b"set lost 0 0 4\r\nlost\r\n");
-    assert!(
-        matches!(
-            reply.as_str(),
-            "" | "SERVER_ERROR timeout; the operation may have been applied\r\n"
-        ),
-        "{reply:?}"
-    );
-    let node0 = &mut cluster.nodes[0].child;
-    let exited = poll(
-        Duration::from_secs(20),
-        Duration::from_millis(50),
-        || match node0.try_wait().expect("wait") {
-            Some(status) => Ok(status),
-            None => Err("node 0 kept running after its fsync failed".to_string()),
-        },
+    assert!(maybe_applied_or_unanswered(&reply), "{reply:?}");
+    let exited = wait_for_exit(
+        &mut cluster.nodes[0].child,
+        "node 0 kept running after its fsync failed",
     );
     assert!(!exited.success(), "{exited:?}");
     let log = cluster.log(0);

@@ -85,6 +85,27 @@ pub fn poll<T>(
     }
 }
 
+/// Waits (at most 30 s) until `child` exits by itself; panics with
+/// `still_running` if it does not.
+pub fn wait_for_exit(child: &mut Child, still_running: &str) -> ExitStatus {
+    poll(Duration::from_secs(30), Duration::from_millis(50), || {
+        child
+            .try_wait()
+            .expect("wait")
+            .ok_or_else(|| still_running.to_string())
+    })
+}
+
+/// Whether `reply` is what a client gets for a write the node could not
+/// make durable: told it may have been applied, or nothing (the node
+/// stopped first).
+pub fn maybe_applied_or_unanswered(reply: &str) -> bool {
+    matches!(
+        reply,
+        "" | "SERVER_ERROR timeout; the operation may have been applied\r\n"
+    )
+}
+
 /// Waits until something accepts on `port`, or panics after `limit`.
 pub fn wait_for_port(port: u16, limit: Duration) {
     poll(limit, Duration::from_millis(20), || {
