@@ -1143,8 +1143,132 @@ fn start_sequence<'a>(flushes: impl Iterator<Item = &'a Flush>) -> Vec<Proposal>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cluster::engine::{Engine, PeerEvent};
+    use crate::cluster::message::Op;
     use crate::cluster::Stamp;
     use crate::config::Consistency;
+    use crate::protocol::{Command, Request, Storage, StorageMode};
+    use std::sync::Arc;
+
+    /// A write of `key`, stamped `ts` by node 0.
+    fn write(ts: u64, key: &str) -> Proposal {
+        let request = Request {
+            command: Command::Storage(Storage {
+                mode: StorageMode::Set,
+                key: key.as_bytes().to_vec(),
+                flags: 0,
+                exptime: 0,
+                value: b"v".to_vec(),
+            }),
+            noreply: false,
+        };
+        Proposal {
+            stamp: Stamp { ts, node: 0 },
+            op: Arc::new(Op { request, now: 0 }),
+        }
+    }
+
+    /// Node 0, the lowest source of view 2 with nodes 0 to 3, serving,
+    /// having delivered (and kept) writes 1 to 3. It owes node 1 a
+    /// snapshot (node 1 restarted), and node 2, which said it is `Behind`
+    /// at write 1, whatever it chooses for it; its link to node 2 is down
+    /// (node 2 is not chosen for yet). The first chunk for node 1 is read:
+    /// the store takes the image, which it says it keeps.
+    fn source_handing_a_snapshot_and_owing_a_member_that_is_behind() -> TotalOrder {
+        let configured = View::new(0, vec![0, 1, 2, 3]);
+        let mut engine =
+            TotalOrder::new(0, configured, Consistency::Linearizable).with_retain_limit(1 << 20);
+        let ballot = Ballot {
+            round: 2,
+            coordinator: 0,
+        };
+        engine.ballot = ballot;
+        engine.promised = ballot;
+        engine.base = ballot;
+        engine.view = View::new(2, vec![0, 1, 2, 3]);
+        engine.remembers = true;
+        engine.phase = Phase::Normal;
+        for peer in [1, 3] {
+            engine.on_peer(peer, PeerEvent::LinkOpened);
+        }
+        for (ts, key) in [(1, "a"), (2, "b"), (3, "c")] {
+            let w = write(ts, key);
+            engine.deliver_write(w.stamp, w.op, None, &mut Vec::new());
+        }
+        let said = Control::Behind {
+            ballot,
+            upto: Stamp { ts: 1, node: 0 },
+        };
+        engine.on_control(2, said, &mut Vec::new());
+        engine.handing.insert(1, Handing::anew());
+        engine.handing.insert(2, Handing::anew());
+        let mut out = Vec::new();
+        engine.hand_snapshots(&mut out);
+        assert_eq!(dumps_for(&out, 1), 1, "node 1's first chunk: {out:?}");
+        assert_eq!(dumps_for(&out, 2), 0, "its link is down: {out:?}");
+        let image = engine.image.as_mut().expect("taken with the first chunk");
+        image.frozen = true;
+        engine
+    }
+
+    /// Reads of a snapshot for `to`, from its start, in `out`.
+    fn dumps_for(out: &[Effect<Work>], to: NodeId) -> usize {
+        let dumps = out.iter().filter(
+            |e| matches!(e, Effect::Work(Work::Dump { to: t, start: true, .. }) if *t == to),
+        );
+        dumps.count()
+    }
+
+    /// The writes handed to `to` as ones it missed, so far: after what, and which.
+    fn missed_for(engine: &TotalOrder, to: NodeId) -> Vec<(Stamp, Vec<Stamp>)> {
+        let queued = engine.peers.get(&to).map(|p| p.out.control.iter());
+        let missed = queued.into_iter().flatten().filter_map(|c| match c {
+            Control::Missed { after, writes, .. } => {
+                Some((*after, writes.iter().map(|w| w.stamp).collect()))
+            }
+            _ => None,
+        });
+        missed.collect()
+    }
+
+    /// A member that said it is behind by writes the source kept, chosen
+    /// for while no write was delivered since the image was taken, is
+    /// handed the writes it missed: they end where delivery stopped, which
+    /// is where the image ends.
+    #[test]
+    fn a_member_behind_by_kept_writes_takes_them_while_nothing_was_delivered_since_the_image() {
+        let mut engine = source_handing_a_snapshot_and_owing_a_member_that_is_behind();
+        engine.on_peer(2, PeerEvent::LinkOpened);
+        let mut out = Vec::new();
+        engine.hand_snapshots(&mut out);
+        assert_eq!(dumps_for(&out, 2), 0, "no snapshot: {out:?}");
+        let stamp = |ts| Stamp { ts, node: 0 };
+        assert_eq!(
+            missed_for(&engine, 2),
+            [(stamp(1), vec![stamp(2), stamp(3)])]
+        );
+        assert!(engine.handing_holds_delivery(), "delivery waits for them");
+    }
+
+    /// Once a write was delivered after the image was taken, a member
+    /// chosen for only now (its link was down) takes the image, even one
+    /// behind by writes the source kept: the writes it missed no longer
+    /// end where the image does, and it holds the later one in its queue
+    /// too (delivery needed its ack), so it would apply it twice, once
+    /// handed and once from its queue (module doc, step 4).
+    #[test]
+    fn a_member_behind_by_kept_writes_takes_the_image_once_a_write_was_delivered_since() {
+        let mut engine = source_handing_a_snapshot_and_owing_a_member_that_is_behind();
+        assert!(!engine.handing_holds_delivery(), "a kept image");
+        let later = write(4, "d");
+        engine.deliver_write(later.stamp, later.op, None, &mut Vec::new());
+        assert!(engine.image.is_some_and(|image| image.written > 0));
+        engine.on_peer(2, PeerEvent::LinkOpened);
+        let mut out = Vec::new();
+        engine.hand_snapshots(&mut out);
+        assert_eq!(missed_for(&engine, 2), [], "no missed writes");
+        assert_eq!(dumps_for(&out, 2), 1, "the image is read for it: {out:?}");
+    }
 
     /// Delivery goes on beside a snapshot read from a kept image, and
     /// waits: before the store said it keeps one, while another member is
