@@ -1347,4 +1347,57 @@ mod tests {
         let (latest, sources, _) = from_remembered(&flushes).expect("a view forms");
         assert_eq!((latest.round, sources), (5, vec![2]));
     }
+
+    /// Most of five nodes crashed at once: nodes 3, 4 and 5 recovered
+    /// from their data directories, nodes 1 and 2 remember view 5. Node 1
+    /// had begun installing a snapshot that ends at write 9 (its store is
+    /// not intact, though it says 9); nodes 2, 3 and 4 hold the writes up
+    /// to 7, node 5 those up to 5. The longest intact prefix is the only
+    /// source: of those that tie, the lowest, node 2 (every node picks the
+    /// same). Node 1, though it says more, holds no prefix. The start
+    /// sequence is every proposal any flusher holds, once each, in stamp
+    /// order, also those only a node that is no source holds (the source
+    /// delivers those above its prefix: module doc, "Data directories").
+    #[test]
+    fn the_longest_intact_log_is_the_source_and_every_held_proposal_starts_the_view() {
+        let proposal = |ts, node| Proposal {
+            stamp: Stamp { ts, node },
+            ..write(ts, "k")
+        };
+        let recovered = |delivered| Flush {
+            normal: Ballot::default(),
+            normal_members: Vec::new(),
+            remembers: false,
+            recovered: true,
+            rebuilt: true,
+            ..flush(0, delivered)
+        };
+        let installing = Flush {
+            has_state: false,
+            intact: false,
+            held: vec![proposal(10, 1), proposal(12, 3)],
+            ..flush(5, 9)
+        };
+        let holding = Flush {
+            held: vec![proposal(9, 2), proposal(10, 1)],
+            ..flush(5, 7)
+        };
+        let flushes = BTreeMap::from([
+            (1, installing),
+            (2, holding),
+            (3, recovered(7)),
+            (4, recovered(7)),
+            (5, recovered(5)),
+        ]);
+        let (latest, sources, start) = from_longest_log(&flushes).expect("a view forms");
+        assert_eq!((latest.round, sources), (5, vec![2]));
+        let stamps: Vec<(u64, NodeId)> = start.iter().map(|p| (p.stamp.ts, p.stamp.node)).collect();
+        assert_eq!(stamps, [(9, 2), (10, 1), (12, 3)]);
+
+        // Without node 2, the tie is between two recovered nodes.
+        let mut without_2 = flushes;
+        without_2.remove(&2);
+        let (_, sources, _) = from_longest_log(&without_2).expect("a view forms");
+        assert_eq!(sources, [3]);
+    }
 }
