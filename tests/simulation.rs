@@ -47,11 +47,13 @@
 //! `StartView`'s start sequence). The checkers themselves are tested in
 //! `tests/history_checker.rs`.
 //!
-//! Data directories (`Faults::AllCrash`, `Faults::DurableCrashes`): every
+//! Data directories (`Faults::AllCrash`, `Faults::DurableCrashes`,
+//! `Faults::PauseThenCrashes`): every
 //! node has one of the harness's simulated directories, so a crashed node
 //! restarts holding an image of its store at one of its log's marks, never
 //! older than the one its last reply waited for. The whole cluster crashes
-//! at once under load, or nodes crash (one, several, all) amid partitions;
+//! at once under load, or nodes crash (one, several, all) amid partitions,
+//! or around the time a paused node catches up by the writes it missed;
 //! the same checks hold (no acknowledged write lost: the history checkers;
 //! one chain of writes, a recovered node's log cut back to its image;
 //! identical replicas; every node serving once all are back). Their
@@ -166,6 +168,14 @@ struct Cluster {
     /// Per crashed (or departed) node, the steps at which its clients
     /// learned it.
     crashes: BTreeMap<NodeId, Vec<u64>>,
+    /// Times a node was caught up by the writes it missed (`Control::Missed`)
+    /// in a run it ended by crashing or leaving: its engine, and the count
+    /// it kept, are gone.
+    caught_up_before_crashes: u64,
+    /// Crashes of a node that had been caught up by the writes it missed
+    /// since it last started (with data directories, its log holds them,
+    /// marked, and it restarts from there).
+    crashed_after_catching_up: u64,
 }
 
 /// What the nodes' store sides did, as `watch_work` saw it.
@@ -373,6 +383,8 @@ impl Cluster {
             sim,
             log,
             crashes: BTreeMap::new(),
+            caught_up_before_crashes: 0,
+            crashed_after_catching_up: 0,
             keys: KEYS,
         }
     }
@@ -383,6 +395,9 @@ impl Cluster {
             Fault::Crash(id) | Fault::Leave(id) if !self.sim.is_crashed(id) => {
                 let learned = self.sim.now() + 1;
                 self.crashes.entry(id).or_default().push(learned);
+                let caught_up = self.sim.node(id).node.engine().status().missed_received;
+                self.caught_up_before_crashes += caught_up;
+                self.crashed_after_catching_up += u64::from(caught_up > 0);
                 None
             }
             Fault::Restart(id) if self.sim.is_crashed(id) => Some(id),
@@ -874,12 +889,20 @@ enum Faults {
     /// restart from their directories, now and then, while partitions cut
     /// nodes off for a while (some past the timeout).
     DurableCrashes,
+    /// With data directories: a node pauses past the timeout and resumes
+    /// behind the view, remembering it (so it is handed the writes it
+    /// missed when they are kept); around the time it catches up, it or
+    /// others crash (once or twice) and restart from their directories.
+    PauseThenCrashes,
 }
 
 impl Faults {
     /// The nodes have data directories: they restart from them.
     fn durable(self) -> bool {
-        matches!(self, Faults::AllCrash | Faults::DurableCrashes)
+        matches!(
+            self,
+            Faults::AllCrash | Faults::DurableCrashes | Faults::PauseThenCrashes
+        )
     }
 }
 
@@ -1232,6 +1255,30 @@ fn plan_faults(s: &Scenario, config: &SimConfig, ids: &[NodeId], base: u64) -> P
                 }
             }
         }
+        Faults::PauseThenCrashes => {
+            plan.at(from, Fault::Pause(node));
+            plan.at(until, Fault::Resume(node));
+            plan.window(others(&[node]), from, until, config);
+            // From before the resumed node is back in a view until well
+            // after it caught up: some crashes come in the middle of it.
+            let mut at = until + rng.range(1, 2 * view_change_bound(config));
+            for _ in 0..rng.range(1, 2) {
+                let mut victims = shuffled.clone();
+                rng.shuffle(&mut victims);
+                victims.truncate(rng.range(1, ids.len() as u64) as usize);
+                if !victims.contains(&node) && rng.chance(70) {
+                    victims[0] = node;
+                }
+                let mut back = at;
+                for victim in victims {
+                    let restart = at + rng.range(1, 300);
+                    plan.at(at, Fault::Crash(victim));
+                    plan.at(restart, Fault::Restart(victim));
+                    back = back.max(restart);
+                }
+                at = back + rng.range(50, 300);
+            }
+        }
         Faults::PauseDuringViewChange => {
             plan.isolate(node, ids, from, until);
             plan.pause_in_change = Some(PauseInChange {
@@ -1261,6 +1308,7 @@ fn plan_faults(s: &Scenario, config: &SimConfig, ids: &[NodeId], base: u64) -> P
                 | Faults::Pause
                 | Faults::Leave
                 | Faults::AllCrash
+                | Faults::PauseThenCrashes
         );
         for _ in 0..if cuts { rng.range(1, 3) } else { 0 } {
             let (a, b) = pair(&mut rng);
@@ -1326,8 +1374,11 @@ struct Report {
     orphaned: usize,
     views: u64,
     snapshots: u64,
-    /// Members handed the writes they missed instead of a snapshot.
+    /// Members handed the writes they missed instead of a snapshot
+    /// (also those that crashed since).
     caught_up: u64,
+    /// Crashes of nodes caught up by the writes they missed before.
+    crashed_after_catching_up: u64,
     /// Writes delivered by sources while they handed snapshots.
     written_meanwhile: u64,
     evictions: u64,
@@ -1743,7 +1794,12 @@ fn check_run(
         orphaned: outstanding.len(),
         views: ids.iter().map(|&id| status(id).views_installed).sum(),
         snapshots: ids.iter().map(|&id| status(id).snapshots_received).sum(),
-        caught_up: ids.iter().map(|&id| status(id).missed_received).sum(),
+        caught_up: ids
+            .iter()
+            .map(|&id| status(id).missed_received)
+            .sum::<u64>()
+            + cluster.caught_up_before_crashes,
+        crashed_after_catching_up: cluster.crashed_after_catching_up,
         written_meanwhile: ids
             .iter()
             .map(|&id| status(id).writes_during_snapshots)
@@ -1769,6 +1825,7 @@ struct Totals {
     snapshots: u64,
     /// Members handed the writes they missed instead of a snapshot.
     caught_up: u64,
+    crashed_after_catching_up: u64,
     written_meanwhile: u64,
     evictions: u64,
     frames: u64,
@@ -1798,6 +1855,7 @@ impl Totals {
         self.views += r.views;
         self.snapshots += r.snapshots;
         self.caught_up += r.caught_up;
+        self.crashed_after_catching_up += r.crashed_after_catching_up;
         self.written_meanwhile += r.written_meanwhile;
         self.evictions += r.evictions;
         self.frames += r.stats.frames_sent;
@@ -1837,7 +1895,7 @@ fn sweep_runs(
     }
     eprintln!(
         "{} nodes, {}, {:?}{}: {count} seeds ({} failed), {} ops, refused {:?}, {} lost, \
-         {} orphaned, {} views, {} snapshots ({} writes delivered while they were handed), {} caught up by writes, {} evictions, {} frames \
+         {} orphaned, {} views, {} snapshots ({} writes delivered while they were handed), {} caught up by writes ({} crashed later), {} evictions, {} frames \
          ({} lost to breaks), \
          {} log tails lost; \
          served again \
@@ -1856,6 +1914,7 @@ fn sweep_runs(
         totals.snapshots,
         totals.written_meanwhile,
         totals.caught_up,
+        totals.crashed_after_catching_up,
         totals.evictions,
         totals.frames,
         totals.dropped,
@@ -2170,6 +2229,49 @@ fn sources_deliver_while_they_hand_snapshots_and_replicas_stay_identical() {
     assert!(
         written > 100,
         "{written} writes delivered while snapshots were handed"
+    );
+}
+
+/// A node paused past the timeout resumes behind the view and, remembering
+/// it with its store intact, is handed the writes it missed
+/// (`Control::Missed`), on nodes with data directories whose stores evict;
+/// around then it or others crash (some in the middle of its catching up)
+/// and restart from their directories. The writes it is handed are
+/// delivered, and marked in its log, as any other, so its directory gives
+/// back a prefix of the one order: every check must hold, replicas
+/// identical (the same items evicted) included.
+#[test]
+fn members_caught_up_by_missed_writes_on_evicting_stores_crash_and_restart_from_their_directories()
+{
+    let mut failures = Vec::new();
+    for nodes in [3, 5] {
+        for mode in MODES {
+            let scenario = |seed| Scenario {
+                evicting: true,
+                wide: seed % 2 == 1,
+                slow_store: seed % 3 == 0,
+                ..Scenario::new(nodes, mode, seed, Faults::PauseThenCrashes)
+            };
+            let (totals, failed) = sweep_runs(0..SEEDS, scenario);
+            failures.extend(failed);
+            let what = format!("{nodes} nodes, {}", mode.name());
+            assert!(totals.evictions > 0, "{what}: no store evicted");
+            assert!(
+                totals.caught_up > 0,
+                "{what}: no member was handed the writes it missed"
+            );
+            assert!(
+                totals.crashed_after_catching_up > 0,
+                "{what}: no node crashed after it caught up by the writes it missed"
+            );
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} seeds failed:\n{}",
+        failures.len(),
+        4 * SEEDS,
+        failures.join("\n\n")
     );
 }
 
@@ -2996,6 +3098,7 @@ fn replay() {
         Faults::Leave,
         Faults::AllCrash,
         Faults::DurableCrashes,
+        Faults::PauseThenCrashes,
     ];
     let name = var("FAULTS", "Noise");
     let faults = faults
