@@ -51,7 +51,9 @@
 //! `Faults::PauseThenCrashes`): every
 //! node has one of the harness's simulated directories, so a crashed node
 //! restarts holding an image of its store at one of its log's marks, never
-//! older than the one its last reply waited for. The whole cluster crashes
+//! older than the one its last reply waited for, its items placed in
+//! another order (as a real replay may place them: it evicts other items
+//! than its peers until it takes a snapshot). The whole cluster crashes
 //! at once under load, or nodes crash (one, several, all) amid partitions,
 //! or around the time a paused node catches up by the writes it missed;
 //! the same checks hold (no acknowledged write lost: the history checkers;
@@ -1024,6 +1026,7 @@ impl Scenario {
         config.data_dirs = self.data_dirs;
         config.stale_images = self.stale_images;
         config.thawing_images = self.thawing_images;
+        config.reordering_recovery = self.data_dirs;
         // Every other seed, a restarted node's own hello reaches its peers
         // well after theirs reached it.
         let restarts = self.faults == Faults::CrashRestart || self.faults.durable();

@@ -9,7 +9,9 @@
 //! harness owns. A reply waits for the log, so a crash loses at most the
 //! marks after the last reply the node released: the journal keeps the
 //! image current at that reply and every later one, and a restart picks
-//! one of them (tail loss).
+//! one of them (tail loss). A real replay may place the items otherwise
+//! than they were (`SimConfig::reordering_recovery` restores them in
+//! reverse).
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -48,6 +50,13 @@ impl Image {
             records: records.collect(),
             upto: stamp_of(upto),
         }
+    }
+
+    /// The same items, in reverse order (`SimConfig::reordering_recovery`).
+    pub fn reversed(&self) -> Image {
+        let mut image = self.clone();
+        image.records.reverse();
+        image
     }
 
     /// Rebuilds the image on `store`, a fresh one: the head, then every

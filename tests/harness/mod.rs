@@ -138,6 +138,12 @@ pub struct SimConfig {
     /// froze at the first (as if it kept nothing of what writes changed
     /// meanwhile).
     pub thawing_images: bool,
+    /// With data directories: a recovery places the items otherwise than
+    /// the store held them (a real one replays a log that does not say
+    /// every move: dead items removed unlogged moved others, and eviction
+    /// bits are not logged), so the store evicts other items than its
+    /// peers' until it takes a snapshot. Here: in reverse.
+    pub reordering_recovery: bool,
 }
 
 impl SimConfig {
@@ -162,6 +168,7 @@ impl SimConfig {
             data_dirs: false,
             stale_images: false,
             thawing_images: false,
+            reordering_recovery: false,
         }
     }
 
@@ -480,7 +487,10 @@ where
         let mut store = self.memory_store();
         let held = self.disks.remove(&id);
         if let Some(image) = &held {
-            image.restore(&mut store);
+            match self.config.reordering_recovery {
+                true => image.reversed().restore(&mut store),
+                false => image.restore(&mut store),
+            }
         }
         let held = held.map(|image| image.upto);
         let engine = (self.make)(id, incarnation, &self.ids, held);
