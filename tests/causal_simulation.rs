@@ -180,6 +180,11 @@ struct Config {
     /// and number), so a replica applies a peer's writes in that peer's
     /// order but without waiting for what the peer had seen from others.
     forget_deps: bool,
+    /// Broken on purpose, for a negative control of leaving out the
+    /// dependencies a receiver covers: every frame says its receiver
+    /// covers far more than its run said, so pushes leave out causes it
+    /// does not hold.
+    receivers_claim_more: bool,
     trace: bool,
 }
 
@@ -222,6 +227,7 @@ impl Config {
                 _ => 0,
             },
             forget_deps: false,
+            receivers_claim_more: false,
             trace: false,
         }
     }
@@ -608,7 +614,12 @@ impl Cluster {
         let seen = Rc::new(RefCell::new(Seen::default()));
         let lost = Rc::clone(&seen);
         let (push_loss, forget_deps) = (cfg.faults.push_loss, cfg.forget_deps);
+        let claim_more = cfg.receivers_claim_more;
         sim.set_filter(Box::new(move |gossip: &mut Gossip, rng: &mut Rng| {
+            if let Some(covered) = gossip.receiver_covers.as_mut().filter(|_| claim_more) {
+                let more = covered.entries().iter().map(|&(o, seq)| (o, seq + 1_000));
+                *covered = Arc::new(Coverage::from_entries(more.collect()));
+            }
             if forget_deps {
                 for cause in gossip.versions.iter_mut().filter_map(|v| v.cause.as_mut()) {
                     if cause.deps.is_some() {
@@ -1245,6 +1256,32 @@ fn causal_mode_without_dependencies_is_caught() {
         assert!(
             sweep.violations.len() * 4 >= sweep.runs,
             "only {} of {} runs without dependencies on {n} nodes were caught",
+            sweep.violations.len(),
+            sweep.runs
+        );
+    }
+}
+
+/// A negative control of leaving out what a receiver covers: frames that
+/// say their receiver covers more than its run said leave out causes it
+/// lacks, and the checker catches that (on at least a tenth of the runs);
+/// the replicas still converge.
+#[test]
+fn pushes_that_leave_out_causes_the_receiver_lacks_are_caught() {
+    for n in SIZES {
+        let started = Instant::now();
+        let sweep = Sweep::of(100, |seed| {
+            let mut cfg = Config::chaos(Mode::Causal, n, seed);
+            cfg.receivers_claim_more = true;
+            cfg
+        });
+        let name = format!("receivers said to cover more, {n} nodes");
+        eprintln!("{}", sweep.summary(&name, started));
+        eprintln!("  the first caught: {}", sweep.first_violation());
+        sweep.assert_no_other_failure();
+        assert!(
+            sweep.violations.len() * 10 >= sweep.runs,
+            "only {} of {} runs were caught on {n} nodes",
             sweep.violations.len(),
             sweep.runs
         );

@@ -1491,23 +1491,36 @@ fn anti_entropy_volume_per_write_under_a_steady_load() {
 /// What causes cost on the wire under the same steady load: per pushed
 /// version, its origin's run and number (17 bytes with the byte that says
 /// it has one), and in causal mode its dependencies (4 bytes and 20 per
-/// origin, written out only when they differ from the previous push's in
-/// the frame). The bound is the most a push can take: every dependency
-/// written out, one origin per other node.
+/// origin the receiver's run did not say it covers, written out only when
+/// they differ from the previous push's in the frame). The bound is the
+/// most a push can take with one origin per other node; it holds with
+/// nodes restarting too (one or two crashes a run, `crash_plan`), whose
+/// earlier runs stay in the writers' coverage for good but are soon
+/// covered by every receiver, so they are left out. Measured: 44.4 bytes
+/// on 3 nodes and 69.4 on 5 without restarts, 44.6 and 69.1 with; before
+/// covered dependencies were left out, 59.5 and 97.7 without restarts,
+/// and 71.7 on 3 nodes with them (past the bound).
 #[test]
 fn causal_metadata_per_pushed_write_under_a_steady_load() {
-    for causal in [false, true] {
+    for (causal, restarts) in [(false, false), (true, false), (true, true)] {
         for n in [3, 5] {
             let (mut pushed, mut bytes) = (0, 0);
             for seed in 0..10 {
                 let mut cfg = Config::new(n, seed);
                 cfg.causal = causal;
+                if restarts {
+                    cfg.crashes = crash_plan(n, seed);
+                }
                 let counters = run(&cfg, 2).counters();
                 pushed += counters.pushed_versions;
                 bytes += counters.cause_bytes;
             }
             let per_push = bytes as f64 / pushed as f64;
-            let mode = if causal { "causal" } else { "eventual" };
+            let mode = match (causal, restarts) {
+                (false, _) => "eventual",
+                (true, false) => "causal",
+                (true, true) => "causal with restarts",
+            };
             eprintln!(
                 "{mode}, {n} nodes: {pushed} pushed versions, {per_push:.1} cause bytes each"
             );
@@ -1516,7 +1529,10 @@ fn causal_metadata_per_pushed_write_under_a_steady_load() {
                 false => 17,
             };
             assert!(pushed > 1000, "{pushed} pushes");
-            assert!(per_push <= f64::from(most), "{per_push:.1} bytes a push");
+            assert!(
+                per_push <= f64::from(most),
+                "{mode}: {per_push:.1} bytes a push"
+            );
             assert!(per_push >= 17.0, "{per_push:.1} bytes a push");
         }
     }

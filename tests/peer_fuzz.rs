@@ -212,6 +212,7 @@ fn gossips() -> Vec<Gossip> {
             last: 12,
         }),
         coverage: None,
+        receiver_covers: None,
     }]
 }
 

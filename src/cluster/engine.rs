@@ -184,6 +184,11 @@ pub trait Engine {
     /// was known, so the peer came back with an empty store.
     fn on_hello(&mut self, peer: NodeId, incarnation: u64, restarted: bool);
 
+    /// Run `incarnation` of `peer` welcomed this node's link to it: what
+    /// goes on that link, until it breaks, goes to that run. (Its own hello,
+    /// on its link to this node, may come later.)
+    fn on_welcome(&mut self, peer: NodeId, incarnation: u64);
+
     /// A report from the store side.
     fn on_store(
         &mut self,

@@ -105,6 +105,7 @@ impl<E: Engine> Node<E> {
     /// Run `incarnation` of `peer` took this node's hello at `now`: it
     /// counts this node as a member again.
     pub fn on_welcome(&mut self, peer: NodeId, incarnation: u64, now: Millis) {
+        self.engine.on_welcome(peer, incarnation);
         let change = self.membership.welcome(peer, incarnation, now);
         self.apply(change);
     }

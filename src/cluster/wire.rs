@@ -872,6 +872,7 @@ mod tests {
                         last: 80,
                     }),
                     coverage: Some(Coverage::from_entries(vec![(origin(1, 6), 9)])),
+                    receiver_covers: None,
                 },
             }),
             PeerMessage::Frame(Frame {

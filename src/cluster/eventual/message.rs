@@ -27,6 +27,11 @@ pub struct Gossip {
     /// The sender's coverage when it collected the answer (`origins.rs`);
     /// the asker takes it with the answer's last part.
     pub coverage: Option<Coverage>,
+    /// What the run of the receiver this frame goes to said it covers (in
+    /// its last sync request): the pushes' dependencies it covers are left
+    /// out on the wire, as its gate would find them held anyway. Not
+    /// itself sent (a decoded frame has none).
+    pub receiver_covers: Option<Arc<Coverage>>,
 }
 
 /// A sync request: "send me every change of yours after `since`". It also
@@ -91,9 +96,10 @@ impl wire::Message for Gossip {
         wire::put_u64(out, self.clock);
         wire::put_u32(out, self.versions.len() as u32);
         let mut deps = None;
+        let covered = self.receiver_covers.as_deref();
         for version in &self.versions {
             put_version(out, version);
-            put_cause(out, version.cause.as_ref(), &mut deps);
+            put_cause(out, version.cause.as_ref(), &mut deps, covered);
         }
         wire::put_u32(out, self.pushes.min(self.versions.len()) as u32);
         match &self.sync_request {
@@ -169,6 +175,7 @@ impl wire::Message for Gossip {
             sync_request,
             sync_complete,
             coverage,
+            receiver_covers: None,
         })
     }
 }
@@ -235,11 +242,14 @@ const CAUSE_SAME_DEPS: u8 = 2;
 const CAUSE_NO_DEPS: u8 = 3;
 
 /// A version's cause (its origin's node is the stamp's), its dependencies
-/// written out only when they differ from the previous ones in the frame.
+/// written out only when they differ from the previous ones in the frame,
+/// and without those the receiver is known to cover (`covered`: the same
+/// for the whole frame, so equal dependencies still write out alike).
 fn put_cause<'a>(
     out: &mut Vec<u8>,
     cause: Option<&'a Cause>,
     previous: &mut Option<&'a Arc<Coverage>>,
+    covered: Option<&Coverage>,
 ) {
     let Some(cause) = cause else {
         out.push(NO_CAUSE);
@@ -258,7 +268,10 @@ fn put_cause<'a>(
     wire::put_u64(out, cause.origin.run);
     wire::put_u64(out, cause.seq);
     if let (CAUSE, Some(deps)) = (kind, &cause.deps) {
-        deps.encode(out);
+        match covered {
+            Some(covered) => deps.encode_beyond(covered, out),
+            None => deps.encode(out),
+        }
         *previous = Some(deps);
     }
 }
@@ -302,4 +315,67 @@ fn read_mark(r: &mut Reader<'_>) -> Result<ChangeMark, WireError> {
         incarnation: r.u64()?,
         seq: r.u64()?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::wire::Message;
+
+    fn origin(node: u32) -> Origin {
+        Origin { node, run: 1 }
+    }
+
+    fn push(seq: u64, deps: &Arc<Coverage>) -> Version {
+        Version {
+            key: format!("k{seq}").into_bytes(),
+            stamp: Stamp { ts: seq, node: 1 },
+            state: State::Deleted,
+            cause: Some(Cause {
+                origin: origin(1),
+                seq,
+                deps: Some(Arc::clone(deps)),
+            }),
+        }
+    }
+
+    fn round_trip(gossip: &Gossip) -> (Gossip, usize) {
+        let mut bytes = Vec::new();
+        gossip.encode(&mut bytes);
+        let decoded = Gossip::decode(&mut Reader::new(&bytes)).unwrap();
+        (decoded, bytes.len())
+    }
+
+    /// Dependencies the receiver covers are left out on the wire; those
+    /// above what it covers go as they are, and pushes that shared theirs
+    /// still share them.
+    #[test]
+    fn a_receivers_covered_dependencies_are_left_out() {
+        let deps = Arc::new(Coverage::from_entries(vec![
+            (origin(2), 7),
+            (origin(3), 4),
+            (origin(4), 9),
+        ]));
+        let mut gossip = Gossip {
+            versions: vec![push(1, &deps), push(2, &deps)],
+            pushes: 2,
+            ..Gossip::default()
+        };
+        let (whole, whole_len) = round_trip(&gossip);
+        assert_eq!(whole.versions, gossip.versions);
+        gossip.receiver_covers = Some(Arc::new(Coverage::from_entries(vec![
+            (origin(2), 7),
+            (origin(3), 3),
+            (origin(5), 50),
+        ])));
+        let (trimmed, trimmed_len) = round_trip(&gossip);
+        let beyond = Coverage::from_entries(vec![(origin(3), 4), (origin(4), 9)]);
+        for version in &trimmed.versions {
+            let deps = version.cause.as_ref().and_then(|c| c.deps.as_deref());
+            assert_eq!(deps, Some(&beyond));
+        }
+        // One entry of 20 bytes fewer, written out once for both pushes.
+        assert_eq!(whole_len - trimmed_len, 20);
+        assert!(trimmed.receiver_covers.is_none(), "not itself sent");
+    }
 }

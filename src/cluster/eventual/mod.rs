@@ -170,6 +170,13 @@ struct SyncPeer {
     /// Its run we last heard a hello from (0: none yet); its change numbers
     /// below count in that run.
     incarnation: u64,
+    /// The run that welcomed our link to it, while that link lasts: the
+    /// one our frames reach (its hello, on its own link, may come later).
+    link_run: Option<u64>,
+    /// What one of its runs said it covers, in its last sync request: the
+    /// run, and its coverage. Only while that run is `link_run` are our
+    /// pushes' dependencies it covers left out (module doc).
+    covers: Option<(u64, Arc<Coverage>)>,
     clock: u64,
     /// Versions of local writes not pushed yet, oldest first.
     pushes: VecDeque<Version>,
@@ -506,6 +513,7 @@ impl EventualEngine {
     fn link_lost(&mut self, peer: NodeId) {
         if let Some(p) = self.peers.get_mut(&peer) {
             p.linked = false;
+            p.link_run = None;
             p.pushes.clear();
             p.pushed_bytes = 0;
             p.answer = None;
@@ -616,6 +624,7 @@ impl Engine for EventualEngine {
             }));
         }
         if let Some(request) = frame.sync_request {
+            peer.covers = Some((request.run, Arc::new(request.covered.clone())));
             let since = if request.since.incarnation == self.incarnation {
                 // The word of a run of the peer other than the one we know
                 // (a late frame of an earlier one) says nothing of it.
@@ -703,6 +712,12 @@ impl Engine for EventualEngine {
         }
     }
 
+    fn on_welcome(&mut self, peer: NodeId, incarnation: u64) {
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.link_run = Some(incarnation);
+        }
+    }
+
     fn on_store(&mut self, report: Report, _out: &mut Vec<Effect<Work>>) {
         match report {
             Report::Published(versions) => self.on_local_versions(versions),
@@ -763,6 +778,10 @@ impl Engine for EventualEngine {
             run: self.incarnation,
         });
         peer.due = false;
+        let receiver_covers = match (peer.link_run, &peer.covers) {
+            (Some(run), Some((said_by, covered))) if run == *said_by => Some(Arc::clone(covered)),
+            _ => None,
+        };
         Some(Gossip {
             clock,
             versions,
@@ -770,6 +789,7 @@ impl Engine for EventualEngine {
             sync_request,
             sync_complete,
             coverage,
+            receiver_covers,
         })
     }
 
@@ -958,6 +978,40 @@ mod tests {
         };
         engine.on_message(2, current, &mut Vec::new());
         assert_eq!(forgettable(&mut engine), Some(200));
+    }
+
+    /// What node 2 said it covers is used to trim our pushes' dependencies
+    /// only on a link its very run welcomed: not before a welcome, not on a
+    /// link welcomed by another run (it restarted: its hello may come after
+    /// our frames reach the new run), and not once the link broke.
+    #[test]
+    fn dependencies_are_trimmed_only_for_the_run_that_said_what_it_covers() {
+        let mut engine = node_one().causal();
+        let covered = Coverage::from_entries(vec![(Origin { node: 3, run: 1 }, 5)]);
+        let said = Gossip {
+            sync_request: request(7, 0, 0).map(|r| SyncRequest {
+                covered: covered.clone(),
+                ..r
+            }),
+            ..Gossip::default()
+        };
+        engine.on_message(2, said, &mut Vec::new());
+        let trimmed_by = |engine: &mut EventualEngine| {
+            let frame = engine.outgoing(2).expect("a frame is owed");
+            frame.receiver_covers.map(|c| (*c).clone())
+        };
+        let owe = |engine: &mut EventualEngine| {
+            engine.on_tick(&mut Vec::new());
+            trimmed_by(engine)
+        };
+        assert_eq!(owe(&mut engine), None, "no link welcomed yet");
+        engine.on_welcome(2, NEW_RUN);
+        assert_eq!(owe(&mut engine), None, "welcomed by another run");
+        engine.on_welcome(2, OLD_RUN);
+        assert_eq!(owe(&mut engine), Some(covered), "its own run");
+        engine.on_peer(2, PeerEvent::LinkLost);
+        engine.on_peer(2, PeerEvent::LinkOpened);
+        assert_eq!(owe(&mut engine), None, "the link it welcomed broke");
     }
 
     /// Delivers `frame` from node 2 and lets a store that keeps (or, with

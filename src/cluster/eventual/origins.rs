@@ -45,6 +45,20 @@
 //! connections of one application are two sessions; a library that spreads
 //! keys over several nodes gets causal order per node, not across them.)
 //!
+//! **Causal mode: a push leaves out what its receiver covers.** A push's
+//! dependencies go on the wire without the entries its receiver is known
+//! to cover: those at or below what the receiver's run said it covers in
+//! its last sync request (`message.rs`, `Gossip::receiver_covers`). Its
+//! gate would find them held anyway: a run's coverage of what it applied
+//! only grows (a hole stops what it *tells*, not what it applied). So
+//! this holds only for the run that said it, and only on a link that run
+//! welcomed: a peer that restarted is a new run, empty, and its hello (on
+//! its own link) may reach us after our frames reach it on ours, so the
+//! engine ties the coverage to the run that welcomed its link, and drops
+//! that tie when the link breaks. This keeps a push's dependencies to the
+//! origins whose writes the receiver may still lack: the entries of a
+//! node's earlier runs, which stay in coverage for good, soon go nowhere.
+//!
 //! **Causal mode: pushes are gated.** A peer's pushed write `w` of origin
 //! `o` is applied only when this replica holds `o`'s writes up to `w`'s
 //! number minus one and covers `w`'s dependencies; until then it waits
@@ -194,8 +208,16 @@ impl Coverage {
     }
 
     pub fn encode(&self, out: &mut Vec<u8>) {
-        wire::put_u32(out, self.0.len() as u32);
-        for (origin, seq) in &self.0 {
+        self.encode_beyond(&Coverage::default(), out);
+    }
+
+    /// [`Coverage::encode`] of the entries above what `covered` holds: a
+    /// write's dependencies as a receiver covering `covered` still needs
+    /// them (it holds the rest).
+    pub fn encode_beyond(&self, covered: &Coverage, out: &mut Vec<u8>) {
+        let beyond = |&&(origin, seq): &&(Origin, u64)| seq > covered.get(origin);
+        wire::put_u32(out, self.0.iter().filter(beyond).count() as u32);
+        for (origin, seq) in self.0.iter().filter(beyond) {
             wire::put_u32(out, origin.node);
             wire::put_u64(out, origin.run);
             wire::put_u64(out, *seq);

@@ -1162,6 +1162,9 @@ impl Engine for TotalOrder {
         }
     }
 
+    /// Nothing this engine sends depends on which run of a peer takes it.
+    fn on_welcome(&mut self, _peer: NodeId, _incarnation: u64) {}
+
     fn on_store(&mut self, report: Report, out: &mut Vec<Effect<Work>>) {
         self.on_snapshot_report(report, out);
     }
