@@ -432,7 +432,10 @@ impl ClusterConfig {
             }
             "backend_timeout_ms" => self.backend_timeout = ms(value)?,
             "fsync" => self.fsync = value.parse().map_err(|e| invalid("cluster", key, e))?,
-            "snapshot_every" => self.snapshot_every = number("cluster", key, value)?,
+            // 0 would write a snapshot at every chance, idle or not.
+            "snapshot_every" => {
+                self.snapshot_every = at_least_one("cluster", key, value)? as u64;
+            }
             "max_connections" => {
                 self.max_connections = number("cluster", key, value)?;
                 if self.max_connections == 0 {
@@ -556,6 +559,7 @@ mod tests {
             "[cluster]\nidle_timeout_s = -1\n[node.0]\n",
             "[cluster]\npeer_tls = yes\n[node.0]\n",
             "[cluster]\nmax_reply_buffer = 0\n[node.0]\n",
+            "[cluster]\nsnapshot_every = 0\n[node.0]\n",
             "[cluster]\npeer_unsent_limit = lots\n[node.0]\n",
             "[cluster]\npeer_unsent_limit = 268435456\n[node.0]\n",
             "[cluster]\npeer_tls = on\n[node.0]\ntls_cert = c\ntls_key = k\n",
