@@ -551,6 +551,8 @@ pub struct TotalOrder {
     /// the last write their store holds.
     behind: BTreeMap<NodeId, (Ballot, Stamp)>,
     counters: ViewCounters,
+    /// What the view changes since the last view said they wait for.
+    said: view_change::Said,
 }
 
 /// What `stats` counts of views.
@@ -647,6 +649,7 @@ impl TotalOrder {
             retain_limit: if alone { 0 } else { DEFAULT_RETAIN_LIMIT },
             behind: BTreeMap::new(),
             counters: ViewCounters::default(),
+            said: view_change::Said::default(),
         }
     }
 

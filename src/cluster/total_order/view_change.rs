@@ -6,6 +6,32 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::{Control, Flush, Image, Phase, Proposal, Queued, Report, TotalOrder, Transfer, Work};
 
+/// What view changes said they wait for since the last view formed. A
+/// cluster that waits (for a node to come back, say) tries again every
+/// heartbeat; an attempt that says what the last one said logs it at
+/// debug, so the wait is in the log once, not every heartbeat.
+#[derive(Debug, Default)]
+pub(super) struct Said {
+    proposed: Vec<NodeId>,
+    waiting: String,
+}
+
+impl Said {
+    /// A proposal of a view of `members` (`line` says its round too).
+    fn proposing(&mut self, members: &[NodeId], level: log::Level, line: String) {
+        let again = self.proposed == members;
+        log::log!(if again { log::Level::Debug } else { level }, "{line}");
+        self.proposed = members.to_vec();
+    }
+
+    /// Why a view could not form.
+    fn waiting(&mut self, level: log::Level, line: String) {
+        let again = self.waiting == line;
+        log::log!(if again { log::Level::Debug } else { level }, "{line}");
+        self.waiting = line;
+    }
+}
+
 /// A snapshot for one member, or the writes it missed (module doc,
 /// "Catching up"): where it is, and how many of its parts are on their
 /// way.
@@ -329,10 +355,11 @@ impl TotalOrder {
             round,
             coordinator: self.me,
         };
-        log::info!(
+        let line = format!(
             "node {}: proposing view {round} with nodes {members:?}",
             self.me
         );
+        self.said.proposing(&members, log::Level::Info, line);
         self.promise(ballot, out);
         let me = self.me;
         for &member in members.iter().filter(|&&m| m != me) {
@@ -599,10 +626,24 @@ impl TotalOrder {
                 .iter()
                 .all(|(id, f)| f.remembers || f.recovered || !amnesiacs.contains(id));
         if remembering < self.majority() && !everyone_logged {
-            log::warn!(
-                "node {}: only {remembering} of the nodes up remember the cluster's views; waiting for more",
-                self.me
+            let missing: Vec<NodeId> = (self.configured.iter())
+                .filter(|id| !flushes.contains_key(id))
+                .copied()
+                .collect();
+            // After a crash of most nodes, recovered ones count only all
+            // together (module doc, "Data directories").
+            let line = format!(
+                "node {}: {remembering} of the nodes up remember the cluster's views and a view \
+                 needs {} that do, or, after a crash of most nodes, every configured node \
+                 back from its data directory: waiting for {}",
+                self.me,
+                self.majority(),
+                match missing.is_empty() {
+                    true => "more".to_string(),
+                    false => format!("nodes {missing:?}"),
+                }
             );
+            self.said.waiting(log::Level::Warn, line);
             // A view may need every node now: the next attempt asks again
             // those left out for not answering an earlier one.
             self.unresponsive.clear();
@@ -614,10 +655,11 @@ impl TotalOrder {
             .flatten();
         let formed = remembered.or_else(|| everyone_logged.then(|| from_longest_log(flushes))?);
         let Some((latest, sources, start)) = formed else {
-            log::warn!(
+            let line = format!(
                 "node {}: no node up holds the state of the cluster's latest view; waiting for one",
                 self.me
             );
+            self.said.waiting(log::Level::Warn, line);
             self.unresponsive.clear();
             self.go_idle(out);
             return;
@@ -736,6 +778,7 @@ impl TotalOrder {
         let view = &self.view;
         self.unresponsive.retain(|n| !view.contains(*n));
         self.counters.views_installed += 1;
+        self.said = Said::default();
         self.member_restarted = false;
         self.unacked.clear();
         self.ack_generation += 1;
