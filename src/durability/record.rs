@@ -8,9 +8,35 @@
 //! the files' own.
 //!
 //! Reading stops at the first record that is incomplete or whose checksum
-//! fails: everything before it is trusted, nothing after it is applied (a
-//! torn write at a crash leaves such a tail; a flipped byte anywhere ends
-//! the trusted prefix there). [`read`] says how many bytes it dropped.
+//! fails: everything before it is trusted, nothing after it is applied.
+//! [`read`] says how many bytes it dropped; [`tail`] says what they are.
+//!
+//! A crash leaves a *torn* tail: the last writes cut short, and after a
+//! power cut with writes not yet fsynced, their pages persisted in any
+//! order, so a page that never reached the disk (read back as zeros) may
+//! sit between records that did. A flipped bit on the disk leaves a
+//! *corrupt* record in the middle: whole, valid records after it. The
+//! first is dropped; the second must not be, since the records after it
+//! were acknowledged. [`tail`] tells them apart by etcd's rule (its WAL
+//! decoder's `isTornEntry`): the dropped bytes are torn if, from the bad
+//! record to the next valid record, they hold a whole all-zero 512-byte
+//! sector (a sector the disk never wrote), or no valid record follows at
+//! all; otherwise they are corrupt.
+//!
+//! "A valid record follows" is found by trying every offset after the bad
+//! record, since a flipped bit in a length makes the bad record's own end
+//! meaningless: an offset starts one if its header's length fits before
+//! the end of the file, its payload begins with a known type, its checksum
+//! matches and it decodes exactly. The first one found ends the search, and
+//! a real record follows a corrupt one within that record's length, so a
+//! corrupt file is told apart after about one record's bytes. Only a
+//! candidate that passed the type check is hashed, and the bytes hashed
+//! over the whole search are bounded ([`SCAN_BUDGET`], well under a second):
+//! past it the tail is not known to be torn, and counts as corrupt, so that
+//! the start stops rather than drop what may be acknowledged writes. The
+//! one misreading: a torn record whose value itself holds whole records of
+//! this format (a log stored as a value) reads as corrupt, so the start
+//! stops and says how to start anyway; it never drops good records silently.
 
 use crate::store::{Entry, Expiry, RecordRef, UnixTime};
 
@@ -205,6 +231,68 @@ pub fn read(bytes: &[u8]) -> Read {
         valid: at,
         dropped: bytes.len() - at,
     }
+}
+
+/// The size of a disk sector: the unit a torn write loses whole (see
+/// [`tail`]).
+const SECTOR: usize = 512;
+
+/// Bytes [`tail`] hashes at most looking for a valid record.
+const SCAN_BUDGET: usize = 1 << 30;
+
+/// What the bytes a [`read`] dropped are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tail {
+    /// Nothing was dropped.
+    Clean,
+    /// A write cut short by a crash: no valid record follows the bad one,
+    /// or an all-zero sector lies between them.
+    Torn,
+    /// A corrupt record in the middle: a valid record starts at `next`
+    /// with no all-zero sector before it (`None`: the search ran out of
+    /// its budget before telling; see the module doc).
+    Corrupt { next: Option<usize> },
+}
+
+/// What the bytes of `bytes` from `valid` on (the end of what [`read`]
+/// trusted) are.
+pub fn tail(bytes: &[u8], valid: usize) -> Tail {
+    if valid >= bytes.len() {
+        return Tail::Clean;
+    }
+    let mut budget = SCAN_BUDGET;
+    let first_sector = valid.div_ceil(SECTOR) * SECTOR;
+    let mut sector = first_sector;
+    for at in valid + 1..bytes.len() {
+        // Every whole sector from the bad record up to `at`.
+        while sector + SECTOR <= at {
+            if bytes[sector..sector + SECTOR].iter().all(|&b| b == 0) {
+                return Tail::Torn;
+            }
+            sector += SECTOR;
+        }
+        match starts_record(&bytes[at..], &mut budget) {
+            Some(true) => return Tail::Corrupt { next: Some(at) },
+            Some(false) => {}
+            None => return Tail::Corrupt { next: None },
+        }
+    }
+    Tail::Torn
+}
+
+/// Whether a whole, valid record starts `bytes`, hashing from `budget`
+/// (`None`: the budget ran out).
+fn starts_record(bytes: &[u8], budget: &mut usize) -> Option<bool> {
+    let Some(length) = bytes.get(..4) else {
+        return Some(false);
+    };
+    let length = u32::from_be_bytes(length.try_into().unwrap()) as usize;
+    let known = matches!(bytes.get(HEADER), Some(PUT..=DELIVERED));
+    if length == 0 || length > MAX_PAYLOAD || HEADER + length > bytes.len() || !known {
+        return Some(false);
+    }
+    *budget = budget.checked_sub(length)?;
+    Some(next(bytes).is_some())
 }
 
 /// The first record of `bytes` and the bytes it took, if whole and intact.
@@ -414,6 +502,96 @@ mod tests {
             assert_eq!(read.records, records[..whole], "cut at {cut}");
             assert_eq!(read.valid, ends[whole]);
             assert_eq!(read.dropped, cut - ends[whole]);
+            let torn = if cut == ends[whole] {
+                Tail::Clean
+            } else {
+                Tail::Torn
+            };
+            assert_eq!(tail(&bytes[..cut], read.valid), torn, "cut at {cut}");
+        }
+    }
+
+    /// A log of `n` puts of 100-byte values, and where each record starts.
+    fn long_log(n: usize) -> (Vec<u8>, Vec<usize>) {
+        let (mut bytes, mut starts) = (Vec::new(), Vec::new());
+        for i in 0..n {
+            starts.push(bytes.len());
+            let value = format!("{i:0100}").into_bytes();
+            let put = Record::Put {
+                now: 1_700_000_000,
+                key: format!("key{i}").into_bytes(),
+                entry: Entry {
+                    flags: 0,
+                    expiry: Expiry::Never,
+                    value,
+                },
+                cas: i as u64 + 1,
+            };
+            put.encode(&mut bytes);
+        }
+        (bytes, starts)
+    }
+
+    /// A flipped bit in any record but the last leaves valid records after
+    /// it: corruption in the middle, found at the next record at the
+    /// latest; in the last one, nothing follows, and it reads as torn.
+    #[test]
+    fn a_flipped_bit_followed_by_valid_records_is_corrupt_not_torn() {
+        let records = samples();
+        let bytes = encode_all(&records);
+        let mut start = 0;
+        for (i, r) in records.iter().enumerate() {
+            let end = start + r.encoded_len();
+            for at in start..end {
+                let mut bad = bytes.clone();
+                bad[at] ^= 0x10;
+                let read = read(&bad);
+                assert_eq!(read.valid, start);
+                let found = tail(&bad, read.valid);
+                if i + 1 == records.len() {
+                    assert_eq!(found, Tail::Torn, "byte {at} of the last record");
+                } else {
+                    let next = match found {
+                        Tail::Corrupt { next: Some(next) } => next,
+                        other => panic!("byte {at}: {other:?}"),
+                    };
+                    assert!(start < next && next <= end, "byte {at}: next at {next}");
+                }
+            }
+            start = end;
+        }
+    }
+
+    /// A power cut with writes not yet fsynced may persist a later page and
+    /// not an earlier one: the bad record's region holds a zeroed sector,
+    /// and the valid records after it are a torn write's, dropped.
+    #[test]
+    fn a_zeroed_sector_before_valid_records_is_a_torn_write() {
+        let (bytes, starts) = long_log(60);
+        assert!(bytes.len() > 5 * 1024);
+        for (from, to) in [(2048, 2560), (4096, 8192), (1024, 1536)] {
+            let mut torn = bytes.clone();
+            torn[from..to].fill(0);
+            let read = read(&torn);
+            let bad = starts.iter().rev().find(|&&s| s <= from).unwrap();
+            assert_eq!(read.valid, *bad, "zeroed {from}..{to}");
+            assert_eq!(tail(&torn, read.valid), Tail::Torn, "zeroed {from}..{to}");
+        }
+        // 511 zeroed bytes, or 512 not on a sector's bounds, are not a
+        // sector the disk lost: corruption.
+        let s = (1024..bytes.len() - 1024)
+            .step_by(SECTOR)
+            .find(|&s| bytes[s] != 0 && bytes[s + SECTOR - 1] != 0)
+            .unwrap();
+        for (from, to) in [(s, s + SECTOR - 1), (s + 1, s + SECTOR + 1)] {
+            let mut bad = bytes.clone();
+            bad[from..to].fill(0);
+            let read = read(&bad);
+            let found = tail(&bad, read.valid);
+            assert!(
+                matches!(found, Tail::Corrupt { next: Some(_) }),
+                "zeroed {from}..{to}: {found:?}"
+            );
         }
     }
 

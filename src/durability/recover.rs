@@ -14,8 +14,14 @@
 //! each key ends as its last write left it, and a key no write touched
 //! since `log` began was the same in all three.
 //!
-//! A torn or corrupt tail of a log is dropped (and said); a corrupt
-//! snapshot stops the start, since the state it held would be lost.
+//! A torn tail of a log is dropped (and said); a log corrupt in the middle
+//! (a bad record with valid ones after it, see `record.rs` for how the two
+//! are told apart) and a corrupt snapshot stop the start, since the writes
+//! they hold would be lost: the reason names the file and the byte, and
+//! how to start without them knowingly. Every file is read and judged
+//! before anything in the directory changes (not even `snapshot.tmp` goes
+//! first), so a refused start leaves it as the crash did; the logs'
+//! records wait in memory meanwhile, while the snapshot is read.
 //!
 //! A node of a strong cluster of several marks its log after each
 //! delivered write ([`Record::Delivered`]): its store must come back
@@ -30,7 +36,7 @@
 use std::io;
 use std::path::Path;
 
-use super::record::{self, Record};
+use super::record::{self, Record, Tail};
 use super::writer::sync_dir;
 use super::Journaled;
 use crate::store::{Head, UnixTime, VersionedStore};
@@ -167,37 +173,51 @@ pub fn recover_journaled(
 }
 
 /// Hands `apply` every record of `snapshot`, `log.old` and `log`, in that
-/// order; the bytes replayed, and those of torn or corrupt tails dropped.
+/// order; the bytes replayed, and those of torn tails dropped.
+///
+/// Every file is read and judged before anything in `dir` changes, so a
+/// start refused (a corrupt snapshot, a log corrupt in the middle) leaves
+/// the directory byte for byte as it found it.
 fn read_files(
     dir: &Path,
     apply: &mut dyn FnMut(&Record) -> io::Result<()>,
 ) -> io::Result<(u64, u64)> {
+    let mut logs = Vec::new();
+    for name in ["log.old", "log"] {
+        let path = dir.join(name);
+        if let Some(bytes) = read_file(&path)? {
+            let read = record::read(&bytes);
+            check_log(&path, &bytes, &read)?;
+            logs.push((path, read));
+        }
+    }
+    let snapshot = match read_file(&dir.join("snapshot"))? {
+        Some(bytes) => {
+            let read = record::read(&bytes);
+            let whole = matches!(read.records.last(), Some(Record::SnapshotEnd));
+            if read.dropped > 0 || !whole {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "{}: corrupt after byte {}; move it away to start without it",
+                        dir.join("snapshot").display(),
+                        read.valid
+                    ),
+                ));
+            }
+            Some(read)
+        }
+        None => None,
+    };
     let _ = std::fs::remove_file(dir.join("snapshot.tmp"));
     let (mut replayed, mut dropped) = (0, 0);
-    if let Some(bytes) = read_file(&dir.join("snapshot"))? {
-        let read = record::read(&bytes);
-        let whole = matches!(read.records.last(), Some(Record::SnapshotEnd));
-        if read.dropped > 0 || !whole {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!(
-                    "{}: corrupt after byte {}; move it away to start without it",
-                    dir.join("snapshot").display(),
-                    read.valid
-                ),
-            ));
-        }
+    if let Some(read) = snapshot {
+        replayed += read.valid as u64;
         in_table_order(read.records)
             .iter()
             .try_for_each(&mut *apply)?;
-        replayed += read.valid as u64;
     }
-    for name in ["log.old", "log"] {
-        let path = dir.join(name);
-        let Some(bytes) = read_file(&path)? else {
-            continue;
-        };
-        let read = record::read(&bytes);
+    for (path, read) in logs {
         if read.dropped > 0 {
             log::warn!(
                 "{}: dropped {} bytes of torn or corrupt records after byte {}",
@@ -211,6 +231,32 @@ fn read_files(
         dropped += read.dropped as u64;
     }
     Ok((replayed, dropped))
+}
+
+/// Refuses the log at `path` (`bytes`, as [`record::read`] read it) if
+/// what it dropped is not a torn tail but a corrupt record with valid ones
+/// after it: acknowledged writes the start would lose. The reason says
+/// where, and how to start without them knowingly.
+fn check_log(path: &Path, bytes: &[u8], read: &record::Read) -> io::Result<()> {
+    let (at, path) = (read.valid, path.display());
+    let after = match record::tail(bytes, at) {
+        Tail::Clean | Tail::Torn => return Ok(()),
+        Tail::Corrupt { next: Some(next) } => {
+            format!("followed by valid records from byte {next}")
+        }
+        Tail::Corrupt { next: None } => {
+            "followed by bytes the start could not tell from valid records".to_string()
+        }
+    };
+    Err(io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!(
+            "{path}: corrupt record at byte {at}, {after} ({} bytes to the end); \
+             the writes after it would be lost: truncate the file to {at} bytes \
+             (truncate -s {at} {path}) to start without them, or restore it",
+            bytes.len() - at
+        ),
+    ))
 }
 
 /// A snapshot lists the table from its end down (see `store.rs`): its
@@ -503,6 +549,70 @@ mod tests {
         file(&dir, "log", &[put("a", "1", 1)]);
         let err = recovered_marked(&dir).unwrap_err();
         assert!(err.to_string().contains("one-node"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// The files of `dir`, by name, byte for byte.
+    fn contents(dir: &Path) -> Vec<(String, Vec<u8>)> {
+        let mut files: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap())
+            .map(|e| {
+                (
+                    e.file_name().into_string().unwrap(),
+                    std::fs::read(e.path()).unwrap(),
+                )
+            })
+            .collect();
+        files.sort();
+        files
+    }
+
+    /// A flipped byte in a record with valid records after it (in `log`,
+    /// in `log.old`, in a marked log) stops the start with the file and
+    /// the byte, and leaves every file as it was; cut there, as the reason
+    /// says, the log starts with the writes before it.
+    #[test]
+    fn a_log_corrupt_in_the_middle_stops_the_start_and_changes_nothing() {
+        let dir = temp_dir("corrupt-middle");
+        let mut log = Vec::new();
+        put("a", "1", 1).encode(&mut log);
+        let bad = log.len();
+        put("b", "1", 2).encode(&mut log);
+        put("c", "1", 3).encode(&mut log);
+        log[bad + 12] ^= 0x04;
+        for name in ["log", "log.old"] {
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            file(&dir, "snapshot", &[put("c", "0", 1), end()]);
+            file(&dir, "snapshot.tmp", &[put("c", "2", 1)]);
+            std::fs::write(dir.join(name), &log).unwrap();
+            let before = contents(&dir);
+            let mut store = MemoryStore::new(1 << 20, Limits::default());
+            let err = recover(&dir, &mut store, NOW).unwrap_err().to_string();
+            let path = dir.join(name).display().to_string();
+            let want = format!("{path}: corrupt record at byte {bad}, followed by valid records");
+            assert!(err.starts_with(&want), "{err}");
+            assert!(err.contains(&format!("truncate -s {bad} {path}")), "{err}");
+            assert_eq!(contents(&dir), before, "{name}");
+
+            std::fs::write(dir.join(name), &log[..bad]).unwrap();
+            let want = vec![("a".into(), "1".into()), ("c".into(), "0".into())];
+            assert_eq!(recovered(&dir), want, "{name} cut at the byte");
+        }
+
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut marked = Vec::new();
+        for record in [put("a", "1", 1), mark(1), put("b", "1", 2), mark(2)] {
+            record.encode(&mut marked);
+        }
+        marked[3] ^= 0x01;
+        std::fs::write(dir.join("log"), &marked).unwrap();
+        let before = contents(&dir);
+        let err = recovered_marked(&dir).unwrap_err().to_string();
+        assert!(err.contains("corrupt record at byte 0,"), "{err}");
+        assert_eq!(contents(&dir), before);
         let _ = std::fs::remove_dir_all(&dir);
     }
 
