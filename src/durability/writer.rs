@@ -384,8 +384,7 @@ impl Writer {
         }
         let (log, old) = (self.dir.join("log"), self.dir.join("log.old"));
         if old.exists() {
-            let mut kept = open_append(&old)?;
-            io::copy(&mut File::open(&log)?, &mut kept)?;
+            let kept = append_whole(&log, &old)?;
             kept.sync_data().inspect_err(|_| self.fsync_failed = true)?;
         } else {
             std::fs::rename(&log, &old)?;
@@ -489,6 +488,19 @@ impl Writer {
     }
 }
 
+/// Appends the file at `from` to the one at `to`, or, if that fails part
+/// way (a full disk), leaves `to` as it was, as `flush_log` does: a torn
+/// record left in the middle of `log.old`, with the next attempt's whole
+/// ones after it, would read as corruption at the next start.
+fn append_whole(from: &Path, to: &Path) -> io::Result<File> {
+    let mut kept = open_append(to)?;
+    let whole = kept.metadata()?.len();
+    io::copy(&mut File::open(from)?, &mut kept).inspect_err(|_| {
+        let _ = kept.set_len(whole);
+    })?;
+    Ok(kept)
+}
+
 fn open_append(path: &Path) -> io::Result<File> {
     OpenOptions::new().create(true).append(true).open(path)
 }
@@ -502,4 +514,51 @@ fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A tmpfs of `size` on a new directory, unmounted when dropped; `None`
+    /// when it cannot be mounted (not root).
+    struct Tmpfs(std::path::PathBuf);
+
+    impl Tmpfs {
+        fn mount(size: &str) -> Option<Tmpfs> {
+            let dir = std::env::temp_dir().join(format!("mckv-writer-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).ok()?;
+            let mounted = std::process::Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+                .arg(&dir)
+                .stderr(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            mounted.then_some(Tmpfs(dir))
+        }
+    }
+
+    impl Drop for Tmpfs {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+            let _ = std::fs::remove_dir(&self.0);
+        }
+    }
+
+    /// A `log` appended to `log.old` on a disk that fills part way leaves
+    /// `log.old` as it was.
+    #[test]
+    fn an_append_cut_short_by_a_full_disk_leaves_the_file_as_it_was() {
+        let Some(disk) = Tmpfs::mount("64k") else {
+            eprintln!("cannot mount a tmpfs (not root?): not checked");
+            return;
+        };
+        let (from, to) = (disk.0.join("log"), disk.0.join("log.old"));
+        std::fs::write(&to, vec![1u8; 8 << 10]).unwrap();
+        std::fs::write(&from, vec![2u8; 32 << 10]).unwrap();
+        std::fs::write(disk.0.join("filler"), vec![0u8; 8 << 10]).unwrap();
+        let failed = append_whole(&from, &to);
+        assert!(failed.is_err(), "the disk had room for the whole log");
+        assert_eq!(std::fs::read(&to).unwrap(), vec![1u8; 8 << 10]);
+    }
 }
