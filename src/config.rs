@@ -473,6 +473,13 @@ impl NodeConfig {
             "peer" => self.peer = value.to_string(),
             "kv_type" => self.kv_type = value.parse().map_err(|e| invalid(section, key, e))?,
             "kv_addr" => self.kv_addr = value.to_string(),
+            "data_dir" if value.is_empty() => {
+                return Err(invalid(
+                    section,
+                    key,
+                    "empty; name a directory, or drop the key to keep no data",
+                ))
+            }
             "data_dir" => self.data_dir = Some(PathBuf::from(value)),
             "log_file" => self.log_file = PathBuf::from(value),
             "metrics_addr" => self.metrics_addr = Some(value.to_string()),

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use mckv::client::Target;
 use mckv::config::{ClusterConfig, Config, Consistency, KvType, NodeConfig};
+use mckv::durability::DataDirError;
 use mckv::server::{self, Settings};
 use simplelog::LevelFilter;
 
@@ -134,6 +135,12 @@ fn serve(args: ServerArgs) -> ExitCode {
     let client = settings.node.client.clone();
     match server::serve(settings) {
         Ok(()) => ExitCode::SUCCESS,
+        // A data directory that cannot be opened, is another node's or
+        // cannot be replayed: named, rather than the address.
+        Err(e) if DataDirError::of(&e).is_some() => {
+            log::error!("{e}");
+            ExitCode::FAILURE
+        }
         Err(e) => {
             // A failed start (an address in use) or a node that stopped on
             // its own (a data directory that refused its log too long).

@@ -713,3 +713,50 @@ fn a_linearizable_node_whose_fsync_fails_stops_and_rejoins() {
 fn an_eventual_node_whose_fsync_fails_stops_and_rejoins() {
     a_node_whose_fsync_fails_stops_and_rejoins("eventual");
 }
+
+/// A node handed another node's data directory (node 1's copied over node
+/// 2's, every node stopped) refuses to start, and its log names the
+/// directory and both identities: taken, the copy's log could be elected
+/// and handed to every member, in place of what node 2 held.
+#[test]
+fn a_node_given_another_nodes_data_directory_refuses_to_start() {
+    let data = TempDir::new("cluster-data");
+    let mut cluster = durable_cluster("linearizable", &data, "fsync = always");
+    let mut c = connect(cluster.port(0));
+    stored_once_the_view_allows(&mut c, "set mine 0 0 1\r\nv\r\n");
+    for node in &mut cluster.nodes {
+        node.signal("KILL");
+        let _ = node.child.wait();
+    }
+    let (from, to) = (data.0.join("d1"), data.0.join("d2"));
+    std::fs::remove_dir_all(&to).unwrap();
+    std::fs::create_dir(&to).unwrap();
+    for file in std::fs::read_dir(&from).unwrap() {
+        let file = file.unwrap();
+        std::fs::copy(file.path(), to.join(file.file_name())).unwrap();
+    }
+    let child = common::spawn(
+        std::process::Command::new(env!("CARGO_BIN_EXE_mckv"))
+            .args(["server", "--node", "2", "--config"])
+            .arg(&cluster.config)
+            .arg("--log-file")
+            .arg(cluster.dir.0.join("node2.log"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null()),
+    )
+    .expect("start mckv");
+    // Killed when dropped, should the check fail.
+    let mut node = common::ProcessGuard {
+        child,
+        port: cluster.port(2),
+    };
+    let exited = wait_for_exit(&mut node.child, "node 2 serves node 1's directory");
+    assert!(!exited.success(), "{exited:?}");
+    let log = cluster.log(2);
+    let refusal = format!(
+        "data directory {}: belongs to node 1 of cluster 'test' (linearizable); this is node 2 \
+         of cluster 'test' (linearizable): move it away to start without it",
+        to.display()
+    );
+    assert!(log.contains(&refusal), "{log}");
+}

@@ -142,7 +142,8 @@ fn flags_override_the_config_file() {
 #[test]
 fn bad_configs_are_refused_with_the_reason() {
     let dir = TempDir::new("bad");
-    let cases: [(&str, &str); 8] = [
+    let cases: [(&str, &str); 9] = [
+        ("[node.0]\ndata_dir = \n", "[node.0] data_dir: empty"),
         (
             "[cluster]\nconsistency = strong\n[node.0]\n",
             "unknown consistency",

@@ -567,6 +567,21 @@ fn a_data_dir_in_use_by_another_node_is_refused() {
     );
 }
 
+/// A `data_dir` that is a regular file stops the start with the path
+/// named, not the address the node would have served.
+#[test]
+fn a_data_dir_that_is_a_file_is_refused_with_its_path() {
+    let dir = TempDir::new("durable");
+    let file = dir.0.join("not-a-dir");
+    std::fs::write(&file, b"").unwrap();
+    let node = Durable::in_dir(dir, &Some(file.clone()), "");
+    let exit = node.start_refused();
+    assert!(!exit.success());
+    let refusal = format!("data directory {}: not a directory", file.display());
+    assert!(node.log().contains(&refusal), "{}", node.log());
+    assert!(!node.log().contains("stopped serving"), "{}", node.log());
+}
+
 /// A small tmpfs, all but a little of it taken by a filler file: the node
 /// fills the rest, then refuses writes with the reason (nothing applied),
 /// serves reads, and takes writes again once the filler is gone. Needs

@@ -30,17 +30,20 @@
 //! the machine loses up to about a second of writes with `everysec`, or
 //! what the kernel had not written back with `no`).
 
+pub mod identity;
 mod journal;
 pub mod record;
 mod recover;
 mod store;
 mod writer;
 
+pub use identity::{Identity, LogKind};
 pub use journal::JournalLog;
 pub use recover::Recovered;
 pub use store::DurableStore;
 pub use writer::LogShared;
 
+use std::fmt;
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -53,6 +56,42 @@ use mio::Waker;
 use crate::config::{ClusterConfig, Fsync};
 use crate::store::{unix_now, UnixTime, VersionedStore};
 use writer::{LogIntake, LogQueue, Writer};
+
+/// A failure of the data directory at start (opening, checking,
+/// replaying it, or starting its log), naming it: "data directory
+/// `path`: what failed". Carried inside an `io::Error`, so that the
+/// command line can tell it from a failure to serve.
+#[derive(Debug)]
+pub struct DataDirError {
+    pub dir: PathBuf,
+    pub error: io::Error,
+}
+
+impl DataDirError {
+    /// `error` of the directory `dir`, as an `io::Error` of its kind.
+    fn at(dir: &Path, error: io::Error) -> io::Error {
+        let kind = error.kind();
+        let dir = dir.to_path_buf();
+        io::Error::new(kind, DataDirError { dir, error })
+    }
+
+    /// The `DataDirError` inside `error`, if it is one.
+    pub fn of(error: &io::Error) -> Option<&DataDirError> {
+        error.get_ref()?.downcast_ref()
+    }
+}
+
+impl fmt::Display for DataDirError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "data directory {}: {}", self.dir.display(), self.error)
+    }
+}
+
+impl std::error::Error for DataDirError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.error)
+    }
+}
 
 /// A data directory recovered into its store, not yet logging.
 pub struct Recovering {
@@ -95,23 +134,27 @@ pub trait Journaled {
 }
 
 impl Recovering {
-    /// Takes `dir`'s lock and replays it into `store` (empty).
+    /// Takes `dir`'s lock, checks it is node `node`'s of a one-node
+    /// `cluster` ([`identity`]) and replays it into `store` (empty).
     pub fn open(
         dir: &Path,
+        node: u32,
         cluster: &ClusterConfig,
         store: Box<dyn VersionedStore>,
     ) -> io::Result<Recovering> {
-        Recovering::open_at(dir, cluster, store, unix_now())
+        Recovering::open_at(dir, node, cluster, store, unix_now())
     }
 
     /// [`Recovering::open`] with the store's clock at `now`.
     fn open_at(
         dir: &Path,
+        node: u32,
         cluster: &ClusterConfig,
         store: Box<dyn VersionedStore>,
         now: UnixTime,
     ) -> io::Result<Recovering> {
-        Recovering::replay(dir, cluster, store, |dir, store| {
+        let me = Identity::of(cluster, node, LogKind::OneNode);
+        Recovering::replay(dir, &me, cluster, store, |dir, store| {
             recover::recover(dir, store, now)
         })
     }
@@ -121,10 +164,12 @@ impl Recovering {
     /// ([`Recovered::delivered`]); its store will mark its log too.
     pub fn open_marked(
         dir: &Path,
+        node: u32,
         cluster: &ClusterConfig,
         store: Box<dyn VersionedStore>,
     ) -> io::Result<Recovering> {
-        let mut recovering = Recovering::replay(dir, cluster, store, |dir, store| {
+        let me = Identity::of(cluster, node, LogKind::Marked);
+        let mut recovering = Recovering::replay(dir, &me, cluster, store, |dir, store| {
             recover::recover_marked(dir, store, unix_now())
         })?;
         recovering.marked = Some(recovering.recovered.delivered.unwrap_or(0));
@@ -140,30 +185,56 @@ impl Recovering {
     /// that logs its own records, and its `store` (empty).
     pub fn open_journaled(
         dir: &Path,
+        node: u32,
         cluster: &ClusterConfig,
         store: Box<dyn VersionedStore>,
         journaled: &mut dyn Journaled,
     ) -> io::Result<Recovering> {
-        Recovering::replay(dir, cluster, store, |dir, store| {
+        let me = Identity::of(cluster, node, LogKind::Journaled);
+        Recovering::replay(dir, &me, cluster, store, |dir, store| {
             recover::recover_journaled(dir, store, journaled, unix_now())
         })
     }
 
-    /// Takes `dir`'s lock and replays it into `store` with `recover`.
+    /// Takes `dir`'s lock, checks it is `me`'s, and replays it into
+    /// `store` with `recover`; an error names the directory
+    /// ([`DataDirError`]).
     fn replay(
         dir: &Path,
+        me: &Identity,
+        cluster: &ClusterConfig,
+        store: Box<dyn VersionedStore>,
+        recover: impl FnOnce(&Path, &mut dyn VersionedStore) -> io::Result<Recovered>,
+    ) -> io::Result<Recovering> {
+        Recovering::replay_in(dir, me, cluster, store, recover)
+            .map_err(|e| DataDirError::at(dir, e))
+    }
+
+    fn replay_in(
+        dir: &Path,
+        me: &Identity,
         cluster: &ClusterConfig,
         mut store: Box<dyn VersionedStore>,
         recover: impl FnOnce(&Path, &mut dyn VersionedStore) -> io::Result<Recovered>,
     ) -> io::Result<Recovering> {
+        if dir.exists() && !dir.is_dir() {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                "not a directory",
+            ));
+        }
         std::fs::create_dir_all(dir)?;
         let lock = File::create(dir.join("LOCK"))?;
-        lock.try_lock().map_err(|_| {
-            io::Error::new(
-                io::ErrorKind::WouldBlock,
-                format!("data directory {} is in use by another node", dir.display()),
-            )
-        })?;
+        lock.try_lock()
+            .map_err(|_| io::Error::new(io::ErrorKind::WouldBlock, "in use by another node"))?;
+        let claimed = identity::check(dir, me)?;
+        let earlier = ["snapshot", "log.old", "log"]
+            .iter()
+            .any(|name| dir.join(name).exists());
+        if !claimed && !earlier {
+            identity::write(dir, me)?;
+            log::info!("data directory {}: new, for {me}", dir.display());
+        }
         // A replay may hold, for a moment, more than the cap (a key a later
         // record removes), and must not evict: the log holds what the store
         // evicted, where it did (a removal ahead of the write that made
@@ -171,6 +242,14 @@ impl Recovering {
         // the surplus a little with each write.
         let unlimited = store.set_memory_limit(u64::MAX);
         let recovered = recover(dir, store.as_mut())?;
+        if !claimed && earlier {
+            identity::write(dir, me)?;
+            log::info!(
+                "data directory {}: written by an earlier build, without an {}; adopted as {me}'s",
+                dir.display(),
+                identity::FILE
+            );
+        }
         unlimited
             .and_then(|()| store.set_memory_limit(cluster.memory_limit_bytes))
             .map_err(|e| io::Error::other(format!("memory limit: {e:?}")))?;
@@ -224,7 +303,8 @@ impl Recovering {
             self.recovered,
             (waker, self.queue),
         );
-        Ok((durable?, self.store))
+        let durable = durable.map_err(|e| DataDirError::at(&self.dir, e))?;
+        Ok((durable, self.store))
     }
 
     /// [`Recovering::start`] for a cluster whose store logs its changes
@@ -249,7 +329,7 @@ impl Recovering {
             self.recovered,
             (waker, self.queue),
         );
-        let mut durable = durable?;
+        let mut durable = durable.map_err(|e| DataDirError::at(&self.dir, e))?;
         durable.marked = marked;
         Ok((durable, store))
     }
@@ -571,7 +651,7 @@ mod tests {
                     snapshot_every: 30_000,
                     ..ClusterConfig::default()
                 };
-                let recovering = Recovering::open_at(&dir, &cluster, memory(), now).unwrap();
+                let recovering = Recovering::open_at(&dir, 0, &cluster, memory(), now).unwrap();
                 if run > 0 {
                     let reserved = recovering.highest_cas();
                     assert!(reserved >= cas, "every unique handed out is reserved");
@@ -593,7 +673,7 @@ mod tests {
                 drop(store);
                 drop(durable);
                 assert!(shared.snapshots.load(Ordering::Relaxed) > 0, "seed {seed}");
-                let reopened = Recovering::open_at(&dir, &cluster, memory(), now);
+                let reopened = Recovering::open_at(&dir, 0, &cluster, memory(), now);
                 let mut recovered = reopened.unwrap().store;
                 let got = contents(recovered.as_mut(), KEYS, now);
                 let want = contents(reference.as_mut(), KEYS, now);
@@ -651,7 +731,7 @@ mod tests {
             let dir = temp_dir(&format!("slices-{seed}"));
             let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
             let (mut now, mut cas) = (NOW, 1u64 << 16);
-            let recovering = Recovering::open_at(&dir, &cluster, small(u64::MAX), now).unwrap();
+            let recovering = Recovering::open_at(&dir, 0, &cluster, small(u64::MAX), now).unwrap();
             let poll = mio::Poll::new().unwrap();
             let waker = Arc::new(Waker::new(poll.registry(), mio::Token(0)).unwrap());
             let (durable, store) = recovering.start_logging(waker).unwrap();
@@ -689,7 +769,7 @@ mod tests {
             let snapshots = shared.snapshots.load(Ordering::Relaxed);
             assert!(snapshots > 3, "seed {seed}: {snapshots} snapshots");
             assert!(evicted > 0, "seed {seed}: nothing was evicted");
-            let reopened = Recovering::open_at(&dir, &cluster, small(u64::MAX), now);
+            let reopened = Recovering::open_at(&dir, 0, &cluster, small(u64::MAX), now);
             let got = contents(reopened.unwrap().store.as_mut(), MANY, now);
             let missing = want.iter().filter(|w| !got.contains(w));
             let missing: Vec<_> = missing.map(|(k, ..)| String::from_utf8_lossy(k)).collect();
@@ -724,7 +804,7 @@ mod tests {
         for seed in 1..=20u64 {
             let dir = temp_dir(&format!("marked-{seed}"));
             let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
-            let recovering = Recovering::open_marked(&dir, &cluster, ordered()).unwrap();
+            let recovering = Recovering::open_marked(&dir, 0, &cluster, ordered()).unwrap();
             assert_eq!(recovering.recovered().delivered, None, "a new directory");
             let poll = mio::Poll::new().unwrap();
             let waker = Arc::new(Waker::new(poll.registry(), mio::Token(0)).unwrap());
@@ -776,7 +856,7 @@ mod tests {
             drop(durable);
             let snapshots = shared.snapshots.load(Ordering::Relaxed);
             assert!(snapshots > 0, "seed {seed}: no snapshot");
-            let mut reopened = Recovering::open_marked(&dir, &cluster, ordered()).unwrap();
+            let mut reopened = Recovering::open_marked(&dir, 0, &cluster, ordered()).unwrap();
             assert_eq!(
                 reopened.recovered().delivered,
                 Some(last_mark),
@@ -800,7 +880,7 @@ mod tests {
             ..ClusterConfig::default()
         };
         let ordered = Box::new(MemoryStore::new(64 << 20, Limits::default()).ordered());
-        let recovering = Recovering::open_marked(&dir, &cluster, ordered).unwrap();
+        let recovering = Recovering::open_marked(&dir, 0, &cluster, ordered).unwrap();
         let poll = mio::Poll::new().unwrap();
         let waker = Arc::new(Waker::new(poll.registry(), mio::Token(0)).unwrap());
         let (durable, store) = recovering.start_logging(waker).unwrap();
@@ -852,12 +932,12 @@ mod tests {
     fn a_directory_in_use_is_refused() {
         let dir = temp_dir("lock");
         let cluster = ClusterConfig::default();
-        let first = Recovering::open(&dir, &cluster, memory()).unwrap();
-        let second = Recovering::open(&dir, &cluster, memory());
+        let first = Recovering::open(&dir, 0, &cluster, memory()).unwrap();
+        let second = Recovering::open(&dir, 0, &cluster, memory());
         let err = second.err().expect("refused");
         assert!(err.to_string().contains("in use by another node"), "{err}");
         drop(first);
-        assert!(Recovering::open(&dir, &cluster, memory()).is_ok());
+        assert!(Recovering::open(&dir, 0, &cluster, memory()).is_ok());
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
@@ -882,7 +962,7 @@ mod crash_cases {
     }
 
     fn start(dir: &Path, cluster: &ClusterConfig, now: UnixTime) -> (u64, Durable, DurableStore) {
-        let r = Recovering::open_at(dir, cluster, memory(), now).unwrap();
+        let r = Recovering::open_at(dir, 0, cluster, memory(), now).unwrap();
         let high = r.highest_cas();
         let poll = mio::Poll::new().unwrap();
         let waker = Arc::new(Waker::new(poll.registry(), mio::Token(0)).unwrap());
@@ -915,7 +995,7 @@ mod crash_cases {
         drop(store);
         drop(durable);
         // Restart 1 (recovers, compacts).
-        let r1 = Recovering::open_at(&d, &cluster, memory(), NOW + 6).unwrap();
+        let r1 = Recovering::open_at(&d, 0, &cluster, memory(), NOW + 6).unwrap();
         let mut s1 = r1.store;
         assert!(
             s1.export_record(b"k", NOW + 6).unwrap().is_some(),
@@ -923,7 +1003,7 @@ mod crash_cases {
         );
         drop(r1.lock);
         // Restart 2.
-        let mut r2 = Recovering::open_at(&d, &cluster, memory(), NOW + 7).unwrap();
+        let mut r2 = Recovering::open_at(&d, 0, &cluster, memory(), NOW + 7).unwrap();
         assert!(
             r2.store.export_record(b"k", NOW + 7).unwrap().is_some(),
             "after restart 2: k was wiped"
@@ -952,7 +1032,7 @@ mod crash_cases {
         drop(store);
         drop(durable);
         assert_eq!(shared.snapshots.load(Ordering::Relaxed), 1);
-        let r = Recovering::open_at(&d, &cluster, memory(), NOW).unwrap();
+        let r = Recovering::open_at(&d, 0, &cluster, memory(), NOW).unwrap();
         assert!(
             r.highest_cas() >= handed,
             "highest_cas {} < handed-out {}",
@@ -988,7 +1068,7 @@ mod crash_cases {
         while store.maintain(NOW + 11).unwrap() {}
         drop(store);
         drop(durable);
-        let mut r = Recovering::open_at(&d, &cluster, memory(), NOW + 12).unwrap();
+        let mut r = Recovering::open_at(&d, 0, &cluster, memory(), NOW + 12).unwrap();
         let live = (0..5000u64)
             .filter(|i| {
                 r.store
@@ -1042,7 +1122,7 @@ mod crash_cases {
     fn a_log_that_cannot_be_trusted_or_catch_up_stops_the_node() {
         let d = dir("must-stop");
         let cluster = ClusterConfig::default();
-        let r = Recovering::open_marked(&d, &cluster, memory()).unwrap();
+        let r = Recovering::open_marked(&d, 0, &cluster, memory()).unwrap();
         let poll = mio::Poll::new().unwrap();
         let waker = Arc::new(Waker::new(poll.registry(), mio::Token(0)).unwrap());
         let (durable, store) = r.start_logging(waker).unwrap();
@@ -1114,5 +1194,169 @@ mod crash_cases {
         drop(store);
         drop(durable);
         let _ = std::fs::remove_dir_all(&d);
+    }
+}
+
+#[cfg(test)]
+mod identity_cases {
+    use super::*;
+    use crate::protocol::{Limits, StorageMode};
+    use crate::store::memory::MemoryStore;
+    use crate::store::{Expiry, Store, Write};
+
+    fn memory() -> Box<dyn VersionedStore> {
+        Box::new(MemoryStore::new(64 << 20, Limits::default()))
+    }
+
+    fn dir(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("mckv-identity-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    fn named(name: &str) -> ClusterConfig {
+        ClusterConfig {
+            name: name.into(),
+            fsync: Fsync::No,
+            ..ClusterConfig::default()
+        }
+    }
+
+    /// Opens `dir` as node `node` of a one-node `cluster`, stores a key
+    /// and stops.
+    fn write_one(dir: &Path, node: u32, cluster: &ClusterConfig) {
+        let recovering = Recovering::open(dir, node, cluster, memory()).unwrap();
+        let poll = mio::Poll::new().unwrap();
+        let waker = Arc::new(Waker::new(poll.registry(), mio::Token(0)).unwrap());
+        let (durable, mut store) = recovering.start_logging(waker).unwrap();
+        let write = Write {
+            mode: StorageMode::Set,
+            key: b"mine",
+            flags: 0,
+            expiry: Expiry::Never,
+            value: b"v",
+            cas: 1 << 16,
+        };
+        store.store(write, unix_now()).unwrap();
+        store.end_batch();
+        drop(store);
+        drop(durable);
+    }
+
+    fn refusal(result: io::Result<Recovering>) -> String {
+        let err = result.err().expect("refused");
+        assert!(DataDirError::of(&err).is_some(), "{err}");
+        err.to_string()
+    }
+
+    #[test]
+    fn a_directory_is_taken_back_by_its_own_node() {
+        let d = dir("same");
+        write_one(&d, 1, &named("alpha"));
+        let text = std::fs::read_to_string(d.join(identity::FILE)).unwrap();
+        assert!(
+            text.contains("cluster = alpha\nnode = 1\nkind = one-node"),
+            "{text}"
+        );
+        let mut again = Recovering::open(&d, 1, &named("alpha"), memory()).unwrap();
+        assert!(again
+            .store
+            .export_record(b"mine", unix_now())
+            .unwrap()
+            .is_some());
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn another_clusters_directory_is_refused() {
+        let d = dir("cluster");
+        write_one(&d, 2, &named("beta"));
+        let why = refusal(Recovering::open(&d, 2, &named("alpha"), memory()));
+        let expected = format!(
+            "data directory {}: belongs to node 2 of cluster 'beta' (one node); this is node 2 \
+             of cluster 'alpha' (one node): move it away to start without it",
+            d.display()
+        );
+        assert_eq!(why, expected);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn another_nodes_directory_is_refused() {
+        let d = dir("node");
+        write_one(&d, 1, &named("alpha"));
+        let why = refusal(Recovering::open(&d, 2, &named("alpha"), memory()));
+        assert!(
+            why.contains("belongs to node 1 of cluster 'alpha'"),
+            "{why}"
+        );
+        assert!(why.contains("this is node 2 of cluster 'alpha'"), "{why}");
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    /// Another kind is refused by the identity, whatever the log holds
+    /// (here an empty marked log, which replay alone would take).
+    #[test]
+    fn another_kinds_directory_is_refused() {
+        let d = dir("kind");
+        let cluster = ClusterConfig {
+            consistency: crate::config::Consistency::Sequential,
+            ..named("alpha")
+        };
+        drop(Recovering::open_marked(&d, 0, &cluster, memory()).unwrap());
+        let why = refusal(Recovering::open(&d, 0, &cluster, memory()));
+        assert!(
+            why.contains("belongs to node 0 of cluster 'alpha' (sequential)"),
+            "{why}"
+        );
+        assert!(
+            why.contains("this is node 0 of cluster 'alpha' (one node)"),
+            "{why}"
+        );
+        // The other mode of the same kind is the same cluster's.
+        let linearizable = named("alpha");
+        assert!(Recovering::open_marked(&d, 0, &linearizable, memory()).is_ok());
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    /// A directory an earlier build wrote (data, no identity) is adopted
+    /// and its identity written; one of another kind is still refused by
+    /// its records.
+    #[test]
+    fn an_earlier_builds_directory_is_adopted_unless_of_another_kind() {
+        let d = dir("adopt");
+        write_one(&d, 0, &named("mckv"));
+        std::fs::remove_file(d.join(identity::FILE)).unwrap();
+        let mut adopted = Recovering::open(&d, 3, &named("alpha"), memory()).unwrap();
+        assert!(adopted
+            .store
+            .export_record(b"mine", unix_now())
+            .unwrap()
+            .is_some());
+        drop(adopted);
+        let text = std::fs::read_to_string(d.join(identity::FILE)).unwrap();
+        assert!(text.contains("cluster = alpha\nnode = 3\n"), "{text}");
+        std::fs::remove_file(d.join(identity::FILE)).unwrap();
+        let why = refusal(Recovering::open_marked(&d, 3, &named("alpha"), memory()));
+        let expected = format!(
+            "data directory {}: it was written by a one-node cluster; move it away to start \
+             without it",
+            d.display()
+        );
+        assert_eq!(why, expected);
+        assert!(!d.join(identity::FILE).exists(), "not claimed");
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn a_regular_file_is_no_data_directory() {
+        let d = dir("file");
+        std::fs::write(&d, b"").unwrap();
+        let why = refusal(Recovering::open(&d, 0, &named("alpha"), memory()));
+        assert_eq!(
+            why,
+            format!("data directory {}: not a directory", d.display())
+        );
+        let _ = std::fs::remove_file(&d);
     }
 }

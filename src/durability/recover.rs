@@ -88,8 +88,7 @@ pub fn recover_marked(
         .any(|name| dir.join(name).exists());
     let (mut highest_cas, mut delivered) = (0, None);
     let mut unmarked: Vec<Record> = Vec::new();
-    let (replayed, mut dropped) = read_files(dir, &mut |record| {
-        match record {
+    let (replayed, mut dropped) = read_files(dir, &mut |record| match record {
         Record::Delivered { upto } => {
             delivered = Some(*upto);
             unmarked
@@ -98,25 +97,19 @@ pub fn recover_marked(
         }
         Record::Journal(_) => Err(io::Error::new(
             io::ErrorKind::InvalidData,
-            format!(
-                "{} was written by a node of an eventual or causal cluster; move it away to start without it",
-                dir.display()
-            ),
+            "it was written by a node of an eventual or causal cluster; move it away to start \
+             without it",
         )),
         _ => {
             unmarked.push(record.clone());
             Ok(())
         }
-    }
     })?;
     let items = |r: &Record| matches!(r, Record::Put { .. } | Record::Remove { .. });
     if delivered.is_none() && unmarked.iter().any(items) {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
-            format!(
-                "{} was written by a one-node cluster; move it away to start without it",
-                dir.display()
-            ),
+            "it was written by a one-node cluster; move it away to start without it",
         ));
     }
     if !unmarked.is_empty() {
@@ -152,11 +145,8 @@ pub fn recover_journaled(
         Record::SnapshotBegin { .. } | Record::SnapshotEnd => Ok(()),
         _ => Err(io::Error::new(
             io::ErrorKind::InvalidData,
-            format!(
-                "{} was written by a node of a one-node, linearizable or sequential cluster; \
-                 move it away to start without it",
-                dir.display()
-            ),
+            "it was written by a node of a one-node, linearizable or sequential cluster; \
+             move it away to start without it",
         )),
     })?;
     let mut out = Vec::new();
@@ -313,14 +303,14 @@ fn replay(
         Record::Delivered { .. } => {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
-                "the data directory was written by a node of a linearizable or sequential \
+                "it was written by a node of a linearizable or sequential \
                      cluster of several; move it away to start without it",
             ))
         }
         Record::Journal(_) => {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
-                "the data directory was written by a node of an eventual or causal \
+                "it was written by a node of an eventual or causal \
                      cluster; move it away to start without it",
             ))
         }

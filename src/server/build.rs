@@ -33,7 +33,8 @@ pub fn serve(settings: Settings) -> io::Result<()> {
             let mut engine = TotalOrder::new(me, view, Consistency::Linearizable);
             let durable = match &settings.node.data_dir {
                 Some(dir) => {
-                    let recovering = Recovering::open(dir, &settings.cluster, memory(&settings))?;
+                    let recovering =
+                        Recovering::open(dir, me, &settings.cluster, memory(&settings))?;
                     engine.stamp_above(recovering.highest_cas());
                     Some(recovering)
                 }
@@ -57,7 +58,7 @@ pub fn serve(settings: Settings) -> io::Result<()> {
                 Some(dir) => {
                     let store = memory(&settings);
                     let mut recovering =
-                        Recovering::open_journaled(dir, cluster, store, &mut replica)?;
+                        Recovering::open_journaled(dir, me, cluster, store, &mut replica)?;
                     engine.stamp_above(replica.highest_replayed_ts());
                     replica = replica.with_journal(recovering.journal_log());
                     Some(recovering)
@@ -74,7 +75,7 @@ pub fn serve(settings: Settings) -> io::Result<()> {
             let mut engine = TotalOrder::new(me, view, mode).with_patience(patience as u64);
             let durable = match &settings.node.data_dir {
                 Some(dir) => {
-                    let recovering = Recovering::open_marked(dir, cluster, memory(&settings))?;
+                    let recovering = Recovering::open_marked(dir, me, cluster, memory(&settings))?;
                     let recovered = recovering.recovered();
                     let held = recovered.delivered.map(Stamp::of_unique);
                     engine = engine.with_data_dir(held);

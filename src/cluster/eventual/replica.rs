@@ -764,7 +764,7 @@ mod tests {
         let store = Box::new(MemoryStore::new(64 << 20, limits).keeping_evicted());
         let mut replica = EventualReplica::new(gate);
         let mut recovering =
-            crate::durability::Recovering::open_journaled(dir, cluster, store, &mut replica)?;
+            crate::durability::Recovering::open_journaled(dir, 0, cluster, store, &mut replica)?;
         let replica = replica.with_journal(recovering.journal_log());
         let poll = mio::Poll::new().unwrap();
         let waker = mio::Waker::new(poll.registry(), mio::Token(0)).unwrap();
