@@ -9,18 +9,24 @@
 //! enough.
 //!
 //! ```text
-//!  start:   lock LOCK ─► recover: snapshot, log.old, log ─► store ─► compact ─► serve
+//!  start:   lock LOCK ─► IDENTITY: ours? ─► recover: snapshot, log.old, log ─► store ─► compact ─► serve
 //!  serving: reactor: DurableStore (changes as key states) ── Job ──► writer thread
 //!           reactor ◄── written buffers, to be filled again ◄───────────┤
 //!           reactor ◄── Waker ◄── durable position / failure ◄──────────┘
 //!           a reply waits in `held` until the log is durable far enough
 //! ```
 //!
+//! - `identity.rs`: whose the directory is (cluster, node, kind of log),
+//!   checked at every start; another's is refused.
 //! - `record.rs`: the checksummed record format; a torn tail reads as a prefix.
 //! - `writer.rs`: the log thread: group commit, fsync policy, snapshot files.
 //! - `store.rs`: the store wrapper on the reactor that queues the records.
 //! - `journal.rs`: the log as a store side with records of its own sees it.
 //! - `recover.rs`: replay at start, and why its order is right.
+//!
+//! Every failure at start (opening, checking, replaying the directory,
+//! starting its log) is a [`DataDirError`] naming the directory, which the
+//! command line tells from a failure to serve.
 //!
 //! What each `fsync` policy promises is what the reactor holds replies
 //! for ([`Durable::wait_for`]): no reply leaves before every change made
@@ -245,7 +251,7 @@ impl Recovering {
         if !claimed && earlier {
             identity::write(dir, me)?;
             log::info!(
-                "data directory {}: written by an earlier build, without an {}; adopted as {me}'s",
+                "data directory {}: written by an earlier build, without an {}; adopted for {me}",
                 dir.display(),
                 identity::FILE
             );
