@@ -672,3 +672,60 @@ fn a_failed_fsync_stops_the_node_and_a_restart_keeps_every_acknowledged_write() 
     );
     terminate(process);
 }
+
+/// A node restarted on a disk without room for the snapshot its start
+/// writes (what it recovered, as one file) stops with the reason, naming
+/// the directory, and leaves no part of that snapshot behind to take the
+/// room; once there is room it starts, holding every write. Needs root
+/// (for mount); says so and passes elsewhere.
+#[test]
+fn a_start_without_room_for_its_snapshot_says_so_and_leaves_the_room() {
+    let Some(tmpfs) = common::mount_tmpfs("1m") else {
+        eprintln!("cannot mount a tmpfs (not root?): not checked");
+        return;
+    };
+    let data = tmpfs.dir.0.join("data");
+    let node = Durable::in_dir(
+        TempDir::new("durable"),
+        &Some(data.clone()),
+        "fsync = always",
+    );
+    let mut process = node.start();
+    let mut c = connect(node.port);
+    let value = "v".repeat(100_000);
+    for i in 0..6 {
+        let set = format!("set k{i} 0 0 {}\r\n{value}\r\n", value.len());
+        assert_eq!(request(&mut c, set.as_bytes()), "STORED\r\n");
+    }
+    process.signal("KILL");
+    let _ = process.child.wait();
+    let status = node.start_refused();
+    assert!(!status.success(), "{status}");
+    let log = node.log();
+    assert!(
+        log.contains(&format!("data directory {}", data.display()))
+            && log.contains("as one snapshot")
+            && log.contains("nothing is lost"),
+        "{log}"
+    );
+    assert!(
+        !data.join("snapshot.tmp").exists(),
+        "its part was left behind"
+    );
+    let remount = common::status(
+        Command::new("mount")
+            .args(["-o", "remount,size=4m"])
+            .arg(&tmpfs.dir.0),
+    );
+    assert!(remount.is_ok_and(|s| s.success()), "remount");
+    let process = node.start();
+    let mut c = connect(node.port);
+    for i in 0..6 {
+        let got = request(&mut c, format!("get k{i}\r\n").as_bytes());
+        assert_eq!(
+            got,
+            format!("VALUE k{i} 0 {}\r\n{value}\r\nEND\r\n", value.len())
+        );
+    }
+    terminate(process);
+}

@@ -351,8 +351,20 @@ fn compact(
 /// whole records ending in [`Record::SnapshotEnd`], and empties the logs.
 fn install_snapshot(dir: &Path, out: &[u8]) -> io::Result<()> {
     let tmp = dir.join("snapshot.tmp");
-    std::fs::write(&tmp, out)?;
-    std::fs::File::open(&tmp)?.sync_all()?;
+    let written = std::fs::write(&tmp, out).and_then(|()| std::fs::File::open(&tmp)?.sync_all());
+    if let Err(e) = written {
+        // What is left of it would only take the room the next start needs.
+        let _ = std::fs::remove_file(&tmp);
+        return Err(io::Error::new(
+            e.kind(),
+            format!(
+                "writing what it recovered as one snapshot ({} bytes) failed: {e}; \
+                 nothing is lost (the files it was to replace are as they were): \
+                 make room and start again",
+                out.len()
+            ),
+        ));
+    }
     std::fs::rename(&tmp, dir.join("snapshot"))?;
     // The new snapshot is in place before the logs it holds go.
     sync_dir(dir)?;
