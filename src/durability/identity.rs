@@ -22,7 +22,8 @@
 //! kind write and replay the same records, so a whole cluster restarted in
 //! the other mode of its kind (linearizable and sequential; eventual and
 //! causal) keeps its data, which is what an operator changing the mode
-//! wants. Clusters are told apart by name only: two left with the default
+//! wants. (An eventual store switched to causal is not causally closed:
+//! causal order holds for the writes made after the switch.) Clusters are told apart by name only: two left with the default
 //! name (`mckv`) are not.
 //!
 //! A directory with data but no `IDENTITY` was written by an earlier build:
@@ -171,9 +172,20 @@ pub fn check(dir: &Path, me: &Identity) -> io::Result<bool> {
         )
     })?;
     if !theirs.same_owner(me) {
+        // Only the name differs: perhaps the operator renamed the cluster,
+        // and moving every node's directory away would empty it.
+        let renamed = (theirs.node, theirs.kind) == (me.node, me.kind);
+        let what_to_do = match renamed {
+            true => format!(
+                "if the cluster was renamed, write its new name in {FILE} (`cluster = {}`); \
+                 else move it away to start without it",
+                me.cluster
+            ),
+            false => "move it away to start without it".to_string(),
+        };
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
-            format!("belongs to {theirs}; this is {me}: move it away to start without it"),
+            format!("belongs to {theirs}; this is {me}: {what_to_do}"),
         ));
     }
     Ok(true)

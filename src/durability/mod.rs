@@ -411,6 +411,14 @@ impl Durable {
     /// out.
     pub fn wait_for(&self) -> Option<Wait> {
         let shared = &self.shared;
+        if shared.fsync_failed.load(Ordering::Acquire) {
+            // Nothing counts as durable any more (`must_stop`): no reply
+            // leaves, reads included, until the node stops.
+            return Some(Wait {
+                written: u64::MAX,
+                durable: u64::MAX,
+            });
+        }
         let appended = shared.appended.load(Ordering::Acquire);
         let reserved = shared.must_sync.load(Ordering::Acquire);
         let refusing = shared.refusing.load(Ordering::Acquire) && !self.marked;
@@ -1120,6 +1128,31 @@ mod crash_cases {
         let _ = std::fs::remove_dir_all(&d);
     }
 
+    /// After a failed fsync no reply leaves, also while the disk refuses
+    /// the log (when reads otherwise go on): the writer says the fsync
+    /// failed before it says the log failed, and either way nothing counts
+    /// as durable (found by review: a one-node or eventual log let replies
+    /// out meanwhile, until the node stopped).
+    #[test]
+    fn after_a_failed_fsync_no_reply_leaves() {
+        let cluster = ClusterConfig::default();
+        let d = dir("fsync-failed-holds");
+        let (_, durable, store) = start(&d, &cluster, NOW);
+        let shared = &durable.shared;
+        shared.refusing.store(true, Ordering::Release);
+        assert_eq!(
+            durable.wait_for(),
+            None,
+            "reads go on while the disk refuses"
+        );
+        shared.fsync_failed.store(true, Ordering::Release);
+        let held = durable.wait_for().expect("held");
+        assert!(!durable.reached(held));
+        drop(store);
+        drop(durable);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
     /// A strong cluster's node stops once its log cannot catch up: past
     /// the backlog limit while the disk refuses it, or after a failed
     /// fsync; a node of any other cluster stops after a failed fsync only
@@ -1280,7 +1313,8 @@ mod identity_cases {
         let why = refusal(Recovering::open(&d, 2, &named("alpha"), memory()));
         let expected = format!(
             "data directory {}: belongs to node 2 of cluster 'beta' (one node); this is node 2 \
-             of cluster 'alpha' (one node): move it away to start without it",
+             of cluster 'alpha' (one node): if the cluster was renamed, write its new name in \
+             IDENTITY (`cluster = alpha`); else move it away to start without it",
             d.display()
         );
         assert_eq!(why, expected);

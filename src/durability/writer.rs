@@ -317,7 +317,7 @@ impl Writer {
                 // a later fsync could succeed without them. Nothing is
                 // durable from here until a restart replays what is on disk.
                 Err(e) => {
-                    self.fsync_failed = true;
+                    self.note_fsync_failed();
                     log::error!("fsync failed ({e}): restart the node to recover");
                 }
             }
@@ -337,6 +337,15 @@ impl Writer {
         if let Err(e) = self.waker.wake() {
             log::error!("log writer cannot wake the reactor: {e}");
         }
+    }
+
+    /// An fsync failed: nothing counts as durable until a restart. Said to
+    /// the store side at once, before the failure `note_failure` reports
+    /// (which lets reads go on while the disk refuses the log), so that no
+    /// reply leaves on the strength of what the kernel may have dropped.
+    fn note_fsync_failed(&mut self) {
+        self.fsync_failed = true;
+        self.shared.fsync_failed.store(true, Ordering::Release);
     }
 
     /// Writes the pending bytes to `log`. On an error the file is cut back
@@ -378,22 +387,23 @@ impl Writer {
         // one nothing counts as durable until a restart.
         self.log
             .sync_data()
-            .inspect_err(|_| self.fsync_failed = true)?;
+            .inspect_err(|_| self.note_fsync_failed())?;
         if !self.fsync_failed {
             self.shared.durable.store(self.written, Ordering::Release);
         }
         let (log, old) = (self.dir.join("log"), self.dir.join("log.old"));
         if old.exists() {
             let kept = append_whole(&log, &old)?;
-            kept.sync_data().inspect_err(|_| self.fsync_failed = true)?;
+            kept.sync_data().inspect_err(|_| self.note_fsync_failed())?;
         } else {
             std::fs::rename(&log, &old)?;
         }
-        self.log = OpenOptions::new()
-            .create(true)
-            .write(true)
-            .truncate(true)
-            .open(&log)?;
+        // Emptied, then opened to append as the first `log` is: a write cut
+        // short by a full disk is cut back with `set_len`, which moves no
+        // file offset, so only an appending file writes the retry at the
+        // new end rather than past a hole of zeros.
+        File::create(&log)?;
+        self.log = open_append(&log)?;
         self.log_len = 0;
         self.shared.log_bytes.store(0, Ordering::Relaxed);
         sync_dir(&self.dir)?;
@@ -428,7 +438,7 @@ impl Writer {
         // As in `commit`: a failed fsync may have dropped pages.
         self.log
             .sync_data()
-            .inspect_err(|_| self.fsync_failed = true)?;
+            .inspect_err(|_| self.note_fsync_failed())?;
         self.shared.fsyncs.fetch_add(1, Ordering::Relaxed);
         self.shared.durable.store(self.written, Ordering::Release);
         Ok(())
@@ -520,13 +530,14 @@ fn unix_now() -> u64 {
 mod tests {
     use super::*;
 
-    /// A tmpfs of `size` on a new directory, unmounted when dropped; `None`
-    /// when it cannot be mounted (not root).
+    /// A tmpfs of `size` on a new directory named after `tag`, unmounted
+    /// when dropped; `None` when it cannot be mounted (not root).
     struct Tmpfs(std::path::PathBuf);
 
     impl Tmpfs {
-        fn mount(size: &str) -> Option<Tmpfs> {
-            let dir = std::env::temp_dir().join(format!("mckv-writer-{}", std::process::id()));
+        fn mount(size: &str, tag: &str) -> Option<Tmpfs> {
+            let name = format!("mckv-writer-{tag}-{}", std::process::id());
+            let dir = std::env::temp_dir().join(name);
             std::fs::create_dir_all(&dir).ok()?;
             let mounted = std::process::Command::new("mount")
                 .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
@@ -549,7 +560,7 @@ mod tests {
     /// `log.old` as it was.
     #[test]
     fn an_append_cut_short_by_a_full_disk_leaves_the_file_as_it_was() {
-        let Some(disk) = Tmpfs::mount("64k") else {
+        let Some(disk) = Tmpfs::mount("64k", "append") else {
             eprintln!("cannot mount a tmpfs (not root?): not checked");
             return;
         };
@@ -560,5 +571,83 @@ mod tests {
         let failed = append_whole(&from, &to);
         assert!(failed.is_err(), "the disk had room for the whole log");
         assert_eq!(std::fs::read(&to).unwrap(), vec![1u8; 8 << 10]);
+    }
+
+    fn puts(n: usize, tag: &str) -> Vec<u8> {
+        use crate::durability::record::Record;
+        let mut out = Vec::new();
+        for i in 0..n {
+            Record::Put {
+                now: 1_700_000_000,
+                key: format!("{tag}{i}").into_bytes(),
+                entry: crate::store::Entry {
+                    flags: 0,
+                    expiry: crate::store::Expiry::Never,
+                    value: vec![b'v'; 1000],
+                },
+                cas: i as u64 + 1,
+            }
+            .encode(&mut out);
+        }
+        out
+    }
+
+    /// A write cut short by a full disk after a snapshot began (which opens
+    /// a new `log`) is cut back, and its retry once there is room lands
+    /// right after what was whole: the log holds exactly what was written.
+    /// Found by review: the new `log` was not opened to append, `set_len`
+    /// moved no file offset, and the retry wrote past a hole of zeros,
+    /// which a restart read as a torn tail, dropping every write after it.
+    #[test]
+    fn a_write_cut_short_after_a_snapshot_began_leaves_no_hole() {
+        let Some(disk) = Tmpfs::mount("256k", "hole") else {
+            eprintln!("cannot mount a tmpfs (not root?): not checked");
+            return;
+        };
+        let dir = disk.0.clone();
+        std::fs::write(dir.join("log"), puts(4, "old")).unwrap();
+        let poll = mio::Poll::new().unwrap();
+        let waker = Arc::new(Waker::new(poll.registry(), mio::Token(0)).unwrap());
+        let (_queue, intake) = log_queue();
+        let log = open_append(&dir.join("log")).unwrap();
+        let log_len = log.metadata().unwrap().len();
+        let mut w = Writer {
+            dir: dir.clone(),
+            policy: Fsync::Always,
+            shared: Arc::new(LogShared::default()),
+            waker,
+            log,
+            log_len,
+            pending: Vec::new(),
+            spares: intake.spares.clone(),
+            written: 0,
+            snapshot: None,
+            snapshot_len: 0,
+            sync_asked: false,
+            last_fsync: Instant::now(),
+            fsync_failed: false,
+        };
+        w.begin_snapshot().unwrap();
+        // About 40 KiB left free, and 100 KiB to log.
+        let used: u64 = ["log.old", "log", "snapshot.tmp"]
+            .iter()
+            .map(|f| std::fs::metadata(dir.join(f)).map_or(0, |m| m.len()))
+            .sum();
+        let filler = (256u64 << 10) - used - (40 << 10);
+        std::fs::write(dir.join("filler"), vec![0u8; filler as usize]).unwrap();
+        w.pending = puts(100, "new");
+        let want = w.pending.clone();
+        assert!(w.flush_log().is_err(), "the disk had room");
+        assert_eq!(
+            std::fs::metadata(dir.join("log")).unwrap().len(),
+            0,
+            "cut back"
+        );
+        std::fs::remove_file(dir.join("filler")).unwrap();
+        w.flush_log().unwrap();
+        assert!(
+            std::fs::read(dir.join("log")).unwrap() == want,
+            "a hole in the log"
+        );
     }
 }
