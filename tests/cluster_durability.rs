@@ -98,7 +98,7 @@ fn a_whole_cluster_kill_loses_no_acknowledged_write(mode: &str) {
         poll(Duration::from_secs(20), Duration::from_millis(10), || {
             let going = |n| {
                 stat(cluster.port(n), "cmd_set") >= 500
-                    && stat(cluster.port(n), "mckv_snapshots_written") >= 2
+                    && stat(cluster.port(n), "mckv_snapshots_written") >= 3
             };
             match (0..3).all(going) {
                 true => Ok(()),

@@ -265,6 +265,17 @@ impl Recovering {
             recovered.replayed,
             recovered.dropped
         );
+        let held = store.stats();
+        if held.bytes > held.limit_bytes {
+            log::warn!(
+                "data directory {}: it holds {} bytes, above memory_limit_mb ({} bytes): \
+                 with eviction = lru writes evict the surplus a little at a time; with \
+                 eviction = none new writes are refused until enough is deleted",
+                dir.display(),
+                held.bytes,
+                held.limit_bytes
+            );
+        }
         let (jobs, queue) = writer::log_queue();
         Ok(Recovering {
             dir: dir.to_path_buf(),
@@ -273,7 +284,7 @@ impl Recovering {
             recovered,
             fsync: cluster.fsync,
             snapshot_every: cluster.snapshot_every,
-            shared: Arc::new(LogShared::default()),
+            shared: Arc::new(LogShared::after_start(dir)),
             jobs,
             queue,
             journaled: false,

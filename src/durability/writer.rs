@@ -158,6 +158,20 @@ pub struct LogShared {
 }
 
 impl LogShared {
+    /// The shared state of a log whose start just wrote what it recovered
+    /// as one snapshot in `dir` (`recover.rs`): counted as the last one.
+    pub fn after_start(dir: &Path) -> LogShared {
+        let shared = LogShared::default();
+        if let Ok(snapshot) = std::fs::metadata(dir.join("snapshot")) {
+            shared
+                .snapshot_bytes
+                .store(snapshot.len(), Ordering::Relaxed);
+            shared.snapshot_at.store(unix_now(), Ordering::Relaxed);
+            shared.snapshots.store(1, Ordering::Relaxed);
+        }
+        shared
+    }
+
     pub fn failure(&self) -> Option<String> {
         if !self.failed.load(Ordering::Acquire) {
             return None;
