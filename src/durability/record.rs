@@ -640,22 +640,7 @@ mod tests {
     /// review: it read as corrupt, and the start was refused).
     #[test]
     fn a_lost_rewrite_of_the_last_partial_page_is_a_torn_write() {
-        let mut bytes = Vec::new();
-        let mut starts = Vec::new();
-        for i in 0..400 {
-            starts.push(bytes.len());
-            let put = Record::Put {
-                now: 1_700_000_000,
-                key: format!("key{i}").into_bytes(),
-                entry: Entry {
-                    flags: 0,
-                    expiry: Expiry::Never,
-                    value: format!("{i:0100}").into_bytes(),
-                },
-                cas: i as u64 + 1,
-            };
-            put.encode(&mut bytes);
-        }
+        let (bytes, starts) = long_log(400);
         let old_end = *starts
             .iter()
             .find(|&&s| s % 4096 > 4096 - 512 && s % 4096 < 4096 - HEADER && s + 8192 < bytes.len())
