@@ -230,10 +230,24 @@ impl Writer {
         waker: Arc<Waker>,
         intake: LogIntake,
     ) -> io::Result<JoinHandle<()>> {
+        let writer = Writer::open(dir, policy, shared, waker, intake.spares)?;
+        std::thread::Builder::new()
+            .name("mckv-log".into())
+            .spawn(move || writer.run(intake.jobs))
+    }
+
+    /// The writer of `dir`'s files, appending to `log`, before it runs.
+    fn open(
+        dir: &Path,
+        policy: Fsync,
+        shared: Arc<LogShared>,
+        waker: Arc<Waker>,
+        spares: Sender<Vec<u8>>,
+    ) -> io::Result<Writer> {
         let log = open_append(&dir.join("log"))?;
         let log_len = log.metadata()?.len();
         shared.log_bytes.store(log_len, Ordering::Relaxed);
-        let writer = Writer {
+        Ok(Writer {
             dir: dir.to_path_buf(),
             policy,
             shared,
@@ -241,17 +255,14 @@ impl Writer {
             log,
             log_len,
             pending: Vec::new(),
-            spares: intake.spares,
+            spares,
             written: 0,
             snapshot: None,
             snapshot_len: 0,
             sync_asked: false,
             last_fsync: Instant::now(),
             fsync_failed: false,
-        };
-        std::thread::Builder::new()
-            .name("mckv-log".into())
-            .spawn(move || writer.run(intake.jobs))
+        })
     }
 
     fn run(mut self, jobs: Receiver<Job>) {
@@ -623,24 +634,8 @@ mod tests {
         let poll = mio::Poll::new().unwrap();
         let waker = Arc::new(Waker::new(poll.registry(), mio::Token(0)).unwrap());
         let (_queue, intake) = log_queue();
-        let log = open_append(&dir.join("log")).unwrap();
-        let log_len = log.metadata().unwrap().len();
-        let mut w = Writer {
-            dir: dir.clone(),
-            policy: Fsync::Always,
-            shared: Arc::new(LogShared::default()),
-            waker,
-            log,
-            log_len,
-            pending: Vec::new(),
-            spares: intake.spares.clone(),
-            written: 0,
-            snapshot: None,
-            snapshot_len: 0,
-            sync_asked: false,
-            last_fsync: Instant::now(),
-            fsync_failed: false,
-        };
+        let shared = Arc::new(LogShared::default());
+        let mut w = Writer::open(&dir, Fsync::Always, shared, waker, intake.spares).unwrap();
         w.begin_snapshot().unwrap();
         // About 40 KiB left free, and 100 KiB to log.
         let used: u64 = ["log.old", "log", "snapshot.tmp"]

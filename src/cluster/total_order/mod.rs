@@ -1353,7 +1353,8 @@ mod tests {
         ReplyTo { session, slot }
     }
 
-    fn set(key: &str) -> Request {
+    /// A `set` of `key` (the view change's tests use it too).
+    pub(super) fn set(key: &str) -> Request {
         Request {
             command: Command::Storage(Storage {
                 mode: StorageMode::Set,

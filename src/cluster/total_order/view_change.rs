@@ -1190,21 +1190,11 @@ mod tests {
     use crate::cluster::message::Op;
     use crate::cluster::Stamp;
     use crate::config::Consistency;
-    use crate::protocol::{Command, Request, Storage, StorageMode};
     use std::sync::Arc;
 
     /// A write of `key`, stamped `ts` by node 0.
     fn write(ts: u64, key: &str) -> Proposal {
-        let request = Request {
-            command: Command::Storage(Storage {
-                mode: StorageMode::Set,
-                key: key.as_bytes().to_vec(),
-                flags: 0,
-                exptime: 0,
-                value: b"v".to_vec(),
-            }),
-            noreply: false,
-        };
+        let request = super::super::tests::set(key);
         Proposal {
             stamp: Stamp { ts, node: 0 },
             op: Arc::new(Op { request, now: 0 }),
