@@ -43,12 +43,13 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use mio::Waker;
 
 use crate::config::Fsync;
+use crate::store::unix_now;
 
 /// How long a failed log waits before it tries the disk again.
 const RETRY: Duration = Duration::from_secs(1);
@@ -356,9 +357,6 @@ impl Writer {
             Ok(()) => {}
             Err(e) => self.note_failure(Err(e)),
         }
-        self.shared
-            .fsync_failed
-            .store(self.fsync_failed, Ordering::Release);
         if let Err(e) = self.waker.wake() {
             log::error!("log writer cannot wake the reactor: {e}");
         }
@@ -543,12 +541,6 @@ fn open_append(path: &Path) -> io::Result<File> {
 /// Makes a rename or a new file in `dir` durable.
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 #[cfg(test)]
