@@ -17,19 +17,23 @@ pub(super) struct Said {
 }
 
 impl Said {
-    /// A proposal of a view of `members` (`line` says its round too).
-    fn proposing(&mut self, members: &[NodeId], level: log::Level, line: String) {
-        let again = self.proposed == members;
-        log::log!(if again { log::Level::Debug } else { level }, "{line}");
+    /// A proposal of a view of `members` (`line` says its round too), at
+    /// info.
+    fn proposing(&mut self, members: &[NodeId], line: String) {
+        say(self.proposed == members, log::Level::Info, &line);
         self.proposed = members.to_vec();
     }
 
-    /// Why a view could not form.
-    fn waiting(&mut self, level: log::Level, line: String) {
-        let again = self.waiting == line;
-        log::log!(if again { log::Level::Debug } else { level }, "{line}");
+    /// Why a view could not form, at warn.
+    fn waiting(&mut self, line: String) {
+        say(self.waiting == line, log::Level::Warn, &line);
         self.waiting = line;
     }
+}
+
+/// Logs `line` at `level`, or at debug if it says `again` what was said.
+fn say(again: bool, level: log::Level, line: &str) {
+    log::log!(if again { log::Level::Debug } else { level }, "{line}");
 }
 
 /// A snapshot for one member, or the writes it missed (module doc,
@@ -359,7 +363,7 @@ impl TotalOrder {
             "node {}: proposing view {round} with nodes {members:?}",
             self.me
         );
-        self.said.proposing(&members, log::Level::Info, line);
+        self.said.proposing(&members, line);
         self.promise(ballot, out);
         let me = self.me;
         for &member in members.iter().filter(|&&m| m != me) {
@@ -643,7 +647,7 @@ impl TotalOrder {
                     false => format!("nodes {missing:?}"),
                 }
             );
-            self.said.waiting(log::Level::Warn, line);
+            self.said.waiting(line);
             // A view may need every node now: the next attempt asks again
             // those left out for not answering an earlier one.
             self.unresponsive.clear();
@@ -659,7 +663,7 @@ impl TotalOrder {
                 "node {}: no node up holds the state of the cluster's latest view; waiting for one",
                 self.me
             );
-            self.said.waiting(log::Level::Warn, line);
+            self.said.waiting(line);
             self.unresponsive.clear();
             self.go_idle(out);
             return;
