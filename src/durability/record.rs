@@ -1,11 +1,13 @@
 //! The on-disk record format of the log and the snapshot.
 //!
 //! A file is a sequence of records, each `[length u32][crc32 u32][payload]`
-//! (big-endian; the checksum covers the payload). A record states a key's
-//! whole state after a write (never the command that made it), so replaying
-//! a record twice, or over a snapshot taken while writes went on, ends in
-//! the same state: recovery needs no re-execution and no ordering beyond
-//! the files' own.
+//! (big-endian; the checksum covers the payload). A one-node store's
+//! record states a key's whole state after a write (never the command that
+//! made it), so replaying a record twice, or over a snapshot taken while
+//! writes went on, ends in the same state: recovery needs no re-execution
+//! and no ordering beyond the files' own. A strong cluster's node logs the
+//! calls to its ordered store instead ([`Record::Call`], `call.rs`), which
+//! replay once each, in order, onto the exact image they followed.
 //!
 //! Reading stops at the first record that is incomplete or whose checksum
 //! fails: everything before it is trusted, nothing after it is applied.
@@ -38,6 +40,7 @@
 //! this format (a log stored as a value) reads as corrupt, so the start
 //! stops and says how to start anyway; it never drops good records silently.
 
+use super::call::{self, Call};
 use crate::store::{Entry, Expiry, RecordRef, UnixTime};
 
 /// Bytes in front of every payload: its length and its checksum.
@@ -54,6 +57,9 @@ const SNAPSHOT_END: u8 = 5;
 const SNAPSHOT_BEGIN: u8 = 6;
 const JOURNAL: u8 = 7;
 const DELIVERED: u8 = 8;
+const GENERATION: u8 = 9;
+const INEXACT: u8 = 10;
+// 11 to 17: the calls a marked log records (`call.rs`).
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Record {
@@ -86,6 +92,16 @@ pub enum Record {
     /// delivered writes up to the one with cas unique `upto`, and every
     /// record before this one is part of them (see `recover_marked`).
     Delivered { upto: u64 },
+    /// A marked log: the records after this one belong to log number `n`
+    /// (at the start of each `log`), or, at a snapshot's start, the
+    /// snapshot holds everything before log `n` (see `recover_marked`).
+    Generation { n: u64 },
+    /// In a marked snapshot after its reset: the store it lists was not an
+    /// exact replica's image (it was rebuilt from key states), so neither
+    /// is the one recovered from it.
+    Inexact,
+    /// A call to the store, as [`Call`] encodes it (its type byte first).
+    Call(Vec<u8>),
 }
 
 impl Record {
@@ -167,6 +183,12 @@ impl Record {
                 out.push(DELIVERED);
                 put_u64(out, *upto);
             }
+            Record::Generation { n } => {
+                out.push(GENERATION);
+                put_u64(out, *n);
+            }
+            Record::Inexact => out.push(INEXACT),
+            Record::Call(payload) => out.extend_from_slice(payload),
         }
     }
 }
@@ -198,7 +220,7 @@ pub fn encode_journal(out: &mut Vec<u8>, payload: impl FnOnce(&mut Vec<u8>)) {
 }
 
 /// Appends the payload `body` writes to `out`, behind its length and checksum.
-fn frame(out: &mut Vec<u8>, body: impl FnOnce(&mut Vec<u8>)) {
+pub(super) fn frame(out: &mut Vec<u8>, body: impl FnOnce(&mut Vec<u8>)) {
     let start = out.len();
     out.extend_from_slice(&[0; HEADER]);
     body(out);
@@ -297,7 +319,7 @@ fn starts_record(bytes: &[u8], budget: &mut usize) -> Option<bool> {
         return Some(false);
     };
     let length = u32::from_be_bytes(length.try_into().unwrap()) as usize;
-    let known = matches!(bytes.get(HEADER), Some(PUT..=DELIVERED));
+    let known = matches!(bytes.get(HEADER), Some(PUT..=call::LAST));
     if length == 0 || length > MAX_PAYLOAD || HEADER + length > bytes.len() || !known {
         return Some(false);
     }
@@ -354,6 +376,13 @@ fn next(bytes: &[u8]) -> Option<(Record, usize)> {
         SNAPSHOT_END => Record::SnapshotEnd,
         JOURNAL => Record::Journal(std::mem::take(&mut r.0).to_vec()),
         DELIVERED => Record::Delivered { upto: r.u64()? },
+        GENERATION => Record::Generation { n: r.u64()? },
+        INEXACT => Record::Inexact,
+        call::FIRST..=call::LAST => {
+            Call::decode(payload)?;
+            r.0 = &[];
+            Record::Call(payload.to_vec())
+        }
         _ => return None,
     };
     // A payload with bytes left over is not a record this version wrote.
@@ -369,16 +398,16 @@ fn expiry_code(expiry: Expiry) -> u64 {
     }
 }
 
-fn put_u64(out: &mut Vec<u8>, v: u64) {
+pub(super) fn put_u64(out: &mut Vec<u8>, v: u64) {
     out.extend_from_slice(&v.to_be_bytes());
 }
 
-fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+pub(super) fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
     out.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
     out.extend_from_slice(bytes);
 }
 
-struct Reader<'a>(&'a [u8]);
+pub(super) struct Reader<'a>(pub &'a [u8]);
 
 impl<'a> Reader<'a> {
     fn take(&mut self, n: usize) -> Option<&'a [u8]> {
@@ -387,15 +416,19 @@ impl<'a> Reader<'a> {
         Some(head)
     }
 
-    fn u8(&mut self) -> Option<u8> {
+    pub fn u8(&mut self) -> Option<u8> {
         Some(self.take(1)?[0])
     }
 
-    fn u64(&mut self) -> Option<u64> {
+    pub fn u32(&mut self) -> Option<u32> {
+        Some(u32::from_be_bytes(self.take(4)?.try_into().ok()?))
+    }
+
+    pub fn u64(&mut self) -> Option<u64> {
         Some(u64::from_be_bytes(self.take(8)?.try_into().ok()?))
     }
 
-    fn bytes(&mut self) -> Option<&'a [u8]> {
+    pub fn bytes(&mut self) -> Option<&'a [u8]> {
         let n = u32::from_be_bytes(self.take(4)?.try_into().ok()?) as usize;
         self.take(n)
     }

@@ -26,16 +26,27 @@
 //! A node of a strong cluster of several marks its log after each
 //! delivered write ([`Record::Delivered`]): its store must come back
 //! holding exactly a prefix of the delivery sequence, so the records
-//! after the last mark (the changes of a write, or of a snapshot install,
+//! after the last mark (the calls of a write, or of a snapshot install,
 //! whose mark the crash lost) are dropped too ([`recover_marked`]). Its
-//! snapshots begin and end only at a mark (see `store.rs`), and end with
-//! one: `log.old` ends with the mark the snapshot began at, and `log`
-//! holds every write since, each behind its mark, so the order above
-//! still rebuilds the store as of the last mark.
+//! log holds calls, which must replay once each, on the image they
+//! followed (`call.rs`). Its snapshot is the image at a mark, and says the
+//! generation of the log that began with it; each `log` starts with its
+//! own. So a log of an older generation than the snapshot (`log.old`
+//! after the new snapshot's rename, before its removal) is held by the
+//! snapshot and skipped; before the rename, the old snapshot, `log.old`
+//! (the logs since, one after another, an abandoned snapshot's included)
+//! and `log` are the image and every call after it, in order.
+//!
+//! The store it gives back is a replica's exact image ([`Recovered::exact`])
+//! if it was rebuilt by calls from a reset (a snapshot's, a peer's
+//! install, or the empty store of a new directory); a log an older build
+//! wrote holds key states, which give back the keys but not their places,
+//! and that store stays inexact until a peer's snapshot is installed.
 
 use std::io;
 use std::path::Path;
 
+use super::call::Call;
 use super::record::{self, Record, Tail};
 use super::writer::sync_dir;
 use super::Journaled;
@@ -54,6 +65,12 @@ pub struct Recovered {
     /// ran with before: the cas unique of the last delivered write its
     /// store holds (0: none). `None`: a new directory, or an unmarked log.
     pub delivered: Option<u64>,
+    /// A marked log: the number of the log that follows the snapshot.
+    pub generation: u64,
+    /// A marked log: the store recovered is the exact image a replica
+    /// held at the last mark, not one rebuilt from key states (see
+    /// `call.rs`).
+    pub exact: bool,
 }
 
 /// Replays the data directory `dir` into the empty `store`, then rewrites
@@ -68,6 +85,8 @@ pub fn recover(dir: &Path, store: &mut dyn VersionedStore, now: UnixTime) -> io:
         dropped,
         highest_cas,
         delivered: None,
+        generation: 0,
+        exact: false,
     })
 }
 
@@ -77,34 +96,28 @@ pub fn recover(dir: &Path, store: &mut dyn VersionedStore, now: UnixTime) -> io:
 ///
 /// The records after a mark wait in memory for the next one: at most one
 /// write's changes, or one snapshot install's (the whole store, once, if
-/// a crash interrupted one).
+/// a crash interrupted one). Calls replay under the store's memory limit
+/// `cap`, so that they evict as they did; key states without one (see
+/// `Recovering::replay`).
 pub fn recover_marked(
     dir: &Path,
     store: &mut dyn VersionedStore,
+    cap: u64,
     now: UnixTime,
 ) -> io::Result<Recovered> {
     let existed = ["snapshot", "log.old", "log"]
         .iter()
         .any(|name| dir.join(name).exists());
-    let (mut highest_cas, mut delivered) = (0, None);
-    let mut unmarked: Vec<Record> = Vec::new();
-    let (replayed, mut dropped) = read_files(dir, &mut |record| match record {
-        Record::Delivered { upto } => {
-            delivered = Some(*upto);
-            unmarked
-                .drain(..)
-                .try_for_each(|r| replay(store, &r, &mut highest_cas))
-        }
-        Record::Journal(_) => Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "it was written by a node of an eventual or causal cluster; move it away to start \
-             without it",
-        )),
-        _ => {
-            unmarked.push(record.clone());
-            Ok(())
-        }
-    })?;
+    let mut replay = MarkedReplay::new(store, cap);
+    let (replayed, mut dropped) = read_files(dir, &mut |record| replay.take(record))?;
+    let MarkedReplay {
+        highest_cas,
+        delivered,
+        unmarked,
+        generations,
+        exact,
+        ..
+    } = replay;
     let items = |r: &Record| matches!(r, Record::Put { .. } | Record::Remove { .. });
     if delivered.is_none() && unmarked.iter().any(items) {
         return Err(io::Error::new(
@@ -122,13 +135,128 @@ pub fn recover_marked(
         dropped += bytes as u64;
     }
     let delivered = existed.then(|| delivered.unwrap_or(0));
-    compact(dir, store, now, highest_cas, delivered.or(Some(0)))?;
+    // A new directory's store is empty, as every replica's at the
+    // cluster's first start (a node that joins later installs a snapshot).
+    let exact = exact || !existed;
+    let generation = generations.map_or(1, |(_, current)| current + 1);
+    let marked = Marked {
+        delivered: delivered.unwrap_or(0),
+        generation,
+        exact,
+    };
+    compact_marked(dir, store, now, highest_cas, marked)?;
     Ok(Recovered {
         replayed,
         dropped,
         highest_cas,
         delivered,
+        generation,
+        exact,
     })
+}
+
+/// Where a marked log's replay stands (see `recover_marked`).
+struct MarkedReplay<'a> {
+    store: &'a mut dyn VersionedStore,
+    highest_cas: u64,
+    /// The last mark replayed.
+    delivered: Option<u64>,
+    /// Records since the last mark, replayed at the next.
+    unmarked: Vec<Record>,
+    /// The first generation read (the snapshot's: it holds everything
+    /// before that log) and the current one; `None` before any (a
+    /// directory an older version wrote, whose records of key states
+    /// replay in any number).
+    generations: Option<(u64, u64)>,
+    /// Whether the store replayed so far is a replica's exact image: since
+    /// the last reset (a snapshot's, or a peer's installed), only calls.
+    exact: bool,
+    /// The memory limit the calls were made under.
+    cap: u64,
+}
+
+impl<'a> MarkedReplay<'a> {
+    fn new(store: &'a mut dyn VersionedStore, cap: u64) -> MarkedReplay<'a> {
+        MarkedReplay {
+            store,
+            highest_cas: 0,
+            delivered: None,
+            unmarked: Vec::new(),
+            generations: None,
+            exact: false,
+            cap,
+        }
+    }
+
+    /// Takes the next record of `snapshot`, `log.old`, `log`.
+    fn take(&mut self, record: &Record) -> io::Result<()> {
+        match record {
+            Record::Generation { n } => {
+                let first = self.generations.map_or(*n, |(first, _)| first);
+                self.generations = Some((first, *n));
+                Ok(())
+            }
+            // A log the snapshot holds already: `log.old` after the new
+            // snapshot's rename, before its removal (`writer.rs`).
+            _ if self
+                .generations
+                .is_some_and(|(first, current)| current < first) =>
+            {
+                Ok(())
+            }
+            Record::Delivered { upto } => {
+                self.delivered = Some(*upto);
+                std::mem::take(&mut self.unmarked)
+                    .iter()
+                    .try_for_each(|r| self.apply(r))
+            }
+            Record::SnapshotEnd => Ok(()),
+            Record::Journal(_) => Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "it was written by a node of an eventual or causal cluster; move it away to \
+                 start without it",
+            )),
+            _ => {
+                self.unmarked.push(record.clone());
+                Ok(())
+            }
+        }
+    }
+
+    /// Applies a record of a marked group.
+    fn apply(&mut self, record: &Record) -> io::Result<()> {
+        match record {
+            Record::Call(payload) => {
+                let call = Call::decode(payload).expect("checked as it was read");
+                self.highest_cas = self.highest_cas.max(call.cas());
+                if matches!(call, Call::Reset { .. }) {
+                    self.exact = true;
+                    self.limit(self.cap)?;
+                }
+                // What the call answered, a refusal included, is its
+                // outcome, the same as it had: only a store that fails on
+                // its own (none of an ordered store's errors) would differ.
+                let _ = call.apply(self.store);
+                Ok(())
+            }
+            Record::Inexact => {
+                self.exact = false;
+                Ok(())
+            }
+            Record::Put { .. } | Record::Remove { .. } | Record::SnapshotBegin { .. } => {
+                self.exact = false;
+                self.limit(u64::MAX)?;
+                replay(self.store, record, &mut self.highest_cas)
+            }
+            _ => replay(self.store, record, &mut self.highest_cas),
+        }
+    }
+
+    fn limit(&mut self, bytes: u64) -> io::Result<()> {
+        self.store
+            .set_memory_limit(bytes)
+            .map_err(|e| io::Error::other(format!("memory limit: {e:?}")))
+    }
 }
 
 /// Replays the data directory `dir` of a store side that logs its own
@@ -159,6 +287,8 @@ pub fn recover_journaled(
         dropped,
         highest_cas: 0,
         delivered: None,
+        generation: 0,
+        exact: false,
     })
 }
 
@@ -300,7 +430,10 @@ fn replay(
             store.reset(&head, 0)
         }
         Record::SnapshotEnd => Ok(()),
-        Record::Delivered { .. } => {
+        Record::Delivered { .. }
+        | Record::Generation { .. }
+        | Record::Inexact
+        | Record::Call(_) => {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 "it was written by a node of a linearizable or sequential \
@@ -347,6 +480,73 @@ fn compact(
     install_snapshot(dir, &out)
 }
 
+/// What a marked snapshot ends with and says of its store.
+#[derive(Debug, Clone, Copy)]
+pub struct Marked {
+    /// The mark it ends with.
+    pub delivered: u64,
+    /// The log that follows it.
+    pub generation: u64,
+    /// Whether the store it lists is a replica's exact image.
+    pub exact: bool,
+}
+
+/// Writes a marked store as `snapshot`, empties the logs.
+fn compact_marked(
+    dir: &Path,
+    store: &mut dyn VersionedStore,
+    now: UnixTime,
+    highest_cas: u64,
+    marked: Marked,
+) -> io::Result<()> {
+    let Some(image) = store.freeze_in_order() else {
+        return compact(dir, store, now, highest_cas, Some(marked.delivered));
+    };
+    let mut out = Vec::new();
+    marked_snapshot_head(&mut out, marked, highest_cas, image.head, now);
+    let listed = store.export_in_order(0, usize::MAX, &mut |record| {
+        Call::Install {
+            now,
+            record: record.lend(),
+        }
+        .encode(&mut out);
+        true
+    });
+    store.thaw();
+    listed.map_err(|e| io::Error::other(format!("listing the store: {e:?}")))?;
+    marked_snapshot_end(&mut out, marked);
+    install_snapshot(dir, &out)
+}
+
+/// The head of a marked snapshot of an ordered store's image: its
+/// generation, the clock reservation, and the reset its items follow.
+pub fn marked_snapshot_head(
+    out: &mut Vec<u8>,
+    marked: Marked,
+    reserved: u64,
+    head: Head,
+    now: UnixTime,
+) {
+    Record::Generation {
+        n: marked.generation,
+    }
+    .encode(out);
+    Record::Clock { reserved }.encode(out);
+    Call::Reset { now, head }.encode(out);
+    if !marked.exact {
+        Record::Inexact.encode(out);
+    }
+}
+
+/// The end of a marked snapshot: its mark, then its end.
+pub fn marked_snapshot_end(out: &mut Vec<u8>, marked: Marked) {
+    Record::Delivered {
+        upto: marked.delivered,
+    }
+    .encode(out);
+    Record::SnapshotEnd.encode(out);
+}
+
 /// Writes `snapshot` (through `snapshot.tmp` and a rename) with `bytes`,
 /// whole records ending in [`Record::SnapshotEnd`], and empties the logs.
 fn install_snapshot(dir: &Path, out: &[u8]) -> io::Result<()> {
@@ -382,7 +582,7 @@ mod tests {
     use super::*;
     use crate::protocol::Limits;
     use crate::store::memory::MemoryStore;
-    use crate::store::{Entry, Expiry};
+    use crate::store::{Entry, Expiry, RecordRef};
 
     const NOW: UnixTime = 1_700_000_000;
 
@@ -464,7 +664,7 @@ mod tests {
 
     fn recovered_marked(dir: &Path) -> io::Result<(Values, Option<u64>)> {
         let mut store = MemoryStore::new(1 << 20, Limits::default()).ordered();
-        let found = recover_marked(dir, &mut store, NOW)?;
+        let found = recover_marked(dir, &mut store, 1 << 20, NOW)?;
         let mut values = Vec::new();
         for key in ["a", "b", "c"] {
             if let Some(r) = store.export_record(key.as_bytes(), NOW).unwrap() {
@@ -479,6 +679,82 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         dir
+    }
+
+    /// A call of a marked log as its record.
+    fn call(call: Call<'_>) -> Record {
+        let mut out = Vec::new();
+        call.encode(&mut out);
+        record::read(&out).records.remove(0)
+    }
+
+    /// A crash after a snapshot's rename, before `log.old` went: the calls
+    /// `log.old` holds are in the snapshot already (its generation is
+    /// older), and replayed again an `incr` would count twice; the calls of
+    /// `log` (the snapshot's generation) come after it. Before the rename,
+    /// the old snapshot takes both logs.
+    #[test]
+    fn a_log_the_snapshot_holds_is_not_replayed_again() {
+        let dir = temp_dir("generations");
+        let incr = |cas| {
+            let key = b"a".as_slice();
+            let (incr, delta) = (true, 1);
+            let now = NOW;
+            call(Call::Arith {
+                now,
+                key,
+                incr,
+                delta,
+                cas,
+            })
+        };
+        let value = |v: &'static [u8]| RecordRef {
+            key: b"a",
+            flags: 0,
+            expiry: Expiry::Never,
+            value: v,
+            cas: 1,
+            stored_at: NOW,
+            referenced: false,
+        };
+        let snapshot = |n, v, upto| {
+            let head = Head::default();
+            let (now, record) = (NOW, value(v));
+            vec![
+                Record::Generation { n },
+                call(Call::Reset { now, head }),
+                call(Call::Install { now, record }),
+                mark(upto),
+                end(),
+            ]
+        };
+        file(
+            &dir,
+            "log.old",
+            &[Record::Generation { n: 1 }, incr(2), mark(2)],
+        );
+        file(
+            &dir,
+            "log",
+            &[Record::Generation { n: 2 }, incr(3), mark(3)],
+        );
+        file(&dir, "snapshot", &snapshot(2, b"1", 2));
+        let want = vec![("a".to_string(), "2".to_string())];
+        assert_eq!(recovered_marked(&dir).unwrap(), (want, Some(3)));
+        file(
+            &dir,
+            "log.old",
+            &[Record::Generation { n: 1 }, incr(2), mark(2)],
+        );
+        file(
+            &dir,
+            "log",
+            &[Record::Generation { n: 2 }, incr(3), mark(3)],
+        );
+        file(&dir, "snapshot", &snapshot(1, b"0", 1));
+        let want = vec![("a".to_string(), "2".to_string())];
+        assert_eq!(recovered_marked(&dir).unwrap(), (want, Some(3)));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// Cut anywhere, a marked log comes back as of its last whole mark:

@@ -55,17 +55,28 @@
 //!   cursor (removals, an immediate `flush_all` clearing it) only lowers
 //!   where the next slice starts.
 //!
-//! **Marks** (a node of a strong cluster of several). Each delivered
-//! write's records are followed by a [`Record::Delivered`] mark, and a
-//! recovery drops what follows the last one (see `recover.rs`). Such a
-//! store never refuses a write while the disk refuses the log: the write
-//! was delivered, and its peers apply it; its records wait in the writer
-//! and its reply for the disk (the node refuses new writes before they
-//! are ordered instead: `Durable::intake_refusal`), up to a limit past
-//! which, or after a failed fsync, the node stops (`Durable::must_stop`).
-//! A snapshot begins
-//! only right after a mark and ends only at one, with it, so it never
-//! catches half of an install or of a write as a state.
+//! **Marks** (a node of a strong cluster of several, on an ordered store).
+//! It logs the calls it is given rather than key states (`call.rs`, which
+//! says why their replay gives back the very store), and each delivered
+//! write's calls are followed by a [`Record::Delivered`] mark; a recovery
+//! drops what follows the last one (see `recover.rs`). Such a store never
+//! refuses a write while the disk refuses the log: the write was
+//! delivered, and its peers apply it; its records wait in the writer and
+//! its reply for the disk (the node refuses new writes before they are
+//! ordered instead: `Durable::intake_refusal`), up to a limit past which,
+//! or after a failed fsync, the node stops (`Durable::must_stop`).
+//!
+//! Its snapshot is an exact image taken at a mark: right after one it
+//! freezes the ordered store's image ([`VersionedStore::freeze_in_order`],
+//! copy on write, as a snapshot for a peer is taken) and lists it from
+//! its first place up, a slice at a time while writes go on, as the reset
+//! and installs that rebuild it, ending with that mark. The new `log`
+//! begins there, with the next [`Record::Generation`], so a recovery
+//! replays exactly the calls after the image. The store holds one image
+//! at a time: a peer's snapshot that wants it takes it (this snapshot is
+//! given up, its log kept, and the next begins once the peer's ends), and
+//! none begins while a peer's holds it. While it lasts, every entry a
+//! write changes is copied once for the image, as for a peer's snapshot.
 //!
 //! An ascending cursor would need the store to report every entry moved
 //! from above it to below (the test
@@ -78,7 +89,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::call::Call;
 use super::record::Record;
+use super::recover::{self, Marked};
 use super::writer::{Job, LogQueue, LogShared};
 use crate::protocol::KeysRef;
 use crate::store::{
@@ -123,16 +136,34 @@ pub struct DurableStore {
 struct Marks {
     last: u64,
     unmarked: bool,
+    /// The number of the log the records go to now.
+    generation: u64,
+    /// Whether the store is a replica's exact image (`call.rs`): it was
+    /// recovered as one, or installed a peer's snapshot since.
+    exact: bool,
 }
 
-/// A snapshot being written: where its listing of the table stands (the
-/// entries below `below` are still to be visited), and what its slices
-/// took, for the log.
+/// A snapshot being written: where its listing stands, and what its
+/// slices took, for the log.
 struct Snapshotting {
-    below: usize,
+    cursor: Cursor,
     records: u64,
     slices: u64,
     longest: Duration,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Cursor {
+    /// The entries below this place are still to be visited (key states,
+    /// listed from the table's end down while writes go on).
+    Below(usize),
+    /// A marked log's: the ordered store's image frozen at a mark, listed
+    /// from place `next` up (`None`: listed), to end as `marked` says.
+    Image {
+        image: OrderListing,
+        next: Option<usize>,
+        marked: Marked,
+    },
 }
 
 impl DurableStore {
@@ -159,14 +190,27 @@ impl DurableStore {
         }
     }
 
-    /// The same, for a node of a strong cluster of several, whose log the
-    /// last marked `delivered` (module doc, "Marks").
-    pub fn marked(mut self, delivered: u64) -> DurableStore {
+    /// The same, for a node of a strong cluster of several, whose ordered
+    /// store recovery left as `marked` says (module doc, "Marks"): its log
+    /// starts with its generation.
+    pub fn marked(mut self, marked: Marked) -> DurableStore {
         self.marks = Some(Marks {
-            last: delivered,
+            last: marked.delivered,
             unmarked: false,
+            generation: marked.generation,
+            exact: marked.exact,
+        });
+        self.append_unmarked(&Record::Generation {
+            n: marked.generation,
         });
         self
+    }
+
+    /// Logs a call a marked log records instead of key states.
+    fn log_call(&mut self, call: &Call<'_>) {
+        let start = self.batch.len();
+        call.encode(&mut self.batch);
+        self.appended(start);
     }
 
     /// Records follow the last mark (a write or an install under way).
@@ -214,13 +258,26 @@ impl DurableStore {
         self.appended(start);
     }
 
-    /// Counts the records the batch holds past `start` as appended.
+    /// Counts the records the batch holds past `start` as appended: a
+    /// change, which a marked log's next mark must follow.
     fn appended(&mut self, start: usize) {
-        let len = (self.batch.len() - start) as u64;
-        self.shared.appended.fetch_add(len, Ordering::AcqRel);
+        self.count_appended(start);
         if let Some(marks) = &mut self.marks {
             marks.unmarked = true;
         }
+    }
+
+    fn count_appended(&self, start: usize) {
+        let len = (self.batch.len() - start) as u64;
+        self.shared.appended.fetch_add(len, Ordering::AcqRel);
+    }
+
+    /// Appends a record that changes nothing in the store (a log's
+    /// generation), which needs no mark after it.
+    fn append_unmarked(&mut self, record: &Record) {
+        let start = self.batch.len();
+        record.encode(&mut self.batch);
+        self.count_appended(start);
     }
 
     /// Hands the records gathered so far to the writer, in one job.
@@ -255,30 +312,90 @@ impl DurableStore {
     /// Starts a snapshot once the log has grown enough since the last:
     /// its head (the clock reservation, which it replaces with the log, and
     /// the pending delayed `flush_all`) as the store is now.
-    fn maybe_begin_snapshot(&mut self) {
+    fn maybe_begin_snapshot(&mut self, now: UnixTime) {
         let appended = self.shared.appended.load(Ordering::Relaxed);
         let due = appended - self.snapshot_from >= self.snapshot_every;
-        if self.snapshot.is_some() || !due || self.unmarked() {
+        // A peer's snapshot holds the image until it is handed.
+        let imaged = self.marks.is_some() && self.inner.frozen_listing().is_some();
+        if self.snapshot.is_some() || !due || self.unmarked() || imaged {
             return;
         }
+        self.snapshot_from = appended;
+        // A marked log's snapshot is the image frozen at this mark.
+        let image = match self.marks {
+            Some(_) => match self.inner.freeze_in_order() {
+                Some(image) => Some(image),
+                None => return log::error!("this store lists no image in order: no snapshot"),
+            },
+            None => None,
+        };
         let items = self.inner.stats().items;
         log::info!("snapshot begins: {items} items to list");
-        self.snapshot_from = appended;
         // The records before the snapshot began go to the log it replaces.
         self.hand_over();
         self.jobs.send(Job::BeginSnapshot);
+        if let (Some(marks), Some(image)) = (self.marks, image) {
+            return self.begin_image(marks, image, now);
+        }
         let mut head = Vec::new();
         let reserved = self.reserved;
         Record::Clock { reserved }.encode(&mut head);
         let flush_at = self.inner.head().flush_at;
         Record::SnapshotBegin { flush_at }.encode(&mut head);
         self.send_snapshot(Job::Snapshot(head));
-        self.snapshot = Some(Snapshotting {
-            below: usize::MAX,
-            records: 0,
-            slices: 0,
-            longest: Duration::ZERO,
+        self.snapshot = Some(Snapshotting::from(Cursor::Below(usize::MAX)));
+    }
+
+    /// Begins a marked log's snapshot of `image`, frozen at its last mark:
+    /// the new log's generation, then the snapshot's head.
+    fn begin_image(&mut self, marks: Marks, image: OrderListing, now: UnixTime) {
+        let generation = marks.generation + 1;
+        self.marks = Some(Marks {
+            generation,
+            ..marks
         });
+        self.append_unmarked(&Record::Generation { n: generation });
+        let marked = Marked {
+            delivered: marks.last,
+            generation,
+            exact: marks.exact,
+        };
+        let mut head = Vec::new();
+        recover::marked_snapshot_head(&mut head, marked, self.reserved, image.head, now);
+        self.send_snapshot(Job::Snapshot(head));
+        let next = Some(0);
+        self.snapshot = Some(Snapshotting::from(Cursor::Image {
+            image,
+            next,
+            marked,
+        }));
+    }
+
+    /// Gives up the snapshot under way (its image is wanted for a peer's):
+    /// the next one begins after it, appending to the `log.old` it left
+    /// (`writer.rs`), and is due at once.
+    fn give_up_image(&mut self) {
+        if let Some(Snapshotting {
+            cursor: Cursor::Image { .. },
+            ..
+        }) = self.snapshot
+        {
+            self.snapshot = None;
+            let copied = self.inner.thaw();
+            self.snapshot_from = 0;
+            log::info!("snapshot given up for a peer's ({copied} items copied meanwhile)");
+        }
+    }
+
+    /// Whether this store's own snapshot holds the frozen image.
+    pub fn holds_image(&self) -> bool {
+        matches!(
+            self.snapshot,
+            Some(Snapshotting {
+                cursor: Cursor::Image { .. },
+                ..
+            })
+        )
     }
 
     fn send_snapshot(&mut self, job: Job) {
@@ -293,33 +410,27 @@ impl DurableStore {
 
     /// Hands the writer the snapshot's next slice, unless it is behind.
     fn snapshot_slice(&mut self, now: UnixTime) -> StoreResult<()> {
-        let (unmarked, marks) = (self.unmarked(), self.marks);
         let shared = &self.shared;
         let behind = shared.snapshot_queued.load(Ordering::Relaxed)
             - shared.snapshot_written.load(Ordering::Acquire);
-        let Some(snapshot) = &mut self.snapshot else {
+        let Some(snapshot) = &self.snapshot else {
             return Ok(());
         };
-        if behind > SNAPSHOT_AHEAD || (snapshot.below == 0 && unmarked) {
-            return Ok(()); // the writer is behind, or the end waits for a mark
+        if behind > SNAPSHOT_AHEAD {
+            return Ok(());
         }
         let started = Instant::now();
-        let (mut out, mut records) = (Vec::new(), 0);
-        snapshot.below =
-            self.inner
-                .export_below(snapshot.below, self.slice_entries, now, &mut |record| {
-                    Record::put(now, record).encode(&mut out);
-                    records += 1;
-                    out.len() < SLICE_BYTES
-                })?;
-        // Listed, and at a mark (the end waits for the next one).
-        let done = snapshot.below == 0 && !unmarked;
-        if done {
-            if let Some(marks) = marks {
-                Record::Delivered { upto: marks.last }.encode(&mut out);
-            }
-            Record::SnapshotEnd.encode(&mut out);
-        }
+        let (out, records, done) = match snapshot.cursor {
+            Cursor::Below(below) => self.key_states_below(below, now)?,
+            Cursor::Image {
+                image,
+                next,
+                marked,
+            } => self.image_slice(image, next, marked, now)?,
+        };
+        let Some(snapshot) = &mut self.snapshot else {
+            return Ok(()); // given up
+        };
         snapshot.records += records;
         snapshot.slices += 1;
         snapshot.longest = snapshot.longest.max(started.elapsed());
@@ -341,6 +452,86 @@ impl DurableStore {
         });
         Ok(())
     }
+
+    /// The next slice of key states, listed from `below` down: its bytes,
+    /// records and whether it ends the snapshot.
+    fn key_states_below(
+        &mut self,
+        below: usize,
+        now: UnixTime,
+    ) -> StoreResult<(Vec<u8>, u64, bool)> {
+        let (mut out, mut records) = (Vec::new(), 0);
+        let below = self
+            .inner
+            .export_below(below, self.slice_entries, now, &mut |record| {
+                Record::put(now, record).encode(&mut out);
+                records += 1;
+                out.len() < SLICE_BYTES
+            })?;
+        if let Some(snapshot) = &mut self.snapshot {
+            snapshot.cursor = Cursor::Below(below);
+        }
+        let done = below == 0;
+        if done {
+            Record::SnapshotEnd.encode(&mut out);
+        }
+        Ok((out, records, done))
+    }
+
+    /// The next slice of the frozen image, from place `next` up, each
+    /// entry as the call that installs it; the last ends with the mark the
+    /// image was frozen at, and thaws it.
+    fn image_slice(
+        &mut self,
+        image: OrderListing,
+        next: Option<usize>,
+        marked: Marked,
+        now: UnixTime,
+    ) -> StoreResult<(Vec<u8>, u64, bool)> {
+        let (mut out, mut records) = (Vec::new(), 0);
+        if self.inner.frozen_listing() != Some(image) {
+            // Not this snapshot's image (nothing thaws it but the snapshot
+            // itself: `thaw` below): give up rather than list another.
+            log::error!("snapshot given up: its image was dropped");
+            self.snapshot = None;
+            return Ok((out, 0, false));
+        }
+        let next = match next {
+            Some(from) => self
+                .inner
+                .export_in_order(from, self.slice_entries, &mut |r| {
+                    let record = r.lend();
+                    Call::Install { now, record }.encode(&mut out);
+                    records += 1;
+                    out.len() < SLICE_BYTES
+                })?,
+            None => None,
+        };
+        if let Some(snapshot) = &mut self.snapshot {
+            snapshot.cursor = Cursor::Image {
+                image,
+                next,
+                marked,
+            };
+        }
+        if next.is_none() {
+            recover::marked_snapshot_end(&mut out, marked);
+            let copied = self.inner.thaw();
+            log::info!("snapshot image thawed: {copied} items written meanwhile were copied");
+        }
+        Ok((out, records, next.is_none()))
+    }
+}
+
+impl From<Cursor> for Snapshotting {
+    fn from(cursor: Cursor) -> Snapshotting {
+        Snapshotting {
+            cursor,
+            records: 0,
+            slices: 0,
+            longest: Duration::ZERO,
+        }
+    }
 }
 
 impl Store for DurableStore {
@@ -351,8 +542,13 @@ impl Store for DurableStore {
         now: UnixTime,
         found: &mut dyn FnMut(usize, ItemRef<'_>),
     ) -> StoreResult<()> {
-        if touch.is_none() {
+        let Some(expiry) = touch else {
             return self.inner.retrieve(keys, None, now, found);
+        };
+        if self.marks.is_some() {
+            let retrieved = self.inner.retrieve(keys, touch, now, found);
+            self.log_call(&Call::gat(now, keys, expiry));
+            return retrieved;
         }
         self.writable()?;
         let mut touched = Vec::new();
@@ -368,6 +564,11 @@ impl Store for DurableStore {
     fn store(&mut self, write: Write<'_>, now: UnixTime) -> StoreResult<StoreStatus> {
         self.writable()?;
         self.reserve(write.cas);
+        if self.marks.is_some() {
+            let stored = self.inner.store(write, now);
+            self.log_call(&Call::Store { now, write });
+            return stored;
+        }
         let key = write.key;
         // A `set` refused for memory drops the old value, as on memcached:
         // the store reports that with what it evicted.
@@ -381,6 +582,11 @@ impl Store for DurableStore {
 
     fn delete(&mut self, key: &[u8], now: UnixTime) -> StoreResult<bool> {
         self.writable()?;
+        if self.marks.is_some() {
+            let existed = self.inner.delete(key, now);
+            self.log_call(&Call::Delete { now, key });
+            return existed;
+        }
         let existed = self.inner.delete(key, now)?;
         if existed {
             let start = self.batch.len();
@@ -401,6 +607,16 @@ impl Store for DurableStore {
         self.writable()?;
         self.reserve(cas);
         let outcome = self.inner.arith(key, incr, delta, cas, now);
+        if self.marks.is_some() {
+            self.log_call(&Call::Arith {
+                now,
+                key,
+                incr,
+                delta,
+                cas,
+            });
+            return outcome;
+        }
         self.log_evictions();
         let outcome = outcome?;
         if matches!(outcome, ArithOutcome::Value(_)) {
@@ -411,6 +627,11 @@ impl Store for DurableStore {
 
     fn touch(&mut self, key: &[u8], expiry: Expiry, now: UnixTime) -> StoreResult<bool> {
         self.writable()?;
+        if self.marks.is_some() {
+            let existed = self.inner.touch(key, expiry, now);
+            self.log_call(&Call::Touch { now, key, expiry });
+            return existed;
+        }
         let existed = self.inner.touch(key, expiry, now)?;
         if existed {
             self.log_key(key, now)?;
@@ -476,7 +697,10 @@ impl VersionedStore for DurableStore {
         self.inner.export_below(below, max, now, out)
     }
 
+    /// A peer's snapshot: it takes the image from this store's own
+    /// snapshot, if that one holds it, which starts over later.
     fn freeze_in_order(&mut self) -> Option<OrderListing> {
+        self.give_up_image();
         self.inner.freeze_in_order()
     }
 
@@ -484,8 +708,13 @@ impl VersionedStore for DurableStore {
         self.inner.frozen_listing()
     }
 
+    /// Peers' snapshots are handed: their image goes, unless it is this
+    /// store's own snapshot's (begun after theirs).
     fn thaw(&mut self) -> usize {
-        self.inner.thaw()
+        match self.holds_image() {
+            true => 0,
+            false => self.inner.thaw(),
+        }
     }
 
     fn export_in_order(
@@ -516,23 +745,37 @@ impl VersionedStore for DurableStore {
         self.writable()?;
         self.reserve(record.cas);
         let installed = self.inner.install(record, now);
+        if self.marks.is_some() {
+            let record = record.lend();
+            self.log_call(&Call::Install { now, record });
+            return installed;
+        }
         self.log_evictions();
         installed?;
         self.log_key(&record.key, now)
     }
 
     fn mark_delivered(&mut self, upto: u64) {
-        if self.marks.is_some() {
+        if let Some(marks) = self.marks {
             self.append(&Record::Delivered { upto });
             self.marks = Some(Marks {
                 last: upto,
                 unmarked: false,
+                ..marks
             });
         }
     }
 
     fn reset(&mut self, head: &Head, now: UnixTime) -> StoreResult<()> {
         self.writable()?;
+        if let Some(marks) = self.marks {
+            let reset = self.inner.reset(head, now);
+            self.log_call(&Call::Reset { now, head: *head });
+            // A peer's snapshot follows: the store becomes its image.
+            let exact = true;
+            self.marks = Some(Marks { exact, ..marks });
+            return reset;
+        }
         self.inner.reset(head, now)?;
         self.append(&Record::Flush { now, at: None });
         if let Some(at) = head.flush_at.filter(|&at| at > now) {
@@ -546,15 +789,10 @@ impl VersionedStore for DurableStore {
     /// absolute expiry (or a logged delayed `flush_all`), which a recovery
     /// replays as just as dead.
     fn maintain(&mut self, now: UnixTime) -> StoreResult<bool> {
-        self.maybe_begin_snapshot();
+        self.maybe_begin_snapshot(now);
         self.snapshot_slice(now)?;
         let sweeping = self.inner.maintain(now)?;
-        // A listed snapshot waiting for a mark is no work to hurry.
-        let listing = self
-            .snapshot
-            .as_ref()
-            .is_some_and(|s| s.below != 0 || !self.unmarked());
-        Ok(listing || sweeping)
+        Ok(self.snapshot.is_some() || sweeping)
     }
 
     fn end_batch(&mut self) {

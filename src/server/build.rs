@@ -118,7 +118,8 @@ fn incarnation() -> u64 {
 
 /// The embedded store, empty, with the cluster's limits. A strong mode's
 /// replicas keep theirs ordered: their sweep and evictions follow the
-/// writes they all apply, so they free and evict the same items. Eventual
+/// writes they all apply, so they free and evict the same items (and a
+/// data directory logs the writes, from which it evicts alike). Eventual
 /// mode's nodes hand what they evict to the engine, which deletes it on
 /// every replica; a node with a data directory, to its log.
 fn memory(settings: &Settings) -> Box<dyn VersionedStore> {
@@ -126,9 +127,7 @@ fn memory(settings: &Settings) -> Box<dyn VersionedStore> {
     let store = MemoryStore::new(cluster.memory_limit_bytes, cluster.limits())
         .with_sweep(cluster.expiry_sweep)
         .with_eviction(cluster.eviction);
-    if strong_replica(settings) && settings.node.data_dir.is_some() {
-        Box::new(store.ordered().keeping_evicted())
-    } else if strong_replica(settings) {
+    if strong_replica(settings) {
         Box::new(store.ordered())
     } else if settings.node.data_dir.is_some() || eventual_replica(settings) {
         Box::new(store.keeping_evicted())
