@@ -999,7 +999,13 @@ mod tests {
             drop(store);
             drop(durable);
             assert!(shared.snapshots.load(Ordering::Relaxed) > 1, "seed {seed}");
-            let reopened = Recovering::open_marked(&dir, 0, &cluster, Box::new(small()));
+            // Restarted with a raised limit: the calls replay under the one
+            // they were made under.
+            let raised = ClusterConfig {
+                memory_limit_bytes: 2 * CAP,
+                ..cluster.clone()
+            };
+            let reopened = Recovering::open_marked(&dir, 0, &raised, Box::new(small()));
             let mut reopened = reopened.unwrap();
             let recovered = reopened.recovered().clone();
             assert_eq!(recovered.delivered, Some(last_mark), "seed {seed}");

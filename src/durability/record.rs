@@ -94,8 +94,9 @@ pub enum Record {
     Delivered { upto: u64 },
     /// A marked log: the records after this one belong to log number `n`
     /// (at the start of each `log`), or, at a snapshot's start, the
-    /// snapshot holds everything before log `n` (see `recover_marked`).
-    Generation { n: u64 },
+    /// snapshot holds everything before log `n` (see `recover_marked`);
+    /// the calls of log `n` were made under the memory limit `cap`.
+    Generation { n: u64, cap: u64 },
     /// In a marked snapshot after its reset: the store it lists was not an
     /// exact replica's image (it was rebuilt from key states), so neither
     /// is the one recovered from it.
@@ -183,9 +184,10 @@ impl Record {
                 out.push(DELIVERED);
                 put_u64(out, *upto);
             }
-            Record::Generation { n } => {
+            Record::Generation { n, cap } => {
                 out.push(GENERATION);
                 put_u64(out, *n);
+                put_u64(out, *cap);
             }
             Record::Inexact => out.push(INEXACT),
             Record::Call(payload) => out.extend_from_slice(payload),
@@ -376,7 +378,10 @@ fn next(bytes: &[u8]) -> Option<(Record, usize)> {
         SNAPSHOT_END => Record::SnapshotEnd,
         JOURNAL => Record::Journal(std::mem::take(&mut r.0).to_vec()),
         DELIVERED => Record::Delivered { upto: r.u64()? },
-        GENERATION => Record::Generation { n: r.u64()? },
+        GENERATION => Record::Generation {
+            n: r.u64()?,
+            cap: r.u64()?,
+        },
         INEXACT => Record::Inexact,
         call::FIRST..=call::LAST => {
             Call::decode(payload)?;

@@ -144,7 +144,7 @@ pub fn recover_marked(
         generation,
         exact,
     };
-    compact_marked(dir, store, now, highest_cas, marked)?;
+    compact_marked(dir, store, now, highest_cas, (marked, cap))?;
     Ok(Recovered {
         replayed,
         dropped,
@@ -171,7 +171,7 @@ struct MarkedReplay<'a> {
     /// Whether the store replayed so far is a replica's exact image: since
     /// the last reset (a snapshot's, or a peer's installed), only calls.
     exact: bool,
-    /// The memory limit the calls were made under.
+    /// The memory limit the calls of the current log were made under.
     cap: u64,
 }
 
@@ -191,10 +191,13 @@ impl<'a> MarkedReplay<'a> {
     /// Takes the next record of `snapshot`, `log.old`, `log`.
     fn take(&mut self, record: &Record) -> io::Result<()> {
         match record {
-            Record::Generation { n } => {
+            Record::Generation { n, cap } => {
                 let first = self.generations.map_or(*n, |(first, _)| first);
                 self.generations = Some((first, *n));
-                Ok(())
+                // This log's calls were made under it, whatever the
+                // configuration says now (the start sets that after).
+                self.cap = *cap;
+                self.limit(*cap)
             }
             // A log the snapshot holds already: `log.old` after the new
             // snapshot's rename, before its removal (`writer.rs`).
@@ -491,19 +494,20 @@ pub struct Marked {
     pub exact: bool,
 }
 
-/// Writes a marked store as `snapshot`, empties the logs.
+/// Writes a marked store as `snapshot`, empties the logs; the calls of
+/// the log that follows will be made under the memory limit `cap`.
 fn compact_marked(
     dir: &Path,
     store: &mut dyn VersionedStore,
     now: UnixTime,
     highest_cas: u64,
-    marked: Marked,
+    (marked, cap): (Marked, u64),
 ) -> io::Result<()> {
     let Some(image) = store.freeze_in_order() else {
         return compact(dir, store, now, highest_cas, Some(marked.delivered));
     };
     let mut out = Vec::new();
-    marked_snapshot_head(&mut out, marked, highest_cas, image.head, now);
+    marked_snapshot_head(&mut out, (marked, cap), highest_cas, image.head, now);
     let listed = store.export_in_order(0, usize::MAX, &mut |record| {
         Call::Install {
             now,
@@ -519,18 +523,17 @@ fn compact_marked(
 }
 
 /// The head of a marked snapshot of an ordered store's image: its
-/// generation, the clock reservation, and the reset its items follow.
+/// generation (and the memory limit of that log's calls), the clock
+/// reservation, and the reset its items follow.
 pub fn marked_snapshot_head(
     out: &mut Vec<u8>,
-    marked: Marked,
+    (marked, cap): (Marked, u64),
     reserved: u64,
     head: Head,
     now: UnixTime,
 ) {
-    Record::Generation {
-        n: marked.generation,
-    }
-    .encode(out);
+    let n = marked.generation;
+    Record::Generation { n, cap }.encode(out);
     Record::Clock { reserved }.encode(out);
     Call::Reset { now, head }.encode(out);
     if !marked.exact {
@@ -721,39 +724,29 @@ mod tests {
             let head = Head::default();
             let (now, record) = (NOW, value(v));
             vec![
-                Record::Generation { n },
+                Record::Generation { n, cap: 1 << 20 },
                 call(Call::Reset { now, head }),
                 call(Call::Install { now, record }),
                 mark(upto),
                 end(),
             ]
         };
-        file(
-            &dir,
-            "log.old",
-            &[Record::Generation { n: 1 }, incr(2), mark(2)],
-        );
-        file(
-            &dir,
-            "log",
-            &[Record::Generation { n: 2 }, incr(3), mark(3)],
-        );
-        file(&dir, "snapshot", &snapshot(2, b"1", 2));
-        let want = vec![("a".to_string(), "2".to_string())];
-        assert_eq!(recovered_marked(&dir).unwrap(), (want, Some(3)));
-        file(
-            &dir,
-            "log.old",
-            &[Record::Generation { n: 1 }, incr(2), mark(2)],
-        );
-        file(
-            &dir,
-            "log",
-            &[Record::Generation { n: 2 }, incr(3), mark(3)],
-        );
-        file(&dir, "snapshot", &snapshot(1, b"0", 1));
-        let want = vec![("a".to_string(), "2".to_string())];
-        assert_eq!(recovered_marked(&dir).unwrap(), (want, Some(3)));
+        // After the rename (the snapshot holds `log.old`), then before it.
+        for snapshot in [snapshot(2, b"1", 2), snapshot(1, b"0", 1)] {
+            file(
+                &dir,
+                "log.old",
+                &[Record::Generation { n: 1, cap: 1 << 20 }, incr(2), mark(2)],
+            );
+            file(
+                &dir,
+                "log",
+                &[Record::Generation { n: 2, cap: 1 << 20 }, incr(3), mark(3)],
+            );
+            file(&dir, "snapshot", &snapshot);
+            let want = vec![("a".to_string(), "2".to_string())];
+            assert_eq!(recovered_marked(&dir).unwrap(), (want, Some(3)));
+        }
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -200,8 +200,10 @@ impl DurableStore {
             generation: marked.generation,
             exact: marked.exact,
         });
+        let cap = self.inner.stats().limit_bytes;
         self.append_unmarked(&Record::Generation {
             n: marked.generation,
+            cap,
         });
         self
     }
@@ -354,14 +356,16 @@ impl DurableStore {
             generation,
             ..marks
         });
-        self.append_unmarked(&Record::Generation { n: generation });
+        let cap = self.inner.stats().limit_bytes;
+        self.append_unmarked(&Record::Generation { n: generation, cap });
         let marked = Marked {
             delivered: marks.last,
             generation,
             exact: marks.exact,
         };
         let mut head = Vec::new();
-        recover::marked_snapshot_head(&mut head, marked, self.reserved, image.head, now);
+        let reserved = self.reserved;
+        recover::marked_snapshot_head(&mut head, (marked, cap), reserved, image.head, now);
         self.send_snapshot(Job::Snapshot(head));
         let next = Some(0);
         self.snapshot = Some(Snapshotting::from(Cursor::Image {
