@@ -131,16 +131,15 @@ pub struct DurableStore {
     marks: Option<Marks>,
 }
 
-/// Where a marked log stands (module doc, "Marks").
+/// Where a marked log stands (module doc, "Marks"): what a snapshot
+/// begun now would say (the last mark, the log the records go to now,
+/// whether the store is a replica's exact image: recovered as one, or a
+/// peer's snapshot installed since), and whether records followed the
+/// last mark.
 #[derive(Debug, Clone, Copy)]
 struct Marks {
-    last: u64,
+    at: Marked,
     unmarked: bool,
-    /// The number of the log the records go to now.
-    generation: u64,
-    /// Whether the store is a replica's exact image (`call.rs`): it was
-    /// recovered as one, or installed a peer's snapshot since.
-    exact: bool,
 }
 
 /// A snapshot being written: where its listing stands, and what its
@@ -195,10 +194,8 @@ impl DurableStore {
     /// starts with its generation.
     pub fn marked(mut self, marked: Marked) -> DurableStore {
         self.marks = Some(Marks {
-            last: marked.delivered,
+            at: marked,
             unmarked: false,
-            generation: marked.generation,
-            exact: marked.exact,
         });
         let cap = self.inner.stats().limit_bytes;
         self.append_unmarked(&Record::Generation {
@@ -351,18 +348,17 @@ impl DurableStore {
     /// Begins a marked log's snapshot of `image`, frozen at its last mark:
     /// the new log's generation, then the snapshot's head.
     fn begin_image(&mut self, marks: Marks, image: OrderListing, now: UnixTime) {
-        let generation = marks.generation + 1;
-        self.marks = Some(Marks {
+        let generation = marks.at.generation + 1;
+        let marked = Marked {
             generation,
+            ..marks.at
+        };
+        self.marks = Some(Marks {
+            at: marked,
             ..marks
         });
         let cap = self.inner.stats().limit_bytes;
         self.append_unmarked(&Record::Generation { n: generation, cap });
-        let marked = Marked {
-            delivered: marks.last,
-            generation,
-            exact: marks.exact,
-        };
         let mut head = Vec::new();
         let reserved = self.reserved;
         recover::marked_snapshot_head(&mut head, (marked, cap), reserved, image.head, now);
@@ -379,11 +375,7 @@ impl DurableStore {
     /// the next one begins after it, appending to the `log.old` it left
     /// (`writer.rs`), and is due at once.
     fn give_up_image(&mut self) {
-        if let Some(Snapshotting {
-            cursor: Cursor::Image { .. },
-            ..
-        }) = self.snapshot
-        {
+        if self.holds_image() {
             self.snapshot = None;
             let copied = self.inner.thaw();
             self.snapshot_from = 0;
@@ -762,10 +754,13 @@ impl VersionedStore for DurableStore {
     fn mark_delivered(&mut self, upto: u64) {
         if let Some(marks) = self.marks {
             self.append(&Record::Delivered { upto });
+            let at = Marked {
+                delivered: upto,
+                ..marks.at
+            };
             self.marks = Some(Marks {
-                last: upto,
+                at,
                 unmarked: false,
-                ..marks
             });
         }
     }
@@ -776,8 +771,11 @@ impl VersionedStore for DurableStore {
             let reset = self.inner.reset(head, now);
             self.log_call(&Call::Reset { now, head: *head });
             // A peer's snapshot follows: the store becomes its image.
-            let exact = true;
-            self.marks = Some(Marks { exact, ..marks });
+            let at = Marked {
+                exact: true,
+                ..marks.at
+            };
+            self.marks = Some(Marks { at, ..marks });
             return reset;
         }
         self.inner.reset(head, now)?;
