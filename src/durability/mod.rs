@@ -906,6 +906,42 @@ mod tests {
         }
     }
 
+    /// A peer's snapshot install begins with a reset that leaves the store
+    /// half way (empty, until its items come): a snapshot due then does not
+    /// begin, since it would take that for the store at the last mark.
+    #[test]
+    fn no_snapshot_begins_between_a_reset_and_its_mark() {
+        let dir = temp_dir("reset-unmarked");
+        let cluster = ClusterConfig {
+            fsync: Fsync::No,
+            snapshot_every: 1,
+            ..ClusterConfig::default()
+        };
+        let ordered = Box::new(MemoryStore::new(64 << 20, Limits::default()).ordered());
+        let recovering = Recovering::open_marked(&dir, 0, &cluster, ordered).unwrap();
+        let poll = mio::Poll::new().unwrap();
+        let waker = Arc::new(Waker::new(poll.registry(), mio::Token(0)).unwrap());
+        let (durable, mut store) = recovering.start_logging(waker).unwrap();
+        let now = unix_now();
+        random_set(&mut Rng(7), 10, &mut store, now, 1 << 16);
+        store.mark_delivered(1 << 16);
+        let queued = || durable.shared.snapshot_queued.load(Ordering::Relaxed);
+        let before = queued();
+        store.reset(&Head::default(), now).unwrap();
+        store.maintain(now).unwrap();
+        assert_eq!(
+            queued(),
+            before,
+            "a snapshot began half way through an install"
+        );
+        store.mark_delivered(2 << 16);
+        store.maintain(now).unwrap();
+        assert!(queued() > before, "the install's mark lets it begin");
+        drop(store);
+        drop(durable);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     /// An ordered store as a peer's snapshot would carry it: its head, and
     /// every entry (dead ones too) in its table's order, with the time it
     /// was stored and its eviction bit.

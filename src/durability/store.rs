@@ -767,15 +767,14 @@ impl VersionedStore for DurableStore {
 
     fn reset(&mut self, head: &Head, now: UnixTime) -> StoreResult<()> {
         self.writable()?;
-        if let Some(marks) = self.marks {
+        if self.marks.is_some() {
             let reset = self.inner.reset(head, now);
             self.log_call(&Call::Reset { now, head: *head });
-            // A peer's snapshot follows: the store becomes its image.
-            let at = Marked {
-                exact: true,
-                ..marks.at
-            };
-            self.marks = Some(Marks { at, ..marks });
+            // A peer's snapshot follows: the store becomes its image (and
+            // the call logged above leaves it unmarked until its end).
+            if let Some(marks) = &mut self.marks {
+                marks.at.exact = true;
+            }
             return reset;
         }
         self.inner.reset(head, now)?;
