@@ -367,7 +367,7 @@ impl Cluster {
             true => Sim::with_data_dirs(
                 config,
                 Box::new(move |id, _run, members: &[NodeId], held| {
-                    engine(id, members).with_data_dir(held)
+                    engine(id, members).with_data_dir(held, false)
                 }),
             ),
         };

@@ -665,14 +665,18 @@ impl TotalOrder {
     /// this node ran with it before: its store was recovered holding
     /// exactly the writes up to that stamp (the last its log marked), and
     /// the node takes part in views as one that forgot them (module doc,
-    /// "Data directories"). A new directory is a node's first start.
-    pub fn with_data_dir(mut self, held: Option<Stamp>) -> TotalOrder {
+    /// "Data directories"). `exact`: the store was recovered as the same
+    /// ordered image its peers' held at that write (order, dead items,
+    /// bits, clock hand), not rebuilt from key states: it may be handed
+    /// only the writes it missed, as a node that remembers. A new
+    /// directory is a node's first start.
+    pub fn with_data_dir(mut self, held: Option<Stamp>, exact: bool) -> TotalOrder {
         if let Some(upto) = held {
             self.delivered_upto = upto;
             self.retained_from = upto;
             self.clock.observe(upto.ts);
             self.recovered = true;
-            self.rebuilt = true;
+            self.rebuilt = !exact;
         }
         self.marks_delivered = true;
         self
@@ -1349,7 +1353,7 @@ mod tests {
     use super::*;
     use crate::protocol::{Command, Get, Storage, StorageMode};
 
-    fn reply_to(session: u64, slot: u64) -> ReplyTo {
+    pub(super) fn reply_to(session: u64, slot: u64) -> ReplyTo {
         ReplyTo { session, slot }
     }
 
@@ -1387,7 +1391,7 @@ mod tests {
 
     /// [`cluster`], each node keeping about `retain` bytes of delivered
     /// writes for members that fall behind.
-    fn cluster_keeping(n: u32, mode: Consistency, retain: usize) -> Vec<TotalOrder> {
+    pub(super) fn cluster_keeping(n: u32, mode: Consistency, retain: usize) -> Vec<TotalOrder> {
         let view = View::new(0, (0..n).collect());
         let mut engines: Vec<TotalOrder> = (0..n)
             .map(|id| {
@@ -1430,7 +1434,7 @@ mod tests {
 
     /// Delivers every owed frame, in node order, until nothing moves;
     /// returns each node's effects.
-    fn exchange_all(engines: &mut [TotalOrder]) -> Vec<Vec<Effect<Work>>> {
+    pub(super) fn exchange_all(engines: &mut [TotalOrder]) -> Vec<Vec<Effect<Work>>> {
         let mut effects = vec![Vec::new(); engines.len()];
         loop {
             let mut moved = false;
@@ -2314,7 +2318,7 @@ mod tests {
         for id in [0, 1] {
             let mut e = TotalOrder::new(id, view.clone(), Consistency::Linearizable)
                 .with_retain_limit(1 << 20)
-                .with_data_dir(Some(upto));
+                .with_data_dir(Some(upto), false);
             for peer in view.others(id) {
                 e.on_peer(peer, PeerEvent::LinkOpened);
                 e.on_peer(peer, PeerEvent::Up);

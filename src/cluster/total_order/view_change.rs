@@ -714,8 +714,10 @@ impl TotalOrder {
         // Said before this install makes it remember (module doc,
         // "Catching up"): a node that restarted may hold more than it says
         // (a memcached backend keeps its items), one rebuilt from its log
-        // another order, one half way through a snapshot no prefix.
-        let behind = !source && self.remembers && self.intact && !self.rebuilt;
+        // another order, one half way through a snapshot no prefix. One
+        // recovered exactly from its log holds a prefix, as one that
+        // remembers does.
+        let behind = !source && (self.remembers || self.recovered) && self.intact && !self.rebuilt;
         let mut slots: BTreeMap<_, _> = std::mem::take(&mut self.queue)
             .into_iter()
             .filter_map(|Reverse(q)| q.reply_to.filter(|_| !q.read).map(|r| (q.stamp, r)))
@@ -1141,7 +1143,10 @@ fn from_remembered(
     // same store. That is every node when nothing was delivered yet. A
     // recovered node holds no proposal (it sets no floor), and a store
     // rebuilt from a log, until it took a snapshot, may keep items in
-    // another order than its peers': it is no source, and takes one.
+    // another order than its peers': it is no source, and takes one. One
+    // recovered exactly holds a prefix in the cluster's order, but is no
+    // source either until it installed a view (a caution: the remembering
+    // sources suffice, and it is handed the writes it missed instead).
     let floor = flushes
         .values()
         .filter(|f| effective(f) == latest && f.has_state && !f.recovered)
@@ -1149,7 +1154,7 @@ fn from_remembered(
         .min()?;
     let sources: Vec<NodeId> = flushes
         .iter()
-        .filter(|(_, f)| f.intact && !f.rebuilt && f.delivered_upto >= floor)
+        .filter(|(_, f)| f.intact && !f.rebuilt && !f.recovered && f.delivered_upto >= floor)
         .map(|(&id, _)| id)
         .collect();
     if sources.is_empty() {
@@ -1436,5 +1441,104 @@ mod tests {
         without_2.remove(&2);
         let (_, sources, _) = from_longest_log(&without_2).expect("a view forms");
         assert_eq!(sources, [3]);
+    }
+
+    /// Nodes 0, 1 and 2 deliver writes `a` and `b`; node 2 restarts from
+    /// its data directory, its log marked up to `a` (the mark of `b` was
+    /// lost), its store recovered `exact`ly or not. Runs the view change
+    /// that takes it back; returns whether it said `Behind`, the parts of
+    /// missed writes node 0 handed it, and the snapshots node 0 read for it.
+    fn rejoin_from_data_dir(exact: bool) -> (bool, u64, usize) {
+        use super::super::tests::{cluster_keeping, exchange_all, reply_to, set};
+        let mut engines = cluster_keeping(3, Consistency::Linearizable, 1 << 20);
+        engines[0].on_client(reply_to(1, 0), set("a"), 0, &mut Vec::new());
+        exchange_all(&mut engines);
+        let upto = engines[2].delivered_upto;
+        engines[0].on_client(reply_to(1, 1), set("b"), 0, &mut Vec::new());
+        exchange_all(&mut engines);
+        assert!(engines[0].delivered_upto > upto, "b delivered");
+        let view = View::new(0, vec![0, 1, 2]);
+        let mut recovered = TotalOrder::new(2, view.clone(), Consistency::Linearizable)
+            .with_retain_limit(1 << 20)
+            .with_data_dir(Some(upto), exact);
+        for peer in [0, 1] {
+            recovered.on_peer(peer, PeerEvent::LinkOpened);
+            recovered.on_peer(peer, PeerEvent::Up);
+        }
+        engines[2] = recovered;
+        for e in engines.iter_mut().take(2) {
+            e.on_hello(2, 99, true);
+        }
+        let (mut said_behind, mut dumps) = (false, 0);
+        for _ in 0..30 {
+            for e in engines.iter_mut() {
+                e.on_tick(&mut Vec::new());
+            }
+            let effects = exchange_all(&mut engines);
+            said_behind |= engines[0].behind.get(&2).is_some_and(|&(_, u)| u == upto);
+            dumps += dumps_for(&effects[0], 2);
+        }
+        (said_behind, engines[0].status().missed_handed, dumps)
+    }
+
+    /// A node whose store was recovered exactly (the same ordered image its
+    /// peers held at its last marked write) holds a prefix as one that
+    /// remembers does: installing the view, it says it is behind, and the
+    /// source hands it the write it missed, not a snapshot.
+    #[test]
+    fn an_exactly_recovered_store_is_behind_and_takes_the_writes_it_missed() {
+        let (said_behind, missed, dumps) = rejoin_from_data_dir(true);
+        assert!(said_behind, "node 2 said Behind at its mark");
+        assert_eq!((missed, dumps), (1, 0), "missed parts, snapshots");
+    }
+
+    /// A store rebuilt from key states may order its items otherwise than
+    /// its peers': its node is not behind, and takes a snapshot.
+    #[test]
+    fn a_store_rebuilt_from_key_states_is_not_behind_and_takes_a_snapshot() {
+        let (said_behind, missed, dumps) = rejoin_from_data_dir(false);
+        assert!(!said_behind, "node 2 said Behind");
+        assert_eq!((missed, dumps), (0, 1), "missed parts, snapshots");
+    }
+
+    /// A recovered node holds no proposal and forgot its views: even one
+    /// whose store is an exact prefix reaching the floor is no source of a
+    /// view formed by a remembering majority (a caution: the others
+    /// suffice, and it is handed what it missed).
+    #[test]
+    fn an_exactly_recovered_store_is_no_source_of_a_remembered_view() {
+        let exact = Flush {
+            normal: Ballot::default(),
+            normal_members: Vec::new(),
+            remembers: false,
+            recovered: true,
+            rebuilt: false,
+            ..flush(0, 7)
+        };
+        let flushes = BTreeMap::from([(1, flush(5, 7)), (2, flush(5, 7)), (3, exact)]);
+        let (latest, sources, _) = from_remembered(&flushes).expect("a view forms");
+        assert_eq!((latest.round, sources), (5, vec![1, 2]));
+    }
+
+    /// After a crash of most nodes, an exact longest log is the only
+    /// source, and the view is not `reordered`: its order is the cluster's.
+    #[test]
+    fn an_exact_longest_log_is_the_source_of_a_view_not_reordered() {
+        let recovered = |delivered, rebuilt| Flush {
+            normal: Ballot::default(),
+            normal_members: Vec::new(),
+            remembers: false,
+            recovered: true,
+            rebuilt,
+            ..flush(0, delivered)
+        };
+        let flushes = BTreeMap::from([
+            (1, recovered(9, false)),
+            (2, recovered(7, true)),
+            (3, recovered(7, false)),
+        ]);
+        let (_, sources, _) = from_longest_log(&flushes).expect("a view forms");
+        assert_eq!(sources, [1]);
+        assert!(!sources.iter().any(|s| flushes[s].rebuilt), "not reordered");
     }
 }
