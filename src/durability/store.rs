@@ -767,6 +767,15 @@ impl VersionedStore for DurableStore {
 
     fn reset(&mut self, head: &Head, now: UnixTime) -> StoreResult<()> {
         self.writable()?;
+        if let Some(marks) = self.marks.filter(|m| !m.unmarked) {
+            // The store at the last mark was a prefix the cluster chose to
+            // replace (a view's source may hold the same writes in another
+            // order): a crash before the install's mark gives it back, and
+            // it must not claim to be exact (`TotalOrder::with_data_dir`).
+            // Marked again, as it is. An install already under way did so.
+            self.append(&Record::Inexact);
+            self.mark_delivered(marks.at.delivered);
+        }
         if self.marks.is_some() {
             let reset = self.inner.reset(head, now);
             self.log_call(&Call::Reset { now, head: *head });
