@@ -178,6 +178,11 @@ struct Cluster {
     /// since it last started (with data directories, its log holds them,
     /// marked, and it restarts from there).
     crashed_after_catching_up: u64,
+    /// Runs of a node restarted from its directory that were caught up by
+    /// the writes they missed before any snapshot (ended by a crash)...
+    recovered_caught_up_before_crashes: u64,
+    /// ...and the snapshots each node had installed when its run began.
+    snapshots_at_start: BTreeMap<NodeId, u64>,
 }
 
 /// What the nodes' store sides did, as `watch_work` saw it.
@@ -366,8 +371,10 @@ impl Cluster {
             ),
             true => Sim::with_data_dirs(
                 config,
-                Box::new(move |id, _run, members: &[NodeId], held| {
-                    engine(id, members).with_data_dir(held, false)
+                Box::new(move |id, _run, members: &[NodeId], recovered| {
+                    let held = recovered.map(|(upto, _)| upto);
+                    let exact = recovered.is_some_and(|(_, exact)| exact);
+                    engine(id, members).with_data_dir(held, exact)
                 }),
             ),
         };
@@ -387,6 +394,8 @@ impl Cluster {
             crashes: BTreeMap::new(),
             caught_up_before_crashes: 0,
             crashed_after_catching_up: 0,
+            recovered_caught_up_before_crashes: 0,
+            snapshots_at_start: BTreeMap::new(),
             keys: KEYS,
         }
     }
@@ -400,6 +409,8 @@ impl Cluster {
                 let caught_up = self.sim.node(id).node.engine().status().missed_received;
                 self.caught_up_before_crashes += caught_up;
                 self.crashed_after_catching_up += u64::from(caught_up > 0);
+                let recovered = self.recovered_caught_up(id);
+                self.recovered_caught_up_before_crashes += u64::from(recovered);
                 None
             }
             Fault::Restart(id) if self.sim.is_crashed(id) => Some(id),
@@ -409,7 +420,20 @@ impl Cluster {
         if let Some(id) = restarted {
             let held = self.sim.held(id).map(Stamp::cas_unique);
             self.log.borrow_mut().restarted(id, held);
+            let installed = self.snapshots_installed(id);
+            self.snapshots_at_start.insert(id, installed);
         }
+    }
+
+    /// Whether `node`'s run began from its directory and was handed the
+    /// writes it missed before it installed any snapshot: it rejoined
+    /// with the delta, on the store its directory gave back.
+    fn recovered_caught_up(&self, node: NodeId) -> bool {
+        let status = self.sim.node(node).node.engine().status();
+        let at_start = self.snapshots_at_start.get(&node).copied();
+        self.sim.held(node).is_some()
+            && status.missed_received > 0
+            && at_start == Some(self.snapshots_installed(node))
     }
 
     /// Whether some node applied a write of `value`.
@@ -461,6 +485,20 @@ impl Cluster {
                     String::from_utf8_lossy(&reference),
                     String::from_utf8_lossy(&dump)
                 ));
+            }
+        }
+        if self.sim.config().ordered_store {
+            // The same items are not enough: replicas must go on evicting
+            // and sweeping alike, so their stores are the same image.
+            let reference = self.sim.image(first);
+            for &id in &nodes[1..] {
+                let image = self.sim.image(id);
+                if image != reference {
+                    return Err(format!(
+                        "nodes {first} and {id} hold their items in different orders:\n  \
+                         {reference:?}\n  {image:?}"
+                    ));
+                }
             }
         }
         Ok(())
@@ -962,6 +1000,9 @@ struct Scenario {
     /// is listed from the store as it is then, not from the image frozen
     /// at the first (see `SimConfig::thawing_images`).
     thawing_images: bool,
+    /// Negative control: every recovery reorders the store and tells the
+    /// engine it is exact (see `SimConfig::lying_recovery`).
+    lying_recovery: bool,
 }
 
 impl Scenario {
@@ -988,6 +1029,7 @@ impl Scenario {
             forget_recovered: false,
             skip_missed: false,
             thawing_images: false,
+            lying_recovery: false,
         }
     }
 
@@ -1027,6 +1069,7 @@ impl Scenario {
         config.stale_images = self.stale_images;
         config.thawing_images = self.thawing_images;
         config.reordering_recovery = self.data_dirs;
+        config.lying_recovery = self.lying_recovery;
         // Every other seed, a restarted node's own hello reaches its peers
         // well after theirs reached it.
         let restarts = self.faults == Faults::CrashRestart || self.faults.durable();
@@ -1382,6 +1425,8 @@ struct Report {
     caught_up: u64,
     /// Crashes of nodes caught up by the writes they missed before.
     crashed_after_catching_up: u64,
+    /// Runs restarted from a directory caught up by the writes they missed.
+    recovered_caught_up: u64,
     /// Writes delivered by sources while they handed snapshots.
     written_meanwhile: u64,
     evictions: u64,
@@ -1803,6 +1848,11 @@ fn check_run(
             .sum::<u64>()
             + cluster.caught_up_before_crashes,
         crashed_after_catching_up: cluster.crashed_after_catching_up,
+        recovered_caught_up: ids
+            .iter()
+            .filter(|&&id| !cluster.sim.is_crashed(id) && cluster.recovered_caught_up(id))
+            .count() as u64
+            + cluster.recovered_caught_up_before_crashes,
         written_meanwhile: ids
             .iter()
             .map(|&id| status(id).writes_during_snapshots)
@@ -1829,6 +1879,11 @@ struct Totals {
     /// Members handed the writes they missed instead of a snapshot.
     caught_up: u64,
     crashed_after_catching_up: u64,
+    /// Runs restarted from a directory caught up by the writes they missed.
+    recovered_caught_up: u64,
+    /// Restarts from a directory told exact, and told not.
+    exact_recoveries: u64,
+    inexact_recoveries: u64,
     written_meanwhile: u64,
     evictions: u64,
     frames: u64,
@@ -1859,6 +1914,9 @@ impl Totals {
         self.snapshots += r.snapshots;
         self.caught_up += r.caught_up;
         self.crashed_after_catching_up += r.crashed_after_catching_up;
+        self.recovered_caught_up += r.recovered_caught_up;
+        self.exact_recoveries += r.stats.exact_recoveries;
+        self.inexact_recoveries += r.stats.inexact_recoveries;
         self.written_meanwhile += r.written_meanwhile;
         self.evictions += r.evictions;
         self.frames += r.stats.frames_sent;
@@ -1900,7 +1958,8 @@ fn sweep_runs(
         "{} nodes, {}, {:?}{}: {count} seeds ({} failed), {} ops, refused {:?}, {} lost, \
          {} orphaned, {} views, {} snapshots ({} writes delivered while they were handed), {} caught up by writes ({} crashed later), {} evictions, {} frames \
          ({} lost to breaks), \
-         {} log tails lost; \
+         {} log tails lost, {} exact recoveries and {} not, {} recovered runs caught up by \
+         writes; \
          served again \
          within {} steps of the faults' end; {} windows, majority serving within {} steps, {} \
          served in them; {} paused during a view change; {:?}",
@@ -1922,6 +1981,9 @@ fn sweep_runs(
         totals.frames,
         totals.dropped,
         totals.tails_lost,
+        totals.exact_recoveries,
+        totals.inexact_recoveries,
+        totals.recovered_caught_up,
         totals.serve_again,
         totals.windows,
         totals.window_serve,
@@ -3030,6 +3092,42 @@ fn history_violation(failure: &str) -> bool {
     failure.contains("not linearizable") || failure.contains("not sequentially consistent")
 }
 
+/// A safety bug the image check found (this failed before the fix): the
+/// whole cluster crashes with every directory at write 7; node 1's comes
+/// back reordered (as an earlier build's would), nodes 2 and 3 exactly, and
+/// node 1, the longest log by id, is the source of a `reordered` view. Nodes
+/// 2 and 3 crash again before its snapshot is in and come back, exact, at
+/// write 7 in the old order; the next view's source, node 1, kept every
+/// write from 7 on, so it handed them nothing: the same items, in another
+/// order (evictions would differ). Now a member takes the writes it missed
+/// only past where the source's store began (`retained_from`), and a
+/// store's order may begin there.
+#[test]
+fn durable_crashes_3_nodes_linearizable_seed_76_replicas_keep_one_order() {
+    let s = Scenario::new(3, Consistency::Linearizable, 76, Faults::DurableCrashes);
+    run_scenario(&s, false).expect("the replicas hold one image");
+}
+
+/// Every recovery places the items otherwise than they were and the
+/// engine is told it is exact: members take the writes they missed onto
+/// stores of another order, and the image check notices.
+#[test]
+fn negative_control_a_reordered_recovery_said_exact_is_caught() {
+    let mut caught = 0;
+    for mode in MODES {
+        let scenario = |seed| Scenario {
+            lying_recovery: true,
+            ..Scenario::new(3, mode, seed, Faults::DurableCrashes)
+        };
+        let (_, failures) = sweep_runs(0..DURABLE_SEEDS, scenario);
+        caught += failures
+            .iter()
+            .filter(|f| f.contains("in different orders"))
+            .count();
+    }
+    assert!(caught > 0, "no run noticed");
+}
+
 #[test]
 fn negative_control_an_engine_that_forgets_which_nodes_recovered_loses_acknowledged_writes() {
     let found = lost_writes_found(DURABLE_SEEDS, |seed, mode| Scenario {
@@ -3076,7 +3174,8 @@ fn checkers_agree_with_stateright_testers_on_small_simulated_histories() {
 
 /// Replays one seed with its trace (`NODES`, `SEED`, `MODE`: `lin` or
 /// `seq`, `FAULTS`: the [`Faults`] variant's name, `HARSH=1`, `FLUSHLESS=1`,
-/// `SLOW_STORE=1`, `STALE_IMAGES=1`, `FORGET_RECOVERED=1`, `SKIP_MISSED=1`).
+/// `SLOW_STORE=1`, `STALE_IMAGES=1`, `FORGET_RECOVERED=1`, `SKIP_MISSED=1`,
+/// `LYING_RECOVERY=1`).
 #[test]
 #[ignore = "a debugging aid"]
 fn replay() {
@@ -3116,6 +3215,7 @@ fn replay() {
         forget_recovered: number("FORGET_RECOVERED", 0) == 1,
         skip_missed: number("SKIP_MISSED", 0) == 1,
         thawing_images: number("THAWING_IMAGES", 0) == 1,
+        lying_recovery: number("LYING_RECOVERY", 0) == 1,
         evicting: number("EVICTING", 0) == 1,
         wide: number("WIDE", 0) == 1,
         clients_per_node: number("CLIENTS", 2) as usize,

@@ -9,9 +9,11 @@
 //! harness owns. A reply waits for the log, so a crash loses at most the
 //! marks after the last reply the node released: the journal keeps the
 //! image current at that reply and every later one, and a restart picks
-//! one of them (tail loss). A real replay may place the items otherwise
-//! than they were (`SimConfig::reordering_recovery` restores them in
-//! reverse).
+//! one of them (tail loss). A real node's log gives back the very store
+//! it marked (`durability/call.rs`), but one written by an earlier build
+//! only its keys, which a replay may place otherwise than they were
+//! (`SimConfig::reordering_recovery` restores some images in reverse, and
+//! the engine is told which are `exact`).
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -28,27 +30,30 @@ use super::{Rng, SIM_NOW};
 
 /// A store as a directory's recovery rebuilds it: exactly the writes up to
 /// `upto`, its items in the store's order.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Image {
     pub head: Head,
     pub records: Vec<Record>,
     pub upto: Stamp,
+    /// The store is in the order of the cluster's replicas: it started
+    /// from an exact recovery, a new directory, or a peer's snapshot (a
+    /// real node's log says so: `durability::Marked::exact`).
+    pub exact: bool,
 }
 
 impl Image {
     /// `store`'s full content, in its order, as of the mark `upto`.
-    pub fn of(store: &mut MemoryStore, upto: u64) -> Image {
-        let listing = store
-            .snapshot_keys()
-            .expect("a memory store lists its keys");
+    pub fn of(store: &mut dyn VersionedStore, upto: u64, exact: bool) -> Image {
+        let listing = store.snapshot_keys().expect("the store lists its keys");
         let records = listing.keys.iter().filter_map(|key| {
             let record = store.export_record(key, SIM_NOW);
-            record.expect("a memory store exports its records")
+            record.expect("the store exports its records")
         });
         Image {
             head: listing.head,
             records: records.collect(),
             upto: stamp_of(upto),
+            exact,
         }
     }
 
@@ -60,12 +65,18 @@ impl Image {
     }
 
     /// Rebuilds the image on `store`, a fresh one: the head, then every
-    /// record in order (an ordered store then places them as they were).
+    /// record in order, as a peer's snapshot is installed (an ordered
+    /// store then places them as they were, which is checked).
     pub fn restore(&self, store: &mut MemoryStore) {
         store.reset(&self.head, SIM_NOW).expect("reset");
         for record in &self.records {
             store.install(record, SIM_NOW).expect("install");
         }
+        let restored = Image::of(store, self.upto.cas_unique(), self.exact);
+        assert_eq!(
+            restored, *self,
+            "a restored image differs from the listed one"
+        );
     }
 }
 
@@ -138,6 +149,13 @@ pub type SharedJournal = Arc<Mutex<Journal>>;
 pub struct ImagingStore {
     inner: MemoryStore,
     journal: SharedJournal,
+    /// Its images are [`Image::exact`]: until a peer's snapshot resets it,
+    /// as the run started.
+    exact: bool,
+    /// The last mark, and whether a peer's snapshot is being installed
+    /// since (reset, its mark not yet come).
+    last_mark: u64,
+    installing: bool,
     /// Negative control: the image frozen for a snapshot is not kept, each
     /// chunk is listed from the store as it is then (`SimConfig::
     /// thawing_images`); the listing it says is frozen.
@@ -145,10 +163,14 @@ pub struct ImagingStore {
 }
 
 impl ImagingStore {
-    pub fn new(inner: MemoryStore, journal: SharedJournal) -> ImagingStore {
+    /// `inner` holding the writes up to `held`, `exact`ly or not.
+    pub fn new(inner: MemoryStore, journal: SharedJournal, held: u64, exact: bool) -> ImagingStore {
         ImagingStore {
             inner,
             journal,
+            exact,
+            last_mark: held,
+            installing: false,
             thawing: None,
         }
     }
@@ -283,7 +305,16 @@ impl VersionedStore for ImagingStore {
         self.inner.export_in_order(from, max, out)
     }
 
+    /// A peer's snapshot begins: the store becomes a copy of its image.
+    /// A real log marks the store it replaces again first, as inexact
+    /// (`durability/store.rs`): a crash before the install's mark gives
+    /// that back.
     fn reset(&mut self, head: &Head, now: UnixTime) -> StoreResult<()> {
+        if !self.installing {
+            let replaced = Image::of(&mut self.inner, self.last_mark, false);
+            self.journal.lock().expect("journal").record(replaced);
+        }
+        (self.exact, self.installing) = (true, true);
         self.inner.reset(head, now)
     }
 
@@ -294,7 +325,8 @@ impl VersionedStore for ImagingStore {
     /// The mark comes right after the write it covers is applied: the
     /// store now is exactly what recovery would rebuild up to it.
     fn mark_delivered(&mut self, upto: u64) {
-        let image = Image::of(&mut self.inner, upto);
+        (self.last_mark, self.installing) = (upto, false);
+        let image = Image::of(&mut self.inner, upto, self.exact);
         self.journal.lock().expect("journal").record(image);
     }
 

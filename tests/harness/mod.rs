@@ -138,12 +138,17 @@ pub struct SimConfig {
     /// froze at the first (as if it kept nothing of what writes changed
     /// meanwhile).
     pub thawing_images: bool,
-    /// With data directories: a recovery places the items otherwise than
-    /// the store held them (a real one replays a log that does not say
-    /// every move: dead items removed unlogged moved others, and eviction
-    /// bits are not logged), so the store evicts other items than its
-    /// peers' until it takes a snapshot. Here: in reverse.
+    /// With data directories: half the recoveries place the items
+    /// otherwise than the store held them, as a directory written by an
+    /// earlier build does (its log held keys' states, not every move:
+    /// dead items removed unlogged moved others, and eviction bits were
+    /// not logged), so the store evicts other items than its peers' until
+    /// it takes a snapshot. Here: in reverse, and the engine is told the
+    /// store is not exact. The other half give back the image exactly.
     pub reordering_recovery: bool,
+    /// Negative control: with `reordering_recovery`, every recovery
+    /// reorders, and the engine is told the store is exact.
+    pub lying_recovery: bool,
 }
 
 impl SimConfig {
@@ -169,6 +174,7 @@ impl SimConfig {
             stale_images: false,
             thawing_images: false,
             reordering_recovery: false,
+            lying_recovery: false,
         }
     }
 
@@ -278,6 +284,10 @@ pub struct SimStats {
     pub restarts: u64,
     /// Crashes whose node's directory lost marks (its log's tail).
     pub tails_lost: u64,
+    /// Restarts from a directory whose store the engine was told is exact,
+    /// and told is not.
+    pub exact_recoveries: u64,
+    pub inexact_recoveries: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -368,8 +378,9 @@ struct Client {
 pub type EngineFactory<E> = Box<dyn FnMut(NodeId, u64, &[NodeId]) -> E>;
 /// Builds the engine of run `incarnation` of a node with a data directory,
 /// given what the directory held at start: `None` at the first start (a new
-/// directory), else the stamp its store was recovered up to.
-pub type DurableFactory<E> = Box<dyn FnMut(NodeId, u64, &[NodeId], Option<Stamp>) -> E>;
+/// directory), else the stamp its store was recovered up to and whether it
+/// was recovered exactly ([`Image::exact`]).
+pub type DurableFactory<E> = Box<dyn FnMut(NodeId, u64, &[NodeId], Option<(Stamp, bool)>) -> E>;
 /// Sees each piece of store work a node carries out, in order.
 pub type WorkWatch<E> = Box<dyn FnMut(NodeId, &StoreWork<E>)>;
 /// Sees each report the store side gives a node's engine.
@@ -485,23 +496,41 @@ where
         let incarnation = self.runs;
         let peers: Vec<NodeId> = self.ids.iter().copied().filter(|&p| p != id).collect();
         let mut store = self.memory_store();
-        let held = self.disks.remove(&id);
-        if let Some(image) = &held {
-            match self.config.reordering_recovery {
-                true => image.reversed().restore(&mut store),
-                false => image.restore(&mut store),
-            }
-        }
-        let held = held.map(|image| image.upto);
-        let engine = (self.make)(id, incarnation, &self.ids, held);
+        let recovered = self
+            .disks
+            .remove(&id)
+            .map(|image| self.recover(&image, &mut store));
+        let engine = (self.make)(id, incarnation, &self.ids, recovered);
         let node = Node::new(id, peers, self.config.peer_timeout, engine);
+        let held = recovered.map(|(upto, _)| upto);
         let store: Box<dyn VersionedStore> = match self.config.data_dirs {
-            true => Box::new(self.imaging(id, store, held)),
+            true => {
+                let exact = recovered.is_none_or(|(_, exact)| exact);
+                Box::new(self.imaging(id, store, held, exact))
+            }
             false => Box::new(store),
         };
         self.held.insert(id, held);
         self.nodes
             .insert(id, SimNode::new(node, incarnation, store));
+    }
+
+    /// Restores `image` on `store`, a fresh one, exactly or (see
+    /// `SimConfig::reordering_recovery`) reordered: the stamp it holds the
+    /// writes up to, and whether the engine is told it is exact.
+    fn recover(&mut self, image: &Image, store: &mut MemoryStore) -> (Stamp, bool) {
+        let reorder = self.config.reordering_recovery
+            && (self.config.lying_recovery || self.rng.below(2) == 0);
+        match reorder {
+            true => image.reversed().restore(store),
+            false => image.restore(store),
+        }
+        let exact = image.exact && (!reorder || self.config.lying_recovery);
+        match exact {
+            true => self.stats.exact_recoveries += 1,
+            false => self.stats.inexact_recoveries += 1,
+        }
+        (image.upto, exact)
     }
 
     /// A fresh, empty store as the config says.
@@ -516,17 +545,24 @@ where
         store
     }
 
-    /// `store` (holding the writes up to `held`) wrapped to take images
-    /// into a new journal of node `id`, whose first image is `store` now.
-    fn imaging(&mut self, id: NodeId, mut store: MemoryStore, held: Option<Stamp>) -> ImagingStore {
+    /// `store` (holding the writes up to `held`, `exact`ly or not) wrapped
+    /// to take images into a new journal of node `id`, whose first image is
+    /// `store` now.
+    fn imaging(
+        &mut self,
+        id: NodeId,
+        mut store: MemoryStore,
+        held: Option<Stamp>,
+        exact: bool,
+    ) -> ImagingStore {
         let upto = held.unwrap_or_default().cas_unique();
-        let first = Image::of(&mut store, upto);
+        let first = Image::of(&mut store, upto, exact);
         let journal = Journal::new(first, self.config.stale_images);
         let journal = std::sync::Arc::new(std::sync::Mutex::new(journal));
         self.journals.insert(id, journal.clone());
         match self.config.thawing_images {
-            true => ImagingStore::new(store, journal).thawing(),
-            false => ImagingStore::new(store, journal),
+            true => ImagingStore::new(store, journal, upto, exact).thawing(),
+            false => ImagingStore::new(store, journal, upto, exact),
         }
     }
 
@@ -1257,6 +1293,16 @@ where
     /// `gets` of `keys` on `node`'s store (see [`SimNode::dump`]).
     pub fn dump(&mut self, node: NodeId, keys: &[Key]) -> Vec<u8> {
         self.node_mut(node).dump(keys)
+    }
+
+    /// Node `node`'s store as it is, in its order: head and every entry
+    /// (dead ones too, with their eviction bits), as a snapshot lists it.
+    pub fn image(&mut self, node: NodeId) -> Image {
+        Image::of(self.node_mut(node).executor.store(), 0, true)
+    }
+
+    pub fn config(&self) -> &SimConfig {
+        &self.config
     }
 }
 

@@ -158,12 +158,13 @@
 //!    reads, goes on.
 //!
 //! **Catching up.** A member behind the view (cut off for a while, or
-//! paused) that remembers it (it installed a view in this run), whose
-//! store is intact and was never rebuilt from a log, is handed only the
-//! writes it missed when the view's lowest source still keeps them: each
-//! node keeps the writes it delivered, in order, within about
-//! `retain_limit` bytes of memory (8 MiB unless set; none when alone).
-//! Past that, and for any other member, it is handed a snapshot as above.
+//! paused) that remembers it (it installed a view in this run) or
+//! recovered its store exactly from its data directory, whose store is
+//! intact and not rebuilt, is handed only the writes it missed when the
+//! view's lowest source still keeps them: each node keeps the writes it
+//! delivered, in order, within about `retain_limit` bytes of memory (8
+//! MiB unless set; none when alone), past `retained_from`. Past that, and
+//! for any other member, it is handed a snapshot as above.
 //! - Why such a store needs only those writes: it holds exactly the
 //!   writes up to its `delivered_upto`, applied in the cluster's order by
 //!   the same ordered store (at each write's own time, with its own
@@ -175,9 +176,36 @@
 //!   delivered after `retained_from`, and delivers nothing while it hands
 //!   them (it hands none once it delivered a write after taking an image
 //!   for a snapshot: step 4; a member that chooses later takes the image),
-//!   so a member at `upto >= retained_from` lacks exactly those after
+//!   so a member at `upto > retained_from` lacks exactly those after
 //!   `upto`, up to the view's state; delivering them there in order makes
 //!   its store the source's.
+//! - Why past `retained_from` and not at it: a store's order can begin
+//!   anew there. A view formed from the longest log whose source was
+//!   rebuilt (below) makes that store's order the cluster's from its
+//!   prefix `S` on; its `retained_from` is `S`, and every store that copies
+//!   it starts at a snapshot's end, at or past `S`, which only grows.
+//!   A member still in the order replaced holds at most `S` (`S` was the
+//!   longest prefix an intact store held, a node without the state
+//!   delivers nothing, and one half way through a snapshot holds no
+//!   prefix, nor recovers as exact: below), so at
+//!   `S` itself it may hold the same writes in the other order, and it is
+//!   the only such case: `upto > retained_from` excludes it. The one
+//!   exception is a store that holds no write, the first start's empty one
+//!   in any order.
+//! - A store recovered exactly (`with_data_dir`'s `exact`) is such a
+//!   prefix too: its log holds the calls its ordered store took since an
+//!   exact start (a new directory, a peer's snapshot installed, or an exact
+//!   recovery), and replays them into the very image it marked
+//!   (`durability/call.rs`). Its node says `Behind` at its mark as one that
+//!   remembers. Its directory says it is not exact when it was written by
+//!   an earlier build (key states, rebuilt in another order), and when it
+//!   crashed half way through installing a peer's snapshot: the store at
+//!   its last mark was being replaced, perhaps because the cluster's
+//!   order no longer was its own (the log marks it again, inexact, before
+//!   the install's reset). A node that learns in a view that its order was
+//!   replaced (`reordered`) and crashes before its snapshot's first part
+//!   still recovers as exact, at most at `S`: the rule above hands it a
+//!   snapshot.
 //! - The member says where it stands (`Behind`) when it installs the view,
 //!   before its `Started` on the same FIFO link to the lowest source, which
 //!   begins handing only once every member started. The parts
@@ -239,12 +267,15 @@
 //! - With a majority that remembers (nodes that did not restart, or that
 //!   restarted with no directory and nobody saw it), the view forms as
 //!   above: the argument needs only them. A recovered node is never a
-//!   source there: its store, rebuilt from the log, may order its items
-//!   otherwise than its peers' (evictions would differ), so it is handed
-//!   a snapshot like a node that restarted empty. It stays *rebuilt*
-//!   (flushed as such, never a source there) until the snapshot is in,
-//!   also once it installed a view and so no longer forgot views: a view
-//!   change can end the snapshot before its first part.
+//!   source there (it holds no proposal and forgot its views; the
+//!   remembering sources suffice). One recovered exactly says it is behind
+//!   and is handed what it missed ("Catching up"); one whose store was
+//!   rebuilt from key states may order its items otherwise than its
+//!   peers' (evictions would differ), so it is handed a snapshot like a
+//!   node that restarted empty. It stays *rebuilt* (flushed as such, never
+//!   a source there) until the snapshot is in, also once it installed a
+//!   view and so no longer forgot views: a view change can end the
+//!   snapshot before its first part.
 //! - Without one (most nodes crashed at once), a view forms only once
 //!   every configured node flushes, each remembering or recovered (none
 //!   known to have come back empty). Every answered write is then in some
@@ -926,12 +957,16 @@ impl TotalOrder {
 
     /// The writes delivered here after `upto`, if this node kept them all
     /// and its store holds nothing else: what a member whose store holds
-    /// exactly the writes up to `upto` lacks.
+    /// exactly the writes up to `upto` lacks. Only past `retained_from`,
+    /// not at it: this store's order may have begun there (a recovery, a
+    /// snapshot), and a member holding the same writes in the order it
+    /// replaced must take a snapshot (module doc, "Catching up"). A store
+    /// that holds no write is the first start's empty one in any order.
     fn missed_since(&self, upto: Stamp) -> Option<vec_deque::Iter<'_, Proposal>> {
-        let kept = self.intact
-            && self.has_state
-            && self.retained_from <= upto
-            && upto <= self.delivered_upto;
+        let first_start = Stamp::default();
+        let past_start =
+            self.retained_from < upto || (self.retained_from, upto) == (first_start, first_start);
+        let kept = self.intact && self.has_state && past_start && upto <= self.delivered_upto;
         kept.then(|| {
             let first = self.retained.partition_point(|w| w.stamp <= upto);
             self.retained.range(first..)
