@@ -347,6 +347,8 @@ impl<E: Engine> Server<E> {
             sync: status.sync,
             frames_sent: self.peers.as_ref().map_or(0, |p| p.frames_sent),
             frames_received: self.peers.as_ref().map_or(0, |p| p.frames_received),
+            frame_bytes_sent: self.peers.as_ref().map_or(0, |p| p.frame_bytes_sent),
+            frame_bytes_received: self.peers.as_ref().map_or(0, |p| p.frame_bytes_received),
             timeouts: self.counters.timeouts,
             connections: self.counters.curr_connections,
             latencies: self.latencies.clone(),
@@ -399,6 +401,8 @@ pub struct Snapshot {
     pub sync: Option<SyncStats>,
     pub frames_sent: u64,
     pub frames_received: u64,
+    pub frame_bytes_sent: u64,
+    pub frame_bytes_received: u64,
     pub timeouts: u64,
     pub connections: u64,
     pub latencies: Latencies,
@@ -540,6 +544,16 @@ impl Collector for Snapshot {
             "frames_received",
             "Frames received from peers.",
             self.frames_received,
+        )?;
+        counter(
+            "frame_bytes_sent",
+            "Bytes of the frames sent to peers, as on the wire.",
+            self.frame_bytes_sent,
+        )?;
+        counter(
+            "frame_bytes_received",
+            "Bytes of the frames received from peers, as on the wire.",
+            self.frame_bytes_received,
         )?;
         counter(
             "timeouts",

@@ -177,6 +177,9 @@ pub struct Identity<'a> {
     pub tls: Option<PeerTls>,
 }
 
+/// A message read from a link, and its length on the wire.
+type ReadMessage<M> = (PeerMessage<M>, usize);
+
 /// The peer side of one node, whose peers speak messages `M`.
 pub struct Peers<M> {
     me: NodeId,
@@ -190,9 +193,12 @@ pub struct Peers<M> {
     listener: TcpListener,
     links: Slab<Link>,
     nodes: BTreeMap<NodeId, PeerSockets>,
-    /// Frames sent and received since start, for `stats`.
+    /// Frames sent and received since start, and their bytes on the wire,
+    /// for `stats`.
     pub frames_sent: u64,
     pub frames_received: u64,
+    pub frame_bytes_sent: u64,
+    pub frame_bytes_received: u64,
     /// Accepted links closed before a hello was taken (a wrong secret or
     /// cluster, an unknown node, silence, garbage), for `stats`.
     pub hellos_refused: u64,
@@ -240,6 +246,8 @@ impl<M: Message> Peers<M> {
             nodes,
             frames_sent: 0,
             frames_received: 0,
+            frame_bytes_sent: 0,
+            frame_bytes_received: 0,
             hellos_refused: 0,
             refusals_logged: BTreeMap::new(),
             messages: PhantomData,
@@ -359,8 +367,8 @@ impl<M: Message> Peers<M> {
             }
         }
         let (messages, closed) = self.links[key].read_messages::<M>()?;
-        for message in messages {
-            self.on_message(key, message, events)?;
+        for (message, length) in messages {
+            self.on_message(key, message, length, events)?;
         }
         if closed {
             return Err("closed by peer".into());
@@ -368,10 +376,12 @@ impl<M: Message> Peers<M> {
         self.write(registry, key)
     }
 
+    /// Takes `message`, `length` bytes on the wire, from link `key`.
     fn on_message(
         &mut self,
         key: usize,
         message: PeerMessage<M>,
+        length: usize,
         events: &mut Vec<LinkEvent<M>>,
     ) -> Result<(), String> {
         let role = match &self.links[key].role {
@@ -393,6 +403,7 @@ impl<M: Message> Peers<M> {
             }
             (Role::Accepted(Some(from)), PeerMessage::Frame(frame)) => {
                 self.frames_received += 1;
+                self.frame_bytes_received += length as u64;
                 events.push(LinkEvent::Frame { from, frame });
             }
             (Role::Accepted(Some(id)), PeerMessage::Leave) => events.push(LinkEvent::Leave(id)),
@@ -526,8 +537,10 @@ impl<M: Message> Peers<M> {
             let link = &mut self.links[key];
             if link.output.len() - link.written < self.unsent_limit {
                 if let Some(frame) = owed(id) {
+                    let before = link.output.len();
                     link.send(&PeerMessage::Frame(frame));
                     self.frames_sent += 1;
+                    self.frame_bytes_sent += (link.output.len() - before) as u64;
                 }
             }
             if let Err(why) = self.write(registry, key) {
@@ -769,7 +782,9 @@ impl Link {
     /// hello needs, so a stranger cannot make the node buffer more than
     /// that; what follows the hello is opened and decoded only once the
     /// link is admitted.
-    fn read_messages<M: Message>(&mut self) -> Result<(Vec<PeerMessage<M>>, bool), String> {
+    /// The messages read, each with its length on the wire, and whether
+    /// the peer closed the link.
+    fn read_messages<M: Message>(&mut self) -> Result<(Vec<ReadMessage<M>>, bool), String> {
         let stranger = self.is_stranger();
         let limit = self.message_limit();
         let mut closed = false;
@@ -805,7 +820,8 @@ impl Link {
                 (Role::Accepted(Some(_)), Some(session)) => session.open(message)?,
                 _ => &message[4..],
             };
-            messages.push(wire::decode_body(body).map_err(|e| e.to_string())?);
+            let decoded = wire::decode_body(body).map_err(|e| e.to_string())?;
+            messages.push((decoded, length));
             at += length;
             if stranger {
                 break; // what follows a hello is read once the hello is taken

@@ -369,6 +369,16 @@ impl<E: Engine> Report<'_, E> {
         );
         reply::stat(
             out,
+            "mckv_frame_bytes_sent",
+            self.peers.map_or(0, |p| p.frame_bytes_sent),
+        );
+        reply::stat(
+            out,
+            "mckv_frame_bytes_received",
+            self.peers.map_or(0, |p| p.frame_bytes_received),
+        );
+        reply::stat(
+            out,
             "mckv_peer_links_refused",
             self.peers.map_or(0, |p| p.hellos_refused),
         );
