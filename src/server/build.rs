@@ -78,7 +78,7 @@ pub fn serve(settings: Settings) -> io::Result<()> {
                     let recovering = Recovering::open_marked(dir, me, cluster, memory(&settings))?;
                     let recovered = recovering.recovered();
                     let held = recovered.delivered.map(Stamp::of_unique);
-                    engine = engine.with_data_dir(held, false);
+                    engine = engine.with_data_dir(held, recovered.exact);
                     engine.stamp_above(recovered.highest_cas);
                     Some(recovering)
                 }
