@@ -196,8 +196,8 @@ fn a_strong_cluster_restarted_after_a_whole_kill_takes_the_longest_log() {
     }
 }
 
-/// A node of a linearizable cluster killed with SIGKILL and restarted
-/// with its data directory, after the others wrote without it: its log
+/// A node of a strong cluster killed with SIGKILL and restarted with its
+/// data directory, after the others wrote without it: its log
 /// gives back the exact store it held, so it is handed only the writes it
 /// missed (`mckv_missed_received`, no snapshot), and the bytes of frames it
 /// receives follow those writes, not the store. Node 1, restarted with its
@@ -205,12 +205,18 @@ fn a_strong_cluster_restarted_after_a_whole_kill_takes_the_longest_log() {
 /// the whole cluster after that loses nothing either.
 #[test]
 fn a_strong_node_restarted_with_its_data_is_handed_only_what_it_missed() {
+    for mode in ["linearizable", "sequential"] {
+        a_strong_node_restarted_with_its_data_catches_up(mode);
+    }
+}
+
+fn a_strong_node_restarted_with_its_data_catches_up(mode: &str) {
     const STORE: usize = 3_000;
     const MISSED: usize = 100;
     let value = "v".repeat(100);
     let data = TempDir::new("cluster-data");
     let keys = "fsync = always\nheartbeat_ms = 50\npeer_timeout_ms = 500";
-    let mut cluster = durable_cluster("linearizable", &data, keys);
+    let mut cluster = durable_cluster(mode, &data, keys);
     let mut c = connect(cluster.port(0));
     let mut pipeline = Vec::new();
     for i in 0..STORE {
@@ -259,18 +265,18 @@ fn a_strong_node_restarted_with_its_data_is_handed_only_what_it_missed() {
     let store_bytes = (STORE * value.len()) as u64;
     let missed_bytes = (MISSED * value.len()) as u64;
     eprintln!(
-        "restarted with its data: {with_data} bytes of frames received for {MISSED} missed \
+        "{mode}, restarted with its data: {with_data} bytes of frames received for {MISSED} missed \
          writes ({missed_bytes} bytes of values); with its directory emptied: {emptied} bytes, \
          a store of {STORE} keys ({store_bytes} bytes of values)"
     );
     assert_eq!(
         (snapshots, missed),
         (0, 1),
-        "node 2: snapshots, missed writes handed"
+        "{mode}: node 2: snapshots, missed writes handed"
     );
     assert_eq!(
         snapshots_1, 1,
-        "node 1 restarted without its data takes a snapshot"
+        "{mode}: node 1 restarted without its data takes a snapshot"
     );
     assert!(with_data >= missed_bytes, "{with_data}");
     assert!(
@@ -292,7 +298,7 @@ fn a_strong_node_restarted_with_its_data_is_handed_only_what_it_missed() {
         let n = value.len();
         let want =
             format!("VALUE old0 0 {n}\r\n{value}\r\nVALUE new199 0 {n}\r\n{value}\r\nEND\r\n");
-        assert_eq!(got, want, "node {node}");
+        assert_eq!(got, want, "{mode}: node {node}");
     }
 }
 
