@@ -703,7 +703,7 @@ impl Server {
     /// cluster) with every node up, or (etcd) with a leader committing puts.
     fn wait_ready(&mut self) -> Result<(), String> {
         let (patience, unready) = match self.protocol {
-            Protocol::Memcached => (5, "not answering `show` (or a node not up)"),
+            Protocol::Memcached => (5, "not answering `show`, a node not up, or no set stored"),
             // Electing etcd's first leader takes a few seconds.
             Protocol::EtcdHttp => (15, "no put through member 0 succeeded (no leader?)"),
         };
@@ -769,7 +769,7 @@ fn memcached_ready(addr: SocketAddr, nodes: Option<usize>) -> bool {
     let Ok(n) = s.read(&mut buf) else {
         return false;
     };
-    let show = String::from_utf8_lossy(&buf[..n]);
+    let show = String::from_utf8_lossy(&buf[..n]).into_owned();
     let listed: Vec<&str> = show.lines().filter(|l| l.starts_with("NODE ")).collect();
     let up = listed
         .iter()
@@ -777,7 +777,34 @@ fn memcached_ready(addr: SocketAddr, nodes: Option<usize>) -> bool {
         .count();
     let all_up = up == listed.len() && nodes.is_none_or(|n| n == up);
     // memcached has no `show`: its ERROR is an answer too.
-    (show.ends_with("END\r\n") && all_up) || show.starts_with("ERROR")
+    let answered = (show.ends_with("END\r\n") && all_up) || show.starts_with("ERROR");
+    // Every node up is not yet a view of them all formed (a view of a
+    // majority may form first, and take the last one in later): node 0
+    // must serve in one, and store a write (the key is none of the load's).
+    let mut ask = |request: &[u8]| {
+        let mut reply = Vec::new();
+        let mut chunk = [0u8; 4096];
+        if s.write_all(request).is_ok() {
+            // `stats` takes several reads; anything else one line.
+            while let Ok(n @ 1..) = s.read(&mut chunk) {
+                reply.extend_from_slice(&chunk[..n]);
+                if !request.starts_with(b"stats") || reply.ends_with(b"END\r\n") {
+                    break;
+                }
+            }
+        }
+        String::from_utf8_lossy(&reply).into_owned()
+    };
+    let in_full_view = |stats: &str| {
+        let members = stats
+            .lines()
+            .find_map(|l| l.strip_prefix("STAT mckv_view_members "))
+            .map_or(0, |m| m.split(',').count());
+        stats.contains("STAT mckv_role member") && nodes.is_none_or(|n| n == members)
+    };
+    answered
+        && (show.starts_with("ERROR") || listed.len() < 2 || in_full_view(&ask(b"stats\r\n")))
+        && ask(b"set load-ready 0 0 1\r\n1\r\n") == "STORED\r\n"
 }
 
 /// Whether etcd commits a put through `addr` (answered 200): a leader is
