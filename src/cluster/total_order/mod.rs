@@ -163,7 +163,7 @@
 //! intact and not rebuilt, is handed only the writes it missed when the
 //! view's lowest source still keeps them: each node keeps the writes it
 //! delivered, in order, within about `retain_limit` bytes of memory (8
-//! MiB unless set; none when alone), past `retained_from`. Past that, and
+//! MiB unless set; none when alone), from `retained_from`. Past that, and
 //! for any other member, it is handed a snapshot as above.
 //! - Why such a store needs only those writes: it holds exactly the
 //!   writes up to its `delivered_upto`, applied in the cluster's order by
@@ -176,22 +176,25 @@
 //!   delivered after `retained_from`, and delivers nothing while it hands
 //!   them (it hands none once it delivered a write after taking an image
 //!   for a snapshot: step 4; a member that chooses later takes the image),
-//!   so a member at `upto > retained_from` lacks exactly those after
+//!   so a member at `upto >= retained_from` lacks exactly those after
 //!   `upto`, up to the view's state; delivering them there in order makes
-//!   its store the source's.
-//! - Why past `retained_from` and not at it: a store's order can begin
-//!   anew there. A view formed from the longest log whose source was
-//!   rebuilt (below) makes that store's order the cluster's from its
-//!   prefix `S` on; its `retained_from` is `S`, and every store that copies
-//!   it starts at a snapshot's end, at or past `S`, which only grows.
-//!   A member still in the order replaced holds at most `S` (`S` was the
-//!   longest prefix an intact store held, a node without the state
-//!   delivers nothing, and one half way through a snapshot holds no
-//!   prefix, nor recovers as exact: below), so at
-//!   `S` itself it may hold the same writes in the other order, and it is
-//!   the only such case: `upto > retained_from` excludes it. The one
-//!   exception is a store that holds no write, the first start's empty one
-//!   in any order.
+//!   its store the source's, if it holds them in the source's order.
+//! - Why past `order_from`, where the source's order began, and not at
+//!   it: a view formed from the longest log whose source was rebuilt
+//!   (below: recovered from key states, or a member of an earlier such
+//!   view that did not take its snapshot) makes that store's order the
+//!   cluster's from its prefix `S` on, and its `order_from` is `S`. Every
+//!   store that copies it starts at a snapshot's end, at or past `S`, and
+//!   takes that as its `order_from`; so does a recovered one, at its
+//!   mark. A member still in the order replaced holds at most `S` (`S`
+//!   was the longest prefix an intact store held, a node without the
+//!   state delivers nothing, and one half way through a snapshot holds no
+//!   prefix, nor recovers as exact: below), so at or below the source's
+//!   `order_from` it may hold the same writes in another order, and past
+//!   it it does not: `upto > order_from` is the rule. The one exception is
+//!   a store that holds no write, the first start's empty one in any
+//!   order. Of longest logs as long, one in the cluster's order is taken
+//!   as the source, so a view is reordered only when it must be.
 //! - A store recovered exactly (`with_data_dir`'s `exact`) is such a
 //!   prefix too: its log holds the calls its ordered store took since an
 //!   exact start (a new directory, a peer's snapshot installed, or an exact
@@ -205,7 +208,8 @@
 //!   the install's reset). A node that learns in a view that its order was
 //!   replaced (`reordered`) and crashes before its snapshot's first part
 //!   still recovers as exact, at most at `S`: the rule above hands it a
-//!   snapshot.
+//!   snapshot. (Found by the simulation once its replicas' ordered
+//!   images were compared, and the rebuilt-member case by review.)
 //! - The member says where it stands (`Behind`) when it installs the view,
 //!   before its `Started` on the same FIFO link to the lowest source, which
 //!   begins handing only once every member started. The parts
@@ -577,6 +581,11 @@ pub struct TotalOrder {
     retained: VecDeque<Proposal>,
     retained_bytes: usize,
     retained_from: Stamp,
+    /// Where this store's order began (a recovery, a snapshot installed,
+    /// or a `reordered` view it was the source of): a member holding the
+    /// writes up to it, or fewer, may hold them in another order, and is
+    /// handed a snapshot (module doc, "Catching up").
+    order_from: Stamp,
     retain_limit: usize,
     /// Members that said they are `Behind`: the ballot they said it in and
     /// the last write their store holds.
@@ -676,6 +685,7 @@ impl TotalOrder {
             retained: VecDeque::new(),
             retained_bytes: 0,
             retained_from: Stamp::default(),
+            order_from: Stamp::default(),
             // Alone, no member can fall behind.
             retain_limit: if alone { 0 } else { DEFAULT_RETAIN_LIMIT },
             behind: BTreeMap::new(),
@@ -704,7 +714,7 @@ impl TotalOrder {
     pub fn with_data_dir(mut self, held: Option<Stamp>, exact: bool) -> TotalOrder {
         if let Some(upto) = held {
             self.delivered_upto = upto;
-            self.retained_from = upto;
+            self.order_begins(upto);
             self.clock.observe(upto.ts);
             self.recovered = true;
             self.rebuilt = !exact;
@@ -948,25 +958,31 @@ impl TotalOrder {
     }
 
     /// The store now holds the writes up to `upto` by other means than
-    /// delivering them (a snapshot): nothing kept reaches it.
-    fn retain_from(&mut self, upto: Stamp) {
+    /// delivering them (a recovery, a snapshot), or in an order that is the
+    /// cluster's from now on: nothing kept reaches it, and its order begins
+    /// there.
+    fn order_begins(&mut self, upto: Stamp) {
         self.retained.clear();
         self.retained_bytes = 0;
         self.retained_from = upto;
+        self.order_from = upto;
     }
 
     /// The writes delivered here after `upto`, if this node kept them all
     /// and its store holds nothing else: what a member whose store holds
-    /// exactly the writes up to `upto` lacks. Only past `retained_from`,
-    /// not at it: this store's order may have begun there (a recovery, a
-    /// snapshot), and a member holding the same writes in the order it
+    /// exactly the writes up to `upto` lacks. Only past `order_from`, not
+    /// at it: a member holding the same writes in the order this store's
     /// replaced must take a snapshot (module doc, "Catching up"). A store
     /// that holds no write is the first start's empty one in any order.
     fn missed_since(&self, upto: Stamp) -> Option<vec_deque::Iter<'_, Proposal>> {
         let first_start = Stamp::default();
-        let past_start =
-            self.retained_from < upto || (self.retained_from, upto) == (first_start, first_start);
-        let kept = self.intact && self.has_state && past_start && upto <= self.delivered_upto;
+        let in_order =
+            self.order_from < upto || (self.order_from, upto) == (first_start, first_start);
+        let kept = self.intact
+            && self.has_state
+            && in_order
+            && self.retained_from <= upto
+            && upto <= self.delivered_upto;
         kept.then(|| {
             let first = self.retained.partition_point(|w| w.stamp <= upto);
             self.retained.range(first..)
@@ -2337,23 +2353,26 @@ mod tests {
         );
     }
 
-    /// Nodes 0 and 1 crash together and recover from their logs, as many
-    /// writes long as node 2, which kept running: node 0 is the view's only
-    /// source, its store rebuilt from its log, whose order may not be node
-    /// 2's (found in review). Node 2 takes its snapshot, not the writes it
-    /// missed (none), as node 1 does.
-    #[test]
-    fn a_member_of_a_view_whose_source_was_rebuilt_takes_its_snapshot() {
+    /// Nodes 0 and 1 crash together and recover from their logs (node 0's
+    /// one write longer, `ahead`, or as long), rebuilt from key states;
+    /// node 2 kept running. Returns which nodes the lowest source read a
+    /// snapshot for, and the parts of missed writes node 2 received.
+    fn after_two_rebuilt_recoveries(ahead: bool) -> (Vec<NodeId>, Vec<NodeId>, u64) {
         let mut engines = cluster_keeping(3, Consistency::Linearizable, 1 << 20);
         let mut out = Vec::new();
         engines[0].on_client(reply_to(1, 0), set("k"), 0, &mut out);
         exchange(&mut engines, &mut vec![Vec::new(); 3]);
         let upto = engines[2].delivered_upto;
+        let longer = Stamp {
+            ts: upto.ts + 1,
+            ..upto
+        };
         let view = View::new(0, vec![0, 1, 2]);
         for id in [0, 1] {
+            let held = if id == 0 && ahead { longer } else { upto };
             let mut e = TotalOrder::new(id, view.clone(), Consistency::Linearizable)
                 .with_retain_limit(1 << 20)
-                .with_data_dir(Some(upto), false);
+                .with_data_dir(Some(held), false);
             for peer in view.others(id) {
                 e.on_peer(peer, PeerEvent::LinkOpened);
                 e.on_peer(peer, PeerEvent::Up);
@@ -2365,23 +2384,45 @@ mod tests {
                 e.on_hello(peer, 99, true);
             }
         }
-        let mut dumps = Vec::new();
+        let mut dumps = [Vec::new(), Vec::new()];
         for _ in 0..30 {
             for e in engines.iter_mut() {
                 e.on_tick(&mut Vec::new());
             }
             let effects = exchange_all(&mut engines);
-            dumps.extend(effects[0].iter().filter_map(|e| match e {
-                Effect::Work(Work::Dump {
-                    to, start: true, ..
-                }) => Some(*to),
-                _ => None,
-            }));
+            for (source, dumps) in [0, 2].into_iter().zip(dumps.iter_mut()) {
+                dumps.extend(effects[source].iter().filter_map(|e| match e {
+                    Effect::Work(Work::Dump {
+                        to, start: true, ..
+                    }) => Some(*to),
+                    _ => None,
+                }));
+            }
         }
-        assert_eq!(engines[0].status().missed_handed, 0);
-        assert_eq!(engines[2].status().missed_received, 0);
-        dumps.sort();
-        assert_eq!(dumps, [1, 2], "node 0 reads a snapshot for each");
+        let [mut from_0, mut from_2] = dumps;
+        from_0.sort();
+        from_2.sort();
+        (from_0, from_2, engines[2].status().missed_received)
+    }
+
+    /// Node 0's log is the longest: it is the view's only source, its store
+    /// rebuilt from its log, whose order may not be node 2's (found in
+    /// review). Node 2 takes its snapshot, not the writes it missed, as
+    /// node 1 does.
+    #[test]
+    fn a_member_of_a_view_whose_source_was_rebuilt_takes_its_snapshot() {
+        let (from_0, from_2, missed) = after_two_rebuilt_recoveries(true);
+        assert_eq!(from_0, [1, 2], "node 0 reads a snapshot for each");
+        assert_eq!((from_2, missed), (vec![], 0));
+    }
+
+    /// The logs are as long: node 2, whose store is in the cluster's order,
+    /// is the source rather than node 0, and the rebuilt take its snapshot.
+    #[test]
+    fn of_logs_as_long_the_store_in_the_clusters_order_is_the_source() {
+        let (from_0, from_2, missed) = after_two_rebuilt_recoveries(false);
+        assert_eq!((from_0, missed), (vec![], 0));
+        assert_eq!(from_2, [0, 1], "node 2 reads a snapshot for each");
     }
 
     /// A member's `Caught` lost with a broken link would leave its source

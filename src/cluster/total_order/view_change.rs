@@ -521,7 +521,7 @@ impl TotalOrder {
                     // the last chunk is in.
                     self.intact = false;
                     self.delivered_upto = upto;
-                    self.retain_from(upto);
+                    self.order_begins(upto);
                     self.receiving = Some(Transfer { done: 0, total });
                     self.chunks_installed = 0;
                     self.installing_from = from;
@@ -728,8 +728,13 @@ impl TotalOrder {
         if source {
             // Its intact store reaches what the view starts from, even if
             // it was waiting for a snapshot of the view before; if rebuilt,
-            // it is the only source, and the others copy its order.
+            // it is the only source, and the others copy its order, which
+            // is the cluster's from its prefix on (also when it was rebuilt
+            // only by an earlier view's order, and kept its writes).
             self.has_state = true;
+            if self.rebuilt {
+                self.order_begins(self.delivered_upto);
+            }
             self.rebuilt = false;
             for proposal in start {
                 if proposal.stamp <= self.delivered_upto {
@@ -1177,10 +1182,12 @@ fn from_longest_log(
     flushes: &BTreeMap<NodeId, Flush>,
 ) -> Option<(Ballot, Vec<NodeId>, Vec<Proposal>)> {
     let latest = flushes.values().map(|f| f.normal).max().unwrap_or_default();
+    // Of the longest, one in the cluster's order if any: the view is then
+    // not `reordered`.
     let (&source, _) = flushes
         .iter()
         .filter(|(_, f)| f.intact)
-        .max_by_key(|&(&id, f)| (f.delivered_upto, Reverse(id)))?;
+        .max_by_key(|&(&id, f)| (f.delivered_upto, !f.rebuilt, Reverse(id)))?;
     Some((latest, vec![source], start_sequence(flushes.values())))
 }
 
@@ -1540,5 +1547,57 @@ mod tests {
         let (_, sources, _) = from_longest_log(&flushes).expect("a view forms");
         assert_eq!(sources, [1]);
         assert!(!sources.iter().any(|s| flushes[s].rebuilt), "not reordered");
+    }
+
+    /// Of longest logs that tie, one in the cluster's order is the source,
+    /// though a rebuilt one has a lower id: the view is not reordered.
+    #[test]
+    fn of_tied_longest_logs_the_one_in_the_clusters_order_is_the_source() {
+        let recovered = |rebuilt| Flush {
+            normal: Ballot::default(),
+            normal_members: Vec::new(),
+            remembers: false,
+            recovered: true,
+            rebuilt,
+            ..flush(0, 7)
+        };
+        let flushes = BTreeMap::from([(1, recovered(true)), (2, recovered(false))]);
+        let (_, sources, _) = from_longest_log(&flushes).expect("a view forms");
+        assert_eq!(sources, [2]);
+    }
+
+    /// A node that remembers, made rebuilt by a reordered view it was no
+    /// source of (found by review), becomes the only source of a view
+    /// formed from the longest log: its order is the cluster's from its
+    /// prefix on, so a member holding that prefix (perhaps in the order
+    /// the first view made the cluster's) is handed a snapshot, not the
+    /// writes this node kept from before.
+    #[test]
+    fn the_source_of_a_reordered_view_hands_no_write_from_before_its_prefix() {
+        use super::super::tests::{cluster_keeping, exchange_all, reply_to, set};
+        let mut engines = cluster_keeping(3, Consistency::Linearizable, 1 << 20);
+        engines[0].on_client(reply_to(1, 0), set("a"), 0, &mut Vec::new());
+        exchange_all(&mut engines);
+        let a = engines[1].delivered_upto;
+        engines[0].on_client(reply_to(1, 1), set("b"), 0, &mut Vec::new());
+        exchange_all(&mut engines);
+        let node = &mut engines[1];
+        let prefix = node.delivered_upto;
+        assert!(node.missed_since(a).is_some(), "kept from before");
+        node.rebuilt = true;
+        let ballot = Ballot {
+            round: 9,
+            coordinator: 1,
+        };
+        node.promised = ballot;
+        let formed = Formed {
+            base: node.base,
+            sources: vec![1],
+            start: Vec::new(),
+            reordered: true,
+        };
+        node.install(ballot, View::new(9, vec![0, 1, 2]), formed, &mut Vec::new());
+        assert!(node.missed_since(prefix).is_none(), "at its prefix");
+        assert!(node.missed_since(a).is_none(), "before its prefix");
     }
 }
