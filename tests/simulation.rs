@@ -2206,6 +2206,24 @@ fn harsh_network_and_silent_peers_keep_histories_consistent_and_replicas_identic
     }
 }
 
+/// A liveness bug a 200-seed sweep found (this failed before the fix): on
+/// the harsh network a view change's messages take longer than a member's
+/// patience. Node 3 flushed to view (1, 2) and gave up waiting (idle)
+/// before its `StartView` came, 155 steps late, and dropped it; the others
+/// installed the view and waited for node 3's `Started`, and the first
+/// view of all four nodes formed only after step 2,000. Now a member that
+/// gave up still installs the view it flushed to, if it promised nothing
+/// since.
+#[test]
+fn harsh_network_4_nodes_linearizable_seed_1091_forms_its_first_view() {
+    let s = Scenario {
+        clients_per_node: 3,
+        harsh: true,
+        ..Scenario::new(4, Consistency::Linearizable, 1091, Faults::Silences)
+    };
+    run_scenario(&s, false).expect("a first view forms");
+}
+
 /// Refused operations are certainly not applied, so the workload leaves
 /// them out; recorded instead as outcome unknown (`KvRet::Failed`, their
 /// client going on as a new thread) they must still check. Linearizable

@@ -76,7 +76,11 @@
 //! higher ballot with the nodes it sees up (others take over after
 //! `patience` ticks; a change that is not finishing is given up after
 //! `patience`, and at once when its coordinator or, for the coordinator, a
-//! member it waits for says it is leaving):
+//! member it waits for says it is leaving; a member that gave up still
+//! installs the `StartView` of the ballot it flushed to while it promised
+//! nothing since: idle, it refused every client and counted nothing, so it
+//! holds what it flushed, and on a slow network the others may have
+//! installed that view and wait for it):
 //! 1. `Prepare(b)`: a node promises the highest ballot it has seen and
 //!    refuses lower ones (`Nack`), so one coordinator per ballot means at
 //!    most one view per ballot. From its promise on it counts nothing of
@@ -513,6 +517,10 @@ pub struct TotalOrder {
     /// this node did (its `StartView` can come after another member's
     /// `Started`: they travel on different links).
     started_early: BTreeSet<NodeId>,
+    /// The ballot this node last flushed to. A member that gave up waiting
+    /// for its view (the patience ran out) still installs it when its
+    /// `StartView` comes after all, as long as it promised nothing since.
+    flushed_to: Option<Ballot>,
     /// Nodes left out of view changes: up by the detector, yet they did not
     /// flush when asked (until they are members again, ask themselves, or
     /// no majority is left without them).
@@ -654,6 +662,7 @@ impl TotalOrder {
                 false => Phase::Idle,
             },
             started_early: BTreeSet::new(),
+            flushed_to: None,
             unresponsive: BTreeSet::new(),
             unsettled_since: None,
             member_restarted: false,

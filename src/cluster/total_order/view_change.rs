@@ -463,8 +463,16 @@ impl TotalOrder {
                 reordered,
             } => {
                 // Only the view this node flushed to (not one it has since
-                // promised away).
-                let flushed = matches!(self.phase, Phase::Flushed { .. });
+                // promised away). Also one it gave up waiting for and has
+                // promised nothing since: idle, it refused every client and
+                // counted nothing, so it holds exactly what it flushed (on
+                // a slow network a view's messages may take longer than the
+                // patience, and the others install it and wait for us).
+                let flushed = match self.phase {
+                    Phase::Flushed { .. } => true,
+                    Phase::Idle => self.flushed_to == Some(ballot),
+                    _ => false,
+                };
                 if flushed && ballot == self.promised && members.contains(&self.me) {
                     let view = View::new(ballot.round, members);
                     let formed = Formed {
@@ -588,6 +596,7 @@ impl TotalOrder {
             flush: self.flush(),
         };
         self.send(from, flush);
+        self.flushed_to = Some(ballot);
         self.phase = Phase::Flushed { since: self.ticks };
     }
 
@@ -768,6 +777,8 @@ impl TotalOrder {
         }
         self.remembers = true;
         self.recovered = false;
+        // Installed: a late copy of its `StartView` installs nothing again.
+        self.flushed_to = None;
         // Own writes in no start sequence were never delivered anywhere:
         // their clients get the reactor's timeout (the write is lost, but
         // "may have been applied" is all this node can know).
