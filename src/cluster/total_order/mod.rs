@@ -2364,8 +2364,8 @@ mod tests {
 
     /// Nodes 0 and 1 crash together and recover from their logs (node 0's
     /// one write longer, `ahead`, or as long), rebuilt from key states;
-    /// node 2 kept running. Returns which nodes the lowest source read a
-    /// snapshot for, and the parts of missed writes node 2 received.
+    /// node 2 kept running. Returns the nodes node 0 and node 2 each read
+    /// a snapshot for, and the parts of missed writes node 2 received.
     fn after_two_rebuilt_recoveries(ahead: bool) -> (Vec<NodeId>, Vec<NodeId>, u64) {
         let mut engines = cluster_keeping(3, Consistency::Linearizable, 1 << 20);
         let mut out = Vec::new();
