@@ -71,6 +71,22 @@ fn writer(port: u16, name: &str, stop: &AtomicBool) -> HashMap<String, u64> {
     acked
 }
 
+/// `count` keys `old0`, `old1`, ... set to `value` through node 0 (one
+/// pipeline of `noreply` sets), once every node holds the last.
+fn load_everywhere(cluster: &Cluster, count: usize, value: &str) {
+    let mut pipeline = Vec::new();
+    for i in 0..count {
+        let set = format!("set old{i} 0 0 {} noreply\r\n{value}\r\n", value.len());
+        pipeline.extend_from_slice(set.as_bytes());
+    }
+    connect(cluster.port(0)).write_all(&pipeline).unwrap();
+    let last = format!("old{}", count - 1);
+    let want = format!("VALUE {last} 0 {}\r\n{value}\r\nEND\r\n", value.len());
+    for node in 0..cluster.nodes.len() {
+        cluster.wait_for_value(node, &last, &want);
+    }
+}
+
 /// The number `node` holds for `key`, if any.
 fn number(cluster: &Cluster, node: usize, key: &str) -> Option<u64> {
     let got = request(
@@ -217,30 +233,12 @@ fn a_strong_node_restarted_with_its_data_catches_up(mode: &str) {
     let data = TempDir::new("cluster-data");
     let keys = "fsync = always\nheartbeat_ms = 50\npeer_timeout_ms = 500";
     let mut cluster = durable_cluster(mode, &data, keys);
-    let mut c = connect(cluster.port(0));
-    let mut pipeline = Vec::new();
-    for i in 0..STORE {
-        let set = format!("set old{i} 0 0 {} noreply\r\n{value}\r\n", value.len());
-        pipeline.extend_from_slice(set.as_bytes());
-    }
-    c.write_all(&pipeline).unwrap();
-    let last = format!("old{}", STORE - 1);
-    let want = format!("VALUE {last} 0 {}\r\n{value}\r\nEND\r\n", value.len());
-    for node in 0..3 {
-        cluster.wait_for_value(node, &last, &want);
-    }
+    load_everywhere(&cluster, STORE, &value);
     // Node 2 dies; node 1 comes back without its data, to compare.
     let missed_while_down = |cluster: &mut Cluster, node: usize, from: usize| {
         cluster.nodes[node].signal("KILL");
-        poll(
-            Duration::from_secs(30),
-            Duration::from_millis(100),
-            || match request(&mut connect(cluster.port(0)), b"set k 0 0 1\r\nx\r\n").as_str() {
-                "STORED\r\n" => Ok(()),
-                other => Err(format!("node 0 answered {other:?}")),
-            },
-        );
         let mut c = connect(cluster.port(0));
+        stored_once_the_view_allows(&mut c, "set k 0 0 1\r\nx\r\n");
         for i in from..from + MISSED {
             let set = format!("set new{i} 0 0 {}\r\n{value}\r\n", value.len());
             assert_eq!(request(&mut c, set.as_bytes()), "STORED\r\n");
@@ -358,20 +356,8 @@ fn a_node_restarted_with_its_data_catches_up(fsync: &str) {
     let data = TempDir::new("cluster-data");
     let keys = format!("sync_interval_ms = 200\nfsync = {fsync}");
     let mut cluster = durable_cluster("eventual", &data, &keys);
+    load_everywhere(&cluster, STORE, "value");
     let mut c = connect(cluster.port(0));
-    let mut pipeline = Vec::new();
-    for i in 0..STORE {
-        pipeline.extend_from_slice(format!("set old{i} 0 0 5 noreply\r\nvalue\r\n").as_bytes());
-    }
-    c.write_all(&pipeline).unwrap();
-    let last = format!("old{}", STORE - 1);
-    for node in 0..3 {
-        cluster.wait_for_value(
-            node,
-            &last,
-            &format!("VALUE {last} 0 5\r\nvalue\r\nEND\r\n"),
-        );
-    }
     // Node 2 has synced past the store: a round after the last write.
     let rounds = stat(cluster.port(2), "mckv_sync_rounds");
     poll(
