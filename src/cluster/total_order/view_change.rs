@@ -1461,20 +1461,28 @@ mod tests {
         assert_eq!(sources, [3]);
     }
 
+    /// Nodes 0, 1 and 2, keeping what they deliver, deliver writes `a` and
+    /// `b`: the engines, and the stamp of `a`.
+    fn three_nodes_delivered_a_and_b() -> (Vec<TotalOrder>, Stamp) {
+        use super::super::tests::{cluster_keeping, exchange_all, reply_to, set};
+        let mut engines = cluster_keeping(3, Consistency::Linearizable, 1 << 20);
+        engines[0].on_client(reply_to(1, 0), set("a"), 0, &mut Vec::new());
+        exchange_all(&mut engines);
+        let a = engines[2].delivered_upto;
+        engines[0].on_client(reply_to(1, 1), set("b"), 0, &mut Vec::new());
+        exchange_all(&mut engines);
+        assert!(engines.iter().all(|e| e.delivered_upto > a), "b delivered");
+        (engines, a)
+    }
+
     /// Nodes 0, 1 and 2 deliver writes `a` and `b`; node 2 restarts from
     /// its data directory, its log marked up to `a` (the mark of `b` was
     /// lost), its store recovered `exact`ly or not. Runs the view change
     /// that takes it back; returns whether it said `Behind`, the parts of
     /// missed writes node 0 handed it, and the snapshots node 0 read for it.
     fn rejoin_from_data_dir(exact: bool) -> (bool, u64, usize) {
-        use super::super::tests::{cluster_keeping, exchange_all, reply_to, set};
-        let mut engines = cluster_keeping(3, Consistency::Linearizable, 1 << 20);
-        engines[0].on_client(reply_to(1, 0), set("a"), 0, &mut Vec::new());
-        exchange_all(&mut engines);
-        let upto = engines[2].delivered_upto;
-        engines[0].on_client(reply_to(1, 1), set("b"), 0, &mut Vec::new());
-        exchange_all(&mut engines);
-        assert!(engines[0].delivered_upto > upto, "b delivered");
+        use super::super::tests::exchange_all;
+        let (mut engines, upto) = three_nodes_delivered_a_and_b();
         let view = View::new(0, vec![0, 1, 2]);
         let mut recovered = TotalOrder::new(2, view.clone(), Consistency::Linearizable)
             .with_retain_limit(1 << 20)
@@ -1585,13 +1593,7 @@ mod tests {
     /// writes this node kept from before.
     #[test]
     fn the_source_of_a_reordered_view_hands_no_write_from_before_its_prefix() {
-        use super::super::tests::{cluster_keeping, exchange_all, reply_to, set};
-        let mut engines = cluster_keeping(3, Consistency::Linearizable, 1 << 20);
-        engines[0].on_client(reply_to(1, 0), set("a"), 0, &mut Vec::new());
-        exchange_all(&mut engines);
-        let a = engines[1].delivered_upto;
-        engines[0].on_client(reply_to(1, 1), set("b"), 0, &mut Vec::new());
-        exchange_all(&mut engines);
+        let (mut engines, a) = three_nodes_delivered_a_and_b();
         let node = &mut engines[1];
         let prefix = node.delivered_upto;
         assert!(node.missed_since(a).is_some(), "kept from before");
