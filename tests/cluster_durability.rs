@@ -3,8 +3,9 @@
 //! always`) comes back holding every acknowledged write, in every mode; a
 //! key deleted while one node was cut off stays deleted after every node
 //! restarts; and a node restarted with its data is sent only what it
-//! missed, not the store, in eventual and linearizable mode. Every wait is a bounded poll; nothing is asserted
-//! on timing.
+//! missed, not the store, in eventual and linearizable mode; a strong
+//! cluster restarted with another eviction policy holds what it held.
+//! Every wait is a bounded poll; nothing is asserted on timing.
 
 mod common;
 
@@ -297,6 +298,52 @@ fn a_strong_node_restarted_with_its_data_catches_up(mode: &str) {
         let want =
             format!("VALUE old0 0 {n}\r\n{value}\r\nVALUE new199 0 {n}\r\n{value}\r\nEND\r\n");
         assert_eq!(got, want, "{mode}: node {node}");
+    }
+}
+
+/// A linearizable cluster capped at 1 MB, loaded with 2.4 MB under
+/// `eviction = lru`, then killed whole and restarted with `eviction =
+/// none`: each node replays its log under the policy its writes were made
+/// under, so it holds the very keys it held (an `lru` write that evicted
+/// is not refused now), and runs under `none` from then on.
+#[test]
+fn a_strong_cluster_restarted_with_another_eviction_policy_keeps_what_it_held() {
+    const LOADED: usize = 300;
+    let value = "v".repeat(8_000);
+    let data = TempDir::new("cluster-data");
+    let keys = "fsync = always\nmemory_limit_mb = 1\neviction = lru";
+    let mut cluster = durable_cluster("linearizable", &data, keys);
+    load_everywhere(&cluster, LOADED, &value);
+    let held = |cluster: &Cluster, node: usize| -> Vec<usize> {
+        let mut c = connect(cluster.port(node));
+        let holds = |i: &usize| request(&mut c, format!("mg old{i}\r\n").as_bytes()) == "HD\r\n";
+        (0..LOADED).filter(holds).collect()
+    };
+    let before = held(&cluster, 0);
+    assert!(
+        before.len() < LOADED / 2 && before.contains(&(LOADED - 1)),
+        "the load evicted: node 0 holds {before:?}"
+    );
+    for node in &cluster.nodes {
+        node.signal("KILL");
+    }
+    let config = std::fs::read_to_string(&cluster.config).unwrap();
+    std::fs::write(
+        &cluster.config,
+        config.replace("eviction = lru", "eviction = none"),
+    )
+    .unwrap();
+    for id in 0..3 {
+        restart(&mut cluster, id);
+    }
+    cluster.wait_all_up();
+    let last = format!("old{}", LOADED - 1);
+    let want = format!("VALUE {last} 0 {}\r\n{value}\r\nEND\r\n", value.len());
+    for node in 0..3 {
+        cluster.wait_for_value(node, &last, &want);
+        assert_eq!(held(&cluster, node), before, "node {node}");
+        let show = request(&mut connect(cluster.port(node)), b"show\r\n");
+        assert!(show.contains("eviction=none"), "node {node}: {show}");
     }
 }
 

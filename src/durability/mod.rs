@@ -65,6 +65,7 @@ use mio::Waker;
 
 use crate::config::{ClusterConfig, Fsync};
 use crate::store::{unix_now, UnixTime, VersionedStore};
+use record::Under;
 use writer::{LogIntake, LogQueue, Writer};
 
 /// A failure of the data directory at start (opening, checking,
@@ -180,7 +181,11 @@ impl Recovering {
     ) -> io::Result<Recovering> {
         let me = Identity::of(cluster, node, LogKind::Marked);
         let mut recovering = Recovering::replay(dir, &me, cluster, store, |dir, store| {
-            recover::recover_marked(dir, store, cluster.memory_limit_bytes, unix_now())
+            let configured = Under {
+                cap: cluster.memory_limit_bytes,
+                policy: store.policy(),
+            };
+            recover::recover_marked(dir, store, configured, unix_now())
         })?;
         let recovered = &recovering.recovered;
         recovering.marked = Some(Marked {
@@ -569,7 +574,7 @@ mod tests {
     use super::*;
     use crate::protocol::{Limits, StorageMode};
     use crate::store::memory::MemoryStore;
-    use crate::store::{Entry, Expiry, Head, KeysRef, Store, Write};
+    use crate::store::{Entry, Eviction, Expiry, Head, KeysRef, Store, Write};
 
     const NOW: UnixTime = 1_700_000_000;
     const KEYS: u64 = 40;
@@ -1046,14 +1051,22 @@ mod tests {
             drop(store);
             drop(durable);
             assert!(shared.snapshots.load(Ordering::Relaxed) > 1, "seed {seed}");
-            // Restarted with a raised limit: the calls replay under the one
-            // they were made under.
+            // Restarted with a raised limit, and on odd seeds with the
+            // other eviction policy, on even ones without the sweep: the
+            // calls replay under what they were made under.
             let raised = ClusterConfig {
                 memory_limit_bytes: 2 * CAP,
                 ..cluster.clone()
             };
-            let reopened = Recovering::open_marked(&dir, 0, &raised, Box::new(small()));
+            let other = match seed % 2 {
+                1 => small().with_eviction(Eviction::None),
+                _ => small().with_sweep(false),
+            };
+            let configured = other.policy();
+            let reopened = Recovering::open_marked(&dir, 0, &raised, Box::new(other));
             let mut reopened = reopened.unwrap();
+            // It runs under the new policy from there on.
+            assert_eq!(reopened.store.policy(), configured, "seed {seed}");
             let recovered = reopened.recovered().clone();
             assert_eq!(recovered.delivered, Some(last_mark), "seed {seed}");
             assert_eq!(recovered.exact, !half_installed, "seed {seed}");

@@ -41,7 +41,7 @@
 //! stops and says how to start anyway; it never drops good records silently.
 
 use super::call::{self, Call};
-use crate::store::{Entry, Expiry, RecordRef, UnixTime};
+use crate::store::{Entry, Eviction, Expiry, Policy, RecordRef, UnixTime, VersionedStore};
 
 /// Bytes in front of every payload: its length and its checksum.
 const HEADER: usize = 8;
@@ -95,14 +95,51 @@ pub enum Record {
     /// A marked log: the records after this one belong to log number `n`
     /// (at the start of each `log`), or, at a snapshot's start, the
     /// snapshot holds everything before log `n` (see `recover_marked`);
-    /// the calls of log `n` were made under the memory limit `cap`.
-    Generation { n: u64, cap: u64 },
+    /// the calls of log `n` were made `under` that memory limit and policy.
+    Generation { n: u64, under: Under },
     /// In a marked snapshot after its reset: the store it lists was not an
     /// exact replica's image (it was rebuilt from key states), so neither
     /// is the one recovered from it.
     Inexact,
     /// A call to the store, as [`Call`] encodes it (its type byte first).
     Call(Vec<u8>),
+}
+
+/// What a marked log's calls were made under: the store's memory limit
+/// and [`Policy`], so that a replay evicts and sweeps as they did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Under {
+    pub cap: u64,
+    /// None in a log an earlier build wrote (without it): its calls replay
+    /// under the policy the node is configured with.
+    pub policy: Option<Policy>,
+}
+
+impl Under {
+    /// What `store` runs under now.
+    pub fn of(store: &dyn VersionedStore) -> Under {
+        Under {
+            cap: store.stats().limit_bytes,
+            policy: store.policy(),
+        }
+    }
+}
+
+/// A [`Policy`] in one byte: its low bit says `eviction = none`, the next
+/// `expiry_sweep = off`.
+fn policy_byte(policy: Policy) -> u8 {
+    u8::from(policy.eviction == Eviction::None) | u8::from(!policy.sweep) << 1
+}
+
+fn policy_of(byte: u8) -> Option<Policy> {
+    let eviction = match byte & 1 {
+        0 => Eviction::Lru,
+        _ => Eviction::None,
+    };
+    (byte <= 3).then_some(Policy {
+        eviction,
+        sweep: byte & 2 == 0,
+    })
 }
 
 impl Record {
@@ -184,10 +221,11 @@ impl Record {
                 out.push(DELIVERED);
                 put_u64(out, *upto);
             }
-            Record::Generation { n, cap } => {
+            Record::Generation { n, under } => {
                 out.push(GENERATION);
                 put_u64(out, *n);
-                put_u64(out, *cap);
+                put_u64(out, under.cap);
+                out.extend(under.policy.map(policy_byte));
             }
             Record::Inexact => out.push(INEXACT),
             Record::Call(payload) => out.extend_from_slice(payload),
@@ -380,7 +418,14 @@ fn next(bytes: &[u8]) -> Option<(Record, usize)> {
         DELIVERED => Record::Delivered { upto: r.u64()? },
         GENERATION => Record::Generation {
             n: r.u64()?,
-            cap: r.u64()?,
+            under: Under {
+                cap: r.u64()?,
+                // An earlier build's record ends before it.
+                policy: match r.u8() {
+                    Some(byte) => Some(policy_of(byte)?),
+                    None => None,
+                },
+            },
         },
         INEXACT => Record::Inexact,
         call::FIRST..=call::LAST => {
@@ -481,7 +526,40 @@ mod tests {
             },
             Record::SnapshotEnd,
             Record::Delivered { upto: 7 << 16 | 2 },
+            Record::Inexact,
         ]
+        .into_iter()
+        .chain(generations())
+        .collect()
+    }
+
+    /// A marked log's generation under each policy, and as an earlier
+    /// build wrote it (without one).
+    fn generations() -> Vec<Record> {
+        let policies = [Eviction::Lru, Eviction::None]
+            .into_iter()
+            .flat_map(|eviction| [true, false].map(|sweep| Policy { eviction, sweep }));
+        let under = policies.map(Some).chain([None]).map(|policy| Under {
+            cap: 64 << 20,
+            policy,
+        });
+        under
+            .map(|under| Record::Generation { n: 3, under })
+            .collect()
+    }
+
+    /// A generation's policy byte with a bit this build does not know is
+    /// not a record it wrote.
+    #[test]
+    fn an_unknown_policy_is_not_a_generation() {
+        let mut bytes = Vec::new();
+        frame(&mut bytes, |out| {
+            out.push(GENERATION);
+            put_u64(out, 3);
+            put_u64(out, 64 << 20);
+            out.push(4);
+        });
+        assert_eq!(read(&bytes).records, Vec::new());
     }
 
     fn encode_all(records: &[Record]) -> Vec<u8> {

@@ -47,7 +47,7 @@ use std::io;
 use std::path::Path;
 
 use super::call::Call;
-use super::record::{self, Record, Tail};
+use super::record::{self, Record, Tail, Under};
 use super::writer::sync_dir;
 use super::Journaled;
 use crate::store::{Head, UnixTime, VersionedStore};
@@ -96,19 +96,21 @@ pub fn recover(dir: &Path, store: &mut dyn VersionedStore, now: UnixTime) -> io:
 ///
 /// The records after a mark wait in memory for the next one: at most one
 /// write's changes, or one snapshot install's (the whole store, once, if
-/// a crash interrupted one). Calls replay under the store's memory limit
-/// `cap`, so that they evict as they did; key states without one (see
-/// `Recovering::replay`).
+/// a crash interrupted one). Calls replay under the memory limit and
+/// policy their log says they were made under, so that they evict and
+/// sweep as they did; key states without a limit (see
+/// `Recovering::replay`). The store is left `configured`, and so is the
+/// log that follows.
 pub fn recover_marked(
     dir: &Path,
     store: &mut dyn VersionedStore,
-    cap: u64,
+    configured: Under,
     now: UnixTime,
 ) -> io::Result<Recovered> {
     let existed = ["snapshot", "log.old", "log"]
         .iter()
         .any(|name| dir.join(name).exists());
-    let mut replay = MarkedReplay::new(store, cap);
+    let mut replay = MarkedReplay::new(store, configured);
     let (replayed, mut dropped) = read_files(dir, &mut |record| replay.take(record))?;
     let MarkedReplay {
         highest_cas,
@@ -144,7 +146,12 @@ pub fn recover_marked(
         generation,
         exact,
     };
-    compact_marked(dir, store, now, highest_cas, (marked, cap))?;
+    if let Some(policy) = configured.policy {
+        store
+            .set_policy(policy)
+            .map_err(|e| io::Error::other(format!("policy: {e:?}")))?;
+    }
+    compact_marked(dir, store, now, highest_cas, (marked, configured))?;
     Ok(Recovered {
         replayed,
         dropped,
@@ -171,12 +178,14 @@ struct MarkedReplay<'a> {
     /// Whether the store replayed so far is a replica's exact image: since
     /// the last reset (a snapshot's, or a peer's installed), only calls.
     exact: bool,
-    /// The memory limit the calls of the current log were made under.
-    cap: u64,
+    /// What the calls of the current log were made under.
+    under: Under,
+    /// What the node is configured with now.
+    configured: Under,
 }
 
 impl<'a> MarkedReplay<'a> {
-    fn new(store: &'a mut dyn VersionedStore, cap: u64) -> MarkedReplay<'a> {
+    fn new(store: &'a mut dyn VersionedStore, configured: Under) -> MarkedReplay<'a> {
         MarkedReplay {
             store,
             highest_cas: 0,
@@ -184,20 +193,24 @@ impl<'a> MarkedReplay<'a> {
             unmarked: Vec::new(),
             generations: None,
             exact: false,
-            cap,
+            under: configured,
+            configured,
         }
     }
 
     /// Takes the next record of `snapshot`, `log.old`, `log`.
     fn take(&mut self, record: &Record) -> io::Result<()> {
         match record {
-            Record::Generation { n, cap } => {
+            Record::Generation { n, under } => {
                 let first = self.generations.map_or(*n, |(first, _)| first);
                 self.generations = Some((first, *n));
                 // This log's calls were made under it, whatever the
                 // configuration says now (the start sets that after).
-                self.cap = *cap;
-                self.limit(*cap)
+                self.under = Under {
+                    policy: under.policy.or(self.configured.policy),
+                    ..*under
+                };
+                self.run_under(self.under)
             }
             // A log the snapshot holds already: `log.old` after the new
             // snapshot's rename, before its removal (`writer.rs`).
@@ -234,7 +247,7 @@ impl<'a> MarkedReplay<'a> {
                 self.highest_cas = self.highest_cas.max(call.cas());
                 if matches!(call, Call::Reset { .. }) {
                     self.exact = true;
-                    self.limit(self.cap)?;
+                    self.limit(self.under.cap)?;
                 }
                 // What the call answered, a refusal included, is its
                 // outcome, the same as it had: only a store that fails on
@@ -253,6 +266,15 @@ impl<'a> MarkedReplay<'a> {
             }
             _ => replay(self.store, record, &mut self.highest_cas),
         }
+    }
+
+    fn run_under(&mut self, under: Under) -> io::Result<()> {
+        if let Some(policy) = under.policy {
+            self.store
+                .set_policy(policy)
+                .map_err(|e| io::Error::other(format!("policy: {e:?}")))?;
+        }
+        self.limit(under.cap)
     }
 
     fn limit(&mut self, bytes: u64) -> io::Result<()> {
@@ -495,19 +517,19 @@ pub struct Marked {
 }
 
 /// Writes a marked store as `snapshot`, empties the logs; the calls of
-/// the log that follows will be made under the memory limit `cap`.
+/// the log that follows will be made `under` that memory limit and policy.
 fn compact_marked(
     dir: &Path,
     store: &mut dyn VersionedStore,
     now: UnixTime,
     highest_cas: u64,
-    (marked, cap): (Marked, u64),
+    (marked, under): (Marked, Under),
 ) -> io::Result<()> {
     let Some(image) = store.freeze_in_order() else {
         return compact(dir, store, now, highest_cas, Some(marked.delivered));
     };
     let mut out = Vec::new();
-    marked_snapshot_head(&mut out, (marked, cap), highest_cas, image.head, now);
+    marked_snapshot_head(&mut out, (marked, under), highest_cas, image.head, now);
     let listed = store.export_in_order(0, usize::MAX, &mut |record| {
         Call::Install {
             now,
@@ -523,17 +545,17 @@ fn compact_marked(
 }
 
 /// The head of a marked snapshot of an ordered store's image: its
-/// generation (and the memory limit of that log's calls), the clock
+/// generation (and what that log's calls are made under), the clock
 /// reservation, and the reset its items follow.
 pub fn marked_snapshot_head(
     out: &mut Vec<u8>,
-    (marked, cap): (Marked, u64),
+    (marked, under): (Marked, Under),
     reserved: u64,
     head: Head,
     now: UnixTime,
 ) {
     let n = marked.generation;
-    Record::Generation { n, cap }.encode(out);
+    Record::Generation { n, under }.encode(out);
     Record::Clock { reserved }.encode(out);
     Call::Reset { now, head }.encode(out);
     if !marked.exact {
@@ -588,6 +610,12 @@ mod tests {
     use crate::store::{Entry, Expiry, RecordRef};
 
     const NOW: UnixTime = 1_700_000_000;
+
+    /// A log's calls made under a limit of 1 MiB, by an earlier build.
+    const MIB: Under = Under {
+        cap: 1 << 20,
+        policy: None,
+    };
 
     fn put(key: &str, value: &str, cas: u64) -> Record {
         Record::Put {
@@ -667,7 +695,7 @@ mod tests {
 
     fn recovered_marked(dir: &Path) -> io::Result<(Values, Option<u64>)> {
         let mut store = MemoryStore::new(1 << 20, Limits::default()).ordered();
-        let found = recover_marked(dir, &mut store, 1 << 20, NOW)?;
+        let found = recover_marked(dir, &mut store, MIB, NOW)?;
         let mut values = Vec::new();
         for key in ["a", "b", "c"] {
             if let Some(r) = store.export_record(key.as_bytes(), NOW).unwrap() {
@@ -724,7 +752,7 @@ mod tests {
             let head = Head::default();
             let (now, record) = (NOW, value(v));
             vec![
-                Record::Generation { n, cap: 1 << 20 },
+                Record::Generation { n, under: MIB },
                 call(Call::Reset { now, head }),
                 call(Call::Install { now, record }),
                 mark(upto),
@@ -736,12 +764,12 @@ mod tests {
             file(
                 &dir,
                 "log.old",
-                &[Record::Generation { n: 1, cap: 1 << 20 }, incr(2), mark(2)],
+                &[Record::Generation { n: 1, under: MIB }, incr(2), mark(2)],
             );
             file(
                 &dir,
                 "log",
-                &[Record::Generation { n: 2, cap: 1 << 20 }, incr(3), mark(3)],
+                &[Record::Generation { n: 2, under: MIB }, incr(3), mark(3)],
             );
             file(&dir, "snapshot", &snapshot);
             let want = vec![("a".to_string(), "2".to_string())];

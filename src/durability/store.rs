@@ -90,14 +90,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::call::Call;
-use super::record::Record;
+use super::record::{Record, Under};
 use super::recover::{self, Marked};
 use super::writer::{Job, LogQueue, LogShared};
 use crate::protocol::KeysRef;
 use crate::store::{
-    ArithOutcome, Entry, Expiry, Head, ItemRef, Listing, OrderListing, Record as StoreRecord,
-    RecordRef, Store, StoreError, StoreEvents, StoreResult, StoreStats, StoreStatus, UnixTime,
-    VersionedStore, Write,
+    ArithOutcome, Entry, Expiry, Head, ItemRef, Listing, OrderListing, Policy,
+    Record as StoreRecord, RecordRef, Store, StoreError, StoreEvents, StoreResult, StoreStats,
+    StoreStatus, UnixTime, VersionedStore, Write,
 };
 
 /// How far ahead a clock reservation reaches, in cas uniques (a stamp's
@@ -197,10 +197,10 @@ impl DurableStore {
             at: marked,
             unmarked: false,
         });
-        let cap = self.inner.stats().limit_bytes;
+        let under = Under::of(self.inner.as_ref());
         self.append_unmarked(&Record::Generation {
             n: marked.generation,
-            cap,
+            under,
         });
         self
     }
@@ -357,11 +357,14 @@ impl DurableStore {
             at: marked,
             ..marks
         });
-        let cap = self.inner.stats().limit_bytes;
-        self.append_unmarked(&Record::Generation { n: generation, cap });
+        let under = Under::of(self.inner.as_ref());
+        self.append_unmarked(&Record::Generation {
+            n: generation,
+            under,
+        });
         let mut head = Vec::new();
         let reserved = self.reserved;
-        recover::marked_snapshot_head(&mut head, (marked, cap), reserved, image.head, now);
+        recover::marked_snapshot_head(&mut head, (marked, under), reserved, image.head, now);
         self.send_snapshot(Job::Snapshot(head));
         let next = Some(0);
         self.snapshot = Some(Snapshotting::from(Cursor::Image {
@@ -656,6 +659,17 @@ impl Store for DurableStore {
 }
 
 impl VersionedStore for DurableStore {
+    fn policy(&self) -> Option<Policy> {
+        self.inner.policy()
+    }
+
+    /// A marked log records the policy at each generation's start only.
+    fn set_policy(&mut self, _policy: Policy) -> StoreResult<()> {
+        Err(StoreError::Refused(
+            "a store with a data directory keeps the policy it started with".into(),
+        ))
+    }
+
     fn export(&mut self, key: &[u8], now: UnixTime) -> StoreResult<Option<Entry>> {
         self.inner.export(key, now)
     }

@@ -98,7 +98,7 @@ use super::dense::DenseTable;
 use super::slot::{self, Meta, Slot};
 use super::{
     apply_delta, ArithOutcome, Eviction, Expiry, Head, Housekeeping, ItemRef, Keys, KeysRef,
-    Listing, OrderListing, Record, RecordRef, Store, StoreError, StoreEvents, StoreResult,
+    Listing, OrderListing, Policy, Record, RecordRef, Store, StoreError, StoreEvents, StoreResult,
     StoreStats, StoreStatus, UnixTime, VersionedStore, Write,
 };
 use crate::protocol::{Key, Limits, StorageMode};
@@ -845,6 +845,19 @@ fn lent(slot: &Slot) -> RecordRef<'_> {
 /// Entries leave and arrive as [`super::Entry`]; a `Slot` is how the
 /// table holds an item.
 impl VersionedStore for MemoryStore {
+    fn policy(&self) -> Option<Policy> {
+        Some(Policy {
+            eviction: self.eviction,
+            sweep: self.sweep.on,
+        })
+    }
+
+    fn set_policy(&mut self, policy: Policy) -> StoreResult<()> {
+        self.eviction = policy.eviction;
+        self.sweep.on = policy.sweep;
+        Ok(())
+    }
+
     fn export(&mut self, key: &[u8], now: UnixTime) -> StoreResult<Option<super::Entry>> {
         Ok(self.with_live(key, now, |slot| exported(slot)))
     }

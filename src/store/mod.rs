@@ -99,6 +99,17 @@ impl std::str::FromStr for Eviction {
     }
 }
 
+/// What a full store and its dead items are left to: `eviction` and
+/// `expiry_sweep` in `[cluster]`. A strong replica's log records it with
+/// the memory limit, so that a replay evicts and sweeps as the logged
+/// writes did, whatever the configuration says at the restart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    pub eviction: Eviction,
+    /// The expiry sweep runs (memcached's LRU crawler).
+    pub sweep: bool,
+}
+
 /// A stored value as a `get` returns it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Item {
@@ -411,6 +422,19 @@ pub trait VersionedStore: Store {
     /// it as of `now`.
     fn install(&mut self, record: &Record, now: UnixTime) -> StoreResult<()> {
         self.import(&record.key, Some(&record.entry), record.cas, now)
+    }
+
+    /// The [`Policy`] it runs under; none for a store that has none of
+    /// its own (a memcached backend evicts as memcached does).
+    fn policy(&self) -> Option<Policy> {
+        None
+    }
+
+    /// Runs under `policy` from now on.
+    fn set_policy(&mut self, _policy: Policy) -> StoreResult<()> {
+        Err(StoreError::Refused(
+            "this store has no eviction policy or expiry sweep of its own".into(),
+        ))
     }
 
     /// Marks in the log (a store with a data directory) that the store now
