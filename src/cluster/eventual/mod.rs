@@ -124,6 +124,7 @@
 //! (`journal.rs`, point 8), for stamps that ran ahead of the wall clock.
 
 mod journal;
+mod log_key;
 mod message;
 pub mod origins;
 mod replica;

@@ -22,6 +22,7 @@
 use std::cell::Cell;
 use std::collections::HashMap;
 
+use super::log_key::LogKey;
 use super::origins::{Cause, Coverage, Origin};
 use super::version::{approximate_len, State, Version};
 use crate::cluster::{NodeId, Stamp};
@@ -130,11 +131,6 @@ enum Held {
     Unknown,
 }
 
-/// The heap bytes of a key the log holds: its bytes, in a malloc chunk.
-fn key_heap_bytes(key: &[u8]) -> u64 {
-    crate::store::malloc_chunk(key.len())
-}
-
 fn held(state: &State) -> Held {
     match state {
         State::Present(item) => Held::Present(item.expiry),
@@ -166,11 +162,12 @@ pub struct Changes {
     pub lost: Vec<Cause>,
 }
 
-/// A key's entry in the log's table: the key, what is known of it, and
-/// its neighbours in change order (places in the table, or [`NONE`]).
+/// A key's entry in the log's table: the key (in place, when short: see
+/// `log_key.rs`), what is known of it, and its neighbours in change order
+/// (places in the table, or [`NONE`]), in 80 bytes.
 #[derive(Debug, Clone)]
 struct KnownKey {
-    key: Box<[u8]>,
+    key: LogKey,
     known: Known,
     older: u32,
     newer: u32,
@@ -217,7 +214,8 @@ pub struct VersionLog {
     /// number, and the place of the oldest entry changed after it, or
     /// [`NONE`]; kept so as entries move (see [`VersionLog::first_after`]).
     notes: Cell<[Option<(u64, u32)>; NOTES]>,
-    /// Heap bytes of the keys `known` holds (see [`VersionLog::heap_bytes`]).
+    /// Heap bytes of the keys too long to be held in place (see
+    /// [`VersionLog::heap_bytes`]).
     key_bytes: u64,
     last_seq: u64,
     /// The newest `flush_all`: versions stamped below it are gone.
@@ -348,9 +346,10 @@ impl VersionLog {
                 place
             }
             None => {
-                self.key_bytes += key_heap_bytes(key);
+                let key = LogKey::new(key);
+                self.key_bytes += key.heap_bytes();
                 self.table.push(KnownKey {
-                    key: key.into(),
+                    key,
                     known: fresh,
                     older: NONE,
                     newer: NONE,
@@ -367,7 +366,7 @@ impl VersionLog {
     fn remove_descending(&mut self, places: Vec<u32>) {
         for place in places {
             let removed = self.remove_at(place);
-            self.key_bytes -= key_heap_bytes(&removed.key);
+            self.key_bytes -= removed.key.heap_bytes();
         }
     }
 
@@ -431,8 +430,8 @@ impl VersionLog {
     }
 
     /// About the heap bytes the log holds: its key table (index and
-    /// entries, each a key pointer, a [`Known`] and its neighbours in
-    /// change order), and the keys.
+    /// entries, each a [`LogKey`], a [`Known`] and its neighbours in
+    /// change order), and the keys too long for their entry.
     pub fn heap_bytes(&self) -> u64 {
         self.table.heap_bytes() + self.key_bytes
     }
@@ -921,9 +920,9 @@ mod tests {
     }
 
     #[test]
-    fn a_known_key_takes_64_bytes_of_table_entry() {
+    fn a_known_key_takes_80_bytes_of_table_entry() {
         assert_eq!(std::mem::size_of::<Known>(), 40);
-        assert_eq!(std::mem::size_of::<KnownKey>(), 64);
+        assert_eq!(std::mem::size_of::<KnownKey>(), 80);
     }
 
     /// The change order lists every entry once, oldest to newest by
@@ -1090,20 +1089,22 @@ mod tests {
     fn heap_bytes_count_each_key_once_however_often_it_changes_and_drop_it_when_flushed() {
         let (mut s, mut log) = (store(), VersionLog::new());
         let empty = log.heap_bytes();
+        let long = |i: u64| format!("key:{i:040}");
         for ts in 1..=10 {
-            log.apply_remote(&mut s, &put("k", ts, 0, "v"), NOW)
+            log.apply_remote(&mut s, &put(&long(0), ts, 0, "v"), NOW)
                 .unwrap();
         }
-        assert_eq!(log.key_bytes, key_heap_bytes(b"k"));
+        let one_long = crate::store::malloc_chunk(44);
+        assert_eq!(log.key_bytes, one_long);
         for i in 0..1000 {
             let key = format!("key:{i:026}");
             log.apply_remote(&mut s, &put(&key, 1, 0, "v"), NOW)
                 .unwrap();
         }
-        let keys = 1000 * key_heap_bytes(&[b'x'; 30]) + key_heap_bytes(b"k");
-        assert_eq!(log.key_bytes, keys);
-        // The table: at least a key pointer and a stamp per key.
-        assert!(log.heap_bytes() > empty + keys + 1001 * 40);
+        // Keys of 30 bytes are held in their entries.
+        assert_eq!(log.key_bytes, one_long);
+        // The table: at least a key and a stamp per key.
+        assert!(log.heap_bytes() > empty + one_long + 1001 * (32 + 40));
         let flush = Version {
             key: Vec::new(),
             stamp: stamp(100, 1),
