@@ -255,11 +255,13 @@ impl Recovering {
             identity::write(dir, me)?;
             log::info!("data directory {}: new, for {me}", dir.display());
         }
-        // A replay may hold, for a moment, more than the cap (a key a later
-        // record removes), and must not evict: the log holds what the store
-        // evicted, where it did (a removal ahead of the write that made
-        // room). Above the cap afterwards (a lowered one), the store drains
-        // the surplus a little with each write.
+        // A replay of key states may hold, for a moment, more than the cap
+        // (a key a later record removes), and must not evict: the log holds
+        // what the store evicted, where it did (a removal ahead of the write
+        // that made room). (A marked log's calls do evict: their replay
+        // sets the cap each log was made under, `recover_marked`.) Above the
+        // cap afterwards (a lowered one), the store drains the surplus a
+        // little with each write.
         let unlimited = store.set_memory_limit(u64::MAX);
         let recovered = recover(dir, store.as_mut())?;
         if !claimed && earlier {
@@ -985,6 +987,7 @@ mod tests {
             ..ClusterConfig::default()
         };
         let (mut installs, mut given_up, mut evicted) = (0, 0, 0);
+        let mut evicted_after_restarts = 0;
         for seed in 1..=30u64 {
             let dir = temp_dir(&format!("exact-{seed}"));
             let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
@@ -1073,10 +1076,47 @@ mod tests {
             let got = image(reopened.store.as_mut());
             assert_eq!(got.0, at_mark.0, "seed {seed}: the head differs");
             assert!(got.1 == at_mark.1, "seed {seed}: the entries differ");
+            // It runs on under the new settings, beside a twin that installs
+            // its image and takes the same calls under them, then restarts
+            // with the first settings: its calls since replay under the new
+            // ones, onto the image of the restart's snapshot.
+            let mut twin = small();
+            twin.set_memory_limit(2 * CAP).unwrap();
+            twin.set_policy(configured.unwrap()).unwrap();
+            twin.reset(&at_mark.0, now).unwrap();
+            at_mark.1.iter().for_each(|r| twin.install(r, now).unwrap());
+            let poll = mio::Poll::new().unwrap();
+            let waker = Arc::new(Waker::new(poll.registry(), mio::Token(0)).unwrap());
+            let (durable, mut store) = reopened.start_logging(waker).unwrap();
+            let twin_before = twin.stats().events;
+            for _ in 0..300 {
+                cas += 1 << 16;
+                let mut same = Rng(rng.0);
+                random_op(&mut rng, KEYS, &mut store, now, cas);
+                random_op(&mut same, KEYS, &mut twin, now, cas);
+                store.mark_delivered(cas);
+                store.maintain(now).unwrap();
+                store.end_batch();
+            }
+            evicted_after_restarts += twin.stats().events.evicted - twin_before.evicted;
+            drop(store);
+            drop(durable);
+            let again = Recovering::open_marked(&dir, 0, &cluster, Box::new(small()));
+            let mut again = again.unwrap();
+            assert_eq!(again.recovered().delivered, Some(cas), "seed {seed}");
+            assert_eq!(again.recovered().exact, !half_installed, "seed {seed}");
+            let got = image(again.store.as_mut());
+            let want = image(&mut twin);
+            assert_eq!(got.0, want.0, "seed {seed}: after a second restart");
+            assert!(got.1 == want.1, "seed {seed}: after a second restart");
             let _ = std::fs::remove_dir_all(&dir);
         }
-        eprintln!("{installs} installs, {given_up} snapshots given up, {evicted} evictions");
+        eprintln!(
+            "{installs} installs, {given_up} snapshots given up, {evicted} evictions, \
+             {evicted_after_restarts} after a restart under lru"
+        );
         assert!(installs > 10 && given_up > 0 && evicted > 1_000);
+        assert!(evicted_after_restarts > 100);
     }
 
     #[test]

@@ -41,7 +41,7 @@
 //! stops and says how to start anyway; it never drops good records silently.
 
 use super::call::{self, Call};
-use crate::store::{Entry, Eviction, Expiry, Policy, RecordRef, UnixTime, VersionedStore};
+use crate::store::{Entry, Eviction, Expiry, Policy, RecordRef, UnixTime};
 
 /// Bytes in front of every payload: its length and its checksum.
 const HEADER: usize = 8;
@@ -115,16 +115,6 @@ pub struct Under {
     pub policy: Option<Policy>,
 }
 
-impl Under {
-    /// What `store` runs under now.
-    pub fn of(store: &dyn VersionedStore) -> Under {
-        Under {
-            cap: store.stats().limit_bytes,
-            policy: store.policy(),
-        }
-    }
-}
-
 /// A [`Policy`] in one byte: its low bit says `eviction = none`, the next
 /// `expiry_sweep = off`.
 fn policy_byte(policy: Policy) -> u8 {
@@ -132,12 +122,11 @@ fn policy_byte(policy: Policy) -> u8 {
 }
 
 fn policy_of(byte: u8) -> Option<Policy> {
-    let eviction = match byte & 1 {
-        0 => Eviction::Lru,
-        _ => Eviction::None,
-    };
     (byte <= 3).then_some(Policy {
-        eviction,
+        eviction: match byte & 1 {
+            0 => Eviction::Lru,
+            _ => Eviction::None,
+        },
         sweep: byte & 2 == 0,
     })
 }

@@ -50,7 +50,7 @@ use super::call::Call;
 use super::record::{self, Record, Tail, Under};
 use super::writer::sync_dir;
 use super::Journaled;
-use crate::store::{Head, UnixTime, VersionedStore};
+use crate::store::{Head, Policy, UnixTime, VersionedStore};
 
 /// What recovery found.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -112,6 +112,7 @@ pub fn recover_marked(
         .any(|name| dir.join(name).exists());
     let mut replay = MarkedReplay::new(store, configured);
     let (replayed, mut dropped) = read_files(dir, &mut |record| replay.take(record))?;
+    replay.run_under(configured)?;
     let MarkedReplay {
         highest_cas,
         delivered,
@@ -146,11 +147,6 @@ pub fn recover_marked(
         generation,
         exact,
     };
-    if let Some(policy) = configured.policy {
-        store
-            .set_policy(policy)
-            .map_err(|e| io::Error::other(format!("policy: {e:?}")))?;
-    }
     compact_marked(dir, store, now, highest_cas, (marked, configured))?;
     Ok(Recovered {
         replayed,
@@ -180,8 +176,9 @@ struct MarkedReplay<'a> {
     exact: bool,
     /// What the calls of the current log were made under.
     under: Under,
-    /// What the node is configured with now.
-    configured: Under,
+    /// The policy the node is configured with now: an earlier build's
+    /// log, which records none, was made under it (as far as it knows).
+    configured_policy: Option<Policy>,
 }
 
 impl<'a> MarkedReplay<'a> {
@@ -194,7 +191,7 @@ impl<'a> MarkedReplay<'a> {
             generations: None,
             exact: false,
             under: configured,
-            configured,
+            configured_policy: configured.policy,
         }
     }
 
@@ -205,9 +202,9 @@ impl<'a> MarkedReplay<'a> {
                 let first = self.generations.map_or(*n, |(first, _)| first);
                 self.generations = Some((first, *n));
                 // This log's calls were made under it, whatever the
-                // configuration says now (the start sets that after).
+                // configuration says now (the replay's end sets that back).
                 self.under = Under {
-                    policy: under.policy.or(self.configured.policy),
+                    policy: under.policy.or(self.configured_policy),
                     ..*under
                 };
                 self.run_under(self.under)

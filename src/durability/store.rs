@@ -197,12 +197,21 @@ impl DurableStore {
             at: marked,
             unmarked: false,
         });
-        let under = Under::of(self.inner.as_ref());
+        let under = self.under();
         self.append_unmarked(&Record::Generation {
             n: marked.generation,
             under,
         });
         self
+    }
+
+    /// What the store's calls run under now, as a marked log's generation
+    /// records it.
+    fn under(&self) -> Under {
+        Under {
+            cap: self.inner.stats().limit_bytes,
+            policy: self.inner.policy(),
+        }
     }
 
     /// Logs a call a marked log records instead of key states.
@@ -357,7 +366,7 @@ impl DurableStore {
             at: marked,
             ..marks
         });
-        let under = Under::of(self.inner.as_ref());
+        let under = self.under();
         self.append_unmarked(&Record::Generation {
             n: generation,
             under,
@@ -661,13 +670,6 @@ impl Store for DurableStore {
 impl VersionedStore for DurableStore {
     fn policy(&self) -> Option<Policy> {
         self.inner.policy()
-    }
-
-    /// A marked log records the policy at each generation's start only.
-    fn set_policy(&mut self, _policy: Policy) -> StoreResult<()> {
-        Err(StoreError::Refused(
-            "a store with a data directory keeps the policy it started with".into(),
-        ))
     }
 
     fn export(&mut self, key: &[u8], now: UnixTime) -> StoreResult<Option<Entry>> {

@@ -430,10 +430,12 @@ pub trait VersionedStore: Store {
         None
     }
 
-    /// Runs under `policy` from now on.
+    /// Runs under `policy` from now on. Refused by a store whose policy
+    /// cannot change: a memcached backend's, and a store with a data
+    /// directory (its log records the policy at a generation's start only).
     fn set_policy(&mut self, _policy: Policy) -> StoreResult<()> {
         Err(StoreError::Refused(
-            "this store has no eviction policy or expiry sweep of its own".into(),
+            "this store's eviction policy and expiry sweep cannot change".into(),
         ))
     }
 

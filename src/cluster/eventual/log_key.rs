@@ -14,7 +14,7 @@ use std::ops::Deref;
 /// bytes, as many as a key's pointer and length take twice.
 pub const INLINE: usize = 30;
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub enum LogKey {
     Inline { len: u8, bytes: [u8; INLINE] },
     Heap(Box<[u8]>),
@@ -22,13 +22,14 @@ pub enum LogKey {
 
 impl LogKey {
     pub fn new(key: &[u8]) -> LogKey {
-        match u8::try_from(key.len()) {
-            Ok(len) if key.len() <= INLINE => {
-                let mut bytes = [0; INLINE];
-                bytes[..key.len()].copy_from_slice(key);
-                LogKey::Inline { len, bytes }
-            }
-            _ => LogKey::Heap(key.into()),
+        if key.len() > INLINE {
+            return LogKey::Heap(key.into());
+        }
+        let mut bytes = [0; INLINE];
+        bytes[..key.len()].copy_from_slice(key);
+        LogKey::Inline {
+            len: key.len() as u8,
+            bytes,
         }
     }
 
@@ -38,6 +39,13 @@ impl LogKey {
             LogKey::Inline { .. } => 0,
             LogKey::Heap(key) => crate::store::malloc_chunk(key.len()),
         }
+    }
+}
+
+/// The key's bytes, without the room left after a short one.
+impl std::fmt::Debug for LogKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", String::from_utf8_lossy(self))
     }
 }
 
