@@ -150,6 +150,10 @@ pub struct ClusterConfig {
     pub max_reply_buffer: usize,
     /// A peer link with this many bytes unsent is owed no new frame.
     pub peer_unsent_limit: usize,
+    /// About how many bytes of the writes it delivered each node of a
+    /// strong cluster keeps for a member that falls behind (or restarts
+    /// with its data): one behind by more is handed a snapshot.
+    pub catch_up_bytes: usize,
 }
 
 impl ClusterConfig {
@@ -162,6 +166,7 @@ impl ClusterConfig {
     pub const DEFAULT_PEER_UNSENT_LIMIT: usize = 2 << 20;
     /// Well under the 256 MiB a peer may leave unread before its link drops.
     pub const MAX_PEER_UNSENT_LIMIT: usize = 64 << 20;
+    pub const DEFAULT_CATCH_UP_MB: usize = 8;
 
     /// The TLS files of `node`, if the cluster runs TLS anywhere; an error
     /// names what is missing.
@@ -232,6 +237,7 @@ impl Default for ClusterConfig {
             tls_ca: None,
             max_reply_buffer: ClusterConfig::DEFAULT_MAX_REPLY_BUFFER,
             peer_unsent_limit: ClusterConfig::DEFAULT_PEER_UNSENT_LIMIT,
+            catch_up_bytes: ClusterConfig::DEFAULT_CATCH_UP_MB << 20,
         }
     }
 }
@@ -460,6 +466,12 @@ impl ClusterConfig {
                     return Err(invalid("cluster", key, "must be under 64 MiB"));
                 }
             }
+            // 0 keeps nothing: a member behind is always handed a snapshot.
+            "catch_up_mb" => {
+                self.catch_up_bytes = number::<usize>("cluster", key, value)?
+                    .checked_mul(1 << 20)
+                    .ok_or_else(|| invalid("cluster", key, "is too large"))?;
+            }
             other => return Err(invalid("cluster", other, "unknown key")),
         }
         Ok(())
@@ -540,6 +552,11 @@ mod tests {
             (caps.max_reply_buffer, caps.peer_unsent_limit),
             (4096, 65536)
         );
+        assert_eq!(caps.catch_up_bytes, 8 << 20);
+        for (mb, bytes) in [("0", 0), ("64", 64 << 20)] {
+            let text = format!("[cluster]\ncatch_up_mb = {mb}\n[node.0]\n");
+            assert_eq!(Config::parse(&text).unwrap().cluster.catch_up_bytes, bytes);
+        }
     }
 
     #[test]
@@ -569,6 +586,8 @@ mod tests {
             "[cluster]\nsnapshot_every = 0\n[node.0]\n",
             "[cluster]\npeer_unsent_limit = lots\n[node.0]\n",
             "[cluster]\npeer_unsent_limit = 268435456\n[node.0]\n",
+            "[cluster]\ncatch_up_mb = -1\n[node.0]\n",
+            "[cluster]\ncatch_up_mb = 18446744073709551615\n[node.0]\n",
             "[cluster]\npeer_tls = on\n[node.0]\ntls_cert = c\ntls_key = k\n",
             "[cluster]\nclient_tls = on\n[node.0]\ntls_cert = c\n",
         ] {

@@ -325,8 +325,54 @@ fn silent_peer_rejoins(cluster: Cluster) {
 /// store (module doc of `cluster/total_order`, "Catching up").
 #[test]
 fn a_node_behind_by_a_few_writes_is_handed_them_rather_than_the_store() {
-    let keys = "heartbeat_ms = 50\npeer_timeout_ms = 500\nbackend_timeout_ms = 3000";
-    let cluster = start_cluster(3, "sequential", keys);
+    let cluster = paused_for_100_writes("");
+    let sources = [0, 1];
+    let handed: u64 = sources
+        .iter()
+        .map(|&n| stat(&cluster, n, "mckv_missed_writes_handed"))
+        .sum();
+    let snapshots: u64 = sources
+        .iter()
+        .map(|&n| stat(&cluster, n, "mckv_snapshots_sent"))
+        .sum();
+    // The 100 sets (less `m0` when node 2, resumed, could still deliver
+    // it in the old view: every member there held it; more if a link broke
+    // and the handing started over), not the 2,100 items a snapshot would
+    // carry.
+    assert!((99..1_000).contains(&handed), "{handed} writes handed");
+    assert_eq!(snapshots, 0);
+    assert_eq!(stat(&cluster, 2, "mckv_missed_received"), 1);
+    let logs = cluster.log(0) + &cluster.log(1);
+    let handing = logs.lines().find(|l| l.contains("node 2 missed"));
+    eprintln!("{}", handing.expect("the source logs what it hands"));
+}
+
+/// The same with `catch_up_mb = 0`: no node keeps the writes it
+/// delivered, so node 2 is handed the store.
+#[test]
+fn a_node_behind_is_handed_the_store_when_no_writes_are_kept_for_it() {
+    let cluster = paused_for_100_writes("catch_up_mb = 0");
+    let settings = request(&mut connect(cluster.port(0)), b"stats settings\r\n");
+    assert!(
+        settings.contains("STAT mckv_catch_up_bytes 0\r\n"),
+        "{settings}"
+    );
+    let handed: u64 = [0, 1]
+        .iter()
+        .map(|&n| stat(&cluster, n, "mckv_missed_writes_handed"))
+        .sum();
+    assert_eq!(handed, 0);
+    assert_eq!(stat(&cluster, 2, "mckv_missed_received"), 0);
+    assert_eq!(stat(&cluster, 2, "mckv_snapshots_received"), 1);
+}
+
+/// A sequential cluster (with `more_keys`) holding 2,000 items, whose node
+/// 2 was paused while node 0 wrote `m0`..`m99`, once node 2 holds them:
+/// every node then reads the same.
+fn paused_for_100_writes(more_keys: &str) -> Cluster {
+    let keys =
+        format!("heartbeat_ms = 50\npeer_timeout_ms = 500\nbackend_timeout_ms = 3000\n{more_keys}");
+    let cluster = start_cluster(3, "sequential", &keys);
     let mut c = connect(cluster.port(0));
     let mut load = Vec::new();
     for i in 0..2_000 {
@@ -349,28 +395,10 @@ fn a_node_behind_by_a_few_writes_is_handed_them_rather_than_the_store() {
 
     cluster.nodes[2].signal("CONT");
     cluster.wait_for_value(2, "m99", "VALUE m99 0 1\r\n9\r\nEND\r\n");
-    let sources = [0, 1];
-    let handed: u64 = sources
-        .iter()
-        .map(|&n| stat(&cluster, n, "mckv_missed_writes_handed"))
-        .sum();
-    let snapshots: u64 = sources
-        .iter()
-        .map(|&n| stat(&cluster, n, "mckv_snapshots_sent"))
-        .sum();
-    // The 100 sets (less `m0` when node 2, resumed, could still deliver
-    // it in the old view: every member there held it; more if a link broke
-    // and the handing started over), not the 2,100 items a snapshot would
-    // carry.
-    assert!((99..1_000).contains(&handed), "{handed} writes handed");
-    assert_eq!(snapshots, 0);
-    assert_eq!(stat(&cluster, 2, "mckv_missed_received"), 1);
-    let logs = cluster.log(0) + &cluster.log(1);
-    let handing = logs.lines().find(|l| l.contains("node 2 missed"));
-    eprintln!("{}", handing.expect("the source logs what it hands"));
     let mut checked: Vec<String> = (0..100).map(|i| format!("m{i}")).collect();
     checked.extend(["key0".to_string(), "key1999".to_string()]);
     assert_replicas_identical(&cluster, &checked);
+    cluster
 }
 
 #[test]

@@ -72,7 +72,9 @@ pub fn serve(settings: Settings) -> io::Result<()> {
             // timeout is started over.
             let cluster = &settings.cluster;
             let patience = cluster.peer_timeout.as_millis() / cluster.heartbeat.as_millis().max(1);
-            let mut engine = TotalOrder::new(me, view, mode).with_patience(patience as u64);
+            let mut engine = TotalOrder::new(me, view, mode)
+                .with_patience(patience as u64)
+                .with_retain_limit(cluster.catch_up_bytes);
             let durable = match &settings.node.data_dir {
                 Some(dir) => {
                     let recovering = Recovering::open_marked(dir, me, cluster, memory(&settings))?;

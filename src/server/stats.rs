@@ -485,6 +485,7 @@ impl<E: Engine> Report<'_, E> {
             "mckv_peer_unsent_limit",
             self.cluster.peer_unsent_limit,
         );
+        reply::stat(out, "mckv_catch_up_bytes", self.cluster.catch_up_bytes);
         out.extend_from_slice(reply::END);
     }
 

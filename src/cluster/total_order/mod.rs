@@ -167,7 +167,7 @@
 //! intact and not rebuilt, is handed only the writes it missed when the
 //! view's lowest source still keeps them: each node keeps the writes it
 //! delivered, in order, within about `retain_limit` bytes of memory (8
-//! MiB unless set; none when alone), from `retained_from`. Past that, and
+//! MiB unless set, `catch_up_mb`; none when alone), from `retained_from`. Past that, and
 //! for any other member, it is handed a snapshot as above.
 //! - Why such a store needs only those writes: it holds exactly the
 //!   writes up to its `delivered_upto`, applied in the cluster's order by
