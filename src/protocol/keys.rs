@@ -2,18 +2,40 @@
 //!
 //! A multi-get of 100 keys parsed into one `Vec` per key made 100 small
 //! allocations (memcached makes none); packed, the parser sizes it first and
-//! it is two allocations however many keys it names. Decoded from a peer it
+//! it is two buffers however many keys it names. Decoded from a peer it
 //! is the same two buffers, the byte one grown as keys arrive (the wire
 //! gives each key's length only as it comes). A listing of a million keys
 //! for a snapshot is likewise a few allocations and a copy, not a million.
+//!
+//! The two buffers of a dropped list are kept, on the thread that dropped
+//! it, for the next list made there ([`SPARE_LISTS`] of them, each buffer
+//! of at most [`SPARE_BYTES`]): on the reactor, which parses every request and drops
+//! most of them once answered, a `get` then allocates nothing, as
+//! memcached's lends a connection's buffers. A list dropped on another
+//! thread (a memcached backend's worker) feeds that thread's spares, and
+//! the reactor allocates as before.
 //!
 //! ```text
 //!  bytes: k e y 1 k e y 2 2 k 3
 //!  ends:        4       8     11      key i = bytes[ends[i-1]..ends[i]]
 //! ```
 
+use std::cell::RefCell;
 use std::fmt;
 use std::ops::Index;
+
+/// Dropped lists' buffers kept per thread at most: with [`SPARE_BYTES`],
+/// at most 128 KiB a thread.
+const SPARE_LISTS: usize = 16;
+/// A list whose buffers hold more bytes than this (keys, or their ends:
+/// 512 of them) is freed, not kept: a multi-get of a thousand keys must
+/// not pin its room.
+const SPARE_BYTES: usize = 4096;
+
+thread_local! {
+    /// The buffers of lists dropped on this thread, emptied.
+    static SPARE: RefCell<Vec<(Vec<u8>, Vec<usize>)>> = const { RefCell::new(Vec::new()) };
+}
 
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct Keys {
@@ -26,9 +48,13 @@ impl Keys {
     /// Room for `keys` keys of `bytes` bytes in all, so pushing them does
     /// not reallocate.
     pub fn with_capacity(keys: usize, bytes: usize) -> Keys {
+        let spare = SPARE.try_with(|spare| spare.borrow_mut().pop());
+        let (mut packed, mut ends) = spare.ok().flatten().unwrap_or_default();
+        packed.reserve(bytes);
+        ends.reserve(keys);
         Keys {
-            bytes: Vec::with_capacity(bytes),
-            ends: Vec::with_capacity(keys),
+            bytes: packed,
+            ends,
         }
     }
 
@@ -58,6 +84,29 @@ impl Keys {
 
     pub fn iter(&self) -> impl ExactSizeIterator<Item = &[u8]> + Clone {
         (0..self.len()).map(|i| self.get(i))
+    }
+}
+
+/// Keeps the buffers for the next list made on this thread (module doc).
+impl Drop for Keys {
+    fn drop(&mut self) {
+        let bytes = self.bytes.capacity();
+        let ends = self.ends.capacity() * std::mem::size_of::<usize>();
+        if bytes == 0 || bytes > SPARE_BYTES || ends > SPARE_BYTES {
+            return;
+        }
+        let mut packed = std::mem::take(&mut self.bytes);
+        let mut ends = std::mem::take(&mut self.ends);
+        packed.clear();
+        ends.clear();
+        // At a thread's exit its spares may be gone already: then the
+        // buffers are simply freed.
+        let _ = SPARE.try_with(|spare| {
+            let mut spare = spare.borrow_mut();
+            if spare.len() < SPARE_LISTS {
+                spare.push((packed, ends));
+            }
+        });
     }
 }
 
