@@ -1338,16 +1338,19 @@ mod tests {
         assert_eq!(next_request(&mut engine), mark(OLD_RUN, 0));
     }
 
+    /// Node 1's delete of `k{i}`, stamped `5 + i`.
+    fn tombstone(i: u64) -> Version {
+        Version {
+            key: format!("k{i}").into_bytes(),
+            stamp: Stamp { ts: 5 + i, node: 1 },
+            state: version::State::Deleted,
+            cause: None,
+        }
+    }
+
     #[test]
     fn pushes_go_in_frames_within_the_budget_oldest_first() {
-        let versions: Vec<Version> = (0..3)
-            .map(|i| Version {
-                key: format!("k{i}").into_bytes(),
-                stamp: Stamp { ts: 5 + i, node: 1 },
-                state: version::State::Deleted,
-                cause: None,
-            })
-            .collect();
+        let versions: Vec<Version> = (0..3).map(tombstone).collect();
         let two = 2 * versions[0].approximate_len();
         for (budget, frames) in [(1, vec![1, 1, 1]), (two, vec![2, 1])] {
             let mut engine = node_one().with_frame_budget(budget);
@@ -1367,14 +1370,7 @@ mod tests {
     /// bytes an item of the writing node's RSS).
     #[test]
     fn a_peers_queue_of_pushes_gives_its_room_back_once_sent() {
-        let versions: Vec<Version> = (0..5_000)
-            .map(|i| Version {
-                key: format!("k{i}").into_bytes(),
-                stamp: Stamp { ts: 5 + i, node: 1 },
-                state: version::State::Deleted,
-                cause: None,
-            })
-            .collect();
+        let versions: Vec<Version> = (0..5_000).map(tombstone).collect();
         let mut engine = node_one().with_frame_budget(1 << 10);
         engine.outgoing(2);
         engine.on_store(Report::Published(versions), &mut Vec::new());
@@ -1389,12 +1385,7 @@ mod tests {
 
     #[test]
     fn stats_count_versions_written_pushed_and_answered() {
-        let version = |i: u64| Version {
-            key: format!("k{i}").into_bytes(),
-            stamp: Stamp { ts: 5 + i, node: 1 },
-            state: version::State::Deleted,
-            cause: None,
-        };
+        let version = tombstone;
         let mut engine = node_one();
         engine.outgoing(2);
         engine.on_store(
