@@ -3246,7 +3246,9 @@ fn checkers_agree_with_stateright_testers_on_small_simulated_histories() {
 /// Replays one seed with its trace (`NODES`, `SEED`, `MODE`: `lin` or
 /// `seq`, `FAULTS`: the [`Faults`] variant's name, `HARSH=1`, `FLUSHLESS=1`,
 /// `SLOW_STORE=1`, `STALE_IMAGES=1`, `FORGET_RECOVERED=1`, `SKIP_MISSED=1`,
-/// `LYING_RECOVERY=1`, `REBUILT_FLUSHES=1`).
+/// `LYING_RECOVERY=1`, `REBUILT_FLUSHES=1`, `EVICTING=1`, `WIDE=1`,
+/// `REFUSED_AS_FAILED=1`, `CLIENTS`, `OPS`), and with `LOG=info` (or
+/// `debug`) what the engines log, in the trace at the step they log it.
 #[test]
 #[ignore = "a debugging aid"]
 fn replay() {
@@ -3290,9 +3292,14 @@ fn replay() {
         rebuilt_flushes: number("REBUILT_FLUSHES", 0) == 1,
         evicting: number("EVICTING", 0) == 1,
         wide: number("WIDE", 0) == 1,
+        refused_as_failed: number("REFUSED_AS_FAILED", 0) == 1,
         clients_per_node: number("CLIENTS", 2) as usize,
+        ops: number("OPS", 150) as usize,
         ..Scenario::new(number("NODES", 3) as u32, mode, number("SEED", 0), faults)
     };
+    if let Ok(level) = var("LOG", "").parse() {
+        harness::capture_engine_logs(level);
+    }
     match run_scenario(&s, true) {
         Ok(report) => eprintln!("passed: {report:?}"),
         Err(why) => eprintln!("{why}"),

@@ -56,12 +56,14 @@
 //!
 //! A run depends on its seed alone: every decision iterates in sorted
 //! order (`BTreeMap`) or draws from the seeded [`Rng`]; [`Sim::enable_trace`]
-//! logs every event for explaining a failing seed.
+//! logs every event for explaining a failing seed, and with
+//! [`capture_engine_logs`] what the engines log, at the step they log it.
 #![allow(dead_code)]
 
 pub mod durable;
 pub mod rng;
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, VecDeque};
 
 use mckv::cluster::membership::Load;
@@ -600,6 +602,14 @@ where
         }
     }
 
+    /// Puts what the engines logged during this step into the trace.
+    fn take_engine_logs(&mut self) {
+        let lines = ENGINE_LOGS.with(|logs| std::mem::take(&mut *logs.borrow_mut()));
+        for line in lines {
+            self.log(|| line);
+        }
+    }
+
     /// Attaches a new client to `node`; returns its index.
     pub fn add_client(&mut self, node: NodeId) -> usize {
         assert!(self.ids.contains(&node), "no node {node}");
@@ -1029,6 +1039,7 @@ where
         }
         self.issue(driver);
         self.flush();
+        self.take_engine_logs();
     }
 
     fn tick(&mut self, driver: &mut dyn Driver) {
@@ -1324,4 +1335,35 @@ fn describe<M>(decoded: &Result<Option<(PeerMessage<M>, usize)>, wire::WireError
         Ok(None) => "incomplete".into(),
         Err(e) => e.to_string(),
     }
+}
+
+thread_local! {
+    /// What the engines of this thread's simulation logged since the last
+    /// step ended (each test runs on a thread of its own).
+    static ENGINE_LOGS: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Keeps what the engines log up to `level` for the trace of the
+/// simulation on the logging thread (for replaying a seed; the logger is
+/// the process's, so the first call's level holds).
+pub fn capture_engine_logs(level: log::LevelFilter) {
+    static LOGGER: EngineLogger = EngineLogger;
+    if log::set_logger(&LOGGER).is_ok() {
+        log::set_max_level(level);
+    }
+}
+
+struct EngineLogger;
+
+impl log::Log for EngineLogger {
+    fn enabled(&self, _: &log::Metadata) -> bool {
+        true
+    }
+
+    fn log(&self, record: &log::Record) {
+        let line = format!("{} {}", record.level(), record.args());
+        ENGINE_LOGS.with(|logs| logs.borrow_mut().push(line));
+    }
+
+    fn flush(&self) {}
 }
