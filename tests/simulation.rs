@@ -2224,6 +2224,46 @@ fn harsh_network_4_nodes_linearizable_seed_1091_forms_its_first_view() {
     run_scenario(&s, false).expect("a first view forms");
 }
 
+/// Liveness bugs a 1,000-seed sweep found (these failed before the fix):
+/// on the harsh network a member that installed a view gave up waiting for
+/// the last member's `Started` a few steps before it came (node 2 of seed
+/// 1720 at step 1,397, the `Started` at 1,402), so the view that every
+/// node had installed was given up and proposed again, and the first view
+/// of all four nodes formed only after step 2,000. A member waits in
+/// `Starting` for two one-way trips after the coordinator sent its
+/// `StartView`; it now has twice the patience for it.
+#[test]
+fn harsh_network_4_nodes_seeds_1720_and_1865_form_their_first_view() {
+    for mode in MODES {
+        for seed in [1720, 1865] {
+            let s = Scenario {
+                clients_per_node: 3,
+                harsh: true,
+                ..Scenario::new(4, mode, seed, Faults::Silences)
+            };
+            run_scenario(&s, false).expect("a first view forms");
+        }
+    }
+}
+
+/// A liveness bug a sweep found (this failed before the fix): node 1, the
+/// lowest, had left node 2 out of a view for not answering on the harsh
+/// network, so it held its view settled while nodes 3 and 4, which heard
+/// node 2 again, waited out the same patience and took over together;
+/// their ballots preempted each other's (and node 2's) until step 2,000
+/// passed without a view of all four. Now each node after the second
+/// lowest takes over half a patience after the one before it.
+#[test]
+fn harsh_network_4_nodes_seed_2286_takes_over_coordination_one_node_at_a_time() {
+    let s = Scenario {
+        clients_per_node: 3,
+        harsh: true,
+        refused_as_failed: true,
+        ..Scenario::new(4, Consistency::Linearizable, 2286, Faults::Silences)
+    };
+    run_scenario(&s, false).expect("a first view forms");
+}
+
 /// Refused operations are certainly not applied, so the workload leaves
 /// them out; recorded instead as outcome unknown (`KvRet::Failed`, their
 /// client going on as a new thread) they must still check. Linearizable

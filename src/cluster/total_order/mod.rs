@@ -73,14 +73,19 @@
 //! majority of the configured nodes. When the failure detector says a
 //! member is down, a node outside the view is up again, or a member left
 //! the view (it restarted), the lowest-id node that is up coordinates a
-//! higher ballot with the nodes it sees up (others take over after
-//! `patience` ticks; a change that is not finishing is given up after
-//! `patience`, and at once when its coordinator or, for the coordinator, a
-//! member it waits for says it is leaving; a member that gave up still
-//! installs the `StartView` of the ballot it flushed to while it promised
-//! nothing since: idle, it refused every client and counted nothing, so it
-//! holds what it flushed, and on a slow network the others may have
-//! installed that view and wait for it):
+//! higher ballot with the nodes it sees up. When it does not (it holds a
+//! node the others hear left out, say), the next one up takes over after
+//! `patience` ticks and each one after it half a patience later: two that
+//! took over together would preempt each other's ballots in turn.
+//! A change that is not finishing is given up after `patience`, twice
+//! that once the view is installed (the last member's `Started` may come
+//! two one-way trips after the coordinator sent the view, to a member it
+//! reached at once), and at once when its coordinator or, for the
+//! coordinator, a member it waits for says it is leaving. A member that
+//! gave up still installs the `StartView` of the ballot it flushed to
+//! while it promised nothing since: idle, it refused every client and
+//! counted nothing, so it holds what it flushed, and on a slow network the
+//! others may have installed that view and wait for it.
 //! 1. `Prepare(b)`: a node promises the highest ballot it has seen and
 //!    refuses lower ones (`Nack`), so one coordinator per ballot means at
 //!    most one view per ballot. From its promise on it counts nothing of

@@ -136,9 +136,13 @@ impl TotalOrder {
             self.go_idle(out);
         }
         let stuck = match self.phase {
-            Phase::Collecting { since, .. }
-            | Phase::Flushed { since }
-            | Phase::Starting { since, .. } => ticks.saturating_sub(since) > self.patience,
+            Phase::Collecting { since, .. } | Phase::Flushed { since } => {
+                ticks.saturating_sub(since) > self.patience
+            }
+            // A member installs the view one trip after its coordinator
+            // sent it, and the last member's `Started` may come two trips
+            // after that: twice the patience for it.
+            Phase::Starting { since, .. } => ticks.saturating_sub(since) > 2 * self.patience,
             Phase::Idle | Phase::Normal => false,
         };
         if !stuck && self.change_lost_a_node() {
@@ -199,7 +203,13 @@ impl TotalOrder {
         }
         let since = *self.unsettled_since.get_or_insert(ticks);
         let waited = ticks.saturating_sub(since);
-        if want.first() == Some(&self.me) || waited > self.patience {
+        // The lowest coordinates at once; when it does not (it holds a node
+        // the others hear left out, say), the next takes over after the
+        // patience and each one after it half a patience later, so that
+        // the first one's `Prepare` can reach it: two that took over
+        // together would preempt each other's ballots in turn.
+        let below = want.iter().filter(|&&m| m < self.me).count() as u64;
+        if below == 0 || waited > self.patience + (below - 1) * self.patience / 2 {
             self.unsettled_since = Some(ticks);
             self.coordinate(want, out);
         }
