@@ -1098,7 +1098,7 @@ struct Window {
     until: u64,
     /// How many views each of `serving` had installed when the fault began.
     installed_before: Vec<u64>,
-    /// The first step `serving` were members of a later view.
+    /// The first step `serving` were members of one view of their own.
     served_at: Option<u64>,
 }
 
@@ -1631,17 +1631,22 @@ fn drive(
                     .iter()
                     .zip(&window.installed_before)
                     .all(|(now, before)| now > before);
-                let one = window
+                let views = window
                     .serving
                     .iter()
                     .map(|&id| {
                         let status = cluster.sim.node(id).node.engine().status();
                         (status.epoch, status.view_members)
                     })
-                    .collect::<BTreeSet<_>>()
-                    .len()
-                    == 1;
-                if serving && later && one {
+                    .collect::<BTreeSet<_>>();
+                // A view of their own: one installed since the fault began,
+                // or one already without the nodes cut off (it may have
+                // formed while they were out, and still be handing them the
+                // state when the cut came).
+                let own = views
+                    .iter()
+                    .all(|(_, members)| members.iter().all(|m| window.serving.contains(m)));
+                if serving && views.len() == 1 && (later || own) {
                     window.served_at = Some(now);
                 }
             }
