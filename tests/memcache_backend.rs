@@ -12,7 +12,7 @@ use common::{
     connect, poll, read_until, request, roundtrip, start_mckv_with, start_memcached,
     start_memcached_with, MckvNode, ProcessGuard,
 };
-use mckv::protocol::Limits;
+use mckv::protocol::{KeysRef, Limits, StorageMode};
 use mckv::store::memcache::MemcacheStore;
 use mckv::store::{unix_now, Entry, Expiry, Head, Record, Store, StoreError, VersionedStore};
 
@@ -298,6 +298,82 @@ fn a_snapshot_skips_what_went_since_the_listing_and_carries_the_pending_flush() 
     assert_eq!(store.export_record(b"never-there", now).unwrap(), None);
     store.flush_all(None, now).unwrap();
     assert_eq!(store.snapshot_keys().unwrap().head.flush_at, None);
+}
+
+/// An image frozen by key reads every listed key's record as it was at the
+/// freeze, whatever was written since (each kind of write, a key added,
+/// an immediate `flush_all`), and a second freeze gives the same listing
+/// while it is kept; once thawed, keys read as they are.
+#[test]
+fn an_image_frozen_by_key_reads_each_record_as_it_was_whatever_was_written_since() {
+    let memcached = start_memcached();
+    let mut store = store_on(memcached.port);
+    let now = unix_now();
+    let records = [
+        record("set-over", 0, Expiry::Never, b"old", 1),
+        record("deleted", 0, Expiry::Never, b"d", 2),
+        record("appended", 3, Expiry::Never, b"a", 3),
+        record("counter", 0, Expiry::Never, b"41", 4),
+        record("touched", 0, Expiry::At(now + 100), b"t", 5),
+        record("got-and-touched", 0, Expiry::At(now + 100), b"g", 6),
+        record("untouched", 0, Expiry::Never, b"u", 7),
+    ];
+    for r in &records {
+        import(&mut store, r, now);
+    }
+    let listing = store
+        .freeze_keys()
+        .unwrap()
+        .expect("a memcached backend keeps an image");
+    assert_eq!(listing.keys.len(), records.len());
+    let write = |key: &'static [u8], mode, value: &'static [u8]| mckv::store::Write {
+        mode,
+        key,
+        flags: 0,
+        expiry: Expiry::Never,
+        value,
+        cas: 9,
+    };
+    store
+        .store(write(b"set-over", StorageMode::Set, b"new"), now)
+        .unwrap();
+    store.delete(b"deleted", now).unwrap();
+    store
+        .store(write(b"appended", StorageMode::Append, b"b"), now)
+        .unwrap();
+    store.arith(b"counter", true, 1, 10, now).unwrap();
+    store.touch(b"touched", Expiry::Never, now).unwrap();
+    let got_and_touched = KeysRef::One(b"got-and-touched");
+    store
+        .retrieve(got_and_touched, Some(Expiry::Never), now, &mut |_, _| {})
+        .unwrap();
+    store
+        .store(write(b"added", StorageMode::Set, b"n"), now)
+        .unwrap();
+    store.flush_all(None, now).unwrap();
+
+    let again = store.freeze_keys().unwrap().unwrap();
+    assert_eq!(again.keys, listing.keys, "the image kept is the one listed");
+    for r in &records {
+        let was = Record {
+            stored_at: now,
+            ..r.clone()
+        };
+        let key = String::from_utf8_lossy(&r.key);
+        assert_eq!(
+            store.export_frozen(&r.key, now).unwrap(),
+            Some(was),
+            "{key}"
+        );
+    }
+    assert_eq!(store.export_frozen(b"added", now).unwrap(), None);
+    // Every key was saved: seven listed (the last by the flush) and one added.
+    assert_eq!(store.thaw(), 8);
+    assert_eq!(
+        store.export_frozen(b"untouched", now).unwrap(),
+        None,
+        "flushed"
+    );
 }
 
 /// memcached's `flush_all` only hides what it flushed, and a later delayed

@@ -40,6 +40,7 @@ use std::time::{Duration, Instant};
 
 use memcache::{Client, ClientError, MemcacheError, ToMemcacheValue};
 
+use super::key_image::KeyImage;
 use super::text_connection::{DumpedItem, TextConnection};
 use super::{
     apply_delta, ArithOutcome, Entry, Expiry, Head, Item, ItemRef, KeysRef, Listing, Record, Store,
@@ -103,6 +104,18 @@ impl Stored {
     /// by memcached's own clock, so every replica agrees at the expiry second.
     fn is_live(&self, now: UnixTime) -> bool {
         !self.expiry.has_passed(now)
+    }
+
+    /// As a snapshot carries it, read at `now`.
+    fn record(self, key: &[u8], now: UnixTime) -> Record {
+        Record {
+            key: key.to_vec(),
+            cas: self.cas,
+            entry: self.version(),
+            // memcached keeps neither where an ordered replica could read it.
+            stored_at: now,
+            referenced: false,
+        }
     }
 
     fn version(self) -> Entry {
@@ -199,6 +212,8 @@ pub struct MemcacheStore {
     /// The last delayed `flush_all` sent, which memcached cannot report;
     /// lost when the node restarts, as all of the embedded store is.
     pending_flush: Option<UnixTime>,
+    /// The image snapshots are read from while writes go on, if frozen.
+    image: Option<KeyImage>,
 }
 
 type Answer<T> = Result<T, MemcacheError>;
@@ -214,6 +229,7 @@ impl MemcacheStore {
             retry_at: None,
             empty_first: false,
             pending_flush: None,
+            image: None,
         }
     }
 
@@ -285,6 +301,46 @@ impl MemcacheStore {
             }
             Err(e) => Err(self.fail(e)),
         }
+    }
+
+    /// Before a write to `key`, while an image is frozen: saves its record
+    /// there, if no write since the freeze has.
+    fn keep(&mut self, key: &[u8], now: UnixTime) -> StoreResult<()> {
+        if !self.image.as_ref().is_some_and(|image| image.unsaved(key)) {
+            return Ok(());
+        }
+        let record = self.export_record(key, now)?;
+        if let Some(image) = &mut self.image {
+            image.save(key, record);
+        }
+        Ok(())
+    }
+
+    /// Before a `flush_all`, which hides every item: saves each listed
+    /// key's record not saved yet.
+    fn keep_all(&mut self, now: UnixTime) -> StoreResult<()> {
+        let Some(image) = &self.image else {
+            return Ok(());
+        };
+        let unsaved: Vec<Vec<u8>> = image
+            .unsaved_listed()
+            .into_iter()
+            .map(<[u8]>::to_vec)
+            .collect();
+        for batch in unsaved.chunks(EXPORT_BATCH) {
+            let names: Vec<&str> = batch
+                .iter()
+                .map(|k| key_str(k))
+                .collect::<StoreResult<_>>()?;
+            let found = self.call(|c| MemcacheStore::fetch_many(c, &names, now))?;
+            for (key, item) in batch.iter().zip(found) {
+                let record = item.map(|item| item.record(key, now));
+                if let Some(image) = &mut self.image {
+                    image.save(key, record);
+                }
+            }
+        }
+        Ok(())
     }
 
     fn fail(&mut self, error: MemcacheError) -> StoreError {
@@ -413,6 +469,11 @@ impl Store for MemcacheStore {
         now: UnixTime,
         found: &mut dyn FnMut(usize, ItemRef<'_>),
     ) -> StoreResult<()> {
+        if touch.is_some() {
+            for key in keys.iter() {
+                self.keep(key, now)?;
+            }
+        }
         let keys: Vec<&str> = keys
             .iter()
             .map(|k| key_str(k))
@@ -438,6 +499,7 @@ impl Store for MemcacheStore {
 
     fn store(&mut self, write: Write<'_>, now: UnixTime) -> StoreResult<StoreStatus> {
         let key = storable_key(write.key)?;
+        self.keep(write.key, now)?;
         let exp = exptime(write.expiry, now);
         let value = Outgoing::new(write.flags, write.cas, write.expiry, write.value);
         let limits = self.limits;
@@ -486,7 +548,8 @@ impl Store for MemcacheStore {
         })
     }
 
-    fn delete(&mut self, key: &[u8], _now: UnixTime) -> StoreResult<bool> {
+    fn delete(&mut self, key: &[u8], now: UnixTime) -> StoreResult<bool> {
+        self.keep(key, now)?;
         let key = key_str(key)?;
         self.call(|c| c.ascii.delete(key))
     }
@@ -499,6 +562,7 @@ impl Store for MemcacheStore {
         cas: u64,
         now: UnixTime,
     ) -> StoreResult<ArithOutcome> {
+        self.keep(key, now)?;
         let key = key_str(key)?;
         self.call(|c| {
             let Some(old) = MemcacheStore::fetch(c, key, now)? else {
@@ -517,6 +581,7 @@ impl Store for MemcacheStore {
 
     /// Rewrites the item with the new expiry; its cas unique stays, as in memcached.
     fn touch(&mut self, key: &[u8], expiry: Expiry, now: UnixTime) -> StoreResult<bool> {
+        self.keep(key, now)?;
         let key = key_str(key)?;
         self.call(|c| match MemcacheStore::fetch(c, key, now)? {
             Some(old) => MemcacheStore::retouch(c, key, &old, expiry, now),
@@ -529,6 +594,7 @@ impl Store for MemcacheStore {
     /// second; sent as a delay, one more than 30 days ahead would read as a
     /// time in 1970, which memcached takes as "flush nothing".
     fn flush_all(&mut self, at: Option<UnixTime>, now: UnixTime) -> StoreResult<()> {
+        self.keep_all(now)?;
         let at = at.filter(|&at| at > now);
         self.call(|c| match at {
             Some(at) => c
@@ -582,6 +648,7 @@ impl VersionedStore for MemcacheStore {
         cas: u64,
         now: UnixTime,
     ) -> StoreResult<()> {
+        self.keep(key, now)?;
         let key = storable_key(key)?;
         self.call(|c| match entry {
             Some(entry) => {
@@ -619,14 +686,27 @@ impl VersionedStore for MemcacheStore {
     fn export_record(&mut self, key: &[u8], now: UnixTime) -> StoreResult<Option<Record>> {
         let name = key_str(key)?;
         let found = self.call(|c| MemcacheStore::fetch(c, name, now))?;
-        Ok(found.map(|item| Record {
-            key: key.to_vec(),
-            cas: item.cas,
-            entry: item.version(),
-            // memcached keeps neither where an ordered replica could read it.
-            stored_at: now,
-            referenced: false,
-        }))
+        Ok(found.map(|item| item.record(key, now)))
+    }
+
+    /// See `key_image.rs`.
+    fn freeze_keys(&mut self) -> StoreResult<Option<Listing>> {
+        if self.image.is_none() {
+            let listing = self.snapshot_keys()?;
+            self.image = Some(KeyImage::new(listing));
+        }
+        Ok(self.image.as_ref().map(|image| image.listing().clone()))
+    }
+
+    fn export_frozen(&mut self, key: &[u8], now: UnixTime) -> StoreResult<Option<Record>> {
+        match self.image.as_ref().and_then(|image| image.saved(key)) {
+            Some(saved) => Ok(saved.clone()),
+            None => self.export_record(key, now),
+        }
+    }
+
+    fn thaw(&mut self) -> usize {
+        self.image.take().map_or(0, |image| image.copied())
     }
 
     /// Deletes every item, then sends the snapshot's pending flush, if any.

@@ -21,6 +21,7 @@ pub mod counters;
 pub mod dense;
 pub mod execute;
 pub mod executor;
+mod key_image;
 pub mod memcache;
 pub mod memory;
 pub mod meta;
@@ -381,6 +382,20 @@ pub trait VersionedStore: Store {
     /// The listing of the image frozen now, if any.
     fn frozen_listing(&self) -> Option<OrderListing> {
         None
+    }
+
+    /// Freezes an image of a store listed by key (a memcached backend's):
+    /// the keys it holds now and, until [`VersionedStore::thaw`], each
+    /// one's record as it is now, whatever the store does next (read with
+    /// [`VersionedStore::export_frozen`]); if one is frozen already, that
+    /// one's listing. `None` if this store keeps no such image.
+    fn freeze_keys(&mut self) -> StoreResult<Option<Listing>> {
+        Ok(None)
+    }
+
+    /// `key`'s record in the image [`VersionedStore::freeze_keys`] froze.
+    fn export_frozen(&mut self, key: &[u8], now: UnixTime) -> StoreResult<Option<Record>> {
+        self.export_record(key, now)
     }
 
     /// Drops the frozen image; how many items it had to copy to keep it

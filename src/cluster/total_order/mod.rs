@@ -109,10 +109,12 @@
 //!    chunk's work runs, after the start sequence's writes and before any
 //!    later one (store work runs in order). An ordered memory store keeps
 //!    that image while it applies writes (its table saves a copy of each
-//!    item a write reaches first: see `store/dense.rs`), so once its first
-//!    chunk says so the source goes on delivering, and every chunk, also
-//!    one read again after a lost link or for a member that chose later,
-//!    is of the image. Each says where the image ends (the last write
+//!    item a write reaches first: see `store/dense.rs`), and so does a
+//!    memcached backend (the keys it listed, and the record of each key a
+//!    write reaches first, saved before that write: `store/key_image.rs`),
+//!    so once its first chunk says so the source goes on delivering, and
+//!    every chunk, also one read again after a lost link or for a member
+//!    that chose later, is of the image. Each says where the image ends (the last write
 //!    delivered before it), which is where the member stands once it
 //!    installed the snapshot: it then delivers what it held, which is
 //!    every write the source delivered since (delivery needed its ack).
@@ -120,14 +122,13 @@
 //!    writes it missed (below): they end where delivery stopped, and a
 //!    member that could take them takes the image instead once a write
 //!    was delivered after it. It waits too for a store that keeps no
-//!    image (a memcached backend, listed by key: read as it is, until the
-//!    snapshot is out), and once more than `queue_limit` bytes of writes
-//!    were delivered since the image: they wait in the members' queues,
-//!    and the image's copies of what they changed in the store (about as
-//!    many bytes; the bits the eviction clock clears are kept as bits, a
-//!    `flush_all` keeps the whole store), until the snapshot is in. The
-//!    image is dropped once no member is handed anything (every one said
-//!    `Caught`) or the view ends.
+//!    image (read as it is, until the snapshot is out), and once more
+//!    than `queue_limit` bytes of writes were delivered since the image:
+//!    they wait in the members' queues, and the image's copies of what
+//!    they changed in the store (about as many bytes; the bits the
+//!    eviction clock clears are kept as bits, a `flush_all` keeps the
+//!    whole store), until the snapshot is in. The image is dropped once no
+//!    member is handed anything (every one said `Caught`) or the view ends.
 //!    The source reads chunks as fast as the member installs them: the
 //!    member says `Took` with how many chunks of the snapshot its store
 //!    reported installed (`Report::ChunkInstalled`), not received, and the

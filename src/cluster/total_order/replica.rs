@@ -84,7 +84,8 @@ pub enum Report {
         /// About how many bytes the whole snapshot carries.
         total: u64,
         /// It is read from an image the store keeps while it takes writes
-        /// (an ordered memory store's), not from the store as it is.
+        /// (an ordered memory store's, a memcached backend's), not from the
+        /// store as it is.
         frozen: bool,
     },
     /// A chunk of a snapshot other than its last is installed (the
@@ -151,10 +152,13 @@ enum Next {
         image: OrderListing,
     },
     /// At this key of every key listed at the start (a store that lists
-    /// by key only: a memcached backend).
+    /// by key only: a memcached backend). `frozen`: read from the image
+    /// the store keeps of them as they were then, while it takes writes
+    /// (`VersionedStore::freeze_keys`), else as each key is when read.
     Key {
         keys: Keys,
         sent: usize,
+        frozen: bool,
     },
     Done,
 }
@@ -262,9 +266,17 @@ impl TotalOrderReplica {
                     (image.head, Dump::new(next, image.bytes))
                 }
                 None => {
-                    let listing = store.snapshot_keys().map_err(|e| format!("{e:?}"))?;
+                    let failed = |e| format!("{e:?}");
+                    let (listing, frozen) = match store.freeze_keys().map_err(failed)? {
+                        Some(listing) => (listing, true),
+                        None => (store.snapshot_keys().map_err(failed)?, false),
+                    };
                     let (keys, bytes) = (listing.keys, listing.bytes);
-                    let next = Next::Key { keys, sent: 0 };
+                    let next = Next::Key {
+                        keys,
+                        sent: 0,
+                        frozen,
+                    };
                     (listing.head, Dump::new(next, bytes))
                 }
             };
@@ -275,6 +287,10 @@ impl TotalOrderReplica {
             return Err("no snapshot under way".into());
         };
         let (mut records, mut bytes) = (Vec::new(), 0);
+        let frozen = match dump.next {
+            Next::Key { frozen, .. } => frozen,
+            Next::Place { .. } | Next::Done => store.frozen_listing().is_some(),
+        };
         match &mut dump.next {
             Next::Place { place, image } => {
                 if store.frozen_listing() != Some(*image) {
@@ -294,9 +310,13 @@ impl TotalOrderReplica {
                     None => Next::Done,
                 };
             }
-            Next::Key { keys, sent } => {
+            Next::Key { keys, sent, frozen } => {
                 while *sent < keys.len() && bytes < CHUNK_BYTES {
-                    let record = store.export_record(keys.get(*sent), now);
+                    let key = keys.get(*sent);
+                    let record = match frozen {
+                        true => store.export_frozen(key, now),
+                        false => store.export_record(key, now),
+                    };
                     // None: expired or reclaimed since the keys were listed.
                     if let Some(record) = record.map_err(|e| format!("{e:?}"))? {
                         bytes += record.size() as usize;
@@ -313,7 +333,6 @@ impl TotalOrderReplica {
         dump.records += records.len() as u64;
         dump.chunks += 1;
         dump.longest = dump.longest.max(started.elapsed());
-        let frozen = store.frozen_listing().is_some();
         let (last, total) = (matches!(dump.next, Next::Done), dump.bytes);
         if last {
             log::info!(

@@ -1,0 +1,111 @@
+//! An image of a store that lists its items by key only (a memcached
+//! backend), kept while the store takes writes: the keys it held when the
+//! image was frozen, and the record each key had then, saved before the
+//! first write since changed it. A strong mode's source reads a rejoining
+//! member's snapshot from it a chunk at a time and goes on applying writes
+//! meanwhile, as it does from the image an ordered memory store keeps in
+//! its table (`dense.rs`), instead of holding every write until the last
+//! chunk is read.
+//!
+//! Why it is exact: the store saves a key's record before any write to
+//! it (any key: telling listed keys apart would take a set of every key),
+//! so a key read from the image is either unwritten since the freeze, and
+//! read as it is, or read as saved. A key added since was not listed, and
+//! is not read. A `flush_all` hides every item, so before it the store
+//! saves every listed key not saved yet. What memcached drops by itself
+//! (an item that expires, one it evicts) reads as absent either way, as it
+//! did before the image: the member judges expiry as of when each chunk was
+//! read.
+
+use std::collections::HashMap;
+
+use super::{Listing, Record};
+
+#[derive(Debug)]
+pub struct KeyImage {
+    listing: Listing,
+    /// Keys written since the freeze, with the record each had then
+    /// (`None`: the store did not hold it).
+    saved: HashMap<Vec<u8>, Option<Record>, ahash::RandomState>,
+}
+
+impl KeyImage {
+    pub fn new(listing: Listing) -> KeyImage {
+        KeyImage {
+            listing,
+            saved: HashMap::default(),
+        }
+    }
+
+    /// The keys the store held when frozen, and its head then.
+    pub fn listing(&self) -> &Listing {
+        &self.listing
+    }
+
+    /// A write to `key` must first save its record.
+    pub fn unsaved(&self, key: &[u8]) -> bool {
+        !self.saved.contains_key(key)
+    }
+
+    /// The listed keys not saved yet (a `flush_all` saves them all first).
+    pub fn unsaved_listed(&self) -> Vec<&[u8]> {
+        let keys = &self.listing.keys;
+        (0..keys.len())
+            .map(|i| keys.get(i))
+            .filter(|key| self.unsaved(key))
+            .collect()
+    }
+
+    pub fn save(&mut self, key: &[u8], record: Option<Record>) {
+        self.saved.entry(key.to_vec()).or_insert(record);
+    }
+
+    /// `key`'s record as frozen, if a write since saved it.
+    pub fn saved(&self, key: &[u8]) -> Option<&Option<Record>> {
+        self.saved.get(key)
+    }
+
+    /// Keys saved: those written since the freeze.
+    pub fn copied(&self) -> usize {
+        self.saved.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::Keys;
+    use crate::store::{Entry, Expiry};
+
+    fn record(key: &[u8], value: &[u8]) -> Record {
+        Record {
+            key: key.to_vec(),
+            cas: 1,
+            entry: Entry {
+                value: value.to_vec(),
+                flags: 0,
+                expiry: Expiry::Never,
+            },
+            stored_at: 0,
+            referenced: false,
+        }
+    }
+
+    #[test]
+    fn a_key_is_saved_once_and_reads_as_it_was_at_the_freeze() {
+        let keys: Keys = [b"a".as_slice(), b"b"].into_iter().collect();
+        let mut image = KeyImage::new(Listing {
+            keys,
+            ..Listing::default()
+        });
+        assert_eq!(image.unsaved_listed(), [b"a".as_slice(), b"b"]);
+        image.save(b"a", Some(record(b"a", b"first")));
+        image.save(b"a", Some(record(b"a", b"second")));
+        image.save(b"new", None);
+        assert_eq!(image.saved(b"a"), Some(&Some(record(b"a", b"first"))));
+        assert_eq!(image.saved(b"new"), Some(&None));
+        assert_eq!(image.saved(b"b"), None);
+        assert_eq!(image.unsaved_listed(), [b"b".as_slice()]);
+        assert_eq!(image.copied(), 2);
+    }
+}
