@@ -11,8 +11,11 @@
 //! it (any key: telling listed keys apart would take a set of every key),
 //! so a key read from the image is either unwritten since the freeze, and
 //! read as it is, or read as saved. A key added since was not listed, and
-//! is not read. A `flush_all` hides every item, so before it the store
-//! saves every listed key not saved yet. What memcached drops by itself
+//! is not read. A `flush_all` hides every item: saving every listed key
+//! first would copy the whole memcached into the node's memory, so it ends
+//! the image instead (`lost`), and reading from it fails from then on: the
+//! snapshot fails, and a later view hands one of a new image. What
+//! memcached drops by itself
 //! (an item that expires, one it evicts) reads as absent either way, as it
 //! did before the image: the member judges expiry as of when each chunk was
 //! read.
@@ -27,6 +30,8 @@ pub struct KeyImage {
     /// Keys written since the freeze, with the record each had then
     /// (`None`: the store did not hold it).
     saved: HashMap<Vec<u8>, Option<Record>, ahash::RandomState>,
+    /// A `flush_all` came since the freeze: the keys not saved are gone.
+    lost: bool,
 }
 
 impl KeyImage {
@@ -34,6 +39,7 @@ impl KeyImage {
         KeyImage {
             listing,
             saved: HashMap::default(),
+            lost: false,
         }
     }
 
@@ -44,16 +50,17 @@ impl KeyImage {
 
     /// A write to `key` must first save its record.
     pub fn unsaved(&self, key: &[u8]) -> bool {
-        !self.saved.contains_key(key)
+        !self.lost && !self.saved.contains_key(key)
     }
 
-    /// The listed keys not saved yet (a `flush_all` saves them all first).
-    pub fn unsaved_listed(&self) -> Vec<&[u8]> {
-        let keys = &self.listing.keys;
-        (0..keys.len())
-            .map(|i| keys.get(i))
-            .filter(|key| self.unsaved(key))
-            .collect()
+    /// A `flush_all` came: the image can no longer be read.
+    pub fn lose(&mut self) {
+        self.lost = true;
+        self.saved.clear();
+    }
+
+    pub fn is_lost(&self) -> bool {
+        self.lost
     }
 
     pub fn save(&mut self, key: &[u8], record: Option<Record>) {
@@ -98,14 +105,16 @@ mod tests {
             keys,
             ..Listing::default()
         });
-        assert_eq!(image.unsaved_listed(), [b"a".as_slice(), b"b"]);
+        assert!(image.unsaved(b"a"));
         image.save(b"a", Some(record(b"a", b"first")));
         image.save(b"a", Some(record(b"a", b"second")));
         image.save(b"new", None);
         assert_eq!(image.saved(b"a"), Some(&Some(record(b"a", b"first"))));
         assert_eq!(image.saved(b"new"), Some(&None));
         assert_eq!(image.saved(b"b"), None);
-        assert_eq!(image.unsaved_listed(), [b"b".as_slice()]);
+        assert!(!image.unsaved(b"a") && image.unsaved(b"b"));
         assert_eq!(image.copied(), 2);
+        image.lose();
+        assert!(image.is_lost() && !image.unsaved(b"b"));
     }
 }

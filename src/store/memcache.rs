@@ -316,33 +316,6 @@ impl MemcacheStore {
         Ok(())
     }
 
-    /// Before a `flush_all`, which hides every item: saves each listed
-    /// key's record not saved yet.
-    fn keep_all(&mut self, now: UnixTime) -> StoreResult<()> {
-        let Some(image) = &self.image else {
-            return Ok(());
-        };
-        let unsaved: Vec<Vec<u8>> = image
-            .unsaved_listed()
-            .into_iter()
-            .map(<[u8]>::to_vec)
-            .collect();
-        for batch in unsaved.chunks(EXPORT_BATCH) {
-            let names: Vec<&str> = batch
-                .iter()
-                .map(|k| key_str(k))
-                .collect::<StoreResult<_>>()?;
-            let found = self.call(|c| MemcacheStore::fetch_many(c, &names, now))?;
-            for (key, item) in batch.iter().zip(found) {
-                let record = item.map(|item| item.record(key, now));
-                if let Some(image) = &mut self.image {
-                    image.save(key, record);
-                }
-            }
-        }
-        Ok(())
-    }
-
     fn fail(&mut self, error: MemcacheError) -> StoreError {
         if is_transport(&error) {
             log::warn!("memcached at {}: {error}; reconnecting", self.addr);
@@ -594,7 +567,9 @@ impl Store for MemcacheStore {
     /// second; sent as a delay, one more than 30 days ahead would read as a
     /// time in 1970, which memcached takes as "flush nothing".
     fn flush_all(&mut self, at: Option<UnixTime>, now: UnixTime) -> StoreResult<()> {
-        self.keep_all(now)?;
+        if let Some(image) = &mut self.image {
+            image.lose();
+        }
         let at = at.filter(|&at| at > now);
         self.call(|c| match at {
             Some(at) => c
@@ -695,12 +670,19 @@ impl VersionedStore for MemcacheStore {
             let listing = self.snapshot_keys()?;
             self.image = Some(KeyImage::new(listing));
         }
-        Ok(self.image.as_ref().map(|image| image.listing().clone()))
+        match &self.image {
+            Some(image) if image.is_lost() => Err(image_lost()),
+            image => Ok(image.as_ref().map(|image| image.listing().clone())),
+        }
     }
 
     fn export_frozen(&mut self, key: &[u8], now: UnixTime) -> StoreResult<Option<Record>> {
-        match self.image.as_ref().and_then(|image| image.saved(key)) {
-            Some(saved) => Ok(saved.clone()),
+        match &self.image {
+            Some(image) if image.is_lost() => Err(image_lost()),
+            Some(image) => match image.saved(key) {
+                Some(saved) => Ok(saved.clone()),
+                None => self.export_record(key, now),
+            },
             None => self.export_record(key, now),
         }
     }
@@ -740,6 +722,14 @@ impl VersionedStore for MemcacheStore {
         self.pending_flush = flush_at;
         Ok(())
     }
+}
+
+/// A snapshot read from an image a `flush_all` ended.
+fn image_lost() -> StoreError {
+    StoreError::Refused(
+        "a flush_all came while the snapshot was read from memcached; a new view hands a new one"
+            .into(),
+    )
 }
 
 /// About the bytes of key and value an item listed by metadump holds.
