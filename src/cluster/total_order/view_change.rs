@@ -115,8 +115,9 @@ pub(super) const NO_SNAPSHOT: u64 = 0;
 const SNAPSHOT_RETRIES: u32 = 3;
 
 /// A member without the state that has heard nothing of its snapshot for
-/// this many times the patience asks for a new view.
-const SNAPSHOT_PATIENCE: u64 = 4;
+/// this many times the patience, and whose store installs no chunk of it,
+/// asks for a new view.
+pub(super) const SNAPSHOT_PATIENCE: u64 = 4;
 use crate::store::Record;
 
 impl TotalOrder {
@@ -125,7 +126,10 @@ impl TotalOrder {
     /// give up on one that is not finishing.
     pub(super) fn reconsider(&mut self, out: &mut Vec<Effect<Work>>) {
         let ticks = self.ticks;
-        let starved = matches!(self.phase, Phase::Normal) && !self.has_state;
+        // Not while its store installs chunks it has: a store that installs
+        // slowly (a memcached backend) may take longer than this patience.
+        let installing = self.chunks_received > self.chunks_installed;
+        let starved = matches!(self.phase, Phase::Normal) && !self.has_state && !installing;
         if starved && ticks.saturating_sub(self.awaited_since) > SNAPSHOT_PATIENCE * self.patience {
             // No chunk of a snapshot for long: its source gave up, or it
             // was lost. A new view hands a new one.
@@ -542,6 +546,7 @@ impl TotalOrder {
                     self.order_begins(upto);
                     self.receiving = Some(Transfer { done: 0, total });
                     self.chunks_installed = 0;
+                    self.chunks_received = 0;
                     self.installing_from = from;
                     self.tags += 1;
                     self.installing = self.tags;
@@ -549,6 +554,7 @@ impl TotalOrder {
                     return; // the rest of a snapshot whose install failed
                 }
                 self.awaited_since = self.ticks;
+                self.chunks_received += 1;
                 if let Some(transfer) = &mut self.receiving {
                     transfer.done += records.iter().map(Record::size).sum::<u64>();
                 }
@@ -825,6 +831,7 @@ impl TotalOrder {
         }
         self.behind.retain(|_, (b, _)| *b == ballot);
         self.chunks_installed = 0;
+        self.chunks_received = 0;
         if let (true, Some(&lowest)) = (behind, sources.first()) {
             // Before `Started`, so the source has it when it begins handing.
             let upto = self.delivered_upto;
