@@ -387,15 +387,19 @@ pub trait VersionedStore: Store {
     /// Freezes an image of a store listed by key (a memcached backend's):
     /// the keys it holds now and, until [`VersionedStore::thaw`], each
     /// one's record as it is now, whatever the store does next (read with
-    /// [`VersionedStore::export_frozen`]); if one is frozen already, that
+    /// [`VersionedStore::export_listed`]); if one is frozen already, that
     /// one's listing. `None` if this store keeps no such image.
     fn freeze_keys(&mut self) -> StoreResult<Option<Listing>> {
         Ok(None)
     }
 
-    /// `key`'s record in the image [`VersionedStore::freeze_keys`] froze.
-    fn export_frozen(&mut self, key: &[u8], now: UnixTime) -> StoreResult<Option<Record>> {
-        self.export_record(key, now)
+    /// The records of `keys`, listed by key, in order (`None`: expired or
+    /// gone): as the image [`VersionedStore::freeze_keys`] froze has them,
+    /// if one is kept, else as they are now.
+    fn export_listed(&mut self, keys: &[&[u8]], now: UnixTime) -> StoreResult<Vec<Option<Record>>> {
+        keys.iter()
+            .map(|key| self.export_record(key, now))
+            .collect()
     }
 
     /// Drops the frozen image; how many items it had to copy to keep it

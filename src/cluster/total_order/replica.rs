@@ -21,6 +21,9 @@ use crate::store::{Executor, Head, Keys, OrderListing, Record, UnixTime};
 const CHUNK_BYTES: usize = 1 << 20;
 pub(super) const CHUNK_ENTRIES: usize = 1 << 16;
 
+/// Keys of a store listed by key read at once for a chunk.
+const KEY_BATCH: usize = 100;
+
 /// Apply `op` to the local store with `cas` as the unique of anything it
 /// writes; reply to `reply_to` if set (`None` for another node's write).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -310,19 +313,23 @@ impl TotalOrderReplica {
                     None => Next::Done,
                 };
             }
-            Next::Key { keys, sent, frozen } => {
+            Next::Key { keys, sent, .. } => {
+                // Read a few keys to a request (one each would take a
+                // memcached's round trip each), as many as the chunk's room
+                // holds at the listing's average size, at most [`KEY_BATCH`].
+                let average = (dump.bytes / keys.len().max(1) as u64).max(1) as usize;
                 while *sent < keys.len() && bytes < CHUNK_BYTES {
-                    let key = keys.get(*sent);
-                    let record = match frozen {
-                        true => store.export_frozen(key, now),
-                        false => store.export_record(key, now),
-                    };
+                    let room = ((CHUNK_BYTES - bytes) / average).clamp(1, KEY_BATCH);
+                    let batch: Vec<&[u8]> = (*sent..keys.len().min(*sent + room))
+                        .map(|i| keys.get(i))
+                        .collect();
+                    let read = store.export_listed(&batch, now);
                     // None: expired or reclaimed since the keys were listed.
-                    if let Some(record) = record.map_err(|e| format!("{e:?}"))? {
+                    for record in read.map_err(|e| format!("{e:?}"))?.into_iter().flatten() {
                         bytes += record.size() as usize;
                         records.push(record);
                     }
-                    *sent += 1;
+                    *sent += batch.len();
                 }
                 if *sent == keys.len() {
                     dump.next = Next::Done;
