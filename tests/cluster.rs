@@ -667,7 +667,7 @@ fn a_source_applies_writes_while_it_hands_a_restarted_node_the_store() {
     a_source_applies_writes_while_it_hands_the_store(cluster, 300_000);
 }
 
-/// The same on memcached backends (20,000 items: the source reads each
+/// The same on memcached backends (20,000 items: the source reads them
 /// from its memcached), whose image is the keys listed at the first chunk
 /// and the record of each key a write reached since, saved before it.
 #[test]

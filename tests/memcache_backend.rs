@@ -376,6 +376,44 @@ fn an_image_frozen_by_key_reads_each_record_as_it_was_whatever_was_written_since
     );
 }
 
+/// A snapshot's chunk installed in one go (sets pipelined, more than a
+/// batch of them, a value larger than a batch's bytes) reads back exactly,
+/// and an item already expired is stored expired.
+#[test]
+fn a_chunk_installed_at_once_reads_back_exactly() {
+    let memcached = start_memcached_with(&["-I", "2m"]);
+    let mut store = store_on(memcached.port);
+    let now = unix_now();
+    let mut records: Vec<Record> = (0..250)
+        .map(|i| {
+            record(
+                &format!("key{i}"),
+                i,
+                Expiry::Never,
+                format!("v{i}").as_bytes(),
+                1 + i as u64,
+            )
+        })
+        .collect();
+    records.push(record(
+        "big",
+        7,
+        Expiry::At(now + 3600),
+        &vec![b'b'; 900_000],
+        500,
+    ));
+    records.push(record("gone", 0, Expiry::At(now - 1), b"x", 501));
+    store.install_many(&records, now).unwrap();
+    for r in &records[..records.len() - 1] {
+        let read = Record {
+            stored_at: now,
+            ..r.clone()
+        };
+        assert_eq!(store.export_record(&r.key, now).unwrap(), Some(read));
+    }
+    assert_eq!(store.export_record(b"gone", now).unwrap(), None);
+}
+
 /// memcached's `flush_all` only hides what it flushed, and a later delayed
 /// `flush_all` shows it again (it replaces the time before which items are
 /// hidden). A reset must leave nothing that could come back: here items

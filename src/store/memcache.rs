@@ -41,7 +41,7 @@ use std::time::{Duration, Instant};
 use memcache::{Client, ClientError, MemcacheError, ToMemcacheValue};
 
 use super::key_image::KeyImage;
-use super::text_connection::{DumpedItem, TextConnection};
+use super::text_connection::{DumpedItem, Setting, TextConnection};
 use super::{
     apply_delta, ArithOutcome, Entry, Expiry, Head, Item, ItemRef, KeysRef, Listing, Record, Store,
     StoreError, StoreResult, StoreStats, StoreStatus, UnixTime, VersionedStore, Write,
@@ -662,6 +662,30 @@ impl VersionedStore for MemcacheStore {
         let name = key_str(key)?;
         let found = self.call(|c| MemcacheStore::fetch(c, name, now))?;
         Ok(found.map(|item| item.record(key, now)))
+    }
+
+    /// A chunk's records, pipelined over a text connection (one `set`
+    /// each through the crate would take a round trip each).
+    fn install_many(&mut self, records: &[Record], now: UnixTime) -> StoreResult<()> {
+        for record in records {
+            storable_key(&record.key)?;
+            self.keep(&record.key, now)?;
+        }
+        let headers: Vec<[u8; HEADER]> = records
+            .iter()
+            .map(|r| Outgoing::new(r.entry.flags, r.cas, r.entry.expiry, &[]).header())
+            .collect();
+        let items: Vec<Setting<'_>> = records
+            .iter()
+            .zip(&headers)
+            .map(|(r, header)| Setting {
+                key: &r.key,
+                flags: r.entry.flags,
+                exptime: exptime(r.entry.expiry, now),
+                pieces: [header, &r.entry.value],
+            })
+            .collect();
+        self.call(|c| c.text()?.set_each(&items))
     }
 
     /// See `key_image.rs`.

@@ -443,6 +443,13 @@ pub trait VersionedStore: Store {
         self.import(&record.key, Some(&record.entry), record.cas, now)
     }
 
+    /// Installs each of `records` (a snapshot's chunk), in order.
+    fn install_many(&mut self, records: &[Record], now: UnixTime) -> StoreResult<()> {
+        records
+            .iter()
+            .try_for_each(|record| self.install(record, now))
+    }
+
     /// The [`Policy`] it runs under; none for a store that has none of
     /// its own (a memcached backend evicts as memcached does).
     fn policy(&self) -> Option<Policy> {

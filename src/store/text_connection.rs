@@ -45,6 +45,20 @@ const BUSY_PAUSE: Duration = Duration::from_millis(10);
 /// Keys deleted per round trip.
 const DELETE_BATCH: usize = 100;
 
+/// Items stored per round trip, at most; and a round trip sends no more
+/// bytes than this past its first item.
+const SET_BATCH: usize = 100;
+const SET_BATCH_BYTES: usize = 256 * 1024;
+
+/// An item to `set` as it is: its key (one the text protocol can carry),
+/// flags, memcached `exptime`, and its bytes in pieces.
+pub struct Setting<'a> {
+    pub key: &'a [u8],
+    pub flags: u32,
+    pub exptime: u32,
+    pub pieces: [&'a [u8]; 2],
+}
+
 /// An item as `lru_crawler metadump` lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DumpedItem {
@@ -138,6 +152,43 @@ impl TextConnection {
                     return Err(unexpected(&reply));
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// Stores each of `items` with `set`, a batch to a round trip.
+    pub fn set_each(&mut self, items: &[Setting<'_>]) -> Answer<()> {
+        let mut requests = Vec::new();
+        let mut rest = items;
+        while !rest.is_empty() {
+            requests.clear();
+            let mut sent = 0;
+            for item in rest.iter().take(SET_BATCH) {
+                if sent > 0 && requests.len() >= SET_BATCH_BYTES {
+                    break;
+                }
+                let len: usize = item.pieces.iter().map(|p| p.len()).sum();
+                requests.extend_from_slice(b"set ");
+                requests.extend_from_slice(item.key);
+                let fields = format!(" {} {} {len}\r\n", item.flags, item.exptime);
+                requests.extend_from_slice(fields.as_bytes());
+                item.pieces
+                    .iter()
+                    .for_each(|p| requests.extend_from_slice(p));
+                requests.extend_from_slice(b"\r\n");
+                sent += 1;
+            }
+            self.send(&requests)?;
+            for _ in 0..sent {
+                match self.read_line()? {
+                    stored if stored == b"STORED" => {}
+                    refused if is_refusal(&refused) => {
+                        return Err(ServerError::Error(text(&refused)).into())
+                    }
+                    other => return Err(unexpected(&other)),
+                }
+            }
+            rest = &rest[sent..];
         }
         Ok(())
     }

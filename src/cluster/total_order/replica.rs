@@ -222,7 +222,7 @@ impl Replica for TotalOrderReplica {
                 let store = executor.store();
                 let installed = reset
                     .map_or(Ok(()), |head| store.reset(&head, now))
-                    .and_then(|()| records.iter().try_for_each(|r| store.install(r, now)));
+                    .and_then(|()| store.install_many(&records, now));
                 match installed {
                     Err(e) => emit(Done::Engine(Report::SnapshotFailed {
                         tag,
