@@ -1,8 +1,9 @@
 //! A plain connection to a memcached in its text protocol, for what the
 //! `memcache` crate cannot say: listing every item memcached holds
-//! (`lru_crawler metadump hash`) and deleting keys given as bytes. The
-//! memcache store opens one on the backend worker thread for a snapshot's
-//! listing or a reset, and drops it after.
+//! (`lru_crawler metadump hash`), deleting keys given as bytes, and storing
+//! many items pipelined (the crate waits for each reply before the next
+//! request). The memcache store opens one on the backend worker thread for
+//! a snapshot's listing, a reset or a chunk's install, and drops it after.
 //!
 //! ```text
 //! lru_crawler metadump hash\r\n
