@@ -21,7 +21,7 @@ pub mod counters;
 pub mod dense;
 pub mod execute;
 pub mod executor;
-mod key_image;
+pub mod key_image;
 pub mod memcache;
 pub mod memory;
 pub mod meta;

@@ -61,6 +61,7 @@
 #![allow(dead_code)]
 
 pub mod durable;
+pub mod keyed;
 pub mod rng;
 
 use std::cell::RefCell;
@@ -78,6 +79,7 @@ use mckv::store::{Executor, StoreCounters, UnixTime, VersionedStore};
 pub use rng::Rng;
 
 use durable::{Image, ImagingStore, Journal, SharedJournal};
+use keyed::KeyedStore;
 
 /// The wall time every simulated operation and store call runs at (so
 /// nothing expires).
@@ -140,6 +142,10 @@ pub struct SimConfig {
     /// froze at the first (as if it kept nothing of what writes changed
     /// meanwhile).
     pub thawing_images: bool,
+    /// Stores listed by key that keep a key image while they hand a
+    /// snapshot, as memcached backends do (`keyed.rs`; unordered stores,
+    /// without data directories).
+    pub keyed_store: bool,
     /// With data directories: half the recoveries place the items
     /// otherwise than the store held them, as a directory written by an
     /// earlier build does (its log held keys' states, not every move:
@@ -175,6 +181,7 @@ impl SimConfig {
             data_dirs: false,
             stale_images: false,
             thawing_images: false,
+            keyed_store: false,
             reordering_recovery: false,
             lying_recovery: false,
         }
@@ -510,6 +517,7 @@ where
                 let exact = recovered.is_none_or(|(_, exact)| exact);
                 Box::new(self.imaging(id, store, held, exact))
             }
+            false if self.config.keyed_store => Box::new(KeyedStore::new(store)),
             false => Box::new(store),
         };
         self.held.insert(id, held);

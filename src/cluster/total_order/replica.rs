@@ -14,7 +14,7 @@ use crate::cluster::NodeId;
 use crate::store::{Executor, Head, Keys, OrderListing, Record, UnixTime};
 
 /// A snapshot chunk holds at most about this many bytes of keys and
-/// values, and, listed in order, at most this many entries: about ten
+/// values, and at most this many entries (keys, listed by key): about ten
 /// milliseconds of the event loop at most (measured: README, "Durability").
 /// A frame carries one chunk, so they also bound how much a thin link
 /// must pass between two of the failure detector's heartbeats.
@@ -318,8 +318,10 @@ impl TotalOrderReplica {
                 // memcached's round trip each), as many as the chunk's room
                 // holds at the listing's average size, at most [`KEY_BATCH`].
                 let average = (dump.bytes / keys.len().max(1) as u64).max(1) as usize;
-                while *sent < keys.len() && bytes < CHUNK_BYTES {
+                let end = keys.len().min(*sent + self.chunk_entries);
+                while *sent < end && bytes < CHUNK_BYTES {
                     let room = ((CHUNK_BYTES - bytes) / average).clamp(1, KEY_BATCH);
+                    let room = room.min(end - *sent);
                     let batch: Vec<&[u8]> = (*sent..keys.len().min(*sent + room))
                         .map(|i| keys.get(i))
                         .collect();
