@@ -75,8 +75,11 @@
 //! the view (it restarted), the lowest-id node that is up coordinates a
 //! higher ballot with the nodes it sees up. When it does not (it holds a
 //! node the others hear left out, say), the next one up takes over after
-//! `patience` ticks and each one after it half a patience later: two that
-//! took over together would preempt each other's ballots in turn.
+//! `patience` ticks and each member of a serving view after it half a
+//! patience later: two that took over together would preempt each other's
+//! ballots in turn. A node in no serving view takes over after the
+//! patience whatever its rank: its own `Prepare` tells the lowest that it
+//! answers again.
 //! A change that is not finishing is given up after `patience`, twice
 //! that once the view is installed (the last member's `Started` may come
 //! two one-way trips after the coordinator sent the view, to a member it

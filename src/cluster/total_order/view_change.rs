@@ -209,11 +209,19 @@ impl TotalOrder {
         let waited = ticks.saturating_sub(since);
         // The lowest coordinates at once; when it does not (it holds a node
         // the others hear left out, say), the next takes over after the
-        // patience and each one after it half a patience later, so that
+        // patience and each member after it half a patience later, so that
         // the first one's `Prepare` can reach it: two that took over
-        // together would preempt each other's ballots in turn.
+        // together would preempt each other's ballots in turn. A node in
+        // no serving view (one left out, say) takes over after the
+        // patience whatever its rank: its own `Prepare` tells the lowest
+        // it answers again.
         let below = want.iter().filter(|&&m| m < self.me).count() as u64;
-        if below == 0 || waited > self.patience + (below - 1) * self.patience / 2 {
+        let left_out = !matches!(self.phase, Phase::Normal);
+        let stagger = match left_out {
+            true => 0,
+            false => below.saturating_sub(1) * self.patience / 2,
+        };
+        if below == 0 || waited > self.patience + stagger {
             self.unsettled_since = Some(ticks);
             self.coordinate(want, out);
         }
