@@ -22,7 +22,7 @@
 
 use std::collections::HashMap;
 
-use super::{Listing, Record};
+use super::{Listing, Record, StoreError, StoreResult};
 
 #[derive(Debug)]
 pub struct KeyImage {
@@ -43,9 +43,22 @@ impl KeyImage {
         }
     }
 
-    /// The keys the store held when frozen, and its head then.
-    pub fn listing(&self) -> &Listing {
-        &self.listing
+    /// The keys the store held when frozen, and its head then; an error
+    /// once a `flush_all` ended the image.
+    pub fn listing(&self) -> StoreResult<Listing> {
+        self.readable()?;
+        Ok(self.listing.clone())
+    }
+
+    /// An error once a `flush_all` ended the image: a snapshot read from it
+    /// fails, and a later view hands one of a new image.
+    pub fn readable(&self) -> StoreResult<()> {
+        match self.lost {
+            true => Err(StoreError::Refused(
+                "a flush_all came while the snapshot was read; a new view hands a new one".into(),
+            )),
+            false => Ok(()),
+        }
     }
 
     /// A write to `key` must first save its record.
@@ -57,10 +70,6 @@ impl KeyImage {
     pub fn lose(&mut self) {
         self.lost = true;
         self.saved.clear();
-    }
-
-    pub fn is_lost(&self) -> bool {
-        self.lost
     }
 
     pub fn save(&mut self, key: &[u8], record: Option<Record>) {
@@ -115,6 +124,7 @@ mod tests {
         assert!(!image.unsaved(b"a") && image.unsaved(b"b"));
         assert_eq!(image.copied(), 2);
         image.lose();
-        assert!(image.is_lost() && !image.unsaved(b"b"));
+        assert!(image.readable().is_err() && image.listing().is_err());
+        assert!(!image.unsaved(b"b"));
     }
 }

@@ -694,18 +694,13 @@ impl VersionedStore for MemcacheStore {
             let listing = self.snapshot_keys()?;
             self.image = Some(KeyImage::new(listing));
         }
-        match &self.image {
-            Some(image) if image.is_lost() => Err(image_lost()),
-            image => Ok(image.as_ref().map(|image| image.listing().clone())),
-        }
+        self.image.as_ref().map(KeyImage::listing).transpose()
     }
 
     /// Saved records from the image, the others read 100 to a request.
     fn export_listed(&mut self, keys: &[&[u8]], now: UnixTime) -> StoreResult<Vec<Option<Record>>> {
         let image = self.image.as_ref();
-        if image.is_some_and(KeyImage::is_lost) {
-            return Err(image_lost());
-        }
+        image.map(KeyImage::readable).transpose()?;
         let saved = |key: &[u8]| image.and_then(|image| image.saved(key)).cloned();
         let mut records: Vec<Option<Option<Record>>> = keys.iter().map(|k| saved(k)).collect();
         let unsaved: Vec<usize> = (0..keys.len()).filter(|&i| records[i].is_none()).collect();
@@ -757,14 +752,6 @@ impl VersionedStore for MemcacheStore {
         self.pending_flush = flush_at;
         Ok(())
     }
-}
-
-/// A snapshot read from an image a `flush_all` ended.
-fn image_lost() -> StoreError {
-    StoreError::Refused(
-        "a flush_all came while the snapshot was read from memcached; a new view hands a new one"
-            .into(),
-    )
 }
 
 /// About the bytes of key and value an item listed by metadump holds.

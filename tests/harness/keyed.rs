@@ -10,7 +10,7 @@ use mckv::store::key_image::KeyImage;
 use mckv::store::memory::MemoryStore;
 use mckv::store::{
     ArithOutcome, Entry, Expiry, Head, ItemRef, Listing, OrderListing, Policy, Record, Store,
-    StoreError, StoreEvents, StoreResult, StoreStats, StoreStatus, UnixTime, VersionedStore, Write,
+    StoreEvents, StoreResult, StoreStats, StoreStatus, UnixTime, VersionedStore, Write,
 };
 
 pub struct KeyedStore {
@@ -34,10 +34,6 @@ impl KeyedStore {
         }
         Ok(())
     }
-}
-
-fn lost() -> StoreError {
-    StoreError::Refused("a flush_all ended the image".into())
 }
 
 impl Store for KeyedStore {
@@ -139,16 +135,11 @@ impl VersionedStore for KeyedStore {
         if self.image.is_none() {
             self.image = Some(KeyImage::new(self.inner.snapshot_keys()?));
         }
-        match &self.image {
-            Some(image) if image.is_lost() => Err(lost()),
-            image => Ok(image.as_ref().map(|image| image.listing().clone())),
-        }
+        self.image.as_ref().map(KeyImage::listing).transpose()
     }
 
     fn export_listed(&mut self, keys: &[&[u8]], now: UnixTime) -> StoreResult<Vec<Option<Record>>> {
-        if self.image.as_ref().is_some_and(KeyImage::is_lost) {
-            return Err(lost());
-        }
+        self.image.as_ref().map(KeyImage::readable).transpose()?;
         let mut records = Vec::with_capacity(keys.len());
         for key in keys {
             let saved = self.image.as_ref().and_then(|image| image.saved(key));
