@@ -212,9 +212,9 @@ impl TotalOrder {
         // patience and each member after it half a patience later, so that
         // the first one's `Prepare` can reach it: two that took over
         // together would preempt each other's ballots in turn. A node in
-        // no serving view (one left out, say) takes over after the
-        // patience whatever its rank: its own `Prepare` tells the lowest
-        // it answers again.
+        // no serving view takes over after the patience whatever its rank:
+        // if the lowest left it out, its own `Prepare` tells the lowest it
+        // answers again.
         let below = want.iter().filter(|&&m| m < self.me).count() as u64;
         let left_out = !matches!(self.phase, Phase::Normal);
         let stagger = match left_out {
