@@ -1580,12 +1580,13 @@ impl Holders {
             if !matches!(status.role, "member" | "catching-up") {
                 continue;
             }
-            let view = (status.epoch, status.view_members.to_vec());
-            if view > self.view {
-                self.view = view.clone();
+            // Compared in place: this runs for every node at every step.
+            let view = (status.epoch, status.view_members);
+            if view > (self.view.0, &self.view.1[..]) {
+                self.view = (view.0, view.1.to_vec());
                 self.nodes.clear();
             }
-            if view == self.view && status.role == "member" {
+            if view == (self.view.0, &self.view.1[..]) && status.role == "member" {
                 self.nodes.insert(id);
             }
         }
