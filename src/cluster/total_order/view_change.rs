@@ -216,10 +216,9 @@ impl TotalOrder {
         // if the lowest left it out, its own `Prepare` tells the lowest it
         // answers again.
         let below = want.iter().filter(|&&m| m < self.me).count() as u64;
-        let left_out = !matches!(self.phase, Phase::Normal);
-        let stagger = match left_out {
-            true => 0,
-            false => below.saturating_sub(1) * self.patience / 2,
+        let stagger = match self.phase {
+            Phase::Normal => below.saturating_sub(1) * self.patience / 2,
+            _ => 0,
         };
         if below == 0 || waited > self.patience + stagger {
             self.unsettled_since = Some(ticks);
