@@ -1539,15 +1539,15 @@ fn causal_metadata_per_pushed_write_under_a_steady_load() {
 }
 
 /// Check 8. Stores with room for about half the keys evict through the
-/// chaos workload, and through crashes and restarts: each eviction is a
-/// delete stamped by the node that made it, so the replicas still converge
-/// (values and stamps). Acknowledged writes may be evicted, so last writer
-/// wins is not checked. The negative control: evictions that stay where
-/// they happened leave replicas apart.
+/// chaos workload, and through crashes and restarts, in eventual and in
+/// causal mode: each eviction is a delete stamped by the node that made
+/// it, so the replicas still converge (values and stamps). Acknowledged
+/// writes may be evicted, so last writer wins is not checked. The negative
+/// control: evictions that stay where they happened leave replicas apart.
 #[test]
 fn full_stores_evict_and_the_replicas_still_converge() {
     let started = Instant::now();
-    let evicting = |replicated: bool, crashing: bool| {
+    let evicting = |replicated: bool, crashing: bool, causal: bool| {
         move |n, seed| {
             let mut cfg = match crashing {
                 true => Config::crashing(n, seed),
@@ -1555,6 +1555,7 @@ fn full_stores_evict_and_the_replicas_still_converge() {
             };
             cfg.memory_limit = Config::evicting(n, seed).memory_limit;
             cfg.evictions_replicated = replicated;
+            cfg.causal = causal;
             cfg
         }
     };
@@ -1563,12 +1564,17 @@ fn full_stores_evict_and_the_replicas_still_converge() {
         evictions.set(evictions.get() + c.sim.evictions());
         c.check_converged(false)
     };
-    for crashing in [false, true] {
-        let sweep = Sweep::new(seeds(&SIZES, SEEDS, evicting(true, crashing)), 2, converged);
-        sweep.assert_ok("evicting stores converge", started);
+    for (crashing, causal) in [(false, false), (true, false), (false, true), (true, true)] {
+        let runs = seeds(&SIZES, SEEDS, evicting(true, crashing, causal));
+        let sweep = Sweep::new(runs, 2, converged);
+        let what = match causal {
+            false => "evicting stores converge",
+            true => "evicting stores converge in causal mode",
+        };
+        sweep.assert_ok(what, started);
     }
-    assert!(evictions.get() > 1000, "{} evictions", evictions.get());
-    let kept = Sweep::new(seeds(&SIZES, 10, evicting(false, false)), 2, |c| {
+    assert!(evictions.get() > 2000, "{} evictions", evictions.get());
+    let kept = Sweep::new(seeds(&SIZES, 10, evicting(false, false, false)), 2, |c| {
         c.check_converged(false)
     });
     eprintln!("{}", kept.summary("evictions not replicated", started));

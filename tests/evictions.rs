@@ -4,7 +4,8 @@
 //! cluster whose stores are full keeps identical replicas in every mode
 //! while clients write through every node and read different keys on each:
 //! the strong modes' replicas evict the same keys (their reads set no
-//! eviction bit), eventual mode deletes what any node evicted everywhere. Every load is a fixed count of requests; every wait
+//! eviction bit), eventual and causal mode delete what any node evicted
+//! everywhere. Every load is a fixed count of requests; every wait
 //! a bounded poll.
 
 mod common;
@@ -164,7 +165,7 @@ fn a_store_capped_at_64_mb_grows_by_no_more_than_the_cap_and_its_stated_overhead
 #[test]
 fn full_stores_leave_identical_replicas_in_every_mode() {
     const KEYS: usize = 3_000;
-    for mode in ["linearizable", "sequential", "eventual"] {
+    for mode in ["linearizable", "sequential", "eventual", "causal"] {
         let cluster = start_cluster(3, mode, "memory_limit_mb = 1");
         let ports: Vec<u16> = (0..3).map(|n| cluster.port(n)).collect();
         let clients: Vec<_> = ports
