@@ -6,7 +6,8 @@
 //! the strong modes' replicas evict the same keys (their reads set no
 //! eviction bit), eventual and causal mode delete what any node evicted
 //! everywhere. Every load is a fixed count of requests; every wait
-//! a bounded poll.
+//! a bounded poll. memcached's own `t/getset.t`, which fills its server
+//! twice over, passes where memcached evicts.
 
 mod common;
 
@@ -203,4 +204,68 @@ fn full_stores_leave_identical_replicas_in_every_mode() {
             assert!(stat(port, "evictions") > 0, "{mode}");
         }
     }
+}
+
+/// Runs the part of memcached's own `t/getset.t` that fills a server:
+/// values of 1 KiB to just past 1 MiB in steps of 2 KiB (about 256 MB in
+/// all), each answered `STORED`, except those past 1 MiB, answered as too
+/// large and leaving no stale value behind; then one `get` naming a key
+/// 18,725 times, answered with as many values. Returns every reply that
+/// differs from what the test expects, as `(what was asked, reply)`.
+fn getset_fill(port: u16) -> Vec<(String, String)> {
+    let mut c = connect(port);
+    let mut wrong = Vec::new();
+    let mut expect = |c: &mut std::net::TcpStream, asked: String, bytes: &[u8], want: &str| {
+        let got = common::request(c, bytes);
+        if got != want {
+            wrong.push((asked, got));
+        }
+    };
+    let mut len = 1024;
+    while len < 1024 * 1028 {
+        let key = format!("foo_{len}");
+        let mut set = format!("set {key} 0 0 {len}\r\n").into_bytes();
+        set.resize(set.len() + len, b'B');
+        set.extend_from_slice(b"\r\n");
+        if len > 1024 * 1024 {
+            let moo = format!("set {key} 0 0 3\r\nMOO\r\n");
+            expect(&mut c, moo.clone(), moo.as_bytes(), "STORED\r\n");
+            let too_large = "SERVER_ERROR object too large for cache\r\n";
+            expect(&mut c, format!("set {key} ({len} bytes)"), &set, too_large);
+            let get = format!("get {key}\r\n");
+            expect(&mut c, get.clone(), get.as_bytes(), "END\r\n");
+        } else {
+            expect(&mut c, format!("set {key} ({len} bytes)"), &set, "STORED\r\n");
+        }
+        len += 2048;
+    }
+    expect(&mut c, "set foobarbaz".into(), b"set foobarbaz 0 0 2\r\nhi\r\n", "STORED\r\n");
+    let count = (0..1024 * 128).step_by(7).count();
+    let get = format!("get {}\r\n", "foobarbaz ".repeat(count));
+    let want = format!("{}END\r\n", "VALUE foobarbaz 0 2\r\nhi\r\n".repeat(count));
+    expect(&mut c, format!("get foobarbaz x {count}"), get.as_bytes(), &want);
+    wrong
+}
+
+/// memcached's `t/getset.t` fills its server (`-m 128`) with twice what
+/// fits, and passes because memcached evicts: so does a node told 128 MB
+/// with `eviction = lru`, the default. The control: memcached itself
+/// passes the same run here, and a node with `eviction = none` (memcached's
+/// `-M`) fails it with `out of memory` for the sets past the cap.
+#[test]
+fn memcacheds_getset_test_passes_where_memcached_evicts() {
+    let memcached = common::start_memcached_with(&["-m", "128"]);
+    assert_eq!(getset_fill(memcached.port), [], "memcached -m 128");
+    let node = start_mckv_with("memory_limit_mb = 128", "", &[]);
+    assert_eq!(getset_fill(node.port()), [], "mckv, eviction = lru");
+    assert!(stat(node.port(), "evictions") > 0);
+    let full = start_mckv_with("memory_limit_mb = 128\neviction = none", "", &[]);
+    let refused = getset_fill(full.port());
+    let out_of_memory = "SERVER_ERROR out of memory storing object\r\n";
+    assert!(
+        refused.len() > 100 && refused.iter().all(|(_, reply)| reply == out_of_memory),
+        "eviction = none: {} replies differ, the first {:?}",
+        refused.len(),
+        refused.first()
+    );
 }
