@@ -215,10 +215,10 @@ fn full_stores_leave_identical_replicas_in_every_mode() {
 fn getset_fill(port: u16) -> Vec<(String, String)> {
     let mut c = connect(port);
     let mut wrong = Vec::new();
-    let mut expect = |c: &mut std::net::TcpStream, asked: String, bytes: &[u8], want: &str| {
-        let got = common::request(c, bytes);
+    let mut expect = |asked: &str, bytes: &[u8], want: &str| {
+        let got = common::request(&mut c, bytes);
         if got != want {
-            wrong.push((asked, got));
+            wrong.push((asked.to_string(), got));
         }
     };
     let mut len = 1024;
@@ -227,23 +227,24 @@ fn getset_fill(port: u16) -> Vec<(String, String)> {
         let mut set = format!("set {key} 0 0 {len}\r\n").into_bytes();
         set.resize(set.len() + len, b'B');
         set.extend_from_slice(b"\r\n");
+        let asked = format!("set {key} ({len} bytes)");
         if len > 1024 * 1024 {
             let moo = format!("set {key} 0 0 3\r\nMOO\r\n");
-            expect(&mut c, moo.clone(), moo.as_bytes(), "STORED\r\n");
-            let too_large = "SERVER_ERROR object too large for cache\r\n";
-            expect(&mut c, format!("set {key} ({len} bytes)"), &set, too_large);
+            expect(&moo, moo.as_bytes(), "STORED\r\n");
+            expect(&asked, &set, "SERVER_ERROR object too large for cache\r\n");
             let get = format!("get {key}\r\n");
-            expect(&mut c, get.clone(), get.as_bytes(), "END\r\n");
+            expect(&get, get.as_bytes(), "END\r\n");
         } else {
-            expect(&mut c, format!("set {key} ({len} bytes)"), &set, "STORED\r\n");
+            expect(&asked, &set, "STORED\r\n");
         }
         len += 2048;
     }
-    expect(&mut c, "set foobarbaz".into(), b"set foobarbaz 0 0 2\r\nhi\r\n", "STORED\r\n");
+    let hi = "set foobarbaz 0 0 2\r\nhi\r\n";
+    expect(hi, hi.as_bytes(), "STORED\r\n");
     let count = (0..1024 * 128).step_by(7).count();
     let get = format!("get {}\r\n", "foobarbaz ".repeat(count));
     let want = format!("{}END\r\n", "VALUE foobarbaz 0 2\r\nhi\r\n".repeat(count));
-    expect(&mut c, format!("get foobarbaz x {count}"), get.as_bytes(), &want);
+    expect(&format!("get foobarbaz x {count}"), get.as_bytes(), &want);
     wrong
 }
 
