@@ -134,14 +134,13 @@ pub mod version_log;
 pub use message::{ChangeMark, Gossip, SyncDone, SyncRequest};
 pub use replica::{EventualReplica, Report, Work};
 
-use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 use super::engine::{Effect, Engine, PeerEvent, PeerStatus, ReplyTo, Status, SyncStats};
 use super::message::Op;
 use super::{LamportClock, NodeId, Stamp, View};
-use crate::protocol::{Command, Key, Request};
+use crate::protocol::{Command, Request};
 use crate::store::UnixTime;
 use origins::{Coverage, Gate, Origin};
 use version::Version;
@@ -227,10 +226,23 @@ struct Partial {
     since: u64,
     /// Up to where the parts so far reach: where the next one starts.
     upto: u64,
-    /// The highest-stamped version of each key so far (a key changed again
-    /// while the parts came comes again; the store would keep the newest),
-    /// in key order, so a run depends on its inputs alone.
-    versions: BTreeMap<Key, Version>,
+    /// The versions so far, as they came: a key changed again while the
+    /// parts came comes again ([`Partial::into_answer`] keeps its newest).
+    versions: Vec<Version>,
+}
+
+impl Partial {
+    /// The answer whole: the highest-stamped version of each key (the store
+    /// would keep that one), in key order, so a run depends on its inputs
+    /// alone. Sorted once, at the end: a map kept as the parts came held
+    /// every key twice, and its nodes, for a whole store's answer (a node
+    /// restarted empty asks for one).
+    fn into_answer(self) -> Vec<Version> {
+        let mut versions = self.versions;
+        versions.sort_unstable_by(|a, b| a.key.cmp(&b.key).then(b.stamp.cmp(&a.stamp)));
+        versions.dedup_by(|later, first| later.key == first.key);
+        versions
+    }
 }
 
 impl SyncPeer {
@@ -263,19 +275,9 @@ impl SyncPeer {
         let partial = self.partial.get_or_insert_with(|| Partial {
             since: done.since,
             upto: done.since,
-            versions: BTreeMap::new(),
+            versions: Vec::new(),
         });
-        for version in part {
-            match partial.versions.entry(version.key.clone()) {
-                Entry::Occupied(mut held) if held.get().stamp < version.stamp => {
-                    held.insert(version);
-                }
-                Entry::Occupied(_) => {}
-                Entry::Vacant(free) => {
-                    free.insert(version);
-                }
-            }
-        }
+        partial.versions.extend(part);
         if done.is_part() {
             let moved_on = done.upto.seq > partial.upto;
             partial.upto = partial.upto.max(done.upto.seq);
@@ -286,11 +288,9 @@ impl SyncPeer {
         }
         let coverage = coverage?;
         let partial = self.partial.take()?;
-        *answer = partial.versions.into_values().collect();
-        let whole = SyncDone {
-            since: partial.since,
-            ..done
-        };
+        let since = partial.since;
+        *answer = partial.into_answer();
+        let whole = SyncDone { since, ..done };
         Some((whole, coverage))
     }
 
@@ -1261,7 +1261,7 @@ mod tests {
             9,
         )]);
         let mut first = part(OLD_RUN, 0, 3, 10);
-        first.versions = vec![gone("p", 5, true), gone("a", 1, false)];
+        first.versions = vec![gone("p", 5, true), gone("c", 7, false), gone("a", 1, false)];
         first.pushes = 1;
         first.coverage = Some(Coverage::default());
         let mut out = Vec::new();
@@ -1283,7 +1283,11 @@ mod tests {
         assert_eq!(held, Some((3, 0)), "the rest, saying we hold nothing yet");
 
         let mut last = part(OLD_RUN, 3, 10, 10);
-        last.versions = vec![gone("b", 8, false), gone("a", 9, false)];
+        last.versions = vec![
+            gone("b", 8, false),
+            gone("c", 2, false),
+            gone("a", 9, false),
+        ];
         last.coverage = Some(covered.clone());
         out.clear();
         engine.on_message(2, last, &mut out);
@@ -1296,12 +1300,14 @@ mod tests {
         else {
             panic!("the whole answer goes to the store: {out:?}");
         };
-        let mut answer = answer.clone();
-        answer.sort_by(|x, y| x.key.cmp(&y.key));
         assert_eq!(
-            answer,
-            [gone("a", 9, false), gone("b", 8, false)],
-            "a's newest only"
+            answer[..],
+            [
+                gone("a", 9, false),
+                gone("b", 8, false),
+                gone("c", 7, false)
+            ],
+            "each key's newest only, whichever came first, in key order"
         );
         assert_eq!(
             (whole.since, whole.upto.seq, whole.is_part()),
