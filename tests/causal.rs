@@ -717,3 +717,55 @@ fn a_killed_causal_node_restarted_empty_converges() {
 fn a_killed_eventual_node_restarted_empty_converges() {
     a_killed_node_restarted_empty_converges("eventual");
 }
+
+/// A node restarted empty asks for the whole store, and a causal node may
+/// show none of an answer before all of it (`staging.rs`). It takes it
+/// staged, a part at a time, out of sight: once it holds every key again,
+/// its memory is at most a quarter above the least of its peers' (0.79 to
+/// 0.99 of it in four runs). Kept aside whole and applied at once, the
+/// answer left it at 1.72 to 1.77 times that here (200,000 items of 500
+/// bytes), and at 3.7 times with 1M items of 100 bytes.
+#[test]
+fn a_causal_node_restarted_empty_takes_the_whole_store_in_about_its_own_memory() {
+    const ITEMS: usize = 200_000;
+    let config = format!("{SYNC}\nmemory_limit_mb = 1024");
+    let mut cluster = start_cluster(3, "causal", &config);
+    let value = "v".repeat(500);
+    let mut load = connect(cluster.port(0));
+    for batch in (0..ITEMS).collect::<Vec<_>>().chunks(1_000) {
+        let mut sets = String::new();
+        for i in batch {
+            sets += &format!("set key{i:08} 0 0 500 noreply\r\n{value}\r\n");
+        }
+        std::io::Write::write_all(&mut load, sets.as_bytes()).expect("send");
+    }
+    let holds_all = |port: u16| {
+        let held = stat(port, "curr_items");
+        (held == ITEMS as u64)
+            .then_some(())
+            .ok_or(format!("{held} items"))
+    };
+    for node in 0..3 {
+        poll(Duration::from_secs(60), Duration::from_millis(100), || {
+            holds_all(cluster.port(node))
+        });
+    }
+
+    let port = cluster.port(2);
+    cluster.nodes[2].signal("KILL");
+    let _ = cluster.nodes[2].child.wait();
+    cluster.nodes[2] = start_cluster_node(&cluster.config, &cluster.dir.0, 2, port);
+    poll(Duration::from_secs(60), Duration::from_millis(100), || {
+        holds_all(port)
+    });
+    let mut c = connect(port);
+    let last = format!("get key{:08}\r\n", ITEMS - 1);
+    assert!(request(&mut c, last.as_bytes()).starts_with("VALUE "));
+    let restarted = common::rss_kib(cluster.nodes[2].pid());
+    let peers = [0, 1].map(|n| common::rss_kib(cluster.nodes[n].pid()));
+    let least = peers.into_iter().min().expect("two peers");
+    assert!(
+        restarted * 4 <= least * 5,
+        "the restarted node holds {restarted} KiB, its peers {peers:?} KiB"
+    );
+}

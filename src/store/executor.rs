@@ -56,6 +56,16 @@ impl Executor {
         self.store.as_mut()
     }
 
+    /// Puts `store` in the place of the store, which it gives back; what
+    /// `store` met before (evictions, reclaims) is counted now.
+    pub fn swap_store(&mut self, store: Box<dyn VersionedStore>) -> Box<dyn VersionedStore> {
+        self.absorb_events(self.store.events(), false);
+        self.seen = StoreEvents::default();
+        let old = std::mem::replace(&mut self.store, store);
+        self.absorb_events(self.store.events(), false);
+        old
+    }
+
     /// The wall time store work is done at.
     pub fn now(&self) -> UnixTime {
         (self.clock)()

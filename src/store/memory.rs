@@ -1060,6 +1060,15 @@ impl VersionedStore for MemoryStore {
             .map(std::mem::take)
             .unwrap_or_default()
     }
+
+    fn empty_like(&self) -> Option<Box<dyn VersionedStore>> {
+        let mut store = MemoryStore::new(self.limit_bytes, self.limits)
+            .with_sweep(self.sweep.on)
+            .with_eviction(self.eviction);
+        store.ordered = self.ordered;
+        store.evicted = self.evicted.as_ref().map(|_| Vec::new());
+        Some(Box::new(store))
+    }
 }
 
 #[cfg(test)]

@@ -476,6 +476,14 @@ pub trait VersionedStore: Store {
         Vec::new()
     }
 
+    /// A new, empty store with this one's settings, to fill out of sight
+    /// and then take this one's place (causal mode stages a big sync answer
+    /// so: `cluster/eventual/replica.rs`); none from a store that cannot
+    /// make one (a memcached backend, a store with a data directory).
+    fn empty_like(&self) -> Option<Box<dyn VersionedStore>> {
+        None
+    }
+
     /// Housekeeping the reactor asks for from time to time (a durable
     /// store writes a snapshot a slice at a time); whether more is waiting,
     /// to be asked again soon. Nothing for most stores.

@@ -63,6 +63,7 @@
 pub mod durable;
 pub mod keyed;
 pub mod rng;
+pub mod shared;
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, VecDeque};
@@ -80,6 +81,7 @@ pub use rng::Rng;
 
 use durable::{Image, ImagingStore, Journal, SharedJournal};
 use keyed::KeyedStore;
+use shared::SharedStore;
 
 /// The wall time every simulated operation and store call runs at (so
 /// nothing expires).
@@ -146,6 +148,9 @@ pub struct SimConfig {
     /// snapshot, as memcached backends do (`keyed.rs`; unordered stores,
     /// without data directories).
     pub keyed_store: bool,
+    /// Negative control of causal mode's staged answers: each store's
+    /// `empty_like` is itself, so what is staged is in sight (`shared.rs`).
+    pub staged_in_sight: bool,
     /// With data directories: half the recoveries place the items
     /// otherwise than the store held them, as a directory written by an
     /// earlier build does (its log held keys' states, not every move:
@@ -182,6 +187,7 @@ impl SimConfig {
             stale_images: false,
             thawing_images: false,
             keyed_store: false,
+            staged_in_sight: false,
             reordering_recovery: false,
             lying_recovery: false,
         }
@@ -518,6 +524,7 @@ where
                 Box::new(self.imaging(id, store, held, exact))
             }
             false if self.config.keyed_store => Box::new(KeyedStore::new(store)),
+            false if self.config.staged_in_sight => Box::new(SharedStore::new(store)),
             false => Box::new(store),
         };
         self.held.insert(id, held);

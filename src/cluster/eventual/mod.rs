@@ -128,11 +128,13 @@ mod log_key;
 mod message;
 pub mod origins;
 mod replica;
+mod staging;
 pub mod version;
 pub mod version_log;
 
 pub use message::{ChangeMark, Gossip, SyncDone, SyncRequest};
 pub use replica::{EventualReplica, Report, Work};
+pub use staging::AnswerPart;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -218,31 +220,15 @@ struct SyncPeer {
     completed_at: u64,
 }
 
-/// Causal mode: the parts of an answer received so far, kept aside so that
-/// the answer is applied whole (`origins.rs`).
+/// Causal mode: how far the parts of an answer received so far reach. The
+/// store side keeps them aside until the last (`replica.rs`), so that the
+/// answer is applied whole (`origins.rs`).
 #[derive(Debug)]
 struct Partial {
     /// Where the answer started.
     since: u64,
     /// Up to where the parts so far reach: where the next one starts.
     upto: u64,
-    /// The versions so far, as they came: a key changed again while the
-    /// parts came comes again ([`Partial::into_answer`] keeps its newest).
-    versions: Vec<Version>,
-}
-
-impl Partial {
-    /// The answer whole: the highest-stamped version of each key (the store
-    /// would keep that one), in key order, so a run depends on its inputs
-    /// alone. Sorted once, at the end: a map kept as the parts came held
-    /// every key twice, and its nodes, for a whole store's answer (a node
-    /// restarted empty asks for one).
-    fn into_answer(self) -> Vec<Version> {
-        let mut versions = self.versions;
-        versions.sort_unstable_by(|a, b| a.key.cmp(&b.key).then(b.stamp.cmp(&a.stamp)));
-        versions.dedup_by(|later, first| later.key == first.key);
-        versions
-    }
 }
 
 impl SyncPeer {
@@ -252,46 +238,55 @@ impl SyncPeer {
         self.partial.as_ref().map_or(self.synced_from, |p| p.upto)
     }
 
-    /// Causal mode: takes the sync answer in a frame. A part is kept aside
-    /// (and the rest asked for at once, if it moved us on); the last part
-    /// comes back whole in `answer`, with the coverage that goes with it,
-    /// to be applied. An answer not for us leaves `answer` empty.
+    /// Causal mode: takes the sync answer in a frame. Its versions go to
+    /// the store side as a part of the answer they belong to ([`AnswerPart`],
+    /// kept aside there until the last part), and the rest is asked for at
+    /// once, if the part moved us on; with the last part come what the
+    /// whole answer completes and the coverage that goes with it. An answer
+    /// not for us leaves `answer` empty.
     fn gather(
         &mut self,
         done: Option<SyncDone>,
         coverage: Option<Coverage>,
         answer: &mut Vec<Version>,
         beats: u64,
-    ) -> Option<(SyncDone, Coverage)> {
-        // An answer's versions are applied whole or not at all: one that
-        // is not for us is dropped with them.
-        let part = std::mem::take(answer);
-        let done = done?;
+    ) -> (Option<AnswerPart>, Option<(SyncDone, Coverage)>) {
         let reached = self.asking_from();
-        // From an earlier run of the peer, or to an earlier run of ours.
-        if done.upto.incarnation != self.incarnation || done.since > reached {
-            return None;
-        }
-        let partial = self.partial.get_or_insert_with(|| Partial {
+        // From an earlier run of the peer, or to an earlier run of ours: an
+        // answer's versions are applied whole or not at all, so dropped.
+        let Some(done) =
+            done.filter(|d| d.upto.incarnation == self.incarnation && d.since <= reached)
+        else {
+            answer.clear();
+            return (None, None);
+        };
+        let partial = self.partial.get_or_insert(Partial {
             since: done.since,
             upto: done.since,
-            versions: Vec::new(),
         });
-        partial.versions.extend(part);
+        let mut part = AnswerPart {
+            run: self.incarnation,
+            since: partial.since,
+            last: false,
+        };
         if done.is_part() {
             let moved_on = done.upto.seq > partial.upto;
             partial.upto = partial.upto.max(done.upto.seq);
             if moved_on && self.linked {
                 self.ask(beats);
             }
-            return None;
+            return (Some(part), None);
         }
-        let coverage = coverage?;
-        let partial = self.partial.take()?;
-        let since = partial.since;
-        *answer = partial.into_answer();
-        let whole = SyncDone { since, ..done };
-        Some((whole, coverage))
+        let Some(coverage) = coverage else {
+            return (Some(part), None);
+        };
+        self.partial = None;
+        part.last = true;
+        let whole = SyncDone {
+            since: part.since,
+            ..done
+        };
+        (Some(part), Some((whole, coverage)))
     }
 
     /// Our next frame to it asks for every change after where we are.
@@ -346,6 +341,9 @@ pub struct EventualEngine {
     /// Causal mode (`origins.rs`): pushes carry their causes and wait for
     /// them, and sync answers are applied whole.
     causal: bool,
+    /// Whether a whole sync answer of a peer's was applied here (see
+    /// [`EventualEngine::one_at_a_time`]).
+    took_an_answer: bool,
     /// The coverage of what our store side has applied, as it last
     /// reported it: what our sync requests say we hold (`origins.rs`).
     summary: Coverage,
@@ -393,6 +391,7 @@ impl EventualEngine {
             frame_budget: DEFAULT_FRAME_BUDGET,
             log_last: 0,
             causal: false,
+            took_an_answer: false,
             summary: Coverage::default(),
             beats: 0,
             stats: SyncStats::default(),
@@ -470,6 +469,7 @@ impl EventualEngine {
         p.take_its_word();
         if !done.is_part() {
             p.completed_at = beats;
+            self.took_an_answer = true;
         } else if moved_on && p.linked {
             p.ask(beats);
             self.stats.rounds += 1;
@@ -537,6 +537,31 @@ impl EventualEngine {
             self.stats.rounds += 1;
         }
     }
+
+    /// Causal mode: a node that has taken no peer's whole answer yet (one
+    /// restarted empty) takes one answer from its peers' first change at a
+    /// time: each peer would answer with its whole store, and every answer
+    /// but the one its store side stages would be held aside whole
+    /// (`staging.rs`). It asks every peer it has a link to, and the first
+    /// answer to come in parts is the one taken: another's first part is
+    /// dropped, and that peer is not asked again while the one taken goes
+    /// on. Once it is whole, the others' answers leave out what it brought.
+    fn one_at_a_time(&self) -> bool {
+        self.causal && !self.took_an_answer
+    }
+
+    /// Whether an answer from the first change of a peer other than `from`
+    /// is coming in parts: on a link that is up, and not given up on (a
+    /// peer that stopped answering mid-way does not hold the others back).
+    fn another_whole_answer(&self, from: NodeId) -> bool {
+        let patience = 2 * self.sync_every;
+        let awaited =
+            |p: &SyncPeer| !p.in_flight || self.beats - p.requested_at < patience || p.applying > 0;
+        let taking = |p: &SyncPeer| {
+            p.linked && awaited(p) && p.partial.as_ref().is_some_and(|q| q.since == 0)
+        };
+        (self.peers.iter()).any(|(&id, p)| id != from && taking(p))
+    }
 }
 
 impl Engine for EventualEngine {
@@ -576,6 +601,7 @@ impl Engine for EventualEngine {
     }
 
     fn on_message(&mut self, from: NodeId, frame: Gossip, out: &mut Vec<Effect<Work>>) {
+        let another_whole = self.one_at_a_time() && self.another_whole_answer(from);
         let Some(peer) = self.peers.get_mut(&from) else {
             return;
         };
@@ -584,19 +610,23 @@ impl Engine for EventualEngine {
         self.stats.versions_received += frame.versions.len() as u64;
         let mut pushes = frame.versions;
         let mut answer = pushes.split_off(frame.pushes.min(pushes.len()));
-        let (completes, coverage) = if self.causal {
+        let (completes, coverage, part) = if self.causal {
             let asked = peer.request_due;
             let ours = frame
                 .sync_complete
                 .filter(|d| d.asked_by == self.incarnation);
-            let gathered = peer.gather(ours, frame.coverage, &mut answer, self.beats);
+            let competing = |d: &SyncDone| d.since == 0 && d.is_part() && peer.partial.is_none();
+            let dropped = another_whole && ours.as_ref().is_some_and(competing);
+            if dropped {
+                peer.in_flight = false; // asked again once the one taken is whole
+            }
+            let ours = ours.filter(|_| !dropped);
+            let (part, gathered) = peer.gather(ours, frame.coverage, &mut answer, self.beats);
             if peer.request_due && !asked {
                 self.stats.rounds += 1; // the rest of an answer kept aside
             }
-            (
-                gathered.as_ref().map(|(done, _)| *done),
-                gathered.map(|(_, c)| c),
-            )
+            let (completes, coverage) = gathered.unzip();
+            (completes, coverage, part)
         } else {
             // An answer from an earlier run of the peer, or to an earlier run
             // of ours (it left out what that run held, or starts above where
@@ -608,7 +638,7 @@ impl Engine for EventualEngine {
             });
             // Only a whole answer brings the answering node's coverage.
             let whole = completes.is_some_and(|done| !done.is_part());
-            (completes, frame.coverage.filter(|_| whole))
+            (completes, frame.coverage.filter(|_| whole), None)
         };
         if completes.is_some() {
             peer.applying += 1;
@@ -624,6 +654,7 @@ impl Engine for EventualEngine {
                 from,
                 pushes,
                 answer,
+                part,
                 stamp,
                 completes,
                 coverage,
@@ -663,13 +694,17 @@ impl Engine for EventualEngine {
         let mut started = false;
         let beats = self.beats;
         let patience = 2 * self.sync_every;
-        for peer in self.peers.values_mut() {
+        // One answer from the first change at a time: the others wait.
+        let waiting: Vec<NodeId> = (self.peers.keys().copied())
+            .filter(|&id| self.one_at_a_time() && self.another_whole_answer(id))
+            .collect();
+        for (id, peer) in self.peers.iter_mut() {
             peer.due = true;
             // An answer lost with a link of its peer's never comes: ask again
             // (not while one is being applied: it is here, just slow).
             let given_up =
                 peer.in_flight && peer.applying == 0 && beats - peer.requested_at >= patience;
-            if round && peer.linked && (!peer.in_flight || given_up) {
+            if round && peer.linked && (!peer.in_flight || given_up) && !waiting.contains(id) {
                 peer.ask(beats);
                 started = true;
             }
@@ -1074,6 +1109,62 @@ mod tests {
             .map(|r| r.since)
     }
 
+    /// Which of nodes 2 and 3 engine `engine` sends a sync request to now.
+    fn asked(engine: &mut EventualEngine) -> Vec<NodeId> {
+        let mut request_to = |p| engine.outgoing(p).and_then(|f| f.sync_request);
+        [2, 3]
+            .into_iter()
+            .filter(|&p| request_to(p).is_some())
+            .collect()
+    }
+
+    /// A causal node restarted empty (that took no whole answer yet) asks
+    /// every peer, takes the first answer that comes in parts, drops the
+    /// first part of another's and asks that peer nothing while the one
+    /// taken goes on; once it is whole, every peer at each round. If the
+    /// one taken is given up on, the other is asked too.
+    #[test]
+    fn a_causal_node_that_took_no_answer_yet_takes_one_answer_in_parts_at_a_time() {
+        let mut engine = EventualEngine::new(1, 7, View::new(0, vec![1, 2, 3]), 1_000, 1).causal();
+        for peer in [2, 3] {
+            engine.on_hello(peer, OLD_RUN, false);
+            engine.on_peer(peer, PeerEvent::LinkOpened);
+        }
+        assert_eq!(asked(&mut engine), [2, 3], "every peer at first");
+        let first_part = |versions| {
+            let mut part = part(OLD_RUN, 0, 1, 9);
+            part.versions = versions;
+            part
+        };
+        let mut out = Vec::new();
+        engine.on_message(2, first_part(vec![gone("a", 1, false)]), &mut out);
+        assert_eq!(asked(&mut engine), [2], "the rest of node 2's answer");
+        out.clear();
+        engine.on_message(3, first_part(vec![gone("b", 1, false)]), &mut out);
+        assert!(out.is_empty(), "node 3's first part is dropped: {out:?}");
+        engine.on_tick(&mut Vec::new());
+        assert_eq!(asked(&mut engine), [], "node 2's answer is awaited");
+        let mut last = part(OLD_RUN, 1, 9, 9);
+        last.coverage = Some(Coverage::default());
+        receive(&mut engine, last, true);
+        engine.on_tick(&mut Vec::new());
+        assert_eq!(asked(&mut engine), [2, 3], "a whole answer is in: both");
+
+        let mut engine = EventualEngine::new(1, 7, View::new(0, vec![1, 2, 3]), 1_000, 1).causal();
+        for peer in [2, 3] {
+            engine.on_hello(peer, OLD_RUN, false);
+            engine.on_peer(peer, PeerEvent::LinkOpened);
+        }
+        asked(&mut engine);
+        engine.on_message(2, first_part(Vec::new()), &mut Vec::new());
+        engine.on_message(3, first_part(Vec::new()), &mut Vec::new());
+        asked(&mut engine);
+        engine.on_tick(&mut Vec::new());
+        assert_eq!(asked(&mut engine), [], "node 2's answer is awaited");
+        engine.on_tick(&mut Vec::new());
+        assert_eq!(asked(&mut engine), [2, 3], "node 2 is given up on: node 3 too");
+    }
+
     #[test]
     fn an_answer_from_an_earlier_run_of_the_peer_is_dropped() {
         let mut engine = node_one();
@@ -1249,8 +1340,12 @@ mod tests {
         }
     }
 
+    /// A causal node hands each part of an answer to the store side as a
+    /// part of that answer, the coverage and what it completes only with
+    /// the last (the store side keeps the parts aside until then:
+    /// `replica.rs`'s tests).
     #[test]
-    fn a_causal_node_keeps_an_answers_parts_aside_and_applies_it_whole() {
+    fn a_causal_node_hands_an_answers_parts_on_and_completes_it_with_the_last() {
         let mut engine = node_one().causal();
         engine.outgoing(2);
         let covered = Coverage::from_entries(vec![(
@@ -1269,46 +1364,47 @@ mod tests {
         let [Effect::Work(Work::ApplyVersions {
             pushes,
             answer,
+            part: Some(taken),
             completes: None,
             coverage: None,
             ..
         })] = &out[..]
         else {
-            panic!("only the push goes to the store: {out:?}");
+            panic!("the push and a part go to the store: {out:?}");
         };
         assert_eq!(pushes[..], [gone("p", 5, true)]);
-        assert!(answer.is_empty());
+        assert_eq!(answer[..], [gone("c", 7, false), gone("a", 1, false)]);
+        let first_part = AnswerPart {
+            run: OLD_RUN,
+            since: 0,
+            last: false,
+        };
+        assert_eq!(*taken, first_part);
         let asked = engine.outgoing(2).and_then(|f| f.sync_request);
         let held = asked.map(|r| (r.since.seq, r.held));
         assert_eq!(held, Some((3, 0)), "the rest, saying we hold nothing yet");
 
         let mut last = part(OLD_RUN, 3, 10, 10);
-        last.versions = vec![
-            gone("b", 8, false),
-            gone("c", 2, false),
-            gone("a", 9, false),
-        ];
+        last.versions = vec![gone("b", 8, false), gone("a", 9, false)];
         last.coverage = Some(covered.clone());
         out.clear();
         engine.on_message(2, last, &mut out);
         let [Effect::Work(Work::ApplyVersions {
             answer,
+            part: Some(taken),
             completes: Some(whole),
             coverage: Some(coverage),
             ..
         })] = &out[..]
         else {
-            panic!("the whole answer goes to the store: {out:?}");
+            panic!("the last part goes to the store: {out:?}");
         };
-        assert_eq!(
-            answer[..],
-            [
-                gone("a", 9, false),
-                gone("b", 8, false),
-                gone("c", 7, false)
-            ],
-            "each key's newest only, whichever came first, in key order"
-        );
+        assert_eq!(answer[..], [gone("b", 8, false), gone("a", 9, false)]);
+        let last_part = AnswerPart {
+            last: true,
+            ..first_part
+        };
+        assert_eq!(*taken, last_part, "of the same answer");
         assert_eq!(
             (whole.since, whole.upto.seq, whole.is_part()),
             (0, 10, false)

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use super::journal::{self, Journal, Replayed};
 use super::message::SyncDone;
 use super::origins::{Coverage, Gate, Origin};
+use super::staging::{AnswerPart, Asides, Staged, Whole, STAGED_BESIDE};
 use super::version::Version;
 use super::version_log::{Changes, VersionLog};
 use crate::cluster::engine::{Done, Replica, ReplyTo};
@@ -42,8 +43,10 @@ pub enum Work {
     ApplyVersions {
         from: NodeId,
         pushes: Vec<Version>,
-        /// Versions of a sync answer (in causal mode, a whole one).
+        /// Versions of a sync answer, or in causal mode of the `part` of
+        /// one, kept aside until the last (`staging.rs`).
         answer: Vec<Version>,
+        part: Option<AnswerPart>,
         stamp: Stamp,
         /// The sync answer these versions complete, if they do.
         completes: Option<SyncDone>,
@@ -104,6 +107,8 @@ pub enum Report {
 pub struct EventualReplica {
     log: VersionLog,
     gate: Gate,
+    /// Causal mode: answers in parts, until their last.
+    asides: Asides,
     /// Causal mode: the writes waiting per origin, and those dropped,
     /// when last reported.
     reported_waiting: (Vec<(Origin, usize)>, u64),
@@ -128,6 +133,7 @@ impl EventualReplica {
         EventualReplica {
             log: VersionLog::new(),
             gate,
+            asides: Asides::default(),
             reported_waiting: (Vec::new(), 0),
             journal: None,
             replayed: Replayed::default(),
@@ -191,7 +197,7 @@ impl EventualReplica {
         executor: &mut Executor,
         from: NodeId,
         (pushes, answer): (Vec<Version>, Vec<Version>),
-        coverage: Option<Coverage>,
+        (coverage, staged_kept): (Option<Coverage>, bool),
         stamp: Stamp,
     ) -> (bool, Vec<Version>) {
         let now = executor.now();
@@ -235,7 +241,7 @@ impl EventualReplica {
                 false
             }
         };
-        let mut kept = true;
+        let mut kept = staged_kept;
         for version in &answer {
             kept &= apply(version);
         }
@@ -252,6 +258,71 @@ impl EventualReplica {
             self.gate.lost(cause);
         }
         (kept, deletes)
+    }
+
+    /// Causal mode: takes a part of `from`'s answer aside (`staging.rs`).
+    /// Returns the versions to apply now: none until the last part, then
+    /// the whole answer, or, staged, none, with whether the staged store
+    /// kept every version and the deletes it made, once it has taken the
+    /// place of the replica's.
+    fn take_part(
+        &mut self,
+        executor: &mut Executor,
+        from: NodeId,
+        part: AnswerPart,
+        versions: Vec<Version>,
+        stamp: Stamp,
+    ) -> (Vec<Version>, Option<(bool, Vec<Version>)>) {
+        let now = executor.now();
+        // Staged only from a peer's first change on (what a node that
+        // restarted empty asks for), where the swap's catch-up is small, and
+        // nothing of it is logged on the way (a data directory logs every
+        // version kept). Not an answer to a later request: the swap numbers
+        // every change anew, news to every peer, and an answer of theirs in
+        // parts would then be staged and numbered anew in turn, for ever.
+        let stage = part.since == 0 && self.journal.is_none() && self.log.len() <= STAGED_BESIDE;
+        let store = || stage.then(|| executor.store().empty_like()).flatten();
+        match self.asides.take(from, part, versions, store, (stamp, now)) {
+            None => (Vec::new(), None),
+            Some(Whole::Kept(answer)) => (answer, None),
+            Some(Whole::Staged(staged)) => {
+                let made = self.swap_in(executor, *staged, stamp, now);
+                (Vec::new(), Some(made))
+            }
+        }
+    }
+
+    /// Puts a staged answer's store and log in the place of the replica's,
+    /// once it holds what the replica held too (`staging.rs`); whether it
+    /// kept every version, and the deletes it made, to publish.
+    fn swap_in(
+        &mut self,
+        executor: &mut Executor,
+        mut staged: Staged,
+        stamp: Stamp,
+        now: UnixTime,
+    ) -> (bool, Vec<Version>) {
+        let everything = Coverage::default();
+        match self
+            .log
+            .since(executor.store(), 0, usize::MAX, &everything, now)
+        {
+            Ok(held) => {
+                for cause in &held.lost {
+                    self.gate.lost(cause);
+                }
+                staged.apply(&held.versions, stamp, now);
+            }
+            // A store that fails to be read is not one that stages.
+            Err(e) => {
+                log::warn!("cannot read the store to swap a staged answer in: {e:?}");
+                return (false, Vec::new());
+            }
+        }
+        staged.log.renumber_after(self.log.last_seq());
+        executor.swap_store(staged.store);
+        self.log = staged.log;
+        (staged.all_kept, staged.deletes)
     }
 
     /// Causal mode: how many writes wait per origin, if that or the count
@@ -352,6 +423,7 @@ impl Replica for EventualReplica {
                 from,
                 pushes,
                 answer,
+                part,
                 stamp,
                 completes,
                 coverage,
@@ -359,10 +431,21 @@ impl Replica for EventualReplica {
                 // While the disk refuses the log, nothing is applied that it
                 // could not keep: what was pushed comes with the next sync.
                 let refusing = self.journal.as_ref().and_then(Journal::refusal).is_some();
+                let (answer, staged) = match part {
+                    Some(part) if !refusing => self.take_part(executor, from, part, answer, stamp),
+                    _ => (answer, None),
+                };
                 let (all_kept, mut deletes) = match refusing {
                     true => (false, Vec::new()),
-                    false => self.apply_versions(executor, from, (pushes, answer), coverage, stamp),
+                    false => {
+                        let staged_kept = staged.as_ref().is_none_or(|s| s.0);
+                        let applied = (pushes, answer);
+                        self.apply_versions(executor, from, applied, (coverage, staged_kept), stamp)
+                    }
                 };
+                if let Some((_, staged_deletes)) = staged {
+                    deletes.splice(0..0, staged_deletes);
+                }
                 self.record_evictions(executor, stamp, &mut deletes);
                 self.number_local(&mut deletes);
                 if !deletes.is_empty() {
@@ -435,7 +518,8 @@ impl Replica for EventualReplica {
                 emit(Done::Engine(Report::Summary(coverage)))
             }
         }
-        executor.publish_version_log_bytes(self.log.heap_bytes());
+        let staged = self.asides.heap_bytes();
+        executor.publish_version_log_bytes(self.log.heap_bytes() + staged);
     }
 
     fn maintain(&mut self, executor: &mut Executor) -> bool {
@@ -602,6 +686,7 @@ mod tests {
             from: 2,
             pushes: Vec::new(),
             answer: vec![put(b"first", 5, 1), put(&long, 6, 2)],
+            part: None,
             stamp: Stamp { ts, node: 1 },
             completes: None,
             coverage: Some(Coverage::from_entries(vec![(PEER, 2)])),
@@ -624,6 +709,7 @@ mod tests {
             from: 2,
             pushes,
             answer: Vec::new(),
+            part: None,
             stamp: Stamp { ts: 100, node: 1 },
             completes: None,
             coverage: None,
@@ -680,6 +766,130 @@ mod tests {
         assert_eq!(replica.gate().coverage().get(PEER), 2);
     }
 
+    /// A part of node `from`'s answer (of its run 20) since 0, from peer
+    /// origin `PEER`'s writes, the last one with what it completes.
+    fn answer_part(from: NodeId, versions: Vec<Version>, last: Option<u64>) -> Work {
+        use crate::cluster::eventual::ChangeMark;
+        let part = AnswerPart {
+            run: 20,
+            since: 0,
+            last: last.is_some(),
+        };
+        let completes = last.map(|seq| SyncDone {
+            asked_by: ME.run,
+            since: 0,
+            upto: ChangeMark {
+                incarnation: 20,
+                seq,
+            },
+            last: seq,
+        });
+        Work::ApplyVersions {
+            from,
+            pushes: Vec::new(),
+            answer: versions,
+            part: Some(part),
+            stamp: Stamp { ts: 100, node: 1 },
+            completes,
+            coverage: last.map(|seq| Coverage::from_entries(vec![(PEER, seq)])),
+        }
+    }
+
+    /// The keys the store holds, of `keys`.
+    fn in_sight<'k>(executor: &mut Executor, keys: &[&'k str]) -> Vec<&'k str> {
+        let now = executor.now();
+        let store = executor.store();
+        let found = |k: &&str| store.export(k.as_bytes(), now).unwrap().is_some();
+        keys.iter().copied().filter(found).collect()
+    }
+
+    fn stamp_of(replica: &EventualReplica, key: &str) -> Option<u64> {
+        replica.log().stamp(key.as_bytes()).map(|s| s.ts)
+    }
+
+    /// An answer in parts since 0 is applied out of sight, then takes the
+    /// store's place with its last part, after what the store took
+    /// meanwhile (a push here), each key at its highest stamp; its changes
+    /// are numbered after the old log's, and its coverage is taken.
+    #[test]
+    fn an_answer_in_parts_is_staged_out_of_sight_and_swapped_in_with_what_came_meanwhile() {
+        let (mut replica, mut executor) = (EventualReplica::new(Gate::causal(ME)), executor());
+        // Pushes of a third node's writes, at stamps above the answer's.
+        const THIRD: Origin = Origin { node: 3, run: 30 };
+        let pushed_at = |key: &[u8], seq, ts| {
+            let mut version = pushed(key, THIRD, seq, &[]);
+            version.stamp.ts = ts;
+            version
+        };
+        perform(
+            &mut replica,
+            &mut executor,
+            push(vec![pushed_at(b"k", 1, 50)]),
+        );
+        let first = vec![put(b"a", 5, 1), put(b"k", 10, 2)];
+        perform(&mut replica, &mut executor, answer_part(2, first, None));
+        let keys = ["a", "b", "c", "k"];
+        assert_eq!(
+            in_sight(&mut executor, &keys),
+            ["k"],
+            "the part is out of sight"
+        );
+        perform(
+            &mut replica,
+            &mut executor,
+            push(vec![pushed_at(b"b", 2, 60)]),
+        );
+        let last_before = replica.log().last_seq();
+        let rest = vec![put(b"b", 7, 3), put(b"c", 8, 4)];
+        let reports = perform(&mut replica, &mut executor, answer_part(2, rest, Some(4)));
+        assert_eq!(in_sight(&mut executor, &keys), keys, "all in sight at once");
+        let stamps: Vec<_> = keys.iter().map(|k| stamp_of(&replica, k)).collect();
+        assert_eq!(stamps, [Some(5), Some(60), Some(8), Some(50)]);
+        let now = executor.now();
+        let everything = Coverage::default();
+        let news = replica
+            .log()
+            .since(executor.store(), last_before, usize::MAX, &everything, now)
+            .unwrap();
+        assert_eq!(
+            news.versions.len(),
+            4,
+            "every change numbered after the old log's"
+        );
+        assert_eq!(replica.gate().coverage().get(PEER), 4);
+        let applied = reports.iter().find_map(|r| match r {
+            Report::SyncApplied { all_kept, .. } => Some(*all_kept),
+            _ => None,
+        });
+        assert_eq!(applied, Some(true));
+    }
+
+    /// While one answer is staged, another peer's is kept as its parts came
+    /// and applied whole with its last, each key at its highest stamp
+    /// whichever part brought it; neither is in sight before.
+    #[test]
+    fn a_second_answer_in_parts_is_kept_and_applied_whole() {
+        let (mut replica, mut executor) = (EventualReplica::new(Gate::causal(ME)), executor());
+        perform(
+            &mut replica,
+            &mut executor,
+            answer_part(2, vec![put(b"a", 5, 1)], None),
+        );
+        let first = vec![put(b"x", 9, 1), put(b"y", 3, 2)];
+        perform(&mut replica, &mut executor, answer_part(3, first, None));
+        let rest = vec![put(b"x", 2, 3)];
+        perform(&mut replica, &mut executor, answer_part(3, rest, Some(3)));
+        assert_eq!(in_sight(&mut executor, &["a", "x", "y"]), ["x", "y"]);
+        assert_eq!(stamp_of(&replica, "x"), Some(9));
+        perform(
+            &mut replica,
+            &mut executor,
+            answer_part(2, Vec::new(), Some(1)),
+        );
+        assert_eq!(in_sight(&mut executor, &["a", "x", "y"]), ["a", "x", "y"]);
+        assert_eq!(stamp_of(&replica, "x"), Some(9));
+    }
+
     #[test]
     fn an_answer_claims_no_write_whose_value_the_store_lost() {
         let (mut replica, mut executor) = (EventualReplica::new(Gate::eventual(ME)), executor());
@@ -687,6 +897,7 @@ mod tests {
             from: 2,
             pushes: vec![put(b"k", 5, 1)],
             answer: Vec::new(),
+            part: None,
             stamp: Stamp { ts: 100, node: 1 },
             completes: None,
             coverage: None,
@@ -907,6 +1118,7 @@ mod tests {
                             from: 2,
                             pushes: vec![version],
                             answer: Vec::new(),
+                            part: None,
                             stamp,
                             completes: None,
                             coverage: None,

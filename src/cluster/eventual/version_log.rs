@@ -861,6 +861,27 @@ impl VersionLog {
     }
 
     /// The number of the last change recorded.
+    /// Numbers every change anew, above `last`, in change order (the
+    /// flush first, which removes by stamp whatever its place): a log
+    /// filled out of sight takes the place of one whose changes peers have
+    /// synced up to numbers at most `last`, so each of its own must be news
+    /// to them, and the numbers must go on from where the old one was.
+    pub fn renumber_after(&mut self, last: u64) {
+        self.last_seq = last;
+        if let Some((stamp, _)) = self.flushed {
+            let seq = self.next_seq();
+            self.flushed = Some((stamp, seq));
+        }
+        let mut place = self.oldest;
+        while place != NONE {
+            let seq = self.next_seq();
+            let entry = self.entry_mut(place);
+            entry.known.seq = seq;
+            place = entry.newer;
+        }
+        self.notes.set([None; NOTES]);
+    }
+
     pub fn last_seq(&self) -> u64 {
         self.last_seq
     }
@@ -1196,6 +1217,38 @@ mod tests {
             .apply_remote(&mut s, &put("c", 2, 2, "late"), NOW)
             .unwrap());
         assert_eq!(value(&mut s, "c"), None);
+    }
+
+    /// A log renumbered above 1,000 answers a request since any number up
+    /// to there with all it holds, the flush first, in its change order,
+    /// and goes on numbering above.
+    #[test]
+    fn a_renumbered_log_is_all_news_to_an_asker_of_the_old_numbers() {
+        let (mut s, mut log) = (store(), VersionLog::new());
+        log.apply_remote(&mut s, &put("a", 9, 0, "x"), NOW).unwrap();
+        let flush = Version {
+            key: Vec::new(),
+            stamp: stamp(5, 1),
+            state: State::Flushed,
+            cause: None,
+        };
+        log.apply_remote(&mut s, &flush, NOW).unwrap();
+        log.apply_remote(&mut s, &put("b", 7, 0, "y"), NOW).unwrap();
+        log.apply_remote(&mut s, &put("a", 10, 0, "z"), NOW)
+            .unwrap();
+        log.renumber_after(1_000);
+        assert_ordered(&log);
+        for since in [0, 3, 1_000] {
+            let all = log
+                .since(&mut s, since, WHOLE, &Coverage::default(), NOW)
+                .unwrap();
+            let keys: Vec<&[u8]> = all.versions.iter().map(|v| &v.key[..]).collect();
+            assert_eq!(keys, [&b""[..], b"b", b"a"], "since {since}");
+            assert_eq!((all.upto, all.last), (1_003, 1_003));
+        }
+        log.apply_remote(&mut s, &put("c", 11, 0, "w"), NOW)
+            .unwrap();
+        assert_eq!(log.last_seq(), 1_004);
     }
 
     #[test]
