@@ -40,7 +40,9 @@
 //! write, and the answer leaves out what that covers; the asker takes the
 //! answering node's coverage with a whole answer ([`origins`] has why).
 //! Causal mode is this engine with [`origins::Gate`] holding back writes
-//! until their causes are applied, and answers applied whole.
+//! until their causes are applied, and answers applied whole (kept aside
+//! or staged until their last part: `staging.rs`; a node restarted empty
+//! takes one answer from a peer's first change at a time).
 //! A restarted node asks from zero. Deletes and `flush_all` are versions too
 //! (tombstones), forgotten only once every peer has synced past them (and
 //! its copies of them are fetched: below).

@@ -76,8 +76,9 @@
 //! sets is closed: so the asker applies the whole answer at once (in one
 //! piece of store work, so no read sees half of it), then takes the
 //! answering node's coverage. An answer in parts is kept aside until its
-//! last part, and the coverage that goes with it is the last part's (see
-//! the engine's module doc). Waiting pushes the merged coverage holds are
+//! last part, or staged out of sight and swapped in whole (`staging.rs`
+//! says why that is the same step), and the coverage that goes with it is
+//! the last part's (see the engine's module doc). Waiting pushes the merged coverage holds are
 //! dropped; others may now be released.
 //!
 //! **Convergence by stamp (causal+).** Stamps are Lamport times: a node's

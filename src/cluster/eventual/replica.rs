@@ -4,7 +4,8 @@
 //! as fit the engine's budget), through the [`VersionLog`] beside the store.
 //! Its [`Gate`] numbers local writes and keeps the coverage of what is
 //! applied, and in causal mode holds back a peer's writes until their
-//! causes are applied (`origins.rs`). With a data directory, its
+//! causes are applied (`origins.rs`); its [`Asides`] hold a causal sync
+//! answer's parts until the last (`staging.rs`). With a data directory, its
 //! [`Journal`] logs every version it makes or applies, and it is replayed
 //! from it at start (`journal.rs`).
 
