@@ -1164,7 +1164,11 @@ mod tests {
         engine.on_tick(&mut Vec::new());
         assert_eq!(asked(&mut engine), [], "node 2's answer is awaited");
         engine.on_tick(&mut Vec::new());
-        assert_eq!(asked(&mut engine), [2, 3], "node 2 is given up on: node 3 too");
+        assert_eq!(
+            asked(&mut engine),
+            [2, 3],
+            "node 2 is given up on: node 3 too"
+        );
     }
 
     #[test]
