@@ -261,17 +261,18 @@ impl EventualReplica {
         (kept, deletes)
     }
 
-    /// Causal mode: takes a part of `from`'s answer aside (`staging.rs`).
-    /// Returns the versions to apply now: none until the last part, then
-    /// the whole answer, or, staged, none, with whether the staged store
-    /// kept every version and the deletes it made, once it has taken the
-    /// place of the replica's.
+    /// Causal mode: takes a part of `from`'s answer aside (`staging.rs`;
+    /// `None`: one that could not be taken). Returns the versions to apply
+    /// now: none until the last part, then the whole answer; or, staged
+    /// (or lost), none, with whether the answer was kept whole and the
+    /// deletes the staging made, once its store has taken the place of
+    /// the replica's.
     fn take_part(
         &mut self,
         executor: &mut Executor,
         from: NodeId,
         part: AnswerPart,
-        versions: Vec<Version>,
+        versions: Option<Vec<Version>>,
         stamp: Stamp,
     ) -> (Vec<Version>, Option<(bool, Vec<Version>)>) {
         let now = executor.now();
@@ -286,6 +287,7 @@ impl EventualReplica {
         match self.asides.take(from, part, versions, store, (stamp, now)) {
             None => (Vec::new(), None),
             Some(Whole::Kept(answer)) => (answer, None),
+            Some(Whole::Lost) => (Vec::new(), Some((false, Vec::new()))),
             Some(Whole::Staged(staged)) => {
                 let made = self.swap_in(executor, *staged, stamp, now);
                 (Vec::new(), Some(made))
@@ -433,8 +435,13 @@ impl Replica for EventualReplica {
                 // could not keep: what was pushed comes with the next sync.
                 let refusing = self.journal.as_ref().and_then(Journal::refusal).is_some();
                 let (answer, staged) = match part {
-                    Some(part) if !refusing => self.take_part(executor, from, part, answer, stamp),
-                    _ => (answer, None),
+                    // A part that cannot be applied now cannot be taken
+                    // either: its answer is asked for again.
+                    Some(part) => {
+                        let versions = (!refusing).then_some(answer);
+                        self.take_part(executor, from, part, versions, stamp)
+                    }
+                    None => (answer, None),
                 };
                 let (all_kept, mut deletes) = match refusing {
                     true => (false, Vec::new()),

@@ -67,6 +67,8 @@ pub struct Asides {
 struct Aside {
     run: u64,
     since: u64,
+    /// Every part so far was taken (none came while the replica could not).
+    whole: bool,
     kind: Kind,
 }
 
@@ -82,6 +84,10 @@ pub enum Whole {
     Kept(Vec<Version>),
     /// The staged store and log, to take the replica's place.
     Staged(Box<Staged>),
+    /// Nothing: a part was not taken, or the staged store did not keep
+    /// all of it. What was staged is dropped unseen; the answer is asked
+    /// for again.
+    Lost,
 }
 
 /// An answer applied out of sight: see the module doc.
@@ -136,17 +142,17 @@ impl Staged {
 }
 
 impl Asides {
-    /// Takes a part of peer `from`'s answer: staged (in `store`, when given
-    /// one, no other answer is, and it is not the answer's only part) or
-    /// kept. Returns what the answer leaves
-    /// to apply once `part` is its last. A part of another answer than the
-    /// one kept for `from` (of its earlier run, or one it gave up) drops
-    /// that one.
+    /// Takes a part of peer `from`'s answer (`None`: a part the replica
+    /// could not take, which spoils the answer): staged (in `store`, when
+    /// given one, no other answer is, and it is not the answer's only part)
+    /// or kept. Returns what the answer leaves to apply once `part` is its
+    /// last. A part of another answer than the one kept for `from` (of its
+    /// earlier run, or one it gave up) drops that one.
     pub fn take(
         &mut self,
         from: NodeId,
         part: AnswerPart,
-        versions: Vec<Version>,
+        versions: Option<Vec<Version>>,
         store: impl FnOnce() -> Option<Box<dyn VersionedStore>>,
         (stamp, now): (Stamp, UnixTime),
     ) -> Option<Whole> {
@@ -169,22 +175,27 @@ impl Asides {
             let aside = Aside {
                 run: part.run,
                 since: part.since,
+                whole: true,
                 kind,
             };
             self.by_peer.insert(from, aside);
         }
         let aside = self.by_peer.get_mut(&from)?;
-        match &mut aside.kind {
-            Kind::Staged(staged) => staged.apply(&versions, stamp, now),
-            Kind::Kept(kept) => kept.extend(versions),
+        match (versions, &mut aside.kind) {
+            (None, _) => aside.whole = false,
+            (Some(versions), Kind::Staged(staged)) => staged.apply(&versions, stamp, now),
+            (Some(versions), Kind::Kept(kept)) => kept.extend(versions),
         }
         if !part.last {
             return None;
         }
-        match self.by_peer.remove(&from)?.kind {
-            Kind::Staged(staged) => Some(Whole::Staged(staged)),
-            Kind::Kept(kept) => Some(Whole::Kept(whole(kept))),
-        }
+        let aside = self.by_peer.remove(&from)?;
+        Some(match aside.kind {
+            _ if !aside.whole => Whole::Lost,
+            Kind::Staged(staged) if staged.all_kept => Whole::Staged(staged),
+            Kind::Staged(_) => Whole::Lost,
+            Kind::Kept(kept) => Whole::Kept(whole(kept)),
+        })
     }
 
     fn is_staging(&self) -> bool {
@@ -209,4 +220,85 @@ fn whole(mut versions: Vec<Version>) -> Vec<Version> {
     versions.sort_unstable_by(|a, b| a.key.cmp(&b.key).then(b.stamp.cmp(&a.stamp)));
     versions.dedup_by(|later, first| later.key == first.key);
     versions
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::eventual::version::State;
+    use crate::protocol::Limits;
+    use crate::store::memory::MemoryStore;
+
+    const NOW: UnixTime = 1_700_000_000;
+    const STAMP: Stamp = Stamp { ts: 100, node: 1 };
+
+    fn gone(key: &str, ts: u64) -> Version {
+        Version {
+            key: key.as_bytes().to_vec(),
+            stamp: Stamp { ts, node: 2 },
+            state: State::Deleted,
+            cause: None,
+        }
+    }
+
+    fn part(last: bool) -> AnswerPart {
+        AnswerPart {
+            run: 20,
+            since: 0,
+            last,
+        }
+    }
+
+    fn store() -> Option<Box<dyn VersionedStore>> {
+        Some(Box::new(MemoryStore::new(1 << 20, Limits::default())))
+    }
+
+    fn no_store() -> Option<Box<dyn VersionedStore>> {
+        None
+    }
+
+    /// A part not taken (it came while the replica could not apply it)
+    /// loses the whole answer, staged or kept, though the rest came.
+    #[test]
+    fn a_part_not_taken_loses_its_answer() {
+        for stores in [store, no_store] {
+            let mut asides = Asides::default();
+            let parts = [
+                (false, Some(vec![gone("a", 1)])),
+                (false, None),
+                (true, Some(vec![])),
+            ];
+            let mut left = None;
+            for (last, versions) in parts {
+                left = asides.take(2, part(last), versions, stores, (STAMP, NOW));
+            }
+            assert!(matches!(left, Some(Whole::Lost)));
+            assert_eq!(asides.heap_bytes(), 0, "nothing kept");
+        }
+    }
+
+    /// Kept parts come back as each key's newest version, in key order; a
+    /// part of another answer of the same peer drops the earlier one.
+    #[test]
+    fn kept_parts_come_back_newest_first_and_a_new_answer_drops_the_old() {
+        let mut asides = Asides::default();
+        let take = |asides: &mut Asides, p, versions| {
+            asides.take(2, p, Some(versions), no_store, (STAMP, NOW))
+        };
+        take(&mut asides, part(false), vec![gone("stale", 1)]);
+        let newer_run = AnswerPart {
+            run: 21,
+            ..part(false)
+        };
+        take(&mut asides, newer_run, vec![gone("b", 5), gone("a", 1)]);
+        let last = AnswerPart {
+            last: true,
+            ..newer_run
+        };
+        let Some(Whole::Kept(whole)) = take(&mut asides, last, vec![gone("a", 7), gone("b", 3)])
+        else {
+            panic!("a kept answer");
+        };
+        assert_eq!(whole, [gone("a", 7), gone("b", 5)]);
+    }
 }
