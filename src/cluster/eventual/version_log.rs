@@ -919,6 +919,16 @@ mod tests {
         Stamp { ts, node }
     }
 
+    /// A `flush_all` stamped `ts` by `node`.
+    fn flush(ts: u64, node: u32) -> Version {
+        Version {
+            key: Vec::new(),
+            stamp: stamp(ts, node),
+            state: State::Flushed,
+            cause: None,
+        }
+    }
+
     fn put(key: &str, ts: u64, node: u32, value: &str) -> Version {
         Version {
             key: key.as_bytes().to_vec(),
@@ -995,12 +1005,7 @@ mod tests {
                         model.retain(|_, (seq, v)| *seq > synced || v.state != State::Deleted);
                     }
                     1 => {
-                        let flush = Version {
-                            key: Vec::new(),
-                            stamp: stamp(ts, 0),
-                            state: State::Flushed,
-                            cause: None,
-                        };
+                        let flush = flush(ts, 0);
                         log.apply_remote(&mut s, &flush, NOW).unwrap();
                         model.clear();
                     }
@@ -1126,12 +1131,7 @@ mod tests {
         assert_eq!(log.key_bytes, one_long);
         // The table: at least a key and a stamp per key.
         assert!(log.heap_bytes() > empty + one_long + 1001 * (32 + 40));
-        let flush = Version {
-            key: Vec::new(),
-            stamp: stamp(100, 1),
-            state: State::Flushed,
-            cause: None,
-        };
+        let flush = flush(100, 1);
         log.apply_remote(&mut s, &flush, NOW).unwrap();
         assert_eq!(log.key_bytes, 0);
     }
@@ -1204,12 +1204,7 @@ mod tests {
         let (mut s, mut log) = (store(), VersionLog::new());
         log.apply_remote(&mut s, &put("a", 1, 0, "x"), NOW).unwrap();
         log.apply_remote(&mut s, &put("b", 9, 0, "y"), NOW).unwrap();
-        let flush = Version {
-            key: Vec::new(),
-            stamp: stamp(5, 1),
-            state: State::Flushed,
-            cause: None,
-        };
+        let flush = flush(5, 1);
         log.apply_remote(&mut s, &flush, NOW).unwrap();
         assert_eq!(value(&mut s, "a"), None);
         assert_eq!(value(&mut s, "b"), Some(b"y".to_vec()));
@@ -1226,12 +1221,7 @@ mod tests {
     fn a_renumbered_log_is_all_news_to_an_asker_of_the_old_numbers() {
         let (mut s, mut log) = (store(), VersionLog::new());
         log.apply_remote(&mut s, &put("a", 9, 0, "x"), NOW).unwrap();
-        let flush = Version {
-            key: Vec::new(),
-            stamp: stamp(5, 1),
-            state: State::Flushed,
-            cause: None,
-        };
+        let flush = flush(5, 1);
         log.apply_remote(&mut s, &flush, NOW).unwrap();
         log.apply_remote(&mut s, &put("b", 7, 0, "y"), NOW).unwrap();
         log.apply_remote(&mut s, &put("a", 10, 0, "z"), NOW)
@@ -1596,12 +1586,7 @@ mod tests {
     fn a_flush_that_cannot_delete_everything_is_applied_again() {
         let (mut s, mut log) = (flaky(), VersionLog::new());
         log.apply_remote(&mut s, &put("a", 1, 0, "x"), NOW).unwrap();
-        let flush = Version {
-            key: Vec::new(),
-            stamp: stamp(5, 1),
-            state: State::Flushed,
-            cause: None,
-        };
+        let flush = flush(5, 1);
         s.broken = true;
         assert!(log.apply_remote(&mut s, &flush, NOW).is_err());
         s.broken = false;
