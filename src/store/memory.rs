@@ -423,6 +423,23 @@ impl MemoryStore {
         }
     }
 
+    /// Drops what a delayed `flush_all` at `came`, now past, killed, before
+    /// another replaces it: those items stay dead (memcached would revive
+    /// the ones no lookup or crawler had removed yet, so what a client
+    /// sees would hang on lookups, which a replay of the log does not
+    /// make). A walk of the whole table, as an immediate `flush_all` is.
+    fn drop_flushed(&mut self, came: UnixTime) {
+        let dead: Vec<Key> = self
+            .entries
+            .iter()
+            .filter(|s| s.stored_at() < came)
+            .map(|s| s.key().to_vec())
+            .collect();
+        for key in dead {
+            self.remove(&key);
+        }
+    }
+
     /// One slice of the expiry sweep: checks at most `slice` entries from
     /// where the last slice stopped and drops the dead ones, counting them
     /// as memcached's crawler does (`crawler_items_checked`,
@@ -752,6 +769,9 @@ impl Store for MemoryStore {
     }
 
     fn flush_all(&mut self, at: Option<UnixTime>, now: UnixTime) -> StoreResult<()> {
+        if let Some(came) = self.flush_at.filter(|&came| came <= now) {
+            self.drop_flushed(came);
+        }
         match at {
             Some(at) if at > now => self.flush_at = Some(at),
             _ => {
@@ -1170,6 +1190,20 @@ mod tests {
             .unwrap();
         assert!(get(&mut s, b"old", NOW + 6).is_none());
         assert!(get(&mut s, b"new", NOW + 6).is_some());
+    }
+
+    /// A delayed `flush_all` that came stays come when another replaces it:
+    /// what it killed is not alive again until the later one (memcached
+    /// revives what no lookup or crawler has removed yet, so it would
+    /// depend on lookups, which a replay of the log does not make).
+    #[test]
+    fn a_delayed_flush_that_came_is_not_undone_by_a_later_one() {
+        let mut s = store();
+        s.store(write(StorageMode::Set, b"old", b"v"), NOW).unwrap();
+        s.flush_all(Some(NOW + 2), NOW).unwrap();
+        s.flush_all(Some(NOW + 10), NOW + 3).unwrap();
+        assert!(get(&mut s, b"old", NOW + 4).is_none());
+        assert_eq!(s.stats().items, 0);
     }
 
     #[test]
