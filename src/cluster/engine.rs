@@ -213,8 +213,14 @@ pub type StoreWork<E> = <<E as Engine>::Replica as Replica>::Work;
 /// What carried-out store work gives back.
 #[derive(Debug)]
 pub enum Done<D> {
-    /// A client's reply (empty for `noreply`).
-    Reply { to: ReplyTo, reply: Vec<u8> },
+    /// A client's reply (empty for `noreply`), and how far into the
+    /// node's log the state it shows reaches, if the store tells
+    /// (`VersionedStore::take_shown`; `None`: all that is logged).
+    Reply {
+        to: ReplyTo,
+        reply: Vec<u8>,
+        shows: Option<u64>,
+    },
     /// A report for the engine.
     Engine(D),
 }

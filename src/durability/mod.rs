@@ -24,6 +24,7 @@
 //!   replay gives back its ordered store exactly.
 //! - `writer.rs`: the log thread: group commit, fsync policy, snapshot files.
 //! - `store.rs`: the store wrapper on the reactor that queues the records.
+//! - `shown.rs`: how far into the log a reply of that store shows it.
 //! - `journal.rs`: the log as a store side with records of its own sees it.
 //! - `recover.rs`: replay at start, and why its order is right.
 //!
@@ -32,18 +33,22 @@
 //! command line tells from a failure to serve.
 //!
 //! What each `fsync` policy promises is what the reactor holds replies
-//! for ([`Durable::wait_for`]): no reply leaves before every change made
-//! before it (reads included, so nobody sees a value a crash could take
-//! back) is on disk with `always`, or handed to the kernel with `everysec`
-//! and `no` (so a crash of the process loses nothing acknowledged; one of
-//! the machine loses up to about a second of writes with `everysec`, or
-//! what the kernel had not written back with `no`).
+//! for ([`Durable::wait_for`]): no reply leaves before every change it
+//! shows (reads included, so nobody sees a value a crash could take back)
+//! is on disk with `always`, or handed to the kernel with `everysec` and
+//! `no` (so a crash of the process loses nothing acknowledged; one of the
+//! machine loses up to about a second of writes with `everysec`, or what
+//! the kernel had not written back with `no`). On a one-node store that is
+//! the last change of each key the reply names (`shown.rs`), so a read of
+//! a key no pending write touched is answered at once; on a strong or
+//! eventual cluster's node, every change made before it.
 
 mod call;
 pub mod identity;
 mod journal;
 pub mod record;
 mod recover;
+mod shown;
 mod store;
 mod writer;
 
@@ -431,12 +436,14 @@ impl Durable {
         })
     }
 
-    /// What a reply made now must wait for, if the log is not there yet.
-    /// While the store side refuses writes (no write of this loop iteration
-    /// was taken), only a clock reservation is waited for, so reads go on;
-    /// a write taken before holds its reply until it is written, or times
-    /// out.
-    pub fn wait_for(&self) -> Option<Wait> {
+    /// What a reply made now must wait for, if the log is not there yet:
+    /// the log up to `shown`, how far the state it shows reaches
+    /// (`shown.rs`), or everything appended so far if the store does not
+    /// tell (`None`). While the store side refuses writes (no write of
+    /// this loop iteration was taken), only a clock reservation is waited
+    /// for, so reads go on; a write taken before holds its reply until it
+    /// is written, or times out.
+    pub fn wait_for(&self, shown: Option<u64>) -> Option<Wait> {
         let shared = &self.shared;
         if shared.fsync_failed.load(Ordering::Acquire) {
             // Nothing counts as durable any more (`must_stop`): no reply
@@ -446,7 +453,7 @@ impl Durable {
                 durable: u64::MAX,
             });
         }
-        let appended = shared.appended.load(Ordering::Acquire);
+        let shown = shown.unwrap_or_else(|| shared.appended.load(Ordering::Acquire));
         let reserved = shared.must_sync.load(Ordering::Acquire);
         let refusing = shared.refusing.load(Ordering::Acquire) && !self.marked;
         let wait = match (self.fsync, refusing) {
@@ -455,11 +462,11 @@ impl Durable {
                 durable: reserved,
             },
             (Fsync::Always, false) => Wait {
-                written: appended,
-                durable: appended,
+                written: shown,
+                durable: shown.max(reserved),
             },
             (Fsync::EverySec | Fsync::No, false) => Wait {
-                written: appended,
+                written: shown,
                 durable: reserved,
             },
         };
@@ -1322,12 +1329,12 @@ mod crash_cases {
         let shared = &durable.shared;
         shared.refusing.store(true, Ordering::Release);
         assert_eq!(
-            durable.wait_for(),
+            durable.wait_for(None),
             None,
             "reads go on while the disk refuses"
         );
         shared.fsync_failed.store(true, Ordering::Release);
-        let held = durable.wait_for().expect("held");
+        let held = durable.wait_for(None).expect("held");
         assert!(!durable.reached(held));
         drop(store);
         drop(durable);
@@ -1401,13 +1408,13 @@ mod crash_cases {
         let (_, durable, mut store) = start(&d, &cluster, NOW);
         set(&mut store, b"k", 1 << 16, NOW); // reserves a block of uniques
         store.end_batch();
-        while durable.wait_for().is_some() {
+        while durable.wait_for(None).is_some() {
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
         set(&mut store, b"k", 2 << 16, NOW); // taken: appended > written, no reservation
         durable.shared.failed.store(true, Ordering::Release); // the writer's note(Err)
         assert!(
-            durable.wait_for().is_some(),
+            durable.wait_for(None).is_some(),
             "the reply would leave at once"
         );
         durable.shared.failed.store(false, Ordering::Release);

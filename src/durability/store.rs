@@ -92,6 +92,7 @@ use std::time::{Duration, Instant};
 use super::call::Call;
 use super::record::{Record, Under};
 use super::recover::{self, Marked};
+use super::shown::Shown;
 use super::writer::{Job, LogQueue, LogShared};
 use crate::protocol::KeysRef;
 use crate::store::{
@@ -129,6 +130,9 @@ pub struct DurableStore {
     slice_entries: usize,
     /// A marked log: the last mark, and whether records followed it.
     marks: Option<Marks>,
+    /// Where each key's last record ends, and what the replies show
+    /// (unmarked logs: a marked log's replies wait for all of it).
+    shown: Shown,
 }
 
 /// Where a marked log stands (module doc, "Marks"): what a snapshot
@@ -186,6 +190,7 @@ impl DurableStore {
             snapshot: None,
             slice_entries: SLICE_ENTRIES,
             marks: None,
+            shown: Shown::new(),
         }
     }
 
@@ -260,24 +265,26 @@ impl DurableStore {
         self.jobs.send(Job::Sync);
     }
 
-    fn append(&mut self, record: &Record) {
+    /// Appends `record`; the log position where it ends.
+    fn append(&mut self, record: &Record) -> u64 {
         let start = self.batch.len();
         record.encode(&mut self.batch);
-        self.appended(start);
+        self.appended(start)
     }
 
     /// Counts the records the batch holds past `start` as appended: a
-    /// change, which a marked log's next mark must follow.
-    fn appended(&mut self, start: usize) {
-        self.count_appended(start);
+    /// change, which a marked log's next mark must follow. The log
+    /// position where they end.
+    fn appended(&mut self, start: usize) -> u64 {
         if let Some(marks) = &mut self.marks {
             marks.unmarked = true;
         }
+        self.count_appended(start)
     }
 
-    fn count_appended(&self, start: usize) {
+    fn count_appended(&self, start: usize) -> u64 {
         let len = (self.batch.len() - start) as u64;
-        self.shared.appended.fetch_add(len, Ordering::AcqRel);
+        self.shared.appended.fetch_add(len, Ordering::AcqRel) + len
     }
 
     /// Appends a record that changes nothing in the store (a log's
@@ -299,8 +306,16 @@ impl DurableStore {
     /// (see `recover`).
     fn log_evictions(&mut self) {
         for key in self.inner.take_evicted() {
-            self.append(&Record::Remove { key });
+            self.log_removal(&key);
         }
+    }
+
+    /// Logs that `key` is gone.
+    fn log_removal(&mut self, key: &[u8]) {
+        let start = self.batch.len();
+        Record::encode_remove(&mut self.batch, key);
+        let end = self.appended(start);
+        self.shown.wrote(key, end);
     }
 
     /// Logs the state `key` is in after a change made at `now`, encoded
@@ -313,7 +328,8 @@ impl DurableStore {
                 Some(record) => Record::encode_put(batch, now, record),
                 None => Record::encode_remove(batch, key),
             })?;
-        self.appended(start);
+        let end = self.appended(start);
+        self.shown.wrote(key, end);
         Ok(())
     }
 
@@ -542,8 +558,10 @@ impl From<Cursor> for Snapshotting {
     }
 }
 
-impl Store for DurableStore {
-    fn retrieve(
+/// The commands as logged; the `Store` impl notes the keys their replies
+/// show.
+impl DurableStore {
+    fn retrieve_logged(
         &mut self,
         keys: KeysRef<'_>,
         touch: Option<Expiry>,
@@ -569,7 +587,7 @@ impl Store for DurableStore {
             .try_for_each(|&i| self.log_key(keys.get(i), now))
     }
 
-    fn store(&mut self, write: Write<'_>, now: UnixTime) -> StoreResult<StoreStatus> {
+    fn store_logged(&mut self, write: Write<'_>, now: UnixTime) -> StoreResult<StoreStatus> {
         self.writable()?;
         self.reserve(write.cas);
         if self.marks.is_some() {
@@ -588,7 +606,7 @@ impl Store for DurableStore {
         stored
     }
 
-    fn delete(&mut self, key: &[u8], now: UnixTime) -> StoreResult<bool> {
+    fn delete_logged(&mut self, key: &[u8], now: UnixTime) -> StoreResult<bool> {
         self.writable()?;
         if self.marks.is_some() {
             let existed = self.inner.delete(key, now);
@@ -597,14 +615,12 @@ impl Store for DurableStore {
         }
         let existed = self.inner.delete(key, now)?;
         if existed {
-            let start = self.batch.len();
-            Record::encode_remove(&mut self.batch, key);
-            self.appended(start);
+            self.log_removal(key);
         }
         Ok(existed)
     }
 
-    fn arith(
+    fn arith_logged(
         &mut self,
         key: &[u8],
         incr: bool,
@@ -633,7 +649,7 @@ impl Store for DurableStore {
         Ok(outcome)
     }
 
-    fn touch(&mut self, key: &[u8], expiry: Expiry, now: UnixTime) -> StoreResult<bool> {
+    fn touch_logged(&mut self, key: &[u8], expiry: Expiry, now: UnixTime) -> StoreResult<bool> {
         self.writable()?;
         if self.marks.is_some() {
             let existed = self.inner.touch(key, expiry, now);
@@ -646,11 +662,57 @@ impl Store for DurableStore {
         }
         Ok(existed)
     }
+}
+
+impl Store for DurableStore {
+    fn retrieve(
+        &mut self,
+        keys: KeysRef<'_>,
+        touch: Option<Expiry>,
+        now: UnixTime,
+        found: &mut dyn FnMut(usize, ItemRef<'_>),
+    ) -> StoreResult<()> {
+        let retrieved = self.retrieve_logged(keys, touch, now, found);
+        keys.iter().for_each(|key| self.shown.show(key));
+        retrieved
+    }
+
+    fn store(&mut self, write: Write<'_>, now: UnixTime) -> StoreResult<StoreStatus> {
+        let stored = self.store_logged(write, now);
+        self.shown.show(write.key);
+        stored
+    }
+
+    fn delete(&mut self, key: &[u8], now: UnixTime) -> StoreResult<bool> {
+        let existed = self.delete_logged(key, now);
+        self.shown.show(key);
+        existed
+    }
+
+    fn arith(
+        &mut self,
+        key: &[u8],
+        incr: bool,
+        delta: u64,
+        cas: u64,
+        now: UnixTime,
+    ) -> StoreResult<ArithOutcome> {
+        let outcome = self.arith_logged(key, incr, delta, cas, now);
+        self.shown.show(key);
+        outcome
+    }
+
+    fn touch(&mut self, key: &[u8], expiry: Expiry, now: UnixTime) -> StoreResult<bool> {
+        let existed = self.touch_logged(key, expiry, now);
+        self.shown.show(key);
+        existed
+    }
 
     fn flush_all(&mut self, at: Option<UnixTime>, now: UnixTime) -> StoreResult<()> {
         self.writable()?;
         self.inner.flush_all(at, now)?;
-        self.append(&Record::Flush { now, at });
+        let end = self.append(&Record::Flush { now, at });
+        self.shown.flushed(end);
         Ok(())
     }
 
@@ -819,6 +881,11 @@ impl VersionedStore for DurableStore {
         self.snapshot_slice(now)?;
         let sweeping = self.inner.maintain(now)?;
         Ok(self.snapshot.is_some() || sweeping)
+    }
+
+    fn take_shown(&mut self) -> Option<u64> {
+        let shown = self.shown.take();
+        self.marks.is_none().then_some(shown)
     }
 
     fn end_batch(&mut self) {

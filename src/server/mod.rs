@@ -418,8 +418,8 @@ impl<E: Engine> Server<E> {
         self.backend.completed(&mut done);
         for done in done.drain(..) {
             match done {
-                Done::Reply { to, reply } => {
-                    match self.durable.as_ref().and_then(Durable::wait_for) {
+                Done::Reply { to, reply, shows } => {
+                    match self.durable.as_ref().and_then(|d| d.wait_for(shows)) {
                         Some(wait) => self.held.push_back((wait, to, reply)),
                         None => {
                             self.answer(to, reply);

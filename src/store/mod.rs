@@ -491,6 +491,15 @@ pub trait VersionedStore: Store {
         Ok(false)
     }
 
+    /// How far into its log the replies to the commands since the last
+    /// call show the store, for a store that logs its changes key by key
+    /// (`durability/shown.rs`): the reactor holds a reply until the log is
+    /// there. `None`: this store does not tell, and a reply waits for all
+    /// that is logged.
+    fn take_shown(&mut self) -> Option<u64> {
+        None
+    }
+
     /// The reactor's loop iteration ends: a store that gathers work for
     /// another thread (a durable store's log records) hands it over.
     fn end_batch(&mut self) {}

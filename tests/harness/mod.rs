@@ -1220,7 +1220,9 @@ where
             .perform(work, &mut n.executor, &mut |d| done.push(d));
         for d in done {
             match d {
-                Done::Reply { to, reply } => self.complete(at, to, Outcome::Reply(reply), driver),
+                Done::Reply { to, reply, .. } => {
+                    self.complete(at, to, Outcome::Reply(reply), driver)
+                }
                 Done::Engine(report) => {
                     if let Some(watch) = &mut self.watch_report {
                         watch(at, &report);

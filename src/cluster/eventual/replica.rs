@@ -383,6 +383,7 @@ impl Replica for EventualReplica {
                 emit(Done::Reply {
                     to: reply_to,
                     reply,
+                    shows: None,
                 });
                 // A read changes no version: the log's size stands.
                 return;
@@ -401,6 +402,7 @@ impl Replica for EventualReplica {
                     emit(Done::Reply {
                         to: reply_to,
                         reply: refusal,
+                        shows: None,
                     });
                     return;
                 }
@@ -409,6 +411,7 @@ impl Replica for EventualReplica {
                 emit(Done::Reply {
                     to: reply_to,
                     reply,
+                    shows: None,
                 });
                 let mut versions = Vec::new();
                 if changed {
@@ -1206,7 +1209,7 @@ mod tests {
                 let mut waits = Vec::new();
                 node.replica.perform(work, &mut node.executor, &mut |done| {
                     let wait = match done {
-                        Done::Reply { .. } => node.durable.wait_for(),
+                        Done::Reply { shows, .. } => node.durable.wait_for(shows),
                         Done::Engine(report) => {
                             let waits = EventualReplica::report_waits(&report);
                             node.durable.report_wait(waits, false)

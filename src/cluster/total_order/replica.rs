@@ -185,7 +185,8 @@ impl Replica for TotalOrderReplica {
                         if apply.mark_delivered {
                             executor.store().mark_delivered(apply.cas);
                         }
-                        emit(Done::Reply { to, reply })
+                        let shows = executor.store().take_shown();
+                        emit(Done::Reply { to, reply, shows })
                     }
                     // Another node's write: applied, counted where it was taken.
                     None => {
