@@ -4,8 +4,9 @@
 //! log tail is dropped and said, a corrupt snapshot, or a log corrupt in
 //! the middle, stops the start, a directory in use is refused, snapshots
 //! are written under load (a kill while one is listed loses no key that
-//! moved in the table), and a full disk refuses writes with the reason,
-//! keeps serving reads and recovers by itself once there is room.
+//! moved in the table), a full disk refuses writes with the reason,
+//! keeps serving reads and recovers by itself once there is room, and a
+//! read waits for the disk only when it shows a write that does.
 
 mod common;
 
@@ -650,6 +651,50 @@ fn a_full_disk_refuses_writes_keeps_reads_and_recovers_by_itself() {
     );
     assert_eq!(stat(node.port, "mckv_log_failed"), 0);
     assert!(node.log().contains("writes are refused"), "{}", node.log());
+}
+
+/// With `fsync = always`, a write's reply waits for its fsync, and so does
+/// a read of the same key (it would show what a power cut could take
+/// back); a read of a key no waiting write touched is answered meanwhile.
+#[test]
+fn a_read_of_another_key_is_answered_while_a_write_waits_for_its_fsync() {
+    let disk = FailingFsync::build();
+    let node = Durable::new("fsync = always\nbackend_timeout_ms = 20000");
+    let _process = node.start_with(|cmd| disk.preload(cmd));
+    let mut c = connect(node.port);
+    assert_eq!(
+        request(&mut c, b"set other 0 0 5\r\nother\r\n"),
+        "STORED\r\n"
+    );
+    disk.stall();
+    let mut writer = connect(node.port);
+    writer.write_all(b"set k 0 0 1\r\nv\r\n").unwrap();
+    let mut same_key = connect(node.port);
+    same_key.write_all(b"get k\r\n").unwrap();
+    poll(
+        Duration::from_secs(10),
+        Duration::from_millis(10),
+        || match stat(node.port, "mckv_replies_held") {
+            2 => Ok(()),
+            held => Err(format!("{held} replies held, not the set's and the get's")),
+        },
+    );
+    assert_eq!(
+        request(&mut c, b"get other\r\n"),
+        "VALUE other 0 5\r\nother\r\nEND\r\n"
+    );
+    assert_eq!(
+        stat(node.port, "mckv_replies_held"),
+        2,
+        "answered before its fsync"
+    );
+    disk.resume();
+    let line = |got: &[u8]| got.ends_with(b"\r\n");
+    let stored = common::read_until(&mut writer, Duration::from_secs(10), line);
+    assert_eq!(String::from_utf8_lossy(&stored), "STORED\r\n");
+    let end = |got: &[u8]| got.ends_with(b"END\r\n");
+    let got = common::read_until(&mut same_key, Duration::from_secs(10), end);
+    assert_eq!(String::from_utf8_lossy(&got), "VALUE k 0 1\r\nv\r\nEND\r\n");
 }
 
 /// A failed fsync (the disk could not write back what the kernel held, and

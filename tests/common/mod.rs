@@ -222,10 +222,12 @@ impl Drop for TempDir {
     }
 }
 
-/// A disk whose fsyncs fail on demand, for a node started through
-/// [`FailingFsync::preload`]: a library preloaded into it makes `fsync` and
-/// `fdatasync` fail with EIO once [`FailingFsync::fail`] was called
-/// (`tests/common/failing_fsync.c`, built here with the system's `cc`).
+/// A disk whose fsyncs fail or stall on demand, for a node started
+/// through [`FailingFsync::preload`]: a library preloaded into it makes
+/// `fsync` and `fdatasync` fail with EIO once [`FailingFsync::fail`] was
+/// called, and wait from [`FailingFsync::stall`] to
+/// [`FailingFsync::resume`] (`tests/common/failing_fsync.c`, built here
+/// with the system's `cc`).
 pub struct FailingFsync {
     dir: TempDir,
     library: PathBuf,
@@ -256,15 +258,29 @@ impl FailingFsync {
         self.dir.0.join("fail-now")
     }
 
+    fn stall_trigger(&self) -> PathBuf {
+        self.dir.0.join("stall-now")
+    }
+
     /// Makes `cmd`'s process take the library.
     pub fn preload(&self, cmd: &mut Command) {
         cmd.env("LD_PRELOAD", &self.library)
-            .env("MCKV_TEST_FSYNC_FAILS_WHEN", self.trigger());
+            .env("MCKV_TEST_FSYNC_FAILS_WHEN", self.trigger())
+            .env("MCKV_TEST_FSYNC_STALLS_WHEN", self.stall_trigger());
     }
 
     /// Every fsync from now on fails.
     pub fn fail(&self) {
         std::fs::write(self.trigger(), b"").expect("write the trigger");
+    }
+
+    /// Every fsync from now on waits until [`FailingFsync::resume`].
+    pub fn stall(&self) {
+        std::fs::write(self.stall_trigger(), b"").expect("write the trigger");
+    }
+
+    pub fn resume(&self) {
+        std::fs::remove_file(self.stall_trigger()).expect("remove the trigger");
     }
 }
 
