@@ -599,10 +599,11 @@ mod tests {
         dir
     }
 
-    struct Rng(u64);
+    /// A xorshift generator, for the random commands of this module's tests.
+    pub(super) struct Rng(pub(super) u64);
 
     impl Rng {
-        fn below(&mut self, n: u64) -> u64 {
+        pub(super) fn below(&mut self, n: u64) -> u64 {
             self.0 ^= self.0 << 13;
             self.0 ^= self.0 >> 7;
             self.0 ^= self.0 << 17;

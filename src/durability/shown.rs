@@ -88,6 +88,7 @@ mod tests {
 
     use mio::Waker;
 
+    use super::super::tests::Rng;
     use super::super::{recover, Recovering};
     use crate::config::{ClusterConfig, Fsync};
     use crate::protocol::{Keys, Limits, StorageMode};
@@ -97,19 +98,8 @@ mod tests {
     const NOW: UnixTime = 1_700_000_000;
     const KEYS: u64 = 60;
 
-    struct Rng(u64);
-
-    impl Rng {
-        fn below(&mut self, n: u64) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0 % n
-        }
-
-        fn key(&mut self) -> Vec<u8> {
-            format!("k{}", self.below(KEYS)).into_bytes()
-        }
+    fn random_key(rng: &mut Rng) -> Vec<u8> {
+        format!("k{}", rng.below(KEYS)).into_bytes()
     }
 
     fn temp_dir(tag: &str) -> PathBuf {
@@ -141,14 +131,14 @@ mod tests {
         now: UnixTime,
         cas: u64,
     ) -> Vec<Vec<u8>> {
-        let key = rng.key();
+        let key = random_key(rng);
         let expiry = match rng.below(5) {
             0 => Expiry::At(now + rng.below(30)),
             _ => Expiry::Never,
         };
         let _ = match rng.below(12) {
             0..=4 => {
-                let keys: Vec<Vec<u8>> = (0..1 + rng.below(3)).map(|_| rng.key()).collect();
+                let keys: Vec<Vec<u8>> = (0..1 + rng.below(3)).map(|_| random_key(rng)).collect();
                 let packed = Keys::from_iter(keys.iter().map(|k| k.as_slice()));
                 let touch = (rng.below(6) == 0).then_some(expiry);
                 let keys_ref = KeysRef::Packed(&packed);
