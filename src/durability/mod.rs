@@ -438,11 +438,13 @@ impl Durable {
 
     /// What a reply made now must wait for, if the log is not there yet:
     /// the log up to `shown`, how far the state it shows reaches
-    /// (`shown.rs`), or everything appended so far if the store does not
-    /// tell (`None`). While the store side refuses writes (no write of
-    /// this loop iteration was taken), only a clock reservation is waited
-    /// for, so reads go on; a write taken before holds its reply until it
-    /// is written, or times out.
+    /// (`shown.rs`), also while the disk refuses the log (a read of a key
+    /// whose write was taken before goes on once that write is written,
+    /// or times out). A store that does not tell (`None`) has its reply
+    /// wait for everything appended so far; while its store side refuses
+    /// writes (no write of this loop iteration was taken), only for a clock
+    /// reservation, so reads go on, and a write taken before holds its
+    /// reply until it is written, or times out.
     pub fn wait_for(&self, shown: Option<u64>) -> Option<Wait> {
         let shared = &self.shared;
         if shared.fsync_failed.load(Ordering::Acquire) {
@@ -453,20 +455,20 @@ impl Durable {
                 durable: u64::MAX,
             });
         }
-        let shown = shown.unwrap_or_else(|| shared.appended.load(Ordering::Acquire));
         let reserved = shared.must_sync.load(Ordering::Acquire);
         let refusing = shared.refusing.load(Ordering::Acquire) && !self.marked;
-        let wait = match (self.fsync, refusing) {
-            (_, true) => Wait {
-                written: 0,
-                durable: reserved,
+        let upto = match (shown, refusing) {
+            (Some(shown), _) => shown,
+            (None, false) => shared.appended.load(Ordering::Acquire),
+            (None, true) => 0,
+        };
+        let wait = match self.fsync {
+            Fsync::Always => Wait {
+                written: upto,
+                durable: upto.max(reserved),
             },
-            (Fsync::Always, false) => Wait {
-                written: shown,
-                durable: shown.max(reserved),
-            },
-            (Fsync::EverySec | Fsync::No, false) => Wait {
-                written: shown,
+            Fsync::EverySec | Fsync::No => Wait {
+                written: upto,
                 durable: reserved,
             },
         };
@@ -1312,6 +1314,31 @@ mod crash_cases {
         assert_eq!(durable.report_wait(ReportWait::Reservation, true), None);
         assert_eq!(durable.report_wait(ReportWait::Everything, false), None);
         assert!(durable.report_wait(ReportWait::Everything, true).is_some());
+        drop(store);
+        drop(durable);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    /// While the disk refuses the log, a reply that shows a write not yet
+    /// written waits for it (a restart before the disk recovers would not
+    /// have it), and one that shows only what was written goes on (found
+    /// by review: every reply went on, as none could say what it showed).
+    #[test]
+    fn while_the_disk_refuses_a_reply_waits_for_what_it_shows() {
+        let cluster = ClusterConfig::default();
+        let d = dir("refusing-shows");
+        let (_, durable, store) = start(&d, &cluster, NOW);
+        let shared = &durable.shared;
+        let written = shared.written.load(Ordering::Acquire);
+        shared.appended.store(written + 100, Ordering::Release);
+        shared.refusing.store(true, Ordering::Release);
+        assert_eq!(
+            durable.wait_for(Some(written)),
+            None,
+            "shows what is written"
+        );
+        let held = durable.wait_for(Some(written + 40));
+        assert_eq!(held.map(|w| w.written), Some(written + 40));
         drop(store);
         drop(durable);
         let _ = std::fs::remove_dir_all(&d);
