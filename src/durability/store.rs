@@ -865,10 +865,12 @@ impl VersionedStore for DurableStore {
             return reset;
         }
         self.inner.reset(head, now)?;
-        self.append(&Record::Flush { now, at: None });
+        let mut end = self.append(&Record::Flush { now, at: None });
         if let Some(at) = head.flush_at.filter(|&at| at > now) {
-            self.append(&Record::Flush { now, at: Some(at) });
+            end = self.append(&Record::Flush { now, at: Some(at) });
         }
+        // Every key's state follows from it, as from a `flush_all`.
+        self.shown.flushed(end);
         Ok(())
     }
 

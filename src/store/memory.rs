@@ -769,11 +769,13 @@ impl Store for MemoryStore {
     }
 
     fn flush_all(&mut self, at: Option<UnixTime>, now: UnixTime) -> StoreResult<()> {
-        if let Some(came) = self.flush_at.filter(|&came| came <= now) {
-            self.drop_flushed(came);
-        }
         match at {
-            Some(at) if at > now => self.flush_at = Some(at),
+            Some(at) if at > now => {
+                if let Some(came) = self.flush_at.filter(|&came| came <= now) {
+                    self.drop_flushed(came);
+                }
+                self.flush_at = Some(at);
+            }
             _ => {
                 self.entries.clear();
                 self.sweep.cursor = None;
