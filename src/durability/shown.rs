@@ -20,6 +20,9 @@
 //! showed it. What else a command changes is logged under its own key:
 //! the keys a write evicts (a `Remove` each), which are recorded here as
 //! well, so a `get` that misses an evicted key waits for its removal.
+//! What a store drops with no record (an item expired, or killed by a
+//! logged delayed `flush_all`, met by a lookup or the sweep) is dead by
+//! times the log holds, and a replay finds it as dead.
 //!
 //! Keys are noted by a hash into a fixed table of positions, each the
 //! highest end of the keys hashing there: two keys in one place make a
