@@ -193,6 +193,13 @@ impl<E: Engine> Server<E> {
             Err(e) => return Err(io::Error::other(e)),
         };
         let poll = Poll::new()?;
+        // Bound before the client port, which callers (scripts, tests) take
+        // as the sign that the node is up: a scrape right after must not
+        // be refused.
+        let metrics = match &settings.node.metrics_addr {
+            Some(addr) => Some(MetricsEndpoint::bind(poll.registry(), resolve(addr)?)?),
+            None => None,
+        };
         let mut listener = TcpListener::bind(addr)?;
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
@@ -200,10 +207,6 @@ impl<E: Engine> Server<E> {
         poll.registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-        let metrics = match &settings.node.metrics_addr {
-            Some(addr) => Some(MetricsEndpoint::bind(poll.registry(), resolve(addr)?)?),
-            None => None,
-        };
         let me = settings.node.id;
         let others: Vec<_> = settings.members.iter().filter(|n| n.id != me).collect();
         let peers = match others.is_empty() {
