@@ -35,7 +35,8 @@
 const PLACES: usize = 1 << 14;
 
 pub struct Shown {
-    /// The end of the last record of the keys hashing to each place.
+    /// The end of the last record of the keys hashing to each place; none
+    /// for a log that does not tell ([`Shown::off`]).
     ends: Box<[u64]>,
     hasher: ahash::RandomState,
     /// The end of the last `flush_all`'s record: every key's state follows
@@ -47,22 +48,34 @@ pub struct Shown {
 
 impl Shown {
     pub fn new() -> Shown {
+        Shown::with_places(PLACES)
+    }
+
+    /// For a log whose replies wait for all of it (a strong cluster's
+    /// marked log, `store.rs`): it notes nothing and tells nothing.
+    pub fn off() -> Shown {
+        Shown::with_places(0)
+    }
+
+    fn with_places(places: usize) -> Shown {
         Shown {
-            ends: vec![0; PLACES].into_boxed_slice(),
+            ends: vec![0; places].into_boxed_slice(),
             hasher: ahash::RandomState::new(),
             flushed: 0,
             shown: 0,
         }
     }
 
-    fn place(&self, key: &[u8]) -> usize {
-        (self.hasher.hash_one(key) as usize) % PLACES
+    fn place(&self, key: &[u8]) -> Option<usize> {
+        let places = self.ends.len();
+        (places > 0).then(|| (self.hasher.hash_one(key) as usize) % places)
     }
 
     /// A record of `key` ends at log position `end`.
     pub fn wrote(&mut self, key: &[u8], end: u64) {
-        let place = self.place(key);
-        self.ends[place] = self.ends[place].max(end);
+        if let Some(place) = self.place(key) {
+            self.ends[place] = self.ends[place].max(end);
+        }
     }
 
     /// A `flush_all`'s record ends at `end`; its reply shows it.
@@ -73,13 +86,17 @@ impl Shown {
 
     /// A reply shows the state of `key`.
     pub fn show(&mut self, key: &[u8]) {
-        let end = self.ends[self.place(key)].max(self.flushed);
-        self.shown = self.shown.max(end);
+        if let Some(place) = self.place(key) {
+            let end = self.ends[place].max(self.flushed);
+            self.shown = self.shown.max(end);
+        }
     }
 
-    /// How far into the log the replies since the last take show.
-    pub fn take(&mut self) -> u64 {
-        std::mem::take(&mut self.shown)
+    /// How far into the log the replies since the last take show; `None`
+    /// if it does not tell.
+    pub fn take(&mut self) -> Option<u64> {
+        let shown = std::mem::take(&mut self.shown);
+        (!self.ends.is_empty()).then_some(shown)
     }
 }
 
@@ -119,11 +136,8 @@ mod tests {
         now: UnixTime,
     ) -> Vec<Option<(Entry, u64)>> {
         let state = |key: &Vec<u8>| store.export_record(key, now).unwrap();
-        let states = keys.iter().map(state).collect::<Vec<_>>();
-        states
-            .into_iter()
-            .map(|record| record.map(|r| (r.entry, r.cas)))
-            .collect()
+        let record = |r: crate::store::Record| (r.entry, r.cas);
+        keys.iter().map(state).map(|r| r.map(record)).collect()
     }
 
     /// One random command on `store` at `now`, writing unique `cas`; the

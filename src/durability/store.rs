@@ -131,7 +131,7 @@ pub struct DurableStore {
     /// A marked log: the last mark, and whether records followed it.
     marks: Option<Marks>,
     /// Where each key's last record ends, and what the replies show
-    /// (unmarked logs: a marked log's replies wait for all of it).
+    /// ([`Shown::off`] for a marked log, whose replies wait for all of it).
     shown: Shown,
 }
 
@@ -202,6 +202,7 @@ impl DurableStore {
             at: marked,
             unmarked: false,
         });
+        self.shown = Shown::off();
         let under = self.under();
         self.append_unmarked(&Record::Generation {
             n: marked.generation,
@@ -886,8 +887,7 @@ impl VersionedStore for DurableStore {
     }
 
     fn take_shown(&mut self) -> Option<u64> {
-        let shown = self.shown.take();
-        self.marks.is_none().then_some(shown)
+        self.shown.take()
     }
 
     fn end_batch(&mut self) {
