@@ -410,17 +410,27 @@ impl MemoryStore {
         self.last_reclaim = now;
         self.events.reclaim_walks += 1;
         let flush_at = self.flush_at;
-        let dead: Vec<(Key, bool)> = self
-            .entries
-            .iter()
-            .filter(|s| death(s, flush_at, now).is_some())
-            .map(|s| (s.key().to_vec(), s.fetched()))
-            .collect();
-        for (key, fetched) in dead {
-            self.remove(&key);
+        for fetched in self.remove_where(|s| death(s, flush_at, now).is_some()) {
             self.events.reclaimed += 1;
             self.events.reclaimed_unfetched += u64::from(!fetched);
         }
+    }
+
+    /// Removes every item `dead` picks, in one walk of the table; whether
+    /// each was fetched.
+    fn remove_where(&mut self, dead: impl Fn(&Slot) -> bool) -> Vec<bool> {
+        let dead: Vec<(Key, bool)> = self
+            .entries
+            .iter()
+            .filter(|s| dead(s))
+            .map(|s| (s.key().to_vec(), s.fetched()))
+            .collect();
+        let mut fetched = Vec::with_capacity(dead.len());
+        for (key, was_fetched) in dead {
+            self.remove(&key);
+            fetched.push(was_fetched);
+        }
+        fetched
     }
 
     /// Drops what a delayed `flush_all` at `came`, now past, killed, before
@@ -429,15 +439,7 @@ impl MemoryStore {
     /// sees would hang on lookups, which a replay of the log does not
     /// make). A walk of the whole table, as an immediate `flush_all` is.
     fn drop_flushed(&mut self, came: UnixTime) {
-        let dead: Vec<Key> = self
-            .entries
-            .iter()
-            .filter(|s| s.stored_at() < came)
-            .map(|s| s.key().to_vec())
-            .collect();
-        for key in dead {
-            self.remove(&key);
-        }
+        self.remove_where(|s| s.stored_at() < came);
     }
 
     /// One slice of the expiry sweep: checks at most `slice` entries from
