@@ -3428,6 +3428,63 @@ fn checkers_agree_with_stateright_testers_on_small_simulated_histories() {
     }
 }
 
+const ALL_FAULTS: [Faults; 15] = [
+    Faults::Noise,
+    Faults::Silences,
+    Faults::Crash,
+    Faults::CrashRestart,
+    Faults::Pause,
+    Faults::OneWay,
+    Faults::Split,
+    Faults::IsolateEach,
+    Faults::Flapping,
+    Faults::MutualSuspicion,
+    Faults::PauseDuringViewChange,
+    Faults::Leave,
+    Faults::AllCrash,
+    Faults::DurableCrashes,
+    Faults::PauseThenCrashes,
+];
+
+/// Sweeps seeds the tests above do not run, to look for new failures:
+/// `COUNT` seeds (100 unless set) from `FROM` (10,000 unless set) of every
+/// fault kind (or the one `FAULTS` names), both modes, 3 and 5 nodes, with
+/// `HARSH=1`, `SLOW_STORE=1`, `EVICTING=1`, `KEYED=1` as in [`replay`].
+/// Each failure is printed with what `replay` needs to run it again.
+#[test]
+#[ignore = "a debugging aid"]
+fn sweep_wide() {
+    let var = |name: &str| std::env::var(name).unwrap_or_default();
+    let number = |name: &str, default: u64| var(name).parse().unwrap_or(default);
+    let from = number("FROM", 10_000);
+    let seeds = from..from + number("COUNT", 100);
+    let only = var("FAULTS");
+    let mut failed = 0;
+    for faults in ALL_FAULTS {
+        if !only.is_empty() && format!("{faults:?}") != only {
+            continue;
+        }
+        for nodes in [3, 5] {
+            for mode in MODES {
+                let scenario = |seed| Scenario {
+                    harsh: number("HARSH", 0) == 1,
+                    slow_store: number("SLOW_STORE", 0) == 1,
+                    evicting: number("EVICTING", 0) == 1,
+                    keyed: number("KEYED", 0) == 1,
+                    ..Scenario::new(nodes, mode, seed, faults)
+                };
+                let (_, failures) = sweep_runs(seeds.clone(), scenario);
+                for why in &failures {
+                    let head: String = why.lines().take(3).collect::<Vec<_>>().join(" / ");
+                    eprintln!("FAILED NODES={nodes} MODE={mode:?} FAULTS={faults:?}: {head}");
+                }
+                failed += failures.len();
+            }
+        }
+    }
+    assert_eq!(failed, 0, "seeds failed (listed above)");
+}
+
 /// Replays one seed with its trace (`NODES`, `SEED`, `MODE`: `lin` or
 /// `seq`, `FAULTS`: the [`Faults`] variant's name, `HARSH=1`, `FLUSHLESS=1`,
 /// `SLOW_STORE=1`, `STALE_IMAGES=1`, `FORGET_RECOVERED=1`, `SKIP_MISSED=1`,
@@ -3443,25 +3500,8 @@ fn replay() {
         "seq" => Consistency::Sequential,
         _ => Consistency::Linearizable,
     };
-    let faults = [
-        Faults::Noise,
-        Faults::Silences,
-        Faults::Crash,
-        Faults::CrashRestart,
-        Faults::Pause,
-        Faults::OneWay,
-        Faults::Split,
-        Faults::IsolateEach,
-        Faults::Flapping,
-        Faults::MutualSuspicion,
-        Faults::PauseDuringViewChange,
-        Faults::Leave,
-        Faults::AllCrash,
-        Faults::DurableCrashes,
-        Faults::PauseThenCrashes,
-    ];
     let name = var("FAULTS", "Noise");
-    let faults = faults
+    let faults = ALL_FAULTS
         .into_iter()
         .find(|f| format!("{f:?}") == name)
         .expect("FAULTS names a Faults variant");
