@@ -812,6 +812,72 @@ fn an_eventual_node_whose_fsync_fails_stops_and_rejoins() {
     a_node_whose_fsync_fails_stops_and_rejoins("eventual");
 }
 
+/// With `fsync = always`, a write's reply on a node of an eventual or
+/// causal cluster waits for its version's fsync, and so does a read of the
+/// same key (it would show what a power cut could take back); a read of a
+/// key no waiting version touched is answered meanwhile.
+fn a_read_of_another_key_is_answered_while_a_write_waits(mode: &str) {
+    let disk = FailingFsync::build();
+    let data = TempDir::new("cluster-data");
+    let dirs = data.0.clone();
+    let (text, ports) = cluster_config_with(
+        3,
+        mode,
+        "fsync = always\nbackend_timeout_ms = 20000",
+        |id| format!("data_dir = {}", dirs.join(format!("d{id}")).display()),
+    );
+    let cluster = launch_cluster_text_with(text, ports, |id, cmd| {
+        if id == 0 {
+            disk.preload(cmd);
+        }
+    });
+    let port = cluster.port(0);
+    let mut c = connect(port);
+    assert_eq!(
+        request(&mut c, b"set other 0 0 5\r\nother\r\n"),
+        "STORED\r\n"
+    );
+    disk.stall();
+    let mut writer = connect(port);
+    writer.write_all(b"set k 0 0 1\r\nv\r\n").unwrap();
+    let mut same_key = connect(port);
+    same_key.write_all(b"get k\r\n").unwrap();
+    poll(
+        Duration::from_secs(10),
+        Duration::from_millis(10),
+        || match stat(port, "mckv_replies_held") {
+            2 => Ok(()),
+            held => Err(format!("{held} replies held, not the set's and the get's")),
+        },
+    );
+    assert_eq!(
+        request(&mut c, b"get other\r\n"),
+        "VALUE other 0 5\r\nother\r\nEND\r\n"
+    );
+    assert_eq!(
+        stat(port, "mckv_replies_held"),
+        2,
+        "answered before its fsync"
+    );
+    disk.resume();
+    let line = |got: &[u8]| got.ends_with(b"\r\n");
+    let stored = common::read_until(&mut writer, Duration::from_secs(10), line);
+    assert_eq!(String::from_utf8_lossy(&stored), "STORED\r\n");
+    let end = |got: &[u8]| got.ends_with(b"END\r\n");
+    let got = common::read_until(&mut same_key, Duration::from_secs(10), end);
+    assert_eq!(String::from_utf8_lossy(&got), "VALUE k 0 1\r\nv\r\nEND\r\n");
+}
+
+#[test]
+fn an_eventual_node_answers_a_read_of_another_key_while_a_write_waits_for_its_fsync() {
+    a_read_of_another_key_is_answered_while_a_write_waits("eventual");
+}
+
+#[test]
+fn a_causal_node_answers_a_read_of_another_key_while_a_write_waits_for_its_fsync() {
+    a_read_of_another_key_is_answered_while_a_write_waits("causal");
+}
+
 /// A node handed another node's data directory (node 1's copied over node
 /// 2's, every node stopped) refuses to start, and its log names the
 /// directory and both identities: taken, the copy's log could be elected

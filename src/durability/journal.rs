@@ -5,9 +5,11 @@
 //!
 //! Like [`super::DurableStore`], it runs on the reactor and never touches a
 //! file: it counts log positions and hands bytes to the writer thread. The
-//! reactor holds every reply until the log has what came before it
-//! ([`super::Durable::wait_for`]), so a write is acknowledged only once its
-//! record is written (or fsynced, with `fsync = always`).
+//! reactor holds a write's reply until the log has what came before it
+//! ([`super::Durable::wait_for`]), and a read's until it has the records of
+//! the keys it names (the store side notes them: [`super::shown`]), so a
+//! write is acknowledged only once its record is written (or fsynced, with
+//! `fsync = always`), and no read shows a record that is not.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -45,12 +47,13 @@ impl JournalLog {
         }
     }
 
-    /// Appends a record whose payload `payload` writes.
-    pub fn append(&mut self, payload: impl FnOnce(&mut Vec<u8>)) {
+    /// Appends a record whose payload `payload` writes; returns the log
+    /// position where it ends.
+    pub fn append(&mut self, payload: impl FnOnce(&mut Vec<u8>)) -> u64 {
         let start = self.batch.len();
         record::encode_journal(&mut self.batch, payload);
         let len = (self.batch.len() - start) as u64;
-        self.shared.appended.fetch_add(len, Ordering::AcqRel);
+        self.shared.appended.fetch_add(len, Ordering::AcqRel) + len
     }
 
     /// Why no write may be taken now (the disk refused the log, as the

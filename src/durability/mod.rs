@@ -48,7 +48,7 @@ pub mod identity;
 mod journal;
 pub mod record;
 mod recover;
-mod shown;
+pub mod shown;
 mod store;
 mod writer;
 

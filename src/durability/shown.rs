@@ -24,6 +24,10 @@
 //! logged delayed `flush_all`, met by a lookup or the sweep) is dead by
 //! times the log holds, and a replay finds it as dead.
 //!
+//! An eventual or causal node's journal notes the versions it logs in the
+//! same table, and its reads wait the same way (the argument for its log of
+//! versions is point 1 of `cluster/eventual/journal.rs`).
+//!
 //! Keys are noted by a hash into a fixed table of positions, each the
 //! highest end of the keys hashing there: two keys in one place make a
 //! reply wait for the other's record too, which is only later, never
@@ -46,9 +50,15 @@ pub struct Shown {
     shown: u64,
 }
 
+impl Default for Shown {
+    fn default() -> Shown {
+        Shown::with_places(PLACES)
+    }
+}
+
 impl Shown {
     pub fn new() -> Shown {
-        Shown::with_places(PLACES)
+        Shown::default()
     }
 
     /// For a log whose replies wait for all of it (a strong cluster's
@@ -80,8 +90,14 @@ impl Shown {
 
     /// A `flush_all`'s record ends at `end`; its reply shows it.
     pub fn flushed(&mut self, end: u64) {
-        self.flushed = self.flushed.max(end);
+        self.wrote_flush(end);
         self.shown = self.shown.max(end);
+    }
+
+    /// A `flush_all`'s record ends at `end` (a peer's, whose reply is not
+    /// made here): every later reply shows it.
+    pub fn wrote_flush(&mut self, end: u64) {
+        self.flushed = self.flushed.max(end);
     }
 
     /// A reply shows the state of `key`.

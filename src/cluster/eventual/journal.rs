@@ -17,11 +17,29 @@
 //! 1. Every version the replica makes (a client's write, an eviction, a
 //!    causal node's delete of what it cannot keep) or applies (a peer's,
 //!    newer than what it held) is appended in the work that made it, and
-//!    the reactor holds every reply until the log has what was appended
-//!    before it (`durability::Durable::wait_for`): a write is acknowledged
-//!    only once its version is written (fsynced with `fsync = always`).
-//!    The store side runs on the reactor (the embedded store), so nothing
-//!    is applied that a later record could precede.
+//!    the reactor holds a write's reply until the log has what was
+//!    appended before it (`durability::Durable::wait_for`): a write is
+//!    acknowledged only once its version is written (fsynced with `fsync =
+//!    always`). The store side runs on the reactor (the embedded store), so
+//!    nothing is applied that a later record could precede.
+//!
+//!    A read's reply waits for less: for the end of the last version record
+//!    of each key it names, and of the last flush ([`Journal::shown_by`];
+//!    `durability/shown.rs` notes them as they are appended). That is all
+//!    it shows. A key's state here is the newest version the store took,
+//!    and every version taken is logged in the work that took it (so is
+//!    the delete an eviction, or a causal node's unkept write, makes of a
+//!    key), so the key's last record holds the state the read saw; a key
+//!    with no record since the start shows what recovery gave back, which
+//!    is on disk. A crash that keeps the log that far replays that record
+//!    and the flush, and a later record of the key only if it was made
+//!    after the read; replay keeps the newest stamp (point 2), so the key
+//!    comes back as read. In causal mode what the read saw depends only on
+//!    versions taken before it, in earlier work, logged below it. What the
+//!    store drops with no record (an expired item) is dead by times the
+//!    log holds. A read that shows this node's stamp (`gets`) waits for its
+//!    clock reservation too (point 8). So a `get` of a key no pending
+//!    record touches leaves at once, however many writes wait for the disk.
 //! 2. Replay applies each version as a peer's (`VersionLog::apply_remote`:
 //!    only a newer stamp replaces what is held), so the order the files are
 //!    read in, and a version read twice, change nothing: each key ends with
@@ -87,10 +105,11 @@ use std::io;
 
 use super::message::{put_version, read_version};
 use super::origins::{Cause, Coverage, Origin};
-use super::version::Version;
+use super::version::{State, Version};
 use super::version_log::VersionLog;
 use crate::cluster::wire::{self, Reader, WireError};
 use crate::durability::record::encode_journal;
+use crate::durability::shown::Shown;
 use crate::durability::JournalLog;
 use crate::store::{StoreResult, UnixTime, VersionedStore};
 
@@ -132,6 +151,9 @@ pub struct Journal {
     /// Stamp times up to this are reserved (on disk, or being fsynced).
     reserved: u64,
     snapshot: Option<Snapshot>,
+    /// Where each key's last version record ends, and the last flush's:
+    /// what a read waits for (point 1).
+    shown: Shown,
 }
 
 /// A snapshot under way: how far through the change log its parts are, and
@@ -153,6 +175,7 @@ impl Journal {
             // before the first stamp must carry it on.
             reserved: replayed.highest_ts,
             snapshot: None,
+            shown: Shown::new(),
         }
     }
 
@@ -179,7 +202,18 @@ impl Journal {
     }
 
     pub fn version(&mut self, version: &Version) {
-        self.log.append(|out| encode_version(out, version));
+        let end = self.log.append(|out| encode_version(out, version));
+        match version.state {
+            State::Flushed => self.shown.wrote_flush(end),
+            State::Present(_) | State::Deleted => self.shown.wrote(&version.key, end),
+        }
+    }
+
+    /// How far into the log a read of `keys` shows it (point 1): the end
+    /// of the last version record of each, and of the last flush.
+    pub fn shown_by<'k>(&mut self, keys: impl IntoIterator<Item = &'k [u8]>) -> Option<u64> {
+        keys.into_iter().for_each(|key| self.shown.show(key));
+        self.shown.take()
     }
 
     /// Logs `coverage` if it is not what was logged last.

@@ -22,7 +22,7 @@ use crate::cluster::engine::{Done, Replica, ReplyTo};
 use crate::cluster::message::Op;
 use crate::cluster::{NodeId, Stamp};
 use crate::durability::{JournalLog, Journaled, ReportWait};
-use crate::protocol::reply;
+use crate::protocol::{reply, Command};
 use crate::store::{Executor, StoreError, UnixTime, VersionedStore};
 
 /// Store work eventual mode asks for.
@@ -367,6 +367,18 @@ impl EventualReplica {
     }
 }
 
+/// The keys a read names, whose state its reply shows (`journal.rs`,
+/// point 1); `None` for a command that is no read (its reply waits for
+/// the whole log).
+fn read_keys(command: &Command) -> Option<impl Iterator<Item = &[u8]>> {
+    let (many, one) = match command {
+        Command::Get(get) => (Some(get.keys.iter()), None),
+        Command::Meta(meta) => (None, Some(&meta.key[..])),
+        _ => return None,
+    };
+    Some(many.into_iter().flatten().chain(one))
+}
+
 impl Replica for EventualReplica {
     type Work = Work;
     type Done = Report;
@@ -380,10 +392,14 @@ impl Replica for EventualReplica {
         match work {
             Work::Read { op, reply_to } => {
                 let (reply, _) = executor.execute(&op.request, op.now, 0);
+                let shows = match (&mut self.journal, read_keys(&op.request.command)) {
+                    (Some(journal), Some(keys)) => journal.shown_by(keys),
+                    _ => None,
+                };
                 emit(Done::Reply {
                     to: reply_to,
                     reply,
-                    shows: None,
+                    shows,
                 });
                 // A read changes no version: the log's size stands.
                 return;
@@ -983,7 +999,18 @@ mod tests {
         gate: Gate,
         limits: Limits,
     ) -> io::Result<Journaled> {
-        let store = Box::new(MemoryStore::new(64 << 20, limits).keeping_evicted());
+        let store = MemoryStore::new(64 << 20, limits).keeping_evicted();
+        journaled_on(dir, cluster, gate, store)
+    }
+
+    /// [`journaled`] on `store`, if the replay takes it.
+    fn journaled_on(
+        dir: &std::path::Path,
+        cluster: &crate::config::ClusterConfig,
+        gate: Gate,
+        store: MemoryStore,
+    ) -> io::Result<Journaled> {
+        let store = Box::new(store);
         let mut replica = EventualReplica::new(gate);
         let mut recovering =
             crate::durability::Recovering::open_journaled(dir, 0, cluster, store, &mut replica)?;
@@ -1329,5 +1356,161 @@ mod tests {
             1,
             "the refused write 2 is not held here"
         );
+    }
+
+    /// The work of a client's read `line`.
+    fn read(line: &str, slot: u64) -> Work {
+        let Work::Publish { op, reply_to, .. } = publish(line, 0, slot) else {
+            unreachable!()
+        };
+        Work::Read { op, reply_to }
+    }
+
+    /// One random work of a client of node 1 (stamped `ts`) or of a push
+    /// from node 2 (its write `seq`, stamped `ts`), on keys `k0`..`k29`;
+    /// the keys a read names, for a read.
+    fn random_work(rng: &mut Rng, ts: u64, seq: &mut u64) -> (Work, Option<Vec<String>>) {
+        let key = |rng: &mut Rng| format!("k{}", rng.below(30));
+        let line = match rng.below(17) {
+            0..=5 => {
+                let keys: Vec<String> = (0..1 + rng.below(3)).map(|_| key(rng)).collect();
+                let verb = ["get", "gets"][rng.below(2) as usize];
+                let work = read(&format!("{verb} {}\r\n", keys.join(" ")), ts);
+                return (work, Some(keys));
+            }
+            6..=8 => {
+                let value = "v".repeat(rng.below(400) as usize);
+                let verb = ["set", "add", "append"][rng.below(3) as usize];
+                format!("{verb} {} 0 0 {}\r\n{value}\r\n", key(rng), value.len())
+            }
+            9 => format!("delete {}\r\n", key(rng)),
+            10 => format!("set {} 0 0 2\r\n41\r\n", key(rng)),
+            11 => format!("incr {} 1\r\n", key(rng)),
+            12 if rng.below(8) == 0 => "flush_all\r\n".to_string(),
+            // An absolute time: recovery counts from the wall clock.
+            12 => format!("touch {} 2000000000\r\n", key(rng)),
+            _ => {
+                *seq += 1;
+                let mut version = put(key(rng).as_bytes(), ts, *seq);
+                version.state = match rng.below(10) {
+                    0 => State::Deleted,
+                    1 => State::Flushed,
+                    _ => version.state,
+                };
+                if version.state == State::Flushed {
+                    version.key.clear();
+                }
+                // The engine stamps the work above every version it saw
+                // (what evicts a key makes a tombstone newer than it).
+                let Work::ApplyVersions { pushes, from, .. } = push(vec![version]) else {
+                    unreachable!()
+                };
+                let stamp = Stamp {
+                    ts: ts + 1,
+                    node: 1,
+                };
+                let work = Work::ApplyVersions {
+                    from,
+                    pushes,
+                    answer: Vec::new(),
+                    part: None,
+                    stamp,
+                    completes: None,
+                    coverage: None,
+                };
+                return (work, None);
+            }
+        };
+        (publish(&line, ts, ts), None)
+    }
+
+    /// What `store` holds of each of `keys`. Not the cas unique: after a
+    /// `touch` the node keeps the item's, and takes the touch's stamp (as
+    /// its peers do) only when it replays it (README, eventual mode).
+    fn states(store: &mut dyn VersionedStore, keys: &[String]) -> Vec<Option<Entry>> {
+        let state = |key: &String| store.export_record(key.as_bytes(), 1_700_000_000).unwrap();
+        keys.iter().map(state).map(|r| r.map(|r| r.entry)).collect()
+    }
+
+    /// Random clients' writes and reads and a peer's pushes (deletes and
+    /// flushes among them) on a replica with a data directory, its store
+    /// small enough to evict: the log cut where any read's reply waits (the
+    /// end of the last version record of each key it names, and of the
+    /// last flush) recovers each of those keys as the reply showed it, in
+    /// eventual and causal mode; and most reads need not wait for every
+    /// record appended before them.
+    #[test]
+    fn the_log_cut_where_a_read_waits_gives_back_what_it_showed() {
+        use crate::config::{ClusterConfig, Fsync};
+        // About 10 items of 200 bytes: writes evict other keys.
+        let cluster = ClusterConfig {
+            fsync: Fsync::No,
+            snapshot_every: u64::MAX,
+            memory_limit_bytes: 1_500,
+            ..ClusterConfig::default()
+        };
+        for (seed, causal) in [(1u64, false), (2, true), (3, false), (4, true)] {
+            let dir =
+                std::env::temp_dir().join(format!("mckv-read-shows-{seed}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            let gate = |run| match causal {
+                true => Gate::causal(Origin { node: 1, run }),
+                false => Gate::eventual(Origin { node: 1, run }),
+            };
+            let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+            let store = MemoryStore::new(u64::MAX, Limits::default()).keeping_evicted();
+            let mut node = journaled_on(&dir, &cluster, gate(10), store).unwrap();
+            let (mut reads, mut early, mut seq, steps) = (Vec::new(), 0, 0, 3_000);
+            for step in 0..steps {
+                let (work, keys) = random_work(&mut rng, 1_000 + 2 * step, &mut seq);
+                let mut shown = None;
+                let (replica, executor) = (&mut node.replica, &mut node.executor);
+                replica.perform(work, executor, &mut |done| {
+                    if let Done::Reply { shows, .. } = done {
+                        shown = shows;
+                    }
+                });
+                if let Some(keys) = keys {
+                    let shown = shown.expect("a read of a journaled replica tells");
+                    let appended = node.durable.shared.appended.load(Ordering::Acquire);
+                    assert!(shown <= appended, "seed {seed}, step {step}");
+                    early += usize::from(shown < appended);
+                    let store = node.executor.store();
+                    let held = states(store, &keys);
+                    reads.push((step, shown, keys, held));
+                }
+                if rng.below(4) == 0 {
+                    node.replica.end_batch();
+                }
+            }
+            let evicted = node.executor.store().stats().events.evicted;
+            assert!(evicted > 100, "seed {seed}: {evicted} evicted");
+            let appended = node.durable.shared.appended.load(Ordering::Acquire);
+            drop(node);
+            let log = std::fs::read(dir.join("log")).unwrap();
+            assert_eq!(log.len() as u64, appended, "the log holds every record");
+            let count = reads.len();
+            assert!(early > count / 2, "seed {seed}: {early} of {count} reads");
+            for (step, shown, keys, held) in reads.into_iter().step_by(3) {
+                let cut = dir.with_extension("cut");
+                let _ = std::fs::remove_dir_all(&cut);
+                std::fs::create_dir_all(&cut).unwrap();
+                for file in ["IDENTITY", "snapshot"] {
+                    std::fs::copy(dir.join(file), cut.join(file)).unwrap();
+                }
+                std::fs::write(cut.join("log"), &log[..shown as usize]).unwrap();
+                let store = MemoryStore::new(u64::MAX, Limits::default()).keeping_evicted();
+                let mut node = journaled_on(&cut, &cluster, gate(11), store).unwrap();
+                let store = node.executor.store();
+                let got = states(store, &keys);
+                drop(node);
+                assert!(
+                    got == held,
+                    "seed {seed} (causal {causal}), step {step}: {keys:?} came back otherwise"
+                );
+                let _ = std::fs::remove_dir_all(&cut);
+            }
+            let _ = std::fs::remove_dir_all(&dir);
+        }
     }
 }
