@@ -993,6 +993,9 @@ struct Scenario {
     /// Negative control: a directory may give back less than a reply
     /// waited for (see `SimConfig::stale_images`).
     stale_images: bool,
+    /// Negative control: a read's reply waits for no mark (see
+    /// `SimConfig::blind_reads`).
+    blind_reads: bool,
     /// Negative control: every `Flush` reaches the coordinator saying its
     /// sender did not recover from a directory, nor rebuilt its store
     /// from one (an engine that forgets that recovered nodes lost what
@@ -1037,6 +1040,7 @@ impl Scenario {
             keyed: false,
             data_dirs: faults.durable(),
             stale_images: false,
+            blind_reads: false,
             forget_recovered: false,
             skip_missed: false,
             thawing_images: false,
@@ -1080,6 +1084,7 @@ impl Scenario {
         config.peer_timeout = short_timeout(&config);
         config.data_dirs = self.data_dirs;
         config.stale_images = self.stale_images;
+        config.blind_reads = self.blind_reads;
         config.thawing_images = self.thawing_images;
         config.reordering_recovery = self.data_dirs;
         config.lying_recovery = self.lying_recovery;
@@ -3402,6 +3407,29 @@ fn negative_control_a_directory_that_loses_an_answered_write_is_caught() {
     assert!(found > 0, "no run lost an acknowledged write");
 }
 
+/// A read's reply waits for the mark after the last change of each key it
+/// names, and no further (`durability/shown.rs`); the harness's directories
+/// lose what follows the mark the replies released needed. A store that
+/// notes nothing (its reads wait for no mark) lets a crash take back what a
+/// read showed, and the checkers see it.
+#[test]
+fn negative_control_reads_that_wait_for_no_mark_are_caught() {
+    let mut found = 0;
+    for faults in [Faults::AllCrash, Faults::DurableCrashes] {
+        for nodes in [3, 5] {
+            for mode in MODES {
+                let scenario = |seed| Scenario {
+                    blind_reads: true,
+                    ..Scenario::new(nodes, mode, seed, faults)
+                };
+                let (_, failures) = sweep_runs(0..DURABLE_SEEDS, scenario);
+                found += failures.iter().filter(|f| history_violation(f)).count();
+            }
+        }
+    }
+    assert!(found > 0, "no run lost what a read showed");
+}
+
 // --- The checkers on simulated histories ------------------------------------
 
 /// What our checkers accept of small histories the engine produced,
@@ -3487,7 +3515,7 @@ fn sweep_wide() {
 
 /// Replays one seed with its trace (`NODES`, `SEED`, `MODE`: `lin` or
 /// `seq`, `FAULTS`: the [`Faults`] variant's name, `HARSH=1`, `FLUSHLESS=1`,
-/// `SLOW_STORE=1`, `STALE_IMAGES=1`, `FORGET_RECOVERED=1`, `SKIP_MISSED=1`,
+/// `SLOW_STORE=1`, `STALE_IMAGES=1`, `BLIND_READS=1`, `FORGET_RECOVERED=1`, `SKIP_MISSED=1`,
 /// `LYING_RECOVERY=1`, `REBUILT_FLUSHES=1`, `EVICTING=1`, `WIDE=1`, `KEYED=1`,
 /// `REFUSED_AS_FAILED=1`, `CLIENTS`, `OPS`), and with `LOG=info` (or
 /// `debug`) what the engines log, in the trace at the step they log it.
@@ -3510,6 +3538,7 @@ fn replay() {
         flushless: number("FLUSHLESS", 0) == 1,
         slow_store: number("SLOW_STORE", 0) == 1,
         stale_images: number("STALE_IMAGES", 0) == 1,
+        blind_reads: number("BLIND_READS", 0) == 1,
         forget_recovered: number("FORGET_RECOVERED", 0) == 1,
         skip_missed: number("SKIP_MISSED", 0) == 1,
         thawing_images: number("THAWING_IMAGES", 0) == 1,

@@ -38,10 +38,11 @@
 //! is on disk with `always`, or handed to the kernel with `everysec` and
 //! `no` (so a crash of the process loses nothing acknowledged; one of the
 //! machine loses up to about a second of writes with `everysec`, or what
-//! the kernel had not written back with `no`). On a one-node store that is
-//! the last change of each key the reply names (`shown.rs`), so a read of
-//! a key no pending write touched is answered at once; on a strong or
-//! eventual cluster's node, every change made before it.
+//! the kernel had not written back with `no`). That is the last change of
+//! each key the reply names and the last flush (`shown.rs`; on a strong
+//! cluster's node, the mark after it), so a read of a key no pending write
+//! touched is answered at once. A write's reply on a cluster's node waits
+//! for every change made before it.
 
 mod call;
 pub mod identity;

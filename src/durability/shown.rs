@@ -28,6 +28,22 @@
 //! same table, and its reads wait the same way (the argument for its log of
 //! versions is point 1 of `cluster/eventual/journal.rs`).
 //!
+//! A strong cluster's node logs calls, each delivered write's followed by
+//! a mark, and a recovery keeps what precedes its last whole mark: a
+//! prefix of the one sequence of writes (`store.rs`, "Marks"). So a change
+//! counts from the end of the mark after it ([`Shown::changed`],
+//! [`Shown::marked`]). A key's state there follows from the writes that
+//! named it, the writes that evicted it (the ordered store reports those
+//! to the call that made them, as above), flushes and a peer's snapshot
+//! installed (every key), and its expiry: a read, served at once or at its
+//! place in the order, changes nothing in an ordered store. A recovery up
+//! to the mark after the last of those gives it back as the read showed
+//! it: the writes after that mark, up to the read, left it alone, and a
+//! replay of them would too. A write's reply waits for its own mark, which
+//! ends after everything appended before it, as before positions were
+//! noted. Replies made before an install's mark (its records dropped by a
+//! recovery until then) wait for the whole log, as they did.
+//!
 //! Keys are noted by a hash into a fixed table of positions, each the
 //! highest end of the keys hashing there: two keys in one place make a
 //! reply wait for the other's record too, which is only later, never
@@ -39,8 +55,7 @@
 const PLACES: usize = 1 << 14;
 
 pub struct Shown {
-    /// The end of the last record of the keys hashing to each place; none
-    /// for a log that does not tell ([`Shown::off`]).
+    /// The end of the last record of the keys hashing to each place.
     ends: Box<[u64]>,
     hasher: ahash::RandomState,
     /// The end of the last `flush_all`'s record: every key's state follows
@@ -48,11 +63,22 @@ pub struct Shown {
     flushed: u64,
     /// The highest end the replies made since the last take show.
     shown: u64,
+    /// A marked log's: the places of the keys changed since the last mark,
+    /// and whether every key was (a flush, a reset), noted at the next.
+    pending: Vec<usize>,
+    pending_all: bool,
 }
 
 impl Default for Shown {
     fn default() -> Shown {
-        Shown::with_places(PLACES)
+        Shown {
+            ends: vec![0; PLACES].into_boxed_slice(),
+            hasher: ahash::RandomState::new(),
+            flushed: 0,
+            shown: 0,
+            pending: Vec::new(),
+            pending_all: false,
+        }
     }
 }
 
@@ -61,31 +87,44 @@ impl Shown {
         Shown::default()
     }
 
-    /// For a log whose replies wait for all of it (a strong cluster's
-    /// marked log, `store.rs`): it notes nothing and tells nothing.
-    pub fn off() -> Shown {
-        Shown::with_places(0)
-    }
-
-    fn with_places(places: usize) -> Shown {
-        Shown {
-            ends: vec![0; places].into_boxed_slice(),
-            hasher: ahash::RandomState::new(),
-            flushed: 0,
-            shown: 0,
-        }
-    }
-
-    fn place(&self, key: &[u8]) -> Option<usize> {
-        let places = self.ends.len();
-        (places > 0).then(|| (self.hasher.hash_one(key) as usize) % places)
+    fn place(&self, key: &[u8]) -> usize {
+        (self.hasher.hash_one(key) as usize) % self.ends.len()
     }
 
     /// A record of `key` ends at log position `end`.
     pub fn wrote(&mut self, key: &[u8], end: u64) {
-        if let Some(place) = self.place(key) {
+        let place = self.place(key);
+        self.ends[place] = self.ends[place].max(end);
+    }
+
+    /// A marked log's record of a change of `key` is appended: a recovery
+    /// keeps it only with the mark that follows it, so it counts from
+    /// that mark's end ([`Shown::marked`]).
+    pub fn changed(&mut self, key: &[u8]) {
+        let place = self.place(key);
+        self.pending.push(place);
+    }
+
+    /// The same for a change of every key: a flush, or a peer's snapshot
+    /// replacing the store.
+    pub fn changed_all(&mut self) {
+        self.pending_all = true;
+    }
+
+    /// A marked log's mark ends at `end`: the changes since the last one
+    /// count from there, and the reply of the write that made them (taken
+    /// next) shows them.
+    pub fn marked(&mut self, end: u64) {
+        if self.pending.is_empty() && !self.pending_all {
+            return;
+        }
+        for place in self.pending.drain(..) {
             self.ends[place] = self.ends[place].max(end);
         }
+        if std::mem::take(&mut self.pending_all) {
+            self.flushed = self.flushed.max(end);
+        }
+        self.shown = self.shown.max(end);
     }
 
     /// A `flush_all`'s record ends at `end`; its reply shows it.
@@ -102,17 +141,13 @@ impl Shown {
 
     /// A reply shows the state of `key`.
     pub fn show(&mut self, key: &[u8]) {
-        if let Some(place) = self.place(key) {
-            let end = self.ends[place].max(self.flushed);
-            self.shown = self.shown.max(end);
-        }
+        let end = self.ends[self.place(key)].max(self.flushed);
+        self.shown = self.shown.max(end);
     }
 
-    /// How far into the log the replies since the last take show; `None`
-    /// if it does not tell.
-    pub fn take(&mut self) -> Option<u64> {
-        let shown = std::mem::take(&mut self.shown);
-        (!self.ends.is_empty()).then_some(shown)
+    /// How far into the log the replies since the last take show.
+    pub fn take(&mut self) -> u64 {
+        std::mem::take(&mut self.shown)
     }
 }
 
@@ -156,14 +191,34 @@ mod tests {
         keys.iter().map(state).map(|r| r.map(record)).collect()
     }
 
+    /// What a `get` of each of `keys` shows at `now`: an ordered store
+    /// lends dead items too (its replicas hold them).
+    fn gets(store: &mut dyn Store, keys: &[Vec<u8>], now: UnixTime) -> Vec<Option<(Entry, u64)>> {
+        let mut shown = vec![None; keys.len()];
+        let packed = Keys::from_iter(keys.iter().map(|k| k.as_slice()));
+        let found = &mut |i: usize, item: crate::store::ItemRef<'_>| {
+            let entry = Entry {
+                flags: item.flags,
+                expiry: item.expiry,
+                value: item.value.to_vec(),
+            };
+            shown[i] = Some((entry, item.cas));
+        };
+        store
+            .retrieve(KeysRef::Packed(&packed), None, now, found)
+            .unwrap();
+        shown
+    }
+
     /// One random command on `store` at `now`, writing unique `cas`; the
-    /// keys its reply names (none for a `flush_all`).
+    /// keys its reply names (none for a `flush_all`), and whether it is a
+    /// write (a plain `get` is not).
     fn random_command(
         rng: &mut Rng,
         store: &mut dyn Store,
         now: UnixTime,
         cas: u64,
-    ) -> Vec<Vec<u8>> {
+    ) -> (Vec<Vec<u8>>, bool) {
         let key = random_key(rng);
         let expiry = match rng.below(5) {
             0 => Expiry::At(now + rng.below(30)),
@@ -176,7 +231,7 @@ mod tests {
                 let touch = (rng.below(6) == 0).then_some(expiry);
                 let keys_ref = KeysRef::Packed(&packed);
                 let _ = store.retrieve(keys_ref, touch, now, &mut |_, _| {});
-                return keys;
+                return (keys, touch.is_some());
             }
             5..=7 => {
                 let mode = [
@@ -203,7 +258,7 @@ mod tests {
                 let at = (rng.below(2) == 0).then_some(now + rng.below(5));
                 if rng.below(16) == 0 {
                     let _ = store.flush_all(at, now);
-                    return Vec::new();
+                    return (Vec::new(), true);
                 }
                 let set = Write {
                     mode: StorageMode::Set,
@@ -216,7 +271,97 @@ mod tests {
                 store.store(set, now).map(drop)
             }
         };
-        vec![key]
+        (vec![key], true)
+    }
+
+    /// Random commands on a strong cluster node's marked store, its
+    /// ordered store small enough to evict, each write followed by its
+    /// mark as the replica makes it, its writer writing as it goes: the log
+    /// cut where a read's reply waits (the mark after the last change of
+    /// each key it names: its write, or one that evicted it, or a flush)
+    /// recovers each of those keys as the read showed it; a write's reply
+    /// waits for its own mark; and most reads need not wait for every
+    /// record appended before them.
+    #[test]
+    fn a_marked_log_cut_where_a_read_waits_gives_back_what_it_showed() {
+        use crate::durability::record::Under;
+        const CAP: u64 = 3_000;
+        let cluster = ClusterConfig {
+            fsync: Fsync::No,
+            snapshot_every: u64::MAX,
+            memory_limit_bytes: CAP,
+            ..ClusterConfig::default()
+        };
+        for seed in 1..=4u64 {
+            let dir = temp_dir(&format!("marked-{seed}"));
+            let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+            let ordered = || MemoryStore::new(CAP, Limits::default()).ordered();
+            let store = Box::new(ordered().keeping_evicted());
+            let recovering = Recovering::open_marked(&dir, 0, &cluster, store).unwrap();
+            let poll = mio::Poll::new().unwrap();
+            let waker = Arc::new(Waker::new(poll.registry(), mio::Token(0)).unwrap());
+            let (durable, mut store) = recovering.start_logging(waker).unwrap();
+            // Recovery counts expiry from the wall clock.
+            let (mut now, mut cas) = (crate::store::unix_now(), 1u64 << 16);
+            let (mut reads, mut early, steps) = (Vec::new(), 0, 2_000);
+            for step in 0..steps {
+                now += u64::from(step % 50 == 0);
+                cas += 1 << 16;
+                let (keys, wrote) = random_command(&mut rng, &mut store, now, cas);
+                if wrote {
+                    store.mark_delivered(cas);
+                }
+                let shown = store.take_shown().expect("a marked log tells");
+                let appended = durable.shared.appended.load(Ordering::Acquire);
+                assert!(shown <= appended, "seed {seed}, step {step}");
+                if wrote {
+                    assert_eq!(shown, appended, "seed {seed}, step {step}: a write's reply");
+                } else {
+                    early += usize::from(shown < appended);
+                    if step % 3 == 0 {
+                        let held = gets(&mut store, &keys, now);
+                        reads.push((step, shown, now, keys, held));
+                    }
+                }
+                if rng.below(4) == 0 {
+                    store.end_batch();
+                }
+            }
+            let evicted = store.stats().events.evicted;
+            assert!(evicted > 100, "seed {seed}: {evicted} evicted");
+            let appended = durable.shared.appended.load(Ordering::Acquire);
+            drop(store);
+            drop(durable);
+            let log = std::fs::read(dir.join("log")).unwrap();
+            assert_eq!(log.len() as u64, appended, "the log holds every record");
+            let count = reads.len();
+            assert!(early > count / 2, "seed {seed}: {early} of {count} reads");
+            for (step, shown, now, keys, held) in reads {
+                let cut = temp_dir(&format!("marked-cut-{seed}"));
+                std::fs::create_dir_all(&cut).unwrap();
+                std::fs::copy(dir.join("snapshot"), cut.join("snapshot")).unwrap();
+                std::fs::write(cut.join("log"), &log[..shown as usize]).unwrap();
+                let mut recovered = ordered();
+                let under = Under {
+                    cap: CAP,
+                    policy: recovered.policy(),
+                };
+                recover::recover_marked(&cut, &mut recovered, under, now).unwrap();
+                let got = gets(&mut recovered, &keys, now);
+                assert!(
+                    got == held,
+                    "seed {seed}, step {step}: {keys:?} came back otherwise: {:?} not {:?}",
+                    got.iter()
+                        .map(|g| g.as_ref().map(|(e, c)| (e.value.len(), *c, e.expiry)))
+                        .collect::<Vec<_>>(),
+                    held.iter()
+                        .map(|g| g.as_ref().map(|(e, c)| (e.value.len(), *c, e.expiry)))
+                        .collect::<Vec<_>>()
+                );
+                let _ = std::fs::remove_dir_all(&cut);
+            }
+            let _ = std::fs::remove_dir_all(&dir);
+        }
     }
 
     /// Random commands on a durable store small enough to evict, its
@@ -248,7 +393,7 @@ mod tests {
             for step in 0..steps {
                 now += u64::from(step % 50 == 0);
                 cas += 1 << 16;
-                let keys = random_command(&mut rng, &mut store, now, cas);
+                let (keys, _) = random_command(&mut rng, &mut store, now, cas);
                 let shown = store.take_shown().expect("an unmarked log tells");
                 let appended = durable.shared.appended.load(Ordering::Acquire);
                 assert!(shown <= appended, "seed {seed}, step {step}");

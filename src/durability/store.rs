@@ -65,6 +65,9 @@
 //! its reply for the disk (the node refuses new writes before they are
 //! ordered instead: `Durable::intake_refusal`), up to a limit past which,
 //! or after a failed fsync, the node stops (`Durable::must_stop`).
+//! What a call changed (the keys it names, the keys the store evicted for
+//! it, or every key) counts for replies from the end of the mark after it
+//! (`shown.rs`), which a recovery keeps with it.
 //!
 //! Its snapshot is an exact image taken at a mark: right after one it
 //! freezes the ordered store's image ([`VersionedStore::freeze_in_order`],
@@ -130,8 +133,8 @@ pub struct DurableStore {
     slice_entries: usize,
     /// A marked log: the last mark, and whether records followed it.
     marks: Option<Marks>,
-    /// Where each key's last record ends, and what the replies show
-    /// ([`Shown::off`] for a marked log, whose replies wait for all of it).
+    /// Where each key's last record ends (a marked log's: its mark), and
+    /// what the replies show.
     shown: Shown,
 }
 
@@ -202,7 +205,6 @@ impl DurableStore {
             at: marked,
             unmarked: false,
         });
-        self.shown = Shown::off();
         let under = self.under();
         self.append_unmarked(&Record::Generation {
             n: marked.generation,
@@ -220,11 +222,34 @@ impl DurableStore {
         }
     }
 
-    /// Logs a call a marked log records instead of key states.
-    fn log_call(&mut self, call: &Call<'_>) {
+    /// Logs a call a marked log records instead of key states; what it
+    /// changed counts from the next mark: the keys `changed` names, and
+    /// those the store evicted for it.
+    fn log_call<'k>(&mut self, call: &Call<'_>, changed: impl IntoIterator<Item = &'k [u8]>) {
         let start = self.batch.len();
         call.encode(&mut self.batch);
         self.appended(start);
+        changed.into_iter().for_each(|key| self.shown.changed(key));
+        for key in self.inner.take_evicted() {
+            self.shown.changed(&key);
+        }
+    }
+
+    /// A record of `key` ends at `end` (for a marked log, at its next mark).
+    fn note(&mut self, key: &[u8], end: u64) {
+        match self.marks {
+            Some(_) => self.shown.changed(key),
+            None => self.shown.wrote(key, end),
+        }
+    }
+
+    /// A record that sets every key's state ends at `end` (for a marked
+    /// log, at its next mark); its reply shows it.
+    fn note_all(&mut self, end: u64) {
+        match self.marks {
+            Some(_) => self.shown.changed_all(),
+            None => self.shown.flushed(end),
+        }
     }
 
     /// Records follow the last mark (a write or an install under way).
@@ -316,7 +341,7 @@ impl DurableStore {
         let start = self.batch.len();
         Record::encode_remove(&mut self.batch, key);
         let end = self.appended(start);
-        self.shown.wrote(key, end);
+        self.note(key, end);
     }
 
     /// Logs the state `key` is in after a change made at `now`, encoded
@@ -330,7 +355,7 @@ impl DurableStore {
                 None => Record::encode_remove(batch, key),
             })?;
         let end = self.appended(start);
-        self.shown.wrote(key, end);
+        self.note(key, end);
         Ok(())
     }
 
@@ -574,7 +599,7 @@ impl DurableStore {
         };
         if self.marks.is_some() {
             let retrieved = self.inner.retrieve(keys, touch, now, found);
-            self.log_call(&Call::gat(now, keys, expiry));
+            self.log_call(&Call::gat(now, keys, expiry), keys.iter());
             return retrieved;
         }
         self.writable()?;
@@ -593,7 +618,7 @@ impl DurableStore {
         self.reserve(write.cas);
         if self.marks.is_some() {
             let stored = self.inner.store(write, now);
-            self.log_call(&Call::Store { now, write });
+            self.log_call(&Call::Store { now, write }, [write.key]);
             return stored;
         }
         let key = write.key;
@@ -611,7 +636,7 @@ impl DurableStore {
         self.writable()?;
         if self.marks.is_some() {
             let existed = self.inner.delete(key, now);
-            self.log_call(&Call::Delete { now, key });
+            self.log_call(&Call::Delete { now, key }, [key]);
             return existed;
         }
         let existed = self.inner.delete(key, now)?;
@@ -633,13 +658,14 @@ impl DurableStore {
         self.reserve(cas);
         let outcome = self.inner.arith(key, incr, delta, cas, now);
         if self.marks.is_some() {
-            self.log_call(&Call::Arith {
+            let call = Call::Arith {
                 now,
                 key,
                 incr,
                 delta,
                 cas,
-            });
+            };
+            self.log_call(&call, [key]);
             return outcome;
         }
         self.log_evictions();
@@ -654,7 +680,7 @@ impl DurableStore {
         self.writable()?;
         if self.marks.is_some() {
             let existed = self.inner.touch(key, expiry, now);
-            self.log_call(&Call::Touch { now, key, expiry });
+            self.log_call(&Call::Touch { now, key, expiry }, [key]);
             return existed;
         }
         let existed = self.inner.touch(key, expiry, now)?;
@@ -713,7 +739,7 @@ impl Store for DurableStore {
         self.writable()?;
         self.inner.flush_all(at, now)?;
         let end = self.append(&Record::Flush { now, at });
-        self.shown.flushed(end);
+        self.note_all(end);
         Ok(())
     }
 
@@ -821,8 +847,14 @@ impl VersionedStore for DurableStore {
         self.reserve(record.cas);
         let installed = self.inner.install(record, now);
         if self.marks.is_some() {
-            let record = record.lend();
-            self.log_call(&Call::Install { now, record });
+            let key = &record.key[..];
+            self.log_call(
+                &Call::Install {
+                    now,
+                    record: record.lend(),
+                },
+                [key],
+            );
             return installed;
         }
         self.log_evictions();
@@ -832,7 +864,8 @@ impl VersionedStore for DurableStore {
 
     fn mark_delivered(&mut self, upto: u64) {
         if let Some(marks) = self.marks {
-            self.append(&Record::Delivered { upto });
+            let end = self.append(&Record::Delivered { upto });
+            self.shown.marked(end);
             let at = Marked {
                 delivered: upto,
                 ..marks.at
@@ -857,7 +890,8 @@ impl VersionedStore for DurableStore {
         }
         if self.marks.is_some() {
             let reset = self.inner.reset(head, now);
-            self.log_call(&Call::Reset { now, head: *head });
+            self.log_call(&Call::Reset { now, head: *head }, []);
+            self.shown.changed_all();
             // A peer's snapshot follows: the store becomes its image (and
             // the call logged above leaves it unmarked until its end).
             if let Some(marks) = &mut self.marks {
@@ -871,7 +905,7 @@ impl VersionedStore for DurableStore {
             end = self.append(&Record::Flush { now, at: Some(at) });
         }
         // Every key's state follows from it, as from a `flush_all`.
-        self.shown.flushed(end);
+        self.note_all(end);
         Ok(())
     }
 
@@ -886,8 +920,13 @@ impl VersionedStore for DurableStore {
         Ok(self.snapshot.is_some() || sweeping)
     }
 
+    /// A marked log's records since its last mark are dropped by a
+    /// recovery: a reply made before the mark that keeps them (a peer's
+    /// snapshot half installed) waits for the whole log, as before marks
+    /// told positions.
     fn take_shown(&mut self) -> Option<u64> {
-        self.shown.take()
+        let shown = self.shown.take();
+        (!self.unmarked()).then_some(shown)
     }
 
     fn end_batch(&mut self) {

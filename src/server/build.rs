@@ -129,7 +129,10 @@ fn memory(settings: &Settings) -> Box<dyn VersionedStore> {
     let store = MemoryStore::new(cluster.memory_limit_bytes, cluster.limits())
         .with_sweep(cluster.expiry_sweep)
         .with_eviction(cluster.eviction);
-    if strong_replica(settings) {
+    if strong_replica(settings) && settings.node.data_dir.is_some() {
+        // Its log notes what each write evicted (`durability/shown.rs`).
+        Box::new(store.ordered().keeping_evicted())
+    } else if strong_replica(settings) {
         Box::new(store.ordered())
     } else if settings.node.data_dir.is_some() || eventual_replica(settings) {
         Box::new(store.keeping_evicted())

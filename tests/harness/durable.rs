@@ -88,11 +88,14 @@ pub fn stamp_of(unique: u64) -> Stamp {
     }
 }
 
-/// One run of a node's images: the one current when it last answered a
-/// client (the floor no crash goes below), then every later one.
+/// One run of a node's images: the one the replies it released last
+/// needed (the floor no crash goes below), then every later one.
 #[derive(Debug)]
 pub struct Journal {
     images: VecDeque<Image>,
+    /// The position of the first of `images`: the run's images are
+    /// numbered from 0 as they are recorded.
+    first: u64,
     /// Every image before the floor too, oldest first (only kept for the
     /// negative control that restarts below the floor).
     older: Vec<Image>,
@@ -104,20 +107,31 @@ impl Journal {
     pub fn new(first: Image, keep_older: bool) -> Journal {
         Journal {
             images: VecDeque::from([first]),
+            first: 0,
             older: Vec::new(),
             keep_older,
         }
     }
 
-    fn record(&mut self, image: Image) {
+    /// Records `image`; its position.
+    fn record(&mut self, image: Image) -> u64 {
         self.images.push_back(image);
+        self.latest()
     }
 
-    /// The node released a reply: its log holds everything marked so far,
-    /// so no crash goes below the latest image.
-    pub fn answered(&mut self) {
-        while self.images.len() > 1 {
+    fn latest(&self) -> u64 {
+        self.first + self.images.len() as u64 - 1
+    }
+
+    /// The node released a reply that shows its store up to the image at
+    /// `shows` (`None`: everything marked so far, the latest), as a real
+    /// log holds the records of what a reply shows (`durability/shown.rs`):
+    /// no crash goes below that image.
+    pub fn answered(&mut self, shows: Option<u64>) {
+        let floor = shows.unwrap_or(self.latest()).min(self.latest());
+        while self.first < floor {
             let old = self.images.pop_front().expect("an image");
+            self.first += 1;
             if self.keep_older {
                 self.older.push(old);
             }
@@ -145,10 +159,28 @@ impl Journal {
 pub type SharedJournal = Arc<Mutex<Journal>>;
 
 /// A node's store that records an [`Image`] in its journal at every mark,
-/// and otherwise is the memory store it wraps.
+/// and otherwise is the memory store it wraps. It tells what a reply shows
+/// as a real node's log does (`durability/shown.rs`): the image of the
+/// mark after the last change of each key the reply names (its write, a
+/// write that evicted it, a flush or a peer's snapshot), so a crash may
+/// lose the marks after it, the ones a read of other keys showed included.
 pub struct ImagingStore {
     inner: MemoryStore,
     journal: SharedJournal,
+    /// Per key, the image of the mark after its last change, and of the
+    /// last change of every key; the keys changed since the last mark, and
+    /// whether every key was; the image the replies since the last take
+    /// show.
+    ends: std::collections::HashMap<Key, u64>,
+    flushed: u64,
+    pending: Vec<Key>,
+    pending_all: bool,
+    shown: u64,
+    /// The evictions its store reports, kept for the replica only if it
+    /// asked for them (else noted here and dropped).
+    evicted: Option<Vec<Key>>,
+    /// Negative control: reads show nothing (`SimConfig::blind_reads`).
+    blind: bool,
     /// Its images are [`Image::exact`]: until a peer's snapshot resets it,
     /// as the run started.
     exact: bool,
@@ -163,11 +195,24 @@ pub struct ImagingStore {
 }
 
 impl ImagingStore {
-    /// `inner` holding the writes up to `held`, `exact`ly or not.
-    pub fn new(inner: MemoryStore, journal: SharedJournal, held: u64, exact: bool) -> ImagingStore {
+    /// `inner` holding the writes up to `held`, `exact`ly or not;
+    /// `report_evicted`: the replica takes what it evicts.
+    pub fn new(
+        inner: MemoryStore,
+        journal: SharedJournal,
+        (held, exact): (u64, bool),
+        report_evicted: bool,
+    ) -> ImagingStore {
         ImagingStore {
-            inner,
+            inner: inner.keeping_evicted(),
             journal,
+            ends: Default::default(),
+            flushed: 0,
+            pending: Vec::new(),
+            pending_all: false,
+            shown: 0,
+            evicted: report_evicted.then(Vec::new),
+            blind: false,
             exact,
             last_mark: held,
             installing: false,
@@ -175,10 +220,40 @@ impl ImagingStore {
         }
     }
 
+    /// The negative control `SimConfig::blind_reads`.
+    pub fn blind(mut self) -> ImagingStore {
+        self.blind = true;
+        self
+    }
+
     /// The negative control above.
     pub fn thawing(mut self) -> ImagingStore {
         self.thawing = Some(None);
         self
+    }
+}
+
+impl ImagingStore {
+    /// `keys` changed (and what the store evicted for it): they count from
+    /// the next mark.
+    fn changed<'k>(&mut self, keys: impl IntoIterator<Item = &'k [u8]>) {
+        self.pending.extend(keys.into_iter().map(<[u8]>::to_vec));
+        let evicted = self.inner.take_evicted();
+        if let Some(kept) = &mut self.evicted {
+            kept.extend(evicted.iter().cloned());
+        }
+        self.pending.extend(evicted);
+    }
+
+    /// A reply shows `keys`.
+    fn show<'k>(&mut self, keys: impl IntoIterator<Item = &'k [u8]>) {
+        if self.blind {
+            return;
+        }
+        for key in keys {
+            let end = self.ends.get(key).copied().unwrap_or(0);
+            self.shown = self.shown.max(end.max(self.flushed));
+        }
     }
 }
 
@@ -190,15 +265,24 @@ impl Store for ImagingStore {
         now: UnixTime,
         found: &mut dyn FnMut(usize, ItemRef<'_>),
     ) -> StoreResult<()> {
-        self.inner.retrieve(keys, touch, now, found)
+        let retrieved = self.inner.retrieve(keys, touch, now, found);
+        if touch.is_some() {
+            self.changed(keys.iter());
+        }
+        self.show(keys.iter());
+        retrieved
     }
 
     fn store(&mut self, write: Write<'_>, now: UnixTime) -> StoreResult<StoreStatus> {
-        self.inner.store(write, now)
+        let stored = self.inner.store(write, now);
+        self.changed([write.key]);
+        stored
     }
 
     fn delete(&mut self, key: &[u8], now: UnixTime) -> StoreResult<bool> {
-        self.inner.delete(key, now)
+        let existed = self.inner.delete(key, now);
+        self.changed([key]);
+        existed
     }
 
     fn arith(
@@ -209,14 +293,19 @@ impl Store for ImagingStore {
         cas: u64,
         now: UnixTime,
     ) -> StoreResult<ArithOutcome> {
-        self.inner.arith(key, incr, delta, cas, now)
+        let outcome = self.inner.arith(key, incr, delta, cas, now);
+        self.changed([key]);
+        outcome
     }
 
     fn touch(&mut self, key: &[u8], expiry: Expiry, now: UnixTime) -> StoreResult<bool> {
-        self.inner.touch(key, expiry, now)
+        let existed = self.inner.touch(key, expiry, now);
+        self.changed([key]);
+        existed
     }
 
     fn flush_all(&mut self, at: Option<UnixTime>, now: UnixTime) -> StoreResult<()> {
+        self.pending_all = true;
         self.inner.flush_all(at, now)
     }
 
@@ -245,7 +334,9 @@ impl VersionedStore for ImagingStore {
         cas: u64,
         now: UnixTime,
     ) -> StoreResult<()> {
-        self.inner.import(key, entry, cas, now)
+        let imported = self.inner.import(key, entry, cas, now);
+        self.changed([key]);
+        imported
     }
 
     fn snapshot_keys(&mut self) -> StoreResult<Listing> {
@@ -315,11 +406,14 @@ impl VersionedStore for ImagingStore {
             self.journal.lock().expect("journal").record(replaced);
         }
         (self.exact, self.installing) = (true, true);
+        self.pending_all = true;
         self.inner.reset(head, now)
     }
 
     fn install(&mut self, record: &Record, now: UnixTime) -> StoreResult<()> {
-        self.inner.install(record, now)
+        let installed = self.inner.install(record, now);
+        self.changed([&record.key[..]]);
+        installed
     }
 
     /// The mark comes right after the write it covers is applied: the
@@ -327,11 +421,31 @@ impl VersionedStore for ImagingStore {
     fn mark_delivered(&mut self, upto: u64) {
         (self.last_mark, self.installing) = (upto, false);
         let image = Image::of(&mut self.inner, upto, self.exact);
-        self.journal.lock().expect("journal").record(image);
+        let at = self.journal.lock().expect("journal").record(image);
+        if self.pending.is_empty() && !self.pending_all {
+            return;
+        }
+        for key in self.pending.drain(..) {
+            self.ends.insert(key, at);
+        }
+        if std::mem::take(&mut self.pending_all) {
+            self.flushed = at;
+        }
+        self.shown = self.shown.max(at);
+    }
+
+    /// As a real log's: a reply made while a peer's snapshot is half
+    /// installed waits for everything.
+    fn take_shown(&mut self) -> Option<u64> {
+        let shown = std::mem::take(&mut self.shown);
+        (!self.installing).then_some(shown)
     }
 
     fn take_evicted(&mut self) -> Vec<Key> {
-        self.inner.take_evicted()
+        self.evicted
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
     }
 
     fn maintain(&mut self, now: UnixTime) -> StoreResult<bool> {

@@ -139,6 +139,10 @@ pub struct SimConfig {
     /// older than the one current at its last reply (a log that lost what
     /// a reply had waited for).
     pub stale_images: bool,
+    /// Negative control: with data directories, a read's reply waits for
+    /// no mark at all (a store that notes nothing of what its reads show),
+    /// so a crash may take back what a read showed.
+    pub blind_reads: bool,
     /// Negative control: with data directories, a store hands each chunk
     /// of a snapshot from the store as it is then, not from the image it
     /// froze at the first (as if it kept nothing of what writes changed
@@ -185,6 +189,7 @@ impl SimConfig {
             store_delay: 0,
             data_dirs: false,
             stale_images: false,
+            blind_reads: false,
             thawing_images: false,
             keyed_store: false,
             staged_in_sight: false,
@@ -577,9 +582,14 @@ where
         let journal = Journal::new(first, self.config.stale_images);
         let journal = std::sync::Arc::new(std::sync::Mutex::new(journal));
         self.journals.insert(id, journal.clone());
+        let report_evicted = self.config.keep_evicted;
+        let mut imaging = ImagingStore::new(store, journal, (upto, exact), report_evicted);
+        if self.config.blind_reads {
+            imaging = imaging.blind();
+        }
         match self.config.thawing_images {
-            true => ImagingStore::new(store, journal, upto, exact).thawing(),
-            false => ImagingStore::new(store, journal, upto, exact),
+            true => imaging.thawing(),
+            false => imaging,
         }
     }
 
@@ -1176,7 +1186,7 @@ where
                     Effect::Work(work) => self.perform(at, work, &mut effects, driver),
                     Effect::Refuse { to, reason } => {
                         self.stats.refusals += 1;
-                        self.complete(at, to, Outcome::Refused(reason), driver);
+                        self.complete(at, to, (Outcome::Refused(reason), None), driver);
                     }
                 }
             }
@@ -1220,8 +1230,8 @@ where
             .perform(work, &mut n.executor, &mut |d| done.push(d));
         for d in done {
             match d {
-                Done::Reply { to, reply, .. } => {
-                    self.complete(at, to, Outcome::Reply(reply), driver)
+                Done::Reply { to, reply, shows } => {
+                    self.complete(at, to, (Outcome::Reply(reply), shows), driver)
                 }
                 Done::Engine(report) => {
                     if let Some(watch) = &mut self.watch_report {
@@ -1237,7 +1247,7 @@ where
         &mut self,
         at: NodeId,
         reply_to: ReplyTo,
-        outcome: Outcome,
+        (outcome, shows): (Outcome, Option<u64>),
         driver: &mut dyn Driver,
     ) {
         let client = reply_to.session as usize;
@@ -1257,7 +1267,7 @@ where
         );
         self.stats.replies += 1;
         if let (Outcome::Reply(_), Some(journal)) = (&outcome, self.journals.get(&at)) {
-            journal.lock().expect("journal").answered();
+            journal.lock().expect("journal").answered(shows);
         }
         let line = format!("client {client} <- node {at}: {outcome:?}");
         self.log(|| line);

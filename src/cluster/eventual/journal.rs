@@ -211,7 +211,7 @@ impl Journal {
 
     /// How far into the log a read of `keys` shows it (point 1): the end
     /// of the last version record of each, and of the last flush.
-    pub fn shown_by<'k>(&mut self, keys: impl IntoIterator<Item = &'k [u8]>) -> Option<u64> {
+    pub fn shown_by<'k>(&mut self, keys: impl IntoIterator<Item = &'k [u8]>) -> u64 {
         keys.into_iter().for_each(|key| self.shown.show(key));
         self.shown.take()
     }

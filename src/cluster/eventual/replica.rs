@@ -393,7 +393,7 @@ impl Replica for EventualReplica {
             Work::Read { op, reply_to } => {
                 let (reply, _) = executor.execute(&op.request, op.now, 0);
                 let shows = match (&mut self.journal, read_keys(&op.request.command)) {
-                    (Some(journal), Some(keys)) => journal.shown_by(keys),
+                    (Some(journal), Some(keys)) => Some(journal.shown_by(keys)),
                     _ => None,
                 };
                 emit(Done::Reply {

@@ -274,11 +274,15 @@
 //! any reply, a mark: the stamp of the last write its store holds. A
 //! recovery replays the log up to its last mark and drops what follows
 //! (a write's changes whose mark was lost), so the store holds exactly the
-//! writes up to that stamp: a prefix of the one delivery sequence. Replies
-//! wait until the log holds everything appended before them (with `fsync =
-//! always`, on disk), so **a write or read a client was answered is in the
+//! writes up to that stamp: a prefix of the one delivery sequence. A
+//! write's reply waits until the log holds its mark, and everything
+//! appended before it (with `fsync = always`, on disk); a read's, until it
+//! holds the mark after the last change of each key the read names
+//! (`durability/shown.rs`). So **a write a client was answered is in the
 //! log of the node that answered it**, with everything delivered before
-//! it. Views, promises and held proposals are not logged: a node that
+//! it, and so is the last write of each key a read showed: a prefix that
+//! holds it gives the key back as read. Views, promises and held
+//! proposals are not logged: a node that
 //! starts from a directory it ran with before is *recovered*, and until it
 //! installs a view it flushes that prefix, no proposal, and no view.
 //! - With a majority that remembers (nodes that did not restart, or that
