@@ -282,6 +282,39 @@ impl FailingFsync {
     pub fn resume(&self) {
         std::fs::remove_file(self.stall_trigger()).expect("remove the trigger");
     }
+
+    /// On the node at `port` (with `fsync = always`, its fsyncs through
+    /// this disk, `other` stored as `other` before): with fsyncs stalled, a
+    /// `set k` and a `get k` are both held, while a `get other` is
+    /// answered; once they resume, both come, with the value.
+    pub fn check_a_read_of_another_key_goes_on_while_a_write_waits(&self, port: u16) {
+        self.stall();
+        let mut writer = connect(port);
+        writer.write_all(b"set k 0 0 1\r\nv\r\n").unwrap();
+        let mut same_key = connect(port);
+        same_key.write_all(b"get k\r\n").unwrap();
+        let held = || stat(port, "mckv_replies_held");
+        poll(
+            Duration::from_secs(10),
+            Duration::from_millis(10),
+            || match held() {
+                2 => Ok(()),
+                n => Err(format!("{n} replies held, not the set's and the get's")),
+            },
+        );
+        assert_eq!(
+            request(&mut connect(port), b"get other\r\n"),
+            "VALUE other 0 5\r\nother\r\nEND\r\n"
+        );
+        assert_eq!(held(), 2, "answered before its fsync");
+        self.resume();
+        let line = |got: &[u8]| got.ends_with(b"\r\n");
+        let stored = read_until(&mut writer, Duration::from_secs(10), line);
+        assert_eq!(String::from_utf8_lossy(&stored), "STORED\r\n");
+        let end = |got: &[u8]| got.ends_with(b"END\r\n");
+        let got = read_until(&mut same_key, Duration::from_secs(10), end);
+        assert_eq!(String::from_utf8_lossy(&got), "VALUE k 0 1\r\nv\r\nEND\r\n");
+    }
 }
 
 /// A tmpfs mounted on a scratch directory, unmounted when dropped (however
