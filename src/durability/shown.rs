@@ -364,6 +364,82 @@ mod tests {
         }
     }
 
+    /// A marked log replays its calls under the cap they were made under,
+    /// so its replay evicts: those keys are recovered gone, and a read of
+    /// one does not wait for the first write after the start (found on
+    /// rereading: the replay's evictions were noted at that write's mark).
+    #[test]
+    fn what_a_marked_replay_evicted_is_not_noted_at_the_first_mark() {
+        const CAP: u64 = 3_000;
+        let cluster = ClusterConfig {
+            fsync: Fsync::No,
+            snapshot_every: u64::MAX,
+            memory_limit_bytes: CAP,
+            ..ClusterConfig::default()
+        };
+        let dir = temp_dir("marked-replay-evicts");
+        let ordered = || {
+            Box::new(
+                MemoryStore::new(CAP, Limits::default())
+                    .ordered()
+                    .keeping_evicted(),
+            )
+        };
+        let start = |dir: &PathBuf| {
+            let recovering = Recovering::open_marked(dir, 0, &cluster, ordered()).unwrap();
+            let poll = mio::Poll::new().unwrap();
+            let waker = Arc::new(Waker::new(poll.registry(), mio::Token(0)).unwrap());
+            recovering.start_logging(waker).unwrap()
+        };
+        let now = crate::store::unix_now();
+        let keys: Vec<Vec<u8>> = (0..40).map(|i| format!("k{i}").into_bytes()).collect();
+        let (durable, mut store) = start(&dir);
+        let value = vec![b'v'; 200];
+        for (i, key) in keys.iter().enumerate() {
+            let cas = (i as u64 + 1) << 16;
+            let set = Write {
+                mode: StorageMode::Set,
+                key,
+                flags: 0,
+                expiry: Expiry::Never,
+                value: &value,
+                cas,
+            };
+            store.store(set, now).unwrap();
+            store.mark_delivered(cas);
+        }
+        drop(store);
+        drop(durable);
+        let (durable, mut store) = start(&dir);
+        let gone = keys
+            .iter()
+            .find(|key| gets(&mut store, &[key.to_vec()], now)[0].is_none())
+            .expect("the replay evicted")
+            .clone();
+        store.take_shown();
+        let set = Write {
+            mode: StorageMode::Set,
+            key: b"new",
+            flags: 0,
+            expiry: Expiry::Never,
+            value: b"n",
+            cas: 100 << 16,
+        };
+        store.store(set, now).unwrap();
+        store.mark_delivered(100 << 16);
+        store.take_shown();
+        gets(&mut store, &[gone], now);
+        let shown = store.take_shown().expect("a marked log tells");
+        let appended = durable.shared.appended.load(Ordering::Acquire);
+        assert!(
+            shown < appended,
+            "a read of what the replay evicted waits for the new write"
+        );
+        drop(store);
+        drop(durable);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     /// Random commands on a durable store small enough to evict, its
     /// writer writing as it goes: the log cut where any reply's position
     /// says (the end of the last record of each key it names, and of the

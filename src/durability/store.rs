@@ -205,6 +205,9 @@ impl DurableStore {
             at: marked,
             unmarked: false,
         });
+        // What the replay evicted (under the cap its calls were made
+        // under) is recovered already: only later calls' evictions count.
+        self.inner.take_evicted();
         let under = self.under();
         self.append_unmarked(&Record::Generation {
             n: marked.generation,
