@@ -274,6 +274,36 @@ mod tests {
         (vec![key], true)
     }
 
+    /// The store cap of the marked tests: writes of a few hundred bytes
+    /// evict.
+    const MARKED_CAP: u64 = 3_000;
+
+    /// A strong cluster's config for the marked tests.
+    fn marked_cluster() -> ClusterConfig {
+        ClusterConfig {
+            fsync: Fsync::No,
+            snapshot_every: u64::MAX,
+            memory_limit_bytes: MARKED_CAP,
+            ..ClusterConfig::default()
+        }
+    }
+
+    /// An ordered store under the marked tests' cap.
+    fn ordered() -> MemoryStore {
+        MemoryStore::new(MARKED_CAP, Limits::default()).ordered()
+    }
+
+    /// A strong cluster node's durable store recovered from `dir`, logging.
+    fn start_marked(
+        dir: &std::path::Path,
+    ) -> (crate::durability::Durable, crate::durability::DurableStore) {
+        let store = Box::new(ordered().keeping_evicted());
+        let recovering = Recovering::open_marked(dir, 0, &marked_cluster(), store).unwrap();
+        let poll = mio::Poll::new().unwrap();
+        let waker = Arc::new(Waker::new(poll.registry(), mio::Token(0)).unwrap());
+        recovering.start_logging(waker).unwrap()
+    }
+
     /// Random commands on a strong cluster node's marked store, its
     /// ordered store small enough to evict, each write followed by its
     /// mark as the replica makes it, its writer writing as it goes: the log
@@ -285,22 +315,10 @@ mod tests {
     #[test]
     fn a_marked_log_cut_where_a_read_waits_gives_back_what_it_showed() {
         use crate::durability::record::Under;
-        const CAP: u64 = 3_000;
-        let cluster = ClusterConfig {
-            fsync: Fsync::No,
-            snapshot_every: u64::MAX,
-            memory_limit_bytes: CAP,
-            ..ClusterConfig::default()
-        };
         for seed in 1..=4u64 {
             let dir = temp_dir(&format!("marked-{seed}"));
             let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
-            let ordered = || MemoryStore::new(CAP, Limits::default()).ordered();
-            let store = Box::new(ordered().keeping_evicted());
-            let recovering = Recovering::open_marked(&dir, 0, &cluster, store).unwrap();
-            let poll = mio::Poll::new().unwrap();
-            let waker = Arc::new(Waker::new(poll.registry(), mio::Token(0)).unwrap());
-            let (durable, mut store) = recovering.start_logging(waker).unwrap();
+            let (durable, mut store) = start_marked(&dir);
             // Recovery counts expiry from the wall clock.
             let (mut now, mut cas) = (crate::store::unix_now(), 1u64 << 16);
             let (mut reads, mut early, steps) = (Vec::new(), 0, 2_000);
@@ -343,7 +361,7 @@ mod tests {
                 std::fs::write(cut.join("log"), &log[..shown as usize]).unwrap();
                 let mut recovered = ordered();
                 let under = Under {
-                    cap: CAP,
+                    cap: MARKED_CAP,
                     policy: recovered.policy(),
                 };
                 recover::recover_marked(&cut, &mut recovered, under, now).unwrap();
@@ -370,30 +388,10 @@ mod tests {
     /// rereading: the replay's evictions were noted at that write's mark).
     #[test]
     fn what_a_marked_replay_evicted_is_not_noted_at_the_first_mark() {
-        const CAP: u64 = 3_000;
-        let cluster = ClusterConfig {
-            fsync: Fsync::No,
-            snapshot_every: u64::MAX,
-            memory_limit_bytes: CAP,
-            ..ClusterConfig::default()
-        };
         let dir = temp_dir("marked-replay-evicts");
-        let ordered = || {
-            Box::new(
-                MemoryStore::new(CAP, Limits::default())
-                    .ordered()
-                    .keeping_evicted(),
-            )
-        };
-        let start = |dir: &PathBuf| {
-            let recovering = Recovering::open_marked(dir, 0, &cluster, ordered()).unwrap();
-            let poll = mio::Poll::new().unwrap();
-            let waker = Arc::new(Waker::new(poll.registry(), mio::Token(0)).unwrap());
-            recovering.start_logging(waker).unwrap()
-        };
         let now = crate::store::unix_now();
         let keys: Vec<Vec<u8>> = (0..40).map(|i| format!("k{i}").into_bytes()).collect();
-        let (durable, mut store) = start(&dir);
+        let (durable, mut store) = start_marked(&dir);
         let value = vec![b'v'; 200];
         for (i, key) in keys.iter().enumerate() {
             let cas = (i as u64 + 1) << 16;
@@ -410,7 +408,7 @@ mod tests {
         }
         drop(store);
         drop(durable);
-        let (durable, mut store) = start(&dir);
+        let (durable, mut store) = start_marked(&dir);
         let gone = keys
             .iter()
             .find(|key| gets(&mut store, &[key.to_vec()], now)[0].is_none())
