@@ -2376,6 +2376,27 @@ fn pause_5_nodes_sequential_seed_174_a_node_left_out_takes_over_without_waiting_
     run_scenario(&s, false).expect("the majority serves in time");
 }
 
+/// A hang a wide sweep found (this failed before the fix: no view formed
+/// in the 20,000 steps after the faults): nodes 2, 4 and 5 crashed and
+/// came back from their directories, so view 5 formed from the longest
+/// log, whose only source, node 3, had crashed before its `StartView`
+/// came; the others installed it waiting for node 3's snapshot. Node 3's
+/// new run coordinated view 6 from the longest log again, whose source,
+/// node 1, gave up waiting a few steps before its `StartView` came on the
+/// harsh network. Then every node remembered and none held the state of
+/// view 6, and a view formed from the longest log only while some node
+/// was still recovered: none was, and each attempt waited for a node that
+/// holds the state. Now the longest log is the state whenever every node
+/// is there and no remembering one holds the latest view's.
+#[test]
+fn harsh_network_5_nodes_sequential_seed_40071_forms_a_view_after_two_that_never_started() {
+    let s = Scenario {
+        harsh: true,
+        ..Scenario::new(5, Consistency::Sequential, 40071, Faults::PauseThenCrashes)
+    };
+    run_scenario(&s, false).expect("a view forms after the faults");
+}
+
 /// Refused operations are certainly not applied, so the workload leaves
 /// them out; recorded instead as outcome unknown (`KvRet::Failed`, their
 /// client going on as a new thread) they must still check. Linearizable

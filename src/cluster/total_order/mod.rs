@@ -307,11 +307,20 @@
 //!   it is skipped; one above was answered nowhere (its answer would have
 //!   logged it), so delivering it now is a late apply of a write whose
 //!   client was told it may have been applied. The same holds, and is
-//!   done, when a remembering majority holds no state of the latest view
-//!   (its only source was a recovered node that never installed it): the
-//!   view never started, so the longest prefix any node holds is its
-//!   state. A view that cannot form asks every node again, also those
-//!   left out for not answering an earlier attempt: it may need them all.
+//!   done, when every configured node flushes and no remembering one
+//!   holds the state of the latest view, whether or not any is still
+//!   recovered. Only a view formed from the longest log can come to that:
+//!   its one source never installed it (it crashed first, or gave up
+//!   before its `StartView` came) while the others installed it waiting
+//!   for that source's snapshot. (A view formed by a remembering majority
+//!   has sources that hold its base's state, and a source that never
+//!   installed it flushes that state with the older view, so the newer
+//!   one counts as never started.) Nothing was delivered in such a view,
+//!   and a member without the state delivers nothing and keeps its store
+//!   intact, so the prefixes are those the view was formed from, and the
+//!   longest one still holds every answered write: it is the state. A view
+//!   that cannot form asks every node again, also those left out for not
+//!   answering an earlier attempt: it may need them all.
 //! - A source is handed nothing: its store, intact, holds a prefix reaching
 //!   what the view starts from, so it holds the view's state even if it
 //!   was still waiting for a snapshot of the view before.

@@ -652,12 +652,14 @@ impl TotalOrder {
             .filter(|(id, f)| f.remembers || (!f.recovered && !amnesiacs.contains(id)))
             .count();
         // Else, or if no node that remembers holds the latest view's state
-        // (its only source was a recovered node that never installed it),
-        // every configured node must be here, each remembering or
-        // recovered: a write is acknowledged only once the node that
-        // answered logged it, so the longest prefix held holds them all.
+        // (its only source never installed it, and the others installed it
+        // waiting for that source's snapshot), every configured node must
+        // be here, each remembering or recovered: a write is acknowledged
+        // only once the node that answered logged it, so the longest
+        // prefix held holds them all. No node need be recovered still: the
+        // view whose state nobody holds may be one formed from the longest
+        // log by a node that recovered and has since installed a view.
         let everyone_logged = flushes.len() == self.configured.len()
-            && flushes.values().any(|f| f.recovered)
             && flushes
                 .iter()
                 .all(|(id, f)| f.remembers || f.recovered || !amnesiacs.contains(id));
