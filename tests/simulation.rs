@@ -2376,6 +2376,25 @@ fn pause_5_nodes_sequential_seed_174_a_node_left_out_takes_over_without_waiting_
     run_scenario(&s, false).expect("the majority serves in time");
 }
 
+/// Availability a wide sweep found missing (these failed before the fix):
+/// a member installed a view of two (state from the other, node 3) and
+/// waited for node 3's snapshot when node 3 was cut off, its `StartView`
+/// lost. Nodes 1 and 2, a majority, formed no view until node 3 came back
+/// (seed 20,562: 1,469 steps past the window's bound; 40,039, on the
+/// harsh network: 5,933), as no node up held the latest view's state. Now
+/// the view counts as the one it was formed from, whose state node 1
+/// holds, and node 2 flushes the start sequence it kept.
+#[test]
+fn isolate_each_3_nodes_a_majority_serves_when_the_latest_views_only_source_is_cut_off() {
+    for (seed, harsh) in [(20562, false), (40039, true)] {
+        let s = Scenario {
+            harsh,
+            ..Scenario::new(3, Consistency::Linearizable, seed, Faults::IsolateEach)
+        };
+        run_scenario(&s, false).expect("the majority serves in time");
+    }
+}
+
 /// A hang a wide sweep found (this failed before the fix: no view formed
 /// in the 20,000 steps after the faults): nodes 2, 4 and 5 crashed and
 /// came back from their directories, so view 5 formed from the longest

@@ -98,9 +98,11 @@
 //!    and every proposal it holds that it has not delivered.
 //! 3. With every member's flush, the coordinator takes the flushes of the
 //!    highest `normal`; those that hold the state are the *sources*. None:
-//!    no view forms (safe, not live: someone with the state must come
-//!    back). Otherwise `StartView(b, members, sources, start)`, `start`
-//!    being the union of what those flushes hold, in stamp order.
+//!    the view that one was formed from, if a flusher holds its state
+//!    ("A view whose sources are gone", below); else no view forms (safe,
+//!    not live: someone with the state must come back). Otherwise
+//!    `StartView(b, members, sources, start)`, `start` being the union of
+//!    what those flushes hold, in stamp order.
 //! 4. Every member installs it and tells every other (`Started`); a source
 //!    delivers the start entries it has not delivered, and anything after
 //!    them, only once every member started. A member without the state
@@ -169,6 +171,39 @@
 //!    nothing of its snapshot for a while; a source retries a failed read
 //!    a few times, then gives up so that delivery, which waits while it
 //!    reads, goes on.
+//!
+//! **A view whose sources are gone.** A view `L` may end before its
+//! sources are heard again: the members that installed it without the
+//! state wait for a source's snapshot, and the sources are cut off or
+//! crashed (or never installed it: their `StartView` was lost). Then no
+//! flusher holds `L`'s state, and a majority of the others would wait for
+//! a source to come back. Instead the coordinator takes `L` as its base
+//! `B` (the latest started view it was formed from): the sources are the
+//! holders of `B`'s state, as in step 3, and the start sequence also holds
+//! what `L`'s members flushed. That holds every write `L` may have
+//! delivered, and in `L`'s order:
+//! - `L` started from `B`'s state up to the floor and its start sequence
+//!   `S`, which holds every write delivered anywhere in `B` above the
+//!   floor (step 3). A member that installed `L` without the state keeps
+//!   `S` until it holds the state (`awaited_start`) and flushes it.
+//! - In `L` a source delivers `S`, and each proposal after it, only once
+//!   every member holds it (step 4 and "Delivery inside a view"), and a
+//!   member without the state holds every proposal it acked until its
+//!   snapshot is in. So any one member of `L` present flushes everything
+//!   `L` delivered beyond `B`'s state, and every member observed `S`'s
+//!   last stamp when it installed `L`: what was proposed in `L` is stamped
+//!   above `S`, and the start sequence, in stamp order, is `L`'s order.
+//! - `B`'s holders hold `B`'s state with what they flush, as in step 3; no
+//!   view after `L` started (a present flusher would have installed it,
+//!   majorities meeting). So the new view's sources deliver what `L` did,
+//!   in its order, then what `L` never delivered, which nobody was told
+//!   it applied.
+//! - Only `B` itself: the members' flushes agree on it, and no flush
+//!   counts for a view between `B` and `L`. One that does looks started
+//!   only because its members that never installed it are not here; a
+//!   view between them that started before `L` formed would have been
+//!   `L`'s base instead, but one that looks started need not have, and
+//!   its state need not hold what `L` delivered. The view then waits.
 //!
 //! **Catching up.** A member behind the view (cut off for a while, or
 //! paused) that remembers it (it installed a view in this run) or
@@ -514,6 +549,11 @@ pub struct TotalOrder {
     base: Ballot,
     /// This node holds the whole state of `view` (else it waits for a snapshot).
     has_state: bool,
+    /// Until it holds that state, the start sequence `view` began with: if
+    /// every source of the view is gone, what the view started from is
+    /// this and the state of the view it was formed from, so the node
+    /// flushes it (module doc, "A view whose sources are gone").
+    awaited_start: Vec<Proposal>,
     /// The store holds the effect of exactly the writes up to
     /// `delivered_upto`: no snapshot is half installed.
     intact: bool,
@@ -677,6 +717,7 @@ impl TotalOrder {
             promised: ballot,
             base: ballot,
             has_state: true,
+            awaited_start: Vec::new(),
             intact: true,
             remembers: alone,
             recovered: false,

@@ -357,7 +357,9 @@ impl TotalOrder {
                 op: q.op.clone(),
             })
             .collect();
+        held.extend(self.awaited_start.iter().cloned());
         held.sort_by_key(|p| p.stamp);
+        held.dedup_by_key(|p| p.stamp);
         Flush {
             normal: self.ballot,
             normal_members: self.view.members.clone(),
@@ -766,6 +768,7 @@ impl TotalOrder {
             // is the cluster's from its prefix on (also when it was rebuilt
             // only by an earlier view's order, and kept its writes).
             self.has_state = true;
+            self.awaited_start.clear();
             if self.rebuilt {
                 self.order_begins(self.delivered_upto);
             }
@@ -787,6 +790,7 @@ impl TotalOrder {
         } else {
             // The snapshot will hold the effect of everything before it.
             self.has_state = false;
+            self.awaited_start = start;
         }
         // A member without the state waits for its snapshot from now.
         self.awaited_since = self.ticks;
@@ -1035,6 +1039,7 @@ impl TotalOrder {
     /// the log): it tells every member, and delivers what it held meanwhile.
     fn hold_state(&mut self, how: &str, out: &mut Vec<Effect<Work>>) {
         self.has_state = true;
+        self.awaited_start.clear();
         self.receiving = None;
         let ballot = self.ballot;
         log::info!(
@@ -1161,7 +1166,9 @@ impl TotalOrder {
 
 /// A view formed with a majority that remembers: the start sequence and
 /// sources of the latest view any flusher installed (module doc, step 3);
-/// `None` if no flusher holds its state.
+/// if no flusher holds that view's state, those of the view it was formed
+/// from (module doc, "A view whose sources are gone"); `None` if no
+/// flusher holds that one's either.
 fn from_remembered(
     flushes: &BTreeMap<NodeId, Flush>,
 ) -> Option<(Ballot, Vec<NodeId>, Vec<Proposal>)> {
@@ -1178,6 +1185,38 @@ fn from_remembered(
     };
     let effective = |f: &Flush| if started(f) { f.normal } else { f.base };
     let latest = flushes.values().map(effective).max().unwrap_or_default();
+    let holds = |f: &Flush| effective(f) == latest && f.has_state && !f.recovered;
+    if flushes.values().any(holds) {
+        return from_latest(flushes, effective);
+    }
+    // Its every source is gone: what it started from is the state of the
+    // view it was formed from, and the start sequence its members kept.
+    // Only if that is the latest view once the members' flushes count for
+    // it: one between the two that looks started (a member that never
+    // installed it is gone too) might be on no line `latest` descends
+    // from, and its state may miss what `latest` delivered.
+    let mut bases = flushes
+        .values()
+        .filter(|f| f.normal == latest && !f.has_state)
+        .map(|f| f.base);
+    let base = bases.next()?;
+    if bases.any(|b| b != base) {
+        return None;
+    }
+    let formed = from_latest(flushes, |f: &Flush| match effective(f) {
+        view if view == latest && !f.has_state => f.base,
+        view => view,
+    })?;
+    (formed.0 == base).then_some(formed)
+}
+
+/// The sources and start sequence of the latest view by `effective` (the
+/// view each flush counts for), if any flusher holds its state.
+fn from_latest(
+    flushes: &BTreeMap<NodeId, Flush>,
+    effective: impl Fn(&Flush) -> Ballot,
+) -> Option<(Ballot, Vec<NodeId>, Vec<Proposal>)> {
+    let latest = flushes.values().map(&effective).max().unwrap_or_default();
     // Every write delivered anywhere above `floor` is in the start
     // sequence (the latest flusher that delivered least holds them), so
     // a member whose store is some prefix reaching `floor` is a source
@@ -1432,6 +1471,102 @@ mod tests {
         let flushes = BTreeMap::from([(2, flush(5, 7)), (3, waiting)]);
         let (latest, sources, _) = from_remembered(&flushes).expect("a view forms");
         assert_eq!((latest.round, sources), (5, vec![2]));
+    }
+
+    /// View 6 of nodes 2 and 3 formed from view 5 (nodes 1 and 3 held its
+    /// state up to write 7; node 2 was behind, at 4) with node 3 its only
+    /// source and start sequence write 8; node 2 installed it, waiting for
+    /// node 3's snapshot, and acked write 9 there. Node 3 is gone. Nobody
+    /// here holds view 6's state, so the view counts as view 5: node 1 is
+    /// the source, and the start sequence is what node 2 kept and held,
+    /// in order, besides what node 1 holds.
+    #[test]
+    fn a_view_whose_sources_are_gone_counts_as_the_view_it_was_formed_from() {
+        let five = Ballot {
+            round: 5,
+            coordinator: 1,
+        };
+        let holder = Flush {
+            normal: five,
+            held: vec![write(8, "a")],
+            ..flush(5, 7)
+        };
+        let waiting = Flush {
+            normal: Ballot {
+                round: 6,
+                coordinator: 2,
+            },
+            normal_members: vec![2, 3],
+            base: five,
+            has_state: false,
+            held: vec![write(8, "a"), write(9, "b")],
+            ..flush(6, 4)
+        };
+        let flushes = BTreeMap::from([(1, holder), (2, waiting)]);
+        let (latest, sources, start) = from_remembered(&flushes).expect("a view forms");
+        let stamps: Vec<u64> = start.iter().map(|p| p.stamp.ts).collect();
+        assert_eq!((latest, sources, stamps), (five, vec![1], vec![8, 9]));
+    }
+
+    /// As above, but node 3 says it holds the state of a view that node 3
+    /// coordinated after view 5 and before view 6, which looks started as
+    /// its other members are not here: it may be on no line view 6
+    /// descends from, so no view forms from it, nor from view 5.
+    #[test]
+    fn a_view_whose_sources_are_gone_counts_as_its_base_only_if_nothing_looks_newer() {
+        let five = Ballot {
+            round: 5,
+            coordinator: 1,
+        };
+        let between = Flush {
+            normal: Ballot {
+                round: 5,
+                coordinator: 3,
+            },
+            normal_members: vec![3, 4, 5],
+            base: five,
+            ..flush(5, 7)
+        };
+        let waiting = Flush {
+            normal: Ballot {
+                round: 6,
+                coordinator: 2,
+            },
+            normal_members: vec![2, 4],
+            base: five,
+            has_state: false,
+            ..flush(6, 4)
+        };
+        let holder = Flush {
+            normal: five,
+            ..flush(5, 7)
+        };
+        let flushes = BTreeMap::from([(1, holder), (2, waiting), (3, between)]);
+        assert!(from_remembered(&flushes).is_none());
+    }
+
+    /// Kept until the member holds the state: a member that installs a
+    /// view without it flushes the view's start sequence with what it
+    /// holds.
+    #[test]
+    fn a_member_waiting_for_its_snapshot_flushes_the_start_sequence_it_installed() {
+        let mut engine = TotalOrder::new(2, View::new(0, vec![1, 2, 3]), Consistency::Linearizable);
+        let ballot = Ballot {
+            round: 6,
+            coordinator: 2,
+        };
+        engine.promised = ballot;
+        let formed = Formed {
+            base: Ballot::default(),
+            sources: vec![3],
+            start: vec![write(8, "a")],
+            reordered: false,
+        };
+        engine.install(ballot, View::new(6, vec![2, 3]), formed, &mut Vec::new());
+        let flush = engine.flush();
+        assert!(!flush.has_state);
+        let held: Vec<u64> = flush.held.iter().map(|p| p.stamp.ts).collect();
+        assert_eq!(held, vec![8]);
     }
 
     /// Most of five nodes crashed at once: nodes 3, 4 and 5 recovered
