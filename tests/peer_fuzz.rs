@@ -98,6 +98,7 @@ fn broadcasts() -> Vec<Broadcast> {
         normal_members: vec![0, 1, 2],
         base: ballot,
         has_state: true,
+        start_floor: Stamp { ts: 2, node: 0 },
         intact: true,
         remembers: true,
         recovered: false,
@@ -121,6 +122,7 @@ fn broadcasts() -> Vec<Broadcast> {
         Control::StartView {
             ballot,
             base: ballot,
+            floor: Stamp { ts: 2, node: 0 },
             members: vec![0, 1, 2],
             sources: vec![0],
             start: held.clone(),

@@ -730,6 +730,7 @@ mod tests {
                         coordinator: 0,
                     },
                     has_state: true,
+                    start_floor: Stamp { ts: 3, node: 1 },
                     intact: false,
                     remembers: true,
                     recovered: true,
@@ -751,6 +752,7 @@ mod tests {
             Control::StartView {
                 ballot,
                 base: Ballot::default(),
+                floor: Stamp { ts: 3, node: 2 },
                 members: vec![0, 2],
                 sources: vec![0],
                 start: proposals.clone(),

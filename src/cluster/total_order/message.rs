@@ -74,10 +74,15 @@ pub struct Flush {
     pub normal: Ballot,
     pub normal_members: Vec<NodeId>,
     /// The latest view that had started whose state `normal` was formed
-    /// from (`normal` itself once `normal` started).
+    /// from (`normal` itself once `normal` started and the sender holds
+    /// its state).
     pub base: Ballot,
     /// It holds the state of `normal` (it is no member waiting for a snapshot).
     pub has_state: bool,
+    /// Without that state, the floor `normal` started from (its
+    /// `StartView`'s): what `base` delivered up to it is in `normal`'s
+    /// state, and above it only what `normal`'s start sequence holds.
+    pub start_floor: Stamp,
     /// Its store holds the effect of exactly the writes up to
     /// `delivered_upto` (no snapshot is half installed).
     pub intact: bool,
@@ -124,6 +129,10 @@ pub enum Control {
         ballot: Ballot,
         /// The latest started view the flushes came from.
         base: Ballot,
+        /// Every write `base` delivered up to this one is in the sources'
+        /// state; of those above it, only what `start` holds was delivered
+        /// anywhere.
+        floor: Stamp,
         members: Vec<NodeId>,
         sources: Vec<NodeId>,
         start: Vec<Proposal>,
@@ -168,7 +177,7 @@ pub enum Control {
 }
 
 impl wire::Message for Broadcast {
-    const PROTOCOL: &'static str = "total-order broadcast v6";
+    const PROTOCOL: &'static str = "total-order broadcast v7";
 
     fn encode(&self, out: &mut Vec<u8>) {
         put_ballot(out, self.ballot);
@@ -238,6 +247,7 @@ fn put_control(out: &mut Vec<u8>, control: &Control) {
             put_nodes(out, &flush.normal_members);
             put_ballot(out, flush.base);
             out.push(u8::from(flush.has_state));
+            put_stamp(out, flush.start_floor);
             out.push(u8::from(flush.intact));
             out.push(u8::from(flush.remembers));
             out.push(u8::from(flush.recovered));
@@ -263,6 +273,7 @@ fn put_control(out: &mut Vec<u8>, control: &Control) {
         Control::StartView {
             ballot,
             base,
+            floor,
             members,
             sources,
             start,
@@ -271,6 +282,7 @@ fn put_control(out: &mut Vec<u8>, control: &Control) {
             out.push(START_VIEW);
             put_ballot(out, *ballot);
             put_ballot(out, *base);
+            put_stamp(out, *floor);
             put_nodes(out, members);
             put_nodes(out, sources);
             put_proposals(out, start);
@@ -346,6 +358,7 @@ fn read_control(r: &mut Reader<'_>) -> Result<Control, WireError> {
                 normal_members: read_nodes(r)?,
                 base: read_ballot(r)?,
                 has_state: r.u8()? != 0,
+                start_floor: read_stamp(r)?,
                 intact: r.u8()? != 0,
                 remembers: r.u8()? != 0,
                 recovered: r.u8()? != 0,
@@ -369,6 +382,7 @@ fn read_control(r: &mut Reader<'_>) -> Result<Control, WireError> {
         START_VIEW => Control::StartView {
             ballot: read_ballot(r)?,
             base: read_ballot(r)?,
+            floor: read_stamp(r)?,
             members: read_nodes(r)?,
             sources: read_nodes(r)?,
             start: read_proposals(r)?,

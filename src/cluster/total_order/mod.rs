@@ -179,31 +179,37 @@
 //! flusher holds `L`'s state, and a majority of the others would wait for
 //! a source to come back. Instead the coordinator takes `L` as its base
 //! `B` (the latest started view it was formed from): the sources are the
-//! holders of `B`'s state, as in step 3, and the start sequence also holds
-//! what `L`'s members flushed. That holds every write `L` may have
-//! delivered, and in `L`'s order:
-//! - `L` started from `B`'s state up to the floor and its start sequence
-//!   `S`, which holds every write delivered anywhere in `B` above the
-//!   floor (step 3). A member that installed `L` without the state keeps
-//!   `S` until it holds the state (`awaited_start`) and flushes it.
+//! holders of `B`'s state, as in step 3, and the start sequence is what
+//! those flushed up to `L`'s floor `F`, then what `L`'s members flushed.
+//! That is `L`'s order up to every write `L` may have delivered:
+//! - `L`'s state is `B`'s order up to `F`, then its start sequence `S`,
+//!   which holds every write delivered anywhere in `B` above `F` (step 3;
+//!   `StartView` carries `F`). A member that installed `L` without the
+//!   state keeps `F` and `S` until it holds the state (`Awaited`) and
+//!   flushes them, and flushes `B` as its base until then, also once `L`
+//!   started.
+//! - `B`'s holders hold `B`'s state with what they flush, as in step 3: a
+//!   write `B` delivered is held by every member of `B`, and `B` delivers
+//!   in stamp order, so what they flush up to `F` is `B`'s order from
+//!   their state to `F`. What they flush above `F` and not in `S` was
+//!   delivered nowhere, and may be stamped below writes of `S` that `L`
+//!   delivered: it is left out (those clients were told nothing).
 //! - In `L` a source delivers `S`, and each proposal after it, only once
 //!   every member holds it (step 4 and "Delivery inside a view"), and a
 //!   member without the state holds every proposal it acked until its
 //!   snapshot is in. So any one member of `L` present flushes everything
-//!   `L` delivered beyond `B`'s state, and every member observed `S`'s
-//!   last stamp when it installed `L`: what was proposed in `L` is stamped
-//!   above `S`, and the start sequence, in stamp order, is `L`'s order.
-//! - `B`'s holders hold `B`'s state with what they flush, as in step 3; no
-//!   view after `L` started (a present flusher would have installed it,
-//!   majorities meeting). So the new view's sources deliver what `L` did,
-//!   in its order, then what `L` never delivered, which nobody was told
-//!   it applied.
-//! - Only `B` itself: the members' flushes agree on it, and no flush
-//!   counts for a view between `B` and `L`. One that does looks started
-//!   only because its members that never installed it are not here; a
-//!   view between them that started before `L` formed would have been
-//!   `L`'s base instead, but one that looks started need not have, and
-//!   its state need not hold what `L` delivered. The view then waits.
+//!   `L` delivered beyond `F`, and every member observed `S`'s last stamp
+//!   when it installed `L`: what was proposed in `L` is stamped above
+//!   `S`, and the start sequence, in stamp order, is `L`'s order.
+//! - No view after `L` started (a present flusher would have installed
+//!   it, majorities meeting). So the new view's sources deliver what `L`
+//!   did, in its order, then what `L` never delivered.
+//! - Only `B` itself: the members' flushes agree on it and on `F`, and no
+//!   flush counts for a view between `B` and `L`. One that does looks
+//!   started only because its members that never installed it are not
+//!   here; a view between them that started before `L` formed would have
+//!   been `L`'s base instead, but one that looks started need not have,
+//!   and its state need not hold what `L` delivered. The view then waits.
 //!
 //! **Catching up.** A member behind the view (cut off for a while, or
 //! paused) that remembers it (it installed a view in this run) or
@@ -545,15 +551,16 @@ pub struct TotalOrder {
     /// The highest ballot this node promised.
     promised: Ballot,
     /// The latest started view this node's state descends from: `ballot`
-    /// once that view started, before that the view it was formed from.
+    /// once that view started and this node holds its state, before that
+    /// the view it was formed from.
     base: Ballot,
     /// This node holds the whole state of `view` (else it waits for a snapshot).
     has_state: bool,
-    /// Until it holds that state, the start sequence `view` began with: if
-    /// every source of the view is gone, what the view started from is
-    /// this and the state of the view it was formed from, so the node
-    /// flushes it (module doc, "A view whose sources are gone").
-    awaited_start: Vec<Proposal>,
+    /// Until it holds that state, how `view` began: if every source of the
+    /// view is gone, the node flushes it, so that a view can form from the
+    /// view `view` was formed from (module doc, "A view whose sources are
+    /// gone").
+    awaited: view_change::Awaited,
     /// The store holds the effect of exactly the writes up to
     /// `delivered_upto`: no snapshot is half installed.
     intact: bool,
@@ -717,7 +724,7 @@ impl TotalOrder {
             promised: ballot,
             base: ballot,
             has_state: true,
-            awaited_start: Vec::new(),
+            awaited: view_change::Awaited::default(),
             intact: true,
             remembers: alone,
             recovered: false,

@@ -103,9 +103,20 @@ use crate::cluster::{NodeId, Stamp, View};
 /// log (which the others' is not, until they take its snapshot).
 struct Formed {
     base: Ballot,
+    /// The sources' state holds `base`'s order up to this write; of what
+    /// was delivered above it, `start` holds all.
+    floor: Stamp,
     sources: Vec<NodeId>,
     start: Vec<Proposal>,
     reordered: bool,
+}
+
+/// How the view a member waits in without its state began: the floor of
+/// its `StartView` and its start sequence.
+#[derive(Debug, Default)]
+pub(super) struct Awaited {
+    floor: Stamp,
+    start: Vec<Proposal>,
 }
 
 /// No snapshot is being installed here (tags start at 1).
@@ -357,7 +368,7 @@ impl TotalOrder {
                 op: q.op.clone(),
             })
             .collect();
-        held.extend(self.awaited_start.iter().cloned());
+        held.extend(self.awaited.start.iter().cloned());
         held.sort_by_key(|p| p.stamp);
         held.dedup_by_key(|p| p.stamp);
         Flush {
@@ -365,6 +376,7 @@ impl TotalOrder {
             normal_members: self.view.members.clone(),
             base: self.base,
             has_state: self.has_state,
+            start_floor: self.awaited.floor,
             intact: self.intact,
             remembers: self.remembers,
             recovered: self.recovered,
@@ -480,6 +492,7 @@ impl TotalOrder {
             Control::StartView {
                 ballot,
                 base,
+                floor,
                 members,
                 sources,
                 start,
@@ -500,6 +513,7 @@ impl TotalOrder {
                     let view = View::new(ballot.round, members);
                     let formed = Formed {
                         base,
+                        floor,
                         sources,
                         start,
                         reordered,
@@ -694,7 +708,7 @@ impl TotalOrder {
             .then(|| from_remembered(flushes))
             .flatten();
         let formed = remembered.or_else(|| everyone_logged.then(|| from_longest_log(flushes))?);
-        let Some((latest, sources, start)) = formed else {
+        let Some(mut formed) = formed else {
             let line = format!(
                 "node {}: no node up holds the state of the cluster's latest view; waiting for one",
                 self.me
@@ -704,29 +718,23 @@ impl TotalOrder {
             self.go_idle(out);
             return;
         };
-        let reordered = sources
-            .iter()
-            .any(|s| flushes.get(s).is_some_and(|f| f.rebuilt));
+        formed.reordered =
+            (formed.sources.iter()).any(|s| flushes.get(s).is_some_and(|f| f.rebuilt));
         let (ballot, members) = (self.promised, members.clone());
         let me = self.me;
         for &member in members.iter().filter(|&&m| m != me) {
             let start_view = Control::StartView {
                 ballot,
-                base: latest,
+                base: formed.base,
+                floor: formed.floor,
                 members: members.clone(),
-                sources: sources.clone(),
-                start: start.clone(),
-                reordered,
+                sources: formed.sources.clone(),
+                start: formed.start.clone(),
+                reordered: formed.reordered,
             };
             self.send(member, start_view);
         }
         let view = View::new(ballot.round, members);
-        let formed = Formed {
-            base: latest,
-            sources,
-            start,
-            reordered,
-        };
         self.install(ballot, view, formed, out);
     }
 
@@ -737,6 +745,7 @@ impl TotalOrder {
     fn install(&mut self, ballot: Ballot, view: View, formed: Formed, out: &mut Vec<Effect<Work>>) {
         let Formed {
             base,
+            floor,
             sources,
             start,
             reordered,
@@ -768,7 +777,7 @@ impl TotalOrder {
             // is the cluster's from its prefix on (also when it was rebuilt
             // only by an earlier view's order, and kept its writes).
             self.has_state = true;
-            self.awaited_start.clear();
+            self.awaited = Awaited::default();
             if self.rebuilt {
                 self.order_begins(self.delivered_upto);
             }
@@ -790,7 +799,7 @@ impl TotalOrder {
         } else {
             // The snapshot will hold the effect of everything before it.
             self.has_state = false;
-            self.awaited_start = start;
+            self.awaited = Awaited { floor, start };
         }
         // A member without the state waits for its snapshot from now.
         self.awaited_since = self.ticks;
@@ -881,7 +890,11 @@ impl TotalOrder {
             return;
         }
         self.phase = Phase::Normal;
-        self.base = self.ballot;
+        // Without the state, the node's state still descends from the
+        // view this one was formed from (until `hold_state`).
+        if self.has_state {
+            self.base = self.ballot;
+        }
         // Every member installed this view in its current run.
         let view = &self.view;
         self.amnesiacs.retain(|n| !view.contains(*n));
@@ -1039,9 +1052,12 @@ impl TotalOrder {
     /// the log): it tells every member, and delivers what it held meanwhile.
     fn hold_state(&mut self, how: &str, out: &mut Vec<Effect<Work>>) {
         self.has_state = true;
-        self.awaited_start.clear();
+        self.awaited = Awaited::default();
         self.receiving = None;
         let ballot = self.ballot;
+        if !matches!(self.phase, Phase::Starting { .. }) {
+            self.base = ballot; // the view started: else `maybe_start` does it
+        }
         log::info!(
             "node {}: holds the state of view {}{how}",
             self.me,
@@ -1169,9 +1185,7 @@ impl TotalOrder {
 /// if no flusher holds that view's state, those of the view it was formed
 /// from (module doc, "A view whose sources are gone"); `None` if no
 /// flusher holds that one's either.
-fn from_remembered(
-    flushes: &BTreeMap<NodeId, Flush>,
-) -> Option<(Ballot, Vec<NodeId>, Vec<Proposal>)> {
+fn from_remembered(flushes: &BTreeMap<NodeId, Flush>) -> Option<Formed> {
     // A view some member of which flushed an older one never started
     // (that member never installed it), so nothing was delivered in it:
     // its members hold the state of the view it was formed from. A
@@ -1195,19 +1209,29 @@ fn from_remembered(
     // it: one between the two that looks started (a member that never
     // installed it is gone too) might be on no line `latest` descends
     // from, and its state may miss what `latest` delivered.
-    let mut bases = flushes
-        .values()
-        .filter(|f| f.normal == latest && !f.has_state)
-        .map(|f| f.base);
-    let base = bases.next()?;
-    if bases.any(|b| b != base) {
+    let waited = |f: &Flush| f.normal == latest && !f.has_state;
+    let mut began = flushes.values().filter(|f| waited(f));
+    let (base, floor) = began.next().map(|f| (f.base, f.start_floor))?;
+    if began.any(|f| (f.base, f.start_floor) != (base, floor)) {
         return None;
     }
-    let formed = from_latest(flushes, |f: &Flush| match effective(f) {
-        view if view == latest && !f.has_state => f.base,
-        view => view,
-    })?;
-    (formed.0 == base).then_some(formed)
+    let counted = |f: &Flush| match waited(f) {
+        true => f.base,
+        false => effective(f),
+    };
+    let mut formed = from_latest(flushes, counted)?;
+    if formed.base != base {
+        return None;
+    }
+    // What `base` delivered above `floor` is in `latest`'s start, which
+    // its members hold: a write of `base` above it that only others hold
+    // was delivered nowhere, and may sort before what `latest` delivered.
+    let held = flushes
+        .values()
+        .filter(|f| counted(f) == base)
+        .flat_map(|f| f.held.iter().filter(move |p| waited(f) || p.stamp <= floor));
+    formed.start = start_sequence(held);
+    Some(formed)
 }
 
 /// The sources and start sequence of the latest view by `effective` (the
@@ -1215,7 +1239,7 @@ fn from_remembered(
 fn from_latest(
     flushes: &BTreeMap<NodeId, Flush>,
     effective: impl Fn(&Flush) -> Ballot,
-) -> Option<(Ballot, Vec<NodeId>, Vec<Proposal>)> {
+) -> Option<Formed> {
     let latest = flushes.values().map(&effective).max().unwrap_or_default();
     // Every write delivered anywhere above `floor` is in the start
     // sequence (the latest flusher that delivered least holds them), so
@@ -1242,7 +1266,13 @@ fn from_latest(
         return None;
     }
     let held = flushes.values().filter(|f| effective(f) == latest);
-    Some((latest, sources, start_sequence(held)))
+    Some(Formed {
+        base: latest,
+        floor,
+        sources,
+        start: start_sequence(held.flat_map(|f| &f.held)),
+        reordered: false,
+    })
 }
 
 /// A view formed by every configured node when most of them recovered
@@ -1254,22 +1284,26 @@ fn from_latest(
 /// a snapshot: it holds what it held before, since a node without the
 /// state delivers nothing, an ordered store changes only by what is
 /// delivered, and a snapshot's first part clears `intact`.
-fn from_longest_log(
-    flushes: &BTreeMap<NodeId, Flush>,
-) -> Option<(Ballot, Vec<NodeId>, Vec<Proposal>)> {
+fn from_longest_log(flushes: &BTreeMap<NodeId, Flush>) -> Option<Formed> {
     let latest = flushes.values().map(|f| f.normal).max().unwrap_or_default();
     // Of the longest, one in the cluster's order if any: the view is then
     // not `reordered`.
-    let (&source, _) = flushes
+    let (&source, longest) = flushes
         .iter()
         .filter(|(_, f)| f.intact)
         .max_by_key(|&(&id, f)| (f.delivered_upto, !f.rebuilt, Reverse(id)))?;
-    Some((latest, vec![source], start_sequence(flushes.values())))
+    Some(Formed {
+        base: latest,
+        floor: longest.delivered_upto,
+        sources: vec![source],
+        start: start_sequence(flushes.values().flat_map(|f| &f.held)),
+        reordered: false,
+    })
 }
 
-/// The proposals `flushes` hold, once each, in stamp order.
-fn start_sequence<'a>(flushes: impl Iterator<Item = &'a Flush>) -> Vec<Proposal> {
-    let mut start: Vec<Proposal> = flushes.flat_map(|f| f.held.iter().cloned()).collect();
+/// The proposals `held`, once each, in stamp order.
+fn start_sequence<'a>(held: impl Iterator<Item = &'a Proposal>) -> Vec<Proposal> {
+    let mut start: Vec<Proposal> = held.cloned().collect();
     start.sort_by_key(|p| p.stamp);
     start.dedup_by_key(|p| p.stamp);
     start
@@ -1443,6 +1477,7 @@ mod tests {
             normal_members: vec![1, 2, 3],
             base: Ballot::default(),
             has_state: true,
+            start_floor: Stamp::default(),
             intact: true,
             remembers: true,
             recovered: false,
@@ -1469,17 +1504,23 @@ mod tests {
             ..flush(5, 7)
         };
         let flushes = BTreeMap::from([(2, flush(5, 7)), (3, waiting)]);
-        let (latest, sources, _) = from_remembered(&flushes).expect("a view forms");
+        let Formed {
+            base: latest,
+            sources,
+            ..
+        } = from_remembered(&flushes).expect("a view forms");
         assert_eq!((latest.round, sources), (5, vec![2]));
     }
 
     /// View 6 of nodes 2 and 3 formed from view 5 (nodes 1 and 3 held its
-    /// state up to write 7; node 2 was behind, at 4) with node 3 its only
-    /// source and start sequence write 8; node 2 installed it, waiting for
-    /// node 3's snapshot, and acked write 9 there. Node 3 is gone. Nobody
-    /// here holds view 6's state, so the view counts as view 5: node 1 is
-    /// the source, and the start sequence is what node 2 kept and held,
-    /// in order, besides what node 1 holds.
+    /// state; node 3 had delivered up to write 7, node 1 up to 5 and held
+    /// 6 and 8, which node 3 never got) with node 3 its only source and
+    /// start sequence write 9; node 2 installed it, waiting for node 3's
+    /// snapshot, and acked write 10 there. Node 3 is gone. Nobody here
+    /// holds view 6's state, so the view counts as view 5: node 1 is the
+    /// source, and the start sequence is write 6 (view 5 delivered it: it
+    /// is below view 6's floor), then what node 2 kept and held. Write 8
+    /// was delivered nowhere, and view 6 delivered write 9 without it.
     #[test]
     fn a_view_whose_sources_are_gone_counts_as_the_view_it_was_formed_from() {
         let five = Ballot {
@@ -1488,24 +1529,27 @@ mod tests {
         };
         let holder = Flush {
             normal: five,
-            held: vec![write(8, "a")],
-            ..flush(5, 7)
+            base: five,
+            held: vec![write(6, "x"), write(8, "y")],
+            ..flush(5, 5)
         };
         let waiting = Flush {
             normal: Ballot {
                 round: 6,
-                coordinator: 2,
+                coordinator: 3,
             },
             normal_members: vec![2, 3],
             base: five,
             has_state: false,
-            held: vec![write(8, "a"), write(9, "b")],
+            start_floor: Stamp { ts: 7, node: 0 },
+            held: vec![write(9, "a"), write(10, "b")],
             ..flush(6, 4)
         };
         let flushes = BTreeMap::from([(1, holder), (2, waiting)]);
-        let (latest, sources, start) = from_remembered(&flushes).expect("a view forms");
-        let stamps: Vec<u64> = start.iter().map(|p| p.stamp.ts).collect();
-        assert_eq!((latest, sources, stamps), (five, vec![1], vec![8, 9]));
+        let formed = from_remembered(&flushes).expect("a view forms");
+        let stamps: Vec<u64> = formed.start.iter().map(|p| p.stamp.ts).collect();
+        let (base, sources) = (formed.base, formed.sources);
+        assert_eq!((base, sources, stamps), (five, vec![1], vec![6, 9, 10]));
     }
 
     /// As above, but node 3 says it holds the state of a view that node 3
@@ -1547,26 +1591,36 @@ mod tests {
 
     /// Kept until the member holds the state: a member that installs a
     /// view without it flushes the view's start sequence with what it
-    /// holds.
+    /// holds, its floor, and the view it was formed from as its base, also
+    /// once the view started.
     #[test]
-    fn a_member_waiting_for_its_snapshot_flushes_the_start_sequence_it_installed() {
+    fn a_member_waiting_for_its_snapshot_flushes_how_its_view_began() {
         let mut engine = TotalOrder::new(2, View::new(0, vec![1, 2, 3]), Consistency::Linearizable);
         let ballot = Ballot {
             round: 6,
-            coordinator: 2,
+            coordinator: 3,
+        };
+        let five = Ballot {
+            round: 5,
+            coordinator: 1,
         };
         engine.promised = ballot;
         let formed = Formed {
-            base: Ballot::default(),
+            base: five,
+            floor: Stamp { ts: 7, node: 0 },
             sources: vec![3],
             start: vec![write(8, "a")],
             reordered: false,
         };
-        engine.install(ballot, View::new(6, vec![2, 3]), formed, &mut Vec::new());
+        let mut out = Vec::new();
+        engine.install(ballot, View::new(6, vec![2, 3]), formed, &mut out);
+        engine.on_control(3, Control::Started { ballot }, &mut out);
+        assert!(matches!(engine.phase, Phase::Normal), "the view started");
         let flush = engine.flush();
         assert!(!flush.has_state);
         let held: Vec<u64> = flush.held.iter().map(|p| p.stamp.ts).collect();
-        assert_eq!(held, vec![8]);
+        let began = (flush.base, flush.start_floor.ts, held);
+        assert_eq!(began, (five, 7, vec![8]));
     }
 
     /// Most of five nodes crashed at once: nodes 3, 4 and 5 recovered
@@ -1610,7 +1664,12 @@ mod tests {
             (4, recovered(7)),
             (5, recovered(5)),
         ]);
-        let (latest, sources, start) = from_longest_log(&flushes).expect("a view forms");
+        let Formed {
+            base: latest,
+            sources,
+            start,
+            ..
+        } = from_longest_log(&flushes).expect("a view forms");
         assert_eq!((latest.round, sources), (5, vec![2]));
         let stamps: Vec<(u64, NodeId)> = start.iter().map(|p| (p.stamp.ts, p.stamp.node)).collect();
         assert_eq!(stamps, [(9, 2), (10, 1), (12, 3)]);
@@ -1618,7 +1677,7 @@ mod tests {
         // Without node 2, the tie is between two recovered nodes.
         let mut without_2 = flushes;
         without_2.remove(&2);
-        let (_, sources, _) = from_longest_log(&without_2).expect("a view forms");
+        let Formed { sources, .. } = from_longest_log(&without_2).expect("a view forms");
         assert_eq!(sources, [3]);
     }
 
@@ -1703,7 +1762,11 @@ mod tests {
             ..flush(0, 7)
         };
         let flushes = BTreeMap::from([(1, flush(5, 7)), (2, flush(5, 7)), (3, exact)]);
-        let (latest, sources, _) = from_remembered(&flushes).expect("a view forms");
+        let Formed {
+            base: latest,
+            sources,
+            ..
+        } = from_remembered(&flushes).expect("a view forms");
         assert_eq!((latest.round, sources), (5, vec![1, 2]));
     }
 
@@ -1724,7 +1787,7 @@ mod tests {
             (2, recovered(7, true)),
             (3, recovered(7, false)),
         ]);
-        let (_, sources, _) = from_longest_log(&flushes).expect("a view forms");
+        let Formed { sources, .. } = from_longest_log(&flushes).expect("a view forms");
         assert_eq!(sources, [1]);
         assert!(!sources.iter().any(|s| flushes[s].rebuilt), "not reordered");
     }
@@ -1742,7 +1805,7 @@ mod tests {
             ..flush(0, 7)
         };
         let flushes = BTreeMap::from([(1, recovered(true)), (2, recovered(false))]);
-        let (_, sources, _) = from_longest_log(&flushes).expect("a view forms");
+        let Formed { sources, .. } = from_longest_log(&flushes).expect("a view forms");
         assert_eq!(sources, [2]);
     }
 
@@ -1766,6 +1829,7 @@ mod tests {
         node.promised = ballot;
         let formed = Formed {
             base: node.base,
+            floor: prefix,
             sources: vec![1],
             start: Vec::new(),
             reordered: true,
