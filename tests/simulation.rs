@@ -921,6 +921,14 @@ enum Faults {
     /// A node is cut off; once the view change it causes is under way,
     /// another node pauses (for less or more than the timeout).
     PauseDuringViewChange,
+    /// A node is cut off, and comes back as a minority is cut off, so the
+    /// rest form a view with it waiting for a snapshot (it is behind); a
+    /// while into that (writes delivered meanwhile), the nodes that hold
+    /// the state are cut off and the minority comes back. The new majority
+    /// holds no state of the latest view, only how its member saw it begin
+    /// and what it acked (`total_order` module doc, "A view whose sources
+    /// are gone").
+    CutHolders,
     /// A minority shuts down cleanly (SIGTERM: a leave on every link) and
     /// later restarts with empty memory.
     Leave,
@@ -1016,6 +1024,11 @@ struct Scenario {
     /// formed from the longest log are reordered as often as they can be
     /// (the nodes themselves still know they recovered exactly).
     rebuilt_flushes: bool,
+    /// Negative control: a member waiting for its snapshot flushes no
+    /// floor of its view's start (the highest stamp), so a view formed
+    /// from the view before it keeps writes of that one that were
+    /// delivered nowhere, also ahead of what its own view delivered.
+    floorless_flushes: bool,
 }
 
 impl Scenario {
@@ -1046,6 +1059,7 @@ impl Scenario {
             thawing_images: false,
             lying_recovery: false,
             rebuilt_flushes: false,
+            floorless_flushes: false,
         }
     }
 
@@ -1112,8 +1126,9 @@ struct Window {
     installed_before: Vec<u64>,
     /// When the fault began, a node of `serving` held the state of the
     /// latest view that served (else the majority cannot form a view
-    /// until a node cut off comes back: safe, and not checked).
-    fair: bool,
+    /// until a node cut off comes back: safe, and not checked). Judged
+    /// then by [`Holders`], unless the plan knew it when it made the window.
+    fair: Option<bool>,
     /// The first step `serving` were members of one view of their own.
     served_at: Option<u64>,
 }
@@ -1128,12 +1143,97 @@ struct PauseInChange {
     longest: u64,
 }
 
+/// [`Faults::CutHolders`]: once `member` waits for a snapshot in a view of
+/// itself and `holders` (after `after`, at most until `until`), the
+/// holders are cut off for `cut` steps and `outside` comes back.
+#[derive(Debug, Clone)]
+struct CutHoldersPlan {
+    after: u64,
+    until: u64,
+    member: NodeId,
+    holders: Vec<NodeId>,
+    outside: Vec<NodeId>,
+    cut: u64,
+    /// Seen just after `after`: a node of `outside` held the state of the
+    /// view of `outside` and `holders`, the one the member's view formed
+    /// from, so the majority that comes back can form a view.
+    base_held: Option<bool>,
+}
+
+impl CutHoldersPlan {
+    /// Notes `base_held` just after `after`; then `Some(true)` once the
+    /// member waits for its snapshot in a view of itself and the holders,
+    /// `Some(false)` past `until` if it never did.
+    fn due(&mut self, sim: &Sim<TotalOrder>, now: u64) -> Option<bool> {
+        if now <= self.after {
+            return None;
+        }
+        let status = |id: NodeId| sim.node(id).node.engine().status();
+        let sorted = |nodes: Vec<NodeId>| {
+            let mut nodes = nodes;
+            nodes.sort_unstable();
+            nodes
+        };
+        if self.base_held.is_none() {
+            let base = sorted([&self.holders[..], &self.outside].concat());
+            let held = (self.outside.iter())
+                .map(|&o| status(o))
+                .any(|s| s.role == "member" && s.view_members == base.as_slice());
+            self.base_held = Some(held);
+        }
+        let view = sorted([&self.holders[..], &[self.member]].concat());
+        let member = status(self.member);
+        let waiting = member.role == "catching-up" && member.view_members == view.as_slice();
+        (waiting || now > self.until).then_some(waiting)
+    }
+
+    /// `outside` comes back; if the member waits, the holders are cut off
+    /// a while into its snapshot (the view delivers writes it acks
+    /// meanwhile), and the rest must serve if the base was held.
+    fn apply(
+        &self,
+        waiting: bool,
+        plan: &mut Plan,
+        rng: &mut Rng,
+        now: u64,
+        ids: &[NodeId],
+        config: &SimConfig,
+    ) {
+        let at = now
+            + if waiting {
+                rng.range(1, self.cut / 4)
+            } else {
+                1
+            };
+        for &o in &self.outside {
+            for &peer in ids.iter().filter(|&&p| p != o) {
+                plan.at(at, Fault::Heal(o, peer));
+            }
+        }
+        if !waiting {
+            return;
+        }
+        for &h in &self.holders {
+            plan.isolate(h, ids, at, at + self.cut);
+        }
+        let mut serving = [&self.outside[..], &[self.member]].concat();
+        serving.sort_unstable();
+        plan.window(serving, at, at + self.cut, config);
+        // The latest view's holders are all cut off: whether the rest can
+        // serve depends on the view before it.
+        if let Some(window) = plan.windows.last_mut() {
+            window.fair = self.base_held;
+        }
+    }
+}
+
 /// The faults of one run, by step.
 #[derive(Debug, Default)]
 struct Plan {
     faults: BTreeMap<u64, Vec<Fault>>,
     windows: Vec<Window>,
     pause_in_change: Option<PauseInChange>,
+    cut_holders: Option<CutHoldersPlan>,
     /// The step the main clients' budget is spread until.
     span_end: u64,
 }
@@ -1186,7 +1286,7 @@ impl Plan {
             serve_from,
             until: until.saturating_sub(read_margin(config)),
             installed_before: Vec::new(),
-            fair: true,
+            fair: None,
             served_at: None,
         });
     }
@@ -1348,6 +1448,29 @@ fn plan_faults(s: &Scenario, config: &SimConfig, ids: &[NodeId], base: u64) -> P
                 at = back + rng.range(50, 300);
             }
         }
+        Faults::CutHolders => {
+            let outside = shuffled[1..=minority].to_vec();
+            let holders = others(&[&[node][..], &outside].concat());
+            // Behind the view the others form meanwhile, so that it
+            // installs the next one without the state. The partition
+            // comes after the heal at `until`, so it wins.
+            plan.isolate(node, ids, from, until);
+            plan.window(others(&[node]), from, until, config);
+            for &o in &outside {
+                for &peer in ids.iter().filter(|&&p| p != o) {
+                    plan.at(until, Fault::Partition(o, peer));
+                }
+            }
+            plan.cut_holders = Some(CutHoldersPlan {
+                after: until,
+                until: until + 4 * cut,
+                member: node,
+                holders,
+                outside,
+                cut,
+                base_held: None,
+            });
+        }
         Faults::PauseDuringViewChange => {
             plan.isolate(node, ids, from, until);
             plan.pause_in_change = Some(PauseInChange {
@@ -1411,6 +1534,7 @@ fn plan_faults(s: &Scenario, config: &SimConfig, ids: &[NodeId], base: u64) -> P
     }
     let last = plan.faults.keys().next_back().copied().unwrap_or(base);
     let last = last.max(plan.pause_in_change.map_or(0, |p| p.until));
+    let last = last.max(plan.cut_holders.as_ref().map_or(0, |c| c.until + c.cut));
     plan.at(last.max(base + NOISE_WINDOW) + 1, Fault::HealAll);
     plan.span_end = last.max(base + NOISE_WINDOW);
     plan
@@ -1462,6 +1586,7 @@ struct Report {
     /// Windows not checked: the only nodes holding the state were cut off.
     windows_unfair: usize,
     paused_in_change: bool,
+    cut_holders: bool,
 }
 
 /// Runs a scenario to its end and checks it (see the module doc). `trace`
@@ -1492,6 +1617,23 @@ fn run_scenario(s: &Scenario, trace: bool) -> Result<Report, String> {
                     changed |= !writes.is_empty();
                     if !writes.is_empty() {
                         writes.remove(0);
+                    }
+                }
+            }
+            changed
+        }));
+    }
+    if s.floorless_flushes {
+        cluster.sim.set_filter(Box::new(|frame, _rng| {
+            let mut changed = false;
+            for control in &mut frame.control {
+                if let Control::Flush { flush, .. } = control {
+                    changed |= !flush.has_state;
+                    if !flush.has_state {
+                        flush.start_floor = Stamp {
+                            ts: u64::MAX,
+                            node: NodeId::MAX,
+                        };
                     }
                 }
             }
@@ -1607,6 +1749,7 @@ struct Timeline {
     /// The first step from `faults_end` on at which every running node served one view.
     served_again: Option<u64>,
     paused_in_change: bool,
+    cut_holders: bool,
 }
 
 /// Steps the run: applies the plan's faults (and the pause during a view
@@ -1622,6 +1765,7 @@ fn drive(
     let config = cluster.sim.config.clone();
     let mut rng = Rng::new(s.seed ^ 0x0A05_ED1E);
     let mut pause_pending = plan.pause_in_change;
+    let mut cut_pending = plan.cut_holders.take();
     let mut holders = Holders::default();
     let mut timeline = Timeline {
         ended: Err(String::new()),
@@ -1629,6 +1773,7 @@ fn drive(
         serve_by: u64::MAX,
         served_again: None,
         paused_in_change: false,
+        cut_holders: false,
     };
     loop {
         let now = cluster.sim.now();
@@ -1664,6 +1809,14 @@ fn drive(
                 pause_pending = None; // no view change came: nothing to pause in
             }
         }
+        if let Some(c) = &mut cut_pending {
+            if let Some(waiting) = c.due(&cluster.sim, now) {
+                let ids = cluster.sim.node_ids();
+                c.apply(waiting, plan, &mut rng, now, &ids, &config);
+                timeline.cut_holders = waiting;
+                cut_pending = None;
+            }
+        }
         for window in plan.windows.iter_mut() {
             // Views are told apart by how many each node installed (two
             // coordinators can propose the same round).
@@ -1677,7 +1830,8 @@ fn drive(
             };
             if now == window.from {
                 window.installed_before = installed(&cluster.sim);
-                window.fair = window.serving.iter().any(|n| holders.nodes.contains(n));
+                let held = window.serving.iter().any(|n| holders.nodes.contains(n));
+                window.fair = window.fair.or(Some(held));
             } else if now > window.from && window.served_at.is_none() {
                 let serving = window
                     .serving
@@ -1855,7 +2009,7 @@ fn check_run(
     let mut window_served = 0;
     let mut windows_unfair = 0;
     for w in &plan.windows {
-        if !w.fair {
+        if w.fair != Some(true) {
             windows_unfair += 1;
             continue;
         }
@@ -1947,6 +2101,7 @@ fn check_run(
         window_served,
         windows_unfair,
         paused_in_change: timeline.paused_in_change,
+        cut_holders: timeline.cut_holders,
         ..Report::default()
     })
 }
@@ -1985,6 +2140,7 @@ struct Totals {
     window_served: usize,
     windows_unfair: usize,
     paused_in_change: u64,
+    cut_holders: u64,
 }
 
 impl Totals {
@@ -2016,6 +2172,7 @@ impl Totals {
         self.window_served += r.window_served;
         self.windows_unfair += r.windows_unfair;
         self.paused_in_change += u64::from(r.paused_in_change);
+        self.cut_holders += u64::from(r.cut_holders);
     }
 
     fn refused(&self) -> usize {
@@ -2050,7 +2207,7 @@ fn sweep_runs(
          served again \
          within {} steps of the faults' end; {} windows, majority serving within {} steps, {} \
          served in them, {} not checked (the state was only in nodes cut off); {} paused \
-         during a view change; {:?}",
+         during a view change; {} cut off the holders of a view a member waited in; {:?}",
         first.nodes,
         first.mode.name(),
         first.faults,
@@ -2078,6 +2235,7 @@ fn sweep_runs(
         totals.window_served,
         totals.windows_unfair,
         totals.paused_in_change,
+        totals.cut_holders,
         start.elapsed()
     );
     (totals, failures)
@@ -2216,6 +2374,53 @@ fn a_node_that_pauses_during_a_view_change_leaves_the_cluster_consistent_and_ser
             t.seeds
         );
     });
+}
+
+/// [`Faults::CutHolders`] on slow stores (snapshots take a while): the
+/// majority left serves from the view before the one its member waits in,
+/// and every check holds.
+#[test]
+fn a_majority_serves_when_the_holders_of_the_view_a_member_waits_in_are_cut_off() {
+    let mut failures = Vec::new();
+    for nodes in [3, 5] {
+        for mode in MODES {
+            let scenario = |seed| Scenario {
+                slow_store: true,
+                ..Scenario::new(nodes, mode, seed, Faults::CutHolders)
+            };
+            let (t, failed) = sweep_runs(0..SEEDS, scenario);
+            failures.extend(failed);
+            assert!(
+                t.cut_holders * 2 > t.seeds,
+                "the holders were cut off in only {} of {} seeds",
+                t.cut_holders,
+                t.seeds
+            );
+        }
+    }
+    no_seed_failed(&failures);
+}
+
+/// The same runs with the floor taken out of the flushes of members
+/// waiting for their snapshots (`Scenario::floorless_flushes`): a write
+/// the view before delivered nowhere comes before what the latest view
+/// delivered, and the replicas or the histories tell.
+#[test]
+fn negative_control_a_view_formed_from_the_one_before_without_its_floor_is_caught() {
+    let mut caught = 0;
+    for mode in MODES {
+        let scenario = |seed| Scenario {
+            slow_store: true,
+            floorless_flushes: true,
+            ..Scenario::new(3, mode, seed, Faults::CutHolders)
+        };
+        let (_, failures) = sweep_runs(0..6 * SEEDS, scenario);
+        caught += failures
+            .iter()
+            .filter(|f| f.contains("stores disagree") || history_violation(f))
+            .count();
+    }
+    assert!(caught > 0, "no run noticed");
 }
 
 #[test]
@@ -3496,7 +3701,7 @@ fn checkers_agree_with_stateright_testers_on_small_simulated_histories() {
     }
 }
 
-const ALL_FAULTS: [Faults; 15] = [
+const ALL_FAULTS: [Faults; 16] = [
     Faults::Noise,
     Faults::Silences,
     Faults::Crash,
@@ -3508,6 +3713,7 @@ const ALL_FAULTS: [Faults; 15] = [
     Faults::Flapping,
     Faults::MutualSuspicion,
     Faults::PauseDuringViewChange,
+    Faults::CutHolders,
     Faults::Leave,
     Faults::AllCrash,
     Faults::DurableCrashes,
