@@ -100,7 +100,8 @@ pub struct Flush {
     /// not been members of a view it started since.
     pub amnesiacs: Vec<NodeId>,
     pub delivered_upto: Stamp,
-    /// The proposals it holds and has not delivered, in stamp order.
+    /// The proposals it holds and has not delivered, in stamp order, and,
+    /// without the state of `normal`, that view's start sequence.
     pub held: Vec<Proposal>,
 }
 

@@ -95,7 +95,9 @@
 //!    its old view, so it acks nothing more there.
 //! 2. `Flush`: each member sends the coordinator the ballot of the view it
 //!    last installed (`normal`), whether it holds that view's whole state,
-//!    and every proposal it holds that it has not delivered.
+//!    and every proposal it holds that it has not delivered (a member
+//!    waiting for a snapshot also how its view began: below, "A view whose
+//!    sources are gone").
 //! 3. With every member's flush, the coordinator takes the flushes of the
 //!    highest `normal`; those that hold the state are the *sources*. None:
 //!    the view that one was formed from, if a flusher holds its state
@@ -185,7 +187,7 @@
 //! - `L`'s state is `B`'s order up to `F`, then its start sequence `S`,
 //!   which holds every write delivered anywhere in `B` above `F` (step 3;
 //!   `StartView` carries `F`). A member that installed `L` without the
-//!   state keeps `F` and `S` until it holds the state (`Awaited`) and
+//!   state keeps `F` and `S` until it holds the state (`Began`) and
 //!   flushes them, and flushes `B` as its base until then, also once `L`
 //!   started.
 //! - `B`'s holders hold `B`'s state with what they flush, as in step 3: a
@@ -204,6 +206,11 @@
 //! - No view after `L` started (a present flusher would have installed
 //!   it, majorities meeting). So the new view's sources deliver what `L`
 //!   did, in its order, then what `L` never delivered.
+//! - The new view holds `L`'s order, so it names `L` as its base: should
+//!   it never start, its members' flushes count for `L`, whose holders
+//!   are gone, and no view forms until one is back (were they to count
+//!   for `B`, its holders' writes above `F` would come back, some of them
+//!   ahead of what `L` delivered). The fallback goes back one view only.
 //! - Only `B` itself: the members' flushes agree on it and on `F`, and no
 //!   flush counts for a view between `B` and `L`. One that does looks
 //!   started only because its members that never installed it are not
@@ -560,7 +567,7 @@ pub struct TotalOrder {
     /// view is gone, the node flushes it, so that a view can form from the
     /// view `view` was formed from (module doc, "A view whose sources are
     /// gone").
-    awaited: view_change::Awaited,
+    began: view_change::Began,
     /// The store holds the effect of exactly the writes up to
     /// `delivered_upto`: no snapshot is half installed.
     intact: bool,
@@ -724,7 +731,7 @@ impl TotalOrder {
             promised: ballot,
             base: ballot,
             has_state: true,
-            awaited: view_change::Awaited::default(),
+            began: view_change::Began::default(),
             intact: true,
             remembers: alone,
             recovered: false,

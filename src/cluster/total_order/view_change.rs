@@ -114,7 +114,7 @@ struct Formed {
 /// How the view a member waits in without its state began: the floor of
 /// its `StartView` and its start sequence.
 #[derive(Debug, Default)]
-pub(super) struct Awaited {
+pub(super) struct Began {
     floor: Stamp,
     start: Vec<Proposal>,
 }
@@ -368,7 +368,7 @@ impl TotalOrder {
                 op: q.op.clone(),
             })
             .collect();
-        held.extend(self.awaited.start.iter().cloned());
+        held.extend(self.began.start.iter().cloned());
         held.sort_by_key(|p| p.stamp);
         held.dedup_by_key(|p| p.stamp);
         Flush {
@@ -376,7 +376,7 @@ impl TotalOrder {
             normal_members: self.view.members.clone(),
             base: self.base,
             has_state: self.has_state,
-            start_floor: self.awaited.floor,
+            start_floor: self.began.floor,
             intact: self.intact,
             remembers: self.remembers,
             recovered: self.recovered,
@@ -668,11 +668,11 @@ impl TotalOrder {
             .filter(|(id, f)| f.remembers || (!f.recovered && !amnesiacs.contains(id)))
             .count();
         // Else, or if no node that remembers holds the latest view's state
-        // (its only source never installed it, and the others installed it
-        // waiting for that source's snapshot), every configured node must
-        // be here, each remembering or recovered: a write is acknowledged
-        // only once the node that answered logged it, so the longest
-        // prefix held holds them all. No node need be recovered still: the
+        // nor may take the view it was formed from (module doc, "A view
+        // whose sources are gone"), every configured node must be here,
+        // each remembering or recovered: a write is acknowledged only once
+        // the node that answered logged it, so the longest prefix held
+        // holds them all. No node need be recovered still: the
         // view whose state nobody holds may be one formed from the longest
         // log by a node that recovered and has since installed a view.
         let everyone_logged = flushes.len() == self.configured.len()
@@ -740,7 +740,8 @@ impl TotalOrder {
 
     /// Installs the view of `ballot`: a source queues the start entries it
     /// has not delivered (keeping its own clients' reply slots), a member
-    /// without the state drops what it held and waits for a snapshot;
+    /// without the state drops what it held, keeps how the view began
+    /// ([`Began`]) and waits for a snapshot;
     /// every member says it started.
     fn install(&mut self, ballot: Ballot, view: View, formed: Formed, out: &mut Vec<Effect<Work>>) {
         let Formed {
@@ -777,7 +778,7 @@ impl TotalOrder {
             // is the cluster's from its prefix on (also when it was rebuilt
             // only by an earlier view's order, and kept its writes).
             self.has_state = true;
-            self.awaited = Awaited::default();
+            self.began = Began::default();
             if self.rebuilt {
                 self.order_begins(self.delivered_upto);
             }
@@ -799,7 +800,7 @@ impl TotalOrder {
         } else {
             // The snapshot will hold the effect of everything before it.
             self.has_state = false;
-            self.awaited = Awaited { floor, start };
+            self.began = Began { floor, start };
         }
         // A member without the state waits for its snapshot from now.
         self.awaited_since = self.ticks;
@@ -1052,7 +1053,7 @@ impl TotalOrder {
     /// the log): it tells every member, and delivers what it held meanwhile.
     fn hold_state(&mut self, how: &str, out: &mut Vec<Effect<Work>>) {
         self.has_state = true;
-        self.awaited = Awaited::default();
+        self.began = Began::default();
         self.receiving = None;
         let ballot = self.ballot;
         if !matches!(self.phase, Phase::Starting { .. }) {
@@ -1209,13 +1210,13 @@ fn from_remembered(flushes: &BTreeMap<NodeId, Flush>) -> Option<Formed> {
     // it: one between the two that looks started (a member that never
     // installed it is gone too) might be on no line `latest` descends
     // from, and its state may miss what `latest` delivered.
-    let waited = |f: &Flush| f.normal == latest && !f.has_state;
-    let mut began = flushes.values().filter(|f| waited(f));
-    let (base, floor) = began.next().map(|f| (f.base, f.start_floor))?;
-    if began.any(|f| (f.base, f.start_floor) != (base, floor)) {
+    let waits_in_latest = |f: &Flush| f.normal == latest && !f.has_state;
+    let mut waiting = flushes.values().filter(|f| waits_in_latest(f));
+    let (base, floor) = waiting.next().map(|f| (f.base, f.start_floor))?;
+    if waiting.any(|f| (f.base, f.start_floor) != (base, floor)) {
         return None;
     }
-    let counted = |f: &Flush| match waited(f) {
+    let counted = |f: &Flush| match waits_in_latest(f) {
         true => f.base,
         false => effective(f),
     };
@@ -1229,8 +1230,12 @@ fn from_remembered(flushes: &BTreeMap<NodeId, Flush>) -> Option<Formed> {
     let held = flushes
         .values()
         .filter(|f| counted(f) == base)
-        .flat_map(|f| f.held.iter().filter(move |p| waited(f) || p.stamp <= floor));
+        .flat_map(|f| (f.held.iter()).filter(move |p| waits_in_latest(f) || p.stamp <= floor));
     formed.start = start_sequence(held);
+    // Its state is `latest`'s order, not `base`'s: unstarted, its
+    // members' flushes count for `latest` (were they to count for `base`,
+    // its holders' writes above `floor` would come back).
+    formed.base = latest;
     Some(formed)
 }
 
@@ -1292,6 +1297,7 @@ fn from_longest_log(flushes: &BTreeMap<NodeId, Flush>) -> Option<Formed> {
         .iter()
         .filter(|(_, f)| f.intact)
         .max_by_key(|&(&id, f)| (f.delivered_upto, !f.rebuilt, Reverse(id)))?;
+    // Nothing delivered past the longest prefix is known to a node here.
     Some(Formed {
         base: latest,
         floor: longest.delivered_upto,
@@ -1521,11 +1527,16 @@ mod tests {
     /// source, and the start sequence is write 6 (view 5 delivered it: it
     /// is below view 6's floor), then what node 2 kept and held. Write 8
     /// was delivered nowhere, and view 6 delivered write 9 without it.
+    /// The new view holds view 6's order: that is its base.
     #[test]
     fn a_view_whose_sources_are_gone_counts_as_the_view_it_was_formed_from() {
         let five = Ballot {
             round: 5,
             coordinator: 1,
+        };
+        let six = Ballot {
+            round: 6,
+            coordinator: 3,
         };
         let holder = Flush {
             normal: five,
@@ -1534,10 +1545,7 @@ mod tests {
             ..flush(5, 5)
         };
         let waiting = Flush {
-            normal: Ballot {
-                round: 6,
-                coordinator: 3,
-            },
+            normal: six,
             normal_members: vec![2, 3],
             base: five,
             has_state: false,
@@ -1549,7 +1557,65 @@ mod tests {
         let formed = from_remembered(&flushes).expect("a view forms");
         let stamps: Vec<u64> = formed.start.iter().map(|p| p.stamp.ts).collect();
         let (base, sources) = (formed.base, formed.sources);
-        assert_eq!((base, sources, stamps), (five, vec![1], vec![6, 9, 10]));
+        assert_eq!((base, sources, stamps), (six, vec![1], vec![6, 9, 10]));
+    }
+
+    /// Node 3, the only source of view 6 (nodes 3, 4 and 5, formed from
+    /// view 5 of nodes 1, 2 and 3 at write 7), is gone; nodes 4 and 5
+    /// waited for its snapshot and acked write 9 there, which it
+    /// delivered. Node 1 holds view 5's state up to write 5, and write 8,
+    /// which view 5 delivered nowhere. View 7 of nodes 1, 4 and 5 forms
+    /// from view 5's holder without write 8, and node 1 never installs it
+    /// (its `StartView` is lost). In the next change view 7 has not
+    /// started, so its members' flushes count for the view it was formed
+    /// from: that must be view 6, whose order it holds, not view 5, whose
+    /// holder would put write 8 ahead of write 9.
+    #[test]
+    fn a_view_formed_when_the_sources_were_gone_counts_as_the_view_whose_order_it_holds() {
+        let five = Ballot {
+            round: 5,
+            coordinator: 1,
+        };
+        let six = Ballot {
+            round: 6,
+            coordinator: 3,
+        };
+        let holder = Flush {
+            normal: five,
+            base: five,
+            held: vec![write(8, "y")],
+            ..flush(5, 5)
+        };
+        let waiting = Flush {
+            normal: six,
+            normal_members: vec![3, 4, 5],
+            base: five,
+            has_state: false,
+            start_floor: Stamp { ts: 7, node: 0 },
+            held: vec![write(9, "z")],
+            ..flush(6, 4)
+        };
+        let flushes = BTreeMap::from([(1, holder.clone()), (4, waiting.clone()), (5, waiting)]);
+        let seven = from_remembered(&flushes).expect("a view forms");
+        let stamps: Vec<u64> = seven.start.iter().map(|p| p.stamp.ts).collect();
+        assert_eq!(stamps, vec![9]);
+        let unstarted = Flush {
+            normal: Ballot {
+                round: 7,
+                coordinator: 1,
+            },
+            normal_members: vec![1, 4, 5],
+            base: seven.base,
+            has_state: false,
+            start_floor: seven.floor,
+            held: seven.start,
+            ..flush(7, 4)
+        };
+        let next = BTreeMap::from([(1, holder), (4, unstarted.clone()), (5, unstarted)]);
+        if let Some(formed) = from_remembered(&next) {
+            let stamps: Vec<u64> = formed.start.iter().map(|p| p.stamp.ts).collect();
+            assert!(!stamps.contains(&8), "write 8 before write 9: {stamps:?}");
+        }
     }
 
     /// As above, but node 3 says it holds the state of a view that node 3
