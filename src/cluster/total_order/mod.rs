@@ -179,10 +179,11 @@
 //! state wait for a source's snapshot, and the sources are cut off or
 //! crashed (or never installed it: their `StartView` was lost). Then no
 //! flusher holds `L`'s state, and a majority of the others would wait for
-//! a source to come back. Instead the coordinator takes `L` as its base
-//! `B` (the latest started view it was formed from): the sources are the
-//! holders of `B`'s state, as in step 3, and the start sequence is what
-//! those flushed up to `L`'s floor `F`, then what `L`'s members flushed.
+//! a source to come back. Instead the coordinator counts `L`'s members'
+//! flushes for `B`, the latest started view `L` was formed from: the
+//! sources are the holders of `B`'s state, as in step 3, and the start
+//! sequence is what those flushed up to `L`'s floor `F`, then what `L`'s
+//! members flushed.
 //! That is `L`'s order up to every write `L` may have delivered:
 //! - `L`'s state is `B`'s order up to `F`, then its start sequence `S`,
 //!   which holds every write delivered anywhere in `B` above `F` (step 3;
