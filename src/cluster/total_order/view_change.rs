@@ -1530,34 +1530,13 @@ mod tests {
     /// The new view holds view 6's order: that is its base.
     #[test]
     fn a_view_whose_sources_are_gone_counts_as_the_view_it_was_formed_from() {
-        let five = Ballot {
-            round: 5,
-            coordinator: 1,
-        };
-        let six = Ballot {
-            round: 6,
-            coordinator: 3,
-        };
-        let holder = Flush {
-            normal: five,
-            base: five,
-            held: vec![write(6, "x"), write(8, "y")],
-            ..flush(5, 5)
-        };
-        let waiting = Flush {
-            normal: six,
-            normal_members: vec![2, 3],
-            base: five,
-            has_state: false,
-            start_floor: Stamp { ts: 7, node: 0 },
-            held: vec![write(9, "a"), write(10, "b")],
-            ..flush(6, 4)
-        };
+        let holder = holding_five(vec![write(6, "x"), write(8, "y")]);
+        let waiting = waiting_in_six(vec![2, 3], vec![write(9, "a"), write(10, "b")]);
         let flushes = BTreeMap::from([(1, holder), (2, waiting)]);
         let formed = from_remembered(&flushes).expect("a view forms");
-        let stamps: Vec<u64> = formed.start.iter().map(|p| p.stamp.ts).collect();
         let (base, sources) = (formed.base, formed.sources);
-        assert_eq!((base, sources, stamps), (six, vec![1], vec![6, 9, 10]));
+        let start = stamps(&formed.start);
+        assert_eq!((base, sources, start), (SIX, vec![1], vec![6, 9, 10]));
     }
 
     /// Node 3, the only source of view 6 (nodes 3, 4 and 5, formed from
@@ -1572,33 +1551,11 @@ mod tests {
     /// holder would put write 8 ahead of write 9.
     #[test]
     fn a_view_formed_when_the_sources_were_gone_counts_as_the_view_whose_order_it_holds() {
-        let five = Ballot {
-            round: 5,
-            coordinator: 1,
-        };
-        let six = Ballot {
-            round: 6,
-            coordinator: 3,
-        };
-        let holder = Flush {
-            normal: five,
-            base: five,
-            held: vec![write(8, "y")],
-            ..flush(5, 5)
-        };
-        let waiting = Flush {
-            normal: six,
-            normal_members: vec![3, 4, 5],
-            base: five,
-            has_state: false,
-            start_floor: Stamp { ts: 7, node: 0 },
-            held: vec![write(9, "z")],
-            ..flush(6, 4)
-        };
+        let holder = holding_five(vec![write(8, "y")]);
+        let waiting = waiting_in_six(vec![3, 4, 5], vec![write(9, "z")]);
         let flushes = BTreeMap::from([(1, holder.clone()), (4, waiting.clone()), (5, waiting)]);
         let seven = from_remembered(&flushes).expect("a view forms");
-        let stamps: Vec<u64> = seven.start.iter().map(|p| p.stamp.ts).collect();
-        assert_eq!(stamps, vec![9]);
+        assert_eq!(stamps(&seven.start), vec![9]);
         let unstarted = Flush {
             normal: Ballot {
                 round: 7,
@@ -1613,9 +1570,47 @@ mod tests {
         };
         let next = BTreeMap::from([(1, holder), (4, unstarted.clone()), (5, unstarted)]);
         if let Some(formed) = from_remembered(&next) {
-            let stamps: Vec<u64> = formed.start.iter().map(|p| p.stamp.ts).collect();
-            assert!(!stamps.contains(&8), "write 8 before write 9: {stamps:?}");
+            let start = stamps(&formed.start);
+            assert!(!start.contains(&8), "write 8 before write 9: {start:?}");
         }
+    }
+
+    /// View 5, coordinated by node 1, and view 6, by node 3, formed from
+    /// it at write 7 with node 3 its only source.
+    const FIVE: Ballot = Ballot {
+        round: 5,
+        coordinator: 1,
+    };
+    const SIX: Ballot = Ballot {
+        round: 6,
+        coordinator: 3,
+    };
+
+    /// A holder of view 5's state, delivered up to write 5.
+    fn holding_five(held: Vec<Proposal>) -> Flush {
+        Flush {
+            normal: FIVE,
+            base: FIVE,
+            held,
+            ..flush(5, 5)
+        }
+    }
+
+    /// A member of view 6 of `members` that waits for node 3's snapshot.
+    fn waiting_in_six(members: Vec<NodeId>, held: Vec<Proposal>) -> Flush {
+        Flush {
+            normal: SIX,
+            normal_members: members,
+            base: FIVE,
+            has_state: false,
+            start_floor: Stamp { ts: 7, node: 0 },
+            held,
+            ..flush(6, 4)
+        }
+    }
+
+    fn stamps(start: &[Proposal]) -> Vec<u64> {
+        start.iter().map(|p| p.stamp.ts).collect()
     }
 
     /// As above, but node 3 says it holds the state of a view that node 3
