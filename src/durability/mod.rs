@@ -391,6 +391,11 @@ pub enum ReportWait {
     /// before it: it tells peers what this node holds, so that they may
     /// forget what it covers.
     Everything,
+    /// Everything appended before it, as a write's reply waits for it (on
+    /// disk with `fsync = always`, handed to the kernel otherwise), and
+    /// every report held before it: it hands a peer this node's store in
+    /// place of the peer's own, whose log held what the peer answered.
+    Logged,
 }
 
 /// Log positions a reply waits for: handed to the kernel, and fsynced.
@@ -447,14 +452,20 @@ impl Durable {
     /// reservation, so reads go on, and a write taken before holds its
     /// reply until it is written, or times out.
     pub fn wait_for(&self, shown: Option<u64>) -> Option<Wait> {
+        let wait = self.reply_wait(shown);
+        (!self.reached(wait)).then_some(wait)
+    }
+
+    /// What a reply made now waits for ([`Durable::wait_for`]), reached or not.
+    fn reply_wait(&self, shown: Option<u64>) -> Wait {
         let shared = &self.shared;
         if shared.fsync_failed.load(Ordering::Acquire) {
             // Nothing counts as durable any more (`must_stop`): no reply
             // leaves, reads included, until the node stops.
-            return Some(Wait {
+            return Wait {
                 written: u64::MAX,
                 durable: u64::MAX,
-            });
+            };
         }
         let reserved = shared.must_sync.load(Ordering::Acquire);
         let refusing = shared.refusing.load(Ordering::Acquire) && !self.marked;
@@ -463,7 +474,7 @@ impl Durable {
             (None, false) => shared.appended.load(Ordering::Acquire),
             (None, true) => 0,
         };
-        let wait = match self.fsync {
+        match self.fsync {
             Fsync::Always => Wait {
                 written: upto,
                 durable: upto.max(reserved),
@@ -472,8 +483,7 @@ impl Durable {
                 written: upto,
                 durable: reserved,
             },
-        };
-        (!self.reached(wait)).then_some(wait)
+        }
     }
 
     /// Why a new write must be refused before it is ordered: a strong
@@ -558,6 +568,10 @@ impl Durable {
             }
             ReportWait::Everything => {
                 let wait = self.wait_for_everything();
+                (held || !self.reached(wait)).then_some(wait)
+            }
+            ReportWait::Logged => {
+                let wait = self.reply_wait(None);
                 (held || !self.reached(wait)).then_some(wait)
             }
         }
@@ -1308,6 +1322,10 @@ mod crash_cases {
         );
         let everything = durable.report_wait(ReportWait::Everything, false);
         assert_eq!(everything.map(|w| w.durable), Some(durable_at + 2));
+        // A reply's wait: everything written, fsynced as the policy says.
+        let logged = durable.report_wait(ReportWait::Logged, false);
+        assert_eq!(logged, durable.wait_for(None));
+        assert_eq!(logged.map(|w| w.written), Some(durable_at + 2));
         assert_eq!(durable.report_wait(ReportWait::Nothing, true), None);
         // The log is there: only a claim behind held reports waits.
         shared.written.store(durable_at + 2, Ordering::Release);
@@ -1315,6 +1333,8 @@ mod crash_cases {
         assert_eq!(durable.report_wait(ReportWait::Reservation, true), None);
         assert_eq!(durable.report_wait(ReportWait::Everything, false), None);
         assert!(durable.report_wait(ReportWait::Everything, true).is_some());
+        assert_eq!(durable.report_wait(ReportWait::Logged, false), None);
+        assert!(durable.report_wait(ReportWait::Logged, true).is_some());
         drop(store);
         drop(durable);
         let _ = std::fs::remove_dir_all(&d);

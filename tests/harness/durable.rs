@@ -6,10 +6,11 @@
 //! to its last mark. So what a directory can give back is the store as it
 //! was at some mark: an [`Image`]. [`ImagingStore`] wraps a node's store
 //! and takes an image at every mark into the node's [`Journal`], which the
-//! harness owns. A reply waits for the log, so a crash loses at most the
-//! marks after the last reply the node released: the journal keeps the
-//! image current at that reply and every later one, and a restart picks
-//! one of them (tail loss). A real node's log gives back the very store
+//! harness owns. A reply waits for the log (and so does a report that says
+//! it must: a snapshot's first chunk), so a crash loses at most the marks
+//! after the last reply or such report the node released: the journal
+//! keeps the image current at that one and every later one, and a restart
+//! picks one of them (tail loss). A real node's log gives back the very store
 //! it marked (`durability/call.rs`), but one written by an earlier build
 //! only its keys, which a replay may place otherwise than they were
 //! (`SimConfig::reordering_recovery` restores some images in reverse, and

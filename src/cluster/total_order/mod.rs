@@ -119,12 +119,14 @@
 //!    item a write reaches first: see `store/dense.rs`), and so does a
 //!    memcached backend (the keys it listed, and the record of each key a
 //!    write reaches first, saved before that write: `store/key_image.rs`),
-//!    so once its first chunk says so the source goes on delivering, and
-//!    every chunk, also one read again after a lost link or for a member
-//!    that chose later, is of the image. Each says where the image ends (the last write
-//!    delivered before it), which is where the member stands once it
-//!    installed the snapshot: it then delivers what it held, which is
-//!    every write the source delivered since (delivery needed its ack).
+//!    so once its first chunk says so (with a data directory, once the log
+//!    holds what it was read from: "Data directories") the source goes on
+//!    delivering, and every chunk, also one read again after a lost link
+//!    or for a member that chose later, is of the image. Each says where
+//!    the image ends (the last write delivered before it), which is where
+//!    the member stands once it installed the snapshot: it then delivers
+//!    what it held, which is every write the source delivered since
+//!    (delivery needed its ack).
 //!    Delivery waits, as before, while the source hands a member the
 //!    writes it missed (below): they end where delivery stopped, and a
 //!    member that could take them takes the image instead once a write
@@ -366,10 +368,27 @@
 //!   installed it flushes that state with the older view, so the newer
 //!   one counts as never started.) Nothing was delivered in such a view,
 //!   and a member without the state delivers nothing and keeps its store
-//!   intact, so the prefixes are those the view was formed from, and the
-//!   longest one still holds every answered write: it is the state. A view
+//!   intact until its snapshot's first part comes, when the source's log
+//!   holds a longer prefix (below), so the longest intact prefix still
+//!   holds every answered write: it is the state. A view
 //!   that cannot form asks every node again, also those left out for not
 //!   answering an earlier attempt: it may need them all.
+//! - A snapshot replaces what a member's directory gives back: from its
+//!   first part on, the log holds the source's store, not the member's
+//!   (it marks the old one again first, inexact, for a crash in between:
+//!   `durability/store.rs`). The member's log may hold writes it answered
+//!   that no other log holds yet: a source that did not restart may hold
+//!   them only in memory, its log behind its store (a store that applies
+//!   late, or writes it was handed rather than answered). So a source
+//!   hands a snapshot's first part only once its log holds everything
+//!   appended before the part was read, as a write's reply waits for it
+//!   (`TotalOrderReplica::report_waits`; the reactor holds the report):
+//!   the view's state, so every prefix a member held. From then on the
+//!   source's directory gives back every write the member's did; before
+//!   it, the member's store and log are its own. (Found by the
+//!   simulation: a view formed from the longest log whose source crashed
+//!   while its members installed its snapshot came back from a log
+//!   shorter than theirs had been.)
 //! - A source is handed nothing: its store, intact, holds a prefix reaching
 //!   what the view starts from, so it holds the view's state even if it
 //!   was still waiting for a snapshot of the view before.

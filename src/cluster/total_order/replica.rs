@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use crate::cluster::engine::{Done, Replica, ReplyTo};
 use crate::cluster::message::Op;
 use crate::cluster::NodeId;
+use crate::durability::ReportWait;
 use crate::store::{Executor, Head, Keys, OrderListing, Record, UnixTime};
 
 /// A snapshot chunk holds at most about this many bytes of keys and
@@ -241,6 +242,17 @@ impl Replica for TotalOrderReplica {
                     Ok(()) => emit(Done::Engine(Report::ChunkInstalled { tag })),
                 }
             }
+        }
+    }
+
+    /// A snapshot's first chunk waits until this node's log holds what its
+    /// store held when the chunk was read: the member it goes to replaces
+    /// its own store, and what its log gives back, with it (module doc of
+    /// `total_order`, "Data directories").
+    fn report_waits(report: &Report) -> ReportWait {
+        match report {
+            Report::Chunk { first: Some(_), .. } => ReportWait::Logged,
+            _ => ReportWait::Nothing,
         }
     }
 }
