@@ -81,7 +81,7 @@ use std::time::Instant;
 
 use harness::{Driver, Fault, Idle, Outcome, Rng, Sim, SimConfig, SimStats};
 use history::{check_linearizable, check_sequential, History, KvOp, KvRet};
-use mckv::cluster::total_order::{Apply, Control, TotalOrder, Work};
+use mckv::cluster::total_order::{Apply, Control, Report as StoreReport, TotalOrder, Work};
 use mckv::cluster::{Engine, NodeId, Stamp, View};
 use mckv::config::Consistency;
 use mckv::protocol::{Command, Get, Key, Request, Storage, StorageMode};
@@ -204,6 +204,10 @@ struct StoreLog {
     premature: Vec<String>,
     /// Per node, the snapshots it installed to the last chunk.
     installed: BTreeMap<NodeId, u64>,
+    /// Snapshots members began installing (their stores reset), and per
+    /// node the first chunks its store read for members.
+    resets: u64,
+    first_chunks: BTreeMap<NodeId, u64>,
 }
 
 impl StoreLog {
@@ -230,6 +234,7 @@ impl StoreLog {
 
     fn install(&mut self, node: NodeId, reset: bool, last: bool) {
         if reset {
+            self.resets += 1;
             self.logs.entry(node).or_default().push(Vec::new());
             self.without_state.insert(node);
         }
@@ -389,6 +394,12 @@ impl Cluster {
                 Work::Apply(apply) => log.apply(node, apply),
                 Work::Install { reset, last, .. } => log.install(node, reset.is_some(), *last),
                 Work::Dump { .. } | Work::EndDumps => {}
+            }
+        }));
+        let watch = log.clone();
+        sim.watch_reports(Box::new(move |node, report: &StoreReport| {
+            if let StoreReport::Chunk { first: Some(_), .. } = report {
+                *watch.borrow_mut().first_chunks.entry(node).or_default() += 1;
             }
         }));
         Cluster {
@@ -945,6 +956,16 @@ enum Faults {
     /// missed when they are kept); around the time it catches up, it or
     /// others crash (once or twice) and restart from their directories.
     PauseThenCrashes,
+    /// With data directories: a node is cut off past the timeout and comes
+    /// back behind, so it is handed what it missed (and answers none of
+    /// it: its log may lag its store); then every other node crashes and
+    /// restarts from its directory, so a view forms from the longest log,
+    /// whose source is that node when its store is ahead. Once it read a
+    /// snapshot's first chunk and a member began installing one, it
+    /// crashes too and restarts from its directory: what the member's log
+    /// held must not be lost with the store the snapshot replaced
+    /// (`total_order` module doc, "Data directories").
+    SourceCrashes,
 }
 
 impl Faults {
@@ -952,7 +973,10 @@ impl Faults {
     fn durable(self) -> bool {
         matches!(
             self,
-            Faults::AllCrash | Faults::DurableCrashes | Faults::PauseThenCrashes
+            Faults::AllCrash
+                | Faults::DurableCrashes
+                | Faults::PauseThenCrashes
+                | Faults::SourceCrashes
         )
     }
 }
@@ -1029,6 +1053,10 @@ struct Scenario {
     /// from the view before it keeps writes of that one that were
     /// delivered nowhere, also ahead of what its own view delivered.
     floorless_flushes: bool,
+    /// Negative control: a source's report of a snapshot's first chunk
+    /// reaches its engine without waiting for its log (see
+    /// `SimConfig::unlogged_reports`).
+    unlogged_reports: bool,
 }
 
 impl Scenario {
@@ -1060,6 +1088,7 @@ impl Scenario {
             lying_recovery: false,
             rebuilt_flushes: false,
             floorless_flushes: false,
+            unlogged_reports: false,
         }
     }
 
@@ -1100,6 +1129,7 @@ impl Scenario {
         config.stale_images = self.stale_images;
         config.blind_reads = self.blind_reads;
         config.thawing_images = self.thawing_images;
+        config.unlogged_reports = self.unlogged_reports;
         config.reordering_recovery = self.data_dirs;
         config.lying_recovery = self.lying_recovery;
         // Every other seed, a restarted node's own hello reaches its peers
@@ -1227,6 +1257,46 @@ impl CutHoldersPlan {
     }
 }
 
+/// [`Faults::SourceCrashes`]: after `after`, once `source` read a
+/// snapshot's first chunk and a member began installing a snapshot (at
+/// most until `until`), `source` crashes, and restarts from its directory
+/// up to `restart_within` steps later.
+#[derive(Debug, Clone, Copy)]
+struct SourceCrash {
+    after: u64,
+    until: u64,
+    source: NodeId,
+    restart_within: u64,
+    /// The first chunks `source` had read and the snapshots members had
+    /// begun installing, just after `after`.
+    before: Option<(u64, u64)>,
+}
+
+impl SourceCrash {
+    /// `Some(true)` once `source` handed a snapshot since `after` and a
+    /// member began installing one; `Some(false)` past `until` if not.
+    fn due(&mut self, cluster: &Cluster, now: u64) -> Option<bool> {
+        if now <= self.after {
+            return None;
+        }
+        let log = cluster.log.borrow();
+        let counts = (
+            log.first_chunks.get(&self.source).copied().unwrap_or(0),
+            log.resets,
+        );
+        let before = *self.before.get_or_insert(counts);
+        let handed = counts.0 > before.0 && counts.1 > before.1;
+        (handed || now > self.until).then_some(handed)
+    }
+
+    /// The source crashes now, and restarts.
+    fn apply(&self, plan: &mut Plan, rng: &mut Rng, now: u64) {
+        plan.at(now + 1, Fault::Crash(self.source));
+        let restart = now + 1 + rng.range(1, self.restart_within);
+        plan.at(restart, Fault::Restart(self.source));
+    }
+}
+
 /// The faults of one run, by step.
 #[derive(Debug, Default)]
 struct Plan {
@@ -1234,6 +1304,7 @@ struct Plan {
     windows: Vec<Window>,
     pause_in_change: Option<PauseInChange>,
     cut_holders: Option<CutHoldersPlan>,
+    source_crash: Option<SourceCrash>,
     /// The step the main clients' budget is spread until.
     span_end: u64,
 }
@@ -1471,6 +1542,25 @@ fn plan_faults(s: &Scenario, config: &SimConfig, ids: &[NodeId], base: u64) -> P
                 base_held: None,
             });
         }
+        Faults::SourceCrashes => {
+            plan.isolate(node, ids, from, until);
+            plan.window(others(&[node]), from, until, config);
+            let at = until + rng.range(1, 2 * view_change_bound(config));
+            let mut back = at;
+            for &victim in &shuffled[1..] {
+                let restart = at + rng.range(1, 300);
+                plan.at(at, Fault::Crash(victim));
+                plan.at(restart, Fault::Restart(victim));
+                back = back.max(restart);
+            }
+            plan.source_crash = Some(SourceCrash {
+                after: at,
+                until: back + 2 * cut,
+                source: node,
+                restart_within: 300,
+                before: None,
+            });
+        }
         Faults::PauseDuringViewChange => {
             plan.isolate(node, ids, from, until);
             plan.pause_in_change = Some(PauseInChange {
@@ -1535,6 +1625,7 @@ fn plan_faults(s: &Scenario, config: &SimConfig, ids: &[NodeId], base: u64) -> P
     let last = plan.faults.keys().next_back().copied().unwrap_or(base);
     let last = last.max(plan.pause_in_change.map_or(0, |p| p.until));
     let last = last.max(plan.cut_holders.as_ref().map_or(0, |c| c.until + c.cut));
+    let last = last.max(plan.source_crash.map_or(0, |c| c.until + c.restart_within));
     plan.at(last.max(base + NOISE_WINDOW) + 1, Fault::HealAll);
     plan.span_end = last.max(base + NOISE_WINDOW);
     plan
@@ -1587,6 +1678,7 @@ struct Report {
     windows_unfair: usize,
     paused_in_change: bool,
     cut_holders: bool,
+    source_crashed: bool,
 }
 
 /// Runs a scenario to its end and checks it (see the module doc). `trace`
@@ -1750,6 +1842,7 @@ struct Timeline {
     served_again: Option<u64>,
     paused_in_change: bool,
     cut_holders: bool,
+    source_crashed: bool,
 }
 
 /// Steps the run: applies the plan's faults (and the pause during a view
@@ -1766,6 +1859,7 @@ fn drive(
     let mut rng = Rng::new(s.seed ^ 0x0A05_ED1E);
     let mut pause_pending = plan.pause_in_change;
     let mut cut_pending = plan.cut_holders.take();
+    let mut source_pending = plan.source_crash.take();
     let mut holders = Holders::default();
     let mut timeline = Timeline {
         ended: Err(String::new()),
@@ -1774,6 +1868,7 @@ fn drive(
         served_again: None,
         paused_in_change: false,
         cut_holders: false,
+        source_crashed: false,
     };
     loop {
         let now = cluster.sim.now();
@@ -1815,6 +1910,15 @@ fn drive(
                 c.apply(waiting, plan, &mut rng, now, &ids, &config);
                 timeline.cut_holders = waiting;
                 cut_pending = None;
+            }
+        }
+        if let Some(c) = &mut source_pending {
+            if let Some(handed) = c.due(cluster, now) {
+                if handed {
+                    c.apply(plan, &mut rng, now);
+                }
+                timeline.source_crashed = handed;
+                source_pending = None;
             }
         }
         for window in plan.windows.iter_mut() {
@@ -1861,7 +1965,8 @@ fn drive(
                 }
             }
         }
-        if timeline.faults_end == u64::MAX && plan.faults.is_empty() && pause_pending.is_none() {
+        let pending = pause_pending.is_some() || source_pending.is_some();
+        if timeline.faults_end == u64::MAX && plan.faults.is_empty() && !pending {
             timeline.faults_end = now;
             timeline.serve_by = now + serve_again_bound(&config);
             workload.serve_by = timeline.serve_by;
@@ -2102,6 +2207,7 @@ fn check_run(
         windows_unfair,
         paused_in_change: timeline.paused_in_change,
         cut_holders: timeline.cut_holders,
+        source_crashed: timeline.source_crashed,
         ..Report::default()
     })
 }
@@ -2141,6 +2247,7 @@ struct Totals {
     windows_unfair: usize,
     paused_in_change: u64,
     cut_holders: u64,
+    sources_crashed: u64,
 }
 
 impl Totals {
@@ -2173,6 +2280,7 @@ impl Totals {
         self.windows_unfair += r.windows_unfair;
         self.paused_in_change += u64::from(r.paused_in_change);
         self.cut_holders += u64::from(r.cut_holders);
+        self.sources_crashed += u64::from(r.source_crashed);
     }
 
     fn refused(&self) -> usize {
@@ -2207,7 +2315,8 @@ fn sweep_runs(
          served again \
          within {} steps of the faults' end; {} windows, majority serving within {} steps, {} \
          served in them, {} not checked (the state was only in nodes cut off); {} paused \
-         during a view change; {} cut off the holders of a view a member waited in; {:?}",
+         during a view change; {} cut off the holders of a view a member waited in; {} \
+         crashed a source handing a snapshot; {:?}",
         first.nodes,
         first.mode.name(),
         first.faults,
@@ -2236,6 +2345,7 @@ fn sweep_runs(
         totals.windows_unfair,
         totals.paused_in_change,
         totals.cut_holders,
+        totals.sources_crashed,
         start.elapsed()
     );
     (totals, failures)
@@ -3614,6 +3724,69 @@ fn durable_crashes_3_nodes_linearizable_seed_76_replicas_keep_one_order() {
     run_scenario(&s, false).expect("the replicas hold one image");
 }
 
+/// A lost acknowledged write a wide sweep found (this failed before the
+/// fix): nodes 2 and 3 crashed and came back from their directories at
+/// write 39, rebuilt, while node 1, which had not crashed, held the state
+/// at 39 with its slow store's log at write 14. View 7 formed from the
+/// longest log with node 1 as its only source, and nodes 2 and 3 began
+/// installing its snapshot over what their directories held. Node 1 then
+/// crashed and came back at write 14, the only intact store left, and the
+/// next view formed from it: writes 15 to 39, answered by nodes 2 and 3,
+/// were gone. Now a source hands a snapshot's first chunk only once its
+/// log holds everything its store held when the chunk was read.
+#[test]
+fn pause_then_crashes_3_nodes_seed_110110_a_source_logs_what_its_snapshot_replaces() {
+    let s = Scenario {
+        slow_store: true,
+        ..Scenario::new(
+            3,
+            Consistency::Linearizable,
+            110110,
+            Faults::PauseThenCrashes,
+        )
+    };
+    run_scenario(&s, false).expect("no acknowledged write is lost");
+}
+
+/// [`Faults::SourceCrashes`] on slow stores, whose logs lag: the node
+/// handing the longest log's snapshot crashes once a member began
+/// installing it, and every check holds.
+#[test]
+fn a_source_that_crashes_while_members_install_its_snapshot_loses_no_answered_write() {
+    let mut failures = Vec::new();
+    for nodes in [3, 5] {
+        for mode in MODES {
+            let scenario = |seed| Scenario {
+                slow_store: true,
+                ..Scenario::new(nodes, mode, seed, Faults::SourceCrashes)
+            };
+            let (t, failed) = sweep_runs(0..SEEDS, scenario);
+            failures.extend(failed);
+            assert!(
+                t.sources_crashed * 3 > t.seeds,
+                "a source crashed while a member installed in only {} of {} seeds",
+                t.sources_crashed,
+                t.seeds
+            );
+        }
+    }
+    no_seed_failed(&failures);
+}
+
+/// The same runs with the source's first chunk handed before its log
+/// holds what the chunk was read from (`Scenario::unlogged_reports`): the
+/// source comes back without writes only the members' logs held, and a
+/// history shows it.
+#[test]
+fn negative_control_a_snapshot_handed_before_its_source_logged_it_loses_answered_writes() {
+    let found = lost_writes_found(DURABLE_SEEDS, |seed, mode| Scenario {
+        slow_store: true,
+        unlogged_reports: true,
+        ..Scenario::new(3, mode, seed, Faults::SourceCrashes)
+    });
+    assert!(found > 0, "no run lost an acknowledged write");
+}
+
 /// Every recovery places the items otherwise than they were and the
 /// engine is told it is exact: members take the writes they missed onto
 /// stores of another order, and the image check notices.
@@ -3701,7 +3874,7 @@ fn checkers_agree_with_stateright_testers_on_small_simulated_histories() {
     }
 }
 
-const ALL_FAULTS: [Faults; 16] = [
+const ALL_FAULTS: [Faults; 17] = [
     Faults::Noise,
     Faults::Silences,
     Faults::Crash,
@@ -3718,6 +3891,7 @@ const ALL_FAULTS: [Faults; 16] = [
     Faults::AllCrash,
     Faults::DurableCrashes,
     Faults::PauseThenCrashes,
+    Faults::SourceCrashes,
 ];
 
 /// Sweeps seeds the tests above do not run, to look for new failures:
@@ -3762,7 +3936,7 @@ fn sweep_wide() {
 /// Replays one seed with its trace (`NODES`, `SEED`, `MODE`: `lin` or
 /// `seq`, `FAULTS`: the [`Faults`] variant's name, `HARSH=1`, `FLUSHLESS=1`,
 /// `SLOW_STORE=1`, `STALE_IMAGES=1`, `BLIND_READS=1`, `FORGET_RECOVERED=1`, `SKIP_MISSED=1`,
-/// `LYING_RECOVERY=1`, `REBUILT_FLUSHES=1`, `EVICTING=1`, `WIDE=1`, `KEYED=1`,
+/// `LYING_RECOVERY=1`, `REBUILT_FLUSHES=1`, `UNLOGGED_REPORTS=1`, `EVICTING=1`, `WIDE=1`, `KEYED=1`,
 /// `REFUSED_AS_FAILED=1`, `CLIENTS`, `OPS`), and with `LOG=info` (or
 /// `debug`) what the engines log, in the trace at the step they log it.
 #[test]
@@ -3790,6 +3964,7 @@ fn replay() {
         thawing_images: number("THAWING_IMAGES", 0) == 1,
         lying_recovery: number("LYING_RECOVERY", 0) == 1,
         rebuilt_flushes: number("REBUILT_FLUSHES", 0) == 1,
+        unlogged_reports: number("UNLOGGED_REPORTS", 0) == 1,
         evicting: number("EVICTING", 0) == 1,
         wide: number("WIDE", 0) == 1,
         keyed: number("KEYED", 0) == 1,

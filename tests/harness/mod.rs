@@ -74,6 +74,7 @@ use mckv::cluster::{
     Done, Effect, Engine, Frame, Node, NodeId, PeerEvent, PeerMessage, Replica, ReplyTo, Stamp,
     StoreWork,
 };
+use mckv::durability::ReportWait;
 use mckv::protocol::{Command, Get, Key, Limits, Request};
 use mckv::store::memory::MemoryStore;
 use mckv::store::{Executor, StoreCounters, UnixTime, VersionedStore};
@@ -143,6 +144,10 @@ pub struct SimConfig {
     /// no mark at all (a store that notes nothing of what its reads show),
     /// so a crash may take back what a read showed.
     pub blind_reads: bool,
+    /// Negative control: with data directories, a report that waits for
+    /// the log (a snapshot's first chunk) reaches the engine without it,
+    /// so a crash may give back less than the store the report showed.
+    pub unlogged_reports: bool,
     /// Negative control: with data directories, a store hands each chunk
     /// of a snapshot from the store as it is then, not from the image it
     /// froze at the first (as if it kept nothing of what writes changed
@@ -191,6 +196,7 @@ impl SimConfig {
             stale_images: false,
             blind_reads: false,
             thawing_images: false,
+            unlogged_reports: false,
             keyed_store: false,
             staged_in_sight: false,
             reordering_recovery: false,
@@ -1237,9 +1243,24 @@ where
                     if let Some(watch) = &mut self.watch_report {
                         watch(at, &report);
                     }
+                    self.hold_for_log(at, &report);
                     self.node_mut(at).node.on_store(report, effects);
                 }
             }
+        }
+    }
+
+    /// A report that waits for the log reaches the engine once the log
+    /// holds everything marked before it (`Replica::report_waits`, as a
+    /// real node's reactor holds it): from then on no crash of `at` gives
+    /// back less. Unless the negative control `unlogged_reports` skips it.
+    fn hold_for_log(&mut self, at: NodeId, report: &<E::Replica as Replica>::Done) {
+        let waits = E::Replica::report_waits(report);
+        let logged = matches!(waits, ReportWait::Logged | ReportWait::Everything);
+        if let (true, false, Some(journal)) =
+            (logged, self.config.unlogged_reports, self.journals.get(&at))
+        {
+            journal.lock().expect("journal").answered(None);
         }
     }
 
