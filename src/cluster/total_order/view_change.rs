@@ -708,7 +708,7 @@ impl TotalOrder {
             .then(|| from_remembered(flushes))
             .flatten();
         let formed = remembered.or_else(|| everyone_logged.then(|| from_longest_log(flushes))?);
-        let Some(mut formed) = formed else {
+        let Some(formed) = formed else {
             let line = format!(
                 "node {}: no node up holds the state of the cluster's latest view; waiting for one",
                 self.me
@@ -718,8 +718,6 @@ impl TotalOrder {
             self.go_idle(out);
             return;
         };
-        formed.reordered =
-            (formed.sources.iter()).any(|s| flushes.get(s).is_some_and(|f| f.rebuilt));
         let (ballot, members) = (self.promised, members.clone());
         let me = self.me;
         for &member in members.iter().filter(|&&m| m != me) {
@@ -1202,7 +1200,7 @@ fn from_remembered(flushes: &BTreeMap<NodeId, Flush>) -> Option<Formed> {
     let latest = flushes.values().map(effective).max().unwrap_or_default();
     let holds = |f: &Flush| effective(f) == latest && f.has_state && !f.recovered;
     if flushes.values().any(holds) {
-        return from_latest(flushes, effective);
+        return from_latest(flushes, effective, |_, _| true);
     }
     // Its every source is gone: what it started from is the state of the
     // view it was formed from, and the start sequence its members kept.
@@ -1220,18 +1218,14 @@ fn from_remembered(flushes: &BTreeMap<NodeId, Flush>) -> Option<Formed> {
         true => f.base,
         false => effective(f),
     };
-    let mut formed = from_latest(flushes, counted)?;
-    if formed.base != base {
-        return None;
-    }
     // What `base` delivered above `floor` is in `latest`'s start, which
     // its members hold: a write of `base` above it that only others hold
     // was delivered nowhere, and may sort before what `latest` delivered.
-    let held = flushes
-        .values()
-        .filter(|f| counted(f) == base)
-        .flat_map(|f| (f.held.iter()).filter(move |p| waits_in_latest(f) || p.stamp <= floor));
-    formed.start = start_sequence(held);
+    let kept = |f: &Flush, p: &Proposal| waits_in_latest(f) || p.stamp <= floor;
+    let mut formed = from_latest(flushes, counted, kept)?;
+    if formed.base != base {
+        return None;
+    }
     // Its state is `latest`'s order, not `base`'s: unstarted, its
     // members' flushes count for `latest` (were they to count for `base`,
     // its holders' writes above `floor` would come back).
@@ -1240,10 +1234,12 @@ fn from_remembered(flushes: &BTreeMap<NodeId, Flush>) -> Option<Formed> {
 }
 
 /// The sources and start sequence of the latest view by `effective` (the
-/// view each flush counts for), if any flusher holds its state.
+/// view each flush counts for), if any flusher holds its state: the
+/// proposals its flushes hold that `kept` keeps, in stamp order.
 fn from_latest(
     flushes: &BTreeMap<NodeId, Flush>,
     effective: impl Fn(&Flush) -> Ballot,
+    kept: impl Fn(&Flush, &Proposal) -> bool,
 ) -> Option<Formed> {
     let latest = flushes.values().map(&effective).max().unwrap_or_default();
     // Every write delivered anywhere above `floor` is in the start
@@ -1271,11 +1267,13 @@ fn from_latest(
         return None;
     }
     let held = flushes.values().filter(|f| effective(f) == latest);
+    let held = held.flat_map(|f| f.held.iter().filter(|p| kept(f, p)));
     Some(Formed {
         base: latest,
         floor,
         sources,
-        start: start_sequence(held.flat_map(|f| &f.held)),
+        start: start_sequence(held),
+        // Its sources were never rebuilt: their order is the cluster's.
         reordered: false,
     })
 }
@@ -1288,7 +1286,10 @@ fn from_latest(
 /// that is intact holds a prefix, also that of a member still waiting for
 /// a snapshot: it holds what it held before, since a node without the
 /// state delivers nothing, an ordered store changes only by what is
-/// delivered, and a snapshot's first part clears `intact`.
+/// delivered, and a snapshot's first part clears `intact` (and comes once
+/// its source's log holds a longer prefix: module doc, "Data
+/// directories"). A rebuilt source's order becomes the cluster's: the
+/// view is `reordered`.
 fn from_longest_log(flushes: &BTreeMap<NodeId, Flush>) -> Option<Formed> {
     let latest = flushes.values().map(|f| f.normal).max().unwrap_or_default();
     // Of the longest, one in the cluster's order if any: the view is then
@@ -1303,7 +1304,7 @@ fn from_longest_log(flushes: &BTreeMap<NodeId, Flush>) -> Option<Formed> {
         floor: longest.delivered_upto,
         sources: vec![source],
         start: start_sequence(flushes.values().flat_map(|f| &f.held)),
-        reordered: false,
+        reordered: longest.rebuilt,
     })
 }
 
