@@ -671,10 +671,11 @@ impl TotalOrder {
         // nor may take the view it was formed from (module doc, "A view
         // whose sources are gone"), every configured node must be here,
         // each remembering or recovered: a write is acknowledged only once
-        // the node that answered logged it, so the longest prefix held
-        // holds them all. No node need be recovered still: the
-        // view whose state nobody holds may be one formed from the longest
-        // log by a node that recovered and has since installed a view.
+        // the node that answered logged it, and a snapshot replaces a log
+        // only once its source's log holds more, so the longest prefix
+        // held holds them all. No node need be recovered still: the view
+        // whose state nobody holds may be one formed from the longest log
+        // by a node that recovered and has since installed a view.
         let everyone_logged = flushes.len() == self.configured.len()
             && flushes
                 .iter()
