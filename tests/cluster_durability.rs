@@ -506,7 +506,8 @@ struct FullDisk {
     /// A connection to node 0.
     client: TcpStream,
     filler: std::path::PathBuf,
-    _data: TempDir,
+    /// The other nodes' data directories (`d1`, `d2`).
+    data: TempDir,
     _tmpfs: common::Tmpfs,
 }
 
@@ -547,7 +548,7 @@ impl FullDisk {
             cluster,
             client: c,
             filler,
-            _data: data,
+            data,
             _tmpfs: tmpfs,
         })
     }
@@ -667,6 +668,55 @@ fn a_strong_node_whose_disk_stays_full_stops_past_its_backlog_then_rejoins() {
         got,
         format!("VALUE churn 0 {}\r\n{value}\r\nEND\r\n", value.len())
     );
+}
+
+/// Node 0 of a linearizable cluster has its data directory on a 1 MiB
+/// tmpfs that fills, and node 2 restarts with its directory emptied; with
+/// `catch_up_mb = 0` it must be handed the store, by node 0, the lowest
+/// node that holds it. A
+/// node hands a snapshot only once its log holds what the snapshot holds
+/// (the peer replaces its own store and directory with it): node 2 waits
+/// for the state and serves nothing while node 0's disk is full, and once
+/// there is room it is handed the store, with the write made meanwhile.
+/// Needs root to mount the tmpfs; says so and returns otherwise.
+#[test]
+fn a_strong_node_whose_disk_is_full_hands_no_snapshot_until_its_log_holds_it() {
+    // Nothing kept for catching up: the whole store, never the writes missed.
+    let Some(mut full) = FullDisk::of_node_0("linearizable", "catch_up_mb = 0") else {
+        return;
+    };
+    let mut other = connect(full.cluster.port(1));
+    assert_eq!(
+        request(&mut other, b"set elsewhere 0 0 1\r\ny\r\n"),
+        "STORED\r\n"
+    );
+    full.cluster.nodes[2].signal("KILL");
+    std::fs::remove_dir_all(full.data.0.join("d2")).unwrap();
+    restart(&mut full.cluster, 2);
+    let mut c = connect(full.cluster.port(2));
+    let role = |c: &mut TcpStream| {
+        let stats = request(c, b"stats\r\n");
+        let line = stats.lines().find(|l| l.starts_with("STAT mckv_role "));
+        line.map(|l| l["STAT mckv_role ".len()..].to_string())
+    };
+    poll(
+        Duration::from_secs(20),
+        Duration::from_millis(20),
+        || match role(&mut c).as_deref() {
+            Some("catching-up" | "member") => Ok(()),
+            other => Err(format!("node 2 never joined a view: {other:?}")),
+        },
+    );
+    // Without the wait, the snapshot would be in within milliseconds.
+    for _ in 0..20 {
+        let got = request(&mut c, b"get elsewhere\r\n");
+        assert!(got.starts_with("SERVER_ERROR "), "node 2 served: {got:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(stat(full.cluster.port(2), "mckv_snapshots_received"), 0);
+    full.make_room();
+    full.cluster
+        .wait_for_value(2, "elsewhere", "VALUE elsewhere 0 1\r\ny\r\nEND\r\n");
 }
 
 /// Sends `set` until it is stored, while the cluster refuses it (a view
