@@ -672,28 +672,68 @@ fn a_strong_node_whose_disk_stays_full_stops_past_its_backlog_then_rejoins() {
 
 /// Node 0 of a linearizable cluster has its data directory on a 1 MiB
 /// tmpfs that fills, and node 2 restarts with its directory emptied; with
-/// `catch_up_mb = 0` it must be handed the store, by node 0, the lowest
-/// node that holds it. A
-/// node hands a snapshot only once its log holds what the snapshot holds
-/// (the peer replaces its own store and directory with it): node 2 waits
-/// for the state and serves nothing while node 0's disk is full, and once
-/// there is room it is handed the store, with the write made meanwhile.
-/// Needs root to mount the tmpfs; says so and returns otherwise.
+/// `catch_up_mb = 0` it must be handed the whole store. Node 0, the lowest
+/// node that holds it, could not hand it (a snapshot waits for its
+/// source's log), and says its log is refused: node 1 hands it, and node 2
+/// serves while node 0's disk is still full. Needs root to mount the
+/// tmpfs; says so and returns otherwise.
 #[test]
-fn a_strong_node_whose_disk_is_full_hands_no_snapshot_until_its_log_holds_it() {
+fn a_strong_node_whose_disk_is_full_leaves_a_restarted_peers_snapshot_to_another() {
     // Nothing kept for catching up: the whole store, never the writes missed.
     let Some(mut full) = FullDisk::of_node_0("linearizable", "catch_up_mb = 0") else {
         return;
     };
-    let mut other = connect(full.cluster.port(1));
+    let mut cluster = full.cluster;
+    let mut other = connect(cluster.port(1));
     assert_eq!(
         request(&mut other, b"set elsewhere 0 0 1\r\ny\r\n"),
         "STORED\r\n"
     );
-    full.cluster.nodes[2].signal("KILL");
+    cluster.nodes[2].signal("KILL");
     std::fs::remove_dir_all(full.data.0.join("d2")).unwrap();
-    restart(&mut full.cluster, 2);
-    let mut c = connect(full.cluster.port(2));
+    restart(&mut cluster, 2);
+    cluster.wait_for_value(2, "elsewhere", "VALUE elsewhere 0 1\r\ny\r\nEND\r\n");
+    assert_eq!(stat(cluster.port(2), "mckv_snapshots_received"), 1);
+    assert_eq!(stat(cluster.port(1), "mckv_snapshots_sent"), 1);
+    assert_eq!(stat(cluster.port(0), "mckv_snapshots_sent"), 0);
+    let refused = request(&mut full.client, b"set after 0 0 1\r\nx\r\n");
+    assert!(
+        refused.starts_with("SERVER_ERROR data directory: "),
+        "{refused:?}"
+    );
+}
+
+/// Node 0 of a linearizable cluster with `fsync = always` has its fsyncs
+/// stalled (a slow disk: its log does not refuse, it lags), and node 2
+/// restarts with its directory emptied; with `catch_up_mb = 0` it must be
+/// handed the store, by node 0, the lowest node that holds it. A node
+/// hands a snapshot only once its log holds what the snapshot holds (the
+/// peer replaces its own store and directory with it): node 2 waits for
+/// the state and serves nothing while node 0's fsyncs stall, and once they
+/// resume it is handed the store, with the write made meanwhile.
+#[test]
+fn a_strong_node_hands_a_snapshot_only_once_its_log_holds_it() {
+    let disk = FailingFsync::build();
+    let data = TempDir::new("cluster-data");
+    let dirs = data.0.clone();
+    let keys = "fsync = always\nbackend_timeout_ms = 500\ncatch_up_mb = 0";
+    let (text, ports) = cluster_config_with(3, "linearizable", keys, |id| {
+        format!("data_dir = {}", dirs.join(format!("d{id}")).display())
+    });
+    let mut cluster = launch_cluster_text_with(text, ports, |id, cmd| {
+        if id == 0 {
+            disk.preload(cmd);
+        }
+    });
+    let mut other = connect(cluster.port(1));
+    stored_once_the_view_allows(&mut other, "set before 0 0 1\r\nb\r\n");
+    cluster.nodes[2].signal("KILL");
+    std::fs::remove_dir_all(data.0.join("d2")).unwrap();
+    disk.stall();
+    // Delivered at node 0 and appended to its log, which cannot sync it.
+    stored_once_the_view_allows(&mut other, "set meanwhile 0 0 1\r\nm\r\n");
+    restart(&mut cluster, 2);
+    let mut c = connect(cluster.port(2));
     let role = |c: &mut TcpStream| {
         let stats = request(c, b"stats\r\n");
         let line = stats.lines().find(|l| l.starts_with("STAT mckv_role "));
@@ -709,14 +749,14 @@ fn a_strong_node_whose_disk_is_full_hands_no_snapshot_until_its_log_holds_it() {
     );
     // Without the wait, the snapshot would be in within milliseconds.
     for _ in 0..20 {
-        let got = request(&mut c, b"get elsewhere\r\n");
+        let got = request(&mut c, b"get meanwhile\r\n");
         assert!(got.starts_with("SERVER_ERROR "), "node 2 served: {got:?}");
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert_eq!(stat(full.cluster.port(2), "mckv_snapshots_received"), 0);
-    full.make_room();
-    full.cluster
-        .wait_for_value(2, "elsewhere", "VALUE elsewhere 0 1\r\ny\r\nEND\r\n");
+    assert_eq!(stat(cluster.port(2), "mckv_snapshots_received"), 0);
+    disk.resume();
+    cluster.wait_for_value(2, "meanwhile", "VALUE meanwhile 0 1\r\nm\r\nEND\r\n");
+    assert_eq!(stat(cluster.port(2), "mckv_snapshots_received"), 1);
 }
 
 /// Sends `set` until it is stored, while the cluster refuses it (a view

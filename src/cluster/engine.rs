@@ -189,6 +189,11 @@ pub trait Engine {
     /// on its link to this node, may come later.)
     fn on_welcome(&mut self, peer: NodeId, incarnation: u64);
 
+    /// This node's data directory refuses its log (a full or read-only
+    /// disk), or takes it again. A strong node hands no snapshot its log
+    /// does not hold, so it asks to be the last of a view's sources to.
+    fn on_log_refusing(&mut self, _refusing: bool) {}
+
     /// A report from the store side.
     fn on_store(
         &mut self,

@@ -51,6 +51,12 @@ impl<E: Engine> Node<E> {
         &self.membership
     }
 
+    /// This node's log refuses writes, or takes them again
+    /// ([`Engine::on_log_refusing`]).
+    pub fn on_log_refusing(&mut self, refusing: bool) {
+        self.engine.on_log_refusing(refusing);
+    }
+
     /// A client's data command. A fenced node refuses it.
     pub fn on_client(
         &mut self,

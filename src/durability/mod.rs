@@ -496,6 +496,12 @@ impl Durable {
             .map(|why| format!("data directory: {why}; not applied"))
     }
 
+    /// Whether the disk refuses a strong cluster's marked log now (what
+    /// [`Durable::intake_refusal`] says, without building the reason).
+    pub fn refuses_marked_log(&self) -> bool {
+        self.marked && self.shared.refusing.load(Ordering::Acquire)
+    }
+
     /// Why the node must stop, if it must. After a failed fsync, any node:
     /// the kernel may have dropped what it could not write, so nothing
     /// past the last good fsync can be promised on disk again, nor served

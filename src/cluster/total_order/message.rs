@@ -96,6 +96,9 @@ pub struct Flush {
     /// peer since, or it is a member of a view whose only source's was
     /// (`reordered`): it may order items otherwise than the cluster does.
     pub rebuilt: bool,
+    /// Its data directory refuses its log: as a source it would hand no
+    /// snapshot until the disk takes the log again.
+    pub log_refusing: bool,
     /// Nodes it saw come back as a new run (their memory lost) that have
     /// not been members of a view it started since.
     pub amnesiacs: Vec<NodeId>,
@@ -148,7 +151,7 @@ pub enum Control {
     /// holds an intact store of exactly the writes up to `upto`, in the
     /// cluster's order (it was never rebuilt from a log): it can take the
     /// writes delivered after `upto` instead of a snapshot. Sent to the
-    /// view's lowest source before `Started`, so it is there when the
+    /// view's first source before `Started`, so it is there when the
     /// handing begins.
     Behind { ballot: Ballot, upto: Stamp },
     /// Part of the writes a member that is `Behind` missed: every write
@@ -178,7 +181,7 @@ pub enum Control {
 }
 
 impl wire::Message for Broadcast {
-    const PROTOCOL: &'static str = "total-order broadcast v7";
+    const PROTOCOL: &'static str = "total-order broadcast v8";
 
     fn encode(&self, out: &mut Vec<u8>) {
         put_ballot(out, self.ballot);
@@ -253,6 +256,7 @@ fn put_control(out: &mut Vec<u8>, control: &Control) {
             out.push(u8::from(flush.remembers));
             out.push(u8::from(flush.recovered));
             out.push(u8::from(flush.rebuilt));
+            out.push(u8::from(flush.log_refusing));
             put_nodes(out, &flush.amnesiacs);
             put_stamp(out, flush.delivered_upto);
             put_proposals(out, &flush.held);
@@ -364,6 +368,7 @@ fn read_control(r: &mut Reader<'_>) -> Result<Control, WireError> {
                 remembers: r.u8()? != 0,
                 recovered: r.u8()? != 0,
                 rebuilt: r.u8()? != 0,
+                log_refusing: r.u8()? != 0,
                 amnesiacs: read_nodes(r)?,
                 delivered_upto: read_stamp(r)?,
                 held: read_proposals(r)?,

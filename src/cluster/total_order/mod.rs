@@ -109,7 +109,8 @@
 //!    delivers the start entries it has not delivered, and anything after
 //!    them, only once every member started. A member without the state
 //!    (restarted empty, or behind) is handed a snapshot of the store as of
-//!    the end of the start sequence, in chunks, by the lowest source; the
+//!    the end of the start sequence, in chunks, by the first source (the
+//!    lowest whose data directory takes its log: "Data directories"); the
 //!    member holds and acks new proposals meanwhile and delivers them once
 //!    the snapshot is in. The source delivers nothing more until it has
 //!    begun reading a snapshot: the store takes an *image* as the first
@@ -225,7 +226,7 @@
 //! paused) that remembers it (it installed a view in this run) or
 //! recovered its store exactly from its data directory, whose store is
 //! intact and not rebuilt, is handed only the writes it missed when the
-//! view's lowest source still keeps them: each node keeps the writes it
+//! view's first source still keeps them: each node keeps the writes it
 //! delivered, in order, within about `retain_limit` bytes of memory (8
 //! MiB unless set, `catch_up_mb`; none when alone), from `retained_from`. Past that, and
 //! for any other member, it is handed a snapshot as above.
@@ -275,7 +276,7 @@
 //!   snapshot. (Found by the simulation once its replicas' ordered
 //!   images were compared, and the rebuilt-member case by review.)
 //! - The member says where it stands (`Behind`) when it installs the view,
-//!   before its `Started` on the same FIFO link to the lowest source, which
+//!   before its `Started` on the same FIFO link to the first source, which
 //!   begins handing only once every member started. The parts
 //!   (`Missed`, each within a frame's budget) go paced by `Took` as chunks
 //!   do, said once a part's writes are handed to the store (there is no
@@ -385,7 +386,12 @@
 //!   (`TotalOrderReplica::report_waits`; the reactor holds the report):
 //!   the view's state, so every prefix a member held. From then on the
 //!   source's directory gives back every write the member's did; before
-//!   it, the member's store and log are its own. (Found by the
+//!   it, the member's store and log are its own. A source whose disk
+//!   refuses its log would hand nothing until the disk takes it again:
+//!   its flush says so (`log_refusing`), and the coordinator lists it
+//!   after the other sources, so that one whose log takes writes hands
+//!   the view's snapshots (only a view whose every source's disk refuses
+//!   waits). The order of the sources changes nothing else. (Found by the
 //!   simulation: a view formed from the longest log whose source crashed
 //!   while its members installed its snapshot came back from a log
 //!   shorter than theirs had been.)
@@ -608,6 +614,9 @@ pub struct TotalOrder {
     /// A data directory logs the store: each delivered write is marked in
     /// it, so that a recovery knows which prefix its store holds.
     marks_delivered: bool,
+    /// That directory refuses the log now: flushed, so that a view's
+    /// snapshots are handed by a source whose log takes them.
+    log_refusing: bool,
     phase: Phase,
     /// Members that said they installed the promised ballot's view before
     /// this node did (its `StartView` can come after another member's
@@ -757,6 +766,7 @@ impl TotalOrder {
             recovered: false,
             rebuilt: false,
             marks_delivered: false,
+            log_refusing: false,
             phase: match alone {
                 true => Phase::Normal,
                 false => Phase::Idle,
@@ -1332,6 +1342,10 @@ impl Engine for TotalOrder {
 
     /// Nothing this engine sends depends on which run of a peer takes it.
     fn on_welcome(&mut self, _peer: NodeId, _incarnation: u64) {}
+
+    fn on_log_refusing(&mut self, refusing: bool) {
+        self.log_refusing = refusing;
+    }
 
     fn on_store(&mut self, report: Report, out: &mut Vec<Effect<Work>>) {
         self.on_snapshot_report(report, out);

@@ -381,6 +381,7 @@ impl TotalOrder {
             remembers: self.remembers,
             recovered: self.recovered,
             rebuilt: self.rebuilt,
+            log_refusing: self.log_refusing,
             amnesiacs: self.amnesiacs.iter().copied().collect(),
             delivered_upto: self.delivered_upto,
             held,
@@ -905,7 +906,7 @@ impl TotalOrder {
         self.hand_snapshots(out);
     }
 
-    /// The lowest source reads the next chunk of each snapshot it owes
+    /// The first source reads the next chunk of each snapshot it owes
     /// whose window has room, once the last one left in a frame (so that
     /// a frame carries one chunk, and a thin link passes whole frames, and
     /// with them the failure detector's news, as often as before): at the
@@ -1259,7 +1260,7 @@ fn from_latest(
         .filter(|f| effective(f) == latest && f.has_state && !f.recovered)
         .map(|f| f.delivered_upto)
         .min()?;
-    let sources: Vec<NodeId> = flushes
+    let mut sources: Vec<NodeId> = flushes
         .iter()
         .filter(|(_, f)| f.intact && !f.rebuilt && !f.recovered && f.delivered_upto >= floor)
         .map(|(&id, _)| id)
@@ -1267,6 +1268,10 @@ fn from_latest(
     if sources.is_empty() {
         return None;
     }
+    // The first hands the snapshots and the writes members missed: one
+    // whose log takes writes, if any (a snapshot waits for the source's
+    // log: module doc, "Data directories").
+    sources.sort_by_key(|id| (flushes[id].log_refusing, *id));
     let held = flushes.values().filter(|f| effective(f) == latest);
     let held = held.flat_map(|f| f.held.iter().filter(|p| kept(f, p)));
     Some(Formed {
@@ -1490,6 +1495,7 @@ mod tests {
             remembers: true,
             recovered: false,
             rebuilt: false,
+            log_refusing: false,
             amnesiacs: Vec::new(),
             delivered_upto: Stamp {
                 ts: delivered,
@@ -1808,6 +1814,22 @@ mod tests {
         let (said_behind, missed, dumps) = rejoin_from_data_dir(false);
         assert!(!said_behind, "node 2 said Behind");
         assert_eq!((missed, dumps), (0, 1), "missed parts, snapshots");
+    }
+
+    /// The first source hands the snapshots, and a source hands one only
+    /// once its log holds it: one whose disk refuses its log comes last.
+    #[test]
+    fn a_source_whose_log_is_refused_is_the_last_asked_to_hand_the_state() {
+        let refusing = Flush {
+            log_refusing: true,
+            ..flush(5, 7)
+        };
+        let flushes = BTreeMap::from([(1, refusing), (2, flush(5, 7)), (3, flush(5, 7))]);
+        let formed = from_remembered(&flushes).expect("a view forms");
+        assert_eq!(formed.sources, [2, 3, 1]);
+        let flushes = BTreeMap::from([(1, flush(5, 7)), (2, flush(5, 7)), (3, flush(5, 7))]);
+        let formed = from_remembered(&flushes).expect("a view forms");
+        assert_eq!(formed.sources, [1, 2, 3], "by id otherwise");
     }
 
     /// A recovered node holds no proposal and forgot its views: even one
