@@ -689,6 +689,8 @@ fn a_strong_node_whose_disk_is_full_leaves_a_restarted_peers_snapshot_to_another
         request(&mut other, b"set elsewhere 0 0 1\r\ny\r\n"),
         "STORED\r\n"
     );
+    // Node 0's engine hears that its log is refused at its next heartbeat
+    // (50 ms), long before node 2 is back and a view forms with it.
     cluster.nodes[2].signal("KILL");
     std::fs::remove_dir_all(full.data.0.join("d2")).unwrap();
     restart(&mut cluster, 2);

@@ -191,7 +191,7 @@ pub trait Engine {
 
     /// This node's data directory refuses its log (a full or read-only
     /// disk), or takes it again. A strong node hands no snapshot its log
-    /// does not hold, so it asks to be the last of a view's sources to.
+    /// does not hold, so it asks to be listed last among a view's sources.
     fn on_log_refusing(&mut self, _refusing: bool) {}
 
     /// A report from the store side.

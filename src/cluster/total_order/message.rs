@@ -138,6 +138,9 @@ pub enum Control {
         /// anywhere.
         floor: Stamp,
         members: Vec<NodeId>,
+        /// The members that hold the state. The first hands the others
+        /// the snapshots and the writes they missed: the lowest, after any
+        /// whose disk refuses its log.
         sources: Vec<NodeId>,
         start: Vec<Proposal>,
         /// Its source's store was rebuilt from a log (a view formed from the

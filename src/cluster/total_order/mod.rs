@@ -374,13 +374,15 @@
 //!   holds every answered write: it is the state. A view
 //!   that cannot form asks every node again, also those left out for not
 //!   answering an earlier attempt: it may need them all.
-//! - A snapshot replaces what a member's directory gives back: from its
-//!   first part on, the log holds the source's store, not the member's
-//!   (it marks the old one again first, inexact, for a crash in between:
-//!   `durability/store.rs`). The member's log may hold writes it answered
-//!   that no other log holds yet: a source that did not restart may hold
-//!   them only in memory, its log behind its store (a store that applies
-//!   late, or writes it was handed rather than answered). So a source
+//! - A snapshot replaces a member's prefix: from its first part on, the
+//!   member is not intact, so no view forms from its store, and once the
+//!   install's mark is logged its directory gives back the source's store,
+//!   not its own (before that, a crash gives back its old prefix, marked
+//!   again as inexact: `durability/store.rs`). Its prefix may hold writes
+//!   it answered that no other log holds yet: a source that did not
+//!   restart may hold them only in memory, its log behind its store (a
+//!   store that applies late, or writes it was handed rather than
+//!   answered). So a source
 //!   hands a snapshot's first part only once its log holds everything
 //!   appended before the part was read, as a write's reply waits for it
 //!   (`TotalOrderReplica::report_waits`; the reactor holds the report):

@@ -248,7 +248,10 @@ impl Replica for TotalOrderReplica {
     /// A snapshot's first chunk waits until this node's log holds what its
     /// store held when the chunk was read: the member it goes to replaces
     /// its own store, and what its log gives back, with it (module doc of
-    /// `total_order`, "Data directories").
+    /// `total_order`, "Data directories"). Other reports may pass it while
+    /// it waits: the next chunk for that member is read only once the
+    /// engine heard this one, and the image it is read from is dropped
+    /// only once no member is handed anything (`EndDumps`).
     fn report_waits(report: &Report) -> ReportWait {
         match report {
             Report::Chunk { first: Some(_), .. } => ReportWait::Logged,

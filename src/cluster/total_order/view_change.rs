@@ -855,10 +855,10 @@ impl TotalOrder {
         self.behind.retain(|_, (b, _)| *b == ballot);
         self.chunks_installed = 0;
         self.chunks_received = 0;
-        if let (true, Some(&lowest)) = (behind, sources.first()) {
+        if let (true, Some(&first)) = (behind, sources.first()) {
             // Before `Started`, so the source has it when it begins handing.
             let upto = self.delivered_upto;
-            self.send(lowest, Control::Behind { ballot, upto });
+            self.send(first, Control::Behind { ballot, upto });
         }
         let mut started = std::mem::take(&mut self.started_early);
         started.insert(self.me);
