@@ -23,11 +23,25 @@ use common::{
 
 /// A cluster of three in `mode`, each node with a data directory in `data`.
 fn durable_cluster(mode: &str, data: &TempDir, cluster_keys: &str) -> Cluster {
-    let data = data.0.clone();
-    let (text, ports) = cluster_config_with(3, mode, cluster_keys, |id| {
-        format!("data_dir = {}", data.join(format!("d{id}")).display())
-    });
+    let (text, ports) = durable_config(mode, data, cluster_keys);
     launch_cluster_text(text, ports)
+}
+
+/// [`durable_cluster`] with node 0's fsyncs going through `disk`.
+fn durable_cluster_on(disk: &FailingFsync, mode: &str, data: &TempDir, keys: &str) -> Cluster {
+    let (text, ports) = durable_config(mode, data, keys);
+    launch_cluster_text_with(text, ports, |id, cmd| {
+        if id == 0 {
+            disk.preload(cmd);
+        }
+    })
+}
+
+fn durable_config(mode: &str, data: &TempDir, cluster_keys: &str) -> (String, Vec<u16>) {
+    let data = data.0.clone();
+    cluster_config_with(3, mode, cluster_keys, |id| {
+        format!("data_dir = {}", data.join(format!("d{id}")).display())
+    })
 }
 
 /// Node `id` again, after it was killed.
@@ -717,16 +731,8 @@ fn a_strong_node_whose_disk_is_full_leaves_a_restarted_peers_snapshot_to_another
 fn a_strong_node_hands_a_snapshot_only_once_its_log_holds_it() {
     let disk = FailingFsync::build();
     let data = TempDir::new("cluster-data");
-    let dirs = data.0.clone();
     let keys = "fsync = always\nbackend_timeout_ms = 500\ncatch_up_mb = 0";
-    let (text, ports) = cluster_config_with(3, "linearizable", keys, |id| {
-        format!("data_dir = {}", dirs.join(format!("d{id}")).display())
-    });
-    let mut cluster = launch_cluster_text_with(text, ports, |id, cmd| {
-        if id == 0 {
-            disk.preload(cmd);
-        }
-    });
+    let mut cluster = durable_cluster_on(&disk, "linearizable", &data, keys);
     let mut other = connect(cluster.port(1));
     stored_once_the_view_allows(&mut other, "set before 0 0 1\r\nb\r\n");
     cluster.nodes[2].signal("KILL");
@@ -871,16 +877,8 @@ fn an_eventual_node_killed_while_it_writes_a_snapshot_keeps_every_acknowledged_w
 fn a_node_whose_fsync_fails_stops_and_rejoins(mode: &str) {
     let disk = FailingFsync::build();
     let data = TempDir::new("cluster-data");
-    let dirs = data.0.clone();
-    let (text, ports) =
-        cluster_config_with(3, mode, "fsync = always\nbackend_timeout_ms = 500", |id| {
-            format!("data_dir = {}", dirs.join(format!("d{id}")).display())
-        });
-    let mut cluster = launch_cluster_text_with(text, ports, |id, cmd| {
-        if id == 0 {
-            disk.preload(cmd);
-        }
-    });
+    let keys = "fsync = always\nbackend_timeout_ms = 500";
+    let mut cluster = durable_cluster_on(&disk, mode, &data, keys);
     let mut c = connect(cluster.port(0));
     stored_once_the_view_allows(&mut c, "set kept 0 0 4\r\nkept\r\n");
     disk.fail();
@@ -916,18 +914,8 @@ fn an_eventual_node_whose_fsync_fails_stops_and_rejoins() {
 fn a_read_of_another_key_is_answered_while_a_write_waits(mode: &str) {
     let disk = FailingFsync::build();
     let data = TempDir::new("cluster-data");
-    let dirs = data.0.clone();
-    let (text, ports) = cluster_config_with(
-        3,
-        mode,
-        "fsync = always\nbackend_timeout_ms = 20000",
-        |id| format!("data_dir = {}", dirs.join(format!("d{id}")).display()),
-    );
-    let cluster = launch_cluster_text_with(text, ports, |id, cmd| {
-        if id == 0 {
-            disk.preload(cmd);
-        }
-    });
+    let keys = "fsync = always\nbackend_timeout_ms = 20000";
+    let cluster = durable_cluster_on(&disk, mode, &data, keys);
     let port = cluster.port(0);
     let mut c = connect(port);
     stored_once_the_view_allows(&mut c, "set other 0 0 5\r\nother\r\n");
