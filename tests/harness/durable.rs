@@ -120,7 +120,9 @@ impl Journal {
         self.latest()
     }
 
-    fn latest(&self) -> u64 {
+    /// The position of the latest image: what a report that waits for
+    /// the log waits for ([`Journal::answered`] once it is released).
+    pub fn latest(&self) -> u64 {
         self.first + self.images.len() as u64 - 1
     }
 

@@ -335,12 +335,15 @@ pub struct SimNode<E: Engine> {
     /// Store work waiting for the worker (with `store_delay`): the step it
     /// is done at, in order.
     worker: VecDeque<(u64, StoreWork<E>)>,
+    /// Reports held for the log (`Replica::report_waits`), in order: the
+    /// step the log holds what they wait for, and its journal position.
+    held: VecDeque<(u64, u64, <E::Replica as Replica>::Done)>,
 }
 
 impl<E: Engine> SimNode<E> {
-    /// No store work waits for the worker.
+    /// No store work waits for the worker, nor a report for the log.
     pub fn store_idle(&self) -> bool {
-        self.worker.is_empty()
+        self.worker.is_empty() && self.held.is_empty()
     }
 
     fn new(node: Node<E>, incarnation: u64, store: Box<dyn VersionedStore>) -> SimNode<E> {
@@ -353,6 +356,7 @@ impl<E: Engine> SimNode<E> {
             incarnation,
             run: Run::Running,
             worker: VecDeque::new(),
+            held: VecDeque::new(),
         }
     }
 
@@ -992,7 +996,7 @@ where
                 .nodes
                 .values()
                 .filter(|n| n.run != Run::Crashed)
-                .all(|n| n.node.engine().status().pending == 0 && n.worker.is_empty())
+                .all(|n| n.node.engine().status().pending == 0 && n.store_idle())
             && self.links.iter().all(|(&(from, to), l)| {
                 let ends_alive = !self.is_crashed(from) && !self.is_crashed(to);
                 !(ends_alive && (l.cut || (l.down && !l.refused)))
@@ -1199,7 +1203,8 @@ where
         }
     }
 
-    /// Every running node's worker does the store work that is due, in order.
+    /// Every running node's worker does the store work that is due, in
+    /// order, and its log releases the reports it now holds what for.
     fn work(&mut self, driver: &mut dyn Driver) {
         let now = self.now;
         for id in self.ids.clone() {
@@ -1212,6 +1217,20 @@ where
                 let (_, work) = node.worker.pop_front().expect("due work");
                 let mut effects = Vec::new();
                 self.perform(id, work, &mut effects, driver);
+                self.apply_effects(id, effects, driver);
+            }
+            loop {
+                let node = self.node_mut(id);
+                let due = node.held.front().is_some_and(|&(at, _, _)| at <= now);
+                if node.run != Run::Running || !due {
+                    break;
+                }
+                let (_, position, report) = node.held.pop_front().expect("a due report");
+                if let Some(journal) = self.journals.get(&id) {
+                    journal.lock().expect("journal").answered(Some(position));
+                }
+                let mut effects = Vec::new();
+                self.node_mut(id).node.on_store(report, &mut effects);
                 self.apply_effects(id, effects, driver);
             }
         }
@@ -1243,25 +1262,38 @@ where
                     if let Some(watch) = &mut self.watch_report {
                         watch(at, &report);
                     }
-                    self.hold_for_log(at, &report);
-                    self.node_mut(at).node.on_store(report, effects);
+                    match self.log_position(at, &report) {
+                        Some(position) => self.hold_for_log(at, position, report),
+                        None => self.node_mut(at).node.on_store(report, effects),
+                    }
                 }
             }
         }
     }
 
-    /// A report that waits for the log reaches the engine once the log
-    /// holds everything marked before it (`Replica::report_waits`, as a
-    /// real node's reactor holds it): from then on no crash of `at` gives
-    /// back less. Unless the negative control `unlogged_reports` skips it.
-    fn hold_for_log(&mut self, at: NodeId, report: &<E::Replica as Replica>::Done) {
+    /// The journal position a report of node `at` waits for, if it waits
+    /// for the log (`Replica::report_waits`): everything marked before it.
+    /// None for a node without a directory, and with the negative control
+    /// `unlogged_reports`.
+    fn log_position(&self, at: NodeId, report: &<E::Replica as Replica>::Done) -> Option<u64> {
         let waits = E::Replica::report_waits(report);
         let logged = matches!(waits, ReportWait::Logged | ReportWait::Everything);
-        if let (true, false, Some(journal)) =
-            (logged, self.config.unlogged_reports, self.journals.get(&at))
-        {
-            journal.lock().expect("journal").answered(None);
-        }
+        let journal = self.journals.get(&at).filter(|_| logged)?;
+        let position = journal.lock().expect("journal").latest();
+        (!self.config.unlogged_reports).then_some(position)
+    }
+
+    /// Holds `report` until node `at`'s log holds `position`, as a real
+    /// node's reactor does: a while (its log writes and syncs), behind the
+    /// reports held before it. Once released, no crash gives back less.
+    fn hold_for_log(&mut self, at: NodeId, position: u64, report: <E::Replica as Replica>::Done) {
+        let delay = self
+            .rng
+            .range(1, self.config.heartbeat_every + self.config.store_delay);
+        let now = self.now;
+        let held = &mut self.node_mut(at).held;
+        let due = held.back().map_or(now, |&(last, _, _)| last).max(now) + delay;
+        held.push_back((due, position, report));
     }
 
     fn complete(
