@@ -1204,7 +1204,8 @@ where
     }
 
     /// Every running node's worker does the store work that is due, in
-    /// order, and its log releases the reports it now holds what for.
+    /// order, and the reports held for its log that it now holds go on to
+    /// its engine.
     fn work(&mut self, driver: &mut dyn Driver) {
         let now = self.now;
         for id in self.ids.clone() {
