@@ -51,20 +51,22 @@
 //! `tests/history_checker.rs`.
 //!
 //! Data directories (`Faults::AllCrash`, `Faults::DurableCrashes`,
-//! `Faults::PauseThenCrashes`): every
+//! `Faults::PauseThenCrashes`, `Faults::SourceCrashes`): every
 //! node has one of the harness's simulated directories, so a crashed node
 //! restarts holding an image of its store at one of its log's marks, never
-//! older than the one its last reply waited for, its items placed in
-//! another order (as a real replay may place them: it evicts other items
-//! than its peers until it takes a snapshot). The whole cluster crashes
-//! at once under load, or nodes crash (one, several, all) amid partitions,
-//! or around the time a paused node catches up by the writes it missed;
-//! the same checks hold (no acknowledged write lost: the history checkers;
-//! one chain of writes, a recovered node's log cut back to its image;
-//! identical replicas; every node serving once all are back). Their
-//! negative controls: an engine that forgets which nodes recovered (a
-//! filter clears `Flush::recovered`), and directories that lose what a
-//! reply waited for; each must lose an acknowledged write in some seed.
+//! older than the one its last reply (or report held for the log) waited
+//! for, its items placed in another order (as a real replay may place
+//! them: it evicts other items than its peers until it takes a snapshot).
+//! The whole cluster crashes at once under load, or nodes crash (one,
+//! several, all) amid partitions, or around the time a paused node catches
+//! up by the writes it missed, or the source of a snapshot crashes while a
+//! member installs it; the same checks hold (no acknowledged write lost:
+//! the history checkers; one chain of writes, a recovered node's log cut
+//! back to its image; identical replicas; every node serving once all are
+//! back). Their negative controls: an engine that forgets which nodes
+//! recovered (a filter clears `Flush::recovered`), directories that lose
+//! what a reply waited for, and a source that hands a snapshot before its
+//! log holds it; each must lose an acknowledged write in some seed.
 //!
 //! A failing seed replays exactly, with the simulation's trace:
 //! `FAULTS=OneWay MODE=lin NODES=3 SEED=16 cargo test --release --test
