@@ -566,21 +566,16 @@ impl Durable {
     /// if the log is not there yet; `held`: reports are held before it (a
     /// claim goes after them; a push may overtake them, needing no order).
     pub fn report_wait(&self, waits: ReportWait, held: bool) -> Option<Wait> {
-        match waits {
-            ReportWait::Nothing => None,
+        let wait = match waits {
+            ReportWait::Nothing => return None,
             ReportWait::Reservation => {
                 let wait = self.wait_for_reservation();
-                (!self.reached(wait)).then_some(wait)
+                return (!self.reached(wait)).then_some(wait);
             }
-            ReportWait::Everything => {
-                let wait = self.wait_for_everything();
-                (held || !self.reached(wait)).then_some(wait)
-            }
-            ReportWait::Logged => {
-                let wait = self.reply_wait(None);
-                (held || !self.reached(wait)).then_some(wait)
-            }
-        }
+            ReportWait::Everything => self.wait_for_everything(),
+            ReportWait::Logged => self.reply_wait(None),
+        };
+        (held || !self.reached(wait)).then_some(wait)
     }
 
     /// Whether the log is where `wait` asks.

@@ -137,8 +137,6 @@ pub struct Server<E: Engine> {
     /// tell peers what this node holds, in order, until it holds what they
     /// claim; versions to push, until their stamps are reserved.
     held_reports: VecDeque<(Wait, <E::Replica as Replica>::Done)>,
-    /// The disk refuses the log, as the engine was last told.
-    log_refusing: bool,
     backlog: Backlog<E::Replica>,
     node: Node<E>,
     /// The peer side; `None` in a one-node cluster.
@@ -262,7 +260,6 @@ impl<E: Engine> Server<E> {
             durable,
             held: VecDeque::new(),
             held_reports: VecDeque::new(),
-            log_refusing: false,
             backlog: Backlog::new(),
             node,
             peers,
@@ -616,7 +613,7 @@ impl<E: Engine> Server<E> {
         self.stop();
     }
 
-    /// Tells the engine whether the disk refuses the log, as it changes. A
+    /// Tells the engine whether the disk refuses the log now. A
     /// node whose fsync failed, or a strong cluster's node whose log can
     /// no longer catch up (its disk refused it past the backlog limit),
     /// stops, as on SIGTERM, and exits with the reason
@@ -626,10 +623,7 @@ impl<E: Engine> Server<E> {
             return;
         }
         let refusing = (self.durable.as_ref()).is_some_and(Durable::refuses_marked_log);
-        if refusing != self.log_refusing {
-            self.log_refusing = refusing;
-            self.node.on_log_refusing(refusing);
-        }
+        self.node.on_log_refusing(refusing);
         let Some(why) = self.durable.as_ref().and_then(Durable::must_stop) else {
             return;
         };
