@@ -1279,9 +1279,12 @@ where
     fn log_position(&self, at: NodeId, report: &<E::Replica as Replica>::Done) -> Option<u64> {
         let waits = E::Replica::report_waits(report);
         let logged = matches!(waits, ReportWait::Logged | ReportWait::Everything);
-        let journal = self.journals.get(&at).filter(|_| logged)?;
+        if !logged || self.config.unlogged_reports {
+            return None;
+        }
+        let journal = self.journals.get(&at)?;
         let position = journal.lock().expect("journal").latest();
-        (!self.config.unlogged_reports).then_some(position)
+        Some(position)
     }
 
     /// Holds `report` until node `at`'s log holds `position`, as a real
