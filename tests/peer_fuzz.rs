@@ -103,7 +103,7 @@ fn broadcasts() -> Vec<Broadcast> {
         remembers: true,
         recovered: false,
         rebuilt: false,
-        log_refusing: true,
+        log_stuck: true,
         amnesiacs: vec![2],
         delivered_upto: Stamp { ts: 9, node: 1 },
         held: held.clone(),

@@ -189,10 +189,11 @@ pub trait Engine {
     /// on its link to this node, may come later.)
     fn on_welcome(&mut self, peer: NodeId, incarnation: u64);
 
-    /// This node's data directory refuses its log (a full or read-only
-    /// disk), or takes it again. A strong node hands no snapshot its log
+    /// This node's log is stuck: its data directory refuses it (a full or
+    /// read-only disk) or has taken none of it for a while (a slow or hung
+    /// disk); or it moves again. A strong node hands no snapshot its log
     /// does not hold, so it asks to be listed last among a view's sources.
-    fn on_log_refusing(&mut self, _refusing: bool) {}
+    fn on_log_stuck(&mut self, _stuck: bool) {}
 
     /// A report from the store side.
     fn on_store(

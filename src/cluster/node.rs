@@ -51,10 +51,9 @@ impl<E: Engine> Node<E> {
         &self.membership
     }
 
-    /// This node's log refuses writes, or takes them again
-    /// ([`Engine::on_log_refusing`]).
-    pub fn on_log_refusing(&mut self, refusing: bool) {
-        self.engine.on_log_refusing(refusing);
+    /// This node's log is stuck, or moves again ([`Engine::on_log_stuck`]).
+    pub fn on_log_stuck(&mut self, stuck: bool) {
+        self.engine.on_log_stuck(stuck);
     }
 
     /// A client's data command. A fenced node refuses it.

@@ -735,7 +735,7 @@ mod tests {
                     remembers: true,
                     recovered: true,
                     rebuilt: true,
-                    log_refusing: true,
+                    log_stuck: true,
                     amnesiacs: vec![2],
                     delivered_upto: Stamp { ts: 5, node: 2 },
                     held: proposals.clone(),

@@ -50,6 +50,7 @@ mod journal;
 pub mod record;
 mod recover;
 pub mod shown;
+mod stall;
 mod store;
 mod writer;
 
@@ -66,12 +67,14 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Instant;
 
 use mio::Waker;
 
 use crate::config::{ClusterConfig, Fsync};
 use crate::store::{unix_now, UnixTime, VersionedStore};
 use record::Under;
+use stall::Stall;
 use writer::{LogIntake, LogQueue, Writer};
 
 /// A failure of the data directory at start (opening, checking,
@@ -416,6 +419,8 @@ pub struct Durable {
     /// write, so every reply waits for the log, and new writes are refused
     /// before they are ordered while the disk refuses it.
     marked: bool,
+    /// Whether the marked log has stopped moving ([`Durable::marked_log_stuck`]).
+    stall: Stall,
     /// Held until the node exits: another node on the same directory
     /// would corrupt it.
     _lock: File,
@@ -438,6 +443,7 @@ impl Durable {
             recovered,
             writer: Some(writer),
             marked: false,
+            stall: Stall::default(),
             _lock: lock,
         })
     }
@@ -496,10 +502,24 @@ impl Durable {
             .map(|why| format!("data directory: {why}; not applied"))
     }
 
-    /// Whether the disk refuses a strong cluster's marked log now (what
-    /// [`Durable::intake_refusal`] says, without building the reason).
-    pub fn refuses_marked_log(&self) -> bool {
-        self.marked && self.shared.refusing.load(Ordering::Acquire)
+    /// Whether a strong cluster's marked log is stuck now: the disk
+    /// refuses it, or has taken none of the records waiting for it for a
+    /// while (`stall.rs`: fsyncs, or writes, that do not return). A
+    /// snapshot's first part waits for what a reply does
+    /// ([`ReportWait::Logged`]), so that is what counts as waiting.
+    pub fn marked_log_stuck(&mut self) -> bool {
+        if !self.marked {
+            return false;
+        }
+        let shared = &self.shared;
+        let appended = shared.appended.load(Ordering::Acquire);
+        let written = shared.written.load(Ordering::Acquire);
+        let durable = shared.durable.load(Ordering::Acquire);
+        let behind = written < appended || (self.fsync == Fsync::Always && durable < appended);
+        let stalled = self
+            .stall
+            .stalled(behind, (written, durable), Instant::now());
+        stalled || shared.refusing.load(Ordering::Acquire)
     }
 
     /// Why the node must stop, if it must. After a failed fsync, any node:

@@ -613,7 +613,8 @@ impl<E: Engine> Server<E> {
         self.stop();
     }
 
-    /// Tells the engine whether the disk refuses the log now. A
+    /// Tells the engine whether the log is stuck now (the disk refuses it,
+    /// or has taken none of it for a while: `durability/stall.rs`). A
     /// node whose fsync failed, or a strong cluster's node whose log can
     /// no longer catch up (its disk refused it past the backlog limit),
     /// stops, as on SIGTERM, and exits with the reason
@@ -622,8 +623,8 @@ impl<E: Engine> Server<E> {
         if self.stopping {
             return;
         }
-        let refusing = (self.durable.as_ref()).is_some_and(Durable::refuses_marked_log);
-        self.node.on_log_refusing(refusing);
+        let stuck = (self.durable.as_mut()).is_some_and(Durable::marked_log_stuck);
+        self.node.on_log_stuck(stuck);
         let Some(why) = self.durable.as_ref().and_then(Durable::must_stop) else {
             return;
         };

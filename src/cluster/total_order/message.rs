@@ -96,9 +96,10 @@ pub struct Flush {
     /// peer since, or it is a member of a view whose only source's was
     /// (`reordered`): it may order items otherwise than the cluster does.
     pub rebuilt: bool,
-    /// Its data directory refuses its log: as a source it would hand no
-    /// snapshot until the disk takes the log again.
-    pub log_refusing: bool,
+    /// Its log is stuck (its data directory refuses it, or has taken none
+    /// of it for a while): as a source it would hand no snapshot until the
+    /// log moves again.
+    pub log_stuck: bool,
     /// Nodes it saw come back as a new run (their memory lost) that have
     /// not been members of a view it started since.
     pub amnesiacs: Vec<NodeId>,
@@ -259,7 +260,7 @@ fn put_control(out: &mut Vec<u8>, control: &Control) {
             out.push(u8::from(flush.remembers));
             out.push(u8::from(flush.recovered));
             out.push(u8::from(flush.rebuilt));
-            out.push(u8::from(flush.log_refusing));
+            out.push(u8::from(flush.log_stuck));
             put_nodes(out, &flush.amnesiacs);
             put_stamp(out, flush.delivered_upto);
             put_proposals(out, &flush.held);
@@ -371,7 +372,7 @@ fn read_control(r: &mut Reader<'_>) -> Result<Control, WireError> {
                 remembers: r.u8()? != 0,
                 recovered: r.u8()? != 0,
                 rebuilt: r.u8()? != 0,
-                log_refusing: r.u8()? != 0,
+                log_stuck: r.u8()? != 0,
                 amnesiacs: read_nodes(r)?,
                 delivered_upto: read_stamp(r)?,
                 held: read_proposals(r)?,

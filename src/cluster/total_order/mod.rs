@@ -388,12 +388,15 @@
 //!   (`TotalOrderReplica::report_waits`; the reactor holds the report):
 //!   the view's state, so every prefix a member held. From then on the
 //!   source's directory gives back every write the member's did; before
-//!   it, the member's store and log are its own. A source whose disk
-//!   refuses its log would hand nothing until the disk takes it again:
-//!   its flush says so (`log_refusing`), and the coordinator lists it
-//!   after the other sources, so that one whose log takes writes hands
-//!   the view's snapshots (only a view whose every source's disk refuses
-//!   waits). The order of the sources changes nothing else. (Found by the
+//!   it, the member's store and log are its own. A source whose log is
+//!   stuck (its disk refuses it, or has taken none of it for a second:
+//!   `durability/stall.rs`) would hand nothing until it moves again: its
+//!   flush says so (`log_stuck`), and the coordinator lists it after the
+//!   other sources, so that one whose log moves hands the view's
+//!   snapshots (only a view whose every source's log is stuck waits; a
+//!   log that stalls once a view formed keeps its members waiting for a
+//!   snapshot's patience, and the next view lists it last). The order of
+//!   the sources changes nothing else. (Found by the
 //!   simulation: a view formed from the longest log whose source crashed
 //!   while its members installed its snapshot came back from a log
 //!   shorter than theirs had been.)
@@ -616,9 +619,9 @@ pub struct TotalOrder {
     /// A data directory logs the store: each delivered write is marked in
     /// it, so that a recovery knows which prefix its store holds.
     marks_delivered: bool,
-    /// That directory refuses the log now: flushed, so that a view's
-    /// snapshots are handed by a source whose log takes them.
-    log_refusing: bool,
+    /// That log is stuck now (`Engine::on_log_stuck`): flushed, so that a
+    /// view's snapshots are handed by a source whose log moves.
+    log_stuck: bool,
     phase: Phase,
     /// Members that said they installed the promised ballot's view before
     /// this node did (its `StartView` can come after another member's
@@ -768,7 +771,7 @@ impl TotalOrder {
             recovered: false,
             rebuilt: false,
             marks_delivered: false,
-            log_refusing: false,
+            log_stuck: false,
             phase: match alone {
                 true => Phase::Normal,
                 false => Phase::Idle,
@@ -1345,8 +1348,8 @@ impl Engine for TotalOrder {
     /// Nothing this engine sends depends on which run of a peer takes it.
     fn on_welcome(&mut self, _peer: NodeId, _incarnation: u64) {}
 
-    fn on_log_refusing(&mut self, refusing: bool) {
-        self.log_refusing = refusing;
+    fn on_log_stuck(&mut self, stuck: bool) {
+        self.log_stuck = stuck;
     }
 
     fn on_store(&mut self, report: Report, out: &mut Vec<Effect<Work>>) {

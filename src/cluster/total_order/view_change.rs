@@ -381,7 +381,7 @@ impl TotalOrder {
             remembers: self.remembers,
             recovered: self.recovered,
             rebuilt: self.rebuilt,
-            log_refusing: self.log_refusing,
+            log_stuck: self.log_stuck,
             amnesiacs: self.amnesiacs.iter().copied().collect(),
             delivered_upto: self.delivered_upto,
             held,
@@ -1269,9 +1269,9 @@ fn from_latest(
         return None;
     }
     // The first hands the snapshots and the writes members missed: one
-    // whose log takes writes, if any (a snapshot waits for the source's
+    // whose log moves, if any (a snapshot waits for the source's
     // log: module doc, "Data directories").
-    sources.sort_by_key(|id| (flushes[id].log_refusing, *id));
+    sources.sort_by_key(|id| (flushes[id].log_stuck, *id));
     let held = flushes.values().filter(|f| effective(f) == latest);
     let held = held.flat_map(|f| f.held.iter().filter(|p| kept(f, p)));
     Some(Formed {
@@ -1495,7 +1495,7 @@ mod tests {
             remembers: true,
             recovered: false,
             rebuilt: false,
-            log_refusing: false,
+            log_stuck: false,
             amnesiacs: Vec::new(),
             delivered_upto: Stamp {
                 ts: delivered,
@@ -1817,14 +1817,14 @@ mod tests {
     }
 
     /// The first source hands the snapshots, and a source hands one only
-    /// once its log holds it: one whose disk refuses its log comes last.
+    /// once its log holds it: one whose log is stuck comes last.
     #[test]
-    fn a_source_whose_log_is_refused_is_the_last_asked_to_hand_the_state() {
-        let refusing = Flush {
-            log_refusing: true,
+    fn a_source_whose_log_is_stuck_is_the_last_asked_to_hand_the_state() {
+        let stuck = Flush {
+            log_stuck: true,
             ..flush(5, 7)
         };
-        let flushes = BTreeMap::from([(1, refusing), (2, flush(5, 7)), (3, flush(5, 7))]);
+        let flushes = BTreeMap::from([(1, stuck), (2, flush(5, 7)), (3, flush(5, 7))]);
         let formed = from_remembered(&flushes).expect("a view forms");
         assert_eq!(formed.sources, [2, 3, 1]);
         let flushes = BTreeMap::from([(1, flush(5, 7)), (2, flush(5, 7)), (3, flush(5, 7))]);

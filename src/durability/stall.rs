@@ -1,0 +1,75 @@
+//! Whether the log is stalled: records wait for the disk, and it has taken
+//! none of them for [`STALL`]. A full disk refuses writes and says so; a
+//! slow or hung one (fsyncs or writes that do not return) says nothing, so
+//! the reactor tells it from the log's positions, which stop moving.
+//!
+//! A strong cluster's node whose log is stalled or refused hands no
+//! snapshot (a snapshot waits for its source's log: `cluster/total_order`),
+//! so its flush says its log is stuck, and a view lists it after the
+//! sources whose logs move. That order changes nothing else, so calling a
+//! log stuck too early costs at most a snapshot from another node.
+
+use std::time::{Duration, Instant};
+
+/// How long a log with records waiting may take none of them before it is
+/// stalled. A healthy disk's fsync takes milliseconds; one that takes a
+/// second keeps a peer waiting that another source's disk would not.
+pub const STALL: Duration = Duration::from_secs(1);
+
+/// The log's progress as the reactor last saw it.
+#[derive(Debug, Default)]
+pub struct Stall {
+    /// The positions written and fsynced, and since when they have not
+    /// moved while records waited; `None` while nothing waits.
+    waiting: Option<((u64, u64), Instant)>,
+}
+
+impl Stall {
+    /// Whether the log is stalled at `now`: `behind` (records wait for the
+    /// disk), and `positions` (written, fsynced) have not moved for
+    /// [`STALL`].
+    pub fn stalled(&mut self, behind: bool, positions: (u64, u64), now: Instant) -> bool {
+        if !behind {
+            self.waiting = None;
+            return false;
+        }
+        match self.waiting {
+            Some((seen, since)) if seen == positions => now.duration_since(since) >= STALL,
+            _ => {
+                self.waiting = Some((positions, now));
+                false
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_log_that_takes_nothing_while_records_wait_is_stalled_after_a_while() {
+        let start = Instant::now();
+        let mut stall = Stall::default();
+        assert!(!stall.stalled(true, (10, 5), start));
+        assert!(!stall.stalled(true, (10, 5), start + STALL / 2));
+        assert!(stall.stalled(true, (10, 5), start + STALL));
+        // It moved: not stalled, and the wait starts over.
+        assert!(!stall.stalled(true, (10, 8), start + STALL));
+        assert!(!stall.stalled(true, (10, 8), start + STALL * 3 / 2));
+        assert!(stall.stalled(true, (10, 8), start + STALL * 2));
+    }
+
+    #[test]
+    fn a_log_with_nothing_waiting_is_never_stalled() {
+        let start = Instant::now();
+        let mut stall = Stall::default();
+        assert!(!stall.stalled(false, (10, 10), start));
+        assert!(!stall.stalled(false, (10, 10), start + STALL * 10));
+        // Records wait from now on: the time before does not count.
+        assert!(!stall.stalled(true, (10, 10), start + STALL * 10));
+        assert!(!stall.stalled(true, (10, 10), start + STALL * 21 / 2));
+        assert!(!stall.stalled(false, (12, 12), start + STALL * 11));
+        assert!(!stall.stalled(true, (12, 12), start + STALL * 12));
+    }
+}
