@@ -66,7 +66,10 @@
 //! back). Their negative controls: an engine that forgets which nodes
 //! recovered (a filter clears `Flush::recovered`), directories that lose
 //! what a reply waited for, and a source that hands a snapshot before its
-//! log holds it; each must lose an acknowledged write in some seed.
+//! log holds it; each must lose an acknowledged write in some seed. With
+//! logs stuck now and then (`SimConfig::stuck_logs`: a disk that refuses
+//! or stalls the log, which a view lists last among its sources), other
+//! nodes hand the state, and the same checks hold.
 //!
 //! A failing seed replays exactly, with the simulation's trace:
 //! `FAULTS=OneWay MODE=lin NODES=3 SEED=16 cargo test --release --test
@@ -1059,6 +1062,8 @@ struct Scenario {
     /// reaches its engine without waiting for its log (see
     /// `SimConfig::unlogged_reports`).
     unlogged_reports: bool,
+    /// Each node's log is stuck now and then (see `SimConfig::stuck_logs`).
+    stuck_logs: bool,
 }
 
 impl Scenario {
@@ -1091,6 +1096,7 @@ impl Scenario {
             rebuilt_flushes: false,
             floorless_flushes: false,
             unlogged_reports: false,
+            stuck_logs: false,
         }
     }
 
@@ -1134,6 +1140,7 @@ impl Scenario {
         config.unlogged_reports = self.unlogged_reports;
         config.reordering_recovery = self.data_dirs;
         config.lying_recovery = self.lying_recovery;
+        config.stuck_logs = self.stuck_logs;
         // Every other seed, a restarted node's own hello reaches its peers
         // well after theirs reached it.
         let restarts = self.faults == Faults::CrashRestart || self.faults.durable();
@@ -1681,6 +1688,9 @@ struct Report {
     paused_in_change: bool,
     cut_holders: bool,
     source_crashed: bool,
+    /// The state handed by a node while a lower-numbered one's log was
+    /// stuck (`SimStats::handed_past_stuck`).
+    handed_past_stuck: u64,
 }
 
 /// Runs a scenario to its end and checks it (see the module doc). `trace`
@@ -2210,6 +2220,7 @@ fn check_run(
         paused_in_change: timeline.paused_in_change,
         cut_holders: timeline.cut_holders,
         source_crashed: timeline.source_crashed,
+        handed_past_stuck: cluster.sim.stats().handed_past_stuck,
         ..Report::default()
     })
 }
@@ -2250,6 +2261,7 @@ struct Totals {
     paused_in_change: u64,
     cut_holders: u64,
     sources_crashed: u64,
+    handed_past_stuck: u64,
 }
 
 impl Totals {
@@ -2283,6 +2295,7 @@ impl Totals {
         self.paused_in_change += u64::from(r.paused_in_change);
         self.cut_holders += u64::from(r.cut_holders);
         self.sources_crashed += u64::from(r.source_crashed);
+        self.handed_past_stuck += r.handed_past_stuck;
     }
 
     fn refused(&self) -> usize {
@@ -2318,7 +2331,7 @@ fn sweep_runs(
          within {} steps of the faults' end; {} windows, majority serving within {} steps, {} \
          served in them, {} not checked (the state was only in nodes cut off); {} paused \
          during a view change; {} cut off the holders of a view a member waited in; {} \
-         crashed a source handing a snapshot; {:?}",
+         crashed a source handing a snapshot; {} handed the state past a stuck log; {:?}",
         first.nodes,
         first.mode.name(),
         first.faults,
@@ -2348,6 +2361,7 @@ fn sweep_runs(
         totals.paused_in_change,
         totals.cut_holders,
         totals.sources_crashed,
+        totals.handed_past_stuck,
         start.elapsed()
     );
     (totals, failures)
@@ -3789,6 +3803,43 @@ fn a_source_that_crashes_while_members_install_its_snapshot_loses_no_answered_wr
     sweep_slow_stores(Faults::SourceCrashes, (crashed, 3), what);
 }
 
+/// Every node's log is stuck now and then (`Scenario::stuck_logs`), so
+/// views list their sources in other orders than by number and other
+/// nodes hand the state: under the faults that restart nodes from their
+/// directories, or empty, every check holds, and in more than one in ten
+/// seeds of each sweep a node handed the state while a lower-numbered
+/// one's log was stuck.
+#[test]
+fn stuck_logs_change_who_hands_the_state_and_nothing_else() {
+    let mut failures = Vec::new();
+    for faults in [
+        Faults::CrashRestart,
+        Faults::DurableCrashes,
+        Faults::SourceCrashes,
+    ] {
+        for nodes in [3, 5] {
+            for mode in MODES {
+                let scenario = |seed| Scenario {
+                    slow_store: seed % 2 == 0,
+                    data_dirs: true,
+                    stuck_logs: true,
+                    ..Scenario::new(nodes, mode, seed, faults)
+                };
+                let (t, failed) = sweep_runs(0..SEEDS, scenario);
+                failures.extend(failed);
+                assert!(
+                    t.handed_past_stuck * 10 > t.seeds,
+                    "{faults:?}, {nodes} nodes, {mode:?}: the state was handed past a stuck \
+                     log {} times in {} seeds",
+                    t.handed_past_stuck,
+                    t.seeds
+                );
+            }
+        }
+    }
+    no_seed_failed(&failures);
+}
+
 /// The same runs with the source's first chunk handed before its log
 /// holds what the chunk was read from (`Scenario::unlogged_reports`): the
 /// source comes back without writes only the members' logs held, and a
@@ -3935,6 +3986,7 @@ fn sweep_wide() {
                     slow_store: number("SLOW_STORE", 0) == 1,
                     evicting: number("EVICTING", 0) == 1,
                     keyed: number("KEYED", 0) == 1,
+                    stuck_logs: number("STUCK_LOGS", 0) == 1,
                     ..Scenario::new(nodes, mode, seed, faults)
                 };
                 let (_, failures) = sweep_runs(seeds.clone(), scenario);
@@ -3953,6 +4005,7 @@ fn sweep_wide() {
 /// `seq`, `FAULTS`: the [`Faults`] variant's name, `HARSH=1`, `FLUSHLESS=1`,
 /// `SLOW_STORE=1`, `STALE_IMAGES=1`, `BLIND_READS=1`, `FORGET_RECOVERED=1`, `SKIP_MISSED=1`,
 /// `LYING_RECOVERY=1`, `REBUILT_FLUSHES=1`, `UNLOGGED_REPORTS=1`, `EVICTING=1`, `WIDE=1`, `KEYED=1`,
+/// `STUCK_LOGS=1`,
 /// `REFUSED_AS_FAILED=1`, `CLIENTS`, `OPS`), and with `LOG=info` (or
 /// `debug`) what the engines log, in the trace at the step they log it.
 #[test]
@@ -3984,6 +4037,7 @@ fn replay() {
         evicting: number("EVICTING", 0) == 1,
         wide: number("WIDE", 0) == 1,
         keyed: number("KEYED", 0) == 1,
+        stuck_logs: number("STUCK_LOGS", 0) == 1,
         refused_as_failed: number("REFUSED_AS_FAILED", 0) == 1,
         clients_per_node: number("CLIENTS", 2) as usize,
         ops: number("OPS", 150) as usize,

@@ -171,6 +171,11 @@ pub struct SimConfig {
     /// Negative control: with `reordering_recovery`, every recovery
     /// reorders, and the engine is told the store is exact.
     pub lying_recovery: bool,
+    /// With data directories: each node's log is stuck now and then (its
+    /// disk refuses or stalls it), which its engine hears at each
+    /// heartbeat (`Engine::on_log_stuck`). A view lists a stuck source
+    /// last, which must change nothing but who hands the state.
+    pub stuck_logs: bool,
 }
 
 impl SimConfig {
@@ -201,6 +206,7 @@ impl SimConfig {
             staged_in_sight: false,
             reordering_recovery: false,
             lying_recovery: false,
+            stuck_logs: false,
         }
     }
 
@@ -314,6 +320,9 @@ pub struct SimStats {
     /// and told is not.
     pub exact_recoveries: u64,
     pub inexact_recoveries: u64,
+    /// With `stuck_logs`: the state handed by a node (a snapshot taken to
+    /// its end) while a lower-numbered node's log was stuck.
+    pub handed_past_stuck: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -338,6 +347,10 @@ pub struct SimNode<E: Engine> {
     /// Reports held for the log (`Replica::report_waits`), in order: the
     /// step the log holds what they wait for, and its journal position.
     held: VecDeque<(u64, u64, <E::Replica as Replica>::Done)>,
+    /// With `stuck_logs`: whether its log is stuck now, and the snapshots
+    /// its engine had sent at the last heartbeat.
+    stuck: bool,
+    snapshots_sent: u64,
 }
 
 impl<E: Engine> SimNode<E> {
@@ -357,6 +370,8 @@ impl<E: Engine> SimNode<E> {
             run: Run::Running,
             worker: VecDeque::new(),
             held: VecDeque::new(),
+            stuck: false,
+            snapshots_sent: 0,
         }
     }
 
@@ -1079,6 +1094,9 @@ where
 
     fn tick(&mut self, driver: &mut dyn Driver) {
         let now = self.now;
+        if self.config.stuck_logs {
+            self.stick_logs();
+        }
         for id in self.ids.clone() {
             if self.nodes[&id].run != Run::Running {
                 continue;
@@ -1086,6 +1104,36 @@ where
             let mut effects = Vec::new();
             self.node_mut(id).node.tick(now, &mut effects);
             self.apply_effects(id, effects, driver);
+        }
+    }
+
+    /// Each running node's log gets stuck, or moves again, now and then
+    /// (stuck for four heartbeats on average, every twelve), and its
+    /// engine hears how it is; the state a node handed since the last
+    /// heartbeat counts in `handed_past_stuck` if a lower-numbered node's
+    /// log is stuck now.
+    fn stick_logs(&mut self) {
+        for id in self.ids.clone() {
+            if self.nodes[&id].run != Run::Running {
+                continue;
+            }
+            let flip = match self.nodes[&id].stuck {
+                true => self.rng.chance(25),
+                false => self.rng.per_mille(125),
+            };
+            let below_stuck = self.ids.iter().any(|&lower| {
+                let n = &self.nodes[&lower];
+                lower < id && n.run == Run::Running && n.stuck
+            });
+            let node = self.node_mut(id);
+            node.stuck ^= flip;
+            let stuck = node.stuck;
+            node.node.on_log_stuck(stuck);
+            let sent = node.node.engine().status().snapshots_sent;
+            let handed = sent - std::mem::replace(&mut node.snapshots_sent, sent);
+            if below_stuck {
+                self.stats.handed_past_stuck += handed;
+            }
         }
     }
 
