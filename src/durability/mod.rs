@@ -503,22 +503,20 @@ impl Durable {
     }
 
     /// Whether a strong cluster's marked log is stuck now: the disk
-    /// refuses it, or has taken none of the records waiting for it for a
-    /// while (`stall.rs`: fsyncs, or writes, that do not return). A
-    /// snapshot's first part waits for what a reply does
-    /// ([`ReportWait::Logged`]), so that is what counts as waiting.
-    pub fn marked_log_stuck(&mut self) -> bool {
+    /// refuses it, or has taken none of what a snapshot's first part would
+    /// wait for ([`ReportWait::Logged`]: what a reply made now waits for)
+    /// for a while (`stall.rs`), as of `now`.
+    pub fn marked_log_stuck(&mut self, now: Instant) -> bool {
         if !self.marked {
             return false;
         }
         let shared = &self.shared;
-        let appended = shared.appended.load(Ordering::Acquire);
-        let written = shared.written.load(Ordering::Acquire);
-        let durable = shared.durable.load(Ordering::Acquire);
-        let behind = written < appended || (self.fsync == Fsync::Always && durable < appended);
-        let stalled = self
-            .stall
-            .stalled(behind, (written, durable), Instant::now());
+        let behind = !self.reached(self.reply_wait(None));
+        let positions = (
+            shared.written.load(Ordering::Acquire),
+            shared.durable.load(Ordering::Acquire),
+        );
+        let stalled = self.stall.stalled(behind, positions, now);
         stalled || shared.refusing.load(Ordering::Acquire)
     }
 
@@ -1463,6 +1461,43 @@ mod crash_cases {
         drop(durable);
         let _ = std::fs::remove_dir_all(&d);
         let _ = std::fs::remove_dir_all(dir("must-stop-one"));
+    }
+
+    /// A strong node's log is stuck once what a snapshot's first part
+    /// would wait for has not moved for a while: here a clock reservation
+    /// whose fsync does not come (records are all on disk, so only the
+    /// reservation waits). An idle log never is.
+    #[test]
+    fn a_marked_log_whose_reservation_waits_for_its_fsync_is_stuck_after_a_while() {
+        let d = dir("stuck");
+        let cluster = ClusterConfig {
+            fsync: Fsync::Always,
+            ..ClusterConfig::default()
+        };
+        let r = Recovering::open_marked(&d, 0, &cluster, memory()).unwrap();
+        let poll = mio::Poll::new().unwrap();
+        let waker = Arc::new(Waker::new(poll.registry(), mio::Token(0)).unwrap());
+        let (mut durable, mut store) = r.start_logging(waker).unwrap();
+        store.end_batch(); // what the start appended goes to the writer
+        while durable.wait_for(None).is_some() {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        let start = Instant::now();
+        assert!(!durable.marked_log_stuck(start));
+        assert!(!durable.marked_log_stuck(start + 2 * stall::STALL), "idle");
+        let shared = durable.shared.clone();
+        let on_disk = shared.durable.load(Ordering::Acquire);
+        shared.must_sync.store(on_disk + 1, Ordering::Release);
+        assert!(!durable.marked_log_stuck(start + 3 * stall::STALL));
+        assert!(durable.marked_log_stuck(start + 4 * stall::STALL));
+        shared.must_sync.store(on_disk, Ordering::Release);
+        assert!(
+            !durable.marked_log_stuck(start + 5 * stall::STALL),
+            "moving again"
+        );
+        drop(store);
+        drop(durable);
+        let _ = std::fs::remove_dir_all(&d);
     }
 
     /// The writer fails a commit (sets `failed`) after the reactor took a

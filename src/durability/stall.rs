@@ -1,7 +1,12 @@
 //! Whether the log is stalled: records wait for the disk, and it has taken
 //! none of them for [`STALL`]. A full disk refuses writes and says so; a
-//! slow or hung one (fsyncs or writes that do not return) says nothing, so
-//! the reactor tells it from the log's positions, which stop moving.
+//! hung one (fsyncs or writes that do not return) says nothing, so the
+//! reactor tells it from the log's positions, which stop moving (checked at
+//! each heartbeat and log wake, so it is told up to a heartbeat late). The
+//! positions also stand still while the writer writes a snapshot for more
+//! than that (the log's records queue behind it), and a snapshot's first
+//! part would wait as long. A slow disk whose log still moves is not
+//! stalled.
 //!
 //! A strong cluster's node whose log is stalled or refused hands no
 //! snapshot (a snapshot waits for its source's log: `cluster/total_order`),

@@ -623,7 +623,8 @@ impl<E: Engine> Server<E> {
         if self.stopping {
             return;
         }
-        let stuck = (self.durable.as_mut()).is_some_and(Durable::marked_log_stuck);
+        let now = Instant::now();
+        let stuck = (self.durable.as_mut()).is_some_and(|d| d.marked_log_stuck(now));
         self.node.on_log_stuck(stuck);
         let Some(why) = self.durable.as_ref().and_then(Durable::must_stop) else {
             return;

@@ -320,9 +320,6 @@ pub struct SimStats {
     /// and told is not.
     pub exact_recoveries: u64,
     pub inexact_recoveries: u64,
-    /// With `stuck_logs`: the state handed by a node (a snapshot taken to
-    /// its end) while a lower-numbered node's log was stuck.
-    pub handed_past_stuck: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -347,10 +344,8 @@ pub struct SimNode<E: Engine> {
     /// Reports held for the log (`Replica::report_waits`), in order: the
     /// step the log holds what they wait for, and its journal position.
     held: VecDeque<(u64, u64, <E::Replica as Replica>::Done)>,
-    /// With `stuck_logs`: whether its log is stuck now, and the snapshots
-    /// its engine had sent at the last heartbeat.
+    /// With `stuck_logs`: whether its log is stuck now.
     stuck: bool,
-    snapshots_sent: u64,
 }
 
 impl<E: Engine> SimNode<E> {
@@ -371,7 +366,6 @@ impl<E: Engine> SimNode<E> {
             worker: VecDeque::new(),
             held: VecDeque::new(),
             stuck: false,
-            snapshots_sent: 0,
         }
     }
 
@@ -1109,9 +1103,7 @@ where
 
     /// Each running node's log gets stuck, or moves again, now and then
     /// (stuck for four heartbeats on average, every twelve), and its
-    /// engine hears how it is; the state a node handed since the last
-    /// heartbeat counts in `handed_past_stuck` if a lower-numbered node's
-    /// log is stuck now.
+    /// engine hears how it is.
     fn stick_logs(&mut self) {
         for id in self.ids.clone() {
             if self.nodes[&id].run != Run::Running {
@@ -1121,19 +1113,9 @@ where
                 true => self.rng.chance(25),
                 false => self.rng.per_mille(125),
             };
-            let below_stuck = self.ids.iter().any(|&lower| {
-                let n = &self.nodes[&lower];
-                lower < id && n.run == Run::Running && n.stuck
-            });
             let node = self.node_mut(id);
             node.stuck ^= flip;
-            let stuck = node.stuck;
-            node.node.on_log_stuck(stuck);
-            let sent = node.node.engine().status().snapshots_sent;
-            let handed = sent - std::mem::replace(&mut node.snapshots_sent, sent);
-            if below_stuck {
-                self.stats.handed_past_stuck += handed;
-            }
+            node.node.on_log_stuck(node.stuck);
         }
     }
 

@@ -141,7 +141,7 @@ pub enum Control {
         members: Vec<NodeId>,
         /// The members that hold the state. The first hands the others
         /// the snapshots and the writes they missed: the lowest, after any
-        /// whose disk refuses its log.
+        /// whose log is stuck (`Flush::log_stuck`).
         sources: Vec<NodeId>,
         start: Vec<Proposal>,
         /// Its source's store was rebuilt from a log (a view formed from the
