@@ -311,6 +311,11 @@ fn invalid(section: &str, key: &str, why: impl fmt::Display) -> ConfigError {
     ConfigError(format!("[{section}] {key}: {why}"))
 }
 
+/// The highest node id: a cas unique holds the low 16 bits of its
+/// writer's id beside the stamp's time (`cluster/stamp.rs`), so two nodes
+/// whose ids differ above them would hand out the same uniques.
+const MAX_NODE_ID: u32 = 0xffff;
+
 fn number<T: std::str::FromStr>(section: &str, key: &str, value: &str) -> Result<T, ConfigError>
 where
     T::Err: fmt::Display,
@@ -350,6 +355,13 @@ impl Config {
                 }
             } else if let Some(id) = section.strip_prefix("node.") {
                 let id: u32 = number(section, "node id", id)?;
+                if id > MAX_NODE_ID {
+                    return Err(invalid(
+                        section,
+                        "node id",
+                        format!("at most {MAX_NODE_ID}, not {id}"),
+                    ));
+                }
                 let mut node = NodeConfig::with_id(id);
                 for (key, value) in props.iter() {
                     node.set(section, key, value)?;

@@ -142,8 +142,12 @@ fn flags_override_the_config_file() {
 #[test]
 fn bad_configs_are_refused_with_the_reason() {
     let dir = TempDir::new("bad");
-    let cases: [(&str, &str); 9] = [
+    let cases: [(&str, &str); 10] = [
         ("[node.0]\ndata_dir = \n", "[node.0] data_dir: empty"),
+        (
+            "[node.1]\n[node.65537]\n",
+            "[node.65537] node id: at most 65535",
+        ),
         (
             "[cluster]\nconsistency = strong\n[node.0]\n",
             "unknown consistency",
