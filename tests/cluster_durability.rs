@@ -803,6 +803,10 @@ fn a_strong_node_whose_fsyncs_stall_leaves_a_restarted_peers_snapshot_to_another
     assert_eq!(stat(cluster.port(2), "mckv_snapshots_received"), 1);
     assert_eq!(stat(cluster.port(1), "mckv_snapshots_sent"), 1);
     assert_eq!(stat(cluster.port(0), "mckv_snapshots_sent"), 0);
+    assert_eq!(stat(cluster.port(0), "mckv_log_stalled"), 1);
+    let log = cluster.log(0);
+    let said = "the disk has taken none of the log for 1 s (stalled?)";
+    assert!(log.contains(said), "node 0's log: {log}");
     disk.resume();
 }
 

@@ -419,7 +419,7 @@ pub struct Durable {
     /// write, so every reply waits for the log, and new writes are refused
     /// before they are ordered while the disk refuses it.
     marked: bool,
-    /// Whether the marked log has stopped moving ([`Durable::marked_log_stuck`]).
+    /// Whether the log has stopped moving ([`Durable::log_stuck`]).
     stall: Stall,
     /// Held until the node exits: another node on the same directory
     /// would corrupt it.
@@ -502,22 +502,40 @@ impl Durable {
             .map(|why| format!("data directory: {why}; not applied"))
     }
 
-    /// Whether a strong cluster's marked log is stuck now: the disk
-    /// refuses it, or has taken none of what a snapshot's first part would
-    /// wait for ([`ReportWait::Logged`]: what a reply made now waits for)
-    /// for a while (`stall.rs`), as of `now`.
-    pub fn marked_log_stuck(&mut self, now: Instant) -> bool {
-        if !self.marked {
-            return false;
-        }
+    /// Whether a strong cluster's marked log is stuck at `now`: the disk
+    /// refuses it, or is stalled (`stall.rs`: it has taken none of what a
+    /// reply made now waits for, so of what a snapshot's first part would
+    /// wait for, [`ReportWait::Logged`], for a while). Any log's stall is
+    /// noted for `stats` and logged when it begins and ends.
+    pub fn log_stuck(&mut self, now: Instant) -> bool {
         let shared = &self.shared;
         let behind = !self.reached(self.reply_wait(None));
         let positions = (
             shared.written.load(Ordering::Acquire),
             shared.durable.load(Ordering::Acquire),
         );
+        let was = self.stall.is_stalled();
         let stalled = self.stall.stalled(behind, positions, now);
-        stalled || shared.refusing.load(Ordering::Acquire)
+        match (was, stalled) {
+            (false, true) => log::warn!(
+                "data directory: the disk has taken none of the log for {} s (stalled?); \
+                 replies that wait for it wait{}",
+                stall::STALL.as_secs(),
+                match self.marked {
+                    true => ", and a peer that needs this node's store is handed another's",
+                    false => "",
+                }
+            ),
+            (true, false) => log::info!("data directory: the log moves again"),
+            _ => {}
+        }
+        self.marked && (stalled || shared.refusing.load(Ordering::Acquire))
+    }
+
+    /// Whether the disk has taken none of the log for a while, as last
+    /// checked ([`Durable::log_stuck`]).
+    pub fn log_stalled(&self) -> bool {
+        self.stall.is_stalled()
     }
 
     /// Why the node must stop, if it must. After a failed fsync, any node:
@@ -1483,18 +1501,15 @@ mod crash_cases {
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
         let start = Instant::now();
-        assert!(!durable.marked_log_stuck(start));
-        assert!(!durable.marked_log_stuck(start + 2 * stall::STALL), "idle");
+        assert!(!durable.log_stuck(start));
+        assert!(!durable.log_stuck(start + 2 * stall::STALL), "idle");
         let shared = durable.shared.clone();
         let on_disk = shared.durable.load(Ordering::Acquire);
         shared.must_sync.store(on_disk + 1, Ordering::Release);
-        assert!(!durable.marked_log_stuck(start + 3 * stall::STALL));
-        assert!(durable.marked_log_stuck(start + 4 * stall::STALL));
+        assert!(!durable.log_stuck(start + 3 * stall::STALL));
+        assert!(durable.log_stuck(start + 4 * stall::STALL));
         shared.must_sync.store(on_disk, Ordering::Release);
-        assert!(
-            !durable.marked_log_stuck(start + 5 * stall::STALL),
-            "moving again"
-        );
+        assert!(!durable.log_stuck(start + 5 * stall::STALL), "moving again");
         drop(store);
         drop(durable);
         let _ = std::fs::remove_dir_all(&d);

@@ -27,6 +27,8 @@ pub struct Stall {
     /// The positions written and fsynced, and since when they have not
     /// moved while records waited; `None` while nothing waits.
     waiting: Option<((u64, u64), Instant)>,
+    /// What [`Stall::stalled`] said last.
+    last: bool,
 }
 
 impl Stall {
@@ -34,17 +36,23 @@ impl Stall {
     /// disk), and `positions` (written, fsynced) have not moved for
     /// [`STALL`].
     pub fn stalled(&mut self, behind: bool, positions: (u64, u64), now: Instant) -> bool {
+        self.last = behind
+            && match self.waiting {
+                Some((seen, since)) if seen == positions => now.duration_since(since) >= STALL,
+                _ => {
+                    self.waiting = Some((positions, now));
+                    false
+                }
+            };
         if !behind {
             self.waiting = None;
-            return false;
         }
-        match self.waiting {
-            Some((seen, since)) if seen == positions => now.duration_since(since) >= STALL,
-            _ => {
-                self.waiting = Some((positions, now));
-                false
-            }
-        }
+        self.last
+    }
+
+    /// What [`Stall::stalled`] said last.
+    pub fn is_stalled(&self) -> bool {
+        self.last
     }
 }
 

@@ -567,6 +567,9 @@ impl<E: Engine> Server<E> {
             match timer {
                 Timer::Heartbeat => self.heartbeat(now),
                 Timer::Maintain => {
+                    // A node alone has no heartbeat, and a stalled log
+                    // wakes nothing: its stall is noticed here.
+                    self.check_log();
                     let busy = self.backend.maintain();
                     let next = if busy { MAINTAIN_BUSY } else { MAINTAIN_EVERY };
                     self.timers.schedule(now + next, Timer::Maintain);
@@ -624,7 +627,7 @@ impl<E: Engine> Server<E> {
             return;
         }
         let now = Instant::now();
-        let stuck = (self.durable.as_mut()).is_some_and(|d| d.marked_log_stuck(now));
+        let stuck = (self.durable.as_mut()).is_some_and(|d| d.log_stuck(now));
         self.node.on_log_stuck(stuck);
         let Some(why) = self.durable.as_ref().and_then(Durable::must_stop) else {
             return;

@@ -565,6 +565,7 @@ fn durability_fields(out: &mut Vec<u8>, durable: &Durable, held: usize) {
     reply::stat(out, "mckv_log_bytes", load(&shared.log_bytes));
     reply::stat(out, "mckv_log_fsyncs", load(&shared.fsyncs));
     reply::stat(out, "mckv_log_failed", u8::from(shared.failure().is_some()));
+    reply::stat(out, "mckv_log_stalled", u8::from(durable.log_stalled()));
     reply::stat(out, "mckv_replies_held", held);
     reply::stat(out, "mckv_snapshots_written", load(&shared.snapshots));
     reply::stat(out, "mckv_snapshot_bytes", load(&shared.snapshot_bytes));

@@ -286,7 +286,8 @@ impl FailingFsync {
     /// On the node at `port` (with `fsync = always`, its fsyncs through
     /// this disk, `other` stored as `other` before): with fsyncs stalled, a
     /// `set k` and a `get k` are both held, while a `get other` is
-    /// answered; once they resume, both come, with the value.
+    /// answered, and `stats` soon says the log is stalled; once they
+    /// resume, both come, with the value, and the log is no longer stalled.
     pub fn check_a_read_of_another_key_goes_on_while_a_write_waits(&self, port: u16) {
         self.stall();
         let mut writer = connect(port);
@@ -307,6 +308,17 @@ impl FailingFsync {
             "VALUE other 0 5\r\nother\r\nEND\r\n"
         );
         assert_eq!(held(), 2, "answered before its fsync");
+        let stalled = |want: u64| {
+            poll(
+                Duration::from_secs(10),
+                Duration::from_millis(20),
+                || match stat(port, "mckv_log_stalled") {
+                    n if n == want => Ok(()),
+                    n => Err(format!("mckv_log_stalled {n}, not {want}")),
+                },
+            )
+        };
+        stalled(1);
         self.resume();
         let line = |got: &[u8]| got.ends_with(b"\r\n");
         let stored = read_until(&mut writer, Duration::from_secs(10), line);
@@ -314,6 +326,7 @@ impl FailingFsync {
         let end = |got: &[u8]| got.ends_with(b"END\r\n");
         let got = read_until(&mut same_key, Duration::from_secs(10), end);
         assert_eq!(String::from_utf8_lossy(&got), "VALUE k 0 1\r\nv\r\nEND\r\n");
+        stalled(0);
     }
 }
 
