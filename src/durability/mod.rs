@@ -1223,6 +1223,14 @@ mod crash_cases {
         (high, d, s)
     }
 
+    /// [`start`] for a strong cluster's node: its log marked.
+    fn start_marked(dir: &Path, cluster: &ClusterConfig) -> (Durable, DurableStore) {
+        let r = Recovering::open_marked(dir, 0, cluster, memory()).unwrap();
+        let poll = mio::Poll::new().unwrap();
+        let waker = Arc::new(Waker::new(poll.registry(), mio::Token(0)).unwrap());
+        r.start_logging(waker).unwrap()
+    }
+
     fn set(store: &mut dyn Store, key: &[u8], cas: u64, now: UnixTime) {
         let w = Write {
             mode: StorageMode::Set,
@@ -1435,10 +1443,7 @@ mod crash_cases {
     fn a_log_that_cannot_be_trusted_or_catch_up_stops_the_node() {
         let d = dir("must-stop");
         let cluster = ClusterConfig::default();
-        let r = Recovering::open_marked(&d, 0, &cluster, memory()).unwrap();
-        let poll = mio::Poll::new().unwrap();
-        let waker = Arc::new(Waker::new(poll.registry(), mio::Token(0)).unwrap());
-        let (durable, store) = r.start_logging(waker).unwrap();
+        let (durable, store) = start_marked(&d, &cluster);
         let shared = &durable.shared;
         assert_eq!(durable.must_stop(), None);
         *shared.failure.lock().unwrap() = Some("No space left on device".into());
@@ -1492,10 +1497,7 @@ mod crash_cases {
             fsync: Fsync::Always,
             ..ClusterConfig::default()
         };
-        let r = Recovering::open_marked(&d, 0, &cluster, memory()).unwrap();
-        let poll = mio::Poll::new().unwrap();
-        let waker = Arc::new(Waker::new(poll.registry(), mio::Token(0)).unwrap());
-        let (mut durable, mut store) = r.start_logging(waker).unwrap();
+        let (mut durable, mut store) = start_marked(&d, &cluster);
         store.end_batch(); // what the start appended goes to the writer
         while durable.wait_for(None).is_some() {
             std::thread::sleep(std::time::Duration::from_millis(1));
