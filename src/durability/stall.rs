@@ -2,7 +2,8 @@
 //! none of them for [`STALL`]. A full disk refuses writes and says so; a
 //! hung one (fsyncs or writes that do not return) says nothing, so the
 //! reactor tells it from the log's positions, which stop moving (checked at
-//! each heartbeat and log wake, so it is told up to a heartbeat late). The
+//! each heartbeat, store maintenance tick and log wake, so it is told up to
+//! a tick late). The
 //! positions also stand still while the writer writes a snapshot for more
 //! than that (the log's records queue behind it), and a snapshot's first
 //! part would wait as long. A slow disk whose log still moves is not
