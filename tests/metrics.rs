@@ -263,6 +263,46 @@ fn node_with_metrics() -> (common::MckvNode, u16) {
     (node, port)
 }
 
+/// A node with a data directory shows its log as `stats` does: bytes,
+/// fsyncs, whether the disk failed or stalls it, replies held, snapshots;
+/// a node without one shows none of them.
+#[test]
+fn a_node_with_a_data_directory_shows_its_log() {
+    let port = free_port();
+    let data = common::TempDir::new("metrics-data");
+    let keys = format!(
+        "metrics_addr = 127.0.0.1:{port}\ndata_dir = {}",
+        data.0.display()
+    );
+    let node = common::start_mckv_with("fsync = always", &keys, &[]);
+    assert_eq!(
+        request(&mut connect(node.port()), b"set k 0 0 1\r\nv\r\n"),
+        "STORED\r\n"
+    );
+    let scrape = Scrape::of(port);
+    assert!(scrape.must("mckv_log_bytes", &[]) > 0.0);
+    assert!(scrape.must("mckv_log_fsyncs_total", &[]) >= 1.0);
+    assert_eq!(scrape.must("mckv_log_failed", &[]), 0.0);
+    assert_eq!(scrape.must("mckv_log_stalled", &[]), 0.0);
+    assert_eq!(scrape.must("mckv_replies_held", &[]), 0.0);
+    // The start writes what it recovered as one snapshot.
+    assert_eq!(scrape.must("mckv_snapshots_written_total", &[]), 1.0);
+    assert!(scrape.must("mckv_snapshot_bytes", &[]) > 0.0);
+    let (_plain, plain_port) = node_with_metrics();
+    let plain = Scrape::of(plain_port);
+    for name in [
+        "mckv_log_bytes",
+        "mckv_log_fsyncs_total",
+        "mckv_replies_held",
+    ] {
+        assert_eq!(
+            plain.value(name, &[]),
+            None,
+            "{name} without a data directory"
+        );
+    }
+}
+
 #[test]
 fn another_path_is_not_found_and_another_method_not_allowed() {
     let (_node, port) = node_with_metrics();

@@ -401,6 +401,26 @@ pub enum ReportWait {
     Logged,
 }
 
+/// The log's numbers, for `stats` and the metrics endpoint.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogNumbers {
+    /// Bytes in the current `log` file.
+    pub bytes: u64,
+    pub fsyncs: u64,
+    /// The disk refuses the log, or an fsync failed.
+    pub failed: bool,
+    /// The disk has taken none of the log for a while ([`Durable::log_stalled`]).
+    pub stalled: bool,
+    /// The last whole snapshot: how many were written (the start's own
+    /// included), its size, and when (unix time).
+    pub snapshots_written: u64,
+    pub snapshot_bytes: u64,
+    pub snapshot_time: u64,
+    /// What the start replayed, and dropped (a torn tail).
+    pub recovered_bytes: u64,
+    pub recovered_dropped_bytes: u64,
+}
+
 /// Log positions a reply waits for: handed to the kernel, and fsynced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Wait {
@@ -536,6 +556,23 @@ impl Durable {
     /// checked ([`Durable::log_stuck`]).
     pub fn log_stalled(&self) -> bool {
         self.stall.is_stalled()
+    }
+
+    /// The log's numbers now.
+    pub fn numbers(&self) -> LogNumbers {
+        let shared = &self.shared;
+        let load = |n: &std::sync::atomic::AtomicU64| n.load(Ordering::Relaxed);
+        LogNumbers {
+            bytes: load(&shared.log_bytes),
+            fsyncs: load(&shared.fsyncs),
+            failed: shared.failure().is_some(),
+            stalled: self.log_stalled(),
+            snapshots_written: load(&shared.snapshots),
+            snapshot_bytes: load(&shared.snapshot_bytes),
+            snapshot_time: load(&shared.snapshot_at),
+            recovered_bytes: self.recovered.replayed,
+            recovered_dropped_bytes: self.recovered.dropped,
+        }
     }
 
     /// Why the node must stop, if it must. After a failed fsync, any node:

@@ -37,6 +37,7 @@ use super::latency::{CommandKind, Latencies, BOUNDS_NS};
 use super::Server;
 use crate::cluster::engine::{SyncStats, Transfer};
 use crate::cluster::{Engine, NodeId};
+use crate::durability::{Durable, LogNumbers};
 use crate::protocol::reply;
 
 pub const METRICS_LISTENER: Token = Token(usize::MAX - 5);
@@ -351,6 +352,8 @@ impl<E: Engine> Server<E> {
             frame_bytes_received: self.peers.as_ref().map_or(0, |p| p.frame_bytes_received),
             timeouts: self.counters.timeouts,
             connections: self.counters.curr_connections,
+            log: self.durable.as_ref().map(Durable::numbers),
+            replies_held: self.held.len() as u64,
             latencies: self.latencies.clone(),
         }
     }
@@ -405,6 +408,9 @@ pub struct Snapshot {
     pub frame_bytes_received: u64,
     pub timeouts: u64,
     pub connections: u64,
+    /// With a data directory: its log, and the replies waiting for it.
+    pub log: Option<LogNumbers>,
+    pub replies_held: u64,
     pub latencies: Latencies,
 }
 
@@ -620,11 +626,57 @@ impl Collector for Snapshot {
         }
 
         self.encode_peers(&mut encoder)?;
+        self.encode_log(&mut encoder)?;
         self.encode_latencies(&mut encoder)
     }
 }
 
 impl Snapshot {
+    fn encode_log(&self, encoder: &mut DescriptorEncoder) -> std::fmt::Result {
+        let Some(log) = &self.log else {
+            return Ok(());
+        };
+        let mut gauge = |name: &str, help: &str, value: u64| -> std::fmt::Result {
+            let metric = ConstGauge::new(value);
+            metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)
+        };
+        gauge(
+            "log_bytes",
+            "Bytes in the data directory's current log.",
+            log.bytes,
+        )?;
+        gauge(
+            "log_failed",
+            "1 while the disk refuses the log (full, unwritable) or after a failed fsync.",
+            u64::from(log.failed),
+        )?;
+        gauge(
+            "log_stalled",
+            "1 while the disk has taken none of what waits for it for a second or more.",
+            u64::from(log.stalled),
+        )?;
+        gauge(
+            "replies_held",
+            "Replies waiting for the log now.",
+            self.replies_held,
+        )?;
+        gauge(
+            "snapshot_bytes",
+            "Bytes of the last whole snapshot of the data directory.",
+            log.snapshot_bytes,
+        )?;
+        let mut counter = |name: &str, help: &str, value: u64| -> std::fmt::Result {
+            let metric = ConstCounter::new(value);
+            metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)
+        };
+        counter("log_fsyncs", "Fsyncs of the log.", log.fsyncs)?;
+        counter(
+            "snapshots_written",
+            "Snapshots of the data directory written, the start's own included.",
+            log.snapshots_written,
+        )
+    }
+
     fn encode_peers(&self, encoder: &mut DescriptorEncoder) -> std::fmt::Result {
         let peer_gauges = |encoder: &mut DescriptorEncoder,
                            name: &str,

@@ -17,7 +17,6 @@
 
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
-use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use mio::net::TcpListener;
@@ -559,22 +558,21 @@ pub fn sizes_not_tracked(out: &mut Vec<u8>) {
 /// The log's numbers, for a node with a data directory, `held` replies
 /// waiting for it.
 fn durability_fields(out: &mut Vec<u8>, durable: &Durable, held: usize) {
-    let shared = &durable.shared;
-    let load = |n: &std::sync::atomic::AtomicU64| n.load(Ordering::Relaxed);
+    let log = durable.numbers();
     reply::stat(out, "mckv_fsync", durable.fsync.name());
-    reply::stat(out, "mckv_log_bytes", load(&shared.log_bytes));
-    reply::stat(out, "mckv_log_fsyncs", load(&shared.fsyncs));
-    reply::stat(out, "mckv_log_failed", u8::from(shared.failure().is_some()));
-    reply::stat(out, "mckv_log_stalled", u8::from(durable.log_stalled()));
+    reply::stat(out, "mckv_log_bytes", log.bytes);
+    reply::stat(out, "mckv_log_fsyncs", log.fsyncs);
+    reply::stat(out, "mckv_log_failed", u8::from(log.failed));
+    reply::stat(out, "mckv_log_stalled", u8::from(log.stalled));
     reply::stat(out, "mckv_replies_held", held);
-    reply::stat(out, "mckv_snapshots_written", load(&shared.snapshots));
-    reply::stat(out, "mckv_snapshot_bytes", load(&shared.snapshot_bytes));
-    reply::stat(out, "mckv_snapshot_time", load(&shared.snapshot_at));
-    reply::stat(out, "mckv_recovered_bytes", durable.recovered.replayed);
+    reply::stat(out, "mckv_snapshots_written", log.snapshots_written);
+    reply::stat(out, "mckv_snapshot_bytes", log.snapshot_bytes);
+    reply::stat(out, "mckv_snapshot_time", log.snapshot_time);
+    reply::stat(out, "mckv_recovered_bytes", log.recovered_bytes);
     reply::stat(
         out,
         "mckv_recovered_dropped_bytes",
-        durable.recovered.dropped,
+        log.recovered_dropped_bytes,
     );
 }
 
