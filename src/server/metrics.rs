@@ -480,6 +480,33 @@ impl Collector for Snapshot {
             "Seconds since the node started.",
             self.uptime_seconds,
         )?;
+        if let Some(log) = &self.log {
+            gauge(
+                "log_bytes",
+                "Bytes in the data directory's current log.",
+                log.bytes,
+            )?;
+            gauge(
+                "log_failed",
+                "1 while the disk refuses the log (full, unwritable) or after a failed fsync.",
+                u64::from(log.failed),
+            )?;
+            gauge(
+                "log_stalled",
+                "1 while the disk has taken none of what waits for it for a second or more.",
+                u64::from(log.stalled),
+            )?;
+            gauge(
+                "replies_held",
+                "Replies waiting for the log now.",
+                self.replies_held,
+            )?;
+            gauge(
+                "snapshot_bytes",
+                "Bytes of the last whole snapshot of the data directory.",
+                log.snapshot_bytes,
+            )?;
+        }
 
         if let Some(lag) = self.delivery_lag_seconds {
             let metric = ConstGauge::new(lag);
@@ -566,6 +593,14 @@ impl Collector for Snapshot {
             "Requests answered with a timeout (reset by `stats reset`).",
             self.timeouts,
         )?;
+        if let Some(log) = &self.log {
+            counter("log_fsyncs", "Fsyncs of the log.", log.fsyncs)?;
+            counter(
+                "snapshots_written",
+                "Snapshots of the data directory written, the start's own included.",
+                log.snapshots_written,
+            )?;
+        }
         if let Some(sync) = self.sync {
             counter(
                 "sync_rounds",
@@ -626,57 +661,11 @@ impl Collector for Snapshot {
         }
 
         self.encode_peers(&mut encoder)?;
-        self.encode_log(&mut encoder)?;
         self.encode_latencies(&mut encoder)
     }
 }
 
 impl Snapshot {
-    fn encode_log(&self, encoder: &mut DescriptorEncoder) -> std::fmt::Result {
-        let Some(log) = &self.log else {
-            return Ok(());
-        };
-        let mut gauge = |name: &str, help: &str, value: u64| -> std::fmt::Result {
-            let metric = ConstGauge::new(value);
-            metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)
-        };
-        gauge(
-            "log_bytes",
-            "Bytes in the data directory's current log.",
-            log.bytes,
-        )?;
-        gauge(
-            "log_failed",
-            "1 while the disk refuses the log (full, unwritable) or after a failed fsync.",
-            u64::from(log.failed),
-        )?;
-        gauge(
-            "log_stalled",
-            "1 while the disk has taken none of what waits for it for a second or more.",
-            u64::from(log.stalled),
-        )?;
-        gauge(
-            "replies_held",
-            "Replies waiting for the log now.",
-            self.replies_held,
-        )?;
-        gauge(
-            "snapshot_bytes",
-            "Bytes of the last whole snapshot of the data directory.",
-            log.snapshot_bytes,
-        )?;
-        let mut counter = |name: &str, help: &str, value: u64| -> std::fmt::Result {
-            let metric = ConstCounter::new(value);
-            metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)
-        };
-        counter("log_fsyncs", "Fsyncs of the log.", log.fsyncs)?;
-        counter(
-            "snapshots_written",
-            "Snapshots of the data directory written, the start's own included.",
-            log.snapshots_written,
-        )
-    }
-
     fn encode_peers(&self, encoder: &mut DescriptorEncoder) -> std::fmt::Result {
         let peer_gauges = |encoder: &mut DescriptorEncoder,
                            name: &str,
