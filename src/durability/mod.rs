@@ -409,7 +409,8 @@ pub struct LogNumbers {
     pub fsyncs: u64,
     /// The disk refuses the log, or an fsync failed.
     pub failed: bool,
-    /// The disk has taken none of the log for a while ([`Durable::log_stalled`]).
+    /// The disk has taken none of the log for a while, as last checked
+    /// ([`Durable::log_stuck`]).
     pub stalled: bool,
     /// The last whole snapshot: how many were written (the start's own
     /// included), its size, and when (unix time).
@@ -552,12 +553,6 @@ impl Durable {
         self.marked && (stalled || shared.refusing.load(Ordering::Acquire))
     }
 
-    /// Whether the disk has taken none of the log for a while, as last
-    /// checked ([`Durable::log_stuck`]).
-    pub fn log_stalled(&self) -> bool {
-        self.stall.is_stalled()
-    }
-
     /// The log's numbers now.
     pub fn numbers(&self) -> LogNumbers {
         let shared = &self.shared;
@@ -566,7 +561,7 @@ impl Durable {
             bytes: load(&shared.log_bytes),
             fsyncs: load(&shared.fsyncs),
             failed: shared.failure().is_some(),
-            stalled: self.log_stalled(),
+            stalled: self.stall.is_stalled(),
             snapshots_written: load(&shared.snapshots),
             snapshot_bytes: load(&shared.snapshot_bytes),
             snapshot_time: load(&shared.snapshot_at),

@@ -37,17 +37,18 @@ impl Stall {
     /// disk), and `positions` (written, fsynced) have not moved for
     /// [`STALL`].
     pub fn stalled(&mut self, behind: bool, positions: (u64, u64), now: Instant) -> bool {
-        self.last = behind
-            && match self.waiting {
-                Some((seen, since)) if seen == positions => now.duration_since(since) >= STALL,
-                _ => {
-                    self.waiting = Some((positions, now));
-                    false
-                }
-            };
         if !behind {
             self.waiting = None;
+            self.last = false;
+            return false;
         }
+        self.last = match self.waiting {
+            Some((seen, since)) if seen == positions => now.duration_since(since) >= STALL,
+            _ => {
+                self.waiting = Some((positions, now));
+                false
+            }
+        };
         self.last
     }
 
